@@ -1,0 +1,76 @@
+/**
+ * The backend contract: storage methods plus one kernel table keyed by op name.
+ *
+ * A backend owns opaque storage handles (`S`): an ArrayBuffer on the CPU, a GPUBuffer on WebGPU, a
+ * device pointer on CUDA. Kernels receive already-validated inputs and already-allocated outputs;
+ * on a GPU they only enqueue work, and only `read` waits for it.
+ */
+import type { DType } from "./dtype.js";
+import type { KernelOpName, OpAttrs } from "./ops/attrs.js";
+
+/** A contiguous, row-major tensor as a kernel sees it. */
+export interface TensorRef<S> {
+  readonly storage: S;
+  readonly shape: readonly number[];
+  readonly dtype: DType;
+  /** Number of elements. */
+  readonly size: number;
+}
+
+export interface KernelArgs<K extends KernelOpName, S> {
+  readonly inputs: readonly TensorRef<S>[];
+  readonly outputs: readonly TensorRef<S>[];
+  readonly attrs: OpAttrs[K];
+}
+
+export type Kernel<K extends KernelOpName, S> = (args: KernelArgs<K, S>) => void;
+
+/** How a backend declares an op it truly cannot run; calling the op throws with this reason. */
+export interface Unsupported {
+  readonly unsupported: string;
+}
+
+export type KernelTable<S> = { [K in KernelOpName]: Kernel<K, S> | Unsupported };
+
+export function isUnsupported(k: unknown): k is Unsupported {
+  return typeof k === "object" && k !== null && "unsupported" in k;
+}
+
+export interface MemoryStats {
+  /** Bytes held by live tensors. */
+  liveBytes: number;
+  liveBuffers: number;
+  /** Bytes kept by a caching allocator for reuse (0 where there is none). */
+  pooledBytes: number;
+  peakBytes: number;
+}
+
+export interface Capabilities {
+  /** Human-readable device name, e.g. the CPU model or the GPU name. */
+  device: string;
+  dtypes: readonly DType[];
+  /** Whether `readSync` is available. */
+  syncRead: boolean;
+  /** Optional features, e.g. "shader-f16", "subgroups", "threads". */
+  features: readonly string[];
+  limits: Readonly<Record<string, number>>;
+}
+
+// The default is `any` because kernel tables are contravariant in the storage type: a
+// Backend<CpuStorage> must still be usable where code only moves tensors around.
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+export interface Backend<S = any> {
+  readonly name: string;
+  readonly capabilities: Capabilities;
+  allocate(byteLength: number): S;
+  free(storage: S): void;
+  write(storage: S, bytes: Uint8Array, byteOffset?: number): void;
+  read(storage: S, byteOffset: number, byteLength: number): Promise<Uint8Array>;
+  readSync?(storage: S, byteOffset: number, byteLength: number): Uint8Array;
+  /** Resolves when all enqueued work has finished. */
+  sync(): Promise<void>;
+  memory(): MemoryStats;
+  /** Releases every resource; the backend cannot be used afterwards. */
+  dispose(): void;
+  readonly kernels: KernelTable<S>;
+}

@@ -1,0 +1,103 @@
+/**
+ * Op dispatch: validate with the op's spec, allocate outputs on the inputs' backend, run the
+ * backend's kernel, wrap the outputs as tensors and tell observers (autograd records here).
+ */
+import { type Backend, isUnsupported, type Kernel, type TensorRef } from "./backend.js";
+import { byteSize } from "./dtype.js";
+import { argError, UnsupportedOpError } from "./errors.js";
+import type { KernelOpName, OpAttrs, OpName } from "./ops/attrs.js";
+import { OP_SPECS } from "./ops/specs.js";
+import { Tensor } from "./tensor.js";
+
+let current: Backend | null = null;
+let defaultFactory: (() => Backend) | null = null;
+
+/** Installs the factory used when no backend was set (the CPU backend registers itself). */
+export function setDefaultBackendFactory(factory: () => Backend): void {
+  defaultFactory = factory;
+}
+
+/** Makes `backend` the one new tensors are created on. */
+export function setBackend(backend: Backend): void {
+  current = backend;
+}
+
+export function getBackend(): Backend {
+  if (current === null) {
+    if (defaultFactory === null) throw new Error("No backend set: call setBackend(createCpuBackend())");
+    current = defaultFactory();
+  }
+  return current;
+}
+
+export interface OpRecord<K extends OpName = OpName> {
+  op: K;
+  inputs: readonly Tensor[];
+  attrs: OpAttrs[K];
+  outputs: readonly Tensor[];
+}
+
+export type OpObserver = (record: OpRecord) => void;
+const observers: OpObserver[] = [];
+
+/** Calls `fn` after every op, until the returned function is called. */
+export function addOpObserver(fn: OpObserver): () => void {
+  observers.push(fn);
+  return () => {
+    const i = observers.indexOf(fn);
+    if (i >= 0) observers.splice(i, 1);
+  };
+}
+
+/** Runs an op. `backend` is needed only for ops without inputs (creation ops). */
+export function runOp<K extends OpName>(op: K, inputs: readonly Tensor[], attrs: OpAttrs[K], backend?: Backend): Tensor[] {
+  const spec = OP_SPECS[op];
+  const names = [...spec.inputs, ...(spec.optional ?? [])];
+  const variadic = names.length === 1 && names[0]!.endsWith("...");
+  inputs.forEach((t, i) => {
+    const name = variadic ? `${names[0]!.slice(0, -3)}[${i}]` : (names[i] ?? `input ${i}`);
+    if (!(t instanceof Tensor)) argError(op, name, "a Tensor", t === null ? "null" : typeof t);
+    if (t.isDisposed) argError(op, name, "a live tensor", `tensor #${t.id} that was disposed`);
+  });
+  const be = backend ?? inputs[0]?.backend ?? getBackend();
+  inputs.forEach((t, i) => {
+    if (t.backend !== be) {
+      argError(op, variadic ? `xs[${i}]` : (names[i] ?? `input ${i}`), `a tensor on the ${be.name} backend`, `one on ${t.backend.name}`);
+    }
+  });
+  const infos = spec.infer(
+    inputs.map((t) => ({ shape: [...t.shape], dtype: t.dtype })),
+    attrs,
+  );
+
+  let outputs: Tensor[];
+  if (op === "reshape") {
+    outputs = [new Tensor(inputs[0]!.handle, infos[0]!.shape, infos[0]!.dtype)];
+  } else {
+    const kernel = be.kernels[op as KernelOpName];
+    if (isUnsupported(kernel)) throw new UnsupportedOpError(op, be.name, kernel.unsupported);
+    outputs = infos.map((info) => {
+      const byteLength = info.shape.reduce((a, b) => a * b, 1) * byteSize(info.dtype);
+      const storage = be.allocate(byteLength);
+      const t = new Tensor({ backend: be, storage, byteLength, refs: 0 }, info.shape, info.dtype);
+      return t;
+    });
+    const ref = (t: Tensor): TensorRef<unknown> => ({ storage: t.handle.storage, shape: t.shape, dtype: t.dtype, size: t.size });
+    try {
+      (kernel as Kernel<KernelOpName, unknown>)({ inputs: inputs.map(ref), outputs: outputs.map(ref), attrs: attrs as never });
+    } catch (err) {
+      for (const t of outputs) t.dispose();
+      throw err;
+    }
+  }
+  if (observers.length > 0) {
+    const record: OpRecord = { op, inputs, attrs, outputs };
+    for (const fn of [...observers]) fn(record);
+  }
+  return outputs;
+}
+
+/** Runs a single-output op. */
+export function run1<K extends OpName>(op: K, inputs: readonly Tensor[], attrs: OpAttrs[K], backend?: Backend): Tensor {
+  return runOp(op, inputs, attrs, backend)[0]!;
+}

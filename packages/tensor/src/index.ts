@@ -1,0 +1,38 @@
+/**
+ * @lightning-ts/tensor: tensors, the backend contract, the closed op set and the CPU backend.
+ *
+ * @example
+ * import { tensor, matmul, scope } from "@lightning-ts/tensor";
+ * const y = scope(() => matmul(tensor([[1, 2], [3, 4]]), tensor([[5], [6]])));
+ * console.log(await y.array()); // [[17], [39]]
+ */
+import { createCpuBackend } from "./cpu/backend.js";
+import { setDefaultBackendFactory } from "./engine.js";
+
+setDefaultBackendFactory(() => createCpuBackend());
+
+export * from "./dtype.js";
+export * from "./errors.js";
+export * from "./shape.js";
+export type * from "./backend.js";
+export { isUnsupported } from "./backend.js";
+export * from "./ops/attrs.js";
+export { OP_SPECS, matmulDims, type OpSpec, type OpSpecTable, type TensorInfo } from "./ops/specs.js";
+export * from "./ops/api.js";
+export { addOpObserver, getBackend, setBackend, setDefaultBackendFactory, type OpObserver, type OpRecord } from "./engine.js";
+export {
+  Tensor,
+  beginScope,
+  collectTensors,
+  endScope,
+  findLeaks,
+  keep,
+  liveTensorCount,
+  liveTensors,
+  scope,
+  type DataHandle,
+  type NestedArray,
+  type ScopeFrame,
+} from "./tensor.js";
+export { CpuBackend, createCpuBackend, type CpuBackendOptions } from "./cpu/backend.js";
+export type { CpuStorage } from "./cpu/storage.js";

@@ -1,0 +1,153 @@
+/**
+ * The closed op set: every op name and the attributes its kernels receive.
+ *
+ * `OpName` is derived from this interface, and every backend kernel table and the autograd rule
+ * table are mapped types over it, so adding an op here makes the compiler list every place that
+ * still lacks it. Attributes reach kernels already normalised (axes non-negative and sorted,
+ * shapes explicit).
+ *
+ * Letters used in comments: B batch, H heads, T time, D query/key head dim, E value head dim,
+ * C block size, V vocabulary, M model width, N rows.
+ */
+import type { DType } from "../dtype.js";
+
+type None = Record<string, never>;
+
+export interface ReduceAttrs {
+  /** Non-negative, sorted, distinct. */
+  axes: number[];
+  keepdims: boolean;
+}
+
+export interface RandomAttrs {
+  shape: number[];
+  dtype: DType;
+  seed: number;
+  /** Counter offset: element i uses counter `offset + i`, so streams can be split reproducibly. */
+  offset: number;
+}
+
+export interface LightningAttentionAttrs {
+  /** Block size C of the chunked (LA-2) kernel. */
+  blockSize: number;
+  /** Which kernel computes the result: the chunked one is the default, the others are oracles. */
+  impl: "chunked" | "recurrent" | "quadratic";
+  /** True when an initial state [B, H, D, E] is the fifth input. */
+  hasInitialState: boolean;
+}
+
+export interface OpAttrs {
+  // Elementwise unary (float in, same dtype out).
+  neg: None;
+  abs: None;
+  exp: None;
+  log: None;
+  sqrt: None;
+  rsqrt: None;
+  square: None;
+  reciprocal: None;
+  relu: None;
+  silu: None;
+  sigmoid: None;
+  tanh: None;
+  cos: None;
+  sin: None;
+  sign: None;
+  // Elementwise binary with broadcasting.
+  add: None;
+  sub: None;
+  mul: None;
+  div: None;
+  pow: None;
+  maximum: None;
+  minimum: None;
+  // Comparisons with broadcasting: u8 result (1 true, 0 false).
+  equal: None;
+  notEqual: None;
+  less: None;
+  lessEqual: None;
+  greater: None;
+  greaterEqual: None;
+  /** where(cond u8, a, b), all three broadcast. */
+  where: None;
+  // Reductions.
+  sum: ReduceAttrs;
+  mean: ReduceAttrs;
+  max: ReduceAttrs;
+  min: ReduceAttrs;
+  /** Index of the first maximum along one axis, i32. */
+  argmax: { axis: number; keepdims: boolean };
+  // Linear algebra. a: (..., m, k), b: (..., k, n) after the optional transposes; batch dims broadcast.
+  matmul: { transA: boolean; transB: boolean };
+  // Movement. `reshape` is a view (no kernel); the others copy into a new contiguous tensor.
+  reshape: { shape: number[] };
+  permute: { perm: number[] };
+  /** Elements begin[i] <= j < end[i] along each axis (normalised, clamped). */
+  slice: { begin: number[]; end: number[] };
+  /** Zero padding: before[i] and after[i] elements around axis i. */
+  pad: { before: number[]; after: number[] };
+  /** Any number of inputs, equal except along `axis`. */
+  concat: { axis: number };
+  expand: { shape: number[] };
+  copy: None;
+  cast: { dtype: DType };
+  // Indexing. gather(x, idx i32): takes along `axis` (numpy.take). scatterAdd(updates, idx) is its adjoint.
+  gather: { axis: number };
+  scatterAdd: { axis: number; size: number };
+  // Fused ops with their own backward kernels.
+  /** embedding(weight [V, M], ids i32 [...]) → [..., M]; ids out of [0, V) are an error. */
+  embedding: None;
+  /** embeddingBackward(dy [..., M], ids [...]) → dweight [V, M]. */
+  embeddingBackward: { vocabSize: number };
+  softmax: { axis: number };
+  logSoftmax: { axis: number };
+  /** softmaxCrossEntropy(logits [N, V], labels i32 [N]) → loss f32 [N]; 0 where label = ignoreIndex. */
+  softmaxCrossEntropy: { ignoreIndex: number };
+  /** (logits [N, V], labels [N], dloss [N]) → dlogits [N, V]. */
+  softmaxCrossEntropyBackward: { ignoreIndex: number };
+  /** TNL's SRMSNorm over the last axis, no weight: x / sqrt(mean(x²) + eps). */
+  rmsNorm: { eps: number };
+  /** (x, dy) → dx. */
+  rmsNormBackward: { eps: number };
+  // Creation.
+  fill: { shape: number[]; dtype: DType; value: number };
+  randomUniform: RandomAttrs & { low: number; high: number };
+  randomNormal: RandomAttrs & { mean: number; std: number };
+  // Lightning Attention (ALGORITHM.md A, B, D).
+  /**
+   * (q [B,H,T,D], k [B,H,T,D], v [B,H,T,E], slopes f32 [H], initialState? f32 [B,H,D,E])
+   * → (o [B,H,T,E], finalState f32 [B,H,D,E]).
+   */
+  lightningAttention: LightningAttentionAttrs;
+  /**
+   * (q, k, v, slopes, dO [B,H,T,E], dFinalState f32 [B,H,D,E], initialState?)
+   * → (dq, dk, dv, dInitialState f32 [B,H,D,E]).
+   */
+  lightningAttentionBackward: LightningAttentionAttrs;
+  /**
+   * One decode step: (q [B,H,D], k [B,H,D], v [B,H,E], slopes [H], state f32 [B,H,D,E])
+   * → (o [B,H,E], newState f32 [B,H,D,E]).
+   */
+  lightningStep: None;
+}
+
+export type OpName = keyof OpAttrs;
+
+/** Ops that never reach a kernel: the engine implements them on storage directly. */
+export type ViewOpName = "reshape";
+export type KernelOpName = Exclude<OpName, ViewOpName>;
+
+export const UNARY_OPS = [
+  "neg", "abs", "exp", "log", "sqrt", "rsqrt", "square", "reciprocal",
+  "relu", "silu", "sigmoid", "tanh", "cos", "sin", "sign",
+] as const satisfies readonly OpName[];
+export type UnaryOpName = (typeof UNARY_OPS)[number];
+
+export const BINARY_OPS = ["add", "sub", "mul", "div", "pow", "maximum", "minimum"] as const satisfies readonly OpName[];
+export type BinaryOpName = (typeof BINARY_OPS)[number];
+
+export const COMPARE_OPS = ["equal", "notEqual", "less", "lessEqual", "greater", "greaterEqual"] as const satisfies readonly OpName[];
+export type CompareOpName = (typeof COMPARE_OPS)[number];
+
+export const REDUCE_OPS = ["sum", "mean", "max", "min"] as const satisfies readonly OpName[];
+export type ReduceOpName = (typeof REDUCE_OPS)[number];

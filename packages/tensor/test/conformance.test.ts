@@ -1,0 +1,3 @@
+import { conformanceSuite } from "@lightning-ts/testing";
+
+await conformanceSuite();

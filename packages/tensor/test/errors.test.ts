@@ -1,0 +1,44 @@
+import { describe, expect, it } from "vitest";
+import * as T from "../src/index.js";
+
+const f = (shape: number[], dtype: T.DType = "f32") => T.zeros(shape, { dtype });
+
+/** Each case: the call, and the message it must produce (op, argument, expected, received). */
+const CASES: [string, () => unknown, RegExp][] = [
+  ["mismatched broadcast", () => T.add(f([2, 3]), f([4])), /^add: argument 'b' expected a shape broadcastable with \[2, 3\], got \[4\]$/],
+  ["mixed dtypes", () => T.mul(f([2]), f([2], "f16")), /^mul: argument 'b' expected dtype f32 \(as the first input\), got f16$/],
+  ["unary on integers", () => T.exp(f([2], "i32")), /^exp: argument 'x' expected a float tensor \(f32, f16 or bf16\), got i32 \[2\]$/],
+  ["axis out of range", () => T.sum(f([2, 3]), 2), /^sum: argument 'axes' expected an integer axis in \[-2, 1\], got 2$/],
+  ["repeated axes", () => T.sum(f([2, 3]), [1, -1]), /^sum: argument 'axes' expected distinct axes, got \[1,-1\]$/],
+  ["matmul rank", () => T.matmul(f([3]), f([3, 2])), /^matmul: argument 'a' expected rank >= 2, got rank 1 \[3\]$/],
+  ["matmul inner dims", () => T.matmul(f([2, 3]), f([4, 2])), /^matmul: argument 'b' expected inner dimension 3 \(from a \[2, 3\]\), got 4 \(b \[4, 2\]\)$/],
+  ["matmul batch dims", () => T.matmul(f([2, 2, 3]), f([3, 3, 2])), /^matmul: argument 'b' expected a shape broadcastable with \[2\], got \[3\]$/],
+  ["reshape size", () => T.reshape(f([2, 3]), [4, 2]), /^reshape: argument 'shape' expected a shape of 6 elements \(x is \[2, 3\]\), got \[4, 2\]$/],
+  ["permute", () => T.permute(f([2, 3]), [0, 0]), /^permute: argument 'perm' expected a permutation of \[0\.\.1\], got \[0,0\]$/],
+  ["concat shapes", () => T.concat([f([2, 3]), f([2, 4])], 0), /^concat: argument 'xs\[1\]' expected shape \[2, 3\] except on axis 0, got \[2, 4\]$/],
+  ["split sections", () => T.split(f([5]), 2), /^split: argument 'sections' expected a divisor of 5/],
+  ["expand", () => T.expand(f([3]), [2, 4]), /^expand: argument 'x' expected a shape broadcastable to \[2, 4\], got \[3\]$/],
+  ["gather index dtype", () => T.gather(f([3]), f([1])), /^gather: argument 'indices' expected dtype i32, got f32 \[1\]$/],
+  ["gather index range", () => T.gather(f([3]), T.tensor([3], [1], { dtype: "i32" })), /^gather: argument 'indices' expected values in \[0, 3\), got 3 at position 0$/],
+  ["embedding out of vocabulary", () => T.embedding(f([4, 2]), T.tensor([1, -1], [2], { dtype: "i32" })), /^embedding: argument 'ids' expected values in \[0, 4\), got -1 at position 1$/],
+  ["cross-entropy label", () => T.softmaxCrossEntropy(f([2, 3]), T.tensor([0, 5], [2], { dtype: "i32" })), /^softmaxCrossEntropy: argument 'labels' expected values in \[0, 3\) or -100 \(ignoreIndex\), got 5 at row 1$/],
+  ["cross-entropy rank", () => T.softmaxCrossEntropy(f([2, 3, 1]), T.tensor([0, 1], [2], { dtype: "i32" })), /^softmaxCrossEntropy: argument 'logits' expected rank 2, got rank 3 \[2, 3, 1\]$/],
+  ["rmsNorm eps", () => T.rmsNorm(f([2]), 0), /^rmsNorm: argument 'eps' expected a positive finite number, got 0$/],
+  ["where condition", () => T.where(f([2]), f([2]), f([2])), /^where: argument 'cond' expected dtype u8, got f32 \[2\]$/],
+  ["bad dtype", () => T.zeros([2], { dtype: "f64" as T.DType }), /^fill: argument 'dtype' expected one of f32, f16, bf16, i32, u8, got f64$/],
+  ["bad shape", () => T.zeros([2, -1]), /^fill: argument 'shape' expected an array of non-negative integers, got \[2,-1\]$/],
+  ["ragged values", () => T.tensor([[1, 2], [3]]), /^tensor: argument 'values' expected a regular nested array \(length 2 at depth 1\), got length 1$/],
+  ["values vs shape", () => T.tensor([1, 2, 3], [2, 2]), /^tensor: argument 'shape' expected a shape of 3 elements, got \[2, 2\]$/],
+  ["lightning q rank", () => T.runOp("lightningAttention", [f([2, 3, 4]), f([2, 3, 4]), f([2, 3, 4]), f([3])], { blockSize: 64, impl: "chunked", hasInitialState: false }), /^lightningAttention: argument 'q' expected rank 4, got rank 3 \[2, 3, 4\]$/],
+];
+
+describe("bad arguments throw errors naming the op, the argument, the expectation and what came", () => {
+  for (const [name, call, message] of CASES) {
+    it(name, () => {
+      const before = T.liveTensorCount();
+      expect(() => T.scope(call)).toThrow(message);
+      // A failed op leaves nothing allocated behind.
+      expect(T.liveTensorCount()).toBe(before);
+    });
+  }
+});
