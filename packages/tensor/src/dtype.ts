@@ -5,21 +5,24 @@
  * computes in f32. Conversions from f32 round to nearest, ties to even, as IEEE 754 requires.
  */
 
-export type DType = "f32" | "f16" | "bf16" | "i32" | "u8";
-export type FloatDType = "f32" | "f16" | "bf16";
+export type DType = "f32" | "f64" | "f16" | "bf16" | "i32" | "u8";
+export type FloatDType = "f32" | "f64" | "f16" | "bf16";
 
-export const DTYPES: readonly DType[] = ["f32", "f16", "bf16", "i32", "u8"];
+/** f64 exists for float64 oracles and finite-difference gradient checks; GPU backends do not offer it. */
+export const DTYPES: readonly DType[] = ["f32", "f64", "f16", "bf16", "i32", "u8"];
 
 export function isDType(x: unknown): x is DType {
   return typeof x === "string" && (DTYPES as readonly string[]).includes(x);
 }
 
 export function isFloat(dtype: DType): dtype is FloatDType {
-  return dtype === "f32" || dtype === "f16" || dtype === "bf16";
+  return dtype === "f32" || dtype === "f64" || dtype === "f16" || dtype === "bf16";
 }
 
 export function byteSize(dtype: DType): number {
   switch (dtype) {
+    case "f64":
+      return 8;
     case "f32":
     case "i32":
       return 4;
@@ -32,14 +35,16 @@ export function byteSize(dtype: DType): number {
 }
 
 /** The typed array that holds a dtype's raw storage. */
-export type StorageArray = Float32Array | Int32Array | Uint16Array | Uint8Array;
-/** What `Tensor.data()` returns: f16/bf16 decoded to f32. */
-export type DataArray = Float32Array | Int32Array | Uint8Array;
+export type StorageArray = Float32Array | Float64Array | Int32Array | Uint16Array | Uint8Array;
+/** What `Tensor.data()` returns: f16/bf16 decoded to f32, f64 as it is. */
+export type DataArray = Float32Array | Float64Array | Int32Array | Uint8Array;
 
 export function storageView(dtype: DType, buffer: ArrayBufferLike, byteOffset = 0, length?: number): StorageArray {
   switch (dtype) {
     case "f32":
       return new Float32Array(buffer, byteOffset, length);
+    case "f64":
+      return new Float64Array(buffer, byteOffset, length);
     case "i32":
       return new Int32Array(buffer, byteOffset, length);
     case "f16":
@@ -123,6 +128,8 @@ export function roundTo(dtype: DType, x: number): number {
   switch (dtype) {
     case "f32":
       return Math.fround(x);
+    case "f64":
+      return x;
     case "f16":
       return f16ToF32(encodeF16(x));
     case "bf16":
@@ -152,6 +159,8 @@ export function encode(dtype: DType, values: ArrayLike<number>): StorageArray {
   switch (dtype) {
     case "f32":
       return Float32Array.from(values);
+    case "f64":
+      return Float64Array.from(values);
     case "i32":
       return Int32Array.from(values);
     case "u8":

@@ -69,6 +69,11 @@ export function runOp<K extends OpName>(op: K, inputs: readonly Tensor[], attrs:
     inputs.map((t) => ({ shape: [...t.shape], dtype: t.dtype })),
     attrs,
   );
+  for (const info of infos) {
+    if (!be.capabilities.dtypes.includes(info.dtype)) {
+      throw new UnsupportedOpError(op, be.name, `dtype ${info.dtype} is not available (it has ${be.capabilities.dtypes.join(", ")})`);
+    }
+  }
 
   let outputs: Tensor[];
   if (op === "reshape") {

@@ -29,6 +29,7 @@ export {
   keep,
   liveTensorCount,
   liveTensors,
+  retain,
   scope,
   type DataHandle,
   type NestedArray,

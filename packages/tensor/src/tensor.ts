@@ -214,3 +214,11 @@ export async function findLeaks(fn: () => unknown): Promise<string[]> {
   for (const t of returned) t.dispose();
   return leaked.map((t) => `#${t.id} ${t.describe()}`);
 }
+
+/**
+ * A second handle to `t`'s storage, owned by the caller and exempt from scopes: it keeps the
+ * storage alive after `t` is disposed (autograd uses it to save tensors for the backward pass).
+ */
+export function retain(t: Tensor): Tensor {
+  return keep(new Tensor(t.handle, t.shape, t.dtype));
+}

@@ -20,6 +20,8 @@ export function tolerance(dtype: DType, scale = 1): { atol: number; rtol: number
       return { atol: 2e-2 * scale, rtol: 2e-3 };
     case "bf16":
       return { atol: 1.5e-1 * scale, rtol: 1.6e-2 };
+    case "f64":
+      return { atol: 1e-12 * scale, rtol: 1e-13 };
     default:
       return { atol: 1e-5 * scale, rtol: 2e-6 };
   }
@@ -200,12 +202,13 @@ export async function conformanceSuite(options: ConformanceOptions = {}): Promis
           const logits = rng.tensor([N, V], { dtype, std: 3 });
           const labelsHost = Int32Array.from({ length: N }, (_, i) => (i % 3 === 2 ? -100 : rng.int(V)));
           const labels = T.tensor(labelsHost, [N], { dtype: "i32" });
-          const dloss = rng.tensor([N], { dtype: "f32" });
+          const lossDType = dtype === "f64" ? "f64" : "f32";
+          const dloss = rng.tensor([N], { dtype: lossDType });
           const want = O.crossEntropy(await values(logits), N, V, labelsHost, -100);
           const loss = T.softmaxCrossEntropy(logits, labels);
           const grad = T.softmaxCrossEntropyBackward(logits, labels, dloss);
           const g = await values(dloss);
-          assertClose(await values(loss), want.loss, { ...tolerance("f32", 10), label: `cross-entropy ${dtype}` });
+          assertClose(await values(loss), want.loss, { ...tolerance(lossDType, 10), label: `cross-entropy ${dtype}` });
           assertClose(await values(grad), want.grad.map((v, i) => v * g[Math.floor(i / V)]!), { ...tolerance(dtype, 10), label: `cross-entropy backward ${dtype}` });
           for (const t of [logits, labels, dloss, loss, grad]) t.dispose();
         }

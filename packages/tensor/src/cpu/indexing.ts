@@ -2,7 +2,7 @@
 import type { Kernel, KernelTable } from "../backend.js";
 import { argError } from "../errors.js";
 import { sizeOf } from "../shape.js";
-import { type CpuStorage, readFloat, storeAs, view } from "./storage.js";
+import { type CpuStorage, type FloatArray, readFloat, storeAs, view } from "./storage.js";
 
 function checkIndex(op: string, arg: string, v: number, k: number, n: number): void {
   if (v < 0 || v >= n) argError(op, arg, `values in [0, ${n})`, `${v} at position ${k}`);
@@ -22,7 +22,7 @@ function take(op: string, arg: string, src: ArrayLike<number>, out: { [i: number
 }
 
 /** acc[o, idx[k], i] += u[o, k, i], in float64. */
-function scatter(op: string, u: Float32Array, idx: Int32Array, outer: number, size: number, inner: number): Float64Array {
+function scatter(op: string, u: FloatArray, idx: Int32Array, outer: number, size: number, inner: number): Float64Array {
   const K = idx.length;
   for (let k = 0; k < K; k++) checkIndex(op, "indices", idx[k]!, k, size);
   const acc = new Float64Array(outer * size * inner);

@@ -2,7 +2,7 @@
 import type { Kernel, KernelTable } from "../backend.js";
 import { argError } from "../errors.js";
 import { aroundAxis } from "./iterate.js";
-import { type CpuStorage, readFloat, view, writeFloat } from "./storage.js";
+import { type CpuStorage, type FloatArray, readFloat, view, writeFloat } from "./storage.js";
 
 /** Softmax or log-softmax along an axis, in float64 with the max subtracted for stability. */
 function softmaxKernel(log: boolean): Kernel<"softmax" | "logSoftmax", CpuStorage> {
@@ -35,7 +35,7 @@ function checkLabel(op: string, label: number, row: number, V: number, ignoreInd
 }
 
 /** Row-wise log-sum-exp of logits [N, V]. */
-function logSumExp(x: Float32Array, row: number, V: number): number {
+function logSumExp(x: FloatArray, row: number, V: number): number {
   let m = -Infinity;
   for (let j = 0; j < V; j++) m = Math.max(m, x[row * V + j]!);
   let s = 0;
@@ -47,7 +47,7 @@ const softmaxCrossEntropy: Kernel<"softmaxCrossEntropy", CpuStorage> = ({ inputs
   const [N, V] = logits!.shape as [number, number];
   const x = readFloat(logits!);
   const lab = view(labels!) as Int32Array;
-  const out = view(loss!) as Float32Array;
+  const out = view(loss!) as FloatArray;
   for (let r = 0; r < N; r++) {
     out[r] = checkLabel("softmaxCrossEntropy", lab[r]!, r, V, attrs.ignoreIndex) ? logSumExp(x, r, V) - x[r * V + lab[r]!]! : 0;
   }
@@ -58,7 +58,7 @@ const softmaxCrossEntropyBackward: Kernel<"softmaxCrossEntropyBackward", CpuStor
   const [N, V] = logits!.shape as [number, number];
   const x = readFloat(logits!);
   const lab = view(labels!) as Int32Array;
-  const g = view(dloss!) as Float32Array;
+  const g = view(dloss!) as FloatArray;
   const { out, commit } = writeFloat(dx!);
   for (let r = 0; r < N; r++) {
     if (!checkLabel("softmaxCrossEntropyBackward", lab[r]!, r, V, attrs.ignoreIndex)) {

@@ -3,7 +3,7 @@
  * so worker threads can compute on tensors without copies.
  */
 import type { TensorRef } from "../backend.js";
-import { decode, type DType, encode, storageView } from "../dtype.js";
+import { type DataArray, decode, type DType, encode, type StorageArray, storageView } from "../dtype.js";
 
 export interface CpuStorage {
   readonly bytes: Uint8Array;
@@ -20,29 +20,32 @@ export function allocateBytes(byteLength: number): CpuStorage {
   return { bytes: new Uint8Array(buffer, 0, byteLength) };
 }
 
+/** Float values as kernels compute with them: f32 (f16 and bf16 decode to it) or f64. */
+export type FloatArray = Float32Array | Float64Array;
+
 /** The raw storage view of a tensor. */
-export function view(ref: CpuRef): Float32Array | Int32Array | Uint16Array | Uint8Array {
+export function view(ref: CpuRef): StorageArray {
   return storageView(ref.dtype, ref.storage.bytes.buffer, ref.storage.bytes.byteOffset, ref.size);
 }
 
-/** Float values of a tensor: the storage itself for f32, a decoded copy for f16/bf16, a converted copy for ints. */
-export function readFloat(ref: CpuRef): Float32Array {
-  if (ref.dtype === "f32") return view(ref) as Float32Array;
+/** Float values of a tensor: the storage itself for f32/f64, a decoded copy for f16/bf16, a converted copy for ints. */
+export function readFloat(ref: CpuRef): FloatArray {
+  if (ref.dtype === "f32" || ref.dtype === "f64") return view(ref) as FloatArray;
   const v = decode(ref.dtype, view(ref));
   return v instanceof Float32Array ? v : Float32Array.from(v);
 }
 
 /** Numbers of any dtype (f16/bf16 decoded). */
-export function readAny(ref: CpuRef): Float32Array | Int32Array | Uint8Array {
+export function readAny(ref: CpuRef): DataArray {
   return decode(ref.dtype, view(ref));
 }
 
 /**
- * A float32 scratch array for an output, and `commit` to store it in the output's dtype. For f32
- * outputs the scratch is the storage itself and `commit` does nothing.
+ * A float scratch array for an output, and `commit` to store it in the output's dtype. For f32 and
+ * f64 outputs the scratch is the storage itself and `commit` does nothing.
  */
-export function writeFloat(ref: CpuRef): { out: Float32Array; commit(): void } {
-  if (ref.dtype === "f32") return { out: view(ref) as Float32Array, commit() {} };
+export function writeFloat(ref: CpuRef): { out: FloatArray; commit(): void } {
+  if (ref.dtype === "f32" || ref.dtype === "f64") return { out: view(ref) as FloatArray, commit() {} };
   const out = new Float32Array(ref.size);
   return {
     out,

@@ -4,7 +4,7 @@
  * primitives, for every backend.
  */
 import type { Backend } from "../backend.js";
-import { type DType, encode, isDType, type StorageArray } from "../dtype.js";
+import { byteSize, type DType, encode, isDType, type StorageArray } from "../dtype.js";
 import { getBackend, run1, runOp } from "../engine.js";
 import { argError, fmtShape } from "../errors.js";
 import { checkShape, normalizeAxes, normalizeAxis, sizeOf } from "../shape.js";
@@ -53,7 +53,7 @@ function bytesOf(arr: StorageArray): Uint8Array {
  */
 export function tensor(values: NestedArray | ArrayLike<number>, shape?: readonly number[], options: CreateOptions = {}): Tensor {
   const dtype = options.dtype ?? (values instanceof Int32Array ? "i32" : values instanceof Uint8Array ? "u8" : "f32");
-  if (!isDType(dtype)) argError("tensor", "dtype", "one of f32, f16, bf16, i32, u8", String(dtype));
+  if (!isDType(dtype)) argError("tensor", "dtype", "one of f32, f64, f16, bf16, i32, u8", String(dtype));
   let flat: ArrayLike<number>;
   let s: number[];
   if (typeof values === "number") {
@@ -75,7 +75,7 @@ export function tensor(values: NestedArray | ArrayLike<number>, shape?: readonly
 export function fromStorage(data: StorageArray | Uint8Array, shape: readonly number[], dtype: DType, backend?: Backend): Tensor {
   const be = backend ?? getBackend();
   const bytes = data instanceof Uint8Array ? data : bytesOf(data);
-  const want = sizeOf(shape) * (dtype === "u8" ? 1 : dtype === "f16" || dtype === "bf16" ? 2 : 4);
+  const want = sizeOf(shape) * byteSize(dtype);
   if (bytes.byteLength !== want) argError("fromStorage", "data", `${want} bytes for ${dtype} ${fmtShape(shape)}`, `${bytes.byteLength} bytes`);
   const storage = be.allocate(want);
   be.write(storage, bytes, 0);

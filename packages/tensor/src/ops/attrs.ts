@@ -101,7 +101,7 @@ export interface OpAttrs {
   embeddingBackward: { vocabSize: number };
   softmax: { axis: number };
   logSoftmax: { axis: number };
-  /** softmaxCrossEntropy(logits [N, V], labels i32 [N]) → loss f32 [N]; 0 where label = ignoreIndex. */
+  /** softmaxCrossEntropy(logits [N, V], labels i32 [N]) → loss f32 [N] (f64 for f64 logits); 0 where label = ignoreIndex. */
   softmaxCrossEntropy: { ignoreIndex: number };
   /** (logits [N, V], labels [N], dloss [N]) → dlogits [N, V]. */
   softmaxCrossEntropyBackward: { ignoreIndex: number };

@@ -34,7 +34,7 @@ export type OpSpecTable = { [K in OpName]: OpSpec<K> };
 const typeName = (t: TensorInfo) => `${t.dtype} ${fmtShape(t.shape)}`;
 
 function requireFloat(op: string, arg: string, t: TensorInfo): void {
-  if (!isFloat(t.dtype)) argError(op, arg, "a float tensor (f32, f16 or bf16)", typeName(t));
+  if (!isFloat(t.dtype)) argError(op, arg, "a float tensor (f32, f64, f16 or bf16)", typeName(t));
 }
 
 function requireDType(op: string, arg: string, t: TensorInfo, dtype: DType): void {
@@ -95,6 +95,9 @@ const reduce = <K extends OpName>(op: K): OpSpec<K> => ({
   },
 });
 
+/** Losses are f32 (f64 for f64 logits, so gradient checks stay in float64). */
+const lossDType = (logits: DType): DType => (logits === "f64" ? "f64" : "f32");
+
 function checkAxis(op: string, axis: number, rank: number): void {
   if (!Number.isInteger(axis) || axis < 0 || axis >= rank) argError(op, "axis", `an axis in [0, ${rank - 1}]`, String(axis));
 }
@@ -107,7 +110,7 @@ function checkCreation(op: string, shape: unknown, dtype: unknown): void {
   if (!Array.isArray(shape) || !shape.every((d) => Number.isInteger(d) && d >= 0)) {
     argError(op, "shape", "an array of non-negative integers", JSON.stringify(shape));
   }
-  if (!isDType(dtype)) argError(op, "dtype", "one of f32, f16, bf16, i32, u8", String(dtype));
+  if (!isDType(dtype)) argError(op, "dtype", "one of f32, f64, f16, bf16, i32, u8", String(dtype));
 }
 
 function checkRandom(op: string, a: OpAttrs["randomUniform"] | OpAttrs["randomNormal"]): void {
@@ -272,7 +275,7 @@ export const OP_SPECS: OpSpecTable = {
   cast: {
     inputs: ["x"],
     infer([x], { dtype }) {
-      if (!isDType(dtype)) argError("cast", "dtype", "one of f32, f16, bf16, i32, u8", String(dtype));
+      if (!isDType(dtype)) argError("cast", "dtype", "one of f32, f64, f16, bf16, i32, u8", String(dtype));
       return [{ shape: [...x!.shape], dtype }];
     },
   },
@@ -341,7 +344,7 @@ export const OP_SPECS: OpSpecTable = {
       requireRank("softmaxCrossEntropy", "logits", logits!, 2);
       requireDType("softmaxCrossEntropy", "labels", labels!, "i32");
       requireShape("softmaxCrossEntropy", "labels", labels!, [logits!.shape[0]!]);
-      return [{ shape: [logits!.shape[0]!], dtype: "f32" }];
+      return [{ shape: [logits!.shape[0]!], dtype: lossDType(logits!.dtype) }];
     },
   },
   softmaxCrossEntropyBackward: {
@@ -352,7 +355,7 @@ export const OP_SPECS: OpSpecTable = {
       requireRank(op, "logits", logits!, 2);
       requireDType(op, "labels", labels!, "i32");
       requireShape(op, "labels", labels!, [logits!.shape[0]!]);
-      requireDType(op, "dloss", dloss!, "f32");
+      requireDType(op, "dloss", dloss!, lossDType(logits!.dtype));
       requireShape(op, "dloss", dloss!, [logits!.shape[0]!]);
       return [{ shape: [...logits!.shape], dtype: logits!.dtype }];
     },
