@@ -19,6 +19,7 @@ export { isUnsupported } from "./backend.js";
 export * from "./ops/attrs.js";
 export { OP_SPECS, matmulDims, type OpSpec, type OpSpecTable, type TensorInfo } from "./ops/specs.js";
 export * from "./ops/api.js";
+export * from "./ops/lightning.js";
 export { addOpObserver, getBackend, setBackend, setDefaultBackendFactory, type OpObserver, type OpRecord } from "./engine.js";
 export {
   Tensor,
@@ -37,3 +38,34 @@ export {
 } from "./tensor.js";
 export { CpuBackend, createCpuBackend, type CpuBackendOptions } from "./cpu/backend.js";
 export type { CpuStorage } from "./cpu/storage.js";
+export {
+  counterBlock,
+  fillNormal,
+  fillUniform,
+  normalFromU32,
+  philox4x32,
+  seedKey,
+  uniformFromU32,
+  type NormalParams,
+  type UniformParams,
+} from "./rng.js";
+export {
+  MAX_HEADER_BYTES,
+  SafetensorsError,
+  decodeSafetensors,
+  encodeSafetensors,
+  fromTensor,
+  headerLength,
+  isSafetensorsDType,
+  layout,
+  loadSafetensors,
+  parseHeader,
+  selectEntries,
+  toRaw,
+  toTensor,
+  type LayoutItem,
+  type RawTensor,
+  type SafetensorsDType,
+  type SafetensorsEntry,
+  type SafetensorsHeader,
+} from "./safetensors.js";

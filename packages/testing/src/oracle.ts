@@ -205,3 +205,95 @@ export function rmsNorm(x: ArrayLike<number>, M: number, eps: number, dy?: Array
   }
   return { y, dx };
 }
+
+/**
+ * Lightning Attention in its plain masked (left-product) form, per (b, h), with the decay matrix
+ * Dm[t][s] = λ^{t−s} for s ≤ t built explicitly, and its analytic gradients (ALGORITHM.md G.1):
+ *   O = ((Q Kᵀ) ⊙ Dm) V + Λ Q S₀,   S_T = λ^T S₀ + Σ_s λ^{T−1−s} k_sᵀ v_s
+ *   dQ = ((dO Vᵀ) ⊙ Dm) K + Λ dO S₀ᵀ,  dK = ((dO Vᵀ) ⊙ Dm)ᵀ Q + (λ^{T−1−s}) V dS_Tᵀ,
+ *   dV = ((Q Kᵀ) ⊙ Dm)ᵀ dO + (λ^{T−1−s}) K dS_T,  dS₀ = Σ_t λ^{t+1} q_tᵀ dO_t + λ^T dS_T.
+ * Inputs are flat [B, H, T, D] / [B, H, T, E] arrays; states are [B, H, D, E].
+ */
+export function lightningAttention(
+  dims: { B: number; H: number; T: number; D: number; E: number },
+  q: ArrayLike<number>,
+  k: ArrayLike<number>,
+  v: ArrayLike<number>,
+  slopes: ArrayLike<number>,
+  S0?: ArrayLike<number>,
+  grads?: { dO: ArrayLike<number>; dS: ArrayLike<number> },
+) {
+  const { B, H, T, D, E } = dims;
+  const o = new Float64Array(B * H * T * E);
+  const S = new Float64Array(B * H * D * E);
+  const dq = new Float64Array(B * H * T * D);
+  const dk = new Float64Array(B * H * T * D);
+  const dv = new Float64Array(B * H * T * E);
+  const dS0 = new Float64Array(B * H * D * E);
+  for (let bh = 0; bh < B * H; bh++) {
+    const lam = Math.exp(-slopes[bh % H]!);
+    const Q = (t: number, d: number) => q[(bh * T + t) * D + d]!;
+    const K = (t: number, d: number) => k[(bh * T + t) * D + d]!;
+    const Vv = (t: number, e: number) => v[(bh * T + t) * E + e]!;
+    const s0 = (d: number, e: number) => (S0 ? S0[(bh * D + d) * E + e]! : 0);
+    const Dm = (t: number, s: number) => (s <= t ? lam ** (t - s) : 0);
+    const QK = Array.from({ length: T }, (_, t) => Array.from({ length: T }, (_, s) => {
+      let x = 0;
+      for (let d = 0; d < D; d++) x += Q(t, d) * K(s, d);
+      return x * Dm(t, s);
+    }));
+    for (let t = 0; t < T; t++) {
+      for (let e = 0; e < E; e++) {
+        let x = 0;
+        for (let s = 0; s < T; s++) x += QK[t]![s]! * Vv(s, e);
+        for (let d = 0; d < D; d++) x += lam ** (t + 1) * Q(t, d) * s0(d, e);
+        o[(bh * T + t) * E + e] = x;
+      }
+    }
+    for (let d = 0; d < D; d++) {
+      for (let e = 0; e < E; e++) {
+        let x = lam ** T * s0(d, e);
+        for (let s = 0; s < T; s++) x += lam ** (T - 1 - s) * K(s, d) * Vv(s, e);
+        S[(bh * D + d) * E + e] = x;
+      }
+    }
+    if (!grads) continue;
+    const dO = (t: number, e: number) => grads.dO[(bh * T + t) * E + e]!;
+    const dSf = (d: number, e: number) => grads.dS[(bh * D + d) * E + e]!;
+    const OV = Array.from({ length: T }, (_, t) => Array.from({ length: T }, (_, s) => {
+      let x = 0;
+      for (let e = 0; e < E; e++) x += dO(t, e) * Vv(s, e);
+      return x * Dm(t, s);
+    }));
+    for (let t = 0; t < T; t++) {
+      for (let d = 0; d < D; d++) {
+        let a = 0;
+        let b = 0;
+        for (let s = 0; s < T; s++) {
+          a += OV[t]![s]! * K(s, d);
+          b += OV[s]![t]! * Q(s, d);
+        }
+        for (let e = 0; e < E; e++) {
+          a += lam ** (t + 1) * dO(t, e) * s0(d, e);
+          b += lam ** (T - 1 - t) * Vv(t, e) * dSf(d, e);
+        }
+        dq[(bh * T + t) * D + d] = a;
+        dk[(bh * T + t) * D + d] = b;
+      }
+      for (let e = 0; e < E; e++) {
+        let c = 0;
+        for (let s = 0; s < T; s++) c += QK[s]![t]! * dO(s, e);
+        for (let d = 0; d < D; d++) c += lam ** (T - 1 - t) * K(t, d) * dSf(d, e);
+        dv[(bh * T + t) * E + e] = c;
+      }
+    }
+    for (let d = 0; d < D; d++) {
+      for (let e = 0; e < E; e++) {
+        let x = lam ** T * dSf(d, e);
+        for (let t = 0; t < T; t++) x += lam ** (t + 1) * Q(t, d) * dO(t, e);
+        dS0[(bh * D + d) * E + e] = x;
+      }
+    }
+  }
+  return { o, S, dq, dk, dv, dS0 };
+}

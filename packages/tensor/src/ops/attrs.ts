@@ -115,6 +115,7 @@ export interface OpAttrs {
   randomNormal: RandomAttrs & { mean: number; std: number };
   // Lightning Attention (ALGORITHM.md A, B, D).
   /**
+   * States are f32 (f64 when q is f64).
    * (q [B,H,T,D], k [B,H,T,D], v [B,H,T,E], slopes f32 [H], initialState? f32 [B,H,D,E])
    * → (o [B,H,T,E], finalState f32 [B,H,D,E]).
    */

@@ -154,6 +154,9 @@ function lightningShapes(op: string, q: TensorInfo, k: TensorInfo, v: TensorInfo
   return { B, H, T, D, E };
 }
 
+/** Recurrent states are f32, or f64 for f64 inputs so that float64 gradient checks stay exact. */
+export const stateDType = (q: DType): DType => (q === "f64" ? "f64" : "f32");
+
 function checkLightningAttrs(op: string, a: OpAttrs["lightningAttention"], given: number, base: number): void {
   if (!Number.isInteger(a.blockSize) || a.blockSize < 1) argError(op, "blockSize", "a positive integer", String(a.blockSize));
   if (!["chunked", "recurrent", "quadratic"].includes(a.impl)) {
@@ -412,12 +415,12 @@ export const OP_SPECS: OpSpecTable = {
       const [q, k, v, slopes, s0] = inputs;
       const { B, H, T, D, E } = lightningShapes(op, q!, k!, v!, slopes!);
       if (s0) {
-        requireDType(op, "initialState", s0, "f32");
+        requireDType(op, "initialState", s0, stateDType(q!.dtype));
         requireShape(op, "initialState", s0, [B, H, D, E]);
       }
       return [
         { shape: [B, H, T, E], dtype: q!.dtype },
-        { shape: [B, H, D, E], dtype: "f32" },
+        { shape: [B, H, D, E], dtype: stateDType(q!.dtype) },
       ];
     },
   },
@@ -431,17 +434,17 @@ export const OP_SPECS: OpSpecTable = {
       const { B, H, T, D, E } = lightningShapes(op, q!, k!, v!, slopes!);
       requireSameDType(op, "dO", q!, dO!);
       requireShape(op, "dO", dO!, [B, H, T, E]);
-      requireDType(op, "dFinalState", dS!, "f32");
+      requireDType(op, "dFinalState", dS!, stateDType(q!.dtype));
       requireShape(op, "dFinalState", dS!, [B, H, D, E]);
       if (s0) {
-        requireDType(op, "initialState", s0, "f32");
+        requireDType(op, "initialState", s0, stateDType(q!.dtype));
         requireShape(op, "initialState", s0, [B, H, D, E]);
       }
       return [
         { shape: [B, H, T, D], dtype: q!.dtype },
         { shape: [B, H, T, D], dtype: q!.dtype },
         { shape: [B, H, T, E], dtype: q!.dtype },
-        { shape: [B, H, D, E], dtype: "f32" },
+        { shape: [B, H, D, E], dtype: stateDType(q!.dtype) },
       ];
     },
   },
@@ -460,11 +463,11 @@ export const OP_SPECS: OpSpecTable = {
       const E = v!.shape[2]!;
       requireDType(op, "slopes", slopes!, "f32");
       requireShape(op, "slopes", slopes!, [H]);
-      requireDType(op, "state", state!, "f32");
+      requireDType(op, "state", state!, stateDType(q!.dtype));
       requireShape(op, "state", state!, [B, H, D, E]);
       return [
         { shape: [B, H, E], dtype: q!.dtype },
-        { shape: [B, H, D, E], dtype: "f32" },
+        { shape: [B, H, D, E], dtype: stateDType(q!.dtype) },
       ];
     },
   },

@@ -1,0 +1,121 @@
+/**
+ * Lightning Attention ops (ALGORITHM.md A, B, D): causal linear attention with a per-head
+ * exponential decay λ_h = exp(−s_h), no softmax and no 1/√D scale:
+ *
+ *   o_t = Σ_{s≤t} λ^{t−s} (q_t · k_s) v_s  (+ λ^{t+1} q_t S₀ with an initial state S₀)
+ *
+ * Letters: B batch, H heads, T time, D query/key head dim, E value head dim.
+ */
+import { runOp } from "../engine.js";
+import { argError } from "../errors.js";
+import { tensor } from "./api.js";
+import type { Tensor } from "../tensor.js";
+import type { LightningAttentionAttrs } from "./attrs.js";
+
+/** Block size of the chunked kernel unless one is given (the official LA-2 kernels use 64). */
+export const DEFAULT_BLOCK_SIZE = 64;
+
+export interface LightningAttentionOptions {
+  /** Tokens per block of the chunked kernel (default 64); the result does not depend on it. */
+  blockSize?: number;
+  /** State [B, H, D, E] carried in from earlier tokens (f32; f64 for f64 inputs). */
+  initialState?: Tensor;
+  /** Also return the final state [B, H, D, E] (f32; f64 for f64 inputs). */
+  returnState?: boolean;
+  /** `chunked` (default), or the `recurrent` / `quadratic` reference forms. */
+  impl?: LightningAttentionAttrs["impl"];
+}
+
+function attrsOf(options: LightningAttentionOptions): LightningAttentionAttrs {
+  return {
+    blockSize: options.blockSize ?? DEFAULT_BLOCK_SIZE,
+    impl: options.impl ?? "chunked",
+    hasInitialState: options.initialState !== undefined,
+  };
+}
+
+/**
+ * Lightning Attention over q, k [B, H, T, D] and v [B, H, T, E] with decay slopes [H] (f32).
+ *
+ * @example
+ * const slopes = tensor(tnlSlopes(8, 0, 24), [8]);
+ * const o = lightningAttention(q, k, v, slopes);                       // [B, H, T, E]
+ * const { output, state } = lightningAttention(q, k, v, slopes, { returnState: true });
+ */
+export function lightningAttention(q: Tensor, k: Tensor, v: Tensor, slopes: Tensor, options?: LightningAttentionOptions & { returnState?: false }): Tensor;
+export function lightningAttention(q: Tensor, k: Tensor, v: Tensor, slopes: Tensor, options: LightningAttentionOptions & { returnState: true }): { output: Tensor; state: Tensor };
+export function lightningAttention(q: Tensor, k: Tensor, v: Tensor, slopes: Tensor, options: LightningAttentionOptions = {}): Tensor | { output: Tensor; state: Tensor } {
+  const inputs = options.initialState ? [q, k, v, slopes, options.initialState] : [q, k, v, slopes];
+  const [output, state] = runOp("lightningAttention", inputs, attrsOf(options));
+  if (options.returnState) return { output: output!, state: state! };
+  state!.dispose();
+  return output!;
+}
+
+export interface LightningGradients {
+  dq: Tensor;
+  dk: Tensor;
+  dv: Tensor;
+  /** Gradient of the initial state; present only when an initial state was given. */
+  dInitialState?: Tensor;
+}
+
+/** The backward op: gradients for an upstream dO [B, H, T, E] and dFinalState [B, H, D, E] f32. */
+export function lightningAttentionBackward(
+  q: Tensor,
+  k: Tensor,
+  v: Tensor,
+  slopes: Tensor,
+  dO: Tensor,
+  dFinalState: Tensor,
+  options: Omit<LightningAttentionOptions, "returnState"> = {},
+): LightningGradients {
+  const inputs = [q, k, v, slopes, dO, dFinalState];
+  if (options.initialState) inputs.push(options.initialState);
+  const [dq, dk, dv, dS0] = runOp("lightningAttentionBackward", inputs, attrsOf(options));
+  if (!options.initialState) {
+    dS0!.dispose();
+    return { dq: dq!, dk: dk!, dv: dv! };
+  }
+  return { dq: dq!, dk: dk!, dv: dv!, dInitialState: dS0! };
+}
+
+/**
+ * One recurrent decode step: S ← λ S + kᵀ v, o = q S, for q, k [B, H, D], v [B, H, E] and a state
+ * [B, H, D, E] f32. Returns the output [B, H, E] and the new state; the old state is untouched.
+ */
+export function lightningStep(q: Tensor, k: Tensor, v: Tensor, slopes: Tensor, state: Tensor): { output: Tensor; state: Tensor } {
+  const [output, next] = runOp("lightningStep", [q, k, v, slopes, state], {});
+  return { output: output!, state: next! };
+}
+
+/**
+ * ALiBi base slopes for H heads (A.4): 2^(−8(h+1)/H) for a power of two; otherwise the first
+ * c = 2^⌊log2 H⌋ slopes of that rule for c, then every other slope of the rule for 2c.
+ */
+export function alibiSlopes(heads: number): number[] {
+  if (!Number.isInteger(heads) || heads < 1) argError("alibiSlopes", "heads", "a positive integer", String(heads));
+  const pow2 = (n: number) => Array.from({ length: n }, (_, h) => 2 ** ((-8 * (h + 1)) / n));
+  const c = 2 ** Math.floor(Math.log2(heads));
+  if (c === heads) return pow2(heads);
+  return [...pow2(c), ...pow2(2 * c).filter((_, i) => i % 2 === 0).slice(0, heads - c)];
+}
+
+/**
+ * TNL decay slopes of layer `layer` (0-based) of `numLayers`: ALiBi slopes × (1 − l/(L−1) + 1e−5).
+ * The first layer decays most, the last almost not at all. With one layer the official formula
+ * divides by zero; we use the first layer's factor (1 + 1e−5) there.
+ */
+export function tnlSlopes(heads: number, layer: number, numLayers: number): number[] {
+  if (!Number.isInteger(numLayers) || numLayers < 1) argError("tnlSlopes", "numLayers", "a positive integer", String(numLayers));
+  if (!Number.isInteger(layer) || layer < 0 || layer >= numLayers) {
+    argError("tnlSlopes", "layer", `an integer in [0, ${numLayers - 1}]`, String(layer));
+  }
+  const factor = 1 - (numLayers === 1 ? 0 : layer / (numLayers - 1)) + 1e-5;
+  return alibiSlopes(heads).map((s) => s * factor);
+}
+
+/** The slopes as the f32 [H] tensor the ops take. */
+export function slopesTensor(slopes: readonly number[]): Tensor {
+  return tensor(slopes, [slopes.length], { dtype: "f32" });
+}
