@@ -272,6 +272,80 @@ export async function conformanceSuite(options: ConformanceOptions = {}): Promis
       });
     }
 
+    for (const dtype of dtypes) {
+      it(`lightningAttention forward, backward and decode step, odd sizes (${dtype})`, async () => {
+        const rng = seeded(1111);
+        const stateDType: DType = dtype === "f64" ? "f64" : "f32";
+        const cases = [
+          { B: 1, H: 1, T: 1, D: 16, E: 16, blockSize: 64, state: false },
+          { B: 2, H: 3, T: 63, D: 12, E: 20, blockSize: 16, state: true },
+          { B: 1, H: 2, T: 65, D: 48, E: 24, blockSize: 64, state: true },
+          { B: 1, H: 1, T: 130, D: 32, E: 96, blockSize: 64, state: false },
+        ];
+        for (const c of cases) {
+          const dims = { B: c.B, H: c.H, T: c.T, D: c.D, E: c.E };
+          const q = rng.tensor([c.B, c.H, c.T, c.D], { dtype, std: 0.3 });
+          const k = rng.tensor([c.B, c.H, c.T, c.D], { dtype, std: 0.3 });
+          const v = rng.tensor([c.B, c.H, c.T, c.E], { dtype, std: 0.3 });
+          const dO = rng.tensor([c.B, c.H, c.T, c.E], { dtype, std: 0.3 });
+          const dS = rng.tensor([c.B, c.H, c.D, c.E], { dtype: stateDType, std: 0.3 });
+          const S0 = c.state ? rng.tensor([c.B, c.H, c.D, c.E], { dtype: stateDType, std: 0.3 }) : undefined;
+          // One head without decay catches masks that treat slope 0 specially.
+          const slopeValues = T.tnlSlopes(c.H, 0, 3).map((s, h) => (h === c.H - 1 && c.H > 1 ? 0 : s));
+          const slopes = T.slopesTensor(slopeValues);
+          const want = O.lightningAttention(dims, await values(q), await values(k), await values(v), slopeValues.map(Math.fround), S0 ? await values(S0) : undefined, {
+            dO: await values(dO),
+            dS: await values(dS),
+          });
+          const scaleT = Math.sqrt(c.T * c.D);
+          const tol = tolerance(dtype, scaleT);
+          const stateTol = tolerance(stateDType, scaleT);
+          const { output, state } = T.lightningAttention(q, k, v, slopes, { blockSize: c.blockSize, initialState: S0, returnState: true });
+          assertClose(await values(output), want.o, { ...tol, label: `lightningAttention output ${JSON.stringify(dims)} ${dtype}` });
+          assertClose(await values(state), want.S, { ...stateTol, label: `lightningAttention state ${dtype}` });
+          const g = T.lightningAttentionBackward(q, k, v, slopes, dO, dS, { blockSize: c.blockSize, initialState: S0 });
+          assertClose(await values(g.dq), want.dq, { ...tol, label: `dq ${dtype}` });
+          assertClose(await values(g.dk), want.dk, { ...tol, label: `dk ${dtype}` });
+          assertClose(await values(g.dv), want.dv, { ...tol, label: `dv ${dtype}` });
+          if (S0) assertClose(await values(g.dInitialState!), want.dS0, { ...stateTol, label: `dInitialState ${dtype}` });
+          // Decode: one step from the state after T tokens equals the forward over T + 1 tokens.
+          const qt = rng.tensor([c.B, c.H, c.D], { dtype, std: 0.3 });
+          const kt = rng.tensor([c.B, c.H, c.D], { dtype, std: 0.3 });
+          const vt = rng.tensor([c.B, c.H, c.E], { dtype, std: 0.3 });
+          const step = T.lightningStep(qt, kt, vt, slopes, state);
+          const lam = slopeValues.map((s) => Math.exp(-Math.fround(s)));
+          const S = await values(state);
+          const [qs, ks, vs] = [await values(qt), await values(kt), await values(vt)];
+          const wantS = new Float64Array(S.length);
+          const wantO = new Float64Array(c.B * c.H * c.E);
+          for (let bh = 0; bh < c.B * c.H; bh++) {
+            for (let d = 0; d < c.D; d++) {
+              for (let e = 0; e < c.E; e++) {
+                const i = (bh * c.D + d) * c.E + e;
+                wantS[i] = lam[bh % c.H]! * S[i]! + ks[bh * c.D + d]! * vs[bh * c.E + e]!;
+                wantO[bh * c.E + e]! += qs[bh * c.D + d]! * wantS[i]!;
+              }
+            }
+          }
+          assertClose(await values(step.output), wantO, { ...tol, label: `lightningStep output ${dtype}` });
+          assertClose(await values(step.state), wantS, { ...stateTol, label: `lightningStep state ${dtype}` });
+          for (const t of [q, k, v, dO, dS, S0, slopes, output, state, g.dq, g.dk, g.dv, g.dInitialState, qt, kt, vt, step.output, step.state]) t?.dispose();
+        }
+      });
+    }
+
+    it("randomUniform and randomNormal reproduce the reference stream exactly", async () => {
+      for (const [shape, seed, offset] of [[[7], 1, 0], [[3, 65], 2 ** 40 + 3, 12345], [[1000], 42, 2 ** 32 - 500]] as [number[], number, number][]) {
+        const n = O.sizeOf(shape);
+        const u = T.randomUniform(shape, { seed, offset, low: -2, high: 3 });
+        const z = T.randomNormal(shape, { seed, offset, mean: 0.5, std: 2 });
+        expect(Array.from(await u.data())).toEqual(Array.from(T.fillUniform(new Float32Array(n), { seed, offset, low: -2, high: 3 })));
+        expect(Array.from(await z.data())).toEqual(Array.from(T.fillNormal(new Float32Array(n), { seed, offset, mean: 0.5, std: 2 })));
+        u.dispose();
+        z.dispose();
+      }
+    });
+
     it("comparisons, where, argmax and casts", async () => {
       const rng = seeded(909);
       for (const [sa, sb] of BROADCAST_PAIRS) {
