@@ -1,0 +1,13 @@
+export { Tokenizer, StreamDecoder } from "./tokenizer.js";
+export type { TokenizerModel, ModelKind, SpecialToken, InitialSymbols, EncodeOptions, DecodeOptions } from "./tokenizer.js";
+export { loadTokenizerJson, saveTokenizerJson } from "./hf.js";
+export { loadSentencePieceModel, parseSentencePieceModel, PieceType } from "./sentencepiece.js";
+export type { SentencePieceModel, SentencePiece } from "./sentencepiece.js";
+export { loadTiktoken, parseTiktokenRanks, TIKTOKEN_PATTERNS } from "./tiktoken.js";
+export type { TiktokenOptions } from "./tiktoken.js";
+export { trainBpe, BpeTrainer } from "./train.js";
+export type { TrainOptions } from "./train.js";
+export { MergeTable } from "./merge.js";
+export { GPT2_PATTERN, CL100K_PATTERN, O200K_PATTERN, compilePattern } from "./pretokenize.js";
+export { TokenizerError } from "./errors.js";
+export { loadTokenizerFile } from "./load.js";
