@@ -30,6 +30,16 @@ export function getBackend(): Backend {
   return current;
 }
 
+const backendIds = new WeakMap<Backend, number>();
+let backendCount = 0;
+
+/** "the cpu backend #2": instances are numbered so two backends of one kind can be told apart. */
+function backendLabel(b: Backend): string {
+  let id = backendIds.get(b);
+  if (id === undefined) backendIds.set(b, (id = ++backendCount));
+  return `the ${b.name} backend #${id}`;
+}
+
 export interface OpRecord<K extends OpName = OpName> {
   op: K;
   inputs: readonly Tensor[];
@@ -62,7 +72,7 @@ export function runOp<K extends OpName>(op: K, inputs: readonly Tensor[], attrs:
   const be = backend ?? inputs[0]?.backend ?? getBackend();
   inputs.forEach((t, i) => {
     if (t.backend !== be) {
-      argError(op, variadic ? `xs[${i}]` : (names[i] ?? `input ${i}`), `a tensor on the ${be.name} backend`, `one on ${t.backend.name}`);
+      argError(op, variadic ? `xs[${i}]` : (names[i] ?? `input ${i}`), `a tensor on ${backendLabel(be)} (as the first input)`, `one on ${backendLabel(t.backend)}`);
     }
   });
   const infos = spec.infer(

@@ -42,3 +42,15 @@ describe("bad arguments throw errors naming the op, the argument, the expectatio
     });
   }
 });
+
+describe("tensors on two backends", () => {
+  it("are told apart even when both are CPU backends", () => {
+    const other = T.createCpuBackend({ threads: 1 });
+    const a = T.zeros([2]);
+    const b = T.zeros([2], { backend: other });
+    expect(() => T.add(a, b)).toThrow(/^add: argument 'b' expected a tensor on the cpu backend #\d+ \(as the first input\), got one on the cpu backend #\d+$/);
+    a.dispose();
+    b.dispose();
+    other.dispose();
+  });
+});

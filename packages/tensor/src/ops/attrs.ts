@@ -116,18 +116,18 @@ export interface OpAttrs {
   // Lightning Attention (ALGORITHM.md A, B, D).
   /**
    * States are f32 (f64 when q is f64).
-   * (q [B,H,T,D], k [B,H,T,D], v [B,H,T,E], slopes f32 [H], initialState? f32 [B,H,D,E])
-   * → (o [B,H,T,E], finalState f32 [B,H,D,E]).
+   * (q [B,H,T,D], k [B,H,T,D], v [B,H,T,E], slopes f32 [H], initialState? [B,H,D,E])
+   * → (o [B,H,T,E], finalState [B,H,D,E]).
    */
   lightningAttention: LightningAttentionAttrs;
   /**
-   * (q, k, v, slopes, dO [B,H,T,E], dFinalState f32 [B,H,D,E], initialState?)
-   * → (dq, dk, dv, dInitialState f32 [B,H,D,E]).
+   * (q, k, v, slopes, dO [B,H,T,E], dFinalState [B,H,D,E], initialState?); states as in the forward.
+   * → (dq, dk, dv, dInitialState [B,H,D,E]).
    */
   lightningAttentionBackward: LightningAttentionAttrs;
   /**
-   * One decode step: (q [B,H,D], k [B,H,D], v [B,H,E], slopes [H], state f32 [B,H,D,E])
-   * → (o [B,H,E], newState f32 [B,H,D,E]).
+   * One decode step: (q [B,H,D], k [B,H,D], v [B,H,E], slopes [H], state [B,H,D,E], f32 or f64 as q)
+   * → (o [B,H,E], newState [B,H,D,E]).
    */
   lightningStep: None;
 }

@@ -1,0 +1,236 @@
+/**
+ * What every optimizer shares: parameter groups, the step counter, learning-rate schedules,
+ * per-parameter state keyed by the parameter's path in its tree, and state save/load.
+ *
+ * Tensors are immutable, so `step` returns the updated tree. It takes over the old one: every
+ * parameter it updates is disposed and replaced; parameters without a gradient (null or absent)
+ * and non-tensor leaves are carried over as they are. Gradients stay the caller's.
+ */
+import { cast, isFloat, keep, reshape, scope, type Tensor } from "@lightning-ts/tensor";
+import { flattenTree, type GradTree, isPlainObject } from "../tree.js";
+import type { Schedule } from "./schedule.js";
+
+export interface BaseSettings {
+  /** A number, or a schedule of the step index (0 for the first update). */
+  lr: number | Schedule;
+}
+
+/** Settings for the parameters a group matches; unset fields fall back to the optimizer's. */
+export type ParamGroup<S extends BaseSettings> = Partial<S> & {
+  /** Recorded in saved state. */
+  name: string;
+  /** Matches parameter paths such as "layers.0.norm.weight"; the first matching group wins. */
+  match: RegExp | ((path: string, param: Tensor) => boolean);
+};
+
+/** Hyperparameters resolved for one update: the learning rate is a number here. */
+export type Resolved<S extends BaseSettings> = Omit<S, "lr"> & { lr: number };
+
+/** Optimizer slots of one parameter (e.g. AdamW's `exp_avg` and `exp_avg_sq`), by slot name. */
+export type Slots = Record<string, Tensor>;
+
+/** The JSON part of saved state. */
+export interface OptimizerMeta {
+  format: "lightning-ts.optimizer/1";
+  optimizer: string;
+  /** Updates done so far. */
+  step: number;
+  /** Numeric settings; a scheduled learning rate is recorded as "schedule". */
+  settings: Record<string, unknown>;
+  groups: Record<string, unknown>[];
+  /** The group of each parameter with state. */
+  params: Record<string, string>;
+}
+
+export interface OptimizerState {
+  /** Slot tensors named `<slot>/<parameter path>`. */
+  tensors: Record<string, Tensor>;
+  meta: OptimizerMeta;
+}
+
+const DEFAULT_GROUP = "default";
+
+export abstract class Optimizer<S extends BaseSettings> {
+  readonly settings: S;
+  readonly groups: readonly ParamGroup<S>[];
+  #step = 0;
+  #slots = new Map<string, Slots>();
+  #groupOf = new Map<string, string>();
+
+  protected constructor(
+    readonly name: string,
+    settings: S,
+    groups: readonly ParamGroup<S>[] = [],
+  ) {
+    this.settings = settings;
+    this.groups = groups;
+    const names = new Set([DEFAULT_GROUP]);
+    for (const g of groups) {
+      if (names.has(g.name)) throw new Error(`${name}: duplicate or reserved group name '${g.name}'`);
+      names.add(g.name);
+    }
+  }
+
+  /** Updates done so far. */
+  get stepCount(): number {
+    return this.#step;
+  }
+
+  /** The group a parameter falls in and its settings. */
+  groupOf(path: string, param: Tensor): { name: string; settings: S } {
+    for (const g of this.groups) {
+      const hit = g.match instanceof RegExp ? g.match.test(path) : g.match(path, param);
+      if (hit) {
+        const { name, match: _, ...overrides } = g;
+        return { name, settings: { ...this.settings, ...overrides } as S };
+      }
+    }
+    return { name: DEFAULT_GROUP, settings: this.settings };
+  }
+
+  /** The learning rate the next update will use for a group (default: the optimizer's). */
+  learningRate(group: string = DEFAULT_GROUP): number {
+    const g = this.groups.find((x) => x.name === group);
+    const lr = g?.lr ?? this.settings.lr;
+    return typeof lr === "number" ? lr : lr(this.#step);
+  }
+
+  /**
+   * One update of every parameter that has a gradient. Takes over `params` (updated leaves are
+   * disposed) and returns the new tree.
+   *
+   * @example
+   * const { value, grads } = valueAndGrad(loss)(params, batch);
+   * params = opt.step(params, grads);
+   * disposeTree(grads);
+   */
+  step<P>(params: P, grads: GradTree<P>): P {
+    const gradOf = flattenTree(grads);
+    const t = this.#step + 1;
+    // Checked before anything changes, so that a bad call leaves parameters and state as they were.
+    const work: [string, Tensor, Tensor][] = [];
+    const seen = new Set<Tensor>();
+    for (const [path, p] of flattenTree(params)) {
+      const g = gradOf.get(path);
+      if (!g || !isFloat(p.dtype) || seen.has(p)) continue;
+      if (g.dtype !== p.dtype || g.shape.join() !== p.shape.join()) {
+        throw new Error(`${this.name}: gradient ${g.describe()} at '${path}' does not match parameter ${p.describe()}`);
+      }
+      const old = this.#slots.get(path);
+      if (old) checkSlots(this.name, path, p, old);
+      seen.add(p);
+      work.push([path, p, g]);
+    }
+    const updated = new Map<Tensor, Tensor>();
+    for (const [path, p, g] of work) {
+      const { name, settings } = this.groupOf(path, p);
+      const lr = typeof settings.lr === "number" ? settings.lr : settings.lr(this.#step);
+      const hp = { ...settings, lr } as Resolved<S>;
+      const old = this.#slots.get(path);
+      const next = scope(() => {
+        // Half-precision parameters are updated in f32; the moments are f32 (f64 for f64 parameters).
+        const dt = p.dtype === "f64" || p.dtype === "f32" ? p.dtype : "f32";
+        const [pw, gw] = dt === p.dtype ? [p, g] : [cast(p, dt), cast(g, dt)];
+        const r = this.update(pw, gw, old, hp, t);
+        return { param: r.param.dtype === p.dtype ? r.param : cast(r.param, p.dtype), slots: r.slots };
+      });
+      keep(next.slots);
+      if (old) for (const s of Object.values(old)) s.dispose();
+      this.#slots.set(path, next.slots);
+      this.#groupOf.set(path, name);
+      updated.set(p, next.param);
+    }
+    this.#step = t;
+    for (const p of updated.keys()) p.dispose();
+    return rebuild(params, updated) as P;
+  }
+
+  /**
+   * The new parameter and slots from the parameter, its gradient (both in the working dtype), the
+   * slots of the previous step (undefined on the first) and the resolved settings; `t` counts from 1.
+   */
+  protected abstract update(param: Tensor, grad: Tensor, slots: Slots | undefined, hp: Resolved<S>, t: number): { param: Tensor; slots: Slots };
+
+  /**
+   * The step counter, settings and slot tensors. The tensors are new handles (views, no copy) that
+   * the caller disposes.
+   */
+  stateDict(): OptimizerState {
+    const tensors: Record<string, Tensor> = {};
+    for (const [path, slots] of this.#slots) {
+      for (const [slot, t] of Object.entries(slots)) tensors[`${slot}/${path}`] = reshape(t, t.shape);
+    }
+    return {
+      tensors,
+      meta: {
+        format: "lightning-ts.optimizer/1",
+        optimizer: this.name,
+        step: this.#step,
+        settings: serialisable(this.settings),
+        groups: this.groups.map(({ match: _, ...g }) => serialisable(g)),
+        params: Object.fromEntries(this.#groupOf),
+      },
+    };
+  }
+
+  /**
+   * Restores what `stateDict` returned. The tensors are shared, not copied: the caller may dispose
+   * theirs. Settings must match this optimizer's (a resumed run must use the same hyperparameters).
+   */
+  loadStateDict(state: OptimizerState): void {
+    const { meta, tensors } = state;
+    if (meta.format !== "lightning-ts.optimizer/1") throw new Error(`${this.name}: unknown optimizer state format '${meta.format}'`);
+    if (meta.optimizer !== this.name) throw new Error(`${this.name}: cannot load the state of a ${meta.optimizer} optimizer`);
+    const mine = stableJson({ settings: serialisable(this.settings), groups: this.groups.map(({ match: _, ...g }) => serialisable(g)) });
+    const theirs = stableJson({ settings: meta.settings, groups: meta.groups });
+    if (mine !== theirs) throw new Error(`${this.name}: saved settings ${theirs} differ from this optimizer's ${mine}`);
+    const slots = new Map<string, Slots>();
+    for (const [key, t] of Object.entries(tensors)) {
+      const cut = key.indexOf("/");
+      if (cut < 0) throw new Error(`${this.name}: state tensor name '${key}' is not '<slot>/<path>'`);
+      const path = key.slice(cut + 1);
+      const entry = slots.get(path) ?? {};
+      entry[key.slice(0, cut)] = keep(reshape(t, t.shape));
+      slots.set(path, entry);
+    }
+    this.dispose();
+    this.#slots = slots;
+    this.#groupOf = new Map(Object.entries(meta.params));
+    this.#step = meta.step;
+  }
+
+  /** Frees the optimizer's state (it starts from scratch on the next step). */
+  dispose(): void {
+    for (const slots of this.#slots.values()) for (const t of Object.values(slots)) t.dispose();
+    this.#slots.clear();
+    this.#groupOf.clear();
+    this.#step = 0;
+  }
+}
+
+function checkSlots(optimizer: string, path: string, p: Tensor, slots: Slots): void {
+  for (const [name, s] of Object.entries(slots)) {
+    if (s.shape.join() !== p.shape.join()) {
+      throw new Error(`${optimizer}: state '${name}/${path}' has shape [${s.shape.join(", ")}], the parameter [${p.shape.join(", ")}]`);
+    }
+  }
+}
+
+/** Settings as JSON: functions (schedules) become "schedule". */
+function serialisable(settings: object): Record<string, unknown> {
+  return Object.fromEntries(Object.entries(settings).map(([k, v]) => [k, typeof v === "function" ? "schedule" : v]));
+}
+
+/** JSON with object keys sorted, so that equal settings compare equal whatever their key order. */
+function stableJson(x: unknown): string {
+  return JSON.stringify(x, (_, v) => (isPlainObject(v) ? Object.fromEntries(Object.entries(v).sort(([a], [b]) => (a < b ? -1 : 1))) : v));
+}
+
+/** `tree` with the tensors in `replace` swapped; everything else (other tensors, non-tensor leaves) kept. */
+function rebuild(tree: unknown, replace: ReadonlyMap<Tensor, Tensor>): unknown {
+  if (Array.isArray(tree)) return tree.map((v) => rebuild(v, replace));
+  if (isPlainObject(tree)) {
+    return Object.fromEntries(Object.entries(tree).map(([k, v]) => [k, rebuild(v, replace)]));
+  }
+  return replace.get(tree as Tensor) ?? tree;
+}

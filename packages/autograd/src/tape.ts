@@ -1,0 +1,180 @@
+/**
+ * The tape: records, through the engine's op observer, every op that reads a traced tensor, and
+ * runs the gradient rules over the records in reverse.
+ *
+ * Ownership: the tape owns what it retains (the tensors rules save, and the cotangents it
+ * accumulates) as handles exempt from scopes, and disposes each as soon as it has been used. A
+ * saved tensor is freed right after its rule has run; a cotangent right after the rule that
+ * consumes it. What rules create internally is disposed by a scope around each rule.
+ */
+import {
+  add,
+  addOpObserver,
+  type Backend,
+  isFloat,
+  keep,
+  type OpName,
+  type OpRecord,
+  retain,
+  scope,
+  type Tensor,
+  type TensorInfo,
+  zeros,
+} from "@lightning-ts/tensor";
+import { type BackwardContext, GRAD_RULES, type GradRule, isNondiff, type Nondiff, type Saves } from "./rules.js";
+
+interface Node {
+  op: OpName;
+  attrs: unknown;
+  entry: GradRule<OpName> | Nondiff;
+  /** Forward tensors, used as keys only: their data may be gone by the time the tape runs. */
+  inputs: readonly Tensor[];
+  outputs: readonly Tensor[];
+  inputInfo: TensorInfo[];
+  outputInfo: TensorInfo[];
+  backend: Backend;
+  needs: boolean[];
+  saved: Map<string, Tensor>;
+}
+
+const info = (t: Tensor): TensorInfo => ({ shape: [...t.shape], dtype: t.dtype });
+
+export class Tape {
+  readonly #nodes: Node[] = [];
+  readonly #traced = new Set<Tensor>();
+  #unobserve: (() => void) | null;
+
+  constructor() {
+    this.#unobserve = addOpObserver((r) => this.#record(r));
+  }
+
+  /** Differentiates with respect to `t` (float tensors only; integer tensors are ignored). */
+  watch(t: Tensor): void {
+    if (isFloat(t.dtype)) this.#traced.add(t);
+  }
+
+  /** Stops recording; the records stay until `backward` or `dispose`. */
+  stop(): void {
+    this.#unobserve?.();
+    this.#unobserve = null;
+  }
+
+  #record(r: OpRecord): void {
+    if (!r.inputs.some((t) => this.#traced.has(t))) return;
+    const entry = GRAD_RULES[r.op] as GradRule<OpName> | Nondiff;
+    if (isNondiff(entry) && entry.constant) return;
+    const needs = r.inputs.map((t) => this.#traced.has(t) && isFloat(t.dtype));
+    const saves: Saves = isNondiff(entry) || !entry.saves ? {} : typeof entry.saves === "function" ? entry.saves(needs) : entry.saves;
+    const saved = new Map<string, Tensor>();
+    for (const i of saves.inputs ?? []) if (r.inputs[i]) saved.set(`x${i}`, retain(r.inputs[i]!));
+    for (const i of saves.outputs ?? []) if (r.outputs[i]) saved.set(`y${i}`, retain(r.outputs[i]!));
+    this.#nodes.push({
+      op: r.op,
+      attrs: r.attrs,
+      entry,
+      inputs: r.inputs,
+      outputs: r.outputs,
+      inputInfo: r.inputs.map(info),
+      outputInfo: r.outputs.map(info),
+      backend: r.outputs[0]?.backend ?? r.inputs[0]!.backend,
+      needs,
+      saved,
+    });
+    for (const t of r.outputs) if (isFloat(t.dtype)) this.#traced.add(t);
+  }
+
+  /**
+   * Propagates `seeds` (cotangents of outputs, which the tape takes over; repeated outputs add up) back through the
+   * records and returns the accumulated cotangents of the watched tensors, owned by the caller
+   * and exempt from scopes. Call once; the records are consumed.
+   */
+  backward(seeds: Iterable<readonly [Tensor, Tensor]>): Map<Tensor, Tensor> {
+    this.stop();
+    const ct = new Map<Tensor, Tensor>();
+    try {
+      for (const [t, g] of seeds) accumulate(ct, t, keep(g));
+      while (this.#nodes.length > 0) {
+        const node = this.#nodes.pop()!;
+        try {
+          this.#run(node, ct);
+        } finally {
+          release(node);
+        }
+      }
+    } catch (err) {
+      for (const g of ct.values()) g.dispose();
+      throw err;
+    }
+    return ct;
+  }
+
+  #run(node: Node, ct: Map<Tensor, Tensor>): void {
+    const incoming = node.outputs.map((o) => ct.get(o) ?? null);
+    if (incoming.every((g) => g === null)) return;
+    for (const o of node.outputs) ct.delete(o);
+    const gs = incoming.map(
+      (g, i) => g ?? keep(zeros(node.outputInfo[i]!.shape, { dtype: node.outputInfo[i]!.dtype, backend: node.backend })),
+    );
+    try {
+      const { entry } = node;
+      if (isNondiff(entry)) throw new Error(`autograd: ${node.op} has no gradient: ${entry.nondiff}`);
+      const grads = scope(() => {
+        const out = entry.backward(gs, context(node));
+        // Fresh handles, exempt from scopes, so the scope may free the rule's own handles.
+        return keep(node.inputs.map((_, i) => (node.needs[i] && out[i] ? retain(checked(node, i, out[i]!)) : null)));
+      });
+      grads.forEach((g, i) => g && accumulate(ct, node.inputs[i]!, g));
+    } finally {
+      for (const g of gs) g.dispose();
+    }
+  }
+
+  /** Releases everything the tape still holds (after an error, or when a vjp is never called). */
+  dispose(): void {
+    this.stop();
+    for (const node of this.#nodes) release(node);
+    this.#nodes.length = 0;
+  }
+}
+
+function release(node: Node): void {
+  for (const t of node.saved.values()) t.dispose();
+  node.saved.clear();
+}
+
+function accumulate(ct: Map<Tensor, Tensor>, key: Tensor, g: Tensor): void {
+  const prev = ct.get(key);
+  if (!prev) {
+    ct.set(key, g);
+    return;
+  }
+  ct.set(key, keep(add(prev, g)));
+  prev.dispose();
+  g.dispose();
+}
+
+function context(node: Node): BackwardContext<OpName> {
+  const get = (key: string, what: string) => {
+    const t = node.saved.get(key);
+    if (!t) throw new Error(`autograd: the ${node.op} rule reads ${what} but does not list it in 'saves'`);
+    return t;
+  };
+  return {
+    op: node.op,
+    attrs: node.attrs as never,
+    inputs: node.inputInfo,
+    outputs: node.outputInfo,
+    needs: node.needs,
+    x: (i) => get(`x${i}`, `input ${i}`),
+    y: (i) => get(`y${i}`, `output ${i}`),
+  };
+}
+
+/** A rule's gradient must match its input exactly; a mismatch is a bug in the rule, named here. */
+function checked(node: Node, i: number, g: Tensor): Tensor {
+  const want = node.inputInfo[i]!;
+  if (g.dtype !== want.dtype || g.rank !== want.shape.length || g.shape.some((d, j) => d !== want.shape[j])) {
+    throw new Error(`autograd: the ${node.op} rule returned ${g.describe()} for input ${i}, expected ${want.dtype}[${want.shape.join(", ")}]`);
+  }
+  return g;
+}
