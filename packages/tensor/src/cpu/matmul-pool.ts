@@ -1,0 +1,102 @@
+/**
+ * Persistent matmul worker threads (Node only), started lazily on the first large matmul.
+ *
+ * CPU kernels are synchronous, so `run` blocks the calling thread on Atomics.wait until every
+ * worker is done; the caller computes one share itself meanwhile. Workers are unref'd, so an idle
+ * pool never keeps the process alive, and `dispose` terminates them.
+ *
+ * Workers are started from source text (`eval: true`) built from `createGemmEngine.toString()`:
+ * that works the same from the TypeScript sources under vitest and from the tsup bundle, with no
+ * separate worker file to locate at run time.
+ */
+import { createGemmEngine, type GemmEngine, type GemmTask } from "./matmul-engine.js";
+
+interface NodeWorker {
+  postMessage(message: unknown): void;
+  unref(): void;
+  terminate(): Promise<number>;
+}
+
+interface WorkerThreads {
+  Worker: new (source: string, options: { eval: true; workerData: unknown }) => NodeWorker;
+}
+
+let workerThreads: WorkerThreads | null | undefined;
+
+/** node:worker_threads, or null where there is none (browsers, Node < 20.16). */
+export function nodeWorkerThreads(): WorkerThreads | null {
+  if (workerThreads === undefined) {
+    try {
+      const proc = (globalThis as { process?: { getBuiltinModule?: (id: string) => unknown } }).process;
+      workerThreads = (proc?.getBuiltinModule?.("node:worker_threads") as WorkerThreads | undefined) ?? null;
+    } catch {
+      workerThreads = null;
+    }
+  }
+  return workerThreads;
+}
+
+// A task as posted: `sync` is [finished count, failures] in shared memory.
+const WORKER_SOURCE = `"use strict";
+const { parentPort, workerData } = require("node:worker_threads");
+const createGemmEngine = ${createGemmEngine.toString()};
+let engine = null;
+let startError = null;
+try { engine = createGemmEngine(workerData.wasm); } catch (e) { startError = e; }
+parentPort.on("message", (task) => {
+  try {
+    if (startError) throw startError;
+    engine.run(task);
+  } catch (e) {
+    Atomics.add(task.sync, 1, 1);
+  }
+  Atomics.add(task.sync, 0, 1);
+  Atomics.notify(task.sync, 0);
+});
+`;
+
+export class GemmPool {
+  readonly #size: number;
+  readonly #wasm: Uint8Array | null;
+  #workers: NodeWorker[] = [];
+
+  /** `size` worker threads (the caller's thread is one more). */
+  constructor(size: number, wasm: Uint8Array | null) {
+    this.#size = size;
+    this.#wasm = wasm;
+  }
+
+  /** Runs tasks[0] on the calling thread with `engine` and the rest on workers; returns when all are done. */
+  run(engine: GemmEngine, tasks: readonly GemmTask[]): void {
+    const remote = tasks.length - 1;
+    if (remote > this.#size) throw new Error(`matmul: ${tasks.length} tasks for a pool of ${this.#size} workers`);
+    this.#start(remote);
+    const sync = new Int32Array(new SharedArrayBuffer(8));
+    for (let w = 0; w < remote; w++) this.#workers[w]!.postMessage({ ...tasks[w + 1], sync });
+    let localError: unknown = null;
+    try {
+      engine.run(tasks[0]!);
+    } catch (e) {
+      localError = e;
+    }
+    // Wait even after a local failure: workers still write into the caller's buffers.
+    for (let done = Atomics.load(sync, 0); done < remote; done = Atomics.load(sync, 0)) Atomics.wait(sync, 0, done);
+    if (localError) throw localError;
+    if (Atomics.load(sync, 1) > 0) throw new Error(`matmul: ${Atomics.load(sync, 1)} worker thread(s) failed`);
+  }
+
+  dispose(): void {
+    for (const w of this.#workers) void w.terminate();
+    this.#workers = [];
+  }
+
+  #start(count: number): void {
+    const threads = nodeWorkerThreads();
+    if (!threads) throw new Error("matmul: worker threads are not available here");
+    while (this.#workers.length < count) {
+      const worker = new threads.Worker(WORKER_SOURCE, { eval: true, workerData: { wasm: this.#wasm } });
+      worker.unref();
+      this.#workers.push(worker);
+    }
+  }
+}
