@@ -70,6 +70,8 @@ export interface Backend<S = any> {
   /** Resolves when all enqueued work has finished. */
   sync(): Promise<void>;
   memory(): MemoryStats;
+  /** Starts a new peak: `memory().peakBytes` becomes the live bytes now (for per-call measurements). */
+  resetPeakMemory?(): void;
   /** Releases every resource; the backend cannot be used afterwards. */
   dispose(): void;
   readonly kernels: KernelTable<S>;

@@ -106,6 +106,37 @@ describe("lightningAttention against the independent masked-form oracle", () => 
   }
 });
 
+describe("lightningAttention f32 GEMM path against the float64 scalar kernel", () => {
+  // f32/f16/bf16 chunked calls run as batched GEMMs; f64 keeps the scalar LA-2 loops tested above.
+  for (const [c, blockSize, withState] of [
+    [{ B: 1, H: 1, T: 1, D: 16, E: 16 }, 64, false],
+    [{ B: 2, H: 3, T: 63, D: 20, E: 12 }, 16, true],
+    [{ B: 1, H: 2, T: 64, D: 48, E: 96 }, 64, true],
+    [{ B: 3, H: 1, T: 200, D: 7, E: 33 }, 37, false],
+    [{ B: 1, H: 6, T: 513, D: 64, E: 64 }, 64, true],
+  ] as [Case, number, boolean][]) {
+    it(`B=${c.B} H=${c.H} T=${c.T} D=${c.D} E=${c.E} blockSize=${blockSize}${withState ? " with a state" : ""}`, () => {
+      const x = inputs(c, 1000 + c.T, "f32", withState);
+      T.scope(() => {
+        const as64 = (t: T.Tensor | undefined) => (t ? T.cast(t, "f64") : undefined);
+        const [q, k, v, dO, dS, s0] = [x.q, x.k, x.v, x.dO, x.dS, x.state].map(as64) as T.Tensor[];
+        const want = T.lightningAttention(q!, k!, v!, x.slopes, { blockSize, returnState: true, initialState: s0 });
+        const wantG = T.lightningAttentionBackward(q!, k!, v!, x.slopes, dO!, dS!, { blockSize, initialState: s0 });
+        const got = T.lightningAttention(x.q, x.k, x.v, x.slopes, { blockSize, returnState: true, initialState: x.state });
+        const g = T.lightningAttentionBackward(x.q, x.k, x.v, x.slopes, x.dO, x.dS, { blockSize, initialState: x.state });
+        const tol = { atol: 1e-6, rtol: 3e-6 };
+        assertClose(f64(got.output), f64(want.output), { ...tol, label: "output" });
+        assertClose(f64(got.state), f64(want.state), { ...tol, label: "state" });
+        assertClose(f64(g.dq), f64(wantG.dq), { ...tol, label: "dq" });
+        assertClose(f64(g.dk), f64(wantG.dk), { ...tol, label: "dk" });
+        assertClose(f64(g.dv), f64(wantG.dv), { ...tol, label: "dv" });
+        if (withState) assertClose(f64(g.dInitialState!), f64(wantG.dInitialState!), { ...tol, label: "dInitialState" });
+      });
+      for (const t of [x.q, x.k, x.v, x.slopes, x.dO, x.dS, x.state]) t?.dispose();
+    });
+  }
+});
+
 describe("lightningAttention invariants", () => {
   it("does not depend on the block size", () => {
     const c = { B: 1, H: 3, T: 300, D: 24, E: 20 };

@@ -6,7 +6,7 @@ import { cpus } from "./platform.js";
 import type { Backend, Capabilities, KernelTable, MemoryStats } from "../backend.js";
 import { elementwiseKernels } from "./elementwise.js";
 import { indexingKernels } from "./indexing.js";
-import { lightningAttentionBackwardKernel, lightningAttentionKernel, lightningStepKernel } from "./lightning.js";
+import { createLightningKernels } from "./lightning.js";
 import { createMatmulKernel } from "./matmul.js";
 import { movementKernels } from "./movement.js";
 import { nnKernels } from "./nn.js";
@@ -33,23 +33,22 @@ export class CpuBackend implements Backend<CpuStorage> {
     this.threads = Math.max(1, Math.min(options.threads ?? info.count, 8));
     this.capabilities = {
       device: info.model,
-      dtypes: ["f32", "f16", "bf16", "i32", "u8"],
+      dtypes: ["f32", "f64", "f16", "bf16", "i32", "u8"],
       syncRead: true,
       features: this.threads > 1 ? ["threads"] : [],
       limits: { maxBufferBytes: 2 ** 31 - 1 },
     };
+    const matmul = createMatmulKernel(this.threads, this);
     this.kernels = {
       ...elementwiseKernels,
       ...reduceKernels,
       ...movementKernels,
       ...indexingKernels,
       ...nnKernels,
-      matmul: createMatmulKernel(this.threads, this),
+      matmul,
       randomUniform: randomUniformKernel,
       randomNormal: randomNormalKernel,
-      lightningAttention: lightningAttentionKernel,
-      lightningAttentionBackward: lightningAttentionBackwardKernel,
-      lightningStep: lightningStepKernel,
+      ...createLightningKernels(matmul),
     };
   }
 
@@ -81,6 +80,10 @@ export class CpuBackend implements Backend<CpuStorage> {
 
   memory(): MemoryStats {
     return { liveBytes: this.#liveBytes, liveBuffers: this.#live.size, pooledBytes: 0, peakBytes: this.#peak };
+  }
+
+  resetPeakMemory(): void {
+    this.#peak = this.#liveBytes;
   }
 
   dispose(): void {

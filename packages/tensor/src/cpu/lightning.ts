@@ -7,11 +7,14 @@
  * carried D×E state between blocks; the default), `recurrent` (the scan above) and `quadratic`
  * (o_t = Σ_{s≤t} λ^{t−s} (q_t·k_s) v_s + λ^{t+1} q_t S_{−1}; the oracle). Backward follows the
  * LA-2 two-sweep algorithm (B.2) for `chunked`, and the closed-form token formulas otherwise.
- * All arithmetic is float64 on the host; inputs of any float dtype are decoded first.
+ * These scalar kernels compute in float64 and serve f64 tensors and the reference impls; the
+ * chunked kernel for f32/f16/bf16 runs as batched GEMMs (lightning-gemm.ts) and is tested
+ * against them.
  *
  * Letters: B batch, H heads, T time, D query/key head dim, E value head dim, C block size.
  */
 import type { Kernel } from "../backend.js";
+import { createGemmLightning } from "./lightning-gemm.js";
 import { type CpuRef, type CpuStorage, type FloatArray, readFloat, storeAs, view } from "./storage.js";
 
 /** One (batch, head) slice: views of length T·D / T·E into the decoded inputs. */
@@ -229,71 +232,99 @@ function headOf(q: FloatArray, k: FloatArray, v: FloatArray, slopes: Float32Arra
   };
 }
 
-// q, k: (B, H, T, D); v: (B, H, T, E); slopes: (H); initialState?: (B, H, D, E) → o: (B, H, T, E), state: (B, H, D, E)
-export const lightningAttentionKernel: Kernel<"lightningAttention", CpuStorage> = ({ inputs, outputs: [o, sOut], attrs }) => {
-  const [qr, kr, vr, sr, s0r] = inputs;
-  const { B, H, T, D, E } = dims(qr!, vr!);
-  const q = readFloat(qr!);
-  const k = readFloat(kr!);
-  const v = readFloat(vr!);
-  const slopes = view(sr!) as Float32Array;
-  const S0 = s0r ? readFloat(s0r) : null;
-  const out = new Float64Array(B * H * T * E);
-  const state = new Float64Array(B * H * D * E);
-  for (let bh = 0; bh < B * H; bh++) {
-    const head = headOf(q, k, v, slopes, bh, H, T, D, E);
-    const S = state.subarray(bh * D * E, (bh + 1) * D * E);
-    if (S0) S.set(S0.subarray(bh * D * E, (bh + 1) * D * E));
-    const oh = out.subarray(bh * T * E, (bh + 1) * T * E);
-    if (attrs.impl === "chunked") forwardChunked(head, attrs.blockSize, S, oh);
-    else if (attrs.impl === "recurrent") forwardRecurrent(head, S, oh);
-    else forwardQuadratic(head, S, oh);
-  }
-  storeAs(o!, out);
-  storeAs(sOut!, state);
-};
+type Matmul = Kernel<"matmul", CpuStorage>;
 
-// (q, k, v, slopes, dO, dFinalState[, initialState]) → (dq, dk, dv, dInitialState)
-export const lightningAttentionBackwardKernel: Kernel<"lightningAttentionBackward", CpuStorage> = ({ inputs, outputs, attrs }) => {
-  const [qr, kr, vr, sr, dOr, dSr, s0r] = inputs;
-  const { B, H, T, D, E } = dims(qr!, vr!);
-  const q = readFloat(qr!);
-  const k = readFloat(kr!);
-  const v = readFloat(vr!);
-  const dO = readFloat(dOr!);
-  const dSf = readFloat(dSr!);
-  const slopes = view(sr!) as Float32Array;
-  const S0all = s0r ? readFloat(s0r) : null;
-  const all: Grads = {
-    dq: new Float64Array(B * H * T * D),
-    dk: new Float64Array(B * H * T * D),
-    dv: new Float64Array(B * H * T * E),
-    dS0: new Float64Array(B * H * D * E),
+/** Whether a call takes the GEMM form: chunked, and not f64 (f64 keeps the exact scalar path). */
+const useGemm = (impl: string, dtype: string) => impl === "chunked" && dtype !== "f64";
+
+/** The Lightning Attention kernels, using `matmul` (the backend's, with its threads) for the GEMM form. */
+export function createLightningKernels(matmul: Matmul) {
+  const gemm = createGemmLightning(matmul);
+
+  // q, k: (B, H, T, D); v: (B, H, T, E); slopes: (H); initialState?: (B, H, D, E) → o: (B, H, T, E), state: (B, H, D, E)
+  const forward: Kernel<"lightningAttention", CpuStorage> = ({ inputs, outputs: [o, sOut], attrs }) => {
+    const [qr, kr, vr, sr, s0r] = inputs;
+    const { B, H, T, D, E } = dims(qr!, vr!);
+    const slopes = view(sr!) as Float32Array;
+    const state = new Float64Array(B * H * D * E);
+    if (s0r) state.set(readFloat(s0r));
+    if (useGemm(attrs.impl, qr!.dtype)) {
+      const f32 = (r: CpuRef) => readFloat(r) as Float32Array;
+      storeAs(o!, gemm.forward({ B, H, T, D, E, C: attrs.blockSize, q: f32(qr!), k: f32(kr!), v: f32(vr!), slopes }, state));
+      storeAs(sOut!, state);
+      return;
+    }
+    const q = readFloat(qr!);
+    const k = readFloat(kr!);
+    const v = readFloat(vr!);
+    const out = new Float64Array(B * H * T * E);
+    for (let bh = 0; bh < B * H; bh++) {
+      const head = headOf(q, k, v, slopes, bh, H, T, D, E);
+      const S = state.subarray(bh * D * E, (bh + 1) * D * E);
+      const oh = out.subarray(bh * T * E, (bh + 1) * T * E);
+      if (attrs.impl === "chunked") forwardChunked(head, attrs.blockSize, S, oh);
+      else if (attrs.impl === "recurrent") forwardRecurrent(head, S, oh);
+      else forwardQuadratic(head, S, oh);
+    }
+    storeAs(o!, out);
+    storeAs(sOut!, state);
   };
-  for (let bh = 0; bh < B * H; bh++) {
-    const head = headOf(q, k, v, slopes, bh, H, T, D, E);
-    const S0 = S0all ? Float64Array.from(S0all.subarray(bh * D * E, (bh + 1) * D * E)) : new Float64Array(D * E);
-    const dSfh = Float64Array.from(dSf.subarray(bh * D * E, (bh + 1) * D * E));
-    const dOh = dO.subarray(bh * T * E, (bh + 1) * T * E);
-    const g: Grads = {
-      dq: all.dq.subarray(bh * T * D, (bh + 1) * T * D),
-      dk: all.dk.subarray(bh * T * D, (bh + 1) * T * D),
-      dv: all.dv.subarray(bh * T * E, (bh + 1) * T * E),
-      dS0: all.dS0.subarray(bh * D * E, (bh + 1) * D * E),
+
+  // (q, k, v, slopes, dO, dFinalState[, initialState]) → (dq, dk, dv, dInitialState)
+  const backward: Kernel<"lightningAttentionBackward", CpuStorage> = ({ inputs, outputs, attrs }) => {
+    const [qr, kr, vr, sr, dOr, dSr, s0r] = inputs;
+    const { B, H, T, D, E } = dims(qr!, vr!);
+    const slopes = view(sr!) as Float32Array;
+    const [dqr, dkr, dvr, dS0r] = outputs;
+    const S0all = new Float64Array(B * H * D * E);
+    if (s0r) S0all.set(readFloat(s0r));
+    if (useGemm(attrs.impl, qr!.dtype)) {
+      const f32 = (r: CpuRef) => readFloat(r) as Float32Array;
+      const carry = Float64Array.from(readFloat(dSr!));
+      const g = gemm.backward({ B, H, T, D, E, C: attrs.blockSize, q: f32(qr!), k: f32(kr!), v: f32(vr!), slopes }, f32(dOr!), S0all, carry);
+      storeAs(dqr!, g.dq);
+      storeAs(dkr!, g.dk);
+      storeAs(dvr!, g.dv);
+      storeAs(dS0r!, carry);
+      return;
+    }
+    const q = readFloat(qr!);
+    const k = readFloat(kr!);
+    const v = readFloat(vr!);
+    const dO = readFloat(dOr!);
+    const dSf = readFloat(dSr!);
+    const all: Grads = {
+      dq: new Float64Array(B * H * T * D),
+      dk: new Float64Array(B * H * T * D),
+      dv: new Float64Array(B * H * T * E),
+      dS0: new Float64Array(B * H * D * E),
     };
-    if (attrs.impl === "chunked") backwardChunked(head, attrs.blockSize, S0, dOh, dSfh, g);
-    else if (attrs.impl === "recurrent") backwardRecurrent(head, S0, dOh, dSfh, g);
-    else backwardQuadratic(head, S0, dOh, dSfh, g);
-  }
-  const [dq, dk, dv, dS0] = outputs;
-  storeAs(dq!, all.dq);
-  storeAs(dk!, all.dk);
-  storeAs(dv!, all.dv);
-  storeAs(dS0!, all.dS0);
-};
+    for (let bh = 0; bh < B * H; bh++) {
+      const head = headOf(q, k, v, slopes, bh, H, T, D, E);
+      const S0 = S0all.subarray(bh * D * E, (bh + 1) * D * E);
+      const dSfh = Float64Array.from(dSf.subarray(bh * D * E, (bh + 1) * D * E));
+      const dOh = dO.subarray(bh * T * E, (bh + 1) * T * E);
+      const g: Grads = {
+        dq: all.dq.subarray(bh * T * D, (bh + 1) * T * D),
+        dk: all.dk.subarray(bh * T * D, (bh + 1) * T * D),
+        dv: all.dv.subarray(bh * T * E, (bh + 1) * T * E),
+        dS0: all.dS0.subarray(bh * D * E, (bh + 1) * D * E),
+      };
+      if (attrs.impl === "chunked") backwardChunked(head, attrs.blockSize, S0, dOh, dSfh, g);
+      else if (attrs.impl === "recurrent") backwardRecurrent(head, S0, dOh, dSfh, g);
+      else backwardQuadratic(head, S0, dOh, dSfh, g);
+    }
+    storeAs(dqr!, all.dq);
+    storeAs(dkr!, all.dk);
+    storeAs(dvr!, all.dv);
+    storeAs(dS0r!, all.dS0);
+  };
+
+  return { lightningAttention: forward, lightningAttentionBackward: backward, lightningStep: stepKernel };
+}
 
 // q, k: (B, H, D); v: (B, H, E); slopes: (H); state: (B, H, D, E) → o: (B, H, E), newState: (B, H, D, E)
-export const lightningStepKernel: Kernel<"lightningStep", CpuStorage> = ({ inputs: [qr, kr, vr, sr, stater], outputs: [o, sOut] }) => {
+const stepKernel: Kernel<"lightningStep", CpuStorage> = ({ inputs: [qr, kr, vr, sr, stater], outputs: [o, sOut] }) => {
   const [B, H, D] = qr!.shape as [number, number, number];
   const E = vr!.shape[2]!;
   const q = readFloat(qr!);
