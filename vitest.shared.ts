@@ -20,8 +20,8 @@ function workspaceAliases(): { find: RegExp; replacement: string }[] {
       const pkg = JSON.parse(readFileSync(pkgFile, "utf8")) as { name: string; exports?: Record<string, unknown> };
       for (const sub of Object.keys(pkg.exports ?? {})) {
         const entry = sub === "." ? "index" : sub.slice(2);
-        const src = join(dir, name, "src", `${entry}.ts`);
-        if (!existsSync(src)) continue;
+        const src = [join(dir, name, "src", `${entry}.ts`), join(dir, name, "src", entry, "index.ts")].find((f) => existsSync(f));
+        if (!src) continue;
         const id = sub === "." ? pkg.name : `${pkg.name}/${sub.slice(2)}`;
         aliases.push({ find: new RegExp(`^${id.replace(/[/.]/g, "\\$&")}$`), replacement: src });
       }

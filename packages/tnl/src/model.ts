@@ -1,0 +1,306 @@
+/**
+ * The TNL network (ALGORITHM.md E.1–E.4): forward for training and prefill on the chunked
+ * Lightning Attention, the recurrent decode step, and the language-model loss.
+ *
+ *   x = embed_scale · E[ids]
+ *   per layer l:  x += TokenMixer_l(srms(x));  x += l3(l1(srms(x)) ⊙ l2(srms(x)))
+ *   logits = srms(x) · W_lmᵀ
+ *
+ * Every function runs inside a `scope`, so only its results outlive it. All of it is ordinary
+ * ops, so it runs under autograd unchanged.
+ *
+ * Letters: B batch, T time, M model width, H heads, D q/k head dim (2·hd with LRPE), E value head
+ * dim (= hd), V vocabulary, F glu_dim.
+ */
+import {
+  add,
+  cast,
+  concat,
+  cos,
+  div,
+  embedding,
+  exp,
+  lightningAttention,
+  lightningStep,
+  matmul,
+  maximum,
+  minimum,
+  mul,
+  narrow,
+  notEqual,
+  permute,
+  relu,
+  reshape,
+  rmsNorm,
+  scope,
+  silu,
+  sin,
+  slopesTensor,
+  softmaxCrossEntropy,
+  split,
+  sum,
+  Tensor,
+  tensor,
+  tnlSlopes,
+} from "@lightning-ts/tensor";
+import { headDim, type TnlConfig } from "./config.js";
+import { TnlInputError } from "./errors.js";
+import type { TnlLayerParams, TnlParams } from "./params.js";
+import { checkStateFor, type TnlState } from "./state.js";
+
+/** Token ids: a Tensor i32 [B, T], or rows of equal length. */
+export type TokenIds = Tensor | readonly (readonly number[])[];
+
+/** TNL's SRMSNorm: x / √(mean(x²) + 1e−6), no weight (E.3). */
+const srms = (x: Tensor) => rmsNorm(x, 1e-6);
+
+/** x [..., K] · Wᵀ for W [N, K], as one 2-D matmul. */
+function linear(x: Tensor, w: Tensor): Tensor {
+  const lead = x.shape.slice(0, -1);
+  const y = matmul(reshape(x, [-1, x.shape[x.rank - 1]!]), w, { transB: true });
+  return reshape(y, [...lead, w.shape[0]!]);
+}
+
+/** φ of `linear_act_fun`, applied to q and k only (E.2). */
+function activate(x: Tensor, act: TnlConfig["activation"]): Tensor {
+  switch (act) {
+    case "silu":
+    case "swish":
+      return silu(x);
+    case "relu":
+      return relu(x);
+    case "1+elu":
+      // 1 + elu(x) = relu(x) + exp(min(x, 0)): x + 1 above zero, eˣ below.
+      return add(relu(x), exp(minimum(x, 0)));
+    case "none":
+      return x;
+  }
+}
+
+/**
+ * LRPE (A.5): x [B, H, T, hd] at absolute positions start..start+T−1 → [x ⊙ cos(θp), x ⊙ sin(θp)],
+ * [B, H, T, 2·hd]. Positions come from the state, never from a module field, so a cached
+ * generation after an earlier call cannot use a stale offset (the official code's bug).
+ */
+function lrpe(x: Tensor, theta: Tensor, start: number): Tensor {
+  const T = x.shape[2]!;
+  // Phases in f32 (f64 for f64 models) even for half-precision weights: the official code builds
+  // the positions in the activation dtype, so in bf16 every position above 256 is rounded (E.9).
+  const dtype = theta.dtype === "f64" ? "f64" : "f32";
+  const positions = tensor(Array.from({ length: T }, (_, t) => start + t), [1, T, 1], { dtype });
+  const angle = mul(theta.dtype === dtype ? theta : cast(theta, dtype), positions); // [H, T, hd]
+  const inDtype = (t: Tensor) => (t.dtype === x.dtype ? t : cast(t, x.dtype));
+  return concat([mul(x, inDtype(cos(angle))), mul(x, inDtype(sin(angle)))], -1);
+}
+
+interface MixerContext {
+  layer: number;
+  position: number;
+  /** Lightning state carried in, [B, H, D, E]. */
+  state?: Tensor;
+  blockSize?: number;
+}
+
+/** GLA token mixer (E.2) on normed x [B, T, M] → (out [B, T, M], final state [B, H, D, E]). */
+function tokenMixer(x: Tensor, lp: TnlLayerParams, c: TnlConfig, ctx: MixerContext): { out: Tensor; state: Tensor } {
+  const [B, T] = x.shape as [number, number, number];
+  const H = c.numHeads;
+  const hd = headDim(c);
+  const [q0, k0, v0, u] = split(linear(x, lp.qkvu), 4, -1) as [Tensor, Tensor, Tensor, Tensor]; // each [B, T, hid]
+  const heads = (t: Tensor) => permute(reshape(t, [B, T, H, hd]), [0, 2, 1, 3]); // [B, H, T, hd]
+  let q = activate(heads(q0), c.activation);
+  let k = activate(heads(k0), c.activation);
+  const v = heads(v0);
+  if (lp.theta) {
+    q = lrpe(q, lp.theta, ctx.position);
+    k = lrpe(k, lp.theta, ctx.position);
+  }
+  const slopes = slopesTensor(tnlSlopes(H, ctx.layer, c.numLayers));
+  let o: Tensor; // [B, H, T, E]
+  let state: Tensor;
+  if (T === 1 && ctx.state) {
+    // Decode: the recurrent step S ← λS + kᵀv, o = qS (ALGORITHM.md D).
+    const D = q.shape[3]!;
+    const r = lightningStep(reshape(q, [B, H, D]), reshape(k, [B, H, D]), reshape(v, [B, H, hd]), slopes, ctx.state);
+    o = reshape(r.output, [B, H, 1, hd]);
+    state = r.state;
+  } else {
+    const r = lightningAttention(q, k, v, slopes, { initialState: ctx.state, returnState: true, blockSize: ctx.blockSize });
+    o = r.output;
+    state = r.state;
+  }
+  // One SRMSNorm over all heads jointly, then the linear gate u (no sigmoid).
+  const merged = reshape(permute(o, [0, 2, 1, 3]), [B, T, c.hiddenDim]);
+  return { out: linear(mul(srms(merged), u), lp.out), state };
+}
+
+/** SGLU channel mixer (E.4): (x W1ᵀ ⊙ x W2ᵀ) W3ᵀ, no activation. */
+function channelMixer(x: Tensor, lp: TnlLayerParams): Tensor {
+  return linear(mul(linear(x, lp.l1), linear(x, lp.l2)), lp.l3);
+}
+
+export interface ForwardOptions {
+  /** Lightning Attention block size (default 64); results do not depend on it. */
+  blockSize?: number;
+  /** Continue after the tokens this state has seen (LRPE positions continue too). */
+  state?: TnlState;
+}
+
+export interface ForwardFullOptions extends ForwardOptions {
+  /** Logits for every position (default) or only the last one ([B, 1, V]). */
+  logits?: "all" | "last";
+  returnState?: boolean;
+  /** Also return HF's `hidden_states`: embeddings, each layer's output, the last one final-normed. */
+  hiddenStates?: boolean;
+}
+
+export interface ForwardFullResult {
+  /** [B, T, V] (or [B, 1, V] with `logits: "last"`), in the parameters' dtype. */
+  logits: Tensor;
+  state?: TnlState;
+  hiddenStates?: Tensor[];
+}
+
+/** Checks token ids (rectangular, integers inside the vocabulary) and makes an i32 [B, T] tensor. */
+export function toIdsTensor(ids: TokenIds, c: TnlConfig): Tensor {
+  if (ids instanceof Tensor) {
+    if (ids.dtype !== "i32" || ids.rank !== 2) throw new TnlInputError(`token ids must be i32 [B, T], got ${ids.describe()}`);
+    // Read back only where it is cheap and synchronous (the CPU); elsewhere the embedding op checks.
+    if (ids.backend.readSync) checkIds(ids.dataSync(), ids.shape[1]!, c);
+    return ids;
+  }
+  if (!Array.isArray(ids) || ids.length === 0 || !Array.isArray(ids[0])) throw new TnlInputError("token ids must be a non-empty array of rows (number[][])");
+  const T = ids[0]!.length;
+  if (T === 0) throw new TnlInputError("token ids: rows must not be empty");
+  ids.forEach((row, b) => {
+    if (row.length !== T) throw new TnlInputError(`token ids: row ${b} has ${row.length} tokens, row 0 has ${T}; rows must have equal length`);
+  });
+  const flat = ids.flat();
+  checkIds(flat, T, c);
+  return tensor(flat, [ids.length, T], { dtype: "i32" });
+}
+
+function checkIds(flat: ArrayLike<number>, T: number, c: TnlConfig): void {
+  for (let i = 0; i < flat.length; i++) {
+    const id = flat[i]!;
+    if (!Number.isInteger(id) || id < 0 || id >= c.vocabSize) {
+      throw new TnlInputError(`token id ${id} at [${Math.floor(i / T)}, ${i % T}] is outside the vocabulary [0, ${c.vocabSize})`);
+    }
+  }
+}
+
+/** The whole forward pass; the public functions below pick what they return. */
+export function forwardFull(params: TnlParams, c: TnlConfig, ids: TokenIds, options: ForwardFullOptions = {}): ForwardFullResult {
+  return scope(() => {
+    const idsT = toIdsTensor(ids, c);
+    const [B, T] = idsT.shape as [number, number];
+    const { state } = options;
+    if (state) checkStateFor(state, c, B);
+    const position = state?.position ?? 0;
+    const embedScale = c.noScaleEmbedding ? 1 : Math.sqrt(c.dModel);
+    let x = mul(embedding(params.embed, idsT), embedScale); // [B, T, M]
+    const hidden: Tensor[] = options.hiddenStates ? [x] : [];
+    const kv: Tensor[] = [];
+    params.layers.forEach((lp, layer) => {
+      const mixed = tokenMixer(srms(x), lp, c, { layer, position, state: state?.kv[layer], blockSize: options.blockSize });
+      kv.push(mixed.state);
+      x = add(x, mixed.out);
+      x = add(x, channelMixer(srms(x), lp));
+      if (options.hiddenStates && layer < c.numLayers - 1) hidden.push(x);
+    });
+    if (options.logits === "last") x = narrow(x, 1, T - 1, 1);
+    const normed = srms(x);
+    if (options.hiddenStates) hidden.push(normed);
+    const result: ForwardFullResult = { logits: linear(normed, params.lmHead ?? params.embed) };
+    if (options.returnState) result.state = { position: position + T, kv };
+    if (options.hiddenStates) result.hiddenStates = hidden;
+    return result;
+  });
+}
+
+/**
+ * Logits [B, T, V] for token ids [B, T]: the training / prefill forward on chunked Lightning Attention.
+ *
+ * @example
+ * const logits = forward(params, config, [[1, 5, 9]]); // f32 [1, 3, V]
+ */
+export function forward(params: TnlParams, config: TnlConfig, ids: TokenIds, options: ForwardOptions = {}): Tensor {
+  return forwardFull(params, config, ids, options).logits;
+}
+
+/**
+ * Runs a prompt and returns its logits and the recurrent state after it. With `options.state`
+ * it continues from that state (which stays the caller's).
+ *
+ * @example
+ * const { logits, state } = prefill(params, config, [[1, 5, 9]], { logits: "last" });
+ */
+export function prefill(
+  params: TnlParams,
+  config: TnlConfig,
+  ids: TokenIds,
+  options: ForwardOptions & { logits?: "all" | "last" } = {},
+): { logits: Tensor; state: TnlState } {
+  const r = forwardFull(params, config, ids, { ...options, returnState: true });
+  return { logits: r.logits, state: r.state! };
+}
+
+/**
+ * One decode step: feeds one token per row and returns logits [B, V] and the next state. The
+ * given state is left as it was (dispose it when no longer needed).
+ *
+ * @example
+ * const next = step(params, config, state, [42]);
+ * disposeState(state);
+ */
+export function step(params: TnlParams, config: TnlConfig, state: TnlState, tokens: readonly number[]): { logits: Tensor; state: TnlState } {
+  return scope(() => {
+    const r = forwardFull(params, config, tokens.map((t) => [t]), { state, returnState: true });
+    return { logits: reshape(r.logits, [tokens.length, config.vocabSize]), state: r.state! };
+  });
+}
+
+/**
+ * HF's `output_hidden_states` for ids: L + 1 tensors [B, T, M] (embeddings × scale, each layer's
+ * output, and the last one after the final norm).
+ */
+export function hiddenStates(params: TnlParams, config: TnlConfig, ids: TokenIds, options: ForwardOptions = {}): Tensor[] {
+  return scope(() => {
+    const r = forwardFull(params, config, ids, { ...options, hiddenStates: true });
+    return r.hiddenStates!;
+  });
+}
+
+export interface LossOptions extends ForwardOptions {
+  /** Targets [B, T] aligned with ids (default: the ids); position t predicts labels[t + 1], as in HF. */
+  labels?: TokenIds;
+  /** Label value that contributes nothing (default −100, as in PyTorch). */
+  ignoreIndex?: number;
+}
+
+/**
+ * Mean next-token cross-entropy over the labels that are not ignored (a scalar tensor).
+ *
+ * @example
+ * const { value, grads } = valueAndGrad((p: TnlParams) => loss(p, config, batch))(params);
+ */
+export function loss(params: TnlParams, config: TnlConfig, ids: TokenIds, options: LossOptions = {}): Tensor {
+  const ignoreIndex = options.ignoreIndex ?? -100;
+  return scope(() => {
+    const logits = forward(params, config, ids, options);
+    const [B, T, V] = logits.shape as [number, number, number];
+    if (T < 2) throw new TnlInputError("loss needs sequences of at least 2 tokens");
+    const labels = options.labels === undefined ? toIdsTensor(ids, config) : toLabels(options.labels, B, T, ignoreIndex);
+    const target = reshape(narrow(labels, 1, 1, T - 1), [B * (T - 1)]);
+    const rows = reshape(narrow(logits, 1, 0, T - 1), [B * (T - 1), V]);
+    const perRow = softmaxCrossEntropy(rows, target, { ignoreIndex });
+    const count = maximum(sum(cast(notEqual(target, ignoreIndex), perRow.dtype)), 1);
+    return div(sum(perRow), count);
+  });
+}
+
+function toLabels(labels: TokenIds, B: number, T: number, ignoreIndex: number): Tensor {
+  const t = labels instanceof Tensor ? labels : tensor(labels.flat(), [labels.length, labels[0]?.length ?? 0], { dtype: "i32" });
+  if (t.dtype !== "i32" || t.shape.join() !== [B, T].join()) throw new TnlInputError(`labels must be i32 [${B}, ${T}] (ignore index ${ignoreIndex} allowed), got ${t.describe()}`);
+  return t;
+}
