@@ -71,10 +71,20 @@ function scale(S: Float64Array, c: number): void {
 
 function forwardRecurrent({ q, k, v, T, D, E, slope }: Head, S: Float64Array, o: Float64Array): void {
   const lambda = Math.exp(-slope);
+  // One fused pass over S per token: decay, rank-1 update and the output row together.
   for (let t = 0; t < T; t++) {
-    scale(S, lambda);
-    outer(S, 1, k, t * D, v, t * E, D, E);
-    rowTimesState(o, t * E, 1, q, t * D, S, D, E);
+    const qi = t * D;
+    const vi = t * E;
+    for (let d = 0; d < D; d++) {
+      const kd = k[qi + d]!;
+      const qd = q[qi + d]!;
+      const row = d * E;
+      for (let e = 0; e < E; e++) {
+        const s = lambda * S[row + e]! + kd * v[vi + e]!;
+        S[row + e] = s;
+        o[vi + e]! += qd * s;
+      }
+    }
   }
 }
 
@@ -153,19 +163,41 @@ function backwardQuadratic(h: Head, S0: Float64Array, dO: FloatArray, dSf: Float
 function backwardRecurrent(h: Head, S0: Float64Array, dO: FloatArray, dSf: Float64Array, g: Grads): void {
   const { q, k, v, T, D, E, slope } = h;
   const lambda = Math.exp(-slope);
-  // Forward sweep: dq_t = dO_t S_tᵀ.
+  // Forward sweep: dq_t = dO_t S_tᵀ, fused with the state update.
   const S = Float64Array.from(S0);
   for (let t = 0; t < T; t++) {
-    scale(S, lambda);
-    outer(S, 1, k, t * D, v, t * E, D, E);
-    stateTimesCol(g.dq, t * D, 1, S, dO, t * E, D, E);
+    const qi = t * D;
+    const vi = t * E;
+    for (let d = 0; d < D; d++) {
+      const kd = k[qi + d]!;
+      const row = d * E;
+      let acc = 0;
+      for (let e = 0; e < E; e++) {
+        const s = lambda * S[row + e]! + kd * v[vi + e]!;
+        S[row + e] = s;
+        acc += dO[vi + e]! * s;
+      }
+      g.dq[qi + d]! += acc;
+    }
   }
-  // Reverse sweep: G_t = q_tᵀ dO_t + λ G_{t+1}, starting from dSfinal.
+  // Reverse sweep: G_t = q_tᵀ dO_t + λ G_{t+1}, starting from dSfinal; dk_t = G_t v_t, dv_t = k_t G_t.
   const G = Float64Array.from(dSf);
   for (let t = T - 1; t >= 0; t--) {
-    outer(G, 1, q, t * D, dO, t * E, D, E);
-    stateTimesCol(g.dk, t * D, 1, G, v, t * E, D, E);
-    rowTimesState(g.dv, t * E, 1, k, t * D, G, D, E);
+    const qi = t * D;
+    const vi = t * E;
+    for (let d = 0; d < D; d++) {
+      const qd = q[qi + d]!;
+      const kd = k[qi + d]!;
+      const row = d * E;
+      let acc = 0;
+      for (let e = 0; e < E; e++) {
+        const x = G[row + e]! + qd * dO[vi + e]!;
+        G[row + e] = x;
+        acc += x * v[vi + e]!;
+        g.dv[vi + e]! += kd * x;
+      }
+      g.dk[qi + d]! += acc;
+    }
     scale(G, lambda);
   }
   axpy(g.dS0, 0, 1, G, 0, D * E);

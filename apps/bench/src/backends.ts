@@ -1,0 +1,19 @@
+/**
+ * The backends a suite can run on: one entry each. A GPU backend is added here as one more entry
+ * (its `create` may fail on a machine without the device; the suite then reports it as skipped).
+ */
+import { type Backend, CpuBackend } from "@lightning-ts/tensor";
+
+export interface BackendOptions {
+  /** CPU worker threads (the calling thread included); ignored by GPU backends. */
+  threads?: number;
+}
+
+export interface BackendEntry {
+  name: string;
+  create(options: BackendOptions): Backend | Promise<Backend>;
+}
+
+export const BACKENDS: Record<string, BackendEntry> = {
+  cpu: { name: "cpu", create: ({ threads }) => new CpuBackend(threads === undefined ? {} : { threads }) },
+};

@@ -1,0 +1,118 @@
+/**
+ * What a benchmark suite is, what it returns, and the timing loop they share.
+ *
+ * A suite is one module with a `Suite` object, registered in suites/index.ts; it adds its own
+ * command-line options and returns one `BenchResult` per measured case.
+ */
+import type { Command } from "commander";
+import type { BackendEntry } from "./backends.js";
+
+/** One measured case, with the field names of docs PERFORMANCE.md "How to report". */
+export interface BenchResult {
+  suite: string;
+  impl: string;
+  backend: string;
+  device: string;
+  dtype: string;
+  /** Attention shape fields; null where the suite has no such dimension. */
+  B: number | null;
+  T: number | null;
+  H: number | null;
+  D: number | null;
+  E: number | null;
+  /** Forward (here: the one op) median in ms; null when not measured (failed check, or n/a). */
+  fwd_ms: number | null;
+  fwdbwd_ms: number | null;
+  tokens_per_s: number | null;
+  gbps: number | null;
+  pct_copy: number | null;
+  rel_err: number | null;
+  ok: boolean;
+  /** Suite-specific fields (matmul: m, k, n, gflops, ratio to the native anchor…). */
+  [extra: string]: unknown;
+}
+
+export interface CommonOptions {
+  backends: string[];
+  warmup: number;
+  reps: number;
+  json?: string;
+}
+
+export interface SuiteContext {
+  backends: BackendEntry[];
+  options: CommonOptions;
+  /** Progress lines go to stderr, so stdout holds only the table. */
+  log(line: string): void;
+}
+
+export interface Suite {
+  name: string;
+  description: string;
+  /** Adds the suite's own options to its command. */
+  configure(command: Command): void;
+  run(context: SuiteContext, options: Record<string, unknown>): Promise<BenchResult[]>;
+  /** Defaults of the common --warmup and --reps options, where a suite needs others. */
+  defaults?: { warmup?: number; reps?: number };
+  /** The table columns to print, as [header, field]. */
+  columns: readonly (readonly [string, string])[];
+}
+
+export interface Timing {
+  median: number;
+  min: number;
+  max: number;
+  /** (max - min) / median, in percent. */
+  spread_pct: number;
+  times: number[];
+}
+
+/** Least warm-up time: small cases need many calls before the JIT has compiled their hot paths. */
+const WARMUP_MS = 300;
+
+/** Runs `fn` untimed at least `warmup` times and WARMUP_MS, then `reps` timed times; times in ms. */
+export function time(fn: () => void, warmup: number, reps: number): Timing {
+  const start = performance.now();
+  for (let i = 0; i < warmup || performance.now() - start < WARMUP_MS; i++) fn();
+  const times: number[] = [];
+  for (let i = 0; i < reps; i++) {
+    const t0 = performance.now();
+    fn();
+    times.push(performance.now() - t0);
+  }
+  return summarise(times);
+}
+
+export function summarise(times: number[]): Timing {
+  const sorted = [...times].sort((x, y) => x - y);
+  const mid = sorted.length >> 1;
+  const median = sorted.length % 2 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
+  const min = sorted[0]!;
+  const max = sorted[sorted.length - 1]!;
+  return { median, min, max, spread_pct: ((max - min) / median) * 100, times };
+}
+
+/** A result with every reporting field present (null where not applicable). */
+export function result(fields: Partial<BenchResult> & Pick<BenchResult, "suite" | "impl" | "backend" | "device" | "dtype" | "ok">): BenchResult {
+  return {
+    B: null,
+    T: null,
+    H: null,
+    D: null,
+    E: null,
+    fwd_ms: null,
+    fwdbwd_ms: null,
+    tokens_per_s: null,
+    gbps: null,
+    pct_copy: null,
+    rel_err: null,
+    ...fields,
+  };
+}
+
+/** Comma-separated positive integers, for commander option parsing. */
+export function intList(value: string): number[] {
+  const list = value.split(",").map((s) => Number(s.trim()));
+  if (list.some((x) => !Number.isInteger(x) || x <= 0)) throw new Error(`expected positive integers separated by commas, got "${value}"`);
+  return list;
+}

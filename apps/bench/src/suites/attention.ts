@@ -1,0 +1,240 @@
+/**
+ * attention: Lightning Attention forward and forward+backward over a sweep of T at a fixed number
+ * of tokens per call (B·T), per backend and implementation, beside causal softmax attention — the
+ * PERFORMANCE.md shape, scaled down by options for the CPU. Each case is first checked against a
+ * float64 oracle on its own inputs; a case that fails the check is reported as failed, not timed.
+ * Writes the table, a JSON file and an SVG chart of tokens/s and memory vs T.
+ */
+import * as T from "@lightning-ts/tensor";
+import type { Backend, DType, Tensor } from "@lightning-ts/tensor";
+import { SingleBar, Presets } from "cli-progress";
+import { writeLineCharts } from "../chart.js";
+import { attentionImpls, type AttentionImpl, type AttentionInputs } from "../attention/impls.js";
+import { checkLightning, checkSoftmax, type HostInputs } from "../attention/oracle.js";
+import { intList, result, summarise, type BenchResult, type Suite, type Timing } from "../suite.js";
+
+interface AttentionOptions {
+  t: number[];
+  tokens: number;
+  heads: number;
+  dim: number;
+  dtype: DType;
+  impls?: string[];
+  maxQuadraticT?: number;
+  backward: boolean;
+  chart: string;
+}
+
+/** Relative RMS error bounds against float64, by storage dtype (PERFORMANCE.md: ≤ 5e-3 for bf16). */
+const MAX_REL_ERR: Partial<Record<DType, number>> = { f32: 1e-4, f16: 5e-3, bf16: 5e-3 };
+
+/** Tokens per case the float64 oracle checks: every batch entry up to this many tokens. */
+const CHECKED_TOKENS = 16384;
+
+/** Batch entries the oracle checks: all of them when small, else evenly spaced ones, first and last included. */
+function checkedBatches(B: number, T: number): number[] {
+  const n = Math.max(1, Math.min(B, Math.floor(CHECKED_TOKENS / T)));
+  if (n === B) return Array.from({ length: B }, (_, b) => b);
+  if (n === 1) return [0];
+  return [...new Set(Array.from({ length: n }, (_, i) => Math.round((i * (B - 1)) / (n - 1))))];
+}
+
+/** The checked batch entries of `t` (batch dim first), concatenated, as float64. */
+async function host(t: Tensor): Promise<Float64Array> {
+  const all = await t.data();
+  const B = t.shape[0]!;
+  const per = t.size / B;
+  const picked = checkedBatches(B, t.shape[2]!);
+  const out = new Float64Array(per * picked.length);
+  picked.forEach((b, i) => out.set(all.subarray(b * per, (b + 1) * per), i * per));
+  return out;
+}
+
+interface Measured extends Timing {
+  /** Peak bytes held during a call above what was live before it; null where the backend cannot say. */
+  peakBytes: number | null;
+}
+
+/**
+ * Times `fn` (which must leave no tensors alive) `reps` times after warm-up, waiting for the
+ * device each time, and records the memory peak over the timed calls.
+ */
+async function timeCase(backend: Backend, fn: () => void, warmup: number, reps: number): Promise<Measured> {
+  for (let i = 0; i < warmup; i++) {
+    fn();
+    await backend.sync();
+  }
+  const before = backend.memory().liveBytes;
+  backend.resetPeakMemory?.();
+  const times: number[] = [];
+  for (let i = 0; i < reps; i++) {
+    const t0 = performance.now();
+    fn();
+    await backend.sync();
+    times.push(performance.now() - t0);
+  }
+  const peakBytes = backend.resetPeakMemory ? backend.memory().peakBytes - before : null;
+  return { ...summarise(times), peakBytes };
+}
+
+/** Seeded query rows to check for softmax: the first, the last, and a few in between. */
+function sampleRows(t: number): number[] {
+  return [...new Set([0, 1, Math.floor(t / 3), Math.floor(t / 2), t - 2, t - 1].filter((r) => r >= 0 && r < t))];
+}
+
+export const attentionSuite: Suite = {
+  name: "attention",
+  description: "Lightning Attention (chunked, recurrent, quadratic) and softmax attention, forward and forward+backward vs T at fixed B·T",
+  configure(command) {
+    command
+      .option("--t <list>", "sequence lengths T, comma-separated", intList, [128, 256, 512, 1024, 2048])
+      .option("--tokens <n>", "tokens per call B·T (each T must divide it)", (v) => Number.parseInt(v, 10), 2048)
+      .option("--heads <n>", "heads H", (v) => Number.parseInt(v, 10), 4)
+      .option("--dim <n>", "head dims D = E", (v) => Number.parseInt(v, 10), 64)
+      .option("--dtype <dtype>", "storage dtype of q, k, v: f32, f16 or bf16", "f32")
+      .option("--impls <list>", "implementations, comma-separated (default: all)", (v: string) => v.split(","))
+      .option("--max-quadratic-t <n>", "run quadratic forms (quadratic, softmax) only up to this T (default: per implementation)", (v) => Number.parseInt(v, 10))
+      .option("--no-backward", "time the forward only")
+      .option("--chart <file>", "SVG chart of tokens/s and memory vs T", "runs/bench/attention.svg");
+  },
+  // Long sweeps on a 2-core CPU: one warm-up, three timed runs per case.
+  defaults: { warmup: 1, reps: 3 },
+  columns: [
+    ["impl", "impl"],
+    ["backend", "backend"],
+    ["B", "B"],
+    ["T", "T"],
+    ["H", "H"],
+    ["D=E", "D"],
+    ["dtype", "dtype"],
+    ["fwd ms", "fwd_ms"],
+    ["fwd+bwd ms", "fwdbwd_ms"],
+    ["tokens/s (fwd)", "tokens_per_s"],
+    ["fwd MB", "fwd_mb"],
+    ["rel_err", "rel_err"],
+    ["spread %", "spread_pct"],
+    ["ok", "ok"],
+  ],
+
+  async run({ backends, options: common, log }, raw) {
+    const options = raw as unknown as AttentionOptions;
+    const { heads: H, dim: D, tokens, dtype } = options;
+    const E = D;
+    const bad = options.t.find((t) => tokens % t !== 0);
+    if (bad !== undefined) throw new Error(`--t: every T must divide --tokens ${tokens}; ${bad} does not`);
+    const known = attentionImpls();
+    const unknown = (options.impls ?? []).filter((n) => !known.some((i) => i.name === n));
+    if (unknown.length) throw new Error(`--impls: unknown ${unknown.join(", ")}; known: ${known.map((i) => i.name).join(", ")}`);
+    const impls = known.filter((i) => !options.impls || options.impls.includes(i.name));
+    const maxT = (impl: AttentionImpl) => options.maxQuadraticT ?? impl.defaultMaxT ?? Infinity;
+    const slopeValues = T.tnlSlopes(H, 0, 2);
+    const results: BenchResult[] = [];
+    const cases = backends.length * options.t.length * impls.length;
+    const bar = new SingleBar({ format: "attention {bar} {value}/{total} {case}", stream: process.stderr, hideCursor: true }, Presets.shades_classic);
+    bar.start(cases, 0, { case: "" });
+
+    for (const entry of backends) {
+      let backend: Backend;
+      try {
+        backend = await entry.create({});
+      } catch (e) {
+        log(`${entry.name}: skipped, cannot start (${(e as Error).message})`);
+        bar.increment(options.t.length * impls.length);
+        continue;
+      }
+      T.setBackend(backend);
+      const device = backend.capabilities.device;
+      for (const t of options.t) {
+        const B = tokens / t;
+        const x: AttentionInputs = {
+          q: T.randomNormal([B, H, t, D], { seed: 1, std: 0.1, dtype }),
+          k: T.randomNormal([B, H, t, D], { seed: 2, std: 0.1, dtype }),
+          v: T.randomNormal([B, H, t, E], { seed: 3, std: 0.1, dtype }),
+          slopes: T.slopesTensor(slopeValues),
+        };
+        const dO = T.randomNormal([B, H, t, E], { seed: 4, std: 0.1, dtype });
+        // The oracle sees the checked batch entries as a batch of their own.
+        const hostX: HostInputs = {
+          B: checkedBatches(B, t).length, H, T: t, D, E,
+          q: await host(x.q),
+          k: await host(x.k),
+          v: await host(x.v),
+          dO: await host(dO),
+          slopes: slopeValues.map(Math.fround),
+        };
+        for (const impl of impls) {
+          bar.increment(0, { case: `${entry.name} ${impl.name} T=${t}` });
+          const base = { suite: "attention", impl: impl.name, backend: entry.name, device, dtype, B, T: t, H, D, E };
+          if (t > maxT(impl)) {
+            log(`${impl.name} T=${t}: not run (above the quadratic-form limit ${maxT(impl)}; raise it with --max-quadratic-t)`);
+            bar.increment();
+            continue;
+          }
+          // Check first, on the very inputs that will be timed.
+          const produced = T.scope(() => {
+            const outs = options.backward ? impl.forwardBackward(x, dO) : [];
+            const o = impl.forward(x);
+            return { o, grads: options.backward ? outs : undefined };
+          });
+          const got = { o: await host(produced.o), grads: produced.grads ? await Promise.all(produced.grads.map((g) => host(g))) : undefined };
+          for (const tt of [produced.o, ...(produced.grads ?? [])]) tt.dispose();
+          const check = impl.family === "lightning" ? checkLightning(hostX, got) : checkSoftmax(hostX, got, sampleRows(t));
+          const tol = MAX_REL_ERR[dtype] ?? 1e-4;
+          // Relative RMS over everything, and no single element off by more than 10·tol of the largest.
+          const ok = check.relErr <= tol && check.maxErr <= 10 * tol;
+          if (!ok) {
+            log(`${impl.name} T=${t}: FAILED the float64 check (rel_err ${check.relErr.toExponential(2)}, worst element ${check.maxErr.toExponential(2)} of max |ref|); not timed`);
+            results.push(result({ ...base, ok: false, rel_err: check.relErr, max_err: check.maxErr }));
+            bar.increment();
+            continue;
+          }
+          const fwd = await timeCase(backend, () => T.scope(() => void impl.forward(x)), common.warmup, common.reps);
+          const fwdbwd = options.backward ? await timeCase(backend, () => T.scope(() => void impl.forwardBackward(x, dO)), common.warmup, common.reps) : null;
+          const ioBytes = B * H * t * (2 * D + 2 * E) * (dtype === "f32" ? 4 : 2);
+          results.push(
+            result({
+              ...base,
+              ok: true,
+              rel_err: check.relErr,
+              max_err: check.maxErr,
+              fwd_ms: fwd.median,
+              fwdbwd_ms: fwdbwd?.median ?? null,
+              tokens_per_s: (B * t) / (fwd.median / 1000),
+              fwdbwd_tokens_per_s: fwdbwd ? (B * t) / (fwdbwd.median / 1000) : null,
+              gbps: ioBytes / (fwd.median / 1000) / 1e9,
+              pct_copy: null,
+              spread_pct: Math.round(fwd.spread_pct),
+              fwd_mb: fwd.peakBytes === null ? null : fwd.peakBytes / 2 ** 20,
+              fwdbwd_mb: fwdbwd?.peakBytes == null ? null : fwdbwd.peakBytes / 2 ** 20,
+              reps: common.reps,
+              warmup: common.warmup,
+            }),
+          );
+          bar.increment();
+        }
+        for (const tt of [x.q, x.k, x.v, x.slopes, dO]) tt.dispose();
+      }
+    }
+    bar.stop();
+
+    for (const backend of new Set(results.map((r) => r.backend))) {
+      for (const impl of ["chunked", "recurrent"]) {
+        const rows = results.filter((r) => r.ok && r.backend === backend && r.impl === impl).sort((a, b) => a.T! - b.T!);
+        if (rows.length < 2) continue;
+        const [first, last] = [rows[0]!, rows[rows.length - 1]!];
+        log(`constant speed, ${impl} on ${backend}: tokens/s at T=${last.T} is ${((last.tokens_per_s! / first.tokens_per_s!) * 100).toFixed(0)}% of T=${first.T}`);
+      }
+    }
+    const series = (r: BenchResult) => `${r.impl} (${r.backend})`;
+    const ok = results.filter((r) => r.ok);
+    await writeLineCharts(options.chart, `Attention at ${tokens} tokens per call, H=${H}, D=E=${D}, ${dtype}`, [
+      { title: "forward tokens/s (higher is better)", xTitle: "sequence length T", yTitle: "tokens/s", logY: true, points: ok.map((r) => ({ series: series(r), x: r.T!, y: r.tokens_per_s })) },
+      ...(options.backward
+        ? [{ title: "forward+backward tokens/s", xTitle: "sequence length T", yTitle: "tokens/s", logY: true, points: ok.map((r) => ({ series: series(r), x: r.T!, y: r.fwdbwd_tokens_per_s as number | null })) }]
+        : []),
+      { title: "forward peak memory above inputs (MiB)", xTitle: "sequence length T", yTitle: "MiB", points: ok.map((r) => ({ series: series(r), x: r.T!, y: r.fwd_mb as number | null })) },
+    ]);
+    log(`chart written to ${options.chart}`);
+    return results;
+  },
+};

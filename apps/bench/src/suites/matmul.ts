@@ -1,0 +1,159 @@
+/**
+ * matmul: GFLOP/s of C (m, n) = A (m, k) . B (k, n) per backend, thread count and size, each case
+ * first checked against a float64 oracle on the same inputs, then timed beside NumPy/OpenBLAS on
+ * the same number of threads (ratio = ours / OpenBLAS, measured in the same run).
+ */
+import { type Backend, decode, type DType, encode, fromStorage, matmul, setBackend, type Tensor } from "@lightning-ts/tensor";
+import { cpus } from "node:os";
+import { numpyMatmul, numpyUnavailable } from "../anchors/numpy.js";
+import { intList, result, summarise, type BenchResult, type Suite, time } from "../suite.js";
+
+/** f32 over k up to 2048 stays far below this; a wrong kernel lands far above. */
+const MAX_REL_ERR = 1e-4;
+/** Above this many rows the oracle checks a seeded sample of rows (a float64 2048³ loop takes ~10 s). */
+const FULL_CHECK_ROWS = 512;
+const SAMPLE_ROWS = 64;
+
+interface MatmulOptions {
+  sizes: number[];
+  threads: number[];
+  dtype: DType;
+  anchor: boolean;
+  rounds: number;
+}
+
+/** mulberry32: seeded values in [-1, 1). */
+function random(seed: number): () => number {
+  let s = seed >>> 0;
+  return () => {
+    s = (s + 0x6d2b79f5) >>> 0;
+    let t = s;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return (((t ^ (t >>> 14)) >>> 0) / 2 ** 32) * 2 - 1;
+  };
+}
+
+function randomTensor(rows: number, cols: number, dtype: DType, seed: number, backend: Backend): { t: Tensor; values: Float64Array } {
+  const next = random(seed);
+  const values = Float64Array.from({ length: rows * cols }, next);
+  const stored = encode(dtype, values);
+  // The oracle sees the values as stored (f16/bf16 rounded).
+  return { t: fromStorage(stored, [rows, cols], dtype, backend), values: Float64Array.from(decode(dtype, stored)) };
+}
+
+/** Relative RMS error of C over the checked rows, against a float64 loop on the same inputs. */
+function relErr(a: Float64Array, b: Float64Array, c: ArrayLike<number>, m: number, k: number, n: number): number {
+  const rows = m <= FULL_CHECK_ROWS ? Array.from({ length: m }, (_, i) => i) : Array.from({ length: SAMPLE_ROWS }, (_, i) => Math.floor(((random(7 + i)() + 1) / 2) * m));
+  let err = 0;
+  let ref = 0;
+  const want = new Float64Array(n);
+  for (const i of rows) {
+    want.fill(0);
+    for (let p = 0; p < k; p++) {
+      const x = a[i * k + p]!;
+      for (let j = 0; j < n; j++) want[j]! += x * b[p * n + j]!;
+    }
+    for (let j = 0; j < n; j++) {
+      const d = c[i * n + j]! - want[j]!;
+      err += d * d;
+      ref += want[j]! * want[j]!;
+    }
+  }
+  const e = Math.sqrt(err / ref);
+  return Number.isFinite(e) ? e : Infinity;
+}
+
+export const matmulSuite: Suite = {
+  name: "matmul",
+  description: "square matmul GFLOP/s per backend, threads and size, beside NumPy/OpenBLAS",
+  configure(command) {
+    command
+      .option("--sizes <list>", "square sizes m = k = n, comma-separated", intList, [256, 512, 1024, 2048])
+      .option("--threads <list>", "CPU thread counts to run, comma-separated", intList, [cpus().length])
+      .option("--dtype <dtype>", "storage dtype: f32, f16 or bf16 (the anchor is f32 only)", "f32")
+      .option("--rounds <n>", "alternate ours and the anchor this many times per case (reps are split among them)", (v) => Number.parseInt(v, 10), 3)
+      .option("--no-anchor", "skip the NumPy/OpenBLAS anchor");
+  },
+  columns: [
+    ["impl", "impl"],
+    ["backend", "backend"],
+    ["threads", "threads"],
+    ["m=k=n", "m"],
+    ["dtype", "dtype"],
+    ["median ms", "fwd_ms"],
+    ["GFLOP/s", "gflops"],
+    ["spread %", "spread_pct"],
+    ["rel_err", "rel_err"],
+    ["vs OpenBLAS", "ratio_vs_openblas"],
+    ["ok", "ok"],
+  ],
+
+  async run({ backends, options: common, log }, raw) {
+    const options = raw as unknown as MatmulOptions;
+    const { warmup, reps } = common;
+    const anchorSkip = !options.anchor ? "disabled by --no-anchor" : options.dtype !== "f32" ? "f32 only" : numpyUnavailable();
+    if (anchorSkip) log(`OpenBLAS anchor skipped: ${anchorSkip}`);
+    const results: BenchResult[] = [];
+
+    for (const entry of backends) {
+      for (const threads of options.threads) {
+        let backend: Backend;
+        try {
+          backend = await entry.create({ threads });
+        } catch (e) {
+          log(`${entry.name}: skipped, cannot start (${(e as Error).message})`);
+          continue;
+        }
+        setBackend(backend);
+        const device = backend.capabilities.device;
+        for (const size of options.sizes) {
+          const [m, k, n] = [size, size, size];
+          const flops = 2 * m * k * n;
+          const shape = { m, k, n, threads, reps, warmup };
+          const a = randomTensor(m, k, options.dtype, 1 + size, backend);
+          const b = randomTensor(k, n, options.dtype, 2 + size, backend);
+          const c = matmul(a.t, b.t);
+          const rel_err = relErr(a.values, b.values, c.dataSync(), m, k, n);
+          c.dispose();
+          const ok = rel_err <= MAX_REL_ERR;
+          const base = { suite: "matmul", backend: entry.name, device, dtype: options.dtype, ...shape };
+          if (!ok) {
+            log(`${entry.name} ${size}³ x${threads}: FAILED the oracle check (rel_err ${rel_err.toExponential(2)}), not timed`);
+            results.push(result({ ...base, impl: "lightning-ts", rel_err, ok, gflops: null }));
+          } else {
+            // Ours and the anchor alternate in rounds, so that load from other processes on a
+            // shared machine hits both alike and their ratio stays meaningful.
+            const rounds = anchorSkip ? 1 : options.rounds;
+            const per = Math.max(1, Math.ceil(reps / rounds));
+            const ourTimes: number[] = [];
+            const anchorTimes: number[] = [];
+            let anchorVersion = "";
+            for (let r = 0; r < rounds; r++) {
+              ourTimes.push(...time(() => matmul(a.t, b.t).dispose(), r === 0 ? warmup : 1, per).times);
+              if (anchorSkip) continue;
+              const anchor = numpyMatmul([[m, k, n]], { warmup, reps: per, threads });
+              anchorTimes.push(...anchor.times[0]!);
+              anchorVersion = anchor.version;
+            }
+            const t = summarise(ourTimes);
+            const ours = result({ ...base, reps: ourTimes.length, impl: "lightning-ts", rel_err, ok, fwd_ms: t.median, gflops: flops / t.median / 1e6, min_ms: t.min, max_ms: t.max, spread_pct: t.spread_pct });
+            results.push(ours);
+            log(`${entry.name} ${size}³ x${threads}: ${(ours.gflops as number).toFixed(1)} GFLOP/s`);
+            if (!anchorSkip) {
+              const at = summarise(anchorTimes);
+              const gflops = flops / at.median / 1e6;
+              ours.ratio_vs_openblas = (ours.gflops as number) / gflops;
+              results.push(result({ ...shape, reps: anchorTimes.length, suite: "matmul", impl: "openblas", backend: "numpy", device, dtype: "f32", ok: true, fwd_ms: at.median, gflops, min_ms: at.min, max_ms: at.max, spread_pct: at.spread_pct, anchor: anchorVersion }));
+              log(`numpy ${size}³ x${threads}: ${gflops.toFixed(1)} GFLOP/s (${anchorVersion})`);
+            }
+          }
+          a.t.dispose();
+          b.t.dispose();
+        }
+        backend.dispose();
+      }
+    }
+    return results;
+  },
+};
