@@ -2,7 +2,8 @@
 import type { Kernel, KernelTable } from "../backend.js";
 import { BINARY_OPS, type BinaryOpName, COMPARE_OPS, type CompareOpName, UNARY_OPS, type UnaryOpName } from "../ops/attrs.js";
 import { forEachBroadcastRow } from "./iterate.js";
-import { type CpuStorage, readAny, readFloat, storeAs, view, writeFloat } from "./storage.js";
+import { sameShape } from "../shape.js";
+import { type CpuStorage, type FloatArray, readAny, readFloat, storeAs, view, writeFloat } from "./storage.js";
 
 const UNARY: { [K in UnaryOpName]: (x: number) => number } = {
   neg: (x) => -x,
@@ -42,26 +43,86 @@ const COMPARE: { [K in CompareOpName]: (a: number, b: number) => boolean } = {
   greaterEqual: (a, b) => a >= b,
 };
 
+/** A float row loop: out[o + j] = f(a[ia + j·sa], b[ib + j·sb]) for j < n. */
+type Row = (out: FloatArray, o: number, a: FloatArray, ia: number, sa: number, b: FloatArray, ib: number, sb: number, n: number) => void;
+
+/**
+ * One loop per hot op, so each loop body is monomorphic and inlined by the JIT (a shared loop
+ * calling `f` per element is several times slower); the rest go through their scalar function.
+ */
+const FLOAT_ROWS: Partial<Record<BinaryOpName, Row>> = {
+  add: (out, o, a, ia, sa, b, ib, sb, n) => {
+    for (let j = 0; j < n; j++) out[o + j] = a[ia + j * sa]! + b[ib + j * sb]!;
+  },
+  sub: (out, o, a, ia, sa, b, ib, sb, n) => {
+    for (let j = 0; j < n; j++) out[o + j] = a[ia + j * sa]! - b[ib + j * sb]!;
+  },
+  mul: (out, o, a, ia, sa, b, ib, sb, n) => {
+    for (let j = 0; j < n; j++) out[o + j] = a[ia + j * sa]! * b[ib + j * sb]!;
+  },
+  div: (out, o, a, ia, sa, b, ib, sb, n) => {
+    for (let j = 0; j < n; j++) out[o + j] = a[ia + j * sa]! / b[ib + j * sb]!;
+  },
+};
+
+function genericRow(f: (a: number, b: number) => number): Row {
+  return (out, o, a, ia, sa, b, ib, sb, n) => {
+    for (let j = 0; j < n; j++) out[o + j] = f(a[ia + j * sa]!, b[ib + j * sb]!);
+  };
+}
+
+/** Same idea for unary ops: a dedicated loop for the ones training runs most. */
+const UNARY_LOOPS: Partial<Record<UnaryOpName, (out: FloatArray, x: FloatArray) => void>> = {
+  silu: (out, x) => {
+    for (let i = 0; i < x.length; i++) out[i] = x[i]! / (1 + Math.exp(-x[i]!));
+  },
+  sigmoid: (out, x) => {
+    for (let i = 0; i < x.length; i++) out[i] = 1 / (1 + Math.exp(-x[i]!));
+  },
+  neg: (out, x) => {
+    for (let i = 0; i < x.length; i++) out[i] = -x[i]!;
+  },
+  square: (out, x) => {
+    for (let i = 0; i < x.length; i++) out[i] = x[i]! * x[i]!;
+  },
+  sqrt: (out, x) => {
+    for (let i = 0; i < x.length; i++) out[i] = Math.sqrt(x[i]!);
+  },
+  exp: (out, x) => {
+    for (let i = 0; i < x.length; i++) out[i] = Math.exp(x[i]!);
+  },
+};
+
 function unaryKernel(op: UnaryOpName): Kernel<UnaryOpName, CpuStorage> {
   const f = UNARY[op];
+  const loop =
+    UNARY_LOOPS[op] ??
+    ((out: FloatArray, x: FloatArray) => {
+      for (let i = 0; i < x.length; i++) out[i] = f(x[i]!);
+    });
   return ({ inputs: [x], outputs: [y] }) => {
-    const src = readFloat(x!);
     const { out, commit } = writeFloat(y!);
-    for (let i = 0; i < src.length; i++) out[i] = f(src[i]!);
+    loop(out, readFloat(x!));
     commit();
   };
 }
 
 function binaryKernel(op: BinaryOpName): Kernel<BinaryOpName, CpuStorage> {
+  const floatRow = FLOAT_ROWS[op] ?? genericRow(BINARY[op].float);
+  const intRow = genericRow(BINARY[op].int);
   return ({ inputs: [a, b], outputs: [y] }) => {
     const isInt = a!.dtype === "i32";
-    const f = isInt ? BINARY[op].int : BINARY[op].float;
-    const va = isInt ? (view(a!) as Int32Array) : readFloat(a!);
-    const vb = isInt ? (view(b!) as Int32Array) : readFloat(b!);
-    const { out, commit } = isInt ? { out: view(y!) as Int32Array, commit() {} } : writeFloat(y!);
-    forEachBroadcastRow(y!.shape, [a!.shape, b!.shape], (o, [ia, ib], n, [sa, sb]) => {
-      for (let j = 0; j < n; j++) out[o + j] = f(va[ia! + j * sa!]!, vb[ib! + j * sb!]!);
-    });
+    const row = isInt ? intRow : floatRow;
+    const va = (isInt ? view(a!) : readFloat(a!)) as FloatArray;
+    const vb = (isInt ? view(b!) : readFloat(b!)) as FloatArray;
+    const { out, commit } = isInt ? { out: view(y!) as unknown as FloatArray, commit() {} } : writeFloat(y!);
+    // Flat fast paths: equal shapes, or a single-element operand, are one long row.
+    if (a!.size === y!.size && b!.size === y!.size && sameShape(a!.shape, b!.shape)) row(out, 0, va, 0, 1, vb, 0, 1, y!.size);
+    else if (a!.size === y!.size && b!.size === 1 && sameShape(a!.shape, y!.shape)) row(out, 0, va, 0, 1, vb, 0, 0, y!.size);
+    else if (b!.size === y!.size && a!.size === 1 && sameShape(b!.shape, y!.shape)) row(out, 0, va, 0, 0, vb, 0, 1, y!.size);
+    else {
+      forEachBroadcastRow(y!.shape, [a!.shape, b!.shape], (o, [ia, ib], n, [sa, sb]) => row(out, o, va, ia!, sa!, vb, ib!, sb!, n));
+    }
     commit();
   };
 }
