@@ -268,6 +268,23 @@ else
 fi
 
 # ---------------------------------------------------------------------------
+# 3b. Headless Chromium for the WebGPU browser test (driven by playwright-core,
+#     which must never download a browser of its own). Needs root for apt.
+# ---------------------------------------------------------------------------
+if [[ -x /usr/bin/chromium ]]; then
+  log "chromium present"
+elif [[ "$(id -u)" != 0 ]] || ! command -v apt-get >/dev/null 2>&1; then
+  log "skipping chromium: needs root and apt-get (the WebGPU browser test will skip)"
+else
+  log "installing chromium (apt-get)"
+  if ! DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null; then
+    apt-get update -q >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null ||
+      warn "could not install chromium; the WebGPU browser test will skip"
+  fi
+fi
+
+# ---------------------------------------------------------------------------
 # 4. Build every package (turbo caches unchanged ones; its telemetry notice
 #    only clutters the log).
 # ---------------------------------------------------------------------------

@@ -16,4 +16,7 @@ export interface BackendEntry {
 
 export const BACKENDS: Record<string, BackendEntry> = {
   cpu: { name: "cpu", create: ({ threads }) => new CpuBackend(threads === undefined ? {} : { threads }) },
+  // Loaded on demand: Dawn (Node) is an optional dependency, and a machine without an adapter
+  // gets the reason from createWebGpuBackend().
+  webgpu: { name: "webgpu", create: async () => (await import("@lightning-ts/webgpu")).createWebGpuBackend() },
 };

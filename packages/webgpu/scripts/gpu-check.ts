@@ -1,0 +1,186 @@
+/**
+ * A self-contained GPU check for machines with a GPU but no npm: the conformance suite on the WebGPU
+ * backend (through a small vitest stand-in) and the PERFORMANCE.md Lightning Attention shape, written
+ * as JSON. Bundled by `pnpm --filter @lightning-ts/webgpu build:gpu-check` into dist-gpu/gpu-check.js,
+ * which needs only Node and the `webgpu` package beside it.
+ *
+ *   node dist-gpu/gpu-check.js --out results.json [--skip-conformance] [--t 1024,8192,65536] [--tokens 65536]
+ *
+ * Benchmark shape: B·T = 65,536 tokens, H = 16, D = E = 128, bf16 inputs, decay slopes
+ * s_h = 2^(−8(h+1)/H). Times are medians of wall-clock time from enqueue to `sync()` (the GPU
+ * finished), so they include one submission and one fence wait.
+ */
+import { writeFileSync } from "node:fs";
+import * as T from "@lightning-ts/tensor";
+import { conformanceSuite, registerTestBackend } from "@lightning-ts/testing";
+import { createWebGpuBackend, type WebGpuBackend } from "../src/index.js";
+import { runCollected } from "./vitest-shim.js";
+
+const args = process.argv.slice(2);
+const arg = (name: string) => {
+  const i = args.indexOf(name);
+  return i >= 0 ? args[i + 1] : undefined;
+};
+const outFile = arg("--out") ?? "webgpu-gpu-check.json";
+const Ts = (arg("--t") ?? "1024,8192,65536").split(",").map(Number);
+const TOKENS = Number(arg("--tokens") ?? 65536);
+const H = 16;
+const D = 128;
+const E = 128;
+
+async function median(reps: number, fn: () => Promise<void>): Promise<number> {
+  const times: number[] = [];
+  for (let i = 0; i < reps; i++) {
+    const t0 = performance.now();
+    await fn();
+    times.push(performance.now() - t0);
+  }
+  times.sort((a, b) => a - b);
+  return times[Math.floor(times.length / 2)]!;
+}
+
+/** Float64 recurrence for one head: o_t = q_t S_t, S_t = λ S_{t−1} + k_tᵀ v_t. */
+function oracleHead(q: ArrayLike<number>, k: ArrayLike<number>, v: ArrayLike<number>, T_: number, slope: number): Float64Array {
+  const lambda = Math.exp(-Math.fround(slope));
+  const S = new Float64Array(D * E);
+  const o = new Float64Array(T_ * E);
+  for (let t = 0; t < T_; t++) {
+    for (let d = 0; d < D; d++) {
+      const kd = k[t * D + d]!;
+      const qd = q[t * D + d]!;
+      for (let e = 0; e < E; e++) {
+        const s = lambda * S[d * E + e]! + kd * v[t * E + e]!;
+        S[d * E + e] = s;
+        o[t * E + e]! += qd * s;
+      }
+    }
+  }
+  return o;
+}
+
+function relRms(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  let num = 0;
+  let den = 0;
+  for (let i = 0; i < b.length; i++) {
+    num += (a[i]! - b[i]!) ** 2;
+    den += b[i]! ** 2;
+  }
+  return Math.sqrt(num / den);
+}
+
+async function copyBandwidth(be: WebGpuBackend): Promise<number> {
+  // 1 GiB of f32, or the largest buffer the device binds.
+  const n = Math.min(2 ** 28, Math.floor(be.capabilities.limits.maxStorageBindingBytes! / 4));
+  const x = T.full([n], 1, { backend: be });
+  const ms = await median(5, async () => {
+    const y = T.copy(x);
+    await be.sync();
+    y.dispose();
+  });
+  x.dispose();
+  return (2 * n * 4) / (ms / 1e3) / 1e9;
+}
+
+async function attention(be: WebGpuBackend, copyGbps: number) {
+  const rows: Record<string, unknown>[] = [];
+  const slopeValues = Array.from({ length: H }, (_, h) => 2 ** ((-8 * (h + 1)) / H));
+  const slopes = T.slopesTensor(slopeValues);
+  for (const seqLen of Ts) {
+    const B = TOKENS / seqLen;
+    const make = (seed: number, last: number) => T.randomNormal([B, H, seqLen, last], { seed, std: 0.1, dtype: "bf16" });
+    const [q, k, v, dO] = [make(1, D), make(2, D), make(3, E), make(4, E)];
+    const dS = T.zeros([B, H, D, E]);
+    // Correctness first, on two heads of the first sequence: a failing kernel is not timed.
+    const { output, state } = T.lightningAttention(q, k, v, slopes, { returnState: true });
+    let err = 0;
+    for (const h of [0, H - 1]) {
+      const sl = (x: T.Tensor, last: number) => T.slice(x, [0, h, 0, 0], [1, h + 1, seqLen, last]);
+      const [qh, kh, vh, oh] = [sl(q, D), sl(k, D), sl(v, E), sl(output, E)];
+      const want = oracleHead(await qh.data(), await kh.data(), await vh.data(), seqLen, slopeValues[h]!);
+      err = Math.max(err, relRms(await oh.data(), want));
+      for (const t of [qh, kh, vh, oh]) t.dispose();
+    }
+    output.dispose();
+    state.dispose();
+    const ok = err <= 5e-3;
+    let fwd: number | null = null;
+    let fwdbwd: number | null = null;
+    if (ok) {
+      const run = async (backward: boolean) => {
+        const o = T.lightningAttention(q, k, v, slopes);
+        const g = backward ? T.lightningAttentionBackward(q, k, v, slopes, dO, dS) : null;
+        await be.sync();
+        o.dispose();
+        if (g) for (const t of [g.dq, g.dk, g.dv, g.dInitialState]) t?.dispose();
+      };
+      await run(true);
+      fwd = await median(7, () => run(false));
+      fwdbwd = await median(5, () => run(true));
+    }
+    const minBytes = 4 * B * H * seqLen * D * 2; // q, k, v, o once, bf16
+    const gbps = fwd ? minBytes / (fwd / 1e3) / 1e9 : null;
+    rows.push({
+      suite: "attention",
+      impl: "chunked",
+      backend: "webgpu",
+      device: be.capabilities.device,
+      B,
+      T: seqLen,
+      H,
+      D,
+      E,
+      dtype: "bf16",
+      fwd_ms: fwd,
+      fwdbwd_ms: fwdbwd,
+      tokens_per_s: fwd ? TOKENS / (fwd / 1e3) : null,
+      gbps,
+      pct_copy: gbps ? (100 * gbps) / copyGbps : null,
+      rel_err: err,
+      ok,
+    });
+    console.log(JSON.stringify(rows[rows.length - 1]));
+    for (const t of [q, k, v, dO, dS]) t.dispose();
+  }
+  slopes.dispose();
+  return rows;
+}
+
+async function decode(be: WebGpuBackend, copyGbps: number) {
+  const B = 64;
+  const slopes = T.slopesTensor(Array.from({ length: H }, (_, h) => 2 ** ((-8 * (h + 1)) / H)));
+  const q = T.randomNormal([B, H, D], { seed: 1, std: 0.1 });
+  const k = T.randomNormal([B, H, D], { seed: 2, std: 0.1 });
+  const v = T.randomNormal([B, H, E], { seed: 3, std: 0.1 });
+  const S = T.randomNormal([B, H, D, E], { seed: 4, std: 0.1 });
+  const ms = await median(21, async () => {
+    const r = T.lightningStep(q, k, v, slopes, S);
+    await be.sync();
+    r.output.dispose();
+    r.state.dispose();
+  });
+  const bytes = 2 * B * H * D * E * 4;
+  const gbps = bytes / (ms / 1e3) / 1e9;
+  for (const t of [q, k, v, S, slopes]) t.dispose();
+  return { suite: "decode", impl: "step", backend: "webgpu", device: be.capabilities.device, B, T: 1, H, D, E, dtype: "f32", fwd_ms: ms, fwdbwd_ms: null, tokens_per_s: B / (ms / 1e3), gbps, pct_copy: (100 * gbps) / copyGbps, rel_err: null, ok: true };
+}
+
+const be = await createWebGpuBackend();
+console.log(`device: ${be.capabilities.device}; features: ${be.capabilities.features.join(", ")}; limits: ${JSON.stringify(be.capabilities.limits)}`);
+const report: Record<string, unknown> = { date: new Date().toISOString(), device: be.capabilities.device, capabilities: be.capabilities };
+
+if (!args.includes("--skip-conformance")) {
+  registerTestBackend({ name: "webgpu", create: () => be });
+  await conformanceSuite({ dtypes: ["f32", "f16", "bf16"] });
+  const results = await runCollected((name) => name.includes("[webgpu]"));
+  for (const r of results) console.log(`${r.ok ? "pass" : "FAIL"} ${r.name} (${r.ms.toFixed(0)} ms)${r.error ? `: ${r.error}` : ""}`);
+  report.conformance = { passed: results.filter((r) => r.ok).length, failed: results.filter((r) => !r.ok).length, results };
+}
+T.setBackend(be);
+const copyGbps = await copyBandwidth(be);
+console.log(`copy bandwidth (shader copy, read + write): ${copyGbps.toFixed(0)} GB/s`);
+report.copy_gbps = copyGbps;
+report.benchmarks = [...(await attention(be, copyGbps)), await decode(be, copyGbps)];
+writeFileSync(outFile, JSON.stringify(report, null, 2));
+console.log(`wrote ${outFile}`);
+be.dispose();
+process.exit(0);

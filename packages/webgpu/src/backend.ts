@@ -1,0 +1,135 @@
+/**
+ * The WebGPU backend: storage is a GPUBuffer per tensor (sizes rounded to a pool class), kernels
+ * encode WGSL dispatches, and `read` is the only point that waits for the GPU.
+ *
+ * dtypes: f32, i32, u8, and f16 and bf16 as storage types (decoded to f32 in the shader with exact
+ * integer conversions, so they work with or without `shader-f16`). f64 is CPU-only.
+ */
+import type { Backend, Capabilities, KernelTable, MemoryStats } from "@lightning-ts/tensor";
+import { acquireDevice, type DeviceOptions } from "./device.js";
+import { elementwiseKernels } from "./kernels/elementwise.js";
+import { indexingKernels } from "./kernels/indexing.js";
+import { lightningKernels, maxHeadDim } from "./kernels/lightning.js";
+import { matmulKernels } from "./kernels/matmul.js";
+import { movementKernels } from "./kernels/movement.js";
+import { nnKernels } from "./kernels/nn.js";
+import { randomKernels } from "./kernels/random.js";
+import { reduceKernels } from "./kernels/reduce.js";
+import { Runtime } from "./runtime.js";
+
+export interface WebGpuBackendOptions extends DeviceOptions {
+  /** Print every generated WGSL shader once, when its pipeline is built (also: LIGHTNING_DUMP_WGSL=1). */
+  dumpShaders?: boolean;
+}
+
+export class WebGpuBackend implements Backend<GPUBuffer> {
+  readonly name = "webgpu";
+  readonly capabilities: Capabilities;
+  readonly kernels: KernelTable<GPUBuffer>;
+  readonly runtime: Runtime;
+  #live = new Map<GPUBuffer, number>();
+  #liveBytes = 0;
+  #peak = 0;
+  #disposed = false;
+
+  constructor(device: GPUDevice, description: string, features: readonly string[], dumpShaders: boolean) {
+    this.runtime = new Runtime(device, dumpShaders);
+    const lim = device.limits;
+    this.capabilities = {
+      device: description,
+      dtypes: ["f32", "f16", "bf16", "i32", "u8"],
+      syncRead: false,
+      features: [...features],
+      limits: {
+        maxBufferBytes: lim.maxBufferSize,
+        maxStorageBindingBytes: lim.maxStorageBufferBindingSize,
+        maxWorkgroupStorageBytes: lim.maxComputeWorkgroupStorageSize,
+        maxInvocationsPerWorkgroup: lim.maxComputeInvocationsPerWorkgroup,
+        /** Largest D or E of Lightning Attention (the state slice lives in workgroup memory). */
+        maxLightningHeadDim: maxHeadDim(lim.maxComputeWorkgroupStorageSize),
+      },
+    };
+    const rt = this.runtime;
+    this.kernels = {
+      ...elementwiseKernels(rt),
+      ...reduceKernels(rt),
+      ...movementKernels(rt, lim.maxStorageBuffersPerShaderStage - 1),
+      ...indexingKernels(rt),
+      ...nnKernels(rt),
+      ...matmulKernels(rt),
+      ...randomKernels(rt),
+      ...lightningKernels(rt, lim.maxComputeWorkgroupStorageSize),
+    };
+  }
+
+  allocate(byteLength: number): GPUBuffer {
+    this.#check();
+    const buffer = this.runtime.acquire(byteLength);
+    this.#live.set(buffer, byteLength);
+    this.#liveBytes += byteLength;
+    this.#peak = Math.max(this.#peak, this.#liveBytes);
+    return buffer;
+  }
+
+  free(storage: GPUBuffer): void {
+    const bytes = this.#live.get(storage);
+    if (bytes === undefined || this.#disposed) return;
+    this.#live.delete(storage);
+    this.#liveBytes -= bytes;
+    this.runtime.release(storage);
+  }
+
+  write(storage: GPUBuffer, bytes: Uint8Array, byteOffset = 0): void {
+    this.#check();
+    this.runtime.write(storage, bytes, byteOffset);
+  }
+
+  async read(storage: GPUBuffer, byteOffset: number, byteLength: number): Promise<Uint8Array> {
+    this.#check();
+    const start = byteOffset - (byteOffset % 4);
+    const end = Math.ceil((byteOffset + byteLength) / 4) * 4;
+    const bytes = await this.runtime.readBack(storage, start, end - start);
+    return bytes.slice(byteOffset - start, byteOffset - start + byteLength);
+  }
+
+  sync(): Promise<void> {
+    this.#check();
+    return this.runtime.sync();
+  }
+
+  memory(): MemoryStats {
+    return { liveBytes: this.#liveBytes, liveBuffers: this.#live.size, pooledBytes: this.runtime.pooledBytes, peakBytes: this.#peak };
+  }
+
+  dispose(): void {
+    if (this.#disposed) return;
+    this.#disposed = true;
+    this.runtime.flush();
+    for (const b of this.#live.keys()) b.destroy();
+    this.#live.clear();
+    this.#liveBytes = 0;
+    this.runtime.destroy();
+    this.runtime.device.destroy();
+  }
+
+  #check(): void {
+    if (this.#disposed) throw new Error("the webgpu backend was disposed");
+  }
+}
+
+const envFlag = (name: string) => typeof process !== "undefined" && process.env?.[name] === "1";
+
+/**
+ * Creates the WebGPU backend on the best adapter: navigator.gpu in a browser, Dawn over Vulkan in
+ * Node. Throws an Error saying why when there is no usable adapter.
+ *
+ * @example
+ * import { setBackend, tensor, matmul } from "@lightning-ts/tensor";
+ * import { createWebGpuBackend } from "@lightning-ts/webgpu";
+ * setBackend(await createWebGpuBackend());
+ * console.log(await matmul(tensor([[1, 2]]), tensor([[3], [4]])).data()); // Float32Array [11]
+ */
+export async function createWebGpuBackend(options: WebGpuBackendOptions = {}): Promise<WebGpuBackend> {
+  const { device, description, features } = await acquireDevice(options);
+  return new WebGpuBackend(device, description, features, options.dumpShaders ?? envFlag("LIGHTNING_DUMP_WGSL"));
+}

@@ -1,0 +1,64 @@
+/** Helpers shared by the kernel families: tensor refs, grid sizes, f32 scratch outputs. */
+import { broadcastStrides, type DType, type TensorRef } from "@lightning-ts/tensor";
+import type { Runtime } from "../runtime.js";
+import { encodeF, MAX_RANK, wordCount, wordLoop } from "../wgsl.js";
+
+export type Ref = TensorRef<GPUBuffer>;
+
+export const WG = 256;
+
+export const groups = (n: number, size = WG) => Math.ceil(n / size);
+
+export const f32Bits = (x: number) => new Uint32Array(new Float32Array([x]).buffer)[0]!;
+
+export function checkRank(op: string, shape: readonly number[]): void {
+  if (shape.length > MAX_RANK) throw new Error(`${op}: rank ${shape.length} exceeds the WebGPU backend's limit of ${MAX_RANK}`);
+}
+
+/** Parameter words for a shape padded to MAX_RANK. */
+export function padded(values: readonly number[]): number[] {
+  return [...values, ...new Array<number>(MAX_RANK - values.length).fill(0)];
+}
+
+/** Strides of `shape` read as broadcast to `outShape`, padded to MAX_RANK. */
+export function bstrides(shape: readonly number[], outShape: readonly number[]): number[] {
+  return padded(broadcastStrides(shape, outShape));
+}
+
+/**
+ * Runs `body` with an f32 buffer standing in for `out`, then stores it in `out`'s dtype. Kernels
+ * whose invocations write single elements use this for 16-bit and 8-bit outputs.
+ */
+export function viaF32(rt: Runtime, out: Ref, body: (target: GPUBuffer) => void): void {
+  if (out.dtype === "f32") {
+    body(out.storage);
+    return;
+  }
+  const scratch = rt.acquire(out.size * 4);
+  body(scratch);
+  storeF32As(rt, scratch, out);
+  rt.release(scratch);
+}
+
+/** out = f32 values of `src` rounded to out's dtype (round to nearest even for f16/bf16). */
+export function storeF32As(rt: Runtime, src: GPUBuffer, out: Ref): void {
+  const dtype: DType = out.dtype;
+  rt.dispatch({
+    key: `store_f32_as:${dtype}`,
+    shader: () => ({
+      doc: [`src: (n) f32`, `y: (n) ${dtype}`],
+      bindings: [
+        { name: "src", dtype: "f32", access: "read" },
+        { name: "y", access: "rw" },
+      ],
+      workgroupSize: WG,
+      body: wordLoop("y", dtype, encodeF(dtype, "src_f(i)")),
+    }),
+    bindings: [
+      { buffer: src, access: "read" },
+      { buffer: out.storage, access: "rw" },
+    ],
+    params: [out.size, wordCount(dtype, out.size)],
+    workgroups: groups(wordCount(dtype, out.size)),
+  });
+}

@@ -1,0 +1,308 @@
+/**
+ * Lightning Attention in WGSL (ALGORITHM.md A, B, D), per (batch, head):
+ *
+ *   S_t = λ S_{t−1} + k_tᵀ v_t,   o_t = q_t S_t,   λ = exp(−slope)
+ *
+ * Forward and the three backward sweeps are one chunked scan (LA-2) over blocks of C = 16 tokens
+ * taken in processing order p (forward or reversed time):
+ *
+ *   out_p = Σ_{p'≤p} λ^{p−p'} (a_p · b_p') c_p'  +  λ^{p+α} a_p S        (intra-block + carried state)
+ *   S    ← λ^m S + Σ_{p'<m} λ^{m−1−p'+β} b_p'ᵀ c_p'                        (m tokens in the block)
+ *
+ *   forward  a=q,  b=k,  c=v,  S = S        [D×E], α=1, β=0, forward time, S from the initial state
+ *   dq       a=dO, b=v,  c=k,  S = Sᵀ       [E×D], α=1, β=0, forward time, S from the initial state
+ *   dv       a=k,  b=q,  c=dO, S = G        [D×E], α=0, β=1, reversed time, G from dFinalState
+ *   dk       a=v,  b=dO, c=q,  S = Gᵀ       [E×D], α=0, β=1, reversed time, G from dFinalState
+ *
+ * (G_t = ∂L/∂S_t, B.2 of ALGORITHM.md with the final-state term.) The dv sweep's final G is
+ * dInitialState. Columns of the state are independent, so a workgroup owns one (batch·head,
+ * 16-column tile) pair and keeps its Y×16 slice of the state in workgroup memory; the Y dimension is
+ * streamed 16 at a time through the intra-block product. All arithmetic is f32 (the CPU uses
+ * float64); the block size attribute only changes rounding, so the GPU uses its own C.
+ *
+ * Letters: B batch, H heads, T time, D query/key head dim, E value head dim, C block size; in the
+ * generic scan Y is the dim of a and b, X the dim of c and of the outputs.
+ */
+import { type Kernel, type KernelTable, type TensorRef } from "@lightning-ts/tensor";
+import type { Runtime } from "../runtime.js";
+import { groups, type Ref, viaF32 } from "./common.js";
+
+const C = 16;
+const XT = 16;
+
+interface Scan {
+  op: string;
+  a: Ref;
+  b: Ref;
+  c: Ref;
+  slopes: Ref;
+  init: GPUBuffer | null;
+  out: GPUBuffer;
+  finalState: GPUBuffer;
+  dims: { BH: number; H: number; T: number; Y: number; X: number };
+  alpha: 0 | 1;
+  beta: 0 | 1;
+  reverse: boolean;
+  /** The state is stored [X, Y] (i.e. it is Sᵀ of a [D, E] buffer with D = X). */
+  transposed: boolean;
+}
+
+/** State rows a pipeline is built for: Y rounded up to 32, 64, 128, … so few pipelines serve all Y. */
+function stateRows(Y: number): number {
+  return Math.max(32, 2 ** Math.ceil(Math.log2(Math.max(Y, 1))));
+}
+
+/** Workgroup bytes the scan needs for a given Y: four 16×16 tiles, λ powers, the state slice. */
+export function scanWorkgroupBytes(Y: number): number {
+  return (4 * C * C + (C + 1) + stateRows(Y) * XT) * 4;
+}
+
+function scan(rt: Runtime, maxWorkgroupBytes: number, s: Scan): void {
+  const { BH, H, T, Y, X } = s.dims;
+  const YP = stateRows(Y);
+  const need = scanWorkgroupBytes(Y);
+  if (need > maxWorkgroupBytes) {
+    throw new Error(
+      `${s.op}: a head dim of ${Y} needs ${need} bytes of workgroup memory, but this device allows ${maxWorkgroupBytes} (maxComputeWorkgroupStorageSize); the largest head dim it can run is ${maxHeadDim(maxWorkgroupBytes)}`,
+    );
+  }
+  const xTiles = Math.ceil(X / XT);
+  const dt = s.a.dtype;
+  const time = "select(t0 + p, T - 1u - (t0 + p), pu(6u) == 1u)";
+  rt.dispatch({
+    // Direction, α, β, layout and the initial state are parameters, not specialisations: each
+    // pipeline costs seconds to compile on lavapipe, so one serves all four sweeps.
+    key: `lightning_scan:${dt}:Y${YP}`,
+    shader: () => ({
+      doc: [
+        `a: (BH, T, Y) ${dt}`,
+        `b: (BH, T, Y) ${dt}`,
+        `c: (BH, T, X) ${dt}`,
+        "slopes: (H) f32",
+        "s0: (BH, Y, X) f32, or (BH, X, Y) when transposed",
+        "out: (BH, T, X) f32",
+        "sT: like s0",
+      ],
+      bindings: [
+        { name: "a", dtype: dt, access: "read" },
+        { name: "b", dtype: dt, access: "read" },
+        { name: "c", dtype: dt, access: "read" },
+        { name: "slopes", dtype: "f32", access: "read" },
+        { name: "s0", dtype: "f32", access: "read" },
+        { name: "out", access: "rw" },
+        { name: "sT", access: "rw" },
+      ],
+      workgroupSize: C * XT,
+      decls: `
+var<workgroup> ach: array<f32, ${C * 16}>;   // a rows of the block, 16 of its Y columns: [p][yy]
+var<workgroup> bch: array<f32, ${C * 16}>;   // b likewise: [p'][yy]
+var<workgroup> ct: array<f32, ${C * XT}>;    // c rows of the block, this tile's columns: [p'][x]
+var<workgroup> am: array<f32, ${C * C}>;     // masked, decayed intra-block scores: [p][p']
+var<workgroup> pw: array<f32, ${C + 1}>;     // λ^n, n = 0..C
+var<workgroup> st: array<f32, ${YP * XT}>;   // this tile's state slice: [y][x]
+fn state_index(y: u32, x: u32, Y: u32, X: u32) -> u32 { return select(y * X + x, x * Y + y, pu(9u) == 1u); }`,
+      // Params: T, Y, X, H, BH, xTiles, reverse, α, β, transposed, has initial state.
+      body: `  let T = pu(0u); let Y = pu(1u); let X = pu(2u);
+  let bh = wg / pu(5u);
+  if (bh >= pu(4u)) { return; }
+  let x0 = (wg % pu(5u)) * ${XT}u;
+  let row = lid / ${XT}u;
+  let col = lid % ${XT}u;
+  let slope = slopes_f(bh % pu(3u));
+  if (lid <= ${C}u) { pw[lid] = exp(-slope * f32(lid)); }
+  for (var i = lid; i < ${YP * XT}u; i = i + ${C * XT}u) {
+    let y = i / ${XT}u; let x = x0 + i % ${XT}u;
+    var v = 0.0;
+    if (pu(10u) == 1u && y < Y && x < X) { v = s0_f(bh * Y * X + state_index(y, x, Y, X)); }
+    st[i] = v;
+  }
+  let nBlocks = (T + ${C - 1}u) / ${C}u;
+  for (var blk = 0u; blk < nBlocks; blk = blk + 1u) {
+    let t0 = blk * ${C}u;
+    let m = min(${C}u, T - t0);
+    {
+      let p = row;
+      var v = 0.0;
+      if (p < m && x0 + col < X) { v = c_f((bh * T + ${time}) * X + x0 + col); }
+      ct[lid] = v;
+    }
+    var dot = 0.0;
+    var inter = 0.0;
+    for (var y0 = 0u; y0 < Y; y0 = y0 + 16u) {
+      {
+        let p = row;
+        var va = 0.0;
+        var vb = 0.0;
+        if (p < m && y0 + col < Y) {
+          let at = (bh * T + ${time}) * Y + y0 + col;
+          va = a_f(at);
+          vb = b_f(at);
+        }
+        ach[lid] = va;
+        bch[lid] = vb;
+      }
+      workgroupBarrier();
+      for (var yy = 0u; yy < 16u; yy = yy + 1u) {
+        let av = ach[row * 16u + yy];
+        dot = dot + av * bch[col * 16u + yy];
+        inter = inter + av * st[(y0 + yy) * ${XT}u + col];
+      }
+      workgroupBarrier();
+      var upd = 0.0;
+      for (var q = 0u; q < m; q = q + 1u) { upd = upd + pw[m - 1u - q + pu(8u)] * bch[q * 16u + row] * ct[q * ${XT}u + col]; }
+      let si = (y0 + row) * ${XT}u + col;
+      st[si] = pw[m] * st[si] + upd;
+      workgroupBarrier();
+    }
+    am[lid] = select(0.0, pw[row - min(col, row)] * dot, col <= row);
+    workgroupBarrier();
+    var o = pw[row + pu(7u)] * inter;
+    for (var q = 0u; q <= row; q = q + 1u) { o = o + am[row * ${C}u + q] * ct[q * ${XT}u + col]; }
+    {
+      let p = row;
+      if (p < m && x0 + col < X) { out[(bh * T + ${time}) * X + x0 + col] = bitcast<u32>(o); }
+    }
+    workgroupBarrier();
+  }
+  for (var i = lid; i < ${YP * XT}u; i = i + ${C * XT}u) {
+    let y = i / ${XT}u; let x = x0 + i % ${XT}u;
+    if (y < Y && x < X) { sT[bh * Y * X + state_index(y, x, Y, X)] = bitcast<u32>(st[i]); }
+  }`,
+    }),
+    bindings: [
+      { buffer: s.a.storage, access: "read" },
+      { buffer: s.b.storage, access: "read" },
+      { buffer: s.c.storage, access: "read" },
+      { buffer: s.slopes.storage, access: "read" },
+      // An unused binding still needs a buffer; the shader never reads it without an initial state.
+      { buffer: s.init ?? s.slopes.storage, access: "read" },
+      { buffer: s.out, access: "rw" },
+      { buffer: s.finalState, access: "rw" },
+    ],
+    params: [T, Y, X, H, BH, xTiles, s.reverse ? 1 : 0, s.alpha, s.beta, s.transposed ? 1 : 0, s.init ? 1 : 0],
+    workgroups: BH * xTiles,
+  });
+}
+
+/** The largest head dim (D or E) the scan runs with `bytes` of workgroup memory. */
+export function maxHeadDim(bytes: number): number {
+  let y = 32;
+  while (scanWorkgroupBytes(y * 2) <= bytes) y *= 2;
+  return scanWorkgroupBytes(y) <= bytes ? y : 0;
+}
+
+const dimsOf = (q: TensorRef<GPUBuffer>, v: TensorRef<GPUBuffer>) => {
+  const [B, H, T, D] = q.shape as [number, number, number, number];
+  return { BH: B * H, H, T, D, E: v.shape[3]! };
+};
+
+export function lightningKernels(rt: Runtime, maxWorkgroupBytes: number) {
+  // q, k: (B, H, T, D); v: (B, H, T, E); slopes: (H); initialState?: (B, H, D, E) → o: (B, H, T, E), state: (B, H, D, E)
+  const lightningAttention: Kernel<"lightningAttention", GPUBuffer> = ({ inputs: [q, k, v, slopes, s0], outputs: [o, state] }) => {
+    const { BH, H, T, D, E } = dimsOf(q!, v!);
+    viaF32(rt, o!, (out) =>
+      scan(rt, maxWorkgroupBytes, {
+        op: "lightningAttention",
+        a: q!,
+        b: k!,
+        c: v!,
+        slopes: slopes!,
+        init: s0?.storage ?? null,
+        out,
+        finalState: state!.storage,
+        dims: { BH, H, T, Y: D, X: E },
+        alpha: 1,
+        beta: 0,
+        reverse: false,
+        transposed: false,
+      }),
+    );
+  };
+
+  // (q, k, v, slopes, dO, dFinalState[, initialState]) → (dq, dk, dv, dInitialState)
+  const lightningAttentionBackward: Kernel<"lightningAttentionBackward", GPUBuffer> = ({ inputs, outputs }) => {
+    const [q, k, v, slopes, dO, dS, s0] = inputs;
+    const [dq, dk, dv, dS0] = outputs;
+    const { BH, H, T, D, E } = dimsOf(q!, v!);
+    const op = "lightningAttentionBackward";
+    // The dq and dk sweeps also produce a final state nobody needs.
+    const discard = rt.acquire(BH * D * E * 4);
+    const base = { op, slopes: slopes!, finalState: discard };
+    viaF32(rt, dq!, (out) =>
+      scan(rt, maxWorkgroupBytes, { ...base, a: dO!, b: v!, c: k!, init: s0?.storage ?? null, out, dims: { BH, H, T, Y: E, X: D }, alpha: 1, beta: 0, reverse: false, transposed: true }),
+    );
+    viaF32(rt, dk!, (out) =>
+      scan(rt, maxWorkgroupBytes, { ...base, a: v!, b: dO!, c: q!, init: dS!.storage, out, dims: { BH, H, T, Y: E, X: D }, alpha: 0, beta: 1, reverse: true, transposed: true }),
+    );
+    viaF32(rt, dv!, (out) =>
+      scan(rt, maxWorkgroupBytes, {
+        ...base,
+        a: k!,
+        b: q!,
+        c: dO!,
+        init: dS!.storage,
+        out,
+        finalState: dS0!.storage,
+        dims: { BH, H, T, Y: D, X: E },
+        alpha: 0,
+        beta: 1,
+        reverse: true,
+        transposed: false,
+      }),
+    );
+    rt.release(discard);
+  };
+
+  // q, k: (B, H, D); v: (B, H, E); slopes: (H); state: (B, H, D, E) → o: (B, H, E), newState: (B, H, D, E)
+  const lightningStep: Kernel<"lightningStep", GPUBuffer> = ({ inputs: [q, k, v, slopes, state], outputs: [o, next] }) => {
+    const [B, H, D] = q!.shape as [number, number, number];
+    const E = v!.shape[2]!;
+    const dt = q!.dtype;
+    viaF32(rt, o!, (out) =>
+      rt.dispatch({
+        key: `lightning_step:${dt}`,
+        shader: () => ({
+          doc: [`q: (B, H, D) ${dt}`, `k: (B, H, D) ${dt}`, `v: (B, H, E) ${dt}`, "slopes: (H) f32", "s: (B, H, D, E) f32", "o: (B, H, E) f32", "sn: (B, H, D, E) f32"],
+          bindings: [
+            { name: "q", dtype: dt, access: "read" },
+            { name: "k", dtype: dt, access: "read" },
+            { name: "v", dtype: dt, access: "read" },
+            { name: "slopes", dtype: "f32", access: "read" },
+            { name: "s", dtype: "f32", access: "read" },
+            { name: "o", access: "rw" },
+            { name: "sn", access: "rw" },
+          ],
+          workgroupSize: 256,
+          // One invocation per (batch·head, e): it walks the state column, so neighbours read
+          // neighbouring words of each state row.
+          body: `  let BH = pu(0u); let H = pu(1u); let D = pu(2u); let E = pu(3u);
+  if (gid >= BH * E) { return; }
+  let bh = gid / E; let e = gid % E;
+  let lambda = exp(-slopes_f(bh % H));
+  let ve = v_f(bh * E + e);
+  var acc = 0.0;
+  for (var d = 0u; d < D; d = d + 1u) {
+    let at = (bh * D + d) * E + e;
+    let sv = lambda * s_f(at) + k_f(bh * D + d) * ve;
+    sn[at] = bitcast<u32>(sv);
+    acc = acc + q_f(bh * D + d) * sv;
+  }
+  o[gid] = bitcast<u32>(acc);`,
+        }),
+        bindings: [
+          { buffer: q!.storage, access: "read" },
+          { buffer: k!.storage, access: "read" },
+          { buffer: v!.storage, access: "read" },
+          { buffer: slopes!.storage, access: "read" },
+          { buffer: state!.storage, access: "read" },
+          { buffer: out, access: "rw" },
+          { buffer: next!.storage, access: "rw" },
+        ],
+        params: [B * H, H, D, E],
+        workgroups: groups(B * H * E),
+      }),
+    );
+  };
+
+  return { lightningAttention, lightningAttentionBackward, lightningStep } satisfies Partial<KernelTable<GPUBuffer>>;
+}

@@ -1,0 +1,23 @@
+import { fileURLToPath } from "node:url";
+import { defineConfig } from "tsup";
+
+const here = (p: string) => fileURLToPath(new URL(p, import.meta.url));
+
+// One file that runs the conformance suite and the benchmark with only Node and `webgpu` installed.
+export default defineConfig({
+  entry: { "gpu-check": "scripts/gpu-check.ts" },
+  outDir: "dist-gpu",
+  format: ["esm"],
+  platform: "node",
+  target: "node20",
+  clean: true,
+  noExternal: [/.*/],
+  external: ["webgpu"],
+  esbuildOptions(options) {
+    options.alias = {
+      vitest: here("./scripts/vitest-shim.ts"),
+      "@lightning-ts/tensor": here("../tensor/src/index.ts"),
+      "@lightning-ts/testing": here("../testing/src/index.ts"),
+    };
+  },
+});
