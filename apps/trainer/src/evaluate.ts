@@ -1,0 +1,41 @@
+/**
+ * Held-out evaluation: mean next-token loss, perplexity, and bits per byte — the loss summed over
+ * predicted tokens, in bits, divided by the UTF-8 bytes those tokens stand for, which makes runs
+ * with different tokenizers comparable.
+ */
+import { scope, tensor } from "@lightning-ts/tensor";
+import { loss, type TnlConfig, type TnlParams } from "@lightning-ts/tnl";
+import type { Tokenizer } from "@lightning-ts/tokenizer";
+
+export interface Evaluation {
+  loss: number;
+  perplexity: number;
+  bitsPerByte: number;
+  tokens: number;
+  bytes: number;
+}
+
+export function evaluate(params: TnlParams, config: TnlConfig, tokenizer: Tokenizer, windows: Int32Array[], batchSize: number): Evaluation {
+  const byteLength = new Map<number, number>();
+  const bytesOf = (id: number) => {
+    let n = byteLength.get(id);
+    if (n === undefined) byteLength.set(id, (n = tokenizer.tokenBytes(id).length));
+    return n;
+  };
+  let nats = 0;
+  let tokens = 0;
+  let bytes = 0;
+  for (let i = 0; i < windows.length; i += batchSize) {
+    const batch = windows.slice(i, i + batchSize);
+    const span = batch[0]!.length;
+    const flat = new Int32Array(batch.length * span);
+    batch.forEach((w, b) => flat.set(w, b * span));
+    const mean = scope(() => loss(params, config, tensor(flat, [batch.length, span], { dtype: "i32" })).dataSync()[0]!);
+    const targets = batch.length * (span - 1);
+    nats += mean * targets;
+    tokens += targets;
+    for (const w of batch) for (let t = 1; t < span; t++) bytes += bytesOf(w[t]!);
+  }
+  const meanLoss = nats / tokens;
+  return { loss: meanLoss, perplexity: Math.exp(meanLoss), bitsPerByte: nats / Math.LN2 / bytes, tokens, bytes };
+}

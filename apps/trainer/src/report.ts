@@ -1,0 +1,85 @@
+/** What a user sees: a progress bar, a JSON-lines log, the loss chart (SVG and PNG) and summary.json. */
+import { appendFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { Resvg } from "@resvg/resvg-js";
+import { Presets, SingleBar } from "cli-progress";
+import * as vega from "vega";
+import { compile, type TopLevelSpec } from "vega-lite";
+
+export type LogRecord =
+  | { kind: "train"; step: number; loss: number; lr: number; grad_norm: number; tokens_per_s: number; seconds: number }
+  | { kind: "eval"; step: number; loss: number; perplexity: number; bits_per_byte: number; seconds: number }
+  | { kind: "checkpoint"; step: number; dir: string }
+  | { kind: "start" | "resume" | "end"; step: number; [key: string]: unknown };
+
+export class RunLog {
+  constructor(readonly file: string) {}
+
+  write(record: LogRecord): void {
+    appendFileSync(this.file, JSON.stringify({ time: new Date().toISOString(), ...record }) + "\n");
+  }
+}
+
+export function progressBar(total: number, start: number): SingleBar {
+  const bar = new SingleBar(
+    {
+      format: "train {bar} step {value}/{total} | loss {loss} | held-out {heldout} | {tps} tok/s | {eta_formatted} left",
+      stream: process.stderr,
+      hideCursor: true,
+      etaBuffer: 20,
+      // Without a terminal (CI, pipes) print a plain line now and then instead of redrawing.
+      noTTYOutput: true,
+      notTTYSchedule: 15_000,
+    },
+    Presets.shades_classic,
+  );
+  bar.start(total, start, { loss: "-", heldout: "-", tps: "-" });
+  return bar;
+}
+
+/** Train loss per step and held-out loss per evaluation, as SVG and PNG. */
+export async function writeLossChart(dir: string, train: { step: number; loss: number }[], heldout: { step: number; loss: number }[]): Promise<{ svg: string; png: string }> {
+  const values = [...train.map((p) => ({ ...p, split: "train" })), ...heldout.map((p) => ({ ...p, split: "held-out" }))];
+  const spec: TopLevelSpec = {
+    title: "TNL training loss",
+    width: 640,
+    height: 320,
+    data: { values },
+    mark: { type: "line", point: { size: 20 } },
+    encoding: {
+      x: { field: "step", type: "quantitative", title: "step" },
+      y: { field: "loss", type: "quantitative", title: "cross-entropy (nats per token)", scale: { zero: false } },
+      color: { field: "split", type: "nominal", title: null },
+    },
+  };
+  const view = new vega.View(vega.parse(compile(spec).spec), { renderer: "none" });
+  const svg = await view.toSVG();
+  const svgFile = join(dir, "loss.svg");
+  const pngFile = join(dir, "loss.png");
+  writeFileSync(svgFile, svg);
+  const png = new Resvg(svg, { fitTo: { mode: "width", value: 1400 }, background: "white", font: { loadSystemFonts: true } }).render().asPng();
+  writeFileSync(pngFile, png);
+  return { svg: svgFile, png: pngFile };
+}
+
+export interface Summary {
+  heldout_bits_per_byte: number;
+  unigram_bits_per_byte: number;
+  heldout_loss: number;
+  heldout_perplexity: number;
+  tokens_per_second: number;
+  train_seconds: number;
+  steps: number;
+  parameters: number;
+  backend: string;
+  device: string;
+  corpus: string;
+  vocab_size: number;
+  samples: string[];
+}
+
+export function writeSummary(dir: string, summary: Summary): string {
+  const file = join(dir, "summary.json");
+  writeFileSync(file, JSON.stringify(summary, null, 2) + "\n");
+  return file;
+}
