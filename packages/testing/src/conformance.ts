@@ -7,7 +7,7 @@
  */
 import * as T from "@lightning-ts/tensor";
 import { type DType, type Tensor } from "@lightning-ts/tensor";
-import { expect, it } from "vitest";
+import { beforeAll, expect, it } from "vitest";
 import { describeBackends } from "./backends.js";
 import { assertClose } from "./close.js";
 import * as O from "./oracle.js";
@@ -93,6 +93,11 @@ export interface ConformanceOptions {
 export async function conformanceSuite(options: ConformanceOptions = {}): Promise<void> {
   const dtypes = options.dtypes ?? ["f32", "f16", "bf16"];
   await describeBackends("conformance", () => {
+    let liveAtStart = 0;
+    beforeAll(() => {
+      liveAtStart = T.liveTensorCount();
+    });
+
     for (const dtype of dtypes) {
       it(`unary ops (${dtype})`, async () => {
         const rng = seeded(101);
@@ -393,10 +398,10 @@ export async function conformanceSuite(options: ConformanceOptions = {}): Promis
     it("integer arithmetic and integer reductions", async () => {
       const a = T.tensor(Int32Array.from([7, -7, 2147483647, 3]), [4], { dtype: "i32" });
       const b = T.tensor(Int32Array.from([2, 2, 1, -3]), [4], { dtype: "i32" });
-      expect(Array.from(await T.div(a, b).data())).toEqual([3, -3, 2147483647, -1]);
-      expect(Array.from(await T.add(a, b).data())).toEqual([9, -5, -2147483648, 0]);
-      expect(Array.from(await T.sum(b).data())).toEqual([2]);
-      expect(Array.from(await T.max(a).data())).toEqual([2147483647]);
+      const results = T.scope(() => [T.div(a, b), T.add(a, b), T.sum(b), T.max(a)]);
+      const got = await Promise.all(results.map(async (t) => Array.from(await t.data())));
+      expect(got).toEqual([[3, -3, 2147483647, -1], [9, -5, -2147483648, 0], [2], [2147483647]]);
+      for (const t of [a, b, ...results]) t.dispose();
     });
 
     it("creation: fill and arange", async () => {
@@ -408,6 +413,12 @@ export async function conformanceSuite(options: ConformanceOptions = {}): Promis
       const r = T.arange(2, 11, 3);
       expect(Array.from(await r.data())).toEqual([2, 5, 8]);
       r.dispose();
+    });
+
+    // Runs last: every case above disposes what it made, so nothing may be left alive.
+    it("leaves no tensor alive", () => {
+      expect(T.liveTensors().map((t) => `#${t.id} ${t.describe()}`).slice(liveAtStart)).toEqual([]);
+      expect(T.liveTensorCount()).toBe(liveAtStart);
     });
   });
 }

@@ -2,5 +2,7 @@
 import type { Suite } from "../suite.js";
 import { attentionSuite } from "./attention.js";
 import { matmulSuite } from "./matmul.js";
+import { serveSuite } from "./serve.js";
+import { tokenizerSuite } from "./tokenizer.js";
 
-export const SUITES: readonly Suite[] = [attentionSuite, matmulSuite];
+export const SUITES: readonly Suite[] = [attentionSuite, matmulSuite, tokenizerSuite];
