@@ -1,0 +1,501 @@
+// The N-API side of the CUDA backend: one Runtime object per backend, owning a device context,
+// one stream, a caching device allocator, pinned staging buffers, timing events and the device
+// error flag; `launch` runs a named kernel launcher from the registry with arguments packed by
+// src/kernels.ts. Every CUDA failure becomes a JavaScript Error naming the CUDA error and the op.
+#include <dlfcn.h>
+#include <napi.h>
+
+#include <algorithm>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <unordered_map>
+
+#include "runtime.h"
+
+namespace lts {
+namespace {
+
+std::string cudaMessage(cudaError_t e) { return std::string(cudaGetErrorName(e)) + " (" + cudaGetErrorString(e) + ")"; }
+
+const char* errorOpName(int code) {
+  switch (code) {
+    case ERR_GATHER: return "gather: indices";
+    case ERR_SCATTER_ADD: return "scatterAdd: indices";
+    case ERR_EMBEDDING: return "embedding: ids";
+    case ERR_EMBEDDING_BACKWARD: return "embeddingBackward: ids";
+    case ERR_XENT: return "softmaxCrossEntropy: labels";
+    default: return "softmaxCrossEntropyBackward: labels";
+  }
+}
+
+// Size classes: four per power of two, at least 512 bytes, so a freed block fits later requests
+// of nearly the same size and the waste stays under 25%.
+size_t sizeClass(size_t n) {
+  if (n <= 512) return 512;
+  int lg = 63 - __builtin_clzll(n);
+  size_t step = (size_t)1 << (lg - 2);
+  return (n + step - 1) / step * step;
+}
+
+class Runtime final : public Context {
+ public:
+  explicit Runtime(int device) : device_(device) {
+    LTS_CHECK(cudaSetDevice(device), "cudaSetDevice");
+    cudaDeviceProp prop;
+    LTS_CHECK(cudaGetDeviceProperties(&prop, device), "cudaGetDeviceProperties");
+    name_ = prop.name;
+    smCount = prop.multiProcessorCount;
+    ccMajor = prop.major;
+    ccMinor_ = prop.minor;
+    totalMem_ = prop.totalGlobalMem;
+    LTS_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), "cudaStreamCreate");
+    LTS_CHECK(cudaHostAlloc((void**)&hostError_, sizeof(DeviceError), cudaHostAllocMapped), "cudaHostAlloc (error flag)");
+    *hostError_ = DeviceError{};
+    LTS_CHECK(cudaHostGetDevicePointer((void**)&error, hostError_, 0), "cudaHostGetDevicePointer");
+    for (auto& s : staging_) {
+      LTS_CHECK(cudaMallocHost(&s.buf, kStaging), "cudaMallocHost (staging)");
+      LTS_CHECK(cudaEventCreateWithFlags(&s.done, cudaEventDisableTiming), "cudaEventCreate");
+    }
+  }
+
+  ~Runtime() override { dispose(); }
+
+  void dispose() {
+    if (disposed_) return;
+    disposed_ = true;
+    cudaSetDevice(device_);
+    cudaStreamSynchronize(stream);
+    for (auto& [p, size] : live_) cudaFree(p);
+    live_.clear();
+    trim();
+    for (auto& s : staging_) cudaFreeHost(s.buf), cudaEventDestroy(s.done);
+    for (auto& [size, list] : pinned_)
+      for (void* p : list) cudaFreeHost(p);
+    pinned_.clear();
+    for (auto e : events_) cudaEventDestroy(e);
+    events_.clear();
+    cudaFreeHost(hostError_);
+    cudaStreamDestroy(stream);
+  }
+
+  // ---- caching allocator ----
+  void* allocate(size_t bytes) {
+    if (bytes == 0) return nullptr;
+    size_t cls = sizeClass(bytes);
+    void* p = nullptr;
+    auto it = pool_.find(cls);
+    if (it != pool_.end() && !it->second.empty()) {
+      p = it->second.back();
+      it->second.pop_back();
+      pooledBytes_ -= cls;
+    } else {
+      cudaError_t e = cudaMalloc(&p, cls);
+      if (e == cudaErrorMemoryAllocation) {
+        cudaGetLastError();  // clear it, free the cache, try once more
+        LTS_CHECK(cudaStreamSynchronize(stream), "allocate (synchronize before releasing the cache)");
+        trim();
+        e = cudaMalloc(&p, cls);
+      }
+      if (e != cudaSuccess) throwCuda(e, "allocate " + std::to_string(bytes) + " bytes");
+    }
+    live_[p] = cls;
+    liveBytes_ += cls;
+    peakBytes_ = std::max(peakBytes_, liveBytes_);
+    return p;
+  }
+
+  void free(void* p) {
+    if (!p) return;
+    auto it = live_.find(p);
+    if (it == live_.end()) return;
+    size_t cls = it->second;
+    live_.erase(it);
+    liveBytes_ -= cls;
+    // Work already enqueued that reads p runs before any later use of it: one stream, in order.
+    pool_[cls].push_back(p);
+    pooledBytes_ += cls;
+  }
+
+  void trim() {
+    for (auto& [cls, list] : pool_)
+      for (void* p : list) cudaFree(p);
+    pool_.clear();
+    pooledBytes_ = 0;
+  }
+
+  void* scratch(size_t bytes) override { return allocate(bytes); }
+  void release(void* p) override { free(p); }
+
+  // ---- transfers ----
+  void write(char* dst, const uint8_t* src, size_t n) {
+    // Staged through pinned memory so the copy is asynchronous; a staging buffer is reused only
+    // once the copy that last read it has finished.
+    while (n > 0) {
+      Staging& s = staging_[next_];
+      next_ = (next_ + 1) % staging_.size();
+      LTS_CHECK(cudaEventSynchronize(s.done), "write (waiting for a staging buffer)");
+      size_t piece = std::min(n, kStaging);
+      memcpy(s.buf, src, piece);
+      LTS_CHECK(cudaMemcpyAsync(dst, s.buf, piece, cudaMemcpyHostToDevice, stream), "write (cudaMemcpyAsync host to device)");
+      LTS_CHECK(cudaEventRecord(s.done, stream), "write (cudaEventRecord)");
+      dst += piece, src += piece, n -= piece;
+    }
+  }
+
+  void* takePinned(size_t bytes) {
+    size_t cls = sizeClass(std::max<size_t>(bytes, 1));
+    std::lock_guard<std::mutex> lock(pinnedMutex_);
+    auto& list = pinned_[cls];
+    if (!list.empty()) {
+      void* p = list.back();
+      list.pop_back();
+      return p;
+    }
+    void* p;
+    LTS_CHECK(cudaMallocHost(&p, cls), "read (cudaMallocHost)");
+    return p;
+  }
+  void givePinned(void* p, size_t bytes) {
+    std::lock_guard<std::mutex> lock(pinnedMutex_);
+    pinned_[sizeClass(std::max<size_t>(bytes, 1))].push_back(p);
+  }
+
+  cudaEvent_t newSyncEvent() {
+    cudaEvent_t e;
+    LTS_CHECK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming | cudaEventBlockingSync), "cudaEventCreate");
+    LTS_CHECK(cudaEventRecord(e, stream), "cudaEventRecord");
+    return e;
+  }
+
+  // The first index error a kernel recorded since the last check, as a message ("" if none).
+  std::string takeDeviceError() {
+    if (hostError_->code == 0) return "";
+    DeviceError e = *hostError_;
+    *hostError_ = DeviceError{};
+    return std::string(errorOpName(e.code)) + " must be values in [0, " + std::to_string(e.bound) + ")" +
+           (e.code >= ERR_XENT ? " or the ignore index" : "") + ", got " + std::to_string(e.value) + " at position " +
+           std::to_string(e.position) + " (found by a CUDA kernel; reported at the next read or sync)";
+  }
+
+  // ---- timing events ----
+  int eventCreate() {
+    cudaEvent_t e;
+    LTS_CHECK(cudaEventCreate(&e), "cudaEventCreate");
+    events_.push_back(e);
+    return (int)events_.size() - 1;
+  }
+  void eventRecord(int id) { LTS_CHECK(cudaEventRecord(events_.at(id), stream), "cudaEventRecord"); }
+  float eventElapsed(int a, int b) {
+    LTS_CHECK(cudaEventSynchronize(events_.at(b)), "cudaEventSynchronize");
+    float ms;
+    LTS_CHECK(cudaEventElapsedTime(&ms, events_.at(a), events_.at(b)), "cudaEventElapsedTime");
+    return ms;
+  }
+
+  bool disposed_ = false;
+  int device_;
+  int ccMinor_ = 0;
+  size_t totalMem_ = 0;
+  std::string name_;
+  size_t liveBytes_ = 0, pooledBytes_ = 0, peakBytes_ = 0;
+  std::unordered_map<void*, size_t> live_;
+
+ private:
+  static constexpr size_t kStaging = 8 << 20;
+  struct Staging {
+    void* buf = nullptr;
+    cudaEvent_t done = nullptr;
+  };
+  std::vector<Staging> staging_ = std::vector<Staging>(2);
+  size_t next_ = 0;
+  std::map<size_t, std::vector<void*>> pool_;
+  std::map<size_t, std::vector<void*>> pinned_;
+  std::mutex pinnedMutex_;
+  std::vector<cudaEvent_t> events_;
+  DeviceError* hostError_ = nullptr;
+};
+
+Registry& registry() {
+  static Registry r = [] {
+    Registry reg;
+    registerElementwise(reg);
+    registerReduce(reg);
+    registerMovement(reg);
+    registerIndexing(reg);
+    registerNn(reg);
+    registerRandom(reg);
+    registerMatmul(reg);
+    registerLightning(reg);
+    return reg;
+  }();
+  return r;
+}
+
+void* toPtr(const Napi::Value& v) { return reinterpret_cast<void*>(static_cast<uintptr_t>(v.As<Napi::Number>().Int64Value())); }
+
+// Waits for an event off the JavaScript thread, then (optionally) copies a pinned buffer out.
+class WaitWorker : public Napi::AsyncWorker {
+ public:
+  WaitWorker(Napi::Env env, Runtime* rt, cudaEvent_t ev, void* pinned, size_t bytes)
+      : Napi::AsyncWorker(env), rt_(rt), ev_(ev), pinned_(pinned), bytes_(bytes), deferred_(Napi::Promise::Deferred::New(env)) {}
+  Napi::Promise promise() { return deferred_.Promise(); }
+  void Execute() override {
+    cudaError_t e = cudaEventSynchronize(ev_);
+    if (e != cudaSuccess) SetError((pinned_ ? "read: " : "sync: ") + cudaMessage(e));
+  }
+  void OnOK() override {
+    Napi::Env env = Env();
+    cleanup();
+    std::string err = rt_->takeDeviceError();
+    if (!err.empty()) {
+      if (pinned_) rt_->givePinned(pinned_, bytes_);
+      deferred_.Reject(Napi::Error::New(env, err).Value());
+      return;
+    }
+    if (pinned_) {
+      auto out = Napi::Uint8Array::New(env, bytes_);
+      memcpy(out.Data(), pinned_, bytes_);
+      rt_->givePinned(pinned_, bytes_);
+      deferred_.Resolve(out);
+    } else {
+      deferred_.Resolve(env.Undefined());
+    }
+  }
+  void OnError(const Napi::Error& e) override {
+    cleanup();
+    if (pinned_) rt_->givePinned(pinned_, bytes_);
+    deferred_.Reject(e.Value());
+  }
+
+ private:
+  void cleanup() { cudaEventDestroy(ev_); }
+  Runtime* rt_;
+  cudaEvent_t ev_;
+  void* pinned_;
+  size_t bytes_;
+  Napi::Promise::Deferred deferred_;
+};
+
+class RuntimeWrap : public Napi::ObjectWrap<RuntimeWrap> {
+ public:
+  static Napi::Function Init(Napi::Env env) {
+    return DefineClass(env, "Runtime",
+                       {InstanceMethod("info", &RuntimeWrap::Info), InstanceMethod("allocate", &RuntimeWrap::Allocate),
+                        InstanceMethod("free", &RuntimeWrap::Free), InstanceMethod("write", &RuntimeWrap::Write),
+                        InstanceMethod("readSync", &RuntimeWrap::ReadSync), InstanceMethod("read", &RuntimeWrap::Read),
+                        InstanceMethod("sync", &RuntimeWrap::Sync), InstanceMethod("syncNow", &RuntimeWrap::SyncNow),
+                        InstanceMethod("launch", &RuntimeWrap::Launch), InstanceMethod("memory", &RuntimeWrap::Memory),
+                        InstanceMethod("trim", &RuntimeWrap::Trim), InstanceMethod("eventCreate", &RuntimeWrap::EventCreate),
+                        InstanceMethod("eventRecord", &RuntimeWrap::EventRecord), InstanceMethod("eventElapsed", &RuntimeWrap::EventElapsed),
+                        InstanceMethod("dispose", &RuntimeWrap::Dispose)});
+  }
+
+  RuntimeWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<RuntimeWrap>(info) {
+    int device = info.Length() > 0 ? info[0].As<Napi::Number>().Int32Value() : 0;
+    guard(info.Env(), [&] {
+      int count = 0;
+      cudaError_t e = cudaGetDeviceCount(&count);
+      if (e != cudaSuccess || count == 0) {
+        cudaGetLastError();
+        throw CudaError("no CUDA device: cudaGetDeviceCount " + (e != cudaSuccess ? "failed with " + cudaMessage(e) : std::string("found 0 devices")));
+      }
+      if (device < 0 || device >= count)
+        throw CudaError("CUDA device " + std::to_string(device) + " does not exist (" + std::to_string(count) + " found)");
+      rt_ = std::make_unique<Runtime>(device);
+    });
+  }
+
+ private:
+  template <class F>
+  static auto guard(Napi::Env env, F&& f) -> decltype(f()) {
+    try {
+      return f();
+    } catch (const Napi::Error&) {
+      throw;
+    } catch (const std::exception& e) {
+      throw Napi::Error::New(env, e.what());
+    }
+  }
+
+  Runtime& rt(Napi::Env env) {
+    if (!rt_ || rt_->disposed_) throw Napi::Error::New(env, "the CUDA backend was disposed");
+    return *rt_;
+  }
+
+  Napi::Value Info(const Napi::CallbackInfo& info) {
+    Runtime& r = rt(info.Env());
+    auto o = Napi::Object::New(info.Env());
+    o.Set("name", r.name_);
+    o.Set("smCount", r.smCount);
+    o.Set("computeCapability", std::to_string(r.ccMajor) + "." + std::to_string(r.ccMinor_));
+    o.Set("totalMemory", (double)r.totalMem_);
+    o.Set("cublas", cublasStatus());
+    int rtv = 0, drv = 0;
+    cudaRuntimeGetVersion(&rtv);
+    cudaDriverGetVersion(&drv);
+    o.Set("runtimeVersion", rtv);
+    o.Set("driverVersion", drv);
+    return o;
+  }
+
+  Napi::Value Allocate(const Napi::CallbackInfo& info) {
+    Runtime& r = rt(info.Env());
+    size_t bytes = (size_t)info[0].As<Napi::Number>().Int64Value();
+    return guard(info.Env(), [&] { return Napi::Number::New(info.Env(), (double)(uintptr_t)r.allocate(bytes)); });
+  }
+
+  Napi::Value Free(const Napi::CallbackInfo& info) {
+    if (rt_ && !rt_->disposed_) rt_->free(toPtr(info[0]));
+    return info.Env().Undefined();
+  }
+
+  // (ptr, byteOffset, bytes: Uint8Array)
+  Napi::Value Write(const Napi::CallbackInfo& info) {
+    Runtime& r = rt(info.Env());
+    char* dst = (char*)toPtr(info[0]) + info[1].As<Napi::Number>().Int64Value();
+    auto src = info[2].As<Napi::Uint8Array>();
+    guard(info.Env(), [&] { r.write(dst, src.Data(), src.ByteLength()); });
+    return info.Env().Undefined();
+  }
+
+  // (ptr, byteOffset, byteLength) → Uint8Array, waiting here
+  Napi::Value ReadSync(const Napi::CallbackInfo& info) {
+    Runtime& r = rt(info.Env());
+    const char* src = (const char*)toPtr(info[0]) + info[1].As<Napi::Number>().Int64Value();
+    size_t n = (size_t)info[2].As<Napi::Number>().Int64Value();
+    auto out = Napi::Uint8Array::New(info.Env(), n);
+    guard(info.Env(), [&] {
+      if (n > 0) {
+        void* pinned = r.takePinned(n);
+        LTS_CHECK(cudaMemcpyAsync(pinned, src, n, cudaMemcpyDeviceToHost, r.stream), "readSync (cudaMemcpyAsync device to host)");
+        cudaError_t e = cudaStreamSynchronize(r.stream);
+        if (e == cudaSuccess) memcpy(out.Data(), pinned, n);
+        r.givePinned(pinned, n);
+        if (e != cudaSuccess) throwCuda(e, "readSync");
+      } else {
+        LTS_CHECK(cudaStreamSynchronize(r.stream), "readSync");
+      }
+      std::string err = r.takeDeviceError();
+      if (!err.empty()) throw std::runtime_error(err);
+    });
+    return out;
+  }
+
+  // (ptr, byteOffset, byteLength) → Promise<Uint8Array>; the wait happens off the JavaScript thread
+  Napi::Value Read(const Napi::CallbackInfo& info) {
+    Runtime& r = rt(info.Env());
+    const char* src = (const char*)toPtr(info[0]) + info[1].As<Napi::Number>().Int64Value();
+    size_t n = (size_t)info[2].As<Napi::Number>().Int64Value();
+    return guard(info.Env(), [&] {
+      void* pinned = r.takePinned(n);
+      if (n > 0) LTS_CHECK(cudaMemcpyAsync(pinned, src, n, cudaMemcpyDeviceToHost, r.stream), "read (cudaMemcpyAsync device to host)");
+      auto* w = new WaitWorker(info.Env(), &r, r.newSyncEvent(), pinned, n);
+      w->Queue();
+      return w->promise();
+    });
+  }
+
+  Napi::Value Sync(const Napi::CallbackInfo& info) {
+    Runtime& r = rt(info.Env());
+    return guard(info.Env(), [&] {
+      auto* w = new WaitWorker(info.Env(), &r, r.newSyncEvent(), nullptr, 0);
+      w->Queue();
+      return w->promise();
+    });
+  }
+
+  Napi::Value SyncNow(const Napi::CallbackInfo& info) {
+    Runtime& r = rt(info.Env());
+    guard(info.Env(), [&] {
+      LTS_CHECK(cudaStreamSynchronize(r.stream), "sync");
+      std::string err = r.takeDeviceError();
+      if (!err.empty()) throw std::runtime_error(err);
+    });
+    return info.Env().Undefined();
+  }
+
+  // (name, ptrs: number[], ints: number[], floats: number[])
+  Napi::Value Launch(const Napi::CallbackInfo& info) {
+    Runtime& r = rt(info.Env());
+    std::string name = info[0].As<Napi::String>();
+    auto it = registry().find(name);
+    if (it == registry().end()) throw Napi::Error::New(info.Env(), "CUDA backend: no kernel launcher named '" + name + "'");
+    Args a;
+    auto ps = info[1].As<Napi::Array>();
+    auto is = info[2].As<Napi::Array>();
+    auto fs = info[3].As<Napi::Array>();
+    for (uint32_t k = 0; k < ps.Length(); k++) a.p.push_back((uint64_t)ps.Get(k).As<Napi::Number>().Int64Value());
+    for (uint32_t k = 0; k < is.Length(); k++) a.i.push_back(is.Get(k).As<Napi::Number>().Int64Value());
+    for (uint32_t k = 0; k < fs.Length(); k++) a.f.push_back(fs.Get(k).As<Napi::Number>().DoubleValue());
+    try {
+      it->second(r, a);
+    } catch (const std::exception& e) {
+      throw Napi::Error::New(info.Env(), "CUDA kernel '" + name + "': " + e.what());
+    }
+    return info.Env().Undefined();
+  }
+
+  Napi::Value Memory(const Napi::CallbackInfo& info) {
+    Runtime& r = rt(info.Env());
+    auto o = Napi::Object::New(info.Env());
+    o.Set("liveBytes", (double)r.liveBytes_);
+    o.Set("liveBuffers", (double)r.live_.size());
+    o.Set("pooledBytes", (double)r.pooledBytes_);
+    o.Set("peakBytes", (double)r.peakBytes_);
+    return o;
+  }
+
+  Napi::Value Trim(const Napi::CallbackInfo& info) {
+    Runtime& r = rt(info.Env());
+    guard(info.Env(), [&] {
+      LTS_CHECK(cudaStreamSynchronize(r.stream), "trim");
+      r.trim();
+    });
+    return info.Env().Undefined();
+  }
+
+  Napi::Value EventCreate(const Napi::CallbackInfo& info) {
+    Runtime& r = rt(info.Env());
+    return guard(info.Env(), [&] { return Napi::Number::New(info.Env(), r.eventCreate()); });
+  }
+  Napi::Value EventRecord(const Napi::CallbackInfo& info) {
+    Runtime& r = rt(info.Env());
+    guard(info.Env(), [&] { r.eventRecord(info[0].As<Napi::Number>().Int32Value()); });
+    return info.Env().Undefined();
+  }
+  Napi::Value EventElapsed(const Napi::CallbackInfo& info) {
+    Runtime& r = rt(info.Env());
+    return guard(info.Env(), [&] {
+      return Napi::Number::New(info.Env(), r.eventElapsed(info[0].As<Napi::Number>().Int32Value(), info[1].As<Napi::Number>().Int32Value()));
+    });
+  }
+
+  Napi::Value Dispose(const Napi::CallbackInfo& info) {
+    if (rt_) rt_->dispose();
+    return info.Env().Undefined();
+  }
+
+  std::unique_ptr<Runtime> rt_;
+};
+
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  exports.Set("Runtime", RuntimeWrap::Init(env));
+  int count = 0;
+  cudaError_t e = cudaGetDeviceCount(&count);
+  cudaGetLastError();
+  exports.Set("deviceCount", e == cudaSuccess ? count : 0);
+  std::string why = e == cudaSuccess ? std::string() : cudaMessage(e);
+  // The static runtime loads the driver library itself: say so when there is none at all.
+  if (e == cudaErrorInsufficientDriver && !dlopen("libcuda.so.1", RTLD_LAZY | RTLD_NOLOAD) && !dlopen("libcuda.so.1", RTLD_LAZY))
+    why += "; no NVIDIA driver is installed here (libcuda.so.1 not found)";
+  exports.Set("deviceError", why);
+  return exports;
+}
+
+}  // namespace
+}  // namespace lts
+
+static Napi::Object InitModule(Napi::Env env, Napi::Object exports) { return lts::Init(env, exports); }
+
+NODE_API_MODULE(lightning_cuda, InitModule)

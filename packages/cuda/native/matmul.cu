@@ -1,0 +1,166 @@
+// Matmul: y (..., m, n) = op(a) (..., m, k) · op(b) (..., k, n), batch dims broadcast, f32
+// accumulation. cuBLAS does the work where the GPU machine has it: the library is loaded at run
+// time (dlopen), so building the addon needs no cuBLAS and a machine without it still works,
+// through the tiled kernel below (also the reference the cuBLAS path is tested against).
+#include <dlfcn.h>
+
+#include "device.cuh"
+
+namespace lts {
+namespace {
+
+constexpr int BM = 64, BN = 64, BK = 16;
+
+// a: (batch, m, k) or (batch, k, m) if transA; b: (batch, k, n) or (batch, n, k) if transB → y: (batch, m, n)
+// batch offsets through ix (operand 0 = a, 1 = b), y batches contiguous
+template <class T>
+__global__ void __launch_bounds__(256) matmulKernel(const T* a, const T* b, T* y, int m, int n, int k, bool ta, bool tb, Index ix, int64_t batches) {
+  __shared__ float As[BK][BM + 4];
+  __shared__ float Bs[BK][BN + 4];
+  for (int64_t batch = blockIdx.z; batch < batches; batch += gridDim.z) {
+  const T* A = a + offsetOf(ix, 0, batch);
+  const T* B = b + offsetOf(ix, 1, batch);
+  T* Y = y + batch * (int64_t)m * n;
+  int row0 = blockIdx.y * BM, col0 = blockIdx.x * BN;
+  int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
+  float acc[4][4] = {};
+  for (int k0 = 0; k0 < k; k0 += BK) {
+    for (int e = threadIdx.x; e < BM * BK; e += 256) {
+      int i = e / BK, kk = e % BK;
+      if (ta) i = e % BM, kk = e / BM;  // keep global reads coalesced in either layout
+      int gi = row0 + i, gk = k0 + kk;
+      As[kk][i] = gi < m && gk < k ? toF(ta ? A[(int64_t)gk * m + gi] : A[(int64_t)gi * k + gk]) : 0.0f;
+    }
+    for (int e = threadIdx.x; e < BN * BK; e += 256) {
+      int j = e % BN, kk = e / BN;
+      if (tb) j = e / BK, kk = e % BK;
+      int gj = col0 + j, gk = k0 + kk;
+      Bs[kk][j] = gj < n && gk < k ? toF(tb ? B[(int64_t)gj * k + gk] : B[(int64_t)gk * n + gj]) : 0.0f;
+    }
+    __syncthreads();
+#pragma unroll
+    for (int kk = 0; kk < BK; kk++) {
+      float av[4], bv[4];
+#pragma unroll
+      for (int r = 0; r < 4; r++) av[r] = As[kk][ty + 16 * r], bv[r] = Bs[kk][tx + 16 * r];
+#pragma unroll
+      for (int r = 0; r < 4; r++)
+#pragma unroll
+        for (int s = 0; s < 4; s++) acc[r][s] = fmaf(av[r], bv[s], acc[r][s]);
+    }
+    __syncthreads();
+  }
+#pragma unroll
+  for (int r = 0; r < 4; r++)
+#pragma unroll
+    for (int s = 0; s < 4; s++) {
+      int gi = row0 + ty + 16 * r, gj = col0 + tx + 16 * s;
+      if (gi < m && gj < n) Y[(int64_t)gi * n + gj] = fromF<T>(acc[r][s]);
+    }
+  }
+}
+
+// The few cuBLAS entry points used, declared here so that no cuBLAS header is needed to build.
+using CreateFn = int (*)(void**);
+using SetStreamFn = int (*)(void*, cudaStream_t);
+using GemmFn = int (*)(void*, int, int, int, int, int, const void*, const void*, int, int, long long, const void*, int, int, long long,
+                       const void*, void*, int, int, long long, int, int, int);
+struct Cublas {
+  void* handle = nullptr;
+  GemmFn gemm = nullptr;
+  SetStreamFn setStream = nullptr;
+  std::string status = "not loaded";
+};
+
+Cublas& cublas() {
+  static Cublas lib = [] {
+    Cublas c;
+    if (const char* off = getenv("LIGHTNING_CUDA_NO_CUBLAS"); off && *off == '1') {
+      c.status = "disabled by LIGHTNING_CUDA_NO_CUBLAS=1";
+      return c;
+    }
+    std::vector<std::string> names;
+    if (const char* p = getenv("LIGHTNING_CUBLAS_PATH")) names.push_back(p);
+    names.insert(names.end(), {"libcublas.so.13", "libcublas.so.12", "libcublas.so"});
+    void* so = nullptr;
+    for (auto& n : names)
+      if ((so = dlopen(n.c_str(), RTLD_NOW | RTLD_LOCAL))) break;
+    if (!so) {
+      c.status = "libcublas not found (set LIGHTNING_CUBLAS_PATH); using the built-in matmul kernel";
+      return c;
+    }
+    auto create = (CreateFn)dlsym(so, "cublasCreate_v2");
+    c.setStream = (SetStreamFn)dlsym(so, "cublasSetStream_v2");
+    c.gemm = (GemmFn)dlsym(so, "cublasGemmStridedBatchedEx");
+    if (!create || !c.setStream || !c.gemm || create(&c.handle) != 0) {
+      c.gemm = nullptr;
+      c.status = "libcublas found but could not be initialised; using the built-in matmul kernel";
+      return c;
+    }
+    c.status = "cublas";
+    return c;
+  }();
+  return lib;
+}
+
+int cudaType(int dt) { return dt == F32 ? 0 : dt == F16 ? 2 : 14; }  // CUDA_R_32F, CUDA_R_16F, CUDA_R_16BF
+
+// Row-major y = op(a)·op(b) is column-major yᵀ = op(b)ᵀ·op(a)ᵀ, so b goes first.
+bool gemmCublas(Context& c, int dt, const void* a, const void* b, void* y, int m, int n, int k, bool ta, bool tb, int64_t sa, int64_t sb, int batch) {
+  Cublas& cb = cublas();
+  if (!cb.gemm) return false;
+  if (cb.setStream(cb.handle, c.stream) != 0) throw std::runtime_error("matmul: cublasSetStream failed");
+  float alpha = 1, beta = 0;
+  int t = cudaType(dt);
+  int st = cb.gemm(cb.handle, tb ? 1 : 0, ta ? 1 : 0, n, m, k, &alpha, b, t, tb ? k : n, sb, a, t, ta ? m : k, sa, &beta, y, t, n,
+                   (int64_t)m * n, batch, /*CUBLAS_COMPUTE_32F*/ 68, /*CUBLAS_GEMM_DEFAULT*/ -1);
+  if (st != 0) throw std::runtime_error("matmul: cublasGemmStridedBatchedEx returned status " + std::to_string(st));
+  return true;
+}
+
+// p: [a, b, y]; i: [dtype, transA, transB, m, n, k, batchShapeY..., batchStridesA..., batchStridesB...]
+void matmul(Context& c, const Args& args) {
+  Reader r{args.i};
+  int dt = (int)r.next();
+  bool ta = r.next() != 0, tb = r.next() != 0;
+  int m = (int)r.next(), n = (int)r.next(), k = (int)r.next();
+  auto bshape = r.shape(), bsa = r.shape(), bsb = r.shape();
+  int64_t batches = numel(bshape);
+  if (batches * m * n == 0) return;
+  auto* y = args.ptr<char>(2);
+  size_t es = dtypeSize(dt);
+  if (k == 0) {
+    LTS_CHECK(cudaMemsetAsync(y, 0, batches * m * n * es, c.stream), "matmul memset");
+    return;
+  }
+  Index ix = makeIndex(bshape, {bsa, bsb});
+  // cuBLAS takes one uniform batch stride per operand: dims that did not merge are looped here.
+  if (ix.rank <= 1 || batches <= 64) {
+    int inner = ix.rank == 0 ? 1 : (int)ix.shape[ix.rank - 1];
+    int64_t sa = ix.rank == 0 ? 0 : ix.stride[0][ix.rank - 1], sb = ix.rank == 0 ? 0 : ix.stride[1][ix.rank - 1];
+    Index outer = ix;
+    outer.rank = ix.rank == 0 ? 0 : ix.rank - 1;
+    bool used = true;
+    for (int64_t o = 0; o < batches / inner && used; o++) {
+      int64_t oa = 0, ob = 0, rest = o;
+      for (int d = outer.rank - 1; d >= 0; d--) {
+        int64_t cd = rest % outer.shape[d];
+        rest /= outer.shape[d];
+        oa += cd * outer.stride[0][d], ob += cd * outer.stride[1][d];
+      }
+      used = gemmCublas(c, dt, args.ptr<char>(0) + oa * es, args.ptr<char>(1) + ob * es, y + o * inner * (int64_t)m * n * es, m, n, k, ta, tb, sa, sb, inner);
+    }
+    if (used) return;
+  }
+  dim3 grid((n + BN - 1) / BN, (m + BM - 1) / BM, (unsigned)std::min<int64_t>(batches, 65535));
+  LTS_DISPATCH_FLOAT(dt, T, matmulKernel<T><<<grid, 256, 0, c.stream>>>(args.ptr<T>(0), args.ptr<T>(1), (T*)y, m, n, k, ta, tb, ix, batches));
+  LTS_CHECK(cudaGetLastError(), "matmul kernel launch");
+}
+
+}  // namespace
+
+std::string cublasStatus() { return cublas().status; }
+
+void registerMatmul(Registry& r) { r["matmul"] = matmul; }
+
+}  // namespace lts

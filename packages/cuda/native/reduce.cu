@@ -1,0 +1,102 @@
+// Reductions over any set of axes (sum and mean accumulate in double, as the CPU does) and argmax
+// along one axis. One warp per output when the reduced extent is small, one block when it is large.
+#include "device.cuh"
+
+namespace lts {
+namespace {
+
+enum ReduceOp { SUM, MEAN, MAX, MIN };
+
+__device__ __forceinline__ double combine(int op, double a, double v) {
+  if (op == MAX) return isnan(a) || isnan(v) ? NAN : fmax(a, v);
+  if (op == MIN) return isnan(a) || isnan(v) ? NAN : fmin(a, v);
+  return a + v;
+}
+
+// x: kept dims (ix operand 0) × reduced dims (rx operand 0) → y: (outputs), one group of `group` threads per output
+__global__ void reduceKernel(int op, const void* x, int dt, void* y, int ydt, Index kept, int64_t outputs, Index red, int64_t count, int group) {
+  __shared__ double partial[1024];
+  int lanes = group, lane = threadIdx.x % group;
+  int64_t o = (blockIdx.x * (int64_t)blockDim.x + threadIdx.x) / group;
+  double init = op == MAX ? -INFINITY : op == MIN ? INFINITY : 0.0;
+  double acc = init;
+  if (o < outputs) {
+    int64_t base = offsetOf(kept, 0, o);
+    for (int64_t r = lane; r < count; r += lanes) acc = combine(op, acc, loadAny(x, dt, base + offsetOf(red, 0, r)));
+  }
+  partial[threadIdx.x] = acc;
+  __syncthreads();
+  for (int s = group / 2; s > 0; s >>= 1) {
+    if (lane < s) partial[threadIdx.x] = combine(op, partial[threadIdx.x], partial[threadIdx.x + s]);
+    __syncthreads();
+  }
+  if (lane == 0 && o < outputs) {
+    double v = partial[threadIdx.x];
+    if (op == MEAN) v /= (double)count;
+    if (ydt == I32 && op != MEAN) v = (double)toInt32(v);
+    storeAny(y, ydt, o, v);
+  }
+}
+
+// x: (outer, n, inner) → y: i32 (outer, inner); first maximum, NaN counts as the maximum
+__global__ void argmaxKernel(const void* x, int dt, int* y, int64_t outer, int64_t n, int64_t inner) {
+  int64_t t = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
+  if (t >= outer * inner) return;
+  int64_t o = t / inner, i = t % inner;
+  double best = -INFINITY;
+  int at = 0;
+  for (int64_t j = 0; j < n; j++) {
+    double v = loadAny(x, dt, (o * n + j) * inner + i);
+    if (v > best || (isnan(v) && !isnan(best))) {
+      best = v;
+      at = (int)j;
+      if (isnan(v)) break;
+    }
+  }
+  y[t] = at;
+}
+
+// p: [x, y]; i: [op, xDtype, yDtype, shapeX..., axes...(count-prefixed)]
+void reduce(Context& c, const Args& a) {
+  Reader r{a.i};
+  int op = (int)r.next(), dt = (int)r.next(), ydt = (int)r.next();
+  auto shape = r.shape();
+  auto axes = r.shape();
+  std::vector<int64_t> st(shape.size());
+  int64_t s = 1;
+  for (int d = (int)shape.size() - 1; d >= 0; d--) st[d] = s, s *= shape[d];
+  std::vector<int64_t> ks, kst, rs, rst;
+  for (size_t d = 0; d < shape.size(); d++) {
+    bool reduced = false;
+    for (auto ax : axes) reduced = reduced || ax == (int64_t)d;
+    (reduced ? rs : ks).push_back(shape[d]);
+    (reduced ? rst : kst).push_back(st[d]);
+  }
+  int64_t outputs = numel(ks), count = numel(rs);
+  if (outputs == 0) return;
+  Index kept = makeIndex(ks, {kst});
+  Index red = makeIndex(rs, {rst});
+  int group = count >= 4096 ? 1024 : count >= 256 ? 256 : 32;
+  int threads = group >= 256 ? group : 256;
+  int64_t total = outputs * group;
+  reduceKernel<<<(unsigned)((total + threads - 1) / threads), threads, 0, c.stream>>>(op, a.ptr<void>(0), dt, a.ptr<void>(1), ydt, kept, outputs, red, count, group);
+  LTS_CHECK(cudaGetLastError(), "reduce kernel launch");
+}
+
+// p: [x, y]; i: [dtype, outer, n, inner]
+void argmax(Context& c, const Args& a) {
+  int dt = (int)a.i.at(0);
+  int64_t outer = a.i.at(1), n = a.i.at(2), inner = a.i.at(3);
+  if (outer * inner == 0) return;
+  argmaxKernel<<<blocksFor(outer * inner, 256), 256, 0, c.stream>>>(a.ptr<void>(0), dt, a.ptr<int>(1), outer, n, inner);
+  LTS_CHECK(cudaGetLastError(), "argmax kernel launch");
+}
+
+}  // namespace
+
+void registerReduce(Registry& r) {
+  r["reduce"] = reduce;
+  r["argmax"] = argmax;
+}
+
+}  // namespace lts

@@ -1,0 +1,96 @@
+/**
+ * The CUDA backend: device memory through the addon's caching allocator, kernels enqueued on one
+ * stream, and reads as the only points where JavaScript waits for the GPU.
+ */
+import type { Backend, Capabilities, KernelTable, MemoryStats } from "@lightning-ts/tensor";
+import { type CudaStorage, createKernels } from "./kernels.js";
+import { loadAddon, type NativeRuntime, type RuntimeInfo } from "./native.js";
+
+export interface CudaBackendOptions {
+  /** CUDA device ordinal (default 0). */
+  device?: number;
+}
+
+export class CudaBackend implements Backend<CudaStorage> {
+  readonly name = "cuda";
+  readonly capabilities: Capabilities;
+  readonly kernels: KernelTable<CudaStorage>;
+  readonly info: RuntimeInfo;
+  /** The native runtime, for timing with CUDA events (benchmarks). */
+  readonly runtime: NativeRuntime;
+
+  constructor(runtime: NativeRuntime) {
+    this.runtime = runtime;
+    this.info = runtime.info();
+    const cc = this.info.computeCapability;
+    this.capabilities = {
+      device: this.info.name,
+      dtypes: ["f32", "f16", "bf16", "i32", "u8"],
+      syncRead: true,
+      features: ["f16", "bf16", `sm_${cc.replace(".", "")}`, ...(this.info.cublas === "cublas" ? ["cublas"] : [])],
+      limits: { multiprocessors: this.info.smCount, totalMemoryBytes: this.info.totalMemory, maxBufferBytes: this.info.totalMemory },
+    };
+    this.kernels = createKernels(runtime);
+  }
+
+  allocate(byteLength: number): CudaStorage {
+    return { ptr: this.runtime.allocate(byteLength), byteLength };
+  }
+
+  free(storage: CudaStorage): void {
+    this.runtime.free(storage.ptr);
+  }
+
+  write(storage: CudaStorage, bytes: Uint8Array, byteOffset = 0): void {
+    if (bytes.byteLength > 0) this.runtime.write(storage.ptr, byteOffset, bytes);
+  }
+
+  read(storage: CudaStorage, byteOffset: number, byteLength: number): Promise<Uint8Array> {
+    return this.runtime.read(storage.ptr, byteOffset, byteLength);
+  }
+
+  readSync(storage: CudaStorage, byteOffset: number, byteLength: number): Uint8Array {
+    return this.runtime.readSync(storage.ptr, byteOffset, byteLength);
+  }
+
+  sync(): Promise<void> {
+    return this.runtime.sync();
+  }
+
+  memory(): MemoryStats {
+    return this.runtime.memory();
+  }
+
+  dispose(): void {
+    this.runtime.dispose();
+  }
+}
+
+/**
+ * Starts the CUDA backend, or throws an Error saying why it cannot start here (addon not built,
+ * no CUDA device, driver too old).
+ *
+ * @example
+ * import { setBackend, randomNormal, matmul } from "@lightning-ts/tensor";
+ * import { createCudaBackend } from "@lightning-ts/cuda";
+ * setBackend(createCudaBackend());
+ * const a = randomNormal([1024, 1024], { seed: 1 });
+ * console.log((await matmul(a, a).data()).length); // 1048576
+ */
+export function createCudaBackend(options: CudaBackendOptions = {}): CudaBackend {
+  const addon = loadAddon();
+  if (addon.deviceCount === 0) {
+    throw new Error(`no CUDA device: ${addon.deviceError || "cudaGetDeviceCount found 0 devices"}`);
+  }
+  return new CudaBackend(new addon.Runtime(options.device ?? 0));
+}
+
+/** Why the CUDA backend cannot start here, or null when it can (starts nothing). */
+export function cudaUnavailableReason(): string | null {
+  try {
+    const addon = loadAddon();
+    return addon.deviceCount === 0 ? `no CUDA device: ${addon.deviceError || "cudaGetDeviceCount found 0 devices"}` : null;
+  } catch (err) {
+    return err instanceof Error ? err.message : String(err);
+  }
+}

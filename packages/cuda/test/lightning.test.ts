@@ -1,0 +1,115 @@
+/**
+ * Lightning Attention on the CUDA backend at sizes the conformance suite does not reach: the
+ * tensor-core forward (bf16, D = 128) and the general kernels, against the CPU's float64
+ * recurrence on the same inputs; state carry; decode steps chained against the forward. Needs no
+ * TNL. Skipped, with the reason printed, where the CUDA backend cannot start.
+ */
+import * as T from "@lightning-ts/tensor";
+import { type Backend, type DType, type Tensor } from "@lightning-ts/tensor";
+import { closeness, seeded } from "@lightning-ts/testing";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { createCudaBackend, cudaUnavailableReason } from "../src/index.js";
+
+const reason = cudaUnavailableReason();
+if (reason) console.log(`[lightning.test] skipping CUDA Lightning Attention tests: ${reason}`);
+if (reason && process.env.LIGHTNING_CUDA_REQUIRED === "1") it("the CUDA backend starts", () => expect(reason).toBeNull());
+
+const cpu = T.createCpuBackend();
+
+/** Relative RMS bound by storage dtype (PERFORMANCE.md: ≤ 5e-3 for bf16 kernels). */
+const BOUND: Record<string, number> = { f32: 1e-5, f16: 2e-3, bf16: 5e-3 };
+
+interface Case {
+  B: number;
+  H: number;
+  T: number;
+  D: number;
+  E: number;
+  dtype: DType;
+  state: boolean;
+}
+
+async function host(t: Tensor): Promise<Float64Array> {
+  return Float64Array.from(await t.data());
+}
+
+/** Float64 oracle on the CPU backend: the recurrence, on the values the GPU tensors hold. */
+function oracle(c: Case, q: Float64Array, k: Float64Array, v: Float64Array, slopes: number[], s0: Float64Array | null, dO: Float64Array, dS: Float64Array) {
+  const f64 = (x: Float64Array, shape: number[]) => T.tensor(x, shape, { dtype: "f64", backend: cpu });
+  return T.scope(() => {
+    const args = [f64(q, [c.B, c.H, c.T, c.D]), f64(k, [c.B, c.H, c.T, c.D]), f64(v, [c.B, c.H, c.T, c.E]), T.tensor(slopes, [c.H], { backend: cpu })] as const;
+    const S0 = s0 ? f64(s0, [c.B, c.H, c.D, c.E]) : undefined;
+    const fwd = T.lightningAttention(...args, { impl: "recurrent", initialState: S0, returnState: true });
+    const g = T.lightningAttentionBackward(...args, f64(dO, [c.B, c.H, c.T, c.E]), f64(dS, [c.B, c.H, c.D, c.E]), { impl: "recurrent", initialState: S0 });
+    return { o: fwd.output.dataSync(), S: fwd.state.dataSync(), dq: g.dq.dataSync(), dk: g.dk.dataSync(), dv: g.dv.dataSync(), dS0: g.dInitialState?.dataSync() };
+  });
+}
+
+function check(label: string, got: ArrayLike<number>, want: ArrayLike<number>, bound: number) {
+  const c = closeness(got, want);
+  expect(c.relRms, `${label}: relative RMS ${c.relRms}`).toBeLessThanOrEqual(bound);
+  return c.relRms;
+}
+
+let gpu: Backend;
+describe.skipIf(reason !== null)(`Lightning Attention on CUDA vs the float64 recurrence${reason ? ` [skipped: ${reason}]` : ""}`, () => {
+    beforeAll(() => {
+      gpu = createCudaBackend();
+    });
+    afterAll(() => gpu?.dispose());
+    const cases: Case[] = [
+      { B: 2, H: 2, T: 200, D: 128, E: 128, dtype: "bf16", state: true },
+      { B: 1, H: 3, T: 1000, D: 128, E: 64, dtype: "bf16", state: false },
+      { B: 1, H: 2, T: 333, D: 64, E: 96, dtype: "f16", state: true },
+      { B: 2, H: 2, T: 257, D: 40, E: 24, dtype: "f32", state: true },
+    ];
+    for (const c of cases) {
+      it(`forward, backward ${JSON.stringify(c)}`, async () => {
+        const rng = seeded(c.T * 7 + c.D);
+        const on = { backend: gpu, dtype: c.dtype, std: 0.3 };
+        const q = rng.tensor([c.B, c.H, c.T, c.D], on);
+        const k = rng.tensor([c.B, c.H, c.T, c.D], on);
+        const v = rng.tensor([c.B, c.H, c.T, c.E], on);
+        const dO = rng.tensor([c.B, c.H, c.T, c.E], on);
+        const dS = rng.tensor([c.B, c.H, c.D, c.E], { backend: gpu, std: 0.3 });
+        const S0 = c.state ? rng.tensor([c.B, c.H, c.D, c.E], { backend: gpu, std: 0.3 }) : undefined;
+        const slopeValues = T.tnlSlopes(c.H, 0, 2).map(Math.fround);
+        const slopes = T.tensor(slopeValues, [c.H], { backend: gpu });
+        const want = oracle(c, await host(q), await host(k), await host(v), slopeValues, S0 ? await host(S0) : null, await host(dO), await host(dS));
+        const { output, state } = T.lightningAttention(q, k, v, slopes, { initialState: S0, returnState: true });
+        const bound = BOUND[c.dtype]!;
+        check("output", await host(output), want.o, bound);
+        check("final state", await host(state), want.S, bound);
+        const g = T.lightningAttentionBackward(q, k, v, slopes, dO, dS, { initialState: S0 });
+        check("dq", await host(g.dq), want.dq, bound);
+        check("dk", await host(g.dk), want.dk, bound);
+        check("dv", await host(g.dv), want.dv, bound);
+        if (S0) check("dInitialState", await host(g.dInitialState!), want.dS0!, bound);
+        for (const t of [q, k, v, dO, dS, S0, slopes, output, state, g.dq, g.dk, g.dv, g.dInitialState]) t?.dispose();
+      });
+    }
+
+    it("state carry: [X1; X2] equals X1 → state → X2, and decode steps continue the forward", async () => {
+      const rng = seeded(99);
+      const [B, H, T1, T2, D, E] = [1, 2, 300, 129, 128, 128];
+      const on = { backend: gpu, dtype: "bf16" as DType, std: 0.3 };
+      const q = rng.tensor([B, H, T1 + T2, D], on);
+      const k = rng.tensor([B, H, T1 + T2, D], on);
+      const v = rng.tensor([B, H, T1 + T2, E], on);
+      const slopes = T.tensor(T.tnlSlopes(H, 1, 4), [H], { backend: gpu });
+      const whole = T.lightningAttention(q, k, v, slopes, { returnState: true });
+      const part = (x: Tensor, a: number, b: number) => T.slice(x, [0, 0, a, 0], [B, H, b, x.shape[3]!]);
+      const first = T.lightningAttention(part(q, 0, T1), part(k, 0, T1), part(v, 0, T1), slopes, { returnState: true });
+      const second = T.lightningAttention(part(q, T1, T1 + T2), part(k, T1, T1 + T2), part(v, T1, T1 + T2), slopes, { initialState: first.state, returnState: true });
+      check("second half", await host(second.output), await host(part(whole.output, T1, T1 + T2)), 5e-3);
+      check("state", await host(second.state), await host(whole.state), 5e-3);
+      // Three decode steps from the state after T1 tokens reproduce outputs T1, T1+1, T1+2.
+      let state = first.state;
+      for (let t = T1; t < T1 + 3; t++) {
+        const row = (x: Tensor) => T.reshape(part(x, t, t + 1), [B, H, x.shape[3]!]);
+        const step = T.lightningStep(row(q), row(k), row(v), slopes, state);
+        check(`step ${t}`, await host(step.output), await host(row(whole.output)), 1e-2);
+        state = step.state;
+      }
+    });
+});
