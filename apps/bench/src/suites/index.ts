@@ -5,4 +5,4 @@ import { matmulSuite } from "./matmul.js";
 import { serveSuite } from "./serve.js";
 import { tokenizerSuite } from "./tokenizer.js";
 
-export const SUITES: readonly Suite[] = [attentionSuite, matmulSuite, tokenizerSuite];
+export const SUITES: readonly Suite[] = [attentionSuite, matmulSuite, tokenizerSuite, serveSuite];

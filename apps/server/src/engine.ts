@@ -1,0 +1,361 @@
+/**
+ * The scheduler: continuous batching over constant-size recurrent states.
+ *
+ * Each sequence owns one TNL state of batch 1. The loop repeats:
+ *   1. admit waiting sequences while fewer than `maxBatch` are active;
+ *   2. run one prefill chunk (chunked Lightning Attention) for the oldest sequence still reading
+ *      its prompt, so a long prompt never stalls the others for more than one chunk;
+ *   3. run one recurrent decode step for every sequence that is generating (`batchStep`), sample,
+ *      and retire the sequences that finished or whose client went away.
+ * Sequences therefore join and leave the batch between any two steps.
+ *
+ * Prompts that start from the empty state are cut at multiples of `prefixBlock`, and the state at
+ * each cut is kept in a memory-bounded LRU keyed by the prefix (`prefixKeys`), so a later prompt
+ * sharing that prefix starts from the cached state and skips that part of the prefill.
+ */
+import { cloneState, disposeState, prefill, type Sampler, seededRandom, type TnlModel, type TnlState } from "@lightning-ts/tnl";
+import { batchStep } from "./batch-step.js";
+import { prefixKeys, StateLru, stateBytes } from "./state-cache.js";
+
+export interface EngineOptions {
+  /** Sequences generating at once (the decode batch). */
+  maxBatch: number;
+  /** Sequences waiting for a batch slot; more are refused (HTTP 429). */
+  maxQueue: number;
+  /** Prompt tokens per prefill call; a multiple of `prefixBlock`. */
+  prefillChunk: number;
+  /** Prefix-cache granularity in tokens. */
+  prefixBlock: number;
+  /** Prefix-cache budget in bytes (0 turns it off). */
+  prefixCacheBytes: number;
+  /** Run V8's garbage collector after this many prefilled tokens (0: never; needs node --expose-gc). */
+  collectAfterPrefillTokens: number;
+}
+
+export const DEFAULT_ENGINE_OPTIONS: EngineOptions = { maxBatch: 32, maxQueue: 256, prefillChunk: 512, prefixBlock: 64, prefixCacheBytes: 256 * 2 ** 20, collectAfterPrefillTokens: 0 };
+
+export interface TokenInfo {
+  token: number;
+  /** log p(token) under the model (before sampler transforms), when logprobs were asked for. */
+  logprob?: number;
+  /** The `topLogprobs` most likely tokens and their log probabilities. */
+  top?: [number, number][];
+}
+
+export interface SequenceRequest {
+  /** Tokens to feed; non-empty. */
+  prompt: number[];
+  /** Start from this state (the engine takes ownership); default: the empty state. */
+  state?: TnlState;
+  maxTokens: number;
+  sampler: Sampler;
+  seed: number;
+  /** Random stream within the seed (choice index), as `generate` uses the batch row. */
+  stream?: number;
+  stopIds: ReadonlySet<number>;
+  /** Compute log probabilities, with this many alternatives per token (0 for none). */
+  logprobs?: number;
+  /** Hand the final state back in the result. */
+  keepState?: boolean;
+  signal?: AbortSignal;
+  /** Called for every generated token; returning true ends the sequence (a stop string matched). */
+  onToken(info: TokenInfo): boolean | void;
+}
+
+export interface SequenceResult {
+  finishReason: "stop" | "length" | "cancelled";
+  generated: number[];
+  promptTokens: number;
+  /** Prompt tokens served from the prefix cache. */
+  cachedTokens: number;
+  /** With `keepState`: the state after everything but the last generated token, which is `pending`. */
+  state?: TnlState;
+  pending?: number[];
+}
+
+export class QueueFullError extends Error {
+  override name = "QueueFullError";
+}
+export class ShuttingDownError extends Error {
+  override name = "ShuttingDownError";
+}
+
+interface Sequence {
+  req: SequenceRequest;
+  /** Prompt tokens fed so far. */
+  fed: number;
+  state?: TnlState;
+  /** Prefix-cache keys of the prompt, when it starts from the empty state. */
+  keys?: string[];
+  cachedTokens: number;
+  generated: number[];
+  random: () => number;
+  lastToken: number;
+  resolve(r: SequenceResult): void;
+  reject(err: unknown): void;
+}
+
+/**
+ * @example
+ * const engine = new Engine(model);
+ * const result = await engine.submit({ prompt: [1, 5, 9], maxTokens: 16, sampler: greedy(), seed: 0, stopIds: new Set([2]), onToken: (t) => console.log(t.token) });
+ */
+export class Engine {
+  readonly options: EngineOptions;
+  readonly prefixCache: StateLru<void>;
+  private readonly waiting: Sequence[] = [];
+  private readonly active: Sequence[] = [];
+  private wake: (() => void) | null = null;
+  private draining = false;
+  private stopped = false;
+  private readonly loopDone: Promise<void>;
+  /** Generated tokens, for the metrics. */
+  tokensGenerated = 0;
+  prefillTokens = 0;
+  private collectedAt = 0;
+  steps = 0;
+  cancelled = 0;
+  private readonly recent: { t: number; n: number }[] = [];
+
+  constructor(
+    readonly model: TnlModel,
+    options: Partial<EngineOptions> = {},
+  ) {
+    this.options = { ...DEFAULT_ENGINE_OPTIONS, ...options };
+    const { prefillChunk, prefixBlock } = this.options;
+    if (prefillChunk % prefixBlock !== 0) throw new RangeError(`prefillChunk (${prefillChunk}) must be a multiple of prefixBlock (${prefixBlock})`);
+    this.prefixCache = new StateLru(this.options.prefixCacheBytes);
+    this.loopDone = this.loop();
+  }
+
+  get queueDepth(): number {
+    return this.waiting.length;
+  }
+  get activeCount(): number {
+    return this.active.length;
+  }
+  /** Bytes of the states of active sequences. */
+  get activeStateBytes(): number {
+    return this.active.reduce((sum, s) => sum + (s.state ? stateBytes(s.state) : 0), 0);
+  }
+  /** Generated tokens per second over the last few seconds. */
+  tokensPerSecond(windowMs = 5000): number {
+    const now = performance.now();
+    while (this.recent.length && this.recent[0]!.t < now - windowMs) this.recent.shift();
+    const n = this.recent.reduce((sum, r) => sum + r.n, 0);
+    return n / (windowMs / 1000);
+  }
+
+  /** Queues a sequence; throws QueueFullError or ShuttingDownError at once instead of waiting. */
+  submit(req: SequenceRequest): Promise<SequenceResult> {
+    if (this.draining) {
+      if (req.state) disposeState(req.state);
+      throw new ShuttingDownError("the server is shutting down");
+    }
+    const freeSlots = Math.max(0, this.options.maxBatch - this.active.length);
+    if (this.waiting.length - freeSlots >= this.options.maxQueue) {
+      if (req.state) disposeState(req.state);
+      throw new QueueFullError(`the queue is full (${this.options.maxQueue} waiting, ${this.options.maxBatch} generating)`);
+    }
+    if (req.prompt.length === 0) throw new RangeError("submit: the prompt must hold at least one token");
+    return new Promise((resolve, reject) => {
+      const seq: Sequence = {
+        req,
+        fed: 0,
+        state: req.state,
+        cachedTokens: 0,
+        generated: [],
+        random: seededRandom(req.seed, req.stream ?? 0),
+        lastToken: -1,
+        resolve,
+        reject,
+      };
+      this.waiting.push(seq);
+      req.signal?.addEventListener("abort", () => this.wakeUp(), { once: true });
+      this.wakeUp();
+    });
+  }
+
+  /** Refuses new sequences and resolves when the queued and active ones have finished. */
+  async drain(): Promise<void> {
+    this.draining = true;
+    while (this.waiting.length || this.active.length) await new Promise((r) => setTimeout(r, 10));
+  }
+
+  /** Stops the loop and frees every state. */
+  async close(): Promise<void> {
+    this.draining = true;
+    this.stopped = true;
+    this.wakeUp();
+    await this.loopDone;
+    for (const s of [...this.waiting, ...this.active]) this.finish(s, "cancelled");
+    this.prefixCache.clear();
+  }
+
+  private wakeUp(): void {
+    this.wake?.();
+    this.wake = null;
+  }
+
+  private async loop(): Promise<void> {
+    while (!this.stopped) {
+      this.retireCancelled();
+      while (this.waiting.length && this.active.length < this.options.maxBatch) this.active.push(this.waiting.shift()!);
+      if (this.active.length === 0) {
+        await new Promise<void>((r) => (this.wake = r));
+        continue;
+      }
+      try {
+        // Prefill up to `prefillChunk` prompt tokens per iteration, over as many sequences as fit,
+        // so a burst of short prompts starts together while a long one still goes a chunk at a time.
+        let budget = this.options.prefillChunk;
+        for (const s of this.active.filter((x) => x.fed < x.req.prompt.length)) {
+          if (budget <= 0) break;
+          budget -= await this.prefillChunk(s);
+        }
+        if (this.options.collectAfterPrefillTokens > 0 && this.prefillTokens - this.collectedAt >= this.options.collectAfterPrefillTokens) {
+          // Tensor storage on the CPU is returned only when V8 collects it; after large prefills, ask now.
+          this.collectedAt = this.prefillTokens;
+          (globalThis as { gc?: () => void }).gc?.();
+        }
+        const decoding = this.active.filter((s) => s.fed === s.req.prompt.length && s.generated.length > 0);
+        if (decoding.length) await this.decode(decoding);
+      } catch (err) {
+        // A failing step fails the sequences in it, never the server.
+        for (const s of [...this.active]) this.fail(s, err);
+      }
+      // Let the HTTP side run (new requests, streamed writes, disconnects) between steps.
+      await new Promise((r) => setImmediate(r));
+    }
+  }
+
+  private retireCancelled(): void {
+    for (const s of [...this.waiting, ...this.active]) if (s.req.signal?.aborted) this.finish(s, "cancelled");
+  }
+
+  /** Runs the next piece of `s`'s prompt; returns how many tokens it ran. */
+  private async prefillChunk(s: Sequence): Promise<number> {
+    const { prompt } = s.req;
+    const { prefillChunk, prefixBlock } = this.options;
+    const caching = this.options.prefixCacheBytes > 0;
+    if (s.fed === 0 && !s.state && caching) {
+      // Look up the longest cached prefix that leaves at least one token to run (its logits pick the first token).
+      s.keys = prefixKeys(prompt.slice(0, prompt.length - 1), prefixBlock);
+      for (let i = s.keys.length - 1; i >= 0; i--) {
+        const hit = this.prefixCache.has(s.keys[i]!) ? this.prefixCache.get(s.keys[i]!) : undefined;
+        if (hit) {
+          s.state = hit.state;
+          s.fed = s.cachedTokens = (i + 1) * prefixBlock;
+          break;
+        }
+      }
+      if (s.fed === 0) this.prefixCache.misses++;
+    }
+    // Cut at the next chunk boundary, and at the last block boundary so that prefix gets cached.
+    let end = Math.min(prompt.length, (Math.floor(s.fed / prefillChunk) + 1) * prefillChunk);
+    const lastBoundary = s.keys ? s.keys.length * prefixBlock : 0;
+    if (lastBoundary > s.fed && lastBoundary < end) end = lastBoundary;
+    const r = prefill(this.model.params, this.model.config, [prompt.slice(s.fed, end)], { state: s.state, logits: "last" });
+    if (s.state) disposeState(s.state);
+    s.state = r.state;
+    const ran = end - s.fed;
+    this.prefillTokens += ran;
+    s.fed = end;
+    if (s.keys && end % prefixBlock === 0 && end / prefixBlock <= s.keys.length) {
+      const key = s.keys[end / prefixBlock - 1]!;
+      if (!this.prefixCache.has(key)) this.prefixCache.put(key, cloneState(r.state), undefined);
+    }
+    try {
+      if (end === prompt.length) this.accept(s, (await r.logits.data()) as Float32Array);
+    } finally {
+      r.logits.dispose();
+    }
+    return ran;
+  }
+
+  private async decode(seqs: Sequence[]): Promise<void> {
+    const { logits, states } = batchStep(
+      this.model,
+      seqs.map((s) => s.state!),
+      seqs.map((s) => s.lastToken),
+    );
+    this.steps++;
+    try {
+      const data = (await logits.data()) as Float32Array;
+      const V = this.model.config.vocabSize;
+      seqs.forEach((s, b) => {
+        disposeState(s.state!);
+        s.state = states[b]!;
+      });
+      seqs.forEach((s, b) => {
+        if (this.active.includes(s)) this.accept(s, data.subarray(b * V, (b + 1) * V));
+      });
+    } finally {
+      logits.dispose();
+    }
+  }
+
+  /** Samples the next token of `s` from its logits row and retires `s` if that ends it. */
+  private accept(s: Sequence, row: Float32Array): void {
+    const { req } = s;
+    const raw = Float32Array.from(row);
+    const token = req.sampler(raw, { prompt: req.prompt, generated: s.generated, random: s.random });
+    s.generated.push(token);
+    s.lastToken = token;
+    this.tokensGenerated++;
+    this.recent.push({ t: performance.now(), n: 1 });
+    const info: TokenInfo = { token };
+    if (req.logprobs !== undefined) Object.assign(info, logprobsOf(row, token, req.logprobs));
+    const stopString = req.onToken(info) === true;
+    if (stopString || req.stopIds.has(token)) this.finish(s, "stop");
+    else if (s.generated.length >= req.maxTokens) this.finish(s, "length");
+  }
+
+  private remove(s: Sequence): void {
+    for (const list of [this.waiting, this.active]) {
+      const i = list.indexOf(s);
+      if (i >= 0) list.splice(i, 1);
+    }
+  }
+
+  private finish(s: Sequence, finishReason: SequenceResult["finishReason"]): void {
+    this.remove(s);
+    if (finishReason === "cancelled") this.cancelled++;
+    const result: SequenceResult = { finishReason, generated: s.generated, promptTokens: s.req.prompt.length, cachedTokens: s.cachedTokens };
+    if (s.req.keepState && s.state && finishReason !== "cancelled") {
+      result.state = s.state;
+      result.pending = s.generated.length ? [s.lastToken] : [];
+    } else if (s.state) {
+      disposeState(s.state);
+    }
+    s.state = undefined;
+    s.resolve(result);
+  }
+
+  private fail(s: Sequence, err: unknown): void {
+    this.remove(s);
+    if (s.state) disposeState(s.state);
+    s.state = undefined;
+    s.reject(err);
+  }
+}
+
+/** log p of `token` and the `top` most likely tokens, from raw logits. */
+export function logprobsOf(row: Float32Array, token: number, top: number): { logprob: number; top: [number, number][] } {
+  let max = -Infinity;
+  for (const x of row) if (x > max) max = x;
+  let sum = 0;
+  for (const x of row) sum += Math.exp(x - max);
+  const logZ = max + Math.log(sum);
+  const best: [number, number][] = [];
+  if (top > 0) {
+    for (let i = 0; i < row.length; i++) {
+      if (best.length < top || row[i]! > best[best.length - 1]![1]) {
+        best.push([i, row[i]!]);
+        best.sort((a, b) => b[1] - a[1]);
+        if (best.length > top) best.pop();
+      }
+    }
+  }
+  return { logprob: row[token]! - logZ, top: best.map(([i, x]) => [i, x - logZ]) };
+}

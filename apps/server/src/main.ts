@@ -1,0 +1,88 @@
+/**
+ * `pnpm serve [--model DIR] [--tokenizer FILE] [--backend cpu|cuda|webgpu] [--host H] [--port P]`:
+ * loads a TNL checkpoint and its tokenizer and serves them (see server.ts for the routes).
+ * Loopback only unless --host says otherwise. SIGTERM or SIGINT: running requests finish, new ones
+ * get 503, then the process exits.
+ */
+import { existsSync } from "node:fs";
+import { basename, join, resolve } from "node:path";
+import { setBackend } from "@lightning-ts/tensor";
+import { loadCheckpoint } from "@lightning-ts/tnl";
+import { loadTokenizerFile } from "@lightning-ts/tokenizer";
+import { Command, InvalidArgumentError, Option } from "commander";
+import { type BackendName, createBackend } from "./backend.js";
+import { loadChatFormat } from "./chat.js";
+import { buildServer } from "./server.js";
+
+const int = (name: string, min = 0) => (v: string) => {
+  const x = Number(v);
+  if (!Number.isInteger(x) || x < min) throw new InvalidArgumentError(`${name} must be an integer >= ${min}, got ${JSON.stringify(v)}`);
+  return x;
+};
+
+const program = new Command("serve")
+  .description("OpenAI-compatible server for a TransNormerLLM checkpoint, with a playground at /")
+  .option("--model <dir>", "Hugging Face TNL directory (config.json + safetensors)", "runs/default/model")
+  .option("--tokenizer <file>", "tokenizer file (default: <model>/tokenizer.json)")
+  .addOption(new Option("--backend <name>", "compute backend").choices(["cpu", "cuda", "webgpu"]).default("cpu"))
+  .option("--host <host>", "address to listen on (loopback by default)", "127.0.0.1")
+  .option("--port <port>", "port (0: any free port)", int("--port"), 8000)
+  .option("--name <id>", "model id shown to clients (default: the model directory's name)")
+  .option("--max-batch <n>", "sequences decoded together", int("--max-batch", 1), 32)
+  .option("--max-queue <n>", "waiting requests before 429", int("--max-queue", 0), 256)
+  .option("--max-tokens <n>", "largest max_tokens a request may ask for", int("--max-tokens", 1), 4096)
+  .option("--max-prompt-tokens <n>", "largest prompt in tokens", int("--max-prompt-tokens", 1), 65536)
+  .option("--body-limit <bytes>", "largest request body (larger: 413)", int("--body-limit", 1), 1 << 20)
+  .option("--timeout <ms>", "per-request time limit", int("--timeout", 1), 120_000)
+  .option("--prefix-cache-mib <n>", "prefix-state cache size (0: off)", int("--prefix-cache-mib"), 256)
+  .option("--handle-store-mib <n>", "memory for states behind handles", int("--handle-store-mib"), 256)
+  .option("--gc-after-prefill <tokens>", "collect garbage after this many prefilled tokens, keeping RSS near what is live (needs node --expose-gc)", int("--gc-after-prefill"), 0)
+  .option("--log", "log every request")
+  .action(async (o) => {
+    const modelDir = resolve(o.model);
+    if (!existsSync(join(modelDir, "config.json"))) {
+      program.error(
+        o.model === "runs/default/model"
+          ? `serve: no model at ${o.model}: run \`pnpm train\` first (it writes runs/default/model), or pass --model DIR`
+          : `serve: no model at ${o.model}: expected a directory with config.json and model.safetensors`,
+      );
+    }
+    const tokenizerPath = resolve(o.tokenizer ?? join(modelDir, "tokenizer.json"));
+    if (!existsSync(tokenizerPath)) program.error(`serve: no tokenizer at ${tokenizerPath}: pass --tokenizer FILE`);
+    if (o.gcAfterPrefill > 0 && typeof (globalThis as { gc?: unknown }).gc !== "function") program.error("serve: --gc-after-prefill needs node --expose-gc");
+    try {
+      setBackend(await createBackend(o.backend as BackendName));
+    } catch (err) {
+      program.error(`serve: ${(err as Error).message}`);
+    }
+    const [model, tokenizer] = await Promise.all([loadCheckpoint(modelDir), loadTokenizerFile(tokenizerPath)]);
+    if (tokenizer.vocabSize > model.config.vocabSize) {
+      program.error(`serve: the tokenizer has ${tokenizer.vocabSize} tokens but the model only ${model.config.vocabSize}: they do not belong together`);
+    }
+    const server = await buildServer({
+      model,
+      tokenizer,
+      chat: loadChatFormat(tokenizerPath, modelDir),
+      modelName: o.name ?? basename(modelDir),
+      backendName: o.backend,
+      engine: { maxBatch: o.maxBatch, maxQueue: o.maxQueue, prefixCacheBytes: o.prefixCacheMib * 2 ** 20, collectAfterPrefillTokens: o.gcAfterPrefill },
+      limits: { maxTokens: o.maxTokens, maxPromptTokens: o.maxPromptTokens },
+      bodyLimit: o.bodyLimit,
+      requestTimeoutMs: o.timeout,
+      handleStoreBytes: o.handleStoreMib * 2 ** 20,
+      logger: Boolean(o.log),
+    });
+    const address = await server.app.listen({ host: o.host, port: o.port });
+    console.error(`serving ${modelDir} on ${address} (backend ${o.backend}); playground at ${address}/`);
+    const stop = (signal: string) => {
+      console.error(`${signal}: finishing running requests, refusing new ones`);
+      server.shutdown().then(() => process.exit(0), (err) => {
+        console.error(err);
+        process.exit(1);
+      });
+    };
+    process.once("SIGTERM", () => stop("SIGTERM"));
+    process.once("SIGINT", () => stop("SIGINT"));
+  });
+
+await program.parseAsync();

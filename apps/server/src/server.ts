@@ -1,0 +1,137 @@
+/**
+ * The HTTP server: fastify routes over one engine.
+ *
+ *   GET  /                     the playground (public/)
+ *   GET  /v1/models            the served model
+ *   POST /v1/completions       OpenAI completions (+ extensions, see completions.ts)
+ *   POST /v1/chat/completions  OpenAI chat completions
+ *   GET  /health               JSON: status, queue, active sequences, tokens/s, state memory
+ *   GET  /metrics              Prometheus text format
+ *
+ * Every error is an OpenAI-style body `{ error: { message, type, param, code } }`.
+ */
+import { readFileSync } from "node:fs";
+import { stateBytesPerSequence, type TnlModel } from "@lightning-ts/tnl";
+import type { Tokenizer } from "@lightning-ts/tokenizer";
+import Fastify, { type FastifyInstance } from "fastify";
+import type { ChatFormat } from "./chat.js";
+import { handleGeneration, type Served } from "./completions.js";
+import { Engine, type EngineOptions } from "./engine.js";
+import { createMetrics } from "./metrics.js";
+import { ApiError, DEFAULT_LIMITS, type Limits } from "./request.js";
+import { StateLru } from "./state-cache.js";
+
+export interface ServerOptions {
+  model: TnlModel;
+  tokenizer: Tokenizer;
+  chat: ChatFormat;
+  /** The id clients see in /v1/models and responses. */
+  modelName: string;
+  backendName?: string;
+  engine?: Partial<EngineOptions>;
+  limits?: Partial<Limits>;
+  /** Largest request body in bytes (larger: 413). */
+  bodyLimit?: number;
+  requestTimeoutMs?: number;
+  /** Memory for states behind handles, in bytes. */
+  handleStoreBytes?: number;
+  logger?: boolean;
+}
+
+export interface LightningServer {
+  app: FastifyInstance;
+  engine: Engine;
+  /** Graceful stop: new requests get 503, running ones finish, then the server closes. */
+  shutdown(): Promise<void>;
+}
+
+// Resolved against this file, so it works from src/ (tests) and dist/ (the built command) alike.
+const PUBLIC = new URL("../public/", import.meta.url);
+const asset = (name: string) => readFileSync(new URL(name, PUBLIC));
+
+/**
+ * @example
+ * const { app } = await buildServer({ model, tokenizer, chat: loadChatFormat(tokPath, dir), modelName: "tnl" });
+ * await app.listen({ host: "127.0.0.1", port: 8000 });
+ */
+export async function buildServer(options: ServerOptions): Promise<LightningServer> {
+  const app = Fastify({ logger: options.logger ?? false, bodyLimit: options.bodyLimit ?? 1 << 20 });
+  const engine = new Engine(options.model, options.engine);
+  const handles = new StateLru<number[]>(options.handleStoreBytes ?? 256 * 2 ** 20);
+  const metrics = createMetrics(engine, handles);
+  const served: Served = {
+    model: options.model,
+    tokenizer: options.tokenizer,
+    modelName: options.modelName,
+    chat: options.chat,
+    engine,
+    handles,
+    metrics,
+    limits: { ...DEFAULT_LIMITS, ...options.limits },
+    requestTimeoutMs: options.requestTimeoutMs ?? 120_000,
+  };
+  let draining = false;
+
+  app.addHook("onRequest", async (request) => {
+    if (draining && request.url.startsWith("/v1/")) throw new ApiError(503, "the server is shutting down", null, "server_error", "shutting_down");
+  });
+  app.addHook("onResponse", async (request, reply) => {
+    // Streamed responses are counted where they end (completions.ts): fastify no longer sees them.
+    metrics.requests.inc({ endpoint: request.routeOptions.url ?? "unknown", status: reply.statusCode });
+  });
+  app.setErrorHandler((err, _request, reply) => {
+    if (err instanceof ApiError) return reply.code(err.status).send(err.body());
+    const e = err as { statusCode?: number; code?: string; message: string };
+    // fastify's own refusals: a body over the limit, malformed JSON, a wrong content type.
+    if (e.code === "FST_ERR_CTP_BODY_TOO_LARGE") {
+      return reply.code(413).send(new ApiError(413, `the request body is larger than this server's limit of ${app.initialConfig.bodyLimit} bytes`, "body", "invalid_request_error", "request_too_large").body());
+    }
+    if (e.statusCode && e.statusCode >= 400 && e.statusCode < 500) {
+      return reply.code(e.statusCode).send(new ApiError(e.statusCode, e.message, "body", "invalid_request_error", e.code ?? null).body());
+    }
+    app.log.error(err);
+    return reply.code(500).send(new ApiError(500, "internal server error", null, "server_error").body());
+  });
+  app.setNotFoundHandler((request, reply) => {
+    reply.code(404).send(new ApiError(404, `no route ${request.method} ${request.url}`, null, "invalid_request_error", "not_found").body());
+  });
+
+  app.get("/", (_req, reply) => reply.type("text/html; charset=utf-8").send(asset("index.html")));
+  app.get("/playground.js", (_req, reply) => reply.type("text/javascript; charset=utf-8").send(asset("playground.js")));
+  app.get("/playground.css", (_req, reply) => reply.type("text/css; charset=utf-8").send(asset("playground.css")));
+
+  app.get("/v1/models", async () => ({
+    object: "list",
+    data: [{ id: options.modelName, object: "model", created: 0, owned_by: "lightning-ts" }],
+  }));
+  app.post("/v1/completions", (request, reply) => handleGeneration(served, "completion", request, reply));
+  app.post("/v1/chat/completions", (request, reply) => handleGeneration(served, "chat", request, reply));
+
+  app.get("/health", async () => ({
+    status: draining ? "draining" : "ok",
+    model: options.modelName,
+    backend: options.backendName ?? "cpu",
+    queued: engine.queueDepth,
+    active: engine.activeCount,
+    tokens_per_second: engine.tokensPerSecond(),
+    state_bytes: {
+      per_sequence: stateBytesPerSequence(options.model.config),
+      active: engine.activeStateBytes,
+      prefix_cache: engine.prefixCache.bytes,
+      handles: handles.bytes,
+    },
+    rss_bytes: process.memoryUsage().rss,
+  }));
+  app.get("/metrics", async (_req, reply) => reply.type(metrics.registry.contentType).send(await metrics.registry.metrics()));
+
+  let closing: Promise<void> | undefined;
+  const shutdown = () =>
+    (closing ??= (async () => {
+      draining = true;
+      await engine.drain();
+      await app.close();
+      await engine.close();
+      handles.clear();
+    })());
+  return { app, engine, shutdown };
+}

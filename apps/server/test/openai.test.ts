@@ -1,0 +1,159 @@
+/** The official `openai` client against the server: shapes, streaming, usage, stop strings, greedy = `tnl generate`. */
+import { main as tnlMain } from "../../../packages/tnl/src/cli-main.js";
+import { generateIds } from "@lightning-ts/tnl";
+import OpenAI from "openai";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { postJson, type Running, startServer } from "./helpers.js";
+
+let s: Running;
+let client: OpenAI;
+const PROMPT = "Call me Ishmael. Some years ago";
+
+beforeAll(async () => {
+  s = await startServer();
+  client = new OpenAI({ baseURL: `${s.url}/v1`, apiKey: "unused", maxRetries: 0 });
+});
+afterAll(async () => {
+  await s.shutdown();
+});
+
+async function tnlGenerate(ids: number[], maxTokens: number): Promise<number[]> {
+  let out = "";
+  const code = await tnlMain(["generate", "--model", s.tiny.dir, "--prompt-ids", JSON.stringify([ids]), "--max-tokens", String(maxTokens)], {
+    stdout: (t) => (out += t),
+    stderr: (t) => (out += t),
+  });
+  expect(code).toBe(0);
+  return (JSON.parse(out) as { ids: number[][] }).ids[0]!;
+}
+
+describe("completions", () => {
+  it("lists the model", async () => {
+    const models = await client.models.list();
+    expect(models.data.map((m) => m.id)).toEqual(["tiny"]);
+  });
+
+  it("greedy output equals `tnl generate` on the same model and prompt", async () => {
+    const ids = s.tokenizer.encode(PROMPT);
+    const want = await tnlGenerate(ids, 24);
+    const r = await client.completions.create({ model: "tiny", prompt: PROMPT, max_tokens: 24, temperature: 0 });
+    expect(r.object).toBe("text_completion");
+    expect(r.choices[0]!.text).toBe(s.tokenizer.decode(want, { skipSpecialTokens: true }));
+    expect(r.usage).toMatchObject({ prompt_tokens: ids.length, completion_tokens: want.length, total_tokens: ids.length + want.length });
+    expect(r.choices[0]!.finish_reason).toBe(want.length === 24 && !want.includes(2) ? "length" : "stop");
+    // The package's generate, in-process, agrees too.
+    const [direct] = await generateIds(s.model, ids, { maxTokens: 24 });
+    expect(direct).toEqual(want);
+  });
+
+  it("streams the same text, and usage when asked", async () => {
+    const plain = await client.completions.create({ model: "tiny", prompt: PROMPT, max_tokens: 20, temperature: 0, ignore_eos: true } as never);
+    const stream = await client.completions.create({ model: "tiny", prompt: PROMPT, max_tokens: 20, temperature: 0, stream: true, stream_options: { include_usage: true }, ignore_eos: true } as never);
+    let text = "";
+    let chunks = 0;
+    let usage: unknown;
+    let finish: string | null = null;
+    for await (const c of stream as unknown as AsyncIterable<OpenAI.Completion>) {
+      chunks++;
+      if (c.usage) usage = c.usage;
+      for (const ch of c.choices) {
+        text += ch.text;
+        finish = ch.finish_reason ?? finish;
+      }
+    }
+    expect(chunks).toBeGreaterThan(2);
+    expect(text).toBe((plain as OpenAI.Completion).choices[0]!.text);
+    expect(finish).toBe("length");
+    expect(usage).toMatchObject({ completion_tokens: 20, prompt_tokens: s.tokenizer.encode(PROMPT).length });
+  });
+
+  it("stops at a stop string, streamed or not, and never shows part of it", async () => {
+    const full = (await client.completions.create({ model: "tiny", prompt: PROMPT, max_tokens: 40, temperature: 0, ignore_eos: true } as never)) as OpenAI.Completion;
+    const text = full.choices[0]!.text;
+    expect(text.length).toBeGreaterThan(12);
+    const stop = text.slice(8, 11);
+    const want = text.slice(0, text.indexOf(stop));
+    const r = (await client.completions.create({ model: "tiny", prompt: PROMPT, max_tokens: 40, temperature: 0, stop: [stop, "\u0000never"], ignore_eos: true } as never)) as OpenAI.Completion;
+    expect(r.choices[0]!.text).toBe(want);
+    expect(r.choices[0]!.finish_reason).toBe("stop");
+    expect(r.usage!.completion_tokens).toBeLessThan(40);
+    const stream = await client.completions.create({ model: "tiny", prompt: PROMPT, max_tokens: 40, temperature: 0, stop, stream: true, ignore_eos: true } as never);
+    let streamed = "";
+    for await (const c of stream as unknown as AsyncIterable<OpenAI.Completion>) for (const ch of c.choices) streamed += ch.text;
+    expect(streamed).toBe(want);
+  });
+
+  it("samples reproducibly by seed, with n choices and logprobs", async () => {
+    const ask = () => client.completions.create({ model: "tiny", prompt: PROMPT, max_tokens: 8, temperature: 1, top_p: 0.9, seed: 7, n: 2, logprobs: 3, top_k: 50 } as never) as Promise<OpenAI.Completion>;
+    const [a, b] = await Promise.all([ask(), ask()]);
+    expect(a.choices.map((c) => c.text)).toEqual(b.choices.map((c) => c.text));
+    expect(a.choices).toHaveLength(2);
+    const lp = a.choices[0]!.logprobs!;
+    expect(lp.tokens!.length).toBe(lp.token_logprobs!.length);
+    expect(lp.token_logprobs!.every((x) => x <= 0)).toBe(true);
+    expect(Object.keys(lp.top_logprobs![0]!).length).toBeLessThanOrEqual(3);
+  });
+
+  it("reuses a cached prompt prefix and gives the same answer", async () => {
+    const long = "It was the best of times, it was the worst of times. ".repeat(12);
+    const n = s.tokenizer.encode(long).length;
+    expect(n).toBeGreaterThan(128);
+    const first = (await client.completions.create({ model: "tiny", prompt: long, max_tokens: 8, temperature: 0 })) as OpenAI.Completion;
+    const second = (await client.completions.create({ model: "tiny", prompt: long, max_tokens: 8, temperature: 0 })) as OpenAI.Completion;
+    expect(second.choices[0]!.text).toBe(first.choices[0]!.text);
+    const cached = (second.usage as unknown as { prompt_tokens_details: { cached_tokens: number } }).prompt_tokens_details.cached_tokens;
+    expect(cached).toBe(Math.floor((n - 1) / 64) * 64);
+  });
+});
+
+describe("chat", () => {
+  const messages = [{ role: "user" as const, content: "Who is the captain?" }];
+
+  it("answers in the chat shape, streamed and not, through the default template", async () => {
+    const r = await client.chat.completions.create({ model: "tiny", messages, max_tokens: 12, temperature: 0 });
+    expect(r.object).toBe("chat.completion");
+    expect(r.choices[0]!.message.role).toBe("assistant");
+    const prompt = s.tokenizer.encode("User: Who is the captain?\nAssistant:");
+    expect(r.usage!.prompt_tokens).toBe(prompt.length);
+    const stream = await client.chat.completions.create({ model: "tiny", messages, max_tokens: 12, temperature: 0, stream: true, stream_options: { include_usage: true } });
+    let text = "";
+    let usage: OpenAI.CompletionUsage | undefined;
+    for await (const c of stream) {
+      if (c.usage) usage = c.usage;
+      for (const ch of c.choices) text += ch.delta.content ?? "";
+    }
+    expect(text).toBe(r.choices[0]!.message.content);
+    expect(usage?.completion_tokens).toBe(r.usage!.completion_tokens);
+  });
+
+  it("returns token logprobs in the chat format", async () => {
+    const r = await client.chat.completions.create({ model: "tiny", messages, max_tokens: 4, temperature: 0, logprobs: true, top_logprobs: 2, ignore_eos: true } as never);
+    const content = (r as OpenAI.ChatCompletion).choices[0]!.logprobs!.content!;
+    expect(content).toHaveLength(4);
+    expect(content[0]!.top_logprobs).toHaveLength(2);
+    // Greedy: the chosen token is the most likely one.
+    expect(content[0]!.logprob).toBeCloseTo(content[0]!.top_logprobs[0]!.logprob, 6);
+  });
+});
+
+describe("state handles", () => {
+  it("continues a conversation from a handle exactly as if the whole text had been sent", async () => {
+    const a = await postJson(`${s.url}/v1/completions`, { prompt: PROMPT, max_tokens: 6, temperature: 0, ignore_eos: true, return_state: true });
+    expect(a.status).toBe(200);
+    const handle = a.json.choices[0].state as string;
+    expect(handle).toMatch(/^state_/);
+    const b = await postJson(`${s.url}/v1/completions`, { prompt: " And then", max_tokens: 6, temperature: 0, ignore_eos: true, state: handle });
+    expect(b.status).toBe(200);
+    // Everything the server has seen, as one prompt: the first prompt, its answer, the new text.
+    const aIds = s.tokenizer.encode(PROMPT);
+    const [aOut] = await generateIds(s.model, aIds, { maxTokens: 6, stopIds: [] });
+    const [bOut] = await generateIds(s.model, [...aIds, ...aOut!, ...s.tokenizer.encode(" And then")], { maxTokens: 6, stopIds: [] });
+    expect(a.json.choices[0].text).toBe(s.tokenizer.decode(aOut!, { skipSpecialTokens: true }));
+    expect(b.json.choices[0].text).toBe(s.tokenizer.decode(bOut!, { skipSpecialTokens: true }));
+    expect(b.json.usage.prompt_tokens).toBe(1 + s.tokenizer.encode(" And then").length); // the pending token + the new text
+    // Handles are single-use.
+    const again = await postJson(`${s.url}/v1/completions`, { prompt: "x", max_tokens: 2, state: handle });
+    expect(again.status).toBe(400);
+    expect(again.json.error.param).toBe("state");
+  });
+});
