@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { add, beginScope, endScope, findLeaks, keep, liveTensorCount, mul, reshape, scope, tensor } from "../src/index.js";
+import { add, beginScope, createCpuBackend, type CpuStorage, endScope, findLeaks, keep, liveTensorCount, mul, reshape, scope, tensor, zeros } from "../src/index.js";
 
 describe("ownership", () => {
   it("a scope disposes everything but its result", () => {
@@ -64,5 +64,25 @@ describe("ownership", () => {
     tensor([1]);
     endScope(frame);
     expect(liveTensorCount()).toBe(before);
+  });
+});
+
+describe("CPU buffer pool", () => {
+  it("reuses freed buffers of the same size, zeroed, within its byte limit", () => {
+    const backend = createCpuBackend({ threads: 1, poolBytes: 1024 });
+    const a = tensor(Float32Array.from({ length: 64 }, (_, i) => i + 1), [64], { backend });
+    const storage = a.handle.storage as CpuStorage;
+    a.dispose();
+    expect(backend.memory()).toMatchObject({ liveBytes: 0, pooledBytes: 256 });
+    const b = zeros([8, 8], { backend });
+    expect((b.handle.storage as CpuStorage).bytes.buffer).toBe(storage.bytes.buffer);
+    expect(Array.from(b.dataSync()).every((x) => x === 0)).toBe(true);
+    expect(backend.memory().pooledBytes).toBe(0);
+    // Larger than the limit: not kept.
+    const big = zeros([1024], { backend });
+    big.dispose();
+    expect(backend.memory().pooledBytes).toBe(0);
+    b.dispose();
+    backend.dispose();
   });
 });

@@ -17,6 +17,11 @@ import { allocateBytes, type CpuStorage } from "./storage.js";
 export interface CpuBackendOptions {
   /** Worker threads for large matmuls (default: the number of cores, at most 8; 1 disables workers). */
   threads?: number;
+  /**
+   * Bytes of freed buffers kept for reuse (default 256 MiB; 0 disables the pool). Without a pool,
+   * memory of disposed tensors comes back only when the garbage collector runs.
+   */
+  poolBytes?: number;
 }
 
 export class CpuBackend implements Backend<CpuStorage> {
@@ -27,9 +32,14 @@ export class CpuBackend implements Backend<CpuStorage> {
   #live = new Set<CpuStorage>();
   #liveBytes = 0;
   #peak = 0;
+  /** Freed buffers by capacity (bytes rounded up to 8), oldest first; reused by allocations of that size. */
+  #pool = new Map<number, CpuStorage[]>();
+  #pooledBytes = 0;
+  readonly #poolLimit: number;
 
   constructor(options: CpuBackendOptions = {}) {
     const info = cpus();
+    this.#poolLimit = Math.max(0, options.poolBytes ?? 256 * 2 ** 20);
     this.threads = Math.max(1, Math.min(options.threads ?? info.count, 8));
     this.capabilities = {
       device: info.model,
@@ -53,7 +63,16 @@ export class CpuBackend implements Backend<CpuStorage> {
   }
 
   allocate(byteLength: number): CpuStorage {
-    const s = allocateBytes(byteLength);
+    const capacity = capacityOf(byteLength);
+    const reused = this.#pool.get(capacity)?.pop();
+    let s: CpuStorage;
+    if (reused) {
+      this.#pooledBytes -= capacity;
+      // Kernels may rely on fresh storage being zero, as new ArrayBuffers are.
+      s = { bytes: new Uint8Array(reused.bytes.buffer, 0, byteLength).fill(0) };
+    } else {
+      s = allocateBytes(byteLength);
+    }
     this.#live.add(s);
     this.#liveBytes += byteLength;
     this.#peak = Math.max(this.#peak, this.#liveBytes);
@@ -61,7 +80,26 @@ export class CpuBackend implements Backend<CpuStorage> {
   }
 
   free(storage: CpuStorage): void {
-    if (this.#live.delete(storage)) this.#liveBytes -= storage.bytes.byteLength;
+    if (!this.#live.delete(storage)) return;
+    this.#liveBytes -= storage.bytes.byteLength;
+    const capacity = capacityOf(storage.bytes.byteLength);
+    if (capacity === 0 || capacity > this.#poolLimit) return;
+    let list = this.#pool.get(capacity);
+    if (!list) this.#pool.set(capacity, (list = []));
+    list.push(storage);
+    this.#pooledBytes += capacity;
+    // Over the limit: drop buffers from the largest size classes first (they are reused least).
+    if (this.#pooledBytes > this.#poolLimit) {
+      for (const size of [...this.#pool.keys()].sort((a, b) => b - a)) {
+        const bucket = this.#pool.get(size)!;
+        while (bucket.length > 0 && this.#pooledBytes > this.#poolLimit) {
+          bucket.shift();
+          this.#pooledBytes -= size;
+        }
+        if (bucket.length === 0) this.#pool.delete(size);
+        if (this.#pooledBytes <= this.#poolLimit) break;
+      }
+    }
   }
 
   write(storage: CpuStorage, bytes: Uint8Array, byteOffset = 0): void {
@@ -79,7 +117,7 @@ export class CpuBackend implements Backend<CpuStorage> {
   async sync(): Promise<void> {}
 
   memory(): MemoryStats {
-    return { liveBytes: this.#liveBytes, liveBuffers: this.#live.size, pooledBytes: 0, peakBytes: this.#peak };
+    return { liveBytes: this.#liveBytes, liveBuffers: this.#live.size, pooledBytes: this.#pooledBytes, peakBytes: this.#peak };
   }
 
   resetPeakMemory(): void {
@@ -87,10 +125,15 @@ export class CpuBackend implements Backend<CpuStorage> {
   }
 
   dispose(): void {
+    this.#pool.clear();
+    this.#pooledBytes = 0;
     this.#live.clear();
     this.#liveBytes = 0;
   }
 }
+
+/** Buffers are allocated in multiples of 8 bytes (see allocateBytes), so that is the pool's size class. */
+const capacityOf = (byteLength: number) => Math.ceil(byteLength / 8) * 8;
 
 export function createCpuBackend(options: CpuBackendOptions = {}): CpuBackend {
   return new CpuBackend(options);
