@@ -5,7 +5,7 @@
  *   1. admit waiting sequences while fewer than `maxBatch` are active;
  *   2. run one prefill chunk (chunked Lightning Attention) for the oldest sequence still reading
  *      its prompt, so a long prompt never stalls the others for more than one chunk;
- *   3. run one recurrent decode step for every sequence that is generating (`batchStep`), sample,
+ *   3. run one recurrent decode step for every sequence that is generating (`stepRows`), sample,
  *      and retire the sequences that finished or whose client went away.
  * Sequences therefore join and leave the batch between any two steps.
  *
@@ -13,8 +13,7 @@
  * each cut is kept in a memory-bounded LRU keyed by the prefix (`prefixKeys`), so a later prompt
  * sharing that prefix starts from the cached state and skips that part of the prefill.
  */
-import { cloneState, disposeState, prefill, type Sampler, seededRandom, type TnlModel, type TnlState } from "@lightning-ts/tnl";
-import { batchStep } from "./batch-step.js";
+import { cloneState, disposeState, prefill, type Sampler, seededRandom, stepRows, type TnlModel, type TnlState } from "@lightning-ts/tnl";
 import { prefixKeys, StateLru, stateBytes } from "./state-cache.js";
 
 export interface EngineOptions {
@@ -274,8 +273,9 @@ export class Engine {
   }
 
   private async decode(seqs: Sequence[]): Promise<void> {
-    const { logits, states } = batchStep(
-      this.model,
+    const { logits, states } = stepRows(
+      this.model.params,
+      this.model.config,
       seqs.map((s) => s.state!),
       seqs.map((s) => s.lastToken),
     );

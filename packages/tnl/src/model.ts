@@ -78,24 +78,27 @@ function activate(x: Tensor, act: TnlConfig["activation"]): Tensor {
 }
 
 /**
- * LRPE (A.5): x [B, H, T, hd] at absolute positions start..start+T−1 → [x ⊙ cos(θp), x ⊙ sin(θp)],
- * [B, H, T, 2·hd]. Positions come from the state, never from a module field, so a cached
- * generation after an earlier call cannot use a stale offset (the official code's bug).
+ * LRPE (A.5): x [B, H, T, hd] with row b at absolute positions starts[b]..starts[b]+T−1 (one start
+ * for all rows when `starts` has one entry) → [x ⊙ cos(θp), x ⊙ sin(θp)], [B, H, T, 2·hd].
+ * Positions come from the state, never from a module field, so a cached generation after an
+ * earlier call cannot use a stale offset (the official code's bug).
  */
-function lrpe(x: Tensor, theta: Tensor, start: number): Tensor {
+function lrpe(x: Tensor, theta: Tensor, starts: readonly number[]): Tensor {
   const T = x.shape[2]!;
   // Phases in f32 (f64 for f64 models) even for half-precision weights: the official code builds
   // the positions in the activation dtype, so in bf16 every position above 256 is rounded (E.9).
   const dtype = theta.dtype === "f64" ? "f64" : "f32";
-  const positions = tensor(Array.from({ length: T }, (_, t) => start + t), [1, T, 1], { dtype });
-  const angle = mul(theta.dtype === dtype ? theta : cast(theta, dtype), positions); // [H, T, hd]
+  const positions = tensor(starts.flatMap((p) => Array.from({ length: T }, (_, t) => p + t)), [starts.length, 1, T, 1], { dtype });
+  const th = reshape(theta.dtype === dtype ? theta : cast(theta, dtype), [1, theta.shape[0]!, 1, theta.shape[2]!]); // [1, H, 1, hd]
+  const angle = mul(th, positions); // [starts, H, T, hd]
   const inDtype = (t: Tensor) => (t.dtype === x.dtype ? t : cast(t, x.dtype));
   return concat([mul(x, inDtype(cos(angle))), mul(x, inDtype(sin(angle)))], -1);
 }
 
 interface MixerContext {
   layer: number;
-  position: number;
+  /** Position of each row's first token (one entry: the same for every row). */
+  starts: readonly number[];
   /** Lightning state carried in, [B, H, D, E]. */
   state?: Tensor;
   blockSize?: number;
@@ -112,8 +115,8 @@ function tokenMixer(x: Tensor, lp: TnlLayerParams, c: TnlConfig, ctx: MixerConte
   let k = activate(heads(k0), c.activation);
   const v = heads(v0);
   if (lp.theta) {
-    q = lrpe(q, lp.theta, ctx.position);
-    k = lrpe(k, lp.theta, ctx.position);
+    q = lrpe(q, lp.theta, ctx.starts);
+    k = lrpe(k, lp.theta, ctx.starts);
   }
   const slopes = slopesTensor(tnlSlopes(H, ctx.layer, c.numLayers));
   let o: Tensor; // [B, H, T, E]
@@ -193,29 +196,35 @@ function checkIds(flat: ArrayLike<number>, T: number, c: TnlConfig): void {
 export function forwardFull(params: TnlParams, c: TnlConfig, ids: TokenIds, options: ForwardFullOptions = {}): ForwardFullResult {
   return scope(() => {
     const idsT = toIdsTensor(ids, c);
-    const [B, T] = idsT.shape as [number, number];
     const { state } = options;
-    if (state) checkStateFor(state, c, B);
+    if (state) checkStateFor(state, c, idsT.shape[0]!);
     const position = state?.position ?? 0;
-    const embedScale = c.noScaleEmbedding ? 1 : Math.sqrt(c.dModel);
-    let x = mul(embedding(params.embed, idsT), embedScale); // [B, T, M]
-    const hidden: Tensor[] = options.hiddenStates ? [x] : [];
-    const kv: Tensor[] = [];
-    params.layers.forEach((lp, layer) => {
-      const mixed = tokenMixer(srms(x), lp, c, { layer, position, state: state?.kv[layer], blockSize: options.blockSize });
-      kv.push(mixed.state);
-      x = add(x, mixed.out);
-      x = add(x, channelMixer(srms(x), lp));
-      if (options.hiddenStates && layer < c.numLayers - 1) hidden.push(x);
-    });
-    if (options.logits === "last") x = narrow(x, 1, T - 1, 1);
-    const normed = srms(x);
-    if (options.hiddenStates) hidden.push(normed);
-    const result: ForwardFullResult = { logits: linear(normed, params.lmHead ?? params.embed) };
-    if (options.returnState) result.state = { position: position + T, kv };
-    if (options.hiddenStates) result.hiddenStates = hidden;
+    const r = layers(params, c, idsT, [position], state?.kv, options);
+    const result: ForwardFullResult = { logits: r.logits };
+    if (options.returnState) result.state = { position: position + idsT.shape[1]!, kv: r.kv };
+    if (options.hiddenStates) result.hiddenStates = r.hidden;
     return result;
   });
+}
+
+/** Embedding, the layers and the output head for ids [B, T] with rows starting at `starts`. */
+function layers(params: TnlParams, c: TnlConfig, idsT: Tensor, starts: readonly number[], kvIn: readonly Tensor[] | undefined, options: ForwardFullOptions) {
+  const T = idsT.shape[1]!;
+  const embedScale = c.noScaleEmbedding ? 1 : Math.sqrt(c.dModel);
+  let x = mul(embedding(params.embed, idsT), embedScale); // [B, T, M]
+  const hidden: Tensor[] = options.hiddenStates ? [x] : [];
+  const kv: Tensor[] = [];
+  params.layers.forEach((lp, layer) => {
+    const mixed = tokenMixer(srms(x), lp, c, { layer, starts, state: kvIn?.[layer], blockSize: options.blockSize });
+    kv.push(mixed.state);
+    x = add(x, mixed.out);
+    x = add(x, channelMixer(srms(x), lp));
+    if (options.hiddenStates && layer < c.numLayers - 1) hidden.push(x);
+  });
+  if (options.logits === "last") x = narrow(x, 1, T - 1, 1);
+  const normed = srms(x);
+  if (options.hiddenStates) hidden.push(normed);
+  return { logits: linear(normed, params.lmHead ?? params.embed), kv, hidden };
 }
 
 /**
@@ -257,6 +266,27 @@ export function step(params: TnlParams, config: TnlConfig, state: TnlState, toke
   return scope(() => {
     const r = forwardFull(params, config, tokens.map((t) => [t]), { state, returnState: true });
     return { logits: reshape(r.logits, [tokens.length, config.vocabSize]), state: r.state! };
+  });
+}
+
+/**
+ * One decode step for independent sequences, each with its own state (batch 1) and position: the
+ * batch a server decodes when sequences join and leave between steps (continuous batching). Row b
+ * feeds tokens[b] to states[b]; returns logits [B, V] and each sequence's next state. The given
+ * states are left as they were.
+ *
+ * @example
+ * const { logits, states: next } = stepRows(params, config, [stateA, stateB], [17, 4]);
+ */
+export function stepRows(params: TnlParams, config: TnlConfig, states: readonly TnlState[], tokens: readonly number[]): { logits: Tensor; states: TnlState[] } {
+  if (states.length !== tokens.length || states.length === 0) throw new TnlInputError(`stepRows: ${states.length} states for ${tokens.length} tokens`);
+  states.forEach((s) => checkStateFor(s, config, 1));
+  return scope(() => {
+    const ids = toIdsTensor(tokens.map((t) => [t]), config);
+    const kvIn = config.lrpe.map((_, l) => (states.length === 1 ? states[0]!.kv[l]! : concat(states.map((s) => s.kv[l]!), 0)));
+    const r = layers(params, config, ids, states.map((s) => s.position), kvIn, {});
+    const next = states.map((s, b) => ({ position: s.position + 1, kv: r.kv.map((t) => narrow(t, 0, b, 1)) }));
+    return { logits: reshape(r.logits, [tokens.length, config.vocabSize]), states: next };
   });
 }
 

@@ -14,6 +14,7 @@ import {
   stateDistance,
   statesEqual,
   step,
+  stepRows,
   type TnlModel,
 } from "../src/index.js";
 import { FIXTURE_DIR, fixture, maxAbsDiff } from "./fixture.js";
@@ -35,6 +36,41 @@ async function positions(logits: Tensor, from: number, to: number): Promise<Floa
   x.dispose();
   return d;
 }
+
+describe("stepRows: independent sequences at different positions in one batch", () => {
+  it("equals step for each row alone, with LRPE, and leaves nothing alive", async () => {
+    const prompts = [ids[0]!.slice(0, 3), ids[1]!.slice(0, 1), ids[1]!.slice(5, 17)];
+    const states = prompts.map((p) => {
+      const r = prefill(model.params, model.config, [p], { logits: "last" });
+      r.logits.dispose();
+      return r.state;
+    });
+    const tokens = [11, 12, 13];
+    const leaks = await findLeaks(async () => {
+      const batched = stepRows(model.params, model.config, states, tokens);
+      const all = (await batched.logits.data()) as Float32Array;
+      const V = model.config.vocabSize;
+      for (let b = 0; b < prompts.length; b++) {
+        const single = step(model.params, model.config, states[b]!, [tokens[b]!]);
+        expect(maxAbsDiff(all.slice(b * V, (b + 1) * V), (await single.logits.data()) as Float32Array)).toBeLessThan(1e-5);
+        expect(batched.states[b]!.position).toBe(prompts[b]!.length + 1);
+        expect(await statesEqual(batched.states[b]!, single.state, { atol: 1e-6 })).toBe(true);
+        single.logits.dispose();
+        disposeState(single.state);
+      }
+      batched.logits.dispose();
+      batched.states.forEach(disposeState);
+    });
+    expect(leaks).toEqual([]);
+    states.forEach(disposeState);
+  });
+
+  it("rejects a mismatch between states and tokens", () => {
+    const s = initState(model.config, 1);
+    expect(() => stepRows(model.params, model.config, [s], [1, 2])).toThrow(/stepRows: 1 states for 2 tokens/);
+    disposeState(s);
+  });
+});
 
 describe("recurrent state", () => {
   it("prefill n then m steps equals one forward over n + m (LRPE layer included)", async () => {
