@@ -1,3 +1,4 @@
+import { fileURLToPath } from "node:url";
 import { mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -24,7 +25,8 @@ import {
 } from "../src/node.js";
 import { liveTensorCount, type Tensor } from "../src/tensor.js";
 
-const FIXTURE_DIR = "/work/shared/fixtures/tnl-tiny";
+// The official TNL fixture (random weights, fp32), as copied into the repository by the tnl package.
+const FIXTURE_DIR = fileURLToPath(new URL("../../tnl/test/fixtures/tnl-tiny", import.meta.url));
 
 let dir = "";
 beforeAll(async () => {
