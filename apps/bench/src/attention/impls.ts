@@ -74,7 +74,7 @@ export const softmaxAttention: AttentionImpl = {
   },
 };
 
-const IMPLS: AttentionImpl[] = [lightning("chunked"), lightning("recurrent"), lightning("quadratic", 512), softmaxAttention];
+const IMPLS: AttentionImpl[] = [lightning("chunked"), lightning("recurrent"), lightning("quadratic", 256), softmaxAttention];
 
 export function attentionImpls(): readonly AttentionImpl[] {
   return IMPLS;
