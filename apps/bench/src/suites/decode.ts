@@ -1,0 +1,119 @@
+/**
+ * decode: one recurrent Lightning Attention step (S ← λS + kᵀv, o = qS) at batch sizes 1…64, the
+ * work of one generated token per layer. Reports time and the bandwidth achieved on the state,
+ * which is read and written once per step: 2 · B·H·D·E · 4 bytes (f32).
+ */
+import * as T from "@lightning-ts/tensor";
+import type { Backend } from "@lightning-ts/tensor";
+import { intList, result, summarise, type BenchResult, type Suite } from "../suite.js";
+
+/** The step in float64 on the host, from the same inputs. */
+function oracle(q: Float32Array, k: Float32Array, v: Float32Array, S: Float32Array, slopes: number[], B: number, H: number, D: number, E: number) {
+  const o = new Float64Array(B * H * E);
+  const next = new Float64Array(S.length);
+  for (let bh = 0; bh < B * H; bh++) {
+    const lambda = Math.exp(-Math.fround(slopes[bh % H]!));
+    for (let d = 0; d < D; d++) {
+      for (let e = 0; e < E; e++) {
+        const i = (bh * D + d) * E + e;
+        next[i] = lambda * S[i]! + k[bh * D + d]! * v[bh * E + e]!;
+        o[bh * E + e]! += q[bh * D + d]! * next[i]!;
+      }
+    }
+  }
+  return { o, next };
+}
+
+function relErr(got: ArrayLike<number>, want: ArrayLike<number>): number {
+  let num = 0;
+  let den = 0;
+  for (let i = 0; i < want.length; i++) {
+    num += (got[i]! - want[i]!) ** 2;
+    den += want[i]! ** 2;
+  }
+  const e = Math.sqrt(num / Math.max(den, 1e-300));
+  return Number.isFinite(e) ? e : Infinity;
+}
+
+export const decodeSuite: Suite = {
+  name: "decode",
+  description: "one recurrent Lightning Attention step at batch sizes 1…64: time and bandwidth on the state",
+  defaults: { warmup: 2, reps: 5 },
+  configure(command) {
+    command
+      .option("--batches <list>", "batch sizes, comma-separated", intList, [1, 4, 16, 64])
+      .option("--heads <n>", "heads H", (v) => Number.parseInt(v, 10), 16)
+      .option("--dim <n>", "head dims D = E", (v) => Number.parseInt(v, 10), 128);
+  },
+  columns: [
+    ["backend", "backend"],
+    ["B", "B"],
+    ["H", "H"],
+    ["D=E", "D"],
+    ["step ms", "fwd_ms"],
+    ["state MiB", "state_mib"],
+    ["GB/s", "gbps"],
+    ["rel_err", "rel_err"],
+    ["spread %", "spread_pct"],
+    ["ok", "ok"],
+  ],
+
+  async run({ backends, options: common, log }, raw) {
+    const { batches, heads: H, dim: D } = raw as { batches: number[]; heads: number; dim: number };
+    const E = D;
+    const slopeValues = T.tnlSlopes(H, 0, 2);
+    const results: BenchResult[] = [];
+    for (const entry of backends) {
+      let backend: Backend;
+      try {
+        backend = await entry.create({});
+      } catch (e) {
+        log(`${entry.name}: skipped, cannot start (${(e as Error).message})`);
+        continue;
+      }
+      T.setBackend(backend);
+      for (const B of batches) {
+        const q = T.randomNormal([B, H, D], { seed: 1, std: 0.1 });
+        const k = T.randomNormal([B, H, D], { seed: 2, std: 0.1 });
+        const v = T.randomNormal([B, H, E], { seed: 3, std: 0.1 });
+        const S = T.randomNormal([B, H, D, E], { seed: 4, std: 0.1 });
+        const slopes = T.slopesTensor(slopeValues);
+        const base = { suite: "decode", impl: "lightningStep", backend: entry.name, device: backend.capabilities.device, dtype: "f32", B, T: 1, H, D, E };
+        const stepOnce = T.lightningStep(q, k, v, slopes, S);
+        const host = async (t: T.Tensor) => (await t.data()) as Float32Array;
+        const want = oracle(await host(q), await host(k), await host(v), await host(S), slopeValues, B, H, D, E);
+        const err = Math.max(relErr(await host(stepOnce.output), want.o), relErr(await host(stepOnce.state), want.next));
+        stepOnce.output.dispose();
+        stepOnce.state.dispose();
+        if (!(err <= 1e-5)) {
+          log(`B=${B}: FAILED the float64 check (rel_err ${err.toExponential(2)}); not timed`);
+          results.push(result({ ...base, ok: false, rel_err: err }));
+        } else {
+          const times: number[] = [];
+          for (let i = 0; i < common.warmup + common.reps; i++) {
+            const t0 = performance.now();
+            T.scope(() => void T.lightningStep(q, k, v, slopes, S));
+            await backend.sync();
+            if (i >= common.warmup) times.push(performance.now() - t0);
+          }
+          const timing = summarise(times);
+          const stateBytes = B * H * D * E * 4;
+          results.push(
+            result({
+              ...base,
+              ok: true,
+              rel_err: err,
+              fwd_ms: timing.median,
+              tokens_per_s: B / (timing.median / 1000),
+              gbps: (2 * stateBytes) / (timing.median / 1000) / 1e9,
+              state_mib: stateBytes / 2 ** 20,
+              spread_pct: Math.round(timing.spread_pct),
+            }),
+          );
+        }
+        for (const t of [q, k, v, S, slopes]) t.dispose();
+      }
+    }
+    return results;
+  },
+};
