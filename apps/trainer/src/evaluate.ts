@@ -15,7 +15,7 @@ export interface Evaluation {
   bytes: number;
 }
 
-export function evaluate(params: TnlParams, config: TnlConfig, tokenizer: Tokenizer, windows: Int32Array[], batchSize: number): Evaluation {
+export async function evaluate(params: TnlParams, config: TnlConfig, tokenizer: Tokenizer, windows: Int32Array[], batchSize: number): Promise<Evaluation> {
   const byteLength = new Map<number, number>();
   const bytesOf = (id: number) => {
     let n = byteLength.get(id);
@@ -30,7 +30,9 @@ export function evaluate(params: TnlParams, config: TnlConfig, tokenizer: Tokeni
     const span = batch[0]!.length;
     const flat = new Int32Array(batch.length * span);
     batch.forEach((w, b) => flat.set(w, b * span));
-    const mean = scope(() => loss(params, config, tensor(flat, [batch.length, span], { dtype: "i32" })).dataSync()[0]!);
+    const lossT = scope(() => loss(params, config, tensor(flat, [batch.length, span], { dtype: "i32" })));
+    const mean = (await lossT.data())[0]!;
+    lossT.dispose();
     const targets = batch.length * (span - 1);
     nats += mean * targets;
     tokens += targets;

@@ -150,14 +150,18 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
     const t0 = performance.now();
     const lr = optimizer.learningRate();
     const batch = trainingBatch(trainIds, config.seed, step, config.batchSize, config.seqLen);
-    const out = scope(() => {
+    const stepped = scope(() => {
       const ids = tensor(batch, [config.batchSize, config.seqLen + 1], { dtype: "i32" });
       const { value, grads } = valueAndGrad((p: TnlParams) => loss(p, tnlConfig, ids))(params);
       const clipped = clipGradNorm(grads, config.gradClip);
       const next = optimizer.step(params, clipped.grads) as TnlParams;
-      return { next, value: value.dataSync()[0]!, norm: clipped.norm.dataSync()[0]! };
+      return { next, value, norm: clipped.norm };
     });
-    params = out.next;
+    params = stepped.next;
+    // Reads wait for the device: the only sync point of a step on a GPU backend.
+    const out = { value: (await stepped.value.data())[0]!, norm: (await stepped.norm.data())[0]! };
+    stepped.value.dispose();
+    stepped.norm.dispose();
     const seconds = (performance.now() - t0) / 1000;
     trainSeconds += seconds;
     tokensSeen += tokensPerStep;
@@ -171,7 +175,7 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
     const outOfTime = config.timeLimitSeconds > 0 && trainSeconds >= config.timeLimitSeconds;
     const interrupted = options.signal?.aborted === true || step === options.stopAfterStep;
     if (step % config.evalInterval === 0 || step === config.steps || outOfTime) {
-      heldout = evaluate(params, tnlConfig, tokenizer, evalWindows, config.batchSize);
+      heldout = await evaluate(params, tnlConfig, tokenizer, evalWindows, config.batchSize);
       log.write({ kind: "eval", step, loss: heldout.loss, perplexity: heldout.perplexity, bits_per_byte: heldout.bitsPerByte, seconds: trainSeconds });
       bar?.update(step, { heldout: `${heldout.loss.toFixed(3)} (${heldout.bitsPerByte.toFixed(2)} bits/byte)` });
     }
@@ -214,7 +218,7 @@ interface FinishContext {
 async function finish(c: FinishContext): Promise<Summary> {
   const modelDir = join(c.outDir, "model");
   await saveModelDir(modelDir, c.tnlConfig, c.params, c.tokenizerFile);
-  const full = evaluate(c.params, c.tnlConfig, c.tokenizer, evaluationWindows(c.heldoutIds, c.config.seqLen), c.config.batchSize);
+  const full = await evaluate(c.params, c.tnlConfig, c.tokenizer, evaluationWindows(c.heldoutIds, c.config.seqLen), c.config.batchSize);
   const unigram = unigramBitsPerByte(c.corpus.heldout);
   c.log.write({ kind: "eval", step: c.step, loss: full.loss, perplexity: full.perplexity, bits_per_byte: full.bitsPerByte, seconds: c.trainSeconds, full: true } as never);
 
