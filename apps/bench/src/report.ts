@@ -20,7 +20,12 @@ export function table(results: readonly BenchResult[], columns: readonly (readon
   return [line(columns.map(([h]) => h)), `|${widths.map((w) => "-".repeat(w + 1) + ":").join("|")}|`, ...rows.map(line)].join("\n");
 }
 
-/** Writes the results; a relative path is taken from where `pnpm bench` was typed (pnpm's INIT_CWD). */
+/** A relative output path is taken from where `pnpm bench` was typed (pnpm's INIT_CWD), not apps/bench. */
+export function outputPath(file: string): string {
+  return resolve(process.env.INIT_CWD ?? process.cwd(), file);
+}
+
+/** Writes the results as JSON (see `outputPath`). */
 export function writeJson(file: string, results: readonly BenchResult[]): void {
-  writeFileSync(resolve(process.env.INIT_CWD ?? process.cwd(), file), `${JSON.stringify(results, null, 2)}\n`);
+  writeFileSync(outputPath(file), `${JSON.stringify(results, null, 2)}\n`);
 }

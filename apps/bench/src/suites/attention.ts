@@ -9,6 +9,7 @@ import * as T from "@lightning-ts/tensor";
 import type { Backend, DType, Tensor } from "@lightning-ts/tensor";
 import { SingleBar, Presets } from "cli-progress";
 import { writeLineCharts } from "../chart.js";
+import { outputPath } from "../report.js";
 import { attentionImpls, type AttentionImpl, type AttentionInputs } from "../attention/impls.js";
 import { checkLightning, checkSoftmax, type HostInputs } from "../attention/oracle.js";
 import { intList, result, summarise, type BenchResult, type Suite, type Timing } from "../suite.js";
@@ -227,14 +228,15 @@ export const attentionSuite: Suite = {
     }
     const series = (r: BenchResult) => `${r.impl} (${r.backend})`;
     const ok = results.filter((r) => r.ok);
-    await writeLineCharts(options.chart, `Attention at ${tokens} tokens per call, H=${H}, D=E=${D}, ${dtype}`, [
+    const chart = outputPath(options.chart);
+    await writeLineCharts(chart, `Attention at ${tokens} tokens per call, H=${H}, D=E=${D}, ${dtype}`, [
       { title: "forward tokens/s (higher is better)", xTitle: "sequence length T", yTitle: "tokens/s", logY: true, points: ok.map((r) => ({ series: series(r), x: r.T!, y: r.tokens_per_s })) },
       ...(options.backward
         ? [{ title: "forward+backward tokens/s", xTitle: "sequence length T", yTitle: "tokens/s", logY: true, points: ok.map((r) => ({ series: series(r), x: r.T!, y: r.fwdbwd_tokens_per_s as number | null })) }]
         : []),
       { title: "forward peak memory above inputs (MiB)", xTitle: "sequence length T", yTitle: "MiB", points: ok.map((r) => ({ series: series(r), x: r.T!, y: r.fwd_mb as number | null })) },
     ]);
-    log(`chart written to ${options.chart}`);
+    log(`chart written to ${chart}`);
     return results;
   },
 };

@@ -4,7 +4,7 @@
  * which is read and written once per step: 2 · B·H·D·E · 4 bytes (f32).
  */
 import * as T from "@lightning-ts/tensor";
-import type { Backend } from "@lightning-ts/tensor";
+import { startBackend } from "../backends.js";
 import { intList, result, summarise, type BenchResult, type Suite } from "../suite.js";
 
 /** The step in float64 on the host, from the same inputs. */
@@ -64,14 +64,8 @@ export const decodeSuite: Suite = {
     const slopeValues = T.tnlSlopes(H, 0, 2);
     const results: BenchResult[] = [];
     for (const entry of backends) {
-      let backend: Backend;
-      try {
-        backend = await entry.create({});
-      } catch (e) {
-        log(`${entry.name}: skipped, cannot start (${(e as Error).message})`);
-        continue;
-      }
-      T.setBackend(backend);
+      const backend = await startBackend(entry, {}, log);
+      if (!backend) continue;
       for (const B of batches) {
         const q = T.randomNormal([B, H, D], { seed: 1, std: 0.1 });
         const k = T.randomNormal([B, H, D], { seed: 2, std: 0.1 });

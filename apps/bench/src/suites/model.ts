@@ -9,6 +9,7 @@ import { AdamW } from "@lightning-ts/autograd/optim";
 import * as T from "@lightning-ts/tensor";
 import type { Backend, Tensor } from "@lightning-ts/tensor";
 import { disposeParams, disposeState, initParams, loss, makeConfig, mapParams, prefill, step, type TnlConfig, type TnlParams } from "@lightning-ts/tnl";
+import { startBackend } from "../backends.js";
 import { intList, result, summarise, type BenchResult, type Suite } from "../suite.js";
 
 interface ModelOptions {
@@ -85,14 +86,8 @@ export const modelSuite: Suite = {
     const oracle = T.createCpuBackend({ threads: 1 });
     const results: BenchResult[] = [];
     for (const entry of backends) {
-      let backend: Backend;
-      try {
-        backend = await entry.create({});
-      } catch (e) {
-        log(`${entry.name}: skipped, cannot start (${(e as Error).message})`);
-        continue;
-      }
-      T.setBackend(backend);
+      const backend = await startBackend(entry, {}, log);
+      if (!backend) continue;
       const device = backend.capabilities.device;
       let params = initParams(config, { seed: 1 });
       const base = { suite: "model", backend: entry.name, device, dtype: "f32", H: config.numHeads, D: config.hiddenDim / config.numHeads, E: config.hiddenDim / config.numHeads };
