@@ -5,7 +5,7 @@
  */
 import { Command } from "commander";
 import { BACKENDS } from "./backends.js";
-import { table, writeJson } from "./report.js";
+import { outputPath, table, writeJson } from "./report.js";
 import type { CommonOptions } from "./suite.js";
 import { SUITES } from "./suites/index.js";
 
@@ -20,7 +20,7 @@ for (const suite of SUITES) {
     .option("--backends <list>", `backends, comma-separated (${Object.keys(BACKENDS).join(", ")})`, "cpu")
     .option("--warmup <n>", "untimed runs before timing", (v) => Number.parseInt(v, 10), suite.defaults?.warmup ?? 2)
     .option("--reps <n>", "timed repetitions (the median is reported)", (v) => Number.parseInt(v, 10), suite.defaults?.reps ?? 7)
-    .option("--json <file>", "also write the results as JSON");
+    .option("--json <file>", "where to write the results as JSON", `runs/bench/${suite.name}.json`);
   suite.configure(command);
   command.action(async (raw: Record<string, unknown>) => {
     const options: CommonOptions = {
@@ -34,7 +34,10 @@ for (const suite of SUITES) {
     const backends = options.backends.map((name) => BACKENDS[name]!);
     const results = await suite.run({ backends, options, log: (line) => console.error(line) }, raw);
     console.log(table(results, suite.columns));
-    if (options.json) writeJson(options.json, results);
+    if (options.json) {
+      writeJson(options.json, results);
+      console.error(`results written to ${outputPath(options.json)}`);
+    }
     if (results.some((r) => !r.ok)) process.exitCode = 1;
   });
 }

@@ -1,6 +1,6 @@
 /** The terminal table and the --json file. */
-import { writeFileSync } from "node:fs";
-import { resolve } from "node:path";
+import { mkdirSync, writeFileSync } from "node:fs";
+import { dirname, resolve } from "node:path";
 import type { BenchResult } from "./suite.js";
 
 function cell(value: unknown, field: string): string {
@@ -27,5 +27,6 @@ export function outputPath(file: string): string {
 
 /** Writes the results as JSON (see `outputPath`). */
 export function writeJson(file: string, results: readonly BenchResult[]): void {
+  mkdirSync(dirname(outputPath(file)), { recursive: true });
   writeFileSync(outputPath(file), `${JSON.stringify(results, null, 2)}\n`);
 }
