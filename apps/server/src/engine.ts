@@ -27,11 +27,9 @@ export interface EngineOptions {
   prefixBlock: number;
   /** Prefix-cache budget in bytes (0 turns it off). */
   prefixCacheBytes: number;
-  /** Run V8's garbage collector after this many prefilled tokens (0: never; needs node --expose-gc). */
-  collectAfterPrefillTokens: number;
 }
 
-export const DEFAULT_ENGINE_OPTIONS: EngineOptions = { maxBatch: 32, maxQueue: 256, prefillChunk: 512, prefixBlock: 64, prefixCacheBytes: 256 * 2 ** 20, collectAfterPrefillTokens: 0 };
+export const DEFAULT_ENGINE_OPTIONS: EngineOptions = { maxBatch: 32, maxQueue: 256, prefillChunk: 512, prefixBlock: 64, prefixCacheBytes: 256 * 2 ** 20 };
 
 export interface TokenInfo {
   token: number;
@@ -111,7 +109,6 @@ export class Engine {
   /** Generated tokens, for the metrics. */
   tokensGenerated = 0;
   prefillTokens = 0;
-  private collectedAt = 0;
   steps = 0;
   cancelled = 0;
   private readonly recent: { t: number; n: number }[] = [];
@@ -211,11 +208,6 @@ export class Engine {
         for (const s of this.active.filter((x) => x.fed < x.req.prompt.length)) {
           if (budget <= 0) break;
           budget -= await this.prefillChunk(s);
-        }
-        if (this.options.collectAfterPrefillTokens > 0 && this.prefillTokens - this.collectedAt >= this.options.collectAfterPrefillTokens) {
-          // Tensor storage on the CPU is returned only when V8 collects it; after large prefills, ask now.
-          this.collectedAt = this.prefillTokens;
-          (globalThis as { gc?: () => void }).gc?.();
         }
         const decoding = this.active.filter((s) => s.fed === s.req.prompt.length && s.generated.length > 0);
         if (decoding.length) await this.decode(decoding);

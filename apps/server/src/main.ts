@@ -36,7 +36,6 @@ const program = new Command("serve")
   .option("--timeout <ms>", "per-request time limit", int("--timeout", 1), 120_000)
   .option("--prefix-cache-mib <n>", "prefix-state cache size (0: off)", int("--prefix-cache-mib"), 256)
   .option("--handle-store-mib <n>", "memory for states behind handles", int("--handle-store-mib"), 256)
-  .option("--gc-after-prefill <tokens>", "collect garbage after this many prefilled tokens, keeping RSS near what is live (needs node --expose-gc)", int("--gc-after-prefill"), 0)
   .option("--log", "log every request")
   .action(async (o) => {
     const modelDir = resolve(o.model);
@@ -49,7 +48,6 @@ const program = new Command("serve")
     }
     const tokenizerPath = resolve(o.tokenizer ?? join(modelDir, "tokenizer.json"));
     if (!existsSync(tokenizerPath)) program.error(`serve: no tokenizer at ${tokenizerPath}: pass --tokenizer FILE`);
-    if (o.gcAfterPrefill > 0 && typeof (globalThis as { gc?: unknown }).gc !== "function") program.error("serve: --gc-after-prefill needs node --expose-gc");
     try {
       setBackend(await createBackend(o.backend as BackendName));
     } catch (err) {
@@ -65,7 +63,7 @@ const program = new Command("serve")
       chat: loadChatFormat(tokenizerPath, modelDir),
       modelName: o.name ?? basename(modelDir),
       backendName: o.backend,
-      engine: { maxBatch: o.maxBatch, maxQueue: o.maxQueue, prefixCacheBytes: o.prefixCacheMib * 2 ** 20, collectAfterPrefillTokens: o.gcAfterPrefill },
+      engine: { maxBatch: o.maxBatch, maxQueue: o.maxQueue, prefixCacheBytes: o.prefixCacheMib * 2 ** 20 },
       limits: { maxTokens: o.maxTokens, maxPromptTokens: o.maxPromptTokens },
       bodyLimit: o.bodyLimit,
       requestTimeoutMs: o.timeout,

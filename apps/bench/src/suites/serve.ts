@@ -41,7 +41,6 @@ interface ServeOptions {
   levelTimeout: number;
   lengths: number[];
   turnTokens: number;
-  gcAfterPrefill: number;
   out?: string;
 }
 
@@ -64,11 +63,10 @@ async function demoModel(log: (l: string) => void): Promise<string> {
 }
 
 /** Starts the server on a free loopback port; resolves with its URL once it listens. */
-function startServer(model: string, maxBatch: number, gcTokens: number): Promise<{ url: string; child: ChildProcess }> {
+function startServer(model: string, maxBatch: number): Promise<{ url: string; child: ChildProcess }> {
   const main = join(ROOT, "apps/server/dist/main.js");
   if (!existsSync(main)) throw new Error(`${main} is missing: run \`pnpm build\` first`);
-  const gc = gcTokens > 0 ? ["--expose-gc"] : [];
-  const child = spawn(process.execPath, [...gc, main, "--gc-after-prefill", String(gcTokens), "--model", model, "--host", "127.0.0.1", "--port", "0", "--max-batch", String(maxBatch), "--max-queue", "1024", "--max-prompt-tokens", "1048576"], {
+  const child = spawn(process.execPath, [main, "--model", model, "--host", "127.0.0.1", "--port", "0", "--max-batch", String(maxBatch), "--max-queue", "1024", "--max-prompt-tokens", "1048576"], {
     stdio: ["ignore", "ignore", "pipe"],
   });
   return new Promise((ok, fail) => {
@@ -197,7 +195,6 @@ export const serveSuite: Suite = {
       .option("--level-timeout <s>", "time limit of one concurrency level in seconds", (v) => Number.parseInt(v, 10), 120)
       .option("--lengths <list>", "conversation lengths in tokens at which memory is read", intList, [1024, 2048, 4096, 8192, 16384, 32768])
       .option("--turn-tokens <n>", "new tokens sent per conversation turn", (v) => Number.parseInt(v, 10), 1024)
-      .option("--gc-after-prefill <n>", "server flag: collect garbage after this many prefilled tokens (0: off); the memory phase also runs without it", (v) => Number.parseInt(v, 10), 1024)
       .option("--out <prefix>", "write <prefix>.md, <prefix>.json and <prefix>.svg (e.g. docs/benchmarks/serve)");
   },
   async run(ctx, raw) {
@@ -208,15 +205,12 @@ export const serveSuite: Suite = {
     const device = `${cpus()[0]?.model.trim() ?? "CPU"}, ${cpus().length} cores`;
     const base = { suite: "serve", backend: "cpu", device, dtype: "f32", ok: true };
     const results: BenchResult[] = [];
-    const passes = o.gcAfterPrefill > 0 ? [o.gcAfterPrefill, 0] : [0];
-    for (const [pass, gcTokens] of passes.entries()) {
-      const { url, child } = await startServer(model, Math.max(...o.concurrency), gcTokens);
-      try {
-        if (pass === 0) results.push(...(await loadPhase(url, o, base, ctx.log)));
-        results.push(...(await memoryPhase(url, o, base, config, gcTokens > 0 ? "conversation, gc after prefill" : "conversation, no forced gc", ctx.log)));
-      } finally {
-        child.kill("SIGTERM");
-      }
+    const { url, child } = await startServer(model, Math.max(...o.concurrency));
+    try {
+      results.push(...(await loadPhase(url, o, base, ctx.log)));
+      results.push(...(await memoryPhase(url, o, base, config, "conversation", ctx.log)));
+    } finally {
+      child.kill("SIGTERM");
     }
     if (o.out) await writeReport(here(o.out), results, model, config, o);
     return results;
@@ -278,10 +272,6 @@ async function writeReport(prefix: string, results: BenchResult[], model: string
     `Memory: one conversation grown ${o.turnTokens} tokens per request, each request continuing from the previous one's \`state\` handle (nothing`,
     "is resent). `state bytes` is what the server holds for the conversation; RSS is the server process's resident memory. `softmax KV bytes` is, for",
     "comparison, the f32 key/value cache a softmax Transformer of the same width and depth would hold at that length.",
-    "",
-    `The memory phase runs twice. With \`node --expose-gc\` and \`--gc-after-prefill ${o.gcAfterPrefill}\`, the server asks V8 to collect after every`,
-    `${o.gcAfterPrefill} prefilled tokens; without it, RSS also counts dead tensor storage: the CPU backend allocates a fresh ArrayBuffer per`,
-    "tensor and gets it back only when V8 collects, and the activations of a 1024-token prefill are garbage of tens of MiB each turn.",
     "",
     table(results, serveSuite.columns),
     "",
