@@ -65,6 +65,7 @@ export interface Backend<S = any> {
   allocate(byteLength: number): S;
   free(storage: S): void;
   write(storage: S, bytes: Uint8Array, byteOffset?: number): void;
+  /** A copy of the bytes, owned by the caller (never a view of live storage). */
   read(storage: S, byteOffset: number, byteLength: number): Promise<Uint8Array>;
   readSync?(storage: S, byteOffset: number, byteLength: number): Uint8Array;
   /** Resolves when all enqueued work has finished. */

@@ -120,10 +120,9 @@ export class Tensor {
 }
 
 function toData(dtype: DType, bytes: Uint8Array): DataArray {
-  // Copy into a fresh, aligned buffer so the result never aliases backend storage.
-  const copy = new Uint8Array(bytes.byteLength);
-  copy.set(bytes);
-  return decode(dtype, storageView(dtype, copy.buffer, 0, bytes.byteLength / byteSize(dtype)));
+  // Backends return a copy (see Backend.read); copy again only if it is not aligned for the view.
+  const aligned = bytes.byteOffset % byteSize(dtype) === 0 ? bytes : bytes.slice();
+  return decode(dtype, storageView(dtype, aligned.buffer, aligned.byteOffset, bytes.byteLength / byteSize(dtype)));
 }
 
 function nest(flat: number[], shape: readonly number[]): NestedArray {
