@@ -3,6 +3,7 @@
  * broadcasting, f16/bf16 storage, the plain-JS twin of the SIMD micro-kernel, and threads vs one
  * thread (bitwise equal: the row split never changes any element's summation order).
  */
+import { seeded } from "@lightning-ts/testing";
 import { afterAll, describe, expect, it } from "vitest";
 import type { DType } from "../src/dtype.js";
 import { byteSize, decode, encode } from "../src/dtype.js";
@@ -15,16 +16,10 @@ import { matmul, tensor } from "../src/ops/api.js";
 import { matmulDims } from "../src/ops/specs.js";
 import { sizeOf } from "../src/shape.js";
 
-/** mulberry32: a tiny seeded PRNG, uniform in [-1, 1). */
+/** Uniform values in [-1, 1) from the shared seeded test generator. */
 function random(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return (((t ^ (t >>> 14)) >>> 0) / 2 ** 32) * 2 - 1;
-  };
+  const rng = seeded(seed);
+  return () => rng.next() * 2 - 1;
 }
 
 /** A tensor ref holding `values` rounded to `dtype`; returns the rounded values too (the oracle's input). */
