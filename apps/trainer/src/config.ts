@@ -187,27 +187,69 @@ function setPath(target: Record<string, unknown>, key: string, value: unknown): 
   obj[parts[parts.length - 1]!] = value;
 }
 
+/** The source name of command-line values (`overrides`). */
+export const COMMAND_LINE = "command line";
+
+/**
+ * The command-line flag of each key, so that errors name what the user typed ("--warmup"), not the
+ * key it sets ("warmupSteps"). main.ts declares its options from this table.
+ */
+export const CLI_FLAGS: readonly { flag: string; key: string; help: string; type: "int" | "number" | "string" | "strings" }[] = [
+  { flag: "--data <paths...>", key: "data", help: "text files or directories to train on (default: the built-in Moby-Dick corpus)", type: "strings" },
+  { flag: "--out <dir>", key: "outDir", help: `output directory (default ${DEFAULT_CONFIG.outDir})`, type: "string" },
+  { flag: "--steps <n>", key: "steps", help: `training steps (default ${DEFAULT_CONFIG.steps})`, type: "int" },
+  { flag: "--time-limit <seconds>", key: "timeLimitSeconds", help: `stop (with a checkpoint) after this much training time; 0 for none (default ${DEFAULT_CONFIG.timeLimitSeconds})`, type: "number" },
+  { flag: "--batch-size <n>", key: "batchSize", help: `sequences per step (default ${DEFAULT_CONFIG.batchSize})`, type: "int" },
+  { flag: "--seq-len <n>", key: "seqLen", help: `tokens per sequence (default ${DEFAULT_CONFIG.seqLen})`, type: "int" },
+  { flag: "--vocab-size <n>", key: "vocabSize", help: `size of the tokenizer to train (default ${DEFAULT_CONFIG.vocabSize})`, type: "int" },
+  { flag: "--tokenizer <file>", key: "tokenizerPath", help: "load this tokenizer instead of training one", type: "string" },
+  { flag: "--d-model <n>", key: "model.dModel", help: `model width (default ${DEFAULT_CONFIG.model.dModel})`, type: "int" },
+  { flag: "--layers <n>", key: "model.numLayers", help: `layers (default ${DEFAULT_CONFIG.model.numLayers})`, type: "int" },
+  { flag: "--heads <n>", key: "model.numHeads", help: `attention heads (default ${DEFAULT_CONFIG.model.numHeads})`, type: "int" },
+  { flag: "--glu-dim <n>", key: "model.gluDim", help: `channel-mixer width (default ${DEFAULT_CONFIG.model.gluDim})`, type: "int" },
+  { flag: "--lr <x>", key: "lr", help: `peak learning rate (default ${DEFAULT_CONFIG.lr})`, type: "number" },
+  { flag: "--warmup <n>", key: "warmupSteps", help: `warmup steps (default ${DEFAULT_CONFIG.warmupSteps})`, type: "int" },
+  { flag: "--weight-decay <x>", key: "weightDecay", help: `AdamW weight decay (default ${DEFAULT_CONFIG.weightDecay})`, type: "number" },
+  { flag: "--grad-clip <x>", key: "gradClip", help: `global gradient-norm clip (default ${DEFAULT_CONFIG.gradClip})`, type: "number" },
+  { flag: "--eval-interval <n>", key: "evalInterval", help: `steps between held-out evaluations (default ${DEFAULT_CONFIG.evalInterval})`, type: "int" },
+  { flag: "--checkpoint-interval <n>", key: "checkpointInterval", help: `steps between checkpoints (default ${DEFAULT_CONFIG.checkpointInterval})`, type: "int" },
+  { flag: "--seed <n>", key: "seed", help: `random seed (default ${DEFAULT_CONFIG.seed})`, type: "int" },
+  { flag: "--backend <name>", key: "backend", help: "cpu (default), cuda or webgpu", type: "string" },
+];
+
+/** "--warmup" for "warmupSteps": the flag a key is set with on the command line, if it has one. */
+export function flagOf(key: string): string | undefined {
+  return CLI_FLAGS.find((f) => f.key === key)?.flag.split(" ")[0];
+}
+
 /** Applies dotted-key values onto a copy of `base`, checking every key and value. */
 export function applyValues(base: TrainConfig, values: Record<string, unknown>, source: string): TrainConfig {
   const config = structuredClone(base) as unknown as Record<string, unknown>;
+  const fromFlags = source === COMMAND_LINE;
   for (const [key, value] of Object.entries(values)) {
     const kind = SCHEMA[key];
     if (!kind) throw new ConfigError(`${source}: unknown key "${key}"; known keys: ${Object.keys(SCHEMA).join(", ")}`);
-    if (!valid(kind, value)) throw new ConfigError(`${source}: "${key}" expected ${EXPECT[kind]}, got ${JSON.stringify(value)}`);
+    const name = fromFlags && flagOf(key) ? flagOf(key)! : `${source}: "${key}"`;
+    if (!valid(kind, value)) throw new ConfigError(`${name} expected ${EXPECT[kind]}, got ${JSON.stringify(value)}`);
     setPath(config, key, value);
   }
   return config as unknown as TrainConfig;
 }
 
-/** Checks what single values cannot: relations between keys. */
-export function checkConsistency(c: TrainConfig): TrainConfig {
+/** Where a setting came from, for error messages: `--steps 5`, `"steps" (5, from train.toml)`, `--warmup (default 20)`. */
+export type SettingNamer = (key: string, value: unknown) => string;
+
+const plainNames: SettingNamer = (key, value) => `"${key}" (${JSON.stringify(value)})`;
+
+/** Checks what single values cannot: relations between keys, named as the user set them. */
+export function checkConsistency(c: TrainConfig, name: SettingNamer = plainNames): TrainConfig {
   const fail = (msg: string) => {
     throw new ConfigError(`config: ${msg}`);
   };
-  if (c.model.dModel % c.model.numHeads !== 0) fail(`"model.numHeads" (${c.model.numHeads}) must divide "model.dModel" (${c.model.dModel})`);
-  if (c.warmupSteps >= c.steps) fail(`"warmupSteps" (${c.warmupSteps}) must be below "steps" (${c.steps})`);
-  if (c.seqLen < 2) fail(`"seqLen" must be at least 2, got ${c.seqLen}`);
-  if (c.tokenizerPath === null && c.vocabSize < 260) fail(`"vocabSize" must be at least 260 (256 bytes and the special tokens), got ${c.vocabSize}`);
+  if (c.model.dModel % c.model.numHeads !== 0) fail(`${name("model.numHeads", c.model.numHeads)} must divide ${name("model.dModel", c.model.dModel)}`);
+  if (c.warmupSteps >= c.steps) fail(`${name("warmupSteps", c.warmupSteps)} must be below ${name("steps", c.steps)}`);
+  if (c.seqLen < 2) fail(`${name("seqLen", c.seqLen)} must be at least 2`);
+  if (c.tokenizerPath === null && c.vocabSize < 260) fail(`${name("vocabSize", c.vocabSize)} must be at least 260 (256 bytes and the special tokens)`);
   return c;
 }
 
@@ -237,7 +279,14 @@ export interface ResolveOptions {
 
 export function resolveConfig(options: ResolveOptions = {}): TrainConfig {
   let config = DEFAULT_CONFIG;
-  if (options.file) config = applyValues(config, readConfigFile(options.file), options.file);
-  if (options.overrides) config = applyValues(config, options.overrides, "command line");
-  return checkConsistency(config);
+  const fileValues = options.file ? readConfigFile(options.file) : {};
+  if (options.file) config = applyValues(config, fileValues, options.file);
+  if (options.overrides) config = applyValues(config, options.overrides, COMMAND_LINE);
+  const name: SettingNamer = (key, value) => {
+    const flag = flagOf(key);
+    if (options.overrides && key in options.overrides) return flag ? `${flag} ${JSON.stringify(value)}` : plainNames(key, value);
+    if (key in fileValues) return `"${key}" (${JSON.stringify(value)}, from ${options.file})`;
+    return flag ? `${flag} (default ${JSON.stringify(value)})` : `"${key}" (default ${JSON.stringify(value)})`;
+  };
+  return checkConsistency(config, name);
 }

@@ -5,7 +5,7 @@
  * cores, and writes everything to runs/default/.
  */
 import { Command, InvalidArgumentError } from "commander";
-import { ConfigError, DEFAULT_CONFIG, resolveConfig } from "./config.js";
+import { CLI_FLAGS, ConfigError, resolveConfig } from "./config.js";
 import { train } from "./train.js";
 
 const int = (v: string) => {
@@ -18,30 +18,7 @@ const num = (v: string) => {
   if (!Number.isFinite(n)) throw new InvalidArgumentError(`expected a number, got "${v}"`);
   return n;
 };
-
-/** Command-line flags and the config keys they set. */
-const FLAGS: [flag: string, key: string, help: string, parse?: (v: string) => unknown][] = [
-  ["--data <paths...>", "data", "text files or directories to train on (default: the built-in Moby-Dick corpus)"],
-  ["--out <dir>", "outDir", `output directory (default ${DEFAULT_CONFIG.outDir})`],
-  ["--steps <n>", "steps", `training steps (default ${DEFAULT_CONFIG.steps})`, int],
-  ["--time-limit <seconds>", "timeLimitSeconds", `stop (with a checkpoint) after this much training time; 0 for none (default ${DEFAULT_CONFIG.timeLimitSeconds})`, num],
-  ["--batch-size <n>", "batchSize", `sequences per step (default ${DEFAULT_CONFIG.batchSize})`, int],
-  ["--seq-len <n>", "seqLen", `tokens per sequence (default ${DEFAULT_CONFIG.seqLen})`, int],
-  ["--vocab-size <n>", "vocabSize", `size of the tokenizer to train (default ${DEFAULT_CONFIG.vocabSize})`, int],
-  ["--tokenizer <file>", "tokenizerPath", "load this tokenizer instead of training one"],
-  ["--d-model <n>", "model.dModel", `model width (default ${DEFAULT_CONFIG.model.dModel})`, int],
-  ["--layers <n>", "model.numLayers", `layers (default ${DEFAULT_CONFIG.model.numLayers})`, int],
-  ["--heads <n>", "model.numHeads", `attention heads (default ${DEFAULT_CONFIG.model.numHeads})`, int],
-  ["--glu-dim <n>", "model.gluDim", `channel-mixer width (default ${DEFAULT_CONFIG.model.gluDim})`, int],
-  ["--lr <x>", "lr", `peak learning rate (default ${DEFAULT_CONFIG.lr})`, num],
-  ["--warmup <n>", "warmupSteps", `warmup steps (default ${DEFAULT_CONFIG.warmupSteps})`, int],
-  ["--weight-decay <x>", "weightDecay", `AdamW weight decay (default ${DEFAULT_CONFIG.weightDecay})`, num],
-  ["--grad-clip <x>", "gradClip", `global gradient-norm clip (default ${DEFAULT_CONFIG.gradClip})`, num],
-  ["--eval-interval <n>", "evalInterval", `steps between held-out evaluations (default ${DEFAULT_CONFIG.evalInterval})`, int],
-  ["--checkpoint-interval <n>", "checkpointInterval", `steps between checkpoints (default ${DEFAULT_CONFIG.checkpointInterval})`, int],
-  ["--seed <n>", "seed", `random seed (default ${DEFAULT_CONFIG.seed})`, int],
-  ["--backend <name>", "backend", "cpu (default), cuda or webgpu"],
-];
+const PARSE = { int, number: num, string: undefined, strings: undefined };
 
 const program = new Command("train")
   .description("Train a TransNormerLLM from scratch: tokenizer, model, held-out evaluation, checkpoints, loss chart, samples.")
@@ -49,14 +26,15 @@ const program = new Command("train")
   .option("--resume <dir>", "continue the run in <dir> (or that checkpoint) exactly where it stopped")
   .option("--no-progress", "no progress bar")
   .showHelpAfterError();
-for (const [flag, , help, parse] of FLAGS) {
+for (const { flag, help, type } of CLI_FLAGS) {
+  const parse = PARSE[type];
   if (parse) program.option(flag, help, parse);
   else program.option(flag, help);
 }
 
 program.action(async (opts: Record<string, unknown>) => {
   const overrides: Record<string, unknown> = {};
-  for (const [flag, key] of FLAGS) {
+  for (const { flag, key } of CLI_FLAGS) {
     const name = flag.split(" ")[0]!.slice(2).replace(/-([a-z])/g, (_, c: string) => c.toUpperCase());
     if (opts[name] !== undefined) overrides[key] = opts[name];
   }

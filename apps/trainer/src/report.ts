@@ -20,10 +20,34 @@ export class RunLog {
   }
 }
 
+/**
+ * A duration for people: "42s", "4m05s", "1h02m". Rounded once, before it is split into units, so
+ * 299.6 s reads "5m00s", never "4m60s".
+ */
+export function formatDuration(seconds: number): string {
+  if (!Number.isFinite(seconds) || seconds < 0) return "?";
+  const s = Math.round(seconds);
+  if (s < 60) return `${s}s`;
+  if (s < 3600) return `${Math.floor(s / 60)}m${String(s % 60).padStart(2, "0")}s`;
+  const m = Math.round(s / 60);
+  return `${Math.floor(m / 60)}h${String(m % 60).padStart(2, "0")}m`;
+}
+
+/**
+ * The held-out figure of the progress line. Evaluations during training read a fixed subset of the
+ * held-out text (`evalSequences` windows), the final one all of it, so the line says which.
+ */
+export function progressHeldout(e: { loss: number; bitsPerByte: number; tokens: number }): string {
+  return `${e.loss.toFixed(3)} (${e.bitsPerByte.toFixed(2)} bits/byte, subset of ${e.tokens.toLocaleString("en")} tokens)`;
+}
+
 export function progressBar(total: number, start: number): SingleBar {
   const bar = new SingleBar(
     {
       format: "train {bar} step {value}/{total} | loss {loss} | held-out {heldout} | {tps} tok/s | {eta_formatted} left",
+      // cli-progress's own formatter rounds the seconds after splitting off the minutes ("4m60s").
+      // Its ETA is a number of seconds, or "NULL"/"INF" before it can tell.
+      formatTime: (t) => formatDuration(Number(t)),
       stream: process.stderr,
       hideCursor: true,
       etaBuffer: 20,

@@ -24,7 +24,7 @@ import {
 import type { TrainConfig } from "./config.js";
 import { loadCorpus, prepareTokenizer, tokenize, tokenizerKey, unigramBitsPerByte } from "./data.js";
 import { type Evaluation, evaluate } from "./evaluate.js";
-import { progressBar, RunLog, type Summary, writeLossChart, writeSummary } from "./report.js";
+import { progressBar, progressHeldout, RunLog, type Summary, writeLossChart, writeSummary } from "./report.js";
 
 export interface TrainOptions {
   config: TrainConfig;
@@ -166,7 +166,7 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
     trainSeconds += seconds;
     tokensSeen += tokensPerStep;
     step++;
-    if (!Number.isFinite(out.value)) throw new Error(`training diverged at step ${step}: loss ${out.value}; lower lr (${config.lr}) or raise warmupSteps`);
+    if (!Number.isFinite(out.value)) throw new Error(`training diverged at step ${step}: loss ${out.value}; lower the learning rate (--lr, now ${config.lr}) or raise the warmup (--warmup, now ${config.warmupSteps})`);
     losses.push({ step, loss: out.value });
     const tps = tokensPerStep / seconds;
     log.write({ kind: "train", step, loss: out.value, lr, grad_norm: out.norm, tokens_per_s: tps, seconds });
@@ -177,7 +177,7 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
     if (step % config.evalInterval === 0 || step === config.steps || outOfTime) {
       heldout = await evaluate(params, tnlConfig, tokenizer, evalWindows, config.batchSize);
       log.write({ kind: "eval", step, loss: heldout.loss, perplexity: heldout.perplexity, bits_per_byte: heldout.bitsPerByte, seconds: trainSeconds });
-      bar?.update(step, { heldout: `${heldout.loss.toFixed(3)} (${heldout.bitsPerByte.toFixed(2)} bits/byte)` });
+      bar?.update(step, { heldout: progressHeldout(heldout) });
     }
     if (step % config.checkpointInterval === 0 || interrupted || outOfTime) await checkpoint();
     if (interrupted || outOfTime) {
@@ -263,7 +263,7 @@ async function finish(c: FinishContext): Promise<Summary> {
   const file = writeSummary(c.outDir, summary);
   c.log.write({ kind: "end", step: c.step, summary: file, live_tensors: liveTensorCount() });
   c.say("");
-  c.say(`held-out: ${full.bitsPerByte.toFixed(3)} bits per byte (loss ${full.loss.toFixed(3)}, perplexity ${full.perplexity.toFixed(1)}, ${full.tokens.toLocaleString("en")} tokens)`);
+  c.say(`held-out (all ${full.tokens.toLocaleString("en")} tokens): ${full.bitsPerByte.toFixed(3)} bits per byte (loss ${full.loss.toFixed(3)}, perplexity ${full.perplexity.toFixed(1)})`);
   c.say(`unigram byte entropy of the same held-out text: ${unigram.toFixed(3)} bits per byte`);
   c.say(`trained ${c.step} steps in ${c.trainSeconds.toFixed(0)} s at ${Math.round(summary.tokens_per_second)} tokens/s on ${c.backendName}`);
   c.say(`model: ${modelDir}   loss chart: ${chart.svg}, ${chart.png}   summary: ${file}`);

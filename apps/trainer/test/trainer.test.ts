@@ -9,6 +9,7 @@ import { join } from "node:path";
 import { execFileSync } from "node:child_process";
 import { describe, expect, it } from "vitest";
 import { applyValues, ConfigError, DEFAULT_CONFIG, resolveConfig, type TrainConfig } from "../src/config.js";
+import { formatDuration, progressHeldout } from "../src/report.js";
 import { train } from "../src/train.js";
 
 const require = createRequire(import.meta.url);
@@ -81,24 +82,42 @@ describe("trainer", () => {
     const printed = execFileSync(process.execPath, [cli, "generate", "--model", join(out, "model"), "--tokenizer", join(out, "model", "tokenizer.json"),
       "--prompt", config.samplePrompt, "--max-tokens", String(config.sampleTokens), "--temperature", String(config.sampleTemperature),
       "--top-p", String(config.sampleTopP), "--seed", String(config.seed)], { encoding: "utf8" });
-    expect(config.samplePrompt + printed.replace(/\n$/, "")).toBe(summary.samples[0]);
+    // It prints the prompt, then the continuation: the sample's full text.
+    expect(printed.replace(/\n$/, "")).toBe(summary.samples[0]);
   });
 
   it("rejects bad configs with the key, what was expected and what came", () => {
     expect(() => resolveConfig({ overrides: { stepz: 3 } })).toThrow(/command line: unknown key "stepz"/);
-    expect(() => resolveConfig({ overrides: { batchSize: -2 } })).toThrow(/"batchSize" expected a positive integer, got -2/);
-    expect(() => resolveConfig({ overrides: { backend: "tpu" } })).toThrow(/"backend" expected one of "cpu", "cuda", "webgpu", got "tpu"/);
-    expect(() => resolveConfig({ overrides: { "model.numHeads": 3 } })).toThrow(/"model.numHeads" \(3\) must divide "model.dModel" \(128\)/);
+    // Command-line values are named by the flag the user typed, defaults as defaults.
+    expect(() => resolveConfig({ overrides: { batchSize: -2 } })).toThrow(/--batch-size expected a positive integer, got -2/);
+    expect(() => resolveConfig({ overrides: { backend: "tpu" } })).toThrow(/--backend expected one of "cpu", "cuda", "webgpu", got "tpu"/);
+    expect(() => resolveConfig({ overrides: { "model.numHeads": 3 } })).toThrow(/--heads 3 must divide --d-model \(default 128\)/);
+    expect(() => resolveConfig({ overrides: { steps: 5 } })).toThrow(/^config: --warmup \(default 20\) must be below --steps 5$/);
+    expect(resolveConfig({ overrides: { steps: 5, warmupSteps: 2 } }).steps).toBe(5);
     const toml = join(root, "bad.toml");
     writeFileSync(toml, "steps = 10\n[model]\ndModel = 'wide'\n");
     expect(() => resolveConfig({ file: toml })).toThrow(/bad.toml: "model.dModel" expected a positive integer, got "wide"/);
     writeFileSync(toml, "steps = = 10\n");
     expect(() => resolveConfig({ file: toml })).toThrow(/bad.toml: not valid TOML/);
+    writeFileSync(toml, "steps = 10\nwarmupSteps = 10\n");
+    expect(() => resolveConfig({ file: toml })).toThrow(/"warmupSteps" \(10, from .*bad.toml\) must be below "steps" \(10, from .*bad.toml\)/);
     const good = join(root, "good.toml");
     writeFileSync(good, "steps = 40\nlr = 0.001\n[model]\nnumLayers = 3\n");
     const c = resolveConfig({ file: good, overrides: { steps: 50 } });
     expect([c.steps, c.lr, c.model.numLayers]).toEqual([50, 0.001, 3]);
     expect(() => resolveConfig({ file: join(root, "missing.json") })).toThrow(ConfigError);
+  });
+
+  it("formats the time left without a 60th second or minute", () => {
+    expect([0, 9.4, 59.4, 59.6, 60, 65, 299.4, 299.6, 3599.4, 3599.6, 3600, 7199, 7230].map(formatDuration)).toEqual(
+      ["0s", "9s", "59s", "1m00s", "1m00s", "1m05s", "4m59s", "5m00s", "59m59s", "1h00m", "1h00m", "2h00m", "2h01m"],
+    );
+    // cli-progress passes "NULL" or "INF" before it can estimate.
+    expect([Number("NULL"), Infinity, -1].map(formatDuration)).toEqual(["?", "?", "?"]);
+  });
+
+  it("labels the held-out figure of the progress line as a subset", () => {
+    expect(progressHeldout({ loss: 1.5, bitsPerByte: 2.25, tokens: 4064 })).toBe("1.500 (2.25 bits/byte, subset of 4,064 tokens)");
   });
 
   it("reports a missing data path and an unwritable output directory", async () => {

@@ -4,7 +4,10 @@
  *   tnl info --model DIR [--json]
  *   tnl logits --model DIR --ids ids.json --out logits.bin
  *   tnl generate --model DIR --prompt-ids '[[1, 2, 3]]' [--max-tokens 32] [--temperature 0.8 --top-p 0.95 --seed 1]
- *   tnl generate --model DIR --prompt "Once upon a time" --tokenizer tokenizer.json
+ *   tnl generate --model DIR --prompt "Once upon a time" --tokenizer tokenizer.json [--no-echo]
+ *
+ * With --prompt, generate prints the prompt and then its continuation, as a text-generation
+ * pipeline returns the full text; --no-echo prints the continuation alone.
  */
 import { existsSync } from "node:fs";
 import { readFile, writeFile } from "node:fs/promises";
@@ -139,6 +142,8 @@ interface GenerateFlags {
   seed: number;
   stopIds?: number[];
   json?: boolean;
+  /** Print the prompt text before the continuation (default; --no-echo turns it off). */
+  echo: boolean;
 }
 
 async function runGenerate(opts: GenerateFlags, io: CliIO): Promise<void> {
@@ -171,6 +176,7 @@ async function runGenerate(opts: GenerateFlags, io: CliIO): Promise<void> {
     const ids = prompt.map(() => [] as number[]);
     const finish = prompt.map(() => "length");
     const decoder = tokenizer && !opts.json ? tokenizer.decoder() : undefined;
+    if (decoder && opts.echo && opts.prompt !== undefined) io.stdout(opts.prompt);
     for await (const ev of generate(model, prompt, options)) {
       ids[ev.row]!.push(ev.token);
       if (ev.finishReason) finish[ev.row] = ev.finishReason;
@@ -216,6 +222,7 @@ function program(io: CliIO): Command {
     .option("--seed <n>", "random seed", nonNegInt("--seed"), 0)
     .option("--stop-ids <ids>", "comma-separated stop ids (default: the config's eos; '' for none)", idList)
     .option("--json", "print one JSON line per token event")
+    .option("--no-echo", "with --prompt: print only the continuation, not the prompt before it")
     .action((opts) => runGenerate(opts, io));
   return cmd;
 }

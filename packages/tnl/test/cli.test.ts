@@ -103,10 +103,16 @@ describe("tnl generate", () => {
     // A byte-level BPE with no merges: ids 0..255 are bytes, matching the fixture's vocabulary of 256.
     const tokPath = join(tmp, "tokenizer.json");
     writeFileSync(tokPath, saveTokenizerJson(trainBpe("hello world", { vocabSize: 256 })));
-    const r = await tnl("generate", "--model", FIXTURE_DIR, "--prompt", "Hi there", "--tokenizer", tokPath, "--max-tokens", "8", "--stop-ids", "");
+    const args = ["generate", "--model", FIXTURE_DIR, "--prompt", "Hi there", "--tokenizer", tokPath, "--max-tokens", "8", "--stop-ids", ""];
+    const r = await tnl(...args);
     expect(r.code).toBe(0);
     expect(r.out.endsWith("\n")).toBe(true);
-    expect(r.out.length).toBeGreaterThan(1);
+    // The prompt, then its continuation (the full text, as a text-generation pipeline returns it).
+    expect(r.out.startsWith("Hi there")).toBe(true);
+    const alone = await tnl(...args, "--no-echo");
+    expect(alone.code).toBe(0);
+    expect(alone.out.length).toBeGreaterThan(1);
+    expect(r.out).toBe("Hi there" + alone.out);
   });
 
   it("reports bad usage clearly", async () => {
