@@ -3,7 +3,7 @@
 //   chunkStates  L_c = Σ_j w_j a_jᵀ b_j                       (a chunk's own contribution to the state)
 //   scan         S_in(c) = λ^{m_{c−1}} S_in(c−1) + L_{c−1}     (sequential over chunks, parallel over D·E)
 //   chunkOut     out_j = Σ_s λ^{|j−s|} (·,·) c_s + w_j u_j S'  (masked left product + right product)
-// Forward and both backward sweeps (ALGORITHM.md B.2) are these three with different operands.
+// Forward and both backward sweeps (docs/ALGORITHM.md B.2) are these three with different operands.
 // Slow by design next to version 2 (no tensor cores, operands re-read from L2), but exact:
 // f32 inputs accumulate in double so the f32 result is the float64 result rounded.
 #include "lightning.cuh"

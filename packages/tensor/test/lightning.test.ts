@@ -1,5 +1,5 @@
 /**
- * Lightning Attention on the CPU: the invariants of ALGORITHM.md G. Kernel agreement is checked
+ * Lightning Attention on the CPU: the invariants of docs/ALGORITHM.md G. Kernel agreement is checked
  * in f64 (so disagreements are bugs, not rounding), against both the kernels' quadratic form and
  * the independent masked-form oracle of @lightning-ts/testing.
  */

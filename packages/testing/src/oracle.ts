@@ -208,7 +208,7 @@ export function rmsNorm(x: ArrayLike<number>, M: number, eps: number, dy?: Array
 
 /**
  * Lightning Attention in its plain masked (left-product) form, per (b, h), with the decay matrix
- * Dm[t][s] = λ^{t−s} for s ≤ t built explicitly, and its analytic gradients (ALGORITHM.md G.1):
+ * Dm[t][s] = λ^{t−s} for s ≤ t built explicitly, and its analytic gradients (docs/ALGORITHM.md G.1):
  *   O = ((Q Kᵀ) ⊙ Dm) V + Λ Q S₀,   S_T = λ^T S₀ + Σ_s λ^{T−1−s} k_sᵀ v_s
  *   dQ = ((dO Vᵀ) ⊙ Dm) K + Λ dO S₀ᵀ,  dK = ((dO Vᵀ) ⊙ Dm)ᵀ Q + (λ^{T−1−s}) V dS_Tᵀ,
  *   dV = ((Q Kᵀ) ⊙ Dm)ᵀ dO + (λ^{T−1−s}) K dS_T,  dS₀ = Σ_t λ^{t+1} q_tᵀ dO_t + λ^T dS_T.

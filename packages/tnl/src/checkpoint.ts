@@ -1,7 +1,7 @@
 /**
  * Hugging Face TNL checkpoints on disk (Node): a directory with `config.json` and either
  * `model.safetensors` or shards listed in `model.safetensors.index.json`, official parameter names
- * (ALGORITHM.md E.9), weights in f32, bf16 or f16. Shapes are checked against the config from the
+ * (docs/ALGORITHM.md E.9), weights in f32, bf16 or f16. Shapes are checked against the config from the
  * file headers before any weight is read, so a mismatched 7B checkpoint fails in milliseconds.
  */
 import { existsSync } from "node:fs";

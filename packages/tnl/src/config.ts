@@ -1,5 +1,5 @@
 /**
- * TNL model configuration: the Hugging Face `config.json` of TransNormerLLM (ALGORITHM.md E.5),
+ * TNL model configuration: the Hugging Face `config.json` of TransNormerLLM (docs/ALGORITHM.md E.5),
  * read strictly. A key we do not know is an error rather than silently dropped, because a model
  * variant we do not implement (15B's `gate_dim`, a LayerNorm, biases) must not load and then
  * produce plausible-looking garbage.
@@ -104,7 +104,7 @@ export function configFromHf(json: unknown): TnlConfig {
   }
   if ("gate_dim" in j) {
     // TransNormerLLM3-15B. Its token mixer has separate q/k/v projections and a low-rank output gate
-    // whose module names and nonlinearity were never read from code (ALGORITHM.md E.2, H.2), so any
+    // whose module names and nonlinearity were never read from code (docs/ALGORITHM.md E.2, H.2), so any
     // port would be a guess: refuse rather than load it wrongly.
     fail(
       `config.json: "gate_dim" (${JSON.stringify(j.gate_dim)}) marks the TransNormerLLM3-15B token mixer ` +
@@ -268,7 +268,7 @@ export function makeConfig(s: Shape): TnlConfig {
 }
 
 /**
- * Released sizes (ALGORITHM.md E.5) and tiny sizes for tests. TransNormerLLM3-15B is absent on
+ * Released sizes (docs/ALGORITHM.md E.5) and tiny sizes for tests. TransNormerLLM3-15B is absent on
  * purpose: its `gate_dim` token mixer has an unverified module layout (see `configFromHf`).
  *
  * @example

@@ -1,5 +1,5 @@
 /**
- * The TNL network (ALGORITHM.md E.1–E.4): forward for training and prefill on the chunked
+ * The TNL network (docs/ALGORITHM.md E.1–E.4): forward for training and prefill on the chunked
  * Lightning Attention, the recurrent decode step, and the language-model loss.
  *
  *   x = embed_scale · E[ids]
@@ -122,7 +122,7 @@ function tokenMixer(x: Tensor, lp: TnlLayerParams, c: TnlConfig, ctx: MixerConte
   let o: Tensor; // [B, H, T, E]
   let state: Tensor;
   if (T === 1 && ctx.state) {
-    // Decode: the recurrent step S ← λS + kᵀv, o = qS (ALGORITHM.md D).
+    // Decode: the recurrent step S ← λS + kᵀv, o = qS (docs/ALGORITHM.md D).
     const D = q.shape[3]!;
     const r = lightningStep(reshape(q, [B, H, D]), reshape(k, [B, H, D]), reshape(v, [B, H, hd]), slopes, ctx.state);
     o = reshape(r.output, [B, H, 1, hd]);

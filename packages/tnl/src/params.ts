@@ -1,6 +1,6 @@
 /**
  * TNL parameters as a plain tree of tensors (so autograd and optimisers can walk it), their
- * official Hugging Face names, and the official initialisation (ALGORITHM.md E.8, A.5).
+ * official Hugging Face names, and the official initialisation (docs/ALGORITHM.md E.8, A.5).
  *
  * Letters: V vocabulary, M model width, F glu_dim, H heads, hd head dim; `hid` = hidden_dim.
  */

@@ -1,5 +1,5 @@
 /**
- * The recurrent state as a value (ALGORITHM.md D): per layer the Lightning state
+ * The recurrent state as a value (docs/ALGORITHM.md D): per layer the Lightning state
  * S = Σ_s λ^{n−s} k_sᵀ v_s, [B, H, D, E] (D = 2·hd on LRPE layers), plus the number of tokens seen,
  * which is the absolute LRPE position of the next token. States are never changed in place: `step`
  * and `prefill` return new ones, so a state can be kept, forked, saved and compared freely.

@@ -1,6 +1,6 @@
 /**
  * A self-contained GPU check for machines with a GPU but no npm: the conformance suite on the WebGPU
- * backend (through a small vitest stand-in) and the PERFORMANCE.md Lightning Attention shape, written
+ * backend (through a small vitest stand-in) and the docs/PERFORMANCE.md Lightning Attention shape, written
  * as JSON. Bundled by `pnpm --filter @lightning-ts/webgpu build:gpu-check` into dist-gpu/gpu-check.js,
  * which needs only Node and the `webgpu` package beside it.
  *

@@ -1,5 +1,5 @@
 /**
- * Lightning Attention on the CPU (ALGORITHM.md A–D), per (batch, head):
+ * Lightning Attention on the CPU (docs/ALGORITHM.md A–D), per (batch, head):
  *
  *   S_t = λ S_{t−1} + k_tᵀ v_t,   o_t = q_t S_t,   λ = exp(−slope),   S_{−1} = initial state (or 0)
  *

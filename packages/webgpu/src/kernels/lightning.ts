@@ -1,5 +1,5 @@
 /**
- * Lightning Attention in WGSL (ALGORITHM.md A, B, D), per (batch, head):
+ * Lightning Attention in WGSL (docs/ALGORITHM.md A, B, D), per (batch, head):
  *
  *   S_t = λ S_{t−1} + k_tᵀ v_t,   o_t = q_t S_t,   λ = exp(−slope)
  *
@@ -14,7 +14,7 @@
  *   dv       a=k,  b=q,  c=dO, S = G        [D×E], α=0, β=1, reversed time, G from dFinalState
  *   dk       a=v,  b=dO, c=q,  S = Gᵀ       [E×D], α=0, β=1, reversed time, G from dFinalState
  *
- * (G_t = ∂L/∂S_t, B.2 of ALGORITHM.md with the final-state term.) The dv sweep's final G is
+ * (G_t = ∂L/∂S_t, B.2 of docs/ALGORITHM.md with the final-state term.) The dv sweep's final G is
  * dInitialState. Columns of the state are independent, so a workgroup owns one (batch·head,
  * 16-column tile) pair and keeps its Y×16 slice of the state in workgroup memory; the Y dimension is
  * streamed 16 at a time through the intra-block product. All arithmetic is f32 (the CPU uses
