@@ -1,10 +1,11 @@
 /**
  * The TNL fixture forward on CUDA (f32): the logits of the official PyTorch TNL on random weights
- * (packages/tnl/test/fixtures/tnl-tiny) reproduced by the model running on the GPU. Skipped with
+ * (@lightning-ts/testing: fixtures/tnl-tiny) reproduced by the model running on the GPU. Skipped with
  * the reason printed where the backend cannot start; under LIGHTNING_CUDA_REQUIRED=1 that fails.
  */
 import { describe, expect, it } from "vitest";
-import { fixtureLogitDiffs } from "../../tnl/test/fixture.js";
+import { fixtureLogitDiffs } from "@lightning-ts/testing/tnl-fixture";
+import * as tnl from "@lightning-ts/tnl";
 import { createCudaBackend, cudaUnavailableReason } from "../src/index.js";
 
 const reason = cudaUnavailableReason();
@@ -14,7 +15,7 @@ if (reason && process.env.LIGHTNING_CUDA_REQUIRED === "1") throw new Error(`LIGH
 describe.skipIf(reason !== null)("TNL fixture forward on cuda", () => {
   it("reproduces the official logits for input_ids [2, 37] and the 300-token input", async () => {
     const backend = createCudaBackend();
-    for (const [file, d] of Object.entries(await fixtureLogitDiffs(backend))) {
+    for (const [file, d] of Object.entries(await fixtureLogitDiffs(backend, tnl))) {
       console.log(`[tnl-fixture] cuda ${file} max |Δ| = ${d.toExponential(2)}`);
       expect(d).toBeLessThanOrEqual(1e-4);
     }

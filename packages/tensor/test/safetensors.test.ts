@@ -1,7 +1,7 @@
-import { fileURLToPath } from "node:url";
 import { mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { FIXTURE_DIR, tnlFixture } from "@lightning-ts/testing/tnl-fixture";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { CpuBackend } from "../src/cpu/backend.js";
 import type { DType } from "../src/dtype.js";
@@ -25,8 +25,6 @@ import {
 } from "../src/node.js";
 import { liveTensorCount, type Tensor } from "../src/tensor.js";
 
-// The official TNL fixture (random weights, fp32), as copied into the repository by the tnl package.
-const FIXTURE_DIR = fileURLToPath(new URL("../../tnl/test/fixtures/tnl-tiny", import.meta.url));
 
 let dir = "";
 beforeAll(async () => {
@@ -185,7 +183,8 @@ describe("the TNL tiny fixture", () => {
   const path = join(FIXTURE_DIR, "model.safetensors");
 
   it("has the names and shapes of fixture.json, and the bytes an independent reader finds", async () => {
-    const fixture = JSON.parse(await readFile(join(FIXTURE_DIR, "fixture.json"), "utf8")) as { weights: Record<string, number[]> };
+    // The official TNL fixture (random weights, fp32), in @lightning-ts/testing.
+    const fixture = tnlFixture();
     const { tensors, metadata } = await readSafetensors(path);
     expect(metadata).toMatchObject({ format: "pt" });
     expect(Object.keys(tensors).sort()).toEqual(Object.keys(fixture.weights).sort());
