@@ -1,6 +1,7 @@
 /**
- * Numerical comparison: NaN never passes, then an absolute bound on the worst element, then the
- * relative RMS error ‖a − e‖₂ / ‖e‖₂.
+ * Numerical comparison: NaN never passes (nor an infinity where the other side differs), whatever
+ * the tolerances; then an absolute bound on the worst element, then the relative RMS error
+ * ‖a − e‖₂ / ‖e‖₂. NaN matches only NaN.
  */
 import { Tensor } from "@lightning-ts/tensor";
 
@@ -17,6 +18,8 @@ export interface Closeness {
   maxAbs: number;
   relRms: number;
   worstIndex: number;
+  /** Elements where one side is NaN or infinite and the two differ. */
+  nonFinite: number;
 }
 
 export function closeness(actual: ArrayLike<number>, expected: ArrayLike<number>): Closeness {
@@ -27,6 +30,7 @@ export function closeness(actual: ArrayLike<number>, expected: ArrayLike<number>
   let worstIndex = -1;
   let num = 0;
   let den = 0;
+  let nonFinite = 0;
   for (let i = 0; i < actual.length; i++) {
     const a = actual[i]!;
     const e = expected[i]!;
@@ -35,6 +39,7 @@ export function closeness(actual: ArrayLike<number>, expected: ArrayLike<number>
       den += Number.isFinite(e) ? e * e : 0;
       continue;
     }
+    if (!Number.isFinite(a) || !Number.isFinite(e)) nonFinite++;
     const d = Number.isNaN(a) || Number.isNaN(e) ? Infinity : Math.abs(a - e);
     if (!(d <= maxAbs)) {
       maxAbs = d;
@@ -44,7 +49,7 @@ export function closeness(actual: ArrayLike<number>, expected: ArrayLike<number>
     den += e * e;
   }
   const relRms = num === 0 ? 0 : Math.sqrt(num / Math.max(den, 1e-300));
-  return { maxAbs, relRms, worstIndex };
+  return { maxAbs, relRms, worstIndex, nonFinite };
 }
 
 /** Throws a descriptive error unless `actual` is close to `expected`. Returns the measured closeness. */
@@ -53,6 +58,7 @@ export function assertClose(actual: ArrayLike<number> | Tensor, expected: ArrayL
   const { atol = 1e-4, rtol = 1e-5, label = "assertClose" } = options;
   const c = closeness(actual, expected);
   const at = c.worstIndex >= 0 ? ` (worst at ${c.worstIndex}: ${actual[c.worstIndex]} vs ${expected[c.worstIndex]})` : "";
+  if (c.nonFinite > 0) throw new Error(`${label}: ${c.nonFinite} element(s) NaN or infinite where the other side differs${at}`);
   if (!(c.maxAbs <= atol)) throw new Error(`${label}: max |Δ| = ${c.maxAbs} exceeds atol ${atol}${at}`);
   if (!(c.relRms <= rtol)) throw new Error(`${label}: relative RMS error ${c.relRms} exceeds rtol ${rtol}${at}`);
   return c;
