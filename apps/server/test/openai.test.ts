@@ -83,15 +83,39 @@ describe("completions", () => {
     expect(streamed).toBe(want);
   });
 
-  it("samples reproducibly by seed, with n choices and logprobs", async () => {
-    const ask = () => client.completions.create({ model: "tiny", prompt: PROMPT, max_tokens: 8, temperature: 1, top_p: 0.9, seed: 7, n: 2, logprobs: 3, top_k: 50 } as never) as Promise<OpenAI.Completion>;
-    const [a, b] = await Promise.all([ask(), ask()]);
+  // Choice i samples from stream i of the seed, so the two choices differ; ignore_eos keeps both
+  // 8 tokens long (an early end-of-sequence could otherwise make them equal).
+  const sampled = () =>
+    client.completions.create({ model: "tiny", prompt: PROMPT, max_tokens: 8, temperature: 1, top_p: 0.9, seed: 7, n: 2, logprobs: 3, top_k: 50, ignore_eos: true } as never) as Promise<OpenAI.Completion>;
+
+  it("samples reproducibly by seed, with n different choices and logprobs", async () => {
+    const [a, b] = await Promise.all([sampled(), sampled()]);
     expect(a.choices.map((c) => c.text)).toEqual(b.choices.map((c) => c.text));
-    expect(a.choices).toHaveLength(2);
-    const lp = a.choices[0]!.logprobs!;
-    expect(lp.tokens!.length).toBe(lp.token_logprobs!.length);
-    expect(lp.token_logprobs!.every((x) => x <= 0)).toBe(true);
-    expect(Object.keys(lp.top_logprobs![0]!).length).toBeLessThanOrEqual(3);
+    expect(a.choices.map((c) => c.index)).toEqual([0, 1]);
+    expect(a.choices[0]!.text).not.toBe(a.choices[1]!.text);
+    for (const choice of a.choices) {
+      const lp = choice.logprobs!;
+      expect([lp.tokens!.length, lp.token_logprobs!.length, lp.top_logprobs!.length]).toEqual([8, 8, 8]);
+      expect(lp.tokens!.join("")).toBe(choice.text);
+      lp.top_logprobs!.forEach((top, i) => {
+        // An object keyed by text: its order is not meaningful (JavaScript puts integer-like keys
+        // first), two alternatives with one text share a key (see the test below), and a key does
+        // not tell which token it is. The exact checks are in the chat test.
+        expect(Object.keys(top).length).toBeGreaterThan(0);
+        expect(Object.keys(top).length).toBeLessThanOrEqual(3);
+        checkTopLogprobs(Object.values(top).sort((x, y) => y - x), lp.token_logprobs![i]!, undefined);
+      });
+    }
+  });
+
+  // Known server bug: the legacy format keys alternatives by their text, and byte tokens that are
+  // not UTF-8 on their own all decode to U+FFFD, so two of them collapse into one key (the tiny
+  // model samples such tokens with this seed). OpenAI names them "bytes:\xNN". This test fails
+  // once the server keeps every alternative: then turn it into a plain `it`.
+  it.fails("keeps all requested alternatives in completions top_logprobs (fails: two texts collide)", async () => {
+    const r = await sampled();
+    const counts = r.choices.flatMap((c) => c.logprobs!.top_logprobs!.map((top) => Object.keys(top).length));
+    expect(counts).toEqual(counts.map(() => 3));
   });
 
   it("reuses a cached prompt prefix and gives the same answer", async () => {
@@ -130,11 +154,47 @@ describe("chat", () => {
     const r = await client.chat.completions.create({ model: "tiny", messages, max_tokens: 4, temperature: 0, logprobs: true, top_logprobs: 2, ignore_eos: true } as never);
     const content = (r as OpenAI.ChatCompletion).choices[0]!.logprobs!.content!;
     expect(content).toHaveLength(4);
-    expect(content[0]!.top_logprobs).toHaveLength(2);
-    // Greedy: the chosen token is the most likely one.
-    expect(content[0]!.logprob).toBeCloseTo(content[0]!.top_logprobs[0]!.logprob, 6);
+    for (const c of content) {
+      expect(c.top_logprobs).toHaveLength(2);
+      // Greedy: the chosen token is the most likely one.
+      expect(c.bytes).toEqual(c.top_logprobs[0]!.bytes);
+      expect(c.logprob).toBeCloseTo(c.top_logprobs[0]!.logprob, 6);
+    }
+  });
+
+  it("samples n different choices with exactly the requested top_logprobs", async () => {
+    const ask = () =>
+      client.chat.completions.create({ model: "tiny", messages, max_tokens: 8, temperature: 1, top_p: 0.9, top_k: 50, seed: 7, n: 2, logprobs: true, top_logprobs: 3, ignore_eos: true } as never) as Promise<OpenAI.ChatCompletion>;
+    const [a, b] = await Promise.all([ask(), ask()]);
+    const tokens = (r: OpenAI.ChatCompletion) => r.choices.map((c) => c.logprobs!.content!.map((t) => t.bytes));
+    expect(tokens(a)).toEqual(tokens(b));
+    expect(tokens(a)[0]).not.toEqual(tokens(a)[1]);
+    for (const choice of a.choices) {
+      const content = choice.logprobs!.content!;
+      expect(content).toHaveLength(8);
+      for (const t of content) {
+        expect(t.top_logprobs).toHaveLength(3);
+        expect(new Set(t.top_logprobs.map((x) => JSON.stringify(x.bytes))).size).toBe(3);
+        const same = t.top_logprobs.find((x) => JSON.stringify(x.bytes) === JSON.stringify(t.bytes));
+        checkTopLogprobs(t.top_logprobs.map((x) => x.logprob), t.logprob, same?.logprob);
+      }
+    }
   });
 });
+
+/**
+ * One position's alternatives: most likely first, log-probabilities (≤ 0, their probabilities sum
+ * to at most 1); the chosen token is no likelier than the best one and, where it is among them
+ * (`chosenThere`), has the same logprob there.
+ */
+function checkTopLogprobs(top: number[], chosen: number, chosenThere: number | undefined): void {
+  expect(top).toEqual([...top].sort((x, y) => y - x));
+  expect(top.every((x) => x <= 0)).toBe(true);
+  expect(top.reduce((s, x) => s + Math.exp(x), 0)).toBeLessThanOrEqual(1 + 1e-6);
+  expect(chosen).toBeLessThan(0);
+  expect(chosen).toBeLessThanOrEqual(top[0]! + 1e-6);
+  if (chosenThere !== undefined) expect(chosenThere).toBeCloseTo(chosen, 6);
+}
 
 describe("state handles", () => {
   it("continues a conversation from a handle exactly as if the whole text had been sent", async () => {
