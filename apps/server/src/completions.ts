@@ -73,6 +73,18 @@ function buildPrompt(s: Served, p: GenerationParams, kind: Kind): { tokens: numb
 
 const tokenText = (s: Served, id: number) => s.tokenizer.decode([id]);
 
+/**
+ * A token's name as a key of the legacy `top_logprobs` objects: its text, or, when its bytes are not
+ * UTF-8 on their own (a piece of a multi-byte character), "bytes:\xNN…" as OpenAI writes them — so
+ * two such tokens, which both decode to U+FFFD, never collapse into one key.
+ */
+function tokenKey(s: Served, id: number): string {
+  const bytes = s.tokenizer.tokenBytes(id);
+  const text = s.tokenizer.decode([id]);
+  if (Buffer.from(text, "utf8").equals(Buffer.from(bytes))) return text;
+  return `bytes:${[...bytes].map((b) => `\\x${b.toString(16).padStart(2, "0")}`).join("")}`;
+}
+
 function completionLogprobs(s: Served, infos: TokenInfo[]) {
   let offset = 0;
   const text_offset: number[] = [];
@@ -85,7 +97,7 @@ function completionLogprobs(s: Served, infos: TokenInfo[]) {
   return {
     tokens,
     token_logprobs: infos.map((i) => i.logprob!),
-    top_logprobs: infos.map((i) => Object.fromEntries(i.top!.map(([id, lp]) => [tokenText(s, id), lp]))),
+    top_logprobs: infos.map((i) => Object.fromEntries(i.top!.map(([id, lp]) => [tokenKey(s, id), lp]))),
     text_offset,
   };
 }
