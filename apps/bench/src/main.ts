@@ -1,10 +1,10 @@
 /**
  * lightning-ts benchmarks: `bench <suite> [options]`, e.g. `pnpm bench matmul --sizes 512,2048`.
  * Prints a markdown table on stdout (progress on stderr) and, with --json FILE, the results in the
- * PERFORMANCE.md "How to report" format.
+ * docs/PERFORMANCE.md "How to report" format.
  */
+import { BACKEND_NAMES, type BackendName, isBackendName } from "@lightning-ts/backends";
 import { Command } from "commander";
-import { BACKENDS } from "./backends.js";
 import { outputPath, table, writeJson } from "./report.js";
 import type { CommonOptions } from "./suite.js";
 import { SUITES } from "./suites/index.js";
@@ -17,7 +17,7 @@ for (const suite of SUITES) {
   const command = program
     .command(suite.name)
     .description(suite.description)
-    .option("--backends <list>", `backends, comma-separated (${Object.keys(BACKENDS).join(", ")})`, "cpu")
+    .option("--backends <list>", `backends, comma-separated (${BACKEND_NAMES.join(", ")})`, "cpu")
     .option("--warmup <n>", "untimed runs before timing", (v) => Number.parseInt(v, 10), suite.defaults?.warmup ?? 2)
     .option("--reps <n>", "timed repetitions (the median is reported)", (v) => Number.parseInt(v, 10), suite.defaults?.reps ?? 7)
     .option("--json <file>", "where to write the results as JSON", `runs/bench/${suite.name}.json`);
@@ -29,9 +29,9 @@ for (const suite of SUITES) {
       reps: raw.reps as number,
       json: raw.json as string | undefined,
     };
-    const unknown = options.backends.filter((name) => !BACKENDS[name]);
-    if (unknown.length) command.error(`unknown backend(s): ${unknown.join(", ")}; known: ${Object.keys(BACKENDS).join(", ")}`);
-    const backends = options.backends.map((name) => BACKENDS[name]!);
+    const unknown = options.backends.filter((name) => !isBackendName(name));
+    if (unknown.length) command.error(`unknown backend(s): ${unknown.join(", ")}; known: ${BACKEND_NAMES.join(", ")}`);
+    const backends = options.backends as BackendName[];
     const results = await suite.run({ backends, options, log: (line) => console.error(line) }, raw);
     console.log(table(results, suite.columns));
     if (options.json) {

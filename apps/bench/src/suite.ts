@@ -4,10 +4,10 @@
  * A suite is one module with a `Suite` object, registered in suites/index.ts; it adds its own
  * command-line options and returns one `BenchResult` per measured case.
  */
+import type { BackendName } from "@lightning-ts/backends";
 import type { Command } from "commander";
-import type { BackendEntry } from "./backends.js";
 
-/** One measured case, with the field names of docs PERFORMANCE.md "How to report". */
+/** One measured case, with the field names of docs/PERFORMANCE.md "How to report". */
 export interface BenchResult {
   suite: string;
   impl: string;
@@ -40,7 +40,8 @@ export interface CommonOptions {
 }
 
 export interface SuiteContext {
-  backends: BackendEntry[];
+  /** Each is started in turn; one that cannot start here is reported as skipped. */
+  backends: BackendName[];
   options: CommonOptions;
   /** Progress lines go to stderr, so stdout holds only the table. */
   log(line: string): void;

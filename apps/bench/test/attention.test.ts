@@ -3,7 +3,6 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import * as T from "@lightning-ts/tensor";
 import { afterEach, describe, expect, it } from "vitest";
-import { BACKENDS } from "../src/backends.js";
 import { attentionImpls, registerAttentionImpl } from "../src/attention/impls.js";
 import { attentionSuite } from "../src/suites/attention.js";
 
@@ -13,7 +12,7 @@ afterEach(() => unregister?.());
 
 async function runSuite(impls: string[], chart: string) {
   return attentionSuite.run(
-    { backends: [BACKENDS.cpu!], options: { backends: ["cpu"], warmup: 0, reps: 1 }, log: () => {} },
+    { backends: ["cpu" as const], options: { backends: ["cpu"], warmup: 0, reps: 1 }, log: () => {} },
     { t: [16, 32], tokens: 64, heads: 2, dim: 8, dtype: "f32", impls, backward: true, chart },
   );
 }

@@ -1,9 +1,8 @@
 import { describe, expect, it } from "vitest";
-import { BACKENDS } from "../src/backends.js";
 import { decodeSuite } from "../src/suites/decode.js";
 import { modelSuite } from "../src/suites/model.js";
 
-const context = { backends: [BACKENDS.cpu!], options: { backends: ["cpu"], warmup: 0, reps: 1 }, log: () => {} };
+const context = { backends: ["cpu" as const], options: { backends: ["cpu"], warmup: 0, reps: 1 }, log: () => {} };
 
 describe("decode and model suites", () => {
   it("decode: checks each batch size against float64, then reports time and bandwidth", async () => {

@@ -1,16 +1,16 @@
 /**
- * `pnpm serve [--model DIR] [--tokenizer FILE] [--backend cpu|cuda|webgpu] [--host H] [--port P]`:
+ * `pnpm serve [--model DIR] [--tokenizer FILE] [--backend cpu|webgpu|cuda] [--host H] [--port P]`:
  * loads a TNL checkpoint and its tokenizer and serves them (see server.ts for the routes).
  * Loopback only unless --host says otherwise. SIGTERM or SIGINT: running requests finish, new ones
  * get 503, then the process exits.
  */
 import { existsSync } from "node:fs";
 import { basename, join, resolve } from "node:path";
+import { BACKEND_NAMES, createBackend } from "@lightning-ts/backends";
 import { setBackend } from "@lightning-ts/tensor";
 import { loadCheckpoint } from "@lightning-ts/tnl";
 import { loadTokenizerFile } from "@lightning-ts/tokenizer";
 import { Command, InvalidArgumentError, Option } from "commander";
-import { type BackendName, createBackend } from "./backend.js";
 import { loadChatFormat } from "./chat.js";
 import { buildServer } from "./server.js";
 
@@ -24,7 +24,7 @@ const program = new Command("serve")
   .description("OpenAI-compatible server for a TransNormerLLM checkpoint, with a playground at /")
   .option("--model <dir>", "Hugging Face TNL directory (config.json + safetensors)", "runs/default/model")
   .option("--tokenizer <file>", "tokenizer file (default: <model>/tokenizer.json)")
-  .addOption(new Option("--backend <name>", "compute backend").choices(["cpu", "cuda", "webgpu"]).default("cpu"))
+  .addOption(new Option("--backend <name>", "compute backend").choices(BACKEND_NAMES).default("cpu"))
   .option("--host <host>", "address to listen on (loopback by default)", "127.0.0.1")
   .option("--port <port>", "port (0: any free port)", int("--port"), 8000)
   .option("--name <id>", "model id shown to clients (default: the model directory's name)")
@@ -49,7 +49,7 @@ const program = new Command("serve")
     const tokenizerPath = resolve(o.tokenizer ?? join(modelDir, "tokenizer.json"));
     if (!existsSync(tokenizerPath)) program.error(`serve: no tokenizer at ${tokenizerPath}: pass --tokenizer FILE`);
     try {
-      setBackend(await createBackend(o.backend as BackendName));
+      setBackend(await createBackend(o.backend));
     } catch (err) {
       program.error(`serve: ${(err as Error).message}`);
     }

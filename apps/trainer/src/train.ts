@@ -7,10 +7,10 @@ import { copyFileSync, existsSync, readFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { valueAndGrad } from "@lightning-ts/autograd";
 import { AdamW, clipGradNorm, warmupCosine } from "@lightning-ts/autograd/optim";
+import { createBackend } from "@lightning-ts/backends";
 import { liveTensorCount, scope, setBackend, tensor } from "@lightning-ts/tensor";
 import { generateIds, initParams, loss, makeConfig, parameterCount, type TnlConfig, type TnlParams } from "@lightning-ts/tnl";
 import { loadTokenizerFile, type Tokenizer } from "@lightning-ts/tokenizer";
-import { createBackend } from "./backend.js";
 import { evaluationWindows, trainingBatch } from "./batches.js";
 import {
   checkWritable,

@@ -1,10 +1,11 @@
 /**
  * attention: Lightning Attention forward and forward+backward over a sweep of T at a fixed number
  * of tokens per call (B·T), per backend and implementation, beside causal softmax attention — the
- * PERFORMANCE.md shape, scaled down by options for the CPU. Each case is first checked against a
+ * docs/PERFORMANCE.md shape, scaled down by options for the CPU. Each case is first checked against a
  * float64 oracle on its own inputs; a case that fails the check is reported as failed, not timed.
  * Writes the table, a JSON file and an SVG chart of tokens/s and memory vs T.
  */
+import { startBackend } from "@lightning-ts/backends";
 import * as T from "@lightning-ts/tensor";
 import type { Backend, DType, Tensor } from "@lightning-ts/tensor";
 import { SingleBar, Presets } from "cli-progress";
@@ -26,7 +27,7 @@ interface AttentionOptions {
   chart: string;
 }
 
-/** Relative RMS error bounds against float64, by storage dtype (PERFORMANCE.md: ≤ 5e-3 for bf16). */
+/** Relative RMS error bounds against float64, by storage dtype (docs/PERFORMANCE.md: ≤ 5e-3 for bf16). */
 const MAX_REL_ERR: Partial<Record<DType, number>> = { f32: 1e-4, f16: 5e-3, bf16: 5e-3 };
 
 /** Tokens per case the float64 oracle checks: every batch entry up to this many tokens. */
@@ -134,16 +135,12 @@ export const attentionSuite: Suite = {
     const bar = new SingleBar({ format: "attention {bar} {value}/{total} {case}", stream: process.stderr, hideCursor: true }, Presets.shades_classic);
     bar.start(cases, 0, { case: "" });
 
-    for (const entry of backends) {
-      let backend: Backend;
-      try {
-        backend = await entry.create({});
-      } catch (e) {
-        log(`${entry.name}: skipped, cannot start (${(e as Error).message})`);
+    for (const name of backends) {
+      const backend = await startBackend(name, {}, log);
+      if (!backend) {
         bar.increment(options.t.length * impls.length);
         continue;
       }
-      T.setBackend(backend);
       const device = backend.capabilities.device;
       for (const t of options.t) {
         const B = tokens / t;
@@ -164,8 +161,8 @@ export const attentionSuite: Suite = {
           slopes: slopeValues.map(Math.fround),
         };
         for (const impl of impls) {
-          bar.increment(0, { case: `${entry.name} ${impl.name} T=${t}` });
-          const base = { suite: "attention", impl: impl.name, backend: entry.name, device, dtype, B, T: t, H, D, E };
+          bar.increment(0, { case: `${name} ${impl.name} T=${t}` });
+          const base = { suite: "attention", impl: impl.name, backend: name, device, dtype, B, T: t, H, D, E };
           if (t > maxT(impl)) {
             log(`${impl.name} T=${t}: not run (above the quadratic-form limit ${maxT(impl)}; raise it with --max-quadratic-t)`);
             bar.increment();

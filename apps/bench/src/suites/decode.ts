@@ -3,8 +3,8 @@
  * work of one generated token per layer. Reports time and the bandwidth achieved on the state,
  * which is read and written once per step: 2 · B·H·D·E · 4 bytes (f32).
  */
+import { startBackend } from "@lightning-ts/backends";
 import * as T from "@lightning-ts/tensor";
-import { startBackend } from "../backends.js";
 import { intList, result, summarise, type BenchResult, type Suite } from "../suite.js";
 
 /** The step in float64 on the host, from the same inputs. */
@@ -63,8 +63,8 @@ export const decodeSuite: Suite = {
     const E = D;
     const slopeValues = T.tnlSlopes(H, 0, 2);
     const results: BenchResult[] = [];
-    for (const entry of backends) {
-      const backend = await startBackend(entry, {}, log);
+    for (const name of backends) {
+      const backend = await startBackend(name, {}, log);
       if (!backend) continue;
       for (const B of batches) {
         const q = T.randomNormal([B, H, D], { seed: 1, std: 0.1 });
@@ -72,7 +72,7 @@ export const decodeSuite: Suite = {
         const v = T.randomNormal([B, H, E], { seed: 3, std: 0.1 });
         const S = T.randomNormal([B, H, D, E], { seed: 4, std: 0.1 });
         const slopes = T.slopesTensor(slopeValues);
-        const base = { suite: "decode", impl: "lightningStep", backend: entry.name, device: backend.capabilities.device, dtype: "f32", B, T: 1, H, D, E };
+        const base = { suite: "decode", impl: "lightningStep", backend: name, device: backend.capabilities.device, dtype: "f32", B, T: 1, H, D, E };
         const stepOnce = T.lightningStep(q, k, v, slopes, S);
         const host = async (t: T.Tensor) => (await t.data()) as Float32Array;
         const want = oracle(await host(q), await host(k), await host(v), await host(S), slopeValues, B, H, D, E);

@@ -3,7 +3,8 @@
  * first checked against a float64 oracle on the same inputs, then timed beside NumPy/OpenBLAS on
  * the same number of threads (ratio = ours / OpenBLAS, measured in the same run).
  */
-import { type Backend, decode, type DType, encode, fromStorage, matmul, setBackend, type Tensor } from "@lightning-ts/tensor";
+import { startBackend } from "@lightning-ts/backends";
+import { type Backend, decode, type DType, encode, fromStorage, matmul, type Tensor } from "@lightning-ts/tensor";
 import { cpus } from "node:os";
 import { numpyMatmul, numpyUnavailable } from "../anchors/numpy.js";
 import { intList, result, summarise, type BenchResult, type Suite, time } from "../suite.js";
@@ -96,16 +97,10 @@ export const matmulSuite: Suite = {
     if (anchorSkip) log(`OpenBLAS anchor skipped: ${anchorSkip}`);
     const results: BenchResult[] = [];
 
-    for (const entry of backends) {
+    for (const name of backends) {
       for (const threads of options.threads) {
-        let backend: Backend;
-        try {
-          backend = await entry.create({ threads });
-        } catch (e) {
-          log(`${entry.name}: skipped, cannot start (${(e as Error).message})`);
-          continue;
-        }
-        setBackend(backend);
+        const backend = await startBackend(name, { threads }, log);
+        if (!backend) continue;
         const device = backend.capabilities.device;
         for (const size of options.sizes) {
           const [m, k, n] = [size, size, size];
@@ -117,9 +112,9 @@ export const matmulSuite: Suite = {
           const rel_err = relErr(a.values, b.values, c.dataSync(), m, k, n);
           c.dispose();
           const ok = rel_err <= MAX_REL_ERR;
-          const base = { suite: "matmul", backend: entry.name, device, dtype: options.dtype, ...shape };
+          const base = { suite: "matmul", backend: name, device, dtype: options.dtype, ...shape };
           if (!ok) {
-            log(`${entry.name} ${size}³ x${threads}: FAILED the oracle check (rel_err ${rel_err.toExponential(2)}), not timed`);
+            log(`${name} ${size}³ x${threads}: FAILED the oracle check (rel_err ${rel_err.toExponential(2)}), not timed`);
             results.push(result({ ...base, impl: "lightning-ts", rel_err, ok, gflops: null }));
           } else {
             // Ours and the anchor alternate in rounds, so that load from other processes on a
@@ -139,7 +134,7 @@ export const matmulSuite: Suite = {
             const t = summarise(ourTimes);
             const ours = result({ ...base, reps: ourTimes.length, impl: "lightning-ts", rel_err, ok, fwd_ms: t.median, gflops: flops / t.median / 1e6, min_ms: t.min, max_ms: t.max, spread_pct: t.spread_pct });
             results.push(ours);
-            log(`${entry.name} ${size}³ x${threads}: ${(ours.gflops as number).toFixed(1)} GFLOP/s`);
+            log(`${name} ${size}³ x${threads}: ${(ours.gflops as number).toFixed(1)} GFLOP/s`);
             if (!anchorSkip) {
               const at = summarise(anchorTimes);
               const gflops = flops / at.median / 1e6;

@@ -6,10 +6,10 @@
  */
 import { valueAndGrad } from "@lightning-ts/autograd";
 import { AdamW } from "@lightning-ts/autograd/optim";
+import { startBackend } from "@lightning-ts/backends";
 import * as T from "@lightning-ts/tensor";
 import type { Backend, Tensor } from "@lightning-ts/tensor";
 import { disposeParams, disposeState, initParams, loss, makeConfig, mapParams, prefill, step, type TnlConfig, type TnlParams } from "@lightning-ts/tnl";
-import { startBackend } from "../backends.js";
 import { intList, result, summarise, type BenchResult, type Suite } from "../suite.js";
 
 interface ModelOptions {
@@ -85,12 +85,12 @@ export const modelSuite: Suite = {
     if (bad !== undefined) throw new Error(`--t: every T must divide --tokens ${o.tokens}; ${bad} does not`);
     const oracle = T.createCpuBackend({ threads: 1 });
     const results: BenchResult[] = [];
-    for (const entry of backends) {
-      const backend = await startBackend(entry, {}, log);
+    for (const name of backends) {
+      const backend = await startBackend(name, {}, log);
       if (!backend) continue;
       const device = backend.capabilities.device;
       let params = initParams(config, { seed: 1 });
-      const base = { suite: "model", backend: entry.name, device, dtype: "f32", H: config.numHeads, D: config.hiddenDim / config.numHeads, E: config.hiddenDim / config.numHeads };
+      const base = { suite: "model", backend: name, device, dtype: "f32", H: config.numHeads, D: config.hiddenDim / config.numHeads, E: config.hiddenDim / config.numHeads };
 
       for (const t of o.t) {
         const B = o.tokens / t;
