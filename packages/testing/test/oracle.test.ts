@@ -1,7 +1,7 @@
 /**
  * The float64 oracles against what they are checked against elsewhere: the masked (quadratic)
  * Lightning Attention form against the recurrence S_t = λ S_{t−1} + k_tᵀ v_t, o_t = q_t S_t
- * (ALGORITHM.md G.2, written again here), against closed forms derived by hand for T = 1 and
+ * (docs/ALGORITHM.md G.2, written again here), against closed forms derived by hand for T = 1 and
  * T = 2, and its analytic gradients against central differences; the other oracles against small
  * cases worked out by hand. A perturbed input must make each comparison fail.
  */
