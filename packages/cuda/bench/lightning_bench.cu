@@ -1,14 +1,27 @@
-// Validate-then-benchmark harness for the Lightning Attention kernel versions (llm.c dev/cuda
-// style). For each version and each T of the PERFORMANCE.md shape (bf16, H = 16, D = E = 128,
-// B·T = 65,536; T = 131,072 runs at B = 1), it draws random inputs, checks the output, final state and gradients of two
-// heads (the strongest and the weakest decay) against a float64 recurrence on the host, and
-// only then times the launcher with CUDA events (median of repeats, L2 flushed between them).
-// It calls the same launchers as the Node addon, through the same registry.
+// Validate-then-benchmark harness for the Lightning Attention kernels (llm.c dev/cuda style).
 //
-// Build (packages/cuda): nvcc -O3 -std=c++17 -arch=sm_90a -I native bench/lightning_bench.cu \
-//   build/cuda-obj/libltscuda.a -ldl -o build/lightning_bench
-// Run: build/lightning_bench [--json FILE] [--T 1024,8192,65536] [--versions 1,2,3,4] [--reps 20]
+// Bench rows: for each head shape (D×E), dtype, version and T (H = 16, B·T = 65,536; T = 131,072
+// runs at B = 1) it draws random inputs, checks the output, final state and gradients of two heads
+// (the strongest and the weakest decay of the last sequence) against a float64 recurrence on the
+// host, poisons outputs first so unwritten elements fail, and only then times the launcher with
+// CUDA events (median of repeats, L2 flushed between them). Decode rows time `lightningStep` at
+// batch 64 for each head shape.
+// --check: odd lengths (T = 1, 63, 65, 513, and a long B = 1 sequence that takes the sequence
+// split) with an initial state, every head and every output (o, S_T, dq, dk, dv, dS_0) against the
+// float64 recurrence, bf16 and f16, for each head shape; --small keeps a few of them (for
+// compute-sanitizer).
+// Versions 1 and 5 run through the addon's registry (LIGHTNING_CUDA_LA_VERSION), the way the Node
+// addon calls them; 2, 3, 4 (bf16, D = E = 128) are the legacy files in bench/legacy, called directly.
+//
+// Build (packages/cuda, after the addon's build made build/cuda-obj/libltscuda.a):
+//   nvcc -O3 -std=c++17 -gencode=arch=compute_90a,code=sm_90a -I native -I bench/legacy \
+//     bench/lightning_bench.cu bench/legacy/lightning_v2.cu bench/legacy/lightning_v3.cu \
+//     bench/legacy/lightning_v4.cu build/cuda-obj/libltscuda.a -ldl -o build/lightning_bench
+// Run: build/lightning_bench [--shapes 128x128,256x128,64x64] [--T 1024,8192,65536] [--dtypes bf16,f16]
+//        [--versions 5,4] [--reps 20] [--json FILE] [--check [--small] [--check-dtypes bf16,f16]] [--no-bench]
+//        [--no-decode] [--time-anyway]
 #include <cuda_bf16.h>
+#include <cuda_fp16.h>
 
 #include <algorithm>
 #include <cmath>
@@ -21,6 +34,8 @@
 #include <thread>
 #include <vector>
 
+#include "lightning.cuh"
+#include "lightning_legacy.cuh"
 #include "runtime.h"
 
 using namespace lts;
@@ -44,27 +59,44 @@ struct BenchContext : Context {
     return p;
   }
   void release(void* p) override { freeList.emplace(sizes.at(p), p); }
+  void trim() {
+    for (auto& [n, p] : freeList) cudaFree(p), sizes.erase(p);
+    freeList.clear();
+  }
 };
 
 struct Buf {
   void* p = nullptr;
   size_t bytes = 0;
-  explicit Buf(size_t n) : bytes(n) { CK(cudaMalloc(&p, n)); }
+  explicit Buf(size_t n) : bytes(n) { CK(cudaMalloc(&p, std::max<size_t>(n, 16))); }
   ~Buf() { cudaFree(p); }
   uint64_t ptr() const { return (uint64_t)(uintptr_t)p; }
 };
 
-static float bf(uint16_t h) {
+// 16-bit storage on the host: bf16 or f16 bits.
+static float toFloat(uint16_t h, int dt) {
+  if (dt == F16) {
+    __half x;
+    memcpy(&x, &h, 2);
+    return __half2float(x);
+  }
   uint32_t u = (uint32_t)h << 16;
   float f;
   memcpy(&f, &u, 4);
   return f;
 }
-static uint16_t tobf(float f) {
-  uint32_t u;
-  memcpy(&u, &f, 4);
-  return (uint16_t)((u + 0x7fff + ((u >> 16) & 1)) >> 16);
+static uint16_t fromFloat(float f, int dt) {
+  uint16_t h;
+  if (dt == F16) {
+    __half x = __float2half_rn(f);
+    memcpy(&h, &x, 2);
+  } else {
+    __nv_bfloat16 x = __float2bfloat16_rn(f);
+    memcpy(&h, &x, 2);
+  }
+  return h;
 }
+static const char* dtName(int dt) { return dt == F16 ? "f16" : "bf16"; }
 
 struct Shape {
   int B, H, T, D, E;
@@ -73,51 +105,88 @@ struct Shape {
   size_t st() const { return (size_t)B * H * D * E; }
 };
 
-// Float64 recurrence for one (b, h): o, final state, and (with dO, dS) dq, dk, dv.
-struct HeadRef {
-  std::vector<double> o, S, dq, dk, dv;
+// N(0, std²) draws, in parallel blocks with their own seeds (the same numbers for a seed on any machine).
+static std::vector<uint16_t> draw16(size_t n, uint32_t seed, int dt, float std) {
+  std::vector<uint16_t> x(n);
+  const size_t block = 1 << 20;
+  size_t nb = (n + block - 1) / block;
+  unsigned nt = std::max(1u, std::min(16u, std::thread::hardware_concurrency()));
+  std::vector<std::thread> th;
+  for (unsigned w = 0; w < nt; w++)
+    th.emplace_back([&, w] {
+      for (size_t b = w; b < nb; b += nt) {
+        std::mt19937 gen(seed * 1000003u + (uint32_t)b);
+        std::normal_distribution<float> nd(0.0f, std);
+        for (size_t i = b * block; i < std::min(n, (b + 1) * block); i++) x[i] = fromFloat(nd(gen), dt);
+      }
+    });
+  for (auto& t : th) t.join();
+  return x;
+}
+static std::vector<float> drawF(size_t n, uint32_t seed, float std) {
+  std::vector<float> x(n);
+  std::mt19937 gen(seed);
+  std::normal_distribution<float> nd(0.0f, std);
+  for (auto& y : x) y = nd(gen);
+  return x;
+}
+
+struct Inputs {
+  std::vector<uint16_t> q, k, v, dO;
+  std::vector<float> dS, S0;  // S0 empty: none
 };
-static HeadRef reference(const Shape& s, int bh, double slope, const std::vector<uint16_t>& q, const std::vector<uint16_t>& k,
-                         const std::vector<uint16_t>& v, const std::vector<uint16_t>& dO, const std::vector<float>& dS) {
+
+// Float64 recurrence for one (b, h): o, final state, and dq, dk, dv, dS0.
+struct HeadRef {
+  std::vector<double> o, S, dq, dk, dv, dS0;
+};
+static HeadRef reference(const Shape& s, int dt, int bh, double slope, const Inputs& in) {
   int T = s.T, D = s.D, E = s.E;
   double lam = std::exp(-slope);
   HeadRef r;
   r.o.assign((size_t)T * E, 0), r.dq.assign((size_t)T * D, 0), r.dk.assign((size_t)T * D, 0), r.dv.assign((size_t)T * E, 0);
-  std::vector<double> S((size_t)D * E, 0);
-  auto Q = [&](int t, int d) { return (double)bf(q[((size_t)bh * T + t) * D + d]); };
-  auto K = [&](int t, int d) { return (double)bf(k[((size_t)bh * T + t) * D + d]); };
-  auto V = [&](int t, int e) { return (double)bf(v[((size_t)bh * T + t) * E + e]); };
-  auto G = [&](int t, int e) { return (double)bf(dO[((size_t)bh * T + t) * E + e]); };
+  std::vector<double> S((size_t)D * E, 0), vt(E), gt(E);
+  if (!in.S0.empty())
+    for (size_t i = 0; i < S.size(); i++) S[i] = in.S0[(size_t)bh * D * E + i];
+  auto Q = [&](int t, int d) { return (double)toFloat(in.q[((size_t)bh * T + t) * D + d], dt); };
+  auto K = [&](int t, int d) { return (double)toFloat(in.k[((size_t)bh * T + t) * D + d], dt); };
   for (int t = 0; t < T; t++) {
+    for (int e = 0; e < E; e++)
+      vt[e] = toFloat(in.v[((size_t)bh * T + t) * E + e], dt), gt[e] = toFloat(in.dO[((size_t)bh * T + t) * E + e], dt);
+    double* o = &r.o[(size_t)t * E];
     for (int d = 0; d < D; d++) {
       double kd = K(t, d), qd = Q(t, d);
       double* row = &S[(size_t)d * E];
       double dqd = 0;
       for (int e = 0; e < E; e++) {
-        row[e] = lam * row[e] + kd * V(t, e);
-        r.o[(size_t)t * E + e] += qd * row[e];
-        dqd += row[e] * G(t, e);
+        row[e] = lam * row[e] + kd * vt[e];
+        o[e] += qd * row[e];
+        dqd += row[e] * gt[e];
       }
       r.dq[(size_t)t * D + d] = dqd;
     }
   }
   r.S = S;
-  std::vector<double> H((size_t)D * E);
-  for (size_t i = 0; i < H.size(); i++) H[i] = dS[(size_t)bh * D * E + i];
+  std::vector<double> G((size_t)D * E);
+  for (size_t i = 0; i < G.size(); i++) G[i] = in.dS[(size_t)bh * D * E + i];
   for (int t = T - 1; t >= 0; t--) {
+    for (int e = 0; e < E; e++)
+      vt[e] = toFloat(in.v[((size_t)bh * T + t) * E + e], dt), gt[e] = toFloat(in.dO[((size_t)bh * T + t) * E + e], dt);
+    double* dv = &r.dv[(size_t)t * E];
     for (int d = 0; d < D; d++) {
       double qd = Q(t, d), kd = K(t, d);
-      double* row = &H[(size_t)d * E];
+      double* row = &G[(size_t)d * E];
       double dkd = 0;
       for (int e = 0; e < E; e++) {
-        row[e] += qd * G(t, e);
-        dkd += row[e] * V(t, e);
-        r.dv[(size_t)t * E + e] += kd * row[e];
+        row[e] += qd * gt[e];  // G_t = Σ_{s≥t} λ^{s−t} q_sᵀ dO_s + λ^{T−1−t} dS_T
+        dkd += row[e] * vt[e];
+        dv[e] += kd * row[e];
       }
       r.dk[(size_t)t * D + d] = dkd;
     }
-    for (auto& x : H) x *= lam;
+    for (auto& x : G) x *= lam;
   }
+  r.dS0 = G;  // λ G_0
   return r;
 }
 
@@ -136,198 +205,420 @@ static double median(std::vector<double> x) {
   return x[x.size() / 2];
 }
 
-int main(int argc, char** argv) {
-  std::vector<int> Ts = {1024, 8192, 65536};
-  std::vector<int> versions = {1, 2, 3, 4};
-  int reps = 20;
-  const char* json = nullptr;
-  for (int i = 1; i < argc; i++) {
-    std::string a = argv[i];
-    auto list = [&](std::vector<int>& out) {
-      out.clear();
-      for (char* p = strtok(argv[++i], ","); p; p = strtok(nullptr, ",")) out.push_back(atoi(p));
-    };
-    if (a == "--T") list(Ts);
-    else if (a == "--versions") list(versions);
-    else if (a == "--reps") reps = atoi(argv[++i]);
-    else if (a == "--json") json = argv[++i];
-  }
+struct Harness {
   Registry reg;
-  registerLightning(reg);
   BenchContext ctx;
   cudaDeviceProp prop;
-  CK(cudaGetDeviceProperties(&prop, 0));
-  CK(cudaStreamCreate(&ctx.stream));
-  ctx.smCount = prop.multiProcessorCount;
-  ctx.ccMajor = prop.major;
+  cudaEvent_t e0, e1;
+  double copyGBs = 0;
+  Buf* flush = nullptr;
+  int reps = 20;
+  FILE* json = nullptr;
+  bool firstRow = true;
+  int failures = 0;
+  bool timeAnyway = false;  // --time-anyway: time rows that failed their check too (diagnosis only; marked ok = false)
+
+  void row(const std::string& obj) {
+    if (!json) return;
+    fprintf(json, "%s  %s", firstRow ? "" : ",\n", obj.c_str());
+    fflush(json);
+    firstRow = false;
+  }
+};
+
+// Device buffers of one problem, and the calls of one version on them.
+struct Problem {
+  Shape s;
+  int dt;
+  Buf q, k, v, o, dO, Sf, dS, S0, dq, dk, dv, dS0, slopes;
+  bool withS0;
+  Problem(const Shape& s_, int dt_, const Inputs& in, const std::vector<float>& sl)
+      : s(s_), dt(dt_), q(s_.qk() * 2), k(s_.qk() * 2), v(s_.vo() * 2), o(s_.vo() * 2), dO(s_.vo() * 2), Sf(s_.st() * 4), dS(s_.st() * 4),
+        S0(s_.st() * 4), dq(s_.qk() * 2), dk(s_.qk() * 2), dv(s_.vo() * 2), dS0(s_.st() * 4), slopes(sl.size() * 4), withS0(!in.S0.empty()) {
+    CK(cudaMemcpy(q.p, in.q.data(), q.bytes, cudaMemcpyHostToDevice));
+    CK(cudaMemcpy(k.p, in.k.data(), k.bytes, cudaMemcpyHostToDevice));
+    CK(cudaMemcpy(v.p, in.v.data(), v.bytes, cudaMemcpyHostToDevice));
+    CK(cudaMemcpy(dO.p, in.dO.data(), dO.bytes, cudaMemcpyHostToDevice));
+    CK(cudaMemcpy(dS.p, in.dS.data(), dS.bytes, cudaMemcpyHostToDevice));
+    if (withS0) CK(cudaMemcpy(S0.p, in.S0.data(), S0.bytes, cudaMemcpyHostToDevice));
+    CK(cudaMemcpy(slopes.p, sl.data(), slopes.bytes, cudaMemcpyHostToDevice));
+  }
+  Args fwdArgs() const {
+    Args a;
+    a.p = {q.ptr(), k.ptr(), v.ptr(), slopes.ptr(), withS0 ? S0.ptr() : 0, o.ptr(), Sf.ptr()};
+    a.i = {dt, s.B, s.H, s.T, s.D, s.E};
+    return a;
+  }
+  Args bwdArgs() const {
+    Args a;
+    a.p = {q.ptr(), k.ptr(), v.ptr(), slopes.ptr(), dO.ptr(), dS.ptr(), withS0 ? S0.ptr() : 0, dq.ptr(), dk.ptr(), dv.ptr(), dS0.ptr()};
+    a.i = {dt, s.B, s.H, s.T, s.D, s.E};
+    return a;
+  }
+  LightningDims dims() const { return {s.B, s.H, s.T, s.D, s.E}; }
+  void poison() {
+    for (Buf* b : {&o, &dq, &dk, &dv, &Sf, &dS0}) CK(cudaMemset(b->p, 0xff, b->bytes));
+  }
+};
+
+static bool legacyApplies(int ver, int dt, const Shape& s) { return ver >= 2 && ver <= 4 && dt == BF16 && s.D == 128 && s.E == 128; }
+
+static void runVersion(Harness& h, Problem& P, int ver, bool forward) {
+  BenchContext& c = h.ctx;
+  LightningDims d = P.dims();
+  const void *q = P.q.p, *k = P.k.p, *v = P.v.p;
+  const float* sl = (const float*)P.slopes.p;
+  const float* S0 = P.withS0 ? (const float*)P.S0.p : nullptr;
+  if (ver == 2) {
+    if (forward) lightningForwardV2(c, d, q, k, v, sl, S0, P.o.p, (float*)P.Sf.p);
+    else lightningBackwardV2(c, d, q, k, v, sl, P.dO.p, (const float*)P.dS.p, S0, P.dq.p, P.dk.p, P.dv.p, (float*)P.dS0.p);
+  } else if (ver == 3) {
+    if (forward) lightningForwardV3(c, d, q, k, v, sl, S0, P.o.p, (float*)P.Sf.p);
+    else lightningBackwardV3(c, d, q, k, v, sl, P.dO.p, (const float*)P.dS.p, S0, P.dq.p, P.dk.p, P.dv.p, (float*)P.dS0.p);
+  } else if (ver == 4) {
+    if (forward) lightningForwardV4(c, d, q, k, v, sl, S0, P.o.p, (float*)P.Sf.p);
+    else lightningBackwardV4(c, d, q, k, v, sl, P.dO.p, (const float*)P.dS.p, S0, P.dq.p, P.dk.p, P.dv.p, (float*)P.dS0.p);
+  } else {
+    setenv("LIGHTNING_CUDA_LA_VERSION", std::to_string(ver).c_str(), 1);
+    if (forward) h.reg["lightningAttention"](c, P.fwdArgs());
+    else h.reg["lightningAttentionBackward"](c, P.bwdArgs());
+  }
+}
+
+static std::string kernelName(Harness& h, const Problem& P, int ver, bool backward) {
+  if (ver >= 2 && ver <= 4) return "v" + std::to_string(ver) + " legacy (bf16, D = 128)";
+  setenv("LIGHTNING_CUDA_LA_VERSION", std::to_string(ver).c_str(), 1);
+  return lightningKernelName(h.ctx, P.dt, P.dims(), backward);
+}
+
+struct Got {
+  std::vector<uint16_t> o, dq, dk, dv;
+  std::vector<float> Sf, dS0;
+};
+static Got fetch(const Problem& P) {
+  Got g;
+  g.o.resize(P.s.vo()), g.dq.resize(P.s.qk()), g.dk.resize(P.s.qk()), g.dv.resize(P.s.vo()), g.Sf.resize(P.s.st()), g.dS0.resize(P.s.st());
+  CK(cudaMemcpy(g.o.data(), P.o.p, P.o.bytes, cudaMemcpyDeviceToHost));
+  CK(cudaMemcpy(g.dq.data(), P.dq.p, P.dq.bytes, cudaMemcpyDeviceToHost));
+  CK(cudaMemcpy(g.dk.data(), P.dk.p, P.dk.bytes, cudaMemcpyDeviceToHost));
+  CK(cudaMemcpy(g.dv.data(), P.dv.p, P.dv.bytes, cudaMemcpyDeviceToHost));
+  CK(cudaMemcpy(g.Sf.data(), P.Sf.p, P.Sf.bytes, cudaMemcpyDeviceToHost));
+  CK(cudaMemcpy(g.dS0.data(), P.dS0.p, P.dS0.bytes, cudaMemcpyDeviceToHost));
+  return g;
+}
+
+static bool allFinite(const std::vector<uint16_t>& x, int dt) {
+  for (auto y : x)
+    if (!std::isfinite(toFloat(y, dt))) return false;
+  return true;
+}
+static bool allFinite(const std::vector<float>& x) {
+  for (auto y : x)
+    if (!std::isfinite(y)) return false;
+  return true;
+}
+
+// Errors of the heads `heads` (with their references): forward (o, S_T) and backward (dq, dk, dv, and dS_0).
+struct Errors {
+  Err o, S, dq, dk, dv, dS0;
+  double fwd() const { return std::max(o.rel(), S.rel()); }
+  double bwd() const { return std::max({dq.rel(), dk.rel(), dv.rel(), dS0.rel()}); }
+};
+static Errors compare(const Problem& P, const Got& g, const std::vector<int>& heads, const std::vector<HeadRef>& refs) {
+  const Shape& s = P.s;
+  Errors r;
+  size_t T = s.T, D = s.D, E = s.E;
+  for (size_t i = 0; i < heads.size(); i++) {
+    size_t bh = heads[i];
+    const HeadRef& f = refs[i];
+    for (size_t j = 0; j < T * E; j++) r.o.add(toFloat(g.o[bh * T * E + j], P.dt), f.o[j]), r.dv.add(toFloat(g.dv[bh * T * E + j], P.dt), f.dv[j]);
+    for (size_t j = 0; j < T * D; j++) r.dq.add(toFloat(g.dq[bh * T * D + j], P.dt), f.dq[j]), r.dk.add(toFloat(g.dk[bh * T * D + j], P.dt), f.dk[j]);
+    for (size_t j = 0; j < D * E; j++) r.S.add(g.Sf[bh * D * E + j], f.S[j]), r.dS0.add(g.dS0[bh * D * E + j], f.dS0[j]);
+  }
+  return r;
+}
+
+static std::vector<HeadRef> references(const Shape& s, int dt, const std::vector<int>& heads, const std::vector<float>& slopes, const Inputs& in) {
+  std::vector<HeadRef> refs(heads.size());
+  std::vector<std::thread> th;
+  for (size_t i = 0; i < heads.size(); i++) th.emplace_back([&, i] { refs[i] = reference(s, dt, heads[i], slopes[heads[i] % s.H], in); });
+  for (auto& t : th) t.join();
+  return refs;
+}
+
+static std::vector<float> tnlSlopes(int H) {
+  std::vector<float> s(H);
+  for (int h = 0; h < H; h++) s[h] = std::pow(2.0f, -8.0f * (h + 1) / H);
+  return s;
+}
+
+static double bound(int dt) { return dt == F16 ? 2e-3 : 5e-3; }
+
+// Odd lengths and state in/out: every head, every output, against the float64 recurrence.
+static void checkSuite(Harness& h, const std::vector<std::pair<int, int>>& shapes, const std::vector<int>& dtypes, bool small) {
+  struct Case {
+    Shape s;
+    int dt;
+  };
+  std::vector<Case> cases;
+  for (int dt : dtypes)
+    for (auto [D, E] : shapes) {
+      std::vector<int> Ts = small ? std::vector<int>{63, 200} : std::vector<int>{1, 63, 65, 513};
+      for (int T : Ts) cases.push_back({{2, 2, T, D, E}, dt});
+      cases.push_back({{1, 2, small ? 1100 : 4099, D, E}, dt});  // B = 1: the sequence split
+    }
+  printf("\n== check: initial state, odd T, all heads; bound %.0e (bf16) / %.0e (f16) relative RMS\n", 5e-3, 2e-3);
+  printf("%-5s %3s %3s %5s %4s %4s  %9s %9s %9s %9s %9s %9s  %s\n", "dtype", "B", "H", "T", "D", "E", "o", "S_T", "dq", "dk", "dv", "dS0", "ok / kernel");
+  int n = 0;
+  for (auto& cs : cases) {
+    const Shape& s = cs.s;
+    uint32_t seed = 17 + 31 * n++;
+    Inputs in{draw16(s.qk(), seed, cs.dt, 0.3f), draw16(s.qk(), seed + 1, cs.dt, 0.3f), draw16(s.vo(), seed + 2, cs.dt, 0.3f),
+              draw16(s.vo(), seed + 3, cs.dt, 0.3f), drawF(s.st(), seed + 4, 0.3f), drawF(s.st(), seed + 5, 0.3f)};
+    std::vector<float> slopes = tnlSlopes(s.H);
+    slopes[0] = 0.9f;  // a strong decay beside a weak one
+    Problem P(s, cs.dt, in, slopes);
+    std::vector<int> heads;
+    for (int i = 0; i < s.B * s.H; i++) heads.push_back(i);
+    auto refs = references(s, cs.dt, heads, slopes, in);
+    P.poison();
+    runVersion(h, P, 5, true);
+    runVersion(h, P, 5, false);
+    CK(cudaStreamSynchronize(h.ctx.stream));
+    CK(cudaGetLastError());
+    Got g = fetch(P);
+    Errors e = compare(P, g, heads, refs);
+    bool ok = e.fwd() <= bound(cs.dt) && e.bwd() <= bound(cs.dt);
+    if (!ok) h.failures++;
+    printf("%-5s %3d %3d %5d %4d %4d  %9.2e %9.2e %9.2e %9.2e %9.2e %9.2e  %s / %s\n", dtName(cs.dt), s.B, s.H, s.T, s.D, s.E, e.o.rel(), e.S.rel(),
+           e.dq.rel(), e.dk.rel(), e.dv.rel(), e.dS0.rel(), ok ? "yes" : "NO", kernelName(h, P, 5, false).c_str());
+    fflush(stdout);
+    char buf[512];
+    snprintf(buf, sizeof buf,
+             "{\"suite\": \"attention-check\", \"impl\": \"chunked-v5\", \"backend\": \"cuda\", \"device\": \"%s\", \"B\": %d, \"T\": %d, \"H\": %d, "
+             "\"D\": %d, \"E\": %d, \"dtype\": \"%s\", \"initial_state\": true, \"rel_err\": %.3e, \"rel_err_bwd\": %.3e, \"ok\": %s}",
+             h.prop.name, s.B, s.T, s.H, s.D, s.E, dtName(cs.dt), e.fwd(), e.bwd(), ok ? "true" : "false");
+    h.row(buf);
+  }
+  h.ctx.trim();
+}
+
+static void benchShape(Harness& h, int D, int E, int T, int dt, const std::vector<int>& versions) {
+  const int H = 16, tokens = 65536;
+  Shape s{std::max(1, tokens / T), H, T, D, E};
+  uint32_t seed = 1234 + T + 7 * D + 3 * E + 100 * dt;
+  Inputs in{draw16(s.qk(), seed, dt, 0.3f), draw16(s.qk(), seed + 1, dt, 0.3f), draw16(s.vo(), seed + 2, dt, 0.3f), draw16(s.vo(), seed + 3, dt, 0.3f),
+            drawF(s.st(), seed + 4, 0.3f), {}};
+  std::vector<float> slopes = tnlSlopes(H);
+  Problem P(s, dt, in, slopes);
+  // Reference heads: the last sequence's strongest and weakest decay.
+  std::vector<int> heads = {(s.B - 1) * H + 0, (s.B - 1) * H + H - 1};
+  auto refs = references(s, dt, heads, slopes, in);
+  Args fwd = P.fwdArgs(), bwd = P.bwdArgs();
+  for (int ver : versions) {
+    if (ver >= 2 && ver <= 4 && !legacyApplies(ver, dt, s)) continue;
+    if (ver == 1 && T > 8192) continue;  // the CUDA-core reference: constant in T, tens of ms
+    P.poison();
+    runVersion(h, P, ver, true);
+    runVersion(h, P, ver, false);
+    CK(cudaStreamSynchronize(h.ctx.stream));
+    CK(cudaGetLastError());
+    Got g = fetch(P);
+    Errors e = compare(P, g, heads, refs);
+    // Poisoned (NaN) elements anywhere, not only in the checked heads, fail too.
+    bool fwdOk = allFinite(g.o, dt) && allFinite(g.Sf) && e.fwd() <= bound(dt);
+    bool bwdOk = allFinite(g.dq, dt) && allFinite(g.dk, dt) && allFinite(g.dv, dt) && allFinite(g.dS0) && e.bwd() <= bound(dt);
+    if (!fwdOk || !bwdOk) h.failures++;
+    auto timeIt = [&](bool withBackward) {
+      std::vector<double> t;
+      for (int r = -3; r < h.reps; r++) {
+        CK(cudaMemsetAsync(h.flush->p, r & 0xff, h.flush->bytes, h.ctx.stream));
+        CK(cudaEventRecord(h.e0, h.ctx.stream));
+        runVersion(h, P, ver, true);
+        if (withBackward) runVersion(h, P, ver, false);
+        CK(cudaEventRecord(h.e1, h.ctx.stream));
+        CK(cudaEventSynchronize(h.e1));
+        float ms;
+        CK(cudaEventElapsedTime(&ms, h.e0, h.e1));
+        if (r >= 0) t.push_back(ms);
+      }
+      return median(t);
+    };
+    double fwdMs = fwdOk || h.timeAnyway ? timeIt(false) : NAN;
+    double fbMs = (fwdOk && bwdOk) || h.timeAnyway ? timeIt(true) : NAN;
+    double bytes = 2.0 * (2 * s.qk() + 2 * s.vo());  // q, k, v read, o written once
+    double gbps = bytes / (fwdMs * 1e-3) / 1e9;
+    double tps = (double)s.B * T / (fwdMs * 1e-3);
+    std::string kf = kernelName(h, P, ver, false), kb = kernelName(h, P, ver, true);
+    printf("v%-3d %-4s %4dx%-4d %3d %6d %4s %8.3f %9.3f %9.2e %9.2e %7.0f %6.1f%% %7.1f  %s\n", ver, dtName(dt), D, E, s.B, T, fwdOk && bwdOk ? "yes" : "NO",
+           fwdMs, fbMs, e.fwd(), e.bwd(), gbps, 100 * gbps / h.copyGBs, tps / 1e6, kf.c_str());
+    fflush(stdout);
+    auto num = [](double x) { return std::isnan(x) ? std::string("null") : std::to_string(x); };
+    char buf[1024];
+    snprintf(buf, sizeof buf,
+             "{\"suite\": \"attention\", \"impl\": \"chunked-v%d\", \"backend\": \"cuda\", \"device\": \"%s\", \"B\": %d, \"T\": %d, \"H\": %d, "
+             "\"D\": %d, \"E\": %d, \"dtype\": \"%s\", \"fwd_ms\": %s, \"fwdbwd_ms\": %s, \"tokens_per_s\": %s, \"gbps\": %s, \"pct_copy\": %s, "
+             "\"rel_err\": %.3e, \"rel_err_bwd\": %.3e, \"ok\": %s, \"copy_gbps\": %.0f, \"kernel\": \"%s\", \"kernel_bwd\": \"%s\"}",
+             ver, h.prop.name, s.B, T, H, D, E, dtName(dt), num(fwdMs).c_str(), num(fbMs).c_str(), num(tps).c_str(), num(gbps).c_str(),
+             num(100 * gbps / h.copyGBs).c_str(), e.fwd(), e.bwd(), fwdOk && bwdOk ? "true" : "false", h.copyGBs, kf.c_str(), kb.c_str());
+    h.row(buf);
+  }
+  unsetenv("LIGHTNING_CUDA_LA_VERSION");
+  h.ctx.trim();
+}
+
+// Decode step: batch 64, state H·D·E f32 per sequence, read once and written once.
+static void benchDecode(Harness& h, int D, int E, int dt) {
+  const int B = 64, H = 16;
+  size_t st = (size_t)B * H * D * E;
+  Buf bq((size_t)B * H * D * 2), bk((size_t)B * H * D * 2), bv((size_t)B * H * E * 2), bo((size_t)B * H * E * 2), s0(st * 4), s1(st * 4), sl(H * 4);
+  std::vector<float> slopes = tnlSlopes(H);
+  CK(cudaMemcpy(sl.p, slopes.data(), H * 4, cudaMemcpyHostToDevice));
+  // Check one step against the host on random data first.
+  auto q = draw16((size_t)B * H * D, 5, dt, 0.3f), k = draw16((size_t)B * H * D, 6, dt, 0.3f), v = draw16((size_t)B * H * E, 7, dt, 0.3f);
+  auto S = drawF(st, 8, 0.3f);
+  CK(cudaMemcpy(bq.p, q.data(), bq.bytes, cudaMemcpyHostToDevice));
+  CK(cudaMemcpy(bk.p, k.data(), bk.bytes, cudaMemcpyHostToDevice));
+  CK(cudaMemcpy(bv.p, v.data(), bv.bytes, cudaMemcpyHostToDevice));
+  CK(cudaMemcpy(s0.p, S.data(), s0.bytes, cudaMemcpyHostToDevice));
+  CK(cudaMemset(bo.p, 0xff, bo.bytes));
+  CK(cudaMemset(s1.p, 0xff, s1.bytes));
+  Args a;
+  a.i = {dt, B, H, D, E};
+  a.p = {bq.ptr(), bk.ptr(), bv.ptr(), sl.ptr(), s0.ptr(), bo.ptr(), s1.ptr()};
+  h.reg["lightningStep"](h.ctx, a);
+  CK(cudaStreamSynchronize(h.ctx.stream));
+  std::vector<uint16_t> o((size_t)B * H * E);
+  std::vector<float> Sn(st);
+  CK(cudaMemcpy(o.data(), bo.p, bo.bytes, cudaMemcpyDeviceToHost));
+  CK(cudaMemcpy(Sn.data(), s1.p, s1.bytes, cudaMemcpyDeviceToHost));
+  Err eo, es;
+  for (int bh = 0; bh < B * H; bh++) {
+    double lam = std::exp(-(double)slopes[bh % H]);
+    std::vector<double> acc(E, 0);
+    for (int d = 0; d < D; d++)
+      for (int e = 0; e < E; e++) {
+        size_t i = ((size_t)bh * D + d) * E + e;
+        double s = lam * S[i] + (double)toFloat(k[(size_t)bh * D + d], dt) * toFloat(v[(size_t)bh * E + e], dt);
+        es.add(Sn[i], s);
+        acc[e] += (double)toFloat(q[(size_t)bh * D + d], dt) * s;
+      }
+    for (int e = 0; e < E; e++) eo.add(toFloat(o[(size_t)bh * E + e], dt), acc[e]);
+  }
+  double rel = std::max(eo.rel(), es.rel());
+  bool ok = rel <= bound(dt);
+  if (!ok) h.failures++;
+  std::vector<double> t;
+  for (int r = -3; r < h.reps * 5; r++) {
+    a.p = {bq.ptr(), bk.ptr(), bv.ptr(), sl.ptr(), (r & 1) ? s1.ptr() : s0.ptr(), bo.ptr(), (r & 1) ? s0.ptr() : s1.ptr()};
+    CK(cudaEventRecord(h.e0, h.ctx.stream));
+    h.reg["lightningStep"](h.ctx, a);
+    CK(cudaEventRecord(h.e1, h.ctx.stream));
+    CK(cudaEventSynchronize(h.e1));
+    float ms;
+    CK(cudaEventElapsedTime(&ms, h.e0, h.e1));
+    if (r >= 0) t.push_back(ms);
+  }
+  double ms = median(t), gbps = 2.0 * st * 4 / (ms * 1e-3) / 1e9;
+  printf("decode %-4s B=64 D=%3d E=%3d: %s %.4f ms, %.0f GB/s on the state (%.1f%% of copy), rel err %.2e\n", dtName(dt), D, E, ok ? "ok" : "FAILED", ms, gbps,
+         100 * gbps / h.copyGBs, rel);
+  char buf[512];
+  snprintf(buf, sizeof buf,
+           "{\"suite\": \"decode\", \"impl\": \"step\", \"backend\": \"cuda\", \"device\": \"%s\", \"B\": 64, \"T\": 1, \"H\": %d, \"D\": %d, "
+           "\"E\": %d, \"dtype\": \"%s\", \"fwd_ms\": %f, \"fwdbwd_ms\": null, \"tokens_per_s\": %f, \"gbps\": %f, \"pct_copy\": %f, "
+           "\"rel_err\": %.3e, \"ok\": %s}",
+           h.prop.name, H, D, E, dtName(dt), ms, 64 / (ms * 1e-3), gbps, 100 * gbps / h.copyGBs, rel, ok ? "true" : "false");
+  h.row(buf);
+}
+
+int main(int argc, char** argv) {
+  std::vector<int> Ts = {1024, 8192, 65536};
+  std::vector<int> versions = {5};
+  std::vector<int> dtypes = {BF16}, checkDtypes = {BF16, F16};
+  std::vector<std::pair<int, int>> shapes = {{128, 128}, {256, 128}, {64, 64}};
+  bool check = false, small = false, bench = true, decode = true;
+  const char* jsonPath = nullptr;
+  Harness h;
+  for (int i = 1; i < argc; i++) {
+    std::string a = argv[i];
+    auto items = [&]() {
+      std::vector<std::string> out;
+      for (char* p = strtok(argv[++i], ","); p; p = strtok(nullptr, ",")) out.push_back(p);
+      return out;
+    };
+    if (a == "--T") {
+      Ts.clear();
+      for (auto& x : items()) Ts.push_back(atoi(x.c_str()));
+    } else if (a == "--versions") {
+      versions.clear();
+      for (auto& x : items()) versions.push_back(atoi(x.c_str()));
+    } else if (a == "--dtypes") {
+      dtypes.clear();
+      for (auto& x : items()) dtypes.push_back(x == "f16" ? F16 : BF16);
+    } else if (a == "--check-dtypes") {
+      checkDtypes.clear();
+      for (auto& x : items()) checkDtypes.push_back(x == "f16" ? F16 : BF16);
+    } else if (a == "--shapes") {
+      shapes.clear();
+      for (auto& x : items()) shapes.push_back({atoi(x.c_str()), atoi(x.c_str() + x.find('x') + 1)});
+    } else if (a == "--reps") h.reps = atoi(argv[++i]);
+    else if (a == "--json") jsonPath = argv[++i];
+    else if (a == "--check") check = true;
+    else if (a == "--small") small = true;
+    else if (a == "--no-bench") bench = false;
+    else if (a == "--no-decode") decode = false;
+    else if (a == "--time-anyway") h.timeAnyway = true;
+  }
+  registerLightning(h.reg);
+  CK(cudaGetDeviceProperties(&h.prop, 0));
+  CK(cudaStreamCreate(&h.ctx.stream));
+  h.ctx.smCount = h.prop.multiProcessorCount;
+  h.ctx.ccMajor = h.prop.major;
   DeviceError* err;
   CK(cudaHostAlloc((void**)&err, sizeof(DeviceError), cudaHostAllocMapped));
-  CK(cudaHostGetDevicePointer((void**)&ctx.error, err, 0));
-  cudaEvent_t e0, e1;
-  CK(cudaEventCreate(&e0));
-  CK(cudaEventCreate(&e1));
+  CK(cudaHostGetDevicePointer((void**)&h.ctx.error, err, 0));
+  CK(cudaEventCreate(&h.e0));
+  CK(cudaEventCreate(&h.e1));
+  if (jsonPath) h.json = fopen(jsonPath, "w");
+  if (h.json) fprintf(h.json, "[\n");
 
   // Copy bandwidth (bytes read + written), the ceiling for pct_copy.
-  double copyGBs;
-  {
+  if (bench || decode) {
     Buf a(1ull << 30), b(1ull << 30);
-    CK(cudaMemsetAsync(a.p, 1, a.bytes, ctx.stream));
+    CK(cudaMemsetAsync(a.p, 1, a.bytes, h.ctx.stream));
     std::vector<double> t;
     for (int r = 0; r < 10; r++) {
-      CK(cudaEventRecord(e0, ctx.stream));
-      CK(cudaMemcpyAsync(b.p, a.p, a.bytes, cudaMemcpyDeviceToDevice, ctx.stream));
-      CK(cudaEventRecord(e1, ctx.stream));
-      CK(cudaEventSynchronize(e1));
+      CK(cudaEventRecord(h.e0, h.ctx.stream));
+      CK(cudaMemcpyAsync(b.p, a.p, a.bytes, cudaMemcpyDeviceToDevice, h.ctx.stream));
+      CK(cudaEventRecord(h.e1, h.ctx.stream));
+      CK(cudaEventSynchronize(h.e1));
       float ms;
-      CK(cudaEventElapsedTime(&ms, e0, e1));
+      CK(cudaEventElapsedTime(&ms, h.e0, h.e1));
       t.push_back(ms);
     }
-    copyGBs = 2.0 * a.bytes / (median(t) * 1e-3) / 1e9;
+    h.copyGBs = 2.0 * a.bytes / (median(t) * 1e-3) / 1e9;
   }
-  printf("device %s, %d SMs; copy bandwidth %.0f GB/s\n", prop.name, prop.multiProcessorCount, copyGBs);
-  Buf flush(256ull << 20);
+  printf("device %s, %d SMs; copy bandwidth %.0f GB/s\n", h.prop.name, h.prop.multiProcessorCount, h.copyGBs);
+  fflush(stdout);
 
-  FILE* out = json ? fopen(json, "w") : nullptr;
-  if (out) fprintf(out, "[\n");
-  bool firstRow = true;
-  const int H = 16, D = 128, E = 128, tokens = 65536;
-  std::vector<float> slopes(H);
-  for (int h = 0; h < H; h++) slopes[h] = std::pow(2.0f, -8.0f * (h + 1) / H);
-  Buf slopesBuf(H * 4);
-  CK(cudaMemcpy(slopesBuf.p, slopes.data(), H * 4, cudaMemcpyHostToDevice));
-
-  printf("%-8s %-4s %6s %5s %9s %9s %9s %8s %9s %9s\n", "version", "B", "T", "ok", "fwd_ms", "fwdbwd_ms", "rel_err", "GB/s", "%copy", "Mtok/s");
-  for (int T : Ts) {
-    Shape s{std::max(1, tokens / T), H, T, D, E};
-    std::mt19937 gen(1234 + T);
-    std::normal_distribution<float> nd(0.0f, 0.3f);
-    auto draw = [&](size_t n) {
-      std::vector<uint16_t> x(n);
-      for (auto& y : x) y = tobf(nd(gen));
-      return x;
-    };
-    auto q = draw(s.qk()), k = draw(s.qk()), v = draw(s.vo()), dO = draw(s.vo());
-    std::vector<float> dS(s.st());
-    for (auto& y : dS) y = nd(gen);
-    Buf bq(s.qk() * 2), bk(s.qk() * 2), bv(s.vo() * 2), bo(s.vo() * 2), bdO(s.vo() * 2), bS(s.st() * 4), bdS(s.st() * 4);
-    Buf bdq(s.qk() * 2), bdk(s.qk() * 2), bdv(s.vo() * 2), bdS0(s.st() * 4);
-    CK(cudaMemcpy(bq.p, q.data(), bq.bytes, cudaMemcpyHostToDevice));
-    CK(cudaMemcpy(bk.p, k.data(), bk.bytes, cudaMemcpyHostToDevice));
-    CK(cudaMemcpy(bv.p, v.data(), bv.bytes, cudaMemcpyHostToDevice));
-    CK(cudaMemcpy(bdO.p, dO.data(), bdO.bytes, cudaMemcpyHostToDevice));
-    CK(cudaMemcpy(bdS.p, dS.data(), bdS.bytes, cudaMemcpyHostToDevice));
-    // Reference heads: the last sequence's strongest and weakest decay.
-    std::vector<int> heads = {(s.B - 1) * H + 0, (s.B - 1) * H + H - 1};
-    std::vector<HeadRef> refs(heads.size());
-    {
-      std::vector<std::thread> th;
-      for (size_t i = 0; i < heads.size(); i++)
-        th.emplace_back([&, i] { refs[i] = reference(s, heads[i], slopes[heads[i] % H], q, k, v, dO, dS); });
-      for (auto& t : th) t.join();
-    }
-    Args fwd, bwd;
-    fwd.p = {bq.ptr(), bk.ptr(), bv.ptr(), slopesBuf.ptr(), 0, bo.ptr(), bS.ptr()};
-    fwd.i = {BF16, s.B, s.H, s.T, s.D, s.E};
-    bwd.p = {bq.ptr(), bk.ptr(), bv.ptr(), slopesBuf.ptr(), bdO.ptr(), bdS.ptr(), 0, bdq.ptr(), bdk.ptr(), bdv.ptr(), bdS0.ptr()};
-    bwd.i = fwd.i;
-    for (int ver : versions) {
-      setenv("LIGHTNING_CUDA_LA_VERSION", std::to_string(ver).c_str(), 1);
-      // Poison the outputs so an unwritten element fails the check.
-      for (auto* b : {&bo, &bdq, &bdk, &bdv}) CK(cudaMemset(b->p, 0xff, b->bytes));
-      CK(cudaMemset(bS.p, 0xff, bS.bytes));
-      reg["lightningAttention"](ctx, fwd);
-      reg["lightningAttentionBackward"](ctx, bwd);
-      CK(cudaStreamSynchronize(ctx.stream));
-      CK(cudaGetLastError());
-      std::vector<uint16_t> o(s.vo()), dq(s.qk()), dk(s.qk()), dv(s.vo());
-      std::vector<float> Sf(s.st());
-      CK(cudaMemcpy(o.data(), bo.p, bo.bytes, cudaMemcpyDeviceToHost));
-      CK(cudaMemcpy(Sf.data(), bS.p, bS.bytes, cudaMemcpyDeviceToHost));
-      CK(cudaMemcpy(dq.data(), bdq.p, bdq.bytes, cudaMemcpyDeviceToHost));
-      CK(cudaMemcpy(dk.data(), bdk.p, bdk.bytes, cudaMemcpyDeviceToHost));
-      CK(cudaMemcpy(dv.data(), bdv.p, bdv.bytes, cudaMemcpyDeviceToHost));
-      Err eo, es, eg;
-      for (size_t i = 0; i < heads.size(); i++) {
-        size_t bh = heads[i];
-        const HeadRef& r = refs[i];
-        for (size_t j = 0; j < (size_t)T * E; j++) eo.add(bf(o[bh * T * E + j]), r.o[j]);
-        for (size_t j = 0; j < (size_t)D * E; j++) es.add(Sf[bh * D * E + j], r.S[j]);
-        for (size_t j = 0; j < (size_t)T * D; j++) eg.add(bf(dq[bh * T * D + j]), r.dq[j]), eg.add(bf(dk[bh * T * D + j]), r.dk[j]);
-        for (size_t j = 0; j < (size_t)T * E; j++) eg.add(bf(dv[bh * T * E + j]), r.dv[j]);
-      }
-      // Poisoned (NaN) elements anywhere, not only in the checked heads, fail too.
-      bool allWritten = true;
-      for (auto x : o) allWritten = allWritten && !std::isnan(bf(x));
-      double rel = std::max(eo.rel(), es.rel());
-      bool ok = allWritten && rel <= 5e-3;
-      bool bwdOk = eg.rel() <= 5e-3;
-      double fwdMs = NAN, fbMs = NAN;
-      auto timeIt = [&](bool withBackward) {
-        std::vector<double> t;
-        for (int r = -3; r < reps; r++) {
-          CK(cudaMemsetAsync(flush.p, r & 0xff, flush.bytes, ctx.stream));
-          CK(cudaEventRecord(e0, ctx.stream));
-          reg["lightningAttention"](ctx, fwd);
-          if (withBackward) reg["lightningAttentionBackward"](ctx, bwd);
-          CK(cudaEventRecord(e1, ctx.stream));
-          CK(cudaEventSynchronize(e1));
-          float ms;
-          CK(cudaEventElapsedTime(&ms, e0, e1));
-          if (r >= 0) t.push_back(ms);
-        }
-        return median(t);
-      };
-      if (ok) fwdMs = timeIt(false);
-      if (ok && bwdOk) fbMs = timeIt(true);
-      double bytes = 4.0 * s.qk() * 2;  // q, k, v, o at D = E
-      double gbps = ok ? bytes / (fwdMs * 1e-3) / 1e9 : NAN;
-      printf("v%-7d %-4d %6d %5s %9.3f %9.3f %9.2e %8.0f %8.1f%% %9.1f   (bwd rel %.2e)\n", ver, s.B, T, ok ? "yes" : "NO", fwdMs, fbMs, rel, gbps,
-             100 * gbps / copyGBs, ok ? (double)s.B * T / (fwdMs * 1e-3) / 1e6 : NAN, eg.rel());
-      if (out) {
-        auto num = [](double x) { return std::isnan(x) ? std::string("null") : std::to_string(x); };
-        fprintf(out,
-                "%s  {\"suite\": \"attention\", \"impl\": \"chunked-v%d\", \"backend\": \"cuda\", \"device\": \"%s\", \"B\": %d, \"T\": %d, \"H\": %d, "
-                "\"D\": %d, \"E\": %d, \"dtype\": \"bf16\", \"fwd_ms\": %s, \"fwdbwd_ms\": %s, \"tokens_per_s\": %s, \"gbps\": %s, "
-                "\"pct_copy\": %s, \"rel_err\": %.3e, \"rel_err_bwd\": %.3e, \"ok\": %s, \"copy_gbps\": %.0f}",
-                firstRow ? "" : ",\n", ver, prop.name, s.B, T, H, D, E, num(fwdMs).c_str(), num(fbMs).c_str(),
-                num(ok ? (double)s.B * T / (fwdMs * 1e-3) : NAN).c_str(), num(gbps).c_str(), num(100 * gbps / copyGBs).c_str(), rel, eg.rel(),
-                ok && bwdOk ? "true" : "false", copyGBs);
-        firstRow = false;
-      }
-    }
+  if (check) checkSuite(h, shapes, checkDtypes, small);
+  if (bench) {
+    Buf flush(256ull << 20);
+    h.flush = &flush;
+    printf("\n== bench: H = 16, B·T = 65,536 (T = 131,072: B = 1); GB/s counts q, k, v read and o written once\n");
+    printf("%-4s %-4s %9s %3s %6s %4s %8s %9s %9s %9s %7s %7s %7s  %s\n", "ver", "type", "DxE", "B", "T", "ok", "fwd_ms", "fwdbwd_ms", "err_fwd",
+           "err_bwd", "GB/s", "%copy", "Mtok/s", "kernel (forward)");
+    for (auto [D, E] : shapes)
+      for (int dt : dtypes)
+        for (int T : Ts) benchShape(h, D, E, T, dt, versions);
+    h.flush = nullptr;
   }
-
-  // Decode step: batch 64, state H·D·E f32 per sequence, read once and written once.
-  {
-    int B = 64;
-    size_t st = (size_t)B * H * D * E;
-    Buf bq((size_t)B * H * D * 2), bk((size_t)B * H * D * 2), bv((size_t)B * H * E * 2), bo((size_t)B * H * E * 2), s0(st * 4), s1(st * 4);
-    CK(cudaMemset(bq.p, 0x3c, bq.bytes));
-    CK(cudaMemset(bk.p, 0x3c, bk.bytes));
-    CK(cudaMemset(bv.p, 0x3c, bv.bytes));
-    CK(cudaMemset(s0.p, 0x3c, s0.bytes));
-    Args a;
-    a.i = {BF16, B, H, D, E};
-    std::vector<double> t;
-    for (int r = -3; r < reps * 5; r++) {
-      a.p = {bq.ptr(), bk.ptr(), bv.ptr(), slopesBuf.ptr(), (r & 1) ? s1.ptr() : s0.ptr(), bo.ptr(), (r & 1) ? s0.ptr() : s1.ptr()};
-      CK(cudaEventRecord(e0, ctx.stream));
-      reg["lightningStep"](ctx, a);
-      CK(cudaEventRecord(e1, ctx.stream));
-      CK(cudaEventSynchronize(e1));
-      float ms;
-      CK(cudaEventElapsedTime(&ms, e0, e1));
-      if (r >= 0) t.push_back(ms);
-    }
-    double ms = median(t), gbps = 2.0 * st * 4 / (ms * 1e-3) / 1e9;
-    printf("decode step B=64: %.4f ms, %.0f GB/s on the state (%.1f%% of copy)\n", ms, gbps, 100 * gbps / copyGBs);
-    if (out)
-      fprintf(out,
-              ",\n  {\"suite\": \"decode\", \"impl\": \"step\", \"backend\": \"cuda\", \"device\": \"%s\", \"B\": 64, \"T\": 1, \"H\": %d, \"D\": %d, "
-              "\"E\": %d, \"dtype\": \"bf16\", \"fwd_ms\": %f, \"fwdbwd_ms\": null, \"tokens_per_s\": %f, \"gbps\": %f, \"pct_copy\": %f, "
-              "\"rel_err\": null, \"ok\": true}",
-              prop.name, H, D, E, ms, 64 / (ms * 1e-3), gbps, 100 * gbps / copyGBs);
+  if (decode) {
+    printf("\n");
+    for (auto [D, E] : shapes)
+      for (int dt : dtypes) benchDecode(h, D, E, dt);
   }
-  if (out) fprintf(out, "\n]\n"), fclose(out);
-  return 0;
+  if (h.json) fprintf(h.json, "\n]\n"), fclose(h.json);
+  printf("\n%s: %d failure%s\n", h.failures ? "FAILED" : "all checks passed", h.failures, h.failures == 1 ? "" : "s");
+  return h.failures ? 1 : 0;
 }

@@ -1,10 +1,14 @@
-// Lightning Attention launchers: forward, backward and the one-token decode step. Each picks the
-// fastest version that supports the call (KERNELS.md has the measurements): lightning_v4.cu (bf16,
-// D = 128, E a multiple of 64 forward, E = 128 backward), else the general lightning_v1.cu.
-// LIGHTNING_CUDA_LA_VERSION=1|2|3|4 asks for one version (used where it supports the call); the
-// earlier tensor-core versions 2 and 3 run only when asked for.
+// Lightning Attention launchers: forward, backward and the one-token decode step. Forward and
+// backward pick the fastest version that supports the call (KERNELS.md has the measurements):
+// lightning_v5.cu (tensor cores; bf16 and f16; D ∈ {64, 128, 256}, E a multiple of 64 forward,
+// E ∈ {64, 128, 256} backward; any T), else the general lightning_v1.cu (any shape; f32 always).
+// LIGHTNING_CUDA_LA_VERSION=1 forces the reference version 1 (5: version 5 where it applies).
+// LIGHTNING_CUDA_DEBUG=1 prints the kernel chosen, once per (op, dtype, shape), to stderr.
 // Letters: B batch, H heads, T time, D query/key head dim, E value head dim.
+#include <cstdio>
 #include <cstdlib>
+#include <mutex>
+#include <set>
 
 #include "lightning.cuh"
 
@@ -14,6 +18,30 @@ namespace {
 int forcedVersion() {
   const char* v = getenv("LIGHTNING_CUDA_LA_VERSION");
   return v ? atoi(v) : 0;
+}
+
+bool useV5(int dt, LightningDims d, bool backward) {
+  int version = forcedVersion();
+  if (version != 0 && version != 5) return false;
+  return backward ? lightningBackwardV5Supported(dt, d) : lightningForwardV5Supported(dt, d);
+}
+
+const char* dtypeName(int dt) { return dt == F32 ? "f32" : dt == F16 ? "f16" : dt == BF16 ? "bf16" : "?"; }
+
+// LIGHTNING_CUDA_DEBUG=1: one line per distinct (op, dtype, shape) on stderr.
+void debugNote(Context& c, const char* op, int dt, LightningDims d, bool backward) {
+  static const bool on = [] {
+    const char* v = getenv("LIGHTNING_CUDA_DEBUG");
+    return v && *v && *v != '0';
+  }();
+  if (!on) return;
+  static std::mutex mu;
+  static std::set<std::string> seen;
+  char key[160];
+  snprintf(key, sizeof key, "%s %s B=%d H=%d T=%d D=%d E=%d", op, dtypeName(dt), d.B, d.H, d.T, d.D, d.E);
+  std::lock_guard<std::mutex> lock(mu);
+  if (!seen.insert(key).second) return;
+  fprintf(stderr, "[lightning-cuda] %s -> %s\n", key, lightningKernelName(c, dt, d, backward).c_str());
 }
 
 // q, k: (B, H, D); v: (B, H, E); slopes: f32 (H); state: f32 (B, H, D, E) → o: (B, H, E), newState: f32 (B, H, D, E)
@@ -44,11 +72,13 @@ __global__ void stepKernel(const T* q, const T* k, const T* v, const float* slop
   }
 }
 
-// The same with 16-byte state accesses (E a multiple of 4): 4 columns per thread, 128 per block row.
-template <class T>
+// The same with 16-byte state accesses (E a multiple of 4): 4 columns per lane, LANES lanes per
+// state row (32 for E ≥ 128; 16 for E = 64, so that a warp covers two rows and no lane idles).
+template <class T, int LANES>
 __global__ void stepKernelVec4(const T* q, const T* k, const T* v, const float* slopes, const float* S, T* o, float* Sn, int D, int E, int H) {
+  constexpr int ROWS = 32 / LANES;  // state rows per warp and step
   __shared__ float4 part[8][32];
-  int bh = blockIdx.x, e = (blockIdx.y * 32 + threadIdx.x) * 4;
+  int bh = blockIdx.x, sub = threadIdx.x / LANES, e = (blockIdx.y * LANES + threadIdx.x % LANES) * 4;
   float lambda = expf(-slopes[bh % H]);
   float4 acc = make_float4(0, 0, 0, 0);
   if (e < E) {
@@ -58,7 +88,7 @@ __global__ void stepKernelVec4(const T* q, const T* k, const T* v, const float* 
     float4* Snb = reinterpret_cast<float4*>(Sn + (int64_t)bh * D * E + e);
     int stride = E / 4;
 #pragma unroll 4
-    for (int d = threadIdx.y; d < D; d += 8) {
+    for (int d = threadIdx.y * ROWS + sub; d < D; d += 8 * ROWS) {
       float4 s = Sb[(int64_t)d * stride];
       float kd = toF(k[(int64_t)bh * D + d]), qd = toF(q[(int64_t)bh * D + d]);
       s.x = lambda * s.x + kd * ve.x, s.y = lambda * s.y + kd * ve.y, s.z = lambda * s.z + kd * ve.z, s.w = lambda * s.w + kd * ve.w;
@@ -68,9 +98,13 @@ __global__ void stepKernelVec4(const T* q, const T* k, const T* v, const float* 
   }
   part[threadIdx.y][threadIdx.x] = acc;
   __syncthreads();
-  if (threadIdx.y == 0 && e < E) {
+  if (threadIdx.y == 0 && threadIdx.x < LANES && e < E) {
     float4 sum = make_float4(0, 0, 0, 0);
-    for (int r = 0; r < 8; r++) sum.x += part[r][threadIdx.x].x, sum.y += part[r][threadIdx.x].y, sum.z += part[r][threadIdx.x].z, sum.w += part[r][threadIdx.x].w;
+    for (int r = 0; r < 8; r++)
+      for (int u = 0; u < ROWS; u++) {
+        float4 x = part[r][u * LANES + threadIdx.x];
+        sum.x += x.x, sum.y += x.y, sum.z += x.z, sum.w += x.w;
+      }
     T* orow = o + (int64_t)bh * E + e;
     orow[0] = fromF<T>(sum.x), orow[1] = fromF<T>(sum.y), orow[2] = fromF<T>(sum.z), orow[3] = fromF<T>(sum.w);
   }
@@ -95,13 +129,9 @@ void forward(Context& c, const Args& a) {
     else LTS_CHECK(cudaMemsetAsync(a.ptr<float>(6), 0, bytes, c.stream), "lightningAttention state memset");
     return;
   }
-  int version = forcedVersion();
-  if ((version == 0 || version == 4) && lightningForwardV2Supported(dt, d))
-    lightningForwardV4(c, d, a.ptr<void>(0), a.ptr<void>(1), a.ptr<void>(2), a.ptr<float>(3), S0, a.ptr<void>(5), a.ptr<float>(6));
-  else if (version == 3 && lightningV3Supported(dt, d))
-    lightningForwardV3(c, d, a.ptr<void>(0), a.ptr<void>(1), a.ptr<void>(2), a.ptr<float>(3), S0, a.ptr<void>(5), a.ptr<float>(6));
-  else if (version == 2 && lightningForwardV2Supported(dt, d))
-    lightningForwardV2(c, d, a.ptr<void>(0), a.ptr<void>(1), a.ptr<void>(2), a.ptr<float>(3), S0, a.ptr<void>(5), a.ptr<float>(6));
+  debugNote(c, "lightningAttention", dt, d, false);
+  if (useV5(dt, d, false))
+    lightningForwardV5(c, dt, d, a.ptr<void>(0), a.ptr<void>(1), a.ptr<void>(2), a.ptr<float>(3), S0, a.ptr<void>(5), a.ptr<float>(6));
   else
     lightningForwardV1(c, dt, d, a.ptr<void>(0), a.ptr<void>(1), a.ptr<void>(2), a.ptr<float>(3), S0, a.ptr<void>(5), a.ptr<float>(6));
 }
@@ -118,19 +148,9 @@ void backward(Context& c, const Args& a) {
               "lightningAttentionBackward state copy");
     return;
   }
-  int version = forcedVersion();
-  if (version == 3 && lightningV3Supported(dt, d)) {
-    lightningBackwardV3(c, d, a.ptr<void>(0), a.ptr<void>(1), a.ptr<void>(2), a.ptr<float>(3), a.ptr<void>(4), a.ptr<float>(5), S0,
-                        a.ptr<void>(7), a.ptr<void>(8), a.ptr<void>(9), a.ptr<float>(10));
-    return;
-  }
-  if ((version == 0 || version == 4) && lightningBackwardV2Supported(dt, d)) {
-    lightningBackwardV4(c, d, a.ptr<void>(0), a.ptr<void>(1), a.ptr<void>(2), a.ptr<float>(3), a.ptr<void>(4), a.ptr<float>(5), S0,
-                        a.ptr<void>(7), a.ptr<void>(8), a.ptr<void>(9), a.ptr<float>(10));
-    return;
-  }
-  if (version == 2 && lightningBackwardV2Supported(dt, d)) {
-    lightningBackwardV2(c, d, a.ptr<void>(0), a.ptr<void>(1), a.ptr<void>(2), a.ptr<float>(3), a.ptr<void>(4), a.ptr<float>(5), S0,
+  debugNote(c, "lightningAttentionBackward", dt, d, true);
+  if (useV5(dt, d, true)) {
+    lightningBackwardV5(c, dt, d, a.ptr<void>(0), a.ptr<void>(1), a.ptr<void>(2), a.ptr<float>(3), a.ptr<void>(4), a.ptr<float>(5), S0,
                         a.ptr<void>(7), a.ptr<void>(8), a.ptr<void>(9), a.ptr<float>(10));
     return;
   }
@@ -144,10 +164,14 @@ void step(Context& c, const Args& a) {
   int B = (int)a.i.at(1), H = (int)a.i.at(2), D = (int)a.i.at(3), E = (int)a.i.at(4);
   if (B * H == 0 || E == 0) return;
   dim3 block(32, 8);
-  if (E % 4 == 0) {
+  if (E % 4 == 0 && E < 128) {
+    dim3 grid(B * H, (E + 63) / 64);
+    LTS_DISPATCH_FLOAT(dt, T, stepKernelVec4<T, 16><<<grid, block, 0, c.stream>>>(a.ptr<T>(0), a.ptr<T>(1), a.ptr<T>(2), a.ptr<float>(3), a.ptr<float>(4),
+                                                                                    a.ptr<T>(5), a.ptr<float>(6), D, E, H));
+  } else if (E % 4 == 0) {
     dim3 grid(B * H, (E + 127) / 128);
-    LTS_DISPATCH_FLOAT(dt, T, stepKernelVec4<T><<<grid, block, 0, c.stream>>>(a.ptr<T>(0), a.ptr<T>(1), a.ptr<T>(2), a.ptr<float>(3), a.ptr<float>(4),
-                                                                                a.ptr<T>(5), a.ptr<float>(6), D, E, H));
+    LTS_DISPATCH_FLOAT(dt, T, stepKernelVec4<T, 32><<<grid, block, 0, c.stream>>>(a.ptr<T>(0), a.ptr<T>(1), a.ptr<T>(2), a.ptr<float>(3), a.ptr<float>(4),
+                                                                                    a.ptr<T>(5), a.ptr<float>(6), D, E, H));
   } else {
     dim3 grid(B * H, (E + 31) / 32);
     LTS_DISPATCH_FLOAT(dt, T, stepKernel<T><<<grid, block, 0, c.stream>>>(a.ptr<T>(0), a.ptr<T>(1), a.ptr<T>(2), a.ptr<float>(3), a.ptr<float>(4),
@@ -157,6 +181,12 @@ void step(Context& c, const Args& a) {
 }
 
 }  // namespace
+
+std::string lightningKernelName(Context& c, int dt, LightningDims d, bool backward) {
+  if (d.BH() == 0 || d.D == 0 || d.E == 0 || d.T == 0) return "none (empty: state copy only)";
+  if (useV5(dt, d, backward)) return lightningV5Describe(c, dt, d, backward);
+  return std::string("v1 CUDA cores (") + dtypeName(dt) + (dt == F32 ? ", double accumulation)" : ", f32 accumulation)");
+}
 
 void registerLightning(Registry& r) {
   r["lightningAttention"] = forward;

@@ -4,6 +4,8 @@
 // NC = ⌈T / C⌉ chunks. The chunk size is the GPU's own choice: the result does not depend on it,
 // so attrs.blockSize and attrs.impl (which pick among CPU kernels) are not consulted here.
 #pragma once
+#include <string>
+
 #include "device.cuh"
 
 namespace lts {
@@ -20,27 +22,21 @@ void lightningForwardV1(Context& c, int dt, LightningDims d, const void* q, cons
 void lightningBackwardV1(Context& c, int dt, LightningDims d, const void* q, const void* k, const void* v, const float* slopes,
                          const void* dO, const float* dSf, const float* S0, void* dq, void* dk, void* dv, float* dS0);
 
-// Version 2: bf16 tensor cores (mma.sync m16n8k16); forward for D = 128 and E a multiple of 64,
-// backward (as three forward passes) for D = E = 128.
-bool lightningForwardV2Supported(int dt, LightningDims d);
-bool lightningBackwardV2Supported(int dt, LightningDims d);
-void lightningBackwardV2(Context& c, LightningDims d, const void* q, const void* k, const void* v, const float* slopes, const void* dO,
-                         const float* dSf, const float* S0, void* dq, void* dk, void* dv, float* dS0);
-void lightningForwardV2(Context& c, LightningDims d, const void* q, const void* k, const void* v, const float* slopes, const float* S0,
+// Version 5: tensor cores (mma.sync m16n8k16, f32 accumulation) for bf16 and f16; forward for
+// D ∈ {64, 128, 256} and E a multiple of 64, backward (three forward passes) for D, E ∈ {64, 128, 256};
+// any T. Versions 2–4 (bf16, D = 128 only) are kept in bench/legacy for the harness.
+bool lightningForwardV5Supported(int dt, LightningDims d);
+bool lightningBackwardV5Supported(int dt, LightningDims d);
+void lightningForwardV5(Context& c, int dt, LightningDims d, const void* q, const void* k, const void* v, const float* slopes, const float* S0,
                         void* o, float* Sfinal);
+void lightningBackwardV5(Context& c, int dt, LightningDims d, const void* q, const void* k, const void* v, const float* slopes, const void* dO,
+                         const float* dSf, const float* S0, void* dq, void* dk, void* dv, float* dS0);
+// What version 5 will run for this call (E-slices, segments, warps), for the debug log and the bench.
+std::string lightningV5Describe(Context& c, int dt, LightningDims d, bool backward);
 
-// Version 3: version 2 with all of E = 128 in one CTA of 8 warps (q and k read once); D = E = 128.
-bool lightningV3Supported(int dt, LightningDims d);
-void lightningForwardV3(Context& c, LightningDims d, const void* q, const void* k, const void* v, const float* slopes, const float* S0,
-                        void* o, float* Sfinal);
-void lightningBackwardV3(Context& c, LightningDims d, const void* q, const void* k, const void* v, const float* slopes, const void* dO,
-                         const float* dSf, const float* S0, void* dq, void* dk, void* dv, float* dS0);
-
-// Version 4: version 2 with the state update's weights applied in registers (two barriers per chunk
-// instead of four); same support as version 2.
-void lightningForwardV4(Context& c, LightningDims d, const void* q, const void* k, const void* v, const float* slopes, const float* S0,
-                        void* o, float* Sfinal);
-void lightningBackwardV4(Context& c, LightningDims d, const void* q, const void* k, const void* v, const float* slopes, const void* dO,
-                         const float* dSf, const float* S0, void* dq, void* dk, void* dv, float* dS0);
+// The kernel the dispatcher (lightning.cu) picks for this call, in words: "v5 tensor cores (...)" or
+// "v1 ...". Honours LIGHTNING_CUDA_LA_VERSION. With LIGHTNING_CUDA_DEBUG=1 the dispatcher prints it
+// to stderr once per (op, dtype, shape).
+std::string lightningKernelName(Context& c, int dt, LightningDims d, bool backward);
 
 }  // namespace lts

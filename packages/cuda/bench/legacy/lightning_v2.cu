@@ -1,20 +1,26 @@
-// Lightning Attention, version 3: version 2 with the whole E = 128 in one CTA of 8 warps, so each
-// chunk of q and k is read from memory once instead of once per 64-wide slice of E.
+// Lightning Attention forward, version 2: bf16 tensor cores (mma.sync m16n8k16, f32 accumulation),
+// cp.async double buffering, and a sequence split for small batches.
 //
-// Warps 0–3 and 4–7 take the same query rows (16 per warp) for the two halves of E; each computes
-// its rows' Q Kᵀ (a repeat from shared memory, not from HBM). For the state update, warp w owns
-// rows 16w..16w+15 of D across all 128 columns (64 f32 registers). One CTA per SM (139 KB of shared
-// memory), 8 warps, as version 2 had with two CTAs of 4. The sequence split is kept for small batches.
-// Letters: B batch, H heads, T time, D = E = 128, C = 64.
+// One CTA (4 warps) walks the chunks (C = 64 tokens) of one segment of one (b·h) for one 64-wide
+// slice of E, holding the D×64 state in f32 registers (each warp 32 rows of D). Per chunk, warp w
+// owns query rows 16w..16w+15:
+//   O  = λ^{i+1} · (Q S)                    Q from shared, S as a bf16 copy in shared
+//   P  = (Q Kᵀ) ⊙ M,  M_ij = λ^{i−j} [j ≤ i]  kept in registers: the C fragments are the A fragments
+//   O += P V                                 then O goes out through shared memory, 16 B per thread
+//   S  = λ^m S + Kᵀ (w ⊙ V),  w_j = λ^{m−1−j}
+// Small batches (too few (b·h, E-slice) pairs to fill the GPU) split T into segments: phase A
+// computes each segment's own state (the last step only), a scan gives each segment its entering
+// state, and phase C runs the full loop per segment from there. K and V are then read twice.
+// Letters: B batch, H heads, T time, D = 128, E value dim (a multiple of 64), C = 64.
 #include <cstdlib>
 
-#include "lightning.cuh"
+#include "lightning_legacy.cuh"
 #include "mma.cuh"
 
 namespace lts {
 namespace {
 
-constexpr int C = 64, D = 128, ET = 128, EH = 64, WARPS = 8, THREADS = WARPS * 32;
+constexpr int C = 64, D = 128, ET = 64, WARPS = 4, THREADS = WARPS * 32;
 constexpr int QS = D + 8, VS = ET + 8;  // padded row strides (elements) against ldmatrix bank conflicts
 constexpr int STAGE = 2 * C * QS + C * VS;  // Q, K, V of one chunk
 constexpr size_t SMEM = (2 * STAGE + D * VS) * sizeof(__nv_bfloat16) + (C + 1) * sizeof(float);
@@ -31,7 +37,7 @@ struct Params {
 
 // q, k: (BH, T, D), v: (BH, T, E) bf16 → o: (BH, T, E) bf16 and state f32; grid (E/64, BH, nseg)
 template <bool STATE_ONLY>
-__global__ void __launch_bounds__(THREADS, 1) forwardKernel(Params p) {
+__global__ void __launch_bounds__(THREADS, 2) forwardKernel(Params p) {
   extern __shared__ __align__(16) unsigned char smem[];
   auto* stages = reinterpret_cast<__nv_bfloat16*>(smem);
   __nv_bfloat16* Sb = stages + 2 * STAGE;  // (D, ET) bf16 copy of the state
@@ -47,17 +53,17 @@ __global__ void __launch_bounds__(THREADS, 1) forwardKernel(Params p) {
   const __nv_bfloat16* kb = p.k + (size_t)bh * T * D;
   const __nv_bfloat16* vb = p.v + (size_t)bh * T * E + e0;
 
-  // The state: warp w owns rows 16w..16w+15 of D as 16 n-tiles of C fragments.
-  float S[1][16][4];
+  // The state: warp w owns rows 32w..32w+31 of D as 2 m-tiles × 8 n-tiles of C fragments.
+  float S[2][8][4];
   const float* sin = p.Sin ? p.Sin + ((size_t)bh * (STATE_ONLY ? 1 : p.nseg) + (STATE_ONLY ? 0 : seg)) * D * E : nullptr;
   if (STATE_ONLY) sin = nullptr;
 #pragma unroll
-  for (int mt = 0; mt < 1; mt++)
+  for (int mt = 0; mt < 2; mt++)
 #pragma unroll
-    for (int nt = 0; nt < 16; nt++)
+    for (int nt = 0; nt < 8; nt++)
 #pragma unroll
       for (int r = 0; r < 4; r++) {
-        int d = warp * 16 + g + (r >> 1) * 8, e = e0 + nt * 8 + 2 * t4 + (r & 1);
+        int d = warp * 32 + mt * 16 + g + (r >> 1) * 8, e = e0 + nt * 8 + 2 * t4 + (r & 1);
         S[mt][nt][r] = sin ? sin[(size_t)d * E + e] : 0.0f;
       }
 
@@ -83,12 +89,12 @@ __global__ void __launch_bounds__(THREADS, 1) forwardKernel(Params p) {
 
   auto storeState = [&]() {
 #pragma unroll
-    for (int mt = 0; mt < 1; mt++)
+    for (int mt = 0; mt < 2; mt++)
 #pragma unroll
-      for (int nt = 0; nt < 16; nt++)
+      for (int nt = 0; nt < 8; nt++)
 #pragma unroll
         for (int h = 0; h < 2; h++) {
-          int d = warp * 16 + g + h * 8, e = nt * 8 + 2 * t4;
+          int d = warp * 32 + mt * 16 + g + h * 8, e = nt * 8 + 2 * t4;
           *reinterpret_cast<uint32_t*>(Sb + d * VS + e) = packBf16(S[mt][nt][2 * h], S[mt][nt][2 * h + 1]);
         }
   };
@@ -107,7 +113,7 @@ __global__ void __launch_bounds__(THREADS, 1) forwardKernel(Params p) {
     __nv_bfloat16* Qs = stages + stage * STAGE;
     __nv_bfloat16* Ks = Qs + C * QS;
     __nv_bfloat16* Vs = Ks + C * QS;
-    const int i0 = (warp & 3) * 16, eh = (warp >> 2) * EH;  // this warp's query rows and half of E
+    const int i0 = warp * 16;  // this warp's query rows
 
     if (!STATE_ONLY) {
       float O[8][4] = {}, P[8][4] = {};
@@ -119,7 +125,7 @@ __global__ void __launch_bounds__(THREADS, 1) forwardKernel(Params p) {
 #pragma unroll
         for (int np = 0; np < 4; np++) {
           uint32_t b[4];
-          ldsm4t(b, Sb + (kk * 16 + (lane & 15)) * VS + eh + np * 16 + (lane >> 4) * 8);
+          ldsm4t(b, Sb + (kk * 16 + (lane & 15)) * VS + np * 16 + (lane >> 4) * 8);
           mma16816(O[2 * np], a, b[0], b[1]);
           mma16816(O[2 * np + 1], a, b[2], b[3]);
           uint32_t kf[4];
@@ -145,23 +151,23 @@ __global__ void __launch_bounds__(THREADS, 1) forwardKernel(Params p) {
 #pragma unroll
         for (int np = 0; np < 4; np++) {
           uint32_t b[4];
-          ldsm4t(b, Vs + (kk * 16 + (lane & 15)) * VS + eh + np * 16 + (lane >> 4) * 8);
+          ldsm4t(b, Vs + (kk * 16 + (lane & 15)) * VS + np * 16 + (lane >> 4) * 8);
           mma16816(O[2 * np], a, b[0], b[1]);
           mma16816(O[2 * np + 1], a, b[2], b[3]);
         }
       }
-      // Stage O in this chunk's Q buffer once every warp has read its Q rows (two warps share each
-      // row block), then write 16 B per thread.
-      __syncthreads();
+      // Stage O in this chunk's Q buffer (each warp only its own rows, which only it read), then
+      // write 16 B per thread.
+      __syncwarp();
       __nv_bfloat16* Os = Qs;
 #pragma unroll
       for (int nt = 0; nt < 8; nt++)
 #pragma unroll
         for (int h = 0; h < 2; h++)
-          *reinterpret_cast<uint32_t*>(Os + (i0 + g + h * 8) * QS + eh + nt * 8 + 2 * t4) = packBf16(O[nt][2 * h], O[nt][2 * h + 1]);
-      __syncthreads();
-      for (int x = threadIdx.x; x < C * (ET / 8); x += THREADS) {
-        int row = x / (ET / 8), col = (x % (ET / 8)) * 8;
+          *reinterpret_cast<uint32_t*>(Os + (i0 + g + h * 8) * QS + nt * 8 + 2 * t4) = packBf16(O[nt][2 * h], O[nt][2 * h + 1]);
+      __syncwarp();
+      for (int x = lane; x < 16 * (ET / 8); x += 32) {
+        int row = i0 + x / (ET / 8), col = (x % (ET / 8)) * 8;
         int t = p.reverse ? T - 1 - t0 - row : t0 + row;
         if (row < m) *reinterpret_cast<uint4*>(p.o + ((size_t)bh * T + t) * E + e0 + col) = *reinterpret_cast<uint4*>(Os + row * QS + col);
       }
@@ -179,23 +185,23 @@ __global__ void __launch_bounds__(THREADS, 1) forwardKernel(Params p) {
     // S = λ^m S + Kᵀ (w ⊙ V): A = Kᵀ through ldmatrix.trans of K, B = w ⊙ V.
     float decay = pw[m];
 #pragma unroll
-    for (int mt = 0; mt < 1; mt++)
+    for (int mt = 0; mt < 2; mt++)
 #pragma unroll
-      for (int nt = 0; nt < 16; nt++)
+      for (int nt = 0; nt < 8; nt++)
 #pragma unroll
         for (int r = 0; r < 4; r++) S[mt][nt][r] *= decay;
 #pragma unroll
     for (int kk = 0; kk < C / 16; kk++) {
-      uint32_t a[1][4];
+      uint32_t a[2][4];
 #pragma unroll
-      for (int mt = 0; mt < 1; mt++)
-        ldsm4t(a[mt], Ks + (kk * 16 + (lane & 7) + ((lane >> 4) << 3)) * QS + warp * 16 + ((lane >> 3) & 1) * 8);
+      for (int mt = 0; mt < 2; mt++)
+        ldsm4t(a[mt], Ks + (kk * 16 + (lane & 7) + ((lane >> 4) << 3)) * QS + warp * 32 + mt * 16 + ((lane >> 3) & 1) * 8);
 #pragma unroll
-      for (int np = 0; np < 8; np++) {
+      for (int np = 0; np < 4; np++) {
         uint32_t b[4];
         ldsm4t(b, Vs + (kk * 16 + (lane & 15)) * VS + np * 16 + (lane >> 4) * 8);
 #pragma unroll
-        for (int mt = 0; mt < 1; mt++) {
+        for (int mt = 0; mt < 2; mt++) {
           mma16816(S[mt][2 * np], a[mt], b[0], b[1]);
           mma16816(S[mt][2 * np + 1], a[mt], b[2], b[3]);
         }
@@ -210,12 +216,12 @@ __global__ void __launch_bounds__(THREADS, 1) forwardKernel(Params p) {
   else if (seg == p.nseg - 1) out = p.Sout + (size_t)bh * D * E;
   if (out) {
 #pragma unroll
-    for (int mt = 0; mt < 1; mt++)
+    for (int mt = 0; mt < 2; mt++)
 #pragma unroll
-      for (int nt = 0; nt < 16; nt++)
+      for (int nt = 0; nt < 8; nt++)
 #pragma unroll
         for (int h = 0; h < 2; h++) {
-          int d = warp * 16 + g + h * 8, e = e0 + nt * 8 + 2 * t4;
+          int d = warp * 32 + mt * 16 + g + h * 8, e = e0 + nt * 8 + 2 * t4;
           *reinterpret_cast<float2*>(out + (size_t)d * E + e) = make_float2(S[mt][nt][2 * h], S[mt][nt][2 * h + 1]);
         }
   }
@@ -249,8 +255,8 @@ __global__ void prepareStateKernel(const float* src, float* dst, int Y, int X, b
 void configure() {
   static bool done = false;
   if (done) return;
-  LTS_CHECK(cudaFuncSetAttribute(forwardKernel<false>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)SMEM), "lightning v3 smem attribute");
-  LTS_CHECK(cudaFuncSetAttribute(forwardKernel<true>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)SMEM), "lightning v3 smem attribute");
+  LTS_CHECK(cudaFuncSetAttribute(forwardKernel<false>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)SMEM), "lightning v2 smem attribute");
+  LTS_CHECK(cudaFuncSetAttribute(forwardKernel<true>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)SMEM), "lightning v2 smem attribute");
   done = true;
 }
 
@@ -261,9 +267,9 @@ void pass(Context& c, LightningDims d, const void* q, const void* k, const void*
   configure();
   int NC = (d.T + C - 1) / C;
   int pairs = d.BH() * (d.E / ET);
-  // Split only when the pairs fill less than 3/4 of one wave (1 CTA per SM), and then into as many
+  // Split only when the pairs fill less than 3/4 of one wave (2 CTAs per SM), and then into as many
   // segments as fit in one wave: a partial second wave would cost a whole CTA's time.
-  int slots = c.smCount;
+  int slots = 2 * c.smCount;
   int nseg = 4 * pairs >= 3 * slots ? 1 : std::min(NC, std::max(1, slots / pairs));
   // A forced count (LIGHTNING_CUDA_LA_SEGMENTS) for experiments.
   if (const char* f = getenv("LIGHTNING_CUDA_LA_SEGMENTS")) nseg = std::max(1, std::min(NC, atoi(f)));
@@ -279,36 +285,37 @@ void pass(Context& c, LightningDims d, const void* q, const void* k, const void*
     a.Sin = nullptr;
     a.Sout = L;
     forwardKernel<true><<<grid, THREADS, SMEM, c.stream>>>(a);
-    LTS_CHECK(cudaGetLastError(), "lightning v3 segment states launch");
+    LTS_CHECK(cudaGetLastError(), "lightning v2 segment states launch");
     segmentScanKernel<<<dim3((D * d.E + 255) / 256, d.BH()), 256, 0, c.stream>>>(L, S0, nseg, chunksPerSeg * C, d.T, D * d.E, d.H, slopes);
-    LTS_CHECK(cudaGetLastError(), "lightning v3 segment scan launch");
+    LTS_CHECK(cudaGetLastError(), "lightning v2 segment scan launch");
     p.Sin = L;
   }
   forwardKernel<false><<<grid, THREADS, SMEM, c.stream>>>(p);
-  LTS_CHECK(cudaGetLastError(), "lightning v3 forward launch");
+  LTS_CHECK(cudaGetLastError(), "lightning v2 forward launch");
   if (L) c.release(L);
 }
 
 void prepare(Context& c, LightningDims d, const float* src, float* dst, bool transpose, int power, const float* slopes) {
   prepareStateKernel<<<dim3((D * D + 255) / 256, d.BH()), 256, 0, c.stream>>>(src, dst, D, D, transpose, power, d.H, slopes);
-  LTS_CHECK(cudaGetLastError(), "lightning v3 state preparation launch");
+  LTS_CHECK(cudaGetLastError(), "lightning v2 state preparation launch");
 }
 
 }  // namespace
 
-bool lightningV3Supported(int dt, LightningDims d) { return dt == BF16 && d.D == D && d.E == ET && d.T > 0; }
+bool lightningForwardV2Supported(int dt, LightningDims d) { return dt == BF16 && d.D == D && d.E % ET == 0 && d.T > 0; }
+bool lightningBackwardV2Supported(int dt, LightningDims d) { return dt == BF16 && d.D == D && d.E == D && d.T > 0; }
 
-void lightningForwardV3(Context& c, LightningDims d, const void* q, const void* k, const void* v, const float* slopes, const float* S0, void* o,
+void lightningForwardV2(Context& c, LightningDims d, const void* q, const void* k, const void* v, const float* slopes, const float* S0, void* o,
                         float* Sfinal) {
   pass(c, d, q, k, v, slopes, S0, o, Sfinal, false);
 }
 
-// The backward as three forward passes, exactly as in version 2, from the token relations of ALGORITHM.md B.2:
+// The backward as three forward passes (D = E = 128), from the token relations of ALGORITHM.md B.2:
 //   dq_t = dO_t S_tᵀ:  forward over (dO, v, k) from S0ᵀ; its state is Sᵀ = Σ vᵀ k.
 //   dv_t = k_t G_t, dk_t = v_t G_tᵀ with G_t = Σ_{s≥t} λ^{s−t} q_sᵀ dO_s + λ^{T−1−t} dS_final: in reversed
 //   time these are forwards over (k, q, dO) and (v, dO, q) from λ^{−1} dS_final (transposed for dk).
 //   dS0 = λ G_0 = λ · (the dv pass's final state).
-void lightningBackwardV3(Context& c, LightningDims d, const void* q, const void* k, const void* v, const float* slopes, const void* dO,
+void lightningBackwardV2(Context& c, LightningDims d, const void* q, const void* k, const void* v, const float* slopes, const void* dO,
                          const float* dSf, const float* S0, void* dq, void* dk, void* dv, float* dS0) {
   size_t bytes = (size_t)d.BH() * D * D * sizeof(float);
   float *junk = (float*)c.scratch(bytes), *s0t = (float*)c.scratch(bytes), *g = (float*)c.scratch(bytes), *gt = (float*)c.scratch(bytes),

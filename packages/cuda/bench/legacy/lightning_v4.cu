@@ -5,7 +5,7 @@
 // Letters: B batch, H heads, T time, D = 128, E value dim (a multiple of 64), C = 64.
 #include <cstdlib>
 
-#include "lightning.cuh"
+#include "lightning_legacy.cuh"
 #include "mma.cuh"
 
 namespace lts {
