@@ -1,6 +1,6 @@
 /**
  * Lightning Attention on the CUDA backend at sizes the conformance suite does not reach: the
- * tensor-core forward (bf16, D = 128) and the general kernels, against the CPU's float64
+ * tensor-core kernels (bf16 and f16; D ∈ {64, 128, 256}) and the general ones, against the CPU's float64
  * recurrence on the same inputs; state carry; decode steps chained against the forward. Needs no
  * TNL. Skipped, with the reason printed, where the CUDA backend cannot start.
  */
@@ -62,6 +62,19 @@ describe.skipIf(reason !== null)(`Lightning Attention on CUDA vs the float64 rec
       { B: 1, H: 3, T: 1000, D: 128, E: 64, dtype: "bf16", state: false },
       { B: 1, H: 2, T: 333, D: 64, E: 96, dtype: "f16", state: true },
       { B: 2, H: 2, T: 257, D: 40, E: 24, dtype: "f32", state: true },
+      // The tensor-core shapes (TNL's head widths: D = E = 128, the LRPE layer's D = 256 with E = 128,
+      // small models' D = E = 64), bf16 and f16, at odd lengths (tail chunks masked), with and without
+      // an initial state, and one long batch-1 sequence that takes the sequence split.
+      ...(["bf16", "f16"] as DType[]).flatMap((dtype) =>
+        [
+          [128, 128],
+          [256, 128],
+          [64, 64],
+        ].flatMap(([D, E]) => [
+          ...[1, 63, 65, 513].map((T, i) => ({ B: 2, H: 2, T, D: D!, E: E!, dtype, state: i % 2 === 0 })),
+          { B: 1, H: 2, T: 2049, D: D!, E: E!, dtype, state: true },
+        ]),
+      ),
     ];
     for (const c of cases) {
       it(`forward, backward ${JSON.stringify(c)}`, async () => {
