@@ -18,8 +18,8 @@ export type * from "./backend.js";
 export { isUnsupported } from "./backend.js";
 export * from "./ops/attrs.js";
 export { OP_SPECS, matmulDims, type OpSpec, type OpSpecTable, type TensorInfo } from "./ops/specs.js";
-export * from "./ops/api.js";
-export * from "./ops/lightning.js";
+export * from "./api/ops.js";
+export * from "./api/lightning.js";
 export { addOpObserver, getBackend, setBackend, setDefaultBackendFactory, type OpObserver, type OpRecord } from "./engine.js";
 export {
   Tensor,

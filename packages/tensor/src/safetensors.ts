@@ -9,7 +9,7 @@
  */
 import type { Backend } from "./backend.js";
 import type { DType } from "./dtype.js";
-import { fromStorage } from "./ops/api.js";
+import { fromStorage } from "./api/ops.js";
 import { Tensor } from "./tensor.js";
 
 export type SafetensorsDType = "F64" | "F32" | "F16" | "BF16" | "I64" | "I32" | "I16" | "I8" | "U8" | "BOOL";

@@ -12,7 +12,7 @@ import { createGemmEngine } from "../src/cpu/matmul-engine.js";
 import { createMatmulKernel, matmulKernel, matmulUsesSimd } from "../src/cpu/matmul.js";
 import { allocateBytes, type CpuRef, view } from "../src/cpu/storage.js";
 import { setBackend } from "../src/engine.js";
-import { matmul, tensor } from "../src/ops/api.js";
+import { matmul, tensor } from "../src/api/ops.js";
 import { matmulDims } from "../src/ops/specs.js";
 import { sizeOf } from "../src/shape.js";
 

@@ -8,9 +8,9 @@
  */
 import { runOp } from "../engine.js";
 import { argError } from "../errors.js";
-import { tensor } from "./api.js";
+import { tensor } from "./ops.js";
 import type { Tensor } from "../tensor.js";
-import type { LightningAttentionAttrs } from "./attrs.js";
+import type { LightningAttentionAttrs } from "../ops/attrs.js";
 
 /** Block size of the chunked kernel unless one is given (the official LA-2 kernels use 64). */
 export const DEFAULT_BLOCK_SIZE = 64;
