@@ -1,7 +1,8 @@
 // The N-API side of the CUDA backend: one Runtime object per backend, owning a device context,
 // one stream, a caching device allocator, pinned staging buffers, timing events and the device
-// error flag; `launch` runs a named kernel launcher from the registry with arguments packed by
-// src/kernels.ts. Every CUDA failure becomes a JavaScript Error naming the CUDA error and the op.
+// error flag; `launch` runs a kernel launcher, named by its index in LAUNCHERS, with arguments
+// packed by src/kernels.ts. Every CUDA failure becomes a JavaScript Error naming the CUDA error and
+// the op.
 #include <dlfcn.h>
 #include <napi.h>
 
@@ -17,17 +18,6 @@ namespace lts {
 namespace {
 
 std::string cudaMessage(cudaError_t e) { return std::string(cudaGetErrorName(e)) + " (" + cudaGetErrorString(e) + ")"; }
-
-const char* errorOpName(int code) {
-  switch (code) {
-    case ERR_GATHER: return "gather: indices";
-    case ERR_SCATTER_ADD: return "scatterAdd: indices";
-    case ERR_EMBEDDING: return "embedding: ids";
-    case ERR_EMBEDDING_BACKWARD: return "embeddingBackward: ids";
-    case ERR_XENT: return "softmaxCrossEntropy: labels";
-    default: return "softmaxCrossEntropyBackward: labels";
-  }
-}
 
 // Size classes: four per power of two, at least 512 bytes, so a freed block fits later requests
 // of nearly the same size and the waste stays under 25%.
@@ -173,8 +163,11 @@ class Runtime final : public Context {
     if (hostError_->code == 0) return "";
     DeviceError e = *hostError_;
     *hostError_ = DeviceError{};
-    return std::string(errorOpName(e.code)) + " must be values in [0, " + std::to_string(e.bound) + ")" +
-           (e.code >= ERR_XENT ? " or the ignore index" : "") + ", got " + std::to_string(e.value) + " at position " +
+    constexpr int known = sizeof(kIndexErrors) / sizeof(kIndexErrors[0]);
+    if (e.code < 1 || e.code > known) return "a CUDA kernel reported an unknown index error (code " + std::to_string(e.code) + ")";
+    const IndexErrorInfo& op = kIndexErrors[e.code - 1];
+    return std::string(op.op) + ": " + op.argument + " must be values in [0, " + std::to_string(e.bound) + ")" +
+           (op.ignorable ? " or the ignore index" : "") + ", got " + std::to_string(e.value) + " at position " +
            std::to_string(e.position) + " (found by a CUDA kernel; reported at the next read or sync)";
   }
 
@@ -216,8 +209,10 @@ class Runtime final : public Context {
   DeviceError* hostError_ = nullptr;
 };
 
-Registry& registry() {
-  static Registry r = [] {
+// The launchers by their index in LAUNCHERS. Throws, naming them, when the names the .cu files
+// register and the names TypeScript launches differ; Init calls it, so such an addon never loads.
+const std::vector<Launcher>& launchers() {
+  static const std::vector<Launcher> byIndex = [] {
     Registry reg;
     registerElementwise(reg);
     registerReduce(reg);
@@ -227,9 +222,22 @@ Registry& registry() {
     registerRandom(reg);
     registerMatmul(reg);
     registerLightning(reg);
-    return reg;
+    std::vector<Launcher> out;
+    std::string missing, unknown;
+    for (const char* name : kLauncherNames) {
+      auto it = reg.find(name);
+      if (it == reg.end()) missing += std::string(missing.empty() ? "" : ", ") + name;
+      out.push_back(it == reg.end() ? nullptr : it->second);
+      if (it != reg.end()) reg.erase(it);
+    }
+    for (auto& [name, fn] : reg) unknown += (unknown.empty() ? "" : ", ") + name;
+    if (!missing.empty() || !unknown.empty())
+      throw std::runtime_error("CUDA addon: the launchers native/*.cu register differ from LAUNCHERS in src/codes.ts" +
+                               (missing.empty() ? "" : "; not registered: " + missing) +
+                               (unknown.empty() ? "" : "; not in LAUNCHERS: " + unknown));
+    return out;
   }();
-  return r;
+  return byIndex;
 }
 
 void* toPtr(const Napi::Value& v) { return reinterpret_cast<void*>(static_cast<uintptr_t>(v.As<Napi::Number>().Int64Value())); }
@@ -415,12 +423,12 @@ class RuntimeWrap : public Napi::ObjectWrap<RuntimeWrap> {
     return info.Env().Undefined();
   }
 
-  // (name, ptrs: number[], ints: number[], floats: number[])
+  // (launcher: index in LAUNCHERS, ptrs: number[], ints: number[], floats: number[])
   Napi::Value Launch(const Napi::CallbackInfo& info) {
     Runtime& r = rt(info.Env());
-    std::string name = info[0].As<Napi::String>();
-    auto it = registry().find(name);
-    if (it == registry().end()) throw Napi::Error::New(info.Env(), "CUDA backend: no kernel launcher named '" + name + "'");
+    int id = info[0].As<Napi::Number>().Int32Value();
+    if (id < 0 || id >= kLauncherCount) throw Napi::Error::New(info.Env(), "CUDA backend: no kernel launcher " + std::to_string(id));
+    const char* name = kLauncherNames[id];
     Args a;
     auto ps = info[1].As<Napi::Array>();
     auto is = info[2].As<Napi::Array>();
@@ -429,9 +437,9 @@ class RuntimeWrap : public Napi::ObjectWrap<RuntimeWrap> {
     for (uint32_t k = 0; k < is.Length(); k++) a.i.push_back(is.Get(k).As<Napi::Number>().Int64Value());
     for (uint32_t k = 0; k < fs.Length(); k++) a.f.push_back(fs.Get(k).As<Napi::Number>().DoubleValue());
     try {
-      it->second(r, a);
+      launchers()[id](r, a);
     } catch (const std::exception& e) {
-      throw Napi::Error::New(info.Env(), "CUDA kernel '" + name + "': " + e.what());
+      throw Napi::Error::New(info.Env(), std::string("CUDA kernel '") + name + "': " + e.what());
     }
     return info.Env().Undefined();
   }
@@ -480,6 +488,11 @@ class RuntimeWrap : public Napi::ObjectWrap<RuntimeWrap> {
 };
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  try {
+    launchers();
+  } catch (const std::exception& e) {
+    throw Napi::Error::New(env, e.what());
+  }
   exports.Set("Runtime", RuntimeWrap::Init(env));
   int count = 0;
   cudaError_t e = cudaGetDeviceCount(&count);

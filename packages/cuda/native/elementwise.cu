@@ -1,61 +1,82 @@
 // Elementwise kernels: unary float ops, broadcasting binary and comparison ops, where, fill, cast.
 // Float math runs in f32 (f16/bf16 are storage only); i32 arithmetic wraps as in C and JavaScript.
-// Op codes follow UNARY_OPS / BINARY_OPS / COMPARE_OPS of packages/tensor/src/ops/attrs.ts.
+// Each op family is one struct with a function per op, named as in UNARY_OPS / BINARY_OPS /
+// COMPARE_OPS of packages/tensor/src/ops/attrs.ts: the switches below expand LTS_*_OPS
+// (op_codes.gen.h), so an op added there fails to compile here until it has its function.
 #include "device.cuh"
 
 namespace lts {
 namespace {
 
-enum Unary { NEG, ABS, EXP, LOG, SQRT, RSQRT, SQUARE, RECIPROCAL, RELU, SILU, SIGMOID, TANH, COS, SIN, SIGN };
-enum Binary { ADD, SUB, MUL, DIV, POW, MAXIMUM, MINIMUM };
-enum Compare { EQ, NE, LT, LE, GT, GE };
+struct Unary {
+  static __device__ float neg(float x) { return -x; }
+  static __device__ float abs(float x) { return fabsf(x); }
+  static __device__ float exp(float x) { return expf(x); }
+  static __device__ float log(float x) { return logf(x); }
+  static __device__ float sqrt(float x) { return sqrtf(x); }
+  static __device__ float rsqrt(float x) { return 1.0f / sqrtf(x); }
+  static __device__ float square(float x) { return x * x; }
+  static __device__ float reciprocal(float x) { return 1.0f / x; }
+  static __device__ float relu(float x) { return x > 0.0f ? x : 0.0f; }
+  static __device__ float silu(float x) { return x / (1.0f + expf(-x)); }
+  static __device__ float sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
+  static __device__ float tanh(float x) { return tanhf(x); }
+  static __device__ float cos(float x) { return cosf(x); }
+  static __device__ float sin(float x) { return sinf(x); }
+  static __device__ float sign(float x) { return x > 0.0f ? 1.0f : x < 0.0f ? -1.0f : x; }  // keeps ±0 and NaN
+};
+
+struct BinaryF {
+  static __device__ float add(float a, float b) { return a + b; }
+  static __device__ float sub(float a, float b) { return a - b; }
+  static __device__ float mul(float a, float b) { return a * b; }
+  static __device__ float div(float a, float b) { return a / b; }
+  static __device__ float pow(float a, float b) { return powf(a, b); }
+  static __device__ float maximum(float a, float b) { return isnan(a) || isnan(b) ? NAN : fmaxf(a, b); }
+  static __device__ float minimum(float a, float b) { return isnan(a) || isnan(b) ? NAN : fminf(a, b); }
+};
+
+struct BinaryI {
+  static __device__ int add(int a, int b) { return (int)((unsigned)a + (unsigned)b); }
+  static __device__ int sub(int a, int b) { return (int)((unsigned)a - (unsigned)b); }
+  static __device__ int mul(int a, int b) { return (int)((unsigned)a * (unsigned)b); }
+  static __device__ int div(int a, int b) {
+    if (b == 0) return 0;
+    if (a == INT_MIN && b == -1) return INT_MIN;  // 2^31 wraps, as `| 0` does
+    return a / b;
+  }
+  static __device__ int pow(int a, int b) { return toInt32(::pow((double)a, (double)b)); }
+  static __device__ int maximum(int a, int b) { return a > b ? a : b; }
+  static __device__ int minimum(int a, int b) { return a < b ? a : b; }
+};
+
+struct Compare {
+  static __device__ bool equal(double a, double b) { return a == b; }
+  static __device__ bool notEqual(double a, double b) { return a != b; }
+  static __device__ bool less(double a, double b) { return a < b; }
+  static __device__ bool lessEqual(double a, double b) { return a <= b; }
+  static __device__ bool greater(double a, double b) { return a > b; }
+  static __device__ bool greaterEqual(double a, double b) { return a >= b; }
+};
 
 __device__ __forceinline__ float unaryOp(int op, float x) {
-  switch (op) {
-    case NEG: return -x;
-    case ABS: return fabsf(x);
-    case EXP: return expf(x);
-    case LOG: return logf(x);
-    case SQRT: return sqrtf(x);
-    case RSQRT: return 1.0f / sqrtf(x);
-    case SQUARE: return x * x;
-    case RECIPROCAL: return 1.0f / x;
-    case RELU: return x > 0.0f ? x : 0.0f;
-    case SILU: return x / (1.0f + expf(-x));
-    case SIGMOID: return 1.0f / (1.0f + expf(-x));
-    case TANH: return tanhf(x);
-    case COS: return cosf(x);
-    case SIN: return sinf(x);
-    default: return x > 0.0f ? 1.0f : x < 0.0f ? -1.0f : x;  // SIGN keeps ±0 and NaN
-  }
+  switch (static_cast<UnaryOp>(op)) { LTS_UNARY_OPS(LTS_OP_CASE, UnaryOp, Unary, x) }
+  return NAN;
 }
 
 __device__ __forceinline__ float binaryF(int op, float a, float b) {
-  switch (op) {
-    case ADD: return a + b;
-    case SUB: return a - b;
-    case MUL: return a * b;
-    case DIV: return a / b;
-    case POW: return powf(a, b);
-    case MAXIMUM: return isnan(a) || isnan(b) ? NAN : fmaxf(a, b);
-    default: return isnan(a) || isnan(b) ? NAN : fminf(a, b);
-  }
+  switch (static_cast<BinaryOp>(op)) { LTS_BINARY_OPS(LTS_OP_CASE, BinaryOp, BinaryF, a, b) }
+  return NAN;
 }
 
 __device__ __forceinline__ int binaryI(int op, int a, int b) {
-  unsigned ua = (unsigned)a, ub = (unsigned)b;
-  switch (op) {
-    case ADD: return (int)(ua + ub);
-    case SUB: return (int)(ua - ub);
-    case MUL: return (int)(ua * ub);
-    case DIV:
-      if (b == 0) return 0;
-      if (a == INT_MIN && b == -1) return INT_MIN;  // 2^31 wraps, as `| 0` does
-      return a / b;
-    case POW: return toInt32(pow((double)a, (double)b));
-    case MAXIMUM: return a > b ? a : b;
-    default: return a < b ? a : b;
-  }
+  switch (static_cast<BinaryOp>(op)) { LTS_BINARY_OPS(LTS_OP_CASE, BinaryOp, BinaryI, a, b) }
+  return 0;
+}
+
+__device__ __forceinline__ bool compareOp(int op, double a, double b) {
+  switch (static_cast<CompareOp>(op)) { LTS_COMPARE_OPS(LTS_OP_CASE, CompareOp, Compare, a, b) }
+  return false;
 }
 
 // x: (n) → y: (n), contiguous
@@ -80,8 +101,7 @@ __global__ void binaryIntKernel(int op, const int* a, const int* b, int* y, Inde
 __global__ void compareKernel(int op, const void* a, const void* b, int dt, uint8_t* y, Index ix, int64_t n) {
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
     double u = loadAny(a, dt, offsetOf(ix, 0, i)), v = loadAny(b, dt, offsetOf(ix, 1, i));
-    bool r = op == EQ ? u == v : op == NE ? u != v : op == LT ? u < v : op == LE ? u <= v : op == GT ? u > v : u >= v;
-    y[offsetOf(ix, 2, i)] = r ? 1 : 0;
+    y[offsetOf(ix, 2, i)] = compareOp(op, u, v) ? 1 : 0;
   }
 }
 

@@ -61,7 +61,7 @@ __global__ void xentKernel(const T* x, const int* labels, float* loss, int64_t V
     return;
   }
   if (label < 0 || label >= V) {
-    if (threadIdx.x == 0) reportError(err, ERR_XENT, (int)r, label, V);
+    if (threadIdx.x == 0) reportError(err, ERR_SOFTMAX_CROSS_ENTROPY, (int)r, label, V);
     return;
   }
   double lse = rowLse(x + r * V, V, sm, sd);
@@ -78,7 +78,7 @@ __global__ void xentBackwardKernel(const T* x, const int* labels, const float* g
   const T* xr = x + r * V;
   T* dr = dx + r * V;
   if (label == ignore || label < 0 || label >= V) {
-    if (label != ignore && threadIdx.x == 0) reportError(err, ERR_XENT_BACKWARD, (int)r, label, V);
+    if (label != ignore && threadIdx.x == 0) reportError(err, ERR_SOFTMAX_CROSS_ENTROPY_BACKWARD, (int)r, label, V);
     for (int64_t j = threadIdx.x; j < V; j += blockDim.x) dr[j] = fromF<T>(0.0f);
     return;
   }

@@ -5,21 +5,40 @@
 namespace lts {
 namespace {
 
-enum ReduceOp { SUM, MEAN, MAX, MIN };
+// Per op of REDUCE_OPS (packages/tensor/src/ops/attrs.ts): its start value and how two partial
+// results combine (mean is a sum divided by the count at the end). The switches expand
+// LTS_REDUCE_OPS (op_codes.gen.h), so a new reduce op fails to compile here until it has both.
+struct ReduceInit {
+  static __device__ double sum() { return 0.0; }
+  static __device__ double mean() { return 0.0; }
+  static __device__ double max() { return -INFINITY; }
+  static __device__ double min() { return INFINITY; }
+};
+struct ReduceCombine {
+  static __device__ double sum(double a, double v) { return a + v; }
+  static __device__ double mean(double a, double v) { return a + v; }
+  static __device__ double max(double a, double v) { return isnan(a) || isnan(v) ? NAN : fmax(a, v); }
+  static __device__ double min(double a, double v) { return isnan(a) || isnan(v) ? NAN : fmin(a, v); }
+};
+
+__device__ __forceinline__ double reduceInit(int op) {
+  switch (static_cast<ReduceOp>(op)) { LTS_REDUCE_OPS(LTS_OP_CASE, ReduceOp, ReduceInit, ) }
+  return NAN;
+}
 
 __device__ __forceinline__ double combine(int op, double a, double v) {
-  if (op == MAX) return isnan(a) || isnan(v) ? NAN : fmax(a, v);
-  if (op == MIN) return isnan(a) || isnan(v) ? NAN : fmin(a, v);
-  return a + v;
+  switch (static_cast<ReduceOp>(op)) { LTS_REDUCE_OPS(LTS_OP_CASE, ReduceOp, ReduceCombine, a, v) }
+  return NAN;
 }
+
+constexpr int MEAN = static_cast<int>(ReduceOp::mean);
 
 // x: kept dims (ix operand 0) × reduced dims (rx operand 0) → y: (outputs), one group of `group` threads per output
 __global__ void reduceKernel(int op, const void* x, int dt, void* y, int ydt, Index kept, int64_t outputs, Index red, int64_t count, int group) {
   __shared__ double partial[1024];
   int lanes = group, lane = threadIdx.x % group;
   int64_t o = (blockIdx.x * (int64_t)blockDim.x + threadIdx.x) / group;
-  double init = op == MAX ? -INFINITY : op == MIN ? INFINITY : 0.0;
-  double acc = init;
+  double acc = reduceInit(op);
   if (o < outputs) {
     int64_t base = offsetOf(kept, 0, o);
     for (int64_t r = lane; r < count; r += lanes) acc = combine(op, acc, loadAny(x, dt, base + offsetOf(red, 0, r)));

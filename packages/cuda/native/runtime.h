@@ -1,6 +1,7 @@
-// What kernel launchers (the .cu files) and the N-API glue (addon.cc) share: dtype codes, the
-// argument pack a launch receives from JavaScript, the services the runtime offers a launcher
-// (stream, scratch memory, the device error flag) and checked CUDA calls.
+// What kernel launchers (the .cu files) and the N-API glue (addon.cc) share: the codes generated
+// from TypeScript (op_codes.gen.h: dtypes, op lists, launcher names, index errors), the argument
+// pack a launch receives from JavaScript, the services the runtime offers a launcher (stream,
+// scratch memory, the device error flag) and checked CUDA calls.
 #pragma once
 #include <cuda_runtime.h>
 
@@ -10,12 +11,11 @@
 #include <unordered_map>
 #include <vector>
 
+#include "op_codes.gen.h"
+
 namespace lts {
 
-// Must match DTYPE_CODE in src/native.ts.
-enum DType : int { F32 = 0, F16 = 1, BF16 = 2, I32 = 3, U8 = 4 };
-
-inline size_t dtypeSize(int dt) { return dt == F32 || dt == I32 ? 4 : dt == U8 ? 1 : 2; }
+inline size_t dtypeSize(int dt) { return kDTypeBytes[dt]; }
 
 struct CudaError : std::runtime_error {
   using std::runtime_error::runtime_error;
@@ -35,12 +35,11 @@ struct CudaError : std::runtime_error {
 // kernel records the first one here (host memory mapped into the device), and the runtime turns
 // it into a JavaScript error at the next sync point.
 struct DeviceError {
-  int code;      // 0: none; otherwise an ErrorOp below
+  int code;      // 0: none; otherwise an ErrorOp (op_codes.gen.h)
   int position;  // flat position of the bad index
   long long value;
   long long bound;
 };
-enum ErrorOp : int { ERR_GATHER = 1, ERR_SCATTER_ADD, ERR_EMBEDDING, ERR_EMBEDDING_BACKWARD, ERR_XENT, ERR_XENT_BACKWARD };
 
 // Services a launcher may use. Scratch memory comes from the caching allocator and may be
 // released right after the launch is enqueued: everything runs on one stream, in order.
@@ -84,6 +83,8 @@ inline int64_t numel(const std::vector<int64_t>& s) {
   return n;
 }
 
+// Launchers by name, as native/*.cu register them; the names are LAUNCHERS of src/codes.ts
+// (kLauncherNames), which the addon checks when it loads.
 using Launcher = void (*)(Context&, const Args&);
 using Registry = std::unordered_map<std::string, Launcher>;
 

@@ -107,6 +107,14 @@ async function main() {
     log("LIGHTNING_CUDA_SKIP=1: native build skipped");
     return;
   }
+  // native/op_codes.gen.h must match the TypeScript lists it is generated from; the generator is
+  // absent (and nothing checked) in an installed package.
+  const genCodes = new URL("./gen-codes.mjs", import.meta.url);
+  const codesProblem = existsSync(genCodes) ? await (await import(genCodes.href)).checkHeader() : null;
+  if (codesProblem) {
+    console.error(`[@lightning-ts/cuda] ${codesProblem}`);
+    process.exit(1);
+  }
   const found = findNvcc();
   if (!found) {
     writeStatus({ ok: false, reason: "nvcc was not found when the package was built (install the CUDA toolkit, set CUDA_HOME, then run `pnpm --filter @lightning-ts/cuda build:native`)" });

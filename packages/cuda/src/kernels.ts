@@ -13,6 +13,7 @@ import {
   COMPARE_OPS,
   type CompareOpName,
   type DType,
+  DTYPES,
   encode,
   type Kernel,
   type KernelTable,
@@ -25,7 +26,8 @@ import {
   UNARY_OPS,
   type UnaryOpName,
 } from "@lightning-ts/tensor";
-import { DTYPE_CODE, type NativeRuntime } from "./native.js";
+import { INDEX_ERRORS, type IndexErrorOp, LAUNCHERS, type LauncherName } from "./codes.js";
+import type { NativeRuntime } from "./native.js";
 
 /** Device memory of one tensor. `ptr` is 0 for an empty allocation. */
 export interface CudaStorage {
@@ -35,20 +37,23 @@ export interface CudaStorage {
 
 type Ref = TensorRef<CudaStorage>;
 
-// Error codes of native/runtime.h (enum ErrorOp).
-const ERR = { gather: 1, scatterAdd: 2, embedding: 3, embeddingBackward: 4 } as const;
-
+// Every code passed to the addon is an index into a list that native/op_codes.gen.h is generated
+// from (scripts/gen-codes.mjs): DTYPES, UNARY_OPS, BINARY_OPS, COMPARE_OPS, REDUCE_OPS, LAUNCHERS,
+// INDEX_ERRORS (+ 1).
 function code(dtype: DType): number {
   if (dtype === "f64") throw new Error("the CUDA backend has no f64");
-  return DTYPE_CODE[dtype];
+  return DTYPES.indexOf(dtype);
 }
+
+const LAUNCHER = Object.fromEntries(LAUNCHERS.map((name, i) => [name, i])) as Record<LauncherName, number>;
+const indexError = (op: IndexErrorOp) => INDEX_ERRORS.findIndex((e) => e.op === op) + 1;
 
 const shape = (s: readonly number[]) => [s.length, ...s];
 const ptr = (t: Ref | undefined) => (t ? t.storage.ptr : 0);
 
 export function createKernels(rt: NativeRuntime): KernelTable<CudaStorage> {
-  const launch = (name: string, tensors: (Ref | undefined)[], ints: number[], floats: number[] = []) =>
-    rt.launch(name, tensors.map(ptr), ints, floats);
+  const launch = (name: LauncherName, tensors: (Ref | undefined)[], ints: number[], floats: number[] = []) =>
+    rt.launch(LAUNCHER[name], tensors.map(ptr), ints, floats);
 
   const unary = (op: UnaryOpName): Kernel<UnaryOpName, CudaStorage> => ({ inputs: [x], outputs: [y] }) =>
     launch("unary", [x, y], [UNARY_OPS.indexOf(op), code(x!.dtype), x!.size]);
@@ -136,20 +141,20 @@ export function createKernels(rt: NativeRuntime): KernelTable<CudaStorage> {
     // x: (outer, n, inner), idx: i32 (K) → y: (outer, K, inner)
     gather: ({ inputs: [x, idx], outputs: [y], attrs: { axis } }) => {
       const { outer, n, inner } = around(x!.shape, axis);
-      launch("take", [x, idx, y], [byteSize(x!.dtype), outer, n, idx!.size, inner, ERR.gather]);
+      launch("take", [x, idx, y], [byteSize(x!.dtype), outer, n, idx!.size, inner, indexError("gather")]);
     },
     // u: (outer, K, inner), idx: (K) → y: (outer, size, inner)
     scatterAdd: ({ inputs: [u, idx], outputs: [y], attrs: { axis, size } }) => {
       const outer = sizeOf(u!.shape.slice(0, axis));
       const inner = sizeOf(u!.shape.slice(axis + idx!.shape.length));
-      launch("scatterAdd", [u, idx, y], [code(u!.dtype), outer, size, idx!.size, inner, ERR.scatterAdd]);
+      launch("scatterAdd", [u, idx, y], [code(u!.dtype), outer, size, idx!.size, inner, indexError("scatterAdd")]);
     },
     // weight: (V, M), ids: i32 (...) → y: (..., M)
     embedding: ({ inputs: [w, ids], outputs: [y] }) =>
-      launch("take", [w, ids, y], [byteSize(w!.dtype), 1, w!.shape[0]!, ids!.size, w!.shape[1]!, ERR.embedding]),
+      launch("take", [w, ids, y], [byteSize(w!.dtype), 1, w!.shape[0]!, ids!.size, w!.shape[1]!, indexError("embedding")]),
     // dy: (..., M), ids: (...) → dweight: (V, M)
     embeddingBackward: ({ inputs: [dy, ids], outputs: [dw], attrs: { vocabSize } }) =>
-      launch("scatterAdd", [dy, ids, dw], [code(dy!.dtype), 1, vocabSize, ids!.size, dw!.shape[1]!, ERR.embeddingBackward]),
+      launch("scatterAdd", [dy, ids, dw], [code(dy!.dtype), 1, vocabSize, ids!.size, dw!.shape[1]!, indexError("embeddingBackward")]),
 
     softmax: ({ inputs: [x], outputs: [y], attrs: { axis } }) => {
       const { outer, n, inner } = around(x!.shape, axis);

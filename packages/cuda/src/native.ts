@@ -8,9 +8,6 @@ import { createRequire } from "node:module";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 
-/** Storage dtype codes shared with native/runtime.h (enum DType). */
-export const DTYPE_CODE = { f32: 0, f16: 1, bf16: 2, i32: 3, u8: 4 } as const;
-
 export interface RuntimeInfo {
   name: string;
   smCount: number;
@@ -31,7 +28,8 @@ export interface NativeRuntime {
   read(ptr: number, byteOffset: number, byteLength: number): Promise<Uint8Array>;
   sync(): Promise<void>;
   syncNow(): void;
-  launch(name: string, ptrs: number[], ints: number[], floats: number[]): void;
+  /** Runs launcher `LAUNCHERS[launcher]` (src/codes.ts) with device pointers, integers and floats. */
+  launch(launcher: number, ptrs: number[], ints: number[], floats: number[]): void;
   memory(): { liveBytes: number; liveBuffers: number; pooledBytes: number; peakBytes: number };
   trim(): void;
   eventCreate(): number;
