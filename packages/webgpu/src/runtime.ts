@@ -7,6 +7,7 @@
  * is submitted when a read needs the results, when a host write must not overtake queued work,
  * or when the parameter ring is full.
  */
+import type { KernelOpName } from "@lightning-ts/tensor";
 import { PARAM_WORDS, shader, type ShaderSpec } from "./wgsl.js";
 
 /** Dispatches per submission before the parameter ring wraps and forces a submit. */
@@ -58,7 +59,7 @@ export const ERROR_CODES = {
   embeddingBackward: 4,
   softmaxCrossEntropy: 5,
   softmaxCrossEntropyBackward: 6,
-} as const;
+} as const satisfies Partial<Record<KernelOpName, number>>;
 
 export class Runtime {
   readonly device: GPUDevice;

@@ -5,7 +5,7 @@
  * then combine in workgroup memory. Floats accumulate in f32 (the CPU uses float64), i32 sums wrap
  * as the CPU's `| 0` does, max/min propagate NaN.
  */
-import { type Kernel, type KernelTable, type ReduceOpName, stridesOf } from "@lightning-ts/tensor";
+import { type Kernel, type KernelTable, REDUCE_OPS, type ReduceOpName, stridesOf } from "@lightning-ts/tensor";
 import type { Runtime } from "../runtime.js";
 import { encodeI } from "../wgsl.js";
 import { checkRank, groups, padded, viaF32 } from "./common.js";
@@ -26,6 +26,18 @@ fn offset_of(i: u32, rankAt: u32, shapeAt: u32, stridesAt: u32) -> u32 {
 }
 `;
 
+const NAN_MAX = "select(select(max(a, b), a, is_nan(a)), b, is_nan(b))";
+const NAN_MIN = "select(select(min(a, b), a, is_nan(a)), b, is_nan(b))";
+
+/** Per op, for f32 (`f`) and i32 (`i`): the start value and how two partial results combine (WGSL in a, b). */
+const REDUCE: Record<ReduceOpName, { init: { f: string; i: string }; combine: { f: string; i: string } }> = {
+  sum: { init: { f: "0.0", i: "0" }, combine: { f: "a + b", i: "a + b" } },
+  // The sum, divided by the count at the end.
+  mean: { init: { f: "0.0", i: "0" }, combine: { f: "a + b", i: "a + b" } },
+  max: { init: { f: "neg_inf()", i: "-2147483647 - 1" }, combine: { f: NAN_MAX, i: "max(a, b)" } },
+  min: { init: { f: "pos_inf()", i: "2147483647" }, combine: { f: NAN_MIN, i: "min(a, b)" } },
+};
+
 function reduceKernel(rt: Runtime, op: ReduceOpName): Kernel<ReduceOpName, GPUBuffer> {
   return ({ inputs: [x], outputs: [y], attrs: { axes } }) => {
     checkRank(op, x!.shape);
@@ -44,17 +56,8 @@ function reduceKernel(rt: Runtime, op: ReduceOpName): Kernel<ReduceOpName, GPUBu
     ];
     const isInt = x!.dtype === "i32";
     const ty = isInt ? "i32" : "f32";
-    const init = op === "max" ? (isInt ? "-2147483647 - 1" : "neg_inf()") : op === "min" ? (isInt ? "2147483647" : "pos_inf()") : isInt ? "0" : "0.0";
-    const combine =
-      op === "max"
-        ? isInt
-          ? "max(a, b)"
-          : "select(select(max(a, b), a, is_nan(a)), b, is_nan(b))"
-        : op === "min"
-          ? isInt
-            ? "min(a, b)"
-            : "select(select(min(a, b), a, is_nan(a)), b, is_nan(b))"
-          : "a + b";
+    const init = REDUCE[op].init[isInt ? "i" : "f"];
+    const combine = REDUCE[op].combine[isInt ? "i" : "f"];
     const run = (target: GPUBuffer, outDtype: "f32" | "i32") =>
       rt.dispatch({
         key: `${op}:${x!.dtype}`,
@@ -137,10 +140,7 @@ export function reduceKernels(rt: Runtime) {
   };
 
   return {
-    sum: reduceKernel(rt, "sum"),
-    mean: reduceKernel(rt, "mean"),
-    max: reduceKernel(rt, "max"),
-    min: reduceKernel(rt, "min"),
+    ...(Object.fromEntries(REDUCE_OPS.map((op) => [op, reduceKernel(rt, op)])) as { [K in ReduceOpName]: Kernel<K, GPUBuffer> }),
     argmax,
   } satisfies Partial<KernelTable<GPUBuffer>>;
 }
