@@ -6,7 +6,7 @@
  * on a GPU they only enqueue work, and only `read` waits for it.
  */
 import type { DType } from "./dtype.js";
-import type { KernelOpName, OpAttrs } from "./ops/attrs.js";
+import type { CompositeOpName, KernelOpName, OpAttrs } from "./ops/attrs.js";
 
 /** A contiguous, row-major tensor as a kernel sees it. */
 export interface TensorRef<S> {
@@ -30,7 +30,13 @@ export interface Unsupported {
   readonly unsupported: string;
 }
 
-export type KernelTable<S> = { [K in KernelOpName]: Kernel<K, S> | Unsupported };
+/**
+ * One entry per op: a kernel, or `Unsupported` with a reason. Composite ops (`COMPOSITE_OPS`) may be
+ * left out, and the engine then runs their decomposition into primitives on this backend.
+ */
+export type KernelTable<S> = { [K in Exclude<KernelOpName, CompositeOpName>]: Kernel<K, S> | Unsupported } & {
+  [K in CompositeOpName]?: Kernel<K, S> | Unsupported;
+};
 
 export function isUnsupported(k: unknown): k is Unsupported {
   return typeof k === "object" && k !== null && "unsupported" in k;

@@ -1,13 +1,16 @@
 /**
  * Op dispatch: validate with the op's spec, allocate outputs on the inputs' backend, run the
- * backend's kernel, wrap the outputs as tensors and tell observers (autograd records here).
+ * backend's kernel (or, for a composite op the backend has no kernel for, its decomposition into
+ * primitives on the same backend), wrap the outputs as tensors and tell observers (autograd
+ * records here).
  */
+import { DECOMPOSITIONS } from "./api/decompositions.js";
 import { type Backend, isUnsupported, type Kernel, type TensorRef } from "./backend.js";
 import { byteSize } from "./dtype.js";
-import { argError, UnsupportedOpError } from "./errors.js";
-import type { KernelOpName, OpAttrs, OpName } from "./ops/attrs.js";
-import { OP_SPECS } from "./ops/specs.js";
-import { Tensor } from "./tensor.js";
+import { argError, fmtShape, UnsupportedOpError } from "./errors.js";
+import { COMPOSITE_OPS, type CompositeOpName, type KernelOpName, type OpAttrs, type OpName } from "./ops/attrs.js";
+import { OP_SPECS, type TensorInfo } from "./ops/specs.js";
+import { scope, Tensor } from "./tensor.js";
 
 let current: Backend | null = null;
 let defaultFactory: (() => Backend) | null = null;
@@ -49,6 +52,8 @@ export interface OpRecord<K extends OpName = OpName> {
 
 export type OpObserver = (record: OpRecord) => void;
 const observers: OpObserver[] = [];
+/** Above 0 while a decomposition runs: observers see the composite op, not the primitives inside. */
+let decomposing = 0;
 
 /** Calls `fn` after every op, until the returned function is called. */
 export function addOpObserver(fn: OpObserver): () => void {
@@ -90,6 +95,7 @@ export function runOp<K extends OpName>(op: K, inputs: readonly Tensor[], attrs:
     outputs = [new Tensor(inputs[0]!.handle, infos[0]!.shape, infos[0]!.dtype)];
   } else {
     const kernel = be.kernels[op as KernelOpName];
+    if (kernel === undefined) return decompose(op as CompositeOpName, inputs, attrs as never, infos, be);
     if (isUnsupported(kernel)) throw new UnsupportedOpError(op, be.name, kernel.unsupported);
     outputs = infos.map((info) => {
       const byteLength = info.shape.reduce((a, b) => a * b, 1) * byteSize(info.dtype);
@@ -105,10 +111,36 @@ export function runOp<K extends OpName>(op: K, inputs: readonly Tensor[], attrs:
       throw err;
     }
   }
-  if (observers.length > 0) {
-    const record: OpRecord = { op, inputs, attrs, outputs };
-    for (const fn of [...observers]) fn(record);
+  notify({ op, inputs, attrs, outputs });
+  return outputs;
+}
+
+function notify(record: OpRecord): void {
+  if (observers.length === 0 || decomposing > 0) return;
+  for (const fn of [...observers]) fn(record);
+}
+
+/** Runs a composite op from primitives on `be`, for a backend without a kernel for it. */
+function decompose<K extends CompositeOpName>(op: K, inputs: readonly Tensor[], attrs: OpAttrs[K], infos: TensorInfo[], be: Backend): Tensor[] {
+  if (!(COMPOSITE_OPS as readonly string[]).includes(op)) throw new UnsupportedOpError(op, be.name, "its kernel table has no entry for it");
+  decomposing++;
+  let outputs: Tensor[];
+  try {
+    outputs = scope(() => DECOMPOSITIONS[op](inputs, attrs));
+  } finally {
+    decomposing--;
   }
+  // The decomposition must honour the op's spec, and give outputs of their own (autograd keys on them).
+  const bad = infos.findIndex((want, i) => {
+    const t = outputs[i];
+    return !t || t.dtype !== want.dtype || fmtShape(t.shape) !== fmtShape(want.shape) || inputs.includes(t);
+  });
+  if (bad >= 0) {
+    for (const t of outputs) if (!inputs.includes(t)) t.dispose();
+    const want = infos[bad]!;
+    throw new Error(`the decomposition of ${op} returned ${outputs[bad]?.describe() ?? "nothing"} as output ${bad}, expected a new ${want.dtype}${fmtShape(want.shape)}`);
+  }
+  notify({ op, inputs, attrs, outputs });
   return outputs;
 }
 

@@ -22,9 +22,9 @@ function take(op: string, arg: string, src: ArrayLike<number>, out: { [i: number
 }
 
 /** acc[o, idx[k], i] += u[o, k, i], in float64. */
-function scatter(op: string, u: FloatArray, idx: Int32Array, outer: number, size: number, inner: number): Float64Array {
+function scatter(op: string, arg: string, u: FloatArray, idx: Int32Array, outer: number, size: number, inner: number): Float64Array {
   const K = idx.length;
-  for (let k = 0; k < K; k++) checkIndex(op, "indices", idx[k]!, k, size);
+  for (let k = 0; k < K; k++) checkIndex(op, arg, idx[k]!, k, size);
   const acc = new Float64Array(outer * size * inner);
   for (let o = 0; o < outer; o++) {
     for (let k = 0; k < K; k++) {
@@ -45,7 +45,7 @@ const gather: Kernel<"gather", CpuStorage> = ({ inputs: [x, idx], outputs: [y], 
 const scatterAdd: Kernel<"scatterAdd", CpuStorage> = ({ inputs: [u, idx], outputs: [y], attrs: { axis, size } }) => {
   const outer = sizeOf(u!.shape.slice(0, axis));
   const inner = sizeOf(u!.shape.slice(axis + idx!.shape.length));
-  storeAs(y!, scatter("scatterAdd", readFloat(u!), view(idx!) as Int32Array, outer, size, inner));
+  storeAs(y!, scatter("scatterAdd", "indices", readFloat(u!), view(idx!) as Int32Array, outer, size, inner));
 };
 
 const embedding: Kernel<"embedding", CpuStorage> = ({ inputs: [w, ids], outputs: [y] }) => {
@@ -55,7 +55,7 @@ const embedding: Kernel<"embedding", CpuStorage> = ({ inputs: [w, ids], outputs:
 
 const embeddingBackward: Kernel<"embeddingBackward", CpuStorage> = ({ inputs: [dy, ids], outputs: [dw], attrs: { vocabSize } }) => {
   const M = dw!.shape[1]!;
-  storeAs(dw!, scatter("embeddingBackward", readFloat(dy!), view(ids!) as Int32Array, 1, vocabSize, M));
+  storeAs(dw!, scatter("embeddingBackward", "ids", readFloat(dy!), view(ids!) as Int32Array, 1, vocabSize, M));
 };
 
 export const indexingKernels = { gather, scatterAdd, embedding, embeddingBackward } satisfies Pick<

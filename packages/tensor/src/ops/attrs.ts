@@ -152,3 +152,18 @@ export type CompareOpName = (typeof COMPARE_OPS)[number];
 
 export const REDUCE_OPS = ["sum", "mean", "max", "min"] as const satisfies readonly OpName[];
 export type ReduceOpName = (typeof REDUCE_OPS)[number];
+
+/**
+ * Ops with a decomposition into primitives (api/decompositions.ts). Their kernels are optional: a
+ * backend without one runs the decomposition on that same backend, so a new backend can start from
+ * the primitives and add fused kernels where they pay (speed, memory, or accuracy).
+ *
+ * Not here: rmsNormBackward, whose r·(dy − x̂·mean(x̂·dy)) cancels when dy is nearly parallel to x̂
+ * (always for a width of 1), so in f32 primitives it misses the suite's tolerance; its kernels
+ * compute in float64 (CPU) or double-f32 (WebGPU).
+ */
+export const COMPOSITE_OPS = [
+  "sigmoid", "silu", "softmax", "logSoftmax", "softmaxCrossEntropy", "softmaxCrossEntropyBackward",
+  "rmsNorm", "embedding", "embeddingBackward",
+] as const satisfies readonly KernelOpName[];
+export type CompositeOpName = (typeof COMPOSITE_OPS)[number];

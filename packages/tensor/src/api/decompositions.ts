@@ -1,0 +1,130 @@
+/**
+ * Composite ops written from primitives, once, for every backend. A backend whose kernel table
+ * leaves out one of `COMPOSITE_OPS` gets this decomposition instead, run by the engine on that same
+ * backend; autograd still sees the composite op (and its rule), never the primitives inside.
+ *
+ * Precision follows the fused kernels: f16/bf16 inputs are computed in f32 (f64 stays f64) and
+ * rounded once at the end; softmaxes subtract the row maximum before exp.
+ *
+ * Letters: N rows, V classes (vocabulary).
+ */
+import type { DType } from "../dtype.js";
+import { argError, OpArgumentError } from "../errors.js";
+import type { CompositeOpName, OpAttrs } from "../ops/attrs.js";
+import type { Tensor } from "../tensor.js";
+import {
+  add,
+  arange,
+  cast,
+  div,
+  equal,
+  exp,
+  full,
+  gather,
+  log,
+  max,
+  mean,
+  mul,
+  neg,
+  notEqual,
+  reciprocal,
+  reshape,
+  rsqrt,
+  scatterAdd,
+  square,
+  sub,
+  sum,
+  where,
+} from "./ops.js";
+
+/** Computes op `K` from primitives; inputs and attributes have passed the op's spec. */
+export type Decomposition<K extends CompositeOpName> = (inputs: readonly Tensor[], attrs: OpAttrs[K]) => Tensor[];
+export type DecompositionTable = { [K in CompositeOpName]: Decomposition<K> };
+
+/** f32 for the 16-bit storage types and f32, f64 for f64. */
+const computeDType = (dtype: DType): DType => (dtype === "f64" ? "f64" : "f32");
+const to = (x: Tensor, dtype: DType): Tensor => (x.dtype === dtype ? x : cast(x, dtype));
+
+/** `fn(x in its compute dtype)`, rounded back to x's dtype. */
+const inCompute = (x: Tensor, fn: (xc: Tensor) => Tensor): Tensor => to(fn(to(x, computeDType(x.dtype))), x.dtype);
+
+const scalarOf = (like: Tensor, value: number, dtype: DType = like.dtype) => full([], value, { dtype, backend: like.backend });
+
+/** Maximum along `axis`, kept; −∞ for an empty axis (where `max` has no value to give). */
+function rowMax(x: Tensor, axis: number): Tensor {
+  if (x.shape[axis] !== 0) return max(x, axis, true);
+  return full(x.shape.map((d, i) => (i === axis ? 1 : d)), -Infinity, { dtype: x.dtype, backend: x.backend });
+}
+
+/** Softmax or log-softmax along `axis`. */
+function softmaxOf(x: Tensor, axis: number, logOf: boolean): Tensor {
+  const z = sub(x, rowMax(x, axis));
+  const e = exp(z);
+  const s = sum(e, axis, true);
+  return logOf ? sub(z, log(s)) : div(e, s);
+}
+
+/** Runs `fn`; an index error of the primitive inside is reported as an error of `op`'s argument `arg`. */
+function indexErrorsAs<T>(op: string, arg: string, fn: () => T, allowed = (expected: string) => expected): T {
+  try {
+    return fn();
+  } catch (err) {
+    if (err instanceof OpArgumentError && err.argument === "indices") argError(op, arg, allowed(err.expected), err.received);
+    throw err;
+  }
+}
+
+/**
+ * labels i32 [N] → `valid` u8 [N] (label ≠ ignoreIndex) and `onehot` u8 [N, V]. Labels outside
+ * [0, V) on valid rows are an error, found by gathering them from [0, V).
+ */
+function labelMasks(op: string, labels: Tensor, V: number, ignoreIndex: number): { valid: Tensor; onehot: Tensor } {
+  const valid = notEqual(labels, ignoreIndex);
+  const classes = arange(V, undefined, 1, { backend: labels.backend });
+  const safe = where(valid, labels, scalarOf(labels, 0));
+  const checked = indexErrorsAs(op, "labels", () => gather(classes, safe, 0), (e) => `${e} or ${ignoreIndex} (ignoreIndex)`);
+  const onehot = equal(reshape(checked, [labels.size, 1]), reshape(classes, [1, V]));
+  return { valid, onehot };
+}
+
+/**
+ * The decompositions, one per composite op (a missing one is a compile error).
+ *
+ * @example
+ * const [y] = DECOMPOSITIONS.softmax([x], { axis: 1 }); // what the engine runs without a softmax kernel
+ */
+export const DECOMPOSITIONS: DecompositionTable = {
+  // σ(x) = 1 / (1 + e^−x); silu(x) = x·σ(x) = x / (1 + e^−x).
+  sigmoid: ([x]) => [inCompute(x!, (xc) => reciprocal(add(exp(neg(xc)), 1)))],
+  silu: ([x]) => [inCompute(x!, (xc) => div(xc, add(exp(neg(xc)), 1)))],
+  softmax: ([x], { axis }) => [inCompute(x!, (xc) => softmaxOf(xc, axis, false))],
+  logSoftmax: ([x], { axis }) => [inCompute(x!, (xc) => softmaxOf(xc, axis, true))],
+
+  // logits [N, V], labels [N] → loss [N] = logsumexp(z) − z[label] with z = logits − max, 0 on ignored rows.
+  softmaxCrossEntropy([logits, labels], { ignoreIndex }) {
+    const [, V] = logits!.shape as [number, number];
+    const x = to(logits!, computeDType(logits!.dtype));
+    const { valid, onehot } = labelMasks("softmaxCrossEntropy", labels!, V, ignoreIndex);
+    const zero = scalarOf(x, 0);
+    const z = sub(x, rowMax(x, 1));
+    const picked = sum(where(onehot, z, zero), 1);
+    return [where(valid, sub(log(sum(exp(z), 1)), picked), zero)];
+  },
+  // dlogits [N, V] = (softmax(logits) − onehot(label)) · dloss, 0 on ignored rows.
+  softmaxCrossEntropyBackward([logits, labels, dloss], { ignoreIndex }) {
+    const [N, V] = logits!.shape as [number, number];
+    const c = computeDType(logits!.dtype);
+    const { valid, onehot } = labelMasks("softmaxCrossEntropyBackward", labels!, V, ignoreIndex);
+    const p = softmaxOf(to(logits!, c), 1, false);
+    const g = reshape(where(valid, to(dloss!, c), scalarOf(dloss!, 0, c)), [N, 1]);
+    return [to(mul(sub(p, cast(onehot, c)), g), logits!.dtype)];
+  },
+
+  // y = x·r with r = 1/√(mean(x²) + eps) over the last axis.
+  rmsNorm: ([x], { eps }) => [inCompute(x!, (xc) => mul(xc, rsqrt(add(mean(square(xc), -1, true), eps))))],
+
+  // weight [V, M], ids [...] → [..., M]: rows of the weight.
+  embedding: ([w, ids]) => [indexErrorsAs("embedding", "ids", () => gather(w!, ids!, 0))],
+  // dy [..., M], ids [...] → dweight [V, M]: rows added up by id.
+  embeddingBackward: ([dy, ids], { vocabSize }) => [indexErrorsAs("embeddingBackward", "ids", () => scatterAdd(dy!, ids!, 0, vocabSize))],
+};
