@@ -4,7 +4,7 @@ import { bf16ToF32, byteSize, type DType, encodeBf16, encodeF16, f16ToF32, stora
 import { CpuBackend } from "../src/cpu/backend.js";
 import { randomNormalKernel, randomUniformKernel } from "../src/cpu/random.js";
 import { allocateBytes, type CpuStorage } from "../src/cpu/storage.js";
-import { randomNormal, randomUniform } from "../src/ops/api.js";
+import { randomNormal, randomUniform } from "../src/api/ops.js";
 import { counterBlock, fillNormal, fillUniform, normalFromU32, philox4x32, seedKey, uniformFromU32 } from "../src/rng.js";
 
 const hex = (a: Uint32Array) => Array.from(a, (x) => x.toString(16).padStart(8, "0"));

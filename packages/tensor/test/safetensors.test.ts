@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { CpuBackend } from "../src/cpu/backend.js";
 import type { DType } from "../src/dtype.js";
 import { setBackend } from "../src/engine.js";
-import { fromStorage } from "../src/ops/api.js";
+import { fromStorage } from "../src/api/ops.js";
 import {
   decodeSafetensors,
   encodeSafetensors,
