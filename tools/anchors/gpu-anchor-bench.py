@@ -8,7 +8,8 @@ says how to get the peer sources into .cache/anchors):
     FLA_COMMIT=bc3b101d LA_COMMIT=d15c3852 python3 tools/anchors/gpu-anchor-bench.py \
         --anchors .cache/anchors --out runs/anchors/peers.json --budget 400
 
-Measures (bf16 unless noted, B*N = 65536 tokens, H = 16 heads, d = e = 128 and d = e = 64):
+Measures (bf16 unless noted, B*N = 65536 tokens, H = 16 heads, d = e = 128, d = e = 64 and, with --n256,
+d = 256, e = 128; --kernels runs only the named kernels, --no-decode skips the decode step):
   * lightning_attn2 (OpenNLPLab Triton kernel), variants chunk_loop and parallel: fwd and fwd+bwd
   * fla chunk_simple_gla (scalar per-head decay g_gamma = -slope), fla chunk_lightning_attn: fwd and fwd+bwd
   * fla fused_recurrent_simple_gla: fwd at small N only
@@ -39,6 +40,9 @@ ap.add_argument("--n128", default="1024,2048,4096,8192,16384,32768,65536,131072"
                 help="sequence lengths for d=128 (B = max(1, 65536 // N))")
 ap.add_argument("--n64", default="1024,8192,65536", help="sequence lengths for d=64")
 ap.add_argument("--no-oracle", action="store_true")
+ap.add_argument("--n256", default="", help="sequence lengths for d=256, e=128 (the LRPE layer's doubled key width)")
+ap.add_argument("--kernels", default="", help="comma-separated kernel names to run (default: all)")
+ap.add_argument("--no-decode", action="store_true", help="skip the decode-step measurements")
 args = ap.parse_args()
 os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
 
@@ -201,7 +205,7 @@ log("limits", R["limits"])
 
 # ---------------------------------------------------------------- decoding: one recurrent step
 DK = DV = 128
-for Bd in (1, 64):
+for Bd in (() if args.no_decode else (1, 64)):
     try:
         g = torch.Generator(device=dev).manual_seed(10 + Bd)
         S = torch.randn(Bd, H, DK, DV, device=dev, generator=g) * 0.1
@@ -337,8 +341,8 @@ def naive_linear_attn(q, k, v, slopes):
 KERNELS.append(("naive_quadratic_bf16", "bhnd", lambda q, k, v: naive_linear_attn(q, k, v, SLOPES), False, 8192))
 
 
-def run_sweep(d, sizes, deadline):
-    e = d
+def run_sweep(d, sizes, deadline, e=None):
+    e = e or d
     for (B, N) in sizes:
         if elapsed() > deadline:
             R["skipped"].append(f"sweep d={d} B={B} N={N}: time budget")
@@ -355,6 +359,8 @@ def run_sweep(d, sizes, deadline):
         bwd_bytes = tok * H * (2 * d + 2 * e + 2 * d + e) * 2
         for (name, layout, fn, has_bwd, maxN) in KERNELS:
             if maxN is not None and N > maxN:
+                continue
+            if args.kernels and name not in args.kernels.split(","):
                 continue
             if elapsed() > deadline:
                 R["skipped"].append(f"{name} d={d} B={B} N={N}: time budget")
@@ -475,10 +481,11 @@ def _sizes(spec):
 
 SIZES_128 = _sizes(args.n128)
 SIZES_64 = _sizes(args.n64)
-R["env"]["sizes"] = {"d128": SIZES_128, "d64": SIZES_64, "oracle": not args.no_oracle}
+SIZES_256 = _sizes(args.n256)
+R["env"]["sizes"] = {"d128": SIZES_128, "d64": SIZES_64, "d256_e128": SIZES_256, "oracle": not args.no_oracle}
 
 ORACLE_RESERVE = 0.0 if args.no_oracle else 45.0
-D64_RESERVE = 70.0 if SIZES_64 else 0.0
+D64_RESERVE = (70.0 if SIZES_64 else 0.0) + (0.3 * args.budget if SIZES_256 else 0.0)
 try:
     run_sweep(128, SIZES_128, deadline=args.budget - ORACLE_RESERVE - D64_RESERVE)
 except Exception as ex:  # noqa: BLE001
@@ -488,6 +495,10 @@ for d in (() if args.no_oracle else (128, 64)):
         run_oracle(d)
     except Exception as ex:  # noqa: BLE001
         R["errors"].append(f"oracle d={d}: " + err1(ex))
+try:
+    run_sweep(256, SIZES_256, deadline=args.budget - (70.0 if SIZES_64 else 5.0), e=128)
+except Exception as ex:  # noqa: BLE001
+    R["errors"].append("sweep256: " + err1(ex))
 try:
     run_sweep(64, SIZES_64, deadline=args.budget - 5)
 except Exception as ex:  # noqa: BLE001
@@ -501,12 +512,12 @@ for r in R["decode"]:
     print("  ", json.dumps(r))
 print("==== kernels (bf16, H=16, B*N=65536 except N=131072 B=1); GB/s fwd counts q,k,v read + o write;"
       " fwd+bwd GB/s counts the minimal 11 passes; %copy = fwd GB/s / copy GB/s")
-hdr = f"{'kernel':32s} {'d':>4s} {'B':>3s} {'N':>7s} {'fwd ms':>9s} {'f+b ms':>9s} {'Mtok/s fwd':>10s} {'fwd GB/s':>9s} {'%copy':>6s} {'f+b GB/s':>9s}"
+hdr = f"{'kernel':32s} {'d':>4s} {'e':>4s} {'B':>3s} {'N':>7s} {'fwd ms':>9s} {'f+b ms':>9s} {'Mtok/s fwd':>10s} {'fwd GB/s':>9s} {'%copy':>6s} {'f+b GB/s':>9s}"
 print(hdr)
 for r in R["bench"]:
     def g(k, fmt):
         return fmt.format(r[k]) if k in r else "-"
-    print(f"{r['kernel']:32s} {r['d']:4d} {r['B']:3d} {r['N']:7d} {g('fwd_ms', '{:9.3f}'):>9s} {g('fwdbwd_ms', '{:9.3f}'):>9s} "
+    print(f"{r['kernel']:32s} {r['d']:4d} {r['e']:4d} {r['B']:3d} {r['N']:7d} {g('fwd_ms', '{:9.3f}'):>9s} {g('fwdbwd_ms', '{:9.3f}'):>9s} "
           f"{(r['fwd_tok_per_s'] / 1e6 if 'fwd_tok_per_s' in r else float('nan')):10.1f} {g('fwd_GBps_qkvo', '{:9.0f}'):>9s} "
           f"{g('fwd_frac_copy_bw', '{:6.2f}'):>6s} {g('fwdbwd_GBps_min', '{:9.0f}'):>9s}"
           + (f"  ERR fwd: {r['fwd_err'][:80]}" if 'fwd_err' in r else "")
