@@ -1,4 +1,4 @@
-// Lightning Attention kernels shared between versions (ALGORITHM.md A, B). Per (batch, head):
+// Lightning Attention kernels shared between versions (docs/ALGORITHM.md A, B). Per (batch, head):
 //   S_t = λ S_{t−1} + k_tᵀ v_t,  o_t = q_t S_t,  λ = exp(−slope)
 // Letters: B batch, H heads, T time, D query/key head dim, E value head dim, C chunk size,
 // NC = ⌈T / C⌉ chunks. The chunk size is the GPU's own choice: the result does not depend on it,

@@ -21,7 +21,7 @@
 // split into segments: phase A computes each segment's own state, a scan gives each its entering
 // state, phase C runs the loop from there (as in version 2).
 //
-// Backward: three passes of the same kernel (ALGORITHM.md B.2), with the widths swapped where the
+// Backward: three passes of the same kernel (docs/ALGORITHM.md B.2), with the widths swapped where the
 // roles of q/k and v swap, so any D, E ∈ {64, 128, 256} is covered.
 // Letters: B batch, H heads, T time, D query/key head dim, E value head dim, C chunk size.
 #include <cstdio>
@@ -445,7 +445,7 @@ void lightningForwardV5(Context& c, int dt, LightningDims d, const void* q, cons
   pass(c, dt, d, q, k, v, slopes, S0, o, Sfinal, false);
 }
 
-// The backward as three forward passes, from the token relations of ALGORITHM.md B.2:
+// The backward as three forward passes, from the token relations of docs/ALGORITHM.md B.2:
 //   dq_t = dO_t S_tᵀ:  forward over (dO, v, k) (widths E, E, D) from S0ᵀ; its state is Sᵀ = Σ vᵀ k.
 //   dv_t = k_t G_t, dk_t = v_t G_tᵀ with G_t = Σ_{s≥t} λ^{s−t} q_sᵀ dO_s + λ^{T−1−t} dS_final: in reversed
 //   time these are forwards over (k, q, dO) (widths D, D, E) and (v, dO, q) (widths E, E, D) from

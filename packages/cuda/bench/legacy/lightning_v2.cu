@@ -310,7 +310,7 @@ void lightningForwardV2(Context& c, LightningDims d, const void* q, const void* 
   pass(c, d, q, k, v, slopes, S0, o, Sfinal, false);
 }
 
-// The backward as three forward passes (D = E = 128), from the token relations of ALGORITHM.md B.2:
+// The backward as three forward passes (D = E = 128), from the token relations of docs/ALGORITHM.md B.2:
 //   dq_t = dO_t S_tᵀ:  forward over (dO, v, k) from S0ᵀ; its state is Sᵀ = Σ vᵀ k.
 //   dv_t = k_t G_t, dk_t = v_t G_tᵀ with G_t = Σ_{s≥t} λ^{s−t} q_sᵀ dO_s + λ^{T−1−t} dS_final: in reversed
 //   time these are forwards over (k, q, dO) and (v, dO, q) from λ^{−1} dS_final (transposed for dk).

@@ -1,5 +1,5 @@
 /**
- * Lightning Attention ops (ALGORITHM.md A, B, D): causal linear attention with a per-head
+ * Lightning Attention ops (docs/ALGORITHM.md A, B, D): causal linear attention with a per-head
  * exponential decay λ_h = exp(−s_h), no softmax and no 1/√D scale:
  *
  *   o_t = Σ_{s≤t} λ^{t−s} (q_t · k_s) v_s  (+ λ^{t+1} q_t S₀ with an initial state S₀)

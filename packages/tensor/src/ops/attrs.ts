@@ -113,7 +113,7 @@ export interface OpAttrs {
   fill: { shape: number[]; dtype: DType; value: number };
   randomUniform: RandomAttrs & { low: number; high: number };
   randomNormal: RandomAttrs & { mean: number; std: number };
-  // Lightning Attention (ALGORITHM.md A, B, D).
+  // Lightning Attention (docs/ALGORITHM.md A, B, D).
   /**
    * States are f32 (f64 when q is f64).
    * (q [B,H,T,D], k [B,H,T,D], v [B,H,T,E], slopes f32 [H], initialState? [B,H,D,E])
