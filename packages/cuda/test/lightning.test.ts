@@ -2,17 +2,14 @@
  * Lightning Attention on the CUDA backend at sizes the conformance suite does not reach: the
  * tensor-core kernels (bf16 and f16; D ∈ {64, 128, 256}) and the general ones, against the CPU's float64
  * recurrence on the same inputs; state carry; decode steps chained against the forward. Needs no
- * TNL. Skipped, with the reason printed, where the CUDA backend cannot start.
+ * TNL. Skipped, with the reason printed, where the CUDA backend cannot start; under
+ * LIGHTNING_CUDA_REQUIRED=1 that is a failure.
  */
 import * as T from "@lightning-ts/tensor";
 import { type Backend, type DType, type Tensor } from "@lightning-ts/tensor";
-import { closeness, seeded } from "@lightning-ts/testing";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { createCudaBackend, cudaUnavailableReason } from "../src/index.js";
-
-const reason = cudaUnavailableReason();
-if (reason) console.log(`[lightning.test] skipping CUDA Lightning Attention tests: ${reason}`);
-if (reason && process.env.LIGHTNING_CUDA_REQUIRED === "1") it("the CUDA backend starts", () => expect(reason).toBeNull());
+import { closeness, describeBackends, seeded } from "@lightning-ts/testing";
+import { expect, it } from "vitest";
+import "./setup.js";
 
 const cpu = T.createCpuBackend();
 
@@ -51,78 +48,73 @@ function check(label: string, got: ArrayLike<number>, want: ArrayLike<number>, b
   return c.relRms;
 }
 
-let gpu: Backend;
-describe.skipIf(reason !== null)(`Lightning Attention on CUDA vs the float64 recurrence${reason ? ` [skipped: ${reason}]` : ""}`, () => {
-    beforeAll(() => {
-      gpu = createCudaBackend();
+await describeBackends("Lightning Attention vs the float64 recurrence", (gpu: () => Backend) => {
+  const cases: Case[] = [
+    { B: 2, H: 2, T: 200, D: 128, E: 128, dtype: "bf16", state: true },
+    { B: 1, H: 3, T: 1000, D: 128, E: 64, dtype: "bf16", state: false },
+    { B: 1, H: 2, T: 333, D: 64, E: 96, dtype: "f16", state: true },
+    { B: 2, H: 2, T: 257, D: 40, E: 24, dtype: "f32", state: true },
+    // The tensor-core shapes (TNL's head widths: D = E = 128, the LRPE layer's D = 256 with E = 128,
+    // small models' D = E = 64), bf16 and f16, at odd lengths (tail chunks masked), with and without
+    // an initial state, and one long batch-1 sequence that takes the sequence split.
+    ...(["bf16", "f16"] as DType[]).flatMap((dtype) =>
+      [
+        [128, 128],
+        [256, 128],
+        [64, 64],
+      ].flatMap(([D, E]) => [
+        ...[1, 63, 65, 513].map((T, i) => ({ B: 2, H: 2, T, D: D!, E: E!, dtype, state: i % 2 === 0 })),
+        { B: 1, H: 2, T: 2049, D: D!, E: E!, dtype, state: true },
+      ]),
+    ),
+  ];
+  for (const c of cases) {
+    it(`forward, backward ${JSON.stringify(c)}`, async () => {
+      const rng = seeded(c.T * 7 + c.D);
+      const on = { backend: gpu(), dtype: c.dtype, std: 0.3 };
+      const q = rng.tensor([c.B, c.H, c.T, c.D], on);
+      const k = rng.tensor([c.B, c.H, c.T, c.D], on);
+      const v = rng.tensor([c.B, c.H, c.T, c.E], on);
+      const dO = rng.tensor([c.B, c.H, c.T, c.E], on);
+      const dS = rng.tensor([c.B, c.H, c.D, c.E], { backend: gpu(), std: 0.3 });
+      const S0 = c.state ? rng.tensor([c.B, c.H, c.D, c.E], { backend: gpu(), std: 0.3 }) : undefined;
+      const slopeValues = T.tnlSlopes(c.H, 0, 2).map(Math.fround);
+      const slopes = T.tensor(slopeValues, [c.H], { backend: gpu() });
+      const want = oracle(c, await host(q), await host(k), await host(v), slopeValues, S0 ? await host(S0) : null, await host(dO), await host(dS));
+      const { output, state } = T.lightningAttention(q, k, v, slopes, { initialState: S0, returnState: true });
+      const bound = BOUND[c.dtype]!;
+      check("output", await host(output), want.o, bound);
+      check("final state", await host(state), want.S, bound);
+      const g = T.lightningAttentionBackward(q, k, v, slopes, dO, dS, { initialState: S0 });
+      check("dq", await host(g.dq), want.dq, bound);
+      check("dk", await host(g.dk), want.dk, bound);
+      check("dv", await host(g.dv), want.dv, bound);
+      if (S0) check("dInitialState", await host(g.dInitialState!), want.dS0!, bound);
+      for (const t of [q, k, v, dO, dS, S0, slopes, output, state, g.dq, g.dk, g.dv, g.dInitialState]) t?.dispose();
     });
-    afterAll(() => gpu?.dispose());
-    const cases: Case[] = [
-      { B: 2, H: 2, T: 200, D: 128, E: 128, dtype: "bf16", state: true },
-      { B: 1, H: 3, T: 1000, D: 128, E: 64, dtype: "bf16", state: false },
-      { B: 1, H: 2, T: 333, D: 64, E: 96, dtype: "f16", state: true },
-      { B: 2, H: 2, T: 257, D: 40, E: 24, dtype: "f32", state: true },
-      // The tensor-core shapes (TNL's head widths: D = E = 128, the LRPE layer's D = 256 with E = 128,
-      // small models' D = E = 64), bf16 and f16, at odd lengths (tail chunks masked), with and without
-      // an initial state, and one long batch-1 sequence that takes the sequence split.
-      ...(["bf16", "f16"] as DType[]).flatMap((dtype) =>
-        [
-          [128, 128],
-          [256, 128],
-          [64, 64],
-        ].flatMap(([D, E]) => [
-          ...[1, 63, 65, 513].map((T, i) => ({ B: 2, H: 2, T, D: D!, E: E!, dtype, state: i % 2 === 0 })),
-          { B: 1, H: 2, T: 2049, D: D!, E: E!, dtype, state: true },
-        ]),
-      ),
-    ];
-    for (const c of cases) {
-      it(`forward, backward ${JSON.stringify(c)}`, async () => {
-        const rng = seeded(c.T * 7 + c.D);
-        const on = { backend: gpu, dtype: c.dtype, std: 0.3 };
-        const q = rng.tensor([c.B, c.H, c.T, c.D], on);
-        const k = rng.tensor([c.B, c.H, c.T, c.D], on);
-        const v = rng.tensor([c.B, c.H, c.T, c.E], on);
-        const dO = rng.tensor([c.B, c.H, c.T, c.E], on);
-        const dS = rng.tensor([c.B, c.H, c.D, c.E], { backend: gpu, std: 0.3 });
-        const S0 = c.state ? rng.tensor([c.B, c.H, c.D, c.E], { backend: gpu, std: 0.3 }) : undefined;
-        const slopeValues = T.tnlSlopes(c.H, 0, 2).map(Math.fround);
-        const slopes = T.tensor(slopeValues, [c.H], { backend: gpu });
-        const want = oracle(c, await host(q), await host(k), await host(v), slopeValues, S0 ? await host(S0) : null, await host(dO), await host(dS));
-        const { output, state } = T.lightningAttention(q, k, v, slopes, { initialState: S0, returnState: true });
-        const bound = BOUND[c.dtype]!;
-        check("output", await host(output), want.o, bound);
-        check("final state", await host(state), want.S, bound);
-        const g = T.lightningAttentionBackward(q, k, v, slopes, dO, dS, { initialState: S0 });
-        check("dq", await host(g.dq), want.dq, bound);
-        check("dk", await host(g.dk), want.dk, bound);
-        check("dv", await host(g.dv), want.dv, bound);
-        if (S0) check("dInitialState", await host(g.dInitialState!), want.dS0!, bound);
-        for (const t of [q, k, v, dO, dS, S0, slopes, output, state, g.dq, g.dk, g.dv, g.dInitialState]) t?.dispose();
-      });
-    }
+  }
 
-    it("state carry: [X1; X2] equals X1 → state → X2, and decode steps continue the forward", async () => {
-      const rng = seeded(99);
-      const [B, H, T1, T2, D, E] = [1, 2, 300, 129, 128, 128];
-      const on = { backend: gpu, dtype: "bf16" as DType, std: 0.3 };
-      const q = rng.tensor([B, H, T1 + T2, D], on);
-      const k = rng.tensor([B, H, T1 + T2, D], on);
-      const v = rng.tensor([B, H, T1 + T2, E], on);
-      const slopes = T.tensor(T.tnlSlopes(H, 1, 4), [H], { backend: gpu });
-      const whole = T.lightningAttention(q, k, v, slopes, { returnState: true });
-      const part = (x: Tensor, a: number, b: number) => T.slice(x, [0, 0, a, 0], [B, H, b, x.shape[3]!]);
-      const first = T.lightningAttention(part(q, 0, T1), part(k, 0, T1), part(v, 0, T1), slopes, { returnState: true });
-      const second = T.lightningAttention(part(q, T1, T1 + T2), part(k, T1, T1 + T2), part(v, T1, T1 + T2), slopes, { initialState: first.state, returnState: true });
-      check("second half", await host(second.output), await host(part(whole.output, T1, T1 + T2)), 5e-3);
-      check("state", await host(second.state), await host(whole.state), 5e-3);
-      // Three decode steps from the state after T1 tokens reproduce outputs T1, T1+1, T1+2.
-      let state = first.state;
-      for (let t = T1; t < T1 + 3; t++) {
-        const row = (x: Tensor) => T.reshape(part(x, t, t + 1), [B, H, x.shape[3]!]);
-        const step = T.lightningStep(row(q), row(k), row(v), slopes, state);
-        check(`step ${t}`, await host(step.output), await host(row(whole.output)), 1e-2);
-        state = step.state;
-      }
-    });
+  it("state carry: [X1; X2] equals X1 → state → X2, and decode steps continue the forward", async () => {
+    const rng = seeded(99);
+    const [B, H, T1, T2, D, E] = [1, 2, 300, 129, 128, 128];
+    const on = { backend: gpu(), dtype: "bf16" as DType, std: 0.3 };
+    const q = rng.tensor([B, H, T1 + T2, D], on);
+    const k = rng.tensor([B, H, T1 + T2, D], on);
+    const v = rng.tensor([B, H, T1 + T2, E], on);
+    const slopes = T.tensor(T.tnlSlopes(H, 1, 4), [H], { backend: gpu() });
+    const whole = T.lightningAttention(q, k, v, slopes, { returnState: true });
+    const part = (x: Tensor, a: number, b: number) => T.slice(x, [0, 0, a, 0], [B, H, b, x.shape[3]!]);
+    const first = T.lightningAttention(part(q, 0, T1), part(k, 0, T1), part(v, 0, T1), slopes, { returnState: true });
+    const second = T.lightningAttention(part(q, T1, T1 + T2), part(k, T1, T1 + T2), part(v, T1, T1 + T2), slopes, { initialState: first.state, returnState: true });
+    check("second half", await host(second.output), await host(part(whole.output, T1, T1 + T2)), 5e-3);
+    check("state", await host(second.state), await host(whole.state), 5e-3);
+    // Three decode steps from the state after T1 tokens reproduce outputs T1, T1+1, T1+2.
+    let state = first.state;
+    for (let t = T1; t < T1 + 3; t++) {
+      const row = (x: Tensor) => T.reshape(part(x, t, t + 1), [B, H, x.shape[3]!]);
+      const step = T.lightningStep(row(q), row(k), row(v), slopes, state);
+      check(`step ${t}`, await host(step.output), await host(row(whole.output)), 1e-2);
+      state = step.state;
+    }
+  });
 });

@@ -8,7 +8,7 @@ import { createWebGpuBackend } from "../src/index.js";
 import { runCollected } from "../scripts/vitest-shim.js";
 
 /** Cases small enough for a software GPU: one of each kernel family, in f32. */
-const SUBSET = [/unary ops \(f32\)/, /binary ops .* \(f32\)/, /reductions .* \(f32\)/, /matmul .* \(f32\)/, /softmax, logSoftmax.*\(f32\)/, /lightningAttention .* \(f32\)/, /randomUniform/, /comparisons/, /movement .* \(bf16\)/];
+const SUBSET = [/unary ops .*\(f32\)/, /binary ops .* \(f32\)/, /reductions .* \(f32\)/, /matmul .* \(f32\)/, /softmax, logSoftmax.*\(f32\)/, /lightningAttention .* \(f32\)/, /randomUniform/, /comparisons/, /movement .* \(bf16\)/];
 
 export interface PageReport {
   device?: string;

@@ -36,7 +36,7 @@ describe.skipIf(missing !== null)("WebGPU backend in headless Chromium", () => {
       silent: true,
       esbuildOptions(options) {
         options.alias = {
-          vitest: here("../scripts/vitest-shim.ts"),
+          vitest: here("../../../tools/gpu-tests/vitest.ts"),
           "@lightning-ts/tensor": here("../../tensor/src/index.ts"),
           "@lightning-ts/testing": here("../../testing/src/index.ts"),
         };
