@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
-# Set up a fresh checkout: pnpm, dependencies, a CPU Vulkan driver for the
-# WebGPU tests, and a build. Safe to run again; finished steps are skipped.
+# Set up a fresh checkout: a supported Node, pnpm, dependencies, a CPU Vulkan
+# driver for the WebGPU tests, and a build. Safe to run again; finished steps
+# are skipped.
 set -euo pipefail
 
 PNPM_VERSION=10.34.9
+# Installed where the machine's Node is older than the supported LTS lines
+# (22.12 and later 22.x, 24 and later; package.json "engines").
+NODE_VERSION=24.22.3
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -15,6 +19,81 @@ LIBDIR_REL="usr/lib/x86_64-linux-gnu"
 
 log() { printf '[setup] %s\n' "$*"; }
 warn() { printf '[setup] warning: %s\n' "$*" >&2; }
+
+SECONDS=0
+step_started=0
+# Logs a finished step with its seconds: what a fresh clone spends where.
+step_done() {
+  log "$* ($((SECONDS - step_started)) s)"
+  step_started=$SECONDS
+}
+
+# ---------------------------------------------------------------------------
+# 0. Node: 22.12+ or 24+. An older one is replaced, for this and the following
+#    commands, by the official build from the npm registry (the package
+#    node-<os>-<arch> holds the node binary and its headers, which the CUDA
+#    addon's build needs): unpacked under /usr/local (root) or ~/.local, with
+#    bin/node linked where it precedes the system's node on PATH.
+# ---------------------------------------------------------------------------
+node_supported() {
+  local v major minor
+  v="$("${1:-node}" --version 2>/dev/null)" || return 1
+  v="${v#v}"
+  major="${v%%.*}"
+  minor="${v#*.}"
+  minor="${minor%%.*}"
+  ((major >= 24 || (major == 22 && minor >= 12)))
+}
+
+install_node() {
+  local os arch prefix dir pkg tmp link
+  case "$(uname -s)" in Linux) os=linux ;; Darwin) os=darwin ;; *) os="" ;; esac
+  case "$(uname -m)" in x86_64 | amd64) arch=x64 ;; aarch64 | arm64) arch=arm64 ;; *) arch="" ;; esac
+  if [[ -z "$os" || -z "$arch" ]]; then
+    echo "[setup] error: Node $(node --version 2>/dev/null || echo '(none)') is too old and there is no Node build for $(uname -s) $(uname -m) on npm; install Node 22.12+ or 24+" >&2
+    exit 1
+  fi
+  if [[ "$(id -u)" == 0 ]]; then prefix=/usr/local; else prefix="$HOME/.local"; fi
+  pkg="node-$os-$arch"
+  dir="$prefix/lib/$pkg-$NODE_VERSION"
+  link="$prefix/bin/node"
+  if [[ ! -x "$dir/bin/node" ]]; then
+    log "installing Node $NODE_VERSION into $dir (found: $(node --version 2>/dev/null || echo none))"
+    tmp="$(mktemp -d)"
+    # npm checks the tarball against the registry's integrity hash.
+    (cd "$tmp" && npm pack --silent "$pkg@$NODE_VERSION" >/dev/null)
+    mkdir -p "$tmp/x" "$prefix/lib"
+    tar xzf "$tmp/$pkg-$NODE_VERSION.tgz" -C "$tmp/x"
+    rm -rf "$dir"
+    mv "$tmp/x/package" "$dir"
+    rm -rf "$tmp"
+  fi
+  mkdir -p "$prefix/bin"
+  if [[ -e "$link" && ! -L "$link" ]]; then
+    echo "[setup] error: $link exists and is not a link this script made; remove it or put Node 22.12+ or 24+ first on PATH" >&2
+    exit 1
+  fi
+  ln -sfn "$dir/bin/node" "$link"
+  # The caller's shell runs the next command (`pnpm test`) with its own PATH:
+  # say so if the new node does not come first there.
+  if [[ "$(type -P node)" != "$link" ]] && ! node_supported "$(type -P node)"; then
+    warn "$prefix/bin comes after $(dirname "$(type -P node)") on PATH, so later commands would still run $(node --version)."
+    warn "run: export PATH=\"$prefix/bin:\$PATH\"   (and add it to your shell's profile)"
+  fi
+  PATH="$prefix/bin:$PATH"
+  hash -r
+}
+
+if node_supported node; then
+  log "node $(node --version) ($(type -P node))"
+else
+  install_node
+  node_supported node || {
+    echo "[setup] error: node on PATH is still $(node --version)" >&2
+    exit 1
+  }
+  step_done "node $(node --version) ($(type -P node))"
+fi
 
 # ---------------------------------------------------------------------------
 # 1. pnpm, pinned. corepack is avoided on purpose: its signature checks fail
@@ -33,6 +112,7 @@ if command -v pnpm >/dev/null 2>&1 && ! pnpm_is_corepack_shim; then
 fi
 if [[ "$current_pnpm" == "$PNPM_VERSION" ]]; then
   log "pnpm $PNPM_VERSION present"
+  step_started=$SECONDS
 else
   log "installing pnpm $PNPM_VERSION (found: ${current_pnpm:-none})"
   npm_flags=(--no-fund --no-audit)
@@ -47,14 +127,20 @@ else
     echo "[setup] error: pnpm on PATH is $current_pnpm, expected $PNPM_VERSION" >&2
     exit 1
   }
+  step_done "pnpm $PNPM_VERSION installed"
 fi
+# pnpm runs scripts with the node it finds on PATH: check that it is this one.
+log "pnpm runs node $(pnpm exec node --version)"
 
 # ---------------------------------------------------------------------------
 # 2. Dependencies, exactly as locked.
 # ---------------------------------------------------------------------------
 log "pnpm install --frozen-lockfile"
 # Without a TTY pnpm aborts instead of asking when node_modules must be rebuilt.
-pnpm install --frozen-lockfile --config.confirmModulesPurge=false
+# The CUDA addon is compiled by the build below rather than at install: there
+# nvcc runs beside the TypeScript builds, which leave a core idle.
+LIGHTNING_CUDA_SKIP=1 pnpm install --frozen-lockfile --config.confirmModulesPurge=false
+step_done "dependencies installed"
 
 # ---------------------------------------------------------------------------
 # 3. Lavapipe (Mesa's CPU Vulkan driver) for Dawn, unpacked into .cache/vulkan.
@@ -264,7 +350,7 @@ elif ! command -v apt-get >/dev/null 2>&1; then
   log "skipping lavapipe: no apt-get on this system (WebGPU tests will skip)"
 else
   fetch_lavapipe
-  log "lavapipe (Mesa $(cat "$VK_DIR/mesa_version")) ready; tests source .cache/vulkan/env.sh"
+  step_done "lavapipe (Mesa $(cat "$VK_DIR/mesa_version")) ready; the WebGPU tests run through tools/with-vulkan.sh"
 fi
 
 # ---------------------------------------------------------------------------
@@ -282,6 +368,7 @@ else
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null ||
       warn "could not install chromium; the WebGPU browser test will skip"
   fi
+  step_done "chromium installed"
 fi
 
 # ---------------------------------------------------------------------------
@@ -289,6 +376,8 @@ fi
 #    only clutters the log).
 # ---------------------------------------------------------------------------
 log "pnpm build"
+step_started=$SECONDS
 TURBO_TELEMETRY_DISABLED=1 pnpm build
+step_done "built"
 
-log "done"
+log "done in ${SECONDS} s"
