@@ -13,7 +13,7 @@ import "./setup.js";
 
 const cpu = T.createCpuBackend();
 
-/** Relative RMS bound by storage dtype (PERFORMANCE.md: ≤ 5e-3 for bf16 kernels). */
+/** Relative RMS bound by storage dtype (docs/PERFORMANCE.md: ≤ 5e-3 for bf16 kernels). */
 const BOUND: Record<string, number> = { f32: 1e-5, f16: 2e-3, bf16: 5e-3 };
 
 interface Case {
