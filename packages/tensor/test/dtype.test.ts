@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { seeded } from "@lightning-ts/testing";
+import { seeded } from "../src/testing/index.js";
 import { bf16ToF32, encodeBf16, encodeF16, f16ToF32, f32Bits, fromF32Bits } from "../src/dtype.js";
 
 /** The correctly rounded value among the two neighbours `lo <= x <= hi`, ties to the even code. */

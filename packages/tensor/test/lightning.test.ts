@@ -1,10 +1,10 @@
 /**
  * Lightning Attention on the CPU: the invariants of docs/ALGORITHM.md G. Kernel agreement is checked
  * in f64 (so disagreements are bugs, not rounding), against both the kernels' quadratic form and
- * the independent masked-form oracle of @lightning-ts/testing.
+ * the independent masked-form oracle of @lightning-ts/tensor/testing.
  */
 import { describe, expect, it } from "vitest";
-import { assertClose, oracle, seeded } from "@lightning-ts/testing";
+import { assertClose, oracle, seeded } from "../src/testing/index.js";
 import * as T from "../src/index.js";
 
 type Impl = "chunked" | "recurrent" | "quadratic";

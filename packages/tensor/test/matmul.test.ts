@@ -3,7 +3,7 @@
  * broadcasting, f16/bf16 storage, the plain-JS twin of the SIMD micro-kernel, and threads vs one
  * thread (bitwise equal: the row split never changes any element's summation order).
  */
-import { seeded } from "@lightning-ts/testing";
+import { seeded } from "../src/testing/index.js";
 import { afterAll, describe, expect, it } from "vitest";
 import type { DType } from "../src/dtype.js";
 import { byteSize, decode, encode } from "../src/dtype.js";

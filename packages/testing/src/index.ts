@@ -1,5 +1,5 @@
 /**
- * @lightning-ts/testing: shared test helpers (dev-only).
+ * @lightning-ts/testing: shared test helpers (dev-only), and the ones of @lightning-ts/tensor/testing.
  *
  * @example
  * await describeBackends("add", (getBackend) => {
@@ -10,8 +10,7 @@
  *   });
  * });
  */
-export { assertClose, closeness, type CloseOptions, type Closeness } from "./close.js";
-export { seeded, type SeededRandom } from "./random.js";
+// assertClose, seeded inputs and the float64 oracles ship with the tensor core (@lightning-ts/tensor/testing).
+export { assertClose, closeness, type CloseOptions, type Closeness, seeded, type SeededRandom, oracle } from "@lightning-ts/tensor/testing";
 export { describeBackends, availableBackends, registerTestBackend, type BackendProbe } from "./backends.js";
 export { conformanceSuite, tolerance, type ConformanceOptions } from "./conformance.js";
-export * as oracle from "./oracle.js";

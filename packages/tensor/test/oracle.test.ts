@@ -6,7 +6,7 @@
  * cases worked out by hand. A perturbed input must make each comparison fail.
  */
 import { describe, expect, it } from "vitest";
-import { assertClose, oracle as O, seeded } from "../src/index.js";
+import { assertClose, oracle as O, seeded } from "../src/testing/index.js";
 
 type Dims = { B: number; H: number; T: number; D: number; E: number };
 

@@ -1,4 +1,4 @@
-import { availableBackends, conformanceSuite } from "@lightning-ts/testing";
+import { availableBackends, conformanceSuite } from "../src/index.js";
 import { expect, it } from "vitest";
 
 // The CPU is the reference: the suite must run on it, never be skipped.

@@ -1,11 +1,11 @@
 /**
  * Composite ops from primitives: a CPU backend with every composite kernel removed runs their
- * decompositions (api/decompositions.ts), passes the whole conformance suite, and agrees with the
- * full CPU backend on the edge cases the suite does not reach.
+ * decompositions (packages/tensor/src/api/decompositions.ts), passes the whole conformance suite,
+ * and agrees with the full CPU backend on the edge cases the suite does not reach.
  */
-import { conformanceSuite, registerTestBackend, seeded } from "@lightning-ts/testing";
+import * as T from "@lightning-ts/tensor";
 import { describe, expect, it } from "vitest";
-import * as T from "../src/index.js";
+import { conformanceSuite, registerTestBackend, seeded } from "../src/index.js";
 
 /** A CPU backend without kernels for the composite ops: the engine must decompose them. */
 function primitivesOnly(): T.CpuBackend {
