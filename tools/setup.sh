@@ -77,7 +77,10 @@ install_node() {
   # The caller's shell runs the next command (`pnpm test`) with its own PATH:
   # say so if the new node does not come first there.
   if [[ "$(type -P node)" != "$link" ]] && ! node_supported "$(type -P node)"; then
-    warn "$prefix/bin comes after $(dirname "$(type -P node)") on PATH, so later commands would still run $(node --version)."
+    case ":$PATH:" in
+      *":$prefix/bin:"*) warn "$prefix/bin comes after $(dirname "$(type -P node)") on PATH, so later commands would still run node $(node --version)." ;;
+      *) warn "$prefix/bin is not on PATH, so later commands would still run node $(node --version) from $(dirname "$(type -P node)")." ;;
+    esac
     warn "run: export PATH=\"$prefix/bin:\$PATH\"   (and add it to your shell's profile)"
   fi
   PATH="$prefix/bin:$PATH"
