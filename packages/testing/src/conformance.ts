@@ -10,9 +10,7 @@ import * as T from "@lightning-ts/tensor";
 import { type DType, type Tensor } from "@lightning-ts/tensor";
 import { beforeAll, expect, it } from "vitest";
 import { describeBackends } from "./backends.js";
-import { assertClose } from "./close.js";
-import * as O from "./oracle.js";
-import { seeded } from "./random.js";
+import { assertClose, oracle as O, seeded } from "@lightning-ts/tensor/testing";
 import { UNARY_REFERENCE } from "./unary-reference.js";
 
 /** Tolerances by storage dtype: f32 results are float64 results rounded once (plus accumulation order). */
