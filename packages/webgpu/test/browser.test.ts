@@ -35,11 +35,9 @@ describe.skipIf(missing !== null)("WebGPU backend in headless Chromium", () => {
       noExternal: [/.*/],
       silent: true,
       esbuildOptions(options) {
-        options.alias = {
-          vitest: here("../../../tools/gpu-tests/vitest.ts"),
-          "@lightning-ts/tensor": here("../../tensor/src/index.ts"),
-          "@lightning-ts/testing": here("../../testing/src/index.ts"),
-        };
+        // Workspace packages from their sources, as vitest resolves them (subpaths included).
+        options.tsconfig = here("../../../tsconfig.paths.json");
+        options.alias = { vitest: here("../../../tools/gpu-tests/vitest.ts") };
         // Node-only corners of the tensor core (worker threads) are dynamic imports the page never reaches.
         options.external = ["node:*", "webgpu"];
       },
