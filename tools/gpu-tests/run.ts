@@ -43,7 +43,7 @@ async function child(id: string): Promise<void> {
   const pattern = flags.filter ? new RegExp(flags.filter) : null;
   let count = 0;
   try {
-    await SUITES[id]!();
+    await SUITES[id]();
   } catch (err) {
     // A file that throws while it is imported (e.g. a required backend that cannot start).
     const result = { name: `${id} (import)`, ok: false, skipped: false, ms: 0, error: err instanceof Error ? (err.stack ?? err.message) : String(err) };
@@ -77,8 +77,8 @@ function runFile(id: string, env: NodeJS.ProcessEnv): Promise<{ results: CaseRes
   return new Promise((resolve) => {
     const results: CaseResult[] = [];
     let collected: number | null = null;
-    const args = ["--child", id, "--timeout", flags.timeout!, ...(flags.filter ? ["--filter", flags.filter] : []), ...(flags.verbose ? ["--verbose"] : [])];
-    const proc: ChildProcess = fork(process.argv[1]!, args, { env, stdio: "inherit" });
+    const args = ["--child", id, "--timeout", flags.timeout, ...(flags.filter ? ["--filter", flags.filter] : []), ...(flags.verbose ? ["--verbose"] : [])];
+    const proc: ChildProcess = fork(process.argv[1], args, { env, stdio: "inherit" });
     proc.on("message", (m: Message) => {
       if (m.kind === "result") results.push(m.result);
       else collected = m.count;
@@ -107,7 +107,7 @@ async function main(): Promise<number> {
     return 2;
   }
 
-  const here = dirname(process.argv[1]!);
+  const here = dirname(process.argv[1]);
   const env = { ...process.env };
   if (flags.required) env.LIGHTNING_CUDA_REQUIRED = env.LIGHTNING_WEBGPU_REQUIRED = "1";
   // The CUDA addon travels beside run.js; LIGHTNING_CUDA_ADDON chooses another.

@@ -34,7 +34,7 @@ const newSuite = (name: string, skip: boolean): Suite => ({ kind: "suite", name,
 
 let root = newSuite("", false);
 const stack: Suite[] = [root];
-const current = () => stack[stack.length - 1]!;
+const current = () => stack[stack.length - 1];
 
 function declareSuite(name: string, body: () => void, skip: boolean): void {
   const suite = newSuite(name, skip || current().skip);

@@ -15,8 +15,8 @@ function cell(value: unknown, field: string): string {
 
 export function table(results: readonly BenchResult[], columns: readonly (readonly [string, string])[]): string {
   const rows = results.map((r) => columns.map(([, field]) => cell(r[field], field)));
-  const widths = columns.map(([header], i) => Math.max(header.length, ...rows.map((row) => row[i]!.length)));
-  const line = (cells: string[]) => `| ${cells.map((c, i) => c.padStart(widths[i]!)).join(" | ")} |`;
+  const widths = columns.map(([header], i) => Math.max(header.length, ...rows.map((row) => row[i].length)));
+  const line = (cells: string[]) => `| ${cells.map((c, i) => c.padStart(widths[i])).join(" | ")} |`;
   return [line(columns.map(([h]) => h)), `|${widths.map((w) => "-".repeat(w + 1) + ":").join("|")}|`, ...rows.map(line)].join("\n");
 }
 

@@ -87,9 +87,9 @@ export function time(fn: () => void, warmup: number, reps: number): Timing {
 export function summarise(times: number[]): Timing {
   const sorted = [...times].sort((x, y) => x - y);
   const mid = sorted.length >> 1;
-  const median = sorted.length % 2 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
-  const min = sorted[0]!;
-  const max = sorted[sorted.length - 1]!;
+  const median = sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
+  const min = sorted[0];
+  const max = sorted[sorted.length - 1];
   return { median, min, max, spread_pct: ((max - min) / median) * 100, times };
 }
 

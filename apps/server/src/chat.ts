@@ -41,7 +41,7 @@ export function loadChatFormat(tokenizerPath: string, modelDir: string): ChatFor
     if (typeof cfg.chat_template !== "string") continue;
     const token = (k: string) => {
       const v = cfg[k];
-      return typeof v === "string" ? v : typeof v === "object" && v && "content" in v ? String((v as { content: unknown }).content) : "";
+      return typeof v === "string" ? v : typeof v === "object" && v && "content" in v ? String((v).content) : "";
     };
     return { template: new Template(cfg.chat_template), source: file, stops: [], specials: { bos_token: token("bos_token"), eos_token: token("eos_token") } };
   }

@@ -203,7 +203,7 @@ export async function handleGeneration(s: Served, kind: Kind, request: FastifyRe
   const settled = await Promise.allSettled(runs);
   clearTimeout(timer);
   const failure = settled.find((r) => r.status === "rejected");
-  settled.forEach((r, i) => r.status === "fulfilled" && (choices[i]!.result = r.value));
+  settled.forEach((r, i) => r.status === "fulfilled" && (choices[i].result = r.value));
   for (const c of choices) {
     if (c.result?.state) {
       c.handle = newHandle();

@@ -137,7 +137,7 @@ export class Engine {
   /** Generated tokens per second over the last few seconds. */
   tokensPerSecond(windowMs = 5000): number {
     const now = performance.now();
-    while (this.recent.length && this.recent[0]!.t < now - windowMs) this.recent.shift();
+    while (this.recent.length && this.recent[0].t < now - windowMs) this.recent.shift();
     const n = this.recent.reduce((sum, r) => sum + r.n, 0);
     return n / (windowMs / 1000);
   }
@@ -233,7 +233,7 @@ export class Engine {
       // Look up the longest cached prefix that leaves at least one token to run (its logits pick the first token).
       s.keys = prefixKeys(prompt.slice(0, prompt.length - 1), prefixBlock);
       for (let i = s.keys.length - 1; i >= 0; i--) {
-        const hit = this.prefixCache.has(s.keys[i]!) ? this.prefixCache.get(s.keys[i]!) : undefined;
+        const hit = this.prefixCache.has(s.keys[i]) ? this.prefixCache.get(s.keys[i]) : undefined;
         if (hit) {
           s.state = hit.state;
           s.fed = s.cachedTokens = (i + 1) * prefixBlock;
@@ -253,7 +253,7 @@ export class Engine {
     this.prefillTokens += ran;
     s.fed = end;
     if (s.keys && end % prefixBlock === 0 && end / prefixBlock <= s.keys.length) {
-      const key = s.keys[end / prefixBlock - 1]!;
+      const key = s.keys[end / prefixBlock - 1];
       if (!this.prefixCache.has(key)) this.prefixCache.put(key, cloneState(r.state), undefined);
     }
     try {
@@ -342,12 +342,12 @@ export function logprobsOf(row: Float32Array, token: number, top: number): { log
   const best: [number, number][] = [];
   if (top > 0) {
     for (let i = 0; i < row.length; i++) {
-      if (best.length < top || row[i]! > best[best.length - 1]![1]) {
-        best.push([i, row[i]!]);
+      if (best.length < top || row[i] > best[best.length - 1][1]) {
+        best.push([i, row[i]]);
         best.sort((a, b) => b[1] - a[1]);
         if (best.length > top) best.pop();
       }
     }
   }
-  return { logprob: row[token]! - logZ, top: best.map(([i, x]) => [i, x - logZ]) };
+  return { logprob: row[token] - logZ, top: best.map(([i, x]) => [i, x - logZ]) };
 }

@@ -24,7 +24,7 @@ async function tnlGenerate(ids: number[], maxTokens: number): Promise<number[]> 
     stderr: (t) => (out += t),
   });
   expect(code).toBe(0);
-  return (JSON.parse(out) as { ids: number[][] }).ids[0]!;
+  return (JSON.parse(out) as { ids: number[][] }).ids[0];
 }
 
 describe("completions", () => {
@@ -38,9 +38,9 @@ describe("completions", () => {
     const want = await tnlGenerate(ids, 24);
     const r = await client.completions.create({ model: "tiny", prompt: PROMPT, max_tokens: 24, temperature: 0 });
     expect(r.object).toBe("text_completion");
-    expect(r.choices[0]!.text).toBe(s.tokenizer.decode(want, { skipSpecialTokens: true }));
+    expect(r.choices[0].text).toBe(s.tokenizer.decode(want, { skipSpecialTokens: true }));
     expect(r.usage).toMatchObject({ prompt_tokens: ids.length, completion_tokens: want.length, total_tokens: ids.length + want.length });
-    expect(r.choices[0]!.finish_reason).toBe(want.length === 24 && !want.includes(2) ? "length" : "stop");
+    expect(r.choices[0].finish_reason).toBe(want.length === 24 && !want.includes(2) ? "length" : "stop");
     // The package's generate, in-process, agrees too.
     const [direct] = await generateIds(s.model, ids, { maxTokens: 24 });
     expect(direct).toEqual(want);
@@ -62,20 +62,20 @@ describe("completions", () => {
       }
     }
     expect(chunks).toBeGreaterThan(2);
-    expect(text).toBe((plain as OpenAI.Completion).choices[0]!.text);
+    expect(text).toBe((plain as OpenAI.Completion).choices[0].text);
     expect(finish).toBe("length");
     expect(usage).toMatchObject({ completion_tokens: 20, prompt_tokens: s.tokenizer.encode(PROMPT).length });
   });
 
   it("stops at a stop string, streamed or not, and never shows part of it", async () => {
     const full = (await client.completions.create({ model: "tiny", prompt: PROMPT, max_tokens: 40, temperature: 0, ignore_eos: true } as never)) as OpenAI.Completion;
-    const text = full.choices[0]!.text;
+    const text = full.choices[0].text;
     expect(text.length).toBeGreaterThan(12);
     const stop = text.slice(8, 11);
     const want = text.slice(0, text.indexOf(stop));
     const r = (await client.completions.create({ model: "tiny", prompt: PROMPT, max_tokens: 40, temperature: 0, stop: [stop, "\u0000never"], ignore_eos: true } as never)) as OpenAI.Completion;
-    expect(r.choices[0]!.text).toBe(want);
-    expect(r.choices[0]!.finish_reason).toBe("stop");
+    expect(r.choices[0].text).toBe(want);
+    expect(r.choices[0].finish_reason).toBe("stop");
     expect(r.usage!.completion_tokens).toBeLessThan(40);
     const stream = await client.completions.create({ model: "tiny", prompt: PROMPT, max_tokens: 40, temperature: 0, stop, stream: true, ignore_eos: true } as never);
     let streamed = "";
@@ -92,7 +92,7 @@ describe("completions", () => {
     const [a, b] = await Promise.all([sampled(), sampled()]);
     expect(a.choices.map((c) => c.text)).toEqual(b.choices.map((c) => c.text));
     expect(a.choices.map((c) => c.index)).toEqual([0, 1]);
-    expect(a.choices[0]!.text).not.toBe(a.choices[1]!.text);
+    expect(a.choices[0].text).not.toBe(a.choices[1].text);
     for (const choice of a.choices) {
       const lp = choice.logprobs!;
       expect([lp.tokens!.length, lp.token_logprobs!.length, lp.top_logprobs!.length]).toEqual([8, 8, 8]);
@@ -101,7 +101,7 @@ describe("completions", () => {
         // An object keyed by text (or "bytes:…", see the test below): its order is not meaningful
         // (JavaScript puts integer-like keys first). The token-level checks are in the chat test.
         expect(Object.keys(top)).toHaveLength(3);
-        checkTopLogprobs(Object.values(top).sort((x, y) => y - x), lp.token_logprobs![i]!, undefined);
+        checkTopLogprobs(Object.values(top).sort((x, y) => y - x), lp.token_logprobs![i], undefined);
       });
     }
   });
@@ -124,7 +124,7 @@ describe("completions", () => {
     expect(n).toBeGreaterThan(128);
     const first = (await client.completions.create({ model: "tiny", prompt: long, max_tokens: 8, temperature: 0 })) as OpenAI.Completion;
     const second = (await client.completions.create({ model: "tiny", prompt: long, max_tokens: 8, temperature: 0 })) as OpenAI.Completion;
-    expect(second.choices[0]!.text).toBe(first.choices[0]!.text);
+    expect(second.choices[0].text).toBe(first.choices[0].text);
     const cached = (second.usage as unknown as { prompt_tokens_details: { cached_tokens: number } }).prompt_tokens_details.cached_tokens;
     expect(cached).toBe(Math.floor((n - 1) / 64) * 64);
   });
@@ -136,7 +136,7 @@ describe("chat", () => {
   it("answers in the chat shape, streamed and not, through the default template", async () => {
     const r = await client.chat.completions.create({ model: "tiny", messages, max_tokens: 12, temperature: 0 });
     expect(r.object).toBe("chat.completion");
-    expect(r.choices[0]!.message.role).toBe("assistant");
+    expect(r.choices[0].message.role).toBe("assistant");
     const prompt = s.tokenizer.encode("User: Who is the captain?\nAssistant:");
     expect(r.usage!.prompt_tokens).toBe(prompt.length);
     const stream = await client.chat.completions.create({ model: "tiny", messages, max_tokens: 12, temperature: 0, stream: true, stream_options: { include_usage: true } });
@@ -146,19 +146,19 @@ describe("chat", () => {
       if (c.usage) usage = c.usage;
       for (const ch of c.choices) text += ch.delta.content ?? "";
     }
-    expect(text).toBe(r.choices[0]!.message.content);
+    expect(text).toBe(r.choices[0].message.content);
     expect(usage?.completion_tokens).toBe(r.usage!.completion_tokens);
   });
 
   it("returns token logprobs in the chat format", async () => {
     const r = await client.chat.completions.create({ model: "tiny", messages, max_tokens: 4, temperature: 0, logprobs: true, top_logprobs: 2, ignore_eos: true } as never);
-    const content = (r as OpenAI.ChatCompletion).choices[0]!.logprobs!.content!;
+    const content = (r as OpenAI.ChatCompletion).choices[0].logprobs!.content!;
     expect(content).toHaveLength(4);
     for (const c of content) {
       expect(c.top_logprobs).toHaveLength(2);
       // Greedy: the chosen token is the most likely one.
-      expect(c.bytes).toEqual(c.top_logprobs[0]!.bytes);
-      expect(c.logprob).toBeCloseTo(c.top_logprobs[0]!.logprob, 6);
+      expect(c.bytes).toEqual(c.top_logprobs[0].bytes);
+      expect(c.logprob).toBeCloseTo(c.top_logprobs[0].logprob, 6);
     }
   });
 
@@ -192,7 +192,7 @@ function checkTopLogprobs(top: number[], chosen: number, chosenThere: number | u
   expect(top.every((x) => x <= 0)).toBe(true);
   expect(top.reduce((s, x) => s + Math.exp(x), 0)).toBeLessThanOrEqual(1 + 1e-6);
   expect(chosen).toBeLessThan(0);
-  expect(chosen).toBeLessThanOrEqual(top[0]! + 1e-6);
+  expect(chosen).toBeLessThanOrEqual(top[0] + 1e-6);
   if (chosenThere !== undefined) expect(chosenThere).toBeCloseTo(chosen, 6);
 }
 
@@ -207,9 +207,9 @@ describe("state handles", () => {
     // Everything the server has seen, as one prompt: the first prompt, its answer, the new text.
     const aIds = s.tokenizer.encode(PROMPT);
     const [aOut] = await generateIds(s.model, aIds, { maxTokens: 6, stopIds: [] });
-    const [bOut] = await generateIds(s.model, [...aIds, ...aOut!, ...s.tokenizer.encode(" And then")], { maxTokens: 6, stopIds: [] });
-    expect(a.json.choices[0].text).toBe(s.tokenizer.decode(aOut!, { skipSpecialTokens: true }));
-    expect(b.json.choices[0].text).toBe(s.tokenizer.decode(bOut!, { skipSpecialTokens: true }));
+    const [bOut] = await generateIds(s.model, [...aIds, ...aOut, ...s.tokenizer.encode(" And then")], { maxTokens: 6, stopIds: [] });
+    expect(a.json.choices[0].text).toBe(s.tokenizer.decode(aOut, { skipSpecialTokens: true }));
+    expect(b.json.choices[0].text).toBe(s.tokenizer.decode(bOut, { skipSpecialTokens: true }));
     expect(b.json.usage.prompt_tokens).toBe(1 + s.tokenizer.encode(" And then").length); // the pending token + the new text
     // Handles are single-use.
     const again = await postJson(`${s.url}/v1/completions`, { prompt: "x", max_tokens: 2, state: handle });

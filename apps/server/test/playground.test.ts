@@ -45,7 +45,7 @@ describe.skipIf(!present)("playground", () => {
     await page.evaluate(() => {
       const w = window as unknown as { lengths: number[] };
       w.lengths = [];
-      new MutationObserver(() => w.lengths.push(document.getElementById("output")!.textContent!.length)).observe(document.getElementById("output")!, { childList: true, characterData: true, subtree: true });
+      new MutationObserver(() => w.lengths.push(document.getElementById("output")!.textContent.length)).observe(document.getElementById("output")!, { childList: true, characterData: true, subtree: true });
     });
     await page.getByLabel("Prompt", { exact: true }).fill("Call me Ishmael.");
     await page.getByLabel("Prompt", { exact: true }).press("Control+Enter");

@@ -16,7 +16,7 @@ export function trainingBatch(tokens: Int32Array, seed: number, step: number, ba
   for (let b = 0; b < batchSize; b++) {
     counterBlock(key, step * batchSize + b, block);
     // 53 random bits → a start in [0, starts) with negligible bias.
-    const u = (block[0]! * 2 ** 21 + (block[1]! >>> 11)) / 2 ** 53;
+    const u = (block[0] * 2 ** 21 + (block[1] >>> 11)) / 2 ** 53;
     const start = Math.floor(u * starts);
     out.set(tokens.subarray(start, start + span), b * span);
   }

@@ -184,7 +184,7 @@ function setPath(target: Record<string, unknown>, key: string, value: unknown): 
   const parts = key.split(".");
   let obj = target;
   for (const p of parts.slice(0, -1)) obj = obj[p] as Record<string, unknown>;
-  obj[parts[parts.length - 1]!] = value;
+  obj[parts[parts.length - 1]] = value;
 }
 
 /** The source name of command-line values (`overrides`). */

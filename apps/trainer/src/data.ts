@@ -66,7 +66,7 @@ function userCorpus(paths: string[], heldoutFraction: number): Corpus {
   let cut = Math.floor(text.length * (1 - heldoutFraction));
   const paragraph = text.lastIndexOf("\n\n", cut);
   if (paragraph > text.length / 2) cut = paragraph;
-  return { source: files.length === 1 ? files[0]! : `${files.length} files under ${paths.join(", ")}`, train: text.slice(0, cut), heldout: text.slice(cut) };
+  return { source: files.length === 1 ? files[0] : `${files.length} files under ${paths.join(", ")}`, train: text.slice(0, cut), heldout: text.slice(cut) };
 }
 
 export function loadCorpus(config: TrainConfig): Corpus {
@@ -121,7 +121,7 @@ export function tokenizerKey(json: string | null, path: string | null): string {
 export function unigramBitsPerByte(text: string): number {
   const bytes = new TextEncoder().encode(text);
   const counts = new Float64Array(256);
-  for (const b of bytes) counts[b]!++;
+  for (const b of bytes) counts[b]++;
   let h = 0;
   for (const c of counts) if (c > 0) h -= (c / bytes.length) * Math.log2(c / bytes.length);
   return h;

@@ -27,16 +27,16 @@ export async function evaluate(params: TnlParams, config: TnlConfig, tokenizer: 
   let bytes = 0;
   for (let i = 0; i < windows.length; i += batchSize) {
     const batch = windows.slice(i, i + batchSize);
-    const span = batch[0]!.length;
+    const span = batch[0].length;
     const flat = new Int32Array(batch.length * span);
     batch.forEach((w, b) => flat.set(w, b * span));
     const lossT = scope(() => loss(params, config, tensor(flat, [batch.length, span], { dtype: "i32" })));
-    const mean = (await lossT.data())[0]!;
+    const mean = (await lossT.data())[0];
     lossT.dispose();
     const targets = batch.length * (span - 1);
     nats += mean * targets;
     tokens += targets;
-    for (const w of batch) for (let t = 1; t < span; t++) bytes += bytesOf(w[t]!);
+    for (const w of batch) for (let t = 1; t < span; t++) bytes += bytesOf(w[t]);
   }
   const meanLoss = nats / tokens;
   return { loss: meanLoss, perplexity: Math.exp(meanLoss), bitsPerByte: nats / Math.LN2 / bytes, tokens, bytes };

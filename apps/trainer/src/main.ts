@@ -35,7 +35,7 @@ for (const { flag, help, type } of CLI_FLAGS) {
 program.action(async (opts: Record<string, unknown>) => {
   const overrides: Record<string, unknown> = {};
   for (const { flag, key } of CLI_FLAGS) {
-    const name = flag.split(" ")[0]!.slice(2).replace(/-([a-z])/g, (_, c: string) => c.toUpperCase());
+    const name = flag.split(" ")[0].slice(2).replace(/-([a-z])/g, (_, c: string) => c.toUpperCase());
     if (opts[name] !== undefined) overrides[key] = opts[name];
   }
   try {

@@ -159,7 +159,7 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
     });
     params = stepped.next;
     // Reads wait for the device: the only sync point of a step on a GPU backend.
-    const out = { value: (await stepped.value.data())[0]!, norm: (await stepped.norm.data())[0]! };
+    const out = { value: (await stepped.value.data())[0], norm: (await stepped.norm.data())[0] };
     stepped.value.dispose();
     stepped.norm.dispose();
     const seconds = (performance.now() - t0) / 1000;

@@ -58,7 +58,7 @@ describe("trainer", () => {
     expect(rest.losses.map((l) => l.step)).toEqual([4, 5, 6, 7, 8]);
     expect([...first.losses, ...rest.losses]).toEqual(whole.losses);
     // The run learned something: the last losses are below the first.
-    expect(whole.losses[7]!.loss).toBeLessThan(whole.losses[0]!.loss);
+    expect(whole.losses[7].loss).toBeLessThan(whole.losses[0].loss);
     expect(rest.summary!.heldout_loss).toBe(whole.summary!.heldout_loss);
   });
 

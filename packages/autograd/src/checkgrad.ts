@@ -78,7 +78,7 @@ export async function checkGrad(
   // fn may create tensors (constants, indices): they must land on the same backend.
   const previous = getBackend();
   setBackend(backend);
-  const make = (i: number, v: ArrayLike<number>) => tensor(v, inputs[i]!.shape, { dtype: dtypes[i], backend });
+  const make = (i: number, v: ArrayLike<number>) => tensor(v, inputs[i].shape, { dtype: dtypes[i], backend });
 
   const base = values.map((v, i) => make(i, v));
   const projections: Tensor[] = [];
@@ -90,7 +90,7 @@ export async function checkGrad(
         // Made on the first call, inside valueAndGrad's scope, hence keep().
         outs.forEach((o, k) => projections.push(keep(tensor(weights(o.size, seed + k), o.shape, { dtype: o.dtype, backend }))));
       }
-      return outs.map((o, k) => sum(mul(o, projections[k]!))).reduce((a, b) => add64(a, b));
+      return outs.map((o, k) => sum(mul(o, projections[k]))).reduce((a, b) => add64(a, b));
     };
 
     const { value, grads } = valueAndGrad(loss, { argnums: wrt })(...base);
@@ -109,10 +109,10 @@ export async function checkGrad(
       });
 
     const checks = wrt.map((i, j): InputCheck => {
-      const v = Float64Array.from(values[i]!);
+      const v = Float64Array.from(values[i]);
       const numeric = new Float64Array(v.length);
       for (let e = 0; e < v.length; e++) {
-        const x0 = v[e]!;
+        const x0 = v[e];
         v[e] = x0 + eps;
         const plus = evaluate(i, v);
         v[e] = x0 - eps;
@@ -120,7 +120,7 @@ export async function checkGrad(
         v[e] = x0;
         numeric[e] = (plus - minus) / (2 * eps);
       }
-      return compare(i, analytic[j]!, numeric, atol, rtol);
+      return compare(i, analytic[j], numeric, atol, rtol);
     });
     return { ok: checks.every((c) => c.ok), inputs: checks };
   } finally {
@@ -140,15 +140,15 @@ function compare(input: number, a: Float64Array, n: Float64Array, atol: number, 
   let worst = { index: -1, ratio: -1 };
   let ok = true;
   for (let e = 0; e < a.length; e++) {
-    const d = Math.abs(a[e]! - n[e]!);
-    const scale = Math.max(Math.abs(a[e]!), Math.abs(n[e]!));
+    const d = Math.abs(a[e] - n[e]);
+    const scale = Math.max(Math.abs(a[e]), Math.abs(n[e]));
     const ratio = Number.isNaN(d) ? Infinity : d / (atol + rtol * scale);
     if (!(ratio <= 1)) ok = false;
     maxAbs = Math.max(maxAbs, Number.isNaN(d) ? Infinity : d);
     maxRel = Math.max(maxRel, scale === 0 ? 0 : Number.isNaN(d) ? Infinity : d / scale);
     if (ratio > worst.ratio) worst = { index: e, ratio };
   }
-  return { input, ok, maxRelError: maxRel, maxAbsError: maxAbs, worst: { index: worst.index, analytic: a[worst.index]!, numeric: n[worst.index]! } };
+  return { input, ok, maxRelError: maxRel, maxAbsError: maxAbs, worst: { index: worst.index, analytic: a[worst.index], numeric: n[worst.index] } };
 }
 
 /**
@@ -168,7 +168,7 @@ export async function assertGrad(
       .filter((c) => !c.ok)
       .map(
         (c) =>
-          `  input ${c.input} ${inputs[c.input]!.describe()}: max rel error ${c.maxRelError.toExponential(3)}, ` +
+          `  input ${c.input} ${inputs[c.input].describe()}: max rel error ${c.maxRelError.toExponential(3)}, ` +
           `max abs error ${c.maxAbsError.toExponential(3)}; worst element ${c.worst.index}: ` +
           `analytic ${c.worst.analytic} vs numeric ${c.worst.numeric}`,
       );

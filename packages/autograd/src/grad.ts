@@ -35,7 +35,7 @@ export function valueAndGrad<A extends unknown[], const N extends ArgNums = 0>(
   fn: (...args: A) => Tensor,
   options: GradOptions<N> = {},
 ): (...args: A) => { value: Tensor; grads: GradsOf<A, N> } {
-  const argnums = (options.argnums ?? 0) as ArgNums;
+  const argnums: ArgNums = options.argnums ?? 0;
   const picked = typeof argnums === "number" ? [argnums] : [...argnums];
   return (...args: A) => {
     for (const i of picked) {

@@ -135,10 +135,10 @@ function expandReduced(g: Tensor, attrs: OpAttrs["sum"], shape: readonly number[
 const extremumRule: GradRule<"max" | "min"> = {
   saves: { inputs: [0], outputs: [0] },
   backward([g], { attrs, inputs, x, y }) {
-    const shape = inputs[0]!.shape;
-    const hit = maskOf(equal(x(0), expandReduced(y(0), attrs, shape)), g!.dtype);
+    const shape = inputs[0].shape;
+    const hit = maskOf(equal(x(0), expandReduced(y(0), attrs, shape)), g.dtype);
     const ties = expandReduced(sum(hit, attrs.axes, attrs.keepdims), attrs, shape);
-    return [div(mul(hit, expandReduced(g!, attrs, shape)), ties)];
+    return [div(mul(hit, expandReduced(g, attrs, shape)), ties)];
   },
 };
 
@@ -147,9 +147,9 @@ function pickRule(first: typeof greater): GradRule<"maximum" | "minimum"> {
   return {
     saves: { inputs: [0, 1] },
     backward([g], { inputs, x }) {
-      const dt = g!.dtype;
+      const dt = g.dtype;
       const wa = add(maskOf(first(x(0), x(1)), dt), mul(maskOf(equal(x(0), x(1)), dt), 0.5));
-      return [unbroadcast(mul(g!, wa), inputs[0]!.shape), unbroadcast(mul(g!, sub(1, wa)), inputs[1]!.shape)];
+      return [unbroadcast(mul(g, wa), inputs[0].shape), unbroadcast(mul(g, sub(1, wa)), inputs[1].shape)];
     },
   };
 }
@@ -162,47 +162,47 @@ function pickRule(first: typeof greater): GradRule<"maximum" | "minimum"> {
  */
 export const GRAD_RULES: GradRuleTable = {
   // Unary. Each rule saves whichever of x or y its derivative is cheapest in.
-  neg: { backward: ([g]) => [neg(g!)] },
-  abs: { saves: { inputs: [0] }, backward: ([g], { x }) => [mul(g!, sign(x(0)))] },
-  exp: { saves: { outputs: [0] }, backward: ([g], { y }) => [mul(g!, y(0))] },
-  log: { saves: { inputs: [0] }, backward: ([g], { x }) => [div(g!, x(0))] },
-  sqrt: { saves: { outputs: [0] }, backward: ([g], { y }) => [div(g!, mul(y(0), 2))] },
+  neg: { backward: ([g]) => [neg(g)] },
+  abs: { saves: { inputs: [0] }, backward: ([g], { x }) => [mul(g, sign(x(0)))] },
+  exp: { saves: { outputs: [0] }, backward: ([g], { y }) => [mul(g, y(0))] },
+  log: { saves: { inputs: [0] }, backward: ([g], { x }) => [div(g, x(0))] },
+  sqrt: { saves: { outputs: [0] }, backward: ([g], { y }) => [div(g, mul(y(0), 2))] },
   // d/dx x^(-1/2) = -y³/2.
-  rsqrt: { saves: { outputs: [0] }, backward: ([g], { y }) => [mul(g!, mul(mul(square(y(0)), y(0)), -0.5))] },
-  square: { saves: { inputs: [0] }, backward: ([g], { x }) => [mul(g!, mul(x(0), 2))] },
-  reciprocal: { saves: { outputs: [0] }, backward: ([g], { y }) => [neg(mul(g!, square(y(0))))] },
-  relu: { saves: { outputs: [0] }, backward: ([g], { y }) => [where(greater(y(0), 0), g!, scalarLike(g!, 0))] },
+  rsqrt: { saves: { outputs: [0] }, backward: ([g], { y }) => [mul(g, mul(mul(square(y(0)), y(0)), -0.5))] },
+  square: { saves: { inputs: [0] }, backward: ([g], { x }) => [mul(g, mul(x(0), 2))] },
+  reciprocal: { saves: { outputs: [0] }, backward: ([g], { y }) => [neg(mul(g, square(y(0))))] },
+  relu: { saves: { outputs: [0] }, backward: ([g], { y }) => [where(greater(y(0), 0), g, scalarLike(g, 0))] },
   // d/dx x·σ(x) = σ(x)·(1 + x·(1 − σ(x))).
   silu: {
     saves: { inputs: [0] },
     backward([g], { x }) {
       const s = sigmoid(x(0));
-      return [mul(g!, mul(s, add(mul(x(0), sub(1, s)), 1)))];
+      return [mul(g, mul(s, add(mul(x(0), sub(1, s)), 1)))];
     },
   },
-  sigmoid: { saves: { outputs: [0] }, backward: ([g], { y }) => [mul(g!, mul(y(0), sub(1, y(0))))] },
-  tanh: { saves: { outputs: [0] }, backward: ([g], { y }) => [mul(g!, sub(1, square(y(0))))] },
-  cos: { saves: { inputs: [0] }, backward: ([g], { x }) => [neg(mul(g!, sin(x(0))))] },
-  sin: { saves: { inputs: [0] }, backward: ([g], { x }) => [mul(g!, cos(x(0)))] },
+  sigmoid: { saves: { outputs: [0] }, backward: ([g], { y }) => [mul(g, mul(y(0), sub(1, y(0))))] },
+  tanh: { saves: { outputs: [0] }, backward: ([g], { y }) => [mul(g, sub(1, square(y(0))))] },
+  cos: { saves: { inputs: [0] }, backward: ([g], { x }) => [neg(mul(g, sin(x(0))))] },
+  sin: { saves: { inputs: [0] }, backward: ([g], { x }) => [mul(g, cos(x(0)))] },
   sign: constant("piecewise constant: its gradient is zero wherever it exists"),
 
   // Binary, broadcasting: every gradient is summed back to its operand's shape.
-  add: { backward: ([g], { inputs }) => [unbroadcast(g!, inputs[0]!.shape), unbroadcast(g!, inputs[1]!.shape)] },
-  sub: { backward: ([g], { inputs }) => [unbroadcast(g!, inputs[0]!.shape), unbroadcast(neg(g!), inputs[1]!.shape)] },
+  add: { backward: ([g], { inputs }) => [unbroadcast(g, inputs[0].shape), unbroadcast(g, inputs[1].shape)] },
+  sub: { backward: ([g], { inputs }) => [unbroadcast(g, inputs[0].shape), unbroadcast(neg(g), inputs[1].shape)] },
   // Saves b if a needs a gradient and a if b does.
   mul: {
     saves: saveOthers,
     backward: ([g], { inputs, needs, x }) => [
-      needs[0] ? unbroadcast(mul(g!, x(1)), inputs[0]!.shape) : null,
-      needs[1] ? unbroadcast(mul(g!, x(0)), inputs[1]!.shape) : null,
+      needs[0] ? unbroadcast(mul(g, x(1)), inputs[0].shape) : null,
+      needs[1] ? unbroadcast(mul(g, x(0)), inputs[1].shape) : null,
     ],
   },
   // d(a/b) = g/b for a and −(g/b)·(a/b) for b. Saves b, and a too when b needs a gradient.
   div: {
     saves: (needs) => ({ inputs: needs[1] ? [0, 1] : [1] }),
     backward([g], { inputs, needs, x }) {
-      const q = div(g!, x(1));
-      return [unbroadcast(q, inputs[0]!.shape), needs[1] ? unbroadcast(neg(mul(q, div(x(0), x(1)))), inputs[1]!.shape) : null];
+      const q = div(g, x(1));
+      return [unbroadcast(q, inputs[0].shape), needs[1] ? unbroadcast(neg(mul(q, div(x(0), x(1)))), inputs[1].shape) : null];
     },
   },
   // d(a^b) = b·a^(b−1) for a and a^b·log(a) for b, taken as 0 where a = 0 (as PyTorch does).
@@ -210,9 +210,9 @@ export const GRAD_RULES: GradRuleTable = {
     saves: { inputs: [0, 1] },
     backward([g], { inputs, needs, x }) {
       const [a, b] = [x(0), x(1)];
-      const da = needs[0] ? unbroadcast(mul(g!, mul(b, pow(a, sub(b, 1)))), inputs[0]!.shape) : null;
+      const da = needs[0] ? unbroadcast(mul(g, mul(b, pow(a, sub(b, 1)))), inputs[0].shape) : null;
       const db = needs[1]
-        ? unbroadcast(where(equal(a, 0), scalarLike(g!, 0), mul(g!, mul(pow(a, b), log(a)))), inputs[1]!.shape)
+        ? unbroadcast(where(equal(a, 0), scalarLike(g, 0), mul(g, mul(pow(a, b), log(a)))), inputs[1].shape)
         : null;
       return [da, db];
     },
@@ -229,22 +229,22 @@ export const GRAD_RULES: GradRuleTable = {
   where: {
     saves: { inputs: [0] },
     backward([g], { inputs, x }) {
-      const zero = scalarLike(g!, 0);
-      return [null, unbroadcast(where(x(0), g!, zero), inputs[1]!.shape), unbroadcast(where(x(0), zero, g!), inputs[2]!.shape)];
+      const zero = scalarLike(g, 0);
+      return [null, unbroadcast(where(x(0), g, zero), inputs[1].shape), unbroadcast(where(x(0), zero, g), inputs[2].shape)];
     },
   },
 
   // Reductions.
-  sum: { backward: ([g], { attrs, inputs }) => [expandReduced(g!, attrs, inputs[0]!.shape)] },
+  sum: { backward: ([g], { attrs, inputs }) => [expandReduced(g, attrs, inputs[0].shape)] },
   mean: {
     backward([g], { attrs, inputs }) {
-      const shape = inputs[0]!.shape;
-      const count = attrs.axes.reduce((n, a) => n * shape[a]!, 1);
-      return [div(expandReduced(g!, attrs, shape), count)];
+      const shape = inputs[0].shape;
+      const count = attrs.axes.reduce((n, a) => n * shape[a], 1);
+      return [div(expandReduced(g, attrs, shape), count)];
     },
   },
-  max: extremumRule as GradRule<"max">,
-  min: extremumRule as GradRule<"min">,
+  max: extremumRule,
+  min: extremumRule,
   argmax: constant("integer result"),
 
   // C = op(A)·op(B): dop(A) = G·op(B)ᵀ, dop(B) = op(A)ᵀ·G, transposed back where an operand was
@@ -252,71 +252,71 @@ export const GRAD_RULES: GradRuleTable = {
   matmul: {
     saves: saveOthers,
     backward([g], { attrs: { transA, transB }, inputs, needs, x }) {
-      const da = !needs[0] ? null : transA ? matmul(x(1), g!, { transA: transB, transB: true }) : matmul(g!, x(1), { transB: !transB });
-      const db = !needs[1] ? null : transB ? matmul(g!, x(0), { transA: true, transB: transA }) : matmul(x(0), g!, { transA: !transA });
-      return [da && unbroadcast(da, inputs[0]!.shape), db && unbroadcast(db, inputs[1]!.shape)];
+      const da = !needs[0] ? null : transA ? matmul(x(1), g, { transA: transB, transB: true }) : matmul(g, x(1), { transB: !transB });
+      const db = !needs[1] ? null : transB ? matmul(g, x(0), { transA: true, transB: transA }) : matmul(x(0), g, { transA: !transA });
+      return [da && unbroadcast(da, inputs[0].shape), db && unbroadcast(db, inputs[1].shape)];
     },
   },
 
   // Movement: each rule is the adjoint movement; none saves anything.
-  reshape: { backward: ([g], { inputs }) => [reshape(g!, inputs[0]!.shape)] },
+  reshape: { backward: ([g], { inputs }) => [reshape(g, inputs[0].shape)] },
   permute: {
     backward([g], { attrs: { perm } }) {
       const inverse = new Array<number>(perm.length);
       perm.forEach((p, i) => (inverse[p] = i));
-      return [permute(g!, inverse)];
+      return [permute(g, inverse)];
     },
   },
   slice: {
     backward: ([g], { attrs: { begin, end }, inputs }) => [
-      pad(g!, inputs[0]!.shape.map((d, i) => [begin[i]!, d - end[i]!] as [number, number])),
+      pad(g, inputs[0].shape.map((d, i) => [begin[i], d - end[i]] as [number, number])),
     ],
   },
-  pad: { backward: ([g], { attrs: { before }, inputs }) => [slice(g!, before, inputs[0]!.shape.map((d, i) => before[i]! + d))] },
+  pad: { backward: ([g], { attrs: { before }, inputs }) => [slice(g, before, inputs[0].shape.map((d, i) => before[i] + d))] },
   concat: {
     backward([g], { attrs: { axis }, inputs, needs }) {
       let start = 0;
       return inputs.map((info, i) => {
-        const len = info.shape[axis]!;
+        const len = info.shape[axis];
         start += len;
-        return needs[i] ? narrow(g!, axis, start - len, len) : null;
+        return needs[i] ? narrow(g, axis, start - len, len) : null;
       });
     },
   },
-  expand: { backward: ([g], { inputs }) => [unbroadcast(g!, inputs[0]!.shape)] },
-  copy: { backward: ([g]) => [g!] },
-  cast: { backward: ([g], { inputs }) => [cast(g!, inputs[0]!.dtype)] },
+  expand: { backward: ([g], { inputs }) => [unbroadcast(g, inputs[0].shape)] },
+  copy: { backward: ([g]) => [g] },
+  cast: { backward: ([g], { inputs }) => [cast(g, inputs[0].dtype)] },
 
   // Indexing: gather and scatterAdd are each other's adjoints; both save the indices.
   gather: {
     saves: { inputs: [1] },
-    backward: ([g], { attrs: { axis }, inputs, x }) => [scatterAdd(g!, x(1), axis, inputs[0]!.shape[axis]!), null],
+    backward: ([g], { attrs: { axis }, inputs, x }) => [scatterAdd(g, x(1), axis, inputs[0].shape[axis]), null],
   },
-  scatterAdd: { saves: { inputs: [1] }, backward: ([g], { attrs: { axis }, x }) => [gather(g!, x(1), axis), null] },
+  scatterAdd: { saves: { inputs: [1] }, backward: ([g], { attrs: { axis }, x }) => [gather(g, x(1), axis), null] },
 
   // Fused ops: the backward ops of the tensor core. The backward ops themselves are nondiff.
   embedding: {
     saves: { inputs: [1] },
-    backward: ([g], { inputs, x }) => [embeddingBackward(g!, x(1), inputs[0]!.shape[0]!), null],
+    backward: ([g], { inputs, x }) => [embeddingBackward(g, x(1), inputs[0].shape[0]), null],
   },
   // Linear in dy, with embedding as its adjoint.
-  embeddingBackward: { saves: { inputs: [1] }, backward: ([g], { x }) => [embedding(g!, x(1)), null] },
+  embeddingBackward: { saves: { inputs: [1] }, backward: ([g], { x }) => [embedding(g, x(1)), null] },
   // dx = y·(g − Σ g·y) along the axis.
   softmax: {
     saves: { outputs: [0] },
-    backward: ([g], { attrs: { axis }, y }) => [mul(y(0), sub(g!, sum(mul(g!, y(0)), axis, true)))],
+    backward: ([g], { attrs: { axis }, y }) => [mul(y(0), sub(g, sum(mul(g, y(0)), axis, true)))],
   },
   // dx = g − exp(y)·Σ g along the axis.
   logSoftmax: {
     saves: { outputs: [0] },
-    backward: ([g], { attrs: { axis }, y }) => [sub(g!, mul(exp(y(0)), sum(g!, axis, true)))],
+    backward: ([g], { attrs: { axis }, y }) => [sub(g, mul(exp(y(0)), sum(g, axis, true)))],
   },
   softmaxCrossEntropy: {
     saves: { inputs: [0, 1] },
-    backward: ([g], { attrs, x }) => [softmaxCrossEntropyBackward(x(0), x(1), g!, attrs), null],
+    backward: ([g], { attrs, x }) => [softmaxCrossEntropyBackward(x(0), x(1), g, attrs), null],
   },
   softmaxCrossEntropyBackward: nondiff("a backward op: second derivatives of fused ops are not supported"),
-  rmsNorm: { saves: { inputs: [0] }, backward: ([g], { attrs: { eps }, x }) => [rmsNormBackward(x(0), g!, eps)] },
+  rmsNorm: { saves: { inputs: [0] }, backward: ([g], { attrs: { eps }, x }) => [rmsNormBackward(x(0), g, eps)] },
   rmsNormBackward: nondiff("a backward op: second derivatives of fused ops are not supported"),
 
   fill: constant("creation op: no tensor inputs"),
@@ -330,8 +330,8 @@ export const GRAD_RULES: GradRuleTable = {
     backward([dO, dFinal], { attrs, needs, x }) {
       if (needs[3]) throw new Error("lightningAttention: no gradient for slopes (they are fixed per head); pass them as a constant");
       const s0 = attrs.hasInitialState ? [x(4)] : [];
-      const [dq, dk, dv, dS0] = runOp("lightningAttentionBackward", [x(0), x(1), x(2), x(3), dO!, dFinal!, ...s0], attrs);
-      return [dq!, dk!, dv!, null, ...(attrs.hasInitialState ? [dS0!] : [])];
+      const [dq, dk, dv, dS0] = runOp("lightningAttentionBackward", [x(0), x(1), x(2), x(3), dO, dFinal, ...s0], attrs);
+      return [dq, dk, dv, null, ...(attrs.hasInitialState ? [dS0] : [])];
     },
   },
   lightningAttentionBackward: nondiff("a backward op: second derivatives of fused ops are not supported"),

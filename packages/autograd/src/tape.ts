@@ -61,13 +61,13 @@ export class Tape {
 
   #record(r: OpRecord): void {
     if (!r.inputs.some((t) => this.#traced.has(t))) return;
-    const entry = GRAD_RULES[r.op] as GradRule<OpName> | Nondiff;
+    const entry = GRAD_RULES[r.op];
     if (isNondiff(entry) && entry.constant) return;
     const needs = r.inputs.map((t) => this.#traced.has(t) && isFloat(t.dtype));
     const saves: Saves = isNondiff(entry) || !entry.saves ? {} : typeof entry.saves === "function" ? entry.saves(needs) : entry.saves;
     const saved = new Map<string, Tensor>();
-    for (const i of saves.inputs ?? []) if (r.inputs[i]) saved.set(`x${i}`, retain(r.inputs[i]!));
-    for (const i of saves.outputs ?? []) if (r.outputs[i]) saved.set(`y${i}`, retain(r.outputs[i]!));
+    for (const i of saves.inputs ?? []) if (r.inputs[i]) saved.set(`x${i}`, retain(r.inputs[i]));
+    for (const i of saves.outputs ?? []) if (r.outputs[i]) saved.set(`y${i}`, retain(r.outputs[i]));
     this.#nodes.push({
       op: r.op,
       attrs: r.attrs,
@@ -76,7 +76,7 @@ export class Tape {
       outputs: r.outputs,
       inputInfo: r.inputs.map(info),
       outputInfo: r.outputs.map(info),
-      backend: r.outputs[0]?.backend ?? r.inputs[0]!.backend,
+      backend: r.outputs[0]?.backend ?? r.inputs[0].backend,
       needs,
       saved,
     });
@@ -113,7 +113,7 @@ export class Tape {
     if (incoming.every((g) => g === null)) return;
     for (const o of node.outputs) ct.delete(o);
     const gs = incoming.map(
-      (g, i) => g ?? keep(zeros(node.outputInfo[i]!.shape, { dtype: node.outputInfo[i]!.dtype, backend: node.backend })),
+      (g, i) => g ?? keep(zeros(node.outputInfo[i].shape, { dtype: node.outputInfo[i].dtype, backend: node.backend })),
     );
     try {
       const { entry } = node;
@@ -121,9 +121,9 @@ export class Tape {
       const grads = scope(() => {
         const out = entry.backward(gs, context(node));
         // Fresh handles, exempt from scopes, so the scope may free the rule's own handles.
-        return keep(node.inputs.map((_, i) => (node.needs[i] && out[i] ? retain(checked(node, i, out[i]!)) : null)));
+        return keep(node.inputs.map((_, i) => (node.needs[i] && out[i] ? retain(checked(node, i, out[i])) : null)));
       });
-      grads.forEach((g, i) => g && accumulate(ct, node.inputs[i]!, g));
+      grads.forEach((g, i) => g && accumulate(ct, node.inputs[i], g));
     } finally {
       for (const g of gs) g.dispose();
     }
@@ -172,7 +172,7 @@ function context(node: Node): BackwardContext<OpName> {
 
 /** A rule's gradient must match its input exactly; a mismatch is a bug in the rule, named here. */
 function checked(node: Node, i: number, g: Tensor): Tensor {
-  const want = node.inputInfo[i]!;
+  const want = node.inputInfo[i];
   if (g.dtype !== want.dtype || g.rank !== want.shape.length || g.shape.some((d, j) => d !== want.shape[j])) {
     throw new Error(`autograd: the ${node.op} rule returned ${g.describe()} for input ${i}, expected ${want.dtype}[${want.shape.join(", ")}]`);
   }

@@ -80,7 +80,7 @@ describe("gradients of composite ops run from primitives", () => {
         return values;
       });
       setBackend(bare);
-      got!.forEach((v, i) => expect(Math.abs(v - want![i]!), `element ${i}`).toBeLessThanOrEqual(1e-5 * Math.max(1, Math.abs(want![i]!))));
+      got.forEach((v, i) => expect(Math.abs(v - want[i]), `element ${i}`).toBeLessThanOrEqual(1e-5 * Math.max(1, Math.abs(want[i]))));
     });
   }
 });

@@ -44,12 +44,12 @@ describe("grad and valueAndGrad", () => {
   it("return gradients in the structure of a parameter tree", () => {
     const params = { w: rand(2, [3, 4]), layers: [{ b: rand(3, [4]) }, { b: rand(4, [4]) }], ids: ints(5, [2], 3), name: "mlp", unused: rand(6, [2]) };
     const x = rand(7, [5, 3]);
-    const loss = (p: typeof params, x: Tensor) => sum(tanh(add(add(matmul(x, p.w), p.layers[0]!.b), p.layers[1]!.b)));
+    const loss = (p: typeof params, x: Tensor) => sum(tanh(add(add(matmul(x, p.w), p.layers[0].b), p.layers[1].b)));
     const { value, grads } = valueAndGrad(loss)(params, x);
     expect(value.shape).toEqual([]);
     expect(grads.w!.shape).toEqual([3, 4]);
-    expect(grads.layers[0]!.b!.shape).toEqual([4]);
-    expect(values(grads.layers[0]!.b)).toEqual(values(grads.layers[1]!.b));
+    expect(grads.layers[0].b!.shape).toEqual([4]);
+    expect(values(grads.layers[0].b)).toEqual(values(grads.layers[1].b));
     // Integer tensors and non-tensor leaves get null; float leaves the loss ignores get zeros.
     expect(grads.ids).toBeNull();
     expect(grads.name).toBeNull();
@@ -59,8 +59,8 @@ describe("grad and valueAndGrad", () => {
   it("differentiate several arguments with argnums", () => {
     const [a, b, c] = [rand(1, [3]), rand(2, [3]), rand(3, [3])];
     const [ga, gc] = grad((a: Tensor, b: Tensor, c: Tensor) => sum(mul(mul(a, b), c)), { argnums: [0, 2] })(a, b, c);
-    assertClose(ga!, Array.from(b.dataSync(), (v, i) => v * c.dataSync()[i]!));
-    assertClose(gc!, Array.from(a.dataSync(), (v, i) => v * b.dataSync()[i]!));
+    assertClose(ga!, Array.from(b.dataSync(), (v, i) => v * c.dataSync()[i]));
+    assertClose(gc!, Array.from(a.dataSync(), (v, i) => v * b.dataSync()[i]));
   });
 
   it("give null for an integer argument", () => {
@@ -97,14 +97,14 @@ describe("grad and valueAndGrad", () => {
     const [qs, ks, vs, ss] = [q, k, v, state].map((t) => t.dataSync());
     const want = Array.from({ length: 8 }, (_, i) => {
       const [h, e] = [Math.floor(i / 4), i % 4];
-      const lam = Math.exp(-Math.fround([0.5, 0.25][h]!));
+      const lam = Math.exp(-Math.fround([0.5, 0.25][h]));
       let x = 0;
-      for (let d = 0; d < 3; d++) x += qs[h * 3 + d]! * (lam * ss[(h * 3 + d) * 4 + e]! + ks[h * 3 + d]! * vs[h * 4 + e]!);
+      for (let d = 0; d < 3; d++) x += qs[h * 3 + d] * (lam * ss[(h * 3 + d) * 4 + e] + ks[h * 3 + d] * vs[h * 4 + e]);
       return x;
     });
-    assertClose(o!, want, { atol: 1e-5 });
-    [o, next].forEach((t) => t!.dispose());
-    expect(() => grad((q: Tensor) => sum(runOp("lightningStep", [q, k, v, slopes, state], {})[0]!))(q)).toThrow(/decode-only/);
+    assertClose(o, want, { atol: 1e-5 });
+    [o, next].forEach((t) => t.dispose());
+    expect(() => grad((q: Tensor) => sum(runOp("lightningStep", [q, k, v, slopes, state], {})[0]))(q)).toThrow(/decode-only/);
   });
 
   it("leave gradients to the caller's scope", () => {
@@ -126,7 +126,7 @@ describe("vjp", () => {
     expect(out.shape).toEqual([2, 3]);
     const [dx] = pull(ct);
     const xs = x.dataSync();
-    assertClose(dx!, Array.from(ct.dataSync(), (c, i) => c * (Math.cos(xs[i]!) * xs[i]! + Math.sin(xs[i]!))), { atol: 1e-5 });
+    assertClose(dx!, Array.from(ct.dataSync(), (c, i) => c * (Math.cos(xs[i]) * xs[i] + Math.sin(xs[i]))), { atol: 1e-5 });
     expect(() => pull(ct)).toThrow(/can run once/);
   });
 
@@ -209,6 +209,6 @@ describe("leaks", () => {
 
   it("none in checkGrad", async () => {
     const a = rand(1, [3, 4]);
-    expect(await findLeaks(() => checkGrad((a) => tanh(a!), [a]).then(() => undefined))).toEqual([]);
+    expect(await findLeaks(() => checkGrad((a) => tanh(a), [a]).then(() => undefined))).toEqual([]);
   });
 });

@@ -38,21 +38,21 @@ function runOptimizer(opt: AdamW | SGD, dtype: "f32" | "f64", steps: number): Re
  */
 function adamwReference(lr: (step: number) => number, decay: (name: string) => number, steps: number, b1: number, b2: number, eps: number) {
   const theta = Object.fromEntries(NAMES.map((n) => [n, initial(n)]));
-  const m = Object.fromEntries(NAMES.map((n) => [n, theta[n]!.map(() => 0)]));
-  const v = Object.fromEntries(NAMES.map((n) => [n, theta[n]!.map(() => 0)]));
+  const m = Object.fromEntries(NAMES.map((n) => [n, theta[n].map(() => 0)]));
+  const v = Object.fromEntries(NAMES.map((n) => [n, theta[n].map(() => 0)]));
   const history: Record<string, number[]>[] = [];
   for (let t = 1; t <= steps; t++) {
     for (const n of NAMES) {
       const g = gradAt(n, t);
-      theta[n] = theta[n]!.map((th, i) => {
-        m[n]![i] = b1 * m[n]![i]! + (1 - b1) * g[i]!;
-        v[n]![i] = b2 * v[n]![i]! + (1 - b2) * g[i]! ** 2;
-        const mHat = m[n]![i]! / (1 - b1 ** t);
-        const vHat = v[n]![i]! / (1 - b2 ** t);
+      theta[n] = theta[n].map((th, i) => {
+        m[n][i] = b1 * m[n][i] + (1 - b1) * g[i];
+        v[n][i] = b2 * v[n][i] + (1 - b2) * g[i] ** 2;
+        const mHat = m[n][i] / (1 - b1 ** t);
+        const vHat = v[n][i] / (1 - b2 ** t);
         return th - lr(t - 1) * (mHat / (Math.sqrt(vHat) + eps) + decay(n) * th);
       });
     }
-    history.push(Object.fromEntries(NAMES.map((n) => [n, [...theta[n]!]])));
+    history.push(Object.fromEntries(NAMES.map((n) => [n, [...theta[n]]])));
   }
   return history;
 }
@@ -66,14 +66,14 @@ describe("AdamW", () => {
   it("matches the published update rule in float64 over several steps", () => {
     const got = runOptimizer(make(), "f64", 6);
     got.forEach((step, t) => {
-      for (const n of NAMES) assertClose(step[n]!, reference[t]![n]!, { atol: 1e-13, rtol: 1e-13, label: `step ${t + 1} ${n}` });
+      for (const n of NAMES) assertClose(step[n], reference[t][n], { atol: 1e-13, rtol: 1e-13, label: `step ${t + 1} ${n}` });
     });
   });
 
   it("matches it in float32 within float32 rounding", () => {
     const got = runOptimizer(make(), "f32", 6);
     got.forEach((step, t) => {
-      for (const n of NAMES) assertClose(step[n]!, reference[t]![n]!, { atol: 1e-5, rtol: 1e-5, label: `step ${t + 1} ${n}` });
+      for (const n of NAMES) assertClose(step[n], reference[t][n], { atol: 1e-5, rtol: 1e-5, label: `step ${t + 1} ${n}` });
     });
   });
 
@@ -107,12 +107,12 @@ describe("SGD", () => {
     const history: Record<string, number[]>[] = [];
     for (let t = 1; t <= steps; t++) {
       for (const n of NAMES) {
-        const g = gradAt(n, t).map((x, i) => x + wd * theta[n]![i]!);
-        buf[n] = t === 1 ? g : buf[n]!.map((b, i) => mu * b + g[i]!);
-        const dir = nesterov ? g.map((x, i) => x + mu * buf[n]![i]!) : buf[n]!;
-        theta[n] = theta[n]!.map((th, i) => th - lr * dir[i]!);
+        const g = gradAt(n, t).map((x, i) => x + wd * theta[n][i]);
+        buf[n] = t === 1 ? g : buf[n].map((b, i) => mu * b + g[i]);
+        const dir = nesterov ? g.map((x, i) => x + mu * buf[n][i]) : buf[n];
+        theta[n] = theta[n].map((th, i) => th - lr * dir[i]);
       }
-      history.push(Object.fromEntries(NAMES.map((n) => [n, [...theta[n]!]])));
+      history.push(Object.fromEntries(NAMES.map((n) => [n, [...theta[n]]])));
     }
     return history;
   }
@@ -122,7 +122,7 @@ describe("SGD", () => {
       const got = runOptimizer(new SGD({ lr: 0.05, momentum: 0.9, nesterov, weightDecay: 0.01 }), "f64", 5);
       const want = sgdReference(0.05, 0.9, nesterov, 0.01, 5);
       got.forEach((step, t) => {
-        for (const n of NAMES) assertClose(step[n]!, want[t]![n]!, { atol: 1e-13, rtol: 1e-13, label: `step ${t + 1} ${n}` });
+        for (const n of NAMES) assertClose(step[n], want[t][n], { atol: 1e-13, rtol: 1e-13, label: `step ${t + 1} ${n}` });
       });
     });
   }
@@ -142,7 +142,7 @@ describe("clipGradNorm", () => {
   it("leaves gradients below the bound unchanged", () => {
     const { grads: clipped, norm } = clipGradNorm([tensor([0.3, -0.4])], 1);
     expect(norm.dataSync()[0]).toBeCloseTo(0.5, 6);
-    expect(Array.from(clipped[0]!.dataSync())).toEqual([0.30000001192092896, -0.4000000059604645]);
+    expect(Array.from(clipped[0].dataSync())).toEqual([0.30000001192092896, -0.4000000059604645]);
   });
 
   it("leaks nothing", async () => {

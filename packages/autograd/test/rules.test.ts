@@ -64,9 +64,9 @@ function unaryCases(op: UnaryOpName): Case[] {
   const f = unaryDomain[op];
   const apply = (x: Tensor) => run1(op, [x], {});
   return [
-    { name: "[3, 5]", fn: (x) => apply(x!), inputs: () => [rand(1, [3, 5], f)] },
+    { name: "[3, 5]", fn: (x) => apply(x), inputs: () => [rand(1, [3, 5], f)] },
     // x used twice: through the op and directly.
-    { name: "op(x) · x, [2, 3, 7]", fn: (x) => mul(apply(x!), x!), inputs: () => [rand(2, [2, 3, 7], f)] },
+    { name: "op(x) · x, [2, 3, 7]", fn: (x) => mul(apply(x), x), inputs: () => [rand(2, [2, 3, 7], f)] },
   ];
 }
 
@@ -79,19 +79,19 @@ function binaryCases(op: BinaryOpName): Case[] {
   const [fa, fb] = binaryDomain[op] ?? [(v: number) => v, (v: number) => v];
   const apply = (a: Tensor, b: Tensor) => run1(op, [a, b], {});
   return [
-    { name: "[3, 5] with [3, 5]", fn: (a, b) => apply(a!, b!), inputs: () => [rand(3, [3, 5], fa), rand(4, [3, 5], fb)] },
-    { name: "broadcast [2, 1, 5] with [3, 1]", fn: (a, b) => apply(a!, b!), inputs: () => [rand(5, [2, 1, 5], fa), rand(6, [3, 1], fb)] },
-    { name: "broadcast [] with [3, 5]", fn: (a, b) => apply(a!, b!), inputs: () => [rand(7, [], fa), rand(8, [3, 5], fb)] },
+    { name: "[3, 5] with [3, 5]", fn: (a, b) => apply(a, b), inputs: () => [rand(3, [3, 5], fa), rand(4, [3, 5], fb)] },
+    { name: "broadcast [2, 1, 5] with [3, 1]", fn: (a, b) => apply(a, b), inputs: () => [rand(5, [2, 1, 5], fa), rand(6, [3, 1], fb)] },
+    { name: "broadcast [] with [3, 5]", fn: (a, b) => apply(a, b), inputs: () => [rand(7, [], fa), rand(8, [3, 5], fb)] },
     // Both operands the same tensor: the two contributions must add up.
-    { name: "op(x, x), [3, 5]", fn: (x) => apply(x!, x!), inputs: () => [rand(9, [3, 5], (v) => fa(fb(v)))] },
+    { name: "op(x, x), [3, 5]", fn: (x) => apply(x, x), inputs: () => [rand(9, [3, 5], (v) => fa(fb(v)))] },
   ];
 }
 
 const reduceCases = (op: (x: Tensor, axes?: number | number[], keepdims?: boolean) => Tensor): Case[] => [
-  { name: "axis 1 of [3, 4, 5]", fn: (x) => op(x!, 1), inputs: () => [rand(10, [3, 4, 5])] },
-  { name: "axes [0, 2], keepdims", fn: (x) => op(x!, [0, 2], true), inputs: () => [rand(11, [3, 4, 5])] },
-  { name: "all axes", fn: (x) => op(x!), inputs: () => [rand(12, [3, 5])] },
-  { name: "x · op(x, 1, keepdims)", fn: (x) => mul(x!, op(x!, 1, true)), inputs: () => [rand(13, [3, 7])] },
+  { name: "axis 1 of [3, 4, 5]", fn: (x) => op(x, 1), inputs: () => [rand(10, [3, 4, 5])] },
+  { name: "axes [0, 2], keepdims", fn: (x) => op(x, [0, 2], true), inputs: () => [rand(11, [3, 4, 5])] },
+  { name: "all axes", fn: (x) => op(x), inputs: () => [rand(12, [3, 5])] },
+  { name: "x · op(x, 1, keepdims)", fn: (x) => mul(x, op(x, 1, true)), inputs: () => [rand(13, [3, 7])] },
 ];
 
 /**
@@ -110,20 +110,20 @@ function lightningCases(): Case[] {
   return impls.flatMap(({ impl, blockSize }) => [
     {
       name: `${impl}, with initial state`,
-      fn: (q, k, v, s, s0) => runOp("lightningAttention", [q!, k!, v!, s!, s0!], { impl, blockSize, hasInitialState: true }),
+      fn: (q, k, v, s, s0) => runOp("lightningAttention", [q, k, v, s, s0], { impl, blockSize, hasInitialState: true }),
       inputs: () => [rand(20, [1, 2, 5, 3]), rand(21, [1, 2, 5, 3]), rand(22, [1, 2, 5, 4]), tensor([0.3, 0.9]), rand(23, [1, 2, 3, 4])],
       options,
     },
     {
       name: `${impl}, q = k, no initial state`,
-      fn: (q, v, s) => runOp("lightningAttention", [q!, q!, v!, s!], { impl, blockSize, hasInitialState: false }),
+      fn: (q, v, s) => runOp("lightningAttention", [q, q, v, s], { impl, blockSize, hasInitialState: false }),
       inputs: () => [rand(24, [1, 2, 5, 3]), rand(25, [1, 2, 5, 4]), tensor([0.3, 0.9])],
       options: { wrt: [0, 1], keepDType: [2] },
     },
     {
       // finalState unused: its cotangent is null and the tape passes zeros to the backward op.
       name: `${impl}, o only`,
-      fn: (q, k, v, s) => runOp("lightningAttention", [q!, k!, v!, s!], { impl, blockSize, hasInitialState: false })[0]!,
+      fn: (q, k, v, s) => runOp("lightningAttention", [q, k, v, s], { impl, blockSize, hasInitialState: false })[0],
       inputs: () => [rand(26, [2, 1, 7, 2]), rand(27, [2, 1, 7, 2]), rand(28, [2, 1, 7, 3]), tensor([0.7])],
       options: { wrt: [0, 1, 2], keepDType: [3] },
     },
@@ -134,79 +134,79 @@ const CASES: Partial<Record<OpName, Case[]>> = {
   ...Object.fromEntries(UNARY_OPS.map((op) => [op, unaryCases(op)])),
   ...Object.fromEntries(BINARY_OPS.map((op) => [op, binaryCases(op)])),
   where: [
-    { name: "cond [3, 1], a [3, 5], b [5]", fn: (a, b) => where(mask(30, [3, 1]), a!, b!), inputs: () => [rand(31, [3, 5]), rand(32, [5])] },
-    { name: "where(c, x, x)", fn: (x) => where(mask(33, [3, 5]), x!, x!), inputs: () => [rand(34, [3, 5])] },
+    { name: "cond [3, 1], a [3, 5], b [5]", fn: (a, b) => where(mask(30, [3, 1]), a, b), inputs: () => [rand(31, [3, 5]), rand(32, [5])] },
+    { name: "where(c, x, x)", fn: (x) => where(mask(33, [3, 5]), x, x), inputs: () => [rand(34, [3, 5])] },
   ],
   sum: reduceCases(sum),
   mean: reduceCases(mean),
   max: reduceCases(max),
   min: reduceCases(min),
   matmul: [
-    { name: "[3, 5] × [5, 4]", fn: (a, b) => matmul(a!, b!), inputs: () => [rand(40, [3, 5]), rand(41, [5, 4])] },
-    { name: "transA", fn: (a, b) => matmul(a!, b!, { transA: true }), inputs: () => [rand(42, [5, 3]), rand(43, [5, 4])] },
-    { name: "transB", fn: (a, b) => matmul(a!, b!, { transB: true }), inputs: () => [rand(44, [3, 5]), rand(45, [4, 5])] },
-    { name: "transA, transB", fn: (a, b) => matmul(a!, b!, { transA: true, transB: true }), inputs: () => [rand(46, [5, 3]), rand(47, [4, 5])] },
-    { name: "batch [2, 3, 5] × [5, 6]", fn: (a, b) => matmul(a!, b!), inputs: () => [rand(48, [2, 3, 5]), rand(49, [5, 6])] },
+    { name: "[3, 5] × [5, 4]", fn: (a, b) => matmul(a, b), inputs: () => [rand(40, [3, 5]), rand(41, [5, 4])] },
+    { name: "transA", fn: (a, b) => matmul(a, b, { transA: true }), inputs: () => [rand(42, [5, 3]), rand(43, [5, 4])] },
+    { name: "transB", fn: (a, b) => matmul(a, b, { transB: true }), inputs: () => [rand(44, [3, 5]), rand(45, [4, 5])] },
+    { name: "transA, transB", fn: (a, b) => matmul(a, b, { transA: true, transB: true }), inputs: () => [rand(46, [5, 3]), rand(47, [4, 5])] },
+    { name: "batch [2, 3, 5] × [5, 6]", fn: (a, b) => matmul(a, b), inputs: () => [rand(48, [2, 3, 5]), rand(49, [5, 6])] },
     {
       name: "batch broadcast [2, 1, 3, 5] × [4, 6, 5]ᵀ",
-      fn: (a, b) => matmul(a!, b!, { transB: true }),
+      fn: (a, b) => matmul(a, b, { transB: true }),
       inputs: () => [rand(50, [2, 1, 3, 5]), rand(51, [4, 6, 5])],
     },
-    { name: "x × x, [4, 4]", fn: (x) => matmul(x!, x!), inputs: () => [rand(52, [4, 4])] },
-    { name: "x × xᵀ, [3, 5]", fn: (x) => matmul(x!, x!, { transB: true }), inputs: () => [rand(53, [3, 5])] },
+    { name: "x × x, [4, 4]", fn: (x) => matmul(x, x), inputs: () => [rand(52, [4, 4])] },
+    { name: "x × xᵀ, [3, 5]", fn: (x) => matmul(x, x, { transB: true }), inputs: () => [rand(53, [3, 5])] },
   ],
-  reshape: [{ name: "[3, 4, 5] → [5, 12]", fn: (x) => mul(reshape(x!, [5, 12]), reshape(x!, [5, 12])), inputs: () => [rand(60, [3, 4, 5])] }],
-  permute: [{ name: "[2, 3, 5] by [2, 0, 1]", fn: (x) => permute(x!, [2, 0, 1]), inputs: () => [rand(61, [2, 3, 5])] }],
+  reshape: [{ name: "[3, 4, 5] → [5, 12]", fn: (x) => mul(reshape(x, [5, 12]), reshape(x, [5, 12])), inputs: () => [rand(60, [3, 4, 5])] }],
+  permute: [{ name: "[2, 3, 5] by [2, 0, 1]", fn: (x) => permute(x, [2, 0, 1]), inputs: () => [rand(61, [2, 3, 5])] }],
   slice: [
-    { name: "[1:3, 2:]", fn: (x) => slice(x!, [1, 2]), inputs: () => [rand(62, [4, 5])] },
-    { name: "two overlapping slices of x", fn: (x) => mul(slice(x!, [0, 0], [3, 4]), slice(x!, [1, 1])), inputs: () => [rand(63, [4, 5])] },
+    { name: "[1:3, 2:]", fn: (x) => slice(x, [1, 2]), inputs: () => [rand(62, [4, 5])] },
+    { name: "two overlapping slices of x", fn: (x) => mul(slice(x, [0, 0], [3, 4]), slice(x, [1, 1])), inputs: () => [rand(63, [4, 5])] },
   ],
-  pad: [{ name: "[3, 5] by [[1, 2], [0, 3]]", fn: (x) => pad(x!, [[1, 2], [0, 3]]), inputs: () => [rand(64, [3, 5])] }],
+  pad: [{ name: "[3, 5] by [[1, 2], [0, 3]]", fn: (x) => pad(x, [[1, 2], [0, 3]]), inputs: () => [rand(64, [3, 5])] }],
   concat: [
-    { name: "three inputs on axis 1", fn: (a, b, c) => concat([a!, b!, c!], 1), inputs: () => [rand(65, [3, 2]), rand(66, [3, 5]), rand(67, [3, 1])] },
-    { name: "concat([x, x, y])", fn: (x, y) => concat([x!, x!, y!], 0), inputs: () => [rand(68, [2, 3]), rand(69, [1, 3])] },
+    { name: "three inputs on axis 1", fn: (a, b, c) => concat([a, b, c], 1), inputs: () => [rand(65, [3, 2]), rand(66, [3, 5]), rand(67, [3, 1])] },
+    { name: "concat([x, x, y])", fn: (x, y) => concat([x, x, y], 0), inputs: () => [rand(68, [2, 3]), rand(69, [1, 3])] },
   ],
-  expand: [{ name: "[3, 1] → [2, 3, 5]", fn: (x) => expand(x!, [2, 3, 5]), inputs: () => [rand(70, [3, 1])] }],
-  copy: [{ name: "copy(x) · x", fn: (x) => mul(copy(x!), x!), inputs: () => [rand(71, [3, 5])] }],
+  expand: [{ name: "[3, 1] → [2, 3, 5]", fn: (x) => expand(x, [2, 3, 5]), inputs: () => [rand(70, [3, 1])] }],
+  copy: [{ name: "copy(x) · x", fn: (x) => mul(copy(x), x), inputs: () => [rand(71, [3, 5])] }],
   cast: [
     {
       // x stays f32 so that the cast really changes dtype; the step is exact in f32.
       name: "f32 → f64, squared",
-      fn: (x) => mul(cast(x!, "f64"), cast(x!, "f64")),
+      fn: (x) => mul(cast(x, "f64"), cast(x, "f64")),
       inputs: () => [rand(72, [3, 5])],
       options: { keepDType: [0], eps: 2 ** -10 },
     },
   ],
   gather: [
-    { name: "axis 0, repeated indices [2, 4]", fn: (x) => gather(x!, ints(80, [2, 4], 5), 0), inputs: () => [rand(81, [5, 3])] },
-    { name: "axis 1 of [2, 7, 3]", fn: (x) => gather(x!, ints(82, [5], 7), 1), inputs: () => [rand(83, [2, 7, 3])] },
+    { name: "axis 0, repeated indices [2, 4]", fn: (x) => gather(x, ints(80, [2, 4], 5), 0), inputs: () => [rand(81, [5, 3])] },
+    { name: "axis 1 of [2, 7, 3]", fn: (x) => gather(x, ints(82, [5], 7), 1), inputs: () => [rand(83, [2, 7, 3])] },
   ],
   scatterAdd: [
-    { name: "[2, 4, 3] into 5 rows", fn: (u) => scatterAdd(u!, ints(84, [2, 4], 5), 0, 5), inputs: () => [rand(85, [2, 4, 3])] },
-    { name: "axis 1", fn: (u) => scatterAdd(u!, ints(86, [3], 4), 1, 4), inputs: () => [rand(87, [2, 3, 5])] },
+    { name: "[2, 4, 3] into 5 rows", fn: (u) => scatterAdd(u, ints(84, [2, 4], 5), 0, 5), inputs: () => [rand(85, [2, 4, 3])] },
+    { name: "axis 1", fn: (u) => scatterAdd(u, ints(86, [3], 4), 1, 4), inputs: () => [rand(87, [2, 3, 5])] },
   ],
-  embedding: [{ name: "[7, 5] at ids [2, 3]", fn: (w) => embedding(w!, ints(90, [2, 3], 7)), inputs: () => [rand(91, [7, 5])] }],
+  embedding: [{ name: "[7, 5] at ids [2, 3]", fn: (w) => embedding(w, ints(90, [2, 3], 7)), inputs: () => [rand(91, [7, 5])] }],
   embeddingBackward: [
-    { name: "dy [2, 3, 5], V = 7", fn: (dy) => embeddingBackward(dy!, ints(92, [2, 3], 7), 7), inputs: () => [rand(93, [2, 3, 5])] },
+    { name: "dy [2, 3, 5], V = 7", fn: (dy) => embeddingBackward(dy, ints(92, [2, 3], 7), 7), inputs: () => [rand(93, [2, 3, 5])] },
   ],
   softmax: [
-    { name: "axis 1 of [3, 5]", fn: (x) => softmax(x!, 1), inputs: () => [rand(100, [3, 5])] },
-    { name: "axis 0 of [4, 3, 5]", fn: (x) => softmax(x!, 0), inputs: () => [rand(101, [4, 3, 5])] },
+    { name: "axis 1 of [3, 5]", fn: (x) => softmax(x, 1), inputs: () => [rand(100, [3, 5])] },
+    { name: "axis 0 of [4, 3, 5]", fn: (x) => softmax(x, 0), inputs: () => [rand(101, [4, 3, 5])] },
   ],
   logSoftmax: [
-    { name: "axis 1 of [3, 5]", fn: (x) => logSoftmax(x!, 1), inputs: () => [rand(102, [3, 5])] },
-    { name: "axis 1 of [2, 7, 3]", fn: (x) => logSoftmax(x!, 1), inputs: () => [rand(103, [2, 7, 3])] },
+    { name: "axis 1 of [3, 5]", fn: (x) => logSoftmax(x, 1), inputs: () => [rand(102, [3, 5])] },
+    { name: "axis 1 of [2, 7, 3]", fn: (x) => logSoftmax(x, 1), inputs: () => [rand(103, [2, 7, 3])] },
   ],
   softmaxCrossEntropy: [
     {
       name: "[6, 7] with an ignored row",
-      fn: (x) => softmaxCrossEntropy(x!, tensor([3, 0, -100, 6, 2, 3], [6], { dtype: "i32" })),
+      fn: (x) => softmaxCrossEntropy(x, tensor([3, 0, -100, 6, 2, 3], [6], { dtype: "i32" })),
       inputs: () => [rand(104, [6, 7])],
     },
   ],
   rmsNorm: [
-    { name: "[3, 7]", fn: (x) => rmsNorm(x!, 1e-5), inputs: () => [rand(105, [3, 7])] },
-    { name: "rmsNorm(x) · x, [2, 3, 5]", fn: (x) => mul(rmsNorm(x!), x!), inputs: () => [rand(106, [2, 3, 5])] },
+    { name: "[3, 7]", fn: (x) => rmsNorm(x, 1e-5), inputs: () => [rand(105, [3, 7])] },
+    { name: "rmsNorm(x) · x, [2, 3, 5]", fn: (x) => mul(rmsNorm(x), x), inputs: () => [rand(106, [2, 3, 5])] },
   ],
   lightningAttention: lightningCases(),
 };
@@ -243,9 +243,9 @@ describe("gradient rules", () => {
     const entry = GRAD_RULES.sin as { backward: unknown };
     const original = entry.backward;
     // sin's rule with the sign flipped.
-    entry.backward = ([g]: Tensor[], ctx: { x(i: number): Tensor }) => [mul(g!, mul(run1("cos", [ctx.x(0)], {}), -1))];
+    entry.backward = ([g]: Tensor[], ctx: { x(i: number): Tensor }) => [mul(g, mul(run1("cos", [ctx.x(0)], {}), -1))];
     try {
-      await expect(assertGrad((x) => run1("sin", [x!], {}), [rand(1, [3, 5])])).rejects.toThrow(/does not match finite differences/);
+      await expect(assertGrad((x) => run1("sin", [x], {}), [rand(1, [3, 5])])).rejects.toThrow(/does not match finite differences/);
     } finally {
       entry.backward = original;
     }
@@ -254,7 +254,7 @@ describe("gradient rules", () => {
   it("broadcast gradients are summed back to the input shape", async () => {
     const a = rand(1, [2, 1, 5]);
     const b = rand(2, [3, 1]);
-    await assertGrad((x, y) => add(mul(x!, y!), div(x!, 1.5)), [a, b]);
+    await assertGrad((x, y) => add(mul(x, y), div(x, 1.5)), [a, b]);
     a.dispose();
     b.dispose();
   });

@@ -54,7 +54,7 @@ function train(params: Mlp, opt: AdamW, x: Tensor, y: Tensor, from: number, to: 
   const losses: number[] = [];
   for (let s = from; s < to; s++) {
     const { value, grads } = valueAndGrad(loss)(params, x, y);
-    losses.push(value.dataSync()[0]!);
+    losses.push(value.dataSync()[0]);
     const { grads: clipped, norm } = clipGradNorm(grads, 1.0);
     params = opt.step(params, clipped);
     disposeTree([value, grads, clipped, norm]);

@@ -56,22 +56,22 @@ export function createKernels(rt: NativeRuntime): KernelTable<CudaStorage> {
     rt.launch(LAUNCHER[name], tensors.map(ptr), ints, floats);
 
   const unary = (op: UnaryOpName): Kernel<UnaryOpName, CudaStorage> => ({ inputs: [x], outputs: [y] }) =>
-    launch("unary", [x, y], [UNARY_OPS.indexOf(op), code(x!.dtype), x!.size]);
+    launch("unary", [x, y], [UNARY_OPS.indexOf(op), code(x.dtype), x.size]);
 
   const binary = (op: BinaryOpName): Kernel<BinaryOpName, CudaStorage> => ({ inputs: [a, b], outputs: [y] }) =>
-    launch("binary", [a, b, y], [BINARY_OPS.indexOf(op), code(a!.dtype), ...shape(a!.shape), ...shape(b!.shape), ...shape(y!.shape)]);
+    launch("binary", [a, b, y], [BINARY_OPS.indexOf(op), code(a.dtype), ...shape(a.shape), ...shape(b.shape), ...shape(y.shape)]);
 
   const compare = (op: CompareOpName): Kernel<CompareOpName, CudaStorage> => ({ inputs: [a, b], outputs: [y] }) =>
-    launch("compare", [a, b, y], [COMPARE_OPS.indexOf(op), code(a!.dtype), ...shape(a!.shape), ...shape(b!.shape), ...shape(y!.shape)]);
+    launch("compare", [a, b, y], [COMPARE_OPS.indexOf(op), code(a.dtype), ...shape(a.shape), ...shape(b.shape), ...shape(y.shape)]);
 
   const reduce = (op: ReduceOpName): Kernel<ReduceOpName, CudaStorage> => ({ inputs: [x], outputs: [y], attrs: { axes } }) =>
-    launch("reduce", [x, y], [REDUCE_OPS.indexOf(op), code(x!.dtype), code(y!.dtype), ...shape(x!.shape), ...shape(axes)]);
+    launch("reduce", [x, y], [REDUCE_OPS.indexOf(op), code(x.dtype), code(y.dtype), ...shape(x.shape), ...shape(axes)]);
 
   /** dst[dstBase + Σ i·dstStrides] = src[srcBase + Σ i·srcStrides] over every index i of `dims`. */
   const stridedCopy = (src: Ref, dst: Ref, dims: readonly number[], srcStrides: number[], srcBase: number, dstStrides: number[], dstBase: number) =>
     launch("stridedCopy", [src, dst], [byteSize(src.dtype), srcBase, dstBase, ...shape(dims), ...shape(srcStrides), ...shape(dstStrides)]);
 
-  const around = (s: readonly number[], axis: number) => ({ outer: sizeOf(s.slice(0, axis)), n: s[axis]!, inner: sizeOf(s.slice(axis + 1)) });
+  const around = (s: readonly number[], axis: number) => ({ outer: sizeOf(s.slice(0, axis)), n: s[axis], inner: sizeOf(s.slice(axis + 1)) });
 
   const table: KernelTable<CudaStorage> = {
     ...(Object.fromEntries(UNARY_OPS.map((op) => [op, unary(op)])) as { [K in UnaryOpName]: Kernel<K, CudaStorage> }),
@@ -81,103 +81,103 @@ export function createKernels(rt: NativeRuntime): KernelTable<CudaStorage> {
 
     // cond: u8, a, b → y, all broadcast
     where: ({ inputs: [c, a, b], outputs: [y] }) =>
-      launch("where", [c, a, b, y], [byteSize(a!.dtype), ...shape(c!.shape), ...shape(a!.shape), ...shape(b!.shape), ...shape(y!.shape)]),
+      launch("where", [c, a, b, y], [byteSize(a.dtype), ...shape(c.shape), ...shape(a.shape), ...shape(b.shape), ...shape(y.shape)]),
 
     fill: ({ outputs: [y], attrs }) => {
-      const raw = encode(y!.dtype, [attrs.value]);
+      const raw = encode(y.dtype, [attrs.value]);
       const bytes = new Uint8Array(raw.buffer, raw.byteOffset, raw.byteLength);
       let bits = 0;
-      for (let i = bytes.length - 1; i >= 0; i--) bits = bits * 256 + bytes[i]!;
-      launch("fill", [y], [byteSize(y!.dtype), y!.size, bits]);
+      for (let i = bytes.length - 1; i >= 0; i--) bits = bits * 256 + bytes[i];
+      launch("fill", [y], [byteSize(y.dtype), y.size, bits]);
     },
 
-    cast: ({ inputs: [x], outputs: [y] }) => launch("cast", [x, y], [code(x!.dtype), code(y!.dtype), x!.size]),
-    copy: ({ inputs: [x], outputs: [y] }) => launch("copy", [x, y], [x!.size * byteSize(x!.dtype)]),
+    cast: ({ inputs: [x], outputs: [y] }) => launch("cast", [x, y], [code(x.dtype), code(y.dtype), x.size]),
+    copy: ({ inputs: [x], outputs: [y] }) => launch("copy", [x, y], [x.size * byteSize(x.dtype)]),
 
     // x: (outer, n, inner) → y: i32 (outer, inner)
     argmax: ({ inputs: [x], outputs: [y], attrs: { axis } }) => {
-      const { outer, n, inner } = around(x!.shape, axis);
-      launch("argmax", [x, y], [code(x!.dtype), outer, n, inner]);
+      const { outer, n, inner } = around(x.shape, axis);
+      launch("argmax", [x, y], [code(x.dtype), outer, n, inner]);
     },
 
     // a: (..., m, k), b: (..., k, n) after the transposes → y: (..., m, n); batch dims broadcast
     matmul: ({ inputs: [a, b], outputs: [y], attrs: { transA, transB } }) => {
-      const ys = y!.shape;
-      const [m, n] = [ys[ys.length - 2]!, ys[ys.length - 1]!];
-      const as = a!.shape;
-      const k = transA ? as[as.length - 2]! : as[as.length - 1]!;
+      const ys = y.shape;
+      const [m, n] = [ys[ys.length - 2], ys[ys.length - 1]];
+      const as = a.shape;
+      const k = transA ? as[as.length - 2] : as[as.length - 1];
       const batch = ys.slice(0, -2);
       const batchStrides = (s: readonly number[], matrix: number) => broadcastStrides(s.slice(0, -2), batch).map((st) => st * matrix);
       launch("matmul", [a, b, y], [
-        code(a!.dtype), transA ? 1 : 0, transB ? 1 : 0, m, n, k,
-        ...shape(batch), ...shape(batchStrides(as, m * k)), ...shape(batchStrides(b!.shape, k * n)),
+        code(a.dtype), transA ? 1 : 0, transB ? 1 : 0, m, n, k,
+        ...shape(batch), ...shape(batchStrides(as, m * k)), ...shape(batchStrides(b.shape, k * n)),
       ]);
     },
 
     // Movement: gather form (strided source) for permute, slice, expand; scatter form for pad, concat.
     permute: ({ inputs: [x], outputs: [y], attrs: { perm } }) => {
-      const xs = stridesOf(x!.shape);
-      stridedCopy(x!, y!, y!.shape, perm.map((p) => xs[p]!), 0, stridesOf(y!.shape), 0);
+      const xs = stridesOf(x.shape);
+      stridedCopy(x, y, y.shape, perm.map((p) => xs[p]), 0, stridesOf(y.shape), 0);
     },
     slice: ({ inputs: [x], outputs: [y], attrs: { begin } }) => {
-      const xs = stridesOf(x!.shape);
-      stridedCopy(x!, y!, y!.shape, xs, begin.reduce((acc, b, i) => acc + b * xs[i]!, 0), stridesOf(y!.shape), 0);
+      const xs = stridesOf(x.shape);
+      stridedCopy(x, y, y.shape, xs, begin.reduce((acc, b, i) => acc + b * xs[i], 0), stridesOf(y.shape), 0);
     },
-    expand: ({ inputs: [x], outputs: [y] }) => stridedCopy(x!, y!, y!.shape, broadcastStrides(x!.shape, y!.shape), 0, stridesOf(y!.shape), 0),
+    expand: ({ inputs: [x], outputs: [y] }) => stridedCopy(x, y, y.shape, broadcastStrides(x.shape, y.shape), 0, stridesOf(y.shape), 0),
     pad: ({ inputs: [x], outputs: [y], attrs: { before } }) => {
-      launch("zero", [y], [y!.size * byteSize(y!.dtype)]);
-      const ys = stridesOf(y!.shape);
-      stridedCopy(x!, y!, x!.shape, stridesOf(x!.shape), 0, ys, before.reduce((acc, b, i) => acc + b * ys[i]!, 0));
+      launch("zero", [y], [y.size * byteSize(y.dtype)]);
+      const ys = stridesOf(y.shape);
+      stridedCopy(x, y, x.shape, stridesOf(x.shape), 0, ys, before.reduce((acc, b, i) => acc + b * ys[i], 0));
     },
     concat: ({ inputs, outputs: [y], attrs: { axis } }) => {
-      const ys = stridesOf(y!.shape);
+      const ys = stridesOf(y.shape);
       let start = 0;
       for (const x of inputs) {
-        stridedCopy(x, y!, x.shape, stridesOf(x.shape), 0, ys, start * ys[axis]!);
-        start += x.shape[axis]!;
+        stridedCopy(x, y, x.shape, stridesOf(x.shape), 0, ys, start * ys[axis]);
+        start += x.shape[axis];
       }
     },
 
     // x: (outer, n, inner), idx: i32 (K) → y: (outer, K, inner)
     gather: ({ inputs: [x, idx], outputs: [y], attrs: { axis } }) => {
-      const { outer, n, inner } = around(x!.shape, axis);
-      launch("take", [x, idx, y], [byteSize(x!.dtype), outer, n, idx!.size, inner, indexError("gather")]);
+      const { outer, n, inner } = around(x.shape, axis);
+      launch("take", [x, idx, y], [byteSize(x.dtype), outer, n, idx.size, inner, indexError("gather")]);
     },
     // u: (outer, K, inner), idx: (K) → y: (outer, size, inner)
     scatterAdd: ({ inputs: [u, idx], outputs: [y], attrs: { axis, size } }) => {
-      const outer = sizeOf(u!.shape.slice(0, axis));
-      const inner = sizeOf(u!.shape.slice(axis + idx!.shape.length));
-      launch("scatterAdd", [u, idx, y], [code(u!.dtype), outer, size, idx!.size, inner, indexError("scatterAdd")]);
+      const outer = sizeOf(u.shape.slice(0, axis));
+      const inner = sizeOf(u.shape.slice(axis + idx.shape.length));
+      launch("scatterAdd", [u, idx, y], [code(u.dtype), outer, size, idx.size, inner, indexError("scatterAdd")]);
     },
     // weight: (V, M), ids: i32 (...) → y: (..., M)
     embedding: ({ inputs: [w, ids], outputs: [y] }) =>
-      launch("take", [w, ids, y], [byteSize(w!.dtype), 1, w!.shape[0]!, ids!.size, w!.shape[1]!, indexError("embedding")]),
+      launch("take", [w, ids, y], [byteSize(w.dtype), 1, w.shape[0], ids.size, w.shape[1], indexError("embedding")]),
     // dy: (..., M), ids: (...) → dweight: (V, M)
     embeddingBackward: ({ inputs: [dy, ids], outputs: [dw], attrs: { vocabSize } }) =>
-      launch("scatterAdd", [dy, ids, dw], [code(dy!.dtype), 1, vocabSize, ids!.size, dw!.shape[1]!, indexError("embeddingBackward")]),
+      launch("scatterAdd", [dy, ids, dw], [code(dy.dtype), 1, vocabSize, ids.size, dw.shape[1], indexError("embeddingBackward")]),
 
     softmax: ({ inputs: [x], outputs: [y], attrs: { axis } }) => {
-      const { outer, n, inner } = around(x!.shape, axis);
-      launch("softmax", [x, y], [code(x!.dtype), outer, n, inner, 0]);
+      const { outer, n, inner } = around(x.shape, axis);
+      launch("softmax", [x, y], [code(x.dtype), outer, n, inner, 0]);
     },
     logSoftmax: ({ inputs: [x], outputs: [y], attrs: { axis } }) => {
-      const { outer, n, inner } = around(x!.shape, axis);
-      launch("softmax", [x, y], [code(x!.dtype), outer, n, inner, 1]);
+      const { outer, n, inner } = around(x.shape, axis);
+      launch("softmax", [x, y], [code(x.dtype), outer, n, inner, 1]);
     },
     // logits: (N, V), labels: i32 (N) → loss: f32 (N)
     softmaxCrossEntropy: ({ inputs: [x, labels], outputs: [loss], attrs }) =>
-      launch("xent", [x, labels, loss], [code(x!.dtype), x!.shape[0]!, x!.shape[1]!, attrs.ignoreIndex]),
+      launch("xent", [x, labels, loss], [code(x.dtype), x.shape[0], x.shape[1], attrs.ignoreIndex]),
     // (logits (N, V), labels (N), dloss f32 (N)) → dlogits (N, V)
     softmaxCrossEntropyBackward: ({ inputs: [x, labels, g], outputs: [dx], attrs }) =>
-      launch("xentBackward", [x, labels, g, dx], [code(x!.dtype), x!.shape[0]!, x!.shape[1]!, attrs.ignoreIndex]),
+      launch("xentBackward", [x, labels, g, dx], [code(x.dtype), x.shape[0], x.shape[1], attrs.ignoreIndex]),
     // x: (..., M) → y: (..., M)
     rmsNorm: ({ inputs: [x], outputs: [y], attrs: { eps } }) => {
-      const M = x!.shape[x!.shape.length - 1] ?? 1;
-      launch("rmsNorm", [x, y], [code(x!.dtype), x!.size / Math.max(M, 1), M], [eps]);
+      const M = x.shape[x.shape.length - 1] ?? 1;
+      launch("rmsNorm", [x, y], [code(x.dtype), x.size / Math.max(M, 1), M], [eps]);
     },
     rmsNormBackward: ({ inputs: [x, dy], outputs: [dx], attrs: { eps } }) => {
-      const M = x!.shape[x!.shape.length - 1] ?? 1;
-      launch("rmsNorm", [x, dy, dx], [code(x!.dtype), x!.size / Math.max(M, 1), M], [eps]);
+      const M = x.shape[x.shape.length - 1] ?? 1;
+      launch("rmsNorm", [x, dy, dx], [code(x.dtype), x.size / Math.max(M, 1), M], [eps]);
     },
 
     // The Philox stream of rng.ts; the f32 parameters are rounded here exactly as rng.ts rounds them.
@@ -185,27 +185,27 @@ export function createKernels(rt: NativeRuntime): KernelTable<CudaStorage> {
       const [k0, k1] = seedKey(attrs.seed);
       const low = Math.fround(attrs.low);
       const range = Math.fround(Math.fround(attrs.high) - low);
-      launch("random", [y], [code(y!.dtype), y!.size, k0, k1, attrs.offset, 0], [low, range]);
+      launch("random", [y], [code(y.dtype), y.size, k0, k1, attrs.offset, 0], [low, range]);
     },
     randomNormal: ({ outputs: [y], attrs }) => {
       const [k0, k1] = seedKey(attrs.seed);
-      launch("random", [y], [code(y!.dtype), y!.size, k0, k1, attrs.offset, 1], [Math.fround(attrs.mean), Math.fround(attrs.std)]);
+      launch("random", [y], [code(y.dtype), y.size, k0, k1, attrs.offset, 1], [Math.fround(attrs.mean), Math.fround(attrs.std)]);
     },
 
     // q, k: (B, H, T, D); v: (B, H, T, E); slopes: f32 (H); initialState?: f32 (B, H, D, E) → o: (B, H, T, E), finalState: f32 (B, H, D, E)
     lightningAttention: ({ inputs: [q, k, v, slopes, s0], outputs: [o, sf] }) => {
-      const [B, H, T, D] = q!.shape as [number, number, number, number];
-      launch("lightningAttention", [q, k, v, slopes, s0, o, sf], [code(q!.dtype), B, H, T, D, v!.shape[3]!]);
+      const [B, H, T, D] = q.shape as [number, number, number, number];
+      launch("lightningAttention", [q, k, v, slopes, s0, o, sf], [code(q.dtype), B, H, T, D, v.shape[3]]);
     },
     // (q, k, v, slopes, dO (B, H, T, E), dFinalState f32 (B, H, D, E), initialState?) → (dq, dk, dv, dInitialState)
     lightningAttentionBackward: ({ inputs: [q, k, v, slopes, dO, dS, s0], outputs: [dq, dk, dv, ds0] }) => {
-      const [B, H, T, D] = q!.shape as [number, number, number, number];
-      launch("lightningAttentionBackward", [q, k, v, slopes, dO, dS, s0, dq, dk, dv, ds0], [code(q!.dtype), B, H, T, D, v!.shape[3]!]);
+      const [B, H, T, D] = q.shape as [number, number, number, number];
+      launch("lightningAttentionBackward", [q, k, v, slopes, dO, dS, s0, dq, dk, dv, ds0], [code(q.dtype), B, H, T, D, v.shape[3]]);
     },
     // q, k: (B, H, D); v: (B, H, E); slopes: (H); state: f32 (B, H, D, E) → o: (B, H, E), newState: f32 (B, H, D, E)
     lightningStep: ({ inputs: [q, k, v, slopes, state], outputs: [o, sn] }) => {
-      const [B, H, D] = q!.shape as [number, number, number];
-      launch("lightningStep", [q, k, v, slopes, state, o, sn], [code(q!.dtype), B, H, D, v!.shape[2]!]);
+      const [B, H, D] = q.shape as [number, number, number];
+      launch("lightningStep", [q, k, v, slopes, state, o, sn], [code(q.dtype), B, H, D, v.shape[2]]);
     },
   };
   return table;

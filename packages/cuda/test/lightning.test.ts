@@ -63,8 +63,8 @@ await describeBackends("Lightning Attention vs the float64 recurrence", (gpu: ()
         [256, 128],
         [64, 64],
       ].flatMap(([D, E]) => [
-        ...[1, 63, 65, 513].map((T, i) => ({ B: 2, H: 2, T, D: D!, E: E!, dtype, state: i % 2 === 0 })),
-        { B: 1, H: 2, T: 2049, D: D!, E: E!, dtype, state: true },
+        ...[1, 63, 65, 513].map((T, i) => ({ B: 2, H: 2, T, D: D, E: E, dtype, state: i % 2 === 0 })),
+        { B: 1, H: 2, T: 2049, D: D, E: E, dtype, state: true },
       ]),
     ),
   ];
@@ -82,7 +82,7 @@ await describeBackends("Lightning Attention vs the float64 recurrence", (gpu: ()
       const slopes = T.tensor(slopeValues, [c.H], { backend: gpu() });
       const want = oracle(c, await host(q), await host(k), await host(v), slopeValues, S0 ? await host(S0) : null, await host(dO), await host(dS));
       const { output, state } = T.lightningAttention(q, k, v, slopes, { initialState: S0, returnState: true });
-      const bound = BOUND[c.dtype]!;
+      const bound = BOUND[c.dtype];
       check("output", await host(output), want.o, bound);
       check("final state", await host(state), want.S, bound);
       const g = T.lightningAttentionBackward(q, k, v, slopes, dO, dS, { initialState: S0 });
@@ -103,7 +103,7 @@ await describeBackends("Lightning Attention vs the float64 recurrence", (gpu: ()
     const v = rng.tensor([B, H, T1 + T2, E], on);
     const slopes = T.tensor(T.tnlSlopes(H, 1, 4), [H], { backend: gpu() });
     const whole = T.lightningAttention(q, k, v, slopes, { returnState: true });
-    const part = (x: Tensor, a: number, b: number) => T.slice(x, [0, 0, a, 0], [B, H, b, x.shape[3]!]);
+    const part = (x: Tensor, a: number, b: number) => T.slice(x, [0, 0, a, 0], [B, H, b, x.shape[3]]);
     const first = T.lightningAttention(part(q, 0, T1), part(k, 0, T1), part(v, 0, T1), slopes, { returnState: true });
     const second = T.lightningAttention(part(q, T1, T1 + T2), part(k, T1, T1 + T2), part(v, T1, T1 + T2), slopes, { initialState: first.state, returnState: true });
     check("second half", await host(second.output), await host(part(whole.output, T1, T1 + T2)), 5e-3);
@@ -111,7 +111,7 @@ await describeBackends("Lightning Attention vs the float64 recurrence", (gpu: ()
     // Three decode steps from the state after T1 tokens reproduce outputs T1, T1+1, T1+2.
     let state = first.state;
     for (let t = T1; t < T1 + 3; t++) {
-      const row = (x: Tensor) => T.reshape(part(x, t, t + 1), [B, H, x.shape[3]!]);
+      const row = (x: Tensor) => T.reshape(part(x, t, t + 1), [B, H, x.shape[3]]);
       const step = T.lightningStep(row(q), row(k), row(v), slopes, state);
       check(`step ${t}`, await host(step.output), await host(row(whole.output)), 1e-2);
       state = step.state;

@@ -61,12 +61,12 @@ const u32 = new Uint32Array(f32.buffer);
 /** Bits of the float32 nearest to `x`. */
 export function f32Bits(x: number): number {
   f32[0] = x;
-  return u32[0]!;
+  return u32[0];
 }
 
 export function fromF32Bits(bits: number): number {
   u32[0] = bits >>> 0;
-  return f32[0]!;
+  return f32[0];
 }
 
 /** float32 bits → bfloat16 bits, round to nearest even; NaN stays NaN (quiet). */
@@ -147,7 +147,7 @@ export function decode(dtype: DType, raw: StorageArray): DataArray {
     const src = raw as Uint16Array;
     const out = new Float32Array(src.length);
     const conv = dtype === "f16" ? f16ToF32 : bf16ToF32;
-    for (let i = 0; i < src.length; i++) out[i] = conv(src[i]!);
+    for (let i = 0; i < src.length; i++) out[i] = conv(src[i]);
     return out;
   }
   return raw as DataArray;
@@ -169,7 +169,7 @@ export function encode(dtype: DType, values: ArrayLike<number>): StorageArray {
     case "bf16": {
       const out = new Uint16Array(n);
       const conv = dtype === "f16" ? encodeF16 : encodeBf16;
-      for (let i = 0; i < n; i++) out[i] = conv(values[i]!);
+      for (let i = 0; i < n; i++) out[i] = conv(values[i]);
       return out;
     }
   }

@@ -68,9 +68,9 @@ export function addOpObserver(fn: OpObserver): () => void {
 export function runOp<K extends OpName>(op: K, inputs: readonly Tensor[], attrs: OpAttrs[K], backend?: Backend): Tensor[] {
   const spec = OP_SPECS[op];
   const names = [...spec.inputs, ...(spec.optional ?? [])];
-  const variadic = names.length === 1 && names[0]!.endsWith("...");
+  const variadic = names.length === 1 && names[0].endsWith("...");
   inputs.forEach((t, i) => {
-    const name = variadic ? `${names[0]!.slice(0, -3)}[${i}]` : (names[i] ?? `input ${i}`);
+    const name = variadic ? `${names[0].slice(0, -3)}[${i}]` : (names[i] ?? `input ${i}`);
     if (!(t instanceof Tensor)) argError(op, name, "a Tensor", t === null ? "null" : typeof t);
     if (t.isDisposed) argError(op, name, "a live tensor", `tensor #${t.id} that was disposed`);
   });
@@ -91,10 +91,11 @@ export function runOp<K extends OpName>(op: K, inputs: readonly Tensor[], attrs:
   }
 
   let outputs: Tensor[];
-  if (op === "reshape") {
-    outputs = [new Tensor(inputs[0]!.handle, infos[0]!.shape, infos[0]!.dtype)];
+  const opName: OpName = op; // narrows to a KernelOpName below, where the generic K does not
+  if (opName === "reshape") {
+    outputs = [new Tensor(inputs[0].handle, infos[0].shape, infos[0].dtype)];
   } else {
-    const kernel = be.kernels[op as KernelOpName];
+    const kernel = be.kernels[opName];
     if (kernel === undefined) return decompose(op as CompositeOpName, inputs, attrs as never, infos, be);
     if (isUnsupported(kernel)) throw new UnsupportedOpError(op, be.name, kernel.unsupported);
     outputs = infos.map((info) => {
@@ -105,7 +106,7 @@ export function runOp<K extends OpName>(op: K, inputs: readonly Tensor[], attrs:
     });
     const ref = (t: Tensor): TensorRef<unknown> => ({ storage: t.handle.storage, shape: t.shape, dtype: t.dtype, size: t.size });
     try {
-      (kernel as Kernel<KernelOpName, unknown>)({ inputs: inputs.map(ref), outputs: outputs.map(ref), attrs: attrs as never });
+      (kernel as Kernel<KernelOpName, unknown>)({ inputs: inputs.map(ref), outputs: outputs.map(ref), attrs });
     } catch (err) {
       for (const t of outputs) t.dispose();
       throw err;
@@ -137,7 +138,7 @@ function decompose<K extends CompositeOpName>(op: K, inputs: readonly Tensor[], 
   });
   if (bad >= 0) {
     for (const t of outputs) if (!inputs.includes(t)) t.dispose();
-    const want = infos[bad]!;
+    const want = infos[bad];
     throw new Error(`the decomposition of ${op} returned ${outputs[bad]?.describe() ?? "nothing"} as output ${bad}, expected a new ${want.dtype}${fmtShape(want.shape)}`);
   }
   notify({ op, inputs, attrs, outputs });
@@ -146,5 +147,5 @@ function decompose<K extends CompositeOpName>(op: K, inputs: readonly Tensor[], 
 
 /** Runs a single-output op. */
 export function run1<K extends OpName>(op: K, inputs: readonly Tensor[], attrs: OpAttrs[K], backend?: Backend): Tensor {
-  return runOp(op, inputs, attrs, backend)[0]!;
+  return runOp(op, inputs, attrs, backend)[0];
 }

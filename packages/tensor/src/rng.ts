@@ -81,8 +81,8 @@ function philoxInto(c0: number, c1: number, c2: number, c3: number, k0: number, 
  * philox4x32([0, 0, 0, 0], [0, 0]); // Uint32Array [0x6627e8d5, 0xe169c58d, 0xbc57ac4c, 0x9b00dbd8]
  */
 export function philox4x32(counter: ArrayLike<number>, key: ArrayLike<number>, out = new Uint32Array(4)): Uint32Array {
-  const c = (i: number) => counter[i]! >>> 0;
-  philoxInto(c(0), c(1), c(2), c(3), key[0]! >>> 0, key[1]! >>> 0, out);
+  const c = (i: number) => counter[i] >>> 0;
+  philoxInto(c(0), c(1), c(2), c(3), key[0] >>> 0, key[1] >>> 0, out);
   return out;
 }
 
@@ -131,8 +131,8 @@ function logScaled(a: number): number {
     e += 1;
   }
   const f = fr(m - 1); // exact (Sterbenz)
-  let q = LOG_Q[8]!;
-  for (let j = 7; j >= 0; j--) q = fr(fr(q * f) + LOG_Q[j]!);
+  let q = LOG_Q[8];
+  for (let j = 7; j >= 0; j--) q = fr(fr(q * f) + LOG_Q[j]);
   const p = fr(f + fr(fr(f * f) * q));
   const k = e - 24;
   return fr(fr(k * LN2_HI) + fr(fr(k * LN2_LO) + p));
@@ -144,8 +144,8 @@ const bitsI = new Int32Array(bitsF.buffer);
 /** sqrt(x) for x > 0 as x * rsqrt(x), rsqrt from the bit-pattern estimate and three Newton steps. */
 function sqrtF32(x: number): number {
   bitsF[0] = x;
-  bitsI[0] = 0x5f3759df - (bitsI[0]! >> 1);
-  let y = bitsF[0]!;
+  bitsI[0] = 0x5f3759df - (bitsI[0] >> 1);
+  let y = bitsF[0];
   const h = fr(0.5 * x);
   for (let i = 0; i < 3; i++) y = fr(y * fr(1.5 - fr(fr(h * y) * y)));
   return fr(x * y);
@@ -157,8 +157,8 @@ const COS_C = [1, -19.7392082, 64.9393921, -85.4568176, 60.2446404, -26.4262562]
 const SIN_C = [6.28318548, -41.3417015, 81.6052475, -76.7058563, 42.0586929].map(fr);
 
 function poly(c: readonly number[], s: number): number {
-  let r = c[c.length - 1]!;
-  for (let j = c.length - 2; j >= 0; j--) r = fr(fr(r * s) + c[j]!);
+  let r = c[c.length - 1];
+  for (let j = c.length - 2; j >= 0; j--) r = fr(fr(r * s) + c[j]);
   return r;
 }
 
@@ -216,7 +216,7 @@ export function fillUniform<A extends Float32Array | Float64Array>(out: A, p: Un
   const x = new Uint32Array(4);
   for (let i = 0; i < out.length; i++) {
     counterBlock(key, p.offset + i, x);
-    out[i] = fr(fr(uniformFromU32(x[0]!) * range) + low);
+    out[i] = fr(fr(uniformFromU32(x[0]) * range) + low);
   }
   return out;
 }
@@ -235,7 +235,7 @@ export function fillNormal<A extends Float32Array | Float64Array>(out: A, p: Nor
   const x = new Uint32Array(4);
   for (let i = 0; i < out.length; i++) {
     counterBlock(key, p.offset + i, x);
-    out[i] = fr(fr(std * normalFromU32(x[0]!, x[1]!)) + mean);
+    out[i] = fr(fr(std * normalFromU32(x[0], x[1])) + mean);
   }
   return out;
 }

@@ -137,7 +137,7 @@ export async function writeSafetensors(
   await writeAtomically(path, async (fh) => {
     // writeFile, unlike write, loops until every byte is written; each call continues where the last ended.
     await fh.writeFile(prefix);
-    for (const it of order) await fh.writeFile(raw[it.name]!.bytes);
+    for (const it of order) await fh.writeFile(raw[it.name].bytes);
   });
 }
 
@@ -235,7 +235,7 @@ export async function readShardedSafetensors(
   const byFile = new Map<string, string[]>();
   for (const name of wanted) {
     if (!Object.hasOwn(index.weight_map, name)) throw new SafetensorsError(indexPath, `no tensor named "${name}" in weight_map`);
-    const file = index.weight_map[name]!;
+    const file = index.weight_map[name];
     byFile.set(file, [...(byFile.get(file) ?? []), name]);
   }
   const tensors = dict<Tensor>();

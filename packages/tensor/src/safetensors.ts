@@ -139,7 +139,7 @@ export function parseHeader(json: Uint8Array, fileSize: number, source = "safete
 function parseEntry(name: string, value: unknown, dataLength: number, source: string): SafetensorsEntry {
   const where = `tensor "${name}"`;
   if (!isPlainObject(value)) fail(source, `${where} is not an object`);
-  const { dtype, shape, data_offsets: offsets } = value as Record<string, unknown>;
+  const { dtype, shape, data_offsets: offsets } = value;
   if (!isSafetensorsDType(dtype)) {
     fail(source, `${where} has unknown dtype ${JSON.stringify(dtype)} (known: ${Object.keys(ITEM_SIZE).join(", ")})`);
   }
@@ -321,8 +321,8 @@ export async function encodeSafetensors(tensors: Record<string, Tensor | RawTens
   out.set(prefix);
   let at = prefix.length;
   for (const it of order) {
-    out.set(raw[it.name]!.bytes, at);
-    at += raw[it.name]!.bytes.byteLength;
+    out.set(raw[it.name].bytes, at);
+    at += raw[it.name].bytes.byteLength;
   }
   return out;
 }

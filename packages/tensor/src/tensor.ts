@@ -111,7 +111,7 @@ export class Tensor {
   /** The single value of a one-element tensor. */
   async item(): Promise<number> {
     if (this.size !== 1) throw new Error(`item() needs a one-element tensor, got ${this.describe()}`);
-    return (await this.data())[0]!;
+    return (await this.data())[0];
   }
 
   toString(): string {
@@ -126,10 +126,10 @@ function toData(dtype: DType, bytes: Uint8Array): DataArray {
 }
 
 function nest(flat: number[], shape: readonly number[]): NestedArray {
-  if (shape.length === 0) return flat[0]!;
+  if (shape.length === 0) return flat[0];
   const [d, ...rest] = shape;
   const step = sizeOf(rest);
-  return Array.from({ length: d! }, (_, i) => nest(flat.slice(i * step, (i + 1) * step), rest));
+  return Array.from({ length: d }, (_, i) => nest(flat.slice(i * step, (i + 1) * step), rest));
 }
 
 /** Every tensor found in a nested structure of arrays and plain objects. */

@@ -21,7 +21,7 @@ function specifiers(source: string): string[] {
     /\brequire\s*\(\s*["']([^"']+)["']\s*\)/g,
     /\bvi\.(?:mock|doMock|importActual|importMock)\s*(?:<[^>]*>)?\(\s*["']([^"']+)["']/g,
   ];
-  return patterns.flatMap((re) => [...source.matchAll(re)].map((m) => m[1]!));
+  return patterns.flatMap((re) => [...source.matchAll(re)].map((m) => m[1]));
 }
 
 function filesUnder(dir: string): string[] {
@@ -44,7 +44,7 @@ function violation(file: string, spec: string): string | null {
   if (spec === pkg.name || spec.startsWith(`${pkg.name}/`)) return inTest ? null : "the package's own name (import relatively)";
   if (spec === "vitest" || spec.startsWith("vitest/")) return inTest ? null : "vitest outside the tests";
   // A build script (.mjs, never imported by the package's modules) may use a devDependency.
-  const bare = spec.startsWith("@") ? spec.split("/").slice(0, 2).join("/") : spec.split("/")[0]!;
+  const bare = spec.startsWith("@") ? spec.split("/").slice(0, 2).join("/") : spec.split("/")[0];
   if (file.endsWith(".mjs") && !bare.startsWith("@lightning-ts/") && pkg.devDependencies?.[bare]) return null;
   return bare.startsWith("@lightning-ts/") ? "another workspace package" : "a package that is not a dependency";
 }

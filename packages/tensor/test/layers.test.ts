@@ -16,7 +16,7 @@ it("ops/ imports nothing above it", () => {
     .filter((f) => f.endsWith(".ts"))
     .flatMap((f) =>
       [...readFileSync(join(opsDir, f), "utf8").matchAll(/\bfrom\s+["']([^"']+)["']/g)]
-        .map((m) => m[1]!)
+        .map((m) => m[1])
         .filter((spec) => !spec.startsWith("./") && !ALLOWED.includes(spec))
         .map((spec) => `${f} imports ${spec}`),
     );

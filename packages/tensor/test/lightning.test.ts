@@ -120,8 +120,8 @@ describe("lightningAttention f32 GEMM path against the float64 scalar kernel", (
       T.scope(() => {
         const as64 = (t: T.Tensor | undefined) => (t ? T.cast(t, "f64") : undefined);
         const [q, k, v, dO, dS, s0] = [x.q, x.k, x.v, x.dO, x.dS, x.state].map(as64) as T.Tensor[];
-        const want = T.lightningAttention(q!, k!, v!, x.slopes, { blockSize, returnState: true, initialState: s0 });
-        const wantG = T.lightningAttentionBackward(q!, k!, v!, x.slopes, dO!, dS!, { blockSize, initialState: s0 });
+        const want = T.lightningAttention(q, k, v, x.slopes, { blockSize, returnState: true, initialState: s0 });
+        const wantG = T.lightningAttentionBackward(q, k, v, x.slopes, dO, dS, { blockSize, initialState: s0 });
         const got = T.lightningAttention(x.q, x.k, x.v, x.slopes, { blockSize, returnState: true, initialState: x.state });
         const g = T.lightningAttentionBackward(x.q, x.k, x.v, x.slopes, x.dO, x.dS, { blockSize, initialState: x.state });
         const tol = { atol: 1e-6, rtol: 3e-6 };
@@ -232,7 +232,7 @@ describe("lightningAttention invariants", () => {
         const b = f64(state);
         const dO = f64(x.dO);
         const dS = f64(x.dS);
-        return a.reduce((p, y, i) => p + y * dO[i]!, 0) + b.reduce((p, y, i) => p + y * dS[i]!, 0);
+        return a.reduce((p, y, i) => p + y * dO[i], 0) + b.reduce((p, y, i) => p + y * dS[i], 0);
       });
     const g = T.lightningAttentionBackward(x.q, x.k, x.v, x.slopes, x.dO, x.dS, { blockSize: 8, initialState: x.state });
     const args = { q: x.q, k: x.k, v: x.v, s0: x.state! };
@@ -244,7 +244,7 @@ describe("lightningAttention invariants", () => {
         const eps = 1e-6;
         const at = (delta: number) => {
           const moved = Float64Array.from(base);
-          moved[i]! += delta;
+          moved[i] += delta;
           const t = T.tensor(moved, args[name].shape, { dtype: "f64" });
           const a = { ...args, [name]: t };
           const r = loss(a.q, a.k, a.v, a.s0);
@@ -252,7 +252,7 @@ describe("lightningAttention invariants", () => {
           return r;
         };
         const numeric = (at(eps) - at(-eps)) / (2 * eps);
-        expect(Math.abs(numeric - analytic[name][i]!)).toBeLessThan(1e-7 * Math.max(1, Math.abs(numeric)));
+        expect(Math.abs(numeric - analytic[name][i])).toBeLessThan(1e-7 * Math.max(1, Math.abs(numeric)));
       }
     }
     for (const t of [x.q, x.k, x.v, x.slopes, x.dO, x.dS, x.state, g.dq, g.dk, g.dv, g.dInitialState]) t?.dispose();
@@ -266,7 +266,7 @@ describe("lightningAttention invariants", () => {
       let s = x.state!;
       const outs: T.Tensor[] = [];
       for (let t = 0; t < c.T; t++) {
-        const at = (a: T.Tensor) => T.reshape(T.narrow(a, 2, t, 1), [c.B, c.H, a.shape[3]!]);
+        const at = (a: T.Tensor) => T.reshape(T.narrow(a, 2, t, 1), [c.B, c.H, a.shape[3]]);
         const step = T.lightningStep(at(x.q), at(x.k), at(x.v), x.slopes, s);
         outs.push(T.reshape(step.output, [c.B, c.H, 1, c.E]));
         s = step.state;
@@ -286,7 +286,7 @@ describe("TNL slope table", () => {
     const want = [...Array.from({ length: 32 }, (_, h) => 2 ** (-(h + 1) / 4)), ...Array.from({ length: 8 }, (_, i) => 2 ** (-(2 * i + 1) / 8))];
     const got = T.alibiSlopes(40);
     expect(got.length).toBe(40);
-    got.forEach((s, i) => expect(s).toBeCloseTo(want[i]!, 14));
+    got.forEach((s, i) => expect(s).toBeCloseTo(want[i], 14));
   });
 
   it("H = 6 and H = 12 follow the non-power-of-two rule", () => {
@@ -298,7 +298,7 @@ describe("TNL slope table", () => {
     const base = T.alibiSlopes(4);
     expect(T.tnlSlopes(4, 0, 24)).toEqual(base.map((s) => s * (1 + 1e-5)));
     expect(T.tnlSlopes(4, 23, 24)).toEqual(base.map((s) => s * 1e-5));
-    T.tnlSlopes(4, 7, 24).forEach((s, i) => expect(s).toBeCloseTo(base[i]! * (1 - 7 / 23 + 1e-5), 15));
+    T.tnlSlopes(4, 7, 24).forEach((s, i) => expect(s).toBeCloseTo(base[i] * (1 - 7 / 23 + 1e-5), 15));
     expect(T.tnlSlopes(4, 0, 1)).toEqual(base.map((s) => s * (1 + 1e-5)));
     expect(() => T.tnlSlopes(4, 2, 2)).toThrow(/tnlSlopes: argument 'layer' expected an integer in \[0, 1\], got 2/);
   });

@@ -50,13 +50,13 @@ function oracle(a: ArrayLike<number>, aShape: number[], b: ArrayLike<number>, bS
   const matrixOffset = (shape: number[]) => {
     const dims = shape.slice(0, -2);
     let offset = 0;
-    for (let d = 0; d < dims.length; d++) offset = offset * dims[d]! + (dims[d] === 1 ? 0 : index[d + batch.length - dims.length]!);
+    for (let d = 0; d < dims.length; d++) offset = offset * dims[d] + (dims[d] === 1 ? 0 : index[d + batch.length - dims.length]);
     return offset * shape.at(-1)! * shape.at(-2)!;
   };
   for (let bi = 0; bi < sizeOf(batch); bi++) {
     for (let d = batch.length - 1, rest = bi; d >= 0; d--) {
-      index[d] = rest % batch[d]!;
-      rest = Math.floor(rest / batch[d]!);
+      index[d] = rest % batch[d];
+      rest = Math.floor(rest / batch[d]);
     }
     const ao = matrixOffset(aShape);
     const bo = matrixOffset(bShape);
@@ -64,8 +64,8 @@ function oracle(a: ArrayLike<number>, aShape: number[], b: ArrayLike<number>, bS
       for (let j = 0; j < n; j++) {
         let s = 0;
         for (let p = 0; p < k; p++) {
-          const x = a[ao + (transA ? p * m + i : i * k + p)]!;
-          const y = b[bo + (transB ? j * k + p : p * n + j)]!;
+          const x = a[ao + (transA ? p * m + i : i * k + p)];
+          const y = b[bo + (transB ? j * k + p : p * n + j)];
           s += x * y;
         }
         out[bi * m * n + i * n + j] = s;
@@ -80,9 +80,9 @@ function relRms(got: ArrayLike<number>, want: ArrayLike<number>): number {
   let err = 0;
   let ref = 0;
   for (let i = 0; i < want.length; i++) {
-    const d = got[i]! - want[i]!;
+    const d = got[i] - want[i];
     err += Number.isNaN(d) ? Infinity : d * d;
-    ref += want[i]! * want[i]!;
+    ref += want[i] * want[i];
   }
   return Math.sqrt(err / Math.max(ref, 1e-30));
 }
@@ -143,7 +143,7 @@ describe("matmul kernel vs the float64 oracle", () => {
       for (const [m, k, n] of SIZES) {
         const [aShape, bShape] = shapes(m, k, n, transA, transB);
         const { got, want } = check(matmulKernel, aShape, bShape, { transA, transB, seed: m * 7 + k });
-        expect(relRms(got, want), `${m}x${k}x${n}`).toBeLessThan(TOLERANCE.f32!);
+        expect(relRms(got, want), `${m}x${k}x${n}`).toBeLessThan(TOLERANCE.f32);
       }
     });
   }
@@ -158,7 +158,7 @@ describe("matmul kernel vs the float64 oracle", () => {
     ];
     for (const [aShape, bShape, transA, transB] of cases) {
       const { got, want } = check(matmulKernel, aShape, bShape, { transA, transB });
-      expect(relRms(got, want), `${aShape} x ${bShape}`).toBeLessThan(TOLERANCE.f32!);
+      expect(relRms(got, want), `${aShape} x ${bShape}`).toBeLessThan(TOLERANCE.f32);
     }
   });
 
@@ -167,11 +167,11 @@ describe("matmul kernel vs the float64 oracle", () => {
       for (const [transA, transB] of TRANSPOSES) {
         const [aShape, bShape] = shapes(65, 127, 17, transA, transB);
         const { got, want } = check(matmulKernel, [2, ...aShape], bShape, { transA, transB, dtype });
-        expect(relRms(got, want)).toBeLessThan(TOLERANCE[dtype]!);
+        expect(relRms(got, want)).toBeLessThan(TOLERANCE[dtype]);
       }
       // Large enough for worker threads: the shared-memory copies of decoded inputs.
       const { got, want } = check(threaded.kernels.matmul as typeof matmulKernel, [130, 200], [200, 150], { dtype });
-      expect(relRms(got, want)).toBeLessThan(TOLERANCE[dtype]!);
+      expect(relRms(got, want)).toBeLessThan(TOLERANCE[dtype]);
     });
   }
 
@@ -179,7 +179,7 @@ describe("matmul kernel vs the float64 oracle", () => {
     for (const [transA, transB] of TRANSPOSES) {
       const [aShape, bShape] = shapes(17, 65, 3, transA, transB);
       const { got, want } = check(matmulKernel, [3, 1, ...aShape], [2, ...bShape], { transA, transB, dtype: "f64" });
-      expect(relRms(got, want)).toBeLessThan(TOLERANCE.f64!);
+      expect(relRms(got, want)).toBeLessThan(TOLERANCE.f64);
     }
   });
 
@@ -193,15 +193,15 @@ describe("matmul kernel vs the float64 oracle", () => {
     expect(engine.simd).toBe(false);
     const viaJs: typeof matmulKernel = ({ inputs, outputs, attrs }) => {
       const [a, b] = inputs;
-      const { m, n, k } = matmulDims(a!.shape, b!.shape, attrs.transA, attrs.transB);
+      const { m, n, k } = matmulDims(a.shape, b.shape, attrs.transA, attrs.transB);
       const f32 = (r: CpuRef) => new Float32Array(r.storage.bytes.buffer, 0, r.size);
       const zero = new Float64Array(1);
-      engine.run({ a: f32(a!), b: f32(b!), c: f32(outputs[0]!), aOffsets: zero, bOffsets: zero, m, n, k, ...attrs, rowStart: 0, rowEnd: m });
+      engine.run({ a: f32(a), b: f32(b), c: f32(outputs[0]), aOffsets: zero, bOffsets: zero, m, n, k, ...attrs, rowStart: 0, rowEnd: m });
     };
     for (const [transA, transB] of TRANSPOSES) {
       const [aShape, bShape] = shapes(65, 300, 129, transA, transB);
       const { got, want } = check(viaJs, aShape, bShape, { transA, transB });
-      expect(relRms(got, want)).toBeLessThan(TOLERANCE.f32!);
+      expect(relRms(got, want)).toBeLessThan(TOLERANCE.f32);
     }
   });
 });
@@ -214,7 +214,7 @@ describe("matmul on worker threads", () => {
     for (const [transA, transB] of TRANSPOSES) {
       const [aShape, bShape] = shapes(101, 2100, 530, transA, transB);
       const { got, want } = check(kernel, aShape, bShape, { transA, transB, seed: 5 });
-      expect(relRms(got, want)).toBeLessThan(TOLERANCE.f32!);
+      expect(relRms(got, want)).toBeLessThan(TOLERANCE.f32);
     }
   });
 
@@ -240,6 +240,6 @@ describe("matmul through the op API", () => {
     const c = matmul(tensor(av, [2, 130, 140]), tensor(bv, [150, 140]), { transB: true });
     expect(c.shape).toEqual([2, 130, 150]);
     const want = oracle(Float32Array.from(av), [2, 130, 140], Float32Array.from(bv), [150, 140], false, true);
-    expect(relRms(c.dataSync(), want)).toBeLessThan(TOLERANCE.f32!);
+    expect(relRms(c.dataSync(), want)).toBeLessThan(TOLERANCE.f32);
   });
 });

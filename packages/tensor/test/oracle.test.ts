@@ -17,15 +17,15 @@ function recurrence(dims: Dims, q: ArrayLike<number>, k: ArrayLike<number>, v: A
   const S = new Float64Array(B * H * D * E);
   if (S0) S.set(Array.from(S0));
   for (let bh = 0; bh < B * H; bh++) {
-    const lam = Math.exp(-slopes[bh % H]!);
+    const lam = Math.exp(-slopes[bh % H]);
     const St = S.subarray(bh * D * E, (bh + 1) * D * E);
     for (let t = 0; t < T; t++) {
       for (let d = 0; d < D; d++) {
-        for (let e = 0; e < E; e++) St[d * E + e] = lam * St[d * E + e]! + k[(bh * T + t) * D + d]! * v[(bh * T + t) * E + e]!;
+        for (let e = 0; e < E; e++) St[d * E + e] = lam * St[d * E + e] + k[(bh * T + t) * D + d] * v[(bh * T + t) * E + e];
       }
       for (let e = 0; e < E; e++) {
         let x = 0;
-        for (let d = 0; d < D; d++) x += q[(bh * T + t) * D + d]! * St[d * E + e]!;
+        for (let d = 0; d < D; d++) x += q[(bh * T + t) * D + d] * St[d * E + e];
         o[(bh * T + t) * E + e] = x;
       }
     }
@@ -33,7 +33,7 @@ function recurrence(dims: Dims, q: ArrayLike<number>, k: ArrayLike<number>, v: A
   return { o, S };
 }
 
-const dot = (a: ArrayLike<number>, b: ArrayLike<number>) => Array.from(a).reduce((s, x, i) => s + x * b[i]!, 0);
+const dot = (a: ArrayLike<number>, b: ArrayLike<number>) => Array.from(a).reduce((s, x, i) => s + x * b[i], 0);
 
 function randomCase(seed: number, dims: Dims, slopes: number[], withState: boolean) {
   const { B, H, T, D, E } = dims;
@@ -72,7 +72,7 @@ describe("Lightning Attention oracle: masked form", () => {
     const want = recurrence(dims, c.q, c.k, c.v, slopes, c.S0);
     for (const name of ["q", "k", "v", "S0"] as const) {
       const x = Float64Array.from(c[name]!);
-      x[5] = x[5]! + 1e-3;
+      x[5] = x[5] + 1e-3;
       const p = { ...c, [name]: x };
       const got = O.lightningAttention(dims, p.q, p.k, p.v, slopes, p.S0);
       expect(() => assertClose(got.o, want.o, exact), name).toThrow(/exceeds/);
@@ -87,7 +87,7 @@ describe("Lightning Attention oracle: masked form", () => {
     const c = randomCase(4, one, [0.3], false);
     const before = O.lightningAttention(one, c.q, c.k, c.v, [0.3]).o;
     const k = Float64Array.from(c.k);
-    k[4 * 3 + 1]! += 0.5;
+    k[4 * 3 + 1] += 0.5;
     const after = O.lightningAttention(one, c.q, k, c.v, [0.3]).o;
     expect(Array.from(after.subarray(0, 4 * 4))).toEqual(Array.from(before.subarray(0, 4 * 4)));
     for (let t = 4; t < 7; t++) expect(after.subarray(t * 4, t * 4 + 4)).not.toEqual(before.subarray(t * 4, t * 4 + 4));
@@ -135,8 +135,8 @@ describe("Lightning Attention oracle: masked form", () => {
       const numeric = Array.from(x, (_, i) => {
         const plus = Float64Array.from(x);
         const minus = Float64Array.from(x);
-        plus[i]! += h;
-        minus[i]! -= h;
+        plus[i] += h;
+        minus[i] -= h;
         return (loss({ ...c, [name]: plus }) - loss({ ...c, [name]: minus })) / (2 * h);
       });
       assertClose(analytic, numeric, { atol: 1e-9, rtol: 1e-9, label: `d${name}` });
@@ -189,8 +189,8 @@ describe("the other oracles, on cases worked out by hand", () => {
     const numeric = Array.from(x, (_, i) => {
       const p = Float64Array.from(x);
       const m = Float64Array.from(x);
-      p[i]! += h;
-      m[i]! -= h;
+      p[i] += h;
+      m[i] -= h;
       return (loss(p) - loss(m)) / (2 * h);
     });
     assertClose(O.rmsNorm(x, M, 1e-6, dy).dx, numeric, { atol: 1e-8, rtol: 1e-8 });

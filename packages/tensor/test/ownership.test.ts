@@ -23,9 +23,9 @@ describe("ownership", () => {
       return { a: [tensor([3])], b: 1 };
     });
     expect(kept.isDisposed).toBe(false);
-    expect(out.a[0]!.isDisposed).toBe(false);
+    expect(out.a[0].isDisposed).toBe(false);
     kept.dispose();
-    out.a[0]!.dispose();
+    out.a[0].dispose();
   });
 
   it("reshape shares storage until the last handle goes", () => {

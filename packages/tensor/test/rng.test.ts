@@ -173,11 +173,11 @@ describe("streams", () => {
   it("element i is the block of counter offset + i", () => {
     const key = seedKey(21);
     const x = fillUniform(new Float32Array(3), { seed: 21, offset: 2 ** 32 - 1, low: 0, high: 1 });
-    for (let i = 0; i < 3; i++) expect(x[i]).toBe(uniformFromU32(counterBlock(key, 2 ** 32 - 1 + i)[0]!));
+    for (let i = 0; i < 3; i++) expect(x[i]).toBe(uniformFromU32(counterBlock(key, 2 ** 32 - 1 + i)[0]));
     const z = fillNormal(new Float32Array(3), { seed: 21, offset: 9, mean: 0, std: 1 });
     for (let i = 0; i < 3; i++) {
       const w = counterBlock(key, 9 + i);
-      expect(z[i]).toBe(normalFromU32(w[0]!, w[1]!));
+      expect(z[i]).toBe(normalFromU32(w[0], w[1]));
     }
   });
 
@@ -215,8 +215,8 @@ describe("CPU kernels", () => {
       const decodeOne = dtype === "f16" ? f16ToF32 : dtype === "bf16" ? bf16ToF32 : (x: number) => x;
       const raw = storageView(dtype, u.storage.bytes.buffer, 0, 123);
       for (let i = 0; i < 123; i++) {
-        const v = dtype === "f32" || dtype === "f64" ? raw[i]! : decodeOne(raw[i]!);
-        expect(Math.abs(v - wantU[i]!)).toBeLessThanOrEqual(Math.abs(wantU[i]!) * 2 ** -8 + 1e-30);
+        const v = dtype === "f32" || dtype === "f64" ? raw[i] : decodeOne(raw[i]);
+        expect(Math.abs(v - wantU[i])).toBeLessThanOrEqual(Math.abs(wantU[i]) * 2 ** -8 + 1e-30);
       }
     }
   });

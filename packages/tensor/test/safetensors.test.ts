@@ -79,7 +79,7 @@ describe("round trips", () => {
     expect(back.metadata).toEqual({ format: "pt", note: "ünïcode ok" });
     expect(Object.keys(back.tensors).sort()).toEqual(Object.keys(cases).sort());
     for (const [name, c] of Object.entries(cases)) {
-      const t = back.tensors[name]!;
+      const t = back.tensors[name];
       expect([t.dtype, t.shape]).toEqual([c.dtype, c.shape]);
       expect(await t.bytes()).toEqual(c.bytes);
     }
@@ -101,7 +101,7 @@ describe("round trips", () => {
     expect(Buffer.from(await encodeSafetensors(tensors, { format: "pt", note: "ünïcode ok" })).equals(file)).toBe(true);
     const mem = loadSafetensors(new Uint8Array(file), { names: ["bf16"] });
     expect(Object.keys(mem.tensors)).toEqual(["bf16"]);
-    expect(await mem.tensors.bf16!.bytes()).toEqual(cases.bf16!.bytes);
+    expect(await mem.tensors.bf16.bytes()).toEqual(cases.bf16.bytes);
 
     disposeAll(tensors);
     disposeAll(back.tensors);
@@ -120,16 +120,16 @@ describe("round trips", () => {
     await writeSafetensors(path, raw);
     const back = await readSafetensorsRaw(path);
     for (const [name, r] of Object.entries(raw)) {
-      expect(back.tensors[name]!.dtype).toBe(r.dtype);
-      expect(back.tensors[name]!.bytes).toEqual(r.bytes);
+      expect(back.tensors[name].dtype).toBe(r.dtype);
+      expect(back.tensors[name].bytes).toEqual(r.bytes);
     }
     const { tensors } = await readSafetensors(path);
-    expect([tensors.i64!.dtype, Array.from(await tensors.i64!.data())]).toEqual(["i32", [-(2 ** 31), 2 ** 31 - 1, -1, 7]]);
-    expect(Array.from(await tensors.i16!.data())).toEqual([-32768, 32767, -2]);
-    expect(Array.from(await tensors.i8!.data())).toEqual([-128, 127, -1]);
-    expect([tensors.bool!.dtype, Array.from(await tensors.bool!.data())]).toEqual(["u8", [0, 1, 1]]);
-    expect(Object.is((await tensors.f64!.data())[1], -0)).toBe(true);
-    expect((await tensors.f64!.data())[0]).toBe(Math.PI);
+    expect([tensors.i64.dtype, Array.from(await tensors.i64.data())]).toEqual(["i32", [-(2 ** 31), 2 ** 31 - 1, -1, 7]]);
+    expect(Array.from(await tensors.i16.data())).toEqual([-32768, 32767, -2]);
+    expect(Array.from(await tensors.i8.data())).toEqual([-128, 127, -1]);
+    expect([tensors.bool.dtype, Array.from(await tensors.bool.data())]).toEqual(["u8", [0, 1, 1]]);
+    expect(Object.is((await tensors.f64.data())[1], -0)).toBe(true);
+    expect((await tensors.f64.data())[0]).toBe(Math.PI);
     disposeAll(tensors);
   });
 
@@ -157,7 +157,7 @@ describe("round trips", () => {
 
     const back = await readShardedSafetensors(shardDir);
     expect(back.metadata).toEqual({ step: "3", total_size: total });
-    for (const [name, t] of Object.entries(tensors)) expect(await back.tensors[name]!.bytes()).toEqual(await t.bytes());
+    for (const [name, t] of Object.entries(tensors)) expect(await back.tensors[name].bytes()).toEqual(await t.bytes());
     const some = await readShardedSafetensors(shardDir, { names: ["layer.6.weight", "ids"] });
     expect(Object.keys(some.tensors).sort()).toEqual(["ids", "layer.6.weight"]);
     await expect(readShardedSafetensors(shardDir, { names: ["nope"] })).rejects.toThrow(/index\.json: no tensor named "nope"/);
@@ -258,7 +258,7 @@ describe("corrupt files are rejected with the file name and the problem", () => 
     await expect(readSafetensors(path)).rejects.toThrow(`${path}: tensor "b": I64 value 2147483648 at element 1 does not fit in i32`);
     expect(liveTensorCount()).toBe(live);
     // The raw reader still gives the bytes.
-    expect((await readSafetensorsRaw(path, { names: ["b"] })).tensors.b!.bytes).toEqual(big);
+    expect((await readSafetensorsRaw(path, { names: ["b"] })).tensors.b.bytes).toEqual(big);
     expect(() => toTensor({ dtype: "I64", shape: [1], bytes: u8(BigInt64Array.of(-(2n ** 31n) - 1n)) }, { name: "x" })).toThrow(/does not fit in i32/);
   });
 

@@ -78,7 +78,7 @@ export async function conformanceSuite(options: ConformanceOptions = {}): Promis
           const [xs, want] = UNARY_REFERENCE[op];
           const shape = [3, 1, 7];
           const x = T.tensor(xs, shape, { dtype });
-          const y = T.scope(() => (T as unknown as Record<string, (t: Tensor) => Tensor>)[op]!(x));
+          const y = T.scope(() => (T as unknown as Record<string, (t: Tensor) => Tensor>)[op](x));
           expect(y.shape).toEqual(shape);
           assertClose(await values(y), want, { ...tolerance(dtype, 10), label: `${op} ${dtype}` });
           x.dispose();
@@ -95,7 +95,7 @@ export async function conformanceSuite(options: ConformanceOptions = {}): Promis
             if (op === "div") hb = hb.map((v) => (Math.abs(v) + 0.5) * Math.sign(v || 1));
             const a = T.tensor(op === "pow" ? ha.map((v) => Math.abs(v) + 0.1) : ha, sa, { dtype });
             const b = T.tensor(hb, sb, { dtype });
-            const y = (T as unknown as Record<string, (a: Tensor, b: Tensor) => Tensor>)[op]!(a, b);
+            const y = (T as unknown as Record<string, (a: Tensor, b: Tensor) => Tensor>)[op](a, b);
             const want = O.mapBroadcast([sa, sb], [await values(a), await values(b)], BINARY_ORACLE[op]);
             expect(y.shape).toEqual(want.shape);
             assertClose(await values(y), want.data, { ...tolerance(dtype, 10), label: `${op} ${dtype} ${sa}×${sb}` });
@@ -136,14 +136,14 @@ export async function conformanceSuite(options: ConformanceOptions = {}): Promis
         for (const [sa, sb] of cases) {
           for (const transA of [false, true]) {
             for (const transB of [false, true]) {
-              const shA = transA ? [...sa.slice(0, -2), sa[sa.length - 1]!, sa[sa.length - 2]!] : sa;
-              const shB = transB ? [...sb.slice(0, -2), sb[sb.length - 1]!, sb[sb.length - 2]!] : sb;
+              const shA = transA ? [...sa.slice(0, -2), sa[sa.length - 1], sa[sa.length - 2]] : sa;
+              const shB = transB ? [...sb.slice(0, -2), sb[sb.length - 1], sb[sb.length - 2]] : sb;
               const a = rng.tensor(shA, { dtype });
               const b = rng.tensor(shB, { dtype });
               const y = T.matmul(a, b, { transA, transB });
               const want = O.matmul(await values(a), shA, await values(b), shB, transA, transB);
               expect(y.shape).toEqual(want.shape);
-              const k = sa[sa.length - 1]!;
+              const k = sa[sa.length - 1];
               assertClose(await values(y), want.data, { ...tolerance(dtype, 10 * Math.sqrt(k)), label: `matmul ${sa}×${sb} ${transA} ${transB} ${dtype}` });
               for (const t of [a, b, y]) t.dispose();
             }
@@ -161,7 +161,7 @@ export async function conformanceSuite(options: ConformanceOptions = {}): Promis
             assertClose(await values(y), O.softmax(xs, shape, axis, log), { ...tolerance(dtype, 10), label: `softmax log=${log} ${dtype}` });
             y.dispose();
           }
-          const M = shape[shape.length - 1]!;
+          const M = shape[shape.length - 1];
           const dy = rng.tensor(shape, { dtype });
           const want = O.rmsNorm(xs, M, 1e-6, await values(dy));
           const y = T.rmsNorm(x);
@@ -185,7 +185,7 @@ export async function conformanceSuite(options: ConformanceOptions = {}): Promis
           const grad = T.softmaxCrossEntropyBackward(logits, labels, dloss);
           const g = await values(dloss);
           assertClose(await values(loss), want.loss, { ...tolerance(lossDType, 10), label: `cross-entropy ${dtype}` });
-          assertClose(await values(grad), want.grad.map((v, i) => v * g[Math.floor(i / V)]!), { ...tolerance(dtype, 10), label: `cross-entropy backward ${dtype}` });
+          assertClose(await values(grad), want.grad.map((v, i) => v * g[Math.floor(i / V)]), { ...tolerance(dtype, 10), label: `cross-entropy backward ${dtype}` });
           for (const t of [logits, labels, dloss, loss, grad]) t.dispose();
         }
       });
@@ -236,7 +236,7 @@ export async function conformanceSuite(options: ConformanceOptions = {}): Promis
         const cat = T.concat([x, y2, x], 1);
         assertClose(await values(cat), O.concat([xs, await values(y2), xs], [shape, [2, 4, 1, 5], shape], 1), { ...exact, label: "concat" });
         const parts = T.split(cat, [3, 4, 3], 1);
-        assertClose(await values(parts[1]!), await values(y2), { ...exact, label: "split" });
+        assertClose(await values(parts[1]), await values(y2), { ...exact, label: "split" });
         const ex = T.expand(x, [4, 2, 3, 6, 5]);
         assertClose(await values(ex), O.mapBroadcast([shape, [4, 2, 3, 6, 5]], [xs, new Float64Array(720)], (a) => a).data, { ...exact, label: "expand" });
         const r = T.reshape(x, [6, -1]);
@@ -298,8 +298,8 @@ export async function conformanceSuite(options: ConformanceOptions = {}): Promis
             for (let d = 0; d < c.D; d++) {
               for (let e = 0; e < c.E; e++) {
                 const i = (bh * c.D + d) * c.E + e;
-                wantS[i] = lam[bh % c.H]! * S[i]! + ks[bh * c.D + d]! * vs[bh * c.E + e]!;
-                wantO[bh * c.E + e]! += qs[bh * c.D + d]! * wantS[i]!;
+                wantS[i] = lam[bh % c.H] * S[i] + ks[bh * c.D + d] * vs[bh * c.E + e];
+                wantO[bh * c.E + e] += qs[bh * c.D + d] * wantS[i];
               }
             }
           }

@@ -33,13 +33,13 @@ describe("the TNL tiny fixture", () => {
     const file = await readFile(path);
     const { header, data } = minimalRead(file);
     for (const [name, shape] of Object.entries(fixture.weights)) {
-      const t = tensors[name]!;
+      const t = tensors[name];
       expect([name, t.dtype, t.shape]).toEqual([name, "f32", shape]);
       const [begin, end] = header[name].data_offsets;
       expect(Buffer.from(await t.bytes()).equals(data.subarray(begin, end))).toBe(true);
     }
     // A few values straight from the file bytes at their offsets.
-    const lm = await tensors["lm_head.weight"]!.data();
+    const lm = await tensors["lm_head.weight"].data();
     const at = 8 + Number(file.readBigUInt64LE(0)) + header["lm_head.weight"].data_offsets[0];
     for (const i of [0, 1, 63, 64, 16383]) expect(lm[i]).toBe(file.readFloatLE(at + 4 * i));
     disposeAll(tensors);
@@ -49,11 +49,11 @@ describe("the TNL tiny fixture", () => {
     const { tensors } = await readSafetensors(path, {
       names: ["model.embed_tokens.weight", "model.layers.0.token_mixer.lrpe.theta", "lm_head.weight"],
     });
-    const emb = await tensors["model.embed_tokens.weight"]!.data();
+    const emb = await tensors["model.embed_tokens.weight"].data();
     expect(Array.from(emb.subarray(0, 64)).every((v) => v === 0)).toBe(true);
-    const theta = await tensors["model.layers.0.token_mixer.lrpe.theta"]!.data();
+    const theta = await tensors["model.layers.0.token_mixer.lrpe.theta"].data();
     for (let i = 0; i < 64; i++) expect(theta[i]).toBeCloseTo(10000 ** ((-2 * i) / 64), 6);
-    const lm = Array.from(await tensors["lm_head.weight"]!.data());
+    const lm = Array.from(await tensors["lm_head.weight"].data());
     const mean = lm.reduce((a, b) => a + b, 0) / lm.length;
     const sd = Math.sqrt(lm.reduce((a, b) => a + (b - mean) ** 2, 0) / lm.length);
     expect(Math.abs(mean)).toBeLessThan(0.01);

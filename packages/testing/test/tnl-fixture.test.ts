@@ -29,7 +29,7 @@ describe("TNL fixture", () => {
 
   it("fails on a file changed by one bit, naming the file", () => {
     const dir = copyWith("hidden_states.bin", (b) => {
-      b[1000]! ^= 1;
+      b[1000] ^= 1;
       return b;
     });
     expect(() => tnlFixture(dir)).toThrow(new RegExp(`TNL fixture file ${join(dir, "hidden_states.bin")} is corrupted or was changed: its sha256 is [0-9a-f]{64}, fixture.json records 1670f46c`));

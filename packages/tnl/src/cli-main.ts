@@ -157,7 +157,7 @@ async function runGenerate(opts: GenerateFlags, io: CliIO): Promise<void> {
     if (opts.prompt !== undefined) {
       const ids = tokenizer!.encode(opts.prompt);
       prompt = [model.config.addBosToken ? [model.config.bosTokenId, ...ids] : ids];
-      if (prompt[0]!.length === 0) throw new TnlInputError("--prompt encodes to no tokens");
+      if (prompt[0].length === 0) throw new TnlInputError("--prompt encodes to no tokens");
     } else {
       prompt = await readIds(opts.promptIds!, "--prompt-ids");
     }
@@ -178,7 +178,7 @@ async function runGenerate(opts: GenerateFlags, io: CliIO): Promise<void> {
     const decoder = tokenizer && !opts.json ? tokenizer.decoder() : undefined;
     if (decoder && opts.echo && opts.prompt !== undefined) io.stdout(opts.prompt);
     for await (const ev of generate(model, prompt, options)) {
-      ids[ev.row]!.push(ev.token);
+      ids[ev.row].push(ev.token);
       if (ev.finishReason) finish[ev.row] = ev.finishReason;
       if (opts.json) io.stdout(JSON.stringify(ev) + "\n");
       else if (decoder && !(ev.finishReason === "stop")) io.stdout(decoder.push(ev.token));

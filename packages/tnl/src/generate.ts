@@ -57,7 +57,7 @@ export async function* generate(
   const stopIds = new Set(options.stopIds ?? [config.eosTokenId]);
   const seed = options.seed ?? 0;
   const generated = rows.map(() => [] as number[]);
-  const contexts = rows.map((p, b) => ({ prompt: p, generated: generated[b]!, random: seededRandom(seed, b) }));
+  const contexts = rows.map((p, b) => ({ prompt: p, generated: generated[b], random: seededRandom(seed, b) }));
   const done = rows.map(() => false);
   if (maxTokens === 0) return;
 
@@ -70,18 +70,18 @@ export async function* generate(
       for (let b = 0; b < rows.length; b++) {
         if (done[b]) continue;
         const row = data.slice(b * V, (b + 1) * V);
-        const token = sampler(Float32Array.from(row), contexts[b]!);
-        generated[b]!.push(token);
+        const token = sampler(Float32Array.from(row), contexts[b]);
+        generated[b].push(token);
         const event: TokenEvent = { row: b, index, token };
         if (options.returnLogits) event.logits = row;
         if (stopIds.has(token)) event.finishReason = "stop";
-        else if (generated[b]!.length >= maxTokens) event.finishReason = "length";
+        else if (generated[b].length >= maxTokens) event.finishReason = "length";
         if (event.finishReason) done[b] = true;
         yield event;
       }
       if (done.every(Boolean)) break;
       // Finished rows still ride along in the batch (their outputs are ignored) so the state stays rectangular.
-      const next = step(params, config, state, generated.map((g) => g[g.length - 1]!));
+      const next = step(params, config, state, generated.map((g) => g[g.length - 1]));
       disposeState(state);
       ({ logits, state } = next);
     }
@@ -104,6 +104,6 @@ export async function generateIds(
 ): Promise<number[][]> {
   const rows = prompt.length > 0 && Array.isArray(prompt[0]) ? prompt.length : 1;
   const out = Array.from({ length: rows }, () => [] as number[]);
-  for await (const ev of generate(model, prompt, options)) out[ev.row]!.push(ev.token);
+  for await (const ev of generate(model, prompt, options)) out[ev.row].push(ev.token);
   return out;
 }

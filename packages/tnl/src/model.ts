@@ -57,8 +57,8 @@ const srms = (x: Tensor) => rmsNorm(x, 1e-6);
 /** x [..., K] · Wᵀ for W [N, K], as one 2-D matmul. */
 function linear(x: Tensor, w: Tensor): Tensor {
   const lead = x.shape.slice(0, -1);
-  const y = matmul(reshape(x, [-1, x.shape[x.rank - 1]!]), w, { transB: true });
-  return reshape(y, [...lead, w.shape[0]!]);
+  const y = matmul(reshape(x, [-1, x.shape[x.rank - 1]]), w, { transB: true });
+  return reshape(y, [...lead, w.shape[0]]);
 }
 
 /** φ of `linear_act_fun`, applied to q and k only (E.2). */
@@ -84,12 +84,12 @@ function activate(x: Tensor, act: TnlConfig["activation"]): Tensor {
  * earlier call cannot use a stale offset (the official code's bug).
  */
 function lrpe(x: Tensor, theta: Tensor, starts: readonly number[]): Tensor {
-  const T = x.shape[2]!;
+  const T = x.shape[2];
   // Phases in f32 (f64 for f64 models) even for half-precision weights: the official code builds
   // the positions in the activation dtype, so in bf16 every position above 256 is rounded (E.9).
   const dtype = theta.dtype === "f64" ? "f64" : "f32";
   const positions = tensor(starts.flatMap((p) => Array.from({ length: T }, (_, t) => p + t)), [starts.length, 1, T, 1], { dtype });
-  const th = reshape(theta.dtype === dtype ? theta : cast(theta, dtype), [1, theta.shape[0]!, 1, theta.shape[2]!]); // [1, H, 1, hd]
+  const th = reshape(theta.dtype === dtype ? theta : cast(theta, dtype), [1, theta.shape[0], 1, theta.shape[2]]); // [1, H, 1, hd]
   const angle = mul(th, positions); // [starts, H, T, hd]
   const inDtype = (t: Tensor) => (t.dtype === x.dtype ? t : cast(t, x.dtype));
   return concat([mul(x, inDtype(cos(angle))), mul(x, inDtype(sin(angle)))], -1);
@@ -123,7 +123,7 @@ function tokenMixer(x: Tensor, lp: TnlLayerParams, c: TnlConfig, ctx: MixerConte
   let state: Tensor;
   if (T === 1 && ctx.state) {
     // Decode: the recurrent step S ← λS + kᵀv, o = qS (docs/ALGORITHM.md D).
-    const D = q.shape[3]!;
+    const D = q.shape[3];
     const r = lightningStep(reshape(q, [B, H, D]), reshape(k, [B, H, D]), reshape(v, [B, H, hd]), slopes, ctx.state);
     o = reshape(r.output, [B, H, 1, hd]);
     state = r.state;
@@ -169,11 +169,11 @@ export function toIdsTensor(ids: TokenIds, c: TnlConfig): Tensor {
   if (ids instanceof Tensor) {
     if (ids.dtype !== "i32" || ids.rank !== 2) throw new TnlInputError(`token ids must be i32 [B, T], got ${ids.describe()}`);
     // Read back only where it is cheap and synchronous (the CPU); elsewhere the embedding op checks.
-    if (ids.backend.readSync) checkIds(ids.dataSync(), ids.shape[1]!, c);
+    if (ids.backend.readSync) checkIds(ids.dataSync(), ids.shape[1], c);
     return ids;
   }
   if (!Array.isArray(ids) || ids.length === 0 || !Array.isArray(ids[0])) throw new TnlInputError("token ids must be a non-empty array of rows (number[][])");
-  const T = ids[0]!.length;
+  const T = ids[0].length;
   if (T === 0) throw new TnlInputError("token ids: rows must not be empty");
   ids.forEach((row, b) => {
     if (row.length !== T) throw new TnlInputError(`token ids: row ${b} has ${row.length} tokens, row 0 has ${T}; rows must have equal length`);
@@ -185,7 +185,7 @@ export function toIdsTensor(ids: TokenIds, c: TnlConfig): Tensor {
 
 function checkIds(flat: ArrayLike<number>, T: number, c: TnlConfig): void {
   for (let i = 0; i < flat.length; i++) {
-    const id = flat[i]!;
+    const id = flat[i];
     if (!Number.isInteger(id) || id < 0 || id >= c.vocabSize) {
       throw new TnlInputError(`token id ${id} at [${Math.floor(i / T)}, ${i % T}] is outside the vocabulary [0, ${c.vocabSize})`);
     }
@@ -197,11 +197,11 @@ export function forwardFull(params: TnlParams, c: TnlConfig, ids: TokenIds, opti
   return scope(() => {
     const idsT = toIdsTensor(ids, c);
     const { state } = options;
-    if (state) checkStateFor(state, c, idsT.shape[0]!);
+    if (state) checkStateFor(state, c, idsT.shape[0]);
     const position = state?.position ?? 0;
     const r = layers(params, c, idsT, [position], state?.kv, options);
     const result: ForwardFullResult = { logits: r.logits };
-    if (options.returnState) result.state = { position: position + idsT.shape[1]!, kv: r.kv };
+    if (options.returnState) result.state = { position: position + idsT.shape[1], kv: r.kv };
     if (options.hiddenStates) result.hiddenStates = r.hidden;
     return result;
   });
@@ -209,7 +209,7 @@ export function forwardFull(params: TnlParams, c: TnlConfig, ids: TokenIds, opti
 
 /** Embedding, the layers and the output head for ids [B, T] with rows starting at `starts`. */
 function layers(params: TnlParams, c: TnlConfig, idsT: Tensor, starts: readonly number[], kvIn: readonly Tensor[] | undefined, options: ForwardFullOptions) {
-  const T = idsT.shape[1]!;
+  const T = idsT.shape[1];
   const embedScale = c.noScaleEmbedding ? 1 : Math.sqrt(c.dModel);
   let x = mul(embedding(params.embed, idsT), embedScale); // [B, T, M]
   const hidden: Tensor[] = options.hiddenStates ? [x] : [];
@@ -283,7 +283,7 @@ export function stepRows(params: TnlParams, config: TnlConfig, states: readonly 
   states.forEach((s) => checkStateFor(s, config, 1));
   return scope(() => {
     const ids = toIdsTensor(tokens.map((t) => [t]), config);
-    const kvIn = config.lrpe.map((_, l) => (states.length === 1 ? states[0]!.kv[l]! : concat(states.map((s) => s.kv[l]!), 0)));
+    const kvIn = config.lrpe.map((_, l) => (states.length === 1 ? states[0].kv[l] : concat(states.map((s) => s.kv[l]), 0)));
     const r = layers(params, config, ids, states.map((s) => s.position), kvIn, {});
     const next = states.map((s, b) => ({ position: s.position + 1, kv: r.kv.map((t) => narrow(t, 0, b, 1)) }));
     return { logits: reshape(r.logits, [tokens.length, config.vocabSize]), states: next };

@@ -35,7 +35,7 @@ export function seededRandom(seed: number, stream = 0): () => number {
   const words = new Uint32Array(4);
   // Counter c of stream s: 2^32·s + c, so streams (batch rows) never overlap.
   let counter = stream * 2 ** 32;
-  return () => uniformFromU32(counterBlock(key, counter++, words)[0]!);
+  return () => uniformFromU32(counterBlock(key, counter++, words)[0]);
 }
 
 function checkPositive(name: string, x: number, allowZero = false): void {
@@ -62,7 +62,7 @@ export function chain(...steps: [...LogitsTransform[], Sampler]): Sampler {
 export function greedy(): Sampler {
   return (logits) => {
     let best = 0;
-    for (let i = 1; i < logits.length; i++) if (logits[i]! > logits[best]!) best = i;
+    for (let i = 1; i < logits.length; i++) if (logits[i] > logits[best]) best = i;
     return best;
   };
 }
@@ -74,8 +74,8 @@ export function softmaxOf(logits: Float32Array): Float64Array {
   const p = new Float64Array(logits.length);
   if (max === -Infinity) throw new Error("sampling: every token was removed (all logits are −∞)");
   let total = 0;
-  for (let i = 0; i < logits.length; i++) total += p[i] = Math.exp(logits[i]! - max);
-  for (let i = 0; i < p.length; i++) p[i]! /= total;
+  for (let i = 0; i < logits.length; i++) total += p[i] = Math.exp(logits[i] - max);
+  for (let i = 0; i < p.length; i++) p[i] /= total;
   return p;
 }
 
@@ -87,8 +87,8 @@ export function categorical(): Sampler {
     let acc = 0;
     let last = 0;
     for (let i = 0; i < p.length; i++) {
-      if (p[i]! === 0) continue;
-      acc += p[i]!;
+      if (p[i] === 0) continue;
+      acc += p[i];
       last = i;
       if (u < acc) return i;
     }
@@ -107,7 +107,7 @@ export function topK(k: number): LogitsTransform {
   if (!Number.isInteger(k) || k < 1) throw new RangeError(`topK: k must be a positive integer, got ${k}`);
   return (logits) => {
     if (k >= logits.length) return logits;
-    const kth = Float32Array.from(logits).sort().reverse()[k - 1]!;
+    const kth = Float32Array.from(logits).sort().reverse()[k - 1];
     return logits.map((x) => (x >= kth ? x : -Infinity));
   };
 }
@@ -118,12 +118,12 @@ export function topP(p: number): LogitsTransform {
   return (logits) => {
     if (p === 1) return logits;
     const prob = softmaxOf(logits);
-    const order = Array.from(prob.keys()).sort((a, b) => prob[b]! - prob[a]! || a - b);
+    const order = Array.from(prob.keys()).sort((a, b) => prob[b] - prob[a] || a - b);
     const keep = new Uint8Array(logits.length);
     let acc = 0;
     for (const i of order) {
       keep[i] = 1;
-      acc += prob[i]!;
+      acc += prob[i];
       if (acc >= p) break;
     }
     return logits.map((x, i) => (keep[i] ? x : -Infinity));
@@ -136,7 +136,7 @@ export function minP(p: number): LogitsTransform {
   return (logits) => {
     const prob = softmaxOf(logits);
     const floor = p * Math.max(...prob);
-    return logits.map((x, i) => (prob[i]! >= floor ? x : -Infinity));
+    return logits.map((x, i) => (prob[i] >= floor ? x : -Infinity));
   };
 }
 
@@ -148,7 +148,7 @@ export function repetitionPenalty(r: number): LogitsTransform {
   checkPositive("repetitionPenalty", r);
   return (logits, ctx) => {
     const seen = new Set([...ctx.prompt, ...ctx.generated]);
-    for (const id of seen) if (id >= 0 && id < logits.length) logits[id] = logits[id]! > 0 ? logits[id]! / r : logits[id]! * r;
+    for (const id of seen) if (id >= 0 && id < logits.length) logits[id] = logits[id] > 0 ? logits[id] / r : logits[id] * r;
     return logits;
   };
 }
@@ -163,7 +163,7 @@ function counts(tokens: readonly number[]): Map<number, number> {
 export function frequencyPenalty(f: number): LogitsTransform {
   if (!Number.isFinite(f)) throw new RangeError(`frequencyPenalty must be finite, got ${f}`);
   return (logits, ctx) => {
-    for (const [id, n] of counts(ctx.generated)) if (id < logits.length) logits[id]! -= f * n;
+    for (const [id, n] of counts(ctx.generated)) if (id < logits.length) logits[id] -= f * n;
     return logits;
   };
 }
@@ -172,7 +172,7 @@ export function frequencyPenalty(f: number): LogitsTransform {
 export function presencePenalty(p: number): LogitsTransform {
   if (!Number.isFinite(p)) throw new RangeError(`presencePenalty must be finite, got ${p}`);
   return (logits, ctx) => {
-    for (const id of new Set(ctx.generated)) if (id < logits.length) logits[id]! -= p;
+    for (const id of new Set(ctx.generated)) if (id < logits.length) logits[id] -= p;
     return logits;
   };
 }

@@ -90,12 +90,12 @@ export async function stateDistance(a: TnlState, b: TnlState): Promise<number> {
   if (a.position !== b.position || a.kv.length !== b.kv.length) return Infinity;
   let worst = 0;
   for (let l = 0; l < a.kv.length; l++) {
-    const x = a.kv[l]!;
-    const y = b.kv[l]!;
+    const x = a.kv[l];
+    const y = b.kv[l];
     if (x.shape.join() !== y.shape.join() || x.dtype !== y.dtype) return Infinity;
     const [dx, dy] = [await x.data(), await y.data()];
     for (let i = 0; i < dx.length; i++) {
-      const d = Math.abs(dx[i]! - dy[i]!);
+      const d = Math.abs(dx[i] - dy[i]);
       if (!(d <= worst)) worst = Number.isNaN(d) ? Infinity : d;
     }
   }

@@ -56,7 +56,7 @@ describe("checkpoints", () => {
       const back = await loadCheckpoint(dir(dtype));
       const [want, got] = [await values(model), await values(back)];
       for (const name of Object.keys(want)) {
-        expect(Array.from(got[name]!), name).toEqual(Array.from(want[name]!, (x) => roundTo(dtype, x)));
+        expect(Array.from(got[name]), name).toEqual(Array.from(want[name], (x) => roundTo(dtype, x)));
       }
       // Still the same model, to bf16/f16 precision.
       const a = forward(model.params, model.config, fixture.prompt_ids);

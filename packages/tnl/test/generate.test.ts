@@ -14,7 +14,7 @@ describe("greedy generation against the fixture", () => {
     const ids: number[][] = [[], []];
     const stepLogits = new Float32Array(2 * 10 * 256);
     for await (const ev of generate(model, fixture.prompt_ids, { maxTokens: 10, sampler: greedy(), stopIds: [], returnLogits: true })) {
-      ids[ev.row]!.push(ev.token);
+      ids[ev.row].push(ev.token);
       stepLogits.set(ev.logits!, (ev.row * 10 + ev.index) * 256);
     }
     expect(ids).toEqual(fixture.generated_ids_cached);
@@ -39,7 +39,7 @@ describe("greedy generation against the fixture", () => {
     const row1 = events.filter((e) => e.row === 1);
     expect(row0.map((e) => e.token)).toEqual([231, 69, 171]);
     expect(row0.at(-1)!.finishReason).toBe("stop");
-    expect(row1.map((e) => e.token)).toEqual(fixture.generated_ids_cached[1]!.slice(0, 5));
+    expect(row1.map((e) => e.token)).toEqual(fixture.generated_ids_cached[1].slice(0, 5));
     expect(row1.at(-1)!.finishReason).toBe("length");
     expect(row1.slice(0, -1).every((e) => e.finishReason === undefined)).toBe(true);
   });
@@ -48,7 +48,7 @@ describe("greedy generation against the fixture", () => {
     expect(await generateIds(model, [5, 6, 7], { maxTokens: 0 })).toEqual([[]]);
     // With eos = 231, row 0's first greedy token, generation ends right there.
     const stopsAtFirst = { config: { ...model.config, eosTokenId: 231 }, params: model.params };
-    expect(await generateIds(stopsAtFirst, fixture.prompt_ids[0]!, { maxTokens: 10 })).toEqual([[231]]);
+    expect(await generateIds(stopsAtFirst, fixture.prompt_ids[0], { maxTokens: 10 })).toEqual([[231]]);
   });
 
   it("same seed, same samples; another seed, other samples", async () => {
@@ -80,7 +80,7 @@ describe("generation from a saved state", () => {
     expect(continued).toEqual(fixture.generated_ids_cached);
     // The caller's state is still usable after generate.
     expect(state.position).toBe(5);
-    expect(state.kv[0]!.isDisposed).toBe(false);
+    expect(state.kv[0].isDisposed).toBe(false);
     disposeState(state);
   });
 
@@ -88,7 +88,7 @@ describe("generation from a saved state", () => {
     const bf16 = await loadCheckpoint(FIXTURE_DIR, { dtype: "bf16" });
     const ids = await generateIds(bf16, fixture.prompt_ids, { maxTokens: 4, stopIds: [] });
     expect(ids.map((r) => r.length)).toEqual([4, 4]);
-    expect(ids[0]![0]).toBe(fixture.generated_ids_cached[0]![0]); // the first choice survives bf16 rounding
+    expect(ids[0][0]).toBe(fixture.generated_ids_cached[0][0]); // the first choice survives bf16 rounding
     disposeParams(bf16.params);
   });
 });

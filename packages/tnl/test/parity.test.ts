@@ -33,7 +33,7 @@ describe("parity with the official implementation (tnl-tiny fixture)", () => {
     const want = readF32("hidden_states.bin");
     const n = 2 * 37 * 64;
     for (let i = 0; i < 3; i++) {
-      const d = maxAbsDiff(await hs[i]!.data(), want.subarray(i * n, (i + 1) * n));
+      const d = maxAbsDiff(await hs[i].data(), want.subarray(i * n, (i + 1) * n));
       console.log(`hidden_states.bin[${i}] max |Δ| = ${d.toExponential(2)}`);
       expect(d).toBeLessThanOrEqual(1e-4);
     }

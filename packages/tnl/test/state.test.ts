@@ -39,7 +39,7 @@ async function positions(logits: Tensor, from: number, to: number): Promise<Floa
 
 describe("stepRows: independent sequences at different positions in one batch", () => {
   it("equals step for each row alone, with LRPE, and leaves nothing alive", async () => {
-    const prompts = [ids[0]!.slice(0, 3), ids[1]!.slice(0, 1), ids[1]!.slice(5, 17)];
+    const prompts = [ids[0].slice(0, 3), ids[1].slice(0, 1), ids[1].slice(5, 17)];
     const states = prompts.map((p) => {
       const r = prefill(model.params, model.config, [p], { logits: "last" });
       r.logits.dispose();
@@ -51,10 +51,10 @@ describe("stepRows: independent sequences at different positions in one batch", 
       const all = (await batched.logits.data()) as Float32Array;
       const V = model.config.vocabSize;
       for (let b = 0; b < prompts.length; b++) {
-        const single = step(model.params, model.config, states[b]!, [tokens[b]!]);
+        const single = step(model.params, model.config, states[b], [tokens[b]]);
         expect(maxAbsDiff(all.slice(b * V, (b + 1) * V), (await single.logits.data()) as Float32Array)).toBeLessThan(1e-5);
-        expect(batched.states[b]!.position).toBe(prompts[b]!.length + 1);
-        expect(await statesEqual(batched.states[b]!, single.state, { atol: 1e-6 })).toBe(true);
+        expect(batched.states[b].position).toBe(prompts[b].length + 1);
+        expect(await statesEqual(batched.states[b], single.state, { atol: 1e-6 })).toBe(true);
         single.logits.dispose();
         disposeState(single.state);
       }
@@ -81,7 +81,7 @@ describe("recurrent state", () => {
     let worst = maxAbsDiff(await logits.data(), await positions(full, 0, n));
     logits.dispose();
     for (let t = n; t < n + m; t++) {
-      const next = step(model.params, model.config, state, ids.map((r) => r[t]!));
+      const next = step(model.params, model.config, state, ids.map((r) => r[t]));
       worst = Math.max(worst, maxAbsDiff(await next.logits.data(), await positions(full, t, t + 1)));
       next.logits.dispose();
       disposeState(state);
@@ -141,7 +141,7 @@ describe("recurrent state", () => {
 
     const swapped = selectRows(state, [1, 0, 1]);
     const row1 = selectRows(state, [1]);
-    expect(swapped.kv[0]!.shape[0]).toBe(3);
+    expect(swapped.kv[0].shape[0]).toBe(3);
     const first = selectRows(swapped, [0]);
     expect(await statesEqual(first, row1)).toBe(true);
     expect(await statesEqual(swapped, state)).toBe(false);
@@ -163,7 +163,7 @@ describe("recurrent state", () => {
       await findLeaks(() => {
         const a = prefill(model.params, model.config, cols(0, 5));
         const b = step(model.params, model.config, a.state, [3, 4]);
-        return [a, b] as unknown as Tensor[];
+        return [a, b];
       }),
     ).toEqual([]);
   });

@@ -12,7 +12,7 @@ import { disposeParams, initParams, loss, makeConfig, parameterSpecs, preset, ty
 const flatten = (c: TnlConfig, p: TnlParams) => parameterSpecs(c).map((spec) => spec.get(p)!);
 function unflatten(c: TnlConfig, flat: readonly Tensor[]): TnlParams {
   const p = { layers: [] } as unknown as TnlParams;
-  parameterSpecs(c).forEach((spec, i) => spec.set(p, flat[i]!));
+  parameterSpecs(c).forEach((spec, i) => spec.set(p, flat[i]));
   return p;
 }
 
@@ -59,14 +59,14 @@ describe("training", () => {
     const losses: number[] = [];
     for (let s = 0; s < 60; s++) {
       const { value, grads } = valueAndGrad(step)(params, batch(s));
-      losses.push(value.dataSync()[0]!);
+      losses.push(value.dataSync()[0]);
       const { grads: clipped, norm } = clipGradNorm(grads, 1.0);
       params = opt.step(params, clipped);
       disposeTree([value, grads, clipped, norm]);
     }
-    console.log(`AdamW on a counting task: loss ${losses[0]!.toFixed(3)} → ${losses.at(-1)!.toFixed(3)}`);
+    console.log(`AdamW on a counting task: loss ${losses[0].toFixed(3)} → ${losses.at(-1)!.toFixed(3)}`);
     expect(losses[0]).toBeGreaterThan(2.5);
-    expect(losses.at(-1)!).toBeLessThan(0.3 * losses[0]!);
+    expect(losses.at(-1)!).toBeLessThan(0.3 * losses[0]);
     disposeParams(params);
   });
 });

@@ -36,7 +36,7 @@ async function median(reps: number, fn: () => Promise<void>): Promise<number> {
     times.push(performance.now() - t0);
   }
   times.sort((a, b) => a - b);
-  return times[Math.floor(times.length / 2)]!;
+  return times[Math.floor(times.length / 2)];
 }
 
 /** Float64 recurrence for one head: o_t = q_t S_t, S_t = λ S_{t−1} + k_tᵀ v_t. */
@@ -46,12 +46,12 @@ function oracleHead(q: ArrayLike<number>, k: ArrayLike<number>, v: ArrayLike<num
   const o = new Float64Array(T_ * E);
   for (let t = 0; t < T_; t++) {
     for (let d = 0; d < D; d++) {
-      const kd = k[t * D + d]!;
-      const qd = q[t * D + d]!;
+      const kd = k[t * D + d];
+      const qd = q[t * D + d];
       for (let e = 0; e < E; e++) {
-        const s = lambda * S[d * E + e]! + kd * v[t * E + e]!;
+        const s = lambda * S[d * E + e] + kd * v[t * E + e];
         S[d * E + e] = s;
-        o[t * E + e]! += qd * s;
+        o[t * E + e] += qd * s;
       }
     }
   }
@@ -62,15 +62,15 @@ function relRms(a: ArrayLike<number>, b: ArrayLike<number>): number {
   let num = 0;
   let den = 0;
   for (let i = 0; i < b.length; i++) {
-    num += (a[i]! - b[i]!) ** 2;
-    den += b[i]! ** 2;
+    num += (a[i] - b[i]) ** 2;
+    den += b[i] ** 2;
   }
   return Math.sqrt(num / den);
 }
 
 async function copyBandwidth(be: WebGpuBackend): Promise<number> {
   // 1 GiB of f32, or the largest buffer the device binds.
-  const n = Math.min(2 ** 28, Math.floor(be.capabilities.limits.maxStorageBindingBytes! / 4));
+  const n = Math.min(2 ** 28, Math.floor(be.capabilities.limits.maxStorageBindingBytes / 4));
   const x = T.full([n], 1, { backend: be });
   const ms = await median(5, async () => {
     const y = T.copy(x);
@@ -96,7 +96,7 @@ async function attention(be: WebGpuBackend, copyGbps: number) {
     for (const h of [0, H - 1]) {
       const sl = (x: T.Tensor, last: number) => T.slice(x, [0, h, 0, 0], [1, h + 1, seqLen, last]);
       const [qh, kh, vh, oh] = [sl(q, D), sl(k, D), sl(v, E), sl(output, E)];
-      const want = oracleHead(await qh.data(), await kh.data(), await vh.data(), seqLen, slopeValues[h]!);
+      const want = oracleHead(await qh.data(), await kh.data(), await vh.data(), seqLen, slopeValues[h]);
       err = Math.max(err, relRms(await oh.data(), want));
       for (const t of [qh, kh, vh, oh]) t.dispose();
     }

@@ -91,7 +91,7 @@ export class Runtime {
     // Nothing awaits it unless a read is pending; an unhandled rejection must not kill the process.
     this.#lostPromise.catch(() => {});
     device.addEventListener("uncapturederror", (ev) => {
-      this.#uncaptured ??= (ev as GPUUncapturedErrorEvent).error.message;
+      this.#uncaptured ??= ev.error.message;
     });
   }
 
@@ -199,7 +199,7 @@ export class Runtime {
     const { pipeline, layout } = this.#pipeline(d.key, d.shader);
     if (this.#slots === PARAM_SLOTS) this.flush();
     const slot = this.#slots++;
-    this.#paramHost.set(d.params as ArrayLike<number>, slot * PARAM_WORDS);
+    this.#paramHost.set(d.params, slot * PARAM_WORDS);
     const bindGroup = this.device.createBindGroup({
       layout,
       entries: [

@@ -237,5 +237,5 @@ export function stridedIndexFn(name: string, rankAt: number, shapeAt: number, st
 /** Exact f32 constant as WGSL (bit pattern), so literals never round differently. */
 export function f32Const(x: number): string {
   const f = new Float32Array([x]);
-  return `bitcast<f32>(0x${new Uint32Array(f.buffer)[0]!.toString(16)}u)`;
+  return `bitcast<f32>(0x${new Uint32Array(f.buffer)[0].toString(16)}u)`;
 }

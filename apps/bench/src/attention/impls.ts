@@ -35,7 +35,7 @@ function lightning(impl: "chunked" | "recurrent" | "quadratic", defaultMaxT?: nu
     forwardBackward: ({ q, k, v, slopes }, dO) => {
       T.lightningAttention(q, k, v, slopes, { impl });
       const [B, H, , D] = q.shape as [number, number, number, number];
-      const dS = T.zeros([B, H, D, v.shape[3]!]);
+      const dS = T.zeros([B, H, D, v.shape[3]]);
       const g = T.lightningAttentionBackward(q, k, v, slopes, dO, dS, { impl });
       return [g.dq, g.dk, g.dv];
     },
@@ -51,8 +51,8 @@ function causalMask(t: number): Tensor {
 
 /** P = softmax(q kᵀ / √D + mask), o = P v — the plain form every backend can run. */
 function softmaxProbs({ q, k }: AttentionInputs): Tensor {
-  const D = q.shape[3]!;
-  return T.softmax(T.add(T.mul(T.matmul(q, k, { transB: true }), 1 / Math.sqrt(D)), causalMask(q.shape[2]!)));
+  const D = q.shape[3];
+  return T.softmax(T.add(T.mul(T.matmul(q, k, { transB: true }), 1 / Math.sqrt(D)), causalMask(q.shape[2])));
 }
 
 export const softmaxAttention: AttentionImpl = {
@@ -66,7 +66,7 @@ export const softmaxAttention: AttentionImpl = {
     // dS = P ⊙ (dP − rowsum(dP ⊙ P)) with dP = dO vᵀ; the 1/√D of the scores scales dq and dk.
     const dP = T.matmul(dO, x.v, { transB: true });
     const dS = T.mul(P, T.sub(dP, T.sum(T.mul(dP, P), -1, true)));
-    const scale = 1 / Math.sqrt(x.q.shape[3]!);
+    const scale = 1 / Math.sqrt(x.q.shape[3]);
     const dq = T.mul(T.matmul(dS, x.k), scale);
     const dk = T.mul(T.matmul(dS, x.q, { transA: true }), scale);
     const dv = T.matmul(P, dO, { transA: true });

@@ -68,7 +68,7 @@ export function checkLightning(x: HostInputs, got: Produced): Check {
   const S = new Float64Array(D * E);
   const dq = new Float64Array(T * D);
   for (let bh = 0; bh < x.B * H; bh++) {
-    const lambda = Math.exp(-x.slopes[bh % H]!);
+    const lambda = Math.exp(-x.slopes[bh % H]);
     const base = bh * T;
     S.fill(0);
     dq.fill(0);
@@ -76,18 +76,18 @@ export function checkLightning(x: HostInputs, got: Produced): Check {
       const qt = (base + t) * D;
       const vt = (base + t) * E;
       for (let d = 0; d < D; d++) {
-        const kd = k[qt + d]!;
-        for (let e = 0; e < E; e++) S[d * E + e] = lambda * S[d * E + e]! + kd * v[vt + e]!;
+        const kd = k[qt + d];
+        for (let e = 0; e < E; e++) S[d * E + e] = lambda * S[d * E + e] + kd * v[vt + e];
       }
       for (let e = 0; e < E; e++) {
         let o = 0;
-        for (let d = 0; d < D; d++) o += q[qt + d]! * S[d * E + e]!;
-        compare(got.o[vt + e]!, o);
+        for (let d = 0; d < D; d++) o += q[qt + d] * S[d * E + e];
+        compare(got.o[vt + e], o);
       }
       if (got.grads) {
         for (let d = 0; d < D; d++) {
           let s = 0;
-          for (let e = 0; e < E; e++) s += dO[vt + e]! * S[d * E + e]!;
+          for (let e = 0; e < E; e++) s += dO[vt + e] * S[d * E + e];
           dq[t * D + d] = s;
         }
       }
@@ -99,19 +99,19 @@ export function checkLightning(x: HostInputs, got: Produced): Check {
       const qt = (base + t) * D;
       const vt = (base + t) * E;
       for (let d = 0; d < D; d++) {
-        const qd = q[qt + d]!;
-        for (let e = 0; e < E; e++) S[d * E + e] = lambda * S[d * E + e]! + qd * dO[vt + e]!;
+        const qd = q[qt + d];
+        for (let e = 0; e < E; e++) S[d * E + e] = lambda * S[d * E + e] + qd * dO[vt + e];
       }
       for (let d = 0; d < D; d++) {
         let s = 0;
-        for (let e = 0; e < E; e++) s += S[d * E + e]! * v[vt + e]!;
-        compare(gk[qt + d]!, s);
-        compare(gq[qt + d]!, dq[t * D + d]!);
+        for (let e = 0; e < E; e++) s += S[d * E + e] * v[vt + e];
+        compare(gk[qt + d], s);
+        compare(gq[qt + d], dq[t * D + d]);
       }
       for (let e = 0; e < E; e++) {
         let s = 0;
-        for (let d = 0; d < D; d++) s += k[qt + d]! * S[d * E + e]!;
-        compare(gv[vt + e]!, s);
+        for (let d = 0; d < D; d++) s += k[qt + d] * S[d * E + e];
+        compare(gv[vt + e], s);
       }
     }
   }
@@ -129,30 +129,30 @@ export function checkSoftmax(x: HostInputs, got: Produced, rows: number[]): Chec
       let m = -Infinity;
       for (let j = 0; j <= t; j++) {
         let dot = 0;
-        for (let d = 0; d < D; d++) dot += x.q[(h * T + t) * D + d]! * x.k[(h * T + j) * D + d]!;
+        for (let d = 0; d < D; d++) dot += x.q[(h * T + t) * D + d] * x.k[(h * T + j) * D + d];
         s[j] = dot * scale;
-        m = Math.max(m, s[j]!);
+        m = Math.max(m, s[j]);
       }
       let z = 0;
-      for (let j = 0; j <= t; j++) z += (s[j] = Math.exp(s[j]! - m));
-      for (let j = 0; j <= t; j++) s[j]! /= z;
+      for (let j = 0; j <= t; j++) z += (s[j] = Math.exp(s[j] - m));
+      for (let j = 0; j <= t; j++) s[j] /= z;
       for (let e = 0; e < E; e++) {
         let o = 0;
-        for (let j = 0; j <= t; j++) o += s[j]! * x.v[(h * T + j) * E + e]!;
-        cmp.add(got.o[(h * T + t) * E + e]!, o);
+        for (let j = 0; j <= t; j++) o += s[j] * x.v[(h * T + j) * E + e];
+        cmp.add(got.o[(h * T + t) * E + e], o);
       }
       if (!got.grads) continue;
       // dq_t = scale · Σ_j P_tj (dP_tj − Σ_j' P_tj' dP_tj') k_j, with dP_tj = dO_t · v_j.
       const dP = Float64Array.from({ length: t + 1 }, (_, j) => {
         let dot = 0;
-        for (let e = 0; e < E; e++) dot += x.dO[(h * T + t) * E + e]! * x.v[(h * T + j) * E + e]!;
+        for (let e = 0; e < E; e++) dot += x.dO[(h * T + t) * E + e] * x.v[(h * T + j) * E + e];
         return dot;
       });
-      const mean = s.reduce((acc, p, j) => acc + p * dP[j]!, 0);
+      const mean = s.reduce((acc, p, j) => acc + p * dP[j], 0);
       for (let d = 0; d < D; d++) {
         let g = 0;
-        for (let j = 0; j <= t; j++) g += s[j]! * (dP[j]! - mean) * x.k[(h * T + j) * D + d]!;
-        cmp.add(got.grads[0]![(h * T + t) * D + d]!, g * scale);
+        for (let j = 0; j <= t; j++) g += s[j] * (dP[j] - mean) * x.k[(h * T + j) * D + d];
+        cmp.add(got.grads[0][(h * T + t) * D + d], g * scale);
       }
     }
   }

@@ -44,9 +44,9 @@ function checkedBatches(B: number, T: number): number[] {
 /** The checked batch entries of `t` (batch dim first), concatenated, as float64. */
 async function host(t: Tensor): Promise<Float64Array> {
   const all = await t.data();
-  const B = t.shape[0]!;
+  const B = t.shape[0];
   const per = t.size / B;
-  const picked = checkedBatches(B, t.shape[2]!);
+  const picked = checkedBatches(B, t.shape[2]);
   const out = new Float64Array(per * picked.length);
   picked.forEach((b, i) => out.set(all.subarray(b * per, (b + 1) * per), i * per));
   return out;
@@ -219,7 +219,7 @@ export const attentionSuite: Suite = {
       for (const impl of ["chunked", "recurrent"]) {
         const rows = results.filter((r) => r.ok && r.backend === backend && r.impl === impl).sort((a, b) => a.T! - b.T!);
         if (rows.length < 2) continue;
-        const [first, last] = [rows[0]!, rows[rows.length - 1]!];
+        const [first, last] = [rows[0], rows[rows.length - 1]];
         log(`constant speed, ${impl} on ${backend}: tokens/s at T=${last.T} is ${((last.tokens_per_s! / first.tokens_per_s!) * 100).toFixed(0)}% of T=${first.T}`);
       }
     }

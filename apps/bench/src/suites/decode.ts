@@ -12,12 +12,12 @@ function oracle(q: Float32Array, k: Float32Array, v: Float32Array, S: Float32Arr
   const o = new Float64Array(B * H * E);
   const next = new Float64Array(S.length);
   for (let bh = 0; bh < B * H; bh++) {
-    const lambda = Math.exp(-Math.fround(slopes[bh % H]!));
+    const lambda = Math.exp(-Math.fround(slopes[bh % H]));
     for (let d = 0; d < D; d++) {
       for (let e = 0; e < E; e++) {
         const i = (bh * D + d) * E + e;
-        next[i] = lambda * S[i]! + k[bh * D + d]! * v[bh * E + e]!;
-        o[bh * E + e]! += q[bh * D + d]! * next[i]!;
+        next[i] = lambda * S[i] + k[bh * D + d] * v[bh * E + e];
+        o[bh * E + e] += q[bh * D + d] * next[i];
       }
     }
   }
@@ -28,8 +28,8 @@ function relErr(got: ArrayLike<number>, want: ArrayLike<number>): number {
   let num = 0;
   let den = 0;
   for (let i = 0; i < want.length; i++) {
-    num += (got[i]! - want[i]!) ** 2;
-    den += want[i]! ** 2;
+    num += (got[i] - want[i]) ** 2;
+    den += want[i] ** 2;
   }
   const e = Math.sqrt(num / Math.max(den, 1e-300));
   return Number.isFinite(e) ? e : Infinity;

@@ -52,13 +52,13 @@ function relErr(a: Float64Array, b: Float64Array, c: ArrayLike<number>, m: numbe
   for (const i of rows) {
     want.fill(0);
     for (let p = 0; p < k; p++) {
-      const x = a[i * k + p]!;
-      for (let j = 0; j < n; j++) want[j]! += x * b[p * n + j]!;
+      const x = a[i * k + p];
+      for (let j = 0; j < n; j++) want[j] += x * b[p * n + j];
     }
     for (let j = 0; j < n; j++) {
-      const d = c[i * n + j]! - want[j]!;
+      const d = c[i * n + j] - want[j];
       err += d * d;
-      ref += want[j]! * want[j]!;
+      ref += want[j] * want[j];
     }
   }
   const e = Math.sqrt(err / ref);
@@ -128,7 +128,7 @@ export const matmulSuite: Suite = {
               ourTimes.push(...time(() => matmul(a.t, b.t).dispose(), r === 0 ? warmup : 1, per).times);
               if (anchorSkip) continue;
               const anchor = numpyMatmul([[m, k, n]], { warmup, reps: per, threads });
-              anchorTimes.push(...anchor.times[0]!);
+              anchorTimes.push(...anchor.times[0]);
               anchorVersion = anchor.version;
             }
             const t = summarise(ourTimes);

@@ -38,8 +38,8 @@ function maxRel(got: ArrayLike<number>, want: ArrayLike<number>): number {
   let num = 0;
   let den = 0;
   for (let i = 0; i < want.length; i++) {
-    num += (got[i]! - want[i]!) ** 2;
-    den += want[i]! ** 2;
+    num += (got[i] - want[i]) ** 2;
+    den += want[i] ** 2;
   }
   return Math.sqrt(num / Math.max(den, 1e-300));
 }
@@ -96,11 +96,11 @@ export const modelSuite: Suite = {
         const B = o.tokens / t;
         const rows = Array.from({ length: B }, (_, b) => ids(t + 1, config.vocabSize, 7 + b));
         log(`training step, T=${t}`);
-        const got = T.scope(() => loss(params, config, rows).dataSync()[0]!);
+        const got = T.scope(() => loss(params, config, rows).dataSync()[0]);
         // The parameters change with every timed step, so the float64 copy is taken per case.
         const params64 = await toF64(params, oracle);
         T.setBackend(oracle);
-        const want = T.scope(() => loss(params64, config, rows).dataSync()[0]!);
+        const want = T.scope(() => loss(params64, config, rows).dataSync()[0]);
         T.setBackend(backend);
         disposeParams(params64);
         const err = relDiff(got, want);
@@ -130,11 +130,11 @@ export const modelSuite: Suite = {
         const prompt = ids(context, config.vocabSize, 99);
         const next = ids(o.genTokens, config.vocabSize, 5);
         const first = prefill(params, config, [prompt], { logits: "last" });
-        const firstStep = step(params, config, first.state, [next[0]!]);
+        const firstStep = step(params, config, first.state, [next[0]]);
         T.setBackend(oracle);
         const want = T.scope(() => {
           const p = prefill(gen64, config, [prompt], { logits: "last" });
-          const s = step(gen64, config, p.state, [next[0]!]);
+          const s = step(gen64, config, p.state, [next[0]]);
           return Float64Array.from(s.logits.dataSync());
         });
         T.setBackend(backend);

@@ -71,10 +71,10 @@ function startServer(model: string, maxBatch: number): Promise<{ url: string; ch
   });
   return new Promise((ok, fail) => {
     let err = "";
-    child.stderr!.on("data", (d: Buffer) => {
+    child.stderr.on("data", (d: Buffer) => {
       err += d.toString();
       const m = /on (http:\/\/127\.0\.0\.1:\d+)/.exec(err);
-      if (m) ok({ url: m[1]!, child });
+      if (m) ok({ url: m[1], child });
     });
     child.on("exit", (code) => fail(new Error(`the server exited (${code}): ${err}`)));
   });
@@ -152,7 +152,7 @@ async function memoryPhase(url: string, o: ServeOptions, base: Base, config: Tnl
   let handle: string | undefined;
   let length = 0;
   const targets = [...o.lengths].sort((a, b) => a - b);
-  for (let turn = 0; length < targets[targets.length - 1]!; turn++) {
+  for (let turn = 0; length < targets[targets.length - 1]; turn++) {
     // A continued turn also feeds the previous turn's one generated token, so it sends one token less.
     const prompt = ids(handle ? o.turnTokens - 1 : o.turnTokens, turn);
     const t0 = performance.now();
@@ -247,8 +247,8 @@ async function writeReport(prefix: string, results: BenchResult[], model: string
       points: [
         ...pts(conv.filter((r) => r.impl === "conversation, gc after prefill"), "T", "server RSS, gc after prefill", "rss_mib"),
         ...pts(conv.filter((r) => r.impl === "conversation, no forced gc"), "T", "server RSS, no forced gc", "rss_mib"),
-        ...pts(conv.filter((r) => r.impl === conv[0]!.impl), "T", "TNL state", "state_bytes", 2 ** -20),
-        ...pts(conv.filter((r) => r.impl === conv[0]!.impl), "T", "softmax KV cache (same size model)", "kv_cache_bytes", 2 ** -20),
+        ...pts(conv.filter((r) => r.impl === conv[0].impl), "T", "TNL state", "state_bytes", 2 ** -20),
+        ...pts(conv.filter((r) => r.impl === conv[0].impl), "T", "softmax KV cache (same size model)", "kv_cache_bytes", 2 ** -20),
       ],
     },
   ]);

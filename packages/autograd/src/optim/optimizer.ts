@@ -82,7 +82,7 @@ export abstract class Optimizer<S extends BaseSettings> {
       const hit = g.match instanceof RegExp ? g.match.test(path) : g.match(path, param);
       if (hit) {
         const { name, match: _, ...overrides } = g;
-        return { name, settings: { ...this.settings, ...overrides } as S };
+        return { name, settings: { ...this.settings, ...overrides } };
       }
     }
     return { name: DEFAULT_GROUP, settings: this.settings };

@@ -50,8 +50,8 @@ export function sequence(schedules: readonly Schedule[], boundaries: readonly nu
   }
   return (step) => {
     let i = 0;
-    while (i < boundaries.length && step >= boundaries[i]!) i++;
-    return schedules[i]!(step - (boundaries[i - 1] ?? 0));
+    while (i < boundaries.length && step >= boundaries[i]) i++;
+    return schedules[i](step - (boundaries[i - 1] ?? 0));
   };
 }
 

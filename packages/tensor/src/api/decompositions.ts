@@ -95,16 +95,16 @@ function labelMasks(op: string, labels: Tensor, V: number, ignoreIndex: number):
  */
 export const DECOMPOSITIONS: DecompositionTable = {
   // σ(x) = 1 / (1 + e^−x); silu(x) = x·σ(x) = x / (1 + e^−x).
-  sigmoid: ([x]) => [inCompute(x!, (xc) => reciprocal(add(exp(neg(xc)), 1)))],
-  silu: ([x]) => [inCompute(x!, (xc) => div(xc, add(exp(neg(xc)), 1)))],
-  softmax: ([x], { axis }) => [inCompute(x!, (xc) => softmaxOf(xc, axis, false))],
-  logSoftmax: ([x], { axis }) => [inCompute(x!, (xc) => softmaxOf(xc, axis, true))],
+  sigmoid: ([x]) => [inCompute(x, (xc) => reciprocal(add(exp(neg(xc)), 1)))],
+  silu: ([x]) => [inCompute(x, (xc) => div(xc, add(exp(neg(xc)), 1)))],
+  softmax: ([x], { axis }) => [inCompute(x, (xc) => softmaxOf(xc, axis, false))],
+  logSoftmax: ([x], { axis }) => [inCompute(x, (xc) => softmaxOf(xc, axis, true))],
 
   // logits [N, V], labels [N] → loss [N] = logsumexp(z) − z[label] with z = logits − max, 0 on ignored rows.
   softmaxCrossEntropy([logits, labels], { ignoreIndex }) {
-    const [, V] = logits!.shape as [number, number];
-    const x = to(logits!, computeDType(logits!.dtype));
-    const { valid, onehot } = labelMasks("softmaxCrossEntropy", labels!, V, ignoreIndex);
+    const [, V] = logits.shape as [number, number];
+    const x = to(logits, computeDType(logits.dtype));
+    const { valid, onehot } = labelMasks("softmaxCrossEntropy", labels, V, ignoreIndex);
     const zero = scalarOf(x, 0);
     const z = sub(x, rowMax(x, 1));
     const picked = sum(where(onehot, z, zero), 1);
@@ -112,19 +112,19 @@ export const DECOMPOSITIONS: DecompositionTable = {
   },
   // dlogits [N, V] = (softmax(logits) − onehot(label)) · dloss, 0 on ignored rows.
   softmaxCrossEntropyBackward([logits, labels, dloss], { ignoreIndex }) {
-    const [N, V] = logits!.shape as [number, number];
-    const c = computeDType(logits!.dtype);
-    const { valid, onehot } = labelMasks("softmaxCrossEntropyBackward", labels!, V, ignoreIndex);
-    const p = softmaxOf(to(logits!, c), 1, false);
-    const g = reshape(where(valid, to(dloss!, c), scalarOf(dloss!, 0, c)), [N, 1]);
-    return [to(mul(sub(p, cast(onehot, c)), g), logits!.dtype)];
+    const [N, V] = logits.shape as [number, number];
+    const c = computeDType(logits.dtype);
+    const { valid, onehot } = labelMasks("softmaxCrossEntropyBackward", labels, V, ignoreIndex);
+    const p = softmaxOf(to(logits, c), 1, false);
+    const g = reshape(where(valid, to(dloss, c), scalarOf(dloss, 0, c)), [N, 1]);
+    return [to(mul(sub(p, cast(onehot, c)), g), logits.dtype)];
   },
 
   // y = x·r with r = 1/√(mean(x²) + eps) over the last axis.
-  rmsNorm: ([x], { eps }) => [inCompute(x!, (xc) => mul(xc, rsqrt(add(mean(square(xc), -1, true), eps))))],
+  rmsNorm: ([x], { eps }) => [inCompute(x, (xc) => mul(xc, rsqrt(add(mean(square(xc), -1, true), eps))))],
 
   // weight [V, M], ids [...] → [..., M]: rows of the weight.
-  embedding: ([w, ids]) => [indexErrorsAs("embedding", "ids", () => gather(w!, ids!, 0))],
+  embedding: ([w, ids]) => [indexErrorsAs("embedding", "ids", () => gather(w, ids, 0))],
   // dy [..., M], ids [...] → dweight [V, M]: rows added up by id.
-  embeddingBackward: ([dy, ids], { vocabSize }) => [indexErrorsAs("embeddingBackward", "ids", () => scatterAdd(dy!, ids!, 0, vocabSize))],
+  embeddingBackward: ([dy, ids], { vocabSize }) => [indexErrorsAs("embeddingBackward", "ids", () => scatterAdd(dy, ids, 0, vocabSize))],
 };

@@ -47,9 +47,9 @@ export function lightningAttention(q: Tensor, k: Tensor, v: Tensor, slopes: Tens
 export function lightningAttention(q: Tensor, k: Tensor, v: Tensor, slopes: Tensor, options: LightningAttentionOptions = {}): Tensor | { output: Tensor; state: Tensor } {
   const inputs = options.initialState ? [q, k, v, slopes, options.initialState] : [q, k, v, slopes];
   const [output, state] = runOp("lightningAttention", inputs, attrsOf(options));
-  if (options.returnState) return { output: output!, state: state! };
-  state!.dispose();
-  return output!;
+  if (options.returnState) return { output: output, state: state };
+  state.dispose();
+  return output;
 }
 
 export interface LightningGradients {
@@ -74,10 +74,10 @@ export function lightningAttentionBackward(
   if (options.initialState) inputs.push(options.initialState);
   const [dq, dk, dv, dS0] = runOp("lightningAttentionBackward", inputs, attrsOf(options));
   if (!options.initialState) {
-    dS0!.dispose();
-    return { dq: dq!, dk: dk!, dv: dv! };
+    dS0.dispose();
+    return { dq: dq, dk: dk, dv: dv };
   }
-  return { dq: dq!, dk: dk!, dv: dv!, dInitialState: dS0! };
+  return { dq: dq, dk: dk, dv: dv, dInitialState: dS0 };
 }
 
 /**
@@ -86,7 +86,7 @@ export function lightningAttentionBackward(
  */
 export function lightningStep(q: Tensor, k: Tensor, v: Tensor, slopes: Tensor, state: Tensor): { output: Tensor; state: Tensor } {
   const [output, next] = runOp("lightningStep", [q, k, v, slopes, state], {});
-  return { output: output!, state: next! };
+  return { output: output, state: next };
 }
 
 /**

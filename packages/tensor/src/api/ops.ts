@@ -61,8 +61,8 @@ export function tensor(values: NestedArray | ArrayLike<number>, shape?: readonly
     flat = [values];
     s = shape ? checkShape("tensor", "shape", [...shape]) : [];
   } else if (Array.isArray(values) && (shape === undefined || Array.isArray(values[0]))) {
-    s = inferShape(values as NestedArray);
-    flat = flatten("tensor", values as NestedArray, s);
+    s = inferShape(values);
+    flat = flatten("tensor", values, s);
     if (shape && sizeOf(shape) === flat.length) s = [...shape];
   } else {
     flat = values as ArrayLike<number>;
@@ -226,7 +226,7 @@ export function transpose(x: Tensor, axis0 = -2, axis1 = -1): Tensor {
   const a = normalizeAxis("transpose", "axis0", axis0, x.rank);
   const b = normalizeAxis("transpose", "axis1", axis1, x.rank);
   const perm = Array.from({ length: x.rank }, (_, i) => i);
-  [perm[a], perm[b]] = [perm[b]!, perm[a]!];
+  [perm[a], perm[b]] = [perm[b], perm[a]];
   return permute(x, perm);
 }
 
@@ -238,14 +238,14 @@ export function slice(x: Tensor, begin: readonly number[], end?: readonly (numbe
   if (begin.length > x.rank) argError("slice", "begin", `at most ${x.rank} entries`, `${begin.length}`);
   const clamp = (v: number, d: number) => Math.min(Math.max(v < 0 ? v + d : v, 0), d);
   const b = x.shape.map((d, i) => clamp(begin[i] ?? 0, d));
-  const e = x.shape.map((d, i) => Math.max(b[i]!, clamp(end?.[i] ?? d, d)));
+  const e = x.shape.map((d, i) => Math.max(b[i], clamp(end?.[i] ?? d, d)));
   return run1("slice", [x], { begin: b, end: e });
 }
 
 /** `length` elements of `axis` from `start`. */
 export function narrow(x: Tensor, axis: number, start: number, length: number): Tensor {
   const a = normalizeAxis("narrow", "axis", axis, x.rank);
-  if (start < 0 || length < 0 || start + length > x.shape[a]!) {
+  if (start < 0 || length < 0 || start + length > x.shape[a]) {
     argError("narrow", "start", `a range inside [0, ${x.shape[a]}) on axis ${a}`, `${start}..${start + length}`);
   }
   const begin = x.shape.map(() => 0);
@@ -263,13 +263,13 @@ export function pad(x: Tensor, widths: readonly (readonly [number, number])[]): 
 
 export function concat(xs: readonly Tensor[], axis = 0): Tensor {
   if (xs.length === 0) argError("concat", "xs", "at least one tensor", "an empty list");
-  return run1("concat", xs, { axis: normalizeAxis("concat", "axis", axis, xs[0]!.rank) });
+  return run1("concat", xs, { axis: normalizeAxis("concat", "axis", axis, xs[0].rank) });
 }
 
 /** Splits along `axis` into `sections` equal parts, or into parts of the given sizes. */
 export function split(x: Tensor, sections: number | readonly number[], axis = 0): Tensor[] {
   const a = normalizeAxis("split", "axis", axis, x.rank);
-  const d = x.shape[a]!;
+  const d = x.shape[a];
   let sizes: number[];
   if (typeof sections === "number") {
     if (!Number.isInteger(sections) || sections < 1 || d % sections !== 0) {

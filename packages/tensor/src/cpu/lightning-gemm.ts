@@ -56,7 +56,7 @@ const blockLength = (L: Layout, bi: number) => Math.min(L.C, L.T - bi * L.C);
 function blocks(L: Layout, x: Float32Array, W: number, rowScale?: (pw: Float64Array, m: number, j: number) => number): Float32Array {
   const out = alloc(L.N * L.C * W);
   for (let bh = 0; bh < L.BH; bh++) {
-    const pw = L.pw[bh % L.H]!;
+    const pw = L.pw[bh % L.H];
     for (let bi = 0; bi < L.nb; bi++) {
       const m = blockLength(L, bi);
       for (let j = 0; j < m; j++) {
@@ -65,7 +65,7 @@ function blocks(L: Layout, x: Float32Array, W: number, rowScale?: (pw: Float64Ar
         if (!rowScale) out.set(x.subarray(src, src + W), dst);
         else {
           const c = rowScale(pw, m, j);
-          for (let w = 0; w < W; w++) out[dst + w] = c * x[src + w]!;
+          for (let w = 0; w < W; w++) out[dst + w] = c * x[src + w];
         }
       }
     }
@@ -88,17 +88,17 @@ function unblock(L: Layout, x: Float32Array, W: number, out: Float32Array): void
 function applyMask(L: Layout, a: Float32Array): void {
   const C = L.C;
   for (let n = 0; n < L.N; n++) {
-    const pw = L.pw[Math.floor(n / L.nb) % L.H]!;
+    const pw = L.pw[Math.floor(n / L.nb) % L.H];
     for (let i = 0; i < C; i++) {
       const row = (n * C + i) * C;
-      for (let j = 0; j <= i; j++) a[row + j]! *= pw[i - j]!;
+      for (let j = 0; j <= i; j++) a[row + j] *= pw[i - j];
       a.fill(0, row + i + 1, row + C);
     }
   }
 }
 
-const decayIn = (pw: Float64Array, _m: number, j: number) => pw[j + 1]!;
-const decayOut = (pw: Float64Array, m: number, j: number) => pw[m - 1 - j]!;
+const decayIn = (pw: Float64Array, _m: number, j: number) => pw[j + 1];
+const decayOut = (pw: Float64Array, m: number, j: number) => pw[m - 1 - j];
 
 /**
  * Scan over blocks: for each (b, h), states[n] = S before (forward) or after (reverse) block n's
@@ -107,14 +107,14 @@ const decayOut = (pw: Float64Array, m: number, j: number) => pw[m - 1 - j]!;
 function scan(L: Layout, local: Float32Array, S: Float64Array, DE: number, reverse: boolean): Float32Array {
   const states = alloc(L.N * DE);
   for (let bh = 0; bh < L.BH; bh++) {
-    const pw = L.pw[bh % L.H]!;
+    const pw = L.pw[bh % L.H];
     const s = S.subarray(bh * DE, (bh + 1) * DE);
     for (let step = 0; step < L.nb; step++) {
       const bi = reverse ? L.nb - 1 - step : step;
       const n = bh * L.nb + bi;
-      const decay = pw[blockLength(L, bi)]!;
+      const decay = pw[blockLength(L, bi)];
       for (let i = 0; i < DE; i++) states[n * DE + i] = s[i]!;
-      for (let i = 0; i < DE; i++) s[i] = decay * s[i]! + local[n * DE + i]!;
+      for (let i = 0; i < DE; i++) s[i] = decay * s[i] + local[n * DE + i];
     }
   }
   return states;
@@ -140,7 +140,7 @@ export function createGemmLightning(matmul: Matmul) {
     return c;
   };
   const addInto = (x: Float32Array, y: Float32Array) => {
-    for (let i = 0; i < x.length; i++) x[i]! += y[i]!;
+    for (let i = 0; i < x.length; i++) x[i] += y[i];
     return x;
   };
 

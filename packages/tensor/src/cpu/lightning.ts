@@ -37,19 +37,19 @@ function powers(slope: number, nMax: number): Float64Array {
 /** Σ_d a[ai + d] · b[bi + d]. */
 function dot(a: FloatArray, ai: number, b: FloatArray, bi: number, n: number): number {
   let s = 0;
-  for (let d = 0; d < n; d++) s += a[ai + d]! * b[bi + d]!;
+  for (let d = 0; d < n; d++) s += a[ai + d] * b[bi + d];
   return s;
 }
 
 /** y[yi + e] += c · x[xi + e]. */
 function axpy(y: FloatArray, yi: number, c: number, x: FloatArray, xi: number, n: number): void {
-  for (let e = 0; e < n; e++) y[yi + e]! += c * x[xi + e]!;
+  for (let e = 0; e < n; e++) y[yi + e] += c * x[xi + e];
 }
 
 /** out[oi + e] += c · Σ_d x[xi + d] · S[d, e]  (row vector times the D×E state). */
 function rowTimesState(out: FloatArray, oi: number, c: number, x: FloatArray, xi: number, S: Float64Array, D: number, E: number): void {
   for (let d = 0; d < D; d++) {
-    const xd = c * x[xi + d]!;
+    const xd = c * x[xi + d];
     if (xd !== 0) axpy(out, oi, xd, S, d * E, E);
   }
 }
@@ -57,13 +57,13 @@ function rowTimesState(out: FloatArray, oi: number, c: number, x: FloatArray, xi
 /** S[d, e] += c · a[ai + d] · b[bi + e]  (rank-1 update). */
 function outer(S: Float64Array, c: number, a: FloatArray, ai: number, b: FloatArray, bi: number, D: number, E: number): void {
   for (let d = 0; d < D; d++) {
-    const ad = c * a[ai + d]!;
+    const ad = c * a[ai + d];
     if (ad !== 0) axpy(S, d * E, ad, b, bi, E);
   }
 }
 
 function scale(S: Float64Array, c: number): void {
-  for (let i = 0; i < S.length; i++) S[i]! *= c;
+  for (let i = 0; i < S.length; i++) S[i] *= c;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -76,13 +76,13 @@ function forwardRecurrent({ q, k, v, T, D, E, slope }: Head, S: Float64Array, o:
     const qi = t * D;
     const vi = t * E;
     for (let d = 0; d < D; d++) {
-      const kd = k[qi + d]!;
-      const qd = q[qi + d]!;
+      const kd = k[qi + d];
+      const qd = q[qi + d];
       const row = d * E;
       for (let e = 0; e < E; e++) {
-        const s = lambda * S[row + e]! + kd * v[vi + e]!;
+        const s = lambda * S[row + e] + kd * v[vi + e];
         S[row + e] = s;
-        o[vi + e]! += qd * s;
+        o[vi + e] += qd * s;
       }
     }
   }
@@ -91,13 +91,13 @@ function forwardRecurrent({ q, k, v, T, D, E, slope }: Head, S: Float64Array, o:
 function forwardQuadratic({ q, k, v, T, D, E, slope }: Head, S: Float64Array, o: Float64Array): void {
   const pw = powers(slope, T);
   for (let t = 0; t < T; t++) {
-    for (let s = 0; s <= t; s++) axpy(o, t * E, pw[t - s]! * dot(q, t * D, k, s * D, D), v, s * E, E);
-    rowTimesState(o, t * E, pw[t + 1]!, q, t * D, S, D, E);
+    for (let s = 0; s <= t; s++) axpy(o, t * E, pw[t - s] * dot(q, t * D, k, s * D, D), v, s * E, E);
+    rowTimesState(o, t * E, pw[t + 1], q, t * D, S, D, E);
   }
   const S0 = Float64Array.from(S);
   S.fill(0);
-  axpy(S, 0, pw[T]!, S0, 0, D * E);
-  for (let s = 0; s < T; s++) outer(S, pw[T - 1 - s]!, k, s * D, v, s * E, D, E);
+  axpy(S, 0, pw[T], S0, 0, D * E);
+  for (let s = 0; s < T; s++) outer(S, pw[T - 1 - s], k, s * D, v, s * E, D, E);
 }
 
 /**
@@ -113,11 +113,11 @@ function forwardChunked(h: Head, C: number, S: Float64Array, o: Float64Array): v
     const m = Math.min(C, T - a);
     for (let j = 0; j < m; j++) {
       const t = a + j;
-      rowTimesState(o, t * E, pw[j + 1]!, q, t * D, S, D, E);
-      for (let jj = 0; jj <= j; jj++) axpy(o, t * E, pw[j - jj]! * dot(q, t * D, k, (a + jj) * D, D), v, (a + jj) * E, E);
+      rowTimesState(o, t * E, pw[j + 1], q, t * D, S, D, E);
+      for (let jj = 0; jj <= j; jj++) axpy(o, t * E, pw[j - jj] * dot(q, t * D, k, (a + jj) * D, D), v, (a + jj) * E, E);
     }
-    scale(S, pw[m]!);
-    for (let jj = 0; jj < m; jj++) outer(S, pw[m - 1 - jj]!, k, (a + jj) * D, v, (a + jj) * E, D, E);
+    scale(S, pw[m]);
+    for (let jj = 0; jj < m; jj++) outer(S, pw[m - 1 - jj], k, (a + jj) * D, v, (a + jj) * E, D, E);
   }
 }
 
@@ -136,7 +136,7 @@ interface Grads {
 
 /** out[oi + d] += c · Σ_e S[d, e] · x[xi + e]  (the D×E state times a column vector). */
 function stateTimesCol(out: FloatArray, oi: number, c: number, S: Float64Array, x: FloatArray, xi: number, D: number, E: number): void {
-  for (let d = 0; d < D; d++) out[oi + d]! += c * dot(S, d * E, x, xi, E);
+  for (let d = 0; d < D; d++) out[oi + d] += c * dot(S, d * E, x, xi, E);
 }
 
 function backwardQuadratic(h: Head, S0: Float64Array, dO: FloatArray, dSf: Float64Array, g: Grads): void {
@@ -144,20 +144,20 @@ function backwardQuadratic(h: Head, S0: Float64Array, dO: FloatArray, dSf: Float
   const pw = powers(slope, T);
   for (let t = 0; t < T; t++) {
     for (let s = 0; s <= t; s++) {
-      const w = pw[t - s]!;
+      const w = pw[t - s];
       const dov = w * dot(dO, t * E, v, s * E, E);
       axpy(g.dq, t * D, dov, k, s * D, D);
       axpy(g.dk, s * D, dov, q, t * D, D);
       axpy(g.dv, s * E, w * dot(q, t * D, k, s * D, D), dO, t * E, E);
     }
-    stateTimesCol(g.dq, t * D, pw[t + 1]!, S0, dO, t * E, D, E);
-    outer(g.dS0, pw[t + 1]!, q, t * D, dO, t * E, D, E);
+    stateTimesCol(g.dq, t * D, pw[t + 1], S0, dO, t * E, D, E);
+    outer(g.dS0, pw[t + 1], q, t * D, dO, t * E, D, E);
   }
   for (let s = 0; s < T; s++) {
-    stateTimesCol(g.dk, s * D, pw[T - 1 - s]!, dSf, v, s * E, D, E);
-    rowTimesState(g.dv, s * E, pw[T - 1 - s]!, k, s * D, dSf, D, E);
+    stateTimesCol(g.dk, s * D, pw[T - 1 - s], dSf, v, s * E, D, E);
+    rowTimesState(g.dv, s * E, pw[T - 1 - s], k, s * D, dSf, D, E);
   }
-  axpy(g.dS0, 0, pw[T]!, dSf, 0, D * E);
+  axpy(g.dS0, 0, pw[T], dSf, 0, D * E);
 }
 
 function backwardRecurrent(h: Head, S0: Float64Array, dO: FloatArray, dSf: Float64Array, g: Grads): void {
@@ -169,15 +169,15 @@ function backwardRecurrent(h: Head, S0: Float64Array, dO: FloatArray, dSf: Float
     const qi = t * D;
     const vi = t * E;
     for (let d = 0; d < D; d++) {
-      const kd = k[qi + d]!;
+      const kd = k[qi + d];
       const row = d * E;
       let acc = 0;
       for (let e = 0; e < E; e++) {
-        const s = lambda * S[row + e]! + kd * v[vi + e]!;
+        const s = lambda * S[row + e] + kd * v[vi + e];
         S[row + e] = s;
-        acc += dO[vi + e]! * s;
+        acc += dO[vi + e] * s;
       }
-      g.dq[qi + d]! += acc;
+      g.dq[qi + d] += acc;
     }
   }
   // Reverse sweep: G_t = q_tᵀ dO_t + λ G_{t+1}, starting from dSfinal; dk_t = G_t v_t, dv_t = k_t G_t.
@@ -186,17 +186,17 @@ function backwardRecurrent(h: Head, S0: Float64Array, dO: FloatArray, dSf: Float
     const qi = t * D;
     const vi = t * E;
     for (let d = 0; d < D; d++) {
-      const qd = q[qi + d]!;
-      const kd = k[qi + d]!;
+      const qd = q[qi + d];
+      const kd = k[qi + d];
       const row = d * E;
       let acc = 0;
       for (let e = 0; e < E; e++) {
-        const x = G[row + e]! + qd * dO[vi + e]!;
+        const x = G[row + e] + qd * dO[vi + e];
         G[row + e] = x;
-        acc += x * v[vi + e]!;
-        g.dv[vi + e]! += kd * x;
+        acc += x * v[vi + e];
+        g.dv[vi + e] += kd * x;
       }
-      g.dk[qi + d]! += acc;
+      g.dk[qi + d] += acc;
     }
     scale(G, lambda);
   }
@@ -216,11 +216,11 @@ function backwardChunked(h: Head, C: number, S0: Float64Array, dO: FloatArray, d
     const m = Math.min(C, T - a);
     for (let j = 0; j < m; j++) {
       const t = a + j;
-      stateTimesCol(g.dq, t * D, pw[j + 1]!, S, dO, t * E, D, E);
-      for (let jj = 0; jj <= j; jj++) axpy(g.dq, t * D, pw[j - jj]! * dot(dO, t * E, v, (a + jj) * E, E), k, (a + jj) * D, D);
+      stateTimesCol(g.dq, t * D, pw[j + 1], S, dO, t * E, D, E);
+      for (let jj = 0; jj <= j; jj++) axpy(g.dq, t * D, pw[j - jj] * dot(dO, t * E, v, (a + jj) * E, E), k, (a + jj) * D, D);
     }
-    scale(S, pw[m]!);
-    for (let jj = 0; jj < m; jj++) outer(S, pw[m - 1 - jj]!, k, (a + jj) * D, v, (a + jj) * E, D, E);
+    scale(S, pw[m]);
+    for (let jj = 0; jj < m; jj++) outer(S, pw[m - 1 - jj], k, (a + jj) * D, v, (a + jj) * E, D, E);
   }
   const H = Float64Array.from(dSf);
   const lastStart = Math.floor((T - 1) / C) * C;
@@ -228,18 +228,18 @@ function backwardChunked(h: Head, C: number, S0: Float64Array, dO: FloatArray, d
     const m = Math.min(C, T - a);
     for (let j = 0; j < m; j++) {
       const t = a + j;
-      const w = pw[m - 1 - j]!;
+      const w = pw[m - 1 - j];
       stateTimesCol(g.dk, t * D, w, H, v, t * E, D, E);
       rowTimesState(g.dv, t * E, w, k, t * D, H, D, E);
       for (let s = j; s < m; s++) {
         const u = a + s;
-        const ws = pw[s - j]!;
+        const ws = pw[s - j];
         axpy(g.dk, t * D, ws * dot(dO, u * E, v, t * E, E), q, u * D, D);
         axpy(g.dv, t * E, ws * dot(q, u * D, k, t * D, D), dO, u * E, E);
       }
     }
-    scale(H, pw[m]!);
-    for (let j = 0; j < m; j++) outer(H, pw[j + 1]!, q, (a + j) * D, dO, (a + j) * E, D, E);
+    scale(H, pw[m]);
+    for (let j = 0; j < m; j++) outer(H, pw[j + 1], q, (a + j) * D, dO, (a + j) * E, D, E);
   }
   axpy(g.dS0, 0, 1, H, 0, D * E);
 }
@@ -249,7 +249,7 @@ function backwardChunked(h: Head, C: number, S0: Float64Array, dO: FloatArray, d
 
 function dims(q: CpuRef, v: CpuRef) {
   const [B, H, T, D] = q.shape as [number, number, number, number];
-  return { B, H, T, D, E: v.shape[3]! };
+  return { B, H, T, D, E: v.shape[3] };
 }
 
 function headOf(q: FloatArray, k: FloatArray, v: FloatArray, slopes: Float32Array, bh: number, H: number, T: number, D: number, E: number): Head {
@@ -260,7 +260,7 @@ function headOf(q: FloatArray, k: FloatArray, v: FloatArray, slopes: Float32Arra
     T,
     D,
     E,
-    slope: slopes[bh % H]!,
+    slope: slopes[bh % H],
   };
 }
 
@@ -276,19 +276,19 @@ export function createLightningKernels(matmul: Matmul) {
   // q, k: (B, H, T, D); v: (B, H, T, E); slopes: (H); initialState?: (B, H, D, E) → o: (B, H, T, E), state: (B, H, D, E)
   const forward: Kernel<"lightningAttention", CpuStorage> = ({ inputs, outputs: [o, sOut], attrs }) => {
     const [qr, kr, vr, sr, s0r] = inputs;
-    const { B, H, T, D, E } = dims(qr!, vr!);
-    const slopes = view(sr!) as Float32Array;
+    const { B, H, T, D, E } = dims(qr, vr);
+    const slopes = view(sr) as Float32Array;
     const state = new Float64Array(B * H * D * E);
     if (s0r) state.set(readFloat(s0r));
-    if (useGemm(attrs.impl, qr!.dtype)) {
+    if (useGemm(attrs.impl, qr.dtype)) {
       const f32 = (r: CpuRef) => readFloat(r) as Float32Array;
-      storeAs(o!, gemm.forward({ B, H, T, D, E, C: attrs.blockSize, q: f32(qr!), k: f32(kr!), v: f32(vr!), slopes }, state));
-      storeAs(sOut!, state);
+      storeAs(o, gemm.forward({ B, H, T, D, E, C: attrs.blockSize, q: f32(qr), k: f32(kr), v: f32(vr), slopes }, state));
+      storeAs(sOut, state);
       return;
     }
-    const q = readFloat(qr!);
-    const k = readFloat(kr!);
-    const v = readFloat(vr!);
+    const q = readFloat(qr);
+    const k = readFloat(kr);
+    const v = readFloat(vr);
     const out = new Float64Array(B * H * T * E);
     for (let bh = 0; bh < B * H; bh++) {
       const head = headOf(q, k, v, slopes, bh, H, T, D, E);
@@ -298,33 +298,33 @@ export function createLightningKernels(matmul: Matmul) {
       else if (attrs.impl === "recurrent") forwardRecurrent(head, S, oh);
       else forwardQuadratic(head, S, oh);
     }
-    storeAs(o!, out);
-    storeAs(sOut!, state);
+    storeAs(o, out);
+    storeAs(sOut, state);
   };
 
   // (q, k, v, slopes, dO, dFinalState[, initialState]) → (dq, dk, dv, dInitialState)
   const backward: Kernel<"lightningAttentionBackward", CpuStorage> = ({ inputs, outputs, attrs }) => {
     const [qr, kr, vr, sr, dOr, dSr, s0r] = inputs;
-    const { B, H, T, D, E } = dims(qr!, vr!);
-    const slopes = view(sr!) as Float32Array;
+    const { B, H, T, D, E } = dims(qr, vr);
+    const slopes = view(sr) as Float32Array;
     const [dqr, dkr, dvr, dS0r] = outputs;
     const S0all = new Float64Array(B * H * D * E);
     if (s0r) S0all.set(readFloat(s0r));
-    if (useGemm(attrs.impl, qr!.dtype)) {
+    if (useGemm(attrs.impl, qr.dtype)) {
       const f32 = (r: CpuRef) => readFloat(r) as Float32Array;
-      const carry = Float64Array.from(readFloat(dSr!));
-      const g = gemm.backward({ B, H, T, D, E, C: attrs.blockSize, q: f32(qr!), k: f32(kr!), v: f32(vr!), slopes }, f32(dOr!), S0all, carry);
-      storeAs(dqr!, g.dq);
-      storeAs(dkr!, g.dk);
-      storeAs(dvr!, g.dv);
-      storeAs(dS0r!, carry);
+      const carry = Float64Array.from(readFloat(dSr));
+      const g = gemm.backward({ B, H, T, D, E, C: attrs.blockSize, q: f32(qr), k: f32(kr), v: f32(vr), slopes }, f32(dOr), S0all, carry);
+      storeAs(dqr, g.dq);
+      storeAs(dkr, g.dk);
+      storeAs(dvr, g.dv);
+      storeAs(dS0r, carry);
       return;
     }
-    const q = readFloat(qr!);
-    const k = readFloat(kr!);
-    const v = readFloat(vr!);
-    const dO = readFloat(dOr!);
-    const dSf = readFloat(dSr!);
+    const q = readFloat(qr);
+    const k = readFloat(kr);
+    const v = readFloat(vr);
+    const dO = readFloat(dOr);
+    const dSf = readFloat(dSr);
     const all: Grads = {
       dq: new Float64Array(B * H * T * D),
       dk: new Float64Array(B * H * T * D),
@@ -346,10 +346,10 @@ export function createLightningKernels(matmul: Matmul) {
       else if (attrs.impl === "recurrent") backwardRecurrent(head, S0, dOh, dSfh, g);
       else backwardQuadratic(head, S0, dOh, dSfh, g);
     }
-    storeAs(dqr!, all.dq);
-    storeAs(dkr!, all.dk);
-    storeAs(dvr!, all.dv);
-    storeAs(dS0r!, all.dS0);
+    storeAs(dqr, all.dq);
+    storeAs(dkr, all.dk);
+    storeAs(dvr, all.dv);
+    storeAs(dS0r, all.dS0);
   };
 
   return { lightningAttention: forward, lightningAttentionBackward: backward, lightningStep: stepKernel };
@@ -357,20 +357,20 @@ export function createLightningKernels(matmul: Matmul) {
 
 // q, k: (B, H, D); v: (B, H, E); slopes: (H); state: (B, H, D, E) → o: (B, H, E), newState: (B, H, D, E)
 const stepKernel: Kernel<"lightningStep", CpuStorage> = ({ inputs: [qr, kr, vr, sr, stater], outputs: [o, sOut] }) => {
-  const [B, H, D] = qr!.shape as [number, number, number];
-  const E = vr!.shape[2]!;
-  const q = readFloat(qr!);
-  const k = readFloat(kr!);
-  const v = readFloat(vr!);
-  const slopes = view(sr!) as Float32Array;
-  const S = Float64Array.from(readFloat(stater!));
+  const [B, H, D] = qr.shape as [number, number, number];
+  const E = vr.shape[2];
+  const q = readFloat(qr);
+  const k = readFloat(kr);
+  const v = readFloat(vr);
+  const slopes = view(sr) as Float32Array;
+  const S = Float64Array.from(readFloat(stater));
   const out = new Float64Array(B * H * E);
   for (let bh = 0; bh < B * H; bh++) {
     const Sh = S.subarray(bh * D * E, (bh + 1) * D * E);
-    scale(Sh, Math.exp(-slopes[bh % H]!));
+    scale(Sh, Math.exp(-slopes[bh % H]));
     outer(Sh, 1, k, bh * D, v, bh * E, D, E);
     rowTimesState(out, bh * E, 1, q, bh * D, Sh, D, E);
   }
-  storeAs(o!, out);
-  storeAs(sOut!, S);
+  storeAs(o, out);
+  storeAs(sOut, S);
 };

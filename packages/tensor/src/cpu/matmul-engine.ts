@@ -93,21 +93,21 @@ export function createGemmEngine(wasmBytes: Uint8Array | null): GemmEngine {
           for (let r = 0; r < MR; r++) {
             let c0 = 0, c1 = 0, c2 = 0, c3 = 0, c4 = 0, c5 = 0, c6 = 0, c7 = 0;
             for (let p = 0; p < kc; p++) {
-              const x = h[ap + p * MR + r]!;
+              const x = h[ap + p * MR + r];
               const q = bp + p * NR;
-              c0 += x * h[q]!;
-              c1 += x * h[q + 1]!;
-              c2 += x * h[q + 2]!;
-              c3 += x * h[q + 3]!;
-              c4 += x * h[q + 4]!;
-              c5 += x * h[q + 5]!;
-              c6 += x * h[q + 6]!;
-              c7 += x * h[q + 7]!;
+              c0 += x * h[q];
+              c1 += x * h[q + 1];
+              c2 += x * h[q + 2];
+              c3 += x * h[q + 3];
+              c4 += x * h[q + 4];
+              c5 += x * h[q + 5];
+              c6 += x * h[q + 6];
+              c7 += x * h[q + 7];
             }
             const o = c + (i + r) * nc + j;
             if (pc > 0) {
-              c0 += h[o]!, c1 += h[o + 1]!, c2 += h[o + 2]!, c3 += h[o + 3]!;
-              c4 += h[o + 4]!, c5 += h[o + 5]!, c6 += h[o + 6]!, c7 += h[o + 7]!;
+              c0 += h[o], c1 += h[o + 1], c2 += h[o + 2], c3 += h[o + 3];
+              c4 += h[o + 4], c5 += h[o + 5], c6 += h[o + 6], c7 += h[o + 7];
             }
             h[o] = c0, h[o + 1] = c1, h[o + 2] = c2, h[o + 3] = c3;
             h[o + 4] = c4, h[o + 5] = c5, h[o + 6] = c6, h[o + 7] = c7;
@@ -158,7 +158,7 @@ export function createGemmEngine(wasmBytes: Uint8Array | null): GemmEngine {
             h[d + 6] = src[s + 6]!;
             h[d + 7] = src[s + 7]!;
           } else {
-            for (let q = 0; q < NR; q++) h[d + q] = q < cols ? src[s + q * cs]! : 0;
+            for (let q = 0; q < NR; q++) h[d + q] = q < cols ? src[s + q * cs] : 0;
           }
         }
       }
@@ -188,7 +188,7 @@ export function createGemmEngine(wasmBytes: Uint8Array | null): GemmEngine {
             const src = C0 + r * ncPad;
             const dst = cBase + (ic + r) * n + jc;
             if (ps === 0) c.set(heap.subarray(src, src + nc), dst);
-            else for (let q = 0; q < nc; q++) c[dst + q]! += heap[src + q]!;
+            else for (let q = 0; q < nc; q++) c[dst + q] += heap[src + q];
           }
         }
       }
@@ -203,7 +203,7 @@ export function createGemmEngine(wasmBytes: Uint8Array | null): GemmEngine {
       const i1 = Math.min(m, i0 + (t.rowEnd - row));
       const cBase = batch * m * n;
       if (k === 0) t.c.fill(0, cBase + i0 * n, cBase + i1 * n);
-      else blocked(t, t.aOffsets[batch]!, t.bOffsets[batch]!, cBase, i0, i1);
+      else blocked(t, t.aOffsets[batch], t.bOffsets[batch], cBase, i0, i1);
       row += i1 - i0;
     }
   }

@@ -72,10 +72,10 @@ export class GemmPool {
     if (remote > this.#size) throw new Error(`matmul: ${tasks.length} tasks for a pool of ${this.#size} workers`);
     this.#start(remote);
     const sync = new Int32Array(new SharedArrayBuffer(8));
-    for (let w = 0; w < remote; w++) this.#workers[w]!.postMessage({ ...tasks[w + 1], sync });
+    for (let w = 0; w < remote; w++) this.#workers[w].postMessage({ ...tasks[w + 1], sync });
     let localError: unknown = null;
     try {
-      engine.run(tasks[0]!);
+      engine.run(tasks[0]);
     } catch (e) {
       localError = e;
     }

@@ -62,7 +62,7 @@ export function createMatmulKernel(threads: number, owner?: { dispose(): void })
 
   return ({ inputs, outputs, attrs }) => {
     const [a, b] = inputs as [CpuRef, CpuRef];
-    const out = outputs[0]!;
+    const out = outputs[0];
     const { m, n, k, batch } = matmulDims(a.shape, b.shape, attrs.transA, attrs.transB);
     const batches = sizeOf(batch);
     const rows = batches * m;
@@ -126,14 +126,14 @@ function matmulF64(a: CpuRef, b: CpuRef, out: CpuRef, m: number, n: number, k: n
   const bOffsets = batchOffsets(batch, b.shape, k * n);
   const [rsA, csA] = transA ? [1, m] : [k, 1];
   const [rsB, csB] = transB ? [1, k] : [n, 1];
-  cv!.fill(0);
+  cv.fill(0);
   for (let bi = 0; bi < aOffsets.length; bi++) {
     const c0 = bi * m * n;
     for (let i = 0; i < m; i++) {
       for (let p = 0; p < k; p++) {
-        const x = av![aOffsets[bi]! + i * rsA + p * csA]!;
-        const row = bOffsets[bi]! + p * rsB;
-        for (let j = 0; j < n; j++) cv![c0 + i * n + j]! += x * bv![row + j * csB]!;
+        const x = av[aOffsets[bi] + i * rsA + p * csA];
+        const row = bOffsets[bi] + p * rsB;
+        for (let j = 0; j < n; j++) cv[c0 + i * n + j] += x * bv[row + j * csB];
       }
     }
   }
@@ -155,7 +155,7 @@ function batchOffsets(batch: readonly number[], shape: readonly number[], matrix
   // Stride of each broadcast batch dim, in elements; 0 where this tensor has size 1 there.
   const strides = new Array<number>(batch.length).fill(0);
   for (let d = batch.length - 1, s = matrixSize; d >= pad; d--) {
-    const size = dims[d - pad]!;
+    const size = dims[d - pad];
     strides[d] = size === 1 ? 0 : s;
     s *= size;
   }
@@ -164,8 +164,8 @@ function batchOffsets(batch: readonly number[], shape: readonly number[], matrix
     let rest = i;
     let offset = 0;
     for (let d = batch.length - 1; d >= 0; d--) {
-      const size = batch[d]!;
-      offset += (rest % size) * strides[d]!;
+      const size = batch[d];
+      offset += (rest % size) * strides[d];
       rest = Math.floor(rest / size);
     }
     offsets[i] = offset;

@@ -8,13 +8,13 @@ import { fillNormal, fillUniform } from "../rng.js";
 import { type CpuStorage, writeFloat } from "./storage.js";
 
 export const randomUniformKernel: Kernel<"randomUniform", CpuStorage> = ({ outputs, attrs }) => {
-  const { out, commit } = writeFloat(outputs[0]!);
+  const { out, commit } = writeFloat(outputs[0]);
   fillUniform(out, attrs);
   commit();
 };
 
 export const randomNormalKernel: Kernel<"randomNormal", CpuStorage> = ({ outputs, attrs }) => {
-  const { out, commit } = writeFloat(outputs[0]!);
+  const { out, commit } = writeFloat(outputs[0]);
   fillNormal(out, attrs);
   commit();
 };

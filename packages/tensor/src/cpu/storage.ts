@@ -44,7 +44,7 @@ export function readAny(ref: CpuRef): DataArray {
  * A float scratch array for an output, and `commit` to store it in the output's dtype. For f32 and
  * f64 outputs the scratch is the storage itself and `commit` does nothing.
  */
-export function writeFloat(ref: CpuRef): { out: FloatArray; commit(): void } {
+export function writeFloat(ref: CpuRef): { out: FloatArray; commit: () => void } {
   if (ref.dtype === "f32" || ref.dtype === "f64") return { out: view(ref) as FloatArray, commit() {} };
   const out = new Float32Array(ref.size);
   return {
@@ -59,7 +59,7 @@ export function writeFloat(ref: CpuRef): { out: FloatArray; commit(): void } {
 export function storeAs(ref: CpuRef, values: ArrayLike<number>): void {
   const dst = view(ref);
   if (ref.dtype === "f16" || ref.dtype === "bf16") dst.set(encode(ref.dtype, values));
-  else dst.set(values as ArrayLike<number>);
+  else dst.set(values);
 }
 
 export function dtypeOf(ref: CpuRef): DType {

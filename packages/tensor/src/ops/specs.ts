@@ -58,17 +58,17 @@ function requireShape(op: string, arg: string, t: TensorInfo, shape: Shape): voi
 const unary = <K extends OpName>(op: K): OpSpec<K> => ({
   inputs: ["x"],
   infer([x]) {
-    requireFloat(op, "x", x!);
-    return [{ shape: [...x!.shape], dtype: x!.dtype }];
+    requireFloat(op, "x", x);
+    return [{ shape: [...x.shape], dtype: x.dtype }];
   },
 });
 
 const binary = <K extends OpName>(op: K, out?: DType): OpSpec<K> => ({
   inputs: ["a", "b"],
   infer([a, b]) {
-    requireSameDType(op, "b", a!, b!);
-    if (!out && a!.dtype === "u8") argError(op, "a", "a float or i32 tensor", typeName(a!));
-    return [{ shape: broadcastShapes(op, a!.shape, b!.shape), dtype: out ?? a!.dtype }];
+    requireSameDType(op, "b", a, b);
+    if (!out && a.dtype === "u8") argError(op, "a", "a float or i32 tensor", typeName(a));
+    return [{ shape: broadcastShapes(op, a.shape, b.shape), dtype: out ?? a.dtype }];
   },
 });
 
@@ -85,13 +85,13 @@ const reduce = <K extends OpName>(op: K): OpSpec<K> => ({
   inputs: ["x"],
   infer([x], attrs) {
     const { axes, keepdims } = attrs as ReduceAttrs;
-    if (x!.dtype === "u8") argError(op, "x", "a float or i32 tensor", typeName(x!));
-    if (op === "mean") requireFloat(op, "x", x!);
-    for (const a of axes) if (a < 0 || a >= x!.shape.length) argError(op, "axes", `axes in [0, ${x!.shape.length - 1}]`, String(a));
-    if ((op === "max" || op === "min") && axes.some((a) => x!.shape[a] === 0)) {
-      argError(op, "x", "non-empty reduced axes", fmtShape(x!.shape));
+    if (x.dtype === "u8") argError(op, "x", "a float or i32 tensor", typeName(x));
+    if (op === "mean") requireFloat(op, "x", x);
+    for (const a of axes) if (a < 0 || a >= x.shape.length) argError(op, "axes", `axes in [0, ${x.shape.length - 1}]`, String(a));
+    if ((op === "max" || op === "min") && axes.some((a) => x.shape[a] === 0)) {
+      argError(op, "x", "non-empty reduced axes", fmtShape(x.shape));
     }
-    return [{ shape: reducedShape(x!.shape, axes, keepdims), dtype: x!.dtype }];
+    return [{ shape: reducedShape(x.shape, axes, keepdims), dtype: x.dtype }];
   },
 });
 
@@ -127,10 +127,10 @@ export function matmulDims(
   transA: boolean,
   transB: boolean,
 ): { m: number; k: number; n: number; batch: number[] } {
-  const m = transA ? a[a.length - 1]! : a[a.length - 2]!;
-  const k = transA ? a[a.length - 2]! : a[a.length - 1]!;
-  const kb = transB ? b[b.length - 1]! : b[b.length - 2]!;
-  const n = transB ? b[b.length - 2]! : b[b.length - 1]!;
+  const m = transA ? a[a.length - 1] : a[a.length - 2];
+  const k = transA ? a[a.length - 2] : a[a.length - 1];
+  const kb = transB ? b[b.length - 1] : b[b.length - 2];
+  const n = transB ? b[b.length - 2] : b[b.length - 1];
   if (k !== kb) argError("matmul", "b", `inner dimension ${k} (from a ${fmtShape(a)})`, `${kb} (b ${fmtShape(b)})`);
   const batch = broadcastShapes("matmul", a.slice(0, -2), b.slice(0, -2));
   return { m, k, n, batch };
@@ -148,7 +148,7 @@ function lightningShapes(op: string, q: TensorInfo, k: TensorInfo, v: TensorInfo
   if (v.shape[0] !== B || v.shape[1] !== H || v.shape[2] !== T) {
     argError(op, "v", `shape [${B}, ${H}, ${T}, E] (B, H, T as q)`, fmtShape(v.shape));
   }
-  const E = v.shape[3]!;
+  const E = v.shape[3];
   requireDType(op, "slopes", slopes, "f32");
   requireShape(op, "slopes", slopes, [H]);
   return { B, H, T, D, E };
@@ -177,86 +177,86 @@ export const OP_SPECS: OpSpecTable = {
   where: {
     inputs: ["cond", "a", "b"],
     infer([c, a, b]) {
-      requireDType("where", "cond", c!, "u8");
-      requireSameDType("where", "b", a!, b!);
-      const ab = broadcastShapes("where", a!.shape, b!.shape);
-      return [{ shape: broadcastShapes("where", ab, c!.shape, "cond"), dtype: a!.dtype }];
+      requireDType("where", "cond", c, "u8");
+      requireSameDType("where", "b", a, b);
+      const ab = broadcastShapes("where", a.shape, b.shape);
+      return [{ shape: broadcastShapes("where", ab, c.shape, "cond"), dtype: a.dtype }];
     },
   },
   argmax: {
     inputs: ["x"],
     infer([x], { axis, keepdims }) {
-      checkAxis("argmax", axis, x!.shape.length);
-      if (x!.shape[axis] === 0) argError("argmax", "x", "a non-empty axis", fmtShape(x!.shape));
-      return [{ shape: reducedShape(x!.shape, [axis], keepdims), dtype: "i32" }];
+      checkAxis("argmax", axis, x.shape.length);
+      if (x.shape[axis] === 0) argError("argmax", "x", "a non-empty axis", fmtShape(x.shape));
+      return [{ shape: reducedShape(x.shape, [axis], keepdims), dtype: "i32" }];
     },
   },
   matmul: {
     inputs: ["a", "b"],
     infer([a, b], { transA, transB }) {
-      if (a!.shape.length < 2) argError("matmul", "a", "rank >= 2", `rank ${a!.shape.length} ${fmtShape(a!.shape)}`);
-      if (b!.shape.length < 2) argError("matmul", "b", "rank >= 2", `rank ${b!.shape.length} ${fmtShape(b!.shape)}`);
-      requireFloat("matmul", "a", a!);
-      requireSameDType("matmul", "b", a!, b!);
-      const { m, n, batch } = matmulDims(a!.shape, b!.shape, transA, transB);
-      return [{ shape: [...batch, m, n], dtype: a!.dtype }];
+      if (a.shape.length < 2) argError("matmul", "a", "rank >= 2", `rank ${a.shape.length} ${fmtShape(a.shape)}`);
+      if (b.shape.length < 2) argError("matmul", "b", "rank >= 2", `rank ${b.shape.length} ${fmtShape(b.shape)}`);
+      requireFloat("matmul", "a", a);
+      requireSameDType("matmul", "b", a, b);
+      const { m, n, batch } = matmulDims(a.shape, b.shape, transA, transB);
+      return [{ shape: [...batch, m, n], dtype: a.dtype }];
     },
   },
   reshape: {
     inputs: ["x"],
     infer([x], { shape }) {
-      checkCreation("reshape", shape, x!.dtype);
-      if (sizeOf(shape) !== sizeOf(x!.shape)) {
-        argError("reshape", "shape", `a shape of ${sizeOf(x!.shape)} elements (x is ${fmtShape(x!.shape)})`, fmtShape(shape));
+      checkCreation("reshape", shape, x.dtype);
+      if (sizeOf(shape) !== sizeOf(x.shape)) {
+        argError("reshape", "shape", `a shape of ${sizeOf(x.shape)} elements (x is ${fmtShape(x.shape)})`, fmtShape(shape));
       }
-      return [{ shape: [...shape], dtype: x!.dtype }];
+      return [{ shape: [...shape], dtype: x.dtype }];
     },
   },
   permute: {
     inputs: ["x"],
     infer([x], { perm }) {
-      const r = x!.shape.length;
+      const r = x.shape.length;
       const ok = perm.length === r && [...perm].sort((p, q) => p - q).every((p, i) => p === i);
       if (!ok) argError("permute", "perm", `a permutation of [0..${r - 1}]`, JSON.stringify(perm));
-      return [{ shape: perm.map((p) => x!.shape[p]!), dtype: x!.dtype }];
+      return [{ shape: perm.map((p) => x.shape[p]), dtype: x.dtype }];
     },
   },
   slice: {
     inputs: ["x"],
     infer([x], { begin, end }) {
-      const r = x!.shape.length;
+      const r = x.shape.length;
       if (begin.length !== r || end.length !== r) argError("slice", "begin", `${r} entries`, `${begin.length}`);
-      const shape = x!.shape.map((d, i) => {
-        if (!(0 <= begin[i]! && begin[i]! <= end[i]! && end[i]! <= d)) {
+      const shape = x.shape.map((d, i) => {
+        if (!(0 <= begin[i] && begin[i] <= end[i] && end[i] <= d)) {
           argError("slice", "begin", `0 <= begin <= end <= ${d} on axis ${i}`, `${begin[i]}..${end[i]}`);
         }
-        return end[i]! - begin[i]!;
+        return end[i] - begin[i];
       });
-      return [{ shape, dtype: x!.dtype }];
+      return [{ shape, dtype: x.dtype }];
     },
   },
   pad: {
     inputs: ["x"],
     infer([x], { before, after }) {
-      const r = x!.shape.length;
+      const r = x.shape.length;
       if (before.length !== r || after.length !== r) argError("pad", "before", `${r} entries`, `${before.length}`);
       const bad = [...before, ...after].find((p) => !Number.isInteger(p) || p < 0);
       if (bad !== undefined) argError("pad", "before", "non-negative integers", String(bad));
-      return [{ shape: x!.shape.map((d, i) => d + before[i]! + after[i]!), dtype: x!.dtype }];
+      return [{ shape: x.shape.map((d, i) => d + before[i] + after[i]), dtype: x.dtype }];
     },
   },
   concat: {
     inputs: ["xs..."],
     infer(xs, { axis }) {
       if (xs.length === 0) argError("concat", "xs", "at least one tensor", "none");
-      const first = xs[0]!;
+      const first = xs[0];
       checkAxis("concat", axis, first.shape.length);
       let total = 0;
       xs.forEach((x, j) => {
         requireSameDType("concat", `xs[${j}]`, first, x);
         const ok = x.shape.length === first.shape.length && x.shape.every((d, i) => i === axis || d === first.shape[i]);
         if (!ok) argError("concat", `xs[${j}]`, `shape ${fmtShape(first.shape)} except on axis ${axis}`, fmtShape(x.shape));
-        total += x.shape[axis]!;
+        total += x.shape[axis];
       });
       const shape = [...first.shape];
       shape[axis] = total;
@@ -267,119 +267,119 @@ export const OP_SPECS: OpSpecTable = {
     inputs: ["x"],
     infer([x], { shape }) {
       const r = shape.length;
-      const fits = x!.shape.length <= r && x!.shape.every((d, i) => d === 1 || d === shape[r - x!.shape.length + i]);
+      const fits = x.shape.length <= r && x.shape.every((d, i) => d === 1 || d === shape[r - x.shape.length + i]);
       if (!fits) {
-        argError("expand", "x", `a shape broadcastable to ${fmtShape(shape)}`, fmtShape(x!.shape));
+        argError("expand", "x", `a shape broadcastable to ${fmtShape(shape)}`, fmtShape(x.shape));
       }
-      return [{ shape: [...shape], dtype: x!.dtype }];
+      return [{ shape: [...shape], dtype: x.dtype }];
     },
   },
-  copy: { inputs: ["x"], infer: ([x]) => [{ shape: [...x!.shape], dtype: x!.dtype }] },
+  copy: { inputs: ["x"], infer: ([x]) => [{ shape: [...x.shape], dtype: x.dtype }] },
   cast: {
     inputs: ["x"],
     infer([x], { dtype }) {
       if (!isDType(dtype)) argError("cast", "dtype", "one of f32, f64, f16, bf16, i32, u8", String(dtype));
-      return [{ shape: [...x!.shape], dtype }];
+      return [{ shape: [...x.shape], dtype }];
     },
   },
   gather: {
     inputs: ["x", "indices"],
     infer([x, idx], { axis }) {
-      checkAxis("gather", axis, x!.shape.length);
-      requireDType("gather", "indices", idx!, "i32");
-      const shape = [...x!.shape.slice(0, axis), ...idx!.shape, ...x!.shape.slice(axis + 1)];
-      return [{ shape, dtype: x!.dtype }];
+      checkAxis("gather", axis, x.shape.length);
+      requireDType("gather", "indices", idx, "i32");
+      const shape = [...x.shape.slice(0, axis), ...idx.shape, ...x.shape.slice(axis + 1)];
+      return [{ shape, dtype: x.dtype }];
     },
   },
   scatterAdd: {
     inputs: ["updates", "indices"],
     infer([u, idx], { axis, size }) {
-      requireDType("scatterAdd", "indices", idx!, "i32");
-      requireFloat("scatterAdd", "updates", u!);
-      const r = idx!.shape.length;
-      if (axis < 0 || axis + r > u!.shape.length || idx!.shape.some((d, i) => u!.shape[axis + i] !== d)) {
-        argError("scatterAdd", "updates", `dims ${fmtShape(idx!.shape)} (the indices) starting at axis ${axis}`, fmtShape(u!.shape));
+      requireDType("scatterAdd", "indices", idx, "i32");
+      requireFloat("scatterAdd", "updates", u);
+      const r = idx.shape.length;
+      if (axis < 0 || axis + r > u.shape.length || idx.shape.some((d, i) => u.shape[axis + i] !== d)) {
+        argError("scatterAdd", "updates", `dims ${fmtShape(idx.shape)} (the indices) starting at axis ${axis}`, fmtShape(u.shape));
       }
       if (!Number.isInteger(size) || size < 0) argError("scatterAdd", "size", "a non-negative integer", String(size));
-      const shape = [...u!.shape.slice(0, axis), size, ...u!.shape.slice(axis + r)];
-      return [{ shape, dtype: u!.dtype }];
+      const shape = [...u.shape.slice(0, axis), size, ...u.shape.slice(axis + r)];
+      return [{ shape, dtype: u.dtype }];
     },
   },
   embedding: {
     inputs: ["weight", "ids"],
     infer([w, ids]) {
-      requireRank("embedding", "weight", w!, 2);
-      requireFloat("embedding", "weight", w!);
-      requireDType("embedding", "ids", ids!, "i32");
-      return [{ shape: [...ids!.shape, w!.shape[1]!], dtype: w!.dtype }];
+      requireRank("embedding", "weight", w, 2);
+      requireFloat("embedding", "weight", w);
+      requireDType("embedding", "ids", ids, "i32");
+      return [{ shape: [...ids.shape, w.shape[1]], dtype: w.dtype }];
     },
   },
   embeddingBackward: {
     inputs: ["dy", "ids"],
     infer([dy, ids], { vocabSize }) {
-      requireFloat("embeddingBackward", "dy", dy!);
-      requireDType("embeddingBackward", "ids", ids!, "i32");
-      const M = dy!.shape[dy!.shape.length - 1]!;
-      requireShape("embeddingBackward", "dy", dy!, [...ids!.shape, M]);
-      return [{ shape: [vocabSize, M], dtype: dy!.dtype }];
+      requireFloat("embeddingBackward", "dy", dy);
+      requireDType("embeddingBackward", "ids", ids, "i32");
+      const M = dy.shape[dy.shape.length - 1];
+      requireShape("embeddingBackward", "dy", dy, [...ids.shape, M]);
+      return [{ shape: [vocabSize, M], dtype: dy.dtype }];
     },
   },
   softmax: {
     inputs: ["x"],
     infer([x], { axis }) {
-      requireFloat("softmax", "x", x!);
-      checkAxis("softmax", axis, x!.shape.length);
-      return [{ shape: [...x!.shape], dtype: x!.dtype }];
+      requireFloat("softmax", "x", x);
+      checkAxis("softmax", axis, x.shape.length);
+      return [{ shape: [...x.shape], dtype: x.dtype }];
     },
   },
   logSoftmax: {
     inputs: ["x"],
     infer([x], { axis }) {
-      requireFloat("logSoftmax", "x", x!);
-      checkAxis("logSoftmax", axis, x!.shape.length);
-      return [{ shape: [...x!.shape], dtype: x!.dtype }];
+      requireFloat("logSoftmax", "x", x);
+      checkAxis("logSoftmax", axis, x.shape.length);
+      return [{ shape: [...x.shape], dtype: x.dtype }];
     },
   },
   softmaxCrossEntropy: {
     inputs: ["logits", "labels"],
     infer([logits, labels]) {
-      requireFloat("softmaxCrossEntropy", "logits", logits!);
-      requireRank("softmaxCrossEntropy", "logits", logits!, 2);
-      requireDType("softmaxCrossEntropy", "labels", labels!, "i32");
-      requireShape("softmaxCrossEntropy", "labels", labels!, [logits!.shape[0]!]);
-      return [{ shape: [logits!.shape[0]!], dtype: lossDType(logits!.dtype) }];
+      requireFloat("softmaxCrossEntropy", "logits", logits);
+      requireRank("softmaxCrossEntropy", "logits", logits, 2);
+      requireDType("softmaxCrossEntropy", "labels", labels, "i32");
+      requireShape("softmaxCrossEntropy", "labels", labels, [logits.shape[0]]);
+      return [{ shape: [logits.shape[0]], dtype: lossDType(logits.dtype) }];
     },
   },
   softmaxCrossEntropyBackward: {
     inputs: ["logits", "labels", "dloss"],
     infer([logits, labels, dloss]) {
       const op = "softmaxCrossEntropyBackward";
-      requireFloat(op, "logits", logits!);
-      requireRank(op, "logits", logits!, 2);
-      requireDType(op, "labels", labels!, "i32");
-      requireShape(op, "labels", labels!, [logits!.shape[0]!]);
-      requireDType(op, "dloss", dloss!, lossDType(logits!.dtype));
-      requireShape(op, "dloss", dloss!, [logits!.shape[0]!]);
-      return [{ shape: [...logits!.shape], dtype: logits!.dtype }];
+      requireFloat(op, "logits", logits);
+      requireRank(op, "logits", logits, 2);
+      requireDType(op, "labels", labels, "i32");
+      requireShape(op, "labels", labels, [logits.shape[0]]);
+      requireDType(op, "dloss", dloss, lossDType(logits.dtype));
+      requireShape(op, "dloss", dloss, [logits.shape[0]]);
+      return [{ shape: [...logits.shape], dtype: logits.dtype }];
     },
   },
   rmsNorm: {
     inputs: ["x"],
     infer([x], { eps }) {
-      requireFloat("rmsNorm", "x", x!);
-      if (x!.shape.length < 1) argError("rmsNorm", "x", "rank >= 1", "a scalar");
+      requireFloat("rmsNorm", "x", x);
+      if (x.shape.length < 1) argError("rmsNorm", "x", "rank >= 1", "a scalar");
       checkEps("rmsNorm", eps);
-      return [{ shape: [...x!.shape], dtype: x!.dtype }];
+      return [{ shape: [...x.shape], dtype: x.dtype }];
     },
   },
   rmsNormBackward: {
     inputs: ["x", "dy"],
     infer([x, dy], { eps }) {
-      requireFloat("rmsNormBackward", "x", x!);
-      requireSameDType("rmsNormBackward", "dy", x!, dy!);
-      requireShape("rmsNormBackward", "dy", dy!, x!.shape);
+      requireFloat("rmsNormBackward", "x", x);
+      requireSameDType("rmsNormBackward", "dy", x, dy);
+      requireShape("rmsNormBackward", "dy", dy, x.shape);
       checkEps("rmsNormBackward", eps);
-      return [{ shape: [...x!.shape], dtype: x!.dtype }];
+      return [{ shape: [...x.shape], dtype: x.dtype }];
     },
   },
   fill: {
@@ -413,14 +413,14 @@ export const OP_SPECS: OpSpecTable = {
       const op = "lightningAttention";
       checkLightningAttrs(op, attrs, inputs.length, 4);
       const [q, k, v, slopes, s0] = inputs;
-      const { B, H, T, D, E } = lightningShapes(op, q!, k!, v!, slopes!);
+      const { B, H, T, D, E } = lightningShapes(op, q, k, v, slopes);
       if (s0) {
-        requireDType(op, "initialState", s0, stateDType(q!.dtype));
+        requireDType(op, "initialState", s0, stateDType(q.dtype));
         requireShape(op, "initialState", s0, [B, H, D, E]);
       }
       return [
-        { shape: [B, H, T, E], dtype: q!.dtype },
-        { shape: [B, H, D, E], dtype: stateDType(q!.dtype) },
+        { shape: [B, H, T, E], dtype: q.dtype },
+        { shape: [B, H, D, E], dtype: stateDType(q.dtype) },
       ];
     },
   },
@@ -431,20 +431,20 @@ export const OP_SPECS: OpSpecTable = {
       const op = "lightningAttentionBackward";
       checkLightningAttrs(op, attrs, inputs.length, 6);
       const [q, k, v, slopes, dO, dS, s0] = inputs;
-      const { B, H, T, D, E } = lightningShapes(op, q!, k!, v!, slopes!);
-      requireSameDType(op, "dO", q!, dO!);
-      requireShape(op, "dO", dO!, [B, H, T, E]);
-      requireDType(op, "dFinalState", dS!, stateDType(q!.dtype));
-      requireShape(op, "dFinalState", dS!, [B, H, D, E]);
+      const { B, H, T, D, E } = lightningShapes(op, q, k, v, slopes);
+      requireSameDType(op, "dO", q, dO);
+      requireShape(op, "dO", dO, [B, H, T, E]);
+      requireDType(op, "dFinalState", dS, stateDType(q.dtype));
+      requireShape(op, "dFinalState", dS, [B, H, D, E]);
       if (s0) {
-        requireDType(op, "initialState", s0, stateDType(q!.dtype));
+        requireDType(op, "initialState", s0, stateDType(q.dtype));
         requireShape(op, "initialState", s0, [B, H, D, E]);
       }
       return [
-        { shape: [B, H, T, D], dtype: q!.dtype },
-        { shape: [B, H, T, D], dtype: q!.dtype },
-        { shape: [B, H, T, E], dtype: q!.dtype },
-        { shape: [B, H, D, E], dtype: stateDType(q!.dtype) },
+        { shape: [B, H, T, D], dtype: q.dtype },
+        { shape: [B, H, T, D], dtype: q.dtype },
+        { shape: [B, H, T, E], dtype: q.dtype },
+        { shape: [B, H, D, E], dtype: stateDType(q.dtype) },
       ];
     },
   },
@@ -452,22 +452,22 @@ export const OP_SPECS: OpSpecTable = {
     inputs: ["q", "k", "v", "slopes", "state"],
     infer([q, k, v, slopes, state]) {
       const op = "lightningStep";
-      requireFloat(op, "q", q!);
-      requireRank(op, "q", q!, 3);
-      const [B, H, D] = q!.shape as [number, number, number];
-      requireSameDType(op, "k", q!, k!);
-      requireSameDType(op, "v", q!, v!);
-      requireShape(op, "k", k!, [B, H, D]);
-      requireRank(op, "v", v!, 3);
-      if (v!.shape[0] !== B || v!.shape[1] !== H) argError(op, "v", `shape [${B}, ${H}, E]`, fmtShape(v!.shape));
-      const E = v!.shape[2]!;
-      requireDType(op, "slopes", slopes!, "f32");
-      requireShape(op, "slopes", slopes!, [H]);
-      requireDType(op, "state", state!, stateDType(q!.dtype));
-      requireShape(op, "state", state!, [B, H, D, E]);
+      requireFloat(op, "q", q);
+      requireRank(op, "q", q, 3);
+      const [B, H, D] = q.shape as [number, number, number];
+      requireSameDType(op, "k", q, k);
+      requireSameDType(op, "v", q, v);
+      requireShape(op, "k", k, [B, H, D]);
+      requireRank(op, "v", v, 3);
+      if (v.shape[0] !== B || v.shape[1] !== H) argError(op, "v", `shape [${B}, ${H}, E]`, fmtShape(v.shape));
+      const E = v.shape[2];
+      requireDType(op, "slopes", slopes, "f32");
+      requireShape(op, "slopes", slopes, [H]);
+      requireDType(op, "state", state, stateDType(q.dtype));
+      requireShape(op, "state", state, [B, H, D, E]);
       return [
-        { shape: [B, H, E], dtype: q!.dtype },
-        { shape: [B, H, D, E], dtype: stateDType(q!.dtype) },
+        { shape: [B, H, E], dtype: q.dtype },
+        { shape: [B, H, D, E], dtype: stateDType(q.dtype) },
       ];
     },
   },

@@ -32,8 +32,8 @@ export function closeness(actual: ArrayLike<number>, expected: ArrayLike<number>
   let den = 0;
   let nonFinite = 0;
   for (let i = 0; i < actual.length; i++) {
-    const a = actual[i]!;
-    const e = expected[i]!;
+    const a = actual[i];
+    const e = expected[i];
     if (Number.isNaN(e) && Number.isNaN(a)) continue;
     if (a === e) {
       den += Number.isFinite(e) ? e * e : 0;

@@ -10,8 +10,8 @@ export const sizeOf = (shape: Shape) => shape.reduce((a, b) => a * b, 1);
 export function unravel(i: number, shape: Shape): number[] {
   const idx = new Array<number>(shape.length);
   for (let d = shape.length - 1; d >= 0; d--) {
-    idx[d] = i % shape[d]!;
-    i = Math.floor(i / shape[d]!);
+    idx[d] = i % shape[d];
+    i = Math.floor(i / shape[d]);
   }
   return idx;
 }
@@ -20,7 +20,7 @@ export function unravel(i: number, shape: Shape): number[] {
 export function ravelBroadcast(idx: readonly number[], shape: Shape): number {
   const lead = idx.length - shape.length;
   let off = 0;
-  for (let d = 0; d < shape.length; d++) off = off * shape[d]! + (shape[d] === 1 ? 0 : idx[lead + d]!);
+  for (let d = 0; d < shape.length; d++) off = off * shape[d] + (shape[d] === 1 ? 0 : idx[lead + d]);
   return off;
 }
 
@@ -38,7 +38,7 @@ export function mapBroadcast(shapes: Shape[], arrays: ArrayLike<number>[], f: (.
   const data = new Float64Array(sizeOf(shape));
   for (let i = 0; i < data.length; i++) {
     const idx = unravel(i, shape);
-    data[i] = f(...arrays.map((arr, j) => arr[ravelBroadcast(idx, shapes[j]!)]!));
+    data[i] = f(...arrays.map((arr, j) => arr[ravelBroadcast(idx, shapes[j])]));
   }
   return { shape, data };
 }
@@ -49,12 +49,12 @@ export function reduce(x: ArrayLike<number>, shape: Shape, axes: number[], op: "
   for (let i = 0; i < x.length; i++) {
     const idx = unravel(i, shape).map((v, d) => (axes.includes(d) ? 0 : v));
     const o = ravelBroadcast(idx, outShape);
-    const v = x[i]!;
-    out[o] = op === "max" ? Math.max(out[o]!, v) : op === "min" ? Math.min(out[o]!, v) : out[o]! + v;
+    const v = x[i];
+    out[o] = op === "max" ? Math.max(out[o], v) : op === "min" ? Math.min(out[o], v) : out[o] + v;
   }
   if (op === "mean") {
-    const n = axes.reduce((p, a) => p * shape[a]!, 1);
-    for (let i = 0; i < out.length; i++) out[i]! /= n;
+    const n = axes.reduce((p, a) => p * shape[a], 1);
+    for (let i = 0; i < out.length; i++) out[i] /= n;
   }
   return out;
 }
@@ -76,8 +76,8 @@ export function matmul(a: ArrayLike<number>, aShape: Shape, b: ArrayLike<number>
       for (let j = 0; j < n; j++) {
         let s = 0;
         for (let p = 0; p < k; p++) {
-          const av = a[ao + (transA ? p * ac + i : i * ac + p)]!;
-          const bv = b[bo + (transB ? j * bc + p : p * bc + j)]!;
+          const av = a[ao + (transA ? p * ac + i : i * ac + p)];
+          const bv = b[bo + (transB ? j * bc + p : p * bc + j)];
           s += av * bv;
         }
         out[(bi * m + i) * n + j] = s;
@@ -88,7 +88,7 @@ export function matmul(a: ArrayLike<number>, aShape: Shape, b: ArrayLike<number>
 }
 
 export function permute(x: ArrayLike<number>, shape: Shape, perm: number[]): Float64Array {
-  const outShape = perm.map((p) => shape[p]!);
+  const outShape = perm.map((p) => shape[p]);
   const out = new Float64Array(x.length);
   for (let i = 0; i < out.length; i++) {
     const oi = unravel(i, outShape);
@@ -101,35 +101,35 @@ export function permute(x: ArrayLike<number>, shape: Shape, perm: number[]): Flo
 
 /** Output element at multi-index i reads x at i + begin. */
 export function slice(x: ArrayLike<number>, shape: Shape, begin: number[], end: number[]): Float64Array {
-  const outShape = end.map((e, i) => e - begin[i]!);
+  const outShape = end.map((e, i) => e - begin[i]);
   const out = new Float64Array(sizeOf(outShape));
   for (let i = 0; i < out.length; i++) {
-    const idx = unravel(i, outShape).map((v, d) => v + begin[d]!);
+    const idx = unravel(i, outShape).map((v, d) => v + begin[d]);
     out[i] = x[ravelBroadcast(idx, shape)]!;
   }
   return out;
 }
 
 export function pad(x: ArrayLike<number>, shape: Shape, before: number[], after: number[]): Float64Array {
-  const outShape = shape.map((d, i) => d + before[i]! + after[i]!);
+  const outShape = shape.map((d, i) => d + before[i] + after[i]);
   const out = new Float64Array(sizeOf(outShape));
   for (let i = 0; i < out.length; i++) {
-    const idx = unravel(i, outShape).map((v, d) => v - before[d]!);
-    const inside = idx.every((v, d) => v >= 0 && v < shape[d]!);
-    out[i] = inside ? x[ravelBroadcast(idx, shape)]! : 0;
+    const idx = unravel(i, outShape).map((v, d) => v - before[d]);
+    const inside = idx.every((v, d) => v >= 0 && v < shape[d]);
+    out[i] = inside ? x[ravelBroadcast(idx, shape)] : 0;
   }
   return out;
 }
 
 export function concat(xs: ArrayLike<number>[], shapes: Shape[], axis: number): Float64Array {
-  const outShape = [...shapes[0]!];
-  outShape[axis] = shapes.reduce((p, s) => p + s[axis]!, 0);
+  const outShape = [...shapes[0]];
+  outShape[axis] = shapes.reduce((p, s) => p + s[axis], 0);
   const out = new Float64Array(sizeOf(outShape));
   for (let i = 0; i < out.length; i++) {
     const idx = unravel(i, outShape);
     let j = 0;
-    while (idx[axis]! >= shapes[j]![axis]!) idx[axis]! -= shapes[j++]![axis]!;
-    out[i] = xs[j]![ravelBroadcast(idx, shapes[j]!)]!;
+    while (idx[axis] >= shapes[j][axis]) idx[axis] -= shapes[j++][axis];
+    out[i] = xs[j][ravelBroadcast(idx, shapes[j])]!;
   }
   return out;
 }
@@ -141,7 +141,7 @@ export function take(x: ArrayLike<number>, shape: Shape, idx: ArrayLike<number>,
   for (let i = 0; i < out.length; i++) {
     const oi = unravel(i, outShape);
     const k = ravelBroadcast(oi.slice(axis, axis + idxShape.length), idxShape);
-    const xi = [...oi.slice(0, axis), idx[k]!, ...oi.slice(axis + idxShape.length)];
+    const xi = [...oi.slice(0, axis), idx[k], ...oi.slice(axis + idxShape.length)];
     out[i] = x[ravelBroadcast(xi, shape)]!;
   }
   return out;
@@ -153,8 +153,8 @@ export function scatterAdd(u: ArrayLike<number>, uShape: Shape, idx: ArrayLike<n
   for (let i = 0; i < u.length; i++) {
     const ui = unravel(i, uShape);
     const k = ravelBroadcast(ui.slice(axis, axis + idxShape.length), idxShape);
-    const oi = [...ui.slice(0, axis), idx[k]!, ...ui.slice(axis + idxShape.length)];
-    out[ravelBroadcast(oi, outShape)]! += u[i]!;
+    const oi = [...ui.slice(0, axis), idx[k], ...ui.slice(axis + idxShape.length)];
+    out[ravelBroadcast(oi, outShape)] += u[i];
   }
   return out;
 }
@@ -165,10 +165,10 @@ export function softmax(x: ArrayLike<number>, shape: Shape, axis: number, log: b
   const redShape = shape.map((d, i) => (i === axis ? 1 : d));
   const at = (i: number) => ravelBroadcast(unravel(i, shape), redShape);
   const s = new Float64Array(m.length);
-  for (let i = 0; i < x.length; i++) s[at(i)]! += Math.exp(x[i]! - m[at(i)]!);
+  for (let i = 0; i < x.length; i++) s[at(i)] += Math.exp(x[i] - m[at(i)]);
   for (let i = 0; i < x.length; i++) {
-    const z = x[i]! - m[at(i)]!;
-    out[i] = log ? z - Math.log(s[at(i)]!) : Math.exp(z) / s[at(i)]!;
+    const z = x[i] - m[at(i)];
+    out[i] = log ? z - Math.log(s[at(i)]) : Math.exp(z) / s[at(i)];
   }
   return out;
 }
@@ -179,8 +179,8 @@ export function crossEntropy(logits: ArrayLike<number>, N: number, V: number, la
   const grad = new Float64Array(N * V);
   for (let r = 0; r < N; r++) {
     if (labels[r] === ignore) continue;
-    loss[r] = -logp[r * V + labels[r]!]!;
-    for (let j = 0; j < V; j++) grad[r * V + j] = Math.exp(logp[r * V + j]!) - (j === labels[r] ? 1 : 0);
+    loss[r] = -logp[r * V + labels[r]];
+    for (let j = 0; j < V; j++) grad[r * V + j] = Math.exp(logp[r * V + j]) - (j === labels[r] ? 1 : 0);
   }
   return { loss, grad };
 }
@@ -191,14 +191,14 @@ export function rmsNorm(x: ArrayLike<number>, M: number, eps: number, dy?: Array
   const dx = new Float64Array(x.length);
   for (let o = 0; o < x.length; o += M) {
     let ms = 0;
-    for (let j = 0; j < M; j++) ms += x[o + j]! ** 2 / M;
+    for (let j = 0; j < M; j++) ms += x[o + j] ** 2 / M;
     const r = 1 / Math.sqrt(ms + eps);
-    for (let j = 0; j < M; j++) y[o + j] = x[o + j]! * r;
+    for (let j = 0; j < M; j++) y[o + j] = x[o + j] * r;
     if (dy) {
       // d y_j / d x_i = r δ_ij − x_j x_i r³ / M
       for (let i = 0; i < M; i++) {
         let s = 0;
-        for (let j = 0; j < M; j++) s += dy[o + j]! * ((i === j ? r : 0) - (x[o + j]! * x[o + i]! * r ** 3) / M);
+        for (let j = 0; j < M; j++) s += dy[o + j] * ((i === j ? r : 0) - (x[o + j] * x[o + i] * r ** 3) / M);
         dx[o + i] = s;
       }
     }
@@ -231,11 +231,11 @@ export function lightningAttention(
   const dv = new Float64Array(B * H * T * E);
   const dS0 = new Float64Array(B * H * D * E);
   for (let bh = 0; bh < B * H; bh++) {
-    const lam = Math.exp(-slopes[bh % H]!);
-    const Q = (t: number, d: number) => q[(bh * T + t) * D + d]!;
-    const K = (t: number, d: number) => k[(bh * T + t) * D + d]!;
-    const Vv = (t: number, e: number) => v[(bh * T + t) * E + e]!;
-    const s0 = (d: number, e: number) => (S0 ? S0[(bh * D + d) * E + e]! : 0);
+    const lam = Math.exp(-slopes[bh % H]);
+    const Q = (t: number, d: number) => q[(bh * T + t) * D + d];
+    const K = (t: number, d: number) => k[(bh * T + t) * D + d];
+    const Vv = (t: number, e: number) => v[(bh * T + t) * E + e];
+    const s0 = (d: number, e: number) => (S0 ? S0[(bh * D + d) * E + e] : 0);
     const Dm = (t: number, s: number) => (s <= t ? lam ** (t - s) : 0);
     const QK = Array.from({ length: T }, (_, t) => Array.from({ length: T }, (_, s) => {
       let x = 0;
@@ -245,7 +245,7 @@ export function lightningAttention(
     for (let t = 0; t < T; t++) {
       for (let e = 0; e < E; e++) {
         let x = 0;
-        for (let s = 0; s < T; s++) x += QK[t]![s]! * Vv(s, e);
+        for (let s = 0; s < T; s++) x += QK[t][s] * Vv(s, e);
         for (let d = 0; d < D; d++) x += lam ** (t + 1) * Q(t, d) * s0(d, e);
         o[(bh * T + t) * E + e] = x;
       }
@@ -258,8 +258,8 @@ export function lightningAttention(
       }
     }
     if (!grads) continue;
-    const dO = (t: number, e: number) => grads.dO[(bh * T + t) * E + e]!;
-    const dSf = (d: number, e: number) => grads.dS[(bh * D + d) * E + e]!;
+    const dO = (t: number, e: number) => grads.dO[(bh * T + t) * E + e];
+    const dSf = (d: number, e: number) => grads.dS[(bh * D + d) * E + e];
     const OV = Array.from({ length: T }, (_, t) => Array.from({ length: T }, (_, s) => {
       let x = 0;
       for (let e = 0; e < E; e++) x += dO(t, e) * Vv(s, e);
@@ -270,8 +270,8 @@ export function lightningAttention(
         let a = 0;
         let b = 0;
         for (let s = 0; s < T; s++) {
-          a += OV[t]![s]! * K(s, d);
-          b += OV[s]![t]! * Q(s, d);
+          a += OV[t][s] * K(s, d);
+          b += OV[s][t] * Q(s, d);
         }
         for (let e = 0; e < E; e++) {
           a += lam ** (t + 1) * dO(t, e) * s0(d, e);
@@ -282,7 +282,7 @@ export function lightningAttention(
       }
       for (let e = 0; e < E; e++) {
         let c = 0;
-        for (let s = 0; s < T; s++) c += QK[s]![t]! * dO(s, e);
+        for (let s = 0; s < T; s++) c += QK[s][t] * dO(s, e);
         for (let d = 0; d < D; d++) c += lam ** (T - 1 - t) * K(t, d) * dSf(d, e);
         dv[(bh * T + t) * E + e] = c;
       }

@@ -9,7 +9,7 @@ export const WG = 256;
 
 export const groups = (n: number, size = WG) => Math.ceil(n / size);
 
-export const f32Bits = (x: number) => new Uint32Array(new Float32Array([x]).buffer)[0]!;
+export const f32Bits = (x: number) => new Uint32Array(new Float32Array([x]).buffer)[0];
 
 export function checkRank(op: string, shape: readonly number[]): void {
   if (shape.length > MAX_RANK) throw new Error(`${op}: rank ${shape.length} exceeds the WebGPU backend's limit of ${MAX_RANK}`);

@@ -144,8 +144,8 @@ function broadcastDispatch(rt: Runtime, op: string, ins: Ref[], names: string[],
   rt.dispatch({
     key: `${op}:${ins.map((x, j) => `${x.dtype}/${modes[j]}`).join(",")}->${out.dtype}`,
     shader: () => ({
-      doc: [...names.map((n, j) => `${n}: ${JSON.stringify(ins[j]!.shape)} ${ins[j]!.dtype} (broadcast)`), `y: (n) ${out.dtype}`],
-      bindings: [...names.map((n, j) => ({ name: n, dtype: ins[j]!.dtype, access: "read" as const })), { name: "y", access: "rw" as const }],
+      doc: [...names.map((n, j) => `${n}: ${JSON.stringify(ins[j].shape)} ${ins[j].dtype} (broadcast)`), `y: (n) ${out.dtype}`],
+      bindings: [...names.map((n, j) => ({ name: n, dtype: ins[j].dtype, access: "read" as const })), { name: "y", access: "rw" as const }],
       workgroupSize: WG,
       decls: MATH + indexFns(names, modes) + extra,
       body: wordLoop("y", out.dtype, elem),
@@ -158,44 +158,44 @@ function broadcastDispatch(rt: Runtime, op: string, ins: Ref[], names: string[],
 
 function unaryKernel(rt: Runtime, op: UnaryOpName): Kernel<UnaryOpName, GPUBuffer> {
   return ({ inputs: [x], outputs: [y] }) => {
-    broadcastDispatch(rt, op, [x!], ["a"], y!, encodeF(y!.dtype, UNARY[op]("a_f(idx_a(i))")));
+    broadcastDispatch(rt, op, [x], ["a"], y, encodeF(y.dtype, UNARY[op]("a_f(idx_a(i))")));
   };
 }
 
 function binaryKernel(rt: Runtime, op: BinaryOpName): Kernel<BinaryOpName, GPUBuffer> {
   return ({ inputs: [a, b], outputs: [y] }) => {
     const elem =
-      y!.dtype === "i32"
+      y.dtype === "i32"
         ? encodeI("i32", `(${BINARY[op].i("a_i(idx_a(i))", "b_i(idx_b(i))")})`)
-        : encodeF(y!.dtype, `(${BINARY[op].f("a_f(idx_a(i))", "b_f(idx_b(i))")})`);
-    broadcastDispatch(rt, op, [a!, b!], ["a", "b"], y!, elem);
+        : encodeF(y.dtype, `(${BINARY[op].f("a_f(idx_a(i))", "b_f(idx_b(i))")})`);
+    broadcastDispatch(rt, op, [a, b], ["a", "b"], y, elem);
   };
 }
 
 function compareKernel(rt: Runtime, op: CompareOpName): Kernel<CompareOpName, GPUBuffer> {
   return ({ inputs: [a, b], outputs: [y] }) => {
     // i32 compares as integers (f32 would round large values); the other dtypes are exact in f32.
-    const get = a!.dtype === "i32" ? "i" : "f";
+    const get = a.dtype === "i32" ? "i" : "f";
     const elem = `select(0u, 1u, a_${get}(idx_a(i)) ${COMPARE[op]} b_${get}(idx_b(i)))`;
-    broadcastDispatch(rt, op, [a!, b!], ["a", "b"], y!, elem);
+    broadcastDispatch(rt, op, [a, b], ["a", "b"], y, elem);
   };
 }
 
 export function elementwiseKernels(rt: Runtime) {
   const where: Kernel<"where", GPUBuffer> = ({ inputs: [c, a, b], outputs: [y] }) => {
     // Raw bits move unchanged: selecting needs no conversion.
-    broadcastDispatch(rt, "where", [c!, a!, b!], ["c", "a", "b"], y!, `select(b_raw(idx_b(i)), a_raw(idx_a(i)), c_raw(idx_c(i)) != 0u)`);
+    broadcastDispatch(rt, "where", [c, a, b], ["c", "a", "b"], y, `select(b_raw(idx_b(i)), a_raw(idx_a(i)), c_raw(idx_c(i)) != 0u)`);
   };
 
   const fill: Kernel<"fill", GPUBuffer> = ({ outputs: [y], attrs }) => {
-    const { epw, bits } = packing(y!.dtype);
+    const { epw, bits } = packing(y.dtype);
     // The element's bits as the CPU stores them (Float32Array / Int32Array / Uint8Array rules).
     const raw = new Uint8Array(4);
-    raw.set(new Uint8Array(encode(y!.dtype, [attrs.value]).buffer));
+    raw.set(new Uint8Array(encode(y.dtype, [attrs.value]).buffer));
     const el = new DataView(raw.buffer).getUint32(0, true);
     let word = 0;
     for (let e = 0; e < epw; e++) word |= el << (e * bits);
-    const nw = wordCount(y!.dtype, y!.size);
+    const nw = wordCount(y.dtype, y.size);
     rt.dispatch({
       key: "fill",
       shader: () => ({
@@ -204,22 +204,22 @@ export function elementwiseKernels(rt: Runtime) {
         workgroupSize: WG,
         body: `  if (gid < pu(0u)) { y[gid] = pu(1u); }`,
       }),
-      bindings: [{ buffer: y!.storage, access: "rw" }],
+      bindings: [{ buffer: y.storage, access: "rw" }],
       params: [nw, word >>> 0],
       workgroups: groups(nw),
     });
   };
 
   const cast: Kernel<"cast", GPUBuffer> = ({ inputs: [x], outputs: [y] }) => {
-    const from = x!.dtype;
-    const to = y!.dtype;
+    const from = x.dtype;
+    const to = y.dtype;
     const elem =
       from === to ? "a_raw(i)" : from === "i32" || (from === "u8" && (to === "i32" || to === "u8")) ? encodeI(to, "a_i(i)") : encodeF(to, "a_f(i)");
-    broadcastDispatch(rt, "cast", [x!], ["a"], y!, elem);
+    broadcastDispatch(rt, "cast", [x], ["a"], y, elem);
   };
 
   const copy: Kernel<"copy", GPUBuffer> = ({ inputs: [x], outputs: [y] }) => {
-    const nw = wordCount(y!.dtype, y!.size);
+    const nw = wordCount(y.dtype, y.size);
     rt.dispatch({
       key: "copy",
       shader: () => ({
@@ -232,8 +232,8 @@ export function elementwiseKernels(rt: Runtime) {
         body: `  if (gid < pu(0u)) { y[gid] = x[gid]; }`,
       }),
       bindings: [
-        { buffer: x!.storage, access: "read" },
-        { buffer: y!.storage, access: "rw" },
+        { buffer: x.storage, access: "read" },
+        { buffer: y.storage, access: "rw" },
       ],
       params: [nw],
       workgroups: groups(nw),

@@ -119,22 +119,22 @@ function scatter(rt: Runtime, op: "scatterAdd" | "embeddingBackward", u: Ref, id
 
 export function indexingKernels(rt: Runtime) {
   const gather: Kernel<"gather", GPUBuffer> = ({ inputs: [x, idx], outputs: [y], attrs: { axis } }) => {
-    const inner = x!.shape.slice(axis + 1).reduce((a, b) => a * b, 1);
-    take(rt, "gather", x!, idx!, y!, x!.shape[axis]!, inner);
+    const inner = x.shape.slice(axis + 1).reduce((a, b) => a * b, 1);
+    take(rt, "gather", x, idx, y, x.shape[axis], inner);
   };
 
   const scatterAdd: Kernel<"scatterAdd", GPUBuffer> = ({ inputs: [u, idx], outputs: [y], attrs: { axis, size } }) => {
-    const inner = u!.shape.slice(axis + idx!.shape.length).reduce((a, b) => a * b, 1);
-    scatter(rt, "scatterAdd", u!, idx!, y!, size, inner);
+    const inner = u.shape.slice(axis + idx.shape.length).reduce((a, b) => a * b, 1);
+    scatter(rt, "scatterAdd", u, idx, y, size, inner);
   };
 
   const embedding: Kernel<"embedding", GPUBuffer> = ({ inputs: [w, ids], outputs: [y] }) => {
-    const [V, M] = w!.shape as [number, number];
-    take(rt, "embedding", w!, ids!, y!, V, M);
+    const [V, M] = w.shape as [number, number];
+    take(rt, "embedding", w, ids, y, V, M);
   };
 
   const embeddingBackward: Kernel<"embeddingBackward", GPUBuffer> = ({ inputs: [dy, ids], outputs: [dw], attrs: { vocabSize } }) => {
-    scatter(rt, "embeddingBackward", dy!, ids!, dw!, vocabSize, dw!.shape[1]!);
+    scatter(rt, "embeddingBackward", dy, ids, dw, vocabSize, dw.shape[1]);
   };
 
   return { gather, scatterAdd, embedding, embeddingBackward } satisfies Partial<KernelTable<GPUBuffer>>;

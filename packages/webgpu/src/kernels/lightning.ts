@@ -193,23 +193,23 @@ export function maxHeadDim(bytes: number): number {
 
 const dimsOf = (q: TensorRef<GPUBuffer>, v: TensorRef<GPUBuffer>) => {
   const [B, H, T, D] = q.shape as [number, number, number, number];
-  return { BH: B * H, H, T, D, E: v.shape[3]! };
+  return { BH: B * H, H, T, D, E: v.shape[3] };
 };
 
 export function lightningKernels(rt: Runtime, maxWorkgroupBytes: number) {
   // q, k: (B, H, T, D); v: (B, H, T, E); slopes: (H); initialState?: (B, H, D, E) → o: (B, H, T, E), state: (B, H, D, E)
   const lightningAttention: Kernel<"lightningAttention", GPUBuffer> = ({ inputs: [q, k, v, slopes, s0], outputs: [o, state] }) => {
-    const { BH, H, T, D, E } = dimsOf(q!, v!);
-    viaF32(rt, o!, (out) =>
+    const { BH, H, T, D, E } = dimsOf(q, v);
+    viaF32(rt, o, (out) =>
       scan(rt, maxWorkgroupBytes, {
         op: "lightningAttention",
-        a: q!,
-        b: k!,
-        c: v!,
-        slopes: slopes!,
+        a: q,
+        b: k,
+        c: v,
+        slopes: slopes,
         init: s0?.storage ?? null,
         out,
-        finalState: state!.storage,
+        finalState: state.storage,
         dims: { BH, H, T, Y: D, X: E },
         alpha: 1,
         beta: 0,
@@ -223,26 +223,26 @@ export function lightningKernels(rt: Runtime, maxWorkgroupBytes: number) {
   const lightningAttentionBackward: Kernel<"lightningAttentionBackward", GPUBuffer> = ({ inputs, outputs }) => {
     const [q, k, v, slopes, dO, dS, s0] = inputs;
     const [dq, dk, dv, dS0] = outputs;
-    const { BH, H, T, D, E } = dimsOf(q!, v!);
+    const { BH, H, T, D, E } = dimsOf(q, v);
     const op = "lightningAttentionBackward";
     // The dq and dk sweeps also produce a final state nobody needs.
     const discard = rt.acquire(BH * D * E * 4);
-    const base = { op, slopes: slopes!, finalState: discard };
-    viaF32(rt, dq!, (out) =>
-      scan(rt, maxWorkgroupBytes, { ...base, a: dO!, b: v!, c: k!, init: s0?.storage ?? null, out, dims: { BH, H, T, Y: E, X: D }, alpha: 1, beta: 0, reverse: false, transposed: true }),
+    const base = { op, slopes: slopes, finalState: discard };
+    viaF32(rt, dq, (out) =>
+      scan(rt, maxWorkgroupBytes, { ...base, a: dO, b: v, c: k, init: s0?.storage ?? null, out, dims: { BH, H, T, Y: E, X: D }, alpha: 1, beta: 0, reverse: false, transposed: true }),
     );
-    viaF32(rt, dk!, (out) =>
-      scan(rt, maxWorkgroupBytes, { ...base, a: v!, b: dO!, c: q!, init: dS!.storage, out, dims: { BH, H, T, Y: E, X: D }, alpha: 0, beta: 1, reverse: true, transposed: true }),
+    viaF32(rt, dk, (out) =>
+      scan(rt, maxWorkgroupBytes, { ...base, a: v, b: dO, c: q, init: dS.storage, out, dims: { BH, H, T, Y: E, X: D }, alpha: 0, beta: 1, reverse: true, transposed: true }),
     );
-    viaF32(rt, dv!, (out) =>
+    viaF32(rt, dv, (out) =>
       scan(rt, maxWorkgroupBytes, {
         ...base,
-        a: k!,
-        b: q!,
-        c: dO!,
-        init: dS!.storage,
+        a: k,
+        b: q,
+        c: dO,
+        init: dS.storage,
         out,
-        finalState: dS0!.storage,
+        finalState: dS0.storage,
         dims: { BH, H, T, Y: D, X: E },
         alpha: 0,
         beta: 1,
@@ -255,10 +255,10 @@ export function lightningKernels(rt: Runtime, maxWorkgroupBytes: number) {
 
   // q, k: (B, H, D); v: (B, H, E); slopes: (H); state: (B, H, D, E) → o: (B, H, E), newState: (B, H, D, E)
   const lightningStep: Kernel<"lightningStep", GPUBuffer> = ({ inputs: [q, k, v, slopes, state], outputs: [o, next] }) => {
-    const [B, H, D] = q!.shape as [number, number, number];
-    const E = v!.shape[2]!;
-    const dt = q!.dtype;
-    viaF32(rt, o!, (out) =>
+    const [B, H, D] = q.shape as [number, number, number];
+    const E = v.shape[2];
+    const dt = q.dtype;
+    viaF32(rt, o, (out) =>
       rt.dispatch({
         key: `lightning_step:${dt}`,
         shader: () => ({
@@ -290,13 +290,13 @@ export function lightningKernels(rt: Runtime, maxWorkgroupBytes: number) {
   o[gid] = bitcast<u32>(acc);`,
         }),
         bindings: [
-          { buffer: q!.storage, access: "read" },
-          { buffer: k!.storage, access: "read" },
-          { buffer: v!.storage, access: "read" },
-          { buffer: slopes!.storage, access: "read" },
-          { buffer: state!.storage, access: "read" },
+          { buffer: q.storage, access: "read" },
+          { buffer: k.storage, access: "read" },
+          { buffer: v.storage, access: "read" },
+          { buffer: slopes.storage, access: "read" },
+          { buffer: state.storage, access: "read" },
           { buffer: out, access: "rw" },
-          { buffer: next!.storage, access: "rw" },
+          { buffer: next.storage, access: "rw" },
         ],
         params: [B * H, H, D, E],
         workgroups: groups(B * H * E),

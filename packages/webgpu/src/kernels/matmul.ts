@@ -16,7 +16,7 @@ const BK = 16;
 
 export function matmulKernels(rt: Runtime) {
   const matmul: Kernel<"matmul", GPUBuffer> = ({ inputs: [a, b], outputs: [c], attrs: { transA, transB } }) => {
-    const { m, n, k, batch } = matmulDims(a!.shape, b!.shape, transA, transB);
+    const { m, n, k, batch } = matmulDims(a.shape, b.shape, transA, transB);
     checkRank("matmul", batch);
     const batches = batch.reduce((x, y) => x * y, 1);
     if (batches * m * n === 0) return;
@@ -28,7 +28,7 @@ export function matmulKernels(rt: Runtime) {
       for (let i = own.length - 1; i >= 0; i--) {
         const at = batch.length - own.length + i;
         out[at] = own[i] === 1 ? 0 : s;
-        s *= own[i]!;
+        s *= own[i];
       }
       return padded(out);
     };
@@ -44,18 +44,18 @@ export function matmulKernels(rt: Runtime) {
       var v = 0.0; if (gn < N && gk < K) { v = b_f(bOff + gn * K + gk); }`
       : `let kk = e / ${TILE}u; let nn = e % ${TILE}u; let gn = col0 + nn; let gk = k0 + kk;
       var v = 0.0; if (gn < N && gk < K) { v = b_f(bOff + gk * N + gn); }`;
-    viaF32(rt, c!, (target) =>
+    viaF32(rt, c, (target) =>
       rt.dispatch({
-        key: `matmul:${a!.dtype}:${transA}:${transB}`,
+        key: `matmul:${a.dtype}:${transA}:${transB}`,
         shader: () => ({
           doc: [
-            `a: (..., ${transA ? "k, m" : "m, k"}) ${a!.dtype}`,
-            `b: (..., ${transB ? "n, k" : "k, n"}) ${b!.dtype}`,
+            `a: (..., ${transA ? "k, m" : "m, k"}) ${a.dtype}`,
+            `b: (..., ${transB ? "n, k" : "k, n"}) ${b.dtype}`,
             "c: (batch, m, n) f32",
           ],
           bindings: [
-            { name: "a", dtype: a!.dtype, access: "read" },
-            { name: "b", dtype: b!.dtype, access: "read" },
+            { name: "a", dtype: a.dtype, access: "read" },
+            { name: "b", dtype: b.dtype, access: "read" },
             { name: "c", access: "rw" },
           ],
           workgroupSize: 256,
@@ -108,11 +108,11 @@ var<workgroup> Bs: array<f32, ${TILE * BK}>;`,
   }`,
         }),
         bindings: [
-          { buffer: a!.storage, access: "read" },
-          { buffer: b!.storage, access: "read" },
+          { buffer: a.storage, access: "read" },
+          { buffer: b.storage, access: "read" },
           { buffer: target, access: "rw" },
         ],
-        params: [m, n, k, batches, batch.length, ...padded(batch), ...batchStrides(a!.shape, m * k), ...batchStrides(b!.shape, k * n)],
+        params: [m, n, k, batches, batch.length, ...padded(batch), ...batchStrides(a.shape, m * k), ...batchStrides(b.shape, k * n)],
         workgroups: batches * tiles,
       }),
     );

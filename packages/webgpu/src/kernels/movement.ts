@@ -109,21 +109,21 @@ ${pick}
 
 export function movementKernels(rt: Runtime, maxInputs: number) {
   const permute: Kernel<"permute", GPUBuffer> = ({ inputs: [x], outputs: [y], attrs: { perm } }) => {
-    const s = stridesOf(x!.shape);
-    strided(rt, "permute", x!, y!, { strides: perm.map((p) => s[p]!) });
+    const s = stridesOf(x.shape);
+    strided(rt, "permute", x, y, { strides: perm.map((p) => s[p]) });
   };
 
   const slice: Kernel<"slice", GPUBuffer> = ({ inputs: [x], outputs: [y], attrs: { begin } }) => {
-    const s = stridesOf(x!.shape);
-    strided(rt, "slice", x!, y!, { strides: s, base: begin.reduce((acc, b, i) => acc + b * s[i]!, 0) });
+    const s = stridesOf(x.shape);
+    strided(rt, "slice", x, y, { strides: s, base: begin.reduce((acc, b, i) => acc + b * s[i], 0) });
   };
 
   const pad: Kernel<"pad", GPUBuffer> = ({ inputs: [x], outputs: [y], attrs: { before } }) => {
-    strided(rt, "pad", x!, y!, { strides: stridesOf(x!.shape), before, srcShape: x!.shape });
+    strided(rt, "pad", x, y, { strides: stridesOf(x.shape), before, srcShape: x.shape });
   };
 
   const expand: Kernel<"expand", GPUBuffer> = ({ inputs: [x], outputs: [y] }) => {
-    strided(rt, "expand", x!, y!, { strides: bstrides(x!.shape, y!.shape).slice(0, y!.shape.length) });
+    strided(rt, "expand", x, y, { strides: bstrides(x.shape, y.shape).slice(0, y.shape.length) });
   };
 
   const concat: Kernel<"concat", GPUBuffer> = ({ inputs, outputs: [y], attrs: { axis } }) => {
@@ -131,20 +131,20 @@ export function movementKernels(rt: Runtime, maxInputs: number) {
     // concatenated in groups first (concat is associative along one axis).
     const limit = Math.max(2, Math.min(maxInputs, 28));
     if (inputs.length <= limit) {
-      concatGroup(rt, inputs, y!, axis);
+      concatGroup(rt, inputs, y, axis);
       return;
     }
     const temps: Ref[] = [];
     for (let j = 0; j < inputs.length; j += limit) {
       const part = inputs.slice(j, j + limit);
-      const shape = [...y!.shape];
-      shape[axis] = part.reduce((a, x) => a + x.shape[axis]!, 0);
+      const shape = [...y.shape];
+      shape[axis] = part.reduce((a, x) => a + x.shape[axis], 0);
       const size = shape.reduce((a, b) => a * b, 1);
-      const t: Ref = { storage: rt.acquire(size * byteSize(y!.dtype)), shape, dtype: y!.dtype, size };
+      const t: Ref = { storage: rt.acquire(size * byteSize(y.dtype)), shape, dtype: y.dtype, size };
       concatGroup(rt, part, t, axis);
       temps.push(t);
     }
-    concat({ inputs: temps, outputs: [y!], attrs: { axis } });
+    concat({ inputs: temps, outputs: [y], attrs: { axis } });
     for (const t of temps) rt.release(t.storage);
   };
 

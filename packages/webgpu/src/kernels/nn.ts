@@ -83,16 +83,16 @@ fn row_sum2(v: vec2<f32>, lid: u32) -> vec2<f32> {
 export function nnKernels(rt: Runtime) {
   function softmaxKernel(log: boolean): Kernel<"softmax" | "logSoftmax", GPUBuffer> {
     return ({ inputs: [x], outputs: [y], attrs: { axis } }) => {
-      const outer = x!.shape.slice(0, axis).reduce((a, b) => a * b, 1);
-      const inner = x!.shape.slice(axis + 1).reduce((a, b) => a * b, 1);
-      const n = x!.shape[axis]!;
-      viaF32(rt, y!, (target) =>
+      const outer = x.shape.slice(0, axis).reduce((a, b) => a * b, 1);
+      const inner = x.shape.slice(axis + 1).reduce((a, b) => a * b, 1);
+      const n = x.shape[axis];
+      viaF32(rt, y, (target) =>
         rt.dispatch({
-          key: `${log ? "logSoftmax" : "softmax"}:${x!.dtype}`,
+          key: `${log ? "logSoftmax" : "softmax"}:${x.dtype}`,
           shader: () => ({
-            doc: [`x: (outer, n, inner) ${x!.dtype}`, "y: (outer, n, inner) f32, one workgroup per (outer, inner) row"],
+            doc: [`x: (outer, n, inner) ${x.dtype}`, "y: (outer, n, inner) f32, one workgroup per (outer, inner) row"],
             bindings: [
-              { name: "x", dtype: x!.dtype, access: "read" },
+              { name: "x", dtype: x.dtype, access: "read" },
               { name: "y", access: "rw" },
             ],
             workgroupSize: RWG,
@@ -113,7 +113,7 @@ export function nnKernels(rt: Runtime) {
   }`,
           }),
           bindings: [
-            { buffer: x!.storage, access: "read" },
+            { buffer: x.storage, access: "read" },
             { buffer: target, access: "rw" },
           ],
           params: [outer * inner, n, inner],
@@ -146,13 +146,13 @@ fn label_ok(label: i32, r: u32, V: u32, lid: u32) -> bool {
 `;
 
   const softmaxCrossEntropy: Kernel<"softmaxCrossEntropy", GPUBuffer> = ({ inputs: [logits, labels], outputs: [loss], attrs }) => {
-    const [N, V] = logits!.shape as [number, number];
+    const [N, V] = logits.shape as [number, number];
     rt.dispatch({
-      key: `softmaxCrossEntropy:${logits!.dtype}`,
+      key: `softmaxCrossEntropy:${logits.dtype}`,
       shader: () => ({
-        doc: [`x: (N, V) ${logits!.dtype}`, "labels: (N) i32", "loss: (N) f32", "err: (4) atomic u32"],
+        doc: [`x: (N, V) ${logits.dtype}`, "labels: (N) i32", "loss: (N) f32", "err: (4) atomic u32"],
         bindings: [
-          { name: "x", dtype: logits!.dtype, access: "read" },
+          { name: "x", dtype: logits.dtype, access: "read" },
           { name: "labels", dtype: "i32", access: "read" },
           { name: "loss", access: "rw" },
           { name: "err", access: "atomic" },
@@ -171,9 +171,9 @@ fn label_ok(label: i32, r: u32, V: u32, lid: u32) -> bool {
   }`,
       }),
       bindings: [
-        { buffer: logits!.storage, access: "read" },
-        { buffer: labels!.storage, access: "read" },
-        { buffer: loss!.storage, access: "rw" },
+        { buffer: logits.storage, access: "read" },
+        { buffer: labels.storage, access: "read" },
+        { buffer: loss.storage, access: "rw" },
         { buffer: rt.errorBuffer, access: "atomic" },
       ],
       params: [N, V, attrs.ignoreIndex >>> 0, ERROR_CODES.softmaxCrossEntropy],
@@ -183,14 +183,14 @@ fn label_ok(label: i32, r: u32, V: u32, lid: u32) -> bool {
 
   // dlogits = (softmax(logits) − onehot(label)) · dloss, zero on ignored rows.
   const softmaxCrossEntropyBackward: Kernel<"softmaxCrossEntropyBackward", GPUBuffer> = ({ inputs: [logits, labels, dloss], outputs: [dx], attrs }) => {
-    const [N, V] = logits!.shape as [number, number];
-    viaF32(rt, dx!, (target) =>
+    const [N, V] = logits.shape as [number, number];
+    viaF32(rt, dx, (target) =>
       rt.dispatch({
-        key: `softmaxCrossEntropyBackward:${logits!.dtype}`,
+        key: `softmaxCrossEntropyBackward:${logits.dtype}`,
         shader: () => ({
-          doc: [`x: (N, V) ${logits!.dtype}`, "labels: (N) i32", "g: (N) f32", "dx: (N, V) f32", "err: (4) atomic u32"],
+          doc: [`x: (N, V) ${logits.dtype}`, "labels: (N) i32", "g: (N) f32", "dx: (N, V) f32", "err: (4) atomic u32"],
           bindings: [
-            { name: "x", dtype: logits!.dtype, access: "read" },
+            { name: "x", dtype: logits.dtype, access: "read" },
             { name: "labels", dtype: "i32", access: "read" },
             { name: "g", dtype: "f32", access: "read" },
             { name: "dx", access: "rw" },
@@ -211,9 +211,9 @@ fn label_ok(label: i32, r: u32, V: u32, lid: u32) -> bool {
   }`,
         }),
         bindings: [
-          { buffer: logits!.storage, access: "read" },
-          { buffer: labels!.storage, access: "read" },
-          { buffer: dloss!.storage, access: "read" },
+          { buffer: logits.storage, access: "read" },
+          { buffer: labels.storage, access: "read" },
+          { buffer: dloss.storage, access: "read" },
           { buffer: target, access: "rw" },
           { buffer: rt.errorBuffer, access: "atomic" },
         ],
@@ -224,7 +224,7 @@ fn label_ok(label: i32, r: u32, V: u32, lid: u32) -> bool {
   };
 
   function rmsKernel(backward: boolean, x: Ref, dy: Ref | null, y: Ref, eps: number): void {
-    const M = x.shape[x.shape.length - 1]!;
+    const M = x.shape[x.shape.length - 1];
     const rows = x.size / Math.max(M, 1);
     viaF32(rt, y, (target) =>
       rt.dispatch({
@@ -279,9 +279,9 @@ ${
     );
   }
 
-  const rmsNorm: Kernel<"rmsNorm", GPUBuffer> = ({ inputs: [x], outputs: [y], attrs: { eps } }) => rmsKernel(false, x!, null, y!, eps);
+  const rmsNorm: Kernel<"rmsNorm", GPUBuffer> = ({ inputs: [x], outputs: [y], attrs: { eps } }) => rmsKernel(false, x, null, y, eps);
   const rmsNormBackward: Kernel<"rmsNormBackward", GPUBuffer> = ({ inputs: [x, dy], outputs: [dx], attrs: { eps } }) =>
-    rmsKernel(true, x!, dy!, dx!, eps);
+    rmsKernel(true, x, dy, dx, eps);
 
   return {
     softmax: softmaxKernel(false),

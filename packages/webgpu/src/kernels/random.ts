@@ -121,10 +121,10 @@ export function randomKernels(rt: Runtime) {
 
   const randomUniform: Kernel<"randomUniform", GPUBuffer> = ({ outputs: [y], attrs }) => {
     // As rng.ts: value = f32(f32(u · f32(high − low)) + f32(low)).
-    run("uniform", y!, attrs.seed, attrs.offset, fr(attrs.low), fr(fr(attrs.high) - fr(attrs.low)));
+    run("uniform", y, attrs.seed, attrs.offset, fr(attrs.low), fr(fr(attrs.high) - fr(attrs.low)));
   };
   const randomNormal: Kernel<"randomNormal", GPUBuffer> = ({ outputs: [y], attrs }) => {
-    run("normal", y!, attrs.seed, attrs.offset, fr(attrs.mean), fr(attrs.std));
+    run("normal", y, attrs.seed, attrs.offset, fr(attrs.mean), fr(attrs.std));
   };
   return { randomUniform, randomNormal } satisfies Partial<KernelTable<GPUBuffer>>;
 }

@@ -40,31 +40,31 @@ const REDUCE: Record<ReduceOpName, { init: { f: string; i: string }; combine: { 
 
 function reduceKernel(rt: Runtime, op: ReduceOpName): Kernel<ReduceOpName, GPUBuffer> {
   return ({ inputs: [x], outputs: [y], attrs: { axes } }) => {
-    checkRank(op, x!.shape);
-    const strides = stridesOf(x!.shape);
-    const kept = x!.shape.map((_, i) => i).filter((i) => !axes.includes(i));
-    const R = axes.reduce((a, i) => a * x!.shape[i]!, 1);
+    checkRank(op, x.shape);
+    const strides = stridesOf(x.shape);
+    const kept = x.shape.map((_, i) => i).filter((i) => !axes.includes(i));
+    const R = axes.reduce((a, i) => a * x.shape[i], 1);
     const params = [
-      y!.size,
+      y.size,
       R,
       kept.length,
-      ...padded(kept.map((i) => x!.shape[i]!)),
-      ...padded(kept.map((i) => strides[i]!)),
+      ...padded(kept.map((i) => x.shape[i])),
+      ...padded(kept.map((i) => strides[i])),
       axes.length,
-      ...padded(axes.map((i) => x!.shape[i]!)),
-      ...padded(axes.map((i) => strides[i]!)),
+      ...padded(axes.map((i) => x.shape[i])),
+      ...padded(axes.map((i) => strides[i])),
     ];
-    const isInt = x!.dtype === "i32";
+    const isInt = x.dtype === "i32";
     const ty = isInt ? "i32" : "f32";
     const init = REDUCE[op].init[isInt ? "i" : "f"];
     const combine = REDUCE[op].combine[isInt ? "i" : "f"];
     const run = (target: GPUBuffer, outDtype: "f32" | "i32") =>
       rt.dispatch({
-        key: `${op}:${x!.dtype}`,
+        key: `${op}:${x.dtype}`,
         shader: () => ({
-          doc: [`x: ${JSON.stringify(x!.shape)} ${x!.dtype}`, `y: (nOut) ${outDtype}, one workgroup per element`],
+          doc: [`x: ${JSON.stringify(x.shape)} ${x.dtype}`, `y: (nOut) ${outDtype}, one workgroup per element`],
           bindings: [
-            { name: "x", dtype: x!.dtype, access: "read" },
+            { name: "x", dtype: x.dtype, access: "read" },
             { name: "y", access: "rw" },
           ],
           workgroupSize: RWG,
@@ -90,30 +90,30 @@ fn combine(a: ${ty}, b: ${ty}) -> ${ty} { return ${combine}; }`,
   }`,
         }),
         bindings: [
-          { buffer: x!.storage, access: "read" },
+          { buffer: x.storage, access: "read" },
           { buffer: target, access: "rw" },
         ],
         params,
-        workgroups: y!.size,
+        workgroups: y.size,
       });
-    if (isInt) run(y!.storage, "i32");
-    else viaF32(rt, y!, (target) => run(target, "f32"));
+    if (isInt) run(y.storage, "i32");
+    else viaF32(rt, y, (target) => run(target, "f32"));
   };
 }
 
 export function reduceKernels(rt: Runtime) {
   // Index of the first maximum; NaN counts as the maximum (NumPy, PyTorch, the CPU backend).
   const argmax: Kernel<"argmax", GPUBuffer> = ({ inputs: [x], outputs: [y], attrs: { axis } }) => {
-    const outer = x!.shape.slice(0, axis).reduce((a, b) => a * b, 1);
-    const inner = x!.shape.slice(axis + 1).reduce((a, b) => a * b, 1);
-    const n = x!.shape[axis]!;
-    const get = x!.dtype === "i32" ? "x_i" : "x_f";
+    const outer = x.shape.slice(0, axis).reduce((a, b) => a * b, 1);
+    const inner = x.shape.slice(axis + 1).reduce((a, b) => a * b, 1);
+    const n = x.shape[axis];
+    const get = x.dtype === "i32" ? "x_i" : "x_f";
     rt.dispatch({
-      key: `argmax:${x!.dtype}`,
+      key: `argmax:${x.dtype}`,
       shader: () => ({
-        doc: [`x: (outer, n, inner) ${x!.dtype}`, "y: (outer, inner) i32"],
+        doc: [`x: (outer, n, inner) ${x.dtype}`, "y: (outer, inner) i32"],
         bindings: [
-          { name: "x", dtype: x!.dtype, access: "read" },
+          { name: "x", dtype: x.dtype, access: "read" },
           { name: "y", access: "rw" },
         ],
         workgroupSize: 256,
@@ -122,17 +122,17 @@ export function reduceKernels(rt: Runtime) {
   let o = gid / inner; let k = gid % inner;
   var best = ${get}(o * n * inner + k);
   var at = 0u;
-  ${x!.dtype === "i32" ? "" : "if (!is_nan(best)) {"}
+  ${x.dtype === "i32" ? "" : "if (!is_nan(best)) {"}
   for (var j = 1u; j < n; j = j + 1u) {
     let v = ${get}((o * n + j) * inner + k);
-    ${x!.dtype === "i32" ? "if (v > best) { best = v; at = j; }" : "if (is_nan(v)) { at = j; break; }\n    if (v > best) { best = v; at = j; }"}
+    ${x.dtype === "i32" ? "if (v > best) { best = v; at = j; }" : "if (is_nan(v)) { at = j; break; }\n    if (v > best) { best = v; at = j; }"}
   }
-  ${x!.dtype === "i32" ? "" : "}"}
+  ${x.dtype === "i32" ? "" : "}"}
   y[gid] = at;`,
       }),
       bindings: [
-        { buffer: x!.storage, access: "read" },
-        { buffer: y!.storage, access: "rw" },
+        { buffer: x.storage, access: "read" },
+        { buffer: y.storage, access: "rw" },
       ],
       params: [outer, n, inner],
       workgroups: groups(outer * inner),
