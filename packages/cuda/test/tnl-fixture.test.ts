@@ -1,24 +1,20 @@
 /**
- * The TNL fixture forward on CUDA (f32): the logits of the official PyTorch TNL on random weights
- * (@lightning-ts/testing: fixtures/tnl-tiny) reproduced by the model running on the GPU. Skipped with
- * the reason printed where the backend cannot start; under LIGHTNING_CUDA_REQUIRED=1 that fails.
+ * The TNL fixture forward on cuda (f32): the logits of the official PyTorch TNL on random weights
+ * (@lightning-ts/testing: fixtures/tnl-tiny) reproduced by the model running on this backend.
+ * Skipped through the runner with the reason printed where the backend cannot start; where it is
+ * required (test/setup.ts: LIGHTNING_CUDA_REQUIRED=1) that is a failing test.
  */
-import { describe, expect, it } from "vitest";
+import { describeBackends } from "@lightning-ts/testing";
 import { fixtureLogitDiffs } from "@lightning-ts/testing/tnl-fixture";
 import * as tnl from "@lightning-ts/tnl";
-import { createCudaBackend, cudaUnavailableReason } from "../src/index.js";
+import { expect, it } from "vitest";
+import "./setup.js";
 
-const reason = cudaUnavailableReason();
-if (reason) console.log(`[tnl-fixture] skipping the TNL fixture on cuda: ${reason}`);
-if (reason && process.env.LIGHTNING_CUDA_REQUIRED === "1") throw new Error(`LIGHTNING_CUDA_REQUIRED=1 but CUDA cannot start: ${reason}`);
-
-describe.skipIf(reason !== null)("TNL fixture forward on cuda", () => {
+await describeBackends("TNL fixture forward", (backend) => {
   it("reproduces the official logits for input_ids [2, 37] and the 300-token input", async () => {
-    const backend = createCudaBackend();
-    for (const [file, d] of Object.entries(await fixtureLogitDiffs(backend, tnl))) {
+    for (const [file, d] of Object.entries(await fixtureLogitDiffs(backend(), tnl))) {
       console.log(`[tnl-fixture] cuda ${file} max |Δ| = ${d.toExponential(2)}`);
       expect(d).toBeLessThanOrEqual(1e-4);
     }
-    backend.dispose();
   });
 });

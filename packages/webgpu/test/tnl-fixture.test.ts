@@ -1,26 +1,18 @@
 /**
- * The TNL fixture forward on WebGPU: the logits of the official PyTorch TNL on random weights
- * (@lightning-ts/testing: fixtures/tnl-tiny) reproduced by the model running on this backend. Skips with
- * a printed reason when no WebGPU adapter is found.
+ * The TNL fixture forward on webgpu (f32): the logits of the official PyTorch TNL on random weights
+ * (@lightning-ts/testing: fixtures/tnl-tiny) reproduced by the model running on this backend.
+ * Skipped through the runner with the reason printed where the backend cannot start; where it is
+ * required (test/setup.ts: LIGHTNING_WEBGPU_REQUIRED=1) that is a failing test.
  */
-import { type Backend } from "@lightning-ts/tensor";
-import { describe, expect, it } from "vitest";
+import { describeBackends } from "@lightning-ts/testing";
 import { fixtureLogitDiffs } from "@lightning-ts/testing/tnl-fixture";
 import * as tnl from "@lightning-ts/tnl";
-import { createWebGpuBackend } from "../src/index.js";
+import { expect, it } from "vitest";
+import "./setup.js";
 
-let backend: Backend | null = null;
-let reason: string | null = null;
-try {
-  backend = await createWebGpuBackend();
-} catch (err) {
-  reason = (err as Error).message;
-}
-if (reason) console.log(`[tnl-fixture] skipping the TNL fixture on webgpu: ${reason}`);
-
-describe.skipIf(reason !== null)("TNL fixture forward on webgpu", () => {
+await describeBackends("TNL fixture forward", (backend) => {
   it("reproduces the official logits for input_ids [2, 37] and the 300-token input", async () => {
-    for (const [file, d] of Object.entries(await fixtureLogitDiffs(backend!, tnl))) {
+    for (const [file, d] of Object.entries(await fixtureLogitDiffs(backend(), tnl))) {
       console.log(`[tnl-fixture] webgpu ${file} max |Δ| = ${d.toExponential(2)}`);
       expect(d).toBeLessThanOrEqual(1e-4);
     }
