@@ -1,7 +1,7 @@
 /**
  * Run one suite on the backends under test. A package's tests are about its own backend: the CPU
  * package tests the CPU, and a GPU package registers its backend, which then replaces the CPU here
- * (the CPU suite already runs in packages/tensor). A backend that cannot start is skipped through
+ * (the CPU suite runs in packages/testing/test/cpu-conformance.test.ts). A backend that cannot start is skipped through
  * the test runner with its reason in the suite's name and in a printed line, never silently; where
  * it is required (LIGHTNING_CUDA_REQUIRED=1, LIGHTNING_WEBGPU_REQUIRED=1) that is a failing test.
  */

@@ -1,6 +1,6 @@
 /**
  * Makes the WebGPU backend the one under test in this package (the CPU suite runs in
- * packages/tensor). It must start under LIGHTNING_WEBGPU_REQUIRED=1 (`pnpm test:gpu`), and where
+ * packages/testing). It must start under LIGHTNING_WEBGPU_REQUIRED=1 (`pnpm test:gpu`), and where
  * the set-up installed a Vulkan driver for it (VK_ICD_FILENAMES, as in CI): a skipped suite there
  * would hide a broken backend. LIGHTNING_WEBGPU_REQUIRED=0 lets it skip.
  */
