@@ -10,15 +10,15 @@
 // split) with an initial state, every head and every output (o, S_T, dq, dk, dv, dS_0) against the
 // float64 recurrence, bf16 and f16, for each head shape; --small keeps a few of them (for
 // compute-sanitizer).
-// Versions 1 and 5 run through the addon's registry (LIGHTNING_CUDA_LA_VERSION), the way the Node
-// addon calls them; 2, 3, 4 (bf16, D = E = 128) are the legacy files in bench/legacy, called directly.
+// Versions 1, 5 and 6 run through the addon's registry (LIGHTNING_CUDA_LA_VERSION; 0: the addon's own
+// choice), the way the Node addon calls them; 2, 3, 4 (bf16, D = E = 128) are the legacy files in bench/legacy, called directly.
 //
 // Build (packages/cuda, after the addon's build made build/cuda-obj/libltscuda.a):
 //   nvcc -O3 -std=c++17 -gencode=arch=compute_90a,code=sm_90a -I native -I bench/legacy \
 //     bench/lightning_bench.cu bench/legacy/lightning_v2.cu bench/legacy/lightning_v3.cu \
 //     bench/legacy/lightning_v4.cu build/cuda-obj/libltscuda.a -ldl -o build/lightning_bench
 // Run: build/lightning_bench [--shapes 128x128,256x128,64x64] [--T 1024,8192,65536] [--dtypes bf16,f16]
-//        [--versions 5,4] [--reps 20] [--json FILE] [--check [--small] [--check-dtypes bf16,f16]] [--no-bench]
+//        [--versions 6,5,4] [--reps 20] [--json FILE] [--check [--small] [--check-dtypes bf16,f16] [--check-versions 6,5]] [--no-bench]
 //        [--no-decode] [--time-anyway]
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -355,7 +355,8 @@ static std::vector<float> tnlSlopes(int H) {
 static double bound(int dt) { return dt == F16 ? 2e-3 : 5e-3; }
 
 // Odd lengths and state in/out: every head, every output, against the float64 recurrence.
-static void checkSuite(Harness& h, const std::vector<std::pair<int, int>>& shapes, const std::vector<int>& dtypes, bool small) {
+static void checkSuite(Harness& h, const std::vector<std::pair<int, int>>& shapes, const std::vector<int>& dtypes, const std::vector<int>& versions,
+                       bool small) {
   struct Case {
     Shape s;
     int dt;
@@ -381,24 +382,27 @@ static void checkSuite(Harness& h, const std::vector<std::pair<int, int>>& shape
     std::vector<int> heads;
     for (int i = 0; i < s.B * s.H; i++) heads.push_back(i);
     auto refs = references(s, cs.dt, heads, slopes, in);
-    P.poison();
-    runVersion(h, P, 5, true);
-    runVersion(h, P, 5, false);
-    CK(cudaStreamSynchronize(h.ctx.stream));
-    CK(cudaGetLastError());
-    Got g = fetch(P);
-    Errors e = compare(P, g, heads, refs);
-    bool ok = e.fwd() <= bound(cs.dt) && e.bwd() <= bound(cs.dt);
-    if (!ok) h.failures++;
-    printf("%-5s %3d %3d %5d %4d %4d  %9.2e %9.2e %9.2e %9.2e %9.2e %9.2e  %s / %s\n", dtName(cs.dt), s.B, s.H, s.T, s.D, s.E, e.o.rel(), e.S.rel(),
-           e.dq.rel(), e.dk.rel(), e.dv.rel(), e.dS0.rel(), ok ? "yes" : "NO", kernelName(h, P, 5, false).c_str());
-    fflush(stdout);
-    char buf[512];
-    snprintf(buf, sizeof buf,
-             "{\"suite\": \"attention-check\", \"impl\": \"chunked-v5\", \"backend\": \"cuda\", \"device\": \"%s\", \"B\": %d, \"T\": %d, \"H\": %d, "
-             "\"D\": %d, \"E\": %d, \"dtype\": \"%s\", \"initial_state\": true, \"rel_err\": %.3e, \"rel_err_bwd\": %.3e, \"ok\": %s}",
-             h.prop.name, s.B, s.T, s.H, s.D, s.E, dtName(cs.dt), e.fwd(), e.bwd(), ok ? "true" : "false");
-    h.row(buf);
+    for (int ver : versions) {
+      P.poison();
+      runVersion(h, P, ver, true);
+      runVersion(h, P, ver, false);
+      CK(cudaStreamSynchronize(h.ctx.stream));
+      CK(cudaGetLastError());
+      Got g = fetch(P);
+      Errors e = compare(P, g, heads, refs);
+      bool ok = e.fwd() <= bound(cs.dt) && e.bwd() <= bound(cs.dt);
+      if (!ok) h.failures++;
+      printf("%-5s %3d %3d %5d %4d %4d  %9.2e %9.2e %9.2e %9.2e %9.2e %9.2e  %s / %s\n", dtName(cs.dt), s.B, s.H, s.T, s.D, s.E, e.o.rel(), e.S.rel(),
+             e.dq.rel(), e.dk.rel(), e.dv.rel(), e.dS0.rel(), ok ? "yes" : "NO", kernelName(h, P, ver, false).c_str());
+      fflush(stdout);
+      char buf[512];
+      snprintf(buf, sizeof buf,
+               "{\"suite\": \"attention-check\", \"impl\": \"chunked-v%d\", \"backend\": \"cuda\", \"device\": \"%s\", \"B\": %d, \"T\": %d, \"H\": %d, "
+               "\"D\": %d, \"E\": %d, \"dtype\": \"%s\", \"initial_state\": true, \"rel_err\": %.3e, \"rel_err_bwd\": %.3e, \"ok\": %s}",
+               ver, h.prop.name, s.B, s.T, s.H, s.D, s.E, dtName(cs.dt), e.fwd(), e.bwd(), ok ? "true" : "false");
+      h.row(buf);
+    }
+    unsetenv("LIGHTNING_CUDA_LA_VERSION");
   }
   h.ctx.trim();
 }
@@ -534,7 +538,7 @@ static void benchDecode(Harness& h, int D, int E, int dt) {
 int main(int argc, char** argv) {
   std::vector<int> Ts = {1024, 8192, 65536};
   std::vector<int> versions = {5};
-  std::vector<int> dtypes = {BF16}, checkDtypes = {BF16, F16};
+  std::vector<int> dtypes = {BF16}, checkDtypes = {BF16, F16}, checkVersions = {5};
   std::vector<std::pair<int, int>> shapes = {{128, 128}, {256, 128}, {64, 64}};
   bool check = false, small = false, bench = true, decode = true;
   const char* jsonPath = nullptr;
@@ -555,6 +559,9 @@ int main(int argc, char** argv) {
     } else if (a == "--dtypes") {
       dtypes.clear();
       for (auto& x : items()) dtypes.push_back(x == "f16" ? F16 : BF16);
+    } else if (a == "--check-versions") {
+      checkVersions.clear();
+      for (auto& x : items()) checkVersions.push_back(atoi(x.c_str()));
     } else if (a == "--check-dtypes") {
       checkDtypes.clear();
       for (auto& x : items()) checkDtypes.push_back(x == "f16" ? F16 : BF16);
@@ -601,7 +608,7 @@ int main(int argc, char** argv) {
   printf("device %s, %d SMs; copy bandwidth %.0f GB/s\n", h.prop.name, h.prop.multiProcessorCount, h.copyGBs);
   fflush(stdout);
 
-  if (check) checkSuite(h, shapes, checkDtypes, small);
+  if (check) checkSuite(h, shapes, checkDtypes, checkVersions, small);
   if (bench) {
     Buf flush(256ull << 20);
     h.flush = &flush;

@@ -24,7 +24,8 @@ void lightningBackwardV1(Context& c, int dt, LightningDims d, const void* q, con
 
 // Version 5: tensor cores (mma.sync m16n8k16, f32 accumulation) for bf16 and f16; forward for
 // D ∈ {64, 128, 256} and E a multiple of 64, backward (three forward passes) for D, E ∈ {64, 128, 256};
-// any T. Versions 2–4 (bf16, D = 128 only) are kept in bench/legacy for the harness.
+// any T. Versions 2–4 (bf16, D = 128 only) are kept in bench/legacy for the harness. On Hopper the
+// passes of key width 128 and 256 run version 6 (wgmma, in lightning_v5.cu) behind the same calls.
 bool lightningForwardV5Supported(int dt, LightningDims d);
 bool lightningBackwardV5Supported(int dt, LightningDims d);
 void lightningForwardV5(Context& c, int dt, LightningDims d, const void* q, const void* k, const void* v, const float* slopes, const float* S0,

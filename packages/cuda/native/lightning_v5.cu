@@ -23,6 +23,10 @@
 //
 // Backward: three passes of the same kernel (docs/ALGORITHM.md B.2), with the widths swapped where the
 // roles of q/k and v swap, so any D, E ∈ {64, 128, 256} is covered.
+//
+// Version 6 (below, wgKernel): the same loop on Hopper's warpgroup MMA (wgmma, sm_90a) for D ∈ {128,
+// 256}. Where the GPU runs this file's sm_90a code, every pass of key width 128 or 256 takes it (the
+// D = 64 passes stay on version 5); LIGHTNING_CUDA_LA_VERSION=5 keeps version 5 everywhere.
 // Letters: B batch, H heads, T time, D query/key head dim, E value head dim, C chunk size.
 #include <cstdio>
 #include <cstdlib>
@@ -319,6 +323,347 @@ __global__ void prepareStateKernel(const float* src, float* dst, int Y, int X, b
   dst[(size_t)bh * X * Y + idx] = src ? scale * src[(size_t)bh * X * Y + (size_t)y * X + x] : 0.0f;
 }
 
+// ---------------------------------------------------------------------------------------------------
+// Version 6: the same chunk loop on Hopper's warpgroup MMA (wgmma, sm_90a), for D ∈ {128, 256}.
+//
+// mma.sync makes every warp load its own copy of the B operand from shared memory (ldmatrix): in v5
+// each of the four row groups re-reads all of S and K for Q S and Q Kᵀ, which is most of the shared-
+// memory traffic. wgmma lets one warpgroup (4 warps, the whole 64-row chunk) read Q, S and K straight
+// from swizzled shared memory once. The tiles are stored with the 128-byte swizzle (mma.cuh): Q and K
+// K-major ((D/64) blocks of 64 rows × 128 B), V and the 16-bit state copy MN-major (rows of 64 values).
+// Per chunk:
+//   P = Q Kᵀ and O = Q S (A and B from shared memory, 64×64 f32 accumulators);
+//   P ⊙ decay mask, O rows · λ^{i+1}; O += P V (A = P from registers, B = V);
+//   S ← λ^m S + (w ⊙ K)ᵀ V (A = w ⊙ Kᵀ from ldmatrix.trans, scaled in registers; B = V): the state
+//   lives in wgmma accumulators, 64-row tiles spread over the warpgroups.
+// NWG = 1 (D = 128): one warpgroup does it all; 2 CTAs per SM. NWG = 2: warpgroup 0 computes Q S and
+// P V and writes O, warpgroup 1 computes Q Kᵀ, masks it and hands P over in shared memory behind a
+// named barrier; both update their half of the state rows. NSB = 2 double-buffers the 16-bit state
+// copy, so one CTA-wide barrier per chunk remains (D = 256: 1 CTA of 8 warps per SM, 218 KB).
+template <int D, int NWG, int NSB>
+struct WCfg {
+  static constexpr int THREADS = 128 * NWG;
+  static constexpr int MT = D / (64 * NWG);  // 64-row state tiles per warpgroup
+  static constexpr int QB = D * 128;         // bytes of a swizzled Q or K tile
+  static constexpr int VB = C * 128;         // V tile: 64 rows × 64 values
+  static constexpr int STAGE = 2 * QB + VB;
+  static constexpr int SB = D * 128;         // 16-bit state copy (D, 64)
+  static constexpr int XS = ET + 8;          // padded row stride (elements) of the P exchange / O staging tile
+  static constexpr int XB = C * XS * 2;
+  static constexpr size_t SMEM = 1024 + 2 * STAGE + NSB * SB + XB + (C + 1) * sizeof(float);  // + 1 KB to align the base
+  static constexpr int MIN_BLOCKS = NWG == 1 ? 2 : 1;
+  static_assert(MT >= 1 && D % 64 == 0, "state tiles");
+};
+
+#if defined(LTS_WGMMA)
+__device__ __forceinline__ void namedBarSync(int id, int threads) { asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(threads) : "memory"); }
+__device__ __forceinline__ void namedBarArrive(int id, int threads) { asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(threads) : "memory"); }
+#endif
+
+// 1 in the sm_90a image of this file, 0 in the others (the addon also carries sm_80–sm_90 code).
+__global__ void wgmmaProbeKernel(int* out) {
+#if defined(LTS_WGMMA)
+  *out = 1;
+#else
+  *out = 0;
+#endif
+}
+
+// q, k: (BH, T, D), v: (BH, T, E) → o: (BH, T, E) and state f32; grid (E/64, BH, nseg)
+template <int D, int NWG, int NSB, class X, bool STATE_ONLY>
+__global__ void __launch_bounds__(WCfg<D, NWG, NSB>::THREADS, WCfg<D, NWG, NSB>::MIN_BLOCKS) wgKernel(Params<X> p) {
+#if defined(LTS_WGMMA)
+  using W = WCfg<D, NWG, NSB>;
+  constexpr int QB = W::QB, STAGE = W::STAGE, SB = W::SB, XS = W::XS, MT = W::MT, THREADS = W::THREADS;
+  constexpr int KS = D / 16;  // k-steps of Q S and Q Kᵀ
+  extern __shared__ __align__(1024) unsigned char wsmem[];
+  unsigned char* sm = wsmem + ((1024u - (smemAddr(wsmem) & 1023u)) & 1023u);  // the swizzle needs 1,024-aligned tiles
+  const uint32_t sbase = smemAddr(sm);
+  X* xs = reinterpret_cast<X*>(sm + 2 * STAGE + NSB * SB);  // (C, XS): P handed between warpgroups, O staged for the stores
+  float* pw = reinterpret_cast<float*>(sm + 2 * STAGE + NSB * SB + W::XB);  // λ^n, n = 0..C
+  const int tid = threadIdx.x, lane = tid & 31, wq = (tid >> 5) & 3, g = lane >> 2, t4 = lane & 3;
+  // The warpgroup through a shuffle, so that the compiler knows it uniform: wgmma in a branch it
+  // cannot prove uniform over the warpgroup is serialized.
+  const int wg = __shfl_sync(0xffffffffu, tid >> 7, 0);
+  const int e0 = blockIdx.x * ET, bh = blockIdx.y, seg = blockIdx.z;
+  const int T = p.T, E = p.E;
+  const float slope = p.slopes[bh % p.H];
+  if (tid <= C) pw[tid] = expf(-slope * (float)tid);
+  const int c0 = seg * p.chunksPerSeg;
+  const int nChunks = min(p.chunksPerSeg, (T + C - 1) / C - c0);
+  const X* qb = p.q + (size_t)bh * T * D;
+  const X* kb = p.k + (size_t)bh * T * D;
+  const X* vb = p.v + (size_t)bh * T * E + e0;
+  const int row0 = wg * (D / NWG) + 16 * wq;  // this warp's state rows: row0 + 64·mt + g (+ 8)
+  const int i0 = 16 * wq;                     // this warp's query rows of a chunk (wgmma M = 64)
+
+  // The state: MT tiles of 64 rows × 64 columns in wgmma accumulator order.
+  float S[MT][32];
+  const float* sin = (!STATE_ONLY && p.Sin) ? p.Sin + ((size_t)bh * p.nseg + seg) * D * E : nullptr;
+#pragma unroll
+  for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+    for (int i = 0; i < 32; i++) {
+      int d = row0 + 64 * mt + g + ((i >> 1) & 1) * 8, e = e0 + (i >> 2) * 8 + 2 * t4 + (i & 1);
+      S[mt][i] = sin ? sin[(size_t)d * E + e] : 0.0f;
+    }
+
+  // Chunk loads: each thread copies one fixed 16-byte column piece of every RSTEP-th row (RSTEP a
+  // multiple of 8, so the swizzle phase of its rows never changes).
+  auto load = [&](int chunk, int st) {
+    unsigned char* base = sm + st * STAGE;
+    const int t0 = chunk * C, mm = T - t0;
+    const long dir = p.reverse ? -1 : 1;
+    {
+      constexpr int CPR = D / 8, RSTEP = THREADS / CPR;
+      static_assert(THREADS % CPR == 0 && RSTEP % 8 == 0, "q/k load mapping");
+      const int c = tid % CPR, r0 = tid / CPR;
+      const uint32_t so = (c >> 3) * (C * 128) + swz128(r0, (c & 7) * 8);
+      const size_t go = (size_t)(p.reverse ? max(T - 1 - t0 - r0, 0) : t0 + r0) * D + c * 8;
+#pragma unroll 1
+      for (int i = 0; i < C / RSTEP; i++) {
+        const bool in = r0 + i * RSTEP < mm;
+        const size_t off = in ? go + dir * (long)(i * RSTEP * D) : 0;
+        if (!STATE_ONLY) cpAsync16(base + so + i * RSTEP * 128, qb + off, in ? 16 : 0);
+        cpAsync16(base + QB + so + i * RSTEP * 128, kb + off, in ? 16 : 0);
+      }
+    }
+    {
+      constexpr int CPR = ET / 8, RSTEP = THREADS / CPR;
+      static_assert(RSTEP % 8 == 0, "v load mapping");
+      const int c = tid % CPR, r0 = tid / CPR;
+      const uint32_t so = swz128(r0, c * 8);
+      const size_t go = (size_t)(p.reverse ? max(T - 1 - t0 - r0, 0) : t0 + r0) * E + c * 8;
+#pragma unroll 1
+      for (int i = 0; i < C / RSTEP; i++) {
+        const bool in = r0 + i * RSTEP < mm;
+        const size_t off = in ? go + dir * (long)i * RSTEP * E : 0;
+        cpAsync16(base + 2 * QB + so + i * RSTEP * 128, vb + off, in ? 16 : 0);
+      }
+    }
+    cpAsyncCommit();
+  };
+
+  auto storeState = [&](int buf) {
+    unsigned char* sb = sm + 2 * STAGE + buf * SB;
+#pragma unroll
+    for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+      for (int nt = 0; nt < 8; nt++)
+#pragma unroll
+        for (int h = 0; h < 2; h++) {
+          int d = row0 + 64 * mt + g + 8 * h;
+          *reinterpret_cast<uint32_t*>(sb + swz128(d, nt * 8 + 2 * t4)) = pack2<X>(S[mt][nt * 4 + 2 * h], S[mt][nt * 4 + 2 * h + 1]);
+        }
+  };
+  // Descriptors of k-step kk: K-major tiles (Q, K: 64-column blocks of 8 KB, 32 bytes per step) and
+  // MN-major tiles (the state copy, V: 16 rows of 128 bytes per step).
+  // (The start address is the low field: a step adds its byte offset / 16 to the descriptor.)
+  auto kDesc = [](uint64_t d0, int kk) { return d0 + (uint64_t)(((kk >> 2) * (C * 128) + (kk & 3) * 32) >> 4); };
+  auto mnDesc = [](uint64_t d0, int kk) { return d0 + (uint64_t)((kk * 2048) >> 4); };
+
+  // S = λ^m S + (w ⊙ K)ᵀ V with A = Kᵀ through ldmatrix.trans, scaled by w_j = λ^{m−1−j} in f32
+  // and rounded once. The fragments and the decayed state are made before any wgmma of the step is
+  // issued (no instruction may touch an accumulator while a wgmma is in flight).
+  auto prepState = [&](uint32_t (&sa)[4][MT][4], const unsigned char* kT, int m) {
+#pragma unroll
+    for (int kk = 0; kk < 4; kk++) {
+      const int j0 = kk * 16 + 2 * t4;
+      float w[4];
+#pragma unroll
+      for (int x = 0; x < 4; x++) {
+        int j = j0 + (x >> 1) * 8 + (x & 1);
+        w[x] = j < m ? pw[m - 1 - j] : 0.0f;
+      }
+#pragma unroll
+      for (int mt = 0; mt < MT; mt++) {
+        int r = kk * 16 + (lane & 7) + ((lane >> 4) << 3), d = row0 + 64 * mt + ((lane >> 3) & 1) * 8;
+        ldsm4t(sa[kk][mt], kT + (d >> 6) * (C * 128) + swz128(r, d & 63));
+#pragma unroll
+        for (int r2 = 0; r2 < 4; r2++) {
+          float2 f = unpack2<X>(sa[kk][mt][r2]);
+          sa[kk][mt][r2] = pack2<X>(f.x * w[(r2 >> 1) * 2], f.y * w[(r2 >> 1) * 2 + 1]);
+        }
+      }
+    }
+    const float decay = pw[m];
+#pragma unroll
+    for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+      for (int i = 0; i < 32; i++) S[mt][i] *= decay;
+  };
+  auto issueState = [&](const uint32_t (&sa)[4][MT][4], uint64_t vA) {
+#pragma unroll
+    for (int kk = 0; kk < 4; kk++)
+#pragma unroll
+      for (int mt = 0; mt < MT; mt++) wgmmaRS<X, 1>(S[mt], sa[kk][mt], mnDesc(vA, kk));
+    wgmmaCommit();
+  };
+  // P_ij · λ^{i−j} for j ≤ i, else 0; O rows · λ^{i+1}.
+  auto maskP = [&](float (&P)[32]) {
+#pragma unroll
+    for (int i = 0; i < 32; i++) {
+      int r = i0 + g + ((i >> 1) & 1) * 8, j = (i >> 2) * 8 + 2 * t4 + (i & 1);
+      P[i] = j <= r ? P[i] * pw[r - j] : 0.0f;
+    }
+  };
+  // P (16-bit) into this warp's 16 rows of the exchange tile.
+  auto stageP = [&](const float (&P)[32]) {
+#pragma unroll
+    for (int nt = 0; nt < 8; nt++)
+#pragma unroll
+      for (int h = 0; h < 2; h++)
+        *reinterpret_cast<uint32_t*>(xs + (i0 + g + 8 * h) * XS + nt * 8 + 2 * t4) = pack2<X>(P[nt * 4 + 2 * h], P[nt * 4 + 2 * h + 1]);
+  };
+  auto scaleO = [&](float (&O)[32]) {
+#pragma unroll
+    for (int i = 0; i < 32; i++) O[i] *= pw[i0 + g + ((i >> 1) & 1) * 8 + 1];
+  };
+  // O through this warp's 16 rows of the exchange tile (only this warp reads them), 16 B per thread.
+  auto storeO = [&](const float (&O)[32], int t0, int m) {
+    __syncwarp();
+#pragma unroll
+    for (int nt = 0; nt < 8; nt++)
+#pragma unroll
+      for (int h = 0; h < 2; h++)
+        *reinterpret_cast<uint32_t*>(xs + (i0 + g + 8 * h) * XS + nt * 8 + 2 * t4) = pack2<X>(O[nt * 4 + 2 * h], O[nt * 4 + 2 * h + 1]);
+    __syncwarp();
+#pragma unroll
+    for (int x = lane; x < 16 * (ET / 8); x += 32) {
+      int row = i0 + x / (ET / 8), col = (x % (ET / 8)) * 8;
+      int t = p.reverse ? T - 1 - t0 - row : t0 + row;
+      if (row < m) *reinterpret_cast<uint4*>(p.o + ((size_t)bh * T + t) * E + e0 + col) = *reinterpret_cast<uint4*>(xs + row * XS + col);
+    }
+  };
+
+  if (nChunks > 0) load(c0, 0);
+  if (!STATE_ONLY) storeState(0);
+  for (int ci = 0; ci < nChunks; ci++) {
+    const int chunk = c0 + ci, st = ci & 1, t0 = chunk * C, m = min(C, T - t0);
+    cpAsyncWait<0>();
+    fenceProxyAsync();  // this chunk's tiles and the state copy, written by the generic proxy, are read by wgmma
+    __syncthreads();
+    if (ci + 1 < nChunks) load(chunk + 1, st ^ 1);  // that stage's last readers (chunk ci − 1) are all past the barrier
+    const unsigned char* kT = sm + st * STAGE + QB;
+    const uint32_t qAddr = sbase + st * STAGE;
+    const uint64_t qA = wgmmaDesc(qAddr, 16, 1024), kA = wgmmaDesc(qAddr + QB, 16, 1024), vA = wgmmaDesc(qAddr + 2 * QB, 8192, 1024),
+                   sA = wgmmaDesc(sbase + 2 * STAGE + (NSB == 2 ? st : 0) * SB, 8192, 1024);
+    uint32_t sa[4][MT][4];
+
+    if constexpr (STATE_ONLY) {
+      prepState(sa, kT, m);
+      wgmmaFence();
+      issueState(sa, vA);
+      wgmmaWait<0>();
+    } else if constexpr (NWG == 1) {
+      // One warpgroup: P = Q Kᵀ and O = Q S, then O += P V (A = P from registers) and the state update.
+      float O[32], P[32];
+      uint32_t pa[4][4];
+#pragma unroll
+      for (int i = 0; i < 32; i++) O[i] = 0.0f, P[i] = 0.0f;
+      wgmmaFence();
+#pragma unroll
+      for (int kk = 0; kk < KS; kk++) wgmmaSS<X, 0>(P, kDesc(qA, kk), kDesc(kA, kk));
+      wgmmaCommit();
+#pragma unroll
+      for (int kk = 0; kk < KS; kk++) wgmmaSS<X, 1>(O, kDesc(qA, kk), mnDesc(sA, kk));
+      wgmmaCommit();
+      wgmmaWait<1>();  // P = Q Kᵀ is done, Q S runs on
+      fenceRegs(P);
+      maskP(P);
+      // P through this warp's own rows of the exchange tile: the A fragments are loaded back just
+      // before P V, which keeps them out of the registers while the state fragments are made.
+      stageP(P);
+      prepState(sa, kT, m);
+      wgmmaWait<0>();
+      fenceRegs(O);
+      scaleO(O);
+      __syncwarp();
+#pragma unroll
+      for (int kk = 0; kk < 4; kk++) ldsm4(pa[kk], xs + (i0 + (lane & 15)) * XS + kk * 16 + (lane >> 4) * 8);
+      wgmmaFence();
+#pragma unroll
+      for (int kk = 0; kk < 4; kk++) wgmmaRS<X, 1>(O, pa[kk], mnDesc(vA, kk));
+      wgmmaCommit();
+      issueState(sa, vA);
+      wgmmaWait<1>();  // P V is done; the state update may still run
+      fenceRegs(O);
+      storeO(O, t0, m);
+      wgmmaWait<0>();
+    } else if (wg == 0) {
+      // Warpgroup 0: O = Q S, then O += P V with P from warpgroup 1, the state update of its rows.
+      float O[32];
+      uint32_t pa[4][4];
+#pragma unroll
+      for (int i = 0; i < 32; i++) O[i] = 0.0f;
+      wgmmaFence();
+#pragma unroll
+      for (int kk = 0; kk < KS; kk++) wgmmaSS<X, 1>(O, kDesc(qA, kk), mnDesc(sA, kk));
+      wgmmaCommit();
+      wgmmaWait<0>();
+      fenceRegs(O);
+      scaleO(O);
+      namedBarSync(1, 2 * 128);  // P is in the exchange tile
+#pragma unroll
+      for (int kk = 0; kk < 4; kk++) ldsm4(pa[kk], xs + (i0 + (lane & 15)) * XS + kk * 16 + (lane >> 4) * 8);
+      prepState(sa, kT, m);
+      wgmmaFence();
+#pragma unroll
+      for (int kk = 0; kk < 4; kk++) wgmmaRS<X, 1>(O, pa[kk], mnDesc(vA, kk));
+      wgmmaCommit();
+      issueState(sa, vA);
+      wgmmaWait<1>();
+      fenceRegs(O);
+      storeO(O, t0, m);
+      wgmmaWait<0>();
+    } else {
+      // Warpgroup 1: P = Q Kᵀ, masked, handed to warpgroup 0; the state update of its rows.
+      float P[32];
+#pragma unroll
+      for (int i = 0; i < 32; i++) P[i] = 0.0f;
+      wgmmaFence();
+#pragma unroll
+      for (int kk = 0; kk < KS; kk++) wgmmaSS<X, 0>(P, kDesc(qA, kk), kDesc(kA, kk));
+      wgmmaCommit();
+      wgmmaWait<0>();
+      fenceRegs(P);
+      maskP(P);
+      stageP(P);
+      namedBarArrive(1, 2 * 128);
+      prepState(sa, kT, m);
+      wgmmaFence();
+      issueState(sa, vA);
+      wgmmaWait<0>();
+    }
+#pragma unroll
+    for (int mt = 0; mt < MT; mt++) fenceRegs(S[mt]);
+    if (!STATE_ONLY) {
+      if constexpr (NSB == 2) {
+        storeState(st ^ 1);  // the other copy: its last reader (chunk ci − 1) finished before this chunk's barrier
+      } else {
+        __syncthreads();  // every warpgroup's reads of the copy are done
+        storeState(0);
+      }
+    }
+  }
+
+  float* out = nullptr;
+  if (STATE_ONLY) out = p.Sout + ((size_t)bh * p.nseg + seg) * D * E;
+  else if (seg == p.nseg - 1) out = p.Sout + (size_t)bh * D * E;
+  if (out) {
+#pragma unroll
+    for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+      for (int nt = 0; nt < 8; nt++)
+#pragma unroll
+        for (int h = 0; h < 2; h++) {
+          int d = row0 + 64 * mt + g + 8 * h, e = e0 + nt * 8 + 2 * t4;
+          *reinterpret_cast<float2*>(out + (size_t)d * E + e) = make_float2(S[mt][nt * 4 + 2 * h], S[mt][nt * 4 + 2 * h + 1]);
+        }
+  }
+#endif
+}
+
 int optinSmem() {
   static const int bytes = [] {
     int dev = 0, v = 0;
@@ -345,6 +690,70 @@ int configure() {
   return perSm;
 }
 
+template <int D, int NWG, int NSB, class X>
+int configureW() {
+  static const int perSm = [] {
+    using W = WCfg<D, NWG, NSB>;
+    LTS_CHECK(cudaFuncSetAttribute(wgKernel<D, NWG, NSB, X, false>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)W::SMEM), "lightning v6 smem attribute");
+    LTS_CHECK(cudaFuncSetAttribute(wgKernel<D, NWG, NSB, X, true>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)W::SMEM), "lightning v6 smem attribute");
+    int n = 0;
+    LTS_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, wgKernel<D, NWG, NSB, X, false>, W::THREADS, W::SMEM), "lightning v6 occupancy");
+    return std::max(1, n);
+  }();
+  return perSm;
+}
+
+// True where the GPU runs this file's sm_90a code (Hopper); the sm_80–sm_90 images carry no wgmma.
+bool wgmmaLoaded() {
+  static const bool ok = [] {
+    int* flag = nullptr;
+    int h = 0;
+    if (cudaMalloc(&flag, sizeof(int)) != cudaSuccess) {
+      cudaGetLastError();
+      return false;
+    }
+    wgmmaProbeKernel<<<1, 1>>>(flag);
+    bool r = cudaMemcpy(&h, flag, sizeof(int), cudaMemcpyDeviceToHost) == cudaSuccess && h == 1;
+    cudaFree(flag);
+    return r;
+  }();
+  return ok;
+}
+
+int versionAsked() {
+  const char* v = getenv("LIGHTNING_CUDA_LA_VERSION");
+  return v ? atoi(v) : 0;
+}
+
+// D = 128 runs one warpgroup per CTA; LIGHTNING_CUDA_LA_WG128=2 runs two (warpgroup roles as at D = 256), for experiments.
+int wg128() {
+  const char* v = getenv("LIGHTNING_CUDA_LA_WG128");
+  return v && atoi(v) == 2 ? 2 : 1;
+}
+
+// Version 6 (wgmma) where it applies: D ∈ {128, 256} on Hopper, unless LIGHTNING_CUDA_LA_VERSION=5.
+bool useV6(int D) {
+  if ((D != 128 && D != 256) || versionAsked() == 5) return false;
+  size_t s = D == 256 ? WCfg<256, 2, 2>::SMEM : std::max(WCfg<128, 1, 1>::SMEM, WCfg<128, 2, 2>::SMEM);
+  return s <= (size_t)optinSmem() && wgmmaLoaded();
+}
+
+struct Choice {
+  int version, warps, ctasPerSm;
+};
+
+template <class X>
+Choice choiceX(int D) {
+  if (useV6(D)) {
+    if (D == 256) return {6, 8, configureW<256, 2, 2, X>()};
+    if (wg128() == 2) return {6, 8, configureW<128, 2, 2, X>()};
+    return {6, 4, configureW<128, 1, 1, X>()};
+  }
+  return {5, D > 128 ? 8 : 4, D == 64 ? configure<64, X>() : D == 128 ? configure<128, X>() : configure<256, X>()};
+}
+
+Choice choice(int dt, int D) { return dt == F16 ? choiceX<__half>(D) : choiceX<__nv_bfloat16>(D); }
+
 struct Plan {
   int nseg, chunksPerSeg, ctasPerSm;
 };
@@ -366,11 +775,44 @@ Plan plan(Context& c, LightningDims d, int ctasPerSm) {
   return {nseg, chunksPerSeg, ctasPerSm};
 }
 
+// One causal pass on the wgmma loop (see passT).
+template <int D, int NWG, int NSB, class X>
+void passW(Context& c, LightningDims d, const void* q, const void* k, const void* v, const float* slopes, const float* S0, void* o, float* Sfinal,
+           bool reverse) {
+  using W = WCfg<D, NWG, NSB>;
+  Plan pl = plan(c, d, configureW<D, NWG, NSB, X>());
+  Params<X> p{(const X*)q, (const X*)k, (const X*)v, slopes, S0, (X*)o, Sfinal, d.T, d.E, d.H, pl.nseg, pl.chunksPerSeg, reverse};
+  dim3 grid(d.E / ET, d.BH(), pl.nseg);
+  float* L = nullptr;
+  if (pl.nseg > 1) {
+    L = (float*)c.scratch((size_t)d.BH() * pl.nseg * D * d.E * sizeof(float));
+    Params<X> a = p;
+    a.Sin = nullptr;
+    a.Sout = L;
+    wgKernel<D, NWG, NSB, X, true><<<grid, W::THREADS, W::SMEM, c.stream>>>(a);
+    LTS_CHECK(cudaGetLastError(), "lightning v6 segment states launch");
+    segmentScanKernel<<<dim3((D * d.E + 255) / 256, d.BH()), 256, 0, c.stream>>>(L, S0, pl.nseg, pl.chunksPerSeg * C, d.T, D * d.E, d.H, slopes);
+    LTS_CHECK(cudaGetLastError(), "lightning v6 segment scan launch");
+    p.Sin = L;
+  }
+  wgKernel<D, NWG, NSB, X, false><<<grid, W::THREADS, W::SMEM, c.stream>>>(p);
+  LTS_CHECK(cudaGetLastError(), "lightning v6 forward launch");
+  if (L) c.release(L);
+}
+
 // One causal pass over (q, k, v) of widths (d.D, d.D, d.E) from state S0 (BH, D, E) or zero: the
 // three launches (segment states, scan, full loop) where the batch is too small, else one.
 template <int D, class X>
 void passT(Context& c, LightningDims d, const void* q, const void* k, const void* v, const float* slopes, const float* S0, void* o, float* Sfinal,
            bool reverse) {
+  if constexpr (D == 128 || D == 256) {
+    if (useV6(D)) {
+      if constexpr (D == 256) passW<256, 2, 2, X>(c, d, q, k, v, slopes, S0, o, Sfinal, reverse);
+      else if (wg128() == 2) passW<128, 2, 2, X>(c, d, q, k, v, slopes, S0, o, Sfinal, reverse);
+      else passW<128, 1, 1, X>(c, d, q, k, v, slopes, S0, o, Sfinal, reverse);
+      return;
+    }
+  }
   using K = Cfg<D>;
   Plan pl = plan(c, d, configure<D, X>());
   Params<X> p{(const X*)q, (const X*)k, (const X*)v, slopes, S0, (X*)o, Sfinal, d.T, d.E, d.H, pl.nseg, pl.chunksPerSeg, reverse};
@@ -409,11 +851,6 @@ void pass(Context& c, int dt, LightningDims d, const void* q, const void* k, con
   else passX<__nv_bfloat16>(c, d, q, k, v, slopes, S0, o, Sfinal, reverse);
 }
 
-int ctasPerSm(int dt, int D) {
-  if (dt == F16) return D == 64 ? configure<64, __half>() : D == 128 ? configure<128, __half>() : configure<256, __half>();
-  return D == 64 ? configure<64, __nv_bfloat16>() : D == 128 ? configure<128, __nv_bfloat16>() : configure<256, __nv_bfloat16>();
-}
-
 // dst (BH, X, Y) from src (BH, Y, X): see prepareStateKernel.
 void prepare(Context& c, LightningDims d, const float* src, float* dst, int Y, int X, bool transpose, int power, const float* slopes) {
   prepareStateKernel<<<dim3((X * Y + 255) / 256, d.BH()), 256, 0, c.stream>>>(src, dst, Y, X, transpose, power, d.H, slopes);
@@ -421,10 +858,11 @@ void prepare(Context& c, LightningDims d, const float* src, float* dst, int Y, i
 }
 
 std::string passPlan(Context& c, int dt, LightningDims d) {
-  Plan pl = plan(c, d, ctasPerSm(dt, d.D));
-  char buf[160];
-  snprintf(buf, sizeof buf, "D=%d E=%d: %d E-slice%s x %d segment%s, %d warps, %d CTA%s/SM", d.D, d.E, d.E / ET, d.E / ET > 1 ? "s" : "", pl.nseg,
-           pl.nseg > 1 ? "s" : "", d.D > 128 ? 8 : 4, pl.ctasPerSm, pl.ctasPerSm > 1 ? "s" : "");
+  Choice ch = choice(dt, d.D);
+  Plan pl = plan(c, d, ch.ctasPerSm);
+  char buf[200];
+  snprintf(buf, sizeof buf, "%s D=%d E=%d: %d E-slice%s x %d segment%s, %d warps, %d CTA%s/SM", ch.version == 6 ? "v6 wgmma" : "v5 mma.sync", d.D, d.E,
+           d.E / ET, d.E / ET > 1 ? "s" : "", pl.nseg, pl.nseg > 1 ? "s" : "", ch.warps, pl.ctasPerSm, pl.ctasPerSm > 1 ? "s" : "");
   return buf;
 }
 
@@ -434,7 +872,7 @@ bool lightningForwardV5Supported(int dt, LightningDims d) { return (dt == BF16 |
 bool lightningBackwardV5Supported(int dt, LightningDims d) { return (dt == BF16 || dt == F16) && d.T > 0 && widthOk(d.D) && widthOk(d.E); }
 
 std::string lightningV5Describe(Context& c, int dt, LightningDims d, bool backward) {
-  std::string s = std::string("v5 tensor cores (") + (dt == F16 ? "f16" : "bf16") + ", ";
+  std::string s = std::string("tensor cores (") + (dt == F16 ? "f16" : "bf16") + ", ";
   if (!backward) return s + passPlan(c, dt, d) + ")";
   LightningDims sw{d.B, d.H, d.T, d.E, d.D};
   return s + "dq pass " + passPlan(c, dt, sw) + "; dv pass " + passPlan(c, dt, d) + "; dk pass " + passPlan(c, dt, sw) + ")";
