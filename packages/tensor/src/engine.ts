@@ -100,7 +100,7 @@ export function runOp<K extends OpName>(op: K, inputs: readonly Tensor[], attrs:
     if (isUnsupported(kernel)) throw new UnsupportedOpError(op, be.name, kernel.unsupported);
     outputs = infos.map((info) => {
       const byteLength = info.shape.reduce((a, b) => a * b, 1) * byteSize(info.dtype);
-      const storage = be.allocate(byteLength);
+      const storage: unknown = be.allocate(byteLength);
       const t = new Tensor({ backend: be, storage, byteLength, refs: 0 }, info.shape, info.dtype);
       return t;
     });

@@ -158,7 +158,7 @@ describe("matmul kernel vs the float64 oracle", () => {
     ];
     for (const [aShape, bShape, transA, transB] of cases) {
       const { got, want } = check(matmulKernel, aShape, bShape, { transA, transB });
-      expect(relRms(got, want), `${aShape} x ${bShape}`).toBeLessThan(TOLERANCE.f32);
+      expect(relRms(got, want), `${aShape.join(",")} x ${bShape.join(",")}`).toBeLessThan(TOLERANCE.f32);
     }
   });
 

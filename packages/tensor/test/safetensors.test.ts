@@ -60,10 +60,16 @@ function awkward(): Record<string, { dtype: DType; shape: number[]; bytes: Uint8
   };
 }
 
+interface RawEntry {
+  dtype: string;
+  shape: number[];
+  data_offsets: [number, number];
+}
+
 /** A minimal reader written independently of the code under test: length, JSON, byte ranges. */
-function minimalRead(file: Buffer): { header: Record<string, any>; data: Buffer } {
+function minimalRead(file: Buffer): { header: Record<string, RawEntry>; data: Buffer } {
   const n = Number(file.readBigUInt64LE(0));
-  return { header: JSON.parse(file.subarray(8, 8 + n).toString("utf8")), data: file.subarray(8 + n) };
+  return { header: JSON.parse(file.subarray(8, 8 + n).toString("utf8")) as Record<string, RawEntry>, data: file.subarray(8 + n) };
 }
 
 describe("round trips", () => {
@@ -144,7 +150,10 @@ describe("round trips", () => {
     expect(files.length).toBeGreaterThan(1);
     files.forEach((f, i) => expect(f).toBe(`model-${String(i + 1).padStart(5, "0")}-of-${String(files.length).padStart(5, "0")}.safetensors`));
     const total = Object.values(tensors).reduce((s, t) => s + t.size * 4, 0);
-    const onDisk = JSON.parse(await readFile(join(shardDir, "model.safetensors.index.json"), "utf8"));
+    const onDisk = JSON.parse(await readFile(join(shardDir, "model.safetensors.index.json"), "utf8")) as {
+      metadata: { total_size: number };
+      weight_map: Record<string, string>;
+    };
     expect(onDisk).toEqual(JSON.parse(JSON.stringify(index)));
     expect(onDisk.metadata.total_size).toBe(total);
     expect(Object.keys(onDisk.weight_map).sort()).toEqual(Object.keys(tensors).sort());

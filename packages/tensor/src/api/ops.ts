@@ -78,7 +78,7 @@ export function fromStorage(data: StorageArray | Uint8Array, shape: readonly num
   const bytes = data instanceof Uint8Array ? data : bytesOf(data);
   const want = sizeOf(shape) * byteSize(dtype);
   if (bytes.byteLength !== want) argError("fromStorage", "data", `${want} bytes for ${dtype} ${fmtShape(shape)}`, `${bytes.byteLength} bytes`);
-  const storage = be.allocate(want);
+  const storage: unknown = be.allocate(want);
   be.write(storage, bytes, 0);
   return new Tensor({ backend: be, storage, byteLength: want, refs: 0 }, [...shape], dtype);
 }

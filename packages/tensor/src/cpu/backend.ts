@@ -106,8 +106,8 @@ export class CpuBackend implements Backend<CpuStorage> {
     storage.bytes.set(bytes, byteOffset);
   }
 
-  async read(storage: CpuStorage, byteOffset: number, byteLength: number): Promise<Uint8Array> {
-    return this.readSync(storage, byteOffset, byteLength);
+  read(storage: CpuStorage, byteOffset: number, byteLength: number): Promise<Uint8Array> {
+    return new Promise((resolve) => resolve(this.readSync(storage, byteOffset, byteLength)));
   }
 
   readSync(storage: CpuStorage, byteOffset: number, byteLength: number): Uint8Array {

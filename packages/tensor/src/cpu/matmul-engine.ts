@@ -106,11 +106,11 @@ export function createGemmEngine(wasmBytes: Uint8Array | null): GemmEngine {
             }
             const o = c + (i + r) * nc + j;
             if (pc > 0) {
-              c0 += h[o], c1 += h[o + 1], c2 += h[o + 2], c3 += h[o + 3];
-              c4 += h[o + 4], c5 += h[o + 5], c6 += h[o + 6], c7 += h[o + 7];
+              c0 += h[o]; c1 += h[o + 1]; c2 += h[o + 2]; c3 += h[o + 3];
+              c4 += h[o + 4]; c5 += h[o + 5]; c6 += h[o + 6]; c7 += h[o + 7];
             }
-            h[o] = c0, h[o + 1] = c1, h[o + 2] = c2, h[o + 3] = c3;
-            h[o + 4] = c4, h[o + 5] = c5, h[o + 6] = c6, h[o + 7] = c7;
+            h[o] = c0; h[o + 1] = c1; h[o + 2] = c2; h[o + 3] = c3;
+            h[o + 4] = c4; h[o + 5] = c5; h[o + 6] = c6; h[o + 7] = c7;
           }
         }
       }

@@ -73,15 +73,15 @@ export class GemmPool {
     this.#start(remote);
     const sync = new Int32Array(new SharedArrayBuffer(8));
     for (let w = 0; w < remote; w++) this.#workers[w].postMessage({ ...tasks[w + 1], sync });
-    let localError: unknown = null;
+    let localError: { error: unknown } | null = null;
     try {
       engine.run(tasks[0]);
-    } catch (e) {
-      localError = e;
+    } catch (error) {
+      localError = { error };
     }
     // Wait even after a local failure: workers still write into the caller's buffers.
     for (let done = Atomics.load(sync, 0); done < remote; done = Atomics.load(sync, 0)) Atomics.wait(sync, 0, done);
-    if (localError) throw localError;
+    if (localError) throw localError.error;
     if (Atomics.load(sync, 1) > 0) throw new Error(`matmul: ${Atomics.load(sync, 1)} worker thread(s) failed`);
   }
 
