@@ -98,7 +98,7 @@ export async function conformanceSuite(options: ConformanceOptions = {}): Promis
             const y = (T as unknown as Record<string, (a: Tensor, b: Tensor) => Tensor>)[op](a, b);
             const want = O.mapBroadcast([sa, sb], [await values(a), await values(b)], BINARY_ORACLE[op]);
             expect(y.shape).toEqual(want.shape);
-            assertClose(await values(y), want.data, { ...tolerance(dtype, 10), label: `${op} ${dtype} ${sa}×${sb}` });
+            assertClose(await values(y), want.data, { ...tolerance(dtype, 10), label: `${op} ${dtype} ${sa.join(",")}×${sb.join(",")}` });
             for (const t of [a, b, y]) t.dispose();
           }
         }
@@ -116,7 +116,7 @@ export async function conformanceSuite(options: ConformanceOptions = {}): Promis
               const want = O.reduce(xs, shape, axes, op);
               const wantShape = shape.flatMap((d, i) => (axes.includes(i) ? (keepdims ? [1] : []) : [d]));
               expect(y.shape).toEqual(wantShape);
-              assertClose(await values(y), want, { ...tolerance(dtype, 10), label: `${op} ${axes} ${dtype}` });
+              assertClose(await values(y), want, { ...tolerance(dtype, 10), label: `${op} ${axes.join(",")} ${dtype}` });
               y.dispose();
             }
           }
@@ -144,7 +144,7 @@ export async function conformanceSuite(options: ConformanceOptions = {}): Promis
               const want = O.matmul(await values(a), shA, await values(b), shB, transA, transB);
               expect(y.shape).toEqual(want.shape);
               const k = sa[sa.length - 1];
-              assertClose(await values(y), want.data, { ...tolerance(dtype, 10 * Math.sqrt(k)), label: `matmul ${sa}×${sb} ${transA} ${transB} ${dtype}` });
+              assertClose(await values(y), want.data, { ...tolerance(dtype, 10 * Math.sqrt(k)), label: `matmul ${sa.join(",")}×${sb.join(",")} ${transA} ${transB} ${dtype}` });
               for (const t of [a, b, y]) t.dispose();
             }
           }
@@ -224,7 +224,7 @@ export async function conformanceSuite(options: ConformanceOptions = {}): Promis
         const exact = { atol: 0, rtol: 0 };
         for (const perm of [[0, 1, 2, 3], [3, 2, 1, 0], [1, 3, 0, 2]]) {
           const y = T.permute(x, perm);
-          assertClose(await values(y), O.permute(xs, shape, perm), { ...exact, label: `permute ${perm}` });
+          assertClose(await values(y), O.permute(xs, shape, perm), { ...exact, label: `permute ${perm.join(",")}` });
           y.dispose();
         }
         const sl = T.slice(x, [1, -2, 0, 1], [2, undefined, 1, 4]);

@@ -15,10 +15,16 @@ beforeAll(() => {
 
 const disposeAll = (ts: Record<string, Tensor>) => Object.values(ts).forEach((t) => t.dispose());
 
+interface RawEntry {
+  dtype: string;
+  shape: number[];
+  data_offsets: [number, number];
+}
+
 /** A minimal reader written independently of the code under test: length, JSON, byte ranges. */
-function minimalRead(file: Buffer): { header: Record<string, any>; data: Buffer } {
+function minimalRead(file: Buffer): { header: Record<string, RawEntry>; data: Buffer } {
   const n = Number(file.readBigUInt64LE(0));
-  return { header: JSON.parse(file.subarray(8, 8 + n).toString("utf8")), data: file.subarray(8 + n) };
+  return { header: JSON.parse(file.subarray(8, 8 + n).toString("utf8")) as Record<string, RawEntry>, data: file.subarray(8 + n) };
 }
 
 describe("the TNL tiny fixture", () => {
