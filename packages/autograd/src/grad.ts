@@ -92,7 +92,7 @@ export interface Vjp<P extends unknown[], R> {
    * Pulls a cotangent (same structure as `out`; null leaves count as zero) back to the primals:
    * one gradient tree per primal. Callable once: it consumes what the forward pass saved.
    */
-  vjp(cotangent: GradTree<R>): { -readonly [I in keyof P]: GradTree<P[I]> };
+  vjp: (cotangent: GradTree<R>) => { -readonly [I in keyof P]: GradTree<P[I]> };
   /** Releases the saved tensors without computing anything (when `vjp` is never called). */
   dispose(): void;
 }

@@ -67,9 +67,9 @@ export interface BackwardContext<K extends OpName> {
   /** Which inputs need a gradient: float inputs that depend on the differentiated arguments. */
   readonly needs: readonly boolean[];
   /** Saved input `i`; throws if the rule's `saves` did not list it. */
-  x(i: number): Tensor;
+  readonly x: (i: number) => Tensor;
   /** Saved output `i`; throws if the rule's `saves` did not list it. */
-  y(i: number): Tensor;
+  readonly y: (i: number) => Tensor;
 }
 
 export interface GradRule<K extends OpName> {

@@ -181,7 +181,7 @@ describe("optimizer state", () => {
     expect(state.meta.settings.lr).toBe("schedule");
 
     const b = new AdamW(settings);
-    b.loadStateDict({ meta: JSON.parse(JSON.stringify(state.meta)), tensors: state.tensors });
+    b.loadStateDict({ meta: JSON.parse(JSON.stringify(state.meta)) as typeof state.meta, tensors: state.tensors });
     disposeTree(state.tensors); // b holds its own handles
     let pb = makeTree((n) => Array.from(pa[n as keyof Params].dataSync()), "f32");
     pa = a.step(pa, makeTree((n) => gradAt(n, 4), "f32"));

@@ -81,7 +81,7 @@ export abstract class Optimizer<S extends BaseSettings> {
     for (const g of this.groups) {
       const hit = g.match instanceof RegExp ? g.match.test(path) : g.match(path, param);
       if (hit) {
-        const { name, match: _, ...overrides } = g;
+        const { name, ...overrides } = groupFields(g);
         return { name, settings: { ...this.settings, ...overrides } };
       }
     }
@@ -167,7 +167,7 @@ export abstract class Optimizer<S extends BaseSettings> {
         optimizer: this.name,
         step: this.#step,
         settings: serialisable(this.settings),
-        groups: this.groups.map(({ match: _, ...g }) => serialisable(g)),
+        groups: this.groups.map((g) => serialisable(groupFields(g))),
         params: Object.fromEntries(this.#groupOf),
       },
     };
@@ -179,9 +179,9 @@ export abstract class Optimizer<S extends BaseSettings> {
    */
   loadStateDict(state: OptimizerState): void {
     const { meta, tensors } = state;
-    if (meta.format !== "lightning-ts.optimizer/1") throw new Error(`${this.name}: unknown optimizer state format '${meta.format}'`);
+    if (meta.format !== "lightning-ts.optimizer/1") throw new Error(`${this.name}: unknown optimizer state format '${String(meta.format)}'`);
     if (meta.optimizer !== this.name) throw new Error(`${this.name}: cannot load the state of a ${meta.optimizer} optimizer`);
-    const mine = stableJson({ settings: serialisable(this.settings), groups: this.groups.map(({ match: _, ...g }) => serialisable(g)) });
+    const mine = stableJson({ settings: serialisable(this.settings), groups: this.groups.map((g) => serialisable(groupFields(g))) });
     const theirs = stableJson({ settings: meta.settings, groups: meta.groups });
     if (mine !== theirs) throw new Error(`${this.name}: saved settings ${theirs} differ from this optimizer's ${mine}`);
     const slots = new Map<string, Slots>();
@@ -216,6 +216,13 @@ function checkSlots(optimizer: string, path: string, p: Tensor, slots: Slots): v
   }
 }
 
+/** A group's fields other than `match` (a RegExp or a function, not a setting). */
+function groupFields<S extends BaseSettings>(g: ParamGroup<S>): Omit<ParamGroup<S>, "match"> {
+  const fields: Partial<ParamGroup<S>> = { ...g };
+  delete fields.match;
+  return fields as Omit<ParamGroup<S>, "match">;
+}
+
 /** Settings as JSON: functions (schedules) become "schedule". */
 function serialisable(settings: object): Record<string, unknown> {
   return Object.fromEntries(Object.entries(settings).map(([k, v]) => [k, typeof v === "function" ? "schedule" : v]));
@@ -223,7 +230,7 @@ function serialisable(settings: object): Record<string, unknown> {
 
 /** JSON with object keys sorted, so that equal settings compare equal whatever their key order. */
 function stableJson(x: unknown): string {
-  return JSON.stringify(x, (_, v) => (isPlainObject(v) ? Object.fromEntries(Object.entries(v).sort(([a], [b]) => (a < b ? -1 : 1))) : v));
+  return JSON.stringify(x, (_key: string, v: unknown) => (isPlainObject(v) ? Object.fromEntries(Object.entries(v).sort(([a], [b]) => (a < b ? -1 : 1))) : v));
 }
 
 /** `tree` with the tensors in `replace` swapped; everything else (other tensors, non-tensor leaves) kept. */
