@@ -84,8 +84,10 @@ export function loadTokenizerJson(input: string | object): Tokenizer {
   const merges = new MergeTable();
   const list = model.merges;
   if (!Array.isArray(list)) fail("model.merges", "an array", list);
-  list.forEach((entry, i) => {
-    const [a, b] = typeof entry === "string" ? splitMerge(entry, i) : Array.isArray(entry) && entry.length === 2 ? entry : fail(`model.merges[${i}]`, '"a b" or ["a", "b"]', entry);
+  list.forEach((entry: unknown, i) => {
+    const pair: readonly unknown[] = typeof entry === "string" ? splitMerge(entry, i) : Array.isArray(entry) && entry.length === 2 ? entry : fail(`model.merges[${i}]`, '"a b" or ["a", "b"]', entry);
+    const [a, b] = pair;
+    if (typeof a !== "string" || typeof b !== "string") fail(`model.merges[${i}]`, "two tokens of model.vocab whose join is also in model.vocab", entry);
     const left = idOf.get(a);
     const right = idOf.get(b);
     const merged = idOf.get(`${a}${b}`);

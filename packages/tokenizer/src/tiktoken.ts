@@ -79,7 +79,10 @@ export function loadTiktoken(text: string, options: TiktokenOptions = {}): Token
   const specials = Object.entries(options.specialTokens ?? {}).map(([content, id]) => {
     if (!Number.isInteger(id) || id < 0) fail(`specialTokens[${JSON.stringify(content)}]`, "a non-negative integer id", id);
     if (id < ranked.length && ranked[id]) fail(`specialTokens[${JSON.stringify(content)}]`, "an id no rank uses", id);
-    for (let i = bytes.length; i < id; i++) (bytes[i] = new Uint8Array()), (tokens[i] = "");
+    for (let i = bytes.length; i < id; i++) {
+      bytes[i] = new Uint8Array();
+      tokens[i] = "";
+    }
     bytes[id] = utf8(content);
     tokens[id] = content;
     return { content, id, special: true };

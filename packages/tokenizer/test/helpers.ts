@@ -166,7 +166,10 @@ export function tiktokenToTokenizerJson(rankFile: string, specials: Record<strin
       let bestRank = rank;
       for (let i = 0; i + 1 < parts.length; i++) {
         const r = ranks.get(parts[i] + parts[i + 1]);
-        if (r !== undefined && r < bestRank) (best = i), (bestRank = r);
+        if (r !== undefined && r < bestRank) {
+          best = i;
+          bestRank = r;
+        }
       }
       if (best < 0) break;
       parts = [...parts.slice(0, best), parts[best] + parts[best + 1], ...parts.slice(best + 2)];
@@ -192,7 +195,12 @@ function byteLevelChars(): string[] {
   for (let b = 174; b <= 255; b++) bs.push(b);
   const cs = [...bs];
   let n = 0;
-  for (let b = 0; b < 256; b++) if (!bs.includes(b)) bs.push(b), cs.push(256 + n++);
+  for (let b = 0; b < 256; b++) {
+    if (!bs.includes(b)) {
+      bs.push(b);
+      cs.push(256 + n++);
+    }
+  }
   const out: string[] = [];
   bs.forEach((b, i) => (out[b] = String.fromCharCode(cs[i])));
   return out;

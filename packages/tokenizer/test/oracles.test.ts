@@ -24,7 +24,7 @@ const texts = () => [...UNICODE_SAMPLES, ...randomStrings(7, 40, 60)];
 function expectSameIds(ours: number[], theirs: number[], label: string): void {
   const at = ours.findIndex((id, i) => id !== theirs[i]);
   const where = at >= 0 ? at : ours.length !== theirs.length ? Math.min(ours.length, theirs.length) : -1;
-  expect(where >= 0 ? `${label}: first difference at ${where}: ours ${ours.slice(where, where + 6)} vs ${theirs.slice(where, where + 6)}` : "same", label).toBe("same");
+  expect(where >= 0 ? `${label}: first difference at ${where}: ours ${ours.slice(where, where + 6).join(",")} vs ${theirs.slice(where, where + 6).join(",")}` : "same", label).toBe("same");
 }
 
 describe("tiktoken rank files", () => {
