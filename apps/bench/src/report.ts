@@ -6,7 +6,8 @@ import type { BenchResult } from "./suite.js";
 function cell(value: unknown, field: string): string {
   if (value === null || value === undefined) return "–";
   if (typeof value === "boolean") return value ? "yes" : "FAILED";
-  if (typeof value !== "number") return String(value);
+  if (typeof value === "string") return value;
+  if (typeof value !== "number") return JSON.stringify(value);
   if (field === "rel_err") return value.toExponential(1);
   if (field === "ratio_vs_openblas") return `${(value * 100).toFixed(0)}%`;
   if (Number.isInteger(value)) return String(value);

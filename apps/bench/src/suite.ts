@@ -44,7 +44,7 @@ export interface SuiteContext {
   backends: BackendName[];
   options: CommonOptions;
   /** Progress lines go to stderr, so stdout holds only the table. */
-  log(line: string): void;
+  log: (line: string) => void;
 }
 
 export interface Suite {

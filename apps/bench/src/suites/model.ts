@@ -115,7 +115,7 @@ export const modelSuite: Suite = {
           const t0 = performance.now();
           params = T.scope(() => {
             const { grads } = valueAndGrad((p: TnlParams) => loss(p, config, rows))(params);
-            return opt.step(params, grads) as TnlParams;
+            return opt.step<TnlParams>(params, grads);
           });
           await backend.sync();
           if (i >= common.warmup) times.push(performance.now() - t0);

@@ -91,9 +91,15 @@ async function ttftTotals(url: string): Promise<{ sum: number; count: number }> 
   return { sum: value("lightning_time_to_first_token_seconds_sum"), count: value("lightning_time_to_first_token_seconds_count") };
 }
 
-async function post(url: string, body: unknown): Promise<Record<string, any>> {
+/** The fields of a completion response that this suite reads. */
+interface Completion {
+  choices: { state: string }[];
+  usage: { prompt_tokens: number };
+}
+
+async function post(url: string, body: unknown): Promise<Completion> {
   const res = await fetch(`${url}/v1/completions`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body) });
-  const json = (await res.json()) as Record<string, any>;
+  const json = (await res.json()) as Completion;
   if (!res.ok) throw new Error(`HTTP ${res.status}: ${JSON.stringify(json)}`);
   return json;
 }
@@ -103,7 +109,7 @@ function load(url: string, connections: number, amount: number, body: string, ti
   return new Promise((ok, fail) => {
     const instance = autocannon(
       { url: `${url}/v1/completions`, method: "POST", headers: { "content-type": "application/json" }, body, connections, amount, timeout: timeoutS },
-      (err, res) => (err ? fail(err) : ok(res)),
+      (err, res) => (err ? fail(err instanceof Error ? err : new Error(String(err))) : ok(res)),
     );
     const timer = setTimeout(() => instance.stop(), timeoutS * 1000);
     instance.on("done", () => clearTimeout(timer));
@@ -158,8 +164,8 @@ async function memoryPhase(url: string, o: ServeOptions, base: Base, config: Tnl
     const t0 = performance.now();
     const r = await post(url, { prompt, max_tokens: 1, temperature: 0, ignore_eos: true, return_state: true, ...(handle ? { state: handle } : {}) });
     const ms = performance.now() - t0;
-    handle = r.choices[0].state as string;
-    const fed = r.usage.prompt_tokens as number;
+    handle = r.choices[0].state;
+    const fed = r.usage.prompt_tokens;
     length += fed;
     if (!targets.some((t) => t <= length && t > length - fed)) continue;
     const h = await health(url);
