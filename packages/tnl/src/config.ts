@@ -163,7 +163,7 @@ export function configFromHf(json: unknown): TnlConfig {
     extra,
   };
   const dtype = dtypes[0];
-  if (dtype !== undefined) config.torchDtype = String(dtype);
+  if (dtype !== undefined) config.torchDtype = typeof dtype === "string" ? dtype : JSON.stringify(dtype);
   for (const [alias, field] of Object.entries(ALIASES)) {
     if (j[alias] !== undefined && j[alias] !== config[field]) {
       fail(`config.json: "${alias}" (${JSON.stringify(j[alias])}) contradicts the TNL value ${JSON.stringify(config[field])}`);

@@ -38,12 +38,12 @@ describe("checkpoints", () => {
   it("f32 round trip is exact, keeps HF names and writes a loadable config", async () => {
     await saveCheckpoint(dir("f32"), model);
     const back = await loadCheckpoint(dir("f32"));
-    expect(back.config).toEqual({ ...model.config, torchDtype: "float32", extra: expect.any(Object) });
+    expect(back.config).toEqual({ ...model.config, torchDtype: "float32", extra: expect.any(Object) as unknown });
     expect(await values(back)).toEqual(await values(model));
     const header = await readSafetensorsHeader(join(dir("f32"), "model.safetensors"));
     expect(header.metadata.format).toBe("pt"); // transformers refuses safetensors without it
     expect(header.entries.map((e) => e.name).sort()).toEqual(Object.keys(namedParameters(model.config, model.params)).sort());
-    const json = JSON.parse(readFileSync(join(dir("f32"), "config.json"), "utf8"));
+    const json: unknown = JSON.parse(readFileSync(join(dir("f32"), "config.json"), "utf8"));
     expect(json).toMatchObject({ model_type: "transnormer", torch_dtype: "float32", architectures: ["TransnormerForCausalLM"] });
     disposeParams(back.params);
   });
@@ -107,7 +107,7 @@ describe("checkpoint errors", () => {
   /** A copy of the fixture with `edit` applied to its config.json. */
   function variant(name: string, edit: (json: Record<string, unknown>) => void): string {
     const d = copyFixture(name);
-    const json = JSON.parse(readFileSync(join(d, "config.json"), "utf8"));
+    const json = JSON.parse(readFileSync(join(d, "config.json"), "utf8")) as Record<string, unknown>;
     edit(json);
     writeFileSync(join(d, "config.json"), JSON.stringify(json));
     return d;

@@ -31,7 +31,7 @@ describe("tnl info", () => {
     expect(r.out).toMatch(/vocab 256, d_model 64, 2 layers, 4 heads \(head dim 16\)/);
     expect(r.out).toMatch(/parameters +141,376/);
     expect(r.out).toMatch(/stored as F32/);
-    const j = JSON.parse((await tnl("info", "--model", FIXTURE_DIR, "--json")).out);
+    const j: unknown = JSON.parse((await tnl("info", "--model", FIXTURE_DIR, "--json")).out);
     expect(j).toMatchObject({ parameters: 141376, storedDtypes: ["F32"], stateBytesPerSequence: 12288 });
   });
 
@@ -60,14 +60,14 @@ describe("tnl logits", () => {
     const ragged = await tnl("logits", "--model", FIXTURE_DIR, "--ids", writeJson("ragged.json", [[1, 2], [3]]), "--out", out);
     expect(ragged.err).toMatch(/row 1 has 1 tokens, row 0 has 2/);
     const missing = await tnl("logits", "--model", FIXTURE_DIR, "--ids", join(tmp, "none.json"), "--out", out);
-    expect(missing).toMatchObject({ code: 1, err: expect.stringMatching(/--ids: file .*none.json does not exist/) });
+    expect(missing).toMatchObject({ code: 1, err: expect.stringMatching(/--ids: file .*none.json does not exist/) as unknown });
   });
 
   it("refuses a checkpoint whose shapes do not match its config, and a config it cannot honour", async () => {
     const dir = join(tmp, "mismatch");
     mkdirSync(dir, { recursive: true });
     copyFileSync(join(FIXTURE_DIR, "model.safetensors"), join(dir, "model.safetensors"));
-    const config = JSON.parse(readFileSync(join(FIXTURE_DIR, "config.json"), "utf8"));
+    const config = JSON.parse(readFileSync(join(FIXTURE_DIR, "config.json"), "utf8")) as Record<string, unknown>;
     writeFileSync(join(dir, "config.json"), JSON.stringify({ ...config, vocab_size: 300 }));
     const ids = writeJson("ok.json", [[1, 2]]);
     const r = await tnl("logits", "--model", dir, "--ids", ids, "--out", join(tmp, "y.bin"));
@@ -91,12 +91,12 @@ describe("tnl generate", () => {
     const a = await tnl(...args, ...sample);
     expect(a.code).toBe(0);
     expect(a.out).toBe((await tnl(...args, ...sample)).out);
-    const events = a.out.trim().split("\n").map((l) => JSON.parse(l));
+    const events = a.out.trim().split("\n").map((l) => JSON.parse(l) as { token: number });
     expect(events).toHaveLength(6);
     expect(events.at(-1)).toMatchObject({ row: 0, index: 5, finishReason: "length" });
-    const first = events[0].token as number;
+    const first = events[0].token;
     const stopped = await tnl(...args, ...sample, "--stop-ids", String(first));
-    expect(stopped.out.trim().split("\n").map((l) => JSON.parse(l))).toEqual([{ row: 0, index: 0, token: first, finishReason: "stop" }]);
+    expect(stopped.out.trim().split("\n").map((l): unknown => JSON.parse(l))).toEqual([{ row: 0, index: 0, token: first, finishReason: "stop" }]);
   });
 
   it("generates text with --prompt and --tokenizer", async () => {
@@ -133,7 +133,7 @@ describe("the built binary", () => {
   it.skipIf(!existsSync(builtCli))("runs as a process with an exit code", () => {
     const ok = spawnSync(process.execPath, [builtCli, "info", "--model", FIXTURE_DIR, "--json"], { encoding: "utf8" });
     expect(ok.status).toBe(0);
-    expect(JSON.parse(ok.stdout).parameters).toBe(141376);
+    expect((JSON.parse(ok.stdout) as { parameters: number }).parameters).toBe(141376);
     const bad = spawnSync(process.execPath, [builtCli, "info", "--model", join(tmp, "nothing")], { encoding: "utf8" });
     expect(bad.status).toBe(1);
     expect(bad.stderr).toMatch(/does not exist/);

@@ -77,7 +77,8 @@ describe("recurrent state", () => {
     const n = 13;
     const m = 11; // the prefill ends inside the second 8-token block; the steps run across positions 16 and 24
     const full = forward(model.params, model.config, cols(0, n + m), { blockSize: BLOCK });
-    let { logits, state } = prefill(model.params, model.config, cols(0, n), { blockSize: BLOCK });
+    const { logits, state: prefilled } = prefill(model.params, model.config, cols(0, n), { blockSize: BLOCK });
+    let state = prefilled;
     let worst = maxAbsDiff(await logits.data(), await positions(full, 0, n));
     logits.dispose();
     for (let t = n; t < n + m; t++) {

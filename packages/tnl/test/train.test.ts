@@ -48,7 +48,7 @@ describe("training", () => {
     disposeParams(params);
   });
 
-  it("AdamW drives the loss down on a synthetic task", async () => {
+  it("AdamW drives the loss down on a synthetic task", () => {
     // Next token = previous + 1 (mod V) after a random start: learnable only through the token mixer.
     const V = 16;
     const config = makeConfig({ vocabSize: V, dModel: 32, numLayers: 2, numHeads: 2, gluDim: 64, activation: "silu" });
