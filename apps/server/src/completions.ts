@@ -212,7 +212,7 @@ export async function handleGeneration(s: Served, kind: Kind, request: FastifyRe
   }
   s.metrics.requestSeconds.observe({ endpoint: kind }, (performance.now() - started) / 1000);
   const cached = choices[0]?.result?.cachedTokens ?? 0;
-  const reason = controller.signal.reason;
+  const reason: unknown = controller.signal.reason;
   const error = failure ? new ApiError(500, `generation failed: ${(failure.reason as Error).message}`, null, "server_error") : reason instanceof ApiError ? reason : undefined;
 
   if (p.stream) {

@@ -51,10 +51,10 @@ const asset = (name: string) => readFileSync(new URL(name, PUBLIC));
 
 /**
  * @example
- * const { app } = await buildServer({ model, tokenizer, chat: loadChatFormat(tokPath, dir), modelName: "tnl" });
+ * const { app } = buildServer({ model, tokenizer, chat: loadChatFormat(tokPath, dir), modelName: "tnl" });
  * await app.listen({ host: "127.0.0.1", port: 8000 });
  */
-export async function buildServer(options: ServerOptions): Promise<LightningServer> {
+export function buildServer(options: ServerOptions): LightningServer {
   const app = Fastify({ logger: options.logger ?? false, bodyLimit: options.bodyLimit ?? 1 << 20 });
   const engine = new Engine(options.model, options.engine);
   const handles = new StateLru<number[]>(options.handleStoreBytes ?? 256 * 2 ** 20);
@@ -72,8 +72,9 @@ export async function buildServer(options: ServerOptions): Promise<LightningServ
   };
   let draining = false;
 
-  app.addHook("onRequest", async (request) => {
+  app.addHook("onRequest", (request, _reply, done) => {
     if (draining && request.url.startsWith("/v1/")) throw new ApiError(503, "the server is shutting down", null, "server_error", "shutting_down");
+    done();
   });
   app.addHook("onResponse", async (request, reply) => {
     // Streamed responses are counted where they end (completions.ts): fastify no longer sees them.
@@ -100,14 +101,14 @@ export async function buildServer(options: ServerOptions): Promise<LightningServ
   app.get("/playground.js", (_req, reply) => reply.type("text/javascript; charset=utf-8").send(asset("playground.js")));
   app.get("/playground.css", (_req, reply) => reply.type("text/css; charset=utf-8").send(asset("playground.css")));
 
-  app.get("/v1/models", async () => ({
+  app.get("/v1/models", () => ({
     object: "list",
     data: [{ id: options.modelName, object: "model", created: 0, owned_by: "lightning-ts" }],
   }));
   app.post("/v1/completions", (request, reply) => handleGeneration(served, "completion", request, reply));
   app.post("/v1/chat/completions", (request, reply) => handleGeneration(served, "chat", request, reply));
 
-  app.get("/health", async () => ({
+  app.get("/health", () => ({
     status: draining ? "draining" : "ok",
     model: options.modelName,
     backend: options.backendName ?? "cpu",

@@ -18,14 +18,21 @@ export async function startServer(options: Partial<ServerOptions> = {}): Promise
   const tiny = await (tinyOnce ??= writeTinyModel());
   const model = await loadCheckpoint(tiny.dir);
   const tokenizer = await loadTokenizerFile(tiny.tokenizerPath);
-  const server = await buildServer({ model, tokenizer, chat: loadChatFormat(tiny.tokenizerPath, tiny.dir), modelName: "tiny", ...options });
+  const server = buildServer({ model, tokenizer, chat: loadChatFormat(tiny.tokenizerPath, tiny.dir), modelName: "tiny", ...options });
   const url = await server.app.listen({ host: "127.0.0.1", port: 0 });
   return { ...server, url, model, tokenizer, tiny };
 }
 
-export async function postJson(url: string, body: unknown, init: RequestInit = {}): Promise<{ status: number; json: any }> {
+/** The parts of a response body that the tests read: an OpenAI-style error, or a completion. */
+export interface ResponseBody {
+  error: { message: string; type: string; param: string | null; code: string | null };
+  choices: { text: string; state?: string }[];
+  usage: { prompt_tokens: number; completion_tokens: number };
+}
+
+export async function postJson(url: string, body: unknown, init: RequestInit = {}): Promise<{ status: number; json: ResponseBody }> {
   const res = await fetch(url, { method: "POST", headers: { "content-type": "application/json" }, body: typeof body === "string" ? body : JSON.stringify(body), ...init });
-  return { status: res.status, json: await res.json() };
+  return { status: res.status, json: (await res.json()) as ResponseBody };
 }
 
 export async function waitFor(check: () => Promise<boolean> | boolean, timeoutMs = 5000): Promise<void> {

@@ -88,7 +88,7 @@ describe("overload, timeouts and disconnects", () => {
   it("refuses with 429 when the queue is full, and serves again once it drains", async () => {
     const controllers = [new AbortController(), new AbortController()];
     const running = controllers.map((c) => fetch(`${s.url}/v1/completions`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(LONG), signal: c.signal }).catch(() => null));
-    await waitFor(async () => s.engine.activeCount === 1 && s.engine.queueDepth === 1);
+    await waitFor(() => s.engine.activeCount === 1 && s.engine.queueDepth === 1);
     const r = await postJson(`${s.url}/v1/completions`, { prompt: "x", max_tokens: 2 });
     expect(r.status).toBe(429);
     expect(r.json.error.type).toBe("rate_limit_error");
