@@ -1,5 +1,5 @@
 /**
- * @lightning-ts/autograd/optim: optimizers, gradient clipping and learning-rate schedules.
+ * @lightning-ts/autograd/optim: optimizers (with f32 master weights for half-precision parameters), gradient clipping, loss scaling for f16 and learning-rate schedules.
  *
  * @example
  * import { AdamW, clipGradNorm, warmupCosine } from "@lightning-ts/autograd/optim";
@@ -19,5 +19,6 @@ export {
   type Slots,
 } from "./optimizer.js";
 export { clipGradNorm } from "./clip.js";
+export { allFinite, GradScaler, type GradScalerSettings, type GradScalerState } from "./scaler.js";
 export { constant, cosineDecay, linearWarmup, sequence, warmupCosine, type Schedule } from "./schedule.js";
 export { loadOptimizerState, META_KEY, saveOptimizerState, type Stateful } from "./io.js";

@@ -5,6 +5,12 @@
  * Tensors are immutable, so `step` returns the updated tree. It takes over the old one: every
  * parameter it updates is disposed and replaced; parameters without a gradient (null or absent)
  * and non-tensor leaves are carried over as they are. Gradients stay the caller's.
+ *
+ * Mixed precision: a bf16 or f16 parameter gets an f32 master copy in its slots (`master/<path>` in
+ * saved state), made from the parameter on its first update. Every update runs on the master in
+ * f32, with f32 moments, and the parameter becomes the new master rounded once; so updates smaller
+ * than half a bf16 step accumulate instead of vanishing. The master is the parameter's true value:
+ * a half-precision parameter changed outside `step` is overwritten by the next update.
  */
 import { cast, isFloat, keep, reshape, scope, type Tensor } from "@lightning-ts/tensor";
 import { flattenTree, type GradTree, isPlainObject } from "../tree.js";
@@ -49,6 +55,10 @@ export interface OptimizerState {
 }
 
 const DEFAULT_GROUP = "default";
+/** The slot of the f32 master copy of a half-precision parameter. */
+const MASTER = "master";
+
+const isHalf = (t: Tensor) => t.dtype === "bf16" || t.dtype === "f16";
 
 export abstract class Optimizer<S extends BaseSettings> {
   readonly settings: S;
@@ -113,7 +123,9 @@ export abstract class Optimizer<S extends BaseSettings> {
     for (const [path, p] of flattenTree(params)) {
       const g = gradOf.get(path);
       if (!g || !isFloat(p.dtype) || seen.has(p)) continue;
-      if (g.dtype !== p.dtype || g.shape.join() !== p.shape.join()) {
+      // Half-precision parameters also take f32 gradients (as a GradScaler unscales them).
+      const dtypeOk = g.dtype === p.dtype || (isHalf(p) && g.dtype === "f32");
+      if (!dtypeOk || g.shape.join() !== p.shape.join()) {
         throw new Error(`${this.name}: gradient ${g.describe()} at '${path}' does not match parameter ${p.describe()}`);
       }
       const old = this.#slots.get(path);
@@ -128,11 +140,11 @@ export abstract class Optimizer<S extends BaseSettings> {
       const hp = { ...settings, lr } as Resolved<S>;
       const old = this.#slots.get(path);
       const next = scope(() => {
-        // Half-precision parameters are updated in f32; the moments are f32 (f64 for f64 parameters).
-        const dt = p.dtype === "f64" || p.dtype === "f32" ? p.dtype : "f32";
-        const [pw, gw] = dt === p.dtype ? [p, g] : [cast(p, dt), cast(g, dt)];
-        const r = this.update(pw, gw, old, hp, t);
-        return { param: r.param.dtype === p.dtype ? r.param : cast(r.param, p.dtype), slots: r.slots };
+        if (!isHalf(p)) return this.update(p, g, old, hp, t);
+        // Half precision: the update runs on the f32 master copy, with f32 moments.
+        const { [MASTER]: master, ...slots } = old ?? {};
+        const r = this.update(master ?? cast(p, "f32"), g.dtype === "f32" ? g : cast(g, "f32"), old && slots, hp, t);
+        return { param: cast(r.param, p.dtype), slots: { ...r.slots, [MASTER]: r.param } };
       });
       keep(next.slots);
       if (old) for (const s of Object.values(old)) s.dispose();
@@ -146,8 +158,9 @@ export abstract class Optimizer<S extends BaseSettings> {
   }
 
   /**
-   * The new parameter and slots from the parameter, its gradient (both in the working dtype), the
-   * slots of the previous step (undefined on the first) and the resolved settings; `t` counts from 1.
+   * The new parameter and slots from the parameter, its gradient (both in the working dtype: f32
+   * for the master copy of a half-precision parameter), the slots of the previous step (undefined
+   * on the first; without the master copy) and the resolved settings; `t` counts from 1.
    */
   protected abstract update(param: Tensor, grad: Tensor, slots: Slots | undefined, hp: Resolved<S>, t: number): { param: Tensor; slots: Slots };
 
