@@ -64,15 +64,16 @@ export async function listStoredTensors(dir: string): Promise<Map<string, Stored
   if (existsSync(join(dir, SINGLE_FILE))) {
     await addFile(SINGLE_FILE);
   } else if (existsSync(join(dir, INDEX_FILE))) {
-    let index: { weight_map?: Record<string, string> };
+    let index: unknown;
     try {
       index = JSON.parse(await readFile(join(dir, INDEX_FILE), "utf8"));
     } catch (err) {
       throw new TnlCheckpointError(`${join(dir, INDEX_FILE)} is not valid JSON (${(err as Error).message})`);
     }
-    if (typeof index?.weight_map !== "object" || index.weight_map === null) throw new TnlCheckpointError(`${join(dir, INDEX_FILE)} has no weight_map`);
+    const weightMap = typeof index === "object" && index !== null && "weight_map" in index ? index.weight_map : undefined;
+    if (typeof weightMap !== "object" || weightMap === null) throw new TnlCheckpointError(`${join(dir, INDEX_FILE)} has no weight_map`);
     const byFile = new Map<string, Set<string>>();
-    for (const [name, file] of Object.entries(index.weight_map)) byFile.set(file, (byFile.get(file) ?? new Set()).add(name));
+    for (const [name, file] of Object.entries(weightMap as Record<string, string>)) byFile.set(file, (byFile.get(file) ?? new Set()).add(name));
     for (const [file, names] of byFile) {
       if (!existsSync(join(dir, file))) throw new TnlCheckpointError(`${INDEX_FILE} names shard ${file}, which is missing from ${dir}`);
       await addFile(file, names);
@@ -113,7 +114,10 @@ function planLoad(config: TnlConfig, stored: Map<string, StoredEntry>, dir: stri
 }
 
 export interface LoadOptions {
-  /** Dtype of the parameters in memory (default f32, whatever the file stores). */
+  /**
+   * Dtype of the parameters in memory (default f32, whatever the file stores). Weights stored in
+   * it are taken bit for bit; others are converted once (f32 → bf16/f16 rounds to nearest even).
+   */
   dtype?: DType;
   backend?: Backend;
 }
@@ -154,7 +158,10 @@ export async function loadCheckpoint(dir: string, options: LoadOptions = {}): Pr
 }
 
 export interface SaveOptions {
-  /** Stored dtype (default f32); the config's torch_dtype is set to match. */
+  /**
+   * Stored dtype (default: the parameters' own when they share f32, bf16 or f16, else f32); the
+   * config's torch_dtype is set to match. Parameters already in it are written bit for bit.
+   */
   dtype?: "f32" | "bf16" | "f16";
   /** Split into shards of at most this many data bytes, with an index (HF layout). */
   maxShardBytes?: number;
@@ -169,8 +176,8 @@ export interface SaveOptions {
  * await saveCheckpoint("out", model, { dtype: "bf16", maxShardBytes: 2 ** 30 });
  */
 export async function saveCheckpoint(dir: string, model: TnlModel, options: SaveOptions = {}): Promise<void> {
-  const dtype = options.dtype ?? "f32";
   const { config, params } = model;
+  const dtype = options.dtype ?? ownDType(params);
   await mkdir(dir, { recursive: true });
   for (const f of await readdir(dir)) {
     if (f === SINGLE_FILE || f === INDEX_FILE || SHARD_PATTERN.test(f)) await rm(join(dir, f));
@@ -206,6 +213,13 @@ export async function saveCheckpoint(dir: string, model: TnlModel, options: Save
   } finally {
     for (const t of owned) t.dispose();
   }
+}
+
+/** The dtype all parameters share when it is one a checkpoint stores, else f32. */
+function ownDType(params: TnlParams): "f32" | "bf16" | "f16" {
+  const dtypes = new Set(collectTensors(params).map((t) => t.dtype));
+  const [only] = dtypes;
+  return dtypes.size === 1 && (only === "bf16" || only === "f16") ? only : "f32";
 }
 
 export interface CheckpointInfo {

@@ -2,9 +2,12 @@
  * The `tnl` command, as a function so tests can run it in-process:
  *
  *   tnl info --model DIR [--json]
- *   tnl logits --model DIR --ids ids.json --out logits.bin
+ *   tnl logits --model DIR --ids ids.json --out logits.bin [--dtype bf16]
  *   tnl generate --model DIR --prompt-ids '[[1, 2, 3]]' [--max-tokens 32] [--temperature 0.8 --top-p 0.95 --seed 1]
- *   tnl generate --model DIR --prompt "Once upon a time" --tokenizer tokenizer.json [--no-echo]
+ *   tnl generate --model DIR --prompt "Once upon a time" --tokenizer tokenizer.json [--no-echo] [--dtype bf16]
+ *
+ * --dtype loads the weights in that dtype and computes in it (bf16 weights stored as BF16 are taken
+ * bit for bit; f32 ones are rounded once); the default is the backend's (f32 on the CPU).
  *
  * With --prompt, generate prints the prompt and then its continuation, as a text-generation
  * pipeline returns the full text; --no-echo prints the continuation alone.
@@ -12,7 +15,7 @@
 import { existsSync } from "node:fs";
 import { readFile, writeFile } from "node:fs/promises";
 import { endianness } from "node:os";
-import { SafetensorsError } from "@lightning-ts/tensor";
+import { getBackend, SafetensorsError } from "@lightning-ts/tensor";
 import { loadTokenizerFile, TokenizerError } from "@lightning-ts/tokenizer";
 import { Command, CommanderError, InvalidArgumentError } from "commander";
 import { inspectCheckpoint, loadCheckpoint, TnlCheckpointError } from "./checkpoint.js";
@@ -21,10 +24,11 @@ import { generate, type GenerateOptions } from "./generate.js";
 import { TnlInputError } from "./errors.js";
 import { forward } from "./model.js";
 import { disposeParams } from "./params.js";
+import { DTYPE_HELP, resolveDType } from "./precision.js";
 
 export interface CliIO {
-  stdout(text: string): void;
-  stderr(text: string): void;
+  stdout: (text: string) => void;
+  stderr: (text: string) => void;
 }
 
 const processIO: CliIO = {
@@ -109,10 +113,11 @@ async function info(opts: { model: string; json?: boolean }, io: CliIO): Promise
   );
 }
 
-async function logits(opts: { model: string; ids: string; out: string; blockSize?: number }, io: CliIO): Promise<void> {
+async function logits(opts: { model: string; ids: string; out: string; blockSize?: number; dtype?: string }, io: CliIO): Promise<void> {
+  const dtype = resolveDType(getBackend(), opts.dtype);
   if (!existsSync(opts.ids)) throw new TnlInputError(`--ids: file ${opts.ids} does not exist`);
   const ids = parseIds(await readFile(opts.ids, "utf8"), opts.ids);
-  const model = await loadCheckpoint(opts.model);
+  const model = await loadCheckpoint(opts.model, { dtype });
   try {
     const out = forward(model.params, model.config, ids, { blockSize: opts.blockSize });
     const data = (await out.data()) as Float32Array;
@@ -144,14 +149,16 @@ interface GenerateFlags {
   json?: boolean;
   /** Print the prompt text before the continuation (default; --no-echo turns it off). */
   echo: boolean;
+  dtype?: string;
 }
 
 async function runGenerate(opts: GenerateFlags, io: CliIO): Promise<void> {
+  const dtype = resolveDType(getBackend(), opts.dtype);
   if ((opts.promptIds === undefined) === (opts.prompt === undefined)) throw new TnlInputError("give exactly one of --prompt-ids and --prompt");
   if (opts.prompt !== undefined && opts.tokenizer === undefined) throw new TnlInputError("--prompt needs --tokenizer FILE (a tokenizer.json)");
   if (opts.tokenizer !== undefined && !existsSync(opts.tokenizer)) throw new TnlInputError(`--tokenizer: file ${opts.tokenizer} does not exist`);
   const tokenizer = opts.tokenizer ? await loadTokenizerFile(opts.tokenizer) : undefined;
-  const model = await loadCheckpoint(opts.model);
+  const model = await loadCheckpoint(opts.model, { dtype });
   try {
     let prompt: number[][];
     if (opts.prompt !== undefined) {
@@ -196,18 +203,19 @@ function program(io: CliIO): Command {
     .exitOverride()
     .configureOutput({ writeOut: io.stdout, writeErr: io.stderr });
   const withModel = (c: Command) => c.requiredOption("--model <dir>", "Hugging Face TNL directory (config.json + safetensors)");
+  const withDType = (c: Command) => c.option("--dtype <dtype>", `weights and compute in ${DTYPE_HELP}`);
 
   withModel(cmd.command("info").description("config summary, parameter count and memory"))
     .option("--json", "print JSON")
-    .action((opts) => info(opts, io));
+    .action((opts: Parameters<typeof info>[0]) => info(opts, io));
 
-  withModel(cmd.command("logits").description("write float32 little-endian logits [B, T, V] for token ids"))
+  withDType(withModel(cmd.command("logits").description("write float32 little-endian logits [B, T, V] for token ids")))
     .requiredOption("--ids <file>", "JSON array of equal-length arrays of token ids")
     .requiredOption("--out <file>", "output .bin file")
     .option("--block-size <n>", "Lightning Attention block size", posInt("--block-size"))
-    .action((opts) => logits(opts, io));
+    .action((opts: Parameters<typeof logits>[0]) => logits(opts, io));
 
-  withModel(cmd.command("generate").description("generate tokens (ids as JSON, or text with --tokenizer)"))
+  withDType(withModel(cmd.command("generate").description("generate tokens (ids as JSON, or text with --tokenizer)")))
     .option("--prompt-ids <json|file>", "prompt ids: JSON array of equal-length arrays, or a file holding one")
     .option("--prompt <text>", "prompt text (needs --tokenizer)")
     .option("--tokenizer <file>", "tokenizer file (tokenizer.json, .model or .tiktoken)")
@@ -223,7 +231,7 @@ function program(io: CliIO): Command {
     .option("--stop-ids <ids>", "comma-separated stop ids (default: the config's eos; '' for none)", idList)
     .option("--json", "print one JSON line per token event")
     .option("--no-echo", "with --prompt: print only the continuation, not the prompt before it")
-    .action((opts) => runGenerate(opts, io));
+    .action((opts: GenerateFlags) => runGenerate(opts, io));
   return cmd;
 }
 

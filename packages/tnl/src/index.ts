@@ -14,3 +14,4 @@ export * from "./state.js";
 export * from "./checkpoint.js";
 export * from "./sampling.js";
 export * from "./generate.js";
+export * from "./precision.js";

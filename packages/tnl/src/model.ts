@@ -45,7 +45,8 @@ import {
 } from "@lightning-ts/tensor";
 import { headDim, type TnlConfig } from "./config.js";
 import { TnlInputError } from "./errors.js";
-import type { TnlLayerParams, TnlParams } from "./params.js";
+import { mapParams, type TnlLayerParams, type TnlParams } from "./params.js";
+import type { ModelDType } from "./precision.js";
 import { checkStateFor, type TnlState } from "./state.js";
 
 /** Token ids: a Tensor i32 [B, T], or rows of equal length. */
@@ -145,6 +146,13 @@ function channelMixer(x: Tensor, lp: TnlLayerParams): Tensor {
 export interface ForwardOptions {
   /** Lightning Attention block size (default 64); results do not depend on it. */
   blockSize?: number;
+  /**
+   * Dtype of the weights and activations (the `compute` of a `Precision`); default: the
+   * parameters' dtype. Weights in another dtype are cast on use, so their gradients come back in
+   * their own dtype. Norms, matmuls and reductions accumulate in f32, and the loss and Lightning
+   * states are f32, whatever this is.
+   */
+  compute?: ModelDType;
   /** Continue after the tokens this state has seen (LRPE positions continue too). */
   state?: TnlState;
 }
@@ -158,7 +166,7 @@ export interface ForwardFullOptions extends ForwardOptions {
 }
 
 export interface ForwardFullResult {
-  /** [B, T, V] (or [B, 1, V] with `logits: "last"`), in the parameters' dtype. */
+  /** [B, T, V] (or [B, 1, V] with `logits: "last"`), in the compute dtype. */
   logits: Tensor;
   state?: TnlState;
   hiddenStates?: Tensor[];
@@ -172,7 +180,8 @@ export function toIdsTensor(ids: TokenIds, c: TnlConfig): Tensor {
     if (ids.backend.readSync) checkIds(ids.dataSync(), ids.shape[1], c);
     return ids;
   }
-  if (!Array.isArray(ids) || ids.length === 0 || !Array.isArray(ids[0])) throw new TnlInputError("token ids must be a non-empty array of rows (number[][])");
+  const raw: unknown = ids; // checked as a JavaScript value: Array.isArray would turn the typed rows into any[]
+  if (!Array.isArray(raw) || raw.length === 0 || !Array.isArray(raw[0])) throw new TnlInputError("token ids must be a non-empty array of rows (number[][])");
   const T = ids[0].length;
   if (T === 0) throw new TnlInputError("token ids: rows must not be empty");
   ids.forEach((row, b) => {
@@ -210,11 +219,12 @@ export function forwardFull(params: TnlParams, c: TnlConfig, ids: TokenIds, opti
 /** Embedding, the layers and the output head for ids [B, T] with rows starting at `starts`. */
 function layers(params: TnlParams, c: TnlConfig, idsT: Tensor, starts: readonly number[], kvIn: readonly Tensor[] | undefined, options: ForwardFullOptions) {
   const T = idsT.shape[1];
+  const w = computeWeights(params, options.compute);
   const embedScale = c.noScaleEmbedding ? 1 : Math.sqrt(c.dModel);
-  let x = mul(embedding(params.embed, idsT), embedScale); // [B, T, M]
+  let x = mul(embedding(w.embed, idsT), embedScale); // [B, T, M]
   const hidden: Tensor[] = options.hiddenStates ? [x] : [];
   const kv: Tensor[] = [];
-  params.layers.forEach((lp, layer) => {
+  w.layers.forEach((lp, layer) => {
     const mixed = tokenMixer(srms(x), lp, c, { layer, starts, state: kvIn?.[layer], blockSize: options.blockSize });
     kv.push(mixed.state);
     x = add(x, mixed.out);
@@ -224,7 +234,17 @@ function layers(params: TnlParams, c: TnlConfig, idsT: Tensor, starts: readonly 
   if (options.logits === "last") x = narrow(x, 1, T - 1, 1);
   const normed = srms(x);
   if (options.hiddenStates) hidden.push(normed);
-  return { logits: linear(normed, params.lmHead ?? params.embed), kv, hidden };
+  return { logits: linear(normed, w.lmHead ?? w.embed), kv, hidden };
+}
+
+/**
+ * The parameters in the compute dtype: the same tensors when they are in it already, else casts
+ * (which autograd differentiates back into the parameters' dtype). LRPE θ is left as it is: its
+ * phases are computed in f32 whatever the weights are (see `lrpe`).
+ */
+function computeWeights(params: TnlParams, compute: ModelDType | undefined): TnlParams {
+  if (compute === undefined) return params;
+  return mapParams(params, (t, key) => (key === "theta" || t.dtype === compute ? t : cast(t, compute)));
 }
 
 /**

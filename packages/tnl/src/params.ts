@@ -160,14 +160,14 @@ export function castParams(params: TnlParams, dtype: DType): TnlParams {
   return scope(() => mapParams(params, (t) => cast(t, dtype)));
 }
 
-/** `params` with `fn` applied to each tensor, in the same structure. */
-export function mapParams(params: TnlParams, fn: (t: Tensor) => Tensor): TnlParams {
+/** `params` with `fn` applied to each tensor (given with its field name), in the same structure. */
+export function mapParams(params: TnlParams, fn: (t: Tensor, key: keyof TnlLayerParams | "embed" | "lmHead") => Tensor): TnlParams {
   const layers = params.layers.map((lp) => {
     const out = {} as TnlLayerParams;
-    for (const [k, t] of Object.entries(lp) as [LayerKey, Tensor][]) out[k] = fn(t);
+    for (const [k, t] of Object.entries(lp) as [LayerKey, Tensor][]) out[k] = fn(t, k);
     return out;
   });
-  return { embed: fn(params.embed), layers, ...(params.lmHead ? { lmHead: fn(params.lmHead) } : {}) };
+  return { embed: fn(params.embed, "embed"), layers, ...(params.lmHead ? { lmHead: fn(params.lmHead, "lmHead") } : {}) };
 }
 
 /** Disposes every tensor of `params`. */
