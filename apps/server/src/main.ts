@@ -1,14 +1,14 @@
 /**
- * `pnpm serve [--model DIR] [--tokenizer FILE] [--backend cpu|webgpu|cuda] [--host H] [--port P]`:
+ * `pnpm serve [--model DIR] [--tokenizer FILE] [--backend cpu|webgpu|cuda] [--dtype bf16|f16|f32] [--host H] [--port P]`:
  * loads a TNL checkpoint and its tokenizer and serves them (see server.ts for the routes).
  * Loopback only unless --host says otherwise. SIGTERM or SIGINT: running requests finish, new ones
  * get 503, then the process exits.
  */
 import { existsSync } from "node:fs";
 import { basename, join, resolve } from "node:path";
-import { BACKEND_NAMES, createBackend } from "@lightning-ts/backends";
+import { BACKEND_NAMES, type BackendName, createBackend } from "@lightning-ts/backends";
 import { setBackend } from "@lightning-ts/tensor";
-import { loadCheckpoint } from "@lightning-ts/tnl";
+import { DTYPE_HELP, loadCheckpoint, type ModelDType, resolveDType } from "@lightning-ts/tnl";
 import { loadTokenizerFile } from "@lightning-ts/tokenizer";
 import { Command, InvalidArgumentError, Option } from "commander";
 import { loadChatFormat } from "./chat.js";
@@ -20,11 +20,40 @@ const int = (name: string, min = 0) => (v: string) => {
   return x;
 };
 
+/** Starts the backend and makes it the default; returns the dtype to run in on it (checked against it). */
+async function start(name: string, dtype: string | undefined): Promise<ModelDType> {
+  const backend = await createBackend(name);
+  const resolved = resolveDType(backend, dtype);
+  setBackend(backend);
+  return resolved;
+}
+
+/** The parsed options (commander types them loosely). */
+interface ServeOptions {
+  model: string;
+  tokenizer?: string;
+  backend: BackendName;
+  dtype?: string;
+  host: string;
+  port: number;
+  name?: string;
+  maxBatch: number;
+  maxQueue: number;
+  maxTokens: number;
+  maxPromptTokens: number;
+  bodyLimit: number;
+  timeout: number;
+  prefixCacheMib: number;
+  handleStoreMib: number;
+  log?: boolean;
+}
+
 const program = new Command("serve")
   .description("OpenAI-compatible server for a TransNormerLLM checkpoint, with a playground at /")
   .option("--model <dir>", "Hugging Face TNL directory (config.json + safetensors)", "runs/default/model")
   .option("--tokenizer <file>", "tokenizer file (default: <model>/tokenizer.json)")
   .addOption(new Option("--backend <name>", "compute backend").choices(BACKEND_NAMES).default("cpu"))
+  .option("--dtype <dtype>", `weights and compute in ${DTYPE_HELP}`)
   .option("--host <host>", "address to listen on (loopback by default)", "127.0.0.1")
   .option("--port <port>", "port (0: any free port)", int("--port"), 8000)
   .option("--name <id>", "model id shown to clients (default: the model directory's name)")
@@ -37,7 +66,7 @@ const program = new Command("serve")
   .option("--prefix-cache-mib <n>", "prefix-state cache size (0: off)", int("--prefix-cache-mib"), 256)
   .option("--handle-store-mib <n>", "memory for states behind handles", int("--handle-store-mib"), 256)
   .option("--log", "log every request")
-  .action(async (o) => {
+  .action(async (o: ServeOptions) => {
     const modelDir = resolve(o.model);
     if (!existsSync(join(modelDir, "config.json"))) {
       program.error(
@@ -48,16 +77,12 @@ const program = new Command("serve")
     }
     const tokenizerPath = resolve(o.tokenizer ?? join(modelDir, "tokenizer.json"));
     if (!existsSync(tokenizerPath)) program.error(`serve: no tokenizer at ${tokenizerPath}: pass --tokenizer FILE`);
-    try {
-      setBackend(await createBackend(o.backend));
-    } catch (err) {
-      program.error(`serve: ${(err as Error).message}`);
-    }
-    const [model, tokenizer] = await Promise.all([loadCheckpoint(modelDir), loadTokenizerFile(tokenizerPath)]);
+    const dtype = await start(o.backend, o.dtype).catch((err: unknown) => program.error(`serve: ${(err as Error).message}`));
+    const [model, tokenizer] = await Promise.all([loadCheckpoint(modelDir, { dtype }), loadTokenizerFile(tokenizerPath)]);
     if (tokenizer.vocabSize > model.config.vocabSize) {
       program.error(`serve: the tokenizer has ${tokenizer.vocabSize} tokens but the model only ${model.config.vocabSize}: they do not belong together`);
     }
-    const server = await buildServer({
+    const server = buildServer({
       model,
       tokenizer,
       chat: loadChatFormat(tokenizerPath, modelDir),
@@ -71,7 +96,7 @@ const program = new Command("serve")
       logger: Boolean(o.log),
     });
     const address = await server.app.listen({ host: o.host, port: o.port });
-    console.error(`serving ${modelDir} on ${address} (backend ${o.backend}); playground at ${address}/`);
+    console.error(`serving ${modelDir} on ${address} (backend ${o.backend}, ${dtype}); playground at ${address}/`);
     const stop = (signal: string) => {
       console.error(`${signal}: finishing running requests, refusing new ones`);
       server.shutdown().then(() => process.exit(0), (err) => {
