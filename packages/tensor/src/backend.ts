@@ -64,7 +64,7 @@ export interface Capabilities {
 
 // The default is `any` because kernel tables are contravariant in the storage type: a
 // Backend<CpuStorage> must still be usable where code only moves tensors around.
-// eslint-disable-next-line @typescript-eslint/no-explicit-any
+// eslint-disable-next-line @typescript-eslint/no-explicit-any -- the storage type defaults to any (see above)
 export interface Backend<S = any> {
   readonly name: string;
   readonly capabilities: Capabilities;
