@@ -306,6 +306,10 @@ __global__ void segmentScanKernel(float* L, const float* S0, int nseg, int segTo
   float S = S0 ? S0[(size_t)bh * DE + idx] : 0.0f;
   for (int s = 0; s < nseg; s++) {
     float* at = L + ((size_t)bh * nseg + s) * DE + idx;
+    if (s + 1 == nseg) {  // the last segment's own state is never needed (version 6 does not compute it)
+      *at = S;
+      break;
+    }
     float local = *at;
     *at = S;
     int len = min(segTokens, T - s * segTokens);
@@ -664,6 +668,146 @@ __global__ void __launch_bounds__(WCfg<D, NWG, NSB>::THREADS, WCfg<D, NWG, NSB>:
 #endif
 }
 
+// Phase A of the sequence split on wgmma: the state-only loop with its own shared-memory layout.
+// The full loop's kernel keeps a stage of Q, K, V and the 16-bit state copy that this pass never
+// reads; here a stage is K and V only, and WS_STAGES of them are in flight (three chunks ahead
+// instead of one), because this pass is bound by how many bytes each SM has in flight, not by its
+// MMAs. The grid skips the last segment, whose own state nobody needs. Opt-in for now
+// (LIGHTNING_CUDA_LA_STATEPASS=2): racecheck reported cp.async/ldmatrix hazards in the call that measured it.
+constexpr int WS_STAGES = 4;
+template <int D, int NWG, int NSB>
+struct WSCfg {
+  using W = WCfg<D, NWG, NSB>;
+  static constexpr int KVB = W::QB + W::VB;  // one stage: K tile, then V tile (both 1,024-aligned)
+  static constexpr size_t SMEM = 1024 + WS_STAGES * KVB + (C + 1) * sizeof(float);
+};
+
+template <int D, int NWG, int NSB, class X>
+__global__ void __launch_bounds__(WCfg<D, NWG, NSB>::THREADS, WCfg<D, NWG, NSB>::MIN_BLOCKS) wgStateKernel(Params<X> p) {
+#if defined(LTS_WGMMA)
+  using W = WCfg<D, NWG, NSB>;
+  constexpr int QB = W::QB, KVB = WSCfg<D, NWG, NSB>::KVB, NST = WS_STAGES, MT = W::MT, THREADS = W::THREADS;
+  extern __shared__ __align__(1024) unsigned char wsmem[];
+  unsigned char* sm = wsmem + ((1024u - (smemAddr(wsmem) & 1023u)) & 1023u);
+  const uint32_t sbase = smemAddr(sm);
+  float* pw = reinterpret_cast<float*>(sm + NST * KVB);
+  const int tid = threadIdx.x, lane = tid & 31, wq = (tid >> 5) & 3, g = lane >> 2, t4 = lane & 3;
+  const int wg = __shfl_sync(0xffffffffu, tid >> 7, 0);
+  const int e0 = blockIdx.x * ET, bh = blockIdx.y, seg = blockIdx.z;
+  const int T = p.T, E = p.E;
+  const float slope = p.slopes[bh % p.H];
+  if (tid <= C) pw[tid] = expf(-slope * (float)tid);
+  const int c0 = seg * p.chunksPerSeg;
+  const int nChunks = min(p.chunksPerSeg, (T + C - 1) / C - c0);
+  const X* kb = p.k + (size_t)bh * T * D;
+  const X* vb = p.v + (size_t)bh * T * E + e0;
+  const int row0 = wg * (D / NWG) + 16 * wq;
+  float S[MT][32];
+#pragma unroll
+  for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+    for (int i = 0; i < 32; i++) S[mt][i] = 0.0f;
+
+  // As wgKernel's load, K and V only, no commit (the caller commits one group per chunk).
+  auto load = [&](int chunk, int st) {
+    unsigned char* base = sm + st * KVB;
+    const int t0 = chunk * C, mm = T - t0;
+    const long dir = p.reverse ? -1 : 1;
+    {
+      constexpr int CPR = D / 8, RSTEP = THREADS / CPR;
+      static_assert(THREADS % CPR == 0 && RSTEP % 8 == 0, "k load mapping");
+      const int c = tid % CPR, r0 = tid / CPR;
+      const uint32_t so = (c >> 3) * (C * 128) + swz128(r0, (c & 7) * 8);
+      const size_t go = (size_t)(p.reverse ? max(T - 1 - t0 - r0, 0) : t0 + r0) * D + c * 8;
+#pragma unroll
+      for (int i = 0; i < C / RSTEP; i++) {
+        const bool in = r0 + i * RSTEP < mm;
+        const size_t off = in ? go + dir * (long)(i * RSTEP * D) : 0;
+        cpAsync16(base + so + i * RSTEP * 128, kb + off, in ? 16 : 0);
+      }
+    }
+    {
+      constexpr int CPR = ET / 8, RSTEP = THREADS / CPR;
+      static_assert(RSTEP % 8 == 0, "v load mapping");
+      const int c = tid % CPR, r0 = tid / CPR;
+      const uint32_t so = swz128(r0, c * 8);
+      const size_t go = (size_t)(p.reverse ? max(T - 1 - t0 - r0, 0) : t0 + r0) * E + c * 8;
+#pragma unroll
+      for (int i = 0; i < C / RSTEP; i++) {
+        const bool in = r0 + i * RSTEP < mm;
+        const size_t off = in ? go + dir * (long)i * RSTEP * E : 0;
+        cpAsync16(base + QB + so + i * RSTEP * 128, vb + off, in ? 16 : 0);
+      }
+    }
+  };
+
+#pragma unroll
+  for (int i = 0; i < NST - 1; i++) {
+    if (i < nChunks) load(c0 + i, i);
+    cpAsyncCommit();
+  }
+#pragma unroll 1
+  for (int ci = 0; ci < nChunks; ci++) {
+    const int st = ci % NST, m = min(C, T - (c0 + ci) * C);
+    cpAsyncWait<NST - 2>();  // this chunk's group is complete (one group is committed per chunk, empty past the end)
+    fenceProxyAsync();
+    __syncthreads();  // every thread's part of the stage is in; chunk ci − 1's readers of stage (ci − 1) % NST are done
+    if (ci + NST - 1 < nChunks) load(c0 + ci + NST - 1, (ci + NST - 1) % NST);
+    cpAsyncCommit();
+    const unsigned char* kT = sm + st * KVB;
+    const uint64_t vA = wgmmaDesc(sbase + st * KVB + QB, 8192, 1024);
+    // S = λ^m S + (w ⊙ K)ᵀ V, as wgKernel's prepState and issueState.
+    uint32_t sa[4][MT][4];
+#pragma unroll
+    for (int kk = 0; kk < 4; kk++) {
+      const int j0 = kk * 16 + 2 * t4;
+      float w[4];
+#pragma unroll
+      for (int x = 0; x < 4; x++) {
+        int j = j0 + (x >> 1) * 8 + (x & 1);
+        w[x] = j < m ? pw[m - 1 - j] : 0.0f;
+      }
+#pragma unroll
+      for (int mt = 0; mt < MT; mt++) {
+        int r = kk * 16 + (lane & 7) + ((lane >> 4) << 3), d = row0 + 64 * mt + ((lane >> 3) & 1) * 8;
+        ldsm4t(sa[kk][mt], kT + (d >> 6) * (C * 128) + swz128(r, d & 63));
+#pragma unroll
+        for (int r2 = 0; r2 < 4; r2++) {
+          float2 f = unpack2<X>(sa[kk][mt][r2]);
+          sa[kk][mt][r2] = pack2<X>(f.x * w[(r2 >> 1) * 2], f.y * w[(r2 >> 1) * 2 + 1]);
+        }
+      }
+    }
+    const float decay = pw[m];
+#pragma unroll
+    for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+      for (int i = 0; i < 32; i++) S[mt][i] *= decay;
+    wgmmaFence();
+#pragma unroll
+    for (int kk = 0; kk < 4; kk++)
+#pragma unroll
+      for (int mt = 0; mt < MT; mt++) wgmmaRS<X, 1>(S[mt], sa[kk][mt], vA + (uint64_t)((kk * 2048) >> 4));
+    wgmmaCommit();
+    wgmmaWait<0>();
+#pragma unroll
+    for (int mt = 0; mt < MT; mt++) fenceRegs(S[mt]);
+  }
+  cpAsyncWait<0>();  // (only empty groups can remain)
+
+  float* out = p.Sout + ((size_t)bh * p.nseg + seg) * D * E;
+#pragma unroll
+  for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+    for (int nt = 0; nt < 8; nt++)
+#pragma unroll
+      for (int h = 0; h < 2; h++) {
+        int d = row0 + 64 * mt + g + 8 * h, e = e0 + nt * 8 + 2 * t4;
+        *reinterpret_cast<float2*>(out + (size_t)d * E + e) = make_float2(S[mt][nt * 4 + 2 * h], S[mt][nt * 4 + 2 * h + 1]);
+      }
+#endif
+}
+
 int optinSmem() {
   static const int bytes = [] {
     int dev = 0, v = 0;
@@ -696,6 +840,8 @@ int configureW() {
     using W = WCfg<D, NWG, NSB>;
     LTS_CHECK(cudaFuncSetAttribute(wgKernel<D, NWG, NSB, X, false>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)W::SMEM), "lightning v6 smem attribute");
     LTS_CHECK(cudaFuncSetAttribute(wgKernel<D, NWG, NSB, X, true>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)W::SMEM), "lightning v6 smem attribute");
+    LTS_CHECK(cudaFuncSetAttribute(wgStateKernel<D, NWG, NSB, X>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)WSCfg<D, NWG, NSB>::SMEM),
+              "lightning v6 smem attribute");
     int n = 0;
     LTS_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, wgKernel<D, NWG, NSB, X, false>, W::THREADS, W::SMEM), "lightning v6 occupancy");
     return std::max(1, n);
@@ -729,6 +875,17 @@ int versionAsked() {
 int wg128() {
   const char* v = getenv("LIGHTNING_CUDA_LA_WG128");
   return v && atoi(v) == 2 ? 2 : 1;
+}
+
+// LIGHTNING_CUDA_LA_STATEPASS=2 runs version 6's phase A on wgStateKernel (four stages of K and V, the
+// last segment skipped), an experiment: faster at B = 1 but not yet clean under racecheck (KERNELS.md,
+// v6b). Otherwise phase A is the full loop's kernel in state-only mode (two stages, every segment).
+bool newStatePass() {
+  static const bool on = [] {
+    const char* v = getenv("LIGHTNING_CUDA_LA_STATEPASS");
+    return v && atoi(v) == 2;
+  }();
+  return on;
 }
 
 // Version 6 (wgmma) where it applies: D ∈ {128, 256} on Hopper, unless LIGHTNING_CUDA_LA_VERSION=5.
@@ -789,7 +946,8 @@ void passW(Context& c, LightningDims d, const void* q, const void* k, const void
     Params<X> a = p;
     a.Sin = nullptr;
     a.Sout = L;
-    wgKernel<D, NWG, NSB, X, true><<<grid, W::THREADS, W::SMEM, c.stream>>>(a);
+    if (!newStatePass()) wgKernel<D, NWG, NSB, X, true><<<grid, W::THREADS, W::SMEM, c.stream>>>(a);
+    else wgStateKernel<D, NWG, NSB, X><<<dim3(grid.x, grid.y, pl.nseg - 1), W::THREADS, WSCfg<D, NWG, NSB>::SMEM, c.stream>>>(a);
     LTS_CHECK(cudaGetLastError(), "lightning v6 segment states launch");
     segmentScanKernel<<<dim3((D * d.E + 255) / 256, d.BH()), 256, 0, c.stream>>>(L, S0, pl.nseg, pl.chunksPerSeg * C, d.T, D * d.E, d.H, slopes);
     LTS_CHECK(cudaGetLastError(), "lightning v6 segment scan launch");
