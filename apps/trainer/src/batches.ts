@@ -4,12 +4,17 @@
  * resumed run sees exactly the batches an uninterrupted one would.
  */
 import { counterBlock, seedKey } from "@lightning-ts/tensor";
+import { DataError } from "./data.js";
+import type { TokenSource } from "./shards.js";
 
-/** B windows of `seqLen + 1` tokens (inputs and their next-token targets) for training step `step`. */
-export function trainingBatch(tokens: Int32Array, seed: number, step: number, batchSize: number, seqLen: number): Int32Array {
+/**
+ * B windows of `seqLen + 1` tokens (inputs and their next-token targets) for training step `step`,
+ * read from `tokens` (in memory, or token shards on disk).
+ */
+export function trainingBatch(tokens: TokenSource, seed: number, step: number, batchSize: number, seqLen: number): Int32Array {
   const span = seqLen + 1;
   const starts = tokens.length - span + 1;
-  if (starts < 1) throw new Error(`the training text has ${tokens.length} tokens, fewer than one sequence of ${span}`);
+  if (starts < 1) throw new DataError(`data: the training split has ${tokens.length} tokens, fewer than one sequence of ${span} (--seq-len ${seqLen})`);
   const key = seedKey(seed);
   const block = new Uint32Array(4);
   const out = new Int32Array(batchSize * span);
@@ -18,19 +23,27 @@ export function trainingBatch(tokens: Int32Array, seed: number, step: number, ba
     // 53 random bits → a start in [0, starts) with negligible bias.
     const u = (block[0] * 2 ** 21 + (block[1] >>> 11)) / 2 ** 53;
     const start = Math.floor(u * starts);
-    out.set(tokens.subarray(start, start + span), b * span);
+    out.set(tokens.read(start, span), b * span);
   }
   return out;
 }
 
-/** `count` windows of `seqLen + 1` tokens spread evenly over `tokens` (all of them when count is 0). */
-export function evaluationWindows(tokens: Int32Array, seqLen: number, count = 0): Int32Array[] {
+/**
+ * `count` windows of `seqLen + 1` tokens spread evenly over `tokens` (all of them when count is 0),
+ * read one at a time as they are iterated.
+ */
+export function evaluationWindows(tokens: TokenSource, seqLen: number, count = 0): { length: number; [Symbol.iterator](): Iterator<Int32Array> } {
   const span = seqLen + 1;
   // Consecutive windows overlap by one token, so every token but the first is a target once.
   const total = Math.floor((tokens.length - 1) / seqLen);
   const n = count === 0 ? total : Math.min(count, total);
-  return Array.from({ length: n }, (_, i) => {
-    const w = n === total ? i : Math.floor((i * total) / n);
-    return tokens.subarray(w * seqLen, w * seqLen + span);
-  });
+  return {
+    length: n,
+    *[Symbol.iterator]() {
+      for (let i = 0; i < n; i++) {
+        const w = n === total ? i : Math.floor((i * total) / n);
+        yield tokens.read(w * seqLen, span);
+      }
+    },
+  };
 }

@@ -32,6 +32,8 @@ export interface TrainerState {
   rng: { kind: "philox4x32-10"; seed: number; counter: number };
   trainSeconds: number;
   tokensSeen: number;
+  /** Steps skipped for a loss or gradient that was not finite (absent in older checkpoints). */
+  skippedSteps?: number;
 }
 
 const LATEST = "latest.json";

@@ -7,6 +7,7 @@
  */
 import { readFileSync } from "node:fs";
 import { extname } from "node:path";
+import { PRESETS } from "@lightning-ts/tnl";
 import { parse as parseToml } from "smol-toml";
 
 export interface ModelSection {
@@ -15,6 +16,8 @@ export interface ModelSection {
   numHeads: number;
   /** Width of the SGLU channel mixer. */
   gluDim: number;
+  /** Rows of the embedding; null for the tokenizer's vocabulary (or the preset's). */
+  vocabSize: number | null;
 }
 
 export interface TrainConfig {
@@ -26,8 +29,15 @@ export interface TrainConfig {
   vocabSize: number;
   /** A tokenizer file to load instead of training one (tokenizer.json, .model or tiktoken ranks). */
   tokenizerPath: string | null;
+  /** A published model shape (a name of PRESETS in @lightning-ts/tnl); `model` keys set explicitly win over it. */
+  preset: string | null;
   model: ModelSection;
+  /** Sequences per optimizer step. */
   batchSize: number;
+  /** Tokens per optimizer step (sets `batchSize` to tokensPerStep / seqLen); null to use `batchSize`. */
+  tokensPerStep: number | null;
+  /** Sequences per forward/backward pass; the gradient is accumulated over the step's micro-batches. 0: the whole batch at once. */
+  microBatch: number;
   /** Tokens per training sequence. */
   seqLen: number;
   steps: number;
@@ -48,6 +58,8 @@ export interface TrainConfig {
   keepCheckpoints: number;
   seed: number;
   backend: "cpu" | "cuda" | "webgpu";
+  /** The device's peak rate for MFU, in TFLOP/s; null for the backend's default (throughput.ts). */
+  peakTflops: number | null;
   outDir: string;
   samplePrompt: string;
   sampleCount: number;
@@ -65,8 +77,11 @@ export const DEFAULT_CONFIG: TrainConfig = {
   heldoutFraction: 0.05,
   vocabSize: 2048,
   tokenizerPath: null,
-  model: { dModel: 128, numLayers: 4, numHeads: 2, gluDim: 344 },
+  preset: null,
+  model: { dModel: 128, numLayers: 4, numHeads: 2, gluDim: 344, vocabSize: null },
   batchSize: 8,
+  tokensPerStep: null,
+  microBatch: 0,
   seqLen: 128,
   steps: 240,
   timeLimitSeconds: 540,
@@ -83,6 +98,7 @@ export const DEFAULT_CONFIG: TrainConfig = {
   keepCheckpoints: 2,
   seed: 1,
   backend: "cpu",
+  peakTflops: null,
   outDir: "runs/default",
   samplePrompt: "Call me Ishmael.",
   sampleCount: 3,
@@ -98,18 +114,22 @@ export class ConfigError extends Error {
   }
 }
 
-type Kind = "int+" | "int0" | "number+" | "number0" | "fraction" | "string" | "strings" | "path?" | "backend";
+type Kind = "int+" | "int+?" | "int0" | "number+" | "number+?" | "number0" | "fraction" | "string" | "strings" | "path?" | "preset?" | "backend";
 
 const SCHEMA: Record<string, Kind> = {
   data: "strings",
   heldoutFraction: "fraction",
   vocabSize: "int+",
   tokenizerPath: "path?",
+  preset: "preset?",
   "model.dModel": "int+",
   "model.numLayers": "int+",
   "model.numHeads": "int+",
   "model.gluDim": "int+",
+  "model.vocabSize": "int+?",
   batchSize: "int+",
+  tokensPerStep: "int+?",
+  microBatch: "int0",
   seqLen: "int+",
   steps: "int+",
   timeLimitSeconds: "number0",
@@ -126,6 +146,7 @@ const SCHEMA: Record<string, Kind> = {
   keepCheckpoints: "int+",
   seed: "int0",
   backend: "backend",
+  peakTflops: "number+?",
   outDir: "string",
   samplePrompt: "string",
   sampleCount: "int0",
@@ -136,13 +157,16 @@ const SCHEMA: Record<string, Kind> = {
 
 const EXPECT: Record<Kind, string> = {
   "int+": "a positive integer",
+  "int+?": "a positive integer or null",
   int0: "a non-negative integer",
   "number+": "a positive number",
+  "number+?": "a positive number or null",
   number0: "a non-negative number",
   fraction: "a number in [0, 1]",
   string: "a string",
   strings: "a list of strings",
   "path?": "a file path or null",
+  "preset?": `one of the presets ${Object.keys(PRESETS).join(", ")}`,
   backend: 'one of "cpu", "cuda", "webgpu"',
 };
 
@@ -150,10 +174,14 @@ function valid(kind: Kind, v: unknown): boolean {
   switch (kind) {
     case "int+":
       return Number.isInteger(v) && (v as number) > 0;
+    case "int+?":
+      return v === null || (Number.isInteger(v) && (v as number) > 0);
     case "int0":
       return Number.isInteger(v) && (v as number) >= 0;
     case "number+":
       return typeof v === "number" && Number.isFinite(v) && v > 0;
+    case "number+?":
+      return v === null || (typeof v === "number" && Number.isFinite(v) && v > 0);
     case "number0":
       return typeof v === "number" && Number.isFinite(v) && v >= 0;
     case "fraction":
@@ -164,6 +192,8 @@ function valid(kind: Kind, v: unknown): boolean {
       return Array.isArray(v) && v.every((x) => typeof x === "string" && x.length > 0);
     case "path?":
       return v === null || (typeof v === "string" && v.length > 0);
+    case "preset?":
+      return v === null || (typeof v === "string" && Object.hasOwn(PRESETS, v));
     case "backend":
       return v === "cpu" || v === "cuda" || v === "webgpu";
   }
@@ -187,6 +217,11 @@ function setPath(target: Record<string, unknown>, key: string, value: unknown): 
   obj[parts[parts.length - 1]] = value;
 }
 
+/** The presets with their sizes, for --help and errors. */
+export const PRESET_LIST = Object.entries(PRESETS)
+  .map(([name, c]) => `${name} (d ${c.dModel}, ${c.numLayers} layers, ${c.numHeads} heads, GLU ${c.gluDim}, vocab ${c.vocabSize})`)
+  .join(", ");
+
 /** The source name of command-line values (`overrides`). */
 export const COMMAND_LINE = "command line";
 
@@ -195,18 +230,22 @@ export const COMMAND_LINE = "command line";
  * key it sets ("warmupSteps"). main.ts declares its options from this table.
  */
 export const CLI_FLAGS: readonly { flag: string; key: string; help: string; type: "int" | "number" | "string" | "strings" }[] = [
-  { flag: "--data <paths...>", key: "data", help: "text files or directories to train on (default: the built-in Moby-Dick corpus)", type: "strings" },
+  { flag: "--data <paths...>", key: "data", help: "text files or directories to train on, or a directory of token shards that `train prepare` wrote (default: the built-in Moby-Dick corpus)", type: "strings" },
   { flag: "--out <dir>", key: "outDir", help: `output directory (default ${DEFAULT_CONFIG.outDir})`, type: "string" },
   { flag: "--steps <n>", key: "steps", help: `training steps (default ${DEFAULT_CONFIG.steps})`, type: "int" },
   { flag: "--time-limit <seconds>", key: "timeLimitSeconds", help: `stop (with a checkpoint) after this much training time; 0 for none (default ${DEFAULT_CONFIG.timeLimitSeconds})`, type: "number" },
   { flag: "--batch-size <n>", key: "batchSize", help: `sequences per step (default ${DEFAULT_CONFIG.batchSize})`, type: "int" },
+  { flag: "--tokens-per-step <n>", key: "tokensPerStep", help: "tokens per optimizer step, a multiple of --seq-len (sets --batch-size to n / seq-len)", type: "int" },
+  { flag: "--micro-batch <n>", key: "microBatch", help: "sequences per forward/backward pass; gradients are accumulated over the step (default: the whole batch)", type: "int" },
   { flag: "--seq-len <n>", key: "seqLen", help: `tokens per sequence (default ${DEFAULT_CONFIG.seqLen})`, type: "int" },
   { flag: "--vocab-size <n>", key: "vocabSize", help: `size of the tokenizer to train (default ${DEFAULT_CONFIG.vocabSize})`, type: "int" },
-  { flag: "--tokenizer <file>", key: "tokenizerPath", help: "load this tokenizer instead of training one", type: "string" },
+  { flag: "--tokenizer <file>", key: "tokenizerPath", help: "load this tokenizer instead of training one (pad/bos/eos ids are read from its special tokens)", type: "string" },
+  { flag: "--preset <name>", key: "preset", help: `a published model shape; --d-model, --layers, --heads, --glu-dim and --model-vocab override its values. One of: ${PRESET_LIST}`, type: "string" },
   { flag: "--d-model <n>", key: "model.dModel", help: `model width (default ${DEFAULT_CONFIG.model.dModel})`, type: "int" },
   { flag: "--layers <n>", key: "model.numLayers", help: `layers (default ${DEFAULT_CONFIG.model.numLayers})`, type: "int" },
   { flag: "--heads <n>", key: "model.numHeads", help: `attention heads (default ${DEFAULT_CONFIG.model.numHeads})`, type: "int" },
   { flag: "--glu-dim <n>", key: "model.gluDim", help: `channel-mixer width (default ${DEFAULT_CONFIG.model.gluDim})`, type: "int" },
+  { flag: "--model-vocab <n>", key: "model.vocabSize", help: "rows of the model's embedding, at least the tokenizer's vocabulary (default: the tokenizer's, or the preset's)", type: "int" },
   { flag: "--lr <x>", key: "lr", help: `peak learning rate (default ${DEFAULT_CONFIG.lr})`, type: "number" },
   { flag: "--warmup <n>", key: "warmupSteps", help: `warmup steps (default ${DEFAULT_CONFIG.warmupSteps})`, type: "int" },
   { flag: "--weight-decay <x>", key: "weightDecay", help: `AdamW weight decay (default ${DEFAULT_CONFIG.weightDecay})`, type: "number" },
@@ -215,6 +254,7 @@ export const CLI_FLAGS: readonly { flag: string; key: string; help: string; type
   { flag: "--checkpoint-interval <n>", key: "checkpointInterval", help: `steps between checkpoints (default ${DEFAULT_CONFIG.checkpointInterval})`, type: "int" },
   { flag: "--seed <n>", key: "seed", help: `random seed (default ${DEFAULT_CONFIG.seed})`, type: "int" },
   { flag: "--backend <name>", key: "backend", help: "cpu (default), cuda or webgpu", type: "string" },
+  { flag: "--peak-tflops <x>", key: "peakTflops", help: "the device's peak TFLOP/s for MFU (default: 790 on cuda, the H200's measured bf16 matmul rate; on cpu and webgpu the f32 matmul rate measured at start)", type: "number" },
 ];
 
 /** "--warmup" for "warmupSteps": the flag a key is set with on the command line, if it has one. */
@@ -250,7 +290,36 @@ export function checkConsistency(c: TrainConfig, name: SettingNamer = plainNames
   if (c.warmupSteps >= c.steps) fail(`${name("warmupSteps", c.warmupSteps)} must be below ${name("steps", c.steps)}`);
   if (c.seqLen < 2) fail(`${name("seqLen", c.seqLen)} must be at least 2`);
   if (c.tokenizerPath === null && c.vocabSize < 260) fail(`${name("vocabSize", c.vocabSize)} must be at least 260 (256 bytes and the special tokens)`);
+  if (c.tokensPerStep !== null && c.tokensPerStep % c.seqLen !== 0) fail(`${name("tokensPerStep", c.tokensPerStep)} must be a multiple of ${name("seqLen", c.seqLen)}`);
+  const rows = sequencesPerStep(c);
+  if (c.microBatch > rows) fail(`${name("microBatch", c.microBatch)} exceeds the ${rows} sequences of a step`);
   return c;
+}
+
+/** Sequences per optimizer step: `tokensPerStep / seqLen` when tokens per step are given, else `batchSize`. */
+export function sequencesPerStep(c: TrainConfig): number {
+  return c.tokensPerStep === null ? c.batchSize : c.tokensPerStep / c.seqLen;
+}
+
+/** Sequences per forward/backward pass. */
+export function microBatchOf(c: TrainConfig): number {
+  return c.microBatch === 0 ? sequencesPerStep(c) : c.microBatch;
+}
+
+const PRESET_KEYS = ["dModel", "numLayers", "numHeads", "gluDim", "vocabSize"] as const;
+
+/** The preset's sizes for every model key not set explicitly (`explicit` holds dotted keys). */
+export function withPreset(c: TrainConfig, explicit: ReadonlySet<string> = new Set()): TrainConfig {
+  if (c.preset === null) return c;
+  const p = PRESETS[c.preset as keyof typeof PRESETS];
+  const model = { ...c.model };
+  for (const k of PRESET_KEYS) if (!explicit.has(`model.${k}`)) model[k] = p[k];
+  return { ...c, model };
+}
+
+/** A saved config with the keys added since it was written, at their defaults. */
+export function withDefaults(saved: TrainConfig): TrainConfig {
+  return { ...DEFAULT_CONFIG, ...saved, model: { ...DEFAULT_CONFIG.model, ...saved.model } };
 }
 
 /** Reads a JSON or TOML config file into dotted-key values. */
@@ -282,11 +351,17 @@ export function resolveConfig(options: ResolveOptions = {}): TrainConfig {
   const fileValues = options.file ? readConfigFile(options.file) : {};
   if (options.file) config = applyValues(config, fileValues, options.file);
   if (options.overrides) config = applyValues(config, options.overrides, COMMAND_LINE);
+  const explicit = new Set([...Object.keys(fileValues), ...Object.keys(options.overrides ?? {})]);
+  config = withPreset(config, explicit);
   const name: SettingNamer = (key, value) => {
     const flag = flagOf(key);
     if (options.overrides && key in options.overrides) return flag ? `${flag} ${JSON.stringify(value)}` : plainNames(key, value);
     if (key in fileValues) return `"${key}" (${JSON.stringify(value)}, from ${options.file})`;
+    if (key.startsWith("model.") && config.preset !== null) return `${flag ?? `"${key}"`} (${JSON.stringify(value)}, from --preset ${config.preset})`;
     return flag ? `${flag} (default ${JSON.stringify(value)})` : `"${key}" (default ${JSON.stringify(value)})`;
   };
+  if (config.tokensPerStep !== null && explicit.has("batchSize") && config.batchSize * config.seqLen !== config.tokensPerStep) {
+    throw new ConfigError(`config: ${name("batchSize", config.batchSize)} and ${name("tokensPerStep", config.tokensPerStep)} disagree; give one of them`);
+  }
   return checkConsistency(config, name);
 }

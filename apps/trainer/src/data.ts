@@ -119,10 +119,15 @@ export function tokenizerKey(json: string | null, path: string | null): string {
 
 /** Bits per byte of the unigram byte distribution of `text` (its own empirical entropy). */
 export function unigramBitsPerByte(text: string): number {
-  const bytes = new TextEncoder().encode(text);
   const counts = new Float64Array(256);
-  for (const b of bytes) counts[b]++;
+  for (const b of new TextEncoder().encode(text)) counts[b]++;
+  return byteEntropy(counts);
+}
+
+/** The entropy, in bits, of the byte distribution with these counts (indexed by byte value). */
+export function byteEntropy(counts: Float64Array): number {
+  const total = counts.reduce((a, b) => a + b, 0);
   let h = 0;
-  for (const c of counts) if (c > 0) h -= (c / bytes.length) * Math.log2(c / bytes.length);
+  for (const c of counts) if (c > 0) h -= (c / total) * Math.log2(c / total);
   return h;
 }

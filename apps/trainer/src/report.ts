@@ -7,7 +7,8 @@ import * as vega from "vega";
 import { compile, type TopLevelSpec } from "vega-lite";
 
 export type LogRecord =
-  | { kind: "train"; step: number; loss: number; lr: number; grad_norm: number; tokens_per_s: number; seconds: number }
+  | { kind: "train"; step: number; loss: number; lr: number; grad_norm: number; tokens_per_s: number; mfu: number; seconds: number }
+  | { kind: "skip"; step: number; loss: number; grad_norm: number }
   | { kind: "eval"; step: number; loss: number; perplexity: number; bits_per_byte: number; seconds: number }
   | { kind: "checkpoint"; step: number; dir: string }
   | { kind: "start" | "resume" | "end"; step: number; [key: string]: unknown };
@@ -41,10 +42,17 @@ export function progressHeldout(e: { loss: number; bitsPerByte: number; tokens: 
   return `${e.loss.toFixed(3)} (${e.bitsPerByte.toFixed(2)} bits/byte, subset of ${e.tokens.toLocaleString("en")} tokens)`;
 }
 
+/** MFU for people: "12.3%", or "0.0012%" for the small fractions of a CPU run of a tiny model. */
+export function formatMfu(mfu: number): string {
+  if (!Number.isFinite(mfu)) return "-";
+  const percent = mfu * 100;
+  return `${percent >= 1 ? percent.toFixed(1) : percent.toPrecision(2)}%`;
+}
+
 export function progressBar(total: number, start: number): SingleBar {
   const bar = new SingleBar(
     {
-      format: "train {bar} step {value}/{total} | loss {loss} | held-out {heldout} | {tps} tok/s | {eta_formatted} left",
+      format: "train {bar} step {value}/{total} | loss {loss} | held-out {heldout} | {tps} tok/s | MFU {mfu} | grad norm {gnorm} | {eta_formatted} left",
       // cli-progress's own formatter rounds the seconds after splitting off the minutes ("4m60s").
       // Its ETA is a number of seconds, or "NULL"/"INF" before it can tell.
       formatTime: (t) => formatDuration(Number(t)),
@@ -57,7 +65,7 @@ export function progressBar(total: number, start: number): SingleBar {
     },
     Presets.shades_classic,
   );
-  bar.start(total, start, { loss: "-", heldout: "-", tps: "-" });
+  bar.start(total, start, { loss: "-", heldout: "-", tps: "-", mfu: "-", gnorm: "-" });
   return bar;
 }
 
@@ -92,13 +100,28 @@ export interface Summary {
   heldout_loss: number;
   heldout_perplexity: number;
   tokens_per_second: number;
+  /** 6 · parameters · tokens/s ÷ the peak rate (throughput.ts). */
+  mfu: number;
+  peak_tflops: number;
+  peak_tflops_source: string;
+  /** The gradient norm (before clipping) of the last step taken; null if none was. */
+  grad_norm: number | null;
+  /** Steps skipped because their loss or gradient was not finite. */
+  skipped_steps: number;
+  tokens_per_step: number;
+  /** Sequences per forward/backward pass. */
+  micro_batch: number;
   train_seconds: number;
   steps: number;
   parameters: number;
   backend: string;
   device: string;
   corpus: string;
+  /** The tokenizer's vocabulary. */
   vocab_size: number;
+  /** Rows of the model's embedding (≥ vocab_size). */
+  model_vocab_size: number;
+  special_tokens: { pad: number; bos: number; eos: number };
   samples: string[];
 }
 

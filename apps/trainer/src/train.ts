@@ -3,14 +3,13 @@
  * cosine decay, held-out evaluation, atomic checkpoints, and at the end the final model, the loss
  * chart, generated samples and summary.json.
  */
-import { copyFileSync, existsSync, readFileSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { join, resolve } from "node:path";
-import { valueAndGrad } from "@lightning-ts/autograd";
-import { AdamW, clipGradNorm, warmupCosine } from "@lightning-ts/autograd/optim";
+import { AdamW, warmupCosine } from "@lightning-ts/autograd/optim";
 import { createBackend } from "@lightning-ts/backends";
-import { liveTensorCount, scope, setBackend, tensor } from "@lightning-ts/tensor";
-import { generateIds, initParams, loss, makeConfig, parameterCount, type TnlConfig, type TnlParams } from "@lightning-ts/tnl";
-import { loadTokenizerFile, type Tokenizer } from "@lightning-ts/tokenizer";
+import { liveTensorCount, setBackend } from "@lightning-ts/tensor";
+import { generateIds, initParams, makeConfig, parameterCount, PRESETS, type TnlConfig, type TnlParams } from "@lightning-ts/tnl";
+import type { Tokenizer } from "@lightning-ts/tokenizer";
 import { evaluationWindows, trainingBatch } from "./batches.js";
 import {
   checkWritable,
@@ -21,10 +20,14 @@ import {
   saveTrainerCheckpoint,
   type TrainerState,
 } from "./checkpoint.js";
-import type { TrainConfig } from "./config.js";
-import { loadCorpus, prepareTokenizer, tokenize, tokenizerKey, unigramBitsPerByte } from "./data.js";
+import { microBatchOf, sequencesPerStep, type TrainConfig, withDefaults } from "./config.js";
+import { loadTrainingData, type TrainingData } from "./corpus.js";
 import { type Evaluation, evaluate } from "./evaluate.js";
-import { progressBar, progressHeldout, RunLog, type Summary, writeLossChart, writeSummary } from "./report.js";
+import { formatMfu, progressBar, progressHeldout, RunLog, type Summary, writeLossChart, writeSummary } from "./report.js";
+import type { TokenSource } from "./shards.js";
+import { specialTokens } from "./special.js";
+import { splitBatch, trainStep } from "./step.js";
+import { mfu, peakTflops } from "./throughput.js";
 
 export interface TrainOptions {
   config: TrainConfig;
@@ -38,6 +41,8 @@ export interface TrainOptions {
   signal?: AbortSignal;
   /** Stop after this step (with a checkpoint), as an interrupted run would; for tests. */
   stopAfterStep?: number;
+  /** Steps (1-based) whose loss is made NaN, as a diverging step's would be; for tests. */
+  nonFiniteSteps?: readonly number[];
   /** Progress lines; the default writes to stderr. */
   log?: (line: string) => void;
   /** Draw a progress bar (default: true). */
@@ -53,10 +58,21 @@ export interface TrainResult {
   stopped: boolean;
 }
 
-/** The TNL shape of a trainer config: the released models' conventions, a swish token mixer. */
-export function modelConfig(config: TrainConfig, vocabSize: number): TnlConfig {
+/**
+ * The TNL shape of a trainer config: the released models' conventions (a swish token mixer), or
+ * the preset's, with the sizes of `config.model`; the vocabulary and special-token ids from the
+ * tokenizer (special.ts says how).
+ */
+export function modelConfig(config: TrainConfig, tokenizer: Tokenizer): { config: TnlConfig; specials: string } {
   const { dModel, numLayers, numHeads, gluDim } = config.model;
-  return makeConfig({ vocabSize, dModel, numLayers, numHeads, gluDim });
+  const preset = config.preset === null ? null : PRESETS[config.preset as keyof typeof PRESETS];
+  const vocabName = preset && config.model.vocabSize === preset.vocabSize ? `--preset ${config.preset} (vocab_size ${preset.vocabSize})` : `--model-vocab ${config.model.vocabSize}`;
+  const special = specialTokens(tokenizer, config.model.vocabSize, vocabName);
+  const shape = { vocabSize: special.vocabSize, dModel, numLayers, numHeads, gluDim };
+  const tnl = preset
+    ? { ...makeConfig({ ...shape, activation: preset.activation, noScaleEmbedding: preset.noScaleEmbedding, tieWordEmbeddings: preset.tieWordEmbeddings }), extra: structuredClone(preset.extra) }
+    : makeConfig(shape);
+  return { config: { ...tnl, ...special.ids }, specials: special.description };
 }
 
 function optimizerFor(config: TrainConfig): AdamW {
@@ -74,7 +90,7 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
   if (options.resume) {
     const dir = findCheckpoint(options.resume);
     const state = readTrainerState(dir);
-    config = { ...state.config, ...options.resumeOverrides };
+    config = { ...withDefaults(state.config), ...options.resumeOverrides };
     resumed = { dir, state };
   }
   const outDir = resolve(config.outDir);
@@ -85,26 +101,33 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
   setBackend(backend);
   say(`backend: ${backend.name} (${backend.capabilities.device})`);
 
-  const corpus = loadCorpus(config);
   const tokenizerFile = join(outDir, "tokenizer.json");
-  let tokenizer: Tokenizer;
-  let key: string;
-  if (resumed) {
-    copyFileSync(join(resumed.dir, "tokenizer.json"), tokenizerFile);
-    tokenizer = await loadTokenizerFile(tokenizerFile);
-    key = readFileSync(tokenizerFile, "utf8");
-  } else {
-    const t0 = performance.now();
-    const prepared = await prepareTokenizer(config, corpus, tokenizerFile);
-    tokenizer = prepared.tokenizer;
-    if (!prepared.json) copyFileSync(config.tokenizerPath!, tokenizerFile);
-    key = tokenizerKey(prepared.json, config.tokenizerPath);
-    say(`tokenizer: ${tokenizer.vocabSize} tokens (${prepared.json ? `trained in ${((performance.now() - t0) / 1000).toFixed(1)} s` : `loaded from ${config.tokenizerPath}`})`);
+  const data = await loadTrainingData({ config, tokenizerFile, resumeDir: resumed?.dir, cacheDir: options.cacheDir ?? resolve(".cache", "tokens"), say });
+  try {
+    return await run({ options, config, resumed, outDir, log, data, tokenizerFile, backendName: backend.name, device: backend.capabilities.device, peak: await peakTflops(backend, config.peakTflops), say });
+  } finally {
+    data.close();
   }
-  const cacheDir = options.cacheDir ?? resolve(".cache", "tokens");
-  const trainIds = tokenize(tokenizer, key, corpus.train, cacheDir);
-  const heldoutIds = tokenize(tokenizer, key, corpus.heldout, cacheDir);
-  say(`corpus: ${corpus.source}: ${trainIds.length.toLocaleString("en")} training tokens, ${heldoutIds.length.toLocaleString("en")} held out`);
+}
+
+interface RunContext {
+  options: TrainOptions;
+  config: TrainConfig;
+  resumed: { dir: string; state: TrainerState } | null;
+  outDir: string;
+  log: RunLog;
+  data: TrainingData;
+  tokenizerFile: string;
+  backendName: string;
+  device: string;
+  peak: { tflops: number; source: string };
+  say: (line: string) => void;
+}
+
+async function run(r: RunContext): Promise<TrainResult> {
+  const { options, config, resumed, outDir, log, data, tokenizerFile, say } = r;
+  const { tokenizer } = data;
+  say(`corpus: ${data.source}: ${data.train.length.toLocaleString("en")} training tokens, ${data.heldout.length.toLocaleString("en")} held out`);
 
   const optimizer = optimizerFor(config);
   let tnlConfig: TnlConfig;
@@ -112,28 +135,40 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
   let step = 0;
   let trainSeconds = 0;
   let tokensSeen = 0;
+  let skippedSteps = 0;
   if (resumed) {
     const model = await loadTrainerCheckpoint(resumed.dir, optimizer);
     tnlConfig = model.config;
     params = model.params;
     ({ step, trainSeconds, tokensSeen } = resumed.state);
+    skippedSteps = resumed.state.skippedSteps ?? 0;
     log.write({ kind: "resume", step, from: resumed.dir });
     say(`resumed from ${resumed.dir} at step ${step}`);
   } else {
-    tnlConfig = modelConfig(config, tokenizer.vocabSize);
+    const model = modelConfig(config, tokenizer);
+    tnlConfig = model.config;
+    say(`special tokens: ${model.specials}`);
     params = initParams(tnlConfig, { seed: config.seed });
-    log.write({ kind: "start", step: 0, config, parameters: parameterCount(tnlConfig) });
+    log.write({ kind: "start", step: 0, config, parameters: parameterCount(tnlConfig), special_tokens: model.specials });
   }
-  say(`model: ${parameterCount(tnlConfig).toLocaleString("en")} parameters (d=${tnlConfig.dModel}, layers=${tnlConfig.numLayers}, heads=${tnlConfig.numHeads})`);
+  const parameters = parameterCount(tnlConfig);
+  const rows = sequencesPerStep(config);
+  const microBatch = microBatchOf(config);
+  const span = config.seqLen + 1;
+  const tokensPerStep = rows * config.seqLen;
+  say(`model: ${parameters.toLocaleString("en")} parameters (d=${tnlConfig.dModel}, layers=${tnlConfig.numLayers}, heads=${tnlConfig.numHeads}, vocab=${tnlConfig.vocabSize})`);
+  say(`step: ${tokensPerStep.toLocaleString("en")} tokens (${rows} × ${config.seqLen}) in ${Math.ceil(rows / microBatch)} micro-batch${rows > microBatch ? "es" : ""} of ${microBatch}; MFU against ${r.peak.tflops.toPrecision(3)} TFLOP/s (${r.peak.source})`);
 
-  const evalWindows = evaluationWindows(heldoutIds, config.seqLen, config.evalSequences);
+  const evalWindows = evaluationWindows(data.heldout, config.seqLen, config.evalSequences);
+  if (evalWindows.length === 0) throw new Error(`data: the held-out split has ${data.heldout.length} tokens, fewer than one sequence of ${span} (--seq-len ${config.seqLen})`);
   const state = (): TrainerState => ({
     format: "lightning-ts.trainer/1",
     step,
     config,
-    rng: { kind: "philox4x32-10", seed: config.seed, counter: step * config.batchSize },
+    rng: { kind: "philox4x32-10", seed: config.seed, counter: step * rows },
     trainSeconds,
     tokensSeen,
+    skippedSteps,
   });
   const checkpoint = async () => {
     const dir = await saveTrainerCheckpoint(outDir, state(), { config: tnlConfig, params }, optimizer, tokenizerFile);
@@ -145,37 +180,41 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
   const bar = options.progress === false ? null : progressBar(config.steps, step);
   let heldout: Evaluation | null = null;
   let stopped = false;
-  const tokensPerStep = config.batchSize * config.seqLen;
+  let lastGradNorm: number | null = null;
+  let skippedInARow = 0;
   while (step < config.steps) {
     const t0 = performance.now();
     const lr = optimizer.learningRate();
-    const batch = trainingBatch(trainIds, config.seed, step, config.batchSize, config.seqLen);
-    const stepped = scope(() => {
-      const ids = tensor(batch, [config.batchSize, config.seqLen + 1], { dtype: "i32" });
-      const { value, grads } = valueAndGrad((p: TnlParams) => loss(p, tnlConfig, ids))(params);
-      const clipped = clipGradNorm(grads, config.gradClip);
-      const next = optimizer.step(params, clipped.grads) as TnlParams;
-      return { next, value, norm: clipped.norm };
-    });
-    params = stepped.next;
-    // Reads wait for the device: the only sync point of a step on a GPU backend.
-    const out = { value: (await stepped.value.data())[0], norm: (await stepped.norm.data())[0] };
-    stepped.value.dispose();
-    stepped.norm.dispose();
+    const batch = trainingBatch(data.train, config.seed, step, rows, config.seqLen);
+    const lossFactor = options.nonFiniteSteps?.includes(step + 1) ? NaN : 1;
+    const out = await trainStep(params, tnlConfig, optimizer, splitBatch(batch, rows, span, microBatch), { gradClip: config.gradClip, lossFactor });
+    params = out.params;
     const seconds = (performance.now() - t0) / 1000;
     trainSeconds += seconds;
     tokensSeen += tokensPerStep;
     step++;
-    if (!Number.isFinite(out.value)) throw new Error(`training diverged at step ${step}: loss ${out.value}; lower the learning rate (--lr, now ${config.lr}) or raise the warmup (--warmup, now ${config.warmupSteps})`);
-    losses.push({ step, loss: out.value });
-    const tps = tokensPerStep / seconds;
-    log.write({ kind: "train", step, loss: out.value, lr, grad_norm: out.norm, tokens_per_s: tps, seconds });
-    bar?.update(step, { loss: out.value.toFixed(3), tps: Math.round(tokensSeen / trainSeconds) });
+    if (out.skipped) {
+      skippedSteps++;
+      log.write({ kind: "skip", step, loss: out.loss, grad_norm: out.gradNorm });
+      bar?.update(step, {});
+      say(`\nwarning: step ${step} skipped: loss ${out.loss}, gradient norm ${out.gradNorm} (${skippedSteps} skipped so far)`);
+      if (++skippedInARow === MAX_SKIPPED_IN_A_ROW) {
+        throw new Error(`training diverged at step ${step}: ${MAX_SKIPPED_IN_A_ROW} steps in a row had a loss or gradient that is not finite; lower the learning rate (--lr, now ${config.lr}) or raise the warmup (--warmup, now ${config.warmupSteps})`);
+      }
+    } else {
+      skippedInARow = 0;
+      lastGradNorm = out.gradNorm;
+      losses.push({ step, loss: out.loss });
+      const tps = tokensPerStep / seconds;
+      log.write({ kind: "train", step, loss: out.loss, lr, grad_norm: out.gradNorm, tokens_per_s: tps, mfu: mfu(parameters, tps, r.peak.tflops), seconds });
+      const average = tokensSeen / trainSeconds;
+      bar?.update(step, { loss: out.loss.toFixed(3), tps: Math.round(average), mfu: formatMfu(mfu(parameters, average, r.peak.tflops)), gnorm: out.gradNorm.toPrecision(3) });
+    }
 
     const outOfTime = config.timeLimitSeconds > 0 && trainSeconds >= config.timeLimitSeconds;
     const interrupted = options.signal?.aborted === true || step === options.stopAfterStep;
     if (step % config.evalInterval === 0 || step === config.steps || outOfTime) {
-      heldout = await evaluate(params, tnlConfig, tokenizer, evalWindows, config.batchSize);
+      heldout = await evaluate(params, tnlConfig, tokenizer, evalWindows, microBatch);
       log.write({ kind: "eval", step, loss: heldout.loss, perplexity: heldout.perplexity, bits_per_byte: heldout.bitsPerByte, seconds: trainSeconds });
       bar?.update(step, { heldout: progressHeldout(heldout) });
     }
@@ -193,33 +232,48 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
   }
   bar?.stop();
   if (step === config.steps && !existsSync(join(outDir, "checkpoints", `step-${String(step).padStart(6, "0")}`))) await checkpoint();
-  return { outDir, losses, stopped, summary: await finish({ config, tnlConfig, params, tokenizer, tokenizerFile, heldoutIds, corpus, outDir, step, trainSeconds, tokensSeen, backendName: backend.name, device: backend.capabilities.device, say, log }) };
+  const summary = await finish({
+    ...r,
+    tnlConfig,
+    params,
+    tokenizer,
+    heldout: data.heldout,
+    step,
+    trainSeconds,
+    tokensSeen,
+    parameters,
+    tokensPerStep,
+    microBatch,
+    skippedSteps,
+    lastGradNorm,
+  });
+  return { outDir, losses, stopped, summary };
 }
 
-interface FinishContext {
-  config: TrainConfig;
+/** Steps in a row with a loss or gradient that is not finite before the run gives up as diverged. */
+const MAX_SKIPPED_IN_A_ROW = 10;
+
+interface FinishContext extends RunContext {
   tnlConfig: TnlConfig;
   params: TnlParams;
   tokenizer: Tokenizer;
-  tokenizerFile: string;
-  heldoutIds: Int32Array;
-  corpus: { source: string; heldout: string };
-  outDir: string;
+  heldout: TokenSource;
   step: number;
   trainSeconds: number;
   tokensSeen: number;
-  backendName: string;
-  device: string;
-  say: (line: string) => void;
-  log: RunLog;
+  parameters: number;
+  tokensPerStep: number;
+  microBatch: number;
+  skippedSteps: number;
+  lastGradNorm: number | null;
 }
 
 /** The final model, a full held-out evaluation, samples, the loss chart and summary.json. */
 async function finish(c: FinishContext): Promise<Summary> {
   const modelDir = join(c.outDir, "model");
   await saveModelDir(modelDir, c.tnlConfig, c.params, c.tokenizerFile);
-  const full = await evaluate(c.params, c.tnlConfig, c.tokenizer, evaluationWindows(c.heldoutIds, c.config.seqLen), c.config.batchSize);
-  const unigram = unigramBitsPerByte(c.corpus.heldout);
+  const full = await evaluate(c.params, c.tnlConfig, c.tokenizer, evaluationWindows(c.heldout, c.config.seqLen), c.microBatch);
+  const unigram = c.data.unigramBitsPerByte();
   c.log.write({ kind: "eval", step: c.step, loss: full.loss, perplexity: full.perplexity, bits_per_byte: full.bitsPerByte, seconds: c.trainSeconds, full: true } as never);
 
   const prompt = c.tokenizer.encode(c.config.samplePrompt);
@@ -245,19 +299,29 @@ async function finish(c: FinishContext): Promise<Summary> {
   const last = (kind: string) => [...new Map(records.filter((r) => r.kind === kind && !r.full).map((r) => [r.step, r])).values()];
   const chart = await writeLossChart(c.outDir, last("train"), last("eval"));
 
+  const tokensPerSecond = c.tokensSeen / c.trainSeconds;
   const summary: Summary = {
     heldout_bits_per_byte: full.bitsPerByte,
     unigram_bits_per_byte: unigram,
     heldout_loss: full.loss,
     heldout_perplexity: full.perplexity,
-    tokens_per_second: c.tokensSeen / c.trainSeconds,
+    tokens_per_second: tokensPerSecond,
+    mfu: mfu(c.parameters, tokensPerSecond, c.peak.tflops),
+    peak_tflops: c.peak.tflops,
+    peak_tflops_source: c.peak.source,
+    grad_norm: c.lastGradNorm,
+    skipped_steps: c.skippedSteps,
+    tokens_per_step: c.tokensPerStep,
+    micro_batch: c.microBatch,
     train_seconds: c.trainSeconds,
     steps: c.step,
-    parameters: parameterCount(c.tnlConfig),
+    parameters: c.parameters,
     backend: c.backendName,
     device: c.device,
-    corpus: c.corpus.source,
+    corpus: c.data.source,
     vocab_size: c.tokenizer.vocabSize,
+    model_vocab_size: c.tnlConfig.vocabSize,
+    special_tokens: { pad: c.tnlConfig.padTokenId, bos: c.tnlConfig.bosTokenId, eos: c.tnlConfig.eosTokenId },
     samples,
   };
   const file = writeSummary(c.outDir, summary);
@@ -265,7 +329,8 @@ async function finish(c: FinishContext): Promise<Summary> {
   c.say("");
   c.say(`held-out (all ${full.tokens.toLocaleString("en")} tokens): ${full.bitsPerByte.toFixed(3)} bits per byte (loss ${full.loss.toFixed(3)}, perplexity ${full.perplexity.toFixed(1)})`);
   c.say(`unigram byte entropy of the same held-out text: ${unigram.toFixed(3)} bits per byte`);
-  c.say(`trained ${c.step} steps in ${c.trainSeconds.toFixed(0)} s at ${Math.round(summary.tokens_per_second)} tokens/s on ${c.backendName}`);
+  const skipped = c.skippedSteps > 0 ? ` (${c.skippedSteps} skipped: loss or gradient not finite)` : "";
+  c.say(`trained ${c.step} steps${skipped} in ${c.trainSeconds.toFixed(0)} s at ${Math.round(summary.tokens_per_second)} tokens/s on ${c.backendName}, MFU ${formatMfu(summary.mfu)}, last gradient norm ${c.lastGradNorm?.toPrecision(3) ?? "-"}`);
   c.say(`model: ${modelDir}   loss chart: ${chart.svg}, ${chart.png}   summary: ${file}`);
   c.say("samples:");
   for (const s of samples) c.say(`  ${JSON.stringify(s)}`);

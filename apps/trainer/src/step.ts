@@ -1,0 +1,116 @@
+/**
+ * One optimizer step over several micro-batches (gradient accumulation). The loss of a step is the
+ * mean over all its predicted tokens, whatever the micro-batches: micro-batch i, holding n_i of
+ * the step's N targets, contributes its own mean loss times n_i / N. So k micro-batches of n rows
+ * give the same update as one batch of k·n rows, ignored targets included (a mean of per-batch
+ * means would weigh a micro-batch with few targets as much as a full one).
+ *
+ * A step whose loss or gradient norm is not finite changes nothing: no update, no optimizer state.
+ */
+import { valueAndGrad, disposeTree, flattenTree, mapTree, type GradTree } from "@lightning-ts/autograd";
+import { clipGradNorm, type AdamW } from "@lightning-ts/autograd/optim";
+import { add, mul, scope, tensor, type Tensor } from "@lightning-ts/tensor";
+import { loss, type TnlConfig, type TnlParams } from "@lightning-ts/tnl";
+
+/** Label of a target that is not predicted (padding); the model's default. */
+export const IGNORE_INDEX = -100;
+
+/** Rows of `span` token ids; labels (the same shape) when some targets are ignored. */
+export interface MicroBatch {
+  ids: Int32Array;
+  rows: number;
+  span: number;
+  labels?: Int32Array;
+}
+
+/** Targets a micro-batch predicts: every position after the first of each row, less ignored labels. */
+export function targetCount(b: MicroBatch): number {
+  if (!b.labels) return b.rows * (b.span - 1);
+  let n = 0;
+  for (let r = 0; r < b.rows; r++) for (let t = 1; t < b.span; t++) if (b.labels[r * b.span + t] !== IGNORE_INDEX) n++;
+  return n;
+}
+
+/** The rows of one step cut into micro-batches of `microBatch` rows (the last one may be smaller). */
+export function splitBatch(ids: Int32Array, rows: number, span: number, microBatch: number, labels?: Int32Array): MicroBatch[] {
+  const out: MicroBatch[] = [];
+  for (let r = 0; r < rows; r += microBatch) {
+    const n = Math.min(microBatch, rows - r);
+    const at = (a: Int32Array) => a.subarray(r * span, (r + n) * span);
+    out.push({ ids: at(ids), rows: n, span, labels: labels && at(labels) });
+  }
+  return out;
+}
+
+/**
+ * The step's mean loss over all targets and its gradient, accumulated over the micro-batches.
+ * `lossFactor` multiplies the loss (1 by default); tests give NaN to make a step non-finite.
+ */
+export function accumulateGradients(params: TnlParams, config: TnlConfig, batches: readonly MicroBatch[], lossFactor = 1): { loss: Tensor; grads: GradTree<TnlParams> } {
+  const counts = batches.map(targetCount);
+  const total = counts.reduce((a, b) => a + b, 0);
+  if (total === 0) throw new Error("a training step with no targets (every label ignored)");
+  let acc: { loss: Tensor; grads: GradTree<TnlParams> } | null = null;
+  batches.forEach((b, i) => {
+    if (counts[i] === 0) return;
+    const weight = (counts[i] / total) * lossFactor;
+    const prev = acc;
+    acc = scope(() => {
+      const ids = tensor(b.ids, [b.rows, b.span], { dtype: "i32" });
+      const labels = b.labels && tensor(b.labels, [b.rows, b.span], { dtype: "i32" });
+      const f = (p: TnlParams) => {
+        const l = loss(p, config, ids, { labels, ignoreIndex: IGNORE_INDEX });
+        return weight === 1 ? l : mul(l, weight);
+      };
+      const { value, grads } = valueAndGrad(f)(params);
+      if (!prev) return { loss: value, grads };
+      const mine = flattenTree(grads);
+      return {
+        loss: add(prev.loss, value),
+        grads: mapTree(prev.grads, (g, path) => add(g, mine.get(path)!)) as GradTree<TnlParams>,
+      };
+    });
+    if (prev) {
+      prev.loss.dispose();
+      disposeTree(prev.grads);
+    }
+  });
+  return acc!;
+}
+
+export interface StepResult {
+  params: TnlParams;
+  loss: number;
+  /** The global L2 norm of the gradient, before clipping. */
+  gradNorm: number;
+  /** True when the loss or the gradient was not finite and the step was not taken. */
+  skipped: boolean;
+}
+
+/**
+ * Accumulates the gradient over `batches`, clips it to `gradClip` (0: no clipping) and updates
+ * `params` with `optimizer`, unless the loss or gradient norm is not finite. Reads the loss and
+ * norm back before updating: that read is the step's one synchronisation with the device.
+ */
+export async function trainStep(
+  params: TnlParams,
+  config: TnlConfig,
+  optimizer: AdamW,
+  batches: readonly MicroBatch[],
+  options: { gradClip: number; lossFactor?: number },
+): Promise<StepResult> {
+  const { lossFactor = 1 } = options;
+  const { loss: value, clipped, norm } = scope(() => {
+    const { loss: l, grads } = accumulateGradients(params, config, batches, lossFactor);
+    const c = clipGradNorm(grads, options.gradClip > 0 ? options.gradClip : Infinity);
+    return { loss: l, clipped: c.grads, norm: c.norm };
+  });
+  const out = { loss: (await value.data())[0], gradNorm: (await norm.data())[0] };
+  value.dispose();
+  norm.dispose();
+  const skipped = !Number.isFinite(out.loss) || !Number.isFinite(out.gradNorm);
+  let next = params;
+  if (!skipped) next = scope(() => optimizer.step<TnlParams>(params, clipped));
+  disposeTree(clipped);
+  return { params: next, ...out, skipped };
+}
