@@ -133,7 +133,7 @@ describe("prepare", () => {
 describe("training on token shards", () => {
   const out = join(root, "corpus");
 
-  it("trains on prepared shards and names damaged ones", async () => {
+  it("trains on prepared shards, resumes exactly, and names damaged ones", async () => {
     await prepare({ ...silent, inputs: [book], out, trainTokenizer: 300, heldoutFraction: 0.1, shardTokens: 5000 });
     const result = await train({ ...quiet(cacheDir), config: small(out, join(root, "run"), { steps: 4 }) });
     expect(result.summary!.corpus).toMatch(/uint16 token shards/);
@@ -141,6 +141,10 @@ describe("training on token shards", () => {
     expect(result.summary!.heldout_bits_per_byte).toBeGreaterThan(1);
     expect(result.summary!.unigram_bits_per_byte).toBeGreaterThan(3);
     expect(result.losses).toHaveLength(4);
+    // An interrupted run on shards resumes to the same losses, bit for bit.
+    await train({ ...quiet(cacheDir), config: small(out, join(root, "split"), { steps: 4 }), stopAfterStep: 2 });
+    const rest = await train({ ...quiet(cacheDir), config: small(out, join(root, "ignored")), resume: join(root, "split") });
+    expect(rest.losses).toEqual(result.losses.slice(2));
 
     // A --tokenizer other than the corpus's own.
     const other = join(root, "other.json");
