@@ -1,9 +1,10 @@
 /**
  * Trainer checkpoints. Each one is a directory under <outDir>/checkpoints/:
  *
- *   step-000080/model/          the model in the Hugging Face TNL layout (config.json, model.safetensors)
+ *   step-000080/model/          the model in the Hugging Face TNL layout (config.json, model.safetensors),
+ *                               in the run's dtype (bf16 weights stored as BF16, bit for bit)
  *   step-000080/tokenizer.json  the tokenizer the ids come from
- *   step-000080/optimizer.safetensors   AdamW moments, step and settings
+ *   step-000080/optimizer.safetensors   AdamW moments (and f32 master weights of bf16/f16 parameters), step and settings
  *   step-000080/trainer.json    the trainer config, the step, the RNG position, elapsed time
  *
  * A checkpoint is written into a temporary directory and renamed into place, then `latest.json`
@@ -12,9 +13,9 @@
  */
 import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import type { AdamW } from "@lightning-ts/autograd/optim";
+import type { AdamW, GradScalerState } from "@lightning-ts/autograd/optim";
 import { loadOptimizerState, saveOptimizerState } from "@lightning-ts/autograd/optim";
-import { loadCheckpoint, saveCheckpoint, type TnlConfig, type TnlParams } from "@lightning-ts/tnl";
+import { loadCheckpoint, type ModelDType, saveCheckpoint, type TnlConfig, type TnlParams } from "@lightning-ts/tnl";
 import type { TrainConfig } from "./config.js";
 
 export class CheckpointError extends Error {
@@ -34,6 +35,8 @@ export interface TrainerState {
   tokensSeen: number;
   /** Steps skipped for a loss or gradient that was not finite (absent in older checkpoints). */
   skippedSteps?: number;
+  /** The f16 loss scale and its growth counter (f16 runs only). */
+  lossScale?: GradScalerState;
 }
 
 const LATEST = "latest.json";
@@ -133,10 +136,10 @@ export function readTrainerState(checkpoint: string): TrainerState {
   return state;
 }
 
-/** Loads the model and the optimizer state of `checkpoint` into `optimizer`. */
-export async function loadTrainerCheckpoint(checkpoint: string, optimizer: AdamW): Promise<{ config: TnlConfig; params: TnlParams }> {
+/** Loads the model (its parameters in `dtype`) and the optimizer state of `checkpoint` into `optimizer`. */
+export async function loadTrainerCheckpoint(checkpoint: string, optimizer: AdamW, dtype: ModelDType = "f32"): Promise<{ config: TnlConfig; params: TnlParams }> {
   try {
-    const model = await loadCheckpoint(join(checkpoint, "model"));
+    const model = await loadCheckpoint(join(checkpoint, "model"), { dtype });
     await loadOptimizerState(optimizer, join(checkpoint, "optimizer.safetensors"));
     return model;
   } catch (err) {

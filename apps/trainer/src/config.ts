@@ -7,7 +7,7 @@
  */
 import { readFileSync } from "node:fs";
 import { extname } from "node:path";
-import { PRESETS } from "@lightning-ts/tnl";
+import { DTYPE_HELP, isModelDType, MODEL_DTYPES, type ModelDType, PRESETS } from "@lightning-ts/tnl";
 import { parse as parseToml } from "smol-toml";
 
 export interface ModelSection {
@@ -58,6 +58,8 @@ export interface TrainConfig {
   keepCheckpoints: number;
   seed: number;
   backend: "cpu" | "cuda" | "webgpu";
+  /** Parameters and compute in this dtype (f32 master weights in the optimizer); null for the backend's default (bf16 on cuda, f32 elsewhere). */
+  dtype: ModelDType | null;
   /** The device's peak rate for MFU, in TFLOP/s; null for the backend's default (throughput.ts). */
   peakTflops: number | null;
   outDir: string;
@@ -98,6 +100,7 @@ export const DEFAULT_CONFIG: TrainConfig = {
   keepCheckpoints: 2,
   seed: 1,
   backend: "cpu",
+  dtype: null,
   peakTflops: null,
   outDir: "runs/default",
   samplePrompt: "Call me Ishmael.",
@@ -114,7 +117,7 @@ export class ConfigError extends Error {
   }
 }
 
-type Kind = "int+" | "int+?" | "int0" | "number+" | "number+?" | "number0" | "fraction" | "string" | "strings" | "path?" | "preset?" | "backend";
+type Kind = "int+" | "int+?" | "int0" | "number+" | "number+?" | "number0" | "fraction" | "string" | "strings" | "path?" | "preset?" | "backend" | "dtype?";
 
 const SCHEMA: Record<string, Kind> = {
   data: "strings",
@@ -146,6 +149,7 @@ const SCHEMA: Record<string, Kind> = {
   keepCheckpoints: "int+",
   seed: "int0",
   backend: "backend",
+  dtype: "dtype?",
   peakTflops: "number+?",
   outDir: "string",
   samplePrompt: "string",
@@ -168,6 +172,7 @@ const EXPECT: Record<Kind, string> = {
   "path?": "a file path or null",
   "preset?": `one of the presets ${Object.keys(PRESETS).join(", ")}`,
   backend: 'one of "cpu", "cuda", "webgpu"',
+  "dtype?": `one of ${MODEL_DTYPES.map((d) => JSON.stringify(d)).join(", ")} or null`,
 };
 
 function valid(kind: Kind, v: unknown): boolean {
@@ -196,6 +201,8 @@ function valid(kind: Kind, v: unknown): boolean {
       return v === null || (typeof v === "string" && Object.hasOwn(PRESETS, v));
     case "backend":
       return v === "cpu" || v === "cuda" || v === "webgpu";
+    case "dtype?":
+      return v === null || isModelDType(v);
   }
 }
 
@@ -254,6 +261,7 @@ export const CLI_FLAGS: readonly { flag: string; key: string; help: string; type
   { flag: "--checkpoint-interval <n>", key: "checkpointInterval", help: `steps between checkpoints (default ${DEFAULT_CONFIG.checkpointInterval})`, type: "int" },
   { flag: "--seed <n>", key: "seed", help: `random seed (default ${DEFAULT_CONFIG.seed})`, type: "int" },
   { flag: "--backend <name>", key: "backend", help: "cpu (default), cuda or webgpu", type: "string" },
+  { flag: "--dtype <dtype>", key: "dtype", help: `parameters and compute in ${DTYPE_HELP}; f32 master weights and moments either way, loss scaling for f16`, type: "string" },
   { flag: "--peak-tflops <x>", key: "peakTflops", help: "the device's peak TFLOP/s for MFU (default: 790 on cuda, the H200's measured bf16 matmul rate; on cpu and webgpu the f32 matmul rate measured at start)", type: "number" },
 ];
 

@@ -6,10 +6,12 @@
  * means would weigh a micro-batch with few targets as much as a full one).
  *
  * A step whose loss or gradient norm is not finite changes nothing: no update, no optimizer state.
+ * With f16, the loss is scaled by a GradScaler's scale before the backward pass and the gradient
+ * unscaled into f32 before clipping; a skipped step backs the scale off.
  */
 import { valueAndGrad, disposeTree, flattenTree, mapTree, type GradTree } from "@lightning-ts/autograd";
-import { clipGradNorm, type AdamW } from "@lightning-ts/autograd/optim";
-import { add, mul, scope, tensor, type Tensor } from "@lightning-ts/tensor";
+import { clipGradNorm, type AdamW, type GradScaler } from "@lightning-ts/autograd/optim";
+import { add, cast, div, mul, scope, tensor, type Tensor } from "@lightning-ts/tensor";
 import { loss, type TnlConfig, type TnlParams } from "@lightning-ts/tnl";
 
 /** Label of a target that is not predicted (padding); the model's default. */
@@ -67,7 +69,7 @@ export function accumulateGradients(params: TnlParams, config: TnlConfig, batche
       const mine = flattenTree(grads);
       return {
         loss: add(prev.loss, value),
-        grads: mapTree(prev.grads, (g, path) => add(g, mine.get(path)!)) as GradTree<TnlParams>,
+        grads: mapTree(prev.grads, (g, path) => add(toF32(g), toF32(mine.get(path)!))) as GradTree<TnlParams>,
       };
     });
     if (prev) {
@@ -77,6 +79,9 @@ export function accumulateGradients(params: TnlParams, config: TnlConfig, batche
   });
   return acc!;
 }
+
+/** Half-precision gradients add up in f32 (the optimizer takes f32 gradients for bf16/f16 parameters). */
+const toF32 = (t: Tensor) => (t.dtype === "bf16" || t.dtype === "f16" ? cast(t, "f32") : t);
 
 export interface StepResult {
   params: TnlParams;
@@ -97,13 +102,14 @@ export async function trainStep(
   config: TnlConfig,
   optimizer: AdamW,
   batches: readonly MicroBatch[],
-  options: { gradClip: number; lossFactor?: number },
+  options: { gradClip: number; lossFactor?: number; scaler?: GradScaler },
 ): Promise<StepResult> {
-  const { lossFactor = 1 } = options;
+  const { lossFactor = 1, scaler } = options;
+  const scale = scaler?.scale ?? 1;
   const { loss: value, clipped, norm } = scope(() => {
-    const { loss: l, grads } = accumulateGradients(params, config, batches, lossFactor);
-    const c = clipGradNorm(grads, options.gradClip > 0 ? options.gradClip : Infinity);
-    return { loss: l, clipped: c.grads, norm: c.norm };
+    const { loss: l, grads } = accumulateGradients(params, config, batches, lossFactor * scale);
+    const c = clipGradNorm(scaler ? scaler.unscale(grads) : grads, options.gradClip > 0 ? options.gradClip : Infinity);
+    return { loss: scale === 1 ? l : div(l, scale), clipped: c.grads, norm: c.norm };
   });
   const out = { loss: (await value.data())[0], gradNorm: (await norm.data())[0] };
   value.dispose();
@@ -111,6 +117,7 @@ export async function trainStep(
   const skipped = !Number.isFinite(out.loss) || !Number.isFinite(out.gradNorm);
   let next = params;
   if (!skipped) next = scope(() => optimizer.step<TnlParams>(params, clipped));
+  scaler?.update(!skipped);
   disposeTree(clipped);
   return { params: next, ...out, skipped };
 }

@@ -5,10 +5,10 @@
  */
 import { existsSync, readFileSync } from "node:fs";
 import { join, resolve } from "node:path";
-import { AdamW, warmupCosine } from "@lightning-ts/autograd/optim";
+import { AdamW, GradScaler, warmupCosine } from "@lightning-ts/autograd/optim";
 import { createBackend } from "@lightning-ts/backends";
 import { liveTensorCount, setBackend } from "@lightning-ts/tensor";
-import { generateIds, initParams, makeConfig, parameterCount, PRESETS, type TnlConfig, type TnlParams } from "@lightning-ts/tnl";
+import { generateIds, initParams, makeConfig, type ModelDType, parameterCount, PRESETS, resolveDType, type TnlConfig, type TnlParams } from "@lightning-ts/tnl";
 import type { Tokenizer } from "@lightning-ts/tokenizer";
 import { evaluationWindows, trainingBatch } from "./batches.js";
 import {
@@ -98,13 +98,14 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
   const log = new RunLog(join(outDir, "log.jsonl"));
 
   const backend = await createBackend(config.backend);
+  const dtype = resolveDType(backend, config.dtype);
   setBackend(backend);
-  say(`backend: ${backend.name} (${backend.capabilities.device})`);
+  say(`backend: ${backend.name} (${backend.capabilities.device}), ${dtype}`);
 
   const tokenizerFile = join(outDir, "tokenizer.json");
   const data = await loadTrainingData({ config, tokenizerFile, resumeDir: resumed?.dir, cacheDir: options.cacheDir ?? resolve(".cache", "tokens"), say });
   try {
-    return await run({ options, config, resumed, outDir, log, data, tokenizerFile, backendName: backend.name, device: backend.capabilities.device, peak: await peakTflops(backend, config.peakTflops), say });
+    return await run({ options, config, resumed, outDir, log, data, tokenizerFile, dtype, backendName: backend.name, device: backend.capabilities.device, peak: await peakTflops(backend, config.peakTflops), say });
   } finally {
     data.close();
   }
@@ -118,6 +119,8 @@ interface RunContext {
   log: RunLog;
   data: TrainingData;
   tokenizerFile: string;
+  /** Parameters and compute (the optimizer keeps f32 master weights of bf16/f16 ones). */
+  dtype: ModelDType;
   backendName: string;
   device: string;
   peak: { tflops: number; source: string };
@@ -130,6 +133,8 @@ async function run(r: RunContext): Promise<TrainResult> {
   say(`corpus: ${data.source}: ${data.train.length.toLocaleString("en")} training tokens, ${data.heldout.length.toLocaleString("en")} held out`);
 
   const optimizer = optimizerFor(config);
+  // f16 needs dynamic loss scaling; bf16 has f32's exponent range and does not.
+  const scaler = r.dtype === "f16" ? new GradScaler() : undefined;
   let tnlConfig: TnlConfig;
   let params: TnlParams;
   let step = 0;
@@ -137,7 +142,8 @@ async function run(r: RunContext): Promise<TrainResult> {
   let tokensSeen = 0;
   let skippedSteps = 0;
   if (resumed) {
-    const model = await loadTrainerCheckpoint(resumed.dir, optimizer);
+    const model = await loadTrainerCheckpoint(resumed.dir, optimizer, r.dtype);
+    if (scaler && resumed.state.lossScale) scaler.loadStateDict(resumed.state.lossScale);
     tnlConfig = model.config;
     params = model.params;
     ({ step, trainSeconds, tokensSeen } = resumed.state);
@@ -148,7 +154,7 @@ async function run(r: RunContext): Promise<TrainResult> {
     const model = modelConfig(config, tokenizer);
     tnlConfig = model.config;
     say(`special tokens: ${model.specials}`);
-    params = initParams(tnlConfig, { seed: config.seed });
+    params = initParams(tnlConfig, { seed: config.seed, dtype: r.dtype });
     log.write({ kind: "start", step: 0, config, parameters: parameterCount(tnlConfig), special_tokens: model.specials });
   }
   const parameters = parameterCount(tnlConfig);
@@ -169,6 +175,7 @@ async function run(r: RunContext): Promise<TrainResult> {
     trainSeconds,
     tokensSeen,
     skippedSteps,
+    ...(scaler ? { lossScale: scaler.stateDict() } : {}),
   });
   const checkpoint = async () => {
     const dir = await saveTrainerCheckpoint(outDir, state(), { config: tnlConfig, params }, optimizer, tokenizerFile);
@@ -187,7 +194,7 @@ async function run(r: RunContext): Promise<TrainResult> {
     const lr = optimizer.learningRate();
     const batch = trainingBatch(data.train, config.seed, step, rows, config.seqLen);
     const lossFactor = options.nonFiniteSteps?.includes(step + 1) ? NaN : 1;
-    const out = await trainStep(params, tnlConfig, optimizer, splitBatch(batch, rows, span, microBatch), { gradClip: config.gradClip, lossFactor });
+    const out = await trainStep(params, tnlConfig, optimizer, splitBatch(batch, rows, span, microBatch), { gradClip: config.gradClip, lossFactor, scaler });
     params = out.params;
     const seconds = (performance.now() - t0) / 1000;
     trainSeconds += seconds;
@@ -195,10 +202,12 @@ async function run(r: RunContext): Promise<TrainResult> {
     step++;
     if (out.skipped) {
       skippedSteps++;
-      log.write({ kind: "skip", step, loss: out.loss, grad_norm: out.gradNorm });
+      log.write({ kind: "skip", step, loss: out.loss, grad_norm: out.gradNorm, ...(scaler ? { loss_scale: scaler.scale } : {}) });
       bar?.update(step, {});
-      say(`\nwarning: step ${step} skipped: loss ${out.loss}, gradient norm ${out.gradNorm} (${skippedSteps} skipped so far)`);
-      if (++skippedInARow === MAX_SKIPPED_IN_A_ROW) {
+      say(`\nwarning: step ${step} skipped: loss ${out.loss}, gradient norm ${out.gradNorm} (${skippedSteps} skipped so far${scaler ? `; f16 loss scale now ${scaler.scale}` : ""})`);
+      // An f16 gradient that overflows at a large loss scale is cured by backing off: not divergence while the scale is above 1.
+      const backingOff = scaler !== undefined && Number.isFinite(out.loss) && scaler.scale >= 1;
+      if (!backingOff && ++skippedInARow === MAX_SKIPPED_IN_A_ROW) {
         throw new Error(`training diverged at step ${step}: ${MAX_SKIPPED_IN_A_ROW} steps in a row had a loss or gradient that is not finite; lower the learning rate (--lr, now ${config.lr}) or raise the warmup (--warmup, now ${config.warmupSteps})`);
       }
     } else {
