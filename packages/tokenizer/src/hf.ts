@@ -3,7 +3,7 @@
  * and post-processors BPE tokenizers use, and writing byte-level BPE models that `tokenizers` and
  * `transformers` load. Anything else is refused with an error that names the setting.
  */
-import { BYTE_TO_CHAR, byteLevelBytes, parseBytePiece, utf8 } from "./bytes.js";
+import { BYTE_TO_CHAR, byteLevelBytes, byteLevelString, parseBytePiece, utf8 } from "./bytes.js";
 import { fail, prose, TokenizerError } from "./errors.js";
 import { MergeTable, mergesSpanNewline } from "./merge.js";
 import type { Normalizer, PreTokenizer, PrependScheme } from "./pretokenize.js";
@@ -339,7 +339,8 @@ function parsePostProcessor(value: unknown, arg: string, idOf: Map<string, numbe
 export function saveTokenizerJson(tokenizer: Tokenizer): string {
   const m = tokenizer.model;
   if (m.source !== undefined) return JSON.stringify(m.source, null, 2);
-  if (m.kind !== "byte-level" || m.pattern === undefined) fail("tokenizer", "a byte-level BPE model (trained here or read from tokenizer.json)", prose(`a ${m.kind} model`));
+  if (m.kind === "tiktoken") return tiktokenJson(m);
+  if (m.kind !== "byte-level" || m.pattern === undefined) fail("tokenizer", "a byte-level BPE model (trained here, read from tokenizer.json or from a tiktoken rank file)", prose(`a ${m.kind} model`));
   const byteLevel = { type: "ByteLevel", add_prefix_space: false, trim_offsets: true, use_regex: m.pattern === GPT2_PATTERN };
   const preTokenizer =
     m.pattern === GPT2_PATTERN
@@ -375,4 +376,88 @@ export function saveTokenizerJson(tokenizer: Tokenizer): string {
     },
   };
   return JSON.stringify(json, null, 2);
+}
+
+/**
+ * A tiktoken model as a byte-level BPE tokenizer.json. tiktoken keeps only ranks; the merge that
+ * makes a token is found by running BPE on its bytes with every lower rank until two parts are
+ * left (what Hugging Face's tiktoken converter does). The split pattern goes into a Split
+ * pre-tokenizer in front of the byte-level one.
+ */
+function tiktokenJson(m: Tokenizer["model"]): string {
+  const pattern = m.pattern;
+  if (pattern === undefined) fail("tokenizer", "a tiktoken model with its split pattern", "none");
+  const specialIds = new Set(m.specials.map((t) => t.id));
+  const key = (bytes: Uint8Array) => String.fromCharCode(...bytes);
+  const rankOf = new Map<string, number>();
+  m.bytes.forEach((b, id) => {
+    if (b.length > 0 && !specialIds.has(id)) rankOf.set(key(b), id);
+  });
+  const vocab: Record<string, number> = {};
+  const merges: [string, string][] = [];
+  m.bytes.forEach((b, rank) => {
+    if (b.length === 0 || specialIds.has(rank)) return;
+    vocab[byteLevelString(b)] = rank;
+    if (b.length < 2) return;
+    let parts = Array.from(b, (x) => Uint8Array.of(x));
+    for (;;) {
+      let best = -1;
+      let bestRank = rank;
+      for (let i = 0; i + 1 < parts.length; i++) {
+        const r = rankOf.get(key(parts[i]) + key(parts[i + 1]));
+        if (r !== undefined && r < bestRank) [best, bestRank] = [i, r];
+      }
+      if (best < 0) break;
+      const joined = new Uint8Array(parts[best].length + parts[best + 1].length);
+      joined.set(parts[best]);
+      joined.set(parts[best + 1], parts[best].length);
+      parts = [...parts.slice(0, best), joined, ...parts.slice(best + 2)];
+    }
+    if (parts.length === 2) merges.push([byteLevelString(parts[0]), byteLevelString(parts[1])]);
+  });
+  const byteLevel = { type: "ByteLevel", add_prefix_space: false, trim_offsets: true, use_regex: pattern === GPT2_PATTERN };
+  const json = {
+    version: "1.0",
+    truncation: null,
+    padding: null,
+    added_tokens: m.specials.map((t) => ({ id: t.id, content: t.content, single_word: false, lstrip: false, rstrip: false, normalized: false, special: t.special })),
+    normalizer: null,
+    pre_tokenizer:
+      pattern === GPT2_PATTERN
+        ? byteLevel
+        : { type: "Sequence", pretokenizers: [{ type: "Split", pattern: { Regex: withoutPossessives(pattern) }, behavior: "Isolated", invert: false }, byteLevel] },
+    post_processor: null,
+    decoder: { type: "ByteLevel", add_prefix_space: true, trim_offsets: true, use_regex: true },
+    model: { type: "BPE", dropout: null, unk_token: null, continuing_subword_prefix: null, end_of_word_suffix: null, fuse_unk: false, byte_fallback: false, ignore_merges: true, vocab, merges },
+  };
+  return JSON.stringify(json, null, 2);
+}
+
+/**
+ * tiktoken's patterns use possessive quantifiers (`\p{N}{1,3}+`, `\p{L}++`), which split text as
+ * the greedy ones do; Hugging Face tokenizers' regex engine reads `{1,3}+` as "one or more runs of
+ * one to three", so the file carries the greedy spelling. Its `$` means end of line, so the end of
+ * the text is written `\z`.
+ */
+function withoutPossessives(pattern: string): string {
+  let out = "";
+  for (let i = 0; i < pattern.length; i++) {
+    const c = pattern[i];
+    if (c === "\\") {
+      out += pattern.slice(i, i + 2);
+      i++;
+    } else if (c === "[") {
+      // A character class, copied whole: a "+" inside it is a character.
+      let j = i + 1;
+      while (j < pattern.length && pattern[j] !== "]") j += pattern[j] === "\\" ? 2 : 1;
+      out += pattern.slice(i, j + 1);
+      i = j;
+    } else if (c === "$") {
+      out += "\\z";
+    } else {
+      out += c;
+      if ("?*+}".includes(c) && pattern[i + 1] === "+" && pattern[i - 1] !== "(") i++;
+    }
+  }
+  return out;
 }

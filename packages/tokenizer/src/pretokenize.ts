@@ -42,7 +42,8 @@ export function compilePattern(pattern: string): RegExp {
     if (c === "\\") {
       const m = /^\\[pP]\{[^}]*\}/.exec(pattern.slice(i));
       const esc = m ? m[0] : pattern.slice(i, i + 2);
-      out += esc;
+      // \z (end of text, as Oniguruma and Rust write it) is what `$` means in a JavaScript regex without the m flag.
+      out += esc === "\\z" ? "$" : esc;
       i += esc.length - 1;
       afterQuantifier = false;
       continue;

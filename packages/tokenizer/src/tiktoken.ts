@@ -101,5 +101,6 @@ export function loadTiktoken(text: string, options: TiktokenOptions = {}): Token
     stripLeadingSpace: false,
     template: { prefix: [], suffix: [] },
     splitsAfterNewline: true,
+    pattern,
   });
 }

@@ -15,7 +15,7 @@ import { join } from "node:path";
 import { SentencePieceProcessor } from "@agnai/sentencepiece-js";
 import llama from "llama-tokenizer-js";
 import { Tokenizer as HfTokenizer } from "tokenizers";
-import { loadSentencePieceModel, loadTiktoken, loadTokenizerJson } from "../src/index.js";
+import { loadSentencePieceModel, loadTiktoken, loadTokenizerJson, saveTokenizerJson } from "../src/index.js";
 import { corpus, llamaPieces, llamaTokenizerJson, randomStrings, tiktokenFile, tiktokenToTokenizerJson, UNICODE_SAMPLES, writeSentencePieceModel } from "./helpers.js";
 
 const texts = () => [...UNICODE_SAMPLES, ...randomStrings(7, 40, 60)];
@@ -90,6 +90,31 @@ describe("SentencePiece BPE (LLaMA vocabulary, byte fallback)", () => {
       const ids = ours.encode(s, { addSpecialTokens: true });
       expectSameIds(ids, (await hf.encode(s)).getIds(), `HF llama ${JSON.stringify(s)}`);
       expect(ours.decode(ids, { skipSpecialTokens: true })).toBe(await hf.decode(ids, true));
+    }
+  });
+});
+
+describe("tiktoken models written as tokenizer.json", () => {
+  it("r50k: the same vocabulary and merges as the independent converter, the same ids in Hugging Face tokenizers", async () => {
+    const written = saveTokenizerJson(loadTiktoken(tiktokenFile("r50k_base"), { pattern: "r50k_base", specialTokens: { "<|endoftext|>": 50256 } }));
+    const parsed = JSON.parse(written) as { model: { vocab: unknown; merges: unknown }; added_tokens: unknown };
+    const oracle = tiktokenToTokenizerJson(tiktokenFile("r50k_base"), { "<|endoftext|>": 50256 }) as { model: { vocab: unknown; merges: unknown } };
+    expect(parsed.model.vocab).toEqual(oracle.model.vocab);
+    expect(parsed.model.merges).toEqual(oracle.model.merges);
+    const hf = HfTokenizer.fromString(written);
+    const text = corpus().slice(0, 200_000);
+    expectSameIds((await hf.encode(text, null, { addSpecialTokens: false })).getIds(), r50k(text), "HF from written r50k");
+  });
+
+  it("cl100k: its split pattern survives, so the written file encodes as tiktoken does", async () => {
+    const tik = loadTiktoken(tiktokenFile("cl100k_base"), { pattern: "cl100k_base", specialTokens: { "<|endoftext|>": 100257 } });
+    const written = saveTokenizerJson(tik);
+    const ours = loadTokenizerJson(written);
+    const hf = HfTokenizer.fromString(written);
+    for (const s of [...texts(), corpus().slice(0, 50_000)]) {
+      const ids = tik.encode(s);
+      expectSameIds(ours.encode(s), ids, `ours from written cl100k ${JSON.stringify(s.slice(0, 40))}`);
+      expectSameIds((await hf.encode(s, null, { addSpecialTokens: false })).getIds(), ids, `HF from written cl100k ${JSON.stringify(s.slice(0, 40))}`);
     }
   });
 });
