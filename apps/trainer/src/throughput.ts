@@ -1,8 +1,8 @@
 /**
  * Model FLOP utilisation: 6 · parameters · tokens/s (a forward and a backward pass, attention not
- * counted, as PERFORMANCE.md §2 counts it) over the device's peak rate. The peak is `--peak-tflops`
+ * counted, as docs/PERFORMANCE.md §2 counts it) over the device's peak rate. The peak is `--peak-tflops`
  * when given; otherwise, per backend:
- * - cuda: 790 TFLOP/s, the dense bf16 matmul rate measured on the H200 (PERFORMANCE.md §2), the
+ * - cuda: 790 TFLOP/s, the dense bf16 matmul rate measured on the H200 (docs/PERFORMANCE.md §2), the
  *   figure the project's MFU targets are stated against;
  * - cpu, webgpu: the f32 matmul rate of this machine, measured at start (a fraction of a second).
  */
