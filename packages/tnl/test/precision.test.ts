@@ -61,7 +61,8 @@ function run(p: Precision, steps: number): { losses: number[]; params: TnlParams
   return { losses, params, opt };
 }
 
-const dtypes = (params: TnlParams) => [...new Set(collectTensors(params).map((t) => t.dtype))];
+/** The dtypes of the tensors in a tree (parameters or gradients). */
+const dtypes = (tree: unknown) => [...new Set(collectTensors(tree).map((t) => t.dtype))];
 const bits = async (t: Tensor) => Array.from(new Uint16Array((await t.bytes()).buffer));
 
 describe("bf16 training on the CPU", () => {
@@ -111,7 +112,7 @@ describe("bf16 training on the CPU", () => {
     const ids = batch(0);
     const { value, grads } = valueAndGrad((q: TnlParams) => loss(q, config, ids, { compute: "bf16" }))(params);
     expect(value.dtype).toBe("f32"); // the loss is f32 whatever the compute dtype
-    expect(dtypes(grads as TnlParams)).toEqual(["f32"]);
+    expect(dtypes(grads)).toEqual(["f32"]);
     // The same bf16-rounded weights and compute; only LRPE θ differs (kept f32 here, stored bf16 there).
     expect(value.dataSync()[0]).toBeCloseTo(bf16.losses[0], 4);
     disposeTree([value, grads]);
@@ -152,7 +153,7 @@ describe("f16 with dynamic loss scaling", () => {
     for (let s = 0; s < 30; s++) {
       const scale = scaler.scale;
       const { value, grads } = valueAndGrad((q: TnlParams) => scaler.scaleLoss(loss(q, config, batch(s))))(params);
-      expect(dtypes(grads as TnlParams)).toEqual(["f16"]);
+      expect(dtypes(grads)).toEqual(["f16"]);
       const unscaled = scaler.unscale(grads);
       const { grads: clipped, norm } = clipGradNorm(unscaled, 1.0);
       const before = params;
