@@ -116,6 +116,8 @@ export interface Summary {
   parameters: number;
   backend: string;
   device: string;
+  /** The dtype the model computed and stored its weights in (--dtype, or the backend's default). */
+  dtype: string;
   corpus: string;
   /** The tokenizer's vocabulary. */
   vocab_size: number;

@@ -327,6 +327,7 @@ async function finish(c: FinishContext): Promise<Summary> {
     parameters: c.parameters,
     backend: c.backendName,
     device: c.device,
+    dtype: c.dtype,
     corpus: c.data.source,
     vocab_size: c.tokenizer.vocabSize,
     model_vocab_size: c.tnlConfig.vocabSize,

@@ -38,6 +38,7 @@ describe("trainer --dtype", () => {
     console.log(`bf16 vs f32 over 8 steps: |Δloss|/loss max ${(100 * Math.max(...rel)).toFixed(2)}%; held-out ${whole.summary!.heldout_loss.toFixed(4)} vs ${f32.summary!.heldout_loss.toFixed(4)}`);
     expect(Math.max(...rel)).toBeLessThan(0.01);
     expect(Math.abs(whole.summary!.heldout_loss - f32.summary!.heldout_loss) / f32.summary!.heldout_loss).toBeLessThan(0.01);
+    expect([whole.summary!.dtype, f32.summary!.dtype]).toEqual(["bf16", "f32"]);
     const ckpt = join(root, "bf16-whole", "checkpoints", "step-000008");
     expect((await inspectCheckpoint(join(ckpt, "model"))).dtypes).toEqual(["BF16"]);
     expect((await inspectCheckpoint(join(root, "bf16-whole", "model"))).dtypes).toEqual(["BF16"]);
