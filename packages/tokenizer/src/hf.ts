@@ -339,20 +339,15 @@ function parsePostProcessor(value: unknown, arg: string, idOf: Map<string, numbe
 export function saveTokenizerJson(tokenizer: Tokenizer): string {
   const m = tokenizer.model;
   if (m.source !== undefined) return JSON.stringify(m.source, null, 2);
-  if (m.kind === "tiktoken") return tiktokenJson(m);
-  if (m.kind !== "byte-level" || m.pattern === undefined) fail("tokenizer", "a byte-level BPE model (trained here, read from tokenizer.json or from a tiktoken rank file)", prose(`a ${m.kind} model`));
+  if (m.pattern === undefined || (m.kind !== "byte-level" && m.kind !== "tiktoken")) {
+    fail("tokenizer", "a byte-level BPE model (trained here, read from tokenizer.json or from a tiktoken rank file)", prose(`a ${m.kind} model`));
+  }
+  const { vocab, merges } = m.kind === "tiktoken" ? tiktokenVocab(m) : byteLevelVocab(m);
   const byteLevel = { type: "ByteLevel", add_prefix_space: false, trim_offsets: true, use_regex: m.pattern === GPT2_PATTERN };
   const preTokenizer =
     m.pattern === GPT2_PATTERN
       ? byteLevel
-      : { type: "Sequence", pretokenizers: [{ type: "Split", pattern: { Regex: m.pattern }, behavior: "Isolated", invert: false }, byteLevel] };
-  const vocab: Record<string, number> = {};
-  m.tokens.forEach((t, id) => (vocab[t] = id));
-  const merges: [string, string][] = [];
-  for (let r = 0; r < m.merges.size; r++) {
-    const [a, b] = m.merges.pair(r);
-    merges.push([m.tokens[a], m.tokens[b]]);
-  }
+      : { type: "Sequence", pretokenizers: [{ type: "Split", pattern: { Regex: oniguruma(m.pattern) }, behavior: "Isolated", invert: false }, byteLevel] };
   const json = {
     version: "1.0",
     truncation: null,
@@ -370,7 +365,8 @@ export function saveTokenizerJson(tokenizer: Tokenizer): string {
       end_of_word_suffix: null,
       fuse_unk: false,
       byte_fallback: false,
-      ignore_merges: false,
+      // tiktoken looks a whole piece up before merging.
+      ignore_merges: m.ignoreMerges,
       vocab,
       merges,
     },
@@ -378,15 +374,29 @@ export function saveTokenizerJson(tokenizer: Tokenizer): string {
   return JSON.stringify(json, null, 2);
 }
 
+interface BpeTables {
+  vocab: Record<string, number>;
+  merges: [string, string][];
+}
+
+/** A byte-level model's tokens and merges, as its tokens are written. */
+function byteLevelVocab(m: Tokenizer["model"]): BpeTables {
+  const vocab: Record<string, number> = {};
+  m.tokens.forEach((t, id) => (vocab[t] = id));
+  const merges: [string, string][] = [];
+  for (let r = 0; r < m.merges.size; r++) {
+    const [a, b] = m.merges.pair(r);
+    merges.push([m.tokens[a], m.tokens[b]]);
+  }
+  return { vocab, merges };
+}
+
 /**
- * A tiktoken model as a byte-level BPE tokenizer.json. tiktoken keeps only ranks; the merge that
- * makes a token is found by running BPE on its bytes with every lower rank until two parts are
- * left (what Hugging Face's tiktoken converter does). The split pattern goes into a Split
- * pre-tokenizer in front of the byte-level one.
+ * A tiktoken model's ranks as a byte-level vocabulary and merges. tiktoken keeps only ranks; the
+ * merge that makes a token is found by running BPE on its bytes with every lower rank until two
+ * parts are left (what Hugging Face's tiktoken converter does).
  */
-function tiktokenJson(m: Tokenizer["model"]): string {
-  const pattern = m.pattern;
-  if (pattern === undefined) fail("tokenizer", "a tiktoken model with its split pattern", "none");
+function tiktokenVocab(m: Tokenizer["model"]): BpeTables {
   const specialIds = new Set(m.specials.map((t) => t.id));
   const key = (bytes: Uint8Array) => String.fromCharCode(...bytes);
   const rankOf = new Map<string, number>();
@@ -415,37 +425,25 @@ function tiktokenJson(m: Tokenizer["model"]): string {
     }
     if (parts.length === 2) merges.push([byteLevelString(parts[0]), byteLevelString(parts[1])]);
   });
-  const byteLevel = { type: "ByteLevel", add_prefix_space: false, trim_offsets: true, use_regex: pattern === GPT2_PATTERN };
-  const json = {
-    version: "1.0",
-    truncation: null,
-    padding: null,
-    added_tokens: m.specials.map((t) => ({ id: t.id, content: t.content, single_word: false, lstrip: false, rstrip: false, normalized: false, special: t.special })),
-    normalizer: null,
-    pre_tokenizer:
-      pattern === GPT2_PATTERN
-        ? byteLevel
-        : { type: "Sequence", pretokenizers: [{ type: "Split", pattern: { Regex: withoutPossessives(pattern) }, behavior: "Isolated", invert: false }, byteLevel] },
-    post_processor: null,
-    decoder: { type: "ByteLevel", add_prefix_space: true, trim_offsets: true, use_regex: true },
-    model: { type: "BPE", dropout: null, unk_token: null, continuing_subword_prefix: null, end_of_word_suffix: null, fuse_unk: false, byte_fallback: false, ignore_merges: true, vocab, merges },
-  };
-  return JSON.stringify(json, null, 2);
+  return { vocab, merges };
 }
 
 /**
- * tiktoken's patterns use possessive quantifiers (`\p{N}{1,3}+`, `\p{L}++`), which split text as
- * the greedy ones do; Hugging Face tokenizers' regex engine reads `{1,3}+` as "one or more runs of
- * one to three", so the file carries the greedy spelling. Its `$` means end of line, so the end of
+ * A split pattern as Hugging Face tokenizers' regex engine (Oniguruma) reads it the way this package
+ * does. tiktoken's patterns use possessive quantifiers (`\p{N}{1,3}+`, `\p{L}++`), which split text
+ * as the greedy ones do, but Oniguruma reads `{1,3}+` as "one or more runs of one to three", so the
+ * file carries the greedy spelling. Its `$` means end of line, so the end of
  * the text is written `\z`.
  */
-function withoutPossessives(pattern: string): string {
+function oniguruma(pattern: string): string {
   let out = "";
   for (let i = 0; i < pattern.length; i++) {
     const c = pattern[i];
     if (c === "\\") {
-      out += pattern.slice(i, i + 2);
-      i++;
+      // An escape, \p{…} whole: its "}" is no quantifier.
+      const esc = /^\\[pP]\{[^}]*\}/.exec(pattern.slice(i))?.[0] ?? pattern.slice(i, i + 2);
+      out += esc;
+      i += esc.length - 1;
     } else if (c === "[") {
       // A character class, copied whole: a "+" inside it is a character.
       let j = i + 1;
