@@ -5,6 +5,8 @@
  *
  *   dist/gpu-tests/
  *     run.js, chunk-*.js     the runner and the test files (run.ts says how to call it)
+ *     train.js, bench.js     `pnpm train` and `pnpm bench` (same arguments), for training and
+ *                            benchmarks on the GPU machine
  *     package.json           marks the .js files as ES modules
  *     lightning_cuda.node    the CUDA addon built here (when it was built)
  *     node_modules/webgpu/   Dawn: index.js, package.json and this platform's dawn.node
@@ -81,9 +83,25 @@ const repositoryPaths = {
   },
 };
 
+/**
+ * Native modules that stay out of the bundle: Dawn and resvg (the trainer's loss chart) are copied
+ * beside it; Hugging Face `tokenizers` (64 MB, used only by the tokenizer benchmark) is replaced by
+ * a module that says it is not in the bundle when it is used.
+ */
+const leftOutModules = {
+  name: "left-out-modules",
+  setup(build) {
+    build.onResolve({ filter: /^tokenizers$/ }, () => ({ path: "tokenizers", namespace: "left-out" }));
+    build.onLoad({ filter: /.*/, namespace: "left-out" }, (args) => ({
+      contents: `const missing = () => { throw new Error(${JSON.stringify(`${args.path} is not in the GPU bundle (run this benchmark from a checkout)`)}); };\nexport class Tokenizer { static fromFile() { missing(); } static fromString() { missing(); } }\n`,
+      loader: "js",
+    }));
+  },
+};
+
 rmSync(out, { recursive: true, force: true });
 const result = await esbuild.build({
-  entryPoints: { run: join(here, "run.ts") },
+  entryPoints: { run: join(here, "run.ts"), train: join(root, "apps", "trainer", "src", "main.ts"), bench: join(root, "apps", "bench", "src", "main.ts") },
   outdir: out,
   bundle: true,
   splitting: true,
@@ -92,11 +110,11 @@ const result = await esbuild.build({
   target: "node22",
   tsconfig: join(root, "tsconfig.paths.json"),
   alias: { vitest: join(here, "vitest.ts") },
-  // Dawn is loaded at run time from node_modules/webgpu beside the bundle.
-  external: ["webgpu"],
+  // Loaded at run time from node_modules/ beside the bundle.
+  external: ["webgpu", "@resvg/resvg-js"],
   // Bundled CommonJS code may call require().
   banner: { js: 'import { createRequire as __createRequire } from "node:module"; const require = __createRequire(import.meta.url);' },
-  plugins: [repositoryPaths],
+  plugins: [repositoryPaths, leftOutModules],
   logLevel: "silent",
   metafile: true,
 }).catch((err) => {
@@ -133,10 +151,20 @@ for (const f of ["package.json", "index.js", join("dist", platform, "dawn.node")
 }
 copied.push(`node_modules/webgpu (${platform})`);
 
+// resvg: its loader package and this platform's binary package.
+const trainerRequire = createRequire(join(root, "apps", "trainer", "package.json"));
+const resvgDir = dirname(trainerRequire.resolve("@resvg/resvg-js/package.json"));
+const resvgBinary = `@resvg/resvg-js-${process.platform}-${process.arch}${process.platform === "linux" ? "-gnu" : ""}`;
+cpSync(resvgDir, join(out, "node_modules", "@resvg", "resvg-js"), { recursive: true, dereference: true });
+const binaryDir = dirname(createRequire(join(resvgDir, "package.json")).resolve(`${resvgBinary}/package.json`));
+cpSync(binaryDir, join(out, "node_modules", ...resvgBinary.split("/")), { recursive: true, dereference: true });
+copied.push(`node_modules/@resvg (${resvgBinary})`);
+
 const size = (p) => (statSync(p).isDirectory() ? readdirSync(p).reduce((n, f) => n + size(join(p, f)), 0) : statSync(p).size);
 const outputs = Object.keys(result.metafile.outputs).length;
 console.log(
   `[build:gpu-tests] ${Object.keys(suites).length} test files (${Object.keys(suites).join(", ")}) in ${outputs} files, with ${[...copied, `${assets.size} data paths`].join(", ")}: ` +
     `${relative(process.cwd(), out) || "."} (${(size(out) / 2 ** 20).toFixed(1)} MiB)`,
 );
-console.log(`[build:gpu-tests] run there: node ${toPosix(relative(process.cwd(), join(out, "run.js")))} --required`);
+const there = toPosix(relative(process.cwd(), out));
+console.log(`[build:gpu-tests] run there: node ${there}/run.js --required; node ${there}/train.js …; node ${there}/bench.js …`);
