@@ -51,6 +51,20 @@ export interface MemoryStats {
   peakBytes: number;
 }
 
+/**
+ * Timestamps in a backend's stream of work, for `profileOps`. A mark is taken just before and just
+ * after a kernel is enqueued; on a GPU it is an event recorded on the stream, so the difference is
+ * device time, and reading it may wait for the device (callers read only after a sync).
+ */
+export interface KernelTimer {
+  /** Records a point in the stream of work; returns its id. */
+  mark(): number;
+  /** Milliseconds from mark `a` to mark `b`. */
+  elapsedMs(a: number, b: number): number;
+  /** Hands marks back for reuse once read (GPU events are pooled); absent where marks cost nothing. */
+  release?(marks: readonly number[]): void;
+}
+
 export interface Capabilities {
   /** Human-readable device name, e.g. the CPU model or the GPU name. */
   device: string;
@@ -79,6 +93,8 @@ export interface Backend<S = any> {
   memory(): MemoryStats;
   /** Starts a new peak: `memory().peakBytes` becomes the live bytes now (for per-call measurements). */
   resetPeakMemory?(): void;
+  /** Per-kernel timing (`profileOps`); absent where the backend cannot time its kernels. */
+  readonly timer?: KernelTimer;
   /** Releases every resource; the backend cannot be used afterwards. */
   dispose(): void;
   readonly kernels: KernelTable<S>;

@@ -3,7 +3,7 @@
  * its own. Kernels run synchronously on typed arrays; large matmuls are split across worker threads.
  */
 import { cpus } from "./platform.js";
-import type { Backend, Capabilities, KernelTable, MemoryStats } from "../backend.js";
+import type { Backend, Capabilities, KernelTable, KernelTimer, MemoryStats } from "../backend.js";
 import { elementwiseKernels } from "./elementwise.js";
 import { indexingKernels } from "./indexing.js";
 import { createLightningKernels } from "./lightning.js";
@@ -29,6 +29,8 @@ export class CpuBackend implements Backend<CpuStorage> {
   readonly capabilities: Capabilities;
   readonly threads: number;
   readonly kernels: KernelTable<CpuStorage>;
+  /** Kernels run to completion when called, so the wall clock around a call is its exact time. */
+  readonly timer: KernelTimer = { mark: () => performance.now(), elapsedMs: (a, b) => b - a };
   #live = new Set<CpuStorage>();
   #liveBytes = 0;
   #peak = 0;
