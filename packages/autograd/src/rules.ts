@@ -336,4 +336,6 @@ export const GRAD_RULES: GradRuleTable = {
   },
   lightningAttentionBackward: nondiff("a backward op: second derivatives of fused ops are not supported"),
   lightningStep: nondiff("decode-only recurrent step: train through lightningAttention, which has a gradient"),
+
+  adamwUpdate: nondiff("an optimizer update: it applies gradients, and gradients through it (hypergradients) are not supported"),
 };

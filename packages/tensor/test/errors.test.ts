@@ -2,6 +2,7 @@ import { describe, expect, it } from "vitest";
 import * as T from "../src/index.js";
 
 const f = (shape: number[], dtype: T.DType = "f32") => T.zeros(shape, { dtype });
+const adam: T.AdamwOptions = { lr: 1e-3, step: 1 };
 
 /** Each case: the call, and the message it must produce (op, argument, expected, received). */
 const CASES: [string, () => unknown, RegExp][] = [
@@ -29,6 +30,15 @@ const CASES: [string, () => unknown, RegExp][] = [
   ["bad shape", () => T.zeros([2, -1]), /^fill: argument 'shape' expected an array of non-negative integers, got \[2,-1\]$/],
   ["ragged values", () => T.tensor([[1, 2], [3]]), /^tensor: argument 'values' expected a regular nested array \(length 2 at depth 1\), got length 1$/],
   ["values vs shape", () => T.tensor([1, 2, 3], [2, 2]), /^tensor: argument 'shape' expected a shape of 3 elements, got \[2, 2\]$/],
+  ["adamw half param", () => T.adamwUpdate(f([3], "bf16"), f([3], "bf16"), f([3], "bf16"), f([3], "bf16"), adam), /^adamwUpdate: argument 'param' expected dtype f32 or f64 \(a half-precision parameter is updated through its f32 master copy\), got bf16 \[3\]$/],
+  ["adamw grad dtype", () => T.adamwUpdate(f([3], "f64"), f([3]), f([3], "f64"), f([3], "f64"), adam), /^adamwUpdate: argument 'grad' expected dtype f64 \(as param\), got f32 \[3\]$/],
+  ["adamw grad shape", () => T.adamwUpdate(f([2, 3]), f([3, 2]), f([2, 3]), f([2, 3]), adam), /^adamwUpdate: argument 'grad' expected shape \[2, 3\], got \[3, 2\]$/],
+  ["adamw expAvg dtype", () => T.adamwUpdate(f([3]), f([3], "bf16"), f([3], "bf16"), f([3]), adam), /^adamwUpdate: argument 'expAvg' expected dtype f32 \(as param\), got bf16 \[3\]$/],
+  ["adamw expAvgSq shape", () => T.adamwUpdate(f([3]), f([3]), f([3]), f([1]), adam), /^adamwUpdate: argument 'expAvgSq' expected shape \[3\], got \[1\]$/],
+  ["adamw beta2", () => T.adamwUpdate(f([3]), f([3]), f([3]), f([3]), { ...adam, beta2: 1 }), /^adamwUpdate: argument 'beta2' expected a number in \[0, 1\), got 1$/],
+  ["adamw step", () => T.adamwUpdate(f([3]), f([3]), f([3]), f([3]), { ...adam, step: 0 }), /^adamwUpdate: argument 'step' expected a positive integer \(the step count t, from 1\), got 0$/],
+  ["adamw lr", () => T.adamwUpdate(f([3]), f([3]), f([3]), f([3]), { ...adam, lr: NaN }), /^adamwUpdate: argument 'lr' expected a non-negative finite number, got NaN$/],
+  ["adamw castTo", () => T.adamwUpdate(f([3]), f([3]), f([3]), f([3]), { ...adam, castTo: "f32" as "bf16" }), /^adamwUpdate: argument 'castTo' expected 'bf16', 'f16' or nothing, got f32$/],
   ["lightning q rank", () => T.runOp("lightningAttention", [f([2, 3, 4]), f([2, 3, 4]), f([2, 3, 4]), f([3])], { blockSize: 64, impl: "chunked", hasInitialState: false }), /^lightningAttention: argument 'q' expected rank 4, got rank 3 \[2, 3, 4\]$/],
 ];
 

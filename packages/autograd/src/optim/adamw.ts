@@ -4,9 +4,13 @@
  *   θ ← θ·(1 − lr·λ)                                  decoupled weight decay
  *   m ← β₁·m + (1 − β₁)·g,   v ← β₂·v + (1 − β₂)·g²
  *   θ ← θ − (lr / (1 − β₁ᵗ)) · m / (√v / √(1 − β₂ᵗ) + ε)   bias-corrected step, t = 1, 2, …
+ *
+ * Each parameter is one `adamwUpdate` op: one kernel on a backend that has it (CUDA), which also
+ * reads a bf16/f16 gradient as it is and writes the rounded half-precision weight beside the f32
+ * master; elsewhere its decomposition, the elementwise ops of this formula in this order.
  */
-import { add, div, mul, sqrt, square, sub, type Tensor, zeros } from "@lightning-ts/tensor";
-import { type BaseSettings, Optimizer, type ParamGroup, type Resolved, type Slots } from "./optimizer.js";
+import { adamwUpdate, type Tensor, zeros } from "@lightning-ts/tensor";
+import { type BaseSettings, type HalfDType, Optimizer, type ParamGroup, type Resolved, type Slots, type Update } from "./optimizer.js";
 
 export interface AdamWSettings extends BaseSettings {
   /** Default [0.9, 0.999]. */
@@ -29,15 +33,15 @@ export class AdamW extends Optimizer<AdamWSettings> {
     super("AdamW", { betas: [0.9, 0.999], eps: 1e-8, weightDecay: 0.01, ...settings }, groups);
   }
 
-  protected update(p: Tensor, g: Tensor, slots: Slots | undefined, hp: Resolved<AdamWSettings>, t: number): { param: Tensor; slots: Slots } {
-    const { lr, betas: [b1, b2], eps, weightDecay } = hp;
+  protected update(p: Tensor, g: Tensor, slots: Slots | undefined, hp: Resolved<AdamWSettings>, t: number, castTo?: HalfDType): Update {
+    const { lr, betas: [beta1, beta2], eps, weightDecay } = hp;
     const m0 = slots?.exp_avg ?? zeros(p.shape, { dtype: p.dtype, backend: p.backend });
     const v0 = slots?.exp_avg_sq ?? zeros(p.shape, { dtype: p.dtype, backend: p.backend });
-    const m = add(mul(m0, b1), mul(g, 1 - b1));
-    const v = add(mul(v0, b2), mul(square(g), 1 - b2));
-    const decayed = weightDecay !== 0 ? mul(p, 1 - lr * weightDecay) : p;
-    const denom = add(div(sqrt(v), Math.sqrt(1 - b2 ** t)), eps);
-    const param = sub(decayed, mul(div(m, denom), lr / (1 - b1 ** t)));
-    return { param, slots: { exp_avg: m, exp_avg_sq: v } };
+    const r = adamwUpdate(p, g, m0, v0, { lr, beta1, beta2, eps, weightDecay, step: t, castTo });
+    return { param: r.param, slots: { exp_avg: r.expAvg, exp_avg_sq: r.expAvgSq }, cast: r.half };
+  }
+
+  protected override get takesHalfGradients(): boolean {
+    return true;
   }
 }

@@ -12,11 +12,13 @@ export { SGD, type SGDSettings } from "./sgd.js";
 export {
   Optimizer,
   type BaseSettings,
+  type HalfDType,
   type OptimizerMeta,
   type OptimizerState,
   type ParamGroup,
   type Resolved,
   type Slots,
+  type Update,
 } from "./optimizer.js";
 export { clipGradNorm } from "./clip.js";
 export { allFinite, GradScaler, type GradScalerSettings, type GradScalerState } from "./scaler.js";

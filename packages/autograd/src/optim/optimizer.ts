@@ -35,6 +35,17 @@ export type Resolved<S extends BaseSettings> = Omit<S, "lr"> & { lr: number };
 /** Optimizer slots of one parameter (e.g. AdamW's `exp_avg` and `exp_avg_sq`), by slot name. */
 export type Slots = Record<string, Tensor>;
 
+/** The half dtypes a parameter may have while the optimizer keeps an f32 master copy of it. */
+export type HalfDType = "bf16" | "f16";
+
+/** What `update` returns: the new parameter and slots, and the new parameter rounded to `castTo` when asked and made in the same pass. */
+export interface Update {
+  param: Tensor;
+  slots: Slots;
+  /** The new parameter rounded to the `castTo` that `update` was given; without it the optimizer casts `param`. */
+  cast?: Tensor;
+}
+
 /** The JSON part of saved state. */
 export interface OptimizerMeta {
   format: "lightning-ts.optimizer/1";
@@ -141,10 +152,12 @@ export abstract class Optimizer<S extends BaseSettings> {
       const old = this.#slots.get(path);
       const next = scope(() => {
         if (!isHalf(p)) return this.update(p, g, old, hp, t);
-        // Half precision: the update runs on the f32 master copy, with f32 moments.
+        // Half precision: the update runs on the f32 master copy, with f32 moments, and may round
+        // the new master to the parameter's dtype in the same pass.
         const { [MASTER]: master, ...slots } = old ?? {};
-        const r = this.update(master ?? cast(p, "f32"), g.dtype === "f32" ? g : cast(g, "f32"), old && slots, hp, t);
-        return { param: cast(r.param, p.dtype), slots: { ...r.slots, [MASTER]: r.param } };
+        const grad = g.dtype === "f32" || this.takesHalfGradients ? g : cast(g, "f32");
+        const r = this.update(master ?? cast(p, "f32"), grad, old && slots, hp, t, p.dtype as HalfDType);
+        return { param: r.cast ?? cast(r.param, p.dtype), slots: { ...r.slots, [MASTER]: r.param } };
       });
       keep(next.slots);
       if (old) for (const s of Object.values(old)) s.dispose();
@@ -159,10 +172,18 @@ export abstract class Optimizer<S extends BaseSettings> {
 
   /**
    * The new parameter and slots from the parameter, its gradient (both in the working dtype: f32
-   * for the master copy of a half-precision parameter), the slots of the previous step (undefined
-   * on the first; without the master copy) and the resolved settings; `t` counts from 1.
+   * for the master copy of a half-precision parameter, whose gradient may stay bf16/f16 where
+   * `takesHalfGradients`), the slots of the previous step (undefined on the first; without the
+   * master copy) and the resolved settings; `t` counts from 1. For the master copy, `castTo` is the
+   * parameter's dtype: an optimizer that can round the new parameter to it in the same pass
+   * returns that as `cast`.
    */
-  protected abstract update(param: Tensor, grad: Tensor, slots: Slots | undefined, hp: Resolved<S>, t: number): { param: Tensor; slots: Slots };
+  protected abstract update(param: Tensor, grad: Tensor, slots: Slots | undefined, hp: Resolved<S>, t: number, castTo?: HalfDType): Update;
+
+  /** Whether `update` takes the gradient of a half-precision parameter as it comes (bf16/f16) instead of cast to f32. */
+  protected get takesHalfGradients(): boolean {
+    return false;
+  }
 
   /**
    * The step counter, settings and slot tensors. The tensors are new handles (views, no copy) that

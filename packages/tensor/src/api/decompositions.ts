@@ -13,6 +13,7 @@ import { argError, OpArgumentError } from "../errors.js";
 import type { CompositeOpName, OpAttrs } from "../ops/attrs.js";
 import type { Tensor } from "../tensor.js";
 import {
+  adamwScalars,
   add,
   arange,
   cast,
@@ -31,6 +32,7 @@ import {
   reshape,
   rsqrt,
   scatterAdd,
+  sqrt,
   square,
   sub,
   sum,
@@ -127,4 +129,16 @@ export const DECOMPOSITIONS: DecompositionTable = {
   embedding: ([w, ids]) => [indexErrorsAs("embedding", "ids", () => gather(w, ids, 0))],
   // dy [..., M], ids [...] → dweight [V, M]: rows added up by id.
   embeddingBackward: ([dy, ids], { vocabSize }) => [indexErrorsAs("embeddingBackward", "ids", () => scatterAdd(dy, ids, 0, vocabSize))],
+
+  // AdamW in the ops and order of optim/adamw.ts, so CPU results are what they were before the fused op.
+  adamwUpdate([p, grad, m0, v0], attrs) {
+    const k = adamwScalars(attrs);
+    const g = to(grad, p.dtype);
+    const m = add(mul(m0, k.beta1), mul(g, k.oneMinusBeta1));
+    const v = add(mul(v0, k.beta2), mul(square(g), k.oneMinusBeta2));
+    const decayed = attrs.weightDecay !== 0 ? mul(p, k.decay) : p;
+    const denom = add(div(sqrt(v), k.sqrtCorrection2), k.eps);
+    const param = sub(decayed, mul(div(m, denom), k.stepSize));
+    return [param, m, v, ...(attrs.castTo ? [cast(param, attrs.castTo)] : [])];
+  },
 };

@@ -9,7 +9,7 @@ import { getBackend, run1, runOp } from "../engine.js";
 import { argError, fmtShape } from "../errors.js";
 import { checkShape, normalizeAxes, normalizeAxis, sizeOf } from "../shape.js";
 import { type NestedArray, Tensor } from "../tensor.js";
-import type { BinaryOpName, CompareOpName, OpName, ReduceOpName, UnaryOpName } from "../ops/attrs.js";
+import type { AdamwAttrs, BinaryOpName, CompareOpName, OpName, ReduceOpName, UnaryOpName } from "../ops/attrs.js";
 import type * as self from "./ops.js";
 
 export interface CreateOptions {
@@ -359,6 +359,70 @@ export function rmsNorm(x: Tensor, eps = 1e-6): Tensor {
 
 export function rmsNormBackward(x: Tensor, dy: Tensor, eps = 1e-6): Tensor {
   return run1("rmsNormBackward", [x, dy], { eps });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Optimizers
+
+export interface AdamwOptions {
+  lr: number;
+  /** The step count t, from 1 (the bias corrections are 1 − β₁ᵗ and 1 − β₂ᵗ). */
+  step: number;
+  /** Default 0.9. */
+  beta1?: number;
+  /** Default 0.999. */
+  beta2?: number;
+  /** Default 1e-8. */
+  eps?: number;
+  /** Decoupled weight decay λ; default 0.01. */
+  weightDecay?: number;
+  /** Also return the new parameter rounded to this dtype, made in the same pass (`half`). */
+  castTo?: "bf16" | "f16";
+}
+
+export interface AdamwResult {
+  param: Tensor;
+  expAvg: Tensor;
+  expAvgSq: Tensor;
+  /** The new parameter rounded to `castTo`, when asked for. */
+  half?: Tensor;
+}
+
+/**
+ * The scalars of an AdamW update, computed in float64 from the attributes exactly as
+ * packages/autograd/src/optim/adamw.ts computes them; each becomes an f32 (or f64) operand. The
+ * decomposition (api/decompositions.ts) and the GPU kernels take them from here, so that they
+ * agree to the bit.
+ */
+export function adamwScalars(a: AdamwAttrs) {
+  return {
+    beta1: a.beta1,
+    oneMinusBeta1: 1 - a.beta1,
+    beta2: a.beta2,
+    oneMinusBeta2: 1 - a.beta2,
+    /** 1 − lr·λ; the multiply is skipped when λ = 0. */
+    decay: 1 - a.lr * a.weightDecay,
+    /** √(1 − β₂ᵗ), which divides √v. */
+    sqrtCorrection2: Math.sqrt(1 - a.beta2 ** a.step),
+    eps: a.eps,
+    /** lr / (1 − β₁ᵗ). */
+    stepSize: a.lr / (1 - a.beta1 ** a.step),
+  };
+}
+
+/**
+ * One AdamW update of a parameter and its moments, in PyTorch's form (see `AdamwAttrs`), as one
+ * kernel where the backend has one. New tensors come back; the inputs stay the caller's.
+ *
+ * @example
+ * const r = adamwUpdate(master, grad, expAvg, expAvgSq, { lr: 3e-4, step: 1, weightDecay: 0.1, castTo: "bf16" });
+ * // r.param, r.expAvg, r.expAvgSq: f32; r.half: the new weight in bf16
+ */
+export function adamwUpdate(param: Tensor, grad: Tensor, expAvg: Tensor, expAvgSq: Tensor, options: AdamwOptions): AdamwResult {
+  const { lr, step, beta1 = 0.9, beta2 = 0.999, eps = 1e-8, weightDecay = 0.01, castTo } = options;
+  const attrs: AdamwAttrs = { lr, beta1, beta2, eps, weightDecay, step, ...(castTo ? { castTo } : {}) };
+  const [p, m, v, half] = runOp("adamwUpdate", [param, grad, expAvg, expAvgSq], attrs);
+  return { param: p, expAvg: m, expAvgSq: v, ...(half ? { half } : {}) };
 }
 
 /** Every op of UNARY_OPS, BINARY_OPS, COMPARE_OPS and REDUCE_OPS has its function here: a compile error names one that does not. */

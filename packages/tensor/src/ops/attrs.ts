@@ -36,6 +36,25 @@ export interface LightningAttentionAttrs {
   hasInitialState: boolean;
 }
 
+/**
+ * One AdamW update (PyTorch's form; packages/autograd/src/optim/adamw.ts): with bias corrections
+ * 1 − β₁ᵗ and 1 − β₂ᵗ from the step count t,
+ *   θ ← θ·(1 − lr·λ);  m ← β₁·m + (1 − β₁)·g;  v ← β₂·v + (1 − β₂)·g²;
+ *   θ ← θ − (lr / (1 − β₁ᵗ)) · m / (√v / √(1 − β₂ᵗ) + ε).
+ */
+export interface AdamwAttrs {
+  lr: number;
+  beta1: number;
+  beta2: number;
+  eps: number;
+  /** λ, decoupled; 0 skips the decay multiply. */
+  weightDecay: number;
+  /** The step count t, from 1. */
+  step: number;
+  /** Also output the new parameter rounded to this half dtype (the model's copy of an f32 master). */
+  castTo?: "bf16" | "f16";
+}
+
 export interface OpAttrs {
   // Elementwise unary (float in, same dtype out).
   neg: None;
@@ -130,6 +149,13 @@ export interface OpAttrs {
    * → (o [B,H,E], newState [B,H,D,E]).
    */
   lightningStep: None;
+  // Optimizers: no gradient.
+  /**
+   * (param [...], grad, expAvg, expAvgSq, all of param's shape; param f32 or f64, the moments as
+   * param, grad as param or, for an f32 param, bf16/f16) → (param, expAvg, expAvgSq[, param rounded
+   * to castTo]).
+   */
+  adamwUpdate: AdamwAttrs;
 }
 
 export type OpName = keyof OpAttrs;
@@ -164,6 +190,6 @@ export type ReduceOpName = (typeof REDUCE_OPS)[number];
  */
 export const COMPOSITE_OPS = [
   "sigmoid", "silu", "softmax", "logSoftmax", "softmaxCrossEntropy", "softmaxCrossEntropyBackward",
-  "rmsNorm", "embedding", "embeddingBackward",
+  "rmsNorm", "embedding", "embeddingBackward", "adamwUpdate",
 ] as const satisfies readonly KernelOpName[];
 export type CompositeOpName = (typeof COMPOSITE_OPS)[number];

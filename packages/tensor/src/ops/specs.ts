@@ -7,6 +7,7 @@ import { type DType, isDType, isFloat } from "../dtype.js";
 import { argError, fmtShape } from "../errors.js";
 import { broadcastShapes, type Shape, sizeOf } from "../shape.js";
 import {
+  type AdamwAttrs,
   BINARY_OPS,
   COMPARE_OPS,
   type OpAttrs,
@@ -164,6 +165,20 @@ function checkLightningAttrs(op: string, a: OpAttrs["lightningAttention"], given
   }
   const want = base + (a.hasInitialState ? 1 : 0);
   if (given !== want) argError(op, "initialState", `${want} inputs`, `${given}`);
+}
+
+function checkAdamwAttrs(op: string, a: AdamwAttrs): void {
+  const finite = (name: keyof AdamwAttrs, x: number, lowest: number, what: string) => {
+    if (typeof x !== "number" || !Number.isFinite(x) || x < lowest) argError(op, name, what, String(x));
+  };
+  finite("lr", a.lr, 0, "a non-negative finite number");
+  finite("eps", a.eps, 0, "a non-negative finite number");
+  finite("weightDecay", a.weightDecay, 0, "a non-negative finite number");
+  for (const name of ["beta1", "beta2"] as const) {
+    if (typeof a[name] !== "number" || !(a[name] >= 0 && a[name] < 1)) argError(op, name, "a number in [0, 1)", String(a[name]));
+  }
+  if (!Number.isSafeInteger(a.step) || a.step < 1) argError(op, "step", "a positive integer (the step count t, from 1)", String(a.step));
+  if (a.castTo !== undefined && a.castTo !== "bf16" && a.castTo !== "f16") argError(op, "castTo", "'bf16', 'f16' or nothing", String(a.castTo));
 }
 
 export const OP_SPECS: OpSpecTable = {
@@ -446,6 +461,24 @@ export const OP_SPECS: OpSpecTable = {
         { shape: [B, H, T, E], dtype: q.dtype },
         { shape: [B, H, D, E], dtype: stateDType(q.dtype) },
       ];
+    },
+  },
+  adamwUpdate: {
+    inputs: ["param", "grad", "expAvg", "expAvgSq"],
+    infer([p, g, m, v], attrs) {
+      const op = "adamwUpdate";
+      if (p.dtype !== "f32" && p.dtype !== "f64") argError(op, "param", "dtype f32 or f64 (a half-precision parameter is updated through its f32 master copy)", typeName(p));
+      // The gradient of a half-precision parameter may come as it is: widening it to f32 is exact.
+      const halfGrad = p.dtype === "f32" && (g.dtype === "bf16" || g.dtype === "f16");
+      if (g.dtype !== p.dtype && !halfGrad) argError(op, "grad", `dtype ${p.dtype} (as param)${p.dtype === "f32" ? ", bf16 or f16" : ""}`, typeName(g));
+      requireShape(op, "grad", g, p.shape);
+      for (const [name, t] of [["expAvg", m], ["expAvgSq", v]] as const) {
+        if (t.dtype !== p.dtype) argError(op, name, `dtype ${p.dtype} (as param)`, typeName(t));
+        requireShape(op, name, t, p.shape);
+      }
+      checkAdamwAttrs(op, attrs);
+      const out = { shape: [...p.shape], dtype: p.dtype };
+      return [out, { ...out }, { ...out }, ...(attrs.castTo ? [{ shape: [...p.shape], dtype: attrs.castTo }] : [])];
     },
   },
   lightningStep: {
