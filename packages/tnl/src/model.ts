@@ -20,6 +20,7 @@ import {
   div,
   embedding,
   exp,
+  full,
   lightningAttention,
   lightningStep,
   matmul,
@@ -37,7 +38,6 @@ import {
   sin,
   slopesTensor,
   softmaxCrossEntropy,
-  split,
   sum,
   Tensor,
   tensor,
@@ -110,7 +110,11 @@ function tokenMixer(x: Tensor, lp: TnlLayerParams, c: TnlConfig, ctx: MixerConte
   const [B, T] = x.shape as [number, number, number];
   const H = c.numHeads;
   const hd = headDim(c);
-  const [q0, k0, v0, u] = split(linear(x, lp.qkvu), 4, -1) as [Tensor, Tensor, Tensor, Tensor]; // each [B, T, hid]
+  // Four matmuls with row blocks of the fused weight rather than one matmul split four ways: the
+  // gradient of a split pads each piece back to the full width and adds the four, a pass over
+  // activations four times as wide; here only the (small) weight blocks are padded back.
+  const hid = c.hiddenDim;
+  const [q0, k0, v0, u] = [0, 1, 2, 3].map((i) => linear(x, narrow(lp.qkvu, 0, i * hid, hid))) as [Tensor, Tensor, Tensor, Tensor]; // each [B, T, hid]
   const heads = (t: Tensor) => permute(reshape(t, [B, T, H, hd]), [0, 2, 1, 3]); // [B, H, T, hd]
   let q = activate(heads(q0), c.activation);
   let k = activate(heads(k0), c.activation);
@@ -341,9 +345,12 @@ export function loss(params: TnlParams, config: TnlConfig, ids: TokenIds, option
     const [B, T, V] = logits.shape as [number, number, number];
     if (T < 2) throw new TnlInputError("loss needs sequences of at least 2 tokens");
     const labels = options.labels === undefined ? toIdsTensor(ids, config) : toLabels(options.labels, B, T, ignoreIndex);
-    const target = reshape(narrow(labels, 1, 1, T - 1), [B * (T - 1)]);
-    const rows = reshape(narrow(logits, 1, 0, T - 1), [B * (T - 1), V]);
-    const perRow = softmaxCrossEntropy(rows, target, { ignoreIndex });
+    // Position t predicts labels[t + 1]; the last position predicts nothing (its label is ignored),
+    // so the logits are used whole: slicing off the last position would copy all of them, and its
+    // gradient would pad them back.
+    const ignored = full([B, 1], ignoreIndex, { dtype: "i32" });
+    const target = reshape(concat([narrow(labels, 1, 1, T - 1), ignored], 1), [B * T]);
+    const perRow = softmaxCrossEntropy(reshape(logits, [B * T, V]), target, { ignoreIndex });
     const count = maximum(sum(cast(notEqual(target, ignoreIndex), perRow.dtype)), 1);
     return div(sum(perRow), count);
   });
