@@ -294,6 +294,7 @@ class RuntimeWrap : public Napi::ObjectWrap<RuntimeWrap> {
                         InstanceMethod("readSync", &RuntimeWrap::ReadSync), InstanceMethod("read", &RuntimeWrap::Read),
                         InstanceMethod("sync", &RuntimeWrap::Sync), InstanceMethod("syncNow", &RuntimeWrap::SyncNow),
                         InstanceMethod("launch", &RuntimeWrap::Launch), InstanceMethod("memory", &RuntimeWrap::Memory),
+                        InstanceMethod("resetPeak", &RuntimeWrap::ResetPeak),
                         InstanceMethod("trim", &RuntimeWrap::Trim), InstanceMethod("eventCreate", &RuntimeWrap::EventCreate),
                         InstanceMethod("eventRecord", &RuntimeWrap::EventRecord), InstanceMethod("eventElapsed", &RuntimeWrap::EventElapsed),
                         InstanceMethod("dispose", &RuntimeWrap::Dispose)});
@@ -452,6 +453,13 @@ class RuntimeWrap : public Napi::ObjectWrap<RuntimeWrap> {
     o.Set("pooledBytes", (double)r.pooledBytes_);
     o.Set("peakBytes", (double)r.peakBytes_);
     return o;
+  }
+
+  // A new peak starts at the live bytes now (CudaBackend.resetPeakMemory, per-case measurements).
+  Napi::Value ResetPeak(const Napi::CallbackInfo& info) {
+    Runtime& r = rt(info.Env());
+    r.peakBytes_ = r.liveBytes_;
+    return info.Env().Undefined();
   }
 
   Napi::Value Trim(const Napi::CallbackInfo& info) {

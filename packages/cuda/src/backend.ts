@@ -2,13 +2,49 @@
  * The CUDA backend: device memory through the addon's caching allocator, kernels enqueued on one
  * stream, and reads as the only points where JavaScript waits for the GPU.
  */
-import type { Backend, Capabilities, KernelTable, MemoryStats } from "@lightning-ts/tensor";
+import type { Backend, Capabilities, KernelTable, KernelTimer, MemoryStats } from "@lightning-ts/tensor";
 import { type CudaStorage, createKernels } from "./kernels.js";
 import { loadAddon, type NativeRuntime, type RuntimeInfo } from "./native.js";
 
 export interface CudaBackendOptions {
   /** CUDA device ordinal (default 0). */
   device?: number;
+}
+
+/**
+ * Kernel timing with CUDA events on the backend's stream (`profileOps`). `eventCreate` makes a new
+ * cudaEvent every call and the runtime keeps each until it is disposed, so released events are
+ * pooled here and reused by the next profile.
+ */
+class EventTimer implements KernelTimer {
+  #free: number[] = [];
+  /** Events made so far (the pool's size; later profiles reuse them). */
+  created = 0;
+
+  readonly #runtime: NativeRuntime;
+
+  constructor(runtime: NativeRuntime) {
+    this.#runtime = runtime;
+  }
+
+  mark(): number {
+    let id = this.#free.pop();
+    if (id === undefined) {
+      id = this.#runtime.eventCreate();
+      this.created++;
+    }
+    this.#runtime.eventRecord(id);
+    return id;
+  }
+
+  /** Waits for the device to reach mark `b`. */
+  elapsedMs(a: number, b: number): number {
+    return this.#runtime.eventElapsed(a, b);
+  }
+
+  release(marks: readonly number[]): void {
+    for (const id of marks) this.#free.push(id);
+  }
 }
 
 export class CudaBackend implements Backend<CudaStorage> {
@@ -18,9 +54,12 @@ export class CudaBackend implements Backend<CudaStorage> {
   readonly info: RuntimeInfo;
   /** The native runtime, for timing with CUDA events (benchmarks). */
   readonly runtime: NativeRuntime;
+  /** GPU time of each kernel, from CUDA events (`profileOps`). */
+  readonly timer: EventTimer;
 
   constructor(runtime: NativeRuntime) {
     this.runtime = runtime;
+    this.timer = new EventTimer(runtime);
     this.info = runtime.info();
     const cc = this.info.computeCapability;
     this.capabilities = {
@@ -59,6 +98,10 @@ export class CudaBackend implements Backend<CudaStorage> {
 
   memory(): MemoryStats {
     return this.runtime.memory();
+  }
+
+  resetPeakMemory(): void {
+    this.runtime.resetPeak();
   }
 
   dispose(): void {

@@ -31,6 +31,8 @@ export interface NativeRuntime {
   /** Runs launcher `LAUNCHERS[launcher]` (src/codes.ts) with device pointers, integers and floats. */
   launch(launcher: number, ptrs: number[], ints: number[], floats: number[]): void;
   memory(): { liveBytes: number; liveBuffers: number; pooledBytes: number; peakBytes: number };
+  /** Starts a new peak at the live bytes now. */
+  resetPeak(): void;
   trim(): void;
   eventCreate(): number;
   eventRecord(id: number): void;
