@@ -1,5 +1,6 @@
 // Device helpers shared by the kernel families: loads and stores of every storage dtype through
-// float (or double), strided offsets, the error flag and block reductions.
+// float (or double), strided offsets (64- or 32-bit), aligned packs for 16-byte access, the error
+// flag and block reductions.
 #pragma once
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -53,15 +54,59 @@ __device__ __forceinline__ void storeAny(void* p, int dt, int64_t i, double x) {
   }
 }
 
-__device__ __forceinline__ int64_t offsetOf(const Index& ix, int j, int64_t linear) {
-  int64_t off = 0;
-  for (int d = ix.rank - 1; d >= 0; d--) {
-    int64_t c = linear % ix.shape[d];
-    linear /= ix.shape[d];
-    off += c * ix.stride[j][d];
+// Element offset of operand j at flat position `linear` of ix.shape (row-major). The outermost dim
+// needs no division: what is left of `linear` there is its coordinate. I is int64_t, or uint32_t
+// where fitsInt32 said every offset fits (32-bit division is a few instructions, 64-bit a call).
+template <class I>
+__device__ __forceinline__ I offsetOf(const Index& ix, int j, I linear) {
+  I off = 0;
+  for (int d = ix.rank - 1; d > 0; d--) {
+    I s = (I)ix.shape[d];
+    off += (linear % s) * (I)ix.stride[j][d];
+    linear /= s;
   }
-  return off;
+  return ix.rank > 0 ? off + linear * (I)ix.stride[j][0] : off;
 }
+
+// The offsets of the first K operands at once: one division per dim, shared by all of them.
+template <int K, class I>
+__device__ __forceinline__ void offsetsOf(const Index& ix, I linear, I (&off)[K]) {
+  for (int j = 0; j < K; j++) off[j] = 0;
+  for (int d = ix.rank - 1; d > 0; d--) {
+    I s = (I)ix.shape[d], c = linear % s;
+    linear /= s;
+    for (int j = 0; j < K; j++) off[j] += c * (I)ix.stride[j][d];
+  }
+  if (ix.rank > 0)
+    for (int j = 0; j < K; j++) off[j] += linear * (I)ix.stride[j][0];
+}
+
+// Whether n positions and every offset of the first `operands` operands fit in int32, so that
+// kernels may index with uint32_t. Negative strides count by magnitude; unsigned wrap-around then
+// still gives the right offset, which lies in [0, 2^31).
+inline bool fitsInt32(const Index& ix, int operands, int64_t n) {
+  const int64_t lim = INT32_MAX;
+  if (n > lim) return false;
+  for (int j = 0; j < operands; j++) {
+    int64_t reach = 0;
+    for (int d = 0; d < ix.rank; d++) reach += (ix.shape[d] - 1) * (ix.stride[j][d] < 0 ? -ix.stride[j][d] : ix.stride[j][d]);
+    if (reach > lim) return false;
+  }
+  return true;
+}
+
+// V elements of T as one aligned load or store (V · sizeof(T) ∈ {1, 2, 4, 8, 16} bytes): the
+// compiler emits one vector instruction for it. p must be aligned to sizeof(Pack).
+template <class T, int V>
+struct alignas(sizeof(T) * V) Pack {
+  T v[V];
+};
+template <int V, class T>
+__device__ __forceinline__ Pack<T, V> loadPack(const T* p) { return *reinterpret_cast<const Pack<T, V>*>(p); }
+template <int V, class T>
+__device__ __forceinline__ void storePack(T* p, const Pack<T, V>& x) { *reinterpret_cast<Pack<T, V>*>(p) = x; }
+
+inline bool alignedTo(const void* p, size_t bytes) { return reinterpret_cast<uintptr_t>(p) % bytes == 0; }
 
 __device__ __forceinline__ void reportError(DeviceError* e, int code, int position, long long value, long long bound) {
   if (atomicCAS(&e->code, 0, code) == 0) {
