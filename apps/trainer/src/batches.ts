@@ -3,7 +3,9 @@
  * tensor core with the step number as the counter. A batch depends only on (seed, step), so a
  * resumed run sees exactly the batches an uninterrupted one would.
  */
+import { appendFileSync, writeFileSync } from "node:fs";
 import { counterBlock, seedKey } from "@lightning-ts/tensor";
+import { writeFileAtomic } from "./checkpoint.js";
 import { DataError } from "./data.js";
 import type { TokenSource } from "./shards.js";
 
@@ -46,4 +48,42 @@ export function evaluationWindows(tokens: TokenSource, seqLen: number, count = 0
       }
     },
   };
+}
+
+/** What `<file>.json` says about a batch dump. */
+export interface BatchDumpInfo {
+  format: "lightning-ts.batches/1";
+  /** Each id as a little-endian unsigned 32-bit integer, no header. */
+  dtype: "uint32";
+  /** Sequences per step, each `span` = seq-len + 1 ids: rows × span ids per step, steps one after another. */
+  rows: number;
+  span: number;
+  /** The step (1-based) of the first batch in the file. */
+  first_step: number;
+}
+
+/**
+ * The token ids of every step's batch, as trained on, in one file (`--dump-batches`): another
+ * implementation reads the very same rows in the same order, whatever our RNG.
+ *
+ * @example
+ * const dump = new BatchDump("batches.u32", { rows: 8, span: 2049, firstStep: 1 });
+ * dump.write(trainingBatch(tokens, seed, 0, 8, 2048));
+ */
+export class BatchDump {
+  constructor(
+    readonly file: string,
+    private readonly shape: { rows: number; span: number; firstStep: number },
+  ) {
+    const info: BatchDumpInfo = { format: "lightning-ts.batches/1", dtype: "uint32", rows: shape.rows, span: shape.span, first_step: shape.firstStep };
+    writeFileAtomic(`${file}.json`, JSON.stringify(info, null, 2) + "\n");
+    writeFileSync(file, new Uint8Array(0));
+  }
+
+  /** Appends one step's batch (rows × span ids). */
+  write(batch: Int32Array): void {
+    if (batch.length !== this.shape.rows * this.shape.span) throw new Error(`BatchDump: a batch of ${batch.length} ids, expected ${this.shape.rows} × ${this.shape.span}`);
+    // Ids are non-negative, so their int32 bytes are their uint32 bytes.
+    appendFileSync(this.file, new Uint8Array(batch.buffer, batch.byteOffset, batch.byteLength));
+  }
 }

@@ -15,6 +15,7 @@ import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, renameS
 import { join } from "node:path";
 import type { AdamW, GradScalerState } from "@lightning-ts/autograd/optim";
 import { loadOptimizerState, saveOptimizerState } from "@lightning-ts/autograd/optim";
+import { disposeTree } from "@lightning-ts/autograd";
 import { loadCheckpoint, type ModelDType, saveCheckpoint, type TnlConfig, type TnlParams } from "@lightning-ts/tnl";
 import type { TrainConfig } from "./config.js";
 
@@ -145,4 +146,44 @@ export async function loadTrainerCheckpoint(checkpoint: string, optimizer: AdamW
   } catch (err) {
     throw new CheckpointError(`resume: checkpoint ${checkpoint} cannot be loaded: ${(err as Error).message}`);
   }
+}
+
+/** The folder `--save-init` writes the initial weights to, inside the run's output directory. */
+export const INIT_DIR = "init";
+/** The trainer config beside the initial weights: what another implementation needs to train them the same way. */
+export const INIT_TRAINER_CONFIG = "trainer-config.json";
+
+/**
+ * Writes the weights a run starts from as a Hugging Face model directory, `<outDir>/init/`:
+ * config.json, model.safetensors (in the run's dtype, bit for bit), tokenizer.json, and the trainer
+ * config (its optimizer settings, schedule, batch and seed) as trainer-config.json.
+ */
+export async function saveInitialWeights(outDir: string, model: { config: TnlConfig; params: TnlParams }, tokenizerFile: string, trainConfig: TrainConfig): Promise<string> {
+  const dir = join(outDir, INIT_DIR);
+  await saveModelDir(dir, model.config, model.params, tokenizerFile);
+  writeFileAtomic(join(dir, INIT_TRAINER_CONFIG), JSON.stringify(trainConfig, null, 2) + "\n");
+  return dir;
+}
+
+/** The keys of a TNL config that make two models the same network (and the same special tokens). */
+const MODEL_KEYS = ["vocabSize", "dModel", "numLayers", "numHeads", "hiddenDim", "gluDim", "activation", "lrpe", "noScaleEmbedding", "tieWordEmbeddings", "padTokenId", "bosTokenId", "eosTokenId"] as const;
+
+/**
+ * The weights of a model directory (`--init-from`), in `dtype`, for the model `expected` that the
+ * run's settings describe; a config.json that describes another model is an error naming each key.
+ */
+export async function loadInitialWeights(dir: string, expected: TnlConfig, dtype: ModelDType): Promise<{ config: TnlConfig; params: TnlParams }> {
+  let model: { config: TnlConfig; params: TnlParams };
+  try {
+    model = await loadCheckpoint(dir, { dtype });
+  } catch (err) {
+    throw new CheckpointError(`--init-from: ${dir} cannot be loaded: ${(err as Error).message}`);
+  }
+  const differ = MODEL_KEYS.filter((k) => JSON.stringify(model.config[k]) !== JSON.stringify(expected[k]));
+  if (differ.length > 0) {
+    disposeTree(model.params);
+    const diffs = differ.map((k) => `${k} ${JSON.stringify(model.config[k])} there, ${JSON.stringify(expected[k])} here`).join("; ");
+    throw new CheckpointError(`--init-from ${dir}: its config.json describes another model than this run's settings (${diffs}); give the model settings it was made with`);
+  }
+  return { config: expected, params: model.params };
 }

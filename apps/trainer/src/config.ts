@@ -18,6 +18,8 @@ export interface ModelSection {
   gluDim: number;
   /** Rows of the embedding; null for the tokenizer's vocabulary (or the preset's). */
   vocabSize: number | null;
+  /** lm_head shares the embedding matrix; null for the preset's convention (tied without a preset, as the released models). */
+  tieWordEmbeddings: boolean | null;
 }
 
 export interface TrainConfig {
@@ -80,7 +82,7 @@ export const DEFAULT_CONFIG: TrainConfig = {
   vocabSize: 2048,
   tokenizerPath: null,
   preset: null,
-  model: { dModel: 128, numLayers: 4, numHeads: 2, gluDim: 344, vocabSize: null },
+  model: { dModel: 128, numLayers: 4, numHeads: 2, gluDim: 344, vocabSize: null, tieWordEmbeddings: null },
   batchSize: 8,
   tokensPerStep: null,
   microBatch: 0,
@@ -117,7 +119,7 @@ export class ConfigError extends Error {
   }
 }
 
-type Kind = "int+" | "int+?" | "int0" | "number+" | "number+?" | "number0" | "fraction" | "string" | "strings" | "path?" | "preset?" | "backend" | "dtype?";
+type Kind = "int+" | "int+?" | "int0" | "number+" | "number+?" | "number0" | "fraction" | "string" | "strings" | "path?" | "preset?" | "backend" | "dtype?" | "bool?";
 
 const SCHEMA: Record<string, Kind> = {
   data: "strings",
@@ -130,6 +132,7 @@ const SCHEMA: Record<string, Kind> = {
   "model.numHeads": "int+",
   "model.gluDim": "int+",
   "model.vocabSize": "int+?",
+  "model.tieWordEmbeddings": "bool?",
   batchSize: "int+",
   tokensPerStep: "int+?",
   microBatch: "int0",
@@ -173,6 +176,7 @@ const EXPECT: Record<Kind, string> = {
   "preset?": `one of the presets ${Object.keys(PRESETS).join(", ")}`,
   backend: 'one of "cpu", "cuda", "webgpu"',
   "dtype?": `one of ${MODEL_DTYPES.map((d) => JSON.stringify(d)).join(", ")} or null`,
+  "bool?": "true, false or null",
 };
 
 function valid(kind: Kind, v: unknown): boolean {
@@ -203,6 +207,8 @@ function valid(kind: Kind, v: unknown): boolean {
       return v === "cpu" || v === "cuda" || v === "webgpu";
     case "dtype?":
       return v === null || isModelDType(v);
+    case "bool?":
+      return v === null || typeof v === "boolean";
   }
 }
 
@@ -234,9 +240,10 @@ export const COMMAND_LINE = "command line";
 
 /**
  * The command-line flag of each key, so that errors name what the user typed ("--warmup"), not the
- * key it sets ("warmupSteps"). main.ts declares its options from this table.
+ * key it sets ("warmupSteps"). main.ts declares its options from this table. A flag of type "flag"
+ * takes no value: giving it sets its key to `value`.
  */
-export const CLI_FLAGS: readonly { flag: string; key: string; help: string; type: "int" | "number" | "string" | "strings" }[] = [
+export const CLI_FLAGS: readonly { flag: string; key: string; help: string; type: "int" | "number" | "string" | "strings" | "flag"; value?: unknown }[] = [
   { flag: "--data <paths...>", key: "data", help: "text files or directories to train on, or a directory of token shards that `train prepare` wrote (default: the built-in Moby-Dick corpus)", type: "strings" },
   { flag: "--out <dir>", key: "outDir", help: `output directory (default ${DEFAULT_CONFIG.outDir})`, type: "string" },
   { flag: "--steps <n>", key: "steps", help: `training steps (default ${DEFAULT_CONFIG.steps})`, type: "int" },
@@ -247,12 +254,13 @@ export const CLI_FLAGS: readonly { flag: string; key: string; help: string; type
   { flag: "--seq-len <n>", key: "seqLen", help: `tokens per sequence (default ${DEFAULT_CONFIG.seqLen})`, type: "int" },
   { flag: "--vocab-size <n>", key: "vocabSize", help: `size of the tokenizer to train (default ${DEFAULT_CONFIG.vocabSize})`, type: "int" },
   { flag: "--tokenizer <file>", key: "tokenizerPath", help: "load this tokenizer instead of training one (pad/bos/eos ids are read from its special tokens)", type: "string" },
-  { flag: "--preset <name>", key: "preset", help: `a published model shape; --d-model, --layers, --heads, --glu-dim and --model-vocab override its values. One of: ${PRESET_LIST}`, type: "string" },
+  { flag: "--preset <name>", key: "preset", help: `a published model shape; --d-model, --layers, --heads, --glu-dim, --model-vocab and --untied-head override its values. One of: ${PRESET_LIST}`, type: "string" },
   { flag: "--d-model <n>", key: "model.dModel", help: `model width (default ${DEFAULT_CONFIG.model.dModel})`, type: "int" },
   { flag: "--layers <n>", key: "model.numLayers", help: `layers (default ${DEFAULT_CONFIG.model.numLayers})`, type: "int" },
   { flag: "--heads <n>", key: "model.numHeads", help: `attention heads (default ${DEFAULT_CONFIG.model.numHeads})`, type: "int" },
   { flag: "--glu-dim <n>", key: "model.gluDim", help: `channel-mixer width (default ${DEFAULT_CONFIG.model.gluDim})`, type: "int" },
   { flag: "--model-vocab <n>", key: "model.vocabSize", help: "rows of the model's embedding, at least the tokenizer's vocabulary (default: the tokenizer's, or the preset's)", type: "int" },
+  { flag: "--untied-head", key: "model.tieWordEmbeddings", help: "give the model its own lm_head instead of sharing the embedding matrix (default: the preset's; tied without one)", type: "flag", value: false },
   { flag: "--lr <x>", key: "lr", help: `peak learning rate (default ${DEFAULT_CONFIG.lr})`, type: "number" },
   { flag: "--warmup <n>", key: "warmupSteps", help: `warmup steps (default ${DEFAULT_CONFIG.warmupSteps})`, type: "int" },
   { flag: "--weight-decay <x>", key: "weightDecay", help: `AdamW weight decay (default ${DEFAULT_CONFIG.weightDecay})`, type: "number" },

@@ -23,7 +23,7 @@ const num = (v: string) => {
   if (!Number.isFinite(n)) throw new InvalidArgumentError(`expected a number, got "${v}"`);
   return n;
 };
-const PARSE = { int, number: num, string: undefined, strings: undefined };
+const PARSE = { int, number: num, string: undefined, strings: undefined, flag: undefined };
 
 /** Expected failures carry a complete message; LIGHTNING_DEBUG=1 adds the stack for anything else. */
 function report(command: string, err: unknown): void {
@@ -38,6 +38,10 @@ const program = new Command("train")
   .option("--config <file>", "a JSON or TOML file of settings (flags win over it)")
   .option("--resume <dir>", "continue the run in <dir> (or that checkpoint) exactly where it stopped")
   .option("--no-progress", "no progress bar")
+  .option("--init-from <dir>", "start from the weights of this model directory (Hugging Face layout, e.g. another run's init/ or model/) instead of a fresh initialisation; the model settings must match its config.json")
+  .option("--save-init", "write the initial weights, before step 1, to <out>/init/ (config.json, model.safetensors, tokenizer.json, trainer-config.json): a model the official PyTorch TNL code loads")
+  .option("--dump-batches <file>", "write the token ids of every step's batch to <file> (little-endian uint32, rows × (seq-len + 1) per step; <file>.json describes it)")
+  .option("--profile <file>", "profile the second step of this run op by op: the table on stderr, the JSON to <file>")
   // Options after "prepare" are prepare's own (both commands have --out and --tokenizer).
   .enablePositionalOptions()
   .showHelpAfterError();
@@ -49,9 +53,9 @@ for (const { flag, help, type } of CLI_FLAGS) {
 
 program.action(async (opts: Record<string, unknown>) => {
   const overrides: Record<string, unknown> = {};
-  for (const { flag, key } of CLI_FLAGS) {
+  for (const { flag, key, type, value } of CLI_FLAGS) {
     const name = flag.split(" ")[0].slice(2).replace(/-([a-z])/g, (_, c: string) => c.toUpperCase());
-    if (opts[name] !== undefined) overrides[key] = opts[name];
+    if (opts[name] !== undefined) overrides[key] = type === "flag" ? value : opts[name];
   }
   try {
     const config = resolveConfig({ file: opts.config as string | undefined, overrides });
@@ -66,7 +70,17 @@ program.action(async (opts: Record<string, unknown>) => {
     const resumeOverrides: Record<string, unknown> = {};
     if (overrides.steps !== undefined) resumeOverrides.steps = overrides.steps;
     if (overrides.timeLimitSeconds !== undefined) resumeOverrides.timeLimitSeconds = overrides.timeLimitSeconds;
-    const result = await train({ config, resume: opts.resume as string | undefined, resumeOverrides, signal: controller.signal, progress: opts.progress !== false });
+    const result = await train({
+      config,
+      resume: opts.resume as string | undefined,
+      resumeOverrides,
+      signal: controller.signal,
+      progress: opts.progress !== false,
+      initFrom: opts.initFrom as string | undefined,
+      saveInit: opts.saveInit === true,
+      dumpBatches: opts.dumpBatches as string | undefined,
+      profile: opts.profile as string | undefined,
+    });
     process.exitCode = result.summary === null ? 130 : 0;
   } catch (err) {
     report("train", err);

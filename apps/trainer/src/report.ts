@@ -10,7 +10,7 @@ export type LogRecord =
   | { kind: "train"; step: number; loss: number; lr: number; grad_norm: number; tokens_per_s: number; mfu: number; seconds: number }
   | { kind: "skip"; step: number; loss: number; grad_norm: number }
   | { kind: "eval"; step: number; loss: number; perplexity: number; bits_per_byte: number; seconds: number }
-  | { kind: "checkpoint"; step: number; dir: string }
+  | { kind: "checkpoint" | "init"; step: number; dir: string }
   | { kind: "start" | "resume" | "end"; step: number; [key: string]: unknown };
 
 export class RunLog {

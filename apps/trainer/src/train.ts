@@ -7,15 +7,18 @@ import { existsSync, readFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { AdamW, GradScaler, warmupCosine } from "@lightning-ts/autograd/optim";
 import { createBackend } from "@lightning-ts/backends";
-import { liveTensorCount, setBackend } from "@lightning-ts/tensor";
+import { type Backend, liveTensorCount, setBackend } from "@lightning-ts/tensor";
 import { generateIds, initParams, makeConfig, type ModelDType, parameterCount, PRESETS, resolveDType, type TnlConfig, type TnlParams } from "@lightning-ts/tnl";
 import type { Tokenizer } from "@lightning-ts/tokenizer";
-import { evaluationWindows, trainingBatch } from "./batches.js";
+import { BatchDump, evaluationWindows, trainingBatch } from "./batches.js";
 import {
+  CheckpointError,
   checkWritable,
   findCheckpoint,
+  loadInitialWeights,
   loadTrainerCheckpoint,
   readTrainerState,
+  saveInitialWeights,
   saveModelDir,
   saveTrainerCheckpoint,
   type TrainerState,
@@ -23,6 +26,7 @@ import {
 import { microBatchOf, sequencesPerStep, type TrainConfig, withDefaults } from "./config.js";
 import { loadTrainingData, type TrainingData } from "./corpus.js";
 import { type Evaluation, evaluate } from "./evaluate.js";
+import { profileStep } from "./profile.js";
 import { formatMfu, progressBar, progressHeldout, RunLog, type Summary, writeLossChart, writeSummary } from "./report.js";
 import type { TokenSource } from "./shards.js";
 import { specialTokens } from "./special.js";
@@ -47,6 +51,14 @@ export interface TrainOptions {
   log?: (line: string) => void;
   /** Draw a progress bar (default: true). */
   progress?: boolean;
+  /** Start from the weights of this model directory instead of a fresh initialisation (not with `resume`). */
+  initFrom?: string;
+  /** Write the initial weights to `<outDir>/init/` before step 1 (not with `resume`). */
+  saveInit?: boolean;
+  /** Write every step's batch (token ids, uint32) to this file, described by `<file>.json`. */
+  dumpBatches?: string;
+  /** Profile the second step of this call op by op; the JSON goes to this file. */
+  profile?: string;
 }
 
 export interface TrainResult {
@@ -66,12 +78,13 @@ export interface TrainResult {
 export function modelConfig(config: TrainConfig, tokenizer: Tokenizer): { config: TnlConfig; specials: string } {
   const { dModel, numLayers, numHeads, gluDim } = config.model;
   const preset = config.preset === null ? null : PRESETS[config.preset as keyof typeof PRESETS];
+  const tieWordEmbeddings = config.model.tieWordEmbeddings ?? preset?.tieWordEmbeddings ?? true;
   const vocabName = preset && config.model.vocabSize === preset.vocabSize ? `--preset ${config.preset} (vocab_size ${preset.vocabSize})` : `--model-vocab ${config.model.vocabSize}`;
   const special = specialTokens(tokenizer, config.model.vocabSize, vocabName);
   const shape = { vocabSize: special.vocabSize, dModel, numLayers, numHeads, gluDim };
   const tnl = preset
-    ? { ...makeConfig({ ...shape, activation: preset.activation, noScaleEmbedding: preset.noScaleEmbedding, tieWordEmbeddings: preset.tieWordEmbeddings }), extra: structuredClone(preset.extra) }
-    : makeConfig(shape);
+    ? { ...makeConfig({ ...shape, activation: preset.activation, noScaleEmbedding: preset.noScaleEmbedding, tieWordEmbeddings }), extra: structuredClone(preset.extra) }
+    : makeConfig({ ...shape, tieWordEmbeddings });
   return { config: { ...tnl, ...special.ids }, specials: special.description };
 }
 
@@ -87,6 +100,9 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
   const say = options.log ?? ((line: string) => process.stderr.write(`${line}\n`));
   let config = options.config;
   let resumed: { dir: string; state: TrainerState } | null = null;
+  if (options.resume && (options.initFrom || options.saveInit)) {
+    throw new CheckpointError(`${options.initFrom ? "--init-from" : "--save-init"}: a resumed run continues from its checkpoint's weights; give it without --resume`);
+  }
   if (options.resume) {
     const dir = findCheckpoint(options.resume);
     const state = readTrainerState(dir);
@@ -105,7 +121,7 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
   const tokenizerFile = join(outDir, "tokenizer.json");
   const data = await loadTrainingData({ config, tokenizerFile, resumeDir: resumed?.dir, cacheDir: options.cacheDir ?? resolve(".cache", "tokens"), say });
   try {
-    return await run({ options, config, resumed, outDir, log, data, tokenizerFile, dtype, backendName: backend.name, device: backend.capabilities.device, peak: await peakTflops(backend, config.peakTflops), say });
+    return await run({ options, config, resumed, outDir, log, data, tokenizerFile, dtype, backend, backendName: backend.name, device: backend.capabilities.device, peak: await peakTflops(backend, config.peakTflops), say });
   } finally {
     data.close();
   }
@@ -121,6 +137,7 @@ interface RunContext {
   tokenizerFile: string;
   /** Parameters and compute (the optimizer keeps f32 master weights of bf16/f16 ones). */
   dtype: ModelDType;
+  backend: Backend;
   backendName: string;
   device: string;
   peak: { tflops: number; source: string };
@@ -154,8 +171,19 @@ async function run(r: RunContext): Promise<TrainResult> {
     const model = modelConfig(config, tokenizer);
     tnlConfig = model.config;
     say(`special tokens: ${model.specials}`);
-    params = initParams(tnlConfig, { seed: config.seed, dtype: r.dtype });
-    log.write({ kind: "start", step: 0, config, parameters: parameterCount(tnlConfig), special_tokens: model.specials });
+    if (options.initFrom) {
+      params = (await loadInitialWeights(options.initFrom, tnlConfig, r.dtype)).params;
+      say(`initial weights: ${resolve(options.initFrom)}`);
+    } else {
+      params = initParams(tnlConfig, { seed: config.seed, dtype: r.dtype });
+    }
+    const initFrom = options.initFrom ? { init_from: resolve(options.initFrom) } : {};
+    log.write({ kind: "start", step: 0, config, parameters: parameterCount(tnlConfig), special_tokens: model.specials, ...initFrom });
+    if (options.saveInit) {
+      const dir = await saveInitialWeights(outDir, { config: tnlConfig, params }, tokenizerFile, config);
+      log.write({ kind: "init", step: 0, dir });
+      say(`initial weights saved: ${dir}`);
+    }
   }
   const parameters = parameterCount(tnlConfig);
   const rows = sequencesPerStep(config);
@@ -189,12 +217,18 @@ async function run(r: RunContext): Promise<TrainResult> {
   let stopped = false;
   let lastGradNorm: number | null = null;
   let skippedInARow = 0;
+  const dump = options.dumpBatches ? new BatchDump(resolve(options.dumpBatches), { rows, span, firstStep: step + 1 }) : null;
+  const firstStep = step;
+  if (options.profile && config.steps - step < 2) say(`warning: --profile: this run has fewer than 2 steps left, so no step is profiled`);
   while (step < config.steps) {
     const t0 = performance.now();
     const lr = optimizer.learningRate();
     const batch = trainingBatch(data.train, config.seed, step, rows, config.seqLen);
+    dump?.write(batch);
     const lossFactor = options.nonFiniteSteps?.includes(step + 1) ? NaN : 1;
-    const out = await trainStep(params, tnlConfig, optimizer, splitBatch(batch, rows, span, microBatch), { gradClip: config.gradClip, lossFactor, scaler });
+    const runStep = () => trainStep(params, tnlConfig, optimizer, splitBatch(batch, rows, span, microBatch), { gradClip: config.gradClip, lossFactor, scaler });
+    // The second step of the call: the first one warms up (kernels compiled, buffers pooled).
+    const out = options.profile && step === firstStep + 1 ? await profileStep(r.backend, step + 1, options.profile, runStep, say) : await runStep();
     params = out.params;
     const seconds = (performance.now() - t0) / 1000;
     trainSeconds += seconds;

@@ -71,7 +71,7 @@ describe("special tokens", () => {
 describe("presets", () => {
   it("set the published shapes; explicit sizes win; an unknown name lists the known ones", () => {
     const c = resolveConfig({ overrides: { preset: "tnl-385m" } });
-    expect(c.model).toEqual({ dModel: 1024, numLayers: 24, numHeads: 8, gluDim: 2816, vocabSize: 64000 });
+    expect(c.model).toEqual({ dModel: 1024, numLayers: 24, numHeads: 8, gluDim: 2816, vocabSize: 64000, tieWordEmbeddings: null });
     expect(resolveConfig({ overrides: { preset: "tnl-1b", "model.numLayers": 2 } }).model).toMatchObject({ dModel: 2048, numLayers: 2 });
     const known = Object.keys(PRESETS);
     expect(known).toEqual(["tnl-385m", "tnl-1b", "tnl2-1b", "tnl2-3b", "tnl-7b", "tnl-tiny", "tnl-micro"]);
@@ -89,6 +89,24 @@ describe("presets", () => {
 
     const run = await train({ ...quiet(cacheDir), config: { ...tiny, vocabSize: 300, model: { ...tiny.model, vocabSize: 320 }, seqLen: 24, batchSize: 2, evalSequences: 2, sampleCount: 0, peakTflops: 1 } });
     expect(run.summary!.parameters).toBe(parameterCount({ ...PRESETS["tnl-tiny"], vocabSize: 320 }));
+  });
+});
+
+describe("--untied-head", () => {
+  it("with --preset tnl-385m --model-vocab 50272 gives the 436.4M benchmark shape: untied head, LRPE on layer 0", () => {
+    const c = resolveConfig({ overrides: { preset: "tnl-385m", "model.vocabSize": 50_272, "model.tieWordEmbeddings": false } });
+    const { config: tnl } = modelConfig(c, gpt2);
+    expect(tnl).toMatchObject({ vocabSize: 50_272, dModel: 1024, numLayers: 24, numHeads: 8, gluDim: 2816, tieWordEmbeddings: false, activation: "swish", noScaleEmbedding: false });
+    expect(tnl.lrpe).toEqual([true, ...Array<boolean>(23).fill(false)]);
+    expect(parameterCount(tnl)).toBe(436_405_248);
+    // Without the flag: the preset's tied head (and the tnl-tiny preset's untied one); no preset: tied.
+    expect(modelConfig(resolveConfig({ overrides: { preset: "tnl-385m", "model.vocabSize": 50_272 } }), gpt2).config.tieWordEmbeddings).toBe(true);
+    expect(modelConfig(resolveConfig({ overrides: { preset: "tnl-tiny", "model.vocabSize": 50_272 } }), gpt2).config.tieWordEmbeddings).toBe(false);
+    expect(modelConfig(resolveConfig({}), gpt2).config.tieWordEmbeddings).toBe(true);
+    expect(modelConfig(resolveConfig({ overrides: { "model.tieWordEmbeddings": false } }), gpt2).config.tieWordEmbeddings).toBe(false);
+    const flag = CLI_FLAGS.find((f) => f.flag === "--untied-head")!;
+    expect([flag.key, flag.type, flag.value]).toEqual(["model.tieWordEmbeddings", "flag", false]);
+    expect(() => resolveConfig({ overrides: { "model.tieWordEmbeddings": "no" } })).toThrow('--untied-head expected true, false or null, got "no"');
   });
 });
 
