@@ -222,6 +222,7 @@ const std::vector<Launcher>& launchers() {
     registerRandom(reg);
     registerMatmul(reg);
     registerLightning(reg);
+    registerOptim(reg);
     std::vector<Launcher> out;
     std::string missing, unknown;
     for (const char* name : kLauncherNames) {

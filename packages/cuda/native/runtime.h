@@ -96,6 +96,7 @@ void registerNn(Registry&);
 void registerRandom(Registry&);
 void registerMatmul(Registry&);
 void registerLightning(Registry&);
+void registerOptim(Registry&);
 std::string cublasStatus();
 
 // Broadcast iteration over up to 8 dims with up to 4 operands (outputs included), dims merged

@@ -6,6 +6,7 @@
  * Letters: B batch, H heads, T time, D query/key head dim, E value head dim, N rows, V vocabulary, M width.
  */
 import {
+  adamwScalars,
   BINARY_OPS,
   type BinaryOpName,
   broadcastStrides,
@@ -206,6 +207,14 @@ export function createKernels(rt: NativeRuntime): KernelTable<CudaStorage> {
     lightningStep: ({ inputs: [q, k, v, slopes, state], outputs: [o, sn] }) => {
       const [B, H, D] = q.shape as [number, number, number];
       launch("lightningStep", [q, k, v, slopes, state, o, sn], [code(q.dtype), B, H, D, v.shape[2]]);
+    },
+
+    // param: f32 (N), grad: f32/bf16/f16 (N), expAvg, expAvgSq: f32 (N) → param, expAvg, expAvgSq: f32 (N)[, param in castTo (N)].
+    // The scalars go as float64 and the launcher rounds them to f32, as the decomposition's f32 operands are.
+    adamwUpdate: ({ inputs: [p, g, m, v], outputs: [p1, m1, v1, half], attrs }) => {
+      const k = adamwScalars(attrs);
+      const floats = [k.beta1, k.oneMinusBeta1, k.beta2, k.oneMinusBeta2, k.decay, k.sqrtCorrection2, k.eps, k.stepSize];
+      launch("adamw", [p, g, m, v, p1, m1, v1, half], [code(g.dtype), half ? code(half.dtype) : -1, p.size, attrs.weightDecay !== 0 ? 1 : 0], floats);
     },
   };
   return table;
