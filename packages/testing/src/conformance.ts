@@ -190,6 +190,41 @@ export async function conformanceSuite(options: ConformanceOptions = {}): Promis
         }
       });
 
+      // The parameter and moments are f32 (f64 for f64); a half dtype is the gradient's and the rounded copy's.
+      it(`adamwUpdate over chained steps, odd sizes (${dtype})`, async () => {
+        const rng = seeded(656);
+        const half = dtype === "f16" || dtype === "bf16" ? dtype : undefined;
+        const pd: DType = dtype === "f64" ? "f64" : "f32";
+        for (const shape of [[1], [7], [5, 13], [1029]]) {
+          const n = O.sizeOf(shape);
+          let p = rng.tensor(shape, { dtype: pd });
+          let m = T.zeros(shape, { dtype: pd });
+          let v = T.zeros(shape, { dtype: pd });
+          for (const [step, weightDecay] of [[1, 0.1], [2, 0], [50, 0.1]]) {
+            const g = rng.tensor(shape, { dtype: half ?? pd, std: 0.1 });
+            const o = { lr: 1e-2, beta1: 0.9, beta2: 0.99, eps: 1e-8, weightDecay, step };
+            const [hp, hg, hm, hv] = await Promise.all([p, g, m, v].map(values));
+            const want = { p: new Float64Array(n), m: new Float64Array(n), v: new Float64Array(n) };
+            for (let i = 0; i < n; i++) {
+              want.m[i] = o.beta1 * hm[i] + (1 - o.beta1) * hg[i];
+              want.v[i] = o.beta2 * hv[i] + (1 - o.beta2) * hg[i] * hg[i];
+              const denom = Math.sqrt(want.v[i]) / Math.sqrt(1 - o.beta2 ** step) + o.eps;
+              want.p[i] = hp[i] * (1 - o.lr * weightDecay) - (o.lr / (1 - o.beta1 ** step)) * (want.m[i] / denom);
+            }
+            const r = T.adamwUpdate(p, g, m, v, { ...o, castTo: half });
+            const label = `adamwUpdate ${shape.join("x")} t=${step} ${dtype}`;
+            assertClose(await values(r.param), want.p, { ...tolerance(pd, 10), label: `${label} param` });
+            assertClose(await values(r.expAvg), want.m, { ...tolerance(pd, 10), label: `${label} expAvg` });
+            assertClose(await values(r.expAvgSq), want.v, { ...tolerance(pd, 10), label: `${label} expAvgSq` });
+            if (half) assertClose(await values(r.half!), want.p, { ...tolerance(half), label: `${label} ${half} copy` });
+            else expect(r.half).toBeUndefined();
+            for (const t of [p, m, v, g, r.half]) t?.dispose();
+            [p, m, v] = [r.param, r.expAvg, r.expAvgSq];
+          }
+          for (const t of [p, m, v]) t.dispose();
+        }
+      });
+
       it(`embedding, gather and scatterAdd (${dtype})`, async () => {
         const rng = seeded(707);
         const V = 11;
