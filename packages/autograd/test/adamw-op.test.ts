@@ -2,10 +2,12 @@
  * The fused `adamwUpdate` op that AdamW runs per parameter: on the CPU (its decomposition) it gives,
  * bit for bit, what the elementwise composition AdamW used before gave; it agrees with a float64
  * formula written out per element; its optional half-precision output is the new parameter rounded
- * once; a half-precision gradient is read as its exact f32 widening; and it has no gradient.
+ * once; a half-precision gradient is read as its exact f32 widening; it has no gradient; and AdamW
+ * runs it once per parameter and step, half-precision parameters included.
  */
 import {
   add,
+  addOpObserver,
   adamwUpdate,
   type AdamwOptions,
   cast,
@@ -23,6 +25,7 @@ import {
 import { seeded } from "@lightning-ts/testing";
 import { describe, expect, it } from "vitest";
 import { grad } from "../src/index.js";
+import { AdamW } from "../src/optim/index.js";
 
 /** The composition AdamW.update ran before the fused op (optim/adamw.ts up to this change), op for op. */
 function composed(p: Tensor, g: Tensor, m0: Tensor, v0: Tensor, o: Required<Omit<AdamwOptions, "castTo">>) {
@@ -132,5 +135,28 @@ describe("adamwUpdate", () => {
     const { p, g, m, v } = inputs(9, [5], "f32");
     expect(() => grad((x: Tensor) => sum(adamwUpdate(x, g, m, v, SETTINGS[0]).param))(p)).toThrow(/adamwUpdate.*optimizer update/);
     for (const t of [p, g, m, v]) t.dispose();
+  });
+
+  it("is the one op of an AdamW step per parameter, bf16 parameters and gradients included", () => {
+    const r = seeded(10);
+    let params = { w: tensor(Array.from(r.array(15)), [3, 5], { dtype: "bf16" }), b: tensor(Array.from(r.array(5)), [5]) };
+    const opt = new AdamW({ lr: 1e-2 });
+    const perStep: string[][] = [];
+    for (let step = 0; step < 3; step++) {
+      const grads = { w: tensor(Array.from(r.array(15)), [3, 5], { dtype: "bf16" }), b: tensor(Array.from(r.array(5)), [5]) };
+      const ops: string[] = [];
+      const stop = addOpObserver((rec) => ops.push(rec.op === "adamwUpdate" ? `adamwUpdate${rec.inputs[1].dtype === "bf16" ? " (bf16 grad)" : ""}` : rec.op));
+      params = opt.step(params, grads);
+      stop();
+      perStep.push(ops);
+      for (const t of Object.values(grads)) t.dispose();
+    }
+    // The first step makes the moments (fill) and the f32 master of w (cast); after that, nothing else.
+    expect(perStep[0].filter((op) => !op.startsWith("adamwUpdate")).sort()).toEqual(["cast", "fill", "fill", "fill", "fill"]);
+    expect(perStep[1]).toEqual(["adamwUpdate (bf16 grad)", "adamwUpdate"]);
+    expect(perStep[2]).toEqual(perStep[1]);
+    expect(params.w.dtype).toBe("bf16");
+    for (const t of Object.values(params)) t.dispose();
+    opt.dispose();
   });
 });
