@@ -6,7 +6,10 @@
 // its order, each rounded to f32 (__fmul_rn & co. keep nvcc from contracting them into FMAs), with
 // the scalars rounded to f32 once on the host as the CPU's scalar operands are. The CPU computes
 // each op in float64 and rounds it to f32, which for +, −, ×, ÷ and √ of f32 values is the
-// correctly rounded f32 result, so the two agree to the bit on finite values. N: elements.
+// correctly rounded f32 result, so the two agree to the bit on finite values (subnormals
+// included: the build uses neither --use_fast_math nor -ftz). Only NaNs may differ in their bits
+// (payload, sign), never in being NaN. The bf16/f16 copy rounds to nearest even, as the CPU's cast.
+// N: elements.
 #include "device.cuh"
 
 namespace lts {
