@@ -2,26 +2,73 @@
  * model: a TNL end to end. Training-step tokens/s (forward, backward, AdamW) as the sequence
  * length grows at a fixed number of tokens per step, and generation tokens/s (one recurrent step
  * per token, batch 1) after contexts of growing length — both should stay flat for linear
- * attention. Each case is first checked against the same model and inputs in float64 on the CPU.
+ * attention.
+ *
+ * Two modes:
+ * - default: a small f32 model; each case is first checked against the same model and inputs in
+ *   float64 on the CPU, then timed.
+ * - `--preset NAME`: training steps only, at a real size (docs/PERFORMANCE.md §2: `tnl-385m-bench`),
+ *   no float64 copy. A step is what `pnpm train` runs: gradient accumulation over micro-batches
+ *   of `--micro-batch-tokens`, clipping to 1.0, AdamW (lr 1e-4, weight decay 0.1, f32 master
+ *   weights for bf16 parameters). Each T starts from fresh parameters; a case is ok when its last
+ *   loss is finite and its first is within 10% of ln V (random init). A case that fails (out of
+ *   memory, a kernel error) is a row with ok = false and the error, and the next case runs.
  */
-import { valueAndGrad } from "@lightning-ts/autograd";
-import { AdamW } from "@lightning-ts/autograd/optim";
+import { mkdirSync, writeFileSync } from "node:fs";
+import { dirname } from "node:path";
+import { disposeTree, flattenTree, mapTree, valueAndGrad, type GradTree } from "@lightning-ts/autograd";
+import { AdamW, clipGradNorm } from "@lightning-ts/autograd/optim";
 import { startBackend } from "@lightning-ts/backends";
 import * as T from "@lightning-ts/tensor";
-import type { Backend, Tensor } from "@lightning-ts/tensor";
-import { disposeParams, disposeState, initParams, loss, makeConfig, mapParams, prefill, step, type TnlConfig, type TnlParams } from "@lightning-ts/tnl";
+import type { Backend, OpProfile, Tensor } from "@lightning-ts/tensor";
+import {
+  disposeParams,
+  disposeState,
+  initParams,
+  loss,
+  makeConfig,
+  mapParams,
+  parameterCount,
+  PRESETS,
+  prefill,
+  resolveDType,
+  step,
+  type ModelDType,
+  type TnlConfig,
+  type TnlParams,
+} from "@lightning-ts/tnl";
+import { outputPath } from "../report.js";
 import { intList, result, summarise, type BenchResult, type Suite } from "../suite.js";
 
 interface ModelOptions {
-  dModel: number;
-  layers: number;
-  heads: number;
-  vocab: number;
-  tokens: number;
-  t: number[];
+  preset?: string;
+  dModel?: number;
+  layers?: number;
+  heads?: number;
+  vocab?: number;
+  gluDim?: number;
+  tokens?: number;
+  t?: number[];
   contexts: number[];
   genTokens: number;
+  dtype?: string;
+  microBatchTokens?: number;
+  steps?: number;
+  peakTflops?: number;
+  profile?: string;
 }
+
+/** The training shape of docs/PERFORMANCE.md §2 (the PyTorch anchor's): untied head, GPT-2 vocabulary, 436.4M parameters. */
+const BENCH_PRESETS: Record<string, TnlConfig> = {
+  "tnl-385m-bench": makeConfig({ vocabSize: 50272, dModel: 1024, numLayers: 24, numHeads: 8, gluDim: 2816, tieWordEmbeddings: false }),
+  ...PRESETS,
+};
+
+/** MFU's denominator on CUDA without --peak-tflops: the dense bf16 matmul rate measured on the H200 (docs/PERFORMANCE.md). */
+const CUDA_PEAK_TFLOPS = 790;
+const LR = 1e-4;
+const WEIGHT_DECAY = 0.1;
+const GRAD_CLIP = 1;
 
 /** Seeded ids in [3, V) (0–2 are pad, bos and eos). */
 function ids(n: number, V: number, seed: number): number[] {
@@ -56,33 +103,52 @@ export const modelSuite: Suite = {
   description: "TNL training-step tokens/s vs sequence length, and generation tokens/s vs context length",
   defaults: { warmup: 1, reps: 3 },
   configure(command) {
+    const int = (v: string) => Number.parseInt(v, 10);
     command
-      .option("--d-model <n>", "model width", (v) => Number.parseInt(v, 10), 64)
-      .option("--layers <n>", "layers", (v) => Number.parseInt(v, 10), 2)
-      .option("--heads <n>", "heads", (v) => Number.parseInt(v, 10), 2)
-      .option("--vocab <n>", "vocabulary size", (v) => Number.parseInt(v, 10), 512)
-      .option("--tokens <n>", "tokens per training step (each T must divide it)", (v) => Number.parseInt(v, 10), 1024)
-      .option("--t <list>", "training sequence lengths", intList, [64, 256, 1024])
-      .option("--contexts <list>", "context lengths before generating", intList, [128, 1024, 4096])
-      .option("--gen-tokens <n>", "tokens generated per context (timed)", (v) => Number.parseInt(v, 10), 16);
+      .option("--preset <name>", `train steps only, at this size, without the float64 check (${Object.keys(BENCH_PRESETS).join(", ")})`)
+      .option("--d-model <n>", "model width (default 64; with --preset, overrides it)", int)
+      .option("--layers <n>", "layers (default 2)", int)
+      .option("--heads <n>", "heads (default 2)", int)
+      .option("--vocab <n>", "vocabulary size (default 512)", int)
+      .option("--glu-dim <n>", "GLU width (default 8·round(d/3))", int)
+      .option("--tokens <n>", "tokens per training step, each T must divide it (default 1024; with --preset 65536)", int)
+      .option("--t <list>", "training sequence lengths (default 64,256,1024; with --preset 2048,8192,32768,65536)", intList)
+      .option("--contexts <list>", "context lengths before generating (not with --preset)", intList, [128, 1024, 4096])
+      .option("--gen-tokens <n>", "tokens generated per context (timed)", int, 16)
+      .option("--dtype <dtype>", "with --preset: bf16 or f32 (default bf16 on cuda, f32 elsewhere)")
+      .option("--micro-batch-tokens <n>", "with --preset: tokens per micro-batch, at least one row (default: the whole step)", int)
+      .option("--steps <n>", "with --preset: timed steps (default --reps)", int)
+      .option("--peak-tflops <x>", `with --preset: MFU's peak (default on cuda ${CUDA_PEAK_TFLOPS}, the H200 bf16 matmul rate; elsewhere no MFU)`, Number.parseFloat)
+      .option("--profile <file>", "with --preset: profile one more step per T per op, write the profiles as JSON and print them");
   },
   columns: [
     ["case", "impl"],
     ["backend", "backend"],
+    ["dtype", "dtype"],
     ["B", "B"],
     ["T / context", "T"],
     ["ms", "fwd_ms"],
     ["tokens/s", "tokens_per_s"],
+    ["mfu", "mfu"],
+    ["peak GiB", "peak_gib"],
+    ["loss", "loss"],
     ["rel_err", "rel_err"],
     ["spread %", "spread_pct"],
     ["ok", "ok"],
   ],
 
-  async run({ backends, options: common, log }, raw) {
+  async run(context, raw) {
     const o = raw as unknown as ModelOptions;
-    const config: TnlConfig = makeConfig({ vocabSize: o.vocab, dModel: o.dModel, numLayers: o.layers, numHeads: o.heads, gluDim: 8 * Math.round(o.dModel / 3) });
-    const bad = o.t.find((t) => o.tokens % t !== 0);
-    if (bad !== undefined) throw new Error(`--t: every T must divide --tokens ${o.tokens}; ${bad} does not`);
+    if (o.preset !== undefined) return runAtScale(context, o);
+    const presetOnly = (["dtype", "microBatchTokens", "steps", "peakTflops", "profile"] as const).filter((k) => o[k] !== undefined);
+    if (presetOnly.length) throw new Error(`${presetOnly.map(flag).join(", ")} apply only with --preset (without it the suite checks a small f32 model against float64)`);
+    const { backends, options: common, log } = context;
+    const dModel = o.dModel ?? 64;
+    const config: TnlConfig = makeConfig({ vocabSize: o.vocab ?? 512, dModel, numLayers: o.layers ?? 2, numHeads: o.heads ?? 2, gluDim: o.gluDim ?? 8 * Math.round(dModel / 3) });
+    const tokens = o.tokens ?? 1024;
+    const lengths = o.t ?? [64, 256, 1024];
+    const bad = lengths.find((t) => tokens % t !== 0);
+    if (bad !== undefined) throw new Error(`--t: every T must divide --tokens ${tokens}; ${bad} does not`);
     const oracle = T.createCpuBackend({ threads: 1 });
     const results: BenchResult[] = [];
     for (const name of backends) {
@@ -92,8 +158,8 @@ export const modelSuite: Suite = {
       let params = initParams(config, { seed: 1 });
       const base = { suite: "model", backend: name, device, dtype: "f32", H: config.numHeads, D: config.hiddenDim / config.numHeads, E: config.hiddenDim / config.numHeads };
 
-      for (const t of o.t) {
-        const B = o.tokens / t;
+      for (const t of lengths) {
+        const B = tokens / t;
         const rows = Array.from({ length: B }, (_, b) => ids(t + 1, config.vocabSize, 7 + b));
         log(`training step, T=${t}`);
         const got = T.scope(() => loss(params, config, rows).dataSync()[0]);
@@ -121,7 +187,7 @@ export const modelSuite: Suite = {
           if (i >= common.warmup) times.push(performance.now() - t0);
         }
         const timing = summarise(times);
-        results.push(result({ ...row, ok: true, rel_err: err, fwd_ms: timing.median, tokens_per_s: o.tokens / (timing.median / 1000), spread_pct: Math.round(timing.spread_pct) }));
+        results.push(result({ ...row, ok: true, rel_err: err, fwd_ms: timing.median, step_ms: timing.median, tokens_per_s: tokens / (timing.median / 1000), spread_pct: Math.round(timing.spread_pct) }));
       }
 
       const gen64 = await toF64(params, oracle);
@@ -173,3 +239,167 @@ export const modelSuite: Suite = {
     return results;
   },
 };
+
+/** "microBatchTokens" → "--micro-batch-tokens". */
+const flag = (key: string) => `--${key.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`;
+
+/** The preset's config with any of --d-model, --layers, --heads, --vocab, --glu-dim over it. */
+function scaleConfig(o: ModelOptions): TnlConfig {
+  const base = BENCH_PRESETS[o.preset!];
+  if (!base) throw new Error(`--preset: unknown preset ${JSON.stringify(o.preset)}; known: ${Object.keys(BENCH_PRESETS).join(", ")}`);
+  return makeConfig({
+    vocabSize: o.vocab ?? base.vocabSize,
+    dModel: o.dModel ?? base.dModel,
+    numLayers: o.layers ?? base.numLayers,
+    numHeads: o.heads ?? base.numHeads,
+    gluDim: o.gluDim ?? base.gluDim,
+    activation: base.activation,
+    noScaleEmbedding: base.noScaleEmbedding,
+    tieWordEmbeddings: base.tieWordEmbeddings,
+    lrpeLayers: base.lrpe.flatMap((on, l) => (on ? [l] : [])).filter((l) => l < (o.layers ?? base.numLayers)),
+  });
+}
+
+/** Half-precision gradients add up in f32 (the optimizer takes f32 gradients for bf16 parameters). */
+const toF32 = (t: Tensor) => (t.dtype === "bf16" || t.dtype === "f16" ? T.cast(t, "f32") : t);
+
+/**
+ * One optimizer step as the trainer takes it (apps/trainer/src/step.ts, without padding or loss
+ * scaling): the mean loss over every micro-batch's targets and its gradient, accumulated in f32,
+ * clipped, then AdamW, unless the loss or gradient norm is not finite. The read of the loss and
+ * norm before the update is the trainer's one sync per step, kept so the time is the trainer's.
+ */
+async function trainStep(params: TnlParams, config: TnlConfig, opt: AdamW, batches: readonly Tensor[]): Promise<{ params: TnlParams; loss: number }> {
+  const total = batches.reduce((n, b) => n + b.shape[0] * (b.shape[1] - 1), 0);
+  type Acc = { loss: Tensor; grads: GradTree<TnlParams> };
+  const { value, clipped, norm } = T.scope(() => {
+    let acc: Acc | null = null;
+    for (const batch of batches) {
+      const weight = (batch.shape[0] * (batch.shape[1] - 1)) / total;
+      const prev: Acc | null = acc;
+      acc = T.scope((): Acc => {
+        const f = (p: TnlParams) => (weight === 1 ? loss(p, config, batch) : T.mul(loss(p, config, batch), weight));
+        const { value: l, grads } = valueAndGrad(f)(params);
+        if (!prev) return { loss: l, grads };
+        const mine = flattenTree(grads);
+        return { loss: T.add(prev.loss, l), grads: mapTree(prev.grads, (g, path) => T.add(toF32(g), toF32(mine.get(path)!))) as GradTree<TnlParams> };
+      });
+      if (prev) {
+        prev.loss.dispose();
+        disposeTree(prev.grads);
+      }
+    }
+    const c = clipGradNorm(acc!.grads, GRAD_CLIP);
+    return { value: acc!.loss, clipped: c.grads, norm: c.norm };
+  });
+  const l = (await value.data())[0];
+  const n = (await norm.data())[0];
+  value.dispose();
+  norm.dispose();
+  let next = params;
+  if (Number.isFinite(l) && Number.isFinite(n)) next = T.scope(() => opt.step<TnlParams>(params, clipped));
+  disposeTree(clipped);
+  return { params: next, loss: l };
+}
+
+/** Seeded ids [rows, T] cut into micro-batches of `microRows` rows, on the current backend. */
+function microBatches(B: number, t: number, microRows: number, V: number): Tensor[] {
+  const out: Tensor[] = [];
+  for (let r = 0; r < B; r += microRows) {
+    const n = Math.min(microRows, B - r);
+    out.push(T.tensor(Int32Array.from(ids(n * t, V, 7 + r)), [n, t], { dtype: "i32" }));
+  }
+  return out;
+}
+
+const message = (err: unknown) => (err instanceof Error ? err.message : String(err));
+
+/** The --preset mode: training-step rows in the docs/PERFORMANCE.md §2 format. */
+async function runAtScale({ backends, options: common, log }: Parameters<Suite["run"]>[0], o: ModelOptions): Promise<BenchResult[]> {
+  const config = scaleConfig(o);
+  const params = parameterCount(config);
+  const tokens = o.tokens ?? 65536;
+  const lengths = o.t ?? [2048, 8192, 32768, 65536];
+  const bad = lengths.find((t) => tokens % t !== 0);
+  if (bad !== undefined) throw new Error(`--t: every T must divide --tokens ${tokens}; ${bad} does not`);
+  const steps = o.steps ?? common.reps;
+  const lnV = Math.log(config.vocabSize);
+  log(`${o.preset}: d=${config.dModel}, ${config.numLayers} layers, ${config.numHeads} heads, glu ${config.gluDim}, vocab ${config.vocabSize}, ${config.tieWordEmbeddings ? "tied" : "untied"} head: ${(params / 1e6).toFixed(1)}M parameters`);
+  const results: BenchResult[] = [];
+  const profiles: { backend: string; device: string; dtype: string; T: number; B: number; profile: OpProfile }[] = [];
+
+  for (const name of backends) {
+    const backend = await startBackend(name, {}, log);
+    if (!backend) continue;
+    const device = backend.capabilities.device;
+    const dtype: ModelDType = resolveDType(backend, o.dtype);
+    if (dtype === "f16") throw new Error("--dtype f16 needs loss scaling, which this suite does not do; use bf16 or f32");
+    const peak = o.peakTflops ?? (name === "cuda" ? CUDA_PEAK_TFLOPS : null);
+    const mfuBasis =
+      o.peakTflops !== undefined ? `--peak-tflops ${o.peakTflops}` : name === "cuda" ? `${CUDA_PEAK_TFLOPS} TFLOP/s, the bf16 matmul rate measured on the H200 (docs/PERFORMANCE.md)` : "none (give --peak-tflops)";
+    const canResetPeak = typeof backend.resetPeakMemory === "function";
+
+    for (const t of lengths) {
+      const B = tokens / t;
+      const microRows = Math.max(1, Math.floor((o.microBatchTokens ?? tokens) / t));
+      const row = {
+        suite: "model", impl: "train step", backend: name, device, dtype, B, T: t, H: config.numHeads, D: config.hiddenDim / config.numHeads, E: config.hiddenDim / config.numHeads,
+        params, tokens_per_step: B * t, micro_batch_tokens: microRows * t, mfu_basis: mfuBasis,
+        ...(canResetPeak ? {} : { peak_note: "the peak since the backend started: it cannot reset its peak" }),
+      };
+      log(`training step, T=${t}, B=${B}, micro-batches of ${microRows} row(s)`);
+      let p: TnlParams | null = null;
+      let batches: Tensor[] = [];
+      const opt = new AdamW({ lr: LR, weightDecay: WEIGHT_DECAY }, [{ name: "no_decay", match: /(^embed$)|(^lmHead$)|theta/, weightDecay: 0 }]);
+      try {
+        p = initParams(config, { seed: 1, dtype });
+        batches = microBatches(B, t, microRows, config.vocabSize);
+        await backend.sync();
+        backend.resetPeakMemory?.();
+        const times: number[] = [];
+        const losses: number[] = [];
+        for (let i = 0; i < common.warmup + steps; i++) {
+          const t0 = performance.now();
+          const r: { params: TnlParams; loss: number } = await trainStep(p, config, opt, batches);
+          p = r.params;
+          await backend.sync();
+          if (i >= common.warmup) times.push(performance.now() - t0);
+          losses.push(r.loss);
+        }
+        const peakGib = backend.memory().peakBytes / 2 ** 30;
+        const timing = summarise(times);
+        const tokensPerS = (B * t) / (timing.median / 1000);
+        const first = losses[0];
+        const last = losses[losses.length - 1];
+        const ok = Number.isFinite(last) && Math.abs(first - lnV) <= 0.1 * lnV;
+        if (!ok) log(`T=${t}: loss ${first} at the first step (ln V = ${lnV.toFixed(3)}), ${last} at the last`);
+        results.push(
+          result({
+            ...row, ok, fwd_ms: timing.median, step_ms: timing.median, tokens_per_s: tokensPerS, mfu: peak === null ? null : (6 * params * tokensPerS) / (peak * 1e12),
+            peak_gib: peakGib, loss: last, first_loss: first, spread_pct: Math.round(timing.spread_pct),
+          }),
+        );
+        if (o.profile) {
+          const { result: r, profile } = await T.profileOps(backend, () => trainStep(p!, config, opt, batches));
+          p = r.params;
+          profiles.push({ backend: name, device, dtype, T: t, B, profile });
+          log(`profile of one step, T=${t}:\n${T.formatProfile(profile)}`);
+        }
+      } catch (err) {
+        log(`T=${t}: FAILED: ${message(err)}`);
+        results.push(result({ ...row, ok: false, error: message(err) }));
+      } finally {
+        if (p) disposeParams(p);
+        for (const b of batches) b.dispose();
+        opt.dispose();
+      }
+    }
+  }
+  if (o.profile) {
+    const file = outputPath(o.profile);
+    mkdirSync(dirname(file), { recursive: true });
+    writeFileSync(file, `${JSON.stringify({ preset: o.preset, params, tokens, profiles }, null, 2)}\n`);
+    log(`profiles written to ${file}`);
+  }
+  return results;
+}
