@@ -3,6 +3,8 @@
 // Each op family is one struct with a function per op, named as in UNARY_OPS / BINARY_OPS /
 // COMPARE_OPS of packages/tensor/src/ops/attrs.ts: the switches below expand LTS_*_OPS
 // (op_codes.gen.h), so an op added there fails to compile here until it has its function.
+// Memory-bound: each thread moves 16-byte packs where the operands allow (see "How the kernels walk
+// their positions" below) and indexes with 32-bit offsets where they fit.
 #include "device.cuh"
 
 namespace lts {
