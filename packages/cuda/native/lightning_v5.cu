@@ -360,8 +360,6 @@ struct WCfg {
 };
 
 #if defined(LTS_WGMMA)
-__device__ __forceinline__ void namedBarSync(int id, int threads) { asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(threads) : "memory"); }
-__device__ __forceinline__ void namedBarArrive(int id, int threads) { asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(threads) : "memory"); }
 #endif
 
 // 1 in the sm_90a image of this file, 0 in the others (the addon also carries sm_80–sm_90 code).
@@ -607,7 +605,11 @@ __global__ void __launch_bounds__(WCfg<D, NWG, NSB>::THREADS, WCfg<D, NWG, NSB>:
       wgmmaWait<0>();
       fenceRegs(O);
       scaleO(O);
-      namedBarSync(1, 2 * 128);  // P is in the exchange tile
+      // P is in the exchange tile. A block barrier, met by warpgroup 1 after it staged P: with a
+      // named-barrier pair (bar.arrive there, bar.sync here) compute-sanitizer's racecheck reports
+      // the next chunk's cp.async refill against prepState's ldmatrix, and with this it reports
+      // nothing (KERNELS.md, v6 racecheck).
+      __syncthreads();
 #pragma unroll
       for (int kk = 0; kk < 4; kk++) ldsm4(pa[kk], xs + (i0 + (lane & 15)) * XS + kk * 16 + (lane >> 4) * 8);
       prepState(sa, kT, m);
@@ -633,7 +635,7 @@ __global__ void __launch_bounds__(WCfg<D, NWG, NSB>::THREADS, WCfg<D, NWG, NSB>:
       fenceRegs(P);
       maskP(P);
       stageP(P);
-      namedBarArrive(1, 2 * 128);
+      __syncthreads();  // P is staged (warpgroup 0 waits for it at its barrier)
       prepState(sa, kT, m);
       wgmmaFence();
       issueState(sa, vA);

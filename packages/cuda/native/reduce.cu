@@ -1,5 +1,8 @@
 // Reductions over any set of axes (sum and mean accumulate in double, as the CPU does) and argmax
-// along one axis. One warp per output when the reduced extent is small, one block when it is large.
+// along one axis. One warp per output when the reduced extent is small, one block when it is large,
+// and several blocks per output when few outputs each reduce a long range.
+#include <algorithm>
+
 #include "device.cuh"
 
 namespace lts {
@@ -57,6 +60,37 @@ __global__ void reduceKernel(int op, const void* x, int dt, void* y, int ydt, In
   }
 }
 
+// Few outputs over long ranges (a whole-tensor sum, such as a gradient norm's): each output's range
+// is cut into `parts` slices of `slice` elements, one block per slice, so the whole GPU reads.
+// x → partial: double (outputs, parts)
+__global__ void reducePartsKernel(int op, const void* x, int dt, double* partial, Index kept, Index red, int64_t count, int parts, int64_t slice) {
+  __shared__ double sh[256];
+  const int64_t o = blockIdx.x / parts;
+  const int p = (int)(blockIdx.x % parts);
+  const int64_t begin = p * slice, end = min(count, begin + slice);
+  const int64_t base = offsetOf(kept, 0, o);
+  double acc = reduceInit(op);
+  for (int64_t r = begin + threadIdx.x; r < end; r += blockDim.x) acc = combine(op, acc, loadAny(x, dt, base + offsetOf(red, 0, r)));
+  sh[threadIdx.x] = acc;
+  __syncthreads();
+  for (int s = blockDim.x / 2; s > 0; s >>= 1) {
+    if (threadIdx.x < s) sh[threadIdx.x] = combine(op, sh[threadIdx.x], sh[threadIdx.x + s]);
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) partial[o * parts + p] = sh[0];
+}
+
+// partial: double (outputs, parts) → y (outputs), the slices combined in order (deterministic)
+__global__ void reduceFinishKernel(int op, const double* partial, int parts, void* y, int ydt, int64_t outputs, int64_t count) {
+  const int64_t o = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
+  if (o >= outputs) return;
+  double v = reduceInit(op);
+  for (int p = 0; p < parts; p++) v = combine(op, v, partial[o * parts + p]);
+  if (op == MEAN) v /= (double)count;
+  if (ydt == I32 && op != MEAN) v = (double)toInt32(v);
+  storeAny(y, ydt, o, v);
+}
+
 // x: (outer, n, inner) → y: i32 (outer, inner); first maximum, NaN counts as the maximum
 __global__ void argmaxKernel(const void* x, int dt, int* y, int64_t outer, int64_t n, int64_t inner) {
   int64_t t = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
@@ -95,6 +129,20 @@ void reduce(Context& c, const Args& a) {
   if (outputs == 0) return;
   Index kept = makeIndex(ks, {kst});
   Index red = makeIndex(rs, {rst});
+  // Fewer outputs than would fill the GPU, each over a long range: split the ranges.
+  constexpr int64_t SLICE_MIN = 16384;
+  if (count >= 4 * SLICE_MIN && outputs < 2 * (int64_t)c.smCount) {
+    int64_t want = std::max<int64_t>(1, 4 * (int64_t)c.smCount / outputs);
+    int parts = (int)std::min<int64_t>(want, (count + SLICE_MIN - 1) / SLICE_MIN);
+    int64_t slice = (count + parts - 1) / parts;
+    auto* partial = (double*)c.scratch(outputs * parts * sizeof(double));
+    reducePartsKernel<<<(unsigned)(outputs * parts), 256, 0, c.stream>>>(op, a.ptr<void>(0), dt, partial, kept, red, count, parts, slice);
+    LTS_CHECK(cudaGetLastError(), "reduce kernel launch");
+    reduceFinishKernel<<<(unsigned)((outputs + 255) / 256), 256, 0, c.stream>>>(op, partial, parts, a.ptr<void>(1), ydt, outputs, count);
+    LTS_CHECK(cudaGetLastError(), "reduce kernel launch");
+    c.release(partial);
+    return;
+  }
   int group = count >= 4096 ? 1024 : count >= 256 ? 256 : 32;
   int threads = group >= 256 ? group : 256;
   int64_t total = outputs * group;
