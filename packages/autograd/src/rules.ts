@@ -37,9 +37,9 @@ import {
   pow,
   reshape,
   rmsNormBackward,
+  siluBackward,
   runOp,
   scatterAdd,
-  sigmoid,
   sign,
   sin,
   slice,
@@ -172,14 +172,8 @@ export const GRAD_RULES: GradRuleTable = {
   square: { saves: { inputs: [0] }, backward: ([g], { x }) => [mul(g, mul(x(0), 2))] },
   reciprocal: { saves: { outputs: [0] }, backward: ([g], { y }) => [neg(mul(g, square(y(0))))] },
   relu: { saves: { outputs: [0] }, backward: ([g], { y }) => [where(greater(y(0), 0), g, scalarLike(g, 0))] },
-  // d/dx x·σ(x) = σ(x)·(1 + x·(1 − σ(x))).
-  silu: {
-    saves: { inputs: [0] },
-    backward([g], { x }) {
-      const s = sigmoid(x(0));
-      return [mul(g, mul(s, add(mul(x(0), sub(1, s)), 1)))];
-    },
-  },
+  // d/dx x·σ(x) = σ(x)·(1 + x·(1 − σ(x))), one fused op.
+  silu: { saves: { inputs: [0] }, backward: ([g], { x }) => [siluBackward(x(0), g)] },
   sigmoid: { saves: { outputs: [0] }, backward: ([g], { y }) => [mul(g, mul(y(0), sub(1, y(0))))] },
   tanh: { saves: { outputs: [0] }, backward: ([g], { y }) => [mul(g, sub(1, square(y(0))))] },
   cos: { saves: { inputs: [0] }, backward: ([g], { x }) => [neg(mul(g, sin(x(0))))] },
@@ -318,6 +312,7 @@ export const GRAD_RULES: GradRuleTable = {
   softmaxCrossEntropyBackward: nondiff("a backward op: second derivatives of fused ops are not supported"),
   rmsNorm: { saves: { inputs: [0] }, backward: ([g], { attrs: { eps }, x }) => [rmsNormBackward(x(0), g, eps)] },
   rmsNormBackward: nondiff("a backward op: second derivatives of fused ops are not supported"),
+  siluBackward: nondiff("a backward op: second derivatives of fused ops are not supported"),
 
   fill: constant("creation op: no tensor inputs"),
   randomUniform: constant("creation op: no tensor inputs"),

@@ -132,6 +132,23 @@ __global__ void unaryKernel(int op, const T* x, T* y, int64_t n) {
   for (int64_t i = packs * V + firstThread(); i < n; i += allThreads()) y[i] = fromF<T>(unaryOp(op, toF(x[i])));
 }
 
+// x, dy: (n) → dx: (n) = dy·σ(x)·(1 + x·(1 − σ(x))), contiguous; f32 math in the decomposition's order
+template <class T, int V>
+__global__ void siluBackwardKernel(const T* x, const T* dy, T* dx, int64_t n) {
+  auto grad = [](float xv, float g) {
+    float s = 1.0f / (expf(-xv) + 1.0f);
+    return g * (s * (xv * (1.0f - s) + 1.0f));
+  };
+  int64_t packs = n / V;
+  for (int64_t p = firstThread(); p < packs; p += allThreads()) {
+    Pack<T, V> vx = loadPack<V>(x + p * V), vg = loadPack<V>(dy + p * V);
+#pragma unroll
+    for (int k = 0; k < V; k++) vx.v[k] = fromF<T>(grad(toF(vx.v[k]), toF(vg.v[k])));
+    storePack<V>(dx + p * V, vx);
+  }
+  for (int64_t i = packs * V + firstThread(); i < n; i += allThreads()) dx[i] = fromF<T>(grad(toF(x[i]), toF(dy[i])));
+}
+
 // One pack of binaryKernel at position `at`.
 template <int V, class T, class I>
 __device__ __forceinline__ void binaryAt(int op, const T* a, const T* b, T* y, const Index& ix, I at, bool aRow, bool bRow) {
@@ -259,6 +276,21 @@ void unary(Context& c, const Args& a) {
   if (n == 0) return;
   LTS_DISPATCH_FLOAT(dt, T, launchUnary<T>(c, op, a.ptr<T>(0), a.ptr<T>(1), n));
   LTS_CHECK(cudaGetLastError(), "unary kernel launch");
+}
+
+// p: [x, dy, dx]; i: [dtype, n]
+void siluBackward(Context& c, const Args& a) {
+  int dt = (int)a.i.at(0);
+  int64_t n = a.i.at(1);
+  if (n == 0) return;
+  LTS_DISPATCH_FLOAT(dt, T, {
+    constexpr int V = 16 / sizeof(T);
+    const T *x = a.ptr<T>(0), *dy = a.ptr<T>(1);
+    T* dx = a.ptr<T>(2);
+    if (alignedTo(x, 16) && alignedTo(dy, 16) && alignedTo(dx, 16)) siluBackwardKernel<T, V><<<blocksForPacks(n, V), THREADS, 0, c.stream>>>(x, dy, dx, n);
+    else siluBackwardKernel<T, 1><<<blocksFor(n, THREADS), THREADS, 0, c.stream>>>(x, dy, dx, n);
+  });
+  LTS_CHECK(cudaGetLastError(), "siluBackward kernel launch");
 }
 
 template <class T>
@@ -398,6 +430,7 @@ void zero(Context& c, const Args& a) {
 }  // namespace
 
 void registerElementwise(Registry& r) {
+  r["siluBackward"] = siluBackward;
   r["unary"] = unary;
   r["binary"] = binary;
   r["compare"] = compare;

@@ -50,11 +50,11 @@ enum class ReduceOp : int {
 
 // LAUNCHERS: a launch names its launcher by index; native/*.cu register theirs by name, and the
 // addon refuses to load unless the two sets are equal.
-constexpr int kLauncherCount = 23;
+constexpr int kLauncherCount = 24;
 constexpr const char* kLauncherNames[kLauncherCount] = {
     "unary", "binary", "compare", "where", "fill", "cast", "copy", "zero", "reduce", "argmax", "stridedCopy",
     "take", "scatterAdd", "softmax", "xent", "xentBackward", "rmsNorm", "random", "matmul",
-    "lightningAttention", "lightningAttentionBackward", "lightningStep", "adamw"};
+    "lightningAttention", "lightningAttentionBackward", "lightningStep", "adamw", "siluBackward"};
 
 // INDEX_ERRORS: DeviceError::code is the index + 1 (0: no error).
 enum ErrorOp : int {

@@ -13,7 +13,7 @@ export const LAUNCHERS = [
   "unary", "binary", "compare", "where", "fill", "cast", "copy", "zero",
   "reduce", "argmax", "stridedCopy", "take", "scatterAdd",
   "softmax", "xent", "xentBackward", "rmsNorm", "random", "matmul",
-  "lightningAttention", "lightningAttentionBackward", "lightningStep", "adamw",
+  "lightningAttention", "lightningAttentionBackward", "lightningStep", "adamw", "siluBackward",
 ] as const;
 export type LauncherName = (typeof LAUNCHERS)[number];
 

@@ -176,6 +176,8 @@ export function createKernels(rt: NativeRuntime): KernelTable<CudaStorage> {
       const M = x.shape[x.shape.length - 1] ?? 1;
       launch("rmsNorm", [x, y], [code(x.dtype), x.size / Math.max(M, 1), M], [eps]);
     },
+    // x, dy: (N) → dx: (N), contiguous
+    siluBackward: ({ inputs: [x, dy], outputs: [dx] }) => launch("siluBackward", [x, dy, dx], [code(x.dtype), x.size]),
     rmsNormBackward: ({ inputs: [x, dy], outputs: [dx], attrs: { eps } }) => {
       const M = x.shape[x.shape.length - 1] ?? 1;
       launch("rmsNorm", [x, dy, dx], [code(x.dtype), x.size / Math.max(M, 1), M], [eps]);

@@ -25,6 +25,8 @@ const CASES: [string, () => unknown, RegExp][] = [
   ["cross-entropy label", () => T.softmaxCrossEntropy(f([2, 3]), T.tensor([0, 5], [2], { dtype: "i32" })), /^softmaxCrossEntropy: argument 'labels' expected values in \[0, 3\) or -100 \(ignoreIndex\), got 5 at row 1$/],
   ["cross-entropy rank", () => T.softmaxCrossEntropy(f([2, 3, 1]), T.tensor([0, 1], [2], { dtype: "i32" })), /^softmaxCrossEntropy: argument 'logits' expected rank 2, got rank 3 \[2, 3, 1\]$/],
   ["rmsNorm eps", () => T.rmsNorm(f([2]), 0), /^rmsNorm: argument 'eps' expected a positive finite number, got 0$/],
+  ["siluBackward dy shape", () => T.siluBackward(f([2, 3]), f([3, 2])), /^siluBackward: argument 'dy' expected shape \[2, 3\], got \[3, 2\]$/],
+  ["siluBackward dy dtype", () => T.siluBackward(f([3]), f([3], "bf16")), /^siluBackward: argument 'dy' /],
   ["where condition", () => T.where(f([2]), f([2]), f([2])), /^where: argument 'cond' expected dtype u8, got f32 \[2\]$/],
   ["bad dtype", () => T.zeros([2], { dtype: "f128" as T.DType }), /^fill: argument 'dtype' expected one of f32, f64, f16, bf16, i32, u8, got f128$/],
   ["bad shape", () => T.zeros([2, -1]), /^fill: argument 'shape' expected an array of non-negative integers, got \[2,-1\]$/],

@@ -172,6 +172,22 @@ export async function conformanceSuite(options: ConformanceOptions = {}): Promis
         }
       });
 
+      it(`siluBackward against dy·σ(x)·(1 + x·(1 − σ(x))) in float64, packs and tails (${dtype})`, async () => {
+        const rng = seeded(515);
+        for (const shape of [[1], [7], [3, 37], [65, 129]]) {
+          const x = rng.tensor(shape, { dtype, std: 4 });
+          const dy = rng.tensor(shape, { dtype });
+          const [xs, gs] = [await values(x), await values(dy)];
+          const want = xs.map((v, i) => {
+            const s = 1 / (1 + Math.exp(-v));
+            return gs[i] * s * (1 + v * (1 - s));
+          });
+          const dx = T.siluBackward(x, dy);
+          assertClose(await values(dx), want, { ...tolerance(dtype, 4), label: `siluBackward [${shape.join(", ")}] ${dtype}` });
+          for (const t of [x, dy, dx]) t.dispose();
+        }
+      });
+
       it(`softmaxCrossEntropy and its backward, with ignored rows (${dtype})`, async () => {
         const rng = seeded(606);
         for (const [N, V] of [[1, 3], [7, 13], [5, 257]]) {

@@ -99,6 +99,13 @@ export const DECOMPOSITIONS: DecompositionTable = {
   // σ(x) = 1 / (1 + e^−x); silu(x) = x·σ(x) = x / (1 + e^−x).
   sigmoid: ([x]) => [inCompute(x, (xc) => reciprocal(add(exp(neg(xc)), 1)))],
   silu: ([x]) => [inCompute(x, (xc) => div(xc, add(exp(neg(xc)), 1)))],
+  // d/dx silu(x) = σ(x)·(1 + x·(1 − σ(x))), times dy; in the compute dtype, rounded once.
+  siluBackward([x, dy]) {
+    const c = computeDType(x.dtype);
+    const xc = to(x, c);
+    const s = reciprocal(add(exp(neg(xc)), 1));
+    return [to(mul(to(dy, c), mul(s, add(mul(xc, sub(1, s)), 1))), x.dtype)];
+  },
   softmax: ([x], { axis }) => [inCompute(x, (xc) => softmaxOf(xc, axis, false))],
   logSoftmax: ([x], { axis }) => [inCompute(x, (xc) => softmaxOf(xc, axis, true))],
 

@@ -361,6 +361,11 @@ export function rmsNormBackward(x: Tensor, dy: Tensor, eps = 1e-6): Tensor {
   return run1("rmsNormBackward", [x, dy], { eps });
 }
 
+/** The gradient of silu: dy·σ(x)·(1 + x·(1 − σ(x))), one kernel where the backend has it. */
+export function siluBackward(x: Tensor, dy: Tensor): Tensor {
+  return run1("siluBackward", [x, dy], {});
+}
+
 // ---------------------------------------------------------------------------------------------
 // Optimizers
 

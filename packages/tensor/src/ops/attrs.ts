@@ -128,6 +128,8 @@ export interface OpAttrs {
   rmsNorm: { eps: number };
   /** (x, dy) → dx. */
   rmsNormBackward: { eps: number };
+  /** (x, dy) → dx = dy·σ(x)·(1 + x·(1 − σ(x))), the gradient of silu in one pass. */
+  siluBackward: None;
   // Creation.
   fill: { shape: number[]; dtype: DType; value: number };
   randomUniform: RandomAttrs & { low: number; high: number };
@@ -190,6 +192,6 @@ export type ReduceOpName = (typeof REDUCE_OPS)[number];
  */
 export const COMPOSITE_OPS = [
   "sigmoid", "silu", "softmax", "logSoftmax", "softmaxCrossEntropy", "softmaxCrossEntropyBackward",
-  "rmsNorm", "embedding", "embeddingBackward", "adamwUpdate",
+  "rmsNorm", "embedding", "embeddingBackward", "adamwUpdate", "siluBackward",
 ] as const satisfies readonly KernelOpName[];
 export type CompositeOpName = (typeof COMPOSITE_OPS)[number];

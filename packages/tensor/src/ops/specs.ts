@@ -397,6 +397,15 @@ export const OP_SPECS: OpSpecTable = {
       return [{ shape: [...x.shape], dtype: x.dtype }];
     },
   },
+  siluBackward: {
+    inputs: ["x", "dy"],
+    infer([x, dy]) {
+      requireFloat("siluBackward", "x", x);
+      requireSameDType("siluBackward", "dy", x, dy);
+      requireShape("siluBackward", "dy", dy, x.shape);
+      return [{ shape: [...x.shape], dtype: x.dtype }];
+    },
+  },
   fill: {
     inputs: [],
     infer(_, { shape, dtype, value }) {
