@@ -1,6 +1,6 @@
 // Reductions over any set of axes (sum and mean accumulate in double, as the CPU does) and argmax
-// along one axis. One warp per output when the reduced extent is small, one block when it is large,
-// and several blocks per output when few outputs each reduce a long range.
+// along one axis. One thread per output when the reduced extent is tiny, one warp when it is small,
+// one block when it is large, and several blocks per output when few outputs each reduce a long range.
 #include <algorithm>
 
 #include "device.cuh"
@@ -143,7 +143,9 @@ void reduce(Context& c, const Args& a) {
     c.release(partial);
     return;
   }
-  int group = count >= 4096 ? 1024 : count >= 256 ? 256 : 32;
+  // A few elements per output (a broadcast's gradient summed over a small batch axis): one thread
+  // per output, neighbouring threads reading neighbouring elements.
+  int group = count >= 4096 ? 1024 : count >= 256 ? 256 : count >= 32 ? 32 : 1;
   int threads = group >= 256 ? group : 256;
   int64_t total = outputs * group;
   reduceKernel<<<(unsigned)((total + threads - 1) / threads), threads, 0, c.stream>>>(op, a.ptr<void>(0), dt, a.ptr<void>(1), ydt, kept, outputs, red, count, group);

@@ -1,7 +1,8 @@
 /**
  * Reductions of few outputs over long ranges, which native/reduce.cu splits across blocks (each
  * output's range cut into slices, the slices combined in order): whole-tensor sums such as a
- * gradient norm's, and a few rows of 10⁵–10⁶ elements, against the CPU backend. Sizes are odd, so
+ * gradient norm's, and a few rows of 10⁵–10⁶ elements; and the other extreme, millions of outputs
+ * of two or three elements each; against the CPU backend. Sizes are odd, so
  * the last slice is short. Skipped, with the reason printed, where the CUDA backend cannot start.
  */
 import * as T from "@lightning-ts/tensor";
@@ -24,6 +25,9 @@ await describeBackends("reductions split across blocks", (gpu) => {
         [[3, 200_003], [1]],
         [[200_003, 3], [0]],
         [[5, 65_537], [1]],
+        // Many outputs of a few elements each (a gradient summed over a batch of 2): one thread per output.
+        [[2, 8, 513, 128], [0]],
+        [[3, 8, 1, 129], [0, 2]],
       ];
       for (const [shape, axes] of cases) {
         const n = shape.reduce((p, q) => p * q, 1);
