@@ -11,3 +11,5 @@ export { MergeTable } from "./merge.js";
 export { GPT2_PATTERN, CL100K_PATTERN, O200K_PATTERN, compilePattern } from "./pretokenize.js";
 export { TokenizerError } from "./errors.js";
 export { loadTokenizerFile } from "./load.js";
+export { Unigram } from "./unigram.js";
+export type { UnigramPiece, UnigramOptions } from "./unigram.js";
