@@ -51,3 +51,20 @@ export function loadChatFormat(tokenizerPath: string, modelDir: string): ChatFor
 export function renderChat(chat: ChatFormat, messages: readonly ChatMessage[]): string {
   return chat.template.render({ messages, add_generation_prompt: true, ...chat.specials });
 }
+
+/**
+ * The text that follows an assistant's reply when a conversation goes on with `messages`: the
+ * template's end of the assistant turn, then `messages`, then the generation prompt. A chat
+ * continued through a state handle feeds this, so it sees the same text as the whole
+ * conversation sent again (the reply itself is already in the state).
+ *
+ * @example
+ * renderChatContinuation(chat, [{ role: "user", content: "And?" }]); // default format: "\nUser: And?\nAssistant:"
+ */
+export function renderChatContinuation(chat: ChatFormat, messages: readonly ChatMessage[]): string {
+  const reply = "\u0000lightning-reply\u0000";
+  const text = renderChat(chat, [{ role: "user", content: "." }, { role: "assistant", content: reply }, ...messages]);
+  const at = text.indexOf(reply);
+  if (at < 0) throw new Error(`the chat template (${chat.source}) does not show an assistant's reply`);
+  return text.slice(at + reply.length);
+}

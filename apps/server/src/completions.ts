@@ -8,13 +8,13 @@
  * continues from there, so that request holds only the new text. A handle is single-use (it is
  * consumed when continued from) and is dropped when the handle store runs out of memory.
  */
-import { cloneState, disposeState, samplerFromOptions, type TnlModel, type TnlState } from "@lightning-ts/tnl";
+import { cloneState, disposeState, type Sampler, samplerFromOptions, type TnlModel, type TnlState } from "@lightning-ts/tnl";
 import type { Tokenizer } from "@lightning-ts/tokenizer";
 import type { FastifyReply, FastifyRequest } from "fastify";
-import { type ChatFormat, renderChat } from "./chat.js";
+import { type ChatFormat, renderChat, renderChatContinuation } from "./chat.js";
 import { type Engine, QueueFullError, type SequenceResult, ShuttingDownError, type TokenInfo } from "./engine.js";
 import type { ServerMetrics } from "./metrics.js";
-import { ApiError, type GenerationParams, type Limits, parseRequest } from "./request.js";
+import { ApiError, type GenerationParams, type Limits, parseMessages, parseRequest, show } from "./request.js";
 import { newHandle, type StateLru } from "./state-cache.js";
 import { TextStream } from "./text.js";
 
@@ -35,40 +35,50 @@ type Kind = "completion" | "chat";
 
 interface Choice {
   index: number;
+  /** Which prompt it answers. */
+  prompt: number;
   out: TextStream;
   logprobs: TokenInfo[];
   result?: SequenceResult;
   handle?: string;
 }
 
-/** The prompt as token ids, and the state it continues from (taken out of the handle store). */
-function buildPrompt(s: Served, p: GenerationParams, kind: Kind): { tokens: number[]; state?: TnlState } {
+export const modelNotFound = (model: string): ApiError =>
+  new ApiError(404, `the model ${show(model)} does not exist on this server (see GET /v1/models)`, "model", "invalid_request_error", "model_not_found");
+
+interface Prompts {
+  /** Token ids of each prompt. */
+  prompts: number[][];
+  /** A copy of the state to continue from, owned by the caller; the handle stays in the store until the request is accepted. */
+  state?: TnlState;
+}
+
+/** The prompts as token ids, and the state they continue from. */
+function buildPrompts(s: Served, p: GenerationParams, kind: Kind): Prompts {
   const { config } = s.model;
   const field = kind === "chat" ? "messages" : "prompt";
-  let ids: number[];
-  if (kind === "chat") ids = s.tokenizer.encode(renderChat(s.chat, p.messages!));
-  else if (typeof p.prompt === "string") ids = s.tokenizer.encode(p.prompt);
-  else {
-    ids = p.prompt!;
-    const bad = ids.find((id) => id >= config.vocabSize);
+  const texts: (string | number[])[] =
+    kind === "chat" ? [p.state === undefined ? renderChat(s.chat, p.messages!) : renderChatContinuation(s.chat, p.messages!)] : p.prompts!;
+  const ids = texts.map((t) => {
+    if (typeof t === "string") return s.tokenizer.encode(t);
+    const bad = t.find((id) => id >= config.vocabSize);
     if (bad !== undefined) throw new ApiError(400, `'prompt' holds token id ${bad}, outside the vocabulary [0, ${config.vocabSize})`, "prompt");
+    return t;
+  });
+  for (const x of ids) {
+    if (x.length + 1 > s.limits.maxPromptTokens) {
+      throw new ApiError(400, `'${field}' is ${x.length} tokens, more than this server's limit of ${s.limits.maxPromptTokens}`, field, "invalid_request_error", "context_length_exceeded");
+    }
   }
-  if (ids.length + 1 > s.limits.maxPromptTokens) {
-    throw new ApiError(400, `'${field}' is ${ids.length} tokens, more than this server's limit of ${s.limits.maxPromptTokens}`, field, "invalid_request_error", "context_length_exceeded");
-  }
-  if (p.state === undefined) {
-    const tokens = config.addBosToken || ids.length === 0 ? [config.bosTokenId, ...ids] : ids;
-    return { tokens };
-  }
-  const hit = s.handles.get(p.state);
-  if (!hit) throw new ApiError(400, `'state' ${JSON.stringify(p.state)} is not a live state handle (unknown, already used, or evicted)`, "state");
-  s.handles.delete(p.state);
-  const tokens = [...hit.value, ...ids];
+  if (p.state === undefined) return { prompts: ids.map((x) => (config.addBosToken || x.length === 0 ? [config.bosTokenId, ...x] : x)) };
+  const hit = s.handles.has(p.state) ? s.handles.get(p.state) : undefined;
+  if (!hit) throw new ApiError(400, `'state' ${show(p.state)} is not a live state handle (unknown, already used, or evicted)`, "state");
+  const tokens = [...hit.value, ...ids[0]];
   if (tokens.length === 0) {
     disposeState(hit.state);
     throw new ApiError(400, `'${field}' is empty and the state has nothing pending to continue from`, field);
   }
-  return { tokens, state: hit.state };
+  return { prompts: [tokens], state: hit.state };
 }
 
 const tokenText = (s: Served, id: number) => s.tokenizer.decode([id]);
@@ -124,12 +134,17 @@ function usage(tokens: number, choices: Choice[], cached: number) {
 export async function handleGeneration(s: Served, kind: Kind, request: FastifyRequest, reply: FastifyReply): Promise<void> {
   const started = performance.now();
   const p = parseRequest(request.body, kind, s.limits);
-  const { tokens, state } = buildPrompt(s, p, kind);
+  if (p.model !== undefined && p.model !== s.modelName) throw modelNotFound(p.model);
+  const V = s.model.config.vocabSize;
+  for (const id of p.logitBias.keys()) if (id >= V) throw new ApiError(400, `'logit_bias' names token id ${id}, outside the vocabulary [0, ${V})`, "logit_bias");
+  const { prompts, state } = buildPrompts(s, p, kind);
   const id = `${kind === "chat" ? "chatcmpl" : "cmpl"}-${newHandle().slice(6)}`;
   const created = Math.floor(Date.now() / 1000);
   const object = kind === "chat" ? (p.stream ? "chat.completion.chunk" : "chat.completion") : "text_completion";
   const stops = [...p.stop, ...(kind === "chat" ? s.chat.stops : [])];
   const stopIds = new Set(p.ignoreEos ? [] : [s.model.config.eosTokenId]);
+  // echo: the prompt as the client sent it (token ids as their text), before each choice's text.
+  const echoed = p.echo ? p.prompts!.map((x) => (typeof x === "string" ? x : s.tokenizer.decode(x, { skipSpecialTokens: true }))) : undefined;
 
   const controller = new AbortController();
   const timer = setTimeout(() => controller.abort(new ApiError(504, `generation ran past this server's limit of ${s.requestTimeoutMs} ms`, null, "timeout", "request_timeout")), s.requestTimeoutMs);
@@ -140,22 +155,29 @@ export async function handleGeneration(s: Served, kind: Kind, request: FastifyRe
 
   let firstToken = true;
   const send = (data: unknown) => reply.raw.write(`data: ${JSON.stringify(data)}\n\n`);
+  // With include_usage, every chunk carries `usage: null` and one last chunk the totals, as OpenAI does.
+  const sendChunk = (choices: unknown[], usageValue: unknown = null) => send({ id, object, created, model: s.modelName, choices, ...(p.includeUsage ? { usage: usageValue } : {}) });
   const chunk = (c: Choice, text: string, infos: TokenInfo[], finish: string | null, extra: Record<string, unknown> = {}) => {
     const lp = p.logprobs === undefined || infos.length === 0 ? null : kind === "chat" ? chatLogprobs(s, infos) : completionLogprobs(s, infos);
     const body = kind === "chat" ? { index: c.index, delta: finish && !text ? {} : { content: text }, logprobs: lp, finish_reason: finish } : { index: c.index, text, logprobs: lp, finish_reason: finish };
-    send({ id, object, created, model: s.modelName, choices: [{ ...body, ...extra }] });
+    sendChunk([{ ...body, ...extra }]);
   };
 
-  const choices: Choice[] = Array.from({ length: p.n }, (_, index) => ({ index, out: new TextStream(s.tokenizer, stops), logprobs: [] }));
-  const sampler = samplerFromOptions({
-    temperature: p.temperature,
-    topK: p.topK,
-    topP: p.topP,
-    minP: p.minP,
-    repetitionPenalty: p.repetitionPenalty,
-    frequencyPenalty: p.frequencyPenalty,
-    presencePenalty: p.presencePenalty,
-  });
+  const choices: Choice[] = prompts.flatMap((_, prompt) =>
+    Array.from({ length: p.n }, (_, j) => ({ index: prompt * p.n + j, prompt, out: new TextStream(s.tokenizer, stops), logprobs: [] })),
+  );
+  const sampler = withLogitBias(
+    samplerFromOptions({
+      temperature: p.temperature,
+      topK: p.topK,
+      topP: p.topP,
+      minP: p.minP,
+      repetitionPenalty: p.repetitionPenalty,
+      frequencyPenalty: p.frequencyPenalty,
+      presencePenalty: p.presencePenalty,
+    }),
+    p.logitBias,
+  );
   const runs: Promise<SequenceResult>[] = [];
   try {
     for (const c of choices) {
@@ -171,12 +193,13 @@ export async function handleGeneration(s: Served, kind: Kind, request: FastifyRe
       };
       runs.push(
         s.engine.submit({
-          prompt: tokens,
-          state: state && (c.index === p.n - 1 ? state : cloneState(state)),
+          prompt: prompts[c.prompt],
+          state: state && cloneState(state),
           maxTokens: p.maxTokens,
           sampler,
           seed: p.seed,
-          stream: c.index,
+          // Choice j of every prompt samples from stream j, so one prompt of several gets what it gets alone.
+          stream: c.index - c.prompt * p.n,
           stopIds,
           logprobs: p.logprobs,
           keepState: p.returnState,
@@ -186,18 +209,27 @@ export async function handleGeneration(s: Served, kind: Kind, request: FastifyRe
       );
     }
   } catch (err) {
+    // Refused (queue full, shutting down): the request never ran, so its state handle stays usable
+    // (a client retrying a 429 must find it); the choices already queued are cancelled.
     controller.abort(err);
     clearTimeout(timer);
-    if (state && runs.length < p.n) disposeState(state);
     if (err instanceof QueueFullError) throw new ApiError(429, err.message, null, "rate_limit_error", "queue_full");
     if (err instanceof ShuttingDownError) throw new ApiError(503, err.message, null, "server_error", "shutting_down");
     throw err;
+  } finally {
+    if (state) disposeState(state);
   }
+  if (p.state !== undefined) s.handles.delete(p.state); // accepted: the handle is used up
 
   if (p.stream) {
+    s.metrics.countedElsewhere.add(request);
     reply.hijack();
-    reply.raw.writeHead(200, { "content-type": "text/event-stream; charset=utf-8", "cache-control": "no-cache", connection: "keep-alive" });
-    if (kind === "chat") for (const c of choices) send({ id, object, created, model: s.modelName, choices: [{ index: c.index, delta: { role: "assistant", content: "" }, logprobs: null, finish_reason: null }] });
+    // Headers set before the hijack (CORS) still go out.
+    reply.raw.writeHead(200, { ...(reply.getHeaders() as Record<string, string>), "content-type": "text/event-stream; charset=utf-8", "cache-control": "no-cache", connection: "keep-alive" });
+    for (const c of choices) {
+      if (kind === "chat") sendChunk([{ index: c.index, delta: { role: "assistant", content: "" }, logprobs: null, finish_reason: null }]);
+      else if (echoed) sendChunk([{ index: c.index, text: echoed[c.prompt], logprobs: null, finish_reason: null }]);
+    }
   }
 
   const settled = await Promise.allSettled(runs);
@@ -205,18 +237,22 @@ export async function handleGeneration(s: Served, kind: Kind, request: FastifyRe
   const failure = settled.find((r) => r.status === "rejected");
   settled.forEach((r, i) => r.status === "fulfilled" && (choices[i].result = r.value));
   for (const c of choices) {
-    if (c.result?.state) {
+    const r = c.result;
+    if (r?.state) {
       c.handle = newHandle();
-      s.handles.put(c.handle, c.result.state, c.result.pending ?? []);
+      // A chat reply that ended at end-of-sequence: that token is no part of the conversation's text, so it is not fed.
+      const endedByEos = kind === "chat" && r.finishReason === "stop" && stopIds.has(r.generated[r.generated.length - 1]);
+      s.handles.put(c.handle, r.state, endedByEos ? [] : (r.pending ?? []));
     }
   }
   s.metrics.requestSeconds.observe({ endpoint: kind }, (performance.now() - started) / 1000);
-  const cached = choices[0]?.result?.cachedTokens ?? 0;
+  const promptTokens = prompts.reduce((sum, x) => sum + x.length, 0);
+  const cached = prompts.reduce((sum, _, i) => sum + (choices[i * p.n]?.result?.cachedTokens ?? 0), 0);
   const reason: unknown = controller.signal.reason;
   const error = failure ? new ApiError(500, `generation failed: ${(failure.reason as Error).message}`, null, "server_error") : reason instanceof ApiError ? reason : undefined;
 
   if (p.stream) {
-    s.metrics.requests.inc({ endpoint: request.routeOptions.url ?? kind, status: error ? error.status : 200 });
+    s.metrics.requests.inc({ endpoint: request.routeOptions.url ?? kind, status: error ? error.status : controller.signal.aborted ? 499 : 200 });
     if (!reply.raw.writable) return; // the client left
     if (error) send(error.body());
     else {
@@ -224,7 +260,7 @@ export async function handleGeneration(s: Served, kind: Kind, request: FastifyRe
         const tail = c.out.end();
         chunk(c, tail, [], c.result!.finishReason, c.handle ? { state: c.handle } : {});
       }
-      if (p.includeUsage) send({ id, object, created, model: s.modelName, choices: [], usage: usage(tokens.length, choices, cached) });
+      if (p.includeUsage) sendChunk([], usage(promptTokens, choices, cached));
     }
     reply.raw.end("data: [DONE]\n\n");
     return;
@@ -236,10 +272,60 @@ export async function handleGeneration(s: Served, kind: Kind, request: FastifyRe
     return;
   }
   const body = choices.map((c) => {
-    const text = c.out.text + c.out.end();
+    const text = (echoed?.[c.prompt] ?? "") + c.out.text + c.out.end();
     const lp = p.logprobs === undefined ? null : kind === "chat" ? chatLogprobs(s, c.logprobs) : completionLogprobs(s, c.logprobs);
     const main = kind === "chat" ? { index: c.index, message: { role: "assistant", content: text }, logprobs: lp } : { index: c.index, text, logprobs: lp };
     return { ...main, finish_reason: c.result!.finishReason, ...(c.handle ? { state: c.handle } : {}) };
   });
-  await reply.send({ id, object, created, model: s.modelName, choices: body, usage: usage(tokens.length, choices, cached) });
+  await reply.send({ id, object, created, model: s.modelName, choices: body, usage: usage(promptTokens, choices, cached) });
+}
+
+/** `logit_bias`: added to the logits before the sampler sees them (the engine hands it a copy). */
+function withLogitBias(sampler: Sampler, bias: ReadonlyMap<number, number>): Sampler {
+  if (bias.size === 0) return sampler;
+  return (logits, context) => {
+    for (const [id, b] of bias) logits[id] += b;
+    return sampler(logits, context);
+  };
+}
+
+type Body = Record<string, unknown>;
+
+/**
+ * POST /tokenize: `{ prompt }` or `{ messages }` (rendered through the chat template), optional
+ * `add_special_tokens` (default true: the BOS the model would be fed) → `{ tokens, count, max_model_len }`.
+ */
+export function tokenizeRoute(s: Served, raw: unknown): { tokens: number[]; count: number; max_model_len: number } {
+  if (typeof raw !== "object" || raw === null || Array.isArray(raw)) throw new ApiError(400, "the request body must be a JSON object", null);
+  const body = raw as Body;
+  if (body.model !== undefined && body.model !== s.modelName) throw modelNotFound(String(body.model));
+  for (const key of Object.keys(body)) {
+    if (!["model", "prompt", "messages", "add_special_tokens"].includes(key)) throw new ApiError(400, `'${key}' is not supported by /tokenize`, key, "invalid_request_error", "unsupported_parameter");
+  }
+  const special = body.add_special_tokens ?? true;
+  if (typeof special !== "boolean") throw new ApiError(400, `'add_special_tokens' must be true or false, got ${show(special)}`, "add_special_tokens");
+  let text: string;
+  if (typeof body.prompt === "string" && body.messages === undefined) text = body.prompt;
+  else if (body.prompt === undefined && body.messages !== undefined) text = renderChat(s.chat, parseMessages(body.messages));
+  else throw new ApiError(400, "send either 'prompt' (a string) or 'messages'", body.prompt === undefined ? "prompt" : "messages");
+  const { config } = s.model;
+  const ids = s.tokenizer.encode(text);
+  const tokens = special && (config.addBosToken || ids.length === 0) ? [config.bosTokenId, ...ids] : ids;
+  return { tokens, count: tokens.length, max_model_len: s.limits.maxPromptTokens };
+}
+
+/** POST /detokenize: `{ tokens }` → `{ prompt }` (special tokens left out, as in completions). */
+export function detokenizeRoute(s: Served, raw: unknown): { prompt: string } {
+  if (typeof raw !== "object" || raw === null || Array.isArray(raw)) throw new ApiError(400, "the request body must be a JSON object", null);
+  const body = raw as Body;
+  if (body.model !== undefined && body.model !== s.modelName) throw modelNotFound(String(body.model));
+  for (const key of Object.keys(body)) {
+    if (!["model", "tokens"].includes(key)) throw new ApiError(400, `'${key}' is not supported by /detokenize`, key, "invalid_request_error", "unsupported_parameter");
+  }
+  const V = s.model.config.vocabSize;
+  const { tokens } = body;
+  if (!Array.isArray(tokens) || !tokens.every((t) => Number.isSafeInteger(t) && (t as number) >= 0 && (t as number) < V)) {
+    throw new ApiError(400, `'tokens' must be a list of token ids in [0, ${V}), got ${show(tokens)}`, "tokens");
+  }
+  return { prompt: s.tokenizer.decode(tokens as number[], { skipSpecialTokens: true }) };
 }

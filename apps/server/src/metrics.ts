@@ -13,6 +13,8 @@ export interface ServerMetrics {
   requests: Counter<"endpoint" | "status">;
   timeToFirstToken: Histogram;
   requestSeconds: Histogram<"endpoint">;
+  /** Requests that count themselves in `requests` (streams, which fastify sees end as a 200 whatever happened). */
+  countedElsewhere: WeakSet<object>;
 }
 
 /** A counter that follows a running total kept elsewhere. */
@@ -62,6 +64,7 @@ export function createMetrics(engine: Engine, handles: StateLru<number[]>): Serv
   followingCounter(registry, "lightning_cancelled_sequences_total", "Sequences ended by a client disconnect or timeout", () => engine.cancelled);
   return {
     registry,
+    countedElsewhere: new WeakSet(),
     requests: new Counter({ name: "lightning_requests_total", help: "HTTP requests by endpoint and status", labelNames: ["endpoint", "status"], registers: [registry] }),
     timeToFirstToken: new Histogram({
       name: "lightning_time_to_first_token_seconds",

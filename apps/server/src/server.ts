@@ -3,19 +3,24 @@
  *
  *   GET  /                     the playground (public/)
  *   GET  /v1/models            the served model
+ *   GET  /v1/models/{id}       the served model, or 404 model_not_found
  *   POST /v1/completions       OpenAI completions (+ extensions, see completions.ts)
  *   POST /v1/chat/completions  OpenAI chat completions
+ *   POST /tokenize             text or chat messages → token ids (as vLLM's)
+ *   POST /detokenize           token ids → text
  *   GET  /health               JSON: status, queue, active sequences, tokens/s, state memory
  *   GET  /metrics              Prometheus text format
  *
- * Every error is an OpenAI-style body `{ error: { message, type, param, code } }`.
+ * Every error is an OpenAI-style body `{ error: { message, type, param, code } }`. With `apiKey`,
+ * the /v1/ routes and /tokenize, /detokenize want `Authorization: Bearer <key>` (401 otherwise);
+ * the playground, /health and /metrics stay open.
  */
 import { readFileSync } from "node:fs";
 import { stateBytesPerSequence, type TnlModel } from "@lightning-ts/tnl";
 import type { Tokenizer } from "@lightning-ts/tokenizer";
 import Fastify, { type FastifyInstance } from "fastify";
 import type { ChatFormat } from "./chat.js";
-import { handleGeneration, type Served } from "./completions.js";
+import { detokenizeRoute, handleGeneration, modelNotFound, type Served, tokenizeRoute } from "./completions.js";
 import { Engine, type EngineOptions } from "./engine.js";
 import { createMetrics } from "./metrics.js";
 import { ApiError, DEFAULT_LIMITS, type Limits } from "./request.js";
@@ -36,6 +41,10 @@ export interface ServerOptions {
   /** Memory for states behind handles, in bytes. */
   handleStoreBytes?: number;
   logger?: boolean;
+  /** Require this bearer token on the API routes. */
+  apiKey?: string;
+  /** Answer cross-origin requests (CORS) from these origins ("*": any). */
+  cors?: string;
 }
 
 export interface LightningServer {
@@ -71,13 +80,39 @@ export function buildServer(options: ServerOptions): LightningServer {
     requestTimeoutMs: options.requestTimeoutMs ?? 120_000,
   };
   let draining = false;
+  const api = (url: string) => url.startsWith("/v1/") || url.startsWith("/tokenize") || url.startsWith("/detokenize");
 
-  app.addHook("onRequest", (request, _reply, done) => {
-    if (draining && request.url.startsWith("/v1/")) throw new ApiError(503, "the server is shutting down", null, "server_error", "shutting_down");
+  app.removeContentTypeParser("application/json");
+  app.addContentTypeParser("application/json", { parseAs: "string" }, (_request, body, done) => {
+    try {
+      done(null, parseJsonBody(body as string));
+    } catch (err) {
+      done(Object.assign(new Error(`the body is not valid JSON: ${(err as Error).message}`), { statusCode: 400, code: "invalid_json" }), undefined);
+    }
+  });
+
+  app.addHook("onRequest", (request, reply, done) => {
+    if (options.cors) {
+      reply.header("access-control-allow-origin", options.cors);
+      if (options.cors !== "*") reply.header("vary", "Origin");
+      if (request.method === "OPTIONS") {
+        // A preflight: say what may be sent, and answer before auth (browsers send no credentials here).
+        reply.header("access-control-allow-methods", "GET, POST, OPTIONS");
+        reply.header("access-control-allow-headers", request.headers["access-control-request-headers"] ?? "authorization, content-type");
+        reply.header("access-control-max-age", "600");
+        reply.code(204).send();
+        return;
+      }
+    }
+    if (options.apiKey !== undefined && api(request.url) && request.headers.authorization !== `Bearer ${options.apiKey}`) {
+      throw new ApiError(401, "a valid API key is required: send 'Authorization: Bearer <key>'", null, "invalid_request_error", "invalid_api_key");
+    }
+    if (draining && api(request.url)) throw new ApiError(503, "the server is shutting down", null, "server_error", "shutting_down");
     done();
   });
   app.addHook("onResponse", async (request, reply) => {
-    // Streamed responses are counted where they end (completions.ts): fastify no longer sees them.
+    // Streamed responses are counted where they end (completions.ts), with the status they ended in.
+    if (metrics.countedElsewhere.has(request)) return;
     metrics.requests.inc({ endpoint: request.routeOptions.url ?? "unknown", status: reply.statusCode });
   });
   app.setErrorHandler((err, _request, reply) => {
@@ -101,12 +136,17 @@ export function buildServer(options: ServerOptions): LightningServer {
   app.get("/playground.js", (_req, reply) => reply.type("text/javascript; charset=utf-8").send(asset("playground.js")));
   app.get("/playground.css", (_req, reply) => reply.type("text/css; charset=utf-8").send(asset("playground.css")));
 
-  app.get("/v1/models", () => ({
-    object: "list",
-    data: [{ id: options.modelName, object: "model", created: 0, owned_by: "lightning-ts" }],
-  }));
+  const modelCard = { id: options.modelName, object: "model", created: 0, owned_by: "lightning-ts" };
+  app.get("/v1/models", () => ({ object: "list", data: [modelCard] }));
+  app.get<{ Params: { id: string } }>("/v1/models/:id", (request) => {
+    if (request.params.id !== options.modelName) throw modelNotFound(request.params.id);
+    return modelCard;
+  });
   app.post("/v1/completions", (request, reply) => handleGeneration(served, "completion", request, reply));
   app.post("/v1/chat/completions", (request, reply) => handleGeneration(served, "chat", request, reply));
+
+  app.post("/tokenize", (request) => tokenizeRoute(served, request.body));
+  app.post("/detokenize", (request) => detokenizeRoute(served, request.body));
 
   app.get("/health", () => ({
     status: draining ? "draining" : "ok",
@@ -135,4 +175,17 @@ export function buildServer(options: ServerOptions): LightningServer {
       handles.clear();
     })());
   return { app, engine, shutdown };
+}
+
+/**
+ * JSON.parse, except that an integer too large for a double (a 64-bit seed) keeps its exact value
+ * as a BigInt; request.ts refuses a BigInt anywhere but `seed`. The slower reviver runs only for
+ * bodies that hold such a number.
+ */
+export function parseJsonBody(text: string): unknown {
+  const value: unknown = JSON.parse(text);
+  if (!/\d{16}/.test(text)) return value;
+  return JSON.parse(text, (_key, v: unknown, context?: { source?: string }) =>
+    typeof v === "number" && !Number.isSafeInteger(v) && context?.source !== undefined && /^\d+$/.test(context.source) ? BigInt(context.source) : v,
+  );
 }
