@@ -1,15 +1,19 @@
 /**
- * Hugging Face `tokenizer.json`: reading BPE models with the normalizers, pre-tokenizers, decoders
- * and post-processors BPE tokenizers use, and writing byte-level BPE models that `tokenizers` and
- * `transformers` load. Anything else is refused with an error that names the setting.
+ * Hugging Face `tokenizer.json`: reading BPE and Unigram models with every normalizer,
+ * pre-tokenizer, decoder and post-processor `tokenizers` writes for them, and writing byte-level BPE
+ * models that `tokenizers` and `transformers` load. Anything else is refused with an error that
+ * names the file and the setting.
  */
-import { BYTE_TO_CHAR, byteLevelBytes, byteLevelString, parseBytePiece, utf8 } from "./bytes.js";
+import { bytePiece, byteLevelString, utf8 } from "./bytes.js";
 import { fail, prose, TokenizerError } from "./errors.js";
+import { parseDecoder, tokenBytes } from "./hf-decode.js";
+import type { AddedToken } from "./hf-text.js";
+import { hfSegmenter, parseNormalizer, parsePreTokenizer, unsupported } from "./hf-text.js";
 import { MergeTable, mergesSpanNewline } from "./merge.js";
-import type { Normalizer, PreTokenizer, PrependScheme } from "./pretokenize.js";
-import { GPT2_PATTERN, metaspace, prepend, regexSplit, replace, splitBefore } from "./pretokenize.js";
+import { GPT2_PATTERN } from "./pretokenize.js";
 import type { InitialSymbols, SpecialToken, TokenizerModel } from "./tokenizer.js";
 import { Tokenizer } from "./tokenizer.js";
+import { Unigram } from "./unigram.js";
 
 type Json = Record<string, unknown>;
 
@@ -28,256 +32,150 @@ function int(value: unknown, arg: string): number {
   return value as number;
 }
 
-const unsupported = (arg: string, what: string, got: unknown): never => fail(arg, `${what} (other settings are not supported)`, got);
-
 /**
- * Reads a tokenizer.json (text or parsed) holding a BPE model.
+ * Reads a tokenizer.json (text or parsed) holding a BPE or Unigram model, with any of the
+ * normalizers, pre-tokenizers, decoders and post-processors `tokenizers` writes for them (see
+ * hf-text.ts and hf-decode.ts). Anything else is refused with an error naming `file` and the setting.
  *
  * @example
  * const tok = loadTokenizerJson(readFileSync("tokenizer.json", "utf8"));
  * tok.decode(tok.encode("héllo 👋")); // "héllo 👋"
  */
-export function loadTokenizerJson(input: string | object): Tokenizer {
+export function loadTokenizerJson(input: string | object, file = "tokenizer.json"): Tokenizer {
   let json: Json;
   if (typeof input === "string") {
     try {
-      json = obj(JSON.parse(input), "tokenizer.json");
+      json = obj(JSON.parse(input), file);
     } catch (e) {
       if (e instanceof TokenizerError) throw e;
-      return fail("tokenizer.json", "valid JSON", prose(`a parse error: ${(e as Error).message}`));
+      return fail(file, "valid JSON", prose(`a parse error: ${(e as Error).message}`));
     }
   } else {
-    json = obj(input, "tokenizer.json");
+    json = obj(input, file);
   }
-  const model = obj(json.model, "tokenizer.json model");
+  const at = (path: string) => `${file} ${path}`;
+  const model = obj(json.model, at("model"));
   const type = model.type ?? (model.merges ? "BPE" : undefined);
-  if (type !== "BPE") unsupported("model.type", '"BPE"', type);
-  if (model.dropout !== undefined && model.dropout !== null && model.dropout !== 0) unsupported("model.dropout", "null or 0", model.dropout);
-  for (const key of ["continuing_subword_prefix", "end_of_word_suffix"]) {
-    if (model[key] !== undefined && model[key] !== null && model[key] !== "") unsupported(`model.${key}`, "null", model[key]);
-  }
+  if (type !== "BPE" && type !== "Unigram") unsupported(at("model.type"), '"BPE" or "Unigram"', type);
 
-  const vocab = obj(model.vocab, "model.vocab");
   const tokens: string[] = [];
-  for (const [token, id] of Object.entries(vocab)) tokens[int(id, `model.vocab[${JSON.stringify(token)}]`)] = token;
-  const specials = parseAddedTokens(json.added_tokens, tokens);
-  for (let i = 0; i < tokens.length; i++) tokens[i] ??= "";
-  const idOf = new Map(Object.entries(vocab) as [string, number][]);
-
-  const preTokenizers: PreTokenizer[] = [];
-  const pre = parsePreTokenizer(json.pre_tokenizer, "pre_tokenizer", preTokenizers);
-  const normalizers = parseNormalizer(json.normalizer, "normalizer");
-  const dec = parseDecoder(json.decoder, "decoder");
-  const byteLevel = pre.byteLevel || dec.byteLevel;
-  const byteFallback = model.byte_fallback === true;
-
-  const specialBytes = new Map(specials.map((s) => [s.id, utf8(s.content)]));
-  const bytes = tokens.map((token, id) => {
-    const special = specialBytes.get(id);
-    if (special) return special;
-    if (byteLevel) return byteLevelBytes(token) ?? utf8(token);
-    const byte = byteFallback ? parseBytePiece(token) : undefined;
-    if (byte !== undefined) return Uint8Array.of(byte);
-    return utf8(dec.spaceFrom ? token.replaceAll(dec.spaceFrom, " ") : token);
+  const unigram = type === "Unigram" ? unigramVocab(model, at, tokens) : undefined;
+  const vocab = unigram ? undefined : obj(model.vocab, at("model.vocab"));
+  if (vocab) for (const [token, id] of Object.entries(vocab)) tokens[int(id, at(`model.vocab[${JSON.stringify(token)}]`))] = token;
+  const idOf = new Map<string, number>();
+  tokens.forEach((t, id) => {
+    if (!idOf.has(t)) idOf.set(t, id);
   });
+  const added = parseAddedTokens(json.added_tokens, tokens, at);
+  for (let i = 0; i < tokens.length; i++) tokens[i] ??= "";
+  const specials: SpecialToken[] = added.map(({ id, content, special }) => ({ id, content, special }));
 
+  const pre = parsePreTokenizer(json.pre_tokenizer, at("pre_tokenizer"));
+  const normalizer = parseNormalizer(json.normalizer, at("normalizer"));
+  const dec = parseDecoder(json.decoder, at("decoder"));
+  const byteFallback = model.byte_fallback === true;
+  const specialBytes = new Map(added.map((s) => [s.id, utf8(s.content)]));
+  const bytes = tokens.map((token, id) => specialBytes.get(id) ?? tokenBytes(token, dec, byteFallback));
+
+  const base = {
+    tokens,
+    bytes,
+    normalizers: [],
+    preTokenizers: [],
+    specials,
+    stripLeadingSpace: dec.stripLeadingSpace,
+    template: parsePostProcessor(json.post_processor, at("post_processor"), idOf, specials),
+    source: json,
+    segment: hfSegmenter(added, normalizer, pre),
+    decodeTokens: dec.decode,
+  };
+  const kind = pre.byteLevel || dec.byteLevel ? "byte-level" : "sentencepiece";
+  if (unigram) {
+    const merges = new MergeTable();
+    const initial: InitialSymbols = { kind: "chars", charIds: new Map(), fuseUnk: true };
+    return new Tokenizer({ ...base, kind, merges, initial, ignoreMerges: false, splitsAfterNewline: false, encodeWord: (piece) => unigram.encode(piece) });
+  }
+  if (model.dropout !== undefined && model.dropout !== null && model.dropout !== 0) unsupported(at("model.dropout"), "null or 0", model.dropout);
+  for (const key of ["continuing_subword_prefix", "end_of_word_suffix"]) {
+    if (model[key] !== undefined && model[key] !== null && model[key] !== "") unsupported(at(`model.${key}`), "null", model[key]);
+  }
+  const merges = bpeMerges(model.merges, idOf, at);
+  const unkToken = model.unk_token;
+  const unk = typeof unkToken === "string" ? idOf.get(unkToken) : undefined;
+  let fallback: Int32Array | undefined;
+  if (byteFallback) {
+    fallback = new Int32Array(256);
+    for (let b = 0; b < 256; b++) {
+      const piece = bytePiece(b);
+      fallback[b] = idOf.get(piece) ?? fail(at("model.vocab"), `the byte-fallback token ${piece} (byte_fallback is true)`, prose("none"));
+    }
+  }
+  const charIds = new Map<string, number>();
+  for (const [token, id] of idOf) if ([...token].length === 1) charIds.set(token, id);
+  const initial: InitialSymbols = { kind: "chars", charIds, byteFallback: fallback, unk, fuseUnk: model.fuse_unk === true };
+  // Pieces end after "\n" + non-space where an isolating regex splits them, or nothing merges across one.
+  const splitsAfterNewline = normalizer.streamSafe && (pre.regex || !mergesSpanNewline(merges, bytes));
+  return new Tokenizer({ ...base, kind, merges, initial, ignoreMerges: model.ignore_merges === true, splitsAfterNewline });
+}
+
+/** A Unigram model's `vocab` ([piece, score] pairs, id = index) as a `Unigram`, filling `tokens`. */
+function unigramVocab(model: Json, at: (path: string) => string, tokens: string[]): Unigram {
+  const list = model.vocab;
+  if (!Array.isArray(list)) fail(at("model.vocab"), "an array of [piece, score]", list);
+  const pieces = list.map((entry: unknown, i) => {
+    if (!Array.isArray(entry) || typeof entry[0] !== "string" || typeof entry[1] !== "number") return fail(at(`model.vocab[${i}]`), "[piece, score]", entry);
+    tokens.push(entry[0]);
+    return { piece: entry[0], score: entry[1] };
+  });
+  const unkId = model.unk_id === undefined || model.unk_id === null ? undefined : int(model.unk_id, at("model.unk_id"));
+  let byteIds: Int32Array | undefined;
+  if (model.byte_fallback === true) {
+    const idOf = new Map(pieces.map((p, id) => [p.piece, id]));
+    byteIds = Int32Array.from({ length: 256 }, (_, b) => idOf.get(bytePiece(b)) ?? -1);
+    // HF falls back to the unknown id when some byte has no piece.
+    if (byteIds.includes(-1)) byteIds = undefined;
+  }
+  let minScore = Infinity;
+  for (const p of pieces) minScore = Math.min(minScore, p.score);
+  return new Unigram(pieces, { unkId, byteIds, fuseUnk: true, minScore: minScore === Infinity ? 0 : minScore });
+}
+
+function bpeMerges(list: unknown, idOf: Map<string, number>, at: (path: string) => string): MergeTable {
   const merges = new MergeTable();
-  const list = model.merges;
-  if (!Array.isArray(list)) fail("model.merges", "an array", list);
+  if (!Array.isArray(list)) fail(at("model.merges"), "an array", list);
   list.forEach((entry: unknown, i) => {
-    const pair: readonly unknown[] = typeof entry === "string" ? splitMerge(entry, i) : Array.isArray(entry) && entry.length === 2 ? entry : fail(`model.merges[${i}]`, '"a b" or ["a", "b"]', entry);
+    const arg = at(`model.merges[${i}]`);
+    const pair: readonly unknown[] = typeof entry === "string" ? splitMerge(entry, arg) : Array.isArray(entry) && entry.length === 2 ? entry : fail(arg, '"a b" or ["a", "b"]', entry);
     const [a, b] = pair;
-    if (typeof a !== "string" || typeof b !== "string") fail(`model.merges[${i}]`, "two tokens of model.vocab whose join is also in model.vocab", entry);
+    if (typeof a !== "string" || typeof b !== "string") fail(arg, "two tokens of model.vocab whose join is also in model.vocab", entry);
     const left = idOf.get(a);
     const right = idOf.get(b);
     const merged = idOf.get(`${a}${b}`);
-    if (left === undefined || right === undefined || merged === undefined) fail(`model.merges[${i}]`, "two tokens of model.vocab whose join is also in model.vocab", `${a} + ${b}`);
+    if (left === undefined || right === undefined || merged === undefined) fail(arg, "two tokens of model.vocab whose join is also in model.vocab", `${a} + ${b}`);
     merges.add(left, right, merged);
   });
-
-  let initial: InitialSymbols;
-  const unkToken = model.unk_token;
-  const unk = typeof unkToken === "string" ? idOf.get(unkToken) : undefined;
-  if (byteLevel) {
-    initial = { kind: "bytes", byteIds: Int32Array.from(BYTE_TO_CHAR, (c) => idOf.get(c) ?? -1) };
-  } else {
-    const charIds = new Map<string, number>();
-    for (const [token, id] of idOf) if ([...token].length === 1) charIds.set(token, id);
-    let fallback: Int32Array | undefined;
-    if (byteFallback) {
-      fallback = new Int32Array(256);
-      for (let b = 0; b < 256; b++) {
-        const piece = `<0x${b.toString(16).toUpperCase().padStart(2, "0")}>`;
-        fallback[b] = idOf.get(piece) ?? fail("model.vocab", `the byte-fallback token ${piece} (byte_fallback is true)`, prose("none"));
-      }
-    }
-    initial = { kind: "chars", charIds, byteFallback: fallback, unk, fuseUnk: model.fuse_unk === true };
-  }
-
-  const model_: TokenizerModel = {
-    kind: byteLevel ? "byte-level" : "sentencepiece",
-    tokens,
-    bytes,
-    merges,
-    initial,
-    normalizers,
-    preTokenizers,
-    specials,
-    ignoreMerges: model.ignore_merges === true,
-    stripLeadingSpace: dec.stripLeadingSpace,
-    template: parsePostProcessor(json.post_processor, "post_processor", idOf, specials),
-    splitsAfterNewline: pre.regex || !mergesSpanNewline(merges, bytes),
-    source: json,
-  };
-  return new Tokenizer(model_);
+  return merges;
 }
 
-function splitMerge(entry: string, i: number): [string, string] {
+function splitMerge(entry: string, arg: string): [string, string] {
   const space = entry.indexOf(" ", 1);
-  if (space < 0) fail(`model.merges[${i}]`, '"left right"', entry);
+  if (space < 0) fail(arg, '"left right"', entry);
   return [entry.slice(0, space), entry.slice(space + 1)];
 }
 
-function parseAddedTokens(value: unknown, tokens: string[]): SpecialToken[] {
+/** HF's added tokens; a token's `normalized` defaults to the opposite of `special`, as in `tokenizers`. */
+function parseAddedTokens(value: unknown, tokens: string[], at: (path: string) => string): AddedToken[] {
   if (value === undefined || value === null) return [];
-  if (!Array.isArray(value)) fail("added_tokens", "an array", value);
+  if (!Array.isArray(value)) fail(at("added_tokens"), "an array", value);
   return value.map((entry, i) => {
-    const t = obj(entry, `added_tokens[${i}]`);
-    for (const flag of ["lstrip", "rstrip", "single_word"]) if (t[flag] === true) unsupported(`added_tokens[${i}].${flag}`, "false", true);
-    const id = int(t.id, `added_tokens[${i}].id`);
-    const content = str(t.content, `added_tokens[${i}].content`);
+    const t = obj(entry, at(`added_tokens[${i}]`));
+    const id = int(t.id, at(`added_tokens[${i}].id`));
+    const content = str(t.content, at(`added_tokens[${i}].content`));
     tokens[id] = content;
-    return { id, content, special: t.special !== false };
+    const special = t.special !== false;
+    const flag = (key: string, fallback: boolean) => (t[key] === undefined ? fallback : t[key] === true);
+    return { id, content, special, lstrip: flag("lstrip", false), rstrip: flag("rstrip", false), singleWord: flag("single_word", false), normalized: flag("normalized", !special) };
   });
-}
-
-function parseNormalizer(value: unknown, arg: string): Normalizer[] {
-  if (value === undefined || value === null) return [];
-  const n = obj(value, arg);
-  switch (n.type) {
-    case "Sequence": {
-      const list = n.normalizers;
-      if (!Array.isArray(list)) fail(`${arg}.normalizers`, "an array", list);
-      return list.flatMap((m, i) => parseNormalizer(m, `${arg}.normalizers[${i}]`));
-    }
-    case "Prepend":
-      return [prepend(str(n.prepend, `${arg}.prepend`))];
-    case "Replace":
-      return [replace(stringPattern(n.pattern, `${arg}.pattern`), str(n.content, `${arg}.content`))];
-    case "NFC":
-    case "NFD":
-    case "NFKC":
-    case "NFKD": {
-      const form = n.type;
-      return [(text) => text.normalize(form)];
-    }
-    case "Lowercase":
-      return [(text) => text.toLowerCase()];
-    default:
-      return unsupported(`${arg}.type`, "Sequence, Prepend, Replace, NFC, NFD, NFKC, NFKD or Lowercase", n.type);
-  }
-}
-
-function stringPattern(value: unknown, arg: string): string {
-  const p = obj(value, arg);
-  if (typeof p.String === "string") return p.String;
-  return unsupported(arg, '{"String": …} (regex replacements are not supported)', value);
-}
-
-interface PreInfo {
-  byteLevel: boolean;
-  /** A GPT-style split regex is in the chain, so pieces end after "\n" + non-space. */
-  regex: boolean;
-}
-
-function parsePreTokenizer(value: unknown, arg: string, out: PreTokenizer[]): PreInfo {
-  const info: PreInfo = { byteLevel: false, regex: false };
-  if (value === undefined || value === null) return info;
-  const p = obj(value, arg);
-  switch (p.type) {
-    case "Sequence": {
-      const list = p.pretokenizers;
-      if (!Array.isArray(list)) fail(`${arg}.pretokenizers`, "an array", list);
-      for (const [i, item] of list.entries()) {
-        const sub = parsePreTokenizer(item, `${arg}.pretokenizers[${i}]`, out);
-        info.byteLevel ||= sub.byteLevel;
-        info.regex ||= sub.regex;
-      }
-      return info;
-    }
-    case "ByteLevel":
-      // HF adds the prefix space to every piece that does not start with one.
-      if (p.add_prefix_space === true) out.push((pieces, at) => pieces.map((s, i) => (s.startsWith(" ") || (i === 0 && at === "continuation") ? s : ` ${s}`)));
-      if (p.use_regex !== false) out.push(regexSplit(GPT2_PATTERN));
-      return { byteLevel: true, regex: p.use_regex !== false };
-    case "Split": {
-      if (p.invert === true) unsupported(`${arg}.invert`, "false", true);
-      const behavior = p.behavior === "Isolated" ? "isolated" : p.behavior === "Removed" ? "removed" : unsupported(`${arg}.behavior`, '"Isolated" or "Removed"', p.behavior);
-      const pattern = obj(p.pattern, `${arg}.pattern`);
-      if (typeof pattern.Regex === "string") {
-        out.push(regexSplit(pattern.Regex, behavior));
-        return { byteLevel: false, regex: true };
-      }
-      out.push(regexSplit(new RegExp(str(pattern.String, `${arg}.pattern.String`).replace(/[.*+?^${}()|[\]\\]/g, "\\$&"), "gu"), behavior));
-      return info;
-    }
-    case "Metaspace": {
-      const replacement = str(p.replacement ?? "▁", `${arg}.replacement`);
-      const scheme = (p.prepend_scheme ?? (p.add_prefix_space === false ? "never" : "always")) as PrependScheme;
-      if (!["always", "first", "never"].includes(scheme)) unsupported(`${arg}.prepend_scheme`, '"always", "first" or "never"', scheme);
-      const ms = metaspace(replacement, scheme);
-      out.push((pieces, at) => pieces.map((s, i) => ms(s, i === 0 ? at : "continuation")));
-      if (p.split !== false) out.push(splitBefore(replacement));
-      return info;
-    }
-    case "Digits":
-      out.push(regexSplit(p.individual_digits === true ? /\p{N}/gu : /\p{N}+/gu));
-      return info;
-    default:
-      return unsupported(`${arg}.type`, "Sequence, ByteLevel, Split, Metaspace or Digits", p.type);
-  }
-}
-
-interface DecoderInfo {
-  byteLevel: boolean;
-  /** The character that decodes to a space ("▁"), if the decoder replaces one. */
-  spaceFrom?: string;
-  stripLeadingSpace: boolean;
-}
-
-function parseDecoder(value: unknown, arg: string, info: DecoderInfo = { byteLevel: false, stripLeadingSpace: false }): DecoderInfo {
-  if (value === undefined || value === null) return info;
-  const d = obj(value, arg);
-  switch (d.type) {
-    case "Sequence": {
-      const list = d.decoders;
-      if (!Array.isArray(list)) fail(`${arg}.decoders`, "an array", list);
-      list.forEach((item, i) => parseDecoder(item, `${arg}.decoders[${i}]`, info));
-      return info;
-    }
-    case "ByteLevel":
-      info.byteLevel = true;
-      return info;
-    case "Metaspace":
-      info.spaceFrom = str(d.replacement ?? "▁", `${arg}.replacement`);
-      info.stripLeadingSpace = (d.prepend_scheme ?? (d.add_prefix_space === false ? "never" : "always")) !== "never";
-      return info;
-    case "Replace": {
-      const content = str(d.content, `${arg}.content`);
-      if (content !== " ") unsupported(`${arg}.content`, '" " (replacing a marker by a space)', content);
-      info.spaceFrom = stringPattern(d.pattern, `${arg}.pattern`);
-      return info;
-    }
-    case "Strip":
-      if (d.content !== " " || d.stop !== 0 || (d.start !== 0 && d.start !== 1)) unsupported(arg, 'Strip of at most one leading " "', d);
-      info.stripLeadingSpace = d.start === 1;
-      return info;
-    case "ByteFallback":
-    case "Fuse":
-      return info; // token bytes already carry byte fallback and concatenation
-    default:
-      return unsupported(`${arg}.type`, "Sequence, ByteLevel, Metaspace, Replace, Strip, ByteFallback or Fuse", d.type);
-  }
 }
 
 function parsePostProcessor(value: unknown, arg: string, idOf: Map<string, number>, specials: SpecialToken[]): TokenizerModel["template"] {

@@ -16,5 +16,5 @@ export async function loadTokenizerFile(path: string, tiktoken: TiktokenOptions 
   const data = await readFile(path);
   if (path.endsWith(".model")) return loadSentencePieceModel(data);
   if (path.endsWith(".tiktoken")) return loadTiktoken(data.toString("utf8"), tiktoken);
-  return loadTokenizerJson(data.toString("utf8"));
+  return loadTokenizerJson(data.toString("utf8"), path);
 }

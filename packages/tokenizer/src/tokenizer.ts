@@ -48,6 +48,16 @@ export interface TokenizerModel {
   pattern?: string;
   /** For models read from tokenizer.json: the parsed file, written back unchanged by `saveTokenizerJson`. */
   source?: unknown;
+  /**
+   * For tokenizer.json: Hugging Face's own order of added tokens, normalizer and pre-tokenizer, used
+   * by `encode` in place of `specials`, `normalizers` and `preTokenizers`. Each segment is an added
+   * token's id or the pieces for the model.
+   */
+  segment?: (text: string, continuation: boolean) => (number | string[])[];
+  /** A model other than BPE (Unigram): one piece → ids, in place of `initial` and `merges`. */
+  encodeWord?: (piece: string) => number[];
+  /** For tokenizer.json: the file's decoder over token strings, used by `decode` in place of `bytes`. */
+  decodeTokens?: (tokens: string[]) => string;
 }
 
 export interface EncodeOptions {
@@ -115,6 +125,13 @@ export class Tokenizer {
 
   /** Encodes text into `out`; `continuation` marks text that continues a streamed input. */
   private encodeInto(text: string, continuation: boolean, out: number[]): void {
+    if (this.model.segment) {
+      for (const seg of this.model.segment(text, continuation)) {
+        if (typeof seg === "number") out.push(seg);
+        else this.encodePieces(seg, out);
+      }
+      return;
+    }
     let at = 0;
     const position = (): Position => (at > 0 ? "afterSpecial" : continuation ? "continuation" : "start");
     if (this.specialRe) {
@@ -131,6 +148,10 @@ export class Tokenizer {
     for (const n of this.model.normalizers) text = n(text, at);
     let pieces = [text];
     for (const p of this.model.preTokenizers) pieces = p(pieces, at);
+    this.encodePieces(pieces, out);
+  }
+
+  private encodePieces(pieces: string[], out: number[]): void {
     for (const piece of pieces) {
       const cached = this.cache.get(piece);
       if (cached) {
@@ -148,6 +169,7 @@ export class Tokenizer {
 
   private encodePiece(piece: string): number[] {
     const m = this.model;
+    if (m.encodeWord) return m.encodeWord(piece);
     if (m.ignoreMerges) {
       const whole = this.wholeId(piece);
       if (whole !== undefined) return [whole];
@@ -207,6 +229,14 @@ export class Tokenizer {
 
   /** Ids → text. Byte sequences that are not valid UTF-8 decode to U+FFFD; an unknown id throws. */
   decode(ids: ArrayLike<number>, options: DecodeOptions = {}): string {
+    if (this.model.decodeTokens) {
+      const tokens: string[] = [];
+      for (let i = 0; i < ids.length; i++) {
+        this.checkId(ids[i], `ids[${i}]`);
+        if (!(options.skipSpecialTokens && this.specialSet.has(ids[i]))) tokens.push(this.model.tokens[ids[i]]);
+      }
+      return this.model.decodeTokens(tokens);
+    }
     const parts: Uint8Array[] = [];
     for (let i = 0; i < ids.length; i++) {
       const id = ids[i];

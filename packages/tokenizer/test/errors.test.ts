@@ -32,17 +32,19 @@ describe("malformed tokenizer.json", () => {
     expect(thrown(() => loadTokenizerJson('{"model": ')).message).toMatch(/^tokenizer\.json: expected valid JSON, got a parse error/);
     expect(thrown(() => loadTokenizerJson({})).message).toBe("tokenizer.json model: expected an object, got undefined");
     expect(thrown(() => loadTokenizerJson({ model: { type: "WordPiece", vocab: {} } })).message).toBe(
-      'model.type: expected "BPE" (other settings are not supported), got "WordPiece"',
+      'tokenizer.json model.type: expected "BPE" or "Unigram" (other settings are not supported), got "WordPiece"',
     );
     const dangling = tinyJson();
     dangling.model.merges = ["a b", "b c"];
-    expect(thrown(() => loadTokenizerJson(dangling)).message).toBe("model.merges[1]: expected two tokens of model.vocab whose join is also in model.vocab, got \"b + c\"");
-    expect(thrown(() => loadTokenizerJson({ ...tinyJson(), normalizer: { type: "BertNormalizer" } })).message).toMatch(/^normalizer\.type: expected Sequence, Prepend/);
-    expect(thrown(() => loadTokenizerJson({ ...tinyJson(), pre_tokenizer: { type: "Whitespace" } })).message).toMatch(/^pre_tokenizer\.type: .*got "Whitespace"/);
+    expect(thrown(() => loadTokenizerJson(dangling)).message).toBe("tokenizer.json model.merges[1]: expected two tokens of model.vocab whose join is also in model.vocab, got \"b + c\"");
+    expect(thrown(() => loadTokenizerJson({ ...tinyJson(), normalizer: { type: "BertNormalizer" } })).message).toMatch(/^tokenizer\.json normalizer\.type: expected Sequence, Prepend.*got "BertNormalizer"/);
+    expect(thrown(() => loadTokenizerJson({ ...tinyJson(), pre_tokenizer: { type: "UnicodeScripts" } })).message).toMatch(/^tokenizer\.json pre_tokenizer\.type: .*got "UnicodeScripts"/);
     const dropout = tinyJson() as { model: Record<string, unknown> };
     dropout.model.dropout = 0.1;
-    expect(thrown(() => loadTokenizerJson(dropout)).message).toBe("model.dropout: expected null or 0 (other settings are not supported), got 0.1");
-    expect(thrown(() => loadTokenizerJson({ ...tinyJson(), added_tokens: [{ id: 3, content: "<x>", lstrip: true }] })).message).toMatch(/^added_tokens\[0\]\.lstrip/);
+    expect(thrown(() => loadTokenizerJson(dropout)).message).toBe("tokenizer.json model.dropout: expected null or 0 (other settings are not supported), got 0.1");
+    expect(thrown(() => loadTokenizerJson({ ...tinyJson(), decoder: { type: "Sequence", decoders: [{ type: "WordPiece" }] } }, "tok/x.json")).message).toMatch(
+      /^tok\/x\.json decoder\.decoders\[0\]\.type: .*got "WordPiece"/,
+    );
   });
 
   it("loads the tiny model once it is well formed, and rejects unknown ids when decoding", () => {
