@@ -128,15 +128,17 @@ export class TorchCheckpoint {
 function stateDict(root: PyValue, fail: (p: string) => never): Map<string, TensorRef> {
   if (!(root instanceof Map)) fail("does not hold a dict of tensors (a state dict) at the top level");
   const refs = new Map<string, TensorRef>();
-  for (const [key, value] of root as Map<PyValue, PyValue>) {
-    if (typeof key !== "string") fail(`state dict key ${String(key)} is not a string`);
+  for (const [key, value] of root) {
+    if (typeof key !== "string") fail(`state dict key ${describeKey(key)} is not a string`);
     if (typeof value !== "object" || value === null || (value as TensorRef).kind !== "tensor") {
-      fail(`state dict entry "${key as string}" is not a tensor`);
+      fail(`state dict entry "${key}" is not a tensor`);
     }
-    refs.set(key as string, value as TensorRef);
+    refs.set(key, value as TensorRef);
   }
   return refs;
 }
+
+const describeKey = (key: PyValue) => (typeof key === "number" || typeof key === "boolean" || key === null ? String(key) : "of a non-string type");
 
 async function refuseLegacy(path: string): Promise<void> {
   const fh = await open(path, "r");

@@ -364,8 +364,8 @@ function persistentLoad(pid: PyValue, fail: (p: string) => never): StorageRef {
   if (items.length !== 5 || tag !== "storage") fail(`persistent id ${describe(pid)} is not a torch storage`);
   if (!isGlobal(type) || type.role !== "storage") fail(`persistent id names ${describe(type)}, not a typed storage`);
   if (typeof key !== "string" || typeof location !== "string") fail("persistent id has a non-string key or location");
-  if (typeof numel !== "number" || !Number.isSafeInteger(numel) || numel < 0) fail(`storage ${String(key)} has element count ${String(numel)}`);
-  return { kind: "storage", key: key as string, dtype: (type as Global).dtype!, numel: numel as number, location: location as string };
+  if (typeof numel !== "number" || !Number.isSafeInteger(numel) || numel < 0) fail(`storage ${key} has element count ${describe(numel)}`);
+  return { kind: "storage", key, dtype: type.dtype!, numel, location };
 }
 
 function ints(x: PyValue, what: string, fail: (p: string) => never): number[] {
@@ -377,9 +377,9 @@ function ints(x: PyValue, what: string, fail: (p: string) => never): number[] {
 /** Calls an allowed global by its TypeScript meaning. */
 function reduce(fn: PyValue, argsValue: PyValue, fail: (p: string) => never): PyValue {
   if (!isGlobal(fn)) fail(`REDUCE of ${describe(fn)}, which is not an allowed callable`);
-  if (!isTuple(argsValue)) fail(`REDUCE of ${(fn as Global).name} with arguments that are not a tuple`);
-  const g = fn as Global;
-  const args = (argsValue as PyTuple).items;
+  if (!isTuple(argsValue)) fail(`REDUCE of ${fn.name} with arguments that are not a tuple`);
+  const g = fn;
+  const args = argsValue.items;
   switch (g.role) {
     case "OrderedDict": {
       const d = new Map<PyValue, PyValue>();
@@ -398,7 +398,7 @@ function reduce(fn: PyValue, argsValue: PyValue, fail: (p: string) => never): Py
       const shape = ints(size, "tensor size", fail);
       const strides = ints(stride, "tensor stride", fail);
       if (shape.length !== strides.length) fail(`tensor size has ${shape.length} dims but stride ${strides.length}`);
-      return { kind: "tensor", storage: storage as StorageRef, offset: offset as number, shape, stride: strides };
+      return { kind: "tensor", storage: storage as StorageRef, offset, shape, stride: strides };
     }
     case "rebuild_parameter": {
       const data = args[0];
