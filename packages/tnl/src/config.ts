@@ -1,7 +1,9 @@
 /**
- * TNL model configuration: the Hugging Face `config.json` of TransNormerLLM (docs/ALGORITHM.md E.5),
- * read strictly. A key we do not know is an error rather than silently dropped, because a model
- * variant we do not implement (15B's `gate_dim`, a LayerNorm, biases) must not load and then
+ * TNL model configuration: the Hugging Face `config.json` of TransNormerLLM (docs/ALGORITHM.md E.5)
+ * as OpenNLPLab publishes it. Every `TransnormerConfig` key and the standard `PretrainedConfig` keys
+ * are known; a key we do not know is a warning naming it (published configs carry bookkeeping of
+ * their training code). Model variants we do not implement (15B's `gate_dim`, a LayerNorm, biases)
+ * and values out of range are errors naming the file and the key, so they never load and then
  * produce plausible-looking garbage.
  *
  * Letters: V vocabulary, M model width (decoder_embed_dim), L layers, H heads, F glu_dim.
@@ -59,8 +61,17 @@ const PASSTHROUGH_KEYS = new Set([
   "return_dict_in_generate", "forced_bos_token_id", "forced_eos_token_id", "remove_invalid_values",
   "exponential_decay_length_penalty", "suppress_tokens", "begin_suppress_tokens", "finetuning_task",
   "tokenizer_class", "prefix", "sep_token_id", "decoder_start_token_id", "task_specific_params", "problem_type",
-  "use_cache", "model_max_length", "dtype",
+  "use_cache", "model_max_length", "dtype", "num_labels", "gradient_checkpointing", "_attn_implementation_internal",
+  "output_past", "xla_device", "torch_dtype_auto", "use_return_dict", "base_model_tp_plan", "base_model_pp_plan",
+  "keys_to_ignore_at_inference", "attribute_map", "_auto_class",
 ]);
+
+export interface ConfigOptions {
+  /** The file the JSON came from, named in errors and warnings (default "config.json"). */
+  source?: string;
+  /** Receives a warning for each key nobody defined (default `console.warn`). */
+  warn?: (message: string) => void;
+}
 
 /** What a standard HF name would mean here; accepted only when it agrees with the TNL key. */
 const ALIASES: Record<string, keyof TnlConfig> = {
@@ -74,47 +85,52 @@ function fail(message: string): never {
   throw new TnlConfigError(message);
 }
 
-function int(json: Record<string, unknown>, key: string, fallback?: number, min = 1): number {
+function int(json: Record<string, unknown>, key: string, source: string, fallback?: number, min = 1): number {
   const v = json[key] ?? fallback;
-  if (v === undefined) fail(`config.json: "${key}" is missing`);
-  if (typeof v !== "number" || !Number.isInteger(v) || v < min) fail(`config.json: "${key}" must be an integer >= ${min}, got ${JSON.stringify(v)}`);
+  if (v === undefined) fail(`${source}: "${key}" is missing`);
+  if (typeof v !== "number" || !Number.isInteger(v) || v < min) fail(`${source}: "${key}" must be an integer >= ${min}, got ${JSON.stringify(v)}`);
   return v;
 }
 
-function bool(json: Record<string, unknown>, key: string, fallback: boolean): boolean {
+function bool(json: Record<string, unknown>, key: string, source: string, fallback: boolean): boolean {
   const v = json[key] ?? fallback;
-  if (typeof v !== "boolean") fail(`config.json: "${key}" must be true or false, got ${JSON.stringify(v)}`);
+  if (typeof v !== "boolean") fail(`${source}: "${key}" must be true or false, got ${JSON.stringify(v)}`);
   return v;
 }
 
 /**
  * A `TnlConfig` from the parsed `config.json` of a TransNormerLLM checkpoint. Missing TNL keys take
- * the defaults of the official `TransnormerConfig`; unknown keys, contradictions and variants we do
- * not implement are a `TnlConfigError` naming the key.
+ * the defaults of the official `TransnormerConfig`; unknown keys are a warning naming them;
+ * contradictions, values out of range and variants we do not implement are a `TnlConfigError`
+ * naming the file and the key.
  *
  * @example
  * const config = configFromHf(JSON.parse(readFileSync("TransNormerLLM-1B/config.json", "utf8")));
  */
-export function configFromHf(json: unknown): TnlConfig {
-  if (typeof json !== "object" || json === null || Array.isArray(json)) fail("config.json: expected a JSON object");
+export function configFromHf(json: unknown, options: ConfigOptions = {}): TnlConfig {
+  const src = options.source ?? "config.json";
+  const warn = options.warn ?? ((m: string) => console.warn(m));
+  if (typeof json !== "object" || json === null || Array.isArray(json)) fail(`${src}: expected a JSON object`);
   const j = json as Record<string, unknown>;
+  const int_ = (key: string, fallback?: number, min?: number): number => int(j, key, src, fallback, min);
+  const bool_ = (key: string, fallback: boolean): boolean => bool(j, key, src, fallback);
 
   if (j.model_type !== undefined && j.model_type !== "transnormer") {
-    fail(`config.json: model_type is ${JSON.stringify(j.model_type)}, expected "transnormer"`);
+    fail(`${src}: model_type is ${JSON.stringify(j.model_type)}, expected "transnormer"`);
   }
   if ("gate_dim" in j) {
     // TransNormerLLM3-15B. Its token mixer has separate q/k/v projections and a low-rank output gate
     // whose module names and nonlinearity were never read from code (docs/ALGORITHM.md E.2, H.2), so any
     // port would be a guess: refuse rather than load it wrongly.
     fail(
-      `config.json: "gate_dim" (${JSON.stringify(j.gate_dim)}) marks the TransNormerLLM3-15B token mixer ` +
+      `${src}: "gate_dim" (${JSON.stringify(j.gate_dim)}) marks the TransNormerLLM3-15B token mixer ` +
         "(low-rank output gate, separate q/k/v), whose module layout is unverified; it is not supported",
     );
   }
   if ((j.norm_type ?? "simplermsnorm") !== "simplermsnorm") {
-    fail(`config.json: norm_type ${JSON.stringify(j.norm_type)} is not supported (only "simplermsnorm"; the official code would use a LayerNorm)`);
+    fail(`${src}: norm_type ${JSON.stringify(j.norm_type)} is not supported (only "simplermsnorm"; the official code would use a LayerNorm)`);
   }
-  if (bool(j, "bias", false)) fail(`config.json: "bias": true is not supported (released TNL models have no biases)`);
+  if (bool_("bias", false)) fail(`${src}: "bias": true is not supported (released TNL models have no biases)`);
 
   const known = new Set([
     "model_type", "vocab_size", "decoder_embed_dim", "decoder_layers", "decoder_attention_heads", "hidden_dim",
@@ -123,60 +139,62 @@ export function configFromHf(json: unknown): TnlConfig {
     "norm_type", "bias", "torch_dtype", ...Object.keys(ALIASES),
   ]);
   const unknown = Object.keys(j).filter((k) => !known.has(k) && !PASSTHROUGH_KEYS.has(k));
-  if (unknown.length > 0) fail(`config.json: unknown key(s) ${unknown.map((k) => JSON.stringify(k)).join(", ")}; this TNL port does not know what they change`);
+  for (const k of unknown) warn(`${src}: unknown key "${k}" (${JSON.stringify(j[k])}) ignored; neither TransnormerConfig nor PretrainedConfig defines it`);
 
-  const numLayers = int(j, "decoder_layers", 24);
+  const numLayers = int_("decoder_layers", 24);
   const act = j.linear_act_fun ?? "silu";
-  if (!ACTIVATIONS.includes(act as TnlActivation)) fail(`config.json: linear_act_fun ${JSON.stringify(act)} is not one of ${ACTIVATIONS.join(", ")}`);
+  if (!ACTIVATIONS.includes(act as TnlActivation)) fail(`${src}: linear_act_fun ${JSON.stringify(act)} is not one of ${ACTIVATIONS.join(", ")}`);
 
   const list = j.linear_use_lrpe_list ?? [];
   if (!Array.isArray(list) || list.some((x) => x !== 0 && x !== 1 && typeof x !== "boolean")) {
-    fail(`config.json: linear_use_lrpe_list must be a list of 0/1, got ${JSON.stringify(list)}`);
+    fail(`${src}: linear_use_lrpe_list must be a list of 0/1, got ${JSON.stringify(list)}`);
   }
   // The official constructor indexes this list by layer; a short list would crash there.
-  if (list.length !== numLayers) fail(`config.json: linear_use_lrpe_list has ${list.length} entries but decoder_layers is ${numLayers}`);
+  if (list.length !== numLayers) fail(`${src}: linear_use_lrpe_list has ${list.length} entries but decoder_layers is ${numLayers}`);
   // `linear_use_lrpe` (a scalar) is a leftover the model constructor overwrites per layer (fixture README), so it is ignored.
 
   const dtypes = [j.torch_dtype, j.dtype].filter((x) => x !== undefined && x !== null);
-  if (dtypes.length === 2 && dtypes[0] !== dtypes[1]) fail(`config.json: torch_dtype ${JSON.stringify(j.torch_dtype)} contradicts dtype ${JSON.stringify(j.dtype)}`);
+  if (dtypes.length === 2 && dtypes[0] !== dtypes[1]) fail(`${src}: torch_dtype ${JSON.stringify(j.torch_dtype)} contradicts dtype ${JSON.stringify(j.dtype)}`);
 
   const extra: Record<string, unknown> = {};
   // `dtype` is transformers 5's name for `torch_dtype`: kept as `torchDtype`, not carried twice.
   for (const k of Object.keys(j)) if (PASSTHROUGH_KEYS.has(k) && k !== "dtype") extra[k] = j[k];
 
   const config: TnlConfig = {
-    vocabSize: int(j, "vocab_size", 64000),
-    dModel: int(j, "decoder_embed_dim", 1024),
+    vocabSize: int_("vocab_size", 64000),
+    dModel: int_("decoder_embed_dim", 1024),
     numLayers,
-    numHeads: int(j, "decoder_attention_heads", 8),
-    hiddenDim: int(j, "hidden_dim", 1024),
-    gluDim: int(j, "glu_dim", 2816),
+    numHeads: int_("decoder_attention_heads", 8),
+    hiddenDim: int_("hidden_dim", 1024),
+    gluDim: int_("glu_dim", 2816),
     activation: act as TnlActivation,
     lrpe: list.map((x) => x === 1 || x === true),
-    noScaleEmbedding: bool(j, "no_scale_embedding", false),
-    tieWordEmbeddings: bool(j, "tie_word_embeddings", true),
-    initStd: typeof j.init_std === "number" && j.init_std > 0 ? j.init_std : j.init_std === undefined ? 0.02 : fail(`config.json: init_std must be a positive number, got ${JSON.stringify(j.init_std)}`),
-    padTokenId: int(j, "pad_token_id", 0, 0),
-    bosTokenId: int(j, "bos_token_id", 1, 0),
-    eosTokenId: int(j, "eos_token_id", 2, 0),
-    addBosToken: bool(j, "add_bos_token", false),
+    noScaleEmbedding: bool_("no_scale_embedding", false),
+    tieWordEmbeddings: bool_("tie_word_embeddings", true),
+    initStd: typeof j.init_std === "number" && j.init_std > 0 ? j.init_std : j.init_std === undefined ? 0.02 : fail(`${src}: init_std must be a positive number, got ${JSON.stringify(j.init_std)}`),
+    padTokenId: int_("pad_token_id", 0, 0),
+    bosTokenId: int_("bos_token_id", 1, 0),
+    eosTokenId: int_("eos_token_id", 2, 0),
+    addBosToken: bool_("add_bos_token", false),
     extra,
   };
   const dtype = dtypes[0];
   if (dtype !== undefined) config.torchDtype = typeof dtype === "string" ? dtype : JSON.stringify(dtype);
   for (const [alias, field] of Object.entries(ALIASES)) {
     if (j[alias] !== undefined && j[alias] !== config[field]) {
-      fail(`config.json: "${alias}" (${JSON.stringify(j[alias])}) contradicts the TNL value ${JSON.stringify(config[field])}`);
+      fail(`${src}: "${alias}" (${JSON.stringify(j[alias])}) contradicts the TNL value ${JSON.stringify(config[field])}`);
     }
   }
-  return validateConfig(config);
+  return validateConfig(config, src);
 }
 
-/** Checks the relations between fields; returns the config for chaining. */
-export function validateConfig(c: TnlConfig): TnlConfig {
-  if (c.hiddenDim % c.numHeads !== 0) fail(`config: hidden_dim ${c.hiddenDim} is not divisible by decoder_attention_heads ${c.numHeads}`);
-  if (c.lrpe.length !== c.numLayers) fail(`config: ${c.lrpe.length} LRPE flags for ${c.numLayers} layers`);
-  if (c.padTokenId >= c.vocabSize) fail(`config: pad_token_id ${c.padTokenId} is outside the vocabulary (vocab_size ${c.vocabSize})`);
+/** Checks the relations between fields (errors name `source`); returns the config for chaining. */
+export function validateConfig(c: TnlConfig, source = "config"): TnlConfig {
+  if (c.hiddenDim % c.numHeads !== 0) fail(`${source}: hidden_dim ${c.hiddenDim} is not divisible by decoder_attention_heads ${c.numHeads}`);
+  if (c.lrpe.length !== c.numLayers) fail(`${source}: ${c.lrpe.length} LRPE flags for ${c.numLayers} layers`);
+  for (const [key, id] of [["pad_token_id", c.padTokenId], ["bos_token_id", c.bosTokenId], ["eos_token_id", c.eosTokenId]] as const) {
+    if (id >= c.vocabSize) fail(`${source}: ${key} ${id} is outside the vocabulary (vocab_size ${c.vocabSize})`);
+  }
   return c;
 }
 
@@ -242,6 +260,8 @@ interface Shape {
   tieWordEmbeddings?: boolean;
   hiddenDim?: number;
   lrpeLayers?: number[];
+  bosTokenId?: number;
+  eosTokenId?: number;
 }
 
 /** A config from its sizes, with the released models' conventions for everything else. */
@@ -260,8 +280,8 @@ export function makeConfig(s: Shape): TnlConfig {
     tieWordEmbeddings: s.tieWordEmbeddings ?? true,
     initStd: 0.02,
     padTokenId: 0,
-    bosTokenId: 1,
-    eosTokenId: 2,
+    bosTokenId: s.bosTokenId ?? 1,
+    eosTokenId: s.eosTokenId ?? 2,
     addBosToken: false,
     extra: {},
   });
@@ -275,10 +295,9 @@ export function makeConfig(s: Shape): TnlConfig {
  * const config = PRESETS["tnl-1b"]; // 2048 wide, 16 layers, 1.02B parameters
  */
 export const PRESETS = {
-  // Inferred, not read: the official 385M config.json was not retrieved. These sizes come from the
-  // 385M ablation models and equal the `TransnormerConfig` defaults; vocab 64000 is assumed (E.5),
-  // which gives 0.399B parameters (the ablations' GPT-2 vocabulary of 50272 gives the 385M of the name).
-  "tnl-385m": makeConfig({ vocabSize: 64000, dModel: 1024, numLayers: 24, numHeads: 8, gluDim: 2816 }),
+  // The 385M ablation models as published (docs/ALGORITHM.md E.5): the `TransnormerConfig` default
+  // sizes with the GPT-2 BPE (vocab 50272, bos = eos = 50260), which gives the 385M of the name.
+  "tnl-385m": makeConfig({ vocabSize: 50272, dModel: 1024, numLayers: 24, numHeads: 8, gluDim: 2816, bosTokenId: 50260, eosTokenId: 50260 }),
   "tnl-1b": makeConfig({ vocabSize: 64000, dModel: 2048, numLayers: 16, numHeads: 16, gluDim: 5632 }),
   "tnl2-1b": makeConfig({ vocabSize: 64000, dModel: 2048, numLayers: 16, numHeads: 16, gluDim: 5632, noScaleEmbedding: true }),
   "tnl2-3b": makeConfig({ vocabSize: 64000, dModel: 2560, numLayers: 32, numHeads: 20, gluDim: 6912, noScaleEmbedding: true }),

@@ -1,7 +1,7 @@
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
-import { configFromHf, configToHf, parameterCount, preset, PRESETS, stateBytesPerSequence, TnlConfigError } from "../src/index.js";
+import { configFromHf, configToHf, parameterCount, preset, PRESETS, publishedModels, stateBytesPerSequence, TnlConfigError } from "../src/index.js";
 import { FIXTURE_DIR } from "./fixture.js";
 
 const fixtureJson = JSON.parse(readFileSync(join(FIXTURE_DIR, "config.json"), "utf8")) as Record<string, unknown>;
@@ -38,8 +38,35 @@ describe("TnlConfig from and to config.json", () => {
     }
   });
 
-  it("rejects unknown keys, naming them", () => {
-    expect(() => configFromHf({ ...fixtureJson, rope_theta: 10000 })).toThrow(/unknown key\(s\) "rope_theta"/);
+  it("warns about unknown keys, naming them and the file, and reads the rest", () => {
+    const warnings: string[] = [];
+    const c = configFromHf({ ...fixtureJson, rope_theta: 10000 }, { source: "m/config.json", warn: (m) => warnings.push(m) });
+    expect(warnings).toEqual([expect.stringMatching(/^m\/config.json: unknown key "rope_theta" \(10000\) ignored/)]);
+    expect(c.dModel).toBe(64);
+  });
+
+  it("accepts every key of a published TransnormerConfig and the standard HF keys, without a warning", () => {
+    const published = {
+      architectures: ["TransnormerForCausalLM"],
+      auto_map: { AutoConfig: "configuration_transnormer.TransnormerConfig", AutoModelForCausalLM: "modeling_transnormer.TransnormerForCausalLM" },
+      pad_token_id: 0, bos_token_id: 1, eos_token_id: 2, vocab_size: 64000, use_cache: true, init_std: 0.02,
+      decoder_embed_dim: 2048, decoder_layers: 16, decoder_attention_heads: 16, no_scale_embedding: false, add_bos_token: false,
+      norm_type: "simplermsnorm", linear_use_lrpe_list: [1, ...Array<number>(15).fill(0)], hidden_dim: 2048, linear_act_fun: "swish",
+      glu_dim: 5632, bias: false, model_type: "transnormer", torch_dtype: "bfloat16", transformers_version: "4.31.0",
+      tie_word_embeddings: true, gradient_checkpointing: false, num_labels: 2, output_past: true,
+    };
+    const warnings: string[] = [];
+    const c = configFromHf(published, { warn: (m) => warnings.push(m) });
+    expect(warnings).toEqual([]);
+    expect(c).toEqual({ ...preset("tnl-1b"), torchDtype: "bfloat16", extra: expect.any(Object) as unknown });
+  });
+
+  it("errors for values out of range name the file and the key", () => {
+    const opts = { source: "m/config.json" };
+    expect(() => configFromHf({ ...fixtureJson, decoder_attention_heads: 5 }, opts)).toThrow(/^m\/config.json: hidden_dim 64 is not divisible by decoder_attention_heads 5$/);
+    expect(() => configFromHf({ ...fixtureJson, glu_dim: 0 }, opts)).toThrow(/^m\/config.json: "glu_dim" must be an integer >= 1, got 0$/);
+    expect(() => configFromHf({ ...fixtureJson, eos_token_id: 300 }, opts)).toThrow(/^m\/config.json: eos_token_id 300 is outside the vocabulary \(vocab_size 256\)$/);
+    expect(() => configFromHf({ ...fixtureJson, init_std: -1 }, opts)).toThrow(/^m\/config.json: init_std must be a positive number/);
   });
 
   it("rejects contradictory keys", () => {
@@ -63,7 +90,8 @@ describe("TnlConfig from and to config.json", () => {
 
   it("fills missing keys with the official TransnormerConfig defaults", () => {
     const c = configFromHf({ linear_use_lrpe_list: Array.from({ length: 24 }, (_, i) => (i === 0 ? 1 : 0)) });
-    expect({ ...c, extra: {} }).toEqual({ ...preset("tnl-385m"), activation: "silu" });
+    // The published 385M models use the GPT-2 vocabulary; the class default is 64000 (and bos 1, eos 2).
+    expect({ ...c, extra: {} }).toEqual({ ...preset("tnl-385m"), vocabSize: 64000, bosTokenId: 1, eosTokenId: 2, activation: "silu" });
   });
 });
 
@@ -71,9 +99,8 @@ describe("presets", () => {
   it("match the published parameter counts (tied embeddings)", () => {
     expect(parameterCount(PRESETS["tnl-1b"]) / 1e9).toBeCloseTo(1.02, 2);
     expect(parameterCount(PRESETS["tnl-7b"]) / 1e9).toBeCloseTo(6.84, 2);
-    // 0.399B with the assumed 64k vocabulary; the 385M of the name is what GPT-2's 50272 would give.
-    expect(parameterCount(PRESETS["tnl-385m"]) / 1e9).toBeCloseTo(0.399, 3);
-    expect(parameterCount({ ...PRESETS["tnl-385m"], vocabSize: 50272 }) / 1e6).toBeCloseTo(385, 0);
+    // The GPT-2 vocabulary of the published 385M models gives the 385M of the name.
+    expect(parameterCount(PRESETS["tnl-385m"]) / 1e6).toBeCloseTo(385, 0);
     expect(parameterCount(preset("tnl-tiny"))).toBe(141_376); // the fixture's 13 tensors
   });
 
@@ -83,6 +110,21 @@ describe("presets", () => {
     expect(PRESETS["tnl-1b"].lrpe[0]).toBe(true);
     // Per sequence, whatever its length: L layers of H·hd·hd f32, doubled on the LRPE layer.
     expect(stateBytesPerSequence(PRESETS["tnl-1b"])).toBe(17 * 16 * 128 * 128 * 4);
+  });
+
+  it("the published shapes, TNL3-15B included as a shape we cannot build", () => {
+    const byName = Object.fromEntries(publishedModels().map((m) => [m.name, m]));
+    expect(Object.keys(byName)).toEqual(["tnl-385m", "tnl-1b", "tnl2-1b", "tnl2-3b", "tnl-7b", "tnl3-15b"]);
+    expect(byName["tnl-1b"]).toMatchObject({ dModel: 2048, numLayers: 16, numHeads: 16, gluDim: 5632, vocabSize: 64000 });
+    // The 2.04 GB bf16 pytorch_model.bin of TransNormerLLM-1B.
+    expect(byName["tnl-1b"].bf16Bytes / 1e9).toBeCloseTo(2.04, 2);
+    expect(byName["tnl-7b"].parameters / 1e9).toBeCloseTo(6.84, 2);
+    expect(byName["tnl3-15b"]).toMatchObject({ dModel: 5120, numLayers: 42, numHeads: 40, vocabSize: 100280 });
+    expect(byName["tnl3-15b"].preset).toBeUndefined();
+    expect(byName["tnl3-15b"].parameters / 1e9).toBeCloseTo(14.83, 2);
+    // 43 H·hd·hd f32 blocks: 42 layers, layer 0 doubled by LRPE.
+    expect(byName["tnl3-15b"].stateBytesPerSequence).toBe(43 * 40 * 128 * 128 * 4);
+    for (const m of Object.values(byName)) expect(m.bf16Bytes).toBe(2 * m.parameters);
   });
 
   it("preset() returns a copy", () => {
