@@ -1,13 +1,16 @@
 /**
- * Hugging Face TNL checkpoints on disk (Node): a directory with `config.json` and either
- * `model.safetensors` or shards listed in `model.safetensors.index.json`, official parameter names
- * (docs/ALGORITHM.md E.9), weights in f32, bf16 or f16. Shapes are checked against the config from the
- * file headers before any weight is read, so a mismatched 7B checkpoint fails in milliseconds.
+ * Hugging Face TNL checkpoints on disk (Node): a directory with `config.json` and weights as
+ * `model.safetensors`, safetensors shards listed in `model.safetensors.index.json`, or PyTorch's
+ * `pytorch_model.bin` / shards listed in `pytorch_model.bin.index.json` (read by the safe torch.save
+ * reader of ./torch, which executes nothing); official parameter names (docs/ALGORITHM.md E.9),
+ * weights in f32, bf16 or f16. Shapes are checked against the config from the file headers (the
+ * pickles, for .bin) before any weight is read, so a mismatched 7B checkpoint fails in milliseconds.
+ * A directory holding both formats is read from its safetensors, as transformers does.
  */
-import { existsSync } from "node:fs";
+import { existsSync, statSync } from "node:fs";
 import { mkdir, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
-import { join } from "node:path";
-import { type Backend, cast, collectTensors, type DType, scope, type Tensor } from "@lightning-ts/tensor";
+import { basename, dirname, join } from "node:path";
+import { type Backend, cast, collectTensors, type DType, scope, type Tensor, toTensor } from "@lightning-ts/tensor";
 import {
   INDEX_FILE,
   readSafetensors,
@@ -15,8 +18,9 @@ import {
   writeSafetensors,
   writeShardedSafetensors,
 } from "@lightning-ts/tensor/node";
-import { configFromHf, configToHf, type TnlConfig } from "./config.js";
+import { configFromHf, type ConfigOptions, configToHf, type TnlConfig } from "./config.js";
 import { parameterSpecs, type TnlModel, type TnlParams } from "./params.js";
+import { TorchCheckpoint } from "./torch/file.js";
 
 /** A checkpoint directory we cannot read, or one that does not match its config. */
 export class TnlCheckpointError extends Error {
@@ -28,68 +32,116 @@ const SHARD_PATTERN = /^model-\d{5}-of-\d{5}\.safetensors$/;
 const TORCH_DTYPE: Record<string, string> = { f32: "float32", bf16: "bfloat16", f16: "float16", f64: "float64" };
 const STORED_FLOATS = new Set(["F32", "F16", "BF16", "F64"]);
 
-/** Where each stored tensor lives, with its stored dtype and shape. */
-interface StoredEntry {
+const TORCH_FILE = "pytorch_model.bin";
+const TORCH_INDEX = "pytorch_model.bin.index.json";
+
+/** Where each stored tensor lives, with its stored dtype (safetensors names) and shape. */
+export interface StoredEntry {
   file: string;
   dtype: string;
   shape: number[];
 }
 
+/** A model path: a directory, or one weight file (or index) inside the directory that holds config.json. */
+interface ModelPath {
+  dir: string;
+  /** The weight file or index to read; undefined = pick from the directory. */
+  weights?: string;
+}
+
+function resolveModelPath(path: string): ModelPath {
+  if (!existsSync(path)) throw new TnlCheckpointError(`model directory ${path} does not exist`);
+  if (statSync(path).isDirectory()) return { dir: path };
+  const file = basename(path);
+  if (!/\.(bin|safetensors|index\.json)$/.test(file)) throw new TnlCheckpointError(`${path} is neither a model directory nor a .bin, .safetensors or .index.json weight file`);
+  return { dir: dirname(path), weights: file };
+}
+
 /**
- * Reads `dir/config.json` into a `TnlConfig`.
+ * Reads `config.json` of a model directory (or of the directory of a weight file) into a
+ * `TnlConfig`; unknown keys are reported through `options.warn`.
  *
  * @example
  * const config = await readConfig("TransNormerLLM-1B");
  */
-export async function readConfig(dir: string): Promise<TnlConfig> {
-  if (!existsSync(dir)) throw new TnlCheckpointError(`model directory ${dir} does not exist`);
-  const path = join(dir, "config.json");
-  if (!existsSync(path)) throw new TnlCheckpointError(`${path} is missing: a TNL model directory needs config.json`);
+export async function readConfig(path: string, options: ConfigOptions = {}): Promise<TnlConfig> {
+  const { dir } = resolveModelPath(path);
+  const file = join(dir, "config.json");
+  if (!existsSync(file)) throw new TnlCheckpointError(`${file} is missing: a TNL model directory needs config.json`);
   let json: unknown;
   try {
-    json = JSON.parse(await readFile(path, "utf8"));
+    json = JSON.parse(await readFile(file, "utf8"));
+  } catch (err) {
+    throw new TnlCheckpointError(`${file} is not valid JSON (${(err as Error).message})`);
+  }
+  return configFromHf(json, { source: file, ...options });
+}
+
+/** The weight file or index of a directory, in transformers' order of preference. */
+function pickWeights(dir: string): string {
+  for (const f of [SINGLE_FILE, INDEX_FILE, TORCH_FILE, TORCH_INDEX]) if (existsSync(join(dir, f))) return f;
+  throw new TnlCheckpointError(`${dir} has no ${SINGLE_FILE}, ${INDEX_FILE}, ${TORCH_FILE} or ${TORCH_INDEX}`);
+}
+
+/** Shard file → tensor names, from an index's weight_map; shards must sit beside the index. */
+async function readIndex(dir: string, indexFile: string): Promise<Map<string, Set<string>>> {
+  const path = join(dir, indexFile);
+  let index: unknown;
+  try {
+    index = JSON.parse(await readFile(path, "utf8"));
   } catch (err) {
     throw new TnlCheckpointError(`${path} is not valid JSON (${(err as Error).message})`);
   }
-  return configFromHf(json);
+  const weightMap = typeof index === "object" && index !== null && "weight_map" in index ? index.weight_map : undefined;
+  if (typeof weightMap !== "object" || weightMap === null) throw new TnlCheckpointError(`${path} has no weight_map`);
+  const byFile = new Map<string, Set<string>>();
+  for (const [name, file] of Object.entries(weightMap as Record<string, unknown>)) {
+    if (typeof file !== "string" || file !== basename(file) || file === "" || file === "." || file === "..") {
+      throw new TnlCheckpointError(`${path}: weight_map["${name}"] is ${JSON.stringify(file)}, expected a file name in the same directory`);
+    }
+    byFile.set(file, (byFile.get(file) ?? new Set()).add(name));
+  }
+  return byFile;
 }
 
-/** The stored tensors of a checkpoint directory, from the headers only. */
-export async function listStoredTensors(dir: string): Promise<Map<string, StoredEntry>> {
+/** The tensors one weight file holds, from its header (safetensors) or its pickle (.bin). */
+async function fileTensors(path: string): Promise<Map<string, { dtype: string; shape: number[] }>> {
+  if (path.endsWith(".safetensors")) {
+    const header = await readSafetensorsHeader(path);
+    return new Map(header.entries.map((e) => [e.name, { dtype: e.dtype, shape: [...e.shape] }]));
+  }
+  const ckpt = await TorchCheckpoint.open(path);
+  await ckpt.close();
+  return ckpt.tensors;
+}
+
+/**
+ * The stored tensors of a checkpoint (a directory, or a weight file or index in one), from the
+ * headers and pickles only.
+ */
+export async function listStoredTensors(path: string): Promise<Map<string, StoredEntry>> {
+  const where = resolveModelPath(path);
+  const dir = where.dir;
+  const weights = where.weights ?? pickWeights(dir);
   const entries = new Map<string, StoredEntry>();
-  const addFile = async (file: string, names?: Set<string>) => {
-    const header = await readSafetensorsHeader(join(dir, file));
-    for (const e of header.entries) if (!names || names.has(e.name)) entries.set(e.name, { file, dtype: e.dtype, shape: [...e.shape] });
-  };
-  if (existsSync(join(dir, SINGLE_FILE))) {
-    await addFile(SINGLE_FILE);
-  } else if (existsSync(join(dir, INDEX_FILE))) {
-    let index: unknown;
-    try {
-      index = JSON.parse(await readFile(join(dir, INDEX_FILE), "utf8"));
-    } catch (err) {
-      throw new TnlCheckpointError(`${join(dir, INDEX_FILE)} is not valid JSON (${(err as Error).message})`);
+  if (!weights.endsWith(".index.json")) {
+    for (const [name, e] of await fileTensors(join(dir, weights))) entries.set(name, { file: weights, ...e });
+    return entries;
+  }
+  for (const [file, names] of await readIndex(dir, weights)) {
+    if (!existsSync(join(dir, file))) throw new TnlCheckpointError(`${weights} names shard ${file}, which is missing from ${dir}`);
+    const held = await fileTensors(join(dir, file));
+    for (const name of names) {
+      const e = held.get(name);
+      if (!e) throw new TnlCheckpointError(`${weights} puts "${name}" in ${file}, which does not hold it`);
+      entries.set(name, { file, ...e });
     }
-    const weightMap = typeof index === "object" && index !== null && "weight_map" in index ? index.weight_map : undefined;
-    if (typeof weightMap !== "object" || weightMap === null) throw new TnlCheckpointError(`${join(dir, INDEX_FILE)} has no weight_map`);
-    const byFile = new Map<string, Set<string>>();
-    for (const [name, file] of Object.entries(weightMap as Record<string, string>)) byFile.set(file, (byFile.get(file) ?? new Set()).add(name));
-    for (const [file, names] of byFile) {
-      if (!existsSync(join(dir, file))) throw new TnlCheckpointError(`${INDEX_FILE} names shard ${file}, which is missing from ${dir}`);
-      await addFile(file, names);
-      for (const name of names) if (!entries.has(name)) throw new TnlCheckpointError(`${INDEX_FILE} puts "${name}" in ${file}, which does not hold it`);
-    }
-  } else {
-    const files = existsSync(dir) ? await readdir(dir) : [];
-    const bin = files.find((f) => f.startsWith("pytorch_model") && (f.endsWith(".bin") || f.endsWith(".bin.index.json")));
-    if (bin) throw new TnlCheckpointError(`${dir} holds PyTorch pickle weights (${bin}); convert them to safetensors first (they cannot be read safely without Python)`);
-    throw new TnlCheckpointError(`${dir} has no ${SINGLE_FILE} and no ${INDEX_FILE}`);
   }
   return entries;
 }
 
 /** Checks stored names, shapes and dtypes against `config`; returns HF name → file for the tensors to read. */
-function planLoad(config: TnlConfig, stored: Map<string, StoredEntry>, dir: string): Map<string, string> {
+export function planLoad(config: TnlConfig, stored: Map<string, StoredEntry>, dir: string): Map<string, string> {
   const plan = new Map<string, string>();
   const expected = new Set<string>();
   for (const spec of parameterSpecs(config)) {
@@ -113,7 +165,7 @@ function planLoad(config: TnlConfig, stored: Map<string, StoredEntry>, dir: stri
   return plan;
 }
 
-export interface LoadOptions {
+export interface LoadOptions extends ConfigOptions {
   /**
    * Dtype of the parameters in memory (default f32, whatever the file stores). Weights stored in
    * it are taken bit for bit; others are converted once (f32 → bf16/f16 rounds to nearest even).
@@ -123,29 +175,42 @@ export interface LoadOptions {
 }
 
 /**
- * Loads a Hugging Face TNL directory: config.json plus single-file or sharded safetensors.
+ * Loads a Hugging Face TNL checkpoint: config.json plus single-file or sharded safetensors, or
+ * PyTorch `.bin` (single or sharded). `path` is the directory, or a weight file or index in it.
  *
  * @example
- * const model = await loadCheckpoint("TransNormerLLM-1B");
+ * const model = await loadCheckpoint("TransNormerLLM-1B"); // pytorch_model.bin or model.safetensors
  * const logits = forward(model.params, model.config, [[1, 2, 3]]);
  */
-export async function loadCheckpoint(dir: string, options: LoadOptions = {}): Promise<TnlModel> {
+export async function loadCheckpoint(path: string, options: LoadOptions = {}): Promise<TnlModel> {
   const dtype = options.dtype ?? "f32";
-  const config = await readConfig(dir);
-  const plan = planLoad(config, await listStoredTensors(dir), dir);
+  const { dir } = resolveModelPath(path);
+  const config = await readConfig(path, options);
+  const plan = planLoad(config, await listStoredTensors(path), path);
   const byFile = new Map<string, string[]>();
   for (const [name, file] of plan) byFile.set(file, [...(byFile.get(file) ?? []), name]);
   const loaded = new Map<string, Tensor>();
+  const keep = (name: string, t: Tensor) => {
+    if (t.dtype === dtype) {
+      loaded.set(name, t);
+    } else {
+      loaded.set(name, cast(t, dtype));
+      t.dispose();
+    }
+  };
   try {
     for (const [file, names] of byFile) {
-      const { tensors } = await readSafetensors(join(dir, file), { names, backend: options.backend });
-      for (const [name, t] of Object.entries(tensors)) {
-        if (t.dtype === dtype) {
-          loaded.set(name, t);
-        } else {
-          loaded.set(name, cast(t, dtype));
-          t.dispose();
-        }
+      const source = join(dir, file);
+      if (file.endsWith(".safetensors")) {
+        const { tensors } = await readSafetensors(source, { names, backend: options.backend });
+        for (const [name, t] of Object.entries(tensors)) keep(name, t);
+        continue;
+      }
+      const ckpt = await TorchCheckpoint.open(source);
+      try {
+        for (const name of names) keep(name, toTensor(await ckpt.readRaw(name), { name, source, backend: options.backend }));
+      } finally {
+        await ckpt.close();
       }
     }
   } catch (err) {
@@ -238,10 +303,11 @@ export interface CheckpointInfo {
  * @example
  * const { config, bytes } = await inspectCheckpoint("TransNormerLLM-7B");
  */
-export async function inspectCheckpoint(dir: string): Promise<CheckpointInfo> {
-  const config = await readConfig(dir);
-  const stored = await listStoredTensors(dir);
-  const plan = planLoad(config, stored, dir);
+export async function inspectCheckpoint(path: string, options: ConfigOptions = {}): Promise<CheckpointInfo> {
+  const { dir } = resolveModelPath(path);
+  const config = await readConfig(path, options);
+  const stored = await listStoredTensors(path);
+  const plan = planLoad(config, stored, path);
   const files = [...new Set([...stored.values()].map((e) => e.file))].sort();
   let bytes = 0;
   for (const f of files) bytes += (await stat(join(dir, f))).size;

@@ -5,6 +5,11 @@
  *   tnl logits --model DIR --ids ids.json --out logits.bin [--dtype bf16]
  *   tnl generate --model DIR --prompt-ids '[[1, 2, 3]]' [--max-tokens 32] [--temperature 0.8 --top-p 0.95 --seed 1]
  *   tnl generate --model DIR --prompt "Once upon a time" --tokenizer tokenizer.json [--no-echo] [--dtype bf16]
+ *   tnl convert IN OUT            PyTorch .bin (a directory, a file or a shard index) → safetensors
+ *   tnl presets [--json]          the published shapes: parameters, bf16 memory, state per sequence
+ *
+ * --model takes a directory with config.json and safetensors or PyTorch .bin weights (single or
+ * sharded), or one weight file in it. Unknown config.json keys are warnings on stderr.
  *
  * --dtype loads the weights in that dtype and computes in it (bf16 weights stored as BF16 are taken
  * bit for bit; f32 ones are rounded once); the default is the backend's (f32 on the CPU).
@@ -20,6 +25,9 @@ import { loadTokenizerFile, TokenizerError } from "@lightning-ts/tokenizer";
 import { Command, CommanderError, InvalidArgumentError } from "commander";
 import { inspectCheckpoint, loadCheckpoint, TnlCheckpointError } from "./checkpoint.js";
 import { headDim, parameterCount, stateBytesPerSequence, TnlConfigError, type TnlConfig } from "./config.js";
+import { convertCheckpoint } from "./convert.js";
+import { publishedModels } from "./published.js";
+import { TorchFileError } from "./torch/zip.js";
 import { generate, type GenerateOptions } from "./generate.js";
 import { TnlInputError } from "./errors.js";
 import { forward } from "./model.js";
@@ -37,7 +45,10 @@ const processIO: CliIO = {
 };
 
 /** Errors we report as one line; anything else is a bug and keeps its stack. */
-const EXPECTED = [TnlConfigError, TnlCheckpointError, TnlInputError, SafetensorsError, TokenizerError, InvalidArgumentError];
+const EXPECTED = [TnlConfigError, TnlCheckpointError, TnlInputError, SafetensorsError, TorchFileError, TokenizerError, InvalidArgumentError];
+
+/** Config warnings go to stderr, one line each. */
+const warnTo = (io: CliIO) => ({ warn: (message: string) => io.stderr(`tnl: warning: ${message}\n`) });
 
 function number(name: string, check: (x: number) => boolean, what: string) {
   return (value: string): number => {
@@ -86,7 +97,7 @@ function describe(c: TnlConfig): string {
 const fmtBytes = (n: number) => (n >= 2 ** 30 ? `${(n / 2 ** 30).toFixed(2)} GiB` : n >= 2 ** 20 ? `${(n / 2 ** 20).toFixed(2)} MiB` : `${(n / 2 ** 10).toFixed(1)} KiB`);
 
 async function info(opts: { model: string; json?: boolean }, io: CliIO): Promise<void> {
-  const { config, files, bytes, dtypes } = await inspectCheckpoint(opts.model);
+  const { config, files, bytes, dtypes } = await inspectCheckpoint(opts.model, warnTo(io));
   const params = parameterCount(config);
   const summary = {
     model: opts.model,
@@ -117,7 +128,7 @@ async function logits(opts: { model: string; ids: string; out: string; blockSize
   const dtype = resolveDType(getBackend(), opts.dtype);
   if (!existsSync(opts.ids)) throw new TnlInputError(`--ids: file ${opts.ids} does not exist`);
   const ids = parseIds(await readFile(opts.ids, "utf8"), opts.ids);
-  const model = await loadCheckpoint(opts.model, { dtype });
+  const model = await loadCheckpoint(opts.model, { dtype, ...warnTo(io) });
   try {
     const out = forward(model.params, model.config, ids, { blockSize: opts.blockSize });
     const data = (await out.data()) as Float32Array;
@@ -158,7 +169,7 @@ async function runGenerate(opts: GenerateFlags, io: CliIO): Promise<void> {
   if (opts.prompt !== undefined && opts.tokenizer === undefined) throw new TnlInputError("--prompt needs --tokenizer FILE (a tokenizer.json)");
   if (opts.tokenizer !== undefined && !existsSync(opts.tokenizer)) throw new TnlInputError(`--tokenizer: file ${opts.tokenizer} does not exist`);
   const tokenizer = opts.tokenizer ? await loadTokenizerFile(opts.tokenizer) : undefined;
-  const model = await loadCheckpoint(opts.model, { dtype });
+  const model = await loadCheckpoint(opts.model, { dtype, ...warnTo(io) });
   try {
     let prompt: number[][];
     if (opts.prompt !== undefined) {
@@ -197,12 +208,40 @@ async function runGenerate(opts: GenerateFlags, io: CliIO): Promise<void> {
   }
 }
 
+async function convert(input: string, out: string, io: CliIO): Promise<void> {
+  const r = await convertCheckpoint(input, out, warnTo(io));
+  io.stdout(
+    `wrote ${r.files.join(", ")} to ${out}: ${r.tensors} tensors, ${fmtBytes(r.bytes)} of ${r.dtypes.join("/")}` +
+      `${r.copied.length > 0 ? `; copied ${r.copied.join(", ")}` : ""}\n`,
+  );
+}
+
+function presets(opts: { json?: boolean }, io: CliIO): void {
+  const models = publishedModels();
+  if (opts.json) {
+    io.stdout(JSON.stringify(models) + "\n");
+    return;
+  }
+  const rows = models.map((m) => [
+    m.name,
+    `${m.dModel}×${m.numLayers}L×${m.numHeads}H, glu ${m.gluDim}, vocab ${m.vocabSize}`,
+    m.parameters >= 1e9 ? `${(m.parameters / 1e9).toFixed(2)}B` : `${(m.parameters / 1e6).toFixed(0)}M`,
+    fmtBytes(m.bf16Bytes),
+    fmtBytes(m.stateBytesPerSequence),
+    [m.title, m.files, m.note].filter(Boolean).join("; "),
+  ]);
+  const head = ["preset", "shape", "params", "bf16", "state/seq", "published as"];
+  const width = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
+  const line = (r: string[]) => r.map((x, i) => (i === r.length - 1 ? x : x.padEnd(width[i]))).join("  ");
+  io.stdout([line(head), ...rows.map(line)].join("\n") + "\n");
+}
+
 function program(io: CliIO): Command {
   const cmd = new Command("tnl")
     .description("TransNormerLLM on lightning-ts: inspect checkpoints, compute logits, generate text")
     .exitOverride()
     .configureOutput({ writeOut: io.stdout, writeErr: io.stderr });
-  const withModel = (c: Command) => c.requiredOption("--model <dir>", "Hugging Face TNL directory (config.json + safetensors)");
+  const withModel = (c: Command) => c.requiredOption("--model <dir>", "Hugging Face TNL directory (config.json + safetensors or pytorch_model*.bin), or a weight file in it");
   const withDType = (c: Command) => c.option("--dtype <dtype>", `weights and compute in ${DTYPE_HELP}`);
 
   withModel(cmd.command("info").description("config summary, parameter count and memory"))
@@ -232,6 +271,19 @@ function program(io: CliIO): Command {
     .option("--json", "print one JSON line per token event")
     .option("--no-echo", "with --prompt: print only the continuation, not the prompt before it")
     .action((opts: GenerateFlags) => runGenerate(opts, io));
+
+  cmd
+    .command("convert")
+    .description("PyTorch .bin checkpoint (single or sharded) to safetensors, dtypes kept; config.json and tokenizer files copied")
+    .argument("<in>", "directory with config.json and pytorch_model.bin (or pytorch_model.bin.index.json + shards), or one of those files")
+    .argument("<out>", "output directory")
+    .action((input: string, out: string) => convert(input, out, io));
+
+  cmd
+    .command("presets")
+    .description("the published TNL shapes: parameters, bf16 memory, recurrent state per sequence")
+    .option("--json", "print JSON")
+    .action((opts: { json?: boolean }) => presets(opts, io));
   return cmd;
 }
 

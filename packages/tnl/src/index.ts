@@ -15,3 +15,7 @@ export * from "./checkpoint.js";
 export * from "./sampling.js";
 export * from "./generate.js";
 export * from "./precision.js";
+export * from "./published.js";
+export * from "./convert.js";
+export { TorchCheckpoint, type TorchTensorInfo } from "./torch/file.js";
+export { TorchFileError } from "./torch/zip.js";
