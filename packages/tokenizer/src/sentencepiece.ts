@@ -1,17 +1,24 @@
 /**
- * SentencePiece `.model` files (a `ModelProto` protobuf) of BPE type, such as the TNL-1/2 Baichuan
- * tokenizer (64,000 pieces, byte fallback). Only the fields BPE encoding needs are read.
+ * SentencePiece `.model` files (a `ModelProto` protobuf) of BPE or Unigram type, such as the
+ * TNL-1B/7B Baichuan tokenizer (64,000 pieces, nmt_nfkc, byte fallback). Encoding is SentencePiece's
+ * own, step for step: the model's normalizer (sentencepiece-normalizer.ts), then its BPE
+ * (sentencepiece-bpe.ts) or Unigram (unigram.ts) over the whole normalized text, then unknown
+ * pieces spelled as bytes (byte_fallback) or fused into one unknown id. Control pieces such as
+ * "<s>" are not looked for in the text (SentencePiece encodes "<s>" as the characters "<", "s",
+ * ">"); user-defined pieces are, before the model, and are never normalized or split.
  *
- * SentencePiece BPE merges the adjacent pair whose joined piece has the highest score (ties to the
- * left), so the merge table holds every split of every normal piece into two pieces, ranked by score.
+ * Training-time options (split_digits, split_by_unicode_script, split_by_whitespace,
+ * max_sentencepiece_length…) only decide which pieces exist; encoding never reads them.
  */
 import { bytePiece, parseBytePiece, utf8 } from "./bytes.js";
 import { fail, prose } from "./errors.js";
-import { MergeTable, mergesSpanNewline } from "./merge.js";
-import type { Normalizer } from "./pretokenize.js";
-import { collapseSpaces, prepend, replace } from "./pretokenize.js";
+import { MergeTable } from "./merge.js";
+import { SentencePieceBpe } from "./sentencepiece-bpe.js";
+import { BytePrefixMatcher, normalizeSentencePiece, PrecompiledCharsmap } from "./sentencepiece-normalizer.js";
+import type { SentencePieceNormalizerSpec } from "./sentencepiece-normalizer.js";
 import type { SpecialToken } from "./tokenizer.js";
 import { Tokenizer } from "./tokenizer.js";
+import { Unigram } from "./unigram.js";
 
 /** Piece types of sentencepiece_model.proto. */
 export const PieceType = { NORMAL: 1, UNKNOWN: 2, CONTROL: 3, USER_DEFINED: 4, UNUSED: 5, BYTE: 6 } as const;
@@ -31,7 +38,10 @@ export interface SentencePieceModel {
   bosId: number;
   eosId: number;
   padId: number;
+  unkSurface: string;
   normalizerName: string;
+  /** The normalizer's rules (empty for identity): see PrecompiledCharsmap. */
+  precompiledCharsmap: Uint8Array;
   addDummyPrefix: boolean;
   removeExtraWhitespaces: boolean;
   escapeWhitespaces: boolean;
@@ -114,7 +124,9 @@ export function parseSentencePieceModel(data: Uint8Array): SentencePieceModel {
     bosId: 1,
     eosId: 2,
     padId: -1,
+    unkSurface: " \u2047 ",
     normalizerName: "nmt_nfkc",
+    precompiledCharsmap: new Uint8Array(),
     addDummyPrefix: true,
     removeExtraWhitespaces: true,
     escapeWhitespaces: true,
@@ -147,6 +159,10 @@ function parsePiece(r: Reader): SentencePiece {
 
 function parseTrainerSpec(r: Reader, m: SentencePieceModel): void {
   r.fields((n, wire) => {
+    if (n === 44 && wire === 2) {
+      m.unkSurface = text.decode(r.bytes());
+      return true;
+    }
     if (wire !== 0) return false;
     const v = r.int32();
     if (n === 3) m.modelType = v;
@@ -163,6 +179,7 @@ function parseTrainerSpec(r: Reader, m: SentencePieceModel): void {
 function parseNormalizerSpec(r: Reader, m: SentencePieceModel): void {
   r.fields((n, wire) => {
     if (n === 1 && wire === 2) m.normalizerName = text.decode(r.bytes());
+    else if (n === 2 && wire === 2) m.precompiledCharsmap = r.bytes();
     else if (n === 3 && wire === 0) m.addDummyPrefix = r.varint() !== 0;
     else if (n === 4 && wire === 0) m.removeExtraWhitespaces = r.varint() !== 0;
     else if (n === 5 && wire === 0) m.escapeWhitespaces = r.varint() !== 0;
@@ -172,79 +189,218 @@ function parseNormalizerSpec(r: Reader, m: SentencePieceModel): void {
 }
 
 /**
- * Reads a SentencePiece BPE `.model` file. Control, unknown and user-defined pieces are special
- * tokens: found whole in the input text and never split.
+ * Reads a SentencePiece `.model` file (BPE or Unigram) into a Tokenizer that gives the ids
+ * SentencePiece gives. `file` names the file in errors.
  *
  * @example
  * const tok = loadSentencePieceModel(readFileSync("tokenizer.model"));
  * tok.encode("Hello", { addSpecialTokens: true }); // [bos, …]
  */
-export function loadSentencePieceModel(data: Uint8Array): Tokenizer {
+export function loadSentencePieceModel(data: Uint8Array, file = ".model"): Tokenizer {
   const m = parseSentencePieceModel(data);
-  if (m.modelType !== 2) fail(".model trainer_spec.model_type", "BPE", prose(MODEL_TYPES[m.modelType] ?? String(m.modelType)));
-  if (m.treatWhitespaceAsSuffix) fail(".model trainer_spec.treat_whitespace_as_suffix", "false (not supported)", true);
-  if (m.normalizerName !== "identity" && m.normalizerName !== "") {
-    fail(".model normalizer_spec.name", '"identity" (precompiled normalization rules are not supported)', m.normalizerName);
+  const where = (field: string) => `${file} ${field}`;
+  if (m.modelType !== 1 && m.modelType !== 2) fail(where("trainer_spec.model_type"), "BPE or UNIGRAM", prose(MODEL_TYPES[m.modelType] ?? String(m.modelType)));
+  if (m.treatWhitespaceAsSuffix) fail(where("trainer_spec.treat_whitespace_as_suffix"), "false (not supported)", true);
+  const identity = m.normalizerName === "identity" || m.normalizerName === "";
+  if (!identity && m.precompiledCharsmap.length === 0) {
+    fail(where("normalizer_spec.precompiled_charsmap"), `the compiled rules of the "${m.normalizerName}" normalizer`, prose("none (a stripped or hand-written model?)"));
   }
-  const space = m.escapeWhitespaces ? "▁" : " ";
+
   const tokens = m.pieces.map((p) => p.piece);
-  const idOf = new Map<string, number>();
-  tokens.forEach((t, id) => idOf.has(t) || idOf.set(t, id));
+  const typeOf = (id: number) => m.pieces[id].type;
+  // SentencePiece's two piece maps: normal, user-defined and unused pieces are matched in text.
+  const matchable = (id: number) => typeOf(id) === PieceType.NORMAL || typeOf(id) === PieceType.USER_DEFINED || typeOf(id) === PieceType.UNUSED;
+  const pieces = new Map<string, number>();
+  const reserved = new Map<string, number>();
+  m.pieces.forEach((p, id) => {
+    if (p.piece.length === 0) fail(where(`piece ${id}`), "a non-empty piece", p.piece);
+    const map = matchable(id) ? pieces : reserved;
+    if (map.has(p.piece)) fail(where(`piece ${id}`), "a piece not defined before", p.piece);
+    map.set(p.piece, id);
+  });
+  const unkIds = m.pieces.flatMap((p, id) => (p.type === PieceType.UNKNOWN ? [id] : []));
+  if (unkIds.length !== 1) fail(where("pieces"), "exactly one piece of type UNKNOWN", prose(`${unkIds.length}`));
+  const unkId = unkIds[0];
 
   const specials: SpecialToken[] = [];
-  const charIds = new Map<string, number>();
-  const byteFallback = m.byteFallback ? new Int32Array(256).fill(-1) : undefined;
+  const userDefined: string[] = [];
+  const byteIds = m.byteFallback ? new Int32Array(256).fill(-1) : undefined;
+  const byteOf = new Int32Array(tokens.length).fill(-1);
   const bytes = m.pieces.map((p, id) => {
-    if (p.type === PieceType.BYTE) {
-      const b = parseBytePiece(p.piece) ?? fail(`.model piece ${id}`, "a byte piece spelled <0xNN>", p.piece);
-      if (byteFallback) byteFallback[b] = id;
-      return Uint8Array.of(b);
+    switch (p.type) {
+      case PieceType.BYTE: {
+        const b = parseBytePiece(p.piece) ?? fail(where(`piece ${id}`), "a byte piece spelled <0xNN>", p.piece);
+        if (!byteIds) fail(where(`piece ${id}`), "no byte pieces (byte_fallback is off)", p.piece);
+        byteIds[b] = id;
+        byteOf[id] = b;
+        return Uint8Array.of(b);
+      }
+      case PieceType.CONTROL:
+        specials.push({ id, content: p.piece, special: true });
+        return new Uint8Array(); // SentencePiece decodes control pieces to nothing
+      case PieceType.UNKNOWN:
+        specials.push({ id, content: p.piece, special: true });
+        return utf8(m.unkSurface);
+      case PieceType.USER_DEFINED:
+        specials.push({ id, content: p.piece, special: false });
+        userDefined.push(p.piece);
+        break;
     }
-    if (p.type === PieceType.CONTROL || p.type === PieceType.UNKNOWN || p.type === PieceType.USER_DEFINED) {
-      specials.push({ id, content: p.piece, special: p.type !== PieceType.USER_DEFINED });
-      return utf8(p.piece);
-    }
-    if (p.type === PieceType.NORMAL && [...p.piece].length === 1) charIds.set(p.piece, id);
-    return utf8(p.piece.replaceAll(space, " "));
+    return utf8(m.escapeWhitespaces ? p.piece.replaceAll("▁", " ") : p.piece);
   });
-  if (byteFallback) {
-    const missing = byteFallback.indexOf(-1);
-    if (missing >= 0) fail(".model pieces", `all 256 byte pieces (byte_fallback is on)`, prose(`no piece ${bytePiece(missing)}`));
+  if (byteIds) {
+    const missing = byteIds.indexOf(-1);
+    if (missing >= 0) fail(where("pieces"), `all 256 byte pieces (byte_fallback is on)`, prose(`no piece ${bytePiece(missing)}`));
   }
 
-  // Rank every split of every normal piece by the piece's score, best first; equal scores by id.
-  const merges = new MergeTable();
-  const normal = m.pieces.map((p, id) => ({ p, id })).filter(({ p }) => p.type === PieceType.NORMAL);
-  normal.sort((a, b) => b.p.score - a.p.score || a.id - b.id);
-  const isNormal = (id: number | undefined) => id !== undefined && m.pieces[id].type === PieceType.NORMAL;
-  for (const { p, id } of normal) {
-    const chars = [...p.piece];
-    let prefix = "";
-    for (let i = 1; i < chars.length; i++) {
-      prefix += chars[i - 1];
-      const left = idOf.get(prefix);
-      const right = idOf.get(p.piece.slice(prefix.length));
-      if (isNormal(left) && isNormal(right)) merges.add(left!, right!, id);
-    }
-  }
+  const spec: SentencePieceNormalizerSpec = {
+    charsmap: m.precompiledCharsmap.length > 0 ? new PrecompiledCharsmap(m.precompiledCharsmap, where("normalizer_spec.precompiled_charsmap")) : undefined,
+    addDummyPrefix: m.addDummyPrefix,
+    removeExtraWhitespaces: m.removeExtraWhitespaces,
+    escapeWhitespaces: m.escapeWhitespaces,
+    userDefined: new BytePrefixMatcher(userDefined),
+  };
+  const encodeWord = m.modelType === 1 ? unigramEncoder(m, unkId, byteIds) : bpeEncoder(m, pieces, reserved, userDefined, unkId, byteIds);
+  const idOf = new Map([...reserved, ...pieces]);
 
-  const normalizers: Normalizer[] = [];
-  if (m.removeExtraWhitespaces) normalizers.push(collapseSpaces);
-  if (m.addDummyPrefix) normalizers.push(prepend(" ", true));
-  if (m.escapeWhitespaces) normalizers.push(replace(" ", "▁"));
-  const unk = m.unkId >= 0 && m.unkId < tokens.length ? m.unkId : undefined;
   return new Tokenizer({
     kind: "sentencepiece",
     tokens,
     bytes,
-    merges,
-    initial: { kind: "chars", charIds, byteFallback, unk, fuseUnk: true },
-    normalizers,
+    merges: new MergeTable(),
+    initial: { kind: "chars", charIds: new Map(), unk: unkId, fuseUnk: true },
+    normalizers: [],
     preTokenizers: [],
     specials,
     ignoreMerges: false,
-    stripLeadingSpace: m.addDummyPrefix,
+    stripLeadingSpace: m.addDummyPrefix || m.removeExtraWhitespaces,
     template: { prefix: m.bosId >= 0 && m.bosId < tokens.length ? [m.bosId] : [], suffix: [] },
-    splitsAfterNewline: !mergesSpanNewline(merges, bytes),
+    splitsAfterNewline: streamSafe(spec, bytes),
+    // The whole text is one piece: SentencePiece normalizes and segments it as a whole.
+    segment: (text, continuation) => {
+      const normalized = normalizeSentencePiece(text, spec, continuation);
+      return normalized.length > 0 ? [[normalized]] : [];
+    },
+    encodeWord,
+    decodeTokens: (pieceList) => decodePieces(pieceList.map((p) => idOf.get(p)!), m, byteOf),
+  });
+}
+
+/** Unigram ids of normalized text, unknown characters as bytes or one fused unknown id. */
+function unigramEncoder(m: SentencePieceModel, unkId: number, byteIds: Int32Array | undefined): (text: string) => number[] {
+  const type = (id: number) => m.pieces[id].type;
+  let max = 1.1754943508222875e-38; // FLT_MIN, where SentencePiece starts its maximum
+  for (const p of m.pieces) if (p.type === PieceType.NORMAL) max = Math.max(max, p.score);
+  const unigram = new Unigram(m.pieces, {
+    unkId,
+    byteIds,
+    fuseUnk: true,
+    float32: true,
+    matchable: (id) => type(id) === PieceType.NORMAL || type(id) === PieceType.USER_DEFINED || type(id) === PieceType.UNUSED,
+    userDefined: (id) => type(id) === PieceType.USER_DEFINED,
+    unused: (id) => type(id) === PieceType.UNUSED,
+    maxScore: max,
+  });
+  return (text) => unigram.encode(text);
+}
+
+/** SentencePiece BPE ids of normalized text, unknown pieces as bytes or one fused unknown id. */
+function bpeEncoder(
+  m: SentencePieceModel,
+  pieces: Map<string, number>,
+  reserved: Map<string, number>,
+  userDefined: string[],
+  unkId: number,
+  byteIds: Int32Array | undefined,
+): (text: string) => number[] {
+  const bpe = new SentencePieceBpe({
+    pieces,
+    scores: m.pieces.map((p) => p.score),
+    isUnused: (id) => m.pieces[id].type === PieceType.UNUSED,
+    userDefined,
+    pieceToId: (piece) => reserved.get(piece) ?? pieces.get(piece) ?? unkId,
+  });
+  return (text) => {
+    const out: number[] = [];
+    let previousUnknown = false;
+    for (const [piece, id] of bpe.encode(text)) {
+      const unknown = id === unkId;
+      if (unknown && byteIds) for (const b of utf8(piece)) out.push(byteIds[b]);
+      else if (!(unknown && previousUnknown)) out.push(id);
+      previousUnknown = unknown;
+    }
+    return out;
+  };
+}
+
+/**
+ * SentencePiece's Decode: "▁" → " ", control pieces → nothing, the unknown piece → its surface
+ * (" ⁇ "), runs of byte pieces → UTF-8 (each invalid byte one U+FFFD), and the dummy prefix's "▁"
+ * dropped from the first piece (every leading "▁" piece when remove_extra_whitespaces is on).
+ */
+function decodePieces(ids: number[], m: SentencePieceModel, byteOf: Int32Array): string {
+  let text = "";
+  let pending: number[] = [];
+  let atStart = true;
+  let startSpaceSeen = false;
+  for (const id of ids) {
+    if (byteOf[id] >= 0) {
+      pending.push(byteOf[id]);
+      continue;
+    }
+    text += decodeBytes(pending);
+    pending = [];
+    if (startSpaceSeen || text.length > 0) atStart = false;
+    const { type } = m.pieces[id];
+    let piece = m.pieces[id].piece;
+    startSpaceSeen = false;
+    if (type === PieceType.CONTROL) continue;
+    if (type === PieceType.UNKNOWN) {
+      text += m.unkSurface;
+      continue;
+    }
+    if (atStart && (m.addDummyPrefix || m.removeExtraWhitespaces) && piece.startsWith("▁")) {
+      piece = piece.slice(1);
+      startSpaceSeen = !m.removeExtraWhitespaces;
+    }
+    text += piece.replaceAll("▁", " ");
+  }
+  return text + decodeBytes(pending);
+}
+
+/** UTF-8 as SentencePiece's DecodeUTF8 reads it: an invalid byte is one U+FFFD and decoding goes on at the next byte. */
+function decodeBytes(bytes: number[]): string {
+  let out = "";
+  for (let i = 0; i < bytes.length; ) {
+    const b = bytes[i];
+    const len = b < 0x80 ? 1 : (b & 0xe0) === 0xc0 ? 2 : (b & 0xf0) === 0xe0 ? 3 : (b & 0xf8) === 0xf0 ? 4 : 0;
+    let cp = len === 1 ? b : len === 2 ? b & 0x1f : len === 3 ? b & 0x0f : b & 0x07;
+    let ok = len > 0 && i + len <= bytes.length;
+    for (let k = 1; ok && k < len; k++) {
+      ok = (bytes[i + k] & 0xc0) === 0x80;
+      cp = (cp << 6) | (bytes[i + k] & 0x3f);
+    }
+    const least = [0, 0, 0x80, 0x800, 0x10000][len];
+    if (ok && cp >= least && (cp < 0xd800 || (cp >= 0xe000 && cp <= 0x10ffff))) {
+      out += String.fromCodePoint(cp);
+      i += len;
+    } else {
+      out += "\uFFFD";
+      i += 1;
+    }
+  }
+  return out;
+}
+
+/**
+ * Whether encodeStream may cut the text after a "\n" between non-spaces: only if the normalizer
+ * keeps "\n" as it is (nmt_nfkc makes it a space, which remove_extra_whitespaces would trim at the
+ * end of a chunk) and no piece has a "\n" before its last byte.
+ */
+function streamSafe(spec: SentencePieceNormalizerSpec, bytes: Uint8Array[]): boolean {
+  if (normalizeSentencePiece("a\nb", spec, true) !== "a\nb") return false;
+  return bytes.every((b) => {
+    const nl = b.indexOf(10);
+    return nl < 0 || nl === b.length - 1;
   });
 }
