@@ -71,7 +71,7 @@ describe("special tokens", () => {
 describe("presets", () => {
   it("set the published shapes; explicit sizes win; an unknown name lists the known ones", () => {
     const c = resolveConfig({ overrides: { preset: "tnl-385m" } });
-    expect(c.model).toEqual({ dModel: 1024, numLayers: 24, numHeads: 8, gluDim: 2816, vocabSize: 64000, tieWordEmbeddings: null });
+    expect(c.model).toEqual({ dModel: 1024, numLayers: 24, numHeads: 8, gluDim: 2816, vocabSize: 50272, tieWordEmbeddings: null });
     expect(resolveConfig({ overrides: { preset: "tnl-1b", "model.numLayers": 2 } }).model).toMatchObject({ dModel: 2048, numLayers: 2 });
     const known = Object.keys(PRESETS);
     expect(known).toEqual(["tnl-385m", "tnl-1b", "tnl2-1b", "tnl2-3b", "tnl-7b", "tnl-tiny", "tnl-micro"]);
