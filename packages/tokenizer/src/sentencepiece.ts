@@ -114,8 +114,8 @@ class Reader {
 // ignoreBOM: a piece may be exactly U+FEFF, which a default TextDecoder would drop.
 const text = new TextDecoder("utf-8", { ignoreBOM: true });
 
-/** Parses a `.model` file into its pieces and the settings BPE encoding needs. */
-export function parseSentencePieceModel(data: Uint8Array): SentencePieceModel {
+/** Parses a `.model` file into its pieces and the settings encoding needs; `file` names it in errors. */
+export function parseSentencePieceModel(data: Uint8Array, file = ".model file"): SentencePieceModel {
   const m: SentencePieceModel = {
     pieces: [],
     modelType: 1,
@@ -132,16 +132,17 @@ export function parseSentencePieceModel(data: Uint8Array): SentencePieceModel {
     escapeWhitespaces: true,
     treatWhitespaceAsSuffix: false,
   };
-  const top = new Reader(data, ".model file");
+  const top = new Reader(data, file);
   top.fields((n, wire) => {
     if (wire !== 2 || n < 1 || n > 3) return false;
     const body = top.bytes();
-    if (n === 1) m.pieces.push(parsePiece(new Reader(body, `.model piece ${m.pieces.length}`)));
-    else if (n === 2) parseTrainerSpec(new Reader(body, ".model trainer_spec"), m);
-    else parseNormalizerSpec(new Reader(body, ".model normalizer_spec"), m);
+    const name = file === ".model file" ? ".model" : file;
+    if (n === 1) m.pieces.push(parsePiece(new Reader(body, `${name} piece ${m.pieces.length}`)));
+    else if (n === 2) parseTrainerSpec(new Reader(body, `${name} trainer_spec`), m);
+    else parseNormalizerSpec(new Reader(body, `${name} normalizer_spec`), m);
     return true;
   });
-  if (m.pieces.length === 0) fail(".model file", "at least one piece", prose("none (empty or not a SentencePiece model)"));
+  if (m.pieces.length === 0) fail(file, "at least one piece", prose("none (empty or not a SentencePiece model)"));
   return m;
 }
 
@@ -197,7 +198,7 @@ function parseNormalizerSpec(r: Reader, m: SentencePieceModel): void {
  * tok.encode("Hello", { addSpecialTokens: true }); // [bos, …]
  */
 export function loadSentencePieceModel(data: Uint8Array, file = ".model"): Tokenizer {
-  const m = parseSentencePieceModel(data);
+  const m = parseSentencePieceModel(data, file === ".model" ? ".model file" : file);
   const where = (field: string) => `${file} ${field}`;
   if (m.modelType !== 1 && m.modelType !== 2) fail(where("trainer_spec.model_type"), "BPE or UNIGRAM", prose(MODEL_TYPES[m.modelType] ?? String(m.modelType)));
   if (m.treatWhitespaceAsSuffix) fail(where("trainer_spec.treat_whitespace_as_suffix"), "false (not supported)", true);
