@@ -36,9 +36,9 @@ export interface UnigramOptions {
   userDefined?: (id: number) => boolean;
   /** Ids matched in text but then dropped from the path, as SentencePiece's unused pieces. */
   unused?: (id: number) => boolean;
-  /** The lowest score, for the unknown node (default: the lowest score among matchable pieces). */
+  /** The lowest score, for the unknown node (default: the lowest among matchable pieces that are neither user-defined nor unused). */
   minScore?: number;
-  /** The highest score, for user-defined pieces (default: the highest among matchable pieces). */
+  /** The highest score, for user-defined pieces (default: as minScore; SentencePiece starts it at FLT_MIN, so it is never below 1.2e-38). */
   maxScore?: number;
 }
 
