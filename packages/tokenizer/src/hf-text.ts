@@ -40,14 +40,38 @@ function str(value: unknown, arg: string): string {
 export function parsePattern(value: unknown, arg: string): RegExp {
   const p = obj(value, arg);
   if (typeof p.String === "string") return new RegExp(escapeRegExp(p.String), "gu");
-  if (typeof p.Regex === "string") return compilePattern(p.Regex);
+  if (typeof p.Regex === "string") return compilePattern(unicodeClasses(p.Regex));
   return fail(arg, '{"String": …} or {"Regex": …}', value);
 }
 
-// Rust's char::is_whitespace, char::is_alphanumeric, and the regex crate's \w.
+// Oniguruma's \s, \d and \w are Unicode classes (JavaScript's \s misses U+0085 and has U+FEFF).
+const WORD_ONIG = String.raw`\p{L}\p{M}\p{Nd}\p{Pc}`;
+const ATOM: Record<string, string> = { s: String.raw`\p{White_Space}`, S: String.raw`\P{White_Space}`, d: String.raw`\p{Nd}`, D: String.raw`\P{Nd}`, w: `[${WORD_ONIG}]`, W: `[^${WORD_ONIG}]` };
+const IN_CLASS: Record<string, string> = { s: String.raw`\p{White_Space}`, S: String.raw`\P{White_Space}`, d: String.raw`\p{Nd}`, D: String.raw`\P{Nd}`, w: WORD_ONIG };
+
+/** Rewrites \s, \d, \w (and their negations) of an Oniguruma pattern as the Unicode classes they stand for. */
+export function unicodeClasses(pattern: string): string {
+  let out = "";
+  let inClass = false;
+  for (let i = 0; i < pattern.length; i++) {
+    const c = pattern[i];
+    if (c === "\\") {
+      const next = pattern[i + 1] ?? "";
+      out += (inClass ? IN_CLASS[next] : ATOM[next]) ?? c + next;
+      i++;
+      continue;
+    }
+    if (c === "[") inClass = true;
+    else if (c === "]") inClass = false;
+    out += c;
+  }
+  return out;
+}
+
+// Rust's char::is_whitespace and the regex crate's \w (single_word looks for \w on either side).
 const WHITESPACE = /\p{White_Space}/u;
-const ALNUM = /[\p{Alphabetic}\p{N}]/u;
 const WORD = String.raw`\p{Alphabetic}\p{M}\p{Nd}\p{Pc}\p{Join_Control}`;
+const WORD_CHAR = new RegExp(`[${WORD}]`, "u");
 
 export type SplitBehavior = "Removed" | "Isolated" | "MergedWithPrevious" | "MergedWithNext" | "Contiguous";
 const BEHAVIORS: readonly SplitBehavior[] = ["Removed", "Isolated", "MergedWithPrevious", "MergedWithNext", "Contiguous"];
@@ -177,7 +201,7 @@ export interface PreTokenizerInfo {
   regex: boolean;
 }
 
-const GPT2_RE = compilePattern(GPT2_PATTERN);
+const GPT2_RE = compilePattern(unicodeClasses(GPT2_PATTERN));
 // Rust's char::is_ascii_punctuation or a Unicode punctuation category.
 const PUNCTUATION = /[\p{P}!-/:-@[-`{-~]/gu;
 
@@ -282,7 +306,7 @@ class AddedMatcher {
       const t = this.byContent.get(m[0])!;
       let start = m.index;
       let stop = start + m[0].length;
-      if (t.singleWord && ((start > 0 && ALNUM.test(lastChar(text, start))) || (stop < text.length && ALNUM.test(String.fromCodePoint(text.codePointAt(stop)!))))) continue;
+      if (t.singleWord && ((start > 0 && WORD_CHAR.test(lastChar(text, start))) || (stop < text.length && WORD_CHAR.test(String.fromCodePoint(text.codePointAt(stop)!))))) continue;
       if (t.lstrip) {
         while (start > at && WHITESPACE.test(text[start - 1])) start--;
       }

@@ -59,7 +59,7 @@ export function loadTokenizerJson(input: string | object, file = "tokenizer.json
   if (type !== "BPE" && type !== "Unigram") unsupported(at("model.type"), '"BPE" or "Unigram"', type);
 
   const tokens: string[] = [];
-  const unigram = type === "Unigram" ? unigramVocab(model, at, tokens) : undefined;
+  const unigram = type === "Unigram" ? unigramModel(model, at, tokens) : undefined;
   const vocab = unigram ? undefined : obj(model.vocab, at("model.vocab"));
   if (vocab) for (const [token, id] of Object.entries(vocab)) tokens[int(id, at(`model.vocab[${JSON.stringify(token)}]`))] = token;
   const idOf = new Map<string, number>();
@@ -67,14 +67,16 @@ export function loadTokenizerJson(input: string | object, file = "tokenizer.json
     if (!idOf.has(t)) idOf.set(t, id);
   });
   const added = parseAddedTokens(json.added_tokens, tokens, at);
-  for (let i = 0; i < tokens.length; i++) tokens[i] ??= "";
-  const specials: SpecialToken[] = added.map(({ id, content, special }) => ({ id, content, special }));
-
   const pre = parsePreTokenizer(json.pre_tokenizer, at("pre_tokenizer"));
   const normalizer = parseNormalizer(json.normalizer, at("normalizer"));
+  // HF keeps a normalized, non-special added token as its normalized content: that is what decodes.
+  for (const t of added) if (t.normalized && !t.special) tokens[t.id] = normalizer.normalize(t.content, false);
+  for (let i = 0; i < tokens.length; i++) tokens[i] ??= "";
+  const specials: SpecialToken[] = added.map(({ id, special }) => ({ id, content: tokens[id], special }));
+
   const dec = parseDecoder(json.decoder, at("decoder"));
   const byteFallback = model.byte_fallback === true;
-  const specialBytes = new Map(added.map((s) => [s.id, utf8(s.content)]));
+  const specialBytes = new Map(added.map((s) => [s.id, utf8(tokens[s.id])]));
   const bytes = tokens.map((token, id) => specialBytes.get(id) ?? tokenBytes(token, dec, byteFallback));
 
   const base = {
@@ -93,7 +95,7 @@ export function loadTokenizerJson(input: string | object, file = "tokenizer.json
   if (unigram) {
     const merges = new MergeTable();
     const initial: InitialSymbols = { kind: "chars", charIds: new Map(), fuseUnk: true };
-    return new Tokenizer({ ...base, kind, merges, initial, ignoreMerges: false, splitsAfterNewline: false, encodeWord: (piece) => unigram.encode(piece) });
+    return new Tokenizer({ ...base, kind, merges, initial, ignoreMerges: false, splitsAfterNewline: false, encodeWord: unigram });
   }
   if (model.dropout !== undefined && model.dropout !== null && model.dropout !== 0) unsupported(at("model.dropout"), "null or 0", model.dropout);
   for (const key of ["continuing_subword_prefix", "end_of_word_suffix"]) {
@@ -118,8 +120,8 @@ export function loadTokenizerJson(input: string | object, file = "tokenizer.json
   return new Tokenizer({ ...base, kind, merges, initial, ignoreMerges: model.ignore_merges === true, splitsAfterNewline });
 }
 
-/** A Unigram model's `vocab` ([piece, score] pairs, id = index) as a `Unigram`, filling `tokens`. */
-function unigramVocab(model: Json, at: (path: string) => string, tokens: string[]): Unigram {
+/** A Unigram model's `vocab` ([piece, score] pairs, id = index), filling `tokens`; returns its encoder. */
+function unigramModel(model: Json, at: (path: string) => string, tokens: string[]): (piece: string) => number[] {
   const list = model.vocab;
   if (!Array.isArray(list)) fail(at("model.vocab"), "an array of [piece, score]", list);
   const pieces = list.map((entry: unknown, i) => {
@@ -128,16 +130,42 @@ function unigramVocab(model: Json, at: (path: string) => string, tokens: string[
     return { piece: entry[0], score: entry[1] };
   });
   const unkId = model.unk_id === undefined || model.unk_id === null ? undefined : int(model.unk_id, at("model.unk_id"));
+  // HF looks a fused run up by a map filled in id order, so the last of equal pieces wins.
+  const idOf = new Map(pieces.map((p, id) => [p.piece, id]));
   let byteIds: Int32Array | undefined;
   if (model.byte_fallback === true) {
-    const idOf = new Map(pieces.map((p, id) => [p.piece, id]));
     byteIds = Int32Array.from({ length: 256 }, (_, b) => idOf.get(bytePiece(b)) ?? -1);
-    // HF falls back to the unknown id when some byte has no piece.
+    // HF gives the unknown id where some byte has no piece.
     if (byteIds.includes(-1)) byteIds = undefined;
   }
   let minScore = Infinity;
   for (const p of pieces) minScore = Math.min(minScore, p.score);
-  return new Unigram(pieces, { unkId, byteIds, fuseUnk: true, minScore: minScore === Infinity ? 0 : minScore });
+  const unigram = new Unigram(pieces, { unkId, minScore: minScore === Infinity ? 0 : minScore });
+  // HF fuses every run of unknown characters and of the unknown piece itself, then looks the run up
+  // whole: a known piece, else its bytes (byte fallback), else the unknown id.
+  return (piece) => {
+    const out: number[] = [];
+    let run: [number, number] | undefined;
+    const flush = () => {
+      if (!run) return;
+      const text = piece.slice(run[0], run[1]);
+      run = undefined;
+      const id = idOf.get(text);
+      if (id !== undefined) out.push(id);
+      else if (byteIds) for (const b of utf8(text)) out.push(byteIds[b]);
+      else out.push(unkId ?? fail(at("model.unk_id"), "an unknown id for text the vocabulary cannot spell", text));
+    };
+    for (const [start, end, id] of unigram.segment(piece)) {
+      if (id < 0 || id === unkId) {
+        run = run ? [run[0], end] : [start, end];
+        continue;
+      }
+      flush();
+      out.push(id);
+    }
+    flush();
+    return out;
+  };
 }
 
 function bpeMerges(list: unknown, idOf: Map<string, number>, at: (path: string) => string): MergeTable {
