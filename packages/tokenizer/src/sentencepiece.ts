@@ -276,10 +276,10 @@ export function loadSentencePieceModel(data: Uint8Array, file = ".model"): Token
     ignoreMerges: false,
     stripLeadingSpace: m.addDummyPrefix || m.removeExtraWhitespaces,
     template: { prefix: m.bosId >= 0 && m.bosId < tokens.length ? [m.bosId] : [], suffix: [] },
-    splitsAfterNewline: streamSafe(spec, bytes),
+    splitsAfterNewline: m.modelType === 2 && streamSafe(spec, m.pieces),
     // The whole text is one piece: SentencePiece normalizes and segments it as a whole.
     segment: (text, continuation) => {
-      const normalized = normalizeSentencePiece(text, spec, continuation);
+      const normalized = continuation ? normalizeContinuation(text, spec) : normalizeSentencePiece(text, spec);
       return normalized.length > 0 ? [[normalized]] : [];
     },
     encodeWord,
@@ -394,14 +394,35 @@ function decodeBytes(bytes: number[]): string {
 }
 
 /**
- * Whether encodeStream may cut the text after a "\n" between non-spaces: only if the normalizer
- * keeps "\n" as it is (nmt_nfkc makes it a space, which remove_extra_whitespaces would trim at the
- * end of a chunk) and no piece has a "\n" before its last byte.
+ * The normalized form of `text` where it continues a streamed input just after a "\n" that follows
+ * a non-space (where encodeStream cuts): the part that normalizing "a\n" + text adds to
+ * normalizing "a\n". The earlier chunk, normalized alone, dropped the space "\n" became (trailing
+ * whitespace is removed); it comes back here, in front of this chunk's text, as in the whole.
  */
-function streamSafe(spec: SentencePieceNormalizerSpec, bytes: Uint8Array[]): boolean {
-  if (normalizeSentencePiece("a\nb", spec, true) !== "a\nb") return false;
-  return bytes.every((b) => {
-    const nl = b.indexOf(10);
-    return nl < 0 || nl === b.length - 1;
+function normalizeContinuation(text: string, spec: SentencePieceNormalizerSpec): string {
+  const head = normalizeSentencePiece("a\n", spec);
+  const whole = normalizeSentencePiece(`a\n${text}`, spec);
+  return whole.startsWith(head) ? whole.slice(head.length) : normalizeSentencePiece(text, spec, true);
+}
+
+/**
+ * Whether encodeStream may cut the text after a "\n" between non-spaces, so that encoding the chunks
+ * gives the ids of the whole. The "\n" must normalize to itself (kept at the end of the earlier
+ * chunk) or to one space that remove_extra_whitespaces trims there (and normalizeContinuation puts
+ * back); and no piece may join what stands before the "\n" with it: no piece holds the normalized
+ * "\n" after other characters. Only BPE: Unigram adds float32 scores along the whole text, so a cut
+ * could round a tie differently.
+ */
+function streamSafe(spec: SentencePieceNormalizerSpec, pieces: SentencePiece[]): boolean {
+  const a = normalizeSentencePiece("a", spec);
+  const both = normalizeSentencePiece("a\nb", spec);
+  if (!both.startsWith(a) || !both.endsWith("b")) return false;
+  const nl = both.slice(a.length, -1);
+  const space = spec.escapeWhitespaces ? "▁" : " ";
+  if (!(nl === "\n" || (nl === space && spec.removeExtraWhitespaces))) return false;
+  return pieces.every(({ piece }) => {
+    let rest = piece;
+    while (rest.startsWith(nl)) rest = rest.slice(nl.length);
+    return !rest.includes(nl);
   });
 }

@@ -83,6 +83,25 @@ describe("SentencePiece models trained by python sentencepiece", () => {
     });
   }
 
+  it("streams nmt_nfkc BPE in chunks cut after newlines, with the ids of the whole", async () => {
+    // bpe-nfkc-bytes with remove_extra_whitespaces switched on: a second normalizer_spec field
+    // (field 3) holding only remove_extra_whitespaces = 1 merges into the first, as protobuf does.
+    const tok = loadSentencePieceModel(new Uint8Array([...model("bpe-nfkc-bytes"), 0x1a, 0x02, 0x20, 0x01]));
+    expect(tok.model.splitsAfterNewline).toBe(true);
+    expect(loadSentencePieceModel(model("bpe-identity")).model.splitsAfterNewline).toBe(true);
+    expect(loadSentencePieceModel(model("unigram-nfkc")).model.splitsAfterNewline).toBe(false);
+    const whole = texts.slice(0, 4000).join("\n");
+    const streamed: number[] = [];
+    let chunks = 0;
+    const parts = Array.from({ length: Math.ceil(whole.length / 5000) }, (_, i) => whole.slice(i * 5000, (i + 1) * 5000));
+    for await (const ids of tok.encodeStream(parts, { chunkChars: 20_000 })) {
+      streamed.push(...ids);
+      chunks++;
+    }
+    expect(chunks).toBeGreaterThan(5);
+    expect(streamed).toEqual(tok.encode(whole));
+  });
+
   it("reads the normalizer as the file states it", () => {
     const spec = (name: string) => {
       const m = parseSentencePieceModel(model(name));
