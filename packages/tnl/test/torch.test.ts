@@ -30,7 +30,7 @@ async function readAll(file: string): Promise<Record<string, { dtype: string; sh
 }
 
 describe("torch.save reader", () => {
-  for (const file of ["small.bin", "small-zip64.bin"]) {
+  for (const file of ["small.bin", "small-zip64.bin", "small-proto4.bin"]) {
     it(`${file}: every dtype, a shared storage, an offset and a transposed view`, async () => {
       const got = await readAll(file);
       expect(Object.keys(got)).toEqual(Object.keys(expected.values));
