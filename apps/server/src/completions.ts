@@ -43,7 +43,7 @@ interface Choice {
   handle?: string;
 }
 
-export const modelNotFound = (model: string): ApiError =>
+export const modelNotFound = (model: unknown): ApiError =>
   new ApiError(404, `the model ${show(model)} does not exist on this server (see GET /v1/models)`, "model", "invalid_request_error", "model_not_found");
 
 interface Prompts {
@@ -298,7 +298,7 @@ type Body = Record<string, unknown>;
 export function tokenizeRoute(s: Served, raw: unknown): { tokens: number[]; count: number; max_model_len: number } {
   if (typeof raw !== "object" || raw === null || Array.isArray(raw)) throw new ApiError(400, "the request body must be a JSON object", null);
   const body = raw as Body;
-  if (body.model !== undefined && body.model !== s.modelName) throw modelNotFound(String(body.model));
+  if (body.model !== undefined && body.model !== s.modelName) throw modelNotFound(body.model);
   for (const key of Object.keys(body)) {
     if (!["model", "prompt", "messages", "add_special_tokens"].includes(key)) throw new ApiError(400, `'${key}' is not supported by /tokenize`, key, "invalid_request_error", "unsupported_parameter");
   }
@@ -318,7 +318,7 @@ export function tokenizeRoute(s: Served, raw: unknown): { tokens: number[]; coun
 export function detokenizeRoute(s: Served, raw: unknown): { prompt: string } {
   if (typeof raw !== "object" || raw === null || Array.isArray(raw)) throw new ApiError(400, "the request body must be a JSON object", null);
   const body = raw as Body;
-  if (body.model !== undefined && body.model !== s.modelName) throw modelNotFound(String(body.model));
+  if (body.model !== undefined && body.model !== s.modelName) throw modelNotFound(body.model);
   for (const key of Object.keys(body)) {
     if (!["model", "tokens"].includes(key)) throw new ApiError(400, `'${key}' is not supported by /detokenize`, key, "invalid_request_error", "unsupported_parameter");
   }

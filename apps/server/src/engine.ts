@@ -4,7 +4,9 @@
  * Each sequence owns one TNL state of batch 1. The loop repeats:
  *   1. admit waiting sequences while fewer than `maxBatch` are active;
  *   2. run one prefill chunk (chunked Lightning Attention) for the oldest sequence still reading
- *      its prompt, so a long prompt never stalls the others for more than one chunk;
+ *      its prompt, so a long prompt never stalls the others for more than one chunk, and let the
+ *      HTTP side run after each chunk (the CPU backend computes synchronously, so a chunk is time
+ *      during which nothing else is answered: `prefillChunk` is kept small, 128 tokens, for that);
  *   3. run one recurrent decode step for every sequence that is generating (`stepRows`), sample,
  *      and retire the sequences that finished or whose client went away.
  * Sequences therefore join and leave the batch between any two steps.
@@ -21,7 +23,7 @@ export interface EngineOptions {
   maxBatch: number;
   /** Sequences waiting for a batch slot; more are refused (HTTP 429). */
   maxQueue: number;
-  /** Prompt tokens per prefill call; a multiple of `prefixBlock`. */
+  /** Prompt tokens per prefill call; a multiple of `prefixBlock`. The event loop waits this long between turns. */
   prefillChunk: number;
   /** Prefix-cache granularity in tokens. */
   prefixBlock: number;
@@ -29,7 +31,7 @@ export interface EngineOptions {
   prefixCacheBytes: number;
 }
 
-export const DEFAULT_ENGINE_OPTIONS: EngineOptions = { maxBatch: 32, maxQueue: 256, prefillChunk: 512, prefixBlock: 64, prefixCacheBytes: 256 * 2 ** 20 };
+export const DEFAULT_ENGINE_OPTIONS: EngineOptions = { maxBatch: 32, maxQueue: 256, prefillChunk: 128, prefixBlock: 64, prefixCacheBytes: 256 * 2 ** 20 };
 
 export interface TokenInfo {
   token: number;
@@ -208,6 +210,7 @@ export class Engine {
         for (const s of this.active.filter((x) => x.fed < x.req.prompt.length)) {
           if (budget <= 0) break;
           budget -= await this.prefillChunk(s);
+          await yieldToIo();
         }
         const decoding = this.active.filter((s) => s.fed === s.req.prompt.length && s.generated.length > 0);
         if (decoding.length) await this.decode(decoding);
@@ -216,7 +219,7 @@ export class Engine {
         for (const s of [...this.active]) this.fail(s, err);
       }
       // Let the HTTP side run (new requests, streamed writes, disconnects) between steps.
-      await new Promise((r) => setImmediate(r));
+      await yieldToIo();
     }
   }
 
@@ -331,6 +334,9 @@ export class Engine {
     s.reject(err);
   }
 }
+
+/** Resolves after the event loop has handled pending I/O (setImmediate runs after the poll phase). */
+const yieldToIo = () => new Promise<void>((r) => setImmediate(r));
 
 /** log p of `token` and the `top` most likely tokens, from raw logits. */
 export function logprobsOf(row: Float32Array, token: number, top: number): { logprob: number; top: [number, number][] } {

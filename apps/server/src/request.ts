@@ -172,7 +172,7 @@ const isIds = (x: unknown): x is number[] => Array.isArray(x) && x.length > 0 &&
 /** `prompt`: a string, a list of token ids, or a non-empty list of either (several prompts). */
 function parsePrompts(prompt: unknown): (string | number[])[] {
   if (typeof prompt === "string" || isIds(prompt)) return [prompt];
-  if (Array.isArray(prompt) && prompt.length > 0 && prompt.every((x) => typeof x === "string" || isIds(x))) return prompt as (string | number[])[];
+  if (Array.isArray(prompt) && prompt.length > 0 && prompt.every((x) => typeof x === "string" || isIds(x))) return prompt;
   throw new ApiError(400, `'prompt' must be a string, a list of token ids, or a list of strings or of token id lists; got ${show(prompt)}`, "prompt");
 }
 
@@ -194,7 +194,7 @@ export function parseRequest(raw: unknown, kind: "completion" | "chat", limits: 
   if (maxTokens > limits.maxTokens) throw new ApiError(400, `'${maxKey}' is ${maxTokens}, more than this server's limit of ${limits.maxTokens}`, maxKey);
 
   const p: GenerationParams = {
-    model: body.model as string | undefined,
+    model: body.model,
     maxTokens,
     temperature: num(body, "temperature", (x) => x >= 0 && x <= 2, "a number in [0, 2]") ?? 1,
     topP: num(body, "top_p", (x) => x > 0 && x <= 1, "a number in (0, 1]"),

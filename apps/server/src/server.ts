@@ -170,7 +170,11 @@ export function buildServer(options: ServerOptions): LightningServer {
     (closing ??= (async () => {
       draining = true;
       await engine.drain();
+      // Every answer is written by now; a connection still open after a short grace belongs to a
+      // client that left without closing it, and would hold the exit for its keep-alive timeout.
+      const force = setTimeout(() => app.server.closeAllConnections(), 500);
       await app.close();
+      clearTimeout(force);
       await engine.close();
       handles.clear();
     })());
