@@ -115,8 +115,9 @@ export function loadTokenizerJson(input: string | object, file = "tokenizer.json
   const charIds = new Map<string, number>();
   for (const [token, id] of idOf) if ([...token].length === 1) charIds.set(token, id);
   const initial: InitialSymbols = { kind: "chars", charIds, byteFallback: fallback, unk, fuseUnk: model.fuse_unk === true };
-  // Pieces end after "\n" + non-space where an isolating regex splits them, or nothing merges across one.
-  const splitsAfterNewline = normalizer.streamSafe && (pre.regex || !mergesSpanNewline(merges, bytes));
+  // Pieces end after "\n" + non-space where an isolating regex splits them, or nothing merges across
+  // one; an added token with lstrip would take the "\n" before it, so a cut there is unsafe.
+  const splitsAfterNewline = normalizer.streamSafe && !added.some((t) => t.lstrip) && (pre.regex || !mergesSpanNewline(merges, bytes));
   return new Tokenizer({ ...base, kind, merges, initial, ignoreMerges: model.ignore_merges === true, splitsAfterNewline });
 }
 

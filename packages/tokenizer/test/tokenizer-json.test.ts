@@ -10,7 +10,9 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { gunzipSync } from "node:zlib";
 import { describe, expect, it } from "vitest";
-import { loadTokenizerJson } from "../src/index.js";
+import { mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { loadTokenizerFile, loadTokenizerJson, TokenizerError } from "../src/index.js";
 
 interface Expected {
   ids: number;
@@ -69,4 +71,46 @@ describe("tokenizer.json as Hugging Face tokenizers writes and runs it", () => {
       expect(tok.decode(ids.slice(0, 4000), { skipSpecialTokens: true })).toBe(e.decodeSkipSpecialFirst4000);
     });
   }
+
+  it("encodeStream gives the ids of the whole text under every file's settings", async () => {
+    const part = text.slice(0, 150_000);
+    for (const name of Object.keys(manifest.files)) {
+      const tok = loadTokenizerJson(gunzipSync(readFileSync(join(dir, `${name}.json.gz`))).toString("utf8"));
+      const chunks = Array.from({ length: Math.ceil(part.length / 4999) }, (_, i) => part.slice(i * 4999, (i + 1) * 4999));
+      const out: number[] = [];
+      for await (const ids of tok.encodeStream(chunks, { chunkChars: 8192 })) out.push(...ids);
+      const whole = tok.encode(part);
+      expect(out.length === whole.length && out.every((id, i) => id === whole[i]) ? "same" : "differs", name).toBe("same");
+    }
+  });
+});
+
+describe("tokenizer.json settings that are still refused", () => {
+  const base = () => JSON.parse(gunzipSync(readFileSync(join(dir, "bytelevel-gpt2.json.gz"))).toString("utf8")) as Record<string, unknown>;
+  const refusal = async (json: object) => {
+    const path = join(mkdtempSync(join(tmpdir(), "tokjson-")), "tokenizer.json");
+    writeFileSync(path, JSON.stringify(json));
+    const error = await loadTokenizerFile(path).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(error).toBeInstanceOf(TokenizerError);
+    const message = (error as Error).message;
+    expect(message.startsWith(`${path} `), message).toBe(true);
+    return message.slice(path.length + 1);
+  };
+
+  it("names the file and the component", async () => {
+    expect(await refusal({ ...base(), model: { type: "WordPiece", vocab: {} } })).toMatch(/^model\.type: expected "BPE" or "Unigram".*got "WordPiece"/);
+    expect(await refusal({ ...base(), model: { type: "WordLevel", vocab: {} } })).toMatch(/got "WordLevel"/);
+    expect(await refusal({ ...base(), normalizer: { type: "Sequence", normalizers: [{ type: "NFC" }, { type: "Precompiled", precompiled_charsmap: "" }] } })).toMatch(
+      /^normalizer\.normalizers\[1\]\.type: .*got "Precompiled"/,
+    );
+    expect(await refusal({ ...base(), pre_tokenizer: { type: "Sequence", pretokenizers: [{ type: "UnicodeScripts" }] } })).toMatch(/^pre_tokenizer\.pretokenizers\[0\]\.type: .*got "UnicodeScripts"/);
+    expect(await refusal({ ...base(), pre_tokenizer: { type: "Split", pattern: { Regex: "x" }, behavior: "Glued", invert: false } })).toMatch(/^pre_tokenizer\.behavior: expected Removed, Isolated/);
+    expect(await refusal({ ...base(), decoder: { type: "CTC" } })).toMatch(/^decoder\.type: .*got "CTC"/);
+    expect(await refusal({ ...base(), post_processor: { type: "Unknown" } })).toMatch(/^post_processor\.type: .*got "Unknown"/);
+    const model = base().model as Record<string, unknown>;
+    expect(await refusal({ ...base(), model: { ...model, continuing_subword_prefix: "##" } })).toMatch(/^model\.continuing_subword_prefix: expected null/);
+  });
 });
