@@ -2,7 +2,7 @@
  * Chat messages → prompt text. A model's own chat template (the `chat_template` of a
  * `tokenizer_config.json` beside the tokenizer or in the model directory) is rendered with
  * @huggingface/jinja. Without one, the default below is used: one "Role: content" line per
- * message and a final "Assistant:", with "\nUser:" as an extra stop string so the model does not
+ * message ("Assistant:content" for the assistant's) and a final "Assistant:", with "\nUser:" as an extra stop string so the model does not
  * write the user's next turn.
  */
 import { existsSync, readFileSync } from "node:fs";
@@ -14,8 +14,11 @@ export interface ChatMessage {
   content: string;
 }
 
+// An assistant's message follows "Assistant:" with nothing between, as the model wrote it (its
+// replies usually begin with a space): a conversation sent back whole is then the same tokens as
+// the one continued through a state handle.
 export const DEFAULT_CHAT_TEMPLATE =
-  "{% for message in messages %}{{ message.role | capitalize }}: {{ message.content }}\n{% endfor %}" +
+  "{% for message in messages %}{{ message.role | capitalize }}:{% if message.role != 'assistant' %} {% endif %}{{ message.content }}\n{% endfor %}" +
   "{% if add_generation_prompt %}Assistant:{% endif %}";
 
 export interface ChatFormat {

@@ -2,7 +2,8 @@
  * POST /v1/completions and /v1/chat/completions: a checked request becomes one engine sequence
  * per choice; tokens come back as one JSON body or as server-sent events ending in `[DONE]`.
  *
- * Extensions beyond the OpenAI API: `top_k`, `min_p`, `repetition_penalty`, `ignore_eos`, and
+ * Extensions beyond the OpenAI API: `top_k`, `min_p`, `repetition_penalty`, `ignore_eos`,
+ * `stop_token_ids` (token ids that end a choice, as in vLLM; they end it even with `ignore_eos`), and
  * `return_state` / `state`. With `return_state: true` every choice carries `state`, an opaque
  * handle to the recurrent state after the whole exchange; sending it as `state` in a later request
  * continues from there, so that request holds only the new text. A handle is single-use (it is
@@ -142,7 +143,8 @@ export async function handleGeneration(s: Served, kind: Kind, request: FastifyRe
   const created = Math.floor(Date.now() / 1000);
   const object = kind === "chat" ? (p.stream ? "chat.completion.chunk" : "chat.completion") : "text_completion";
   const stops = [...p.stop, ...(kind === "chat" ? s.chat.stops : [])];
-  const stopIds = new Set(p.ignoreEos ? [] : [s.model.config.eosTokenId]);
+  for (const t of p.stopTokenIds) if (t >= V) throw new ApiError(400, `'stop_token_ids' holds token id ${t}, outside the vocabulary [0, ${V})`, "stop_token_ids");
+  const stopIds = new Set([...(p.ignoreEos ? [] : [s.model.config.eosTokenId]), ...p.stopTokenIds]);
   // echo: the prompt as the client sent it (token ids as their text), before each choice's text.
   const echoed = p.echo ? p.prompts!.map((x) => (typeof x === "string" ? x : s.tokenizer.decode(x, { skipSpecialTokens: true }))) : undefined;
 

@@ -53,6 +53,8 @@ export interface GenerationParams {
   /** Completions: put the prompt's text before each choice's text. */
   echo: boolean;
   stop: string[];
+  /** Token ids that end a choice (as vLLM's `stop_token_ids`), besides end-of-sequence. */
+  stopTokenIds: number[];
   stream: boolean;
   includeUsage: boolean;
   /** Alternatives per token, or undefined for no logprobs. */
@@ -85,7 +87,7 @@ export function show(v: unknown, max = 80): string {
  * `tools` or `response_format` must learn that they were not applied, never get an answer that
  * silently ignored them.
  */
-const COMMON = ["model", "max_tokens", "temperature", "top_p", "top_k", "min_p", "repetition_penalty", "frequency_penalty", "presence_penalty", "seed", "n", "stop", "stream", "stream_options", "logprobs", "logit_bias", "user", "return_state", "state", "ignore_eos"];
+const COMMON = ["model", "max_tokens", "temperature", "top_p", "top_k", "min_p", "repetition_penalty", "frequency_penalty", "presence_penalty", "seed", "n", "stop", "stream", "stream_options", "logprobs", "logit_bias", "user", "return_state", "state", "ignore_eos", "stop_token_ids"];
 const KNOWN = {
   completion: new Set([...COMMON, "prompt", "echo", "best_of", "suffix"]),
   chat: new Set([...COMMON, "messages", "max_completion_tokens", "top_logprobs", "tools", "tool_choice", "parallel_tool_calls", "store"]),
@@ -151,6 +153,14 @@ function parseStop(v: unknown): string[] {
   return list as string[];
 }
 
+function parseStopTokenIds(v: unknown): number[] {
+  if (v === undefined || v === null) return [];
+  if (!Array.isArray(v) || !v.every((t) => Number.isSafeInteger(t) && (t as number) >= 0)) {
+    throw new ApiError(400, `'stop_token_ids' must be a list of token ids, got ${show(v)}`, "stop_token_ids");
+  }
+  return v as number[];
+}
+
 export function parseMessages(v: unknown): ChatMessage[] {
   if (!Array.isArray(v) || v.length === 0) throw new ApiError(400, "'messages' must be a non-empty list of {role, content}", "messages");
   return v.map((m, i) => {
@@ -208,6 +218,7 @@ export function parseRequest(raw: unknown, kind: "completion" | "chat", limits: 
     logitBias: parseLogitBias(body.logit_bias),
     echo: bool(body, "echo") ?? false,
     stop: parseStop(body.stop),
+    stopTokenIds: parseStopTokenIds(body.stop_token_ids),
     stream: bool(body, "stream") ?? false,
     includeUsage: false,
     returnState: bool(body, "return_state") ?? false,

@@ -217,3 +217,138 @@ describe("state handles", () => {
     expect(again.json.error.param).toBe("state");
   });
 });
+
+/** Regressions of issue 19, item 5: the OpenAI surface, through the official client. */
+describe("OpenAI surface", () => {
+  const sample = (extra: Record<string, unknown>) =>
+    client.completions.create({ model: "tiny", prompt: PROMPT, max_tokens: 8, temperature: 1, ignore_eos: true, ...extra } as never) as Promise<OpenAI.Completion>;
+
+  it("retrieves the model by id, and answers an unknown model with 404 model_not_found", async () => {
+    expect((await client.models.retrieve("tiny")).id).toBe("tiny");
+    await expect(client.models.retrieve("gpt-4o")).rejects.toMatchObject({ status: 404, code: "model_not_found" });
+    await expect(client.completions.create({ model: "gpt-4o", prompt: PROMPT, max_tokens: 2 })).rejects.toMatchObject({ status: 404, code: "model_not_found", param: "model" });
+    await expect(client.chat.completions.create({ model: "gpt-4o", messages: [{ role: "user", content: "hi" }] })).rejects.toBeInstanceOf(OpenAI.NotFoundError);
+  });
+
+  it("samples with a random seed when none is given, and takes seeds up to 2^64 - 1", async () => {
+    const [a, b] = await Promise.all([sample({}), sample({})]);
+    expect(a.choices[0].text).not.toBe(b.choices[0].text);
+    // A JavaScript number cannot hold 2^64 - 1 exactly: send the JSON text.
+    const raw = async (seed: string) => {
+      const res = await fetch(`${s.url}/v1/completions`, { method: "POST", headers: { "content-type": "application/json" }, body: `{"model": "tiny", "prompt": "Call me", "max_tokens": 8, "ignore_eos": true, "seed": ${seed}}` });
+      return { status: res.status, json: (await res.json()) as { choices: { text: string }[]; error: { param: string } } };
+    };
+    const [max, again, below] = await Promise.all([raw("18446744073709551615"), raw("18446744073709551615"), raw("18446744073709551614")]);
+    expect([max.status, again.status, below.status]).toEqual([200, 200, 200]);
+    expect(again.json.choices[0].text).toBe(max.json.choices[0].text);
+    expect(below.json.choices[0].text).not.toBe(max.json.choices[0].text);
+    const over = await raw("18446744073709551616");
+    expect([over.status, over.json.error.param]).toEqual([400, "seed"]);
+  });
+
+  it("applies logit_bias", async () => {
+    const token = s.tokenizer.encode(" the")[0];
+    const r = await sample({ temperature: 0, logit_bias: { [token]: 100 }, max_tokens: 5 });
+    expect(r.choices[0].text).toBe(s.tokenizer.decode(Array(5).fill(token)));
+    const banned = await sample({ temperature: 0, logit_bias: { [token]: -100 }, max_tokens: 20 });
+    expect(s.tokenizer.encode(banned.choices[0].text)).not.toContain(token);
+  });
+
+  it("echoes the prompt, and answers several prompts with n choices each", async () => {
+    const echo = await client.completions.create({ model: "tiny", prompt: PROMPT, max_tokens: 4, temperature: 0, echo: true });
+    const plain = await client.completions.create({ model: "tiny", prompt: PROMPT, max_tokens: 4, temperature: 0 });
+    expect(echo.choices[0].text).toBe(PROMPT + plain.choices[0].text);
+    const other = await sample({ prompt: "The whale", seed: 3, n: 2 });
+    const many = await sample({ prompt: [PROMPT, "The whale"], seed: 3, n: 2 });
+    expect(many.choices.map((c) => c.index)).toEqual([0, 1, 2, 3]);
+    expect(many.choices.slice(2).map((c) => c.text)).toEqual(other.choices.map((c) => c.text));
+    expect(many.usage!.prompt_tokens).toBe(s.tokenizer.encode(PROMPT).length + s.tokenizer.encode("The whale").length);
+  });
+
+  it("sends usage: null in every stream chunk but the last when usage is asked for", async () => {
+    const stream = await client.chat.completions.create({ model: "tiny", messages: [{ role: "user", content: "Hi" }], max_tokens: 4, stream: true, stream_options: { include_usage: true } });
+    const usages: unknown[] = [];
+    for await (const c of stream) usages.push(c.usage);
+    expect(usages.length).toBeGreaterThan(2);
+    expect(usages.slice(0, -1).every((u) => u === null)).toBe(true);
+    expect(usages.at(-1)).toMatchObject({ completion_tokens: 4 });
+  });
+
+  it.each([
+    [{ tools: [{ type: "function", function: { name: "f", parameters: {} } }] }, "tools"],
+    [{ response_format: { type: "json_object" } }, "response_format"],
+    [{ frobnicate: true }, "frobnicate"],
+    [{ functions: [{ name: "f" }] }, "functions"],
+  ])("refuses the unsupported chat parameter %j by name", async (extra, param) => {
+    const ask = client.chat.completions.create({ model: "tiny", messages: [{ role: "user", content: "hi" }], max_tokens: 2, ...extra } as never);
+    await expect(ask).rejects.toMatchObject({ status: 400, param });
+  });
+
+  it("refuses best_of other than n, and suffix", async () => {
+    await expect(sample({ best_of: 3 })).rejects.toMatchObject({ status: 400, param: "best_of" });
+    await expect(sample({ suffix: "end" })).rejects.toMatchObject({ status: 400, param: "suffix" });
+    expect((await sample({ best_of: 2, n: 2 })).choices).toHaveLength(2);
+  });
+
+  it("stops at stop_token_ids", async () => {
+    const token = s.tokenizer.encode(" the")[0];
+    const r = await sample({ temperature: 0, max_tokens: 12, logit_bias: { [token]: 100 }, stop_token_ids: [7, token] });
+    expect(r.choices[0].finish_reason).toBe("stop");
+    expect(r.usage!.completion_tokens).toBe(1);
+    await expect(sample({ stop_token_ids: [1e6] })).rejects.toMatchObject({ status: 400, param: "stop_token_ids" });
+  });
+
+  it("tokenizes and detokenizes", async () => {
+    const t = await postJson(`${s.url}/tokenize`, { model: "tiny", prompt: PROMPT });
+    const body = t.json as unknown as { tokens: number[]; count: number };
+    expect(body.tokens).toEqual([s.model.config.bosTokenId, ...s.tokenizer.encode(PROMPT)].slice(s.model.config.addBosToken ? 0 : 1));
+    expect(body.count).toBe(body.tokens.length);
+    const d = await postJson(`${s.url}/detokenize`, { tokens: body.tokens });
+    expect((d.json as unknown as { prompt: string }).prompt).toBe(PROMPT);
+    const chat = await postJson(`${s.url}/tokenize`, { messages: [{ role: "user", content: "Hi" }], add_special_tokens: false });
+    expect((chat.json as unknown as { tokens: number[] }).tokens).toEqual(s.tokenizer.encode("User: Hi\nAssistant:"));
+  });
+});
+
+describe("API key and CORS", () => {
+  let locked: Running;
+  beforeAll(async () => {
+    locked = await startServer({ apiKey: "sk-test", cors: "*" });
+  });
+  afterAll(() => locked.shutdown());
+
+  it("wants the bearer key on the API, and answers cross-origin requests", async () => {
+    const wrong = new OpenAI({ baseURL: `${locked.url}/v1`, apiKey: "sk-wrong", maxRetries: 0 });
+    await expect(wrong.models.list()).rejects.toBeInstanceOf(OpenAI.AuthenticationError);
+    const right = new OpenAI({ baseURL: `${locked.url}/v1`, apiKey: "sk-test", maxRetries: 0 });
+    expect((await right.models.list()).data[0].id).toBe("tiny");
+    expect((await fetch(`${locked.url}/health`)).status).toBe(200);
+    const preflight = await fetch(`${locked.url}/v1/chat/completions`, { method: "OPTIONS", headers: { origin: "http://example.com", "access-control-request-method": "POST", "access-control-request-headers": "authorization, content-type" } });
+    expect(preflight.status).toBe(204);
+    expect(preflight.headers.get("access-control-allow-origin")).toBe("*");
+    expect(preflight.headers.get("access-control-allow-headers")).toContain("authorization");
+    const streamed = await fetch(`${locked.url}/v1/completions`, { method: "POST", headers: { origin: "http://example.com", authorization: "Bearer sk-test", "content-type": "application/json" }, body: JSON.stringify({ prompt: "x", max_tokens: 2, stream: true }) });
+    expect(streamed.headers.get("access-control-allow-origin")).toBe("*");
+    expect(await streamed.text()).toContain("[DONE]");
+  });
+});
+
+// Regression (issue 19, item 6): the handle path left out the template's text after the assistant's reply.
+describe("a chat continued through a state handle", () => {
+  it("feeds the same tokens as the whole conversation, and answers the same", async () => {
+    const first = [{ role: "user" as const, content: "Who is the captain?" }];
+    const next = { role: "user" as const, content: "And the whale?" };
+    const a = (await client.chat.completions.create({ model: "tiny", messages: first, max_tokens: 6, temperature: 0, ignore_eos: true, return_state: true } as never)) as OpenAI.ChatCompletion;
+    const reply = a.choices[0].message.content!;
+    const handle = (a.choices[0] as unknown as { state: string }).state;
+    const b = (await client.chat.completions.create({ model: "tiny", messages: [next], max_tokens: 6, temperature: 0, ignore_eos: true, state: handle } as never)) as OpenAI.ChatCompletion;
+    const whole = await client.chat.completions.create({ model: "tiny", messages: [...first, { role: "assistant", content: reply }, next], max_tokens: 6, temperature: 0, ignore_eos: true } as never) as OpenAI.ChatCompletion;
+    // The tokens each path feeds: the state saw the first prompt and the reply's tokens but the last.
+    const firstIds = s.tokenizer.encode("User: Who is the captain?\nAssistant:");
+    const replyIds = s.tokenizer.encode(reply);
+    const wholeIds = s.tokenizer.encode(`User: Who is the captain?\nAssistant:${reply}\nUser: And the whale?\nAssistant:`);
+    expect(whole.usage!.prompt_tokens).toBe(wholeIds.length);
+    expect(firstIds.length + replyIds.length + b.usage!.prompt_tokens - 1).toBe(wholeIds.length);
+    expect(b.choices[0].message.content).toBe(whole.choices[0].message.content);
+  });
+});
