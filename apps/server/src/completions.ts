@@ -2,6 +2,8 @@
  * POST /v1/completions and /v1/chat/completions: a checked request becomes one engine sequence
  * per choice; tokens come back as one JSON body or as server-sent events ending in `[DONE]`.
  *
+ * `response_format: { type: "json_object" }` constrains every choice to one JSON object (json-mode.ts).
+ *
  * Extensions beyond the OpenAI API: `top_k`, `min_p`, `repetition_penalty`, `ignore_eos`,
  * `stop_token_ids` (token ids that end a choice, as in vLLM; they end it even with `ignore_eos`), and
  * `return_state` / `state`. With `return_state: true` every choice carries `state`, an opaque
@@ -14,6 +16,7 @@ import type { Tokenizer } from "@lightning-ts/tokenizer";
 import type { FastifyReply, FastifyRequest } from "fastify";
 import { type ChatFormat, renderChat, renderChatContinuation } from "./chat.js";
 import { type Engine, QueueFullError, type SequenceResult, ShuttingDownError, type TokenInfo } from "./engine.js";
+import { JsonConstraint } from "./json-mode.js";
 import type { ServerMetrics } from "./metrics.js";
 import { ApiError, type GenerationParams, type Limits, parseMessages, parseRequest, show } from "./request.js";
 import { newHandle, type StateLru } from "./state-cache.js";
@@ -183,6 +186,7 @@ export async function handleGeneration(s: Served, kind: Kind, request: FastifyRe
   const runs: Promise<SequenceResult>[] = [];
   try {
     for (const c of choices) {
+      const json = p.json ? new JsonConstraint(s.tokenizer, s.model.config.eosTokenId) : undefined;
       const onToken = (info: TokenInfo): boolean => {
         if (firstToken) {
           firstToken = false;
@@ -191,14 +195,15 @@ export async function handleGeneration(s: Served, kind: Kind, request: FastifyRe
         const { text, stopped } = c.out.push(info.token);
         if (p.logprobs !== undefined) c.logprobs.push(info);
         if (p.stream && (text || p.logprobs !== undefined)) chunk(c, text, p.logprobs !== undefined ? [info] : [], null);
-        return stopped;
+        const complete = json?.push(info.token) ?? false; // the JSON object is closed: nothing may follow
+        return stopped || complete;
       };
       runs.push(
         s.engine.submit({
           prompt: prompts[c.prompt],
           state: state && cloneState(state),
           maxTokens: p.maxTokens,
-          sampler,
+          sampler: json ? json.wrap(sampler) : sampler,
           seed: p.seed,
           // Choice j of every prompt samples from stream j, so one prompt of several gets what it gets alone.
           stream: c.index - c.prompt * p.n,

@@ -50,6 +50,8 @@ export interface GenerationParams {
   n: number;
   /** Token id → bias added to its logit before sampling. */
   logitBias: Map<number, number>;
+  /** response_format json_object: constrain every choice to one JSON object. */
+  json: boolean;
   /** Completions: put the prompt's text before each choice's text. */
   echo: boolean;
   stop: string[];
@@ -87,7 +89,7 @@ export function show(v: unknown, max = 80): string {
  * `tools` or `response_format` must learn that they were not applied, never get an answer that
  * silently ignored them.
  */
-const COMMON = ["model", "max_tokens", "temperature", "top_p", "top_k", "min_p", "repetition_penalty", "frequency_penalty", "presence_penalty", "seed", "n", "stop", "stream", "stream_options", "logprobs", "logit_bias", "user", "return_state", "state", "ignore_eos", "stop_token_ids"];
+const COMMON = ["model", "max_tokens", "temperature", "top_p", "top_k", "min_p", "repetition_penalty", "frequency_penalty", "presence_penalty", "seed", "n", "stop", "stream", "stream_options", "logprobs", "logit_bias", "user", "return_state", "state", "ignore_eos", "stop_token_ids", "response_format"];
 const KNOWN = {
   completion: new Set([...COMMON, "prompt", "echo", "best_of", "suffix"]),
   chat: new Set([...COMMON, "messages", "max_completion_tokens", "top_logprobs", "tools", "tool_choice", "parallel_tool_calls", "store"]),
@@ -151,6 +153,16 @@ function parseStop(v: unknown): string[] {
     throw new ApiError(400, "'stop' must be a non-empty string or a list of at most 4 non-empty strings", "stop");
   }
   return list as string[];
+}
+
+/** `response_format`: text, or json_object (constrained decoding, json-mode.ts). json_schema is not built yet. */
+function parseResponseFormat(v: unknown): boolean {
+  if (v === undefined || v === null) return false;
+  const type = typeof v === "object" && !Array.isArray(v) ? (v as Body).type : undefined;
+  if (type === "text") return false;
+  if (type === "json_object") return true;
+  if (type === "json_schema") throw new ApiError(400, "'response_format' json_schema is not supported yet (json_object is)", "response_format", "invalid_request_error", "unsupported_parameter");
+  throw new ApiError(400, `'response_format' must be {"type": "text"} or {"type": "json_object"}, got ${show(v)}`, "response_format");
 }
 
 function parseStopTokenIds(v: unknown): number[] {
@@ -217,6 +229,7 @@ export function parseRequest(raw: unknown, kind: "completion" | "chat", limits: 
     n,
     logitBias: parseLogitBias(body.logit_bias),
     echo: bool(body, "echo") ?? false,
+    json: parseResponseFormat(body.response_format),
     stop: parseStop(body.stop),
     stopTokenIds: parseStopTokenIds(body.stop_token_ids),
     stream: bool(body, "stream") ?? false,

@@ -3,6 +3,7 @@ import { main as tnlMain } from "../../../packages/tnl/src/cli-main.js";
 import { generateIds } from "@lightning-ts/tnl";
 import OpenAI from "openai";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { JSON_START, jsonFeed } from "../src/json-mode.js";
 import { postJson, type Running, startServer } from "./helpers.js";
 
 let s: Running;
@@ -276,7 +277,7 @@ describe("OpenAI surface", () => {
 
   it.each([
     [{ tools: [{ type: "function", function: { name: "f", parameters: {} } }] }, "tools"],
-    [{ response_format: { type: "json_object" } }, "response_format"],
+    [{ response_format: { type: "json_schema", json_schema: { name: "x", schema: {} } } }, "response_format"],
     [{ frobnicate: true }, "frobnicate"],
     [{ functions: [{ name: "f" }] }, "functions"],
   ])("refuses the unsupported chat parameter %j by name", async (extra, param) => {
@@ -296,6 +297,26 @@ describe("OpenAI surface", () => {
     expect(r.choices[0].finish_reason).toBe("stop");
     expect(r.usage!.completion_tokens).toBe(1);
     await expect(sample({ stop_token_ids: [1e6] })).rejects.toMatchObject({ status: 400, param: "stop_token_ids" });
+  });
+
+  // The tiny model has random weights: left alone it writes JSON that does not end within a few
+  // tokens (strings of random text). So: every answer is a prefix of a JSON object, and with the
+  // closing brace made likely the object closes and the choice stops there.
+  it("answers in JSON with response_format json_object, streamed or not", async () => {
+    const ask = (extra: Record<string, unknown>) =>
+      client.chat.completions.create({ model: "tiny", messages: [{ role: "user", content: "A captain, as JSON" }], max_tokens: 30, temperature: 0.7, response_format: { type: "json_object" }, ...extra } as never) as Promise<OpenAI.ChatCompletion>;
+    for (const r of await Promise.all([1, 2, 3, 4].map((seed) => ask({ seed })))) {
+      expect(jsonFeed(JSON_START, r.choices[0].message.content!)).not.toBeNull();
+    }
+    const close = s.tokenizer.encode("}")[0];
+    const quote = s.tokenizer.encode('"')[0];
+    const closed = await ask({ seed: 1, max_tokens: 200, logit_bias: { [close]: 8, [quote]: 4 } });
+    expect(closed.choices[0].finish_reason).toBe("stop");
+    expect(JSON.parse(closed.choices[0].message.content!)).toBeTypeOf("object");
+    const stream = await client.chat.completions.create({ model: "tiny", messages: [{ role: "user", content: "A captain, as JSON" }], max_tokens: 30, seed: 1, temperature: 0.7, response_format: { type: "json_object" }, stream: true });
+    let text = "";
+    for await (const c of stream) text += c.choices[0]?.delta.content ?? "";
+    expect(text).toBe((await ask({ seed: 1 })).choices[0].message.content);
   });
 
   it("tokenizes and detokenizes", async () => {

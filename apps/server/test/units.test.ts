@@ -3,6 +3,7 @@ import { loadTokenizerFile } from "@lightning-ts/tokenizer";
 import { liveTensorCount } from "@lightning-ts/tensor";
 import { describe, expect, it } from "vitest";
 import { loadChatFormat, renderChat } from "../src/chat.js";
+import { JSON_START, jsonFeed } from "../src/json-mode.js";
 import { prefixKeys, StateLru, stateBytes } from "../src/state-cache.js";
 import { TextStream } from "../src/text.js";
 import { writeTinyModel } from "./tiny-model.js";
@@ -53,5 +54,22 @@ describe("TextStream and chat formats", async () => {
     const chat = loadChatFormat(tiny.tokenizerPath, tiny.dir);
     expect(chat.source).toContain("tokenizer_config.json");
     expect(renderChat(chat, [{ role: "user", content: "hi" }])).toBe("<user>hi<assistant>");
+  });
+});
+
+describe("the JSON recogniser of response_format json_object", () => {
+  const done = (text: string) => jsonFeed(JSON_START, text)?.mode === "done";
+  it("accepts JSON objects and every prefix of one", () => {
+    for (const text of ['{}', '{"a": 1}', '{"a":[1,-2.5e+3,0,true,false,null,"x\\u00e9\\n"],"b":{"c":{}}}', ' {"k" : [ [], {} ] }', '{"é": "日本"}']) {
+      expect(done(text), text).toBe(true);
+      for (let i = 0; i < text.length; i++) expect(jsonFeed(JSON_START, text.slice(0, i)), text.slice(0, i)).not.toBeNull();
+    }
+  });
+  it("refuses what cannot continue one", () => {
+    for (const text of ["[]", '"a"', "1", '{"a" 1}', '{"a":01}', '{"a":1,}', '{a:1}', '{"a":tru}', '{"a":"\u0001"}', '{} x', '{"a":1}}', '{"a":-}', "      {}"]) {
+      expect(done(text), text).toBe(false);
+    }
+    expect(jsonFeed(JSON_START, "[")).toBeNull();
+    expect(jsonFeed(JSON_START, '{"a":1}}')).toBeNull();
   });
 });
