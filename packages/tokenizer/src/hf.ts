@@ -6,6 +6,7 @@
  */
 import { bytePiece, byteLevelString, utf8 } from "./bytes.js";
 import { fail, prose, TokenizerError } from "./errors.js";
+import { hfBpe } from "./hf-bpe.js";
 import { parseDecoder, tokenBytes } from "./hf-decode.js";
 import type { AddedToken } from "./hf-text.js";
 import { hfSegmenter, parseNormalizer, parsePreTokenizer, unsupported } from "./hf-text.js";
@@ -89,36 +90,26 @@ export function loadTokenizerJson(input: string | object, file = "tokenizer.json
     template: parsePostProcessor(json.post_processor, at("post_processor"), idOf, specials),
     source: json,
     segment: hfSegmenter(added, normalizer, pre),
+    // Unused: `encodeWord` (HF's BPE or Unigram) starts from the text itself.
+    initial: { kind: "chars", charIds: new Map(), fuseUnk: false } satisfies InitialSymbols,
     decodeTokens: dec.decode,
   };
   const kind = pre.byteLevel || dec.byteLevel ? "byte-level" : "sentencepiece";
   if (unigram) {
-    const merges = new MergeTable();
-    const initial: InitialSymbols = { kind: "chars", charIds: new Map(), fuseUnk: true };
-    return new Tokenizer({ ...base, kind, merges, initial, ignoreMerges: false, splitsAfterNewline: false, encodeWord: unigram });
+    return new Tokenizer({ ...base, kind, merges: new MergeTable(), ignoreMerges: false, splitsAfterNewline: false, encodeWord: unigram });
   }
   if (model.dropout !== undefined && model.dropout !== null && model.dropout !== 0) unsupported(at("model.dropout"), "null or 0", model.dropout);
-  for (const key of ["continuing_subword_prefix", "end_of_word_suffix"]) {
-    if (model[key] !== undefined && model[key] !== null && model[key] !== "") unsupported(at(`model.${key}`), "null", model[key]);
-  }
-  const merges = bpeMerges(model.merges, idOf, at);
+  const affix = (key: string) => (model[key] === undefined || model[key] === null ? "" : str(model[key], at(`model.${key}`)));
+  const prefix = affix("continuing_subword_prefix");
+  const suffix = affix("end_of_word_suffix");
+  const merges = bpeMerges(model.merges, idOf, prefix, at);
   const unkToken = model.unk_token;
   const unk = typeof unkToken === "string" ? idOf.get(unkToken) : undefined;
-  let fallback: Int32Array | undefined;
-  if (byteFallback) {
-    fallback = new Int32Array(256);
-    for (let b = 0; b < 256; b++) {
-      const piece = bytePiece(b);
-      fallback[b] = idOf.get(piece) ?? fail(at("model.vocab"), `the byte-fallback token ${piece} (byte_fallback is true)`, prose("none"));
-    }
-  }
-  const charIds = new Map<string, number>();
-  for (const [token, id] of idOf) if ([...token].length === 1) charIds.set(token, id);
-  const initial: InitialSymbols = { kind: "chars", charIds, byteFallback: fallback, unk, fuseUnk: model.fuse_unk === true };
   // Pieces end after "\n" + non-space where an isolating regex splits them, or nothing merges across
   // one; an added token with lstrip would take the "\n" before it, so a cut there is unsafe.
   const splitsAfterNewline = normalizer.streamSafe && !added.some((t) => t.lstrip) && (pre.regex || !mergesSpanNewline(merges, bytes));
-  return new Tokenizer({ ...base, kind, merges, initial, ignoreMerges: model.ignore_merges === true, splitsAfterNewline });
+  const encodeWord = hfBpe({ idOf, merges, unk, fuseUnk: model.fuse_unk === true, byteFallback, prefix, suffix, ignoreMerges: model.ignore_merges === true });
+  return new Tokenizer({ ...base, kind, merges, ignoreMerges: false, splitsAfterNewline, encodeWord });
 }
 
 /** A Unigram model's `vocab` ([piece, score] pairs, id = index), filling `tokens`; returns its encoder. */
@@ -169,7 +160,8 @@ function unigramModel(model: Json, at: (path: string) => string, tokens: string[
   };
 }
 
-function bpeMerges(list: unknown, idOf: Map<string, number>, at: (path: string) => string): MergeTable {
+/** The merges list; with a continuing-subword prefix, HF joins "a" + "##b" as "ab" (it cuts the prefix's length off b). */
+function bpeMerges(list: unknown, idOf: Map<string, number>, prefix: string, at: (path: string) => string): MergeTable {
   const merges = new MergeTable();
   if (!Array.isArray(list)) fail(at("model.merges"), "an array", list);
   list.forEach((entry: unknown, i) => {
@@ -179,7 +171,7 @@ function bpeMerges(list: unknown, idOf: Map<string, number>, at: (path: string) 
     if (typeof a !== "string" || typeof b !== "string") fail(arg, "two tokens of model.vocab whose join is also in model.vocab", entry);
     const left = idOf.get(a);
     const right = idOf.get(b);
-    const merged = idOf.get(`${a}${b}`);
+    const merged = idOf.get(`${a}${b.slice(prefix.length)}`);
     if (left === undefined || right === undefined || merged === undefined) fail(arg, "two tokens of model.vocab whose join is also in model.vocab", `${a} + ${b}`);
     merges.add(left, right, merged);
   });
