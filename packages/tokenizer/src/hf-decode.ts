@@ -70,9 +70,41 @@ function parseStep(value: unknown, arg: string, info: DecoderInfo): Step {
       if (content === " " && start > 0) info.stripLeadingSpace = true;
       return (tokens) => tokens.map((t) => strip(t, content, start, stop));
     }
+    case "BPEDecoder": {
+      // The end-of-word suffix becomes a space, except on the last token.
+      const suffix = stringField(d.suffix ?? "</w>", `${arg}.suffix`);
+      return (tokens) => tokens.map((t, i) => t.replaceAll(suffix, i === tokens.length - 1 ? "" : " "));
+    }
+    case "WordPiece": {
+      const prefix = stringField(d.prefix ?? "##", `${arg}.prefix`);
+      const cleanup = d.cleanup !== false;
+      return (tokens) =>
+        tokens.map((t, i) => {
+          const joined = i === 0 ? t : t.startsWith(prefix) ? t.replace(prefix, "") : ` ${t}`;
+          return cleanup ? cleanUp(joined) : joined;
+        });
+    }
     default:
-      return unsupported(`${arg}.type`, "Sequence, ByteLevel, Metaspace, Replace, ByteFallback, Fuse or Strip", d.type);
+      return unsupported(`${arg}.type`, "Sequence, ByteLevel, Metaspace, Replace, ByteFallback, Fuse, Strip, BPEDecoder or WordPiece", d.type);
   }
+}
+
+/** WordPiece's clean-up of spaces before punctuation and English contractions, in HF's order. */
+function cleanUp(text: string): string {
+  const rules: [string, string][] = [
+    [" .", "."],
+    [" ?", "?"],
+    [" !", "!"],
+    [" ,", ","],
+    [" ' ", "'"],
+    [" n't", "n't"],
+    [" 'm", "'m"],
+    [" do not", " don't"],
+    [" 's", "'s"],
+    [" 've", "'ve"],
+    [" 're", "'re"],
+  ];
+  return rules.reduce((t, [from, to]) => t.replaceAll(from, to), text);
 }
 
 function stringField(value: unknown, arg: string): string {
