@@ -5,6 +5,11 @@
  * relative RMS of the f32 logits of the same weights. The checkpoint is random and 2 GB, so it is
  * not in the repository: tools/fixtures/make-torch-checkpoints.py --with-1b writes it, and
  * TNL_1B_CHECKPOINT names its folder. Skipped, with the reason printed, without it.
+ *
+ * On the H200 (2026-11-30) the load and generation pass (2.000 GiB live for 1.900 GiB of weights),
+ * and the logits do not yet: relative RMS 3.6e-2 (4.1e-2 for the same comparison on the CPU). The
+ * residual stream is kept in the compute dtype (bf16); a policy that keeps it in f32, as PyTorch's
+ * autocast does, is the change this test waits for.
  */
 import { describeBackends } from "@lightning-ts/testing";
 import { disposeParams, forward, generateIds, loadCheckpoint, parameterCount } from "@lightning-ts/tnl";
