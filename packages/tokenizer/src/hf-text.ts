@@ -197,8 +197,12 @@ export interface PreTokenizerInfo {
   preTokenize: HfPreTokenizer;
   /** A ByteLevel step is in the chain, so pieces come out spelled in GPT-2's byte characters. */
   byteLevel: boolean;
-  /** An isolating split regex is in the chain, so pieces end after "\n" + non-space. */
+  /** GPT-2's split regex (ByteLevel) is in the chain, so pieces end after "\n" + non-space. */
   regex: boolean;
+  /** A step puts a prefix in front of every piece (ByteLevel add_prefix_space, Metaspace "always"). */
+  prefixesPieces: boolean;
+  /** Pieces depend only on the text around them: a prefixing step after one that splits makes them depend on where a cut falls. */
+  streamSafe: boolean;
 }
 
 const GPT2_RE = compilePattern(unicodeClasses(GPT2_PATTERN));
@@ -206,17 +210,20 @@ const GPT2_RE = compilePattern(unicodeClasses(GPT2_PATTERN));
 const PUNCTUATION = /[\p{P}!-/:-@[-`{-~]/gu;
 
 export function parsePreTokenizer(value: unknown, arg: string): PreTokenizerInfo {
-  const info = (preTokenize: HfPreTokenizer, byteLevel = false, regex = false): PreTokenizerInfo => ({ preTokenize, byteLevel, regex });
+  const info = (preTokenize: HfPreTokenizer, byteLevel = false, regex = false, prefixesPieces = false): PreTokenizerInfo => ({ preTokenize, byteLevel, regex, prefixesPieces, streamSafe: true });
   if (value === undefined || value === null) return info((pieces) => pieces);
   const p = obj(value, arg);
   switch (p.type) {
     case "Sequence": {
       const steps = list(p.pretokenizers, `${arg}.pretokenizers`).map((item, i) => parsePreTokenizer(item, `${arg}.pretokenizers[${i}]`));
-      return info(
+      const sequence = info(
         (pieces, first, continuation) => steps.reduce((ps, s) => s.preTokenize(ps, first, continuation), pieces),
         steps.some((s) => s.byteLevel),
         steps.some((s) => s.regex),
+        steps.some((s) => s.prefixesPieces),
       );
+      sequence.streamSafe = steps.every((s, i) => s.streamSafe && (i === 0 || !s.prefixesPieces));
+      return sequence;
     }
     case "ByteLevel": {
       const addPrefixSpace = p.add_prefix_space === true;
@@ -229,14 +236,14 @@ export function parsePreTokenizer(value: unknown, arg: string): PreTokenizerInfo
           }),
         true,
         useRegex,
+        addPrefixSpace,
       );
     }
     case "Split": {
       const behavior = BEHAVIORS.find((b) => b === p.behavior) ?? unsupported(`${arg}.behavior`, BEHAVIORS.join(", "), p.behavior);
       const re = parsePattern(p.pattern, `${arg}.pattern`);
       const invert = p.invert === true;
-      const isRegex = typeof obj(p.pattern, `${arg}.pattern`).Regex === "string";
-      return info(splitter(re, behavior, invert), false, isRegex && !invert && (behavior === "Isolated" || behavior === "Removed"));
+      return info(splitter(re, behavior, invert));
     }
     case "Metaspace": {
       const replacement = str(p.replacement ?? "▁", `${arg}.replacement`);
@@ -244,7 +251,7 @@ export function parsePreTokenizer(value: unknown, arg: string): PreTokenizerInfo
       if (scheme !== "always" && scheme !== "first" && scheme !== "never") unsupported(`${arg}.prepend_scheme`, '"always", "first" or "never"', scheme);
       const split = p.split !== false;
       const re = new RegExp(escapeRegExp(replacement), "gu");
-      return info((pieces, first, continuation) =>
+      const metaspace = info((pieces, first, continuation) =>
         pieces.flatMap((piece, i) => {
           let s = piece.replaceAll(" ", replacement);
           const head = i === 0;
@@ -253,6 +260,8 @@ export function parsePreTokenizer(value: unknown, arg: string): PreTokenizerInfo
           return split ? splitBy(s, re, "MergedWithNext") : s.length > 0 ? [s] : [];
         }),
       );
+      metaspace.prefixesPieces = scheme === "always";
+      return metaspace;
     }
     case "Whitespace":
       return info(splitter(new RegExp(`[${WORD}]+|[^${WORD}\\p{White_Space}]+`, "gu"), "Removed", true));

@@ -107,7 +107,7 @@ export function loadTokenizerJson(input: string | object, file = "tokenizer.json
   const unk = typeof unkToken === "string" ? idOf.get(unkToken) : undefined;
   // Pieces end after "\n" + non-space where an isolating regex splits them, or nothing merges across
   // one; an added token with lstrip would take the "\n" before it, so a cut there is unsafe.
-  const splitsAfterNewline = normalizer.streamSafe && !added.some((t) => t.lstrip) && (pre.regex || !mergesSpanNewline(merges, bytes));
+  const splitsAfterNewline = normalizer.streamSafe && pre.streamSafe && !added.some((t) => t.lstrip) && (pre.regex || !mergesSpanNewline(merges, bytes));
   const encodeWord = hfBpe({ idOf, merges, unk, fuseUnk: model.fuse_unk === true, byteFallback, prefix, suffix, ignoreMerges: model.ignore_merges === true });
   return new Tokenizer({ ...base, kind, merges, ignoreMerges: false, splitsAfterNewline, encodeWord });
 }

@@ -80,7 +80,7 @@ describe("tokenizer.json as Hugging Face tokenizers writes and runs it", () => {
       const out: number[] = [];
       for await (const ids of tok.encodeStream(chunks, { chunkChars: 8192 })) out.push(...ids);
       const whole = tok.encode(part);
-      expect(out.length === whole.length && out.every((id, i) => id === whole[i]) ? "same" : "differs", name).toBe("same");
+      expect(out.length === whole.length && out.every((id, i) => id === whole[i]) ? "same" : `differs under ${name}`).toBe("same");
     }
   });
 });
