@@ -2,7 +2,8 @@
  * POST /v1/completions and /v1/chat/completions: a checked request becomes one engine sequence
  * per choice; tokens come back as one JSON body or as server-sent events ending in `[DONE]`.
  *
- * `response_format: { type: "json_object" }` constrains every choice to one JSON object (json-mode.ts).
+ * `response_format: { type: "json_object" }` constrains every choice to one JSON object (json-mode.ts),
+ * `{ type: "json_schema" }` to one document of the schema (json-schema.ts).
  *
  * Extensions beyond the OpenAI API: `top_k`, `min_p`, `repetition_penalty`, `ignore_eos`,
  * `stop_token_ids` (token ids that end a choice, as in vLLM; they end it even with `ignore_eos`), and
@@ -17,6 +18,7 @@ import type { FastifyReply, FastifyRequest } from "fastify";
 import { type ChatFormat, renderChat, renderChatContinuation } from "./chat.js";
 import { type Engine, QueueFullError, type SequenceResult, ShuttingDownError, type TokenInfo } from "./engine.js";
 import { JsonConstraint } from "./json-mode.js";
+import { SchemaConstraint } from "./json-schema.js";
 import type { ServerMetrics } from "./metrics.js";
 import { ApiError, type GenerationParams, type Limits, parseMessages, parseRequest, show } from "./request.js";
 import { newHandle, type StateLru } from "./state-cache.js";
@@ -186,7 +188,8 @@ export async function handleGeneration(s: Served, kind: Kind, request: FastifyRe
   const runs: Promise<SequenceResult>[] = [];
   try {
     for (const c of choices) {
-      const json = p.json ? new JsonConstraint(s.tokenizer, s.model.config.eosTokenId) : undefined;
+      const eos = s.model.config.eosTokenId;
+      const json = p.jsonSchema ? new SchemaConstraint(p.jsonSchema, s.tokenizer, eos) : p.json ? new JsonConstraint(s.tokenizer, eos) : undefined;
       const onToken = (info: TokenInfo): boolean => {
         if (firstToken) {
           firstToken = false;

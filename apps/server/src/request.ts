@@ -3,6 +3,7 @@
  * the offending field in `param`, as OpenAI's own errors do, so a client can tell which one to fix.
  */
 import type { ChatMessage } from "./chat.js";
+import { compileSchema, type SchemaNode, SchemaError } from "./json-schema.js";
 
 export class ApiError extends Error {
   constructor(
@@ -50,8 +51,10 @@ export interface GenerationParams {
   n: number;
   /** Token id → bias added to its logit before sampling. */
   logitBias: Map<number, number>;
-  /** response_format json_object: constrain every choice to one JSON object. */
+  /** response_format json_object or json_schema: constrain every choice to one JSON object. */
   json: boolean;
+  /** response_format json_schema: the compiled schema every choice must match. */
+  jsonSchema?: SchemaNode;
   /** Completions: put the prompt's text before each choice's text. */
   echo: boolean;
   stop: string[];
@@ -155,14 +158,30 @@ function parseStop(v: unknown): string[] {
   return list as string[];
 }
 
-/** `response_format`: text, or json_object (constrained decoding, json-mode.ts). json_schema is not built yet. */
-function parseResponseFormat(v: unknown): boolean {
-  if (v === undefined || v === null) return false;
+/**
+ * `response_format`: text, json_object (json-mode.ts) or json_schema (json-schema.ts), both by
+ * constrained decoding. A schema keyword the matcher does not support is refused by name.
+ */
+function parseResponseFormat(v: unknown): { json: boolean; jsonSchema?: SchemaNode } {
+  if (v === undefined || v === null) return { json: false };
   const type = typeof v === "object" && !Array.isArray(v) ? (v as Body).type : undefined;
-  if (type === "text") return false;
-  if (type === "json_object") return true;
-  if (type === "json_schema") throw new ApiError(400, "'response_format' json_schema is not supported yet (json_object is)", "response_format", "invalid_request_error", "unsupported_parameter");
-  throw new ApiError(400, `'response_format' must be {"type": "text"} or {"type": "json_object"}, got ${show(v)}`, "response_format");
+  if (type === "text") return { json: false };
+  if (type === "json_object") return { json: true };
+  if (type !== "json_schema") throw new ApiError(400, `'response_format' must be {"type": "text"}, {"type": "json_object"} or {"type": "json_schema", "json_schema": {...}}, got ${show(v)}`, "response_format");
+  const spec = (v as Body).json_schema;
+  if (typeof spec !== "object" || spec === null || Array.isArray(spec)) throw new ApiError(400, "'response_format.json_schema' must be an object {name, schema, strict?}", "response_format");
+  const js = spec as Body;
+  for (const k of Object.keys(js)) {
+    if (!["name", "schema", "strict", "description"].includes(k)) throw new ApiError(400, `'response_format.json_schema.${k}' is not supported`, "response_format", "invalid_request_error", "unsupported_parameter");
+  }
+  if (typeof js.name !== "string" || !/^[A-Za-z0-9_-]{1,64}$/.test(js.name)) throw new ApiError(400, "'response_format.json_schema.name' must be 1 to 64 letters, digits, '_' or '-'", "response_format");
+  if (js.strict !== undefined && js.strict !== null && typeof js.strict !== "boolean") throw new ApiError(400, "'response_format.json_schema.strict' must be a boolean", "response_format");
+  try {
+    return { json: true, jsonSchema: compileSchema(js.schema) };
+  } catch (err) {
+    if (!(err instanceof SchemaError)) throw err;
+    throw new ApiError(400, `'response_format.json_schema.schema': ${err.message}`, "response_format", "invalid_request_error", "unsupported_parameter");
+  }
 }
 
 function parseStopTokenIds(v: unknown): number[] {
@@ -229,7 +248,7 @@ export function parseRequest(raw: unknown, kind: "completion" | "chat", limits: 
     n,
     logitBias: parseLogitBias(body.logit_bias),
     echo: bool(body, "echo") ?? false,
-    json: parseResponseFormat(body.response_format),
+    ...parseResponseFormat(body.response_format),
     stop: parseStop(body.stop),
     stopTokenIds: parseStopTokenIds(body.stop_token_ids),
     stream: bool(body, "stream") ?? false,
