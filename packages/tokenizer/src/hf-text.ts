@@ -8,6 +8,7 @@
 import { byteLevelString, utf8 } from "./bytes.js";
 import { fail } from "./errors.js";
 import { compilePattern, escapeRegExp, GPT2_PATTERN } from "./pretokenize.js";
+import { PrecompiledCharsmap } from "./sentencepiece-normalizer.js";
 
 type Json = Record<string, unknown>;
 
@@ -188,9 +189,46 @@ export function parseNormalizer(value: unknown, arg: string): NormalizerInfo {
       return plain((text) => text.replace(/\p{M}/gu, ""));
     case "ByteLevel":
       return plain((text) => byteLevelString(utf8(text)));
+    case "Precompiled":
+      return plain(precompiled(n.precompiled_charsmap, `${arg}.precompiled_charsmap`));
     default:
-      return unsupported(`${arg}.type`, "Sequence, Prepend, Replace, Strip, NFC, NFD, NFKC, NFKD, Lowercase, StripAccents or ByteLevel", n.type);
+      return unsupported(`${arg}.type`, "Sequence, Prepend, Replace, Strip, NFC, NFD, NFKC, NFKD, Lowercase, StripAccents, ByteLevel or Precompiled", n.type);
   }
+}
+
+const utf8Text = new TextDecoder("utf-8", { ignoreBOM: true });
+const graphemes = new Intl.Segmenter(undefined, { granularity: "grapheme" });
+
+/**
+ * HF's `Precompiled` normalizer: a SentencePiece charsmap (base64) applied as `tokenizers` applies
+ * it, not as SentencePiece does. Each extended grapheme cluster under 6 UTF-8 bytes is looked up
+ * whole; otherwise, or where nothing matches, each of its characters is looked up alone. A lookup
+ * takes the shortest key that prefixes the text, so a cluster whose first character has a rule is
+ * replaced whole by that rule (the marks after it are dropped), as `tokenizers` does.
+ */
+function precompiled(value: unknown, arg: string): HfNormalizer {
+  const blob = Uint8Array.from(atob(str(value, arg)), (c) => c.charCodeAt(0));
+  const map = new PrecompiledCharsmap(blob, arg);
+  const lookup = (s: string): string | undefined => {
+    const r = map.shortest(utf8(s));
+    return r ? utf8Text.decode(r) : undefined;
+  };
+  // Texts repeat their clusters: each is worked out once.
+  const cache = new Map<string, string>();
+  const cluster = (g: string): string => {
+    let out = utf8(g).length < 6 ? lookup(g) : undefined;
+    if (out === undefined) {
+      out = "";
+      for (const c of g) out += lookup(c) ?? c;
+    }
+    if (cache.size < 100_000) cache.set(g, out);
+    return out;
+  };
+  return (text) => {
+    let out = "";
+    for (const { segment } of graphemes.segment(text)) out += cache.get(segment) ?? cluster(segment);
+    return out;
+  };
 }
 
 export interface PreTokenizerInfo {

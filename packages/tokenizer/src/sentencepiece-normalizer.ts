@@ -57,6 +57,26 @@ export class PrecompiledCharsmap {
     return length > 0 ? [length, this.replacement(value)] : undefined;
   }
 
+  /**
+   * The replacement of the shortest key that prefixes `input`, or undefined: Hugging Face's
+   * `Precompiled::transform` takes the first hit of a common-prefix search, whether or not it
+   * covers the whole input (a NUL byte ends the search).
+   */
+  shortest(input: Uint8Array): Uint8Array | undefined {
+    const units = this.units;
+    let node = offset(units[0]);
+    for (const c of input) {
+      if (c === 0) break;
+      node ^= c;
+      if (node >= units.length) break;
+      const unit = units[node];
+      if ((unit & 0x800000ff) >>> 0 !== c) break;
+      node ^= offset(unit);
+      if ((unit >>> 8) & 1 && node < units.length) return this.replacement(units[node] & 0x7fffffff);
+    }
+    return undefined;
+  }
+
   private replacement(at: number): Uint8Array {
     let r = this.replacements.get(at);
     if (!r) {
