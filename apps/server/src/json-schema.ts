@@ -191,7 +191,7 @@ function hasType(v: unknown, t: string): boolean {
 
 const MAX_WHITESPACE = 4;
 export const MAX_NUMBER = 24;
-const WS = " \n\t\r";
+const WS = " \n\t"; // no \r: it only ever wastes tokens
 const DIGITS = "0123456789";
 const HEX = "0123456789abcdefABCDEF";
 

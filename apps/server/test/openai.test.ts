@@ -4,6 +4,7 @@ import { generateIds } from "@lightning-ts/tnl";
 import OpenAI from "openai";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { JSON_START, jsonFeed } from "../src/json-mode.js";
+import { compileSchema, schemaFeed, schemaStart } from "../src/json-schema.js";
 import { postJson, type Running, startServer } from "./helpers.js";
 
 let s: Running;
@@ -277,7 +278,7 @@ describe("OpenAI surface", () => {
 
   it.each([
     [{ tools: [{ type: "function", function: { name: "f", parameters: {} } }] }, "tools"],
-    [{ response_format: { type: "json_schema", json_schema: { name: "x", schema: {} } } }, "response_format"],
+    [{ response_format: { type: "json_schema", json_schema: { name: "x", schema: { type: "object", properties: { a: { type: "string", pattern: "^a" } } } } } }, "response_format"],
     [{ frobnicate: true }, "frobnicate"],
     [{ functions: [{ name: "f" }] }, "functions"],
   ])("refuses the unsupported chat parameter %j by name", async (extra, param) => {
@@ -317,6 +318,48 @@ describe("OpenAI surface", () => {
     let text = "";
     for await (const c of stream) text += c.choices[0]?.delta.content ?? "";
     expect(text).toBe((await ask({ seed: 1 })).choices[0].message.content);
+  });
+
+  // As with json_object: with a few structural tokens made likely, the document closes within
+  // max_tokens; every answer, closed or cut short, is a prefix the matcher accepts.
+  it("answers with a document of the schema with response_format json_schema, streamed or not", async () => {
+    const schema = {
+      type: "object",
+      properties: {
+        captain: { type: "string" },
+        age: { type: "integer" },
+        mate: { enum: ["Starbuck", "Stubb", null] },
+        ship: { $ref: "#/$defs/ship" },
+        alive: { anyOf: [{ type: "boolean" }, { type: "null" }] },
+        crew: { type: "array", items: { type: "string" }, maxItems: 2 },
+      },
+      required: ["captain", "age", "mate", "ship", "alive", "crew"],
+      additionalProperties: false,
+      $defs: { ship: { type: "object", properties: { name: { type: "string" }, tons: { type: "number" } }, required: ["name"], additionalProperties: false } },
+    };
+    const bias = Object.fromEntries(Object.entries({ '"': 8, "}": 4, "]": 4 }).map(([t, b]) => [s.tokenizer.encode(t)[0], b]));
+    const ask = (extra: Record<string, unknown>) =>
+      client.chat.completions.create({ model: "tiny", messages: [{ role: "user", content: "A captain, as JSON" }], max_tokens: 200, temperature: 0.7, logit_bias: bias, response_format: { type: "json_schema", json_schema: { name: "captain", schema, strict: true } }, ...extra } as never) as Promise<OpenAI.ChatCompletion>;
+    const answers = await Promise.all([1, 2, 3].map((seed) => ask({ seed })));
+    for (const r of answers) {
+      const text = r.choices[0].message.content!;
+      expect(r.choices[0].finish_reason, JSON.stringify(text)).toBe("stop");
+      expect(validate(JSON.parse(text), schema, schema), text).toEqual([]);
+    }
+    const short = await ask({ seed: 1, max_tokens: 5, logit_bias: {} });
+    expect(short.choices[0].finish_reason).toBe("length");
+    expect(schemaFeed(schemaStart(compileSchema(schema)), short.choices[0].message.content!)).not.toBeNull();
+    const stream = await client.chat.completions.create({ model: "tiny", messages: [{ role: "user", content: "A captain, as JSON" }], max_tokens: 200, seed: 1, temperature: 0.7, logit_bias: bias, response_format: { type: "json_schema", json_schema: { name: "captain", schema, strict: true } }, stream: true });
+    let text = "";
+    for await (const c of stream) text += c.choices[0]?.delta.content ?? "";
+    expect(text).toBe(answers[0].choices[0].message.content);
+  });
+
+  it("refuses a json_schema with a keyword it does not support, naming the keyword", async () => {
+    const ask = (schema: unknown) => client.chat.completions.create({ model: "tiny", messages: [{ role: "user", content: "hi" }], max_tokens: 2, response_format: { type: "json_schema", json_schema: { name: "x", schema } } } as never);
+    await expect(ask({ type: "object", properties: { n: { type: "integer", minimum: 0 } } })).rejects.toMatchObject({ status: 400, param: "response_format", message: expect.stringContaining("'minimum'") as unknown });
+    await expect(ask({ type: "object", properties: { s: { type: "string", format: "email" } } })).rejects.toMatchObject({ status: 400, message: expect.stringContaining("'format'") as unknown });
+    await expect(ask({ not: { type: "string" } })).rejects.toMatchObject({ status: 400, message: expect.stringContaining("'not'") as unknown });
   });
 
   it("tokenizes and detokenizes", async () => {
@@ -373,3 +416,30 @@ describe("a chat continued through a state handle", () => {
     expect(b.choices[0].message.content).toBe(whole.choices[0].message.content);
   });
 });
+
+type Schema = Record<string, unknown>;
+/** A validator for the schema subset the server supports; returns what is wrong (nothing: valid). */
+function validate(v: unknown, schema: Schema, root: Schema, at = "#"): string[] {
+  if (typeof schema.$ref === "string") return validate(v, (root.$defs as Record<string, Schema>)[schema.$ref.split("/").at(-1)!], root, at);
+  if (Array.isArray(schema.anyOf)) return (schema.anyOf as Schema[]).some((o) => validate(v, o, root, at).length === 0) ? [] : [`${at}: no anyOf option matches`];
+  if (Array.isArray(schema.enum)) return schema.enum.some((e) => JSON.stringify(e) === JSON.stringify(v)) ? [] : [`${at}: not in enum`];
+  switch (schema.type) {
+    case "object": {
+      if (typeof v !== "object" || v === null || Array.isArray(v)) return [`${at}: not an object`];
+      const props = schema.properties as Record<string, Schema>;
+      const errors = ((schema.required ?? []) as string[]).filter((k) => !(k in v)).map((k) => `${at}: ${k} missing`);
+      for (const [k, x] of Object.entries(v)) errors.push(...(props[k] ? validate(x, props[k], root, `${at}/${k}`) : [`${at}: ${k} not allowed`]));
+      return errors;
+    }
+    case "array":
+      if (!Array.isArray(v)) return [`${at}: not an array`];
+      if (v.length > ((schema.maxItems as number | undefined) ?? Infinity)) return [`${at}: too many items`];
+      return v.flatMap((x, i) => validate(x, schema.items as Schema, root, `${at}/${i}`));
+    case "integer":
+      return Number.isInteger(v) ? [] : [`${at}: not an integer`];
+    case "null":
+      return v === null ? [] : [`${at}: not null`];
+    default:
+      return typeof v === schema.type ? [] : [`${at}: not a ${String(schema.type)}`];
+  }
+}
