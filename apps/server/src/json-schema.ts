@@ -169,6 +169,22 @@ export function compileSchema(schema: unknown): SchemaNode {
   return node(schema, "#");
 }
 
+/**
+ * compileSchema, remembered by the schema's text for the last few schemas, so that requests with
+ * the same schema share one compiled tree and with it the cache of vocabulary masks.
+ */
+export function compileSchemaCached(schema: unknown): SchemaNode {
+  const text = JSON.stringify(schema) ?? "";
+  let root = compiled.get(text);
+  if (root) compiled.delete(text);
+  else root = compileSchema(schema);
+  compiled.set(text, root); // most recently used last
+  if (compiled.size > MAX_CACHED_SCHEMAS) compiled.delete(compiled.keys().next().value!);
+  return root;
+}
+const MAX_CACHED_SCHEMAS = 32;
+const compiled = new Map<string, SchemaNode>();
+
 function hasType(v: unknown, t: string): boolean {
   switch (t) {
     case "integer":
@@ -379,16 +395,25 @@ export function schemaStart(root: SchemaNode): MatchState {
   return makeState([{ lex: { m: "value", node: root, ws: 0 }, frames: null }]);
 }
 
-/** Feeds text; null when it cannot continue a document of the schema. */
-export function schemaFeed(s: MatchState, text: string): MatchState | null {
-  let threads: readonly Thread[] = s.threads;
+function feedThreads(threads: readonly Thread[], text: string): readonly Thread[] | null {
   for (const ch of text) {
     const next: Thread[] = [];
     for (const t of threads) next.push(...step(t, ch));
     if (next.length === 0) return null;
     threads = next.length > 1 ? makeState(next).threads : next;
   }
-  return makeState([...threads]);
+  return threads;
+}
+
+/** Feeds text; null when it cannot continue a document of the schema. */
+export function schemaFeed(s: MatchState, text: string): MatchState | null {
+  const threads = feedThreads(s.threads, text);
+  return threads && makeState([...threads]);
+}
+
+/** Whether text can continue the document (schemaFeed without building the state's key: the vocabulary scan). */
+export function schemaCanFeed(s: MatchState, text: string): boolean {
+  return feedThreads(s.threads, text) !== null;
 }
 
 /** The text so far is a whole document (an end-of-sequence may come now). */
@@ -447,7 +472,7 @@ export class SchemaConstraint {
       mask = new Uint8Array(this.texts.length);
       for (let id = 0; id < this.texts.length; id++) {
         const text = this.texts[id];
-        if (text && schemaFeed(this.state, text)) mask[id] = 1;
+        if (text && schemaCanFeed(this.state, text)) mask[id] = 1;
       }
       if (schemaAccepts(this.state) && this.eos < mask.length) mask[this.eos] = 1;
       if (this.masks.size >= MAX_CACHED_MASKS) this.masks.clear();

@@ -3,7 +3,7 @@
  * the offending field in `param`, as OpenAI's own errors do, so a client can tell which one to fix.
  */
 import type { ChatMessage } from "./chat.js";
-import { compileSchema, type SchemaNode, SchemaError } from "./json-schema.js";
+import { compileSchemaCached, type SchemaNode, SchemaError } from "./json-schema.js";
 
 export class ApiError extends Error {
   constructor(
@@ -177,7 +177,7 @@ function parseResponseFormat(v: unknown): { json: boolean; jsonSchema?: SchemaNo
   if (typeof js.name !== "string" || !/^[A-Za-z0-9_-]{1,64}$/.test(js.name)) throw new ApiError(400, "'response_format.json_schema.name' must be 1 to 64 letters, digits, '_' or '-'", "response_format");
   if (js.strict !== undefined && js.strict !== null && typeof js.strict !== "boolean") throw new ApiError(400, "'response_format.json_schema.strict' must be a boolean", "response_format");
   try {
-    return { json: true, jsonSchema: compileSchema(js.schema) };
+    return { json: true, jsonSchema: compileSchemaCached(js.schema) };
   } catch (err) {
     if (!(err instanceof SchemaError)) throw err;
     throw new ApiError(400, `'response_format.json_schema.schema': ${err.message}`, "response_format", "invalid_request_error", "unsupported_parameter");

@@ -1,6 +1,6 @@
 /** The json_schema matcher on hand-written documents: prefixes accepted, breaks rejected, completion, refusals. */
 import { describe, expect, it } from "vitest";
-import { compileSchema, schemaAccepts, schemaComplete, schemaFeed, schemaStart, SchemaError, MAX_NUMBER } from "../src/json-schema.js";
+import { compileSchema, compileSchemaCached, schemaAccepts, schemaCanFeed, schemaComplete, schemaFeed, schemaStart, SchemaError, MAX_NUMBER } from "../src/json-schema.js";
 
 const PERSON = {
   type: "object",
@@ -66,6 +66,12 @@ describe("json_schema matcher", () => {
     expect(feed({ type: "number" }, "1".repeat(MAX_NUMBER + 1))).toBeNull();
     const pair = { type: ["string", "null"] };
     expect([complete(pair, "null"), complete(pair, '"x"'), feed(pair, "1")]).toEqual([true, true, null]);
+  });
+
+  it("tests a token without moving, and shares one compiled tree per schema text", () => {
+    const start = schemaStart(compileSchema(PERSON));
+    expect([schemaCanFeed(start, '{"na'), schemaCanFeed(start, '{"age'), schemaFeed(start, "")?.key]).toEqual([true, false, start.key]);
+    expect(compileSchemaCached(PERSON)).toBe(compileSchemaCached(structuredClone(PERSON)));
   });
 
   it.each([
