@@ -298,7 +298,11 @@ function startValue(node: SchemaNode, frames: Frame | null, ch: string): Thread[
 }
 
 function stepNumber(t: Thread, lex: Extract<Lex, { m: "num" }>, ch: string): Thread[] {
-  const go = (phase: NumPhase): Thread[] => (lex.len < MAX_NUMBER ? [{ lex: { ...lex, phase, len: lex.len + 1 }, frames: t.frames }] : []);
+  // A phase that wants a digit next is entered only with room left for that digit (no dead end).
+  const go = (phase: NumPhase): Thread[] => {
+    const room = END_NUMBER.includes(phase) ? 0 : 1;
+    return lex.len + 1 + room <= MAX_NUMBER ? [{ lex: { ...lex, phase, len: lex.len + 1 }, frames: t.frames }] : [];
+  };
   const digit = DIGITS.includes(ch);
   const e = ch === "e" || ch === "E";
   switch (lex.phase) {
@@ -427,8 +431,17 @@ export function schemaComplete(s: MatchState): boolean {
 }
 
 /**
- * One choice's constraint, as JsonConstraint (json-mode.ts) but for a schema. Masks are cached per
- * matcher state (inside a free string the state repeats token after token), per tokenizer and schema.
+ * Vocabulary masks (one bit per token) by tokenizer, then by schema and matcher state, least
+ * recently used dropped first: 1024 masks of a 64k vocabulary are 8 MB. Inside a free string the
+ * state repeats token after token, so most steps find their mask here.
+ */
+const MAX_CACHED_MASKS = 1024;
+const maskCache = new WeakMap<Tokenizer, Map<string, Uint8Array>>();
+const rootIds = new WeakMap<SchemaNode, number>();
+let nextRootId = 0;
+
+/**
+ * One choice's constraint, as JsonConstraint (json-mode.ts) but for a schema.
  *
  * @example
  * const c = new SchemaConstraint(compileSchema(schema), tokenizer, eosTokenId);
@@ -438,19 +451,21 @@ export class SchemaConstraint {
   private state: MatchState;
   private readonly texts: (string | null)[];
   private readonly masks: Map<string, Uint8Array>;
+  private readonly rootId: number;
 
   constructor(
-    private readonly root: SchemaNode,
+    root: SchemaNode,
     tokenizer: Tokenizer,
     private readonly eos: number,
   ) {
     this.state = schemaStart(root);
     this.texts = tokenTexts(tokenizer);
-    let perTokenizer = maskCache.get(root);
-    if (!perTokenizer) maskCache.set(root, (perTokenizer = new WeakMap()));
-    let masks = perTokenizer.get(tokenizer);
-    if (!masks) perTokenizer.set(tokenizer, (masks = new Map<string, Uint8Array>()));
+    let masks = maskCache.get(tokenizer);
+    if (!masks) maskCache.set(tokenizer, (masks = new Map<string, Uint8Array>()));
     this.masks = masks;
+    let id = rootIds.get(root);
+    if (id === undefined) rootIds.set(root, (id = nextRootId++));
+    this.rootId = id;
   }
 
   get done(): boolean {
@@ -465,19 +480,22 @@ export class SchemaConstraint {
     return this.done;
   }
 
-  /** 1 for each token allowed now. */
+  /** Bit `id` set for each token allowed now. */
   private mask(): Uint8Array {
-    let mask = this.masks.get(this.state.key);
-    if (!mask) {
-      mask = new Uint8Array(this.texts.length);
+    const key = `${this.rootId}\n${this.state.key}`;
+    let mask = this.masks.get(key);
+    if (mask) {
+      this.masks.delete(key); // most recently used last
+    } else {
+      mask = new Uint8Array(Math.ceil(Math.max(this.texts.length, this.eos + 1) / 8));
       for (let id = 0; id < this.texts.length; id++) {
         const text = this.texts[id];
-        if (text && schemaCanFeed(this.state, text)) mask[id] = 1;
+        if (text && schemaCanFeed(this.state, text)) mask[id >> 3] |= 1 << (id & 7);
       }
-      if (schemaAccepts(this.state) && this.eos < mask.length) mask[this.eos] = 1;
-      if (this.masks.size >= MAX_CACHED_MASKS) this.masks.clear();
-      this.masks.set(this.state.key, mask);
+      if (schemaAccepts(this.state)) mask[this.eos >> 3] |= 1 << (this.eos & 7);
+      if (this.masks.size >= MAX_CACHED_MASKS) this.masks.delete(this.masks.keys().next().value!);
     }
+    this.masks.set(key, mask);
     return mask;
   }
 
@@ -487,7 +505,7 @@ export class SchemaConstraint {
       const mask = this.mask();
       let any = false;
       for (let id = 0; id < logits.length; id++) {
-        if (mask[id]) any = true;
+        if (mask[id >> 3] & (1 << (id & 7))) any = true;
         else logits[id] = -Infinity;
       }
       if (!any) return this.eos;
@@ -495,6 +513,3 @@ export class SchemaConstraint {
     };
   }
 }
-
-const MAX_CACHED_MASKS = 1024;
-const maskCache = new WeakMap<SchemaNode, WeakMap<Tokenizer, Map<string, Uint8Array>>>();

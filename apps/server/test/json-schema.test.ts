@@ -64,6 +64,9 @@ describe("json_schema matcher", () => {
     expect(complete({ type: "boolean" }, "true")).toBe(true);
     expect(complete({ enum: ["a", "ab"] }, '"a"')).toBe(true);
     expect(feed({ type: "number" }, "1".repeat(MAX_NUMBER + 1))).toBeNull();
+    expect(feed({ type: "number" }, "1".repeat(MAX_NUMBER - 2) + ".5")).not.toBeNull();
+    expect(feed({ type: "number" }, "1".repeat(MAX_NUMBER - 1) + ".")).toBeNull(); // no room left for a digit after '.'
+    expect(feed({ type: "number" }, "1".repeat(MAX_NUMBER - 1))).not.toBeNull();
     const pair = { type: ["string", "null"] };
     expect([complete(pair, "null"), complete(pair, '"x"'), feed(pair, "1")]).toEqual([true, true, null]);
   });
