@@ -60,6 +60,7 @@ const BY_TYPE: Record<string, string[]> = {
   null: [],
 };
 
+const MAX_DEPTH = 64;
 const KNOWN = new Set(["$ref", "anyOf", "enum", "const", "type", ...Object.values(BY_TYPE).flat()]);
 
 type Json = Record<string, unknown>;
@@ -88,7 +89,18 @@ export function compileSchema(schema: unknown): SchemaNode {
     return defs[name];
   }
 
+  let depth = 0;
   function node(s: unknown, path: string): SchemaNode {
+    if (depth >= MAX_DEPTH) return fail("schema", path.slice(0, 80), `schemas nested deeper than ${MAX_DEPTH} are not supported`);
+    depth++;
+    try {
+      return nodeAt(s, path);
+    } finally {
+      depth--;
+    }
+  }
+
+  function nodeAt(s: unknown, path: string): SchemaNode {
     if (!isObject(s)) return fail("schema", path, "a schema must be an object");
     const keys = Object.keys(s).filter((k) => !ANNOTATIONS.includes(k));
     const only = (allowed: string[]) => {

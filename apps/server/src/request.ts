@@ -89,8 +89,8 @@ export function show(v: unknown, max = 80): string {
 
 /**
  * The fields each endpoint understands. Anything else is refused by name: a client that sends
- * `tools` or `response_format` must learn that they were not applied, never get an answer that
- * silently ignored them.
+ * `tools` or a `response_format` schema keyword it cannot honour must learn that they were not
+ * applied, never get an answer that silently ignored them.
  */
 const COMMON = ["model", "max_tokens", "temperature", "top_p", "top_k", "min_p", "repetition_penalty", "frequency_penalty", "presence_penalty", "seed", "n", "stop", "stream", "stream_options", "logprobs", "logit_bias", "user", "return_state", "state", "ignore_eos", "stop_token_ids", "response_format"];
 const KNOWN = {

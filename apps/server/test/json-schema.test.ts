@@ -88,6 +88,7 @@ describe("json_schema matcher", () => {
     [{}, "type"],
     [{ type: "object", required: ["x"] }, "required"],
     [{ type: "array" }, "items"],
+    [JSON.parse('{"type":"array","items":'.repeat(100) + '{"type":"null"}' + "}".repeat(100)) as unknown, "schema"],
   ])("refuses %j naming %s", (schema, keyword) => {
     expect(() => compileSchema(schema)).toThrow(SchemaError);
     try {
