@@ -191,8 +191,10 @@ export function parseNormalizer(value: unknown, arg: string): NormalizerInfo {
       return plain((text) => byteLevelString(utf8(text)));
     case "Precompiled":
       return plain(precompiled(n.precompiled_charsmap, `${arg}.precompiled_charsmap`));
+    case "BertNormalizer":
+      return plain(bertNormalizer(n));
     default:
-      return unsupported(`${arg}.type`, "Sequence, Prepend, Replace, Strip, NFC, NFD, NFKC, NFKD, Lowercase, StripAccents, ByteLevel or Precompiled", n.type);
+      return unsupported(`${arg}.type`, "Sequence, Prepend, Replace, Strip, NFC, NFD, NFKC, NFKD, Lowercase, StripAccents, ByteLevel, Precompiled or BertNormalizer", n.type);
   }
 }
 
@@ -228,6 +230,31 @@ function precompiled(value: unknown, arg: string): HfNormalizer {
     let out = "";
     for (const { segment } of graphemes.segment(text)) out += cache.get(segment) ?? cluster(segment);
     return out;
+  };
+}
+
+// BERT's CJK ideograph blocks, which handle_chinese_chars puts spaces around.
+const CJK = /[\u{4E00}-\u{9FFF}\u{3400}-\u{4DBF}\u{20000}-\u{2A6DF}\u{2A700}-\u{2B73F}\u{2B740}-\u{2B81F}\u{2B920}-\u{2CEAF}\u{F900}-\u{FAFF}\u{2F800}-\u{2FA1F}]/gu;
+// HF's is_control: the Other categories (Cc, Cf, Cs, Co, Cn) but tab, line feed and carriage return.
+const CONTROL = /[^\t\n\r\P{C}]|[\0\uFFFD]/gu;
+
+/**
+ * HF's `BertNormalizer`: clean_text (drops NUL, U+FFFD and control characters, writes every
+ * whitespace character as a space), handle_chinese_chars, strip_accents (NFD, then no nonspacing
+ * marks; unset follows lowercase), lowercase (per character, as Rust does).
+ */
+function bertNormalizer(n: Json): HfNormalizer {
+  const cleanText = n.clean_text !== false;
+  const chinese = n.handle_chinese_chars !== false;
+  const lowercase = n.lowercase !== false;
+  const stripAccents = n.strip_accents === undefined || n.strip_accents === null ? lowercase : n.strip_accents === true;
+  return (text) => {
+    let t = text;
+    if (cleanText) t = t.replace(CONTROL, "").replace(/\p{White_Space}/gu, " ");
+    if (chinese) t = t.replace(CJK, " $& ");
+    if (stripAccents) t = t.normalize("NFD").replace(/\p{Mn}/gu, "");
+    if (lowercase) t = Array.from(t, (c) => c.toLowerCase()).join("");
+    return t;
   };
 }
 

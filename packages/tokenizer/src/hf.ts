@@ -1,5 +1,5 @@
 /**
- * Hugging Face `tokenizer.json`: reading BPE and Unigram models with every normalizer,
+ * Hugging Face `tokenizer.json`: reading BPE, Unigram, WordPiece and WordLevel models with every normalizer,
  * pre-tokenizer, decoder and post-processor `tokenizers` writes for them, and writing byte-level BPE
  * models that `tokenizers` and `transformers` load. Anything else is refused with an error that
  * names the file and the setting.
@@ -57,7 +57,7 @@ export function loadTokenizerJson(input: string | object, file = "tokenizer.json
   const at = (path: string) => `${file} ${path}`;
   const model = obj(json.model, at("model"));
   const type = model.type ?? (model.merges ? "BPE" : undefined);
-  if (type !== "BPE" && type !== "Unigram") unsupported(at("model.type"), '"BPE" or "Unigram"', type);
+  if (type !== "BPE" && type !== "Unigram" && type !== "WordPiece" && type !== "WordLevel") unsupported(at("model.type"), '"BPE", "Unigram", "WordPiece" or "WordLevel"', type);
 
   const tokens: string[] = [];
   const unigram = type === "Unigram" ? unigramModel(model, at, tokens) : undefined;
@@ -97,6 +97,10 @@ export function loadTokenizerJson(input: string | object, file = "tokenizer.json
   const kind = pre.byteLevel || dec.byteLevel ? "byte-level" : "sentencepiece";
   if (unigram) {
     return new Tokenizer({ ...base, kind, merges: new MergeTable(), ignoreMerges: false, splitsAfterNewline: false, encodeWord: unigram });
+  }
+  if (type === "WordPiece" || type === "WordLevel") {
+    const encodeWord = type === "WordPiece" ? wordPiece(model, idOf, at) : wordLevel(model, idOf, at);
+    return new Tokenizer({ ...base, kind, merges: new MergeTable(), ignoreMerges: false, splitsAfterNewline: false, encodeWord });
   }
   if (model.dropout !== undefined && model.dropout !== null && model.dropout !== 0) unsupported(at("model.dropout"), "null or 0", model.dropout);
   const affix = (key: string) => (model[key] === undefined || model[key] === null ? "" : str(model[key], at(`model.${key}`)));
@@ -158,6 +162,48 @@ function unigramModel(model: Json, at: (path: string) => string, tokens: string[
     flush();
     return out;
   };
+}
+
+/** The id of a model's `unk_token`; where the vocabulary lacks it, encoding text that needs it is an error, as in HF. */
+function unknown(model: Json, idOf: Map<string, number>, at: (path: string) => string, fallback: string): () => number {
+  const token = model.unk_token === undefined || model.unk_token === null ? fallback : str(model.unk_token, at("model.unk_token"));
+  const id = idOf.get(token);
+  return () => id ?? fail(at("model.unk_token"), "a token of model.vocab, for text the vocabulary cannot spell", token);
+}
+
+/**
+ * HF's WordPiece: greedy longest match from the start of the piece, continuing pieces spelled with
+ * `continuing_subword_prefix`; a piece with a part no token spells, or longer than
+ * `max_input_chars_per_word` characters, is the unknown token whole.
+ */
+function wordPiece(model: Json, idOf: Map<string, number>, at: (path: string) => string): (piece: string) => number[] {
+  const prefix = model.continuing_subword_prefix === undefined || model.continuing_subword_prefix === null ? "##" : str(model.continuing_subword_prefix, at("model.continuing_subword_prefix"));
+  const maxChars = model.max_input_chars_per_word === undefined || model.max_input_chars_per_word === null ? 100 : int(model.max_input_chars_per_word, at("model.max_input_chars_per_word"));
+  const unk = unknown(model, idOf, at, "[UNK]");
+  return (piece) => {
+    const chars = Array.from(piece);
+    if (chars.length > maxChars) return [unk()];
+    const out: number[] = [];
+    for (let start = 0; start < chars.length; ) {
+      let end = chars.length;
+      let id: number | undefined;
+      for (; end > start; end--) {
+        const sub = chars.slice(start, end).join("");
+        id = idOf.get(start > 0 ? prefix + sub : sub);
+        if (id !== undefined) break;
+      }
+      if (id === undefined) return [unk()];
+      out.push(id);
+      start = end;
+    }
+    return out;
+  };
+}
+
+/** HF's WordLevel: the piece's own token, else the unknown token. */
+function wordLevel(model: Json, idOf: Map<string, number>, at: (path: string) => string): (piece: string) => number[] {
+  const unk = unknown(model, idOf, at, "<unk>");
+  return (piece) => [idOf.get(piece) ?? unk()];
 }
 
 /** The merges list; with a continuing-subword prefix, HF joins "a" + "##b" as "ab" (it cuts the prefix's length off b). */

@@ -31,13 +31,17 @@ describe("malformed tokenizer.json", () => {
   it("names the problem: bad JSON, missing model, unsupported model type, dangling merge, unsupported setting", () => {
     expect(thrown(() => loadTokenizerJson('{"model": ')).message).toMatch(/^tokenizer\.json: expected valid JSON, got a parse error/);
     expect(thrown(() => loadTokenizerJson({})).message).toBe("tokenizer.json model: expected an object, got undefined");
-    expect(thrown(() => loadTokenizerJson({ model: { type: "WordPiece", vocab: {} } })).message).toBe(
-      'tokenizer.json model.type: expected "BPE" or "Unigram" (other settings are not supported), got "WordPiece"',
+    expect(thrown(() => loadTokenizerJson({ model: { type: "CharLevel", vocab: {} } })).message).toBe(
+      'tokenizer.json model.type: expected "BPE", "Unigram", "WordPiece" or "WordLevel" (other settings are not supported), got "CharLevel"',
     );
+    // As in HF, a WordPiece or WordLevel model without its unknown token fails on text that needs it.
+    const wordPiece = loadTokenizerJson({ model: { type: "WordPiece", vocab: { a: 0, "##b": 1 } } });
+    expect(wordPiece.encode("ab")).toEqual([0, 1]);
+    expect(thrown(() => wordPiece.encode("ac")).message).toBe('tokenizer.json model.unk_token: expected a token of model.vocab, for text the vocabulary cannot spell, got "[UNK]"');
     const dangling = tinyJson();
     dangling.model.merges = ["a b", "b c"];
     expect(thrown(() => loadTokenizerJson(dangling)).message).toBe("tokenizer.json model.merges[1]: expected two tokens of model.vocab whose join is also in model.vocab, got \"b + c\"");
-    expect(thrown(() => loadTokenizerJson({ ...tinyJson(), normalizer: { type: "BertNormalizer" } })).message).toMatch(/^tokenizer\.json normalizer\.type: expected Sequence, Prepend.*got "BertNormalizer"/);
+    expect(thrown(() => loadTokenizerJson({ ...tinyJson(), normalizer: { type: "Nmt" } })).message).toMatch(/^tokenizer\.json normalizer\.type: expected Sequence, Prepend.*got "Nmt"/);
     expect(thrown(() => loadTokenizerJson({ ...tinyJson(), pre_tokenizer: { type: "UnicodeScripts" } })).message).toMatch(/^tokenizer\.json pre_tokenizer\.type: .*got "UnicodeScripts"/);
     const dropout = tinyJson() as { model: Record<string, unknown> };
     dropout.model.dropout = 0.1;
