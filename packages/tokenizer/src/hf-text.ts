@@ -209,7 +209,13 @@ const graphemes = new Intl.Segmenter(undefined, { granularity: "grapheme" });
  * replaced whole by that rule (the marks after it are dropped), as `tokenizers` does.
  */
 function precompiled(value: unknown, arg: string): HfNormalizer {
-  const blob = Uint8Array.from(atob(str(value, arg)), (c) => c.charCodeAt(0));
+  let binary: string;
+  try {
+    binary = atob(str(value, arg));
+  } catch {
+    return fail(arg, "a base64 charsmap", value);
+  }
+  const blob = Uint8Array.from(binary, (c) => c.charCodeAt(0));
   const map = new PrecompiledCharsmap(blob, arg);
   const lookup = (s: string): string | undefined => {
     const r = map.shortest(utf8(s));

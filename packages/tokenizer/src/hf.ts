@@ -34,7 +34,7 @@ function int(value: unknown, arg: string): number {
 }
 
 /**
- * Reads a tokenizer.json (text or parsed) holding a BPE or Unigram model, with any of the
+ * Reads a tokenizer.json (text or parsed) holding a BPE, Unigram, WordPiece or WordLevel model, with any of the
  * normalizers, pre-tokenizers, decoders and post-processors `tokenizers` writes for them (see
  * hf-text.ts and hf-decode.ts). Anything else is refused with an error naming `file` and the setting.
  *

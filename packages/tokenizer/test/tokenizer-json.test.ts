@@ -108,6 +108,7 @@ describe("tokenizer.json settings that are still refused", () => {
     expect(await refusal({ ...base(), normalizer: { type: "Sequence", normalizers: [{ type: "NFC" }, { type: "Precompiled", precompiled_charsmap: "" }] } })).toMatch(
       /^normalizer\.normalizers\[1\]\.precompiled_charsmap: expected a trie size/,
     );
+    expect(await refusal({ ...base(), normalizer: { type: "Precompiled", precompiled_charsmap: "%%%" } })).toMatch(/^normalizer\.precompiled_charsmap: expected a base64 charsmap, got "%%%"/);
     expect(await refusal({ ...base(), normalizer: { type: "Sequence", normalizers: [{ type: "NFC" }, { type: "Nmt" }] } })).toMatch(/^normalizer\.normalizers\[1\]\.type: .*got "Nmt"/);
     expect(await refusal({ ...base(), pre_tokenizer: { type: "Sequence", pretokenizers: [{ type: "UnicodeScripts" }] } })).toMatch(/^pre_tokenizer\.pretokenizers\[0\]\.type: .*got "UnicodeScripts"/);
     expect(await refusal({ ...base(), pre_tokenizer: { type: "Split", pattern: { Regex: "x" }, behavior: "Glued", invert: false } })).toMatch(/^pre_tokenizer\.behavior: expected Removed, Isolated/);
