@@ -23,6 +23,7 @@ import {
   writeShardedSafetensors,
 } from "../src/node.js";
 import { liveTensorCount, type Tensor } from "../src/tensor.js";
+import { safetensorsLayout } from "../src/testing/index.js";
 
 // The TNL fixture read through safetensors: packages/testing/test/safetensors-fixture.test.ts.
 
@@ -60,18 +61,6 @@ function awkward(): Record<string, { dtype: DType; shape: number[]; bytes: Uint8
   };
 }
 
-interface RawEntry {
-  dtype: string;
-  shape: number[];
-  data_offsets: [number, number];
-}
-
-/** A minimal reader written independently of the code under test: length, JSON, byte ranges. */
-function minimalRead(file: Buffer): { header: Record<string, RawEntry>; data: Buffer } {
-  const n = Number(file.readBigUInt64LE(0));
-  return { header: JSON.parse(file.subarray(8, 8 + n).toString("utf8")) as Record<string, RawEntry>, data: file.subarray(8 + n) };
-}
-
 describe("round trips", () => {
   it("every dtype, bit for bit, with metadata, through a file", async () => {
     const cases = awkward();
@@ -92,7 +81,7 @@ describe("round trips", () => {
 
     // The file is what an independent reader expects: padded header, aligned data, stored dtype names.
     const file = await readFile(path);
-    const { header, data } = minimalRead(file);
+    const { header, data } = safetensorsLayout(file);
     expect(Number(file.readBigUInt64LE(0)) % 8).toBe(0);
     const names: Record<DType, string> = { f32: "F32", f64: "F64", f16: "F16", bf16: "BF16", i32: "I32", u8: "U8" };
     const itemSize: Record<DType, number> = { f32: 4, f64: 8, f16: 2, bf16: 2, i32: 4, u8: 1 };

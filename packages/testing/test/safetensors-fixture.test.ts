@@ -6,6 +6,7 @@ import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { createCpuBackend, setBackend, type Tensor } from "@lightning-ts/tensor";
 import { readSafetensors } from "@lightning-ts/tensor/node";
+import { safetensorsLayout } from "@lightning-ts/tensor/testing";
 import { beforeAll, describe, expect, it } from "vitest";
 import { FIXTURE_DIR, tnlFixture } from "../src/tnl-fixture.js";
 
@@ -14,18 +15,6 @@ beforeAll(() => {
 });
 
 const disposeAll = (ts: Record<string, Tensor>) => Object.values(ts).forEach((t) => t.dispose());
-
-interface RawEntry {
-  dtype: string;
-  shape: number[];
-  data_offsets: [number, number];
-}
-
-/** A minimal reader written independently of the code under test: length, JSON, byte ranges. */
-function minimalRead(file: Buffer): { header: Record<string, RawEntry>; data: Buffer } {
-  const n = Number(file.readBigUInt64LE(0));
-  return { header: JSON.parse(file.subarray(8, 8 + n).toString("utf8")) as Record<string, RawEntry>, data: file.subarray(8 + n) };
-}
 
 describe("the TNL tiny fixture", () => {
   const path = join(FIXTURE_DIR, "model.safetensors");
@@ -37,7 +26,7 @@ describe("the TNL tiny fixture", () => {
     expect(metadata).toMatchObject({ format: "pt" });
     expect(Object.keys(tensors).sort()).toEqual(Object.keys(fixture.weights).sort());
     const file = await readFile(path);
-    const { header, data } = minimalRead(file);
+    const { header, data } = safetensorsLayout(file);
     for (const [name, shape] of Object.entries(fixture.weights)) {
       const t = tensors[name];
       expect([name, t.dtype, t.shape]).toEqual([name, "f32", shape]);

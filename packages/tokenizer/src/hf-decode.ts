@@ -4,7 +4,7 @@
  * cuts characters from every token, Fuse joins). `decode` uses the chain; the per-token bytes that
  * streaming decoding needs are derived from the same settings (`tokenBytes`).
  */
-import { byteLevelBytes, parseBytePiece, utf8 } from "./bytes.js";
+import { byteLevelBytes, concatBytes, parseBytePiece, utf8 } from "./bytes.js";
 import { fail } from "./errors.js";
 import { parsePattern, unsupported } from "./hf-text.js";
 
@@ -43,7 +43,7 @@ function parseStep(value: unknown, arg: string, info: DecoderInfo): Step {
     case "ByteLevel":
       info.byteLevel = true;
       // A token whose characters are not all byte stand-ins (an added token) is taken as UTF-8 text.
-      return (tokens) => [lossy.decode(concat(tokens.map((t) => byteLevelBytes(t) ?? utf8(t))))];
+      return (tokens) => [lossy.decode(concatBytes(tokens.map((t) => byteLevelBytes(t) ?? utf8(t))))];
     case "Metaspace": {
       const replacement = stringField(d.replacement ?? "▁", `${arg}.replacement`);
       const scheme = d.prepend_scheme ?? (d.add_prefix_space === false ? "never" : "always");
@@ -151,18 +151,6 @@ function strip(token: string, content: string, start: number, stop: number): str
   let b = chars.length;
   while (chars.length - b < stop && b > a && chars[b - 1] === content) b--;
   return a === 0 && b === chars.length ? token : chars.slice(a, b).join("");
-}
-
-function concat(parts: Uint8Array[]): Uint8Array {
-  let n = 0;
-  for (const p of parts) n += p.length;
-  const out = new Uint8Array(n);
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.length;
-  }
-  return out;
 }
 
 /** The bytes one token stands for, for streaming decoding (where a chain over all tokens cannot run). */

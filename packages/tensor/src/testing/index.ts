@@ -10,5 +10,6 @@
  * assertClose(add(x, x), oracle.mapBroadcast([[2, 3]], [x.dataSync()], (v) => 2 * v).data);
  */
 export { assertClose, closeness, type CloseOptions, type Closeness } from "./close.js";
+export { safetensorsLayout, type SafetensorsEntry } from "./safetensors-layout.js";
 export { seeded, type SeededRandom } from "./random.js";
 export * as oracle from "./oracle.js";
