@@ -20,6 +20,7 @@ export * from "./ops/attrs.js";
 export { OP_SPECS, matmulDims, type OpSpec, type OpSpecTable, type TensorInfo } from "./ops/specs.js";
 export * from "./api/ops.js";
 export * from "./api/lightning.js";
+export type { Collective, PendingCollective, ReduceOp } from "./collectives.js";
 export { formatProfile, profileOps, type OpProfile, type OpProfileRow } from "./profile.js";
 export { addOpObserver, getBackend, setBackend, setDefaultBackendFactory, type OpObserver, type OpRecord } from "./engine.js";
 export {
