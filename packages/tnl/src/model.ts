@@ -103,6 +103,7 @@ interface MixerContext {
   /** Lightning state carried in, [B, H, D, E]. */
   state?: Tensor;
   blockSize?: number;
+  attention?: AttentionFn;
 }
 
 /** GLA token mixer (E.2) on normed x [B, T, M] → (out [B, T, M], final state [B, H, D, E]). */
@@ -133,7 +134,8 @@ function tokenMixer(x: Tensor, lp: TnlLayerParams, c: TnlConfig, ctx: MixerConte
     o = reshape(r.output, [B, H, 1, hd]);
     state = r.state;
   } else {
-    const r = lightningAttention(q, k, v, slopes, { initialState: ctx.state, returnState: true, blockSize: ctx.blockSize });
+    const attend = ctx.attention ?? lightningAttention;
+    const r = attend(q, k, v, slopes, { initialState: ctx.state, returnState: true, blockSize: ctx.blockSize });
     o = r.output;
     state = r.state;
   }
@@ -147,6 +149,19 @@ function channelMixer(x: Tensor, lp: TnlLayerParams): Tensor {
   return linear(mul(linear(x, lp.l1), linear(x, lp.l2)), lp.l3);
 }
 
+/**
+ * The Lightning Attention call of the training / prefill forward, replaceable (e.g. by a
+ * sequence-parallel one): q, k [B, H, T, D], v [B, H, T, E], slopes f32 [H] → output [B, H, T, E]
+ * and the final state [B, H, D, E], as `lightningAttention(…, { returnState: true })` returns them.
+ */
+export type AttentionFn = (
+  q: Tensor,
+  k: Tensor,
+  v: Tensor,
+  slopes: Tensor,
+  options: { initialState?: Tensor; returnState: true; blockSize?: number },
+) => { output: Tensor; state: Tensor };
+
 export interface ForwardOptions {
   /** Lightning Attention block size (default 64); results do not depend on it. */
   blockSize?: number;
@@ -159,6 +174,13 @@ export interface ForwardOptions {
   compute?: ModelDType;
   /** Continue after the tokens this state has seen (LRPE positions continue too). */
   state?: TnlState;
+  /**
+   * Absolute position of the first token (default 0; added to the state's position): LRPE needs
+   * it when the ids are a slice of a longer sequence, as under sequence parallelism.
+   */
+  positionOffset?: number;
+  /** Replaces `lightningAttention` in every layer's token mixer (not in the decode step). */
+  attention?: AttentionFn;
 }
 
 export interface ForwardFullOptions extends ForwardOptions {
@@ -211,7 +233,9 @@ export function forwardFull(params: TnlParams, c: TnlConfig, ids: TokenIds, opti
     const idsT = toIdsTensor(ids, c);
     const { state } = options;
     if (state) checkStateFor(state, c, idsT.shape[0]);
-    const position = state?.position ?? 0;
+    const offset = options.positionOffset ?? 0;
+    if (!Number.isSafeInteger(offset) || offset < 0) throw new TnlInputError(`positionOffset must be a non-negative integer, got ${String(offset)}`);
+    const position = (state?.position ?? 0) + offset;
     const r = layers(params, c, idsT, [position], state?.kv, options);
     const result: ForwardFullResult = { logits: r.logits };
     if (options.returnState) result.state = { position: position + idsT.shape[1], kv: r.kv };
@@ -229,7 +253,7 @@ function layers(params: TnlParams, c: TnlConfig, idsT: Tensor, starts: readonly 
   const hidden: Tensor[] = options.hiddenStates ? [x] : [];
   const kv: Tensor[] = [];
   w.layers.forEach((lp, layer) => {
-    const mixed = tokenMixer(srms(x), lp, c, { layer, starts, state: kvIn?.[layer], blockSize: options.blockSize });
+    const mixed = tokenMixer(srms(x), lp, c, { layer, starts, state: kvIn?.[layer], blockSize: options.blockSize, attention: options.attention });
     kv.push(mixed.state);
     x = add(x, mixed.out);
     x = add(x, channelMixer(srms(x), lp));
