@@ -8,7 +8,7 @@ import { join, resolve } from "node:path";
 import { AdamW, GradScaler, warmupCosine } from "@lightning-ts/autograd/optim";
 import { createBackend } from "@lightning-ts/backends";
 import { type Backend, liveTensorCount, setBackend } from "@lightning-ts/tensor";
-import { generateIds, initParams, makeConfig, type ModelDType, parameterCount, PRESETS, resolveDType, type TnlConfig, type TnlParams } from "@lightning-ts/tnl";
+import { generateIds, initParams, makeConfig, type ModelDType, parameterCount, PRESETS, resolveDType, splitBatch, trainStep, type TnlConfig, type TnlParams } from "@lightning-ts/tnl";
 import type { Tokenizer } from "@lightning-ts/tokenizer";
 import { BatchDump, evaluationWindows, trainingBatch } from "./batches.js";
 import {
@@ -30,7 +30,6 @@ import { profileStep } from "./profile.js";
 import { formatMfu, progressBar, progressHeldout, RunLog, type Summary, writeLossChart, writeSummary } from "./report.js";
 import type { TokenSource } from "./shards.js";
 import { specialTokens } from "./special.js";
-import { splitBatch, trainStep } from "./step.js";
 import { mfu, peakTflops } from "./throughput.js";
 
 export interface TrainOptions {

@@ -7,10 +7,9 @@ import { writeFileSync } from "node:fs";
 import { disposeTree, flattenTree, mapTree, valueAndGrad } from "@lightning-ts/autograd";
 import { AdamW } from "@lightning-ts/autograd/optim";
 import { add, mul, scope, tensor } from "@lightning-ts/tensor";
-import { initParams, loss, makeConfig, type TnlParams } from "@lightning-ts/tnl";
+import { accumulateGradients, IGNORE_INDEX, initParams, loss, makeConfig, splitBatch, targetCount, trainStep, type TnlParams } from "@lightning-ts/tnl";
 import { describe, expect, it } from "vitest";
 import { resolveConfig, sequencesPerStep } from "../src/config.js";
-import { accumulateGradients, IGNORE_INDEX, splitBatch, targetCount, trainStep } from "../src/step.js";
 import { train } from "../src/train.js";
 import { corpus, quiet, small, tempRoot } from "./helpers.js";
 

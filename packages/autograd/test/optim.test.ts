@@ -211,3 +211,80 @@ describe("optimizer state", () => {
     expect(leaks).toEqual([]);
   });
 });
+
+describe("tentativeStep", () => {
+  const values = (p: Params) => Object.fromEntries(NAMES.map((n) => [n, Array.from(p[n].dataSync())]));
+  const slotValues = (opt: AdamW) => {
+    const { tensors, meta } = opt.stateDict();
+    const out = Object.fromEntries(Object.entries(tensors).map(([k, t]) => [k, Array.from(t.dataSync())]));
+    disposeTree(tensors);
+    return { out, step: meta.step, params: meta.params };
+  };
+
+  for (const dtype of ["f32", "bf16"] as const) {
+    it(`committed, equals step() bit for bit; rolled back, leaves parameters and state as they were (${dtype})`, () => {
+      const settings = { lr: 0.05, weightDecay: 0.1 };
+      const plain = new AdamW(settings);
+      const tentative = new AdamW(settings);
+      const make = (v: (n: string) => number[]) => Object.fromEntries(NAMES.map((n) => [n, tensor(v(n), SHAPES[n], { dtype })])) as Params;
+      let a = make(initial);
+      let b = make(initial);
+      for (let t = 1; t <= 4; t++) {
+        const g = make((n) => gradAt(n, t));
+        a = plain.step(a, g);
+        // Steps 2 and 4 are first tried with a non-finite gradient and taken back.
+        if (t % 2 === 0) {
+          const before = { params: values(b), state: slotValues(tentative) };
+          const bad = make((n) => gradAt(n, t).map((x, i) => (i === 1 ? Number.NaN : x)));
+          const tried = tentative.tentativeStep(b, bad);
+          expect(Number.isNaN(tried.params.w.dataSync()[1])).toBe(true);
+          b = tried.rollback();
+          disposeTree(bad);
+          expect(values(b)).toEqual(before.params);
+          expect(slotValues(tentative)).toEqual(before.state);
+        }
+        const next = tentative.tentativeStep(b, g);
+        next.commit();
+        b = next.params;
+        disposeTree(g);
+        expect(values(b)).toEqual(values(a));
+      }
+      expect(slotValues(tentative)).toEqual(slotValues(plain));
+      disposeTree([a, b]);
+      plain.dispose();
+      tentative.dispose();
+    });
+  }
+
+  it("must be settled exactly once before the next update", () => {
+    const opt = new AdamW({ lr: 0.1 });
+    const p = makeTree(initial, "f32");
+    const g = makeTree((n) => gradAt(n, 1), "f32");
+    const next = opt.tentativeStep(p, g);
+    expect(() => opt.step(p, g)).toThrow(/neither committed nor rolled back/);
+    next.rollback();
+    expect(() => next.commit()).toThrow(/already committed or rolled back/);
+    expect(opt.stepCount).toBe(0);
+    disposeTree([p, g]);
+  });
+
+  it("leaks nothing, committed or rolled back", async () => {
+    const opt = new AdamW({ lr: 0.1 });
+    const leaks = await findLeaks(() => {
+      let p = makeTree(initial, "f32");
+      for (let t = 1; t <= 4; t++) {
+        const g = makeTree((n) => gradAt(n, t), "f32");
+        const next = opt.tentativeStep(p, g);
+        if (t === 3) p = next.rollback();
+        else {
+          next.commit();
+          p = next.params;
+        }
+        disposeTree(g);
+      }
+      opt.dispose();
+      return p;
+    });
+    expect(leaks).toEqual([]);
+  });
+});

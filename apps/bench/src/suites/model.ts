@@ -16,8 +16,8 @@
  */
 import { mkdirSync, writeFileSync } from "node:fs";
 import { dirname } from "node:path";
-import { disposeTree, flattenTree, mapTree, valueAndGrad, type GradTree } from "@lightning-ts/autograd";
-import { AdamW, clipGradNorm } from "@lightning-ts/autograd/optim";
+import { valueAndGrad } from "@lightning-ts/autograd";
+import { AdamW } from "@lightning-ts/autograd/optim";
 import { startBackend } from "@lightning-ts/backends";
 import * as T from "@lightning-ts/tensor";
 import type { Backend, OpProfile, Tensor } from "@lightning-ts/tensor";
@@ -33,6 +33,8 @@ import {
   prefill,
   resolveDType,
   step,
+  trainStep,
+  type MicroBatch,
   type ModelDType,
   type TnlConfig,
   type TnlParams,
@@ -260,54 +262,12 @@ function scaleConfig(o: ModelOptions): TnlConfig {
   });
 }
 
-/** Half-precision gradients add up in f32 (the optimizer takes f32 gradients for bf16 parameters). */
-const toF32 = (t: Tensor) => (t.dtype === "bf16" || t.dtype === "f16" ? T.cast(t, "f32") : t);
-
-/**
- * One optimizer step as the trainer takes it (apps/trainer/src/step.ts, without padding or loss
- * scaling): the mean loss over every micro-batch's targets and its gradient, accumulated in f32,
- * clipped, then AdamW, unless the loss or gradient norm is not finite. The read of the loss and
- * norm before the update is the trainer's one sync per step, kept so the time is the trainer's.
- */
-async function trainStep(params: TnlParams, config: TnlConfig, opt: AdamW, batches: readonly Tensor[]): Promise<{ params: TnlParams; loss: number }> {
-  const total = batches.reduce((n, b) => n + b.shape[0] * (b.shape[1] - 1), 0);
-  type Acc = { loss: Tensor; grads: GradTree<TnlParams> };
-  const { value, clipped, norm } = T.scope(() => {
-    let acc: Acc | null = null;
-    for (const batch of batches) {
-      const weight = (batch.shape[0] * (batch.shape[1] - 1)) / total;
-      const prev: Acc | null = acc;
-      acc = T.scope((): Acc => {
-        const f = (p: TnlParams) => (weight === 1 ? loss(p, config, batch) : T.mul(loss(p, config, batch), weight));
-        const { value: l, grads } = valueAndGrad(f)(params);
-        if (!prev) return { loss: l, grads };
-        const mine = flattenTree(grads);
-        return { loss: T.add(prev.loss, l), grads: mapTree(prev.grads, (g, path) => T.add(toF32(g), toF32(mine.get(path)!))) as GradTree<TnlParams> };
-      });
-      if (prev) {
-        prev.loss.dispose();
-        disposeTree(prev.grads);
-      }
-    }
-    const c = clipGradNorm(acc!.grads, GRAD_CLIP);
-    return { value: acc!.loss, clipped: c.grads, norm: c.norm };
-  });
-  const l = (await value.data())[0];
-  const n = (await norm.data())[0];
-  value.dispose();
-  norm.dispose();
-  let next = params;
-  if (Number.isFinite(l) && Number.isFinite(n)) next = T.scope(() => opt.step<TnlParams>(params, clipped));
-  disposeTree(clipped);
-  return { params: next, loss: l };
-}
-
-/** Seeded ids [rows, T] cut into micro-batches of `microRows` rows, on the current backend. */
-function microBatches(B: number, t: number, microRows: number, V: number): Tensor[] {
-  const out: Tensor[] = [];
+/** Seeded ids [B, T] cut into micro-batches of `microRows` rows, as the trainer cuts a step's batch. */
+function microBatches(B: number, t: number, microRows: number, V: number): MicroBatch[] {
+  const out: MicroBatch[] = [];
   for (let r = 0; r < B; r += microRows) {
     const n = Math.min(microRows, B - r);
-    out.push(T.tensor(Int32Array.from(ids(n * t, V, 7 + r)), [n, t], { dtype: "i32" }));
+    out.push({ ids: Int32Array.from(ids(n * t, V, 7 + r)), rows: n, span: t });
   }
   return out;
 }
@@ -349,7 +309,7 @@ async function runAtScale({ backends, options: common, log }: Parameters<Suite["
       };
       log(`training step, T=${t}, B=${B}, micro-batches of ${microRows} row(s)`);
       let p: TnlParams | null = null;
-      let batches: Tensor[] = [];
+      let batches: MicroBatch[] = [];
       const opt = new AdamW({ lr: LR, weightDecay: WEIGHT_DECAY }, [{ name: "no_decay", match: /(^embed$)|(^lmHead$)|theta/, weightDecay: 0 }]);
       try {
         p = initParams(config, { seed: 1, dtype });
@@ -360,7 +320,7 @@ async function runAtScale({ backends, options: common, log }: Parameters<Suite["
         const losses: number[] = [];
         for (let i = 0; i < common.warmup + steps; i++) {
           const t0 = performance.now();
-          const r: { params: TnlParams; loss: number } = await trainStep(p, config, opt, batches);
+          const r = await trainStep(p, config, opt, batches, { gradClip: GRAD_CLIP });
           p = r.params;
           await backend.sync();
           if (i >= common.warmup) times.push(performance.now() - t0);
@@ -380,7 +340,7 @@ async function runAtScale({ backends, options: common, log }: Parameters<Suite["
           }),
         );
         if (o.profile) {
-          const { result: r, profile } = await T.profileOps(backend, () => trainStep(p!, config, opt, batches));
+          const { result: r, profile } = await T.profileOps(backend, () => trainStep(p!, config, opt, batches, { gradClip: GRAD_CLIP }));
           p = r.params;
           profiles.push({ backend: name, device, dtype, T: t, B, profile });
           log(`profile of one step, T=${t}:\n${T.formatProfile(profile)}`);
@@ -390,7 +350,6 @@ async function runAtScale({ backends, options: common, log }: Parameters<Suite["
         results.push(result({ ...row, ok: false, error: message(err) }));
       } finally {
         if (p) disposeParams(p);
-        for (const b of batches) b.dispose();
         opt.dispose();
       }
     }

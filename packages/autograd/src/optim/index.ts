@@ -18,6 +18,7 @@ export {
   type ParamGroup,
   type Resolved,
   type Slots,
+  type TentativeStep,
   type Update,
 } from "./optimizer.js";
 export { clipGradNorm } from "./clip.js";

@@ -69,6 +69,16 @@ const DEFAULT_GROUP = "default";
 /** The slot of the f32 master copy of a half-precision parameter. */
 const MASTER = "master";
 
+/** An update that can still be taken back (`Optimizer.tentativeStep`); settle it exactly once. */
+export interface TentativeStep<P> {
+  /** The updated tree (leaves without a gradient are the caller's, shared with the old tree). */
+  readonly params: P;
+  /** Keeps the update: frees the previous parameters that were updated and their previous state. */
+  commit(): void;
+  /** Takes the update back: frees the new parameters and state; returns the old tree. */
+  rollback(): P;
+}
+
 const isHalf = (t: Tensor) => t.dtype === "bf16" || t.dtype === "f16";
 
 export abstract class Optimizer<S extends BaseSettings> {
@@ -77,6 +87,8 @@ export abstract class Optimizer<S extends BaseSettings> {
   #step = 0;
   #slots = new Map<string, Slots>();
   #groupOf = new Map<string, string>();
+  /** True while a tentative step is neither committed nor rolled back. */
+  #unsettled = false;
 
   protected constructor(
     readonly name: string,
@@ -126,15 +138,38 @@ export abstract class Optimizer<S extends BaseSettings> {
    * disposeTree(grads);
    */
   step<P>(params: P, grads: GradTree<P>): P {
+    // Each parameter's previous state is freed as soon as its update is enqueued, so the step
+    // needs no more memory than one parameter's state on top.
+    const done = this.#apply(params, grads, true);
+    done.commit();
+    return done.params;
+  }
+
+  /**
+   * The update of `step`, kept undoable until `commit` or `rollback`: the previous parameters and
+   * state stay alive (and `params` stays the caller's) until then. This lets a training step
+   * enqueue the update before it reads the loss back, so a GPU does not wait for JavaScript between
+   * the backward pass and the update, and still take back a step whose loss turns out not finite.
+   * Holds one extra copy of the updated parameters and their state until settled.
+   *
+   * @example
+   * const next = opt.tentativeStep(params, grads);
+   * if (Number.isFinite((await loss.data())[0])) { next.commit(); params = next.params; }
+   * else next.rollback(); // params and the optimizer are as before
+   */
+  tentativeStep<P>(params: P, grads: GradTree<P>): TentativeStep<P> {
+    return this.#apply(params, grads, false);
+  }
+
+  #apply<P>(params: P, grads: GradTree<P>, eager: boolean): TentativeStep<P> {
+    if (this.#unsettled) throw new Error(`${this.name}: the previous tentative step is neither committed nor rolled back`);
     const gradOf = flattenTree(grads);
     const t = this.#step + 1;
-    // Checked before anything changes, so that a bad call leaves parameters and state as they were.
     const work: [string, Tensor, Tensor][] = [];
     const seen = new Set<Tensor>();
     for (const [path, p] of flattenTree(params)) {
       const g = gradOf.get(path);
       if (!g || !isFloat(p.dtype) || seen.has(p)) continue;
-      // Half-precision parameters also take f32 gradients (as a GradScaler unscales them).
       const dtypeOk = g.dtype === p.dtype || (isHalf(p) && g.dtype === "f32");
       if (!dtypeOk || g.shape.join() !== p.shape.join()) {
         throw new Error(`${this.name}: gradient ${g.describe()} at '${path}' does not match parameter ${p.describe()}`);
@@ -145,6 +180,8 @@ export abstract class Optimizer<S extends BaseSettings> {
       work.push([path, p, g]);
     }
     const updated = new Map<Tensor, Tensor>();
+    // What the update replaced, for `rollback`: each path's previous slots (undefined: none) and group.
+    const before = new Map<string, { slots: Slots | undefined; group: string | undefined }>();
     for (const [path, p, g] of work) {
       const { name, settings } = this.groupOf(path, p);
       const lr = typeof settings.lr === "number" ? settings.lr : settings.lr(this.#step);
@@ -152,22 +189,49 @@ export abstract class Optimizer<S extends BaseSettings> {
       const old = this.#slots.get(path);
       const next = scope(() => {
         if (!isHalf(p)) return this.update(p, g, old, hp, t);
-        // Half precision: the update runs on the f32 master copy, with f32 moments, and may round
-        // the new master to the parameter's dtype in the same pass.
         const { [MASTER]: master, ...slots } = old ?? {};
         const grad = g.dtype === "f32" || this.takesHalfGradients ? g : cast(g, "f32");
         const r = this.update(master ?? cast(p, "f32"), grad, old && slots, hp, t, p.dtype as HalfDType);
         return { param: r.cast ?? cast(r.param, p.dtype), slots: { ...r.slots, [MASTER]: r.param } };
       });
       keep(next.slots);
-      if (old) for (const s of Object.values(old)) s.dispose();
+      if (eager && old) for (const x of Object.values(old)) x.dispose();
+      else before.set(path, { slots: old, group: this.#groupOf.get(path) });
       this.#slots.set(path, next.slots);
       this.#groupOf.set(path, name);
       updated.set(p, next.param);
     }
+    const previousStep = this.#step;
     this.#step = t;
-    for (const p of updated.keys()) p.dispose();
-    return rebuild(params, updated) as P;
+    let settled = false;
+    this.#unsettled = true;
+    const settle = () => {
+      if (settled) throw new Error(`${this.name}: a tentative step was already committed or rolled back`);
+      settled = true;
+      this.#unsettled = false;
+    };
+    return {
+      params: rebuild(params, updated) as P,
+      commit: () => {
+        settle();
+        for (const { slots } of before.values()) if (slots) for (const s of Object.values(slots)) s.dispose();
+        for (const p of updated.keys()) p.dispose();
+      },
+      rollback: () => {
+        settle();
+        if (eager) throw new Error(`${this.name}: step() cannot be rolled back`);
+        for (const [path, { slots, group }] of before) {
+          for (const s of Object.values(this.#slots.get(path)!)) s.dispose();
+          if (slots) this.#slots.set(path, slots);
+          else this.#slots.delete(path);
+          if (group === undefined) this.#groupOf.delete(path);
+          else this.#groupOf.set(path, group);
+        }
+        for (const q of updated.values()) q.dispose();
+        this.#step = previousStep;
+        return params;
+      },
+    };
   }
 
   /**
@@ -239,6 +303,7 @@ export abstract class Optimizer<S extends BaseSettings> {
     this.#slots.clear();
     this.#groupOf.clear();
     this.#step = 0;
+    this.#unsettled = false;
   }
 }
 

@@ -1,5 +1,6 @@
 /**
- * One optimizer step over several micro-batches (gradient accumulation). The loss of a step is the
+ * One training step as `pnpm train` takes it, and as `pnpm bench model` times it: one optimizer
+ * step over several micro-batches (gradient accumulation). The loss of a step is the
  * mean over all its predicted tokens, whatever the micro-batches: micro-batch i, holding n_i of
  * the step's N targets, contributes its own mean loss times n_i / N. So k micro-batches of n rows
  * give the same update as one batch of k·n rows, ignored targets included (a mean of per-batch
@@ -10,9 +11,11 @@
  * unscaled into f32 before clipping; a skipped step backs the scale off.
  */
 import { valueAndGrad, disposeTree, flattenTree, mapTree, type GradTree } from "@lightning-ts/autograd";
-import { clipGradNorm, type AdamW, type GradScaler } from "@lightning-ts/autograd/optim";
+import { clipGradNorm, type BaseSettings, type GradScaler, type Optimizer } from "@lightning-ts/autograd/optim";
 import { add, cast, div, mul, scope, tensor, type Tensor } from "@lightning-ts/tensor";
-import { loss, type TnlConfig, type TnlParams } from "@lightning-ts/tnl";
+import type { TnlConfig } from "./config.js";
+import { loss } from "./model.js";
+import type { TnlParams } from "./params.js";
 
 /** Label of a target that is not predicted (padding); the model's default. */
 export const IGNORE_INDEX = -100;
@@ -94,13 +97,20 @@ export interface StepResult {
 
 /**
  * Accumulates the gradient over `batches`, clips it to `gradClip` (0: no clipping) and updates
- * `params` with `optimizer`, unless the loss or gradient norm is not finite. Reads the loss and
- * norm back before updating: that read is the step's one synchronisation with the device.
+ * `params` with `optimizer`, unless the loss or gradient norm is not finite. The update is
+ * enqueued before the loss and norm are read back (that read is the step's one synchronisation
+ * with the device), so a GPU goes from the backward pass to the update without waiting for
+ * JavaScript; a step found not finite is then taken back (`Optimizer.tentativeStep`).
+ *
+ * @example
+ * const opt = new AdamW({ lr: 1e-3 });
+ * const r = await trainStep(params, config, opt, splitBatch(ids, rows, span, rows), { gradClip: 1 });
+ * params = r.params;
  */
 export async function trainStep(
   params: TnlParams,
   config: TnlConfig,
-  optimizer: AdamW,
+  optimizer: Optimizer<BaseSettings>,
   batches: readonly MicroBatch[],
   options: { gradClip: number; lossFactor?: number; scaler?: GradScaler },
 ): Promise<StepResult> {
@@ -111,13 +121,18 @@ export async function trainStep(
     const c = clipGradNorm(scaler ? scaler.unscale(grads) : grads, options.gradClip > 0 ? options.gradClip : Infinity);
     return { loss: scale === 1 ? l : div(l, scale), clipped: c.grads, norm: c.norm };
   });
+  const update = scope(() => optimizer.tentativeStep<TnlParams>(params, clipped));
+  disposeTree(clipped);
   const out = { loss: (await value.data())[0], gradNorm: (await norm.data())[0] };
   value.dispose();
   norm.dispose();
   const skipped = !Number.isFinite(out.loss) || !Number.isFinite(out.gradNorm);
   let next = params;
-  if (!skipped) next = scope(() => optimizer.step<TnlParams>(params, clipped));
+  if (skipped) update.rollback();
+  else {
+    update.commit();
+    next = update.params;
+  }
   scaler?.update(!skipped);
-  disposeTree(clipped);
   return { params: next, ...out, skipped };
 }
