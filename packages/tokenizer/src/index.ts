@@ -1,5 +1,5 @@
 export { Tokenizer, StreamDecoder } from "./tokenizer.js";
-export type { TokenizerModel, ModelKind, SpecialToken, InitialSymbols, EncodeOptions, DecodeOptions } from "./tokenizer.js";
+export type { TokenizerModel, ModelKind, SpecialToken, InitialSymbols, EncodeOptions, DecodeOptions, IncrementalEncoder } from "./tokenizer.js";
 export { loadTokenizerJson, saveTokenizerJson } from "./hf.js";
 export { loadSentencePieceModel, parseSentencePieceModel, PieceType } from "./sentencepiece.js";
 export type { SentencePieceModel, SentencePiece } from "./sentencepiece.js";
@@ -12,4 +12,4 @@ export { GPT2_PATTERN, CL100K_PATTERN, O200K_PATTERN, compilePattern } from "./p
 export { TokenizerError } from "./errors.js";
 export { loadTokenizerFile } from "./load.js";
 export { Unigram } from "./unigram.js";
-export type { UnigramPiece, UnigramOptions } from "./unigram.js";
+export type { UnigramPiece, UnigramOptions, UnigramCarry } from "./unigram.js";

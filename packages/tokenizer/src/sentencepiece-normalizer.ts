@@ -13,8 +13,8 @@
 import { utf8 } from "./bytes.js";
 import { fail, prose } from "./errors.js";
 
-const SPACE = 0x20;
-const META = utf8("▁"); // U+2581, what escape_whitespaces writes for a space
+export const SPACE = 0x20;
+export const META = utf8("▁"); // U+2581, what escape_whitespaces writes for a space
 
 /** A Darts-clone double array read from a precompiled charsmap, with its replacement pool. */
 export class PrecompiledCharsmap {
@@ -55,6 +55,24 @@ export class PrecompiledCharsmap {
       }
     }
     return length > 0 ? [length, this.replacement(value)] : undefined;
+  }
+
+  /**
+   * Whether a key longer than `input[pos..end)` may still match once more bytes follow: the walk
+   * from `pos` stays in the trie through every byte up to `end`. A streamed input must wait then.
+   */
+  open(input: Uint8Array, pos: number, end: number): boolean {
+    const units = this.units;
+    let node = offset(units[0]);
+    for (let i = pos; i < end; i++) {
+      const c = input[i];
+      node ^= c;
+      if (node >= units.length) return false;
+      const unit = units[node];
+      if ((unit & 0x800000ff) >>> 0 !== c) return false;
+      node ^= offset(unit);
+    }
+    return true;
   }
 
   /**
@@ -124,6 +142,13 @@ export class BytePrefixMatcher {
     }
     return best;
   }
+
+  /** Whether a longer word may still match once bytes after `input[pos..end)` follow. */
+  open(input: Uint8Array, pos: number, end: number): boolean {
+    let node: Map<number, unknown> | undefined = this.root;
+    for (let i = pos; i < end && node; i++) node = node.get(input[i]) as Map<number, unknown> | undefined;
+    return node !== undefined && node.size > (node.has(BytePrefixMatcher.END) ? 1 : 0);
+  }
 }
 
 export interface SentencePieceNormalizerSpec {
@@ -137,18 +162,18 @@ export interface SentencePieceNormalizerSpec {
 }
 
 /** Bytes of the UTF-8 character starting with lead byte `b` (input from a JS string is well formed). */
-function charLength(b: number): number {
+export function charLength(b: number): number {
   return b < 0x80 ? 1 : b < 0xe0 ? 2 : b < 0xf0 ? 3 : 4;
 }
 
 /**
- * Normalizes text as SentencePiece's `Normalizer::Normalize`. `continuation` marks a later chunk
- * of a streamed input: it gets no dummy prefix.
+ * Normalizes text as SentencePiece's `Normalizer::Normalize`. `SentencePieceNormalizerStream`
+ * (sentencepiece-stream.ts) does the same over text that arrives in pieces.
  *
  * @example
- * normalizeSentencePiece("  ﬁne ①", spec, false); // "▁fine▁1" under nmt_nfkc
+ * normalizeSentencePiece("  ﬁne ①", spec); // "▁fine▁1" under nmt_nfkc
  */
-export function normalizeSentencePiece(text: string, spec: SentencePieceNormalizerSpec, continuation = false): string {
+export function normalizeSentencePiece(text: string, spec: SentencePieceNormalizerSpec): string {
   const input = utf8(text);
   const n = input.length;
   const { charsmap, userDefined, removeExtraWhitespaces, escapeWhitespaces } = spec;
@@ -186,7 +211,7 @@ export function normalizeSentencePiece(text: string, spec: SentencePieceNormaliz
 
   const out = new Bytes(n + 8);
   const space = () => (escapeWhitespaces ? out.push(META) : out.pushByte(SPACE));
-  if (spec.addDummyPrefix && !continuation) space();
+  if (spec.addDummyPrefix) space();
   let previousSpace = removeExtraWhitespaces;
   while (pos < n) {
     step();
@@ -210,7 +235,7 @@ export function normalizeSentencePiece(text: string, spec: SentencePieceNormaliz
 }
 
 /** A growable byte buffer. */
-class Bytes {
+export class Bytes {
   private data: Uint8Array;
   length = 0;
   constructor(capacity: number) {
@@ -231,6 +256,15 @@ class Bytes {
     this.data.set(bytes, this.length);
     this.length += bytes.length;
   }
+  /** Bytes in the run of whole `tail`s that ends the buffer. */
+  trailing(tail: Uint8Array): number {
+    let end = this.length;
+    for (;;) {
+      if (end < tail.length) return this.length - end;
+      for (let i = 0; i < tail.length; i++) if (this.data[end - tail.length + i] !== tail[i]) return this.length - end;
+      end -= tail.length;
+    }
+  }
   endsWith(tail: Uint8Array): boolean {
     if (this.length < tail.length) return false;
     for (let i = 0; i < tail.length; i++) if (this.data[this.length - tail.length + i] !== tail[i]) return false;
@@ -238,6 +272,13 @@ class Bytes {
   }
   text(): string {
     return decoder.decode(this.data.subarray(0, this.length));
+  }
+  /** The first `count` bytes as text; the rest moves to the front. */
+  shift(count: number): string {
+    const head = decoder.decode(this.data.subarray(0, count));
+    this.data.copyWithin(0, count, this.length);
+    this.length -= count;
+    return head;
   }
 }
 

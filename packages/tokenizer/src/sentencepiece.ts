@@ -16,6 +16,8 @@ import { MergeTable } from "./merge.js";
 import { SentencePieceBpe } from "./sentencepiece-bpe.js";
 import { BytePrefixMatcher, normalizeSentencePiece, PrecompiledCharsmap } from "./sentencepiece-normalizer.js";
 import type { SentencePieceNormalizerSpec } from "./sentencepiece-normalizer.js";
+import type { EncodeCarry } from "./sentencepiece-stream.js";
+import { PieceCover, SentencePieceEncodeStream } from "./sentencepiece-stream.js";
 import type { SpecialToken } from "./tokenizer.js";
 import { Tokenizer } from "./tokenizer.js";
 import { Unigram } from "./unigram.js";
@@ -261,8 +263,12 @@ export function loadSentencePieceModel(data: Uint8Array, file = ".model"): Token
     escapeWhitespaces: m.escapeWhitespaces,
     userDefined: new BytePrefixMatcher(userDefined),
   };
-  const encodeWord = m.modelType === 1 ? unigramEncoder(m, unkId, byteIds) : bpeEncoder(m, pieces, reserved, userDefined, unkId, byteIds);
+  const encode = m.modelType === 1 ? unigramEncoder(m, unkId, byteIds) : bpeEncoder(m, pieces, reserved, userDefined, unkId, byteIds);
   const idOf = new Map([...reserved, ...pieces]);
+  let cover: PieceCover | undefined;
+  // A BPE merge can make an unused piece, which is split back the way the last pair that formed it
+  // anywhere in the text was split (SentencePiece's rev_merge): that ties the whole text together.
+  const cuttable = m.modelType === 1 || !m.pieces.some((p) => p.type === PieceType.UNUSED);
 
   return new Tokenizer({
     kind: "sentencepiece",
@@ -276,19 +282,25 @@ export function loadSentencePieceModel(data: Uint8Array, file = ".model"): Token
     ignoreMerges: false,
     stripLeadingSpace: m.addDummyPrefix || m.removeExtraWhitespaces,
     template: { prefix: m.bosId >= 0 && m.bosId < tokens.length ? [m.bosId] : [], suffix: [] },
-    splitsAfterNewline: m.modelType === 2 && streamSafe(spec, m.pieces),
+    // encodeStream cuts where the model allows (see sentencepiece-stream.ts), not after lines.
+    splitsAfterNewline: false,
     // The whole text is one piece: SentencePiece normalizes and segments it as a whole.
-    segment: (text, continuation) => {
-      const normalized = continuation ? normalizeContinuation(text, spec) : normalizeSentencePiece(text, spec);
+    segment: (text) => {
+      const normalized = normalizeSentencePiece(text, spec);
       return normalized.length > 0 ? [[normalized]] : [];
     },
-    encodeWord,
+    encodeWord: (text) => encode(text),
+    streamEncoder: (chunkChars) => {
+      // Every piece that can occur in normalized text (normal, user-defined, unused) may cover a cut.
+      if (cuttable) cover ??= new PieceCover(pieces.keys());
+      return new SentencePieceEncodeStream(spec, cover, encode, chunkChars);
+    },
     decodeTokens: (pieceList) => decodePieces(pieceList.map((p) => idOf.get(p)!), m, byteOf),
   });
 }
 
 /** Unigram ids of normalized text, unknown characters as bytes or one fused unknown id. */
-function unigramEncoder(m: SentencePieceModel, unkId: number, byteIds: Int32Array | undefined): (text: string) => number[] {
+function unigramEncoder(m: SentencePieceModel, unkId: number, byteIds: Int32Array | undefined): (text: string, carry?: EncodeCarry) => number[] {
   const type = (id: number) => m.pieces[id].type;
   let max = 1.1754943508222875e-38; // FLT_MIN, where SentencePiece starts its maximum
   for (const p of m.pieces) if (p.type === PieceType.NORMAL) max = Math.max(max, p.score);
@@ -302,7 +314,7 @@ function unigramEncoder(m: SentencePieceModel, unkId: number, byteIds: Int32Arra
     unused: (id) => type(id) === PieceType.UNUSED,
     maxScore: max,
   });
-  return (text) => unigram.encode(text);
+  return (text, carry) => unigram.encode(text, carry);
 }
 
 /** SentencePiece BPE ids of normalized text, unknown pieces as bytes or one fused unknown id. */
@@ -313,7 +325,7 @@ function bpeEncoder(
   userDefined: string[],
   unkId: number,
   byteIds: Int32Array | undefined,
-): (text: string) => number[] {
+): (text: string, carry?: EncodeCarry) => number[] {
   const bpe = new SentencePieceBpe({
     pieces,
     scores: m.pieces.map((p) => p.score),
@@ -321,15 +333,16 @@ function bpeEncoder(
     userDefined,
     pieceToId: (piece) => reserved.get(piece) ?? pieces.get(piece) ?? unkId,
   });
-  return (text) => {
+  return (text, carry) => {
     const out: number[] = [];
-    let previousUnknown = false;
+    let previousUnknown = carry?.previousUnknown ?? false;
     for (const [piece, id] of bpe.encode(text)) {
       const unknown = id === unkId;
       if (unknown && byteIds) for (const b of utf8(piece)) out.push(byteIds[b]);
       else if (!(unknown && previousUnknown)) out.push(id);
       previousUnknown = unknown;
     }
+    if (carry) carry.previousUnknown = previousUnknown;
     return out;
   };
 }
@@ -391,38 +404,4 @@ function decodeBytes(bytes: number[]): string {
     }
   }
   return out;
-}
-
-/**
- * The normalized form of `text` where it continues a streamed input just after a "\n" that follows
- * a non-space (where encodeStream cuts): the part that normalizing "a\n" + text adds to
- * normalizing "a\n". The earlier chunk, normalized alone, dropped the space "\n" became (trailing
- * whitespace is removed); it comes back here, in front of this chunk's text, as in the whole.
- */
-function normalizeContinuation(text: string, spec: SentencePieceNormalizerSpec): string {
-  const head = normalizeSentencePiece("a\n", spec);
-  const whole = normalizeSentencePiece(`a\n${text}`, spec);
-  return whole.startsWith(head) ? whole.slice(head.length) : normalizeSentencePiece(text, spec, true);
-}
-
-/**
- * Whether encodeStream may cut the text after a "\n" between non-spaces, so that encoding the chunks
- * gives the ids of the whole. The "\n" must normalize to itself (kept at the end of the earlier
- * chunk) or to one space that remove_extra_whitespaces trims there (and normalizeContinuation puts
- * back); and no piece may join what stands before the "\n" with it: no piece holds the normalized
- * "\n" after other characters. Only BPE: Unigram adds float32 scores along the whole text, so a cut
- * could round a tie differently.
- */
-function streamSafe(spec: SentencePieceNormalizerSpec, pieces: SentencePiece[]): boolean {
-  const a = normalizeSentencePiece("a", spec);
-  const both = normalizeSentencePiece("a\nb", spec);
-  if (!both.startsWith(a) || !both.endsWith("b")) return false;
-  const nl = both.slice(a.length, -1);
-  const space = spec.escapeWhitespaces ? "▁" : " ";
-  if (!(nl === "\n" || (nl === space && spec.removeExtraWhitespaces))) return false;
-  return pieces.every(({ piece }) => {
-    let rest = piece;
-    while (rest.startsWith(nl)) rest = rest.slice(nl.length);
-    return !rest.includes(nl);
-  });
 }

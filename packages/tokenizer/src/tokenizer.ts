@@ -25,6 +25,13 @@ export interface SpecialToken {
 
 export type ModelKind = "byte-level" | "sentencepiece" | "tiktoken";
 
+/** Text in, in pieces of any size; out, the ids of what no later text can change. */
+export interface IncrementalEncoder {
+  push(text: string): number[];
+  /** The ids of the rest, as the end of the text. */
+  end(): number[];
+}
+
 export interface TokenizerModel {
   kind: ModelKind;
   /** id → the token as its file writes it ("Ġthe", "▁the", or base64 for tiktoken). */
@@ -56,6 +63,11 @@ export interface TokenizerModel {
   segment?: (text: string, continuation: boolean) => (number | string[])[];
   /** A model other than BPE (Unigram): one piece → ids, in place of `initial` and `merges`. */
   encodeWord?: (piece: string) => number[];
+  /**
+   * For models whose pieces do not end at lines (SentencePiece): an encoder that `encodeStream`
+   * feeds, which encodes at most about `chunkChars` code units beyond its last safe cut at a time.
+   */
+  streamEncoder?: (chunkChars: number) => IncrementalEncoder;
   /** For tokenizer.json: the file's decoder over token strings, used by `decode` in place of `bytes`. */
   decodeTokens?: (tokens: string[]) => string;
 }
@@ -272,16 +284,22 @@ export class Tokenizer {
 
   /**
    * Encodes a large input piece by piece, yielding the ids of each piece as it is done; memory stays
-   * bounded by the chunk size. Cuts fall after a "\n" between two non-space characters, where the
-   * split patterns of GPT-2, cl100k, o200k and SentencePiece (whose pieces never span "\n") all end
-   * a piece, so the concatenated output equals `encode` of the whole input. Models whose
-   * pre-tokenizer does not guarantee that are encoded in one piece at the end.
+   * bounded by the chunk size. The concatenated output equals `encode` of the whole input. Byte
+   * chunks may end inside a UTF-8 character and string chunks inside a surrogate pair.
+   * SentencePiece models cut where no piece of their vocabulary can span the cut (see
+   * sentencepiece-stream.ts). Others cut after a "\n" between two non-space characters, where the
+   * split patterns of GPT-2, cl100k and o200k end a piece; models whose pre-tokenizer does not
+   * guarantee that are encoded in one piece at the end.
    *
    * @example
    * for await (const ids of tok.encodeStream(createReadStream("corpus.txt"))) write(ids);
    */
   async *encodeStream(source: AsyncIterable<string | Uint8Array> | Iterable<string | Uint8Array>, options: { chunkChars?: number } = {}): AsyncGenerator<number[]> {
     const chunkChars = options.chunkChars ?? 1 << 20;
+    if (this.model.streamEncoder) {
+      yield* incrementally(this.model.streamEncoder(chunkChars), source);
+      return;
+    }
     const textDecoder = new TextDecoder();
     let pending = "";
     let first = true;
@@ -306,6 +324,27 @@ export class Tokenizer {
   private checkId(id: number, arg: string): void {
     if (!Number.isInteger(id) || id < 0 || id >= this.model.tokens.length) fail(arg, `a token id in [0, ${this.model.tokens.length})`, id);
   }
+}
+
+/** Feeds `encoder` whole, well-formed characters from `source`, yielding ids as they settle (at least once). */
+async function* incrementally(encoder: IncrementalEncoder, source: AsyncIterable<string | Uint8Array> | Iterable<string | Uint8Array>): AsyncGenerator<number[]> {
+  const textDecoder = new TextDecoder();
+  let held = ""; // a high surrogate whose low half may start the next string
+  let yielded = false;
+  for await (const chunk of source) {
+    let text = held + (typeof chunk === "string" ? chunk : textDecoder.decode(chunk, { stream: true }));
+    const last = text.charCodeAt(text.length - 1);
+    held = last >= 0xd800 && last <= 0xdbff ? text.slice(-1) : "";
+    if (held) text = text.slice(0, -1);
+    const ids = encoder.push(wellFormed(text));
+    if (ids.length > 0) {
+      yielded = true;
+      yield ids;
+    }
+  }
+  const rest = wellFormed(held + textDecoder.decode());
+  const ids = [...encoder.push(rest), ...encoder.end()];
+  if (ids.length > 0 || !yielded) yield ids;
 }
 
 /**

@@ -44,6 +44,16 @@ export interface UnigramOptions {
 
 const UNK_PENALTY = 10;
 
+/**
+ * What `encode` carries from one text to the next where a longer text is cut at a point no piece
+ * covers: the best path score at the cut (paths go on from it) and whether the path ended in an
+ * unknown character (so a run of them still fuses).
+ */
+export interface UnigramCarry {
+  score: number;
+  previousUnknown: boolean;
+}
+
 interface TrieNode {
   next: Map<number, TrieNode>;
   id: number;
@@ -93,12 +103,15 @@ export class Unigram {
     if (options.unkId !== undefined && (options.unkId < 0 || options.unkId >= pieces.length)) fail("Unigram unkId", `an id in [0, ${pieces.length})`, options.unkId);
   }
 
-  /** The best segmentation of normalized text as ids. */
-  encode(text: string): number[] {
+  /**
+   * The best segmentation of normalized text as ids. With `carry`, `text` continues the text of the
+   * previous call, cut where no piece covers the cut; `carry` is updated for the next.
+   */
+  encode(text: string, carry?: UnigramCarry): number[] {
     const { byteIds, unkId, fuseUnk = true } = this.options;
     const out: number[] = [];
-    let previousUnknown = false;
-    for (const [start, end, id] of this.segment(text)) {
+    let previousUnknown = carry?.previousUnknown ?? false;
+    for (const [start, end, id] of this.segment(text, carry)) {
       if (id >= 0) {
         out.push(id);
       } else if (byteIds) {
@@ -110,15 +123,17 @@ export class Unigram {
       }
       previousUnknown = id < 0;
     }
+    if (carry) carry.previousUnknown = previousUnknown;
     return out;
   }
 
   /**
    * The best path as [start, end, id] triples over UTF-16 offsets of `text`, in order; id -1 marks
    * one unknown character. Unused pieces on the path are not split here (SentencePiece's Unigram
-   * never selects them).
+   * never selects them). Paths start from `carry.score` (default 0), and `carry.score` becomes
+   * the best score at the end.
    */
-  segment(text: string): [number, number, number][] {
+  segment(text: string, carry?: { score: number }): [number, number, number][] {
     const n = text.length;
     const f32 = this.options.float32 === true;
     const unused = this.options.unused;
@@ -126,6 +141,7 @@ export class Unigram {
     const score = new Float64Array(n + 1);
     const from = new Int32Array(n + 1).fill(-1);
     const ids = new Int32Array(n + 1).fill(-1);
+    score[0] = carry?.score ?? 0;
     for (let start = 0; start < n; ) {
       const base = score[start];
       const c = text.charCodeAt(start);
@@ -163,6 +179,7 @@ export class Unigram {
       }
       start += charLen;
     }
+    if (carry) carry.score = score[n];
     const path: [number, number, number][] = [];
     for (let end = n; end > 0; end = from[end]) path.push([from[end], end, ids[end]]);
     return path.reverse();
