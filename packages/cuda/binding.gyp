@@ -2,7 +2,7 @@
   "targets": [
     {
       "target_name": "lightning_cuda",
-      "sources": ["native/addon.cc"],
+      "sources": ["native/addon.cc", "native/nccl.cc"],
       "include_dirs": [
         "<!(node -p \"require('node-addon-api').include_dir\")",
         "<!(node -p \"process.env.LIGHTNING_CUDA_HOME + '/include'\")",

@@ -2,7 +2,8 @@
 // one stream, a caching device allocator, pinned staging buffers, timing events and the device
 // error flag; `launch` runs a kernel launcher, named by its index in LAUNCHERS, with arguments
 // packed by src/kernels.ts. Every CUDA failure becomes a JavaScript Error naming the CUDA error and
-// the op.
+// the op. Every entry point makes its runtime's device current first (makeCurrent), so backends
+// on several GPUs in one process keep their allocations and launches apart.
 #include <dlfcn.h>
 #include <napi.h>
 
@@ -12,7 +13,7 @@
 #include <mutex>
 #include <unordered_map>
 
-#include "runtime.h"
+#include "nccl.h"
 
 namespace lts {
 namespace {
@@ -28,7 +29,7 @@ size_t sizeClass(size_t n) {
   return (n + step - 1) / step * step;
 }
 
-class Runtime final : public Context {
+class Runtime final : public DeviceRuntime {
  public:
   explicit Runtime(int device) : device_(device) {
     LTS_CHECK(cudaSetDevice(device), "cudaSetDevice");
@@ -50,6 +51,13 @@ class Runtime final : public Context {
   }
 
   ~Runtime() override { dispose(); }
+
+  int deviceId() const override { return device_; }
+  bool isDisposed() const override { return disposed_; }
+  void fail(const std::string& message) override {
+    std::lock_guard<std::mutex> lock(failMutex_);
+    if (failure_.empty()) failure_ = message;
+  }
 
   void dispose() {
     if (disposed_) return;
@@ -158,8 +166,13 @@ class Runtime final : public Context {
     return e;
   }
 
-  // The first index error a kernel recorded since the last check, as a message ("" if none).
+  // The first index error a kernel recorded since the last check, as a message ("" if none); a
+  // failed collective (fail) instead, for good: what this device holds may be wrong from then on.
   std::string takeDeviceError() {
+    {
+      std::lock_guard<std::mutex> lock(failMutex_);
+      if (!failure_.empty()) return failure_;
+    }
     if (hostError_->code == 0) return "";
     DeviceError e = *hostError_;
     *hostError_ = DeviceError{};
@@ -207,7 +220,29 @@ class Runtime final : public Context {
   std::mutex pinnedMutex_;
   std::vector<cudaEvent_t> events_;
   DeviceError* hostError_ = nullptr;
+  std::mutex failMutex_;
+  std::string failure_;
 };
+
+// Lets `device` read the memory of `peer` directly (NVLink or PCIe peer to peer) where the
+// hardware allows it; false where it does not (copies are then staged through the host by CUDA).
+bool enablePeerAccess(int device, int peer) {
+  static std::mutex mu;
+  static std::map<std::pair<int, int>, bool> known;
+  std::lock_guard<std::mutex> lock(mu);
+  auto it = known.find({device, peer});
+  if (it != known.end()) return it->second;
+  int can = 0;
+  bool ok = cudaDeviceCanAccessPeer(&can, device, peer) == cudaSuccess && can;
+  if (ok) {
+    makeCurrent(device);
+    cudaError_t e = cudaDeviceEnablePeerAccess(peer, 0);
+    if (e == cudaErrorPeerAccessAlreadyEnabled) cudaGetLastError();
+    else if (e != cudaSuccess) cudaGetLastError(), ok = false;
+  }
+  known[{device, peer}] = ok;
+  return ok;
+}
 
 // The launchers by their index in LAUNCHERS. Throws, naming them, when the names the .cu files
 // register and the names TypeScript launches differ; Init calls it, so such an addon never loads.
@@ -250,6 +285,7 @@ class WaitWorker : public Napi::AsyncWorker {
       : Napi::AsyncWorker(env), rt_(rt), ev_(ev), pinned_(pinned), bytes_(bytes), deferred_(Napi::Promise::Deferred::New(env)) {}
   Napi::Promise promise() { return deferred_.Promise(); }
   void Execute() override {
+    cudaSetDevice(rt_->device_);
     cudaError_t e = cudaEventSynchronize(ev_);
     if (e != cudaSuccess) SetError((pinned_ ? "read: " : "sync: ") + cudaMessage(e));
   }
@@ -298,8 +334,10 @@ class RuntimeWrap : public Napi::ObjectWrap<RuntimeWrap> {
                         InstanceMethod("resetPeak", &RuntimeWrap::ResetPeak),
                         InstanceMethod("trim", &RuntimeWrap::Trim), InstanceMethod("eventCreate", &RuntimeWrap::EventCreate),
                         InstanceMethod("eventRecord", &RuntimeWrap::EventRecord), InstanceMethod("eventElapsed", &RuntimeWrap::EventElapsed),
-                        InstanceMethod("dispose", &RuntimeWrap::Dispose)});
+                        InstanceMethod("copyFrom", &RuntimeWrap::CopyFrom), InstanceMethod("dispose", &RuntimeWrap::Dispose)});
   }
+
+  Runtime* runtime() { return rt_ && !rt_->disposed_ ? rt_.get() : nullptr; }
 
   RuntimeWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<RuntimeWrap>(info) {
     int device = info.Length() > 0 ? info[0].As<Napi::Number>().Int32Value() : 0;
@@ -328,8 +366,10 @@ class RuntimeWrap : public Napi::ObjectWrap<RuntimeWrap> {
     }
   }
 
+  // The runtime, its device made current.
   Runtime& rt(Napi::Env env) {
     if (!rt_ || rt_->disposed_) throw Napi::Error::New(env, "the CUDA backend was disposed");
+    guard(env, [&] { makeCurrent(rt_->device_); });
     return *rt_;
   }
 
@@ -337,6 +377,7 @@ class RuntimeWrap : public Napi::ObjectWrap<RuntimeWrap> {
     Runtime& r = rt(info.Env());
     auto o = Napi::Object::New(info.Env());
     o.Set("name", r.name_);
+    o.Set("device", r.device_);
     o.Set("smCount", r.smCount);
     o.Set("computeCapability", std::to_string(r.ccMajor) + "." + std::to_string(r.ccMinor_));
     o.Set("totalMemory", (double)r.totalMem_);
@@ -356,7 +397,7 @@ class RuntimeWrap : public Napi::ObjectWrap<RuntimeWrap> {
   }
 
   Napi::Value Free(const Napi::CallbackInfo& info) {
-    if (rt_ && !rt_->disposed_) rt_->free(toPtr(info[0]));
+    if (rt_ && !rt_->disposed_) rt(info.Env()).free(toPtr(info[0]));
     return info.Env().Undefined();
   }
 
@@ -488,6 +529,49 @@ class RuntimeWrap : public Napi::ObjectWrap<RuntimeWrap> {
     });
   }
 
+  // (source: Runtime, srcPtr, srcOffset, dstPtr, dstOffset, byteLength) → "same device" | "peer" | "staged"
+  // Enqueued on this (the destination's) stream after the source stream's work so far; the source
+  // stream then waits for the copy, so the source's allocator cannot hand the buffer on before it
+  // was read. Peer to peer where the GPUs allow it, else CUDA stages the copy through the host.
+  Napi::Value CopyFrom(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    Runtime& dst = rt(env);
+    auto* src = static_cast<Runtime*>(unwrapRuntime(info[0], "source"));
+    const char* from = (const char*)toPtr(info[1]) + info[2].As<Napi::Number>().Int64Value();
+    char* to = (char*)toPtr(info[3]) + info[4].As<Napi::Number>().Int64Value();
+    size_t n = (size_t)info[5].As<Napi::Number>().Int64Value();
+    return guard(env, [&] {
+      const char* how = "same device";
+      bool same = src == &dst;
+      if (!same) streamAfter(dst, *src);
+      makeCurrent(dst.device_);
+      if (src->device_ == dst.device_) {
+        if (n > 0) LTS_CHECK(cudaMemcpyAsync(to, from, n, cudaMemcpyDeviceToDevice, dst.stream), "copyFrom (cudaMemcpyAsync)");
+      } else {
+        how = enablePeerAccess(dst.device_, src->device_) ? "peer" : "staged";
+        makeCurrent(dst.device_);
+        if (n > 0) LTS_CHECK(cudaMemcpyPeerAsync(to, dst.device_, from, src->device_, n, dst.stream), "copyFrom (cudaMemcpyPeerAsync)");
+      }
+      if (!same) streamAfter(*src, dst);
+      makeCurrent(dst.device_);
+      return Napi::String::New(env, how);
+    });
+  }
+
+  // Later work on `later`'s stream waits for the work enqueued so far on `first`'s stream.
+  static void streamAfter(Runtime& later, Runtime& first) {
+    makeCurrent(first.device_);
+    cudaEvent_t e;
+    LTS_CHECK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming), "copyFrom (cudaEventCreate)");
+    cudaError_t r = cudaEventRecord(e, first.stream);
+    if (r == cudaSuccess) {
+      makeCurrent(later.device_);
+      r = cudaStreamWaitEvent(later.stream, e, 0);
+    }
+    cudaEventDestroy(e);
+    if (r != cudaSuccess) throwCuda(r, "copyFrom (ordering the two streams)");
+  }
+
   Napi::Value Dispose(const Napi::CallbackInfo& info) {
     if (rt_) rt_->dispose();
     return info.Env().Undefined();
@@ -496,13 +580,40 @@ class RuntimeWrap : public Napi::ObjectWrap<RuntimeWrap> {
   std::unique_ptr<Runtime> rt_;
 };
 
+struct AddonData {
+  Napi::FunctionReference runtimeClass;
+};
+
+// (ptr) → the ordinal of the device that owns the allocation, -1 for host or unknown memory
+Napi::Value PointerDevice(const Napi::CallbackInfo& info) {
+  cudaPointerAttributes a{};
+  cudaError_t e = cudaPointerGetAttributes(&a, toPtr(info[0]));
+  if (e != cudaSuccess) {
+    cudaGetLastError();
+    return Napi::Number::New(info.Env(), -1);
+  }
+  return Napi::Number::New(info.Env(), a.type == cudaMemoryTypeDevice ? a.device : -1);
+}
+
+// () → the calling thread's current device (what the last entry point made current)
+Napi::Value CurrentDevice(const Napi::CallbackInfo& info) {
+  int d = -1;
+  if (cudaGetDevice(&d) != cudaSuccess) cudaGetLastError(), d = -1;
+  return Napi::Number::New(info.Env(), d);
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   try {
     launchers();
   } catch (const std::exception& e) {
     throw Napi::Error::New(env, e.what());
   }
-  exports.Set("Runtime", RuntimeWrap::Init(env));
+  Napi::Function runtimeClass = RuntimeWrap::Init(env);
+  env.SetInstanceData(new AddonData{Napi::Persistent(runtimeClass)});
+  exports.Set("Runtime", runtimeClass);
+  exports.Set("pointerDevice", Napi::Function::New(env, PointerDevice, "pointerDevice"));
+  exports.Set("currentDevice", Napi::Function::New(env, CurrentDevice, "currentDevice"));
+  initNccl(env, exports);
   int count = 0;
   cudaError_t e = cudaGetDeviceCount(&count);
   cudaGetLastError();
@@ -516,6 +627,17 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
 }
 
 }  // namespace
+
+DeviceRuntime* unwrapRuntime(const Napi::Value& value, const char* argument) {
+  Napi::Env env = value.Env();
+  auto* data = env.GetInstanceData<AddonData>();
+  if (!value.IsObject() || !data || !value.As<Napi::Object>().InstanceOf(data->runtimeClass.Value()))
+    throw Napi::Error::New(env, std::string(argument) + " must be a CUDA runtime (CudaBackend.runtime)");
+  Runtime* r = RuntimeWrap::Unwrap(value.As<Napi::Object>())->runtime();
+  if (!r) throw Napi::Error::New(env, std::string(argument) + ": the CUDA backend was disposed");
+  return r;
+}
+
 }  // namespace lts
 
 static Napi::Object InitModule(Napi::Env env, Napi::Object exports) { return lts::Init(env, exports); }

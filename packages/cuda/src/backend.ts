@@ -80,6 +80,30 @@ export class CudaBackend implements Backend<CudaStorage> {
     this.runtime.free(storage.ptr);
   }
 
+  /** The CUDA device ordinal this backend runs on (`cuda:<device>`). */
+  get device(): number {
+    return this.info.device;
+  }
+
+  /**
+   * Copies `byteLength` bytes of another CUDA backend's storage into `dst`, device to device
+   * (peer to peer where the GPUs allow it, else staged through the host by CUDA), ordered after
+   * the work enqueued so far on both backends; the host does not wait. False for a source that is
+   * not a CUDA backend (`copyTo` then reads it on the host).
+   */
+  copyFrom(dst: CudaStorage, source: Backend, src: unknown, byteLength: number): boolean {
+    if (!(source instanceof CudaBackend)) return false;
+    const from = src as CudaStorage;
+    if (byteLength > from.byteLength || byteLength > dst.byteLength) {
+      throw new Error(`copyFrom: byteLength ${byteLength} exceeds the source (${from.byteLength} bytes) or the destination (${dst.byteLength} bytes)`);
+    }
+    this.lastCopy = this.runtime.copyFrom(source.runtime, from.ptr, 0, dst.ptr, 0, byteLength);
+    return true;
+  }
+
+  /** How the last `copyFrom` went: on one device, GPU to GPU, or staged through the host. */
+  lastCopy: "same device" | "peer" | "staged" | null = null;
+
   write(storage: CudaStorage, bytes: Uint8Array, byteOffset = 0): void {
     if (bytes.byteLength > 0) this.runtime.write(storage.ptr, byteOffset, bytes);
   }

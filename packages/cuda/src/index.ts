@@ -9,4 +9,13 @@
  */
 export { CudaBackend, createCudaBackend, cudaUnavailableReason, type CudaBackendOptions } from "./backend.js";
 export type { CudaStorage } from "./kernels.js";
-export type { NativeRuntime, RuntimeInfo } from "./native.js";
+export type { NativeCommunicator, NativeRuntime, RuntimeInfo } from "./native.js";
+export {
+  CudaCollective,
+  createNcclCollective,
+  ncclGroup,
+  ncclUnavailableReason,
+  ncclUniqueId,
+  ncclVersion,
+  type NcclCollectiveOptions,
+} from "./collective.js";

@@ -10,6 +10,8 @@ import { fileURLToPath } from "node:url";
 
 export interface RuntimeInfo {
   name: string;
+  /** The CUDA device ordinal. */
+  device: number;
   smCount: number;
   computeCapability: string;
   totalMemory: number;
@@ -37,13 +39,51 @@ export interface NativeRuntime {
   eventCreate(): number;
   eventRecord(id: number): void;
   eventElapsed(start: number, end: number): number;
+  /**
+   * Copies bytes of `source`'s memory into this runtime's, on this runtime's stream after the work
+   * enqueued so far on both (native/addon.cc CopyFrom); says how: on one device, GPU to GPU, or
+   * staged through the host by CUDA where the GPUs cannot reach each other.
+   */
+  copyFrom(source: NativeRuntime, srcPtr: number, srcOffset: number, dstPtr: number, dstOffset: number, byteLength: number): "same device" | "peer" | "staged";
   dispose(): void;
+}
+
+/** A communicator of native/nccl.cc: NCCL calls on device pointers; counts are elements. */
+export interface NativeCommunicator {
+  /** ncclCommInitRank off the JavaScript thread: resolves once every rank has joined. */
+  init(): Promise<void>;
+  /** Returns a token for `wait` when `async` (the communication stream), else -1. */
+  allReduce(send: number, recv: number, count: number, dtype: number, op: string, async: boolean): number;
+  allGather(send: number, recv: number, sendCount: number, dtype: number): void;
+  reduceScatter(send: number, recv: number, recvCount: number, dtype: number, op: string): void;
+  broadcast(send: number, recv: number, count: number, dtype: number, root: number): void;
+  send(ptr: number, count: number, dtype: number, peer: number): void;
+  recv(ptr: number, count: number, dtype: number, peer: number): void;
+  /** Later work on the compute stream waits for the asynchronous collective `token`. */
+  wait(token: number): void;
+  /** Why the communicator failed ("" while it has not). */
+  failure(): string;
+  dispose(): void;
+}
+
+export interface NativeNccl {
+  /** The loaded library, or throws saying where it looked and which variable to set. */
+  version(): { code: number; version: string; path: string };
+  uniqueId(): Uint8Array;
+  groupStart(): void;
+  groupEnd(): void;
+  Communicator: new (runtime: NativeRuntime, uniqueId: Uint8Array, worldSize: number, rank: number, timeoutMs: number) => NativeCommunicator;
 }
 
 export interface NativeAddon {
   Runtime: new (device?: number) => NativeRuntime;
   deviceCount: number;
   deviceError: string;
+  /** The device that owns a device pointer (cudaPointerGetAttributes); -1 for other memory. */
+  pointerDevice(ptr: number): number;
+  /** The calling thread's current CUDA device. */
+  currentDevice(): number;
+  nccl: NativeNccl;
 }
 
 /** The package root: this file is src/native.ts in tests and dist/index.js once built. */
@@ -58,8 +98,13 @@ export function loadAddon(): NativeAddon {
   return cached.addon;
 }
 
+/** The addon file loaded (or looked for): LIGHTNING_CUDA_ADDON, else the package's build. */
+export function addonPath(): string {
+  return process.env.LIGHTNING_CUDA_ADDON ?? join(packageRoot, "build", "Release", "lightning_cuda.node");
+}
+
 function tryLoad(): { addon: NativeAddon } | { reason: string } {
-  const file = process.env.LIGHTNING_CUDA_ADDON ?? join(packageRoot, "build", "Release", "lightning_cuda.node");
+  const file = addonPath();
   if (!existsSync(file)) {
     const statusFile = join(packageRoot, "build", "cuda-status.json");
     if (existsSync(statusFile)) {
