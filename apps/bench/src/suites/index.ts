@@ -1,10 +1,11 @@
 /** Every suite, by command name. A new suite (attention, decode, model, tokenizer) is one line here. */
 import type { Suite } from "../suite.js";
 import { attentionSuite } from "./attention.js";
+import { collectivesSuite } from "./collectives.js";
 import { decodeSuite } from "./decode.js";
 import { matmulSuite } from "./matmul.js";
 import { modelSuite } from "./model.js";
 import { serveSuite } from "./serve.js";
 import { tokenizerSuite } from "./tokenizer.js";
 
-export const SUITES: readonly Suite[] = [attentionSuite, decodeSuite, matmulSuite, modelSuite, tokenizerSuite, serveSuite];
+export const SUITES: readonly Suite[] = [attentionSuite, decodeSuite, matmulSuite, modelSuite, tokenizerSuite, serveSuite, collectivesSuite];
