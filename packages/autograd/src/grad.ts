@@ -9,7 +9,7 @@
  * are not supported.
  */
 import { isFloat, ones, reshape, scope, Tensor, zeros } from "@lightning-ts/tensor";
-import { Tape } from "./tape.js";
+import { type LeafGradHook, Tape } from "./tape.js";
 import { flattenTree, forEachLeaf, type GradTree, mapTree } from "./tree.js";
 
 export type ArgNums = number | readonly number[];
@@ -22,6 +22,13 @@ export type GradsOf<A extends readonly unknown[], N extends ArgNums> = N extends
 export interface GradOptions<N extends ArgNums> {
   /** Which arguments to differentiate: an index (default 0) or a list of indices. */
   argnums?: N;
+  /**
+   * Called during the backward pass as soon as the gradient of a leaf of the differentiated
+   * arguments is final (no later op adds to it), with null for a leaf that gets no gradient (its
+   * gradient is zeros). The gradient belongs to the pass: use it (e.g. start an all-reduce) or
+   * `retain` it, never dispose it. Data-parallel training overlaps its all-reduces this way.
+   */
+  onLeafGrad?: LeafGradHook;
 }
 
 /**
@@ -51,7 +58,7 @@ export function valueAndGrad<A extends unknown[], const N extends ArgNums = 0>(
     }
     let grads: unknown[];
     try {
-      grads = pullback.run([[out, ones(out.shape, { dtype: out.dtype, backend: out.backend })]]);
+      grads = pullback.run([[out, ones(out.shape, { dtype: out.dtype, backend: out.backend })]], options.onLeafGrad);
     } catch (err) {
       if (!isArgument(args, out)) out.dispose();
       throw err;
@@ -134,7 +141,7 @@ export function vjp<P extends unknown[], R>(fn: (...primals: P) => R, ...primals
 }
 
 interface Pullback {
-  run(seeds: [Tensor, Tensor][]): unknown[];
+  run(seeds: [Tensor, Tensor][], onLeafGrad?: LeafGradHook): unknown[];
   dispose(): void;
 }
 
@@ -152,10 +159,10 @@ function record<A extends unknown[], R>(fn: (...args: A) => R, args: A, wrt: unk
     tape.stop();
   }
   const pullback: Pullback = {
-    run(seeds) {
+    run(seeds, onLeafGrad) {
       let ct: Map<Tensor, Tensor>;
       try {
-        ct = tape.backward(seeds);
+        ct = tape.backward(seeds, onLeafGrad);
       } finally {
         tape.dispose();
       }

@@ -20,4 +20,6 @@ export {
   type Nondiff,
   type Saves,
 } from "./rules.js";
+export { customOp, type CustomBackward, type CustomOpOptions } from "./custom.js";
+export type { LeafGradHook } from "./tape.js";
 export { disposeTree, flattenTree, forEachLeaf, mapTree, type GradTree } from "./tree.js";

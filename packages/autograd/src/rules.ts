@@ -13,7 +13,9 @@
  */
 import {
   add,
+  type Backend,
   cast,
+  copyTo,
   cos,
   div,
   embedding,
@@ -64,6 +66,8 @@ export interface BackwardContext<K extends OpName> {
   /** Shapes and dtypes of every input and output, known whether or not they were saved. */
   readonly inputs: readonly TensorInfo[];
   readonly outputs: readonly TensorInfo[];
+  /** The backend of each input (where its gradient must live). */
+  readonly backends: readonly Backend[];
   /** Which inputs need a gradient: float inputs that depend on the differentiated arguments. */
   readonly needs: readonly boolean[];
   /** Saved input `i`; throws if the rule's `saves` did not list it. */
@@ -279,6 +283,7 @@ export const GRAD_RULES: GradRuleTable = {
   },
   expand: { backward: ([g], { inputs }) => [unbroadcast(g, inputs[0].shape)] },
   copy: { backward: ([g]) => [g] },
+  copyTo: { backward: ([g], { backends }) => [copyTo(g, backends[0])] },
   cast: { backward: ([g], { inputs }) => [cast(g, inputs[0].dtype)] },
 
   // Indexing: gather and scatterAdd are each other's adjoints; both save the indices.

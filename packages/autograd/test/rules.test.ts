@@ -11,6 +11,8 @@ import {
   cast,
   concat,
   copy,
+  copyTo,
+  createCpuBackend,
   div,
   embedding,
   embeddingBackward,
@@ -43,6 +45,8 @@ import {
 import { describe, expect, it } from "vitest";
 import { assertGrad, type CheckGradOptions, GRAD_RULES, isNondiff } from "../src/index.js";
 import { awayFromZero, ints, mask, positive, rand } from "./helpers.js";
+
+const otherCpu = createCpuBackend({ threads: 1 });
 
 interface Case {
   name: string;
@@ -168,6 +172,17 @@ const CASES: Partial<Record<OpName, Case[]>> = {
   ],
   expand: [{ name: "[3, 1] → [2, 3, 5]", fn: (x) => expand(x, [2, 3, 5]), inputs: () => [rand(70, [3, 1])] }],
   copy: [{ name: "copy(x) · x", fn: (x) => mul(copy(x), x), inputs: () => [rand(71, [3, 5])] }],
+  copyTo: [
+    {
+      // Computed on a second CPU backend and brought back: each gradient crosses both ways.
+      name: "copyTo(copyTo(x, other)², x's backend) · x",
+      fn: (x) => {
+        const far = copyTo(x, otherCpu);
+        return mul(copyTo(mul(far, far), x.backend), x);
+      },
+      inputs: () => [rand(72, [2, 7])],
+    },
+  ],
   cast: [
     {
       // x stays f32 so that the cast really changes dtype; the step is exact in f32.

@@ -95,6 +95,13 @@ export interface Backend<S = any> {
   resetPeakMemory?(): void;
   /** Per-kernel timing (`profileOps`); absent where the backend cannot time its kernels. */
   readonly timer?: KernelTimer;
+  /**
+   * Copies `byteLength` bytes of another backend's storage into `dst` (a device-to-device copy,
+   * e.g. between two GPUs), ordered after the work already enqueued on both. Returns false when
+   * it cannot copy from that backend; `copyTo` then goes through the host (the source's
+   * `readSync` and this backend's `write`).
+   */
+  copyFrom?(dst: S, source: Backend, src: unknown, byteLength: number): boolean;
   /** Releases every resource; the backend cannot be used afterwards. */
   dispose(): void;
   readonly kernels: KernelTable<S>;

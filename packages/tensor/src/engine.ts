@@ -84,16 +84,19 @@ export function runOp<K extends OpName>(op: K, inputs: readonly Tensor[], attrs:
     inputs.map((t) => ({ shape: [...t.shape], dtype: t.dtype })),
     attrs,
   );
+  const opName: OpName = op; // narrows to a KernelOpName below, where the generic K does not
+  const target = opName === "copyTo" ? ((attrs as OpAttrs["copyTo"]).backend as Backend) : be;
   for (const info of infos) {
-    if (!be.capabilities.dtypes.includes(info.dtype)) {
-      throw new UnsupportedOpError(op, be.name, `dtype ${info.dtype} is not available (it has ${be.capabilities.dtypes.join(", ")})`);
+    if (!target.capabilities.dtypes.includes(info.dtype)) {
+      throw new UnsupportedOpError(op, target.name, `dtype ${info.dtype} is not available (it has ${target.capabilities.dtypes.join(", ")})`);
     }
   }
 
   let outputs: Tensor[];
-  const opName: OpName = op; // narrows to a KernelOpName below, where the generic K does not
   if (opName === "reshape") {
     outputs = [new Tensor(inputs[0].handle, infos[0].shape, infos[0].dtype)];
+  } else if (opName === "copyTo") {
+    outputs = [transfer(inputs[0], target)];
   } else {
     const kernel = be.kernels[opName];
     if (kernel === undefined) return decompose(op as CompositeOpName, inputs, attrs as never, infos, be);
@@ -106,7 +109,7 @@ export function runOp<K extends OpName>(op: K, inputs: readonly Tensor[], attrs:
     });
     const ref = (t: Tensor): TensorRef<unknown> => ({ storage: t.handle.storage, shape: t.shape, dtype: t.dtype, size: t.size });
     try {
-      (kernel as Kernel<KernelOpName, unknown>)({ inputs: inputs.map(ref), outputs: outputs.map(ref), attrs });
+      (kernel as Kernel<KernelOpName, unknown>)({ inputs: inputs.map(ref), outputs: outputs.map(ref), attrs: attrs as OpAttrs[KernelOpName] });
     } catch (err) {
       for (const t of outputs) t.dispose();
       throw err;
@@ -114,6 +117,30 @@ export function runOp<K extends OpName>(op: K, inputs: readonly Tensor[], attrs:
   }
   notify({ op, inputs, attrs, outputs });
   return outputs;
+}
+
+/** `copyTo`: x's bytes into new storage on `target` (a view when x is there already). */
+function transfer(x: Tensor, target: Backend): Tensor {
+  const source = x.backend;
+  if (target === source) return new Tensor(x.handle, x.shape, x.dtype);
+  const byteLength = x.size * byteSize(x.dtype);
+  const storage: unknown = target.allocate(byteLength);
+  try {
+    if (!target.copyFrom?.(storage, source, x.handle.storage, byteLength)) {
+      if (!source.readSync) {
+        throw new UnsupportedOpError(
+          "copyTo",
+          target.name,
+          `${backendLabel(target)} cannot copy from ${backendLabel(source)} directly (no copyFrom for it) and the source cannot read synchronously; read the tensor (await x.data()) and create it on the destination`,
+        );
+      }
+      if (byteLength > 0) target.write(storage, source.readSync(x.handle.storage, 0, byteLength), 0);
+    }
+  } catch (err) {
+    target.free(storage);
+    throw err;
+  }
+  return new Tensor({ backend: target, storage, byteLength, refs: 0 }, x.shape, x.dtype);
 }
 
 function notify(record: OpRecord): void {

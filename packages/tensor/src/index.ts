@@ -21,6 +21,15 @@ export { OP_SPECS, matmulDims, type OpSpec, type OpSpecTable, type TensorInfo } 
 export * from "./api/ops.js";
 export * from "./api/lightning.js";
 export type { Collective, PendingCollective, ReduceOp } from "./collectives.js";
+export {
+  CollectiveAbortedError,
+  CollectiveTimeoutError,
+  CpuCollective,
+  abortCpuGroup,
+  createCpuGroup,
+  type CpuGroupOptions,
+  type CpuGroupShared,
+} from "./collectives-cpu.js";
 export { formatProfile, profileOps, type OpProfile, type OpProfileRow } from "./profile.js";
 export { addOpObserver, getBackend, setBackend, setDefaultBackendFactory, type OpObserver, type OpRecord } from "./engine.js";
 export {

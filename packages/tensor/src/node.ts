@@ -1,4 +1,4 @@
-/** Node-only entry: file IO for safetensors checkpoints. */
+/** Node-only entry: file IO for safetensors checkpoints, and CPU collective groups on worker threads. */
 export {
   INDEX_FILE,
   readSafetensors,
@@ -10,3 +10,4 @@ export {
   type Checkpoint,
   type ReadOptions,
 } from "./safetensors-node.js";
+export { CpuGroupError, cpuRank, runCpuGroup, type CpuRankContext, type RunCpuGroupOptions } from "./collectives-group.js";

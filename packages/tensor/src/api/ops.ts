@@ -301,6 +301,17 @@ export function copy(x: Tensor): Tensor {
   return run1("copy", [x], {});
 }
 
+/**
+ * `x` on another backend (another device), with a gradient that copies back; the same tensor's
+ * storage when `backend` is x's own.
+ *
+ * @example
+ * const y = copyTo(x, gpu1); // x stays on its backend
+ */
+export function copyTo(x: Tensor, backend: Backend): Tensor {
+  return run1("copyTo", [x], { backend });
+}
+
 export function cast(x: Tensor, dtype: DType): Tensor {
   return run1("cast", [x], { dtype });
 }

@@ -110,6 +110,13 @@ export interface OpAttrs {
   expand: { shape: number[] };
   copy: None;
   cast: { dtype: DType };
+  /**
+   * The same values on another backend (another device): the one op whose output lives elsewhere
+   * than its input. The engine moves the bytes (the destination's `copyFrom`, else a synchronous
+   * read and a write); its gradient copies back. `backend` is a Backend, typed loosely here
+   * because ops/ sits below the backend contract.
+   */
+  copyTo: { backend: { readonly name: string } };
   // Indexing. gather(x, idx i32): takes along `axis` (numpy.take). scatterAdd(updates, idx) is its adjoint.
   gather: { axis: number };
   scatterAdd: { axis: number; size: number };
@@ -162,9 +169,11 @@ export interface OpAttrs {
 
 export type OpName = keyof OpAttrs;
 
-/** Ops that never reach a kernel: the engine implements them on storage directly. */
+/** Views: a new handle on the same storage. */
 export type ViewOpName = "reshape";
-export type KernelOpName = Exclude<OpName, ViewOpName>;
+/** Ops that never reach a kernel: the engine implements them on storage directly. */
+export type StorageOpName = ViewOpName | "copyTo";
+export type KernelOpName = Exclude<OpName, StorageOpName>;
 
 export const UNARY_OPS = [
   "neg", "abs", "exp", "log", "sqrt", "rsqrt", "square", "reciprocal",

@@ -290,6 +290,14 @@ export const OP_SPECS: OpSpecTable = {
     },
   },
   copy: { inputs: ["x"], infer: ([x]) => [{ shape: [...x.shape], dtype: x.dtype }] },
+  copyTo: {
+    inputs: ["x"],
+    infer([x], { backend }) {
+      const ok = typeof backend === "object" && backend !== null && typeof (backend as { allocate?: unknown }).allocate === "function";
+      if (!ok) argError("copyTo", "backend", "a Backend", backend === null ? "null" : typeof backend);
+      return [{ shape: [...x.shape], dtype: x.dtype }];
+    },
+  },
   cast: {
     inputs: ["x"],
     infer([x], { dtype }) {
