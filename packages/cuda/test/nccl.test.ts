@@ -295,6 +295,35 @@ describe.skipIf(reason !== null)("two CUDA backends in one process", () => {
     }
   });
 
+  // Kernels with per-device state (a cuBLAS handle, an opted-in shared memory size) must set it up
+  // on each device: the second device computes exactly what the first did.
+  it("matmul and Lightning Attention on the second device after the first", async () => {
+    const b0 = createCudaBackend({ device: 0 });
+    const b1 = createCudaBackend({ device: 1 });
+    try {
+      const rng = seeded(1822);
+      for (const dtype of ["f32", "bf16"] as DType[]) {
+        const a = rng.array(257 * 129);
+        const b = rng.array(129 * 67);
+        const [q, k, v] = [0, 1, 2].map(() => rng.array(2 * 3 * 1031 * 128, 0.5));
+        const run = (be: CudaBackend) => {
+          const m = T.matmul(T.tensor(a, [257, 129], { dtype, backend: be }), T.tensor(b, [129, 67], { dtype, backend: be }));
+          const t = (x: Float64Array) => T.tensor(x, [2, 3, 1031, 128], { dtype, backend: be });
+          const slopes = T.tensor([0.5, 0.25, 0.125], [3], { backend: be });
+          return [m, T.lightningAttention(t(q), t(k), t(v), slopes)];
+        };
+        const [m0, o0] = run(b0);
+        const [m1, o1] = run(b1);
+        expect([device(m1), device(o1)]).toEqual([1, 1]);
+        expectEqual(await values(m1), await values(m0), `matmul ${dtype} on cuda:1 against cuda:0`);
+        expectEqual(await values(o1), await values(o0), `lightningAttention ${dtype} on cuda:1 against cuda:0`);
+      }
+    } finally {
+      b0.dispose();
+      b1.dispose();
+    }
+  });
+
   it("copyFrom copies between the two devices, ordered after both streams", async () => {
     const b0 = createCudaBackend({ device: 0 });
     const b1 = createCudaBackend({ device: 1 });
