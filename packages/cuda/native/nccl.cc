@@ -68,8 +68,12 @@ std::vector<std::string> wheelPatterns() {
   std::vector<std::string> roots;
   if (const char* venv = getenv("VIRTUAL_ENV"); venv && *venv) roots.push_back(std::string(venv) + "/lib/python3*/site-packages");
   if (const char* conda = getenv("CONDA_PREFIX"); conda && *conda) roots.push_back(std::string(conda) + "/lib/python3*/site-packages");
-  if (const char* home = getenv("HOME"); home && *home) roots.push_back(std::string(home) + "/.local/lib/python3*/site-packages");
-  for (const char* prefix : {"/usr/local/lib", "/usr/lib", "/usr/lib64", "/opt/conda/lib"})
+  if (const char* home = getenv("HOME"); home && *home) {
+    roots.push_back(std::string(home) + "/.local/lib/python3*/site-packages");
+    roots.push_back(std::string(home) + "/.venv/lib/python3*/site-packages");
+  }
+  // System Pythons, then environments kept under /opt (/opt/conda, /opt/venv, /opt/pytorch...).
+  for (const char* prefix : {"/usr/local/lib", "/usr/lib", "/usr/lib64", "/opt/*/lib"})
     for (const char* dir : {"site-packages", "dist-packages"}) roots.push_back(std::string(prefix) + "/python3*/" + dir);
   std::vector<std::string> out;
   for (auto& r : roots) out.push_back(r + tail);
