@@ -90,7 +90,7 @@ export function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
  * package (below tnl) does not import it.
  */
 export interface TnlModelApi<P, C> {
-  loadCheckpoint(dir: string): Promise<{ params: P; config: C }>;
+  loadCheckpoint(dir: string, options: { dtype: "f32" }): Promise<{ params: P; config: C }>;
   forward(params: P, config: C, ids: number[][]): Tensor;
   disposeParams(params: P): void;
 }
@@ -108,7 +108,8 @@ export async function fixtureLogitDiffs<P, C>(backend: Backend, tnl: TnlModelApi
   const previous = getBackend();
   setBackend(backend);
   try {
-    const model = await tnl.loadCheckpoint(FIXTURE_DIR);
+    // f32 whatever the backend would load by default: the official logits are f32.
+    const model = await tnl.loadCheckpoint(FIXTURE_DIR, { dtype: "f32" });
     const diffs = { "logits.bin": 0, "logits300.bin": 0 };
     for (const [ids, file] of [[fixture.input_ids, "logits.bin"], [fixture.input_ids_300, "logits300.bin"]] as const) {
       const logits = tnl.forward(model.params, model.config, ids);

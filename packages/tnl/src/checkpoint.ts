@@ -10,7 +10,7 @@
 import { existsSync, statSync } from "node:fs";
 import { mkdir, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
-import { type Backend, cast, collectTensors, type DType, scope, type Tensor, toTensor } from "@lightning-ts/tensor";
+import { type Backend, cast, collectTensors, getBackend, scope, type Tensor, toTensor } from "@lightning-ts/tensor";
 import {
   INDEX_FILE,
   readSafetensors,
@@ -19,6 +19,8 @@ import {
   writeShardedSafetensors,
 } from "@lightning-ts/tensor/node";
 import { configFromHf, type ConfigOptions, configToHf, type TnlConfig } from "./config.js";
+import { loadDType } from "./load-dtype.js";
+import type { ModelDType } from "./precision.js";
 import { parameterSpecs, type TnlModel, type TnlParams } from "./params.js";
 import { TorchCheckpoint } from "./torch/file.js";
 
@@ -167,10 +169,13 @@ export function planLoad(config: TnlConfig, stored: Map<string, StoredEntry>, di
 
 export interface LoadOptions extends ConfigOptions {
   /**
-   * Dtype of the parameters in memory (default f32, whatever the file stores). Weights stored in
-   * it are taken bit for bit; others are converted once (f32 → bf16/f16 rounds to nearest even).
+   * Dtype of the parameters in memory. Weights stored in it are taken bit for bit; others are
+   * converted once (to bf16/f16 rounding to nearest even). Default: by backend and file
+   * (`defaultLoadDType`): bf16 on cuda for bf16/f16 checkpoints, f16 on webgpu with shader-f16,
+   * else f32. A dtype the backend lacks is a `TnlInputError`.
    */
-  dtype?: DType;
+  dtype?: ModelDType;
+  /** Where the weights go (default: the current backend). */
   backend?: Backend;
 }
 
@@ -183,10 +188,11 @@ export interface LoadOptions extends ConfigOptions {
  * const logits = forward(model.params, model.config, [[1, 2, 3]]);
  */
 export async function loadCheckpoint(path: string, options: LoadOptions = {}): Promise<TnlModel> {
-  const dtype = options.dtype ?? "f32";
   const { dir } = resolveModelPath(path);
   const config = await readConfig(path, options);
-  const plan = planLoad(config, await listStoredTensors(path), path);
+  const stored = await listStoredTensors(path);
+  const plan = planLoad(config, stored, path);
+  const dtype = loadDType(options.backend ?? getBackend(), storedDTypes(plan, stored), options.dtype, "loadCheckpoint dtype");
   const byFile = new Map<string, string[]>();
   for (const [name, file] of plan) byFile.set(file, [...(byFile.get(file) ?? []), name]);
   const loaded = new Map<string, Tensor>();
@@ -311,6 +317,10 @@ export async function inspectCheckpoint(path: string, options: ConfigOptions = {
   const files = [...new Set([...stored.values()].map((e) => e.file))].sort();
   let bytes = 0;
   for (const f of files) bytes += (await stat(join(dir, f))).size;
-  const dtypes = [...new Set([...plan.keys()].map((n) => stored.get(n)!.dtype))].sort();
-  return { config, files, bytes, dtypes };
+  return { config, files, bytes, dtypes: storedDTypes(plan, stored) };
+}
+
+/** The stored dtypes (safetensors names) of the tensors a load reads, sorted. */
+function storedDTypes(plan: Map<string, string>, stored: Map<string, StoredEntry>): string[] {
+  return [...new Set([...plan.keys()].map((n) => stored.get(n)!.dtype))].sort();
 }

@@ -12,7 +12,8 @@
  * sharded), or one weight file in it. Unknown config.json keys are warnings on stderr.
  *
  * --dtype loads the weights in that dtype and computes in it (bf16 weights stored as BF16 are taken
- * bit for bit; f32 ones are rounded once); the default is the backend's (f32 on the CPU).
+ * bit for bit; f32 ones are rounded once); the default depends on the backend and the checkpoint
+ * (load-dtype.ts: bf16 on cuda for bf16/f16 checkpoints, f16 on webgpu with shader-f16, else f32).
  *
  * With --prompt, generate prints the prompt and then its continuation, as a text-generation
  * pipeline returns the full text; --no-echo prints the continuation alone.
@@ -32,7 +33,8 @@ import { generate, type GenerateOptions } from "./generate.js";
 import { TnlInputError } from "./errors.js";
 import { forward } from "./model.js";
 import { disposeParams } from "./params.js";
-import { DTYPE_HELP, resolveDType } from "./precision.js";
+import { defaultLoadDType, LOAD_DTYPE_HELP } from "./load-dtype.js";
+import { resolveDType } from "./precision.js";
 
 export interface CliIO {
   stdout: (text: string) => void;
@@ -106,6 +108,8 @@ async function info(opts: { model: string; json?: boolean }, io: CliIO): Promise
     files,
     fileBytes: bytes,
     storedDtypes: dtypes,
+    /** What logits and generate load the weights in on this backend without --dtype. */
+    loadDtype: defaultLoadDType(getBackend(), dtypes),
     memoryBytes: { f32: params * 4, bf16: params * 2 },
     stateBytesPerSequence: stateBytesPerSequence(config),
   };
@@ -118,14 +122,14 @@ async function info(opts: { model: string; json?: boolean }, io: CliIO): Promise
       `model       ${opts.model}`,
       `config      ${summary.config}`,
       `parameters  ${params.toLocaleString("en-US")} (${params >= 1e9 ? `${(params / 1e9).toFixed(2)}B` : `${(params / 1e6).toFixed(2)}M`})`,
-      `weights     ${files.length} file(s), ${fmtBytes(bytes)} on disk, stored as ${dtypes.join("/")}`,
+      `weights     ${files.length} file(s), ${fmtBytes(bytes)} on disk, stored as ${dtypes.join("/")}; loaded as ${summary.loadDtype} on ${getBackend().name} unless --dtype says otherwise`,
       `memory      ${fmtBytes(params * 4)} in f32, ${fmtBytes(params * 2)} in bf16; recurrent state ${fmtBytes(summary.stateBytesPerSequence)} per sequence, any length`,
     ].join("\n") + "\n",
   );
 }
 
 async function logits(opts: { model: string; ids: string; out: string; blockSize?: number; dtype?: string }, io: CliIO): Promise<void> {
-  const dtype = resolveDType(getBackend(), opts.dtype);
+  const dtype = opts.dtype === undefined ? undefined : resolveDType(getBackend(), opts.dtype);
   if (!existsSync(opts.ids)) throw new TnlInputError(`--ids: file ${opts.ids} does not exist`);
   const ids = parseIds(await readFile(opts.ids, "utf8"), opts.ids);
   const model = await loadCheckpoint(opts.model, { dtype, ...warnTo(io) });
@@ -164,7 +168,7 @@ interface GenerateFlags {
 }
 
 async function runGenerate(opts: GenerateFlags, io: CliIO): Promise<void> {
-  const dtype = resolveDType(getBackend(), opts.dtype);
+  const dtype = opts.dtype === undefined ? undefined : resolveDType(getBackend(), opts.dtype);
   if ((opts.promptIds === undefined) === (opts.prompt === undefined)) throw new TnlInputError("give exactly one of --prompt-ids and --prompt");
   if (opts.prompt !== undefined && opts.tokenizer === undefined) throw new TnlInputError("--prompt needs --tokenizer FILE (a tokenizer.json)");
   if (opts.tokenizer !== undefined && !existsSync(opts.tokenizer)) throw new TnlInputError(`--tokenizer: file ${opts.tokenizer} does not exist`);
@@ -242,7 +246,7 @@ function program(io: CliIO): Command {
     .exitOverride()
     .configureOutput({ writeOut: io.stdout, writeErr: io.stderr });
   const withModel = (c: Command) => c.requiredOption("--model <dir>", "Hugging Face TNL directory (config.json + safetensors or pytorch_model*.bin), or a weight file in it");
-  const withDType = (c: Command) => c.option("--dtype <dtype>", `weights and compute in ${DTYPE_HELP}`);
+  const withDType = (c: Command) => c.option("--dtype <dtype>", `weights and compute in ${LOAD_DTYPE_HELP}`);
 
   withModel(cmd.command("info").description("config summary, parameter count and memory"))
     .option("--json", "print JSON")

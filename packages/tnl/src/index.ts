@@ -16,6 +16,7 @@ export * from "./sampling.js";
 export * from "./generate.js";
 export * from "./train-step.js";
 export * from "./precision.js";
+export * from "./load-dtype.js";
 export * from "./published.js";
 export * from "./convert.js";
 export { TorchCheckpoint, type TorchTensorInfo } from "./torch/file.js";

@@ -243,6 +243,6 @@ describe("--dtype", () => {
     const help = io();
     await main(["generate", "--help"], help.io);
     expect(help.r.out).toContain("--dtype <dtype>");
-    expect(help.r.out.replace(/\s+/g, " ")).toContain("default: bf16 on cuda, f32 on cpu and webgpu");
+    expect(help.r.out.replace(/\s+/g, " ")).toContain("default: bf16 on cuda for bf16/f16 checkpoints, f16 on webgpu with shader-f16, else f32");
   });
 });
