@@ -18,7 +18,7 @@ import {
   ncclUniqueId,
   ncclVersion,
 } from "@lightning-ts/cuda";
-import { type DType, decode, encode, Tensor } from "@lightning-ts/tensor";
+import { type DType, decode, encode, randomNormal, type Tensor } from "@lightning-ts/tensor";
 import { spawnSync } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import { type BenchResult, intList, result, type Suite, summarise } from "../suite.js";
@@ -36,30 +36,9 @@ interface CollectivesOptions {
 
 const busFactor = (n: number) => (2 * (n - 1)) / n;
 
-/** mulberry32: seeded values in [-1, 1), never all zero. */
-function random(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return (((t ^ (t >>> 14)) >>> 0) / 2 ** 32) * 2 - 1;
-  };
-}
-
-/** A buffer of `count` seeded values, written in 64 MiB pieces (the host never holds a whole GiB twice). */
+/** Seeded normal values, made on the GPU (a GiB made on the host would take longer than the benchmark). */
 function filled(backend: CudaBackend, count: number, dtype: DType, seed: number): Tensor {
-  const esize = dtype === "f32" ? 4 : 2;
-  const storage = backend.allocate(count * esize);
-  const next = random(seed);
-  const piece = (64 * MIB) / esize;
-  for (let at = 0; at < count; at += piece) {
-    const n = Math.min(piece, count - at);
-    const raw = encode(dtype, Float64Array.from({ length: n }, next));
-    backend.write(storage, new Uint8Array(raw.buffer, raw.byteOffset, raw.byteLength), at * esize);
-  }
-  return new Tensor({ backend, storage, byteLength: count * esize, refs: 0 }, [count], dtype);
+  return randomNormal([count], { seed, dtype, backend });
 }
 
 /** The elements at `positions` of a tensor, read piece by piece. */
