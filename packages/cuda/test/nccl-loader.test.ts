@@ -2,13 +2,15 @@
  * NCCL is loaded at run time: a LIGHTNING_NCCL_LIBRARY that points at no library is an error that
  * names the variable and the path, raised when NCCL is first needed (the addon itself loads). Needs
  * the addon but no GPU and no NCCL, so it runs in CI; skipped, with the reason printed, where the
- * addon was not built. (Own file: the library is looked up once per process.)
+ * addon was not built. (Own file: the library is looked up once per process.) Arguments of
+ * createNcclCollective are checked before anything is loaded, so that part runs everywhere.
  */
 import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
-import { ncclUnavailableReason, ncclUniqueId } from "../src/index.js";
+import { createCpuBackend } from "@lightning-ts/tensor";
+import { type CudaBackend, createNcclCollective, ncclUnavailableReason, ncclUniqueId } from "../src/index.js";
 import { loadAddon } from "../src/native.js";
 
 let reason: string | null = null;
@@ -30,5 +32,16 @@ describe.skipIf(reason !== null)("NCCL loader", () => {
     // Using NCCL throws the same message; the addon (and the rest of the backend) still loads.
     expect(() => ncclUniqueId()).toThrow(`LIGHTNING_NCCL_LIBRARY=${missing}`);
     expect(typeof loadAddon().deviceCount).toBe("number");
+  });
+});
+
+describe("createNcclCollective arguments", () => {
+  it("refuses a backend that is not a CUDA backend, by name", async () => {
+    const cpu = createCpuBackend();
+    const id = new Uint8Array(128);
+    await expect(createNcclCollective({ backend: cpu as unknown as CudaBackend, rank: 0, worldSize: 2, uniqueId: id })).rejects.toThrow(
+      "createNcclCollective: backend must be a CudaBackend, got CpuBackend",
+    );
+    cpu.dispose();
   });
 });

@@ -250,13 +250,17 @@ describe.skipIf(reason !== null)("NCCL on two GPUs", () => {
     await Promise.all(ncclGroup(() => [c0.barrier(), c1.barrier()]));
   });
 
-  it("refuses bad input by name", () => {
+  it("refuses bad input by name", async () => {
     const x0 = T.tensor([1, 2, 3], [3], { backend: b0 });
     const x1 = T.tensor([1, 2, 3], [3], { backend: b1 });
     expect(() => ncclGroup(() => c0.allReduce(x1))).toThrow(/allReduce: x must be a tensor on this collective's backend \(cuda:0, rank 0\), got one on cuda:1/);
     expect(() => ncclGroup(() => c0.allReduce(x0, "prod" as ReduceOp))).toThrow(/op must be one of "sum", "avg", "max", "min", got "prod"/);
     expect(() => ncclGroup(() => c0.reduceScatter(x0))).toThrow(/first dim divisible by worldSize 2, got f32\[3\]/);
     expect(() => ncclGroup(() => c0.broadcast(x0, 2))).toThrow(/root must be a rank in \[0, 2\), got 2/);
+    const uniqueId = ncclUniqueId();
+    await expect(createNcclCollective({ backend: b0, rank: 2, worldSize: 2, uniqueId })).rejects.toThrow("rank must be an integer in [0, 2), got 2");
+    await expect(createNcclCollective({ backend: b0, rank: 0, worldSize: 0, uniqueId })).rejects.toThrow("worldSize must be a positive integer, got 0");
+    await expect(createNcclCollective({ backend: b0, rank: 0, worldSize: 2, uniqueId: uniqueId.slice(0, 12) })).rejects.toThrow("uniqueId must be the 128 bytes of ncclUniqueId(), got 12 bytes");
     // Two ranks of one communicator in this thread: alone, the call would wait forever.
     expect(() => c0.allReduce(x0)).toThrow(/ranks 0, 1 of this communicator live in this thread.*ncclGroup/);
     x0.dispose();
