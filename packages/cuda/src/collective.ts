@@ -186,7 +186,7 @@ export class CudaCollective implements Collective {
   allReduce(x: Tensor, op: ReduceOp = "sum"): Tensor {
     this.#enter("allReduce");
     this.#check("allReduce", "x", x);
-    this.#checkOp("allReduce", op);
+    this.#checkOp("allReduce", op, x.dtype);
     const y = this.#output(x.shape, x.dtype);
     if (x.size > 0) this.#call(() => this.#comm.allReduce(ptr(x), ptr(y), x.size, code(x.dtype), op, false), [x, y], y);
     return y;
@@ -195,7 +195,7 @@ export class CudaCollective implements Collective {
   allReduceAsync(x: Tensor, op: ReduceOp = "sum"): PendingCollective {
     this.#enter("allReduceAsync");
     this.#check("allReduceAsync", "x", x);
-    this.#checkOp("allReduceAsync", op);
+    this.#checkOp("allReduceAsync", op, x.dtype);
     const y = this.#output(x.shape, x.dtype);
     if (x.size === 0) return { value: y, wait: () => y };
     let token = -1;
@@ -229,7 +229,7 @@ export class CudaCollective implements Collective {
   reduceScatter(x: Tensor, op: ReduceOp = "sum"): Tensor {
     this.#enter("reduceScatter");
     this.#check("reduceScatter", "x", x);
-    this.#checkOp("reduceScatter", op);
+    this.#checkOp("reduceScatter", op, x.dtype);
     if (x.rank === 0 || x.shape[0] % this.worldSize !== 0) {
       throw new Error(`reduceScatter: x must have a first dim divisible by worldSize ${this.worldSize}, got ${x.describe()}`);
     }
@@ -316,8 +316,10 @@ export class CudaCollective implements Collective {
     if (!NCCL_DTYPES.includes(x.dtype)) throw new Error(`${method}: ${name} must have dtype ${NCCL_DTYPES.join(", ")}, got ${x.dtype}`);
   }
 
-  #checkOp(method: string, op: unknown): void {
+  /** As the CPU implementation: `avg` only for float dtypes (an integer mean would have to round). */
+  #checkOp(method: string, op: unknown, dtype: DType): void {
     if (!REDUCE_OPS.includes(op as ReduceOp)) throw new Error(`${method}: op must be one of ${REDUCE_OPS.map((o) => `"${o}"`).join(", ")}, got ${JSON.stringify(op)}`);
+    if (op === "avg" && (dtype === "i32" || dtype === "u8")) throw new Error(`${method}: op must be "sum", "max" or "min" for ${dtype} ("avg" needs a float dtype), got "avg"`);
   }
 
   #checkRank(method: string, name: string, r: unknown): void {
