@@ -6,10 +6,17 @@
  *
  * `pnpm train prepare --input FILES… --out DIR (--tokenizer FILE | --train-tokenizer N)` tokenises a
  * corpus into token shards once; `pnpm train --data DIR` then trains on them.
+ *
+ * `pnpm train --gpus N …` starts N ranks of this same script (launch.ts) and watches them; a process
+ * started with RANK in its environment is one of those ranks (group.ts).
  */
 import { Command, InvalidArgumentError } from "commander";
+import { findCheckpoint, readTrainerState } from "./checkpoint.js";
 import { CLI_FLAGS, ConfigError, resolveConfig } from "./config.js";
 import { DataError } from "./data.js";
+import { dryRun, groupBackendProblem } from "./distributed.js";
+import { GroupError, joinGroup, rankEnv, type RankEnv, rankLabel } from "./group.js";
+import { freePort, isGroup, launch, LaunchError, launchSpec } from "./launch.js";
 import { PREPARE_DEFAULTS, prepare } from "./prepare.js";
 import { train } from "./train.js";
 
@@ -25,11 +32,18 @@ const num = (v: string) => {
 };
 const PARSE = { int, number: num, string: undefined, strings: undefined, flag: undefined };
 
-/** Expected failures carry a complete message; LIGHTNING_DEBUG=1 adds the stack for anything else. */
+/** Set when this process is a rank of a group. */
+let rank: RankEnv | null = null;
+
+/**
+ * Expected failures carry a complete message; LIGHTNING_DEBUG=1 adds the stack for anything else.
+ * A rank names itself, unless the launcher already puts its rank before every line it prints.
+ */
 function report(command: string, err: unknown): void {
   const message = err instanceof Error ? err.message : String(err);
-  process.stderr.write(`${command}: ${message}\n`);
-  if (process.env.LIGHTNING_DEBUG && err instanceof Error && !(err instanceof ConfigError) && !(err instanceof DataError)) process.stderr.write(`${err.stack}\n`);
+  process.stderr.write(`${command}: ${rankLabel(rank)}${message}\n`);
+  const expected = err instanceof ConfigError || err instanceof DataError || err instanceof LaunchError || err instanceof GroupError;
+  if (process.env.LIGHTNING_DEBUG && err instanceof Error && !expected) process.stderr.write(`${err.stack}\n`);
   process.exitCode = 1;
 }
 
@@ -42,6 +56,14 @@ const program = new Command("train")
   .option("--save-init", "write the initial weights, before step 1, to <out>/init/ (config.json, model.safetensors, tokenizer.json, trainer-config.json): a model the official PyTorch TNL code loads")
   .option("--dump-batches <file>", "write the token ids of every step's batch to <file> (little-endian uint32, rows × (seq-len + 1) per step; <file>.json describes it)")
   .option("--profile <file>", "profile the second step of this run op by op: the table on stderr, the JSON to <file>")
+  .option("--gpus <n>", "train on n GPUs of this host, one process each (data parallel; with --sequence-parallel, sequence parallel too)", int)
+  .option("--sequence-parallel <n>", "split every sequence over n ranks (the ranks of the group are data parallel × sequence parallel)", int)
+  .option("--nnodes <n>", "hosts taking part, each running `pnpm train --gpus N` with the same flags (default 1)", int)
+  .option("--node-rank <i>", "this host's index among the --nnodes hosts, 0 for the one that runs rank 0 (default 0)", int)
+  .option("--master-addr <host>", "the address of node 0, where rank 0 serves the rendezvous store (default 127.0.0.1; needed with --nnodes)")
+  .option("--master-port <port>", "the store's TCP port (default: a free port on one host, 29500 across hosts)", int)
+  .option("--rendezvous-timeout <seconds>", "how long a rank waits to reach the store, and for the other ranks at a barrier (default 300)", num)
+  .option("--dry-run", "start the group (rendezvous, and the collective on cuda), meet at --steps barriers and stop, without training: checks that every rank reaches the others")
   // Options after "prepare" are prepare's own (both commands have --out and --tokenizer).
   .enablePositionalOptions()
   .showHelpAfterError();
@@ -58,7 +80,31 @@ program.action(async (opts: Record<string, unknown>) => {
     if (opts[name] !== undefined) overrides[key] = type === "flag" ? value : opts[name];
   }
   try {
+    rank = rankEnv(process.env);
+    const spec = launchSpec(opts);
     const config = resolveConfig({ file: opts.config as string | undefined, overrides });
+    const dry = opts.dryRun === true;
+    if (rank === null && isGroup(spec)) {
+      // Refused here once rather than by every rank (a resumed run's backend is its checkpoint's).
+      const backend = opts.resume ? readTrainerState(findCheckpoint(opts.resume as string)).config.backend : config.backend;
+      const problem = dry ? null : groupBackendProblem(backend);
+      if (problem) throw new LaunchError(`--gpus ${spec.gpus}${spec.nnodes > 1 ? ` --nnodes ${spec.nnodes}` : ""}: ${problem}`);
+      // This process is the launcher: the ranks are this script again, with the same arguments.
+      const masterPort = spec.masterPort ?? (await freePort(spec.masterAddr));
+      const args = [...process.execArgv, process.argv[1], ...process.argv.slice(2)];
+      const { code } = await launch({ spec: { ...spec, masterPort }, command: process.execPath, args });
+      process.exitCode = code;
+      return;
+    }
+    if (rank !== null && spec.gpus !== rank.localWorldSize && opts.gpus !== undefined) {
+      throw new LaunchError(`--gpus ${spec.gpus} disagrees with LOCAL_WORLD_SIZE=${rank.localWorldSize} of this rank's environment`);
+    }
+    const group = rank === null ? null : await joinGroup(rank, opts.rendezvousTimeout === undefined ? {} : { timeoutMs: (opts.rendezvousTimeout as number) * 1000 });
+    if (dry) {
+      if (group === null) throw new LaunchError("--dry-run checks a group: give it with --gpus N (or start the ranks with RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT set)");
+      await dryRun(group, config.backend, config.steps);
+      return;
+    }
     const controller = new AbortController();
     let interrupts = 0;
     process.on("SIGINT", () => {
@@ -84,6 +130,8 @@ program.action(async (opts: Record<string, unknown>) => {
     process.exitCode = result.summary === null ? 130 : 0;
   } catch (err) {
     report("train", err);
+    // A failing rank may hold the store, sockets and device handles that would keep it alive; its peers are waiting for it to go.
+    if (rank !== null) process.exit(1);
   }
   // Worker threads of the CPU matmul are unref'd; nothing else keeps the process alive.
 });
