@@ -137,18 +137,26 @@ export interface NormalizerInfo {
   normalize: HfNormalizer;
   /** False where a step looks across a line break (Strip, Replace), so streamed input cannot be cut at one. */
   streamSafe: boolean;
+  /**
+   * Text cut just before a space that follows an ASCII letter or digit normalizes, in two parts
+   * (the second as a continuation), to the normalization of the whole: every step works per
+   * character, per grapheme cluster (the cut is a cluster boundary) or per canonical composition
+   * (a space composes with nothing). Strip and Replace of a longer or regex pattern are not.
+   */
+  spaceSafe: boolean;
 }
 
 export function parseNormalizer(value: unknown, arg: string): NormalizerInfo {
-  if (value === undefined || value === null) return { normalize: (t) => t, streamSafe: true };
+  if (value === undefined || value === null) return { normalize: (t) => t, streamSafe: true, spaceSafe: true };
   const n = obj(value, arg);
-  const plain = (normalize: HfNormalizer, streamSafe = true): NormalizerInfo => ({ normalize, streamSafe });
+  const plain = (normalize: HfNormalizer, streamSafe = true, spaceSafe = true): NormalizerInfo => ({ normalize, streamSafe, spaceSafe });
   switch (n.type) {
     case "Sequence": {
       const steps = list(n.normalizers, `${arg}.normalizers`).map((m, i) => parseNormalizer(m, `${arg}.normalizers[${i}]`));
       return plain(
         (text, continuation) => steps.reduce((t, s) => s.normalize(t, continuation), text),
         steps.every((s) => s.streamSafe),
+        steps.every((s) => s.spaceSafe),
       );
     }
     case "Prepend": {
@@ -161,7 +169,12 @@ export function parseNormalizer(value: unknown, arg: string): NormalizerInfo {
       // A function replacement keeps "$1" in the content literal, as HF does. A literal without a
       // line break cannot match across a cut made just after one.
       const literal = obj(n.pattern, `${arg}.pattern`).String;
-      return plain((text) => text.replace(re, () => content), typeof literal === "string" && !/[\r\n]/.test(literal));
+      return plain(
+        (text) => text.replace(re, () => content),
+        typeof literal === "string" && !/[\r\n]/.test(literal),
+        // One character cannot match across a cut.
+        typeof literal === "string" && Array.from(literal).length === 1,
+      );
     }
     case "Strip": {
       const left = n.strip_left !== false;
@@ -173,7 +186,7 @@ export function parseNormalizer(value: unknown, arg: string): NormalizerInfo {
         if (left) while (a < b && WHITESPACE.test(text[a])) a++;
         if (right) while (b > a && WHITESPACE.test(text[b - 1])) b--;
         return text.slice(a, b);
-      }, false);
+      }, false, false);
     }
     case "NFC":
     case "NFD":
@@ -274,6 +287,8 @@ export interface PreTokenizerInfo {
   prefixesPieces: boolean;
   /** Pieces depend only on the text around them: a prefixing step after one that splits makes them depend on where a cut falls. */
   streamSafe: boolean;
+  /** The first step ends a piece before every space that follows an ASCII letter or digit, whatever comes after it. */
+  splitsBeforeSpace: boolean;
 }
 
 const GPT2_RE = compilePattern(unicodeClasses(GPT2_PATTERN));
@@ -281,7 +296,14 @@ const GPT2_RE = compilePattern(unicodeClasses(GPT2_PATTERN));
 const PUNCTUATION = /[\p{P}!-/:-@[-`{-~]/gu;
 
 export function parsePreTokenizer(value: unknown, arg: string): PreTokenizerInfo {
-  const info = (preTokenize: HfPreTokenizer, byteLevel = false, regex = false, prefixesPieces = false): PreTokenizerInfo => ({ preTokenize, byteLevel, regex, prefixesPieces, streamSafe: true });
+  const info = (preTokenize: HfPreTokenizer, byteLevel = false, regex = false, prefixesPieces = false, splitsBeforeSpace = false): PreTokenizerInfo => ({
+    preTokenize,
+    byteLevel,
+    regex,
+    prefixesPieces,
+    streamSafe: true,
+    splitsBeforeSpace,
+  });
   if (value === undefined || value === null) return info((pieces) => pieces);
   const p = obj(value, arg);
   switch (p.type) {
@@ -294,6 +316,8 @@ export function parsePreTokenizer(value: unknown, arg: string): PreTokenizerInfo
         steps.some((s) => s.prefixesPieces),
       );
       sequence.streamSafe = steps.every((s, i) => s.streamSafe && (i === 0 || !s.prefixesPieces));
+      // Later steps work piece by piece, so a boundary the first one makes stays.
+      sequence.splitsBeforeSpace = steps.length > 0 && steps[0].splitsBeforeSpace;
       return sequence;
     }
     case "ByteLevel": {
@@ -308,6 +332,8 @@ export function parsePreTokenizer(value: unknown, arg: string): PreTokenizerInfo
         true,
         useRegex,
         addPrefixSpace,
+        // GPT-2's pattern ends a letter, digit or contraction run before a space.
+        useRegex,
       );
     }
     case "Split": {
@@ -332,24 +358,27 @@ export function parsePreTokenizer(value: unknown, arg: string): PreTokenizerInfo
         }),
       );
       metaspace.prefixesPieces = scheme === "always";
+      metaspace.splitsBeforeSpace = split;
       return metaspace;
     }
     case "Whitespace":
-      return info(splitter(new RegExp(`[${WORD}]+|[^${WORD}\\p{White_Space}]+`, "gu"), "Removed", true));
+      return info(splitter(new RegExp(`[${WORD}]+|[^${WORD}\\p{White_Space}]+`, "gu"), "Removed", true), false, false, false, true);
     case "WhitespaceSplit":
-      return info(splitter(/\p{White_Space}/gu, "Removed"));
+      return info(splitter(/\p{White_Space}/gu, "Removed"), false, false, false, true);
     case "Punctuation": {
       const behavior = BEHAVIORS.find((b) => b === (p.behavior ?? "Isolated")) ?? unsupported(`${arg}.behavior`, BEHAVIORS.join(", "), p.behavior);
       return info(splitter(PUNCTUATION, behavior));
     }
     case "Digits":
       return info(splitter(/\p{N}/gu, p.individual_digits === true ? "Isolated" : "Contiguous"));
-    case "CharDelimiterSplit":
-      return info(splitter(new RegExp(escapeRegExp(str(p.delimiter, `${arg}.delimiter`)), "gu"), "Removed"));
+    case "CharDelimiterSplit": {
+      const delimiter = str(p.delimiter, `${arg}.delimiter`);
+      return info(splitter(new RegExp(escapeRegExp(delimiter), "gu"), "Removed"), false, false, false, delimiter === " ");
+    }
     case "BertPreTokenizer": {
       const ws = splitter(/\p{White_Space}/gu, "Removed");
       const punct = splitter(PUNCTUATION, "Isolated");
-      return info((pieces, first, continuation) => punct(ws(pieces, first, continuation), first, continuation));
+      return info((pieces, first, continuation) => punct(ws(pieces, first, continuation), first, continuation), false, false, false, true);
     }
     default:
       return unsupported(`${arg}.type`, "Sequence, ByteLevel, Split, Metaspace, Whitespace, WhitespaceSplit, Punctuation, Digits, CharDelimiterSplit or BertPreTokenizer", p.type);

@@ -8,7 +8,7 @@ import { bytePiece, byteLevelString, utf8 } from "./bytes.js";
 import { fail, prose, TokenizerError } from "./errors.js";
 import { hfBpe } from "./hf-bpe.js";
 import { parseDecoder, tokenBytes } from "./hf-decode.js";
-import type { AddedToken } from "./hf-text.js";
+import type { AddedToken, NormalizerInfo, PreTokenizerInfo, Segment } from "./hf-text.js";
 import { hfSegmenter, parseNormalizer, parsePreTokenizer, unsupported } from "./hf-text.js";
 import { MergeTable, mergesSpanNewline } from "./merge.js";
 import { GPT2_PATTERN } from "./pretokenize.js";
@@ -95,12 +95,10 @@ export function loadTokenizerJson(input: string | object, file = "tokenizer.json
     decodeTokens: dec.decode,
   };
   const kind = pre.byteLevel || dec.byteLevel ? "byte-level" : "sentencepiece";
-  if (unigram) {
-    return new Tokenizer({ ...base, kind, merges: new MergeTable(), ignoreMerges: false, splitsAfterNewline: false, encodeWord: unigram });
-  }
-  if (type === "WordPiece" || type === "WordLevel") {
-    const encodeWord = type === "WordPiece" ? wordPiece(model, idOf, at) : wordLevel(model, idOf, at);
-    return new Tokenizer({ ...base, kind, merges: new MergeTable(), ignoreMerges: false, splitsAfterNewline: false, encodeWord });
+  if (unigram || type === "WordPiece" || type === "WordLevel") {
+    const encodeWord = unigram ?? (type === "WordPiece" ? wordPiece(model, idOf, at) : wordLevel(model, idOf, at));
+    const splitsBeforeSpace = cutsBeforeSpace(normalizer, pre, added, base.segment);
+    return new Tokenizer({ ...base, kind, merges: new MergeTable(), ignoreMerges: false, splitsAfterNewline: false, splitsBeforeSpace, encodeWord });
   }
   if (model.dropout !== undefined && model.dropout !== null && model.dropout !== 0) unsupported(at("model.dropout"), "null or 0", model.dropout);
   const affix = (key: string) => (model[key] === undefined || model[key] === null ? "" : str(model[key], at(`model.${key}`)));
@@ -113,7 +111,24 @@ export function loadTokenizerJson(input: string | object, file = "tokenizer.json
   // one; an added token with lstrip would take the "\n" before it, so a cut there is unsafe.
   const splitsAfterNewline = normalizer.streamSafe && pre.streamSafe && !added.some((t) => t.lstrip) && (pre.regex || !mergesSpanNewline(merges, bytes));
   const encodeWord = hfBpe({ idOf, merges, unk, fuseUnk: model.fuse_unk === true, byteFallback, prefix, suffix, ignoreMerges: model.ignore_merges === true });
-  return new Tokenizer({ ...base, kind, merges, ignoreMerges: false, splitsAfterNewline, encodeWord });
+  const splitsBeforeSpace = cutsBeforeSpace(normalizer, pre, added, base.segment);
+  return new Tokenizer({ ...base, kind, merges, ignoreMerges: false, splitsAfterNewline, splitsBeforeSpace, encodeWord });
+}
+
+/**
+ * Whether streamed text may be cut just before a space between ASCII letters or digits (every model
+ * here encodes piece by piece, so a cut where every piece ends is exact): the
+ * normalizer keeps such a cut (NormalizerInfo.spaceSafe), the pre-tokenizer's first step ends a
+ * piece there and no later step prefixes pieces, and no added token can span or eat the space (none
+ * holds whitespace, raw or normalized, and none strips whitespace to its right). Then each part
+ * gives the pieces of the whole on its side. A few texts, checked through the real pipeline, guard
+ * against a normalizer that drops or rewrites the space.
+ */
+function cutsBeforeSpace(normalizer: NormalizerInfo, pre: PreTokenizerInfo, added: readonly AddedToken[], segment: (text: string, continuation: boolean) => Segment[]): boolean {
+  if (!normalizer.spaceSafe || !pre.splitsBeforeSpace || !pre.streamSafe) return false;
+  if (added.some((t) => t.rstrip || /\s/u.test(t.content) || /\s/u.test(normalizer.normalize(t.content, false)))) return false;
+  const pieces = (segments: Segment[]) => JSON.stringify(segments.flatMap((s): (number | string)[] => (typeof s === "number" ? [s] : s)));
+  return [["ab", " cd"], ["x1", " 2y"], ["Ab", "  Cd"], ["Q", " r s"]].every(([a, b]) => pieces(segment(a + b, false)) === pieces([...segment(a, false), ...segment(b, true)]));
 }
 
 /** A Unigram model's `vocab` ([piece, score] pairs, id = index), filling `tokens`; returns its encoder. */

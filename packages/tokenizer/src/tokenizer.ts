@@ -51,6 +51,11 @@ export interface TokenizerModel {
   template: { prefix: number[]; suffix: number[] };
   /** Whether the pre-tokenizer always ends a piece after "\n" followed by a non-space (see encodeStream). */
   splitsAfterNewline: boolean;
+  /**
+   * Whether a cut just before a space between ASCII letters or digits leaves every piece as it is
+   * in the whole (tokenizer.json Unigram, WordPiece and WordLevel, which encode piece by piece).
+   */
+  splitsBeforeSpace?: boolean;
   /** For byte-level models built here: the split pattern, so the model can be written as tokenizer.json. */
   pattern?: string;
   /** For models read from tokenizer.json: the parsed file, written back unchanged by `saveTokenizerJson`. */
@@ -288,8 +293,9 @@ export class Tokenizer {
    * chunks may end inside a UTF-8 character and string chunks inside a surrogate pair.
    * SentencePiece models cut where no piece of their vocabulary can span the cut (see
    * sentencepiece-stream.ts). Others cut after a "\n" between two non-space characters, where the
-   * split patterns of GPT-2, cl100k and o200k end a piece; models whose pre-tokenizer does not
-   * guarantee that are encoded in one piece at the end.
+   * split patterns of GPT-2, cl100k and o200k end a piece, or, for tokenizer.json models that
+   * encode piece by piece, before a space between ASCII letters or digits where every piece ends
+   * (`splitsBeforeSpace`); models with neither guarantee are encoded in one piece at the end.
    *
    * @example
    * for await (const ids of tok.encodeStream(createReadStream("corpus.txt"))) write(ids);
@@ -311,8 +317,9 @@ export class Tokenizer {
     };
     for await (const chunk of source) {
       pending += typeof chunk === "string" ? chunk : textDecoder.decode(chunk, { stream: true });
-      if (!this.model.splitsAfterNewline || pending.length < chunkChars) continue;
-      const cut = lastSafeCut(pending);
+      const lastCut = this.model.splitsAfterNewline ? lastSafeCut : this.model.splitsBeforeSpace ? lastSpaceCut : undefined;
+      if (!lastCut || pending.length < chunkChars) continue;
+      const cut = lastCut(pending);
       if (cut <= 0) continue;
       yield flush(pending.slice(0, cut));
       pending = pending.slice(cut);
@@ -355,6 +362,16 @@ async function* incrementally(encoder: IncrementalEncoder, source: AsyncIterable
 export function lastSafeCut(text: string): number {
   for (let i = text.length - 2; i > 0; i--) {
     if (text.charCodeAt(i) === 10 && !/\s/.test(text[i - 1]) && !/\s/.test(text[i + 1])) return i + 1;
+  }
+  return -1;
+}
+
+const ALNUM = (c: number) => (c >= 0x30 && c <= 0x39) || (c >= 0x41 && c <= 0x5a) || (c >= 0x61 && c <= 0x7a);
+
+/** Index of the last " " with an ASCII letter or digit on both sides, or -1 (see `splitsBeforeSpace`). */
+export function lastSpaceCut(text: string): number {
+  for (let i = text.length - 2; i > 0; i--) {
+    if (text.charCodeAt(i) === 0x20 && ALNUM(text.charCodeAt(i - 1)) && ALNUM(text.charCodeAt(i + 1))) return i;
   }
   return -1;
 }

@@ -118,3 +118,46 @@ describe("tokenizer.json settings that are still refused", () => {
     expect(await refusal({ ...base(), model: { ...model, dropout: 0.1 } })).toMatch(/^model\.dropout: expected null or 0/);
   });
 });
+
+describe("encodeStream of tokenizer.json models cut before spaces", () => {
+  /** mulberry32: a seeded generator of floats in [0, 1). */
+  const rng = (seed: number) => () => {
+    seed = (seed + 0x6d2b79f5) >>> 0;
+    let t = seed;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 2 ** 32;
+  };
+  const bytes = new TextEncoder().encode(text);
+  const names = Object.keys(manifest.files).filter((name) => loadTokenizerJson(gunzipSync(readFileSync(join(dir, `${name}.json.gz`))).toString("utf8")).model.splitsBeforeSpace);
+
+  it("Unigram, WordPiece, WordLevel and the Metaspace and whitespace-split BPE files stream this way; a split that may span a space does not", () => {
+    for (const name of ["unigram-metaspace", "unigram-byte-fallback", "precompiled-unigram", "wordpiece-bert", "wordpiece-cased-short-words", "wordlevel", "metaspace-always", "whitespace-split"]) {
+      expect(names).toContain(name);
+    }
+    for (const name of ["metaspace-never-nosplit", "split-isolated-string", "normalizers-nfkc-lowercase-strip", "normalizers-nfd-replace-regex"]) expect(names).not.toContain(name);
+  });
+
+  for (const [i, name] of names.entries()) {
+    it(`${name}: random byte chunks of the whole text give the ids of the whole`, { timeout: 60_000 }, async () => {
+      const tok = loadTokenizerJson(gunzipSync(readFileSync(join(dir, `${name}.json.gz`))).toString("utf8"));
+      const next = rng(31 + i);
+      const chunks: Uint8Array[] = [];
+      for (let at = 0; at < bytes.length; ) {
+        const r = next();
+        const len = r < 0.3 ? 1 : r < 0.6 ? 2 + Math.floor(next() * 15) : 17 + Math.floor(next() * 20_000);
+        chunks.push(bytes.subarray(at, at + len));
+        at += len;
+      }
+      const out: number[] = [];
+      let yields = 0;
+      for await (const ids of tok.encodeStream(chunks, { chunkChars: 1 + Math.floor(next() * 3000) })) {
+        for (const id of ids) out.push(id);
+        yields++;
+      }
+      const whole = tok.encode(text);
+      expect(out.length === whole.length && out.every((id, k) => id === whole[k]) ? "same" : `differs under ${name}`).toBe("same");
+      expect(yields).toBeGreaterThan(50);
+    });
+  }
+});
