@@ -822,23 +822,24 @@ int optinSmem() {
 size_t smemFor(int D) { return D == 64 ? Cfg<64>::SMEM : D == 128 ? Cfg<128>::SMEM : D == 256 ? Cfg<256>::SMEM : 0; }
 bool widthOk(int D) { return (D == 64 || D == 128 || D == 256) && smemFor(D) <= (size_t)optinSmem(); }
 
-// Sets the shared-memory limit of both kernels of one instantiation once; returns CTAs per SM.
+// Sets the shared-memory limit of both kernels of one instantiation once per device; returns CTAs per SM.
 template <int D, class X>
 int configure() {
-  static const int perSm = [] {
+  static PerDevice<int> perSm;
+  return perSm.get([] {
     size_t s = Cfg<D>::SMEM;
     LTS_CHECK(cudaFuncSetAttribute(forwardKernel<D, X, false>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)s), "lightning v5 smem attribute");
     LTS_CHECK(cudaFuncSetAttribute(forwardKernel<D, X, true>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)s), "lightning v5 smem attribute");
     int n = 0;
     LTS_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, forwardKernel<D, X, false>, Cfg<D>::THREADS, s), "lightning v5 occupancy");
     return std::max(1, n);
-  }();
-  return perSm;
+  });
 }
 
 template <int D, int NWG, int NSB, class X>
 int configureW() {
-  static const int perSm = [] {
+  static PerDevice<int> perSm;
+  return perSm.get([] {
     using W = WCfg<D, NWG, NSB>;
     LTS_CHECK(cudaFuncSetAttribute(wgKernel<D, NWG, NSB, X, false>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)W::SMEM), "lightning v6 smem attribute");
     LTS_CHECK(cudaFuncSetAttribute(wgKernel<D, NWG, NSB, X, true>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)W::SMEM), "lightning v6 smem attribute");
@@ -847,8 +848,7 @@ int configureW() {
     int n = 0;
     LTS_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, wgKernel<D, NWG, NSB, X, false>, W::THREADS, W::SMEM), "lightning v6 occupancy");
     return std::max(1, n);
-  }();
-  return perSm;
+  });
 }
 
 // True where the GPU runs this file's sm_90a code (Hopper); the sm_80–sm_90 images carry no wgmma.

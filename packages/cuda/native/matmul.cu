@@ -66,7 +66,7 @@ using SetStreamFn = int (*)(void*, cudaStream_t);
 using GemmFn = int (*)(void*, int, int, int, int, int, const void*, const void*, int, int, long long, const void*, int, int, long long,
                        const void*, void*, int, int, long long, int, int, int);
 struct Cublas {
-  void* handle = nullptr;
+  CreateFn create = nullptr;
   GemmFn gemm = nullptr;
   SetStreamFn setStream = nullptr;
   std::string status = "not loaded";
@@ -89,10 +89,11 @@ Cublas& cublas() {
       c.status = "libcublas not found (set LIGHTNING_CUBLAS_PATH); using the built-in matmul kernel";
       return c;
     }
-    auto create = (CreateFn)dlsym(so, "cublasCreate_v2");
+    c.create = (CreateFn)dlsym(so, "cublasCreate_v2");
     c.setStream = (SetStreamFn)dlsym(so, "cublasSetStream_v2");
     c.gemm = (GemmFn)dlsym(so, "cublasGemmStridedBatchedEx");
-    if (!create || !c.setStream || !c.gemm || create(&c.handle) != 0) {
+    void* probe = nullptr;  // a handle on the device current now, only to learn that cuBLAS initialises
+    if (!c.create || !c.setStream || !c.gemm || c.create(&probe) != 0) {
       c.gemm = nullptr;
       c.status = "libcublas found but could not be initialised; using the built-in matmul kernel";
       return c;
@@ -103,16 +104,27 @@ Cublas& cublas() {
   return lib;
 }
 
+// A cuBLAS handle works on the device that was current when it was created: one per device.
+void* cublasHandle(Cublas& cb) {
+  static PerDevice<void*> handles;
+  return handles.get([&] {
+    void* h = nullptr;
+    if (cb.create(&h) != 0) throw std::runtime_error("matmul: cublasCreate failed on this device");
+    return h;
+  });
+}
+
 int cudaType(int dt) { return dt == F32 ? 0 : dt == F16 ? 2 : 14; }  // CUDA_R_32F, CUDA_R_16F, CUDA_R_16BF
 
 // Row-major y = op(a)·op(b) is column-major yᵀ = op(b)ᵀ·op(a)ᵀ, so b goes first.
 bool gemmCublas(Context& c, int dt, const void* a, const void* b, void* y, int m, int n, int k, bool ta, bool tb, int64_t sa, int64_t sb, int batch) {
   Cublas& cb = cublas();
   if (!cb.gemm) return false;
-  if (cb.setStream(cb.handle, c.stream) != 0) throw std::runtime_error("matmul: cublasSetStream failed");
+  void* handle = cublasHandle(cb);
+  if (cb.setStream(handle, c.stream) != 0) throw std::runtime_error("matmul: cublasSetStream failed");
   float alpha = 1, beta = 0;
   int t = cudaType(dt);
-  int st = cb.gemm(cb.handle, tb ? 1 : 0, ta ? 1 : 0, n, m, k, &alpha, b, t, tb ? k : n, sb, a, t, ta ? m : k, sa, &beta, y, t, n,
+  int st = cb.gemm(handle, tb ? 1 : 0, ta ? 1 : 0, n, m, k, &alpha, b, t, tb ? k : n, sb, a, t, ta ? m : k, sa, &beta, y, t, n,
                    (int64_t)m * n, batch, /*CUBLAS_COMPUTE_32F*/ 68, /*CUBLAS_GEMM_DEFAULT*/ -1);
   if (st != 0) throw std::runtime_error("matmul: cublasGemmStridedBatchedEx returned status " + std::to_string(st));
   return true;

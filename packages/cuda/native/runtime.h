@@ -6,6 +6,8 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <map>
+#include <mutex>
 #include <stdexcept>
 #include <string>
 #include <unordered_map>
@@ -153,5 +155,25 @@ inline unsigned blocksFor(int64_t n, int threads, int64_t cap = 1 << 20) {
   int64_t b = (n + threads - 1) / threads;
   return (unsigned)(b < 1 ? 1 : b > cap ? cap : b);
 }
+
+// A value set up once per device: kernel attributes and library handles belong to the context of
+// the device that was current when they were made, and one process may drive several devices.
+template <class T>
+class PerDevice {
+ public:
+  template <class Make>
+  T& get(Make make) {
+    int device = 0;
+    LTS_CHECK(cudaGetDevice(&device), "cudaGetDevice");
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = values_.find(device);
+    if (it == values_.end()) it = values_.emplace(device, make()).first;
+    return it->second;
+  }
+
+ private:
+  std::mutex mu_;
+  std::map<int, T> values_;
+};
 
 }  // namespace lts
