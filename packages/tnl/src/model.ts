@@ -42,6 +42,7 @@ import {
   Tensor,
   tensor,
   tnlSlopes,
+  type DType,
 } from "@lightning-ts/tensor";
 import { headDim, type TnlConfig } from "./config.js";
 import { TnlInputError } from "./errors.js";
@@ -181,6 +182,12 @@ export interface ForwardOptions {
   positionOffset?: number;
   /** Replaces `lightningAttention` in every layer's token mixer (not in the decode step). */
   attention?: AttentionFn;
+  /**
+   * Dtype of the residual stream, the sum every layer adds its output into (default: the compute
+   * dtype). f32 with half-precision compute keeps the rounding of 2·L additions out of the sum,
+   * as PyTorch's autocast does with f32 activations between layers.
+   */
+  residual?: ModelDType;
 }
 
 export interface ForwardFullOptions extends ForwardOptions {
@@ -249,20 +256,25 @@ function layers(params: TnlParams, c: TnlConfig, idsT: Tensor, starts: readonly 
   const T = idsT.shape[1];
   const w = computeWeights(params, options.compute);
   const embedScale = c.noScaleEmbedding ? 1 : Math.sqrt(c.dModel);
-  let x = mul(embedding(w.embed, idsT), embedScale); // [B, T, M]
+  const compute = w.embed.dtype;
+  const residual = options.residual ?? compute;
+  const to = (t: Tensor, dtype: DType) => (t.dtype === dtype ? t : cast(t, dtype));
+  // The layers read the residual stream normed, in the compute dtype, and add their outputs to it.
+  const normed = (t: Tensor) => to(srms(t), compute);
+  let x = mul(to(embedding(w.embed, idsT), residual), embedScale); // [B, T, M]
   const hidden: Tensor[] = options.hiddenStates ? [x] : [];
   const kv: Tensor[] = [];
   w.layers.forEach((lp, layer) => {
-    const mixed = tokenMixer(srms(x), lp, c, { layer, starts, state: kvIn?.[layer], blockSize: options.blockSize, attention: options.attention });
+    const mixed = tokenMixer(normed(x), lp, c, { layer, starts, state: kvIn?.[layer], blockSize: options.blockSize, attention: options.attention });
     kv.push(mixed.state);
-    x = add(x, mixed.out);
-    x = add(x, channelMixer(srms(x), lp));
+    x = add(x, to(mixed.out, residual));
+    x = add(x, to(channelMixer(normed(x), lp), residual));
     if (options.hiddenStates && layer < c.numLayers - 1) hidden.push(x);
   });
   if (options.logits === "last") x = narrow(x, 1, T - 1, 1);
-  const normed = srms(x);
-  if (options.hiddenStates) hidden.push(normed);
-  return { logits: linear(normed, w.lmHead ?? w.embed), kv, hidden };
+  const final = normed(x);
+  if (options.hiddenStates) hidden.push(final);
+  return { logits: linear(final, w.lmHead ?? w.embed), kv, hidden };
 }
 
 /**
