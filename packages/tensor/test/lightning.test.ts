@@ -277,6 +277,30 @@ describe("lightningAttention invariants", () => {
   });
 });
 
+describe("lightningStep: the fused f32 step against its float64 twin", () => {
+  for (const dtype of ["f32", "f16", "bf16"] as const) {
+    it(`${dtype}: odd B, H, D, E`, () => {
+      for (const [i, c] of [{ B: 1, H: 3, T: 1, D: 17, E: 13 }, { B: 3, H: 5, T: 1, D: 7, E: 29 }, { B: 2, H: 1, T: 1, D: 130, E: 1 }].entries()) {
+        const x = inputs(c, 40 + i, dtype, true);
+        T.scope(() => {
+          const at = (a: T.Tensor) => T.reshape(a, [c.B, c.H, a.shape[3]]);
+          const got = T.lightningStep(at(x.q), at(x.k), at(x.v), x.slopes, x.state!);
+          // The same inputs (as stored) through the float64 step.
+          const wide = (a: T.Tensor) => T.cast(a, "f64");
+          const want = T.lightningStep(wide(at(x.q)), wide(at(x.k)), wide(at(x.v)), x.slopes, wide(x.state!));
+          expect(got.output.dtype).toBe(dtype);
+          expect(got.state.dtype).toBe("f32");
+          // The state is f32 (rounding 2^-24); the output also rounds to its storage dtype: half an
+          // ulp at |o| < 0.25 is 6e-5 in f16 and 5e-4 in bf16.
+          const [atol, rtol] = dtype === "f32" ? [1e-7, 1e-6] : dtype === "f16" ? [6.2e-5, 1e-3] : [4.9e-4, 8e-3];
+          assertClose(f64(got.state), f64(want.state), { atol: 1e-7, rtol: 1e-6, label: `${dtype} state` });
+          assertClose(f64(got.output), f64(want.output), { atol, rtol, label: `${dtype} output` });
+        });
+      }
+    });
+  }
+});
+
 describe("TNL slope table", () => {
   it("H = 8 gives 2^-1 … 2^-8", () => {
     expect(T.alibiSlopes(8)).toEqual([1, 2, 3, 4, 5, 6, 7, 8].map((i) => 2 ** -i));

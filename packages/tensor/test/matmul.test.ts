@@ -1,7 +1,8 @@
 /**
  * CPU matmul against a float64 triple-loop oracle: odd sizes, all transpose combinations, batch
- * broadcasting, f16/bf16 storage, the plain-JS twin of the SIMD micro-kernel, and threads vs one
- * thread (bitwise equal: the row split never changes any element's summation order).
+ * broadcasting, f16/bf16 storage, every micro-kernel (relaxed-SIMD FMA, plain SIMD, plain JS),
+ * threads vs one thread (bitwise equal: the row split never changes any element's summation
+ * order), and the small-M path's packed-weight cache (reused, and dropped when the weight changes).
  */
 import { seeded } from "../src/testing/index.js";
 import { afterAll, describe, expect, it } from "vitest";
@@ -9,7 +10,7 @@ import type { DType } from "../src/dtype.js";
 import { byteSize, decode, encode } from "../src/dtype.js";
 import { CpuBackend } from "../src/cpu/backend.js";
 import { createGemmEngine } from "../src/cpu/matmul-engine.js";
-import { createMatmulKernel, matmulKernel, matmulUsesSimd } from "../src/cpu/matmul.js";
+import { createMatmulKernel, type MatmulKernelKind, matmulKernel, matmulKernelKind, matmulUsesSimd, packedCacheFloats } from "../src/cpu/matmul.js";
 import { allocateBytes, type CpuRef, view } from "../src/cpu/storage.js";
 import { setBackend } from "../src/engine.js";
 import { matmul, tensor } from "../src/api/ops.js";
@@ -134,9 +135,24 @@ const threaded = new CpuBackend({ threads: 2 });
 afterAll(() => threaded.dispose());
 
 describe("matmul kernel vs the float64 oracle", () => {
-  it("runs the WebAssembly SIMD micro-kernel here", () => {
+  it("runs the WebAssembly SIMD micro-kernel here, with relaxed-SIMD FMA (Node ≥ 22)", () => {
     expect(matmulUsesSimd()).toBe(true);
+    expect(matmulKernelKind()).toBe("relaxed-simd");
   });
+
+  // Each kernel forced in turn, so the fallbacks stay tested on an engine that has relaxed SIMD.
+  for (const kind of ["relaxed-simd", "simd", "js"] as MatmulKernelKind[]) {
+    it(`${kind} kernel: M = 1, 3, 17 with K and N off the tile, all transposes`, () => {
+      const kernel = createMatmulKernel(1, { kind });
+      for (const [transA, transB] of TRANSPOSES) {
+        for (const [m, k, n] of [[1, 300, 13], [3, 7, 29], [17, 259, 517], [25, 2049, 9]] as const) {
+          const [aShape, bShape] = shapes(m, k, n, transA, transB);
+          const { got, want } = check(kernel, aShape, bShape, { transA, transB, seed: 31 * m + n });
+          expect(relRms(got, want), `${kind} ${m}x${k}x${n}`).toBeLessThan(TOLERANCE.f32);
+        }
+      }
+    });
+  }
 
   for (const [transA, transB] of TRANSPOSES) {
     it(`f32, transA=${transA}, transB=${transB}, odd sizes`, () => {
@@ -227,6 +243,74 @@ describe("matmul on worker threads", () => {
       const one = check(createMatmulKernel(1), aShape, bShape, { seed: 9 });
       const two = check(kernel, aShape, bShape, { seed: 9 });
       expect(two.got).toEqual(one.got);
+    }
+  });
+});
+
+describe("matmul small-M path: packed weights cached between calls", () => {
+  const backend = new CpuBackend({ threads: 2 });
+  afterAll(() => backend.dispose());
+  const kernel = backend.kernels.matmul as typeof matmulKernel;
+
+  /** A live backend tensor holding seeded values (the oracle's copy returned beside it). */
+  function live(shape: number[], seed: number) {
+    const next = random(seed);
+    const values = Float32Array.from({ length: sizeOf(shape) }, next);
+    const storage = backend.allocate(values.byteLength);
+    backend.write(storage, new Uint8Array(values.buffer));
+    return { ref: { storage, shape, dtype: "f32" as const, size: values.length }, values };
+  }
+  function product(x: CpuRef, w: CpuRef, transB = false) {
+    const { m, n } = matmulDims(x.shape, w.shape, false, transB);
+    const out = live([m, n], 0);
+    kernel({ inputs: [x, w], outputs: [out.ref], attrs: { transA: false, transB } });
+    return Float64Array.from(view(out.ref) as Float32Array);
+  }
+
+  it("reuses the packed weight, and follows writes and frees of it", () => {
+    const w = live([259, 531], 41);
+    for (const m of [1, 3, 17]) {
+      const x = live([m, 259], 40 + m);
+      const before = packedCacheFloats();
+      const first = product(x.ref, w.ref);
+      expect(relRms(first, oracle(x.values, x.ref.shape, w.values, w.ref.shape, false, false))).toBeLessThan(TOLERANCE.f32);
+      // Packed once, at M = 1 (536 padded columns x 259), then reused at M = 3; 17 rows is above
+      // the small-M limit and packs per call, caching nothing.
+      expect(packedCacheFloats() - before).toBe(m === 1 ? 536 * 259 : 0);
+      expect(product(x.ref, w.ref)).toEqual(first);
+    }
+
+    // New values through backend.write: the next product uses them.
+    const x = live([3, 259], 50);
+    product(x.ref, w.ref);
+    const next = random(42);
+    const fresh = Float32Array.from({ length: w.values.length }, next);
+    backend.write(w.ref.storage, new Uint8Array(fresh.buffer));
+    expect(relRms(product(x.ref, w.ref), oracle(x.values, x.ref.shape, fresh, w.ref.shape, false, false))).toBeLessThan(TOLERANCE.f32);
+
+    // New values as a kernel's output (here another matmul writing into the weight's storage).
+    const y = live([259, 7], 51);
+    const z = live([7, 531], 52);
+    kernel({ inputs: [y.ref, z.ref], outputs: [w.ref], attrs: { transA: false, transB: false } });
+    const written = Float32Array.from(view(w.ref) as Float32Array);
+    expect(relRms(product(x.ref, w.ref), oracle(x.values, x.ref.shape, written, w.ref.shape, false, false))).toBeLessThan(TOLERANCE.f32);
+
+    // Freed: its packed copy goes too.
+    const held = packedCacheFloats();
+    backend.free(w.ref.storage);
+    expect(packedCacheFloats()).toBe(held - 536 * 259);
+  });
+
+  it("caches a transposed weight apart from its untransposed use", () => {
+    const w = live([45, 259], 61); // used as (259, 45) through transB
+    const x = live([2, 259], 62);
+    const got = product(x.ref, w.ref, true);
+    expect(relRms(got, oracle(x.values, x.ref.shape, w.values, w.ref.shape, false, true))).toBeLessThan(TOLERANCE.f32);
+    expect(product(x.ref, w.ref, true)).toEqual(got);
+    const square = live([45, 45], 63);
+    const x45 = live([1, 45], 64);
+    for (const transB of [false, true, false]) {
+      expect(relRms(product(x45.ref, square.ref, transB), oracle(x45.values, x45.ref.shape, square.values, square.ref.shape, false, transB))).toBeLessThan(TOLERANCE.f32);
     }
   });
 });

@@ -7,7 +7,7 @@ import type { Backend, Capabilities, KernelTable, KernelTimer, MemoryStats } fro
 import { elementwiseKernels } from "./elementwise.js";
 import { indexingKernels } from "./indexing.js";
 import { createLightningKernels } from "./lightning.js";
-import { createMatmulKernel } from "./matmul.js";
+import { createMatmulKernel, forgetPacked, type MatmulKernelKind } from "./matmul.js";
 import { movementKernels } from "./movement.js";
 import { nnKernels } from "./nn.js";
 import { randomNormalKernel, randomUniformKernel } from "./random.js";
@@ -22,6 +22,11 @@ export interface CpuBackendOptions {
    * memory of disposed tensors comes back only when the garbage collector runs.
    */
   poolBytes?: number;
+  /**
+   * The matmul micro-kernel (default "auto": relaxed-SIMD FMA where the engine has it, else plain
+   * SIMD, else plain JS). Forcing a fallback is for tests and comparisons.
+   */
+  matmulKernel?: "auto" | MatmulKernelKind;
 }
 
 export class CpuBackend implements Backend<CpuStorage> {
@@ -50,8 +55,12 @@ export class CpuBackend implements Backend<CpuStorage> {
       features: this.threads > 1 ? ["threads"] : [],
       limits: { maxBufferBytes: 2 ** 31 - 1 },
     };
-    const matmul = createMatmulKernel(this.threads, this);
-    this.kernels = {
+    const kind = options.matmulKernel === "auto" ? undefined : options.matmulKernel;
+    const live = this.#live;
+    // Only live tensors' storages are cacheable: their writes and frees all pass through here (the
+    // Lightning kernels' scratch operands do not, and are never cached).
+    const matmul = createMatmulKernel(this.threads, { owner: this, kind, cacheable: (s) => live.has(s) });
+    this.kernels = forgettingOutputs({
       ...elementwiseKernels,
       ...reduceKernels,
       ...movementKernels,
@@ -61,7 +70,7 @@ export class CpuBackend implements Backend<CpuStorage> {
       randomUniform: randomUniformKernel,
       randomNormal: randomNormalKernel,
       ...createLightningKernels(matmul),
-    };
+    });
   }
 
   allocate(byteLength: number): CpuStorage {
@@ -83,6 +92,7 @@ export class CpuBackend implements Backend<CpuStorage> {
 
   free(storage: CpuStorage): void {
     if (!this.#live.delete(storage)) return;
+    forgetPacked(storage);
     this.#liveBytes -= storage.bytes.byteLength;
     const capacity = capacityOf(storage.bytes.byteLength);
     if (capacity === 0 || capacity > this.#poolLimit) return;
@@ -106,6 +116,7 @@ export class CpuBackend implements Backend<CpuStorage> {
 
   write(storage: CpuStorage, bytes: Uint8Array, byteOffset = 0): void {
     storage.bytes.set(bytes, byteOffset);
+    forgetPacked(storage);
   }
 
   read(storage: CpuStorage, byteOffset: number, byteLength: number): Promise<Uint8Array> {
@@ -132,6 +143,25 @@ export class CpuBackend implements Backend<CpuStorage> {
     this.#live.clear();
     this.#liveBytes = 0;
   }
+}
+
+/**
+ * The kernel table with every kernel wrapped so that its outputs' storages drop any packed copy
+ * matmul cached for them: writing a tensor through any kernel (a copy, an optimizer update) must
+ * not leave a stale packed weight behind.
+ */
+function forgettingOutputs(table: KernelTable<CpuStorage>): KernelTable<CpuStorage> {
+  const wrapped: Record<string, unknown> = {};
+  for (const [name, kernel] of Object.entries(table)) {
+    wrapped[name] =
+      typeof kernel !== "function"
+        ? kernel
+        : (call: { outputs: readonly { storage: CpuStorage }[] }) => {
+            (kernel as (c: typeof call) => void)(call);
+            for (const o of call.outputs) forgetPacked(o.storage);
+          };
+  }
+  return wrapped as KernelTable<CpuStorage>;
 }
 
 /** Buffers are allocated in multiples of 8 bytes (see allocateBytes), so that is the pool's size class. */

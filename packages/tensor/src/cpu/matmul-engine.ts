@@ -9,14 +9,23 @@
  *   jc: n in blocks of NC columns              pack B block  (ks, nc) once, reuse for every ic
  *   ps: k in super-slices of KS                (bounds the packed-B memory for very long k)
  *   ic: rows in blocks of MC                    pack A block  (mc, ks)
- *   gemm(): k in slices of KC, then 4-row x 8-column micro-tiles, in WebAssembly SIMD
+ *   gemm(): k in slices of KC, then MR-row x 8-column micro-tiles, in WebAssembly SIMD
  * Packed blocks are zero-padded to whole micro-tiles, so the micro-kernel has no edge cases; the
  * valid part of the C block is then copied (first super-slice) or added (later ones) into C.
- * Without WebAssembly SIMD the same packed layout is multiplied by `jsGemm`, its plain twin.
+ * MR comes from the module (6 for the relaxed-SIMD FMA kernel, 4 for the plain one); without
+ * WebAssembly SIMD the same packed layout is multiplied by `jsGemm`, its plain twin.
+ *
+ * Packed-B cache: a task with `bKey` (small-M products such as decoding, x (1, k) · W (k, n))
+ * keeps its whole packed B in this engine's heap under that key and reuses it on the next call
+ * with the same key, instead of re-packing W every call (at M = 1 packing costs several times the
+ * multiply). The caller owns the key's lifetime and calls `forget(key)` when B's storage is written
+ * or freed; the cache is bounded and starts over when full.
  */
 
 /** One thread's share of a (batched) matmul: rows [rowStart, rowEnd) of the flattened (batch·m, n) C. */
 export interface GemmTask {
+  /** Identity of B's storage: packed B is cached under it (see `forget`). Main thread only. */
+  bKey?: object;
   a: Float32Array;
   b: Float32Array;
   c: Float32Array;
@@ -34,7 +43,13 @@ export interface GemmTask {
 
 export interface GemmEngine {
   readonly simd: boolean;
+  /** Rows of the micro-tile: thread shares are cut in multiples of it. */
+  readonly mr: number;
   run(task: GemmTask): void;
+  /** Drops the packed B cached under `key` (its storage was written or freed). */
+  forget(key: object): void;
+  /** Floats of packed B held in the cache (for tests and diagnostics). */
+  cachedFloats(): number;
 }
 
 // The few WebAssembly declarations used here (the project's lib setting has no DOM types).
@@ -49,12 +64,13 @@ interface WasmMemory {
 }
 
 export function createGemmEngine(wasmBytes: Uint8Array | null): GemmEngine {
-  const MR = 4; // micro-tile rows (must match matmul.wat)
-  const NR = 8; // micro-tile columns (must match matmul.wat)
+  let MR = 4; // micro-tile rows: the module's exported "mr"
+  const NR = 8; // micro-tile columns (both .wat kernels)
   const KC = 256; // k slice: a B micro-panel (256 x 8, 8 KB) stays in L1 while A micro-panels stream from L2
-  const MC = 96; // rows per packed A block (multiple of MR)
+  const MC = 96; // rows per packed A block (a multiple of every MR: 4 and 6); A block 96 KB, in L2
   const NC = 512; // columns per packed B block (multiple of NR)
   const KS = 2048; // k per packed super-slice
+  const CACHE_FLOATS = 16 * 2 ** 20; // packed-B cache bound: 64 MiB per thread
 
   // Heap layout (f32 offsets): packed A (MC, KS) | packed B (KS, NC) | C block (MC, NC).
   const A0 = 0;
@@ -64,18 +80,30 @@ export function createGemmEngine(wasmBytes: Uint8Array | null): GemmEngine {
 
   let gemm: (a: number, b: number, c: number, mc: number, nc: number, k: number, kc: number) => void;
   let heap: Float32Array;
+  // Makes the heap at least `floats` long; views taken before a call are stale after it.
+  let reserve: (floats: number) => void;
   let simd = false;
   if (wasmBytes && typeof WebAssembly !== "undefined" && WebAssembly.validate(wasmBytes)) {
     const instance = new WebAssembly.Instance(new WebAssembly.Module(wasmBytes), {});
     const memory = instance.exports.memory as WasmMemory;
-    const need = Math.ceil((heapFloats * 4) / 65536) - memory.buffer.byteLength / 65536;
-    if (need > 0) memory.grow(need);
-    heap = new Float32Array(memory.buffer, 0, heapFloats);
+    reserve = (floats) => {
+      const need = Math.ceil((floats * 4) / 65536) - memory.buffer.byteLength / 65536;
+      if (need > 0) memory.grow(need);
+      heap = new Float32Array(memory.buffer);
+    };
+    reserve(heapFloats);
+    MR = (instance.exports.mr as { value: number } | undefined)?.value ?? 4;
     const wasmGemm = instance.exports.gemm as (...args: number[]) => void;
     gemm = (a, b, c, mc, nc, k, kc) => wasmGemm(a * 4, b * 4, c * 4, mc, nc, k, kc);
     simd = true;
   } else {
     heap = new Float32Array(heapFloats);
+    reserve = (floats) => {
+      if (floats <= heap.length) return;
+      const grown = new Float32Array(Math.max(floats, heap.length * 2));
+      grown.set(heap);
+      heap = grown;
+    };
     gemm = jsGemm;
   }
 
@@ -137,12 +165,12 @@ export function createGemmEngine(wasmBytes: Uint8Array | null): GemmEngine {
     }
   }
 
-  // B rows [p0, p0 + ks) x columns [j0, j0 + nc) → heap[B0...], element (p, j) at src[base + p*rs + j*cs].
-  function packB(src: Float32Array, base: number, rs: number, cs: number, nc: number, ncPad: number, ks: number): void {
+  // B rows [p0, p0 + ks) x columns [j0, j0 + nc) → heap[dst...], element (p, j) at src[base + p*rs + j*cs].
+  function packB(src: Float32Array, base: number, rs: number, cs: number, nc: number, ncPad: number, ks: number, dst: number): void {
     const h = heap;
     for (let pc = 0; pc < ks; pc += KC) {
       const kc = Math.min(KC, ks - pc);
-      let panel = B0 + ncPad * pc;
+      let panel = dst + ncPad * pc;
       for (let j = 0; j < ncPad; j += NR, panel += NR * kc) {
         const cols = Math.min(NR, nc - j);
         let d = panel;
@@ -165,6 +193,46 @@ export function createGemmEngine(wasmBytes: Uint8Array | null): GemmEngine {
     }
   }
 
+  // The packed-B cache: whole packed matrices after the fixed heap, in insertion order.
+  interface Packed {
+    bBase: number;
+    transB: boolean;
+    n: number;
+    k: number;
+    /** Heap offset of each (jc, ps) block, in loop order. */
+    blocks: number[];
+  }
+  const cache = new Map<object, Packed>();
+  let cacheEnd = heapFloats;
+
+  // Packed B of a task with a key: the cached blocks, packed now on a miss; null when too large to keep.
+  function packedB(t: GemmTask, key: object, bBase: number, rsB: number, csB: number): Packed | null {
+    const { n, k } = t;
+    const hit = cache.get(key);
+    if (hit && hit.bBase === bBase && hit.transB === t.transB && hit.n === n && hit.k === k) return hit;
+    const floats = Math.ceil(n / NR) * NR * k;
+    if (floats > CACHE_FLOATS) return null;
+    if (cacheEnd + floats > heapFloats + CACHE_FLOATS) {
+      cache.clear();
+      cacheEnd = heapFloats;
+    }
+    reserve(cacheEnd + floats);
+    const entry: Packed = { bBase, transB: t.transB, n, k, blocks: [] };
+    for (let jc = 0; jc < n; jc += NC) {
+      const nc = Math.min(NC, n - jc);
+      const ncPad = Math.ceil(nc / NR) * NR;
+      for (let ps = 0; ps < k; ps += KS) {
+        const ks = Math.min(KS, k - ps);
+        packB(t.b, bBase + ps * rsB + jc * csB, rsB, csB, nc, ncPad, ks, cacheEnd);
+        entry.blocks.push(cacheEnd);
+        cacheEnd += ncPad * ks;
+      }
+    }
+    cache.delete(key);
+    cache.set(key, entry);
+    return entry;
+  }
+
   // C rows [i0, i1) of one batch: c[cBase + i*n + j] = sum_p A(i, p) B(p, j).
   function blocked(t: GemmTask, aBase: number, bBase: number, cBase: number, i0: number, i1: number): void {
     const { a, b, c, m, n, k } = t;
@@ -173,25 +241,39 @@ export function createGemmEngine(wasmBytes: Uint8Array | null): GemmEngine {
     const csA = t.transA ? m : 1;
     const rsB = t.transB ? 1 : n;
     const csB = t.transB ? k : 1;
+    const cached = t.bKey ? packedB(t, t.bKey, bBase, rsB, csB) : null;
+    let block = 0;
     for (let jc = 0; jc < n; jc += NC) {
       const nc = Math.min(NC, n - jc);
       const ncPad = Math.ceil(nc / NR) * NR;
       for (let ps = 0; ps < k; ps += KS) {
         const ks = Math.min(KS, k - ps);
-        packB(b, bBase + ps * rsB + jc * csB, rsB, csB, nc, ncPad, ks);
+        const bPanel = cached ? cached.blocks[block++] : B0;
+        if (!cached) packB(b, bBase + ps * rsB + jc * csB, rsB, csB, nc, ncPad, ks, B0);
         for (let ic = i0; ic < i1; ic += MC) {
           const mc = Math.min(MC, i1 - ic);
           const mcPad = Math.ceil(mc / MR) * MR;
           packA(a, aBase + ic * rsA + ps * csA, rsA, csA, mc, mcPad, ks);
-          gemm(A0, B0, C0, mcPad, ncPad, ks, KC);
-          for (let r = 0; r < mc; r++) {
-            const src = C0 + r * ncPad;
-            const dst = cBase + (ic + r) * n + jc;
-            if (ps === 0) c.set(heap.subarray(src, src + nc), dst);
-            else for (let q = 0; q < nc; q++) c[dst + q] += heap[src + q];
-          }
+          gemm(A0, bPanel, C0, mcPad, ncPad, ks, KC);
+          storeC(c, cBase + ic * n + jc, n, mc, nc, ncPad, ps > 0);
         }
       }
+    }
+  }
+
+  // The valid (mc, nc) part of the C block (row stride ncPad) into C (row stride n), written or
+  // added. Chunked Lightning Attention runs thousands of 64x64 products per call, where a typed-array
+  // view per row (the obvious c.set(heap.subarray(...))) cost more than the multiply itself: a
+  // block whose rows are contiguous on both sides is one copy, other blocks a plain loop.
+  function storeC(c: Float32Array, dst: number, n: number, mc: number, nc: number, ncPad: number, add: boolean): void {
+    const h = heap;
+    if (!add && nc === n && nc === ncPad) {
+      c.set(h.subarray(C0, C0 + mc * nc), dst);
+      return;
+    }
+    for (let r = 0, src = C0; r < mc; r++, src += ncPad, dst += n) {
+      if (add) for (let q = 0; q < nc; q++) c[dst + q] += h[src + q];
+      else for (let q = 0; q < nc; q++) c[dst + q] = h[src + q];
     }
   }
 
@@ -208,5 +290,13 @@ export function createGemmEngine(wasmBytes: Uint8Array | null): GemmEngine {
     }
   }
 
-  return { simd, run };
+  return {
+    simd,
+    get mr() {
+      return MR;
+    },
+    run,
+    forget: (key) => void cache.delete(key),
+    cachedFloats: () => [...cache.values()].reduce((sum, e) => sum + Math.ceil(e.n / NR) * NR * e.k, 0),
+  };
 }

@@ -2,10 +2,12 @@
  * CPU matmul: C (..., m, n) = op(A) (..., m, k) . op(B) (..., k, n), op = optional transpose of the
  * last two dims, batch dims broadcast NumPy-style.
  *
- * The arithmetic is matmul-engine.ts (packed panels, a 4x8 WebAssembly SIMD micro-kernel, a plain
- * JS twin). This file maps tensors onto it: f16/bf16 are decoded to f32, computed, and encoded back;
- * large problems are split by rows of the flattened (batch·m, n) output across worker threads.
- * f64 takes a separate plain float64 loop (`matmulF64`).
+ * The arithmetic is matmul-engine.ts (packed panels and a WebAssembly micro-kernel: relaxed-SIMD
+ * FMA 6x8 where the engine validates it, plain SIMD 4x8 otherwise, a plain JS twin without
+ * WebAssembly). This file maps tensors onto it: f16/bf16 are decoded to f32, computed, and encoded
+ * back; large problems are split by rows of the flattened (batch·m, n) output across worker threads.
+ * Small-M products (decoding: a few rows times a weight matrix) run on the calling thread with the
+ * weight's packed form cached (see `forgetPacked`). f64 takes a separate plain float64 loop.
  */
 import type { Kernel } from "../backend.js";
 import { matmulDims } from "../ops/specs.js";
@@ -13,42 +15,103 @@ import { sizeOf } from "../shape.js";
 import { createGemmEngine, type GemmEngine, type GemmTask } from "./matmul-engine.js";
 import { GemmPool, nodeWorkerThreads } from "./matmul-pool.js";
 import { type CpuRef, type CpuStorage, readFloat, storeAs, view } from "./storage.js";
-import { MATMUL_WASM_BASE64 } from "./wasm/matmul-wasm.js";
+import { MATMUL_RELAXED_WASM_BASE64, MATMUL_WASM_BASE64 } from "./wasm/matmul-wasm.js";
 
 /** Below this many multiply-adds a matmul stays on one thread: a worker round trip costs ~0.1 ms. */
 const PARALLEL_MIN_MACS = 1 << 21;
-/** Rows per thread share are whole micro-tiles (the engine's MR). */
-const ROW_GRAIN = 4;
+/**
+ * Up to this many output rows a matmul is "small-M": it stays on the calling thread and keeps B
+ * packed between calls. Packing B costs about as much as multiplying ~20 rows by it, so for a
+ * decoding step (1 to a few rows) the cache removes most of the work; larger M amortise the packing.
+ */
+const SMALL_M_ROWS = 16;
 
-let wasmBytes: Uint8Array | null | undefined;
-function matmulWasm(): Uint8Array | null {
-  if (wasmBytes === undefined) {
+/** The micro-kernels: relaxed-SIMD FMA, plain SIMD, or the plain JS twin (no WebAssembly). */
+export type MatmulKernelKind = "relaxed-simd" | "simd" | "js";
+
+declare const WebAssembly: { validate(bytes: Uint8Array): boolean } | undefined;
+
+const wasmBytes = new Map<MatmulKernelKind, Uint8Array | null>();
+function kernelBytes(kind: MatmulKernelKind): Uint8Array | null {
+  if (kind === "js") return null;
+  let bytes = wasmBytes.get(kind);
+  if (bytes === undefined) {
     try {
-      const text = atob(MATMUL_WASM_BASE64);
-      wasmBytes = Uint8Array.from(text, (ch) => ch.charCodeAt(0));
+      const text = atob(kind === "relaxed-simd" ? MATMUL_RELAXED_WASM_BASE64 : MATMUL_WASM_BASE64);
+      bytes = Uint8Array.from(text, (ch) => ch.charCodeAt(0));
     } catch {
-      wasmBytes = null;
+      bytes = null;
     }
+    wasmBytes.set(kind, bytes);
   }
-  return wasmBytes;
+  return bytes;
 }
 
-// One engine serves every backend on this thread: kernels are synchronous, so it is never re-entered.
-let localEngine: GemmEngine | undefined;
-function engine(): GemmEngine {
-  return (localEngine ??= createGemmEngine(matmulWasm()));
+function validates(kind: MatmulKernelKind): boolean {
+  const bytes = kernelBytes(kind);
+  return bytes !== null && typeof WebAssembly !== "undefined" && WebAssembly.validate(bytes);
 }
 
-/** Whether the engine on this thread runs the WebAssembly SIMD micro-kernel (false: plain JS). */
+let bestKind: MatmulKernelKind | undefined;
+/**
+ * The fastest kernel this engine runs, decided once: the relaxed-SIMD module validates only where
+ * relaxed SIMD is supported (Node ≥ 22 / V8 ≥ 11.4), the plain one wherever WebAssembly SIMD is.
+ */
+export function matmulKernelKind(): MatmulKernelKind {
+  return (bestKind ??= validates("relaxed-simd") ? "relaxed-simd" : validates("simd") ? "simd" : "js");
+}
+
+// One engine per kernel kind serves every backend on this thread: kernels are synchronous, so it is
+// never re-entered.
+const engines = new Map<MatmulKernelKind, GemmEngine>();
+function engine(kind: MatmulKernelKind): GemmEngine {
+  let e = engines.get(kind);
+  if (!e) engines.set(kind, (e = createGemmEngine(kernelBytes(kind))));
+  return e;
+}
+
+/** Whether the default engine on this thread runs a WebAssembly SIMD micro-kernel (false: plain JS). */
 export function matmulUsesSimd(): boolean {
-  return engine().simd;
+  return engine(matmulKernelKind()).simd;
+}
+
+/**
+ * Drops the packed copies cached for `storage` (as matmul's B operand). The CPU backend calls it
+ * whenever a storage is written — by `write` or as any kernel's output — or freed, so a cached
+ * pack never outlives the values it was made from.
+ */
+export function forgetPacked(storage: CpuStorage): void {
+  for (const e of engines.values()) e.forget(storage);
+}
+
+/** Floats of packed B cached by this thread's engines (for tests and diagnostics). */
+export function packedCacheFloats(): number {
+  let sum = 0;
+  for (const e of engines.values()) sum += e.cachedFloats();
+  return sum;
+}
+
+export interface MatmulKernelOptions {
+  /** The backend: its dispose() also terminates this kernel's worker threads. */
+  owner?: { dispose(): void };
+  /** Micro-kernel to run (default: `matmulKernelKind()`); tests force the fallbacks with it. */
+  kind?: MatmulKernelKind;
+  /**
+   * Whether B's storage may be cached in packed form for small-M products. Only storages whose
+   * writes and frees reach `forgetPacked` qualify (the backend's live tensors); default: none.
+   */
+  cacheable?: (storage: CpuStorage) => boolean;
 }
 
 /**
  * A matmul kernel using up to `threads` threads (the calling one included). Passing the backend as
  * `owner` makes its dispose() also terminate this kernel's worker threads.
  */
-export function createMatmulKernel(threads: number, owner?: { dispose(): void }): Kernel<"matmul", CpuStorage> {
+export function createMatmulKernel(threads: number, ownerOrOptions?: { dispose(): void } | MatmulKernelOptions): Kernel<"matmul", CpuStorage> {
+  const options: MatmulKernelOptions = ownerOrOptions && "dispose" in ownerOrOptions ? { owner: ownerOrOptions } : (ownerOrOptions ?? {});
+  const { owner, cacheable } = options;
+  const kind = options.kind ?? matmulKernelKind();
+  const local = engine(kind);
   let pool: GemmPool | null = null;
   if (owner) {
     // Chained here so the backend needs to know nothing about the pool.
@@ -72,11 +135,17 @@ export function createMatmulKernel(threads: number, owner?: { dispose(): void })
       return;
     }
 
-    const parts = Math.min(threads, Math.floor(rows / ROW_GRAIN));
-    const parallel = parts > 1 && batches * m * n * k >= PARALLEL_MIN_MACS && nodeWorkerThreads() !== null;
+    // Thread shares are whole micro-tiles.
+    const grain = local.mr;
+    const small = rows <= SMALL_M_ROWS;
+    const parts = Math.min(threads, Math.floor(rows / grain));
+    const parallel = !small && parts > 1 && batches * m * n * k >= PARALLEL_MIN_MACS && nodeWorkerThreads() !== null;
+    // One B matrix for every batch (a weight): its packed form can be kept between calls.
+    const bKey = small && cacheable?.(b.storage) && b.shape.length === 2 ? b.storage : undefined;
 
     const c = out.dtype === "f32" && (!parallel || isShared(view(out))) ? (view(out) as Float32Array) : scratch(out.size, parallel);
     const base = {
+      bKey,
       a: floatInput(a, parallel),
       b: floatInput(b, parallel),
       c,
@@ -90,16 +159,16 @@ export function createMatmulKernel(threads: number, owner?: { dispose(): void })
     };
 
     if (!parallel) {
-      engine().run({ ...base, rowStart: 0, rowEnd: rows });
+      local.run({ ...base, rowStart: 0, rowEnd: rows });
     } else {
       const tasks: GemmTask[] = [];
       for (let t = 0; t < parts; t++) {
-        const rowStart = t === 0 ? 0 : Math.round((rows * t) / parts / ROW_GRAIN) * ROW_GRAIN;
-        const rowEnd = t === parts - 1 ? rows : Math.round((rows * (t + 1)) / parts / ROW_GRAIN) * ROW_GRAIN;
-        tasks.push({ ...base, rowStart, rowEnd });
+        const rowStart = t === 0 ? 0 : Math.round((rows * t) / parts / grain) * grain;
+        const rowEnd = t === parts - 1 ? rows : Math.round((rows * (t + 1)) / parts / grain) * grain;
+        tasks.push({ ...base, bKey: undefined, rowStart, rowEnd });
       }
-      pool ??= new GemmPool(threads - 1, matmulWasm());
-      pool.run(engine(), tasks);
+      pool ??= new GemmPool(threads - 1, kernelBytes(kind));
+      pool.run(local, tasks);
     }
     if (c.buffer !== out.storage.bytes.buffer) storeAs(out, c);
   };

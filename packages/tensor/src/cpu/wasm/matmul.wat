@@ -11,9 +11,11 @@
 ;; The 4x8 tile lives in 8 v128 accumulators. V8 on x86-64 allocates 15 SIMD registers (xmm15 is
 ;; its scratch): 8 accumulators + 2 B vectors + 1 broadcast A value + 1 product fit, while a 6x8
 ;; tile (12 accumulators) spills and measured 25% slower (4x8: ~32 GFLOP/s/core in cache on Zen 3).
-;; Plain SIMD has no fused multiply-add, hence the separate mul and add.
+;; Plain SIMD has no fused multiply-add, hence the separate mul and add. This is the fallback for
+;; engines without relaxed SIMD; matmul-relaxed.wat is the fused 6x8 kernel used where it validates.
 (module
   (memory (export "memory") 1)
+  (global (export "mr") i32 (i32.const 4))
 
   ;; C[4, 8] (=|+=) A[4, kc] . B[kc, 8]; ldc in bytes.
   (func $micro (param $a i32) (param $b i32) (param $c i32) (param $kc i32) (param $ldc i32) (param $acc i32)
@@ -70,7 +72,7 @@
     (v128.store offset=16 (local.get $row) (local.get $c31)))
 
   ;; C[mc, nc] = A[mc, K] . B[K, nc] over packed operands (layout above), K cut into slices of kcMax.
-  ;; Loop order: B micro-panel (kc x 8, L1) outside, A micro-panels (kc x 6, from the L2-sized A
+  ;; Loop order: B micro-panel (kc x 8, L1) outside, A micro-panels (kc x 4, from the L2-sized A
   ;; block) inside.
   (func (export "gemm") (param $a i32) (param $b i32) (param $c i32)
         (param $mc i32) (param $nc i32) (param $K i32) (param $kcMax i32)
