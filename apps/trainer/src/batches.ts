@@ -11,21 +11,24 @@ import type { TokenSource } from "./shards.js";
 
 /**
  * B windows of `seqLen + 1` tokens (inputs and their next-token targets) for training step `step`,
- * read from `tokens` (in memory, or token shards on disk).
+ * read from `tokens` (in memory, or token shards on disk). `rows` picks some of them (a
+ * data-parallel rank's share): the same windows as those rows of the whole batch.
  */
-export function trainingBatch(tokens: TokenSource, seed: number, step: number, batchSize: number, seqLen: number): Int32Array {
+export function trainingBatch(tokens: TokenSource, seed: number, step: number, batchSize: number, seqLen: number, rows = { first: 0, count: batchSize }): Int32Array {
   const span = seqLen + 1;
   const starts = tokens.length - span + 1;
   if (starts < 1) throw new DataError(`data: the training split has ${tokens.length} tokens, fewer than one sequence of ${span} (--seq-len ${seqLen})`);
   const key = seedKey(seed);
   const block = new Uint32Array(4);
-  const out = new Int32Array(batchSize * span);
-  for (let b = 0; b < batchSize; b++) {
+  if (!(rows.first >= 0 && rows.count >= 0 && rows.first + rows.count <= batchSize)) throw new RangeError(`trainingBatch: rows ${rows.first}…${rows.first + rows.count - 1} are not rows of a batch of ${batchSize}`);
+  const out = new Int32Array(rows.count * span);
+  for (let i = 0; i < rows.count; i++) {
+    const b = rows.first + i;
     counterBlock(key, step * batchSize + b, block);
     // 53 random bits → a start in [0, starts) with negligible bias.
     const u = (block[0] * 2 ** 21 + (block[1] >>> 11)) / 2 ** 53;
     const start = Math.floor(u * starts);
-    out.set(tokens.read(start, span), b * span);
+    out.set(tokens.read(start, span), i * span);
   }
   return out;
 }

@@ -38,6 +38,12 @@ export interface TrainerState {
   skippedSteps?: number;
   /** The f16 loss scale and its growth counter (f16 runs only). */
   lossScale?: GradScalerState;
+  /**
+   * The group that wrote it (absent: one process). For the record only: the checkpoint holds
+   * every parameter and all optimizer state, and the data position is global, so a run resumes
+   * from it on any number of GPUs.
+   */
+  world?: { gpus: number; dp: number; sp: number };
 }
 
 const LATEST = "latest.json";

@@ -96,6 +96,9 @@ program.action(async (opts: Record<string, unknown>) => {
       process.exitCode = code;
       return;
     }
+    if (rank === null && !isGroup(spec) && opts.sequenceParallel !== undefined && opts.sequenceParallel !== 1) {
+      throw new LaunchError(`--sequence-parallel ${opts.sequenceParallel as number} splits sequences over the ranks of a group; give --gpus N as well`);
+    }
     if (rank !== null && spec.gpus !== rank.localWorldSize && opts.gpus !== undefined) {
       throw new LaunchError(`--gpus ${spec.gpus} disagrees with LOCAL_WORLD_SIZE=${rank.localWorldSize} of this rank's environment`);
     }
@@ -126,8 +129,10 @@ program.action(async (opts: Record<string, unknown>) => {
       saveInit: opts.saveInit === true,
       dumpBatches: opts.dumpBatches as string | undefined,
       profile: opts.profile as string | undefined,
+      ...(group ? { group: { group, sequenceParallel: (opts.sequenceParallel as number | undefined) ?? 1 } } : {}),
     });
-    process.exitCode = result.summary === null ? 130 : 0;
+    // Interrupted: no summary. A rank other than 0 finishing normally has none either.
+    process.exitCode = result.stopped && result.summary === null ? 130 : 0;
   } catch (err) {
     report("train", err);
     // A failing rank may hold the store, sockets and device handles that would keep it alive; its peers are waiting for it to go.

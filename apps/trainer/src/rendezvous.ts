@@ -30,6 +30,7 @@ type Request =
   | { id: number; op: "get"; key: string }
   | { id: number; op: "wait"; keys: string[] }
   | { id: number; op: "add"; key: string; amount: number }
+  | { id: number; op: "barrier"; key: string; count: number }
   | { id: number; op: "bye" };
 
 type Reply = { id: number; value?: string; number?: number; error?: string };
@@ -77,6 +78,8 @@ export class StoreServer {
   private readonly values = new Map<string, Buffer>();
   /** Requests waiting for keys that are not set yet. */
   private waiters: { keys: string[]; socket: Socket; id: number; value: boolean }[] = [];
+  /** Ranks that have reached each barrier not yet complete. */
+  private readonly arrived = new Map<string, { socket: Socket; id: number }[]>();
   private readonly sockets = new Set<Socket>();
   private lostListeners: ((rank: number) => void)[] = [];
 
@@ -127,6 +130,7 @@ export class StoreServer {
     socket.on("close", () => {
       this.sockets.delete(socket);
       this.waiters = this.waiters.filter((w) => w.socket !== socket);
+      for (const [key, ranks] of this.arrived) this.arrived.set(key, ranks.filter((a) => a.socket !== socket));
       if (!leaving && rank >= 0) for (const l of this.lostListeners) l(rank);
     });
     readFrames(
@@ -148,6 +152,14 @@ export class StoreServer {
             this.values.set(req.key, Buffer.from(String(next)));
             this.reply(socket, { id: req.id, number: next });
             return this.wake();
+          }
+          case "barrier": {
+            const ranks = [...(this.arrived.get(req.key) ?? []), { socket, id: req.id }];
+            if (ranks.length < req.count) return void this.arrived.set(req.key, ranks);
+            // The last arrival releases everyone at once: no rank needs the server again for this barrier.
+            this.arrived.delete(req.key);
+            for (const a of ranks) this.reply(a.socket, { id: a.id });
+            return;
           }
           case "get":
           case "wait": {
@@ -273,12 +285,13 @@ export class StoreClient {
 
   /**
    * Resolves once `worldSize` ranks have called `barrier` with the same name the same number of
-   * times (every rank calls its barriers in the same order).
+   * times (every rank calls its barriers in the same order). One request per rank, all answered
+   * when the last arrives: a rank released first may block its thread (in a collective, say)
+   * without holding up the others' release, even when it serves the store.
    */
   async barrier(name: string, worldSize: number, timeoutMs = this.timeoutMs): Promise<void> {
     const key = `barrier/${name}/${this.barriers++}`;
-    if ((await this.add(key, 1)) === worldSize) await this.set(`${key}/done`, "");
-    await this.wait([`${key}/done`], timeoutMs).catch((err: Error) => {
+    await this.request({ op: "barrier", key, count: worldSize }, timeoutMs, `the other ranks at barrier "${name}"`).catch((err: Error) => {
       throw new RendezvousError(`${err.message} (barrier "${name}" of ${worldSize} ranks: some rank never reached it)`);
     });
   }

@@ -7,7 +7,7 @@ import * as vega from "vega";
 import { compile, type TopLevelSpec } from "vega-lite";
 
 export type LogRecord =
-  | { kind: "train"; step: number; loss: number; lr: number; grad_norm: number; tokens_per_s: number; mfu: number; seconds: number }
+  | { kind: "train"; step: number; loss: number; lr: number; grad_norm: number; tokens_per_s: number; mfu: number; seconds: number; gpus?: number; mode?: string; T?: number }
   | { kind: "skip"; step: number; loss: number; grad_norm: number }
   | { kind: "eval"; step: number; loss: number; perplexity: number; bits_per_byte: number; seconds: number }
   | { kind: "checkpoint" | "init"; step: number; dir: string }
@@ -99,9 +99,16 @@ export interface Summary {
   unigram_bits_per_byte: number;
   heldout_loss: number;
   heldout_perplexity: number;
+  /** Tokens of the whole group (every rank's) per second of training. */
   tokens_per_second: number;
-  /** 6 · parameters · tokens/s ÷ the peak rate (throughput.ts). */
+  /** 6 · parameters · tokens/s ÷ (the peak rate × gpus) (throughput.ts). */
   mfu: number;
+  /** Processes (GPUs) that trained: 1 without --gpus. */
+  gpus: number;
+  /** "sp" with --sequence-parallel above 1, else "dp" (data parallel, or one process). */
+  mode: "dp" | "sp";
+  /** Tokens per sequence (--seq-len). */
+  T: number;
   peak_tflops: number;
   peak_tflops_source: string;
   /** The gradient norm (before clipping) of the last step taken; null if none was. */

@@ -3,11 +3,12 @@
  * cosine decay, held-out evaluation, atomic checkpoints, and at the end the final model, the loss
  * chart, generated samples and summary.json.
  */
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { AdamW, GradScaler, warmupCosine } from "@lightning-ts/autograd/optim";
 import { createBackend } from "@lightning-ts/backends";
-import { type Backend, liveTensorCount, setBackend } from "@lightning-ts/tensor";
+import { type Backend, type Collective, liveTensorCount, setBackend } from "@lightning-ts/tensor";
 import { generateIds, initParams, makeConfig, type ModelDType, parameterCount, PRESETS, resolveDType, splitBatch, trainStep, type TnlConfig, type TnlParams } from "@lightning-ts/tnl";
 import type { Tokenizer } from "@lightning-ts/tokenizer";
 import { BatchDump, evaluationWindows, trainingBatch } from "./batches.js";
@@ -23,8 +24,11 @@ import {
   saveTrainerCheckpoint,
   type TrainerState,
 } from "./checkpoint.js";
-import { microBatchOf, sequencesPerStep, type TrainConfig, withDefaults } from "./config.js";
+import { ConfigError, microBatchOf, sequencesPerStep, type TrainConfig, withDefaults } from "./config.js";
 import { loadTrainingData, type TrainingData } from "./corpus.js";
+import { groupBackendProblem, groupCollective, rankBackend } from "./distributed.js";
+import { type Group, layout, type Layout } from "./group.js";
+import { anyRank, type GroupCollectives, groupTrainStep, rankRows } from "./group-step.js";
 import { type Evaluation, evaluate } from "./evaluate.js";
 import { profileStep } from "./profile.js";
 import { formatMfu, progressBar, progressHeldout, RunLog, type Summary, writeLossChart, writeSummary } from "./report.js";
@@ -58,6 +62,26 @@ export interface TrainOptions {
   dumpBatches?: string;
   /** Profile the second step of this call op by op; the JSON goes to this file. */
   profile?: string;
+  /** Train as one rank of a group (main.ts joins it from the torchrun environment). */
+  group?: GroupRun;
+}
+
+/** A rank's part in a group run. */
+export interface GroupRun {
+  group: Group;
+  /** Ranks per sequence-parallel group (1: data parallel only). */
+  sequenceParallel: number;
+  /** The rank's backend (default: the run's, on device LOCAL_RANK). */
+  backend?: Backend;
+  /** Makes the collective over world ranks `ranks` (default: NCCL through the group's store). */
+  collective?: (backend: Backend, ranks: readonly number[], name: string) => Promise<Collective>;
+}
+
+/** What a rank of a group holds while it trains. */
+interface RankPart {
+  group: Group;
+  layout: Layout;
+  collectives: GroupCollectives;
 }
 
 export interface TrainResult {
@@ -96,7 +120,10 @@ function optimizerFor(config: TrainConfig): AdamW {
 }
 
 export async function train(options: TrainOptions): Promise<TrainResult> {
-  const say = options.log ?? ((line: string) => process.stderr.write(`${line}\n`));
+  const lead = options.group === undefined || options.group.group.rank === 0;
+  // Rank 0 speaks for the group; the others report only their errors.
+  const say = lead ? (options.log ?? ((line: string) => process.stderr.write(`${line}\n`))) : () => {};
+  if (!lead) options = { ...options, progress: false, dumpBatches: undefined, profile: undefined, saveInit: false };
   let config = options.config;
   let resumed: { dir: string; state: TrainerState } | null = null;
   if (options.resume && (options.initFrom || options.saveInit)) {
@@ -109,21 +136,52 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
     resumed = { dir, state };
   }
   const outDir = resolve(config.outDir);
-  checkWritable(outDir);
-  const log = new RunLog(join(outDir, "log.jsonl"));
+  // Only rank 0 writes the run's files; the others keep their copy of the tokenizer aside.
+  const scratch = lead ? null : mkdtempSync(join(tmpdir(), `lightning-rank-${options.group!.group.rank}-`));
+  if (lead) checkWritable(outDir);
+  const log = lead ? new RunLog(join(outDir, "log.jsonl")) : ({ write: () => {} } as unknown as RunLog);
 
-  const backend = await createBackend(config.backend);
+  const g = options.group;
+  if (g && !g.collective) {
+    const problem = groupBackendProblem(config.backend);
+    if (problem) throw new ConfigError(`--gpus: ${problem}`);
+  }
+  const backend = g ? (g.backend ?? (await rankBackend(config.backend, g.group))) : await createBackend(config.backend);
   const dtype = resolveDType(backend, config.dtype);
   setBackend(backend);
-  say(`backend: ${backend.name} (${backend.capabilities.device}), ${dtype}`);
+  say(`backend: ${backend.name} (${backend.capabilities.device}), ${dtype}${g ? `, ${g.group.worldSize} ranks` : ""}`);
+  const part = g ? await joinCollectives(g, backend, config) : null;
+  if (part) say(`group: ${part.layout.dp} data parallel × ${part.layout.sp} sequence parallel (${part.layout.sp > 1 ? `${config.seqLen / part.layout.sp} tokens of each sequence per rank` : "each rank its rows of every batch"})`);
 
-  const tokenizerFile = join(outDir, "tokenizer.json");
-  const data = await loadTrainingData({ config, tokenizerFile, resumeDir: resumed?.dir, cacheDir: options.cacheDir ?? resolve(".cache", "tokens"), say });
+  const tokenizerFile = join(scratch ?? outDir, "tokenizer.json");
   try {
-    return await run({ options, config, resumed, outDir, log, data, tokenizerFile, dtype, backend, backendName: backend.name, device: backend.capabilities.device, peak: await peakTflops(backend, config.peakTflops), say });
+    const data = await loadTrainingData({ config, tokenizerFile, resumeDir: resumed?.dir, cacheDir: options.cacheDir ?? resolve(".cache", "tokens"), say });
+    try {
+      return await run({ options, config, resumed, outDir, log, data, tokenizerFile, dtype, backend, backendName: backend.name, device: backend.capabilities.device, peak: await peakTflops(backend, config.peakTflops), say, part });
+    } finally {
+      data.close();
+    }
   } finally {
-    data.close();
+    part?.collectives.world.dispose();
+    if (part?.collectives.sp && part.collectives.sp !== part.collectives.world) part.collectives.sp.dispose();
+    if (scratch) rmSync(scratch, { recursive: true, force: true });
   }
+}
+
+/**
+ * The rank's collectives: the world, and its sequence-parallel group when sp > 1 (made in the same
+ * order on every rank, so that each communicator's ranks create it together).
+ */
+async function joinCollectives(g: GroupRun, backend: Backend, config: TrainConfig): Promise<RankPart> {
+  const { group } = g;
+  const l = layout(group.rank, group.worldSize, g.sequenceParallel);
+  const rows = sequencesPerStep(config);
+  if (rows < l.dp) throw new ConfigError(`config: a step's ${rows} sequences cannot give each of the ${l.dp} data-parallel ranks one; raise --batch-size or --tokens-per-step`);
+  if (config.seqLen % l.sp !== 0) throw new ConfigError(`config: --seq-len ${config.seqLen} must be a multiple of --sequence-parallel ${l.sp} (each rank holds seq-len / ${l.sp} tokens)`);
+  const make = g.collective ?? ((b: Backend, ranks: readonly number[], name: string) => groupCollective(group, b, ranks, name));
+  const world = await make(backend, Array.from({ length: group.worldSize }, (_, r) => r), "world");
+  const sp = l.sp === 1 ? null : l.sp === group.worldSize ? world : await make(backend, l.spGroup, `sp-${l.dpRank}`);
+  return { group, layout: l, collectives: { world, sp } };
 }
 
 interface RunContext {
@@ -141,7 +199,12 @@ interface RunContext {
   device: string;
   peak: { tflops: number; source: string };
   say: (line: string) => void;
+  /** This rank's part of a group run; null in one process. */
+  part: RankPart | null;
 }
+
+/** How long the other ranks wait at a barrier while rank 0 alone writes a checkpoint or evaluates. */
+const SOLO_WORK_TIMEOUT_MS = 60 * 60_000;
 
 async function run(r: RunContext): Promise<TrainResult> {
   const { options, config, resumed, outDir, log, data, tokenizerFile, say } = r;
@@ -189,6 +252,13 @@ async function run(r: RunContext): Promise<TrainResult> {
   const microBatch = microBatchOf(config);
   const span = config.seqLen + 1;
   const tokensPerStep = rows * config.seqLen;
+  const { part } = r;
+  const lead = part === null || part.group.rank === 0;
+  const gpus = part?.group.worldSize ?? 1;
+  // What throughput figures are compared by: ranks, their kind of parallelism, tokens per sequence.
+  const shape = { gpus, mode: part && part.layout.sp > 1 ? ("sp" as const) : ("dp" as const), T: config.seqLen };
+  // This rank's rows of every global batch (all of them in one process).
+  const mine = part ? rankRows(rows, part.layout.dpRank, part.layout.dp) : { first: 0, count: rows };
   say(`model: ${parameters.toLocaleString("en")} parameters (d=${tnlConfig.dModel}, layers=${tnlConfig.numLayers}, heads=${tnlConfig.numHeads}, vocab=${tnlConfig.vocabSize})`);
   say(`step: ${tokensPerStep.toLocaleString("en")} tokens (${rows} × ${config.seqLen}) in ${Math.ceil(rows / microBatch)} micro-batch${rows > microBatch ? "es" : ""} of ${microBatch}; MFU against ${r.peak.tflops.toPrecision(3)} TFLOP/s (${r.peak.source})`);
 
@@ -198,16 +268,30 @@ async function run(r: RunContext): Promise<TrainResult> {
     format: "lightning-ts.trainer/1",
     step,
     config,
+    // The data position above is global (step × sequences per step), so any number of ranks resumes from it.
+    world: { gpus, dp: part?.layout.dp ?? 1, sp: part?.layout.sp ?? 1 },
     rng: { kind: "philox4x32-10", seed: config.seed, counter: step * rows },
     trainSeconds,
     tokensSeen,
     skippedSteps,
     ...(scaler ? { lossScale: scaler.stateDict() } : {}),
   });
-  const checkpoint = async () => {
-    const dir = await saveTrainerCheckpoint(outDir, state(), { config: tnlConfig, params }, optimizer, tokenizerFile);
-    log.write({ kind: "checkpoint", step, dir });
-    return dir;
+  /**
+   * Rank 0 alone does `work` (writing files, evaluating); in a group the other ranks wait for it at
+   * a barrier of the store, not inside a collective, whose timeout is made for collectives.
+   */
+  const solo = async (name: string, work: () => Promise<void>) => {
+    if (lead) await work();
+    if (part) await part.group.barrier(name, SOLO_WORK_TIMEOUT_MS);
+  };
+  let lastCheckpoint = resumed ? step : -1;
+  // Every parameter and all optimizer state are whole on every rank, so rank 0's copy is the checkpoint.
+  const checkpoint = () => {
+    lastCheckpoint = step;
+    return solo("checkpoint", async () => {
+      const dir = await saveTrainerCheckpoint(outDir, state(), { config: tnlConfig, params }, optimizer, tokenizerFile);
+      log.write({ kind: "checkpoint", step, dir });
+    });
   };
 
   const losses: { step: number; loss: number }[] = [];
@@ -222,10 +306,18 @@ async function run(r: RunContext): Promise<TrainResult> {
   while (step < config.steps) {
     const t0 = performance.now();
     const lr = optimizer.learningRate();
-    const batch = trainingBatch(data.train, config.seed, step, rows, config.seqLen);
-    dump?.write(batch);
+    const batch = trainingBatch(data.train, config.seed, step, rows, config.seqLen, mine);
+    dump?.write(part ? trainingBatch(data.train, config.seed, step, rows, config.seqLen) : batch);
     const lossFactor = options.nonFiniteSteps?.includes(step + 1) ? NaN : 1;
-    const runStep = () => trainStep(params, tnlConfig, optimizer, splitBatch(batch, rows, span, microBatch), { gradClip: config.gradClip, lossFactor, scaler });
+    const runStep = () =>
+      part
+        ? groupTrainStep(params, tnlConfig, optimizer, splitBatch(batch, mine.count, span, Math.min(microBatch, mine.count)), part.collectives, {
+            globalCount: tokensPerStep,
+            gradClip: config.gradClip,
+            lossFactor,
+            scaler,
+          })
+        : trainStep(params, tnlConfig, optimizer, splitBatch(batch, rows, span, microBatch), { gradClip: config.gradClip, lossFactor, scaler });
     // The second step of the call: the first one warms up (kernels compiled, buffers pooled).
     const out = options.profile && step === firstStep + 1 ? await profileStep(r.backend, step + 1, options.profile, runStep, say) : await runStep();
     params = out.params;
@@ -247,18 +339,23 @@ async function run(r: RunContext): Promise<TrainResult> {
       skippedInARow = 0;
       lastGradNorm = out.gradNorm;
       losses.push({ step, loss: out.loss });
+      // The whole group's tokens (rank 0's step ends when every rank's has): MFU is per GPU.
       const tps = tokensPerStep / seconds;
-      log.write({ kind: "train", step, loss: out.loss, lr, grad_norm: out.gradNorm, tokens_per_s: tps, mfu: mfu(parameters, tps, r.peak.tflops), seconds });
+      log.write({ kind: "train", step, loss: out.loss, lr, grad_norm: out.gradNorm, tokens_per_s: tps, mfu: mfu(parameters, tps / gpus, r.peak.tflops), seconds, ...(part ? shape : {}) });
       const average = tokensSeen / trainSeconds;
-      bar?.update(step, { loss: out.loss.toFixed(3), tps: Math.round(average), mfu: formatMfu(mfu(parameters, average, r.peak.tflops)), gnorm: out.gradNorm.toPrecision(3) });
+      bar?.update(step, { loss: out.loss.toFixed(3), tps: Math.round(average), mfu: formatMfu(mfu(parameters, average / gpus, r.peak.tflops)), gnorm: out.gradNorm.toPrecision(3) });
     }
 
-    const outOfTime = config.timeLimitSeconds > 0 && trainSeconds >= config.timeLimitSeconds;
-    const interrupted = options.signal?.aborted === true || step === options.stopAfterStep;
+    let outOfTime = config.timeLimitSeconds > 0 && trainSeconds >= config.timeLimitSeconds;
+    let interrupted = options.signal?.aborted === true || step === options.stopAfterStep;
+    // Ranks stop together or not at all: one stopping alone would leave the others in a collective.
+    if (part) [interrupted, outOfTime] = await anyRank(part.collectives.world, [interrupted, outOfTime]);
     if (step % config.evalInterval === 0 || step === config.steps || outOfTime) {
-      heldout = await evaluate(params, tnlConfig, tokenizer, evalWindows, microBatch);
-      log.write({ kind: "eval", step, loss: heldout.loss, perplexity: heldout.perplexity, bits_per_byte: heldout.bitsPerByte, seconds: trainSeconds });
-      bar?.update(step, { heldout: progressHeldout(heldout) });
+      await solo("eval", async () => {
+        heldout = await evaluate(params, tnlConfig, tokenizer, evalWindows, microBatch);
+        log.write({ kind: "eval", step, loss: heldout.loss, perplexity: heldout.perplexity, bits_per_byte: heldout.bitsPerByte, seconds: trainSeconds });
+        bar?.update(step, { heldout: progressHeldout(heldout) });
+      });
     }
     if (step % config.checkpointInterval === 0 || interrupted || outOfTime) await checkpoint();
     if (interrupted || outOfTime) {
@@ -266,6 +363,7 @@ async function run(r: RunContext): Promise<TrainResult> {
       if (outOfTime && step < config.steps) say(`\nstopping at step ${step}: the time limit of ${config.timeLimitSeconds} s is reached`);
       if (interrupted) {
         bar?.stop();
+        await part?.group.leave();
         say(`\ninterrupted at step ${step}; checkpoint saved. Continue with --resume ${outDir}`);
         return { outDir, losses, summary: null, stopped: true };
       }
@@ -273,7 +371,14 @@ async function run(r: RunContext): Promise<TrainResult> {
     }
   }
   bar?.stop();
-  if (step === config.steps && !existsSync(join(outDir, "checkpoints", `step-${String(step).padStart(6, "0")}`))) await checkpoint();
+  // A group decides by what it did, the same on every rank (rank 0's disk is not the others').
+  const saved = part ? lastCheckpoint === step : existsSync(join(outDir, "checkpoints", `step-${String(step).padStart(6, "0")}`));
+  if (step === config.steps && !saved) await checkpoint();
+  if (part) {
+    // Rank 0 finishes alone: the final model, a full evaluation, samples and the summary.
+    await part.group.leave();
+    if (!lead) return { outDir, losses, stopped, summary: null };
+  }
   const summary = await finish({
     ...r,
     tnlConfig,
@@ -288,6 +393,7 @@ async function run(r: RunContext): Promise<TrainResult> {
     microBatch,
     skippedSteps,
     lastGradNorm,
+    shape,
   });
   return { outDir, losses, stopped, summary };
 }
@@ -308,6 +414,7 @@ interface FinishContext extends RunContext {
   microBatch: number;
   skippedSteps: number;
   lastGradNorm: number | null;
+  shape: { gpus: number; mode: "dp" | "sp"; T: number };
 }
 
 /** The final model, a full held-out evaluation, samples, the loss chart and summary.json. */
@@ -348,7 +455,8 @@ async function finish(c: FinishContext): Promise<Summary> {
     heldout_loss: full.loss,
     heldout_perplexity: full.perplexity,
     tokens_per_second: tokensPerSecond,
-    mfu: mfu(c.parameters, tokensPerSecond, c.peak.tflops),
+    mfu: mfu(c.parameters, tokensPerSecond / c.shape.gpus, c.peak.tflops),
+    ...c.shape,
     peak_tflops: c.peak.tflops,
     peak_tflops_source: c.peak.source,
     grad_norm: c.lastGradNorm,
@@ -373,7 +481,8 @@ async function finish(c: FinishContext): Promise<Summary> {
   c.say(`held-out (all ${full.tokens.toLocaleString("en")} tokens): ${full.bitsPerByte.toFixed(3)} bits per byte (loss ${full.loss.toFixed(3)}, perplexity ${full.perplexity.toFixed(1)})`);
   c.say(`unigram byte entropy of the same held-out text: ${unigram.toFixed(3)} bits per byte`);
   const skipped = c.skippedSteps > 0 ? ` (${c.skippedSteps} skipped: loss or gradient not finite)` : "";
-  c.say(`trained ${c.step} steps${skipped} in ${c.trainSeconds.toFixed(0)} s at ${Math.round(summary.tokens_per_second)} tokens/s on ${c.backendName}, MFU ${formatMfu(summary.mfu)}, last gradient norm ${c.lastGradNorm?.toPrecision(3) ?? "-"}`);
+  const on = c.shape.gpus > 1 ? `${c.shape.gpus} × ${c.backendName} (${c.shape.mode}, T ${c.shape.T})` : c.backendName;
+  c.say(`trained ${c.step} steps${skipped} in ${c.trainSeconds.toFixed(0)} s at ${Math.round(summary.tokens_per_second)} tokens/s on ${on}, MFU ${formatMfu(summary.mfu)}, last gradient norm ${c.lastGradNorm?.toPrecision(3) ?? "-"}`);
   c.say(`model: ${modelDir}   loss chart: ${chart.svg}, ${chart.png}   summary: ${file}`);
   c.say("samples:");
   for (const s of samples) c.say(`  ${JSON.stringify(s)}`);

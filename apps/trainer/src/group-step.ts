@@ -1,0 +1,130 @@
+/**
+ * One optimizer step of a rank in a group: the twin of `trainStep` (@lightning-ts/tnl) for data and
+ * sequence parallelism over `@lightning-ts/parallel`, taking the same update as one process over
+ * the whole global batch.
+ *
+ * Each rank differentiates its part of the global mean loss — the sum of the cross-entropy over its
+ * targets divided by the targets of the whole global batch (`globalCount`) — over its micro-batches,
+ * so the gradients of all ranks add up to the one-process gradient: they are summed over the world
+ * in buckets (`dataParallel(world).syncGradients`), clipped and applied the same way on every rank,
+ * and the parameters stay identical without being sent.
+ *
+ * Rows: data parallel rank d holds rows `rowsForRank(batch, d, dp)` of each global batch of rows of
+ * `span` = T + 1 tokens. Without sequence parallelism a rank runs the whole span, as one process
+ * does (the last position predicts nothing). With it (sp > 1), rank s of a sequence-parallel group
+ * holds tokens s·L … (s+1)·L − 1 of the first T (L = T / sp) and their targets, the next tokens.
+ */
+import { disposeTree, flattenTree, type GradTree, mapTree, valueAndGrad } from "@lightning-ts/autograd";
+import { type BaseSettings, clipGradNorm, type GradScaler, type Optimizer } from "@lightning-ts/autograd/optim";
+import { dataParallel, nextTokenTargets, partialLoss, type RankSlice, sequenceParallelLoss } from "@lightning-ts/parallel";
+import { add, cast, type Collective, div, mul, scope, type Tensor, tensor } from "@lightning-ts/tensor";
+import type { MicroBatch, StepResult, TnlConfig, TnlParams } from "@lightning-ts/tnl";
+
+export interface GroupCollectives {
+  /** Every rank of the group: gradients and the loss are summed over it. */
+  world: Collective;
+  /** This rank's sequence-parallel group; null without sequence parallelism. */
+  sp: Collective | null;
+}
+
+/**
+ * Data-parallel rank `d` of `dp`'s rows of a batch of `rows`: contiguous, the first rows mod dp
+ * ranks one more (the split of `rowsForRank` in @lightning-ts/parallel).
+ */
+export function rankRows(rows: number, d: number, dp: number): { first: number; count: number } {
+  const base = Math.floor(rows / dp);
+  const extra = rows % dp;
+  return { first: d * base + Math.min(d, extra), count: base + (d < extra ? 1 : 0) };
+}
+
+/** Each flag true on any rank of `c` (one small all-reduce, read back). */
+export async function anyRank(c: Collective, flags: readonly boolean[]): Promise<boolean[]> {
+  const any = scope(() => c.allReduce(tensor(flags.map(Number), [flags.length], { dtype: "f32", backend: c.backend }), "max"));
+  const values = await any.data();
+  any.dispose();
+  return Array.from(values, (v) => v > 0);
+}
+
+/** The rows of a micro-batch as number[][] of `span` tokens. */
+function rowsOf(b: MicroBatch): number[][] {
+  return Array.from({ length: b.rows }, (_, r) => Array.from(b.ids.subarray(r * b.span, (r + 1) * b.span)));
+}
+
+/** Rank `s` of `sp`'s slice of rows of T + 1 tokens: tokens s·L … of the first T, and the tokens after them as targets. */
+export function sequenceSlice(rows: readonly (readonly number[])[], s: number, sp: number): RankSlice {
+  const T = rows[0].length - 1;
+  if (T % sp !== 0) throw new Error(`sequenceSlice: the ${T} tokens of a sequence must divide into the ${sp} ranks of a sequence-parallel group`);
+  const L = T / sp;
+  return { ids: rows.map((row) => row.slice(s * L, (s + 1) * L)), targets: rows.map((row) => row.slice(s * L + 1, (s + 1) * L + 1)), positionOffset: s * L };
+}
+
+/** Half-precision gradients add up in f32 (the optimizer takes f32 gradients for bf16/f16 parameters). */
+const toF32 = (t: Tensor) => (t.dtype === "bf16" || t.dtype === "f16" ? cast(t, "f32") : t);
+
+/**
+ * This rank's part of the loss and its gradient, summed over its micro-batches (not yet over ranks).
+ * `factor` multiplies the loss (the f16 loss scale; tests give NaN to make a step non-finite).
+ */
+export function rankGradients(params: TnlParams, config: TnlConfig, batches: readonly MicroBatch[], c: GroupCollectives, globalCount: number, factor = 1): { loss: Tensor; grads: GradTree<TnlParams> } {
+  type Acc = { loss: Tensor; grads: GradTree<TnlParams> };
+  const addMicroBatch = (prev: Acc | null, b: MicroBatch): Acc => {
+    const rows = rowsOf(b);
+    const f = (p: TnlParams) => {
+      const l = c.sp ? sequenceParallelLoss(c.sp, p, config, sequenceSlice(rows, c.sp.rank, c.sp.worldSize), { globalCount }) : partialLoss(p, config, rows, nextTokenTargets(rows), { globalCount });
+      return factor === 1 ? l : mul(l, factor);
+    };
+    const next = scope(() => {
+      const { value, grads } = valueAndGrad(f)(params);
+      if (!prev) return { loss: value, grads };
+      const mine = flattenTree(grads);
+      return { loss: add(prev.loss, value), grads: mapTree(prev.grads, (g, path) => add(toF32(g), toF32(mine.get(path)!))) as GradTree<TnlParams> };
+    });
+    if (prev) {
+      prev.loss.dispose();
+      disposeTree(prev.grads);
+    }
+    return next;
+  };
+  let acc: Acc | null = null;
+  for (const b of batches) acc = addMicroBatch(acc, b);
+  if (!acc) throw new Error("a training step with no micro-batches on this rank");
+  return acc;
+}
+
+/**
+ * The group's step: rank gradients summed over the world, clipped to `gradClip` (0: none), and the
+ * update taken on every rank unless the loss or gradient norm is not finite (the same verdict on
+ * every rank: both are global). Reads back the global loss and norm.
+ */
+export async function groupTrainStep(
+  params: TnlParams,
+  config: TnlConfig,
+  optimizer: Optimizer<BaseSettings>,
+  batches: readonly MicroBatch[],
+  c: GroupCollectives,
+  options: { globalCount: number; gradClip: number; lossFactor?: number; scaler?: GradScaler },
+): Promise<StepResult> {
+  const { lossFactor = 1, scaler } = options;
+  const scale = scaler?.scale ?? 1;
+  const { loss: value, clipped, norm } = scope(() => {
+    const local = rankGradients(params, config, batches, c, options.globalCount, lossFactor * scale);
+    const grads = dataParallel(c.world).syncGradients(local.grads);
+    const total = c.world.allReduce(local.loss, "sum");
+    const clip = clipGradNorm(scaler ? scaler.unscale(grads) : grads, options.gradClip > 0 ? options.gradClip : Infinity);
+    return { loss: scale === 1 ? total : div(total, scale), clipped: clip.grads, norm: clip.norm };
+  });
+  const update = scope(() => optimizer.tentativeStep<TnlParams>(params, clipped));
+  disposeTree(clipped);
+  const out = { loss: (await value.data())[0], gradNorm: (await norm.data())[0] };
+  value.dispose();
+  norm.dispose();
+  const skipped = !Number.isFinite(out.loss) || !Number.isFinite(out.gradNorm);
+  let next = params;
+  if (skipped) update.rollback();
+  else {
+    update.commit();
+    next = update.params;
+  }
+  scaler?.update(!skipped);
+  return { params: next, ...out, skipped };
+}
