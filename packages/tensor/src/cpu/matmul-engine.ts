@@ -72,13 +72,17 @@ export function createGemmEngine(wasmBytes: Uint8Array | null): GemmEngine {
   const KS = 2048; // k per packed super-slice
   const CACHE_FLOATS = 16 * 2 ** 20; // packed-B cache bound: 64 MiB per thread
 
-  // Heap layout (f32 offsets): packed A (MC, KS) | packed B (KS, NC) | C block (MC, NC).
+  // Heap layout (f32 offsets): packed A (MC, KS) | packed B (KS, NC) | C block (MC, NC) | staging
+  // (a source block copied in, (KS, NC) at most) | packed-B cache.
   const A0 = 0;
   const B0 = A0 + MC * KS;
   const C0 = B0 + KS * NC;
-  const heapFloats = C0 + MC * NC;
+  const STAGE = C0 + MC * NC;
+  const heapFloats = STAGE + KS * NC;
 
   let gemm: (a: number, b: number, c: number, mc: number, nc: number, k: number, kc: number) => void;
+  // The module's packer (see matmul.wat): null for the plain JS engine.
+  let wasmPack: ((src: number, rs: number, cs: number, rows: number, rowsPad: number, kc: number, r: number, dst: number) => void) | null = null;
   let heap: Float32Array;
   // Makes the heap at least `floats` long; views taken before a call are stale after it.
   let reserve: (floats: number) => void;
@@ -95,6 +99,7 @@ export function createGemmEngine(wasmBytes: Uint8Array | null): GemmEngine {
     MR = (instance.exports.mr as { value: number } | undefined)?.value ?? 4;
     const wasmGemm = instance.exports.gemm as (...args: number[]) => void;
     gemm = (a, b, c, mc, nc, k, kc) => wasmGemm(a * 4, b * 4, c * 4, mc, nc, k, kc);
+    wasmPack = instance.exports.pack as typeof wasmPack;
     simd = true;
   } else {
     heap = new Float32Array(heapFloats);
@@ -145,20 +150,34 @@ export function createGemmEngine(wasmBytes: Uint8Array | null): GemmEngine {
     }
   }
 
+  // Packing reads the source along its contiguous dimension (the loop order follows the strides):
+  // reading across rows instead, as a plain panel-by-panel loop does, made packing cost about as
+  // much as a 2-thread 512³ multiply (7.5 ns per element against 0.8).
+
   // A rows [i0, i0 + mc) x columns [p0, p0 + ks) → heap[A0...], element (i, p) at src[base + i*rs + p*cs].
-  function packA(src: Float32Array, base: number, rs: number, cs: number, mc: number, mcPad: number, ks: number): void {
+  function jsPackA(src: Float32Array, base: number, rs: number, cs: number, mc: number, mcPad: number, ks: number): void {
     const h = heap;
     for (let pc = 0; pc < ks; pc += KC) {
       const kc = Math.min(KC, ks - pc);
       let panel = A0 + mcPad * pc;
       for (let i = 0; i < mcPad; i += MR, panel += MR * kc) {
-        for (let r = 0; r < MR; r++) {
-          let d = panel + r;
-          if (i + r < mc) {
-            let s = base + (i + r) * rs + pc * cs;
-            for (let p = 0; p < kc; p++, d += MR, s += cs) h[d] = src[s]!;
-          } else {
-            for (let p = 0; p < kc; p++, d += MR) h[d] = 0;
+        const rows = Math.min(MR, mc - i);
+        if (cs === 1 || rows < MR) {
+          // Row-major A: each row is contiguous along p.
+          for (let r = 0; r < MR; r++) {
+            let d = panel + r;
+            if (r < rows) {
+              let s = base + (i + r) * rs + pc * cs;
+              for (let p = 0; p < kc; p++, d += MR, s += cs) h[d] = src[s]!;
+            } else {
+              for (let p = 0; p < kc; p++, d += MR) h[d] = 0;
+            }
+          }
+        } else {
+          // Transposed A: the MR rows of one p are contiguous.
+          let s = base + i * rs + pc * cs;
+          for (let p = 0, d = panel; p < kc; p++, s += cs) {
+            for (let r = 0, q = s; r < MR; r++, q += rs) h[d++] = src[q]!;
           }
         }
       }
@@ -166,31 +185,66 @@ export function createGemmEngine(wasmBytes: Uint8Array | null): GemmEngine {
   }
 
   // B rows [p0, p0 + ks) x columns [j0, j0 + nc) → heap[dst...], element (p, j) at src[base + p*rs + j*cs].
-  function packB(src: Float32Array, base: number, rs: number, cs: number, nc: number, ncPad: number, ks: number, dst: number): void {
+  function jsPackB(src: Float32Array, base: number, rs: number, cs: number, nc: number, ncPad: number, ks: number, dst: number): void {
     const h = heap;
+    const full = cs === 1 ? Math.floor(nc / NR) * NR : 0;
     for (let pc = 0; pc < ks; pc += KC) {
       const kc = Math.min(KC, ks - pc);
-      let panel = dst + ncPad * pc;
-      for (let j = 0; j < ncPad; j += NR, panel += NR * kc) {
+      const slice = dst + ncPad * pc;
+      // Row-major B: walk each source row once, dealing 8 values to each full panel.
+      for (let p = 0; p < kc; p++) {
+        let s = base + (pc + p) * rs;
+        for (let j = 0, d = slice + p * NR; j < full; j += NR, s += NR, d += NR * kc) {
+          h[d] = src[s]!;
+          h[d + 1] = src[s + 1]!;
+          h[d + 2] = src[s + 2]!;
+          h[d + 3] = src[s + 3]!;
+          h[d + 4] = src[s + 4]!;
+          h[d + 5] = src[s + 5]!;
+          h[d + 6] = src[s + 6]!;
+          h[d + 7] = src[s + 7]!;
+        }
+      }
+      // The other panels (all of them for a transposed B, whose columns are contiguous along p):
+      // the NR columns of a panel are read side by side, zero past nc.
+      for (let j = full, panel = slice + full * kc; j < ncPad; j += NR, panel += NR * kc) {
         const cols = Math.min(NR, nc - j);
         let d = panel;
         let s = base + pc * rs + j * cs;
         for (let p = 0; p < kc; p++, d += NR, s += rs) {
-          if (cols === NR && cs === 1) {
-            h[d] = src[s]!;
-            h[d + 1] = src[s + 1]!;
-            h[d + 2] = src[s + 2]!;
-            h[d + 3] = src[s + 3]!;
-            h[d + 4] = src[s + 4]!;
-            h[d + 5] = src[s + 5]!;
-            h[d + 6] = src[s + 6]!;
-            h[d + 7] = src[s + 7]!;
-          } else {
-            for (let q = 0; q < NR; q++) h[d + q] = q < cols ? src[s + q * cs] : 0;
-          }
+          for (let q = 0; q < NR; q++) h[d + q] = q < cols ? src[s + q * cs] : 0;
         }
       }
     }
+  }
+
+  // `count` runs of `len` floats, `stride` apart in src from `start`, copied side by side to the
+  // staging area: TypedArray.set is a bulk copy (~0.2 ns per float even from shared memory), where
+  // a JavaScript loop moves ~1.5 ns per float.
+  function stage(src: Float32Array, start: number, stride: number, count: number, len: number): void {
+    const h = heap;
+    if (stride === len) h.set(src.subarray(start, start + count * len), STAGE);
+    else for (let r = 0; r < count; r++) h.set(src.subarray(start + r * stride, start + r * stride + len), STAGE + r * len);
+  }
+
+  // With WebAssembly, a block is staged with bulk copies and packed by the module; the JS packers
+  // remain for the plain engine and for strides matmul never uses (neither dimension contiguous).
+  function packA(src: Float32Array, base: number, rs: number, cs: number, mc: number, mcPad: number, ks: number): void {
+    if (!wasmPack || (cs !== 1 && rs !== 1)) return jsPackA(src, base, rs, cs, mc, mcPad, ks);
+    // Staged compactly: element (i, p) at STAGE + i*srs + p*scs.
+    const [srs, scs] = cs === 1 ? [ks, 1] : [1, mc];
+    if (cs === 1) stage(src, base, rs, mc, ks);
+    else stage(src, base, cs, ks, mc);
+    for (let pc = 0; pc < ks; pc += KC) wasmPack(STAGE + pc * scs, srs, scs, mc, mcPad, Math.min(KC, ks - pc), MR, A0 + mcPad * pc);
+  }
+
+  function packB(src: Float32Array, base: number, rs: number, cs: number, nc: number, ncPad: number, ks: number, dst: number): void {
+    if (!wasmPack || (cs !== 1 && rs !== 1)) return jsPackB(src, base, rs, cs, nc, ncPad, ks, dst);
+    // Staged compactly; the packer's rows are B's columns: element (p, j) at STAGE + j*srs + p*scs.
+    const [srs, scs] = cs === 1 ? [1, nc] : [ks, 1];
+    if (cs === 1) stage(src, base, rs, ks, nc);
+    else stage(src, base, cs, nc, ks);
+    for (let pc = 0; pc < ks; pc += KC) wasmPack(STAGE + pc * scs, srs, scs, nc, ncPad, Math.min(KC, ks - pc), NR, dst + ncPad * pc);
   }
 
   // The packed-B cache: whole packed matrices after the fixed heap, in insertion order.
@@ -262,15 +316,11 @@ export function createGemmEngine(wasmBytes: Uint8Array | null): GemmEngine {
   }
 
   // The valid (mc, nc) part of the C block (row stride ncPad) into C (row stride n), written or
-  // added. Chunked Lightning Attention runs thousands of 64x64 products per call, where a typed-array
-  // view per row (the obvious c.set(heap.subarray(...))) cost more than the multiply itself: a
-  // block whose rows are contiguous on both sides is one copy, other blocks a plain loop.
+  // added, by plain loops: C is usually shared memory, where TypedArray.set copies element by
+  // element (~1.5 ns each), and a typed-array view per row (c.set(heap.subarray(...))) cost more
+  // than the multiply itself in chunked Lightning Attention's thousands of 64x64 products.
   function storeC(c: Float32Array, dst: number, n: number, mc: number, nc: number, ncPad: number, add: boolean): void {
     const h = heap;
-    if (!add && nc === n && nc === ncPad) {
-      c.set(h.subarray(C0, C0 + mc * nc), dst);
-      return;
-    }
     for (let r = 0, src = C0; r < mc; r++, src += ncPad, dst += n) {
       if (add) for (let q = 0; q < nc; q++) c[dst + q] += h[src + q];
       else for (let q = 0; q < nc; q++) c[dst + q] = h[src + q];
