@@ -113,7 +113,8 @@ program.action(async (opts: Record<string, unknown>) => {
     process.on("SIGINT", () => {
       // The first Ctrl-C finishes the step and saves a checkpoint; a second one quits at once.
       if (++interrupts > 1) process.exit(130);
-      process.stderr.write("\nCtrl-C: finishing this step and saving a checkpoint (press again to quit at once)\n");
+      // The launcher passes Ctrl-C to every rank; rank 0 says so for the group.
+      if (rank === null || rank.rank === 0) process.stderr.write("\nCtrl-C: finishing this step and saving a checkpoint (press again to quit at once)\n");
       controller.abort();
     });
     const resumeOverrides: Record<string, unknown> = {};

@@ -3,80 +3,15 @@
  * Node) started with --gpus N --dry-run on the cpu, so the ranks rendezvous and meet at barriers
  * without a GPU. One rank is killed, the launcher is signalled, ranks are started by hand without it.
  */
-import { type ChildProcess, spawn } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { dirname, join } from "node:path";
-import { fileURLToPath } from "node:url";
-import { buildSync } from "esbuild";
+import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { freePort, launch, launchSpec } from "../src/launch.js";
+import { bundleMain, isAlive, joined, killStarted, pids, start, until } from "./processes.js";
 
-const app = join(dirname(fileURLToPath(import.meta.url)), "..");
-// Inside the app's node_modules, so that the bundle finds the app's dependencies.
-const entry = join(app, "node_modules", ".test-bundle", "main.mjs");
-
-beforeAll(() => {
-  buildSync({ entryPoints: [join(app, "src", "main.ts")], bundle: true, platform: "node", format: "esm", packages: "external", outfile: entry, logLevel: "warning" });
-});
-
-interface Run {
-  child: ChildProcess;
-  /** Everything written to stderr (and stdout) so far. */
-  output: () => string;
-  /** Exit code or signal, and seconds from start. */
-  exit: Promise<{ code: number | null; signal: NodeJS.Signals | null; seconds: number }>;
-}
-
-/** Waits for rank 0's word that every rank has joined. */
-const joined = (run: Run, world: number) => until(`${world} ranks to join`, () => run.output().includes(`dry run: ${world} ranks joined the group`));
-
-const isAlive = (pid: number) => {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-};
-
-/** Every process a test started (launchers and ranks), killed after the tests whatever happened. */
-const started = new Set<number>();
-afterAll(() => {
-  for (const pid of started) if (isAlive(pid)) process.kill(pid, "SIGKILL");
-});
-
-function start(args: string[], env: NodeJS.ProcessEnv = {}): Run {
-  const t0 = performance.now();
-  const child = spawn(process.execPath, [entry, "--warmup", "0", ...args], { env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] });
-  started.add(child.pid!);
-  let text = "";
-  child.stdout.on("data", (d: Buffer) => (text += d.toString()));
-  child.stderr.on("data", (d: Buffer) => (text += d.toString()));
-  const exit = new Promise<{ code: number | null; signal: NodeJS.Signals | null; seconds: number }>((resolve) =>
-    child.on("close", (code, signal) => resolve({ code, signal, seconds: (performance.now() - t0) / 1000 })),
-  );
-  return { child, output: () => text, exit };
-}
-
-async function until(what: string, check: () => boolean, timeoutMs = 30_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
-
-/** The pids the launcher printed, by rank. */
-async function pids(run: Run, ranks: number): Promise<number[]> {
-  await until("the launcher's pid line", () => /train: pids .*\n/.test(run.output()));
-  const line = /train: pids (.*)\n/.exec(run.output())![1];
-  const found = [...line.matchAll(/rank (\d+) (\d+)/g)].map((m) => [Number(m[1]), Number(m[2])]);
-  expect(found.map(([r]) => r)).toEqual(Array.from({ length: ranks }, (_, i) => i));
-  for (const [, pid] of found) started.add(pid);
-  return found.map(([, pid]) => pid);
-}
-
+beforeAll(bundleMain);
+afterAll(killStarted);
 
 /** Long enough that the ranks are still meeting at barriers when the test acts. */
 const FOREVER = ["--dry-run", "--steps", "100000000"];
@@ -93,11 +28,14 @@ describe("launcher (processes on the cpu)", () => {
   it("each rank gets the torchrun environment and the rest of the launcher's environment unchanged", async () => {
     const dir = mkdtempSync(join(tmpdir(), "launch-env-"));
     try {
-      const script = `require("fs").writeFileSync(require("path").join(${JSON.stringify(dir)}, process.env.RANK + ".json"), JSON.stringify(process.env))`;
+      const script = `require("fs").writeFileSync(require("path").join(${JSON.stringify(dir)}, process.env.RANK + ".json"), JSON.stringify(process.env)); if (process.env.LOCAL_RANK !== "0") process.stderr.write("hello\\nfrom " + process.env.RANK)`;
       const spec = { ...launchSpec({ gpus: 3, nnodes: 2, nodeRank: 1, masterAddr: "127.0.0.1" }), masterPort: 29777 };
       const quiet: string[] = [];
       const result = await launch({ spec, command: process.execPath, args: ["-e", script], env: { ...process.env, NCCL_NVLS_ENABLE: "0", LIGHTNING_TEST_MARK: "kept" }, write: (t) => quiet.push(t), forwardSignals: false });
       expect(result).toEqual({ code: 0, failure: null });
+      // The ranks the launcher pipes have their rank before every line, a last line without a newline included.
+      const said = quiet.join("");
+      for (const rank of [4, 5]) expect(said).toContain(`[rank ${rank}] hello\n[rank ${rank}] from ${rank}\n`);
       for (const [local, rank] of [3, 4, 5].entries()) {
         const env = JSON.parse(readFileSync(join(dir, `${rank}.json`), "utf8")) as Record<string, string>;
         expect(env).toMatchObject({ RANK: String(rank), WORLD_SIZE: "6", LOCAL_RANK: String(local), LOCAL_WORLD_SIZE: "3", MASTER_ADDR: "127.0.0.1", MASTER_PORT: "29777", NCCL_NVLS_ENABLE: "0", LIGHTNING_TEST_MARK: "kept" });
@@ -133,7 +71,8 @@ describe("launcher (processes on the cpu)", () => {
     const run = start(["--gpus", "2", "--nnodes", "2", "--node-rank", "1", "--master-addr", "127.0.0.1", "--master-port", String(await freePort()), "--rendezvous-timeout", "1", ...FOREVER]);
     const { code, seconds } = await run.exit;
     expect(code, run.output()).toBe(1);
-    expect(run.output()).toMatch(/\[rank 3\] train: rendezvous: rank 3 cannot reach the store at 127\.0\.0\.1:\d+ \(MASTER_ADDR:MASTER_PORT\) within 1 s/);
+    // Whichever fails first: rank 2 (local rank 0) names itself, rank 3's lines get their rank from the launcher.
+    expect(run.output()).toMatch(/(train: \[rank 2\] rendezvous: rank 2|\[rank 3\] train: rendezvous: rank 3) cannot reach the store at 127\.0\.0\.1:\d+ \(MASTER_ADDR:MASTER_PORT\) within 1 s/);
     expect(run.output()).toMatch(/train: the group failed: rank [23] \(pid \d+\) exited with code 1/);
     expect(seconds).toBeLessThan(60);
   });
