@@ -262,7 +262,11 @@ async function run(r: RunContext): Promise<TrainResult> {
   say(`model: ${parameters.toLocaleString("en")} parameters (d=${tnlConfig.dModel}, layers=${tnlConfig.numLayers}, heads=${tnlConfig.numHeads}, vocab=${tnlConfig.vocabSize})`);
   say(`step: ${tokensPerStep.toLocaleString("en")} tokens (${rows} × ${config.seqLen}) in ${Math.ceil(rows / microBatch)} micro-batch${rows > microBatch ? "es" : ""} of ${microBatch}; MFU against ${r.peak.tflops.toPrecision(3)} TFLOP/s (${r.peak.source})`);
 
-  const evalWindows = evaluationWindows(data.heldout, config.seqLen, config.evalSequences);
+  // Rank 0 evaluates alone: under sequence parallelism on windows of the length each rank holds, since a
+  // whole sequence may be what does not fit on one GPU.
+  const evalSeqLen = part && part.layout.sp > 1 ? config.seqLen / part.layout.sp : config.seqLen;
+  if (evalSeqLen !== config.seqLen) say(`evaluation: rank 0 alone, on held-out windows of ${evalSeqLen} tokens (--seq-len ${config.seqLen} / --sequence-parallel ${part!.layout.sp})`);
+  const evalWindows = evaluationWindows(data.heldout, evalSeqLen, config.evalSequences);
   if (evalWindows.length === 0) throw new Error(`data: the held-out split has ${data.heldout.length} tokens, fewer than one sequence of ${span} (--seq-len ${config.seqLen})`);
   const state = (): TrainerState => ({
     format: "lightning-ts.trainer/1",
@@ -394,6 +398,7 @@ async function run(r: RunContext): Promise<TrainResult> {
     skippedSteps,
     lastGradNorm,
     shape,
+    evalSeqLen,
   });
   return { outDir, losses, stopped, summary };
 }
@@ -415,13 +420,15 @@ interface FinishContext extends RunContext {
   skippedSteps: number;
   lastGradNorm: number | null;
   shape: { gpus: number; mode: "dp" | "sp"; T: number };
+  /** Tokens per held-out window (seq-len, or seq-len / sp under sequence parallelism). */
+  evalSeqLen: number;
 }
 
 /** The final model, a full held-out evaluation, samples, the loss chart and summary.json. */
 async function finish(c: FinishContext): Promise<Summary> {
   const modelDir = join(c.outDir, "model");
   await saveModelDir(modelDir, c.tnlConfig, c.params, c.tokenizerFile);
-  const full = await evaluate(c.params, c.tnlConfig, c.tokenizer, evaluationWindows(c.heldout, c.config.seqLen), c.microBatch);
+  const full = await evaluate(c.params, c.tnlConfig, c.tokenizer, evaluationWindows(c.heldout, c.evalSeqLen), c.microBatch);
   const unigram = c.data.unigramBitsPerByte();
   c.log.write({ kind: "eval", step: c.step, loss: full.loss, perplexity: full.perplexity, bits_per_byte: full.bitsPerByte, seconds: c.trainSeconds, full: true } as never);
 
