@@ -33,13 +33,30 @@ for _name in ("add_start_docstrings", "add_start_docstrings_to_model_forward", "
     if not hasattr(_tu, _name):
         setattr(_tu, _name, lambda *a, **k: (lambda f: f))
 
-from tnl import TransnormerForCausalLM  # noqa: E402
+from tnl import TransnormerConfig, TransnormerForCausalLM  # noqa: E402
 
 ids = torch.tensor([[int(t) for t in args.prompt.split(",")]], device="cuda")
+config = TransnormerConfig.from_pretrained(args.checkpoint)
+weights_file = os.path.join(args.checkpoint, "pytorch_model.bin")
+if os.path.exists(weights_file):
+    weights = torch.load(weights_file, map_location="cpu", weights_only=True)
+else:
+    from safetensors.torch import load_file
+
+    weights = load_file(os.path.join(args.checkpoint, "model.safetensors"))
 
 
 def logits(dtype, autocast=False):
-    model = TransnormerForCausalLM.from_pretrained(args.checkpoint, torch_dtype=dtype).cuda().eval()
+    # Built from the config and given the weights directly: from_pretrained makes the model on the
+    # meta device, which the 2023 code cannot leave (it copies its decay slopes in __init__).
+    model = TransnormerForCausalLM(config)
+    missing, unexpected = model.load_state_dict({k: v.float() for k, v in weights.items()}, strict=False)
+    missing = [k for k in missing if k != "lm_head.weight" or not config.tie_word_embeddings]
+    if missing or unexpected:
+        sys.exit(f"torch-bf16-logits: parameters missing from the checkpoint: {missing}; tensors the official model lacks: {unexpected}")
+    if config.tie_word_embeddings:
+        model.lm_head.weight = model.model.embed_tokens.weight
+    model = model.to(dtype).cuda().eval()
     with torch.no_grad(), torch.autocast("cuda", torch.bfloat16, enabled=autocast):
         out = model(input_ids=ids).logits.float().cpu()
     del model

@@ -474,7 +474,11 @@ class Communicator : public Napi::ObjectWrap<Communicator> {
       }
       if (r != nccl::Success) {
         cudaEventDestroy(start);
-        throw std::runtime_error("NCCL " + what + " on " + s_->who() + " failed: " + resultMessage(r, s_->comm));
+        std::string message = "NCCL " + what + " on " + s_->who() + " failed: " + resultMessage(r, s_->comm);
+        // A communicator that returned an error is unusable (a peer is gone, or the ranks disagree):
+        // fail it as the watchdog would, so later calls and reads refuse with the same message.
+        s_->fail(message);
+        throw std::runtime_error(message);
       }
       cudaEvent_t done = newEvent();
       cudaEvent_t token = async ? newEvent() : nullptr;
