@@ -26,6 +26,8 @@ function alloc(n: number): Float32Array {
   return typeof SharedArrayBuffer !== "undefined" ? new Float32Array(new SharedArrayBuffer(n * 4)) : new Float32Array(n);
 }
 
+const isShared = (x: Float32Array) => typeof SharedArrayBuffer !== "undefined" && x.buffer instanceof SharedArrayBuffer;
+
 function ref(data: Float32Array, shape: number[]): CpuRef {
   return { storage: { bytes: new Uint8Array(data.buffer, data.byteOffset, data.byteLength) }, shape, dtype: "f32", size: data.length };
 }
@@ -50,23 +52,31 @@ function layout(B: number, H: number, T: number, C: number, slopes: Float32Array
 
 const blockLength = (L: Layout, bi: number) => Math.min(L.C, L.T - bi * L.C);
 
+/** Whether T is whole blocks: then (BH, T, W) and (N, C, W) are the same array layout. */
+const whole = (L: Layout) => L.nb * L.C === L.T;
+
 /**
  * (BH, T, W) → (N, C, W) zero-padded, each row j of block n scaled by `rowScale(h, m, j)` if given.
+ * Unscaled and with T a whole number of blocks the layouts coincide and `x` itself is returned
+ * (callers only read it) when it is already in shared memory, where the matmul threads read it;
+ * otherwise each block's rows are one contiguous run, copied at once.
  */
 function blocks(L: Layout, x: Float32Array, W: number, rowScale?: (pw: Float64Array, m: number, j: number) => number): Float32Array {
+  if (!rowScale && whole(L) && isShared(x)) return x;
   const out = alloc(L.N * L.C * W);
   for (let bh = 0; bh < L.BH; bh++) {
     const pw = L.pw[bh % L.H];
     for (let bi = 0; bi < L.nb; bi++) {
       const m = blockLength(L, bi);
+      const src = (bh * L.T + bi * L.C) * W;
+      const dst = (bh * L.nb + bi) * L.C * W;
+      if (!rowScale) {
+        out.set(x.subarray(src, src + m * W), dst);
+        continue;
+      }
       for (let j = 0; j < m; j++) {
-        const src = (bh * L.T + bi * L.C + j) * W;
-        const dst = ((bh * L.nb + bi) * L.C + j) * W;
-        if (!rowScale) out.set(x.subarray(src, src + W), dst);
-        else {
-          const c = rowScale(pw, m, j);
-          for (let w = 0; w < W; w++) out[dst + w] = c * x[src + w];
-        }
+        const c = rowScale(pw, m, j);
+        for (let w = 0, s = src + j * W, d = dst + j * W; w < W; w++) out[d + w] = c * x[s + w];
       }
     }
   }
@@ -75,6 +85,10 @@ function blocks(L: Layout, x: Float32Array, W: number, rowScale?: (pw: Float64Ar
 
 /** (N, C, W) → (BH, T, W), dropping the padding. */
 function unblock(L: Layout, x: Float32Array, W: number, out: Float32Array): void {
+  if (whole(L)) {
+    out.set(x);
+    return;
+  }
   for (let bh = 0; bh < L.BH; bh++) {
     for (let bi = 0; bi < L.nb; bi++) {
       const m = blockLength(L, bi);
