@@ -104,36 +104,74 @@
         (br_if $slices (i32.lt_u (local.get $pc) (local.get $K))))))
   ;; Packs a staged block into micro-panels, for A (R = MR) and B (R = NR) alike: element (x, p),
   ;; x < rows, p < kc, read at src + 4 * (x * rs + p * cs), goes to panel x / R at position
-  ;; p * R + x % R, each panel R * kc floats; rows up to rowsPad are zero. Offsets and strides in
-  ;; floats are converted to bytes here. Packing in JavaScript cost 1.5-7 ns per element, as much
-  ;; as the multiply at 512³ on two threads; here it is a fraction of a nanosecond.
+  ;; p * R + x % R, each panel R * kc floats; rows up to rowsPad are zero. Offsets and strides are
+  ;; in floats. A full panel whose R values per p are contiguous (rs = 1: row-major B, transposed
+  ;; A) is copied with vector loads and stores; other panels go lane by lane, each lane a run along
+  ;; p. Packing in JavaScript cost 1.5-7 ns per element, as much as the multiply at 512³ on two
+  ;; threads.
   (func (export "pack") (param $src i32) (param $rs i32) (param $cs i32) (param $rows i32)
         (param $rowsPad i32) (param $kc i32) (param $R i32) (param $dst i32)
-    (local $x i32) (local $r i32) (local $p i32) (local $s i32) (local $d i32) (local $csB i32)
+    (local $x i32) (local $r i32) (local $p i32) (local $s i32) (local $d i32) (local $end i32)
+    (local $csB i32) (local $rsB i32) (local $stepB i32)
     (local.set $src (i32.shl (local.get $src) (i32.const 2)))
-    (local.set $d (i32.shl (local.get $dst) (i32.const 2)))
+    (local.set $dst (i32.shl (local.get $dst) (i32.const 2)))
     (local.set $csB (i32.shl (local.get $cs) (i32.const 2)))
-    (local.set $x (i32.const 0))
+    (local.set $rsB (i32.shl (local.get $rs) (i32.const 2)))
+    (local.set $stepB (i32.shl (local.get $R) (i32.const 2)))
     (block $panelsDone
       (br_if $panelsDone (i32.ge_u (local.get $x) (local.get $rowsPad)))
+      (br_if $panelsDone (i32.eqz (local.get $kc)))
       (loop $panels
-        (local.set $p (i32.const 0))
-        (block $colsDone
-          (br_if $colsDone (i32.eqz (local.get $kc)))
-          (loop $cols
+        ;; s: element (x, 0); d: this panel; end: past its last p
+        (local.set $s (i32.add (local.get $src) (i32.mul (local.get $x) (local.get $rsB))))
+        (local.set $d (local.get $dst))
+        (local.set $end (i32.add (local.get $d) (i32.mul (local.get $kc) (local.get $stepB))))
+        (if (i32.and (i32.eq (local.get $rs) (i32.const 1)) (i32.le_u (i32.add (local.get $x) (local.get $R)) (local.get $rows)))
+          (then
+            (if (i32.eq (local.get $R) (i32.const 8))
+              (then
+                (loop $p8
+                  (v128.store (local.get $d) (v128.load (local.get $s)))
+                  (v128.store offset=16 (local.get $d) (v128.load offset=16 (local.get $s)))
+                  (local.set $s (i32.add (local.get $s) (local.get $csB)))
+                  (local.set $d (i32.add (local.get $d) (i32.const 32)))
+                  (br_if $p8 (i32.lt_u (local.get $d) (local.get $end)))))
+              (else
+                (if (i32.eq (local.get $R) (i32.const 6))
+                  (then
+                    (loop $p6
+                      (v128.store (local.get $d) (v128.load (local.get $s)))
+                      (i64.store offset=16 (local.get $d) (i64.load offset=16 (local.get $s)))
+                      (local.set $s (i32.add (local.get $s) (local.get $csB)))
+                      (local.set $d (i32.add (local.get $d) (i32.const 24)))
+                      (br_if $p6 (i32.lt_u (local.get $d) (local.get $end)))))
+                  (else
+                    (loop $p4
+                      (v128.store (local.get $d) (v128.load (local.get $s)))
+                      (local.set $s (i32.add (local.get $s) (local.get $csB)))
+                      (local.set $d (i32.add (local.get $d) (i32.const 16)))
+                      (br_if $p4 (i32.lt_u (local.get $d) (local.get $end)))))))))
+          (else
+            ;; lane by lane: lane r of every p, then the next lane; zeros past rows
             (local.set $r (i32.const 0))
-            ;; s = src + 4 * (x * rs + p * cs)
-            (local.set $s (i32.add (local.get $src)
-              (i32.shl (i32.add (i32.mul (local.get $x) (local.get $rs)) (i32.mul (local.get $p) (local.get $cs))) (i32.const 2))))
             (loop $lanes
+              (local.set $d (i32.add (local.get $dst) (i32.shl (local.get $r) (i32.const 2))))
+              (local.set $end (i32.add (local.get $d) (i32.mul (local.get $kc) (local.get $stepB))))
               (if (i32.lt_u (i32.add (local.get $x) (local.get $r)) (local.get $rows))
-                (then (f32.store (local.get $d) (f32.load (local.get $s))))
-                (else (f32.store (local.get $d) (f32.const 0))))
-              (local.set $d (i32.add (local.get $d) (i32.const 4)))
-              (local.set $s (i32.add (local.get $s) (i32.shl (local.get $rs) (i32.const 2))))
+                (then
+                  (local.set $p (i32.add (local.get $s) (i32.mul (local.get $r) (local.get $rsB))))
+                  (loop $run
+                    (f32.store (local.get $d) (f32.load (local.get $p)))
+                    (local.set $p (i32.add (local.get $p) (local.get $csB)))
+                    (local.set $d (i32.add (local.get $d) (local.get $stepB)))
+                    (br_if $run (i32.lt_u (local.get $d) (local.get $end)))))
+                (else
+                  (loop $zeros
+                    (f32.store (local.get $d) (f32.const 0))
+                    (local.set $d (i32.add (local.get $d) (local.get $stepB)))
+                    (br_if $zeros (i32.lt_u (local.get $d) (local.get $end))))))
               (local.set $r (i32.add (local.get $r) (i32.const 1)))
-              (br_if $lanes (i32.lt_u (local.get $r) (local.get $R))))
-            (local.set $p (i32.add (local.get $p) (i32.const 1)))
-            (br_if $cols (i32.lt_u (local.get $p) (local.get $kc)))))
+              (br_if $lanes (i32.lt_u (local.get $r) (local.get $R))))))
+        (local.set $dst (i32.add (local.get $dst) (i32.mul (local.get $kc) (local.get $stepB))))
         (local.set $x (i32.add (local.get $x) (local.get $R)))
         (br_if $panels (i32.lt_u (local.get $x) (local.get $rowsPad)))))))
