@@ -8,6 +8,13 @@
 // except an asynchronous all-reduce, which runs on the communicator's own stream after the compute
 // stream's work so far; `wait(token)` makes the compute stream wait for it (the host never blocks).
 //
+// Events: every collective is bracketed by two events the watchdog follows, and an asynchronous
+// one needs two more; creating and destroying them per call costs tens of microseconds of host
+// time, which is a large share of a collective of a few MiB. They come from a per-communicator pool
+// instead: a watched pair goes back once its `done` has completed (the collective is over, so no
+// stream or query still refers to them), a wait's event once the wait is enqueued (CUDA captures
+// the event's state at cudaStreamWaitEvent, so recording it again later does not move the wait).
+//
 // Failure: NCCL kernels spin while a peer is missing, so a rank whose peer died would hang in its
 // next read. A watchdog thread per communicator polls every kPollMs: a CUDA or NCCL error
 // (ncclCommGetAsyncError), or a collective that started more than `timeoutMs` ago and has not
@@ -251,6 +258,7 @@ struct State {
   std::mutex mu;  // guards everything below
   std::condition_variable wake;
   std::deque<Watch> watches;
+  std::vector<cudaEvent_t> spare;  // the event pool (see Events above)
   std::string failure;
   bool stop = false, closing = false, closed = false;
   std::thread watchdog;
@@ -272,6 +280,34 @@ struct State {
     if (comm) library().commAbort(comm);
     comm = nullptr;
     if (locked) commMu.unlock();
+  }
+
+  // An event from the pool, or a new one when it is empty.
+  cudaEvent_t takeEvent() {
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      if (!spare.empty()) {
+        cudaEvent_t e = spare.back();
+        spare.pop_back();
+        return e;
+      }
+    }
+    cudaEvent_t e;
+    LTS_CHECK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming), "cudaEventCreate");
+    return e;
+  }
+
+  // Back to the pool: nothing enqueued may still wait on its current record (see Events above).
+  void giveEvent(cudaEvent_t e) {
+    std::lock_guard<std::mutex> lock(mu);
+    spare.push_back(e);
+  }
+
+  // Destroys the pool (the watchdog has stopped; disposal).
+  void dropEvents() {
+    std::lock_guard<std::mutex> lock(mu);
+    for (cudaEvent_t e : spare) cudaEventDestroy(e);
+    spare.clear();
   }
 
   void watch(cudaEvent_t start, cudaEvent_t done, std::string what) {
@@ -303,7 +339,8 @@ struct State {
     for (auto it = watches.begin(); it != watches.end();) {
       cudaError_t e = cudaEventQuery(it->done);
       if (e == cudaSuccess) {
-        cudaEventDestroy(it->start), cudaEventDestroy(it->done);
+        // Finished: `start` completed before `done` on the same stream, so both are free.
+        spare.push_back(it->start), spare.push_back(it->done);
         it = watches.erase(it);
         continue;
       }
@@ -419,6 +456,7 @@ class Communicator : public Napi::ObjectWrap<Communicator> {
     if (commStream_) cudaStreamDestroy(commStream_), commStream_ = nullptr;
     for (auto& [id, ev] : tokens_) cudaEventDestroy(ev);
     tokens_.clear();
+    s_->dropEvents();
   }
 
   // Throws unless collectives can be enqueued now; makes the runtime's device current.
@@ -443,12 +481,6 @@ class Communicator : public Napi::ObjectWrap<Communicator> {
     return commStream_;
   }
 
-  static cudaEvent_t newEvent() {
-    cudaEvent_t e;
-    LTS_CHECK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming), "cudaEventCreate");
-    return e;
-  }
-
   // Enqueues one NCCL call on the compute stream (or, with `async`, on the communication stream
   // after the compute stream's work so far) under the watchdog; returns a token for `wait` when
   // async, else -1.
@@ -459,13 +491,17 @@ class Communicator : public Napi::ObjectWrap<Communicator> {
       cudaStream_t s = s_->rt->stream;
       if (async) {
         s = commStream();
-        cudaEvent_t ready = newEvent();
-        LTS_CHECK(cudaEventRecord(ready, s_->rt->stream), what + " (cudaEventRecord)");
-        LTS_CHECK(cudaStreamWaitEvent(s, ready, 0), what + " (cudaStreamWaitEvent)");
-        cudaEventDestroy(ready);
+        cudaEvent_t ready = s_->takeEvent();
+        cudaError_t e = cudaEventRecord(ready, s_->rt->stream);
+        if (e == cudaSuccess) e = cudaStreamWaitEvent(s, ready, 0);
+        s_->giveEvent(ready);  // the wait (if enqueued) captured it
+        LTS_CHECK(e, what + " (cudaEventRecord/cudaStreamWaitEvent)");
       }
-      cudaEvent_t start = newEvent();
-      LTS_CHECK(cudaEventRecord(start, s), what + " (cudaEventRecord)");
+      cudaEvent_t start = s_->takeEvent();
+      if (cudaError_t e = cudaEventRecord(start, s); e != cudaSuccess) {
+        s_->giveEvent(start);
+        LTS_CHECK(e, what + " (cudaEventRecord)");
+      }
       nccl::Result r;
       {
         std::lock_guard<std::timed_mutex> lock(s_->commMu);
@@ -473,6 +509,8 @@ class Communicator : public Napi::ObjectWrap<Communicator> {
         r = call(s);
       }
       if (r != nccl::Success) {
+        // `start` may still be pending on the stream: destroy it (CUDA frees it once complete)
+        // rather than hand it out again.
         cudaEventDestroy(start);
         std::string message = "NCCL " + what + " on " + s_->who() + " failed: " + resultMessage(r, s_->comm);
         // A communicator that returned an error is unusable (a peer is gone, or the ranks disagree):
@@ -480,8 +518,8 @@ class Communicator : public Napi::ObjectWrap<Communicator> {
         s_->fail(message);
         throw std::runtime_error(message);
       }
-      cudaEvent_t done = newEvent();
-      cudaEvent_t token = async ? newEvent() : nullptr;
+      cudaEvent_t done = s_->takeEvent();
+      cudaEvent_t token = async ? s_->takeEvent() : nullptr;
       int id = -1;
       if (token) tokens_[id = nextToken_++] = token;
       auto state = s_;
@@ -591,8 +629,8 @@ class Communicator : public Napi::ObjectWrap<Communicator> {
     if (it == tokens_.end()) throw Napi::Error::New(env, "NCCL: wait(" + std::to_string(id) + "): no such pending collective (waited for already?)");
     usable(env);
     cudaError_t e = cudaStreamWaitEvent(s_->rt->stream, it->second, 0);
-    // The wait is enqueued: the event may go (CUDA releases it once the wait no longer needs it).
-    cudaEventDestroy(it->second);
+    // The wait captured the event's state: it may be recorded again for another collective.
+    s_->giveEvent(it->second);
     tokens_.erase(it);
     if (e != cudaSuccess) throw Napi::Error::New(env, "NCCL wait: cudaStreamWaitEvent: " + std::string(cudaGetErrorName(e)));
     return env.Undefined();

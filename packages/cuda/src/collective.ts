@@ -17,8 +17,9 @@
  * const uniqueId = rank === 0 ? ncclUniqueId() : await receiveFromRank0();
  * const group = await createNcclCollective({ backend, rank, worldSize, uniqueId });
  * const total = group.allReduce(gradient, "sum");
+ * const same = group.allReduce(scratch, "sum", { inPlace: true }); // no output allocated
  */
-import { byteSize, type Collective, DTYPES, type DType, type PendingCollective, type ReduceOp, retain, sizeOf, Tensor } from "@lightning-ts/tensor";
+import { type AllReduceOptions, allReduceInPlace, byteSize, type Collective, DTYPES, type DType, type PendingCollective, type ReduceOp, retain, sizeOf, Tensor } from "@lightning-ts/tensor";
 import { CudaBackend } from "./backend.js";
 import type { CudaStorage } from "./kernels.js";
 import { loadAddon, type NativeCommunicator, type NativeNccl } from "./native.js";
@@ -162,7 +163,10 @@ function describe(v: unknown): string {
   return typeof v;
 }
 
-/** One rank of an NCCL communicator. Results are new tensors on the rank's backend. */
+/**
+ * One rank of an NCCL communicator. Results are new tensors on the rank's backend, except an
+ * in-place all-reduce's: a new handle to its input's storage, which NCCL overwrote.
+ */
 export class CudaCollective implements Collective {
   readonly #comm: NativeCommunicator;
   readonly #key: string;
@@ -183,26 +187,29 @@ export class CudaCollective implements Collective {
     localRanks.set(key, set);
   }
 
-  allReduce(x: Tensor, op: ReduceOp = "sum"): Tensor {
+  allReduce(x: Tensor, op: ReduceOp = "sum", options?: AllReduceOptions): Tensor {
     this.#enter("allReduce");
     this.#check("allReduce", "x", x);
     this.#checkOp("allReduce", op, x.dtype);
-    const y = this.#output(x.shape, x.dtype);
-    if (x.size > 0) this.#call(() => this.#comm.allReduce(ptr(x), ptr(y), x.size, code(x.dtype), op, false), [x, y], y);
+    const inPlace = allReduceInPlace("allReduce", options);
+    // In place, the result is a second handle to x's storage (NCCL allows send == recv).
+    const y = inPlace ? new Tensor(x.handle, x.shape, x.dtype) : this.#output(x.shape, x.dtype);
+    if (x.size > 0) this.#call(() => this.#comm.allReduce(ptr(x), ptr(y), x.size, code(x.dtype), op, false), inPlace ? [x] : [x, y], y);
     return y;
   }
 
-  allReduceAsync(x: Tensor, op: ReduceOp = "sum"): PendingCollective {
+  allReduceAsync(x: Tensor, op: ReduceOp = "sum", options?: AllReduceOptions): PendingCollective {
     this.#enter("allReduceAsync");
     this.#check("allReduceAsync", "x", x);
     this.#checkOp("allReduceAsync", op, x.dtype);
-    const y = this.#output(x.shape, x.dtype);
+    const inPlace = allReduceInPlace("allReduceAsync", options);
+    const y = inPlace ? new Tensor(x.handle, x.shape, x.dtype) : this.#output(x.shape, x.dtype);
     if (x.size === 0) return { value: y, wait: () => y };
     let token = -1;
     this.#call(() => (token = this.#comm.allReduce(ptr(x), ptr(y), x.size, code(x.dtype), op, true)), [], y);
     // The communication stream reads x and writes y until wait(): neither may go back to the
     // allocator (which hands memory on in compute-stream order) before the compute stream waits.
-    const held = [retain(x), retain(y)];
+    const held = inPlace ? [retain(x)] : [retain(x), retain(y)];
     let waited = false;
     const comm = this.#comm;
     return {

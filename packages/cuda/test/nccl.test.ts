@@ -246,6 +246,38 @@ describe.skipIf(reason !== null)("NCCL on two GPUs", () => {
     for (const t of [a0, a1, z0, z1, y0, y1, s0, s1]) t.dispose();
   });
 
+  it("allReduce in place: the result shares the input's storage; many calls reuse the communicator's events", async () => {
+    const rng = seeded(1817);
+    for (const n of [1, 1031, 262_147]) {
+      const x0 = input(rng, [n], "f32", b0);
+      const x1 = input(rng, [n], "f32", b1);
+      const sum = reduceHost("sum", "f32", await values(x0), await values(x1));
+      // Each in-place sum over two equal buffers doubles them: after k calls, 2^(k−1)·sum, exact in
+      // f32. Rounds of calls with a sync between let the watchdog hand events back to the pool.
+      let calls = 0;
+      for (let round = 0; round < 3; round++) {
+        for (let k = 0; k < 40; k++) {
+          const [y0, y1] = ncclGroup(() => [c0.allReduce(x0, "sum", { inPlace: true }), c1.allReduce(x1, "sum", { inPlace: true })]);
+          expect(y0.handle).toBe(x0.handle);
+          expect(y1.handle).toBe(x1.handle);
+          y0.dispose();
+          y1.dispose();
+          calls++;
+        }
+        await Promise.all([b0.sync(), b1.sync()]);
+        await new Promise((r) => setTimeout(r, 120));
+      }
+      const [p0, p1] = ncclGroup(() => [c0.allReduceAsync(x0, "sum", { inPlace: true }), c1.allReduceAsync(x1, "sum", { inPlace: true })]);
+      calls++;
+      const want = sum.map((v) => v * 2 ** (calls - 1));
+      expectEqual(await values(p0.wait()), want, `in-place allReduce f32 [${n}] rank 0`);
+      expectEqual(await values(p1.wait()), want, `in-place allReduce f32 [${n}] rank 1`);
+      expectEqual(await values(x0), want, `in-place allReduce f32 [${n}] rank 0, input`);
+      for (const t of [x0, x1, p0.value, p1.value]) t.dispose();
+    }
+    expect(c0.failure).toBe("");
+  });
+
   it("barrier resolves on every rank", async () => {
     await Promise.all(ncclGroup(() => [c0.barrier(), c1.barrier()]));
   });
@@ -260,6 +292,7 @@ describe.skipIf(reason !== null)("NCCL on two GPUs", () => {
     i0.dispose();
     expect(() => ncclGroup(() => c0.reduceScatter(x0))).toThrow(/first dim divisible by worldSize 2, got f32\[3\]/);
     expect(() => ncclGroup(() => c0.broadcast(x0, 2))).toThrow(/root must be a rank in \[0, 2\), got 2/);
+    expect(() => ncclGroup(() => c0.allReduce(x0, "sum", { inPlace: 1 } as never))).toThrow(/allReduce.*options\.inPlace.*a boolean.*1/);
     const uniqueId = ncclUniqueId();
     await expect(createNcclCollective({ backend: b0, rank: 2, worldSize: 2, uniqueId })).rejects.toThrow("rank must be an integer in [0, 2), got 2");
     await expect(createNcclCollective({ backend: b0, rank: 0, worldSize: 0, uniqueId })).rejects.toThrow("worldSize must be a positive integer, got 0");

@@ -105,9 +105,10 @@ function launch(c: Collective, b: Bucket, leaves: readonly Leaf[], grads: readon
         const flat = g ? reshape(g, [leaves[i].size]) : zeros([leaves[i].size], { dtype: b.dtype, backend: c.backend });
         return flat.dtype === b.dtype ? flat : cast(flat, b.dtype);
       });
-      // A copy even for one gradient: the all-reduce may work in place, and the gradient is the tape's.
+      // A copy even for one gradient: the bucket is scratch, so the all-reduce works in place (no
+      // second bucket-sized buffer per step), and the gradient itself is the tape's.
       const flat = concat(parts, 0);
-      const pending = c.allReduceAsync(flat, op);
+      const pending = c.allReduceAsync(flat, op, { inPlace: true });
       return { pending, flat };
     }),
   );

@@ -38,6 +38,12 @@ describe("CpuCollective (worker threads)", () => {
         expect(got.scatter).toEqual(sum.slice(rank * rows * per, (rank + 1) * rows * per));
         expect(got.bcast).toEqual(values[n - 1]);
         expect(got.ring).toEqual(values[(rank + n - 1) % n]);
+        const max = values[0].map((_, i) => Math.max(...values.map((v) => v[i])));
+        expect(got.maxInPlace).toEqual(max);
+        expect(got.maxInPlaceInput).toEqual(max);
+        expect(got.asyncInPlace).toEqual(sum);
+        expect(got.asyncInPlaceInput).toEqual(sum);
+        expect(got.inputAfter).toEqual(values[rank]);
       });
     });
   }

@@ -24,7 +24,7 @@
 import type { Backend } from "./backend.js";
 import { type DType, DTYPES, bf16ToF32, byteSize, encodeBf16, encodeF16, f16ToF32, isFloat, roundTo } from "./dtype.js";
 import { argError, fmtShape } from "./errors.js";
-import type { Collective, PendingCollective, ReduceOp } from "./collectives.js";
+import { type AllReduceOptions, allReduceInPlace, type Collective, type PendingCollective, type ReduceOp } from "./collectives.js";
 import { fromStorage } from "./api/ops.js";
 import { sizeOf } from "./shape.js";
 import { Tensor } from "./tensor.js";
@@ -123,17 +123,24 @@ export class CpuCollective implements Collective {
     this.#slots = new Uint8Array(shared.buffer, dataOffset(shared.worldSize));
   }
 
-  allReduce(x: Tensor, op: ReduceOp = "sum"): Tensor {
-    this.#checkTensor("allReduce", x);
-    checkReduceOp("allReduce", op, x.dtype);
-    const out = this.#reduceBytes("allReduce", x, op);
-    return fromStorage(out, x.shape, x.dtype, this.backend);
+  allReduce(x: Tensor, op: ReduceOp = "sum", options: AllReduceOptions = {}): Tensor {
+    return this.#allReduce("allReduce", x, op, options);
   }
 
   /** On the CPU there is no second stream: the reduction runs now and `wait` returns its result. */
-  allReduceAsync(x: Tensor, op: ReduceOp = "sum"): PendingCollective {
-    const value = this.allReduce(x, op);
+  allReduceAsync(x: Tensor, op: ReduceOp = "sum", options: AllReduceOptions = {}): PendingCollective {
+    const value = this.#allReduce("allReduceAsync", x, op, options);
     return { value, wait: () => value };
+  }
+
+  #allReduce(method: string, x: Tensor, op: ReduceOp, options: AllReduceOptions): Tensor {
+    this.#checkTensor(method, x);
+    checkReduceOp(method, op, x.dtype);
+    const inPlace = allReduceInPlace(method, options);
+    const out = this.#reduceBytes("allReduce", x, op);
+    if (!inPlace) return fromStorage(out, x.shape, x.dtype, this.backend);
+    this.backend.write(x.handle.storage, out);
+    return new Tensor(x.handle, x.shape, x.dtype);
   }
 
   allGather(x: Tensor): Tensor {

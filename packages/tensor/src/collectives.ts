@@ -13,9 +13,35 @@
  */
 import type { Backend } from "./backend.js";
 import type { DType } from "./dtype.js";
+import { argError } from "./errors.js";
 import type { Tensor } from "./tensor.js";
 
 export type ReduceOp = "sum" | "avg" | "max" | "min";
+
+/**
+ * Options of `allReduce` and `allReduceAsync`.
+ *
+ * `inPlace`: the result is written over `x`'s storage and returned as a new handle to it (dispose
+ * both, as for any result); no output is allocated. Every tensor sharing that storage (reshapes of
+ * `x`) sees the sum, so use it only on a buffer nothing else reads, e.g. a scratch gradient bucket.
+ * Callers use the returned tensor either way, so an implementation may ignore it and allocate.
+ *
+ * @example
+ * const flat = concat(grads.map((g) => reshape(g, [g.size])), 0); // scratch
+ * const summed = group.allReduce(flat, "sum", { inPlace: true }); // same storage as flat
+ */
+export interface AllReduceOptions {
+  inPlace?: boolean;
+}
+
+/** Whether `options` (of `method`) asks for an in-place all-reduce; throws naming the bad field. */
+export function allReduceInPlace(method: string, options: unknown): boolean {
+  if (options === undefined) return false;
+  if (options === null || typeof options !== "object") argError(method, "options", "an object such as { inPlace: true }", JSON.stringify(options) ?? typeof options);
+  const inPlace = (options as AllReduceOptions).inPlace;
+  if (inPlace !== undefined && typeof inPlace !== "boolean") argError(method, "options.inPlace", "a boolean", JSON.stringify(inPlace));
+  return inPlace === true;
+}
 
 /** A collective in flight: `value` may be read or used as an op input only after `wait()`. */
 export interface PendingCollective {
@@ -30,9 +56,9 @@ export interface Collective {
   /** The backend every tensor of this rank lives on. */
   readonly backend: Backend;
   /** Elementwise reduction over ranks; every rank gets the result (same shape and dtype as `x`). */
-  allReduce(x: Tensor, op?: ReduceOp): Tensor;
+  allReduce(x: Tensor, op?: ReduceOp, options?: AllReduceOptions): Tensor;
   /** Like `allReduce`, on the communication stream, for overlap with compute. */
-  allReduceAsync(x: Tensor, op?: ReduceOp): PendingCollective;
+  allReduceAsync(x: Tensor, op?: ReduceOp, options?: AllReduceOptions): PendingCollective;
   /** Every rank's `x` stacked in rank order: [N, ...x.shape]. */
   allGather(x: Tensor): Tensor;
   /** `x` [N·n, ...] reduced over ranks; rank r gets rows r·n … (r+1)·n − 1: [n, ...]. */

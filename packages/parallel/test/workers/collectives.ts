@@ -36,6 +36,16 @@ cpuRank<Record<string, number[]>, CollectivesArgs>(async ({ collective: c, rank,
     }
     out.ring = read(got);
   }
+  // In place: the result shares the input's storage, so the input reads as the reduction too.
+  const scratch = tensor(args.values[rank], args.shape, { dtype: args.dtype });
+  const maxInPlace = c.allReduce(scratch, "max", { inPlace: true });
+  out.maxInPlace = read(maxInPlace);
+  out.maxInPlaceInput = read(scratch);
+  const scratch2 = tensor(args.values[rank], args.shape, { dtype: args.dtype });
+  out.asyncInPlace = read(c.allReduceAsync(scratch2, "sum", { inPlace: true }).wait());
+  out.asyncInPlaceInput = read(scratch2);
+  // Out of place leaves the input alone.
+  out.inputAfter = read(x);
   await c.barrier();
   return out;
 });
