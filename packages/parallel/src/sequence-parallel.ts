@@ -1,18 +1,20 @@
 /**
  * Sequence-parallel Lightning Attention (LASP-2): rank r of N holds tokens r·L … (r+1)·L − 1 of
  * q, k [B, H, L, D] and v [B, H, L, E]. With λ = exp(−s) per head and the kernel's conventions
- * (docs/ALGORITHM.md; an initial state S₀ adds λ^{t+1} q_t S₀ at local position t, and a span of
- * L tokens decays a state by λ^L):
+ * (docs/ALGORITHM.md: S_t = λ S_{t−1} + k_tᵀ v_t, o_t = q_t S_t, so an initial state S₀ adds
+ * λ^{t+1} q_t S₀ at local position t, and a span of L tokens decays a state by λ^L):
  *
- *   1. each rank runs the chunked kernel on its tokens with no initial state: output o_r and
- *      final state M_r = Σ_s λ^{L−1−s} k_sᵀ v_s (rank 0 starts from the user's state S₀, if any,
- *      so its M_0 includes λ^L S₀);
+ *   1. each rank computes what its tokens add to the state, M_r = Σ_s λ^{L−1−s} k_sᵀ v_s, as one
+ *      matmul of the decay-weighted keys with the values (rank 0 adds λ^L S₀ for a user state S₀);
  *   2. one all-gather of the M_j ([N, B, H, D, E], independent of T);
  *   3. rank r's incoming state is the decay-weighted prefix S_r = Σ_{j<r} λ^{L(r−1−j)} M_j;
- *   4. o_t += λ^{t+1} q_t S_r, one matmul instead of a second Lightning pass.
+ *   4. the chunked kernel runs once on the rank's tokens from S_r, which it takes natively.
  *
- * Everything is a differentiable op (the all-gather's adjoint is the reduce-scatter), so the
- * backward is autograd's: the kernel's backward locally, the reduce-scatter across ranks.
+ * Every rank does the same work (no rank waits on another's kernel before its all-gather), and no
+ * activation-sized temporary is kept beyond the weighted keys. Everything is a differentiable op
+ * (the all-gather's adjoint is the reduce-scatter), so the backward is autograd's: the kernel's
+ * backward locally, its gradient of S_r back through the prefix and the reduce-scatter to M_r, and
+ * from M_r to k and v.
  *
  * Letters: B batch, H heads, L tokens per rank (T/N), D q/k head dim, E value head dim, N ranks.
  */
@@ -48,6 +50,22 @@ function decay(slopes: Tensor, n: number, dtype: DType): Tensor {
 }
 
 /**
+ * M = Σ_s λ^{L−1−s} k_sᵀ v_s for k [B, H, L, D], v [B, H, L, E]: the state L tokens leave behind
+ * from zero, [B, H, D, E] in `stateDtype`. The weights are made in the state dtype (f32, f64 for f64
+ * inputs) and the weighted keys kept in the input dtype, as the kernel rounds its operands (the
+ * matmul accumulates in f32).
+ */
+function spanState(k: Tensor, v: Tensor, slopes: Tensor, stateDtype: DType): Tensor {
+  const L = k.shape[2];
+  const s = slopes.dtype === stateDtype ? slopes : cast(slopes, stateDtype);
+  const ages = tensor(Array.from({ length: L }, (_, t) => L - 1 - t), [1, 1, L, 1], { dtype: stateDtype, backend: k.backend });
+  const w = exp(neg(mul(reshape(s, [1, slopes.shape[0], 1, 1]), ages))); // [1, H, L, 1]
+  const kw = mul(k, w.dtype === k.dtype ? w : cast(w, k.dtype));
+  const m = matmul(kw, v, { transA: true }); // [B, H, D, E]
+  return m.dtype === stateDtype ? m : cast(m, stateDtype);
+}
+
+/**
  * Lightning Attention over a sequence split across the ranks of `c`. Returns this rank's output
  * [B, H, L, E] and the state after its last token [B, H, D, E] (on the last rank: the final state
  * of the whole sequence).
@@ -68,27 +86,18 @@ export function sequenceParallelLightning(
     throw new Error(`sequenceParallelLightning: initialState is rank 0's (the state before the first token), rank ${r} got one`);
   }
   const L = q.shape[2];
-  const local = lightningAttention(q, k, v, slopes, { returnState: true, blockSize: options.blockSize, initialState: options.initialState });
-  const states = allGather(c, local.state); // [N, B, H, D, E]
-  if (r === 0) return local;
-  const sdt = local.state.dtype;
-  const stateShape = local.state.shape;
-  let incoming: Tensor | null = null;
+  // The kernel's states are f32 (f64 for f64 inputs).
+  const sdt: DType = q.dtype === "f64" ? "f64" : "f32";
+  let mine = spanState(k, v, slopes, sdt);
+  if (options.initialState) mine = add(mine, mul(options.initialState, decay(slopes, L, sdt)));
+  const states = allGather(c, mine); // [N, B, H, D, E]
+  const stateShape = mine.shape;
+  let incoming: Tensor | undefined = options.initialState;
   for (let j = 0; j < r; j++) {
     const term = mul(reshape(narrow(states, 0, j, 1), stateShape), decay(slopes, L * (r - 1 - j), sdt));
     incoming = incoming ? add(incoming, term) : term;
   }
-  const S = incoming!; // [B, H, D, E]
-  // λ^{t+1} for local positions t = 0 … L − 1, as [1, H, L, 1].
-  const steps = tensor(Array.from({ length: L }, (_, t) => t + 1), [1, 1, L, 1], { dtype: sdt, backend: q.backend });
-  const s = slopes.dtype === sdt ? slopes : cast(slopes, sdt);
-  const lam = exp(neg(mul(reshape(s, [1, slopes.shape[0], 1, 1]), steps)));
-  // The inter-rank term in the state dtype (f32 for half inputs), added in the output dtype.
-  const qs = q.dtype === sdt ? q : cast(q, sdt);
-  const inter = matmul(mul(qs, lam), S); // [B, H, L, E]
-  const output = add(local.output, inter.dtype === q.dtype ? inter : cast(inter, q.dtype));
-  const state = add(local.state, mul(S, decay(slopes, L, sdt)));
-  return { output, state };
+  return lightningAttention(q, k, v, slopes, { returnState: true, blockSize: options.blockSize, initialState: incoming });
 }
 
 /**
