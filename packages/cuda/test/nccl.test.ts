@@ -394,11 +394,20 @@ describe.skipIf(reason !== null)("a peer that dies", () => {
     const timeoutMs = 3000;
     const backend = createCudaBackend({ device: 0 });
     const uniqueId = ncclUniqueId();
-    // Rank 1 in a process of its own, on the addon alone; it joins, says so, and is killed.
+    const n = 1_000_003;
+    // Rank 1 in a process of its own, on the addon alone: it joins, takes part in one all-reduce
+    // (NCCL connects the ranks at their first collective), says so, and is killed mid-run.
     const script = `
       const addon = require(${JSON.stringify(addonPath())});
-      const comm = new addon.nccl.Communicator(new addon.Runtime(1), Buffer.from(${JSON.stringify(Buffer.from(uniqueId).toString("hex"))}, "hex"), 2, 1, 600000);
-      comm.init().then(() => { console.log("joined"); setInterval(() => {}, 1000); }, (e) => { console.error(e.message); process.exit(1); });
+      const rt = new addon.Runtime(1);
+      const comm = new addon.nccl.Communicator(rt, Buffer.from(${JSON.stringify(Buffer.from(uniqueId).toString("hex"))}, "hex"), 2, 1, 600000);
+      comm.init().then(async () => {
+        const p = rt.allocate(${4 * n});
+        comm.allReduce(p, p, ${n}, 0, "sum", false);
+        await rt.sync();
+        console.log("joined");
+        setInterval(() => {}, 1000);
+      }, (e) => { console.error(e.message); process.exit(1); });
     `;
     const child = spawn(process.execPath, ["-e", script], { stdio: ["ignore", "pipe", "inherit"] });
     try {
@@ -408,11 +417,14 @@ describe.skipIf(reason !== null)("a peer that dies", () => {
         });
         child.on("exit", (code) => reject(new Error(`rank 1 exited (${code}) before it joined`)));
       });
-      const [group] = await Promise.all([createNcclCollective({ backend, rank: 0, worldSize: 2, uniqueId, timeoutMs }), joined]);
+      const x = T.tensor(seeded(1830).array(n), [n], { backend });
+      const group = await createNcclCollective({ backend, rank: 0, worldSize: 2, uniqueId, timeoutMs });
+      const first = group.allReduce(x);
+      await Promise.all([first.data(), joined]);
+      first.dispose();
       const exited = new Promise((resolve) => child.on("exit", resolve));
       child.kill("SIGKILL");
       await exited;
-      const x = T.tensor(seeded(1830).array(1_000_003), [1_000_003], { backend });
       const started = Date.now();
       // NCCL may notice the dead peer when the call is enqueued (its socket is gone) or only while
       // the collective runs (the watchdog): the error comes from the call or from the next read.
