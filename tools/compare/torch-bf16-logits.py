@@ -51,10 +51,10 @@ def logits(dtype, autocast=False):
     # meta device, which the 2023 code cannot leave (it copies its decay slopes in __init__).
     model = TransnormerForCausalLM(config)
     missing, unexpected = model.load_state_dict({k: v.float() for k, v in weights.items()}, strict=False)
-    missing = [k for k in missing if k != "lm_head.weight" or not config.tie_word_embeddings]
+    missing = [k for k in missing if k != "lm_head.weight" or not getattr(config, "tie_word_embeddings", True)]
     if missing or unexpected:
         sys.exit(f"torch-bf16-logits: parameters missing from the checkpoint: {missing}; tensors the official model lacks: {unexpected}")
-    if config.tie_word_embeddings:
+    if getattr(config, "tie_word_embeddings", True):
         model.lm_head.weight = model.model.embed_tokens.weight
     model = model.to(dtype).cuda().eval()
     with torch.no_grad(), torch.autocast("cuda", torch.bfloat16, enabled=autocast):
