@@ -30,6 +30,7 @@ import {
   narrow,
   neg,
   reshape,
+  sum,
   type Tensor,
   tensor,
 } from "@lightning-ts/tensor";
@@ -61,9 +62,19 @@ function spanState(k: Tensor, v: Tensor, slopes: Tensor, stateDtype: DType): Ten
   const ages = tensor(Array.from({ length: L }, (_, t) => L - 1 - t), [1, 1, L, 1], { dtype: stateDtype, backend: k.backend });
   const w = exp(neg(mul(reshape(s, [1, slopes.shape[0], 1, 1]), ages))); // [1, H, L, 1]
   const kw = mul(k, w.dtype === k.dtype ? w : cast(w, k.dtype));
-  const m = matmul(kw, v, { transA: true }); // [B, H, D, E]
-  return m.dtype === stateDtype ? m : cast(m, stateDtype);
+  const toState = (t: Tensor) => (t.dtype === stateDtype ? t : cast(t, stateDtype));
+  const [B, H, , D] = k.shape;
+  const E = v.shape[3];
+  if (L <= SPAN_CHUNK || L % SPAN_CHUNK !== 0) return toState(matmul(kw, v, { transA: true })); // [B, H, D, E]
+  // A D×E product over a long L is B·H output tiles with an L-long inner loop: too few blocks to
+  // fill a GPU. Chunks of SPAN_CHUNK tokens give B·H·L/SPAN_CHUNK products, summed in the state dtype.
+  const c = L / SPAN_CHUNK;
+  const parts = matmul(reshape(kw, [B, H, c, SPAN_CHUNK, D]), reshape(v, [B, H, c, SPAN_CHUNK, E]), { transA: true }); // [B, H, c, D, E]
+  return sum(toState(parts), 2);
 }
+
+/** Tokens per product when a rank's span state is computed in chunks (see `spanState`). */
+export const SPAN_CHUNK = 1024;
 
 /**
  * Lightning Attention over a sequence split across the ranks of `c`. Returns this rank's output
