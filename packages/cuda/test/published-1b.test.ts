@@ -7,9 +7,10 @@
  * TNL_1B_CHECKPOINT names its folder. Skipped, with the reason printed, without it.
  *
  * On the H200 (2026-11-30) the load and generation pass (2.000 GiB live for 1.900 GiB of weights),
- * and the logits do not yet: relative RMS 3.6e-2 (4.1e-2 for the same comparison on the CPU). The
- * residual stream is kept in the compute dtype (bf16); a policy that keeps it in f32, as PyTorch's
- * autocast does, is the change this test waits for.
+ * and the logits do not: relative RMS 3.6e-2 (2.7e-2 with `residual: "f32"`). On the same
+ * checkpoint and prompt the official PyTorch TNL gives 3.5e-2 in bf16 and 2.6e-2 under bf16
+ * autocast (tools/compare/torch-bf16-logits.py): on these random weights bf16 arithmetic itself is
+ * further than 1e-2 from f32, so the bound stands as the issue set it and this test fails there.
  */
 import { describeBackends } from "@lightning-ts/testing";
 import { disposeParams, forward, generateIds, loadCheckpoint, parameterCount } from "@lightning-ts/tnl";
