@@ -18,7 +18,7 @@ import { disposeTree, flattenTree, type GradTree, mapTree, valueAndGrad } from "
 import { type BaseSettings, clipGradNorm, type GradScaler, type Optimizer } from "@lightning-ts/autograd/optim";
 import { dataParallel, nextTokenTargets, partialLoss, type RankSlice, sequenceParallelLoss } from "@lightning-ts/parallel";
 import { add, cast, type Collective, div, mul, scope, type Tensor, tensor } from "@lightning-ts/tensor";
-import type { MicroBatch, StepResult, TnlConfig, TnlParams } from "@lightning-ts/tnl";
+import { applyUpdate, type MicroBatch, type StepResult, type TnlConfig, type TnlParams } from "@lightning-ts/tnl";
 
 export interface GroupCollectives {
   /** Every rank of the group: gradients and the loss are summed over it. */
@@ -113,18 +113,5 @@ export async function groupTrainStep(
     const clip = clipGradNorm(scaler ? scaler.unscale(grads) : grads, options.gradClip > 0 ? options.gradClip : Infinity);
     return { loss: scale === 1 ? total : div(total, scale), clipped: clip.grads, norm: clip.norm };
   });
-  const update = scope(() => optimizer.tentativeStep<TnlParams>(params, clipped));
-  disposeTree(clipped);
-  const out = { loss: (await value.data())[0], gradNorm: (await norm.data())[0] };
-  value.dispose();
-  norm.dispose();
-  const skipped = !Number.isFinite(out.loss) || !Number.isFinite(out.gradNorm);
-  let next = params;
-  if (skipped) update.rollback();
-  else {
-    update.commit();
-    next = update.params;
-  }
-  scaler?.update(!skipped);
-  return { params: next, ...out, skipped };
+  return applyUpdate(params, optimizer, { loss: value, grads: clipped, norm }, scaler);
 }

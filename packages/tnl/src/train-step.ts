@@ -121,11 +121,26 @@ export async function trainStep(
     const c = clipGradNorm(scaler ? scaler.unscale(grads) : grads, options.gradClip > 0 ? options.gradClip : Infinity);
     return { loss: scale === 1 ? l : div(l, scale), clipped: c.grads, norm: c.norm };
   });
-  const update = scope(() => optimizer.tentativeStep<TnlParams>(params, clipped));
-  disposeTree(clipped);
-  const out = { loss: (await value.data())[0], gradNorm: (await norm.data())[0] };
-  value.dispose();
-  norm.dispose();
+  return applyUpdate(params, optimizer, { loss: value, grads: clipped, norm }, scaler);
+}
+
+/**
+ * The end of a training step, shared by every way of computing its gradient (one process, or a
+ * group of ranks): enqueues the update of `params` with the clipped gradient, reads the loss and
+ * the gradient norm back (the step's one synchronisation with the device), and keeps the update
+ * unless either is not finite. Takes over the gradient, loss and norm tensors; tells `scaler`.
+ */
+export async function applyUpdate(
+  params: TnlParams,
+  optimizer: Optimizer<BaseSettings>,
+  step: { loss: Tensor; grads: GradTree<TnlParams>; norm: Tensor },
+  scaler?: GradScaler,
+): Promise<StepResult> {
+  const update = scope(() => optimizer.tentativeStep<TnlParams>(params, step.grads));
+  disposeTree(step.grads);
+  const out = { loss: (await step.loss.data())[0], gradNorm: (await step.norm.data())[0] };
+  step.loss.dispose();
+  step.norm.dispose();
   const skipped = !Number.isFinite(out.loss) || !Number.isFinite(out.gradNorm);
   let next = params;
   if (skipped) update.rollback();
