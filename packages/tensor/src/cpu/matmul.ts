@@ -21,7 +21,7 @@ import { MATMUL_RELAXED_WASM_BASE64, MATMUL_WASM_BASE64 } from "./wasm/matmul-wa
 const PARALLEL_MIN_MACS = 1 << 21;
 /**
  * Up to this many output rows a matmul is "small-M": it stays on the calling thread and keeps B
- * packed between calls. Packing B costs about as much as multiplying ~20 rows by it, so for a
+ * packed between calls. Packing B costs about as much as multiplying ten rows by it, so for a
  * decoding step (1 to a few rows) the cache removes most of the work; larger M amortise the packing.
  */
 const SMALL_M_ROWS = 16;
