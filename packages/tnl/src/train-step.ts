@@ -54,7 +54,7 @@ export function splitBatch(ids: Int32Array, rows: number, span: number, microBat
 export function accumulateGradients(params: TnlParams, config: TnlConfig, batches: readonly MicroBatch[], lossFactor = 1): { loss: Tensor; grads: GradTree<TnlParams> } {
   const counts = batches.map(targetCount);
   const total = counts.reduce((a, b) => a + b, 0);
-  if (total === 0) throw new Error("a training step with no targets (every label ignored)");
+  if (total === 0) throw new Error(`a training step with no targets: ${batches.length} micro-batch(es) of rows of ${batches[0]?.span ?? 0} token(s), every label ignored or nothing after the first token`);
   let acc: { loss: Tensor; grads: GradTree<TnlParams> } | null = null;
   batches.forEach((b, i) => {
     if (counts[i] === 0) return;
