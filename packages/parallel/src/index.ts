@@ -22,3 +22,4 @@ export {
   type RankSlice,
   type SequenceParallelLossOptions,
 } from "./tnl.js";
+export { shardOwners, stateElements, zeroOptimizer, type ZeroOptimizer } from "./zero.js";
