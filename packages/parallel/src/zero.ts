@@ -68,8 +68,10 @@ const pathOfKey = (key: string) => key.slice(key.indexOf("/") + 1);
 async function sendJson(c: Collective, value: unknown, from: number): Promise<unknown> {
   if (c.rank === from) {
     const bytes = new TextEncoder().encode(JSON.stringify(value));
-    c.send(tensor([bytes.length], [1], { dtype: "f32", backend: c.backend }), 0);
-    c.send(tensor(Array.from(bytes), [bytes.length], { dtype: "f32", backend: c.backend }), 0);
+    for (const t of [tensor([bytes.length], [1], { dtype: "f32", backend: c.backend }), tensor(Array.from(bytes), [bytes.length], { dtype: "f32", backend: c.backend })]) {
+      c.send(t, 0);
+      t.dispose();
+    }
     return null;
   }
   const length = c.recv([1], "f32", from);

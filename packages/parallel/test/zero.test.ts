@@ -73,6 +73,7 @@ describe("ZeRO-1 on the CPU collective equals plain data parallel and one proces
       const plain = await runGroup<ZeroResult, ZeroArgs>("zero", n, { batches: global, lr, plain: true });
       const ref = singleProcess(global, lr);
       for (const [r, z] of zero.entries()) {
+        expect(z.leaked, `rank ${r}: tensors left alive`).toBe(0);
         expectLosses(z.losses, ref.losses, `rank ${r}`);
         // The same summed gradient through the same update: the bits of plain data parallel.
         expect(z.params, `rank ${r} vs plain data parallel`).toEqual(plain[r].params);
@@ -111,6 +112,7 @@ describe("ZeRO-1 checkpoints keep the one-process format", () => {
     // 1 process → 3 ranks under ZeRO-1.
     const resumedThree = await runGroup<ZeroResult, ZeroArgs>("zero", 3, { batches: global.slice(2), lr, start: saved });
     for (const [r, z] of resumedThree.entries()) {
+      expect(z.leaked, `rank ${r}: tensors left alive`).toBe(0);
       expectLosses(z.losses, ref.losses.slice(2), `resumed on 3 ranks, rank ${r}`);
       expectParams(z.params, ref.params, `resumed on 3 ranks, rank ${r}`);
     }
@@ -124,6 +126,7 @@ describe("ZeRO-1 skips a non-finite step on every rank", () => {
     const skipped = await runGroup<ZeroResult, ZeroArgs>("zero", 3, { batches: global, lr: 3e-3, nanAt: 1, gatherAt: 3 });
     const without = await runGroup<ZeroResult, ZeroArgs>("zero", 3, { batches: [global[0], global[2]], lr: 3e-3, gatherAt: 2 });
     for (const [r, z] of skipped.entries()) {
+      expect(z.leaked, `rank ${r}: tensors left alive`).toBe(0);
       expect(z.losses).toEqual(without[r].losses);
       expect(z.params).toEqual(without[r].params);
     }

@@ -6,7 +6,7 @@
  */
 import { disposeTree } from "@lightning-ts/autograd";
 import { AdamW } from "@lightning-ts/autograd/optim";
-import { mul } from "@lightning-ts/tensor";
+import { liveTensorCount, mul } from "@lightning-ts/tensor";
 import { cpuRank } from "@lightning-ts/tensor/node";
 import type { TnlParams } from "@lightning-ts/tnl";
 import { allReduceNumbers, countTargets, dataParallel, partialLoss, rowsForRank, stateElements, zeroOptimizer } from "../../src/index.js";
@@ -30,9 +30,12 @@ export interface ZeroResult {
   stateElements: number;
   /** Rank 0's gathered full state after step `gatherAt`. */
   gathered?: SavedState;
+  /** Tensors left alive once the parameters and the optimizer are freed. */
+  leaked: number;
 }
 
 cpuRank<ZeroResult, ZeroArgs>(async ({ collective: c, rank, worldSize, args }) => {
+  const live = liveTensorCount();
   const config = tinyConfig();
   let params: TnlParams = paramsFrom(args.start?.params);
   const opt = new AdamW({ lr: args.lr, weightDecay: 0.01 });
@@ -44,7 +47,7 @@ cpuRank<ZeroResult, ZeroArgs>(async ({ collective: c, rank, worldSize, args }) =
     if (!args.plain) zero.keepShard(params);
   }
   const dp = dataParallel(c, { bucketBytes: 4096 });
-  const result: ZeroResult = { losses: [], params: {}, stateElements: 0 };
+  const result: ZeroResult = { losses: [], params: {}, stateElements: 0, leaked: 0 };
   for (const [step, batch] of args.batches.entries()) {
     const ids = rowsForRank(batch, rank, worldSize);
     const targets = rowsForRank(globalTargets(batch), rank, worldSize);
@@ -71,5 +74,8 @@ cpuRank<ZeroResult, ZeroArgs>(async ({ collective: c, rank, worldSize, args }) =
     }
   }
   result.params = paramValues(params);
+  disposeTree(params);
+  opt.dispose();
+  result.leaked = liveTensorCount() - live;
   return result;
 });
