@@ -64,6 +64,8 @@ export interface TrainConfig {
   dtype: ModelDType | null;
   /** The device's peak rate for MFU, in TFLOP/s; null for the backend's default (throughput.ts). */
   peakTflops: number | null;
+  /** 1: ZeRO-1 in a group, each rank keeping optimizer state for its shard of the parameters; 0: every rank all of it. */
+  zero: 0 | 1;
   outDir: string;
   samplePrompt: string;
   sampleCount: number;
@@ -104,6 +106,7 @@ export const DEFAULT_CONFIG: TrainConfig = {
   backend: "cpu",
   dtype: null,
   peakTflops: null,
+  zero: 0,
   outDir: "runs/default",
   samplePrompt: "Call me Ishmael.",
   sampleCount: 3,
@@ -119,7 +122,7 @@ export class ConfigError extends Error {
   }
 }
 
-type Kind = "int+" | "int+?" | "int0" | "number+" | "number+?" | "number0" | "fraction" | "string" | "strings" | "path?" | "preset?" | "backend" | "dtype?" | "bool?";
+type Kind = "int+" | "int+?" | "int0" | "number+" | "number+?" | "number0" | "fraction" | "string" | "strings" | "path?" | "preset?" | "backend" | "dtype?" | "bool?" | "zero";
 
 const SCHEMA: Record<string, Kind> = {
   data: "strings",
@@ -154,6 +157,7 @@ const SCHEMA: Record<string, Kind> = {
   backend: "backend",
   dtype: "dtype?",
   peakTflops: "number+?",
+  zero: "zero",
   outDir: "string",
   samplePrompt: "string",
   sampleCount: "int0",
@@ -177,6 +181,7 @@ const EXPECT: Record<Kind, string> = {
   backend: 'one of "cpu", "cuda", "webgpu"',
   "dtype?": `one of ${MODEL_DTYPES.map((d) => JSON.stringify(d)).join(", ")} or null`,
   "bool?": "true, false or null",
+  zero: "0 (every rank keeps all optimizer state) or 1 (ZeRO-1: each rank its shard)",
 };
 
 function valid(kind: Kind, v: unknown): boolean {
@@ -209,6 +214,8 @@ function valid(kind: Kind, v: unknown): boolean {
       return v === null || isModelDType(v);
     case "bool?":
       return v === null || typeof v === "boolean";
+    case "zero":
+      return v === 0 || v === 1;
   }
 }
 
@@ -270,6 +277,7 @@ export const CLI_FLAGS: readonly { flag: string; key: string; help: string; type
   { flag: "--seed <n>", key: "seed", help: `random seed (default ${DEFAULT_CONFIG.seed})`, type: "int" },
   { flag: "--backend <name>", key: "backend", help: "cpu (default), cuda or webgpu", type: "string" },
   { flag: "--dtype <dtype>", key: "dtype", help: `parameters and compute in ${DTYPE_HELP}; f32 master weights and moments either way, loss scaling for f16`, type: "string" },
+  { flag: "--zero <n>", key: "zero", help: "1: shard the optimizer state over the ranks of a group (ZeRO-1; with --gpus N, N > 1); 0: every rank keeps all of it (default 0)", type: "int" },
   { flag: "--peak-tflops <x>", key: "peakTflops", help: "the device's peak TFLOP/s for MFU (default: 790 on cuda, the H200's measured bf16 matmul rate; on cpu and webgpu the f32 matmul rate measured at start)", type: "number" },
 ];
 

@@ -16,7 +16,7 @@
  */
 import { disposeTree, flattenTree, type GradTree, mapTree, valueAndGrad } from "@lightning-ts/autograd";
 import { type BaseSettings, clipGradNorm, type GradScaler, type Optimizer } from "@lightning-ts/autograd/optim";
-import { dataParallel, nextTokenTargets, partialLoss, type RankSlice, sequenceParallelLoss } from "@lightning-ts/parallel";
+import { dataParallel, nextTokenTargets, partialLoss, type RankSlice, sequenceParallelLoss, type ZeroOptimizer } from "@lightning-ts/parallel";
 import { add, cast, type Collective, div, mul, scope, type Tensor, tensor } from "@lightning-ts/tensor";
 import { applyUpdate, type MicroBatch, type StepResult, type TnlConfig, type TnlParams } from "@lightning-ts/tnl";
 
@@ -94,7 +94,8 @@ export function rankGradients(params: TnlParams, config: TnlConfig, batches: rea
 /**
  * The group's step: rank gradients summed over the world, clipped to `gradClip` (0: none), and the
  * update taken on every rank unless the loss or gradient norm is not finite (the same verdict on
- * every rank: both are global). Reads back the global loss and norm.
+ * every rank: both are global). Reads back the global loss and norm. With `zero` (ZeRO-1 over the
+ * world, made of `optimizer`), each rank updates its shard and receives the other parameters.
  */
 export async function groupTrainStep(
   params: TnlParams,
@@ -102,7 +103,7 @@ export async function groupTrainStep(
   optimizer: Optimizer<BaseSettings>,
   batches: readonly MicroBatch[],
   c: GroupCollectives,
-  options: { globalCount: number; gradClip: number; lossFactor?: number; scaler?: GradScaler },
+  options: { globalCount: number; gradClip: number; lossFactor?: number; scaler?: GradScaler; zero?: ZeroOptimizer },
 ): Promise<StepResult> {
   const { lossFactor = 1, scaler } = options;
   const scale = scaler?.scale ?? 1;
@@ -113,5 +114,5 @@ export async function groupTrainStep(
     const clip = clipGradNorm(scaler ? scaler.unscale(grads) : grads, options.gradClip > 0 ? options.gradClip : Infinity);
     return { loss: scale === 1 ? total : div(total, scale), clipped: clip.grads, norm: clip.norm };
   });
-  return applyUpdate(params, optimizer, { loss: value, grads: clipped, norm }, scaler);
+  return applyUpdate(params, options.zero ?? optimizer, { loss: value, grads: clipped, norm }, scaler);
 }

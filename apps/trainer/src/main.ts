@@ -99,6 +99,9 @@ program.action(async (opts: Record<string, unknown>) => {
     if (rank === null && !isGroup(spec) && opts.sequenceParallel !== undefined && opts.sequenceParallel !== 1) {
       throw new LaunchError(`--sequence-parallel ${opts.sequenceParallel as number} splits sequences over the ranks of a group; give --gpus N as well`);
     }
+    if (rank === null && !isGroup(spec) && config.zero === 1) {
+      throw new LaunchError("--zero 1 shards the optimizer state over the ranks of a group; give --gpus N with N > 1 as well");
+    }
     if (rank !== null && spec.gpus !== rank.localWorldSize && opts.gpus !== undefined) {
       throw new LaunchError(`--gpus ${spec.gpus} disagrees with LOCAL_WORLD_SIZE=${rank.localWorldSize} of this rank's environment`);
     }
@@ -120,6 +123,8 @@ program.action(async (opts: Record<string, unknown>) => {
     const resumeOverrides: Record<string, unknown> = {};
     if (overrides.steps !== undefined) resumeOverrides.steps = overrides.steps;
     if (overrides.timeLimitSeconds !== undefined) resumeOverrides.timeLimitSeconds = overrides.timeLimitSeconds;
+    // How the optimizer state is laid out over the ranks is the resumed run's choice, like --gpus.
+    if (overrides.zero !== undefined) resumeOverrides.zero = overrides.zero;
     const result = await train({
       config,
       resume: opts.resume as string | undefined,

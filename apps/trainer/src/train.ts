@@ -6,8 +6,10 @@
 import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
+import { disposeTree } from "@lightning-ts/autograd";
 import { AdamW, GradScaler, warmupCosine } from "@lightning-ts/autograd/optim";
 import { createBackend } from "@lightning-ts/backends";
+import { stateElements, zeroOptimizer } from "@lightning-ts/parallel";
 import { type Backend, type Collective, liveTensorCount, setBackend } from "@lightning-ts/tensor";
 import { generateIds, initParams, makeConfig, type ModelDType, parameterCount, PRESETS, resolveDType, splitBatch, trainStep, type TnlConfig, type TnlParams } from "@lightning-ts/tnl";
 import type { Tokenizer } from "@lightning-ts/tokenizer";
@@ -41,7 +43,7 @@ export interface TrainOptions {
   /** A run directory (or checkpoint) to continue from; its saved config is used. */
   resume?: string;
   /** Settings a resumed run may change: more steps, another time limit. */
-  resumeOverrides?: Partial<Pick<TrainConfig, "steps" | "timeLimitSeconds">>;
+  resumeOverrides?: Partial<Pick<TrainConfig, "steps" | "timeLimitSeconds" | "zero">>;
   /** Where tokenised corpora are cached (default .cache/tokens in the working directory). */
   cacheDir?: string;
   /** Aborting stops after the current step, with a checkpoint (Ctrl-C does this). */
@@ -254,6 +256,13 @@ async function run(r: RunContext): Promise<TrainResult> {
   const tokensPerStep = rows * config.seqLen;
   const { part } = r;
   const lead = part === null || part.group.rank === 0;
+  // ZeRO-1 only means something in a group; a ZeRO-1 run resumed in one process keeps all the state.
+  const zero = part && config.zero === 1 ? zeroOptimizer(part.collectives.world, optimizer) : null;
+  if (zero) {
+    // A resumed rank loaded the checkpoint's full state: it keeps its shard.
+    zero.keepShard(params);
+    say(`optimizer state: ZeRO-1, each of the ${part!.group.worldSize} ranks keeps its shard (${stateElements(optimizer).toLocaleString("en")} elements on rank 0)`);
+  }
   const gpus = part?.group.worldSize ?? 1;
   // What throughput figures are compared by: ranks, their kind of parallelism, tokens per sequence.
   const shape = { gpus, mode: part && part.layout.sp > 1 ? ("sp" as const) : ("dp" as const), T: config.seqLen };
@@ -289,13 +298,20 @@ async function run(r: RunContext): Promise<TrainResult> {
     if (part) await part.group.barrier(name, SOLO_WORK_TIMEOUT_MS);
   };
   let lastCheckpoint = resumed ? step : -1;
-  // Every parameter and all optimizer state are whole on every rank, so rank 0's copy is the checkpoint.
-  const checkpoint = () => {
+  // Every parameter and all optimizer state are whole on every rank, so rank 0's copy is the
+  // checkpoint; under ZeRO-1 rank 0 gathers the full state first and drops the others' shards after.
+  const checkpoint = async () => {
     lastCheckpoint = step;
-    return solo("checkpoint", async () => {
+    const full = zero ? await zero.gatherState(params) : null;
+    if (full) {
+      optimizer.loadStateDict(full);
+      disposeTree(full.tensors);
+    }
+    await solo("checkpoint", async () => {
       const dir = await saveTrainerCheckpoint(outDir, state(), { config: tnlConfig, params }, optimizer, tokenizerFile);
       log.write({ kind: "checkpoint", step, dir });
     });
+    if (full) zero!.keepShard(params);
   };
 
   const losses: { step: number; loss: number }[] = [];
@@ -320,6 +336,7 @@ async function run(r: RunContext): Promise<TrainResult> {
             gradClip: config.gradClip,
             lossFactor,
             scaler,
+            zero: zero ?? undefined,
           })
         : trainStep(params, tnlConfig, optimizer, splitBatch(batch, rows, span, microBatch), { gradClip: config.gradClip, lossFactor, scaler });
     // The second step of the call: the first one warms up (kernels compiled, buffers pooled).

@@ -1,7 +1,7 @@
 /**
  * `pnpm train --gpus 2` on two CUDA GPUs, as a user runs it: the dry run's NCCL check, data- and
  * sequence-parallel losses against one GPU over the same global batches (f32: ≤ 1e-5 relative per
- * step; bf16: within 1%), and a rank killed mid-run: the launcher names it within 60 s and the run
+ * step; bf16: within 1%), the same for ZeRO-1 (`--zero 1`) with its checkpoint resumed on one GPU, and a rank killed mid-run: the launcher names it within 60 s and the run
  * resumes on one GPU from its last checkpoint. Skipped, with the reason printed, without two GPUs
  * and NCCL.
  */
@@ -73,6 +73,20 @@ describe.skipIf(skip !== null)("pnpm train --gpus 2 on cuda", () => {
     expectClose(await run("f32-sp", [...steps, "--gpus", "2", "--sequence-parallel", "2"]), one, 1e-5, "sp");
     const summary = JSON.parse(readFileSync(join(root, "f32-sp", "summary.json"), "utf8")) as Record<string, unknown>;
     expect(summary).toMatchObject({ gpus: 2, mode: "sp", T: 130 });
+  });
+
+  it("--zero 1: f32 within 1e-5 and bf16 within 1% of one GPU; its checkpoint resumes on one GPU as the uninterrupted run continues", async () => {
+    const steps = ["--steps", "10", "--eval-interval", "10", "--checkpoint-interval", "5"];
+    const one = await run("zero-f32-one", ["--dtype", "f32", ...steps]);
+    expectClose(await run("zero-f32", ["--dtype", "f32", ...steps, "--gpus", "2", "--zero", "1"]), one, 1e-5, "f32 ZeRO-1");
+    expectClose(await run("zero-bf16", ["--dtype", "bf16", ...steps, "--gpus", "2", "--zero", "1"]), await run("zero-bf16-one", ["--dtype", "bf16", ...steps]), 0.01, "bf16 ZeRO-1");
+    // Back to step 5 of the ZeRO-1 run (rank 0 gathered the full state), continued on one GPU:
+    // its log gets steps 6–10 again, which must be the one-GPU run's.
+    const out = join(root, "zero-f32");
+    const resumed = start(["--resume", join(out, "checkpoints", "step-000005"), "--no-progress"], {}, root);
+    expect((await resumed.exit).code, resumed.output()).toBe(0);
+    expect(resumed.output()).toContain("at step 5");
+    expectClose(losses(out).slice(-5), one.slice(5), 1e-5, "ZeRO-1 checkpoint resumed on one GPU");
   });
 
   it("bf16 data parallel: the one-GPU curve within 1%", async () => {

@@ -4,7 +4,7 @@
  * and in sequence parallel; a checkpoint written by a group resumes in one process and the other
  * way round, continuing as the uninterrupted run does.
  */
-import { readFileSync, writeFileSync } from "node:fs";
+import { readFileSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { runCpuGroup } from "@lightning-ts/tensor/node";
 import { beforeAll, describe, expect, it } from "vitest";
@@ -78,6 +78,28 @@ describe("group training on the CPU", () => {
     await train({ config: fromOne, stopAfterStep: 3, ...quiet(cache) });
     const resumedInGroup = await group(2, { config: fromOne, sequenceParallel: 1, cacheDir: cache, resume: fromOne.outDir });
     expectSameLosses(resumedInGroup[0].losses, whole.losses.slice(3), 1e-5, "1 → 2 ranks");
+  });
+
+  it("ZeRO-1 on 2 and 3 ranks gives the losses of one process; its checkpoints resume in one process and the other way round", async () => {
+    const whole = await train({ config: setup("zero-whole"), ...quiet(cache) });
+    for (const n of [2, 3]) {
+      const ranks = await group(n, { config: setup(`zero${n}`, { zero: 1 }), sequenceParallel: 1, cacheDir: cache });
+      for (const [r, result] of ranks.entries()) expectSameLosses(result.losses, whole.losses, 1e-5, `${n} ZeRO-1 ranks, rank ${r}`);
+    }
+
+    // 2 ZeRO-1 ranks → 1 process: rank 0 wrote the whole optimizer state, the file one process writes.
+    const fromZero = setup("from-zero", { zero: 1 });
+    await group(2, { config: fromZero, sequenceParallel: 1, cacheDir: cache, stopAfterStep: 3 });
+    const fromOne = setup("zero-from-one");
+    await train({ config: fromOne, stopAfterStep: 3, ...quiet(cache) });
+    const stateFile = (c: TrainConfig) => join(c.outDir, "checkpoints", "step-000003", "optimizer.safetensors");
+    expect(statSync(stateFile(fromZero)).size).toBe(statSync(stateFile(fromOne)).size);
+    const resumedAlone = await train({ config: fromZero, resume: fromZero.outDir, ...quiet(cache) });
+    expectSameLosses(resumedAlone.losses, whole.losses.slice(3), 1e-5, "2 ZeRO-1 ranks → 1");
+
+    // 1 process → 3 ZeRO-1 ranks (the flag given on resume, as main.ts passes it).
+    const resumedInGroup = await group(3, { config: { ...fromOne, zero: 1 }, sequenceParallel: 1, cacheDir: cache, resume: fromOne.outDir, resumeOverrides: { zero: 1 } });
+    for (const [r, result] of resumedInGroup.entries()) expectSameLosses(result.losses, whole.losses.slice(3), 1e-5, `1 → 3 ZeRO-1 ranks, rank ${r}`);
   });
 
   it("a batch too small for the ranks and a sequence that does not divide are refused by name", async () => {

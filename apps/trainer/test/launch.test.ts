@@ -96,6 +96,17 @@ describe("launcher (processes on the cpu)", () => {
     await until("the ranks to leave", () => ranks.filter(isAlive).length === 0, 20_000);
   });
 
+  it("--zero 1 without a group, and --zero other than 0 or 1, are refused by name", async () => {
+    for (const args of [["--zero", "1"], ["--gpus", "1", "--zero", "1"]]) {
+      const run = start([...args, "--steps", "3"]);
+      expect((await run.exit).code, args.join(" ")).toBe(1);
+      expect(run.output()).toContain("train: --zero 1 shards the optimizer state over the ranks of a group; give --gpus N with N > 1 as well");
+    }
+    const bad = start(["--gpus", "2", "--zero", "2", "--steps", "3"]);
+    expect((await bad.exit).code).toBe(1);
+    expect(bad.output()).toContain("--zero expected 0 (every rank keeps all optimizer state) or 1 (ZeRO-1: each rank its shard), got 2");
+  });
+
   it("--gpus with the cpu backend and no --dry-run is refused by name, before any rank starts", async () => {
     const run = start(["--gpus", "2", "--steps", "3"]);
     expect((await run.exit).code).toBe(1);

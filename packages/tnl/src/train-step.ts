@@ -132,7 +132,7 @@ export async function trainStep(
  */
 export async function applyUpdate(
   params: TnlParams,
-  optimizer: Optimizer<BaseSettings>,
+  optimizer: Pick<Optimizer<BaseSettings>, "tentativeStep">,
   step: { loss: Tensor; grads: GradTree<TnlParams>; norm: Tensor },
   scaler?: GradScaler,
 ): Promise<StepResult> {

@@ -14,6 +14,8 @@ export interface TrainRankArgs {
   sequenceParallel: number;
   cacheDir: string;
   resume?: string;
+  /** Settings a resumed run takes from the command line rather than its checkpoint (main.ts's resumeOverrides). */
+  resumeOverrides?: Partial<Pick<TrainConfig, "zero">>;
   stopAfterStep?: number;
 }
 
@@ -28,6 +30,7 @@ cpuRank<{ losses: { step: number; loss: number }[]; stopped: boolean; summary: b
   const result = await train({
     config: args.config,
     resume: args.resume,
+    resumeOverrides: args.resumeOverrides,
     stopAfterStep: args.stopAfterStep,
     progress: false,
     log: () => {},
