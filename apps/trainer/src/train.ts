@@ -9,7 +9,7 @@ import { join, resolve } from "node:path";
 import { disposeTree } from "@lightning-ts/autograd";
 import { AdamW, GradScaler, warmupCosine } from "@lightning-ts/autograd/optim";
 import { createBackend } from "@lightning-ts/backends";
-import { stateElements, zeroOptimizer } from "@lightning-ts/parallel";
+import { zeroOptimizer } from "@lightning-ts/parallel";
 import { type Backend, type Collective, liveTensorCount, setBackend } from "@lightning-ts/tensor";
 import { generateIds, initParams, makeConfig, type ModelDType, parameterCount, PRESETS, resolveDType, splitBatch, trainStep, type TnlConfig, type TnlParams } from "@lightning-ts/tnl";
 import type { Tokenizer } from "@lightning-ts/tokenizer";
@@ -261,7 +261,7 @@ async function run(r: RunContext): Promise<TrainResult> {
   if (zero) {
     // A resumed rank loaded the checkpoint's full state: it keeps its shard.
     zero.keepShard(params);
-    say(`optimizer state: ZeRO-1, each of the ${part!.group.worldSize} ranks keeps its shard (${stateElements(optimizer).toLocaleString("en")} elements on rank 0)`);
+    say(`optimizer state: ZeRO-1, each of the ${part!.group.worldSize} ranks keeps the state of its shard of the parameters`);
   }
   const gpus = part?.group.worldSize ?? 1;
   // What throughput figures are compared by: ranks, their kind of parallelism, tokens per sequence.
