@@ -6,6 +6,7 @@ export {
   readSafetensorsRaw,
   readShardedSafetensors,
   writeSafetensors,
+  writeAtomically,
   writeShardedSafetensors,
   type Checkpoint,
   type ReadOptions,

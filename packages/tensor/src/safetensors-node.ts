@@ -142,7 +142,7 @@ export async function writeSafetensors(
 }
 
 /** Runs `write` on `path.tmp-<pid>`, flushes it to disk and renames it to `path`; no temporary survives a failure. */
-async function writeAtomically(path: string, write: (fh: FileHandle) => Promise<void>): Promise<void> {
+export async function writeAtomically(path: string, write: (fh: FileHandle) => Promise<void>): Promise<void> {
   const tmp = `${path}.tmp-${process.pid}`;
   try {
     const fh = await open(tmp, "w");

@@ -6,9 +6,9 @@
  * the config is checked against the tensors before anything is written.
  */
 import { existsSync, statSync } from "node:fs";
-import { copyFile, mkdir, open, readdir, rename, rm } from "node:fs/promises";
+import { copyFile, mkdir, readdir, rm } from "node:fs/promises";
 import { dirname, join, resolve } from "node:path";
-import { INDEX_FILE } from "@lightning-ts/tensor/node";
+import { INDEX_FILE, writeAtomically } from "@lightning-ts/tensor/node";
 import { layout } from "@lightning-ts/tensor";
 import { listStoredTensors, planLoad, readConfig, TnlCheckpointError } from "./checkpoint.js";
 import type { ConfigOptions } from "./config.js";
@@ -74,7 +74,7 @@ export async function convertCheckpoint(input: string, out: string, options: Con
   }
   if (shards.length > 1) {
     const index = { metadata: { total_size: result.bytes }, weight_map: weightMap };
-    await writeAtomically(join(out, INDEX_FILE), [new TextEncoder().encode(JSON.stringify(index, null, 2) + "\n")]);
+    await writeAtomically(join(out, INDEX_FILE), (fh) => fh.writeFile(JSON.stringify(index, null, 2) + "\n"));
     result.files.push(INDEX_FILE);
   }
   result.dtypes = [...dtypes].sort();
@@ -95,30 +95,12 @@ async function writeShard(source: string, names: string[], target: string): Prom
     const info = ckpt.tensors;
     const items = names.map((name) => ({ name, dtype: info.get(name)!.dtype, shape: info.get(name)!.shape }));
     const { prefix, order, dataBytes } = layout(items, { format: "pt" });
-    await writeAtomically(target, [prefix], async function* () {
-      for (const it of order) yield (await ckpt.readRaw(it.name)).bytes;
+    await writeAtomically(target, async (fh) => {
+      await fh.writeFile(prefix);
+      for (const it of order) await fh.writeFile((await ckpt.readRaw(it.name)).bytes);
     });
     return dataBytes;
   } finally {
     await ckpt.close();
-  }
-}
-
-/** Writes `head` then every chunk of `rest` to `path.tmp-<pid>`, syncs, and renames it into place. */
-async function writeAtomically(path: string, head: Uint8Array[], rest?: () => AsyncGenerator<Uint8Array>): Promise<void> {
-  const tmp = `${path}.tmp-${process.pid}`;
-  try {
-    const fh = await open(tmp, "w");
-    try {
-      for (const chunk of head) await fh.writeFile(chunk);
-      if (rest) for await (const chunk of rest()) await fh.writeFile(chunk);
-      await fh.sync();
-    } finally {
-      await fh.close();
-    }
-    await rename(tmp, path);
-  } catch (err) {
-    await rm(tmp, { force: true });
-    throw err;
   }
 }
