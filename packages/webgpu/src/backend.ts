@@ -20,6 +20,12 @@ import { Runtime } from "./runtime.js";
 export interface WebGpuBackendOptions extends DeviceOptions {
   /** Print every generated WGSL shader once, when its pipeline is built (also: LIGHTNING_DUMP_WGSL=1). */
   dumpShaders?: boolean;
+  /**
+   * Use only the plain kernels, never their fast twins (vectorised copies, register-tiled matmul,
+   * blocked Lightning Attention): the reference the fast paths are tested against (also:
+   * LIGHTNING_WEBGPU_PLAIN=1).
+   */
+  plainKernels?: boolean;
 }
 
 export class WebGpuBackend implements Backend<GPUBuffer> {
@@ -32,8 +38,8 @@ export class WebGpuBackend implements Backend<GPUBuffer> {
   #peak = 0;
   #disposed = false;
 
-  constructor(device: GPUDevice, description: string, features: readonly string[], dumpShaders: boolean) {
-    this.runtime = new Runtime(device, dumpShaders);
+  constructor(device: GPUDevice, description: string, features: readonly string[], dumpShaders: boolean, plainKernels = false) {
+    this.runtime = new Runtime(device, dumpShaders, plainKernels);
     const lim = device.limits;
     this.capabilities = {
       device: description,
@@ -131,5 +137,5 @@ const envFlag = (name: string) => typeof process !== "undefined" && process.env?
  */
 export async function createWebGpuBackend(options: WebGpuBackendOptions = {}): Promise<WebGpuBackend> {
   const { device, description, features } = await acquireDevice(options);
-  return new WebGpuBackend(device, description, features, options.dumpShaders ?? envFlag("LIGHTNING_DUMP_WGSL"));
+  return new WebGpuBackend(device, description, features, options.dumpShaders ?? envFlag("LIGHTNING_DUMP_WGSL"), options.plainKernels ?? envFlag("LIGHTNING_WEBGPU_PLAIN"));
 }

@@ -64,6 +64,8 @@ export const ERROR_CODES = {
 export class Runtime {
   readonly device: GPUDevice;
   readonly dumpShaders: boolean;
+  /** Run the plain twin of every kernel that has a fast path (the fast paths' test oracle). */
+  readonly plainKernels: boolean;
   /** Binding for kernels that report bad data: 4 atomic words [code, value, position, bound]. */
   readonly errorBuffer: GPUBuffer;
   #pipelines = new Map<string, { pipeline: GPUComputePipeline; layout: GPUBindGroupLayout }>();
@@ -79,9 +81,10 @@ export class Runtime {
   #lostPromise: Promise<never>;
   submissions = 0;
 
-  constructor(device: GPUDevice, dumpShaders: boolean) {
+  constructor(device: GPUDevice, dumpShaders: boolean, plainKernels = false) {
     this.device = device;
     this.dumpShaders = dumpShaders;
+    this.plainKernels = plainKernels;
     this.#params = device.createBuffer({ size: PARAM_SLOTS * SLOT_BYTES, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST });
     this.errorBuffer = device.createBuffer({ size: 16, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST });
     this.#lostPromise = device.lost.then((info) => {
@@ -115,7 +118,8 @@ export class Runtime {
     if (bytes > limit) {
       throw new WebGpuError(`cannot allocate ${bytes} bytes: this device binds at most ${limit} bytes per buffer (maxStorageBufferBindingSize)`);
     }
-    const size = Math.min(sizeClass(bytes), Math.floor(limit / 4) * 4);
+    // Multiples of 16 bytes, so any buffer may be bound as an array of vec4.
+    const size = Math.min(sizeClass(bytes), Math.floor(limit / 16) * 16);
     const free = this.#pool.get(size);
     const reused = free?.pop();
     if (reused) {
@@ -190,6 +194,11 @@ export class Runtime {
 
   get pipelineCount(): number {
     return this.#pipelines.size;
+  }
+
+  /** Keys of the pipelines built so far (tests use them to see which kernel an op ran). */
+  pipelineKeys(): string[] {
+    return [...this.#pipelines.keys()];
   }
 
   dispatch(d: DispatchSpec): void {

@@ -23,6 +23,11 @@ export interface BindingSpec {
   dtype?: DType;
   /** read: read-only storage; rw: read_write; atomic: read_write array<atomic<u32>>. */
   access: "read" | "rw" | "atomic";
+  /**
+   * Bound as `array<vec4<u32>>` (16-byte words, no accessors) for kernels that move whole vectors.
+   * Safe on every tensor buffer: pool size classes are multiples of 16 bytes.
+   */
+  vec4?: boolean;
 }
 
 /** Elements of `dtype` per 32-bit word and the bit width of one. */
@@ -105,7 +110,7 @@ fn f32_to_i32(x: f32) -> i32 {
 /** The accessors of one binding, by dtype. */
 function accessors(b: BindingSpec): string {
   const { name: n, dtype } = b;
-  if (!dtype || b.access === "atomic") return "";
+  if (!dtype || b.access === "atomic" || b.vec4) return "";
   const { bits } = packing(dtype);
   const raw =
     bits === 32
@@ -171,7 +176,7 @@ export interface ShaderSpec {
 export function shader(s: ShaderSpec): string {
   const decl = s.bindings
     .map((b, i) => {
-      const ty = b.access === "atomic" ? "array<atomic<u32>>" : "array<u32>";
+      const ty = b.access === "atomic" ? "array<atomic<u32>>" : b.vec4 ? "array<vec4<u32>>" : "array<u32>";
       const access = b.access === "read" ? "read" : "read_write";
       return `@group(0) @binding(${i + 1}) var<storage, ${access}> ${b.name}: ${ty};`;
     })

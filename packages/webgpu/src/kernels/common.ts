@@ -62,3 +62,54 @@ export function storeF32As(rt: Runtime, src: GPUBuffer, out: Ref): void {
     workgroups: groups(wordCount(dtype, out.size)),
   });
 }
+
+/**
+ * dst[0, n) = src[from, from + n), in 32-bit words. The bulk moves as 16-byte vectors (one vec4 per
+ * invocation: a GPU reaches its copy bandwidth only with wide loads) when `from` is a multiple of
+ * 4 words; the last n mod 4 words, or everything when `from` is unaligned, go one word at a time.
+ */
+export function copyWords(rt: Runtime, src: GPUBuffer, from: number, dst: GPUBuffer, n: number): void {
+  const vectors = rt.plainKernels || from % 4 !== 0 ? 0 : Math.floor(n / 4);
+  if (vectors > 0) {
+    rt.dispatch({
+      key: "copy_vec4",
+      shader: () => ({
+        doc: ["x: (any) vec4<u32>", "y: (n4) vec4<u32>"],
+        bindings: [
+          { name: "x", access: "read", vec4: true },
+          { name: "y", access: "rw", vec4: true },
+        ],
+        workgroupSize: WG,
+        // Params: vectors, source offset in vectors.
+        body: `  if (gid < pu(0u)) { y[gid] = x[pu(1u) + gid]; }`,
+      }),
+      bindings: [
+        { buffer: src, access: "read" },
+        { buffer: dst, access: "rw" },
+      ],
+      params: [vectors, from / 4],
+      workgroups: groups(vectors),
+    });
+  }
+  const done = vectors * 4;
+  if (done === n) return;
+  rt.dispatch({
+    key: "copy",
+    shader: () => ({
+      doc: ["x: (any) u32", "y: (n) u32"],
+      bindings: [
+        { name: "x", access: "read" },
+        { name: "y", access: "rw" },
+      ],
+      workgroupSize: WG,
+      // Params: words, source offset, destination offset.
+      body: `  if (gid < pu(0u)) { y[pu(2u) + gid] = x[pu(1u) + gid]; }`,
+    }),
+    bindings: [
+      { buffer: src, access: "read" },
+      { buffer: dst, access: "rw" },
+    ],
+    params: [n - done, from + done, done],
+    workgroups: groups(n - done),
+  });
+}

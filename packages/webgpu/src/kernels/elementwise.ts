@@ -19,7 +19,7 @@ import {
 } from "@lightning-ts/tensor";
 import type { Runtime } from "../runtime.js";
 import { encodeF, encodeI, f32Const, packing, stridedIndexFn, wordCount, wordLoop } from "../wgsl.js";
-import { bstrides, checkRank, groups, padded, type Ref, WG } from "./common.js";
+import { bstrides, checkRank, copyWords, groups, padded, type Ref, WG } from "./common.js";
 
 const PIO2 = Math.PI / 2;
 // π/2 split in three so that k·PIO2_1 and k·PIO2_2 are exact for the |k| < 2^12 quadrants we reduce.
@@ -219,25 +219,7 @@ export function elementwiseKernels(rt: Runtime) {
   };
 
   const copy: Kernel<"copy", GPUBuffer> = ({ inputs: [x], outputs: [y] }) => {
-    const nw = wordCount(y.dtype, y.size);
-    rt.dispatch({
-      key: "copy",
-      shader: () => ({
-        doc: ["x: (words) u32", "y: (words) u32"],
-        bindings: [
-          { name: "x", access: "read" },
-          { name: "y", access: "rw" },
-        ],
-        workgroupSize: WG,
-        body: `  if (gid < pu(0u)) { y[gid] = x[gid]; }`,
-      }),
-      bindings: [
-        { buffer: x.storage, access: "read" },
-        { buffer: y.storage, access: "rw" },
-      ],
-      params: [nw],
-      workgroups: groups(nw),
-    });
+    copyWords(rt, x.storage, 0, y.storage, wordCount(y.dtype, y.size));
   };
 
   return {

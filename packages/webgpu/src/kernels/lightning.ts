@@ -191,6 +191,100 @@ export function maxHeadDim(bytes: number): number {
   return scanWorkgroupBytes(y) <= bytes ? y : 0;
 }
 
+interface StepBuffers {
+  q: Ref;
+  k: Ref;
+  v: Ref;
+  slopes: Ref;
+  state: Ref;
+  out: GPUBuffer;
+  next: GPUBuffer;
+}
+
+/** Columns (as vec4) of the state one workgroup of the vectorised step covers, and its row groups. */
+const STEP_COLS4 = 32;
+const STEP_ROWS = 8;
+
+/**
+ * The decode step for E a multiple of 4, bound by the state's bandwidth (read once, written once).
+ * A workgroup owns one (batch·head, 128-column slice): 32 invocations across the slice, one vec4
+ * each, times 8 row groups, each walking every 8th row of D with four rows' loads issued before
+ * their arithmetic, so many 16-byte loads are in flight. The 8 partial sums of o meet in workgroup
+ * memory.
+ */
+function stepVec4(rt: Runtime, t: StepBuffers, dims: { BH: number; H: number; D: number; E: number }): void {
+  const { BH, H, D, E } = dims;
+  const dt = t.q.dtype;
+  const slices = Math.ceil(E / 4 / STEP_COLS4);
+  // In place (the new state over the old, ALIASED_OUTPUTS) the state is bound once, as sn: WebGPU
+  // refuses two writable views of one buffer. Each vector is read before the same invocation writes it.
+  const inPlace = t.state.storage === t.next;
+  const src = inPlace ? "sn" : "s";
+  rt.dispatch({
+    key: `lightning_step_vec4:${dt}:${inPlace ? "in_place" : "new"}`,
+    shader: () => ({
+      doc: [`q: (B, H, D) ${dt}`, `k: (B, H, D) ${dt}`, `v: (B, H, E) ${dt}`, "slopes: (H) f32", "s: (B, H, D, E/4) vec4 f32", "o: (B, H, E) f32", "sn: (B, H, D, E/4) vec4 f32"],
+      bindings: [
+        { name: "q", dtype: dt, access: "read" },
+        { name: "k", dtype: dt, access: "read" },
+        { name: "v", dtype: dt, access: "read" },
+        { name: "slopes", dtype: "f32", access: "read" },
+        ...(inPlace ? [] : [{ name: "s", access: "read" as const, vec4: true }]),
+        { name: "o", access: "rw" },
+        { name: "sn", access: "rw", vec4: true },
+      ],
+      workgroupSize: STEP_COLS4 * STEP_ROWS,
+      decls: `var<workgroup> part: array<vec4<f32>, ${STEP_COLS4 * STEP_ROWS}>;`,
+      // Params: BH, H, D, E, column slices.
+      body: `  let D = pu(2u); let E4 = pu(3u) / 4u;
+  let bh = wg / pu(4u);
+  if (bh >= pu(0u)) { return; }
+  let c4 = (wg % pu(4u)) * ${STEP_COLS4}u + lid % ${STEP_COLS4}u;
+  let rg = lid / ${STEP_COLS4}u;
+  var acc = vec4<f32>(0.0);
+  if (c4 < E4) {
+    let lambda = exp(-slopes_f(bh % pu(1u)));
+    let e = c4 * 4u;
+    let ve = vec4<f32>(v_f(bh * E4 * 4u + e), v_f(bh * E4 * 4u + e + 1u), v_f(bh * E4 * 4u + e + 2u), v_f(bh * E4 * 4u + e + 3u));
+    for (var d0 = rg; d0 < D; d0 = d0 + ${4 * STEP_ROWS}u) {
+      var sv: array<vec4<f32>, 4>;
+      for (var j = 0u; j < 4u; j = j + 1u) {
+        let d = d0 + j * ${STEP_ROWS}u;
+        if (d < D) { sv[j] = bitcast<vec4<f32>>(${src}[(bh * D + d) * E4 + c4]); }
+      }
+      for (var j = 0u; j < 4u; j = j + 1u) {
+        let d = d0 + j * ${STEP_ROWS}u;
+        if (d < D) {
+          let nv = lambda * sv[j] + k_f(bh * D + d) * ve;
+          sn[(bh * D + d) * E4 + c4] = bitcast<vec4<u32>>(nv);
+          acc = acc + q_f(bh * D + d) * nv;
+        }
+      }
+    }
+  }
+  part[lid] = acc;
+  workgroupBarrier();
+  if (rg == 0u && c4 < E4) {
+    var sum = part[lid];
+    for (var r = 1u; r < ${STEP_ROWS}u; r = r + 1u) { sum = sum + part[r * ${STEP_COLS4}u + lid]; }
+    let at = bh * E4 * 4u + c4 * 4u;
+    for (var j = 0u; j < 4u; j = j + 1u) { o[at + j] = bitcast<u32>(sum[j]); }
+  }`,
+    }),
+    bindings: [
+      { buffer: t.q.storage, access: "read" },
+      { buffer: t.k.storage, access: "read" },
+      { buffer: t.v.storage, access: "read" },
+      { buffer: t.slopes.storage, access: "read" },
+      ...(inPlace ? [] : [{ buffer: t.state.storage, access: "read" as const }]),
+      { buffer: t.out, access: "rw" },
+      { buffer: t.next, access: "rw" },
+    ],
+    params: [BH, H, D, E, slices],
+    workgroups: BH * slices,
+  });
+}
+
 const dimsOf = (q: TensorRef<GPUBuffer>, v: TensorRef<GPUBuffer>) => {
   const [B, H, T, D] = q.shape as [number, number, number, number];
   return { BH: B * H, H, T, D, E: v.shape[3] };
@@ -258,9 +352,15 @@ export function lightningKernels(rt: Runtime, maxWorkgroupBytes: number) {
     const [B, H, D] = q.shape as [number, number, number];
     const E = v.shape[2];
     const dt = q.dtype;
+    if (!rt.plainKernels && E % 4 === 0) {
+      viaF32(rt, o, (out) => stepVec4(rt, { q, k, v, slopes, state, out, next: next.storage }, { BH: B * H, H, D, E }));
+      return;
+    }
+    // In place, the state is bound once, as sn (see stepVec4).
+    const inPlace = state.storage === next.storage;
     viaF32(rt, o, (out) =>
       rt.dispatch({
-        key: `lightning_step:${dt}`,
+        key: `lightning_step:${dt}:${inPlace ? "in_place" : "new"}`,
         shader: () => ({
           doc: [`q: (B, H, D) ${dt}`, `k: (B, H, D) ${dt}`, `v: (B, H, E) ${dt}`, "slopes: (H) f32", "s: (B, H, D, E) f32", "o: (B, H, E) f32", "sn: (B, H, D, E) f32"],
           bindings: [
@@ -268,7 +368,7 @@ export function lightningKernels(rt: Runtime, maxWorkgroupBytes: number) {
             { name: "k", dtype: dt, access: "read" },
             { name: "v", dtype: dt, access: "read" },
             { name: "slopes", dtype: "f32", access: "read" },
-            { name: "s", dtype: "f32", access: "read" },
+            ...(inPlace ? [] : [{ name: "s", dtype: "f32" as const, access: "read" as const }]),
             { name: "o", access: "rw" },
             { name: "sn", access: "rw" },
           ],
@@ -283,7 +383,7 @@ export function lightningKernels(rt: Runtime, maxWorkgroupBytes: number) {
   var acc = 0.0;
   for (var d = 0u; d < D; d = d + 1u) {
     let at = (bh * D + d) * E + e;
-    let sv = lambda * s_f(at) + k_f(bh * D + d) * ve;
+    let sv = lambda * ${inPlace ? "bitcast<f32>(sn[at])" : "s_f(at)"} + k_f(bh * D + d) * ve;
     sn[at] = bitcast<u32>(sv);
     acc = acc + q_f(bh * D + d) * sv;
   }
@@ -294,7 +394,7 @@ export function lightningKernels(rt: Runtime, maxWorkgroupBytes: number) {
           { buffer: k.storage, access: "read" },
           { buffer: v.storage, access: "read" },
           { buffer: slopes.storage, access: "read" },
-          { buffer: state.storage, access: "read" },
+          ...(inPlace ? [] : [{ buffer: state.storage, access: "read" as const }]),
           { buffer: out, access: "rw" },
           { buffer: next.storage, access: "rw" },
         ],

@@ -9,7 +9,7 @@
 import { byteSize, type Kernel, type KernelTable, stridesOf } from "@lightning-ts/tensor";
 import type { Runtime } from "../runtime.js";
 import { wordCount, wordLoop } from "../wgsl.js";
-import { bstrides, checkRank, groups, padded, type Ref, WG } from "./common.js";
+import { bstrides, checkRank, copyWords, groups, padded, type Ref, WG } from "./common.js";
 
 // Params: n, words, rank, outShape(8)@3, strides(8)@11, before(8)@19, srcShape(8)@27, base@35.
 const STRIDED_INDEX = /* wgsl */ `
@@ -36,8 +36,28 @@ interface StridedView {
   base?: number;
 }
 
+/**
+ * The word offset where `y` starts in `x` when the view is one contiguous run of whole words (a
+ * slice of leading rows, an identity permute or expand), else null.
+ */
+function contiguousRun(y: Ref, v: StridedView): number | null {
+  if (v.before !== undefined) return null;
+  const want = stridesOf(y.shape);
+  if (y.shape.some((dim, d) => dim > 1 && v.strides[d] !== want[d])) return null;
+  const bytes = byteSize(y.dtype);
+  const base = v.base ?? 0;
+  // A run that starts or ends inside a word would carry its neighbours' bits along.
+  if ((base * bytes) % 4 !== 0 || (y.size * bytes) % 4 !== 0) return null;
+  return (base * bytes) / 4;
+}
+
 function strided(rt: Runtime, op: string, x: Ref, y: Ref, v: StridedView): void {
   checkRank(op, y.shape);
+  const run = rt.plainKernels ? null : contiguousRun(y, v);
+  if (run !== null) {
+    copyWords(rt, x.storage, run, y.storage, wordCount(y.dtype, y.size));
+    return;
+  }
   const r = y.shape.length;
   const nw = wordCount(y.dtype, y.size);
   const padding = v.before !== undefined;

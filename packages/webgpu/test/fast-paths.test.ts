@@ -1,0 +1,183 @@
+/**
+ * Every fast kernel of the WebGPU backend against its plain twin (the same backend started with
+ * `plainKernels`) and against the CPU backend, on seeded random inputs of odd sizes: the vec4 copy
+ * (and the contiguous slices that use it), the register-tiled matmul in all four transpose
+ * layouts, and the vectorised decode step (new storage and in place). Each test also checks that
+ * the fast kernel really ran, by the pipelines the backend built.
+ *
+ * Tolerances: f32 sums of a few hundred products in another order differ by a few units of
+ * roundoff (2^-24 ≈ 6e-8) relative to the result's scale; 1e-5 relative RMS is far above that and
+ * far below any indexing mistake (which moves whole values, error ~1).
+ */
+import * as T from "@lightning-ts/tensor";
+import { type Backend, createCpuBackend, type DType } from "@lightning-ts/tensor";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { createWebGpuBackend, type WebGpuBackend } from "../src/index.js";
+
+/** mulberry32: seeded values in [-1, 1), never all zero. */
+function random(seed: number): () => number {
+  let s = seed >>> 0;
+  return () => {
+    s = (s + 0x6d2b79f5) >>> 0;
+    let t = s;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return (((t ^ (t >>> 14)) >>> 0) / 2 ** 32) * 2 - 1;
+  };
+}
+
+function values(n: number, seed: number): Float32Array {
+  const next = random(seed);
+  return Float32Array.from({ length: n }, next);
+}
+
+function relRms(got: ArrayLike<number>, want: ArrayLike<number>): number {
+  expect(got.length).toBe(want.length);
+  let num = 0;
+  let den = 0;
+  for (let i = 0; i < want.length; i++) {
+    num += (got[i] - want[i]) ** 2;
+    den += want[i] ** 2;
+  }
+  const e = Math.sqrt(num / den);
+  // NaN never passes.
+  return Number.isNaN(e) ? Infinity : e;
+}
+
+const TOL = 1e-5;
+
+let fast: WebGpuBackend | null = null;
+let plain: WebGpuBackend | null = null;
+let reason = "";
+const cpu = createCpuBackend();
+try {
+  fast = await createWebGpuBackend();
+  plain = await createWebGpuBackend({ plainKernels: true });
+} catch (err) {
+  reason = (err as Error).message;
+  if (process.env.LIGHTNING_WEBGPU_REQUIRED === "1" || (process.env.LIGHTNING_WEBGPU_REQUIRED !== "0" && process.env.VK_ICD_FILENAMES)) throw err;
+  console.log(`[fast-paths] WebGPU skipped: ${reason}`);
+}
+
+const on = (be: Backend, data: Float32Array, shape: number[], dtype: DType = "f32") => T.tensor(data, shape, { backend: be, dtype });
+
+/** Runs `fn` on the fast backend, its plain twin and the CPU; returns the three results' values. */
+async function threeWays(fn: (be: Backend) => T.Tensor): Promise<[Float32Array, Float32Array, Float32Array]> {
+  const out: Float32Array[] = [];
+  for (const be of [fast!, plain!, cpu]) {
+    const t = fn(be);
+    out.push(Float32Array.from(await t.data()));
+    t.dispose();
+  }
+  return out as [Float32Array, Float32Array, Float32Array];
+}
+
+const suite = fast ? describe : describe.skip;
+
+suite(`WebGPU fast paths against their plain twins${fast ? "" : ` [skipped: ${reason}]`}`, () => {
+  beforeAll(() => {
+    expect(fast!.runtime.plainKernels).toBe(false);
+    expect(plain!.runtime.plainKernels).toBe(true);
+  });
+  afterAll(() => {
+    fast?.dispose();
+    plain?.dispose();
+  });
+
+  it("copy moves vec4 bulk and a scalar tail bit for bit (f32 and bf16, odd lengths)", async () => {
+    for (const [n, dtype, seed] of [[1, "f32", 1], [7, "f32", 2], [1029, "f32", 3], [4097, "bf16", 4], [333, "f16", 5]] as const) {
+      const x = values(n, seed);
+      const [f, p, c] = await threeWays((be) => {
+        const t = on(be, x, [n], dtype);
+        const y = T.copy(t);
+        t.dispose();
+        return y;
+      });
+      expect(Array.from(f)).toEqual(Array.from(c));
+      expect(Array.from(p)).toEqual(Array.from(c));
+    }
+    expect(fast!.runtime.pipelineKeys()).toContain("copy_vec4");
+    expect(plain!.runtime.pipelineKeys()).not.toContain("copy_vec4");
+  });
+
+  it("slices of leading rows copy as one run, aligned (vec4) or not (words), equal to the CPU", async () => {
+    // (rows, cols, begin row): offsets 2·12 = 24 words (aligned), 3·13 = 39 (unaligned), 1·6 bf16 = 3 words.
+    for (const [rows, cols, begin, dtype, seed] of [[9, 12, 2, "f32", 11], [11, 13, 3, "f32", 12], [7, 6, 1, "bf16", 13]] as const) {
+      const x = values(rows * cols, seed);
+      const [f, p, c] = await threeWays((be) => {
+        const t = on(be, x, [rows, cols], dtype);
+        const y = T.slice(t, [begin, 0], [rows - 1, cols]);
+        t.dispose();
+        return y;
+      });
+      expect(Array.from(f)).toEqual(Array.from(c));
+      expect(Array.from(p)).toEqual(Array.from(c));
+    }
+  });
+
+  it("the tiled matmul matches the plain kernel and the CPU in all four layouts, batched and broadcast", async () => {
+    // (batch of A, m, k, n, batch of B): sizes not multiples of the 128 tile, k not of the 16 slice.
+    const cases: [number[], number, number, number, number[]][] = [
+      [[], 131, 68, 196, []],
+      [[3], 67, 36, 100, []],
+      [[2, 1], 64, 132, 68, [3]],
+      [[], 257, 20, 72, [2]],
+    ];
+    let seed = 20;
+    for (const [ba, m, k, n, bb] of cases) {
+      for (const transA of [false, true]) {
+        for (const transB of [false, true]) {
+          const aShape = [...ba, ...(transA ? [k, m] : [m, k])];
+          const bShape = [...bb, ...(transB ? [n, k] : [k, n])];
+          const a = values(aShape.reduce((x, y) => x * y, 1), seed++);
+          const b = values(bShape.reduce((x, y) => x * y, 1), seed++);
+          const [f, p, c] = await threeWays((be) => {
+            const ta = on(be, a, aShape);
+            const tb = on(be, b, bShape);
+            const y = T.matmul(ta, tb, { transA, transB });
+            ta.dispose();
+            tb.dispose();
+            return y;
+          });
+          const what = `A ${JSON.stringify(aShape)} B ${JSON.stringify(bShape)} transA ${transA} transB ${transB}`;
+          expect(relRms(f, c), what).toBeLessThan(TOL);
+          expect(relRms(p, c), what).toBeLessThan(TOL);
+          expect(relRms(f, p), what).toBeLessThan(TOL);
+        }
+      }
+    }
+    const keys = fast!.runtime.pipelineKeys();
+    for (const layout of ["false:false", "false:true", "true:false", "true:true"]) expect(keys).toContain(`matmul_tiled:${layout}`);
+    expect(plain!.runtime.pipelineKeys().some((key) => key.startsWith("matmul_tiled"))).toBe(false);
+  });
+
+  it("the vectorised decode step matches the plain step and the CPU, in new storage and in place", async () => {
+    // (B, H, D, E): E a multiple of 4 (the vec4 kernel) at several column slices, D odd.
+    for (const [B, H, D, E, seed] of [[3, 5, 13, 20, 40], [2, 3, 7, 132, 41], [1, 2, 33, 256, 42]] as const) {
+      const q = values(B * H * D, seed);
+      const k = values(B * H * D, seed + 100);
+      const v = values(B * H * E, seed + 200);
+      const s = values(B * H * D * E, seed + 300);
+      const slopes = T.tnlSlopes(H, 1, 3);
+      for (const inPlace of [false, true]) {
+        for (const part of ["output", "state"] as const) {
+          const [f, p, c] = await threeWays((be) => {
+            const ts = [on(be, q, [B, H, D]), on(be, k, [B, H, D]), on(be, v, [B, H, E]), T.tensor(slopes, [H], { backend: be })];
+            const state = on(be, s, [B, H, D, E]);
+            const r = T.lightningStep(ts[0], ts[1], ts[2], ts[3], state, { inPlace });
+            const keep = r[part];
+            for (const t of [...ts, state, r.output, r.state]) if (t !== keep) t.dispose();
+            return keep;
+          });
+          const what = `B ${B} H ${H} D ${D} E ${E} ${part}${inPlace ? " in place" : ""}`;
+          expect(relRms(f, c), what).toBeLessThan(TOL);
+          expect(relRms(p, c), what).toBeLessThan(TOL);
+        }
+      }
+    }
+    const keys = fast!.runtime.pipelineKeys();
+    expect(keys).toContain("lightning_step_vec4:f32:new");
+    expect(keys).toContain("lightning_step_vec4:f32:in_place");
+    expect(plain!.runtime.pipelineKeys().some((key) => key.startsWith("lightning_step_vec4"))).toBe(false);
+  });
+});
