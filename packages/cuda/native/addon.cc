@@ -12,6 +12,7 @@
 #include <memory>
 #include <mutex>
 #include <unordered_map>
+#include <unordered_set>
 
 #include "nccl.h"
 
@@ -63,7 +64,13 @@ class Runtime final : public DeviceRuntime {
     if (disposed_) return;
     disposed_ = true;
     cudaSetDevice(device_);
+    if (capturing_) captureEnd(false);
     cudaStreamSynchronize(stream);
+    for (auto& [id, g] : graphs_) {
+      cudaGraphExecDestroy(g.exec);
+      for (auto& [p, cls] : g.blocks) cudaFree(p);
+    }
+    graphs_.clear();
     for (auto& [p, size] : live_) cudaFree(p);
     live_.clear();
     trim();
@@ -82,6 +89,7 @@ class Runtime final : public DeviceRuntime {
     if (bytes == 0) return nullptr;
     size_t cls = sizeClass(bytes);
     void* p = nullptr;
+    if (capturing_) return allocateCaptured(cls);
     auto it = pool_.find(cls);
     if (it != pool_.end() && !it->second.empty()) {
       p = it->second.back();
@@ -110,6 +118,11 @@ class Runtime final : public DeviceRuntime {
     size_t cls = it->second;
     live_.erase(it);
     liveBytes_ -= cls;
+    if (capturing_ && captureOwned_.count(p)) {
+      // Reused only by later work of the same capture: after it, the block belongs to the graph.
+      capturePool_[cls].push_back(p);
+      return;
+    }
     // Work already enqueued that reads p runs before any later use of it: one stream, in order.
     pool_[cls].push_back(p);
     pooledBytes_ += cls;
@@ -122,11 +135,112 @@ class Runtime final : public DeviceRuntime {
     pooledBytes_ = 0;
   }
 
+  // ---- graph capture ----
+  // Between captureBegin and captureEnd the stream records work instead of running it. Every
+  // block allocated meanwhile is the graph's: replays write to the same addresses, so none of them
+  // may reach another tensor while the graph lives. Blocks freed during the capture are reused by
+  // later work of that capture only; at captureEnd the rest leave the allocator's books (their
+  // tensors' frees are then ignored) until graphDestroy hands them all back to the pool.
+  struct Graph {
+    cudaGraphExec_t exec = nullptr;
+    std::vector<std::pair<void*, size_t>> blocks;
+    size_t bytes = 0;
+  };
+
+  void* allocateCaptured(size_t cls) {
+    void* p = nullptr;
+    auto reuse = capturePool_.find(cls);
+    if (reuse != capturePool_.end() && !reuse->second.empty()) {
+      p = reuse->second.back();
+      reuse->second.pop_back();
+    } else {
+      auto it = pool_.find(cls);
+      if (it != pool_.end() && !it->second.empty()) {
+        p = it->second.back();
+        it->second.pop_back();
+        pooledBytes_ -= cls;
+      } else {
+        cudaError_t e = cudaMalloc(&p, cls);
+        if (e != cudaSuccess) throwCuda(e, "allocate " + std::to_string(cls) + " bytes during a CUDA graph capture");
+      }
+      captureBlocks_.push_back({p, cls});
+      captureOwned_.insert(p);
+    }
+    live_[p] = cls;
+    liveBytes_ += cls;
+    peakBytes_ = std::max(peakBytes_, liveBytes_);
+    return p;
+  }
+
+  void notCapturing(const char* what) const {
+    if (capturing_) throw CudaError(std::string(what) + " is not allowed while a CUDA graph is being captured (the capture records device work only; write inputs before it and read outputs after it)");
+  }
+
+  void captureBegin() {
+    notCapturing("captureBegin");
+    LTS_CHECK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeRelaxed), "cudaStreamBeginCapture");
+    capturing_ = true;
+  }
+
+  // Ends the capture: `keep` instantiates the graph and returns its id; otherwise (a failed
+  // capture) the recorded work is dropped and the blocks go back to the allocator.
+  int captureEnd(bool keep) {
+    if (!capturing_) throw CudaError("captureEnd: no CUDA graph capture is running");
+    cudaGraph_t g = nullptr;
+    cudaError_t e = cudaStreamEndCapture(stream, &g);
+    capturing_ = false;
+    Graph graph;
+    if (keep && e == cudaSuccess) {
+      e = cudaGraphInstantiate(&graph.exec, g, 0);
+    }
+    if (g) cudaGraphDestroy(g);
+    std::vector<std::pair<void*, size_t>> blocks;
+    blocks.swap(captureBlocks_);
+    captureOwned_.clear();
+    capturePool_.clear();
+    if (!keep || e != cudaSuccess) {
+      // Blocks still held by tensors stay live; the others return to the pool.
+      for (auto& [p, cls] : blocks)
+        if (!live_.count(p)) pool_[cls].push_back(p), pooledBytes_ += cls;
+      if (keep) throwCuda(e, "captureEnd (cudaStreamEndCapture / cudaGraphInstantiate)");
+      cudaGetLastError();
+      return -1;
+    }
+    for (auto& [p, cls] : blocks) {
+      auto it = live_.find(p);
+      if (it != live_.end()) live_.erase(it), liveBytes_ -= cls;
+      graph.bytes += cls;
+    }
+    graph.blocks = std::move(blocks);
+    liveBytes_ += graph.bytes;
+    int id = nextGraph_++;
+    graphs_[id] = std::move(graph);
+    return id;
+  }
+
+  void graphLaunch(int id) {
+    notCapturing("graphLaunch");
+    auto it = graphs_.find(id);
+    if (it == graphs_.end()) throw CudaError("graphLaunch: no CUDA graph " + std::to_string(id) + " (destroyed?)");
+    LTS_CHECK(cudaGraphLaunch(it->second.exec, stream), "cudaGraphLaunch");
+  }
+
+  // Replays already enqueued run before any later use of the blocks: one stream, in order.
+  void graphDestroy(int id) {
+    auto it = graphs_.find(id);
+    if (it == graphs_.end()) return;
+    cudaGraphExecDestroy(it->second.exec);
+    for (auto& [p, cls] : it->second.blocks) pool_[cls].push_back(p), pooledBytes_ += cls;
+    liveBytes_ -= it->second.bytes;
+    graphs_.erase(it);
+  }
+
   void* scratch(size_t bytes) override { return allocate(bytes); }
   void release(void* p) override { free(p); }
 
   // ---- transfers ----
   void write(char* dst, const uint8_t* src, size_t n) {
+    notCapturing("write");
     // Staged through pinned memory so the copy is asynchronous; a staging buffer is reused only
     // once the copy that last read it has finished.
     while (n > 0) {
@@ -193,6 +307,7 @@ class Runtime final : public DeviceRuntime {
   }
   void eventRecord(int id) { LTS_CHECK(cudaEventRecord(events_.at(id), stream), "cudaEventRecord"); }
   float eventElapsed(int a, int b) {
+    notCapturing("eventElapsed");
     LTS_CHECK(cudaEventSynchronize(events_.at(b)), "cudaEventSynchronize");
     float ms;
     LTS_CHECK(cudaEventElapsedTime(&ms, events_.at(a), events_.at(b)), "cudaEventElapsedTime");
@@ -206,6 +321,7 @@ class Runtime final : public DeviceRuntime {
   std::string name_;
   size_t liveBytes_ = 0, pooledBytes_ = 0, peakBytes_ = 0;
   std::unordered_map<void*, size_t> live_;
+  bool capturing_ = false;
 
  private:
   static constexpr size_t kStaging = 8 << 20;
@@ -216,6 +332,11 @@ class Runtime final : public DeviceRuntime {
   std::vector<Staging> staging_ = std::vector<Staging>(2);
   size_t next_ = 0;
   std::map<size_t, std::vector<void*>> pool_;
+  std::vector<std::pair<void*, size_t>> captureBlocks_;
+  std::unordered_set<void*> captureOwned_;
+  std::map<size_t, std::vector<void*>> capturePool_;
+  std::map<int, Graph> graphs_;
+  int nextGraph_ = 1;
   std::map<size_t, std::vector<void*>> pinned_;
   std::mutex pinnedMutex_;
   std::vector<cudaEvent_t> events_;
@@ -334,7 +455,9 @@ class RuntimeWrap : public Napi::ObjectWrap<RuntimeWrap> {
                         InstanceMethod("resetPeak", &RuntimeWrap::ResetPeak),
                         InstanceMethod("trim", &RuntimeWrap::Trim), InstanceMethod("eventCreate", &RuntimeWrap::EventCreate),
                         InstanceMethod("eventRecord", &RuntimeWrap::EventRecord), InstanceMethod("eventElapsed", &RuntimeWrap::EventElapsed),
-                        InstanceMethod("copyFrom", &RuntimeWrap::CopyFrom), InstanceMethod("dispose", &RuntimeWrap::Dispose)});
+                        InstanceMethod("copyFrom", &RuntimeWrap::CopyFrom), InstanceMethod("captureBegin", &RuntimeWrap::CaptureBegin),
+                        InstanceMethod("captureEnd", &RuntimeWrap::CaptureEnd), InstanceMethod("graphLaunch", &RuntimeWrap::GraphLaunch),
+                        InstanceMethod("graphDestroy", &RuntimeWrap::GraphDestroy), InstanceMethod("dispose", &RuntimeWrap::Dispose)});
   }
 
   Runtime* runtime() { return rt_ && !rt_->disposed_ ? rt_.get() : nullptr; }
@@ -413,6 +536,7 @@ class RuntimeWrap : public Napi::ObjectWrap<RuntimeWrap> {
   // (ptr, byteOffset, byteLength) → Uint8Array, waiting here
   Napi::Value ReadSync(const Napi::CallbackInfo& info) {
     Runtime& r = rt(info.Env());
+    guard(info.Env(), [&] { r.notCapturing("readSync"); });
     const char* src = (const char*)toPtr(info[0]) + info[1].As<Napi::Number>().Int64Value();
     size_t n = (size_t)info[2].As<Napi::Number>().Int64Value();
     auto out = Napi::Uint8Array::New(info.Env(), n);
@@ -436,6 +560,7 @@ class RuntimeWrap : public Napi::ObjectWrap<RuntimeWrap> {
   // (ptr, byteOffset, byteLength) → Promise<Uint8Array>; the wait happens off the JavaScript thread
   Napi::Value Read(const Napi::CallbackInfo& info) {
     Runtime& r = rt(info.Env());
+    guard(info.Env(), [&] { r.notCapturing("read"); });
     const char* src = (const char*)toPtr(info[0]) + info[1].As<Napi::Number>().Int64Value();
     size_t n = (size_t)info[2].As<Napi::Number>().Int64Value();
     return guard(info.Env(), [&] {
@@ -449,6 +574,7 @@ class RuntimeWrap : public Napi::ObjectWrap<RuntimeWrap> {
 
   Napi::Value Sync(const Napi::CallbackInfo& info) {
     Runtime& r = rt(info.Env());
+    guard(info.Env(), [&] { r.notCapturing("sync"); });
     return guard(info.Env(), [&] {
       auto* w = new WaitWorker(info.Env(), &r, r.newSyncEvent(), nullptr, 0);
       w->Queue();
@@ -458,6 +584,7 @@ class RuntimeWrap : public Napi::ObjectWrap<RuntimeWrap> {
 
   Napi::Value SyncNow(const Napi::CallbackInfo& info) {
     Runtime& r = rt(info.Env());
+    guard(info.Env(), [&] { r.notCapturing("syncNow"); });
     guard(info.Env(), [&] {
       LTS_CHECK(cudaStreamSynchronize(r.stream), "sync");
       std::string err = r.takeDeviceError();
@@ -506,6 +633,7 @@ class RuntimeWrap : public Napi::ObjectWrap<RuntimeWrap> {
 
   Napi::Value Trim(const Napi::CallbackInfo& info) {
     Runtime& r = rt(info.Env());
+    guard(info.Env(), [&] { r.notCapturing("trim"); });
     guard(info.Env(), [&] {
       LTS_CHECK(cudaStreamSynchronize(r.stream), "trim");
       r.trim();
@@ -570,6 +698,33 @@ class RuntimeWrap : public Napi::ObjectWrap<RuntimeWrap> {
     }
     cudaEventDestroy(e);
     if (r != cudaSuccess) throwCuda(r, "copyFrom (ordering the two streams)");
+  }
+
+  Napi::Value CaptureBegin(const Napi::CallbackInfo& info) {
+    Runtime& r = rt(info.Env());
+    guard(info.Env(), [&] { r.captureBegin(); });
+    return info.Env().Undefined();
+  }
+
+  // (keep: boolean) → graph id, or -1 when not kept
+  Napi::Value CaptureEnd(const Napi::CallbackInfo& info) {
+    Runtime& r = rt(info.Env());
+    bool keep = info[0].As<Napi::Boolean>().Value();
+    return guard(info.Env(), [&] { return Napi::Number::New(info.Env(), r.captureEnd(keep)); });
+  }
+
+  Napi::Value GraphLaunch(const Napi::CallbackInfo& info) {
+    Runtime& r = rt(info.Env());
+    guard(info.Env(), [&] { r.graphLaunch(info[0].As<Napi::Number>().Int32Value()); });
+    return info.Env().Undefined();
+  }
+
+  Napi::Value GraphDestroy(const Napi::CallbackInfo& info) {
+    if (rt_ && !rt_->disposed_) {
+      Runtime& r = rt(info.Env());
+      guard(info.Env(), [&] { r.graphDestroy(info[0].As<Napi::Number>().Int32Value()); });
+    }
+    return info.Env().Undefined();
   }
 
   Napi::Value Dispose(const Napi::CallbackInfo& info) {

@@ -2,6 +2,7 @@
 // along one axis. One thread per output when the reduced extent is tiny, one warp when it is small,
 // one block when it is large, and several blocks per output when few outputs each reduce a long range.
 #include <algorithm>
+#include <climits>
 
 #include "device.cuh"
 
@@ -109,6 +110,39 @@ __global__ void argmaxKernel(const void* x, int dt, int* y, int64_t outer, int64
   y[t] = at;
 }
 
+// (v, j) comes before (best, at) in argmax order: NaN above every number, then larger values,
+// then, among equal values (or NaNs), the smaller index.
+__device__ __forceinline__ bool argmaxBefore(double v, int j, double best, int at) {
+  bool vn = isnan(v), bn = isnan(best);
+  if (vn != bn) return vn;
+  if (vn || v == best) return j < at;
+  return v > best;
+}
+
+// The last axis (inner = 1), one block per row: a row of the vocabulary's logits is read once,
+// coalesced, instead of by one thread (the per-token argmax of a decode step).
+constexpr int kArgmaxThreads = 256;
+__global__ void argmaxRowsKernel(const void* x, int dt, int* y, int64_t n) {
+  __shared__ double bests[kArgmaxThreads];
+  __shared__ int ats[kArgmaxThreads];
+  int64_t row = blockIdx.x;
+  double best = -INFINITY;
+  int at = INT_MAX;
+  for (int64_t j = threadIdx.x; j < n; j += blockDim.x) {
+    double v = loadAny(x, dt, row * n + j);
+    if (argmaxBefore(v, (int)j, best, at)) best = v, at = (int)j;
+  }
+  bests[threadIdx.x] = best, ats[threadIdx.x] = at;
+  __syncthreads();
+  for (int half = blockDim.x / 2; half > 0; half /= 2) {
+    if (threadIdx.x < half && argmaxBefore(bests[threadIdx.x + half], ats[threadIdx.x + half], bests[threadIdx.x], ats[threadIdx.x]))
+      bests[threadIdx.x] = bests[threadIdx.x + half], ats[threadIdx.x] = ats[threadIdx.x + half];
+    __syncthreads();
+  }
+  // Every value −∞: the first index, as the one-thread kernel gives.
+  if (threadIdx.x == 0) y[row] = ats[0] == INT_MAX ? 0 : ats[0];
+}
+
 // p: [x, y]; i: [op, xDtype, yDtype, shapeX..., axes...(count-prefixed)]
 void reduce(Context& c, const Args& a) {
   Reader r{a.i};
@@ -157,6 +191,11 @@ void argmax(Context& c, const Args& a) {
   int dt = (int)a.i.at(0);
   int64_t outer = a.i.at(1), n = a.i.at(2), inner = a.i.at(3);
   if (outer * inner == 0) return;
+  if (inner == 1 && n >= 1024 && outer <= INT_MAX) {
+    argmaxRowsKernel<<<(unsigned)outer, kArgmaxThreads, 0, c.stream>>>(a.ptr<void>(0), dt, a.ptr<int>(1), n);
+    LTS_CHECK(cudaGetLastError(), "argmax kernel launch");
+    return;
+  }
   argmaxKernel<<<blocksFor(outer * inner, 256), 256, 0, c.stream>>>(a.ptr<void>(0), dt, a.ptr<int>(1), outer, n, inner);
   LTS_CHECK(cudaGetLastError(), "argmax kernel launch");
 }

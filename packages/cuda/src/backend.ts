@@ -3,6 +3,7 @@
  * stream, and reads as the only points where JavaScript waits for the GPU.
  */
 import type { Backend, Capabilities, KernelTable, KernelTimer, MemoryStats } from "@lightning-ts/tensor";
+import { type CudaGraph, recordGraph } from "./graph.js";
 import { type CudaStorage, createKernels } from "./kernels.js";
 import { loadAddon, type NativeRuntime, type RuntimeInfo } from "./native.js";
 
@@ -73,7 +74,27 @@ export class CudaBackend implements Backend<CudaStorage> {
   }
 
   allocate(byteLength: number): CudaStorage {
-    return { ptr: this.runtime.allocate(byteLength), byteLength };
+    const storage = { ptr: this.runtime.allocate(byteLength), byteLength };
+    this.#recording?.push(storage);
+    return storage;
+  }
+
+  /** Storages allocated while a graph is recorded (they become the graph's). */
+  #recording: CudaStorage[] | null = null;
+
+  /**
+   * Records the kernels `fn` enqueues as a CUDA graph instead of running them; `replay()` runs
+   * them again at the same addresses. Buffers allocated meanwhile are the graph's until
+   * `dispose()`; reads, writes and syncs inside `fn` throw. Warm up first (run `fn`'s work once
+   * eagerly): library set-up inside a recording is not supported everywhere.
+   *
+   * @example
+   * const graph = backend.captureGraph(() => add(x, y)); // nothing ran yet
+   * graph.replay(); // graph.result now holds x + y
+   */
+  captureGraph<T>(fn: () => T): CudaGraph<T> {
+    if (this.#recording) throw new Error("captureGraph: a graph is already being recorded on this backend");
+    return recordGraph(this.runtime, (list) => (this.#recording = list), fn);
   }
 
   free(storage: CudaStorage): void {

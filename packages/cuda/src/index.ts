@@ -8,6 +8,7 @@
  * console.log(await matmul(tensor([[1, 2], [3, 4]]), tensor([[5], [6]])).array()); // [[17], [39]]
  */
 export { CudaBackend, createCudaBackend, cudaUnavailableReason, type CudaBackendOptions } from "./backend.js";
+export { CudaGraph } from "./graph.js";
 export type { CudaStorage } from "./kernels.js";
 export type { NativeCommunicator, NativeRuntime, RuntimeInfo } from "./native.js";
 export {

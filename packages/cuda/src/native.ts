@@ -45,6 +45,13 @@ export interface NativeRuntime {
    * staged through the host by CUDA where the GPUs cannot reach each other.
    */
   copyFrom(source: NativeRuntime, srcPtr: number, srcOffset: number, dstPtr: number, dstOffset: number, byteLength: number): "same device" | "peer" | "staged";
+  /** Starts recording the stream's work as a CUDA graph (native/addon.cc "graph capture"). */
+  captureBegin(): void;
+  /** Ends the recording: with `keep`, the id of the instantiated graph; else it is dropped (−1). */
+  captureEnd(keep: boolean): number;
+  graphLaunch(id: number): void;
+  /** Frees the graph and hands the buffers recorded into it back to the allocator. */
+  graphDestroy(id: number): void;
   dispose(): void;
 }
 

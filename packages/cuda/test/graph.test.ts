@@ -1,0 +1,122 @@
+/**
+ * CUDA graphs (`CudaBackend.captureGraph`) and the batched decoder that replays them: a recording
+ * runs nothing, a replay runs it again on the inputs' current values, buffers recorded into a
+ * graph are never handed to another tensor while it lives, host calls inside a recording are
+ * refused by name, a failed recording leaves the backend usable; and BatchDecoder with graphs
+ * gives the same bits as without, and the same logits as `step` on each sequence alone (the
+ * official-code fixture model, LRPE on its first layer). Skipped, with the reason printed, where
+ * the CUDA backend cannot start.
+ */
+import * as T from "@lightning-ts/tensor";
+import { describeBackends, seeded } from "@lightning-ts/testing";
+import { FIXTURE_DIR } from "@lightning-ts/testing/tnl-fixture";
+import { BatchDecoder, disposeParams, disposeState, loadCheckpoint, prefill, step, type TnlState } from "@lightning-ts/tnl";
+import { expect, it } from "vitest";
+import type { CudaBackend } from "../src/index.js";
+import "./setup.js";
+
+const cpu = T.createCpuBackend();
+const floats = async (t: T.Tensor) => Float64Array.from(await t.data());
+
+await describeBackends("CUDA graphs", (backend) => {
+  const rng = seeded(59);
+  const gpu = () => backend() as CudaBackend;
+
+  it("records without running, replays on current inputs, keeps its buffers to itself", async () => {
+    const n = 4099;
+    const xs = rng.array(n);
+    const x = T.tensor(xs, [n], { backend: gpu() });
+    const y = T.tensor(rng.array(n), [n], { backend: gpu() });
+    const eager = T.add(T.mul(x, 3), T.exp(y)); // warm-up outside the recording
+    eager.dispose();
+    const liveBefore = gpu().memory().liveBytes;
+    const graph = gpu().captureGraph(() => T.scope(() => T.add(T.mul(x, 3), T.exp(y))));
+    const out = graph.result;
+    // Tensors made after the recording must not share the graph's buffers.
+    const bystanders = [1, 2, 3].map((v) => T.full([n], v, { backend: gpu() }));
+    for (let round = 0; round < 3; round++) {
+      const fresh = rng.array(n);
+      gpu().write(x.handle.storage, new Uint8Array(Float32Array.from(fresh).buffer));
+      graph.replay();
+      const want = T.add(T.mul(T.tensor(fresh, [n], { backend: cpu }), 3), T.exp(T.tensor(await y.data(), [n], { backend: cpu })));
+      expect(Array.from(await floats(out))).toEqual(Array.from(await floats(want)));
+      want.dispose();
+      for (const [i, b] of bystanders.entries()) expect(new Set(await b.data())).toEqual(new Set([i + 1]));
+    }
+    out.dispose(); // before the graph: a no-op for the allocator
+    graph.dispose();
+    graph.dispose();
+    expect(() => graph.replay()).toThrow(/disposed/);
+    for (const t of [x, y, ...bystanders]) t.dispose();
+    expect(gpu().memory().liveBytes).toBeLessThanOrEqual(liveBefore);
+  });
+
+  it("refuses host reads, writes and syncs inside a recording and stays usable after a failed one", async () => {
+    const x = T.tensor(rng.array(37), [37], { backend: gpu() });
+    expect(() => gpu().captureGraph(() => T.mul(x, 2).dataSync())).toThrow(/readSync is not allowed while a CUDA graph is being captured/);
+    expect(() => gpu().captureGraph(() => T.tensor([1, 2, 3], [3], { backend: gpu() }))).toThrow(/write is not allowed while a CUDA graph is being captured/);
+    expect(() =>
+      gpu().captureGraph(() => {
+        throw new Error("planned");
+      }),
+    ).toThrow(/planned/);
+    const y = T.mul(x, 2);
+    expect(Array.from(await y.data())).toEqual(Array.from(await x.data(), (v) => v * 2));
+    x.dispose();
+    y.dispose();
+  });
+
+  for (const dtype of ["f32", "bf16"] as const) {
+    it(`BatchDecoder replays graphs with the eager bits and step's logits (${dtype})`, async () => {
+      T.setBackend(gpu());
+      const model = await loadCheckpoint(FIXTURE_DIR, { dtype });
+      const V = model.config.vocabSize;
+      const prompts = [[5, 9, 14], [2], [7, 7, 30, 41, 3, 11, 99, 100, 4]];
+      const prefilled = (p: number[]): TnlState => {
+        const r = prefill(model.params, model.config, [p], { logits: "last" });
+        r.logits.dispose();
+        return r.state;
+      };
+      const withGraphs = new BatchDecoder(model.params, model.config, { capacity: 4 });
+      const eager = new BatchDecoder(model.params, model.config, { capacity: 4, graphs: false });
+      expect(withGraphs.graphs).toBe(true);
+      const refs = prompts.map(prefilled);
+      for (const s of refs) {
+        withGraphs.add(s);
+        eager.add(s);
+      }
+      for (let k = 0; k < 5; k++) {
+        if (k === 3) {
+          // Leaving changes the bucket (3 rows → 2): another graph.
+          withGraphs.remove(0);
+          eager.remove(0);
+          disposeState(refs.splice(0, 1, refs.pop()!)[0]);
+        }
+        const tokens = refs.map((_, r) => (17 * k + 5 * r + 1) % V);
+        const a = withGraphs.step(tokens);
+        const b = eager.step(tokens);
+        const la = await floats(a.logits);
+        expect(Array.from(la), `step ${k}: graph vs eager`).toEqual(Array.from(await floats(b.logits)));
+        const ga = Array.from(await a.greedy.data());
+        expect(ga).toEqual(Array.from(await b.greedy.data()));
+        for (let r = 0; r < refs.length; r++) {
+          const row = la.subarray(r * V, (r + 1) * V);
+          expect(ga[r], `greedy, step ${k} row ${r}`).toBe(row.indexOf(Math.max(...row)));
+          const single = step(model.params, model.config, refs[r], [tokens[r]]);
+          if (dtype === "f32") {
+            const want = await floats(single.logits);
+            const diff = Math.max(...Array.from(want, (w, i) => Math.abs(w - row[i])));
+            expect(diff, `step ${k} row ${r} vs step alone`).toBeLessThan(1e-4);
+          }
+          single.logits.dispose();
+          disposeState(refs[r]);
+          refs[r] = single.state;
+        }
+      }
+      refs.forEach(disposeState);
+      withGraphs.dispose();
+      eager.dispose();
+      disposeParams(model.params);
+    }, 120_000);
+  }
+});
