@@ -14,6 +14,7 @@ export * from "./state.js";
 export * from "./checkpoint.js";
 export * from "./sampling.js";
 export * from "./generate.js";
+export * from "./decoder.js";
 export * from "./train-step.js";
 export * from "./precision.js";
 export * from "./load-dtype.js";

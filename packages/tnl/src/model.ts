@@ -85,12 +85,17 @@ function activate(x: Tensor, act: TnlConfig["activation"]): Tensor {
  * Positions come from the state, never from a module field, so a cached generation after an
  * earlier call cannot use a stale offset (the official code's bug).
  */
-function lrpe(x: Tensor, theta: Tensor, starts: readonly number[]): Tensor {
+function lrpe(x: Tensor, theta: Tensor, starts: readonly number[] | Tensor): Tensor {
   const T = x.shape[2];
   // Phases in f32 (f64 for f64 models) even for half-precision weights: the official code builds
   // the positions in the activation dtype, so in bf16 every position above 256 is rounded (E.9).
   const dtype = theta.dtype === "f64" ? "f64" : "f32";
-  const positions = tensor(starts.flatMap((p) => Array.from({ length: T }, (_, t) => p + t)), [starts.length, 1, T, 1], { dtype });
+  // A positions tensor ([B], one token per row) stays on the device: a recorded decode step reads
+  // the positions written before each replay.
+  const positions =
+    starts instanceof Tensor
+      ? reshape(starts.dtype === dtype ? starts : cast(starts, dtype), [starts.shape[0], 1, 1, 1])
+      : tensor(starts.flatMap((p) => Array.from({ length: T }, (_, t) => p + t)), [starts.length, 1, T, 1], { dtype });
   const th = reshape(theta.dtype === dtype ? theta : cast(theta, dtype), [1, theta.shape[0], 1, theta.shape[2]]); // [1, H, 1, hd]
   const angle = mul(th, positions); // [starts, H, T, hd]
   const inDtype = (t: Tensor) => (t.dtype === x.dtype ? t : cast(t, x.dtype));
@@ -99,12 +104,16 @@ function lrpe(x: Tensor, theta: Tensor, starts: readonly number[]): Tensor {
 
 interface MixerContext {
   layer: number;
-  /** Position of each row's first token (one entry: the same for every row). */
-  starts: readonly number[];
+  /** Position of each row's first token (one entry: the same for every row), or a tensor [B] of them. */
+  starts: readonly number[] | Tensor;
   /** Lightning state carried in, [B, H, D, E]. */
   state?: Tensor;
   blockSize?: number;
   attention?: AttentionFn;
+  /** The layer's decay slopes, f32 [H], made once by the caller (default: made here). */
+  slopes?: Tensor;
+  /** Decode: write the next state over `state` (its storage) instead of a new tensor. */
+  inPlace?: boolean;
 }
 
 /** GLA token mixer (E.2) on normed x [B, T, M] → (out [B, T, M], final state [B, H, D, E]). */
@@ -116,8 +125,17 @@ function tokenMixer(x: Tensor, lp: TnlLayerParams, c: TnlConfig, ctx: MixerConte
   // gradient of a split pads each piece back to the full width and adds the four, a pass over
   // activations four times as wide; here only the (small) weight blocks are padded back.
   const hid = c.hiddenDim;
-  const [q0, k0, v0, u] = [0, 1, 2, 3].map((i) => linear(x, narrow(lp.qkvu, 0, i * hid, hid))) as [Tensor, Tensor, Tensor, Tensor]; // each [B, T, hid]
-  const heads = (t: Tensor) => permute(reshape(t, [B, T, H, hd]), [0, 2, 1, 3]); // [B, H, T, hd]
+  // A decode step (T = 1) reads the weight whole in one matmul and splits its small output: there
+  // the four weight blocks would be copies as large as the weight itself, every token.
+  const qkvu = T === 1 ? linear(x, lp.qkvu) : undefined;
+  const [q0, k0, v0, u] = [0, 1, 2, 3].map((i) => (qkvu ? narrow(qkvu, 2, i * hid, hid) : linear(x, narrow(lp.qkvu, 0, i * hid, hid)))) as [
+    Tensor,
+    Tensor,
+    Tensor,
+    Tensor,
+  ]; // each [B, T, hid]
+  // With one token the permutes move no data: reshapes, so a decode step launches no copies for them.
+  const heads = (t: Tensor) => (T === 1 ? reshape(t, [B, H, 1, hd]) : permute(reshape(t, [B, T, H, hd]), [0, 2, 1, 3])); // [B, H, T, hd]
   let q = activate(heads(q0), c.activation);
   let k = activate(heads(k0), c.activation);
   const v = heads(v0);
@@ -125,13 +143,13 @@ function tokenMixer(x: Tensor, lp: TnlLayerParams, c: TnlConfig, ctx: MixerConte
     q = lrpe(q, lp.theta, ctx.starts);
     k = lrpe(k, lp.theta, ctx.starts);
   }
-  const slopes = slopesTensor(tnlSlopes(H, ctx.layer, c.numLayers));
+  const slopes = ctx.slopes ?? slopesTensor(tnlSlopes(H, ctx.layer, c.numLayers));
   let o: Tensor; // [B, H, T, E]
   let state: Tensor;
   if (T === 1 && ctx.state) {
     // Decode: the recurrent step S ← λS + kᵀv, o = qS (docs/ALGORITHM.md D).
     const D = q.shape[3];
-    const r = lightningStep(reshape(q, [B, H, D]), reshape(k, [B, H, D]), reshape(v, [B, H, hd]), slopes, ctx.state);
+    const r = lightningStep(reshape(q, [B, H, D]), reshape(k, [B, H, D]), reshape(v, [B, H, hd]), slopes, ctx.state, { inPlace: ctx.inPlace === true });
     o = reshape(r.output, [B, H, 1, hd]);
     state = r.state;
   } else {
@@ -141,7 +159,7 @@ function tokenMixer(x: Tensor, lp: TnlLayerParams, c: TnlConfig, ctx: MixerConte
     state = r.state;
   }
   // One SRMSNorm over all heads jointly, then the linear gate u (no sigmoid).
-  const merged = reshape(permute(o, [0, 2, 1, 3]), [B, T, c.hiddenDim]);
+  const merged = reshape(T === 1 ? o : permute(o, [0, 2, 1, 3]), [B, T, c.hiddenDim]);
   return { out: linear(mul(srms(merged), u), lp.out), state };
 }
 
@@ -251,8 +269,24 @@ export function forwardFull(params: TnlParams, c: TnlConfig, ids: TokenIds, opti
   });
 }
 
+/** What a recorded decode step passes in as tensors instead of host values (see decoder.ts). */
+export interface DecodeTensors {
+  /** Decay slopes of each layer, f32 [H]. */
+  slopes: readonly Tensor[];
+  /** Write each layer's next state over the state passed in. */
+  inPlace: boolean;
+}
+
 /** Embedding, the layers and the output head for ids [B, T] with rows starting at `starts`. */
-function layers(params: TnlParams, c: TnlConfig, idsT: Tensor, starts: readonly number[], kvIn: readonly Tensor[] | undefined, options: ForwardFullOptions) {
+export function layers(
+  params: TnlParams,
+  c: TnlConfig,
+  idsT: Tensor,
+  starts: readonly number[] | Tensor,
+  kvIn: readonly Tensor[] | undefined,
+  options: ForwardFullOptions,
+  decode?: DecodeTensors,
+) {
   const T = idsT.shape[1];
   const w = computeWeights(params, options.compute);
   const embedScale = c.noScaleEmbedding ? 1 : Math.sqrt(c.dModel);
@@ -265,7 +299,15 @@ function layers(params: TnlParams, c: TnlConfig, idsT: Tensor, starts: readonly 
   const hidden: Tensor[] = options.hiddenStates ? [x] : [];
   const kv: Tensor[] = [];
   w.layers.forEach((lp, layer) => {
-    const mixed = tokenMixer(normed(x), lp, c, { layer, starts, state: kvIn?.[layer], blockSize: options.blockSize, attention: options.attention });
+    const mixed = tokenMixer(normed(x), lp, c, {
+      layer,
+      starts,
+      state: kvIn?.[layer],
+      blockSize: options.blockSize,
+      attention: options.attention,
+      slopes: decode?.slopes[layer],
+      inPlace: decode?.inPlace,
+    });
     kv.push(mixed.state);
     x = add(x, to(mixed.out, residual));
     x = add(x, to(channelMixer(normed(x), lp), residual));

@@ -51,20 +51,40 @@ function checkPositive(name: string, x: number, allowZero = false): void {
 export function chain(...steps: [...LogitsTransform[], Sampler]): Sampler {
   const pick = steps[steps.length - 1] as Sampler;
   const transforms = steps.slice(0, -1) as LogitsTransform[];
-  return (logits, ctx) => {
+  const sampler: Sampler = (logits, ctx) => {
     let l: Float32Array = Float32Array.from(logits); // transforms may work in place: never on the caller's array
     for (const t of transforms) l = t(l, ctx);
     return pick(l, ctx);
   };
+  if (transforms.length === 0 && highestLogitSamplers.has(pick)) highestLogitSamplers.add(sampler);
+  return sampler;
+}
+
+/** Samplers known to pick the highest raw logit, the first on ties (see `picksHighestLogit`). */
+const highestLogitSamplers = new WeakSet<Sampler>();
+
+/**
+ * Whether `sampler` picks the highest raw logit (the first on ties) and uses nothing else: `greedy()`,
+ * alone or in a chain without transforms. A server can then pick the token on the device (argmax)
+ * and read back one number per sequence instead of the logits.
+ *
+ * @example
+ * picksHighestLogit(greedy()); // true
+ * picksHighestLogit(chain(temperature(0.7), categorical())); // false
+ */
+export function picksHighestLogit(sampler: Sampler): boolean {
+  return highestLogitSamplers.has(sampler);
 }
 
 /** The highest logit (the first one on ties), ignoring the context. */
 export function greedy(): Sampler {
-  return (logits) => {
+  const sampler: Sampler = (logits) => {
     let best = 0;
     for (let i = 1; i < logits.length; i++) if (logits[i] > logits[best]) best = i;
     return best;
   };
+  highestLogitSamplers.add(sampler);
+  return sampler;
 }
 
 /** Softmax probabilities of logits (−∞ becomes 0). */

@@ -1,0 +1,241 @@
+/**
+ * Batched decoding for serving: the recurrent states of up to `capacity` sequences live in the rows
+ * of one state tensor per layer, and a decode step runs on the first n rows, writing the next states
+ * over the current ones. Sequences join by copying their state into the next free row and leave by
+ * moving the last row into theirs, so the rows in use are always the first `size` and nothing is
+ * concatenated or split per step.
+ *
+ * On a backend that records graphs (`Backend.captureGraph`: CUDA), the step of each batch bucket
+ * (1, 2, 4, … capacity rows) is recorded once and replayed, so a token costs one graph launch
+ * instead of hundreds of kernel launches from JavaScript. Everything a recorded step reads or
+ * writes therefore stays at one address: the token ids and positions are written into fixed
+ * tensors before each replay, the states are updated in place, and the logits and greedy tokens
+ * land in tensors the graph owns. A bucket runs rows past `size` too; those rows are free, their
+ * results are never read and `add` overwrites their state.
+ */
+import {
+  argmax,
+  type Backend,
+  type CapturedGraph,
+  copyInto,
+  leadingRows,
+  reshape,
+  scope,
+  type Tensor,
+  tensor,
+  tnlSlopes,
+  zeros,
+} from "@lightning-ts/tensor";
+import { headDim, type TnlConfig } from "./config.js";
+import { TnlInputError } from "./errors.js";
+import { layers } from "./model.js";
+import type { TnlParams } from "./params.js";
+import { checkStateFor, type TnlState } from "./state.js";
+
+export interface BatchDecoderOptions {
+  /** Rows (sequences decoded at once). */
+  capacity: number;
+  /** Record each bucket's step as a graph where the backend can (default true). */
+  graphs?: boolean;
+}
+
+/** A step's results, valid until the next step or `dispose`. */
+export interface DecodeOutput {
+  /** Logits [n, V] of the rows in use, in the compute dtype. */
+  logits: Tensor;
+  /** The highest logit's token of each row (the first on ties), i32 [n]. */
+  greedy: Tensor;
+}
+
+interface StepTensors {
+  logits: Tensor;
+  greedy: Tensor;
+}
+
+/**
+ * @example
+ * const decoder = new BatchDecoder(model.params, model.config, { capacity: 64 });
+ * const row = decoder.add(prefilled.state); // state after the prompt
+ * const { greedy } = decoder.step([lastToken]);
+ * const [next] = await greedy.data();
+ */
+export class BatchDecoder {
+  readonly capacity: number;
+  /** Per layer [capacity, H, D, E], f32: row r is the state of the sequence in row r. */
+  readonly #kv: Tensor[];
+  readonly #ids: Tensor;
+  readonly #positions: Tensor;
+  readonly #slopes: Tensor[];
+  readonly #backend: Backend;
+  readonly #useGraphs: boolean;
+  readonly #graphs = new Map<number, CapturedGraph<StepTensors>>();
+  /** What the last step handed out (and its eager results), disposed by the next step. */
+  #handedOut: Tensor[] = [];
+  /** Absolute position of the next token of each row in use. */
+  #position: number[] = [];
+  #disposed = false;
+
+  constructor(
+    readonly params: TnlParams,
+    readonly config: TnlConfig,
+    options: BatchDecoderOptions,
+  ) {
+    const { capacity } = options;
+    if (!Number.isInteger(capacity) || capacity < 1) throw new TnlInputError(`BatchDecoder: capacity must be a positive integer, got ${String(capacity)}`);
+    this.capacity = capacity;
+    this.#backend = params.embed.backend;
+    const template = initLayerShapes(config, capacity);
+    const stateDtype = params.embed.dtype === "f64" ? "f64" : "f32";
+    this.#kv = template.map((shape) => zeros(shape, { dtype: stateDtype, backend: this.#backend }));
+    this.#ids = zeros([capacity, 1], { dtype: "i32", backend: this.#backend });
+    this.#positions = zeros([capacity], { dtype: "f32", backend: this.#backend });
+    this.#slopes = config.lrpe.map((_, l) => tensor(tnlSlopes(config.numHeads, l, config.numLayers), [config.numHeads], { dtype: "f32", backend: this.#backend }));
+    this.#useGraphs = (options.graphs ?? true) && this.#backend.captureGraph !== undefined;
+  }
+
+  /** Rows in use. */
+  get size(): number {
+    return this.#position.length;
+  }
+
+  /** Whether steps replay recorded graphs. */
+  get graphs(): boolean {
+    return this.#useGraphs;
+  }
+
+  /** Bytes of the state rows (all `capacity` of them). */
+  get stateBytes(): number {
+    return this.#kv.reduce((sum, t) => sum + t.size * (t.dtype === "f64" ? 8 : 4), 0);
+  }
+
+  /** Copies a sequence's state (batch 1; it stays the caller's) into the next free row and returns that row. */
+  add(state: TnlState): number {
+    this.#check();
+    if (this.size >= this.capacity) throw new TnlInputError(`BatchDecoder.add: all ${this.capacity} rows are in use`);
+    checkStateFor(state, this.config, 1);
+    const row = this.size;
+    state.kv.forEach((s, l) => {
+      if (s.dtype !== this.#kv[l].dtype) throw new TnlInputError(`BatchDecoder.add: layer ${l} of the state is ${s.describe()}, the decoder's states are ${this.#kv[l].dtype}`);
+      copyInto(this.#kv[l], s, { dstOffset: row * s.size });
+    });
+    this.#position.push(state.position);
+    return row;
+  }
+
+  /** A copy of row `row`'s state (batch 1), e.g. to keep a finished conversation. */
+  state(row: number): TnlState {
+    this.#checkRow("state", row);
+    const kv = this.#kv.map((t) => {
+      const per = t.size / this.capacity;
+      const out = zeros([1, ...t.shape.slice(1)], { dtype: t.dtype, backend: this.#backend });
+      copyInto(out, t, { srcOffset: row * per, count: per });
+      return out;
+    });
+    return { position: this.#position[row], kv };
+  }
+
+  /**
+   * Frees row `row`: the last row in use moves into it. Returns the row that moved (its old index),
+   * or −1 when `row` was the last.
+   */
+  remove(row: number): number {
+    this.#checkRow("remove", row);
+    const last = this.size - 1;
+    if (row !== last) {
+      this.#kv.forEach((t) => {
+        const per = t.size / this.capacity;
+        copyInto(t, t, { dstOffset: row * per, srcOffset: last * per, count: per });
+      });
+      this.#position[row] = this.#position[last];
+    }
+    this.#position.pop();
+    return row === last ? -1 : last;
+  }
+
+  /**
+   * Feeds `tokens[r]` to row r for every row in use and advances their states. The results stay
+   * valid until the next step.
+   */
+  step(tokens: readonly number[]): DecodeOutput {
+    this.#check();
+    const n = this.size;
+    if (n === 0) throw new TnlInputError("BatchDecoder.step: no rows in use (add a state first)");
+    if (tokens.length !== n) throw new TnlInputError(`BatchDecoder.step: ${tokens.length} tokens for ${n} rows in use`);
+    const V = this.config.vocabSize;
+    tokens.forEach((t, r) => {
+      if (!Number.isInteger(t) || t < 0 || t >= V) throw new TnlInputError(`BatchDecoder.step: token ${String(t)} of row ${r} is outside the vocabulary [0, ${V})`);
+    });
+    const bucket = this.#useGraphs ? bucketFor(n, this.capacity) : n;
+    const ids = new Int32Array(bucket);
+    ids.set(tokens);
+    const positions = new Float32Array(bucket);
+    positions.set(this.#position);
+    this.#backend.write(this.#ids.handle.storage, new Uint8Array(ids.buffer));
+    this.#backend.write(this.#positions.handle.storage, new Uint8Array(positions.buffer));
+    for (const t of this.#handedOut) t.dispose();
+    this.#handedOut = [];
+    let out: StepTensors;
+    const graph = this.#graphs.get(bucket);
+    if (graph) {
+      graph.replay();
+      out = graph.result;
+    } else {
+      // Without a graph the step runs eagerly. So does the first step of each bucket before it is
+      // recorded: lazy set-up (library handles, kernel attributes) happens outside the recording,
+      // and the recording itself runs nothing, so the states advance once per step either way.
+      out = this.#run(bucket);
+      this.#handedOut.push(out.logits, out.greedy);
+      if (this.#useGraphs) this.#graphs.set(bucket, this.#backend.captureGraph!(() => this.#run(bucket)));
+    }
+    for (let r = 0; r < n; r++) this.#position[r]++;
+    const result = { logits: leadingRows(out.logits, n), greedy: leadingRows(out.greedy, n) };
+    this.#handedOut.push(result.logits, result.greedy);
+    return result;
+  }
+
+  /** Frees the state rows, the fixed inputs and every recorded graph. */
+  dispose(): void {
+    if (this.#disposed) return;
+    this.#disposed = true;
+    for (const g of this.#graphs.values()) {
+      g.result.logits.dispose();
+      g.result.greedy.dispose();
+      g.dispose();
+    }
+    this.#graphs.clear();
+    for (const t of this.#handedOut) t.dispose();
+    for (const t of [...this.#kv, this.#ids, this.#positions, ...this.#slopes]) t.dispose();
+  }
+
+  /** One step over the first `bucket` rows, the states written in place. */
+  #run(bucket: number): StepTensors {
+    return scope(() => {
+      const ids = leadingRows(this.#ids, bucket);
+      const kv = this.#kv.map((t) => leadingRows(t, bucket));
+      const r = layers(this.params, this.config, ids, leadingRows(this.#positions, bucket), kv, {}, { slopes: this.#slopes, inPlace: true });
+      const logits = reshape(r.logits, [bucket, this.config.vocabSize]);
+      return { logits, greedy: argmax(logits, -1) };
+    });
+  }
+
+  #check(): void {
+    if (this.#disposed) throw new TnlInputError("BatchDecoder: used after dispose()");
+  }
+
+  #checkRow(method: string, row: number): void {
+    this.#check();
+    if (!Number.isInteger(row) || row < 0 || row >= this.size) throw new TnlInputError(`BatchDecoder.${method}: row must be an integer in [0, ${this.size}), got ${String(row)}`);
+  }
+}
+
+/** The smallest power of two ≥ n, at most `capacity` (the graphs recorded per decoder). */
+function bucketFor(n: number, capacity: number): number {
+  let b = 1;
+  while (b < n) b *= 2;
+  return Math.min(b, capacity);
+}
+
+function initLayerShapes(c: TnlConfig, batch: number): number[][] {
+  const hd = headDim(c);
+  return c.lrpe.map((on) => [batch, c.numHeads, on ? 2 * hd : hd, hd]);
+}
