@@ -7,15 +7,22 @@
  *      its prompt, so a long prompt never stalls the others for more than one chunk, and let the
  *      HTTP side run after each chunk (the CPU backend computes synchronously, so a chunk is time
  *      during which nothing else is answered: `prefillChunk` is kept small, 128 tokens, for that);
- *   3. run one recurrent decode step for every sequence that is generating (`stepRows`), sample,
- *      and retire the sequences that finished or whose client went away.
+ *   3. run one recurrent decode step for every sequence that is generating, sample, and retire
+ *      the sequences that finished or whose client went away.
  * Sequences therefore join and leave the batch between any two steps.
+ *
+ * Generating sequences keep their states in the rows of a `BatchDecoder` (one state tensor per
+ * layer, updated in place; on CUDA each batch size's step is a recorded graph, replayed). A
+ * sequence enters it when its prompt is read and leaves when it ends. Greedy sequences without
+ * log probabilities take the token the device picked (argmax), so only one number per sequence
+ * comes back; the others read their logits rows.
  *
  * Prompts that start from the empty state are cut at multiples of `prefixBlock`, and the state at
  * each cut is kept in a memory-bounded LRU keyed by the prefix (`prefixKeys`), so a later prompt
  * sharing that prefix starts from the cached state and skips that part of the prefill.
  */
-import { cloneState, disposeState, prefill, type Sampler, seededRandom, stepRows, type TnlModel, type TnlState } from "@lightning-ts/tnl";
+import { gather, scope, tensor } from "@lightning-ts/tensor";
+import { BatchDecoder, cloneState, disposeState, picksHighestLogit, prefill, type Sampler, seededRandom, type TnlModel, type TnlState } from "@lightning-ts/tnl";
 import { prefixKeys, StateLru, stateBytes } from "./state-cache.js";
 
 export interface EngineOptions {
@@ -83,7 +90,9 @@ interface Sequence {
   req: SequenceRequest;
   /** Prompt tokens fed so far. */
   fed: number;
+  /** The state while the prompt is read; then it moves into the decoder's row `row`. */
   state?: TnlState;
+  row?: number;
   /** Prefix-cache keys of the prompt, when it starts from the empty state. */
   keys?: string[];
   cachedTokens: number;
@@ -114,6 +123,10 @@ export class Engine {
   steps = 0;
   cancelled = 0;
   private readonly recent: { t: number; n: number }[] = [];
+  /** The generating sequences' states, by row. */
+  readonly decoder: BatchDecoder;
+  /** The sequence in each row of the decoder. */
+  private readonly rows: Sequence[] = [];
 
   constructor(
     readonly model: TnlModel,
@@ -123,6 +136,7 @@ export class Engine {
     const { prefillChunk, prefixBlock } = this.options;
     if (prefillChunk % prefixBlock !== 0) throw new RangeError(`prefillChunk (${prefillChunk}) must be a multiple of prefixBlock (${prefixBlock})`);
     this.prefixCache = new StateLru(this.options.prefixCacheBytes);
+    this.decoder = new BatchDecoder(model.params, model.config, { capacity: this.options.maxBatch });
     this.loopDone = this.loop();
   }
 
@@ -134,7 +148,8 @@ export class Engine {
   }
   /** Bytes of the states of active sequences. */
   get activeStateBytes(): number {
-    return this.active.reduce((sum, s) => sum + (s.state ? stateBytes(s.state) : 0), 0);
+    const perRow = this.decoder.stateBytes / this.decoder.capacity;
+    return this.active.reduce((sum, s) => sum + (s.state ? stateBytes(s.state) : s.row !== undefined ? perRow : 0), 0);
   }
   /** Generated tokens per second over the last few seconds. */
   tokensPerSecond(windowMs = 5000): number {
@@ -188,6 +203,7 @@ export class Engine {
     await this.loopDone;
     for (const s of [...this.waiting, ...this.active]) this.finish(s, "cancelled");
     this.prefixCache.clear();
+    this.decoder.dispose();
   }
 
   private wakeUp(): void {
@@ -260,34 +276,65 @@ export class Engine {
       if (!this.prefixCache.has(key)) this.prefixCache.put(key, cloneState(r.state), undefined);
     }
     try {
-      if (end === prompt.length) this.accept(s, (await r.logits.data()) as Float32Array);
+      if (end === prompt.length) {
+        const logits = (await r.logits.data()) as Float32Array;
+        // The prompt is read: from here on the sequence's state lives in a decoder row.
+        if (this.active.includes(s)) this.enterDecoder(s);
+        this.accept(s, logits);
+      }
     } finally {
       r.logits.dispose();
     }
     return ran;
   }
 
-  private async decode(seqs: Sequence[]): Promise<void> {
-    const { logits, states } = stepRows(
-      this.model.params,
-      this.model.config,
-      seqs.map((s) => s.state!),
-      seqs.map((s) => s.lastToken),
-    );
-    this.steps++;
-    try {
-      const data = (await logits.data()) as Float32Array;
-      const V = this.model.config.vocabSize;
-      seqs.forEach((s, b) => {
-        disposeState(s.state!);
-        s.state = states[b]!;
-      });
-      seqs.forEach((s, b) => {
-        if (this.active.includes(s)) this.accept(s, data.subarray(b * V, (b + 1) * V));
-      });
-    } finally {
-      logits.dispose();
+  private enterDecoder(s: Sequence): void {
+    s.row = this.decoder.add(s.state!);
+    this.rows[s.row] = s;
+    disposeState(s.state!);
+    s.state = undefined;
+  }
+
+  /** Takes `s` out of the decoder (its state copied out when `keep`); the last row moves into its place. */
+  private leaveDecoder(s: Sequence, keep: boolean): TnlState | undefined {
+    const row = s.row!;
+    const state = keep ? this.decoder.state(row) : undefined;
+    const moved = this.decoder.remove(row);
+    if (moved >= 0) {
+      this.rows[row] = this.rows[moved];
+      this.rows[row].row = row;
     }
+    this.rows.length = this.decoder.size;
+    s.row = undefined;
+    return state;
+  }
+
+  private async decode(seqs: Sequence[]): Promise<void> {
+    if (seqs.length !== this.decoder.size) throw new Error(`engine: ${seqs.length} sequences generating but ${this.decoder.size} decoder rows in use`);
+    const { logits, greedy } = this.decoder.step(this.rows.map((s) => s.lastToken));
+    this.steps++;
+    // Rows whose sampler needs the logits (anything but plain greedy, or log probabilities) read
+    // them, gathered into one read; the others take the device's argmax.
+    const needLogits = this.rows.flatMap((s, r) => (picksHighestLogit(s.req.sampler) && s.req.logprobs === undefined ? [] : [r]));
+    const picked = needLogits.length < this.rows.length ? ((await greedy.data()) as Int32Array) : null;
+    let rows: Float32Array | null = null;
+    if (needLogits.length === this.rows.length) rows = (await logits.data()) as Float32Array;
+    else if (needLogits.length > 0) {
+      const some = scope(() => gather(logits, tensor(needLogits, [needLogits.length], { dtype: "i32", backend: logits.backend }), 0));
+      try {
+        rows = (await some.data()) as Float32Array;
+      } finally {
+        some.dispose();
+      }
+    }
+    const V = this.model.config.vocabSize;
+    const batch = [...this.rows];
+    batch.forEach((s, r) => {
+      if (!this.active.includes(s)) return;
+      const at = needLogits.indexOf(r);
+      if (at >= 0) this.accept(s, rows!.subarray(at * V, (at + 1) * V));
+      else this.acceptToken(s, picked![r]);
+    });
   }
 
   /** Samples the next token of `s` from its logits row and retires `s` if that ends it. */
@@ -295,12 +342,18 @@ export class Engine {
     const { req } = s;
     const raw = Float32Array.from(row);
     const token = req.sampler(raw, { prompt: req.prompt, generated: s.generated, random: s.random });
+    this.acceptToken(s, token, row);
+  }
+
+  /** Records `token` as `s`'s next token (with its log probabilities from `row` when asked) and retires `s` if that ends it. */
+  private acceptToken(s: Sequence, token: number, row?: Float32Array): void {
+    const { req } = s;
     s.generated.push(token);
     s.lastToken = token;
     this.tokensGenerated++;
     this.recent.push({ t: performance.now(), n: 1 });
     const info: TokenInfo = { token };
-    if (req.logprobs !== undefined) Object.assign(info, logprobsOf(row, token, req.logprobs));
+    if (req.logprobs !== undefined && row) Object.assign(info, logprobsOf(row, token, req.logprobs));
     const stopString = req.onToken(info) === true;
     if (stopString || req.stopIds.has(token)) this.finish(s, "stop");
     else if (s.generated.length >= req.maxTokens) this.finish(s, "length");
@@ -311,9 +364,11 @@ export class Engine {
       const i = list.indexOf(s);
       if (i >= 0) list.splice(i, 1);
     }
+    if (s.row !== undefined) this.leaveDecoder(s, false);
   }
 
   private finish(s: Sequence, finishReason: SequenceResult["finishReason"]): void {
+    if (s.row !== undefined) s.state = this.leaveDecoder(s, s.req.keepState === true && finishReason !== "cancelled");
     this.remove(s);
     if (finishReason === "cancelled") this.cancelled++;
     const result: SequenceResult = { finishReason, generated: s.generated, promptTokens: s.req.prompt.length, cachedTokens: s.cachedTokens };

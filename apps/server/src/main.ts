@@ -8,6 +8,7 @@
  */
 import { existsSync, readFileSync } from "node:fs";
 import { basename, join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
 import { BACKEND_NAMES, type BackendName, createBackend } from "@lightning-ts/backends";
 import { setBackend } from "@lightning-ts/tensor";
 import { DTYPE_HELP, loadCheckpoint, type ModelDType, resolveDType } from "@lightning-ts/tnl";
@@ -87,6 +88,7 @@ interface ServeOptions {
   log?: boolean;
   apiKey?: string;
   cors?: string;
+  web?: string;
 }
 
 const program = new Command("serve")
@@ -108,6 +110,7 @@ const program = new Command("serve")
   .option("--prefix-cache-mib <n>", "prefix-state cache size (0: off)", int("--prefix-cache-mib"), 256)
   .option("--handle-store-mib <n>", "memory for states behind handles", int("--handle-store-mib"), 256)
   .option("--log", "log every request")
+  .option("--web <dir>", "the browser page to serve under /web/ (default: apps/web/dist when it is built; 'none': off)")
   .addOption(new Option("--api-key <key>", "require 'Authorization: Bearer <key>' on the API routes (401 otherwise)").env("LIGHTNING_API_KEY"))
   .option("--cors [origin]", "answer cross-origin requests from this origin (no value: any origin)")
   .action(async (o: ServeOptions) => {
@@ -140,9 +143,10 @@ const program = new Command("serve")
       logger: Boolean(o.log),
       apiKey: o.apiKey,
       cors: (o.cors as string | boolean | undefined) === true ? "*" : o.cors,
+      webDir: webDirFor(o.web),
     });
     const address = await server.app.listen({ host: o.host, port: o.port });
-    console.error(`serving ${modelDir} on ${address} (backend ${o.backend}, ${dtype}, pid ${process.pid}); playground at ${address}/`);
+    console.error(`serving ${modelDir} on ${address} (backend ${o.backend}, ${dtype}, pid ${process.pid}); playground at ${address}/${webDirFor(o.web) ? `, browser page at ${address}/web/` : ""}`);
     let stopping = false;
     const stop = (signal: string) => {
       if (stopping) return;
@@ -157,5 +161,17 @@ const program = new Command("serve")
     process.once("SIGINT", () => stop("SIGINT"));
     if (process.env.npm_lifecycle_event) watchPackageManager(() => stop("the package script was stopped"));
   });
+
+/** The page to serve: --web DIR, or apps/web's build beside this app in the repository when there is one. */
+function webDirFor(option: string | undefined): string | undefined {
+  if (option === "none") return undefined;
+  if (option !== undefined) {
+    const dir = resolve(option);
+    if (!existsSync(join(dir, "index.html"))) program.error(`serve: --web ${option}: no index.html in ${dir}`);
+    return dir;
+  }
+  const built = fileURLToPath(new URL("../../web/dist/", import.meta.url));
+  return existsSync(join(built, "index.html")) ? built : undefined;
+}
 
 await program.parseAsync();

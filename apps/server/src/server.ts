@@ -2,6 +2,7 @@
  * The HTTP server: fastify routes over one engine.
  *
  *   GET  /                     the playground (public/)
+ *   GET  /web/                 the browser app (apps/web's built page, generating with WebGPU in the page), with `webDir`
  *   GET  /v1/models            the served model
  *   GET  /v1/models/{id}       the served model, or 404 model_not_found
  *   POST /v1/completions       OpenAI completions (+ extensions, see completions.ts)
@@ -15,7 +16,8 @@
  * the /v1/ routes and /tokenize, /detokenize want `Authorization: Bearer <key>` (401 otherwise);
  * the playground, /health and /metrics stay open.
  */
-import { readFileSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync } from "node:fs";
+import { extname, join } from "node:path";
 import { stateBytesPerSequence, type TnlModel } from "@lightning-ts/tnl";
 import type { Tokenizer } from "@lightning-ts/tokenizer";
 import Fastify, { type FastifyInstance } from "fastify";
@@ -45,7 +47,18 @@ export interface ServerOptions {
   apiKey?: string;
   /** Answer cross-origin requests (CORS) from these origins ("*": any). */
   cors?: string;
+  /** A built static page (apps/web/dist) to serve under /web/. */
+  webDir?: string;
 }
+
+const CONTENT_TYPES: Record<string, string> = {
+  ".html": "text/html; charset=utf-8",
+  ".js": "text/javascript; charset=utf-8",
+  ".css": "text/css; charset=utf-8",
+  ".map": "application/json; charset=utf-8",
+  ".json": "application/json; charset=utf-8",
+  ".png": "image/png",
+};
 
 export interface LightningServer {
   app: FastifyInstance;
@@ -136,6 +149,8 @@ export function buildServer(options: ServerOptions): LightningServer {
   app.get("/playground.js", (_req, reply) => reply.type("text/javascript; charset=utf-8").send(asset("playground.js")));
   app.get("/playground.css", (_req, reply) => reply.type("text/css; charset=utf-8").send(asset("playground.css")));
 
+  if (options.webDir !== undefined) serveStatic(app, "/web/", options.webDir);
+
   const modelCard = { id: options.modelName, object: "model", created: 0, owned_by: "lightning-ts" };
   app.get("/v1/models", () => ({ object: "list", data: [modelCard] }));
   app.get<{ Params: { id: string } }>("/v1/models/:id", (request) => {
@@ -162,6 +177,9 @@ export function buildServer(options: ServerOptions): LightningServer {
       handles: handles.bytes,
     },
     rss_bytes: process.memoryUsage().rss,
+    // The device's allocator: tensors, the decoder's state rows and recorded graphs (live), and cached free blocks (pooled).
+    backend_memory: options.model.params.embed.backend.memory(),
+    decode_graphs: engine.decoder.graphs,
   }));
   app.get("/metrics", async (_req, reply) => reply.type(metrics.registry.contentType).send(await metrics.registry.metrics()));
 
@@ -192,4 +210,19 @@ export function parseJsonBody(text: string): unknown {
   return JSON.parse(text, (_key, v: unknown, context?: { source?: string }) =>
     typeof v === "number" && !Number.isSafeInteger(v) && context?.source !== undefined && /^\d+$/.test(context.source) ? BigInt(context.source) : v,
   );
+}
+
+/**
+ * Serves the files at the top of `dir` (a built page: index.html and its modules) under `prefix`.
+ * The names are listed once at start: a request can only name one of them, never a path outside.
+ */
+function serveStatic(app: FastifyInstance, prefix: string, dir: string): void {
+  if (!existsSync(join(dir, "index.html"))) throw new Error(`the web page directory ${dir} has no index.html (build it: pnpm --filter @lightning-ts/web build)`);
+  const files = new Set(readdirSync(dir, { withFileTypes: true }).flatMap((e) => (e.isFile() && CONTENT_TYPES[extname(e.name)] ? [e.name] : [])));
+  app.get(prefix.slice(0, -1), (_req, reply) => reply.redirect(prefix));
+  app.get<{ Params: { file?: string } }>(`${prefix}:file?`, (request, reply) => {
+    const name = request.params.file || "index.html";
+    if (!files.has(name)) throw new ApiError(404, `no file ${prefix}${name}`, null, "invalid_request_error", "not_found");
+    return reply.type(CONTENT_TYPES[extname(name)]).send(readFileSync(join(dir, name)));
+  });
 }
