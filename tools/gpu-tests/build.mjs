@@ -7,6 +7,7 @@
  *     run.js, chunk-*.js     the runner and the test files (run.ts says how to call it)
  *     train.js, bench.js     `pnpm train` and `pnpm bench` (same arguments), for training and
  *                            benchmarks on the GPU machine
+ *     serve.js               `pnpm serve` (same arguments; `pnpm bench serve` starts it)
  *     package.json           marks the .js files as ES modules
  *     lightning_cuda.node    the CUDA addon built here (when it was built)
  *     node_modules/webgpu/   Dawn: index.js, package.json and this platform's dawn.node
@@ -101,7 +102,7 @@ const leftOutModules = {
 
 rmSync(out, { recursive: true, force: true });
 const result = await esbuild.build({
-  entryPoints: { run: join(here, "run.ts"), train: join(root, "apps", "trainer", "src", "main.ts"), bench: join(root, "apps", "bench", "src", "main.ts") },
+  entryPoints: { run: join(here, "run.ts"), train: join(root, "apps", "trainer", "src", "main.ts"), bench: join(root, "apps", "bench", "src", "main.ts"), serve: join(root, "apps", "server", "src", "main.ts") },
   outdir: out,
   bundle: true,
   splitting: true,
