@@ -12,9 +12,15 @@
  *
  * The loss each rank differentiates must be its part of the global mean (its sum over targets
  * divided by the global target count, `partialLoss`), so the gradients are summed, not averaged.
+ *
+ * Gradient accumulation: the micro-batches of a step but the last are differentiated locally and
+ * summed (`valueAndGrad` of @lightning-ts/autograd); the last goes through `valueAndGrad` here
+ * with that sum as `accumulated`, which each gradient joins the moment it is final, so every bucket
+ * is all-reduced once per step and still overlaps the last backward pass.
  */
-import { forEachLeaf, type ArgNums, type GradOptions, type GradsOf, mapTree, valueAndGrad } from "@lightning-ts/autograd";
+import { flattenTree, forEachLeaf, type ArgNums, type GradOptions, type GradsOf, mapTree, valueAndGrad } from "@lightning-ts/autograd";
 import {
+  add,
   cast,
   type Collective,
   concat,
@@ -40,6 +46,18 @@ export interface DataParallelOptions {
   reduce?: "sum" | "avg";
 }
 
+/** Options of `DataParallel.valueAndGrad`: autograd's (its hook is taken) and the accumulated gradients. */
+export interface DataParallelGradOptions<A extends unknown[], N extends ArgNums> extends Omit<GradOptions<N>, "onLeafGrad"> {
+  /**
+   * This rank's gradients of the step's earlier micro-batches, summed (the structure of this
+   * call's gradients). Each joins its leaf's gradient as soon as that is final, before the bucket's
+   * all-reduce, so the result is the world's sum of all micro-batches with one all-reduce per
+   * bucket. Half-precision gradients add up in f32 (as the optimizer takes them): such a leaf's
+   * summed gradient is f32. The tree stays the caller's.
+   */
+  accumulated?: NoInfer<GradsOf<A, N>>;
+}
+
 export interface DataParallel {
   readonly collective: Collective;
   /**
@@ -49,11 +67,12 @@ export interface DataParallel {
   syncGradients<G>(grads: G): G;
   /**
    * `valueAndGrad` whose gradients come back already summed over ranks, the bucket all-reduces
-   * started during the backward pass as gradients become final. `value` is this rank's loss.
+   * started during the backward pass as gradients become final. `value` is this rank's loss (of
+   * this call only, not of `accumulated`).
    */
   valueAndGrad<A extends unknown[], const N extends ArgNums = 0>(
     fn: (...args: A) => Tensor,
-    options?: Omit<GradOptions<N>, "onLeafGrad">,
+    options?: DataParallelGradOptions<A, N>,
   ): (...args: A) => { value: Tensor; grads: GradsOf<A, N> };
 }
 
@@ -65,6 +84,9 @@ interface Bucket {
 }
 
 const bucketDType = (d: DType): DType => (d === "f64" ? "f64" : "f32");
+/** The dtype gradients of a `d` parameter add up in: f32 for half precision, else `d`. */
+const sumDType = (d: DType): DType => (d === "bf16" || d === "f16" ? "f32" : d);
+const toSumDType = (t: Tensor): Tensor => (t.dtype === sumDType(t.dtype) ? t : cast(t, sumDType(t.dtype)));
 
 /** Buckets over leaves in reverse order, each at most `bytes` (unless one leaf is larger). */
 function planBuckets(leaves: readonly { size: number; dtype: DType }[], bytes: number): Bucket[] {
@@ -94,6 +116,8 @@ interface Leaf {
   size: number;
   dtype: DType;
   shape: readonly number[];
+  /** The dtype its reduced gradient comes back in (default `dtype`). */
+  out?: DType;
 }
 
 /** Flattens the bucket's gradients (null: zeros) into one vector and starts its all-reduce. */
@@ -118,7 +142,8 @@ function launch(c: Collective, b: Bucket, leaves: readonly Leaf[], grads: readon
 function unflatten(b: Bucket, reduced: Tensor, leaves: readonly Leaf[], out: (Tensor | null)[]): void {
   let offset = 0;
   for (const i of b.members) {
-    const { size, shape, dtype } = leaves[i];
+    const { size, shape } = leaves[i];
+    const dtype = leaves[i].out ?? leaves[i].dtype;
     const piece = reshape(narrow(reduced, 0, offset, size), shape);
     out[i] = keep(piece.dtype === dtype ? piece : cast(piece, dtype));
     offset += size;
@@ -137,6 +162,32 @@ function waitAll(c: Collective, buckets: readonly Bucket[], launched: readonly {
   });
   void c;
   return out;
+}
+
+/**
+ * Each leaf's accumulated gradient (by its position in `index`), matched by path between the
+ * differentiated arguments `picked` and `accumulated` (wrapped like `picked`), checked: the
+ * leaf's shape, and its dtype or the dtype its gradients add up in. Sets each leaf's `out` dtype.
+ */
+function priorGradients(picked: unknown[], accumulated: unknown, single: boolean, index: ReadonlyMap<Tensor, number>, leaves: Leaf[]): (Tensor | null)[] {
+  const name = (path: string) => `'${single ? path.slice(path.indexOf(".") + 1) : path}'`;
+  const bad = (what: string) => new Error(`dataParallel.valueAndGrad: options.accumulated ${what}`);
+  const given = flattenTree(single ? [accumulated] : accumulated);
+  const prior: (Tensor | null)[] = leaves.map(() => null);
+  const matched = new Set<string>();
+  for (const [path, p] of flattenTree(picked)) {
+    if (!isFloat(p.dtype)) continue;
+    const a = given.get(path);
+    const want = `${p.dtype === sumDType(p.dtype) ? p.dtype : `${p.dtype} or ${sumDType(p.dtype)}`}[${p.shape.join(", ")}] like the parameter`;
+    if (!a) throw bad(`has no gradient at ${name(path)}: expected ${want}`);
+    if (a.shape.join() !== p.shape.join() || (a.dtype !== p.dtype && a.dtype !== sumDType(p.dtype))) throw bad(`at ${name(path)}: expected ${want}, got ${a.describe()}`);
+    matched.add(path);
+    const i = index.get(p)!;
+    prior[i] ??= a;
+    leaves[i].out = sumDType(leaves[i].dtype);
+  }
+  for (const path of given.keys()) if (!matched.has(path)) throw bad(`has a tensor at ${name(path)}, where the differentiated arguments have no float parameter`);
+  return prior;
 }
 
 /**
@@ -168,7 +219,8 @@ export function dataParallel(collective: Collective, options: DataParallelOption
     return mapTree(grads, () => reduced[i++]) as G;
   };
 
-  const dpValueAndGrad = <A extends unknown[], const N extends ArgNums = 0>(fn: (...args: A) => Tensor, gradOptions: Omit<GradOptions<N>, "onLeafGrad"> = {}) => {
+  const dpValueAndGrad = <A extends unknown[], const N extends ArgNums = 0>(fn: (...args: A) => Tensor, options: DataParallelGradOptions<A, N> = {}) => {
+    const { accumulated, ...gradOptions } = options;
     return (...args: A): { value: Tensor; grads: GradsOf<A, N> } => {
       const argnums: ArgNums = gradOptions.argnums ?? 0;
       const picked = typeof argnums === "number" ? [args[argnums]] : argnums.map((i) => args[i]);
@@ -181,6 +233,7 @@ export function dataParallel(collective: Collective, options: DataParallelOption
         index.set(t, leaves.length);
         leaves.push({ size: t.size, dtype: t.dtype, shape: t.shape });
       });
+      const prior = accumulated === undefined ? null : priorGradients(picked, accumulated, typeof argnums === "number", index, leaves);
       const buckets = planBuckets(leaves, bucketBytes);
       const bucketOf = new Array<number>(leaves.length);
       buckets.forEach((b, k) => b.members.forEach((i) => (bucketOf[i] = k)));
@@ -197,7 +250,11 @@ export function dataParallel(collective: Collective, options: DataParallelOption
       const onLeafGrad = (leaf: Tensor, g: Tensor | null) => {
         const i = index.get(leaf);
         if (i === undefined) return;
-        held[i] = g ? retain(g) : null;
+        if (prior?.[i]) {
+          // Zeros where this micro-batch gave none, as autograd's own gradient of such a leaf.
+          const { shape, dtype } = leaves[i];
+          held[i] = keep(scope(() => add(toSumDType(prior[i]!), toSumDType(g ?? zeros(shape, { dtype, backend: c.backend })))));
+        } else held[i] = g ? retain(g) : null;
         ready[bucketOf[i]]++;
         startReady();
       };

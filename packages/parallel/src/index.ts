@@ -8,7 +8,7 @@
  * const { value, grads } = dataParallel(collective).valueAndGrad((p: TnlParams) => sequenceParallelLoss(collective, p, config, slice, { globalCount }))(params);
  */
 export { allGather, allReduce, broadcast, copyToRanks, reduceFromRanks, reduceScatter } from "./collectives.js";
-export { allReduceNumbers, dataParallel, DEFAULT_BUCKET_BYTES, type DataParallel, type DataParallelOptions } from "./data-parallel.js";
+export { allReduceNumbers, dataParallel, DEFAULT_BUCKET_BYTES, type DataParallel, type DataParallelGradOptions, type DataParallelOptions } from "./data-parallel.js";
 export { sequenceParallelAttention, sequenceParallelLightning, type SequenceParallelAttentionOptions } from "./sequence-parallel.js";
 export {
   countTargets,
