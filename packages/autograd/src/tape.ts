@@ -136,7 +136,9 @@ export class Tape {
   }
 
   #record(r: OpRecord): void {
-    if (paused > 0 || !r.inputs.some((t) => this.#traced.has(t))) return;
+    if (paused > 0) return;
+    if (r.inPlace) this.#refuseInPlace(r);
+    if (!r.inputs.some((t) => this.#traced.has(t))) return;
     const entry = GRAD_RULES[r.op];
     if (isNondiff(entry) && entry.constant) return;
     const needs = r.inputs.map((t) => this.#traced.has(t) && isFloat(t.dtype));
@@ -158,6 +160,23 @@ export class Tape {
       saved,
     });
     for (const t of r.outputs) if (isFloat(t.dtype)) this.#traced.add(t);
+  }
+
+  /**
+   * An op that wrote over existing storage has no gradient rule, and may have overwritten values
+   * a recorded rule still needs: refused whenever it touches what this tape differentiates or keeps.
+   */
+  #refuseInPlace(r: OpRecord): void {
+    const why = `${r.op} with inPlace is not differentiable`;
+    if (r.inputs.some((t) => this.#traced.has(t))) {
+      throw new Error(`${why}: it reads a tensor that a gradient tape traces; run it out of place (inPlace: false) inside grad/valueAndGrad`);
+    }
+    const held = new Set<unknown>();
+    for (const t of this.#traced) if (!t.isDisposed) held.add(t.handle.storage);
+    for (const node of this.#nodes) for (const t of node.saved.values()) if (!t.isDisposed) held.add(t.handle.storage);
+    if (r.outputs.some((t) => held.has(t.handle.storage))) {
+      throw new Error(`${why}: it wrote over a tensor that a gradient tape traces or saved for the backward pass, so that gradient would be wrong`);
+    }
   }
 
   /**

@@ -3,7 +3,9 @@
  *
  * A backend owns opaque storage handles (`S`): an ArrayBuffer on the CPU, a GPUBuffer on WebGPU, a
  * device pointer on CUDA. Kernels receive already-validated inputs and already-allocated outputs;
- * on a GPU they only enqueue work, and only `read` waits for it.
+ * on a GPU they only enqueue work, and only `read` waits for it. An output is fresh storage, or
+ * (placed with `runOp`'s `into`) a live tensor's storage, which is never an input's storage except
+ * for the pairs in `ALIASED_OUTPUTS`.
  */
 import type { DType } from "./dtype.js";
 import type { CompositeOpName, KernelOpName, OpAttrs } from "./ops/attrs.js";
@@ -36,6 +38,16 @@ export interface Unsupported {
  */
 export type KernelTable<S> = { [K in Exclude<KernelOpName, CompositeOpName>]: Kernel<K, S> | Unsupported } & {
   [K in CompositeOpName]?: Kernel<K, S> | Unsupported;
+};
+
+/**
+ * Outputs that may be written over an input's storage: [output, input] index pairs per op. Every
+ * backend's kernel for such an op must accept `outputs[o].storage === inputs[i].storage` and give
+ * the same bits as with separate storage (each element read before it is written, by the same
+ * thread). lightningStep's new state over its state is what a decoder updates in place.
+ */
+export const ALIASED_OUTPUTS: Readonly<Partial<Record<KernelOpName, readonly (readonly [output: number, input: number])[]>>> = {
+  lightningStep: [[1, 4]],
 };
 
 export function isUnsupported(k: unknown): k is Unsupported {
@@ -102,7 +114,30 @@ export interface Backend<S = any> {
    * `readSync` and this backend's `write`).
    */
   copyFrom?(dst: S, source: Backend, src: unknown, byteLength: number): boolean;
+  /**
+   * Copies `byteLength` bytes of `src` from `srcByteOffset` into `dst` at `dstByteOffset`, on the
+   * device and ordered after the work enqueued so far (`copyInto`). `dst` and `src` may be one
+   * storage; the two ranges never overlap (the caller checks). Absent where the backend cannot.
+   */
+  copyWithin?(dst: S, dstByteOffset: number, src: S, srcByteOffset: number, byteLength: number): void;
+  /**
+   * Records the device work that `fn` enqueues, without running it, as a graph that `replay()`
+   * runs again (CUDA graphs): buffers `fn` allocates stay reserved for the graph until `dispose()`.
+   * Absent where the backend cannot record (CPU, WebGPU).
+   */
+  captureGraph?<T>(fn: () => T): CapturedGraph<T>;
   /** Releases every resource; the backend cannot be used afterwards. */
   dispose(): void;
   readonly kernels: KernelTable<S>;
+}
+
+/**
+ * Device work recorded once by `Backend.captureGraph` and replayed at the same addresses: what
+ * `fn` returned (`result`), `replay()` to run the recorded work again, `dispose()` to release the
+ * graph and the buffers reserved for it.
+ */
+export interface CapturedGraph<T> {
+  readonly result: T;
+  replay(): void;
+  dispose(): void;
 }

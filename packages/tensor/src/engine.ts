@@ -5,7 +5,7 @@
  * records here).
  */
 import { DECOMPOSITIONS } from "./api/decompositions.js";
-import { type Backend, isUnsupported, type Kernel, type TensorRef } from "./backend.js";
+import { ALIASED_OUTPUTS, type Backend, isUnsupported, type Kernel, type TensorRef } from "./backend.js";
 import { byteSize } from "./dtype.js";
 import { argError, fmtShape, UnsupportedOpError } from "./errors.js";
 import { COMPOSITE_OPS, type CompositeOpName, type KernelOpName, type OpAttrs, type OpName } from "./ops/attrs.js";
@@ -48,6 +48,8 @@ export interface OpRecord<K extends OpName = OpName> {
   inputs: readonly Tensor[];
   attrs: OpAttrs[K];
   outputs: readonly Tensor[];
+  /** True when some output was written over an existing tensor's storage (`RunOpOptions.into`). */
+  inPlace?: boolean;
 }
 
 export type OpObserver = (record: OpRecord) => void;
@@ -64,8 +66,25 @@ export function addOpObserver(fn: OpObserver): () => void {
   };
 }
 
-/** Runs an op. `backend` is needed only for ops without inputs (creation ops). */
-export function runOp<K extends OpName>(op: K, inputs: readonly Tensor[], attrs: OpAttrs[K], backend?: Backend): Tensor[] {
+export interface RunOpOptions {
+  /**
+   * Where to write the outputs: `into[i]`, when given, is a live tensor of output i's shape and
+   * dtype on the op's backend, and output i is written over its storage instead of new storage.
+   * The returned output i is a new handle to that storage. An output may be placed over an
+   * input's storage only where the op allows it (`ALIASED_OUTPUTS`).
+   */
+  into?: readonly (Tensor | null | undefined)[];
+}
+
+/**
+ * Runs an op. `backend` is needed only for ops without inputs (creation ops).
+ *
+ * @example
+ * // The new state of a decode step written over the old one (what lightningStep's inPlace does):
+ * const [output, next] = runOp("lightningStep", [q, k, v, slopes, state], {}, undefined, { into: [undefined, state] });
+ * // next.handle === state.handle
+ */
+export function runOp<K extends OpName>(op: K, inputs: readonly Tensor[], attrs: OpAttrs[K], backend?: Backend, options?: RunOpOptions): Tensor[] {
   const spec = OP_SPECS[op];
   const names = [...spec.inputs, ...(spec.optional ?? [])];
   const variadic = names.length === 1 && names[0].endsWith("...");
@@ -92,7 +111,13 @@ export function runOp<K extends OpName>(op: K, inputs: readonly Tensor[], attrs:
     }
   }
 
+  const into = placements(op, options, inputs, infos, be);
+
   let outputs: Tensor[];
+  if (into.length > 0 && (opName === "reshape" || opName === "copyTo" || be.kernels[opName] === undefined)) {
+    const why = opName === "reshape" || opName === "copyTo" ? "its output is a handle, not computed" : `${backendLabel(be)} has no kernel for it (it runs as a decomposition)`;
+    throw new UnsupportedOpError(op, be.name, `cannot write its outputs in place (options.into): ${why}`);
+  }
   if (opName === "reshape") {
     outputs = [new Tensor(inputs[0].handle, infos[0].shape, infos[0].dtype)];
   } else if (opName === "copyTo") {
@@ -101,7 +126,9 @@ export function runOp<K extends OpName>(op: K, inputs: readonly Tensor[], attrs:
     const kernel = be.kernels[opName];
     if (kernel === undefined) return decompose(op as CompositeOpName, inputs, attrs as never, infos, be);
     if (isUnsupported(kernel)) throw new UnsupportedOpError(op, be.name, kernel.unsupported);
-    outputs = infos.map((info) => {
+    outputs = infos.map((info, i) => {
+      const target = into[i];
+      if (target) return new Tensor(target.handle, info.shape, info.dtype);
       const byteLength = info.shape.reduce((a, b) => a * b, 1) * byteSize(info.dtype);
       const storage: unknown = be.allocate(byteLength);
       const t = new Tensor({ backend: be, storage, byteLength, refs: 0 }, info.shape, info.dtype);
@@ -115,8 +142,43 @@ export function runOp<K extends OpName>(op: K, inputs: readonly Tensor[], attrs:
       throw err;
     }
   }
-  notify({ op, inputs, attrs, outputs });
+  notify(into.some((t) => t) ? { op, inputs, attrs, outputs, inPlace: true } : { op, inputs, attrs, outputs });
   return outputs;
+}
+
+/** The checked `options.into` of runOp: the target of each output, or undefined for new storage. */
+function placements(op: OpName, options: RunOpOptions | undefined, inputs: readonly Tensor[], infos: readonly TensorInfo[], be: Backend): (Tensor | undefined)[] {
+  if (options === undefined) return [];
+  if (options === null || typeof options !== "object") argError(op, "options", "an object { into?: (Tensor | undefined)[] }", String(options));
+  const into = options.into;
+  if (into === undefined) return [];
+  if (!Array.isArray(into)) argError(op, "options.into", "an array with a tensor (or undefined) per output", typeof into);
+  if (into.length > infos.length) argError(op, "options.into", `at most ${infos.length} entries (one per output)`, `${into.length}`);
+  const names = [...OP_SPECS[op].inputs, ...(OP_SPECS[op].optional ?? [])];
+  const allowed = ALIASED_OUTPUTS[op as KernelOpName] ?? [];
+  const targets: (Tensor | undefined)[] = [];
+  into.forEach((t: unknown, i) => {
+    const arg = `options.into[${i}]`;
+    if (t === undefined || t === null) {
+      targets.push(undefined);
+      return;
+    }
+    if (!(t instanceof Tensor)) argError(op, arg, "a Tensor or undefined", typeof t);
+    if (t.isDisposed) argError(op, arg, "a live tensor", `tensor #${t.id} that was disposed`);
+    if (t.backend !== be) argError(op, arg, `a tensor on ${backendLabel(be)} (as the inputs)`, `one on ${backendLabel(t.backend)}`);
+    const want = infos[i];
+    if (t.dtype !== want.dtype || fmtShape(t.shape) !== fmtShape(want.shape)) {
+      argError(op, arg, `a ${want.dtype}${fmtShape(want.shape)} tensor (output ${i})`, t.describe());
+    }
+    const other = targets.findIndex((u) => u?.handle.storage === t.handle.storage);
+    if (other >= 0) argError(op, arg, "storage of its own", `the storage of options.into[${other}]`);
+    inputs.forEach((x, j) => {
+      if (x.handle.storage !== t.handle.storage || allowed.some(([o, inp]) => o === i && inp === j)) return;
+      argError(op, arg, `storage that is not an input's (${op} cannot write output ${i} over input ${j})`, `the storage of ${names[j] ?? `input ${j}`}`);
+    });
+    targets.push(t);
+  });
+  return targets;
 }
 
 /** `copyTo`: x's bytes into new storage on `target` (a view when x is there already). */

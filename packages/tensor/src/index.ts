@@ -15,11 +15,12 @@ export * from "./dtype.js";
 export * from "./errors.js";
 export * from "./shape.js";
 export type * from "./backend.js";
-export { isUnsupported } from "./backend.js";
+export { ALIASED_OUTPUTS, isUnsupported } from "./backend.js";
 export * from "./ops/attrs.js";
 export { OP_SPECS, matmulDims, type OpSpec, type OpSpecTable, type TensorInfo } from "./ops/specs.js";
 export * from "./api/ops.js";
 export * from "./api/lightning.js";
+export * from "./api/in-place.js";
 export { type AllReduceOptions, allReduceInPlace, type Collective, type PendingCollective, type ReduceOp } from "./collectives.js";
 export {
   CollectiveAbortedError,
@@ -31,7 +32,7 @@ export {
   type CpuGroupShared,
 } from "./collectives-cpu.js";
 export { formatProfile, profileOps, type OpProfile, type OpProfileRow } from "./profile.js";
-export { addOpObserver, getBackend, setBackend, setDefaultBackendFactory, type OpObserver, type OpRecord } from "./engine.js";
+export { addOpObserver, getBackend, setBackend, setDefaultBackendFactory, type OpObserver, type OpRecord, type RunOpOptions } from "./engine.js";
 export {
   Tensor,
   beginScope,

@@ -80,12 +80,31 @@ export function lightningAttentionBackward(
   return { dq: dq, dk: dk, dv: dv, dInitialState: dS0 };
 }
 
+export interface LightningStepOptions {
+  /**
+   * Write the new state over `state`'s storage instead of new storage (default false). The
+   * returned `state` is then a new handle to that storage (dispose it as any other), and `state`
+   * itself reads the new values: a decoder keeps its state at one address (CUDA graphs). Not
+   * differentiable: a gradient tape refuses it.
+   */
+  inPlace?: boolean;
+}
+
 /**
  * One recurrent decode step: S ← λ S + kᵀ v, o = q S, for q, k [B, H, D], v [B, H, E] and a state
- * [B, H, D, E] f32. Returns the output [B, H, E] and the new state; the old state is untouched.
+ * [B, H, D, E] f32. Returns the output [B, H, E] and the new state; the old state is untouched,
+ * unless `inPlace` writes the new state over it.
+ *
+ * @example
+ * const { output, state: next } = lightningStep(q, k, v, slopes, state);            // new storage
+ * const inPlace = lightningStep(q, k, v, slopes, state, { inPlace: true });        // over state
+ * inPlace.state.handle === state.handle; // true: state now holds the new values
  */
-export function lightningStep(q: Tensor, k: Tensor, v: Tensor, slopes: Tensor, state: Tensor): { output: Tensor; state: Tensor } {
-  const [output, next] = runOp("lightningStep", [q, k, v, slopes, state], {});
+export function lightningStep(q: Tensor, k: Tensor, v: Tensor, slopes: Tensor, state: Tensor, options: LightningStepOptions = {}): { output: Tensor; state: Tensor } {
+  if (options === null || typeof options !== "object") argError("lightningStep", "options", "an object { inPlace?: boolean }", String(options));
+  const inPlace = options.inPlace ?? false;
+  if (typeof inPlace !== "boolean") argError("lightningStep", "options.inPlace", "a boolean", JSON.stringify(inPlace) ?? String(inPlace));
+  const [output, next] = runOp("lightningStep", [q, k, v, slopes, state], {}, undefined, inPlace ? { into: [undefined, state] } : undefined);
   return { output: output, state: next };
 }
 

@@ -123,6 +123,16 @@ export class CpuBackend implements Backend<CpuStorage> {
     forgetPacked(storage);
   }
 
+  copyWithin(dst: CpuStorage, dstByteOffset: number, src: CpuStorage, srcByteOffset: number, byteLength: number): void {
+    for (const [name, storage, offset] of [["dst", dst, dstByteOffset], ["src", src, srcByteOffset]] as const) {
+      if (offset < 0 || offset + byteLength > storage.bytes.byteLength) {
+        throw new Error(`copyWithin: ${byteLength} bytes at ${name} byte ${offset} run past its ${storage.bytes.byteLength} bytes`);
+      }
+    }
+    dst.bytes.set(src.bytes.subarray(srcByteOffset, srcByteOffset + byteLength), dstByteOffset);
+    forgetPacked(dst);
+  }
+
   read(storage: CpuStorage, byteOffset: number, byteLength: number): Promise<Uint8Array> {
     return new Promise((resolve) => resolve(this.readSync(storage, byteOffset, byteLength)));
   }
