@@ -20,7 +20,7 @@ import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { extname, join } from "node:path";
 import { stateBytesPerSequence, type TnlModel } from "@lightning-ts/tnl";
 import type { Tokenizer } from "@lightning-ts/tokenizer";
-import Fastify, { type FastifyInstance } from "fastify";
+import Fastify, { type FastifyInstance, type FastifyReply } from "fastify";
 import type { ChatFormat } from "./chat.js";
 import { detokenizeRoute, handleGeneration, modelNotFound, type Served, tokenizeRoute } from "./completions.js";
 import { Engine, type EngineOptions } from "./engine.js";
@@ -219,10 +219,11 @@ export function parseJsonBody(text: string): unknown {
 function serveStatic(app: FastifyInstance, prefix: string, dir: string): void {
   if (!existsSync(join(dir, "index.html"))) throw new Error(`the web page directory ${dir} has no index.html (build it: pnpm --filter @lightning-ts/web build)`);
   const files = new Set(readdirSync(dir, { withFileTypes: true }).flatMap((e) => (e.isFile() && CONTENT_TYPES[extname(e.name)] ? [e.name] : [])));
-  app.get(prefix.slice(0, -1), (_req, reply) => reply.redirect(prefix));
-  app.get<{ Params: { file?: string } }>(`${prefix}:file?`, (request, reply) => {
-    const name = request.params.file || "index.html";
+  const send = (name: string, reply: FastifyReply) => {
     if (!files.has(name)) throw new ApiError(404, `no file ${prefix}${name}`, null, "invalid_request_error", "not_found");
     return reply.type(CONTENT_TYPES[extname(name)]).send(readFileSync(join(dir, name)));
-  });
+  };
+  app.get(prefix.slice(0, -1), (_req, reply) => reply.redirect(prefix));
+  app.get(prefix, (_req, reply) => send("index.html", reply));
+  app.get<{ Params: { file: string } }>(`${prefix}:file`, (request, reply) => send(request.params.file, reply));
 }

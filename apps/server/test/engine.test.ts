@@ -1,0 +1,77 @@
+/**
+ * The engine's batched decoding: sequences that share decode steps — greedy ones (the device's
+ * argmax), greedy ones with log probabilities and sampled ones (their logits rows gathered and
+ * read), joining and leaving at different steps — generate what each generates alone, and a kept
+ * state continues exactly like the whole sequence sent again.
+ */
+import { categorical, chain, disposeParams, greedy, loadCheckpoint, type Sampler, temperature, type TnlModel } from "@lightning-ts/tnl";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { Engine, type SequenceRequest, type TokenInfo } from "../src/engine.js";
+import { writeTinyModel } from "./tiny-model.js";
+
+let model: TnlModel;
+beforeAll(async () => {
+  model = await loadCheckpoint((await writeTinyModel({ layers: 3 })).dir);
+});
+afterAll(() => disposeParams(model.params));
+
+interface Case {
+  prompt: number[];
+  maxTokens: number;
+  sampler: () => Sampler;
+  logprobs?: number;
+  seed: number;
+}
+
+const cases: Case[] = [
+  { prompt: [5, 17, 40, 41, 3], maxTokens: 9, sampler: greedy, seed: 1 },
+  { prompt: [9], maxTokens: 4, sampler: greedy, logprobs: 2, seed: 2 },
+  { prompt: [30, 31, 32, 33, 34, 35, 36, 37, 38, 39, 40, 41, 42], maxTokens: 12, sampler: () => chain(temperature(0.9), categorical()), seed: 3 },
+  { prompt: [7, 8], maxTokens: 6, sampler: () => chain(temperature(1.3), categorical()), logprobs: 1, seed: 4 },
+  { prompt: [100, 12, 6], maxTokens: 11, sampler: greedy, seed: 5 },
+];
+
+function request(c: Case, infos: TokenInfo[]): SequenceRequest {
+  return { prompt: c.prompt, maxTokens: c.maxTokens, sampler: c.sampler(), seed: c.seed, stopIds: new Set(), logprobs: c.logprobs, onToken: (t) => void infos.push(t) };
+}
+
+describe("Engine with a batch decoder", () => {
+  it("generates in a shared batch what each sequence generates alone", async () => {
+    const alone = new Engine(model, { maxBatch: 1 });
+    const single: TokenInfo[][] = [];
+    for (const c of cases) {
+      const infos: TokenInfo[] = [];
+      await alone.submit(request(c, infos));
+      single.push(infos);
+    }
+    await alone.close();
+    const shared = new Engine(model, { maxBatch: 3, prefillChunk: 64 });
+    const together = cases.map(() => [] as TokenInfo[]);
+    await Promise.all(cases.map((c, i) => shared.submit(request(c, together[i]))));
+    expect(shared.steps).toBeGreaterThan(0);
+    await shared.close();
+    cases.forEach((c, i) => {
+      expect(together[i].map((t) => t.token), `case ${i}`).toEqual(single[i].map((t) => t.token));
+      expect(together[i]).toHaveLength(c.maxTokens);
+      if (c.logprobs !== undefined) {
+        together[i].forEach((t, k) => {
+          expect(t.top).toHaveLength(c.logprobs!);
+          expect(t.logprob!).toBeCloseTo(single[i][k].logprob!, 5);
+        });
+      }
+    });
+  });
+
+  it("hands back a state that continues like the whole sequence", async () => {
+    const engine = new Engine(model, { maxBatch: 2 });
+    const whole: TokenInfo[] = [];
+    await engine.submit({ ...request(cases[0], whole), maxTokens: 8 });
+    const first: TokenInfo[] = [];
+    const r = await engine.submit({ ...request(cases[0], first), maxTokens: 4, keepState: true });
+    expect(r.pending).toEqual([first[3].token]);
+    const rest: TokenInfo[] = [];
+    await engine.submit({ ...request(cases[0], rest), prompt: r.pending!, state: r.state, maxTokens: 4 });
+    expect([...first, ...rest].map((t) => t.token)).toEqual(whole.map((t) => t.token));
+    await engine.close();
+  });
+});
