@@ -122,6 +122,20 @@ export class CudaBackend implements Backend<CudaStorage> {
     return true;
   }
 
+  /**
+   * Copies bytes between (or within) storages of this backend with cudaMemcpyAsync on its stream,
+   * after the work enqueued so far; the host does not wait, and a CUDA graph can record it.
+   */
+  copyWithin(dst: CudaStorage, dstByteOffset: number, src: CudaStorage, srcByteOffset: number, byteLength: number): void {
+    for (const [name, storage, offset] of [["dst", dst, dstByteOffset], ["src", src, srcByteOffset]] as const) {
+      if (offset < 0 || offset + byteLength > storage.byteLength) {
+        throw new Error(`copyWithin: ${byteLength} bytes at ${name} byte ${offset} run past its ${storage.byteLength} bytes`);
+      }
+    }
+    if (byteLength === 0) return;
+    this.runtime.copyFrom(this.runtime, src.ptr, srcByteOffset, dst.ptr, dstByteOffset, byteLength);
+  }
+
   /** How the last `copyFrom` went: on one device, GPU to GPU, or staged through the host. */
   lastCopy: "same device" | "peer" | "staged" | null = null;
 

@@ -90,6 +90,36 @@ export class WebGpuBackend implements Backend<GPUBuffer> {
     this.runtime.write(storage, bytes, byteOffset);
   }
 
+  /**
+   * A device-side copy, encoded after the queued work. copyBufferToBuffer wants two buffers and
+   * offsets and a length in whole 4-byte words; 16- and 8-bit tensors at odd element offsets go
+   * through a byte-merging kernel instead, and a copy within one buffer through a scratch buffer.
+   */
+  copyWithin(dst: GPUBuffer, dstByteOffset: number, src: GPUBuffer, srcByteOffset: number, byteLength: number): void {
+    this.#check();
+    for (const [name, buffer, offset] of [["dst", dst, dstByteOffset], ["src", src, srcByteOffset]] as const) {
+      const size = this.#live.get(buffer);
+      if (size === undefined) throw new Error(`copyWithin: ${name} is not a live buffer of this webgpu backend`);
+      if (offset < 0 || offset + byteLength > size) throw new Error(`copyWithin: ${byteLength} bytes at ${name} byte ${offset} run past its ${size} bytes`);
+    }
+    if (byteLength === 0) return;
+    const rt = this.runtime;
+    const aligned = dstByteOffset % 4 === 0 && srcByteOffset % 4 === 0 && byteLength % 4 === 0;
+    if (src !== dst) {
+      if (aligned) rt.copy(src, srcByteOffset, dst, dstByteOffset, byteLength);
+      else copyBytes(rt, dst, dstByteOffset, src, srcByteOffset, byteLength);
+      return;
+    }
+    // The source's whole words (inside the buffer: its size is a multiple of 4).
+    const start = srcByteOffset - (srcByteOffset % 4);
+    const words = Math.ceil((srcByteOffset + byteLength) / 4) * 4 - start;
+    const scratch = rt.acquire(words);
+    rt.copy(src, start, scratch, 0, words);
+    if (aligned) rt.copy(scratch, 0, dst, dstByteOffset, byteLength);
+    else copyBytes(rt, dst, dstByteOffset, scratch, srcByteOffset - start, byteLength);
+    rt.release(scratch);
+  }
+
   async read(storage: GPUBuffer, byteOffset: number, byteLength: number): Promise<Uint8Array> {
     this.#check();
     const start = byteOffset - (byteOffset % 4);
@@ -121,6 +151,47 @@ export class WebGpuBackend implements Backend<GPUBuffer> {
   #check(): void {
     if (this.#disposed) throw new Error("the webgpu backend was disposed");
   }
+}
+
+/**
+ * dst bytes [dstByteOffset, +byteLength) = src bytes [srcByteOffset, +byteLength), for offsets and
+ * lengths that are not whole words. One invocation per destination word: it merges the copied
+ * bytes into the word and keeps the others, so no two invocations write one word.
+ */
+function copyBytes(rt: Runtime, dst: GPUBuffer, dstByteOffset: number, src: GPUBuffer, srcByteOffset: number, byteLength: number): void {
+  const first = Math.floor(dstByteOffset / 4);
+  const words = Math.ceil((dstByteOffset + byteLength) / 4) - first;
+  rt.dispatch({
+    key: "copy_bytes",
+    shader: () => ({
+      doc: ["src: bytes (u32 words)", "dst: bytes (u32 words)"],
+      bindings: [
+        { name: "src", access: "read" },
+        { name: "dst", access: "rw" },
+      ],
+      workgroupSize: 256,
+      // Params: first destination word, words, destination byte offset, bytes, source byte offset.
+      body: `  if (gid >= pu(1u)) { return; }
+  let w = pu(0u) + gid;
+  let d0 = pu(2u); let n = pu(3u); let s0 = pu(4u);
+  var word = dst[w];
+  for (var j = 0u; j < 4u; j = j + 1u) {
+    let g = w * 4u + j;
+    if (g >= d0 && g - d0 < n) {
+      let sb = s0 + (g - d0);
+      let byte = (src[sb >> 2u] >> ((sb & 3u) * 8u)) & 0xffu;
+      word = (word & ~(0xffu << (j * 8u))) | (byte << (j * 8u));
+    }
+  }
+  dst[w] = word;`,
+    }),
+    bindings: [
+      { buffer: src, access: "read" },
+      { buffer: dst, access: "rw" },
+    ],
+    params: [first, words, dstByteOffset, byteLength, srcByteOffset],
+    workgroups: Math.ceil(words / 256),
+  });
 }
 
 const envFlag = (name: string) => typeof process !== "undefined" && process.env?.[name] === "1";

@@ -3,8 +3,9 @@
  *
  *   S_t = λ S_{t−1} + k_tᵀ v_t,   o_t = q_t S_t,   λ = exp(−slope)
  *
- * Forward and the three backward sweeps are one chunked scan (LA-2) over blocks of C = 16 tokens
- * taken in processing order p (forward or reversed time):
+ * The forward of f32 inputs with D and E multiples of 4 runs blocked instead (lightning-blocked.ts;
+ * this scan is its plain twin). Forward and the three backward sweeps here are one chunked scan
+ * (LA-2) over blocks of C = 16 tokens taken in processing order p (forward or reversed time):
  *
  *   out_p = Σ_{p'≤p} λ^{p−p'} (a_p · b_p') c_p'  +  λ^{p+α} a_p S        (intra-block + carried state)
  *   S    ← λ^m S + Σ_{p'<m} λ^{m−1−p'+β} b_p'ᵀ c_p'                        (m tokens in the block)
@@ -26,6 +27,7 @@
 import { type Kernel, type KernelTable, type TensorRef } from "@lightning-ts/tensor";
 import type { Runtime } from "../runtime.js";
 import { groups, type Ref, viaF32 } from "./common.js";
+import { blockedForward, blockedForwardApplies } from "./lightning-blocked.js";
 
 const C = 16;
 const XT = 16;
@@ -294,6 +296,11 @@ export function lightningKernels(rt: Runtime, maxWorkgroupBytes: number) {
   // q, k: (B, H, T, D); v: (B, H, T, E); slopes: (H); initialState?: (B, H, D, E) → o: (B, H, T, E), state: (B, H, D, E)
   const lightningAttention: Kernel<"lightningAttention", GPUBuffer> = ({ inputs: [q, k, v, slopes, s0], outputs: [o, state] }) => {
     const { BH, H, T, D, E } = dimsOf(q, v);
+    const limits = { maxWorkgroupBytes, maxBindingBytes: rt.device.limits.maxStorageBufferBindingSize };
+    if (!rt.plainKernels && blockedForwardApplies([q.dtype, k.dtype, v.dtype, o.dtype], { BH, T, D, E }, limits)) {
+      blockedForward(rt, { q, k, v, slopes, init: s0?.storage ?? null, out: o.storage, finalState: state.storage, dims: { BH, H, T, D, E } });
+      return;
+    }
     viaF32(rt, o, (out) =>
       scan(rt, maxWorkgroupBytes, {
         op: "lightningAttention",
@@ -348,6 +355,10 @@ export function lightningKernels(rt: Runtime, maxWorkgroupBytes: number) {
   };
 
   // q, k: (B, H, D); v: (B, H, E); slopes: (H); state: (B, H, D, E) → o: (B, H, E), newState: (B, H, D, E)
+  // The new state may be the state's own storage (lightningStep with inPlace). WebGPU cannot bind
+  // one buffer as read-only and read-write storage in one dispatch, so that case is its own
+  // pipeline that binds the state once, read-write: each invocation reads a state element and then
+  // writes it, and no other invocation touches it, so the bits are those of the two-buffer kernel.
   const lightningStep: Kernel<"lightningStep", GPUBuffer> = ({ inputs: [q, k, v, slopes, state], outputs: [o, next] }) => {
     const [B, H, D] = q.shape as [number, number, number];
     const E = v.shape[2];
@@ -356,21 +367,29 @@ export function lightningKernels(rt: Runtime, maxWorkgroupBytes: number) {
       viaF32(rt, o, (out) => stepVec4(rt, { q, k, v, slopes, state, out, next: next.storage }, { BH: B * H, H, D, E }));
       return;
     }
-    // In place, the state is bound once, as sn (see stepVec4).
-    const inPlace = state.storage === next.storage;
+    const inPlace = next.storage === state.storage;
+    const newState = inPlace ? "s" : "sn";
     viaF32(rt, o, (out) =>
       rt.dispatch({
-        key: `lightning_step:${dt}:${inPlace ? "in_place" : "new"}`,
+        key: `lightning_step:${dt}${inPlace ? ":in_place" : ""}`,
         shader: () => ({
-          doc: [`q: (B, H, D) ${dt}`, `k: (B, H, D) ${dt}`, `v: (B, H, E) ${dt}`, "slopes: (H) f32", "s: (B, H, D, E) f32", "o: (B, H, E) f32", "sn: (B, H, D, E) f32"],
+          doc: [
+            `q: (B, H, D) ${dt}`,
+            `k: (B, H, D) ${dt}`,
+            `v: (B, H, E) ${dt}`,
+            "slopes: (H) f32",
+            inPlace ? "s: (B, H, D, E) f32, overwritten by the new state" : "s: (B, H, D, E) f32",
+            "o: (B, H, E) f32",
+            ...(inPlace ? [] : ["sn: (B, H, D, E) f32"]),
+          ],
           bindings: [
             { name: "q", dtype: dt, access: "read" },
             { name: "k", dtype: dt, access: "read" },
             { name: "v", dtype: dt, access: "read" },
             { name: "slopes", dtype: "f32", access: "read" },
-            ...(inPlace ? [] : [{ name: "s", dtype: "f32" as const, access: "read" as const }]),
+            { name: "s", dtype: "f32", access: inPlace ? "rw" : "read" },
             { name: "o", access: "rw" },
-            { name: "sn", access: "rw" },
+            ...(inPlace ? [] : [{ name: "sn", access: "rw" } as const]),
           ],
           workgroupSize: 256,
           // One invocation per (batch·head, e): it walks the state column, so neighbours read
@@ -383,8 +402,8 @@ export function lightningKernels(rt: Runtime, maxWorkgroupBytes: number) {
   var acc = 0.0;
   for (var d = 0u; d < D; d = d + 1u) {
     let at = (bh * D + d) * E + e;
-    let sv = lambda * ${inPlace ? "bitcast<f32>(sn[at])" : "s_f(at)"} + k_f(bh * D + d) * ve;
-    sn[at] = bitcast<u32>(sv);
+    let sv = lambda * s_f(at) + k_f(bh * D + d) * ve;
+    ${newState}[at] = bitcast<u32>(sv);
     acc = acc + q_f(bh * D + d) * sv;
   }
   o[gid] = bitcast<u32>(acc);`,
@@ -394,9 +413,9 @@ export function lightningKernels(rt: Runtime, maxWorkgroupBytes: number) {
           { buffer: k.storage, access: "read" },
           { buffer: v.storage, access: "read" },
           { buffer: slopes.storage, access: "read" },
-          ...(inPlace ? [] : [{ buffer: state.storage, access: "read" as const }]),
+          { buffer: state.storage, access: inPlace ? "rw" : "read" },
           { buffer: out, access: "rw" },
-          { buffer: next.storage, access: "rw" },
+          ...(inPlace ? [] : [{ buffer: next.storage, access: "rw" } as const]),
         ],
         params: [B * H, H, D, E],
         workgroups: groups(B * H * E),
