@@ -2,7 +2,8 @@
  * Every fast kernel of the WebGPU backend against its plain twin (the same backend started with
  * `plainKernels`) and against the CPU backend, on seeded random inputs of odd sizes: the vec4 copy
  * (and the contiguous slices that use it), the register-tiled matmul in all four transpose
- * layouts, and the vectorised decode step (new storage and in place). Each test also checks that
+ * layouts, the blocked Lightning Attention forward (output and final state, with and without an
+ * initial state) and the vectorised decode step (new storage and in place). Each test also checks that
  * the fast kernel really ran, by the pipelines the backend built.
  *
  * Tolerances: f32 sums of a few hundred products in another order differ by a few units of
@@ -179,5 +180,40 @@ suite(`WebGPU fast paths against their plain twins${fast ? "" : ` [skipped: ${re
     expect(keys).toContain("lightning_step_vec4:f32:new");
     expect(keys).toContain("lightning_step_vec4:f32:in_place");
     expect(plain!.runtime.pipelineKeys().some((key) => key.startsWith("lightning_step_vec4"))).toBe(false);
+  });
+
+  it("the blocked Lightning forward matches the plain scan and the CPU: output and final state, odd T, several tiles", async () => {
+    // (B, H, T, D, E, initial state): partial last blocks, T = 1, two D tiles (136), two E tiles (132).
+    const cases = [
+      [2, 3, 65, 12, 20, false],
+      [1, 2, 130, 20, 132, true],
+      [1, 1, 63, 136, 8, true],
+      [3, 2, 1, 8, 8, false],
+      [1, 2, 257, 16, 16, true],
+    ] as const;
+    let seed = 60;
+    for (const [B, H, Tn, D, E, withInit] of cases) {
+      const q = values(B * H * Tn * D, seed++);
+      const k = values(B * H * Tn * D, seed++);
+      const v = values(B * H * Tn * E, seed++);
+      const s0 = values(B * H * D * E, seed++);
+      const slopes = T.tnlSlopes(H, 0, 3);
+      for (const part of ["output", "state"] as const) {
+        const [f, p, c] = await threeWays((be) => {
+          const ins = [on(be, q, [B, H, Tn, D]), on(be, k, [B, H, Tn, D]), on(be, v, [B, H, Tn, E]), T.tensor(slopes, [H], { backend: be })];
+          const init = withInit ? on(be, s0, [B, H, D, E]) : undefined;
+          const r = T.lightningAttention(ins[0], ins[1], ins[2], ins[3], { returnState: true, initialState: init });
+          const keep = r[part];
+          for (const t of [...ins, init, r.output, r.state]) if (t && t !== keep) t.dispose();
+          return keep;
+        });
+        const what = `B ${B} H ${H} T ${Tn} D ${D} E ${E}${withInit ? " with initial state" : ""}: ${part}`;
+        expect(relRms(f, c), what).toBeLessThan(TOL);
+        expect(relRms(p, c), what).toBeLessThan(TOL);
+      }
+    }
+    const keys = fast!.runtime.pipelineKeys();
+    for (const step of ["kv", "scan", "out"]) expect(keys).toContain(`lightning_blocked_${step}`);
+    expect(plain!.runtime.pipelineKeys().some((key) => key.startsWith("lightning_blocked"))).toBe(false);
   });
 });

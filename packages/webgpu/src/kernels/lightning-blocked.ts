@@ -1,0 +1,337 @@
+/**
+ * Lightning Attention forward, blocked (docs/ALGORITHM.md LA-2 with blocks of C = 64 tokens), for
+ * f32 q, k, v with D and E multiples of 4. The plain scan (lightning.ts) walks the blocks of a
+ * sequence in order inside one workgroup; here every block is independent work except one cheap
+ * elementwise scan, so a single long sequence (B = 1) fills the GPU as well as many short ones:
+ *
+ *   1. kv:  KV_j = Σ_{p<m_j} λ^{m_j−1−p} k_pᵀ v_p                 one workgroup per (b·h, block, 128×128 tile of D×E)
+ *   2. scan: S_j = λ^{m_{j−1}} S_{j−1} + KV_{j−1}, S_0 = initial   one invocation per (b·h, vec4 of D×E), j in order;
+ *            KV_j is overwritten by S_j (the state entering block j), the last S is the final state
+ *   3. out: o_p = Σ_{p'≤p} λ^{p−p'} (q_p · k_p') v_p' + λ^{p+1} q_p S_j
+ *                                                                 one workgroup per (b·h, block, 128 columns of E)
+ *
+ * Steps 1 and 3 are register-tiled products (each invocation a 4×8 or 8×8 block of vec4
+ * accumulators, operands staged through workgroup memory as vec4), the matmul kernel's scheme.
+ * The block states take B·H·⌈T/64⌉·D·E·4 bytes of scratch (1 GiB at B·T = 65,536, H = 16,
+ * D = E = 128); where that exceeds a storage binding the plain scan runs instead.
+ *
+ * Letters: B batch, H heads, T time, D query/key head dim, E value head dim, C block size (64).
+ */
+import type { Runtime } from "../runtime.js";
+import type { Ref } from "./common.js";
+import { groups } from "./common.js";
+
+const C = 64;
+/** Tile edge (state rows and columns, output columns) of steps 1 and 3. */
+const TILE = 128;
+
+/** Workgroup bytes of the largest step (3: masked scores 64×64, a 768-vector staging area). */
+export const BLOCKED_WORKGROUP_BYTES = (C * C + 768 * 4) * 4;
+
+export interface BlockedForward {
+  q: Ref; // (B, H, T, D)
+  k: Ref; // (B, H, T, D)
+  v: Ref; // (B, H, T, E)
+  slopes: Ref; // (H)
+  init: GPUBuffer | null; // (B, H, D, E) f32
+  out: GPUBuffer; // (B, H, T, E) f32
+  finalState: GPUBuffer; // (B, H, D, E) f32
+  dims: { BH: number; H: number; T: number; D: number; E: number };
+}
+
+/** Whether the blocked forward runs these inputs on a device with these limits. */
+export function blockedForwardApplies(dtypes: readonly string[], d: { BH: number; T: number; D: number; E: number }, limits: { maxWorkgroupBytes: number; maxBindingBytes: number }): boolean {
+  return (
+    dtypes.every((t) => t === "f32") &&
+    d.T > 0 &&
+    d.D % 4 === 0 &&
+    d.E % 4 === 0 &&
+    BLOCKED_WORKGROUP_BYTES <= limits.maxWorkgroupBytes &&
+    d.BH * Math.ceil(d.T / C) * d.D * d.E * 4 <= limits.maxBindingBytes
+  );
+}
+
+// The 8×8 (or 4×8) block update shared by steps 1 and 3: rows a0 (and a1), columns b0 and b1.
+const FMA_8x8 = `for (var i = 0u; i < 4u; i = i + 1u) {
+        acc[i * 2u] = fma(vec4<f32>(a0[i]), b0, acc[i * 2u]);
+        acc[i * 2u + 1u] = fma(vec4<f32>(a0[i]), b1, acc[i * 2u + 1u]);
+        acc[i * 2u + 8u] = fma(vec4<f32>(a1[i]), b0, acc[i * 2u + 8u]);
+        acc[i * 2u + 9u] = fma(vec4<f32>(a1[i]), b1, acc[i * 2u + 9u]);
+      }`;
+const FMA_4x8 = `for (var i = 0u; i < 4u; i = i + 1u) {
+        acc[i * 2u] = fma(vec4<f32>(a0[i]), b0, acc[i * 2u]);
+        acc[i * 2u + 1u] = fma(vec4<f32>(a0[i]), b1, acc[i * 2u + 1u]);
+      }`;
+
+export function blockedForward(rt: Runtime, f: BlockedForward): void {
+  const { BH, H, T, D, E } = f.dims;
+  const nB = Math.ceil(T / C);
+  const dTiles = Math.ceil(D / TILE);
+  const eTiles = Math.ceil(E / TILE);
+  const kv = rt.acquire(BH * nB * D * E * 4);
+  const V = TILE / 4;
+
+  // 1. Per-block states KV_j (D × E), one 128×128 tile per workgroup; tokens are the inner dim.
+  rt.dispatch({
+    key: "lightning_blocked_kv",
+    shader: () => ({
+      doc: ["k: (BH, T, D/4) vec4 f32", "v: (BH, T, E/4) vec4 f32", "slopes: (H) f32", "kv: (BH, nB, D, E/4) vec4 f32"],
+      bindings: [
+        { name: "k", access: "read", vec4: true },
+        { name: "v", access: "read", vec4: true },
+        { name: "slopes", dtype: "f32", access: "read" },
+        { name: "kv", access: "rw", vec4: true },
+      ],
+      workgroupSize: 256,
+      decls: `var<workgroup> As: array<vec4<f32>, ${16 * V}>;  // decayed k rows: [p][d/4]
+var<workgroup> Bs: array<vec4<f32>, ${16 * V}>;  // v rows: [p][e/4]`,
+      // Params: T, D, E, H, BH, nB, dTiles, eTiles.
+      body: `  let T = pu(0u); let D4 = pu(1u) / 4u; let E4 = pu(2u) / 4u; let nB = pu(5u); let eT = pu(7u);
+  let perBh = nB * pu(6u) * eT;
+  let bh = wg / perBh;
+  if (bh >= pu(4u)) { return; }
+  var r = wg % perBh;
+  let blk = r / (pu(6u) * eT);
+  r = r % (pu(6u) * eT);
+  let d04 = (r / eT) * ${V}u;
+  let e04 = (r % eT) * ${V}u;
+  let t0 = blk * ${C}u;
+  let m = min(${C}u, T - t0);
+  let slope = slopes_f(bh % pu(3u));
+  let ty = lid / 16u;
+  let tx = lid % 16u;
+  var acc: array<vec4<f32>, 16>;
+  for (var p0 = 0u; p0 < m; p0 = p0 + 16u) {
+    for (var rr = 0u; rr < 2u; rr = rr + 1u) {
+      let e = lid + rr * 256u;
+      let p = p0 + e / ${V}u;
+      let c4 = e % ${V}u;
+      var ka = vec4<f32>(0.0);
+      var vb = vec4<f32>(0.0);
+      if (p < m) {
+        let row = bh * T + t0 + p;
+        if (d04 + c4 < D4) { ka = exp(-slope * f32(m - 1u - p)) * bitcast<vec4<f32>>(k[row * D4 + d04 + c4]); }
+        if (e04 + c4 < E4) { vb = bitcast<vec4<f32>>(v[row * E4 + e04 + c4]); }
+      }
+      As[e] = ka;
+      Bs[e] = vb;
+    }
+    workgroupBarrier();
+    for (var pp = 0u; pp < 16u; pp = pp + 1u) {
+      let a0 = As[pp * ${V}u + ty];
+      let a1 = As[pp * ${V}u + 16u + ty];
+      let b0 = Bs[pp * ${V}u + tx];
+      let b1 = Bs[pp * ${V}u + 16u + tx];
+      ${FMA_8x8}
+    }
+    workgroupBarrier();
+  }
+  let D = D4 * 4u;
+  for (var i = 0u; i < 8u; i = i + 1u) {
+    let d = d04 * 4u + select(ty * 4u + i, 64u + ty * 4u + i - 4u, i >= 4u);
+    for (var h = 0u; h < 2u; h = h + 1u) {
+      let c4 = e04 + h * 16u + tx;
+      if (d < D && c4 < E4) { kv[((bh * nB + blk) * D + d) * E4 + c4] = bitcast<vec4<u32>>(acc[i * 2u + h]); }
+    }
+  }`,
+    }),
+    bindings: [
+      { buffer: f.k.storage, access: "read" },
+      { buffer: f.v.storage, access: "read" },
+      { buffer: f.slopes.storage, access: "read" },
+      { buffer: kv, access: "rw" },
+    ],
+    params: [T, D, E, H, BH, nB, dTiles, eTiles],
+    workgroups: BH * nB * dTiles * eTiles,
+  });
+
+  // 2. The carried state: a sequential scan over blocks, in parallel over every vec4 of every state.
+  const vectors = (BH * D * E) / 4;
+  rt.dispatch({
+    key: "lightning_blocked_scan",
+    shader: () => ({
+      doc: ["slopes: (H) f32", "s0: (BH, D, E/4) vec4 f32", "kv: (BH, nB, D, E/4) vec4 f32, in: KV_j, out: S_j", "sT: (BH, D, E/4) vec4 f32"],
+      bindings: [
+        { name: "slopes", dtype: "f32", access: "read" },
+        { name: "s0", access: "read", vec4: true },
+        { name: "kv", access: "rw", vec4: true },
+        { name: "sT", access: "rw", vec4: true },
+      ],
+      workgroupSize: 256,
+      // Params: T, D·E/4, H, vectors, nB, has initial state.
+      body: `  let DE4 = pu(1u);
+  if (gid >= pu(3u)) { return; }
+  let T = pu(0u); let nB = pu(4u);
+  let bh = gid / DE4;
+  let i = gid % DE4;
+  let slope = slopes_f(bh % pu(2u));
+  let full = exp(-slope * ${C}.0);
+  var S = vec4<f32>(0.0);
+  if (pu(5u) == 1u) { S = bitcast<vec4<f32>>(s0[gid]); }
+  // Four blocks' loads are issued before their updates: the loop is bound by memory latency.
+  for (var j0 = 0u; j0 < nB; j0 = j0 + 4u) {
+    var kvs: array<vec4<f32>, 4>;
+    for (var j = 0u; j < 4u; j = j + 1u) {
+      if (j0 + j < nB) { kvs[j] = bitcast<vec4<f32>>(kv[(bh * nB + j0 + j) * DE4 + i]); }
+    }
+    for (var j = 0u; j < 4u; j = j + 1u) {
+      let b = j0 + j;
+      if (b < nB) {
+        kv[(bh * nB + b) * DE4 + i] = bitcast<vec4<u32>>(S);
+        let m = min(${C}u, T - b * ${C}u);
+        S = select(exp(-slope * f32(m)), full, m == ${C}u) * S + kvs[j];
+      }
+    }
+  }
+  sT[gid] = bitcast<vec4<u32>>(S);`,
+    }),
+    bindings: [
+      { buffer: f.slopes.storage, access: "read" },
+      // An unused binding still needs a buffer; the shader never reads it without an initial state.
+      { buffer: f.init ?? f.slopes.storage, access: "read" },
+      { buffer: kv, access: "rw" },
+      { buffer: f.finalState, access: "rw" },
+    ],
+    params: [T, (D * E) / 4, H, vectors, nB, f.init ? 1 : 0],
+    workgroups: groups(vectors),
+  });
+
+  // 3. Outputs: masked, decayed intra-block scores times v, plus the decayed carried state term.
+  rt.dispatch({
+    key: "lightning_blocked_out",
+    shader: () => ({
+      doc: [
+        "q: (BH, T, D/4) vec4 f32",
+        "k: (BH, T, D/4) vec4 f32",
+        "v: (BH, T, E/4) vec4 f32",
+        "slopes: (H) f32",
+        "st: (BH, nB, D, E/4) vec4 f32, the state entering each block",
+        "o: (BH, T, E/4) vec4 f32",
+      ],
+      bindings: [
+        { name: "q", access: "read", vec4: true },
+        { name: "k", access: "read", vec4: true },
+        { name: "v", access: "read", vec4: true },
+        { name: "slopes", dtype: "f32", access: "read" },
+        { name: "st", access: "read", vec4: true },
+        { name: "o", access: "rw", vec4: true },
+      ],
+      workgroupSize: 256,
+      decls: `var<workgroup> Ps: array<vec4<f32>, ${(C * C) / 4}>;  // masked decayed scores: [p'][p/4]
+var<workgroup> St: array<vec4<f32>, 768>;  // staging: q slice [d][p/4] at 0, k slice at 256, then state or v rows [·][e/4] at 256`,
+      // Params: T, D, E, H, BH, nB, eTiles.
+      body: `  let T = pu(0u); let D = pu(1u); let D4 = D / 4u; let E4 = pu(2u) / 4u; let nB = pu(5u); let eT = pu(6u);
+  let perBh = nB * eT;
+  let bh = wg / perBh;
+  if (bh >= pu(4u)) { return; }
+  let blk = (wg % perBh) / eT;
+  let e04 = ((wg % perBh) % eT) * ${V}u;
+  let t0 = blk * ${C}u;
+  let m = min(${C}u, T - t0);
+  let slope = slopes_f(bh % pu(3u));
+  let ty = lid / 16u;
+  let tx = lid % 16u;
+  let srow = lid / 4u;
+  let sq = lid % 4u;
+
+  // Scores q_p · k_p' for this invocation's 4×4 (p = ty·4 + i, p' = tx·4 + c).
+  var sc: array<vec4<f32>, 4>;
+  for (var d0 = 0u; d0 < D; d0 = d0 + 16u) {
+    var qa = vec4<f32>(0.0);
+    var kb = vec4<f32>(0.0);
+    if (srow < m && d0 / 4u + sq < D4) {
+      let at = (bh * T + t0 + srow) * D4 + d0 / 4u + sq;
+      qa = bitcast<vec4<f32>>(q[at]);
+      kb = bitcast<vec4<f32>>(k[at]);
+    }
+    for (var j = 0u; j < 4u; j = j + 1u) {
+      St[(sq * 4u + j) * 16u + srow / 4u][srow % 4u] = qa[j];
+      St[256u + (sq * 4u + j) * 16u + srow / 4u][srow % 4u] = kb[j];
+    }
+    workgroupBarrier();
+    for (var dd = 0u; dd < 16u; dd = dd + 1u) {
+      let a = St[dd * 16u + ty];
+      let b = St[256u + dd * 16u + tx];
+      for (var i = 0u; i < 4u; i = i + 1u) { sc[i] = fma(vec4<f32>(a[i]), b, sc[i]); }
+    }
+    workgroupBarrier();
+  }
+  for (var c = 0u; c < 4u; c = c + 1u) {
+    let pc = tx * 4u + c;
+    var col = vec4<f32>(0.0);
+    for (var i = 0u; i < 4u; i = i + 1u) {
+      let p = ty * 4u + i;
+      if (pc <= p) { col[i] = exp(-slope * f32(p - pc)) * sc[i][c]; }
+    }
+    Ps[pc * 16u + ty] = col;
+  }
+
+  // acc[i·2 + h]: row p = ty·4 + i, columns e04·4 + h·64 + tx·4 … + 3.
+  var acc: array<vec4<f32>, 8>;
+  // λ^{p+1} q_p S_j, the inner dim d staged 16 rows at a time.
+  for (var d0 = 0u; d0 < D; d0 = d0 + 16u) {
+    var qa = vec4<f32>(0.0);
+    if (srow < m && d0 / 4u + sq < D4) { qa = bitcast<vec4<f32>>(q[(bh * T + t0 + srow) * D4 + d0 / 4u + sq]); }
+    for (var j = 0u; j < 4u; j = j + 1u) { St[(sq * 4u + j) * 16u + srow / 4u][srow % 4u] = qa[j]; }
+    for (var rr = 0u; rr < 2u; rr = rr + 1u) {
+      let e = lid + rr * 256u;
+      let d = d0 + e / ${V}u;
+      let c4 = e04 + e % ${V}u;
+      var s = vec4<f32>(0.0);
+      if (d < D && c4 < E4) { s = bitcast<vec4<f32>>(st[((bh * nB + blk) * D + d) * E4 + c4]); }
+      St[256u + e] = s;
+    }
+    workgroupBarrier();
+    for (var dd = 0u; dd < 16u; dd = dd + 1u) {
+      let a0 = St[dd * 16u + ty];
+      let b0 = St[256u + dd * ${V}u + tx];
+      let b1 = St[256u + dd * ${V}u + 16u + tx];
+      ${FMA_4x8}
+    }
+    workgroupBarrier();
+  }
+  for (var i = 0u; i < 4u; i = i + 1u) {
+    let w = exp(-slope * f32(ty * 4u + i + 1u));
+    acc[i * 2u] = w * acc[i * 2u];
+    acc[i * 2u + 1u] = w * acc[i * 2u + 1u];
+  }
+  // Σ_{p'} P[p][p'] v_p', the inner dim p' staged 16 rows at a time.
+  for (var j0 = 0u; j0 < m; j0 = j0 + 16u) {
+    for (var rr = 0u; rr < 2u; rr = rr + 1u) {
+      let e = lid + rr * 256u;
+      let p = j0 + e / ${V}u;
+      let c4 = e04 + e % ${V}u;
+      var vv = vec4<f32>(0.0);
+      if (p < m && c4 < E4) { vv = bitcast<vec4<f32>>(v[(bh * T + t0 + p) * E4 + c4]); }
+      St[256u + e] = vv;
+    }
+    workgroupBarrier();
+    for (var jj = 0u; jj < 16u; jj = jj + 1u) {
+      let a0 = Ps[(j0 + jj) * 16u + ty];
+      let b0 = St[256u + jj * ${V}u + tx];
+      let b1 = St[256u + jj * ${V}u + 16u + tx];
+      ${FMA_4x8}
+    }
+    workgroupBarrier();
+  }
+  for (var i = 0u; i < 4u; i = i + 1u) {
+    let p = ty * 4u + i;
+    for (var h = 0u; h < 2u; h = h + 1u) {
+      let c4 = e04 + h * 16u + tx;
+      if (p < m && c4 < E4) { o[(bh * T + t0 + p) * E4 + c4] = bitcast<vec4<u32>>(acc[i * 2u + h]); }
+    }
+  }`,
+    }),
+    bindings: [
+      { buffer: f.q.storage, access: "read" },
+      { buffer: f.k.storage, access: "read" },
+      { buffer: f.v.storage, access: "read" },
+      { buffer: f.slopes.storage, access: "read" },
+      { buffer: kv, access: "read" },
+      { buffer: f.out, access: "rw" },
+    ],
+    params: [T, D, E, H, BH, nB, eTiles],
+    workgroups: BH * nB * eTiles,
+  });
+  rt.release(kv);
+}
