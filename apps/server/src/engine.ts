@@ -22,7 +22,7 @@
  * sharing that prefix starts from the cached state and skips that part of the prefill.
  */
 import { gather, scope, tensor } from "@lightning-ts/tensor";
-import { BatchDecoder, cloneState, disposeState, picksHighestLogit, prefill, type Sampler, seededRandom, type TnlModel, type TnlState } from "@lightning-ts/tnl";
+import { BatchDecoder, cloneState, disposeState, initState, picksHighestLogit, prefill, type Sampler, seededRandom, type TnlModel, type TnlState } from "@lightning-ts/tnl";
 import { prefixKeys, StateLru, stateBytes } from "./state-cache.js";
 
 export interface EngineOptions {
@@ -36,6 +36,13 @@ export interface EngineOptions {
   prefixBlock: number;
   /** Prefix-cache budget in bytes (0 turns it off). */
   prefixCacheBytes: number;
+  /**
+   * Prompts up to this many tokens are read by the decode steps, one token per step beside the
+   * generating rows, instead of by a prefill call of their own (default: 32 where the steps replay
+   * graphs, where a prefill call costs hundreds of launches from JavaScript and a step's extra row
+   * almost nothing; else 0).
+   */
+  decodePrefill?: number;
 }
 
 export const DEFAULT_ENGINE_OPTIONS: EngineOptions = { maxBatch: 32, maxQueue: 256, prefillChunk: 128, prefixBlock: 64, prefixCacheBytes: 256 * 2 ** 20 };
@@ -127,6 +134,8 @@ export class Engine {
   readonly decoder: BatchDecoder;
   /** The sequence in each row of the decoder. */
   private readonly rows: Sequence[] = [];
+  /** Longest prompt read by decode steps (EngineOptions.decodePrefill). */
+  readonly decodePrefill: number;
 
   constructor(
     readonly model: TnlModel,
@@ -137,6 +146,8 @@ export class Engine {
     if (prefillChunk % prefixBlock !== 0) throw new RangeError(`prefillChunk (${prefillChunk}) must be a multiple of prefixBlock (${prefixBlock})`);
     this.prefixCache = new StateLru(this.options.prefixCacheBytes);
     this.decoder = new BatchDecoder(model.params, model.config, { capacity: this.options.maxBatch });
+    this.decodePrefill = this.options.decodePrefill ?? (this.decoder.graphs ? 32 : 0);
+    if (!Number.isInteger(this.decodePrefill) || this.decodePrefill < 0) throw new RangeError(`decodePrefill must be a non-negative integer, got ${String(this.decodePrefill)}`);
     this.loopDone = this.loop();
   }
 
@@ -214,7 +225,15 @@ export class Engine {
   private async loop(): Promise<void> {
     while (!this.stopped) {
       this.retireCancelled();
-      while (this.waiting.length && this.active.length < this.options.maxBatch) this.active.push(this.waiting.shift()!);
+      while (this.waiting.length && this.active.length < this.options.maxBatch) {
+        const s = this.waiting.shift()!;
+        this.active.push(s);
+        // A short prompt goes straight into a decoder row and is read by the decode steps.
+        if (s.req.prompt.length <= this.decodePrefill) {
+          s.state ??= initState(this.model.config, 1, { dtype: this.decoder.stateDtype });
+          this.enterDecoder(s);
+        }
+      }
       if (this.active.length === 0) {
         await new Promise<void>((r) => (this.wake = r));
         continue;
@@ -223,13 +242,12 @@ export class Engine {
         // Prefill up to `prefillChunk` prompt tokens per iteration, over as many sequences as fit,
         // so a burst of short prompts starts together while a long one still goes a chunk at a time.
         let budget = this.options.prefillChunk;
-        for (const s of this.active.filter((x) => x.fed < x.req.prompt.length)) {
+        for (const s of this.active.filter((x) => x.row === undefined && x.fed < x.req.prompt.length)) {
           if (budget <= 0) break;
           budget -= await this.prefillChunk(s);
           await yieldToIo();
         }
-        const decoding = this.active.filter((s) => s.fed === s.req.prompt.length && s.generated.length > 0);
-        if (decoding.length) await this.decode(decoding);
+        if (this.decoder.size > 0) await this.decode();
       } catch (err) {
         // A failing step fails the sequences in it, never the server.
         for (const s of [...this.active]) this.fail(s, err);
@@ -309,16 +327,28 @@ export class Engine {
     return state;
   }
 
-  private async decode(seqs: Sequence[]): Promise<void> {
-    if (seqs.length !== this.decoder.size) throw new Error(`engine: ${seqs.length} sequences generating but ${this.decoder.size} decoder rows in use`);
-    const { logits, greedy } = this.decoder.step(this.rows.map((s) => s.lastToken));
+  /**
+   * One step of every decoder row: a generating row feeds its last token, a row still reading its
+   * prompt the next prompt token (its output is wanted only after the prompt's last token).
+   */
+  private async decode(): Promise<void> {
+    const batch = [...this.rows];
+    const reading = batch.map((s) => s.fed < s.req.prompt.length);
+    const { logits, greedy } = this.decoder.step(batch.map((s, r) => (reading[r] ? s.req.prompt[s.fed] : s.lastToken)));
     this.steps++;
+    batch.forEach((s, r) => {
+      if (!reading[r]) return;
+      s.fed++;
+      this.prefillTokens++;
+      reading[r] = s.fed < s.req.prompt.length;
+    });
     // Rows whose sampler needs the logits (anything but plain greedy, or log probabilities) read
     // them, gathered into one read; the others take the device's argmax.
-    const needLogits = this.rows.flatMap((s, r) => (picksHighestLogit(s.req.sampler) && s.req.logprobs === undefined ? [] : [r]));
-    const picked = needLogits.length < this.rows.length ? ((await greedy.data()) as Int32Array) : null;
+    const wanted = batch.flatMap((_, r) => (reading[r] ? [] : [r]));
+    const needLogits = wanted.filter((r) => !picksHighestLogit(batch[r].req.sampler) || batch[r].req.logprobs !== undefined);
+    const picked = needLogits.length < wanted.length ? ((await greedy.data()) as Int32Array) : null;
     let rows: Float32Array | null = null;
-    if (needLogits.length === this.rows.length) rows = (await logits.data()) as Float32Array;
+    if (needLogits.length === batch.length) rows = (await logits.data()) as Float32Array;
     else if (needLogits.length > 0) {
       const some = scope(() => gather(logits, tensor(needLogits, [needLogits.length], { dtype: "i32", backend: logits.backend }), 0));
       try {
@@ -328,13 +358,13 @@ export class Engine {
       }
     }
     const V = this.model.config.vocabSize;
-    const batch = [...this.rows];
-    batch.forEach((s, r) => {
-      if (!this.active.includes(s)) return;
+    for (const r of wanted) {
+      const s = batch[r];
+      if (!this.active.includes(s)) continue;
       const at = needLogits.indexOf(r);
       if (at >= 0) this.accept(s, rows!.subarray(at * V, (at + 1) * V));
       else this.acceptToken(s, picked![r]);
-    });
+    }
   }
 
   /** Samples the next token of `s` from its logits row and retires `s` if that ends it. */

@@ -4,7 +4,8 @@
  * read), joining and leaving at different steps — generate what each generates alone, and a kept
  * state continues exactly like the whole sequence sent again.
  */
-import { categorical, chain, disposeParams, greedy, loadCheckpoint, type Sampler, temperature, type TnlModel } from "@lightning-ts/tnl";
+import { cast } from "@lightning-ts/tensor";
+import { categorical, chain, disposeParams, greedy, loadCheckpoint, mapParams, type Sampler, temperature, type TnlModel } from "@lightning-ts/tnl";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Engine, type SequenceRequest, type TokenInfo } from "../src/engine.js";
 import { writeTinyModel } from "./tiny-model.js";
@@ -60,6 +61,27 @@ describe("Engine with a batch decoder", () => {
         });
       }
     });
+  });
+
+  it("reads short prompts through the decode steps as a prefill call reads them", async () => {
+    // float64, so reading a prompt one token at a time (the recurrence) and in one call (chunked) agree to ~1e-15.
+    const wide: TnlModel = { ...model, params: mapParams(model.params, (t) => cast(t, "f64")) };
+    const run = async (decodePrefill: number) => {
+      const engine = new Engine(wide, { maxBatch: 3, decodePrefill });
+      const out = cases.map(() => [] as TokenInfo[]);
+      await Promise.all(cases.map((c, i) => engine.submit(request(c, out[i]))));
+      const counts = { prefill: engine.prefillTokens, steps: engine.steps };
+      await engine.close();
+      return { out, counts };
+    };
+    const called = await run(0);
+    const stepped = await run(16);
+    expect(stepped.out.map((o) => o.map((t) => t.token))).toEqual(called.out.map((o) => o.map((t) => t.token)));
+    stepped.out.forEach((o, i) => o.forEach((t, k) => t.logprob !== undefined && expect(t.logprob).toBeCloseTo(called.out[i][k].logprob!, 10)));
+    // Every prompt token was read either way; reading them in steps takes more steps.
+    expect(stepped.counts.prefill).toBe(called.counts.prefill);
+    expect(stepped.counts.steps).toBeGreaterThan(called.counts.steps);
+    disposeParams(wide.params);
   });
 
   it("hands back a state that continues like the whole sequence", async () => {

@@ -103,6 +103,11 @@ export class BatchDecoder {
     return this.#useGraphs;
   }
 
+  /** Dtype of the states (f32; f64 for a float64 model): what `add` takes. */
+  get stateDtype(): "f32" | "f64" {
+    return this.#kv[0].dtype === "f64" ? "f64" : "f32";
+  }
+
   /** Bytes of the state rows (all `capacity` of them). */
   get stateBytes(): number {
     return this.#kv.reduce((sum, t) => sum + t.size * (t.dtype === "f64" ? 8 : 4), 0);
