@@ -4,8 +4,10 @@
 // runs at B = 1) it draws random inputs, checks the output, final state and gradients of two heads
 // (the strongest and the weakest decay of the last sequence) against a float64 recurrence on the
 // host, poisons outputs first so unwritten elements fail, and only then times the launcher with
-// CUDA events (median of repeats, L2 flushed between them). Decode rows time `lightningStep` at
-// batch 64 for each head shape.
+// CUDA events (median of repeats, L2 flushed between them). Decode rows check every decode step
+// kernel (LIGHTNING_CUDA_STEP: scalar, vec4, rows, stream, block, pair) on odd sizes, in place and
+// misaligned, in bf16, f16 and f32, then time each at B = 1, 8, 64, 256 for each head shape
+// (benchDecode says how: L2-cold state, host launch latency excluded, and the first rows' clock).
 // --check: odd lengths (T = 1, 63, 65, 513, and a long B = 1 sequence that takes the sequence
 // split) with an initial state, every head and every output (o, S_T, dq, dk, dv, dS_0) against the
 // float64 recurrence, bf16 and f16, for each head shape; --small keeps a few of them (for
@@ -19,7 +21,8 @@
 //     bench/legacy/lightning_v4.cu build/cuda-obj/libltscuda.a -ldl -o build/lightning_bench
 // Run: build/lightning_bench [--shapes 128x128,256x128,64x64] [--T 1024,8192,65536] [--dtypes bf16,f16]
 //        [--versions 6,5,4] [--reps 20] [--json FILE] [--check [--small] [--check-dtypes bf16,f16] [--check-versions 6,5]] [--no-bench]
-//        [--no-decode] [--time-anyway]
+//        [--no-decode] [--time-anyway] [--steps scalar,vec4,rows,stream,block,pair] [--decode-B 1,8,64,256] [--no-decode-timing]
+//   Decode only: build/lightning_bench --no-bench --shapes 128x128,256x128,64x64 --dtypes bf16 --json decode.json
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
@@ -39,6 +42,11 @@
 #include "runtime.h"
 
 using namespace lts;
+
+namespace lts {
+// In lightning.cu: the decode step kernel that LIGHTNING_CUDA_STEP picks for D×E (16-byte aligned states), in words.
+std::string lightningStepKernelName(int D, int E);
+}  // namespace lts
 
 #define CK(x) LTS_CHECK(x, #x)
 
@@ -471,68 +479,252 @@ static void benchShape(Harness& h, int D, int E, int T, int dt, const std::vecto
   h.ctx.trim();
 }
 
-// Decode step: batch 64, state H·D·E f32 per sequence, read once and written once.
-static void benchDecode(Harness& h, int D, int E, int dt) {
-  const int B = 64, H = 16;
-  size_t st = (size_t)B * H * D * E;
-  Buf bq((size_t)B * H * D * 2), bk((size_t)B * H * D * 2), bv((size_t)B * H * E * 2), bo((size_t)B * H * E * 2), s0(st * 4), s1(st * 4), sl(H * 4);
-  std::vector<float> slopes = tnlSlopes(H);
-  CK(cudaMemcpy(sl.p, slopes.data(), H * 4, cudaMemcpyHostToDevice));
-  // Check one step against the host on random data first.
-  auto q = draw16((size_t)B * H * D, 5, dt, 0.3f), k = draw16((size_t)B * H * D, 6, dt, 0.3f), v = draw16((size_t)B * H * E, 7, dt, 0.3f);
-  auto S = drawF(st, 8, 0.3f);
-  CK(cudaMemcpy(bq.p, q.data(), bq.bytes, cudaMemcpyHostToDevice));
-  CK(cudaMemcpy(bk.p, k.data(), bk.bytes, cudaMemcpyHostToDevice));
-  CK(cudaMemcpy(bv.p, v.data(), bv.bytes, cudaMemcpyHostToDevice));
-  CK(cudaMemcpy(s0.p, S.data(), s0.bytes, cudaMemcpyHostToDevice));
-  CK(cudaMemset(bo.p, 0xff, bo.bytes));
-  CK(cudaMemset(s1.p, 0xff, s1.bytes));
-  Args a;
-  a.i = {dt, B, H, D, E};
-  a.p = {bq.ptr(), bk.ptr(), bv.ptr(), sl.ptr(), s0.ptr(), bo.ptr(), s1.ptr()};
-  h.reg["lightningStep"](h.ctx, a);
-  CK(cudaStreamSynchronize(h.ctx.stream));
-  std::vector<uint16_t> o((size_t)B * H * E);
-  std::vector<float> Sn(st);
-  CK(cudaMemcpy(o.data(), bo.p, bo.bytes, cudaMemcpyDeviceToHost));
-  CK(cudaMemcpy(Sn.data(), s1.p, s1.bytes, cudaMemcpyDeviceToHost));
-  Err eo, es;
-  for (int bh = 0; bh < B * H; bh++) {
-    double lam = std::exp(-(double)slopes[bh % H]);
-    std::vector<double> acc(E, 0);
-    for (int d = 0; d < D; d++)
-      for (int e = 0; e < E; e++) {
-        size_t i = ((size_t)bh * D + d) * E + e;
-        double s = lam * S[i] + (double)toFloat(k[(size_t)bh * D + d], dt) * toFloat(v[(size_t)bh * E + e], dt);
-        es.add(Sn[i], s);
-        acc[e] += (double)toFloat(q[(size_t)bh * D + d], dt) * s;
+// ---- Decode step (`lightningStep`): every kernel of LIGHTNING_CUDA_STEP, checked, then timed ----
+
+// Holds GPU time until the host has queued what follows, so that the events around one launch time
+// the kernel and not the host's launch latency (a few µs, a tenth of a batch-64 step).
+__global__ void spinKernel(long long ns) {
+  long long t0, t;
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t0));
+  do asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+  while (t - t0 < ns);
+}
+
+// N(0, std²) floats in parallel blocks with their own seeds, rounded to dt's precision (f32: as drawn).
+static std::vector<float> drawRounded(size_t n, uint32_t seed, int dt, float std) {
+  std::vector<float> x(n);
+  const size_t block = 1 << 20;
+  size_t nb = (n + block - 1) / block;
+  unsigned nt = std::max(1u, std::min(16u, std::thread::hardware_concurrency()));
+  std::vector<std::thread> th;
+  for (unsigned w = 0; w < nt; w++)
+    th.emplace_back([&, w] {
+      for (size_t b = w; b < nb; b += nt) {
+        std::mt19937 gen(seed * 1000003u + (uint32_t)b);
+        std::normal_distribution<float> nd(0.0f, std);
+        for (size_t i = b * block; i < std::min(n, (b + 1) * block); i++) x[i] = dt == F32 ? nd(gen) : toFloat(fromFloat(nd(gen), dt), dt);
       }
-    for (int e = 0; e < E; e++) eo.add(toFloat(o[(size_t)bh * E + e], dt), acc[e]);
+    });
+  for (auto& t : th) t.join();
+  return x;
+}
+static size_t dtBytes(int dt) { return dt == F32 ? 4 : 2; }
+static const char* dtNameAny(int dt) { return dt == F32 ? "f32" : dtName(dt); }
+static void upload(const Buf& b, const std::vector<float>& x, int dt) {
+  if (dt == F32) {
+    CK(cudaMemcpy(b.p, x.data(), x.size() * 4, cudaMemcpyHostToDevice));
+    return;
   }
-  double rel = std::max(eo.rel(), es.rel());
-  bool ok = rel <= bound(dt);
-  if (!ok) h.failures++;
-  std::vector<double> t;
-  for (int r = -3; r < h.reps * 5; r++) {
-    a.p = {bq.ptr(), bk.ptr(), bv.ptr(), sl.ptr(), (r & 1) ? s1.ptr() : s0.ptr(), bo.ptr(), (r & 1) ? s0.ptr() : s1.ptr()};
-    CK(cudaEventRecord(h.e0, h.ctx.stream));
-    h.reg["lightningStep"](h.ctx, a);
-    CK(cudaEventRecord(h.e1, h.ctx.stream));
-    CK(cudaEventSynchronize(h.e1));
-    float ms;
-    CK(cudaEventElapsedTime(&ms, h.e0, h.e1));
-    if (r >= 0) t.push_back(ms);
+  std::vector<uint16_t> h(x.size());
+  for (size_t i = 0; i < x.size(); i++) h[i] = fromFloat(x[i], dt);
+  CK(cudaMemcpy(b.p, h.data(), h.size() * 2, cudaMemcpyHostToDevice));
+}
+static std::vector<float> downloadAny(const void* p, size_t n, int dt) {
+  std::vector<float> x(n);
+  if (dt == F32) {
+    CK(cudaMemcpy(x.data(), p, n * 4, cudaMemcpyDeviceToHost));
+    return x;
   }
-  double ms = median(t), gbps = 2.0 * st * 4 / (ms * 1e-3) / 1e9;
-  printf("decode %-4s B=64 D=%3d E=%3d: %s %.4f ms, %.0f GB/s on the state (%.1f%% of copy), rel err %.2e\n", dtName(dt), D, E, ok ? "ok" : "FAILED", ms, gbps,
-         100 * gbps / h.copyGBs, rel);
-  char buf[512];
-  snprintf(buf, sizeof buf,
-           "{\"suite\": \"decode\", \"impl\": \"step\", \"backend\": \"cuda\", \"device\": \"%s\", \"B\": 64, \"T\": 1, \"H\": %d, \"D\": %d, "
-           "\"E\": %d, \"dtype\": \"%s\", \"fwd_ms\": %f, \"fwdbwd_ms\": null, \"tokens_per_s\": %f, \"gbps\": %f, \"pct_copy\": %f, "
-           "\"rel_err\": %.3e, \"ok\": %s}",
-           h.prop.name, H, D, E, dtName(dt), ms, 64 / (ms * 1e-3), gbps, 100 * gbps / h.copyGBs, rel, ok ? "true" : "false");
-  h.row(buf);
+  std::vector<uint16_t> h(n);
+  CK(cudaMemcpy(h.data(), p, n * 2, cudaMemcpyDeviceToHost));
+  for (size_t i = 0; i < n; i++) x[i] = toFloat(h[i], dt);
+  return x;
+}
+
+// One decode problem on the host (inputs already rounded to dt) and on the device.
+struct StepProblem {
+  int dt, B, H, D, E;
+  std::vector<float> q, k, v, S, slopes;
+  Buf bq, bk, bv, bo, bS, bSn, bsl;
+  size_t st() const { return (size_t)B * H * D * E; }
+  StepProblem(int dt_, int B_, int H_, int D_, int E_, uint32_t seed)
+      : dt(dt_), B(B_), H(H_), D(D_), E(E_), bq((size_t)B_ * H_ * D_ * dtBytes(dt_)), bk((size_t)B_ * H_ * D_ * dtBytes(dt_)),
+        bv((size_t)B_ * H_ * E_ * dtBytes(dt_)), bo((size_t)B_ * H_ * E_ * dtBytes(dt_)), bS((size_t)B_ * H_ * D_ * E_ * 4 + 16),
+        bSn((size_t)B_ * H_ * D_ * E_ * 4 + 16), bsl((size_t)H_ * 4) {
+    q = drawRounded((size_t)B * H * D, seed, dt, 0.3f), k = drawRounded((size_t)B * H * D, seed + 1, dt, 0.3f);
+    v = drawRounded((size_t)B * H * E, seed + 2, dt, 0.3f), S = drawRounded(st(), seed + 3, F32, 0.3f);
+    slopes = tnlSlopes(H);
+    slopes[0] = 0.9f;  // a strong decay beside weak ones
+    upload(bq, q, dt), upload(bk, k, dt), upload(bv, v, dt), upload(bsl, slopes, F32);
+  }
+  size_t ioBytes() const { return ((size_t)B * H * (2 * D + 2 * E)) * dtBytes(dt) + (size_t)H * 4; }  // q, k, v read, o written
+  Args args(const float* S0, float* S1) const {
+    Args a;
+    a.i = {dt, B, H, D, E};
+    a.p = {bq.ptr(), bk.ptr(), bv.ptr(), bsl.ptr(), (uint64_t)(uintptr_t)S0, bo.ptr(), (uint64_t)(uintptr_t)S1};
+    return a;
+  }
+};
+
+struct StepErr {
+  Err o, S;
+};
+// One step of `kind` against the float64 recurrence, every head and element. inPlace: the new state
+// overwrites the old; offset: both states start `offset` floats past a 16-byte boundary (1: the
+// launcher must fall back to the scalar kernel). Outputs are poisoned (NaN) first.
+static StepErr checkStep(Harness& h, StepProblem& P, bool inPlace, int offset) {
+  size_t st = P.st();
+  float* S0 = (float*)P.bS.p + offset;
+  float* S1 = inPlace ? S0 : (float*)P.bSn.p + offset;
+  CK(cudaMemcpy(S0, P.S.data(), st * 4, cudaMemcpyHostToDevice));
+  if (!inPlace) CK(cudaMemset(S1, 0xff, st * 4));
+  CK(cudaMemset(P.bo.p, 0xff, P.bo.bytes));
+  h.reg["lightningStep"](h.ctx, P.args(S0, S1));
+  CK(cudaStreamSynchronize(h.ctx.stream));
+  CK(cudaGetLastError());
+  std::vector<float> o = downloadAny(P.bo.p, (size_t)P.B * P.H * P.E, P.dt), Sn(st);
+  CK(cudaMemcpy(Sn.data(), S1, st * 4, cudaMemcpyDeviceToHost));
+  int BH = P.B * P.H, D = P.D, E = P.E;
+  unsigned nt = std::max(1u, std::min(16u, std::thread::hardware_concurrency()));
+  std::vector<StepErr> parts(nt);
+  std::vector<std::thread> th;
+  for (unsigned w = 0; w < nt; w++)
+    th.emplace_back([&, w] {
+      std::vector<double> acc(E);
+      for (int bh = w; bh < BH; bh += nt) {
+        double lam = std::exp(-(double)P.slopes[bh % P.H]);
+        std::fill(acc.begin(), acc.end(), 0.0);
+        for (int d = 0; d < D; d++) {
+          double kd = P.k[(size_t)bh * D + d], qd = P.q[(size_t)bh * D + d];
+          for (int e = 0; e < E; e++) {
+            size_t i = ((size_t)bh * D + d) * E + e;
+            double s = lam * P.S[i] + kd * P.v[(size_t)bh * E + e];
+            parts[w].S.add(Sn[i], s);
+            acc[e] += qd * s;
+          }
+        }
+        for (int e = 0; e < E; e++) parts[w].o.add(o[(size_t)bh * E + e], acc[e]);
+      }
+    });
+  for (auto& t : th) t.join();
+  StepErr r;
+  for (auto& p : parts) {
+    r.o.num += p.o.num, r.o.den += p.o.den, r.o.nan |= p.o.nan;
+    r.S.num += p.S.num, r.S.den += p.S.den, r.S.nan |= p.S.nan;
+  }
+  return r;
+}
+// The state is f32 and one multiply-add from the old one; o is rounded to dt.
+static bool stepOk(const StepErr& e, int dt) { return e.S.rel() <= 1e-5 && e.o.rel() <= (dt == F32 ? 1e-5 : bound(dt)); }
+
+static void useStep(const std::string& name) { setenv("LIGHTNING_CUDA_STEP", name.c_str(), 1); }
+
+// Odd sizes (rows that do not fill a batch, E not a multiple of 128 or of 4, several column slices,
+// D past the candidates' 2,048), the new state in place of the old, misaligned states, every dtype:
+// every head and element.
+static void checkDecode(Harness& h, const std::vector<std::string>& steps) {
+  struct Case {
+    int B, H, D, E;
+    bool inPlace;
+    int offset;
+  };
+  const std::vector<Case> cases = {{3, 5, 128, 128, false, 0}, {3, 5, 128, 128, true, 0}, {2, 3, 256, 128, true, 0}, {3, 5, 64, 64, false, 0},
+                                   {2, 3, 65, 36, false, 0},   {2, 3, 65, 36, true, 0},   {1, 3, 33, 132, false, 0}, {1, 2, 200, 96, true, 0},
+                                   {2, 2, 17, 5, false, 0},    {1, 3, 128, 256, false, 0}, {1, 3, 7, 4, true, 0},    {2, 3, 64, 64, false, 1},
+                                   {1, 2, 2100, 8, true, 0}};
+  printf("\n== decode check: one step against the float64 recurrence, every head; state bound 1e-5, o bound %.0e (bf16) / %.0e (f16) / 1e-5 (f32)\n",
+         5e-3, 2e-3);
+  printf("%-7s %-5s %3s %3s %4s %4s %-9s  %9s %9s  %s\n", "step", "dtype", "B", "H", "D", "E", "state", "o", "S_new", "ok / kernel");
+  int n = 0;
+  for (int dt : {BF16, F16, F32})
+    for (const Case& c : cases) {
+      StepProblem P(dt, c.B, c.H, c.D, c.E, 900 + 7 * n++);
+      for (const std::string& name : steps) {
+        useStep(name);
+        StepErr e = checkStep(h, P, c.inPlace, c.offset);
+        bool ok = stepOk(e, dt);
+        if (!ok) h.failures++;
+        std::string kernel = c.offset % 4 ? "scalar (states not 16-byte aligned)" : lightningStepKernelName(c.D, c.E);
+        printf("%-7s %-5s %3d %3d %4d %4d %-9s  %9.2e %9.2e  %s / %s\n", name.c_str(), dtNameAny(dt), c.B, c.H, c.D, c.E,
+               c.inPlace ? "in place" : c.offset ? "offset 1" : "separate", e.o.rel(), e.S.rel(), ok ? "yes" : "NO", kernel.c_str());
+        char buf[512];
+        snprintf(buf, sizeof buf,
+                 "{\"suite\": \"decode-check\", \"impl\": \"step-%s\", \"backend\": \"cuda\", \"device\": \"%s\", \"B\": %d, \"H\": %d, \"D\": %d, \"E\": %d, "
+                 "\"dtype\": \"%s\", \"in_place\": %s, \"offset\": %d, \"rel_err\": %.3e, \"rel_err_state\": %.3e, \"ok\": %s}",
+                 name.c_str(), h.prop.name, c.B, c.H, c.D, c.E, dtNameAny(dt), c.inPlace ? "true" : "false", c.offset, e.o.rel(), e.S.rel(),
+                 ok ? "true" : "false");
+        h.row(buf);
+      }
+      fflush(stdout);
+    }
+  unsetenv("LIGHTNING_CUDA_STEP");
+}
+
+// Times one step of every kernel at batch B, H = 16, after checking it there. Three clocks:
+// - ms (the headline): one launch behind a spin kernel (no host latency inside the events), reading a
+//   state last touched ≥ 2 L2-fulls of traffic ago, as in a model where every layer's step runs in
+//   between: states rotate over 2·half buffers, step r reads buffer r and writes buffer r + half.
+// - ms_b2b: 20 such steps back to back between two events, per step (what a decode loop sees).
+// - ms_legacy: the clock of the first decode rows: events around one launch, two buffers in turn
+//   (the state read is the one the previous step just wrote, partly still in L2).
+static void benchDecode(Harness& h, int B, int D, int E, int dt, const std::vector<std::string>& steps) {
+  const int H = 16;
+  StepProblem P(dt, B, H, D, E, 5 + B + D + E);
+  size_t stBytes = P.st() * 4, pitch = (stBytes + 255) / 256 * 256;
+  int half = 1 + (int)((2.0 * h.prop.l2CacheSize + stBytes - 1) / stBytes), nbuf = 2 * half;
+  Buf ring(pitch * nbuf);
+  for (int i = 0; i < nbuf; i++) CK(cudaMemcpy((char*)ring.p + pitch * i, P.S.data(), stBytes, cudaMemcpyHostToDevice));
+  auto slot = [&](int i) { return (float*)((char*)ring.p + pitch * (((i % nbuf) + nbuf) % nbuf)); };
+  const long long spinNs = 50000;
+  for (const std::string& name : steps) {
+    useStep(name);
+    StepErr e = checkStep(h, P, false, 0);
+    bool ok = stepOk(e, dt);
+    if (!ok) h.failures++;
+    auto launch = [&](const float* S0, float* S1) { h.reg["lightningStep"](h.ctx, P.args(S0, S1)); };
+    auto elapsed = [&] {
+      CK(cudaEventSynchronize(h.e1));
+      float ms;
+      CK(cudaEventElapsedTime(&ms, h.e0, h.e1));
+      return (double)ms;
+    };
+    std::vector<double> cold, b2b, legacy;
+    int r = 0;
+    for (int rep = -3; rep < h.reps * 5; rep++, r++) {
+      spinKernel<<<1, 1, 0, h.ctx.stream>>>(spinNs);
+      CK(cudaEventRecord(h.e0, h.ctx.stream));
+      launch(slot(r), slot(r + half));
+      CK(cudaEventRecord(h.e1, h.ctx.stream));
+      double ms = elapsed();
+      if (rep >= 0) cold.push_back(ms);
+    }
+    const int run = 20;
+    for (int rep = -1; rep < h.reps; rep++) {
+      spinKernel<<<1, 1, 0, h.ctx.stream>>>(4 * spinNs);
+      CK(cudaEventRecord(h.e0, h.ctx.stream));
+      for (int j = 0; j < run; j++, r++) launch(slot(r), slot(r + half));
+      CK(cudaEventRecord(h.e1, h.ctx.stream));
+      double ms = elapsed() / run;
+      if (rep >= 0) b2b.push_back(ms);
+    }
+    for (int rep = -3; rep < h.reps * 5; rep++) {
+      CK(cudaEventRecord(h.e0, h.ctx.stream));
+      launch(slot(rep & 1), slot((rep + 1) & 1));
+      CK(cudaEventRecord(h.e1, h.ctx.stream));
+      double ms = elapsed();
+      if (rep >= 0) legacy.push_back(ms);
+    }
+    CK(cudaGetLastError());
+    double ms = median(cold), msB2b = median(b2b), msLegacy = median(legacy);
+    auto gbps = [](double bytes, double t) { return bytes / (t * 1e-3) / 1e9; };
+    double stateGBs = gbps(2.0 * stBytes, ms), allGBs = gbps(2.0 * stBytes + P.ioBytes(), ms), legacyGBs = gbps(2.0 * stBytes, msLegacy);
+    std::string kernel = lightningStepKernelName(D, E);
+    printf("%-7s %-5s %4d %4d %4d %-3s %8.4f %6.0f %6.1f%% %6.0f %6.1f%% %8.4f %8.4f %6.1f%%  %9.2e %9.2e  %s\n", name.c_str(), dtNameAny(dt), B, D, E,
+           ok ? "yes" : "NO", ms, stateGBs, 100 * stateGBs / h.copyGBs, allGBs, 100 * allGBs / h.copyGBs, msB2b, msLegacy, 100 * legacyGBs / h.copyGBs,
+           e.o.rel(), e.S.rel(), kernel.c_str());
+    fflush(stdout);
+    char buf[1024];
+    snprintf(buf, sizeof buf,
+             "{\"suite\": \"decode\", \"impl\": \"step-%s\", \"backend\": \"cuda\", \"device\": \"%s\", \"B\": %d, \"T\": 1, \"H\": %d, \"D\": %d, "
+             "\"E\": %d, \"dtype\": \"%s\", \"fwd_ms\": %f, \"fwdbwd_ms\": null, \"tokens_per_s\": %f, \"gbps\": %f, \"pct_copy\": %f, "
+             "\"gbps_all\": %f, \"pct_copy_all\": %f, \"ms_b2b\": %f, \"ms_legacy\": %f, \"pct_copy_legacy\": %f, \"copy_gbps\": %.0f, "
+             "\"state_buffers\": %d, \"rel_err\": %.3e, \"rel_err_state\": %.3e, \"ok\": %s, \"kernel\": \"%s\"}",
+             name.c_str(), h.prop.name, B, H, D, E, dtNameAny(dt), ms, B / (ms * 1e-3), stateGBs, 100 * stateGBs / h.copyGBs, allGBs,
+             100 * allGBs / h.copyGBs, msB2b, msLegacy, 100 * legacyGBs / h.copyGBs, h.copyGBs, nbuf, e.o.rel(), e.S.rel(), ok ? "true" : "false",
+             kernel.c_str());
+    h.row(buf);
+  }
+  unsetenv("LIGHTNING_CUDA_STEP");
 }
 
 int main(int argc, char** argv) {
@@ -540,7 +732,9 @@ int main(int argc, char** argv) {
   std::vector<int> versions = {5};
   std::vector<int> dtypes = {BF16}, checkDtypes = {BF16, F16}, checkVersions = {5};
   std::vector<std::pair<int, int>> shapes = {{128, 128}, {256, 128}, {64, 64}};
-  bool check = false, small = false, bench = true, decode = true;
+  std::vector<std::string> steps = {"scalar", "vec4", "rows", "stream", "block", "pair"};
+  std::vector<int> decodeBatches = {1, 8, 64, 256};
+  bool check = false, small = false, bench = true, decode = true, decodeTiming = true;
   const char* jsonPath = nullptr;
   Harness h;
   for (int i = 1; i < argc; i++) {
@@ -568,12 +762,18 @@ int main(int argc, char** argv) {
     } else if (a == "--shapes") {
       shapes.clear();
       for (auto& x : items()) shapes.push_back({atoi(x.c_str()), atoi(x.c_str() + x.find('x') + 1)});
+    } else if (a == "--steps") {
+      steps = items();
+    } else if (a == "--decode-B") {
+      decodeBatches.clear();
+      for (auto& x : items()) decodeBatches.push_back(atoi(x.c_str()));
     } else if (a == "--reps") h.reps = atoi(argv[++i]);
     else if (a == "--json") jsonPath = argv[++i];
     else if (a == "--check") check = true;
     else if (a == "--small") small = true;
     else if (a == "--no-bench") bench = false;
     else if (a == "--no-decode") decode = false;
+    else if (a == "--no-decode-timing") decodeTiming = false;
     else if (a == "--time-anyway") h.timeAnyway = true;
   }
   registerLightning(h.reg);
@@ -620,10 +820,15 @@ int main(int argc, char** argv) {
         for (int T : Ts) benchShape(h, D, E, T, dt, versions);
     h.flush = nullptr;
   }
-  if (decode) {
-    printf("\n");
+  if (decode) checkDecode(h, steps);
+  if (decode && decodeTiming) {
+    printf("\n== decode: H = 16; ms: one step, L2-cold state, host latency excluded; GB/s of the state (read + written) and of all bytes "
+           "(q, k, v, o too); b2b: per step of 20 back to back; legacy: the first decode rows' clock\n");
+    printf("%-7s %-5s %4s %4s %4s %-3s %8s %6s %7s %6s %7s %8s %8s %7s  %9s %9s  %s\n", "step", "dtype", "B", "D", "E", "ok", "ms", "GB/s", "%copy",
+           "all", "%copy", "b2b_ms", "leg_ms", "%copy", "err_o", "err_S", "kernel");
     for (auto [D, E] : shapes)
-      for (int dt : dtypes) benchDecode(h, D, E, dt);
+      for (int dt : dtypes)
+        for (int B : decodeBatches) benchDecode(h, B, D, E, dt, steps);
   }
   if (h.json) fprintf(h.json, "\n]\n"), fclose(h.json);
   printf("\n%s: %d failure%s\n", h.failures ? "FAILED" : "all checks passed", h.failures, h.failures == 1 ? "" : "s");

@@ -4,10 +4,12 @@
 // E ∈ {64, 128, 256} backward; any T; version 6, wgmma, for key widths 128 and 256 on Hopper), else
 // the general lightning_v1.cu (any shape; f32 always). LIGHTNING_CUDA_LA_VERSION=1 forces the
 // reference version 1 (5: version 5 where it applies, no wgmma; 6: the default choice).
-// LIGHTNING_CUDA_DEBUG=1 prints the kernel chosen, once per (op, dtype, shape), to stderr.
+// LIGHTNING_CUDA_DEBUG=1 prints the kernel chosen, once per (op, dtype, shape), to stderr. The
+// decode step runs "vec4" unless LIGHTNING_CUDA_STEP names another of its kernels (see `step`).
 // Letters: B batch, H heads, T time, D query/key head dim, E value head dim.
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <mutex>
 #include <set>
 
@@ -111,6 +113,100 @@ __global__ void stepKernelVec4(const T* q, const T* k, const T* v, const float* 
   }
 }
 
+// Candidates for the decode step (LIGHTNING_CUDA_STEP, KERNELS.md "Decode step candidates"), one
+// template: each thread owns one float4 column slice of LANES·4 columns and the rows g, g + G,
+// g + 2G, ... of it (G row groups per head), walked in batches of R rows whose state loads are all
+// issued before the batch's first store. PIPELINED issues batch j + 1's loads before batch j's
+// stores, so a thread always has loads in flight. Without __restrict__ (the new state may be the old
+// one) the compiler may not move a load above a store; the order written here is the order run, and
+// every state element is read and written by the same thread, read first. STREAMING marks the state
+// evict-first in L1 and L2 (ld/st.global.cs): it is touched once per step. HEADS (b·h) share a
+// block; q and k of those heads are staged as f32 in shared memory, so a row costs one 16-byte load.
+template <bool STREAMING>
+__device__ __forceinline__ float4 loadState(const float4* p) {
+  if constexpr (STREAMING) return __ldcs(p);
+  else return *p;
+}
+template <bool STREAMING>
+__device__ __forceinline__ void storeState(float4* p, float4 x) {
+  if constexpr (STREAMING) __stcs(p, x);
+  else *p = x;
+}
+
+// Rows d0, d0 + G, ..., d0 + (R − 1)·G of the thread's column slice; rows past D read as zero.
+template <int R, int G, bool STREAMING>
+__device__ __forceinline__ void loadRows(float4 (&s)[R], const float4* Sb, int64_t stride, int d0, int D) {
+#pragma unroll
+  for (int u = 0; u < R; u++) {
+    int d = d0 + G * u;
+    s[u] = d < D ? loadState<STREAMING>(Sb + d * stride) : make_float4(0, 0, 0, 0);
+  }
+}
+
+template <class T, int LANES, int THREADS, int HEADS, int R, bool PIPELINED, bool STREAMING>
+__global__ void __launch_bounds__(THREADS) stepKernelRows(const T* q, const T* k, const T* v, const float* slopes, const float* S, T* o, float* Sn,
+                                                          int BH, int D, int E, int H) {
+  constexpr int G = THREADS / (LANES * HEADS);  // row groups per head
+  static_assert(G * LANES * HEADS == THREADS, "THREADS must split into LANES × G × HEADS");
+  extern __shared__ float qk[];  // [q, k][HEADS][D] as f32
+  __shared__ float4 part[HEADS][G][LANES];
+  const int lane = threadIdx.x, g = threadIdx.y, hh = threadIdx.z;
+  const int bh0 = blockIdx.x * HEADS;
+  for (int i = (hh * G + g) * LANES + lane; i < HEADS * D; i += THREADS) {
+    bool in = bh0 + i / D < BH;
+    qk[i] = in ? toF(q[(int64_t)bh0 * D + i]) : 0.0f;
+    qk[HEADS * D + i] = in ? toF(k[(int64_t)bh0 * D + i]) : 0.0f;
+  }
+  __syncthreads();
+  const int bh = bh0 + hh, e = (blockIdx.y * LANES + lane) * 4;
+  float4 acc = make_float4(0, 0, 0, 0);
+  if (bh < BH && e < E) {
+    const float* qs = qk + hh * D;
+    const float* ks = qk + (HEADS + hh) * D;
+    const float lambda = expf(-slopes[bh % H]);
+    const T* vr = v + (int64_t)bh * E + e;
+    const float4 ve = make_float4(toF(vr[0]), toF(vr[1]), toF(vr[2]), toF(vr[3]));
+    const float4* Sb = reinterpret_cast<const float4*>(S + (int64_t)bh * D * E + e);
+    float4* Snb = reinterpret_cast<float4*>(Sn + (int64_t)bh * D * E + e);
+    const int64_t stride = E / 4;
+    float4 cur[R];
+    loadRows<R, G, STREAMING>(cur, Sb, stride, g, D);
+    for (int d0 = g; d0 < D; d0 += G * R) {
+      float4 next[R];
+      if constexpr (PIPELINED) loadRows<R, G, STREAMING>(next, Sb, stride, d0 + G * R, D);
+#pragma unroll
+      for (int u = 0; u < R; u++) {
+        int d = d0 + G * u;
+        if (d < D) {
+          float kd = ks[d], qd = qs[d];
+          float4 s = cur[u];
+          s.x = lambda * s.x + kd * ve.x, s.y = lambda * s.y + kd * ve.y, s.z = lambda * s.z + kd * ve.z, s.w = lambda * s.w + kd * ve.w;
+          storeState<STREAMING>(Snb + d * stride, s);
+          acc.x += qd * s.x, acc.y += qd * s.y, acc.z += qd * s.z, acc.w += qd * s.w;
+        }
+      }
+      if constexpr (PIPELINED) {
+#pragma unroll
+        for (int u = 0; u < R; u++) cur[u] = next[u];
+      } else {
+        loadRows<R, G, STREAMING>(cur, Sb, stride, d0 + G * R, D);
+      }
+    }
+  }
+  part[hh][g][lane] = acc;
+  __syncthreads();
+  if (g == 0 && bh < BH && e < E) {
+    float4 sum = make_float4(0, 0, 0, 0);
+#pragma unroll
+    for (int r = 0; r < G; r++) {
+      float4 x = part[hh][r][lane];
+      sum.x += x.x, sum.y += x.y, sum.z += x.z, sum.w += x.w;
+    }
+    T* orow = o + (int64_t)bh * E + e;
+    orow[0] = fromF<T>(sum.x), orow[1] = fromF<T>(sum.y), orow[2] = fromF<T>(sum.z), orow[3] = fromF<T>(sum.w);
+  }
+}
+
 LightningDims dimsOf(Reader& r) {
   LightningDims d;
   d.B = (int)r.next(), d.H = (int)r.next(), d.T = (int)r.next(), d.D = (int)r.next(), d.E = (int)r.next();
@@ -159,24 +255,90 @@ void backward(Context& c, const Args& a) {
                       a.ptr<void>(7), a.ptr<void>(8), a.ptr<void>(9), a.ptr<float>(10));
 }
 
-// p: [q, k, v, slopes, state, o, newState]; i: [dtype, B, H, D, E]
+// The decode step kernels by name (LIGHTNING_CUDA_STEP; KERNELS.md has their measurements).
+// "scalar" is the plain twin (any shape); "vec4" (the default) needs E % 4 == 0 and 16-byte aligned
+// states; the stepKernelRows candidates need that too and D ≤ 2,048 (q and k of up to two heads
+// in shared memory beside the partial sums: at most 32 KB + 8 KB, under the 48 KB of a plain launch).
+// A call a kernel does not support runs the next plainer one: candidate → vec4 → scalar.
+enum class StepKind { Scalar, Vec4, Rows, Stream, Block, Pair };
+struct StepName {
+  const char* name;
+  StepKind kind;
+};
+constexpr StepName STEP_KERNELS[] = {{"scalar", StepKind::Scalar}, {"vec4", StepKind::Vec4},   {"rows", StepKind::Rows},
+                                     {"stream", StepKind::Stream}, {"block", StepKind::Block}, {"pair", StepKind::Pair}};
+
+StepKind requestedStep() {
+  const char* v = getenv("LIGHTNING_CUDA_STEP");
+  if (!v || !*v) return StepKind::Vec4;
+  std::string names;
+  for (const StepName& s : STEP_KERNELS) {
+    if (strcmp(v, s.name) == 0) return s.kind;
+    names += names.empty() ? s.name : std::string(", ") + s.name;
+  }
+  throw std::runtime_error(std::string("LIGHTNING_CUDA_STEP: expected one of ") + names + ", got '" + v + "'");
+}
+
+// The kernel that runs: the requested one where it supports the call, else the next plainer one.
+// aligned: both states start on a 16-byte boundary.
+StepKind stepKind(int D, int E, bool aligned) {
+  StepKind want = requestedStep();
+  if (want == StepKind::Scalar || E % 4 != 0 || !aligned) return StepKind::Scalar;
+  if (want == StepKind::Vec4 || D > 2048) return StepKind::Vec4;
+  return want;
+}
+
+const char* stepKindName(StepKind k) {
+  for (const StepName& s : STEP_KERNELS)
+    if (s.kind == k) return s.name;
+  return "?";
+}
+
+// One configuration of stepKernelRows: LANES float4 columns per row (32 for E ≥ 128; 16 below, so
+// that E = 64 fills the warp), THREADS per block, HEADS (b·h) per block.
+template <class T, int LANES, int THREADS, int HEADS, int R, bool PIPELINED, bool STREAMING>
+void launchRows(Context& c, const Args& a, int BH, int D, int E, int H) {
+  constexpr int G = THREADS / (LANES * HEADS);
+  dim3 grid((BH + HEADS - 1) / HEADS, (E + 4 * LANES - 1) / (4 * LANES)), block(LANES, G, HEADS);
+  size_t shared = (size_t)2 * HEADS * D * sizeof(float);
+  stepKernelRows<T, LANES, THREADS, HEADS, R, PIPELINED, STREAMING><<<grid, block, shared, c.stream>>>(
+      a.ptr<T>(0), a.ptr<T>(1), a.ptr<T>(2), a.ptr<float>(3), a.ptr<float>(4), a.ptr<T>(5), a.ptr<float>(6), BH, D, E, H);
+}
+
+template <class T, int LANES>
+void launchCandidate(Context& c, const Args& a, StepKind kind, int BH, int D, int E, int H) {
+  switch (kind) {
+    case StepKind::Rows: launchRows<T, LANES, 128, 1, 4, true, false>(c, a, BH, D, E, H); break;
+    case StepKind::Stream: launchRows<T, LANES, 128, 1, 4, true, true>(c, a, BH, D, E, H); break;
+    case StepKind::Block: launchRows<T, LANES, 512, 1, 8, false, true>(c, a, BH, D, E, H); break;
+    case StepKind::Pair: launchRows<T, LANES, 256, 2, 4, true, true>(c, a, BH, D, E, H); break;
+    default: break;
+  }
+}
+
+// p: [q, k, v, slopes, state, o, newState]; i: [dtype, B, H, D, E]. newState may be state itself.
 void step(Context& c, const Args& a) {
   int dt = (int)a.i.at(0);
   int B = (int)a.i.at(1), H = (int)a.i.at(2), D = (int)a.i.at(3), E = (int)a.i.at(4);
   if (B * H == 0 || E == 0) return;
+  StepKind kind = stepKind(D, E, alignedTo(a.ptr<float>(4), 16) && alignedTo(a.ptr<float>(6), 16));
   dim3 block(32, 8);
-  if (E % 4 == 0 && E < 128) {
-    dim3 grid(B * H, (E + 63) / 64);
-    LTS_DISPATCH_FLOAT(dt, T, stepKernelVec4<T, 16><<<grid, block, 0, c.stream>>>(a.ptr<T>(0), a.ptr<T>(1), a.ptr<T>(2), a.ptr<float>(3), a.ptr<float>(4),
-                                                                                    a.ptr<T>(5), a.ptr<float>(6), D, E, H));
-  } else if (E % 4 == 0) {
-    dim3 grid(B * H, (E + 127) / 128);
-    LTS_DISPATCH_FLOAT(dt, T, stepKernelVec4<T, 32><<<grid, block, 0, c.stream>>>(a.ptr<T>(0), a.ptr<T>(1), a.ptr<T>(2), a.ptr<float>(3), a.ptr<float>(4),
-                                                                                    a.ptr<T>(5), a.ptr<float>(6), D, E, H));
-  } else {
+  if (kind == StepKind::Scalar) {
     dim3 grid(B * H, (E + 31) / 32);
     LTS_DISPATCH_FLOAT(dt, T, stepKernel<T><<<grid, block, 0, c.stream>>>(a.ptr<T>(0), a.ptr<T>(1), a.ptr<T>(2), a.ptr<float>(3), a.ptr<float>(4),
                                                                             a.ptr<T>(5), a.ptr<float>(6), D, E, H));
+  } else if (kind == StepKind::Vec4 && E < 128) {
+    dim3 grid(B * H, (E + 63) / 64);
+    LTS_DISPATCH_FLOAT(dt, T, stepKernelVec4<T, 16><<<grid, block, 0, c.stream>>>(a.ptr<T>(0), a.ptr<T>(1), a.ptr<T>(2), a.ptr<float>(3), a.ptr<float>(4),
+                                                                                    a.ptr<T>(5), a.ptr<float>(6), D, E, H));
+  } else if (kind == StepKind::Vec4) {
+    dim3 grid(B * H, (E + 127) / 128);
+    LTS_DISPATCH_FLOAT(dt, T, stepKernelVec4<T, 32><<<grid, block, 0, c.stream>>>(a.ptr<T>(0), a.ptr<T>(1), a.ptr<T>(2), a.ptr<float>(3), a.ptr<float>(4),
+                                                                                    a.ptr<T>(5), a.ptr<float>(6), D, E, H));
+  } else if (E < 128) {
+    LTS_DISPATCH_FLOAT(dt, T, (launchCandidate<T, 16>(c, a, kind, B * H, D, E, H)));
+  } else {
+    LTS_DISPATCH_FLOAT(dt, T, (launchCandidate<T, 32>(c, a, kind, B * H, D, E, H)));
   }
   LTS_CHECK(cudaGetLastError(), "lightningStep kernel launch");
 }
@@ -187,6 +349,23 @@ std::string lightningKernelName(Context& c, int dt, LightningDims d, bool backwa
   if (d.BH() == 0 || d.D == 0 || d.E == 0 || d.T == 0) return "none (empty: state copy only)";
   if (useV5(dt, d, backward)) return lightningV5Describe(c, dt, d, backward);
   return std::string("v1 CUDA cores (") + dtypeName(dt) + (dt == F32 ? ", double accumulation)" : ", f32 accumulation)");
+}
+
+// The decode step kernel that runs for these sizes under LIGHTNING_CUDA_STEP (16-byte aligned states
+// assumed), in words, for the harness: "stream (128 threads, 32 lanes per row, ...)".
+std::string lightningStepKernelName(int D, int E) {
+  StepKind k = stepKind(D, E, true);
+  int lanes = E < 128 ? 16 : 32;
+  std::string name = stepKindName(k), lanesText = std::to_string(k == StepKind::Scalar ? 32 : lanes) + " lanes per row";
+  switch (k) {
+    case StepKind::Scalar: return name + " (256 threads, " + lanesText + ", one f32 per lane)";
+    case StepKind::Vec4: return name + " (256 threads, " + lanesText + ", one float4 row at a time)";
+    case StepKind::Rows: return name + " (128 threads, " + lanesText + ", 4-row batches pipelined)";
+    case StepKind::Stream: return name + " (128 threads, " + lanesText + ", 4-row batches pipelined, .cs hints)";
+    case StepKind::Block: return name + " (512 threads, " + lanesText + ", 8-row batches, .cs hints)";
+    case StepKind::Pair: return name + " (256 threads, 2 heads per block, " + lanesText + ", 4-row batches pipelined, .cs hints)";
+  }
+  return name;
 }
 
 void registerLightning(Registry& r) {
