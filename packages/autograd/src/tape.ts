@@ -15,6 +15,7 @@
 import {
   add,
   addOpObserver,
+  addWriteObserver,
   type Backend,
   isFloat,
   keep,
@@ -93,9 +94,13 @@ export class Tape {
   readonly #traced = new Set<Tensor>();
   readonly #watched = new Set<Tensor>();
   #unobserve: (() => void) | null;
+  #unobserveWrites: (() => void) | null;
 
   constructor() {
     this.#unobserve = addOpObserver((r) => this.#record(r));
+    this.#unobserveWrites = addWriteObserver((op, reads, target) => {
+      if (paused === 0) this.#refuseWrite(op, "", reads, [target]);
+    });
     recording.add(this);
   }
 
@@ -111,6 +116,8 @@ export class Tape {
   stop(): void {
     this.#unobserve?.();
     this.#unobserve = null;
+    this.#unobserveWrites?.();
+    this.#unobserveWrites = null;
     recording.delete(this);
   }
 
@@ -167,15 +174,20 @@ export class Tape {
    * a recorded rule still needs: refused whenever it touches what this tape differentiates or keeps.
    */
   #refuseInPlace(r: OpRecord): void {
-    const why = `${r.op} with inPlace is not differentiable`;
-    if (r.inputs.some((t) => this.#traced.has(t))) {
-      throw new Error(`${why}: it reads a tensor that a gradient tape traces; run it out of place (inPlace: false) inside grad/valueAndGrad`);
+    this.#refuseWrite(r.op, " with inPlace", r.inputs, r.outputs);
+  }
+
+  /** Throws if a write outside the tape's records reads a traced tensor or overwrites one the tape holds. */
+  #refuseWrite(op: string, how: string, reads: readonly Tensor[], targets: readonly Tensor[]): void {
+    const why = `${op}${how} is not differentiable`;
+    if (reads.some((t) => this.#traced.has(t))) {
+      throw new Error(`${why}: it reads a tensor that a gradient tape traces; ${how ? "run it out of place (inPlace: false)" : "use ops"} inside grad/valueAndGrad`);
     }
     const held = new Set<unknown>();
     for (const t of this.#traced) if (!t.isDisposed) held.add(t.handle.storage);
     for (const node of this.#nodes) for (const t of node.saved.values()) if (!t.isDisposed) held.add(t.handle.storage);
-    if (r.outputs.some((t) => held.has(t.handle.storage))) {
-      throw new Error(`${why}: it wrote over a tensor that a gradient tape traces or saved for the backward pass, so that gradient would be wrong`);
+    if (targets.some((t) => held.has(t.handle.storage))) {
+      throw new Error(`${why}: it writes over a tensor that a gradient tape traces or saved for the backward pass, so that gradient would be wrong`);
     }
   }
 

@@ -1,5 +1,5 @@
-/** Ops written over existing storage (runOp's `into`, lightningStep's inPlace) are refused by a recording tape. */
-import { lightningStep, liveTensorCount, mul, scope, sum, type Tensor, tensor } from "@lightning-ts/tensor";
+/** Writes over existing storage (runOp's `into`, lightningStep's inPlace, copyInto) are refused by a recording tape. */
+import { copyInto, lightningStep, liveTensorCount, mul, scope, sum, type Tensor, tensor } from "@lightning-ts/tensor";
 import { describe, expect, it } from "vitest";
 import { grad } from "../src/index.js";
 import { rand } from "./helpers.js";
@@ -37,7 +37,7 @@ describe("in-place ops under a gradient tape", () => {
         lightningStep(q, k, v, slopes, state, { inPlace: true });
         return y;
       };
-      expect(() => grad(f)(rand(25, [B, H, D, E]))).toThrow(/lightningStep with inPlace is not differentiable: it wrote over a tensor that a gradient tape traces or saved/);
+      expect(() => grad(f)(rand(25, [B, H, D, E]))).toThrow(/lightningStep with inPlace is not differentiable: it writes over a tensor that a gradient tape traces or saved/);
     });
   });
 
@@ -53,7 +53,34 @@ describe("in-place ops under a gradient tape", () => {
         return y;
       };
       const g = grad(f)(rand(36, [B, H, D, E]));
-      expect(Array.from(g.dataSync())).toEqual(Array.from(state.dataSync()));
+      expect(Array.from(g!.dataSync())).toEqual(Array.from(state.dataSync()));
+    });
+  });
+
+  it("refuses copyInto from a traced tensor or over one the tape saved, and allows it elsewhere", () => {
+    scope(() => {
+      const state = rand(41, [B, H, D, E]);
+      const spare = rand(42, [B, H, D, E]);
+      const from = (x: Tensor) => {
+        copyInto(spare, x);
+        return sum(x);
+      };
+      expect(() => grad(from)(rand(43, [B, H, D, E]))).toThrow(/copyInto is not differentiable: it reads a tensor that a gradient tape traces/);
+      const over = (x: Tensor) => {
+        const y = sum(mul(x, state));
+        copyInto(state, spare);
+        return y;
+      };
+      expect(() => grad(over)(rand(44, [B, H, D, E]))).toThrow(/copyInto is not differentiable: it writes over a tensor that a gradient tape traces or saved/);
+      const elsewhere = (x: Tensor) => {
+        const y = sum(mul(x, state));
+        copyInto(spare, state);
+        return y;
+      };
+      expect(Array.from(grad(elsewhere)(rand(45, [B, H, D, E]))!.dataSync())).toEqual(Array.from(state.dataSync()));
+      // Outside a tape nothing is refused.
+      copyInto(state, spare);
+      expect(Array.from(state.dataSync())).toEqual(Array.from(spare.dataSync()));
     });
   });
 });

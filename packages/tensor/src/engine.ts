@@ -66,6 +66,27 @@ export function addOpObserver(fn: OpObserver): () => void {
   };
 }
 
+/**
+ * Told before a write outside the op set (`copyInto`) lands in `target`'s storage, with the tensors
+ * it reads: a gradient tape refuses writes it could not differentiate.
+ */
+export type WriteObserver = (op: string, reads: readonly Tensor[], target: Tensor) => void;
+const writeObservers: WriteObserver[] = [];
+
+/** Calls `fn` before every write outside the op set, until the returned function is called. */
+export function addWriteObserver(fn: WriteObserver): () => void {
+  writeObservers.push(fn);
+  return () => {
+    const i = writeObservers.indexOf(fn);
+    if (i >= 0) writeObservers.splice(i, 1);
+  };
+}
+
+/** Tells the write observers (which may throw to refuse the write) before `op` writes `target`. */
+export function notifyWrite(op: string, reads: readonly Tensor[], target: Tensor): void {
+  for (const fn of [...writeObservers]) fn(op, reads, target);
+}
+
 export interface RunOpOptions {
   /**
    * Where to write the outputs: `into[i]`, when given, is a live tensor of output i's shape and

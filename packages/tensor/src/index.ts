@@ -32,7 +32,17 @@ export {
   type CpuGroupShared,
 } from "./collectives-cpu.js";
 export { formatProfile, profileOps, type OpProfile, type OpProfileRow } from "./profile.js";
-export { addOpObserver, getBackend, setBackend, setDefaultBackendFactory, type OpObserver, type OpRecord, type RunOpOptions } from "./engine.js";
+export {
+  addOpObserver,
+  addWriteObserver,
+  getBackend,
+  setBackend,
+  setDefaultBackendFactory,
+  type OpObserver,
+  type OpRecord,
+  type RunOpOptions,
+  type WriteObserver,
+} from "./engine.js";
 export {
   Tensor,
   beginScope,

@@ -3,10 +3,12 @@
  * replayed as a CUDA graph): `copyInto` copies elements between tensors on the device, and
  * `leadingRows` is a handle to the first rows of a tensor, sharing its storage.
  *
- * Neither goes through the op set, so a gradient tape does not see them: use them on values no
- * gradient flows through (decoding state, caches), not inside `grad`.
+ * Neither is an op: no gradient flows through them. A gradient tape refuses a `copyInto` that reads
+ * or overwrites what it differentiates or keeps; use them on values no gradient flows through
+ * (decoding state, caches).
  */
 import { byteSize } from "../dtype.js";
+import { notifyWrite } from "../engine.js";
 import { argError, fmtShape } from "../errors.js";
 import { Tensor } from "../tensor.js";
 
@@ -71,6 +73,7 @@ export function copyInto(dst: Tensor, src: Tensor, options: CopyIntoOptions = {}
   if (!be.copyWithin) {
     throw new Error(`copyInto: the ${be.name} backend cannot copy within device memory (it has no copyWithin); copy through the host with data() and a new tensor instead`);
   }
+  notifyWrite(op, [src], dst);
   if (n === 0) return;
   const size = byteSize(dst.dtype);
   be.copyWithin(d.storage, dstOffset * size, s.storage, srcOffset * size, n * size);
