@@ -8,7 +8,9 @@
  * all-reduced with `allReduceAsync` and waited for before the optimizer. Under `valueAndGrad` a
  * bucket starts as soon as the last of its gradients is final (autograd's `onLeafGrad`), so on a
  * GPU its all-reduce overlaps the rest of the backward pass; buckets start strictly in order, so
- * every rank issues the same collectives in the same order.
+ * every rank issues the same collectives in the same order. That order is the tree's: list the
+ * parameters in the order the forward pass first uses them, since one listed late but finished
+ * last (a model's embedding after its layers) holds back every bucket until the pass ends.
  *
  * The loss each rank differentiates must be its part of the global mean (its sum over targets
  * divided by the global target count, `partialLoss`), so the gradients are summed, not averaged.
