@@ -151,26 +151,30 @@ __global__ void __launch_bounds__(THREADS) stepKernelRows(const T* q, const T* k
   extern __shared__ float qk[];  // [q, k][HEADS][D] as f32
   __shared__ float4 part[HEADS][G][LANES];
   const int lane = threadIdx.x, g = threadIdx.y, hh = threadIdx.z;
-  const int bh0 = blockIdx.x * HEADS;
+  const int bh0 = blockIdx.x * HEADS, bh = bh0 + hh, e = (blockIdx.y * LANES + lane) * 4;
+  const bool active = bh < BH && e < E;
+  const int64_t stride = E / 4;
+  const float4* Sb = reinterpret_cast<const float4*>(S + (active ? (int64_t)bh * D * E + e : 0));
+  float4* Snb = reinterpret_cast<float4*>(Sn + (active ? (int64_t)bh * D * E + e : 0));
+  // The first batch, v and the decay are in flight while q and k are staged.
+  float4 cur[R], ve = make_float4(0, 0, 0, 0);
+  float lambda = 0;
+  if (active) {
+    loadRows<R, G, STREAMING>(cur, Sb, stride, g, D);
+    const T* vr = v + (int64_t)bh * E + e;
+    ve = make_float4(toF(vr[0]), toF(vr[1]), toF(vr[2]), toF(vr[3]));
+    lambda = expf(-slopes[bh % H]);
+  }
   for (int i = (hh * G + g) * LANES + lane; i < HEADS * D; i += THREADS) {
     bool in = bh0 + i / D < BH;
     qk[i] = in ? toF(q[(int64_t)bh0 * D + i]) : 0.0f;
     qk[HEADS * D + i] = in ? toF(k[(int64_t)bh0 * D + i]) : 0.0f;
   }
   __syncthreads();
-  const int bh = bh0 + hh, e = (blockIdx.y * LANES + lane) * 4;
   float4 acc = make_float4(0, 0, 0, 0);
-  if (bh < BH && e < E) {
+  if (active) {
     const float* qs = qk + hh * D;
     const float* ks = qk + (HEADS + hh) * D;
-    const float lambda = expf(-slopes[bh % H]);
-    const T* vr = v + (int64_t)bh * E + e;
-    const float4 ve = make_float4(toF(vr[0]), toF(vr[1]), toF(vr[2]), toF(vr[3]));
-    const float4* Sb = reinterpret_cast<const float4*>(S + (int64_t)bh * D * E + e);
-    float4* Snb = reinterpret_cast<float4*>(Sn + (int64_t)bh * D * E + e);
-    const int64_t stride = E / 4;
-    float4 cur[R];
-    loadRows<R, G, STREAMING>(cur, Sb, stride, g, D);
     for (int d0 = g; d0 < D; d0 += G * R) {
       float4 next[R];
       if constexpr (PIPELINED) loadRows<R, G, STREAMING>(next, Sb, stride, d0 + G * R, D);
@@ -195,7 +199,7 @@ __global__ void __launch_bounds__(THREADS) stepKernelRows(const T* q, const T* k
   }
   part[hh][g][lane] = acc;
   __syncthreads();
-  if (g == 0 && bh < BH && e < E) {
+  if (g == 0 && active) {
     float4 sum = make_float4(0, 0, 0, 0);
 #pragma unroll
     for (int r = 0; r < G; r++) {
