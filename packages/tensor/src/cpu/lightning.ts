@@ -356,6 +356,8 @@ export function createLightningKernels(matmul: Matmul) {
 }
 
 // q, k: (B, H, D); v: (B, H, E); slopes: (H); state: (B, H, D, E) → o: (B, H, E), newState: (B, H, D, E)
+// newState may be state's own storage (ALIASED_OUTPUTS): the scalar step copies the state before
+// writing, and the fused one reads each state element just before it writes the same element.
 const stepKernel: Kernel<"lightningStep", CpuStorage> = (call) => {
   if (call.inputs[4].dtype === "f64") stepScalar(call);
   else stepFused(call);
