@@ -12,7 +12,7 @@ import { describeBackends, seeded } from "@lightning-ts/testing";
 import { FIXTURE_DIR } from "@lightning-ts/testing/tnl-fixture";
 import { BatchDecoder, disposeParams, disposeState, loadCheckpoint, prefill, step, type TnlState } from "@lightning-ts/tnl";
 import { expect, it } from "vitest";
-import type { CudaBackend } from "../src/index.js";
+import type { CudaBackend, CudaStorage } from "../src/index.js";
 import "./setup.js";
 
 const cpu = T.createCpuBackend();
@@ -36,7 +36,7 @@ await describeBackends("CUDA graphs", (backend) => {
     const bystanders = [1, 2, 3].map((v) => T.full([n], v, { backend: gpu() }));
     for (let round = 0; round < 3; round++) {
       const fresh = rng.array(n);
-      gpu().write(x.handle.storage, new Uint8Array(Float32Array.from(fresh).buffer));
+      gpu().write(x.handle.storage as CudaStorage, new Uint8Array(Float32Array.from(fresh).buffer));
       graph.replay();
       const want = T.add(T.mul(T.tensor(fresh, [n], { backend: cpu }), 3), T.exp(T.tensor(await y.data(), [n], { backend: cpu })));
       expect(Array.from(await floats(out))).toEqual(Array.from(await floats(want)));
