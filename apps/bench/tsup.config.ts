@@ -1,7 +1,8 @@
 import { defineConfig } from "tsup";
 
 export default defineConfig({
-  entry: ["src/main.ts"],
+  // The serve suite's load generator runs in worker threads, from a file of its own.
+  entry: { main: "src/main.ts", "serve-load-worker": "src/serve/load-worker.ts" },
   format: ["esm"],
   sourcemap: true,
   clean: true,
