@@ -19,6 +19,8 @@ export interface LoadOptions {
   warmup: boolean;
   /** Disconnect streams spread over the level: start times in ms after the start, chunks read before aborting. */
   disconnects?: { atMs: number; afterChunks: number }[];
+  /** Called once every client is ready, just before they start (e.g. to read the server's CPU time). */
+  onStart?: () => void;
 }
 
 export interface LoadResult {
@@ -116,6 +118,7 @@ export async function runLoad(o: LoadOptions): Promise<LoadResult> {
   for (const d of done) d.catch(() => {});
   try {
     await Promise.all(ready);
+    o.onStart?.();
     const cpu0 = process.cpuUsage();
     const goAt = performance.timeOrigin + performance.now();
     for (const w of workers) w.postMessage("go");

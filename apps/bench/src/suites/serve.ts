@@ -130,6 +130,7 @@ function streamFields(r: LoadResult, maxTokens: number): Partial<BenchResult> {
     seconds: r.seconds,
     client_threads: r.threads,
     client_cpu_pct: r.clientCpuPct,
+    ...(r.withoutUsage > 0 ? { requests_without_usage: r.withoutUsage } : {}),
     ...(r.firstError !== null ? { error: r.firstError } : {}),
   };
 }
@@ -139,14 +140,14 @@ async function streamPhase(s: ServerProcess, o: Resolved, base: Base, log: (l: s
   const rows: BenchResult[] = [];
   const body = streamBody(o.maxTokens);
   for (const c of o.concurrency) {
-    const cpu0 = processCpuSeconds(s.child.pid);
+    let cpu0: number | null = null;
     try {
-      const r = await runLoad({ url: s.url, body, maxTokens: o.maxTokens, concurrency: c, seconds: o.levelSeconds, threads: o.clientThreads, warmup: true });
+      const onStart = () => (cpu0 = processCpuSeconds(s.child.pid));
+      const r = await runLoad({ url: s.url, body, maxTokens: o.maxTokens, concurrency: c, seconds: o.levelSeconds, threads: o.clientThreads, warmup: true, onStart });
       const cpu1 = processCpuSeconds(s.child.pid);
       const f = streamFields(r, o.maxTokens);
       const ms = (x: unknown) => (typeof x === "number" ? `${x.toFixed(2)} ms` : "–");
       log(`serve: stream, concurrency ${c}: ${r.requests} requests, ${(r.tokens / r.seconds).toFixed(0)} tokens/s, TTFT p50 ${ms(f.ttft_p50_ms)}, ITL p50 ${ms(f.itl_p50_ms)}, client CPU ${r.clientCpuPct.toFixed(0)}%, ${r.errors} errors`);
-      // The server's CPU over the whole level, its warm-up requests included (they are a small part).
       const serverCpu = cpu0 !== null && cpu1 !== null ? ((cpu1 - cpu0) / r.seconds) * 100 : null;
       rows.push(result({ ...base, impl: "http stream", ...f, server_cpu_pct: serverCpu, ok: r.errors === 0 && f.tokens_exact === true && r.requests > 0 }));
     } catch (err) {
