@@ -68,8 +68,10 @@ function expectStreamFields(r: BenchResult, maxTokens: number): void {
   const [t50, t99, i50, i99] = [r.ttft_p50_ms, r.ttft_p99_ms, r.itl_p50_ms, r.itl_p99_ms] as number[];
   expect(t50).toBeGreaterThan(0);
   expect(t99).toBeGreaterThanOrEqual(t50);
-  expect(i50).toBeGreaterThan(0);
+  // Two chunks read in one socket read share a time (a busy CI machine), so only the tail must be above zero.
+  expect(i50).toBeGreaterThanOrEqual(0);
   expect(i99).toBeGreaterThanOrEqual(i50);
+  expect(i99).toBeGreaterThan(0);
   expect(r.stream_tokens_per_s).toBeGreaterThan(0);
   expect(r.client_cpu_pct).toBeGreaterThan(0);
   expect(r.client_threads).toBe(Math.min(2, r.concurrency as number));
