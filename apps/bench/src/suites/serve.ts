@@ -21,6 +21,7 @@
  * once under runs/bench/serve-436m), else runs/default/model, else a small bench model (runs/bench/serve-model).
  */
 import { existsSync, mkdirSync, writeFileSync } from "node:fs";
+import { availableParallelism } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { BACKEND_NAMES, isBackendName } from "@lightning-ts/backends";
@@ -130,6 +131,8 @@ function streamFields(r: LoadResult, maxTokens: number): Partial<BenchResult> {
     seconds: r.seconds,
     client_threads: r.threads,
     client_cpu_pct: r.clientCpuPct,
+    // client_cpu_pct is in percent of one core: out of host_cores * 100 for the whole machine.
+    host_cores: availableParallelism(),
     ...(r.withoutUsage > 0 ? { requests_without_usage: r.withoutUsage } : {}),
     ...(r.firstError !== null ? { error: r.firstError } : {}),
   };
