@@ -16,7 +16,8 @@ export default defineConfig({
   esbuildOptions(options) {
     options.alias = {
       vitest: here("./scripts/vitest-shim.ts"),
-      "@lightning-ts/tensor": here("../tensor/src/index.ts"),
+      // A directory, so subpaths (@lightning-ts/tensor/testing) resolve inside it.
+      "@lightning-ts/tensor": here("../tensor/src"),
       "@lightning-ts/testing": here("../testing/src/index.ts"),
     };
   },

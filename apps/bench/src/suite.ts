@@ -84,6 +84,25 @@ export function time(fn: () => void, warmup: number, reps: number): Timing {
   return summarise(times);
 }
 
+/**
+ * Times `fn` on a backend whose kernels only enqueue (a GPU): each timed rep enqueues `calls` calls,
+ * waits for the device, and counts the mean per call. Times in ms.
+ */
+export async function timeQueued(backend: { sync(): Promise<void> }, fn: () => void, calls: number, warmup: number, reps: number): Promise<Timing> {
+  for (let i = 0; i < warmup; i++) {
+    fn();
+    await backend.sync();
+  }
+  const times: number[] = [];
+  for (let i = 0; i < reps; i++) {
+    const t0 = performance.now();
+    for (let j = 0; j < calls; j++) fn();
+    await backend.sync();
+    times.push((performance.now() - t0) / calls);
+  }
+  return summarise(times);
+}
+
 export function summarise(times: number[]): Timing {
   const sorted = [...times].sort((x, y) => x - y);
   const mid = sorted.length >> 1;
