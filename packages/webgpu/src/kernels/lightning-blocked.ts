@@ -13,7 +13,8 @@
  * Steps 1 and 3 are register-tiled products (each invocation a 4×8 or 8×8 block of vec4
  * accumulators, operands staged through workgroup memory as vec4), the matmul kernel's scheme.
  * The block states take B·H·⌈T/64⌉·D·E·4 bytes of scratch (1 GiB at B·T = 65,536, H = 16,
- * D = E = 128); where that exceeds a storage binding the plain scan runs instead.
+ * D = E = 128); above 1 GiB (or a storage binding) the batch·heads run in chunks, and a single
+ * sequence whose states alone exceed that (T > 2^20 at D = E = 128) takes the plain scan.
  *
  * Letters: B batch, H heads, T time, D query/key head dim, E value head dim, C block size (64).
  */
@@ -24,6 +25,14 @@ import { groups } from "./common.js";
 const C = 64;
 /** Tile edge (state rows and columns, output columns) of steps 1 and 3. */
 const TILE = 128;
+
+/** Most scratch bytes for block states at once (the benchmark shape's 1 GiB runs as one chunk). */
+let scratchCap = 2 ** 30;
+
+/** Test hook: a small cap makes small inputs run in several chunks. */
+export function setBlockedScratchBytes(bytes: number): void {
+  scratchCap = bytes;
+}
 
 /** Workgroup bytes of the largest step (3: masked scores 64×64, a 768-vector staging area). */
 export const BLOCKED_WORKGROUP_BYTES = (C * C + 768 * 4) * 4;
@@ -47,7 +56,7 @@ export function blockedForwardApplies(dtypes: readonly string[], d: { BH: number
     d.D % 4 === 0 &&
     d.E % 4 === 0 &&
     BLOCKED_WORKGROUP_BYTES <= limits.maxWorkgroupBytes &&
-    d.BH * Math.ceil(d.T / C) * d.D * d.E * 4 <= limits.maxBindingBytes
+    Math.ceil(d.T / C) * d.D * d.E * 4 <= Math.min(limits.maxBindingBytes, scratchCap)
   );
 }
 
@@ -64,11 +73,20 @@ const FMA_4x8 = `for (var i = 0u; i < 4u; i = i + 1u) {
       }`;
 
 export function blockedForward(rt: Runtime, f: BlockedForward): void {
-  const { BH, H, T, D, E } = f.dims;
+  const { BH, T, D, E } = f.dims;
+  const perHead = Math.ceil(T / C) * D * E * 4;
+  // Batch·heads run in chunks whose block states fit one binding and the scratch cap; a chunk
+  // of one sequence or more keeps every step parallel over its blocks.
+  const chunk = Math.max(1, Math.floor(Math.min(rt.device.limits.maxStorageBufferBindingSize, scratchCap) / perHead));
+  for (let bh0 = 0; bh0 < BH; bh0 += chunk) blockedChunk(rt, f, bh0, Math.min(chunk, BH - bh0));
+}
+
+function blockedChunk(rt: Runtime, f: BlockedForward, bh0: number, count: number): void {
+  const { H, T, D, E } = f.dims;
   const nB = Math.ceil(T / C);
   const dTiles = Math.ceil(D / TILE);
   const eTiles = Math.ceil(E / TILE);
-  const kv = rt.acquire(BH * nB * D * E * 4);
+  const kv = rt.acquire(count * nB * D * E * 4);
   const V = TILE / 4;
 
   // 1. Per-block states KV_j (D × E), one 128×128 tile per workgroup; tokens are the inner dim.
@@ -85,11 +103,12 @@ export function blockedForward(rt: Runtime, f: BlockedForward): void {
       workgroupSize: 256,
       decls: `var<workgroup> As: array<vec4<f32>, ${16 * V}>;  // decayed k rows: [p][d/4]
 var<workgroup> Bs: array<vec4<f32>, ${16 * V}>;  // v rows: [p][e/4]`,
-      // Params: T, D, E, H, BH, nB, dTiles, eTiles.
+      // Params: T, D, E, H, heads in this chunk, nB, dTiles, eTiles, first batch·head of the chunk.
       body: `  let T = pu(0u); let D4 = pu(1u) / 4u; let E4 = pu(2u) / 4u; let nB = pu(5u); let eT = pu(7u);
   let perBh = nB * pu(6u) * eT;
-  let bh = wg / perBh;
-  if (bh >= pu(4u)) { return; }
+  let lb = wg / perBh;
+  if (lb >= pu(4u)) { return; }
+  let bh = pu(8u) + lb;
   var r = wg % perBh;
   let blk = r / (pu(6u) * eT);
   r = r % (pu(6u) * eT);
@@ -131,7 +150,7 @@ var<workgroup> Bs: array<vec4<f32>, ${16 * V}>;  // v rows: [p][e/4]`,
     let d = d04 * 4u + select(ty * 4u + i, 64u + ty * 4u + i - 4u, i >= 4u);
     for (var h = 0u; h < 2u; h = h + 1u) {
       let c4 = e04 + h * 16u + tx;
-      if (d < D && c4 < E4) { kv[((bh * nB + blk) * D + d) * E4 + c4] = bitcast<vec4<u32>>(acc[i * 2u + h]); }
+      if (d < D && c4 < E4) { kv[((lb * nB + blk) * D + d) * E4 + c4] = bitcast<vec4<u32>>(acc[i * 2u + h]); }
     }
   }`,
     }),
@@ -141,12 +160,12 @@ var<workgroup> Bs: array<vec4<f32>, ${16 * V}>;  // v rows: [p][e/4]`,
       { buffer: f.slopes.storage, access: "read" },
       { buffer: kv, access: "rw" },
     ],
-    params: [T, D, E, H, BH, nB, dTiles, eTiles],
-    workgroups: BH * nB * dTiles * eTiles,
+    params: [T, D, E, H, count, nB, dTiles, eTiles, bh0],
+    workgroups: count * nB * dTiles * eTiles,
   });
 
   // 2. The carried state: a sequential scan over blocks, in parallel over every vec4 of every state.
-  const vectors = (BH * D * E) / 4;
+  const vectors = (count * D * E) / 4;
   rt.dispatch({
     key: "lightning_blocked_scan",
     shader: () => ({
@@ -158,32 +177,33 @@ var<workgroup> Bs: array<vec4<f32>, ${16 * V}>;  // v rows: [p][e/4]`,
         { name: "sT", access: "rw", vec4: true },
       ],
       workgroupSize: 256,
-      // Params: T, D·E/4, H, vectors, nB, has initial state.
+      // Params: T, D·E/4, H, vectors in this chunk, nB, has initial state, first batch·head of the chunk.
       body: `  let DE4 = pu(1u);
   if (gid >= pu(3u)) { return; }
   let T = pu(0u); let nB = pu(4u);
-  let bh = gid / DE4;
+  let lb = gid / DE4;
+  let bh = pu(6u) + lb;
   let i = gid % DE4;
   let slope = slopes_f(bh % pu(2u));
   let full = exp(-slope * ${C}.0);
   var S = vec4<f32>(0.0);
-  if (pu(5u) == 1u) { S = bitcast<vec4<f32>>(s0[gid]); }
+  if (pu(5u) == 1u) { S = bitcast<vec4<f32>>(s0[bh * DE4 + i]); }
   // Four blocks' loads are issued before their updates: the loop is bound by memory latency.
   for (var j0 = 0u; j0 < nB; j0 = j0 + 4u) {
     var kvs: array<vec4<f32>, 4>;
     for (var j = 0u; j < 4u; j = j + 1u) {
-      if (j0 + j < nB) { kvs[j] = bitcast<vec4<f32>>(kv[(bh * nB + j0 + j) * DE4 + i]); }
+      if (j0 + j < nB) { kvs[j] = bitcast<vec4<f32>>(kv[(lb * nB + j0 + j) * DE4 + i]); }
     }
     for (var j = 0u; j < 4u; j = j + 1u) {
       let b = j0 + j;
       if (b < nB) {
-        kv[(bh * nB + b) * DE4 + i] = bitcast<vec4<u32>>(S);
+        kv[(lb * nB + b) * DE4 + i] = bitcast<vec4<u32>>(S);
         let m = min(${C}u, T - b * ${C}u);
         S = select(exp(-slope * f32(m)), full, m == ${C}u) * S + kvs[j];
       }
     }
   }
-  sT[gid] = bitcast<vec4<u32>>(S);`,
+  sT[bh * DE4 + i] = bitcast<vec4<u32>>(S);`,
     }),
     bindings: [
       { buffer: f.slopes.storage, access: "read" },
@@ -192,7 +212,7 @@ var<workgroup> Bs: array<vec4<f32>, ${16 * V}>;  // v rows: [p][e/4]`,
       { buffer: kv, access: "rw" },
       { buffer: f.finalState, access: "rw" },
     ],
-    params: [T, (D * E) / 4, H, vectors, nB, f.init ? 1 : 0],
+    params: [T, (D * E) / 4, H, vectors, nB, f.init ? 1 : 0, bh0],
     workgroups: groups(vectors),
   });
 
@@ -219,11 +239,12 @@ var<workgroup> Bs: array<vec4<f32>, ${16 * V}>;  // v rows: [p][e/4]`,
       workgroupSize: 256,
       decls: `var<workgroup> Ps: array<vec4<f32>, ${(C * C) / 4}>;  // masked decayed scores: [p'][p/4]
 var<workgroup> St: array<vec4<f32>, 768>;  // staging: q slice [d][p/4] at 0, k slice at 256, then state or v rows [·][e/4] at 256`,
-      // Params: T, D, E, H, BH, nB, eTiles.
+      // Params: T, D, E, H, heads in this chunk, nB, eTiles, first batch·head of the chunk.
       body: `  let T = pu(0u); let D = pu(1u); let D4 = D / 4u; let E4 = pu(2u) / 4u; let nB = pu(5u); let eT = pu(6u);
   let perBh = nB * eT;
-  let bh = wg / perBh;
-  if (bh >= pu(4u)) { return; }
+  let lb = wg / perBh;
+  if (lb >= pu(4u)) { return; }
+  let bh = pu(7u) + lb;
   let blk = (wg % perBh) / eT;
   let e04 = ((wg % perBh) % eT) * ${V}u;
   let t0 = blk * ${C}u;
@@ -278,7 +299,7 @@ var<workgroup> St: array<vec4<f32>, 768>;  // staging: q slice [d][p/4] at 0, k 
       let d = d0 + e / ${V}u;
       let c4 = e04 + e % ${V}u;
       var s = vec4<f32>(0.0);
-      if (d < D && c4 < E4) { s = bitcast<vec4<f32>>(st[((bh * nB + blk) * D + d) * E4 + c4]); }
+      if (d < D && c4 < E4) { s = bitcast<vec4<f32>>(st[((lb * nB + blk) * D + d) * E4 + c4]); }
       St[256u + e] = s;
     }
     workgroupBarrier();
@@ -330,8 +351,8 @@ var<workgroup> St: array<vec4<f32>, 768>;  // staging: q slice [d][p/4] at 0, k 
       { buffer: kv, access: "read" },
       { buffer: f.out, access: "rw" },
     ],
-    params: [T, D, E, H, BH, nB, eTiles],
-    workgroups: BH * nB * eTiles,
+    params: [T, D, E, H, count, nB, eTiles, bh0],
+    workgroups: count * nB * eTiles,
   });
   rt.release(kv);
 }
