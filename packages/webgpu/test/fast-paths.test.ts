@@ -193,6 +193,15 @@ suite(`WebGPU fast paths against their plain twins${fast ? "" : ` [skipped: ${re
       [1, 2, 257, 16, 16, true],
       [3, 3, 70, 12, 20, true, 2 * 2 * 12 * 20 * 4],
     ] as [number, number, number, number, number, boolean, number?][];
+    // bf16 inputs (widened to f32 for the blocked kernels) and a bf16 output: the GPU and the CPU
+    // round the same f32/f64 sums to bf16, so they differ only where a sum lies within the other's
+    // rounding error of a rounding boundary, by one bf16 step (2^-8) in a small fraction of the
+    // elements (about 1e-5 relative RMS here). 5e-4 allows ~2% of them to flip; a wrong index or
+    // decay moves whole values.
+    const bf16Cases = [
+      [2, 3, 65, 12, 20, true],
+      [1, 2, 130, 8, 132, false],
+    ] as const;
     let seed = 60;
     for (const [B, H, Tn, D, E, withInit, scratch] of cases) {
       // A scratch cap below B·H sequences' block states makes the forward run in chunks of batch·heads.
@@ -217,7 +226,29 @@ suite(`WebGPU fast paths against their plain twins${fast ? "" : ` [skipped: ${re
       }
     }
     setBlockedScratchBytes(2 ** 30);
+    for (const [B, H, Tn, D, E, withInit] of bf16Cases) {
+      const q = values(B * H * Tn * D, seed++);
+      const k = values(B * H * Tn * D, seed++);
+      const v = values(B * H * Tn * E, seed++);
+      const s0 = values(B * H * D * E, seed++);
+      const slopes = T.tnlSlopes(H, 1, 3);
+      for (const part of ["output", "state"] as const) {
+        const [f, p, c] = await threeWays((be) => {
+          const ins = [on(be, q, [B, H, Tn, D], "bf16"), on(be, k, [B, H, Tn, D], "bf16"), on(be, v, [B, H, Tn, E], "bf16"), T.tensor(slopes, [H], { backend: be })];
+          const init = withInit ? on(be, s0, [B, H, D, E]) : undefined;
+          const r = T.lightningAttention(ins[0], ins[1], ins[2], ins[3], { returnState: true, initialState: init });
+          const keep = r[part];
+          for (const t of [...ins, init, r.output, r.state]) if (t && t !== keep) t.dispose();
+          return keep;
+        });
+        const what = `bf16 B ${B} H ${H} T ${Tn} D ${D} E ${E}${withInit ? " with initial state" : ""}: ${part}`;
+        const tol = part === "output" ? 5e-4 : TOL;
+        expect(relRms(f, c), what).toBeLessThan(tol);
+        expect(relRms(p, c), what).toBeLessThan(tol);
+      }
+    }
     const keys = fast!.runtime.pipelineKeys();
+    expect(keys).toContain("widen_f32:bf16");
     for (const step of ["kv", "scan", "out"]) expect(keys).toContain(`lightning_blocked_${step}`);
     expect(plain!.runtime.pipelineKeys().some((key) => key.startsWith("lightning_blocked"))).toBe(false);
   });

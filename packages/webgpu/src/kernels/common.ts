@@ -113,3 +113,27 @@ export function copyWords(rt: Runtime, src: GPUBuffer, from: number, dst: GPUBuf
     workgroups: groups(n - done),
   });
 }
+
+/** A new f32 copy of a float tensor (f16/bf16 decoded exactly), for kernels that read f32 vectors; release its storage after use. */
+export function widenToF32(rt: Runtime, x: Ref): Ref {
+  const storage = rt.acquire(x.size * 4);
+  rt.dispatch({
+    key: `widen_f32:${x.dtype}`,
+    shader: () => ({
+      doc: [`x: (n) ${x.dtype}`, "y: (n) f32"],
+      bindings: [
+        { name: "x", dtype: x.dtype, access: "read" },
+        { name: "y", access: "rw" },
+      ],
+      workgroupSize: WG,
+      body: `  if (gid < pu(0u)) { y[gid] = bitcast<u32>(x_f(gid)); }`,
+    }),
+    bindings: [
+      { buffer: x.storage, access: "read" },
+      { buffer: storage, access: "rw" },
+    ],
+    params: [x.size],
+    workgroups: groups(x.size),
+  });
+  return { storage, shape: x.shape, dtype: "f32", size: x.size };
+}

@@ -1,6 +1,6 @@
 /**
  * Lightning Attention forward, blocked (docs/ALGORITHM.md LA-2 with blocks of C = 64 tokens), for
- * f32 q, k, v with D and E multiples of 4. The plain scan (lightning.ts) walks the blocks of a
+ * f32 q, k, v (f16/bf16 are widened first) with D and E multiples of 4. The plain scan (lightning.ts) walks the blocks of a
  * sequence in order inside one workgroup; here every block is independent work except one cheap
  * elementwise scan, so a single long sequence (B = 1) fills the GPU as well as many short ones:
  *
@@ -51,7 +51,8 @@ export interface BlockedForward {
 /** Whether the blocked forward runs these inputs on a device with these limits. */
 export function blockedForwardApplies(dtypes: readonly string[], d: { BH: number; T: number; D: number; E: number }, limits: { maxWorkgroupBytes: number; maxBindingBytes: number }): boolean {
   return (
-    dtypes.every((t) => t === "f32") &&
+    // f16/bf16 inputs are widened to f32 by the caller.
+    dtypes.every((t) => t === "f32" || t === "f16" || t === "bf16") &&
     d.T > 0 &&
     d.D % 4 === 0 &&
     d.E % 4 === 0 &&

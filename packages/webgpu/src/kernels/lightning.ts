@@ -3,9 +3,10 @@
  *
  *   S_t = λ S_{t−1} + k_tᵀ v_t,   o_t = q_t S_t,   λ = exp(−slope)
  *
- * The forward of f32 inputs with D and E multiples of 4 runs blocked instead (lightning-blocked.ts;
- * this scan is its plain twin). Forward and the three backward sweeps here are one chunked scan
- * (LA-2) over blocks of C = 16 tokens taken in processing order p (forward or reversed time):
+ * The forward with D and E multiples of 4 runs blocked instead (lightning-blocked.ts, f16/bf16
+ * inputs widened to f32 first; this scan is its plain twin). Forward and the three backward sweeps
+ * here are one chunked scan (LA-2) over blocks of C = 16 tokens taken in processing order p
+ * (forward or reversed time):
  *
  *   out_p = Σ_{p'≤p} λ^{p−p'} (a_p · b_p') c_p'  +  λ^{p+α} a_p S        (intra-block + carried state)
  *   S    ← λ^m S + Σ_{p'<m} λ^{m−1−p'+β} b_p'ᵀ c_p'                        (m tokens in the block)
@@ -26,7 +27,7 @@
  */
 import { type Kernel, type KernelTable, type TensorRef } from "@lightning-ts/tensor";
 import type { Runtime } from "../runtime.js";
-import { groups, type Ref, viaF32 } from "./common.js";
+import { groups, type Ref, viaF32, widenToF32 } from "./common.js";
 import { blockedForward, blockedForwardApplies } from "./lightning-blocked.js";
 
 const C = 16;
@@ -297,8 +298,11 @@ export function lightningKernels(rt: Runtime, maxWorkgroupBytes: number) {
   const lightningAttention: Kernel<"lightningAttention", GPUBuffer> = ({ inputs: [q, k, v, slopes, s0], outputs: [o, state] }) => {
     const { BH, H, T, D, E } = dimsOf(q, v);
     const limits = { maxWorkgroupBytes, maxBindingBytes: rt.device.limits.maxStorageBufferBindingSize };
-    if (!rt.plainKernels && blockedForwardApplies([q.dtype, k.dtype, v.dtype, o.dtype], { BH, T, D, E }, limits)) {
-      blockedForward(rt, { q, k, v, slopes, init: s0?.storage ?? null, out: o.storage, finalState: state.storage, dims: { BH, H, T, D, E } });
+    if (!rt.plainKernels && blockedForwardApplies([q.dtype, k.dtype, v.dtype], { BH, T, D, E }, limits)) {
+      // f16/bf16 inputs are widened to f32 once: a few passes over q, k, v, small beside the products.
+      const [qf, kf, vf] = [q, k, v].map((x) => (x.dtype === "f32" ? x : widenToF32(rt, x)));
+      viaF32(rt, o, (out) => blockedForward(rt, { q: qf, k: kf, v: vf, slopes, init: s0?.storage ?? null, out, finalState: state.storage, dims: { BH, H, T, D, E } }));
+      for (const [wide, x] of [[qf, q], [kf, k], [vf, v]]) if (wide !== x) rt.release(wide.storage);
       return;
     }
     viaF32(rt, o, (out) =>
