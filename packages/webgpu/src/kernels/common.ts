@@ -137,3 +137,48 @@ export function widenToF32(rt: Runtime, x: Ref): Ref {
   });
   return { storage, shape: x.shape, dtype: "f32", size: x.size };
 }
+
+const XYZW = ["x", "y", "z", "w"];
+
+/**
+ * WGSL: n vec4 accumulators `name0 … name{n−1}`, zero. Named variables with the products below
+ * unrolled, not an array indexed in loops: no shader compiler then has a reason to spill them
+ * from registers.
+ */
+export function accumulators(n: number, name = "acc"): string {
+  return Array.from({ length: n }, (_, i) => `var ${name}${i} = vec4<f32>(0.0);`).join("\n  ");
+}
+
+/**
+ * WGSL: the outer-product update of a register tile, unrolled: for row r (component r mod 4 of
+ * `rows[r / 4]`) and column vector `cols[h]`, accumulator r·cols.length + h += row · column.
+ */
+export function outerProductFma(rows: readonly string[], cols: readonly string[], name = "acc"): string {
+  const lines: string[] = [];
+  for (let r = 0; r < rows.length * 4; r++) {
+    for (let h = 0; h < cols.length; h++) {
+      const acc = `${name}${r * cols.length + h}`;
+      lines.push(`${acc} = fma(vec4<f32>(${rows[r >> 2]}.${XYZW[r & 3]}), ${cols[h]}, ${acc});`);
+    }
+  }
+  return lines.join("\n      ");
+}
+
+/** The component letter of index i (0…3) of a vec4. */
+export const component = (i: number) => XYZW[i];
+
+/**
+ * WGSL: the stores of an 8×8 register tile, unrolled: rows ty·4 + r and 64 + ty·4 + r (r < 4),
+ * columns tx·4 and 64 + tx·4; `store(row, col, acc)` gives the statement for one vec4.
+ */
+export function tileStores8x8(row0: string, col0: string, store: (row: string, col: string, acc: string) => string): string {
+  const lines: string[] = [];
+  for (let r = 0; r < 8; r++) {
+    for (let h = 0; h < 2; h++) {
+      const row = `(${row0} + ${r < 4 ? "" : "64u + "}ty * 4u + ${r % 4}u)`;
+      const col = `(${col0} + ${h * 64}u + tx * 4u)`;
+      lines.push(store(row, col, `acc${r * 2 + h}`));
+    }
+  }
+  return lines.join("\n  ");
+}

@@ -19,8 +19,7 @@
  * Letters: B batch, H heads, T time, D query/key head dim, E value head dim, C block size (64).
  */
 import type { Runtime } from "../runtime.js";
-import type { Ref } from "./common.js";
-import { groups } from "./common.js";
+import { accumulators, component, groups, outerProductFma, type Ref, tileStores8x8 } from "./common.js";
 
 const C = 64;
 /** Tile edge (state rows and columns, output columns) of steps 1 and 3. */
@@ -61,17 +60,20 @@ export function blockedForwardApplies(dtypes: readonly string[], d: { BH: number
   );
 }
 
-// The 8×8 (or 4×8) block update shared by steps 1 and 3: rows a0 (and a1), columns b0 and b1.
-const FMA_8x8 = `for (var i = 0u; i < 4u; i = i + 1u) {
-        acc[i * 2u] = fma(vec4<f32>(a0[i]), b0, acc[i * 2u]);
-        acc[i * 2u + 1u] = fma(vec4<f32>(a0[i]), b1, acc[i * 2u + 1u]);
-        acc[i * 2u + 8u] = fma(vec4<f32>(a1[i]), b0, acc[i * 2u + 8u]);
-        acc[i * 2u + 9u] = fma(vec4<f32>(a1[i]), b1, acc[i * 2u + 9u]);
-      }`;
-const FMA_4x8 = `for (var i = 0u; i < 4u; i = i + 1u) {
-        acc[i * 2u] = fma(vec4<f32>(a0[i]), b0, acc[i * 2u]);
-        acc[i * 2u + 1u] = fma(vec4<f32>(a0[i]), b1, acc[i * 2u + 1u]);
-      }`;
+/** WGSL, unrolled: the masked, decayed scores of this invocation's 4×4 (rows p = ty·4 + i, columns p' = tx·4 + c) into Ps. */
+function maskedScores(): string {
+  const cols: string[] = [];
+  for (let c = 0; c < 4; c++) {
+    const rows = [0, 1, 2, 3].map((i) => `if (pc <= ty * 4u + ${i}u) { col.${component(i)} = exp(-slope * f32(ty * 4u + ${i}u - pc)) * sc${i}.${component(c)}; }`);
+    cols.push(`{
+    let pc = tx * 4u + ${c}u;
+    var col = vec4<f32>(0.0);
+    ${rows.join("\n    ")}
+    Ps[pc * 16u + ty] = col;
+  }`);
+  }
+  return cols.join("\n  ");
+}
 
 export function blockedForward(rt: Runtime, f: BlockedForward): void {
   const { BH, T, D, E } = f.dims;
@@ -120,7 +122,7 @@ var<workgroup> Bs: array<vec4<f32>, ${16 * V}>;  // v rows: [p][e/4]`,
   let slope = slopes_f(bh % pu(3u));
   let ty = lid / 16u;
   let tx = lid % 16u;
-  var acc: array<vec4<f32>, 16>;
+  ${accumulators(16)}
   for (var p0 = 0u; p0 < m; p0 = p0 + 16u) {
     for (var rr = 0u; rr < 2u; rr = rr + 1u) {
       let e = lid + rr * 256u;
@@ -142,18 +144,12 @@ var<workgroup> Bs: array<vec4<f32>, ${16 * V}>;  // v rows: [p][e/4]`,
       let a1 = As[pp * ${V}u + 16u + ty];
       let b0 = Bs[pp * ${V}u + tx];
       let b1 = Bs[pp * ${V}u + 16u + tx];
-      ${FMA_8x8}
+      ${outerProductFma(["a0", "a1"], ["b0", "b1"])}
     }
     workgroupBarrier();
   }
   let D = D4 * 4u;
-  for (var i = 0u; i < 8u; i = i + 1u) {
-    let d = d04 * 4u + select(ty * 4u + i, 64u + ty * 4u + i - 4u, i >= 4u);
-    for (var h = 0u; h < 2u; h = h + 1u) {
-      let c4 = e04 + h * 16u + tx;
-      if (d < D && c4 < E4) { kv[((lb * nB + blk) * D + d) * E4 + c4] = bitcast<vec4<u32>>(acc[i * 2u + h]); }
-    }
-  }`,
+  ${tileStores8x8("d04 * 4u", "e04 * 4u", (d, e, acc) => `if (${d} < D && ${e} / 4u < E4) { kv[((lb * nB + blk) * D + ${d}) * E4 + ${e} / 4u] = bitcast<vec4<u32>>(${acc}); }`)}`,
     }),
     bindings: [
       { buffer: f.k.storage, access: "read" },
@@ -257,7 +253,7 @@ var<workgroup> St: array<vec4<f32>, 768>;  // staging: q slice [d][p/4] at 0, k 
   let sq = lid % 4u;
 
   // Scores q_p · k_p' for this invocation's 4×4 (p = ty·4 + i, p' = tx·4 + c).
-  var sc: array<vec4<f32>, 4>;
+  ${accumulators(4, "sc")}
   for (var d0 = 0u; d0 < D; d0 = d0 + 16u) {
     var qa = vec4<f32>(0.0);
     var kb = vec4<f32>(0.0);
@@ -274,22 +270,14 @@ var<workgroup> St: array<vec4<f32>, 768>;  // staging: q slice [d][p/4] at 0, k 
     for (var dd = 0u; dd < 16u; dd = dd + 1u) {
       let a = St[dd * 16u + ty];
       let b = St[256u + dd * 16u + tx];
-      for (var i = 0u; i < 4u; i = i + 1u) { sc[i] = fma(vec4<f32>(a[i]), b, sc[i]); }
+      ${outerProductFma(["a"], ["b"], "sc")}
     }
     workgroupBarrier();
   }
-  for (var c = 0u; c < 4u; c = c + 1u) {
-    let pc = tx * 4u + c;
-    var col = vec4<f32>(0.0);
-    for (var i = 0u; i < 4u; i = i + 1u) {
-      let p = ty * 4u + i;
-      if (pc <= p) { col[i] = exp(-slope * f32(p - pc)) * sc[i][c]; }
-    }
-    Ps[pc * 16u + ty] = col;
-  }
+  ${maskedScores()}
 
-  // acc[i·2 + h]: row p = ty·4 + i, columns e04·4 + h·64 + tx·4 … + 3.
-  var acc: array<vec4<f32>, 8>;
+  // acc{i·2 + h}: row p = ty·4 + i, columns e04·4 + h·64 + tx·4 … + 3.
+  ${accumulators(8)}
   // λ^{p+1} q_p S_j, the inner dim d staged 16 rows at a time.
   for (var d0 = 0u; d0 < D; d0 = d0 + 16u) {
     var qa = vec4<f32>(0.0);
@@ -308,15 +296,12 @@ var<workgroup> St: array<vec4<f32>, 768>;  // staging: q slice [d][p/4] at 0, k 
       let a0 = St[dd * 16u + ty];
       let b0 = St[256u + dd * ${V}u + tx];
       let b1 = St[256u + dd * ${V}u + 16u + tx];
-      ${FMA_4x8}
+      ${outerProductFma(["a0"], ["b0", "b1"])}
     }
     workgroupBarrier();
   }
-  for (var i = 0u; i < 4u; i = i + 1u) {
-    let w = exp(-slope * f32(ty * 4u + i + 1u));
-    acc[i * 2u] = w * acc[i * 2u];
-    acc[i * 2u + 1u] = w * acc[i * 2u + 1u];
-  }
+  ${[0, 1, 2, 3].map((i) => `acc${2 * i} = exp(-slope * f32(ty * 4u + ${i + 1}u)) * acc${2 * i};
+  acc${2 * i + 1} = exp(-slope * f32(ty * 4u + ${i + 1}u)) * acc${2 * i + 1};`).join("\n  ")}
   // Σ_{p'} P[p][p'] v_p', the inner dim p' staged 16 rows at a time.
   for (var j0 = 0u; j0 < m; j0 = j0 + 16u) {
     for (var rr = 0u; rr < 2u; rr = rr + 1u) {
@@ -332,17 +317,13 @@ var<workgroup> St: array<vec4<f32>, 768>;  // staging: q slice [d][p/4] at 0, k 
       let a0 = Ps[(j0 + jj) * 16u + ty];
       let b0 = St[256u + jj * ${V}u + tx];
       let b1 = St[256u + jj * ${V}u + 16u + tx];
-      ${FMA_4x8}
+      ${outerProductFma(["a0"], ["b0", "b1"])}
     }
     workgroupBarrier();
   }
-  for (var i = 0u; i < 4u; i = i + 1u) {
-    let p = ty * 4u + i;
-    for (var h = 0u; h < 2u; h = h + 1u) {
-      let c4 = e04 + h * 16u + tx;
-      if (p < m && c4 < E4) { o[(bh * T + t0 + p) * E4 + c4] = bitcast<vec4<u32>>(acc[i * 2u + h]); }
-    }
-  }`,
+  ${[0, 1, 2, 3]
+    .flatMap((i) => [0, 1].map((h) => `if (ty * 4u + ${i}u < m && e04 + ${h * 16}u + tx < E4) { o[(bh * T + t0 + ty * 4u + ${i}u) * E4 + e04 + ${h * 16}u + tx] = bitcast<vec4<u32>>(acc${i * 2 + h}); }`))
+    .join("\n  ")}`,
     }),
     bindings: [
       { buffer: f.q.storage, access: "read" },

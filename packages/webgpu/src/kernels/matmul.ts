@@ -16,7 +16,7 @@
 import { type Kernel, type KernelTable, matmulDims } from "@lightning-ts/tensor";
 import type { Runtime } from "../runtime.js";
 import { stridedIndexFn } from "../wgsl.js";
-import { checkRank, padded, type Ref, viaF32 } from "./common.js";
+import { accumulators, checkRank, outerProductFma, padded, type Ref, tileStores8x8, viaF32 } from "./common.js";
 
 const TILE = 64;
 const BK = 16;
@@ -103,8 +103,8 @@ var<workgroup> Bs: array<vec4<f32>, ${FK * V}>;`,
   let bOff = b_batch(bi);
   let ty = lid / 16u;
   let tx = lid % 16u;
-  // acc[r * 2 + h]: row r of this invocation's 8, columns of half h (4 each).
-  var acc: array<vec4<f32>, 16>;
+  // acc{r·2 + h}: row r of this invocation's 8, columns of half h (4 each).
+  ${accumulators(16)}
   for (var k0 = 0u; k0 < K; k0 = k0 + ${FK}u) {
     for (var r = 0u; r < 2u; r = r + 1u) {
       let e = lid + r * 256u;
@@ -120,22 +120,11 @@ var<workgroup> Bs: array<vec4<f32>, ${FK * V}>;`,
       let a1 = As[kk * ${V}u + 16u + ty];
       let b0 = Bs[kk * ${V}u + tx];
       let b1 = Bs[kk * ${V}u + 16u + tx];
-      for (var i = 0u; i < 4u; i = i + 1u) {
-        acc[i * 2u] = fma(vec4<f32>(a0[i]), b0, acc[i * 2u]);
-        acc[i * 2u + 1u] = fma(vec4<f32>(a0[i]), b1, acc[i * 2u + 1u]);
-        acc[i * 2u + 8u] = fma(vec4<f32>(a1[i]), b0, acc[i * 2u + 8u]);
-        acc[i * 2u + 9u] = fma(vec4<f32>(a1[i]), b1, acc[i * 2u + 9u]);
-      }
+      ${outerProductFma(["a0", "a1"], ["b0", "b1"])}
     }
     workgroupBarrier();
   }
-  for (var r = 0u; r < 8u; r = r + 1u) {
-    let row = row0 + select(ty * 4u + r, 64u + ty * 4u + r - 4u, r >= 4u);
-    for (var h = 0u; h < 2u; h = h + 1u) {
-      let col = col0 + h * 64u + tx * 4u;
-      if (row < M && col < N) { c[((bi * M + row) * N + col) / 4u] = bitcast<vec4<u32>>(acc[r * 2u + h]); }
-    }
-  }`,
+  ${tileStores8x8("row0", "col0", (row, col, acc) => `if (${row} < M && ${col} < N) { c[((bi * M + ${row}) * N + ${col}) / 4u] = bitcast<vec4<u32>>(${acc}); }`)}`,
     }),
     bindings: [
       { buffer: a.storage, access: "read" },
