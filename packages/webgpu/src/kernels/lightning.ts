@@ -212,8 +212,8 @@ const STEP_ROWS = 8;
  * The decode step for E a multiple of 4, bound by the state's bandwidth (read once, written once).
  * A workgroup owns one (batch·head, 128-column slice): 32 invocations across the slice, one vec4
  * each, times 8 row groups, each walking every 8th row of D with four rows' loads issued before
- * their arithmetic, so many 16-byte loads are in flight. The 8 partial sums of o meet in workgroup
- * memory.
+ * their arithmetic (unrolled), so many 16-byte loads are in flight. The 8 partial sums of o meet
+ * in workgroup memory.
  */
 function stepVec4(rt: Runtime, t: StepBuffers, dims: { BH: number; H: number; D: number; E: number }): void {
   const { BH, H, D, E } = dims;
@@ -250,19 +250,18 @@ function stepVec4(rt: Runtime, t: StepBuffers, dims: { BH: number; H: number; D:
     let e = c4 * 4u;
     let ve = vec4<f32>(v_f(bh * E4 * 4u + e), v_f(bh * E4 * 4u + e + 1u), v_f(bh * E4 * 4u + e + 2u), v_f(bh * E4 * 4u + e + 3u));
     for (var d0 = rg; d0 < D; d0 = d0 + ${4 * STEP_ROWS}u) {
-      var sv: array<vec4<f32>, 4>;
-      for (var j = 0u; j < 4u; j = j + 1u) {
-        let d = d0 + j * ${STEP_ROWS}u;
-        if (d < D) { sv[j] = bitcast<vec4<f32>>(${src}[(bh * D + d) * E4 + c4]); }
-      }
-      for (var j = 0u; j < 4u; j = j + 1u) {
-        let d = d0 + j * ${STEP_ROWS}u;
-        if (d < D) {
-          let nv = lambda * sv[j] + k_f(bh * D + d) * ve;
-          sn[(bh * D + d) * E4 + c4] = bitcast<vec4<u32>>(nv);
-          acc = acc + q_f(bh * D + d) * nv;
-        }
-      }
+      ${[0, 1, 2, 3].map((j) => `let d${j} = d0 + ${j * STEP_ROWS}u;
+      var sv${j} = vec4<f32>(0.0);
+      if (d${j} < D) { sv${j} = bitcast<vec4<f32>>(${src}[(bh * D + d${j}) * E4 + c4]); }`).join("\n      ")}
+      ${[0, 1, 2, 3]
+        .map(
+          (j) => `if (d${j} < D) {
+        let nv = lambda * sv${j} + k_f(bh * D + d${j}) * ve;
+        sn[(bh * D + d${j}) * E4 + c4] = bitcast<vec4<u32>>(nv);
+        acc = acc + q_f(bh * D + d${j}) * nv;
+      }`,
+        )
+        .join("\n      ")}
     }
   }
   part[lid] = acc;
