@@ -16,7 +16,7 @@
 import { type Kernel, type KernelTable, matmulDims } from "@lightning-ts/tensor";
 import type { Runtime } from "../runtime.js";
 import { stridedIndexFn } from "../wgsl.js";
-import { accumulators, checkRank, outerProductFma, padded, type Ref, tileStores8x8, viaF32 } from "./common.js";
+import { accumulators, checkRank, component, outerProductFma, padded, type Ref, tileStores8x8, viaF32 } from "./common.js";
 
 const TILE = 64;
 const BK = 16;
@@ -59,22 +59,29 @@ export function tiledMatmulApplies(dtypes: readonly string[], d: { m: number; n:
 
 function tiledMatmul(rt: Runtime, a: Ref, b: Ref, c: Ref, d: Dims, transA: boolean, transB: boolean): void {
   const V = FT / 4; // vec4 per tile row
-  // Each operand tile is FK × FT values = FK·V vectors, two per invocation. Stored [k][m/4] and [k][n/4].
-  // A (m, k): vectors run along k, so they are spread into four k rows of As.
-  const loadA = transA
-    ? `let kk = e / ${V}u; let mq = e % ${V}u; let gk = k0 + kk; let gm = row0 + mq * 4u;
-      var v = vec4<f32>(0.0); if (gk < K && gm < M) { v = bitcast<vec4<f32>>(a[(aOff + gk * M + gm) / 4u]); }
-      As[kk * ${V}u + mq] = v;`
-    : `let mm = e / ${FK / 4}u; let kq = e % ${FK / 4}u; let gm = row0 + mm; let gk = k0 + kq * 4u;
-      var v = vec4<f32>(0.0); if (gm < M && gk < K) { v = bitcast<vec4<f32>>(a[(aOff + gm * K + gk) / 4u]); }
-      for (var j = 0u; j < 4u; j = j + 1u) { As[(kq * 4u + j) * ${V}u + mm / 4u][mm % 4u] = v[j]; }`;
-  const loadB = transB
-    ? `let nn = e / ${FK / 4}u; let kq = e % ${FK / 4}u; let gn = col0 + nn; let gk = k0 + kq * 4u;
-      var v = vec4<f32>(0.0); if (gn < N && gk < K) { v = bitcast<vec4<f32>>(b[(bOff + gn * K + gk) / 4u]); }
-      for (var j = 0u; j < 4u; j = j + 1u) { Bs[(kq * 4u + j) * ${V}u + nn / 4u][nn % 4u] = v[j]; }`
-    : `let kk = e / ${V}u; let nq = e % ${V}u; let gk = k0 + kk; let gn = col0 + nq * 4u;
-      var v = vec4<f32>(0.0); if (gk < K && gn < N) { v = bitcast<vec4<f32>>(b[(bOff + gk * N + gn) / 4u]); }
-      Bs[kk * ${V}u + nq] = v;`;
+  // Each operand tile is FK × FT values = FK·V vectors, two per invocation (r = 0, 1), stored
+  // [k][m/4] and [k][n/4]. An operand whose vectors run along k (A as (m, k), B as (n, k)) is
+  // spread into four k rows. The next slice is fetched into registers (ra·, rb·) before the
+  // current one is multiplied, so its loads are in flight during the arithmetic.
+  const wide = (r: number) => `lid + ${r * 256}u`; // e, this invocation's vector of the tile
+  const fetch = (op: "a" | "b", r: number, k: string) => {
+    const [rc, R, off, reg] = op === "a" ? ["row0", "M", "aOff", `ra${r}`] : ["col0", "N", "bOff", `rb${r}`];
+    const alongK = op === "a" ? !transA : transB;
+    return alongK
+      ? `{ let gx = ${rc} + (${wide(r)}) / ${FK / 4}u; let gk = ${k} + ((${wide(r)}) % ${FK / 4}u) * 4u;
+      ${reg} = vec4<f32>(0.0); if (gx < ${R} && gk < K) { ${reg} = bitcast<vec4<f32>>(${op}[(${off} + gx * K + gk) / 4u]); } }`
+      : `{ let gk = ${k} + (${wide(r)}) / ${V}u; let gx = ${rc} + ((${wide(r)}) % ${V}u) * 4u;
+      ${reg} = vec4<f32>(0.0); if (gk < K && gx < ${R}) { ${reg} = bitcast<vec4<f32>>(${op}[(${off} + gk * ${R} + gx) / 4u]); } }`;
+  };
+  const stage = (op: "a" | "b", r: number) => {
+    const [S, reg] = op === "a" ? ["As", `ra${r}`] : ["Bs", `rb${r}`];
+    const alongK = op === "a" ? !transA : transB;
+    if (!alongK) return `${S}[${wide(r)}] = ${reg};`;
+    const rows = [0, 1, 2, 3].map((j) => `${S}[(kq * 4u + ${j}u) * ${V}u + x / 4u][x % 4u] = ${reg}.${component(j)};`);
+    return `{ let x = (${wide(r)}) / ${FK / 4}u; let kq = (${wide(r)}) % ${FK / 4}u;
+      ${rows.join("\n      ")} }`;
+  };
+  const fetchAll = (k: string) => [fetch("a", 0, k), fetch("a", 1, k), fetch("b", 0, k), fetch("b", 1, k)].join("\n    ");
   const { m, n, k, batch, batches } = d;
   rt.dispatch({
     key: `matmul_tiled:${transA}:${transB}`,
@@ -105,16 +112,14 @@ var<workgroup> Bs: array<vec4<f32>, ${FK * V}>;`,
   let tx = lid % 16u;
   // acc{r·2 + h}: row r of this invocation's 8, columns of half h (4 each).
   ${accumulators(16)}
+  var ra0: vec4<f32>; var ra1: vec4<f32>; var rb0: vec4<f32>; var rb1: vec4<f32>;
+  ${fetchAll("0u")}
   for (var k0 = 0u; k0 < K; k0 = k0 + ${FK}u) {
-    for (var r = 0u; r < 2u; r = r + 1u) {
-      let e = lid + r * 256u;
-      ${loadA}
-    }
-    for (var r = 0u; r < 2u; r = r + 1u) {
-      let e = lid + r * 256u;
-      ${loadB}
-    }
+    ${[stage("a", 0), stage("a", 1), stage("b", 0), stage("b", 1)].join("\n    ")}
     workgroupBarrier();
+    if (k0 + ${FK}u < K) {
+    ${fetchAll(`k0 + ${FK}u`)}
+    }
     for (var kk = 0u; kk < ${FK}u; kk = kk + 1u) {
       let a0 = As[kk * ${V}u + ty];
       let a1 = As[kk * ${V}u + 16u + ty];
