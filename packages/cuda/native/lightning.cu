@@ -260,7 +260,7 @@ void backward(Context& c, const Args& a) {
 }
 
 // The decode step kernels by name (LIGHTNING_CUDA_STEP; KERNELS.md has their measurements).
-// "scalar" is the plain twin (any shape); "vec4" (the default) needs E % 4 == 0 and 16-byte aligned
+// "scalar" is the plain twin (any shape); "vec4" needs E % 4 == 0 and 16-byte aligned
 // states; the stepKernelRows candidates need that too and D ≤ 2,048 (q and k of up to two heads
 // in shared memory beside the partial sums: at most 32 KB + 8 KB, under the 48 KB of a plain launch).
 // A call a kernel does not support runs the next plainer one: candidate → vec4 → scalar.
@@ -272,9 +272,14 @@ struct StepName {
 constexpr StepName STEP_KERNELS[] = {{"scalar", StepKind::Scalar}, {"vec4", StepKind::Vec4},   {"rows", StepKind::Rows},
                                      {"stream", StepKind::Stream}, {"block", StepKind::Block}, {"pair", StepKind::Pair}};
 
-StepKind requestedStep() {
+// The default, measured on the H200 (KERNELS.md, "Decode step candidates"): "block" (every load
+// of a thread before its arithmetic, 512 threads) is the fastest at every batch for E ≥ 128
+// (B = 64, D = E = 128: 81% of copy against vec4's 73%); at E = 64 it idles lanes and "stream" wins.
+StepKind defaultStep(int E) { return E >= 128 ? StepKind::Block : StepKind::Stream; }
+
+StepKind requestedStep(int E) {
   const char* v = getenv("LIGHTNING_CUDA_STEP");
-  if (!v || !*v) return StepKind::Vec4;
+  if (!v || !*v) return defaultStep(E);
   std::string names;
   for (const StepName& s : STEP_KERNELS) {
     if (strcmp(v, s.name) == 0) return s.kind;
@@ -286,7 +291,7 @@ StepKind requestedStep() {
 // The kernel that runs: the requested one where it supports the call, else the next plainer one.
 // aligned: both states start on a 16-byte boundary.
 StepKind stepKind(int D, int E, bool aligned) {
-  StepKind want = requestedStep();
+  StepKind want = requestedStep(E);
   if (want == StepKind::Scalar || E % 4 != 0 || !aligned) return StepKind::Scalar;
   if (want == StepKind::Vec4 || D > 2048) return StepKind::Vec4;
   return want;
