@@ -27,8 +27,7 @@ await describeBackends("CUDA graphs", (backend) => {
     const xs = rng.array(n);
     const x = T.tensor(xs, [n], { backend: gpu() });
     const y = T.tensor(rng.array(n), [n], { backend: gpu() });
-    const eager = T.add(T.mul(x, 3), T.exp(y)); // warm-up outside the recording
-    eager.dispose();
+    T.scope(() => void T.add(T.mul(x, 3), T.exp(y))); // warm-up outside the recording
     const liveBefore = gpu().memory().liveBytes;
     const graph = gpu().captureGraph(() => T.scope(() => T.add(T.mul(x, 3), T.exp(y))));
     const out = graph.result;
@@ -39,11 +38,12 @@ await describeBackends("CUDA graphs", (backend) => {
       gpu().write(x.handle.storage as CudaStorage, new Uint8Array(Float32Array.from(fresh).buffer));
       graph.replay();
       // The same kernels run eagerly give the same bits; the CPU agrees to f32 rounding.
-      const want = T.add(T.mul(x, 3), T.exp(y));
+      const want = T.scope(() => T.add(T.mul(x, 3), T.exp(y)));
       const got = await floats(out);
       expect(Array.from(got)).toEqual(Array.from(await floats(want)));
       want.dispose();
-      const host = T.add(T.mul(T.tensor(fresh, [n], { backend: cpu }), 3), T.exp(T.tensor(await y.data(), [n], { backend: cpu })));
+      const ys = await y.data();
+      const host = T.scope(() => T.add(T.mul(T.tensor(fresh, [n], { backend: cpu }), 3), T.exp(T.tensor(ys, [n], { backend: cpu }))));
       assertClose(got, await floats(host), { ...tolerance("f32"), label: `replay ${round} vs the CPU` });
       host.dispose();
       for (const [i, b] of bystanders.entries()) expect(new Set(await b.data())).toEqual(new Set([i + 1]));
