@@ -30,7 +30,7 @@ import { headDim, type TnlConfig } from "./config.js";
 import { TnlInputError } from "./errors.js";
 import { layers } from "./model.js";
 import type { TnlParams } from "./params.js";
-import { checkStateFor, type TnlState } from "./state.js";
+import { checkStateFor, stateBatch, type TnlState } from "./state.js";
 
 export interface BatchDecoderOptions {
   /** Rows (sequences decoded at once). */
@@ -113,17 +113,23 @@ export class BatchDecoder {
     return this.#kv.reduce((sum, t) => sum + t.size * (t.dtype === "f64" ? 8 : 4), 0);
   }
 
-  /** Copies a sequence's state (batch 1; it stays the caller's) into the next free row and returns that row. */
+  /**
+   * Copies a state (it stays the caller's) into the next free rows, one row per sequence of its
+   * batch, and returns the first of those rows.
+   */
   add(state: TnlState): number {
     this.#check();
-    if (this.size >= this.capacity) throw new TnlInputError(`BatchDecoder.add: all ${this.capacity} rows are in use`);
-    checkStateFor(state, this.config, 1);
+    const batch = stateBatch(state);
+    if (this.size + batch > this.capacity) {
+      throw new TnlInputError(`BatchDecoder.add: a state of ${batch} sequences does not fit in the ${this.capacity - this.size} free rows (capacity ${this.capacity})`);
+    }
+    checkStateFor(state, this.config, batch);
     const row = this.size;
     state.kv.forEach((s, l) => {
       if (s.dtype !== this.#kv[l].dtype) throw new TnlInputError(`BatchDecoder.add: layer ${l} of the state is ${s.describe()}, the decoder's states are ${this.#kv[l].dtype}`);
-      copyInto(this.#kv[l], s, { dstOffset: row * s.size });
+      copyInto(this.#kv[l], s, { dstOffset: (row * s.size) / batch });
     });
-    this.#position.push(state.position);
+    for (let b = 0; b < batch; b++) this.#position.push(state.position);
     return row;
   }
 

@@ -1,10 +1,11 @@
 /**
- * Autoregressive generation: prefill the prompt once, then one recurrent `step` per token (the
- * state has constant size, whatever the context length). Tokens arrive as an async iterable, so a
+ * Autoregressive generation: prefill the prompt once, then one recurrent step per token through a
+ * `BatchDecoder` (the state has constant size, whatever the context length). Tokens arrive as an async iterable, so a
  * caller can stream them, stop early with `break` (the state is freed either way), or collect them.
  */
 import type { TnlModel } from "./params.js";
-import { prefill, step } from "./model.js";
+import { BatchDecoder } from "./decoder.js";
+import { prefill } from "./model.js";
 import { type Sampler, samplerFromOptions, type SamplingOptions, seededRandom } from "./sampling.js";
 import { disposeState, type TnlState } from "./state.js";
 
@@ -61,12 +62,17 @@ export async function* generate(
   const done = rows.map(() => false);
   if (maxTokens === 0) return;
 
-  let { logits, state } = prefill(params, config, rows, { state: options.state, logits: "last", blockSize: options.blockSize });
+  const first = prefill(params, config, rows, { state: options.state, logits: "last", blockSize: options.blockSize });
+  // The rows' states move into a batch decoder: steps in place, recorded as a graph where the
+  // backend can (CUDA), so a token costs one replay rather than hundreds of launches.
+  const decoder = new BatchDecoder(params, config, { capacity: rows.length });
+  let logits = first.logits;
   try {
+    decoder.add(first.state);
+    disposeState(first.state);
     for (let index = 0; ; index++) {
       const V = config.vocabSize;
       const data = (await logits.data()) as Float32Array;
-      logits.dispose();
       for (let b = 0; b < rows.length; b++) {
         if (done[b]) continue;
         const row = data.slice(b * V, (b + 1) * V);
@@ -80,14 +86,13 @@ export async function* generate(
         yield event;
       }
       if (done.every(Boolean)) break;
-      // Finished rows still ride along in the batch (their outputs are ignored) so the state stays rectangular.
-      const next = step(params, config, state, generated.map((g) => g[g.length - 1]));
-      disposeState(state);
-      ({ logits, state } = next);
+      // Finished rows still ride along in the batch (their outputs are ignored).
+      logits = decoder.step(generated.map((g) => g[g.length - 1])).logits;
     }
   } finally {
-    logits.dispose();
-    disposeState(state);
+    first.logits.dispose();
+    disposeState(first.state);
+    decoder.dispose();
   }
 }
 

@@ -95,7 +95,7 @@ describe("BatchDecoder", () => {
     expect(() => decoder.step([1])).toThrow(/no rows in use/);
     const s = prefilled([3, 4]);
     decoder.add(s);
-    expect(() => decoder.add(s)).toThrow(/all 1 rows are in use/);
+    expect(() => decoder.add(s)).toThrow(/a state of 1 sequences does not fit in the 0 free rows \(capacity 1\)/);
     expect(() => decoder.step([1, 2])).toThrow(/2 tokens for 1 rows/);
     expect(() => decoder.step([model.config.vocabSize])).toThrow(/outside the vocabulary/);
     expect(() => decoder.step([1.5])).toThrow(/token 1.5 of row 0/);
