@@ -298,20 +298,32 @@ export function layers(
   let x = mul(to(embedding(w.embed, idsT), residual), embedScale); // [B, T, M]
   const hidden: Tensor[] = options.hiddenStates ? [x] : [];
   const kv: Tensor[] = [];
-  w.layers.forEach((lp, layer) => {
-    const mixed = tokenMixer(normed(x), lp, c, {
-      layer,
+  const layer = (lp: TnlLayerParams, l: number, input: Tensor) => {
+    const mixed = tokenMixer(normed(input), lp, c, {
+      layer: l,
       starts,
-      state: kvIn?.[layer],
+      state: kvIn?.[l],
       blockSize: options.blockSize,
       attention: options.attention,
-      slopes: decode?.slopes[layer],
+      slopes: decode?.slopes[l],
       inPlace: decode?.inPlace,
     });
-    kv.push(mixed.state);
-    x = add(x, to(mixed.out, residual));
-    x = add(x, to(channelMixer(normed(x), lp), residual));
-    if (options.hiddenStates && layer < c.numLayers - 1) hidden.push(x);
+    const y = add(input, to(mixed.out, residual));
+    return { x: add(y, to(channelMixer(normed(y), lp), residual)), state: mixed.state };
+  };
+  w.layers.forEach((lp, l) => {
+    let r: { x: Tensor; state: Tensor };
+    if (decode) {
+      // A decode step holds one layer's intermediates at a time (nothing differentiates it): a
+      // recorded step then reuses their buffers from layer to layer instead of keeping all of them.
+      r = scope(() => layer(lp, l, x));
+      x.dispose();
+    } else {
+      r = layer(lp, l, x);
+    }
+    x = r.x;
+    kv.push(r.state);
+    if (options.hiddenStates && l < c.numLayers - 1) hidden.push(x);
   });
   if (options.logits === "last") x = narrow(x, 1, T - 1, 1);
   const final = normed(x);
