@@ -23,6 +23,7 @@
  */
 import { gather, scope, tensor } from "@lightning-ts/tensor";
 import { BatchDecoder, cloneState, disposeState, initState, picksHighestLogit, prefill, type Sampler, seededRandom, type TnlModel, type TnlState } from "@lightning-ts/tnl";
+import { RateWindow } from "./rate.js";
 import { prefixKeys, StateLru, stateBytes } from "./state-cache.js";
 
 export interface EngineOptions {
@@ -129,7 +130,8 @@ export class Engine {
   prefillTokens = 0;
   steps = 0;
   cancelled = 0;
-  private readonly recent: { t: number; n: number }[] = [];
+  /** Generated tokens, for the rate over the last seconds. */
+  private readonly recent = new RateWindow(5000);
   /** The generating sequences' states, by row. */
   readonly decoder: BatchDecoder;
   /** The sequence in each row of the decoder. */
@@ -162,12 +164,9 @@ export class Engine {
     const perRow = this.decoder.stateBytes / this.decoder.capacity;
     return this.active.reduce((sum, s) => sum + (s.state ? stateBytes(s.state) : s.row !== undefined ? perRow : 0), 0);
   }
-  /** Generated tokens per second over the last few seconds. */
-  tokensPerSecond(windowMs = 5000): number {
-    const now = performance.now();
-    while (this.recent.length && this.recent[0].t < now - windowMs) this.recent.shift();
-    const n = this.recent.reduce((sum, r) => sum + r.n, 0);
-    return n / (windowMs / 1000);
+  /** Generated tokens per second over the last five seconds. */
+  tokensPerSecond(): number {
+    return this.recent.perSecond();
   }
 
   /** Queues a sequence; throws QueueFullError or ShuttingDownError at once instead of waiting. */
@@ -381,7 +380,7 @@ export class Engine {
     s.generated.push(token);
     s.lastToken = token;
     this.tokensGenerated++;
-    this.recent.push({ t: performance.now(), n: 1 });
+    this.recent.add(1);
     const info: TokenInfo = { token };
     if (req.logprobs !== undefined && row) Object.assign(info, logprobsOf(row, token, req.logprobs));
     const stopString = req.onToken(info) === true;
