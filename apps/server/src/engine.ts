@@ -358,11 +358,9 @@ export class Engine {
     }
     const V = this.model.config.vocabSize;
     const logitsRow = new Map(needLogits.map((r, at) => [r, at]));
-    // A sequence that ended while the step ran (its client left) has left the batch.
-    const ended = new Set(batch.filter((s) => s.row === undefined));
     for (const r of wanted) {
       const s = batch[r];
-      if (ended.has(s)) continue;
+      if (s.row === undefined) continue; // it ended meanwhile and left the batch
       const at = logitsRow.get(r);
       if (at !== undefined) this.accept(s, rows!.subarray(at * V, (at + 1) * V));
       else this.acceptToken(s, picked![r]);

@@ -85,17 +85,22 @@ class Runtime final : public DeviceRuntime {
   }
 
   // ---- caching allocator ----
+  // A cached free block of class `cls`, or null.
+  void* takePooled(size_t cls) {
+    auto it = pool_.find(cls);
+    if (it == pool_.end() || it->second.empty()) return nullptr;
+    void* p = it->second.back();
+    it->second.pop_back();
+    pooledBytes_ -= cls;
+    return p;
+  }
+
   void* allocate(size_t bytes) {
     if (bytes == 0) return nullptr;
     size_t cls = sizeClass(bytes);
-    void* p = nullptr;
     if (capturing_) return allocateCaptured(cls);
-    auto it = pool_.find(cls);
-    if (it != pool_.end() && !it->second.empty()) {
-      p = it->second.back();
-      it->second.pop_back();
-      pooledBytes_ -= cls;
-    } else {
+    void* p = takePooled(cls);
+    if (!p) {
       cudaError_t e = cudaMalloc(&p, cls);
       if (e == cudaErrorMemoryAllocation) {
         cudaGetLastError();  // clear it, free the cache, try once more
@@ -154,12 +159,8 @@ class Runtime final : public DeviceRuntime {
       p = reuse->second.back();
       reuse->second.pop_back();
     } else {
-      auto it = pool_.find(cls);
-      if (it != pool_.end() && !it->second.empty()) {
-        p = it->second.back();
-        it->second.pop_back();
-        pooledBytes_ -= cls;
-      } else {
+      p = takePooled(cls);
+      if (!p) {
         cudaError_t e = cudaMalloc(&p, cls);
         if (e != cudaSuccess) throwCuda(e, "allocate " + std::to_string(cls) + " bytes during a CUDA graph capture");
       }

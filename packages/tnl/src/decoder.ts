@@ -21,16 +21,16 @@ import {
   leadingRows,
   reshape,
   scope,
+  slopesTensor,
   type Tensor,
-  tensor,
   tnlSlopes,
   zeros,
 } from "@lightning-ts/tensor";
-import { headDim, type TnlConfig } from "./config.js";
+import type { TnlConfig } from "./config.js";
 import { TnlInputError } from "./errors.js";
 import { layers } from "./model.js";
 import type { TnlParams } from "./params.js";
-import { checkStateFor, stateBatch, type TnlState } from "./state.js";
+import { checkStateFor, initState, stateBatch, type TnlState } from "./state.js";
 
 export interface BatchDecoderOptions {
   /** Rows (sequences decoded at once). */
@@ -84,12 +84,10 @@ export class BatchDecoder {
     if (!Number.isInteger(capacity) || capacity < 1) throw new TnlInputError(`BatchDecoder: capacity must be a positive integer, got ${String(capacity)}`);
     this.capacity = capacity;
     this.#backend = params.embed.backend;
-    const template = initLayerShapes(config, capacity);
-    const stateDtype = params.embed.dtype === "f64" ? "f64" : "f32";
-    this.#kv = template.map((shape) => zeros(shape, { dtype: stateDtype, backend: this.#backend }));
+    this.#kv = [...initState(config, capacity, { dtype: params.embed.dtype === "f64" ? "f64" : "f32", backend: this.#backend }).kv];
     this.#ids = zeros([capacity, 1], { dtype: "i32", backend: this.#backend });
     this.#positions = zeros([capacity], { dtype: "f32", backend: this.#backend });
-    this.#slopes = config.lrpe.map((_, l) => tensor(tnlSlopes(config.numHeads, l, config.numLayers), [config.numHeads], { dtype: "f32", backend: this.#backend }));
+    this.#slopes = config.lrpe.map((_, l) => slopesTensor(tnlSlopes(config.numHeads, l, config.numLayers), this.#backend));
     this.#useGraphs = (options.graphs ?? true) && this.#backend.captureGraph !== undefined;
   }
 
@@ -223,7 +221,7 @@ export class BatchDecoder {
     return scope(() => {
       const ids = leadingRows(this.#ids, bucket);
       const kv = this.#kv.map((t) => leadingRows(t, bucket));
-      const r = layers(this.params, this.config, ids, leadingRows(this.#positions, bucket), kv, {}, { slopes: this.#slopes, inPlace: true });
+      const r = layers(this.params, this.config, ids, leadingRows(this.#positions, bucket), kv, {}, { slopes: this.#slopes });
       const logits = reshape(r.logits, [bucket, this.config.vocabSize]);
       return { logits, greedy: argmax(logits, -1) };
     });
@@ -244,9 +242,4 @@ function bucketFor(n: number, capacity: number): number {
   let b = 1;
   while (b < n) b *= 2;
   return Math.min(b, capacity);
-}
-
-function initLayerShapes(c: TnlConfig, batch: number): number[][] {
-  const hd = headDim(c);
-  return c.lrpe.map((on) => [batch, c.numHeads, on ? 2 * hd : hd, hd]);
 }

@@ -269,12 +269,13 @@ export function forwardFull(params: TnlParams, c: TnlConfig, ids: TokenIds, opti
   });
 }
 
-/** What a recorded decode step passes in as tensors instead of host values (see decoder.ts). */
+/**
+ * A decode step of `BatchDecoder` (decoder.ts): the slopes come in as tensors made once, and each
+ * layer's next state is written over the state passed in.
+ */
 export interface DecodeTensors {
   /** Decay slopes of each layer, f32 [H]. */
   slopes: readonly Tensor[];
-  /** Write each layer's next state over the state passed in. */
-  inPlace: boolean;
 }
 
 /** Embedding, the layers and the output head for ids [B, T] with rows starting at `starts`. */
@@ -306,7 +307,7 @@ export function layers(
       blockSize: options.blockSize,
       attention: options.attention,
       slopes: decode?.slopes[l],
-      inPlace: decode?.inPlace,
+      inPlace: decode !== undefined,
     });
     const y = add(input, to(mixed.out, residual));
     return { x: add(y, to(channelMixer(normed(y), lp), residual)), state: mixed.state };

@@ -7,6 +7,7 @@
  * Letters: B batch, H heads, D q/k head dim, E value head dim.
  */
 import {
+  type Backend,
   copy,
   encodeSafetensors,
   gather,
@@ -42,9 +43,9 @@ function layerShape(c: TnlConfig, l: number, batch: number): number[] {
  * @example
  * const s0 = initState(config, 2);
  */
-export function initState(c: TnlConfig, batch: number, options: { dtype?: "f32" | "f64" } = {}): TnlState {
+export function initState(c: TnlConfig, batch: number, options: { dtype?: "f32" | "f64"; backend?: Backend } = {}): TnlState {
   const dtype = options.dtype ?? "f32";
-  return { position: 0, kv: c.lrpe.map((_, l) => zeros(layerShape(c, l, batch), { dtype })) };
+  return { position: 0, kv: c.lrpe.map((_, l) => zeros(layerShape(c, l, batch), { dtype, backend: options.backend })) };
 }
 
 /** Throws unless `s` fits `c` with batch size `batch`. */

@@ -6,6 +6,7 @@
  *
  * Letters: B batch, H heads, T time, D query/key head dim, E value head dim.
  */
+import type { Backend } from "../backend.js";
 import { runOp } from "../engine.js";
 import { argError } from "../errors.js";
 import { tensor } from "./ops.js";
@@ -134,7 +135,7 @@ export function tnlSlopes(heads: number, layer: number, numLayers: number): numb
   return alibiSlopes(heads).map((s) => s * factor);
 }
 
-/** The slopes as the f32 [H] tensor the ops take. */
-export function slopesTensor(slopes: readonly number[]): Tensor {
-  return tensor(slopes, [slopes.length], { dtype: "f32" });
+/** The slopes as the f32 [H] tensor the ops take (on `backend`, default the current one). */
+export function slopesTensor(slopes: readonly number[], backend?: Backend): Tensor {
+  return tensor(slopes, [slopes.length], { dtype: "f32", backend });
 }
