@@ -130,8 +130,12 @@ export function launch(options: LaunchOptions): Promise<LaunchResult> {
   const children: { rank: number; child: ChildProcess; exited: boolean; closed: Promise<void> }[] = [];
 
   let failure: string | null = null;
+  /** The failure is a rank's own exit code; a rank found killed by a signal later is the likelier cause. */
+  let failureIsExitCode = false;
   let signalled: NodeJS.Signals | null = null;
   let killTimer: NodeJS.Timeout | null = null;
+  /** The launcher has sent SIGKILL to the ranks still running after the grace period. */
+  let killedByLauncher = false;
 
   const alive = () => children.filter((c) => !c.exited);
   const signalAll = (signal: NodeJS.Signals) => {
@@ -143,6 +147,7 @@ export function launch(options: LaunchOptions): Promise<LaunchResult> {
     killTimer ??= setTimeout(() => {
       const left = alive();
       if (left.length > 0) write(`train: rank${left.length > 1 ? "s" : ""} ${left.map((c) => c.rank).join(", ")} still running ${graceMs / 1000} s after SIGTERM; sending SIGKILL\n`);
+      killedByLauncher = true;
       signalAll("SIGKILL");
     }, graceMs);
   };
@@ -196,8 +201,14 @@ export function launch(options: LaunchOptions): Promise<LaunchResult> {
         const failed = code !== 0;
         if (failed && failure === null && signalled === null) {
           failure = `rank ${rank} (pid ${child.pid}) ${describeExit(code, signal)}`;
+          failureIsExitCode = signal === null;
           write(`train: ${failure}; stopping the other ranks\n`);
           bringDown();
+        } else if (failureIsExitCode && signal !== null && signal !== "SIGTERM" && signalled === null && !killedByLauncher) {
+          // A rank killed from outside makes its peers fail too, and one of them may exit first
+          // (its collective saw the dead peer before this exit reached us): name the killed one.
+          failure = `rank ${rank} (pid ${child.pid}) ${describeExit(code, signal)}`;
+          failureIsExitCode = false;
         }
         if (++ended === envs.length) void done();
       });

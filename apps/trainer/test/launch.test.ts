@@ -66,6 +66,18 @@ describe("launcher (processes on the cpu)", () => {
     expect([p0, p1, p2].filter(isAlive)).toEqual([]);
   });
 
+  it("names the rank killed from outside even when a peer's error exit reaches the launcher first", async () => {
+    // Rank 0 fails at once, as a peer of a killed rank does when its collective sees the dead peer;
+    // rank 1 (which ignores the launcher's SIGTERM) is then killed by SIGKILL from outside.
+    const script = `if (process.env.RANK === "0") setTimeout(() => process.exit(1), 50); else { process.on("SIGTERM", () => {}); setTimeout(() => process.kill(process.pid, "SIGKILL"), 400); }`;
+    const spec = { ...launchSpec({ gpus: 2, nnodes: 1, nodeRank: 0, masterAddr: "127.0.0.1" }), masterPort: await freePort() };
+    const said: string[] = [];
+    const result = await launch({ spec, command: process.execPath, args: ["-e", script], write: (t) => said.push(t), forwardSignals: false });
+    expect(result.code).toBe(1);
+    expect(result.failure).toMatch(/^rank 1 \(pid \d+\) was killed by SIGKILL$/);
+    expect(said.join("")).toContain("train: rank 0 (pid");
+  });
+
   it("a rank that exits with an error: its message reaches the launcher's stderr with its rank, and the launcher names its exit code", async () => {
     // Rank 1 cannot reach a store at an address nobody serves; the launcher's own store port is elsewhere.
     const run = start(["--gpus", "2", "--nnodes", "2", "--node-rank", "1", "--master-addr", "127.0.0.1", "--master-port", String(await freePort()), "--rendezvous-timeout", "1", ...FOREVER]);
