@@ -69,13 +69,20 @@ describe("launcher (processes on the cpu)", () => {
   it("names the rank killed from outside even when a peer's error exit reaches the launcher first", async () => {
     // Rank 0 fails at once, as a peer of a killed rank does when its collective sees the dead peer;
     // rank 1 (which ignores the launcher's SIGTERM) is then killed by SIGKILL from outside.
-    const script = `if (process.env.RANK === "0") setTimeout(() => process.exit(1), 50); else { process.on("SIGTERM", () => {}); setTimeout(() => process.kill(process.pid, "SIGKILL"), 400); }`;
-    const spec = { ...launchSpec({ gpus: 2, nnodes: 1, nodeRank: 0, masterAddr: "127.0.0.1" }), masterPort: await freePort() };
-    const said: string[] = [];
-    const result = await launch({ spec, command: process.execPath, args: ["-e", script], write: (t) => said.push(t), forwardSignals: false });
-    expect(result.code).toBe(1);
-    expect(result.failure).toMatch(/^rank 1 \(pid \d+\) was killed by SIGKILL$/);
-    expect(said.join("")).toContain("train: rank 0 (pid");
+    // Rank 0 waits for rank 1's file, written once rank 1 ignores SIGTERM.
+    const dir = mkdtempSync(join(tmpdir(), "launch-kill-"));
+    const ready = JSON.stringify(join(dir, "ready"));
+    const script = `const fs = require("fs");
+      if (process.env.RANK === "0") { const t = setInterval(() => { if (fs.existsSync(${ready})) { clearInterval(t); process.exit(1); } }, 10); }
+      else { process.on("SIGTERM", () => {}); fs.writeFileSync(${ready}, ""); setTimeout(() => process.kill(process.pid, "SIGKILL"), 300); }`;
+    try {
+      const spec = { ...launchSpec({ gpus: 2, nnodes: 1, nodeRank: 0, masterAddr: "127.0.0.1" }), masterPort: await freePort() };
+      const result = await launch({ spec, command: process.execPath, args: ["-e", script], write: () => undefined, forwardSignals: false });
+      expect(result.code).toBe(1);
+      expect(result.failure).toMatch(/^rank 1 \(pid \d+\) was killed by SIGKILL$/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it("a rank that exits with an error: its message reaches the launcher's stderr with its rank, and the launcher names its exit code", async () => {
