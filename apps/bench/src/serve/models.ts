@@ -18,6 +18,9 @@ export type ShapeName = (typeof SHAPES)[number];
 const SMALL_SHAPE = { dModel: 256, numLayers: 4, numHeads: 4, gluDim: 688 };
 const SMALL_VOCAB = 2048;
 
+/** The small shape with its BPE vocabulary size (the random-weight benches that need no tokenizer). */
+export const SMALL_CONFIG: TnlConfig = makeConfig({ vocabSize: SMALL_VOCAB, ...SMALL_SHAPE });
+
 /** GPT-2's end-of-text token, its bos and eos. */
 const GPT2_EOT = 50256;
 

@@ -127,16 +127,19 @@ async function readUniqueId(): Promise<Uint8Array> {
 /** Timing of one mode on this rank: the larger median of the two ranks, in ms per all-reduce. */
 async function timeMode(c: CudaCollective, x: Tensor, inPlace: boolean, warmup: number, reps: number, iters: number): Promise<{ median: number; spread_pct: number }> {
   const b = c.backend;
-  const round = async (n: number) => {
-    await b.sync();
+  // The host blocks in cudaStreamSynchronize, as torch.cuda.synchronize() does in the anchor: an
+  // awaited sync resolves through the thread pool and the event loop, ~0.1 ms per round that
+  // would count against the all-reduces (a round is ~1 ms from 8 MiB up).
+  const round = (n: number) => {
+    b.runtime.syncNow();
     const t0 = performance.now();
     for (let k = 0; k < n; k++) c.allReduce(x, "sum", { inPlace }).dispose();
-    await b.sync();
+    b.runtime.syncNow();
     return (performance.now() - t0) / n;
   };
-  await round(warmup);
+  round(warmup);
   const times: number[] = [];
-  for (let r = 0; r < reps; r++) times.push(await round(iters));
+  for (let r = 0; r < reps; r++) times.push(round(iters));
   const t = summarise(times);
   const mine = tensor([t.median], [1], { dtype: "f32", backend: b });
   const slowest = c.allReduce(mine, "max", { inPlace: true });

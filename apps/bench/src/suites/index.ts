@@ -4,9 +4,10 @@ import { attentionSuite } from "./attention.js";
 import { collectivesSuite } from "./collectives.js";
 import { copySuite } from "./copy.js";
 import { decodeSuite } from "./decode.js";
+import { generateSuite } from "./generate.js";
 import { matmulSuite } from "./matmul.js";
 import { modelSuite } from "./model.js";
 import { serveSuite } from "./serve.js";
 import { tokenizerSuite } from "./tokenizer.js";
 
-export const SUITES: readonly Suite[] = [attentionSuite, decodeSuite, matmulSuite, copySuite, modelSuite, tokenizerSuite, serveSuite, collectivesSuite];
+export const SUITES: readonly Suite[] = [attentionSuite, decodeSuite, generateSuite, matmulSuite, copySuite, modelSuite, tokenizerSuite, serveSuite, collectivesSuite];
