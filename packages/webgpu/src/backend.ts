@@ -5,7 +5,7 @@
  * dtypes: f32, i32, u8, and f16 and bf16 as storage types (decoded to f32 in the shader with exact
  * integer conversions, so they work with or without `shader-f16`). f64 is CPU-only.
  */
-import type { Backend, Capabilities, KernelTable, MemoryStats } from "@lightning-ts/tensor";
+import type { Backend, Capabilities, KernelTable, KernelTimer, MemoryStats } from "@lightning-ts/tensor";
 import { acquireDevice, type DeviceOptions } from "./device.js";
 import { elementwiseKernels } from "./kernels/elementwise.js";
 import { indexingKernels } from "./kernels/indexing.js";
@@ -33,6 +33,11 @@ export class WebGpuBackend implements Backend<GPUBuffer> {
   readonly capabilities: Capabilities;
   readonly kernels: KernelTable<GPUBuffer>;
   readonly runtime: Runtime;
+  /**
+   * GPU time of kernels from timestamp queries (`profileOps`, benchmarks); absent where the
+   * adapter lacks `timestamp-query`. Marks are read back by `sync()`.
+   */
+  readonly timer?: KernelTimer;
   #live = new Map<GPUBuffer, number>();
   #liveBytes = 0;
   #peak = 0;
@@ -40,6 +45,7 @@ export class WebGpuBackend implements Backend<GPUBuffer> {
 
   constructor(device: GPUDevice, description: string, features: readonly string[], dumpShaders: boolean, plainKernels = false) {
     this.runtime = new Runtime(device, dumpShaders, plainKernels);
+    if (this.runtime.timer) this.timer = this.runtime.timer;
     const lim = device.limits;
     this.capabilities = {
       device: description,
@@ -128,9 +134,10 @@ export class WebGpuBackend implements Backend<GPUBuffer> {
     return bytes.slice(byteOffset - start, byteOffset - start + byteLength);
   }
 
-  sync(): Promise<void> {
+  async sync(): Promise<void> {
     this.#check();
-    return this.runtime.sync();
+    await this.runtime.sync();
+    await this.runtime.timer?.collect();
   }
 
   memory(): MemoryStats {

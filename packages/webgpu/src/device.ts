@@ -37,7 +37,9 @@ async function nodeGpu(): Promise<GPU> {
   for (const [k, v] of Object.entries(mod.globals)) {
     if (!(k in globalThis)) (globalThis as Record<string, unknown>)[k] = v;
   }
-  dawnGpu = mod.create(["backend=vulkan"]);
+  // Dawn rounds timestamps to 100 µs by default (a browser's defence against timing attacks);
+  // kernel timing in Node wants them as the GPU wrote them.
+  dawnGpu = mod.create(["backend=vulkan", "disable-dawn-features=timestamp_quantization"]);
   return dawnGpu;
 }
 

@@ -8,6 +8,7 @@
  * or when the parameter ring is full.
  */
 import type { KernelOpName } from "@lightning-ts/tensor";
+import { TimestampTimer } from "./timer.js";
 import { PARAM_WORDS, shader, type ShaderSpec } from "./wgsl.js";
 
 /** Dispatches per submission before the parameter ring wraps and forces a submit. */
@@ -80,6 +81,8 @@ export class Runtime {
   #uncaptured: string | null = null;
   #lostPromise: Promise<never>;
   submissions = 0;
+  /** GPU time of passes from timestamp queries; null where the device lacks `timestamp-query`. */
+  readonly timer: TimestampTimer | null;
 
   constructor(device: GPUDevice, dumpShaders: boolean, plainKernels = false) {
     this.device = device;
@@ -87,6 +90,7 @@ export class Runtime {
     this.plainKernels = plainKernels;
     this.#params = device.createBuffer({ size: PARAM_SLOTS * SLOT_BYTES, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST });
     this.errorBuffer = device.createBuffer({ size: 16, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST });
+    this.timer = device.features.has("timestamp-query") ? new TimestampTimer(this) : null;
     this.#lostPromise = device.lost.then((info) => {
       this.#lost = `${info.reason}: ${info.message || "no message"}`;
       throw new WebGpuError(`WebGPU device lost (${this.#lost})`);
@@ -232,21 +236,25 @@ export class Runtime {
   #computePass(): GPUComputePassEncoder {
     // One pass holds many dispatches: each dispatch is its own synchronisation scope, so WebGPU
     // orders their buffer accesses for us.
-    return (this.#pass ??= this.#encoderNow().beginComputePass());
+    return (this.#pass ??= this.#encoderNow().beginComputePass({ timestampWrites: this.timer?.passWrites() }));
+  }
+
+  /** Ends the open compute pass: the next dispatch opens a new one (a timer mark's boundary). */
+  endPass(): void {
+    this.#pass?.end();
+    this.#pass = null;
   }
 
   /** Encodes a buffer-to-buffer copy after the queued dispatches. */
   copy(src: GPUBuffer, srcOffset: number, dst: GPUBuffer, dstOffset: number, size: number): void {
-    this.#pass?.end();
-    this.#pass = null;
+    this.endPass();
     this.#encoderNow().copyBufferToBuffer(src, srcOffset, dst, dstOffset, size);
   }
 
   /** Submits everything encoded so far. */
   flush(): void {
     if (!this.#encoder) return;
-    this.#pass?.end();
-    this.#pass = null;
+    this.endPass();
     if (this.#slots > 0) this.device.queue.writeBuffer(this.#params, 0, this.#paramHost.buffer, 0, this.#slots * SLOT_BYTES);
     this.device.queue.submit([this.#encoder.finish()]);
     this.submissions++;
