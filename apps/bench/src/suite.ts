@@ -5,6 +5,7 @@
  * command-line options and returns one `BenchResult` per measured case.
  */
 import type { BackendName } from "@lightning-ts/backends";
+import type { Backend, KernelTimer } from "@lightning-ts/tensor";
 import type { Command } from "commander";
 
 /** One measured case, with the field names of docs/PERFORMANCE.md "How to report". */
@@ -59,6 +60,9 @@ export interface Suite {
   columns: readonly (readonly [string, string])[];
 }
 
+/** Which clock a row was timed by: the device's (WebGPU timestamp queries) or the host's around a wait. */
+export type Clock = "gpu-timestamp" | "host";
+
 export interface Timing {
   median: number;
   min: number;
@@ -66,6 +70,7 @@ export interface Timing {
   /** (max - min) / median, in percent. */
   spread_pct: number;
   times: number[];
+  clock: Clock;
 }
 
 /** Least warm-up time: small cases need many calls before the JIT has compiled their hot paths. */
@@ -85,10 +90,20 @@ export function time(fn: () => void, warmup: number, reps: number): Timing {
 }
 
 /**
- * Times `fn` on a backend whose kernels only enqueue (a GPU): each timed rep enqueues `calls` calls,
- * waits for the device, and counts the mean per call. Times in ms.
+ * The device clock of a WebGPU backend (timestamp queries), where its adapter has one. Other
+ * backends are timed by the host clock here, as before (their rows say so).
  */
-export async function timeQueued(backend: { sync(): Promise<void> }, fn: () => void, calls: number, warmup: number, reps: number): Promise<Timing> {
+export function webgpuTimer(backend: Backend): KernelTimer | undefined {
+  return backend.name === "webgpu" ? backend.timer : undefined;
+}
+
+/**
+ * Times `fn` on a backend whose kernels only enqueue (a GPU): each timed rep enqueues `calls` calls,
+ * waits for the device, and counts the mean per call. Times in ms: with a `timer`, the device time
+ * between marks around the calls (host work before the GPU starts and the wait's latency are
+ * left out); without one, the host clock around enqueueing and waiting.
+ */
+export async function timeQueued(backend: { sync(): Promise<void> }, fn: () => void, calls: number, warmup: number, reps: number, timer?: KernelTimer): Promise<Timing> {
   for (let i = 0; i < warmup; i++) {
     fn();
     await backend.sync();
@@ -96,20 +111,28 @@ export async function timeQueued(backend: { sync(): Promise<void> }, fn: () => v
   const times: number[] = [];
   for (let i = 0; i < reps; i++) {
     const t0 = performance.now();
+    const start = timer?.mark();
     for (let j = 0; j < calls; j++) fn();
+    const end = timer?.mark();
     await backend.sync();
-    times.push((performance.now() - t0) / calls);
+    const host = performance.now() - t0;
+    if (timer && start !== undefined && end !== undefined) {
+      times.push(timer.elapsedMs(start, end) / calls);
+      timer.release?.([start, end]);
+    } else {
+      times.push(host / calls);
+    }
   }
-  return summarise(times);
+  return summarise(times, timer ? "gpu-timestamp" : "host");
 }
 
-export function summarise(times: number[]): Timing {
+export function summarise(times: number[], clock: Clock = "host"): Timing {
   const sorted = [...times].sort((x, y) => x - y);
   const mid = sorted.length >> 1;
   const median = sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
   const min = sorted[0];
   const max = sorted[sorted.length - 1];
-  return { median, min, max, spread_pct: ((max - min) / median) * 100, times };
+  return { median, min, max, spread_pct: ((max - min) / median) * 100, times, clock };
 }
 
 /** A result with every reporting field present (null where not applicable). */

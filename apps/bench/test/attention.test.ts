@@ -55,6 +55,29 @@ describe("attention suite", () => {
     }
   });
 
+  it("checks a sample of whole sequences when T is long: the last head of the last batch entry too", async () => {
+    // Only the last sequence (b = B − 1, h = H − 1) is wrong, by a decay slip in its last head.
+    // At B·T = 2·16,384 the budget covers two of the four sequences; they must include that one.
+    unregister = registerAttentionImpl({
+      ...chunked,
+      name: "broken-last-head",
+      forward: (x) => {
+        const o = chunked.forward(x);
+        const [B, H, t, E] = o.shape as [number, number, number, number];
+        const values = Float32Array.from(o.dataSync());
+        const last = B * H - 1;
+        for (let i = last * t * E; i < (last + 1) * t * E; i++) values[i] *= 1.01;
+        return T.tensor(values, o.shape);
+      },
+    });
+    const results = await attentionSuite.run(
+      { backends: ["cpu" as const], options: { backends: ["cpu"], warmup: 0, reps: 1 }, log: () => {} },
+      { t: [16384], tokens: 32768, heads: 2, dim: 4, dtype: "f32", impls: ["chunked", "broken-last-head"], backward: false, chart: join(mkdtempSync(join(tmpdir(), "bench-")), "a.svg") },
+    );
+    expect(results.map((r) => [r.impl, r.ok])).toEqual([["chunked", true], ["broken-last-head", false]]);
+    expect(results[1].rel_err).toBeGreaterThan(1e-4);
+  });
+
   it("also refuses a kernel whose gradients are wrong", async () => {
     unregister = registerAttentionImpl({
       ...chunked,

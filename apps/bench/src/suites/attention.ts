@@ -13,7 +13,7 @@ import { writeLineCharts } from "../chart.js";
 import { outputPath } from "../report.js";
 import { attentionImpls, type AttentionImpl, type AttentionInputs } from "../attention/impls.js";
 import { checkLightning, checkSoftmax, type HostInputs } from "../attention/oracle.js";
-import { intList, result, summarise, type BenchResult, type Suite, type Timing } from "../suite.js";
+import { intList, result, summarise, type BenchResult, type Suite, type Timing, webgpuTimer } from "../suite.js";
 
 interface AttentionOptions {
   t: number[];
@@ -30,25 +30,30 @@ interface AttentionOptions {
 /** Relative RMS error bounds against float64, by storage dtype (docs/PERFORMANCE.md: ≤ 5e-3 for bf16). */
 const MAX_REL_ERR: Partial<Record<DType, number>> = { f32: 1e-4, f16: 5e-3, bf16: 5e-3 };
 
-/** Tokens per case the float64 oracle checks: every batch entry up to this many tokens. */
+/** Tokens per case the float64 oracle checks, per head: CHECKED_TOKENS · H (b, h, t) triples in all. */
 const CHECKED_TOKENS = 16384;
 
-/** Batch entries the oracle checks: all of them when small, else evenly spaced ones, first and last included. */
-function checkedBatches(B: number, T: number): number[] {
-  const n = Math.max(1, Math.min(B, Math.floor(CHECKED_TOKENS / T)));
-  if (n === B) return Array.from({ length: B }, (_, b) => b);
+/**
+ * Sequences (b·H + h) the oracle checks: all of them when small, else evenly spaced ones, first and
+ * last included. Sequences, not batch entries: at T = 65,536 one batch entry is already four times
+ * the budget (checking all its heads took minutes on the host), while a few whole heads keep every
+ * position of the long scan checked.
+ */
+function checkedSequences(B: number, H: number, T: number): number[] {
+  const n = Math.max(1, Math.min(B * H, Math.floor((CHECKED_TOKENS * H) / T)));
+  if (n === B * H) return Array.from({ length: n }, (_, i) => i);
   if (n === 1) return [0];
-  return [...new Set(Array.from({ length: n }, (_, i) => Math.round((i * (B - 1)) / (n - 1))))];
+  return [...new Set(Array.from({ length: n }, (_, i) => Math.round((i * (B * H - 1)) / (n - 1))))];
 }
 
-/** The checked batch entries of `t` (batch dim first), concatenated, as float64. */
+/** The checked sequences of `t` (B, H, T, ·), concatenated, as float64. */
 async function host(t: Tensor): Promise<Float64Array> {
   const all = await t.data();
-  const B = t.shape[0];
-  const per = t.size / B;
-  const picked = checkedBatches(B, t.shape[2]);
+  const [B, H, T] = t.shape;
+  const per = t.size / (B * H);
+  const picked = checkedSequences(B, H, T);
   const out = new Float64Array(per * picked.length);
-  picked.forEach((b, i) => out.set(all.subarray(b * per, (b + 1) * per), i * per));
+  picked.forEach((s, i) => out.set(all.subarray(s * per, (s + 1) * per), i * per));
   return out;
 }
 
@@ -59,9 +64,11 @@ interface Measured extends Timing {
 
 /**
  * Times `fn` (which must leave no tensors alive) `reps` times after warm-up, waiting for the
- * device each time, and records the memory peak over the timed calls.
+ * device each time, and records the memory peak over the timed calls. On WebGPU with timestamp
+ * queries the times are the device's, from the first kernel's start to the last one's end.
  */
 async function timeCase(backend: Backend, fn: () => void, warmup: number, reps: number): Promise<Measured> {
+  const timer = webgpuTimer(backend);
   for (let i = 0; i < warmup; i++) {
     fn();
     await backend.sync();
@@ -71,12 +78,20 @@ async function timeCase(backend: Backend, fn: () => void, warmup: number, reps: 
   const times: number[] = [];
   for (let i = 0; i < reps; i++) {
     const t0 = performance.now();
+    const start = timer?.mark();
     fn();
+    const end = timer?.mark();
     await backend.sync();
-    times.push(performance.now() - t0);
+    const host = performance.now() - t0;
+    if (timer && start !== undefined && end !== undefined) {
+      times.push(timer.elapsedMs(start, end));
+      timer.release?.([start, end]);
+    } else {
+      times.push(host);
+    }
   }
   const peakBytes = backend.resetPeakMemory ? backend.memory().peakBytes - before : null;
-  return { ...summarise(times), peakBytes };
+  return { ...summarise(times, timer ? "gpu-timestamp" : "host"), peakBytes };
 }
 
 /** Seeded query rows to check for softmax: the first, the last, and a few in between. */
@@ -115,6 +130,7 @@ export const attentionSuite: Suite = {
     ["fwd MB", "fwd_mb"],
     ["rel_err", "rel_err"],
     ["spread %", "spread_pct"],
+    ["clock", "clock"],
     ["ok", "ok"],
   ],
 
@@ -151,14 +167,15 @@ export const attentionSuite: Suite = {
           slopes: T.slopesTensor(slopeValues),
         };
         const dO = T.randomNormal([B, H, t, E], { seed: 4, std: 0.1, dtype });
-        // The oracle sees the checked batch entries as a batch of their own.
+        // The oracle sees the checked sequences as the heads of one batch entry, each with its slope.
+        const sequences = checkedSequences(B, H, t);
         const hostX: HostInputs = {
-          B: checkedBatches(B, t).length, H, T: t, D, E,
+          B: 1, H: sequences.length, T: t, D, E,
           q: await host(x.q),
           k: await host(x.k),
           v: await host(x.v),
-          dO: await host(dO),
-          slopes: slopeValues.map(Math.fround),
+          dO: options.backward ? await host(dO) : new Float64Array(0),
+          slopes: sequences.map((s) => Math.fround(slopeValues[s % H])),
         };
         for (const impl of impls) {
           bar.increment(0, { case: `${name} ${impl.name} T=${t}` });
@@ -202,12 +219,15 @@ export const attentionSuite: Suite = {
               gbps: ioBytes / (fwd.median / 1000) / 1e9,
               pct_copy: null,
               spread_pct: Math.round(fwd.spread_pct),
+              clock: fwd.clock,
               fwd_mb: fwd.peakBytes === null ? null : fwd.peakBytes / 2 ** 20,
               fwdbwd_mb: fwdbwd?.peakBytes == null ? null : fwdbwd.peakBytes / 2 ** 20,
               reps: common.reps,
               warmup: common.warmup,
             }),
           );
+          // One line per case as it is measured: a sweep stopped by a time limit still shows its rows.
+          log(`${name} ${impl.name} T=${t}: forward ${fwd.median.toFixed(3)} ms (${fwd.clock} clock)${fwdbwd ? `, forward+backward ${fwdbwd.median.toFixed(3)} ms` : ""}`);
           bar.increment();
         }
         for (const tt of [x.q, x.k, x.v, x.slopes, dO]) tt.dispose();

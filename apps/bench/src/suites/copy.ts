@@ -5,7 +5,7 @@
  */
 import { startBackend } from "@lightning-ts/backends";
 import * as T from "@lightning-ts/tensor";
-import { intList, result, time, timeQueued, type BenchResult, type Suite } from "../suite.js";
+import { intList, result, time, timeQueued, type BenchResult, type Suite, webgpuTimer } from "../suite.js";
 
 /** Bytes moved per wait on a GPU: enough that the submission and fence cost little beside them. */
 const BYTES_PER_WAIT = 2 ** 32;
@@ -23,6 +23,7 @@ export const copySuite: Suite = {
     ["median ms", "fwd_ms"],
     ["GB/s", "gbps"],
     ["spread %", "spread_pct"],
+    ["clock", "clock"],
     ["ok", "ok"],
   ],
 
@@ -52,10 +53,10 @@ export const copySuite: Suite = {
         const call = () => T.copy(x).dispose();
         const bytes = 2 * n * 4;
         const timing =
-          name === "cpu" ? time(call, common.warmup, common.reps) : await timeQueued(backend, call, Math.max(1, Math.round(BYTES_PER_WAIT / bytes)), common.warmup, common.reps);
+          name === "cpu" ? time(call, common.warmup, common.reps) : await timeQueued(backend, call, Math.max(1, Math.round(BYTES_PER_WAIT / bytes)), common.warmup, common.reps, webgpuTimer(backend));
         const gbps = bytes / (timing.median / 1000) / 1e9;
         log(`${name} ${size} MiB: ${gbps.toFixed(0)} GB/s`);
-        results.push(result({ ...base, ok: true, fwd_ms: timing.median, gbps, spread_pct: Math.round(timing.spread_pct) }));
+        results.push(result({ ...base, ok: true, fwd_ms: timing.median, gbps, spread_pct: Math.round(timing.spread_pct), clock: timing.clock }));
         x.dispose();
       }
       backend.dispose();

@@ -8,7 +8,7 @@ import { startBackend } from "@lightning-ts/backends";
 import { type Backend, decode, type DType, encode, fromStorage, matmul, type Tensor } from "@lightning-ts/tensor";
 import { cpus } from "node:os";
 import { numpyMatmul, numpyUnavailable } from "../anchors/numpy.js";
-import { intList, result, summarise, type BenchResult, type Suite, time, timeQueued } from "../suite.js";
+import { type Clock, intList, result, summarise, type BenchResult, type Suite, time, timeQueued, webgpuTimer } from "../suite.js";
 
 /** f32 over k up to 2048 stays far below this; a wrong kernel lands far above. */
 const MAX_REL_ERR = 1e-4;
@@ -88,6 +88,7 @@ export const matmulSuite: Suite = {
     ["spread %", "spread_pct"],
     ["rel_err", "rel_err"],
     ["vs OpenBLAS", "ratio_vs_openblas"],
+    ["clock", "clock"],
     ["ok", "ok"],
   ],
 
@@ -126,19 +127,21 @@ export const matmulSuite: Suite = {
             const ourTimes: number[] = [];
             const anchorTimes: number[] = [];
             let anchorVersion = "";
+            let clock: Clock = "host";
             for (let r = 0; r < rounds; r++) {
               const call = () => matmul(a.t, b.t).dispose();
               // About 2 GFLOP per wait on WebGPU, so the submission and fence are spread over the calls.
               const calls = Math.max(1, Math.min(64, Math.round(2e9 / flops)));
-              const timing = name === "webgpu" ? await timeQueued(backend, call, calls, r === 0 ? warmup : 1, per) : time(call, r === 0 ? warmup : 1, per);
+              const timing = name === "webgpu" ? await timeQueued(backend, call, calls, r === 0 ? warmup : 1, per, webgpuTimer(backend)) : time(call, r === 0 ? warmup : 1, per);
               ourTimes.push(...timing.times);
+              clock = timing.clock;
               if (anchorSkip) continue;
               const anchor = numpyMatmul([[m, k, n]], { warmup, reps: per, threads });
               anchorTimes.push(...anchor.times[0]);
               anchorVersion = anchor.version;
             }
-            const t = summarise(ourTimes);
-            const ours = result({ ...base, reps: ourTimes.length, impl: "lightning-ts", rel_err, ok, fwd_ms: t.median, gflops: flops / t.median / 1e6, min_ms: t.min, max_ms: t.max, spread_pct: t.spread_pct });
+            const t = summarise(ourTimes, clock);
+            const ours = result({ ...base, reps: ourTimes.length, impl: "lightning-ts", rel_err, ok, fwd_ms: t.median, gflops: flops / t.median / 1e6, min_ms: t.min, max_ms: t.max, spread_pct: t.spread_pct, clock });
             results.push(ours);
             log(`${name} ${size}³ x${threads}: ${(ours.gflops as number).toFixed(1)} GFLOP/s`);
             if (!anchorSkip) {
