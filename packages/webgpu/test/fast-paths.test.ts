@@ -87,7 +87,7 @@ suite(`WebGPU fast paths against their plain twins${fast ? "" : ` [skipped: ${re
   });
 
   it("copy moves vec4 bulk and a scalar tail bit for bit (f32 and bf16, odd lengths)", async () => {
-    for (const [n, dtype, seed] of [[1, "f32", 1], [7, "f32", 2], [1029, "f32", 3], [4097, "bf16", 4], [333, "f16", 5]] as const) {
+    for (const [n, dtype, seed] of [[1, "f32", 1], [7, "f32", 2], [1029, "f32", 3], [4097, "bf16", 4], [333, "f16", 5], [9001, "f32", 6], [12291, "f32", 7]] as const) {
       const x = values(n, seed);
       const [f, p, c] = await threeWays((be) => {
         const t = on(be, x, [n], dtype);
@@ -104,7 +104,7 @@ suite(`WebGPU fast paths against their plain twins${fast ? "" : ` [skipped: ${re
 
   it("slices of leading rows copy as one run, aligned (vec4) or not (words), equal to the CPU", async () => {
     // (rows, cols, begin row): offsets 2·12 = 24 words (aligned), 3·13 = 39 (unaligned), 1·6 bf16 = 3 words.
-    for (const [rows, cols, begin, dtype, seed] of [[9, 12, 2, "f32", 11], [11, 13, 3, "f32", 12], [7, 6, 1, "bf16", 13]] as const) {
+    for (const [rows, cols, begin, dtype, seed] of [[9, 12, 2, "f32", 11], [11, 13, 3, "f32", 12], [7, 6, 1, "bf16", 13], [701, 12, 5, "f32", 14]] as const) {
       const x = values(rows * cols, seed);
       const [f, p, c] = await threeWays((be) => {
         const t = on(be, x, [rows, cols], dtype);

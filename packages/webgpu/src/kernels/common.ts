@@ -63,14 +63,24 @@ export function storeF32As(rt: Runtime, src: GPUBuffer, out: Ref): void {
   });
 }
 
+/** 16-byte vectors each invocation of the fast copy moves. */
+const COPY_VECTORS_PER_INVOCATION = 4;
+
 /**
- * dst[0, n) = src[from, from + n), in 32-bit words. The bulk moves as 16-byte vectors (one vec4 per
- * invocation: a GPU reaches its copy bandwidth only with wide loads) when `from` is a multiple of
- * 4 words; the last n mod 4 words, or everything when `from` is unaligned, go one word at a time.
+ * dst[0, n) = src[from, from + n), in 32-bit words. The bulk moves as 16-byte vectors when `from`
+ * is a multiple of 4 words: each invocation issues the loads of four vectors (a workgroup's 256
+ * neighbours apart, so every load of a warp stays one contiguous run) before their stores, so
+ * four times the bytes are in flight per invocation as with one vector each, and a quarter of
+ * the workgroups are launched; a GPU needs many bytes in flight to reach its copy bandwidth. The
+ * last n mod 4 words, or everything when `from` is unaligned, go one word at a time (also the
+ * plain twin, with `plainKernels`).
  */
 export function copyWords(rt: Runtime, src: GPUBuffer, from: number, dst: GPUBuffer, n: number): void {
   const vectors = rt.plainKernels || from % 4 !== 0 ? 0 : Math.floor(n / 4);
+  const per = COPY_VECTORS_PER_INVOCATION;
   if (vectors > 0) {
+    const loads = Array.from({ length: per }, (_, j) => `let v${j} = x[off + i + ${j * WG}u];`).join(" ");
+    const stores = Array.from({ length: per }, (_, j) => `y[i + ${j * WG}u] = v${j};`).join(" ");
     rt.dispatch({
       key: "copy_vec4",
       shader: () => ({
@@ -80,15 +90,24 @@ export function copyWords(rt: Runtime, src: GPUBuffer, from: number, dst: GPUBuf
           { name: "y", access: "rw", vec4: true },
         ],
         workgroupSize: WG,
-        // Params: vectors, source offset in vectors.
-        body: `  if (gid < pu(0u)) { y[gid] = x[pu(1u) + gid]; }`,
+        // Params: vectors, source offset in vectors. Vectors i, i + 256, … of the workgroup's block.
+        body: `  let n = pu(0u); let off = pu(1u);
+  let i = wg * ${per * WG}u + lid;
+  if (i + ${(per - 1) * WG}u < n) {
+    ${loads}
+    ${stores}
+  } else {
+    for (var j = 0u; j < ${per}u; j = j + 1u) {
+      if (i + j * ${WG}u < n) { y[i + j * ${WG}u] = x[off + i + j * ${WG}u]; }
+    }
+  }`,
       }),
       bindings: [
         { buffer: src, access: "read" },
         { buffer: dst, access: "rw" },
       ],
       params: [vectors, from / 4],
-      workgroups: groups(vectors),
+      workgroups: groups(vectors, per * WG),
     });
   }
   const done = vectors * 4;
