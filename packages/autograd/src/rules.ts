@@ -38,6 +38,7 @@ import {
   permute,
   pow,
   reshape,
+  rmsNorm,
   rmsNormBackward,
   siluBackward,
   runOp,
@@ -318,6 +319,23 @@ export const GRAD_RULES: GradRuleTable = {
   rmsNorm: { saves: { inputs: [0] }, backward: ([g], { attrs: { eps }, x }) => [rmsNormBackward(x(0), g, eps)] },
   rmsNormBackward: nondiff("a backward op: second derivatives of fused ops are not supported"),
   siluBackward: nondiff("a backward op: second derivatives of fused ops are not supported"),
+  // s = x + y, n = rmsNorm(s): both inputs get gs + rmsNormBackward(s, gn).
+  addRmsNorm: {
+    saves: { outputs: [0] },
+    backward([gs, gn], { attrs: { eps }, y }) {
+      const d = add(gs, rmsNormBackward(y(0), gn, eps));
+      return [d, d];
+    },
+  },
+  // rmsNorm(o) ⊙ u: do = rmsNormBackward(o, g ⊙ u), du = g ⊙ rmsNorm(o) (recomputed, not saved).
+  rmsNormGate: {
+    saves: { inputs: [0, 1] },
+    backward: ([g], { attrs: { eps }, needs, x }) => [
+      needs[0] ? rmsNormBackward(x(0), mul(g, x(1)), eps) : null,
+      needs[1] ? mul(g, rmsNorm(x(0), eps)) : null,
+    ],
+  },
+  splitQkvu: nondiff("decode-only split of one token per row: train through the model's forward, which splits with differentiable ops"),
 
   fill: constant("creation op: no tensor inputs"),
   randomUniform: constant("creation op: no tensor inputs"),

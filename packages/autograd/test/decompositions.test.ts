@@ -5,15 +5,18 @@
  */
 import {
   addOpObserver,
+  addRmsNorm,
   COMPOSITE_OPS,
   type CompositeOpName,
   createCpuBackend,
   embedding,
   embeddingBackward,
+  exp,
   getBackend,
   logSoftmax,
   mul,
   rmsNorm,
+  rmsNormGate,
   scope,
   setBackend,
   sigmoid,
@@ -47,6 +50,15 @@ const CASES: { [K in CompositeOpName]?: Case } = {
   rmsNorm: { fn: (x) => mul(rmsNorm(x, 1e-5), x), shape: [2, 3, 5] },
   embedding: { fn: (w) => embedding(w, ints(90, [2, 3], 7)), shape: [7, 5] },
   embeddingBackward: { fn: (dy) => embeddingBackward(dy, ints(92, [2, 3], 7), 7), shape: [2, 3, 5] },
+  // Both operands and both outputs depend on x, so every path of each rule is checked.
+  addRmsNorm: {
+    fn: (x) => {
+      const { sum: s, normed } = addRmsNorm(x, mul(x, 0.5), 1e-5);
+      return mul(s, normed);
+    },
+    shape: [3, 7],
+  },
+  rmsNormGate: { fn: (x) => rmsNormGate(x, exp(x), 1e-5), shape: [2, 3, 5] },
 };
 
 describe("gradients of composite ops run from primitives", () => {

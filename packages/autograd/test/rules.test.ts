@@ -5,6 +5,7 @@
  */
 import {
   add,
+  addRmsNorm,
   addOpObserver,
   BINARY_OPS,
   type BinaryOpName,
@@ -29,6 +30,7 @@ import {
   permute,
   reshape,
   rmsNorm,
+  rmsNormGate,
   runOp,
   scatterAdd,
   slice,
@@ -223,6 +225,17 @@ const CASES: Partial<Record<OpName, Case[]>> = {
     { name: "[3, 7]", fn: (x) => rmsNorm(x, 1e-5), inputs: () => [rand(105, [3, 7])] },
     { name: "rmsNorm(x) · x, [2, 3, 5]", fn: (x) => mul(rmsNorm(x), x), inputs: () => [rand(106, [2, 3, 5])] },
   ],
+  addRmsNorm: [
+    {
+      name: "x + y and its norm, [3, 37]",
+      fn: (x, y) => {
+        const r = addRmsNorm(x, y, 1e-5);
+        return [r.sum, r.normed];
+      },
+      inputs: () => [rand(107, [3, 37]), rand(108, [3, 37])],
+    },
+  ],
+  rmsNormGate: [{ name: "rmsNorm(o) ⊙ u, [2, 1, 33]", fn: (o, u) => rmsNormGate(o, u, 1e-5), inputs: () => [rand(109, [2, 1, 33]), rand(110, [2, 1, 33])] }],
   lightningAttention: lightningCases(),
 };
 

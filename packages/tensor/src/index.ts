@@ -20,6 +20,7 @@ export * from "./ops/attrs.js";
 export { OP_SPECS, matmulDims, type OpSpec, type OpSpecTable, type TensorInfo } from "./ops/specs.js";
 export * from "./api/ops.js";
 export * from "./api/lightning.js";
+export * from "./api/decode.js";
 export * from "./api/in-place.js";
 export { type AllReduceOptions, allReduceInPlace, type Collective, type PendingCollective, type ReduceOp } from "./collectives.js";
 export {

@@ -10,13 +10,15 @@
  */
 import type { DType } from "../dtype.js";
 import { argError, OpArgumentError } from "../errors.js";
-import type { CompositeOpName, OpAttrs } from "../ops/attrs.js";
+import type { CompositeOpName, OpAttrs, QkvActivation } from "../ops/attrs.js";
 import type { Tensor } from "../tensor.js";
 import {
   adamwScalars,
   add,
   arange,
   cast,
+  concat,
+  cos,
   div,
   equal,
   exp,
@@ -25,13 +27,19 @@ import {
   log,
   max,
   mean,
+  minimum,
   mul,
+  narrow,
   neg,
   notEqual,
   reciprocal,
+  relu,
   reshape,
+  rmsNorm,
   rsqrt,
   scatterAdd,
+  silu,
+  sin,
   sqrt,
   square,
   sub,
@@ -89,6 +97,31 @@ function labelMasks(op: string, labels: Tensor, V: number, ignoreIndex: number):
   return { valid, onehot };
 }
 
+/** φ of TNL's token mixer, in the ops of the model's `activate` (packages/tnl/src/model.ts). */
+function activate(x: Tensor, act: QkvActivation): Tensor {
+  switch (act) {
+    case "silu":
+      return silu(x);
+    case "relu":
+      return relu(x);
+    case "1+elu":
+      return add(relu(x), exp(minimum(x, 0)));
+    case "none":
+      return x;
+  }
+}
+
+/**
+ * LRPE of one token per row, in the ops and roundings of the model's `lrpe`: a [B, H, hd] →
+ * [a ⊙ cos(θp), a ⊙ sin(θp)] [B, H, 2·hd], the phases θp in positions' dtype (f32 or f64) and
+ * rounded to a's dtype before the products.
+ */
+function lrpeRows(a: Tensor, theta: Tensor, positions: Tensor): Tensor {
+  const [B, H, hd] = a.shape as [number, number, number];
+  const angle = mul(reshape(to(theta, positions.dtype), [1, H, hd]), reshape(positions, [B, 1, 1]));
+  return concat([mul(a, to(cos(angle), a.dtype)), mul(a, to(sin(angle), a.dtype))], -1);
+}
+
 /**
  * The decompositions, one per composite op (a missing one is a compile error).
  *
@@ -136,6 +169,23 @@ export const DECOMPOSITIONS: DecompositionTable = {
   embedding: ([w, ids]) => [indexErrorsAs("embedding", "ids", () => gather(w, ids, 0))],
   // dy [..., M], ids [...] → dweight [V, M]: rows added up by id.
   embeddingBackward: ([dy, ids], { vocabSize }) => [indexErrorsAs("embeddingBackward", "ids", () => scatterAdd(dy, ids, 0, vocabSize))],
+
+  addRmsNorm([x, y], { eps }) {
+    const s = add(x, y);
+    return [s, rmsNorm(s, eps)];
+  },
+  rmsNormGate: ([o, u], { eps }) => [mul(rmsNorm(o, eps), u)],
+  // qkvu [B, 4·hid] → q, k [B, H, D], v [B, H, hd], u [B, hid]: narrows of the four blocks.
+  splitQkvu([x, theta, positions], { heads: H, activation, lrpe }) {
+    const [B, W] = x.shape as [number, number];
+    const hid = W / 4;
+    const block = (i: number) => narrow(x, 1, i * hid, hid);
+    const [q, k] = [0, 1].map((i) => {
+      const a = activate(reshape(block(i), [B, H, hid / H]), activation);
+      return lrpe ? lrpeRows(a, theta, positions) : a;
+    });
+    return [q, k, reshape(block(2), [B, H, hid / H]), block(3)];
+  },
 
   // AdamW in the ops and order of optim/adamw.ts, so CPU results are what they were before the fused op.
   adamwUpdate([p, grad, m0, v0], attrs) {

@@ -55,6 +55,18 @@ export interface AdamwAttrs {
   castTo?: "bf16" | "f16";
 }
 
+/** φ of TNL's `linear_act_fun` on q and k ("swish" is "silu"). */
+export const QKV_ACTIVATIONS = ["silu", "relu", "1+elu", "none"] as const;
+export type QkvActivation = (typeof QKV_ACTIVATIONS)[number];
+
+export interface SplitQkvuAttrs {
+  /** H: qkvu's width is 4·H·hd. */
+  heads: number;
+  activation: QkvActivation;
+  /** True when theta and positions follow qkvu as inputs. */
+  lrpe: boolean;
+}
+
 export interface OpAttrs {
   // Elementwise unary (float in, same dtype out).
   neg: None;
@@ -137,6 +149,19 @@ export interface OpAttrs {
   rmsNormBackward: { eps: number };
   /** (x, dy) → dx = dy·σ(x)·(1 + x·(1 − σ(x))), the gradient of silu in one pass. */
   siluBackward: None;
+  // Fused decode-step ops (one token per row): each is a composite op, so its decomposition is the
+  // reference and a backend adds a kernel only to save launches.
+  /** (x, y), same shape → (s = x + y, n = rmsNorm(s, eps)): a residual add and the next SRMSNorm. */
+  addRmsNorm: { eps: number };
+  /** (o [..., M], u [..., M]) → rmsNorm(o, eps) ⊙ u: TNL's output norm and its linear gate. */
+  rmsNormGate: { eps: number };
+  /**
+   * TNL's fused projection of one token per row, qkvu [B, 4·H·hd] (q, k, v, u blocks of H·hd),
+   * and with `lrpe` the inputs theta [H, hd] and positions [B] (f32, f64 for an f64 theta) →
+   * q, k [B, H, D] after the activation (D = hd, or 2·hd with LRPE: [a ⊙ cos(θp), a ⊙ sin(θp)]),
+   * v [B, H, hd], u [B, H·hd], all contiguous.
+   */
+  splitQkvu: SplitQkvuAttrs;
   // Creation.
   fill: { shape: number[]; dtype: DType; value: number };
   randomUniform: RandomAttrs & { low: number; high: number };
@@ -202,5 +227,6 @@ export type ReduceOpName = (typeof REDUCE_OPS)[number];
 export const COMPOSITE_OPS = [
   "sigmoid", "silu", "softmax", "logSoftmax", "softmaxCrossEntropy", "softmaxCrossEntropyBackward",
   "rmsNorm", "embedding", "embeddingBackward", "adamwUpdate", "siluBackward",
+  "addRmsNorm", "rmsNormGate", "splitQkvu",
 ] as const satisfies readonly KernelOpName[];
 export type CompositeOpName = (typeof COMPOSITE_OPS)[number];

@@ -12,6 +12,7 @@ import {
   COMPARE_OPS,
   type OpAttrs,
   type OpName,
+  QKV_ACTIVATIONS,
   REDUCE_OPS,
   type ReduceAttrs,
   UNARY_OPS,
@@ -412,6 +413,61 @@ export const OP_SPECS: OpSpecTable = {
       requireSameDType("siluBackward", "dy", x, dy);
       requireShape("siluBackward", "dy", dy, x.shape);
       return [{ shape: [...x.shape], dtype: x.dtype }];
+    },
+  },
+  addRmsNorm: {
+    inputs: ["x", "y"],
+    infer([x, y], { eps }) {
+      requireFloat("addRmsNorm", "x", x);
+      if (x.shape.length < 1) argError("addRmsNorm", "x", "rank >= 1", "a scalar");
+      requireSameDType("addRmsNorm", "y", x, y);
+      requireShape("addRmsNorm", "y", y, x.shape);
+      checkEps("addRmsNorm", eps);
+      return [
+        { shape: [...x.shape], dtype: x.dtype },
+        { shape: [...x.shape], dtype: x.dtype },
+      ];
+    },
+  },
+  rmsNormGate: {
+    inputs: ["o", "u"],
+    infer([o, u], { eps }) {
+      requireFloat("rmsNormGate", "o", o);
+      if (o.shape.length < 1) argError("rmsNormGate", "o", "rank >= 1", "a scalar");
+      requireSameDType("rmsNormGate", "u", o, u);
+      requireShape("rmsNormGate", "u", u, o.shape);
+      checkEps("rmsNormGate", eps);
+      return [{ shape: [...o.shape], dtype: o.dtype }];
+    },
+  },
+  splitQkvu: {
+    inputs: ["qkvu"],
+    optional: ["theta", "positions"],
+    infer(inputs, { heads: H, activation, lrpe }) {
+      const op = "splitQkvu";
+      const [x, theta, positions] = inputs;
+      requireFloat(op, "qkvu", x);
+      requireRank(op, "qkvu", x, 2);
+      if (!Number.isInteger(H) || H < 1) argError(op, "heads", "a positive integer", String(H));
+      if (!(QKV_ACTIVATIONS as readonly string[]).includes(activation)) argError(op, "activation", QKV_ACTIVATIONS.map((a) => `'${a}'`).join(", "), String(activation));
+      if (typeof lrpe !== "boolean") argError(op, "lrpe", "a boolean", String(lrpe));
+      const [B, W] = x.shape as [number, number];
+      if (W % (4 * H) !== 0 || W === 0) argError(op, "qkvu", `a width that is a positive multiple of 4·heads = ${4 * H}`, fmtShape(x.shape));
+      const hd = W / (4 * H);
+      if (inputs.length !== (lrpe ? 3 : 1)) argError(op, "theta", lrpe ? "theta and positions (lrpe is true)" : "no theta or positions (lrpe is false)", `${inputs.length - 1} more inputs`);
+      if (lrpe) {
+        requireFloat(op, "theta", theta);
+        requireShape(op, "theta", theta, [H, hd]);
+        requireDType(op, "positions", positions, theta.dtype === "f64" ? "f64" : "f32");
+        requireShape(op, "positions", positions, [B]);
+      }
+      const D = lrpe ? 2 * hd : hd;
+      return [
+        { shape: [B, H, D], dtype: x.dtype },
+        { shape: [B, H, D], dtype: x.dtype },
+        { shape: [B, H, hd], dtype: x.dtype },
+        { shape: [B, H * hd], dtype: x.dtype },
+      ];
     },
   },
   fill: {

@@ -1,0 +1,36 @@
+/**
+ * Gradients of the fused decode-step ops: addRmsNorm and rmsNormGate against float64 finite
+ * differences in each operand separately, both outputs of addRmsNorm weighted differently; and
+ * splitQkvu, which has none, refusing by name.
+ */
+import { addRmsNorm, mul, rmsNormGate, splitQkvu, sum, type Tensor } from "@lightning-ts/tensor";
+import { describe, expect, it } from "vitest";
+import { checkGrad, grad } from "../src/index.js";
+import { rand } from "./helpers.js";
+
+describe("gradients of the fused decode-step ops", () => {
+  it("addRmsNorm in x and y, both outputs used (odd widths)", async () => {
+    for (const shape of [[1, 1], [3, 37], [2, 1, 129]]) {
+      // w weights the sum; it is an input (so that it is f64 too) without a gradient checked.
+      const fn = (x: Tensor, y: Tensor, w: Tensor) => {
+        const r = addRmsNorm(x, y, 1e-5);
+        return [mul(r.sum, w), r.normed];
+      };
+      const report = await checkGrad(fn, [rand(31, shape), rand(32, shape), rand(30, shape)], { wrt: [0, 1] });
+      expect(report.ok, JSON.stringify(report.inputs)).toBe(true);
+    }
+  });
+
+  it("rmsNormGate in o and u (odd widths)", async () => {
+    for (const shape of [[1, 1], [5, 33], [2, 3, 65]]) {
+      const report = await checkGrad((o: Tensor, u: Tensor) => rmsNormGate(o, u, 1e-5), [rand(33, shape), rand(34, shape)]);
+      expect(report.ok, JSON.stringify(report.inputs)).toBe(true);
+    }
+  });
+
+  it("splitQkvu refuses a gradient, naming the op and why", () => {
+    const x = rand(35, [2, 4 * 3 * 5]);
+    expect(() => grad((t: Tensor) => sum(splitQkvu(t, { heads: 3 }).q))(x)).toThrow(/splitQkvu has no gradient: decode-only/);
+    x.dispose();
+  });
+});

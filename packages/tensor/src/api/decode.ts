@@ -1,0 +1,70 @@
+/**
+ * Fused ops of a decode step (one token per row) of TNL: each replaces a short chain of small ops
+ * that a GPU would run as as many kernels. They are composite ops (api/decompositions.ts): a
+ * backend without a kernel for one runs that chain, so every backend gives what the chain gives.
+ *
+ * Letters: B rows, H heads, hd head dim, hid = H·hd, M width.
+ */
+import { argError } from "../errors.js";
+import { type QkvActivation, QKV_ACTIVATIONS } from "../ops/attrs.js";
+import type { Tensor } from "../tensor.js";
+import { run1, runOp } from "../engine.js";
+
+/**
+ * The residual add and the SRMSNorm after it in one pass: s = x + y and n = rmsNorm(s, eps), both
+ * in x's dtype (y must match x in shape and dtype).
+ *
+ * @example
+ * const { sum: x1, normed } = addRmsNorm(x, attentionOut); // x1 = x + out; normed = srms(x1)
+ */
+export function addRmsNorm(x: Tensor, y: Tensor, eps = 1e-6): { sum: Tensor; normed: Tensor } {
+  const [s, n] = runOp("addRmsNorm", [x, y], { eps });
+  return { sum: s, normed: n };
+}
+
+/**
+ * rmsNorm(o, eps) ⊙ u over the last axis: TNL's joint SRMSNorm of the heads' outputs and its
+ * linear gate u (no sigmoid). o and u share shape and dtype.
+ *
+ * @example
+ * const gated = rmsNormGate(o, u); // [B, hid]
+ */
+export function rmsNormGate(o: Tensor, u: Tensor, eps = 1e-6): Tensor {
+  return run1("rmsNormGate", [o, u], { eps });
+}
+
+export interface SplitQkvuOptions {
+  /** H; qkvu's width must be 4·H·hd. */
+  heads: number;
+  /** φ applied to q and k (default "silu"; "swish" is the same). */
+  activation?: QkvActivation | "swish";
+  /** LRPE θ [H, hd]: with it, q and k are [a ⊙ cos(θp), a ⊙ sin(θp)] for a = φ(q), φ(k). */
+  theta?: Tensor;
+  /** Each row's position p, [B], f32 (f64 for an f64 θ); required with `theta`. */
+  positions?: Tensor;
+}
+
+/**
+ * TNL's fused q/k/v/u projection of one token per row, qkvu [B, 4·hid], split into the tensors
+ * the decode step reads: q, k [B, H, D] (activated, D = hd, or 2·hd with LRPE), v [B, H, hd] and
+ * u [B, hid], each contiguous. The positions are a tensor so that a recorded decode step reads
+ * the positions written before each replay.
+ *
+ * @example
+ * const { q, k, v, u } = splitQkvu(qkvu, { heads: 8, theta, positions });
+ */
+export function splitQkvu(qkvu: Tensor, options: SplitQkvuOptions): { q: Tensor; k: Tensor; v: Tensor; u: Tensor } {
+  if (options === null || typeof options !== "object") argError("splitQkvu", "options", "an object { heads, activation?, theta?, positions? }", String(options));
+  const given = options.activation ?? "silu";
+  const activation = given === "swish" ? "silu" : given;
+  if (!(QKV_ACTIVATIONS as readonly string[]).includes(activation)) {
+    argError("splitQkvu", "options.activation", `one of ${[...QKV_ACTIVATIONS, "swish"].map((a) => `'${a}'`).join(", ")}`, String(given));
+  }
+  const { theta, positions } = options;
+  if ((theta === undefined) !== (positions === undefined)) {
+    argError("splitQkvu", theta ? "options.positions" : "options.theta", "theta and positions together (or neither)", theta ? "theta alone" : "positions alone");
+  }
+  const lrpe = theta !== undefined;
+  const [q, k, v, u] = runOp("splitQkvu", lrpe ? [qkvu, theta, positions!] : [qkvu], { heads: options.heads, activation, lrpe });
+  return { q, k, v, u };
+}
