@@ -380,6 +380,7 @@ const std::vector<Launcher>& launchers() {
     registerMatmul(reg);
     registerLightning(reg);
     registerOptim(reg);
+    registerDecode(reg);
     std::vector<Launcher> out;
     std::string missing, unknown;
     for (const char* name : kLauncherNames) {

@@ -99,6 +99,7 @@ void registerRandom(Registry&);
 void registerMatmul(Registry&);
 void registerLightning(Registry&);
 void registerOptim(Registry&);
+void registerDecode(Registry&);
 std::string cublasStatus();
 
 // Broadcast iteration over up to 8 dims with up to 4 operands (outputs included), dims merged

@@ -18,6 +18,7 @@ import {
   encode,
   type Kernel,
   type KernelTable,
+  QKV_ACTIVATIONS,
   REDUCE_OPS,
   type ReduceOpName,
   seedKey,
@@ -181,6 +182,23 @@ export function createKernels(rt: NativeRuntime): KernelTable<CudaStorage> {
     rmsNormBackward: ({ inputs: [x, dy], outputs: [dx], attrs: { eps } }) => {
       const M = x.shape[x.shape.length - 1] ?? 1;
       launch("rmsNorm", [x, dy, dx], [code(x.dtype), x.size / Math.max(M, 1), M], [eps]);
+    },
+    // x, y: (..., M) → s = x + y, n = rmsNorm(s): (..., M)
+    addRmsNorm: ({ inputs: [x, y], outputs: [s, n], attrs: { eps } }) => {
+      const M = x.shape[x.shape.length - 1];
+      launch("addRmsNorm", [x, y, s, n], [code(x.dtype), x.size / Math.max(M, 1), M], [eps]);
+    },
+    // o, u: (..., M) → rmsNorm(o) ⊙ u: (..., M)
+    rmsNormGate: ({ inputs: [o, u], outputs: [y], attrs: { eps } }) => {
+      const M = o.shape[o.shape.length - 1];
+      launch("rmsNormGate", [o, u, y], [code(o.dtype), o.size / Math.max(M, 1), M], [eps]);
+    },
+    // qkvu: (B, 4·H·hd); theta?: (H, hd); positions?: f32 (B) → q, k: (B, H, D); v: (B, H, hd); u: (B, H·hd)
+    splitQkvu: ({ inputs: [x, theta, positions], outputs: [q, k, v, u], attrs: { heads, activation } }) => {
+      const [B, W] = x.shape as [number, number];
+      launch("splitQkvu", [x, theta, positions, q, k, v, u], [
+        code(x.dtype), theta ? code(theta.dtype) : -1, B, heads, W / (4 * heads), QKV_ACTIVATIONS.indexOf(activation),
+      ]);
     },
 
     // The Philox stream of rng.ts; the f32 parameters are rounded here exactly as rng.ts rounds them.
