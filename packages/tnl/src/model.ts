@@ -14,6 +14,7 @@
  */
 import {
   add,
+  addRmsNorm,
   cast,
   concat,
   cos,
@@ -33,11 +34,13 @@ import {
   relu,
   reshape,
   rmsNorm,
+  rmsNormGate,
   scope,
   silu,
   sin,
   slopesTensor,
   softmaxCrossEntropy,
+  splitQkvu,
   sum,
   Tensor,
   tensor,
@@ -116,9 +119,41 @@ interface MixerContext {
   inPlace?: boolean;
 }
 
+/**
+ * The token mixer of a decode step (one token per row, a state carried in): the same mathematics
+ * as `tokenMixer` in fused ops, each giving the bits of the chain it replaces — splitQkvu for the
+ * four narrows, φ and LRPE of the projection's output, rmsNormGate for the joint SRMSNorm and the
+ * gate u. x [B, 1, M] normed → (out [B, 1, M], next state [B, H, D, E]).
+ */
+function decodeTokenMixer(x: Tensor, lp: TnlLayerParams, c: TnlConfig, ctx: MixerContext, state: Tensor): { out: Tensor; state: Tensor } {
+  const B = x.shape[0];
+  const H = c.numHeads;
+  const hd = headDim(c);
+  const qkvu = matmul(reshape(x, [B, c.dModel]), lp.qkvu, { transB: true }); // [B, 4·hid]
+  const rope = lp.theta ? { theta: reshape(lp.theta, [H, hd]), positions: positionsOf(ctx.starts, B, lp.theta, x) } : {};
+  const { q, k, v, u } = splitQkvu(qkvu, { heads: H, activation: c.activation, ...rope }); // q, k [B, H, D]; v [B, H, E]; u [B, hid]
+  const slopes = ctx.slopes ?? slopesTensor(tnlSlopes(H, ctx.layer, c.numLayers));
+  const r = lightningStep(q, k, v, slopes, state, { inPlace: ctx.inPlace === true });
+  const gated = rmsNormGate(reshape(r.output, [B, c.hiddenDim]), u, 1e-6);
+  return { out: reshape(linear(gated, lp.out), [B, 1, c.dModel]), state: r.state };
+}
+
+/**
+ * Each row's position as a tensor [B] in the phase dtype of `lrpe` (f32, f64 for an f64 θ): a
+ * tensor of positions is used as it is (a recorded step reads the positions written before each
+ * replay), numbers (one for every row, or one per row) become one.
+ */
+function positionsOf(starts: readonly number[] | Tensor, B: number, theta: Tensor, like: Tensor): Tensor {
+  const dtype = theta.dtype === "f64" ? "f64" : "f32";
+  if (starts instanceof Tensor) return starts.dtype === dtype ? starts : cast(starts, dtype);
+  return tensor(Array.from({ length: B }, (_, b) => starts[starts.length === 1 ? 0 : b]), [B], { dtype, backend: like.backend });
+}
+
 /** GLA token mixer (E.2) on normed x [B, T, M] → (out [B, T, M], final state [B, H, D, E]). */
 function tokenMixer(x: Tensor, lp: TnlLayerParams, c: TnlConfig, ctx: MixerContext): { out: Tensor; state: Tensor } {
   const [B, T] = x.shape as [number, number, number];
+  // Decode: the recurrent step S ← λS + kᵀv, o = qS (docs/ALGORITHM.md D).
+  if (T === 1 && ctx.state) return decodeTokenMixer(x, lp, c, ctx, ctx.state);
   const H = c.numHeads;
   const hd = headDim(c);
   // Four matmuls with row blocks of the fused weight rather than one matmul split four ways: the
@@ -144,20 +179,8 @@ function tokenMixer(x: Tensor, lp: TnlLayerParams, c: TnlConfig, ctx: MixerConte
     k = lrpe(k, lp.theta, ctx.starts);
   }
   const slopes = ctx.slopes ?? slopesTensor(tnlSlopes(H, ctx.layer, c.numLayers));
-  let o: Tensor; // [B, H, T, E]
-  let state: Tensor;
-  if (T === 1 && ctx.state) {
-    // Decode: the recurrent step S ← λS + kᵀv, o = qS (docs/ALGORITHM.md D).
-    const D = q.shape[3];
-    const r = lightningStep(reshape(q, [B, H, D]), reshape(k, [B, H, D]), reshape(v, [B, H, hd]), slopes, ctx.state, { inPlace: ctx.inPlace === true });
-    o = reshape(r.output, [B, H, 1, hd]);
-    state = r.state;
-  } else {
-    const attend = ctx.attention ?? lightningAttention;
-    const r = attend(q, k, v, slopes, { initialState: ctx.state, returnState: true, blockSize: ctx.blockSize });
-    o = r.output;
-    state = r.state;
-  }
+  const attend = ctx.attention ?? lightningAttention;
+  const { output: o, state } = attend(q, k, v, slopes, { initialState: ctx.state, returnState: true, blockSize: ctx.blockSize }); // o [B, H, T, E]
   // One SRMSNorm over all heads jointly, then the linear gate u (no sigmoid).
   const merged = reshape(T === 1 ? o : permute(o, [0, 2, 1, 3]), [B, T, c.hiddenDim]);
   return { out: linear(mul(srms(merged), u), lp.out), state };
@@ -299,8 +322,8 @@ export function layers(
   let x = mul(to(embedding(w.embed, idsT), residual), embedScale); // [B, T, M]
   const hidden: Tensor[] = options.hiddenStates ? [x] : [];
   const kv: Tensor[] = [];
-  const layer = (lp: TnlLayerParams, l: number, input: Tensor) => {
-    const mixed = tokenMixer(normed(input), lp, c, {
+  const mix = (lp: TnlLayerParams, l: number, input: Tensor) =>
+    tokenMixer(input, lp, c, {
       layer: l,
       starts,
       state: kvIn?.[l],
@@ -309,25 +332,42 @@ export function layers(
       slopes: decode?.slopes[l],
       inPlace: decode !== undefined,
     });
+  const layer = (lp: TnlLayerParams, l: number, input: Tensor) => {
+    const mixed = mix(lp, l, normed(input));
     const y = add(input, to(mixed.out, residual));
     return { x: add(y, to(channelMixer(normed(y), lp), residual)), state: mixed.state };
   };
+  // One token per row (a decode step): each residual add and the SRMSNorm after it are one fused op
+  // (the same values), so a layer gets its input already normed by the layer before; `inNormed` of
+  // the first layer is normed here, and the last layer's is the final norm.
+  const fused = T === 1;
+  const fusedLayer = (lp: TnlLayerParams, l: number, input: Tensor, inNormed: Tensor) => {
+    const mixed = mix(lp, l, inNormed);
+    const a = addRmsNorm(input, to(mixed.out, residual), 1e-6);
+    const b = addRmsNorm(a.sum, to(channelMixer(to(a.normed, compute), lp), residual), 1e-6);
+    return { x: b.sum, normed: to(b.normed, compute), state: mixed.state };
+  };
+  let xNormed = fused ? normed(x) : undefined;
   w.layers.forEach((lp, l) => {
-    let r: { x: Tensor; state: Tensor };
+    const run = (): { x: Tensor; normed?: Tensor; state: Tensor } => (xNormed ? fusedLayer(lp, l, x, xNormed) : layer(lp, l, x));
+    let r: { x: Tensor; normed?: Tensor; state: Tensor };
     if (decode) {
       // A decode step holds one layer's intermediates at a time (nothing differentiates it): a
       // recorded step then reuses their buffers from layer to layer instead of keeping all of them.
-      r = scope(() => layer(lp, l, x));
+      r = scope(run);
       x.dispose();
+      xNormed?.dispose();
     } else {
-      r = layer(lp, l, x);
+      r = run();
     }
     x = r.x;
+    xNormed = r.normed;
     kv.push(r.state);
     if (options.hiddenStates && l < c.numLayers - 1) hidden.push(x);
   });
-  if (options.logits === "last") x = narrow(x, 1, T - 1, 1);
-  const final = normed(x);
+  // With one token the last position is x itself.
+  if (options.logits === "last" && !fused) x = narrow(x, 1, T - 1, 1);
+  const final = xNormed ?? normed(x);
   if (options.hiddenStates) hidden.push(final);
   return { logits: linear(final, w.lmHead ?? w.embed), kv, hidden };
 }
