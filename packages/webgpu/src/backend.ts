@@ -28,6 +28,13 @@ export interface WebGpuBackendOptions extends DeviceOptions {
   plainKernels?: boolean;
 }
 
+/** Summed device time of one kernel (pipeline key) in `profileDispatches`. */
+export interface DispatchTime {
+  key: string;
+  calls: number;
+  ms: number;
+}
+
 export class WebGpuBackend implements Backend<GPUBuffer> {
   readonly name = "webgpu";
   readonly capabilities: Capabilities;
@@ -132,6 +139,47 @@ export class WebGpuBackend implements Backend<GPUBuffer> {
     const end = Math.ceil((byteOffset + byteLength) / 4) * 4;
     const bytes = await this.runtime.readBack(storage, start, end - start);
     return bytes.slice(byteOffset - start, byteOffset - start + byteLength);
+  }
+
+  /**
+   * Device time per kernel of the work `fn` enqueues: every dispatch runs in a compute pass of its
+   * own with timestamps (which adds a little per dispatch), and the times are summed per pipeline
+   * key (kernel name and specialisation), largest first. Null where the adapter has no
+   * `timestamp-query`. For finding which kernel of an op takes the time; `profileOps` times ops.
+   *
+   * @example
+   * const rows = await backend.profileDispatches(() => T.scope(() => void T.lightningAttention(q, k, v, slopes)));
+   * // [{ key: "lightning_blocked_out", calls: 1, ms: 1.9 }, { key: "lightning_blocked_kv", … }, …]
+   */
+  async profileDispatches(fn: () => void): Promise<DispatchTime[] | null> {
+    const timer = this.runtime.timer;
+    if (!timer) return null;
+    const start = timer.mark();
+    this.runtime.splitPasses = true;
+    try {
+      fn();
+    } catch (err) {
+      timer.release([start]);
+      throw err;
+    } finally {
+      this.runtime.splitPasses = false;
+    }
+    const end = timer.mark();
+    try {
+      await this.sync();
+      const byKey = new Map<string, DispatchTime>();
+      for (const pass of timer.passTimes(start, end)) {
+        // A pass holds one dispatch here; one with several (none should) counts under its first.
+        const key = pass.keys[0] ?? "(no dispatch)";
+        const row = byKey.get(key) ?? { key, calls: 0, ms: 0 };
+        row.calls += pass.keys.length;
+        row.ms += pass.ms;
+        byKey.set(key, row);
+      }
+      return [...byKey.values()].sort((a, b) => b.ms - a.ms);
+    } finally {
+      timer.release([start, end]);
+    }
   }
 
   async sync(): Promise<void> {

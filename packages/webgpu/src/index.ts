@@ -10,6 +10,6 @@
  * const o = lightningAttention(q, k, v, slopesTensor(tnlSlopes(8, 0, 4)));
  * console.log((await o.data()).length); // 131072
  */
-export { createWebGpuBackend, WebGpuBackend, type WebGpuBackendOptions } from "./backend.js";
+export { createWebGpuBackend, type DispatchTime, WebGpuBackend, type WebGpuBackendOptions } from "./backend.js";
 export { acquireDevice, type AcquiredDevice, type DeviceOptions } from "./device.js";
 export { WebGpuError } from "./runtime.js";

@@ -83,6 +83,8 @@ export class Runtime {
   submissions = 0;
   /** GPU time of passes from timestamp queries; null where the device lacks `timestamp-query`. */
   readonly timer: TimestampTimer | null;
+  /** Ends the pass after every dispatch, so each kernel gets timestamps of its own (`profileDispatches`). */
+  splitPasses = false;
 
   constructor(device: GPUDevice, dumpShaders: boolean, plainKernels = false) {
     this.device = device;
@@ -227,6 +229,8 @@ export class Runtime {
     const y = Math.ceil(d.workgroups / x);
     if (y > MAX_WORKGROUPS_X) throw new WebGpuError(`${d.key}: ${d.workgroups} workgroups exceed the dispatch limit`);
     pass.dispatchWorkgroups(x, y);
+    this.timer?.noteDispatch(d.key);
+    if (this.splitPasses) this.endPass();
   }
 
   #encoderNow(): GPUCommandEncoder {

@@ -18,6 +18,12 @@ import type { KernelTimer } from "@lightning-ts/tensor";
 /** Queries per query set: the largest count WebGPU allows. Even, so a pass's pair is in one set. */
 const SET_QUERIES = 4096;
 
+/** Device time of one timed pass and the kernels (pipeline keys) dispatched in it. */
+export interface PassTime {
+  keys: string[];
+  ms: number;
+}
+
 export interface PassTimestamps {
   /** Ends the open compute pass, so the next dispatch opens a new one. */
   endPass(): void;
@@ -41,6 +47,8 @@ export class TimestampTimer implements KernelTimer {
   /** Bumped when the timer goes idle, so a read back still in flight drops its stale times. */
   #generation = 0;
   #collecting: Promise<void> | null = null;
+  /** Pipeline keys dispatched in each timed pass. */
+  #keys: string[][] = [];
 
   constructor(rt: PassTimestamps) {
     this.#rt = rt;
@@ -69,6 +77,7 @@ export class TimestampTimer implements KernelTimer {
     this.#passes = 0;
     this.#read = 0;
     this.#ns = [];
+    this.#keys = [];
     this.#generation++;
   }
 
@@ -78,10 +87,30 @@ export class TimestampTimer implements KernelTimer {
    */
   passWrites(): GPUComputePassTimestampWrites | undefined {
     if (this.#marks.size === 0) return undefined;
+    this.#keys.push([]);
     const q = 2 * this.#passes++;
     const s = Math.floor(q / SET_QUERIES);
     while (this.#sets.length <= s) this.#sets.push(this.#rt.device.createQuerySet({ type: "timestamp", count: SET_QUERIES }));
     return { querySet: this.#sets[s], beginningOfPassWriteIndex: q % SET_QUERIES, endOfPassWriteIndex: (q % SET_QUERIES) + 1 };
+  }
+
+  /**
+   * Records a dispatch into the open pass. While a mark is live the open pass is a timed one: a
+   * mark ends the pass, so the open pass began after the latest mark.
+   */
+  noteDispatch(key: string): void {
+    if (this.#marks.size > 0 && this.#passes > 0) this.#keys[this.#passes - 1].push(key);
+  }
+
+  /** Each timed pass from mark a to mark b: its device time and the kernels in it (after a sync). */
+  passTimes(a: number, b: number): PassTime[] {
+    const pa = this.#marks.get(a) ?? NaN;
+    const pb = this.#marks.get(b) ?? NaN;
+    if (Number.isNaN(pa + pb)) throw new Error(`passTimes: mark ${Number.isNaN(pa) ? a : b} is not a live mark of this timer (released, or never made)`);
+    if (pb > this.#read) throw new Error(`passTimes: the timestamps of marks ${a} and ${b} are not read back yet; await backend.sync() first`);
+    const out: PassTime[] = [];
+    for (let p = pa; p < pb; p++) out.push({ keys: this.#keys[p], ms: (this.#ns[2 * p + 1] - this.#ns[2 * p]) / 1e6 });
+    return out;
   }
 
   /** Reads back the timestamps of the passes opened so far (waits for the device). */

@@ -119,6 +119,35 @@ suite(`WebGPU kernel timer${gpu ? "" : ` [skipped: ${reason}]`}`, () => {
     x.dispose();
   });
 
+  it("profileDispatches times each kernel of an op: the three of the blocked Lightning forward", async () => {
+    const [B, H, t, D] = [2, 3, 197, 12];
+    const [q, k, v] = [1, 2, 3].map((seed) => T.tensor(values(B * H * t * D, 10 + seed), [B, H, t, D], { backend: be }));
+    const slopes = T.tensor(Float32Array.from(T.tnlSlopes(H, 0, 2)), [H], { backend: be });
+    const t0 = performance.now();
+    const rows = await be.profileDispatches(() => T.scope(() => void T.lightningAttention(q, k, v, slopes)));
+    const wall = performance.now() - t0;
+    expect(rows).not.toBeNull();
+    const keys = rows!.map((r) => r.key).sort();
+    expect(keys).toEqual(["lightning_blocked_kv", "lightning_blocked_out", "lightning_blocked_scan"]);
+    for (const r of rows!) {
+      expect(r.calls).toBe(1);
+      expect(r.ms).toBeGreaterThan(0);
+    }
+    expect(rows!.reduce((a, r) => a + r.ms, 0)).toBeLessThanOrEqual(wall);
+    // Largest first, and dispatches share passes again afterwards (one pass between two marks).
+    expect(rows!.map((r) => r.ms)).toEqual([...rows!.map((r) => r.ms)].sort((x, y) => y - x));
+    const a = timer().mark();
+    T.scope(() => void T.lightningAttention(q, k, v, slopes));
+    const b = timer().mark();
+    await be.sync();
+    expect(be.runtime.timer!.passTimes(a, b).map((p) => p.keys)).toEqual([["lightning_blocked_kv", "lightning_blocked_scan", "lightning_blocked_out"]]);
+    timer().release!([a, b]);
+    // A throwing fn leaves the passes unsplit.
+    await expect(be.profileDispatches(() => void T.reshape(q, [7]))).rejects.toThrow(/reshape/);
+    expect(be.runtime.splitPasses).toBe(false);
+    for (const x of [q, k, v, slopes]) x.dispose();
+  });
+
   it("lets profileOps time WebGPU kernels per op", async () => {
     const a = matrix(129, 67, 8);
     const b = matrix(67, 95, 9);

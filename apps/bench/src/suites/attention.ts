@@ -94,6 +94,19 @@ async function timeCase(backend: Backend, fn: () => void, warmup: number, reps: 
   return { ...summarise(times, timer ? "gpu-timestamp" : "host"), peakBytes };
 }
 
+type DispatchProfiler = (fn: () => void) => Promise<{ key: string; ms: number }[] | null>;
+
+/**
+ * Device time per kernel of one call, where the backend can say (WebGPU with timestamp queries:
+ * every dispatch in a timed pass of its own): which of an implementation's kernels takes the time.
+ */
+async function kernelTimes(backend: Backend, fn: () => void): Promise<Record<string, number> | null> {
+  const profile = (backend as { profileDispatches?: DispatchProfiler }).profileDispatches;
+  if (typeof profile !== "function") return null;
+  const rows = await profile.call(backend, fn);
+  return rows && Object.fromEntries(rows.map((r) => [r.key, r.ms]));
+}
+
 /** Seeded query rows to check for softmax: the first, the last, and a few in between. */
 function sampleRows(t: number): number[] {
   return [...new Set([0, 1, Math.floor(t / 3), Math.floor(t / 2), t - 2, t - 1].filter((r) => r >= 0 && r < t))];
@@ -204,6 +217,7 @@ export const attentionSuite: Suite = {
             continue;
           }
           const fwd = await timeCase(backend, () => T.scope(() => void impl.forward(x)), common.warmup, common.reps);
+          const kernel_ms = await kernelTimes(backend, () => T.scope(() => void impl.forward(x)));
           const fwdbwd = options.backward ? await timeCase(backend, () => T.scope(() => void impl.forwardBackward(x, dO)), common.warmup, common.reps) : null;
           const ioBytes = B * H * t * (2 * D + 2 * E) * (dtype === "f32" ? 4 : 2);
           results.push(
@@ -220,6 +234,7 @@ export const attentionSuite: Suite = {
               pct_copy: null,
               spread_pct: Math.round(fwd.spread_pct),
               clock: fwd.clock,
+              kernel_ms,
               fwd_mb: fwd.peakBytes === null ? null : fwd.peakBytes / 2 ** 20,
               fwdbwd_mb: fwdbwd?.peakBytes == null ? null : fwdbwd.peakBytes / 2 ** 20,
               reps: common.reps,
@@ -228,6 +243,7 @@ export const attentionSuite: Suite = {
           );
           // One line per case as it is measured: a sweep stopped by a time limit still shows its rows.
           log(`${name} ${impl.name} T=${t}: forward ${fwd.median.toFixed(3)} ms (${fwd.clock} clock)${fwdbwd ? `, forward+backward ${fwdbwd.median.toFixed(3)} ms` : ""}`);
+          if (kernel_ms) log(`  forward by kernel: ${Object.entries(kernel_ms).map(([key, ms]) => `${key} ${ms.toFixed(3)} ms`).join(", ")}`);
           bar.increment();
         }
         for (const tt of [x.q, x.k, x.v, x.slopes, dO]) tt.dispose();
