@@ -161,7 +161,19 @@ export async function handleGeneration(s: Served, kind: Kind, request: FastifyRe
   });
 
   let firstToken = true;
-  const send = (data: unknown) => reply.raw.write(`data: ${JSON.stringify(data)}\n\n`);
+  // Chunks are written together once per event-loop turn: the engine launches its next decode step
+  // before it yields to I/O, so formatting and writing them overlaps the device's work.
+  let queued: unknown[] = [];
+  const flush = () => {
+    if (queued.length === 0) return;
+    const text = queued.map((data) => `data: ${JSON.stringify(data)}\n\n`).join("");
+    queued = [];
+    reply.raw.write(text);
+  };
+  const send = (data: unknown) => {
+    if (queued.length === 0) setImmediate(flush);
+    queued.push(data);
+  };
   // With include_usage, every chunk carries `usage: null` and one last chunk the totals, as OpenAI does.
   const sendChunk = (choices: unknown[], usageValue: unknown = null) => send({ id, object, created, model: s.modelName, choices, ...(p.includeUsage ? { usage: usageValue } : {}) });
   const chunk = (c: Choice, text: string, infos: TokenInfo[], finish: string | null, extra: Record<string, unknown> = {}) => {
@@ -272,6 +284,7 @@ export async function handleGeneration(s: Served, kind: Kind, request: FastifyRe
       }
       if (p.includeUsage) sendChunk([], usage(promptTokens, choices, cached));
     }
+    flush();
     reply.raw.end("data: [DONE]\n\n");
     return;
   }

@@ -21,7 +21,7 @@
  * each cut is kept in a memory-bounded LRU keyed by the prefix (`prefixKeys`), so a later prompt
  * sharing that prefix starts from the cached state and skips that part of the prefill.
  */
-import { gather, scope, tensor } from "@lightning-ts/tensor";
+import { gather, scope, type Tensor, tensor } from "@lightning-ts/tensor";
 import { BatchDecoder, cloneState, disposeState, initState, picksHighestLogit, prefill, type Sampler, seededRandom, type TnlModel, type TnlState } from "@lightning-ts/tnl";
 import { RateWindow } from "./rate.js";
 import { prefixKeys, StateLru, stateBytes } from "./state-cache.js";
@@ -92,6 +92,15 @@ export class QueueFullError extends Error {
 }
 export class ShuttingDownError extends Error {
   override name = "ShuttingDownError";
+}
+
+/** A decode step on the device, its results not read yet. */
+interface LaunchedStep {
+  batch: Sequence[];
+  /** Rows still reading their prompt after this step. */
+  reading: boolean[];
+  logits: Tensor;
+  greedy: Tensor;
 }
 
 interface Sequence {
@@ -246,7 +255,14 @@ export class Engine {
           budget -= await this.prefillChunk(s);
           await yieldToIo();
         }
-        if (this.decoder.size > 0) await this.decode();
+        if (this.decoder.size > 0) {
+          const launched = this.launchDecode();
+          // The HTTP side (streamed writes of the last tokens, new requests, disconnects) runs while
+          // the device computes the step, instead of between steps with the device idle.
+          await yieldToIo();
+          await this.finishDecode(launched);
+          continue;
+        }
       } catch (err) {
         // A failing step fails the sequences in it, never the server.
         for (const s of [...this.active]) this.fail(s, err);
@@ -327,10 +343,11 @@ export class Engine {
   }
 
   /**
-   * One step of every decoder row: a generating row feeds its last token, a row still reading its
-   * prompt the next prompt token (its output is wanted only after the prompt's last token).
+   * Launches one step of every decoder row: a generating row feeds its last token, a row still
+   * reading its prompt the next prompt token (its output is wanted only after the prompt's last
+   * token). `finishDecode` reads its results; nothing touches the decoder in between.
    */
-  private async decode(): Promise<void> {
+  private launchDecode(): LaunchedStep {
     const batch = [...this.rows];
     const reading = batch.map((s) => s.fed < s.req.prompt.length);
     const { logits, greedy } = this.decoder.step(batch.map((s, r) => (reading[r] ? s.req.prompt[s.fed] : s.lastToken)));
@@ -341,6 +358,11 @@ export class Engine {
       this.prefillTokens++;
       reading[r] = s.fed < s.req.prompt.length;
     });
+    return { batch, reading, logits, greedy };
+  }
+
+  /** Reads a launched step's tokens (or logits where a row samples) and hands them to the sequences. */
+  private async finishDecode({ batch, reading, logits, greedy }: LaunchedStep): Promise<void> {
     // Rows whose sampler needs the logits (anything but plain greedy, or log probabilities) read
     // them, gathered into one read; the others take the device's argmax.
     const wanted = batch.flatMap((_, r) => (reading[r] ? [] : [r]));
