@@ -135,9 +135,11 @@ __global__ void __launch_bounds__(BLOCK_THREADS) rmsNormGateBlockKernel(const T*
   }
 }
 
-// φ in the ops of the chain (elementwise.cu's Unary and BinaryF), each stored result rounded to T.
+// φ in the ops of the chain (elementwise.cu's Unary and BinaryF), each stored result rounded to T;
+// "none" passes the element through untouched, as the chain's slice copies it.
 template <class T>
-__device__ __forceinline__ T activate(float x, int act) {
+__device__ __forceinline__ T activate(T raw, int act) {
+  const float x = toF(raw);
   switch (static_cast<QkvActivation>(act)) {
     case QkvActivation::silu: return fromF<T>(x / (1.0f + expf(-x)));
     case QkvActivation::relu: return fromF<T>(x > 0.0f ? x : 0.0f);
@@ -147,7 +149,7 @@ __device__ __forceinline__ T activate(float x, int act) {
       const float m = isnan(x) ? NAN : fminf(x, 0.0f);
       return fromF<T>(__fadd_rn(toF(fromF<T>(r)), toF(fromF<T>(expf(m)))));
     }
-    default: return fromF<T>(x);
+    default: return raw;
   }
 }
 
@@ -162,7 +164,7 @@ __global__ void __launch_bounds__(SPLIT_THREADS) splitQkvuKernel(const T* __rest
   if (i >= (int64_t)B * hid) return;
   const int b = (int)(i / hid), c = (int)(i % hid);
   const T* row = x + (int64_t)b * 4 * hid;
-  const T aq = activate<T>(toF(row[c]), act), ak = activate<T>(toF(row[hid + c]), act);
+  const T aq = activate(row[c], act), ak = activate(row[hid + c], act);
   v[i] = row[2 * hid + c];
   u[i] = row[3 * hid + c];
   if (theta == nullptr) {

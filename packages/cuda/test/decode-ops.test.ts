@@ -4,11 +4,15 @@
  * launched before — and against their decompositions on the CPU backend, within the dtype's
  * rounding; then recorded in a CUDA graph, replayed with the positions rewritten in between. Odd
  * sizes on both sides of every kernel choice (warp or block per row, packed or not), f32, bf16 and
- * f16, with and without LRPE, every activation. Skipped, with the reason printed, where the CUDA
+ * f16, with and without LRPE, every activation. And the TNL decode step end to end (the
+ * official-code fixture model, LRPE on its first layer): with the kernels, the same bits as with
+ * the kernels taken out of the table, where the engine runs the decompositions on CUDA. Skipped, with the reason printed, where the CUDA
  * backend cannot start; under LIGHTNING_CUDA_REQUIRED=1 that is a failure.
  */
 import * as T from "@lightning-ts/tensor";
 import { assertClose, describeBackends, seeded, tolerance } from "@lightning-ts/testing";
+import { FIXTURE_DIR } from "@lightning-ts/testing/tnl-fixture";
+import { disposeParams, disposeState, loadCheckpoint, prefill, step, stepRows } from "@lightning-ts/tnl";
 import { expect, it } from "vitest";
 import { EPS, modelChain } from "../../tensor/test/decode-chains.js";
 import type { CudaBackend, CudaStorage } from "../src/index.js";
@@ -94,6 +98,48 @@ await describeBackends("fused decode-step kernels", (backend) => {
         }
       }
     });
+  }
+
+  for (const dtype of DTYPES) {
+    it(`step and stepRows give the bits of the decompositions run on CUDA (fixture model, ${dtype})`, async () => {
+      const be = gpu();
+      const previous = T.getBackend();
+      T.setBackend(be);
+      const model = await loadCheckpoint(FIXTURE_DIR, { dtype });
+      const { params, config } = model;
+      const fusedOps = ["addRmsNorm", "rmsNormGate", "splitQkvu"] as const;
+      const kernels = Object.fromEntries(fusedOps.map((op) => [op, be.kernels[op]]));
+      /** Logits and state bytes of 4 steps of two rows from one prompt, and of stepRows over two states. */
+      const decode = async () => {
+        const out: Uint8Array[] = [];
+        let { state } = prefill(params, config, [[5, 9, 14, 200, 3], [1, 2, 3, 4, 5]], { logits: "last" });
+        for (let i = 0; i < 4; i++) {
+          const r = step(params, config, state, [7 + i, 300 + i]);
+          out.push(await r.logits.bytes(), ...(await Promise.all(r.state.kv.map((t) => t.bytes()))));
+          r.logits.dispose();
+          disposeState(state);
+          state = r.state;
+        }
+        const other = prefill(params, config, [[42, 43]]).state;
+        const first = prefill(params, config, [[11]]).state;
+        const rows = stepRows(params, config, [first, other], [8, 9]);
+        out.push(await rows.logits.bytes());
+        rows.logits.dispose();
+        for (const s of [state, other, first, ...rows.states]) disposeState(s);
+        return out;
+      };
+      try {
+        const fused = await decode();
+        for (const op of fusedOps) delete be.kernels[op];
+        const plain = await decode();
+        expect(plain.length).toBe(fused.length);
+        fused.forEach((a, i) => expect(a.findIndex((x, j) => x !== plain[i][j]), `output ${i}: first differing byte`).toBe(-1));
+      } finally {
+        Object.assign(be.kernels, kernels);
+        disposeParams(params);
+        T.setBackend(previous);
+      }
+    }, 120_000);
   }
 
   for (const dtype of ["f32", "bf16"] as const) {
