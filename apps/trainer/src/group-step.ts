@@ -166,8 +166,9 @@ export async function groupTrainStep(
     /**
      * Start the bucket all-reduces inside the last backward pass, or only after it. Default: inside,
      * unless the sequence-parallel collectives of the forward and backward share the world's
-     * communicator (sp spanning every rank): there the buckets queue between them, and on two
-     * H200s that made sequence-parallel steps 6% slower than summing after the backward.
+     * communicator: there the buckets queue between them, and on two H200s that made
+     * sequence-parallel steps 6% slower than summing after the backward (the trainer gives the
+     * sequence-parallel group a communicator of its own).
      */
     overlap?: boolean;
     /** Bytes per gradient bucket (default 25 MiB). */

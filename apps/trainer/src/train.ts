@@ -172,7 +172,9 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
 
 /**
  * The rank's collectives: the world, and its sequence-parallel group when sp > 1 (made in the same
- * order on every rank, so that each communicator's ranks create it together).
+ * order on every rank, so that each communicator's ranks create it together). The sequence-parallel
+ * group has a communicator of its own even when it spans the world: the gradient all-reduces then
+ * run beside its per-layer collectives during the backward pass instead of queueing between them.
  */
 async function joinCollectives(g: GroupRun, backend: Backend, config: TrainConfig): Promise<RankPart> {
   const { group } = g;
@@ -182,7 +184,7 @@ async function joinCollectives(g: GroupRun, backend: Backend, config: TrainConfi
   if (config.seqLen % l.sp !== 0) throw new ConfigError(`config: --seq-len ${config.seqLen} must be a multiple of --sequence-parallel ${l.sp} (each rank holds seq-len / ${l.sp} tokens)`);
   const make = g.collective ?? ((b: Backend, ranks: readonly number[], name: string) => groupCollective(group, b, ranks, name));
   const world = await make(backend, Array.from({ length: group.worldSize }, (_, r) => r), "world");
-  const sp = l.sp === 1 ? null : l.sp === group.worldSize ? world : await make(backend, l.spGroup, `sp-${l.dpRank}`);
+  const sp = l.sp === 1 ? null : await make(backend, l.spGroup, `sp-${l.dpRank}`);
   return { group, layout: l, collectives: { world, sp } };
 }
 
