@@ -9,9 +9,11 @@
  *
  * Benchmark shape: B·T = 65,536 tokens, H = 16, D = E = 128, f32 inputs (bf16 with --dtype; the
  * blocked forward runs f32 only, bf16 takes the plain scan), decay slopes s_h = 2^(−8(h+1)/H).
- * Attention times are medians of wall-clock time from enqueue to `sync()` (the GPU finished), so
- * they include one submission and one fence wait; copy, matmul and the decode step queue several
- * calls per wait and report the mean per call. LIGHTNING_WEBGPU_PLAIN=1 measures the plain kernels.
+ * Times are medians of device time from timestamp queries where the adapter has `timestamp-query`
+ * (from the first kernel's start to the last one's end), else of wall-clock time from enqueue to
+ * `sync()`; every row says which (`clock`). Copy, matmul and the decode step queue several calls
+ * per wait and report the mean per call. Attention rows also give each kernel's device time
+ * (`kernel_ms`, from `profileDispatches`). LIGHTNING_WEBGPU_PLAIN=1 measures the plain kernels.
  */
 import { writeFileSync } from "node:fs";
 import * as T from "@lightning-ts/tensor";
@@ -33,25 +35,31 @@ const H = 16;
 const D = 128;
 const E = 128;
 
-async function median(reps: number, fn: () => Promise<void>): Promise<number> {
-  const times: number[] = [];
-  for (let i = 0; i < reps; i++) {
-    const t0 = performance.now();
-    await fn();
-    times.push(performance.now() - t0);
-  }
-  times.sort((a, b) => a - b);
-  return times[Math.floor(times.length / 2)];
-}
-
-/** Median ms per call of `fn`, `calls` calls enqueued per wait for the device. */
+/**
+ * Median ms per call of `fn`, `calls` calls enqueued per wait for the device: device time between
+ * two timer marks around the calls where the backend has a timer, else host time to the wait's end.
+ */
 async function medianQueued(be: WebGpuBackend, reps: number, calls: number, fn: () => void): Promise<number> {
   fn();
   await be.sync();
-  return (await median(reps, async () => {
-    for (let i = 0; i < calls; i++) fn();
+  const timer = be.timer;
+  const times: number[] = [];
+  for (let i = 0; i < reps; i++) {
+    const t0 = performance.now();
+    const start = timer?.mark();
+    for (let j = 0; j < calls; j++) fn();
+    const end = timer?.mark();
     await be.sync();
-  })) / calls;
+    const host = performance.now() - t0;
+    if (timer && start !== undefined && end !== undefined) {
+      times.push(timer.elapsedMs(start, end));
+      timer.release?.([start, end]);
+    } else {
+      times.push(host);
+    }
+  }
+  times.sort((a, b) => a - b);
+  return times[Math.floor(times.length / 2)] / calls;
 }
 
 /** Float64 recurrence for one head: o_t = q_t S_t, S_t = λ S_{t−1} + k_tᵀ v_t. */
@@ -118,7 +126,7 @@ async function matmulRows(be: WebGpuBackend) {
     const err = Math.sqrt(num / den);
     const ok = err <= 1e-4;
     const ms = ok ? await medianQueued(be, 7, Math.max(1, Math.round(2e10 / (2 * n ** 3))), () => T.matmul(a, b).dispose()) : null;
-    const row = { suite: "matmul", backend: "webgpu", device: be.capabilities.device, m: n, k: n, n, dtype: "f32", ms, tflops: ms ? (2 * n ** 3) / (ms / 1e3) / 1e12 : null, rel_err: err, ok };
+    const row = { suite: "matmul", backend: "webgpu", device: be.capabilities.device, m: n, k: n, n, dtype: "f32", ms, tflops: ms ? (2 * n ** 3) / (ms / 1e3) / 1e12 : null, rel_err: err, ok, clock: clock(be) };
     console.log(JSON.stringify(row));
     rows.push(row);
     a.dispose();
@@ -151,17 +159,21 @@ async function attention(be: WebGpuBackend, copyGbps: number) {
     const ok = err <= (DTYPE === "f32" ? 1e-4 : 5e-3);
     let fwd: number | null = null;
     let fwdbwd: number | null = null;
+    let kernelMs: Record<string, number> | null = null;
     if (ok) {
-      const run = async (backward: boolean) => {
+      // Outputs are disposed as soon as enqueued: their buffers return to the pool, and the queue
+      // runs in order, so a later call reusing them waits for this one.
+      const run = (backward: boolean) => {
         const o = T.lightningAttention(q, k, v, slopes);
         const g = backward ? T.lightningAttentionBackward(q, k, v, slopes, dO, dS) : null;
-        await be.sync();
         o.dispose();
         if (g) for (const t of [g.dq, g.dk, g.dv, g.dInitialState]) t?.dispose();
       };
-      await run(true);
-      fwd = await median(7, () => run(false));
-      fwdbwd = await median(5, () => run(true));
+      run(true);
+      fwd = await medianQueued(be, 7, 1, () => run(false));
+      fwdbwd = await medianQueued(be, 5, 1, () => run(true));
+      const byKernel = await be.profileDispatches(() => run(false));
+      kernelMs = byKernel && Object.fromEntries(byKernel.map((r) => [r.key, r.ms]));
     }
     const minBytes = 4 * B * H * seqLen * D * (DTYPE === "f32" ? 4 : 2); // q, k, v, o once
     const gbps = fwd ? minBytes / (fwd / 1e3) / 1e9 : null;
@@ -183,6 +195,8 @@ async function attention(be: WebGpuBackend, copyGbps: number) {
       pct_copy: gbps ? (100 * gbps) / copyGbps : null,
       rel_err: err,
       ok,
+      clock: clock(be),
+      kernel_ms: kernelMs,
     });
     console.log(JSON.stringify(rows[rows.length - 1]));
     for (const t of [q, k, v, dO, dS]) t.dispose();
@@ -207,8 +221,11 @@ async function decode(be: WebGpuBackend, copyGbps: number) {
   const bytes = 2 * B * H * D * E * 4;
   const gbps = bytes / (ms / 1e3) / 1e9;
   for (const t of [q, k, v, S, slopes]) t.dispose();
-  return { suite: "decode", impl: "step", backend: "webgpu", device: be.capabilities.device, B, T: 1, H, D, E, dtype: "f32", fwd_ms: ms, fwdbwd_ms: null, tokens_per_s: B / (ms / 1e3), gbps, pct_copy: (100 * gbps) / copyGbps, rel_err: null, ok: true };
+  return { suite: "decode", impl: "step", backend: "webgpu", device: be.capabilities.device, B, T: 1, H, D, E, dtype: "f32", fwd_ms: ms, fwdbwd_ms: null, tokens_per_s: B / (ms / 1e3), gbps, pct_copy: (100 * gbps) / copyGbps, rel_err: null, ok: true, clock: clock(be) };
 }
+
+/** Which clock the times came from. */
+const clock = (backend: WebGpuBackend) => (backend.timer ? "gpu-timestamp" : "host");
 
 const be = await createWebGpuBackend();
 console.log(`device: ${be.capabilities.device}; features: ${be.capabilities.features.join(", ")}; limits: ${JSON.stringify(be.capabilities.limits)}`);
@@ -223,7 +240,7 @@ if (!args.includes("--skip-conformance")) {
 }
 T.setBackend(be);
 const copyGbps = await copyBandwidth(be);
-console.log(`copy bandwidth (shader copy, read + write): ${copyGbps.toFixed(0)} GB/s`);
+console.log(`copy bandwidth (shader copy, read + write): ${copyGbps.toFixed(0)} GB/s (${clock(be)} clock)`);
 report.copy_gbps = copyGbps;
 report.benchmarks = [...(await matmulRows(be)), ...(await attention(be, copyGbps)), await decode(be, copyGbps)];
 writeFileSync(outFile, JSON.stringify(report, null, 2));
