@@ -14,7 +14,7 @@ import * as T from "@lightning-ts/tensor";
 import { type Backend, createCpuBackend, type DType } from "@lightning-ts/tensor";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createWebGpuBackend, type WebGpuBackend } from "../src/index.js";
-import { setBlockedScratchBytes } from "../src/kernels/lightning-blocked.js";
+import { segmentBlocks, setBlockedScratchBytes, setBlockedSegmentBlocks } from "../src/kernels/lightning-blocked.js";
 
 /** mulberry32: seeded values in [-1, 1), never all zero. */
 function random(seed: number): () => number {
@@ -181,6 +181,52 @@ suite(`WebGPU fast paths against their plain twins${fast ? "" : ` [skipped: ${re
     expect(keys).toContain("lightning_step_vec4:f32:new");
     expect(keys).toContain("lightning_step_vec4:f32:in_place");
     expect(plain!.runtime.pipelineKeys().some((key) => key.startsWith("lightning_step_vec4"))).toBe(false);
+  });
+
+  it("the blocked Lightning forward with blocks grouped in segments matches the plain scan and the CPU", async () => {
+    // The benchmark shape (B·T = 65,536, H = 16, D = E = 128) takes 16-block segments at every T;
+    // small inputs take one-block segments unless forced.
+    for (const [B, Tn] of [[64, 1024], [8, 8192], [1, 65536]]) expect(segmentBlocks(B * 16 * (Tn / 64))).toBe(16);
+    expect(segmentBlocks(1)).toBe(1);
+    expect(segmentBlocks(3000)).toBe(2);
+    // (B, H, T, D, E, initial state, blocks per segment, scratch cap): short last segments and
+    // blocks (577 = 9·64 + 1), one segment longer than the sequence, two D tiles, chunks of batch·heads.
+    const cases = [
+      [2, 2, 577, 12, 20, true, 3],
+      [2, 2, 577, 12, 20, false, 2],
+      [1, 3, 300, 8, 12, true, 16],
+      [1, 1, 200, 136, 8, true, 2],
+      [3, 2, 390, 8, 4, true, 4, 2 * 7 * 8 * 4 * 4],
+    ] as [number, number, number, number, number, boolean, number, number?][];
+    let seed = 200;
+    try {
+      for (const [B, H, Tn, D, E, withInit, G, scratch] of cases) {
+        setBlockedSegmentBlocks(G);
+        setBlockedScratchBytes(scratch ?? 2 ** 30);
+        const q = values(B * H * Tn * D, seed++);
+        const k = values(B * H * Tn * D, seed++);
+        const v = values(B * H * Tn * E, seed++);
+        const s0 = values(B * H * D * E, seed++);
+        const slopes = T.tnlSlopes(H, 0, 3);
+        for (const part of ["output", "state"] as const) {
+          const [f, p, c] = await threeWays((be) => {
+            const ins = [on(be, q, [B, H, Tn, D]), on(be, k, [B, H, Tn, D]), on(be, v, [B, H, Tn, E]), T.tensor(slopes, [H], { backend: be })];
+            const init = withInit ? on(be, s0, [B, H, D, E]) : undefined;
+            const r = T.lightningAttention(ins[0], ins[1], ins[2], ins[3], { returnState: true, initialState: init });
+            const keep = r[part];
+            for (const t of [...ins, init, r.output, r.state]) if (t && t !== keep) t.dispose();
+            return keep;
+          });
+          const what = `B ${B} H ${H} T ${Tn} D ${D} E ${E}, ${G}-block segments${withInit ? ", initial state" : ""}: ${part}`;
+          expect(relRms(f, c), what).toBeLessThan(TOL);
+          expect(relRms(p, c), what).toBeLessThan(TOL);
+        }
+      }
+    } finally {
+      setBlockedSegmentBlocks(null);
+      setBlockedScratchBytes(2 ** 30);
+    }
+    expect(fast!.runtime.pipelineKeys()).toContain("lightning_blocked_kv");
   });
 
   it("the blocked Lightning forward matches the plain scan and the CPU: output and final state, odd T, several tiles", async () => {

@@ -4,16 +4,27 @@
  * sequence in order inside one workgroup; here every block is independent work except one cheap
  * elementwise scan, so a single long sequence (B = 1) fills the GPU as well as many short ones:
  *
- *   1. kv:  KV_j = Σ_{p<m_j} λ^{m_j−1−p} k_pᵀ v_p                 one workgroup per (b·h, block, 128×128 tile of D×E)
- *   2. scan: S_j = λ^{m_{j−1}} S_{j−1} + KV_{j−1}, S_0 = initial   one invocation per (b·h, vec4 of D×E), j in order;
- *            KV_j is overwritten by S_j (the state entering block j), the last S is the final state
- *   3. out: o_p = Σ_{p'≤p} λ^{p−p'} (q_p · k_p') v_p' + λ^{p+1} q_p S_j
+ * The blocks of a sequence are grouped in segments of G blocks (G up to 16, fewer where that leaves
+ * too few workgroups to fill the GPU):
+ *
+ *   1. kv:  L_j = λ^{m_{j−1}} L_{j−1} + Σ_{p<m_{j−1}} λ^{m_{j−1}−1−p} k_pᵀ v_p over block j − 1, L = 0 at a
+ *           segment's first block: the state entering block j from inside its segment, for every block,
+ *           and the segment's own total R_g (its L after its last block)
+ *                                                                 one workgroup per (b·h, segment, 128×128 tile of D×E),
+ *                                                                 its blocks in order, L in registers
+ *   2. scan: C_g = λ^{len_{g−1}} C_{g−1} + R_{g−1}, C_0 = initial  one invocation per (b·h, vec4 of D×E), g in order;
+ *            R_g is overwritten by C_g (the state entering segment g), the last C is the final state
+ *   3. out: o_p = Σ_{p'≤p} λ^{p−p'} (q_p · k_p') v_p' + λ^{p+1} q_p S_j,  S_j = L_j + λ^{64·(j − first block of g)} C_g
  *                                                                 one workgroup per (b·h, block, 128 columns of E)
+ *
+ * Block states are written once (step 1) and read once (step 3); only the 1/G as large segment
+ * states go through the sequential scan, which would otherwise read and write every block state
+ * once more (2 GiB of the forward's traffic at the benchmark shape).
  *
  * Steps 1 and 3 are register-tiled products (each invocation a 4×8 or 8×8 block of vec4
  * accumulators, operands staged through workgroup memory as vec4), the matmul kernel's scheme.
  * The block states take B·H·⌈T/64⌉·D·E·4 bytes of scratch (1 GiB at B·T = 65,536, H = 16,
- * D = E = 128); above 1 GiB (or a storage binding) the batch·heads run in chunks, and a single
+ * D = E = 128), the segment states 1/G of that; above 1 GiB (or a storage binding) the batch·heads run in chunks, and a single
  * sequence whose states alone exceed that (T > 2^20 at D = E = 128) takes the plain scan.
  *
  * Letters: B batch, H heads, T time, D query/key head dim, E value head dim, C block size (64).
@@ -31,6 +42,26 @@ let scratchCap = 2 ** 30;
 /** Test hook: a small cap makes small inputs run in several chunks. */
 export function setBlockedScratchBytes(bytes: number): void {
   scratchCap = bytes;
+}
+
+/** Most blocks per segment: step 1's sequential depth (16 · 64 tokens, a matmul of k = 1,024). */
+const MAX_SEGMENT_BLOCKS = 16;
+/** Step 1 workgroups below which segments shrink (several waves of two workgroups per SM). */
+const STEP1_WORKGROUPS = 1024;
+/** Blocks per segment forced by a test; null picks by size. */
+let forcedSegmentBlocks: number | null = null;
+
+/**
+ * Blocks per segment for a chunk with this many (batch·head, block, tile) triples: as many as
+ * leave step 1 at least STEP1_WORKGROUPS workgroups, at most MAX_SEGMENT_BLOCKS.
+ */
+export function segmentBlocks(blockTiles: number): number {
+  return Math.max(1, Math.min(MAX_SEGMENT_BLOCKS, Math.floor(blockTiles / STEP1_WORKGROUPS)));
+}
+
+/** Test hook: small inputs get one-block segments by size; this makes them run in longer ones. */
+export function setBlockedSegmentBlocks(blocks: number | null): void {
+  forcedSegmentBlocks = blocks;
 }
 
 /** Workgroup bytes of the largest step (3: masked scores 64×64, a 768-vector staging area). */
@@ -89,114 +120,126 @@ function blockedChunk(rt: Runtime, f: BlockedForward, bh0: number, count: number
   const nB = Math.ceil(T / C);
   const dTiles = Math.ceil(D / TILE);
   const eTiles = Math.ceil(E / TILE);
+  const G = forcedSegmentBlocks ?? segmentBlocks(count * nB * dTiles * eTiles);
+  const nSeg = Math.ceil(nB / G);
   const kv = rt.acquire(count * nB * D * E * 4);
+  const seg = rt.acquire(count * nSeg * D * E * 4);
   const V = TILE / 4;
 
-  // 1. Per-block states KV_j (D × E), one 128×128 tile per workgroup; tokens are the inner dim.
+  // 1. Per-block states from inside the segment (D × E), one 128×128 tile per workgroup, the
+  //    segment's blocks in order; tokens are the inner dim of each block's product.
   rt.dispatch({
     key: "lightning_blocked_kv",
     shader: () => ({
-      doc: ["k: (BH, T, D/4) vec4 f32", "v: (BH, T, E/4) vec4 f32", "slopes: (H) f32", "kv: (BH, nB, D, E/4) vec4 f32"],
+      doc: ["k: (BH, T, D/4) vec4 f32", "v: (BH, T, E/4) vec4 f32", "slopes: (H) f32", "kv: (BH, nB, D, E/4) vec4 f32, L_j", "seg: (BH, nSeg, D, E/4) vec4 f32, R_g"],
       bindings: [
         { name: "k", access: "read", vec4: true },
         { name: "v", access: "read", vec4: true },
         { name: "slopes", dtype: "f32", access: "read" },
         { name: "kv", access: "rw", vec4: true },
+        { name: "seg", access: "rw", vec4: true },
       ],
       workgroupSize: 256,
       decls: `var<workgroup> As: array<vec4<f32>, ${16 * V}>;  // decayed k rows: [p][d/4]
 var<workgroup> Bs: array<vec4<f32>, ${16 * V}>;  // v rows: [p][e/4]`,
-      // Params: T, D, E, H, heads in this chunk, nB, dTiles, eTiles, first batch·head of the chunk.
+      // Params: T, D, E, H, heads in this chunk, nB, dTiles, eTiles, first batch·head of the chunk, G, nSeg.
       body: `  let T = pu(0u); let D4 = pu(1u) / 4u; let E4 = pu(2u) / 4u; let nB = pu(5u); let eT = pu(7u);
-  let perBh = nB * pu(6u) * eT;
+  let G = pu(9u); let nSeg = pu(10u);
+  let perBh = nSeg * pu(6u) * eT;
   let lb = wg / perBh;
   if (lb >= pu(4u)) { return; }
   let bh = pu(8u) + lb;
   var r = wg % perBh;
-  let blk = r / (pu(6u) * eT);
+  let sg = r / (pu(6u) * eT);
   r = r % (pu(6u) * eT);
   let d04 = (r / eT) * ${V}u;
   let e04 = (r % eT) * ${V}u;
-  let t0 = blk * ${C}u;
-  let m = min(${C}u, T - t0);
   let slope = slopes_f(bh % pu(3u));
   let ty = lid / 16u;
   let tx = lid % 16u;
-  ${accumulators(16)}
-  for (var p0 = 0u; p0 < m; p0 = p0 + 16u) {
-    for (var rr = 0u; rr < 2u; rr = rr + 1u) {
-      let e = lid + rr * 256u;
-      let p = p0 + e / ${V}u;
-      let c4 = e % ${V}u;
-      var ka = vec4<f32>(0.0);
-      var vb = vec4<f32>(0.0);
-      if (p < m) {
-        let row = bh * T + t0 + p;
-        if (d04 + c4 < D4) { ka = exp(-slope * f32(m - 1u - p)) * bitcast<vec4<f32>>(k[row * D4 + d04 + c4]); }
-        if (e04 + c4 < E4) { vb = bitcast<vec4<f32>>(v[row * E4 + e04 + c4]); }
-      }
-      As[e] = ka;
-      Bs[e] = vb;
-    }
-    workgroupBarrier();
-    for (var pp = 0u; pp < 16u; pp = pp + 1u) {
-      let a0 = As[pp * ${V}u + ty];
-      let a1 = As[pp * ${V}u + 16u + ty];
-      let b0 = Bs[pp * ${V}u + tx];
-      let b1 = Bs[pp * ${V}u + 16u + tx];
-      ${outerProductFma(["a0", "a1"], ["b0", "b1"])}
-    }
-    workgroupBarrier();
-  }
   let D = D4 * 4u;
-  ${tileStores8x8("d04 * 4u", "e04 * 4u", (d, e, acc) => `if (${d} < D && ${e} / 4u < E4) { kv[((lb * nB + blk) * D + ${d}) * E4 + ${e} / 4u] = bitcast<vec4<u32>>(${acc}); }`)}`,
+  ${accumulators(16)}
+  for (var blk = sg * G; blk < min(nB, sg * G + G); blk = blk + 1u) {
+    ${tileStores8x8("d04 * 4u", "e04 * 4u", (d, e, acc) => `if (${d} < D && ${e} / 4u < E4) { kv[((lb * nB + blk) * D + ${d}) * E4 + ${e} / 4u] = bitcast<vec4<u32>>(${acc}); }`)}
+    let t0 = blk * ${C}u;
+    let m = min(${C}u, T - t0);
+    let dm = exp(-slope * f32(m));
+    ${Array.from({ length: 16 }, (_, i) => `acc${i} = dm * acc${i};`).join(" ")}
+    for (var p0 = 0u; p0 < m; p0 = p0 + 16u) {
+      for (var rr = 0u; rr < 2u; rr = rr + 1u) {
+        let e = lid + rr * 256u;
+        let p = p0 + e / ${V}u;
+        let c4 = e % ${V}u;
+        var ka = vec4<f32>(0.0);
+        var vb = vec4<f32>(0.0);
+        if (p < m) {
+          let row = bh * T + t0 + p;
+          if (d04 + c4 < D4) { ka = exp(-slope * f32(m - 1u - p)) * bitcast<vec4<f32>>(k[row * D4 + d04 + c4]); }
+          if (e04 + c4 < E4) { vb = bitcast<vec4<f32>>(v[row * E4 + e04 + c4]); }
+        }
+        As[e] = ka;
+        Bs[e] = vb;
+      }
+      workgroupBarrier();
+      for (var pp = 0u; pp < 16u; pp = pp + 1u) {
+        let a0 = As[pp * ${V}u + ty];
+        let a1 = As[pp * ${V}u + 16u + ty];
+        let b0 = Bs[pp * ${V}u + tx];
+        let b1 = Bs[pp * ${V}u + 16u + tx];
+        ${outerProductFma(["a0", "a1"], ["b0", "b1"])}
+      }
+      workgroupBarrier();
+    }
+  }
+  ${tileStores8x8("d04 * 4u", "e04 * 4u", (d, e, acc) => `if (${d} < D && ${e} / 4u < E4) { seg[((lb * nSeg + sg) * D + ${d}) * E4 + ${e} / 4u] = bitcast<vec4<u32>>(${acc}); }`)}`,
     }),
     bindings: [
       { buffer: f.k.storage, access: "read" },
       { buffer: f.v.storage, access: "read" },
       { buffer: f.slopes.storage, access: "read" },
       { buffer: kv, access: "rw" },
+      { buffer: seg, access: "rw" },
     ],
-    params: [T, D, E, H, count, nB, dTiles, eTiles, bh0],
-    workgroups: count * nB * dTiles * eTiles,
+    params: [T, D, E, H, count, nB, dTiles, eTiles, bh0, G, nSeg],
+    workgroups: count * nSeg * dTiles * eTiles,
   });
 
-  // 2. The carried state: a sequential scan over blocks, in parallel over every vec4 of every state.
+  // 2. The carried state: a sequential scan over segments, in parallel over every vec4 of every state.
   const vectors = (count * D * E) / 4;
   rt.dispatch({
     key: "lightning_blocked_scan",
     shader: () => ({
-      doc: ["slopes: (H) f32", "s0: (BH, D, E/4) vec4 f32", "kv: (BH, nB, D, E/4) vec4 f32, in: KV_j, out: S_j", "sT: (BH, D, E/4) vec4 f32"],
+      doc: ["slopes: (H) f32", "s0: (BH, D, E/4) vec4 f32", "seg: (BH, nSeg, D, E/4) vec4 f32, in: R_g, out: C_g", "sT: (BH, D, E/4) vec4 f32"],
       bindings: [
         { name: "slopes", dtype: "f32", access: "read" },
         { name: "s0", access: "read", vec4: true },
-        { name: "kv", access: "rw", vec4: true },
+        { name: "seg", access: "rw", vec4: true },
         { name: "sT", access: "rw", vec4: true },
       ],
       workgroupSize: 256,
-      // Params: T, D·E/4, H, vectors in this chunk, nB, has initial state, first batch·head of the chunk.
+      // Params: T, D·E/4, H, vectors in this chunk, nSeg, has initial state, first batch·head of the chunk, tokens per segment.
       body: `  let DE4 = pu(1u);
   if (gid >= pu(3u)) { return; }
-  let T = pu(0u); let nB = pu(4u);
+  let T = pu(0u); let nSeg = pu(4u); let L = pu(7u);
   let lb = gid / DE4;
   let bh = pu(6u) + lb;
   let i = gid % DE4;
   let slope = slopes_f(bh % pu(2u));
-  let full = exp(-slope * ${C}.0);
+  let full = exp(-slope * f32(L));
   var S = vec4<f32>(0.0);
   if (pu(5u) == 1u) { S = bitcast<vec4<f32>>(s0[bh * DE4 + i]); }
-  // Four blocks' loads are issued before their updates: the loop is bound by memory latency.
-  for (var j0 = 0u; j0 < nB; j0 = j0 + 4u) {
-    var kvs: array<vec4<f32>, 4>;
+  // Four segments' loads are issued before their updates: the loop is bound by memory latency.
+  for (var j0 = 0u; j0 < nSeg; j0 = j0 + 4u) {
+    var tots: array<vec4<f32>, 4>;
     for (var j = 0u; j < 4u; j = j + 1u) {
-      if (j0 + j < nB) { kvs[j] = bitcast<vec4<f32>>(kv[(lb * nB + j0 + j) * DE4 + i]); }
+      if (j0 + j < nSeg) { tots[j] = bitcast<vec4<f32>>(seg[(lb * nSeg + j0 + j) * DE4 + i]); }
     }
     for (var j = 0u; j < 4u; j = j + 1u) {
-      let b = j0 + j;
-      if (b < nB) {
-        kv[(lb * nB + b) * DE4 + i] = bitcast<vec4<u32>>(S);
-        let m = min(${C}u, T - b * ${C}u);
-        S = select(exp(-slope * f32(m)), full, m == ${C}u) * S + kvs[j];
+      let g = j0 + j;
+      if (g < nSeg) {
+        seg[(lb * nSeg + g) * DE4 + i] = bitcast<vec4<u32>>(S);
+        let len = min(L, T - g * L);
+        S = select(exp(-slope * f32(len)), full, len == L) * S + tots[j];
       }
     }
   }
@@ -206,10 +249,10 @@ var<workgroup> Bs: array<vec4<f32>, ${16 * V}>;  // v rows: [p][e/4]`,
       { buffer: f.slopes.storage, access: "read" },
       // An unused binding still needs a buffer; the shader never reads it without an initial state.
       { buffer: f.init ?? f.slopes.storage, access: "read" },
-      { buffer: kv, access: "rw" },
+      { buffer: seg, access: "rw" },
       { buffer: f.finalState, access: "rw" },
     ],
-    params: [T, (D * E) / 4, H, vectors, nB, f.init ? 1 : 0, bh0],
+    params: [T, (D * E) / 4, H, vectors, nSeg, f.init ? 1 : 0, bh0, G * C],
     workgroups: groups(vectors),
   });
 
@@ -222,7 +265,8 @@ var<workgroup> Bs: array<vec4<f32>, ${16 * V}>;  // v rows: [p][e/4]`,
         "k: (BH, T, D/4) vec4 f32",
         "v: (BH, T, E/4) vec4 f32",
         "slopes: (H) f32",
-        "st: (BH, nB, D, E/4) vec4 f32, the state entering each block",
+        "st: (BH, nB, D, E/4) vec4 f32, L_j: the state entering each block from inside its segment",
+        "sg: (BH, nSeg, D, E/4) vec4 f32, C_g: the state entering each segment",
         "o: (BH, T, E/4) vec4 f32",
       ],
       bindings: [
@@ -231,12 +275,13 @@ var<workgroup> Bs: array<vec4<f32>, ${16 * V}>;  // v rows: [p][e/4]`,
         { name: "v", access: "read", vec4: true },
         { name: "slopes", dtype: "f32", access: "read" },
         { name: "st", access: "read", vec4: true },
+        { name: "sg", access: "read", vec4: true },
         { name: "o", access: "rw", vec4: true },
       ],
       workgroupSize: 256,
       decls: `var<workgroup> Ps: array<vec4<f32>, ${(C * C) / 4}>;  // masked decayed scores: [p'][p/4]
 var<workgroup> St: array<vec4<f32>, 768>;  // staging: q slice [d][p/4] at 0, k slice at 256, then state or v rows [·][e/4] at 256`,
-      // Params: T, D, E, H, heads in this chunk, nB, eTiles, first batch·head of the chunk.
+      // Params: T, D, E, H, heads in this chunk, nB, eTiles, first batch·head of the chunk, G, nSeg.
       body: `  let T = pu(0u); let D = pu(1u); let D4 = D / 4u; let E4 = pu(2u) / 4u; let nB = pu(5u); let eT = pu(6u);
   let perBh = nB * eT;
   let lb = wg / perBh;
@@ -247,6 +292,10 @@ var<workgroup> St: array<vec4<f32>, 768>;  // staging: q slice [d][p/4] at 0, k 
   let t0 = blk * ${C}u;
   let m = min(${C}u, T - t0);
   let slope = slopes_f(bh % pu(3u));
+  let G = pu(8u); let nSeg = pu(9u);
+  let sgi = blk / G;
+  // Blocks before this one in its segment are whole (only a sequence's last block is short).
+  let segDecay = exp(-slope * f32((blk - sgi * G) * ${C}u));
   let ty = lid / 16u;
   let tx = lid % 16u;
   let srow = lid / 4u;
@@ -288,7 +337,9 @@ var<workgroup> St: array<vec4<f32>, 768>;  // staging: q slice [d][p/4] at 0, k 
       let d = d0 + e / ${V}u;
       let c4 = e04 + e % ${V}u;
       var s = vec4<f32>(0.0);
-      if (d < D && c4 < E4) { s = bitcast<vec4<f32>>(st[((lb * nB + blk) * D + d) * E4 + c4]); }
+      if (d < D && c4 < E4) {
+        s = bitcast<vec4<f32>>(st[((lb * nB + blk) * D + d) * E4 + c4]) + segDecay * bitcast<vec4<f32>>(sg[((lb * nSeg + sgi) * D + d) * E4 + c4]);
+      }
       St[256u + e] = s;
     }
     workgroupBarrier();
@@ -331,10 +382,12 @@ var<workgroup> St: array<vec4<f32>, 768>;  // staging: q slice [d][p/4] at 0, k 
       { buffer: f.v.storage, access: "read" },
       { buffer: f.slopes.storage, access: "read" },
       { buffer: kv, access: "read" },
+      { buffer: seg, access: "read" },
       { buffer: f.out, access: "rw" },
     ],
-    params: [T, D, E, H, count, nB, eTiles, bh0],
+    params: [T, D, E, H, count, nB, eTiles, bh0, G, nSeg],
     workgroups: count * nB * eTiles,
   });
   rt.release(kv);
+  rt.release(seg);
 }
