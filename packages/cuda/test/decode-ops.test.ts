@@ -114,7 +114,7 @@ await describeBackends("fused decode-step kernels", (backend) => {
         const out: Uint8Array[] = [];
         let { state } = prefill(params, config, [[5, 9, 14, 200, 3], [1, 2, 3, 4, 5]], { logits: "last" });
         for (let i = 0; i < 4; i++) {
-          const r = step(params, config, state, [7 + i, 300 + i]);
+          const r = step(params, config, state, [7 + i, 130 + i]);
           out.push(await r.logits.bytes(), ...(await Promise.all(r.state.kv.map((t) => t.bytes()))));
           r.logits.dispose();
           disposeState(state);
