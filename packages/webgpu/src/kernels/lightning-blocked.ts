@@ -64,8 +64,8 @@ export function setBlockedSegmentBlocks(blocks: number | null): void {
   forcedSegmentBlocks = blocks;
 }
 
-/** Workgroup bytes of the largest step (3: masked scores 64×64, a 768-vector staging area). */
-export const BLOCKED_WORKGROUP_BYTES = (C * C + 768 * 4) * 4;
+/** Workgroup bytes of the largest step (3: masked scores 64×64, a 1,024-vector staging area). */
+export const BLOCKED_WORKGROUP_BYTES = (C * C + 1024 * 4) * 4;
 
 export interface BlockedForward {
   q: Ref; // (B, H, T, D)
@@ -280,7 +280,7 @@ var<workgroup> Bs: array<vec4<f32>, ${16 * V}>;  // v rows: [p][e/4]`,
       ],
       workgroupSize: 256,
       decls: `var<workgroup> Ps: array<vec4<f32>, ${(C * C) / 4}>;  // masked decayed scores: [p'][p/4]
-var<workgroup> St: array<vec4<f32>, 768>;  // staging: q slice [d][p/4] at 0, k slice at 256, then state or v rows [·][e/4] at 256`,
+var<workgroup> St: array<vec4<f32>, 1024>;  // staging: q slice [d][p/4] at 0, k slice at 256, state rows [d][e/4] at 512; then v rows [p'][e/4] at 256`,
       // Params: T, D, E, H, heads in this chunk, nB, eTiles, first batch·head of the chunk, G, nSeg.
       body: `  let T = pu(0u); let D = pu(1u); let D4 = D / 4u; let E4 = pu(2u) / 4u; let nB = pu(5u); let eT = pu(6u);
   let perBh = nB * eT;
@@ -301,8 +301,11 @@ var<workgroup> St: array<vec4<f32>, 768>;  // staging: q slice [d][p/4] at 0, k 
   let srow = lid / 4u;
   let sq = lid % 4u;
 
-  // Scores q_p · k_p' for this invocation's 4×4 (p = ty·4 + i, p' = tx·4 + c).
+  // One pass over d, 16 rows at a time, feeds both products of q: the scores q_p · k_p' of this
+  // invocation's 4×4 (p = ty·4 + i, p' = tx·4 + c), and q_p S_j into acc{i·2 + h} (row p = ty·4 + i,
+  // columns e04·4 + h·64 + tx·4 … + 3), so q is staged once.
   ${accumulators(4, "sc")}
+  ${accumulators(8)}
   for (var d0 = 0u; d0 < D; d0 = d0 + 16u) {
     var qa = vec4<f32>(0.0);
     var kb = vec4<f32>(0.0);
@@ -315,23 +318,6 @@ var<workgroup> St: array<vec4<f32>, 768>;  // staging: q slice [d][p/4] at 0, k 
       St[(sq * 4u + j) * 16u + srow / 4u][srow % 4u] = qa[j];
       St[256u + (sq * 4u + j) * 16u + srow / 4u][srow % 4u] = kb[j];
     }
-    workgroupBarrier();
-    for (var dd = 0u; dd < 16u; dd = dd + 1u) {
-      let a = St[dd * 16u + ty];
-      let b = St[256u + dd * 16u + tx];
-      ${outerProductFma(["a"], ["b"], "sc")}
-    }
-    workgroupBarrier();
-  }
-  ${maskedScores()}
-
-  // acc{i·2 + h}: row p = ty·4 + i, columns e04·4 + h·64 + tx·4 … + 3.
-  ${accumulators(8)}
-  // λ^{p+1} q_p S_j, the inner dim d staged 16 rows at a time.
-  for (var d0 = 0u; d0 < D; d0 = d0 + 16u) {
-    var qa = vec4<f32>(0.0);
-    if (srow < m && d0 / 4u + sq < D4) { qa = bitcast<vec4<f32>>(q[(bh * T + t0 + srow) * D4 + d0 / 4u + sq]); }
-    for (var j = 0u; j < 4u; j = j + 1u) { St[(sq * 4u + j) * 16u + srow / 4u][srow % 4u] = qa[j]; }
     for (var rr = 0u; rr < 2u; rr = rr + 1u) {
       let e = lid + rr * 256u;
       let d = d0 + e / ${V}u;
@@ -340,17 +326,20 @@ var<workgroup> St: array<vec4<f32>, 768>;  // staging: q slice [d][p/4] at 0, k 
       if (d < D && c4 < E4) {
         s = bitcast<vec4<f32>>(st[((lb * nB + blk) * D + d) * E4 + c4]) + segDecay * bitcast<vec4<f32>>(sg[((lb * nSeg + sgi) * D + d) * E4 + c4]);
       }
-      St[256u + e] = s;
+      St[512u + e] = s;
     }
     workgroupBarrier();
     for (var dd = 0u; dd < 16u; dd = dd + 1u) {
       let a0 = St[dd * 16u + ty];
-      let b0 = St[256u + dd * ${V}u + tx];
-      let b1 = St[256u + dd * ${V}u + 16u + tx];
+      let kc = St[256u + dd * 16u + tx];
+      let b0 = St[512u + dd * ${V}u + tx];
+      let b1 = St[512u + dd * ${V}u + 16u + tx];
+      ${outerProductFma(["a0"], ["kc"], "sc")}
       ${outerProductFma(["a0"], ["b0", "b1"])}
     }
     workgroupBarrier();
   }
+  ${maskedScores()}
   ${[0, 1, 2, 3].map((i) => `acc${2 * i} = exp(-slope * f32(ty * 4u + ${i + 1}u)) * acc${2 * i};
   acc${2 * i + 1} = exp(-slope * f32(ty * 4u + ${i + 1}u)) * acc${2 * i + 1};`).join("\n  ")}
   // Σ_{p'} P[p][p'] v_p', the inner dim p' staged 16 rows at a time.
