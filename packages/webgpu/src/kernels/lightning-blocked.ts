@@ -354,7 +354,7 @@ var<workgroup> St: array<vec4<f32>, 1024>;  // staging: q slice [d][p/4] at 0, k
     }
     workgroupBarrier();
     // Rows p = ty·4 … + 3 take only p' ≤ p: a whole stage above that is masked to zero, and the
-    // invocations of early rows skip it (a quarter of this product's multiply-adds at C = 64).
+    // invocations of early rows skip it (3/8 of this product's multiply-adds at C = 64).
     if (j0 <= ty * 4u + 3u) {
       for (var jj = 0u; jj < 16u; jj = jj + 1u) {
         let a0 = Ps[(j0 + jj) * 16u + ty];
