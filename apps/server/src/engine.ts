@@ -96,11 +96,15 @@ export class ShuttingDownError extends Error {
 
 /** A decode step on the device, its results not read yet. */
 interface LaunchedStep {
+  /** The step's number (`Engine.steps` after it): `Sequence.lastStep` of the rows in it. */
+  id: number;
   batch: Sequence[];
   /** Rows still reading their prompt after this step. */
   reading: boolean[];
   logits: Tensor;
   greedy: Tensor;
+  /** The read of `greedy`, started right after the step so that a next step launched before it is read cannot delay it. */
+  picked: Promise<Int32Array>;
 }
 
 interface Sequence {
@@ -116,6 +120,8 @@ interface Sequence {
   generated: number[];
   random: () => number;
   lastToken: number;
+  /** The last decode step the sequence was in (`LaunchedStep.id`), 0 before any. */
+  lastStep: number;
   resolve(r: SequenceResult): void;
   reject(err: unknown): void;
 }
@@ -138,6 +144,8 @@ export class Engine {
   tokensGenerated = 0;
   prefillTokens = 0;
   steps = 0;
+  /** Decode steps launched before the previous step's tokens were read (greedy rows, argmax on the device). */
+  chainedSteps = 0;
   cancelled = 0;
   /** Generated tokens, for the rate over the last seconds. */
   private readonly recent = new RateWindow(5000);
@@ -199,6 +207,7 @@ export class Engine {
         generated: [],
         random: seededRandom(req.seed, req.stream ?? 0),
         lastToken: -1,
+        lastStep: 0,
         resolve,
         reject,
       };
@@ -231,6 +240,8 @@ export class Engine {
   }
 
   private async loop(): Promise<void> {
+    /** A launched decode step whose results are not read yet. */
+    let inflight: LaunchedStep | null = null;
     while (!this.stopped) {
       this.retireCancelled();
       while (this.waiting.length && this.active.length < this.options.maxBatch) {
@@ -242,7 +253,7 @@ export class Engine {
           this.enterDecoder(s);
         }
       }
-      if (this.active.length === 0) {
+      if (this.active.length === 0 && !inflight) {
         await new Promise<void>((r) => (this.wake = r));
         continue;
       }
@@ -255,16 +266,22 @@ export class Engine {
           budget -= await this.prefillChunk(s);
           await yieldToIo();
         }
-        if (this.decoder.size > 0) {
-          const launched = this.launchDecode();
+        if (!inflight && this.decoder.size > 0) inflight = this.launchDecode(null);
+        if (inflight) {
+          const launched: LaunchedStep = inflight;
+          // Where every row's next token is known without this step's logits on the host (greedy
+          // rows take the argmax on the device), the next step is launched before this one is read:
+          // the device runs it while the host reads, streams and retires this one's tokens.
+          inflight = this.decoder.size > 0 && this.chainsFrom(launched) ? this.launchDecode(launched) : null;
           // The HTTP side (streamed writes of the last tokens, new requests, disconnects) runs while
-          // the device computes the step, instead of between steps with the device idle.
+          // the device computes, instead of between steps with the device idle.
           await yieldToIo();
-          await this.finishDecode(launched);
+          await this.finishDecode(launched, inflight !== null);
           continue;
         }
       } catch (err) {
         // A failing step fails the sequences in it, never the server.
+        inflight = null;
         for (const s of [...this.active]) this.fail(s, err);
       }
       // Let the HTTP side run (new requests, streamed writes, disconnects) between steps.
@@ -343,31 +360,54 @@ export class Engine {
   }
 
   /**
+   * Whether the next step can be launched before `launched` is read: every row that generates from
+   * `launched`'s output takes its argmax (greedy, no log probabilities) and keeps no state (a row
+   * that ends at `launched` still runs the next step, and its kept state would hold one token too
+   * many). Rows still reading their prompt, or that joined since, feed tokens the host knows.
+   */
+  private chainsFrom(launched: LaunchedStep): boolean {
+    return this.rows.every(
+      (s) => s.lastStep !== launched.id || s.fed < s.req.prompt.length || (picksHighestLogit(s.req.sampler) && s.req.logprobs === undefined && s.req.keepState !== true),
+    );
+  }
+
+  /**
    * Launches one step of every decoder row: a generating row feeds its last token, a row still
    * reading its prompt the next prompt token (its output is wanted only after the prompt's last
-   * token). `finishDecode` reads its results; nothing touches the decoder in between.
+   * token). After `chainFrom`, a row that generated in it feeds the token it picked there, copied on
+   * the device (its host copy is not read yet). `finishDecode` reads the results.
    */
-  private launchDecode(): LaunchedStep {
+  private launchDecode(chainFrom: LaunchedStep | null): LaunchedStep {
     const batch = [...this.rows];
     const reading = batch.map((s) => s.fed < s.req.prompt.length);
-    const { logits, greedy } = this.decoder.step(batch.map((s, r) => (reading[r] ? s.req.prompt[s.fed] : s.lastToken)));
-    this.steps++;
+    const tokens = batch.map((s, r) => (reading[r] ? s.req.prompt[s.fed] : chainFrom && s.lastStep === chainFrom.id ? null : s.lastToken));
+    const { logits, greedy } = this.decoder.step(tokens);
+    const picked = greedy.data() as Promise<Int32Array>;
+    picked.catch(() => undefined); // awaited by finishDecode; a failed step is handled there
+    const id = ++this.steps;
+    if (chainFrom) this.chainedSteps++;
     batch.forEach((s, r) => {
+      s.lastStep = id;
       if (!reading[r]) return;
       s.fed++;
       this.prefillTokens++;
       reading[r] = s.fed < s.req.prompt.length;
     });
-    return { batch, reading, logits, greedy };
+    return { id, batch, reading, logits, greedy, picked };
   }
 
-  /** Reads a launched step's tokens (or logits where a row samples) and hands them to the sequences. */
-  private async finishDecode({ batch, reading, logits, greedy }: LaunchedStep): Promise<void> {
+  /**
+   * Reads a launched step's tokens (or logits where a row samples) and hands them to the
+   * sequences. With `successor`, the next step is already running: then no row may need logits
+   * (`chainsFrom`), since that step has overwritten them.
+   */
+  private async finishDecode({ batch, reading, logits, picked: pickedRead }: LaunchedStep, successor: boolean): Promise<void> {
     // Rows whose sampler needs the logits (anything but plain greedy, or log probabilities) read
     // them, gathered into one read; the others take the device's argmax.
     const wanted = batch.flatMap((_, r) => (reading[r] ? [] : [r]));
     const needLogits = wanted.filter((r) => !picksHighestLogit(batch[r].req.sampler) || batch[r].req.logprobs !== undefined);
-    const picked = needLogits.length < wanted.length ? ((await greedy.data()) as Int32Array) : null;
+    if (successor && needLogits.length > 0) throw new Error(`internal: ${needLogits.length} rows need the logits of a step whose successor is already running`);
+    const picked = await pickedRead;
     let rows: Float32Array | null = null;
     if (needLogits.length === batch.length) rows = (await logits.data()) as Float32Array;
     else if (needLogits.length > 0) {
@@ -385,7 +425,7 @@ export class Engine {
       if (s.row === undefined) continue; // it ended meanwhile and left the batch
       const at = logitsRow.get(r);
       if (at !== undefined) this.accept(s, rows!.subarray(at * V, (at + 1) * V));
-      else this.acceptToken(s, picked![r]);
+      else this.acceptToken(s, picked[r]);
     }
   }
 

@@ -37,6 +37,41 @@ function request(c: Case, infos: TokenInfo[]): SequenceRequest {
 }
 
 describe("Engine with a batch decoder", () => {
+  it("launches greedy rows' next step before reading their tokens, and they generate what they generate alone", async () => {
+    // Greedy rows of different lengths, one ending at an end-of-sequence id, joining while others
+    // run: every step after the first of a row is launched from the device's argmax.
+    const greedyCases = [
+      { prompt: [5, 17, 40, 41, 3], maxTokens: 14 },
+      { prompt: [9], maxTokens: 3 },
+      { prompt: [30, 31, 32, 33, 34, 35, 36, 37, 38], maxTokens: 9 },
+      { prompt: [100, 12, 6], maxTokens: 11 },
+      { prompt: [61, 62], maxTokens: 6 },
+    ];
+    const stopIds = new Set([7]);
+    const req = (c: (typeof greedyCases)[number], out: number[]): SequenceRequest => ({
+      prompt: c.prompt,
+      maxTokens: c.maxTokens,
+      sampler: greedy(),
+      seed: 0,
+      stopIds,
+      onToken: (t) => void out.push(t.token),
+    });
+    const alone = new Engine(model, { maxBatch: 1, decodePrefill: 0 });
+    const single: number[][] = [];
+    for (const c of greedyCases) {
+      const out: number[] = [];
+      await alone.submit(req(c, out));
+      single.push(out);
+    }
+    await alone.close();
+    const shared = new Engine(model, { maxBatch: 3, prefillChunk: 64, decodePrefill: 4 });
+    const together = greedyCases.map(() => [] as number[]);
+    await Promise.all(greedyCases.map((c, i) => shared.submit(req(c, together[i]))));
+    expect(shared.chainedSteps).toBeGreaterThan(shared.steps / 2);
+    await shared.close();
+    greedyCases.forEach((_, i) => expect(together[i], `case ${i}`).toEqual(single[i]));
+  });
+
   it("generates in a shared batch what each sequence generates alone", async () => {
     const alone = new Engine(model, { maxBatch: 1 });
     const single: TokenInfo[][] = [];

@@ -5,6 +5,10 @@
  * moving the last row into theirs, so the rows in use are always the first `size` and nothing is
  * concatenated or split per step.
  *
+ * A row may feed the token its previous step picked (`null` in `step`'s tokens): it is copied from
+ * that step's argmax on the device, so a greedy loop can launch step n+1 before it has read step
+ * n's tokens back, and the device never waits for the host's turn-around.
+ *
  * On a backend that records graphs (`Backend.captureGraph`: CUDA), the step of each batch bucket
  * (1, 2, 4, … capacity rows) is recorded once and replayed, so a token costs one graph launch
  * instead of hundreds of kernel launches from JavaScript. Everything a recorded step reads or
@@ -71,8 +75,12 @@ export class BatchDecoder {
   readonly #graphs = new Map<number, CapturedGraph<StepTensors>>();
   /** What the last step handed out (and its eager results), disposed by the next step. */
   #handedOut: Tensor[] = [];
+  /** The last step's argmax, all its bucket's rows, kept in row order as rows move (`null` before a step). */
+  #lastGreedy: Tensor | null = null;
   /** Absolute position of the next token of each row in use. */
   #position: number[] = [];
+  /** Whether each row in use was in the last step (so `null` may feed the token it picked). */
+  #stepped: boolean[] = [];
   #disposed = false;
 
   constructor(
@@ -127,7 +135,10 @@ export class BatchDecoder {
       if (s.dtype !== this.#kv[l].dtype) throw new TnlInputError(`BatchDecoder.add: layer ${l} of the state is ${s.describe()}, the decoder's states are ${this.#kv[l].dtype}`);
       copyInto(this.#kv[l], s, { dstOffset: (row * s.size) / batch });
     });
-    for (let b = 0; b < batch; b++) this.#position.push(state.position);
+    for (let b = 0; b < batch; b++) {
+      this.#position.push(state.position);
+      this.#stepped.push(false);
+    }
     return row;
   }
 
@@ -155,31 +166,37 @@ export class BatchDecoder {
         const per = t.size / this.capacity;
         copyInto(t, t, { dstOffset: row * per, srcOffset: last * per, count: per });
       });
+      if (this.#stepped[last]) copyInto(this.#lastGreedy!, this.#lastGreedy!, { dstOffset: row, srcOffset: last, count: 1 });
       this.#position[row] = this.#position[last];
+      this.#stepped[row] = this.#stepped[last];
     }
     this.#position.pop();
+    this.#stepped.pop();
     return row === last ? -1 : last;
   }
 
   /**
-   * Feeds `tokens[r]` to row r for every row in use and advances their states. The results stay
-   * valid until the next step.
+   * Feeds `tokens[r]` to row r for every row in use and advances their states. A `null` token feeds
+   * the token the row's previous step picked (its `greedy`), copied on the device without a read;
+   * only rows that were in the previous step may take it. The results stay valid until the next step.
    */
-  step(tokens: readonly number[]): DecodeOutput {
+  step(tokens: readonly (number | null)[]): DecodeOutput {
     this.#check();
     const n = this.size;
     if (n === 0) throw new TnlInputError("BatchDecoder.step: no rows in use (add a state first)");
     if (tokens.length !== n) throw new TnlInputError(`BatchDecoder.step: ${tokens.length} tokens for ${n} rows in use`);
     const V = this.config.vocabSize;
     tokens.forEach((t, r) => {
-      if (!Number.isInteger(t) || t < 0 || t >= V) throw new TnlInputError(`BatchDecoder.step: token ${String(t)} of row ${r} is outside the vocabulary [0, ${V})`);
+      if (t === null) {
+        if (!this.#stepped[r]) throw new TnlInputError(`BatchDecoder.step: row ${r} has no previous step whose token a null could feed (it joined after the last step)`);
+      } else if (!Number.isInteger(t) || t < 0 || t >= V) {
+        throw new TnlInputError(`BatchDecoder.step: token ${String(t)} of row ${r} is outside the vocabulary [0, ${V})`);
+      }
     });
     const bucket = this.#useGraphs ? bucketFor(n, this.capacity) : n;
-    const ids = new Int32Array(bucket);
-    ids.set(tokens);
+    this.#writeIds(tokens, bucket);
     const positions = new Float32Array(bucket);
     positions.set(this.#position);
-    this.#backend.write(this.#ids.handle.storage, new Uint8Array(ids.buffer));
     this.#backend.write(this.#positions.handle.storage, new Uint8Array(positions.buffer));
     for (const t of this.#handedOut) t.dispose();
     this.#handedOut = [];
@@ -196,7 +213,11 @@ export class BatchDecoder {
       this.#handedOut.push(out.logits, out.greedy);
       if (this.#useGraphs) this.#graphs.set(bucket, this.#backend.captureGraph!(() => this.#run(bucket)));
     }
-    for (let r = 0; r < n; r++) this.#position[r]++;
+    for (let r = 0; r < n; r++) {
+      this.#position[r]++;
+      this.#stepped[r] = true;
+    }
+    this.#lastGreedy = out.greedy;
     const result = { logits: leadingRows(out.logits, n), greedy: leadingRows(out.greedy, n) };
     this.#handedOut.push(result.logits, result.greedy);
     return result;
@@ -214,6 +235,33 @@ export class BatchDecoder {
     this.#graphs.clear();
     for (const t of this.#handedOut) t.dispose();
     for (const t of [...this.#kv, this.#ids, this.#positions, ...this.#slopes]) t.dispose();
+  }
+
+  /**
+   * The step's token ids: `null` rows take the last step's argmax (one device copy of the leading
+   * rows), the others are written from the host — all at once when no row is `null`, else one
+   * write per run of given rows.
+   */
+  #writeIds(tokens: readonly (number | null)[], bucket: number): void {
+    const storage = this.#ids.handle.storage;
+    if (!tokens.includes(null)) {
+      const ids = new Int32Array(bucket);
+      ids.set(tokens as readonly number[]);
+      this.#backend.write(storage, new Uint8Array(ids.buffer));
+      return;
+    }
+    copyInto(this.#ids, this.#lastGreedy!, { count: tokens.length });
+    for (let r = 0; r < tokens.length; ) {
+      if (tokens[r] === null) {
+        r++;
+        continue;
+      }
+      let end = r;
+      while (end < tokens.length && tokens[end] !== null) end++;
+      const run = Int32Array.from(tokens.slice(r, end) as number[]);
+      this.#backend.write(storage, new Uint8Array(run.buffer), r * 4);
+      r = end;
+    }
   }
 
   /** One step over the first `bucket` rows, the states written in place. */

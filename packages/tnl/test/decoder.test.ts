@@ -90,6 +90,46 @@ describe("BatchDecoder", () => {
     expect(leaks).toEqual([]);
   });
 
+  it("feeds a null row the token its previous step picked, rows moving and joining in between", async () => {
+    // Twin decoders on the same rows: one is given the tokens read back from its last step, the
+    // other `null` (the argmax copied on the device). Their logits must agree bit for bit.
+    const V = model.config.vocabSize;
+    const leaks = await findLeaks(async () => {
+      const given = new BatchDecoder(model.params, model.config, { capacity: 4 });
+      const chained = new BatchDecoder(model.params, model.config, { capacity: 4 });
+      const join = (prompt: number[]) => {
+        const s = prefilled(prompt);
+        expect(given.add(s)).toBe(chained.add(s));
+        disposeState(s);
+      };
+      join(ids[0].slice(0, 5));
+      join(ids[1].slice(2, 9));
+      join(ids[0].slice(11, 12));
+      let picked = [3, 91, 17].map((t) => t % V);
+      let tokens: (number | null)[] = picked;
+      for (let k = 0; k < 5; k++) {
+        const a = given.step(picked);
+        const b = chained.step(tokens);
+        expect(Array.from(await b.logits.data()), `step ${k}`).toEqual(Array.from(await a.logits.data()));
+        picked = Array.from(await a.greedy.data());
+        expect(Array.from(await b.greedy.data())).toEqual(picked);
+        tokens = picked.map(() => null);
+        if (k === 1) {
+          // Row 0 leaves (the last row moves in and keeps its picked token); a new row joins and
+          // must be given its token.
+          for (const d of [given, chained]) expect(d.remove(0)).toBe(2);
+          picked = [picked[2], picked[1]];
+          join(ids[1].slice(20, 26));
+          picked.push(44 % V);
+          tokens = [null, null, picked[2]];
+        }
+      }
+      given.dispose();
+      chained.dispose();
+    });
+    expect(leaks).toEqual([]);
+  });
+
   it("refuses bad input by name", () => {
     const decoder = new BatchDecoder(model.params, model.config, { capacity: 1 });
     expect(() => decoder.step([1])).toThrow(/no rows in use/);
@@ -98,6 +138,7 @@ describe("BatchDecoder", () => {
     expect(() => decoder.add(s)).toThrow(/a state of 1 sequences does not fit in the 0 free rows \(capacity 1\)/);
     expect(() => decoder.step([1, 2])).toThrow(/2 tokens for 1 rows/);
     expect(() => decoder.step([model.config.vocabSize])).toThrow(/outside the vocabulary/);
+    expect(() => decoder.step([null])).toThrow(/row 0 has no previous step whose token a null could feed/);
     expect(() => decoder.step([1.5])).toThrow(/token 1.5 of row 0/);
     expect(() => decoder.remove(1)).toThrow(/row must be an integer in \[0, 1\), got 1/);
     expect(() => new BatchDecoder(model.params, model.config, { capacity: 0 })).toThrow(/capacity must be a positive integer/);
