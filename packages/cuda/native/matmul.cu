@@ -5,6 +5,7 @@
 #include <dlfcn.h>
 
 #include "device.cuh"
+#include "gemv.cuh"
 
 namespace lts {
 namespace {
@@ -145,6 +146,9 @@ void matmul(Context& c, const Args& args) {
     LTS_CHECK(cudaMemsetAsync(y, 0, batches * m * n * es, c.stream), "matmul memset");
     return;
   }
+  // x·wᵀ for a few rows of x (the decode step's linear layers): a kernel that streams w at memory
+  // speed where cuBLAS's tiles leave most SMs idle (native/gemv.cu).
+  if (batches == 1 && !ta && tb && gemv(c, dt, args.ptr<void>(0), args.ptr<void>(1), y, m, n, k)) return;
   Index ix = makeIndex(bshape, {bsa, bsb});
   // cuBLAS takes one uniform batch stride per operand: dims that did not merge are looped here.
   if (ix.rank <= 1 || batches <= 64) {

@@ -1,0 +1,18 @@
+// The small-M matrix-vector kernel of native/gemv.cu, which `matmul` (native/matmul.cu) tries
+// before cuBLAS.
+#pragma once
+#include "runtime.h"
+
+namespace lts {
+
+// The most rows of x the kernel takes: at M = 8 each bf16 weight element (2 bytes) feeds 8 FMAs,
+// so streaming ~4.5 TB/s of weights needs ~18 T FMA/s, half the H200's f32 CUDA-core rate before
+// the conversions; much above that the tensor-core tiles of cuBLAS win.
+constexpr int GEMV_MAX_M = 8;
+
+// y (m, n) = x (m, k) · w (n, k)ᵀ, all contiguous, f32 accumulation, on c.stream. Returns false,
+// having enqueued nothing, where the kernel does not apply (LIGHTNING_CUDA_GEMV=0, m outside
+// 1…GEMV_MAX_M, a row of w not on a 16-byte boundary, x too large for shared memory).
+bool gemv(Context& c, int dt, const void* x, const void* w, void* y, int m, int n, int k);
+
+}  // namespace lts

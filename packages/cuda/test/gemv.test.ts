@@ -1,0 +1,214 @@
+/**
+ * The small-M matrix-vector kernel that `matmul` runs for x·wᵀ with 1 to 8 rows of x
+ * (native/gemv.cu), against a float64 oracle and against its plain twin, cuBLAS, which
+ * LIGHTNING_CUDA_GEMV=0 selects: the widths of the 436M TNL's decode step (1,024 × 4,096,
+ * 2,816 × 1,024, 1,024 × 2,816, the 50,272-row head), odd ones, K not a multiple of a 16-byte pack
+ * (left to cuBLAS), M just above the limit, bf16, f16 and f32; and the kernel inside a recorded
+ * CUDA graph, as serving replays it. Skipped, with the reason printed, where the CUDA backend
+ * cannot start; under LIGHTNING_CUDA_REQUIRED=1 that is a failure.
+ *
+ * Letters: x (M, K), w (N, K), y (M, N).
+ *
+ * Error bounds, element by element: the kernel sums in f32 in chains no longer than K/32 + 24
+ * (a lane's slice of K, the warp's shuffles, the K-split partial sums), so before rounding
+ * |acc − y| ≤ γ·Σ|x·w| with γ = depth·2⁻²⁴ (Higham's bound for recursive summation; products are
+ * exact in fmaf, conversions from bf16/f16 exact); rounding to the storage dtype adds u·|y|
+ * with u = 2⁻⁸ (bf16), 2⁻¹¹ (f16), 2⁻²⁴ (f32). cuBLAS's summation order is not ours to know, so
+ * its bound takes depth K.
+ */
+import * as T from "@lightning-ts/tensor";
+import { describeBackends, seeded } from "@lightning-ts/testing";
+import { afterEach, beforeEach, expect, it } from "vitest";
+import type { CudaBackend, CudaStorage } from "../src/index.js";
+import "./setup.js";
+
+const cpu = T.createCpuBackend();
+type Float = "bf16" | "f16" | "f32";
+const DTYPES: Float[] = ["bf16", "f16", "f32"];
+/** Unit roundoff of one rounding to nearest into each storage dtype. */
+const UNIT: Record<Float, number> = { bf16: 2 ** -8, f16: 2 ** -11, f32: 2 ** -24 };
+const F32_UNIT = 2 ** -24;
+/** The most rows of x the kernel takes (GEMV_MAX_M of native/gemv.cuh). */
+const MAX_M = 8;
+
+/** y = x·wᵀ in float64, and Σ|x·w| per element (the scale of the summation error). */
+function oracle(x: ArrayLike<number>, w: ArrayLike<number>, M: number, N: number, K: number) {
+  const y = new Float64Array(M * N);
+  const scale = new Float64Array(M * N);
+  for (let m = 0; m < M; m++)
+    for (let n = 0; n < N; n++) {
+      let s = 0;
+      let a = 0;
+      for (let k = 0, xo = m * K, wo = n * K; k < K; k++) {
+        const p = x[xo + k] * w[wo + k];
+        s += p;
+        a += Math.abs(p);
+      }
+      y[m * N + n] = s;
+      scale[m * N + n] = a;
+    }
+  return { y, scale };
+}
+
+/** The bound on |got − y| of element i for a sum in chains of `depth` additions, then one rounding. */
+function boundAt(want: { y: Float64Array; scale: Float64Array }, i: number, dtype: Float, depth: number): number {
+  const u = UNIT[dtype];
+  const gamma = (depth * F32_UNIT) / (1 - depth * F32_UNIT);
+  return u * Math.abs(want.y[i]) + (1 + u) * gamma * want.scale[i];
+}
+
+/** Fails at the worst element where |got − ref| passes its bound (NaN never passes). */
+function expectWithin(got: ArrayLike<number>, ref: ArrayLike<number>, bound: (i: number) => number, label: string) {
+  let worst = -1;
+  let worstRatio = 0;
+  for (let i = 0; i < ref.length; i++) {
+    const err = Math.abs(got[i] - ref[i]);
+    const b = bound(i);
+    if (!(err <= b)) {
+      const ratio = Number.isNaN(err) ? Infinity : err / b;
+      if (worst < 0 || ratio > worstRatio) [worst, worstRatio] = [i, ratio];
+    }
+  }
+  expect(worst < 0 ? "" : `element ${worst}: got ${got[worst]}, want ${ref[worst]} (${worstRatio.toFixed(2)}× the bound)`, label).toBe("");
+}
+
+/** Sets LIGHTNING_CUDA_GEMV for the calls of `fn` (native code reads it at each matmul). */
+function withGemv<R>(value: "0" | "1", fn: () => R): R {
+  const before = process.env.LIGHTNING_CUDA_GEMV;
+  process.env.LIGHTNING_CUDA_GEMV = value;
+  try {
+    return fn();
+  } finally {
+    if (before === undefined) delete process.env.LIGHTNING_CUDA_GEMV;
+    else process.env.LIGHTNING_CUDA_GEMV = before;
+  }
+}
+
+const gemvDepth = (K: number) => Math.ceil(K / 32) + 24;
+
+await describeBackends("small-M matrix-vector kernel (x·wᵀ, M ≤ 8) vs float64 and cuBLAS", (backend) => {
+  const gpu = () => backend() as CudaBackend;
+  const rng = seeded(3191);
+  let before = new Set<T.Tensor>();
+  beforeEach(() => {
+    before = new Set(T.liveTensors());
+  });
+  afterEach(() => {
+    for (const t of T.liveTensors()) if (!before.has(t)) t.dispose();
+  });
+
+  /** Normal values, never zero, rounded to dtype: the GPU tensor and the values it holds. */
+  async function operand(shape: [number, number], dtype: Float): Promise<[T.Tensor, Float64Array]> {
+    const values = rng.array(shape[0] * shape[1]);
+    for (let i = 0; i < values.length; i++) if (values[i] === 0) values[i] = 0.5;
+    const onCpu = T.tensor(values, shape, { dtype, backend: cpu });
+    const held = Float64Array.from(await onCpu.data());
+    onCpu.dispose();
+    return [T.tensor(values, shape, { dtype, backend: gpu() }), held];
+  }
+
+  /** x·wᵀ with the kernel and with cuBLAS, each against the oracle, and against each other. */
+  async function check(M: number, [N, K]: [number, number], dtype: Float, w?: [T.Tensor, Float64Array]) {
+    const label = `M ${M}, [N, K] [${N}, ${K}] ${dtype}`;
+    const [wg, wv] = w ?? (await operand([N, K], dtype));
+    const [xg, xv] = await operand([M, K], dtype);
+    const fast = Float64Array.from(await withGemv("1", () => T.matmul(xg, wg, { transB: true })).data());
+    const plain = Float64Array.from(await withGemv("0", () => T.matmul(xg, wg, { transB: true })).data());
+    const want = oracle(xv, wv, M, N, K);
+    const kernelBound = (i: number) => boundAt(want, i, dtype, gemvDepth(K));
+    const cublasBound = (i: number) => boundAt(want, i, dtype, K);
+    expectWithin(fast, want.y, kernelBound, `${label}: LIGHTNING_CUDA_GEMV=1 vs float64`);
+    expectWithin(plain, want.y, cublasBound, `${label}: cuBLAS vs float64`);
+    // Each within its bound of y, so within the sum of the two of each other.
+    expectWithin(fast, plain, (i) => kernelBound(i) + cublasBound(i), `${label}: kernel vs cuBLAS`);
+  }
+
+  for (const dtype of DTYPES) {
+    // [N, K]: the decode step's projections, then odd N (rows past the last tile, a lone row), K
+    // a multiple of 8 but shorter than one warp's slice, and K with a tail the packs do not cover.
+    const shapes: [number, number][] = [
+      [4096, 1024], [2816, 1024], [1024, 2816], [1024, 1024], [1031, 40], [37, 1032], [1, 264], [3, 8],
+      [37, 1031], [1031, 37], [515, 1028],
+    ];
+    it(`M = 1, 2, 3, 5, 8 and ${MAX_M + 1} (cuBLAS) over decode widths and odd ones (${dtype})`, async () => {
+      for (const M of [1, 2, 3, 5, 8, MAX_M + 1])
+        for (const s of shapes) {
+          const frame = T.beginScope();
+          try {
+            await check(M, s, dtype);
+          } finally {
+            T.endScope(frame);
+          }
+        }
+    }, 300_000);
+  }
+
+  it("the vocabulary head, 50,272 × 1,024, at M = 1 and 8 (bf16)", async () => {
+    const w = await operand([50272, 1024], "bf16");
+    for (const M of [1, 8]) {
+      const frame = T.beginScope();
+      try {
+        await check(M, [50272, 1024], "bf16", w);
+      } finally {
+        T.endScope(frame);
+      }
+    }
+  }, 300_000);
+
+  it("the switch reaches the native side: the kernel and cuBLAS sum in different orders", async () => {
+    // f32 sums of 2,816 products in two orders: some of the 8,192 outputs differ in their last bits
+    // (were they all equal, LIGHTNING_CUDA_GEMV would not be choosing the path).
+    const [x] = await operand([8, 2816], "f32");
+    const [w] = await operand([1024, 2816], "f32");
+    const fast = await withGemv("1", () => T.matmul(x, w, { transB: true })).bytes();
+    const plain = await withGemv("0", () => T.matmul(x, w, { transB: true })).bytes();
+    expect(fast.some((b, i) => b !== plain[i])).toBe(true);
+    // Where the kernel does not apply (K = 1,031 is no whole number of 16-byte packs, M = 9 is above
+    // the limit, a batch of two), both settings run cuBLAS: the same bits.
+    for (const [xs, ws] of [[[3, 1031], [37, 1031]], [[9, 64], [40, 64]], [[2, 3, 64], [40, 64]]] as const) {
+      const [a] = await operand([xs.slice(0, -1).reduce((p, q) => p * q, 1), xs[xs.length - 1]], "f16");
+      const xt = T.reshape(a, [...xs]);
+      const [b] = await operand([ws[0], ws[1]], "f16");
+      const on = await withGemv("1", () => T.matmul(xt, b, { transB: true })).bytes();
+      const off = await withGemv("0", () => T.matmul(xt, b, { transB: true })).bytes();
+      expect(on.findIndex((v, i) => v !== off[i]), `x [${xs.join(", ")}] · w [${ws.join(", ")}]ᵀ: first differing byte`).toBe(-1);
+    }
+  });
+
+  it("a value of LIGHTNING_CUDA_GEMV other than 0 or 1 is refused, naming the variable", async () => {
+    const [x] = await operand([2, 64], "bf16");
+    const [w] = await operand([40, 64], "bf16");
+    const before = process.env.LIGHTNING_CUDA_GEMV;
+    process.env.LIGHTNING_CUDA_GEMV = "yes";
+    try {
+      expect(() => T.matmul(x, w, { transB: true })).toThrow(/LIGHTNING_CUDA_GEMV: expected 0 or 1, got 'yes'/);
+    } finally {
+      if (before === undefined) delete process.env.LIGHTNING_CUDA_GEMV;
+      else process.env.LIGHTNING_CUDA_GEMV = before;
+    }
+  });
+
+  for (const dtype of ["bf16", "f32"] as const) {
+    it(`in a recorded graph: replays read the x written before them, the eager bits (${dtype})`, async () => {
+      const [M, N, K] = [3, 2816, 1024];
+      const [x] = await operand([M, K], dtype);
+      const [w, wv] = await operand([N, K], dtype);
+      const run = () => T.matmul(x, w, { transB: true });
+      T.scope(() => void run()); // warm-up (shared-memory limit and occupancy set) outside the recording
+      const graph = gpu().captureGraph(run);
+      for (let round = 0; round < 3; round++) {
+        const fresh = T.tensor(rng.array(M * K).map((v) => v || 0.5), [M, K], { dtype, backend: cpu });
+        gpu().write(x.handle.storage as CudaStorage, await fresh.bytes());
+        graph.replay();
+        const eager = run();
+        const [replayed, again] = [await graph.result.bytes(), await eager.bytes()];
+        expect(replayed.findIndex((b, i) => b !== again[i]), `replay ${round} vs eager: first differing byte`).toBe(-1);
+        const want = oracle(Float64Array.from(await fresh.data()), wv, M, N, K);
+        const got = Float64Array.from(await graph.result.data());
+        expectWithin(got, want.y, (i) => boundAt(want, i, dtype, gemvDepth(K)), `replay ${round} vs float64`);
+        fresh.dispose();
+      }
+      graph.dispose();
+    });
+  }
+});
