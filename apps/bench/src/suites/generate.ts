@@ -6,7 +6,9 @@
  * - `graph-queued`: steps enqueued back to back (graph replays where the backend records graphs),
  *   one wait at the end: the device's time per step, what a loop that never waits could reach.
  * - `graph-loop`: a greedy loop that reads each step's tokens before feeding them to the next,
- *   as a server or `generate()` does: device time plus the host's turn-around.
+ *   as `generate()` does: device time plus the host's turn-around.
+ * - `graph-chained`: a greedy loop that launches step n+1 from step n's argmax on the device
+ *   (`null` tokens) before reading step n's tokens, as the server does for greedy rows.
  * - `eager-loop`: the same loop with graphs off (every kernel launched from JavaScript).
  *
  * Then one eager step under `profileOps`: kernels per step and their time by op (printed; the
@@ -40,6 +42,20 @@ async function loop(decoder: BatchDecoder, tokens: number[], steps: number): Pro
   let ids = tokens;
   const t0 = performance.now();
   for (let s = 0; s < steps; s++) ids = Array.from((await decoder.step(ids).greedy.data()) as Int32Array);
+  return (performance.now() - t0) / steps;
+}
+
+/** Milliseconds per step of `steps` greedy steps, each launched from the last one's argmax before that one is read. */
+async function chained(decoder: BatchDecoder, tokens: number[], steps: number): Promise<number> {
+  const t0 = performance.now();
+  let read = decoder.step(tokens).greedy.data();
+  const fromDevice = tokens.map(() => null);
+  for (let s = 1; s < steps; s++) {
+    const next = decoder.step(fromDevice).greedy.data();
+    await read;
+    read = next;
+  }
+  await read;
   return (performance.now() - t0) / steps;
 }
 
@@ -114,6 +130,7 @@ export const generateSuite: Suite = {
         for (const [impl, graphs, timed] of [
           ["graph-queued", true, queued],
           ["graph-loop", true, loop],
+          ["graph-chained", true, chained],
           ["eager-loop", false, loop],
         ] as const) {
           if (graphs && !backend.captureGraph) continue;
