@@ -45,6 +45,8 @@ __device__ __forceinline__ uint4 loadStreaming(const uint4* p) {
   return r;
 }
 
+__device__ __forceinline__ void prefetchL2(const void* p) { asm volatile("prefetch.global.L2 [%0];" ::"l"(p)); }
+
 // The floats in one 32-bit word of T (two bf16 or f16 values, low half first, or one f32).
 template <class T>
 struct Words;
@@ -116,9 +118,11 @@ __device__ __forceinline__ float halvingSum(float (&v)[P], int lane, int& index)
 
 // x: (M, k), w: (n, k), y: (M, n), all contiguous; k a multiple of EL; w 16-byte aligned; x too
 // when xPacked. Dynamic shared memory: x (M·k elements of T), then WARPS·P floats of partial sums.
+// Two blocks per SM: at most 128 registers a thread (M = 8 needs about that many: 32 sums, 32 floats
+// of w, 8 packs of w in flight), 16 warps to keep loads in flight.
 template <class T, int M>
-__global__ void __launch_bounds__(THREADS) gemvKernel(const T* __restrict__ x, const T* __restrict__ w, T* __restrict__ y, int n, int k,
-                                                      int ksplit, bool xPacked) {
+__global__ void __launch_bounds__(THREADS, 2) gemvKernel(const T* __restrict__ x, const T* __restrict__ w, T* __restrict__ y, int n, int k,
+                                                         int ksplit, bool xPacked) {
   constexpr int EL = 16 / sizeof(T);  // elements per 16-byte pack
   constexpr int RW = rowsPerWarp(M);
   constexpr int C = RW * M;  // sums a warp owns per tile: (row r, x row m) at r·M + m
@@ -126,6 +130,24 @@ __global__ void __launch_bounds__(THREADS) gemvKernel(const T* __restrict__ x, c
   extern __shared__ uint4 smem[];
   const int kv = k / EL;  // packs per row
   float* part = reinterpret_cast<float*>(smem + (size_t)M * kv);
+
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int groups = WARPS / ksplit, g = warp / ksplit, s = warp % ksplit;
+  const int per = (kv + ksplit - 1) / ksplit;
+  const int vbeg = s * per, vend = min(kv, vbeg + per);
+  const int tileRows = groups * RW;
+  const int tiles = (n + tileRows - 1) / tileRows;
+
+  // The first tile's w starts towards L2 while x is staged, so that the wait for x (from L2) and
+  // the wait for w (from memory) overlap: most decode matmuls are a few MB, a latency or two long.
+  if (blockIdx.x < tiles) {
+    const int row0 = blockIdx.x * tileRows + g * RW;
+#pragma unroll
+    for (int r = 0; r < RW; r++) {
+      const T* row = w + (int64_t)min(row0 + r, n - 1) * k;
+      for (int v = vbeg + lane; v < vend && v < vbeg + 2 * 32 * U; v += 32) prefetchL2(row + v * EL);
+    }
+  }
 
   if (xPacked) {
     const uint4* xp = reinterpret_cast<const uint4*>(x);
@@ -135,13 +157,6 @@ __global__ void __launch_bounds__(THREADS) gemvKernel(const T* __restrict__ x, c
     for (int i = threadIdx.x; i < M * k; i += THREADS) xs[i] = x[i];
   }
   __syncthreads();
-
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  const int groups = WARPS / ksplit, g = warp / ksplit, s = warp % ksplit;
-  const int per = (kv + ksplit - 1) / ksplit;
-  const int vbeg = s * per, vend = min(kv, vbeg + per);
-  const int tileRows = groups * RW;
-  const int tiles = (n + tileRows - 1) / tileRows;
 
   for (int tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
     const int row0 = tile * tileRows + g * RW;
