@@ -216,16 +216,15 @@ __global__ void __launch_bounds__(THREADS, 2) gemvKernel(const T* __restrict__ x
   }
 }
 
-// Per device and instantiation: the shared-memory limit raised to MAX_SMEM, and the blocks per SM
-// that registers and threads allow.
-template <class T, int M>
-int configure() {
-  static PerDevice<int> perSm;
-  return perSm.get([] {
-    LTS_CHECK(cudaFuncSetAttribute(gemvKernel<T, M>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)MAX_SMEM), "gemv smem attribute");
-    int b = 0;
-    LTS_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&b, gemvKernel<T, M>, THREADS, 0), "gemv occupancy");
-    return std::max(1, b);
+// Shared memory a block of this kernel may take on the current device: MAX_SMEM, or less where
+// the device offers less (sm_86 and sm_89: 99 KB a block).
+int smemLimit() {
+  static PerDevice<int> bytes;
+  return bytes.get([] {
+    int dev = 0, v = 0;
+    LTS_CHECK(cudaGetDevice(&dev), "cudaGetDevice");
+    LTS_CHECK(cudaDeviceGetAttribute(&v, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev), "gemv shared memory per block");
+    return std::min((int)MAX_SMEM, v);
   });
 }
 
@@ -236,6 +235,19 @@ int smemPerSm() {
     LTS_CHECK(cudaGetDevice(&dev), "cudaGetDevice");
     LTS_CHECK(cudaDeviceGetAttribute(&v, cudaDevAttrMaxSharedMemoryPerMultiprocessor, dev), "gemv shared memory per SM");
     return v;
+  });
+}
+
+// Per device and instantiation: the shared-memory limit raised to smemLimit(), and the blocks per
+// SM that registers and threads allow.
+template <class T, int M>
+int configure() {
+  static PerDevice<int> perSm;
+  return perSm.get([] {
+    LTS_CHECK(cudaFuncSetAttribute(gemvKernel<T, M>, cudaFuncAttributeMaxDynamicSharedMemorySize, smemLimit()), "gemv smem attribute");
+    int b = 0;
+    LTS_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&b, gemvKernel<T, M>, THREADS, 0), "gemv occupancy");
+    return std::max(1, b);
   });
 }
 
@@ -295,7 +307,7 @@ bool gemv(Context& c, int dt, const void* x, const void* w, void* y, int m, int 
   if (k % el != 0 || !alignedTo(w, 16)) return false;
   const int p = pow2ceil(rowsPerWarp(m) * m);
   const size_t smem = (size_t)m * k * dtypeSize(dt) + (size_t)WARPS * p * sizeof(float);
-  if (smem > MAX_SMEM) return false;
+  if (smem > (size_t)smemLimit()) return false;
   LTS_DISPATCH_FLOAT(dt, T, launchRows<T>(c, m, x, w, y, n, k, smem));
   return true;
 }

@@ -125,10 +125,11 @@ await describeBackends("small-M matrix-vector kernel (x·wᵀ, M ≤ 8) vs float
 
   for (const dtype of DTYPES) {
     // [N, K]: the decode step's projections, then odd N (rows past the last tile, a lone row), K
-    // a multiple of 8 but shorter than one warp's slice, and K with a tail the packs do not cover.
+    // a multiple of 8 but shorter than one warp's slice, K with a tail the packs do not cover, and
+    // a long K whose x fills most of the shared memory a block may take (f32 at M ≥ 5: cuBLAS).
     const shapes: [number, number][] = [
       [4096, 1024], [2816, 1024], [1024, 2816], [1024, 1024], [1031, 40], [37, 1032], [1, 264], [3, 8],
-      [37, 1031], [1031, 37], [515, 1028],
+      [37, 1031], [1031, 37], [515, 1028], [301, 6144],
     ];
     it(`M = 1, 2, 3, 5, 8 and ${MAX_M + 1} (cuBLAS) over decode widths and odd ones (${dtype})`, async () => {
       for (const M of [1, 2, 3, 5, 8, MAX_M + 1])
@@ -164,8 +165,9 @@ await describeBackends("small-M matrix-vector kernel (x·wᵀ, M ≤ 8) vs float
     const plain = await withGemv("0", () => T.matmul(x, w, { transB: true })).bytes();
     expect(fast.some((b, i) => b !== plain[i])).toBe(true);
     // Where the kernel does not apply (K = 1,031 is no whole number of 16-byte packs, M = 9 is above
-    // the limit, a batch of two), both settings run cuBLAS: the same bits.
-    for (const [xs, ws] of [[[3, 1031], [37, 1031]], [[9, 64], [40, 64]], [[2, 3, 64], [40, 64]]] as const) {
+    // the limit, a batch of two, x of 128 KB), both settings run cuBLAS: the same bits.
+    const cases = [[[3, 1031], [37, 1031]], [[9, 64], [40, 64]], [[2, 3, 64], [40, 64]], [[8, 8192], [40, 8192]]] as const;
+    for (const [xs, ws] of cases) {
       const [a] = await operand([xs.slice(0, -1).reduce((p, q) => p * q, 1), xs[xs.length - 1]], "f16");
       const xt = T.reshape(a, [...xs]);
       const [b] = await operand([ws[0], ws[1]], "f16");
