@@ -2,9 +2,9 @@
  * The small-M matrix-vector kernel that `matmul` runs for x·wᵀ with 1 to 8 rows of x
  * (native/gemv.cu), against a float64 oracle and against its plain twin, cuBLAS, which
  * LIGHTNING_CUDA_GEMV=0 selects: the widths of the 436M TNL's decode step (1,024 × 4,096,
- * 2,816 × 1,024, 1,024 × 2,816, the 50,272-row head), odd ones, K not a multiple of a 16-byte pack
- * (left to cuBLAS), M just above the limit, bf16, f16 and f32; and the kernel inside a recorded
- * CUDA graph, as serving replays it. Skipped, with the reason printed, where the CUDA backend
+ * 2,816 × 1,024, 1,024 × 2,816, the 50,272-row head), odd ones, rows of w that do not fill whole
+ * 16-byte packs (left to cuBLAS), M just above the limit, bf16, f16 and f32; and the kernel inside
+ * a recorded CUDA graph, as serving replays it. Skipped, with the reason printed, where the CUDA backend
  * cannot start; under LIGHTNING_CUDA_REQUIRED=1 that is a failure.
  *
  * Letters: x (M, K), w (N, K), y (M, N).
