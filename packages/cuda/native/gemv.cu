@@ -12,8 +12,8 @@
 //     (ksplit of them per row group) and add their partial sums through shared memory;
 //   - blocks loop over row tiles (grid ≤ what is resident at once), so x is staged once per block
 //     even for the vocabulary head (N = 50,272);
-//   - a warp reduces its RW·M sums with a halving butterfly (P − 1 shuffles for P sums instead of
-//     5·P), each lane ending with one finished sum.
+//   - a warp reduces its RW·M sums (padded to P, a power of two) with a halving butterfly:
+//     P − 1 + 5 − log₂P shuffles instead of 5·P, each lane ending with one finished sum.
 //
 // Sums are f32 (fmaf in a fixed order: deterministic, a graph replay gives the bits of an eager
 // call); the output is rounded once to the storage dtype. The plain twin is cuBLAS (or the tiled
