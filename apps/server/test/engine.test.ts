@@ -66,7 +66,16 @@ describe("Engine with a batch decoder", () => {
     await alone.close();
     const shared = new Engine(model, { maxBatch: 3, prefillChunk: 64, decodePrefill: 4 });
     const together = greedyCases.map(() => [] as number[]);
-    await Promise.all(greedyCases.map((c, i) => shared.submit(req(c, together[i]))));
+    // The first sequence runs alone for a few steps, then the others arrive: the batch grows past
+    // the rows of the step the next one is chained from.
+    let rest: Promise<unknown> = Promise.resolve();
+    const first = req(greedyCases[0], together[0]);
+    first.onToken = (t) => {
+      together[0].push(t.token);
+      if (together[0].length === 3) rest = Promise.all(greedyCases.slice(1).map((c, i) => shared.submit(req(c, together[i + 1]))));
+    };
+    await shared.submit(first);
+    await rest;
     expect(shared.chainedSteps).toBeGreaterThan(shared.steps / 2);
     await shared.close();
     greedyCases.forEach((_, i) => expect(together[i], `case ${i}`).toEqual(single[i]));

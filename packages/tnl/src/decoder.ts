@@ -250,7 +250,8 @@ export class BatchDecoder {
       this.#backend.write(storage, new Uint8Array(ids.buffer));
       return;
     }
-    copyInto(this.#ids, this.#lastGreedy!, { count: tokens.length });
+    // Rows past the last step's (they joined since) are never null: the copy covers the rows it had.
+    copyInto(this.#ids, this.#lastGreedy!, { count: Math.min(tokens.length, this.#lastGreedy!.size) });
     for (let r = 0; r < tokens.length; ) {
       if (tokens[r] === null) {
         r++;

@@ -123,6 +123,12 @@ describe("BatchDecoder", () => {
           picked.push(44 % V);
           tokens = [null, null, picked[2]];
         }
+        if (k === 3) {
+          // One more row than the last step had: the copied argmax covers only the rows it ran.
+          join(ids[0].slice(30, 33));
+          picked.push(58 % V);
+          tokens = [null, null, null, picked[3]];
+        }
       }
       given.dispose();
       chained.dispose();
