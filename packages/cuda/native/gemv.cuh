@@ -8,7 +8,7 @@ namespace lts {
 // The most rows of x the kernel takes: at M = 8 each bf16 weight element (2 bytes) feeds 8 FMAs,
 // so streaming ~4.5 TB/s of weights needs ~18 T FMA/s, half the H200's f32 CUDA-core rate before
 // the conversions; much above that the tensor-core tiles of cuBLAS win.
-constexpr int GEMV_MAX_M = 8;
+constexpr int GEMV_MAX_M = 4;
 
 // y (m, n) = x (m, k) · w (n, k)ᵀ, all contiguous, f32 accumulation, on c.stream. Returns false,
 // having enqueued nothing, where the kernel does not apply (LIGHTNING_CUDA_GEMV=0, m outside

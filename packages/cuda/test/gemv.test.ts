@@ -1,5 +1,5 @@
 /**
- * The small-M matrix-vector kernel that `matmul` runs for x·wᵀ with 1 to 8 rows of x
+ * The small-M matrix-vector kernel that `matmul` runs for x·wᵀ with 1 to 4 rows of x
  * (native/gemv.cu), against a float64 oracle and against its plain twin, cuBLAS, which
  * LIGHTNING_CUDA_GEMV=0 selects: the widths of the 436M TNL's decode step (1,024 × 4,096,
  * 2,816 × 1,024, 1,024 × 2,816, the 50,272-row head), odd ones, rows of w that do not fill whole
@@ -29,7 +29,7 @@ const DTYPES: Float[] = ["bf16", "f16", "f32"];
 const UNIT: Record<Float, number> = { bf16: 2 ** -8, f16: 2 ** -11, f32: 2 ** -24 };
 const F32_UNIT = 2 ** -24;
 /** The most rows of x the kernel takes (GEMV_MAX_M of native/gemv.cuh). */
-const MAX_M = 8;
+const MAX_M = 4;
 
 /** y = x·wᵀ in float64, and Σ|x·w| per element (the scale of the summation error). */
 function oracle(x: ArrayLike<number>, w: ArrayLike<number>, M: number, N: number, K: number) {
@@ -87,7 +87,7 @@ function withGemv<R>(value: "0" | "1", fn: () => R): R {
 const gemvDepth = (K: number) => Math.ceil(K / 32) + 24;
 const BYTES: Record<Float, number> = { bf16: 2, f16: 2, f32: 4 };
 /**
- * Whether `matmul` takes the kernel for x (M, K)·wᵀ (native/gemv.cu `gemv`): M ≤ 8, rows of w on
+ * Whether `matmul` takes the kernel for x (M, K)·wᵀ (native/gemv.cu `gemv`): M ≤ 4, rows of w on
  * 16-byte boundaries, x and the partial sums within the 100 KB of shared memory a block may take.
  * Elsewhere both settings run cuBLAS, and the looser bound applies.
  */
@@ -96,7 +96,7 @@ function kernelApplies(M: number, K: number, dtype: Float): boolean {
   return M <= MAX_M && (K * BYTES[dtype]) % 16 === 0 && M * K * BYTES[dtype] + 8 * sums * 4 <= 100 * 1024;
 }
 
-await describeBackends("small-M matrix-vector kernel (x·wᵀ, M ≤ 8) vs float64 and cuBLAS", (backend) => {
+await describeBackends("small-M matrix-vector kernel (x·wᵀ, M ≤ 4) vs float64 and cuBLAS", (backend) => {
   const gpu = () => backend() as CudaBackend;
   const rng = seeded(3191);
   let before = new Set<T.Tensor>();
@@ -154,9 +154,9 @@ await describeBackends("small-M matrix-vector kernel (x·wᵀ, M ≤ 8) vs float
     }, 300_000);
   }
 
-  it("the vocabulary head, 50,272 × 1,024, at M = 1 and 8 (bf16)", async () => {
+  it("the vocabulary head, 50,272 × 1,024, at M = 1, 4 and 8 (bf16)", async () => {
     const w = await operand([50272, 1024], "bf16");
-    for (const M of [1, 8]) {
+    for (const M of [1, 4, 8]) {
       const frame = T.beginScope();
       try {
         await check(M, [50272, 1024], "bf16", w);
@@ -167,9 +167,9 @@ await describeBackends("small-M matrix-vector kernel (x·wᵀ, M ≤ 8) vs float
   }, 300_000);
 
   it("the switch reaches the native side: the kernel and cuBLAS sum in different orders", async () => {
-    // f32 sums of 2,816 products in two orders: some of the 8,192 outputs differ in their last bits
+    // f32 sums of 2,816 products in two orders: some of the 4,096 outputs differ in their last bits
     // (were they all equal, LIGHTNING_CUDA_GEMV would not be choosing the path).
-    const [x] = await operand([8, 2816], "f32");
+    const [x] = await operand([MAX_M, 2816], "f32");
     const [w] = await operand([1024, 2816], "f32");
     const fast = await withGemv("1", () => T.matmul(x, w, { transB: true })).bytes();
     const plain = await withGemv("0", () => T.matmul(x, w, { transB: true })).bytes();
