@@ -43,7 +43,8 @@ const active = new WeakSet<Backend>();
 
 /**
  * Runs `fn` with every kernel of `backend` timed; rows sorted by ms descending. The kernel table is
- * restored when `fn` returns or throws. Throws where the backend has no `timer` (WebGPU).
+ * restored when `fn` returns or throws. Throws where the backend has no `timer` (WebGPU without
+ * the `timestamp-query` feature).
  *
  * @example
  * import { createCpuBackend, formatProfile, matmul, profileOps, randomNormal, scope } from "@lightning-ts/tensor";
