@@ -7,7 +7,22 @@ import * as vega from "vega";
 import { compile, type TopLevelSpec } from "vega-lite";
 
 export type LogRecord =
-  | { kind: "train"; step: number; loss: number; lr: number; grad_norm: number; tokens_per_s: number; mfu: number; seconds: number; gpus?: number; mode?: string; T?: number }
+  | {
+      kind: "train";
+      step: number;
+      loss: number;
+      lr: number;
+      grad_norm: number;
+      tokens_per_s: number;
+      mfu: number;
+      seconds: number;
+      /** The backend's peak bytes held by tensors so far, and how often its cache was given back for want of memory. */
+      peak_bytes?: number;
+      cache_releases?: number;
+      gpus?: number;
+      mode?: string;
+      T?: number;
+    }
   | { kind: "skip"; step: number; loss: number; grad_norm: number }
   | { kind: "eval"; step: number; loss: number; perplexity: number; bits_per_byte: number; seconds: number }
   | { kind: "checkpoint" | "init"; step: number; dir: string }

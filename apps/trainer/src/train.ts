@@ -364,7 +364,20 @@ async function run(r: RunContext): Promise<TrainResult> {
       losses.push({ step, loss: out.loss });
       // The whole group's tokens (rank 0's step ends when every rank's has): MFU is per GPU.
       const tps = tokensPerStep / seconds;
-      log.write({ kind: "train", step, loss: out.loss, lr, grad_norm: out.gradNorm, tokens_per_s: tps, mfu: mfu(parameters, tps / gpus, r.peak.tflops), seconds, ...(part ? shape : {}) });
+      const memory = r.backend.memory();
+      log.write({
+        kind: "train",
+        step,
+        loss: out.loss,
+        lr,
+        grad_norm: out.gradNorm,
+        tokens_per_s: tps,
+        mfu: mfu(parameters, tps / gpus, r.peak.tflops),
+        seconds,
+        peak_bytes: memory.peakBytes,
+        ...(memory.cacheReleases !== undefined ? { cache_releases: memory.cacheReleases } : {}),
+        ...(part ? shape : {}),
+      });
       const average = tokensSeen / trainSeconds;
       bar?.update(step, { loss: out.loss.toFixed(3), tps: Math.round(average), mfu: formatMfu(mfu(parameters, average / gpus, r.peak.tflops)), gnorm: out.gradNorm.toPrecision(3) });
     }

@@ -103,10 +103,8 @@ class Runtime final : public DeviceRuntime {
     if (!p) {
       cudaError_t e = cudaMalloc(&p, cls);
       if (e == cudaErrorMemoryAllocation) {
-        cudaGetLastError();  // clear it, free the cache, try once more
-        LTS_CHECK(cudaStreamSynchronize(stream), "allocate (synchronize before releasing the cache)");
-        trim();
-        e = cudaMalloc(&p, cls);
+        cudaGetLastError();  // clear it
+        e = allocateAfterRelease(cls, &p);
       }
       if (e != cudaSuccess) throwCuda(e, "allocate " + std::to_string(bytes) + " bytes");
     }
@@ -131,6 +129,31 @@ class Runtime final : public DeviceRuntime {
     // Work already enqueued that reads p runs before any later use of it: one stream, in order.
     pool_[cls].push_back(p);
     pooledBytes_ += cls;
+  }
+
+  // The device is full: cached blocks go back to CUDA, largest classes first, until a block of
+  // `cls` can be made. Releasing the whole cache instead would turn every later allocation of a
+  // training step into a cudaMalloc again (tens of milliseconds a step near the memory limit).
+  cudaError_t allocateAfterRelease(size_t cls, void** p) {
+    LTS_CHECK(cudaStreamSynchronize(stream), "allocate (synchronize before releasing cached blocks)");
+    cacheReleases_++;
+    cudaError_t e = cudaErrorMemoryAllocation;
+    size_t freed = 0;
+    while (!pool_.empty()) {
+      auto last = std::prev(pool_.end());
+      void* block = last->second.back();
+      last->second.pop_back();
+      cudaFree(block);
+      pooledBytes_ -= last->first;
+      freed += last->first;
+      if (last->second.empty()) pool_.erase(last);
+      if (freed < cls && !pool_.empty()) continue;
+      e = cudaMalloc(p, cls);
+      if (e == cudaSuccess) return e;
+      cudaGetLastError();
+      freed = 0;
+    }
+    return cudaMalloc(p, cls);
   }
 
   void trim() {
@@ -321,6 +344,8 @@ class Runtime final : public DeviceRuntime {
   size_t totalMem_ = 0;
   std::string name_;
   size_t liveBytes_ = 0, pooledBytes_ = 0, peakBytes_ = 0;
+  // Allocations that found the device full and gave cached blocks back (allocateAfterRelease).
+  size_t cacheReleases_ = 0;
   std::unordered_map<void*, size_t> live_;
   bool capturing_ = false;
 
@@ -623,6 +648,7 @@ class RuntimeWrap : public Napi::ObjectWrap<RuntimeWrap> {
     o.Set("liveBuffers", (double)r.live_.size());
     o.Set("pooledBytes", (double)r.pooledBytes_);
     o.Set("peakBytes", (double)r.peakBytes_);
+    o.Set("cacheReleases", (double)r.cacheReleases_);
     return o;
   }
 

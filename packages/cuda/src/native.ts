@@ -32,7 +32,7 @@ export interface NativeRuntime {
   syncNow(): void;
   /** Runs launcher `LAUNCHERS[launcher]` (src/codes.ts) with device pointers, integers and floats. */
   launch(launcher: number, ptrs: number[], ints: number[], floats: number[]): void;
-  memory(): { liveBytes: number; liveBuffers: number; pooledBytes: number; peakBytes: number };
+  memory(): { liveBytes: number; liveBuffers: number; pooledBytes: number; peakBytes: number; cacheReleases: number };
   /** Starts a new peak at the live bytes now. */
   resetPeak(): void;
   trim(): void;

@@ -61,6 +61,8 @@ export interface MemoryStats {
   /** Bytes kept by a caching allocator for reuse (0 where there is none). */
   pooledBytes: number;
   peakBytes: number;
+  /** Allocations that found the device full and gave cached blocks back (a caching allocator near its limit). */
+  cacheReleases?: number;
 }
 
 /**
