@@ -20,23 +20,20 @@ import {
   cos,
   div,
   embedding,
-  exp,
   full,
   lightningAttention,
   lightningStep,
   matmul,
   maximum,
-  minimum,
   mul,
   narrow,
   notEqual,
   permute,
-  relu,
   reshape,
   rmsNorm,
   rmsNormGate,
+  qkvActivation,
   scope,
-  silu,
   sin,
   slopesTensor,
   softmaxCrossEntropy,
@@ -68,18 +65,7 @@ function linear(x: Tensor, w: Tensor): Tensor {
 
 /** φ of `linear_act_fun`, applied to q and k only (E.2). */
 function activate(x: Tensor, act: TnlConfig["activation"]): Tensor {
-  switch (act) {
-    case "silu":
-    case "swish":
-      return silu(x);
-    case "relu":
-      return relu(x);
-    case "1+elu":
-      // 1 + elu(x) = relu(x) + exp(min(x, 0)): x + 1 above zero, eˣ below.
-      return add(relu(x), exp(minimum(x, 0)));
-    case "none":
-      return x;
-  }
+  return qkvActivation(x, act === "swish" ? "silu" : act);
 }
 
 /**

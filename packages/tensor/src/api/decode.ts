@@ -9,6 +9,27 @@ import { argError } from "../errors.js";
 import { type QkvActivation, QKV_ACTIVATIONS } from "../ops/attrs.js";
 import type { Tensor } from "../tensor.js";
 import { run1, runOp } from "../engine.js";
+import { add, exp, minimum, relu, silu } from "./ops.js";
+
+/**
+ * φ of TNL's token mixer, applied to q and k: the activation `splitQkvu` fuses, as the ops it
+ * stands for (1 + elu(x) = relu(x) + exp(min(x, 0)): x + 1 above zero, eˣ below).
+ *
+ * @example
+ * const q = qkvActivation(q0, "silu");
+ */
+export function qkvActivation(x: Tensor, act: QkvActivation): Tensor {
+  switch (act) {
+    case "silu":
+      return silu(x);
+    case "relu":
+      return relu(x);
+    case "1+elu":
+      return add(relu(x), exp(minimum(x, 0)));
+    case "none":
+      return x;
+  }
+}
 
 /**
  * The residual add and the SRMSNorm after it in one pass: s = x + y and n = rmsNorm(s, eps), both

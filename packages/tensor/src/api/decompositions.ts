@@ -10,8 +10,9 @@
  */
 import type { DType } from "../dtype.js";
 import { argError, OpArgumentError } from "../errors.js";
-import type { CompositeOpName, OpAttrs, QkvActivation } from "../ops/attrs.js";
+import type { CompositeOpName, OpAttrs } from "../ops/attrs.js";
 import type { Tensor } from "../tensor.js";
+import { qkvActivation } from "./decode.js";
 import {
   adamwScalars,
   add,
@@ -27,18 +28,15 @@ import {
   log,
   max,
   mean,
-  minimum,
   mul,
   narrow,
   neg,
   notEqual,
   reciprocal,
-  relu,
   reshape,
   rmsNorm,
   rsqrt,
   scatterAdd,
-  silu,
   sin,
   sqrt,
   square,
@@ -97,19 +95,6 @@ function labelMasks(op: string, labels: Tensor, V: number, ignoreIndex: number):
   return { valid, onehot };
 }
 
-/** φ of TNL's token mixer, in the ops of the model's `activate` (packages/tnl/src/model.ts). */
-function activate(x: Tensor, act: QkvActivation): Tensor {
-  switch (act) {
-    case "silu":
-      return silu(x);
-    case "relu":
-      return relu(x);
-    case "1+elu":
-      return add(relu(x), exp(minimum(x, 0)));
-    case "none":
-      return x;
-  }
-}
 
 /**
  * LRPE of one token per row, in the ops and roundings of the model's `lrpe`: a [B, H, hd] →
@@ -181,7 +166,7 @@ export const DECOMPOSITIONS: DecompositionTable = {
     const hid = W / 4;
     const block = (i: number) => narrow(x, 1, i * hid, hid);
     const [q, k] = [0, 1].map((i) => {
-      const a = activate(reshape(block(i), [B, H, hid / H]), activation);
+      const a = qkvActivation(reshape(block(i), [B, H, hid / H]), activation);
       return lrpe ? lrpeRows(a, theta, positions) : a;
     });
     return [q, k, reshape(block(2), [B, H, hid / H]), block(3)];
