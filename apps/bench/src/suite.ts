@@ -98,6 +98,23 @@ export function webgpuTimer(backend: Backend): KernelTimer | undefined {
 }
 
 /**
+ * Milliseconds of one round: `fn` enqueued, then a wait for the device. With a `timer`, the device
+ * time between marks around `fn`; without one, the host clock around enqueueing and waiting.
+ */
+export async function timeRound(backend: { sync(): Promise<void> }, fn: () => void, timer?: KernelTimer): Promise<number> {
+  const t0 = performance.now();
+  const start = timer?.mark();
+  fn();
+  const end = timer?.mark();
+  await backend.sync();
+  const host = performance.now() - t0;
+  if (!timer || start === undefined || end === undefined) return host;
+  const ms = timer.elapsedMs(start, end);
+  timer.release?.([start, end]);
+  return ms;
+}
+
+/**
  * Times `fn` on a backend whose kernels only enqueue (a GPU): each timed rep enqueues `calls` calls,
  * waits for the device, and counts the mean per call. Times in ms: with a `timer`, the device time
  * between marks around the calls (host work before the GPU starts and the wait's latency are
@@ -109,20 +126,10 @@ export async function timeQueued(backend: { sync(): Promise<void> }, fn: () => v
     await backend.sync();
   }
   const times: number[] = [];
-  for (let i = 0; i < reps; i++) {
-    const t0 = performance.now();
-    const start = timer?.mark();
+  const all = () => {
     for (let j = 0; j < calls; j++) fn();
-    const end = timer?.mark();
-    await backend.sync();
-    const host = performance.now() - t0;
-    if (timer && start !== undefined && end !== undefined) {
-      times.push(timer.elapsedMs(start, end) / calls);
-      timer.release?.([start, end]);
-    } else {
-      times.push(host / calls);
-    }
-  }
+  };
+  for (let i = 0; i < reps; i++) times.push((await timeRound(backend, all, timer)) / calls);
   return summarise(times, timer ? "gpu-timestamp" : "host");
 }
 

@@ -13,7 +13,7 @@ import { writeLineCharts } from "../chart.js";
 import { outputPath } from "../report.js";
 import { attentionImpls, type AttentionImpl, type AttentionInputs } from "../attention/impls.js";
 import { checkLightning, checkSoftmax, type HostInputs } from "../attention/oracle.js";
-import { intList, result, summarise, type BenchResult, type Suite, type Timing, webgpuTimer } from "../suite.js";
+import { intList, result, summarise, type BenchResult, type Suite, type Timing, timeRound, webgpuTimer } from "../suite.js";
 
 interface AttentionOptions {
   t: number[];
@@ -76,20 +76,7 @@ async function timeCase(backend: Backend, fn: () => void, warmup: number, reps: 
   const before = backend.memory().liveBytes;
   backend.resetPeakMemory?.();
   const times: number[] = [];
-  for (let i = 0; i < reps; i++) {
-    const t0 = performance.now();
-    const start = timer?.mark();
-    fn();
-    const end = timer?.mark();
-    await backend.sync();
-    const host = performance.now() - t0;
-    if (timer && start !== undefined && end !== undefined) {
-      times.push(timer.elapsedMs(start, end));
-      timer.release?.([start, end]);
-    } else {
-      times.push(host);
-    }
-  }
+  for (let i = 0; i < reps; i++) times.push(await timeRound(backend, fn, timer));
   const peakBytes = backend.resetPeakMemory ? backend.memory().peakBytes - before : null;
   return { ...summarise(times, timer ? "gpu-timestamp" : "host"), peakBytes };
 }
