@@ -74,6 +74,34 @@ async function threeWays(fn: (be: Backend) => T.Tensor): Promise<[Float32Array, 
   return out as [Float32Array, Float32Array, Float32Array];
 }
 
+/**
+ * `lightningAttention`'s output and final state on the fast backend, the plain one and the CPU, for
+ * inputs drawn from seeds seed … seed + 3 (q, k, v, initial state); q, k and v in `dtype`.
+ */
+async function lightningThreeWays(
+  [B, H, Tn, D, E]: readonly [number, number, number, number, number],
+  withInit: boolean,
+  seed: number,
+  slopeLayer: number,
+  dtype: DType = "f32",
+): Promise<Record<"output" | "state", [Float32Array, Float32Array, Float32Array]>> {
+  const q = values(B * H * Tn * D, seed);
+  const k = values(B * H * Tn * D, seed + 1);
+  const v = values(B * H * Tn * E, seed + 2);
+  const s0 = values(B * H * D * E, seed + 3);
+  const slopes = T.tnlSlopes(H, slopeLayer, 3);
+  const run = (part: "output" | "state") =>
+    threeWays((be) => {
+      const ins = [on(be, q, [B, H, Tn, D], dtype), on(be, k, [B, H, Tn, D], dtype), on(be, v, [B, H, Tn, E], dtype), T.tensor(slopes, [H], { backend: be })];
+      const init = withInit ? on(be, s0, [B, H, D, E]) : undefined;
+      const r = T.lightningAttention(ins[0], ins[1], ins[2], ins[3], { returnState: true, initialState: init });
+      const keep = r[part];
+      for (const t of [...ins, init, r.output, r.state]) if (t && t !== keep) t.dispose();
+      return keep;
+    });
+  return { output: await run("output"), state: await run("state") };
+}
+
 const suite = fast ? describe : describe.skip;
 
 suite(`WebGPU fast paths against their plain twins${fast ? "" : ` [skipped: ${reason}]`}`, () => {
@@ -203,20 +231,10 @@ suite(`WebGPU fast paths against their plain twins${fast ? "" : ` [skipped: ${re
       for (const [B, H, Tn, D, E, withInit, G, scratch] of cases) {
         setBlockedSegmentBlocks(G);
         setBlockedScratchBytes(scratch ?? 2 ** 30);
-        const q = values(B * H * Tn * D, seed++);
-        const k = values(B * H * Tn * D, seed++);
-        const v = values(B * H * Tn * E, seed++);
-        const s0 = values(B * H * D * E, seed++);
-        const slopes = T.tnlSlopes(H, 0, 3);
+        const parts = await lightningThreeWays([B, H, Tn, D, E], withInit, seed, 0);
+        seed += 4;
         for (const part of ["output", "state"] as const) {
-          const [f, p, c] = await threeWays((be) => {
-            const ins = [on(be, q, [B, H, Tn, D]), on(be, k, [B, H, Tn, D]), on(be, v, [B, H, Tn, E]), T.tensor(slopes, [H], { backend: be })];
-            const init = withInit ? on(be, s0, [B, H, D, E]) : undefined;
-            const r = T.lightningAttention(ins[0], ins[1], ins[2], ins[3], { returnState: true, initialState: init });
-            const keep = r[part];
-            for (const t of [...ins, init, r.output, r.state]) if (t && t !== keep) t.dispose();
-            return keep;
-          });
+          const [f, p, c] = parts[part];
           const what = `B ${B} H ${H} T ${Tn} D ${D} E ${E}, ${G}-block segments${withInit ? ", initial state" : ""}: ${part}`;
           expect(relRms(f, c), what).toBeLessThan(TOL);
           expect(relRms(p, c), what).toBeLessThan(TOL);
@@ -252,20 +270,10 @@ suite(`WebGPU fast paths against their plain twins${fast ? "" : ` [skipped: ${re
     for (const [B, H, Tn, D, E, withInit, scratch] of cases) {
       // A scratch cap below B·H sequences' block states makes the forward run in chunks of batch·heads.
       setBlockedScratchBytes(scratch ?? 2 ** 30);
-      const q = values(B * H * Tn * D, seed++);
-      const k = values(B * H * Tn * D, seed++);
-      const v = values(B * H * Tn * E, seed++);
-      const s0 = values(B * H * D * E, seed++);
-      const slopes = T.tnlSlopes(H, 0, 3);
+      const parts = await lightningThreeWays([B, H, Tn, D, E], withInit, seed, 0);
+      seed += 4;
       for (const part of ["output", "state"] as const) {
-        const [f, p, c] = await threeWays((be) => {
-          const ins = [on(be, q, [B, H, Tn, D]), on(be, k, [B, H, Tn, D]), on(be, v, [B, H, Tn, E]), T.tensor(slopes, [H], { backend: be })];
-          const init = withInit ? on(be, s0, [B, H, D, E]) : undefined;
-          const r = T.lightningAttention(ins[0], ins[1], ins[2], ins[3], { returnState: true, initialState: init });
-          const keep = r[part];
-          for (const t of [...ins, init, r.output, r.state]) if (t && t !== keep) t.dispose();
-          return keep;
-        });
+        const [f, p, c] = parts[part];
         const what = `B ${B} H ${H} T ${Tn} D ${D} E ${E}${withInit ? " with initial state" : ""}: ${part}`;
         expect(relRms(f, c), what).toBeLessThan(TOL);
         expect(relRms(p, c), what).toBeLessThan(TOL);
@@ -273,20 +281,10 @@ suite(`WebGPU fast paths against their plain twins${fast ? "" : ` [skipped: ${re
     }
     setBlockedScratchBytes(2 ** 30);
     for (const [B, H, Tn, D, E, withInit] of bf16Cases) {
-      const q = values(B * H * Tn * D, seed++);
-      const k = values(B * H * Tn * D, seed++);
-      const v = values(B * H * Tn * E, seed++);
-      const s0 = values(B * H * D * E, seed++);
-      const slopes = T.tnlSlopes(H, 1, 3);
+      const parts = await lightningThreeWays([B, H, Tn, D, E], withInit, seed, 1, "bf16");
+      seed += 4;
       for (const part of ["output", "state"] as const) {
-        const [f, p, c] = await threeWays((be) => {
-          const ins = [on(be, q, [B, H, Tn, D], "bf16"), on(be, k, [B, H, Tn, D], "bf16"), on(be, v, [B, H, Tn, E], "bf16"), T.tensor(slopes, [H], { backend: be })];
-          const init = withInit ? on(be, s0, [B, H, D, E]) : undefined;
-          const r = T.lightningAttention(ins[0], ins[1], ins[2], ins[3], { returnState: true, initialState: init });
-          const keep = r[part];
-          for (const t of [...ins, init, r.output, r.state]) if (t && t !== keep) t.dispose();
-          return keep;
-        });
+        const [f, p, c] = parts[part];
         const what = `bf16 B ${B} H ${H} T ${Tn} D ${D} E ${E}${withInit ? " with initial state" : ""}: ${part}`;
         const tol = part === "output" ? 5e-4 : TOL;
         expect(relRms(f, c), what).toBeLessThan(tol);
