@@ -5,7 +5,7 @@
 // (the strongest and the weakest decay of the last sequence) against a float64 recurrence on the
 // host, poisons outputs first so unwritten elements fail, and only then times the launcher with
 // CUDA events (median of repeats, L2 flushed between them). Decode rows check every decode step
-// kernel (LIGHTNING_CUDA_STEP: scalar, vec4, rows, stream, block, pair) on odd sizes, in place and
+// kernel (LIGHTNING_CUDA_STEP: scalar, vec4, rows, stream, block, pair, narrow) on odd sizes, in place and
 // misaligned, in bf16, f16 and f32, then time each at B = 1, 8, 64, 256 for each head shape
 // (benchDecode says how: L2-cold state, host launch latency excluded, and the first rows' clock).
 // --check: odd lengths (T = 1, 63, 65, 513, and a long B = 1 sequence that takes the sequence
@@ -21,7 +21,7 @@
 //     bench/legacy/lightning_v4.cu build/cuda-obj/libltscuda.a -ldl -o build/lightning_bench
 // Run: build/lightning_bench [--shapes 128x128,256x128,64x64] [--T 1024,8192,65536] [--dtypes bf16,f16]
 //        [--versions 6,5,4] [--reps 20] [--json FILE] [--check [--small] [--check-dtypes bf16,f16] [--check-versions 6,5]] [--no-bench]
-//        [--no-decode] [--time-anyway] [--steps scalar,vec4,rows,stream,block,pair] [--decode-B 1,8,64,256] [--no-decode-timing]
+//        [--no-decode] [--time-anyway] [--steps scalar,vec4,rows,stream,block,pair,narrow] [--decode-B 1,8,64,256] [--no-decode-timing]
 //   Decode only: build/lightning_bench --no-bench --shapes 128x128,256x128,64x64 --dtypes bf16 --json decode.json
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -45,7 +45,7 @@ using namespace lts;
 
 namespace lts {
 // In lightning.cu: the decode step kernel that LIGHTNING_CUDA_STEP picks for D×E (16-byte aligned states), in words.
-std::string lightningStepKernelName(int D, int E);
+std::string lightningStepKernelName(int BH, int D, int E);
 }  // namespace lts
 
 #define CK(x) LTS_CHECK(x, #x)
@@ -634,7 +634,7 @@ static void checkDecode(Harness& h, const std::vector<std::string>& steps) {
         StepErr e = checkStep(h, P, c.inPlace, c.offset);
         bool ok = stepOk(e, dt);
         if (!ok) h.failures++;
-        std::string kernel = c.offset % 4 ? "scalar (states not 16-byte aligned)" : lightningStepKernelName(c.D, c.E);
+        std::string kernel = c.offset % 4 ? "scalar (states not 16-byte aligned)" : lightningStepKernelName(c.B * c.H, c.D, c.E);
         printf("%-7s %-5s %3d %3d %4d %4d %-9s  %9.2e %9.2e  %s / %s\n", name.c_str(), dtNameAny(dt), c.B, c.H, c.D, c.E,
                c.inPlace ? "in place" : c.offset ? "offset 1" : "separate", e.o.rel(), e.S.rel(), ok ? "yes" : "NO", kernel.c_str());
         char buf[512];
@@ -708,7 +708,7 @@ static void benchDecode(Harness& h, int B, int D, int E, int dt, const std::vect
     double ms = median(cold), msB2b = median(b2b), msLegacy = median(legacy);
     auto gbps = [](double bytes, double t) { return bytes / (t * 1e-3) / 1e9; };
     double stateGBs = gbps(2.0 * stBytes, ms), allGBs = gbps(2.0 * stBytes + P.ioBytes(), ms), legacyGBs = gbps(2.0 * stBytes, msLegacy);
-    std::string kernel = lightningStepKernelName(D, E);
+    std::string kernel = lightningStepKernelName(B * H, D, E);
     printf("%-7s %-5s %4d %4d %4d %-3s %8.4f %6.0f %6.1f%% %6.0f %6.1f%% %8.4f %8.4f %6.1f%%  %9.2e %9.2e  %s\n", name.c_str(), dtNameAny(dt), B, D, E,
            ok ? "yes" : "NO", ms, stateGBs, 100 * stateGBs / h.copyGBs, allGBs, 100 * allGBs / h.copyGBs, msB2b, msLegacy, 100 * legacyGBs / h.copyGBs,
            e.o.rel(), e.S.rel(), kernel.c_str());
@@ -732,7 +732,7 @@ int main(int argc, char** argv) {
   std::vector<int> versions = {5};
   std::vector<int> dtypes = {BF16}, checkDtypes = {BF16, F16}, checkVersions = {5};
   std::vector<std::pair<int, int>> shapes = {{128, 128}, {256, 128}, {64, 64}};
-  std::vector<std::string> steps = {"scalar", "vec4", "rows", "stream", "block", "pair"};
+  std::vector<std::string> steps = {"scalar", "vec4", "rows", "stream", "block", "pair", "narrow"};
   std::vector<int> decodeBatches = {1, 8, 64, 256};
   bool check = false, small = false, bench = true, decode = true, decodeTiming = true;
   const char* jsonPath = nullptr;

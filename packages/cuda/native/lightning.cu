@@ -264,22 +264,33 @@ void backward(Context& c, const Args& a) {
 // states; the stepKernelRows candidates need that too and D ≤ 2,048 (q and k of up to two heads
 // in shared memory beside the partial sums: at most 32 KB + 8 KB, under the 48 KB of a plain launch).
 // A call a kernel does not support runs the next plainer one: candidate → vec4 → scalar.
-enum class StepKind { Scalar, Vec4, Rows, Stream, Block, Pair };
+enum class StepKind { Scalar, Vec4, Rows, Stream, Block, Pair, Narrow };
 struct StepName {
   const char* name;
   StepKind kind;
 };
 constexpr StepName STEP_KERNELS[] = {{"scalar", StepKind::Scalar}, {"vec4", StepKind::Vec4},   {"rows", StepKind::Rows},
-                                     {"stream", StepKind::Stream}, {"block", StepKind::Block}, {"pair", StepKind::Pair}};
+                                     {"stream", StepKind::Stream}, {"block", StepKind::Block}, {"pair", StepKind::Pair},
+                                     {"narrow", StepKind::Narrow}};
+
+// Batch·heads up to which "narrow" is the default (KERNELS.md, "Decode step at a small batch").
+constexpr int NARROW_MAX_BH = 64;
 
 // The default, measured on the H200 (KERNELS.md, "Decode step candidates"): "block" (every load
 // of a thread before its arithmetic, 512 threads) is the fastest at every batch for E ≥ 128
 // (B = 64, D = E = 128: 81% of copy against vec4's 73%); at E = 64 it idles lanes and "stream" wins.
-StepKind defaultStep(int E) { return E >= 128 ? StepKind::Block : StepKind::Stream; }
+// Both run one block per (b·h) and column slice of 128 (or 64), so a small batch leaves most SMs
+// idle — batch 1 of an 8-head model is 8 blocks, each thread waiting out the round trips of its
+// rows — and there "narrow" (16 columns per block, every row of a thread loaded at once) spreads
+// the same step over E/16 times as many blocks.
+StepKind defaultStep(int BH, int E) {
+  if (BH <= NARROW_MAX_BH) return StepKind::Narrow;
+  return E >= 128 ? StepKind::Block : StepKind::Stream;
+}
 
-StepKind requestedStep(int E) {
+StepKind requestedStep(int BH, int E) {
   const char* v = getenv("LIGHTNING_CUDA_STEP");
-  if (!v || !*v) return defaultStep(E);
+  if (!v || !*v) return defaultStep(BH, E);
   std::string names;
   for (const StepName& s : STEP_KERNELS) {
     if (strcmp(v, s.name) == 0) return s.kind;
@@ -290,8 +301,8 @@ StepKind requestedStep(int E) {
 
 // The kernel that runs: the requested one where it supports the call, else the next plainer one.
 // aligned: both states start on a 16-byte boundary.
-StepKind stepKind(int D, int E, bool aligned) {
-  StepKind want = requestedStep(E);
+StepKind stepKind(int BH, int D, int E, bool aligned) {
+  StepKind want = requestedStep(BH, E);
   if (want == StepKind::Scalar || E % 4 != 0 || !aligned) return StepKind::Scalar;
   if (want == StepKind::Vec4 || D > 2048) return StepKind::Vec4;
   return want;
@@ -321,6 +332,8 @@ void launchCandidate(Context& c, const Args& a, StepKind kind, int BH, int D, in
     case StepKind::Stream: launchRows<T, LANES, 128, 1, 4, true, true>(c, a, BH, D, E, H); break;
     case StepKind::Block: launchRows<T, LANES, 512, 1, 8, false, true>(c, a, BH, D, E, H); break;
     case StepKind::Pair: launchRows<T, LANES, 256, 2, 4, true, true>(c, a, BH, D, E, H); break;
+    // 4 lanes (16 columns) × 32 row groups: at D = 128 every row of a thread is one batch of loads.
+    case StepKind::Narrow: launchRows<T, 4, 128, 1, 4, false, true>(c, a, BH, D, E, H); break;
     default: break;
   }
 }
@@ -330,7 +343,7 @@ void step(Context& c, const Args& a) {
   int dt = (int)a.i.at(0);
   int B = (int)a.i.at(1), H = (int)a.i.at(2), D = (int)a.i.at(3), E = (int)a.i.at(4);
   if (B * H == 0 || E == 0) return;
-  StepKind kind = stepKind(D, E, alignedTo(a.ptr<float>(4), 16) && alignedTo(a.ptr<float>(6), 16));
+  StepKind kind = stepKind(B * H, D, E, alignedTo(a.ptr<float>(4), 16) && alignedTo(a.ptr<float>(6), 16));
   dim3 block(32, 8);
   if (kind == StepKind::Scalar) {
     dim3 grid(B * H, (E + 31) / 32);
@@ -362,9 +375,9 @@ std::string lightningKernelName(Context& c, int dt, LightningDims d, bool backwa
 
 // The decode step kernel that runs for these sizes under LIGHTNING_CUDA_STEP (16-byte aligned states
 // assumed), in words, for the harness: "stream (128 threads, 32 lanes per row, ...)".
-std::string lightningStepKernelName(int D, int E) {
-  StepKind k = stepKind(D, E, true);
-  int lanes = E < 128 ? 16 : 32;
+std::string lightningStepKernelName(int BH, int D, int E) {
+  StepKind k = stepKind(BH, D, E, true);
+  int lanes = k == StepKind::Narrow ? 4 : E < 128 ? 16 : 32;
   std::string name = stepKindName(k), lanesText = std::to_string(k == StepKind::Scalar ? 32 : lanes) + " lanes per row";
   switch (k) {
     case StepKind::Scalar: return name + " (256 threads, " + lanesText + ", one f32 per lane)";
@@ -373,6 +386,7 @@ std::string lightningStepKernelName(int D, int E) {
     case StepKind::Stream: return name + " (128 threads, " + lanesText + ", 4-row batches pipelined, .cs hints)";
     case StepKind::Block: return name + " (512 threads, " + lanesText + ", 8-row batches, .cs hints)";
     case StepKind::Pair: return name + " (256 threads, 2 heads per block, " + lanesText + ", 4-row batches pipelined, .cs hints)";
+    case StepKind::Narrow: return name + " (128 threads, " + lanesText + ", 16 columns per block, 4-row batches, .cs hints)";
   }
   return name;
 }
