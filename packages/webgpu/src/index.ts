@@ -11,5 +11,6 @@
  * console.log((await o.data()).length); // 131072
  */
 export { createWebGpuBackend, type DispatchTime, WebGpuBackend, type WebGpuBackendOptions } from "./backend.js";
+export { kernelChoices, type KernelChoices } from "./kernels/choices.js";
 export { acquireDevice, type AcquiredDevice, type DeviceOptions } from "./device.js";
 export { WebGpuError } from "./runtime.js";

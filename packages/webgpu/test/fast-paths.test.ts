@@ -14,7 +14,9 @@ import * as T from "@lightning-ts/tensor";
 import { type Backend, createCpuBackend, type DType } from "@lightning-ts/tensor";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createWebGpuBackend, type WebGpuBackend } from "../src/index.js";
+import { kernelChoices } from "../src/kernels/choices.js";
 import { segmentBlocks, setBlockedScratchBytes, setBlockedSegmentBlocks } from "../src/kernels/lightning-blocked.js";
+import { setWalkScratchBytes, setWalkSegmentBlocks, walkSegmentBlocks } from "../src/kernels/lightning-walk.js";
 
 /** mulberry32: seeded values in [-1, 1), never all zero. */
 function random(seed: number): () => number {
@@ -181,6 +183,42 @@ suite(`WebGPU fast paths against their plain twins${fast ? "" : ` [skipped: ${re
     expect(plain!.runtime.pipelineKeys().some((key) => key.startsWith("matmul_tiled"))).toBe(false);
   });
 
+  it("the tiled matmul takes its tiles in grouped and in row order alike: a last group of fewer tile rows, batched", async () => {
+    // 11 tile rows (one group of 8 and one of 3) by 3 tile columns; then 2 batches of 9 tile rows.
+    const cases: [number[], number, number, number][] = [
+      [[], 1409, 20, 260],
+      [[2], 1100, 12, 132],
+    ];
+    let seed = 120;
+    try {
+      for (const [ba, m, k, n] of cases) {
+        const a = values([...ba, m, k].reduce((x, y) => x * y, 1), seed++);
+        const b = values(k * n, seed++);
+        const got: Float32Array[] = [];
+        for (const order of ["linear", "grouped"] as const) {
+          kernelChoices.matmulOrder = order;
+          const [f, , c] = await threeWays((be) => {
+            const ta = on(be, a, [...ba, m, k]);
+            const tb = on(be, b, [k, n]);
+            const y = T.matmul(ta, tb);
+            ta.dispose();
+            tb.dispose();
+            return y;
+          });
+          expect(relRms(f, c), `${order} A ${JSON.stringify([...ba, m, k])} B ${JSON.stringify([k, n])}`).toBeLessThan(TOL);
+          got.push(f);
+        }
+        // The same tiles, only in another order: the same bits.
+        expect(Array.from(got[1])).toEqual(Array.from(got[0]));
+      }
+    } finally {
+      kernelChoices.matmulOrder = "grouped";
+    }
+    const keys = fast!.runtime.pipelineKeys();
+    expect(keys).toContain("matmul_tiled:false:false");
+    expect(keys).toContain("matmul_tiled:false:false:linear");
+  });
+
   it("the vectorised decode step matches the plain step and the CPU, in new storage and in place", async () => {
     // (B, H, D, E): E a multiple of 4 (the vec4 kernel) at several column slices, D odd.
     for (const [B, H, D, E, seed] of [[3, 5, 13, 20, 40], [2, 3, 7, 132, 41], [1, 2, 33, 256, 42]] as const) {
@@ -227,6 +265,7 @@ suite(`WebGPU fast paths against their plain twins${fast ? "" : ` [skipped: ${re
       [3, 2, 390, 8, 4, true, 4, 2 * 7 * 8 * 4 * 4],
     ] as [number, number, number, number, number, boolean, number, number?][];
     let seed = 200;
+    kernelChoices.forward = "blocked";
     try {
       for (const [B, H, Tn, D, E, withInit, G, scratch] of cases) {
         setBlockedSegmentBlocks(G);
@@ -243,6 +282,7 @@ suite(`WebGPU fast paths against their plain twins${fast ? "" : ` [skipped: ${re
     } finally {
       setBlockedSegmentBlocks(null);
       setBlockedScratchBytes(2 ** 30);
+      kernelChoices.forward = "walk";
     }
     expect(fast!.runtime.pipelineKeys()).toContain("lightning_blocked_kv");
   });
@@ -267,6 +307,7 @@ suite(`WebGPU fast paths against their plain twins${fast ? "" : ` [skipped: ${re
       [1, 2, 130, 8, 132, false],
     ] as const;
     let seed = 60;
+    kernelChoices.forward = "blocked";
     for (const [B, H, Tn, D, E, withInit, scratch] of cases) {
       // A scratch cap below B·H sequences' block states makes the forward run in chunks of batch·heads.
       setBlockedScratchBytes(scratch ?? 2 ** 30);
@@ -291,9 +332,54 @@ suite(`WebGPU fast paths against their plain twins${fast ? "" : ` [skipped: ${re
         expect(relRms(p, c), what).toBeLessThan(tol);
       }
     }
+    kernelChoices.forward = "walk";
     const keys = fast!.runtime.pipelineKeys();
     expect(keys).toContain("widen_f32:bf16");
     for (const step of ["kv", "scan", "out"]) expect(keys).toContain(`lightning_blocked_${step}`);
     expect(plain!.runtime.pipelineKeys().some((key) => key.startsWith("lightning_blocked"))).toBe(false);
+  });
+
+  it("the Lightning forward by segment walks matches the plain scan and the CPU: output and final state, odd sizes, segments, chunks", async () => {
+    // The benchmark shape (B·T = 65,536, H = 16, D = E = 128): one segment per sequence at T = 1,024
+    // (no totals, no scan), 64-block segments (2 and 16 of them) at T = 8,192 and 65,536.
+    expect(walkSegmentBlocks(64 * 16, 16, 1)).toBe(16);
+    expect(walkSegmentBlocks(8 * 16, 128, 1)).toBe(64);
+    expect(walkSegmentBlocks(16, 1024, 1)).toBe(64);
+    // (B, H, T, D, E, initial state, blocks per segment or null (by size), scratch cap): T not a
+    // multiple of 64, B·H odd, D and E of 64, 128 and odd multiples of 4, a partial last segment,
+    // one segment longer than the sequence, several E tiles (E = 132, 260), a segment-state cap that
+    // runs the batch·heads in chunks, and T = 1.
+    const cases = [
+      [1, 3, 577, 64, 64, true, 3],
+      [3, 1, 199, 128, 128, false, 2],
+      [1, 3, 300, 20, 12, true, 16],
+      [1, 5, 390, 12, 132, true, 2],
+      [1, 1, 70, 124, 260, false, 1],
+      [3, 1, 333, 36, 28, true, 2, 36 * 28 * 4 * 3],
+      [1, 3, 130, 128, 64, true, null],
+      [3, 3, 1, 8, 8, false, null],
+      [1, 1, 65, 4, 4, true, null],
+    ] as [number, number, number, number, number, boolean, number | null, number?][];
+    let seed = 400;
+    try {
+      for (const [B, H, Tn, D, E, withInit, G, scratch] of cases) {
+        setWalkSegmentBlocks(G);
+        setWalkScratchBytes(scratch ?? 2 ** 30);
+        const parts = await lightningThreeWays([B, H, Tn, D, E], withInit, seed, 0);
+        seed += 4;
+        for (const part of ["output", "state"] as const) {
+          const [f, p, c] = parts[part];
+          const what = `B ${B} H ${H} T ${Tn} D ${D} E ${E}, ${G ?? "sized"}-block segments${withInit ? ", initial state" : ""}: ${part}`;
+          expect(relRms(f, c), what).toBeLessThan(TOL);
+          expect(relRms(p, c), what).toBeLessThan(TOL);
+        }
+      }
+    } finally {
+      setWalkSegmentBlocks(null);
+      setWalkScratchBytes(2 ** 30);
+    }
+    const keys = fast!.runtime.pipelineKeys();
+    for (const step of ["walk_totals", "walk_scan", "walk"]) expect(keys).toContain(`lightning_${step}`);
+    expect(plain!.runtime.pipelineKeys().some((key) => key.startsWith("lightning_walk"))).toBe(false);
   });
 });

@@ -119,7 +119,7 @@ suite(`WebGPU kernel timer${gpu ? "" : ` [skipped: ${reason}]`}`, () => {
     x.dispose();
   });
 
-  it("profileDispatches times each kernel of an op: the three of the blocked Lightning forward", async () => {
+  it("profileDispatches times each kernel of an op: the three of the Lightning forward by segment walks", async () => {
     const [B, H, t, D] = [2, 3, 197, 12];
     const [q, k, v] = [1, 2, 3].map((seed) => T.tensor(values(B * H * t * D, 10 + seed), [B, H, t, D], { backend: be }));
     const slopes = T.tensor(Float32Array.from(T.tnlSlopes(H, 0, 2)), [H], { backend: be });
@@ -128,7 +128,7 @@ suite(`WebGPU kernel timer${gpu ? "" : ` [skipped: ${reason}]`}`, () => {
     const wall = performance.now() - t0;
     expect(rows).not.toBeNull();
     const keys = rows!.map((r) => r.key).sort();
-    expect(keys).toEqual(["lightning_blocked_kv", "lightning_blocked_out", "lightning_blocked_scan"]);
+    expect(keys).toEqual(["lightning_walk", "lightning_walk_scan", "lightning_walk_totals"]);
     for (const r of rows!) {
       expect(r.calls).toBe(1);
       expect(r.ms).toBeGreaterThan(0);
@@ -140,7 +140,7 @@ suite(`WebGPU kernel timer${gpu ? "" : ` [skipped: ${reason}]`}`, () => {
     T.scope(() => void T.lightningAttention(q, k, v, slopes));
     const b = timer().mark();
     await be.sync();
-    expect(be.runtime.timer!.passTimes(a, b).map((p) => p.keys)).toEqual([["lightning_blocked_kv", "lightning_blocked_scan", "lightning_blocked_out"]]);
+    expect(be.runtime.timer!.passTimes(a, b).map((p) => p.keys)).toEqual([["lightning_walk_totals", "lightning_walk_scan", "lightning_walk"]]);
     timer().release!([a, b]);
     // A throwing fn leaves the passes unsplit.
     await expect(be.profileDispatches(() => void T.reshape(q, [7]))).rejects.toThrow(/reshape/);

@@ -25,6 +25,7 @@ interface AttentionOptions {
   maxQuadraticT?: number;
   backward: boolean;
   chart: string;
+  webgpuForward?: string[];
 }
 
 /** Relative RMS error bounds against float64, by storage dtype (docs/PERFORMANCE.md: ≤ 5e-3 for bf16). */
@@ -112,6 +113,7 @@ export const attentionSuite: Suite = {
       .option("--impls <list>", "implementations, comma-separated (default: all)", (v: string) => v.split(","))
       .option("--max-quadratic-t <n>", "run quadratic forms (quadratic, softmax) only up to this T (default: per implementation)", (v) => Number.parseInt(v, 10))
       .option("--no-backward", "time the forward only")
+      .option("--webgpu-forward <list>", "WebGPU only: time the chunked forward once per kernel variant, walk and/or blocked (impl chunked[VARIANT])", (v: string) => v.split(","))
       .option("--chart <file>", "SVG chart of tokens/s and memory vs T", "runs/bench/attention.svg");
   },
   // Long sweeps on a 2-core CPU: one warm-up, three timed runs per case.
@@ -145,16 +147,23 @@ export const attentionSuite: Suite = {
     if (unknown.length) throw new Error(`--impls: unknown ${unknown.join(", ")}; known: ${known.map((i) => i.name).join(", ")}`);
     const impls = known.filter((i) => !options.impls || options.impls.includes(i.name));
     const maxT = (impl: AttentionImpl) => options.maxQuadraticT ?? impl.defaultMaxT ?? Infinity;
+    const forwards = options.webgpuForward ?? [];
+    const badForward = forwards.find((f) => f !== "walk" && f !== "blocked");
+    if (badForward !== undefined) throw new Error(`--webgpu-forward: expected walk or blocked, got '${badForward}'`);
+    const choices = forwards.length ? (await import("@lightning-ts/webgpu")).kernelChoices : null;
+    // The chunked forward on WebGPU once per variant; everything else once.
+    const runsOf = (backend: string): { impl: AttentionImpl; forward: "walk" | "blocked" | null }[] =>
+      impls.flatMap((impl): { impl: AttentionImpl; forward: "walk" | "blocked" | null }[] => (backend === "webgpu" && impl.name === "chunked" && forwards.length ? forwards.map((forward) => ({ impl, forward: forward as "walk" | "blocked" })) : [{ impl, forward: null }]));
     const slopeValues = T.tnlSlopes(H, 0, 2);
     const results: BenchResult[] = [];
-    const cases = backends.length * options.t.length * impls.length;
+    const cases = backends.reduce((n, b) => n + options.t.length * runsOf(b).length, 0);
     const bar = new SingleBar({ format: "attention {bar} {value}/{total} {case}", stream: process.stderr, hideCursor: true }, Presets.shades_classic);
     bar.start(cases, 0, { case: "" });
 
     for (const name of backends) {
       const backend = await startBackend(name, {}, log);
       if (!backend) {
-        bar.increment(options.t.length * impls.length);
+        bar.increment(options.t.length * runsOf(name).length);
         continue;
       }
       const device = backend.capabilities.device;
@@ -177,9 +186,11 @@ export const attentionSuite: Suite = {
           dO: options.backward ? await host(dO) : new Float64Array(0),
           slopes: sequences.map((s) => Math.fround(slopeValues[s % H])),
         };
-        for (const impl of impls) {
-          bar.increment(0, { case: `${name} ${impl.name} T=${t}` });
-          const base = { suite: "attention", impl: impl.name, backend: name, device, dtype, B, T: t, H, D, E };
+        for (const { impl, forward } of runsOf(name)) {
+          const label = forward ? `${impl.name}[${forward}]` : impl.name;
+          if (forward && choices) choices.forward = forward;
+          bar.increment(0, { case: `${name} ${label} T=${t}` });
+          const base = { suite: "attention", impl: label, backend: name, device, dtype, B, T: t, H, D, E };
           if (t > maxT(impl)) {
             log(`${impl.name} T=${t}: not run (above the quadratic-form limit ${maxT(impl)}; raise it with --max-quadratic-t)`);
             bar.increment();
@@ -229,7 +240,7 @@ export const attentionSuite: Suite = {
             }),
           );
           // One line per case as it is measured: a sweep stopped by a time limit still shows its rows.
-          log(`${name} ${impl.name} T=${t}: forward ${fwd.median.toFixed(3)} ms (${fwd.clock} clock)${fwdbwd ? `, forward+backward ${fwdbwd.median.toFixed(3)} ms` : ""}`);
+          log(`${name} ${label} T=${t}: forward ${fwd.median.toFixed(3)} ms (${fwd.clock} clock)${fwdbwd ? `, forward+backward ${fwdbwd.median.toFixed(3)} ms` : ""}`);
           if (kernel_ms) log(`  forward by kernel: ${Object.entries(kernel_ms).map(([key, ms]) => `${key} ${ms.toFixed(3)} ms`).join(", ")}`);
           bar.increment();
         }
@@ -239,7 +250,7 @@ export const attentionSuite: Suite = {
     bar.stop();
 
     for (const backend of new Set(results.map((r) => r.backend))) {
-      for (const impl of ["chunked", "recurrent"]) {
+      for (const impl of [...new Set(results.map((r) => r.impl))].filter((i) => i.startsWith("chunked") || i === "recurrent")) {
         const rows = results.filter((r) => r.ok && r.backend === backend && r.impl === impl).sort((a, b) => a.T! - b.T!);
         if (rows.length < 2) continue;
         const [first, last] = [rows[0], rows[rows.length - 1]];

@@ -3,6 +3,12 @@
  * first checked against a float64 oracle on the same inputs, then timed beside NumPy/OpenBLAS on
  * the same number of threads (ratio = ours / OpenBLAS, measured in the same run). On WebGPU each
  * timing waits for the device (kernels only enqueue there).
+ *
+ * --webgpu-variants times WebGPU once more per variant ORDER:LAYOUT, each checked first (impl
+ * `lightning-ts[ORDER:LAYOUT]`): ORDER is the tiled kernel's workgroup order (`grouped` tile rows or
+ * `linear` row order), LAYOUT `nn` (A stored (m, k), read as vectors along k: 64 bytes of each of
+ * 128 rows per slice) or `tn` (A stored (k, m) and transposed by the kernel: whole 512-byte row
+ * pieces, as B is read). They tell DRAM access patterns and L2 reuse apart at large sizes.
  */
 import { startBackend } from "@lightning-ts/backends";
 import { type Backend, decode, type DType, encode, fromStorage, matmul, type Tensor } from "@lightning-ts/tensor";
@@ -22,6 +28,64 @@ interface MatmulOptions {
   dtype: DType;
   anchor: boolean;
   rounds: number;
+  webgpuVariants?: string[];
+}
+
+interface Variant {
+  order: "grouped" | "linear";
+  layout: "nn" | "tn";
+}
+
+function parseVariants(list: string[] | undefined): Variant[] {
+  return (list ?? []).map((v) => {
+    const [order, layout] = v.split(":");
+    if ((order !== "grouped" && order !== "linear") || (layout !== "nn" && layout !== "tn")) {
+      throw new Error(`--webgpu-variants: expected ORDER:LAYOUT with ORDER grouped or linear and LAYOUT nn or tn, got '${v}'`);
+    }
+    return { order, layout };
+  });
+}
+
+/** A (rows × cols, row-major) transposed. */
+function transpose(x: Float64Array, rows: number, cols: number): Float64Array {
+  const out = new Float64Array(x.length);
+  for (let i = 0; i < rows; i++) for (let j = 0; j < cols; j++) out[j * rows + i] = x[i * cols + j];
+  return out;
+}
+
+/** Each WebGPU variant of one size: checked against float64, then timed (one row each). */
+async function timeVariants(backend: Backend, variants: Variant[], a: { t: Tensor; values: Float64Array }, b: { t: Tensor; values: Float64Array }, base: Record<string, unknown> & { m: number; k: number; n: number }, common: { warmup: number; reps: number }, log: (line: string) => void): Promise<BenchResult[]> {
+  const { kernelChoices } = await import("@lightning-ts/webgpu");
+  const before = kernelChoices.matmulOrder;
+  const { m, k, n } = base;
+  const flops = 2 * m * k * n;
+  const at = fromStorage(encode("f32", transpose(a.values, m, k)), [k, m], "f32", backend);
+  const rows: BenchResult[] = [];
+  try {
+    for (const { order, layout } of variants) {
+      kernelChoices.matmulOrder = order;
+      const call = () => (layout === "tn" ? matmul(at, b.t, { transA: true }) : matmul(a.t, b.t));
+      const c = call();
+      const rel_err = relErr(a.values, b.values, await c.data(), m, k, n);
+      c.dispose();
+      const impl = `lightning-ts[${order}:${layout}]`;
+      const row = { ...base, suite: "matmul", impl, backend: "webgpu", device: backend.capabilities.device, dtype: "f32", order, layout, rel_err };
+      if (!(rel_err <= MAX_REL_ERR)) {
+        log(`webgpu ${m}³ ${order}:${layout}: FAILED the oracle check (rel_err ${rel_err.toExponential(2)}), not timed`);
+        rows.push(result({ ...row, ok: false, gflops: null }));
+        continue;
+      }
+      const calls = Math.max(1, Math.min(64, Math.round(2e9 / flops)));
+      const t = await timeQueued(backend, () => call().dispose(), calls, common.warmup, common.reps, webgpuTimer(backend));
+      const gflops = flops / t.median / 1e6;
+      log(`webgpu ${m}³ ${order}:${layout}: ${gflops.toFixed(1)} GFLOP/s`);
+      rows.push(result({ ...row, ok: true, fwd_ms: t.median, gflops, min_ms: t.min, max_ms: t.max, spread_pct: t.spread_pct, clock: t.clock }));
+    }
+  } finally {
+    kernelChoices.matmulOrder = before;
+    at.dispose();
+  }
+  return rows;
 }
 
 /** mulberry32: seeded values in [-1, 1). */
@@ -75,7 +139,8 @@ export const matmulSuite: Suite = {
       .option("--threads <list>", "CPU thread counts to run, comma-separated", intList, [cpus().length])
       .option("--dtype <dtype>", "storage dtype: f32, f16 or bf16 (the anchor is f32 only)", "f32")
       .option("--rounds <n>", "alternate ours and the anchor this many times per case (reps are split among them)", (v) => Number.parseInt(v, 10), 3)
-      .option("--no-anchor", "skip the NumPy/OpenBLAS anchor");
+      .option("--no-anchor", "skip the NumPy/OpenBLAS anchor")
+      .option("--webgpu-variants <list>", "WebGPU only: also time these ORDER:LAYOUT variants (grouped|linear : nn|tn), comma-separated", (v: string) => v.split(","));
   },
   columns: [
     ["impl", "impl"],
@@ -95,6 +160,8 @@ export const matmulSuite: Suite = {
   async run({ backends, options: common, log }, raw) {
     const options = raw as unknown as MatmulOptions;
     const { warmup, reps } = common;
+    const variants = parseVariants(options.webgpuVariants);
+    if (variants.length && options.dtype !== "f32") throw new Error(`--webgpu-variants: the tiled kernel is f32 only, got --dtype ${options.dtype}`);
     const anchorSkip = !options.anchor ? "disabled by --no-anchor" : options.dtype !== "f32" ? "f32 only" : numpyUnavailable();
     if (anchorSkip) log(`OpenBLAS anchor skipped: ${anchorSkip}`);
     const results: BenchResult[] = [];
@@ -151,6 +218,7 @@ export const matmulSuite: Suite = {
               results.push(result({ ...shape, reps: anchorTimes.length, suite: "matmul", impl: "openblas", backend: "numpy", device, dtype: "f32", ok: true, fwd_ms: at.median, gflops, min_ms: at.min, max_ms: at.max, spread_pct: at.spread_pct, anchor: anchorVersion }));
               log(`numpy ${size}³ x${threads}: ${gflops.toFixed(1)} GFLOP/s (${anchorVersion})`);
             }
+            if (name === "webgpu" && variants.length) results.push(...(await timeVariants(backend, variants, a, b, base, { warmup, reps }, log)));
           }
           a.t.dispose();
           b.t.dispose();

@@ -3,8 +3,9 @@
  *
  *   S_t = λ S_{t−1} + k_tᵀ v_t,   o_t = q_t S_t,   λ = exp(−slope)
  *
- * The forward with D and E multiples of 4 runs blocked instead (lightning-blocked.ts, f16/bf16
- * inputs widened to f32 first; this scan is its plain twin). Forward and the three backward sweeps
+ * The forward with D and E multiples of 4 runs by segment walks instead (lightning-walk.ts, D ≤ 128)
+ * or blocked (lightning-blocked.ts; `kernelChoices.forward` picks where both apply), f16/bf16
+ * inputs widened to f32 first; this scan is their plain twin. Forward and the three backward sweeps
  * here are one chunked scan (LA-2) over blocks of C = 16 tokens taken in processing order p
  * (forward or reversed time):
  *
@@ -28,7 +29,9 @@
 import { type Kernel, type KernelTable, type TensorRef } from "@lightning-ts/tensor";
 import type { Runtime } from "../runtime.js";
 import { groups, type Ref, viaF32, widenToF32 } from "./common.js";
+import { kernelChoices } from "./choices.js";
 import { blockedForward, blockedForwardApplies } from "./lightning-blocked.js";
+import { walkForward, walkForwardApplies } from "./lightning-walk.js";
 
 const C = 16;
 const XT = 16;
@@ -297,10 +300,13 @@ export function lightningKernels(rt: Runtime, maxWorkgroupBytes: number) {
   const lightningAttention: Kernel<"lightningAttention", GPUBuffer> = ({ inputs: [q, k, v, slopes, s0], outputs: [o, state] }) => {
     const { BH, H, T, D, E } = dimsOf(q, v);
     const limits = { maxWorkgroupBytes, maxBindingBytes: rt.device.limits.maxStorageBufferBindingSize };
-    if (!rt.plainKernels && blockedForwardApplies([q.dtype, k.dtype, v.dtype], { BH, T, D, E }, limits)) {
+    const dtypes = [q.dtype, k.dtype, v.dtype];
+    const walk = kernelChoices.forward === "walk" && walkForwardApplies(dtypes, { T, D, E }, limits);
+    if (!rt.plainKernels && (walk || blockedForwardApplies(dtypes, { BH, T, D, E }, limits))) {
       // f16/bf16 inputs are widened to f32 once: a few passes over q, k, v, small beside the products.
       const [qf, kf, vf] = [q, k, v].map((x) => (x.dtype === "f32" ? x : widenToF32(rt, x)));
-      viaF32(rt, o, (out) => blockedForward(rt, { q: qf, k: kf, v: vf, slopes, init: s0?.storage ?? null, out, finalState: state.storage, dims: { BH, H, T, D, E } }));
+      const run = walk ? walkForward : blockedForward;
+      viaF32(rt, o, (out) => run(rt, { q: qf, k: kf, v: vf, slopes, init: s0?.storage ?? null, out, finalState: state.storage, dims: { BH, H, T, D, E } }));
       for (const [wide, x] of [[qf, q], [kf, k], [vf, v]]) if (wide !== x) rt.release(wide.storage);
       return;
     }

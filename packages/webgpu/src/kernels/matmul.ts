@@ -11,11 +11,14 @@
  * 16 vec4 accumulators, operands read from global memory as vec4 and staged in workgroup memory as
  * vec4 so one k step costs four 16-byte workgroup loads for 64 fused multiply-adds (the plain
  * kernel spends eight scalar loads on 16). An invocation's rows are ty·4… and 64 + ty·4… (likewise
- * its columns), so neighbouring invocations read neighbouring vectors.
+ * its columns), so neighbouring invocations read neighbouring vectors. Workgroups take output
+ * tiles in groups of 8 tile rows (`kernelChoices.matmulOrder`), so that operands larger than L2
+ * are read from DRAM about once per group rather than once per tile row.
  */
 import { type Kernel, type KernelTable, matmulDims } from "@lightning-ts/tensor";
 import type { Runtime } from "../runtime.js";
 import { stridedIndexFn } from "../wgsl.js";
+import { kernelChoices } from "./choices.js";
 import { accumulators, checkRank, component, outerProductFma, padded, type Ref, tileStores8x8, viaF32 } from "./common.js";
 
 const TILE = 64;
@@ -23,6 +26,8 @@ const BK = 16;
 /** Tile edge of the tiled kernel, and its k slice. */
 const FT = 128;
 const FK = 16;
+/** Tile rows per group of the grouped workgroup order. */
+const GROUP = 8;
 
 // Element strides of an operand's batch dims within the broadcast batch shape, 0 where it is broadcast.
 function batchStrides(shape: readonly number[], batch: readonly number[], mat: number): number[] {
@@ -83,8 +88,9 @@ function tiledMatmul(rt: Runtime, a: Ref, b: Ref, c: Ref, d: Dims, transA: boole
   };
   const fetchAll = (k: string) => [fetch("a", 0, k), fetch("a", 1, k), fetch("b", 0, k), fetch("b", 1, k)].join("\n    ");
   const { m, n, k, batch, batches } = d;
+  const grouped = kernelChoices.matmulOrder === "grouped";
   rt.dispatch({
-    key: `matmul_tiled:${transA}:${transB}`,
+    key: `matmul_tiled:${transA}:${transB}${grouped ? "" : ":linear"}`,
     shader: () => ({
       doc: [`a: (..., ${transA ? "k, m" : "m, k"}) f32 as vec4`, `b: (..., ${transB ? "n, k" : "k, n"}) f32 as vec4`, "c: (batch, m, n) f32 as vec4"],
       bindings: [
@@ -104,8 +110,19 @@ var<workgroup> Bs: array<vec4<f32>, ${FK * V}>;`,
   let bi = wg / perBatch;
   if (bi >= pu(3u)) { return; }
   let t = wg % perBatch;
-  let row0 = (t / tilesN) * ${FT}u;
-  let col0 = (t % tilesN) * ${FT}u;
+  ${
+    grouped
+      ? `// Groups of ${GROUP} tile rows, walked column by column: the workgroups running at once
+  // read a few panels of A and of B, which stay in L2, instead of one panel of A and all of B.
+  let tilesM = perBatch / tilesN;
+  let inGroups = ${GROUP}u * tilesN;
+  let firstRow = (t / inGroups) * ${GROUP}u;
+  let rows = min(tilesM - firstRow, ${GROUP}u);
+  let row0 = (firstRow + (t % inGroups) % rows) * ${FT}u;
+  let col0 = ((t % inGroups) / rows) * ${FT}u;`
+      : `let row0 = (t / tilesN) * ${FT}u;
+  let col0 = (t % tilesN) * ${FT}u;`
+  }
   let aOff = a_batch(bi);
   let bOff = b_batch(bi);
   let ty = lid / 16u;

@@ -1,0 +1,27 @@
+/**
+ * Which of two fast kernels runs where both are correct, so that a benchmark can time both in one
+ * process: set the fields at run time, or start the process with the environment variables.
+ *
+ * - forward: the Lightning Attention forward by segment walks (`walk`, lightning-walk.ts: states
+ *   carried in registers, one per segment stored) or by block states (`blocked`,
+ *   lightning-blocked.ts: every block's state written and read once). LIGHTNING_WEBGPU_FORWARD.
+ * - matmulOrder: the tiled matmul's workgroups over output tiles in row order (`linear`), or in
+ *   groups of 8 tile rows walked column by column (`grouped`), so that the workgroups running at
+ *   once share operand panels in L2. LIGHTNING_WEBGPU_MATMUL_ORDER.
+ */
+export interface KernelChoices {
+  forward: "walk" | "blocked";
+  matmulOrder: "grouped" | "linear";
+}
+
+function fromEnv<T extends string>(name: string, allowed: readonly T[], fallback: T): T {
+  const env = typeof process !== "undefined" ? process.env?.[name] : undefined;
+  if (env === undefined || env === "") return fallback;
+  if (!(allowed as readonly string[]).includes(env)) throw new Error(`${name}: expected one of ${allowed.join(", ")}, got '${env}'`);
+  return env as T;
+}
+
+export const kernelChoices: KernelChoices = {
+  forward: fromEnv("LIGHTNING_WEBGPU_FORWARD", ["walk", "blocked"], "walk"),
+  matmulOrder: fromEnv("LIGHTNING_WEBGPU_MATMUL_ORDER", ["grouped", "linear"], "grouped"),
+};

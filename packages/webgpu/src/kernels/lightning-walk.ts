@@ -1,0 +1,465 @@
+/**
+ * Lightning Attention forward by segment walks (docs/ALGORITHM.md LA-2 with blocks of C = 64
+ * tokens), for f32 q, k, v with D ≤ 128 and D, E multiples of 4. No block state goes through
+ * memory: a workgroup walks the blocks of one segment (G blocks) in order and carries the state
+ * S (D × 128 columns of E) in registers, as the CUDA kernels do; only one state per segment is
+ * stored.
+ *
+ *   1. totals: R_g = Σ_{p in g} λ^{L_g − 1 − p} k_pᵀ v_p for every segment but the last (L_g tokens):
+ *              a product of kᵀ (D × L_g) and v (L_g × E) with decayed k rows, the matmul kernel's
+ *              128×128 register tile with the next slice fetched while the current one is used
+ *                                                           one workgroup per (b·h, segment, tile of D×E)
+ *   2. scan:   C_0 = initial state, C_{g+1} = λ^{L_g} C_g + R_g, C_g overwriting R_g
+ *                                                           one invocation per (b·h, vec4 of D×E)
+ *   3. walk:   from S = C_g, for each block j of segment g (tokens t0 …, m of them):
+ *                o_p = Σ_{p'≤p} λ^{p−p'} (q_p · k_p') v_p' + λ^{p+1} q_p S     (p, p' within the block)
+ *                S  ← λ^m S + Σ_p λ^{m−1−p} k_pᵀ v_p
+ *              the final state is the last segment's S after its last block
+ *                                                           one workgroup per (b·h, segment, 128 columns of E)
+ *
+ * With one segment per sequence (short T, or many sequences) steps 1 and 2 are skipped and the walk
+ * starts from the initial state: the forward's minimum of arithmetic. A long sequence is split
+ * into as few segments as fill the GPU, and step 1 repeats the state products of all but the last
+ * segment (the price of not storing a state per block; the blocked forward pays in bytes instead).
+ *
+ * In the walk, S lives in registers as the matmul's 8×8 tile (rows d = ty·4 + r and 64 + ty·4 + r,
+ * columns tx·4 and 64 + tx·4 of the E tile). q_p S needs all of d for one column, so S passes
+ * through workgroup memory 32 rows at a time, beside the same 32 columns of q and k, which also
+ * give the scores q_p · k_p'. The products with v share one staging of v: P·v into the output tile
+ * and the state update into S.
+ *
+ * Letters: B batch, H heads, T time, D query/key head dim, E value head dim, C block size (64),
+ * G blocks per segment.
+ */
+import type { Runtime } from "../runtime.js";
+import { accumulators, component, groups, outerProductFma, type Ref, tileStores8x8 } from "./common.js";
+
+const C = 64;
+/** Tile edge of the state (rows of D, columns of E). */
+const TILE = 128;
+const V = TILE / 4;
+/**
+ * Walk workgroups wanted at least: about two waves over the 132 SMs of an H100/H200 at one
+ * workgroup per SM (its registers hold a 128×128 state, an output tile and the scores).
+ */
+const walkWorkgroups = 256;
+/** Blocks per segment forced by a test; null picks by size. */
+let forcedSegmentBlocks: number | null = null;
+/** Most bytes of segment states at once; above it the batch·heads run in chunks. */
+let scratchCap = 2 ** 30;
+
+/** Workgroup bytes of the walk (its largest step). */
+export const WALK_WORKGROUP_BYTES = 2048 * 16;
+
+/** Test hook: blocks per segment (null: by size). */
+export function setWalkSegmentBlocks(blocks: number | null): void {
+  forcedSegmentBlocks = blocks;
+}
+
+/** Test hook: a small cap makes small inputs run in several chunks of batch·heads. */
+export function setWalkScratchBytes(bytes: number): void {
+  scratchCap = bytes;
+}
+
+/**
+ * Blocks per segment for `sequences` sequences of `blocks` blocks and `eTiles` column tiles: as
+ * long as leaves at least `walkWorkgroups` walk workgroups (fewer segments repeat less of the
+ * state products in step 1), the whole sequence where that is already enough.
+ */
+export function walkSegmentBlocks(sequences: number, blocks: number, eTiles: number): number {
+  const segments = Math.max(1, Math.ceil(walkWorkgroups / (sequences * eTiles)));
+  return Math.max(1, Math.ceil(blocks / segments));
+}
+
+export interface WalkForward {
+  q: Ref; // (B, H, T, D)
+  k: Ref; // (B, H, T, D)
+  v: Ref; // (B, H, T, E)
+  slopes: Ref; // (H)
+  init: GPUBuffer | null; // (B, H, D, E) f32
+  out: GPUBuffer; // (B, H, T, E) f32
+  finalState: GPUBuffer; // (B, H, D, E) f32
+  dims: { BH: number; H: number; T: number; D: number; E: number };
+}
+
+/** Whether the walk runs these inputs on a device with these limits. */
+export function walkForwardApplies(dtypes: readonly string[], d: { T: number; D: number; E: number }, limits: { maxWorkgroupBytes: number; maxBindingBytes: number }): boolean {
+  return (
+    dtypes.every((t) => t === "f32" || t === "f16" || t === "bf16") &&
+    d.T > 0 &&
+    d.D <= TILE &&
+    d.D % 4 === 0 &&
+    d.E % 4 === 0 &&
+    WALK_WORKGROUP_BYTES <= limits.maxWorkgroupBytes &&
+    d.D * d.E * 4 <= Math.min(limits.maxBindingBytes, scratchCap)
+  );
+}
+
+export function walkForward(rt: Runtime, f: WalkForward): void {
+  const { BH, T, D, E } = f.dims;
+  const nB = Math.ceil(T / C);
+  let G = forcedSegmentBlocks ?? walkSegmentBlocks(BH, nB, eTilesOf(E));
+  // Segment states of one sequence that alone exceed the cap (or a binding) take fewer, longer segments.
+  const cap = Math.min(rt.device.limits.maxStorageBufferBindingSize, scratchCap);
+  const maxSegments = Math.max(1, Math.floor(cap / (D * E * 4)));
+  if (Math.ceil(nB / G) > maxSegments) G = Math.ceil(nB / maxSegments);
+  const nSeg = Math.ceil(nB / G);
+  // With one segment per sequence nothing is stored per segment, and all batch·heads run at once.
+  const chunk = nSeg === 1 ? BH : Math.max(1, Math.floor(cap / (nSeg * D * E * 4)));
+  for (let bh0 = 0; bh0 < BH; bh0 += chunk) walkChunk(rt, f, bh0, Math.min(chunk, BH - bh0), G);
+}
+
+const eTilesOf = (E: number) => Math.ceil(E / TILE);
+
+function walkChunk(rt: Runtime, f: WalkForward, bh0: number, count: number, G: number): void {
+  const { H, T, D, E } = f.dims;
+  const nB = Math.ceil(T / C);
+  const nSeg = Math.ceil(nB / G);
+  const dTiles = Math.ceil(D / TILE);
+  const eTiles = Math.ceil(E / TILE);
+  const L = G * C;
+  const seg = nSeg > 1 ? rt.acquire(count * nSeg * D * E * 4) : null;
+  if (seg) {
+    segmentTotals(rt, f, seg, { bh0, count, nSeg, L, dTiles, eTiles });
+    const vectors = (count * D * E) / 4;
+    rt.dispatch({
+      key: "lightning_walk_scan",
+      shader: () => ({
+        doc: ["slopes: (H) f32", "s0: (BH, D, E/4) vec4 f32", "seg: (BH, nSeg, D, E/4) vec4 f32, in: R_g (g < nSeg − 1), out: C_g"],
+        bindings: [
+          { name: "slopes", dtype: "f32", access: "read" },
+          { name: "s0", access: "read", vec4: true },
+          { name: "seg", access: "rw", vec4: true },
+        ],
+        workgroupSize: 256,
+        // Params: D·E/4, H, vectors in this chunk, nSeg, has initial state, first batch·head of the chunk, tokens per segment.
+        body: `  let DE4 = pu(0u);
+  if (gid >= pu(2u)) { return; }
+  let nSeg = pu(3u);
+  let lb = gid / DE4;
+  let bh = pu(5u) + lb;
+  let i = gid % DE4;
+  let full = exp(-slopes_f(bh % pu(1u)) * f32(pu(6u)));
+  var S = vec4<f32>(0.0);
+  if (pu(4u) == 1u) { S = bitcast<vec4<f32>>(s0[bh * DE4 + i]); }
+  // Four totals are loaded before their updates: the loop is bound by memory latency.
+  for (var g0 = 0u; g0 < nSeg; g0 = g0 + 4u) {
+    var tots: array<vec4<f32>, 4>;
+    for (var j = 0u; j < 4u; j = j + 1u) {
+      if (g0 + j + 1u < nSeg) { tots[j] = bitcast<vec4<f32>>(seg[(lb * nSeg + g0 + j) * DE4 + i]); }
+    }
+    for (var j = 0u; j < 4u; j = j + 1u) {
+      if (g0 + j < nSeg) {
+        seg[(lb * nSeg + g0 + j) * DE4 + i] = bitcast<vec4<u32>>(S);
+        S = full * S + tots[j];
+      }
+    }
+  }`,
+      }),
+      bindings: [
+        { buffer: f.slopes.storage, access: "read" },
+        // An unused binding still needs a buffer; the shader never reads it without an initial state.
+        { buffer: f.init ?? f.slopes.storage, access: "read" },
+        { buffer: seg, access: "rw" },
+      ],
+      params: [(D * E) / 4, H, vectors, nSeg, f.init ? 1 : 0, bh0, L],
+      workgroups: groups(vectors),
+    });
+  }
+  // The walk's entering states: C_g, or with one segment the initial state itself ((BH, 1, D, E)
+  // is the layout of (BH, D, E)).
+  const entering = seg ?? f.init;
+  walk(rt, f, entering, { bh0, count, nSeg, G, eTiles, fromChunkStart: seg !== null });
+  if (seg) rt.release(seg);
+}
+
+interface ChunkShape {
+  bh0: number;
+  count: number;
+  nSeg: number;
+  L: number;
+  dTiles: number;
+  eTiles: number;
+}
+
+/** Step 1: R_g of every segment but the last into seg (a register-tiled kᵀ v per tile). */
+function segmentTotals(rt: Runtime, f: WalkForward, seg: GPUBuffer, c: ChunkShape): void {
+  const { H, T, D, E } = f.dims;
+  // Each stage: 16 tokens of k (16 × 128 of D) and v (16 × 128 of E), two vectors of each per
+  // invocation; the next stage is fetched into registers before the current one is multiplied.
+  const fetch = (p0: string) =>
+    [0, 1]
+      .map(
+        (r) => `{ let e = lid + ${r * 256}u; let p = ${p0} + e / ${V}u; let c4 = e % ${V}u;
+      rk${r} = vec4<f32>(0.0); rv${r} = vec4<f32>(0.0);
+      if (p < len) {
+        let row = bh * T + s0 + p;
+        if (d04 + c4 < D4) { rk${r} = exp(-slope * f32(len - 1u - p)) * bitcast<vec4<f32>>(k[row * D4 + d04 + c4]); }
+        if (e04 + c4 < E4) { rv${r} = bitcast<vec4<f32>>(v[row * E4 + e04 + c4]); }
+      } }`,
+      )
+      .join("\n    ");
+  rt.dispatch({
+    key: "lightning_walk_totals",
+    shader: () => ({
+      doc: ["k: (BH, T, D/4) vec4 f32", "v: (BH, T, E/4) vec4 f32", "slopes: (H) f32", "seg: (BH, nSeg, D, E/4) vec4 f32, R_g"],
+      bindings: [
+        { name: "k", access: "read", vec4: true },
+        { name: "v", access: "read", vec4: true },
+        { name: "slopes", dtype: "f32", access: "read" },
+        { name: "seg", access: "rw", vec4: true },
+      ],
+      workgroupSize: 256,
+      decls: `var<workgroup> As: array<vec4<f32>, ${16 * V}>;  // decayed k rows: [p][d/4]
+var<workgroup> Bs: array<vec4<f32>, ${16 * V}>;  // v rows: [p][e/4]`,
+      // Params: T, D, E, H, heads in this chunk, nSeg, dTiles, eTiles, first batch·head of the chunk, tokens per segment.
+      body: `  let T = pu(0u); let D = pu(1u); let D4 = D / 4u; let E4 = pu(2u) / 4u; let nSeg = pu(5u); let eT = pu(7u);
+  let perBh = (nSeg - 1u) * pu(6u) * eT;
+  let lb = wg / perBh;
+  if (lb >= pu(4u)) { return; }
+  let bh = pu(8u) + lb;
+  var r = wg % perBh;
+  let sg = r / (pu(6u) * eT);
+  r = r % (pu(6u) * eT);
+  let d04 = (r / eT) * ${V}u;
+  let e04 = (r % eT) * ${V}u;
+  let slope = slopes_f(bh % pu(3u));
+  let len = pu(9u);
+  let s0 = sg * len;
+  let ty = lid / 16u;
+  let tx = lid % 16u;
+  ${accumulators(16)}
+  var rk0: vec4<f32>; var rk1: vec4<f32>; var rv0: vec4<f32>; var rv1: vec4<f32>;
+  ${fetch("0u")}
+  for (var p0 = 0u; p0 < len; p0 = p0 + 16u) {
+    As[lid] = rk0; As[lid + 256u] = rk1;
+    Bs[lid] = rv0; Bs[lid + 256u] = rv1;
+    workgroupBarrier();
+    if (p0 + 16u < len) {
+    ${fetch("p0 + 16u")}
+    }
+    for (var pp = 0u; pp < 16u; pp = pp + 1u) {
+      let a0 = As[pp * ${V}u + ty];
+      let a1 = As[pp * ${V}u + 16u + ty];
+      let b0 = Bs[pp * ${V}u + tx];
+      let b1 = Bs[pp * ${V}u + 16u + tx];
+      ${outerProductFma(["a0", "a1"], ["b0", "b1"])}
+    }
+    workgroupBarrier();
+  }
+  ${tileStores8x8("d04 * 4u", "e04 * 4u", (d, e, acc) => `if (${d} < D && ${e} / 4u < E4) { seg[((lb * nSeg + sg) * D + ${d}) * E4 + ${e} / 4u] = bitcast<vec4<u32>>(${acc}); }`)}`,
+    }),
+    bindings: [
+      { buffer: f.k.storage, access: "read" },
+      { buffer: f.v.storage, access: "read" },
+      { buffer: f.slopes.storage, access: "read" },
+      { buffer: seg, access: "rw" },
+    ],
+    params: [T, D, E, H, c.count, c.nSeg, c.dTiles, c.eTiles, c.bh0, c.L],
+    workgroups: c.count * (c.nSeg - 1) * c.dTiles * c.eTiles,
+  });
+}
+
+/** WGSL, unrolled: the masked, decayed scores of this invocation's 4×4 (rows p = ty·4 + i, columns p' = tx·4 + c) into W[p'][p/4]. */
+function maskedScores(): string {
+  const cols: string[] = [];
+  for (let c = 0; c < 4; c++) {
+    const rows = [0, 1, 2, 3].map((i) => `if (pc <= ty * 4u + ${i}u) { col.${component(i)} = exp(-slope * f32(ty * 4u + ${i}u - pc)) * sc${i}.${component(c)}; }`);
+    cols.push(`{
+    let pc = tx * 4u + ${c}u;
+    var col = vec4<f32>(0.0);
+    ${rows.join("\n    ")}
+    W[pc * 16u + ty] = col;
+  }`);
+  }
+  return cols.join("\n  ");
+}
+
+/**
+ * WGSL: the state rows of quarter qd (d = 32·qd … + 31) into W[d − 32·qd][e/4]. Rows ty·4 + r
+ * (r < 4) lie in quarter ty / 8, rows 64 + ty·4 + r in quarter 2 + ty / 8.
+ */
+function stateQuarter(): string {
+  const rows = (first: number) => {
+    const stores: string[] = [];
+    for (let r = 0; r < 4; r++) {
+      for (let h = 0; h < 2; h++) stores.push(`W[(lr + ${r}u) * ${V}u + ${h * 16}u + tx] = acc${(first + r) * 2 + h};`);
+    }
+    return stores.join("\n        ");
+  };
+  return `if (ty / 8u == qd % 2u) {
+      if (qd < 2u) {
+        ${rows(0)}
+      } else {
+        ${rows(4)}
+      }
+    }`;
+}
+
+interface WalkShape {
+  bh0: number;
+  count: number;
+  nSeg: number;
+  G: number;
+  eTiles: number;
+  /** Whether the entering states are per segment of this chunk (else: the initial state, by batch·head). */
+  fromChunkStart: boolean;
+}
+
+/** Step 3: each workgroup walks one segment's blocks for 128 columns of E, S in registers. */
+function walk(rt: Runtime, f: WalkForward, entering: GPUBuffer | null, s: WalkShape): void {
+  const { H, T, D, E } = f.dims;
+  // q and k columns of one quarter of D (32) for the 64 rows of a block: 512 vectors each, two of
+  // each per invocation (row p = e / 8, vector c = e % 8), stored transposed as [d][p/4].
+  const fetchQk = (qd: string) =>
+    [0, 1]
+      .map(
+        (r) => `{ let e = lid + ${r * 256}u; let p = e / 8u; let c4 = (${qd}) * 8u + e % 8u;
+      rq${r} = vec4<f32>(0.0); rk${r} = vec4<f32>(0.0);
+      if (p < m && c4 < D4) { let at = (bh * T + t0 + p) * D4 + c4; rq${r} = bitcast<vec4<f32>>(q[at]); rk${r} = bitcast<vec4<f32>>(k[at]); } }`,
+      )
+      .join("\n    ");
+  const stageQk = [0, 1]
+    .map(
+      (r) => `{ let e = lid + ${r * 256}u; let p = e / 8u; let c4 = e % 8u;
+      ${[0, 1, 2, 3].map((j) => `Qs[(c4 * 4u + ${j}u) * 16u + p / 4u][p % 4u] = rq${r}.${component(j)}; Ks[(c4 * 4u + ${j}u) * 16u + p / 4u][p % 4u] = rk${r}.${component(j)};`).join("\n      ")} }`,
+    )
+    .join("\n    ");
+  // v and decayed k rows of 16 tokens of the block: 512 vectors each, two of each per invocation
+  // (row p = e / 32, vector c = e % 32), stored as [p][e/4] and [p][d/4].
+  const fetchVk = (j0: string) =>
+    [0, 1]
+      .map(
+        (r) => `{ let e = lid + ${r * 256}u; let p = ${j0} + e / ${V}u; let c4 = e % ${V}u;
+      rq${r} = vec4<f32>(0.0); rk${r} = vec4<f32>(0.0);
+      if (p < m) {
+        let row = bh * T + t0 + p;
+        if (e04 + c4 < E4) { rq${r} = bitcast<vec4<f32>>(v[row * E4 + e04 + c4]); }
+        if (c4 < D4) { rk${r} = exp(-slope * f32(m - 1u - p)) * bitcast<vec4<f32>>(k[row * D4 + c4]); }
+      } }`,
+      )
+      .join("\n    ");
+  rt.dispatch({
+    key: "lightning_walk",
+    shader: () => ({
+      doc: [
+        "q: (BH, T, D/4) vec4 f32",
+        "k: (BH, T, D/4) vec4 f32",
+        "v: (BH, T, E/4) vec4 f32",
+        "slopes: (H) f32",
+        "cin: (BH, nSeg, D, E/4) vec4 f32, C_g: the state entering each segment",
+        "o: (BH, T, E/4) vec4 f32",
+        "sT: (BH, D, E/4) vec4 f32",
+      ],
+      bindings: [
+        { name: "q", access: "read", vec4: true },
+        { name: "k", access: "read", vec4: true },
+        { name: "v", access: "read", vec4: true },
+        { name: "slopes", dtype: "f32", access: "read" },
+        { name: "cin", access: "read", vec4: true },
+        { name: "o", access: "rw", vec4: true },
+        { name: "sT", access: "rw", vec4: true },
+      ],
+      workgroupSize: 256,
+      decls: `var<workgroup> W: array<vec4<f32>, 1024>;  // a quarter of S [d][e/4]; then the masked scores [p'][p/4]
+var<workgroup> Qs: array<vec4<f32>, 512>;  // q columns of a quarter [d][p/4]; then v rows [p][e/4]
+var<workgroup> Ks: array<vec4<f32>, 512>;  // k columns of a quarter [d][p/4]; then decayed k rows [p][d/4]`,
+      // Params: T, D, E, H, heads in this chunk, nB, eTiles, first batch·head of the chunk, G, nSeg, entering state (0 none, 1 per segment of the chunk, 2 the initial state by batch·head).
+      body: `  let T = pu(0u); let D = pu(1u); let D4 = D / 4u; let E4 = pu(2u) / 4u; let nB = pu(5u); let eT = pu(6u);
+  let G = pu(8u); let nSeg = pu(9u);
+  let perBh = nSeg * eT;
+  let lb = wg / perBh;
+  if (lb >= pu(4u)) { return; }
+  let bh = pu(7u) + lb;
+  let sg = (wg % perBh) / eT;
+  let e04 = ((wg % perBh) % eT) * ${V}u;
+  let slope = slopes_f(bh % pu(3u));
+  let ty = lid / 16u;
+  let tx = lid % 16u;
+  let lr = (ty % 8u) * 4u;
+  ${accumulators(16)}
+  let enter = pu(10u);
+  if (enter != 0u) {
+    let base = select(bh, lb * nSeg + sg, enter == 1u) * D;
+    ${tileStores8x8("0u", "e04 * 4u", (d, e, acc) => `if (${d} < D && ${e} / 4u < E4) { ${acc} = bitcast<vec4<f32>>(cin[(base + ${d}) * E4 + ${e} / 4u]); }`)}
+  }
+  let segEnd = min(nB, sg * G + G);
+  for (var blk = sg * G; blk < segEnd; blk = blk + 1u) {
+    let t0 = blk * ${C}u;
+    let m = min(${C}u, T - t0);
+    // Scores q_p · k_p' (sc{i}: row p = ty·4 + i, columns p' = tx·4 …) and q_p S (o{i·2 + h}: row
+    // p = ty·4 + i, columns e04·4 + h·64 + tx·4 …), over d a quarter (32) at a time.
+    ${accumulators(4, "sc")}
+    ${accumulators(8, "o")}
+    var rq0: vec4<f32>; var rq1: vec4<f32>; var rk0: vec4<f32>; var rk1: vec4<f32>;
+    ${fetchQk("0u")}
+    for (var qd = 0u; qd * 32u < D; qd = qd + 1u) {
+    ${stateQuarter()}
+    ${stageQk}
+    workgroupBarrier();
+    if (qd * 32u + 32u < D) {
+    ${fetchQk("qd + 1u")}
+    }
+    for (var dd = 0u; dd < 32u; dd = dd + 1u) {
+      let a0 = Qs[dd * 16u + ty];
+      let kc = Ks[dd * 16u + tx];
+      let b0 = W[dd * ${V}u + tx];
+      let b1 = W[dd * ${V}u + 16u + tx];
+      ${outerProductFma(["a0"], ["kc"], "sc")}
+      ${outerProductFma(["a0"], ["b0", "b1"], "o")}
+    }
+    workgroupBarrier();
+    }
+    ${[0, 1, 2, 3].map((i) => `o${2 * i} = exp(-slope * f32(ty * 4u + ${i + 1}u)) * o${2 * i}; o${2 * i + 1} = exp(-slope * f32(ty * 4u + ${i + 1}u)) * o${2 * i + 1};`).join("\n    ")}
+    ${maskedScores()}
+    // The state update is needed after every block but a segment's last, except for the final state.
+    let upd = blk + 1u < segEnd || sg + 1u == nSeg;
+    let dm = exp(-slope * f32(m));
+    ${Array.from({ length: 16 }, (_, i) => `acc${i} = dm * acc${i};`).join(" ")}
+    ${fetchVk("0u")}
+    for (var j0 = 0u; j0 < m; j0 = j0 + 16u) {
+      Qs[lid] = rq0; Qs[lid + 256u] = rq1;
+      Ks[lid] = rk0; Ks[lid + 256u] = rk1;
+      workgroupBarrier();
+      if (j0 + 16u < m) {
+    ${fetchVk("j0 + 16u")}
+      }
+      // Rows p = ty·4 … + 3 take only p' ≤ p: a stage wholly above that is masked to zero.
+      let causal = j0 <= ty * 4u + 3u;
+      for (var jj = 0u; jj < 16u; jj = jj + 1u) {
+        let b0 = Qs[jj * ${V}u + tx];
+        let b1 = Qs[jj * ${V}u + 16u + tx];
+        if (causal) {
+          let p0 = W[(j0 + jj) * 16u + ty];
+          ${outerProductFma(["p0"], ["b0", "b1"], "o")}
+        }
+        if (upd) {
+          let a0 = Ks[jj * ${V}u + ty];
+          let a1 = Ks[jj * ${V}u + 16u + ty];
+          ${outerProductFma(["a0", "a1"], ["b0", "b1"])}
+        }
+      }
+      workgroupBarrier();
+    }
+    ${[0, 1, 2, 3]
+      .flatMap((i) => [0, 1].map((h) => `if (ty * 4u + ${i}u < m && e04 + ${h * 16}u + tx < E4) { o[(bh * T + t0 + ty * 4u + ${i}u) * E4 + e04 + ${h * 16}u + tx] = bitcast<vec4<u32>>(o${i * 2 + h}); }`))
+      .join("\n    ")}
+  }
+  if (sg + 1u == nSeg) {
+    ${tileStores8x8("0u", "e04 * 4u", (d, e, acc) => `if (${d} < D && ${e} / 4u < E4) { sT[(bh * D + ${d}) * E4 + ${e} / 4u] = bitcast<vec4<u32>>(${acc}); }`)}
+  }`,
+    }),
+    bindings: [
+      { buffer: f.q.storage, access: "read" },
+      { buffer: f.k.storage, access: "read" },
+      { buffer: f.v.storage, access: "read" },
+      { buffer: f.slopes.storage, access: "read" },
+      // An unused binding still needs a buffer; the shader never reads it without an entering state.
+      { buffer: entering ?? f.slopes.storage, access: "read" },
+      { buffer: f.out, access: "rw" },
+      { buffer: f.finalState, access: "rw" },
+    ],
+    params: [T, D, E, H, s.count, Math.ceil(T / C), s.eTiles, s.bh0, s.G, s.nSeg, entering === null ? 0 : s.fromChunkStart ? 1 : 2],
+    workgroups: s.count * s.nSeg * s.eTiles,
+  });
+}
