@@ -1,6 +1,7 @@
 /**
- * argmax over the last axis of long rows (the logits of a decode step), which native/reduce.cu runs
- * with one block per row: the first maximum on ties, NaN above every number, a row of −∞ giving 0;
+ * argmax over the last axis of long rows (the logits of a decode step), which native/reduce.cu cuts
+ * into parts of one block each (1 to 25 parts for these sizes, the ties often in different parts)
+ * and then reduces per row: the first maximum on ties, NaN above every number, a row of −∞ giving 0;
  * against the CPU backend on the same values. Rows are odd lengths with ties planted at random
  * places, in bf16 (where ties are common) and f32. Skipped, with the reason printed, where the CUDA
  * backend cannot start.
