@@ -674,8 +674,8 @@ __global__ void __launch_bounds__(WCfg<D, NWG, NSB>::THREADS, WCfg<D, NWG, NSB>:
 // The full loop's kernel keeps a stage of Q, K, V and the 16-bit state copy that this pass never
 // reads; here a stage is K and V only, and WS_STAGES of them are in flight (three chunks ahead
 // instead of one), because this pass is bound by how many bytes each SM has in flight, not by its
-// MMAs. The grid skips the last segment, whose own state nobody needs. Opt-in for now
-// (LIGHTNING_CUDA_LA_STATEPASS=2): racecheck reported cp.async/ldmatrix hazards in the call that measured it.
+// MMAs. The grid skips the last segment, whose own state nobody needs. The default since the full
+// loop's warpgroups meet at a block barrier (racecheck clean with segments of many chunks, KERNELS.md v6b).
 constexpr int WS_STAGES = 4;
 template <int D, int NWG, int NSB>
 struct WSCfg {
@@ -879,13 +879,13 @@ int wg128() {
   return v && atoi(v) == 2 ? 2 : 1;
 }
 
-// LIGHTNING_CUDA_LA_STATEPASS=2 runs version 6's phase A on wgStateKernel (four stages of K and V, the
-// last segment skipped), an experiment: faster at B = 1 but not yet clean under racecheck (KERNELS.md,
-// v6b). Otherwise phase A is the full loop's kernel in state-only mode (two stages, every segment).
+// Version 6's phase A runs on wgStateKernel (four stages of K and V, the last segment skipped: 5–10%
+// faster at B = 1, KERNELS.md v6b); LIGHTNING_CUDA_LA_STATEPASS=1 runs the full loop's kernel in
+// state-only mode instead (two stages, every segment), the earlier path, for comparison.
 bool newStatePass() {
   static const bool on = [] {
     const char* v = getenv("LIGHTNING_CUDA_LA_STATEPASS");
-    return v && atoi(v) == 2;
+    return !(v && atoi(v) == 1);
   }();
   return on;
 }
