@@ -362,24 +362,29 @@ suite(`WebGPU fast paths against their plain twins${fast ? "" : ` [skipped: ${re
     ] as [number, number, number, number, number, boolean, number | null, number?][];
     let seed = 400;
     try {
-      for (const [B, H, Tn, D, E, withInit, G, scratch] of cases) {
-        setWalkSegmentBlocks(G);
-        setWalkScratchBytes(scratch ?? 2 ** 30);
-        const parts = await lightningThreeWays([B, H, Tn, D, E], withInit, seed, 0);
-        seed += 4;
-        for (const part of ["output", "state"] as const) {
-          const [f, p, c] = parts[part];
-          const what = `B ${B} H ${H} T ${Tn} D ${D} E ${E}, ${G ?? "sized"}-block segments${withInit ? ", initial state" : ""}: ${part}`;
-          expect(relRms(f, c), what).toBeLessThan(TOL);
-          expect(relRms(p, c), what).toBeLessThan(TOL);
+      // 128 columns of E per walk workgroup, and 64.
+      for (const forward of ["walk", "walk64"] as const) {
+        kernelChoices.forward = forward;
+        for (const [B, H, Tn, D, E, withInit, G, scratch] of cases) {
+          setWalkSegmentBlocks(G);
+          setWalkScratchBytes(scratch ?? 2 ** 30);
+          const parts = await lightningThreeWays([B, H, Tn, D, E], withInit, seed, 0);
+          seed += 4;
+          for (const part of ["output", "state"] as const) {
+            const [f, p, c] = parts[part];
+            const what = `${forward}: B ${B} H ${H} T ${Tn} D ${D} E ${E}, ${G ?? "sized"}-block segments${withInit ? ", initial state" : ""}: ${part}`;
+            expect(relRms(f, c), what).toBeLessThan(TOL);
+            expect(relRms(p, c), what).toBeLessThan(TOL);
+          }
         }
       }
     } finally {
+      kernelChoices.forward = "walk";
       setWalkSegmentBlocks(null);
       setWalkScratchBytes(2 ** 30);
     }
     const keys = fast!.runtime.pipelineKeys();
-    for (const step of ["walk_totals", "walk_scan", "walk"]) expect(keys).toContain(`lightning_${step}`);
+    for (const step of ["walk_totals", "walk_scan", "walk", "walk64"]) expect(keys).toContain(`lightning_${step}`);
     expect(plain!.runtime.pipelineKeys().some((key) => key.startsWith("lightning_walk"))).toBe(false);
   });
 });

@@ -3,14 +3,15 @@
  * process: set the fields at run time, or start the process with the environment variables.
  *
  * - forward: the Lightning Attention forward by segment walks (`walk`, lightning-walk.ts: states
- *   carried in registers, one per segment stored) or by block states (`blocked`,
- *   lightning-blocked.ts: every block's state written and read once). LIGHTNING_WEBGPU_FORWARD.
+ *   carried in registers, one per segment stored; `walk64` the same with 64 columns of E per
+ *   workgroup instead of 128) or by block states (`blocked`, lightning-blocked.ts: every block's
+ *   state written and read once). LIGHTNING_WEBGPU_FORWARD.
  * - matmulOrder: the tiled matmul's workgroups over output tiles in row order (`linear`), or in
  *   groups of 8 tile rows walked column by column (`grouped`), so that the workgroups running at
  *   once share operand panels in L2. LIGHTNING_WEBGPU_MATMUL_ORDER.
  */
 export interface KernelChoices {
-  forward: "walk" | "blocked";
+  forward: "walk" | "walk64" | "blocked";
   matmulOrder: "grouped" | "linear";
 }
 
@@ -22,6 +23,6 @@ function fromEnv<T extends string>(name: string, allowed: readonly T[], fallback
 }
 
 export const kernelChoices: KernelChoices = {
-  forward: fromEnv("LIGHTNING_WEBGPU_FORWARD", ["walk", "blocked"], "walk"),
+  forward: fromEnv("LIGHTNING_WEBGPU_FORWARD", ["walk", "walk64", "blocked"], "walk"),
   matmulOrder: fromEnv("LIGHTNING_WEBGPU_MATMUL_ORDER", ["grouped", "linear"], "grouped"),
 };

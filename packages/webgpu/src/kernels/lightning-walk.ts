@@ -95,10 +95,15 @@ export function walkForwardApplies(dtypes: readonly string[], d: { T: number; D:
   );
 }
 
-export function walkForward(rt: Runtime, f: WalkForward): void {
+/**
+ * The forward by segment walks, each walk workgroup owning `columns` (128 or 64) columns of E:
+ * with 64, twice the workgroups and half the state registers (more workgroups per SM, fewer
+ * segments), but the scores of a block computed once per 64 columns instead of 128.
+ */
+export function walkForward(rt: Runtime, f: WalkForward, columns: 64 | 128 = 128): void {
   const { BH, T, D, E } = f.dims;
   const nB = Math.ceil(T / C);
-  let G = forcedSegmentBlocks ?? walkSegmentBlocks(BH, nB, eTilesOf(E));
+  let G = forcedSegmentBlocks ?? walkSegmentBlocks(BH, nB, Math.ceil(E / columns));
   // Segment states of one sequence that alone exceed the cap (or a binding) take fewer, longer segments.
   const cap = Math.min(rt.device.limits.maxStorageBufferBindingSize, scratchCap);
   const maxSegments = Math.max(1, Math.floor(cap / (D * E * 4)));
@@ -106,12 +111,10 @@ export function walkForward(rt: Runtime, f: WalkForward): void {
   const nSeg = Math.ceil(nB / G);
   // With one segment per sequence nothing is stored per segment, and all batch·heads run at once.
   const chunk = nSeg === 1 ? BH : Math.max(1, Math.floor(cap / (nSeg * D * E * 4)));
-  for (let bh0 = 0; bh0 < BH; bh0 += chunk) walkChunk(rt, f, bh0, Math.min(chunk, BH - bh0), G);
+  for (let bh0 = 0; bh0 < BH; bh0 += chunk) walkChunk(rt, f, bh0, Math.min(chunk, BH - bh0), G, columns);
 }
 
-const eTilesOf = (E: number) => Math.ceil(E / TILE);
-
-function walkChunk(rt: Runtime, f: WalkForward, bh0: number, count: number, G: number): void {
+function walkChunk(rt: Runtime, f: WalkForward, bh0: number, count: number, G: number, columns: number): void {
   const { H, T, D, E } = f.dims;
   const nB = Math.ceil(T / C);
   const nSeg = Math.ceil(nB / G);
@@ -169,7 +172,7 @@ function walkChunk(rt: Runtime, f: WalkForward, bh0: number, count: number, G: n
   // The walk's entering states: C_g, or with one segment the initial state itself ((BH, 1, D, E)
   // is the layout of (BH, D, E)).
   const entering = seg ?? f.init;
-  walk(rt, f, entering, { bh0, count, nSeg, G, eTiles, fromChunkStart: seg !== null });
+  walk(rt, f, entering, { bh0, count, nSeg, G, eTiles: Math.ceil(E / columns), columns, fromChunkStart: seg !== null });
   if (seg) rt.release(seg);
 }
 
@@ -279,11 +282,11 @@ function maskedScores(): string {
  * WGSL: the state rows of quarter qd (d = 32·qd … + 31) into W[d − 32·qd][e/4]. Rows ty·4 + r
  * (r < 4) lie in quarter ty / 8, rows 64 + ty·4 + r in quarter 2 + ty / 8.
  */
-function stateQuarter(): string {
+function stateQuarter(halves: number): string {
   const rows = (first: number) => {
     const stores: string[] = [];
     for (let r = 0; r < 4; r++) {
-      for (let h = 0; h < 2; h++) stores.push(`W[(lr + ${r}u) * ${V}u + ${h * 16}u + tx] = acc${(first + r) * 2 + h};`);
+      for (let h = 0; h < halves; h++) stores.push(`W[(lr + ${r}u) * ${16 * halves}u + ${h * 16}u + tx] = acc${(first + r) * halves + h};`);
     }
     return stores.join("\n        ");
   };
@@ -296,19 +299,36 @@ function stateQuarter(): string {
     }`;
 }
 
+/**
+ * WGSL, unrolled: one statement per vec4 of this invocation's part of the state tile: rows
+ * ty·4 + r and 64 + ty·4 + r (r < 4), columns (e04 + h·16 + tx)·4 for each 64-column half h.
+ */
+function stateTile(halves: number, statement: (row: string, col4: string, acc: string) => string): string {
+  const lines: string[] = [];
+  for (let r = 0; r < 8; r++) {
+    for (let h = 0; h < halves; h++) lines.push(statement(`(${r < 4 ? "" : "64u + "}ty * 4u + ${r % 4}u)`, `(e04 + ${h * 16}u + tx)`, `acc${r * halves + h}`));
+  }
+  return lines.join("\n  ");
+}
+
 interface WalkShape {
   bh0: number;
   count: number;
   nSeg: number;
   G: number;
   eTiles: number;
+  /** Columns of E per workgroup: 128 or 64. */
+  columns: number;
   /** Whether the entering states are per segment of this chunk (else: the initial state, by batch·head). */
   fromChunkStart: boolean;
 }
 
-/** Step 3: each workgroup walks one segment's blocks for 128 columns of E, S in registers. */
+/** Step 3: each workgroup walks one segment's blocks for 64 or 128 columns of E, S in registers. */
 function walk(rt: Runtime, f: WalkForward, entering: GPUBuffer | null, s: WalkShape): void {
   const { H, T, D, E } = f.dims;
+  const halves = s.columns / 64;
+  const VE = s.columns / 4;
+  const cols = (name: string) => Array.from({ length: halves }, (_, h) => `${name}${h}`);
   // q and k columns of one quarter of D (32) for the 64 rows of a block: 512 vectors each, two of
   // each per invocation (row p = e / 8, vector c = e % 8), stored transposed as [d][p/4].
   const fetchQk = (qd: string) =>
@@ -325,22 +345,25 @@ function walk(rt: Runtime, f: WalkForward, entering: GPUBuffer | null, s: WalkSh
       ${[0, 1, 2, 3].map((j) => `Qs[(c4 * 4u + ${j}u) * 16u + p / 4u][p % 4u] = rq${r}.${component(j)}; Ks[(c4 * 4u + ${j}u) * 16u + p / 4u][p % 4u] = rk${r}.${component(j)};`).join("\n      ")} }`,
     )
     .join("\n    ");
-  // v and decayed k rows of 16 tokens of the block: 512 vectors each, two of each per invocation
-  // (row p = e / 32, vector c = e % 32), stored as [p][e/4] and [p][d/4].
+  // v and decayed k rows of 16 tokens of the block: 16 × columns/4 vectors of v (row p = e / VE,
+  // one per invocation and half) and 512 of k (row p = e / 32, two per invocation), stored as
+  // [p][e/4] and [p][d/4].
   const fetchVk = (j0: string) =>
-    [0, 1]
-      .map(
+    [
+      ...Array.from(
+        { length: halves },
+        (_, r) => `{ let e = lid + ${r * 256}u; let p = ${j0} + e / ${VE}u; let c4 = e % ${VE}u;
+      rv${r} = vec4<f32>(0.0);
+      if (p < m && e04 + c4 < E4) { rv${r} = bitcast<vec4<f32>>(v[(bh * T + t0 + p) * E4 + e04 + c4]); } }`,
+      ),
+      ...[0, 1].map(
         (r) => `{ let e = lid + ${r * 256}u; let p = ${j0} + e / ${V}u; let c4 = e % ${V}u;
-      rq${r} = vec4<f32>(0.0); rk${r} = vec4<f32>(0.0);
-      if (p < m) {
-        let row = bh * T + t0 + p;
-        if (e04 + c4 < E4) { rq${r} = bitcast<vec4<f32>>(v[row * E4 + e04 + c4]); }
-        if (c4 < D4) { rk${r} = exp(-slope * f32(m - 1u - p)) * bitcast<vec4<f32>>(k[row * D4 + c4]); }
-      } }`,
-      )
-      .join("\n    ");
+      rk${r} = vec4<f32>(0.0);
+      if (p < m && c4 < D4) { rk${r} = exp(-slope * f32(m - 1u - p)) * bitcast<vec4<f32>>(k[(bh * T + t0 + p) * D4 + c4]); } }`,
+      ),
+    ].join("\n    ");
   rt.dispatch({
-    key: "lightning_walk",
+    key: s.columns === TILE ? "lightning_walk" : `lightning_walk${s.columns}`,
     shader: () => ({
       doc: [
         "q: (BH, T, D/4) vec4 f32",
@@ -372,29 +395,29 @@ var<workgroup> Ks: array<vec4<f32>, 512>;  // k columns of a quarter [d][p/4]; t
   if (lb >= pu(4u)) { return; }
   let bh = pu(7u) + lb;
   let sg = (wg % perBh) / eT;
-  let e04 = ((wg % perBh) % eT) * ${V}u;
+  let e04 = ((wg % perBh) % eT) * ${VE}u;
   let slope = slopes_f(bh % pu(3u));
   let ty = lid / 16u;
   let tx = lid % 16u;
   let lr = (ty % 8u) * 4u;
-  ${accumulators(16)}
+  ${accumulators(8 * halves)}
   let enter = pu(10u);
   if (enter != 0u) {
     let base = select(bh, lb * nSeg + sg, enter == 1u) * D;
-    ${tileStores8x8("0u", "e04 * 4u", (d, e, acc) => `if (${d} < D && ${e} / 4u < E4) { ${acc} = bitcast<vec4<f32>>(cin[(base + ${d}) * E4 + ${e} / 4u]); }`)}
+    ${stateTile(halves, (d, c4, acc) => `if (${d} < D && ${c4} < E4) { ${acc} = bitcast<vec4<f32>>(cin[(base + ${d}) * E4 + ${c4}]); }`)}
   }
   let segEnd = min(nB, sg * G + G);
   for (var blk = sg * G; blk < segEnd; blk = blk + 1u) {
     let t0 = blk * ${C}u;
     let m = min(${C}u, T - t0);
-    // Scores q_p · k_p' (sc{i}: row p = ty·4 + i, columns p' = tx·4 …) and q_p S (o{i·2 + h}: row
-    // p = ty·4 + i, columns e04·4 + h·64 + tx·4 …), over d a quarter (32) at a time.
+    // Scores q_p · k_p' (sc{i}: row p = ty·4 + i, columns p' = tx·4 …) and q_p S (o{i·halves + h}:
+    // row p = ty·4 + i, columns e04·4 + h·64 + tx·4 …), over d a quarter (32) at a time.
     ${accumulators(4, "sc")}
-    ${accumulators(8, "o")}
+    ${accumulators(4 * halves, "o")}
     var rq0: vec4<f32>; var rq1: vec4<f32>; var rk0: vec4<f32>; var rk1: vec4<f32>;
     ${fetchQk("0u")}
     for (var qd = 0u; qd * 32u < D; qd = qd + 1u) {
-    ${stateQuarter()}
+    ${stateQuarter(halves)}
     ${stageQk}
     workgroupBarrier();
     if (qd * 32u + 32u < D) {
@@ -403,22 +426,22 @@ var<workgroup> Ks: array<vec4<f32>, 512>;  // k columns of a quarter [d][p/4]; t
     for (var dd = 0u; dd < 32u; dd = dd + 1u) {
       let a0 = Qs[dd * 16u + ty];
       let kc = Ks[dd * 16u + tx];
-      let b0 = W[dd * ${V}u + tx];
-      let b1 = W[dd * ${V}u + 16u + tx];
+      ${cols("b").map((b, h) => `let ${b} = W[dd * ${VE}u + ${h * 16}u + tx];`).join(" ")}
       ${outerProductFma(["a0"], ["kc"], "sc")}
-      ${outerProductFma(["a0"], ["b0", "b1"], "o")}
+      ${outerProductFma(["a0"], cols("b"), "o")}
     }
     workgroupBarrier();
     }
-    ${[0, 1, 2, 3].map((i) => `o${2 * i} = exp(-slope * f32(ty * 4u + ${i + 1}u)) * o${2 * i}; o${2 * i + 1} = exp(-slope * f32(ty * 4u + ${i + 1}u)) * o${2 * i + 1};`).join("\n    ")}
+    ${[0, 1, 2, 3].map((i) => `{ let x = exp(-slope * f32(ty * 4u + ${i + 1}u)); ${cols("").map((_, h) => `o${i * halves + h} = x * o${i * halves + h};`).join(" ")} }`).join("\n    ")}
     ${maskedScores()}
     // The state update is needed after every block but a segment's last, except for the final state.
     let upd = blk + 1u < segEnd || sg + 1u == nSeg;
     let dm = exp(-slope * f32(m));
-    ${Array.from({ length: 16 }, (_, i) => `acc${i} = dm * acc${i};`).join(" ")}
+    ${Array.from({ length: 8 * halves }, (_, i) => `acc${i} = dm * acc${i};`).join(" ")}
+    ${cols("rv").map((r) => `var ${r}: vec4<f32>;`).join(" ")}
     ${fetchVk("0u")}
     for (var j0 = 0u; j0 < m; j0 = j0 + 16u) {
-      Qs[lid] = rq0; Qs[lid + 256u] = rq1;
+      ${cols("rv").map((r, h) => `Qs[lid + ${h * 256}u] = ${r};`).join(" ")}
       Ks[lid] = rk0; Ks[lid + 256u] = rk1;
       workgroupBarrier();
       if (j0 + 16u < m) {
@@ -427,26 +450,25 @@ var<workgroup> Ks: array<vec4<f32>, 512>;  // k columns of a quarter [d][p/4]; t
       // Rows p = ty·4 … + 3 take only p' ≤ p: a stage wholly above that is masked to zero.
       let causal = j0 <= ty * 4u + 3u;
       for (var jj = 0u; jj < 16u; jj = jj + 1u) {
-        let b0 = Qs[jj * ${V}u + tx];
-        let b1 = Qs[jj * ${V}u + 16u + tx];
+        ${cols("b").map((b, h) => `let ${b} = Qs[jj * ${VE}u + ${h * 16}u + tx];`).join(" ")}
         if (causal) {
           let p0 = W[(j0 + jj) * 16u + ty];
-          ${outerProductFma(["p0"], ["b0", "b1"], "o")}
+          ${outerProductFma(["p0"], cols("b"), "o")}
         }
         if (upd) {
           let a0 = Ks[jj * ${V}u + ty];
           let a1 = Ks[jj * ${V}u + 16u + ty];
-          ${outerProductFma(["a0", "a1"], ["b0", "b1"])}
+          ${outerProductFma(["a0", "a1"], cols("b"))}
         }
       }
       workgroupBarrier();
     }
     ${[0, 1, 2, 3]
-      .flatMap((i) => [0, 1].map((h) => `if (ty * 4u + ${i}u < m && e04 + ${h * 16}u + tx < E4) { o[(bh * T + t0 + ty * 4u + ${i}u) * E4 + e04 + ${h * 16}u + tx] = bitcast<vec4<u32>>(o${i * 2 + h}); }`))
+      .flatMap((i) => cols("").map((_, h) => `if (ty * 4u + ${i}u < m && e04 + ${h * 16}u + tx < E4) { o[(bh * T + t0 + ty * 4u + ${i}u) * E4 + e04 + ${h * 16}u + tx] = bitcast<vec4<u32>>(o${i * halves + h}); }`))
       .join("\n    ")}
   }
   if (sg + 1u == nSeg) {
-    ${tileStores8x8("0u", "e04 * 4u", (d, e, acc) => `if (${d} < D && ${e} / 4u < E4) { sT[(bh * D + ${d}) * E4 + ${e} / 4u] = bitcast<vec4<u32>>(${acc}); }`)}
+    ${stateTile(halves, (d, c4, acc) => `if (${d} < D && ${c4} < E4) { sT[(bh * D + ${d}) * E4 + ${c4}] = bitcast<vec4<u32>>(${acc}); }`)}
   }`,
     }),
     bindings: [
