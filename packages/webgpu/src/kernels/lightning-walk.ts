@@ -330,18 +330,21 @@ function walk(rt: Runtime, f: WalkForward, entering: GPUBuffer | null, s: WalkSh
   const VE = s.columns / 4;
   const cols = (name: string) => Array.from({ length: halves }, (_, h) => `${name}${h}`);
   // q and k columns of one quarter of D (32) for the 64 rows of a block: 512 vectors each, two of
-  // each per invocation (row p = e / 8, vector c = e % 8), stored transposed as [d][p/4].
-  const fetchQk = (qd: string) =>
+  // each per invocation (row p = e mod 64, vector c = e / 64), stored transposed as [d][p/4]. The
+  // 32 invocations of a subgroup take 32 rows, so their scalar stores fall in 32 different banks
+  // (rows 8 to a subgroup would conflict 8 ways); their loads take half of each 32-byte sector,
+  // the other half of which the next vector's loads take from the cache.
+  const fetchQk = (qd: string, t0 = "t0", m = "m") =>
     [0, 1]
       .map(
-        (r) => `{ let e = lid + ${r * 256}u; let p = e / 8u; let c4 = (${qd}) * 8u + e % 8u;
+        (r) => `{ let e = lid + ${r * 256}u; let p = e % 64u; let c4 = (${qd}) * 8u + e / 64u;
       rq${r} = vec4<f32>(0.0); rk${r} = vec4<f32>(0.0);
-      if (p < m && c4 < D4) { let at = (bh * T + t0 + p) * D4 + c4; rq${r} = bitcast<vec4<f32>>(q[at]); rk${r} = bitcast<vec4<f32>>(k[at]); } }`,
+      if (p < ${m} && c4 < D4) { let at = (bh * T + ${t0} + p) * D4 + c4; rq${r} = bitcast<vec4<f32>>(q[at]); rk${r} = bitcast<vec4<f32>>(k[at]); } }`,
       )
       .join("\n    ");
   const stageQk = [0, 1]
     .map(
-      (r) => `{ let e = lid + ${r * 256}u; let p = e / 8u; let c4 = e % 8u;
+      (r) => `{ let e = lid + ${r * 256}u; let p = e % 64u; let c4 = e / 64u;
       ${[0, 1, 2, 3].map((j) => `Qs[(c4 * 4u + ${j}u) * 16u + p / 4u][p % 4u] = rq${r}.${component(j)}; Ks[(c4 * 4u + ${j}u) * 16u + p / 4u][p % 4u] = rk${r}.${component(j)};`).join("\n      ")} }`,
     )
     .join("\n    ");
@@ -407,6 +410,12 @@ var<workgroup> Ks: array<vec4<f32>, 512>;  // k columns of a quarter [d][p/4]; t
     ${stateTile(halves, (d, c4, acc) => `if (${d} < D && ${c4} < E4) { ${acc} = bitcast<vec4<f32>>(cin[(base + ${d}) * E4 + ${c4}]); }`)}
   }
   let segEnd = min(nB, sg * G + G);
+  // Global loads are issued one stage ahead, across the phases and blocks too: the first quarter
+  // of q and k during the previous block's last stage, the first rows of v and k during the
+  // last quarter.
+  var rq0: vec4<f32>; var rq1: vec4<f32>; var rk0: vec4<f32>; var rk1: vec4<f32>;
+  ${cols("rv").map((r) => `var ${r}: vec4<f32>;`).join(" ")}
+  ${fetchQk("0u", "sg * G * 64u", "min(64u, T - sg * G * 64u)")}
   for (var blk = sg * G; blk < segEnd; blk = blk + 1u) {
     let t0 = blk * ${C}u;
     let m = min(${C}u, T - t0);
@@ -414,14 +423,14 @@ var<workgroup> Ks: array<vec4<f32>, 512>;  // k columns of a quarter [d][p/4]; t
     // row p = ty·4 + i, columns e04·4 + h·64 + tx·4 …), over d a quarter (32) at a time.
     ${accumulators(4, "sc")}
     ${accumulators(4 * halves, "o")}
-    var rq0: vec4<f32>; var rq1: vec4<f32>; var rk0: vec4<f32>; var rk1: vec4<f32>;
-    ${fetchQk("0u")}
     for (var qd = 0u; qd * 32u < D; qd = qd + 1u) {
     ${stateQuarter(halves)}
     ${stageQk}
     workgroupBarrier();
     if (qd * 32u + 32u < D) {
     ${fetchQk("qd + 1u")}
+    } else {
+    ${fetchVk("0u")}
     }
     for (var dd = 0u; dd < 32u; dd = dd + 1u) {
       let a0 = Qs[dd * 16u + ty];
@@ -438,14 +447,14 @@ var<workgroup> Ks: array<vec4<f32>, 512>;  // k columns of a quarter [d][p/4]; t
     let upd = blk + 1u < segEnd || sg + 1u == nSeg;
     let dm = exp(-slope * f32(m));
     ${Array.from({ length: 8 * halves }, (_, i) => `acc${i} = dm * acc${i};`).join(" ")}
-    ${cols("rv").map((r) => `var ${r}: vec4<f32>;`).join(" ")}
-    ${fetchVk("0u")}
     for (var j0 = 0u; j0 < m; j0 = j0 + 16u) {
       ${cols("rv").map((r, h) => `Qs[lid + ${h * 256}u] = ${r};`).join(" ")}
       Ks[lid] = rk0; Ks[lid + 256u] = rk1;
       workgroupBarrier();
       if (j0 + 16u < m) {
     ${fetchVk("j0 + 16u")}
+      } else if (blk + 1u < segEnd) {
+    ${fetchQk("0u", "t0 + 64u", "min(64u, T - t0 - 64u)")}
       }
       // Rows p = ty·4 … + 3 take only p' ≤ p: a stage wholly above that is masked to zero.
       let causal = j0 <= ty * 4u + 3u;
