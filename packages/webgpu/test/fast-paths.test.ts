@@ -183,11 +183,13 @@ suite(`WebGPU fast paths against their plain twins${fast ? "" : ` [skipped: ${re
     expect(plain!.runtime.pipelineKeys().some((key) => key.startsWith("matmul_tiled"))).toBe(false);
   });
 
-  it("the tiled matmul takes its tiles in grouped and in row order alike: a last group of fewer tile rows, batched", async () => {
-    // 11 tile rows (one group of 8 and one of 3) by 3 tile columns; then 2 batches of 9 tile rows.
+  it("the tiled matmul takes its tiles in grouped and in row order alike, and k from any slice: a last group of fewer tile rows, batched", async () => {
+    // 11 tile rows (one group of 8 and one of 3) by 3 tile columns, k of 2 slices (the last one
+    // partial); then 2 batches of 9 tile rows, k of one partial slice.
     const cases: [number[], number, number, number][] = [
       [[], 1409, 20, 260],
       [[2], 1100, 12, 132],
+      [[], 300, 52, 132],
     ];
     let seed = 120;
     try {
@@ -195,7 +197,7 @@ suite(`WebGPU fast paths against their plain twins${fast ? "" : ` [skipped: ${re
         const a = values([...ba, m, k].reduce((x, y) => x * y, 1), seed++);
         const b = values(k * n, seed++);
         const got: Float32Array[] = [];
-        for (const order of ["linear", "grouped"] as const) {
+        for (const order of ["linear", "grouped", "rotated"] as const) {
           kernelChoices.matmulOrder = order;
           const [f, , c] = await threeWays((be) => {
             const ta = on(be, a, [...ba, m, k]);
@@ -208,8 +210,9 @@ suite(`WebGPU fast paths against their plain twins${fast ? "" : ` [skipped: ${re
           expect(relRms(f, c), `${order} A ${JSON.stringify([...ba, m, k])} B ${JSON.stringify([k, n])}`).toBeLessThan(TOL);
           got.push(f);
         }
-        // The same tiles, only in another order: the same bits.
+        // The same tiles, only in another order: the same bits (rotated sums k in another order).
         expect(Array.from(got[1])).toEqual(Array.from(got[0]));
+        expect(relRms(got[2], got[0])).toBeLessThan(TOL);
       }
     } finally {
       kernelChoices.matmulOrder = "grouped";
@@ -217,6 +220,7 @@ suite(`WebGPU fast paths against their plain twins${fast ? "" : ` [skipped: ${re
     const keys = fast!.runtime.pipelineKeys();
     expect(keys).toContain("matmul_tiled:false:false");
     expect(keys).toContain("matmul_tiled:false:false:linear");
+    expect(keys).toContain("matmul_tiled:false:false:rotated");
   });
 
   it("the vectorised decode step matches the plain step and the CPU, in new storage and in place", async () => {

@@ -5,8 +5,8 @@
  * timing waits for the device (kernels only enqueue there).
  *
  * --webgpu-variants times WebGPU once more per variant ORDER:LAYOUT, each checked first (impl
- * `lightning-ts[ORDER:LAYOUT]`): ORDER is the tiled kernel's workgroup order (`grouped` tile rows or
- * `linear` row order), LAYOUT `nn` (A stored (m, k), read as vectors along k: 64 bytes of each of
+ * `lightning-ts[ORDER:LAYOUT]`): ORDER is the tiled kernel's workgroup order (`grouped` tile rows,
+ * `linear` row order, or `rotated`: grouped with each workgroup starting at its own k slice), LAYOUT `nn` (A stored (m, k), read as vectors along k: 64 bytes of each of
  * 128 rows per slice) or `tn` (A stored (k, m) and transposed by the kernel: whole 512-byte row
  * pieces, as B is read). They tell DRAM access patterns and L2 reuse apart at large sizes.
  */
@@ -32,15 +32,15 @@ interface MatmulOptions {
 }
 
 interface Variant {
-  order: "grouped" | "linear";
+  order: "grouped" | "linear" | "rotated";
   layout: "nn" | "tn";
 }
 
 function parseVariants(list: string[] | undefined): Variant[] {
   return (list ?? []).map((v) => {
     const [order, layout] = v.split(":");
-    if ((order !== "grouped" && order !== "linear") || (layout !== "nn" && layout !== "tn")) {
-      throw new Error(`--webgpu-variants: expected ORDER:LAYOUT with ORDER grouped or linear and LAYOUT nn or tn, got '${v}'`);
+    if ((order !== "grouped" && order !== "linear" && order !== "rotated") || (layout !== "nn" && layout !== "tn")) {
+      throw new Error(`--webgpu-variants: expected ORDER:LAYOUT with ORDER grouped, linear or rotated and LAYOUT nn or tn, got '${v}'`);
     }
     return { order, layout };
   });
@@ -140,7 +140,7 @@ export const matmulSuite: Suite = {
       .option("--dtype <dtype>", "storage dtype: f32, f16 or bf16 (the anchor is f32 only)", "f32")
       .option("--rounds <n>", "alternate ours and the anchor this many times per case (reps are split among them)", (v) => Number.parseInt(v, 10), 3)
       .option("--no-anchor", "skip the NumPy/OpenBLAS anchor")
-      .option("--webgpu-variants <list>", "WebGPU only: also time these ORDER:LAYOUT variants (grouped|linear : nn|tn), comma-separated", (v: string) => v.split(","));
+      .option("--webgpu-variants <list>", "WebGPU only: also time these ORDER:LAYOUT variants (grouped|linear|rotated : nn|tn), comma-separated", (v: string) => v.split(","));
   },
   columns: [
     ["impl", "impl"],

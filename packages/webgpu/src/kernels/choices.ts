@@ -8,11 +8,13 @@
  *   state written and read once). LIGHTNING_WEBGPU_FORWARD.
  * - matmulOrder: the tiled matmul's workgroups over output tiles in row order (`linear`), or in
  *   groups of 8 tile rows walked column by column (`grouped`), so that the workgroups running at
- *   once share operand panels in L2. LIGHTNING_WEBGPU_MATMUL_ORDER.
+ *   once share operand panels in L2; `rotated`: grouped, and each workgroup starts its walk over k
+ *   at its own slice (a probe of DRAM page conflicts between workgroups reading rows a power of two
+ *   apart at the same k). LIGHTNING_WEBGPU_MATMUL_ORDER.
  */
 export interface KernelChoices {
   forward: "walk" | "walk64" | "blocked";
-  matmulOrder: "grouped" | "linear";
+  matmulOrder: "grouped" | "linear" | "rotated";
 }
 
 function fromEnv<T extends string>(name: string, allowed: readonly T[], fallback: T): T {
@@ -24,5 +26,5 @@ function fromEnv<T extends string>(name: string, allowed: readonly T[], fallback
 
 export const kernelChoices: KernelChoices = {
   forward: fromEnv("LIGHTNING_WEBGPU_FORWARD", ["walk", "walk64", "blocked"], "walk"),
-  matmulOrder: fromEnv("LIGHTNING_WEBGPU_MATMUL_ORDER", ["grouped", "linear"], "grouped"),
+  matmulOrder: fromEnv("LIGHTNING_WEBGPU_MATMUL_ORDER", ["grouped", "linear", "rotated"], "grouped"),
 };

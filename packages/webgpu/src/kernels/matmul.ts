@@ -13,7 +13,8 @@
  * kernel spends eight scalar loads on 16). An invocation's rows are ty·4… and 64 + ty·4… (likewise
  * its columns), so neighbouring invocations read neighbouring vectors. Workgroups take output
  * tiles in groups of 8 tile rows (`kernelChoices.matmulOrder`), so that operands larger than L2
- * are read from DRAM about once per group rather than once per tile row.
+ * are read from DRAM about once per group rather than once per tile row; `rotated` also starts
+ * each workgroup's walk over k at a slice of its own.
  */
 import { type Kernel, type KernelTable, matmulDims } from "@lightning-ts/tensor";
 import type { Runtime } from "../runtime.js";
@@ -88,9 +89,11 @@ function tiledMatmul(rt: Runtime, a: Ref, b: Ref, c: Ref, d: Dims, transA: boole
   };
   const fetchAll = (k: string) => [fetch("a", 0, k), fetch("a", 1, k), fetch("b", 0, k), fetch("b", 1, k)].join("\n    ");
   const { m, n, k, batch, batches } = d;
-  const grouped = kernelChoices.matmulOrder === "grouped";
+  const order = kernelChoices.matmulOrder;
+  const grouped = order !== "linear";
+  const rotated = order === "rotated";
   rt.dispatch({
-    key: `matmul_tiled:${transA}:${transB}${grouped ? "" : ":linear"}`,
+    key: `matmul_tiled:${transA}:${transB}${order === "grouped" ? "" : `:${order}`}`,
     shader: () => ({
       doc: [`a: (..., ${transA ? "k, m" : "m, k"}) f32 as vec4`, `b: (..., ${transB ? "n, k" : "k, n"}) f32 as vec4`, "c: (batch, m, n) f32 as vec4"],
       bindings: [
@@ -130,13 +133,28 @@ var<workgroup> Bs: array<vec4<f32>, ${FK * V}>;`,
   // acc{r·2 + h}: row r of this invocation's 8, columns of half h (4 each).
   ${accumulators(16)}
   var ra0: vec4<f32>; var ra1: vec4<f32>; var rb0: vec4<f32>; var rb1: vec4<f32>;
-  ${fetchAll("0u")}
+  ${
+    rotated
+      ? `// Each workgroup starts its walk over k at its own slice (its tile index), wrapping around, so
+  // that the workgroups running at once read different DRAM pages of operands whose rows lie a
+  // power of two apart.
+  let slices = (K + ${FK - 1}u) / ${FK}u;
+  let rot = t % slices;
+  ${fetchAll(`rot * ${FK}u`)}
+  for (var i = 0u; i < slices; i = i + 1u) {
+    ${[stage("a", 0), stage("a", 1), stage("b", 0), stage("b", 1)].join("\n    ")}
+    workgroupBarrier();
+    if (i + 1u < slices) {
+    ${fetchAll(`((i + 1u + rot) % slices) * ${FK}u`)}
+    }`
+      : `${fetchAll("0u")}
   for (var k0 = 0u; k0 < K; k0 = k0 + ${FK}u) {
     ${[stage("a", 0), stage("a", 1), stage("b", 0), stage("b", 1)].join("\n    ")}
     workgroupBarrier();
     if (k0 + ${FK}u < K) {
     ${fetchAll(`k0 + ${FK}u`)}
-    }
+    }`
+  }
     for (var kk = 0u; kk < ${FK}u; kk = kk + 1u) {
       let a0 = As[kk * ${V}u + ty];
       let a1 = As[kk * ${V}u + 16u + ty];
