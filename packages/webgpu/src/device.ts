@@ -39,7 +39,12 @@ async function nodeGpu(): Promise<GPU> {
   }
   // Dawn rounds timestamps to 100 µs by default (a browser's defence against timing attacks);
   // kernel timing in Node wants them as the GPU wrote them.
-  dawnGpu = mod.create(["backend=vulkan", "disable-dawn-features=timestamp_quantization"]);
+  const flags = ["backend=vulkan", "disable-dawn-features=timestamp_quantization"];
+  // Extra Dawn toggles for experiments, e.g. disable_robustness (no index clamping inserted into
+  // shaders: a probe of what the bounds checks cost; unsafe for kernels that index out of range).
+  const extra = process.env.LIGHTNING_WEBGPU_ENABLE_DAWN_FEATURES;
+  if (extra) flags.push(`enable-dawn-features=${extra}`);
+  dawnGpu = mod.create(flags);
   return dawnGpu;
 }
 
