@@ -335,6 +335,34 @@ export const GRAD_RULES: GradRuleTable = {
       needs[1] ? mul(g, rmsNorm(x(0), eps)) : null,
     ],
   },
+  // y = r + (p·wᵀ) ⊙ (p·w2ᵀ) with p = rmsNorm(x) ⊙ gate: the rules of the chain it stands for,
+  // p and the two products recomputed rather than saved (a decode op; this keeps it differentiable).
+  fusedLinear: {
+    saves: (needs) => ({ inputs: needs.map((_, i) => i) }),
+    backward([g], { attrs: { norm, eps, gate, product, residual }, needs, x }) {
+      let next = 2;
+      const [gi, w2i, ri] = [gate, product, residual].map((on) => (on ? next++ : -1));
+      const [x0, w] = [x(0), x(1)];
+      const n = norm ? rmsNorm(x0, eps) : x0;
+      const p = gate ? mul(n, x(gi)) : n;
+      let d1 = g;
+      let d2: Tensor | null = null;
+      if (product) {
+        d1 = mul(g, matmul(p, x(w2i), { transB: true }));
+        d2 = mul(g, matmul(p, w, { transB: true }));
+      }
+      const grads: (Tensor | null)[] = new Array<Tensor | null>(next).fill(null);
+      if (needs[1]) grads[1] = matmul(d1, p, { transA: true });
+      if (d2 && needs[w2i]) grads[w2i] = matmul(d2, p, { transA: true });
+      if (residual && needs[ri]) grads[ri] = g;
+      if (needs[0] || (gate && needs[gi])) {
+        const dp = d2 ? add(matmul(d1, w), matmul(d2, x(w2i))) : matmul(d1, w);
+        if (gate && needs[gi]) grads[gi] = mul(dp, n);
+        if (needs[0]) grads[0] = norm ? rmsNormBackward(x0, gate ? mul(dp, x(gi)) : dp, eps) : dp;
+      }
+      return grads;
+    },
+  },
   splitQkvu: nondiff("decode-only split of one token per row: train through the model's forward, which splits with differentiable ops"),
 
   fill: constant("creation op: no tensor inputs"),

@@ -1,9 +1,9 @@
 /**
- * Gradients of the fused decode-step ops: addRmsNorm and rmsNormGate against float64 finite
- * differences in each operand separately, both outputs of addRmsNorm weighted differently; and
- * splitQkvu, which has none, refusing by name.
+ * Gradients of the fused decode-step ops: addRmsNorm, rmsNormGate and fusedLinear (every part on
+ * and off) against float64 finite differences in each operand separately, both outputs of
+ * addRmsNorm weighted differently; and splitQkvu, which has none, refusing by name.
  */
-import { addRmsNorm, mul, rmsNormGate, splitQkvu, sum, type Tensor } from "@lightning-ts/tensor";
+import { addRmsNorm, fusedLinear, mul, rmsNormGate, splitQkvu, sum, type Tensor } from "@lightning-ts/tensor";
 import { describe, expect, it } from "vitest";
 import { checkGrad, grad } from "../src/index.js";
 import { rand } from "./helpers.js";
@@ -26,6 +26,26 @@ describe("gradients of the fused decode-step ops", () => {
       const report = await checkGrad((o: Tensor, u: Tensor) => rmsNormGate(o, u, 1e-5), [rand(33, shape), rand(34, shape)]);
       expect(report.ok, JSON.stringify(report.inputs)).toBe(true);
     }
+  });
+
+  it("fusedLinear in every input, each part on and off (odd sizes)", async () => {
+    const [R, K, N] = [3, 11, 7];
+    for (const norm of [false, true])
+      for (const gate of norm ? [false, true] : [false])
+        for (const product of [false, true])
+          for (const residual of [false, true]) {
+            const inputs = [rand(41, [R, K]), rand(42, [N, K])];
+            if (gate) inputs.push(rand(43, [R, K]));
+            if (product) inputs.push(rand(44, [N, K]));
+            if (residual) inputs.push(rand(45, [R, N]));
+            const fn = (x: Tensor, w: Tensor, ...rest: Tensor[]) => {
+              let next = 0;
+              const [g, w2, r] = [gate, product, residual].map((on) => (on ? rest[next++] : undefined));
+              return fusedLinear(x, w, { norm: norm ? { eps: 1e-5, gate: g } : undefined, second: w2, residual: r });
+            };
+            const report = await checkGrad(fn, inputs);
+            expect(report.ok, `${JSON.stringify({ norm, gate, product, residual })} ${JSON.stringify(report.inputs)}`).toBe(true);
+          }
   });
 
   it("splitQkvu refuses a gradient, naming the op and why", () => {

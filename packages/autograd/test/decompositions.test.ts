@@ -12,8 +12,10 @@ import {
   embedding,
   embeddingBackward,
   exp,
+  fusedLinear,
   getBackend,
   logSoftmax,
+  matmul,
   mul,
   rmsNorm,
   rmsNormGate,
@@ -59,6 +61,11 @@ const CASES: { [K in CompositeOpName]?: Case } = {
     shape: [3, 7],
   },
   rmsNormGate: { fn: (x) => rmsNormGate(x, exp(x), 1e-5), shape: [2, 3, 5] },
+  // x is every input (x [3, 7] as x and w, the gate, w2 and the residual made from it).
+  fusedLinear: {
+    fn: (x) => fusedLinear(x, x, { norm: { eps: 1e-5, gate: exp(x) }, second: mul(x, 0.5), residual: matmul(x, x, { transB: true }) }),
+    shape: [3, 7],
+  },
 };
 
 describe("gradients of composite ops run from primitives", () => {

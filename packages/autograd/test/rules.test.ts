@@ -31,6 +31,7 @@ import {
   reshape,
   rmsNorm,
   rmsNormGate,
+  fusedLinear,
   runOp,
   scatterAdd,
   slice,
@@ -236,6 +237,13 @@ const CASES: Partial<Record<OpName, Case[]>> = {
     },
   ],
   rmsNormGate: [{ name: "rmsNorm(o) ⊙ u, [2, 1, 33]", fn: (o, u) => rmsNormGate(o, u, 1e-5), inputs: () => [rand(109, [2, 1, 33]), rand(110, [2, 1, 33])] }],
+  fusedLinear: [
+    {
+      name: "r + (rmsNorm(x) ⊙ g)·wᵀ ⊙ (rmsNorm(x) ⊙ g)·w2ᵀ, x [3, 13], w [5, 13]",
+      fn: (x, w, g, w2, r) => fusedLinear(x, w, { norm: { eps: 1e-5, gate: g }, second: w2, residual: r }),
+      inputs: () => [rand(111, [3, 13]), rand(112, [5, 13]), rand(113, [3, 13]), rand(114, [5, 13]), rand(115, [3, 5])],
+    },
+  ],
   lightningAttention: lightningCases(),
 };
 

@@ -633,12 +633,13 @@ class RuntimeWrap : public Napi::ObjectWrap<RuntimeWrap> {
     for (uint32_t k = 0; k < ps.Length(); k++) a.p.push_back((uint64_t)ps.Get(k).As<Napi::Number>().Int64Value());
     for (uint32_t k = 0; k < is.Length(); k++) a.i.push_back(is.Get(k).As<Napi::Number>().Int64Value());
     for (uint32_t k = 0; k < fs.Length(); k++) a.f.push_back(fs.Get(k).As<Napi::Number>().DoubleValue());
+    r.declined = false;
     try {
       launchers()[id](r, a);
     } catch (const std::exception& e) {
       throw Napi::Error::New(info.Env(), std::string("CUDA kernel '") + name + "': " + e.what());
     }
-    return info.Env().Undefined();
+    return Napi::Boolean::New(info.Env(), !r.declined);
   }
 
   Napi::Value Memory(const Napi::CallbackInfo& info) {

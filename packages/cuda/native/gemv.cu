@@ -15,6 +15,20 @@
 //   - a warp reduces its RW·M sums (padded to P, a power of two) with a halving butterfly:
 //     P − 1 + 5 − log₂P shuffles instead of 5·P, each lane ending with one finished sum.
 //
+// The same kernel runs `fusedLinear` (a decode step's linear layer with its neighbours folded in),
+// templated on a prologue and an epilogue so that the plain product compiles to what it was:
+//
+//   - prologue: each block norms its staged rows of x in shared memory (SRMSNorm, the sum of squares
+//     in the order of nn.cu's rmsNorm kernel, so the normed x has the chain's bits), optionally times
+//     a gate read from global memory, each rounded to T as the chain stores it, before any product;
+//   - epilogue: a residual added in f32, and/or the product of two weights' sums: a warp's two
+//     weight rows are then row r of w and row r of w2, one output row, so the registers and loads
+//     per lane are those of the plain kernel.
+//
+// Launches use programmatic dependent launch where the device has it (sm_90+, LIGHTNING_CUDA_PDL=0
+// turns it off): a block starts its first weights towards L2 while the kernel before it finishes,
+// and waits (griddepcontrol.wait) before it reads x or writes anything.
+//
 // Sums are f32 (fmaf in a fixed order: deterministic, a graph replay gives the bits of an eager
 // call); the output is rounded once to the storage dtype. The plain twin is cuBLAS (or the tiled
 // kernel of matmul.cu), which LIGHTNING_CUDA_GEMV=0 selects. The limit of 4 rows is measured: on
@@ -118,17 +132,96 @@ __device__ __forceinline__ float halvingSum(float (&v)[P], int lane, int& index)
   return v[0];
 }
 
-// x: (M, k), w: (n, k), y: (M, n), all contiguous; k a multiple of EL; w 16-byte aligned; x too
-// when xPacked. Dynamic shared memory: x (M·k elements of T), then WARPS·P floats of partial sums.
-// Two blocks per SM: at most 128 registers a thread (M = 4 needs 64), 16 warps to keep loads in flight.
-template <class T, int M>
-__global__ void __launch_bounds__(THREADS, 2) gemvKernel(const T* __restrict__ x, const T* __restrict__ w, T* __restrict__ y, int n, int k,
-                                                         int ksplit, bool xPacked) {
+// What the prologue does to the staged rows of x, and what the epilogue adds (bits: 1 residual,
+// 2 product of two weights).
+enum Prologue { PRO_NONE = 0, PRO_NORM = 1, PRO_GATE = 2 };
+constexpr int EPI_RESIDUAL = 1, EPI_PRODUCT = 2;
+
+template <class T>
+struct GemvArgs {
+  const T* x;         // (M, k)
+  const T* w;         // (n, k)
+  const T* w2;        // (n, k), EPI_PRODUCT
+  const T* gate;      // (M, k), PRO_GATE
+  const T* residual;  // (M, n), EPI_RESIDUAL
+  T* y;               // (M, n)
+  int n, k, ksplit;
+  bool xPacked;
+  float eps;
+};
+
+// Programmatic dependent launch: wait for the kernel before (its writes visible), and let the
+// kernel after start its own prologue. Both are no-ops where the launch did not ask for it.
+__device__ __forceinline__ void waitForPrevious() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void startNext() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+
+// SRMSNorm (times the gate with PRO_GATE) of the M staged rows of x, in place, with the bits of
+// the chain rmsNorm (→ mul): nn.cu's warp-per-row order for k ≤ 4,096 (k is a multiple of 8 here:
+// lane l sums packs l, l + 32, … in f32 each, the packs in double; f32 factor), else its
+// block-per-row order (thread t sums t, t + 256, … in double; double factor).
+template <class T, int M, int PRO>
+__device__ void normRows(T* xs, const T* __restrict__ gate, int k, float eps) {
+  static_assert(THREADS == 256, "the block order below is nn.cu's rmsNormKernel of 256 threads");
+  __shared__ float rinv[M];
+  __shared__ double sd[32];
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  auto gated = [&](T v, int i) { return PRO == PRO_GATE ? fromF<T>(__fmul_rn(toF(v), toF(gate[i]))) : v; };
+  if (k <= 4096) {
+    if (warp < M) {
+      const T* row = xs + warp * k;
+      double ss = 0;
+      for (int p = lane; p < k / 8; p += 32) {
+        float s = 0;
+#pragma unroll
+        for (int e = 0; e < 8; e++) {
+          const float v = toF(row[8 * p + e]);
+          s = fmaf(v, v, s);
+        }
+        ss += s;
+      }
+      ss = warpSum(ss);
+      if (lane == 0) rinv[warp] = (float)(1.0 / sqrt(ss / (double)k + eps));
+    }
+    __syncthreads();
+    for (int i = threadIdx.x; i < M * k; i += THREADS) xs[i] = gated(fromF<T>(__fmul_rn(toF(xs[i]), rinv[i / k])), i);
+  } else {
+#pragma unroll 1
+    for (int m = 0; m < M; m++) {
+      T* row = xs + m * k;
+      double ss = 0;
+      for (int j = threadIdx.x; j < k; j += THREADS) {
+        const double v = toF(row[j]);
+        ss += v * v;
+      }
+      const double r = 1.0 / sqrt(blockSum(ss, sd) / (double)k + eps);
+      for (int j = threadIdx.x; j < k; j += THREADS) row[j] = gated(fromF<T>((float)(toF(row[j]) * r)), m * k + j);
+    }
+  }
+}
+
+// y = x · wᵀ (+ prologue, epilogue), all contiguous; k a multiple of EL; w (and w2) 16-byte
+// aligned; x too when xPacked. Dynamic shared memory: x (M·k elements of T), then WARPS·P floats
+// of partial sums. Two blocks per SM: at most 128 registers a thread (M = 4 needs 64), 16 warps
+// to keep loads in flight.
+template <class T, int M, int PRO, int EPI>
+__global__ void __launch_bounds__(THREADS, 2) gemvKernel(const GemvArgs<T> a) {
   constexpr int EL = 16 / sizeof(T);  // elements per 16-byte pack
-  constexpr int RW = rowsPerWarp(M);
-  constexpr int C = RW * M;  // sums a warp owns per tile: (row r, x row m) at r·M + m
+  constexpr bool PRODUCT = (EPI & EPI_PRODUCT) != 0, RESIDUAL = (EPI & EPI_RESIDUAL) != 0;
+  constexpr int RW = rowsPerWarp(M);  // weight rows per warp
+  static_assert(!PRODUCT || RW == 2, "a product pairs row r of w with row r of w2");
+  constexpr int OUT = PRODUCT ? 1 : RW;  // output rows per warp
+  constexpr int C = RW * M;  // sums a warp owns per tile: (weight row r, x row m) at r·M + m
   constexpr int P = pow2ceil(C);
   extern __shared__ uint4 smem[];
+  const int n = a.n, k = a.k, ksplit = a.ksplit;
   const int kv = k / EL;  // packs per row
   float* part = reinterpret_cast<float*>(smem + (size_t)M * kv);
 
@@ -136,35 +229,54 @@ __global__ void __launch_bounds__(THREADS, 2) gemvKernel(const T* __restrict__ x
   const int groups = WARPS / ksplit, g = warp / ksplit, s = warp % ksplit;
   const int per = (kv + ksplit - 1) / ksplit;
   const int vbeg = s * per, vend = min(kv, vbeg + per);
-  const int tileRows = groups * RW;
+  const int tileRows = groups * OUT;
   const int tiles = (n + tileRows - 1) / tileRows;
+  // Weight row r of the warp whose first output row is row0; rows past n read the last row (in
+  // bounds, never stored): no branch around the loads.
+  auto weightRow = [&](int r, int row0) -> const T* {
+    if (PRODUCT) return (r == 0 ? a.w : a.w2) + (int64_t)min(row0, n - 1) * k;
+    return a.w + (int64_t)min(row0 + r, n - 1) * k;
+  };
 
-  // The first tile's w starts towards L2 while x is staged, so that the wait for x (from L2) and
-  // the wait for w (from memory) overlap: most decode matmuls are a few MB, a latency or two long.
+  // The first tile's w starts towards L2 while the kernel before finishes and x is staged, so
+  // that the wait for x and the wait for w (from memory) overlap: most decode matmuls are a few
+  // MB, a latency or two long. Weights are not what the kernel before writes, and a prefetch is
+  // only a hint, so this comes before the wait.
   if (blockIdx.x < tiles) {
-    const int row0 = blockIdx.x * tileRows + g * RW;
+    const int row0 = blockIdx.x * tileRows + g * OUT;
 #pragma unroll
     for (int r = 0; r < RW; r++) {
-      const T* row = w + (int64_t)min(row0 + r, n - 1) * k;
+      const T* row = weightRow(r, row0);
       for (int v = vbeg + lane; v < vend && v < vbeg + 2 * 32 * U; v += 32) prefetchL2(row + v * EL);
     }
   }
 
-  if (xPacked) {
-    const uint4* xp = reinterpret_cast<const uint4*>(x);
+  waitForPrevious();
+  if (a.xPacked) {
+    const uint4* xp = reinterpret_cast<const uint4*>(a.x);
     for (int i = threadIdx.x; i < M * kv; i += THREADS) smem[i] = xp[i];
   } else {
     T* xs = reinterpret_cast<T*>(smem);
-    for (int i = threadIdx.x; i < M * k; i += THREADS) xs[i] = x[i];
+    for (int i = threadIdx.x; i < M * k; i += THREADS) xs[i] = a.x[i];
   }
   __syncthreads();
+  if constexpr (PRO != PRO_NONE) {
+    normRows<T, M, PRO>(reinterpret_cast<T*>(smem), a.gate, k, a.eps);
+    __syncthreads();
+  }
+  startNext();
+
+  // y[m, row] from the f32 result of the dot products: the residual added in f32, then one rounding.
+  auto store = [&](int m, int row, float v) {
+    const int64_t at = (int64_t)m * n + row;
+    a.y[at] = fromF<T>(RESIDUAL ? __fadd_rn(v, toF(a.residual[at])) : v);
+  };
 
   for (int tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
-    const int row0 = tile * tileRows + g * RW;
-    // Rows past n read the last row (in bounds, never stored): no branch around the loads.
+    const int row0 = tile * tileRows + g * OUT;
     const uint4* wr[RW];
 #pragma unroll
-    for (int r = 0; r < RW; r++) wr[r] = reinterpret_cast<const uint4*>(w + (int64_t)min(row0 + r, n - 1) * k);
+    for (int r = 0; r < RW; r++) wr[r] = reinterpret_cast<const uint4*>(weightRow(r, row0));
 
     float acc[P];
 #pragma unroll
@@ -198,19 +310,23 @@ __global__ void __launch_bounds__(THREADS, 2) gemvKernel(const T* __restrict__ x
     int index = 0;
     const float sum = halvingSum<P>(acc, lane, index);
     const bool holder = (lane & (32 / P - 1)) == 0 && index < C;
-    if (ksplit == 1) {
+    if (ksplit == 1 && !PRODUCT) {
       const int row = row0 + index / M;
-      if (holder && row < n) y[(int64_t)(index % M) * n + row] = fromF<T>(sum);
+      if (holder && row < n) store(index % M, row, sum);
     } else {
+      // A product's two sums sit in different lanes (and a split row's slices in different warps):
+      // they meet in shared memory.
       if (holder) part[warp * P + index] = sum;
       __syncthreads();
       // The slices of a row group are added in slice order: the same bits on every run.
-      for (int t = threadIdx.x; t < groups * C; t += THREADS) {
-        const int gg = t / C, i = t % C;
-        float total = 0.0f;
+      for (int t = threadIdx.x; t < groups * OUT * M; t += THREADS) {
+        const int gg = t / (OUT * M), i = t % (OUT * M);
+        float total = 0.0f, second = 0.0f;
         for (int ss = 0; ss < ksplit; ss++) total += part[(gg * ksplit + ss) * P + i];
-        const int row = tile * tileRows + gg * RW + i / M;
-        if (row < n) y[(int64_t)(i % M) * n + row] = fromF<T>(total);
+        if (PRODUCT)
+          for (int ss = 0; ss < ksplit; ss++) second += part[(gg * ksplit + ss) * P + M + i];
+        const int row = tile * tileRows + gg * OUT + i / M;
+        if (row < n) store(i % M, row, PRODUCT ? __fmul_rn(total, second) : total);
       }
       __syncthreads();  // part is written again by the next tile
     }
@@ -241,48 +357,78 @@ int smemPerSm() {
 
 // Per device and instantiation: the shared-memory limit raised to smemLimit(), and the blocks per
 // SM that registers and threads allow.
-template <class T, int M>
+template <class T, int M, int PRO, int EPI>
 int configure() {
   static PerDevice<int> perSm;
   return perSm.get([] {
-    LTS_CHECK(cudaFuncSetAttribute(gemvKernel<T, M>, cudaFuncAttributeMaxDynamicSharedMemorySize, smemLimit()), "gemv smem attribute");
+    auto kernel = gemvKernel<T, M, PRO, EPI>;
+    LTS_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smemLimit()), "gemv smem attribute");
     int b = 0;
-    LTS_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&b, gemvKernel<T, M>, THREADS, 0), "gemv occupancy");
+    LTS_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&b, kernel, THREADS, 0), "gemv occupancy");
     return std::max(1, b);
   });
 }
 
-template <class T, int M>
-void launch(Context& c, const T* x, const T* w, T* y, int n, int k, size_t smem) {
+// LIGHTNING_CUDA_PDL: unset, empty or "1" launches with programmatic dependent launch on sm_90+,
+// "0" launches plainly (read at each call, so a bench can compare the two).
+bool pdlEnabled() {
+  const char* v = getenv("LIGHTNING_CUDA_PDL");
+  if (!v || !*v || strcmp(v, "1") == 0) return true;
+  if (strcmp(v, "0") == 0) return false;
+  throw std::runtime_error(std::string("LIGHTNING_CUDA_PDL: expected 0 or 1, got '") + v + "'");
+}
+
+template <class T, int M, int PRO, int EPI>
+void launch(Context& c, GemvArgs<T> a, size_t smem) {
   constexpr int EL = 16 / sizeof(T);
   constexpr int RW = rowsPerWarp(M);
-  const int kv = k / EL;
+  constexpr int OUT = (EPI & EPI_PRODUCT) ? 1 : RW;
+  const int kv = a.k / EL;
   // Shared memory per block also counts the 1 KB the runtime reserves for each.
-  const int resident = std::max(1, std::min(configure<T, M>(), smemPerSm() / (int)(smem + 1024)));
+  const int resident = std::max(1, std::min(configure<T, M, PRO, EPI>(), smemPerSm() / (int)(smem + 1024)));
   const int64_t target = (int64_t)c.smCount * resident * WARPS;  // warps resident at once
-  const int64_t rowGroups = (n + RW - 1) / RW;
+  const int64_t rowGroups = (a.n + OUT - 1) / OUT;
   // Split K while the row groups alone leave warps idle, keeping each slice at least a warp wide.
   int ksplit = 1;
   while (ksplit < WARPS && rowGroups * ksplit < target && kv / (2 * ksplit) >= 32) ksplit *= 2;
+  a.ksplit = ksplit;
   const int64_t tiles = (rowGroups + WARPS / ksplit - 1) / (WARPS / ksplit);
+  // One wave: every block is resident at once (it loops over tiles), which is also what lets the
+  // kernel after this one start early without taking a slot a block of this one still needs.
   const unsigned grid = (unsigned)std::min<int64_t>(tiles, (int64_t)c.smCount * resident);
-  const bool xPacked = alignedTo(x, 16);
-  gemvKernel<T, M><<<grid, THREADS, smem, c.stream>>>(x, w, y, n, k, ksplit, xPacked);
-  LTS_CHECK(cudaGetLastError(), "gemv kernel launch");
+
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = dim3(grid);
+  cfg.blockDim = dim3(THREADS);
+  cfg.dynamicSmemBytes = smem;
+  cfg.stream = c.stream;
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr[0].val.programmaticStreamSerializationAllowed = 1;
+  cfg.attrs = attr;
+  cfg.numAttrs = pdlEnabled() && c.ccMajor >= 9 ? 1 : 0;
+  LTS_CHECK(cudaLaunchKernelEx(&cfg, gemvKernel<T, M, PRO, EPI>, a), "gemv kernel launch");
 }
 
-template <class T>
-void launchRows(Context& c, int m, const void* x, const void* w, void* y, int n, int k, size_t smem) {
-  auto* xs = static_cast<const T*>(x);
-  auto* ws = static_cast<const T*>(w);
-  auto* ys = static_cast<T*>(y);
+template <class T, int PRO, int EPI>
+void launchRows(Context& c, int m, const GemvArgs<T>& a, size_t smem) {
   switch (m) {
-    case 1: return launch<T, 1>(c, xs, ws, ys, n, k, smem);
-    case 2: return launch<T, 2>(c, xs, ws, ys, n, k, smem);
-    case 3: return launch<T, 3>(c, xs, ws, ys, n, k, smem);
-    case 4: return launch<T, 4>(c, xs, ws, ys, n, k, smem);
+    case 1: return launch<T, 1, PRO, EPI>(c, a, smem);
+    case 2: return launch<T, 2, PRO, EPI>(c, a, smem);
+    case 3: return launch<T, 3, PRO, EPI>(c, a, smem);
+    case 4: return launch<T, 4, PRO, EPI>(c, a, smem);
   }
   static_assert(GEMV_MAX_M == 4, "launchRows instantiates the kernel for every M up to GEMV_MAX_M");
+}
+
+template <class T, int PRO>
+void launchEpilogue(Context& c, int m, int epi, const GemvArgs<T>& a, size_t smem) {
+  switch (epi) {
+    case 0: return launchRows<T, PRO, 0>(c, m, a, smem);
+    case EPI_RESIDUAL: return launchRows<T, PRO, EPI_RESIDUAL>(c, m, a, smem);
+    case EPI_PRODUCT: return launchRows<T, PRO, EPI_PRODUCT>(c, m, a, smem);
+    case EPI_RESIDUAL | EPI_PRODUCT: return launchRows<T, PRO, EPI_RESIDUAL | EPI_PRODUCT>(c, m, a, smem);
+  }
 }
 
 // LIGHTNING_CUDA_GEMV: unset, empty or "1" uses the kernel, "0" leaves every matmul to cuBLAS
@@ -294,19 +440,56 @@ bool enabled() {
   throw std::runtime_error(std::string("LIGHTNING_CUDA_GEMV: expected 0 or 1, got '") + v + "'");
 }
 
+// The dynamic shared memory the kernel needs for m rows of width k, or 0 where it does not apply
+// (the checks shared by `gemv` and `fusedLinear`).
+size_t smemFor(int dt, int m, int n, int k, const void* w) {
+  if (!enabled() || m < 1 || m > GEMV_MAX_M || n < 1 || k < 1) return 0;
+  const int el = 16 / (int)dtypeSize(dt);
+  // Every row of w must start on a 16-byte boundary for the pack loads; other k run on cuBLAS.
+  if (k % el != 0 || !alignedTo(w, 16)) return 0;
+  const int p = pow2ceil(rowsPerWarp(m) * m);
+  const size_t smem = (size_t)m * k * dtypeSize(dt) + (size_t)WARPS * p * sizeof(float);
+  return smem > (size_t)smemLimit() ? 0 : smem;
+}
+
 }  // namespace
 
 bool gemv(Context& c, int dt, const void* x, const void* w, void* y, int m, int n, int k) {
   if (dt != F32 && dt != F16 && dt != BF16) return false;
-  if (!enabled() || m < 1 || m > GEMV_MAX_M || n < 1 || k < 1) return false;
-  const int el = 16 / (int)dtypeSize(dt);
-  // Every row of w must start on a 16-byte boundary for the pack loads; other k run on cuBLAS.
-  if (k % el != 0 || !alignedTo(w, 16)) return false;
-  const int p = pow2ceil(rowsPerWarp(m) * m);
-  const size_t smem = (size_t)m * k * dtypeSize(dt) + (size_t)WARPS * p * sizeof(float);
-  if (smem > (size_t)smemLimit()) return false;
-  LTS_DISPATCH_FLOAT(dt, T, launchRows<T>(c, m, x, w, y, n, k, smem));
+  const size_t smem = smemFor(dt, m, n, k, w);
+  if (smem == 0) return false;
+  LTS_DISPATCH_FLOAT(dt, T, {
+    GemvArgs<T> a{static_cast<const T*>(x), static_cast<const T*>(w), nullptr, nullptr, nullptr, static_cast<T*>(y), n, k, 1, alignedTo(x, 16), 0.0f};
+    launchRows<T, PRO_NONE, 0>(c, m, a, smem);
+  });
   return true;
+}
+
+// p: [x, w, gate, w2, residual, y] (0 where absent); i: [dtype, rows, n, k, norm, gate, product,
+// residual]; f: [eps]. One kernel for 1…GEMV_MAX_M rows of f16/bf16 (what the small-M kernel
+// takes); otherwise it enqueues nothing and declines, and src/kernels.ts runs the chain.
+void fusedLinear(Context& c, const Args& args) {
+  const int dt = (int)args.i.at(0), m = (int)args.i.at(1), n = (int)args.i.at(2), k = (int)args.i.at(3);
+  const bool norm = args.i.at(4) != 0, gate = args.i.at(5) != 0, product = args.i.at(6) != 0, residual = args.i.at(7) != 0;
+  const size_t smem = dt == F16 || dt == BF16 ? smemFor(dt, m, n, k, args.ptr<void>(1)) : 0;
+  if (smem == 0 || (product && !alignedTo(args.ptr<void>(3), 16))) {
+    c.declined = true;
+    return;
+  }
+  const int pro = gate ? PRO_GATE : norm ? PRO_NORM : PRO_NONE;
+  const int epi = (residual ? EPI_RESIDUAL : 0) | (product ? EPI_PRODUCT : 0);
+  auto run = [&](auto zero) {
+    using T = decltype(zero);
+    GemvArgs<T> a{args.ptr<const T>(0), args.ptr<const T>(1), args.ptr<const T>(3), args.ptr<const T>(2), args.ptr<const T>(4), args.ptr<T>(5),
+                  n, k, 1, alignedTo(args.ptr<void>(0), 16), (float)args.f.at(0)};
+    switch (pro) {
+      case PRO_NONE: return launchEpilogue<T, PRO_NONE>(c, m, epi, a, smem);
+      case PRO_NORM: return launchEpilogue<T, PRO_NORM>(c, m, epi, a, smem);
+      case PRO_GATE: return launchEpilogue<T, PRO_GATE>(c, m, epi, a, smem);
+    }
+  };
+  if (dt == F16) run(__half{});
+  else run(__nv_bfloat16{});
 }
 
 }  // namespace lts

@@ -1,5 +1,5 @@
 // The small-M matrix-vector kernel of native/gemv.cu, which `matmul` (native/matmul.cu) tries
-// before cuBLAS.
+// before cuBLAS, and the `fusedLinear` launcher built on it.
 #pragma once
 #include "runtime.h"
 
@@ -14,5 +14,10 @@ constexpr int GEMV_MAX_M = 4;
 // having enqueued nothing, where the kernel does not apply (LIGHTNING_CUDA_GEMV=0, m outside
 // 1…GEMV_MAX_M, a row of w not on a 16-byte boundary, x too large for shared memory).
 bool gemv(Context& c, int dt, const void* x, const void* w, void* y, int m, int n, int k);
+
+// The launcher of `fusedLinear` (y = residual + (p(x)·wᵀ) ⊙ (p(x)·w2ᵀ), p(x) = SRMSNorm(x) ⊙ gate):
+// one kernel where the small-M kernel applies to f16/bf16, else it sets c.declined and enqueues
+// nothing (src/kernels.ts then runs the chain of ops the op stands for).
+void fusedLinear(Context& c, const Args& args);
 
 }  // namespace lts

@@ -177,6 +177,9 @@ void matmul(Context& c, const Args& args) {
 
 std::string cublasStatus() { return cublas().status; }
 
-void registerMatmul(Registry& r) { r["matmul"] = matmul; }
+void registerMatmul(Registry& r) {
+  r["matmul"] = matmul;
+  r["fusedLinear"] = fusedLinear;
+}
 
 }  // namespace lts

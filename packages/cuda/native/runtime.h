@@ -55,6 +55,9 @@ class Context {
   int ccMajor = 0;
   DeviceError* error = nullptr;  // device-visible pointer
   bool verbose = false;
+  // Set by a launcher that does not apply to its arguments and enqueued nothing (fusedLinear
+  // beyond the small-M kernel): the launch then returns false and the caller runs another way.
+  bool declined = false;
 };
 
 // One launch: device pointers, integers (dtype codes, dims, flags) and floats, in an order each

@@ -54,7 +54,8 @@ const shape = (s: readonly number[]) => [s.length, ...s];
 const ptr = (t: Ref | undefined) => (t ? t.storage.ptr : 0);
 
 export function createKernels(rt: NativeRuntime): KernelTable<CudaStorage> {
-  const launch = (name: LauncherName, tensors: (Ref | undefined)[], ints: number[], floats: number[] = []) =>
+  /** False when the launcher declined (fusedLinear beyond the small-M kernel): nothing was enqueued. */
+  const launch = (name: LauncherName, tensors: (Ref | undefined)[], ints: number[], floats: number[] = []): boolean =>
     rt.launch(LAUNCHER[name], tensors.map(ptr), ints, floats);
 
   const unary = (op: UnaryOpName): Kernel<UnaryOpName, CudaStorage> => ({ inputs: [x], outputs: [y] }) =>
@@ -236,6 +237,57 @@ export function createKernels(rt: NativeRuntime): KernelTable<CudaStorage> {
       const floats = [k.beta1, k.oneMinusBeta1, k.beta2, k.oneMinusBeta2, k.decay, k.sqrtCorrection2, k.eps, k.stepSize];
       launch("adamw", [p, g, m, v, p1, m1, v1, half], [code(g.dtype), half ? code(half.dtype) : -1, p.size, attrs.weightDecay !== 0 ? 1 : 0], floats);
     },
+  };
+
+  // x: (R, K), w: (N, K)[, gate: (R, K)][, w2: (N, K)][, residual: (R, N)] → y: (R, N). One kernel
+  // where native/gemv.cu's small-M kernel takes it (1–4 rows of f16/bf16, LIGHTNING_CUDA_GEMV not
+  // 0); otherwise the kernels of the chain the decomposition runs (api/decompositions.ts), with its
+  // bits, on temporaries freed once enqueued (the allocator is stream-ordered, and keeps blocks of
+  // a graph being recorded for that graph). That chain is rmsNorm or rmsNormGate, one or two
+  // matmuls, then mul and/or add: a TNL decode layer at more than 4 rows launches 13 kernels where
+  // it launched 11 with addRmsNorm (the norms that addRmsNorm did with the residual adds now come
+  // with the next op). cuBLAS could add the residual as its C operand (β = 1), but only into an
+  // output filled with it first: a copy in place of the add, no fewer launches.
+  table.fusedLinear = ({ inputs, outputs: [y], attrs: { norm, eps, gate, product, residual } }) => {
+    const [x, w, ...rest] = inputs;
+    let next = 0;
+    const [g, w2, r] = [gate, product, residual].map((on) => (on ? rest[next++] : undefined));
+    const [R, K] = x.shape as [number, number];
+    const N = w.shape[0];
+    if (y.size === 0) return;
+    const dt = code(x.dtype);
+    if (launch("fusedLinear", [x, w, g, w2, r, y], [dt, R, N, K, ...[norm, gate, product, residual].map(Number)], [eps])) return;
+    const temps: number[] = [];
+    const temp = (s: number[]): Ref => {
+      const bytes = sizeOf(s) * byteSize(x.dtype);
+      const p = rt.allocate(bytes);
+      temps.push(p);
+      return { storage: { ptr: p, byteLength: bytes }, shape: s, dtype: x.dtype, size: sizeOf(s) };
+    };
+    const binaryInto = (op: BinaryOpName, a: Ref, b: Ref, out: Ref) =>
+      launch("binary", [a, b, out], [BINARY_OPS.indexOf(op), dt, ...shape(a.shape), ...shape(b.shape), ...shape(out.shape)]);
+    const matmulInto = table.matmul as Kernel<"matmul", CudaStorage>;
+    try {
+      let xn = x;
+      if (norm) {
+        // rmsNormGate's kernel has the bits of rmsNorm then mul (native/decode.cu), in one launch.
+        xn = temp([R, K]);
+        if (g) launch("rmsNormGate", [x, g, xn], [dt, R, K], [eps]);
+        else launch("rmsNorm", [x, xn], [dt, R, K], [eps]);
+      }
+      const product1 = w2 || r ? temp([R, N]) : y;
+      matmulInto({ inputs: [xn, w], outputs: [product1], attrs: { transA: false, transB: true } });
+      let value = product1;
+      if (w2) {
+        const product2 = temp([R, N]);
+        matmulInto({ inputs: [xn, w2], outputs: [product2], attrs: { transA: false, transB: true } });
+        value = r ? temp([R, N]) : y;
+        binaryInto("mul", product1, product2, value);
+      }
+      if (r) binaryInto("add", r, value, y);
+    } finally {
+      for (const p of temps) rt.free(p);
+    }
   };
   return table;
 }

@@ -30,8 +30,11 @@ export interface NativeRuntime {
   read(ptr: number, byteOffset: number, byteLength: number): Promise<Uint8Array>;
   sync(): Promise<void>;
   syncNow(): void;
-  /** Runs launcher `LAUNCHERS[launcher]` (src/codes.ts) with device pointers, integers and floats. */
-  launch(launcher: number, ptrs: number[], ints: number[], floats: number[]): void;
+  /**
+   * Runs launcher `LAUNCHERS[launcher]` (src/codes.ts) with device pointers, integers and floats.
+   * False when the launcher declined (it does not apply to these arguments and enqueued nothing).
+   */
+  launch(launcher: number, ptrs: number[], ints: number[], floats: number[]): boolean;
   memory(): { liveBytes: number; liveBuffers: number; pooledBytes: number; peakBytes: number; cacheReleases: number };
   /** Starts a new peak at the live bytes now. */
   resetPeak(): void;

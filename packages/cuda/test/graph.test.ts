@@ -3,8 +3,9 @@
  * runs nothing, a replay runs it again on the inputs' current values, buffers recorded into a
  * graph are never handed to another tensor while it lives, host calls inside a recording are
  * refused by name, a failed recording leaves the backend usable; and BatchDecoder with graphs
- * gives the same bits as without, and the same logits as `step` on each sequence alone (the
- * official-code fixture model, LRPE on its first layer). Skipped, with the reason printed, where
+ * gives the same bits as without, the same logits as `step` on each sequence alone, and the
+ * CPU's logits within the dtype's rounding (the official-code fixture model, LRPE on its first
+ * layer). Skipped, with the reason printed, where
  * the CUDA backend cannot start.
  */
 import * as T from "@lightning-ts/tensor";
@@ -86,6 +87,15 @@ await describeBackends("CUDA graphs", (backend) => {
       const eager = new BatchDecoder(model.params, model.config, { capacity: 4, graphs: false });
       expect(withGraphs.graphs).toBe(true);
       const refs = prompts.map(prefilled);
+      // The same model on the CPU, which runs the decode step's fused ops as their decompositions:
+      // each row's logits within the dtype's rounding of the two backends' (summation orders, the
+      // fused kernels' single roundings of each layer's products and residual adds).
+      const host = await loadCheckpoint(FIXTURE_DIR, { dtype, backend: cpu });
+      const hostRefs = prompts.map((p) => {
+        const r = prefill(host.params, host.config, [p], { logits: "last" });
+        r.logits.dispose();
+        return r.state;
+      });
       for (const s of refs) {
         withGraphs.add(s);
         eager.add(s);
@@ -96,6 +106,7 @@ await describeBackends("CUDA graphs", (backend) => {
           withGraphs.remove(0);
           eager.remove(0);
           disposeState(refs.splice(0, 1, refs.pop()!)[0]);
+          disposeState(hostRefs.splice(0, 1, hostRefs.pop()!)[0]);
         }
         const tokens = refs.map((_, r) => (17 * k + 5 * r + 1) % V);
         const a = withGraphs.step(tokens);
@@ -116,9 +127,18 @@ await describeBackends("CUDA graphs", (backend) => {
           single.logits.dispose();
           disposeState(refs[r]);
           refs[r] = single.state;
+          const onHost = step(host.params, host.config, hostRefs[r], [tokens[r]]);
+          const want = await floats(onHost.logits);
+          const big = Math.max(...Array.from(want, Math.abs));
+          assertClose(row, want, { ...(dtype === "f32" ? { atol: 1e-4 * big, rtol: 1e-5 } : { atol: 0.08 * big, rtol: 3e-2 }), label: `step ${k} row ${r} vs the CPU` });
+          onHost.logits.dispose();
+          disposeState(hostRefs[r]);
+          hostRefs[r] = onHost.state;
         }
       }
       refs.forEach(disposeState);
+      hostRefs.forEach(disposeState);
+      disposeParams(host.params);
       withGraphs.dispose();
       eager.dispose();
       disposeParams(model.params);

@@ -21,6 +21,7 @@ import {
   div,
   embedding,
   full,
+  fusedLinear,
   lightningAttention,
   lightningStep,
   matmul,
@@ -31,7 +32,6 @@ import {
   permute,
   reshape,
   rmsNorm,
-  rmsNormGate,
   qkvActivation,
   scope,
   sin,
@@ -105,23 +105,53 @@ interface MixerContext {
   inPlace?: boolean;
 }
 
+/** SRMSNorm's ε (E.3). */
+const EPS = 1e-6;
+
 /**
- * The token mixer of a decode step (one token per row, a state carried in): the same mathematics
- * as `tokenMixer` in fused ops, each giving the bits of the chain it replaces — splitQkvu for the
- * four narrows, φ and LRPE of the projection's output, rmsNormGate for the joint SRMSNorm and the
- * gate u. x [B, 1, M] normed → (out [B, 1, M], next state [B, H, D, E]).
+ * The middle of a decode step's token mixer: qkvu [B, 4·hid] → splitQkvu (the four narrows, φ and
+ * LRPE of the chain) → lightningStep → o [B, hid], the gate u [B, hid] and the next state.
  */
-function decodeTokenMixer(x: Tensor, lp: TnlLayerParams, c: TnlConfig, ctx: MixerContext, state: Tensor): { out: Tensor; state: Tensor } {
-  const B = x.shape[0];
+function decodeAttend(qkvu: Tensor, lp: TnlLayerParams, c: TnlConfig, ctx: MixerContext, state: Tensor): { o: Tensor; u: Tensor; state: Tensor } {
+  const B = qkvu.shape[0];
   const H = c.numHeads;
   const hd = headDim(c);
-  const qkvu = matmul(reshape(x, [B, c.dModel]), lp.qkvu, { transB: true }); // [B, 4·hid]
-  const rope = lp.theta ? { theta: reshape(lp.theta, [H, hd]), positions: positionsOf(ctx.starts, B, lp.theta, x) } : {};
+  const rope = lp.theta ? { theta: reshape(lp.theta, [H, hd]), positions: positionsOf(ctx.starts, B, lp.theta, qkvu) } : {};
   const { q, k, v, u } = splitQkvu(qkvu, { heads: H, activation: c.activation, ...rope }); // q, k [B, H, D]; v [B, H, E]; u [B, hid]
   const slopes = ctx.slopes ?? slopesTensor(tnlSlopes(H, ctx.layer, c.numLayers));
   const r = lightningStep(q, k, v, slopes, state, { inPlace: ctx.inPlace === true });
-  const gated = rmsNormGate(reshape(r.output, [B, c.hiddenDim]), u, 1e-6);
-  return { out: reshape(linear(gated, lp.out), [B, 1, c.dModel]), state: r.state };
+  return { o: reshape(r.output, [B, c.hiddenDim]), u, state: r.state };
+}
+
+/**
+ * The token mixer of a decode step (one token per row, a state carried in): the same mathematics
+ * as `tokenMixer` in fused ops, each giving the bits of the chain it replaces — splitQkvu for the
+ * four narrows, φ and LRPE of the projection's output, fusedLinear for the joint SRMSNorm, the
+ * gate u and the output projection. x [B, 1, M] normed → (out [B, 1, M], next state [B, H, D, E]).
+ */
+function decodeTokenMixer(x: Tensor, lp: TnlLayerParams, c: TnlConfig, ctx: MixerContext, state: Tensor): { out: Tensor; state: Tensor } {
+  const B = x.shape[0];
+  const a = decodeAttend(fusedLinear(reshape(x, [B, c.dModel]), lp.qkvu), lp, c, ctx, state); // qkvu [B, 4·hid]
+  return { out: reshape(fusedLinear(a.o, lp.out, { norm: { eps: EPS, gate: a.u } }), [B, 1, c.dModel]), state: a.state };
+}
+
+/**
+ * A whole layer of a decode step on the residual stream h [B, 1, M] as it is (not normed; in the
+ * compute dtype), in five ops of one kernel each where a backend fuses them:
+ *
+ *   qkvu = srms(h)·Wqkvuᵀ;  o, u = step(split(qkvu));  h1 = h + (srms(o) ⊙ u)·Woutᵀ
+ *   g = (srms(h1)·W1ᵀ) ⊙ (srms(h1)·W2ᵀ);  h2 = h1 + g·W3ᵀ
+ *
+ * The values are those of `layer` (E.2–E.4): fusedLinear's decomposition is that chain of ops.
+ */
+function decodeLayer(h: Tensor, lp: TnlLayerParams, c: TnlConfig, ctx: MixerContext, state: Tensor): { x: Tensor; state: Tensor } {
+  const B = h.shape[0];
+  const h0 = reshape(h, [B, c.dModel]);
+  const a = decodeAttend(fusedLinear(h0, lp.qkvu, { norm: { eps: EPS } }), lp, c, ctx, state);
+  const h1 = fusedLinear(a.o, lp.out, { norm: { eps: EPS, gate: a.u }, residual: h0 });
+  const g = fusedLinear(h1, lp.l1, { norm: { eps: EPS }, second: lp.l2 });
+  const h2 = fusedLinear(g, lp.l3, { residual: h1 });
+  return { x: reshape(h2, [B, 1, c.dModel]), state: a.state };
 }
 
 /**
@@ -308,16 +338,16 @@ export function layers(
   let x = mul(to(embedding(w.embed, idsT), residual), embedScale); // [B, T, M]
   const hidden: Tensor[] = options.hiddenStates ? [x] : [];
   const kv: Tensor[] = [];
-  const mix = (lp: TnlLayerParams, l: number, input: Tensor) =>
-    tokenMixer(input, lp, c, {
-      layer: l,
-      starts,
-      state: kvIn?.[l],
-      blockSize: options.blockSize,
-      attention: options.attention,
-      slopes: decode?.slopes[l],
-      inPlace: decode !== undefined,
-    });
+  const context = (l: number): MixerContext => ({
+    layer: l,
+    starts,
+    state: kvIn?.[l],
+    blockSize: options.blockSize,
+    attention: options.attention,
+    slopes: decode?.slopes[l],
+    inPlace: decode !== undefined,
+  });
+  const mix = (lp: TnlLayerParams, l: number, input: Tensor) => tokenMixer(input, lp, c, context(l));
   const layer = (lp: TnlLayerParams, l: number, input: Tensor) => {
     const mixed = mix(lp, l, normed(input));
     const y = add(input, to(mixed.out, residual));
@@ -333,9 +363,15 @@ export function layers(
     const b = addRmsNorm(a.sum, to(channelMixer(to(a.normed, compute), lp), residual), 1e-6);
     return { x: b.sum, normed: to(b.normed, compute), state: mixed.state };
   };
-  let xNormed = fused ? normed(x) : undefined;
+  // A decode step with a state in one dtype goes through `decodeLayer`: each layer norms its input
+  // itself (in the ops that read it), and so does the head.
+  const whole = fused && kvIn !== undefined && residual === compute;
+  let xNormed = fused && !whole ? normed(x) : undefined;
   w.layers.forEach((lp, l) => {
-    const run = (): { x: Tensor; normed?: Tensor; state: Tensor } => (xNormed ? fusedLayer(lp, l, x, xNormed) : layer(lp, l, x));
+    const run = (): { x: Tensor; normed?: Tensor; state: Tensor } => {
+      if (whole) return decodeLayer(x, lp, c, context(l), kvIn[l]);
+      return xNormed ? fusedLayer(lp, l, x, xNormed) : layer(lp, l, x);
+    };
     let r: { x: Tensor; normed?: Tensor; state: Tensor };
     if (decode) {
       // A decode step holds one layer's intermediates at a time (nothing differentiates it): a
@@ -353,9 +389,14 @@ export function layers(
   });
   // With one token the last position is x itself.
   if (options.logits === "last" && !fused) x = narrow(x, 1, T - 1, 1);
+  const head = w.lmHead ?? w.embed;
+  if (whole && !options.hiddenStates) {
+    const B = x.shape[0];
+    return { logits: reshape(fusedLinear(reshape(x, [B, c.dModel]), head, { norm: { eps: EPS } }), [B, 1, head.shape[0]]), kv, hidden };
+  }
   const final = xNormed ?? normed(x);
   if (options.hiddenStates) hidden.push(final);
-  return { logits: linear(final, w.lmHead ?? w.embed), kv, hidden };
+  return { logits: linear(final, head), kv, hidden };
 }
 
 /**

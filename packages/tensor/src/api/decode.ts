@@ -7,8 +7,8 @@
  */
 import { argError } from "../errors.js";
 import { type QkvActivation, QKV_ACTIVATIONS } from "../ops/attrs.js";
-import type { Tensor } from "../tensor.js";
 import { run1, runOp } from "../engine.js";
+import { Tensor } from "../tensor.js";
 import { add, exp, minimum, relu, silu } from "./ops.js";
 
 /**
@@ -88,4 +88,50 @@ export function splitQkvu(qkvu: Tensor, options: SplitQkvuOptions): { q: Tensor;
   const lrpe = theta !== undefined;
   const [q, k, v, u] = runOp("splitQkvu", lrpe ? [qkvu, theta, positions!] : [qkvu], { heads: options.heads, activation, lrpe });
   return { q, k, v, u };
+}
+
+export interface FusedLinearOptions {
+  /** SRMSNorm of each row of x before the product (no weight), times `gate` [R, K] when given. */
+  norm?: { eps?: number; gate?: Tensor };
+  /** W2 [N, K]: y is (p(x)·wᵀ) ⊙ (p(x)·W2ᵀ), the two products of a GLU without activation. */
+  second?: Tensor;
+  /** [R, N], added to y: a residual stream. */
+  residual?: Tensor;
+}
+
+/**
+ * A linear layer of one token per row with the ops around it in a decode step folded in:
+ *
+ *   y [R, N] = residual + (p(x)·wᵀ) ⊙ (p(x)·W2ᵀ),   p(x) = rmsNorm(x, eps) ⊙ gate
+ *
+ * each part present only when its option is (x [R, K], w [N, K]: the layout of the model's
+ * `linear`). The value is the chain rmsNorm → mul → matmul(s) → mul → add; a GPU kernel for it
+ * reads x once per block and norms it there, then adds or multiplies in the epilogue. Rounding:
+ * the norm is computed in f32 (f64 for f64) from x as stored and the normed (and gated) x rounded
+ * to x's dtype before the product, as the chain stores it; products are accumulated in f32; the
+ * decomposition then rounds each product, their product and the sum as the chain does, where a
+ * fused kernel adds the residual and multiplies the two products in f32 and rounds y once (see
+ * api/decompositions.ts). Autograd differentiates it by the rules of that chain.
+ *
+ * @example
+ * const qkvu = fusedLinear(h, wQkvu, { norm: {} });                            // srms(h)·Wᵀ
+ * const h1 = fusedLinear(o, wOut, { norm: { gate: u }, residual: h });          // h + (srms(o) ⊙ u)·Woutᵀ
+ * const g = fusedLinear(h1, w1, { norm: {}, second: w2 });                      // (srms(h1)·W1ᵀ) ⊙ (srms(h1)·W2ᵀ)
+ * const h2 = fusedLinear(g, w3, { residual: h1 });                              // h1 + g·W3ᵀ
+ */
+export function fusedLinear(x: Tensor, w: Tensor, options: FusedLinearOptions = {}): Tensor {
+  const op = "fusedLinear";
+  if (options === null || typeof options !== "object") argError(op, "options", "an object { norm?, second?, residual? }", String(options));
+  const { norm, second, residual } = options;
+  if (norm !== undefined && (norm === null || typeof norm !== "object")) argError(op, "options.norm", "an object { eps?, gate? }", String(norm));
+  const eps = norm?.eps ?? 1e-6;
+  if (typeof eps !== "number") argError(op, "options.norm.eps", "a number", typeof eps);
+  const extra: [string, Tensor | undefined][] = [
+    ["options.norm.gate", norm?.gate],
+    ["options.second", second],
+    ["options.residual", residual],
+  ];
+  for (const [name, t] of extra) if (t !== undefined && !(t instanceof Tensor)) argError(op, name, "a Tensor", t === null ? "null" : typeof t);
+  const attrs = { norm: norm !== undefined, eps, gate: norm?.gate !== undefined, product: second !== undefined, residual: residual !== undefined };
+  return run1(op, [x, w, ...extra.flatMap(([, t]) => (t ? [t] : []))], attrs);
 }

@@ -26,6 +26,7 @@ import {
   full,
   gather,
   log,
+  matmul,
   max,
   mean,
   mul,
@@ -170,6 +171,27 @@ export const DECOMPOSITIONS: DecompositionTable = {
       return lrpe ? lrpeRows(a, theta, positions) : a;
     });
     return [q, k, reshape(block(2), [B, H, hid / H]), block(3)];
+  },
+
+  // x [R, K], w [N, K] (+ gate [R, K], w2 [N, K], residual [R, N]) → [R, N], as the model's chain
+  // of ops: rmsNorm, mul by the gate, matmul(s) with transB, mul of the two products, residual add.
+  // Each op rounds to the storage dtype, so a 16-bit chain rounds the normed x, the gated x, each
+  // product, the product of the two and the sum. A fused kernel rounds the normed and gated x as
+  // here (the products read them as stored) but the output once, from f32: with a second weight or
+  // a residual it can differ from this chain by the one or two roundings it skips (≤ 1 ulp of y
+  // each, far more rarely than not); in f32 and f64 the two agree up to summation order.
+  fusedLinear(inputs, { norm, eps, gate, product, residual }) {
+    const [x, w, ...rest] = inputs;
+    let i = 0;
+    const g = gate ? rest[i++] : undefined;
+    const w2 = product ? rest[i++] : undefined;
+    const r = residual ? rest[i++] : undefined;
+    let xn = norm ? rmsNorm(x, eps) : x;
+    if (g) xn = mul(xn, g);
+    let y = matmul(xn, w, { transB: true });
+    if (w2) y = mul(y, matmul(xn, w2, { transB: true }));
+    if (r) y = add(r, y);
+    return [y];
   },
 
   // AdamW in the ops and order of optim/adamw.ts, so CPU results are what they were before the fused op.

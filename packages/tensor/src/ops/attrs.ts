@@ -67,6 +67,20 @@ export interface SplitQkvuAttrs {
   lrpe: boolean;
 }
 
+/** Which parts of `fusedLinear` are on; each true flag but `norm` adds an input, in this order. */
+export interface FusedLinearAttrs {
+  /** x is SRMSNorm-ed (no weight) before the product. */
+  norm: boolean;
+  /** The norm's ε (used only with `norm`). */
+  eps: number;
+  /** The normed x is multiplied by the input `gate` [R, K] (requires `norm`). */
+  gate: boolean;
+  /** y is the product of two linear maps, by w and by the input `w2` [N, K]. */
+  product: boolean;
+  /** The input `residual` [R, N] is added to y. */
+  residual: boolean;
+}
+
 export interface OpAttrs {
   // Elementwise unary (float in, same dtype out).
   neg: None;
@@ -162,6 +176,12 @@ export interface OpAttrs {
    * v [B, H, hd], u [B, H·hd], all contiguous.
    */
   splitQkvu: SplitQkvuAttrs;
+  /**
+   * A linear layer of one token per row with its neighbours folded in (api/decode.ts `fusedLinear`):
+   * (x [R, K], w [N, K], then what the flags ask for, in this order: gate [R, K], w2 [N, K],
+   * residual [R, N]) → y [R, N] = residual + (p(x)·wᵀ ⊙ p(x)·w2ᵀ), p(x) = rmsNorm(x, eps) ⊙ gate.
+   */
+  fusedLinear: FusedLinearAttrs;
   // Creation.
   fill: { shape: number[]; dtype: DType; value: number };
   randomUniform: RandomAttrs & { low: number; high: number };
@@ -227,6 +247,6 @@ export type ReduceOpName = (typeof REDUCE_OPS)[number];
 export const COMPOSITE_OPS = [
   "sigmoid", "silu", "softmax", "logSoftmax", "softmaxCrossEntropy", "softmaxCrossEntropyBackward",
   "rmsNorm", "embedding", "embeddingBackward", "adamwUpdate", "siluBackward",
-  "addRmsNorm", "rmsNormGate", "splitQkvu",
+  "addRmsNorm", "rmsNormGate", "splitQkvu", "fusedLinear",
 ] as const satisfies readonly KernelOpName[];
 export type CompositeOpName = (typeof COMPOSITE_OPS)[number];

@@ -440,6 +440,40 @@ export const OP_SPECS: OpSpecTable = {
       return [{ shape: [...o.shape], dtype: o.dtype }];
     },
   },
+  fusedLinear: {
+    inputs: ["x", "w"],
+    optional: ["gate", "w2", "residual"],
+    infer(inputs, attrs) {
+      const op = "fusedLinear";
+      const { norm, eps, gate, product, residual } = attrs;
+      for (const flag of ["norm", "gate", "product", "residual"] as const) {
+        if (typeof attrs[flag] !== "boolean") argError(op, flag, "a boolean", String(attrs[flag]));
+      }
+      if (gate && !norm) argError(op, "gate", "a gate only with norm (it multiplies the normed x)", "gate without norm");
+      if (norm) checkEps(op, eps);
+      const [x, w] = inputs;
+      requireFloat(op, "x", x);
+      requireRank(op, "x", x, 2);
+      requireSameDType(op, "w", x, w);
+      requireRank(op, "w", w, 2);
+      const [R, K] = x.shape as [number, number];
+      const N = w.shape[0];
+      if (w.shape[1] !== K) argError(op, "w", `shape [N, ${K}] (x is ${fmtShape(x.shape)}: w holds a row of K = ${K} per output)`, fmtShape(w.shape));
+      const extra: [string, Shape][] = [];
+      if (gate) extra.push(["gate", [R, K]]);
+      if (product) extra.push(["w2", [N, K]]);
+      if (residual) extra.push(["residual", [R, N]]);
+      if (inputs.length !== 2 + extra.length) {
+        const want = extra.length === 0 ? "no input after w" : extra.map(([name]) => name).join(", ");
+        argError(op, extra[0]?.[0] ?? "inputs", `${want} after x and w (from the flags gate, product, residual)`, `${inputs.length - 2} more inputs`);
+      }
+      extra.forEach(([name, shape], i) => {
+        requireSameDType(op, name, x, inputs[2 + i]);
+        requireShape(op, name, inputs[2 + i], shape);
+      });
+      return [{ shape: [R, N], dtype: x.dtype }];
+    },
+  },
   splitQkvu: {
     inputs: ["qkvu"],
     optional: ["theta", "positions"],
