@@ -89,7 +89,10 @@ await describeBackends("CUDA graphs", (backend) => {
       const refs = prompts.map(prefilled);
       // The same model on the CPU, which runs the decode step's fused ops as their decompositions:
       // each row's logits within the dtype's rounding of the two backends' (summation orders, the
-      // fused kernels' single roundings of each layer's products and residual adds).
+      // fused kernels' single roundings of each layer's products and residual adds). In bf16 this
+      // model's logits on the CPU are 0.9–2.0% (relative RMS) and ≤ 2.2% of the largest from its
+      // f32 logits over these steps; two bf16 runs that round at different places may be up to
+      // about √2 times that apart.
       const host = await loadCheckpoint(FIXTURE_DIR, { dtype, backend: cpu });
       const hostRefs = prompts.map((p) => {
         const r = prefill(host.params, host.config, [p], { logits: "last" });
@@ -130,7 +133,7 @@ await describeBackends("CUDA graphs", (backend) => {
           const onHost = step(host.params, host.config, hostRefs[r], [tokens[r]]);
           const want = await floats(onHost.logits);
           const big = Math.max(...Array.from(want, Math.abs));
-          assertClose(row, want, { ...(dtype === "f32" ? { atol: 1e-4 * big, rtol: 1e-5 } : { atol: 0.08 * big, rtol: 3e-2 }), label: `step ${k} row ${r} vs the CPU` });
+          assertClose(row, want, { ...(dtype === "f32" ? { atol: 1e-4 * big, rtol: 3e-5 } : { atol: 0.05 * big, rtol: 4e-2 }), label: `step ${k} row ${r} vs the CPU` });
           onHost.logits.dispose();
           disposeState(hostRefs[r]);
           hostRefs[r] = onHost.state;
