@@ -11,8 +11,12 @@
  *   once share operand panels in L2; `rotated`: grouped, and each workgroup starts its walk over k
  *   at its own slice (a probe of DRAM page conflicts between workgroups reading rows a power of two
  *   apart at the same k). LIGHTNING_WEBGPU_MATMUL_ORDER.
+ * - walkWorkgroups: how many workgroups the segment walk splits long sequences into segments for,
+ *   at least (256). LIGHTNING_WEBGPU_WALK_WORKGROUPS.
  */
 export interface KernelChoices {
+  /** Walk workgroups the segment walk asks for at least (fewer segments: less repeated work). */
+  walkWorkgroups: number;
   forward: "walk" | "walk64" | "blocked";
   matmulOrder: "grouped" | "linear" | "rotated";
 }
@@ -24,7 +28,16 @@ function fromEnv<T extends string>(name: string, allowed: readonly T[], fallback
   return env as T;
 }
 
+function countFromEnv(name: string, fallback: number): number {
+  const env = typeof process !== "undefined" ? process.env?.[name] : undefined;
+  if (env === undefined || env === "") return fallback;
+  const n = Number(env);
+  if (!Number.isInteger(n) || n < 1) throw new Error(`${name}: expected a positive integer, got '${env}'`);
+  return n;
+}
+
 export const kernelChoices: KernelChoices = {
+  walkWorkgroups: countFromEnv("LIGHTNING_WEBGPU_WALK_WORKGROUPS", 256),
   forward: fromEnv("LIGHTNING_WEBGPU_FORWARD", ["walk", "walk64", "blocked"], "walk"),
   matmulOrder: fromEnv("LIGHTNING_WEBGPU_MATMUL_ORDER", ["grouped", "linear", "rotated"], "grouped"),
 };

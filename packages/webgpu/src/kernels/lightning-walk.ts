@@ -32,6 +32,7 @@
  * G blocks per segment.
  */
 import type { Runtime } from "../runtime.js";
+import { kernelChoices } from "./choices.js";
 import { accumulators, component, groups, outerProductFma, type Ref, tileStores8x8 } from "./common.js";
 
 const C = 64;
@@ -39,10 +40,10 @@ const C = 64;
 const TILE = 128;
 const V = TILE / 4;
 /**
- * Walk workgroups wanted at least: about two waves over the 132 SMs of an H100/H200 at one
- * workgroup per SM (its registers hold a 128×128 state, an output tile and the scores).
+ * Walk workgroups wanted at least (`kernelChoices.walkWorkgroups`, default 256): about two waves
+ * over the 132 SMs of an H100/H200 at one workgroup per SM (its registers hold a 128×128 state, an
+ * output tile and the scores).
  */
-const walkWorkgroups = 256;
 /** Blocks per segment forced by a test; null picks by size. */
 let forcedSegmentBlocks: number | null = null;
 /** Most bytes of segment states at once; above it the batch·heads run in chunks. */
@@ -63,11 +64,11 @@ export function setWalkScratchBytes(bytes: number): void {
 
 /**
  * Blocks per segment for `sequences` sequences of `blocks` blocks and `eTiles` column tiles: as
- * long as leaves at least `walkWorkgroups` walk workgroups (fewer segments repeat less of the
+ * long as leaves at least `kernelChoices.walkWorkgroups` walk workgroups (fewer segments repeat less of the
  * state products in step 1), the whole sequence where that is already enough.
  */
 export function walkSegmentBlocks(sequences: number, blocks: number, eTiles: number): number {
-  const segments = Math.max(1, Math.ceil(walkWorkgroups / (sequences * eTiles)));
+  const segments = Math.max(1, Math.ceil(kernelChoices.walkWorkgroups / (sequences * eTiles)));
   return Math.max(1, Math.ceil(blocks / segments));
 }
 
