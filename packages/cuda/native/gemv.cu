@@ -34,6 +34,7 @@
 // kernel of matmul.cu), which LIGHTNING_CUDA_GEMV=0 selects. The limit of 4 rows is measured: on
 // the H200 a 436M decode step took 0.93 ms with this kernel against 1.09 ms on cuBLAS at one row,
 // but 1.20 against 1.07 at eight, where cuBLAS's tensor-core tiles win.
+#include <algorithm>
 #include <cstring>
 
 #include "device.cuh"
@@ -43,10 +44,18 @@ namespace lts {
 namespace {
 
 constexpr int WARPS = 8, THREADS = WARPS * 32;
+// Blocks an SM holds: the launch bound, and the most the launcher counts on even where an
+// instantiation's registers would allow a third, so that every prologue and epilogue splits a
+// product exactly as the plain kernel does (the same sums in the same order).
+constexpr int BLOCKS_PER_SM = 2;
 constexpr int U = 2;  // 16-byte steps per row a lane loads before it computes
 // Shared memory a block may take for x: two blocks still fit on an SM of 228 KB (bf16: K ≤ 12,600
 // at M = 4); a larger x runs on cuBLAS.
 constexpr size_t MAX_SMEM = 100 * 1024;
+// Bytes of weights a launch prefetches to L2 before its first loads: the decode step's largest
+// (the GLU's two 5.8 MB inputs) whole, with room left in the H200's 50 MB L2 (40 MB on the A100)
+// for the kernel still running.
+constexpr int64_t L2_BUDGET = 24 << 20;
 
 constexpr int pow2ceil(int v) { return v <= 1 ? 1 : 2 * pow2ceil((v + 1) / 2); }
 
@@ -146,6 +155,7 @@ struct GemvArgs {
   const T* residual;  // (M, n), EPI_RESIDUAL
   T* y;               // (M, n)
   int n, k, ksplit;
+  int prefetchTiles;  // tiles of w a block prefetches to L2 before it waits (≥ 1)
   bool xPacked;
   float eps;
 };
@@ -212,7 +222,7 @@ __device__ void normRows(T* xs, const T* __restrict__ gate, int k, float eps) {
 // of partial sums. Two blocks per SM: at most 128 registers a thread (M = 4 needs 64), 16 warps
 // to keep loads in flight.
 template <class T, int M, int PRO, int EPI>
-__global__ void __launch_bounds__(THREADS, 2) gemvKernel(const GemvArgs<T> a) {
+__global__ void __launch_bounds__(THREADS, BLOCKS_PER_SM) gemvKernel(const GemvArgs<T> a) {
   constexpr int EL = 16 / sizeof(T);  // elements per 16-byte pack
   constexpr bool PRODUCT = (EPI & EPI_PRODUCT) != 0, RESIDUAL = (EPI & EPI_RESIDUAL) != 0;
   constexpr int RW = rowsPerWarp(M);  // weight rows per warp
@@ -238,16 +248,18 @@ __global__ void __launch_bounds__(THREADS, 2) gemvKernel(const GemvArgs<T> a) {
     return a.w + (int64_t)min(row0 + r, n - 1) * k;
   };
 
-  // The first tile's w starts towards L2 while the kernel before finishes and x is staged, so
-  // that the wait for x and the wait for w (from memory) overlap: most decode matmuls are a few
-  // MB, a latency or two long. Weights are not what the kernel before writes, and a prefetch is
-  // only a hint, so this comes before the wait.
-  if (blockIdx.x < tiles) {
-    const int row0 = blockIdx.x * tileRows + g * OUT;
+  // The block's first prefetchTiles tiles of w (all of its share where they fit the L2 budget
+  // the launcher computed) start towards L2 while the kernel before finishes and x is staged, so
+  // that those waits and the wait for w (from memory) overlap: most decode matmuls are a few MB,
+  // a latency or two long, and at kernel start far less than the whole weight would otherwise be
+  // in flight. Weights are not what the kernel before writes, and a prefetch is only a hint, so
+  // this comes before the wait.
+  for (int tile = blockIdx.x, t = 0; tile < tiles && t < a.prefetchTiles; tile += gridDim.x, t++) {
+    const int row0 = tile * tileRows + g * OUT;
 #pragma unroll
     for (int r = 0; r < RW; r++) {
       const T* row = weightRow(r, row0);
-      for (int v = vbeg + lane; v < vend && v < vbeg + 2 * 32 * U; v += 32) prefetchL2(row + v * EL);
+      for (int v = vbeg + lane; v < vend; v += 32) prefetchL2(row + v * EL);
     }
   }
 
@@ -385,7 +397,7 @@ void launch(Context& c, GemvArgs<T> a, size_t smem) {
   constexpr int OUT = (EPI & EPI_PRODUCT) ? 1 : RW;
   const int kv = a.k / EL;
   // Shared memory per block also counts the 1 KB the runtime reserves for each.
-  const int resident = std::max(1, std::min(configure<T, M, PRO, EPI>(), smemPerSm() / (int)(smem + 1024)));
+  const int resident = std::max(1, std::min({configure<T, M, PRO, EPI>(), BLOCKS_PER_SM, smemPerSm() / (int)(smem + 1024)}));
   const int64_t target = (int64_t)c.smCount * resident * WARPS;  // warps resident at once
   const int64_t rowGroups = (a.n + OUT - 1) / OUT;
   // Split K while the row groups alone leave warps idle, keeping each slice at least a warp wide.
@@ -396,6 +408,10 @@ void launch(Context& c, GemvArgs<T> a, size_t smem) {
   // One wave: every block is resident at once (it loops over tiles), which is also what lets the
   // kernel after this one start early without taking a slot a block of this one still needs.
   const unsigned grid = (unsigned)std::min<int64_t>(tiles, (int64_t)c.smCount * resident);
+  // Prefetch the whole weight where it takes at most L2_BUDGET, else as many rounds of tiles as do.
+  const int64_t roundBytes = (int64_t)grid * (WARPS / ksplit) * RW * a.k * (int64_t)sizeof(T);
+  const int64_t perBlock = (tiles + grid - 1) / grid;
+  a.prefetchTiles = (int)std::max<int64_t>(1, std::min<int64_t>(perBlock, L2_BUDGET / std::max<int64_t>(1, roundBytes)));
 
   cudaLaunchConfig_t cfg = {};
   cfg.gridDim = dim3(grid);
@@ -459,7 +475,7 @@ bool gemv(Context& c, int dt, const void* x, const void* w, void* y, int m, int 
   const size_t smem = smemFor(dt, m, n, k, w);
   if (smem == 0) return false;
   LTS_DISPATCH_FLOAT(dt, T, {
-    GemvArgs<T> a{static_cast<const T*>(x), static_cast<const T*>(w), nullptr, nullptr, nullptr, static_cast<T*>(y), n, k, 1, alignedTo(x, 16), 0.0f};
+    GemvArgs<T> a{static_cast<const T*>(x), static_cast<const T*>(w), nullptr, nullptr, nullptr, static_cast<T*>(y), n, k, 1, 1, alignedTo(x, 16), 0.0f};
     launchRows<T, PRO_NONE, 0>(c, m, a, smem);
   });
   return true;
@@ -481,7 +497,7 @@ void fusedLinear(Context& c, const Args& args) {
   auto run = [&](auto zero) {
     using T = decltype(zero);
     GemvArgs<T> a{args.ptr<const T>(0), args.ptr<const T>(1), args.ptr<const T>(3), args.ptr<const T>(2), args.ptr<const T>(4), args.ptr<T>(5),
-                  n, k, 1, alignedTo(args.ptr<void>(0), 16), (float)args.f.at(0)};
+                  n, k, 1, 1, alignedTo(args.ptr<void>(0), 16), (float)args.f.at(0)};
     switch (pro) {
       case PRO_NONE: return launchEpilogue<T, PRO_NONE>(c, m, epi, a, smem);
       case PRO_NORM: return launchEpilogue<T, PRO_NORM>(c, m, epi, a, smem);
