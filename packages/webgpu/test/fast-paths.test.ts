@@ -253,7 +253,7 @@ suite(`WebGPU fast paths against their plain twins${fast ? "" : ` [skipped: ${re
     expect(plain!.runtime.pipelineKeys().some((key) => key.startsWith("lightning_step_vec4"))).toBe(false);
   });
 
-  it("the blocked Lightning forward with blocks grouped in segments matches the plain scan and the CPU", async () => {
+  it("the blocked Lightning forward with blocks grouped in segments matches the plain scan and the CPU (its output step also on the walk kernel)", async () => {
     // The benchmark shape (B·T = 65,536, H = 16, D = E = 128) takes 16-block segments at every T;
     // small inputs take one-block segments unless forced.
     for (const [B, Tn] of [[64, 1024], [8, 8192], [1, 65536]]) expect(segmentBlocks(B * 16 * (Tn / 64))).toBe(16);
@@ -269,18 +269,22 @@ suite(`WebGPU fast paths against their plain twins${fast ? "" : ` [skipped: ${re
       [3, 2, 390, 8, 4, true, 4, 2 * 7 * 8 * 4 * 4],
     ] as [number, number, number, number, number, boolean, number, number?][];
     let seed = 200;
-    kernelChoices.forward = "blocked";
     try {
-      for (const [B, H, Tn, D, E, withInit, G, scratch] of cases) {
-        setBlockedSegmentBlocks(G);
-        setBlockedScratchBytes(scratch ?? 2 ** 30);
-        const parts = await lightningThreeWays([B, H, Tn, D, E], withInit, seed, 0);
-        seed += 4;
-        for (const part of ["output", "state"] as const) {
-          const [f, p, c] = parts[part];
-          const what = `B ${B} H ${H} T ${Tn} D ${D} E ${E}, ${G}-block segments${withInit ? ", initial state" : ""}: ${part}`;
-          expect(relRms(f, c), what).toBeLessThan(TOL);
-          expect(relRms(p, c), what).toBeLessThan(TOL);
+      // The output step as written here, and on the walk's kernel (128 and 64 columns of E; D = 136
+      // stays on the blocked one).
+      for (const forward of ["blocked", "stored", "stored64"] as const) {
+        kernelChoices.forward = forward;
+        for (const [B, H, Tn, D, E, withInit, G, scratch] of cases) {
+          setBlockedSegmentBlocks(G);
+          setBlockedScratchBytes(scratch ?? 2 ** 30);
+          const parts = await lightningThreeWays([B, H, Tn, D, E], withInit, seed, 0);
+          seed += 4;
+          for (const part of ["output", "state"] as const) {
+            const [f, p, c] = parts[part];
+            const what = `${forward}: B ${B} H ${H} T ${Tn} D ${D} E ${E}, ${G}-block segments${withInit ? ", initial state" : ""}: ${part}`;
+            expect(relRms(f, c), what).toBeLessThan(TOL);
+            expect(relRms(p, c), what).toBeLessThan(TOL);
+          }
         }
       }
     } finally {
@@ -288,7 +292,8 @@ suite(`WebGPU fast paths against their plain twins${fast ? "" : ` [skipped: ${re
       setBlockedScratchBytes(2 ** 30);
       kernelChoices.forward = "walk";
     }
-    expect(fast!.runtime.pipelineKeys()).toContain("lightning_blocked_kv");
+    const keys = fast!.runtime.pipelineKeys();
+    for (const key of ["lightning_blocked_kv", "lightning_blocked_out", "lightning_walk_stored", "lightning_walk64_stored"]) expect(keys).toContain(key);
   });
 
   it("the blocked Lightning forward matches the plain scan and the CPU: output and final state, odd T, several tiles", async () => {

@@ -15,6 +15,9 @@ import { attentionImpls, type AttentionImpl, type AttentionInputs } from "../att
 import { checkLightning, checkSoftmax, type HostInputs } from "../attention/oracle.js";
 import { intList, result, summarise, type BenchResult, type Suite, type Timing, timeRound, webgpuTimer } from "../suite.js";
 
+/** The WebGPU forward variants (kernelChoices.forward of @lightning-ts/webgpu). */
+type Forward = "walk" | "walk64" | "stored" | "stored64" | "blocked";
+
 interface AttentionOptions {
   t: number[];
   tokens: number;
@@ -113,7 +116,7 @@ export const attentionSuite: Suite = {
       .option("--impls <list>", "implementations, comma-separated (default: all)", (v: string) => v.split(","))
       .option("--max-quadratic-t <n>", "run quadratic forms (quadratic, softmax) only up to this T (default: per implementation)", (v) => Number.parseInt(v, 10))
       .option("--no-backward", "time the forward only")
-      .option("--webgpu-forward <list>", "WebGPU only: time the chunked forward once per kernel variant, walk, walk64 and/or blocked (impl chunked[VARIANT])", (v: string) => v.split(","))
+      .option("--webgpu-forward <list>", "WebGPU only: time the chunked forward once per kernel variant: walk, walk64, stored, stored64, blocked (impl chunked[VARIANT])", (v: string) => v.split(","))
       .option("--chart <file>", "SVG chart of tokens/s and memory vs T", "runs/bench/attention.svg");
   },
   // Long sweeps on a 2-core CPU: one warm-up, three timed runs per case.
@@ -148,12 +151,13 @@ export const attentionSuite: Suite = {
     const impls = known.filter((i) => !options.impls || options.impls.includes(i.name));
     const maxT = (impl: AttentionImpl) => options.maxQuadraticT ?? impl.defaultMaxT ?? Infinity;
     const forwards = options.webgpuForward ?? [];
-    const badForward = forwards.find((f) => f !== "walk" && f !== "walk64" && f !== "blocked");
-    if (badForward !== undefined) throw new Error(`--webgpu-forward: expected walk, walk64 or blocked, got '${badForward}'`);
+    const variants = ["walk", "walk64", "stored", "stored64", "blocked"];
+    const badForward = forwards.find((f) => !variants.includes(f));
+    if (badForward !== undefined) throw new Error(`--webgpu-forward: expected one of ${variants.join(", ")}, got '${badForward}'`);
     const choices = forwards.length ? (await import("@lightning-ts/webgpu")).kernelChoices : null;
     // The chunked forward on WebGPU once per variant; everything else once.
-    const runsOf = (backend: string): { impl: AttentionImpl; forward: "walk" | "walk64" | "blocked" | null }[] =>
-      impls.flatMap((impl): { impl: AttentionImpl; forward: "walk" | "walk64" | "blocked" | null }[] => (backend === "webgpu" && impl.name === "chunked" && forwards.length ? forwards.map((forward) => ({ impl, forward: forward as "walk" | "walk64" | "blocked" })) : [{ impl, forward: null }]));
+    const runsOf = (backend: string): { impl: AttentionImpl; forward: Forward | null }[] =>
+      impls.flatMap((impl): { impl: AttentionImpl; forward: Forward | null }[] => (backend === "webgpu" && impl.name === "chunked" && forwards.length ? forwards.map((forward) => ({ impl, forward: forward as Forward })) : [{ impl, forward: null }]));
     const slopeValues = T.tnlSlopes(H, 0, 2);
     const results: BenchResult[] = [];
     const cases = backends.reduce((n, b) => n + options.t.length * runsOf(b).length, 0);

@@ -5,7 +5,9 @@
  * - forward: the Lightning Attention forward by segment walks (`walk`, lightning-walk.ts: states
  *   carried in registers, one per segment stored; `walk64` the same with 64 columns of E per
  *   workgroup instead of 128) or by block states (`blocked`, lightning-blocked.ts: every block's
- *   state written and read once). LIGHTNING_WEBGPU_FORWARD.
+ *   state written and read once; `stored` and `stored64` the same with the output step on the
+ *   walk's kernel, one block per walk: no state product repeated, at the price of the block
+ *   states' bytes). LIGHTNING_WEBGPU_FORWARD.
  * - matmulOrder: the tiled matmul's workgroups over output tiles in row order (`linear`), or in
  *   groups of 8 tile rows walked column by column (`grouped`), so that the workgroups running at
  *   once share operand panels in L2; `rotated`: grouped, and each workgroup starts its walk over k
@@ -17,7 +19,7 @@
 export interface KernelChoices {
   /** Walk workgroups the segment walk asks for at least (fewer segments: less repeated work). */
   walkWorkgroups: number;
-  forward: "walk" | "walk64" | "blocked";
+  forward: "walk" | "walk64" | "stored" | "stored64" | "blocked";
   matmulOrder: "grouped" | "linear" | "rotated";
 }
 
@@ -38,6 +40,6 @@ function countFromEnv(name: string, fallback: number): number {
 
 export const kernelChoices: KernelChoices = {
   walkWorkgroups: countFromEnv("LIGHTNING_WEBGPU_WALK_WORKGROUPS", 256),
-  forward: fromEnv("LIGHTNING_WEBGPU_FORWARD", ["walk", "walk64", "blocked"], "walk"),
+  forward: fromEnv("LIGHTNING_WEBGPU_FORWARD", ["walk", "walk64", "stored", "stored64", "blocked"], "walk"),
   matmulOrder: fromEnv("LIGHTNING_WEBGPU_MATMUL_ORDER", ["grouped", "linear", "rotated"], "grouped"),
 };

@@ -31,6 +31,7 @@
  */
 import type { Runtime } from "../runtime.js";
 import { accumulators, component, groups, outerProductFma, type Ref, tileStores8x8 } from "./common.js";
+import { walkStoredOut } from "./lightning-walk.js";
 
 const C = 64;
 /** Tile edge (state rows and columns, output columns) of steps 1 and 3. */
@@ -106,16 +107,39 @@ function maskedScores(): string {
   return cols.join("\n  ");
 }
 
-export function blockedForward(rt: Runtime, f: BlockedForward): void {
+/**
+ * The blocked forward; with `walkColumns` step 3 runs on the segment walk's kernel instead (one
+ * block per walk, its entering state from the stored states; D ≤ 128), 128 or 64 columns of E per
+ * workgroup.
+ */
+export function blockedForward(rt: Runtime, f: BlockedForward, walkColumns?: 64 | 128): void {
   const { BH, T, D, E } = f.dims;
   const perHead = Math.ceil(T / C) * D * E * 4;
   // Batch·heads run in chunks whose block states fit one binding and the scratch cap; a chunk
   // of one sequence or more keeps every step parallel over its blocks.
   const chunk = Math.max(1, Math.floor(Math.min(rt.device.limits.maxStorageBufferBindingSize, scratchCap) / perHead));
-  for (let bh0 = 0; bh0 < BH; bh0 += chunk) blockedChunk(rt, f, bh0, Math.min(chunk, BH - bh0));
+  for (let bh0 = 0; bh0 < BH; bh0 += chunk) blockedChunk(rt, f, bh0, Math.min(chunk, BH - bh0), walkColumns);
 }
 
-function blockedChunk(rt: Runtime, f: BlockedForward, bh0: number, count: number): void {
+/**
+ * WGSL: k rows (decayed to the end of their block: t0 … t0 + m) and v rows p0 … p0 + 15 of the
+ * block into rk0, rk1, rv0, rv1: 16 × 32 vectors each, two per invocation.
+ */
+function kvFetch(t0: string, m: string, p0: string): string {
+  return [0, 1]
+    .map(
+      (r) => `{ let e = lid + ${r * 256}u; let p = ${p0} + e / ${TILE / 4}u; let c4 = e % ${TILE / 4}u;
+        rk${r} = vec4<f32>(0.0); rv${r} = vec4<f32>(0.0);
+        if (p < ${m}) {
+          let row = bh * T + ${t0} + p;
+          if (d04 + c4 < D4) { rk${r} = exp(-slope * f32(${m} - 1u - p)) * bitcast<vec4<f32>>(k[row * D4 + d04 + c4]); }
+          if (e04 + c4 < E4) { rv${r} = bitcast<vec4<f32>>(v[row * E4 + e04 + c4]); }
+        } }`,
+    )
+    .join("\n      ");
+}
+
+function blockedChunk(rt: Runtime, f: BlockedForward, bh0: number, count: number, walkColumns?: 64 | 128): void {
   const { H, T, D, E } = f.dims;
   const nB = Math.ceil(T / C);
   const dTiles = Math.ceil(D / TILE);
@@ -159,28 +183,26 @@ var<workgroup> Bs: array<vec4<f32>, ${16 * V}>;  // v rows: [p][e/4]`,
   let tx = lid % 16u;
   let D = D4 * 4u;
   ${accumulators(16)}
-  for (var blk = sg * G; blk < min(nB, sg * G + G); blk = blk + 1u) {
+  let segEnd = min(nB, sg * G + G);
+  // Each stage's k and v are fetched into registers while the previous stage is multiplied (the
+  // next block's first stage during a block's last).
+  var rk0: vec4<f32>; var rk1: vec4<f32>; var rv0: vec4<f32>; var rv1: vec4<f32>;
+  ${kvFetch("sg * G * 64u", `min(${C}u, T - sg * G * 64u)`, "0u")}
+  for (var blk = sg * G; blk < segEnd; blk = blk + 1u) {
     ${tileStores8x8("d04 * 4u", "e04 * 4u", (d, e, acc) => `if (${d} < D && ${e} / 4u < E4) { kv[((lb * nB + blk) * D + ${d}) * E4 + ${e} / 4u] = bitcast<vec4<u32>>(${acc}); }`)}
     let t0 = blk * ${C}u;
     let m = min(${C}u, T - t0);
     let dm = exp(-slope * f32(m));
     ${Array.from({ length: 16 }, (_, i) => `acc${i} = dm * acc${i};`).join(" ")}
     for (var p0 = 0u; p0 < m; p0 = p0 + 16u) {
-      for (var rr = 0u; rr < 2u; rr = rr + 1u) {
-        let e = lid + rr * 256u;
-        let p = p0 + e / ${V}u;
-        let c4 = e % ${V}u;
-        var ka = vec4<f32>(0.0);
-        var vb = vec4<f32>(0.0);
-        if (p < m) {
-          let row = bh * T + t0 + p;
-          if (d04 + c4 < D4) { ka = exp(-slope * f32(m - 1u - p)) * bitcast<vec4<f32>>(k[row * D4 + d04 + c4]); }
-          if (e04 + c4 < E4) { vb = bitcast<vec4<f32>>(v[row * E4 + e04 + c4]); }
-        }
-        As[e] = ka;
-        Bs[e] = vb;
-      }
+      As[lid] = rk0; As[lid + 256u] = rk1;
+      Bs[lid] = rv0; Bs[lid + 256u] = rv1;
       workgroupBarrier();
+      if (p0 + 16u < m) {
+      ${kvFetch("t0", "m", "p0 + 16u")}
+      } else if (blk + 1u < segEnd) {
+      ${kvFetch(`t0 + ${C}u`, `min(${C}u, T - t0 - ${C}u)`, "0u")}
+      }
       for (var pp = 0u; pp < 16u; pp = pp + 1u) {
         let a0 = As[pp * ${V}u + ty];
         let a1 = As[pp * ${V}u + 16u + ty];
@@ -257,6 +279,12 @@ var<workgroup> Bs: array<vec4<f32>, ${16 * V}>;  // v rows: [p][e/4]`,
   });
 
   // 3. Outputs: masked, decayed intra-block scores times v, plus the decayed carried state term.
+  if (walkColumns) {
+    walkStoredOut(rt, f, kv, seg, { bh0, count, blocks: G, nSeg, columns: walkColumns });
+    rt.release(kv);
+    rt.release(seg);
+    return;
+  }
   rt.dispatch({
     key: "lightning_blocked_out",
     shader: () => ({

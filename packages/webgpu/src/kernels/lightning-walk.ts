@@ -173,7 +173,7 @@ function walkChunk(rt: Runtime, f: WalkForward, bh0: number, count: number, G: n
   // The walk's entering states: C_g, or with one segment the initial state itself ((BH, 1, D, E)
   // is the layout of (BH, D, E)).
   const entering = seg ?? f.init;
-  walk(rt, f, entering, { bh0, count, nSeg, G, eTiles: Math.ceil(E / columns), columns, fromChunkStart: seg !== null });
+  walk(rt, f, entering, { bh0, count, nSeg, G, eTiles: Math.ceil(E / columns), columns, enter: seg ? 1 : f.init ? 2 : 0 });
   if (seg) rt.release(seg);
 }
 
@@ -312,6 +312,17 @@ function stateTile(halves: number, statement: (row: string, col4: string, acc: s
   return lines.join("\n  ");
 }
 
+/**
+ * The outputs of the blocked forward by the walk kernel, one workgroup per (b·h, block, column
+ * tile): `blockStates` (BH, nB, D, E) holds each block's state from inside its segment,
+ * `segmentStates` (BH, nSeg, D, E) each segment's entering state (segments of `blocks` blocks);
+ * the final state is written again from the last block.
+ */
+export function walkStoredOut(rt: Runtime, f: WalkForward, blockStates: GPUBuffer, segmentStates: GPUBuffer, c: { bh0: number; count: number; blocks: number; nSeg: number; columns: 64 | 128 }): void {
+  const nB = Math.ceil(f.dims.T / C);
+  walk(rt, f, blockStates, { bh0: c.bh0, count: c.count, nSeg: nB, G: 1, eTiles: Math.ceil(f.dims.E / c.columns), columns: c.columns, enter: 3, stored: { states: segmentStates, blocks: c.blocks, nSeg: c.nSeg } });
+}
+
 interface WalkShape {
   bh0: number;
   count: number;
@@ -320,8 +331,14 @@ interface WalkShape {
   eTiles: number;
   /** Columns of E per workgroup: 128 or 64. */
   columns: number;
-  /** Whether the entering states are per segment of this chunk (else: the initial state, by batch·head). */
-  fromChunkStart: boolean;
+  /**
+   * The entering states: 0 none (zero), 1 per segment of this chunk, 2 the initial state by
+   * batch·head, 3 per block of this chunk (segments of one block) plus the decayed state entering
+   * the block's segment of `stored`.
+   */
+  enter: 0 | 1 | 2 | 3;
+  /** With enter 3: the states entering the segments of `blocks` blocks (nSeg of them) of the stored block states. */
+  stored?: { states: GPUBuffer; blocks: number; nSeg: number };
 }
 
 /** Step 3: each workgroup walks one segment's blocks for 64 or 128 columns of E, S in registers. */
@@ -367,7 +384,7 @@ function walk(rt: Runtime, f: WalkForward, entering: GPUBuffer | null, s: WalkSh
       ),
     ].join("\n    ");
   rt.dispatch({
-    key: s.columns === TILE ? "lightning_walk" : `lightning_walk${s.columns}`,
+    key: `${s.columns === TILE ? "lightning_walk" : `lightning_walk${s.columns}`}${s.enter === 3 ? "_stored" : ""}`,
     shader: () => ({
       doc: [
         "q: (BH, T, D/4) vec4 f32",
@@ -375,6 +392,7 @@ function walk(rt: Runtime, f: WalkForward, entering: GPUBuffer | null, s: WalkSh
         "v: (BH, T, E/4) vec4 f32",
         "slopes: (H) f32",
         "cin: (BH, nSeg, D, E/4) vec4 f32, C_g: the state entering each segment",
+        "cseg: (BH, nSegS, D, E/4) vec4 f32, with stored block states: the state entering each of their segments",
         "o: (BH, T, E/4) vec4 f32",
         "sT: (BH, D, E/4) vec4 f32",
       ],
@@ -384,6 +402,7 @@ function walk(rt: Runtime, f: WalkForward, entering: GPUBuffer | null, s: WalkSh
         { name: "v", access: "read", vec4: true },
         { name: "slopes", dtype: "f32", access: "read" },
         { name: "cin", access: "read", vec4: true },
+        { name: "cseg", access: "read", vec4: true },
         { name: "o", access: "rw", vec4: true },
         { name: "sT", access: "rw", vec4: true },
       ],
@@ -391,7 +410,8 @@ function walk(rt: Runtime, f: WalkForward, entering: GPUBuffer | null, s: WalkSh
       decls: `var<workgroup> W: array<vec4<f32>, 1024>;  // a quarter of S [d][e/4]; then the masked scores [p'][p/4]
 var<workgroup> Qs: array<vec4<f32>, 512>;  // q columns of a quarter [d][p/4]; then v rows [p][e/4]
 var<workgroup> Ks: array<vec4<f32>, 512>;  // k columns of a quarter [d][p/4]; then decayed k rows [p][d/4]`,
-      // Params: T, D, E, H, heads in this chunk, nB, eTiles, first batch·head of the chunk, G, nSeg, entering state (0 none, 1 per segment of the chunk, 2 the initial state by batch·head).
+      // Params: T, D, E, H, heads in this chunk, nB, eTiles, first batch·head of the chunk, G, nSeg,
+      // entering state (WalkShape.enter), blocks per segment and segments of the stored states (enter 3).
       body: `  let T = pu(0u); let D = pu(1u); let D4 = D / 4u; let E4 = pu(2u) / 4u; let nB = pu(5u); let eT = pu(6u);
   let G = pu(8u); let nSeg = pu(9u);
   let perBh = nSeg * eT;
@@ -407,8 +427,16 @@ var<workgroup> Ks: array<vec4<f32>, 512>;  // k columns of a quarter [d][p/4]; t
   ${accumulators(8 * halves)}
   let enter = pu(10u);
   if (enter != 0u) {
-    let base = select(bh, lb * nSeg + sg, enter == 1u) * D;
+    let base = select(bh, lb * nSeg + sg, enter != 2u) * D;
     ${stateTile(halves, (d, c4, acc) => `if (${d} < D && ${c4} < E4) { ${acc} = bitcast<vec4<f32>>(cin[(base + ${d}) * E4 + ${c4}]); }`)}
+  }
+  if (enter == 3u) {
+    // The block's state from inside its segment plus the segment's entering state, decayed over
+    // the segment's blocks before this one (all whole).
+    let gs = sg / pu(11u);
+    let decay = exp(-slope * f32((sg - gs * pu(11u)) * ${C}u));
+    let base = (lb * pu(12u) + gs) * D;
+    ${stateTile(halves, (d, c4, acc) => `if (${d} < D && ${c4} < E4) { ${acc} = ${acc} + decay * bitcast<vec4<f32>>(cseg[(base + ${d}) * E4 + ${c4}]); }`)}
   }
   let segEnd = min(nB, sg * G + G);
   // Global loads are issued one stage ahead, across the phases and blocks too: the first quarter
@@ -488,10 +516,11 @@ var<workgroup> Ks: array<vec4<f32>, 512>;  // k columns of a quarter [d][p/4]; t
       { buffer: f.slopes.storage, access: "read" },
       // An unused binding still needs a buffer; the shader never reads it without an entering state.
       { buffer: entering ?? f.slopes.storage, access: "read" },
+      { buffer: s.stored?.states ?? f.slopes.storage, access: "read" },
       { buffer: f.out, access: "rw" },
       { buffer: f.finalState, access: "rw" },
     ],
-    params: [T, D, E, H, s.count, Math.ceil(T / C), s.eTiles, s.bh0, s.G, s.nSeg, entering === null ? 0 : s.fromChunkStart ? 1 : 2],
+    params: [T, D, E, H, s.count, Math.ceil(T / C), s.eTiles, s.bh0, s.G, s.nSeg, s.enter, s.stored?.blocks ?? 0, s.stored?.nSeg ?? 0],
     workgroups: s.count * s.nSeg * s.eTiles,
   });
 }
