@@ -178,8 +178,9 @@ export const DECOMPOSITIONS: DecompositionTable = {
   // Each op rounds to the storage dtype, so a 16-bit chain rounds the normed x, the gated x, each
   // product, the product of the two and the sum. A fused kernel rounds the normed and gated x as
   // here (the products read them as stored) but the output once, from f32: with a second weight or
-  // a residual it can differ from this chain by the one or two roundings it skips (≤ 1 ulp of y
-  // each, far more rarely than not); in f32 and f64 the two agree up to summation order.
+  // a residual it differs from this chain by the roundings it skips: each moves an operand by up
+  // to half its ulp, so y is often an ulp away (and closer to the exact value); in f32 and f64 the
+  // two agree up to summation order.
   fusedLinear(inputs, { norm, eps, gate, product, residual }) {
     const [x, w, ...rest] = inputs;
     let i = 0;
