@@ -26,8 +26,9 @@
 //     per lane are those of the plain kernel.
 //
 // Launches use programmatic dependent launch where the device has it (sm_90+, LIGHTNING_CUDA_PDL=0
-// turns it off): a block starts its first weights towards L2 while the kernel before it finishes,
-// and waits (griddepcontrol.wait) before it reads x or writes anything.
+// turns it off): a block starts its share of the weights (up to L2_BUDGET a launch) towards L2
+// while the kernel before it finishes, and waits (griddepcontrol.wait) before it reads x or
+// writes anything.
 //
 // Sums are f32 (fmaf in a fixed order: deterministic, a graph replay gives the bits of an eager
 // call); the output is rounded once to the storage dtype. The plain twin is cuBLAS (or the tiled
@@ -53,7 +54,7 @@ constexpr int U = 2;  // 16-byte steps per row a lane loads before it computes
 // at M = 4); a larger x runs on cuBLAS.
 constexpr size_t MAX_SMEM = 100 * 1024;
 // Bytes of weights a launch prefetches to L2 before its first loads: the decode step's largest
-// (the GLU's two 5.8 MB inputs) whole, with room left in the H200's 50 MB L2 (40 MB on the A100)
+// (the GLU's two 5.8 MB inputs, 11.5 MB) whole, with room left in the H200's 50 MB L2 (40 MB on the A100)
 // for the kernel still running.
 constexpr int64_t L2_BUDGET = 24 << 20;
 
