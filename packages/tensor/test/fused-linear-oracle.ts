@@ -79,10 +79,11 @@ export function chain(i: FusedInputs, v: Variant): T.Tensor {
 
 const UNIT: Record<string, number> = { bf16: 2 ** -8, f16: 2 ** -11, f32: 2 ** -24, f64: 2 ** -53 };
 
+const host = T.createCpuBackend({ threads: 1 });
+
 /** `values` rounded to `dtype` as a tensor of it stores them. */
 function roundTo(values: Float64Array, dtype: T.DType): Float64Array {
-  const cpu = T.createCpuBackend();
-  const t = T.tensor(values, [values.length], { dtype, backend: cpu });
+  const t = T.tensor(values, [values.length], { dtype, backend: host });
   const r = Float64Array.from(t.dataSync());
   t.dispose();
   return r;
