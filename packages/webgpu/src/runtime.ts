@@ -26,6 +26,12 @@ export interface Binding {
   buffer: GPUBuffer;
   /** Must match the access of the shader's binding at the same position. */
   access: "read" | "rw" | "atomic";
+  /**
+   * Bytes of the buffer bound, from `offset` (a multiple of minStorageBufferOffsetAlignment) for
+   * `size` bytes; the whole buffer without them.
+   */
+  offset?: number;
+  size?: number;
 }
 
 export interface DispatchSpec {
@@ -219,7 +225,7 @@ export class Runtime {
       layout,
       entries: [
         { binding: 0, resource: { buffer: this.#params, offset: slot * SLOT_BYTES, size: SLOT_BYTES } },
-        ...d.bindings.map((b, i) => ({ binding: i + 1, resource: { buffer: b.buffer } })),
+        ...d.bindings.map((b, i) => ({ binding: i + 1, resource: { buffer: b.buffer, offset: b.offset ?? 0, size: b.size } })),
       ],
     });
     const pass = this.#computePass();

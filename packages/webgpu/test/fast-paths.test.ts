@@ -15,7 +15,7 @@ import { type Backend, createCpuBackend, type DType } from "@lightning-ts/tensor
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createWebGpuBackend, type WebGpuBackend } from "../src/index.js";
 import { kernelChoices } from "../src/kernels/choices.js";
-import { segmentBlocks, setBlockedScratchBytes, setBlockedSegmentBlocks } from "../src/kernels/lightning-blocked.js";
+import { BLOCKED_SCRATCH_BYTES, segmentBlocks, setBlockedScratchBytes, setBlockedSegmentBlocks } from "../src/kernels/lightning-blocked.js";
 import { setWalkScratchBytes, setWalkSegmentBlocks, walkSegmentBlocks } from "../src/kernels/lightning-walk.js";
 
 /** mulberry32: seeded values in [-1, 1), never all zero. */
@@ -254,8 +254,8 @@ suite(`WebGPU fast paths against their plain twins${fast ? "" : ` [skipped: ${re
   });
 
   it("the blocked Lightning forward with blocks grouped in segments matches the plain scan and the CPU (its output step also on the walk kernel)", async () => {
-    // The benchmark shape (B·T = 65,536, H = 16, D = E = 128) takes 16-block segments at every T;
-    // small inputs take one-block segments unless forced.
+    // The benchmark shape's batch·heads (B·T = 65,536, H = 16, D = E = 128) in one chunk would take
+    // 16-block segments at every T; small inputs take one-block segments unless forced.
     for (const [B, Tn] of [[64, 1024], [8, 8192], [1, 65536]]) expect(segmentBlocks(B * 16 * (Tn / 64))).toBe(16);
     expect(segmentBlocks(1)).toBe(1);
     expect(segmentBlocks(3000)).toBe(2);
@@ -276,7 +276,7 @@ suite(`WebGPU fast paths against their plain twins${fast ? "" : ` [skipped: ${re
         kernelChoices.forward = forward;
         for (const [B, H, Tn, D, E, withInit, G, scratch] of cases) {
           setBlockedSegmentBlocks(G);
-          setBlockedScratchBytes(scratch ?? 2 ** 30);
+          setBlockedScratchBytes(scratch ?? BLOCKED_SCRATCH_BYTES);
           const parts = await lightningThreeWays([B, H, Tn, D, E], withInit, seed, 0);
           seed += 4;
           for (const part of ["output", "state"] as const) {
@@ -289,7 +289,7 @@ suite(`WebGPU fast paths against their plain twins${fast ? "" : ` [skipped: ${re
       }
     } finally {
       setBlockedSegmentBlocks(null);
-      setBlockedScratchBytes(2 ** 30);
+      setBlockedScratchBytes(BLOCKED_SCRATCH_BYTES);
       kernelChoices.forward = "walk";
     }
     const keys = fast!.runtime.pipelineKeys();
@@ -319,7 +319,7 @@ suite(`WebGPU fast paths against their plain twins${fast ? "" : ` [skipped: ${re
     kernelChoices.forward = "blocked";
     for (const [B, H, Tn, D, E, withInit, scratch] of cases) {
       // A scratch cap below B·H sequences' block states makes the forward run in chunks of batch·heads.
-      setBlockedScratchBytes(scratch ?? 2 ** 30);
+      setBlockedScratchBytes(scratch ?? BLOCKED_SCRATCH_BYTES);
       const parts = await lightningThreeWays([B, H, Tn, D, E], withInit, seed, 0);
       seed += 4;
       for (const part of ["output", "state"] as const) {
@@ -329,7 +329,7 @@ suite(`WebGPU fast paths against their plain twins${fast ? "" : ` [skipped: ${re
         expect(relRms(p, c), what).toBeLessThan(TOL);
       }
     }
-    setBlockedScratchBytes(2 ** 30);
+    setBlockedScratchBytes(BLOCKED_SCRATCH_BYTES);
     for (const [B, H, Tn, D, E, withInit] of bf16Cases) {
       const parts = await lightningThreeWays([B, H, Tn, D, E], withInit, seed, 1, "bf16");
       seed += 4;

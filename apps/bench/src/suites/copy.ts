@@ -3,9 +3,10 @@
  * the yardstick that attention and decode bandwidths are read against. Bytes moved count the read
  * and the write (2 · size). Each case is first checked bit for bit against its own input.
  *
- * With --split-mib, each size above it is also copied as several tensors of at most that size in
- * one timed round (impl `copy-split`): the same bytes and kernels in smaller buffers and
- * dispatches, which tells a falloff of large buffers from one of the bytes moved.
+ * With --split-mib, each size above it is also copied in parts of at most that size in one timed
+ * round: as several tensors (impl `copy-split`: small buffers and dispatches) and as slices of one
+ * tensor (`copy-slices`: one large source buffer bound a slice at a time). Against the one-buffer
+ * copy they tell a falloff of large allocations from one of large bindings or of the bytes moved.
  */
 import { startBackend } from "@lightning-ts/backends";
 import * as T from "@lightning-ts/tensor";
@@ -18,34 +19,43 @@ const BYTES_PER_WAIT = 2 ** 32;
 const bits = (a: Float32Array) => new Uint32Array(a.buffer, a.byteOffset, a.length);
 
 /**
- * The copy of `size` MiB as ⌈size / part⌉ tensors of at most `part` MiB, all in one timed round,
- * each part checked bit for bit first.
+ * The copy of `size` MiB in parts of at most `part` MiB, all in one timed round, each part checked
+ * bit for bit first: `copy-split` copies ⌈size / part⌉ tensors of their own (small buffers, small
+ * dispatches); `copy-slices` copies slices of one tensor of `size` MiB into new tensors (a large
+ * source buffer, bound a slice at a time, and small dispatches).
  */
-async function splitCopy(backend: Backend, name: string, size: number, part: number, common: CommonOptions, log: (line: string) => void): Promise<BenchResult> {
+async function partsCopy(backend: Backend, name: string, size: number, part: number, mode: "split" | "slices", common: CommonOptions, log: (line: string) => void): Promise<BenchResult> {
   const sizes = Array.from({ length: Math.ceil(size / part) }, (_, i) => Math.min(part, size - i * part));
-  const base = { suite: "copy", impl: "copy-split", backend: name, device: backend.capabilities.device, dtype: "f32", mib: size, parts: sizes.length };
-  const xs = sizes.map((s, i) => T.randomUniform([(s * 2 ** 20) / 4], { seed: size * 100 + i, backend }));
+  const base = { suite: "copy", impl: `copy-${mode}`, backend: name, device: backend.capabilities.device, dtype: "f32", mib: size, parts: sizes.length };
+  const words = (mib: number) => (mib * 2 ** 20) / 4;
+  const whole = mode === "slices" ? T.randomUniform([words(size)], { seed: size * 100, backend }) : null;
+  const xs = whole ? [] : sizes.map((s, i) => T.randomUniform([words(s)], { seed: size * 100 + i, backend }));
+  const starts = sizes.map((_, i) => words(i * part));
+  const copyPart = (i: number) => (whole ? T.narrow(whole, 0, starts[i], words(sizes[i])) : T.copy(xs[i]));
   try {
-    for (const x of xs) {
-      const y = T.copy(x);
-      const [want, got] = [bits((await x.data()) as Float32Array), bits((await y.data()) as Float32Array)];
+    const wholeBits = whole ? bits((await whole.data()) as Float32Array) : null;
+    for (let i = 0; i < sizes.length; i++) {
+      const y = copyPart(i);
+      const got = bits((await y.data()) as Float32Array);
       y.dispose();
-      const bad = want.findIndex((w, i) => w !== got[i]);
+      const want = wholeBits ? wholeBits.subarray(starts[i], starts[i] + got.length) : bits((await xs[i].data()) as Float32Array);
+      const bad = want.length !== got.length ? 0 : want.findIndex((w, j) => w !== got[j]);
       if (bad >= 0) {
-        log(`${name} ${size} MiB in ${sizes.length} parts: FAILED, element ${bad} of a part differs; not timed`);
+        log(`${name} ${size} MiB as ${sizes.length} ${mode}: FAILED, element ${bad} of part ${i} differs; not timed`);
         return result({ ...base, ok: false });
       }
     }
     const call = () => {
-      for (const x of xs) T.copy(x).dispose();
+      for (let i = 0; i < sizes.length; i++) copyPart(i).dispose();
     };
     const bytes = 2 * size * 2 ** 20;
     const timing = await timeQueued(backend, call, Math.max(1, Math.round(BYTES_PER_WAIT / bytes)), common.warmup, common.reps, webgpuTimer(backend));
     const gbps = bytes / (timing.median / 1000) / 1e9;
-    log(`${name} ${size} MiB in ${sizes.length} parts: ${gbps.toFixed(0)} GB/s`);
+    log(`${name} ${size} MiB as ${sizes.length} ${mode}: ${gbps.toFixed(0)} GB/s`);
     return result({ ...base, ok: true, fwd_ms: timing.median, gbps, spread_pct: Math.round(timing.spread_pct), clock: timing.clock });
   } finally {
     for (const x of xs) x.dispose();
+    whole?.dispose();
   }
 }
 
@@ -56,7 +66,7 @@ export const copySuite: Suite = {
   configure(command) {
     command
       .option("--mib <list>", "tensor sizes in MiB (f32), comma-separated", intList, [16, 64, 256])
-      .option("--split-mib <n>", "also copy each larger size as tensors of at most this many MiB (impl copy-split)", (v) => Number.parseInt(v, 10));
+      .option("--split-mib <n>", "also copy each larger size in parts of at most this many MiB (impls copy-split, copy-slices)", (v) => Number.parseInt(v, 10));
   },
   columns: [
     ["impl", "impl"],
@@ -102,7 +112,9 @@ export const copySuite: Suite = {
         log(`${name} ${size} MiB: ${gbps.toFixed(0)} GB/s`);
         results.push(result({ ...base, ok: true, parts: 1, fwd_ms: timing.median, gbps, spread_pct: Math.round(timing.spread_pct), clock: timing.clock }));
         x.dispose();
-        if (splitMib !== undefined && size > splitMib) results.push(await splitCopy(backend, name, size, splitMib, common, log));
+        if (splitMib !== undefined && size > splitMib) {
+          for (const mode of ["split", "slices"] as const) results.push(await partsCopy(backend, name, size, splitMib, mode, common, log));
+        }
       }
       backend.dispose();
     }

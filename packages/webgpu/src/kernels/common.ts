@@ -73,12 +73,17 @@ const COPY_VECTORS_PER_INVOCATION = 4;
  * four times the bytes are in flight per invocation as with one vector each, and a quarter of
  * the workgroups are launched; a GPU needs many bytes in flight to reach its copy bandwidth. The
  * last n mod 4 words, or everything when `from` is unaligned, go one word at a time (also the
- * plain twin, with `plainKernels`).
+ * plain twin, with `plainKernels`). The vector kernel binds only the ranges it reads and writes.
  */
 export function copyWords(rt: Runtime, src: GPUBuffer, from: number, dst: GPUBuffer, n: number): void {
   const vectors = rt.plainKernels || from % 4 !== 0 ? 0 : Math.floor(n / 4);
   const per = COPY_VECTORS_PER_INVOCATION;
   if (vectors > 0) {
+    // Only the bytes read are bound (from the aligned offset at or below the first): a slice of a
+    // large buffer is then a small binding.
+    const align = rt.device.limits.minStorageBufferOffsetAlignment;
+    const offset = Math.floor((from * 4) / align) * align;
+    const shift = (from * 4 - offset) / 16;
     const loads = Array.from({ length: per }, (_, j) => `let v${j} = x[off + i + ${j * WG}u];`).join(" ");
     const stores = Array.from({ length: per }, (_, j) => `y[i + ${j * WG}u] = v${j};`).join(" ");
     rt.dispatch({
@@ -103,10 +108,10 @@ export function copyWords(rt: Runtime, src: GPUBuffer, from: number, dst: GPUBuf
   }`,
       }),
       bindings: [
-        { buffer: src, access: "read" },
-        { buffer: dst, access: "rw" },
+        { buffer: src, access: "read", offset, size: (shift + vectors) * 16 },
+        { buffer: dst, access: "rw", size: vectors * 16 },
       ],
-      params: [vectors, from / 4],
+      params: [vectors, shift],
       workgroups: groups(vectors, per * WG),
     });
   }
