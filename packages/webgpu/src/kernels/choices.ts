@@ -13,10 +13,15 @@
  *   once share operand panels in L2; `rotated`: grouped, and each workgroup starts its walk over k
  *   at its own slice (a probe of DRAM page conflicts between workgroups reading rows a power of two
  *   apart at the same k). LIGHTNING_WEBGPU_MATMUL_ORDER.
+ * - bindCapBytes: the segment walk binds q, k, v and o a chunk of batch·heads at a time, at most
+ *   this many bytes each (0, the default: whole buffers); a probe of whether large bindings, not
+ *   large allocations, are slow. LIGHTNING_WEBGPU_BIND_CAP_MIB (in MiB).
  * - walkWorkgroups: how many workgroups the segment walk splits long sequences into segments for,
  *   at least (256). LIGHTNING_WEBGPU_WALK_WORKGROUPS.
  */
 export interface KernelChoices {
+  /** Most bytes of q, k, v or o the segment walk binds at once (0: whole buffers). */
+  bindCapBytes: number;
   /** Walk workgroups the segment walk asks for at least (fewer segments: less repeated work). */
   walkWorkgroups: number;
   forward: "walk" | "walk64" | "stored" | "stored64" | "blocked";
@@ -30,15 +35,16 @@ function fromEnv<T extends string>(name: string, allowed: readonly T[], fallback
   return env as T;
 }
 
-function countFromEnv(name: string, fallback: number): number {
+function countFromEnv(name: string, fallback: number, least = 1): number {
   const env = typeof process !== "undefined" ? process.env?.[name] : undefined;
   if (env === undefined || env === "") return fallback;
   const n = Number(env);
-  if (!Number.isInteger(n) || n < 1) throw new Error(`${name}: expected a positive integer, got '${env}'`);
+  if (!Number.isInteger(n) || n < least) throw new Error(`${name}: expected an integer of at least ${least}, got '${env}'`);
   return n;
 }
 
 export const kernelChoices: KernelChoices = {
+  bindCapBytes: countFromEnv("LIGHTNING_WEBGPU_BIND_CAP_MIB", 0, 0) * 2 ** 20,
   walkWorkgroups: countFromEnv("LIGHTNING_WEBGPU_WALK_WORKGROUPS", 256),
   forward: fromEnv("LIGHTNING_WEBGPU_FORWARD", ["walk", "walk64", "stored", "stored64", "blocked"], "walk"),
   matmulOrder: fromEnv("LIGHTNING_WEBGPU_MATMUL_ORDER", ["grouped", "linear", "rotated"], "grouped"),

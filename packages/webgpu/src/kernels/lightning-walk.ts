@@ -104,18 +104,34 @@ export function walkForwardApplies(dtypes: readonly string[], d: { T: number; D:
 export function walkForward(rt: Runtime, f: WalkForward, columns: 64 | 128 = 128): void {
   const { BH, T, D, E } = f.dims;
   const nB = Math.ceil(T / C);
-  let G = forcedSegmentBlocks ?? walkSegmentBlocks(BH, nB, Math.ceil(E / columns));
+  // With `kernelChoices.bindCapBytes`, q, k, v and o are bound a chunk of batch·heads at a time,
+  // at most that many bytes each (where the chunks start at aligned offsets).
+  const align = rt.device.limits.minStorageBufferOffsetAlignment;
+  const headBytes = T * Math.max(D, E) * 4;
+  const bindCap = kernelChoices.bindCapBytes;
+  const sliced = bindCap > 0 && BH * headBytes > bindCap && (T * D * 4) % align === 0 && (T * E * 4) % align === 0;
+  const ioChunk = sliced ? Math.max(1, Math.floor(bindCap / headBytes)) : BH;
+  let G = forcedSegmentBlocks ?? walkSegmentBlocks(Math.min(BH, ioChunk), nB, Math.ceil(E / columns));
   // Segment states of one sequence that alone exceed the cap (or a binding) take fewer, longer segments.
   const cap = Math.min(rt.device.limits.maxStorageBufferBindingSize, scratchCap);
   const maxSegments = Math.max(1, Math.floor(cap / (D * E * 4)));
   if (Math.ceil(nB / G) > maxSegments) G = Math.ceil(nB / maxSegments);
   const nSeg = Math.ceil(nB / G);
   // With one segment per sequence nothing is stored per segment, and all batch·heads run at once.
-  const chunk = nSeg === 1 ? BH : Math.max(1, Math.floor(cap / (nSeg * D * E * 4)));
-  for (let bh0 = 0; bh0 < BH; bh0 += chunk) walkChunk(rt, f, bh0, Math.min(chunk, BH - bh0), G, columns);
+  const chunk = Math.min(ioChunk, nSeg === 1 ? BH : Math.max(1, Math.floor(cap / (nSeg * D * E * 4))));
+  for (let bh0 = 0; bh0 < BH; bh0 += chunk) walkChunk(rt, f, bh0, Math.min(chunk, BH - bh0), G, columns, sliced);
 }
 
-function walkChunk(rt: Runtime, f: WalkForward, bh0: number, count: number, G: number, columns: number): void {
+/** Bindings of q, k, v and o: whole, or only the rows of batch·heads bh0 … bh0 + count − 1. */
+function ioBindings(f: WalkForward, bh0: number, count: number, sliced: boolean) {
+  const { T, D, E } = f.dims;
+  const rows = (buffer: GPUBuffer, width: number, access: "read" | "rw") =>
+    sliced ? { buffer, access, offset: bh0 * T * width * 4, size: count * T * width * 4 } : { buffer, access };
+  return { q: rows(f.q.storage, D, "read"), k: rows(f.k.storage, D, "read"), v: rows(f.v.storage, E, "read"), o: rows(f.out, E, "rw"), io0: sliced ? bh0 : 0 };
+}
+
+function walkChunk(rt: Runtime, f: WalkForward, bh0: number, count: number, G: number, columns: number, sliced: boolean): void {
+  const io = ioBindings(f, bh0, count, sliced);
   const { H, T, D, E } = f.dims;
   const nB = Math.ceil(T / C);
   const nSeg = Math.ceil(nB / G);
@@ -124,7 +140,7 @@ function walkChunk(rt: Runtime, f: WalkForward, bh0: number, count: number, G: n
   const L = G * C;
   const seg = nSeg > 1 ? rt.acquire(count * nSeg * D * E * 4) : null;
   if (seg) {
-    segmentTotals(rt, f, seg, { bh0, count, nSeg, L, dTiles, eTiles });
+    segmentTotals(rt, f, seg, io, { bh0, count, nSeg, L, dTiles, eTiles });
     const vectors = (count * D * E) / 4;
     rt.dispatch({
       key: "lightning_walk_scan",
@@ -173,7 +189,7 @@ function walkChunk(rt: Runtime, f: WalkForward, bh0: number, count: number, G: n
   // The walk's entering states: C_g, or with one segment the initial state itself ((BH, 1, D, E)
   // is the layout of (BH, D, E)).
   const entering = seg ?? f.init;
-  walk(rt, f, entering, { bh0, count, nSeg, G, eTiles: Math.ceil(E / columns), columns, enter: seg ? 1 : f.init ? 2 : 0 });
+  walk(rt, f, entering, io, { bh0, count, nSeg, G, eTiles: Math.ceil(E / columns), columns, enter: seg ? 1 : f.init ? 2 : 0 });
   if (seg) rt.release(seg);
 }
 
@@ -187,7 +203,7 @@ interface ChunkShape {
 }
 
 /** Step 1: R_g of every segment but the last into seg (a register-tiled kᵀ v per tile). */
-function segmentTotals(rt: Runtime, f: WalkForward, seg: GPUBuffer, c: ChunkShape): void {
+function segmentTotals(rt: Runtime, f: WalkForward, seg: GPUBuffer, io: ReturnType<typeof ioBindings>, c: ChunkShape): void {
   const { H, T, D, E } = f.dims;
   // Each stage: 16 tokens of k (16 × 128 of D) and v (16 × 128 of E), two vectors of each per
   // invocation; the next stage is fetched into registers before the current one is multiplied.
@@ -197,7 +213,7 @@ function segmentTotals(rt: Runtime, f: WalkForward, seg: GPUBuffer, c: ChunkShap
         (r) => `{ let e = lid + ${r * 256}u; let p = ${p0} + e / ${V}u; let c4 = e % ${V}u;
       rk${r} = vec4<f32>(0.0); rv${r} = vec4<f32>(0.0);
       if (p < len) {
-        let row = bh * T + s0 + p;
+        let row = (bh - io0) * T + s0 + p;
         if (d04 + c4 < D4) { rk${r} = exp(-slope * f32(len - 1u - p)) * bitcast<vec4<f32>>(k[row * D4 + d04 + c4]); }
         if (e04 + c4 < E4) { rv${r} = bitcast<vec4<f32>>(v[row * E4 + e04 + c4]); }
       } }`,
@@ -216,7 +232,8 @@ function segmentTotals(rt: Runtime, f: WalkForward, seg: GPUBuffer, c: ChunkShap
       workgroupSize: 256,
       decls: `var<workgroup> As: array<vec4<f32>, ${16 * V}>;  // decayed k rows: [p][d/4]
 var<workgroup> Bs: array<vec4<f32>, ${16 * V}>;  // v rows: [p][e/4]`,
-      // Params: T, D, E, H, heads in this chunk, nSeg, dTiles, eTiles, first batch·head of the chunk, tokens per segment.
+      // Params: T, D, E, H, heads in this chunk, nSeg, dTiles, eTiles, first batch·head of the chunk,
+      // tokens per segment, first batch·head of the bound k and v.
       body: `  let T = pu(0u); let D = pu(1u); let D4 = D / 4u; let E4 = pu(2u) / 4u; let nSeg = pu(5u); let eT = pu(7u);
   let perBh = (nSeg - 1u) * pu(6u) * eT;
   let lb = wg / perBh;
@@ -229,6 +246,7 @@ var<workgroup> Bs: array<vec4<f32>, ${16 * V}>;  // v rows: [p][e/4]`,
   let e04 = (r % eT) * ${V}u;
   let slope = slopes_f(bh % pu(3u));
   let len = pu(9u);
+  let io0 = pu(10u);
   let s0 = sg * len;
   let ty = lid / 16u;
   let tx = lid % 16u;
@@ -253,13 +271,8 @@ var<workgroup> Bs: array<vec4<f32>, ${16 * V}>;  // v rows: [p][e/4]`,
   }
   ${tileStores8x8("d04 * 4u", "e04 * 4u", (d, e, acc) => `if (${d} < D && ${e} / 4u < E4) { seg[((lb * nSeg + sg) * D + ${d}) * E4 + ${e} / 4u] = bitcast<vec4<u32>>(${acc}); }`)}`,
     }),
-    bindings: [
-      { buffer: f.k.storage, access: "read" },
-      { buffer: f.v.storage, access: "read" },
-      { buffer: f.slopes.storage, access: "read" },
-      { buffer: seg, access: "rw" },
-    ],
-    params: [T, D, E, H, c.count, c.nSeg, c.dTiles, c.eTiles, c.bh0, c.L],
+    bindings: [io.k, io.v, { buffer: f.slopes.storage, access: "read" }, { buffer: seg, access: "rw" }],
+    params: [T, D, E, H, c.count, c.nSeg, c.dTiles, c.eTiles, c.bh0, c.L, io.io0],
     workgroups: c.count * (c.nSeg - 1) * c.dTiles * c.eTiles,
   });
 }
@@ -320,7 +333,7 @@ function stateTile(halves: number, statement: (row: string, col4: string, acc: s
  */
 export function walkStoredOut(rt: Runtime, f: WalkForward, blockStates: GPUBuffer, segmentStates: GPUBuffer, c: { bh0: number; count: number; blocks: number; nSeg: number; columns: 64 | 128 }): void {
   const nB = Math.ceil(f.dims.T / C);
-  walk(rt, f, blockStates, { bh0: c.bh0, count: c.count, nSeg: nB, G: 1, eTiles: Math.ceil(f.dims.E / c.columns), columns: c.columns, enter: 3, stored: { states: segmentStates, blocks: c.blocks, nSeg: c.nSeg } });
+  walk(rt, f, blockStates, ioBindings(f, c.bh0, c.count, false), { bh0: c.bh0, count: c.count, nSeg: nB, G: 1, eTiles: Math.ceil(f.dims.E / c.columns), columns: c.columns, enter: 3, stored: { states: segmentStates, blocks: c.blocks, nSeg: c.nSeg } });
 }
 
 interface WalkShape {
@@ -342,7 +355,7 @@ interface WalkShape {
 }
 
 /** Step 3: each workgroup walks one segment's blocks for 64 or 128 columns of E, S in registers. */
-function walk(rt: Runtime, f: WalkForward, entering: GPUBuffer | null, s: WalkShape): void {
+function walk(rt: Runtime, f: WalkForward, entering: GPUBuffer | null, io: ReturnType<typeof ioBindings>, s: WalkShape): void {
   const { H, T, D, E } = f.dims;
   const halves = s.columns / 64;
   const VE = s.columns / 4;
@@ -357,7 +370,7 @@ function walk(rt: Runtime, f: WalkForward, entering: GPUBuffer | null, s: WalkSh
       .map(
         (r) => `{ let e = lid + ${r * 256}u; let p = e % 64u; let c4 = (${qd}) * 8u + e / 64u;
       rq${r} = vec4<f32>(0.0); rk${r} = vec4<f32>(0.0);
-      if (p < ${m} && c4 < D4) { let at = (bh * T + ${t0} + p) * D4 + c4; rq${r} = bitcast<vec4<f32>>(q[at]); rk${r} = bitcast<vec4<f32>>(k[at]); } }`,
+      if (p < ${m} && c4 < D4) { let at = ((bh - io0) * T + ${t0} + p) * D4 + c4; rq${r} = bitcast<vec4<f32>>(q[at]); rk${r} = bitcast<vec4<f32>>(k[at]); } }`,
       )
       .join("\n    ");
   const stageQk = [0, 1]
@@ -375,12 +388,12 @@ function walk(rt: Runtime, f: WalkForward, entering: GPUBuffer | null, s: WalkSh
         { length: halves },
         (_, r) => `{ let e = lid + ${r * 256}u; let p = ${j0} + e / ${VE}u; let c4 = e % ${VE}u;
       rv${r} = vec4<f32>(0.0);
-      if (p < m && e04 + c4 < E4) { rv${r} = bitcast<vec4<f32>>(v[(bh * T + t0 + p) * E4 + e04 + c4]); } }`,
+      if (p < m && e04 + c4 < E4) { rv${r} = bitcast<vec4<f32>>(v[((bh - io0) * T + t0 + p) * E4 + e04 + c4]); } }`,
       ),
       ...[0, 1].map(
         (r) => `{ let e = lid + ${r * 256}u; let p = ${j0} + e / ${V}u; let c4 = e % ${V}u;
       rk${r} = vec4<f32>(0.0);
-      if (p < m && c4 < D4) { rk${r} = exp(-slope * f32(m - 1u - p)) * bitcast<vec4<f32>>(k[(bh * T + t0 + p) * D4 + c4]); } }`,
+      if (p < m && c4 < D4) { rk${r} = exp(-slope * f32(m - 1u - p)) * bitcast<vec4<f32>>(k[((bh - io0) * T + t0 + p) * D4 + c4]); } }`,
       ),
     ].join("\n    ");
   rt.dispatch({
@@ -411,9 +424,10 @@ function walk(rt: Runtime, f: WalkForward, entering: GPUBuffer | null, s: WalkSh
 var<workgroup> Qs: array<vec4<f32>, 512>;  // q columns of a quarter [d][p/4]; then v rows [p][e/4]
 var<workgroup> Ks: array<vec4<f32>, 512>;  // k columns of a quarter [d][p/4]; then decayed k rows [p][d/4]`,
       // Params: T, D, E, H, heads in this chunk, nB, eTiles, first batch·head of the chunk, G, nSeg,
-      // entering state (WalkShape.enter), blocks per segment and segments of the stored states (enter 3).
+      // entering state (WalkShape.enter), blocks per segment and segments of the stored states (enter 3),
+      // first batch·head of the bound q, k, v and o.
       body: `  let T = pu(0u); let D = pu(1u); let D4 = D / 4u; let E4 = pu(2u) / 4u; let nB = pu(5u); let eT = pu(6u);
-  let G = pu(8u); let nSeg = pu(9u);
+  let G = pu(8u); let nSeg = pu(9u); let io0 = pu(13u);
   let perBh = nSeg * eT;
   let lb = wg / perBh;
   if (lb >= pu(4u)) { return; }
@@ -502,7 +516,7 @@ var<workgroup> Ks: array<vec4<f32>, 512>;  // k columns of a quarter [d][p/4]; t
       workgroupBarrier();
     }
     ${[0, 1, 2, 3]
-      .flatMap((i) => cols("").map((_, h) => `if (ty * 4u + ${i}u < m && e04 + ${h * 16}u + tx < E4) { o[(bh * T + t0 + ty * 4u + ${i}u) * E4 + e04 + ${h * 16}u + tx] = bitcast<vec4<u32>>(o${i * halves + h}); }`))
+      .flatMap((i) => cols("").map((_, h) => `if (ty * 4u + ${i}u < m && e04 + ${h * 16}u + tx < E4) { o[((bh - io0) * T + t0 + ty * 4u + ${i}u) * E4 + e04 + ${h * 16}u + tx] = bitcast<vec4<u32>>(o${i * halves + h}); }`))
       .join("\n    ")}
   }
   if (sg + 1u == nSeg) {
@@ -510,17 +524,17 @@ var<workgroup> Ks: array<vec4<f32>, 512>;  // k columns of a quarter [d][p/4]; t
   }`,
     }),
     bindings: [
-      { buffer: f.q.storage, access: "read" },
-      { buffer: f.k.storage, access: "read" },
-      { buffer: f.v.storage, access: "read" },
+      io.q,
+      io.k,
+      io.v,
       { buffer: f.slopes.storage, access: "read" },
       // An unused binding still needs a buffer; the shader never reads it without an entering state.
       { buffer: entering ?? f.slopes.storage, access: "read" },
       { buffer: s.stored?.states ?? f.slopes.storage, access: "read" },
-      { buffer: f.out, access: "rw" },
+      io.o,
       { buffer: f.finalState, access: "rw" },
     ],
-    params: [T, D, E, H, s.count, Math.ceil(T / C), s.eTiles, s.bh0, s.G, s.nSeg, s.enter, s.stored?.blocks ?? 0, s.stored?.nSeg ?? 0],
+    params: [T, D, E, H, s.count, Math.ceil(T / C), s.eTiles, s.bh0, s.G, s.nSeg, s.enter, s.stored?.blocks ?? 0, s.stored?.nSeg ?? 0, io.io0],
     workgroups: s.count * s.nSeg * s.eTiles,
   });
 }
