@@ -94,11 +94,22 @@ await describeBackends("CUDA graphs", (backend) => {
       // f32 logits over these steps; two bf16 runs that round at different places may be up to
       // about √2 times that apart.
       const host = await loadCheckpoint(FIXTURE_DIR, { dtype, backend: cpu });
-      const hostRefs = prompts.map((p) => {
-        const r = prefill(host.params, host.config, [p], { logits: "last" });
-        r.logits.dispose();
-        return r.state;
-      });
+      /** `fn` with the CPU as the default backend (the token ids a step makes go there). */
+      const onCpu = <R>(fn: () => R): R => {
+        T.setBackend(cpu);
+        try {
+          return fn();
+        } finally {
+          T.setBackend(gpu());
+        }
+      };
+      const hostRefs = prompts.map((p) =>
+        onCpu(() => {
+          const r = prefill(host.params, host.config, [p], { logits: "last" });
+          r.logits.dispose();
+          return r.state;
+        }),
+      );
       for (const s of refs) {
         withGraphs.add(s);
         eager.add(s);
@@ -130,7 +141,7 @@ await describeBackends("CUDA graphs", (backend) => {
           single.logits.dispose();
           disposeState(refs[r]);
           refs[r] = single.state;
-          const onHost = step(host.params, host.config, hostRefs[r], [tokens[r]]);
+          const onHost = onCpu(() => step(host.params, host.config, hostRefs[r], [tokens[r]]));
           const want = await floats(onHost.logits);
           const big = Math.max(...Array.from(want, Math.abs));
           assertClose(row, want, { ...(dtype === "f32" ? { atol: 1e-4 * big, rtol: 3e-5 } : { atol: 0.05 * big, rtol: 4e-2 }), label: `step ${k} row ${r} vs the CPU` });
