@@ -3,10 +3,11 @@
  * `BatchDecoder` (the state has constant size, whatever the context length). Tokens arrive as an async iterable, so a
  * caller can stream them, stop early with `break` (the state is freed either way), or collect them.
  */
+import type { Tensor } from "@lightning-ts/tensor";
 import type { TnlModel } from "./params.js";
 import { BatchDecoder } from "./decoder.js";
 import { prefill } from "./model.js";
-import { type Sampler, samplerFromOptions, type SamplingOptions, seededRandom } from "./sampling.js";
+import { picksHighestLogit, type Sampler, samplerFromOptions, type SamplingOptions, seededRandom } from "./sampling.js";
 import { disposeState, type TnlState } from "./state.js";
 
 export interface TokenEvent {
@@ -67,16 +68,31 @@ export async function* generate(
   // backend can (CUDA), so a token costs one replay rather than hundreds of launches.
   const decoder = new BatchDecoder(params, config, { capacity: rows.length });
   let logits = first.logits;
+  // Plain greedy with no logits to hand out: each step's token is its argmax on the device, so the
+  // next step is launched before this one's tokens are read (one i32 a row comes back instead of
+  // the logits) and the device does not wait for the host between tokens.
+  const chained = picksHighestLogit(sampler) && !options.returnLogits;
+  let pending: Promise<Int32Array> | null = null; // chained: the tokens of the step last launched, not yet read
   try {
     decoder.add(first.state);
     disposeState(first.state);
     for (let index = 0; ; index++) {
       const V = config.vocabSize;
-      const data = (await logits.data()) as Float32Array;
+      let picks: Int32Array | null = null;
+      let data: Float32Array | null = null;
+      if (pending) {
+        const current = pending;
+        // Every row feeds the token it picked in the step being read, copied on the device
+        // (finished rows ride along; their outputs are ignored).
+        pending = readTokens(decoder.step(rows.map(() => null)).greedy);
+        picks = await current;
+      } else {
+        data = (await logits.data()) as Float32Array;
+      }
       for (let b = 0; b < rows.length; b++) {
         if (done[b]) continue;
-        const row = data.slice(b * V, (b + 1) * V);
-        const token = sampler(Float32Array.from(row), contexts[b]);
+        const row = data?.slice(b * V, (b + 1) * V);
+        const token = picks ? picks[b] : sampler(Float32Array.from(row!), contexts[b]);
         generated[b].push(token);
         const event: TokenEvent = { row: b, index, token };
         if (options.returnLogits) event.logits = row;
@@ -86,14 +102,26 @@ export async function* generate(
         yield event;
       }
       if (done.every(Boolean)) break;
+      if (pending) continue;
       // Finished rows still ride along in the batch (their outputs are ignored).
-      logits = decoder.step(generated.map((g) => g[g.length - 1])).logits;
+      const out = decoder.step(generated.map((g) => g[g.length - 1]));
+      if (chained) pending = readTokens(out.greedy);
+      else logits = out.logits;
     }
   } finally {
+    // A step launched ahead is read (or has failed) before its decoder goes.
+    if (pending) await pending.catch(() => undefined);
     first.logits.dispose();
     disposeState(first.state);
     decoder.dispose();
   }
+}
+
+/** Starts reading a step's tokens; a failure surfaces where the promise is awaited. */
+function readTokens(greedy: Tensor): Promise<Int32Array> {
+  const read = greedy.data() as Promise<Int32Array>;
+  read.catch(() => undefined);
+  return read;
 }
 
 /**

@@ -1,4 +1,5 @@
 import { findLeaks } from "@lightning-ts/tensor";
+import { seeded } from "@lightning-ts/testing";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { disposeParams, disposeState, generate, generateIds, greedy, loadCheckpoint, prefill, type TnlModel } from "../src/index.js";
 import { FIXTURE_DIR, fixture, maxAbsDiff, readF32 } from "./fixture.js";
@@ -58,6 +59,23 @@ describe("greedy generation against the fixture", () => {
     const c = await generateIds(model, fixture.prompt_ids, { ...opts, seed: 4 });
     expect(a).toEqual(b);
     expect(a).not.toEqual(c);
+  });
+
+  it("greedy steps chained on the device give the tokens and ends of greedy on the host", async () => {
+    // With logits asked for, each step's logits are read and the token picked on the host; without,
+    // the next step is launched from the device's argmax before the tokens are read.
+    const rng = seeded(41);
+    const rows = Array.from({ length: 3 }, () => Array.from({ length: 7 }, () => rng.int(model.config.vocabSize)));
+    const run = async (returnLogits: boolean) => {
+      const events: [number, number, number, string | undefined][] = [];
+      for await (const ev of generate(model, rows, { maxTokens: 23, sampler: greedy(), stopIds: [fixture.generated_ids_cached[0][2]], returnLogits })) {
+        events.push([ev.row, ev.index, ev.token, ev.finishReason]);
+      }
+      return events;
+    };
+    const host = await run(true);
+    expect(host.length).toBeGreaterThan(23);
+    expect(await run(false)).toEqual(host);
   });
 
   it("breaking out early and running to the end leak nothing", async () => {
