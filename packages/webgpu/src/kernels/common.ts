@@ -67,7 +67,7 @@ export function storeF32As(rt: Runtime, src: GPUBuffer, out: Ref): void {
 const COPY_VECTORS_PER_INVOCATION = 4;
 
 /**
- * dst[0, n) = src[from, from + n), in 32-bit words. The bulk moves as 16-byte vectors when `from`
+ * dst[to, to + n) = src[from, from + n), in 32-bit words. The bulk moves as 16-byte vectors when `from`
  * is a multiple of 4 words: each invocation issues the loads of four vectors (a workgroup's 256
  * neighbours apart, so every load of a warp stays one contiguous run) before their stores, so
  * four times the bytes are in flight per invocation as with one vector each, and a quarter of
@@ -75,13 +75,14 @@ const COPY_VECTORS_PER_INVOCATION = 4;
  * last n mod 4 words, or everything when `from` is unaligned, go one word at a time (also the
  * plain twin, with `plainKernels`). The vector kernel binds only the ranges it reads and writes.
  */
-export function copyWords(rt: Runtime, src: GPUBuffer, from: number, dst: GPUBuffer, n: number): void {
-  const vectors = rt.plainKernels || from % 4 !== 0 ? 0 : Math.floor(n / 4);
+export function copyWords(rt: Runtime, src: GPUBuffer, from: number, dst: GPUBuffer, n: number, to = 0): void {
+  const align = rt.device.limits.minStorageBufferOffsetAlignment;
+  // The vector kernel writes from the start of its destination binding, so `to` must be aligned.
+  const vectors = rt.plainKernels || from % 4 !== 0 || (to * 4) % align !== 0 ? 0 : Math.floor(n / 4);
   const per = COPY_VECTORS_PER_INVOCATION;
   if (vectors > 0) {
     // Only the bytes read are bound (from the aligned offset at or below the first): a slice of a
     // large buffer is then a small binding.
-    const align = rt.device.limits.minStorageBufferOffsetAlignment;
     const offset = Math.floor((from * 4) / align) * align;
     const shift = (from * 4 - offset) / 16;
     const loads = Array.from({ length: per }, (_, j) => `let v${j} = x[off + i + ${j * WG}u];`).join(" ");
@@ -109,7 +110,7 @@ export function copyWords(rt: Runtime, src: GPUBuffer, from: number, dst: GPUBuf
       }),
       bindings: [
         { buffer: src, access: "read", offset, size: (shift + vectors) * 16 },
-        { buffer: dst, access: "rw", size: vectors * 16 },
+        { buffer: dst, access: "rw", offset: to * 4, size: vectors * 16 },
       ],
       params: [vectors, shift],
       workgroups: groups(vectors, per * WG),
@@ -133,7 +134,7 @@ export function copyWords(rt: Runtime, src: GPUBuffer, from: number, dst: GPUBuf
       { buffer: src, access: "read" },
       { buffer: dst, access: "rw" },
     ],
-    params: [n - done, from + done, done],
+    params: [n - done, from + done, to + done],
     workgroups: groups(n - done),
   });
 }

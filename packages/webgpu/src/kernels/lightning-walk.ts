@@ -31,9 +31,9 @@
  * Letters: B batch, H heads, T time, D query/key head dim, E value head dim, C block size (64),
  * G blocks per segment.
  */
-import type { Runtime } from "../runtime.js";
+import type { Binding, Runtime } from "../runtime.js";
 import { kernelChoices } from "./choices.js";
-import { accumulators, component, groups, outerProductFma, type Ref, tileStores8x8 } from "./common.js";
+import { accumulators, component, copyWords, groups, outerProductFma, type Ref, tileStores8x8 } from "./common.js";
 
 const C = 64;
 /** Tile edge of the state (rows of D, columns of E). */
@@ -101,16 +101,19 @@ export function walkForwardApplies(dtypes: readonly string[], d: { T: number; D:
  * with 64, twice the workgroups and half the state registers (more workgroups per SM, fewer
  * segments), but the scores of a block computed once per 64 columns instead of 128.
  */
-export function walkForward(rt: Runtime, f: WalkForward, columns: 64 | 128 = 128): void {
+export function walkForward(rt: Runtime, f: WalkForward, columns: 64 | 128 = 128, stageBytes = 0): void {
   const { BH, T, D, E } = f.dims;
   const nB = Math.ceil(T / C);
   // With `kernelChoices.bindCapBytes`, q, k, v and o are bound a chunk of batch·heads at a time,
-  // at most that many bytes each (where the chunks start at aligned offsets).
+  // at most that many bytes each (where the chunks start at aligned offsets). With `stageBytes`,
+  // each chunk's q, k and v are first copied into buffers of at most that size, and its output
+  // computed in one and copied out: a probe of whether large allocations are what is slow.
   const align = rt.device.limits.minStorageBufferOffsetAlignment;
   const headBytes = T * Math.max(D, E) * 4;
-  const bindCap = kernelChoices.bindCapBytes;
-  const sliced = bindCap > 0 && BH * headBytes > bindCap && (T * D * 4) % align === 0 && (T * E * 4) % align === 0;
-  const ioChunk = sliced ? Math.max(1, Math.floor(bindCap / headBytes)) : BH;
+  const aligned = (T * D * 4) % align === 0 && (T * E * 4) % align === 0;
+  const bindCap = stageBytes > 0 ? stageBytes : kernelChoices.bindCapBytes;
+  const mode: IoMode = bindCap > 0 && BH * headBytes > bindCap && aligned ? (stageBytes > 0 ? "staged" : "sliced") : "whole";
+  const ioChunk = mode === "whole" ? BH : Math.max(1, Math.floor(bindCap / headBytes));
   let G = forcedSegmentBlocks ?? walkSegmentBlocks(Math.min(BH, ioChunk), nB, Math.ceil(E / columns));
   // Segment states of one sequence that alone exceed the cap (or a binding) take fewer, longer segments.
   const cap = Math.min(rt.device.limits.maxStorageBufferBindingSize, scratchCap);
@@ -119,19 +122,39 @@ export function walkForward(rt: Runtime, f: WalkForward, columns: 64 | 128 = 128
   const nSeg = Math.ceil(nB / G);
   // With one segment per sequence nothing is stored per segment, and all batch·heads run at once.
   const chunk = Math.min(ioChunk, nSeg === 1 ? BH : Math.max(1, Math.floor(cap / (nSeg * D * E * 4))));
-  for (let bh0 = 0; bh0 < BH; bh0 += chunk) walkChunk(rt, f, bh0, Math.min(chunk, BH - bh0), G, columns, sliced);
+  for (let bh0 = 0; bh0 < BH; bh0 += chunk) {
+    const count = Math.min(chunk, BH - bh0);
+    if (mode !== "staged") {
+      walkChunk(rt, f, ioBindings(f, bh0, count, mode === "sliced"), bh0, count, G, columns);
+      continue;
+    }
+    const [q, k, v] = [f.q, f.k, f.v].map((x) => {
+      const width = x === f.v ? E : D;
+      const storage = rt.acquire(count * T * width * 4);
+      copyWords(rt, x.storage, bh0 * T * width, storage, count * T * width);
+      return storage;
+    });
+    const out = rt.acquire(count * T * E * 4);
+    const io = { q: { buffer: q, access: "read" as const }, k: { buffer: k, access: "read" as const }, v: { buffer: v, access: "read" as const }, o: { buffer: out, access: "rw" as const }, io0: bh0 };
+    walkChunk(rt, f, io, bh0, count, G, columns);
+    copyWords(rt, out, 0, f.out, count * T * E, bh0 * T * E);
+    for (const b of [q, k, v, out]) rt.release(b);
+  }
 }
+
+type IoMode = "whole" | "sliced" | "staged";
+
+type IoBindings = ReturnType<typeof ioBindings>;
 
 /** Bindings of q, k, v and o: whole, or only the rows of batch·heads bh0 … bh0 + count − 1. */
 function ioBindings(f: WalkForward, bh0: number, count: number, sliced: boolean) {
   const { T, D, E } = f.dims;
-  const rows = (buffer: GPUBuffer, width: number, access: "read" | "rw") =>
+  const rows = (buffer: GPUBuffer, width: number, access: "read" | "rw"): Binding =>
     sliced ? { buffer, access, offset: bh0 * T * width * 4, size: count * T * width * 4 } : { buffer, access };
   return { q: rows(f.q.storage, D, "read"), k: rows(f.k.storage, D, "read"), v: rows(f.v.storage, E, "read"), o: rows(f.out, E, "rw"), io0: sliced ? bh0 : 0 };
 }
 
-function walkChunk(rt: Runtime, f: WalkForward, bh0: number, count: number, G: number, columns: number, sliced: boolean): void {
-  const io = ioBindings(f, bh0, count, sliced);
+function walkChunk(rt: Runtime, f: WalkForward, io: IoBindings, bh0: number, count: number, G: number, columns: number): void {
   const { H, T, D, E } = f.dims;
   const nB = Math.ceil(T / C);
   const nSeg = Math.ceil(nB / G);
@@ -203,7 +226,7 @@ interface ChunkShape {
 }
 
 /** Step 1: R_g of every segment but the last into seg (a register-tiled kᵀ v per tile). */
-function segmentTotals(rt: Runtime, f: WalkForward, seg: GPUBuffer, io: ReturnType<typeof ioBindings>, c: ChunkShape): void {
+function segmentTotals(rt: Runtime, f: WalkForward, seg: GPUBuffer, io: IoBindings, c: ChunkShape): void {
   const { H, T, D, E } = f.dims;
   // Each stage: 16 tokens of k (16 × 128 of D) and v (16 × 128 of E), two vectors of each per
   // invocation; the next stage is fetched into registers before the current one is multiplied.
@@ -355,7 +378,7 @@ interface WalkShape {
 }
 
 /** Step 3: each workgroup walks one segment's blocks for 64 or 128 columns of E, S in registers. */
-function walk(rt: Runtime, f: WalkForward, entering: GPUBuffer | null, io: ReturnType<typeof ioBindings>, s: WalkShape): void {
+function walk(rt: Runtime, f: WalkForward, entering: GPUBuffer | null, io: IoBindings, s: WalkShape): void {
   const { H, T, D, E } = f.dims;
   const halves = s.columns / 64;
   const VE = s.columns / 4;
