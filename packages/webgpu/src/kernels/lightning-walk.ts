@@ -276,22 +276,42 @@ var<workgroup> Bs: array<vec4<f32>, ${16 * V}>;  // v rows: [p][e/4]`,
   ${accumulators(16)}
   var rk0: vec4<f32>; var rk1: vec4<f32>; var rv0: vec4<f32>; var rv1: vec4<f32>;
   ${fetch("0u")}
-  for (var p0 = 0u; p0 < len; p0 = p0 + 16u) {
-    As[lid] = rk0; As[lid + 256u] = rk1;
-    Bs[lid] = rv0; Bs[lid + 256u] = rv1;
-    workgroupBarrier();
-    if (p0 + 16u < len) {
-    ${fetch("p0 + 16u")}
+  // 64 tokens at a time: their k and v rows are touched (one word per 32-byte sector, summed into
+  // a sink 64 tokens later) while the 64 before them are multiplied, which brings them into L2
+  // ahead of the stage loads (see touchNextBlock).
+  var sink = 0.0;
+  for (var c0 = 0u; c0 < len; c0 = c0 + 64u) {
+    ${[0, 1, 2, 3].map((i) => `var tk${i} = 0.0; var tv${i} = 0.0;`).join(" ")}
+    ${[0, 1, 2, 3]
+      .map(
+        (i) => `{ let sct = lid + ${i * 256}u; let p = c0 + 64u + sct / 16u; let c4 = (sct % 16u) * 2u;
+      if (p < len) {
+        let row = (bh - io0) * T + s0 + p;
+        if (d04 + c4 < D4) { tk${i} = bitcast<f32>(k[row * D4 + d04 + c4].x); }
+        if (e04 + c4 < E4) { tv${i} = bitcast<f32>(v[row * E4 + e04 + c4].x); }
+      } }`,
+      )
+      .join("\n    ")}
+    for (var p0 = c0; p0 < c0 + 64u; p0 = p0 + 16u) {
+      As[lid] = rk0; As[lid + 256u] = rk1;
+      Bs[lid] = rv0; Bs[lid + 256u] = rv1;
+      workgroupBarrier();
+      if (p0 + 16u < len) {
+      ${fetch("p0 + 16u")}
+      }
+      for (var pp = 0u; pp < 16u; pp = pp + 1u) {
+        let a0 = As[pp * ${V}u + ty];
+        let a1 = As[pp * ${V}u + 16u + ty];
+        let b0 = Bs[pp * ${V}u + tx];
+        let b1 = Bs[pp * ${V}u + 16u + tx];
+        ${outerProductFma(["a0", "a1"], ["b0", "b1"])}
+      }
+      workgroupBarrier();
     }
-    for (var pp = 0u; pp < 16u; pp = pp + 1u) {
-      let a0 = As[pp * ${V}u + ty];
-      let a1 = As[pp * ${V}u + 16u + ty];
-      let b0 = Bs[pp * ${V}u + tx];
-      let b1 = Bs[pp * ${V}u + 16u + tx];
-      ${outerProductFma(["a0", "a1"], ["b0", "b1"])}
-    }
-    workgroupBarrier();
+    sink = sink + ${[0, 1, 2, 3].map((i) => `tk${i} + tv${i}`).join(" + ")};
   }
+  // Keeps the touches' loads live: T is never 0 here.
+  if (T == 0u && sink != 0.0) { seg[0] = vec4<u32>(bitcast<u32>(sink)); }
   ${tileStores8x8("d04 * 4u", "e04 * 4u", (d, e, acc) => `if (${d} < D && ${e} / 4u < E4) { seg[((lb * nSeg + sg) * D + ${d}) * E4 + ${e} / 4u] = bitcast<vec4<u32>>(${acc}); }`)}`,
     }),
     bindings: [io.k, io.v, { buffer: f.slopes.storage, access: "read" }, { buffer: seg, access: "rw" }],
@@ -357,6 +377,41 @@ function stateTile(halves: number, statement: (row: string, col4: string, acc: s
 export function walkStoredOut(rt: Runtime, f: WalkForward, blockStates: GPUBuffer, segmentStates: GPUBuffer, c: { bh0: number; count: number; blocks: number; nSeg: number; columns: 64 | 128 }): void {
   const nB = Math.ceil(f.dims.T / C);
   walk(rt, f, blockStates, ioBindings(f, c.bh0, c.count, false), { bh0: c.bh0, count: c.count, nSeg: nB, G: 1, eTiles: Math.ceil(f.dims.E / c.columns), columns: c.columns, enter: 3, stored: { states: segmentStates, blocks: c.blocks, nSeg: c.nSeg } });
+}
+
+/**
+ * Names of the values `touchNextBlock` loads: 4 of q, 4 of k and 2 or 4 of v per invocation.
+ */
+function touchNames(halves: number): string[] {
+  return [...[0, 1, 2, 3].map((i) => `tq${i}`), ...[0, 1, 2, 3].map((i) => `tk${i}`), ...Array.from({ length: 2 * halves }, (_, i) => `tv${i}`)];
+}
+
+/**
+ * WGSL: one word of every 32-byte sector of the next block's q, k and v rows (this workgroup's
+ * columns of v), loaded now and summed into a sink only at the end of this block. On the H200
+ * through Vulkan the kernels that read DRAM one stage ahead ran as if each load waited ~15 µs
+ * (the 3,072³ and 4,096³ matmul steps, the state products here), while a copy with many loads in
+ * flight reached 1.6–4 TB/s; these loads bring the next block into L2 a whole block ahead, so
+ * that its stage loads hit there.
+ */
+function touchNextBlock(halves: number): string {
+  const VE = 16 * halves;
+  const lines = [
+    `let nt0 = t0 + ${C}u;`,
+    `let nm = select(0u, min(${C}u, T - min(T, nt0)), blk + 1u < segEnd);`,
+    ...touchNames(halves).map((n) => `var ${n} = 0.0;`),
+  ];
+  for (let i = 0; i < 4; i++) {
+    // 64 rows × 16 sectors of q and of k (D = 128; fewer where D is smaller).
+    lines.push(`{ let sct = lid + ${i * 256}u; let row = sct / 16u; let c4 = (sct % 16u) * 2u;
+      if (row < nm && c4 < D4) { let at = ((bh - io0) * T + nt0 + row) * D4 + c4; tq${i} = bitcast<f32>(q[at].x); tk${i} = bitcast<f32>(k[at].x); } }`);
+  }
+  for (let i = 0; i < 2 * halves; i++) {
+    // 64 rows × VE/2 sectors of this workgroup's columns of v.
+    lines.push(`{ let sct = lid + ${i * 256}u; let row = sct / ${VE / 2}u; let c4 = (sct % ${VE / 2}u) * 2u;
+      if (row < nm && e04 + c4 < E4) { tv${i} = bitcast<f32>(v[((bh - io0) * T + nt0 + row) * E4 + e04 + c4].x); } }`);
+  }
+  return lines.join("\n    ");
 }
 
 interface WalkShape {
@@ -482,9 +537,11 @@ var<workgroup> Ks: array<vec4<f32>, 512>;  // k columns of a quarter [d][p/4]; t
   var rq0: vec4<f32>; var rq1: vec4<f32>; var rk0: vec4<f32>; var rk1: vec4<f32>;
   ${cols("rv").map((r) => `var ${r}: vec4<f32>;`).join(" ")}
   ${fetchQk("0u", "sg * G * 64u", "min(64u, T - sg * G * 64u)")}
+  var sink = 0.0;
   for (var blk = sg * G; blk < segEnd; blk = blk + 1u) {
     let t0 = blk * ${C}u;
     let m = min(${C}u, T - t0);
+    ${touchNextBlock(halves)}
     // Scores q_p · k_p' (sc{i}: row p = ty·4 + i, columns p' = tx·4 …) and q_p S (o{i·halves + h}:
     // row p = ty·4 + i, columns e04·4 + h·64 + tx·4 …), over d a quarter (32) at a time.
     ${accumulators(4, "sc")}
@@ -541,7 +598,10 @@ var<workgroup> Ks: array<vec4<f32>, 512>;  // k columns of a quarter [d][p/4]; t
     ${[0, 1, 2, 3]
       .flatMap((i) => cols("").map((_, h) => `if (ty * 4u + ${i}u < m && e04 + ${h * 16}u + tx < E4) { o[((bh - io0) * T + t0 + ty * 4u + ${i}u) * E4 + e04 + ${h * 16}u + tx] = bitcast<vec4<u32>>(o${i * halves + h}); }`))
       .join("\n    ")}
+    sink = sink + ${touchNames(halves).join(" + ")};
   }
+  // Keeps the touches' loads live: T is never 0 here.
+  if (T == 0u && sink != 0.0) { sT[0] = vec4<u32>(bitcast<u32>(sink)); }
   if (sg + 1u == nSeg) {
     ${stateTile(halves, (d, c4, acc) => `if (${d} < D && ${c4} < E4) { sT[(bh * D + ${d}) * E4 + ${c4}] = bitcast<vec4<u32>>(${acc}); }`)}
   }`,
