@@ -363,6 +363,7 @@ export const GRAD_RULES: GradRuleTable = {
       return grads;
     },
   },
+  qkvuProjection: nondiff("decode-only projection and split of one token per row: train through the model's forward, which projects and splits with differentiable ops"),
   splitQkvu: nondiff("decode-only split of one token per row: train through the model's forward, which splits with differentiable ops"),
 
   fill: constant("creation op: no tensor inputs"),

@@ -146,6 +146,19 @@ __device__ __forceinline__ float halvingSum(float (&v)[P], int lane, int& index)
 // 2 product of two weights).
 enum Prologue { PRO_NONE = 0, PRO_NORM = 1, PRO_GATE = 2 };
 constexpr int EPI_RESIDUAL = 1, EPI_PRODUCT = 2;
+// qkvuProjection: y is TNL's qkvu (B, 4·hid), written as splitQkvu's q, k (φ, LRPE), v and u.
+constexpr int EPI_SPLIT = 4;
+
+// Where EPI_SPLIT writes: q, k (B, H, D) with D = hd, or 2·hd with LRPE (theta (H, hd) of dtype
+// thDt, positions f32 (B)); v (B, H, hd); u (B, hid).
+template <class T>
+struct SplitArgs {
+  T *q, *k, *v, *u;
+  const void* theta;
+  int thDt;
+  const float* positions;
+  int heads, hd, act;
+};
 
 template <class T>
 struct GemvArgs {
@@ -155,6 +168,7 @@ struct GemvArgs {
   const T* gate;      // (M, k), PRO_GATE
   const T* residual;  // (M, n), EPI_RESIDUAL
   T* y;               // (M, n)
+  SplitArgs<T> split;  // EPI_SPLIT
   int n, k, ksplit;
   int prefetchTiles;  // tiles of w a block prefetches to L2 before it waits (≥ 1)
   bool xPacked;
@@ -172,6 +186,49 @@ __device__ __forceinline__ void startNext() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
 #endif
+}
+
+// φ of splitQkvu in the ops of its chain, each stored result rounded to T: the same function as
+// native/decode.cu's `activate`, so that the projection's epilogue gives splitQkvu's bits.
+template <class T>
+__device__ __forceinline__ T activate(T raw, int act) {
+  const float x = toF(raw);
+  switch (static_cast<QkvActivation>(act)) {
+    case QkvActivation::silu: return fromF<T>(x / (1.0f + expf(-x)));
+    case QkvActivation::relu: return fromF<T>(x > 0.0f ? x : 0.0f);
+    case QkvActivation::onePlusElu: {
+      const float r = x > 0.0f ? x : 0.0f;
+      const float m = isnan(x) ? NAN : fminf(x, 0.0f);
+      return fromF<T>(__fadd_rn(toF(fromF<T>(r)), toF(fromF<T>(expf(m)))));
+    }
+    default: return raw;
+  }
+}
+
+// Element (b, row) of qkvu, rounded to T as the projection stores it, written where splitQkvu
+// (native/decode.cu) writes it, with its φ and LRPE.
+template <class T>
+__device__ __forceinline__ void storeSplit(const SplitArgs<T>& s, int b, int row, float value) {
+  const int hid = s.heads * s.hd;
+  const int blk = row / hid, c = row - blk * hid;
+  const int64_t i = (int64_t)b * hid + c;
+  const T raw = fromF<T>(value);
+  if (blk >= 2) {
+    (blk == 2 ? s.v : s.u)[i] = raw;
+    return;
+  }
+  const T a = activate(raw, s.act);
+  T* out = blk == 0 ? s.q : s.k;
+  if (s.theta == nullptr) {
+    out[i] = a;
+    return;
+  }
+  const int h = c / s.hd, d = c - h * s.hd;
+  const float angle = __fmul_rn((float)loadAny(s.theta, s.thDt, c), s.positions[b]);
+  const float cs = toF(fromF<T>(cosf(angle))), sn = toF(fromF<T>(sinf(angle)));
+  const int64_t o = ((int64_t)b * s.heads + h) * 2 * s.hd + d;
+  out[o] = fromF<T>(__fmul_rn(toF(a), cs));
+  out[o + s.hd] = fromF<T>(__fmul_rn(toF(a), sn));
 }
 
 // SRMSNorm (times the gate with PRO_GATE) of the M staged rows of x, in place, with the bits of
@@ -279,10 +336,15 @@ __global__ void __launch_bounds__(THREADS, BLOCKS_PER_SM) gemvKernel(const GemvA
   }
   startNext();
 
-  // y[m, row] from the f32 result of the dot products: the residual added in f32, then one rounding.
+  // y[m, row] from the f32 result of the dot products: the residual added in f32, then one rounding
+  // (or, with EPI_SPLIT, the element written as splitQkvu writes it).
   auto store = [&](int m, int row, float v) {
-    const int64_t at = (int64_t)m * n + row;
-    a.y[at] = fromF<T>(RESIDUAL ? __fadd_rn(v, toF(a.residual[at])) : v);
+    if constexpr ((EPI & EPI_SPLIT) != 0) {
+      storeSplit(a.split, m, row, v);
+    } else {
+      const int64_t at = (int64_t)m * n + row;
+      a.y[at] = fromF<T>(RESIDUAL ? __fadd_rn(v, toF(a.residual[at])) : v);
+    }
   };
 
   for (int tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
@@ -476,7 +538,7 @@ bool gemv(Context& c, int dt, const void* x, const void* w, void* y, int m, int 
   const size_t smem = smemFor(dt, m, n, k, w);
   if (smem == 0) return false;
   LTS_DISPATCH_FLOAT(dt, T, {
-    GemvArgs<T> a{static_cast<const T*>(x), static_cast<const T*>(w), nullptr, nullptr, nullptr, static_cast<T*>(y), n, k, 1, 1, alignedTo(x, 16), 0.0f};
+    GemvArgs<T> a{static_cast<const T*>(x), static_cast<const T*>(w), nullptr, nullptr, nullptr, static_cast<T*>(y), {}, n, k, 1, 1, alignedTo(x, 16), 0.0f};
     launchRows<T, PRO_NONE, 0>(c, m, a, smem);
   });
   return true;
@@ -498,12 +560,35 @@ void fusedLinear(Context& c, const Args& args) {
   auto run = [&](auto zero) {
     using T = decltype(zero);
     GemvArgs<T> a{args.ptr<const T>(0), args.ptr<const T>(1), args.ptr<const T>(3), args.ptr<const T>(2), args.ptr<const T>(4), args.ptr<T>(5),
-                  n, k, 1, 1, alignedTo(args.ptr<void>(0), 16), (float)args.f.at(0)};
+                  {}, n, k, 1, 1, alignedTo(args.ptr<void>(0), 16), (float)args.f.at(0)};
     switch (pro) {
       case PRO_NONE: return launchEpilogue<T, PRO_NONE>(c, m, epi, a, smem);
       case PRO_NORM: return launchEpilogue<T, PRO_NORM>(c, m, epi, a, smem);
       case PRO_GATE: return launchEpilogue<T, PRO_GATE>(c, m, epi, a, smem);
     }
+  };
+  if (dt == F16) run(__half{});
+  else run(__nv_bfloat16{});
+}
+
+// p: [x, w, theta, positions, q, k, v, u] (theta and positions 0 without LRPE); i: [dtype, rows,
+// n = 4·hid, k, heads, activation, theta dtype or -1]; f: [eps]. The normed projection with
+// splitQkvu as its epilogue, in one kernel where the small-M kernel applies to f16/bf16; else it
+// declines, and src/kernels.ts runs fusedLinear then splitQkvu.
+void qkvuProjection(Context& c, const Args& args) {
+  const int dt = (int)args.i.at(0), m = (int)args.i.at(1), n = (int)args.i.at(2), k = (int)args.i.at(3);
+  const int heads = (int)args.i.at(4), act = (int)args.i.at(5), thDt = (int)args.i.at(6);
+  if (act < 0 || act >= kQkvActivationCount) throw std::runtime_error("qkvuProjection: unknown activation code " + std::to_string(act));
+  const size_t smem = dt == F16 || dt == BF16 ? smemFor(dt, m, n, k, args.ptr<void>(1)) : 0;
+  if (smem == 0 || heads < 1 || n % (4 * heads) != 0) {
+    c.declined = true;
+    return;
+  }
+  auto run = [&](auto zero) {
+    using T = decltype(zero);
+    SplitArgs<T> split{args.ptr<T>(4), args.ptr<T>(5), args.ptr<T>(6), args.ptr<T>(7), args.ptr<const void>(2), thDt, args.ptr<const float>(3), heads, n / (4 * heads), act};
+    GemvArgs<T> a{args.ptr<const T>(0), args.ptr<const T>(1), nullptr, nullptr, nullptr, nullptr, split, n, k, 1, 1, alignedTo(args.ptr<void>(0), 16), (float)args.f.at(0)};
+    launchRows<T, PRO_NORM, EPI_SPLIT>(c, m, a, smem);
   };
   if (dt == F16) run(__half{});
   else run(__nv_bfloat16{});

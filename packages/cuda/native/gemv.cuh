@@ -20,4 +20,8 @@ bool gemv(Context& c, int dt, const void* x, const void* w, void* y, int m, int 
 // nothing (src/kernels.ts then runs the chain of ops the op stands for).
 void fusedLinear(Context& c, const Args& args);
 
+// The launcher of `qkvuProjection` (splitQkvu(SRMSNorm(x)·wᵀ)): one kernel where fusedLinear's
+// would run, the split as its epilogue; else it declines as fusedLinear does.
+void qkvuProjection(Context& c, const Args& args);
+
 }  // namespace lts

@@ -180,6 +180,7 @@ std::string cublasStatus() { return cublas().status; }
 void registerMatmul(Registry& r) {
   r["matmul"] = matmul;
   r["fusedLinear"] = fusedLinear;
+  r["qkvuProjection"] = qkvuProjection;
 }
 
 }  // namespace lts

@@ -289,5 +289,25 @@ export function createKernels(rt: NativeRuntime): KernelTable<CudaStorage> {
       for (const p of temps) rt.free(p);
     }
   };
+
+  // x: (B, M), w: (4·hid, M)[, theta: (H, hd), positions: f32 (B)] → q, k: (B, H, D), v: (B, H, hd),
+  // u: (B, hid). One kernel where fusedLinear's would run (the split as its epilogue, with the bits
+  // of fusedLinear then splitQkvu); otherwise those two, through a temporary qkvu.
+  table.qkvuProjection = ({ inputs: [x, w, theta, positions], outputs: [q, k, v, u], attrs: { eps, heads, activation, lrpe } }) => {
+    const [B, K] = x.shape as [number, number];
+    const W = w.shape[0];
+    if (B * W === 0) return;
+    const act = QKV_ACTIVATIONS.indexOf(activation);
+    if (launch("qkvuProjection", [x, w, theta, positions, q, k, v, u], [code(x.dtype), B, W, K, heads, act, theta ? code(theta.dtype) : -1], [eps])) return;
+    const bytes = B * W * byteSize(x.dtype);
+    const p = rt.allocate(bytes);
+    try {
+      const qkvu: Ref = { storage: { ptr: p, byteLength: bytes }, shape: [B, W], dtype: x.dtype, size: B * W };
+      (table.fusedLinear as Kernel<"fusedLinear", CudaStorage>)({ inputs: [x, w], outputs: [qkvu], attrs: { norm: true, eps, gate: false, product: false, residual: false } });
+      (table.splitQkvu as Kernel<"splitQkvu", CudaStorage>)({ inputs: theta ? [qkvu, theta, positions] : [qkvu], outputs: [q, k, v, u], attrs: { heads, activation, lrpe } });
+    } finally {
+      rt.free(p);
+    }
+  };
   return table;
 }

@@ -6,7 +6,8 @@
  * packages/tensor/test/fused-linear-oracle.ts, against the decomposition run on the CPU backend,
  * and bit for bit against the chain of ops run on CUDA where the two must agree: wherever the
  * op falls back, and for the fused kernel without an epilogue (its norm has the rmsNorm kernel's
- * bits, its sums the small-M matmul's). Shapes of the 436M TNL's decode step (1,024 → 4,096,
+ * bits, its sums the small-M matmul's); and `qkvuProjection`, fusedLinear's kernel with splitQkvu
+ * as its epilogue, against the two. Shapes of the 436M TNL's decode step (1,024 → 4,096,
  * 1,024 → 2,816 twice, 2,816 → 1,024, 1,024 → 1,024, the 50,272-row head) and odd ones; in a
  * recorded CUDA graph, a layer's four in a row, with programmatic dependent launch on and off
  * (LIGHTNING_CUDA_PDL): the same bits either way, and as an eager run. Skipped, with the reason
@@ -110,6 +111,36 @@ await describeBackends("fusedLinear: the small-M kernel with a norm prologue and
     }, 300_000);
   }
 
+  for (const dtype of ["bf16", "f16", "f32"] as const) {
+    it(`qkvuProjection: fusedLinear then splitQkvu on CUDA, bit for bit, 1–5 rows, LRPE or not, every activation (${dtype})`, async () => {
+      // [K, H, hd]: the 436M's (K 1,024, 8 heads of 128), odd ones, K with no whole packs (the chain).
+      const shapes: [number, number, number][] = [[1024, 8, 128], [40, 3, 5], [1032, 2, 7], [1031, 2, 7]];
+      for (const [K, H, hd] of shapes)
+        for (let B = 1; B <= 5; B++)
+          for (const withLrpe of [false, true])
+            for (const activation of K === 1024 ? (["silu"] as const) : T.QKV_ACTIVATIONS) {
+              const frame = T.beginScope();
+              try {
+                const x = rng.tensor([B, K], { dtype, std: 2, backend: gpu() });
+                const w = rng.tensor([4 * H * hd, K], { dtype, std: 1 / Math.sqrt(K), backend: gpu() });
+                const rope = withLrpe
+                  ? {
+                      theta: T.tensor(Array.from({ length: H * hd }, () => 10000 ** -rng.next()), [H, hd], { backend: gpu() }),
+                      positions: T.tensor(Array.from({ length: B }, () => rng.int(5000)), [B], { backend: gpu() }),
+                    }
+                  : {};
+                const got = T.qkvuProjection(x, w, { heads: H, activation, ...rope });
+                const want = T.splitQkvu(T.fusedLinear(x, w, { norm: {} }), { heads: H, activation, ...rope });
+                for (const key of ["q", "k", "v", "u"] as const) {
+                  await expectSameBits(got[key], want[key], `${key}: B ${B}, K ${K}, H ${H}, hd ${hd}, ${activation}, ${withLrpe ? "LRPE" : "no LRPE"}, ${dtype}`);
+                }
+              } finally {
+                T.endScope(frame);
+              }
+            }
+    }, 300_000);
+  }
+
   it("the normed vocabulary head, 50,272 × 1,024, at 1 and 4 rows (bf16)", async () => {
     for (const R of [1, 4]) await check(R, 50272, 1024, VARIANTS[1], "bf16");
   }, 300_000);
@@ -120,6 +151,9 @@ await describeBackends("fusedLinear: the small-M kernel with a norm prologue and
       const [y, want] = withEnv("LIGHTNING_CUDA_GEMV", "0", () => [T.fusedLinear(i.x, i.w, optionsOf(i, v)), chain(i, v)]);
       await expectSameBits(y, want, `${v.name}, LIGHTNING_CUDA_GEMV=0`);
     }
+    const [x, w] = [rng.tensor([2, 1024], { dtype: "bf16", backend: gpu() }), rng.tensor([4096, 1024], { dtype: "bf16", std: 0.03, backend: gpu() })];
+    const [got, want] = withEnv("LIGHTNING_CUDA_GEMV", "0", () => [T.qkvuProjection(x, w, { heads: 8 }), T.splitQkvu(T.fusedLinear(x, w, { norm: {} }), { heads: 8 })]);
+    for (const key of ["q", "k", "v", "u"] as const) await expectSameBits(got[key], want[key], `qkvuProjection ${key}, LIGHTNING_CUDA_GEMV=0`);
     const i = makeInputs(rng, 1, 64, 40, VARIANTS[1], "bf16", gpu());
     expect(() => withEnv("LIGHTNING_CUDA_PDL", "yes", () => T.fusedLinear(i.x, i.w, optionsOf(i, VARIANTS[1])))).toThrow(/LIGHTNING_CUDA_PDL: expected 0 or 1, got 'yes'/);
     expect(() => withEnv("LIGHTNING_CUDA_GEMV", "no", () => T.fusedLinear(i.x, i.w, optionsOf(i, VARIANTS[1])))).toThrow(/LIGHTNING_CUDA_GEMV: expected 0 or 1, got 'no'/);
@@ -132,14 +166,18 @@ await describeBackends("fusedLinear: the small-M kernel with a norm prologue and
       const t = (shape: number[], std = 1) => rng.tensor(shape, { dtype, std, backend: gpu() });
       const [o, u, h] = [t([R, hid]), t([R, hid]), t([R, M], 2)];
       const [wOut, w1, w2, w3, wq] = [t([M, hid], 0.03), t([F, M], 0.03), t([F, M], 0.03), t([M, F], 0.02), t([4 * hid, M], 0.03)];
-      // out (norm·gate, residual) → l1·l2 (norm, product) → l3 (residual) → the next qkvu (norm):
-      // each reads what the one before wrote, so a missing wait would read stale values.
+      const theta = T.tensor(Array.from({ length: hid }, () => 10000 ** -rng.next()), [8, 128], { backend: gpu() });
+      const positions = T.tensor(Array.from({ length: R }, () => rng.int(5000)), [R], { backend: gpu() });
+      // out (norm·gate, residual) → l1·l2 (norm, product) → l3 (residual) → the next layer's
+      // projection and split (norm, LRPE): each reads what the one before wrote, so a missing wait
+      // would read stale values.
       const run = () =>
         T.scope(() => {
           const h1 = T.fusedLinear(o, wOut, { norm: { gate: u }, residual: h });
           const g = T.fusedLinear(h1, w1, { norm: {}, second: w2 });
           const h2 = T.fusedLinear(g, w3, { residual: h1 });
-          return [h1, g, h2, T.fusedLinear(h2, wq, { norm: {} })];
+          const next = T.qkvuProjection(h2, wq, { heads: 8, theta, positions });
+          return [h1, g, h2, next.q, next.k, next.v, next.u];
         });
       for (const pdl of ["1", "0"]) {
         withEnv("LIGHTNING_CUDA_PDL", pdl, () => T.scope(() => void run())); // warm-up outside the recording

@@ -3,7 +3,8 @@
  * decode step ran before it (rmsNorm, mul, matmul, mul, add), and within the bound of
  * fused-linear-oracle.ts of a float64 reference. Fresh seeded inputs, rows 1, 3 and 5, K and N odd
  * and not multiples of 8, every part on and off, f32, f64, f16 and bf16; clear errors for bad
- * arguments.
+ * arguments. And `qkvuProjection`: bit for bit fusedLinear (normed) then splitQkvu, every
+ * activation, with and without LRPE.
  */
 import { describe, expect, it } from "vitest";
 import * as T from "../src/index.js";
@@ -67,6 +68,49 @@ describe("fusedLinear", () => {
       const w = rng2.tensor([3, 19]);
       expect(values(T.fusedLinear(x, w))).toEqual(values(T.matmul(x, w, { transB: true })));
       expect(values(T.fusedLinear(x, w, { norm: {} }))).toEqual(values(T.matmul(T.rmsNorm(x, 1e-6), w, { transB: true })));
+    });
+  });
+});
+
+describe("qkvuProjection", () => {
+  const rng = seeded(7919);
+  for (const dtype of ["f32", "f64", "f16", "bf16"] as const) {
+    for (const withLrpe of [false, true]) {
+      it(`is fusedLinear (normed) then splitQkvu, bit for bit (${dtype}, ${withLrpe ? "LRPE" : "no LRPE"})`, () => {
+        for (const [B, K, H, hd] of [[1, 37, 3, 5], [3, 130, 2, 7], [5, 1031, 4, 3]]) {
+          for (const activation of T.QKV_ACTIVATIONS) {
+            T.scope(() => {
+              const x = rng.tensor([B, K], { dtype, std: 2 });
+              const w = rng.tensor([4 * H * hd, K], { dtype, std: 1 / Math.sqrt(K) });
+              const pdt = dtype === "f64" ? "f64" : "f32";
+              const rope = withLrpe
+                ? { theta: rng.tensor([H, hd], { dtype: pdt }), positions: T.tensor(Array.from({ length: B }, () => rng.int(5000)), [B], { dtype: pdt }) }
+                : {};
+              const got = T.qkvuProjection(x, w, { heads: H, activation, eps: 1e-5, ...rope });
+              const want = T.splitQkvu(T.fusedLinear(x, w, { norm: { eps: 1e-5 } }), { heads: H, activation, ...rope });
+              for (const key of ["q", "k", "v", "u"] as const) {
+                const label = `${key}: B ${B}, K ${K}, H ${H}, hd ${hd}, ${activation}`;
+                expect([got[key].dtype, got[key].shape], label).toEqual([want[key].dtype, want[key].shape]);
+                expect(values(got[key]), label).toEqual(values(want[key]));
+              }
+            });
+          }
+        }
+      });
+    }
+  }
+
+  it("refuses bad arguments, naming them", () => {
+    T.scope(() => {
+      const x = T.ones([2, 5]);
+      const w = T.ones([24, 5]);
+      expect(() => T.qkvuProjection(x, T.ones([24, 4]), { heads: 2 })).toThrow(/^qkvuProjection: argument 'w' expected shape \[4·H·hd, 5\]/);
+      expect(() => T.qkvuProjection(x, T.ones([20, 5]), { heads: 2 })).toThrow(/^qkvuProjection: argument 'w' expected a row count that is a positive multiple of 4·heads = 8, got \[20, 5\]$/);
+      expect(() => T.qkvuProjection(x, w, { heads: 0 })).toThrow(/^qkvuProjection: argument 'heads' expected a positive integer, got 0$/);
+      expect(() => T.qkvuProjection(x, w, { heads: 2, eps: -1 })).toThrow(/^qkvuProjection: argument 'eps' expected a positive finite number/);
+      expect(() => T.qkvuProjection(x, w, { heads: 2, theta: T.ones([2, 3]) })).toThrow(/^qkvuProjection: argument 'options.positions' expected theta and positions together/);
+      expect(() => T.qkvuProjection(x, w, { heads: 2, theta: T.ones([2, 4]), positions: T.zeros([2]) })).toThrow(/^qkvuProjection: argument 'theta' expected shape \[2, 3\], got \[2, 4\]$/);
+      expect(() => T.qkvuProjection(x, w, { heads: 2, activation: "gelu" as T.QkvActivation })).toThrow(/^qkvuProjection: argument 'options.activation' expected one of/);
     });
   });
 });

@@ -33,6 +33,7 @@ import {
   reshape,
   rmsNorm,
   qkvActivation,
+  qkvuProjection,
   scope,
   sin,
   slopesTensor,
@@ -43,6 +44,7 @@ import {
   tensor,
   tnlSlopes,
   type DType,
+  type SplitQkvuOptions,
 } from "@lightning-ts/tensor";
 import { headDim, type TnlConfig } from "./config.js";
 import { TnlInputError } from "./errors.js";
@@ -109,15 +111,23 @@ interface MixerContext {
 const EPS = 1e-6;
 
 /**
- * The middle of a decode step's token mixer: qkvu [B, 4·hid] → splitQkvu (the four narrows, φ and
- * LRPE of the chain) → lightningStep → o [B, hid], the gate u [B, hid] and the next state.
+ * The middle of a decode step's token mixer: x [B, M] → q, k, v, u by `split` (splitQkvu of the
+ * projection, or qkvuProjection: the four narrows, φ and LRPE of the chain) → lightningStep →
+ * o [B, hid], the gate u [B, hid] and the next state.
  */
-function decodeAttend(qkvu: Tensor, lp: TnlLayerParams, c: TnlConfig, ctx: MixerContext, state: Tensor): { o: Tensor; u: Tensor; state: Tensor } {
-  const B = qkvu.shape[0];
+function decodeAttend(
+  x: Tensor,
+  split: (x: Tensor, options: SplitQkvuOptions) => { q: Tensor; k: Tensor; v: Tensor; u: Tensor },
+  lp: TnlLayerParams,
+  c: TnlConfig,
+  ctx: MixerContext,
+  state: Tensor,
+): { o: Tensor; u: Tensor; state: Tensor } {
+  const B = x.shape[0];
   const H = c.numHeads;
   const hd = headDim(c);
-  const rope = lp.theta ? { theta: reshape(lp.theta, [H, hd]), positions: positionsOf(ctx.starts, B, lp.theta, qkvu) } : {};
-  const { q, k, v, u } = splitQkvu(qkvu, { heads: H, activation: c.activation, ...rope }); // q, k [B, H, D]; v [B, H, E]; u [B, hid]
+  const rope = lp.theta ? { theta: reshape(lp.theta, [H, hd]), positions: positionsOf(ctx.starts, B, lp.theta, x) } : {};
+  const { q, k, v, u } = split(x, { heads: H, activation: c.activation, ...rope }); // q, k [B, H, D]; v [B, H, E]; u [B, hid]
   const slopes = ctx.slopes ?? slopesTensor(tnlSlopes(H, ctx.layer, c.numLayers));
   const r = lightningStep(q, k, v, slopes, state, { inPlace: ctx.inPlace === true });
   return { o: reshape(r.output, [B, c.hiddenDim]), u, state: r.state };
@@ -131,7 +141,7 @@ function decodeAttend(qkvu: Tensor, lp: TnlLayerParams, c: TnlConfig, ctx: Mixer
  */
 function decodeTokenMixer(x: Tensor, lp: TnlLayerParams, c: TnlConfig, ctx: MixerContext, state: Tensor): { out: Tensor; state: Tensor } {
   const B = x.shape[0];
-  const a = decodeAttend(fusedLinear(reshape(x, [B, c.dModel]), lp.qkvu), lp, c, ctx, state); // qkvu [B, 4·hid]
+  const a = decodeAttend(reshape(x, [B, c.dModel]), (xn, o) => splitQkvu(fusedLinear(xn, lp.qkvu), o), lp, c, ctx, state);
   return { out: reshape(fusedLinear(a.o, lp.out, { norm: { eps: EPS, gate: a.u } }), [B, 1, c.dModel]), state: a.state };
 }
 
@@ -139,7 +149,7 @@ function decodeTokenMixer(x: Tensor, lp: TnlLayerParams, c: TnlConfig, ctx: Mixe
  * A whole layer of a decode step on the residual stream h [B, 1, M] as it is (not normed; in the
  * compute dtype), in five ops of one kernel each where a backend fuses them:
  *
- *   qkvu = srms(h)·Wqkvuᵀ;  o, u = step(split(qkvu));  h1 = h + (srms(o) ⊙ u)·Woutᵀ
+ *   q, k, v, u = split(srms(h)·Wqkvuᵀ);  o = step(q, k, v);  h1 = h + (srms(o) ⊙ u)·Woutᵀ
  *   g = (srms(h1)·W1ᵀ) ⊙ (srms(h1)·W2ᵀ);  h2 = h1 + g·W3ᵀ
  *
  * The values are those of `layer` (E.2–E.4): fusedLinear's decomposition is that chain of ops.
@@ -147,7 +157,7 @@ function decodeTokenMixer(x: Tensor, lp: TnlLayerParams, c: TnlConfig, ctx: Mixe
 function decodeLayer(h: Tensor, lp: TnlLayerParams, c: TnlConfig, ctx: MixerContext, state: Tensor): { x: Tensor; state: Tensor } {
   const B = h.shape[0];
   const h0 = reshape(h, [B, c.dModel]);
-  const a = decodeAttend(fusedLinear(h0, lp.qkvu, { norm: { eps: EPS } }), lp, c, ctx, state);
+  const a = decodeAttend(h0, (x, o) => qkvuProjection(x, lp.qkvu, { ...o, eps: EPS }), lp, c, ctx, state);
   const h1 = fusedLinear(a.o, lp.out, { norm: { eps: EPS, gate: a.u }, residual: h0 });
   const g = fusedLinear(h1, lp.l1, { norm: { eps: EPS }, second: lp.l2 });
   const h2 = fusedLinear(g, lp.l3, { residual: h1 });

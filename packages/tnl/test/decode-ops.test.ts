@@ -1,6 +1,6 @@
 /**
- * The decode step on the fused ops (fusedLinear, splitQkvu): what a BatchDecoder step
- * dispatches (6 ops per layer, counted through the engine's op observer; reshapes are handles,
+ * The decode step on the fused ops (qkvuProjection, fusedLinear): what a BatchDecoder step
+ * dispatches (5 ops per layer, counted through the engine's op observer; reshapes are handles,
  * not kernels), and, for every activation a config may name, with LRPE on every layer and in
  * f32 and f64, prefill and then steps equal to one forward over the whole sequence, which takes
  * the unfused (T > 1) path.
@@ -25,7 +25,7 @@ function countOps(fn: () => unknown): { total: number; ops: Record<string, numbe
 }
 
 describe("the fused decode step", () => {
-  it("dispatches 6 ops per layer in a BatchDecoder step (the 385M's 24 layers and 8 heads, LRPE on layer 0, at small widths)", () => {
+  it("dispatches 5 ops per layer in a BatchDecoder step (the 385M's 24 layers and 8 heads, LRPE on layer 0, at small widths)", () => {
     const c = makeConfig({ vocabSize: 97, dModel: 48, numLayers: 24, numHeads: 8, gluDim: 88 });
     const params = initParams(c, { seed: 3 });
     const decoder = new BatchDecoder(params, c, { capacity: 4 });
@@ -37,20 +37,20 @@ describe("the fused decode step", () => {
     }
     const { total, ops } = countOps(() => decoder.step([7, 8, 9]));
     const L = c.numLayers;
-    // Per layer: four fusedLinear (qkvu with its norm; out with the norm, the gate and the
-    // residual; l1 and l2 with the norm and their product; l3 with the residual), splitQkvu and
-    // lightningStep. Per step: the embedding, its scale (fill, mul), the normed output head and
-    // the greedy argmax.
+    // Per layer: qkvuProjection (the normed projection and its split), lightningStep, three
+    // fusedLinear (out with the norm, the gate and the residual; l1 and l2 with the norm and their
+    // product; l3 with the residual). Per step: the embedding, its scale (fill, mul), the normed
+    // output head and the greedy argmax.
     expect(ops).toEqual({
       embedding: 1,
       fill: 1,
       mul: 1,
-      fusedLinear: 4 * L + 1,
-      splitQkvu: L,
+      qkvuProjection: L,
+      fusedLinear: 3 * L + 1,
       lightningStep: L,
       argmax: 1,
     });
-    expect(total).toBe(6 * L + 5);
+    expect(total).toBe(5 * L + 5);
     decoder.dispose();
     disposeParams(params);
   });

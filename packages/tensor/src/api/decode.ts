@@ -135,3 +135,35 @@ export function fusedLinear(x: Tensor, w: Tensor, options: FusedLinearOptions = 
   const attrs = { norm: norm !== undefined, eps, gate: norm?.gate !== undefined, product: second !== undefined, residual: residual !== undefined };
   return run1(op, [x, w, ...extra.flatMap(([, t]) => (t ? [t] : []))], attrs);
 }
+
+export interface QkvuProjectionOptions extends SplitQkvuOptions {
+  /** The SRMSNorm's ε (default 1e-6). */
+  eps?: number;
+}
+
+/**
+ * TNL's q/k/v/u projection of one token per row, from the residual stream x [B, M] as it is:
+ * splitQkvu(rmsNorm(x, eps) · wᵀ) for w [4·H·hd, M], the two composite ops in one (a GPU runs the
+ * split as the projection's epilogue). The values are those of fusedLinear then splitQkvu.
+ *
+ * @example
+ * const { q, k, v, u } = qkvuProjection(h, wQkvu, { heads: 8, theta, positions });
+ */
+export function qkvuProjection(x: Tensor, w: Tensor, options: QkvuProjectionOptions): { q: Tensor; k: Tensor; v: Tensor; u: Tensor } {
+  const op = "qkvuProjection";
+  if (options === null || typeof options !== "object") argError(op, "options", "an object { heads, eps?, activation?, theta?, positions? }", String(options));
+  const given = options.activation ?? "silu";
+  const activation = given === "swish" ? "silu" : given;
+  if (!(QKV_ACTIVATIONS as readonly string[]).includes(activation)) {
+    argError(op, "options.activation", `one of ${[...QKV_ACTIVATIONS, "swish"].map((a) => `'${a}'`).join(", ")}`, String(given));
+  }
+  const { theta, positions } = options;
+  if ((theta === undefined) !== (positions === undefined)) {
+    argError(op, theta ? "options.positions" : "options.theta", "theta and positions together (or neither)", theta ? "theta alone" : "positions alone");
+  }
+  const eps = options.eps ?? 1e-6;
+  if (typeof eps !== "number") argError(op, "options.eps", "a number", typeof eps);
+  const lrpe = theta !== undefined;
+  const [q, k, v, u] = runOp(op, lrpe ? [x, w, theta, positions!] : [x, w], { heads: options.heads, activation, lrpe, eps });
+  return { q, k, v, u };
+}

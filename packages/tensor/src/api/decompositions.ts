@@ -12,7 +12,7 @@ import type { DType } from "../dtype.js";
 import { argError, OpArgumentError } from "../errors.js";
 import type { CompositeOpName, OpAttrs } from "../ops/attrs.js";
 import type { Tensor } from "../tensor.js";
-import { qkvActivation } from "./decode.js";
+import { fusedLinear, qkvActivation, splitQkvu } from "./decode.js";
 import {
   adamwScalars,
   add,
@@ -193,6 +193,12 @@ export const DECOMPOSITIONS: DecompositionTable = {
     if (w2) y = mul(y, matmul(xn, w2, { transB: true }));
     if (r) y = add(r, y);
     return [y];
+  },
+
+  // The projection normed as fusedLinear norms it, then split as splitQkvu splits it.
+  qkvuProjection([x, w, theta, positions], { eps, heads, activation, lrpe }) {
+    const { q, k, v, u } = splitQkvu(fusedLinear(x, w, { norm: { eps } }), { heads, activation, ...(lrpe ? { theta, positions } : {}) });
+    return [q, k, v, u];
   },
 
   // AdamW in the ops and order of optim/adamw.ts, so CPU results are what they were before the fused op.

@@ -81,6 +81,11 @@ export interface FusedLinearAttrs {
   residual: boolean;
 }
 
+/** `qkvuProjection`: the SRMSNorm's ε and the split of splitQkvu. */
+export interface QkvuProjectionAttrs extends SplitQkvuAttrs {
+  eps: number;
+}
+
 export interface OpAttrs {
   // Elementwise unary (float in, same dtype out).
   neg: None;
@@ -182,6 +187,11 @@ export interface OpAttrs {
    * residual [R, N]) → y [R, N] = residual + (p(x)·wᵀ ⊙ p(x)·w2ᵀ), p(x) = rmsNorm(x, eps) ⊙ gate.
    */
   fusedLinear: FusedLinearAttrs;
+  /**
+   * TNL's q/k/v/u projection of one token per row from the residual stream: (x [B, M], w [4·H·hd, M],
+   * with `lrpe` theta [H, hd] and positions [B]) → splitQkvu(rmsNorm(x, eps)·wᵀ): q, k, v, u.
+   */
+  qkvuProjection: QkvuProjectionAttrs;
   // Creation.
   fill: { shape: number[]; dtype: DType; value: number };
   randomUniform: RandomAttrs & { low: number; high: number };
@@ -247,6 +257,6 @@ export type ReduceOpName = (typeof REDUCE_OPS)[number];
 export const COMPOSITE_OPS = [
   "sigmoid", "silu", "softmax", "logSoftmax", "softmaxCrossEntropy", "softmaxCrossEntropyBackward",
   "rmsNorm", "embedding", "embeddingBackward", "adamwUpdate", "siluBackward",
-  "addRmsNorm", "rmsNormGate", "splitQkvu", "fusedLinear",
+  "addRmsNorm", "rmsNormGate", "splitQkvu", "fusedLinear", "qkvuProjection",
 ] as const satisfies readonly KernelOpName[];
 export type CompositeOpName = (typeof COMPOSITE_OPS)[number];

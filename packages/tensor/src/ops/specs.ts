@@ -474,6 +474,42 @@ export const OP_SPECS: OpSpecTable = {
       return [{ shape: [R, N], dtype: x.dtype }];
     },
   },
+  qkvuProjection: {
+    inputs: ["x", "w"],
+    optional: ["theta", "positions"],
+    infer(inputs, attrs) {
+      const op = "qkvuProjection";
+      const [x, w, ...rest] = inputs;
+      requireFloat(op, "x", x);
+      requireRank(op, "x", x, 2);
+      requireSameDType(op, "w", x, w);
+      requireRank(op, "w", w, 2);
+      if (w.shape[1] !== x.shape[1]) argError(op, "w", `shape [4·H·hd, ${x.shape[1]}] (x is ${fmtShape(x.shape)})`, fmtShape(w.shape));
+      checkEps(op, attrs.eps);
+      const { heads: H, activation, lrpe } = attrs;
+      if (!Number.isInteger(H) || H < 1) argError(op, "heads", "a positive integer", String(H));
+      if (!(QKV_ACTIVATIONS as readonly string[]).includes(activation)) argError(op, "activation", QKV_ACTIVATIONS.map((a) => `'${a}'`).join(", "), String(activation));
+      if (typeof lrpe !== "boolean") argError(op, "lrpe", "a boolean", String(lrpe));
+      const [B, W] = [x.shape[0], w.shape[0]];
+      if (W % (4 * H) !== 0 || W === 0) argError(op, "w", `a row count that is a positive multiple of 4·heads = ${4 * H}`, fmtShape(w.shape));
+      const hd = W / (4 * H);
+      if (rest.length !== (lrpe ? 2 : 0)) argError(op, "theta", lrpe ? "theta and positions (lrpe is true)" : "no theta or positions (lrpe is false)", `${rest.length} more inputs`);
+      if (lrpe) {
+        const [theta, positions] = rest;
+        requireFloat(op, "theta", theta);
+        requireShape(op, "theta", theta, [H, hd]);
+        requireDType(op, "positions", positions, theta.dtype === "f64" ? "f64" : "f32");
+        requireShape(op, "positions", positions, [B]);
+      }
+      const D = lrpe ? 2 * hd : hd;
+      return [
+        { shape: [B, H, D], dtype: x.dtype },
+        { shape: [B, H, D], dtype: x.dtype },
+        { shape: [B, H, hd], dtype: x.dtype },
+        { shape: [B, H * hd], dtype: x.dtype },
+      ];
+    },
+  },
   splitQkvu: {
     inputs: ["qkvu"],
     optional: ["theta", "positions"],
