@@ -23,7 +23,8 @@
 //     a gate read from global memory, each rounded to T as the chain stores it, before any product;
 //   - epilogue: a residual added in f32, and/or the product of two weights' sums: a warp's two
 //     weight rows are then row r of w and row r of w2, one output row, so the registers and loads
-//     per lane are those of the plain kernel.
+//     per lane are those of the plain kernel; or (`qkvuProjection`) the split of TNL's qkvu into
+//     q, k, v, u with φ and LRPE, each element written where splitQkvu writes it.
 //
 // Launches use programmatic dependent launch where the device has it (sm_90+, LIGHTNING_CUDA_PDL=0
 // turns it off): a block starts its share of the weights (up to L2_BUDGET a launch) towards L2
