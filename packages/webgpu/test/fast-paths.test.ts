@@ -387,6 +387,24 @@ suite(`WebGPU fast paths against their plain twins${fast ? "" : ` [skipped: ${re
           }
         }
       }
+      // Without the loads that touch the next block ahead (a kernel of its own).
+      kernelChoices.forward = "walk";
+      kernelChoices.touchAhead = false;
+      for (const [B, H, Tn, D, E, withInit, G] of [
+        [1, 3, 577, 64, 64, true, 3],
+        [3, 1, 199, 128, 128, false, 2],
+      ] as const) {
+        setWalkSegmentBlocks(G);
+        const parts = await lightningThreeWays([B, H, Tn, D, E], withInit, seed, 0);
+        seed += 4;
+        for (const part of ["output", "state"] as const) {
+          const [f, p, c] = parts[part];
+          const what = `no touches: B ${B} H ${H} T ${Tn} D ${D} E ${E}: ${part}`;
+          expect(relRms(f, c), what).toBeLessThan(TOL);
+          expect(relRms(p, c), what).toBeLessThan(TOL);
+        }
+      }
+      kernelChoices.touchAhead = true;
       // q, k, v and o bound two batch·heads at a time (rows at offsets aligned to 256 bytes), or
       // copied two at a time into buffers of their own (the output copied back).
       for (const how of ["bound", "staged"] as const) {
@@ -411,13 +429,14 @@ suite(`WebGPU fast paths against their plain twins${fast ? "" : ` [skipped: ${re
       }
     } finally {
       kernelChoices.forward = "walk";
+      kernelChoices.touchAhead = true;
       kernelChoices.bindCapBytes = 0;
       kernelChoices.stageBytes = 2 ** 28;
       setWalkSegmentBlocks(null);
       setWalkScratchBytes(2 ** 30);
     }
     const keys = fast!.runtime.pipelineKeys();
-    for (const step of ["walk_totals", "walk_scan", "walk", "walk64"]) expect(keys).toContain(`lightning_${step}`);
+    for (const step of ["walk_totals", "walk_scan", "walk", "walk64", "walk:no_touch", "walk_totals:no_touch"]) expect(keys).toContain(`lightning_${step}`);
     expect(plain!.runtime.pipelineKeys().some((key) => key.startsWith("lightning_walk"))).toBe(false);
   });
 });

@@ -17,10 +17,15 @@
  * - bindCapBytes: the segment walk binds q, k, v and o a chunk of batch·heads at a time, at most
  *   this many bytes each (0, the default: whole buffers); a probe of whether large bindings, not
  *   large allocations, are slow. LIGHTNING_WEBGPU_BIND_CAP_MIB (in MiB).
+ * - touchAhead: the segment walk, its totals and the tiled matmul load one word of every 32-byte
+ *   sector of their next block of operands well ahead of use, bringing it into L2 (default on).
+ *   LIGHTNING_WEBGPU_TOUCH=0 turns it off.
  * - walkWorkgroups: how many workgroups the segment walk splits long sequences into segments for,
  *   at least (256). LIGHTNING_WEBGPU_WALK_WORKGROUPS.
  */
 export interface KernelChoices {
+  /** Whether the segment walk and the tiled matmul touch their operands ahead into L2. */
+  touchAhead: boolean;
   /** Most bytes of q, k, v or o the segment walk binds at once (0: whole buffers). */
   bindCapBytes: number;
   /** Walk workgroups the segment walk asks for at least (fewer segments: less repeated work). */
@@ -47,6 +52,7 @@ function countFromEnv(name: string, fallback: number, least = 1): number {
 }
 
 export const kernelChoices: KernelChoices = {
+  touchAhead: fromEnv("LIGHTNING_WEBGPU_TOUCH", ["0", "1"], "1") === "1",
   bindCapBytes: countFromEnv("LIGHTNING_WEBGPU_BIND_CAP_MIB", 0, 0) * 2 ** 20,
   walkWorkgroups: countFromEnv("LIGHTNING_WEBGPU_WALK_WORKGROUPS", 256),
   forward: fromEnv("LIGHTNING_WEBGPU_FORWARD", ["walk", "walk64", "staged", "stored", "stored64", "blocked"], "walk"),

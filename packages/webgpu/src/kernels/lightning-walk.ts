@@ -228,6 +228,7 @@ interface ChunkShape {
 /** Step 1: R_g of every segment but the last into seg (a register-tiled kᵀ v per tile). */
 function segmentTotals(rt: Runtime, f: WalkForward, seg: GPUBuffer, io: IoBindings, c: ChunkShape): void {
   const { H, T, D, E } = f.dims;
+  const touch = kernelChoices.touchAhead;
   // Each stage: 16 tokens of k (16 × 128 of D) and v (16 × 128 of E), two vectors of each per
   // invocation; the next stage is fetched into registers before the current one is multiplied.
   const fetch = (p0: string) =>
@@ -243,7 +244,7 @@ function segmentTotals(rt: Runtime, f: WalkForward, seg: GPUBuffer, io: IoBindin
       )
       .join("\n    ");
   rt.dispatch({
-    key: "lightning_walk_totals",
+    key: `lightning_walk_totals${touch ? "" : ":no_touch"}`,
     shader: () => ({
       doc: ["k: (BH, T, D/4) vec4 f32", "v: (BH, T, E/4) vec4 f32", "slopes: (H) f32", "seg: (BH, nSeg, D, E/4) vec4 f32, R_g"],
       bindings: [
@@ -283,6 +284,7 @@ var<workgroup> Bs: array<vec4<f32>, ${16 * V}>;  // v rows: [p][e/4]`,
   for (var c0 = 0u; c0 < len; c0 = c0 + 64u) {
     ${[0, 1, 2, 3].map((i) => `var tk${i} = 0.0; var tv${i} = 0.0;`).join(" ")}
     ${[0, 1, 2, 3]
+      .filter(() => touch)
       .map(
         (i) => `{ let sct = lid + ${i * 256}u; let p = c0 + 64u + sct / 16u; let c4 = (sct % 16u) * 2u;
       if (p < len) {
@@ -435,6 +437,7 @@ interface WalkShape {
 /** Step 3: each workgroup walks one segment's blocks for 64 or 128 columns of E, S in registers. */
 function walk(rt: Runtime, f: WalkForward, entering: GPUBuffer | null, io: IoBindings, s: WalkShape): void {
   const { H, T, D, E } = f.dims;
+  const touch = kernelChoices.touchAhead;
   const halves = s.columns / 64;
   const VE = s.columns / 4;
   const cols = (name: string) => Array.from({ length: halves }, (_, h) => `${name}${h}`);
@@ -475,7 +478,7 @@ function walk(rt: Runtime, f: WalkForward, entering: GPUBuffer | null, io: IoBin
       ),
     ].join("\n    ");
   rt.dispatch({
-    key: `${s.columns === TILE ? "lightning_walk" : `lightning_walk${s.columns}`}${s.enter === 3 ? "_stored" : ""}`,
+    key: `${s.columns === TILE ? "lightning_walk" : `lightning_walk${s.columns}`}${s.enter === 3 ? "_stored" : ""}${touch ? "" : ":no_touch"}`,
     shader: () => ({
       doc: [
         "q: (BH, T, D/4) vec4 f32",
@@ -541,7 +544,7 @@ var<workgroup> Ks: array<vec4<f32>, 512>;  // k columns of a quarter [d][p/4]; t
   for (var blk = sg * G; blk < segEnd; blk = blk + 1u) {
     let t0 = blk * ${C}u;
     let m = min(${C}u, T - t0);
-    ${touchNextBlock(halves)}
+    ${touch ? touchNextBlock(halves) : ""}
     // Scores q_p · k_p' (sc{i}: row p = ty·4 + i, columns p' = tx·4 …) and q_p S (o{i·halves + h}:
     // row p = ty·4 + i, columns e04·4 + h·64 + tx·4 …), over d a quarter (32) at a time.
     ${accumulators(4, "sc")}
@@ -598,7 +601,7 @@ var<workgroup> Ks: array<vec4<f32>, 512>;  // k columns of a quarter [d][p/4]; t
     ${[0, 1, 2, 3]
       .flatMap((i) => cols("").map((_, h) => `if (ty * 4u + ${i}u < m && e04 + ${h * 16}u + tx < E4) { o[((bh - io0) * T + t0 + ty * 4u + ${i}u) * E4 + e04 + ${h * 16}u + tx] = bitcast<vec4<u32>>(o${i * halves + h}); }`))
       .join("\n    ")}
-    sink = sink + ${touchNames(halves).join(" + ")};
+    ${touch ? `sink = sink + ${touchNames(halves).join(" + ")};` : ""}
   }
   // Keeps the touches' loads live: T is never 0 here.
   if (T == 0u && sink != 0.0) { sT[0] = vec4<u32>(bitcast<u32>(sink)); }
