@@ -152,7 +152,8 @@ function decodeTokenMixer(x: Tensor, lp: TnlLayerParams, c: TnlConfig, ctx: Mixe
  *   q, k, v, u = split(srms(h)·Wqkvuᵀ);  o = step(q, k, v);  h1 = h + (srms(o) ⊙ u)·Woutᵀ
  *   g = (srms(h1)·W1ᵀ) ⊙ (srms(h1)·W2ᵀ);  h2 = h1 + g·W3ᵀ
  *
- * The values are those of `layer` (E.2–E.4): fusedLinear's decomposition is that chain of ops.
+ * The values are those of `layer` (E.2–E.4): the decompositions of fusedLinear and qkvuProjection
+ * are that chain of ops.
  */
 function decodeLayer(h: Tensor, lp: TnlLayerParams, c: TnlConfig, ctx: MixerContext, state: Tensor): { x: Tensor; state: Tensor } {
   const B = h.shape[0];
