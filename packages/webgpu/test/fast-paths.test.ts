@@ -190,6 +190,7 @@ suite(`WebGPU fast paths against their plain twins${fast ? "" : ` [skipped: ${re
       [[], 1409, 20, 260],
       [[2], 1100, 12, 132],
       [[], 300, 52, 132],
+      [[], 260, 200, 68],
     ];
     let seed = 120;
     try {
@@ -197,8 +198,10 @@ suite(`WebGPU fast paths against their plain twins${fast ? "" : ` [skipped: ${re
         const a = values([...ba, m, k].reduce((x, y) => x * y, 1), seed++);
         const b = values(k * n, seed++);
         const got: Float32Array[] = [];
-        for (const order of ["linear", "grouped", "rotated"] as const) {
-          kernelChoices.matmulOrder = order;
+        for (const order of ["linear", "grouped", "rotated", "untouched"] as const) {
+          // untouched: grouped, without the loads that bring the next 64 of k into L2 ahead.
+          kernelChoices.matmulOrder = order === "untouched" ? "grouped" : order;
+          kernelChoices.touchAhead = order !== "untouched";
           const [f, , c] = await threeWays((be) => {
             const ta = on(be, a, [...ba, m, k]);
             const tb = on(be, b, [k, n]);
@@ -213,14 +216,17 @@ suite(`WebGPU fast paths against their plain twins${fast ? "" : ` [skipped: ${re
         // The same tiles, only in another order: the same bits (rotated sums k in another order).
         expect(Array.from(got[1])).toEqual(Array.from(got[0]));
         expect(relRms(got[2], got[0])).toBeLessThan(TOL);
+        expect(Array.from(got[3])).toEqual(Array.from(got[0]));
       }
     } finally {
       kernelChoices.matmulOrder = "grouped";
+      kernelChoices.touchAhead = true;
     }
     const keys = fast!.runtime.pipelineKeys();
     expect(keys).toContain("matmul_tiled:false:false");
     expect(keys).toContain("matmul_tiled:false:false:linear");
     expect(keys).toContain("matmul_tiled:false:false:rotated");
+    expect(keys).toContain("matmul_tiled:false:false:no_touch");
   });
 
   it("the vectorised decode step matches the plain step and the CPU, in new storage and in place", async () => {
