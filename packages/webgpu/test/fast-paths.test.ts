@@ -394,8 +394,7 @@ suite(`WebGPU fast paths against their plain twins${fast ? "" : ` [skipped: ${re
         }
       }
       // Without the loads that touch the next block ahead (a kernel of its own).
-      kernelChoices.forward = "walk";
-      kernelChoices.touchAhead = false;
+      kernelChoices.forward = "walk-notouch";
       for (const [B, H, Tn, D, E, withInit, G] of [
         [1, 3, 577, 64, 64, true, 3],
         [3, 1, 199, 128, 128, false, 2],
@@ -410,7 +409,6 @@ suite(`WebGPU fast paths against their plain twins${fast ? "" : ` [skipped: ${re
           expect(relRms(p, c), what).toBeLessThan(TOL);
         }
       }
-      kernelChoices.touchAhead = true;
       // q, k, v and o bound two batch·heads at a time (rows at offsets aligned to 256 bytes), or
       // copied two at a time into buffers of their own (the output copied back).
       for (const how of ["bound", "staged"] as const) {

@@ -4,7 +4,7 @@
  *
  * - forward: the Lightning Attention forward by segment walks (`walk`, lightning-walk.ts: states
  *   carried in registers, one per segment stored; `walk64` the same with 64 columns of E per
- *   workgroup instead of 128; `staged` the walk on copies of q, k and v of at most `stageBytes`
+ *   workgroup instead of 128; `walk-notouch` without the touches ahead; `staged` the walk on copies of q, k and v of at most `stageBytes`
  *   (256 MiB) at a time, its output likewise copied out) or by block states (`blocked`, lightning-blocked.ts: every block's
  *   state written and read once; `stored` and `stored64` the same with the output step on the
  *   walk's kernel, one block per walk: no state product repeated, at the price of the block
@@ -30,7 +30,7 @@ export interface KernelChoices {
   bindCapBytes: number;
   /** Walk workgroups the segment walk asks for at least (fewer segments: less repeated work). */
   walkWorkgroups: number;
-  forward: "walk" | "walk64" | "staged" | "stored" | "stored64" | "blocked";
+  forward: "walk" | "walk64" | "walk-notouch" | "staged" | "stored" | "stored64" | "blocked";
   /** With forward `staged`: most bytes of a staged copy of q, k, v or o. */
   stageBytes: number;
   matmulOrder: "grouped" | "linear" | "rotated";
@@ -55,7 +55,7 @@ export const kernelChoices: KernelChoices = {
   touchAhead: fromEnv("LIGHTNING_WEBGPU_TOUCH", ["0", "1"], "1") === "1",
   bindCapBytes: countFromEnv("LIGHTNING_WEBGPU_BIND_CAP_MIB", 0, 0) * 2 ** 20,
   walkWorkgroups: countFromEnv("LIGHTNING_WEBGPU_WALK_WORKGROUPS", 256),
-  forward: fromEnv("LIGHTNING_WEBGPU_FORWARD", ["walk", "walk64", "staged", "stored", "stored64", "blocked"], "walk"),
+  forward: fromEnv("LIGHTNING_WEBGPU_FORWARD", ["walk", "walk64", "walk-notouch", "staged", "stored", "stored64", "blocked"], "walk"),
   stageBytes: 2 ** 28,
   matmulOrder: fromEnv("LIGHTNING_WEBGPU_MATMUL_ORDER", ["grouped", "linear", "rotated"], "grouped"),
 };

@@ -81,6 +81,8 @@ export interface WalkForward {
   out: GPUBuffer; // (B, H, T, E) f32
   finalState: GPUBuffer; // (B, H, D, E) f32
   dims: { BH: number; H: number; T: number; D: number; E: number };
+  /** Whether to touch the next block ahead into L2 (default: `kernelChoices.touchAhead`). */
+  touch?: boolean;
 }
 
 /** Whether the walk runs these inputs on a device with these limits. */
@@ -228,7 +230,7 @@ interface ChunkShape {
 /** Step 1: R_g of every segment but the last into seg (a register-tiled kᵀ v per tile). */
 function segmentTotals(rt: Runtime, f: WalkForward, seg: GPUBuffer, io: IoBindings, c: ChunkShape): void {
   const { H, T, D, E } = f.dims;
-  const touch = kernelChoices.touchAhead;
+  const touch = f.touch ?? kernelChoices.touchAhead;
   // Each stage: 16 tokens of k (16 × 128 of D) and v (16 × 128 of E), two vectors of each per
   // invocation; the next stage is fetched into registers before the current one is multiplied.
   const fetch = (p0: string) =>
@@ -437,7 +439,7 @@ interface WalkShape {
 /** Step 3: each workgroup walks one segment's blocks for 64 or 128 columns of E, S in registers. */
 function walk(rt: Runtime, f: WalkForward, entering: GPUBuffer | null, io: IoBindings, s: WalkShape): void {
   const { H, T, D, E } = f.dims;
-  const touch = kernelChoices.touchAhead;
+  const touch = f.touch ?? kernelChoices.touchAhead;
   const halves = s.columns / 64;
   const VE = s.columns / 4;
   const cols = (name: string) => Array.from({ length: halves }, (_, h) => `${name}${h}`);

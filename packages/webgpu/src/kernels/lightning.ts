@@ -303,14 +303,14 @@ export function lightningKernels(rt: Runtime, maxWorkgroupBytes: number) {
     const dtypes = [q.dtype, k.dtype, v.dtype];
     const choice = kernelChoices.forward;
     const walks = walkForwardApplies(dtypes, { T, D, E }, limits);
-    const walk = (choice === "walk" || choice === "walk64" || choice === "staged") && walks;
+    const walk = (choice === "walk" || choice === "walk64" || choice === "staged" || choice === "walk-notouch") && walks;
     // Blocked, with its output step on the walk kernel where that applies.
     const stored = (choice === "stored" || choice === "stored64") && walks ? (choice === "stored" ? 128 : 64) : undefined;
     if (!rt.plainKernels && (walk || blockedForwardApplies(dtypes, { BH, T, D, E }, limits))) {
       // f16/bf16 inputs are widened to f32 once: a few passes over q, k, v, small beside the products.
       const [qf, kf, vf] = [q, k, v].map((x) => (x.dtype === "f32" ? x : widenToF32(rt, x)));
       const args = { q: qf, k: kf, v: vf, slopes, init: s0?.storage ?? null, finalState: state.storage, dims: { BH, H, T, D, E } };
-      viaF32(rt, o, (out) => (walk ? walkForward(rt, { ...args, out }, choice === "walk64" ? 64 : 128, choice === "staged" ? kernelChoices.stageBytes : 0) : blockedForward(rt, { ...args, out }, stored)));
+      viaF32(rt, o, (out) => (walk ? walkForward(rt, { ...args, out, touch: choice === "walk-notouch" ? false : undefined }, choice === "walk64" ? 64 : 128, choice === "staged" ? kernelChoices.stageBytes : 0) : blockedForward(rt, { ...args, out }, stored)));
       for (const [wide, x] of [[qf, q], [kf, k], [vf, v]]) if (wide !== x) rt.release(wide.storage);
       return;
     }
