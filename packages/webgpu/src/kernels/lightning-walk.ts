@@ -2,8 +2,8 @@
  * Lightning Attention forward by segment walks (docs/ALGORITHM.md LA-2 with blocks of C = 64
  * tokens), for f32 q, k, v with D ≤ 128 and D, E multiples of 4. No block state goes through
  * memory: a workgroup walks the blocks of one segment (G blocks) in order and carries the state
- * S (D × 128 columns of E) in registers, as the CUDA kernels do; only one state per segment is
- * stored.
+ * S (D × 128 or 64 columns of E) in registers, as the CUDA kernels do; only one state per segment
+ * is stored.
  *
  *   1. totals: R_g = Σ_{p in g} λ^{L_g − 1 − p} k_pᵀ v_p for every segment but the last (L_g tokens):
  *              a product of kᵀ (D × L_g) and v (L_g × E) with decayed k rows, the matmul kernel's
@@ -26,7 +26,8 @@
  * columns tx·4 and 64 + tx·4 of the E tile). q_p S needs all of d for one column, so S passes
  * through workgroup memory 32 rows at a time, beside the same 32 columns of q and k, which also
  * give the scores q_p · k_p'. The products with v share one staging of v: P·v into the output tile
- * and the state update into S.
+ * and the state update into S. Global loads are fetched a stage ahead, and the next block's rows
+ * are touched a block ahead into L2 (touchNextBlock).
  *
  * Letters: B batch, H heads, T time, D query/key head dim, E value head dim, C block size (64),
  * G blocks per segment.
@@ -39,11 +40,6 @@ const C = 64;
 /** Tile edge of the state (rows of D, columns of E). */
 const TILE = 128;
 const V = TILE / 4;
-/**
- * Walk workgroups wanted at least (`kernelChoices.walkWorkgroups`, default 256): about two waves
- * over the 132 SMs of an H100/H200 at one workgroup per SM (its registers hold a 128×128 state, an
- * output tile and the scores).
- */
 /** Blocks per segment forced by a test; null picks by size. */
 let forcedSegmentBlocks: number | null = null;
 /** Most bytes of segment states at once; above it the batch·heads run in chunks. */
@@ -64,8 +60,10 @@ export function setWalkScratchBytes(bytes: number): void {
 
 /**
  * Blocks per segment for `sequences` sequences of `blocks` blocks and `eTiles` column tiles: as
- * long as leaves at least `kernelChoices.walkWorkgroups` walk workgroups (fewer segments repeat less of the
- * state products in step 1), the whole sequence where that is already enough.
+ * long as leaves at least `kernelChoices.walkWorkgroups` (256: about two waves over the 132 SMs
+ * of an H100/H200 at one workgroup per SM, whose registers hold a 128×128 state, an output tile
+ * and the scores) walk workgroups (fewer segments repeat less of the state products in step 1),
+ * the whole sequence where that is already enough.
  */
 export function walkSegmentBlocks(sequences: number, blocks: number, eTiles: number): number {
   const segments = Math.max(1, Math.ceil(kernelChoices.walkWorkgroups / (sequences * eTiles)));
