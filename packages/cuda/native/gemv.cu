@@ -553,7 +553,8 @@ void fusedLinear(Context& c, const Args& args) {
   const bool norm = args.i.at(4) != 0, gate = args.i.at(5) != 0, product = args.i.at(6) != 0, residual = args.i.at(7) != 0;
   const size_t smem = dt == F16 || dt == BF16 ? smemFor(dt, m, n, k, args.ptr<void>(1)) : 0;
   if (smem == 0 || (product && !alignedTo(args.ptr<void>(3), 16))) {
-    c.declined = true;
+    // More rows than this kernel takes may run on gemv_mma.cu's tensor cores.
+    if (!fusedLinearMma(c, args)) c.declined = true;
     return;
   }
   const int pro = gate ? PRO_GATE : norm ? PRO_NORM : PRO_NONE;

@@ -24,4 +24,12 @@ void fusedLinear(Context& c, const Args& args);
 // would run, the split as its epilogue; else it declines as fusedLinear does.
 void qkvuProjection(Context& c, const Args& args);
 
+// The rows of x native/gemv_mma.cu's tensor-core kernel takes, above the small-M kernel's.
+constexpr int MMA_MIN_M = GEMV_MAX_M + 1, MMA_MAX_M = 64;
+
+// fusedLinear's arguments on the tensor-core kernel (native/gemv_mma.cu) for MMA_MIN_M…MMA_MAX_M
+// rows of f16/bf16 where LIGHTNING_CUDA_GEMV_MMA=1. Returns false, having enqueued nothing, where it
+// does not apply.
+bool fusedLinearMma(Context& c, const Args& args);
+
 }  // namespace lts

@@ -17,7 +17,7 @@
  */
 import * as T from "@lightning-ts/tensor";
 import { describeBackends, seeded } from "@lightning-ts/testing";
-import { afterEach, beforeEach, expect, it } from "vitest";
+import { afterAll, afterEach, beforeAll, beforeEach, expect, it } from "vitest";
 import { chain, expectWithin, type FusedInputs, makeInputs, optionsOf, reference, VARIANTS, type Variant } from "../../tensor/test/fused-linear-oracle.js";
 import type { CudaBackend, CudaStorage } from "../src/index.js";
 import "./setup.js";
@@ -59,6 +59,18 @@ async function onCpu(i: FusedInputs): Promise<FusedInputs> {
 await describeBackends("fusedLinear: the small-M kernel with a norm prologue and a residual/product epilogue", (backend) => {
   const gpu = () => backend() as CudaBackend;
   const rng = seeded(6133);
+  // These cases are the small-M kernel's and the chain's: above 4 rows the tensor-core kernel
+  // (test/gemv-mma.test.ts) would take the op where LIGHTNING_CUDA_GEMV_MMA=1, so the switch is held
+  // off here whatever the process was started with.
+  let mmaSwitch: string | undefined;
+  beforeAll(() => {
+    mmaSwitch = process.env.LIGHTNING_CUDA_GEMV_MMA;
+    process.env.LIGHTNING_CUDA_GEMV_MMA = "0";
+  });
+  afterAll(() => {
+    if (mmaSwitch === undefined) delete process.env.LIGHTNING_CUDA_GEMV_MMA;
+    else process.env.LIGHTNING_CUDA_GEMV_MMA = mmaSwitch;
+  });
   let before = new Set<T.Tensor>();
   beforeEach(() => {
     before = new Set(T.liveTensors());
