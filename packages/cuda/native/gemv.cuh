@@ -32,4 +32,8 @@ constexpr int MMA_MIN_M = GEMV_MAX_M + 1, MMA_MAX_M = 64;
 // does not apply.
 bool fusedLinearMma(Context& c, const Args& args);
 
+// qkvuProjection's arguments on the tensor-core kernel, splitQkvu as its epilogue; false, having
+// enqueued nothing, where it does not apply.
+bool qkvuProjectionMma(Context& c, const Args& args);
+
 }  // namespace lts

@@ -40,6 +40,7 @@
 
 #include "device.cuh"
 #include "gemv.cuh"
+#include "gemv_split.cuh"
 #include "mma.cuh"
 
 namespace lts {
@@ -60,6 +61,8 @@ constexpr int64_t L2_BUDGET = 24 << 20;
 
 enum Prologue { PRO_NONE = 0, PRO_NORM = 1, PRO_GATE = 2 };
 constexpr int EPI_RESIDUAL = 1, EPI_PRODUCT = 2;
+// qkvuProjection: y is TNL's qkvu (B, 4·hid), written as splitQkvu's q, k (φ, LRPE), v and u.
+constexpr int EPI_SPLIT = 4;
 
 template <class T>
 struct MmaArgs {
@@ -69,6 +72,7 @@ struct MmaArgs {
   const T* gate;      // (M, k), PRO_GATE
   const T* residual;  // (M, n), EPI_RESIDUAL
   T* y;               // (M, n)
+  SplitArgs<T> split;  // EPI_SPLIT
   int m, n, k;
   int stages;  // of the ring, 2…MAX_STAGES
   int ks;  // blocks of a cluster, splitting k (1 below sm_90)
@@ -321,8 +325,12 @@ __global__ void __launch_bounds__(THREADS, 2) gemvMmaKernel(const MmaArgs<T> a) 
         for (int ss = 0; ss < S; ss++) second += pq[((S + ss) * 16 + rr) * MP + m];
     }
     if constexpr (PRODUCT) total = __fmul_rn(total, second);
-    const int64_t at = (int64_t)m * n + row;
-    a.y[at] = fromF<T>(RESIDUAL ? __fadd_rn(total, toF(a.residual[at])) : total);
+    if constexpr ((EPI & EPI_SPLIT) != 0) {
+      storeSplit(a.split, m, row, total);
+    } else {
+      const int64_t at = (int64_t)m * n + row;
+      a.y[at] = fromF<T>(RESIDUAL ? __fadd_rn(total, toF(a.residual[at])) : total);
+    }
   }
   if (ks > 1) clusterSync();  // no block leaves while another reads its shared memory
 }
@@ -411,6 +419,36 @@ bool enabled() {
   throw std::runtime_error(std::string("LIGHTNING_CUDA_GEMV_MMA: expected 0 or 1, got '") + v + "'");
 }
 
+// How a launch of m rows runs: NT, the ring's stages and bytes, the cluster size; `ok` false where
+// the kernel does not apply (the switch off, rows, dtype, k not whole 16-byte packs, a pointer
+// cp.async reads not on a 16-byte boundary).
+struct Plan {
+  bool ok = false;
+  int nt = 0, stages = 0, ks = 1;
+  size_t smem = 0;
+  bool prefetch = false;
+};
+
+Plan plan(Context& c, int dt, int m, int n, int k, bool gate, bool product, std::initializer_list<const void*> packed) {
+  Plan p;
+  if (!enabled() || (dt != F16 && dt != BF16) || m < MMA_MIN_M || m > MMA_MAX_M || n < 1 || k < 1 || k % 8 != 0) return p;
+  for (const void* ptr : packed)
+    if (ptr != nullptr && !alignedTo(ptr, 16)) return p;
+  p.nt = m <= 8 ? 1 : m <= 16 ? 2 : m <= 32 ? 4 : 8;
+  const size_t stage = stageBytes(p.nt, gate);
+  p.stages = std::min<int>(MAX_STAGES, (int)(smemLimit() / stage));
+  if (p.stages < 2) return p;
+  p.smem = p.stages * stage;
+  p.prefetch = (int64_t)n * k * 2 * (product ? 2 : 1) <= L2_BUDGET;
+  // Where the row tiles alone leave most SMs idle (N = 1,024: 32 tiles), clusters of ks blocks
+  // (sm_90+) split k, each block staging only its share of x: ks·tiles blocks, at least 2 stages each.
+  const int tiles = (n + (product ? 16 : WROWS) - 1) / (product ? 16 : WROWS), stagesAll = (k + KC - 1) / KC;
+  if (c.ccMajor >= 9)
+    while (p.ks < 8 && (int64_t)tiles * p.ks * 2 <= c.smCount && stagesAll >= 4 * p.ks) p.ks *= 2;
+  p.ok = true;
+  return p;
+}
+
 }  // namespace
 
 // p: [x, w, gate, w2, residual, y] (0 where absent); i: [dtype, rows, n, k, norm, gate, product,
@@ -418,33 +456,40 @@ bool enabled() {
 bool fusedLinearMma(Context& c, const Args& args) {
   const int dt = (int)args.i.at(0), m = (int)args.i.at(1), n = (int)args.i.at(2), k = (int)args.i.at(3);
   const bool norm = args.i.at(4) != 0, gate = args.i.at(5) != 0, product = args.i.at(6) != 0, residual = args.i.at(7) != 0;
-  if (!enabled() || (dt != F16 && dt != BF16) || m < MMA_MIN_M || m > MMA_MAX_M || n < 1 || k < 1 || k % 8 != 0) return false;
-  // cp.async copies 16-byte packs of every row of x, the gate and the weights.
-  for (int p : {0, 1, 2, 3})
-    if (args.p.at(p) != 0 && !alignedTo(args.ptr<void>(p), 16)) return false;
-  const int nt = m <= 8 ? 1 : m <= 16 ? 2 : m <= 32 ? 4 : 8;
-  const size_t stage = stageBytes(nt, gate);
-  const int stages = std::min<int>(MAX_STAGES, (int)(smemLimit() / stage));
-  if (stages < 2) return false;
-  const size_t smem = stages * stage;
+  const Plan p = plan(c, dt, m, n, k, gate, product, {args.ptr<void>(0), args.ptr<void>(1), args.ptr<void>(2), args.ptr<void>(3)});
+  if (!p.ok) return false;
   const int pro = gate ? PRO_GATE : norm ? PRO_NORM : PRO_NONE;
   const int epi = (residual ? EPI_RESIDUAL : 0) | (product ? EPI_PRODUCT : 0);
-  const int64_t weightBytes = (int64_t)n * k * 2 * (product ? 2 : 1);
-  // Where the row tiles alone leave most SMs idle (N = 1,024: 32 tiles), clusters of ks blocks
-  // (sm_90+) split k, each block staging only its share of x: ks·tiles blocks, at least 2 stages each.
-  const int tiles = (n + (product ? 16 : WROWS) - 1) / (product ? 16 : WROWS), stagesAll = (k + KC - 1) / KC;
-  int ks = 1;
-  if (c.ccMajor >= 9)
-    while (ks < 8 && (int64_t)tiles * ks * 2 <= c.smCount && stagesAll >= 4 * ks) ks *= 2;
+  const int nt = p.nt;
+  const size_t smem = p.smem;
   auto run = [&](auto zero) {
     using T = decltype(zero);
-    const MmaArgs<T> a{args.ptr<const T>(0), args.ptr<const T>(1), args.ptr<const T>(3), args.ptr<const T>(2), args.ptr<const T>(4), args.ptr<T>(5),
-                       m, n, k, stages, ks, weightBytes <= L2_BUDGET, (float)args.f.at(0)};
+    const MmaArgs<T> a{args.ptr<const T>(0), args.ptr<const T>(1), args.ptr<const T>(3), args.ptr<const T>(2), args.ptr<const T>(4), args.ptr<T>(5), {},
+                       m, n, k, p.stages, p.ks, p.prefetch, (float)args.f.at(0)};
     switch (pro) {
       case PRO_NONE: return launchEpilogue<T, PRO_NONE>(c, nt, epi, a, smem);
       case PRO_NORM: return launchEpilogue<T, PRO_NORM>(c, nt, epi, a, smem);
       case PRO_GATE: return launchEpilogue<T, PRO_GATE>(c, nt, epi, a, smem);
     }
+  };
+  if (dt == F16) run(__half{});
+  else run(__nv_bfloat16{});
+  return true;
+}
+
+// p: [x, w, theta, positions, q, k, v, u]; i: [dtype, rows, n = 4·hid, k, heads, activation,
+// theta dtype or -1]; f: [eps] — gemv.cu's qkvuProjection's arguments (which checked the activation).
+bool qkvuProjectionMma(Context& c, const Args& args) {
+  const int dt = (int)args.i.at(0), m = (int)args.i.at(1), n = (int)args.i.at(2), k = (int)args.i.at(3);
+  const int heads = (int)args.i.at(4), act = (int)args.i.at(5), thDt = (int)args.i.at(6);
+  if (heads < 1 || n % (4 * heads) != 0) return false;
+  const Plan p = plan(c, dt, m, n, k, false, false, {args.ptr<void>(0), args.ptr<void>(1)});
+  if (!p.ok) return false;
+  auto run = [&](auto zero) {
+    using T = decltype(zero);
+    const SplitArgs<T> split{args.ptr<T>(4), args.ptr<T>(5), args.ptr<T>(6), args.ptr<T>(7), args.ptr<const void>(2), thDt, args.ptr<const float>(3), heads, n / (4 * heads), act};
+    const MmaArgs<T> a{args.ptr<const T>(0), args.ptr<const T>(1), nullptr, nullptr, nullptr, nullptr, split, m, n, k, p.stages, p.ks, p.prefetch, (float)args.f.at(0)};
+    launchTiles<T, PRO_NORM, EPI_SPLIT>(c, p.nt, a, p.smem);
   };
   if (dt == F16) run(__half{});
   else run(__nv_bfloat16{});

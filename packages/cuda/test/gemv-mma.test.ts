@@ -7,7 +7,8 @@
  * chain of ops bit for bit. Shapes of the 436M TNL's decode step (1,024 → 4,096 normed, 1,024 → 2,816 twice
  * with the product, 2,816 → 1,024 with the residual, 1,024 → 1,024 with norm·gate and residual)
  * and odd ones (N not a whole block, K not a whole stage, K > 4,096 normed in nn.cu's block order,
- * K with no whole 16-byte packs: the chain). Then a layer's four in a recorded CUDA graph, with
+ * K with no whole 16-byte packs: the chain). `qkvuProjection` on the same kernel with splitQkvu as
+ * its epilogue against fusedLinear then splitQkvu, bit for bit. Then a layer's four in a recorded CUDA graph, with
  * programmatic dependent launch on and off: the replay's bits are the eager run's. Skipped, with
  * the reason printed, where the CUDA backend cannot start; under LIGHTNING_CUDA_REQUIRED=1 that is
  * a failure.
@@ -129,6 +130,39 @@ await describeBackends("fusedLinear on tensor cores (native/gemv_mma.cu, LIGHTNI
     }, 600_000);
   }
 
+  for (const dtype of ["bf16", "f16"] as const) {
+    it(`qkvuProjection: the kernel with splitQkvu as its epilogue gives fusedLinear then splitQkvu bit for bit, 5–65 rows (${dtype})`, async () => {
+      // [K, H, hd]: the 436M's (K 1,024, 8 heads of 128: N 4,096) and odd ones; every activation
+      // with and without LRPE, the row counts taken in turn.
+      const shapes: [number, number, number][] = [[1024, 8, 128], [40, 3, 5], [1032, 2, 7], [1031, 2, 7]];
+      let turn = 0;
+      for (const [K, H, hd] of shapes)
+        for (const withLrpe of [false, true])
+          for (const activation of K === 1024 ? (["silu"] as const) : T.QKV_ACTIVATIONS) {
+            const B = ROWS[turn++ % ROWS.length];
+            const frame = T.beginScope();
+            try {
+              const x = rng.tensor([B, K], { dtype, std: 2, backend: gpu() });
+              const w = rng.tensor([4 * H * hd, K], { dtype, std: 1 / Math.sqrt(K), backend: gpu() });
+              const rope = withLrpe
+                ? {
+                    theta: T.tensor(Array.from({ length: H * hd }, () => 10000 ** -rng.next()), [H, hd], { backend: gpu() }),
+                    positions: T.tensor(Array.from({ length: B }, () => rng.int(5000)), [B], { backend: gpu() }),
+                  }
+                : {};
+              const [got, want] = withEnv(MMA, () => [
+                T.qkvuProjection(x, w, { heads: H, activation, ...rope }),
+                T.splitQkvu(T.fusedLinear(x, w, { norm: {} }), { heads: H, activation, ...rope }),
+              ]);
+              for (const key of ["q", "k", "v", "u"] as const)
+                await expectSameBits(got[key], want[key], `${key}: B ${B}, K ${K}, H ${H}, hd ${hd}, ${activation}, ${withLrpe ? "LRPE" : "no LRPE"}, ${dtype}`);
+            } finally {
+              T.endScope(frame);
+            }
+          }
+    }, 300_000);
+  }
+
   it("off by default and with 0, the chain's bits; f32 and 65 rows stay on the chain; other values are refused", async () => {
     for (const [R, dtype] of [[8, "bf16"], [64, "f16"], [8, "f32"], [65, "bf16"]] as const) {
       const v = VARIANTS[5];
@@ -154,8 +188,8 @@ await describeBackends("fusedLinear on tensor cores (native/gemv_mma.cu, LIGHTNI
       const theta = T.tensor(Array.from({ length: hid }, () => 10000 ** -rng.next()), [8, 128], { backend: gpu() });
       const positions = T.tensor(Array.from({ length: R }, () => rng.int(5000)), [R], { backend: gpu() });
       // out (norm·gate, residual) → l1·l2 (norm, product) → l3 (residual) → the next layer's
-      // projection (fusedLinear then splitQkvu above 4 rows): each reads what the one before wrote,
-      // so a missing wait would read stale values.
+      // projection with its split: each reads what the one before wrote, so a missing wait would
+      // read stale values.
       const run = () =>
         T.scope(() => {
           const h1 = T.fusedLinear(o, wOut, { norm: { gate: u }, residual: h });
