@@ -8,7 +8,9 @@
  * with the product, 2,816 → 1,024 with the residual, 1,024 → 1,024 with norm·gate and residual)
  * and odd ones (N not a whole block, K not a whole stage, K > 4,096 normed in nn.cu's block order,
  * K with no whole 16-byte packs: the chain). `qkvuProjection` on the same kernel with splitQkvu as
- * its epilogue against fusedLinear then splitQkvu, bit for bit. Then a layer's four in a recorded CUDA graph, with
+ * its epilogue against fusedLinear then splitQkvu, bit for bit. BatchDecoder at 5–7 rows (the
+ * fixture model: d 64, GLU 176): graph replays with the eager bits, logits within bf16 rounding of
+ * the CPU's. Then a layer's four in a recorded CUDA graph, with
  * programmatic dependent launch on and off: the replay's bits are the eager run's. Skipped, with
  * the reason printed, where the CUDA backend cannot start; under LIGHTNING_CUDA_REQUIRED=1 that is
  * a failure.
@@ -16,7 +18,9 @@
  * Letters: x [R, K], w and w2 [N, K], gate [R, K], residual [R, N], y [R, N].
  */
 import * as T from "@lightning-ts/tensor";
-import { describeBackends, seeded } from "@lightning-ts/testing";
+import { assertClose, describeBackends, seeded } from "@lightning-ts/testing";
+import { FIXTURE_DIR } from "@lightning-ts/testing/tnl-fixture";
+import { BatchDecoder, disposeParams, disposeState, loadCheckpoint, prefill, type TnlState } from "@lightning-ts/tnl";
 import { afterEach, beforeEach, expect, it } from "vitest";
 import { chain, expectWithin, type FusedInputs, makeInputs, optionsOf, reference, VARIANTS, type Variant } from "../../tensor/test/fused-linear-oracle.js";
 import type { CudaBackend, CudaStorage } from "../src/index.js";
@@ -177,6 +181,69 @@ await describeBackends("fusedLinear on tensor cores (native/gemv_mma.cu, LIGHTNI
       /LIGHTNING_CUDA_GEMV_MMA: expected 0 or 1, got 'yes'/,
     );
   });
+
+  it("BatchDecoder at 5–7 rows: graph replays give the eager bits, the CPU's logits within bf16 rounding", async () => {
+    const floats = async (t: T.Tensor) => Float64Array.from(await t.data());
+    const model = await loadCheckpoint(FIXTURE_DIR, { dtype: "bf16", backend: gpu() });
+    const host = await loadCheckpoint(FIXTURE_DIR, { dtype: "bf16", backend: cpu });
+    const V = model.config.vocabSize;
+    /** `fn` with the CPU as the default backend (the token ids a step makes go there). */
+    const onCpu = <R>(fn: () => R): R => {
+      const was = T.getBackend();
+      T.setBackend(cpu);
+      try {
+        return fn();
+      } finally {
+        T.setBackend(was);
+      }
+    };
+    const prompts = [[5, 9, 14], [2], [7, 7, 30, 41], [3, 11], [99, 100, 4], [8], [12, 13, 1]];
+    const prefilled = (p: number[], params: typeof model.params): TnlState => {
+      const r = prefill(params, model.config, [p], { logits: "last" });
+      r.logits.dispose();
+      return r.state;
+    };
+    const defaultBackend = T.getBackend();
+    T.setBackend(gpu());
+    const withGraphs = new BatchDecoder(model.params, model.config, { capacity: 8 });
+    const eager = new BatchDecoder(model.params, model.config, { capacity: 8, graphs: false });
+    // One CPU decoder a row, so that each row's reference is the plain batch-1 step.
+    const hosts = prompts.map(() => onCpu(() => new BatchDecoder(host.params, host.config, { capacity: 1, graphs: false })));
+    const refs = prompts.map((p) => prefilled(p, model.params));
+    for (const [r, s] of refs.entries()) {
+      withGraphs.add(s);
+      eager.add(s);
+      onCpu(() => {
+        const state = prefilled(prompts[r], host.params);
+        hosts[r].add(state);
+        disposeState(state);
+      });
+    }
+    for (let k = 0; k < 4; k++) {
+      if (k === 2) {
+        // 7 rows → 6: the rows move, the bucket stays.
+        withGraphs.remove(0);
+        eager.remove(0);
+        hosts.splice(0, 1, hosts.pop()!)[0].dispose();
+      }
+      const tokens = hosts.map((_, r) => (17 * k + 5 * r + 1) % V);
+      const [a, b] = withEnv(MMA, () => [withGraphs.step(tokens), eager.step(tokens)]);
+      const la = await floats(a.logits);
+      expect(Array.from(la), `step ${k}: graph vs eager`).toEqual(Array.from(await floats(b.logits)));
+      for (const [r, h] of hosts.entries()) {
+        const want = await floats(onCpu(() => h.step([tokens[r]])).logits);
+        const big = Math.max(...Array.from(want, Math.abs));
+        assertClose(la.subarray(r * V, (r + 1) * V), want, { atol: 0.05 * big, rtol: 4e-2, label: `step ${k} row ${r} vs the CPU` });
+      }
+    }
+    refs.forEach(disposeState);
+    hosts.forEach((h) => h.dispose());
+    withGraphs.dispose();
+    eager.dispose();
+    disposeParams(model.params);
+    disposeParams(host.params);
+    T.setBackend(defaultBackend);
+  }, 120_000);
 
   for (const R of [8, 64]) {
     it(`a layer's four in a recorded graph, with and without PDL: replays read the inputs written before them, the eager bits (bf16, ${R} rows)`, async () => {
