@@ -18,12 +18,16 @@
 //     that the 8 lanes of a 16-byte load phase (two rows, 64 bytes each) hit 32 distinct banks;
 //   - the 4 slices of a tile are added through shared memory after the k loop, in slice order
 //     (deterministic: a graph replay gives an eager call's bits), then the epilogue writes;
+//   - where the row tiles alone leave most SMs idle (N = 1,024: 32 blocks), a cluster of ks = 2–8
+//     blocks (sm_90+) splits k, each block staging only its share of x, and the cluster adds its
+//     partial sums through distributed shared memory in (rank, slice) order: no atomics;
 //   - with the product of two weights, the block's two tiles are rows r… of w and of w2 (16 output
-//     rows a block), so that both sums of an output meet in the same block.
+//     rows a block), so that both sums of an output meet in the same block; with qkvuProjection's
+//     split (gemv_split.cuh, gemv.cu's), each element goes where splitQkvu writes it.
 //
 // Prologue (SRMSNorm, optionally times the gate): a pre-pass over the M rows of x computes each
 // row's factor in the order of nn.cu's rmsNorm (as gemv.cu's normRows: warp per row for k ≤ 4,096,
-// else block per row with a double factor); each stage of x is then normed in shared memory and
+// else block per row with a double factor; rows shared out over a cluster); each stage of x is then normed in shared memory and
 // rounded to T as the chain stores it (then times the gate, rounded again) before its products.
 //
 // Launches use programmatic dependent launch where the device has it (LIGHTNING_CUDA_PDL=0 turns it
@@ -32,7 +36,7 @@
 // and the residual are read only after the wait.
 //
 // Off unless LIGHTNING_CUDA_GEMV_MMA=1; where it declines (other M, dtype, alignment), gemv.cu's
-// fusedLinear declines too and src/kernels.ts runs the chain.
+// fusedLinear and qkvuProjection decline too and src/kernels.ts runs their chains.
 #include <algorithm>
 #include <cstring>
 
