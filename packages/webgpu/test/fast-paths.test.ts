@@ -18,6 +18,9 @@ import { kernelChoices } from "../src/kernels/choices.js";
 import { BLOCKED_SCRATCH_BYTES, segmentBlocks, setBlockedScratchBytes, setBlockedSegmentBlocks } from "../src/kernels/lightning-blocked.js";
 import { setWalkScratchBytes, setWalkSegmentBlocks, walkSegmentBlocks } from "../src/kernels/lightning-walk.js";
 
+/** The forward a test puts back after choosing another. */
+const DEFAULT_FORWARD = kernelChoices.forward;
+
 /** mulberry32: seeded values in [-1, 1), never all zero. */
 function random(seed: number): () => number {
   let s = seed >>> 0;
@@ -296,7 +299,7 @@ suite(`WebGPU fast paths against their plain twins${fast ? "" : ` [skipped: ${re
     } finally {
       setBlockedSegmentBlocks(null);
       setBlockedScratchBytes(BLOCKED_SCRATCH_BYTES);
-      kernelChoices.forward = "walk";
+      kernelChoices.forward = DEFAULT_FORWARD;
     }
     const keys = fast!.runtime.pipelineKeys();
     for (const key of ["lightning_blocked_kv", "lightning_blocked_out", "lightning_walk_stored", "lightning_walk64_stored"]) expect(keys).toContain(key);
@@ -347,7 +350,7 @@ suite(`WebGPU fast paths against their plain twins${fast ? "" : ` [skipped: ${re
         expect(relRms(p, c), what).toBeLessThan(tol);
       }
     }
-    kernelChoices.forward = "walk";
+    kernelChoices.forward = DEFAULT_FORWARD;
     const keys = fast!.runtime.pipelineKeys();
     expect(keys).toContain("widen_f32:bf16");
     for (const step of ["kv", "scan", "out"]) expect(keys).toContain(`lightning_blocked_${step}`);
@@ -432,7 +435,7 @@ suite(`WebGPU fast paths against their plain twins${fast ? "" : ` [skipped: ${re
         }
       }
     } finally {
-      kernelChoices.forward = "walk";
+      kernelChoices.forward = DEFAULT_FORWARD;
       kernelChoices.touchAhead = true;
       kernelChoices.bindCapBytes = 0;
       kernelChoices.stageBytes = 2 ** 28;
