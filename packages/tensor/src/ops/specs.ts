@@ -15,6 +15,7 @@ import {
   QKV_ACTIVATIONS,
   REDUCE_OPS,
   type ReduceAttrs,
+  type SplitQkvuAttrs,
   UNARY_OPS,
 } from "./attrs.js";
 
@@ -106,6 +107,35 @@ function checkAxis(op: string, axis: number, rank: number): void {
 
 function checkEps(op: string, eps: number): void {
   if (!(eps > 0) || !Number.isFinite(eps)) argError(op, "eps", "a positive finite number", String(eps));
+}
+
+/**
+ * The split of TNL's qkvu [B, W] (W = 4·H·hd) into q, k [B, H, D], v [B, H, hd], u [B, H·hd], with
+ * D = 2·hd under LRPE (theta [H, hd], positions [B] in `rest`): the checks and output shapes of
+ * splitQkvu and of qkvuProjection, whose W is the weight's row count (`arg`, `what` name it).
+ */
+function inferSplit(op: string, arg: string, [B, W]: [number, number], shown: string, what: string, attrs: SplitQkvuAttrs, rest: readonly TensorInfo[], dtype: DType): TensorInfo[] {
+  const { heads: H, activation, lrpe } = attrs;
+  if (!Number.isInteger(H) || H < 1) argError(op, "heads", "a positive integer", String(H));
+  if (!(QKV_ACTIVATIONS as readonly string[]).includes(activation)) argError(op, "activation", QKV_ACTIVATIONS.map((a) => `'${a}'`).join(", "), String(activation));
+  if (typeof lrpe !== "boolean") argError(op, "lrpe", "a boolean", String(lrpe));
+  if (W % (4 * H) !== 0 || W === 0) argError(op, arg, `${what} that is a positive multiple of 4·heads = ${4 * H}`, shown);
+  const hd = W / (4 * H);
+  if (rest.length !== (lrpe ? 2 : 0)) argError(op, "theta", lrpe ? "theta and positions (lrpe is true)" : "no theta or positions (lrpe is false)", `${rest.length} more inputs`);
+  if (lrpe) {
+    const [theta, positions] = rest;
+    requireFloat(op, "theta", theta);
+    requireShape(op, "theta", theta, [H, hd]);
+    requireDType(op, "positions", positions, theta.dtype === "f64" ? "f64" : "f32");
+    requireShape(op, "positions", positions, [B]);
+  }
+  const D = lrpe ? 2 * hd : hd;
+  return [
+    { shape: [B, H, D], dtype },
+    { shape: [B, H, D], dtype },
+    { shape: [B, H, hd], dtype },
+    { shape: [B, H * hd], dtype },
+  ];
 }
 
 function checkCreation(op: string, shape: unknown, dtype: unknown): void {
@@ -486,58 +516,18 @@ export const OP_SPECS: OpSpecTable = {
       requireRank(op, "w", w, 2);
       if (w.shape[1] !== x.shape[1]) argError(op, "w", `shape [4·H·hd, ${x.shape[1]}] (x is ${fmtShape(x.shape)})`, fmtShape(w.shape));
       checkEps(op, attrs.eps);
-      const { heads: H, activation, lrpe } = attrs;
-      if (!Number.isInteger(H) || H < 1) argError(op, "heads", "a positive integer", String(H));
-      if (!(QKV_ACTIVATIONS as readonly string[]).includes(activation)) argError(op, "activation", QKV_ACTIVATIONS.map((a) => `'${a}'`).join(", "), String(activation));
-      if (typeof lrpe !== "boolean") argError(op, "lrpe", "a boolean", String(lrpe));
-      const [B, W] = [x.shape[0], w.shape[0]];
-      if (W % (4 * H) !== 0 || W === 0) argError(op, "w", `a row count that is a positive multiple of 4·heads = ${4 * H}`, fmtShape(w.shape));
-      const hd = W / (4 * H);
-      if (rest.length !== (lrpe ? 2 : 0)) argError(op, "theta", lrpe ? "theta and positions (lrpe is true)" : "no theta or positions (lrpe is false)", `${rest.length} more inputs`);
-      if (lrpe) {
-        const [theta, positions] = rest;
-        requireFloat(op, "theta", theta);
-        requireShape(op, "theta", theta, [H, hd]);
-        requireDType(op, "positions", positions, theta.dtype === "f64" ? "f64" : "f32");
-        requireShape(op, "positions", positions, [B]);
-      }
-      const D = lrpe ? 2 * hd : hd;
-      return [
-        { shape: [B, H, D], dtype: x.dtype },
-        { shape: [B, H, D], dtype: x.dtype },
-        { shape: [B, H, hd], dtype: x.dtype },
-        { shape: [B, H * hd], dtype: x.dtype },
-      ];
+      return inferSplit(op, "w", [x.shape[0], w.shape[0]], fmtShape(w.shape), "a row count", attrs, rest, x.dtype);
     },
   },
   splitQkvu: {
     inputs: ["qkvu"],
     optional: ["theta", "positions"],
-    infer(inputs, { heads: H, activation, lrpe }) {
+    infer(inputs, attrs) {
       const op = "splitQkvu";
-      const [x, theta, positions] = inputs;
+      const [x, ...rest] = inputs;
       requireFloat(op, "qkvu", x);
       requireRank(op, "qkvu", x, 2);
-      if (!Number.isInteger(H) || H < 1) argError(op, "heads", "a positive integer", String(H));
-      if (!(QKV_ACTIVATIONS as readonly string[]).includes(activation)) argError(op, "activation", QKV_ACTIVATIONS.map((a) => `'${a}'`).join(", "), String(activation));
-      if (typeof lrpe !== "boolean") argError(op, "lrpe", "a boolean", String(lrpe));
-      const [B, W] = x.shape as [number, number];
-      if (W % (4 * H) !== 0 || W === 0) argError(op, "qkvu", `a width that is a positive multiple of 4·heads = ${4 * H}`, fmtShape(x.shape));
-      const hd = W / (4 * H);
-      if (inputs.length !== (lrpe ? 3 : 1)) argError(op, "theta", lrpe ? "theta and positions (lrpe is true)" : "no theta or positions (lrpe is false)", `${inputs.length - 1} more inputs`);
-      if (lrpe) {
-        requireFloat(op, "theta", theta);
-        requireShape(op, "theta", theta, [H, hd]);
-        requireDType(op, "positions", positions, theta.dtype === "f64" ? "f64" : "f32");
-        requireShape(op, "positions", positions, [B]);
-      }
-      const D = lrpe ? 2 * hd : hd;
-      return [
-        { shape: [B, H, D], dtype: x.dtype },
-        { shape: [B, H, D], dtype: x.dtype },
-        { shape: [B, H, hd], dtype: x.dtype },
-        { shape: [B, H * hd], dtype: x.dtype },
-      ];
+      return inferSplit(op, "qkvu", x.shape as [number, number], fmtShape(x.shape), "a width", attrs, rest, x.dtype);
     },
   },
   fill: {
