@@ -118,6 +118,14 @@ function tiledMatmul(rt: Runtime, a: Ref, b: Ref, c: Ref, d: Dims, transA: boole
       let b1 = Bs[kk * ${V}u + 16u + tx];
       ${outerProductFma(["a0", "a1"], ["b0", "b1"])}
     }`;
+  // One slice of k at k0: store the fetched operands, fetch the next slice, multiply this one.
+  const step = `${stages}
+    workgroupBarrier();
+    if (k0 + ${FK}u < K) {
+    ${fetchAll(`k0 + ${FK}u`)}
+    }
+    ${multiply}
+    workgroupBarrier();`;
   const kLoop = rotated
     ? `// Each workgroup starts its walk over k at its own slice (its tile index), wrapping around, so
   // that the workgroups running at once read different DRAM pages of operands whose rows lie a
@@ -141,13 +149,7 @@ function tiledMatmul(rt: Runtime, a: Ref, b: Ref, c: Ref, d: Dims, transA: boole
     ${touch("a", "c0 + 64u")}
     ${touch("b", "c0 + 64u")}
     for (var k0 = c0; k0 < min(K, c0 + 64u); k0 = k0 + ${FK}u) {
-    ${stages}
-    workgroupBarrier();
-    if (k0 + ${FK}u < K) {
-    ${fetchAll(`k0 + ${FK}u`)}
-    }
-    ${multiply}
-    workgroupBarrier();
+    ${step}
     }
     sink = sink + ${[0, 1, 2, 3].map((i) => `ta${i} + tb${i}`).join(" + ")};
   }
@@ -155,13 +157,7 @@ function tiledMatmul(rt: Runtime, a: Ref, b: Ref, c: Ref, d: Dims, transA: boole
   if (M == 0u && sink != 0.0) { c[0] = vec4<u32>(bitcast<u32>(sink)); }`
       : `${fetchAll("0u")}
   for (var k0 = 0u; k0 < K; k0 = k0 + ${FK}u) {
-    ${stages}
-    workgroupBarrier();
-    if (k0 + ${FK}u < K) {
-    ${fetchAll(`k0 + ${FK}u`)}
-    }
-    ${multiply}
-    workgroupBarrier();
+    ${step}
   }`;
   rt.dispatch({
     key: `matmul_tiled:${transA}:${transB}${order === "grouped" ? "" : `:${order}`}${touching || rotated ? "" : ":no_touch"}`,
