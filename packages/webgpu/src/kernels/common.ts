@@ -207,3 +207,36 @@ export function tileStores8x8(row0: string, col0: string, store: (row: string, c
   }
   return lines.join("\n  ");
 }
+
+/**
+ * WGSL, unrolled: the masked, decayed 64 × 64 scores of a Lightning block, this invocation's 4×4
+ * (rows p = ty·4 + i, columns p' = tx·4 + c, from sc0…sc3 and `slope`), written transposed into the
+ * workgroup array `target` as target[p'·16 + p/4].
+ */
+export function maskedScores(target: string): string {
+  const cols: string[] = [];
+  for (let c = 0; c < 4; c++) {
+    const rows = [0, 1, 2, 3].map((i) => `if (pc <= ty * 4u + ${i}u) { col.${component(i)} = exp(-slope * f32(ty * 4u + ${i}u - pc)) * sc${i}.${component(c)}; }`);
+    cols.push(`{
+    let pc = tx * 4u + ${c}u;
+    var col = vec4<f32>(0.0);
+    ${rows.join("\n    ")}
+    ${target}[pc * 16u + ty] = col;
+  }`);
+  }
+  return cols.join("\n  ");
+}
+
+/**
+ * WGSL: 16 steps of the 8×8 register tile's outer products over the staged operands As and Bs
+ * (V vec4 a row: this invocation's two vec4 of each at ty, 16 + ty and tx, 16 + tx).
+ */
+export function stagedProduct(V: number): string {
+  return `for (var pp = 0u; pp < 16u; pp = pp + 1u) {
+        let a0 = As[pp * ${V}u + ty];
+        let a1 = As[pp * ${V}u + 16u + ty];
+        let b0 = Bs[pp * ${V}u + tx];
+        let b1 = Bs[pp * ${V}u + 16u + tx];
+        ${outerProductFma(["a0", "a1"], ["b0", "b1"])}
+      }`;
+}

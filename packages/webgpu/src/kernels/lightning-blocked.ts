@@ -31,7 +31,7 @@
  * Letters: B batch, H heads, T time, D query/key head dim, E value head dim, C block size (64).
  */
 import type { Runtime } from "../runtime.js";
-import { accumulators, component, groups, outerProductFma, type Ref, tileStores8x8 } from "./common.js";
+import { accumulators, groups, maskedScores, outerProductFma, type Ref, stagedProduct, tileStores8x8 } from "./common.js";
 import { kernelChoices } from "./choices.js";
 import { walkStoredOut } from "./lightning-walk.js";
 
@@ -97,21 +97,6 @@ export function blockedForwardApplies(dtypes: readonly string[], d: { BH: number
     BLOCKED_WORKGROUP_BYTES <= limits.maxWorkgroupBytes &&
     Math.ceil(d.T / C) * d.D * d.E * 4 <= Math.min(limits.maxBindingBytes, scratchCap)
   );
-}
-
-/** WGSL, unrolled: the masked, decayed scores of this invocation's 4×4 (rows p = ty·4 + i, columns p' = tx·4 + c) into Ps. */
-function maskedScores(): string {
-  const cols: string[] = [];
-  for (let c = 0; c < 4; c++) {
-    const rows = [0, 1, 2, 3].map((i) => `if (pc <= ty * 4u + ${i}u) { col.${component(i)} = exp(-slope * f32(ty * 4u + ${i}u - pc)) * sc${i}.${component(c)}; }`);
-    cols.push(`{
-    let pc = tx * 4u + ${c}u;
-    var col = vec4<f32>(0.0);
-    ${rows.join("\n    ")}
-    Ps[pc * 16u + ty] = col;
-  }`);
-  }
-  return cols.join("\n  ");
 }
 
 /**
@@ -225,13 +210,7 @@ var<workgroup> Bs: array<vec4<f32>, ${16 * V}>;  // v rows: [p][e/4]`,
       } else if (blk + 1u < segEnd) {
       ${kvFetch(`t0 + ${C}u`, `min(${C}u, T - t0 - ${C}u)`, "0u")}
       }
-      for (var pp = 0u; pp < 16u; pp = pp + 1u) {
-        let a0 = As[pp * ${V}u + ty];
-        let a1 = As[pp * ${V}u + 16u + ty];
-        let b0 = Bs[pp * ${V}u + tx];
-        let b1 = Bs[pp * ${V}u + 16u + tx];
-        ${outerProductFma(["a0", "a1"], ["b0", "b1"])}
-      }
+      ${stagedProduct(V)}
       workgroupBarrier();
     }
     sink = sink + ${[0, 1, 2, 3].map((i) => `tk${i} + tv${i}`).join(" + ")};
@@ -392,7 +371,7 @@ var<workgroup> St: array<vec4<f32>, 1024>;  // staging: q slice [d][p/4] at 0, k
     }
     workgroupBarrier();
   }
-  ${maskedScores()}
+  ${maskedScores("Ps")}
   ${[0, 1, 2, 3].map((i) => `acc${2 * i} = exp(-slope * f32(ty * 4u + ${i + 1}u)) * acc${2 * i};
   acc${2 * i + 1} = exp(-slope * f32(ty * 4u + ${i + 1}u)) * acc${2 * i + 1};`).join("\n  ")}
   // Σ_{p'} P[p][p'] v_p', the inner dim p' staged 16 rows at a time.

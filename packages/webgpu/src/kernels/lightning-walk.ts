@@ -34,7 +34,7 @@
  */
 import type { Binding, Runtime } from "../runtime.js";
 import { kernelChoices } from "./choices.js";
-import { accumulators, component, copyWords, groups, outerProductFma, type Ref, tileStores8x8 } from "./common.js";
+import { accumulators, component, copyWords, groups, maskedScores, outerProductFma, type Ref, stagedProduct, tileStores8x8 } from "./common.js";
 
 const C = 64;
 /** Tile edge of the state (rows of D, columns of E). */
@@ -301,13 +301,7 @@ var<workgroup> Bs: array<vec4<f32>, ${16 * V}>;  // v rows: [p][e/4]`,
       if (p0 + 16u < len) {
       ${fetch("p0 + 16u")}
       }
-      for (var pp = 0u; pp < 16u; pp = pp + 1u) {
-        let a0 = As[pp * ${V}u + ty];
-        let a1 = As[pp * ${V}u + 16u + ty];
-        let b0 = Bs[pp * ${V}u + tx];
-        let b1 = Bs[pp * ${V}u + 16u + tx];
-        ${outerProductFma(["a0", "a1"], ["b0", "b1"])}
-      }
+      ${stagedProduct(V)}
       workgroupBarrier();
     }
     sink = sink + ${[0, 1, 2, 3].map((i) => `tk${i} + tv${i}`).join(" + ")};
@@ -320,21 +314,6 @@ var<workgroup> Bs: array<vec4<f32>, ${16 * V}>;  // v rows: [p][e/4]`,
     params: [T, D, E, H, c.count, c.nSeg, c.dTiles, c.eTiles, c.bh0, c.L, io.io0],
     workgroups: c.count * (c.nSeg - 1) * c.dTiles * c.eTiles,
   });
-}
-
-/** WGSL, unrolled: the masked, decayed scores of this invocation's 4×4 (rows p = ty·4 + i, columns p' = tx·4 + c) into W[p'][p/4]. */
-function maskedScores(): string {
-  const cols: string[] = [];
-  for (let c = 0; c < 4; c++) {
-    const rows = [0, 1, 2, 3].map((i) => `if (pc <= ty * 4u + ${i}u) { col.${component(i)} = exp(-slope * f32(ty * 4u + ${i}u - pc)) * sc${i}.${component(c)}; }`);
-    cols.push(`{
-    let pc = tx * 4u + ${c}u;
-    var col = vec4<f32>(0.0);
-    ${rows.join("\n    ")}
-    W[pc * 16u + ty] = col;
-  }`);
-  }
-  return cols.join("\n  ");
 }
 
 /**
@@ -568,7 +547,7 @@ var<workgroup> Ks: array<vec4<f32>, 512>;  // k columns of a quarter [d][p/4]; t
     workgroupBarrier();
     }
     ${[0, 1, 2, 3].map((i) => `{ let x = exp(-slope * f32(ty * 4u + ${i + 1}u)); ${cols("").map((_, h) => `o${i * halves + h} = x * o${i * halves + h};`).join(" ")} }`).join("\n    ")}
-    ${maskedScores()}
+    ${maskedScores("W")}
     // The state update is needed after every block but a segment's last, except for the final state.
     let upd = blk + 1u < segEnd || sg + 1u == nSeg;
     let dm = exp(-slope * f32(m));
