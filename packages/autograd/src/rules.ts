@@ -25,6 +25,7 @@ import {
   expand,
   full,
   gather,
+  lightningStateWeights,
   greater,
   less,
   log,
@@ -382,6 +383,22 @@ export const GRAD_RULES: GradRuleTable = {
     },
   },
   lightningAttentionBackward: nondiff("a backward op: second derivatives of fused ops are not supported"),
+  // S = Σ_t w_t k_tᵀ v_t: dk_t = w_t v_t dSᵀ, dv_t = w_t k_t dS (in the state dtype, then k's).
+  lightningState: {
+    saves: (needs) => ({ inputs: [needs[0] ? 1 : -1, needs[1] ? 0 : -1, 2].filter((i) => i >= 0) }),
+    backward([g], { attrs, needs, x }) {
+      if (needs[2]) throw new Error("lightningState: no gradient for slopes (they are fixed per head); pass them as a constant");
+      // k and v share a dtype; only the one the other's gradient reads was saved.
+      const saved = needs[0] ? x(1) : x(0);
+      const sdt = g.dtype;
+      const inState = (t: Tensor) => (t.dtype === sdt ? t : cast(t, sdt));
+      const stored = (t: Tensor) => (t.dtype === saved.dtype ? t : cast(t, saved.dtype));
+      const w = lightningStateWeights(x(2), saved.shape[2], attrs.reverse, sdt); // [1, H, T, 1]
+      const dk = needs[0] ? stored(mul(matmul(inState(x(1)), g, { transB: true }), w)) : null;
+      const dv = needs[1] ? stored(mul(matmul(inState(x(0)), g), w)) : null;
+      return [dk, dv, null];
+    },
+  },
   lightningStep: nondiff("decode-only recurrent step: train through lightningAttention, which has a gradient"),
 
   adamwUpdate: nondiff("an optimizer update: it applies gradients, and gradients through it (hypergradients) are not supported"),

@@ -245,6 +245,20 @@ const CASES: Partial<Record<OpName, Case[]>> = {
     },
   ],
   lightningAttention: lightningCases(),
+  lightningState: [false, true].flatMap((reverse) => [
+    {
+      name: `Σ w_t k_tᵀ v_t${reverse ? ", reverse" : ""}, k [2, 2, 7, 3], v [2, 2, 7, 4]`,
+      fn: (k, v, s) => runOp("lightningState", [k, v, s], { reverse }),
+      inputs: () => [rand(29, [2, 2, 7, 3]), rand(30, [2, 2, 7, 4]), tensor([0.4, 0.05])],
+      options: { wrt: [0, 1], keepDType: [2] },
+    },
+    {
+      name: `k = v${reverse ? ", reverse" : ""}, [1, 3, 5, 2]`,
+      fn: (k, s) => runOp("lightningState", [k, k, s], { reverse }),
+      inputs: () => [rand(31, [1, 3, 5, 2]), tensor([0.9, 0.2, 0.01])],
+      options: { wrt: [0], keepDType: [1] },
+    },
+  ]),
 };
 
 describe("gradient rules", () => {

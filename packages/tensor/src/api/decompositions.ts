@@ -13,6 +13,7 @@ import { argError, OpArgumentError } from "../errors.js";
 import type { CompositeOpName, OpAttrs } from "../ops/attrs.js";
 import type { Tensor } from "../tensor.js";
 import { fusedLinear, qkvActivation, splitQkvu } from "./decode.js";
+import { lightningStateWeights } from "./lightning.js";
 import {
   adamwScalars,
   add,
@@ -49,6 +50,9 @@ import {
 /** Computes op `K` from primitives; inputs and attributes have passed the op's spec. */
 export type Decomposition<K extends CompositeOpName> = (inputs: readonly Tensor[], attrs: OpAttrs[K]) => Tensor[];
 export type DecompositionTable = { [K in CompositeOpName]: Decomposition<K> };
+
+/** Tokens per product of `lightningState`'s decomposition over a long span. */
+const STATE_CHUNK = 1024;
 
 /** f32 for the 16-bit storage types and f32, f64 for f64. */
 const computeDType = (dtype: DType): DType => (dtype === "f64" ? "f64" : "f32");
@@ -199,6 +203,23 @@ export const DECOMPOSITIONS: DecompositionTable = {
   qkvuProjection([x, w, theta, positions], { eps, heads, activation, lrpe }) {
     const { q, k, v, u } = splitQkvu(fusedLinear(x, w, { norm: { eps } }), { heads, activation, ...(lrpe ? { theta, positions } : {}) });
     return [q, k, v, u];
+  },
+
+  // Σ_t w_t k_tᵀ v_t as matmuls of the weighted keys with the values: one per head, or, for a long
+  // span, one per STATE_CHUNK tokens summed in the state dtype (a D×E product with a T-long inner
+  // loop is only B·H output tiles, too few to fill a GPU). The weights are made in the state dtype
+  // and k·w rounded to k's dtype, as the chunked kernel rounds its decayed keys.
+  lightningState([k, v, slopes], { reverse }) {
+    const [B, H, T, D] = k.shape;
+    const E = v.shape[3];
+    const sdt = computeDType(k.dtype);
+    const w = lightningStateWeights(slopes, T, reverse, sdt);
+    const kw = to(to(mul(to(k, sdt), w), k.dtype), sdt);
+    const vs = to(v, sdt);
+    if (T <= STATE_CHUNK || T % STATE_CHUNK !== 0) return [matmul(kw, vs, { transA: true })];
+    const c = T / STATE_CHUNK;
+    const parts = matmul(reshape(kw, [B, H, c, STATE_CHUNK, D]), reshape(vs, [B, H, c, STATE_CHUNK, E]), { transA: true }); // [B, H, c, D, E]
+    return [sum(parts, 2)];
   },
 
   // AdamW in the ops and order of optim/adamw.ts, so CPU results are what they were before the fused op.

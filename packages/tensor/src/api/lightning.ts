@@ -7,9 +7,10 @@
  * Letters: B batch, H heads, T time, D query/key head dim, E value head dim.
  */
 import type { Backend } from "../backend.js";
+import type { DType } from "../dtype.js";
 import { runOp } from "../engine.js";
 import { argError } from "../errors.js";
-import { tensor } from "./ops.js";
+import { add, arange, cast, exp, mul, neg, reshape, sub, tensor } from "./ops.js";
 import type { Tensor } from "../tensor.js";
 import type { LightningAttentionAttrs } from "../ops/attrs.js";
 
@@ -79,6 +80,44 @@ export function lightningAttentionBackward(
     return { dq: dq, dk: dk, dv: dv };
   }
   return { dq: dq, dk: dk, dv: dv, dInitialState: dS0 };
+}
+
+export interface LightningStateOptions {
+  /** Weigh token t by λ^{t+1} (from before the first token) instead of λ^{T−1−t} (from the last). */
+  reverse?: boolean;
+}
+
+/**
+ * The state a span of T tokens adds from zero, without computing its output:
+ *
+ *   S = Σ_t λ^{T−1−t} k_tᵀ v_t   (reverse: Σ_t λ^{t+1} k_tᵀ v_t)
+ *
+ * for k [B, H, T, D], v [B, H, T, E] and slopes [H]; S is [B, H, D, E], f32 (f64 for f64 inputs).
+ * The first is the final state `lightningAttention` returns from a zero initial state; the second,
+ * given q and dO for k and v, is the gradient of an initial state (its part through the output).
+ * Sequence-parallel attention exchanges these between ranks. Each product k_t·w_t is rounded to the
+ * input dtype, as the chunked kernel rounds its decayed keys; sums are f32 (f64 for f64).
+ *
+ * @example
+ * const S = lightningState(k, v, slopes);                        // = lightningAttention(q, k, v, slopes, { returnState: true }).state
+ * const dS0 = lightningState(q, dO, slopes, { reverse: true });  // ∂(Σ o·dO)/∂S₀
+ */
+export function lightningState(k: Tensor, v: Tensor, slopes: Tensor, options: LightningStateOptions = {}): Tensor {
+  if (options === null || typeof options !== "object") argError("lightningState", "options", "an object { reverse? }", String(options));
+  const [state] = runOp("lightningState", [k, v, slopes], { reverse: options.reverse ?? false });
+  return state;
+}
+
+/**
+ * The per-token weights of `lightningState`, [1, H, T, 1] in `dtype`: exp(−s_h·(T−1−t)), or
+ * exp(−s_h·(t+1)) with `reverse` (its decomposition and gradient use them).
+ */
+export function lightningStateWeights(slopes: Tensor, T: number, reverse: boolean, dtype: DType): Tensor {
+  const H = slopes.shape[0];
+  const ages = arange(0, T, 1, { dtype, backend: slopes.backend });
+  const exponent = reverse ? add(ages, 1) : sub(T - 1, ages);
+  const s = slopes.dtype === dtype ? slopes : cast(slopes, dtype);
+  return exp(mul(reshape(neg(s), [1, H, 1, 1]), reshape(exponent, [1, 1, T, 1])));
 }
 
 export interface LightningStepOptions {

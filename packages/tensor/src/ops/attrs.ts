@@ -36,6 +36,12 @@ export interface LightningAttentionAttrs {
   hasInitialState: boolean;
 }
 
+/** `lightningState`: which end of the span the weights count from (api/lightning.ts). */
+export interface LightningStateAttrs {
+  /** False: token t weighs λ^{T−1−t} (the state the span leaves behind); true: λ^{t+1} (what it reads of a state before it). */
+  reverse: boolean;
+}
+
 /**
  * One AdamW update (PyTorch's form; packages/autograd/src/optim/adamw.ts): with bias corrections
  * 1 − β₁ᵗ and 1 − β₂ᵗ from the step count t,
@@ -209,6 +215,11 @@ export interface OpAttrs {
    */
   lightningAttentionBackward: LightningAttentionAttrs;
   /**
+   * The state a span adds from zero, without its output: (k [B,H,T,D], v [B,H,T,E], slopes f32 [H])
+   * → Σ_t w_t k_tᵀ v_t [B,H,D,E] (f32, f64 for f64), w_t = λ^{T−1−t}, or λ^{t+1} with `reverse`.
+   */
+  lightningState: LightningStateAttrs;
+  /**
    * One decode step: (q [B,H,D], k [B,H,D], v [B,H,E], slopes [H], state [B,H,D,E], f32 or f64 as q)
    * → (o [B,H,E], newState [B,H,D,E]).
    */
@@ -257,6 +268,6 @@ export type ReduceOpName = (typeof REDUCE_OPS)[number];
 export const COMPOSITE_OPS = [
   "sigmoid", "silu", "softmax", "logSoftmax", "softmaxCrossEntropy", "softmaxCrossEntropyBackward",
   "rmsNorm", "embedding", "embeddingBackward", "adamwUpdate", "siluBackward",
-  "addRmsNorm", "rmsNormGate", "splitQkvu", "fusedLinear", "qkvuProjection",
+  "addRmsNorm", "rmsNormGate", "splitQkvu", "fusedLinear", "qkvuProjection", "lightningState",
 ] as const satisfies readonly KernelOpName[];
 export type CompositeOpName = (typeof COMPOSITE_OPS)[number];

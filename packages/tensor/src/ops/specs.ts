@@ -168,9 +168,9 @@ export function matmulDims(
   return { m, k, n, batch };
 }
 
-function lightningShapes(op: string, q: TensorInfo, k: TensorInfo, v: TensorInfo, slopes: TensorInfo) {
-  requireFloat(op, "q", q);
-  requireRank(op, "q", q, 4);
+function lightningShapes(op: string, q: TensorInfo, k: TensorInfo, v: TensorInfo, slopes: TensorInfo, first = "q") {
+  requireFloat(op, first, q);
+  requireRank(op, first, q, 4);
   requireSameDType(op, "k", q, k);
   requireSameDType(op, "v", q, v);
   requireRank(op, "k", k, 4);
@@ -178,7 +178,7 @@ function lightningShapes(op: string, q: TensorInfo, k: TensorInfo, v: TensorInfo
   const [B, H, T, D] = q.shape as [number, number, number, number];
   requireShape(op, "k", k, [B, H, T, D]);
   if (v.shape[0] !== B || v.shape[1] !== H || v.shape[2] !== T) {
-    argError(op, "v", `shape [${B}, ${H}, ${T}, E] (B, H, T as q)`, fmtShape(v.shape));
+    argError(op, "v", `shape [${B}, ${H}, ${T}, E] (B, H, T as ${first})`, fmtShape(v.shape));
   }
   const E = v.shape[3];
   requireDType(op, "slopes", slopes, "f32");
@@ -594,6 +594,16 @@ export const OP_SPECS: OpSpecTable = {
         { shape: [B, H, T, E], dtype: q.dtype },
         { shape: [B, H, D, E], dtype: stateDType(q.dtype) },
       ];
+    },
+  },
+  lightningState: {
+    inputs: ["k", "v", "slopes"],
+    infer(inputs, attrs) {
+      const op = "lightningState";
+      if (typeof attrs.reverse !== "boolean") argError(op, "reverse", "a boolean", String(attrs.reverse));
+      const [k, v, slopes] = inputs;
+      const { B, H, D, E } = lightningShapes(op, k, k, v, slopes, "k");
+      return [{ shape: [B, H, D, E], dtype: stateDType(k.dtype) }];
     },
   },
   adamwUpdate: {
