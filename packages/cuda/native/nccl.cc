@@ -5,8 +5,9 @@
 // nvidia-nccl wheel. The addon builds and loads without it; only a communicator needs it.
 //
 // Streams: a collective runs on the runtime's compute stream, in order with the kernels around it,
-// except an asynchronous all-reduce, which runs on the communicator's own stream after the compute
-// stream's work so far; `wait(token)` makes the compute stream wait for it (the host never blocks).
+// except an asynchronous all-reduce, send or recv, which runs on the communicator's own stream after
+// the compute stream's work so far; `wait(token)` makes the compute stream wait for it (the host
+// never blocks).
 //
 // Events: every collective is bracketed by two events the watchdog follows, and an asynchronous
 // one needs two more; creating and destroying them per call costs tens of microseconds of host
@@ -597,28 +598,30 @@ class Communicator : public Napi::ObjectWrap<Communicator> {
     return env.Undefined();
   }
 
-  // (ptr, count, dtype, peer)
+  // (ptr, count, dtype, peer, async) → token (async) or -1
   Napi::Value Send(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     void* buf = ptr(info[0]);
     size_t n = count(info[1]);
     nccl::DataType dt = dataType(info[2].As<Napi::Number>().Int32Value(), env);
     int peer = info[3].As<Napi::Number>().Int32Value();
+    bool async = info.Length() > 4 && info[4].ToBoolean();
     auto comm = s_;
-    enqueue(env, "send to rank " + std::to_string(peer), false, [&](cudaStream_t s) { return library().send(buf, n, dt, peer, comm->comm, s); });
-    return env.Undefined();
+    int token = enqueue(env, "send to rank " + std::to_string(peer), async, [&](cudaStream_t s) { return library().send(buf, n, dt, peer, comm->comm, s); });
+    return Napi::Number::New(env, token);
   }
 
-  // (ptr, count, dtype, peer)
+  // (ptr, count, dtype, peer, async) → token (async) or -1
   Napi::Value Recv(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     void* buf = ptr(info[0]);
     size_t n = count(info[1]);
     nccl::DataType dt = dataType(info[2].As<Napi::Number>().Int32Value(), env);
     int peer = info[3].As<Napi::Number>().Int32Value();
+    bool async = info.Length() > 4 && info[4].ToBoolean();
     auto comm = s_;
-    enqueue(env, "recv from rank " + std::to_string(peer), false, [&](cudaStream_t s) { return library().recv(buf, n, dt, peer, comm->comm, s); });
-    return env.Undefined();
+    int token = enqueue(env, "recv from rank " + std::to_string(peer), async, [&](cudaStream_t s) { return library().recv(buf, n, dt, peer, comm->comm, s); });
+    return Napi::Number::New(env, token);
   }
 
   // (token): later work on the compute stream waits for that asynchronous collective.

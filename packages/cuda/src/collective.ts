@@ -209,20 +209,7 @@ export class CudaCollective implements Collective {
     this.#call(() => (token = this.#comm.allReduce(ptr(x), ptr(y), x.size, code(x.dtype), op, true)), [], y);
     // The communication stream reads x and writes y until wait(): neither may go back to the
     // allocator (which hands memory on in compute-stream order) before the compute stream waits.
-    const held = inPlace ? [retain(x)] : [retain(x), retain(y)];
-    let waited = false;
-    const comm = this.#comm;
-    return {
-      value: y,
-      wait: () => {
-        if (waited) return y;
-        if (groupDepth > 0) throw new Error("allReduceAsync: wait() inside ncclGroup; call it after the group ends");
-        comm.wait(token);
-        waited = true;
-        for (const t of held) t.dispose();
-        return y;
-      },
-    };
+    return this.#pending("allReduceAsync", token, y, inPlace ? [retain(x)] : [retain(x), retain(y)]);
   }
 
   allGather(x: Tensor): Tensor {
@@ -263,14 +250,29 @@ export class CudaCollective implements Collective {
 
   recv(shape: readonly number[], dtype: DType, peer: number): Tensor {
     this.#enter("recv");
-    if (!Array.isArray(shape) || shape.some((d) => !Number.isInteger(d) || d < 0)) {
-      throw new Error(`recv: shape must be an array of non-negative integers, got ${JSON.stringify(shape)}`);
-    }
-    if (!NCCL_DTYPES.includes(dtype)) throw new Error(`recv: dtype must be one of ${NCCL_DTYPES.join(", ")}, got ${String(dtype)}`);
-    this.#checkRank("recv", "peer", peer);
-    const y = this.#output(shape, dtype);
+    const y = this.#output(this.#checkRecv("recv", shape, dtype, peer), dtype);
     if (y.size > 0) this.#call(() => this.#comm.recv(ptr(y), y.size, code(dtype), peer), [y], y);
     return y;
+  }
+
+  sendAsync(x: Tensor, peer: number): PendingCollective {
+    this.#enter("sendAsync");
+    this.#check("sendAsync", "x", x);
+    this.#checkRank("sendAsync", "peer", peer);
+    if (x.size === 0) return { value: x, wait: () => x };
+    let token = -1;
+    this.#call(() => (token = this.#comm.send(ptr(x), x.size, code(x.dtype), peer, true)), [], null);
+    // The communication stream reads x until wait(): its storage may not go back to the allocator before.
+    return this.#pending("sendAsync", token, x, [retain(x)]);
+  }
+
+  recvAsync(shape: readonly number[], dtype: DType, peer: number): PendingCollective {
+    this.#enter("recvAsync");
+    const y = this.#output(this.#checkRecv("recvAsync", shape, dtype, peer), dtype);
+    if (y.size === 0) return { value: y, wait: () => y };
+    let token = -1;
+    this.#call(() => (token = this.#comm.recv(ptr(y), y.size, code(dtype), peer, true)), [], y);
+    return this.#pending("recvAsync", token, y, [retain(y)]);
   }
 
   async barrier(): Promise<void> {
@@ -300,6 +302,33 @@ export class CudaCollective implements Collective {
     set?.delete(this.rank);
     if (set?.size === 0) localRanks.delete(this.#key);
     this.#comm.dispose();
+  }
+
+  /** A collective on the communication stream: `wait()` makes the compute stream wait for it, then lets `held` go. */
+  #pending(method: string, token: number, value: Tensor, held: Tensor[]): PendingCollective {
+    let waited = false;
+    const comm = this.#comm;
+    return {
+      value,
+      wait: () => {
+        if (waited) return value;
+        if (groupDepth > 0) throw new Error(`${method}: wait() inside ncclGroup; call it after the group ends`);
+        comm.wait(token);
+        waited = true;
+        for (const t of held) t.dispose();
+        return value;
+      },
+    };
+  }
+
+  /** The shape of a receive, checked (with its dtype and peer). */
+  #checkRecv(method: string, shape: readonly number[], dtype: DType, peer: number): readonly number[] {
+    if (!Array.isArray(shape) || shape.some((d) => !Number.isInteger(d) || d < 0)) {
+      throw new Error(`${method}: shape must be an array of non-negative integers, got ${JSON.stringify(shape)}`);
+    }
+    if (!NCCL_DTYPES.includes(dtype)) throw new Error(`${method}: dtype must be one of ${NCCL_DTYPES.join(", ")}, got ${String(dtype)}`);
+    this.#checkRank(method, "peer", peer);
+    return shape;
   }
 
   /** Refuses a disposed communicator, and a call that one thread cannot make alone. */

@@ -67,8 +67,10 @@ export interface NativeCommunicator {
   allGather(send: number, recv: number, sendCount: number, dtype: number): void;
   reduceScatter(send: number, recv: number, recvCount: number, dtype: number, op: string): void;
   broadcast(send: number, recv: number, count: number, dtype: number, root: number): void;
-  send(ptr: number, count: number, dtype: number, peer: number): void;
-  recv(ptr: number, count: number, dtype: number, peer: number): void;
+  /** With `async`, on the communication stream: returns the token for `wait`, else -1. */
+  send(ptr: number, count: number, dtype: number, peer: number, async?: boolean): number;
+  /** With `async`, on the communication stream: returns the token for `wait`, else -1. */
+  recv(ptr: number, count: number, dtype: number, peer: number, async?: boolean): number;
   /** Later work on the compute stream waits for the asynchronous collective `token`. */
   wait(token: number): void;
   /** Why the communicator failed ("" while it has not). */

@@ -207,6 +207,23 @@ describe.skipIf(reason !== null)("NCCL on two GPUs", () => {
     }
   });
 
+  it("sendAsync and recvAsync run on the communication stream and hold their buffers until wait()", async () => {
+    const rng = seeded(1816);
+    for (const dtype of DTYPES) {
+      const x0 = input(rng, [7, 1031], dtype, b0);
+      const sent = await values(x0);
+      const [out, got] = ncclGroup(() => [c0.sendAsync(x0, 1), c1.recvAsync([7, 1031], dtype, 0)]);
+      expect(() => ncclGroup(() => got.wait())).toThrow(/recvAsync: wait\(\) inside ncclGroup/);
+      // The sender lets go of x0 at once and fills new tensors of its size: the send still reads x0.
+      x0.dispose();
+      const noise = [0, 1, 2].map(() => input(rng, [7, 1031], dtype, b0));
+      const received = got.wait();
+      expectEqual(await values(received), sent, `sendAsync 0 → 1 ${dtype}`);
+      expect(out.wait()).toBe(out.value);
+      for (const t of [received, ...noise]) t.dispose();
+    }
+  });
+
   it("allReduceAsync overlaps kernels on the compute stream and holds its buffers until wait()", async () => {
     const rng = seeded(1815);
     const n = 4_000_037;

@@ -4,20 +4,30 @@
  * (docs/ALGORITHM.md: S_t = λ S_{t−1} + k_tᵀ v_t, o_t = q_t S_t, so an initial state S₀ adds
  * λ^{t+1} q_t S₀ at local position t, and a span of L tokens decays a state by λ^L):
  *
- *   1. each rank computes what its tokens add to the state, M_r = Σ_s λ^{L−1−s} k_sᵀ v_s, as one
- *      matmul of the decay-weighted keys with the values (rank 0 adds λ^L S₀ for a user state S₀);
- *   2. one all-gather of the M_j ([N, B, H, D, E], independent of T);
+ *   1. each rank but the last computes what its tokens add to the state, M_r = Σ_s λ^{L−1−s} k_sᵀ v_s
+ *      (`lightningState`; rank 0 adds λ^L S₀ for a user state S₀);
+ *   2. it sends M_r to every later rank, point to point, and receives the earlier ranks' M_j;
  *   3. rank r's incoming state is the decay-weighted prefix S_r = Σ_{j<r} λ^{L(r−1−j)} M_j;
  *   4. the chunked kernel runs once on the rank's tokens from S_r, which it takes natively.
  *
- * Every rank does the same work (no rank waits on another's kernel before its all-gather), and no
- * activation-sized temporary is kept beyond the weighted keys. Everything is a differentiable op
- * (the all-gather's adjoint is the reduce-scatter), so the backward is autograd's: the kernel's
- * backward locally, its gradient of S_r back through the prefix and the reduce-scatter to M_r, and
- * from M_r to k and v.
+ * Backward, the same in reverse. Rank r's incoming state gets G_r = Σ_t λ^{t+1} q_tᵀ dO_t + λ^L dS_T
+ * (`lightningState` of q and dO, reversed: a pass over two inputs, not the kernel's backward), and
+ * sends rank j < r its share λ^{L(r−1−j)} G_r, the gradient of M_j; the sum of what the later ranks
+ * sent, dM_r, joins the final state's cotangent of the kernel's backward, because M_r depends on k and
+ * v exactly as the final state does. So each rank runs one backward kernel, and what it adds over one
+ * GPU is one state pass each way.
+ *
+ * Data flows one way in each direction (earlier to later ranks forward, back in the backward pass),
+ * so point-to-point on the communication stream lets a rank run ahead of the ranks after it instead
+ * of meeting all of them at every layer as an all-gather would: forward, a rank waits only for the
+ * states it needs; its sends are waited for (and their buffers released) in the backward pass, whose
+ * sends are waited for at the next forward call. Each rank receives first (the nearest peer first)
+ * and sends after (the nearest first), an order without cycles, so blocking point-to-point (the CPU
+ * collective, or NCCL kernels) cannot deadlock.
  *
  * Letters: B batch, H heads, L tokens per rank (T/N), D q/k head dim, E value head dim, N ranks.
  */
+import { customOp } from "@lightning-ts/autograd";
 import {
   add,
   cast,
@@ -25,22 +35,21 @@ import {
   type DType,
   exp,
   lightningAttention,
-  matmul,
+  lightningAttentionBackward,
+  lightningState,
   mul,
-  narrow,
-  neg,
+  type PendingCollective,
   reshape,
-  sum,
+  retain,
+  scope,
   type Tensor,
-  tensor,
 } from "@lightning-ts/tensor";
 import type { AttentionFn } from "@lightning-ts/tnl";
-import { allGather } from "./collectives.js";
 
 export interface SequenceParallelAttentionOptions {
   /** Block size of the local chunked kernel (default: the kernel's). */
   blockSize?: number;
-  /** The state before the whole sequence [B, H, D, E]; rank 0 only (the others get it through the all-gather). */
+  /** The state before the whole sequence [B, H, D, E]; rank 0 only (the others get it through the exchange). */
   initialState?: Tensor;
 }
 
@@ -51,35 +60,27 @@ function decay(slopes: Tensor, n: number, dtype: DType): Tensor {
 }
 
 /**
- * M = Σ_s λ^{L−1−s} k_sᵀ v_s for k [B, H, L, D], v [B, H, L, E]: the state L tokens leave behind
- * from zero, [B, H, D, E] in `stateDtype`. The weights are made in the state dtype (f32, f64 for f64
- * inputs) and the weighted keys kept in the input dtype, as the kernel rounds its operands (the
- * matmul accumulates in f32).
+ * Sends on the communication stream not yet waited for, per collective: a forward pass's are waited
+ * for by the next backward pass (or, without one, once more than MAX_FORWARD_SENDS are in flight), a
+ * backward pass's by the next forward call. Their tensors stay allocated until then.
  */
-function spanState(k: Tensor, v: Tensor, slopes: Tensor, stateDtype: DType): Tensor {
-  const L = k.shape[2];
-  const s = slopes.dtype === stateDtype ? slopes : cast(slopes, stateDtype);
-  const ages = tensor(Array.from({ length: L }, (_, t) => L - 1 - t), [1, 1, L, 1], { dtype: stateDtype, backend: k.backend });
-  const w = exp(neg(mul(reshape(s, [1, slopes.shape[0], 1, 1]), ages))); // [1, H, L, 1]
-  const kw = mul(k, w.dtype === k.dtype ? w : cast(w, k.dtype));
-  const toState = (t: Tensor) => (t.dtype === stateDtype ? t : cast(t, stateDtype));
-  const [B, H, , D] = k.shape;
-  const E = v.shape[3];
-  if (L <= SPAN_CHUNK || L % SPAN_CHUNK !== 0) return toState(matmul(kw, v, { transA: true })); // [B, H, D, E]
-  // A D×E product over a long L is B·H output tiles with an L-long inner loop: too few blocks to
-  // fill a GPU. Chunks of SPAN_CHUNK tokens give B·H·L/SPAN_CHUNK products, summed in the state dtype.
-  const c = L / SPAN_CHUNK;
-  const parts = matmul(reshape(kw, [B, H, c, SPAN_CHUNK, D]), reshape(v, [B, H, c, SPAN_CHUNK, E]), { transA: true }); // [B, H, c, D, E]
-  return sum(toState(parts), 2);
+const inFlight = new WeakMap<Collective, { forward: PendingCollective[]; backward: PendingCollective[] }>();
+const MAX_FORWARD_SENDS = 256;
+
+function sendsOf(c: Collective) {
+  let s = inFlight.get(c);
+  if (!s) inFlight.set(c, (s = { forward: [], backward: [] }));
+  return s;
 }
 
-/** Tokens per product when a rank's span state is computed in chunks (see `spanState`). */
-export const SPAN_CHUNK = 1024;
+function settle(list: PendingCollective[], keep = 0): void {
+  while (list.length > keep) list.shift()!.wait();
+}
 
 /**
  * Lightning Attention over a sequence split across the ranks of `c`. Returns this rank's output
  * [B, H, L, E] and the state after its last token [B, H, D, E] (on the last rank: the final state
- * of the whole sequence).
+ * of the whole sequence). Differentiable in q, k, v and rank 0's initial state.
  *
  * @example
  * const { output } = sequenceParallelLightning(collective, q, k, v, slopes); // q: this rank's [B, H, T/N, D]
@@ -93,22 +94,62 @@ export function sequenceParallelLightning(
   options: SequenceParallelAttentionOptions = {},
 ): { output: Tensor; state: Tensor } {
   const r = c.rank;
-  if (options.initialState && r !== 0) {
+  const N = c.worldSize;
+  const s0 = options.initialState;
+  if (s0 && r !== 0) {
     throw new Error(`sequenceParallelLightning: initialState is rank 0's (the state before the first token), rank ${r} got one`);
   }
-  const L = q.shape[2];
+  const [B, H, L, D] = q.shape;
+  const E = v.shape[3];
   // The kernel's states are f32 (f64 for f64 inputs).
   const sdt: DType = q.dtype === "f64" ? "f64" : "f32";
-  let mine = spanState(k, v, slopes, sdt);
-  if (options.initialState) mine = add(mine, mul(options.initialState, decay(slopes, L, sdt)));
-  const states = allGather(c, mine); // [N, B, H, D, E]
-  const stateShape = mine.shape;
-  let incoming: Tensor | undefined = options.initialState;
-  for (let j = 0; j < r; j++) {
-    const term = mul(reshape(narrow(states, 0, j, 1), stateShape), decay(slopes, L * (r - 1 - j), sdt));
-    incoming = incoming ? add(incoming, term) : term;
-  }
-  return lightningAttention(q, k, v, slopes, { returnState: true, blockSize: options.blockSize, initialState: incoming });
+  const stateShape = [B, H, D, E];
+  const sends = sendsOf(c);
+  const blockSize = options.blockSize;
+  // The backward reads the inputs and this rank's incoming state, which the forward makes.
+  const save: Tensor[] = [q, k, v, slopes];
+  let held: Tensor | undefined;
+
+  const forward = (): Tensor[] =>
+    scope(() => {
+      settle(sends.backward);
+      settle(sends.forward, MAX_FORWARD_SENDS);
+      const received: Tensor[] = [];
+      for (let j = r - 1; j >= 0; j--) received[j] = c.recvAsync(stateShape, sdt, j).wait();
+      if (r < N - 1) {
+        let mine = lightningState(k, v, slopes);
+        if (s0) mine = add(mine, mul(s0, decay(slopes, L, sdt)));
+        for (let j = r + 1; j < N; j++) sends.forward.push(c.sendAsync(mine, j));
+      }
+      let incoming = s0;
+      for (let j = 0; j < r; j++) {
+        const term = mul(received[j], decay(slopes, L * (r - 1 - j), sdt));
+        incoming = incoming ? add(incoming, term) : term;
+      }
+      if (incoming) save.push((held = retain(incoming)));
+      const { output, state } = lightningAttention(q, k, v, slopes, { returnState: true, blockSize, initialState: incoming });
+      return [output, state];
+    });
+
+  const backward = ([dO, dF]: readonly Tensor[], saved: readonly Tensor[]): (Tensor | null)[] => {
+    const [sq, sk, sv, sSlopes, sIncoming] = saved;
+    settle(sends.forward);
+    // What this rank's incoming state owes the earlier ranks' M_j.
+    if (r > 0) {
+      const G = add(lightningState(sq, dO, sSlopes, { reverse: true }), mul(dF, decay(sSlopes, L, sdt)));
+      for (let j = r - 1; j >= 0; j--) sends.backward.push(c.sendAsync(mul(G, decay(sSlopes, L * (r - 1 - j), sdt)), j));
+    }
+    // What the later ranks' incoming states owe this rank's M_r, added to the final state's cotangent.
+    let dFinal = dF;
+    for (let i = r + 1; i < N; i++) dFinal = add(dFinal, c.recvAsync(stateShape, sdt, i).wait());
+    const g = lightningAttentionBackward(sq, sk, sv, sSlopes, dO, dFinal, { blockSize, initialState: sIncoming });
+    // Rank 0's dInitialState counts its M_0's part too (M_0 holds λ^L S₀): the kernel's, with dFinal.
+    return [g.dq, g.dk, g.dv, null, ...(s0 ? [g.dInitialState ?? null] : [])];
+  };
+
+  const [output, state] = customOp("sequenceParallelLightning", s0 ? [q, k, v, slopes, s0] : [q, k, v, slopes], forward, backward, { save, always: true });
+  held?.dispose();
+  return { output, state };
 }
 
 /**

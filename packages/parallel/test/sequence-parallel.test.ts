@@ -59,6 +59,6 @@ describe("sequence-parallel Lightning Attention (LASP-2) on the CPU collective",
   it("3 ranks, T/N = 7, an initial state on rank 0 (f32)", () => check(3, { ...base, T: 21, dtype: "f32", seed: 12, withInitialState: true }, "chunked", 1e-5));
   it("4 ranks, T/N = 5, weak decay (f32)", () => check(4, { ...base, T: 20, dtype: "f32", seed: 14 }, "chunked", 1e-5));
   it("3 ranks in float64 against the float64 recurrence", () => check(3, { ...base, T: 15, dtype: "f64", seed: 13, withInitialState: true }, "recurrent", 1e-11));
-  it("2 ranks, T/N = 2,048: the span state in chunks of 1,024 tokens (f32)", () => check(2, { ...base, B: 1, H: 2, T: 4096, blockSize: 64, dtype: "f32", seed: 16 }, "chunked", 1e-5));
+  it("2 ranks, T/N = 2,048: the rank's state in lightningState's 1,024-token chunks (f32)", () => check(2, { ...base, B: 1, H: 2, T: 4096, blockSize: 64, dtype: "f32", seed: 16 }, "chunked", 1e-5));
   it("4 ranks, T/N = 1 (f32)", () => check(4, { ...base, B: 1, H: 2, T: 4, dtype: "f32", seed: 15 }, "chunked", 1e-5));
 });

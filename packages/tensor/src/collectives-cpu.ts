@@ -207,6 +207,18 @@ export class CpuCollective implements Collective {
     }
   }
 
+  /** On the CPU there is no second stream: the send runs now (a rendezvous, as `send`). */
+  sendAsync(x: Tensor, peer: number): PendingCollective {
+    this.send(x, peer);
+    return { value: x, wait: () => x };
+  }
+
+  /** On the CPU there is no second stream: the receive runs now (as `recv`). */
+  recvAsync(shape: readonly number[], dtype: DType, peer: number): PendingCollective {
+    const value = this.recv(shape, dtype, peer);
+    return { value, wait: () => value };
+  }
+
   recv(shape: readonly number[], dtype: DType, peer: number): Tensor {
     this.#checkLive("recv");
     this.#checkPeer("recv", "peer", peer, false);

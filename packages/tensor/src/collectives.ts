@@ -6,8 +6,9 @@
  * Calls are made by every rank in the same order with the same shapes and dtypes (as with NCCL or
  * torch.distributed). On a GPU they only enqueue work on the backend's stream, so they return at once
  * and the result is ready for whatever op is enqueued next; only a read or `barrier` waits.
- * `allReduceAsync` runs on a separate stream where the implementation has one, so it can overlap
- * with compute; its result may be used only after `wait()`.
+ * `allReduceAsync`, `sendAsync` and `recvAsync` run on a separate stream where the implementation
+ * has one, so they can overlap with compute and a rank need not wait for a slower peer; a result may
+ * be used only after `wait()`.
  *
  * Letters: N the number of ranks (`worldSize`).
  */
@@ -67,6 +68,14 @@ export interface Collective {
   broadcast(x: Tensor, root: number): Tensor;
   send(x: Tensor, peer: number): void;
   recv(shape: readonly number[], dtype: DType, peer: number): Tensor;
+  /**
+   * `send` on the communication stream where the implementation has one: the compute stream goes on
+   * without waiting for the peer to receive. `value` is `x`, which stays readable; `wait()` orders
+   * later work after the send (call it before `x`'s storage may be reused, e.g. before disposing it).
+   */
+  sendAsync(x: Tensor, peer: number): PendingCollective;
+  /** `recv` on the communication stream where the implementation has one: `value` is usable after `wait()`. */
+  recvAsync(shape: readonly number[], dtype: DType, peer: number): PendingCollective;
   /** Resolves once every rank has reached this call and all enqueued collectives have finished. */
   barrier(): Promise<void>;
   /** Leaves the group; the collective cannot be used afterwards. */
