@@ -25,9 +25,11 @@
 // roles of q/k and v swap, so any D, E ∈ {64, 128, 256} is covered.
 //
 // Version 6 (below, wgKernel): the same loop on Hopper's warpgroup MMA (wgmma, sm_90a) for D ∈ {128,
-// 256}. Where the GPU runs this file's sm_90a code, every pass of key width 128 or 256 takes it (the
-// D = 64 passes stay on version 5); LIGHTNING_CUDA_LA_VERSION=5 keeps version 5 everywhere.
+// 256}, and D = 64 under LIGHTNING_CUDA_LA_V6_64=1. Where the GPU runs this file's sm_90a code, every
+// pass of key width 128 or 256 takes it (the D = 64 passes stay on version 5 unless that variable is
+// set); LIGHTNING_CUDA_LA_VERSION=5 keeps version 5 everywhere.
 // Letters: B batch, H heads, T time, D query/key head dim, E value head dim, C chunk size.
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <string>
@@ -328,7 +330,7 @@ __global__ void prepareStateKernel(const float* src, float* dst, int Y, int X, b
 }
 
 // ---------------------------------------------------------------------------------------------------
-// Version 6: the same chunk loop on Hopper's warpgroup MMA (wgmma, sm_90a), for D ∈ {128, 256}.
+// Version 6: the same chunk loop on Hopper's warpgroup MMA (wgmma, sm_90a), for D ∈ {64, 128, 256}.
 //
 // mma.sync makes every warp load its own copy of the B operand from shared memory (ldmatrix): in v5
 // each of the four row groups re-reads all of S and K for Q S and Q Kᵀ, which is most of the shared-
@@ -344,7 +346,12 @@ __global__ void prepareStateKernel(const float* src, float* dst, int Y, int X, b
 // P V and writes O, warpgroup 1 computes Q Kᵀ, masks it and hands P over in shared memory behind a
 // named barrier; both update their half of the state rows. NSB = 2 double-buffers the 16-bit state
 // copy, so one CTA-wide barrier per chunk remains (D = 256: 1 CTA of 8 warps per SM, 218 KB).
-template <int D, int NWG, int NSB>
+//
+// D = 64 (opt-in, LIGHTNING_CUDA_LA_V6_64=1): one warpgroup, one 64-row state tile, the 16-bit state
+// copy double-buffered (one barrier per chunk), and NS stages of Q, K, V instead of two. This shape
+// moves 32 KB per chunk for 0.26 M MAC, so each SM is bound by the bytes it keeps in flight: NS is
+// chosen so that CTAs per SM × (NS − 1) chunks ahead is about 3 (stages64 below).
+template <int D, int NWG, int NSB, int NS = 2>
 struct WCfg {
   static constexpr int THREADS = 128 * NWG;
   static constexpr int MT = D / (64 * NWG);  // 64-row state tiles per warpgroup
@@ -354,9 +361,11 @@ struct WCfg {
   static constexpr int SB = D * 128;         // 16-bit state copy (D, 64)
   static constexpr int XS = ET + 8;          // padded row stride (elements) of the P exchange / O staging tile
   static constexpr int XB = C * XS * 2;
-  static constexpr size_t SMEM = 1024 + 2 * STAGE + NSB * SB + XB + (C + 1) * sizeof(float);  // + 1 KB to align the base
-  static constexpr int MIN_BLOCKS = NWG == 1 ? 2 : 1;
-  static_assert(MT >= 1 && D % 64 == 0, "state tiles");
+  static constexpr size_t SMEM = 1024 + NS * STAGE + NSB * SB + XB + (C + 1) * sizeof(float);  // + 1 KB to align the base
+  // D = 64: as many CTAs as the 228 KB of an sm_90 SM hold (1 KB of each reserved), at most 3 (the
+  // register file then allows 168 a thread).
+  static constexpr int MIN_BLOCKS = D == 64 ? (int)std::min<size_t>(3, (228 * 1024) / (SMEM + 1024)) : NWG == 1 ? 2 : 1;
+  static_assert(MT >= 1 && D % 64 == 0 && NS >= 2, "state tiles, stages");
 };
 
 #if defined(LTS_WGMMA)
@@ -372,17 +381,17 @@ __global__ void wgmmaProbeKernel(int* out) {
 }
 
 // q, k: (BH, T, D), v: (BH, T, E) → o: (BH, T, E) and state f32; grid (E/64, BH, nseg)
-template <int D, int NWG, int NSB, class X, bool STATE_ONLY>
-__global__ void __launch_bounds__(WCfg<D, NWG, NSB>::THREADS, WCfg<D, NWG, NSB>::MIN_BLOCKS) wgKernel(Params<X> p) {
+template <int D, int NWG, int NSB, int NS, class X, bool STATE_ONLY>
+__global__ void __launch_bounds__(WCfg<D, NWG, NSB, NS>::THREADS, WCfg<D, NWG, NSB, NS>::MIN_BLOCKS) wgKernel(Params<X> p) {
 #if defined(LTS_WGMMA)
-  using W = WCfg<D, NWG, NSB>;
+  using W = WCfg<D, NWG, NSB, NS>;
   constexpr int QB = W::QB, STAGE = W::STAGE, SB = W::SB, XS = W::XS, MT = W::MT, THREADS = W::THREADS;
   constexpr int KS = D / 16;  // k-steps of Q S and Q Kᵀ
   extern __shared__ __align__(1024) unsigned char wsmem[];
   unsigned char* sm = wsmem + ((1024u - (smemAddr(wsmem) & 1023u)) & 1023u);  // the swizzle needs 1,024-aligned tiles
   const uint32_t sbase = smemAddr(sm);
-  X* xs = reinterpret_cast<X*>(sm + 2 * STAGE + NSB * SB);  // (C, XS): P handed between warpgroups, O staged for the stores
-  float* pw = reinterpret_cast<float*>(sm + 2 * STAGE + NSB * SB + W::XB);  // λ^n, n = 0..C
+  X* xs = reinterpret_cast<X*>(sm + NS * STAGE + NSB * SB);  // (C, XS): P handed between warpgroups, O staged for the stores
+  float* pw = reinterpret_cast<float*>(sm + NS * STAGE + NSB * SB + W::XB);  // λ^n, n = 0..C
   const int tid = threadIdx.x, lane = tid & 31, wq = (tid >> 5) & 3, g = lane >> 2, t4 = lane & 3;
   // The warpgroup through a shuffle, so that the compiler knows it uniform: wgmma in a branch it
   // cannot prove uniform over the warpgroup is serialized.
@@ -411,7 +420,8 @@ __global__ void __launch_bounds__(WCfg<D, NWG, NSB>::THREADS, WCfg<D, NWG, NSB>:
     }
 
   // Chunk loads: each thread copies one fixed 16-byte column piece of every RSTEP-th row (RSTEP a
-  // multiple of 8, so the swizzle phase of its rows never changes).
+  // multiple of 8, so the swizzle phase of its rows never changes). No commit: the caller commits
+  // one cp.async group per chunk.
   auto load = [&](int chunk, int st) {
     unsigned char* base = sm + st * STAGE;
     const int t0 = chunk * C, mm = T - t0;
@@ -443,11 +453,10 @@ __global__ void __launch_bounds__(WCfg<D, NWG, NSB>::THREADS, WCfg<D, NWG, NSB>:
         cpAsync16(base + 2 * QB + so + i * RSTEP * 128, vb + off, in ? 16 : 0);
       }
     }
-    cpAsyncCommit();
   };
 
   auto storeState = [&](int buf) {
-    unsigned char* sb = sm + 2 * STAGE + buf * SB;
+    unsigned char* sb = sm + NS * STAGE + buf * SB;
 #pragma unroll
     for (int mt = 0; mt < MT; mt++)
 #pragma unroll
@@ -538,18 +547,25 @@ __global__ void __launch_bounds__(WCfg<D, NWG, NSB>::THREADS, WCfg<D, NWG, NSB>:
     }
   };
 
-  if (nChunks > 0) load(c0, 0);
+  // Chunks 0 .. NS − 2 in flight before the loop, one cp.async group each (empty past the end).
+#pragma unroll
+  for (int i = 0; i < NS - 1; i++) {
+    if (i < nChunks) load(c0 + i, i);
+    cpAsyncCommit();
+  }
   if (!STATE_ONLY) storeState(0);
   for (int ci = 0; ci < nChunks; ci++) {
-    const int chunk = c0 + ci, st = ci & 1, t0 = chunk * C, m = min(C, T - t0);
-    cpAsyncWait<0>();
+    const int chunk = c0 + ci, st = ci % NS, sbuf = NSB == 2 ? (ci & 1) : 0, t0 = chunk * C, m = min(C, T - t0);
+    cpAsyncWait<NS - 2>();  // this chunk's group is complete (the NS − 2 younger ones may still be in flight)
     fenceProxyAsync();  // this chunk's tiles and the state copy, written by the generic proxy, are read by wgmma
     __syncthreads();
-    if (ci + 1 < nChunks) load(chunk + 1, st ^ 1);  // that stage's last readers (chunk ci − 1) are all past the barrier
+    // The stage of chunk ci + NS − 1 is chunk ci − 1's, whose last readers are all past the barrier.
+    if (ci + NS - 1 < nChunks) load(chunk + NS - 1, (ci + NS - 1) % NS);
+    cpAsyncCommit();
     const unsigned char* kT = sm + st * STAGE + QB;
     const uint32_t qAddr = sbase + st * STAGE;
     const uint64_t qA = wgmmaDesc(qAddr, 16, 1024), kA = wgmmaDesc(qAddr + QB, 16, 1024), vA = wgmmaDesc(qAddr + 2 * QB, 8192, 1024),
-                   sA = wgmmaDesc(sbase + 2 * STAGE + (NSB == 2 ? st : 0) * SB, 8192, 1024);
+                   sA = wgmmaDesc(sbase + NS * STAGE + sbuf * SB, 8192, 1024);
     uint32_t sa[4][MT][4];
 
     if constexpr (STATE_ONLY) {
@@ -645,13 +661,14 @@ __global__ void __launch_bounds__(WCfg<D, NWG, NSB>::THREADS, WCfg<D, NWG, NSB>:
     for (int mt = 0; mt < MT; mt++) fenceRegs(S[mt]);
     if (!STATE_ONLY) {
       if constexpr (NSB == 2) {
-        storeState(st ^ 1);  // the other copy: its last reader (chunk ci − 1) finished before this chunk's barrier
+        storeState(sbuf ^ 1);  // the other copy: its last reader (chunk ci − 1) finished before this chunk's barrier
       } else {
         __syncthreads();  // every warpgroup's reads of the copy are done
         storeState(0);
       }
     }
   }
+  cpAsyncWait<0>();  // (only empty groups can remain)
 
   float* out = nullptr;
   if (STATE_ONLY) out = p.Sout + ((size_t)bh * p.nseg + seg) * D * E;
@@ -836,17 +853,17 @@ int configure() {
   });
 }
 
-template <int D, int NWG, int NSB, class X>
+template <int D, int NWG, int NSB, int NS, class X>
 int configureW() {
   static PerDevice<int> perSm;
   return perSm.get([] {
-    using W = WCfg<D, NWG, NSB>;
-    LTS_CHECK(cudaFuncSetAttribute(wgKernel<D, NWG, NSB, X, false>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)W::SMEM), "lightning v6 smem attribute");
-    LTS_CHECK(cudaFuncSetAttribute(wgKernel<D, NWG, NSB, X, true>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)W::SMEM), "lightning v6 smem attribute");
+    using W = WCfg<D, NWG, NSB, NS>;
+    LTS_CHECK(cudaFuncSetAttribute(wgKernel<D, NWG, NSB, NS, X, false>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)W::SMEM), "lightning v6 smem attribute");
+    LTS_CHECK(cudaFuncSetAttribute(wgKernel<D, NWG, NSB, NS, X, true>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)W::SMEM), "lightning v6 smem attribute");
     LTS_CHECK(cudaFuncSetAttribute(wgStateKernel<D, NWG, NSB, X>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)WSCfg<D, NWG, NSB>::SMEM),
               "lightning v6 smem attribute");
     int n = 0;
-    LTS_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, wgKernel<D, NWG, NSB, X, false>, W::THREADS, W::SMEM), "lightning v6 occupancy");
+    LTS_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, wgKernel<D, NWG, NSB, NS, X, false>, W::THREADS, W::SMEM), "lightning v6 occupancy");
     return std::max(1, n);
   });
 }
@@ -890,32 +907,80 @@ bool newStatePass() {
   return on;
 }
 
-// Version 6 (wgmma) where it applies: D ∈ {128, 256} on Hopper, unless LIGHTNING_CUDA_LA_VERSION=5.
+// D = 64 on version 6 is opt-in for now (LIGHTNING_CUDA_LA_V6_64=1, read once): version 5 stays the
+// default there until the GPU has measured both (KERNELS.md, "v6 at D = E = 64").
+bool v6At64() {
+  static const bool on = [] {
+    const char* v = getenv("LIGHTNING_CUDA_LA_V6_64");
+    return v && atoi(v) == 1;
+  }();
+  return on;
+}
+
+// The stages of Q, K, V of a D = 64 CTA that LIGHTNING_CUDA_LA_V6_64_STAGES forces (2, 3, 4 or 6;
+// read once), else 0: stages64 chooses.
+int forcedStages64() {
+  static const int n = [] {
+    const char* v = getenv("LIGHTNING_CUDA_LA_V6_64_STAGES");
+    int k = v ? atoi(v) : 0;
+    return k == 2 || k == 3 || k == 4 || k == 6 ? k : 0;
+  }();
+  return n;
+}
+
+// Version 6 (wgmma) where it applies: D ∈ {128, 256} on Hopper (and D = 64 under
+// LIGHTNING_CUDA_LA_V6_64=1), unless LIGHTNING_CUDA_LA_VERSION=5.
 bool useV6(int D) {
-  if ((D != 128 && D != 256) || versionAsked() == 5) return false;
-  size_t s = D == 256 ? WCfg<256, 2, 2>::SMEM : std::max(WCfg<128, 1, 1>::SMEM, WCfg<128, 2, 2>::SMEM);
+  if (versionAsked() == 5) return false;
+  size_t s = 0;
+  if (D == 256) s = WCfg<256, 2, 2>::SMEM;
+  else if (D == 128) s = std::max(WCfg<128, 1, 1>::SMEM, WCfg<128, 2, 2>::SMEM);
+  else if (D == 64 && v6At64()) s = WCfg<64, 1, 2, 6>::SMEM;
+  else return false;
   return s <= (size_t)optinSmem() && wgmmaLoaded();
 }
-
-struct Choice {
-  int version, warps, ctasPerSm;
-};
-
-template <class X>
-Choice choiceX(int D) {
-  if (useV6(D)) {
-    if (D == 256) return {6, 8, configureW<256, 2, 2, X>()};
-    if (wg128() == 2) return {6, 8, configureW<128, 2, 2, X>()};
-    return {6, 4, configureW<128, 1, 1, X>()};
-  }
-  return {5, D > 128 ? 8 : 4, D == 64 ? configure<64, X>() : D == 128 ? configure<128, X>() : configure<256, X>()};
-}
-
-Choice choice(int dt, int D) { return dt == F16 ? choiceX<__half>(D) : choiceX<__nv_bfloat16>(D); }
 
 struct Plan {
   int nseg, chunksPerSeg, ctasPerSm;
 };
+Plan plan(Context& c, LightningDims d, int ctasPerSm);
+
+// D = 64 on version 6: the stages per CTA. The grid is planned as for 2 stages (3 CTAs per SM); where
+// it fits in one CTA per SM (T = 8,192 at B·T = 65,536: 128 (b·h) pairs, one segment), each CTA keeps
+// 3 chunks ahead (4 stages, 1 CTA per SM); in two per SM, 2 ahead each (3 stages); else 1 ahead in
+// each of 3 CTAs. Each SM then has about 3 chunks (72 KB) of loads in flight. The grid's segment count
+// is the same under the chosen stage count (a grid of one wave stays one wave at fewer CTAs per SM).
+template <class X>
+int stages64(Context& c, LightningDims d) {
+  if (int n = forcedStages64()) return n;
+  long ctas = (long)d.BH() * (d.E / ET) * plan(c, d, configureW<64, 1, 2, 2, X>()).nseg;
+  return ctas <= c.smCount ? 4 : ctas <= 2L * c.smCount ? 3 : 2;
+}
+
+struct Choice {
+  int version, warps, ctasPerSm, stages;
+};
+
+template <class X>
+Choice choiceX(Context& c, LightningDims d) {
+  const int D = d.D;
+  if (useV6(D)) {
+    if (D == 256) return {6, 8, configureW<256, 2, 2, 2, X>(), 2};
+    if (D == 64) {
+      switch (stages64<X>(c, d)) {
+        case 3: return {6, 4, configureW<64, 1, 2, 3, X>(), 3};
+        case 4: return {6, 4, configureW<64, 1, 2, 4, X>(), 4};
+        case 6: return {6, 4, configureW<64, 1, 2, 6, X>(), 6};
+        default: return {6, 4, configureW<64, 1, 2, 2, X>(), 2};
+      }
+    }
+    if (wg128() == 2) return {6, 8, configureW<128, 2, 2, 2, X>(), 2};
+    return {6, 4, configureW<128, 1, 1, 2, X>(), 2};
+  }
+  return {5, D > 128 ? 8 : 4, D == 64 ? configure<64, X>() : D == 128 ? configure<128, X>() : configure<256, X>(), 2};
+}
+
+Choice choice(Context& c, int dt, LightningDims d) { return dt == F16 ? choiceX<__half>(c, d) : choiceX<__nv_bfloat16>(c, d); }
 
 // Split only when the (b·h, E-slice) pairs fill less than 3/4 of one wave, and then into as many
 // segments as fit in one wave: a partial second wave would cost a whole CTA's time. D = 64 runs near
@@ -935,11 +1000,11 @@ Plan plan(Context& c, LightningDims d, int ctasPerSm) {
 }
 
 // One causal pass on the wgmma loop (see passT).
-template <int D, int NWG, int NSB, class X>
+template <int D, int NWG, int NSB, int NS, class X>
 void passW(Context& c, LightningDims d, const void* q, const void* k, const void* v, const float* slopes, const float* S0, void* o, float* Sfinal,
            bool reverse) {
-  using W = WCfg<D, NWG, NSB>;
-  Plan pl = plan(c, d, configureW<D, NWG, NSB, X>());
+  using W = WCfg<D, NWG, NSB, NS>;
+  Plan pl = plan(c, d, configureW<D, NWG, NSB, NS, X>());
   Params<X> p{(const X*)q, (const X*)k, (const X*)v, slopes, S0, (X*)o, Sfinal, d.T, d.E, d.H, pl.nseg, pl.chunksPerSeg, reverse};
   dim3 grid(d.E / ET, d.BH(), pl.nseg);
   float* L = nullptr;
@@ -948,14 +1013,14 @@ void passW(Context& c, LightningDims d, const void* q, const void* k, const void
     Params<X> a = p;
     a.Sin = nullptr;
     a.Sout = L;
-    if (!newStatePass()) wgKernel<D, NWG, NSB, X, true><<<grid, W::THREADS, W::SMEM, c.stream>>>(a);
+    if (!newStatePass()) wgKernel<D, NWG, NSB, NS, X, true><<<grid, W::THREADS, W::SMEM, c.stream>>>(a);
     else wgStateKernel<D, NWG, NSB, X><<<dim3(grid.x, grid.y, pl.nseg - 1), W::THREADS, WSCfg<D, NWG, NSB>::SMEM, c.stream>>>(a);
     LTS_CHECK(cudaGetLastError(), "lightning v6 segment states launch");
     segmentScanKernel<<<dim3((D * d.E + 255) / 256, d.BH()), 256, 0, c.stream>>>(L, S0, pl.nseg, pl.chunksPerSeg * C, d.T, D * d.E, d.H, slopes);
     LTS_CHECK(cudaGetLastError(), "lightning v6 segment scan launch");
     p.Sin = L;
   }
-  wgKernel<D, NWG, NSB, X, false><<<grid, W::THREADS, W::SMEM, c.stream>>>(p);
+  wgKernel<D, NWG, NSB, NS, X, false><<<grid, W::THREADS, W::SMEM, c.stream>>>(p);
   LTS_CHECK(cudaGetLastError(), "lightning v6 forward launch");
   if (L) c.release(L);
 }
@@ -965,13 +1030,21 @@ void passW(Context& c, LightningDims d, const void* q, const void* k, const void
 template <int D, class X>
 void passT(Context& c, LightningDims d, const void* q, const void* k, const void* v, const float* slopes, const float* S0, void* o, float* Sfinal,
            bool reverse) {
-  if constexpr (D == 128 || D == 256) {
-    if (useV6(D)) {
-      if constexpr (D == 256) passW<256, 2, 2, X>(c, d, q, k, v, slopes, S0, o, Sfinal, reverse);
-      else if (wg128() == 2) passW<128, 2, 2, X>(c, d, q, k, v, slopes, S0, o, Sfinal, reverse);
-      else passW<128, 1, 1, X>(c, d, q, k, v, slopes, S0, o, Sfinal, reverse);
-      return;
+  if (useV6(D)) {
+    if constexpr (D == 256) {
+      passW<256, 2, 2, 2, X>(c, d, q, k, v, slopes, S0, o, Sfinal, reverse);
+    } else if constexpr (D == 128) {
+      if (wg128() == 2) passW<128, 2, 2, 2, X>(c, d, q, k, v, slopes, S0, o, Sfinal, reverse);
+      else passW<128, 1, 1, 2, X>(c, d, q, k, v, slopes, S0, o, Sfinal, reverse);
+    } else {
+      switch (stages64<X>(c, d)) {
+        case 3: passW<64, 1, 2, 3, X>(c, d, q, k, v, slopes, S0, o, Sfinal, reverse); break;
+        case 4: passW<64, 1, 2, 4, X>(c, d, q, k, v, slopes, S0, o, Sfinal, reverse); break;
+        case 6: passW<64, 1, 2, 6, X>(c, d, q, k, v, slopes, S0, o, Sfinal, reverse); break;
+        default: passW<64, 1, 2, 2, X>(c, d, q, k, v, slopes, S0, o, Sfinal, reverse); break;
+      }
     }
+    return;
   }
   using K = Cfg<D>;
   Plan pl = plan(c, d, configure<D, X>());
@@ -1018,11 +1091,11 @@ void prepare(Context& c, LightningDims d, const float* src, float* dst, int Y, i
 }
 
 std::string passPlan(Context& c, int dt, LightningDims d) {
-  Choice ch = choice(dt, d.D);
+  Choice ch = choice(c, dt, d);
   Plan pl = plan(c, d, ch.ctasPerSm);
   char buf[200];
-  snprintf(buf, sizeof buf, "%s D=%d E=%d: %d E-slice%s x %d segment%s, %d warps, %d CTA%s/SM", ch.version == 6 ? "v6 wgmma" : "v5 mma.sync", d.D, d.E,
-           d.E / ET, d.E / ET > 1 ? "s" : "", pl.nseg, pl.nseg > 1 ? "s" : "", ch.warps, pl.ctasPerSm, pl.ctasPerSm > 1 ? "s" : "");
+  snprintf(buf, sizeof buf, "%s D=%d E=%d: %d E-slice%s x %d segment%s, %d warps, %d CTA%s/SM, %d stages", ch.version == 6 ? "v6 wgmma" : "v5 mma.sync", d.D,
+           d.E, d.E / ET, d.E / ET > 1 ? "s" : "", pl.nseg, pl.nseg > 1 ? "s" : "", ch.warps, pl.ctasPerSm, pl.ctasPerSm > 1 ? "s" : "", ch.stages);
   return buf;
 }
 
