@@ -8,10 +8,10 @@
 // kernel (LIGHTNING_CUDA_STEP: scalar, vec4, rows, stream, block, pair, narrow) on odd sizes, in place and
 // misaligned, in bf16, f16 and f32, then time each at B = 1, 8, 64, 256 for each head shape
 // (benchDecode says how: L2-cold state, host launch latency excluded, and the first rows' clock).
-// --check: odd lengths (T = 1, 63, 65, 513, and a long B = 1 sequence that takes the sequence
-// split) with an initial state, every head and every output (o, S_T, dq, dk, dv, dS_0) against the
-// float64 recurrence, bf16 and f16, for each head shape; --small keeps a few of them (for
-// compute-sanitizer).
+// --check: odd lengths (T = 1, 63, 65, 513, a long B = 1 sequence that takes the sequence split, and
+// batches of 80, 160 and 280 heads that do not split) with an initial state, every head and every
+// output (o, S_T, dq, dk, dv, dS_0) against the float64 recurrence, bf16 and f16, for each head shape;
+// --small keeps a few of them (for compute-sanitizer).
 // Versions 1, 5 and 6 run through the addon's registry (LIGHTNING_CUDA_LA_VERSION; 0: the addon's own
 // choice), the way the Node addon calls them; 2, 3, 4 (bf16, D = E = 128) are the legacy files in bench/legacy, called directly.
 //
@@ -375,6 +375,11 @@ static void checkSuite(Harness& h, const std::vector<std::pair<int, int>>& shape
       std::vector<int> Ts = small ? std::vector<int>{63, 200} : std::vector<int>{1, 63, 65, 513};
       for (int T : Ts) cases.push_back({{2, 2, T, D, E}, dt});
       cases.push_back({{1, 2, small ? 1100 : 4099, D, E}, dt});  // B = 1: the sequence split
+      // Batches that fill about 1, 2 and 3 CTAs per SM of 132 without a split at D = 64 (the cases
+      // above split into one-chunk segments there): each CTA walks several chunks, and version 6
+      // runs its 4-, 3- and 2-stage loads.
+      if (!small)
+        for (auto [B, T] : {std::pair{4, 321}, std::pair{8, 200}, std::pair{14, 130}}) cases.push_back({{B, 20, T, D, E}, dt});
     }
   printf("\n== check: initial state, odd T, all heads; bound %.0e (bf16) / %.0e (f16) relative RMS\n", 5e-3, 2e-3);
   printf("%-5s %3s %3s %5s %4s %4s  %9s %9s %9s %9s %9s %9s  %s\n", "dtype", "B", "H", "T", "D", "E", "o", "S_T", "dq", "dk", "dv", "dS0", "ok / kernel");
