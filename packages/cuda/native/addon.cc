@@ -404,6 +404,7 @@ const std::vector<Launcher>& launchers() {
     registerRandom(reg);
     registerMatmul(reg);
     registerLightning(reg);
+    registerLightningState(reg);
     registerOptim(reg);
     registerDecode(reg);
     std::vector<Launcher> out;

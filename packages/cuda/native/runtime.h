@@ -101,6 +101,7 @@ void registerNn(Registry&);
 void registerRandom(Registry&);
 void registerMatmul(Registry&);
 void registerLightning(Registry&);
+void registerLightningState(Registry&);
 void registerOptim(Registry&);
 void registerDecode(Registry&);
 std::string cublasStatus();

@@ -14,7 +14,7 @@ export const LAUNCHERS = [
   "reduce", "argmax", "stridedCopy", "take", "scatterAdd",
   "softmax", "xent", "xentBackward", "rmsNorm", "random", "matmul",
   "lightningAttention", "lightningAttentionBackward", "lightningStep", "adamw", "siluBackward",
-  "addRmsNorm", "rmsNormGate", "splitQkvu", "fusedLinear", "qkvuProjection",
+  "addRmsNorm", "rmsNormGate", "splitQkvu", "fusedLinear", "qkvuProjection", "lightningState",
 ] as const;
 export type LauncherName = (typeof LAUNCHERS)[number];
 

@@ -250,7 +250,8 @@ export class CudaCollective implements Collective {
 
   recv(shape: readonly number[], dtype: DType, peer: number): Tensor {
     this.#enter("recv");
-    const y = this.#output(this.#checkRecv("recv", shape, dtype, peer), dtype);
+    this.#checkRecv("recv", shape, dtype, peer);
+    const y = this.#output(shape, dtype);
     if (y.size > 0) this.#call(() => this.#comm.recv(ptr(y), y.size, code(dtype), peer), [y], y);
     return y;
   }
@@ -268,7 +269,8 @@ export class CudaCollective implements Collective {
 
   recvAsync(shape: readonly number[], dtype: DType, peer: number): PendingCollective {
     this.#enter("recvAsync");
-    const y = this.#output(this.#checkRecv("recvAsync", shape, dtype, peer), dtype);
+    this.#checkRecv("recvAsync", shape, dtype, peer);
+    const y = this.#output(shape, dtype);
     if (y.size === 0) return { value: y, wait: () => y };
     let token = -1;
     this.#call(() => (token = this.#comm.recv(ptr(y), y.size, code(dtype), peer, true)), [], y);
@@ -321,14 +323,13 @@ export class CudaCollective implements Collective {
     };
   }
 
-  /** The shape of a receive, checked (with its dtype and peer). */
-  #checkRecv(method: string, shape: readonly number[], dtype: DType, peer: number): readonly number[] {
+  /** Checks a receive's shape, dtype and peer. */
+  #checkRecv(method: string, shape: readonly number[], dtype: DType, peer: number): void {
     if (!Array.isArray(shape) || shape.some((d) => !Number.isInteger(d) || d < 0)) {
       throw new Error(`${method}: shape must be an array of non-negative integers, got ${JSON.stringify(shape)}`);
     }
     if (!NCCL_DTYPES.includes(dtype)) throw new Error(`${method}: dtype must be one of ${NCCL_DTYPES.join(", ")}, got ${String(dtype)}`);
     this.#checkRank(method, "peer", peer);
-    return shape;
   }
 
   /** Refuses a disposed communicator, and a call that one thread cannot make alone. */

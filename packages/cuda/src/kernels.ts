@@ -224,6 +224,11 @@ export function createKernels(rt: NativeRuntime): KernelTable<CudaStorage> {
       const [B, H, T, D] = q.shape as [number, number, number, number];
       launch("lightningAttentionBackward", [q, k, v, slopes, dO, dS, s0, dq, dk, dv, ds0], [code(q.dtype), B, H, T, D, v.shape[3]]);
     },
+    // k: (B, H, T, D); v: (B, H, T, E); slopes: f32 (H) → state: f32 (B, H, D, E) (native/lightning_state.cu)
+    lightningState: ({ inputs: [k, v, slopes], outputs: [state], attrs: { reverse } }) => {
+      const [B, H, T, D] = k.shape as [number, number, number, number];
+      launch("lightningState", [k, v, slopes, state], [code(k.dtype), B, H, T, D, v.shape[3], reverse ? 1 : 0]);
+    },
     // q, k: (B, H, D); v: (B, H, E); slopes: (H); state: f32 (B, H, D, E) → o: (B, H, E), newState: f32 (B, H, D, E)
     lightningStep: ({ inputs: [q, k, v, slopes, state], outputs: [o, sn] }) => {
       const [B, H, D] = q.shape as [number, number, number];
