@@ -1,7 +1,7 @@
 // Lightning Attention launchers: forward, backward and the one-token decode step. Forward and
 // backward pick the fastest version that supports the call (KERNELS.md has the measurements):
 // lightning_v5.cu (tensor cores; bf16 and f16; D ∈ {64, 128, 256}, E a multiple of 64 forward,
-// E ∈ {64, 128, 256} backward; any T; version 6, wgmma, for key widths 128 and 256 on Hopper), else
+// E ∈ {64, 128, 256} backward; any T; version 6, wgmma, for every key width on Hopper), else
 // the general lightning_v1.cu (any shape; f32 always). LIGHTNING_CUDA_LA_VERSION=1 forces the
 // reference version 1 (5: version 5 where it applies, no wgmma; 6: the default choice).
 // LIGHTNING_CUDA_DEBUG=1 prints the kernel chosen, once per (op, dtype, shape), to stderr. The

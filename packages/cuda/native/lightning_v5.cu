@@ -24,10 +24,9 @@
 // Backward: three passes of the same kernel (docs/ALGORITHM.md B.2), with the widths swapped where the
 // roles of q/k and v swap, so any D, E ∈ {64, 128, 256} is covered.
 //
-// Version 6 (below, wgKernel): the same loop on Hopper's warpgroup MMA (wgmma, sm_90a) for D ∈ {128,
-// 256}, and D = 64 under LIGHTNING_CUDA_LA_V6_64=1. Where the GPU runs this file's sm_90a code, every
-// pass of key width 128 or 256 takes it (the D = 64 passes stay on version 5 unless that variable is
-// set); LIGHTNING_CUDA_LA_VERSION=5 keeps version 5 everywhere.
+// Version 6 (below, wgKernel): the same loop on Hopper's warpgroup MMA (wgmma, sm_90a) for D ∈ {64,
+// 128, 256}. Where the GPU runs this file's sm_90a code, every pass takes it (LIGHTNING_CUDA_LA_V6_64=0
+// keeps the D = 64 passes on version 5); LIGHTNING_CUDA_LA_VERSION=5 keeps version 5 everywhere.
 // Letters: B batch, H heads, T time, D query/key head dim, E value head dim, C chunk size.
 #include <algorithm>
 #include <cstdio>
@@ -347,7 +346,7 @@ __global__ void prepareStateKernel(const float* src, float* dst, int Y, int X, b
 // named barrier; both update their half of the state rows. NSB = 2 double-buffers the 16-bit state
 // copy, so one CTA-wide barrier per chunk remains (D = 256: 1 CTA of 8 warps per SM, 218 KB).
 //
-// D = 64 (opt-in, LIGHTNING_CUDA_LA_V6_64=1): one warpgroup, one 64-row state tile, the 16-bit state
+// D = 64: one warpgroup, one 64-row state tile, the 16-bit state
 // copy double-buffered (one barrier per chunk), and NS stages of Q, K, V instead of two. This shape
 // moves 32 KB per chunk for 0.26 M MAC, so each SM is bound by the bytes it keeps in flight: NS is
 // chosen so that CTAs per SM × (NS − 1) chunks ahead is about 3 (stages64 below).
@@ -907,12 +906,12 @@ bool newStatePass() {
   return on;
 }
 
-// D = 64 on version 6 is opt-in for now (LIGHTNING_CUDA_LA_V6_64=1, read once): version 5 stays the
-// default there until the GPU has measured both (KERNELS.md, "v6 at D = E = 64").
+// D = 64 on version 6: measured 8–16% faster forward than version 5 at every T (KERNELS.md, "v6 at
+// D = E = 64"); LIGHTNING_CUDA_LA_V6_64=0 (read once) keeps version 5 there, for comparison.
 bool v6At64() {
   static const bool on = [] {
     const char* v = getenv("LIGHTNING_CUDA_LA_V6_64");
-    return v && atoi(v) == 1;
+    return !(v && atoi(v) == 0);
   }();
   return on;
 }
@@ -928,8 +927,8 @@ int forcedStages64() {
   return n;
 }
 
-// Version 6 (wgmma) where it applies: D ∈ {128, 256} on Hopper (and D = 64 under
-// LIGHTNING_CUDA_LA_V6_64=1), unless LIGHTNING_CUDA_LA_VERSION=5.
+// Version 6 (wgmma) where it applies: D ∈ {64, 128, 256} on Hopper (D = 64 unless
+// LIGHTNING_CUDA_LA_V6_64=0), unless LIGHTNING_CUDA_LA_VERSION=5.
 bool useV6(int D) {
   if (versionAsked() == 5) return false;
   size_t s = 0;

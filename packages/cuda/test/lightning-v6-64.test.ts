@@ -1,7 +1,7 @@
 /**
- * Lightning Attention at D = E = 64 on the wgmma kernels (version 6), which are opt-in at this width:
- * LIGHTNING_CUDA_LA_V6_64=1, read once per process, so this file sets it before its first attention
- * call (vitest runs each test file in its own process). Version 6 picks 2, 3 or 4 stages of loads per
+ * Lightning Attention at D = E = 64 on the wgmma kernels (version 6), the default at this width unless
+ * LIGHTNING_CUDA_LA_V6_64=0 (read once per process): this file sets it to 1 before its first attention
+ * call, whatever the environment says (vitest runs each test file in its own process). Version 6 picks 2, 3 or 4 stages of loads per
  * CTA from how many CTAs the grid has per SM (KERNELS.md, "v6 at D = E = 64"); the cases are sized
  * from the GPU's SM count to land in each of the three, plus the split of a long batch-1 sequence,
  * at odd lengths, bf16 and f16, with and without an initial state, forward and backward, against
@@ -71,7 +71,7 @@ function cases(sms: number, dtype: DType): Case[] {
   ];
 }
 
-await describeBackends("Lightning Attention, D = E = 64 on version 6 (LIGHTNING_CUDA_LA_V6_64=1)", (gpu: () => Backend) => {
+await describeBackends("Lightning Attention, D = E = 64 on version 6", (gpu: () => Backend) => {
   // The SM count is known only once the backend has started, inside the test.
   for (const dtype of ["bf16", "f16"] as DType[]) {
     it(`${dtype}: matches the float64 recurrence where 1, 2 and 3 CTAs share an SM, and through the sequence split`, async () => {
