@@ -107,7 +107,9 @@ await describeBackends("fused decode-step kernels", (backend) => {
       T.setBackend(be);
       const model = await loadCheckpoint(FIXTURE_DIR, { dtype });
       const { params, config } = model;
-      const fusedOps = ["addRmsNorm", "rmsNormGate", "splitQkvu"] as const;
+      // qkvuProjection too: where its kernel declines (f32) it runs splitQkvu's kernel, which the
+      // plain run takes away; without it the projection runs as fusedLinear then splitQkvu's chain.
+      const fusedOps = ["addRmsNorm", "rmsNormGate", "splitQkvu", "qkvuProjection"] as const;
       const kernels = Object.fromEntries(fusedOps.map((op) => [op, be.kernels[op]]));
       /** Logits and state bytes of 4 steps of two rows from one prompt, and of stepRows over two states. */
       const decode = async () => {
