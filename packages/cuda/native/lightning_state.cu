@@ -5,9 +5,9 @@
 //
 // Tensor-core path (bf16/f16, D and E multiples of 8, 16-byte aligned rows): a CTA of 4 warps owns
 // a 64 × 64 tile of S and one segment of the span; 64-token stages of K and V go to shared memory by
-// cp.async, STAGES deep; per 16 tokens each warp loads Kᵀ (ldmatrix.trans), scales it by w_t in f32
-// and rounds it back to the input dtype (the chunked kernel's rounding of its decayed keys), loads V
-// (ldmatrix.trans) and runs 8 mma.sync for its 32 × 32 of the tile. Rows and columns past T, D or E
+// cp.async, STAGES deep; per 16 tokens each warp loads Kᵀ (ldmatrix.trans) for its 16 rows, scales it
+// by w_t in f32 and rounds it back to the input dtype (the chunked kernel's rounding of its decayed
+// keys), loads V (ldmatrix.trans) and runs 8 mma.sync for its 16 × 64 of the tile. Rows and columns past T, D or E
 // are zero-filled (their weight is 0, so a row past T adds nothing). Segments of one (b, h) write
 // their partial S to scratch, summed in segment order by a second kernel: the same bits every run.
 //
@@ -38,10 +38,10 @@ struct StateArgs {
   bool reverse;
 };
 
-// exp(−s·age) for token t of the span; 0 past its end.
-__device__ __forceinline__ float weight(const StateArgs& a, float s, int t) {
+// exp(−s·age) for token t of the span, as exp2 of a premultiplied exponent; 0 past its end.
+__device__ __forceinline__ float weight(const StateArgs& a, float nl2, int t) {
   if (t >= a.T) return 0.0f;
-  return expf(-s * (float)(a.reverse ? t + 1 : a.T - 1 - t));
+  return exp2f(nl2 * (float)(a.reverse ? t + 1 : a.T - 1 - t));
 }
 
 template <class X>
@@ -55,7 +55,9 @@ __device__ __forceinline__ uint32_t scalePair(uint32_t packed, float w0, float w
   }
 }
 
-// grid (tiles of S, B·H, segments); block THREADS; dynamic smem SMEM.
+// grid (tiles of S, B·H, segments); block THREADS; dynamic smem SMEM. Warp w owns rows 16w … 16w + 15
+// of the tile and all 64 columns, so the A fragment it scales by w_t serves 8 mma (the kernel is
+// bound by instructions issued, not by bytes: Nsight Compute, KERNELS.md).
 template <class X>
 __global__ void __launch_bounds__(THREADS) stateMmaKernel(const StateArgs a) {
   extern __shared__ __align__(16) unsigned char smemRaw[];
@@ -64,34 +66,37 @@ __global__ void __launch_bounds__(THREADS) stateMmaKernel(const StateArgs a) {
   const int d0 = (blockIdx.x / tilesE) * TILE, e0 = (blockIdx.x % tilesE) * TILE;
   const int bh = blockIdx.y, seg = blockIdx.z;
   const int t0 = seg * a.segLen, t1 = min(a.T, t0 + a.segLen);
-  const float s = a.slopes[bh % a.H];
+  const float nl2 = -a.slopes[bh % a.H] * 1.4426950408889634f;  // −s·log₂e
   const X* k = reinterpret_cast<const X*>(a.k) + (int64_t)bh * a.T * a.D;
   const X* v = reinterpret_cast<const X*>(a.v) + (int64_t)bh * a.T * a.E;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, c4 = lane & 3;
-  const int wd = (warp >> 1) * 32, we = (warp & 1) * 32;  // the warp's 32 × 32 of the tile
 
-  // One stage: 64 tokens × 64 columns of K and of V, 16 bytes (8 elements) per cp.async.
+  // Loads: thread i copies 16 bytes at column (i % 8)·8 of rows i / 8 + 16q (q = 0…3) of K and of V.
+  const int lrow = threadIdx.x >> 3, lcol = (threadIdx.x & 7) * 8;
+  const bool kIn = d0 + lcol < a.D, vIn = e0 + lcol < a.E;
+  const X* kSrc = k + (kIn ? d0 + lcol : 0);
+  const X* vSrc = v + (vIn ? e0 + lcol : 0);
   auto load = [&](int stage, int tBase) {
     X* Ks = stages + stage * STAGE_ELEMS;
     X* Vs = Ks + CHUNK * STRIDE;
-    for (int i = threadIdx.x; i < 2 * CHUNK * (TILE / 8); i += THREADS) {
-      const bool isV = i >= CHUNK * (TILE / 8);
-      const int j = isV ? i - CHUNK * (TILE / 8) : i;
-      const int row = j / (TILE / 8), col = (j % (TILE / 8)) * 8;
-      const int t = tBase + row, width = isV ? a.E : a.D, c0 = (isV ? e0 : d0) + col;
-      const bool in = t < t1 && c0 < width;
-      const X* src = (isV ? v + (int64_t)(in ? t : t0) * a.E : k + (int64_t)(in ? t : t0) * a.D) + (in ? c0 : 0);
-      cpAsync16((isV ? Vs : Ks) + row * STRIDE + col, src, in ? 16 : 0);
+#pragma unroll
+    for (int q = 0; q < CHUNK / 16; q++) {
+      const int row = lrow + 16 * q, t = tBase + row;
+      const bool in = t < t1;
+      const int64_t at = in ? t : t0;
+      cpAsync16(Ks + row * STRIDE + lcol, kSrc + at * a.D, in && kIn ? 16 : 0);
+      cpAsync16(Vs + row * STRIDE + lcol, vSrc + at * a.E, in && vIn ? 16 : 0);
     }
   };
 
-  float acc[2][4][4] = {};
+  float acc[8][4] = {};
   const int chunks = (t1 - t0 + CHUNK - 1) / CHUNK;
 #pragma unroll
   for (int p = 0; p < STAGES - 1; p++) {
     if (p < chunks) load(p, t0 + p * CHUNK);
     cpAsyncCommit();
   }
+  const int m = lane >> 3, r = lane & 7;
   for (int ch = 0; ch < chunks; ch++) {
     cpAsyncWait<STAGES - 2>();
     __syncthreads();
@@ -104,30 +109,23 @@ __global__ void __launch_bounds__(THREADS) stateMmaKernel(const StateArgs a) {
 #pragma unroll
     for (int ks = 0; ks < CHUNK / 16; ks++) {
       const int tk = ks * 16;
-      // This lane's tokens in the A fragment: 2c, 2c+1 (a0, a1) and 2c+8, 2c+9 (a2, a3).
-      const float w0 = weight(a, s, tc + tk + 2 * c4), w1 = weight(a, s, tc + tk + 2 * c4 + 1);
-      const float w8 = weight(a, s, tc + tk + 2 * c4 + 8), w9 = weight(a, s, tc + tk + 2 * c4 + 9);
-      uint32_t af[2][4];
-      const int m = lane >> 3, r = lane & 7;
+      // Aᵀ = K rows (tokens) as stored: matrices (t 0–7, d 0–7), (t 0–7, d 8–15), (t 8–15, d 0–7),
+      // (t 8–15, d 8–15); this lane's tokens are 2c, 2c+1 (a0, a1) and 2c+8, 2c+9 (a2, a3).
+      uint32_t af[4];
+      ldsm4t(af, Ks + (tk + (m >> 1) * 8 + r) * STRIDE + warp * 16 + (m & 1) * 8);
+      const int tl = tc + tk + 2 * c4;
+      const float w0 = weight(a, nl2, tl), w1 = weight(a, nl2, tl + 1), w8 = weight(a, nl2, tl + 8), w9 = weight(a, nl2, tl + 9);
+      af[0] = scalePair<X>(af[0], w0, w1);
+      af[1] = scalePair<X>(af[1], w0, w1);
+      af[2] = scalePair<X>(af[2], w8, w9);
+      af[3] = scalePair<X>(af[3], w8, w9);
 #pragma unroll
-      for (int mt = 0; mt < 2; mt++) {
-        // Aᵀ = K rows (tokens) as stored: matrices (t 0–7, d 0–7), (t 0–7, d 8–15), (t 8–15, d 0–7), (t 8–15, d 8–15).
-        ldsm4t(af[mt], Ks + (tk + (m >> 1) * 8 + r) * STRIDE + wd + mt * 16 + (m & 1) * 8);
-        af[mt][0] = scalePair<X>(af[mt][0], w0, w1);
-        af[mt][1] = scalePair<X>(af[mt][1], w0, w1);
-        af[mt][2] = scalePair<X>(af[mt][2], w8, w9);
-        af[mt][3] = scalePair<X>(af[mt][3], w8, w9);
-      }
-#pragma unroll
-      for (int np = 0; np < 2; np++) {
+      for (int np = 0; np < 4; np++) {
         // B = V rows (tokens): matrices (t 0–7, e 0–7), (t 8–15, e 0–7), (t 0–7, e 8–15), (t 8–15, e 8–15).
         uint32_t bf[4];
-        ldsm4t(bf, Vs + (tk + (m & 1) * 8 + r) * STRIDE + we + np * 16 + (m >> 1) * 8);
-#pragma unroll
-        for (int mt = 0; mt < 2; mt++) {
-          mma<X>(acc[mt][2 * np], af[mt], bf[0], bf[1]);
-          mma<X>(acc[mt][2 * np + 1], af[mt], bf[2], bf[3]);
-        }
+        ldsm4t(bf, Vs + (tk + (m & 1) * 8 + r) * STRIDE + np * 16 + (m >> 1) * 8);
+        mma<X>(acc[2 * np], af, bf[0], bf[1]);
+        mma<X>(acc[2 * np + 1], af, bf[2], bf[3]);
       }
     }
   }
@@ -135,16 +133,14 @@ __global__ void __launch_bounds__(THREADS) stateMmaKernel(const StateArgs a) {
 
   float* out = a.out + ((int64_t)seg * gridDim.y + bh) * a.D * a.E;
 #pragma unroll
-  for (int mt = 0; mt < 2; mt++)
+  for (int nt = 0; nt < 8; nt++)
 #pragma unroll
-    for (int nt = 0; nt < 4; nt++)
-#pragma unroll
-      for (int h = 0; h < 2; h++) {
-        const int d = d0 + wd + mt * 16 + g + h * 8, e = e0 + we + nt * 8 + 2 * c4;
-        if (d >= a.D) continue;
-        if (e < a.E) out[(int64_t)d * a.E + e] = acc[mt][nt][2 * h];
-        if (e + 1 < a.E) out[(int64_t)d * a.E + e + 1] = acc[mt][nt][2 * h + 1];
-      }
+    for (int h = 0; h < 2; h++) {
+      const int d = d0 + warp * 16 + g + h * 8, e = e0 + nt * 8 + 2 * c4;
+      if (d >= a.D) continue;
+      if (e < a.E) out[(int64_t)d * a.E + e] = acc[nt][2 * h];
+      if (e + 1 < a.E) out[(int64_t)d * a.E + e + 1] = acc[nt][2 * h + 1];
+    }
 }
 
 // The plain twin: thread (d, e) of segment `seg`, grid (⌈D·E/256⌉, B·H, segments).
@@ -154,12 +150,12 @@ __global__ void statePlainKernel(const StateArgs a) {
   if (i >= a.D * a.E) return;
   const int d = i / a.E, e = i % a.E, bh = blockIdx.y, seg = blockIdx.z;
   const int t0 = seg * a.segLen, t1 = min(a.T, t0 + a.segLen);
-  const float s = a.slopes[bh % a.H];
+  const float nl2 = -a.slopes[bh % a.H] * 1.4426950408889634f;
   const X* k = reinterpret_cast<const X*>(a.k) + (int64_t)bh * a.T * a.D;
   const X* v = reinterpret_cast<const X*>(a.v) + (int64_t)bh * a.T * a.E;
   float acc = 0.0f;
   for (int t = t0; t < t1; t++) {
-    const float kw = toF(fromF<X>(toF(k[(int64_t)t * a.D + d]) * weight(a, s, t)));
+    const float kw = toF(fromF<X>(toF(k[(int64_t)t * a.D + d]) * weight(a, nl2, t)));
     acc = fmaf(kw, toF(v[(int64_t)t * a.E + e]), acc);
   }
   a.out[((int64_t)seg * gridDim.y + bh) * a.D * a.E + i] = acc;
@@ -215,6 +211,8 @@ void lightningState(Context& c, const Args& args) {
   const int perSm = mma ? (dt == F16 ? mmaBlocksPerSm<__half>() : mmaBlocksPerSm<__nv_bfloat16>()) : 4;
   const int64_t slots = (int64_t)c.smCount * perSm;
   int nseg = (int)std::max<int64_t>(1, std::min<int64_t>(slots / ((int64_t)tiles * BH), (T + 255) / 256));
+  // A forced count (LIGHTNING_CUDA_STATE_SEGMENTS, read at each call) for experiments.
+  if (const char* f = getenv("LIGHTNING_CUDA_STATE_SEGMENTS")) nseg = std::max(1, std::min((T + CHUNK - 1) / CHUNK, atoi(f)));
   const int segLen = ((T + nseg - 1) / nseg + CHUNK - 1) / CHUNK * CHUNK;
   nseg = (T + segLen - 1) / segLen;
   const int64_t n = (int64_t)BH * D * E;
