@@ -4,6 +4,7 @@
  * pass the float64 check there, and equal the full CPU backend's.
  */
 import {
+  add,
   addOpObserver,
   addRmsNorm,
   COMPOSITE_OPS,
@@ -14,6 +15,7 @@ import {
   exp,
   fusedLinear,
   getBackend,
+  lightningState,
   logSoftmax,
   matmul,
   mul,
@@ -65,6 +67,15 @@ const CASES: { [K in CompositeOpName]?: Case } = {
   fusedLinear: {
     fn: (x) => fusedLinear(x, x, { norm: { eps: 1e-5, gate: exp(x) }, second: mul(x, 0.5), residual: matmul(x, x, { transB: true }) }),
     shape: [3, 7],
+  },
+  // k = x, v = exp(x)·0.5 (E = D), both directions of the weights summed.
+  lightningState: {
+    fn: (x) => {
+      const slopes = tensor([0.4, 0.05, 1.1], [3]);
+      const v = mul(exp(x), 0.5);
+      return add(lightningState(x, v, slopes), lightningState(x, v, slopes, { reverse: true }));
+    },
+    shape: [2, 3, 5, 4],
   },
 };
 
