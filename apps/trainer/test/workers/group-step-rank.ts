@@ -51,6 +51,8 @@ function recording(inner: Collective, events: string[][]): Collective {
     broadcast: (x, root) => inner.broadcast(x, root),
     send: (x, peer) => inner.send(x, peer),
     recv: (shape, dtype, peer) => inner.recv(shape, dtype, peer),
+    sendAsync: (x, peer) => inner.sendAsync(x, peer),
+    recvAsync: (shape, dtype, peer) => inner.recvAsync(shape, dtype, peer),
     barrier: () => inner.barrier(),
     dispose: () => inner.dispose(),
   };
