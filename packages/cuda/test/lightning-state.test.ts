@@ -12,25 +12,10 @@ import * as T from "@lightning-ts/tensor";
 import { closeness } from "@lightning-ts/tensor/testing";
 import { describeBackends, seeded } from "@lightning-ts/testing";
 import { afterEach, beforeEach, expect, it } from "vitest";
+import { stateDefinition } from "../../tensor/test/lightning-state-oracle.js";
 import "./setup.js";
 
 const cpu = T.createCpuBackend();
-
-/** Σ_t w_t k_tᵀ v_t in float64 from the stored values, w_t = exp(−s·(T−1−t)) or exp(−s·(t+1)). */
-function definition(B: number, H: number, L: number, D: number, E: number, k: ArrayLike<number>, v: ArrayLike<number>, slopes: ArrayLike<number>, reverse: boolean) {
-  const S = new Float64Array(B * H * D * E);
-  for (let bh = 0; bh < B * H; bh++) {
-    for (let t = 0; t < L; t++) {
-      const w = Math.exp(-slopes[bh % H] * (reverse ? t + 1 : L - 1 - t));
-      for (let d = 0; d < D; d++) {
-        const kw = w * k[(bh * L + t) * D + d];
-        if (kw === 0) continue;
-        for (let e = 0; e < E; e++) S[(bh * D + d) * E + e] += kw * v[(bh * L + t) * E + e];
-      }
-    }
-  }
-  return S;
-}
 
 /** Relative RMS error against float64: the 16-bit rounding of k·w (half an ulp per product), or f32 sums. */
 const BOUND = { bf16: 6e-3, f16: 8e-4, f32: 1e-5 } as const;
@@ -62,7 +47,7 @@ await describeBackends("lightningState: the tensor-core kernel and its plain twi
       expect([S.dtype, S.shape], label).toEqual(["f32", [B, H, D, E]]);
       const [kh, vh] = [Float64Array.from(await k.data()), Float64Array.from(await v.data())];
       const got = Float64Array.from(await S.data());
-      const want = definition(B, H, L, D, E, kh, vh, slopeValues, reverse);
+      const want = stateDefinition({ B, H, T: L, D, E }, kh, vh, slopeValues, reverse);
       const c = closeness(got, want);
       expect(c.nonFinite, `${label}: non-finite`).toBe(0);
       expect(c.relRms, `${label}: vs float64 ${JSON.stringify(c)}`).toBeLessThan(BOUND[dtype]);

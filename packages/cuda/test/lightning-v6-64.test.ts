@@ -10,16 +10,16 @@
  * backend cannot start; under LIGHTNING_CUDA_REQUIRED=1 that is a failure.
  */
 import * as T from "@lightning-ts/tensor";
-import { type Backend, type DType, type Tensor } from "@lightning-ts/tensor";
-import { closeness, describeBackends, seeded } from "@lightning-ts/testing";
-import { expect, it } from "vitest";
+import { type Backend, type DType } from "@lightning-ts/tensor";
+import { describeBackends, seeded } from "@lightning-ts/testing";
+import { it } from "vitest";
 import type { CudaBackend } from "../src/index.js";
+import { checkClose, host, lightningOracle } from "./lightning-oracle.js";
 import "./setup.js";
 
 process.env.LIGHTNING_CUDA_LA_V6_64 = "1";
 process.env.LIGHTNING_CUDA_DEBUG ??= "1";
 
-const cpu = T.createCpuBackend();
 const BOUND: Record<string, number> = { f16: 2e-3, bf16: 5e-3 };
 const D = 64;
 const E = 64;
@@ -31,27 +31,6 @@ interface Case {
   T: number;
   dtype: DType;
   state: boolean;
-}
-
-async function host(t: Tensor): Promise<Float64Array> {
-  return Float64Array.from(await t.data());
-}
-
-/** Float64 oracle on the CPU backend: the recurrence, on the values the GPU tensors hold. */
-function oracle(c: Case, q: Float64Array, k: Float64Array, v: Float64Array, slopes: number[], s0: Float64Array | null, dO: Float64Array, dS: Float64Array) {
-  const f64 = (x: Float64Array, shape: number[]) => T.tensor(x, shape, { dtype: "f64", backend: cpu });
-  return T.scope(() => {
-    const args = [f64(q, [c.B, c.H, c.T, D]), f64(k, [c.B, c.H, c.T, D]), f64(v, [c.B, c.H, c.T, E]), T.tensor(slopes, [c.H], { backend: cpu })] as const;
-    const S0 = s0 ? f64(s0, [c.B, c.H, D, E]) : undefined;
-    const fwd = T.lightningAttention(...args, { impl: "recurrent", initialState: S0, returnState: true });
-    const g = T.lightningAttentionBackward(...args, f64(dO, [c.B, c.H, c.T, E]), f64(dS, [c.B, c.H, D, E]), { impl: "recurrent", initialState: S0 });
-    return { o: fwd.output.dataSync(), S: fwd.state.dataSync(), dq: g.dq.dataSync(), dk: g.dk.dataSync(), dv: g.dv.dataSync(), dS0: g.dInitialState?.dataSync() };
-  });
-}
-
-function check(label: string, got: ArrayLike<number>, want: ArrayLike<number>, bound: number) {
-  const c = closeness(got, want);
-  expect(c.relRms, `${label}: relative RMS ${c.relRms}`).toBeLessThanOrEqual(bound);
 }
 
 /**
@@ -88,16 +67,16 @@ await describeBackends("Lightning Attention, D = E = 64 on version 6", (gpu: () 
         const S0 = c.state ? rng.tensor([c.B, c.H, D, E], { backend: gpu(), std: 0.3 }) : undefined;
         const slopeValues = T.tnlSlopes(c.H, 0, 2).map(Math.fround);
         const slopes = T.tensor(slopeValues, [c.H], { backend: gpu() });
-        const want = oracle(c, await host(q), await host(k), await host(v), slopeValues, S0 ? await host(S0) : null, await host(dO), await host(dS));
+        const want = lightningOracle({ ...c, D, E }, await host(q), await host(k), await host(v), slopeValues, S0 ? await host(S0) : null, await host(dO), await host(dS));
         const { output, state } = T.lightningAttention(q, k, v, slopes, { initialState: S0, returnState: true });
         const bound = BOUND[c.dtype];
-        check(`${tag} output`, await host(output), want.o, bound);
-        check(`${tag} final state`, await host(state), want.S, bound);
+        checkClose(`${tag} output`, await host(output), want.o, bound);
+        checkClose(`${tag} final state`, await host(state), want.S, bound);
         const g = T.lightningAttentionBackward(q, k, v, slopes, dO, dS, { initialState: S0 });
-        check(`${tag} dq`, await host(g.dq), want.dq, bound);
-        check(`${tag} dk`, await host(g.dk), want.dk, bound);
-        check(`${tag} dv`, await host(g.dv), want.dv, bound);
-        if (S0) check(`${tag} dInitialState`, await host(g.dInitialState!), want.dS0!, bound);
+        checkClose(`${tag} dq`, await host(g.dq), want.dq, bound);
+        checkClose(`${tag} dk`, await host(g.dk), want.dk, bound);
+        checkClose(`${tag} dv`, await host(g.dv), want.dv, bound);
+        if (S0) checkClose(`${tag} dInitialState`, await host(g.dInitialState!), want.dS0!, bound);
         for (const t of [q, k, v, dO, dS, S0, slopes, output, state, g.dq, g.dk, g.dv, g.dInitialState]) t?.dispose();
       }
     });

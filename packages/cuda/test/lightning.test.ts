@@ -7,11 +7,10 @@
  */
 import * as T from "@lightning-ts/tensor";
 import { type Backend, type DType, type Tensor } from "@lightning-ts/tensor";
-import { closeness, describeBackends, seeded } from "@lightning-ts/testing";
-import { expect, it } from "vitest";
+import { describeBackends, seeded } from "@lightning-ts/testing";
+import { it } from "vitest";
+import { checkClose, host, lightningOracle } from "./lightning-oracle.js";
 import "./setup.js";
-
-const cpu = T.createCpuBackend();
 
 /** Relative RMS bound by storage dtype (docs/PERFORMANCE.md: ≤ 5e-3 for bf16 kernels). */
 const BOUND: Record<string, number> = { f32: 1e-5, f16: 2e-3, bf16: 5e-3 };
@@ -24,28 +23,6 @@ interface Case {
   E: number;
   dtype: DType;
   state: boolean;
-}
-
-async function host(t: Tensor): Promise<Float64Array> {
-  return Float64Array.from(await t.data());
-}
-
-/** Float64 oracle on the CPU backend: the recurrence, on the values the GPU tensors hold. */
-function oracle(c: Case, q: Float64Array, k: Float64Array, v: Float64Array, slopes: number[], s0: Float64Array | null, dO: Float64Array, dS: Float64Array) {
-  const f64 = (x: Float64Array, shape: number[]) => T.tensor(x, shape, { dtype: "f64", backend: cpu });
-  return T.scope(() => {
-    const args = [f64(q, [c.B, c.H, c.T, c.D]), f64(k, [c.B, c.H, c.T, c.D]), f64(v, [c.B, c.H, c.T, c.E]), T.tensor(slopes, [c.H], { backend: cpu })] as const;
-    const S0 = s0 ? f64(s0, [c.B, c.H, c.D, c.E]) : undefined;
-    const fwd = T.lightningAttention(...args, { impl: "recurrent", initialState: S0, returnState: true });
-    const g = T.lightningAttentionBackward(...args, f64(dO, [c.B, c.H, c.T, c.E]), f64(dS, [c.B, c.H, c.D, c.E]), { impl: "recurrent", initialState: S0 });
-    return { o: fwd.output.dataSync(), S: fwd.state.dataSync(), dq: g.dq.dataSync(), dk: g.dk.dataSync(), dv: g.dv.dataSync(), dS0: g.dInitialState?.dataSync() };
-  });
-}
-
-function check(label: string, got: ArrayLike<number>, want: ArrayLike<number>, bound: number) {
-  const c = closeness(got, want);
-  expect(c.relRms, `${label}: relative RMS ${c.relRms}`).toBeLessThanOrEqual(bound);
-  return c.relRms;
 }
 
 await describeBackends("Lightning Attention vs the float64 recurrence", (gpu: () => Backend) => {
@@ -80,16 +57,16 @@ await describeBackends("Lightning Attention vs the float64 recurrence", (gpu: ()
       const S0 = c.state ? rng.tensor([c.B, c.H, c.D, c.E], { backend: gpu(), std: 0.3 }) : undefined;
       const slopeValues = T.tnlSlopes(c.H, 0, 2).map(Math.fround);
       const slopes = T.tensor(slopeValues, [c.H], { backend: gpu() });
-      const want = oracle(c, await host(q), await host(k), await host(v), slopeValues, S0 ? await host(S0) : null, await host(dO), await host(dS));
+      const want = lightningOracle(c, await host(q), await host(k), await host(v), slopeValues, S0 ? await host(S0) : null, await host(dO), await host(dS));
       const { output, state } = T.lightningAttention(q, k, v, slopes, { initialState: S0, returnState: true });
       const bound = BOUND[c.dtype];
-      check("output", await host(output), want.o, bound);
-      check("final state", await host(state), want.S, bound);
+      checkClose("output", await host(output), want.o, bound);
+      checkClose("final state", await host(state), want.S, bound);
       const g = T.lightningAttentionBackward(q, k, v, slopes, dO, dS, { initialState: S0 });
-      check("dq", await host(g.dq), want.dq, bound);
-      check("dk", await host(g.dk), want.dk, bound);
-      check("dv", await host(g.dv), want.dv, bound);
-      if (S0) check("dInitialState", await host(g.dInitialState!), want.dS0!, bound);
+      checkClose("dq", await host(g.dq), want.dq, bound);
+      checkClose("dk", await host(g.dk), want.dk, bound);
+      checkClose("dv", await host(g.dv), want.dv, bound);
+      if (S0) checkClose("dInitialState", await host(g.dInitialState!), want.dS0!, bound);
       for (const t of [q, k, v, dO, dS, S0, slopes, output, state, g.dq, g.dk, g.dv, g.dInitialState]) t?.dispose();
     });
   }
@@ -106,14 +83,14 @@ await describeBackends("Lightning Attention vs the float64 recurrence", (gpu: ()
     const part = (x: Tensor, a: number, b: number) => T.slice(x, [0, 0, a, 0], [B, H, b, x.shape[3]]);
     const first = T.lightningAttention(part(q, 0, T1), part(k, 0, T1), part(v, 0, T1), slopes, { returnState: true });
     const second = T.lightningAttention(part(q, T1, T1 + T2), part(k, T1, T1 + T2), part(v, T1, T1 + T2), slopes, { initialState: first.state, returnState: true });
-    check("second half", await host(second.output), await host(part(whole.output, T1, T1 + T2)), 5e-3);
-    check("state", await host(second.state), await host(whole.state), 5e-3);
+    checkClose("second half", await host(second.output), await host(part(whole.output, T1, T1 + T2)), 5e-3);
+    checkClose("state", await host(second.state), await host(whole.state), 5e-3);
     // Three decode steps from the state after T1 tokens reproduce outputs T1, T1+1, T1+2.
     let state = first.state;
     for (let t = T1; t < T1 + 3; t++) {
       const row = (x: Tensor) => T.reshape(part(x, t, t + 1), [B, H, x.shape[3]]);
       const step = T.lightningStep(row(q), row(k), row(v), slopes, state);
-      check(`step ${t}`, await host(step.output), await host(row(whole.output)), 1e-2);
+      checkClose(`step ${t}`, await host(step.output), await host(row(whole.output)), 1e-2);
       state = step.state;
     }
   });

@@ -9,6 +9,7 @@
 import { describe, expect, it } from "vitest";
 import * as T from "../src/index.js";
 import { closeness, oracle, seeded } from "../src/testing/index.js";
+import { stateDefinition } from "./lightning-state-oracle.js";
 
 const CASES = [
   { B: 1, H: 1, T: 1, D: 3, E: 2 },
@@ -18,22 +19,6 @@ const CASES = [
 
 /** Relative RMS error each dtype may show against float64 (16-bit: the rounding of k·w). */
 const TOLERANCE = { f64: 1e-12, f32: 1e-6, bf16: 5e-3, f16: 1e-3 } as const;
-
-/** Σ_t w_t k_tᵀ v_t in float64, straight from the definition. */
-function direct(dims: (typeof CASES)[number], k: ArrayLike<number>, v: ArrayLike<number>, slopes: ArrayLike<number>, reverse: boolean): Float64Array {
-  const { B, H, T: L, D, E } = dims;
-  const S = new Float64Array(B * H * D * E);
-  for (let bh = 0; bh < B * H; bh++) {
-    for (let t = 0; t < L; t++) {
-      const w = Math.exp(-slopes[bh % H] * (reverse ? t + 1 : L - 1 - t));
-      for (let d = 0; d < D; d++) {
-        const kw = w * k[(bh * L + t) * D + d];
-        for (let e = 0; e < E; e++) S[(bh * D + d) * E + e] += kw * v[(bh * L + t) * E + e];
-      }
-    }
-  }
-  return S;
-}
 
 describe("lightningState", () => {
   const rng = seeded(4421);
@@ -50,7 +35,7 @@ describe("lightningState", () => {
             const slopes = T.tensor(Array.from({ length: H }, (_, h) => [0.3, 0.002, 0.05][h % 3]), [H]);
             const S = T.lightningState(k, v, slopes, { reverse });
             expect([S.dtype, S.shape]).toEqual([dtype === "f64" ? "f64" : "f32", [B, H, D, E]]);
-            const ref = direct(dims, k.dataSync(), v.dataSync(), slopes.dataSync(), reverse);
+            const ref = stateDefinition(dims, k.dataSync(), v.dataSync(), slopes.dataSync(), reverse);
             if (L < 100) {
               // The definition is the oracle's: with q := k and dO := v (dS_T = 0) its dS₀ is Σ_t λ^{t+1} k_tᵀ v_t.
               const zeros = new Float64Array(B * H * D * E);
