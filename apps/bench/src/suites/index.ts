@@ -8,6 +8,7 @@ import { generateSuite } from "./generate.js";
 import { matmulSuite } from "./matmul.js";
 import { modelSuite } from "./model.js";
 import { serveSuite } from "./serve.js";
+import { stateSuite } from "./state.js";
 import { tokenizerSuite } from "./tokenizer.js";
 
-export const SUITES: readonly Suite[] = [attentionSuite, decodeSuite, generateSuite, matmulSuite, copySuite, modelSuite, tokenizerSuite, serveSuite, collectivesSuite];
+export const SUITES: readonly Suite[] = [attentionSuite, decodeSuite, generateSuite, matmulSuite, copySuite, modelSuite, tokenizerSuite, serveSuite, collectivesSuite, stateSuite];
