@@ -19,11 +19,12 @@
  *
  * Data flows one way in each direction (earlier to later ranks forward, back in the backward pass),
  * so point-to-point on the communication stream lets a rank run ahead of the ranks after it instead
- * of meeting all of them at every layer as an all-gather would: forward, a rank waits only for the
- * states it needs; its sends are waited for (and their buffers released) in the backward pass, whose
- * sends are waited for at the next forward call. Each rank receives first (the nearest peer first)
- * and sends after (the nearest first), an order without cycles, so blocking point-to-point (the CPU
- * collective, or NCCL kernels) cannot deadlock.
+ * of meeting all of them at every layer as an all-gather would: a rank waits only for the states
+ * (forward) or gradients (backward) it needs; its sends are waited for (and their buffers released)
+ * in the next pass the other way. In both directions each rank receives first (the nearest peer
+ * first) and sends after (the nearest first): an order without cycles, so blocking point-to-point
+ * (the CPU collective, or NCCL kernels on one stream) cannot deadlock, and the receives the compute
+ * stream waits for never queue behind sends to peers that have not reached the same layer.
  *
  * Letters: B batch, H heads, L tokens per rank (T/N), D q/k head dim, E value head dim, N ranks.
  */
@@ -134,14 +135,12 @@ export function sequenceParallelLightning(
   const backward = ([dO, dF]: readonly Tensor[], saved: readonly Tensor[]): (Tensor | null)[] => {
     const [sq, sk, sv, sSlopes, sIncoming] = saved;
     settle(sends.forward);
-    // What this rank's incoming state owes the earlier ranks' M_j.
-    if (r > 0) {
-      const G = add(lightningState(sq, dO, sSlopes, { reverse: true }), mul(dF, decay(sSlopes, L, sdt)));
-      for (let j = r - 1; j >= 0; j--) sends.backward.push(c.sendAsync(mul(G, decay(sSlopes, L * (r - 1 - j), sdt)), j));
-    }
+    // What this rank's incoming state owes the earlier ranks' M_j (sent below).
+    const G = r > 0 ? add(lightningState(sq, dO, sSlopes, { reverse: true }), mul(dF, decay(sSlopes, L, sdt))) : undefined;
     // What the later ranks' incoming states owe this rank's M_r, added to the final state's cotangent.
     let dFinal = dF;
     for (let i = r + 1; i < N; i++) dFinal = add(dFinal, c.recvAsync(stateShape, sdt, i).wait());
+    if (G) for (let j = r - 1; j >= 0; j--) sends.backward.push(c.sendAsync(mul(G, decay(sSlopes, L * (r - 1 - j), sdt)), j));
     const g = lightningAttentionBackward(sq, sk, sv, sSlopes, dO, dFinal, { blockSize, initialState: sIncoming });
     // Rank 0's dInitialState counts its M_0's part too (M_0 holds λ^L S₀): the kernel's, with dFinal.
     return [g.dq, g.dk, g.dv, null, ...(s0 ? [g.dInitialState ?? null] : [])];
