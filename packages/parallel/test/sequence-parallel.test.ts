@@ -61,4 +61,8 @@ describe("sequence-parallel Lightning Attention (LASP-2) on the CPU collective",
   it("3 ranks in float64 against the float64 recurrence", () => check(3, { ...base, T: 15, dtype: "f64", seed: 13, withInitialState: true }, "recurrent", 1e-11));
   it("2 ranks, T/N = 2,048: the rank's state in lightningState's 1,024-token chunks (f32)", () => check(2, { ...base, B: 1, H: 2, T: 4096, blockSize: 64, dtype: "f32", seed: 16 }, "chunked", 1e-5));
   it("4 ranks, T/N = 1 (f32)", () => check(4, { ...base, B: 1, H: 2, T: 4, dtype: "f32", seed: 15 }, "chunked", 1e-5));
+  // The bf16 bound (5e-3 relative RMS against one rank); the states pass between ranks in f32.
+  it("2 ranks in bf16, an initial state, T/N = 65: one-rank chunked Lightning within 5e-3", () =>
+    check(2, { ...base, T: 130, dtype: "bf16", seed: 18, withInitialState: true }, "chunked", 5e-3));
+  it("3 ranks in bf16, T/N = 43", () => check(3, { ...base, T: 129, dtype: "bf16", seed: 19 }, "chunked", 5e-3));
 });
