@@ -11,11 +11,16 @@
  */
 import * as T from "@lightning-ts/tensor";
 import { type Backend, type DType } from "@lightning-ts/tensor";
-import { describeBackends, seeded } from "@lightning-ts/testing";
-import { it } from "vitest";
+import { closeness, describeBackends, seeded } from "@lightning-ts/testing";
+import { expect, it } from "vitest";
 import type { CudaBackend } from "../src/index.js";
-import { checkClose, host, lightningOracle } from "./lightning-oracle.js";
+import { host, lightningOracle } from "./lightning-oracle.js";
 import "./setup.js";
+
+/** `got` within relative RMS `bound` of `want` (the float64 oracle). */
+function checkClose(label: string, got: ArrayLike<number>, want: ArrayLike<number>, bound: number): void {
+  expect(closeness(got, want).relRms, label).toBeLessThanOrEqual(bound);
+}
 
 process.env.LIGHTNING_CUDA_LA_V6_64 = "1";
 process.env.LIGHTNING_CUDA_DEBUG ??= "1";

@@ -7,10 +7,15 @@
  */
 import * as T from "@lightning-ts/tensor";
 import { type Backend, type DType, type Tensor } from "@lightning-ts/tensor";
-import { describeBackends, seeded } from "@lightning-ts/testing";
-import { it } from "vitest";
-import { checkClose, host, lightningOracle } from "./lightning-oracle.js";
+import { closeness, describeBackends, seeded } from "@lightning-ts/testing";
+import { expect, it } from "vitest";
+import { host, lightningOracle } from "./lightning-oracle.js";
 import "./setup.js";
+
+/** `got` within relative RMS `bound` of `want` (the float64 oracle). */
+function checkClose(label: string, got: ArrayLike<number>, want: ArrayLike<number>, bound: number): void {
+  expect(closeness(got, want).relRms, label).toBeLessThanOrEqual(bound);
+}
 
 /** Relative RMS bound by storage dtype (docs/PERFORMANCE.md: ≤ 5e-3 for bf16 kernels). */
 const BOUND: Record<string, number> = { f32: 1e-5, f16: 2e-3, bf16: 5e-3 };

@@ -8,6 +8,7 @@
 import { startBackend } from "@lightning-ts/backends";
 import * as T from "@lightning-ts/tensor";
 import type { DType } from "@lightning-ts/tensor";
+import { closeness } from "@lightning-ts/tensor/testing";
 import { result, time, timeQueued, type BenchResult, type Suite, webgpuTimer } from "../suite.js";
 
 /** Relative RMS bound against float64, by input dtype (16-bit: the rounding of k·w). */
@@ -42,16 +43,6 @@ function definition(k: ArrayLike<number>, v: ArrayLike<number>, T_: number, D: n
     }
   }
   return S;
-}
-
-function relRms(got: ArrayLike<number>, want: ArrayLike<number>): number {
-  let num = 0;
-  let den = 0;
-  for (let i = 0; i < want.length; i++) {
-    num += (got[i] - want[i]) ** 2;
-    den += want[i] ** 2;
-  }
-  return Math.sqrt(num / Math.max(den, 1e-300));
 }
 
 export const stateSuite: Suite = {
@@ -107,7 +98,7 @@ export const stateSuite: Suite = {
           for (let i = 0; i < Math.min(checkHeads, B * H); i++) {
             const bh = Math.floor((i * B * H) / Math.min(checkHeads, B * H));
             const want = definition(kh.subarray(bh * L * D, (bh + 1) * L * D), vh.subarray(bh * L * E, (bh + 1) * L * E), L, D, E, slopeValues[bh % H], reverse);
-            err = Math.max(err, relRms(got.subarray(bh * D * E, (bh + 1) * D * E), want));
+            err = Math.max(err, closeness(got.subarray(bh * D * E, (bh + 1) * D * E), want).relRms);
           }
           if (!(err <= BOUND[dtype])) {
             log(`${name} ${impl} [${B}, ${H}, ${L}, ${D}, ${E}] ${dtype}: FAILED, relative RMS ${err} against float64 (bound ${BOUND[dtype]}); not timed`);
