@@ -92,7 +92,8 @@ export interface RunOpOptions {
    * Where to write the outputs: `into[i]`, when given, is a live tensor of output i's shape and
    * dtype on the op's backend, and output i is written over its storage instead of new storage.
    * The returned output i is a new handle to that storage. An output may be placed over an
-   * input's storage only where the op allows it (`ALIASED_OUTPUTS`).
+   * input's storage only where the op allows it (`ALIASED_OUTPUTS`). A composite op that the
+   * backend runs as its decomposition takes `into` as well (see `decompose`).
    */
   into?: readonly (Tensor | null | undefined)[];
 }
@@ -135,9 +136,8 @@ export function runOp<K extends OpName>(op: K, inputs: readonly Tensor[], attrs:
   const into = placements(op, options, inputs, infos, be);
 
   let outputs: Tensor[];
-  if (into.length > 0 && (opName === "reshape" || opName === "copyTo" || be.kernels[opName] === undefined)) {
-    const why = opName === "reshape" || opName === "copyTo" ? "its output is a handle, not computed" : `${backendLabel(be)} has no kernel for it (it runs as a decomposition)`;
-    throw new UnsupportedOpError(op, be.name, `cannot write its outputs in place (options.into): ${why}`);
+  if (into.length > 0 && (opName === "reshape" || opName === "copyTo")) {
+    throw new UnsupportedOpError(op, be.name, "cannot write its outputs in place (options.into): its output is a handle, not computed");
   }
   if (opName === "reshape") {
     outputs = [new Tensor(inputs[0].handle, infos[0].shape, infos[0].dtype)];
@@ -145,7 +145,7 @@ export function runOp<K extends OpName>(op: K, inputs: readonly Tensor[], attrs:
     outputs = [transfer(inputs[0], target)];
   } else {
     const kernel = be.kernels[opName];
-    if (kernel === undefined) return decompose(op as CompositeOpName, inputs, attrs as never, infos, be);
+    if (kernel === undefined) return decompose(op as CompositeOpName, inputs, attrs as never, infos, be, into);
     if (isUnsupported(kernel)) throw new UnsupportedOpError(op, be.name, kernel.unsupported);
     outputs = infos.map((info, i) => {
       const target = into[i];
@@ -231,13 +231,26 @@ function notify(record: OpRecord): void {
   for (const fn of [...observers]) fn(record);
 }
 
-/** Runs a composite op from primitives on `be`, for a backend without a kernel for it. */
-function decompose<K extends CompositeOpName>(op: K, inputs: readonly Tensor[], attrs: OpAttrs[K], infos: TensorInfo[], be: Backend): Tensor[] {
+/**
+ * Runs a composite op from primitives on `be`, for a backend without a kernel for it. The targets
+ * of `into` go to the decomposition, which may write its outputs there itself (decodeLayer's
+ * lightningStep writes the new state in place, as the decode step did before the op); an output it
+ * leaves in storage of its own is copied over its target once the whole decomposition has run, so
+ * no part of it reads an input that was already overwritten.
+ */
+function decompose<K extends CompositeOpName>(
+  op: K,
+  inputs: readonly Tensor[],
+  attrs: OpAttrs[K],
+  infos: TensorInfo[],
+  be: Backend,
+  into: readonly (Tensor | undefined)[],
+): Tensor[] {
   if (!(COMPOSITE_OPS as readonly string[]).includes(op)) throw new UnsupportedOpError(op, be.name, "its kernel table has no entry for it");
   decomposing++;
   let outputs: Tensor[];
   try {
-    outputs = scope(() => DECOMPOSITIONS[op](inputs, attrs));
+    outputs = scope(() => DECOMPOSITIONS[op](inputs, attrs, into));
   } finally {
     decomposing--;
   }
@@ -251,7 +264,24 @@ function decompose<K extends CompositeOpName>(op: K, inputs: readonly Tensor[], 
     const want = infos[bad];
     throw new Error(`the decomposition of ${op} returned ${outputs[bad]?.describe() ?? "nothing"} as output ${bad}, expected a new ${want.dtype}${fmtShape(want.shape)}`);
   }
-  notify({ op, inputs, attrs, outputs });
+  if (into.some((t) => t)) {
+    const placed = [...outputs];
+    decomposing++;
+    try {
+      outputs.forEach((t, i) => {
+        const target = into[i];
+        if (target && t.handle.storage !== target.handle.storage) placed[i] = runOp("copy", [t], {}, be, { into: [target] })[0];
+      });
+    } catch (err) {
+      for (const t of [...outputs, ...placed]) t.dispose();
+      throw err;
+    } finally {
+      decomposing--;
+    }
+    for (const t of outputs) if (!placed.includes(t)) t.dispose();
+    outputs = placed;
+  }
+  notify(into.some((t) => t) ? { op, inputs, attrs, outputs, inPlace: true } : { op, inputs, attrs, outputs });
   return outputs;
 }
 

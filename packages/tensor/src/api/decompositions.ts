@@ -47,8 +47,12 @@ import {
   where,
 } from "./ops.js";
 
-/** Computes op `K` from primitives; inputs and attributes have passed the op's spec. */
-export type Decomposition<K extends CompositeOpName> = (inputs: readonly Tensor[], attrs: OpAttrs[K]) => Tensor[];
+/**
+ * Computes op `K` from primitives; inputs and attributes have passed the op's spec. `into` holds
+ * runOp's checked targets of the outputs (when given): a decomposition may write an output there
+ * itself, and the engine copies every other placed output over its target afterwards.
+ */
+export type Decomposition<K extends CompositeOpName> = (inputs: readonly Tensor[], attrs: OpAttrs[K], into?: readonly (Tensor | undefined)[]) => Tensor[];
 export type DecompositionTable = { [K in CompositeOpName]: Decomposition<K> };
 
 /** Tokens per product of `lightningState`'s decomposition over a long span. */
