@@ -366,6 +366,7 @@ export const GRAD_RULES: GradRuleTable = {
   },
   qkvuProjection: nondiff("decode-only projection and split of one token per row: train through the model's forward, which projects and splits with differentiable ops"),
   splitQkvu: nondiff("decode-only split of one token per row: train through the model's forward, which splits with differentiable ops"),
+  decodeLayer: nondiff("decode-only layer of one token per row (projection, recurrent step, output and SGLU): train through the model's forward, which has a gradient"),
 
   fill: constant("creation op: no tensor inputs"),
   randomUniform: constant("creation op: no tensor inputs"),

@@ -1,9 +1,10 @@
 /**
  * Gradients of the fused decode-step ops: addRmsNorm, rmsNormGate and fusedLinear (every part on
  * and off) against float64 finite differences in each operand separately, both outputs of
- * addRmsNorm weighted differently; and splitQkvu, which has none, refusing by name.
+ * addRmsNorm weighted differently; and splitQkvu and decodeLayer, which have none, refusing by
+ * name (decodeLayer in place refusing to run on what a tape traces at all).
  */
-import { addRmsNorm, fusedLinear, mul, rmsNormGate, splitQkvu, sum, type Tensor } from "@lightning-ts/tensor";
+import { addRmsNorm, decodeLayer, fusedLinear, liveTensorCount, mul, rmsNormGate, scope, splitQkvu, sum, type Tensor, tensor } from "@lightning-ts/tensor";
 import { describe, expect, it } from "vitest";
 import { checkGrad, grad } from "../src/index.js";
 import { rand } from "./helpers.js";
@@ -52,5 +53,23 @@ describe("gradients of the fused decode-step ops", () => {
     const x = rand(35, [2, 4 * 3 * 5]);
     expect(() => grad((t: Tensor) => sum(splitQkvu(t, { heads: 3 }).q))(x)).toThrow(/splitQkvu has no gradient: decode-only/);
     x.dispose();
+  });
+
+  it("decodeLayer refuses a gradient in h and in a weight, naming the op and why; in place, it refuses a traced input", () => {
+    const before = liveTensorCount();
+    scope(() => {
+      const [B, H, hd, M, G] = [3, 2, 3, 5, 7];
+      const hid = H * hd;
+      const weights = { qkvu: rand(51, [4 * hid, M]), out: rand(52, [M, hid]), l1: rand(53, [G, M]), l2: rand(54, [G, M]), l3: rand(55, [M, G]) };
+      const slopes = tensor([0.5, 0.125], [H]);
+      const state = rand(56, [B, H, hd, hd]);
+      const h = rand(57, [B, M]);
+      expect(() => grad((t: Tensor) => sum(decodeLayer(t, weights, state, slopes, { heads: H }).h))(h)).toThrow(/autograd: decodeLayer has no gradient: decode-only layer/);
+      expect(() => grad((w: Tensor) => sum(decodeLayer(h, { ...weights, l3: w }, state, slopes, { heads: H }).h))(weights.l3)).toThrow(/decodeLayer has no gradient/);
+      expect(() => grad((t: Tensor) => sum(decodeLayer(t, weights, state, slopes, { heads: H, inPlace: true }).h))(h)).toThrow(
+        /decodeLayer with inPlace is not differentiable: it reads a tensor that a gradient tape traces/,
+      );
+    });
+    expect(liveTensorCount()).toBe(before);
   });
 });

@@ -44,10 +44,12 @@ export type KernelTable<S> = { [K in Exclude<KernelOpName, CompositeOpName>]: Ke
  * Outputs that may be written over an input's storage: [output, input] index pairs per op. Every
  * backend's kernel for such an op must accept `outputs[o].storage === inputs[i].storage` and give
  * the same bits as with separate storage (each element read before it is written, by the same
- * thread). lightningStep's new state over its state is what a decoder updates in place.
+ * thread). lightningStep's new state over its state is what a decoder updates in place, and
+ * decodeLayer's the same (its state is input 6).
  */
 export const ALIASED_OUTPUTS: Readonly<Partial<Record<KernelOpName, readonly (readonly [output: number, input: number])[]>>> = {
   lightningStep: [[1, 4]],
+  decodeLayer: [[1, 6]],
 };
 
 export function isUnsupported(k: unknown): k is Unsupported {

@@ -3,10 +3,11 @@
  * that a GPU would run as as many kernels. They are composite ops (api/decompositions.ts): a
  * backend without a kernel for one runs that chain, so every backend gives what the chain gives.
  *
- * Letters: B rows, H heads, hd head dim, hid = H·hd, M width.
+ * Letters: B rows, H heads, hd head dim, hid = H·hd, M width, G the SGLU width, D q/k head dim
+ * (hd, or 2·hd with LRPE), E value head dim (= hd).
  */
 import { argError } from "../errors.js";
-import { type QkvActivation, QKV_ACTIVATIONS } from "../ops/attrs.js";
+import { type QkvActivation, QKV_ACTIVATIONS, type QkvuProjectionAttrs } from "../ops/attrs.js";
 import { run1, runOp } from "../engine.js";
 import { Tensor } from "../tensor.js";
 import { add, exp, minimum, relu, silu } from "./ops.js";
@@ -152,6 +153,13 @@ export interface QkvuProjectionOptions extends SplitQkvuOptions {
 export function qkvuProjection(x: Tensor, w: Tensor, options: QkvuProjectionOptions): { q: Tensor; k: Tensor; v: Tensor; u: Tensor } {
   const op = "qkvuProjection";
   if (options === null || typeof options !== "object") argError(op, "options", "an object { heads, eps?, activation?, theta?, positions? }", String(options));
+  const { attrs, rope } = projectionAttrs(op, options);
+  const [q, k, v, u] = runOp(op, [x, w, ...rope], attrs);
+  return { q, k, v, u };
+}
+
+/** The checked attributes of qkvuProjection's options (and decodeLayer's), and its LRPE inputs. */
+function projectionAttrs(op: string, options: QkvuProjectionOptions): { attrs: QkvuProjectionAttrs; rope: Tensor[] } {
   const given = options.activation ?? "silu";
   const activation = given === "swish" ? "silu" : given;
   if (!(QKV_ACTIVATIONS as readonly string[]).includes(activation)) {
@@ -164,6 +172,55 @@ export function qkvuProjection(x: Tensor, w: Tensor, options: QkvuProjectionOpti
   const eps = options.eps ?? 1e-6;
   if (typeof eps !== "number") argError(op, "options.eps", "a number", typeof eps);
   const lrpe = theta !== undefined;
-  const [q, k, v, u] = runOp(op, lrpe ? [x, w, theta, positions!] : [x, w], { heads: options.heads, activation, lrpe, eps });
-  return { q, k, v, u };
+  return { attrs: { heads: options.heads, activation, lrpe, eps }, rope: lrpe ? [theta, positions!] : [] };
+}
+
+/** A TNL layer's weights, as the model holds them (each [rows, columns] of `linear`'s layout). */
+export interface DecodeLayerWeights {
+  /** [4·H·hd, M]: the q, k, v and u projections stacked. */
+  qkvu: Tensor;
+  /** [M, H·hd]: the token mixer's output projection. */
+  out: Tensor;
+  /** [G, M] and [G, M]: the two halves of the SGLU. */
+  l1: Tensor;
+  l2: Tensor;
+  /** [M, G]: the SGLU's output projection. */
+  l3: Tensor;
+}
+
+export interface DecodeLayerOptions extends QkvuProjectionOptions {
+  /**
+   * Write the next state over `state`'s storage instead of new storage (default false), as
+   * lightningStep's inPlace does: the returned state is a new handle to that storage. Not
+   * differentiable (nor is the op).
+   */
+  inPlace?: boolean;
+}
+
+/**
+ * A whole TNL layer of a decode step (one token per row, docs/ALGORITHM.md E.2–E.4) on the residual
+ * stream h [B, M] as it is, and the Lightning state [B, H, D, E] (f32, f64 for f64) it carries:
+ *
+ *   q, k, v, u = qkvuProjection(h, qkvu);          S' = λS + kᵀv, o = qS'   (lightningStep)
+ *   h1 = h + (srms(o) ⊙ u)·outᵀ;   g = (srms(h1)·l1ᵀ) ⊙ (srms(h1)·l2ᵀ);   h2 = h1 + g·l3ᵀ
+ *
+ * Its value is that chain of five ops (qkvuProjection, lightningStep, three fusedLinear), which is
+ * how a backend without a kernel for the op runs it; a GPU backend may run it as one kernel, to
+ * save the launches between the five at batch 1. slopes are the layer's f32 [H]; theta [H, hd] and
+ * positions [B] as qkvuProjection takes them (LRPE, then D = 2·hd). A decode step needs no
+ * gradient, and autograd refuses one.
+ *
+ * @example
+ * const { h: h2, state: next } = decodeLayer(h, { qkvu, out, l1, l2, l3 }, state, slopes, { heads: 8, inPlace: true });
+ */
+export function decodeLayer(h: Tensor, weights: DecodeLayerWeights, state: Tensor, slopes: Tensor, options: DecodeLayerOptions): { h: Tensor; state: Tensor } {
+  const op = "decodeLayer";
+  if (weights === null || typeof weights !== "object") argError(op, "weights", "an object { qkvu, out, l1, l2, l3 }", String(weights));
+  if (options === null || typeof options !== "object") argError(op, "options", "an object { heads, eps?, activation?, theta?, positions?, inPlace? }", String(options));
+  const { attrs, rope } = projectionAttrs(op, options);
+  const inPlace = options.inPlace ?? false;
+  if (typeof inPlace !== "boolean") argError(op, "options.inPlace", "a boolean", JSON.stringify(inPlace) ?? String(inPlace));
+  const { qkvu, out, l1, l2, l3 } = weights;
+  const [h2, next] = runOp(op, [h, qkvu, out, l1, l2, l3, state, slopes, ...rope], attrs, undefined, inPlace ? { into: [undefined, state] } : undefined);
+  return { h: h2, state: next };
 }

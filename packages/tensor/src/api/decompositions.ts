@@ -12,7 +12,8 @@ import type { DType } from "../dtype.js";
 import { argError, OpArgumentError } from "../errors.js";
 import type { CompositeOpName, OpAttrs } from "../ops/attrs.js";
 import type { Tensor } from "../tensor.js";
-import { fusedLinear, qkvActivation, splitQkvu } from "./decode.js";
+import { runOp } from "../engine.js";
+import { fusedLinear, qkvActivation, qkvuProjection, splitQkvu } from "./decode.js";
 import { lightningStateWeights } from "./lightning.js";
 import {
   adamwScalars,
@@ -207,6 +208,18 @@ export const DECOMPOSITIONS: DecompositionTable = {
   qkvuProjection([x, w, theta, positions], { eps, heads, activation, lrpe }) {
     const { q, k, v, u } = splitQkvu(fusedLinear(x, w, { norm: { eps } }), { heads, activation, ...(lrpe ? { theta, positions } : {}) });
     return [q, k, v, u];
+  },
+
+  // The decode step's layer as it ran before the op, five ops in this order and with these options
+  // (so its bits are theirs). A new state placed over the old one (decodeLayer's inPlace) is
+  // written by lightningStep in place, as the step wrote it.
+  decodeLayer([h, qkvu, out, l1, l2, l3, state, slopes, theta, positions], { heads, activation, lrpe, eps }, into) {
+    const B = h.shape[0];
+    const { q, k, v, u } = qkvuProjection(h, qkvu, { heads, activation, eps, ...(lrpe ? { theta, positions } : {}) });
+    const [o, next] = runOp("lightningStep", [q, k, v, slopes, state], {}, undefined, into?.[1] ? { into: [undefined, into[1]] } : undefined);
+    const h1 = fusedLinear(reshape(o, [B, u.shape[1]]), out, { norm: { eps, gate: u }, residual: h });
+    const g = fusedLinear(h1, l1, { norm: { eps }, second: l2 });
+    return [fusedLinear(g, l3, { residual: h1 }), next];
   },
 
   // Σ_t w_t k_tᵀ v_t as matmuls of the weighted keys with the values: one per head, or, for a long

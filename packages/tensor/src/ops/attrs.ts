@@ -92,6 +92,9 @@ export interface QkvuProjectionAttrs extends SplitQkvuAttrs {
   eps: number;
 }
 
+/** `decodeLayer`: the heads, φ and LRPE of its projection and the ε of its three SRMSNorms. */
+export type DecodeLayerAttrs = QkvuProjectionAttrs;
+
 export interface OpAttrs {
   // Elementwise unary (float in, same dtype out).
   neg: None;
@@ -198,6 +201,14 @@ export interface OpAttrs {
    * with `lrpe` theta [H, hd] and positions [B]) → splitQkvu(rmsNorm(x, eps)·wᵀ): q, k, v, u.
    */
   qkvuProjection: QkvuProjectionAttrs;
+  /**
+   * A whole TNL layer of a decode step (api/decode.ts `decodeLayer`): (h [B, M], qkvu [4·H·hd, M],
+   * out [M, H·hd], l1 [G, M], l2 [G, M], l3 [M, G], state [B, H, D, E] (E = hd; f32, f64 for f64),
+   * slopes f32 [H], with `lrpe` theta [H, hd] and positions [B]) → (h2 [B, M], next state): the
+   * chain qkvuProjection → lightningStep → fusedLinear (out, gated, + h) → fusedLinear (l1·l2) →
+   * fusedLinear (l3, + h1).
+   */
+  decodeLayer: DecodeLayerAttrs;
   // Creation.
   fill: { shape: number[]; dtype: DType; value: number };
   randomUniform: RandomAttrs & { low: number; high: number };
@@ -269,5 +280,6 @@ export const COMPOSITE_OPS = [
   "sigmoid", "silu", "softmax", "logSoftmax", "softmaxCrossEntropy", "softmaxCrossEntropyBackward",
   "rmsNorm", "embedding", "embeddingBackward", "adamwUpdate", "siluBackward",
   "addRmsNorm", "rmsNormGate", "splitQkvu", "fusedLinear", "qkvuProjection", "lightningState",
+  "decodeLayer",
 ] as const satisfies readonly KernelOpName[];
 export type CompositeOpName = (typeof COMPOSITE_OPS)[number];

@@ -519,6 +519,45 @@ export const OP_SPECS: OpSpecTable = {
       return inferSplit(op, "w", [x.shape[0], w.shape[0]], fmtShape(w.shape), "a row count", attrs, rest, x.dtype);
     },
   },
+  decodeLayer: {
+    inputs: ["h", "qkvu", "out", "l1", "l2", "l3", "state", "slopes"],
+    optional: ["theta", "positions"],
+    infer(inputs, attrs) {
+      const op = "decodeLayer";
+      const [h, qkvu, out, l1, l2, l3, state, slopes, ...rest] = inputs;
+      requireFloat(op, "h", h);
+      requireRank(op, "h", h, 2);
+      const [B, M] = h.shape as [number, number];
+      for (const [name, w] of [["qkvu", qkvu], ["out", out], ["l1", l1], ["l2", l2], ["l3", l3]] as const) {
+        requireSameDType(op, name, h, w);
+        requireRank(op, name, w, 2);
+      }
+      if (qkvu.shape[1] !== M) argError(op, "qkvu", `shape [4·H·hd, ${M}] (h is ${fmtShape(h.shape)})`, fmtShape(qkvu.shape));
+      checkEps(op, attrs.eps);
+      // The projection's checks and shapes: q, k [B, H, D], v [B, H, hd], u [B, H·hd].
+      const [q, , v, u] = inferSplit(op, "qkvu", [B, qkvu.shape[0]], fmtShape(qkvu.shape), "a row count", attrs, rest, h.dtype);
+      const [H, D] = q.shape.slice(1);
+      const hd = v.shape[2];
+      const hid = u.shape[1];
+      const shaped = (name: string, t: TensorInfo, want: Shape, why: string) => {
+        if (fmtShape(t.shape) !== fmtShape(want)) argError(op, name, `shape ${fmtShape(want)} (${why})`, fmtShape(t.shape));
+      };
+      shaped("out", out, [M, hid], `[M, H·hd]: M = ${M} from h, H·hd = ${H}·${hd} from qkvu`);
+      const G = l1.shape[0];
+      if (l1.shape[1] !== M) argError(op, "l1", `shape [G, ${M}] (h is ${fmtShape(h.shape)})`, fmtShape(l1.shape));
+      shaped("l2", l2, [G, M], `as l1 ${fmtShape(l1.shape)}`);
+      shaped("l3", l3, [M, G], `[M, G]: M = ${M} from h, G = ${G} from l1`);
+      requireDType(op, "state", state, stateDType(h.dtype));
+      const dWhy = attrs.lrpe ? `D = 2·hd = ${D} with LRPE` : `D = hd = ${D}`;
+      shaped("state", state, [B, H, D, hd], `[B, H, D, E]: B = ${B} from h, H = ${H}, ${dWhy}, E = hd = ${hd}`);
+      requireDType(op, "slopes", slopes, "f32");
+      requireShape(op, "slopes", slopes, [H]);
+      return [
+        { shape: [B, M], dtype: h.dtype },
+        { shape: [B, H, D, hd], dtype: state.dtype },
+      ];
+    },
+  },
   splitQkvu: {
     inputs: ["qkvu"],
     optional: ["theta", "positions"],
