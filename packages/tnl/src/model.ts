@@ -18,6 +18,7 @@ import {
   cast,
   concat,
   cos,
+  decodeLayer as decodeLayerOp,
   div,
   embedding,
   full,
@@ -33,7 +34,6 @@ import {
   reshape,
   rmsNorm,
   qkvActivation,
-  qkvuProjection,
   scope,
   sin,
   slopesTensor,
@@ -112,7 +112,7 @@ const EPS = 1e-6;
 
 /**
  * The middle of a decode step's token mixer: x [B, M] → q, k, v, u by `split` (splitQkvu of the
- * projection, or qkvuProjection: the four narrows, φ and LRPE of the chain) → lightningStep →
+ * projection: the four narrows, φ and LRPE of the chain) → lightningStep →
  * o [B, hid], the gate u [B, hid] and the next state.
  */
 function decodeAttend(
@@ -147,22 +147,24 @@ function decodeTokenMixer(x: Tensor, lp: TnlLayerParams, c: TnlConfig, ctx: Mixe
 
 /**
  * A whole layer of a decode step on the residual stream h [B, 1, M] as it is (not normed; in the
- * compute dtype), in five ops of one kernel each where a backend fuses them:
+ * compute dtype), as one op, `decodeLayer` of the tensor core, whose decomposition is the chain
  *
- *   q, k, v, u = split(srms(h)·Wqkvuᵀ);  o = step(q, k, v);  h1 = h + (srms(o) ⊙ u)·Woutᵀ
- *   g = (srms(h1)·W1ᵀ) ⊙ (srms(h1)·W2ᵀ);  h2 = h1 + g·W3ᵀ
+ *   q, k, v, u = qkvuProjection(h);  o = lightningStep(q, k, v);  h1 = h + (srms(o) ⊙ u)·Woutᵀ
+ *   g = (srms(h1)·W1ᵀ) ⊙ (srms(h1)·W2ᵀ);  h2 = h1 + g·W3ᵀ     (the last three: fusedLinear)
  *
- * The values are those of `layer` (E.2–E.4): the decompositions of fusedLinear and qkvuProjection
- * are that chain of ops.
+ * A backend without a kernel for the op runs those five ops; the CUDA backend runs it as one kernel
+ * where it can. The values are those of `layer` (E.2–E.4): the decompositions of fusedLinear and
+ * qkvuProjection are that chain of ops.
  */
 function decodeLayer(h: Tensor, lp: TnlLayerParams, c: TnlConfig, ctx: MixerContext, state: Tensor): { x: Tensor; state: Tensor } {
   const B = h.shape[0];
+  const H = c.numHeads;
   const h0 = reshape(h, [B, c.dModel]);
-  const a = decodeAttend(h0, (x, o) => qkvuProjection(x, lp.qkvu, { ...o, eps: EPS }), lp, c, ctx, state);
-  const h1 = fusedLinear(a.o, lp.out, { norm: { eps: EPS, gate: a.u }, residual: h0 });
-  const g = fusedLinear(h1, lp.l1, { norm: { eps: EPS }, second: lp.l2 });
-  const h2 = fusedLinear(g, lp.l3, { residual: h1 });
-  return { x: reshape(h2, [B, 1, c.dModel]), state: a.state };
+  const rope = lp.theta ? { theta: reshape(lp.theta, [H, headDim(c)]), positions: positionsOf(ctx.starts, B, lp.theta, h0) } : {};
+  const slopes = ctx.slopes ?? slopesTensor(tnlSlopes(H, ctx.layer, c.numLayers));
+  const options = { heads: H, activation: c.activation, eps: EPS, inPlace: ctx.inPlace === true, ...rope };
+  const r = decodeLayerOp(h0, lp, state, slopes, options);
+  return { x: reshape(r.h, [B, 1, c.dModel]), state: r.state };
 }
 
 /**
