@@ -62,10 +62,25 @@ struct Params {
   const float* slopes;
   const float* Sin;  // (BH, nseg, D, E) entering state per segment, or (BH, D, E) when nseg = 1, or null
   X* o;
-  float* Sout;  // phase C: final state (BH, D, E), written by the last segment; phase A: (BH, nseg, D, E)
+  float* Sout;  // phase C: final state (BH, D, E), written by the last segment, or null; phase A: (BH, nseg, D, E)
   int T, E, H, nseg, chunksPerSeg;
   bool reverse;  // walk time backwards (t ↦ T−1−t in every load and store): the backward's anti-causal passes
+  // How a state given by the caller is read and the final state written, so that the backward's
+  // passes start from dS_final and end in dS0 without a pass of their own over the states: the
+  // entering state (nseg = 1) is λ^sinPower · Sin, read transposed ((BH, E, D) storage) with sinT;
+  // the final state is stored times λ^soutPower. Each is the one f32 product the separate pass made.
+  bool sinT;
+  int sinPower, soutPower;
 };
+
+// The host side of Params' sinT, sinPower and soutPower.
+struct StateIo {
+  bool inT = false;
+  int inPower = 0, outPower = 0;
+};
+
+// λ_h^power as the state passes scale by it (power 0: exactly 1).
+__device__ __forceinline__ float statePower(float slope, int power) { return power ? expf(slope * (float)-power) : 1.0f; }
 
 __device__ __forceinline__ void pairBarrier(int id) { asm volatile("bar.sync %0, 64;\n" ::"r"(id)); }
 
@@ -95,6 +110,7 @@ __global__ void __launch_bounds__(Cfg<D>::THREADS, Cfg<D>::MIN_BLOCKS) forwardKe
   // The state: warp w owns rows SR·w .. SR·w + SR − 1 of D as MT m-tiles × 8 n-tiles of C fragments.
   float S[MT][8][4];
   const float* sin = (!STATE_ONLY && p.Sin) ? p.Sin + ((size_t)bh * p.nseg + seg) * D * E : nullptr;
+  const float sinScale = statePower(slope, p.sinPower);
 #pragma unroll
   for (int mt = 0; mt < MT; mt++)
 #pragma unroll
@@ -102,7 +118,7 @@ __global__ void __launch_bounds__(Cfg<D>::THREADS, Cfg<D>::MIN_BLOCKS) forwardKe
 #pragma unroll
       for (int r = 0; r < 4; r++) {
         int d = warp * SR + mt * 16 + g + (r >> 1) * 8, e = e0 + nt * 8 + 2 * t4 + (r & 1);
-        S[mt][nt][r] = sin ? sin[(size_t)d * E + e] : 0.0f;
+        S[mt][nt][r] = sin ? sinScale * sin[p.sinT ? (size_t)e * D + d : (size_t)d * E + e] : 0.0f;
       }
 
   auto load = [&](int chunk, int stage) {
@@ -285,8 +301,9 @@ __global__ void __launch_bounds__(Cfg<D>::THREADS, Cfg<D>::MIN_BLOCKS) forwardKe
 
   float* out = nullptr;
   if (STATE_ONLY) out = p.Sout + ((size_t)bh * p.nseg + seg) * D * E;
-  else if (seg == p.nseg - 1) out = p.Sout + (size_t)bh * D * E;
+  else if (seg == p.nseg - 1 && p.Sout) out = p.Sout + (size_t)bh * D * E;
   if (out) {
+    const float sc = STATE_ONLY ? 1.0f : statePower(slope, p.soutPower);
 #pragma unroll
     for (int mt = 0; mt < MT; mt++)
 #pragma unroll
@@ -294,17 +311,20 @@ __global__ void __launch_bounds__(Cfg<D>::THREADS, Cfg<D>::MIN_BLOCKS) forwardKe
 #pragma unroll
         for (int h = 0; h < 2; h++) {
           int d = warp * SR + mt * 16 + g + h * 8, e = e0 + nt * 8 + 2 * t4;
-          *reinterpret_cast<float2*>(out + (size_t)d * E + e) = make_float2(S[mt][nt][2 * h], S[mt][nt][2 * h + 1]);
+          *reinterpret_cast<float2*>(out + (size_t)d * E + e) = make_float2(sc * S[mt][nt][2 * h], sc * S[mt][nt][2 * h + 1]);
         }
   }
 }
 
-// L: (BH, nseg, D·E) segment-local states, in place → the state entering each segment (from S0).
-__global__ void segmentScanKernel(float* L, const float* S0, int nseg, int segTokens, int T, int DE, int H, const float* slopes) {
+// L: (BH, nseg, D·E) segment-local states, in place → the state entering each segment (from S0, read
+// as Params' sinT and sinPower say).
+__global__ void segmentScanKernel(float* L, const float* S0, bool s0T, int s0Power, int nseg, int segTokens, int T, int DE, int E, int H,
+                                  const float* slopes) {
   int idx = blockIdx.x * blockDim.x + threadIdx.x, bh = blockIdx.y;
   if (idx >= DE) return;
   float slope = slopes[bh % H];
-  float S = S0 ? S0[(size_t)bh * DE + idx] : 0.0f;
+  const int D = DE / E;
+  float S = S0 ? statePower(slope, s0Power) * S0[(size_t)bh * DE + (s0T ? (size_t)(idx % E) * D + idx / E : idx)] : 0.0f;
   for (int s = 0; s < nseg; s++) {
     float* at = L + ((size_t)bh * nseg + s) * DE + idx;
     if (s + 1 == nseg) {  // the last segment's own state is never needed (version 6 does not compute it)
@@ -410,12 +430,13 @@ __global__ void __launch_bounds__(WCfg<D, NWG, NSB, NS>::THREADS, WCfg<D, NWG, N
   // The state: MT tiles of 64 rows × 64 columns in wgmma accumulator order.
   float S[MT][32];
   const float* sin = (!STATE_ONLY && p.Sin) ? p.Sin + ((size_t)bh * p.nseg + seg) * D * E : nullptr;
+  const float sinScale = statePower(slope, p.sinPower);
 #pragma unroll
   for (int mt = 0; mt < MT; mt++)
 #pragma unroll
     for (int i = 0; i < 32; i++) {
       int d = row0 + 64 * mt + g + ((i >> 1) & 1) * 8, e = e0 + (i >> 2) * 8 + 2 * t4 + (i & 1);
-      S[mt][i] = sin ? sin[(size_t)d * E + e] : 0.0f;
+      S[mt][i] = sin ? sinScale * sin[p.sinT ? (size_t)e * D + d : (size_t)d * E + e] : 0.0f;
     }
 
   // Chunk loads: each thread copies one fixed 16-byte column piece of every RSTEP-th row (RSTEP a
@@ -671,8 +692,9 @@ __global__ void __launch_bounds__(WCfg<D, NWG, NSB, NS>::THREADS, WCfg<D, NWG, N
 
   float* out = nullptr;
   if (STATE_ONLY) out = p.Sout + ((size_t)bh * p.nseg + seg) * D * E;
-  else if (seg == p.nseg - 1) out = p.Sout + (size_t)bh * D * E;
+  else if (seg == p.nseg - 1 && p.Sout) out = p.Sout + (size_t)bh * D * E;
   if (out) {
+    const float sc = STATE_ONLY ? 1.0f : statePower(slope, p.soutPower);
 #pragma unroll
     for (int mt = 0; mt < MT; mt++)
 #pragma unroll
@@ -680,7 +702,7 @@ __global__ void __launch_bounds__(WCfg<D, NWG, NSB, NS>::THREADS, WCfg<D, NWG, N
 #pragma unroll
         for (int h = 0; h < 2; h++) {
           int d = row0 + 64 * mt + g + 8 * h, e = e0 + nt * 8 + 2 * t4;
-          *reinterpret_cast<float2*>(out + (size_t)d * E + e) = make_float2(S[mt][nt * 4 + 2 * h], S[mt][nt * 4 + 2 * h + 1]);
+          *reinterpret_cast<float2*>(out + (size_t)d * E + e) = make_float2(sc * S[mt][nt * 4 + 2 * h], sc * S[mt][nt * 4 + 2 * h + 1]);
         }
   }
 #endif
@@ -1001,10 +1023,11 @@ Plan plan(Context& c, LightningDims d, int ctasPerSm) {
 // One causal pass on the wgmma loop (see passT).
 template <int D, int NWG, int NSB, int NS, class X>
 void passW(Context& c, LightningDims d, const void* q, const void* k, const void* v, const float* slopes, const float* S0, void* o, float* Sfinal,
-           bool reverse) {
+           bool reverse, StateIo io) {
   using W = WCfg<D, NWG, NSB, NS>;
   Plan pl = plan(c, d, configureW<D, NWG, NSB, NS, X>());
-  Params<X> p{(const X*)q, (const X*)k, (const X*)v, slopes, S0, (X*)o, Sfinal, d.T, d.E, d.H, pl.nseg, pl.chunksPerSeg, reverse};
+  Params<X> p{(const X*)q, (const X*)k, (const X*)v, slopes, S0, (X*)o, Sfinal, d.T, d.E, d.H, pl.nseg, pl.chunksPerSeg, reverse,
+              io.inT, io.inPower, io.outPower};
   dim3 grid(d.E / ET, d.BH(), pl.nseg);
   float* L = nullptr;
   if (pl.nseg > 1) {
@@ -1015,9 +1038,11 @@ void passW(Context& c, LightningDims d, const void* q, const void* k, const void
     if (!newStatePass()) wgKernel<D, NWG, NSB, NS, X, true><<<grid, W::THREADS, W::SMEM, c.stream>>>(a);
     else wgStateKernel<D, NWG, NSB, X><<<dim3(grid.x, grid.y, pl.nseg - 1), W::THREADS, WSCfg<D, NWG, NSB>::SMEM, c.stream>>>(a);
     LTS_CHECK(cudaGetLastError(), "lightning v6 segment states launch");
-    segmentScanKernel<<<dim3((D * d.E + 255) / 256, d.BH()), 256, 0, c.stream>>>(L, S0, pl.nseg, pl.chunksPerSeg * C, d.T, D * d.E, d.H, slopes);
+    segmentScanKernel<<<dim3((D * d.E + 255) / 256, d.BH()), 256, 0, c.stream>>>(L, S0, io.inT, io.inPower, pl.nseg, pl.chunksPerSeg * C, d.T,
+                                                                                D * d.E, d.E, d.H, slopes);
     LTS_CHECK(cudaGetLastError(), "lightning v6 segment scan launch");
     p.Sin = L;
+    p.sinT = false, p.sinPower = 0;
   }
   wgKernel<D, NWG, NSB, NS, X, false><<<grid, W::THREADS, W::SMEM, c.stream>>>(p);
   LTS_CHECK(cudaGetLastError(), "lightning v6 forward launch");
@@ -1028,26 +1053,27 @@ void passW(Context& c, LightningDims d, const void* q, const void* k, const void
 // three launches (segment states, scan, full loop) where the batch is too small, else one.
 template <int D, class X>
 void passT(Context& c, LightningDims d, const void* q, const void* k, const void* v, const float* slopes, const float* S0, void* o, float* Sfinal,
-           bool reverse) {
+           bool reverse, StateIo io) {
   if (useV6(D)) {
     if constexpr (D == 256) {
-      passW<256, 2, 2, 2, X>(c, d, q, k, v, slopes, S0, o, Sfinal, reverse);
+      passW<256, 2, 2, 2, X>(c, d, q, k, v, slopes, S0, o, Sfinal, reverse, io);
     } else if constexpr (D == 128) {
-      if (wg128() == 2) passW<128, 2, 2, 2, X>(c, d, q, k, v, slopes, S0, o, Sfinal, reverse);
-      else passW<128, 1, 1, 2, X>(c, d, q, k, v, slopes, S0, o, Sfinal, reverse);
+      if (wg128() == 2) passW<128, 2, 2, 2, X>(c, d, q, k, v, slopes, S0, o, Sfinal, reverse, io);
+      else passW<128, 1, 1, 2, X>(c, d, q, k, v, slopes, S0, o, Sfinal, reverse, io);
     } else {
       switch (stages64<X>(c, d)) {
-        case 3: passW<64, 1, 2, 3, X>(c, d, q, k, v, slopes, S0, o, Sfinal, reverse); break;
-        case 4: passW<64, 1, 2, 4, X>(c, d, q, k, v, slopes, S0, o, Sfinal, reverse); break;
-        case 6: passW<64, 1, 2, 6, X>(c, d, q, k, v, slopes, S0, o, Sfinal, reverse); break;
-        default: passW<64, 1, 2, 2, X>(c, d, q, k, v, slopes, S0, o, Sfinal, reverse); break;
+        case 3: passW<64, 1, 2, 3, X>(c, d, q, k, v, slopes, S0, o, Sfinal, reverse, io); break;
+        case 4: passW<64, 1, 2, 4, X>(c, d, q, k, v, slopes, S0, o, Sfinal, reverse, io); break;
+        case 6: passW<64, 1, 2, 6, X>(c, d, q, k, v, slopes, S0, o, Sfinal, reverse, io); break;
+        default: passW<64, 1, 2, 2, X>(c, d, q, k, v, slopes, S0, o, Sfinal, reverse, io); break;
       }
     }
     return;
   }
   using K = Cfg<D>;
   Plan pl = plan(c, d, configure<D, X>());
-  Params<X> p{(const X*)q, (const X*)k, (const X*)v, slopes, S0, (X*)o, Sfinal, d.T, d.E, d.H, pl.nseg, pl.chunksPerSeg, reverse};
+  Params<X> p{(const X*)q, (const X*)k, (const X*)v, slopes, S0, (X*)o, Sfinal, d.T, d.E, d.H, pl.nseg, pl.chunksPerSeg, reverse,
+              io.inT, io.inPower, io.outPower};
   dim3 grid(d.E / ET, d.BH(), pl.nseg);
   float* L = nullptr;
   if (pl.nseg > 1) {
@@ -1057,9 +1083,11 @@ void passT(Context& c, LightningDims d, const void* q, const void* k, const void
     a.Sout = L;
     forwardKernel<D, X, true><<<grid, K::THREADS, K::SMEM, c.stream>>>(a);
     LTS_CHECK(cudaGetLastError(), "lightning v5 segment states launch");
-    segmentScanKernel<<<dim3((D * d.E + 255) / 256, d.BH()), 256, 0, c.stream>>>(L, S0, pl.nseg, pl.chunksPerSeg * C, d.T, D * d.E, d.H, slopes);
+    segmentScanKernel<<<dim3((D * d.E + 255) / 256, d.BH()), 256, 0, c.stream>>>(L, S0, io.inT, io.inPower, pl.nseg, pl.chunksPerSeg * C, d.T,
+                                                                                D * d.E, d.E, d.H, slopes);
     LTS_CHECK(cudaGetLastError(), "lightning v5 segment scan launch");
     p.Sin = L;
+    p.sinT = false, p.sinPower = 0;
   }
   forwardKernel<D, X, false><<<grid, K::THREADS, K::SMEM, c.stream>>>(p);
   LTS_CHECK(cudaGetLastError(), "lightning v5 forward launch");
@@ -1068,19 +1096,19 @@ void passT(Context& c, LightningDims d, const void* q, const void* k, const void
 
 template <class X>
 void passX(Context& c, LightningDims d, const void* q, const void* k, const void* v, const float* slopes, const float* S0, void* o, float* Sfinal,
-           bool reverse) {
+           bool reverse, StateIo io) {
   switch (d.D) {
-    case 64: passT<64, X>(c, d, q, k, v, slopes, S0, o, Sfinal, reverse); break;
-    case 128: passT<128, X>(c, d, q, k, v, slopes, S0, o, Sfinal, reverse); break;
-    case 256: passT<256, X>(c, d, q, k, v, slopes, S0, o, Sfinal, reverse); break;
+    case 64: passT<64, X>(c, d, q, k, v, slopes, S0, o, Sfinal, reverse, io); break;
+    case 128: passT<128, X>(c, d, q, k, v, slopes, S0, o, Sfinal, reverse, io); break;
+    case 256: passT<256, X>(c, d, q, k, v, slopes, S0, o, Sfinal, reverse, io); break;
     default: throw std::runtime_error("lightning v5: unsupported key width " + std::to_string(d.D));
   }
 }
 
 void pass(Context& c, int dt, LightningDims d, const void* q, const void* k, const void* v, const float* slopes, const float* S0, void* o,
-          float* Sfinal, bool reverse) {
-  if (dt == F16) passX<__half>(c, d, q, k, v, slopes, S0, o, Sfinal, reverse);
-  else passX<__nv_bfloat16>(c, d, q, k, v, slopes, S0, o, Sfinal, reverse);
+          float* Sfinal, bool reverse, StateIo io = {}) {
+  if (dt == F16) passX<__half>(c, d, q, k, v, slopes, S0, o, Sfinal, reverse, io);
+  else passX<__nv_bfloat16>(c, d, q, k, v, slopes, S0, o, Sfinal, reverse, io);
 }
 
 // dst (BH, X, Y) from src (BH, Y, X): see prepareStateKernel.
@@ -1121,21 +1149,35 @@ void lightningForwardV5(Context& c, int dt, LightningDims d, const void* q, cons
 //   time these are forwards over (k, q, dO) (widths D, D, E) and (v, dO, q) (widths E, E, D) from
 //   λ^{−1} dS_final (transposed for dk).
 //   dS0 = λ G_0 = λ · (the dv pass's final state).
+// The passes read S0 and dS_final as they are stored (transposed and scaled as they load them) and the
+// dv pass stores λ G_0 as dS0; the dq and dk passes store no final state. At B·H = 1,024 (T = 1,024 of
+// the benchmark shape) each state array is 64 MB, so a separate pass over the states would cost
+// ~0.12 ms of a ~1.45 ms backward. LIGHTNING_CUDA_LA_PREPARE=1 (read once) runs those separate passes
+// instead, the arrangement these replaced, for comparison.
 void lightningBackwardV5(Context& c, int dt, LightningDims d, const void* q, const void* k, const void* v, const float* slopes, const void* dO,
                          const float* dSf, const float* S0, void* dq, void* dk, void* dv, float* dS0) {
   const int D = d.D, E = d.E;
   LightningDims sw{d.B, d.H, d.T, E, D};  // the passes whose keys are E wide
+  static const bool separate = [] {
+    const char* f = getenv("LIGHTNING_CUDA_LA_PREPARE");
+    return f && f[0] == '1';
+  }();
+  if (!separate) {
+    pass(c, dt, sw, dO, v, k, slopes, S0, dq, nullptr, false, {true, 0, 0});
+    pass(c, dt, d, k, q, dO, slopes, dSf, dv, dS0, true, {false, -1, 1});
+    pass(c, dt, sw, v, dO, q, slopes, dSf, dk, nullptr, true, {true, -1, 0});
+    return;
+  }
   size_t bytes = (size_t)d.BH() * D * E * sizeof(float);
-  float *junk = (float*)c.scratch(bytes), *s0t = (float*)c.scratch(bytes), *g = (float*)c.scratch(bytes), *gt = (float*)c.scratch(bytes),
-        *gfin = (float*)c.scratch(bytes);
+  float *s0t = (float*)c.scratch(bytes), *g = (float*)c.scratch(bytes), *gt = (float*)c.scratch(bytes), *gfin = (float*)c.scratch(bytes);
   if (S0) prepare(c, d, S0, s0t, D, E, true, 0, slopes);  // (E, D)
-  pass(c, dt, sw, dO, v, k, slopes, S0 ? s0t : nullptr, dq, junk, false);
+  pass(c, dt, sw, dO, v, k, slopes, S0 ? s0t : nullptr, dq, nullptr, false);
   prepare(c, d, dSf, g, D, E, false, -1, slopes);  // (D, E)
   prepare(c, d, dSf, gt, D, E, true, -1, slopes);  // (E, D)
   pass(c, dt, d, k, q, dO, slopes, g, dv, gfin, true);
-  pass(c, dt, sw, v, dO, q, slopes, gt, dk, junk, true);
+  pass(c, dt, sw, v, dO, q, slopes, gt, dk, nullptr, true);
   prepare(c, d, gfin, dS0, D, E, false, 1, slopes);
-  for (float* x : {junk, s0t, g, gt, gfin}) c.release(x);
+  for (float* x : {s0t, g, gt, gfin}) c.release(x);
 }
 
 }  // namespace lts
