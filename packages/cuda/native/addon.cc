@@ -407,6 +407,7 @@ const std::vector<Launcher>& launchers() {
     registerLightningState(reg);
     registerOptim(reg);
     registerDecode(reg);
+    registerDecodeLayer(reg);
     std::vector<Launcher> out;
     std::string missing, unknown;
     for (const char* name : kLauncherNames) {

@@ -104,6 +104,7 @@ void registerLightning(Registry&);
 void registerLightningState(Registry&);
 void registerOptim(Registry&);
 void registerDecode(Registry&);
+void registerDecodeLayer(Registry&);
 std::string cublasStatus();
 
 // Broadcast iteration over up to 8 dims with up to 4 operands (outputs included), dims merged

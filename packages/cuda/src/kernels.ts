@@ -314,5 +314,52 @@ export function createKernels(rt: NativeRuntime): KernelTable<CudaStorage> {
       rt.free(p);
     }
   };
+
+  // h: (B, M), qkvu: (4·hid, M), out: (M, hid), l1, l2: (G, M), l3: (M, G), state: f32 (B, H, D, E),
+  // slopes: f32 (H)[, theta: (H, hd), positions: f32 (B)] → h2: (B, M), next state (over state with
+  // inPlace). One persistent kernel (native/decode_layer.cu) for 1–4 rows of f16/bf16 whose weights
+  // fit the SMs' shared memory (LIGHTNING_CUDA_DECODE_LAYER not 0); otherwise the op's chain of five
+  // kernels. Both take the intermediates (q, k, v, u, o, h1, g) from one scratch block, freed once
+  // enqueued as fusedLinear's temporaries are.
+  table.decodeLayer = ({ inputs: [h, wq, wo, w1, w2, w3, state, slopes, theta, positions], outputs: [h2, next], attrs: { heads, activation, lrpe, eps } }) => {
+    const [B, M] = h.shape as [number, number];
+    const [, H, D, E] = state.shape as [number, number, number, number];
+    const G = w1.shape[0];
+    const hid = H * E;
+    if (B === 0) return;
+    const size = byteSize(h.dtype);
+    // The regions in native/decode_layer.cu's order, each in whole 16-byte packs.
+    const regions = [[B, H, D], [B, H, D], [B, H, E], [B, hid], [B, H, E], [B, M], [B, G]];
+    const packed = (n: number) => Math.ceil((n * size) / 16) * 16;
+    const bytes = regions.reduce((sum, s) => sum + packed(sizeOf(s)), 0);
+    const base = rt.allocate(bytes);
+    try {
+      const dt = code(h.dtype);
+      const act = QKV_ACTIVATIONS.indexOf(activation);
+      const scratch: Ref = { storage: { ptr: base, byteLength: bytes }, shape: [bytes / size], dtype: h.dtype, size: bytes / size };
+      const launched = launch("decodeLayer", [h, wq, wo, w1, w2, w3, state, slopes, theta, positions, h2, next, scratch], [
+        dt, B, M, H, E, G, act, theta ? code(theta.dtype) : -1, bytes,
+      ], [eps]);
+      if (launched) return;
+      let at = base;
+      const [q, k, v, u, o, h1, g] = regions.map((s): Ref => {
+        const n = packed(sizeOf(s));
+        const ref = { storage: { ptr: at, byteLength: n }, shape: s, dtype: h.dtype, size: sizeOf(s) };
+        at += n;
+        return ref;
+      });
+      const kernel = <K extends "qkvuProjection" | "lightningStep" | "fusedLinear">(name: K) => table[name] as Kernel<K, CudaStorage>;
+      const linear = (inputs: Ref[], y: Ref, attrs: { norm: boolean; gate: boolean; product: boolean; residual: boolean }) =>
+        kernel("fusedLinear")({ inputs, outputs: [y], attrs: { ...attrs, eps } });
+      kernel("qkvuProjection")({ inputs: lrpe ? [h, wq, theta, positions] : [h, wq], outputs: [q, k, v, u], attrs: { heads, activation, lrpe, eps } });
+      kernel("lightningStep")({ inputs: [q, k, v, slopes, state], outputs: [o, next], attrs: {} });
+      const oRows: Ref = { ...o, shape: [B, hid] };
+      linear([oRows, wo, u, h], h1, { norm: true, gate: true, product: false, residual: true });
+      linear([h1, w1, w2], g, { norm: true, gate: false, product: true, residual: false });
+      linear([g, w3, h1], h2, { norm: false, gate: false, product: false, residual: true });
+    } finally {
+      rt.free(base);
+    }
+  };
   return table;
 }

@@ -1,0 +1,511 @@
+// `decodeLayer`: a whole TNL layer of a decode step at 1–4 rows in one persistent kernel.
+//
+// The chain it replaces is five kernels (qkvuProjection, lightningStep, three fusedLinear; about
+// 26 µs a layer at the 436M shape against ~7 µs of weight traffic): each one's launch, ramp-up and
+// tail cost 3–4 µs, and programmatic dependent launch hides little of it because each fills the
+// SMs. Here one block per SM runs the five stages of the layer, separated by grid-wide barriers:
+//
+//   1. qkvu = srms(h)·Wqkvuᵀ, split into q, k (φ, LRPE), v, u as splitQkvu writes them;
+//   2. the Lightning step: S' = λ·S + kᵀv, o = q·S' (lightning.cu's arithmetic), per (row, head,
+//      16 columns of E);
+//   3. h1 = h + (srms(o) ⊙ u)·Woutᵀ;
+//   4. g = (srms(h1)·W1ᵀ) ⊙ (srms(h1)·W2ᵀ);
+//   5. h2 = h1 + g·W3ᵀ.
+//
+// Weights first: every block owns a contiguous, balanced share of each stage's output rows, and at
+// entry, before it waits for the kernel before (weights are never what an earlier kernel writes),
+// it starts cp.async copies of all its weight rows of the layer into shared memory, one commit group
+// per stage in stage order. The whole layer streams from memory from the first cycle while the
+// stages wait on barriers; a stage waits only for its own group. A shape whose share does not fit
+// shared memory is declined (src/kernels.ts then runs the chain).
+//
+// Each stage stages its input rows (h, o, h1 or g: B·K elements, written by other blocks, so read
+// through L2) in shared memory, norms them there with the bits of the chain's norm (gemv_device.cuh),
+// and computes its rows' dot products from shared memory: one warp per row (pair of rows for the
+// GLU's product), f32 sums, the epilogue of fusedLinear (residual added in f32, the product of two
+// sums in f32, one rounding to T) or of qkvuProjection (gemv_split.cuh). Intermediates are stored
+// rounded to T where the chain stores them (q, k, v, u, o, h1, g), so the errors against float64
+// are the chain's; the bits differ where sums are taken in another order.
+//
+// The grid barrier is a counter and a generation in device memory: a block arrives (after a fence
+// that makes its writes visible GPU-wide) by adding to the counter; the last to arrive resets the
+// counter and bumps the generation, which the others wait for. It is left as it was found (counter
+// 0), so eager calls and graph replays need no reset. It is a module global, one per device: a layer
+// takes every SM, so two never run at once on one device (on two streams they could not be
+// co-resident anyway).
+//
+// Co-residency: grid = SM count, one block of NT threads per SM, launched only where the occupancy
+// calculator says a block fits an SM. A block waits for others only after griddepcontrol.wait (the
+// kernel before has finished) and the kernel after is released (griddepcontrol.launch_dependents)
+// only after the last barrier, so every block that waits was placed, or will be as the blocks of the
+// kernel before exit: those only finish, never wait. LIGHTNING_CUDA_DECODE_LAYER_COOP=1 launches with
+// the cooperative attribute as well (the driver then checks co-residency), for experiments.
+//
+// LIGHTNING_CUDA_DECODE_LAYER=0 (read once) declines every call: the chain runs. LIGHTNING_CUDA_DEBUG=1
+// prints which path ran, once per (dtype, shape), to stderr.
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <initializer_list>
+#include <mutex>
+#include <set>
+#include <string>
+
+#include "device.cuh"
+#include "gemv_device.cuh"
+#include "gemv_split.cuh"
+
+namespace lts {
+namespace {
+
+constexpr int NT = 512, NW = NT / 32;  // threads and warps of a block; one block per SM
+constexpr int MAX_ROWS = 4;            // rows of h (tokens) the kernel takes
+constexpr int EL = 8;                  // elements of T (f16, bf16) in a 16-byte pack
+constexpr int CB = 16;                 // columns of E per stage-2 item: 4 lanes of float4
+constexpr int ROW_GROUPS = NT / 4;     // stage-2 row groups (threads with the same 4 columns)
+
+// count (0) and generation (1) of the grid barrier.
+__device__ unsigned barrierWords[2];
+
+__device__ __forceinline__ unsigned loadAcquire(const unsigned* p) {
+  unsigned v;
+  asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
+  return v;
+}
+
+// Every block of the grid reaches this point before any leaves it; the writes of each before it
+// are visible to all after it.
+__device__ __forceinline__ void gridBarrier() {
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    unsigned* count = barrierWords;
+    unsigned* generation = barrierWords + 1;
+    // Read before arriving: the last block bumps the generation only after this one has arrived.
+    const unsigned g = loadAcquire(generation);
+    __threadfence();
+    if (atomicAdd(count, 1u) == gridDim.x - 1) {
+      atomicExch(count, 0u);
+      __threadfence();
+      atomicAdd(generation, 1u);
+    } else {
+      while (loadAcquire(generation) == g) {
+      }
+    }
+    __threadfence();
+  }
+  __syncthreads();
+}
+
+// cp.async of 16 bytes, global → shared, through L2 only.
+__device__ __forceinline__ void copyAsync16(void* dst, const void* src) {
+  const unsigned s = (unsigned)__cvta_generic_to_shared(dst);
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(s), "l"(src) : "memory");
+}
+__device__ __forceinline__ void commitGroup() { asm volatile("cp.async.commit_group;" ::: "memory"); }
+// Waits until at most N of this thread's commit groups are still in flight.
+template <int N>
+__device__ __forceinline__ void waitGroups() {
+  asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory");
+}
+
+// n elements of T (a multiple of EL, both ends 16-byte aligned) from global into shared memory.
+template <class T>
+__device__ __forceinline__ void copyRowsAsync(T* dst, const T* src, int64_t n) {
+  uint4* d = reinterpret_cast<uint4*>(dst);
+  const uint4* s = reinterpret_cast<const uint4*>(src);
+  for (int64_t i = threadIdx.x; i < n / EL; i += NT) copyAsync16(d + i, s + i);
+}
+
+// The B·K elements of rows written by other blocks (or the kernel before) into shared memory.
+template <class T>
+__device__ __forceinline__ void stageRows(T* dst, const T* src, int n) {
+  uint4* d = reinterpret_cast<uint4*>(dst);
+  const uint4* s = reinterpret_cast<const uint4*>(src);
+  for (int i = threadIdx.x; i < n / EL; i += NT) d[i] = __ldcg(s + i);
+}
+
+// Rows [first, first + count) of a stage's n rows that block b of `blocks` owns.
+struct Share {
+  int first, count;
+};
+__device__ __forceinline__ Share shareOf(int n, int b, int blocks) {
+  const int first = (int)((int64_t)n * b / blocks), last = (int)((int64_t)n * (b + 1) / blocks);
+  return {first, last - first};
+}
+
+template <class T>
+struct LayerArgs {
+  const T *h, *wq, *wo, *w1, *w2, *w3;  // h (B, M); wq (4·hid, M); wo (M, hid); w1, w2 (G, M); w3 (M, G)
+  const float* state;                   // (B, H, D, E)
+  const float* slopes;                  // (H)
+  T* y;                                 // h2 (B, M)
+  float* next;                          // (B, H, D, E), may be state
+  SplitArgs<T> split;                   // q, k (B, H, D), v (B, H, E), u (B, hid) in the scratch
+  T *o, *h1, *g;                        // (B, hid), (B, M), (B, G) in the scratch
+  int M, G, H, D, E;
+  // Element offsets in dynamic shared memory: x (the stage's staged rows), then the weight shares.
+  int offQ, offO, offW1, offW2, offW3;
+  float eps;
+};
+
+// The dot products of `rows` weight rows held in shared memory (w, and w2 for a product) with the
+// B rows of x staged there, K wide: one warp per row, each lane 16-byte packs lane, lane + 32, …
+// (f32 fmaf in that order), then a butterfly over the warp. store(b, r, sum, sum2) on lane 0.
+template <class T, int B, bool PRODUCT, class Store>
+__device__ __forceinline__ void rowDots(const T* w, const T* w2, const T* xs, int rows, int K, Store store) {
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int kv = K / EL;
+  const uint4* xp = reinterpret_cast<const uint4*>(xs);
+  for (int r = warp; r < rows; r += NW) {
+    const uint4* wr = reinterpret_cast<const uint4*>(w + (int64_t)r * K);
+    const uint4* wr2 = reinterpret_cast<const uint4*>(PRODUCT ? w2 + (int64_t)r * K : w);
+    float acc[B], acc2[B];
+#pragma unroll
+    for (int b = 0; b < B; b++) acc[b] = 0.0f, acc2[b] = 0.0f;
+#pragma unroll 4
+    for (int v = lane; v < kv; v += 32) {
+      float wf[EL], wf2[EL];
+      unpack16<T>(wr[v], wf);
+      if constexpr (PRODUCT) unpack16<T>(wr2[v], wf2);
+#pragma unroll
+      for (int b = 0; b < B; b++) {
+        float xf[EL];
+        unpack16<T>(xp[b * kv + v], xf);
+#pragma unroll
+        for (int e = 0; e < EL; e++) {
+          acc[b] = fmaf(wf[e], xf[e], acc[b]);
+          if constexpr (PRODUCT) acc2[b] = fmaf(wf2[e], xf[e], acc2[b]);
+        }
+      }
+    }
+#pragma unroll
+    for (int b = 0; b < B; b++) {
+      acc[b] = warpSum(acc[b]);
+      if constexpr (PRODUCT) acc2[b] = warpSum(acc2[b]);
+    }
+    if (lane == 0)
+#pragma unroll
+      for (int b = 0; b < B; b++) store(b, r, acc[b], acc2[b]);
+  }
+}
+
+// Stage 2 item i: (b·H + h, columns [16·c, 16·c + 16) of E).
+template <class T, int B>
+__device__ __forceinline__ void stepItem(const LayerArgs<T>& a, int item, float4 (*part)[4]) {
+  const int blocksE = (a.E + CB - 1) / CB;
+  const int bh = item / blocksE, e = (item % blocksE) * CB + (threadIdx.x & 3) * 4;
+  const int rg = threadIdx.x >> 2, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int D = a.D, E = a.E;
+  float4 acc = make_float4(0, 0, 0, 0);
+  if (e < E) {
+    const float lambda = expf(-a.slopes[bh % a.H]);
+    const T* vr = a.split.v + (int64_t)bh * E + e;
+    const float4 ve = make_float4(toF(__ldcg(vr)), toF(__ldcg(vr + 1)), toF(__ldcg(vr + 2)), toF(__ldcg(vr + 3)));
+    const T* qr = a.split.q + (int64_t)bh * D;
+    const T* kr = a.split.k + (int64_t)bh * D;
+    const float4* S = reinterpret_cast<const float4*>(a.state + (int64_t)bh * D * E + e);
+    float4* Sn = reinterpret_cast<float4*>(a.next + (int64_t)bh * D * E + e);
+    const int stride = E / 4;
+    // Each state element is read, then written, by this thread alone: in place is safe.
+#pragma unroll 2
+    for (int d = rg; d < D; d += ROW_GROUPS) {
+      float4 s = __ldcs(S + (int64_t)d * stride);
+      const float kd = toF(__ldcg(kr + d)), qd = toF(__ldcg(qr + d));
+      s.x = lambda * s.x + kd * ve.x, s.y = lambda * s.y + kd * ve.y, s.z = lambda * s.z + kd * ve.z, s.w = lambda * s.w + kd * ve.w;
+      __stcs(Sn + (int64_t)d * stride, s);
+      acc.x += qd * s.x, acc.y += qd * s.y, acc.z += qd * s.z, acc.w += qd * s.w;
+    }
+  }
+  // The 8 row groups of a warp with the same columns (lanes 4 apart), then the warps in order.
+#pragma unroll
+  for (int off = 4; off < 32; off <<= 1) {
+    acc.x += __shfl_xor_sync(0xffffffffu, acc.x, off);
+    acc.y += __shfl_xor_sync(0xffffffffu, acc.y, off);
+    acc.z += __shfl_xor_sync(0xffffffffu, acc.z, off);
+    acc.w += __shfl_xor_sync(0xffffffffu, acc.w, off);
+  }
+  if (lane < 4) part[warp][lane] = acc;
+  __syncthreads();
+  if (threadIdx.x < 4 && e < E) {
+    float4 sum = make_float4(0, 0, 0, 0);
+    for (int w = 0; w < NW; w++) {
+      const float4 x = part[w][threadIdx.x];
+      sum.x += x.x, sum.y += x.y, sum.z += x.z, sum.w += x.w;
+    }
+    T* orow = a.o + (int64_t)bh * E + e;
+    orow[0] = fromF<T>(sum.x), orow[1] = fromF<T>(sum.y), orow[2] = fromF<T>(sum.z), orow[3] = fromF<T>(sum.w);
+  }
+  __syncthreads();  // part is written again by the next item
+}
+
+template <class T, int B>
+__global__ void __launch_bounds__(NT, 1) decodeLayerKernel(const LayerArgs<T> a) {
+  extern __shared__ uint4 smem[];
+  __shared__ float4 part[NW][4];
+  T* base = reinterpret_cast<T*>(smem);
+  T* xs = base;  // the stage's staged rows; from stage 3 on it may run over stage 1's weights
+  T *sq = base + a.offQ, *so = base + a.offO, *s1 = base + a.offW1, *s2 = base + a.offW2, *s3 = base + a.offW3;
+  const int M = a.M, G = a.G, hid = a.H * a.E;
+  const Share shq = shareOf(4 * hid, blockIdx.x, gridDim.x), sho = shareOf(M, blockIdx.x, gridDim.x);
+  const Share shg = shareOf(G, blockIdx.x, gridDim.x);
+
+  // Weights first, in stage order, one commit group per stage.
+  copyRowsAsync(sq, a.wq + (int64_t)shq.first * M, (int64_t)shq.count * M);
+  commitGroup();
+  copyRowsAsync(so, a.wo + (int64_t)sho.first * hid, (int64_t)sho.count * hid);
+  commitGroup();
+  copyRowsAsync(s1, a.w1 + (int64_t)shg.first * M, (int64_t)shg.count * M);
+  copyRowsAsync(s2, a.w2 + (int64_t)shg.first * M, (int64_t)shg.count * M);
+  commitGroup();
+  copyRowsAsync(s3, a.w3 + (int64_t)sho.first * G, (int64_t)sho.count * G);
+  commitGroup();
+
+  waitForPrevious();  // h and the state may be what the kernel before wrote
+  // This block's stage-2 state rows start towards L2 while stage 1 runs.
+  const int blocksE = (a.E + CB - 1) / CB, items = B * a.H * blocksE;
+  for (int item = blockIdx.x; item < items; item += gridDim.x) {
+    const int bh = item / blocksE, e = (item % blocksE) * CB;
+    for (int d = threadIdx.x; d < a.D; d += NT) prefetchL2(a.state + ((int64_t)bh * a.D + d) * a.E + e);
+  }
+
+  // Stage 1: q, k, v, u.
+  stageRows(xs, a.h, B * M);
+  __syncthreads();
+  normStagedRows<T, B, false, NT>(xs, nullptr, M, a.eps);
+  waitGroups<3>();
+  __syncthreads();
+  rowDots<T, B, false>(sq, nullptr, xs, shq.count, M, [&](int b, int r, float s, float) { storeSplit(a.split, b, shq.first + r, s); });
+  gridBarrier();
+
+  // Stage 2: the Lightning step.
+  for (int item = blockIdx.x; item < items; item += gridDim.x) stepItem<T, B>(a, item, part);
+  gridBarrier();
+
+  // Stage 3: h1 = h + (srms(o) ⊙ u)·Woutᵀ.
+  stageRows(xs, a.o, B * hid);
+  __syncthreads();
+  normStagedRows<T, B, true, NT>(xs, a.split.u, hid, a.eps);
+  waitGroups<2>();
+  __syncthreads();
+  rowDots<T, B, false>(so, nullptr, xs, sho.count, hid, [&](int b, int r, float s, float) {
+    const int64_t at = (int64_t)b * M + sho.first + r;
+    a.h1[at] = fromF<T>(__fadd_rn(s, toF(a.h[at])));
+  });
+  gridBarrier();
+
+  // Stage 4: g = (srms(h1)·W1ᵀ) ⊙ (srms(h1)·W2ᵀ).
+  stageRows(xs, a.h1, B * M);
+  __syncthreads();
+  normStagedRows<T, B, false, NT>(xs, nullptr, M, a.eps);
+  waitGroups<1>();
+  __syncthreads();
+  rowDots<T, B, true>(s1, s2, xs, shg.count, M, [&](int b, int r, float s, float s2v) {
+    a.g[(int64_t)b * G + shg.first + r] = fromF<T>(__fmul_rn(s, s2v));
+  });
+  gridBarrier();
+  // Every block is past its last wait: the next kernel may take the SMs as blocks exit.
+  startNext();
+
+  // Stage 5: h2 = h1 + g·W3ᵀ.
+  stageRows(xs, a.g, B * G);
+  waitGroups<0>();
+  __syncthreads();
+  rowDots<T, B, false>(s3, nullptr, xs, sho.count, G, [&](int b, int r, float s, float) {
+    const int64_t at = (int64_t)b * M + sho.first + r;
+    a.y[at] = fromF<T>(__fadd_rn(s, toF(__ldcg(a.h1 + at))));
+  });
+}
+
+const char* dtypeName(int dt) { return dt == F16 ? "f16" : dt == BF16 ? "bf16" : dt == F32 ? "f32" : "?"; }
+
+// LIGHTNING_CUDA_DECODE_LAYER: unset, empty or "1" uses the kernel, "0" declines every call.
+bool enabled() {
+  static const bool on = [] {
+    const char* v = getenv("LIGHTNING_CUDA_DECODE_LAYER");
+    if (!v || !*v || strcmp(v, "1") == 0) return true;
+    if (strcmp(v, "0") == 0) return false;
+    throw std::runtime_error(std::string("LIGHTNING_CUDA_DECODE_LAYER: expected 0 or 1, got '") + v + "'");
+  }();
+  return on;
+}
+
+bool cooperative() {
+  static const bool on = [] {
+    const char* v = getenv("LIGHTNING_CUDA_DECODE_LAYER_COOP");
+    return v && strcmp(v, "1") == 0;
+  }();
+  return on;
+}
+
+// LIGHTNING_CUDA_DEBUG=1: the path taken, once per distinct (dtype, shape, path), on stderr.
+void debugNote(const std::string& key, const std::string& path) {
+  static const bool on = [] {
+    const char* v = getenv("LIGHTNING_CUDA_DEBUG");
+    return v && *v && *v != '0';
+  }();
+  if (!on) return;
+  static std::mutex mu;
+  static std::set<std::string> seen;
+  std::lock_guard<std::mutex> lock(mu);
+  if (!seen.insert(key + path).second) return;
+  fprintf(stderr, "[lightning-cuda] decodeLayer %s -> %s\n", key.c_str(), path.c_str());
+}
+
+int smemOptin() {
+  static PerDevice<int> bytes;
+  return bytes.get([] {
+    int dev = 0, v = 0;
+    LTS_CHECK(cudaGetDevice(&dev), "cudaGetDevice");
+    LTS_CHECK(cudaDeviceGetAttribute(&v, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev), "decodeLayer shared memory per block");
+    return v;
+  });
+}
+
+// Per device and instantiation: the static shared memory of the kernel, with the dynamic limit
+// raised to what is left of the opt-in maximum.
+template <class T, int B>
+int staticSmem() {
+  static PerDevice<int> bytes;
+  return bytes.get([] {
+    cudaFuncAttributes attr{};
+    LTS_CHECK(cudaFuncGetAttributes(&attr, decodeLayerKernel<T, B>), "decodeLayer attributes");
+    LTS_CHECK(cudaFuncSetAttribute(decodeLayerKernel<T, B>, cudaFuncAttributeMaxDynamicSharedMemorySize, smemOptin() - (int)attr.sharedSizeBytes),
+              "decodeLayer smem attribute");
+    return (int)attr.sharedSizeBytes;
+  });
+}
+
+template <class T, int B>
+int blocksPerSm(size_t smem) {
+  int b = 0;
+  LTS_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&b, decodeLayerKernel<T, B>, NT, smem), "decodeLayer occupancy");
+  return b;
+}
+
+template <class T, int B>
+void launch(Context& c, const LayerArgs<T>& a, size_t smem) {
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = dim3(c.smCount);
+  cfg.blockDim = dim3(NT);
+  cfg.dynamicSmemBytes = smem;
+  cfg.stream = c.stream;
+  cudaLaunchAttribute attr[2];
+  int n = 0;
+  if (pdlEnabled() && c.ccMajor >= 9) {
+    attr[n].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[n].val.programmaticStreamSerializationAllowed = 1;
+    n++;
+  }
+  if (cooperative()) {
+    attr[n].id = cudaLaunchAttributeCooperative;
+    attr[n].val.cooperative = 1;
+    n++;
+  }
+  cfg.attrs = attr;
+  cfg.numAttrs = n;
+  LTS_CHECK(cudaLaunchKernelEx(&cfg, decodeLayerKernel<T, B>, a), "decodeLayer kernel launch");
+}
+
+// Elements of T each scratch region takes (rounded up to whole 16-byte packs), in the order q, k,
+// v, u, o, h1, g; src/kernels.ts allocates their sum (decodeLayerScratch there).
+int64_t packed(int64_t n) { return (n + EL - 1) / EL * EL; }
+
+// p: [h, qkvu, out, l1, l2, l3, state, slopes, theta, positions, h2, nextState, scratch] (theta and
+// positions 0 without LRPE; nextState may be state); i: [dtype, B, M, H, hd, G, activation, theta
+// dtype or -1, scratch bytes]; f: [eps]. One persistent kernel where it applies (1–4 rows of
+// f16/bf16, widths in whole 16-byte packs, aligned tensors, every block's share of the weights in
+// its shared memory, sm_80+); otherwise it sets c.declined and enqueues nothing.
+void decodeLayer(Context& c, const Args& args) {
+  const int dt = (int)args.i.at(0), B = (int)args.i.at(1), M = (int)args.i.at(2), H = (int)args.i.at(3), hd = (int)args.i.at(4), G = (int)args.i.at(5);
+  const int act = (int)args.i.at(6), thDt = (int)args.i.at(7);
+  const int64_t scratchBytes = args.i.at(8);
+  const bool lrpe = args.p.at(8) != 0;
+  const int D = lrpe ? 2 * hd : hd, E = hd, hid = H * hd;
+  if (act < 0 || act >= kQkvActivationCount) throw std::runtime_error("decodeLayer: unknown activation code " + std::to_string(act));
+  char keyText[160];
+  snprintf(keyText, sizeof keyText, "%s B=%d M=%d H=%d hd=%d G=%d lrpe=%d", dtypeName(dt), B, M, H, hd, G, lrpe ? 1 : 0);
+  const std::string key = keyText;
+  auto decline = [&](const std::string& why) {
+    debugNote(key, "chain of 5 kernels (" + why + ")");
+    c.declined = true;
+  };
+  if (!enabled()) return decline("LIGHTNING_CUDA_DECODE_LAYER=0");
+  if (dt != F16 && dt != BF16) return decline(std::string("dtype ") + dtypeName(dt) + ", the kernel takes f16 and bf16");
+  if (B < 1 || B > MAX_ROWS) return decline(std::to_string(B) + " rows, the kernel takes 1 to " + std::to_string(MAX_ROWS));
+  if (c.ccMajor < 8) return decline("compute capability below 8.0 (no cp.async)");
+  if (M % EL != 0 || G % EL != 0 || hid % EL != 0 || hd % 4 != 0) return decline("M, G and H·hd must be multiples of 8");
+  for (int j : {0, 1, 2, 3, 4, 5, 6, 10, 11, 12})
+    if (!alignedTo(args.ptr<void>(j), 16)) return decline("an operand not on a 16-byte boundary");
+
+  const int64_t need = (2 * packed((int64_t)B * H * D) + 3 * packed((int64_t)B * hid) + packed((int64_t)B * M) + packed((int64_t)B * G)) * 2;
+  if (scratchBytes < need) throw std::runtime_error("decodeLayer: scratch of " + std::to_string(scratchBytes) + " bytes, needs " + std::to_string(need));
+
+  // Shared memory: the largest share of each stage's weight rows, the stage-1 rows of h before the
+  // qkvu share, later stages' staged rows over both (stage 1 is over by then).
+  const int blocks = c.smCount;
+  auto most = [&](int n) { return (int64_t)((n + blocks - 1) / blocks); };
+  const int64_t xFirst = (int64_t)B * M, qRows = most(4 * hid) * M;
+  const int64_t xLater = (int64_t)B * std::max(std::max(M, hid), G);
+  const int64_t offQ = xFirst, offO = std::max(xFirst + qRows, xLater);
+  const int64_t offW1 = offO + most(M) * hid, offW2 = offW1 + most(G) * M, offW3 = offW2 + most(G) * M;
+  const int64_t elements = offW3 + most(M) * G;
+  const int64_t smem = elements * 2;
+
+  auto run = [&](auto zero) {
+    using T = decltype(zero);
+    const int fixed = [&] {
+      switch (B) {
+        case 1: return staticSmem<T, 1>();
+        case 2: return staticSmem<T, 2>();
+        case 3: return staticSmem<T, 3>();
+        default: return staticSmem<T, 4>();
+      }
+    }();
+    if (smem + fixed > smemOptin()) {
+      decline("a block's share of the weights, " + std::to_string((smem + 1023) / 1024) + " KB, exceeds the " + std::to_string((smemOptin() - fixed) / 1024) +
+              " KB of shared memory a block may take");
+      return;
+    }
+    const int resident = [&] {
+      switch (B) {
+        case 1: return blocksPerSm<T, 1>((size_t)smem);
+        case 2: return blocksPerSm<T, 2>((size_t)smem);
+        case 3: return blocksPerSm<T, 3>((size_t)smem);
+        default: return blocksPerSm<T, 4>((size_t)smem);
+      }
+    }();
+    if (resident < 1) {
+      decline("no block of the kernel fits an SM");
+      return;
+    }
+    T* s = args.ptr<T>(12);
+    T* q = s;
+    T* k = q + packed((int64_t)B * H * D);
+    T* v = k + packed((int64_t)B * H * D);
+    T* u = v + packed((int64_t)B * hid);
+    T* o = u + packed((int64_t)B * hid);
+    T* h1 = o + packed((int64_t)B * hid);
+    T* g = h1 + packed((int64_t)B * M);
+    LayerArgs<T> a{args.ptr<const T>(0),   args.ptr<const T>(1),  args.ptr<const T>(2), args.ptr<const T>(3), args.ptr<const T>(4), args.ptr<const T>(5),
+                   args.ptr<const float>(6), args.ptr<const float>(7), args.ptr<T>(10),     args.ptr<float>(11),
+                   SplitArgs<T>{q, k, v, u, args.ptr<const void>(8), thDt, args.ptr<const float>(9), H, hd, act},
+                   o, h1, g, M, G, H, D, E, (int)offQ, (int)offO, (int)offW1, (int)offW2, (int)offW3, (float)args.f.at(0)};
+    switch (B) {
+      case 1: launch<T, 1>(c, a, (size_t)smem); break;
+      case 2: launch<T, 2>(c, a, (size_t)smem); break;
+      case 3: launch<T, 3>(c, a, (size_t)smem); break;
+      default: launch<T, 4>(c, a, (size_t)smem); break;
+    }
+    debugNote(key, "persistent kernel (" + std::to_string(blocks) + " blocks of " + std::to_string(NT) + " threads, " + std::to_string((smem + 1023) / 1024) +
+                       " KB of weights and rows in shared memory a block" + (cooperative() ? ", cooperative" : "") + ")");
+  };
+  if (dt == F16) run(__half{});
+  else run(__nv_bfloat16{});
+}
+
+}  // namespace
+
+void registerDecodeLayer(Registry& r) { r["decodeLayer"] = decodeLayer; }
+
+}  // namespace lts

@@ -1,0 +1,379 @@
+/**
+ * `decodeLayer` on CUDA: the persistent kernel of native/decode_layer.cu (1–4 rows of f16/bf16,
+ * the layer's weights in the SMs' shared memory) against the five ops of its chain run explicitly
+ * on CUDA (qkvuProjection, lightningStep, three fusedLinear: the kernels a layer ran before) and
+ * against a float64 run of that chain on the host. Bits equal to the chain are not asked (the
+ * kernel sums in another order); its relative RMS error against float64 must be at most the
+ * chain's own plus one rounding of an intermediate to the dtype. Odd sizes (M = 200, G = 344,
+ * H = 3, hd = 64) and the 436M layer (1,024, 2,816, 8 × 128), B = 1…4, bf16 and f16, with and
+ * without LRPE, in place and not. Then: many calls in a row (the grid barrier resets itself), a
+ * recorded CUDA graph (replays give the eager bits), a BatchDecoder with graphs on a model of
+ * the 436M layer shape (logits with the kernel against the same decoder without it, both against
+ * an f32 run of the same weights), and the calls the launcher declines (5 rows, f32, a share of
+ * the weights over a block's shared memory), which give the chain's bits. Whether the kernel ran
+ * is seen in the kernel table: where it declines, src/kernels.ts runs the chain through the
+ * table's own entries. Skipped, with the reason printed, where the CUDA backend cannot start;
+ * under LIGHTNING_CUDA_REQUIRED=1 that is a failure.
+ *
+ * Letters: B rows, H heads, hd head dim, hid = H·hd, M width, G SGLU width, D q/k head dim (hd, or
+ * 2·hd with LRPE).
+ */
+import * as T from "@lightning-ts/tensor";
+import { describeBackends, seeded } from "@lightning-ts/testing";
+import { BatchDecoder, disposeParams, disposeState, initParams, makeConfig, mapParams, prefill, type TnlState } from "@lightning-ts/tnl";
+import { afterEach, beforeEach, expect, it } from "vitest";
+import type { CudaBackend, CudaStorage } from "../src/index.js";
+import "./setup.js";
+
+const cpu = T.createCpuBackend();
+const EPS = 1e-6;
+type Float = "bf16" | "f16" | "f32";
+type Rng = ReturnType<typeof seeded>;
+
+interface Shape {
+  M: number;
+  G: number;
+  H: number;
+  hd: number;
+}
+const SMALL: Shape = { M: 200, G: 344, H: 3, hd: 64 };
+const TNL_436M: Shape = { M: 1024, G: 2816, H: 8, hd: 128 };
+const ACTIVATIONS = ["silu", "relu", "1+elu", "none"] as const;
+
+/**
+ * The margin over the chain's error: the unit roundoff of the dtype. The kernel stores the same
+ * intermediates as the chain (q, k, v, u, o, h1, g and the normed rows, each rounded to the dtype
+ * once); its sums run in another order, so an element of one of them may round to the neighbour
+ * of the chain's value. One rounding moves an element by at most u relative to it, so it moves the
+ * relative RMS error by at most u; both paths are near that level themselves (checked below).
+ */
+const UNIT: Record<"bf16" | "f16", number> = { bf16: 2 ** -8, f16: 2 ** -11 };
+
+interface Case {
+  shape: Shape;
+  B: number;
+  lrpe: boolean;
+  activation: (typeof ACTIVATIONS)[number];
+}
+
+interface Inputs {
+  h: T.Tensor;
+  slopes: T.Tensor;
+  theta?: T.Tensor;
+  positions?: T.Tensor;
+  /** The state as host values, so that each run gets a tensor of its own. */
+  state: Float64Array;
+  stateShape: number[];
+}
+
+/** Weights of std 1/√(fan-in), as a trained layer's are in scale. */
+function makeWeights(rng: Rng, s: Shape, dtype: Float, be: T.Backend): T.DecodeLayerWeights {
+  const hid = s.H * s.hd;
+  const w = (rows: number, cols: number) => rng.tensor([rows, cols], { std: 1 / Math.sqrt(cols), dtype, backend: be });
+  return { qkvu: w(4 * hid, s.M), out: w(s.M, hid), l1: w(s.G, s.M), l2: w(s.G, s.M), l3: w(s.M, s.G) };
+}
+
+function makeInputs(rng: Rng, c: Case, dtype: Float, be: T.Backend): Inputs {
+  const { H, hd, M } = c.shape;
+  const D = c.lrpe ? 2 * hd : hd;
+  return {
+    h: rng.tensor([c.B, M], { dtype, backend: be }),
+    slopes: T.tensor(T.tnlSlopes(H, rng.int(24), 24), [H], { backend: be }),
+    // θ in multiples of 2⁻¹⁰ (none zero) and positions below 512: θp is exact in f32, so the phases
+    // the GPU computes in f32 are those of the float64 reference.
+    theta: c.lrpe ? T.tensor(Array.from({ length: H * hd }, () => Math.max(1, Math.round(1024 * 10000 ** -rng.next())) / 1024), [H, hd], { backend: be }) : undefined,
+    positions: c.lrpe ? T.tensor(Array.from({ length: c.B }, () => 1 + rng.int(500)), [c.B], { backend: be }) : undefined,
+    state: rng.array(c.B * H * D * hd, 0.5),
+    stateShape: [c.B, H, D, hd],
+  };
+}
+
+const stateOf = (x: Inputs, be: T.Backend, dtype: "f32" | "f64" = "f32") => T.tensor(x.state, x.stateShape, { dtype, backend: be });
+const optionsOf = (x: Inputs, c: Case) => ({ heads: c.shape.H, activation: c.activation, eps: EPS, ...(c.lrpe ? { theta: x.theta, positions: x.positions } : {}) });
+
+/** The layer as five ops (packages/tnl's decode step before the op), on the inputs' backend. */
+function chain(x: Inputs, w: T.DecodeLayerWeights, c: Case, state: T.Tensor, inPlace: boolean): { h: T.Tensor; state: T.Tensor } {
+  const { q, k, v, u } = T.qkvuProjection(x.h, w.qkvu, optionsOf(x, c));
+  const r = T.lightningStep(q, k, v, x.slopes, state, { inPlace });
+  const h1 = T.fusedLinear(T.reshape(r.output, [c.B, c.shape.H * c.shape.hd]), w.out, { norm: { eps: EPS, gate: u }, residual: x.h });
+  const g = T.fusedLinear(h1, w.l1, { norm: { eps: EPS }, second: w.l2 });
+  return { h: T.fusedLinear(g, w.l3, { residual: h1 }), state: r.state };
+}
+
+const f64 = async (t: T.Tensor) => T.tensor(Float64Array.from(await t.data()), t.shape, { dtype: "f64", backend: cpu });
+
+async function weights64(w: T.DecodeLayerWeights): Promise<T.DecodeLayerWeights> {
+  return { qkvu: await f64(w.qkvu), out: await f64(w.out), l1: await f64(w.l1), l2: await f64(w.l2), l3: await f64(w.l3) };
+}
+
+/** The chain in float64 on the host, from the values the inputs hold. */
+async function float64Layer(x: Inputs, w64: T.DecodeLayerWeights, c: Case): Promise<{ h: Float64Array; state: Float64Array }> {
+  const y: Inputs = {
+    ...x,
+    h: await f64(x.h),
+    slopes: T.tensor(await x.slopes.data(), [c.shape.H], { backend: cpu }),
+    theta: x.theta && (await f64(x.theta)),
+    positions: x.positions && (await f64(x.positions)),
+  };
+  const r = chain(y, w64, c, stateOf(x, cpu, "f64"), false);
+  return { h: Float64Array.from(await r.h.data()), state: Float64Array.from(await r.state.data()) };
+}
+
+/** ‖got − want‖ / ‖want‖. */
+function relRms(got: ArrayLike<number>, want: ArrayLike<number>): number {
+  let num = 0;
+  let den = 0;
+  for (let i = 0; i < want.length; i++) {
+    num += (got[i] - want[i]) ** 2;
+    den += want[i] ** 2;
+  }
+  return Math.sqrt(num / den);
+}
+
+/** `fn`'s result and how many times the chain ran inside it (src/kernels.ts runs it through the table). */
+function countingChain<R>(be: T.Backend, fn: () => R): [R, number] {
+  const kernels = be.kernels as unknown as Record<string, (args: unknown) => void>;
+  const original = kernels.qkvuProjection;
+  let calls = 0;
+  kernels.qkvuProjection = (args) => {
+    calls++;
+    original(args);
+  };
+  try {
+    return [fn(), calls];
+  } finally {
+    kernels.qkvuProjection = original;
+  }
+}
+
+async function expectSameBits(got: T.Tensor, want: T.Tensor, label: string): Promise<void> {
+  expect([got.dtype, got.shape], label).toEqual([want.dtype, want.shape]);
+  const [a, b] = [await got.bytes(), await want.bytes()];
+  expect(a.findIndex((v, j) => v !== b[j]), `${label}: first differing byte (of ${a.byteLength})`).toBe(-1);
+}
+
+await describeBackends("decodeLayer: one persistent kernel for a TNL decode layer", (backend) => {
+  const gpu = () => backend() as CudaBackend;
+  let before = new Set<T.Tensor>();
+  beforeEach(() => {
+    before = new Set(T.liveTensors());
+  });
+  afterEach(() => {
+    for (const t of T.liveTensors()) if (!before.has(t)) t.dispose();
+  });
+
+  for (const [name, shape] of [["M 200, G 344, H 3, hd 64", SMALL], ["the 436M layer", TNL_436M]] as const) {
+    for (const dtype of ["bf16", "f16"] as const) {
+      it(`against the chain and float64, B 1–4, LRPE or not, in place or not (${name}, ${dtype})`, async () => {
+        const rng = seeded(shape.M * 7 + (dtype === "bf16" ? 1 : 2));
+        const w = makeWeights(rng, shape, dtype, gpu());
+        const w64 = await weights64(w);
+        const u = UNIT[dtype];
+        let n = 0;
+        for (const B of [1, 2, 3, 4]) {
+          for (const lrpe of [false, true]) {
+            for (const inPlace of [false, true]) {
+              const c: Case = { shape, B, lrpe, activation: ACTIVATIONS[n++ % ACTIVATIONS.length] };
+              const label = `${name} ${dtype} B ${B} ${c.activation}${lrpe ? " LRPE" : ""}${inPlace ? " in place" : ""}`;
+              const frame = T.beginScope();
+              try {
+                const x = makeInputs(rng, c, dtype, gpu());
+                const state = stateOf(x, gpu());
+                const [got, calls] = countingChain(gpu(), () => T.decodeLayer(x.h, w, state, x.slopes, { ...optionsOf(x, c), inPlace }));
+                expect(calls, `${label}: the persistent kernel ran (the chain did not)`).toBe(0);
+                if (inPlace) expect(got.state.handle, `${label}: the state's storage`).toBe(state.handle);
+                else expect(Array.from(await state.data()), `${label}: the input state is left alone`).toEqual(Array.from(Float32Array.from(x.state)));
+                const want = chain(x, w, c, stateOf(x, gpu()), inPlace);
+                const ref = await float64Layer(x, w64, c);
+                const [kh, ks] = [relRms(await got.h.data(), ref.h), relRms(await got.state.data(), ref.state)];
+                const [ch, cs] = [relRms(await want.h.data(), ref.h), relRms(await want.state.data(), ref.state)];
+                console.log(`${label}: relative RMS vs float64, h2 ${kh.toExponential(2)} (chain ${ch.toExponential(2)}), state ${ks.toExponential(2)} (chain ${cs.toExponential(2)})`);
+                // The chain near its rounding level: else the comparison below would prove little.
+                expect(ch, `${label}: the chain's h2 error`).toBeLessThan(8 * u);
+                expect(cs, `${label}: the chain's state error`).toBeLessThan(8 * u);
+                expect(kh, `${label}: h2 error against the chain's + u`).toBeLessThanOrEqual(ch + u);
+                expect(ks, `${label}: state error against the chain's + u`).toBeLessThanOrEqual(cs + u);
+              } finally {
+                T.endScope(frame);
+              }
+            }
+          }
+        }
+      }, 300_000);
+    }
+  }
+
+  it("many calls in a row: every one gives the first one's bits; ten steps in place give those out of place (436M layer, bf16, B 1 and 4)", async () => {
+    const rng = seeded(4421);
+    const w = makeWeights(rng, TNL_436M, "bf16", gpu());
+    for (const B of [1, 4]) {
+      const frame = T.beginScope();
+      try {
+        const c: Case = { shape: TNL_436M, B, lrpe: true, activation: "silu" };
+        const x = makeInputs(rng, c, "bf16", gpu());
+        const state = stateOf(x, gpu());
+        const first = T.decodeLayer(x.h, w, state, x.slopes, optionsOf(x, c));
+        for (let i = 0; i < 60; i++) {
+          const r = T.decodeLayer(x.h, w, state, x.slopes, optionsOf(x, c));
+          if (i % 10 === 9) {
+            await expectSameBits(r.h, first.h, `B ${B}: call ${i + 2}, h2`);
+            await expectSameBits(r.state, first.state, `B ${B}: call ${i + 2}, state`);
+          }
+          r.h.dispose();
+          r.state.dispose();
+        }
+        // Each step feeds the next its h2 and state: a barrier that let a block run ahead would
+        // show as a difference somewhere along the way.
+        let [hOut, sOut] = [x.h, stateOf(x, gpu())];
+        const sIn = stateOf(x, gpu());
+        let hIn = x.h;
+        for (let i = 0; i < 10; i++) {
+          const a = T.decodeLayer(hOut, w, sOut, x.slopes, optionsOf(x, c));
+          const b = T.decodeLayer(hIn, w, sIn, x.slopes, { ...optionsOf(x, c), inPlace: true });
+          [hOut, sOut, hIn] = [a.h, a.state, b.h];
+        }
+        await expectSameBits(hIn, hOut, `B ${B}: h2 after ten steps in place`);
+        await expectSameBits(sIn, sOut, `B ${B}: state after ten steps in place`);
+      } finally {
+        T.endScope(frame);
+      }
+    }
+  }, 120_000);
+
+  it("in a recorded graph: three layers in place, replayed with new h and states, give the eager bits", async () => {
+    const rng = seeded(9151);
+    const dtype = "bf16";
+    const c: Case = { shape: TNL_436M, B: 2, lrpe: true, activation: "silu" };
+    const frame = T.beginScope();
+    try {
+      const layers = [0, 1, 2].map(() => makeWeights(rng, TNL_436M, dtype, gpu()));
+      const x = makeInputs(rng, c, dtype, gpu());
+      const states = layers.map(() => stateOf(x, gpu()));
+      const run = () =>
+        T.scope(() => {
+          let h = x.h;
+          for (const [l, w] of layers.entries()) h = T.decodeLayer(h, w, states[l], x.slopes, { ...optionsOf(x, c), inPlace: true }).h;
+          return [h];
+        });
+      T.scope(run); // warm-up outside the recording
+      const graph = gpu().captureGraph(run);
+      const write = (t: T.Tensor, bytes: Uint8Array) => gpu().write(t.handle.storage as CudaStorage, bytes);
+      for (let round = 0; round < 4; round++) {
+        const h0 = await rng.tensor([c.B, c.shape.M], { dtype, backend: cpu }).bytes();
+        const s0 = await Promise.all(states.map(() => T.tensor(rng.array(x.state.length, 0.5), x.stateShape, { backend: cpu }).bytes()));
+        const load = () => {
+          write(x.h, h0);
+          states.forEach((s, l) => write(s, s0[l]));
+        };
+        load();
+        graph.replay();
+        const replayed = await graph.result[0].bytes();
+        const replayedStates = await Promise.all(states.map((s) => s.bytes()));
+        load();
+        const [eager] = run();
+        const got = await eager.bytes();
+        expect(got.findIndex((v, j) => v !== replayed[j]), `round ${round}: h out of the third layer, replay vs eager`).toBe(-1);
+        for (const [l, s] of states.entries()) {
+          const b = await s.bytes();
+          expect(b.findIndex((v, j) => v !== replayedStates[l][j]), `round ${round}: state of layer ${l}, replay vs eager`).toBe(-1);
+        }
+        eager.dispose();
+      }
+      graph.dispose();
+    } finally {
+      T.endScope(frame);
+    }
+  }, 120_000);
+
+  it("BatchDecoder with graphs (3 layers of the 436M shape, bf16): logits with the kernel within one rounding of those without it, against f32", async () => {
+    const config = makeConfig({ vocabSize: 3001, dModel: 1024, numLayers: 3, numHeads: 8, gluDim: 2816 });
+    const be = gpu();
+    const defaultBackend = T.getBackend();
+    T.setBackend(be);
+    const params = initParams(config, { seed: 17, dtype: "bf16" });
+    const host = mapParams(params, (t) => T.cast(T.copyTo(t, cpu), "f32"));
+    const kernels = be.kernels as unknown as Record<string, unknown>;
+    const decodeLayerKernel = kernels.decodeLayer;
+    /** `fn` with the op's kernel out of the table: the engine runs its decomposition, the chain. */
+    const withoutKernel = <R>(fn: () => R): R => {
+      delete kernels.decodeLayer;
+      try {
+        return fn();
+      } finally {
+        kernels.decodeLayer = decodeLayerKernel;
+      }
+    };
+    const onCpu = <R>(fn: () => R): R => {
+      T.setBackend(cpu);
+      try {
+        return fn();
+      } finally {
+        T.setBackend(be);
+      }
+    };
+    const prompts = [[5, 9, 14, 2000], [2, 77], [7, 7, 30, 41, 1500]];
+    const on = new BatchDecoder(params, config, { capacity: 4 });
+    const off = new BatchDecoder(params, config, { capacity: 4 });
+    const ref = onCpu(() => new BatchDecoder(host, config, { capacity: 4, graphs: false }));
+    try {
+      for (const p of prompts) {
+        const r = prefill(params, config, [p], { logits: "last" });
+        r.logits.dispose();
+        on.add(r.state);
+        off.add(r.state);
+        const copy: TnlState = { position: r.state.position, kv: r.state.kv.map((t) => T.copyTo(t, cpu)) };
+        onCpu(() => ref.add(copy));
+        disposeState(copy);
+        disposeState(r.state);
+      }
+      // Three layers each add at most one rounding of difference to the logits' relative RMS error.
+      const margin = config.numLayers * UNIT.bf16;
+      for (let k = 0; k < 5; k++) {
+        const tokens = prompts.map((_, r) => (97 * k + 31 * r + 3) % config.vocabSize);
+        const a = Float64Array.from(await on.step(tokens).logits.data());
+        const b = Float64Array.from(await withoutKernel(() => off.step(tokens)).logits.data());
+        const want = Float64Array.from(await onCpu(() => ref.step(tokens)).logits.data());
+        const [ea, eb] = [relRms(a, want), relRms(b, want)];
+        console.log(`BatchDecoder step ${k}: logits' relative RMS vs f32, kernel ${ea.toExponential(2)}, chain ${eb.toExponential(2)}`);
+        expect(eb, `step ${k}: the chain's error`).toBeLessThan(8 * UNIT.bf16);
+        expect(ea, `step ${k}: the kernel's error against the chain's + ${config.numLayers}u`).toBeLessThanOrEqual(eb + margin);
+      }
+    } finally {
+      on.dispose();
+      off.dispose();
+      onCpu(() => ref.dispose());
+      disposeParams(params);
+      disposeParams(host);
+      T.setBackend(defaultBackend);
+    }
+  }, 180_000);
+
+  it("declines 5 rows, f32 and a share of the weights over a block's shared memory: the chain runs, with its bits", async () => {
+    const rng = seeded(2719);
+    const cases: [string, Case, Float][] = [
+      ["5 rows", { shape: SMALL, B: 5, lrpe: true, activation: "silu" }, "bf16"],
+      ["f32", { shape: SMALL, B: 2, lrpe: false, activation: "relu" }, "f32"],
+      // (4·1,024 + 1,024 + 3·4,096)·1,024 bf16 weights over 132 SMs: 270 KB a block, over the 227 KB
+      // a block may take (fewer SMs only make the share larger).
+      ["G 4,096", { shape: { M: 1024, G: 4096, H: 8, hd: 128 }, B: 1, lrpe: false, activation: "silu" }, "bf16"],
+    ];
+    for (const [label, c, dtype] of cases) {
+      for (const inPlace of [false, true]) {
+        const frame = T.beginScope();
+        try {
+          const w = makeWeights(rng, c.shape, dtype, gpu());
+          const x = makeInputs(rng, c, dtype, gpu());
+          const state = stateOf(x, gpu());
+          const [got, calls] = countingChain(gpu(), () => T.decodeLayer(x.h, w, state, x.slopes, { ...optionsOf(x, c), inPlace }));
+          expect(calls, `${label}: the chain ran`).toBe(1);
+          const want = chain(x, w, c, stateOf(x, gpu()), inPlace);
+          await expectSameBits(got.h, want.h, `${label}${inPlace ? " in place" : ""}: h2 vs the chain`);
+          await expectSameBits(got.state, want.state, `${label}${inPlace ? " in place" : ""}: state vs the chain`);
+          if (inPlace) expect(got.state.handle).toBe(state.handle);
+        } finally {
+          T.endScope(frame);
+        }
+      }
+    }
+  }, 120_000);
+});
