@@ -130,7 +130,14 @@ describe("serve suite on the CPU", () => {
       ["http stream", 1, true],
       ["http stream", 2, true],
     ]);
-    for (const r of results) expectStreamFields(r, 11);
+    for (const r of results) {
+      expectStreamFields(r, 11);
+      // The server's own time to first token starts when the request arrives, after the client sent
+      // it, and ends when the token is generated, before the client reads it: above zero, and at
+      // most the clients' slowest.
+      expect(r.server_ttft_mean_ms).toBeGreaterThan(0);
+      expect(r.server_ttft_mean_ms).toBeLessThanOrEqual(r.ttft_p99_ms as number);
+    }
   });
 
   it("soak: steady streams with clients aborting mid-stream; memory read after warm-up and at the end", async () => {

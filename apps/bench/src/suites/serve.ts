@@ -144,15 +144,26 @@ async function streamPhase(s: ServerProcess, o: Resolved, base: Base, log: (l: s
   const body = streamBody(o.maxTokens);
   for (const c of o.concurrency) {
     let cpu0: number | null = null;
+    // The server's own time to first token (request arrival → first token, its /metrics) over the
+    // timed part, beside the clients' (request sent → first chunk read): what the HTTP path adds.
+    const start: { ttft?: Promise<{ sum: number; count: number }> } = {};
     try {
-      const onStart = () => (cpu0 = processCpuSeconds(s.child.pid));
+      const onStart = () => {
+        cpu0 = processCpuSeconds(s.child.pid);
+        start.ttft = ttftTotals(s.url);
+      };
       const r = await runLoad({ url: s.url, body, maxTokens: o.maxTokens, concurrency: c, seconds: o.levelSeconds, threads: o.clientThreads, warmup: true, onStart });
       const cpu1 = processCpuSeconds(s.child.pid);
+      const [t0, t1] = await Promise.all([start.ttft ?? Promise.resolve(null), ttftTotals(s.url)]);
+      const serverTtft = t0 && t1.count > t0.count ? ((t1.sum - t0.sum) / (t1.count - t0.count)) * 1000 : null;
       const f = streamFields(r, o.maxTokens);
       const ms = (x: unknown) => (typeof x === "number" ? `${x.toFixed(2)} ms` : "–");
-      log(`serve: stream, concurrency ${c}: ${r.requests} requests, ${(r.tokens / r.seconds).toFixed(0)} tokens/s, TTFT p50 ${ms(f.ttft_p50_ms)}, ITL p50 ${ms(f.itl_p50_ms)}, client CPU ${r.clientCpuPct.toFixed(0)}%, ${r.errors} errors`);
       const serverCpu = cpu0 !== null && cpu1 !== null ? ((cpu1 - cpu0) / r.seconds) * 100 : null;
-      rows.push(result({ ...base, impl: "http stream", ...f, server_cpu_pct: serverCpu, ok: r.errors === 0 && f.tokens_exact === true && r.requests > 0 }));
+      log(
+        `serve: stream, concurrency ${c}: ${r.requests} requests, ${(r.tokens / r.seconds).toFixed(0)} tokens/s, TTFT p50 ${ms(f.ttft_p50_ms)} ` +
+          `(server mean ${ms(serverTtft)}), ITL p50 ${ms(f.itl_p50_ms)}, client CPU ${r.clientCpuPct.toFixed(0)}%, server CPU ${serverCpu === null ? "–" : serverCpu.toFixed(0)}%, ${r.errors} errors`,
+      );
+      rows.push(result({ ...base, impl: "http stream", ...f, server_cpu_pct: serverCpu, server_ttft_mean_ms: serverTtft, ok: r.errors === 0 && f.tokens_exact === true && r.requests > 0 }));
     } catch (err) {
       log(`serve: stream, concurrency ${c}: ${(err as Error).message}`);
       rows.push(result({ ...base, impl: "http stream", concurrency: c, ok: false, error: (err as Error).message }));
@@ -425,6 +436,7 @@ const STREAM_COLUMNS = [
   ["per stream tokens/s (p50)", "stream_tokens_per_s"],
   ["TTFT p50 ms", "ttft_p50_ms"],
   ["TTFT p99 ms", "ttft_p99_ms"],
+  ["server TTFT mean ms", "server_ttft_mean_ms"],
   ["ITL p50 ms", "itl_p50_ms"],
   ["ITL p99 ms", "itl_p99_ms"],
   ["requests", "requests"],
