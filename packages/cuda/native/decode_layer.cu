@@ -16,8 +16,12 @@
 // entry, before it waits for the kernel before (weights are never what an earlier kernel writes),
 // it starts cp.async copies of all its weight rows of the layer into shared memory, one commit group
 // per stage in stage order. The whole layer streams from memory from the first cycle while the
-// stages wait on barriers; a stage waits only for its own group. A shape whose share does not fit
-// shared memory is declined (src/kernels.ts then runs the chain).
+// stages wait on barriers; a stage waits only for its own group. Where a block's share does not fit
+// its shared memory, the same kernel streams the weights instead (RESIDENT false): each stage reads
+// its rows from global memory (16-byte loads without a place in L1, as gemv.cu's), and at entry a
+// block asks L2 for the start of its shares, in stage order, up to 24 MB for the whole grid. A
+// shape whose staged rows (B·max(M, H·hd, G) elements) do not fit either is declined (src/kernels.ts
+// then runs the chain).
 //
 // Each stage stages its input rows (h, o, h1 or g: B·K elements, written by other blocks, so read
 // through L2) in shared memory, norms them there with the bits of the chain's norm (gemv_device.cuh),
@@ -41,8 +45,9 @@
 // kernel before exit: those only finish, never wait. LIGHTNING_CUDA_DECODE_LAYER_COOP=1 launches with
 // the cooperative attribute as well (the driver then checks co-residency), for experiments.
 //
-// LIGHTNING_CUDA_DECODE_LAYER=0 (read once) declines every call: the chain runs. LIGHTNING_CUDA_DEBUG=1
-// prints which path ran, once per (dtype, shape), to stderr.
+// LIGHTNING_CUDA_DECODE_LAYER=0 (read once) declines every call: the chain runs; =resident declines
+// the shapes that would stream. LIGHTNING_CUDA_DEBUG=1 prints which path ran, once per (dtype,
+// shape), to stderr.
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
@@ -144,15 +149,27 @@ struct LayerArgs {
   SplitArgs<T> split;                   // q, k (B, H, D), v (B, H, E), u (B, hid) in the scratch
   T *o, *h1, *g;                        // (B, hid), (B, M), (B, G) in the scratch
   int M, G, H, D, E;
-  // Element offsets in dynamic shared memory: x (the stage's staged rows), then the weight shares.
+  // Element offsets in dynamic shared memory: x (the stage's staged rows), then the weight shares
+  // (RESIDENT only).
   int offQ, offO, offW1, offW2, offW3;
+  // Streaming: bytes of its shares (in stage order) a block asks L2 for before it waits.
+  int64_t prefetchBytes;
   float eps;
 };
 
-// The dot products of `rows` weight rows held in shared memory (w, and w2 for a product) with the
-// B rows of x staged there, K wide: one warp per row, each lane 16-byte packs lane, lane + 32, …
-// (f32 fmaf in that order), then a butterfly over the warp. store(b, r, sum, sum2) on lane 0.
-template <class T, int B, bool PRODUCT, class Store>
+// A 16-byte pack of weights: from shared memory (RESIDENT), or streamed from global memory without
+// a place in L1.
+template <bool RESIDENT>
+__device__ __forceinline__ uint4 weightPack(const uint4* p) {
+  if constexpr (RESIDENT) return *p;
+  else return loadStreaming(p);
+}
+
+// The dot products of `rows` weight rows (w, and w2 for a product; in shared memory where RESIDENT,
+// else in global memory) with the B rows of x staged in shared memory, K wide: one warp per row,
+// each lane 16-byte packs lane, lane + 32, … (f32 fmaf in that order), then a butterfly over the
+// warp. store(b, r, sum, sum2) on lane 0.
+template <class T, int B, bool PRODUCT, bool RESIDENT, class Store>
 __device__ __forceinline__ void rowDots(const T* w, const T* w2, const T* xs, int rows, int K, Store store) {
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int kv = K / EL;
@@ -166,8 +183,8 @@ __device__ __forceinline__ void rowDots(const T* w, const T* w2, const T* xs, in
 #pragma unroll 4
     for (int v = lane; v < kv; v += 32) {
       float wf[EL], wf2[EL];
-      unpack16<T>(wr[v], wf);
-      if constexpr (PRODUCT) unpack16<T>(wr2[v], wf2);
+      unpack16<T>(weightPack<RESIDENT>(wr + v), wf);
+      if constexpr (PRODUCT) unpack16<T>(weightPack<RESIDENT>(wr2 + v), wf2);
 #pragma unroll
       for (int b = 0; b < B; b++) {
         float xf[EL];
@@ -239,27 +256,49 @@ __device__ __forceinline__ void stepItem(const LayerArgs<T>& a, int item, float4
   __syncthreads();  // part is written again by the next item
 }
 
-template <class T, int B>
+// RESIDENT: every block's share of the weights is copied into its shared memory at entry. Else
+// (streaming, for shapes whose share does not fit) the stages read their rows from global memory,
+// and at entry a block only asks L2 for the first prefetchBytes of its shares, in stage order.
+template <class T, int B, bool RESIDENT>
 __global__ void __launch_bounds__(NT, 1) decodeLayerKernel(const LayerArgs<T> a) {
   extern __shared__ uint4 smem[];
   __shared__ float4 part[NW][4];
   T* base = reinterpret_cast<T*>(smem);
   T* xs = base;  // the stage's staged rows; from stage 3 on it may run over stage 1's weights
-  T *sq = base + a.offQ, *so = base + a.offO, *s1 = base + a.offW1, *s2 = base + a.offW2, *s3 = base + a.offW3;
   const int M = a.M, G = a.G, hid = a.H * a.E;
   const Share shq = shareOf(4 * hid, blockIdx.x, gridDim.x), sho = shareOf(M, blockIdx.x, gridDim.x);
   const Share shg = shareOf(G, blockIdx.x, gridDim.x);
+  // This block's rows of each weight in global memory, and where it reads them.
+  const T *gq = a.wq + (int64_t)shq.first * M, *go = a.wo + (int64_t)sho.first * hid;
+  const T *g1 = a.w1 + (int64_t)shg.first * M, *g2 = a.w2 + (int64_t)shg.first * M, *g3 = a.w3 + (int64_t)sho.first * G;
+  const T *sq = gq, *so = go, *s1 = g1, *s2 = g2, *s3 = g3;
 
-  // Weights first, in stage order, one commit group per stage.
-  copyRowsAsync(sq, a.wq + (int64_t)shq.first * M, (int64_t)shq.count * M);
-  commitGroup();
-  copyRowsAsync(so, a.wo + (int64_t)sho.first * hid, (int64_t)sho.count * hid);
-  commitGroup();
-  copyRowsAsync(s1, a.w1 + (int64_t)shg.first * M, (int64_t)shg.count * M);
-  copyRowsAsync(s2, a.w2 + (int64_t)shg.first * M, (int64_t)shg.count * M);
-  commitGroup();
-  copyRowsAsync(s3, a.w3 + (int64_t)sho.first * G, (int64_t)sho.count * G);
-  commitGroup();
+  if constexpr (RESIDENT) {
+    // Weights first, in stage order, one commit group per stage.
+    sq = base + a.offQ, so = base + a.offO, s1 = base + a.offW1, s2 = base + a.offW2, s3 = base + a.offW3;
+    copyRowsAsync(base + a.offQ, gq, (int64_t)shq.count * M);
+    commitGroup();
+    copyRowsAsync(base + a.offO, go, (int64_t)sho.count * hid);
+    commitGroup();
+    copyRowsAsync(base + a.offW1, g1, (int64_t)shg.count * M);
+    copyRowsAsync(base + a.offW2, g2, (int64_t)shg.count * M);
+    commitGroup();
+    copyRowsAsync(base + a.offW3, g3, (int64_t)sho.count * G);
+    commitGroup();
+  } else {
+    int64_t left = a.prefetchBytes;
+    auto prefetch = [&](const T* p, int64_t n) {
+      const int64_t bytes = std::min<int64_t>(left, n * (int64_t)sizeof(T));
+      const char* c = reinterpret_cast<const char*>(p);
+      for (int64_t off = (int64_t)threadIdx.x * 128; off < bytes; off += (int64_t)NT * 128) prefetchL2(c + off);
+      left -= bytes;
+    };
+    prefetch(gq, (int64_t)shq.count * M);
+    prefetch(go, (int64_t)sho.count * hid);
+    prefetch(g1, (int64_t)shg.count * M);
+    prefetch(g2, (int64_t)shg.count * M);
+    prefetch(g3, (int64_t)sho.count * G);
+  }
 
   waitForPrevious();  // h and the state may be what the kernel before wrote
   // This block's stage-2 state rows start towards L2 while stage 1 runs.
@@ -273,9 +312,9 @@ __global__ void __launch_bounds__(NT, 1) decodeLayerKernel(const LayerArgs<T> a)
   stageRows(xs, a.h, B * M);
   __syncthreads();
   normStagedRows<T, B, false, NT>(xs, nullptr, M, a.eps);
-  waitGroups<3>();
+  if constexpr (RESIDENT) waitGroups<3>();
   __syncthreads();
-  rowDots<T, B, false>(sq, nullptr, xs, shq.count, M, [&](int b, int r, float s, float) { storeSplit(a.split, b, shq.first + r, s); });
+  rowDots<T, B, false, RESIDENT>(sq, nullptr, xs, shq.count, M, [&](int b, int r, float s, float) { storeSplit(a.split, b, shq.first + r, s); });
   gridBarrier();
 
   // Stage 2: the Lightning step.
@@ -286,9 +325,9 @@ __global__ void __launch_bounds__(NT, 1) decodeLayerKernel(const LayerArgs<T> a)
   stageRows(xs, a.o, B * hid);
   __syncthreads();
   normStagedRows<T, B, true, NT>(xs, a.split.u, hid, a.eps);
-  waitGroups<2>();
+  if constexpr (RESIDENT) waitGroups<2>();
   __syncthreads();
-  rowDots<T, B, false>(so, nullptr, xs, sho.count, hid, [&](int b, int r, float s, float) {
+  rowDots<T, B, false, RESIDENT>(so, nullptr, xs, sho.count, hid, [&](int b, int r, float s, float) {
     const int64_t at = (int64_t)b * M + sho.first + r;
     a.h1[at] = fromF<T>(__fadd_rn(s, toF(a.h[at])));
   });
@@ -298,9 +337,9 @@ __global__ void __launch_bounds__(NT, 1) decodeLayerKernel(const LayerArgs<T> a)
   stageRows(xs, a.h1, B * M);
   __syncthreads();
   normStagedRows<T, B, false, NT>(xs, nullptr, M, a.eps);
-  waitGroups<1>();
+  if constexpr (RESIDENT) waitGroups<1>();
   __syncthreads();
-  rowDots<T, B, true>(s1, s2, xs, shg.count, M, [&](int b, int r, float s, float s2v) {
+  rowDots<T, B, true, RESIDENT>(s1, s2, xs, shg.count, M, [&](int b, int r, float s, float s2v) {
     a.g[(int64_t)b * G + shg.first + r] = fromF<T>(__fmul_rn(s, s2v));
   });
   gridBarrier();
@@ -309,9 +348,9 @@ __global__ void __launch_bounds__(NT, 1) decodeLayerKernel(const LayerArgs<T> a)
 
   // Stage 5: h2 = h1 + g·W3ᵀ.
   stageRows(xs, a.g, B * G);
-  waitGroups<0>();
+  if constexpr (RESIDENT) waitGroups<0>();
   __syncthreads();
-  rowDots<T, B, false>(s3, nullptr, xs, sho.count, G, [&](int b, int r, float s, float) {
+  rowDots<T, B, false, RESIDENT>(s3, nullptr, xs, sho.count, G, [&](int b, int r, float s, float) {
     const int64_t at = (int64_t)b * M + sho.first + r;
     a.y[at] = fromF<T>(__fadd_rn(s, toF(__ldcg(a.h1 + at))));
   });
@@ -319,15 +358,19 @@ __global__ void __launch_bounds__(NT, 1) decodeLayerKernel(const LayerArgs<T> a)
 
 const char* dtypeName(int dt) { return dt == F16 ? "f16" : dt == BF16 ? "bf16" : dt == F32 ? "f32" : "?"; }
 
-// LIGHTNING_CUDA_DECODE_LAYER: unset, empty or "1" uses the kernel, "0" declines every call.
-bool enabled() {
-  static const bool on = [] {
+// LIGHTNING_CUDA_DECODE_LAYER (read once): unset, empty or "1" runs the kernel, its weights resident
+// in shared memory where they fit and streamed otherwise; "resident" declines the shapes that would
+// stream; "0" declines every call (the chain of five kernels runs).
+enum class Mode { On, Resident, Off };
+Mode modeOf() {
+  static const Mode mode = [] {
     const char* v = getenv("LIGHTNING_CUDA_DECODE_LAYER");
-    if (!v || !*v || strcmp(v, "1") == 0) return true;
-    if (strcmp(v, "0") == 0) return false;
-    throw std::runtime_error(std::string("LIGHTNING_CUDA_DECODE_LAYER: expected 0 or 1, got '") + v + "'");
+    if (!v || !*v || strcmp(v, "1") == 0) return Mode::On;
+    if (strcmp(v, "resident") == 0) return Mode::Resident;
+    if (strcmp(v, "0") == 0) return Mode::Off;
+    throw std::runtime_error(std::string("LIGHTNING_CUDA_DECODE_LAYER: expected 0, 1 or resident, got '") + v + "'");
   }();
-  return on;
+  return mode;
 }
 
 bool cooperative() {
@@ -364,31 +407,35 @@ int smemOptin() {
 
 // Per device and instantiation: the static shared memory of the kernel, with the dynamic limit
 // raised to what is left of the opt-in maximum.
-template <class T, int B>
+template <class T, int B, bool RESIDENT>
 int staticSmem() {
   static PerDevice<int> bytes;
   return bytes.get([] {
+    auto kernel = decodeLayerKernel<T, B, RESIDENT>;
     cudaFuncAttributes attr{};
-    LTS_CHECK(cudaFuncGetAttributes(&attr, decodeLayerKernel<T, B>), "decodeLayer attributes");
-    LTS_CHECK(cudaFuncSetAttribute(decodeLayerKernel<T, B>, cudaFuncAttributeMaxDynamicSharedMemorySize, smemOptin() - (int)attr.sharedSizeBytes),
-              "decodeLayer smem attribute");
+    LTS_CHECK(cudaFuncGetAttributes(&attr, kernel), "decodeLayer attributes");
+    LTS_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smemOptin() - (int)attr.sharedSizeBytes), "decodeLayer smem attribute");
     return (int)attr.sharedSizeBytes;
   });
 }
 
-template <class T, int B>
-int blocksPerSm(size_t smem) {
-  int b = 0;
-  LTS_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&b, decodeLayerKernel<T, B>, NT, smem), "decodeLayer occupancy");
-  return b;
-}
-
-template <class T, int B>
-void launch(Context& c, const LayerArgs<T>& a, size_t smem) {
+// Launches the kernel where a block of it fits an SM with `smem` bytes of dynamic shared memory;
+// otherwise returns why not, having enqueued nothing.
+template <class T, int B, bool RESIDENT>
+std::string tryLaunch(Context& c, const LayerArgs<T>& a, int64_t smem) {
+  auto kernel = decodeLayerKernel<T, B, RESIDENT>;
+  const int fixed = staticSmem<T, B, RESIDENT>();
+  if (smem + fixed > smemOptin()) {
+    return std::string(RESIDENT ? "a block's share of the weights and its rows, " : "a block's staged rows, ") + std::to_string((smem + 1023) / 1024) + " KB, exceed the " +
+           std::to_string((smemOptin() - fixed) / 1024) + " KB of shared memory a block may take";
+  }
+  int resident = 0;
+  LTS_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&resident, kernel, NT, (size_t)smem), "decodeLayer occupancy");
+  if (resident < 1) return "no block of the kernel fits an SM";
   cudaLaunchConfig_t cfg = {};
   cfg.gridDim = dim3(c.smCount);
   cfg.blockDim = dim3(NT);
-  cfg.dynamicSmemBytes = smem;
+  cfg.dynamicSmemBytes = (size_t)smem;
   cfg.stream = c.stream;
   cudaLaunchAttribute attr[2];
   int n = 0;
@@ -404,18 +451,36 @@ void launch(Context& c, const LayerArgs<T>& a, size_t smem) {
   }
   cfg.attrs = attr;
   cfg.numAttrs = n;
-  LTS_CHECK(cudaLaunchKernelEx(&cfg, decodeLayerKernel<T, B>, a), "decodeLayer kernel launch");
+  LTS_CHECK(cudaLaunchKernelEx(&cfg, kernel, a), "decodeLayer kernel launch");
+  return "";
+}
+
+template <class T, bool RESIDENT>
+std::string tryLaunchRows(Context& c, int B, const LayerArgs<T>& a, int64_t smem) {
+  switch (B) {
+    case 1: return tryLaunch<T, 1, RESIDENT>(c, a, smem);
+    case 2: return tryLaunch<T, 2, RESIDENT>(c, a, smem);
+    case 3: return tryLaunch<T, 3, RESIDENT>(c, a, smem);
+    default: return tryLaunch<T, 4, RESIDENT>(c, a, smem);
+  }
+  static_assert(MAX_ROWS == 4, "tryLaunchRows instantiates the kernel for every row count up to MAX_ROWS");
 }
 
 // Elements of T each scratch region takes (rounded up to whole 16-byte packs), in the order q, k,
-// v, u, o, h1, g; src/kernels.ts allocates their sum (decodeLayerScratch there).
+// v, u, o, h1, g; src/kernels.ts allocates their sum (decodeLayer's entry there).
 int64_t packed(int64_t n) { return (n + EL - 1) / EL * EL; }
+
+// Bytes of weights a streaming launch asks L2 for before its first loads (its blocks' shares in
+// stage order): half the H200's 50 MB L2 (40 MB on the A100), as gemv.cu's L2_BUDGET.
+constexpr int64_t L2_BUDGET = 24 << 20;
 
 // p: [h, qkvu, out, l1, l2, l3, state, slopes, theta, positions, h2, nextState, scratch] (theta and
 // positions 0 without LRPE; nextState may be state); i: [dtype, B, M, H, hd, G, activation, theta
 // dtype or -1, scratch bytes]; f: [eps]. One persistent kernel where it applies (1–4 rows of
-// f16/bf16, widths in whole 16-byte packs, aligned tensors, every block's share of the weights in
-// its shared memory, sm_80+); otherwise it sets c.declined and enqueues nothing.
+// f16/bf16, widths in whole 16-byte packs, aligned tensors, sm_80+, a block's staged rows in its
+// shared memory): its weights resident in shared memory where every block's share fits, else
+// streamed from global memory (LIGHTNING_CUDA_DECODE_LAYER=resident declines those shapes instead).
+// Otherwise it sets c.declined and enqueues nothing.
 void decodeLayer(Context& c, const Args& args) {
   const int dt = (int)args.i.at(0), B = (int)args.i.at(1), M = (int)args.i.at(2), H = (int)args.i.at(3), hd = (int)args.i.at(4), G = (int)args.i.at(5);
   const int act = (int)args.i.at(6), thDt = (int)args.i.at(7);
@@ -430,7 +495,8 @@ void decodeLayer(Context& c, const Args& args) {
     debugNote(key, "chain of 5 kernels (" + why + ")");
     c.declined = true;
   };
-  if (!enabled()) return decline("LIGHTNING_CUDA_DECODE_LAYER=0");
+  const Mode mode = modeOf();
+  if (mode == Mode::Off) return decline("LIGHTNING_CUDA_DECODE_LAYER=0");
   if (dt != F16 && dt != BF16) return decline(std::string("dtype ") + dtypeName(dt) + ", the kernel takes f16 and bf16");
   if (B < 1 || B > MAX_ROWS) return decline(std::to_string(B) + " rows, the kernel takes 1 to " + std::to_string(MAX_ROWS));
   if (c.ccMajor < 8) return decline("compute capability below 8.0 (no cp.async)");
@@ -449,36 +515,10 @@ void decodeLayer(Context& c, const Args& args) {
   const int64_t xLater = (int64_t)B * std::max(std::max(M, hid), G);
   const int64_t offQ = xFirst, offO = std::max(xFirst + qRows, xLater);
   const int64_t offW1 = offO + most(M) * hid, offW2 = offW1 + most(G) * M, offW3 = offW2 + most(G) * M;
-  const int64_t elements = offW3 + most(M) * G;
-  const int64_t smem = elements * 2;
+  const int64_t residentSmem = (offW3 + most(M) * G) * 2, streamingSmem = xLater * 2;
 
   auto run = [&](auto zero) {
     using T = decltype(zero);
-    const int fixed = [&] {
-      switch (B) {
-        case 1: return staticSmem<T, 1>();
-        case 2: return staticSmem<T, 2>();
-        case 3: return staticSmem<T, 3>();
-        default: return staticSmem<T, 4>();
-      }
-    }();
-    if (smem + fixed > smemOptin()) {
-      decline("a block's share of the weights, " + std::to_string((smem + 1023) / 1024) + " KB, exceeds the " + std::to_string((smemOptin() - fixed) / 1024) +
-              " KB of shared memory a block may take");
-      return;
-    }
-    const int resident = [&] {
-      switch (B) {
-        case 1: return blocksPerSm<T, 1>((size_t)smem);
-        case 2: return blocksPerSm<T, 2>((size_t)smem);
-        case 3: return blocksPerSm<T, 3>((size_t)smem);
-        default: return blocksPerSm<T, 4>((size_t)smem);
-      }
-    }();
-    if (resident < 1) {
-      decline("no block of the kernel fits an SM");
-      return;
-    }
     T* s = args.ptr<T>(12);
     T* q = s;
     T* k = q + packed((int64_t)B * H * D);
@@ -490,15 +530,19 @@ void decodeLayer(Context& c, const Args& args) {
     LayerArgs<T> a{args.ptr<const T>(0),   args.ptr<const T>(1),  args.ptr<const T>(2), args.ptr<const T>(3), args.ptr<const T>(4), args.ptr<const T>(5),
                    args.ptr<const float>(6), args.ptr<const float>(7), args.ptr<T>(10),     args.ptr<float>(11),
                    SplitArgs<T>{q, k, v, u, args.ptr<const void>(8), thDt, args.ptr<const float>(9), H, hd, act},
-                   o, h1, g, M, G, H, D, E, (int)offQ, (int)offO, (int)offW1, (int)offW2, (int)offW3, (float)args.f.at(0)};
-    switch (B) {
-      case 1: launch<T, 1>(c, a, (size_t)smem); break;
-      case 2: launch<T, 2>(c, a, (size_t)smem); break;
-      case 3: launch<T, 3>(c, a, (size_t)smem); break;
-      default: launch<T, 4>(c, a, (size_t)smem); break;
+                   o, h1, g, M, G, H, D, E, (int)offQ, (int)offO, (int)offW1, (int)offW2, (int)offW3, L2_BUDGET / blocks, (float)args.f.at(0)};
+    const std::string kb = " KB of shared memory a block)";
+    std::string why = tryLaunchRows<T, true>(c, B, a, residentSmem);
+    if (why.empty()) {
+      debugNote(key, "persistent kernel, weights resident (" + std::to_string(blocks) + " blocks of " + std::to_string(NT) + " threads, " +
+                         std::to_string((residentSmem + 1023) / 1024) + kb);
+      return;
     }
-    debugNote(key, "persistent kernel (" + std::to_string(blocks) + " blocks of " + std::to_string(NT) + " threads, " + std::to_string((smem + 1023) / 1024) +
-                       " KB of weights and rows in shared memory a block" + (cooperative() ? ", cooperative" : "") + ")");
+    if (mode == Mode::Resident) return decline(why);
+    const std::string streamWhy = tryLaunchRows<T, false>(c, B, a, streamingSmem);
+    if (!streamWhy.empty()) return decline(why + "; streaming: " + streamWhy);
+    debugNote(key, "persistent kernel, weights streamed (" + why + "; " + std::to_string(blocks) + " blocks of " + std::to_string(NT) + " threads, " +
+                       std::to_string((streamingSmem + 1023) / 1024) + kb);
   };
   if (dt == F16) run(__half{});
   else run(__nv_bfloat16{});

@@ -1,16 +1,18 @@
 /**
  * `decodeLayer` on CUDA: the persistent kernel of native/decode_layer.cu (1–4 rows of f16/bf16,
- * the layer's weights in the SMs' shared memory) against the five ops of its chain run explicitly
+ * the layer's weights in the SMs' shared memory, or streamed from global memory where a block's
+ * share does not fit) against the five ops of its chain run explicitly
  * on CUDA (qkvuProjection, lightningStep, three fusedLinear: the kernels a layer ran before) and
  * against a float64 run of that chain on the host. Bits equal to the chain are not asked (the
  * kernel sums in another order); its relative RMS error against float64 must be at most the
  * chain's own plus one rounding of an intermediate to the dtype. Odd sizes (M = 200, G = 344,
- * H = 3, hd = 64) and the 436M layer (1,024, 2,816, 8 × 128), B = 1…4, bf16 and f16, with and
- * without LRPE, in place and not. Then: many calls in a row (the grid barrier resets itself), a
- * recorded CUDA graph (replays give the eager bits), a BatchDecoder with graphs on a model of
- * the 436M layer shape (logits with the kernel against the same decoder without it, both against
- * an f32 run of the same weights), and the calls the launcher declines (5 rows, f32, a share of
- * the weights over a block's shared memory), which give the chain's bits. Whether the kernel ran
+ * H = 3, hd = 64), the 436M layer (1,024, 2,816, 8 × 128) and, streamed, G = 4,096 at the 436M
+ * widths, B = 1…4, bf16 and f16, with and without LRPE, in place and not. Then: many calls in a row
+ * (the grid barrier resets itself), a recorded CUDA graph (replays give the eager bits), a
+ * BatchDecoder with graphs on a model of the 436M layer shape (logits with the kernel against the
+ * same decoder without it, both against an f32 run of the same weights), and the calls the launcher
+ * declines (5 rows, f32, a block's staged rows over its shared memory), which give the chain's
+ * bits. Whether the kernel ran
  * is seen in the kernel table: where it declines, src/kernels.ts runs the chain through the
  * table's own entries. Skipped, with the reason printed, where the CUDA backend cannot start;
  * under LIGHTNING_CUDA_REQUIRED=1 that is a failure.
@@ -38,6 +40,9 @@ interface Shape {
 }
 const SMALL: Shape = { M: 200, G: 344, H: 3, hd: 64 };
 const TNL_436M: Shape = { M: 1024, G: 2816, H: 8, hd: 128 };
+// (4·1,024 + 1,024 + 3·4,096)·1,024 bf16 weights over 132 SMs: 280 KB a block, over the 227 KB a
+// block may take, so the kernel streams them (fewer SMs only make the share larger).
+const STREAMED: Shape = { M: 1024, G: 4096, H: 8, hd: 128 };
 const ACTIVATIONS = ["silu", "relu", "1+elu", "none"] as const;
 
 /**
@@ -162,7 +167,7 @@ await describeBackends("decodeLayer: one persistent kernel for a TNL decode laye
     for (const t of T.liveTensors()) if (!before.has(t)) t.dispose();
   });
 
-  for (const [name, shape] of [["M 200, G 344, H 3, hd 64", SMALL], ["the 436M layer", TNL_436M]] as const) {
+  for (const [name, shape] of [["M 200, G 344, H 3, hd 64", SMALL], ["the 436M layer", TNL_436M], ["G 4,096, streamed", STREAMED]] as const) {
     for (const dtype of ["bf16", "f16"] as const) {
       it(`against the chain and float64, B 1–4, LRPE or not, in place or not (${name}, ${dtype})`, async () => {
         const rng = seeded(shape.M * 7 + (dtype === "bf16" ? 1 : 2));
@@ -348,14 +353,13 @@ await describeBackends("decodeLayer: one persistent kernel for a TNL decode laye
     }
   }, 180_000);
 
-  it("declines 5 rows, f32 and a share of the weights over a block's shared memory: the chain runs, with its bits", async () => {
+  it("declines 5 rows, f32 and staged rows over a block's shared memory: the chain runs, with its bits", async () => {
     const rng = seeded(2719);
     const cases: [string, Case, Float][] = [
       ["5 rows", { shape: SMALL, B: 5, lrpe: true, activation: "silu" }, "bf16"],
       ["f32", { shape: SMALL, B: 2, lrpe: false, activation: "relu" }, "f32"],
-      // (4·1,024 + 1,024 + 3·4,096)·1,024 bf16 weights over 132 SMs: 270 KB a block, over the 227 KB
-      // a block may take (fewer SMs only make the share larger).
-      ["G 4,096", { shape: { M: 1024, G: 4096, H: 8, hd: 128 }, B: 1, lrpe: false, activation: "silu" }, "bf16"],
+      // Stage 5 stages g, 4 × 29,696 bf16 (232 KB): over the 227 KB a block may take.
+      ["G 29,696 at 4 rows", { shape: { M: 256, G: 29696, H: 2, hd: 128 }, B: 4, lrpe: false, activation: "silu" }, "bf16"],
     ];
     for (const [label, c, dtype] of cases) {
       for (const inPlace of [false, true]) {
