@@ -348,7 +348,11 @@ export function createKernels(rt: NativeRuntime): KernelTable<CudaStorage> {
         at += n;
         return ref;
       });
-      const kernel = <K extends "qkvuProjection" | "lightningStep" | "fusedLinear">(name: K) => table[name] as Kernel<K, CudaStorage>;
+      const kernel = <K extends "qkvuProjection" | "lightningStep" | "fusedLinear">(name: K): Kernel<K, CudaStorage> => {
+        const k = table[name];
+        if (typeof k !== "function") throw new Error(`decodeLayer: its chain runs the ${name} kernel, which is not in the CUDA kernel table (taken out?)`);
+        return k as Kernel<K, CudaStorage>;
+      };
       const linear = (inputs: Ref[], y: Ref, attrs: { norm: boolean; gate: boolean; product: boolean; residual: boolean }) =>
         kernel("fusedLinear")({ inputs, outputs: [y], attrs: { ...attrs, eps } });
       kernel("qkvuProjection")({ inputs: lrpe ? [h, wq, theta, positions] : [h, wq], outputs: [q, k, v, u], attrs: { heads, activation, lrpe, eps } });
