@@ -14,8 +14,9 @@
 //
 // Weights first: every block owns a contiguous, balanced share of each stage's output rows, and at
 // entry, before it waits for the kernel before (weights are never what an earlier kernel writes),
-// it starts cp.async copies of all its weight rows of the layer into shared memory, one commit group
-// per stage in stage order. The whole layer streams from memory from the first cycle while the
+// it starts copies of all its weight rows of the layer into shared memory in stage order: bulk
+// copies on sm_90+ (warp 0 issues them, each stage's complete on an mbarrier of its own), cp.async
+// before (one commit group per stage). The whole layer streams from memory from the first cycle while the
 // stages wait on barriers; a stage waits only for its own group. Where a block's share does not fit
 // its shared memory, the same kernel streams the weights instead (RESIDENT false): each stage reads
 // its rows from global memory (16-byte loads without a place in L1, as gemv.cu's), and at entry a
@@ -102,24 +103,71 @@ __device__ __forceinline__ void gridBarrier() {
   __syncthreads();
 }
 
+// On sm_90+ a block's weights come by bulk copies (the TMA engine): warp 0 issues a few dozen
+// instructions for the whole layer, each completing its bytes on the mbarrier of its stage, so no
+// thread is held issuing copies. Before sm_90, cp.async of 16 bytes a thread, one commit group per
+// stage (26 copies a thread at the 436M shape).
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+#define LTS_DECODE_LAYER_BULK 1
+#endif
+constexpr int STAGES_COPIED = 4;  // commit groups or mbarriers: qkvu; out; l1 and l2; l3
+
+#ifdef LTS_DECODE_LAYER_BULK
+constexpr unsigned BULK_PIECE = 16384;  // bytes of one bulk copy
+
+__device__ __forceinline__ unsigned smemAddress(const void* p) { return (unsigned)__cvta_generic_to_shared(p); }
+__device__ __forceinline__ void mbarrierInit(uint64_t* bar, unsigned count) {
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(smemAddress(bar)), "r"(count) : "memory");
+}
+// The initialised mbarriers visible to the async proxy (the bulk copies).
+__device__ __forceinline__ void fenceMbarrierInit() { asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory"); }
+__device__ __forceinline__ void mbarrierExpect(uint64_t* bar, unsigned bytes) {
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(smemAddress(bar)), "r"(bytes) : "memory");
+}
+__device__ __forceinline__ void mbarrierWait(uint64_t* bar, unsigned parity) {
+  asm volatile(
+      "{\n\t.reg .pred done;\n"
+      "WAIT:\n\t"
+      "mbarrier.try_wait.parity.shared::cta.b64 done, [%0], %1;\n\t"
+      "@!done bra WAIT;\n\t}" ::"r"(smemAddress(bar)),
+      "r"(parity)
+      : "memory");
+}
+// bytes (a multiple of 16, both ends 16-byte aligned) from global into shared memory, in pieces
+// striped over the lanes of the calling warp, completing on bar.
+__device__ __forceinline__ void bulkCopy(void* dst, const void* src, int64_t bytes, uint64_t* bar, int lane) {
+  for (int64_t off = (int64_t)lane * BULK_PIECE; off < bytes; off += 32 * (int64_t)BULK_PIECE) {
+    const unsigned n = bytes - off < BULK_PIECE ? (unsigned)(bytes - off) : BULK_PIECE;
+    asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::"r"(smemAddress((char*)dst + off)),
+                 "l"((const char*)src + off), "r"(n), "r"(smemAddress(bar))
+                 : "memory");
+  }
+}
+#else
 // cp.async of 16 bytes, global → shared, through L2 only.
 __device__ __forceinline__ void copyAsync16(void* dst, const void* src) {
   const unsigned s = (unsigned)__cvta_generic_to_shared(dst);
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(s), "l"(src) : "memory");
 }
 __device__ __forceinline__ void commitGroup() { asm volatile("cp.async.commit_group;" ::: "memory"); }
-// Waits until at most N of this thread's commit groups are still in flight.
-template <int N>
-__device__ __forceinline__ void waitGroups() {
-  asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory");
-}
-
 // n elements of T (a multiple of EL, both ends 16-byte aligned) from global into shared memory.
 template <class T>
 __device__ __forceinline__ void copyRowsAsync(T* dst, const T* src, int64_t n) {
   uint4* d = reinterpret_cast<uint4*>(dst);
   const uint4* s = reinterpret_cast<const uint4*>(src);
   for (int64_t i = threadIdx.x; i < n / EL; i += NT) copyAsync16(d + i, s + i);
+}
+#endif
+
+// Every thread: stage S's weights are in shared memory (its mbarrier's first phase, or its commit
+// group and those before it), visible to the block after the __syncthreads that follows.
+template <int S>
+__device__ __forceinline__ void weightsLanded(uint64_t* ready) {
+#ifdef LTS_DECODE_LAYER_BULK
+  mbarrierWait(&ready[S], 0);
+#else
+  asm volatile("cp.async.wait_group %0;" ::"n"(STAGES_COPIED - 1 - S) : "memory");
+#endif
 }
 
 // The B·K elements of rows written by other blocks (or the kernel before) into shared memory.
@@ -273,18 +321,44 @@ __global__ void __launch_bounds__(NT, 1) decodeLayerKernel(const LayerArgs<T> a)
   const T *g1 = a.w1 + (int64_t)shg.first * M, *g2 = a.w2 + (int64_t)shg.first * M, *g3 = a.w3 + (int64_t)sho.first * G;
   const T *sq = gq, *so = go, *s1 = g1, *s2 = g2, *s3 = g3;
 
+  __shared__ alignas(8) uint64_t ready[STAGES_COPIED];  // stage s's weights have landed (sm_90+)
   if constexpr (RESIDENT) {
-    // Weights first, in stage order, one commit group per stage.
+    // Weights first, in stage order.
     sq = base + a.offQ, so = base + a.offO, s1 = base + a.offW1, s2 = base + a.offW2, s3 = base + a.offW3;
-    copyRowsAsync(base + a.offQ, gq, (int64_t)shq.count * M);
+    const int64_t nq = (int64_t)shq.count * M, no = (int64_t)sho.count * hid, n1 = (int64_t)shg.count * M, n3 = (int64_t)sho.count * G;
+#ifdef LTS_DECODE_LAYER_BULK
+    if (threadIdx.x == 0) {
+      for (int i = 0; i < STAGES_COPIED; i++) mbarrierInit(&ready[i], 1);
+      fenceMbarrierInit();
+    }
+    __syncthreads();
+    if (threadIdx.x < 32) {
+      const int lane = threadIdx.x;
+      const int64_t size = sizeof(T);
+      if (lane == 0) {
+        mbarrierExpect(&ready[0], (unsigned)(nq * size));
+        mbarrierExpect(&ready[1], (unsigned)(no * size));
+        mbarrierExpect(&ready[2], (unsigned)(2 * n1 * size));
+        mbarrierExpect(&ready[3], (unsigned)(n3 * size));
+      }
+      bulkCopy(base + a.offQ, gq, nq * size, &ready[0], lane);
+      bulkCopy(base + a.offO, go, no * size, &ready[1], lane);
+      bulkCopy(base + a.offW1, g1, n1 * size, &ready[2], lane);
+      bulkCopy(base + a.offW2, g2, n1 * size, &ready[2], lane);
+      bulkCopy(base + a.offW3, g3, n3 * size, &ready[3], lane);
+    }
+#else
+    // One commit group per stage.
+    copyRowsAsync(base + a.offQ, gq, nq);
     commitGroup();
-    copyRowsAsync(base + a.offO, go, (int64_t)sho.count * hid);
+    copyRowsAsync(base + a.offO, go, no);
     commitGroup();
-    copyRowsAsync(base + a.offW1, g1, (int64_t)shg.count * M);
-    copyRowsAsync(base + a.offW2, g2, (int64_t)shg.count * M);
+    copyRowsAsync(base + a.offW1, g1, n1);
+    copyRowsAsync(base + a.offW2, g2, n1);
     commitGroup();
-    copyRowsAsync(base + a.offW3, g3, (int64_t)sho.count * G);
+    copyRowsAsync(base + a.offW3, g3, n3);
     commitGroup();
+#endif
   } else {
     int64_t left = a.prefetchBytes;
     auto prefetch = [&](const T* p, int64_t n) {
@@ -312,7 +386,7 @@ __global__ void __launch_bounds__(NT, 1) decodeLayerKernel(const LayerArgs<T> a)
   stageRows(xs, a.h, B * M);
   __syncthreads();
   normStagedRows<T, B, false, NT>(xs, nullptr, M, a.eps);
-  if constexpr (RESIDENT) waitGroups<3>();
+  if constexpr (RESIDENT) weightsLanded<0>(ready);
   __syncthreads();
   rowDots<T, B, false, RESIDENT>(sq, nullptr, xs, shq.count, M, [&](int b, int r, float s, float) { storeSplit(a.split, b, shq.first + r, s); });
   gridBarrier();
@@ -325,7 +399,7 @@ __global__ void __launch_bounds__(NT, 1) decodeLayerKernel(const LayerArgs<T> a)
   stageRows(xs, a.o, B * hid);
   __syncthreads();
   normStagedRows<T, B, true, NT>(xs, a.split.u, hid, a.eps);
-  if constexpr (RESIDENT) waitGroups<2>();
+  if constexpr (RESIDENT) weightsLanded<1>(ready);
   __syncthreads();
   rowDots<T, B, false, RESIDENT>(so, nullptr, xs, sho.count, hid, [&](int b, int r, float s, float) {
     const int64_t at = (int64_t)b * M + sho.first + r;
@@ -337,7 +411,7 @@ __global__ void __launch_bounds__(NT, 1) decodeLayerKernel(const LayerArgs<T> a)
   stageRows(xs, a.h1, B * M);
   __syncthreads();
   normStagedRows<T, B, false, NT>(xs, nullptr, M, a.eps);
-  if constexpr (RESIDENT) waitGroups<1>();
+  if constexpr (RESIDENT) weightsLanded<2>(ready);
   __syncthreads();
   rowDots<T, B, true, RESIDENT>(s1, s2, xs, shg.count, M, [&](int b, int r, float s, float s2v) {
     a.g[(int64_t)b * G + shg.first + r] = fromF<T>(__fmul_rn(s, s2v));
@@ -348,7 +422,7 @@ __global__ void __launch_bounds__(NT, 1) decodeLayerKernel(const LayerArgs<T> a)
 
   // Stage 5: h2 = h1 + g·W3ᵀ.
   stageRows(xs, a.g, B * G);
-  if constexpr (RESIDENT) waitGroups<0>();
+  if constexpr (RESIDENT) weightsLanded<3>(ready);
   __syncthreads();
   rowDots<T, B, false, RESIDENT>(s3, nullptr, xs, sho.count, G, [&](int b, int r, float s, float) {
     const int64_t at = (int64_t)b * M + sho.first + r;
