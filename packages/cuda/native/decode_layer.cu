@@ -47,7 +47,9 @@
 // the cooperative attribute as well (the driver then checks co-residency), for experiments.
 //
 // LIGHTNING_CUDA_DECODE_LAYER=0 (read once) declines every call: the chain runs; =resident declines
-// the shapes that would stream. LIGHTNING_CUDA_DEBUG=1 prints which path ran, once per (dtype,
+// the shapes that would stream. LIGHTNING_CUDA_DECODE_LAYER_COPY=cp.async brings resident weights by
+// cp.async on sm_90+ too. A block that waits at a grid barrier for ~10 s traps (the call fails)
+// rather than hang the device. LIGHTNING_CUDA_DEBUG=1 prints which path ran, once per (dtype,
 // shape), to stderr.
 #include <algorithm>
 #include <cstdio>
@@ -95,8 +97,11 @@ __device__ __forceinline__ void gridBarrier() {
       __threadfence();
       atomicAdd(generation, 1u);
     } else {
-      while (loadAcquire(generation) == g) {
-      }
+      // A block that never arrives (a launch whose blocks were not all resident) would hang the
+      // device: after ~10 s of waiting the kernel traps instead, which fails the call with an error.
+      const long long start = clock64();
+      while (loadAcquire(generation) == g)
+        if (clock64() - start > (1ll << 34)) __trap();
     }
     __threadfence();
   }
@@ -143,7 +148,7 @@ __device__ __forceinline__ void bulkCopy(void* dst, const void* src, int64_t byt
                  : "memory");
   }
 }
-#else
+#endif
 // cp.async of 16 bytes, global → shared, through L2 only.
 __device__ __forceinline__ void copyAsync16(void* dst, const void* src) {
   const unsigned s = (unsigned)__cvta_generic_to_shared(dst);
@@ -157,17 +162,18 @@ __device__ __forceinline__ void copyRowsAsync(T* dst, const T* src, int64_t n) {
   const uint4* s = reinterpret_cast<const uint4*>(src);
   for (int64_t i = threadIdx.x; i < n / EL; i += NT) copyAsync16(d + i, s + i);
 }
-#endif
 
 // Every thread: stage S's weights are in shared memory (its mbarrier's first phase, or its commit
 // group and those before it), visible to the block after the __syncthreads that follows.
 template <int S>
-__device__ __forceinline__ void weightsLanded(uint64_t* ready) {
+__device__ __forceinline__ void weightsLanded(uint64_t* ready, bool bulk) {
 #ifdef LTS_DECODE_LAYER_BULK
-  mbarrierWait(&ready[S], 0);
-#else
-  asm volatile("cp.async.wait_group %0;" ::"n"(STAGES_COPIED - 1 - S) : "memory");
+  if (bulk) {
+    mbarrierWait(&ready[S], 0);
+    return;
+  }
 #endif
+  asm volatile("cp.async.wait_group %0;" ::"n"(STAGES_COPIED - 1 - S) : "memory");
 }
 
 // The B·K elements of rows written by other blocks (or the kernel before) into shared memory.
@@ -202,6 +208,7 @@ struct LayerArgs {
   int offQ, offO, offW1, offW2, offW3;
   // Streaming: bytes of its shares (in stage order) a block asks L2 for before it waits.
   int64_t prefetchBytes;
+  bool bulk;  // resident weights by bulk copies (sm_90+), else by cp.async
   float eps;
 };
 
@@ -327,38 +334,41 @@ __global__ void __launch_bounds__(NT, 1) decodeLayerKernel(const LayerArgs<T> a)
     sq = base + a.offQ, so = base + a.offO, s1 = base + a.offW1, s2 = base + a.offW2, s3 = base + a.offW3;
     const int64_t nq = (int64_t)shq.count * M, no = (int64_t)sho.count * hid, n1 = (int64_t)shg.count * M, n3 = (int64_t)sho.count * G;
 #ifdef LTS_DECODE_LAYER_BULK
-    if (threadIdx.x == 0) {
-      for (int i = 0; i < STAGES_COPIED; i++) mbarrierInit(&ready[i], 1);
-      fenceMbarrierInit();
-    }
-    __syncthreads();
-    if (threadIdx.x < 32) {
-      const int lane = threadIdx.x;
-      const int64_t size = sizeof(T);
-      if (lane == 0) {
-        mbarrierExpect(&ready[0], (unsigned)(nq * size));
-        mbarrierExpect(&ready[1], (unsigned)(no * size));
-        mbarrierExpect(&ready[2], (unsigned)(2 * n1 * size));
-        mbarrierExpect(&ready[3], (unsigned)(n3 * size));
+    if (a.bulk) {
+      if (threadIdx.x == 0) {
+        for (int i = 0; i < STAGES_COPIED; i++) mbarrierInit(&ready[i], 1);
+        fenceMbarrierInit();
       }
-      bulkCopy(base + a.offQ, gq, nq * size, &ready[0], lane);
-      bulkCopy(base + a.offO, go, no * size, &ready[1], lane);
-      bulkCopy(base + a.offW1, g1, n1 * size, &ready[2], lane);
-      bulkCopy(base + a.offW2, g2, n1 * size, &ready[2], lane);
-      bulkCopy(base + a.offW3, g3, n3 * size, &ready[3], lane);
-    }
-#else
-    // One commit group per stage.
-    copyRowsAsync(base + a.offQ, gq, nq);
-    commitGroup();
-    copyRowsAsync(base + a.offO, go, no);
-    commitGroup();
-    copyRowsAsync(base + a.offW1, g1, n1);
-    copyRowsAsync(base + a.offW2, g2, n1);
-    commitGroup();
-    copyRowsAsync(base + a.offW3, g3, n3);
-    commitGroup();
+      __syncthreads();
+      if (threadIdx.x < 32) {
+        const int lane = threadIdx.x;
+        const int64_t size = sizeof(T);
+        if (lane == 0) {
+          mbarrierExpect(&ready[0], (unsigned)(nq * size));
+          mbarrierExpect(&ready[1], (unsigned)(no * size));
+          mbarrierExpect(&ready[2], (unsigned)(2 * n1 * size));
+          mbarrierExpect(&ready[3], (unsigned)(n3 * size));
+        }
+        bulkCopy(base + a.offQ, gq, nq * size, &ready[0], lane);
+        bulkCopy(base + a.offO, go, no * size, &ready[1], lane);
+        bulkCopy(base + a.offW1, g1, n1 * size, &ready[2], lane);
+        bulkCopy(base + a.offW2, g2, n1 * size, &ready[2], lane);
+        bulkCopy(base + a.offW3, g3, n3 * size, &ready[3], lane);
+      }
+    } else
 #endif
+    {
+      // One commit group per stage.
+      copyRowsAsync(base + a.offQ, gq, nq);
+      commitGroup();
+      copyRowsAsync(base + a.offO, go, no);
+      commitGroup();
+      copyRowsAsync(base + a.offW1, g1, n1);
+      copyRowsAsync(base + a.offW2, g2, n1);
+      commitGroup();
+      copyRowsAsync(base + a.offW3, g3, n3);
+      commitGroup();
+    }
   } else {
     int64_t left = a.prefetchBytes;
     auto prefetch = [&](const T* p, int64_t n) {
@@ -386,7 +396,7 @@ __global__ void __launch_bounds__(NT, 1) decodeLayerKernel(const LayerArgs<T> a)
   stageRows(xs, a.h, B * M);
   __syncthreads();
   normStagedRows<T, B, false, NT>(xs, nullptr, M, a.eps);
-  if constexpr (RESIDENT) weightsLanded<0>(ready);
+  if constexpr (RESIDENT) weightsLanded<0>(ready, a.bulk);
   __syncthreads();
   rowDots<T, B, false, RESIDENT>(sq, nullptr, xs, shq.count, M, [&](int b, int r, float s, float) { storeSplit(a.split, b, shq.first + r, s); });
   gridBarrier();
@@ -399,7 +409,7 @@ __global__ void __launch_bounds__(NT, 1) decodeLayerKernel(const LayerArgs<T> a)
   stageRows(xs, a.o, B * hid);
   __syncthreads();
   normStagedRows<T, B, true, NT>(xs, a.split.u, hid, a.eps);
-  if constexpr (RESIDENT) weightsLanded<1>(ready);
+  if constexpr (RESIDENT) weightsLanded<1>(ready, a.bulk);
   __syncthreads();
   rowDots<T, B, false, RESIDENT>(so, nullptr, xs, sho.count, hid, [&](int b, int r, float s, float) {
     const int64_t at = (int64_t)b * M + sho.first + r;
@@ -411,7 +421,7 @@ __global__ void __launch_bounds__(NT, 1) decodeLayerKernel(const LayerArgs<T> a)
   stageRows(xs, a.h1, B * M);
   __syncthreads();
   normStagedRows<T, B, false, NT>(xs, nullptr, M, a.eps);
-  if constexpr (RESIDENT) weightsLanded<2>(ready);
+  if constexpr (RESIDENT) weightsLanded<2>(ready, a.bulk);
   __syncthreads();
   rowDots<T, B, true, RESIDENT>(s1, s2, xs, shg.count, M, [&](int b, int r, float s, float s2v) {
     a.g[(int64_t)b * G + shg.first + r] = fromF<T>(__fmul_rn(s, s2v));
@@ -422,7 +432,7 @@ __global__ void __launch_bounds__(NT, 1) decodeLayerKernel(const LayerArgs<T> a)
 
   // Stage 5: h2 = h1 + g·W3ᵀ.
   stageRows(xs, a.g, B * G);
-  if constexpr (RESIDENT) weightsLanded<3>(ready);
+  if constexpr (RESIDENT) weightsLanded<3>(ready, a.bulk);
   __syncthreads();
   rowDots<T, B, false, RESIDENT>(s3, nullptr, xs, sho.count, G, [&](int b, int r, float s, float) {
     const int64_t at = (int64_t)b * M + sho.first + r;
@@ -445,6 +455,18 @@ Mode modeOf() {
     throw std::runtime_error(std::string("LIGHTNING_CUDA_DECODE_LAYER: expected 0, 1 or resident, got '") + v + "'");
   }();
   return mode;
+}
+
+// LIGHTNING_CUDA_DECODE_LAYER_COPY=cp.async (read once): resident weights by 16-byte cp.async on
+// sm_90+ too instead of bulk copies, for comparing the two.
+bool cpAsyncRequested() {
+  static const bool on = [] {
+    const char* v = getenv("LIGHTNING_CUDA_DECODE_LAYER_COPY");
+    if (!v || !*v || strcmp(v, "bulk") == 0) return false;
+    if (strcmp(v, "cp.async") == 0) return true;
+    throw std::runtime_error(std::string("LIGHTNING_CUDA_DECODE_LAYER_COPY: expected bulk or cp.async, got '") + v + "'");
+  }();
+  return on;
 }
 
 bool cooperative() {
@@ -604,11 +626,12 @@ void decodeLayer(Context& c, const Args& args) {
     LayerArgs<T> a{args.ptr<const T>(0),   args.ptr<const T>(1),  args.ptr<const T>(2), args.ptr<const T>(3), args.ptr<const T>(4), args.ptr<const T>(5),
                    args.ptr<const float>(6), args.ptr<const float>(7), args.ptr<T>(10),     args.ptr<float>(11),
                    SplitArgs<T>{q, k, v, u, args.ptr<const void>(8), thDt, args.ptr<const float>(9), H, hd, act},
-                   o, h1, g, M, G, H, D, E, (int)offQ, (int)offO, (int)offW1, (int)offW2, (int)offW3, L2_BUDGET / blocks, (float)args.f.at(0)};
+                   o, h1, g, M, G, H, D, E, (int)offQ, (int)offO, (int)offW1, (int)offW2, (int)offW3, L2_BUDGET / blocks,
+                   c.ccMajor >= 9 && !cpAsyncRequested(), (float)args.f.at(0)};
     const std::string kb = " KB of shared memory a block)";
     std::string why = tryLaunchRows<T, true>(c, B, a, residentSmem);
     if (why.empty()) {
-      debugNote(key, "persistent kernel, weights resident (" + std::to_string(blocks) + " blocks of " + std::to_string(NT) + " threads, " +
+      debugNote(key, std::string("persistent kernel, weights resident by ") + (a.bulk ? "bulk copies" : "cp.async") + " (" + std::to_string(blocks) + " blocks of " + std::to_string(NT) + " threads, " +
                          std::to_string((residentSmem + 1023) / 1024) + kb);
       return;
     }
