@@ -478,17 +478,24 @@ bool cooperative() {
 }
 
 // LIGHTNING_CUDA_DEBUG=1: the path taken, once per distinct (dtype, shape, path), on stderr.
-void debugNote(const std::string& key, const std::string& path) {
+bool debugOn() {
   static const bool on = [] {
     const char* v = getenv("LIGHTNING_CUDA_DEBUG");
     return v && *v && *v != '0';
   }();
-  if (!on) return;
+  return on;
+}
+
+// path() builds the line only where it is printed.
+template <class Path>
+void debugNote(const std::string& key, Path path) {
+  if (!debugOn()) return;
   static std::mutex mu;
   static std::set<std::string> seen;
   std::lock_guard<std::mutex> lock(mu);
-  if (!seen.insert(key + path).second) return;
-  fprintf(stderr, "[lightning-cuda] decodeLayer %s -> %s\n", key.c_str(), path.c_str());
+  const std::string text = path();
+  if (!seen.insert(key + text).second) return;
+  fprintf(stderr, "[lightning-cuda] decodeLayer %s -> %s\n", key.c_str(), text.c_str());
 }
 
 int smemOptin() {
@@ -515,6 +522,19 @@ int staticSmem() {
   });
 }
 
+// Per device and instantiation: whether a block with the most dynamic shared memory it may take fits
+// an SM (registers and threads), so that one with less does too; asked once, not at every call.
+template <class T, int B, bool RESIDENT>
+bool fitsAnSm() {
+  static PerDevice<bool> fits;
+  return fits.get([] {
+    int blocks = 0;
+    const size_t most = (size_t)(smemOptin() - staticSmem<T, B, RESIDENT>());
+    LTS_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, decodeLayerKernel<T, B, RESIDENT>, NT, most), "decodeLayer occupancy");
+    return blocks >= 1;
+  });
+}
+
 // Launches the kernel where a block of it fits an SM with `smem` bytes of dynamic shared memory;
 // otherwise returns why not, having enqueued nothing.
 template <class T, int B, bool RESIDENT>
@@ -525,9 +545,7 @@ std::string tryLaunch(Context& c, const LayerArgs<T>& a, int64_t smem) {
     return std::string(RESIDENT ? "a block's share of the weights and its rows, " : "a block's staged rows, ") + std::to_string((smem + 1023) / 1024) + " KB, exceed the " +
            std::to_string((smemOptin() - fixed) / 1024) + " KB of shared memory a block may take";
   }
-  int resident = 0;
-  LTS_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&resident, kernel, NT, (size_t)smem), "decodeLayer occupancy");
-  if (resident < 1) return "no block of the kernel fits an SM";
+  if (!fitsAnSm<T, B, RESIDENT>()) return "no block of the kernel fits an SM";
   cudaLaunchConfig_t cfg = {};
   cfg.gridDim = dim3(c.smCount);
   cfg.blockDim = dim3(NT);
@@ -584,11 +602,11 @@ void decodeLayer(Context& c, const Args& args) {
   const bool lrpe = args.p.at(8) != 0;
   const int D = lrpe ? 2 * hd : hd, E = hd, hid = H * hd;
   if (act < 0 || act >= kQkvActivationCount) throw std::runtime_error("decodeLayer: unknown activation code " + std::to_string(act));
-  char keyText[160];
-  snprintf(keyText, sizeof keyText, "%s B=%d M=%d H=%d hd=%d G=%d lrpe=%d", dtypeName(dt), B, M, H, hd, G, lrpe ? 1 : 0);
+  char keyText[160] = "";
+  if (debugOn()) snprintf(keyText, sizeof keyText, "%s B=%d M=%d H=%d hd=%d G=%d lrpe=%d", dtypeName(dt), B, M, H, hd, G, lrpe ? 1 : 0);
   const std::string key = keyText;
   auto decline = [&](const std::string& why) {
-    debugNote(key, "chain of 5 kernels (" + why + ")");
+    debugNote(key, [&] { return "chain of 5 kernels (" + why + ")"; });
     c.declined = true;
   };
   const Mode mode = modeOf();
@@ -628,18 +646,18 @@ void decodeLayer(Context& c, const Args& args) {
                    SplitArgs<T>{q, k, v, u, args.ptr<const void>(8), thDt, args.ptr<const float>(9), H, hd, act},
                    o, h1, g, M, G, H, D, E, (int)offQ, (int)offO, (int)offW1, (int)offW2, (int)offW3, L2_BUDGET / blocks,
                    c.ccMajor >= 9 && !cpAsyncRequested(), (float)args.f.at(0)};
-    const std::string kb = " KB of shared memory a block)";
-    std::string why = tryLaunchRows<T, true>(c, B, a, residentSmem);
+    auto grid = [&](int64_t smem) {
+      return std::to_string(blocks) + " blocks of " + std::to_string(NT) + " threads, " + std::to_string((smem + 1023) / 1024) + " KB of shared memory a block)";
+    };
+    const std::string why = tryLaunchRows<T, true>(c, B, a, residentSmem);
     if (why.empty()) {
-      debugNote(key, std::string("persistent kernel, weights resident by ") + (a.bulk ? "bulk copies" : "cp.async") + " (" + std::to_string(blocks) + " blocks of " + std::to_string(NT) + " threads, " +
-                         std::to_string((residentSmem + 1023) / 1024) + kb);
+      debugNote(key, [&] { return std::string("persistent kernel, weights resident by ") + (a.bulk ? "bulk copies" : "cp.async") + " (" + grid(residentSmem); });
       return;
     }
     if (mode == Mode::Resident) return decline(why);
     const std::string streamWhy = tryLaunchRows<T, false>(c, B, a, streamingSmem);
     if (!streamWhy.empty()) return decline(why + "; streaming: " + streamWhy);
-    debugNote(key, "persistent kernel, weights streamed (" + why + "; " + std::to_string(blocks) + " blocks of " + std::to_string(NT) + " threads, " +
-                       std::to_string((streamingSmem + 1023) / 1024) + kb);
+    debugNote(key, [&] { return "persistent kernel, weights streamed (" + why + "; " + grid(streamingSmem); });
   };
   if (dt == F16) run(__half{});
   else run(__nv_bfloat16{});
