@@ -12,7 +12,7 @@
  * BatchDecoder with graphs on a model of the 436M layer shape (logits with the kernel against the
  * same decoder without it, both against an f32 run of the same weights), and the calls the launcher
  * declines (5 rows, f32, a block's staged rows over its shared memory), which give the chain's
- * bits. Whether the kernel ran
+ * bits; and the op's shared suite of packages/tensor at its tiny sizes. Whether the kernel ran
  * is seen in the kernel table: where it declines, src/kernels.ts runs the chain through the
  * table's own entries. Skipped, with the reason printed, where the CUDA backend cannot start;
  * under LIGHTNING_CUDA_REQUIRED=1 that is a failure.
@@ -24,6 +24,7 @@ import * as T from "@lightning-ts/tensor";
 import { describeBackends, seeded } from "@lightning-ts/testing";
 import { BatchDecoder, disposeParams, disposeState, initParams, makeConfig, mapParams, prefill, type TnlState } from "@lightning-ts/tnl";
 import { afterEach, beforeEach, expect, it } from "vitest";
+import { decodeLayerSuite } from "../../tensor/test/decode-layer-suite.js";
 import type { CudaBackend, CudaStorage } from "../src/index.js";
 import "./setup.js";
 
@@ -166,6 +167,10 @@ await describeBackends("decodeLayer: one persistent kernel for a TNL decode laye
   afterEach(() => {
     for (const t of T.liveTensors()) if (!before.has(t)) t.dispose();
   });
+
+  // The op's shared suite (tiny odd shapes, every activation, h placed by runOp's into): f32 runs
+  // the chain, bf16 the kernel, so not bit for bit but within its float64 bound.
+  decodeLayerSuite(backend, { exact: false });
 
   for (const [name, shape] of [["M 200, G 344, H 3, hd 64", SMALL], ["the 436M layer", TNL_436M], ["G 4,096, streamed", STREAMED]] as const) {
     for (const dtype of ["bf16", "f16"] as const) {
