@@ -32,12 +32,12 @@
 // rounded to T where the chain stores them (q, k, v, u, o, h1, g), so the errors against float64
 // are the chain's; the bits differ where sums are taken in another order.
 //
-// The grid barrier is a counter and a generation in device memory: a block arrives (after a fence
-// that makes its writes visible GPU-wide) by adding to the counter; the last to arrive resets the
-// counter and bumps the generation, which the others wait for. It is left as it was found (counter
-// 0), so eager calls and graph replays need no reset. It is a module global, one per device: a layer
-// takes every SM, so two never run at once on one device (on two streams they could not be
-// co-resident anyway).
+// The grid barrier is one word in device memory: a block arrives (after a fence that makes its
+// writes visible GPU-wide) with one atomic add, chosen so that the word's top bit flips exactly when
+// the last block arrives, and waits for that flip. Its count is back to 0 after each barrier, so
+// eager calls and graph replays need no reset. It is a module global, one per device: a layer takes
+// every SM, so two never run at once on one device (on two streams they could not be co-resident
+// anyway).
 //
 // Co-residency: grid = SM count, one block of NT threads per SM, launched only where the occupancy
 // calculator says a block fits an SM. A block waits for others only after griddepcontrol.wait (the
@@ -73,8 +73,9 @@ constexpr int EL = 8;                  // elements of T (f16, bf16) in a 16-byte
 constexpr int CB = 16;                 // columns of E per stage-2 item: 4 lanes of float4
 constexpr int ROW_GROUPS = NT / 4;     // stage-2 row groups (threads with the same 4 columns)
 
-// count (0) and generation (1) of the grid barrier.
-__device__ unsigned barrierWords[2];
+// The grid barrier's word: its low 31 bits count arrivals (0 between barriers), its top bit flips
+// at each barrier.
+__device__ unsigned barrierWord;
 
 __device__ __forceinline__ unsigned loadAcquire(const unsigned* p) {
   unsigned v;
@@ -83,26 +84,21 @@ __device__ __forceinline__ unsigned loadAcquire(const unsigned* p) {
 }
 
 // Every block of the grid reaches this point before any leaves it; the writes of each before it
-// are visible to all after it.
+// are visible to all after it. One atomic a block: block 0 adds 2³¹ − (blocks − 1), every other
+// block 1, so the word gains exactly 2³¹ once all have arrived (its top bit flips, its count is 0
+// again) and never before (short of the last arrival the sum borrows the flip back, or has not
+// made it); each block waits for the top bit to differ from what it found when it arrived.
 __device__ __forceinline__ void gridBarrier() {
   __syncthreads();
   if (threadIdx.x == 0) {
-    unsigned* count = barrierWords;
-    unsigned* generation = barrierWords + 1;
-    // Read before arriving: the last block bumps the generation only after this one has arrived.
-    const unsigned g = loadAcquire(generation);
+    const unsigned add = blockIdx.x == 0 ? 0x80000000u - (gridDim.x - 1) : 1u;
     __threadfence();
-    if (atomicAdd(count, 1u) == gridDim.x - 1) {
-      atomicExch(count, 0u);
-      __threadfence();
-      atomicAdd(generation, 1u);
-    } else {
-      // A block that never arrives (a launch whose blocks were not all resident) would hang the
-      // device: after ~10 s of waiting the kernel traps instead, which fails the call with an error.
-      const long long start = clock64();
-      while (loadAcquire(generation) == g)
-        if (clock64() - start > (1ll << 34)) __trap();
-    }
+    const unsigned before = atomicAdd(&barrierWord, add);
+    // A block that never arrives (a launch whose blocks were not all resident) would hang the
+    // device: after ~10 s of waiting the kernel traps instead, which fails the call with an error.
+    const long long start = clock64();
+    while (((before ^ loadAcquire(&barrierWord)) & 0x80000000u) == 0)
+      if (clock64() - start > (1ll << 34)) __trap();
     __threadfence();
   }
   __syncthreads();
