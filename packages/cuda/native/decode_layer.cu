@@ -17,12 +17,18 @@
 // it starts copies of all its weight rows of the layer into shared memory in stage order: bulk
 // copies on sm_90+ (warp 0 issues them, each stage's complete on an mbarrier of its own), cp.async
 // before (one commit group per stage). The whole layer streams from memory from the first cycle while the
-// stages wait on barriers; a stage waits only for its own group. Where a block's share does not fit
-// its shared memory, the same kernel streams the weights instead (RESIDENT false): each stage reads
-// its rows from global memory (16-byte loads without a place in L1, as gemv.cu's), and at entry a
-// block asks L2 for the start of its shares, in stage order, up to 24 MB for the whole grid. A
-// shape whose staged rows (B·max(M, H·hd, G) elements) do not fit either is declined (src/kernels.ts
-// then runs the chain).
+// stages wait on barriers; a stage waits only for its own group.
+//
+// Streamed mode (RESIDENT false: where a block's share does not fit its shared memory, or always
+// under LIGHTNING_CUDA_DECODE_LAYER=stream): each stage reads its rows from global memory (16-byte
+// loads without a place in L1, as gemv.cu's), and the layers overlap instead. A block is small
+// (its staged rows in shared memory, 256 threads of at most 128 registers) so that two fit an SM,
+// and it releases the next kernel at entry (griddepcontrol.launch_dependents): the next layer's
+// blocks land beside this layer's, ask L2 for their whole weight shares in stage order (bulk
+// prefetches, before their griddepcontrol.wait: weights are never what an earlier kernel writes),
+// then wait for this grid to finish. So a layer's stages read their weights from L2, fetched while
+// the layer before computed, and its launch and ramp-up are hidden too. A shape whose staged rows
+// (B·max(M, H·hd, G) elements) do not fit either is declined (src/kernels.ts then runs the chain).
 //
 // Each stage stages its input rows (h, o, h1 or g: B·K elements, written by other blocks, so read
 // through L2) in shared memory, norms them there with the bits of the chain's norm (gemv_device.cuh),
@@ -39,19 +45,27 @@
 // every SM, so two never run at once on one device (on two streams they could not be co-resident
 // anyway).
 //
-// Co-residency: grid = SM count, one block of NT threads per SM, launched only where the occupancy
-// calculator says a block fits an SM. A block waits for others only after griddepcontrol.wait (the
-// kernel before has finished) and the kernel after is released (griddepcontrol.launch_dependents)
-// only after the last barrier, so every block that waits was placed, or will be as the blocks of the
-// kernel before exit: those only finish, never wait. LIGHTNING_CUDA_DECODE_LAYER_COOP=1 launches with
-// the cooperative attribute as well (the driver then checks co-residency), for experiments.
+// Co-residency: grid = SM count, launched only where the occupancy calculator says a block fits an
+// SM. A block waits for others only after griddepcontrol.wait (the kernel before has finished, and
+// its blocks have left), and the kernel after launches only once every block of this grid has
+// executed launch_dependents (or exited), that is, once all of them are resident: whether the
+// trigger is at entry or after the last barrier, nothing launched later can take the room a block
+// of this grid still needs, and the blocks of kernels before only finish, never wait.
+// LIGHTNING_CUDA_DECODE_LAYER_COOP=1 launches with the cooperative attribute as well (the driver
+// then checks co-residency), for experiments.
 //
-// LIGHTNING_CUDA_DECODE_LAYER=0 (read once) declines every call: the chain runs; =resident declines
-// the shapes that would stream. LIGHTNING_CUDA_DECODE_LAYER_COPY=cp.async brings resident weights by
-// cp.async on sm_90+ too. A block that waits at a grid barrier for ~10 s traps (the call fails)
-// rather than hang the device. LIGHTNING_CUDA_DEBUG=1 prints which path ran, once per (dtype,
-// shape), to stderr.
+// LIGHTNING_CUDA_DECODE_LAYER (read at each call): unset or 1 resident where the shares fit, else
+// streamed; =resident declines the shapes that would stream; =stream streams every shape; =0
+// declines every call (the chain runs). _TRIGGER=entry|wait|end moves the release of the next
+// kernel (default: entry streamed, end resident); _BARRIER=atomic|red picks the grid barrier's
+// arrival; _PREFETCH=none|lines|bulk and _PREFETCH_MB=n how much of a streamed layer is asked of L2
+// ahead, and how. LIGHTNING_CUDA_DECODE_LAYER_COPY=cp.async (read once) brings resident weights by
+// cp.async on sm_90+ too. Both modes give the same bits: their sums are the same in the same order
+// (stage 2 lays its work out for 512 threads whatever the block has). A block that waits at a grid
+// barrier for ~10 s traps (the call fails) rather than hang the device. LIGHTNING_CUDA_DEBUG=1
+// prints which path ran, with its launch, once per (dtype, shape, path), to stderr.
 #include <algorithm>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -67,11 +81,19 @@
 namespace lts {
 namespace {
 
-constexpr int NT = 512, NW = NT / 32;  // threads and warps of a block; one block per SM
+// Threads of a block: 512 resident (one block an SM), 256 streaming (two blocks an SM, 128 registers
+// a thread each).
+template <bool RESIDENT>
+constexpr int threadsOf() {
+  return RESIDENT ? 512 : 256;
+}
+// Stage 2 is laid out for 512 threads whatever the block has (a block of fewer plays several of
+// them), so that its sums, hence its bits, are the same in both modes.
+constexpr int VT = 512, VW = VT / 32;
 constexpr int MAX_ROWS = 4;            // rows of h (tokens) the kernel takes
 constexpr int EL = 8;                  // elements of T (f16, bf16) in a 16-byte pack
 constexpr int CB = 16;                 // columns of E per stage-2 item: 4 lanes of float4
-constexpr int ROW_GROUPS = NT / 4;     // stage-2 row groups (threads with the same 4 columns)
+constexpr int ROW_GROUPS = VT / 4;     // stage-2 row groups (threads with the same 4 columns)
 
 // The grid barrier's word: its low 31 bits count arrivals (0 between barriers), its top bit flips
 // at each barrier.
@@ -87,19 +109,37 @@ __device__ __forceinline__ unsigned loadAcquire(const unsigned* p) {
 // are visible to all after it. One atomic a block: block 0 adds 2³¹ − (blocks − 1), every other
 // block 1, so the word gains exactly 2³¹ once all have arrived (its top bit flips, its count is 0
 // again) and never before (short of the last arrival the sum borrows the flip back, or has not
-// made it); each block waits for the top bit to differ from what it found when it arrived.
-__device__ __forceinline__ void gridBarrier() {
+// made it). Thread 0 of each block holds `phase`, the top bit the word had when the block last
+// left a barrier (read at entry, once the kernel before has finished: no flip can happen before
+// this block's own arrival), and waits for the flip away from it. Two ways to arrive:
+//   - ATOMIC: a full fence, then an atomic add; the phase is taken from the old value it returns
+//     (two L2 round trips before the polling starts);
+//   - RED: a release reduction that returns nothing (the release orders the block's writes, which
+//     the __syncthreads before made thread 0's to order), so polling starts at once.
+// Either way the polling is acquire loads of the word by thread 0, then a __syncthreads.
+enum BarrierKind : int { BARRIER_ATOMIC = 0, BARRIER_RED = 1 };
+
+__device__ __forceinline__ void redRelease(unsigned* p, unsigned v) {
+  asm volatile("red.release.gpu.global.add.u32 [%0], %1;" ::"l"(p), "r"(v) : "memory");
+}
+
+__device__ __forceinline__ void gridBarrier(int kind, unsigned& phase) {
   __syncthreads();
   if (threadIdx.x == 0) {
     const unsigned add = blockIdx.x == 0 ? 0x80000000u - (gridDim.x - 1) : 1u;
-    __threadfence();
-    const unsigned before = atomicAdd(&barrierWord, add);
+    if (kind == BARRIER_RED) {
+      redRelease(&barrierWord, add);
+      phase ^= 0x80000000u;
+    } else {
+      __threadfence();
+      phase = (atomicAdd(&barrierWord, add) & 0x80000000u) ^ 0x80000000u;
+    }
     // A block that never arrives (a launch whose blocks were not all resident) would hang the
     // device: after ~10 s of waiting the kernel traps instead, which fails the call with an error.
     const long long start = clock64();
-    while (((before ^ loadAcquire(&barrierWord)) & 0x80000000u) == 0)
+    while ((loadAcquire(&barrierWord) & 0x80000000u) != phase)
       if (clock64() - start > (1ll << 34)) __trap();
-    __threadfence();
+    if (kind != BARRIER_RED) __threadfence();
   }
   __syncthreads();
 }
@@ -144,6 +184,14 @@ __device__ __forceinline__ void bulkCopy(void* dst, const void* src, int64_t byt
                  : "memory");
   }
 }
+// bytes (a multiple of 16, 16-byte aligned) of global memory into L2, in pieces striped over the
+// lanes of the calling warp.
+__device__ __forceinline__ void bulkPrefetchL2(const void* src, int64_t bytes, int lane) {
+  for (int64_t off = (int64_t)lane * BULK_PIECE; off < bytes; off += 32 * (int64_t)BULK_PIECE) {
+    const unsigned n = bytes - off < BULK_PIECE ? (unsigned)(bytes - off) : BULK_PIECE;
+    asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"((const char*)src + off), "r"(n) : "memory");
+  }
+}
 #endif
 // cp.async of 16 bytes, global → shared, through L2 only.
 __device__ __forceinline__ void copyAsync16(void* dst, const void* src) {
@@ -152,7 +200,7 @@ __device__ __forceinline__ void copyAsync16(void* dst, const void* src) {
 }
 __device__ __forceinline__ void commitGroup() { asm volatile("cp.async.commit_group;" ::: "memory"); }
 // n elements of T (a multiple of EL, both ends 16-byte aligned) from global into shared memory.
-template <class T>
+template <int NT, class T>
 __device__ __forceinline__ void copyRowsAsync(T* dst, const T* src, int64_t n) {
   uint4* d = reinterpret_cast<uint4*>(dst);
   const uint4* s = reinterpret_cast<const uint4*>(src);
@@ -173,7 +221,7 @@ __device__ __forceinline__ void weightsLanded(uint64_t* ready, bool bulk) {
 }
 
 // The B·K elements of rows written by other blocks (or the kernel before) into shared memory.
-template <class T>
+template <int NT, class T>
 __device__ __forceinline__ void stageRows(T* dst, const T* src, int n) {
   uint4* d = reinterpret_cast<uint4*>(dst);
   const uint4* s = reinterpret_cast<const uint4*>(src);
@@ -202,11 +250,29 @@ struct LayerArgs {
   // Element offsets in dynamic shared memory: x (the stage's staged rows), then the weight shares
   // (RESIDENT only).
   int offQ, offO, offW1, offW2, offW3;
-  // Streaming: bytes of its shares (in stage order) a block asks L2 for before it waits.
+  // Streaming: bytes of its shares (in stage order) a block asks L2 for before it waits, and how.
   int64_t prefetchBytes;
-  bool bulk;  // resident weights by bulk copies (sm_90+), else by cp.async
+  int prefetch;  // Prefetch
+  int trigger;   // Trigger: where the kernel after is released
+  int barrier;   // BarrierKind
+  bool bulk;     // resident weights by bulk copies (sm_90+), else by cp.async
   float eps;
 };
+
+// Where a block executes griddepcontrol.launch_dependents. The kernel after launches once every
+// block of this one has (or has exited), so every block of this grid is resident by then: the grid
+// barrier's co-residency holds whichever point is taken, and the kernel after reads what this one
+// writes only after its griddepcontrol.wait, which waits for this grid's completion and memory
+// flush wherever the trigger was.
+//   ENTRY: first thing, so the next layer's blocks take the SMs' free room while this layer runs
+//     and ask L2 for their weights before they wait (streamed mode, two blocks fit an SM);
+//   WAIT: right after this block's griddepcontrol.wait (at most two layers in flight);
+//   END: after the last grid barrier (resident mode: no block of the next fits beside this one).
+enum Trigger : int { TRIGGER_ENTRY = 0, TRIGGER_WAIT = 1, TRIGGER_END = 2 };
+// How a streaming block asks L2 for its shares before it waits: not at all, 128-byte lines spread
+// over the threads (prefetch.global.L2), or bulk prefetches issued by warp 0 (sm_90+, the TMA
+// engine; lines before sm_90).
+enum Prefetch : int { PREFETCH_NONE = 0, PREFETCH_LINES = 1, PREFETCH_BULK = 2 };
 
 // A 16-byte pack of weights: from shared memory (RESIDENT), or streamed from global memory without
 // a place in L1.
@@ -222,6 +288,7 @@ __device__ __forceinline__ uint4 weightPack(const uint4* p) {
 // warp. store(b, r, sum, sum2) on lane 0.
 template <class T, int B, bool PRODUCT, bool RESIDENT, class Store>
 __device__ __forceinline__ void rowDots(const T* w, const T* w2, const T* xs, int rows, int K, Store store) {
+  constexpr int NW = threadsOf<RESIDENT>() / 32;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int kv = K / EL;
   const uint4* xp = reinterpret_cast<const uint4*>(xs);
@@ -258,14 +325,20 @@ __device__ __forceinline__ void rowDots(const T* w, const T* w2, const T* xs, in
   }
 }
 
-// Stage 2 item i: (b·H + h, columns [16·c, 16·c + 16) of E).
-template <class T, int B>
+// Stage 2 item i: (b·H + h, columns [16·c, 16·c + 16) of E), laid out over VT virtual threads:
+// a block of NT threads plays threads t, t + NT, … of them, each with sums of its own, so that every
+// sum is taken in the same order whatever NT is.
+template <int NT, class T, int B>
 __device__ __forceinline__ void stepItem(const LayerArgs<T>& a, int item, float4 (*part)[4]) {
+  static_assert(VT % NT == 0, "a block plays whole copies of the stage-2 layout");
+  constexpr int COPIES = VT / NT;
   const int blocksE = (a.E + CB - 1) / CB;
-  const int bh = item / blocksE, e = (item % blocksE) * CB + (threadIdx.x & 3) * 4;
-  const int rg = threadIdx.x >> 2, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int bh = item / blocksE, e = (item % blocksE) * CB + (threadIdx.x & 3) * 4;  // NT % 4 == 0
+  const int lane = threadIdx.x & 31;
   const int D = a.D, E = a.E;
-  float4 acc = make_float4(0, 0, 0, 0);
+  float4 acc[COPIES];
+#pragma unroll
+  for (int c = 0; c < COPIES; c++) acc[c] = make_float4(0, 0, 0, 0);
   if (e < E) {
     const float lambda = expf(-a.slopes[bh % a.H]);
     const T* vr = a.split.v + (int64_t)bh * E + e;
@@ -275,29 +348,37 @@ __device__ __forceinline__ void stepItem(const LayerArgs<T>& a, int item, float4
     const float4* S = reinterpret_cast<const float4*>(a.state + (int64_t)bh * D * E + e);
     float4* Sn = reinterpret_cast<float4*>(a.next + (int64_t)bh * D * E + e);
     const int stride = E / 4;
-    // Each state element is read, then written, by this thread alone: in place is safe.
+#pragma unroll
+    for (int c = 0; c < COPIES; c++) {
+      const int rg = (threadIdx.x + c * NT) >> 2;
+      // Each state element is read, then written, by this (virtual) thread alone: in place is safe.
 #pragma unroll 2
-    for (int d = rg; d < D; d += ROW_GROUPS) {
-      float4 s = __ldcs(S + (int64_t)d * stride);
-      const float kd = toF(__ldcg(kr + d)), qd = toF(__ldcg(qr + d));
-      s.x = lambda * s.x + kd * ve.x, s.y = lambda * s.y + kd * ve.y, s.z = lambda * s.z + kd * ve.z, s.w = lambda * s.w + kd * ve.w;
-      __stcs(Sn + (int64_t)d * stride, s);
-      acc.x += qd * s.x, acc.y += qd * s.y, acc.z += qd * s.z, acc.w += qd * s.w;
+      for (int d = rg; d < D; d += ROW_GROUPS) {
+        float4 s = __ldcs(S + (int64_t)d * stride);
+        const float kd = toF(__ldcg(kr + d)), qd = toF(__ldcg(qr + d));
+        s.x = lambda * s.x + kd * ve.x, s.y = lambda * s.y + kd * ve.y, s.z = lambda * s.z + kd * ve.z, s.w = lambda * s.w + kd * ve.w;
+        __stcs(Sn + (int64_t)d * stride, s);
+        acc[c].x += qd * s.x, acc[c].y += qd * s.y, acc[c].z += qd * s.z, acc[c].w += qd * s.w;
+      }
     }
   }
-  // The 8 row groups of a warp with the same columns (lanes 4 apart), then the warps in order.
+  // The 8 row groups of a virtual warp with the same columns (lanes 4 apart), then the virtual
+  // warps in order.
 #pragma unroll
-  for (int off = 4; off < 32; off <<= 1) {
-    acc.x += __shfl_xor_sync(0xffffffffu, acc.x, off);
-    acc.y += __shfl_xor_sync(0xffffffffu, acc.y, off);
-    acc.z += __shfl_xor_sync(0xffffffffu, acc.z, off);
-    acc.w += __shfl_xor_sync(0xffffffffu, acc.w, off);
+  for (int c = 0; c < COPIES; c++) {
+#pragma unroll
+    for (int off = 4; off < 32; off <<= 1) {
+      acc[c].x += __shfl_xor_sync(0xffffffffu, acc[c].x, off);
+      acc[c].y += __shfl_xor_sync(0xffffffffu, acc[c].y, off);
+      acc[c].z += __shfl_xor_sync(0xffffffffu, acc[c].z, off);
+      acc[c].w += __shfl_xor_sync(0xffffffffu, acc[c].w, off);
+    }
+    if (lane < 4) part[(threadIdx.x + c * NT) >> 5][lane] = acc[c];
   }
-  if (lane < 4) part[warp][lane] = acc;
   __syncthreads();
   if (threadIdx.x < 4 && e < E) {
     float4 sum = make_float4(0, 0, 0, 0);
-    for (int w = 0; w < NW; w++) {
+    for (int w = 0; w < VW; w++) {
       const float4 x = part[w][threadIdx.x];
       sum.x += x.x, sum.y += x.y, sum.z += x.z, sum.w += x.w;
     }
@@ -308,12 +389,16 @@ __device__ __forceinline__ void stepItem(const LayerArgs<T>& a, int item, float4
 }
 
 // RESIDENT: every block's share of the weights is copied into its shared memory at entry. Else
-// (streaming, for shapes whose share does not fit) the stages read their rows from global memory,
-// and at entry a block only asks L2 for the first prefetchBytes of its shares, in stage order.
+// (streaming) the stages read their rows from global memory, and at entry a block asks L2 for the
+// first prefetchBytes of its shares, in stage order; a streaming block is small (its staged rows
+// in shared memory, 256 threads of at most 128 registers) so that two fit an SM: the next layer's
+// block beside this one's, prefetching its weights while this layer computes.
 template <class T, int B, bool RESIDENT>
-__global__ void __launch_bounds__(NT, 1) decodeLayerKernel(const LayerArgs<T> a) {
+__global__ void __launch_bounds__(threadsOf<RESIDENT>(), RESIDENT ? 1 : 2) decodeLayerKernel(const LayerArgs<T> a) {
+  constexpr int NT = threadsOf<RESIDENT>();
+  if (a.trigger == TRIGGER_ENTRY) startNext();
   extern __shared__ uint4 smem[];
-  __shared__ float4 part[NW][4];
+  __shared__ float4 part[VW][4];
   T* base = reinterpret_cast<T*>(smem);
   T* xs = base;  // the stage's staged rows; from stage 3 on it may run over stage 1's weights
   const int M = a.M, G = a.G, hid = a.H * a.E;
@@ -355,22 +440,28 @@ __global__ void __launch_bounds__(NT, 1) decodeLayerKernel(const LayerArgs<T> a)
 #endif
     {
       // One commit group per stage.
-      copyRowsAsync(base + a.offQ, gq, nq);
+      copyRowsAsync<NT>(base + a.offQ, gq, nq);
       commitGroup();
-      copyRowsAsync(base + a.offO, go, no);
+      copyRowsAsync<NT>(base + a.offO, go, no);
       commitGroup();
-      copyRowsAsync(base + a.offW1, g1, n1);
-      copyRowsAsync(base + a.offW2, g2, n1);
+      copyRowsAsync<NT>(base + a.offW1, g1, n1);
+      copyRowsAsync<NT>(base + a.offW2, g2, n1);
       commitGroup();
-      copyRowsAsync(base + a.offW3, g3, n3);
+      copyRowsAsync<NT>(base + a.offW3, g3, n3);
       commitGroup();
     }
-  } else {
+  } else if (a.prefetch != PREFETCH_NONE) {
     int64_t left = a.prefetchBytes;
     auto prefetch = [&](const T* p, int64_t n) {
-      const int64_t bytes = std::min<int64_t>(left, n * (int64_t)sizeof(T));
+      // Whole 16-byte packs: every share starts on a 16-byte boundary (rows of whole packs).
+      const int64_t bytes = std::min<int64_t>(left, n * (int64_t)sizeof(T)) & ~(int64_t)15;
       const char* c = reinterpret_cast<const char*>(p);
-      for (int64_t off = (int64_t)threadIdx.x * 128; off < bytes; off += (int64_t)NT * 128) prefetchL2(c + off);
+#ifdef LTS_DECODE_LAYER_BULK
+      if (a.prefetch == PREFETCH_BULK) {
+        if (threadIdx.x < 32) bulkPrefetchL2(c, bytes, threadIdx.x);
+      } else
+#endif
+        for (int64_t off = (int64_t)threadIdx.x * 128; off < bytes; off += (int64_t)NT * 128) prefetchL2(c + off);
       left -= bytes;
     };
     prefetch(gq, (int64_t)shq.count * M);
@@ -381,6 +472,11 @@ __global__ void __launch_bounds__(NT, 1) decodeLayerKernel(const LayerArgs<T> a)
   }
 
   waitForPrevious();  // h and the state may be what the kernel before wrote
+  if (a.trigger == TRIGGER_WAIT) startNext();
+  // The barrier word's top bit as this grid finds it: the kernel before has finished, and no
+  // barrier of this grid can complete before this block arrives.
+  unsigned phase = 0;
+  if (threadIdx.x == 0) phase = loadAcquire(&barrierWord) & 0x80000000u;
   // This block's stage-2 state rows start towards L2 while stage 1 runs.
   const int blocksE = (a.E + CB - 1) / CB, items = B * a.H * blocksE;
   for (int item = blockIdx.x; item < items; item += gridDim.x) {
@@ -389,20 +485,20 @@ __global__ void __launch_bounds__(NT, 1) decodeLayerKernel(const LayerArgs<T> a)
   }
 
   // Stage 1: q, k, v, u.
-  stageRows(xs, a.h, B * M);
+  stageRows<NT>(xs, a.h, B * M);
   __syncthreads();
   normStagedRows<T, B, false, NT>(xs, nullptr, M, a.eps);
   if constexpr (RESIDENT) weightsLanded<0>(ready, a.bulk);
   __syncthreads();
   rowDots<T, B, false, RESIDENT>(sq, nullptr, xs, shq.count, M, [&](int b, int r, float s, float) { storeSplit(a.split, b, shq.first + r, s); });
-  gridBarrier();
+  gridBarrier(a.barrier, phase);
 
   // Stage 2: the Lightning step.
-  for (int item = blockIdx.x; item < items; item += gridDim.x) stepItem<T, B>(a, item, part);
-  gridBarrier();
+  for (int item = blockIdx.x; item < items; item += gridDim.x) stepItem<NT, T, B>(a, item, part);
+  gridBarrier(a.barrier, phase);
 
   // Stage 3: h1 = h + (srms(o) ⊙ u)·Woutᵀ.
-  stageRows(xs, a.o, B * hid);
+  stageRows<NT>(xs, a.o, B * hid);
   __syncthreads();
   normStagedRows<T, B, true, NT>(xs, a.split.u, hid, a.eps);
   if constexpr (RESIDENT) weightsLanded<1>(ready, a.bulk);
@@ -411,10 +507,10 @@ __global__ void __launch_bounds__(NT, 1) decodeLayerKernel(const LayerArgs<T> a)
     const int64_t at = (int64_t)b * M + sho.first + r;
     a.h1[at] = fromF<T>(__fadd_rn(s, toF(a.h[at])));
   });
-  gridBarrier();
+  gridBarrier(a.barrier, phase);
 
   // Stage 4: g = (srms(h1)·W1ᵀ) ⊙ (srms(h1)·W2ᵀ).
-  stageRows(xs, a.h1, B * M);
+  stageRows<NT>(xs, a.h1, B * M);
   __syncthreads();
   normStagedRows<T, B, false, NT>(xs, nullptr, M, a.eps);
   if constexpr (RESIDENT) weightsLanded<2>(ready, a.bulk);
@@ -422,12 +518,12 @@ __global__ void __launch_bounds__(NT, 1) decodeLayerKernel(const LayerArgs<T> a)
   rowDots<T, B, true, RESIDENT>(s1, s2, xs, shg.count, M, [&](int b, int r, float s, float s2v) {
     a.g[(int64_t)b * G + shg.first + r] = fromF<T>(__fmul_rn(s, s2v));
   });
-  gridBarrier();
+  gridBarrier(a.barrier, phase);
   // Every block is past its last wait: the next kernel may take the SMs as blocks exit.
-  startNext();
+  if (a.trigger == TRIGGER_END) startNext();
 
   // Stage 5: h2 = h1 + g·W3ᵀ.
-  stageRows(xs, a.g, B * G);
+  stageRows<NT>(xs, a.g, B * G);
   if constexpr (RESIDENT) weightsLanded<3>(ready, a.bulk);
   __syncthreads();
   rowDots<T, B, false, RESIDENT>(s3, nullptr, xs, sho.count, G, [&](int b, int r, float s, float) {
@@ -438,19 +534,62 @@ __global__ void __launch_bounds__(NT, 1) decodeLayerKernel(const LayerArgs<T> a)
 
 const char* dtypeName(int dt) { return dt == F16 ? "f16" : dt == BF16 ? "bf16" : dt == F32 ? "f32" : "?"; }
 
-// LIGHTNING_CUDA_DECODE_LAYER (read once): unset, empty or "1" runs the kernel, its weights resident
-// in shared memory where they fit and streamed otherwise; "resident" declines the shapes that would
-// stream; "0" declines every call (the chain of five kernels runs).
-enum class Mode { On, Resident, Off };
+// The switches below are read at every call (a getenv each), so that one process can compare
+// them, as the tests do; a graph keeps what was read when it was recorded.
+//
+// LIGHTNING_CUDA_DECODE_LAYER: unset, empty or "1" runs the kernel, its weights resident in shared
+// memory where they fit and streamed otherwise; "resident" declines the shapes that would stream;
+// "stream" streams every shape (two blocks an SM, the next layer prefetching beside this one);
+// "0" declines every call (the chain of five kernels runs).
+enum class Mode { On, Resident, Stream, Off };
 Mode modeOf() {
-  static const Mode mode = [] {
-    const char* v = getenv("LIGHTNING_CUDA_DECODE_LAYER");
-    if (!v || !*v || strcmp(v, "1") == 0) return Mode::On;
-    if (strcmp(v, "resident") == 0) return Mode::Resident;
-    if (strcmp(v, "0") == 0) return Mode::Off;
-    throw std::runtime_error(std::string("LIGHTNING_CUDA_DECODE_LAYER: expected 0, 1 or resident, got '") + v + "'");
-  }();
-  return mode;
+  const char* v = getenv("LIGHTNING_CUDA_DECODE_LAYER");
+  if (!v || !*v || strcmp(v, "1") == 0) return Mode::On;
+  if (strcmp(v, "resident") == 0) return Mode::Resident;
+  if (strcmp(v, "stream") == 0) return Mode::Stream;
+  if (strcmp(v, "0") == 0) return Mode::Off;
+  throw std::runtime_error(std::string("LIGHTNING_CUDA_DECODE_LAYER: expected 0, 1, resident or stream, got '") + v + "'");
+}
+
+// One of `names` (an empty or unset variable: dflt), as its index.
+int choiceOf(const char* var, std::initializer_list<const char*> names, int dflt) {
+  const char* v = getenv(var);
+  if (!v || !*v) return dflt;
+  int i = 0;
+  std::string expected;
+  for (const char* n : names) {
+    if (strcmp(v, n) == 0) return i;
+    expected += (i ? (i + 1 == (int)names.size() ? " or " : ", ") : "") + std::string(n);
+    i++;
+  }
+  throw std::runtime_error(std::string(var) + ": expected " + expected + ", got '" + v + "'");
+}
+
+// LIGHTNING_CUDA_DECODE_LAYER_TRIGGER=entry|wait|end: where the kernel after is released (Trigger);
+// by default at entry when streaming, at the end when resident.
+int triggerOf(bool resident) { return choiceOf("LIGHTNING_CUDA_DECODE_LAYER_TRIGGER", {"entry", "wait", "end"}, resident ? TRIGGER_END : TRIGGER_ENTRY); }
+const char* const TRIGGER_NAMES[] = {"entry", "wait", "end"};
+
+// LIGHTNING_CUDA_DECODE_LAYER_BARRIER=atomic|red: how a block arrives at a grid barrier
+// (BarrierKind); atomic by default.
+int barrierOf() { return choiceOf("LIGHTNING_CUDA_DECODE_LAYER_BARRIER", {"atomic", "red"}, BARRIER_ATOMIC); }
+const char* const BARRIER_NAMES[] = {"atomic", "red"};
+
+// LIGHTNING_CUDA_DECODE_LAYER_PREFETCH=none|lines|bulk: how a streaming block asks L2 for its
+// shares before it waits (Prefetch); bulk by default (lines before sm_90).
+int prefetchOf() { return choiceOf("LIGHTNING_CUDA_DECODE_LAYER_PREFETCH", {"none", "lines", "bulk"}, PREFETCH_BULK); }
+const char* const PREFETCH_NAMES[] = {"none", "lines", "bulk"};
+
+// LIGHTNING_CUDA_DECODE_LAYER_PREFETCH_MB=n: at most n MB of the layer's weights (the whole grid's,
+// in stage order) asked for in advance; by default all of them (27 MB at the 436M shape: the L2
+// then holds the running layer's and most of the next one's).
+int64_t prefetchBudget() {
+  const char* v = getenv("LIGHTNING_CUDA_DECODE_LAYER_PREFETCH_MB");
+  if (!v || !*v) return INT64_MAX;
+  char* end = nullptr;
+  const long long mb = strtoll(v, &end, 10);
+  if (*end || mb < 0) throw std::runtime_error(std::string("LIGHTNING_CUDA_DECODE_LAYER_PREFETCH_MB: expected a whole number of MB, got '") + v + "'");
+  return (int64_t)mb << 20;
 }
 
 // LIGHTNING_CUDA_DECODE_LAYER_COPY=cp.async (read once): resident weights by 16-byte cp.async on
@@ -514,6 +653,10 @@ int staticSmem() {
     cudaFuncAttributes attr{};
     LTS_CHECK(cudaFuncGetAttributes(&attr, kernel), "decodeLayer attributes");
     LTS_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smemOptin() - (int)attr.sharedSizeBytes), "decodeLayer smem attribute");
+    // A streaming block takes little shared memory, and the SM's split between L1 and shared
+    // memory is chosen when a block lands on an idle SM: the largest shared part leaves room for
+    // the next layer's block beside this one (the weights bypass L1 anyway).
+    if (!RESIDENT) LTS_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributePreferredSharedMemoryCarveout, (int)cudaSharedmemCarveoutMaxShared), "decodeLayer carveout attribute");
     return (int)attr.sharedSizeBytes;
   });
 }
@@ -526,9 +669,18 @@ bool fitsAnSm() {
   return fits.get([] {
     int blocks = 0;
     const size_t most = (size_t)(smemOptin() - staticSmem<T, B, RESIDENT>());
-    LTS_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, decodeLayerKernel<T, B, RESIDENT>, NT, most), "decodeLayer occupancy");
+    LTS_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, decodeLayerKernel<T, B, RESIDENT>, threadsOf<RESIDENT>(), most), "decodeLayer occupancy");
     return blocks >= 1;
   });
+}
+
+// Blocks of an instantiation that fit an SM at `smem` bytes of dynamic shared memory (for the debug
+// line: 2 where a streaming layer's next one can become resident beside it).
+template <class T, int B, bool RESIDENT>
+int blocksPerSm(int64_t smem) {
+  int blocks = 0;
+  LTS_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, decodeLayerKernel<T, B, RESIDENT>, threadsOf<RESIDENT>(), (size_t)smem), "decodeLayer occupancy");
+  return blocks;
 }
 
 // Launches the kernel where a block of it fits an SM with `smem` bytes of dynamic shared memory;
@@ -544,7 +696,7 @@ std::string tryLaunch(Context& c, const LayerArgs<T>& a, int64_t smem) {
   if (!fitsAnSm<T, B, RESIDENT>()) return "no block of the kernel fits an SM";
   cudaLaunchConfig_t cfg = {};
   cfg.gridDim = dim3(c.smCount);
-  cfg.blockDim = dim3(NT);
+  cfg.blockDim = dim3(threadsOf<RESIDENT>());
   cfg.dynamicSmemBytes = (size_t)smem;
   cfg.stream = c.stream;
   cudaLaunchAttribute attr[2];
@@ -576,13 +728,20 @@ std::string tryLaunchRows(Context& c, int B, const LayerArgs<T>& a, int64_t smem
   static_assert(MAX_ROWS == 4, "tryLaunchRows instantiates the kernel for every row count up to MAX_ROWS");
 }
 
+template <class T, bool RESIDENT>
+int blocksPerSmRows(int B, int64_t smem) {
+  switch (B) {
+    case 1: return blocksPerSm<T, 1, RESIDENT>(smem);
+    case 2: return blocksPerSm<T, 2, RESIDENT>(smem);
+    case 3: return blocksPerSm<T, 3, RESIDENT>(smem);
+    default: return blocksPerSm<T, 4, RESIDENT>(smem);
+  }
+}
+
 // Elements of T each scratch region takes (rounded up to whole 16-byte packs), in the order q, k,
 // v, u, o, h1, g; src/kernels.ts allocates their sum (decodeLayer's entry there).
 int64_t packed(int64_t n) { return (n + EL - 1) / EL * EL; }
 
-// Bytes of weights a streaming launch asks L2 for before its first loads (its blocks' shares in
-// stage order): half the H200's 50 MB L2 (40 MB on the A100), as gemv.cu's L2_BUDGET.
-constexpr int64_t L2_BUDGET = 24 << 20;
 
 // p: [h, qkvu, out, l1, l2, l3, state, slopes, theta, positions, h2, nextState, scratch] (theta and
 // positions 0 without LRPE; nextState may be state); i: [dtype, B, M, H, hd, G, activation, theta
@@ -627,6 +786,10 @@ void decodeLayer(Context& c, const Args& args) {
   const int64_t offW1 = offO + most(M) * hid, offW2 = offW1 + most(G) * M, offW3 = offW2 + most(G) * M;
   const int64_t residentSmem = (offW3 + most(M) * G) * 2, streamingSmem = xLater * 2;
 
+  const bool bulkCopies = c.ccMajor >= 9 && !cpAsyncRequested();
+  const int barrier = barrierOf();
+  const int prefetch = c.ccMajor >= 9 ? prefetchOf() : std::min(prefetchOf(), (int)PREFETCH_LINES);
+  const int64_t budget = prefetchBudget();
   auto run = [&](auto zero) {
     using T = decltype(zero);
     T* s = args.ptr<T>(12);
@@ -640,20 +803,33 @@ void decodeLayer(Context& c, const Args& args) {
     LayerArgs<T> a{args.ptr<const T>(0),   args.ptr<const T>(1),  args.ptr<const T>(2), args.ptr<const T>(3), args.ptr<const T>(4), args.ptr<const T>(5),
                    args.ptr<const float>(6), args.ptr<const float>(7), args.ptr<T>(10),     args.ptr<float>(11),
                    SplitArgs<T>{q, k, v, u, args.ptr<const void>(8), thDt, args.ptr<const float>(9), H, hd, act},
-                   o, h1, g, M, G, H, D, E, (int)offQ, (int)offO, (int)offW1, (int)offW2, (int)offW3, L2_BUDGET / blocks,
-                   c.ccMajor >= 9 && !cpAsyncRequested(), (float)args.f.at(0)};
-    auto grid = [&](int64_t smem) {
-      return std::to_string(blocks) + " blocks of " + std::to_string(NT) + " threads, " + std::to_string((smem + 1023) / 1024) + " KB of shared memory a block)";
+                   o, h1, g, M, G, H, D, E, (int)offQ, (int)offO, (int)offW1, (int)offW2, (int)offW3, budget == INT64_MAX ? INT64_MAX : budget / blocks,
+                   prefetch, TRIGGER_END, barrier, bulkCopies, (float)args.f.at(0)};
+    auto grid = [&](int64_t smem, bool resident) {
+      return std::to_string(blocks) + " blocks of " + std::to_string(resident ? threadsOf<true>() : threadsOf<false>()) + " threads, " + std::to_string((smem + 1023) / 1024) + " KB of shared memory a block, " +
+             std::to_string(resident ? blocksPerSmRows<T, true>(B, smem) : blocksPerSmRows<T, false>(B, smem)) + " fit an SM; " + BARRIER_NAMES[a.barrier] +
+             " barrier, next kernel released at " + TRIGGER_NAMES[a.trigger] + ")";
     };
-    const std::string why = tryLaunchRows<T, true>(c, B, a, residentSmem);
-    if (why.empty()) {
-      debugNote(key, [&] { return std::string("persistent kernel, weights resident by ") + (a.bulk ? "bulk copies" : "cp.async") + " (" + grid(residentSmem); });
-      return;
+    std::string why;
+    if (mode != Mode::Stream) {
+      a.trigger = triggerOf(true);
+      why = tryLaunchRows<T, true>(c, B, a, residentSmem);
+      if (why.empty()) {
+        debugNote(key, [&] { return std::string("persistent kernel, weights resident by ") + (a.bulk ? "bulk copies" : "cp.async") + " (" + grid(residentSmem, true); });
+        return;
+      }
+      if (mode == Mode::Resident) return decline(why);
+      why += "; ";
+    } else {
+      why = "LIGHTNING_CUDA_DECODE_LAYER=stream; ";
     }
-    if (mode == Mode::Resident) return decline(why);
+    a.trigger = triggerOf(false);
     const std::string streamWhy = tryLaunchRows<T, false>(c, B, a, streamingSmem);
-    if (!streamWhy.empty()) return decline(why + "; streaming: " + streamWhy);
-    debugNote(key, [&] { return "persistent kernel, weights streamed (" + why + "; " + grid(streamingSmem); });
+    if (!streamWhy.empty()) return decline(why + "streaming: " + streamWhy);
+    debugNote(key, [&] {
+      const std::string ahead = a.prefetch == PREFETCH_NONE ? "none" : a.prefetchBytes == INT64_MAX ? "all" : std::to_string(a.prefetchBytes * blocks >> 20) + " MB";
+      return "persistent kernel, weights streamed, prefetched to L2 before the wait: " + ahead + " by " + PREFETCH_NAMES[a.prefetch] + " (" + why + grid(streamingSmem, false);
+    });
   };
   if (dt == F16) run(__half{});
   else run(__nv_bfloat16{});

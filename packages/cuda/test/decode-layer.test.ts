@@ -1,18 +1,24 @@
 /**
  * `decodeLayer` on CUDA: the persistent kernel of native/decode_layer.cu (1–4 rows of f16/bf16,
- * the layer's weights in the SMs' shared memory, or streamed from global memory where a block's
- * share does not fit) against the five ops of its chain run explicitly
+ * the layer's weights in the SMs' shared memory, or streamed from global memory through L2 with the
+ * next layer prefetching beside it) against the five ops of its chain run explicitly
  * on CUDA (qkvuProjection, lightningStep, three fusedLinear: the kernels a layer ran before) and
  * against a float64 run of that chain on the host. Bits equal to the chain are not asked (the
  * kernel sums in another order); its relative RMS error against float64 must be at most the
  * chain's own plus one rounding of an intermediate to the dtype. Odd sizes (M = 200, G = 344,
  * H = 3, hd = 64), the 436M layer (1,024, 2,816, 8 × 128) and, streamed, G = 4,096 at the 436M
- * widths, B = 1…4, bf16 and f16, with and without LRPE, in place and not. Then: many calls in a row
+ * widths, B = 1…4, bf16 and f16, with and without LRPE, in place and not. Every case runs in both
+ * modes (LIGHTNING_CUDA_DECODE_LAYER=resident, or the default where the shares do not fit, and
+ * =stream), which must give the same bits: their sums are the same, in the same order; the streamed
+ * runs go through the switches of its trigger point, barrier and prefetch in turn, none of which may
+ * change a bit. Then, in both modes: many calls in a row
  * (the grid barrier resets itself), a recorded CUDA graph (replays give the eager bits), a
  * BatchDecoder with graphs on a model of the 436M layer shape (logits with the kernel against the
  * same decoder without it, both against an f32 run of the same weights), and the calls the launcher
  * declines (5 rows, f32, a block's staged rows over its shared memory), which give the chain's
- * bits; and the op's shared suite of packages/tensor at its tiny sizes. Whether the kernel ran
+ * bits; a bad value of a switch, which fails the call naming it; and the op's shared suite of
+ * packages/tensor at its tiny sizes. Each case prints the mode it ran; with LIGHTNING_CUDA_DEBUG=1
+ * the native side prints each launch's path too. Whether the kernel ran
  * is seen in the kernel table: where it declines, src/kernels.ts runs the chain through the
  * table's own entries. Skipped, with the reason printed, where the CUDA backend cannot start;
  * under LIGHTNING_CUDA_REQUIRED=1 that is a failure.
@@ -45,6 +51,59 @@ const TNL_436M: Shape = { M: 1024, G: 2816, H: 8, hd: 128 };
 // block may take, so the kernel streams them (fewer SMs only make the share larger).
 const STREAMED: Shape = { M: 1024, G: 4096, H: 8, hd: 128 };
 const ACTIVATIONS = ["silu", "relu", "1+elu", "none"] as const;
+
+type Switch =
+  | "LIGHTNING_CUDA_DECODE_LAYER"
+  | "LIGHTNING_CUDA_DECODE_LAYER_TRIGGER"
+  | "LIGHTNING_CUDA_DECODE_LAYER_BARRIER"
+  | "LIGHTNING_CUDA_DECODE_LAYER_PREFETCH"
+  | "LIGHTNING_CUDA_DECODE_LAYER_PREFETCH_MB";
+type Env = Partial<Record<Switch, string>>;
+
+/** Sets environment variables the native side reads at each call until `restore` is called. */
+function setEnv(vars: Env): () => void {
+  const before = Object.fromEntries(Object.keys(vars).map((k) => [k, process.env[k]]));
+  Object.assign(process.env, vars);
+  return () => {
+    for (const [k, v] of Object.entries(before)) {
+      if (v === undefined) delete process.env[k];
+      else process.env[k] = v;
+    }
+  };
+}
+function withEnv<R>(vars: Env, fn: () => R): R {
+  const restore = setEnv(vars);
+  try {
+    return fn();
+  } finally {
+    restore();
+  }
+}
+async function withEnvAsync<R>(vars: Env, fn: () => Promise<R>): Promise<R> {
+  const restore = setEnv(vars);
+  try {
+    return await fn();
+  } finally {
+    restore();
+  }
+}
+
+const RESIDENT: Env = { LIGHTNING_CUDA_DECODE_LAYER: "resident" };
+const STREAM: Env = { LIGHTNING_CUDA_DECODE_LAYER: "stream" };
+/** The streamed mode's switches, taken in turn: none may change a bit. */
+const STREAM_VARIANTS: Env[] = [
+  {},
+  { LIGHTNING_CUDA_DECODE_LAYER_BARRIER: "red" },
+  { LIGHTNING_CUDA_DECODE_LAYER_TRIGGER: "wait", LIGHTNING_CUDA_DECODE_LAYER_PREFETCH: "lines" },
+  { LIGHTNING_CUDA_DECODE_LAYER_TRIGGER: "end", LIGHTNING_CUDA_DECODE_LAYER_BARRIER: "red", LIGHTNING_CUDA_DECODE_LAYER_PREFETCH: "none" },
+  { LIGHTNING_CUDA_DECODE_LAYER_PREFETCH_MB: "5", LIGHTNING_CUDA_DECODE_LAYER_BARRIER: "atomic" },
+];
+/** The resident mode's: its trigger at entry too (nothing of the next kernel fits beside it, which is only slower). */
+const RESIDENT_VARIANTS: Env[] = [{}, { LIGHTNING_CUDA_DECODE_LAYER_BARRIER: "red" }, { LIGHTNING_CUDA_DECODE_LAYER_TRIGGER: "entry" }];
+const envText = (e: Env) =>
+  Object.entries(e)
+    .map(([k, v]) => `${k.replace("LIGHTNING_CUDA_DECODE_LAYER", "") || "mode"}=${v}`)
+    .join(" ");
 
 /**
  * The margin over the chain's error: the unit roundoff of the dtype. The kernel stores the same
@@ -174,30 +233,45 @@ await describeBackends("decodeLayer: one persistent kernel for a TNL decode laye
 
   for (const [name, shape] of [["M 200, G 344, H 3, hd 64", SMALL], ["the 436M layer", TNL_436M], ["G 4,096, streamed", STREAMED]] as const) {
     for (const dtype of ["bf16", "f16"] as const) {
-      it(`against the chain and float64, B 1–4, LRPE or not, in place or not (${name}, ${dtype})`, async () => {
+      it(`against the chain and float64, B 1–4, LRPE or not, in place or not, resident and streamed with the same bits (${name}, ${dtype})`, async () => {
         const rng = seeded(shape.M * 7 + (dtype === "bf16" ? 1 : 2));
         const w = makeWeights(rng, shape, dtype, gpu());
         const w64 = await weights64(w);
         const u = UNIT[dtype];
+        // Where a block's shares do not fit its shared memory, resident mode declines: the default
+        // (which streams them) is the first run then.
+        const fits = shape !== STREAMED;
         let n = 0;
         for (const B of [1, 2, 3, 4]) {
           for (const lrpe of [false, true]) {
             for (const inPlace of [false, true]) {
-              const c: Case = { shape, B, lrpe, activation: ACTIVATIONS[n++ % ACTIVATIONS.length] };
+              const c: Case = { shape, B, lrpe, activation: ACTIVATIONS[n % ACTIVATIONS.length] };
+              const first: Env = fits ? { ...RESIDENT, ...RESIDENT_VARIANTS[n % RESIDENT_VARIANTS.length] } : { LIGHTNING_CUDA_DECODE_LAYER: "1" };
+              const second: Env = { ...STREAM, ...STREAM_VARIANTS[n % STREAM_VARIANTS.length] };
+              n++;
               const label = `${name} ${dtype} B ${B} ${c.activation}${lrpe ? " LRPE" : ""}${inPlace ? " in place" : ""}`;
               const frame = T.beginScope();
               try {
                 const x = makeInputs(rng, c, dtype, gpu());
                 const state = stateOf(x, gpu());
-                const [got, calls] = countingChain(gpu(), () => T.decodeLayer(x.h, w, state, x.slopes, { ...optionsOf(x, c), inPlace }));
-                expect(calls, `${label}: the persistent kernel ran (the chain did not)`).toBe(0);
+                const [got, calls] = withEnv(first, () => countingChain(gpu(), () => T.decodeLayer(x.h, w, state, x.slopes, { ...optionsOf(x, c), inPlace })));
+                expect(calls, `${label}, ${envText(first)}: the persistent kernel ran (the chain did not)`).toBe(0);
                 if (inPlace) expect(got.state.handle, `${label}: the state's storage`).toBe(state.handle);
                 else expect(Array.from(await state.data()), `${label}: the input state is left alone`).toEqual(Array.from(Float32Array.from(x.state)));
+                const streamState = stateOf(x, gpu());
+                const [streamed, streamCalls] = withEnv(second, () =>
+                  countingChain(gpu(), () => T.decodeLayer(x.h, w, streamState, x.slopes, { ...optionsOf(x, c), inPlace })),
+                );
+                expect(streamCalls, `${label}, ${envText(second)}: the streamed kernel ran (the chain did not)`).toBe(0);
+                await expectSameBits(streamed.h, got.h, `${label}: h2, ${envText(second)} vs ${envText(first)}`);
+                await expectSameBits(streamed.state, got.state, `${label}: state, ${envText(second)} vs ${envText(first)}`);
                 const want = chain(x, w, c, stateOf(x, gpu()), inPlace);
                 const ref = await float64Layer(x, w64, c);
                 const [kh, ks] = [relRms(await got.h.data(), ref.h), relRms(await got.state.data(), ref.state)];
                 const [ch, cs] = [relRms(await want.h.data(), ref.h), relRms(await want.state.data(), ref.state)];
-                console.log(`${label}: relative RMS vs float64, h2 ${kh.toExponential(2)} (chain ${ch.toExponential(2)}), state ${ks.toExponential(2)} (chain ${cs.toExponential(2)})`);
+                console.log(
+                  `${label} [ran ${envText(first)}, then ${envText(second)}: same bits]: relative RMS vs float64, h2 ${kh.toExponential(2)} (chain ${ch.toExponential(2)}), state ${ks.toExponential(2)} (chain ${cs.toExponential(2)})`,
+                );
                 // The chain near its rounding level: else the comparison below would prove little.
                 expect(ch, `${label}: the chain's h2 error`).toBeLessThan(8 * u);
                 expect(cs, `${label}: the chain's state error`).toBeLessThan(8 * u);
@@ -213,89 +287,145 @@ await describeBackends("decodeLayer: one persistent kernel for a TNL decode laye
     }
   }
 
-  it("many calls in a row: every one gives the first one's bits; ten steps in place give those out of place (436M layer, bf16, B 1 and 4)", async () => {
-    const rng = seeded(4421);
-    const w = makeWeights(rng, TNL_436M, "bf16", gpu());
+  it("resident mode declines a shape whose shares do not fit: the chain runs", () => {
+    const rng = seeded(3301);
+    const c: Case = { shape: STREAMED, B: 1, lrpe: false, activation: "silu" };
+    const frame = T.beginScope();
+    try {
+      const w = makeWeights(rng, STREAMED, "bf16", gpu());
+      const x = makeInputs(rng, c, "bf16", gpu());
+      const [, calls] = withEnv(RESIDENT, () => countingChain(gpu(), () => T.decodeLayer(x.h, w, stateOf(x, gpu()), x.slopes, optionsOf(x, c))));
+      expect(calls, "the chain ran").toBe(1);
+    } finally {
+      T.endScope(frame);
+    }
+  });
+
+  it("a bad value of a switch fails the call, naming the switch, what it takes and what came", () => {
+    const rng = seeded(3307);
+    const c: Case = { shape: SMALL, B: 1, lrpe: false, activation: "silu" };
+    const frame = T.beginScope();
+    try {
+      const w = makeWeights(rng, SMALL, "bf16", gpu());
+      const x = makeInputs(rng, c, "bf16", gpu());
+      const call = (e: Env) => () => withEnv(e, () => T.decodeLayer(x.h, w, stateOf(x, gpu()), x.slopes, optionsOf(x, c)));
+      expect(call({ LIGHTNING_CUDA_DECODE_LAYER: "fast" })).toThrow(/LIGHTNING_CUDA_DECODE_LAYER: expected 0, 1, resident or stream, got 'fast'/);
+      expect(call({ ...STREAM, LIGHTNING_CUDA_DECODE_LAYER_TRIGGER: "start" })).toThrow(/LIGHTNING_CUDA_DECODE_LAYER_TRIGGER: expected entry, wait or end, got 'start'/);
+      expect(call({ ...STREAM, LIGHTNING_CUDA_DECODE_LAYER_BARRIER: "spin" })).toThrow(/LIGHTNING_CUDA_DECODE_LAYER_BARRIER: expected atomic or red, got 'spin'/);
+      expect(call({ ...STREAM, LIGHTNING_CUDA_DECODE_LAYER_PREFETCH: "all" })).toThrow(/LIGHTNING_CUDA_DECODE_LAYER_PREFETCH: expected none, lines or bulk, got 'all'/);
+      expect(call({ ...STREAM, LIGHTNING_CUDA_DECODE_LAYER_PREFETCH_MB: "-3" })).toThrow(/LIGHTNING_CUDA_DECODE_LAYER_PREFETCH_MB: expected a whole number of MB, got '-3'/);
+    } finally {
+      T.endScope(frame);
+    }
+  });
+
+  it("many calls in a row, in both modes: every one gives the first one's bits; ten steps in place give those out of place; the modes give the same bits (436M layer, bf16, B 1 and 4)", async () => {
     for (const B of [1, 4]) {
+      const firsts: T.Tensor[] = [];
       const frame = T.beginScope();
       try {
-        const c: Case = { shape: TNL_436M, B, lrpe: true, activation: "silu" };
-        const x = makeInputs(rng, c, "bf16", gpu());
-        const state = stateOf(x, gpu());
-        const first = T.decodeLayer(x.h, w, state, x.slopes, optionsOf(x, c));
-        for (let i = 0; i < 60; i++) {
-          const r = T.decodeLayer(x.h, w, state, x.slopes, optionsOf(x, c));
-          if (i % 10 === 9) {
-            await expectSameBits(r.h, first.h, `B ${B}: call ${i + 2}, h2`);
-            await expectSameBits(r.state, first.state, `B ${B}: call ${i + 2}, state`);
-          }
-          r.h.dispose();
-          r.state.dispose();
+        for (const mode of [RESIDENT, STREAM]) {
+          // The same draws in both modes.
+          const rng = seeded(4421 + B);
+          const w = makeWeights(rng, TNL_436M, "bf16", gpu());
+          const c: Case = { shape: TNL_436M, B, lrpe: true, activation: "silu" };
+          const x = makeInputs(rng, c, "bf16", gpu());
+          const label = `B ${B}, ${envText(mode)}`;
+          await withEnvAsync(mode, async () => {
+            const state = stateOf(x, gpu());
+            const [first, calls] = countingChain(gpu(), () => T.decodeLayer(x.h, w, state, x.slopes, optionsOf(x, c)));
+            expect(calls, `${label}: the persistent kernel ran`).toBe(0);
+            firsts.push(first.h);
+            for (let i = 0; i < 60; i++) {
+              const r = T.decodeLayer(x.h, w, state, x.slopes, optionsOf(x, c));
+              if (i % 10 === 9) {
+                await expectSameBits(r.h, first.h, `${label}: call ${i + 2}, h2`);
+                await expectSameBits(r.state, first.state, `${label}: call ${i + 2}, state`);
+              }
+              r.h.dispose();
+              r.state.dispose();
+            }
+            // Each step feeds the next its h2 and state: a barrier that let a block run ahead would
+            // show as a difference somewhere along the way.
+            let [hOut, sOut] = [x.h, stateOf(x, gpu())];
+            const sIn = stateOf(x, gpu());
+            let hIn = x.h;
+            for (let i = 0; i < 10; i++) {
+              const a = T.decodeLayer(hOut, w, sOut, x.slopes, optionsOf(x, c));
+              const b = T.decodeLayer(hIn, w, sIn, x.slopes, { ...optionsOf(x, c), inPlace: true });
+              [hOut, sOut, hIn] = [a.h, a.state, b.h];
+            }
+            await expectSameBits(hIn, hOut, `${label}: h2 after ten steps in place`);
+            await expectSameBits(sIn, sOut, `${label}: state after ten steps in place`);
+            console.log(`many calls, ${label}: ran the persistent kernel 81 times, every result as expected`);
+          });
         }
-        // Each step feeds the next its h2 and state: a barrier that let a block run ahead would
-        // show as a difference somewhere along the way.
-        let [hOut, sOut] = [x.h, stateOf(x, gpu())];
-        const sIn = stateOf(x, gpu());
-        let hIn = x.h;
-        for (let i = 0; i < 10; i++) {
-          const a = T.decodeLayer(hOut, w, sOut, x.slopes, optionsOf(x, c));
-          const b = T.decodeLayer(hIn, w, sIn, x.slopes, { ...optionsOf(x, c), inPlace: true });
-          [hOut, sOut, hIn] = [a.h, a.state, b.h];
-        }
-        await expectSameBits(hIn, hOut, `B ${B}: h2 after ten steps in place`);
-        await expectSameBits(sIn, sOut, `B ${B}: state after ten steps in place`);
+        await expectSameBits(firsts[1], firsts[0], `B ${B}: h2, streamed vs resident`);
       } finally {
         T.endScope(frame);
       }
     }
-  }, 120_000);
+  }, 180_000);
 
-  it("in a recorded graph: three layers in place, replayed with new h and states, give the eager bits", async () => {
-    const rng = seeded(9151);
+  it("in a recorded graph, in both modes: three layers in place, replayed with new h and states, give the eager bits, the same in both modes", async () => {
     const dtype = "bf16";
     const c: Case = { shape: TNL_436M, B: 2, lrpe: true, activation: "silu" };
-    const frame = T.beginScope();
-    try {
-      const layers = [0, 1, 2].map(() => makeWeights(rng, TNL_436M, dtype, gpu()));
-      const x = makeInputs(rng, c, dtype, gpu());
-      const states = layers.map(() => stateOf(x, gpu()));
-      const run = () =>
-        T.scope(() => {
-          let h = x.h;
-          for (const [l, w] of layers.entries()) h = T.decodeLayer(h, w, states[l], x.slopes, { ...optionsOf(x, c), inPlace: true }).h;
-          return [h];
-        });
-      T.scope(run); // warm-up outside the recording
-      const graph = gpu().captureGraph(run);
-      const write = (t: T.Tensor, bytes: Uint8Array) => gpu().write(t.handle.storage as CudaStorage, bytes);
-      for (let round = 0; round < 4; round++) {
-        const h0 = await rng.tensor([c.B, c.shape.M], { dtype, backend: cpu }).bytes();
-        const s0 = await Promise.all(states.map(() => T.tensor(rng.array(x.state.length, 0.5), x.stateShape, { backend: cpu }).bytes()));
-        const load = () => {
-          write(x.h, h0);
-          states.forEach((s, l) => write(s, s0[l]));
-        };
-        load();
-        graph.replay();
-        const replayed = await graph.result[0].bytes();
-        const replayedStates = await Promise.all(states.map((s) => s.bytes()));
-        load();
-        const [eager] = run();
-        const got = await eager.bytes();
-        expect(got.findIndex((v, j) => v !== replayed[j]), `round ${round}: h out of the third layer, replay vs eager`).toBe(-1);
-        for (const [l, s] of states.entries()) {
-          const b = await s.bytes();
-          expect(b.findIndex((v, j) => v !== replayedStates[l][j]), `round ${round}: state of layer ${l}, replay vs eager`).toBe(-1);
+    const replays: Uint8Array[][] = [];
+    for (const mode of [RESIDENT, STREAM]) {
+      // The same draws in both modes.
+      const rng = seeded(9151);
+      const outs: Uint8Array[] = [];
+      const frame = T.beginScope();
+      // The graph records the launches the switch chose while it was set; the eager runs read it again.
+      const restore = setEnv(mode);
+      try {
+        const layers = [0, 1, 2].map(() => makeWeights(rng, TNL_436M, dtype, gpu()));
+        const x = makeInputs(rng, c, dtype, gpu());
+        const states = layers.map(() => stateOf(x, gpu()));
+        const run = () =>
+          T.scope(() => {
+            let h = x.h;
+            for (const [l, w] of layers.entries()) h = T.decodeLayer(h, w, states[l], x.slopes, { ...optionsOf(x, c), inPlace: true }).h;
+            return [h];
+          });
+        const [, calls] = countingChain(gpu(), () => T.scope(run)); // warm-up outside the recording
+        expect(calls, `${envText(mode)}: the persistent kernel ran`).toBe(0);
+        const graph = gpu().captureGraph(run);
+        const write = (t: T.Tensor, bytes: Uint8Array) => gpu().write(t.handle.storage as CudaStorage, bytes);
+        for (let round = 0; round < 4; round++) {
+          const h0 = await rng.tensor([c.B, c.shape.M], { dtype, backend: cpu }).bytes();
+          const s0 = await Promise.all(states.map(() => T.tensor(rng.array(x.state.length, 0.5), x.stateShape, { backend: cpu }).bytes()));
+          const load = () => {
+            write(x.h, h0);
+            states.forEach((s, l) => write(s, s0[l]));
+          };
+          load();
+          graph.replay();
+          const replayed = await graph.result[0].bytes();
+          const replayedStates = await Promise.all(states.map((s) => s.bytes()));
+          load();
+          const [eager] = run();
+          const got = await eager.bytes();
+          expect(got.findIndex((v, j) => v !== replayed[j]), `${envText(mode)}, round ${round}: h out of the third layer, replay vs eager`).toBe(-1);
+          for (const [l, s] of states.entries()) {
+            const b = await s.bytes();
+            expect(b.findIndex((v, j) => v !== replayedStates[l][j]), `${envText(mode)}, round ${round}: state of layer ${l}, replay vs eager`).toBe(-1);
+          }
+          outs.push(replayed, ...replayedStates);
+          eager.dispose();
         }
-        eager.dispose();
+        graph.dispose();
+        console.log(`graph, ${envText(mode)}: 4 replays of 3 layers, each the eager bits`);
+      } finally {
+        restore();
+        T.endScope(frame);
       }
-      graph.dispose();
-    } finally {
-      T.endScope(frame);
+      replays.push(outs);
     }
-  }, 120_000);
+    replays[1].forEach((b, i) => expect(b.findIndex((v, j) => v !== replays[0][i][j]), `replayed output ${i}: streamed vs resident`).toBe(-1));
+  }, 180_000);
 
-  it("BatchDecoder with graphs (3 layers of the 436M shape, bf16): logits with the kernel within one rounding of those without it, against f32", async () => {
+  it("BatchDecoder with graphs (3 layers of the 436M shape, bf16): logits with the kernel, streamed and resident (the same bits), within one rounding of those without it, against f32", async () => {
     const config = makeConfig({ vocabSize: 3001, dModel: 1024, numLayers: 3, numHeads: 8, gluDim: 2816 });
     const be = gpu();
     const defaultBackend = T.getBackend();
@@ -322,7 +452,10 @@ await describeBackends("decodeLayer: one persistent kernel for a TNL decode laye
       }
     };
     const prompts = [[5, 9, 14, 2000], [2, 77], [7, 7, 30, 41, 1500]];
+    // The embedding before the first layer and the head after the last chain to the layers' kernels
+    // by programmatic dependent launch, inside the decoder's graphs.
     const on = new BatchDecoder(params, config, { capacity: 4 });
+    const resident = new BatchDecoder(params, config, { capacity: 4 });
     const off = new BatchDecoder(params, config, { capacity: 4 });
     const ref = onCpu(() => new BatchDecoder(host, config, { capacity: 4, graphs: false }));
     try {
@@ -330,6 +463,7 @@ await describeBackends("decodeLayer: one persistent kernel for a TNL decode laye
         const r = prefill(params, config, [p], { logits: "last" });
         r.logits.dispose();
         on.add(r.state);
+        resident.add(r.state);
         off.add(r.state);
         const copy: TnlState = { position: r.state.position, kv: r.state.kv.map((t) => T.copyTo(t, cpu)) };
         onCpu(() => ref.add(copy));
@@ -340,16 +474,25 @@ await describeBackends("decodeLayer: one persistent kernel for a TNL decode laye
       const margin = config.numLayers * UNIT.bf16;
       for (let k = 0; k < 5; k++) {
         const tokens = prompts.map((_, r) => (97 * k + 31 * r + 3) % config.vocabSize);
-        const a = Float64Array.from(await on.step(tokens).logits.data());
+        const streamed = withEnv(STREAM, () => countingChain(be, () => on.step(tokens)));
+        const kept = withEnv(RESIDENT, () => countingChain(be, () => resident.step(tokens)));
+        // Counted at the steps that record the graphs; replays launch nothing through the table.
+        if (k === 0) {
+          expect(streamed[1], `step ${k}: the streamed kernel ran`).toBe(0);
+          expect(kept[1], `step ${k}: the resident kernel ran`).toBe(0);
+        }
+        await expectSameBits(streamed[0].logits, kept[0].logits, `step ${k}: logits, streamed vs resident`);
+        const a = Float64Array.from(await streamed[0].logits.data());
         const b = Float64Array.from(await withoutKernel(() => off.step(tokens)).logits.data());
         const want = Float64Array.from(await onCpu(() => ref.step(tokens)).logits.data());
         const [ea, eb] = [relRms(a, want), relRms(b, want)];
-        console.log(`BatchDecoder step ${k}: logits' relative RMS vs f32, kernel ${ea.toExponential(2)}, chain ${eb.toExponential(2)}`);
+        console.log(`BatchDecoder step ${k}: logits' relative RMS vs f32, kernel ${ea.toExponential(2)} (streamed, the resident bits), chain ${eb.toExponential(2)}`);
         expect(eb, `step ${k}: the chain's error`).toBeLessThan(8 * UNIT.bf16);
         expect(ea, `step ${k}: the kernel's error against the chain's + ${config.numLayers}u`).toBeLessThanOrEqual(eb + margin);
       }
     } finally {
       on.dispose();
+      resident.dispose();
       off.dispose();
       onCpu(() => ref.dispose());
       disposeParams(params);
