@@ -70,6 +70,7 @@ constexpr int KW = 32;  // k a warp takes from a stage: one 16-byte load a lane,
 constexpr int STAGE_WEIGHTS = 8192;  // weight elements a stage: 128 rows × 64 k or 64 × 128
 constexpr int MAX_STAGES = 8;
 constexpr int MAX_SLICES = WARPS / 2;  // k slices a block, at RG = 2
+constexpr int MAX_CLUSTER = 8;  // blocks of a cluster (the portable limit)
 // Shared memory a block: two blocks an SM.
 constexpr int SMEM_BUDGET = 110 * 1024;
 // Bytes of weights a launch asks L2 for before its wait (gemv.cu's budget): the whole weight or none.
@@ -333,7 +334,7 @@ __device__ __forceinline__ void gemvMmaBody(const MmaArgs<T>& a, double (*square
     }
   }
   __syncthreads();
-  int slices = SL;  // of each block, read below
+  const int slices = ks > 1 ? 1 : SL;  // of each block, read below
   if (ks > 1) {
     // The block's slices added in slice order first, so that a peer reads one value an element.
     for (int e = tid; e < M * ROWS; e += THREADS) {
@@ -348,13 +349,13 @@ __device__ __forceinline__ void gemvMmaBody(const MmaArgs<T>& a, double (*square
         for (int q = 1; q < SL; q++) v += squares[q][m];
         squares[0][m] = v;
       }
-    slices = 1;
     clusterSync();  // every block's sums are in place
   }
   if constexpr (NORM) {
     // Each row's factor from the squares of all k, in (rank, slice) order, in every block alike.
     for (int m = tid; m < M; m += THREADS) {
       double sum = 0.0;
+#pragma unroll 4
       for (int q = 0; q < ks; q++) {
         const double* pq = ks > 1 ? clusterPeer(&squares[0][0], q) : &squares[0][0];
         for (int x = 0; x < slices; x++) sum += pq[x * MP + m];
@@ -368,12 +369,15 @@ __device__ __forceinline__ void gemvMmaBody(const MmaArgs<T>& a, double (*square
   // and the residual in f32; one rounding.
   const int total = M * OUT;
   const int lo = (int)((int64_t)rank * total / ks), hi = (int)((int64_t)(rank + 1) * total / ks);
+#pragma unroll 1
   for (int i = lo + tid; i < hi; i += THREADS) {
     const int m = i / OUT, r = i % OUT;
     const int row = b * OUT + r;
     if (row >= n) continue;
     const int wr = PRODUCT ? (r >> 4) * 32 + (r & 15) : r;
     float y1 = 0.0f, y2 = 0.0f;
+    // Unrolled so that the loads of several peers are in flight before their adds.
+#pragma unroll 4
     for (int q = 0; q < ks; q++) {
       const float* pq = (ks > 1 ? clusterPeer(part, q) : part) + m * LDP + wr;
       for (int x = 0; x < slices; x++) {
@@ -527,7 +531,7 @@ Plan plan(Context& c, int dt, int m, int n, int k, bool gate, bool product, std:
     stagesAll = (k + kc - 1) / kc;
     int ks = 1;
     if (c.ccMajor >= 9)
-      while (ks < 8 && tiles * ks < target && ks < stagesAll) ks++;
+      while (ks < MAX_CLUSTER && tiles * ks < target && ks < stagesAll) ks++;
     p.rg = rg;
     p.ks = ks;
     if (tiles * ks >= target) break;
