@@ -375,6 +375,10 @@ __device__ __forceinline__ void gemvMmaBody(const MmaArgs<T>& a, double (*square
     const int row = b * OUT + r;
     if (row >= n) continue;
     const int wr = PRODUCT ? (r >> 4) * 32 + (r & 15) : r;
+    const int64_t at = (int64_t)m * n + row;
+    // The residual's load first: its latency (an L2 hit, the kernel before wrote it) overlaps
+    // the partial sums' reads.
+    const float res = RESIDUAL ? toF(a.residual[at]) : 0.0f;
     float y1 = 0.0f, y2 = 0.0f;
     // Unrolled so that the loads of several peers are in flight before their adds.
 #pragma unroll 4
@@ -393,8 +397,7 @@ __device__ __forceinline__ void gemvMmaBody(const MmaArgs<T>& a, double (*square
     if constexpr ((EPI & EPI_SPLIT) != 0) {
       storeSplit(a.split, m, row, value);
     } else {
-      const int64_t at = (int64_t)m * n + row;
-      a.y[at] = fromF<T>(RESIDUAL ? __fadd_rn(value, toF(a.residual[at])) : value);
+      a.y[at] = fromF<T>(RESIDUAL ? __fadd_rn(value, res) : value);
     }
   }
   if (ks > 1) clusterSync();  // no block leaves while another reads its shared memory
