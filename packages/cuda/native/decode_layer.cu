@@ -99,6 +99,11 @@ constexpr int ROW_GROUPS = VT / 4;     // stage-2 row groups (threads with the s
 // at each barrier.
 __device__ unsigned barrierWord;
 
+__device__ __forceinline__ unsigned loadRelaxed(const unsigned* p) {
+  unsigned v;
+  asm volatile("ld.relaxed.gpu.global.u32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
+  return v;
+}
 __device__ __forceinline__ unsigned loadAcquire(const unsigned* p) {
   unsigned v;
   asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
@@ -286,42 +291,71 @@ __device__ __forceinline__ uint4 weightPack(const uint4* p) {
 // else in global memory) with the B rows of x staged in shared memory, K wide: one warp per row,
 // each lane 16-byte packs lane, lane + 32, … (f32 fmaf in that order), then a butterfly over the
 // warp. store(b, r, sum, sum2) on lane 0.
+//
+// Streaming, a warp takes R rows at once (r, r + NW, …: each with sums of its own, in the order
+// above), so that its loads of all of them are in flight together: from L2 a block of 8 warps
+// needs more bytes in flight than one row a warp gives (a 1,024-wide row is 4 packs a lane). A
+// product already reads two rows at once.
 template <class T, int B, bool PRODUCT, bool RESIDENT, class Store>
 __device__ __forceinline__ void rowDots(const T* w, const T* w2, const T* xs, int rows, int K, Store store) {
   constexpr int NW = threadsOf<RESIDENT>() / 32;
+  constexpr int R = RESIDENT || PRODUCT ? 1 : 2;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int kv = K / EL;
   const uint4* xp = reinterpret_cast<const uint4*>(xs);
-  for (int r = warp; r < rows; r += NW) {
-    const uint4* wr = reinterpret_cast<const uint4*>(w + (int64_t)r * K);
-    const uint4* wr2 = reinterpret_cast<const uint4*>(PRODUCT ? w2 + (int64_t)r * K : w);
-    float acc[B], acc2[B];
+  for (int r0 = warp; r0 < rows; r0 += NW * R) {
+    const uint4* wr[R];
+    bool live[R];  // warp-uniform
 #pragma unroll
-    for (int b = 0; b < B; b++) acc[b] = 0.0f, acc2[b] = 0.0f;
+    for (int j = 0; j < R; j++) {
+      live[j] = r0 + j * NW < rows;
+      wr[j] = reinterpret_cast<const uint4*>(w + (int64_t)(r0 + j * NW) * K);
+    }
+    const uint4* wr2 = reinterpret_cast<const uint4*>(PRODUCT ? w2 + (int64_t)r0 * K : w);
+    float acc[R][B], acc2[B];
+#pragma unroll
+    for (int b = 0; b < B; b++) {
+#pragma unroll
+      for (int j = 0; j < R; j++) acc[j][b] = 0.0f;
+      acc2[b] = 0.0f;
+    }
 #pragma unroll 4
     for (int v = lane; v < kv; v += 32) {
-      float wf[EL], wf2[EL];
-      unpack16<T>(weightPack<RESIDENT>(wr + v), wf);
-      if constexpr (PRODUCT) unpack16<T>(weightPack<RESIDENT>(wr2 + v), wf2);
+      uint4 pk[R], pk2;
 #pragma unroll
-      for (int b = 0; b < B; b++) {
-        float xf[EL];
-        unpack16<T>(xp[b * kv + v], xf);
+      for (int j = 0; j < R; j++)
+        if (live[j]) pk[j] = weightPack<RESIDENT>(wr[j] + v);
+      if constexpr (PRODUCT) pk2 = weightPack<RESIDENT>(wr2 + v);
 #pragma unroll
-        for (int e = 0; e < EL; e++) {
-          acc[b] = fmaf(wf[e], xf[e], acc[b]);
-          if constexpr (PRODUCT) acc2[b] = fmaf(wf2[e], xf[e], acc2[b]);
+      for (int j = 0; j < R; j++) {
+        if (!live[j]) continue;
+        float wf[EL], wf2[EL];
+        unpack16<T>(pk[j], wf);
+        if constexpr (PRODUCT) unpack16<T>(pk2, wf2);
+#pragma unroll
+        for (int b = 0; b < B; b++) {
+          float xf[EL];
+          unpack16<T>(xp[b * kv + v], xf);
+#pragma unroll
+          for (int e = 0; e < EL; e++) {
+            acc[j][b] = fmaf(wf[e], xf[e], acc[j][b]);
+            if constexpr (PRODUCT) acc2[b] = fmaf(wf2[e], xf[e], acc2[b]);
+          }
         }
       }
     }
 #pragma unroll
-    for (int b = 0; b < B; b++) {
-      acc[b] = warpSum(acc[b]);
-      if constexpr (PRODUCT) acc2[b] = warpSum(acc2[b]);
-    }
-    if (lane == 0)
+    for (int j = 0; j < R; j++) {
+      if (!live[j]) continue;
 #pragma unroll
-      for (int b = 0; b < B; b++) store(b, r, acc[b], acc2[b]);
+      for (int b = 0; b < B; b++) {
+        acc[j][b] = warpSum(acc[j][b]);
+        if constexpr (PRODUCT) acc2[b] = warpSum(acc2[b]);
+      }
+      if (lane == 0)
+#pragma unroll
+        for (int b = 0; b < B; b++) store(b, r0 + j * NW, acc[j][b], acc2[b]);
+    }
   }
 }
 
@@ -473,10 +507,12 @@ __global__ void __launch_bounds__(threadsOf<RESIDENT>(), RESIDENT ? 1 : 2) decod
 
   waitForPrevious();  // h and the state may be what the kernel before wrote
   if (a.trigger == TRIGGER_WAIT) startNext();
-  // The barrier word's top bit as this grid finds it: the kernel before has finished, and no
-  // barrier of this grid can complete before this block arrives.
+  // The barrier word's top bit as this grid finds it (RED; ATOMIC takes it from its atomics): the
+  // kernel before has finished and its writes are visible, and no barrier of this grid can
+  // complete before this block arrives. A relaxed load: the thread stalls for it only where the
+  // first barrier uses it, not before stage 1.
   unsigned phase = 0;
-  if (threadIdx.x == 0) phase = loadAcquire(&barrierWord) & 0x80000000u;
+  if (threadIdx.x == 0 && a.barrier == BARRIER_RED) phase = loadRelaxed(&barrierWord) & 0x80000000u;
   // This block's stage-2 state rows start towards L2 while stage 1 runs.
   const int blocksE = (a.E + CB - 1) / CB, items = B * a.H * blocksE;
   for (int item = blockIdx.x; item < items; item += gridDim.x) {

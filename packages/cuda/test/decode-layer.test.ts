@@ -501,7 +501,7 @@ await describeBackends("decodeLayer: one persistent kernel for a TNL decode laye
     }
   }, 180_000);
 
-  it("declines 5 rows, f32 and staged rows over a block's shared memory: the chain runs, with its bits", async () => {
+  it("declines 5 rows, f32 and staged rows over a block's shared memory, in every mode: the chain runs, with its bits", async () => {
     const rng = seeded(2719);
     const cases: [string, Case, Float][] = [
       ["5 rows", { shape: SMALL, B: 5, lrpe: true, activation: "silu" }, "bf16"],
@@ -509,23 +509,26 @@ await describeBackends("decodeLayer: one persistent kernel for a TNL decode laye
       // Stage 5 stages g, 4 × 29,696 bf16 (232 KB): over the 227 KB a block may take.
       ["G 29,696 at 4 rows", { shape: { M: 256, G: 29696, H: 2, hd: 128 }, B: 4, lrpe: false, activation: "silu" }, "bf16"],
     ];
-    for (const [label, c, dtype] of cases) {
-      for (const inPlace of [false, true]) {
-        const frame = T.beginScope();
-        try {
-          const w = makeWeights(rng, c.shape, dtype, gpu());
-          const x = makeInputs(rng, c, dtype, gpu());
-          const state = stateOf(x, gpu());
-          const [got, calls] = countingChain(gpu(), () => T.decodeLayer(x.h, w, state, x.slopes, { ...optionsOf(x, c), inPlace }));
-          expect(calls, `${label}: the chain ran`).toBe(1);
-          const want = chain(x, w, c, stateOf(x, gpu()), inPlace);
-          await expectSameBits(got.h, want.h, `${label}${inPlace ? " in place" : ""}: h2 vs the chain`);
-          await expectSameBits(got.state, want.state, `${label}${inPlace ? " in place" : ""}: state vs the chain`);
-          if (inPlace) expect(got.state.handle).toBe(state.handle);
-        } finally {
-          T.endScope(frame);
+    for (const [name, c, dtype] of cases) {
+      for (const mode of [{ LIGHTNING_CUDA_DECODE_LAYER: "1" }, RESIDENT, STREAM]) {
+        for (const inPlace of [false, true]) {
+          const label = `${name}, ${envText(mode)}${inPlace ? ", in place" : ""}`;
+          const frame = T.beginScope();
+          try {
+            const w = makeWeights(rng, c.shape, dtype, gpu());
+            const x = makeInputs(rng, c, dtype, gpu());
+            const state = stateOf(x, gpu());
+            const [got, calls] = withEnv(mode, () => countingChain(gpu(), () => T.decodeLayer(x.h, w, state, x.slopes, { ...optionsOf(x, c), inPlace })));
+            expect(calls, `${label}: the chain ran`).toBe(1);
+            const want = chain(x, w, c, stateOf(x, gpu()), inPlace);
+            await expectSameBits(got.h, want.h, `${label}: h2 vs the chain`);
+            await expectSameBits(got.state, want.state, `${label}: state vs the chain`);
+            if (inPlace) expect(got.state.handle).toBe(state.handle);
+          } finally {
+            T.endScope(frame);
+          }
         }
       }
     }
-  }, 120_000);
+  }, 180_000);
 });
