@@ -541,7 +541,9 @@ __global__ void __launch_bounds__(threadsOf<RESIDENT>(), RESIDENT ? 1 : 2) decod
   __syncthreads();
   rowDots<T, B, false, RESIDENT>(so, nullptr, xs, sho.count, hid, [&](int b, int r, float s, float) {
     const int64_t at = (int64_t)b * M + sho.first + r;
-    a.h1[at] = fromF<T>(__fadd_rn(s, toF(a.h[at])));
+    // h is the kernel before's output, and this block may have started (PDL) before that kernel
+    // finished: through L2, as every row another block or kernel writes, never through L1.
+    a.h1[at] = fromF<T>(__fadd_rn(s, toF(__ldcg(a.h + at))));
   });
   gridBarrier(a.barrier, phase);
 
