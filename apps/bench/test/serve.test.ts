@@ -137,6 +137,11 @@ describe("serve suite on the CPU", () => {
       // most the clients' slowest.
       expect(r.server_ttft_mean_ms).toBeGreaterThan(0);
       expect(r.server_ttft_mean_ms).toBeLessThanOrEqual(r.ttft_p99_ms as number);
+      // Of it: time queued before admission (within it), and decode steps to the first token (none
+      // or more: on the CPU a prompt is read by a prefill call, whose logits give the first token).
+      expect(r.server_queue_mean_ms).toBeGreaterThanOrEqual(0);
+      expect(r.server_queue_mean_ms).toBeLessThanOrEqual(r.server_ttft_mean_ms as number);
+      expect(r.server_steps_to_first_token).toBeGreaterThanOrEqual(0);
     }
   });
 

@@ -122,6 +122,9 @@ interface Sequence {
   lastToken: number;
   /** The last decode step the sequence was in (`LaunchedStep.id`), 0 before any. */
   lastStep: number;
+  /** When `submit` queued it (performance.now()), and the decode steps launched when it was admitted. */
+  submittedAt: number;
+  admittedAtStep: number;
   resolve(r: SequenceResult): void;
   reject(err: unknown): void;
 }
@@ -147,6 +150,15 @@ export class Engine {
   /** Decode steps launched before the previous step's tokens were read (greedy rows, argmax on the device). */
   chainedSteps = 0;
   cancelled = 0;
+  /**
+   * Admitted sequences, the seconds they waited in the queue before admission, and the decode steps
+   * launched between admission and their first token (the prompt read by decode steps, or the steps
+   * that ran while its prefill did): where a time to first token goes, for the metrics.
+   */
+  admitted = 0;
+  queueSeconds = 0;
+  firstTokens = 0;
+  stepsToFirstToken = 0;
   /** Generated tokens, for the rate over the last seconds. */
   private readonly recent = new RateWindow(5000);
   /** The generating sequences' states, by row. */
@@ -208,6 +220,8 @@ export class Engine {
         random: seededRandom(req.seed, req.stream ?? 0),
         lastToken: -1,
         lastStep: 0,
+        submittedAt: performance.now(),
+        admittedAtStep: 0,
         resolve,
         reject,
       };
@@ -247,6 +261,9 @@ export class Engine {
       while (this.waiting.length && this.active.length < this.options.maxBatch) {
         const s = this.waiting.shift()!;
         this.active.push(s);
+        this.admitted++;
+        this.queueSeconds += (performance.now() - s.submittedAt) / 1000;
+        s.admittedAtStep = this.steps;
         // A short prompt goes straight into a decoder row and is read by the decode steps.
         if (s.req.prompt.length <= this.decodePrefill) {
           s.state ??= initState(this.model.config, 1, { dtype: this.decoder.stateDtype });
@@ -440,6 +457,10 @@ export class Engine {
   /** Records `token` as `s`'s next token (with its log probabilities from `row` when asked) and retires `s` if that ends it. */
   private acceptToken(s: Sequence, token: number, row?: Float32Array): void {
     const { req } = s;
+    if (s.generated.length === 0) {
+      this.firstTokens++;
+      this.stepsToFirstToken += this.steps - s.admittedAtStep;
+    }
     s.generated.push(token);
     s.lastToken = token;
     this.tokensGenerated++;

@@ -61,6 +61,15 @@ export function createMetrics(engine: Engine, handles: StateLru<number[]>): Serv
   followingCounter(registry, "lightning_prefill_tokens_total", "Prompt tokens run through prefill", () => engine.prefillTokens);
   followingCounter(registry, "lightning_prefix_cache_hits_total", "Prompts that started from a cached prefix state", () => engine.prefixCache.hits);
   followingCounter(registry, "lightning_prefix_cache_misses_total", "Prompts with no cached prefix state", () => engine.prefixCache.misses);
+  followingCounter(registry, "lightning_admitted_sequences_total", "Sequences taken from the queue into the batch", () => engine.admitted);
+  followingCounter(registry, "lightning_queue_seconds_total", "Seconds admitted sequences waited in the queue", () => engine.queueSeconds);
+  followingCounter(registry, "lightning_first_tokens_total", "Sequences that generated their first token", () => engine.firstTokens);
+  followingCounter(
+    registry,
+    "lightning_steps_to_first_token_total",
+    "Decode steps launched between a sequence's admission and its first token, summed over sequences",
+    () => engine.stepsToFirstToken,
+  );
   followingCounter(registry, "lightning_cancelled_sequences_total", "Sequences ended by a client disconnect or timeout", () => engine.cancelled);
   return {
     registry,

@@ -114,7 +114,7 @@ describe("Engine with a batch decoder", () => {
       const engine = new Engine(wide, { maxBatch: 3, decodePrefill });
       const out = cases.map(() => [] as TokenInfo[]);
       await Promise.all(cases.map((c, i) => engine.submit(request(c, out[i]))));
-      const counts = { prefill: engine.prefillTokens, steps: engine.steps };
+      const counts = { prefill: engine.prefillTokens, steps: engine.steps, admitted: engine.admitted, firsts: engine.firstTokens, toFirst: engine.stepsToFirstToken, queued: engine.queueSeconds };
       await engine.close();
       return { out, counts };
     };
@@ -125,6 +125,14 @@ describe("Engine with a batch decoder", () => {
     // Every prompt token was read either way; reading them in steps takes more steps.
     expect(stepped.counts.prefill).toBe(called.counts.prefill);
     expect(stepped.counts.steps).toBeGreaterThan(called.counts.steps);
+    // The metrics' totals: every sequence admitted once and given a first token; read in steps, a
+    // prompt of P tokens takes at least P steps from admission to its first token.
+    for (const r of [called, stepped]) {
+      expect([r.counts.admitted, r.counts.firsts]).toEqual([cases.length, cases.length]);
+      expect(r.counts.queued).toBeGreaterThanOrEqual(0);
+    }
+    expect(stepped.counts.toFirst).toBeGreaterThanOrEqual(cases.reduce((n, c) => n + c.prompt.length, 0));
+    expect(called.counts.toFirst).toBeLessThan(stepped.counts.toFirst);
     disposeParams(wide.params);
   });
 

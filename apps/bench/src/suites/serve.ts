@@ -145,25 +145,38 @@ async function streamPhase(s: ServerProcess, o: Resolved, base: Base, log: (l: s
   for (const c of o.concurrency) {
     let cpu0: number | null = null;
     // The server's own time to first token (request arrival → first token, its /metrics) over the
-    // timed part, beside the clients' (request sent → first chunk read): what the HTTP path adds.
-    const start: { ttft?: Promise<{ sum: number; count: number }> } = {};
+    // timed part, beside the clients' (request sent → first chunk read): what the HTTP path adds;
+    // and of it, the time queued before admission and the decode steps from admission to the token.
+    const start: { totals?: Promise<ServerTotals> } = {};
     try {
       const onStart = () => {
         cpu0 = processCpuSeconds(s.child.pid);
-        start.ttft = ttftTotals(s.url);
+        start.totals = serverTotals(s.url);
       };
       const r = await runLoad({ url: s.url, body, maxTokens: o.maxTokens, concurrency: c, seconds: o.levelSeconds, threads: o.clientThreads, warmup: true, onStart });
       const cpu1 = processCpuSeconds(s.child.pid);
-      const [t0, t1] = await Promise.all([start.ttft ?? Promise.resolve(null), ttftTotals(s.url)]);
-      const serverTtft = t0 && t1.count > t0.count ? ((t1.sum - t0.sum) / (t1.count - t0.count)) * 1000 : null;
+      const [t0, t1] = await Promise.all([start.totals ?? Promise.resolve(null), serverTotals(s.url)]);
+      const means = serverMeans(t0, t1);
       const f = streamFields(r, o.maxTokens);
       const ms = (x: unknown) => (typeof x === "number" ? `${x.toFixed(2)} ms` : "–");
       const serverCpu = cpu0 !== null && cpu1 !== null ? ((cpu1 - cpu0) / r.seconds) * 100 : null;
       log(
         `serve: stream, concurrency ${c}: ${r.requests} requests, ${(r.tokens / r.seconds).toFixed(0)} tokens/s, TTFT p50 ${ms(f.ttft_p50_ms)} ` +
-          `(server mean ${ms(serverTtft)}), ITL p50 ${ms(f.itl_p50_ms)}, client CPU ${r.clientCpuPct.toFixed(0)}%, server CPU ${serverCpu === null ? "–" : serverCpu.toFixed(0)}%, ${r.errors} errors`,
+          `(server mean ${ms(means.ttftMs)}: queued ${ms(means.queueMs)}, ${means.steps === null ? "–" : means.steps.toFixed(1)} steps), ITL p50 ${ms(f.itl_p50_ms)}, ` +
+          `client CPU ${r.clientCpuPct.toFixed(0)}%, server CPU ${serverCpu === null ? "–" : serverCpu.toFixed(0)}%, ${r.errors} errors`,
       );
-      rows.push(result({ ...base, impl: "http stream", ...f, server_cpu_pct: serverCpu, server_ttft_mean_ms: serverTtft, ok: r.errors === 0 && f.tokens_exact === true && r.requests > 0 }));
+      rows.push(
+        result({
+          ...base,
+          impl: "http stream",
+          ...f,
+          server_cpu_pct: serverCpu,
+          server_ttft_mean_ms: means.ttftMs,
+          server_queue_mean_ms: means.queueMs,
+          server_steps_to_first_token: means.steps,
+          ok: r.errors === 0 && f.tokens_exact === true && r.requests > 0,
+        }),
+      );
     } catch (err) {
       log(`serve: stream, concurrency ${c}: ${(err as Error).message}`);
       rows.push(result({ ...base, impl: "http stream", concurrency: c, ok: false, error: (err as Error).message }));
@@ -255,9 +268,42 @@ async function soakPhase(s: ServerProcess, o: Resolved, base: Base, log: (l: str
 
 /** Sum and count of the server's time-to-first-token histogram. */
 async function ttftTotals(url: string): Promise<{ sum: number; count: number }> {
+  const t = await serverTotals(url);
+  return { sum: t.ttftSum, count: t.ttftCount };
+}
+
+/** The server's running totals behind a time to first token (its /metrics). */
+interface ServerTotals {
+  ttftSum: number;
+  ttftCount: number;
+  admitted: number;
+  queueSeconds: number;
+  firstTokens: number;
+  stepsToFirstToken: number;
+}
+
+async function serverTotals(url: string): Promise<ServerTotals> {
   const text = await (await fetch(`${url}/metrics`)).text();
   const value = (name: string) => Number(/^(\S+) (\S+)$/m.exec(text.split("\n").find((l) => l.startsWith(name + " ")) ?? "x 0")![2]);
-  return { sum: value("lightning_time_to_first_token_seconds_sum"), count: value("lightning_time_to_first_token_seconds_count") };
+  return {
+    ttftSum: value("lightning_time_to_first_token_seconds_sum"),
+    ttftCount: value("lightning_time_to_first_token_seconds_count"),
+    admitted: value("lightning_admitted_sequences_total"),
+    queueSeconds: value("lightning_queue_seconds_total"),
+    firstTokens: value("lightning_first_tokens_total"),
+    stepsToFirstToken: value("lightning_steps_to_first_token_total"),
+  };
+}
+
+/** Means over what happened between two readings: time to first token and time queued (ms), decode steps to the first token. */
+function serverMeans(a: ServerTotals | null, b: ServerTotals): { ttftMs: number | null; queueMs: number | null; steps: number | null } {
+  const per = (sum: (t: ServerTotals) => number, count: (t: ServerTotals) => number, scale: number) =>
+    a && count(b) > count(a) ? ((sum(b) - sum(a)) / (count(b) - count(a))) * scale : null;
+  return {
+    ttftMs: per((t) => t.ttftSum, (t) => t.ttftCount, 1000),
+    queueMs: per((t) => t.queueSeconds, (t) => t.admitted, 1000),
+    steps: per((t) => t.stepsToFirstToken, (t) => t.firstTokens, 1),
+  };
 }
 
 /** The fields of a completion response that this suite reads. */
@@ -437,6 +483,8 @@ const STREAM_COLUMNS = [
   ["TTFT p50 ms", "ttft_p50_ms"],
   ["TTFT p99 ms", "ttft_p99_ms"],
   ["server TTFT mean ms", "server_ttft_mean_ms"],
+  ["of it queued, ms", "server_queue_mean_ms"],
+  ["decode steps to first token", "server_steps_to_first_token"],
   ["ITL p50 ms", "itl_p50_ms"],
   ["ITL p99 ms", "itl_p99_ms"],
   ["requests", "requests"],
