@@ -319,9 +319,10 @@ export function createKernels(rt: NativeRuntime): KernelTable<CudaStorage> {
   // slopes: f32 (H)[, theta: (H, hd), positions: f32 (B)] → h2: (B, M), next state (over state with
   // inPlace). One persistent kernel (native/decode_layer.cu) for 1–4 rows of f16/bf16: its weights
   // resident in the SMs' shared memory where they fit, else streamed through L2 with the next
-  // layer's kernel prefetching beside it (LIGHTNING_CUDA_DECODE_LAYER: unset or 1 that choice,
-  // resident, stream, or 0, read at each call); otherwise the op's chain of five kernels. Both take the intermediates (q, k, v, u, o, h1, g) from one scratch block, freed once
-  // enqueued as fusedLinear's temporaries are.
+  // layer's kernel prefetching beside it, when LIGHTNING_CUDA_DECODE_LAYER asks for it (1 that
+  // choice, resident or stream; read at each call); otherwise, and by default (the kernel measured
+  // slower than the chain on the H200), the op's chain of five kernels. Both take the intermediates
+  // (q, k, v, u, o, h1, g) from one scratch block, freed once enqueued as fusedLinear's temporaries are.
   table.decodeLayer = ({ inputs: [h, wq, wo, w1, w2, w3, state, slopes, theta, positions], outputs: [h2, next], attrs: { heads, activation, lrpe, eps } }) => {
     const [B, M] = h.shape as [number, number];
     const [, H, D, E] = state.shape as [number, number, number, number];

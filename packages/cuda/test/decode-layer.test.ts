@@ -8,7 +8,7 @@
  * chain's own plus one rounding of an intermediate to the dtype. Odd sizes (M = 200, G = 344,
  * H = 3, hd = 64), the 436M layer (1,024, 2,816, 8 × 128) and, streamed, G = 4,096 at the 436M
  * widths, B = 1…4, bf16 and f16, with and without LRPE, in place and not. Every case runs in both
- * modes (LIGHTNING_CUDA_DECODE_LAYER=resident, or the default where the shares do not fit, and
+ * modes (LIGHTNING_CUDA_DECODE_LAYER=resident, or =1 where the shares do not fit, and
  * =stream), which must give the same bits: their sums are the same, in the same order; the streamed
  * runs go through the switches of its trigger point, barrier and prefetch in turn, none of which may
  * change a bit. Then, in both modes: many calls in a row
@@ -238,8 +238,8 @@ await describeBackends("decodeLayer: one persistent kernel for a TNL decode laye
         const w = makeWeights(rng, shape, dtype, gpu());
         const w64 = await weights64(w);
         const u = UNIT[dtype];
-        // Where a block's shares do not fit its shared memory, resident mode declines: the default
-        // (which streams them) is the first run then.
+        // Where a block's shares do not fit its shared memory, resident mode declines: =1 (which
+        // streams them) is the first run then.
         const fits = shape !== STREAMED;
         let n = 0;
         for (const B of [1, 2, 3, 4]) {
@@ -296,6 +296,35 @@ await describeBackends("decodeLayer: one persistent kernel for a TNL decode laye
       const x = makeInputs(rng, c, "bf16", gpu());
       const [, calls] = withEnv(RESIDENT, () => countingChain(gpu(), () => T.decodeLayer(x.h, w, stateOf(x, gpu()), x.slopes, optionsOf(x, c))));
       expect(calls, "the chain ran").toBe(1);
+    } finally {
+      T.endScope(frame);
+    }
+  });
+
+  it("unset, empty or 0, the switch leaves the layer to the chain (the default), with its bits; 1 runs the kernel", async () => {
+    const rng = seeded(3303);
+    const c: Case = { shape: TNL_436M, B: 1, lrpe: false, activation: "silu" };
+    const frame = T.beginScope();
+    try {
+      const w = makeWeights(rng, TNL_436M, "bf16", gpu());
+      const x = makeInputs(rng, c, "bf16", gpu());
+      const want = chain(x, w, c, stateOf(x, gpu()), false);
+      const before = process.env.LIGHTNING_CUDA_DECODE_LAYER;
+      delete process.env.LIGHTNING_CUDA_DECODE_LAYER;
+      let unset: ReturnType<typeof T.decodeLayer>, calls: number;
+      try {
+        [unset, calls] = countingChain(gpu(), () => T.decodeLayer(x.h, w, stateOf(x, gpu()), x.slopes, optionsOf(x, c)));
+      } finally {
+        if (before !== undefined) process.env.LIGHTNING_CUDA_DECODE_LAYER = before;
+      }
+      expect(calls, "unset: the chain ran").toBe(1);
+      await expectSameBits(unset.h, want.h, "unset: h2 vs the chain");
+      for (const off of ["", "0"]) {
+        const [, n] = withEnv({ LIGHTNING_CUDA_DECODE_LAYER: off }, () => countingChain(gpu(), () => T.decodeLayer(x.h, w, stateOf(x, gpu()), x.slopes, optionsOf(x, c))));
+        expect(n, `'${off}': the chain ran`).toBe(1);
+      }
+      const [, on] = withEnv({ LIGHTNING_CUDA_DECODE_LAYER: "1" }, () => countingChain(gpu(), () => T.decodeLayer(x.h, w, stateOf(x, gpu()), x.slopes, optionsOf(x, c))));
+      expect(on, "1: the persistent kernel ran").toBe(0);
     } finally {
       T.endScope(frame);
     }
