@@ -237,10 +237,11 @@ __device__ __forceinline__ void gemvMmaBody(const MmaArgs<T>& a, double (*square
   }
   // Rows of x (and of the gate) past M are zeros in every slot (never copied): their products
   // are discarded, and zeros keep them finite.
-  for (int i = tid; i < min(ns, nst) * (MP - M) * KC; i += THREADS) {
-    const int slot = i / ((MP - M) * KC), j = M * KC + i % ((MP - M) * KC);
-    xSlot(slot)[j] = fromF<T>(0.0f);
-    if constexpr (GATE) gSlot(slot)[j] = fromF<T>(0.0f);
+  const int padPacks = (MP - M) * KC / 8;  // 16-byte packs of those rows a slot (all bits 0: +0)
+  for (int i = tid; i < min(ns, nst) * padPacks; i += THREADS) {
+    const int slot = i / padPacks, j = M * KC + 8 * (i % padPacks);
+    *reinterpret_cast<uint4*>(xSlot(slot) + j) = make_uint4(0, 0, 0, 0);
+    if constexpr (GATE) *reinterpret_cast<uint4*>(gSlot(slot) + j) = make_uint4(0, 0, 0, 0);
   }
 
   waitForPrevious();
