@@ -15,8 +15,9 @@
 //   - a block is 8 warps = RG row groups × 8/RG k slices of 32: RG = 4 (128 weight rows, stages of
 //     64 k) or, where N is small, RG = 2 (64 rows, 128 k); a stage (16 KB of weights, the M rows of
 //     x and, with a gated norm, of the gate) goes by cp.async into a ring of 2–8 stages of at most
-//     110 KB (two blocks an SM, so the next launch's blocks find room to start under PDL); rows of
-//     x past M are never copied (zeros, their products discarded). A stage row is 128 or 256 bytes
+//     110 KB (two blocks an SM, so the next launch's blocks find room to start under PDL), no more
+//     stages than the block's share of k has; rows of x past M are never copied (zeros, their
+//     products discarded). A stage row is 128 or 256 bytes
 //     with its 16-byte chunks swizzled by row parity (chunk c at c ^ 4·(r & 1)), so that the 8 lanes
 //     of a 16-byte load phase (rows g and g + 1, 64 bytes each) hit 32 distinct banks;
 //   - one CTA barrier a stage: wait for stage st's copies, barrier (stage st landed for every
@@ -35,10 +36,11 @@
 // row, so p(x)·wᵀ = r · ((x ⊙ gate)·wᵀ) with r = 1 / sqrt(mean(x²) + eps). The MMA operand is x
 // itself (with the gate: x ⊙ gate, multiplied from the staged tiles in registers and rounded to T
 // once); the warps of row groups 0 and 1 also add the squares of the x they load (token tiles of
-// their parity: every staged element once), f32 within a 16-byte pack and double across packs as
-// nn.cu's rmsNorm does; the sums of the slices (and of the cluster's blocks) meet with the partial
-// products, and the epilogue multiplies each row's f32 sum by r in f32 before the product,
-// residual or split. The rounding points differ from the chain's (rmsNorm rounds x·r to T, the
+// their parity: every staged element once), f32 within a lane's packs (K / 32 / slices of them a
+// row at most), double across lanes, slices and the cluster's blocks; these sums meet with the
+// partial products, and the epilogue multiplies each row's f32 sum by r in f32 before the
+// product, residual or split (a positive sum in f32 loses at most its length in units of 2⁻²⁴:
+// far below one rounding of T). The rounding points differ from the chain's (rmsNorm rounds x·r to T, the
 // mul by the gate rounds again, and the product uses those): here x enters the sums unrounded (x ⊙
 // gate rounded once), so the result is at least as accurate as the chain's, but not its bits.
 // Without a norm the rounding points are the chain's matmul's: one rounding of the f32 sum (plus
