@@ -60,6 +60,7 @@
 
 #include "device.cuh"
 #include "gemv.cuh"
+#include "gemv_device.cuh"
 #include "gemv_split.cuh"
 #include "mma.cuh"
 
@@ -100,17 +101,6 @@ struct MmaArgs {
   float eps;
 };
 
-__device__ __forceinline__ void waitForPrevious() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("griddepcontrol.wait;" ::: "memory");
-#endif
-}
-__device__ __forceinline__ void startNext() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
-#endif
-}
-
 // The blocks of a cluster (sm_90+; the launcher asks for clusters of one block elsewhere).
 __device__ __forceinline__ void clusterSync() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
@@ -126,7 +116,6 @@ __device__ __forceinline__ P* clusterPeer(P* p, int rank) {
 #endif
 }
 
-__device__ __forceinline__ void prefetchL2(const void* p) { asm volatile("prefetch.global.L2 [%0];" ::"l"(p)); }
 
 // cp.async.wait_group takes an immediate: waits until at most `pending` groups are in flight.
 __device__ __forceinline__ void cpAsyncWaitAtMost(int pending) {
@@ -446,13 +435,6 @@ void configure() {
     LTS_CHECK(cudaFuncSetAttribute(gemvMmaKernel<T, NT, PRO, EPI>, cudaFuncAttributeMaxDynamicSharedMemorySize, smemLimit()), "gemv mma smem attribute");
     return 1;
   });
-}
-
-bool pdlEnabled() {
-  const char* v = getenv("LIGHTNING_CUDA_PDL");
-  if (!v || !*v || strcmp(v, "1") == 0) return true;
-  if (strcmp(v, "0") == 0) return false;
-  throw std::runtime_error(std::string("LIGHTNING_CUDA_PDL: expected 0 or 1, got '") + v + "'");
 }
 
 template <class T, int NT, int PRO, int EPI>
