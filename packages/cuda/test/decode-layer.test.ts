@@ -27,7 +27,7 @@
  * 2·hd with LRPE).
  */
 import * as T from "@lightning-ts/tensor";
-import { describeBackends, seeded } from "@lightning-ts/testing";
+import { closeness, describeBackends, seeded } from "@lightning-ts/testing";
 import { BatchDecoder, disposeParams, disposeState, initParams, makeConfig, mapParams, prefill, type TnlState } from "@lightning-ts/tnl";
 import { afterEach, beforeEach, expect, it } from "vitest";
 import { decodeLayerSuite } from "../../tensor/test/decode-layer-suite.js";
@@ -184,17 +184,6 @@ async function float64Layer(x: Inputs, w64: T.DecodeLayerWeights, c: Case): Prom
   return { h: Float64Array.from(await r.h.data()), state: Float64Array.from(await r.state.data()) };
 }
 
-/** ‖got − want‖ / ‖want‖. */
-function relRms(got: ArrayLike<number>, want: ArrayLike<number>): number {
-  let num = 0;
-  let den = 0;
-  for (let i = 0; i < want.length; i++) {
-    num += (got[i] - want[i]) ** 2;
-    den += want[i] ** 2;
-  }
-  return Math.sqrt(num / den);
-}
-
 /** `fn`'s result and how many times the chain ran inside it (src/kernels.ts runs it through the table). */
 function countingChain<R>(be: T.Backend, fn: () => R): [R, number] {
   const kernels = be.kernels as unknown as Record<string, (args: unknown) => void>;
@@ -267,8 +256,8 @@ await describeBackends("decodeLayer: one persistent kernel for a TNL decode laye
                 await expectSameBits(streamed.state, got.state, `${label}: state, ${envText(second)} vs ${envText(first)}`);
                 const want = chain(x, w, c, stateOf(x, gpu()), inPlace);
                 const ref = await float64Layer(x, w64, c);
-                const [kh, ks] = [relRms(await got.h.data(), ref.h), relRms(await got.state.data(), ref.state)];
-                const [ch, cs] = [relRms(await want.h.data(), ref.h), relRms(await want.state.data(), ref.state)];
+                const [kh, ks] = [closeness(await got.h.data(), ref.h).relRms, closeness(await got.state.data(), ref.state).relRms];
+                const [ch, cs] = [closeness(await want.h.data(), ref.h).relRms, closeness(await want.state.data(), ref.state).relRms];
                 console.log(
                   `${label} [ran ${envText(first)}, then ${envText(second)}: same bits]: relative RMS vs float64, h2 ${kh.toExponential(2)} (chain ${ch.toExponential(2)}), state ${ks.toExponential(2)} (chain ${cs.toExponential(2)})`,
                 );
@@ -514,7 +503,7 @@ await describeBackends("decodeLayer: one persistent kernel for a TNL decode laye
         const a = Float64Array.from(await streamed[0].logits.data());
         const b = Float64Array.from(await withoutKernel(() => off.step(tokens)).logits.data());
         const want = Float64Array.from(await onCpu(() => ref.step(tokens)).logits.data());
-        const [ea, eb] = [relRms(a, want), relRms(b, want)];
+        const [ea, eb] = [closeness(a, want).relRms, closeness(b, want).relRms];
         console.log(`BatchDecoder step ${k}: logits' relative RMS vs f32, kernel ${ea.toExponential(2)} (streamed, the resident bits), chain ${eb.toExponential(2)}`);
         expect(eb, `step ${k}: the chain's error`).toBeLessThan(8 * UNIT.bf16);
         expect(ea, `step ${k}: the kernel's error against the chain's + ${config.numLayers}u`).toBeLessThanOrEqual(eb + margin);

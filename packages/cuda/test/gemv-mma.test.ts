@@ -33,7 +33,7 @@
  * Letters: x [R, K], w and w2 [N, K], gate [R, K], residual [R, N], y [R, N].
  */
 import * as T from "@lightning-ts/tensor";
-import { assertClose, describeBackends, seeded } from "@lightning-ts/testing";
+import { assertClose, closeness, describeBackends, seeded } from "@lightning-ts/testing";
 import { FIXTURE_DIR } from "@lightning-ts/testing/tnl-fixture";
 import { BatchDecoder, disposeParams, disposeState, loadCheckpoint, prefill, type TnlState } from "@lightning-ts/tnl";
 import { afterEach, beforeEach, expect, it } from "vitest";
@@ -162,17 +162,6 @@ function exact(o: Operands): Float64Array {
   return y;
 }
 
-/** ‖got − want‖₂ / ‖want‖₂. */
-function relativeRms(got: ArrayLike<number>, want: Float64Array): number {
-  let d = 0;
-  let s = 0;
-  for (let j = 0; j < want.length; j++) {
-    d += (got[j] - want[j]) ** 2;
-    s += want[j] ** 2;
-  }
-  return Math.sqrt(d / s);
-}
-
 /** Whether the tensor-core kernel takes the op: 5–64 rows of f16/bf16, K a whole number of 16-byte packs. */
 function mmaApplies(R: number, K: number): boolean {
   return R >= 5 && R <= 64 && K % 8 === 0;
@@ -230,11 +219,11 @@ await describeBackends("fusedLinear on tensor cores (native/gemv_mma.cu, LIGHTNI
         const o = await operands(i);
         expectWithin(got, kernelReference(o, dtype), `${label}: vs the kernel's arithmetic in float64`);
         const want = exact(o);
-        errors = { kernel: relativeRms(got, want), chain: relativeRms(await off.data(), want) };
+        errors = { kernel: closeness(got, want).relRms, chain: closeness(await off.data(), want).relRms };
         expect(errors.kernel, `${label}: relative RMS error vs exact float64, the chain's on CUDA ${errors.chain} + u`).toBeLessThanOrEqual(errors.chain + UNIT[dtype]);
         if (withCpu) {
           const host = await onCpu(i);
-          const cpuError = relativeRms(await T.fusedLinear(host.x, host.w, optionsOf(host, v)).data(), want);
+          const cpuError = closeness(await T.fusedLinear(host.x, host.w, optionsOf(host, v)).data(), want).relRms;
           expect(errors.kernel, `${label}: relative RMS error vs exact float64, the CPU chain's ${cpuError} + u`).toBeLessThanOrEqual(cpuError + UNIT[dtype]);
         }
       } else {
