@@ -4,6 +4,11 @@
 // through the tiled kernel below (also the reference the cuBLAS path is tested against).
 #include <dlfcn.h>
 
+#include <cstdio>
+#include <cstring>
+#include <map>
+#include <tuple>
+
 #include "device.cuh"
 #include "gemv.cuh"
 
@@ -117,6 +122,200 @@ void* cublasHandle(Cublas& cb) {
 
 int cudaType(int dt) { return dt == F32 ? 0 : dt == F16 ? 2 : 14; }  // CUDA_R_32F, CUDA_R_16F, CUDA_R_16BF
 
+// cuBLASLt for the products of a decode step above the small-M kernel's rows (5–256 rows of
+// x·Wᵀ in 16 bits: 436M serving at batch 64 is 96 such products a step). There cuBLAS's default
+// choice tiles the few rows into a handful of CTAs (~1–1.4 TB/s of weights on an H200); cuBLASLt
+// offers split-K kernels that spread K over the SMs. Which one is fastest depends on the shape, so
+// each (dtype, m, n, k, layout) is planned once: cuBLASLt's heuristic list, each candidate timed on
+// the stream and the fastest kept for the process (a plan first made while a graph is being
+// captured takes cuBLASLt's first candidate untimed; BatchDecoder's eager first step of each
+// bucket plans before its recording). `LIGHTNING_CUDA_LT=0` keeps
+// cublasGemmEx for these too, `heuristic` takes cuBLASLt's first candidate without timing.
+namespace lt {
+
+constexpr int kMaxRows = 256;
+constexpr size_t kWorkspace = 32u << 20;
+constexpr int kCandidates = 16;
+
+struct Algo {
+  uint64_t data[8];
+};
+struct Heuristic {
+  Algo algo;
+  size_t workspaceSize;
+  int state;
+  float wavesCount;
+  int reserved[4];
+};
+using CreateFn = int (*)(void**);
+using DescCreateFn = int (*)(void**, int, int);
+using SetAttrFn = int (*)(void*, int, const void*, size_t);
+using LayoutCreateFn = int (*)(void**, int, uint64_t, uint64_t, int64_t);
+using PrefCreateFn = int (*)(void**);
+using HeuristicFn = int (*)(void*, void*, void*, void*, void*, void*, void*, int, Heuristic*, int*);
+using MatmulFn = int (*)(void*, void*, const void*, const void*, void*, const void*, void*, const void*, const void*, void*, void*, void*,
+                         const Algo*, void*, size_t, cudaStream_t);
+// Attribute codes of cublasLt.h.
+constexpr int kDescTransA = 3, kDescTransB = 4, kPrefMaxWorkspace = 1, kPrefReductionMask = 3;
+// Split-K partial sums may be added only in the compute type (f32): the in-place and output-type
+// schemes add them in bf16/f16, one more rounding per split that the product's error bound lacks.
+constexpr uint32_t kReduceInComputeType = 2;
+
+enum class Mode { Off, Heuristic, Tune };
+
+struct Api {
+  CreateFn create = nullptr;
+  DescCreateFn descCreate = nullptr;
+  SetAttrFn descSet = nullptr;
+  LayoutCreateFn layoutCreate = nullptr;
+  PrefCreateFn prefCreate = nullptr;
+  SetAttrFn prefSet = nullptr;
+  HeuristicFn heuristic = nullptr;
+  MatmulFn matmul = nullptr;
+  bool loaded = false;
+};
+
+Api& api() {
+  static Api a = [] {
+    Api x;
+    const char* noCublas = getenv("LIGHTNING_CUDA_NO_CUBLAS");
+    if (noCublas && *noCublas == '1') return x;
+    void* so = nullptr;
+    for (const char* n : {"libcublasLt.so.13", "libcublasLt.so.12", "libcublasLt.so"})
+      if ((so = dlopen(n, RTLD_NOW | RTLD_LOCAL))) break;
+    if (!so) return x;
+    x.create = (CreateFn)dlsym(so, "cublasLtCreate");
+    x.descCreate = (DescCreateFn)dlsym(so, "cublasLtMatmulDescCreate");
+    x.descSet = (SetAttrFn)dlsym(so, "cublasLtMatmulDescSetAttribute");
+    x.layoutCreate = (LayoutCreateFn)dlsym(so, "cublasLtMatrixLayoutCreate");
+    x.prefCreate = (PrefCreateFn)dlsym(so, "cublasLtMatmulPreferenceCreate");
+    x.prefSet = (SetAttrFn)dlsym(so, "cublasLtMatmulPreferenceSetAttribute");
+    x.heuristic = (HeuristicFn)dlsym(so, "cublasLtMatmulAlgoGetHeuristic");
+    x.matmul = (MatmulFn)dlsym(so, "cublasLtMatmul");
+    x.loaded = x.create && x.descCreate && x.descSet && x.layoutCreate && x.prefCreate && x.prefSet && x.heuristic && x.matmul;
+    return x;
+  }();
+  return a;
+}
+
+// Read at each product, so a test can compare the paths in one process.
+Mode mode() {
+  const char* v = getenv("LIGHTNING_CUDA_LT");
+  if (!v || !strcmp(v, "tune")) return Mode::Tune;
+  if (!strcmp(v, "heuristic")) return Mode::Heuristic;
+  if (!strcmp(v, "0")) return Mode::Off;
+  throw std::runtime_error(std::string("LIGHTNING_CUDA_LT: expected tune, heuristic or 0, got '") + v + "'");
+}
+
+struct Plan {
+  void *desc = nullptr, *la = nullptr, *lb = nullptr, *ly = nullptr;
+  Algo algo{};
+  size_t workspace = 0;
+  bool ok = false;
+};
+
+struct Key {
+  int dt, m, n, k;
+  bool ta, tb;
+  Mode mode;
+  bool operator<(const Key& o) const { return std::tie(dt, m, n, k, ta, tb, mode) < std::tie(o.dt, o.m, o.n, o.k, o.ta, o.tb, o.mode); }
+};
+
+struct DeviceState {
+  void* handle = nullptr;
+  std::map<Key, Plan> plans;
+};
+
+DeviceState& state() {
+  static PerDevice<DeviceState> states;
+  return states.get([] {
+    DeviceState s;
+    if (api().create(&s.handle) != 0) throw std::runtime_error("matmul: cublasLtCreate failed on this device");
+    return s;
+  });
+}
+
+int run(DeviceState& s, const Plan& p, const void* a, const void* b, void* y, void* ws, cudaStream_t stream) {
+  float alpha = 1, beta = 0;
+  // Column-major: yᵀ (n × m) = op(b)ᵀ · op(a)ᵀ, as gemmCublas does.
+  return api().matmul(s.handle, p.desc, &alpha, b, p.lb, a, p.la, &beta, y, p.ly, y, p.ly, &p.algo, ws, p.workspace, stream);
+}
+
+// The candidates, fastest first by the stream's clock (a few launches each), or cuBLASLt's own order.
+void choose(Context& c, DeviceState& s, Plan& p, const Heuristic* h, int count, const void* a, const void* b, void* y, void* ws, bool time) {
+  p.algo = h[0].algo, p.workspace = h[0].workspaceSize;
+  if (!time || count < 2) return;
+  cudaEvent_t e0, e1;
+  LTS_CHECK(cudaEventCreate(&e0), "cudaEventCreate");
+  LTS_CHECK(cudaEventCreate(&e1), "cudaEventCreate");
+  float best = 1e30f;
+  for (int i = 0; i < count; i++) {
+    Plan trial = p;
+    trial.algo = h[i].algo, trial.workspace = h[i].workspaceSize;
+    if (run(s, trial, a, b, y, ws, c.stream) != 0) continue;  // warm-up; a candidate that fails is skipped
+    LTS_CHECK(cudaEventRecord(e0, c.stream), "cudaEventRecord");
+    for (int r = 0; r < 5; r++) run(s, trial, a, b, y, ws, c.stream);
+    LTS_CHECK(cudaEventRecord(e1, c.stream), "cudaEventRecord");
+    LTS_CHECK(cudaEventSynchronize(e1), "cudaEventSynchronize");
+    float ms = 0;
+    LTS_CHECK(cudaEventElapsedTime(&ms, e0, e1), "cudaEventElapsedTime");
+    if (ms < best) best = ms, p.algo = trial.algo, p.workspace = trial.workspace;
+  }
+  cudaEventDestroy(e0);
+  cudaEventDestroy(e1);
+  if (c.verbose) fprintf(stderr, "[lightning-cuda] cublasLt plan: %d candidates, fastest %.2f us\n", count, best * 1000 / 5);
+}
+
+// y (m × n) = op(a) · op(b) for one matrix: false where this path does not apply (the caller then
+// takes cublasGemmEx).
+bool gemm(Context& c, int dt, const void* a, const void* b, void* y, int m, int n, int k, bool ta, bool tb) {
+  if (dt == F32 || m > kMaxRows) return false;
+  Mode want = mode();
+  Api& x = api();
+  if (want == Mode::Off || !x.loaded) return false;
+  DeviceState& s = state();
+  cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+  LTS_CHECK(cudaStreamIsCapturing(c.stream, &capture), "cudaStreamIsCapturing");
+  bool capturing = capture != cudaStreamCaptureStatusNone;
+  Key key{dt, m, n, k, ta, tb, want};
+  auto it = s.plans.find(key);
+  if (it == s.plans.end()) {
+    Plan p;
+    int t = cudaType(dt);
+    int opA = tb ? 1 : 0, opB = ta ? 1 : 0;  // cuBLASLt's A is our b, its B our a
+    bool made = x.descCreate(&p.desc, /*CUBLAS_COMPUTE_32F*/ 68, /*CUDA_R_32F*/ 0) == 0 && x.descSet(p.desc, kDescTransA, &opA, sizeof opA) == 0 &&
+                x.descSet(p.desc, kDescTransB, &opB, sizeof opB) == 0 && x.layoutCreate(&p.lb, t, tb ? k : n, tb ? n : k, tb ? k : n) == 0 &&
+                x.layoutCreate(&p.la, t, ta ? m : k, ta ? k : m, ta ? m : k) == 0 && x.layoutCreate(&p.ly, t, n, m, n) == 0;
+    void* pref = nullptr;
+    size_t cap = kWorkspace;
+    Heuristic h[kCandidates];
+    int count = 0;
+    made = made && x.prefCreate(&pref) == 0 && x.prefSet(pref, kPrefMaxWorkspace, &cap, sizeof cap) == 0 &&
+           x.prefSet(pref, kPrefReductionMask, &kReduceInComputeType, sizeof kReduceInComputeType) == 0 &&
+           x.heuristic(s.handle, p.desc, p.lb, p.la, p.ly, p.ly, pref, kCandidates, h, &count) == 0 && count > 0;
+    if (made) {
+      void* ws = c.scratch(kWorkspace);
+      // Timing runs the product into y several times: only where y overlaps neither input.
+      auto* yc = static_cast<const char*>(y);
+      size_t es = dtypeSize(dt), yb = (size_t)m * n * es, ab = (size_t)m * k * es, bb = (size_t)n * k * es;
+      auto apart = [&](const void* q, size_t qb) { return yc + yb <= static_cast<const char*>(q) || static_cast<const char*>(q) + qb <= yc; };
+      choose(c, s, p, h, count, a, b, y, ws, want == Mode::Tune && !capturing && apart(a, ab) && apart(b, bb));
+      c.release(ws);
+      p.ok = true;
+    }
+    it = s.plans.emplace(key, p).first;
+  }
+  const Plan& p = it->second;
+  if (!p.ok) return false;
+  void* ws = p.workspace ? c.scratch(p.workspace) : nullptr;
+  int st = run(s, p, a, b, y, ws, c.stream);
+  if (ws) c.release(ws);
+  if (st != 0) throw std::runtime_error("matmul: cublasLtMatmul returned status " + std::to_string(st));
+  return true;
+}
+
+}  // namespace lt
+
 // Row-major y = op(a)·op(b) is column-major yᵀ = op(b)ᵀ·op(a)ᵀ, so b goes first.
 bool gemmCublas(Context& c, int dt, const void* a, const void* b, void* y, int m, int n, int k, bool ta, bool tb, int64_t sa, int64_t sb, int batch) {
   Cublas& cb = cublas();
@@ -149,6 +348,7 @@ void matmul(Context& c, const Args& args) {
   // x·wᵀ for a few rows of x (the decode step's linear layers): a kernel that streams w at memory
   // speed where cuBLAS's tiles leave most SMs idle (native/gemv.cu).
   if (batches == 1 && !ta && tb && gemv(c, dt, args.ptr<void>(0), args.ptr<void>(1), y, m, n, k)) return;
+  if (batches == 1 && lt::gemm(c, dt, args.ptr<void>(0), args.ptr<void>(1), y, m, n, k, ta, tb)) return;
   Index ix = makeIndex(bshape, {bsa, bsb});
   // cuBLAS takes one uniform batch stride per operand: dims that did not merge are looped here.
   if (ix.rank <= 1 || batches <= 64) {

@@ -9,80 +9,22 @@
  *
  * Letters: x (M, K), w (N, K), y (M, N).
  *
- * Error bounds, element by element: the kernel sums in f32 in chains no longer than K/32 + 24
- * (a lane's slice of K, the warp's shuffles, the K-split partial sums), so before rounding
- * |acc − y| ≤ γ·Σ|x·w| with γ = depth·2⁻²⁴ (Higham's bound for recursive summation; products are
- * exact in fmaf, conversions from bf16/f16 exact); rounding to the storage dtype adds u·|y|
- * with u = 2⁻⁸ (bf16), 2⁻¹¹ (f16), 2⁻²⁴ (f32). cuBLAS's summation order is not ours to know, so
- * its bound takes depth K.
+ * Error bounds: matmul-oracle.ts (the kernel sums in f32 in chains no longer than K/32 + 24: a
+ * lane's slice of K, the warp's shuffles, the K-split partial sums; cuBLAS takes depth K).
  */
 import * as T from "@lightning-ts/tensor";
 import { describeBackends, seeded } from "@lightning-ts/testing";
 import { afterEach, beforeEach, expect, it } from "vitest";
 import type { CudaBackend, CudaStorage } from "../src/index.js";
+import { boundAt, expectWithin, type Float, oracle, withEnv } from "./matmul-oracle.js";
 import "./setup.js";
 
 const cpu = T.createCpuBackend();
-type Float = "bf16" | "f16" | "f32";
 const DTYPES: Float[] = ["bf16", "f16", "f32"];
-/** Unit roundoff of one rounding to nearest into each storage dtype. */
-const UNIT: Record<Float, number> = { bf16: 2 ** -8, f16: 2 ** -11, f32: 2 ** -24 };
-const F32_UNIT = 2 ** -24;
 /** The most rows of x the kernel takes (GEMV_MAX_M of native/gemv.cuh). */
 const MAX_M = 4;
 
-/** y = x·wᵀ in float64, and Σ|x·w| per element (the scale of the summation error). */
-function oracle(x: ArrayLike<number>, w: ArrayLike<number>, M: number, N: number, K: number) {
-  const y = new Float64Array(M * N);
-  const scale = new Float64Array(M * N);
-  for (let m = 0; m < M; m++)
-    for (let n = 0; n < N; n++) {
-      let s = 0;
-      let a = 0;
-      for (let k = 0, xo = m * K, wo = n * K; k < K; k++) {
-        const p = x[xo + k] * w[wo + k];
-        s += p;
-        a += Math.abs(p);
-      }
-      y[m * N + n] = s;
-      scale[m * N + n] = a;
-    }
-  return { y, scale };
-}
-
-/** The bound on |got − y| of element i for a sum in chains of `depth` additions, then one rounding. */
-function boundAt(want: { y: Float64Array; scale: Float64Array }, i: number, dtype: Float, depth: number): number {
-  const u = UNIT[dtype];
-  const gamma = (depth * F32_UNIT) / (1 - depth * F32_UNIT);
-  return u * Math.abs(want.y[i]) + (1 + u) * gamma * want.scale[i];
-}
-
-/** Fails at the worst element where |got − ref| passes its bound (NaN never passes). */
-function expectWithin(got: ArrayLike<number>, ref: ArrayLike<number>, bound: (i: number) => number, label: string) {
-  let worst = -1;
-  let worstRatio = 0;
-  for (let i = 0; i < ref.length; i++) {
-    const err = Math.abs(got[i] - ref[i]);
-    const b = bound(i);
-    if (!(err <= b)) {
-      const ratio = Number.isNaN(err) ? Infinity : err / b;
-      if (worst < 0 || ratio > worstRatio) [worst, worstRatio] = [i, ratio];
-    }
-  }
-  expect(worst < 0 ? "" : `element ${worst}: got ${got[worst]}, want ${ref[worst]} (${worstRatio.toFixed(2)}× the bound)`, label).toBe("");
-}
-
-/** Sets LIGHTNING_CUDA_GEMV for the calls of `fn` (native code reads it at each matmul). */
-function withGemv<R>(value: "0" | "1", fn: () => R): R {
-  const before = process.env.LIGHTNING_CUDA_GEMV;
-  process.env.LIGHTNING_CUDA_GEMV = value;
-  try {
-    return fn();
-  } finally {
-    if (before === undefined) delete process.env.LIGHTNING_CUDA_GEMV;
-    else process.env.LIGHTNING_CUDA_GEMV = before;
-  }
-}
+const withGemv = <R>(value: "0" | "1", fn: () => R): R => withEnv("LIGHTNING_CUDA_GEMV", value, fn);
 
 const gemvDepth = (K: number) => Math.ceil(K / 32) + 24;
 const BYTES: Record<Float, number> = { bf16: 2, f16: 2, f32: 4 };
@@ -190,14 +132,7 @@ await describeBackends("small-M matrix-vector kernel (x·wᵀ, M ≤ 4) vs float
   it("a value of LIGHTNING_CUDA_GEMV other than 0 or 1 is refused, naming the variable", async () => {
     const [x] = await operand([2, 64], "bf16");
     const [w] = await operand([40, 64], "bf16");
-    const before = process.env.LIGHTNING_CUDA_GEMV;
-    process.env.LIGHTNING_CUDA_GEMV = "yes";
-    try {
-      expect(() => T.matmul(x, w, { transB: true })).toThrow(/LIGHTNING_CUDA_GEMV: expected 0 or 1, got 'yes'/);
-    } finally {
-      if (before === undefined) delete process.env.LIGHTNING_CUDA_GEMV;
-      else process.env.LIGHTNING_CUDA_GEMV = before;
-    }
+    expect(() => withEnv("LIGHTNING_CUDA_GEMV", "yes", () => T.matmul(x, w, { transB: true }))).toThrow(/LIGHTNING_CUDA_GEMV: expected 0 or 1, got 'yes'/);
   });
 
   for (const dtype of ["bf16", "f32"] as const) {

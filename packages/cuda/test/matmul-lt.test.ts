@@ -1,0 +1,128 @@
+/**
+ * cuBLASLt for x·wᵀ at 5–256 rows in 16 bits (native/matmul.cu `lt::gemm`: the decode step's
+ * products above the small-M kernel's rows), against the float64 oracle and against its plain twin,
+ * cublasGemmEx (`LIGHTNING_CUDA_LT=0`): the 436M TNL's decode widths and odd ones, both planning
+ * modes (`tune`, the default: cuBLASLt's candidates timed; `heuristic`: its first), every layout of
+ * the operands, 257 rows (past the limit: cublasGemmEx either way), and a plan replayed inside a
+ * recorded CUDA graph. Split-K candidates must add their partial sums in f32, so every result
+ * keeps the bound of a K-long f32 sum and one rounding (matmul-oracle.ts). Skipped, with the
+ * reason printed, where the CUDA backend cannot start; under LIGHTNING_CUDA_REQUIRED=1 that is a
+ * failure.
+ */
+import * as T from "@lightning-ts/tensor";
+import { describeBackends, seeded } from "@lightning-ts/testing";
+import { afterEach, beforeEach, expect, it } from "vitest";
+import type { CudaBackend, CudaStorage } from "../src/index.js";
+import { boundAt, expectWithin, oracle, withEnv } from "./matmul-oracle.js";
+import "./setup.js";
+
+const cpu = T.createCpuBackend();
+type Half = "bf16" | "f16";
+const MODES = ["tune", "heuristic", "0"] as const;
+
+await describeBackends("cuBLASLt products at 5–256 rows (x·wᵀ) vs float64 and cublasGemmEx", (backend) => {
+  const gpu = () => backend() as CudaBackend;
+  const rng = seeded(7411);
+  let before = new Set<T.Tensor>();
+  beforeEach(() => {
+    before = new Set(T.liveTensors());
+  });
+  afterEach(() => {
+    for (const t of T.liveTensors()) if (!before.has(t)) t.dispose();
+  });
+
+  /** Normal values, never zero, rounded to dtype: the GPU tensor and the values it holds. */
+  async function operand(shape: [number, number], dtype: Half): Promise<[T.Tensor, Float64Array]> {
+    const values = rng.array(shape[0] * shape[1]);
+    for (let i = 0; i < values.length; i++) if (values[i] === 0) values[i] = 0.5;
+    const onCpu = T.tensor(values, shape, { dtype, backend: cpu });
+    const held = Float64Array.from(await onCpu.data());
+    onCpu.dispose();
+    return [T.tensor(values, shape, { dtype, backend: gpu() }), held];
+  }
+
+  /** The transpose of a row-major (r, c) array. */
+  function transposed(v: Float64Array, r: number, c: number): Float64Array {
+    const out = new Float64Array(v.length);
+    for (let i = 0; i < r; i++) for (let j = 0; j < c; j++) out[j * r + i] = v[i * c + j];
+    return out;
+  }
+
+  /**
+   * y (M, N) = op(a)·op(b) in every mode, each against float64 and the modes against each other;
+   * the operands are stored as x (M, K) and w (N, K), or transposed where `ta` / `tb` say.
+   */
+  async function check(M: number, N: number, K: number, dtype: Half, ta = false, tb = true) {
+    const label = `M ${M}, N ${N}, K ${K}, ${dtype}${ta ? ", a transposed" : ""}${tb ? "" : ", b as (K, N)"}`;
+    const [a, av] = await operand(ta ? [K, M] : [M, K], dtype);
+    const [b, bv] = await operand(tb ? [N, K] : [K, N], dtype);
+    const want = oracle(ta ? transposed(av, K, M) : av, tb ? bv : transposed(bv, K, N), M, N, K);
+    const bound = (i: number) => boundAt(want, i, dtype, K);
+    const got: Float64Array[] = [];
+    for (const mode of MODES) {
+      const y = withEnv("LIGHTNING_CUDA_LT", mode, () => T.matmul(a, b, { transA: ta, transB: tb }));
+      got.push(Float64Array.from(await y.data()));
+      expectWithin(got[got.length - 1], want.y, bound, `${label}: LIGHTNING_CUDA_LT=${mode} vs float64`);
+    }
+    // Each within its bound of y, so within twice it of cublasGemmEx's.
+    for (let m = 0; m < 2; m++) expectWithin(got[m], got[2], (i) => 2 * bound(i), `${label}: ${MODES[m]} vs cublasGemmEx`);
+  }
+
+  for (const dtype of ["bf16", "f16"] as const) {
+    it(`decode widths and odd ones at 5, 37, 64 and 256 rows, and 257 (past the limit) (${dtype})`, async () => {
+      // [N, K]: the 436M decode step's qkvu, out, l1·l2 and l3 products, then N past the last tile,
+      // K shorter than a tile, and K not a multiple of 8 (alignment the fast candidates lack).
+      const shapes: [number, number][] = [[4096, 1024], [1024, 1024], [5632, 1024], [1024, 2816], [1031, 40], [37, 1032], [515, 1029]];
+      for (const M of [5, 37, 64, 256, 257])
+        for (const [N, K] of shapes) {
+          if (M >= 256 && N * K > 4096 * 1024) continue; // the float64 oracle's time, not the GPU's
+          const frame = T.beginScope();
+          try {
+            await check(M, N, K, dtype);
+          } finally {
+            T.endScope(frame);
+          }
+        }
+    }, 600_000);
+  }
+
+  it("every layout of the operands (a or its transpose, b as (N, K) or (K, N)), 37 and 200 rows (bf16)", async () => {
+    for (const M of [37, 200])
+      for (const ta of [false, true])
+        for (const tb of [false, true]) {
+          const frame = T.beginScope();
+          try {
+            await check(M, 523, 1031, "bf16", ta, tb);
+          } finally {
+            T.endScope(frame);
+          }
+        }
+  }, 300_000);
+
+  it("a value of LIGHTNING_CUDA_LT other than tune, heuristic or 0 is refused, naming the variable", async () => {
+    const [x] = await operand([9, 64], "bf16");
+    const [w] = await operand([40, 64], "bf16");
+    expect(() => withEnv("LIGHTNING_CUDA_LT", "fast", () => T.matmul(x, w, { transB: true }))).toThrow(/LIGHTNING_CUDA_LT: expected tune, heuristic or 0, got 'fast'/);
+  });
+
+  it("in a recorded graph: the plan made eagerly is replayed, reading the x written before each replay (bf16)", async () => {
+    const [M, N, K] = [64, 2816, 1024];
+    const [x] = await operand([M, K], "bf16");
+    const [w, wv] = await operand([N, K], "bf16");
+    const run = () => T.matmul(x, w, { transB: true });
+    T.scope(() => void run()); // plans (times the candidates) outside the recording
+    const graph = gpu().captureGraph(run);
+    for (let round = 0; round < 3; round++) {
+      const fresh = T.tensor(rng.array(M * K).map((v) => v || 0.5), [M, K], { dtype: "bf16", backend: cpu });
+      gpu().write(x.handle.storage as CudaStorage, await fresh.bytes());
+      graph.replay();
+      const eager = run();
+      const [replayed, again] = [await graph.result.bytes(), await eager.bytes()];
+      expect(replayed.findIndex((b, i) => b !== again[i]), `replay ${round} vs eager: first differing byte`).toBe(-1);
+      const want = oracle(Float64Array.from(await fresh.data()), wv, M, N, K);
+      expectWithin(Float64Array.from(await graph.result.data()), want.y, (i) => boundAt(want, i, "bf16", K), `replay ${round} vs float64`);
+      fresh.dispose();
+    }
+    graph.dispose();
+  }, 300_000);
+});
