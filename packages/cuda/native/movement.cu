@@ -75,8 +75,55 @@ void stridedCopy(Context& c, const Args& a) {
   LTS_CHECK(cudaGetLastError(), "strided copy kernel launch");
 }
 
+// copyMany: several byte ranges copied, or zeroed where the source is null, in one launch (a
+// decoder clears or moves one row of every layer's state at once). Block row y takes range y; the
+// ranges are kernel parameters, kCopyRanges a launch (1.5 KB of the 4 KB parameter space).
+constexpr int kCopyRanges = 64;
+struct CopyRanges {
+  char* dst[kCopyRanges];
+  const char* src[kCopyRanges];
+  int64_t bytes[kCopyRanges];
+};
+
+__global__ void copyRangesKernel(CopyRanges r) {
+  char* dst = r.dst[blockIdx.y];
+  const char* src = r.src[blockIdx.y];
+  int64_t n = r.bytes[blockIdx.y];
+  int64_t first = blockIdx.x * (int64_t)blockDim.x + threadIdx.x, stride = (int64_t)gridDim.x * blockDim.x;
+  // 16-byte units where both ends are aligned to 16 (state rows are), single bytes for the rest.
+  int64_t units = (reinterpret_cast<uintptr_t>(dst) | reinterpret_cast<uintptr_t>(src)) % 16 == 0 ? n / 16 : 0;
+  for (int64_t i = first; i < units; i += stride) reinterpret_cast<uint4*>(dst)[i] = src ? reinterpret_cast<const uint4*>(src)[i] : make_uint4(0, 0, 0, 0);
+  for (int64_t i = units * 16 + first; i < n; i += stride) dst[i] = src ? src[i] : 0;
+}
+
+// p: [dst0, src0 (0: zeros), dst1, src1, ...]; i: [dstByteOffset0, srcByteOffset0, bytes0, ...]
+void copyMany(Context& c, const Args& a) {
+  size_t count = a.p.size() / 2;
+  if (a.p.size() != 2 * count || a.i.size() != 3 * count) throw std::runtime_error("copyMany: expected 2 pointers and 3 integers a range");
+  for (size_t first = 0; first < count; first += kCopyRanges) {
+    CopyRanges r{};
+    int ranges = (int)std::min<size_t>(kCopyRanges, count - first);
+    int64_t most = 0;
+    for (int k = 0; k < ranges; k++) {
+      size_t j = first + k;
+      r.dst[k] = a.ptr<char>(2 * j) + a.i[3 * j];
+      r.src[k] = a.p[2 * j + 1] ? a.ptr<const char>(2 * j + 1) + a.i[3 * j + 1] : nullptr;
+      r.bytes[k] = a.i[3 * j + 2];
+      most = std::max(most, r.bytes[k]);
+    }
+    if (most == 0) continue;
+    // About 4 units a thread on the longest range; every range gets the same blocks.
+    dim3 grid(blocksFor((most + 63) / 64, 256, 1024), ranges);
+    copyRangesKernel<<<grid, 256, 0, c.stream>>>(r);
+    LTS_CHECK(cudaGetLastError(), "copyMany kernel launch");
+  }
+}
+
 }  // namespace
 
-void registerMovement(Registry& r) { r["stridedCopy"] = stridedCopy; }
+void registerMovement(Registry& r) {
+  r["stridedCopy"] = stridedCopy;
+  r["copyMany"] = copyMany;
+}
 
 }  // namespace lts

@@ -2,10 +2,13 @@
  * The CUDA backend: device memory through the addon's caching allocator, kernels enqueued on one
  * stream, and reads as the only points where JavaScript waits for the GPU.
  */
-import type { Backend, Capabilities, KernelTable, KernelTimer, MemoryStats } from "@lightning-ts/tensor";
+import type { Backend, ByteCopy, Capabilities, KernelTable, KernelTimer, MemoryStats } from "@lightning-ts/tensor";
+import { LAUNCHERS } from "./codes.js";
 import { type CudaGraph, recordGraph } from "./graph.js";
 import { type CudaStorage, createKernels } from "./kernels.js";
 import { loadAddon, type NativeRuntime, type RuntimeInfo } from "./native.js";
+
+const COPY_MANY = LAUNCHERS.indexOf("copyMany");
 
 export interface CudaBackendOptions {
   /** CUDA device ordinal (default 0). */
@@ -134,6 +137,26 @@ export class CudaBackend implements Backend<CudaStorage> {
     }
     if (byteLength === 0) return;
     this.runtime.copyFrom(this.runtime, src.ptr, srcByteOffset, dst.ptr, dstByteOffset, byteLength);
+  }
+
+  /**
+   * Several copies within this backend's storages, and zero fills where `src` is null, as one kernel
+   * on the stream (native/movement.cu copyMany; 64 ranges a launch): a decoder clears or moves one
+   * row of every layer's state with one launch from JavaScript instead of one per layer.
+   */
+  copyMany(copies: readonly ByteCopy<CudaStorage>[]): void {
+    const ptrs: number[] = [];
+    const ints: number[] = [];
+    for (const c of copies) {
+      for (const [name, storage, offset] of [["dst", c.dst, c.dstByteOffset], ["src", c.src, c.srcByteOffset]] as const) {
+        if (storage && (offset < 0 || offset + c.byteLength > storage.byteLength)) {
+          throw new Error(`copyMany: ${c.byteLength} bytes at ${name} byte ${offset} run past its ${storage.byteLength} bytes`);
+        }
+      }
+      ptrs.push(c.dst.ptr, c.src ? c.src.ptr : 0);
+      ints.push(c.dstByteOffset, c.src ? c.srcByteOffset : 0, c.byteLength);
+    }
+    if (copies.length > 0) this.runtime.launch(COPY_MANY, ptrs, ints, []);
   }
 
   /** How the last `copyFrom` went: on one device, GPU to GPU, or staged through the host. */

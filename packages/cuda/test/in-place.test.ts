@@ -9,12 +9,13 @@
 import * as T from "@lightning-ts/tensor";
 import { describeBackends, seeded } from "@lightning-ts/testing";
 import { expect, it } from "vitest";
-import { copyIntoSuite, leadingRowsSuite, lightningStepInPlaceSuite } from "../../tensor/test/in-place-suite.js";
+import { copyIntoManySuite, copyIntoSuite, leadingRowsSuite, lightningStepInPlaceSuite } from "../../tensor/test/in-place-suite.js";
 import type { CudaBackend } from "../src/index.js";
 import "./setup.js";
 
 await describeBackends("lightningStep in place", lightningStepInPlaceSuite);
 await describeBackends("copyInto", copyIntoSuite);
+await describeBackends("copyIntoMany", copyIntoManySuite);
 await describeBackends("leadingRows", leadingRowsSuite);
 
 /** Fails with the first differing byte unless `a` and `b` are equal. */

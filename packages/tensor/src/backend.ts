@@ -92,6 +92,16 @@ export interface Capabilities {
   limits: Readonly<Record<string, number>>;
 }
 
+/** One range of `Backend.copyMany`: `byteLength` bytes of `src` from `srcByteOffset`, or zeros where `src` is null, into `dst` at `dstByteOffset`. */
+// eslint-disable-next-line @typescript-eslint/no-explicit-any -- as Backend's storage type (see below)
+export interface ByteCopy<S = any> {
+  dst: S;
+  dstByteOffset: number;
+  src: S | null;
+  srcByteOffset: number;
+  byteLength: number;
+}
+
 // The default is `any` because kernel tables are contravariant in the storage type: a
 // Backend<CpuStorage> must still be usable where code only moves tensors around.
 // eslint-disable-next-line @typescript-eslint/no-explicit-any -- the storage type defaults to any (see above)
@@ -124,6 +134,13 @@ export interface Backend<S = any> {
    * storage; the two ranges never overlap (the caller checks). Absent where the backend cannot.
    */
   copyWithin?(dst: S, dstByteOffset: number, src: S, srcByteOffset: number, byteLength: number): void;
+  /**
+   * Several `copyWithin`s at once, and zero fills where `src` is null, as one device launch where
+   * the backend can (`copyIntoMany`): a decoder moves or clears one row of every layer's state in
+   * one go instead of one launch per layer. Ordered after the work enqueued so far; no destination
+   * overlaps another copy's destination or source (the caller checks), so they may run in any order.
+   */
+  copyMany?(copies: readonly ByteCopy<S>[]): void;
   /**
    * Records the device work that `fn` enqueues, without running it, as a graph that `replay()`
    * runs again (CUDA graphs): buffers `fn` allocates stay reserved for the graph until `dispose()`.

@@ -1,7 +1,7 @@
 /**
  * The in-place primitives on one backend (shared by the CPU, WebGPU and CUDA test files):
  * lightningStep with inPlace against the same step out of place (bit for bit) and a float64
- * recurrence on the host; copyInto against the same copy done on the host bytes; leadingRows read
+ * recurrence on the host; copyInto and copyIntoMany against the same copies done on the host bytes; leadingRows read
  * and written through kernels. Seeded random inputs, odd sizes, never zeros.
  *
  * Letters: B batch, H heads, D query/key head dim, E value head dim, N rows of a capacity buffer.
@@ -292,6 +292,127 @@ export function copyIntoSuite(backend: () => Backend): void {
       expect(() => T.copyInto(x, other)).toThrow(/copyInto.*'src'.*a tensor on dst's backend/);
       other.dispose();
       cpu.dispose();
+    });
+  });
+}
+
+/**
+ * copyIntoMany: one launch of several copies and zero fills, equal to the same copies done one by
+ * one on the host bytes; ranges of several dtypes, odd offsets and counts, copies within one storage
+ * and between storages, and more ranges than one CUDA launch holds.
+ */
+export function copyIntoManySuite(backend: () => Backend): void {
+  const dtypes = (be: Backend) => (["f32", "bf16", "f16", "i32", "u8", "f64"] as const).filter((d) => be.capabilities.dtypes.includes(d));
+
+  it("copyIntoMany with every dtype, zero fills and copies at odd offsets, within and between tensors", async () => {
+    const be = backend();
+    const frame = T.beginScope();
+    try {
+      const rng = seeded(61);
+      const tensors = dtypes(be).flatMap((dtype, n) => [randomTensor(be, dtype, [7, 11], 300 + n), randomTensor(be, dtype, [5, 13], 400 + n)]);
+      const host = await Promise.all(tensors.map(bytesOf));
+      const copies: T.TensorCopy[] = [];
+      for (let i = 0; i < tensors.length; i += 2) {
+        const [a, b] = [tensors[i], tensors[i + 1]];
+        const size = T.byteSize(a.dtype);
+        // In a (77 elements): zeros at [3, 3 + z), a's [40, 40 + m) moved to [20, 20 + m), b's [1, 1 + k) into [60, 60 + k).
+        const z = 1 + rng.int(15);
+        const m = 1 + rng.int(19);
+        const k = 1 + rng.int(16);
+        copies.push({ dst: a, src: null, dstOffset: 3, count: z }, { dst: a, src: a, dstOffset: 20, srcOffset: 40, count: m }, { dst: a, src: b, dstOffset: 60, srcOffset: 1, count: k });
+        // In b (65 elements): a's [41, 50) (read by the move in a too) at 50, zeros over [20, 49).
+        copies.push({ dst: b, src: a, dstOffset: 50, srcOffset: 41, count: 9 }, { dst: b, src: null, dstOffset: 20, count: 29 });
+        const [ha, hb] = [host[i].slice(), host[i + 1].slice()];
+        ha.fill(0, 3 * size, (3 + z) * size);
+        ha.set(host[i].subarray(40 * size, (40 + m) * size), 20 * size);
+        ha.set(host[i + 1].subarray(size, (1 + k) * size), 60 * size);
+        hb.set(host[i].subarray(41 * size, 50 * size), 50 * size);
+        hb.fill(0, 20 * size, 49 * size);
+        [host[i], host[i + 1]] = [ha, hb];
+      }
+      const handles = tensors.map((t) => t.handle);
+      T.copyIntoMany(copies);
+      for (const [i, t] of tensors.entries()) {
+        expect(t.handle).toBe(handles[i]);
+        expectSameBytes(await bytesOf(t), host[i], `${t.dtype} tensor ${i}`);
+      }
+    } finally {
+      T.endScope(frame);
+    }
+  });
+
+  it("copyIntoMany clears and moves one row of every layer of a batch state, many layers at once", async () => {
+    const be = backend();
+    const frame = T.beginScope();
+    try {
+      // More layers than one CUDA launch takes (64 ranges), rows of odd sizes, f32 states.
+      const [N, H, D, E, L] = [5, 3, 17, 9, 71];
+      const row = H * D * E;
+      const layers = Array.from({ length: L }, (_, l) => seeded(500 + l).tensor([N, H, D, E], { backend: be }));
+      const before = await Promise.all(layers.map(bytesOf));
+      T.copyIntoMany(layers.map((t) => ({ dst: t, src: null, dstOffset: 3 * row, count: row })));
+      T.copyIntoMany(layers.map((t) => ({ dst: t, src: t, dstOffset: 1 * row, srcOffset: 4 * row, count: row })));
+      for (const [l, t] of layers.entries()) {
+        const want = before[l].slice();
+        want.fill(0, 3 * row * 4, 4 * row * 4);
+        want.set(before[l].subarray(4 * row * 4, 5 * row * 4), row * 4);
+        expectSameBytes(await bytesOf(t), want, `layer ${l}`);
+      }
+    } finally {
+      T.endScope(frame);
+    }
+  });
+
+  it("copyIntoMany is ordered after the ops before it and before the ops after it", async () => {
+    const be = backend();
+    const frame = T.beginScope();
+    try {
+      const rng = seeded(71);
+      const a = rng.tensor([3, 29], { backend: be });
+      const b = rng.tensor([3, 29], { backend: be });
+      const dst = rng.tensor([4, 29], { backend: be });
+      const sum = T.add(a, b);
+      T.copyIntoMany([
+        { dst, src: sum, dstOffset: 29 },
+        { dst, src: null, dstOffset: 0, count: 29 },
+      ]);
+      const twice = T.mul(dst, T.scalar(2, { backend: be }));
+      const [vs, vt, got] = [await values(sum), await values(twice), await values(dst)];
+      expect(Array.from(got.subarray(0, 29))).toEqual(new Array(29).fill(0));
+      expect(Array.from(got.subarray(29))).toEqual(Array.from(vs));
+      expect(Array.from(vt.subarray(29))).toEqual(Array.from(vs, (x) => Math.fround(2 * x)));
+    } finally {
+      T.endScope(frame);
+    }
+  });
+
+  it("copyIntoMany refuses bad arguments and ranges that meet, naming them", () => {
+    const be = backend();
+    T.scope(() => {
+      const x = seeded(1).tensor([4, 5], { backend: be });
+      const y = seeded(2).tensor([3, 5], { backend: be });
+      const h = seeded(3).tensor([3, 5], { dtype: "bf16", backend: be });
+      expect(() => T.copyIntoMany(x as never)).toThrow(/copyIntoMany.*'copies'.*an array/);
+      expect(() => T.copyIntoMany([null as never])).toThrow(/copyIntoMany.*'copies\[0\]'.*an object/);
+      expect(() => T.copyIntoMany([{ dst: x, src: y }, { dst: x, src: h }])).toThrow(/copyIntoMany.*'copies\[1\]\.src'.*a f32 tensor.*bf16\[3, 5\]/);
+      expect(() => T.copyIntoMany([{ dst: x, src: null }])).toThrow(/copyIntoMany.*'copies\[0\]\.count'.*the elements to zero/);
+      expect(() => T.copyIntoMany([{ dst: x, src: null, count: 3, srcOffset: 1 }])).toThrow(/copyIntoMany.*'copies\[0\]\.srcOffset'.*nothing where src is null/);
+      expect(() => T.copyIntoMany([{ dst: x, src: null, dstOffset: 18, count: 3 }])).toThrow(/copyIntoMany.*'copies\[0\]\.dstOffset'.*at most 17.*18/);
+      expect(() => T.copyIntoMany([{ dst: x, src: y, srcOffset: 4, count: 12 }])).toThrow(/copyIntoMany.*'copies\[0\]\.count'.*at most 11.*12/);
+      expect(() => T.copyIntoMany([{ dst: x, src: x, srcOffset: 0, dstOffset: 4, count: 5 }])).toThrow(/copyIntoMany.*'copies\[0\]\.src'.*does not overlap/);
+      // Two destinations that meet, and a destination over another copy's source.
+      expect(() => T.copyIntoMany([{ dst: x, src: null, count: 5 }, { dst: x, src: y, dstOffset: 4, count: 2 }])).toThrow(/copyIntoMany.*'copies\[1\]\.dstOffset'.*apart from copies\[0\]'s destination/);
+      expect(() => T.copyIntoMany([{ dst: y, src: x, count: 5 }, { dst: x, src: null, dstOffset: 4, count: 2 }])).toThrow(/copyIntoMany.*'copies\[1\]\.dstOffset'.*apart from copies\[0\]'s source/);
+      const gone = seeded(4).tensor([2], { backend: be });
+      gone.dispose();
+      expect(() => T.copyIntoMany([{ dst: gone, src: null, count: 1 }])).toThrow(/copyIntoMany.*'copies\[0\]\.dst'.*a live tensor/);
+      const cpu = T.createCpuBackend({ threads: 1 });
+      const other = seeded(5).tensor([3, 5], { backend: cpu });
+      expect(() => T.copyIntoMany([{ dst: y, src: null, count: 1 }, { dst: other, src: null, count: 1 }])).toThrow(/copyIntoMany.*'copies\[1\]\.dst'.*a tensor on copies\[0\]'s backend/);
+      other.dispose();
+      cpu.dispose();
+      // Nothing was written by the refused calls, and an empty list is nothing to do.
+      T.copyIntoMany([]);
     });
   });
 }

@@ -1,17 +1,35 @@
 /**
- * In-place primitives on the CPU backend: runOp's `into`, lightningStep with inPlace, copyInto and
- * leadingRows (the shared suite also runs on WebGPU and CUDA from their packages).
+ * In-place primitives on the CPU backend: runOp's `into`, lightningStep with inPlace, copyInto,
+ * copyIntoMany (also through the path of a backend without copyMany) and leadingRows (the shared suite also runs on WebGPU and CUDA from their packages).
  */
 import { describe, expect, it } from "vitest";
 import * as T from "../src/index.js";
 import { seeded } from "../src/testing/index.js";
-import { copyIntoSuite, leadingRowsSuite, lightningStepInPlaceSuite } from "./in-place-suite.js";
+import { copyIntoManySuite, copyIntoSuite, leadingRowsSuite, lightningStepInPlaceSuite } from "./in-place-suite.js";
 
 const cpu = T.createCpuBackend({ threads: 1 });
 const backend = () => cpu;
 
 describe("lightningStep in place [cpu]", () => lightningStepInPlaceSuite(backend));
 describe("copyInto [cpu]", () => copyIntoSuite(backend));
+describe("copyIntoMany [cpu]", () => copyIntoManySuite(backend));
+
+// The path of a backend without copyMany (WebGPU): one copyWithin each, zeros from a scratch storage.
+const withoutCopyMany: T.Backend<T.CpuStorage> = {
+  name: "cpu",
+  capabilities: cpu.capabilities,
+  allocate: (n) => cpu.allocate(n),
+  free: (s) => cpu.free(s),
+  write: (s, b, o) => cpu.write(s, b, o),
+  read: (s, o, n) => cpu.read(s, o, n),
+  readSync: (s, o, n) => cpu.readSync(s, o, n),
+  copyWithin: (d, dOff, s, sOff, n) => cpu.copyWithin(d, dOff, s, sOff, n),
+  sync: () => cpu.sync(),
+  memory: () => cpu.memory(),
+  dispose: () => undefined,
+  kernels: cpu.kernels,
+};
+describe("copyIntoMany [cpu without copyMany]", () => copyIntoManySuite(() => withoutCopyMany));
 describe("leadingRows [cpu]", () => leadingRowsSuite(backend));
 
 describe("copyInto and the CPU's packed-weight cache", () => {

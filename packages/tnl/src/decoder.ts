@@ -1,9 +1,11 @@
 /**
  * Batched decoding for serving: the recurrent states of up to `capacity` sequences live in the rows
  * of one state tensor per layer, and a decode step runs on the first n rows, writing the next states
- * over the current ones. Sequences join by copying their state into the next free row and leave by
- * moving the last row into theirs, so the rows in use are always the first `size` and nothing is
- * concatenated or split per step.
+ * over the current ones. Sequences join by copying their state into the next free row (or, from the
+ * empty state, by zeroing it: `addFresh`) and leave by moving the last row into theirs, so the rows
+ * in use are always the first `size` and nothing is concatenated or split per step. A join or a
+ * leave touches one row of every layer as one `copyIntoMany` (one launch on CUDA, whatever the
+ * number of layers), and a fresh sequence allocates nothing.
  *
  * A row may feed the token its previous step picked (`null` in `step`'s tokens): it is copied from
  * that step's argmax on the device, so a greedy loop can launch step n+1 before it has read step
@@ -22,6 +24,7 @@ import {
   type Backend,
   type CapturedGraph,
   copyInto,
+  copyIntoMany,
   leadingRows,
   reshape,
   scope,
@@ -60,6 +63,7 @@ interface StepTensors {
  * @example
  * const decoder = new BatchDecoder(model.params, model.config, { capacity: 64 });
  * const row = decoder.add(prefilled.state); // state after the prompt
+ * const fresh = decoder.addFresh();          // the empty state, to read a prompt by decode steps
  * const { greedy } = decoder.step([lastToken]);
  * const [next] = await greedy.data();
  */
@@ -133,24 +137,44 @@ export class BatchDecoder {
     const row = this.size;
     state.kv.forEach((s, l) => {
       if (s.dtype !== this.#kv[l].dtype) throw new TnlInputError(`BatchDecoder.add: layer ${l} of the state is ${s.describe()}, the decoder's states are ${this.#kv[l].dtype}`);
-      copyInto(this.#kv[l], s, { dstOffset: (row * s.size) / batch });
     });
+    copyIntoMany(state.kv.map((s, l) => ({ dst: this.#kv[l], src: s, dstOffset: (row * s.size) / batch })));
+    return this.#join(batch, state.position);
+  }
+
+  /**
+   * Starts a sequence from the empty state (zeros at position 0, as `initState`) in the next free
+   * row, and returns that row: the row of every layer is zeroed in place, so nothing is allocated
+   * and nothing is copied from the host.
+   */
+  addFresh(): number {
+    this.#check();
+    if (this.size >= this.capacity) throw new TnlInputError(`BatchDecoder.addFresh: no free row (all ${this.capacity} in use)`);
+    const row = this.size;
+    copyIntoMany(this.#kv.map((t) => ({ dst: t, src: null, dstOffset: row * this.#rowSize(t), count: this.#rowSize(t) })));
+    return this.#join(1, 0);
+  }
+
+  /** Takes `batch` rows from the next free one, at `position`; returns the first. */
+  #join(batch: number, position: number): number {
+    const row = this.size;
     for (let b = 0; b < batch; b++) {
-      this.#position.push(state.position);
+      this.#position.push(position);
       this.#stepped.push(false);
     }
     return row;
   }
 
+  /** Elements of one row of a layer's state tensor. */
+  #rowSize(t: Tensor): number {
+    return t.size / this.capacity;
+  }
+
   /** A copy of row `row`'s state (batch 1), e.g. to keep a finished conversation. */
   state(row: number): TnlState {
     this.#checkRow("state", row);
-    const kv = this.#kv.map((t) => {
-      const per = t.size / this.capacity;
-      const out = zeros([1, ...t.shape.slice(1)], { dtype: t.dtype, backend: this.#backend });
-      copyInto(out, t, { srcOffset: row * per, count: per });
-      return out;
-    });
+    const kv = this.#kv.map((t) => zeros([1, ...t.shape.slice(1)], { dtype: t.dtype, backend: this.#backend }));
+    copyIntoMany(kv.map((out, l) => ({ dst: out, src: this.#kv[l], srcOffset: row * out.size, count: out.size })));
     return { position: this.#position[row], kv };
   }
 
@@ -162,11 +186,10 @@ export class BatchDecoder {
     this.#checkRow("remove", row);
     const last = this.size - 1;
     if (row !== last) {
-      this.#kv.forEach((t) => {
-        const per = t.size / this.capacity;
-        copyInto(t, t, { dstOffset: row * per, srcOffset: last * per, count: per });
-      });
-      if (this.#stepped[last]) copyInto(this.#lastGreedy!, this.#lastGreedy!, { dstOffset: row, srcOffset: last, count: 1 });
+      // Every layer's row, and the token the last row picked if a null may still feed it: one launch.
+      const moves = this.#kv.map((t) => ({ dst: t, src: t, dstOffset: row * this.#rowSize(t), srcOffset: last * this.#rowSize(t), count: this.#rowSize(t) }));
+      if (this.#stepped[last]) moves.push({ dst: this.#lastGreedy!, src: this.#lastGreedy!, dstOffset: row, srcOffset: last, count: 1 });
+      copyIntoMany(moves);
       this.#position[row] = this.#position[last];
       this.#stepped[row] = this.#stepped[last];
     }

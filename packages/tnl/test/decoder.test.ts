@@ -3,11 +3,28 @@
  * on its first layer): sequences at different positions join and leave between steps (a middle row
  * leaving moves the last row into it), and every step's logits, greedy tokens and copied-out states
  * match the one-sequence reference. The states are updated in place, so the test also checks that
- * a state handed to `add` is left as it was.
+ * a state handed to `add` is left as it was. Then, on fresh seeded weights of odd sizes, sequences
+ * that start empty (`addFresh`, into rows that held other sequences) or from a prefilled state join
+ * and leave in a seeded random order, each row checked against its sequence decoded alone; and a
+ * join or a leave is one `copyMany` on the backend, whatever the number of layers.
  */
-import { argmax, findLeaks, type Tensor } from "@lightning-ts/tensor";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { BatchDecoder, disposeParams, disposeState, loadCheckpoint, prefill, statesEqual, step, type TnlModel, type TnlState } from "../src/index.js";
+import { argmax, findLeaks, getBackend, type Tensor } from "@lightning-ts/tensor";
+import { seeded } from "@lightning-ts/tensor/testing";
+import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
+import {
+  BatchDecoder,
+  disposeParams,
+  disposeState,
+  initParams,
+  initState,
+  loadCheckpoint,
+  makeConfig,
+  prefill,
+  statesEqual,
+  step,
+  type TnlModel,
+  type TnlState,
+} from "../src/index.js";
 import { FIXTURE_DIR, fixture, maxAbsDiff } from "./fixture.js";
 
 let model: TnlModel;
@@ -136,12 +153,112 @@ describe("BatchDecoder", () => {
     expect(leaks).toEqual([]);
   });
 
+  it("equals each sequence decoded alone while fresh and prefilled sequences join and leave in a random order (random weights, odd sizes)", async () => {
+    const c = makeConfig({ vocabSize: 61, dModel: 30, numLayers: 5, numHeads: 3, gluDim: 46, lrpeLayers: [0, 3] });
+    const params = initParams(c, { seed: 11 });
+    const rng = seeded(12);
+    const V = c.vocabSize;
+    const leaks = await findLeaks(async () => {
+      const decoder = new BatchDecoder(params, c, { capacity: 5 });
+      /** Row r's sequence alone: its state, advanced by `step`. */
+      const refs: TnlState[] = [];
+      let joins = 0;
+      const join = () => {
+        if (joins++ % 2 === 0) {
+          expect(decoder.addFresh()).toBe(refs.length);
+          refs.push(initState(c, 1));
+        } else {
+          const prompt = Array.from({ length: 1 + rng.int(9) }, () => 3 + rng.int(V - 3));
+          const r = prefill(params, c, [prompt], { logits: "last" });
+          r.logits.dispose();
+          expect(decoder.add(r.state)).toBe(refs.length);
+          refs.push(r.state);
+        }
+      };
+      for (let k = 0; k < 24; k++) {
+        // Leave: a random row (the last moves into it); join: into the freed rows, which hold stale states.
+        const leaving = refs.length > 1 && rng.int(3) === 0 ? 1 + rng.int(Math.min(2, refs.length - 1)) : 0;
+        for (let i = 0; i < leaving; i++) {
+          const row = rng.int(refs.length);
+          const last = refs.length - 1;
+          expect(decoder.remove(row)).toBe(row === last ? -1 : last);
+          disposeState(refs[row]);
+          if (row !== last) refs[row] = refs[last];
+          refs.pop();
+        }
+        while (refs.length < decoder.capacity && (refs.length === 0 || rng.int(2) === 0)) join();
+        const tokens = refs.map(() => rng.int(V));
+        const out = decoder.step(tokens);
+        const logits = await rowsOf(out.logits);
+        const greedy = Array.from(await out.greedy.data());
+        for (let r = 0; r < refs.length; r++) {
+          const single = step(params, c, refs[r], [tokens[r]]);
+          const want = await rowsOf(single.logits);
+          expect(maxAbsDiff(logits.slice(r * V, (r + 1) * V), want), `step ${k}, row ${r}`).toBeLessThan(1e-5);
+          const best = argmax(single.logits, -1);
+          expect(greedy[r], `greedy of step ${k}, row ${r}`).toBe((await best.data())[0]);
+          best.dispose();
+          single.logits.dispose();
+          disposeState(refs[r]);
+          refs[r] = single.state;
+        }
+      }
+      expect(joins).toBeGreaterThan(8);
+      for (let r = 0; r < refs.length; r++) {
+        const copied = decoder.state(r);
+        expect(copied.position).toBe(refs[r].position);
+        expect(await statesEqual(copied, refs[r], { atol: 1e-6 })).toBe(true);
+        disposeState(copied);
+      }
+      refs.forEach(disposeState);
+      decoder.dispose();
+    });
+    expect(leaks).toEqual([]);
+    disposeParams(params);
+  });
+
+  it("joins and leaves with one copyMany on the backend, and a fresh join allocates nothing", () => {
+    const c = makeConfig({ vocabSize: 37, dModel: 18, numLayers: 7, numHeads: 3, gluDim: 22 });
+    const params = initParams(c, { seed: 13 });
+    const be = getBackend();
+    const decoder = new BatchDecoder(params, c, { capacity: 3 });
+    const copyMany = vi.spyOn(be, "copyMany");
+    const copyWithin = vi.spyOn(be, "copyWithin");
+    const allocate = vi.spyOn(be, "allocate");
+    const write = vi.spyOn(be, "write");
+    try {
+      const count = (fn: () => unknown) => {
+        for (const spy of [copyMany, copyWithin, allocate, write]) spy.mockClear();
+        fn();
+        return { copyMany: copyMany.mock.calls.length, copyWithin: copyWithin.mock.calls.length, allocate: allocate.mock.calls.length, write: write.mock.calls.length };
+      };
+      const none = { copyWithin: 0, allocate: 0, write: 0 };
+      expect(count(() => decoder.addFresh())).toEqual({ copyMany: 1, ...none });
+      expect(count(() => decoder.addFresh())).toEqual({ copyMany: 1, ...none });
+      // One copy a layer, in one call.
+      expect(copyMany.mock.calls[0][0]).toHaveLength(c.numLayers);
+      const s = initState(c, 1);
+      expect(count(() => decoder.add(s))).toEqual({ copyMany: 1, ...none });
+      disposeState(s);
+      decoder.step([1, 2, 3]);
+      // A middle row leaving: every layer's row and the picked token move in one call.
+      expect(count(() => decoder.remove(0))).toEqual({ copyMany: 1, ...none });
+      expect(copyMany.mock.calls[0][0]).toHaveLength(c.numLayers + 1);
+      expect(count(() => decoder.remove(1))).toEqual({ copyMany: 0, ...none });
+    } finally {
+      for (const spy of [copyMany, copyWithin, allocate, write]) spy.mockRestore();
+      decoder.dispose();
+      disposeParams(params);
+    }
+  });
+
   it("refuses bad input by name", () => {
     const decoder = new BatchDecoder(model.params, model.config, { capacity: 1 });
     expect(() => decoder.step([1])).toThrow(/no rows in use/);
     const s = prefilled([3, 4]);
     decoder.add(s);
     expect(() => decoder.add(s)).toThrow(/a state of 1 sequences does not fit in the 0 free rows \(capacity 1\)/);
+    expect(() => decoder.addFresh()).toThrow(/BatchDecoder\.addFresh: no free row \(all 1 in use\)/);
     expect(() => decoder.step([1, 2])).toThrow(/2 tokens for 1 rows/);
     expect(() => decoder.step([model.config.vocabSize])).toThrow(/outside the vocabulary/);
     expect(() => decoder.step([null])).toThrow(/row 0 has no previous step whose token a null could feed/);
@@ -150,6 +267,7 @@ describe("BatchDecoder", () => {
     expect(() => new BatchDecoder(model.params, model.config, { capacity: 0 })).toThrow(/capacity must be a positive integer/);
     decoder.dispose();
     expect(() => decoder.step([1])).toThrow(/used after dispose/);
+    expect(() => decoder.addFresh()).toThrow(/used after dispose/);
     disposeState(s);
   });
 });

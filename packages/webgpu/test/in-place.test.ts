@@ -5,9 +5,10 @@
  * 8-bit ranges, and leadingRows read by the kernels.
  */
 import { describeBackends } from "@lightning-ts/testing";
-import { copyIntoSuite, leadingRowsSuite, lightningStepInPlaceSuite } from "../../tensor/test/in-place-suite.js";
+import { copyIntoManySuite, copyIntoSuite, leadingRowsSuite, lightningStepInPlaceSuite } from "../../tensor/test/in-place-suite.js";
 import "./setup.js";
 
 await describeBackends("lightningStep in place", lightningStepInPlaceSuite);
 await describeBackends("copyInto", copyIntoSuite);
+await describeBackends("copyIntoMany", copyIntoManySuite);
 await describeBackends("leadingRows", leadingRowsSuite);

@@ -3,7 +3,7 @@
  * its own. Kernels run synchronously on typed arrays; large matmuls are split across worker threads.
  */
 import { cpus } from "./platform.js";
-import type { Backend, Capabilities, KernelTable, KernelTimer, MemoryStats } from "../backend.js";
+import type { Backend, ByteCopy, Capabilities, KernelTable, KernelTimer, MemoryStats } from "../backend.js";
 import { elementwiseKernels } from "./elementwise.js";
 import { indexingKernels } from "./indexing.js";
 import { createLightningKernels } from "./lightning.js";
@@ -131,6 +131,19 @@ export class CpuBackend implements Backend<CpuStorage> {
     }
     dst.bytes.set(src.bytes.subarray(srcByteOffset, srcByteOffset + byteLength), dstByteOffset);
     forgetPacked(dst);
+  }
+
+  copyMany(copies: readonly ByteCopy<CpuStorage>[]): void {
+    for (const c of copies) {
+      for (const [name, storage, offset] of [["dst", c.dst, c.dstByteOffset], ["src", c.src, c.srcByteOffset]] as const) {
+        if (storage && (offset < 0 || offset + c.byteLength > storage.bytes.byteLength)) {
+          throw new Error(`copyMany: ${c.byteLength} bytes at ${name} byte ${offset} run past its ${storage.bytes.byteLength} bytes`);
+        }
+      }
+      if (c.src) c.dst.bytes.set(c.src.bytes.subarray(c.srcByteOffset, c.srcByteOffset + c.byteLength), c.dstByteOffset);
+      else c.dst.bytes.fill(0, c.dstByteOffset, c.dstByteOffset + c.byteLength);
+      forgetPacked(c.dst);
+    }
   }
 
   read(storage: CpuStorage, byteOffset: number, byteLength: number): Promise<Uint8Array> {
