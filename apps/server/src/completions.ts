@@ -14,6 +14,7 @@
  */
 import { cloneState, disposeState, type Sampler, samplerFromOptions, type TnlModel, type TnlState } from "@lightning-ts/tnl";
 import type { Tokenizer } from "@lightning-ts/tokenizer";
+import type { ServerResponse } from "node:http";
 import type { FastifyReply, FastifyRequest } from "fastify";
 import { type ChatFormat, renderChat, renderChatContinuation } from "./chat.js";
 import { type Engine, QueueFullError, type SequenceResult, ShuttingDownError, type TokenInfo } from "./engine.js";
@@ -161,25 +162,33 @@ export async function handleGeneration(s: Served, kind: Kind, request: FastifyRe
   });
 
   let firstToken = true;
-  // Chunks are written together once per event-loop turn: the engine launches its next decode step
+  // Events are written together once per event-loop turn: the engine launches its next decode step
   // before it yields to I/O, so formatting and writing them overlaps the device's work.
-  let queued: unknown[] = [];
+  let queued = "";
   const flush = () => {
-    if (queued.length === 0) return;
-    const text = queued.map((data) => `data: ${JSON.stringify(data)}\n\n`).join("");
-    queued = [];
-    reply.raw.write(text);
+    if (queued === "") return;
+    writeChunk(reply.raw, queued);
+    queued = "";
   };
-  const send = (data: unknown) => {
-    if (queued.length === 0) setImmediate(flush);
-    queued.push(data);
+  const sendJson = (json: string) => {
+    if (queued === "") setImmediate(flush);
+    queued += `data: ${json}\n\n`;
   };
+  const send = (data: unknown) => sendJson(JSON.stringify(data));
   // With include_usage, every chunk carries `usage: null` and one last chunk the totals, as OpenAI does.
-  const sendChunk = (choices: unknown[], usageValue: unknown = null) => send({ id, object, created, model: s.modelName, choices, ...(p.includeUsage ? { usage: usageValue } : {}) });
+  const chunkObject = (choices: unknown[], usageValue: unknown = null) => ({ id, object, created, model: s.modelName, choices, ...(p.includeUsage ? { usage: usageValue } : {}) });
+  const sendChunk = (choices: unknown[], usageValue: unknown = null) => send(chunkObject(choices, usageValue));
+  const choiceObject = (c: Choice, text: string, lp: unknown, finish: string | null) =>
+    kind === "chat" ? { index: c.index, delta: finish && !text ? {} : { content: text }, logprobs: lp, finish_reason: finish } : { index: c.index, text, logprobs: lp, finish_reason: finish };
   const chunk = (c: Choice, text: string, infos: TokenInfo[], finish: string | null, extra: Record<string, unknown> = {}) => {
     const lp = p.logprobs === undefined || infos.length === 0 ? null : kind === "chat" ? chatLogprobs(s, infos) : completionLogprobs(s, infos);
-    const body = kind === "chat" ? { index: c.index, delta: finish && !text ? {} : { content: text }, logprobs: lp, finish_reason: finish } : { index: c.index, text, logprobs: lp, finish_reason: finish };
-    sendChunk([{ ...body, ...extra }]);
+    sendChunk([{ ...choiceObject(c, text, lp, finish), ...extra }]);
+  };
+  // A token's chunk without log probabilities, the one sent per token and stream: the same JSON as
+  // `chunk` writes, from the text around the choice's text, built once per choice.
+  const tokenChunk = (c: Choice) => {
+    const json = textTemplate((text) => chunkObject([choiceObject(c, text, null, null)]));
+    return (text: string) => sendJson(json(text));
   };
 
   const choices: Choice[] = prompts.flatMap((_, prompt) =>
@@ -202,14 +211,19 @@ export async function handleGeneration(s: Served, kind: Kind, request: FastifyRe
     for (const c of choices) {
       const eos = s.model.config.eosTokenId;
       const json = p.jsonSchema ? new SchemaConstraint(p.jsonSchema, s.tokenizer, eos) : p.json ? new JsonConstraint(s.tokenizer, eos) : undefined;
+      const sendText = p.stream && p.logprobs === undefined ? tokenChunk(c) : undefined;
       const onToken = (info: TokenInfo): boolean => {
         if (firstToken) {
           firstToken = false;
           s.metrics.timeToFirstToken.observe((performance.now() - started) / 1000);
         }
         const { text, stopped } = c.out.push(info.token);
-        if (p.logprobs !== undefined) c.logprobs.push(info);
-        if (p.stream && (text || p.logprobs !== undefined)) chunk(c, text, p.logprobs !== undefined ? [info] : [], null);
+        if (sendText) {
+          if (text) sendText(text);
+        } else {
+          if (p.logprobs !== undefined) c.logprobs.push(info);
+          if (p.stream) chunk(c, text, [info], null);
+        }
         const complete = json?.push(info.token) ?? false; // the JSON object is closed: nothing may follow
         return stopped || complete;
       };
@@ -248,6 +262,7 @@ export async function handleGeneration(s: Served, kind: Kind, request: FastifyRe
     reply.hijack();
     // Headers set before the hijack (CORS) still go out.
     reply.raw.writeHead(200, { ...(reply.getHeaders() as Record<string, string>), "content-type": "text/event-stream; charset=utf-8", "cache-control": "no-cache", connection: "keep-alive" });
+    reply.raw.flushHeaders(); // the head goes out first, before any event written straight to the socket (writeChunk)
     for (const c of choices) {
       if (kind === "chat") sendChunk([{ index: c.index, delta: { role: "assistant", content: "" }, logprobs: null, finish_reason: null }]);
       else if (echoed) sendChunk([{ index: c.index, text: echoed[c.prompt], logprobs: null, finish_reason: null }]);
@@ -351,4 +366,38 @@ export function detokenizeRoute(s: Served, raw: unknown): { prompt: string } {
     throw new ApiError(400, `'tokens' must be a list of token ids in [0, ${V}), got ${show(tokens)}`, "tokens");
   }
   return { prompt: s.tokenizer.decode(tokens as number[], { skipSpecialTokens: true }) };
+}
+
+/**
+ * `render(text)`'s JSON for any string `text`, from the JSON around the text rendered once: the text
+ * is the only part that changes from one token's chunk to the next, so a chunk costs one
+ * JSON.stringify of a string instead of one of a whole object. `render` must place `text` once.
+ *
+ * @example
+ * const json = textTemplate((text) => ({ choices: [{ index: 0, text }] }));
+ * json("hi"); // '{"choices":[{"index":0,"text":"hi"}]}', as JSON.stringify writes it
+ */
+export function textTemplate(render: (text: string) => unknown): (text: string) => string {
+  const mark = "\u0000text\u0000";
+  const whole = JSON.stringify(render(mark));
+  const at = whole.indexOf(JSON.stringify(mark));
+  if (at < 0 || whole.indexOf(JSON.stringify(mark), at + 1) >= 0) throw new Error("textTemplate: render must place its text exactly once");
+  const [before, after] = [whole.slice(0, at), whole.slice(at + JSON.stringify(mark).length)];
+  return (text) => before + JSON.stringify(text) + after;
+}
+
+/**
+ * Writes `text` as one chunk of a chunked response body straight to the response's socket, once its
+ * head has gone out: one write, where `ServerResponse.write` corks the socket, queues the chunk's
+ * size line, data and end, and uncorks on the next tick (a writev) — bookkeeping that cost more than
+ * formatting the event, once per token and stream. The bytes on the wire are the same. Otherwise (no
+ * chunked encoding, or the socket not this response's yet) through `write`.
+ */
+export function writeChunk(res: ServerResponse, text: string): void {
+  const socket = res.socket;
+  if (!res.chunkedEncoding || !res.headersSent || socket === null || !socket.writable || res.writableEnded) {
+    res.write(text);
+    return;
+  }
+  socket.write(`${Buffer.byteLength(text).toString(16)}\r\n${text}\r\n`);
 }

@@ -22,7 +22,7 @@
  * sharing that prefix starts from the cached state and skips that part of the prefill.
  */
 import { gather, scope, type Tensor, tensor } from "@lightning-ts/tensor";
-import { BatchDecoder, cloneState, disposeState, initState, picksHighestLogit, prefill, type Sampler, seededRandom, type TnlModel, type TnlState } from "@lightning-ts/tnl";
+import { BatchDecoder, cloneState, disposeState, picksHighestLogit, prefill, type Sampler, seededRandom, type TnlModel, type TnlState } from "@lightning-ts/tnl";
 import { RateWindow } from "./rate.js";
 import { prefixKeys, StateLru, stateBytes } from "./state-cache.js";
 
@@ -122,6 +122,8 @@ interface Sequence {
   lastToken: number;
   /** The last decode step the sequence was in (`LaunchedStep.id`), 0 before any. */
   lastStep: number;
+  /** Whether its next token is the highest logit with nothing else read (greedy, no log probabilities): the device's argmax. */
+  takesArgmax: boolean;
   /** When `submit` queued it (performance.now()), and the decode steps launched when it was admitted. */
   submittedAt: number;
   admittedAtStep: number;
@@ -159,8 +161,9 @@ export class Engine {
   queueSeconds = 0;
   firstTokens = 0;
   stepsToFirstToken = 0;
-  /** Generated tokens, for the rate over the last seconds. */
+  /** Generated tokens, for the rate over the last seconds, and how many of them it has counted. */
   private readonly recent = new RateWindow(5000);
+  private countedTokens = 0;
   /** The generating sequences' states, by row. */
   readonly decoder: BatchDecoder;
   /** The sequence in each row of the decoder. */
@@ -220,6 +223,7 @@ export class Engine {
         random: seededRandom(req.seed, req.stream ?? 0),
         lastToken: -1,
         lastStep: 0,
+        takesArgmax: picksHighestLogit(req.sampler) && req.logprobs === undefined,
         submittedAt: performance.now(),
         admittedAtStep: 0,
         resolve,
@@ -264,11 +268,9 @@ export class Engine {
         this.admitted++;
         this.queueSeconds += (performance.now() - s.submittedAt) / 1000;
         s.admittedAtStep = this.steps;
-        // A short prompt goes straight into a decoder row and is read by the decode steps.
-        if (s.req.prompt.length <= this.decodePrefill) {
-          s.state ??= initState(this.model.config, 1, { dtype: this.decoder.stateDtype });
-          this.enterDecoder(s);
-        }
+        // A short prompt goes straight into a decoder row and is read by the decode steps (from
+        // the empty state, the row is zeroed in place: nothing allocated, one launch).
+        if (s.req.prompt.length <= this.decodePrefill) this.enterDecoder(s);
       }
       if (this.active.length === 0 && !inflight) {
         await new Promise<void>((r) => (this.wake = r));
@@ -348,6 +350,7 @@ export class Engine {
         // The prompt is read: from here on the sequence's state lives in a decoder row.
         if (this.active.includes(s)) this.enterDecoder(s);
         this.accept(s, logits);
+        this.countTokens();
       }
     } finally {
       r.logits.dispose();
@@ -355,11 +358,16 @@ export class Engine {
     return ran;
   }
 
+  /** Moves `s` into the next decoder row: its state, or the empty state where it has none. */
   private enterDecoder(s: Sequence): void {
-    s.row = this.decoder.add(s.state!);
+    if (s.state) {
+      s.row = this.decoder.add(s.state);
+      disposeState(s.state);
+      s.state = undefined;
+    } else {
+      s.row = this.decoder.addFresh();
+    }
     this.rows[s.row] = s;
-    disposeState(s.state!);
-    s.state = undefined;
   }
 
   /** Takes `s` out of the decoder (its state copied out when `keep`); the last row moves into its place. */
@@ -383,9 +391,7 @@ export class Engine {
    * many). Rows still reading their prompt, or that joined since, feed tokens the host knows.
    */
   private chainsFrom(launched: LaunchedStep): boolean {
-    return this.rows.every(
-      (s) => s.lastStep !== launched.id || s.fed < s.req.prompt.length || (picksHighestLogit(s.req.sampler) && s.req.logprobs === undefined && s.req.keepState !== true),
-    );
+    return this.rows.every((s) => s.lastStep !== launched.id || s.fed < s.req.prompt.length || (s.takesArgmax && s.req.keepState !== true));
   }
 
   /**
@@ -421,10 +427,17 @@ export class Engine {
   private async finishDecode({ batch, reading, logits, picked: pickedRead }: LaunchedStep, successor: boolean): Promise<void> {
     // Rows whose sampler needs the logits (anything but plain greedy, or log probabilities) read
     // them, gathered into one read; the others take the device's argmax.
-    const wanted = batch.flatMap((_, r) => (reading[r] ? [] : [r]));
-    const needLogits = wanted.filter((r) => !picksHighestLogit(batch[r].req.sampler) || batch[r].req.logprobs !== undefined);
+    const needLogits: number[] = [];
+    for (let r = 0; r < batch.length; r++) if (!reading[r] && !batch[r].takesArgmax) needLogits.push(r);
     if (successor && needLogits.length > 0) throw new Error(`internal: ${needLogits.length} rows need the logits of a step whose successor is already running`);
     const picked = await pickedRead;
+    if (needLogits.length === 0) {
+      // Every row takes the device's argmax (the common case, and the one per token that matters).
+      for (let r = 0; r < batch.length; r++) if (!reading[r] && batch[r].row !== undefined) this.acceptToken(batch[r], picked[r]);
+      this.countTokens();
+      return;
+    }
+    const wanted = batch.flatMap((_, r) => (reading[r] ? [] : [r]));
     let rows: Float32Array | null = null;
     if (needLogits.length === batch.length) rows = (await logits.data()) as Float32Array;
     else if (needLogits.length > 0) {
@@ -444,6 +457,13 @@ export class Engine {
       if (at !== undefined) this.accept(s, rows!.subarray(at * V, (at + 1) * V));
       else this.acceptToken(s, picked[r]);
     }
+    this.countTokens();
+  }
+
+  /** Feeds the tokens generated since the last call to the rate window (once per step, not per token). */
+  private countTokens(): void {
+    this.recent.add(this.tokensGenerated - this.countedTokens);
+    this.countedTokens = this.tokensGenerated;
   }
 
   /** Samples the next token of `s` from its logits row and retires `s` if that ends it. */
@@ -464,7 +484,6 @@ export class Engine {
     s.generated.push(token);
     s.lastToken = token;
     this.tokensGenerated++;
-    this.recent.add(1);
     const info: TokenInfo = { token };
     if (req.logprobs !== undefined && row) Object.assign(info, logprobsOf(row, token, req.logprobs));
     const stopString = req.onToken(info) === true;
