@@ -12,4 +12,9 @@ describe("copy suite", () => {
     ]);
     for (const r of results) expect(r.gbps).toBeGreaterThan(0);
   });
+
+  it("names a bad WebGPU probe option before it measures anything", async () => {
+    await expect(copySuite.run(context, { mib: [1], webgpuOrder: ["sideways"] })).rejects.toThrow(/--webgpu-order: expected some of linear, scattered, got 'sideways'/);
+    await expect(copySuite.run(context, { mib: [1], webgpuOrder: ["linear"], webgpuBuffers: 0 })).rejects.toThrow(/--webgpu-buffers: expected a positive integer, got 0/);
+  });
 });

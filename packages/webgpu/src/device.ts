@@ -38,8 +38,11 @@ async function nodeGpu(): Promise<GPU> {
     if (!(k in globalThis)) (globalThis as Record<string, unknown>)[k] = v;
   }
   // Dawn rounds timestamps to 100 µs by default (a browser's defence against timing attacks);
-  // kernel timing in Node wants them as the GPU wrote them.
-  const flags = ["backend=vulkan", "disable-dawn-features=timestamp_quantization"];
+  // kernel timing in Node wants them as the GPU wrote them. LIGHTNING_WEBGPU_DISABLE_DAWN_FEATURES
+  // turns off more toggles, e.g. lazy_clear_resource_on_first_use or vulkan_use_buffer_robust_access_2
+  // (probes of what Dawn adds around large buffers).
+  const off = ["timestamp_quantization", ...(process.env.LIGHTNING_WEBGPU_DISABLE_DAWN_FEATURES?.split(",").filter((t) => t) ?? [])];
+  const flags = ["backend=vulkan", `disable-dawn-features=${off.join(",")}`];
   // Extra Dawn toggles for experiments, e.g. disable_robustness (no index clamping inserted into
   // shaders: a probe of what the bounds checks cost; unsafe for kernels that index out of range).
   const extra = process.env.LIGHTNING_WEBGPU_ENABLE_DAWN_FEATURES;

@@ -11,6 +11,7 @@
  * console.log((await o.data()).length); // 131072
  */
 export { createWebGpuBackend, type DispatchTime, WebGpuBackend, type WebGpuBackendOptions } from "./backend.js";
-export { kernelChoices, type KernelChoices } from "./kernels/choices.js";
+export { FORWARD_VARIANTS, type ForwardVariant, kernelChoices, type KernelChoices } from "./kernels/choices.js";
 export { acquireDevice, type AcquiredDevice, type DeviceOptions } from "./device.js";
+export { type CopyOrder, probeCopy } from "./probe.js";
 export { WebGpuError } from "./runtime.js";

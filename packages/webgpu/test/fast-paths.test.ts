@@ -380,8 +380,8 @@ suite(`WebGPU fast paths against their plain twins${fast ? "" : ` [skipped: ${re
     ] as [number, number, number, number, number, boolean, number | null, number?][];
     let seed = 400;
     try {
-      // 128 columns of E per walk workgroup, and 64.
-      for (const forward of ["walk", "walk64"] as const) {
+      // 128 columns of E per walk workgroup, and 64; 128 on workgroups of 512 invocations.
+      for (const forward of ["walk", "walk64", "wide"] as const) {
         kernelChoices.forward = forward;
         for (const [B, H, Tn, D, E, withInit, G, scratch] of cases) {
           setWalkSegmentBlocks(G);
@@ -413,14 +413,14 @@ suite(`WebGPU fast paths against their plain twins${fast ? "" : ` [skipped: ${re
         }
       }
       // q, k, v and o bound two batch·heads at a time (rows at offsets aligned to 256 bytes), or
-      // copied two at a time into buffers of their own (the output copied back).
-      for (const how of ["bound", "staged"] as const) {
+      // copied two at a time into buffers of their own (the output copied back) for each walk kernel.
+      for (const how of ["bound", "staged", "staged64", "staged-notouch", "staged-wide"] as const) {
         for (const [B, H, Tn, D, E, withInit, G] of [
           [1, 5, 200, 64, 32, true, null],
           [3, 1, 320, 128, 128, false, 2],
         ] as const) {
           const bytes = 2 * Tn * Math.max(D, E) * 4;
-          kernelChoices.forward = how === "bound" ? "walk" : "staged";
+          kernelChoices.forward = how === "bound" ? "walk" : how;
           kernelChoices.bindCapBytes = how === "bound" ? bytes : 0;
           kernelChoices.stageBytes = bytes;
           setWalkSegmentBlocks(G);
@@ -443,7 +443,7 @@ suite(`WebGPU fast paths against their plain twins${fast ? "" : ` [skipped: ${re
       setWalkScratchBytes(2 ** 30);
     }
     const keys = fast!.runtime.pipelineKeys();
-    for (const step of ["walk_totals", "walk_scan", "walk", "walk64", "walk:no_touch", "walk_totals:no_touch"]) expect(keys).toContain(`lightning_${step}`);
+    for (const step of ["walk_totals", "walk_scan", "walk", "walk64", "walk_wide", "walk:no_touch", "walk_totals:no_touch"]) expect(keys).toContain(`lightning_${step}`);
     expect(plain!.runtime.pipelineKeys().some((key) => key.startsWith("lightning_walk"))).toBe(false);
   });
 });

@@ -8,6 +8,7 @@
 import { startBackend } from "@lightning-ts/backends";
 import * as T from "@lightning-ts/tensor";
 import type { Backend, DType, Tensor } from "@lightning-ts/tensor";
+import type { ForwardVariant } from "@lightning-ts/webgpu";
 import { SingleBar, Presets } from "cli-progress";
 import { writeLineCharts } from "../chart.js";
 import { outputPath } from "../report.js";
@@ -16,7 +17,7 @@ import { checkLightning, checkSoftmax, type HostInputs } from "../attention/orac
 import { intList, result, summarise, type BenchResult, type Suite, type Timing, timeRound, webgpuTimer } from "../suite.js";
 
 /** The WebGPU forward variants (kernelChoices.forward of @lightning-ts/webgpu). */
-type Forward = "walk" | "walk64" | "walk-notouch" | "staged" | "stored" | "stored64" | "blocked";
+type Forward = ForwardVariant;
 
 interface AttentionOptions {
   t: number[];
@@ -146,7 +147,7 @@ export const attentionSuite: Suite = {
       .option("--impls <list>", "implementations, comma-separated (default: all)", (v: string) => v.split(","))
       .option("--max-quadratic-t <n>", "run quadratic forms (quadratic, softmax) only up to this T (default: per implementation)", (v) => Number.parseInt(v, 10))
       .option("--no-backward", "time the forward only")
-      .option("--webgpu-forward <list>", "WebGPU only: time the chunked forward once per kernel variant: walk, walk64, walk-notouch, staged, stored, stored64, blocked (impl chunked[VARIANT]; the first checked against float64, the others against the first)", (v: string) => v.split(","))
+      .option("--webgpu-forward <list>", "WebGPU only: time the chunked forward once per kernel variant (FORWARD_VARIANTS of @lightning-ts/webgpu: walk, walk64, walk-notouch, wide, staged, staged64, staged-notouch, staged-wide, stored, stored64, blocked; impl chunked[VARIANT]; the first checked against float64, the others against the first)", (v: string) => v.split(","))
       .option("--chart <file>", "SVG chart of tokens/s and memory vs T", "runs/bench/attention.svg");
   },
   // Long sweeps on a 2-core CPU: one warm-up, three timed runs per case.
@@ -181,10 +182,11 @@ export const attentionSuite: Suite = {
     const impls = known.filter((i) => !options.impls || options.impls.includes(i.name));
     const maxT = (impl: AttentionImpl) => options.maxQuadraticT ?? impl.defaultMaxT ?? Infinity;
     const forwards = options.webgpuForward ?? [];
-    const variants = ["walk", "walk64", "walk-notouch", "staged", "stored", "stored64", "blocked"];
+    const webgpu = forwards.length ? await import("@lightning-ts/webgpu") : null;
+    const variants: readonly string[] = webgpu?.FORWARD_VARIANTS ?? [];
     const badForward = forwards.find((f) => !variants.includes(f));
     if (badForward !== undefined) throw new Error(`--webgpu-forward: expected one of ${variants.join(", ")}, got '${badForward}'`);
-    const choices = forwards.length ? (await import("@lightning-ts/webgpu")).kernelChoices : null;
+    const choices = webgpu?.kernelChoices ?? null;
     // The chunked forward on WebGPU once per variant; everything else once.
     const runsOf = (backend: string): { impl: AttentionImpl; forward: Forward | null }[] =>
       impls.flatMap((impl): { impl: AttentionImpl; forward: Forward | null }[] => (backend === "webgpu" && impl.name === "chunked" && forwards.length ? forwards.map((forward) => ({ impl, forward: forward as Forward })) : [{ impl, forward: null }]));

@@ -5,7 +5,9 @@
  * - forward (default `staged`): the Lightning Attention forward by segment walks (`walk`, lightning-walk.ts: states
  *   carried in registers, one per segment stored; `walk64` the same with 64 columns of E per
  *   workgroup instead of 128; `walk-notouch` without the touches ahead; `staged` the walk on copies of q, k and v of at most `stageBytes`
- *   (256 MiB) at a time, its output likewise copied out) or by block states (`blocked`, lightning-blocked.ts: every block's
+ *   (256 MiB) at a time, its output likewise copied out; `staged64` and `staged-notouch` the
+ *   same on walk64 and walk-notouch; `wide` the walk with 512 invocations a workgroup (half the
+ *   registers each, twice the warps an SM), `staged-wide` it on staged copies) or by block states (`blocked`, lightning-blocked.ts: every block's
  *   state written and read once; `stored` and `stored64` the same with the output step on the
  *   walk's kernel, one block per walk: no state product repeated, at the price of the block
  *   states' bytes). LIGHTNING_WEBGPU_FORWARD.
@@ -23,6 +25,11 @@
  * - walkWorkgroups: how many workgroups the segment walk splits long sequences into segments for,
  *   at least (256). LIGHTNING_WEBGPU_WALK_WORKGROUPS.
  */
+/** The Lightning forward variants (`forward` below). */
+export const FORWARD_VARIANTS = ["walk", "walk64", "walk-notouch", "wide", "staged", "staged64", "staged-notouch", "staged-wide", "stored", "stored64", "blocked"] as const;
+
+export type ForwardVariant = (typeof FORWARD_VARIANTS)[number];
+
 export interface KernelChoices {
   /** Whether the segment walk and the tiled matmul touch their operands ahead into L2. */
   touchAhead: boolean;
@@ -30,7 +37,7 @@ export interface KernelChoices {
   bindCapBytes: number;
   /** Walk workgroups the segment walk asks for at least (fewer segments: less repeated work). */
   walkWorkgroups: number;
-  forward: "walk" | "walk64" | "walk-notouch" | "staged" | "stored" | "stored64" | "blocked";
+  forward: ForwardVariant;
   /** With forward `staged`: most bytes of a staged copy of q, k, v or o. */
   stageBytes: number;
   matmulOrder: "grouped" | "linear" | "rotated";
@@ -58,7 +65,7 @@ export const kernelChoices: KernelChoices = {
   // `staged` by default: on the H200 (Dawn, NVIDIA's Vulkan driver) the walk ran at 7.1 ms on staged
   // copies against 14.6–21.8 ms on the benchmark's 512 MiB inputs in place (the copies cost 1.3–1.6 ms):
   // large buffers themselves are slow there (docs/benchmarks/webgpu-h200-2026-11-30.md).
-  forward: fromEnv("LIGHTNING_WEBGPU_FORWARD", ["walk", "walk64", "walk-notouch", "staged", "stored", "stored64", "blocked"], "staged"),
+  forward: fromEnv("LIGHTNING_WEBGPU_FORWARD", FORWARD_VARIANTS, "staged"),
   stageBytes: 2 ** 28,
   matmulOrder: fromEnv("LIGHTNING_WEBGPU_MATMUL_ORDER", ["grouped", "linear", "rotated"], "grouped"),
 };

@@ -35,6 +35,9 @@
 import type { Binding, Runtime } from "../runtime.js";
 import { kernelChoices } from "./choices.js";
 import { accumulators, component, copyWords, groups, maskedScores, outerProductFma, type Ref, stagedProduct, tileStores8x8 } from "./common.js";
+import { wideWalk } from "./lightning-walk-wide.js";
+
+export { wideWalkApplies } from "./lightning-walk-wide.js";
 
 const C = 64;
 /** Tile edge of the state (rows of D, columns of E). */
@@ -81,7 +84,29 @@ export interface WalkForward {
   dims: { BH: number; H: number; T: number; D: number; E: number };
   /** Whether to touch the next block ahead into L2 (default: `kernelChoices.touchAhead`). */
   touch?: boolean;
+  /** Step 3 on 256-invocation workgroups (`walk`, the default) or 512 (`wide`, lightning-walk-wide.ts; 128 columns only). */
+  kernel?: "walk" | "wide";
 }
+
+/** How each forward variant of `kernelChoices.forward` that walks segments runs. */
+export interface WalkVariant {
+  columns: 64 | 128;
+  /** q, k and v copied into buffers of at most `kernelChoices.stageBytes` first. */
+  staged: boolean;
+  touch?: boolean;
+  kernel: "walk" | "wide";
+}
+
+export const WALK_VARIANTS = {
+  walk: { columns: 128, staged: false, kernel: "walk" },
+  walk64: { columns: 64, staged: false, kernel: "walk" },
+  "walk-notouch": { columns: 128, staged: false, touch: false, kernel: "walk" },
+  wide: { columns: 128, staged: false, kernel: "wide" },
+  staged: { columns: 128, staged: true, kernel: "walk" },
+  staged64: { columns: 64, staged: true, kernel: "walk" },
+  "staged-notouch": { columns: 128, staged: true, touch: false, kernel: "walk" },
+  "staged-wide": { columns: 128, staged: true, kernel: "wide" },
+} as const satisfies Record<string, WalkVariant>;
 
 /** Whether the walk runs these inputs on a device with these limits. */
 export function walkForwardApplies(dtypes: readonly string[], d: { T: number; D: number; E: number }, limits: { maxWorkgroupBytes: number; maxBindingBytes: number }): boolean {
@@ -144,7 +169,7 @@ export function walkForward(rt: Runtime, f: WalkForward, columns: 64 | 128 = 128
 
 type IoMode = "whole" | "sliced" | "staged";
 
-type IoBindings = ReturnType<typeof ioBindings>;
+export type IoBindings = ReturnType<typeof ioBindings>;
 
 /** Bindings of q, k, v and o: whole, or only the rows of batch·heads bh0 … bh0 + count − 1. */
 function ioBindings(f: WalkForward, bh0: number, count: number, sliced: boolean) {
@@ -212,7 +237,7 @@ function walkChunk(rt: Runtime, f: WalkForward, io: IoBindings, bh0: number, cou
   // The walk's entering states: C_g, or with one segment the initial state itself ((BH, 1, D, E)
   // is the layout of (BH, D, E)).
   const entering = seg ?? f.init;
-  walk(rt, f, entering, io, { bh0, count, nSeg, G, eTiles: Math.ceil(E / columns), columns, enter: seg ? 1 : f.init ? 2 : 0 });
+  (f.kernel === "wide" ? wideWalk : walk)(rt, f, entering, io, { bh0, count, nSeg, G, eTiles: Math.ceil(E / columns), columns, enter: seg ? 1 : f.init ? 2 : 0 });
   if (seg) rt.release(seg);
 }
 
@@ -395,7 +420,7 @@ function touchNextBlock(halves: number): string {
   return lines.join("\n    ");
 }
 
-interface WalkShape {
+export interface WalkShape {
   bh0: number;
   count: number;
   nSeg: number;

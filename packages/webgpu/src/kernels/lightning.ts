@@ -31,7 +31,7 @@ import type { Runtime } from "../runtime.js";
 import { groups, type Ref, viaF32, widenToF32 } from "./common.js";
 import { kernelChoices } from "./choices.js";
 import { blockedForward, blockedForwardApplies } from "./lightning-blocked.js";
-import { walkForward, walkForwardApplies } from "./lightning-walk.js";
+import { WALK_VARIANTS, type WalkVariant, walkForward, walkForwardApplies, wideWalkApplies } from "./lightning-walk.js";
 
 const C = 16;
 const XT = 16;
@@ -303,14 +303,17 @@ export function lightningKernels(rt: Runtime, maxWorkgroupBytes: number) {
     const dtypes = [q.dtype, k.dtype, v.dtype];
     const choice = kernelChoices.forward;
     const walks = walkForwardApplies(dtypes, { T, D, E }, limits);
-    const walk = (choice === "walk" || choice === "walk64" || choice === "staged" || choice === "walk-notouch") && walks;
+    const walkOptions = WALK_VARIANTS[choice as keyof typeof WALK_VARIANTS] as WalkVariant | undefined;
+    const walk = walkOptions !== undefined && walks && (walkOptions.kernel !== "wide" || wideWalkApplies({ D, E }, rt.device.limits));
     // Blocked, with its output step on the walk kernel where that applies.
     const stored = (choice === "stored" || choice === "stored64") && walks ? (choice === "stored" ? 128 : 64) : undefined;
     if (!rt.plainKernels && (walk || blockedForwardApplies(dtypes, { BH, T, D, E }, limits))) {
       // f16/bf16 inputs are widened to f32 once: a few passes over q, k, v, small beside the products.
       const [qf, kf, vf] = [q, k, v].map((x) => (x.dtype === "f32" ? x : widenToF32(rt, x)));
       const args = { q: qf, k: kf, v: vf, slopes, init: s0?.storage ?? null, finalState: state.storage, dims: { BH, H, T, D, E } };
-      viaF32(rt, o, (out) => (walk ? walkForward(rt, { ...args, out, touch: choice === "walk-notouch" ? false : undefined }, choice === "walk64" ? 64 : 128, choice === "staged" ? kernelChoices.stageBytes : 0) : blockedForward(rt, { ...args, out }, stored)));
+      viaF32(rt, o, (out) =>
+        walk && walkOptions ? walkForward(rt, { ...args, out, touch: walkOptions.touch, kernel: walkOptions.kernel }, walkOptions.columns, walkOptions.staged ? kernelChoices.stageBytes : 0) : blockedForward(rt, { ...args, out }, stored),
+      );
       for (const [wide, x] of [[qf, q], [kf, k], [vf, v]]) if (wide !== x) rt.release(wide.storage);
       return;
     }
