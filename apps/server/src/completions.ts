@@ -165,9 +165,13 @@ export async function handleGeneration(s: Served, kind: Kind, request: FastifyRe
   // Events are written together once per event-loop turn: the engine launches its next decode step
   // before it yields to I/O, so formatting and writing them overlaps the device's work.
   let queued = "";
+  // The first write goes through ServerResponse (the head goes out with it); later ones straight to the socket.
+  let headOut = false;
   const flush = () => {
     if (queued === "") return;
-    writeChunk(reply.raw, queued);
+    if (headOut) writeChunk(reply.raw, queued);
+    else reply.raw.write(queued);
+    headOut = true;
     queued = "";
   };
   const sendJson = (json: string) => {
@@ -262,7 +266,6 @@ export async function handleGeneration(s: Served, kind: Kind, request: FastifyRe
     reply.hijack();
     // Headers set before the hijack (CORS) still go out.
     reply.raw.writeHead(200, { ...(reply.getHeaders() as Record<string, string>), "content-type": "text/event-stream; charset=utf-8", "cache-control": "no-cache", connection: "keep-alive" });
-    reply.raw.flushHeaders(); // the head goes out first, before any event written straight to the socket (writeChunk)
     for (const c of choices) {
       if (kind === "chat") sendChunk([{ index: c.index, delta: { role: "assistant", content: "" }, logprobs: null, finish_reason: null }]);
       else if (echoed) sendChunk([{ index: c.index, text: echoed[c.prompt], logprobs: null, finish_reason: null }]);
@@ -299,8 +302,10 @@ export async function handleGeneration(s: Served, kind: Kind, request: FastifyRe
       }
       if (p.includeUsage) sendChunk([], usage(promptTokens, choices, cached));
     }
-    flush();
-    reply.raw.end("data: [DONE]\n\n");
+    // The last events and the end of the body in one write.
+    const rest = queued;
+    queued = "";
+    reply.raw.end(`${rest}data: [DONE]\n\n`);
     return;
   }
 
@@ -388,7 +393,7 @@ export function textTemplate(render: (text: string) => unknown): (text: string) 
 
 /**
  * Writes `text` as one chunk of a chunked response body straight to the response's socket, once its
- * head has gone out: one write, where `ServerResponse.write` corks the socket, queues the chunk's
+ * head has gone out (after a first `write`, or `flushHeaders`): one write, where `ServerResponse.write` corks the socket, queues the chunk's
  * size line, data and end, and uncorks on the next tick (a writev) — bookkeeping that cost more than
  * formatting the event, once per token and stream. The bytes on the wire are the same. Otherwise (no
  * chunked encoding, or the socket not this response's yet) through `write`.
