@@ -44,7 +44,7 @@ describe.skipIf(!backend)("probeCopy", () => {
       }
       x.dispose();
     }
-    expect(be.runtime.pipelineKeys()).toEqual(expect.arrayContaining(["probe_copy:linear", "probe_copy:scattered"]));
+    for (const key of ["probe_copy:linear", "probe_copy:scattered"]) expect(be.runtime.pipelineKeys()).toContain(key);
   });
 
   it("names the argument it refuses", () => {

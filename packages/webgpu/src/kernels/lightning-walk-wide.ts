@@ -15,8 +15,8 @@
  * so 32 neighbouring invocations read 4 vectors of q rows and 8 of S or v columns from workgroup
  * memory at each step (two 128-byte wavefronts), not 32 different ones.
  *
- * Per block: q S and the scores over D a quarter (32) at a time, with q and k stored transposed
- * [d][p/4] and the S quarter [d][c]; then P·v and the state update over 16 tokens at a time,
+ * Per block: q S and the scores over D a quarter (32) at a time, with q and k read by whole rows
+ * and stored transposed [d][p/4] (vectors swizzled within a row) and the S quarter [d][c]; then P·v and the state update over 16 tokens at a time,
  * v rows [p][c] and decayed k rows [p][d/4]. Global loads are issued one stage ahead, as in the
  * 256-invocation walk; there are no touches ahead.
  *
@@ -52,13 +52,15 @@ export function wideWalk(rt: Runtime, f: WalkForward, entering: GPUBuffer | null
   const { H, T, D, E } = f.dims;
   if (s.columns !== 128 || s.enter === 3) throw new Error(`wideWalk: expected 128 columns and no stored block states, got ${s.columns} columns, entering states ${s.enter}`);
   // q and k of quarter qd for the block's 64 rows: one vector of each per invocation (row p = lid
-  // mod 64, vector lid / 64 of the quarter); 32 neighbours take 32 rows, so their transposed scalar
-  // stores fall in 32 banks.
-  const fetchQk = (qd: string, t0 = "t0", m = "m") => `{ let p = lid % 64u; let c4 = (${qd}) * 8u + lid / 64u;
+  // / 8, vector lid mod 8 of the quarter), so 32 neighbours read 4 whole 128-byte rows. Stored
+  // transposed, [d][p/4], with the vector p/4 of row d at (p/4) xor (d/4 mod 8): the 8 neighbours
+  // that store the same p for 8 vectors of d then write 8 different banks, and a row's 16 vectors
+  // stay in that row, so the reads of 4 neighbouring vectors remain one wavefront.
+  const fetchQk = (qd: string, t0 = "t0", m = "m") => `{ let p = lid / 8u; let c4 = (${qd}) * 8u + lid % 8u;
       rq = vec4<f32>(0.0); rk = vec4<f32>(0.0);
       if (p < ${m} && c4 < D4) { let at = ((bh - io0) * T + ${t0} + p) * D4 + c4; rq = bitcast<vec4<f32>>(q[at]); rk = bitcast<vec4<f32>>(k[at]); } }`;
-  const stageQk = `{ let p = lid % 64u; let c4 = lid / 64u;
-      ${[0, 1, 2, 3].map((j) => `Qs[(c4 * 4u + ${j}u) * 16u + p / 4u][p % 4u] = rq.${component(j)}; Ks[(c4 * 4u + ${j}u) * 16u + p / 4u][p % 4u] = rk.${component(j)};`).join("\n      ")} }`;
+  const stageQk = `{ let p = lid / 8u; let c4 = lid % 8u; let x = (p / 4u) ^ c4;
+      ${[0, 1, 2, 3].map((j) => `Qs[(c4 * 4u + ${j}u) * 16u + x][p % 4u] = rq.${component(j)}; Ks[(c4 * 4u + ${j}u) * 16u + x][p % 4u] = rk.${component(j)};`).join("\n      ")} }`;
   // v (row p = lid / 32, 32 vectors of the tile) and decayed k (row p = lid / 32, vector lid mod
   // 32 of D) of 16 tokens: one vector of each per invocation.
   const fetchVk = (j0: string) => `{ let p = ${j0} + lid / 32u; let c4 = lid % 32u;
@@ -143,9 +145,10 @@ var<workgroup> Ks: array<vec4<f32>, 512>;  // k columns of a quarter [d][p/4]; t
     ${fetchVk("0u")}
     }
     for (var dd = 0u; dd < 32u; dd = dd + 1u) {
-      let qa = Qs[dd * 16u + a];
-      let kA = Ks[dd * 16u + c / 4u][c % 4u];
-      let kB = Ks[dd * 16u + 8u + c / 4u][c % 4u];
+      let sw = dd / 4u;
+      let qa = Qs[dd * 16u + (a ^ sw)];
+      let kA = Ks[dd * 16u + ((c / 4u) ^ sw)][c % 4u];
+      let kB = Ks[dd * 16u + ((8u + c / 4u) ^ sw)][c % 4u];
       let sv = W[dd * 32u + c];
       scA = fma(qa, vec4<f32>(kA), scA);
       scB = fma(qa, vec4<f32>(kB), scB);
