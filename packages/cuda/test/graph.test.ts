@@ -3,7 +3,7 @@
  * runs nothing, a replay runs it again on the inputs' current values, buffers recorded into a
  * graph are never handed to another tensor while it lives, host calls inside a recording are
  * refused by name, a failed recording leaves the backend usable; and BatchDecoder with graphs
- * gives the same bits as without, the same logits as `step` on each sequence alone, and the
+ * (rows leaving, and a fresh one joining into a freed row) gives the same bits as without, the same logits as `step` on each sequence alone, and the
  * CPU's logits within the dtype's rounding (the official-code fixture model, LRPE on its first
  * layer). Skipped, with the reason printed, where
  * the CUDA backend cannot start.
@@ -11,7 +11,7 @@
 import * as T from "@lightning-ts/tensor";
 import { assertClose, describeBackends, seeded, tolerance } from "@lightning-ts/testing";
 import { FIXTURE_DIR } from "@lightning-ts/testing/tnl-fixture";
-import { BatchDecoder, disposeParams, disposeState, loadCheckpoint, prefill, step, type TnlState } from "@lightning-ts/tnl";
+import { BatchDecoder, disposeParams, disposeState, initState, loadCheckpoint, prefill, step, type TnlState } from "@lightning-ts/tnl";
 import { expect, it } from "vitest";
 import type { CudaBackend, CudaStorage } from "../src/index.js";
 import "./setup.js";
@@ -114,13 +114,21 @@ await describeBackends("CUDA graphs", (backend) => {
         withGraphs.add(s);
         eager.add(s);
       }
-      for (let k = 0; k < 5; k++) {
+      for (let k = 0; k < 6; k++) {
         if (k === 3) {
           // Leaving changes the bucket (3 rows → 2): another graph.
           withGraphs.remove(0);
           eager.remove(0);
           disposeState(refs.splice(0, 1, refs.pop()!)[0]);
           disposeState(hostRefs.splice(0, 1, hostRefs.pop()!)[0]);
+        }
+        if (k === 4) {
+          // A sequence from the empty state joins into the row just freed (which holds a stale
+          // state): addFresh zeroes it in place, and the bucket is 4 rows again.
+          expect(withGraphs.addFresh()).toBe(2);
+          expect(eager.addFresh()).toBe(2);
+          refs.push(initState(model.config, 1));
+          hostRefs.push(onCpu(() => initState(host.config, 1)));
         }
         const tokens = refs.map((_, r) => (17 * k + 5 * r + 1) % V);
         const a = withGraphs.step(tokens);
