@@ -175,7 +175,7 @@ export async function handleGeneration(s: Served, kind: Kind, request: FastifyRe
     queued = "";
   };
   const sendJson = (json: string) => {
-    if (queued === "") setImmediate(flush);
+    if (queued === "") flushLater(flush);
     queued += `data: ${json}\n\n`;
   };
   const send = (data: unknown) => sendJson(JSON.stringify(data));
@@ -371,6 +371,18 @@ export function detokenizeRoute(s: Served, raw: unknown): { prompt: string } {
     throw new ApiError(400, `'tokens' must be a list of token ids in [0, ${V}), got ${show(tokens)}`, "tokens");
   }
   return { prompt: s.tokenizer.decode(tokens as number[], { skipSpecialTokens: true }) };
+}
+
+/** Streams with events queued this turn: flushed together by one setImmediate, not one per stream. */
+const toFlush: (() => void)[] = [];
+
+function flushLater(flush: () => void): void {
+  if (toFlush.length === 0) setImmediate(flushAll);
+  toFlush.push(flush);
+}
+
+function flushAll(): void {
+  for (const flush of toFlush.splice(0)) flush();
 }
 
 /**

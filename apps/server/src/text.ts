@@ -36,6 +36,7 @@ export class TextStream {
   }
 
   private release(buffer: string, final: boolean): { text: string; stopped: boolean } {
+    if (this.stops.length === 0) return this.emit(buffer); // nothing to hold back or cut at
     let cut = -1;
     for (const stop of this.stops) {
       const i = buffer.indexOf(stop);
