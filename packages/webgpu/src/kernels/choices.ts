@@ -7,7 +7,8 @@
  *   workgroup instead of 128; `walk-notouch` without the touches ahead; `staged` the walk on copies of q, k and v of at most `stageBytes`
  *   (256 MiB) at a time, its output likewise copied out; `staged64` and `staged-notouch` the
  *   same on walk64 and walk-notouch; `wide` the walk with 512 invocations a workgroup (half the
- *   registers each, twice the warps an SM), `staged-wide` it on staged copies) or by block states (`blocked`, lightning-blocked.ts: every block's
+ *   registers each, twice the warps an SM), `staged-wide` it on staged copies; `staged-rows` the
+ *   staged walk with q and k loaded by whole rows, as the wide walk does) or by block states (`blocked`, lightning-blocked.ts: every block's
  *   state written and read once; `stored` and `stored64` the same with the output step on the
  *   walk's kernel, one block per walk: no state product repeated, at the price of the block
  *   states' bytes). LIGHTNING_WEBGPU_FORWARD.
@@ -26,7 +27,7 @@
  *   at least (256). LIGHTNING_WEBGPU_WALK_WORKGROUPS.
  */
 /** The Lightning forward variants (`forward` below). */
-export const FORWARD_VARIANTS = ["walk", "walk64", "walk-notouch", "wide", "staged", "staged64", "staged-notouch", "staged-wide", "stored", "stored64", "blocked"] as const;
+export const FORWARD_VARIANTS = ["walk", "walk64", "walk-notouch", "wide", "staged", "staged64", "staged-notouch", "staged-wide", "staged-rows", "stored", "stored64", "blocked"] as const;
 
 export type ForwardVariant = (typeof FORWARD_VARIANTS)[number];
 

@@ -86,6 +86,8 @@ export interface WalkForward {
   touch?: boolean;
   /** Step 3 on 256-invocation workgroups (`walk`, the default) or 512 (`wide`, lightning-walk-wide.ts; 128 columns only). */
   kernel?: "walk" | "wide";
+  /** The 256-invocation walk loads q and k by whole rows (see `walk`); the wide one always does. */
+  rows?: boolean;
 }
 
 /** How each forward variant of `kernelChoices.forward` that walks segments runs. */
@@ -95,6 +97,7 @@ export interface WalkVariant {
   staged: boolean;
   touch?: boolean;
   kernel: "walk" | "wide";
+  rows?: boolean;
 }
 
 export const WALK_VARIANTS = {
@@ -106,6 +109,7 @@ export const WALK_VARIANTS = {
   staged64: { columns: 64, staged: true, kernel: "walk" },
   "staged-notouch": { columns: 128, staged: true, touch: false, kernel: "walk" },
   "staged-wide": { columns: 128, staged: true, kernel: "wide" },
+  "staged-rows": { columns: 128, staged: true, kernel: "walk", rows: true },
 } as const satisfies Record<string, WalkVariant>;
 
 /** Whether the walk runs these inputs on a device with these limits. */
@@ -442,6 +446,7 @@ export interface WalkShape {
 function walk(rt: Runtime, f: WalkForward, entering: GPUBuffer | null, io: IoBindings, s: WalkShape): void {
   const { H, T, D, E } = f.dims;
   const touch = f.touch ?? kernelChoices.touchAhead;
+  const rows = f.rows === true;
   const halves = s.columns / 64;
   const VE = s.columns / 4;
   const cols = (name: string) => Array.from({ length: halves }, (_, h) => `${name}${h}`);
@@ -449,19 +454,23 @@ function walk(rt: Runtime, f: WalkForward, entering: GPUBuffer | null, io: IoBin
   // each per invocation (row p = e mod 64, vector c = e / 64), stored transposed as [d][p/4]. The
   // 32 invocations of a subgroup take 32 rows, so their scalar stores fall in 32 different banks
   // (rows 8 to a subgroup would conflict 8 ways); their loads take half of each 32-byte sector,
-  // the other half of which the next vector's loads take from the cache.
+  // the other half of which the next vector's loads take from the cache. With `rows`, the loads
+  // take whole rows instead (row p = e / 8, vector e mod 8: 32 neighbours read 4 rows of 128
+  // bytes, 4 wavefronts of the L1 pipe instead of 32), and the vector p/4 of row d is stored at
+  // (p/4) xor (d/4 mod 8) of that row, so the 8 neighbours storing one p for 8 vectors of d write
+  // 8 different banks.
   const fetchQk = (qd: string, t0 = "t0", m = "m") =>
     [0, 1]
       .map(
-        (r) => `{ let e = lid + ${r * 256}u; let p = e % 64u; let c4 = (${qd}) * 8u + e / 64u;
+        (r) => `{ let e = lid + ${r * 256}u; ${rows ? "let p = e / 8u;" : "let p = e % 64u;"} let c4 = (${qd}) * 8u + ${rows ? "e % 8u" : "e / 64u"};
       rq${r} = vec4<f32>(0.0); rk${r} = vec4<f32>(0.0);
       if (p < ${m} && c4 < D4) { let at = ((bh - io0) * T + ${t0} + p) * D4 + c4; rq${r} = bitcast<vec4<f32>>(q[at]); rk${r} = bitcast<vec4<f32>>(k[at]); } }`,
       )
       .join("\n    ");
   const stageQk = [0, 1]
     .map(
-      (r) => `{ let e = lid + ${r * 256}u; let p = e % 64u; let c4 = e / 64u;
-      ${[0, 1, 2, 3].map((j) => `Qs[(c4 * 4u + ${j}u) * 16u + p / 4u][p % 4u] = rq${r}.${component(j)}; Ks[(c4 * 4u + ${j}u) * 16u + p / 4u][p % 4u] = rk${r}.${component(j)};`).join("\n      ")} }`,
+      (r) => `{ let e = lid + ${r * 256}u; ${rows ? "let p = e / 8u; let c4 = e % 8u; let x = (p / 4u) ^ c4;" : "let p = e % 64u; let c4 = e / 64u; let x = p / 4u;"}
+      ${[0, 1, 2, 3].map((j) => `Qs[(c4 * 4u + ${j}u) * 16u + x][p % 4u] = rq${r}.${component(j)}; Ks[(c4 * 4u + ${j}u) * 16u + x][p % 4u] = rk${r}.${component(j)};`).join("\n      ")} }`,
     )
     .join("\n    ");
   // v and decayed k rows of 16 tokens of the block: 16 × columns/4 vectors of v (row p = e / VE,
@@ -482,7 +491,7 @@ function walk(rt: Runtime, f: WalkForward, entering: GPUBuffer | null, io: IoBin
       ),
     ].join("\n    ");
   rt.dispatch({
-    key: `${s.columns === TILE ? "lightning_walk" : `lightning_walk${s.columns}`}${s.enter === 3 ? "_stored" : ""}${touch ? "" : ":no_touch"}`,
+    key: `${s.columns === TILE ? "lightning_walk" : `lightning_walk${s.columns}`}${s.enter === 3 ? "_stored" : ""}${touch ? "" : ":no_touch"}${rows ? ":rows" : ""}`,
     shader: () => ({
       doc: [
         "q: (BH, T, D/4) vec4 f32",
@@ -563,8 +572,8 @@ var<workgroup> Ks: array<vec4<f32>, 512>;  // k columns of a quarter [d][p/4]; t
     ${fetchVk("0u")}
     }
     for (var dd = 0u; dd < 32u; dd = dd + 1u) {
-      let a0 = Qs[dd * 16u + ty];
-      let kc = Ks[dd * 16u + tx];
+      let a0 = Qs[dd * 16u + ${rows ? "(ty ^ (dd / 4u))" : "ty"}];
+      let kc = Ks[dd * 16u + ${rows ? "(tx ^ (dd / 4u))" : "tx"}];
       ${cols("b").map((b, h) => `let ${b} = W[dd * ${VE}u + ${h * 16}u + tx];`).join(" ")}
       ${outerProductFma(["a0"], ["kc"], "sc")}
       ${outerProductFma(["a0"], cols("b"), "o")}

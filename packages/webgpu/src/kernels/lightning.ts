@@ -312,7 +312,7 @@ export function lightningKernels(rt: Runtime, maxWorkgroupBytes: number) {
       const [qf, kf, vf] = [q, k, v].map((x) => (x.dtype === "f32" ? x : widenToF32(rt, x)));
       const args = { q: qf, k: kf, v: vf, slopes, init: s0?.storage ?? null, finalState: state.storage, dims: { BH, H, T, D, E } };
       viaF32(rt, o, (out) =>
-        walk && walkOptions ? walkForward(rt, { ...args, out, touch: walkOptions.touch, kernel: walkOptions.kernel }, walkOptions.columns, walkOptions.staged ? kernelChoices.stageBytes : 0) : blockedForward(rt, { ...args, out }, stored),
+        walk && walkOptions ? walkForward(rt, { ...args, out, touch: walkOptions.touch, kernel: walkOptions.kernel, rows: walkOptions.rows }, walkOptions.columns, walkOptions.staged ? kernelChoices.stageBytes : 0) : blockedForward(rt, { ...args, out }, stored),
       );
       for (const [wide, x] of [[qf, q], [kf, k], [vf, v]]) if (wide !== x) rt.release(wide.storage);
       return;
