@@ -9,9 +9,14 @@
  * `linear` row order, or `rotated`: grouped with each workgroup starting at its own k slice), LAYOUT `nn` (A stored (m, k), read as vectors along k: 64 bytes of each of
  * 128 rows per slice) or `tn` (A stored (k, m) and transposed by the kernel: whole 512-byte row
  * pieces, as B is read). They tell DRAM access patterns and L2 reuse apart at large sizes.
+ *
+ * --webgpu-operands N times the default kernel again on N further copies of A and B, all held at
+ * once (impl `lightning-ts#i`, each checked first): other allocations of the same operands, to see
+ * whether the speed of a size goes with the allocation its operands landed in (the 3,072³ case
+ * ran at 5.4 or 30 TFLOP/s from one process to the next).
  */
 import { startBackend } from "@lightning-ts/backends";
-import { type Backend, decode, type DType, encode, fromStorage, matmul, type Tensor } from "@lightning-ts/tensor";
+import { type Backend, copy, decode, type DType, encode, fromStorage, matmul, type Tensor } from "@lightning-ts/tensor";
 import { cpus } from "node:os";
 import { numpyMatmul, numpyUnavailable } from "../anchors/numpy.js";
 import { type Clock, intList, result, summarise, type BenchResult, type Suite, time, timeQueued, webgpuTimer } from "../suite.js";
@@ -29,6 +34,7 @@ interface MatmulOptions {
   anchor: boolean;
   rounds: number;
   webgpuVariants?: string[];
+  webgpuOperands?: number;
 }
 
 interface Variant {
@@ -88,6 +94,39 @@ async function timeVariants(backend: Backend, variants: Variant[], a: { t: Tenso
   return rows;
 }
 
+/** The default kernel on `count` further copies of A and B, all held at once: checked, then timed (one row each). */
+async function timeOperandCopies(backend: Backend, count: number, a: { t: Tensor; values: Float64Array }, b: { t: Tensor; values: Float64Array }, base: Record<string, unknown> & { m: number; k: number; n: number }, common: { warmup: number; reps: number }, log: (line: string) => void): Promise<BenchResult[]> {
+  const { m, k, n } = base;
+  const flops = 2 * m * k * n;
+  const copies = Array.from({ length: count }, () => [copy(a.t), copy(b.t)] as const);
+  const rows: BenchResult[] = [];
+  try {
+    for (const [i, [ai, bi]] of copies.entries()) {
+      const call = () => matmul(ai, bi);
+      const c = call();
+      const rel_err = relErr(a.values, b.values, await c.data(), m, k, n);
+      c.dispose();
+      const row = { ...base, suite: "matmul", impl: `lightning-ts#${i + 1}`, backend: "webgpu", device: backend.capabilities.device, dtype: base.dtype as DType, operands: i + 1, rel_err };
+      if (!(rel_err <= MAX_REL_ERR)) {
+        log(`webgpu ${m}³ operand copy ${i + 1}: FAILED the oracle check (rel_err ${rel_err.toExponential(2)}), not timed`);
+        rows.push(result({ ...row, ok: false, gflops: null }));
+        continue;
+      }
+      const calls = Math.max(1, Math.min(64, Math.round(2e9 / flops)));
+      const t = await timeQueued(backend, () => call().dispose(), calls, common.warmup, common.reps, webgpuTimer(backend));
+      const gflops = flops / t.median / 1e6;
+      log(`webgpu ${m}³ operand copy ${i + 1}: ${gflops.toFixed(1)} GFLOP/s`);
+      rows.push(result({ ...row, ok: true, fwd_ms: t.median, gflops, min_ms: t.min, max_ms: t.max, spread_pct: t.spread_pct, clock: t.clock }));
+    }
+  } finally {
+    for (const [ai, bi] of copies) {
+      ai.dispose();
+      bi.dispose();
+    }
+  }
+  return rows;
+}
+
 /** mulberry32: seeded values in [-1, 1). */
 function random(seed: number): () => number {
   let s = seed >>> 0;
@@ -140,7 +179,8 @@ export const matmulSuite: Suite = {
       .option("--dtype <dtype>", "storage dtype: f32, f16 or bf16 (the anchor is f32 only)", "f32")
       .option("--rounds <n>", "alternate ours and the anchor this many times per case (reps are split among them)", (v) => Number.parseInt(v, 10), 3)
       .option("--no-anchor", "skip the NumPy/OpenBLAS anchor")
-      .option("--webgpu-variants <list>", "WebGPU only: also time these ORDER:LAYOUT variants (grouped|linear|rotated : nn|tn), comma-separated", (v: string) => v.split(","));
+      .option("--webgpu-variants <list>", "WebGPU only: also time these ORDER:LAYOUT variants (grouped|linear|rotated : nn|tn), comma-separated", (v: string) => v.split(","))
+      .option("--webgpu-operands <n>", "WebGPU only: also time the default kernel on this many further copies of A and B, all held at once (impls lightning-ts#1 …)", (v) => Number.parseInt(v, 10));
   },
   columns: [
     ["impl", "impl"],
@@ -162,6 +202,8 @@ export const matmulSuite: Suite = {
     const { warmup, reps } = common;
     const variants = parseVariants(options.webgpuVariants);
     if (variants.length && options.dtype !== "f32") throw new Error(`--webgpu-variants: the tiled kernel is f32 only, got --dtype ${options.dtype}`);
+    const operandCopies = options.webgpuOperands ?? 0;
+    if (!(Number.isInteger(operandCopies) && operandCopies >= 0)) throw new Error(`--webgpu-operands: expected a non-negative integer, got ${options.webgpuOperands}`);
     const anchorSkip = !options.anchor ? "disabled by --no-anchor" : options.dtype !== "f32" ? "f32 only" : numpyUnavailable();
     if (anchorSkip) log(`OpenBLAS anchor skipped: ${anchorSkip}`);
     const results: BenchResult[] = [];
@@ -219,6 +261,7 @@ export const matmulSuite: Suite = {
               log(`numpy ${size}³ x${threads}: ${gflops.toFixed(1)} GFLOP/s (${anchorVersion})`);
             }
             if (name === "webgpu" && variants.length) results.push(...(await timeVariants(backend, variants, a, b, base, { warmup, reps }, log)));
+            if (name === "webgpu" && operandCopies > 0) results.push(...(await timeOperandCopies(backend, operandCopies, a, b, base, { warmup, reps }, log)));
           }
           a.t.dispose();
           b.t.dispose();
