@@ -415,15 +415,17 @@ suite(`WebGPU fast paths against their plain twins${fast ? "" : ` [skipped: ${re
       // q, k, v and o bound two batch·heads at a time (rows at offsets aligned to 256 bytes), or
       // copied two at a time into buffers of their own (the output copied back) for each walk kernel.
       // staged64, staged-notouch and staged-wide run kernels tested unstaged above: one case each.
-      for (const how of ["bound", "staged", "staged-rows", "staged64", "staged-notouch", "staged-wide"] as const) {
+      // bound-wide: the wide walk with those bindings.
+      for (const how of ["bound", "bound-wide", "staged", "staged-rows", "staged64", "staged-notouch", "staged-wide"] as const) {
         const chunked = [
           [1, 5, 200, 64, 32, true, null],
           [3, 1, 320, 128, 128, false, 2],
         ] as const;
-        for (const [B, H, Tn, D, E, withInit, G] of how === "bound" || how === "staged" || how === "staged-rows" ? chunked : chunked.slice(1)) {
+        for (const [B, H, Tn, D, E, withInit, G] of how === "bound" || how === "bound-wide" || how === "staged" || how === "staged-rows" ? chunked : chunked.slice(1)) {
           const bytes = 2 * Tn * Math.max(D, E) * 4;
-          kernelChoices.forward = how === "bound" ? "walk" : how;
-          kernelChoices.bindCapBytes = how === "bound" ? bytes : 0;
+          const bound = how === "bound" || how === "bound-wide";
+          kernelChoices.forward = how === "bound" ? "walk" : how === "bound-wide" ? "wide" : how;
+          kernelChoices.bindCapBytes = bound ? bytes : 0;
           kernelChoices.stageBytes = bytes;
           setWalkSegmentBlocks(G);
           const parts = await lightningThreeWays([B, H, Tn, D, E], withInit, seed, 0);
