@@ -4,7 +4,8 @@
  * invocation instead of 64, and likewise half the output tile and half the scores. An SM then
  * runs 16 warps of one workgroup instead of 8, so twice the warps hide the latency of the
  * workgroup-memory and global loads and of the barriers, which the 256-invocation walk (one
- * workgroup an SM: its ~170 registers an invocation leave room for no second one) runs into
+ * workgroup an SM: its ~170 registers an invocation, by count of its live values, leave room for
+ * no second one) runs into
  * with 2 warps a scheduler.
  *
  * Invocation lid: lane = lid mod 32, w = lid / 32; a = (w / 4)·4 + lane / 8 (0…15), c = (w mod 4)·8
@@ -16,9 +17,10 @@
  * memory at each step (two 128-byte wavefronts), not 32 different ones.
  *
  * Per block: q S and the scores over D a quarter (32) at a time, with q and k read by whole rows
- * and stored transposed [d][p/4] (vectors swizzled within a row) and the S quarter [d][c]; then P·v and the state update over 16 tokens at a time,
- * v rows [p][c] and decayed k rows [p][d/4]. Global loads are issued one stage ahead, as in the
- * 256-invocation walk; there are no touches ahead.
+ * and stored transposed [d][p/4] (vectors swizzled within a row) and the S quarter [d][c]; then
+ * P·v and the state update over 16 tokens at a time, v rows [p][c] and decayed k rows [p][d/4].
+ * Global loads are issued one stage ahead, as in the 256-invocation walk; there are no touches
+ * ahead.
  *
  * Letters: as in lightning-walk.ts (B, H, T, D, E, C = 64).
  */
