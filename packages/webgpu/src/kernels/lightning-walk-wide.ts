@@ -5,8 +5,7 @@
  * runs 16 warps of one workgroup instead of 8, so twice the warps hide the latency of the
  * workgroup-memory and global loads and of the barriers, which the 256-invocation walk (one
  * workgroup an SM: its ~170 registers an invocation, by count of its live values, leave room for
- * no second one) runs into
- * with 2 warps a scheduler.
+ * no second one) runs into with 2 warps a scheduler.
  *
  * Invocation lid: lane = lid mod 32, w = lid / 32; a = (w / 4)·4 + lane / 8 (0…15), c = (w mod 4)·8
  * + lane mod 8 (0…31). It holds
