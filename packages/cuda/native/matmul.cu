@@ -156,7 +156,8 @@ using HeuristicFn = int (*)(void*, void*, void*, void*, void*, void*, void*, int
 using MatmulFn = int (*)(void*, void*, const void*, const void*, void*, const void*, void*, const void*, const void*, void*, void*, void*,
                          const Algo*, void*, size_t, cudaStream_t);
 // Attribute codes of cublasLt.h.
-constexpr int kDescTransA = 3, kDescTransB = 4, kPrefMaxWorkspace = 1, kPrefReductionMask = 3;
+constexpr int kDescTransA = 3, kDescTransB = 4, kPrefMaxWorkspace = 1, kPrefReductionMask = 3, kPrefAlignA = 5, kPrefAlignB = 6, kPrefAlignC = 7,
+              kPrefAlignD = 8;
 // Split-K partial sums may be added only in the compute type (f32): the in-place and output-type
 // schemes add them in bf16/f16, one more rounding per split that the product's error bound lacks.
 constexpr uint32_t kReduceInComputeType = 2;
@@ -218,8 +219,19 @@ struct Key {
   int dt, m, n, k;
   bool ta, tb;
   Mode mode;
-  bool operator<(const Key& o) const { return std::tie(dt, m, n, k, ta, tb, mode) < std::tie(o.dt, o.m, o.n, o.k, o.ta, o.tb, o.mode); }
+  uint32_t alignA, alignB, alignY;  // bytes each pointer is aligned to (at most 256): a plan may need them
+  bool operator<(const Key& o) const {
+    return std::tie(dt, m, n, k, ta, tb, mode, alignA, alignB, alignY) < std::tie(o.dt, o.m, o.n, o.k, o.ta, o.tb, o.mode, o.alignA, o.alignB, o.alignY);
+  }
 };
+
+// The largest power of two ≤ 256 that divides the address: cuBLASLt's heuristic assumes 256 unless told.
+uint32_t alignmentOf(const void* p) {
+  auto a = reinterpret_cast<uintptr_t>(p);
+  uint32_t al = 256;
+  while (al > 1 && a % al != 0) al /= 2;
+  return al;
+}
 
 struct DeviceState {
   void* handle = nullptr;
@@ -277,7 +289,7 @@ bool gemm(Context& c, int dt, const void* a, const void* b, void* y, int m, int 
   cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
   LTS_CHECK(cudaStreamIsCapturing(c.stream, &capture), "cudaStreamIsCapturing");
   bool capturing = capture != cudaStreamCaptureStatusNone;
-  Key key{dt, m, n, k, ta, tb, want};
+  Key key{dt, m, n, k, ta, tb, want, alignmentOf(a), alignmentOf(b), alignmentOf(y)};
   auto it = s.plans.find(key);
   if (it == s.plans.end()) {
     Plan p;
@@ -292,6 +304,8 @@ bool gemm(Context& c, int dt, const void* a, const void* b, void* y, int m, int 
     int count = 0;
     made = made && x.prefCreate(&pref) == 0 && x.prefSet(pref, kPrefMaxWorkspace, &cap, sizeof cap) == 0 &&
            x.prefSet(pref, kPrefReductionMask, &kReduceInComputeType, sizeof kReduceInComputeType) == 0 &&
+           x.prefSet(pref, kPrefAlignA, &key.alignB, sizeof key.alignB) == 0 && x.prefSet(pref, kPrefAlignB, &key.alignA, sizeof key.alignA) == 0 &&
+           x.prefSet(pref, kPrefAlignC, &key.alignY, sizeof key.alignY) == 0 && x.prefSet(pref, kPrefAlignD, &key.alignY, sizeof key.alignY) == 0 &&
            x.heuristic(s.handle, p.desc, p.lb, p.la, p.ly, p.ly, pref, kCandidates, h, &count) == 0 && count > 0;
     if (made) {
       void* ws = c.scratch(kWorkspace);

@@ -18,7 +18,7 @@ import "./setup.js";
 
 const cpu = T.createCpuBackend();
 type Half = "bf16" | "f16";
-const MODES = ["tune", "heuristic", "0"] as const;
+const MODES = ["0", "tune", "heuristic"] as const;
 
 await describeBackends("cuBLASLt products at 5–256 rows (x·wᵀ) vs float64 and cublasGemmEx", (backend) => {
   const gpu = () => backend() as CudaBackend;
@@ -59,13 +59,18 @@ await describeBackends("cuBLASLt products at 5–256 rows (x·wᵀ) vs float64 a
     const want = oracle(ta ? transposed(av, K, M) : av, tb ? bv : transposed(bv, K, N), M, N, K);
     const bound = (i: number) => boundAt(want, i, dtype, K);
     const got: Float64Array[] = [];
+    const [aBytes, bBytes] = [await a.bytes(), await b.bytes()];
     for (const mode of MODES) {
       const y = withEnv("LIGHTNING_CUDA_LT", mode, () => T.matmul(a, b, { transA: ta, transB: tb }));
       got.push(Float64Array.from(await y.data()));
       expectWithin(got[got.length - 1], want.y, bound, `${label}: LIGHTNING_CUDA_LT=${mode} vs float64`);
     }
-    // Each within its bound of y, so within twice it of cublasGemmEx's.
-    for (let m = 0; m < 2; m++) expectWithin(got[m], got[2], (i) => 2 * bound(i), `${label}: ${MODES[m]} vs cublasGemmEx`);
+    // Planning times candidates into y: the operands must come out as they went in.
+    const [aAfter, bAfter] = [await a.bytes(), await b.bytes()];
+    expect(aAfter.findIndex((v, i) => v !== aBytes[i]), `${label}: first changed byte of a`).toBe(-1);
+    expect(bAfter.findIndex((v, i) => v !== bBytes[i]), `${label}: first changed byte of b`).toBe(-1);
+    // Each within its bound of y, so within twice it of cublasGemmEx's (the first).
+    for (let m = 1; m < MODES.length; m++) expectWithin(got[m], got[0], (i) => 2 * bound(i), `${label}: ${MODES[m]} vs cublasGemmEx`);
   }
 
   for (const dtype of ["bf16", "f16"] as const) {
