@@ -122,15 +122,16 @@ void* cublasHandle(Cublas& cb) {
 
 int cudaType(int dt) { return dt == F32 ? 0 : dt == F16 ? 2 : 14; }  // CUDA_R_32F, CUDA_R_16F, CUDA_R_16BF
 
-// cuBLASLt for the products of a decode step above the small-M kernel's rows (5–256 rows of
-// x·Wᵀ in 16 bits: 436M serving at batch 64 is 96 such products a step). There cuBLAS's default
-// choice tiles the few rows into a handful of CTAs (~1–1.4 TB/s of weights on an H200); cuBLASLt
-// offers split-K kernels that spread K over the SMs. Which one is fastest depends on the shape, so
-// each (dtype, m, n, k, layout) is planned once: cuBLASLt's heuristic list, each candidate timed on
-// the stream and the fastest kept for the process (a plan first made while a graph is being
-// captured takes cuBLASLt's first candidate untimed; BatchDecoder's eager first step of each
-// bucket plans before its recording). `LIGHTNING_CUDA_LT=0` keeps
-// cublasGemmEx for these too, `heuristic` takes cuBLASLt's first candidate without timing.
+// cuBLASLt for the products of a decode step above the small-M kernel's rows (5–256 rows of x·Wᵀ
+// in 16 bits; 436M serving at batch 64 is 96 such products a step), so that a split-K candidate may
+// only add its partial sums in f32: cublasGemmEx's default choice for some of these shapes adds them
+// in bf16 (M 200, N 523, K 1,031 with a transposed: 5× the error bound of an f32 sum, the product
+// tests found), an extra rounding of each partial sum that its error bound lacks. Each (dtype, m, n,
+// k, layout, alignment) is planned once per process: cuBLASLt's first candidate by its heuristic
+// (`LIGHTNING_CUDA_LT=heuristic`, the default), or the fastest of its candidates timed on the stream
+// (`tune`: measured no faster on the H200 at the 436M decode shapes, KERNELS.md), where nothing is
+// being captured; a recorded graph replays the plan of the eager step before it. `0` keeps
+// cublasGemmEx.
 namespace lt {
 
 constexpr int kMaxRows = 256;
@@ -202,10 +203,10 @@ Api& api() {
 // Read at each product, so a test can compare the paths in one process.
 Mode mode() {
   const char* v = getenv("LIGHTNING_CUDA_LT");
-  if (!v || !strcmp(v, "tune")) return Mode::Tune;
-  if (!strcmp(v, "heuristic")) return Mode::Heuristic;
+  if (!v || !strcmp(v, "heuristic")) return Mode::Heuristic;
+  if (!strcmp(v, "tune")) return Mode::Tune;
   if (!strcmp(v, "0")) return Mode::Off;
-  throw std::runtime_error(std::string("LIGHTNING_CUDA_LT: expected tune, heuristic or 0, got '") + v + "'");
+  throw std::runtime_error(std::string("LIGHTNING_CUDA_LT: expected heuristic, tune or 0, got '") + v + "'");
 }
 
 struct Plan {

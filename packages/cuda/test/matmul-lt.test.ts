@@ -2,12 +2,14 @@
  * cuBLASLt for x·wᵀ at 5–256 rows in 16 bits (native/matmul.cu `lt::gemm`: the decode step's
  * products above the small-M kernel's rows), against the float64 oracle and against its plain twin,
  * cublasGemmEx (`LIGHTNING_CUDA_LT=0`): the 436M TNL's decode widths and odd ones, both planning
- * modes (`tune`, the default: cuBLASLt's candidates timed; `heuristic`: its first), every layout of
- * the operands, 257 rows (past the limit: cublasGemmEx either way), and a plan replayed inside a
- * recorded CUDA graph. Split-K candidates must add their partial sums in f32, so every result
- * keeps the bound of a K-long f32 sum and one rounding (matmul-oracle.ts). Skipped, with the
- * reason printed, where the CUDA backend cannot start; under LIGHTNING_CUDA_REQUIRED=1 that is a
- * failure.
+ * modes (`heuristic`, the default: cuBLASLt's first candidate; `tune`: its candidates timed), every
+ * layout of the operands, 257 rows (past the limit: cublasGemmEx either way), and a plan replayed
+ * inside a recorded CUDA graph. Split-K candidates may add their partial sums only in f32, so every
+ * cuBLASLt result keeps the bound of a K-long f32 sum and one rounding (matmul-oracle.ts).
+ * cublasGemmEx's default choice does not (at M 200, N 523, K 1,031 with a transposed it adds
+ * split-K partial sums in bf16, 5× that bound on the H200): it is held to the looser bound of one
+ * more rounding to the storage dtype of sums as large as Σ|x·w|. Skipped, with the reason printed,
+ * where the CUDA backend cannot start; under LIGHTNING_CUDA_REQUIRED=1 that is a failure.
  */
 import * as T from "@lightning-ts/tensor";
 import { describeBackends, seeded } from "@lightning-ts/testing";
@@ -18,7 +20,8 @@ import "./setup.js";
 
 const cpu = T.createCpuBackend();
 type Half = "bf16" | "f16";
-const MODES = ["0", "tune", "heuristic"] as const;
+const MODES = ["0", "heuristic", "tune"] as const;
+const UNIT = { bf16: 2 ** -8, f16: 2 ** -11 } as const;
 
 await describeBackends("cuBLASLt products at 5–256 rows (x·wᵀ) vs float64 and cublasGemmEx", (backend) => {
   const gpu = () => backend() as CudaBackend;
@@ -58,19 +61,21 @@ await describeBackends("cuBLASLt products at 5–256 rows (x·wᵀ) vs float64 a
     const [b, bv] = await operand(tb ? [N, K] : [K, N], dtype);
     const want = oracle(ta ? transposed(av, K, M) : av, tb ? bv : transposed(bv, K, N), M, N, K);
     const bound = (i: number) => boundAt(want, i, dtype, K);
+    // cublasGemmEx may round split-K partial sums to the storage dtype before adding them.
+    const gemmExBound = (i: number) => bound(i) + UNIT[dtype] * want.scale[i];
     const got: Float64Array[] = [];
     const [aBytes, bBytes] = [await a.bytes(), await b.bytes()];
     for (const mode of MODES) {
       const y = withEnv("LIGHTNING_CUDA_LT", mode, () => T.matmul(a, b, { transA: ta, transB: tb }));
       got.push(Float64Array.from(await y.data()));
-      expectWithin(got[got.length - 1], want.y, bound, `${label}: LIGHTNING_CUDA_LT=${mode} vs float64`);
+      expectWithin(got[got.length - 1], want.y, mode === "0" ? gemmExBound : bound, `${label}: LIGHTNING_CUDA_LT=${mode} vs float64`);
     }
     // Planning times candidates into y: the operands must come out as they went in.
     const [aAfter, bAfter] = [await a.bytes(), await b.bytes()];
     expect(aAfter.findIndex((v, i) => v !== aBytes[i]), `${label}: first changed byte of a`).toBe(-1);
     expect(bAfter.findIndex((v, i) => v !== bBytes[i]), `${label}: first changed byte of b`).toBe(-1);
-    // Each within its bound of y, so within twice it of cublasGemmEx's (the first).
-    for (let m = 1; m < MODES.length; m++) expectWithin(got[m], got[0], (i) => 2 * bound(i), `${label}: ${MODES[m]} vs cublasGemmEx`);
+    // Each within its bound of y, so within the sum of the two of cublasGemmEx's (the first).
+    for (let m = 1; m < MODES.length; m++) expectWithin(got[m], got[0], (i) => bound(i) + gemmExBound(i), `${label}: ${MODES[m]} vs cublasGemmEx`);
   }
 
   for (const dtype of ["bf16", "f16"] as const) {
@@ -104,18 +109,19 @@ await describeBackends("cuBLASLt products at 5–256 rows (x·wᵀ) vs float64 a
         }
   }, 300_000);
 
-  it("a value of LIGHTNING_CUDA_LT other than tune, heuristic or 0 is refused, naming the variable", async () => {
+  it("a value of LIGHTNING_CUDA_LT other than heuristic, tune or 0 is refused, naming the variable", async () => {
     const [x] = await operand([9, 64], "bf16");
     const [w] = await operand([40, 64], "bf16");
-    expect(() => withEnv("LIGHTNING_CUDA_LT", "fast", () => T.matmul(x, w, { transB: true }))).toThrow(/LIGHTNING_CUDA_LT: expected tune, heuristic or 0, got 'fast'/);
+    expect(() => withEnv("LIGHTNING_CUDA_LT", "fast", () => T.matmul(x, w, { transB: true }))).toThrow(/LIGHTNING_CUDA_LT: expected heuristic, tune or 0, got 'fast'/);
   });
 
-  it("in a recorded graph: the plan made eagerly is replayed, reading the x written before each replay (bf16)", async () => {
+  it("in a recorded graph: the timed plan made eagerly is replayed, reading the x written before each replay (bf16)", async () => {
     const [M, N, K] = [64, 2816, 1024];
     const [x] = await operand([M, K], "bf16");
     const [w, wv] = await operand([N, K], "bf16");
-    const run = () => T.matmul(x, w, { transB: true });
-    T.scope(() => void run()); // plans (times the candidates) outside the recording
+    // The timed plan: made by the eager call outside the recording, replayed by the recording.
+    const run = () => withEnv("LIGHTNING_CUDA_LT", "tune", () => T.matmul(x, w, { transB: true }));
+    T.scope(() => void run());
     const graph = gpu().captureGraph(run);
     for (let round = 0; round < 3; round++) {
       const fresh = T.tensor(rng.array(M * K).map((v) => v || 0.5), [M, K], { dtype: "bf16", backend: cpu });
