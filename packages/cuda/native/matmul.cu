@@ -248,14 +248,15 @@ DeviceState& state() {
   });
 }
 
-int run(DeviceState& s, const Plan& p, const void* a, const void* b, void* y, void* ws, cudaStream_t stream) {
-  float alpha = 1, beta = 0;
+// y = op(a)·op(b), plus `add` (y's shape) where given: it is cuBLASLt's C with β = 1.
+int run(DeviceState& s, const Plan& p, const void* a, const void* b, void* y, const void* add, void* ws, cudaStream_t stream) {
+  float alpha = 1, beta = add ? 1.0f : 0.0f;
   // Column-major: yᵀ (n × m) = op(b)ᵀ · op(a)ᵀ, as gemmCublas does.
-  return api().matmul(s.handle, p.desc, &alpha, b, p.lb, a, p.la, &beta, y, p.ly, y, p.ly, &p.algo, ws, p.workspace, stream);
+  return api().matmul(s.handle, p.desc, &alpha, b, p.lb, a, p.la, &beta, add ? add : y, p.ly, y, p.ly, &p.algo, ws, p.workspace, stream);
 }
 
 // The candidates, fastest first by the stream's clock (a few launches each), or cuBLASLt's own order.
-void choose(Context& c, DeviceState& s, Plan& p, const Heuristic* h, int count, const void* a, const void* b, void* y, void* ws, bool time) {
+void choose(Context& c, DeviceState& s, Plan& p, const Heuristic* h, int count, const void* a, const void* b, void* y, const void* add, void* ws, bool time) {
   p.algo = h[0].algo, p.workspace = h[0].workspaceSize;
   if (!time || count < 2) return;
   cudaEvent_t e0, e1;
@@ -265,9 +266,9 @@ void choose(Context& c, DeviceState& s, Plan& p, const Heuristic* h, int count, 
   for (int i = 0; i < count; i++) {
     Plan trial = p;
     trial.algo = h[i].algo, trial.workspace = h[i].workspaceSize;
-    if (run(s, trial, a, b, y, ws, c.stream) != 0) continue;  // warm-up; a candidate that fails is skipped
+    if (run(s, trial, a, b, y, add, ws, c.stream) != 0) continue;  // warm-up; a candidate that fails is skipped
     LTS_CHECK(cudaEventRecord(e0, c.stream), "cudaEventRecord");
-    for (int r = 0; r < 5; r++) run(s, trial, a, b, y, ws, c.stream);
+    for (int r = 0; r < 5; r++) run(s, trial, a, b, y, add, ws, c.stream);
     LTS_CHECK(cudaEventRecord(e1, c.stream), "cudaEventRecord");
     LTS_CHECK(cudaEventSynchronize(e1), "cudaEventSynchronize");
     float ms = 0;
@@ -279,9 +280,9 @@ void choose(Context& c, DeviceState& s, Plan& p, const Heuristic* h, int count, 
   if (c.verbose) fprintf(stderr, "[lightning-cuda] cublasLt plan: %d candidates, fastest %.2f us\n", count, best * 1000 / 5);
 }
 
-// y (m × n) = op(a) · op(b) for one matrix: false where this path does not apply (the caller then
-// takes cublasGemmEx).
-bool gemm(Context& c, int dt, const void* a, const void* b, void* y, int m, int n, int k, bool ta, bool tb) {
+// y (m × n) = op(a) · op(b) (+ add, of y's shape, summed in f32 before the one rounding) for one
+// matrix: false where this path does not apply (the caller then takes cublasGemmEx, or declines).
+bool gemm(Context& c, int dt, const void* a, const void* b, void* y, int m, int n, int k, bool ta, bool tb, const void* add = nullptr) {
   if (dt == F32 || m > kMaxRows) return false;
   Mode want = mode();
   Api& x = api();
@@ -290,7 +291,7 @@ bool gemm(Context& c, int dt, const void* a, const void* b, void* y, int m, int 
   cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
   LTS_CHECK(cudaStreamIsCapturing(c.stream, &capture), "cudaStreamIsCapturing");
   bool capturing = capture != cudaStreamCaptureStatusNone;
-  Key key{dt, m, n, k, ta, tb, want, alignmentOf(a), alignmentOf(b), alignmentOf(y)};
+  Key key{dt, m, n, k, ta, tb, want, alignmentOf(a), alignmentOf(b), std::min(alignmentOf(y), add ? alignmentOf(add) : 256u)};
   auto it = s.plans.find(key);
   if (it == s.plans.end()) {
     Plan p;
@@ -314,7 +315,7 @@ bool gemm(Context& c, int dt, const void* a, const void* b, void* y, int m, int 
       auto* yc = static_cast<const char*>(y);
       size_t es = dtypeSize(dt), yb = (size_t)m * n * es, ab = (size_t)m * k * es, bb = (size_t)n * k * es;
       auto apart = [&](const void* q, size_t qb) { return yc + yb <= static_cast<const char*>(q) || static_cast<const char*>(q) + qb <= yc; };
-      choose(c, s, p, h, count, a, b, y, ws, want == Mode::Tune && !capturing && apart(a, ab) && apart(b, bb));
+      choose(c, s, p, h, count, a, b, y, add, ws, want == Mode::Tune && !capturing && apart(a, ab) && apart(b, bb) && (!add || apart(add, yb)));
       c.release(ws);
       p.ok = true;
     }
@@ -323,7 +324,7 @@ bool gemm(Context& c, int dt, const void* a, const void* b, void* y, int m, int 
   const Plan& p = it->second;
   if (!p.ok) return false;
   void* ws = p.workspace ? c.scratch(p.workspace) : nullptr;
-  int st = run(s, p, a, b, y, ws, c.stream);
+  int st = run(s, p, a, b, y, add, ws, c.stream);
   if (ws) c.release(ws);
   if (st != 0) throw std::runtime_error("matmul: cublasLtMatmul returned status " + std::to_string(st));
   return true;
@@ -345,7 +346,10 @@ bool gemmCublas(Context& c, int dt, const void* a, const void* b, void* y, int m
   return true;
 }
 
-// p: [a, b, y]; i: [dtype, transA, transB, m, n, k, batchShapeY..., batchStridesA..., batchStridesB...]
+// p: [a, b, y] or [a, b, y, add]; i: [dtype, transA, transB, m, n, k, batchShapeY..., batchStridesA...,
+// batchStridesB...]. With `add` (y's shape, contiguous; one matrix), y = op(a)·op(b) + add with one
+// rounding, where cuBLASLt takes it (16 bits, 5–256 rows: fusedLinear's residual above the small-M
+// kernel's rows); elsewhere the launch declines and src/kernels.ts adds it with its own kernel.
 void matmul(Context& c, const Args& args) {
   Reader r{args.i};
   int dt = (int)r.next();
@@ -356,6 +360,12 @@ void matmul(Context& c, const Args& args) {
   if (batches * m * n == 0) return;
   auto* y = args.ptr<char>(2);
   size_t es = dtypeSize(dt);
+  if (args.p.size() > 3 && args.p[3] != 0) {
+    const void* add = args.ptr<void>(3);
+    // Above the small-M kernel's rows only: at 1–4 rows where that kernel declines, the chain's bits stay.
+    if (batches != 1 || k == 0 || m <= GEMV_MAX_M || !lt::gemm(c, dt, args.ptr<void>(0), args.ptr<void>(1), y, m, n, k, ta, tb, add)) c.declined = true;
+    return;
+  }
   if (k == 0) {
     LTS_CHECK(cudaMemsetAsync(y, 0, batches * m * n * es, c.stream), "matmul memset");
     return;
@@ -363,6 +373,10 @@ void matmul(Context& c, const Args& args) {
   // x·wᵀ for a few rows of x (the decode step's linear layers): a kernel that streams w at memory
   // speed where cuBLAS's tiles leave most SMs idle (native/gemv.cu).
   if (batches == 1 && !ta && tb && gemv(c, dt, args.ptr<void>(0), args.ptr<void>(1), y, m, n, k)) return;
+  if (args.p.size() > 3 && args.p[3] != 0) {
+    if (batches != 1 || !lt::gemm(c, dt, args.ptr<void>(0), args.ptr<void>(1), y, m, n, k, ta, tb, args.ptr<void>(3))) c.declined = true;
+    return;
+  }
   if (batches == 1 && lt::gemm(c, dt, args.ptr<void>(0), args.ptr<void>(1), y, m, n, k, ta, tb)) return;
   Index ix = makeIndex(bshape, {bsa, bsb});
   // cuBLAS takes one uniform batch stride per operand: dims that did not merge are looped here.

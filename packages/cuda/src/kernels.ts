@@ -249,10 +249,9 @@ export function createKernels(rt: NativeRuntime): KernelTable<CudaStorage> {
   // 0); otherwise the kernels of the chain the decomposition runs (api/decompositions.ts), with its
   // bits, on temporaries freed once enqueued (the allocator is stream-ordered, and keeps blocks of
   // a graph being recorded for that graph). That chain is rmsNorm or rmsNormGate, one or two
-  // matmuls, then mul and/or add: a TNL decode layer at more than 4 rows launches 13 kernels where
-  // it launched 11 with addRmsNorm (the norms that addRmsNorm did with the residual adds now come
-  // with the next op). cuBLAS could add the residual as its C operand (β = 1), but only into an
-  // output filled with it first: a copy in place of the add, no fewer launches.
+  // matmuls, then mul and/or add; but where cuBLASLt takes the product (16 bits, 5–256 rows) a
+  // residual is its C operand (β = 1, y = round(x·wᵀ + residual) as the small-M kernel rounds it,
+  // not the chain's two roundings), so a TNL decode layer at 5–256 rows launches 12 kernels, not 14.
   table.fusedLinear = ({ inputs, outputs: [y], attrs: { norm, eps, gate, product, residual } }) => {
     const [x, w, ...rest] = inputs;
     let next = 0;
@@ -280,6 +279,9 @@ export function createKernels(rt: NativeRuntime): KernelTable<CudaStorage> {
         if (g) launch("rmsNormGate", [x, g, xn], [dt, R, K], [eps]);
         else launch("rmsNorm", [x, xn], [dt, R, K], [eps]);
       }
+      // The residual as the product's C (β = 1, one rounding of the f32 sum, as the small-M kernel
+      // rounds it) where cuBLASLt takes it (16 bits, 5–256 rows, native/matmul.cu): no add kernel.
+      if (r && !w2 && launch("matmul", [xn, w, y, r], [dt, 0, 1, R, N, K, 0, 0, 0])) return;
       const product1 = w2 || r ? temp([R, N]) : y;
       matmulInto({ inputs: [xn, w], outputs: [product1], attrs: { transA: false, transB: true } });
       let value = product1;
