@@ -1,8 +1,8 @@
 /**
  * `fusedLinear` on the tensor-core kernel of native/gemv_mma.cu (5–64 rows of f16/bf16, where
  * LIGHTNING_CUDA_GEMV_MMA=1; off by default), at 5, 8, 17, 33 and 64 rows (every tile count of 8
- * tokens, full and partial) and at 65, above the range, where the op must run the chain of ops bit
- * for bit. Shapes of the 436M TNL's decode step (1,024 → 4,096 normed: 128-row tiles in clusters of
+ * tokens, full and partial) and at 65, above the range, where the op must run its fallback bit for
+ * bit (the chain of ops; for a residual without a second weight, cuBLASLt with the residual as C). Shapes of the 436M TNL's decode step (1,024 → 4,096 normed: 128-row tiles in clusters of
  * 4; 1,024 → 2,816 twice with the product: clusters of 3; 2,816 → 1,024 with the residual and 1,024 →
  * 1,024 with norm·gate and residual: 64-row tiles in clusters of 8), a wide N (128-row tiles, no
  * cluster, a ring shorter than the k loop) and odd ones (N not a whole tile, K not a whole stage,
@@ -237,7 +237,10 @@ await describeBackends("fusedLinear on tensor cores (native/gemv_mma.cu, LIGHTNI
         }
       }
       await expectSameBits(again, y, `${label}: a second run`);
-      if (!fused) await expectSameBits(y, chain(i, v), `${label}: outside the kernel's range, the chain on CUDA`);
+      // Outside the kernel's range the op takes its fallback, as with the switch off: the chain on
+      // CUDA, or at 5–256 rows of a residual without a second weight cuBLASLt with the residual as C.
+      if (!fused) await expectSameBits(y, off, `${label}: outside the kernel's range, the bits of the switch at 0`);
+      if (!fused && !(v.residual && !v.product && R <= 256)) await expectSameBits(y, chain(i, v), `${label}: outside the kernel's range, the chain on CUDA`);
       const [a, b] = [await y.bytes(), await off.bytes()];
       return { differs: a.some((x, j) => x !== b[j]), errors };
     } finally {
@@ -330,13 +333,14 @@ await describeBackends("fusedLinear on tensor cores (native/gemv_mma.cu, LIGHTNI
     }, 300_000);
   }
 
-  it("off by default and with 0, the chain's bits; f32 and 65 rows stay on the chain; other values are refused", async () => {
+  it("off by default (the bits of the switch at 0; in f32 the chain's); f32 and 65 rows stay off the kernel; other values are refused", async () => {
     for (const [R, dtype] of [[8, "bf16"], [64, "f16"], [8, "f32"], [65, "bf16"]] as const) {
       const v = VARIANTS[5];
       const i = makeInputs(rng, R, 1024, 1024, v, dtype, gpu());
-      const want = chain(i, v);
+      // Off, a 16-bit residual at these rows is cuBLASLt's C operand (test/fused-linear.test.ts checks it against float64).
+      const want = withEnv({ LIGHTNING_CUDA_GEMV_MMA: "0" }, () => T.fusedLinear(i.x, i.w, optionsOf(i, v)));
+      if (dtype === "f32") await expectSameBits(want, chain(i, v), `R ${R} ${dtype}, 0: the chain's bits`);
       await expectSameBits(withEnv({ LIGHTNING_CUDA_GEMV_MMA: "" }, () => T.fusedLinear(i.x, i.w, optionsOf(i, v))), want, `R ${R} ${dtype}, unset`);
-      await expectSameBits(withEnv({ LIGHTNING_CUDA_GEMV_MMA: "0" }, () => T.fusedLinear(i.x, i.w, optionsOf(i, v))), want, `R ${R} ${dtype}, 0`);
       if (dtype === "f32" || R > 64) await expectSameBits(withEnv(MMA, () => T.fusedLinear(i.x, i.w, optionsOf(i, v))), want, `R ${R} ${dtype}, 1`);
     }
     const i = makeInputs(rng, 8, 64, 40, VARIANTS[1], "bf16", gpu());
