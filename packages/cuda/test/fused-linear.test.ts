@@ -21,23 +21,12 @@ import { describeBackends, seeded } from "@lightning-ts/testing";
 import { afterAll, afterEach, beforeAll, beforeEach, expect, it } from "vitest";
 import { chain, expectWithin, type FusedInputs, makeInputs, optionsOf, reference, VARIANTS, type Variant } from "../../tensor/test/fused-linear-oracle.js";
 import type { CudaBackend, CudaStorage } from "../src/index.js";
+import { withEnv } from "./matmul-oracle.js";
 import "./setup.js";
 
 const cpu = T.createCpuBackend();
 type Float = "bf16" | "f16" | "f32";
 const BYTES: Record<Float, number> = { bf16: 2, f16: 2, f32: 4 };
-
-/** Sets an environment variable the native side reads at each launch, for the calls of `fn`. */
-function withEnv<R>(name: "LIGHTNING_CUDA_GEMV" | "LIGHTNING_CUDA_PDL", value: string, fn: () => R): R {
-  const before = process.env[name];
-  process.env[name] = value;
-  try {
-    return fn();
-  } finally {
-    if (before === undefined) delete process.env[name];
-    else process.env[name] = before;
-  }
-}
 
 /** Whether the op runs as one kernel (native/gemv.cu `fusedLinear`): 1–4 rows of f16/bf16, whole 16-byte packs. */
 function fusedApplies(R: number, K: number, dtype: Float): boolean {

@@ -16,7 +16,7 @@ import * as T from "@lightning-ts/tensor";
 import { describeBackends, seeded } from "@lightning-ts/testing";
 import { afterEach, beforeEach, expect, it } from "vitest";
 import type { CudaBackend, CudaStorage } from "../src/index.js";
-import { boundAt, expectWithin, type Float, oracle, withEnv } from "./matmul-oracle.js";
+import { boundAt, expectWithin, type Float, operand as sharedOperand, oracle, withEnv } from "./matmul-oracle.js";
 import "./setup.js";
 
 const cpu = T.createCpuBackend();
@@ -49,15 +49,7 @@ await describeBackends("small-M matrix-vector kernel (x·wᵀ, M ≤ 4) vs float
     for (const t of T.liveTensors()) if (!before.has(t)) t.dispose();
   });
 
-  /** Normal values, never zero, rounded to dtype: the GPU tensor and the values it holds. */
-  async function operand(shape: [number, number], dtype: Float): Promise<[T.Tensor, Float64Array]> {
-    const values = rng.array(shape[0] * shape[1]);
-    for (let i = 0; i < values.length; i++) if (values[i] === 0) values[i] = 0.5;
-    const onCpu = T.tensor(values, shape, { dtype, backend: cpu });
-    const held = Float64Array.from(await onCpu.data());
-    onCpu.dispose();
-    return [T.tensor(values, shape, { dtype, backend: gpu() }), held];
-  }
+  const operand = (shape: [number, number], dtype: Float) => sharedOperand(rng, gpu(), shape, dtype);
 
   /** x·wᵀ with the kernel and with cuBLAS, each against the oracle, and against each other. */
   async function check(M: number, [N, K]: [number, number], dtype: Float, w?: [T.Tensor, Float64Array]) {

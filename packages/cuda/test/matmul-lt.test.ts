@@ -15,7 +15,7 @@ import * as T from "@lightning-ts/tensor";
 import { describeBackends, seeded } from "@lightning-ts/testing";
 import { afterEach, beforeEach, expect, it } from "vitest";
 import type { CudaBackend, CudaStorage } from "../src/index.js";
-import { boundAt, expectWithin, oracle, withEnv } from "./matmul-oracle.js";
+import { boundAt, expectWithin, operand as sharedOperand, oracle, withEnv } from "./matmul-oracle.js";
 import "./setup.js";
 
 const cpu = T.createCpuBackend();
@@ -34,15 +34,7 @@ await describeBackends("cuBLASLt products at 5–256 rows (x·wᵀ) vs float64 a
     for (const t of T.liveTensors()) if (!before.has(t)) t.dispose();
   });
 
-  /** Normal values, never zero, rounded to dtype: the GPU tensor and the values it holds. */
-  async function operand(shape: [number, number], dtype: Half): Promise<[T.Tensor, Float64Array]> {
-    const values = rng.array(shape[0] * shape[1]);
-    for (let i = 0; i < values.length; i++) if (values[i] === 0) values[i] = 0.5;
-    const onCpu = T.tensor(values, shape, { dtype, backend: cpu });
-    const held = Float64Array.from(await onCpu.data());
-    onCpu.dispose();
-    return [T.tensor(values, shape, { dtype, backend: gpu() }), held];
-  }
+  const operand = (shape: [number, number], dtype: Half) => sharedOperand(rng, gpu(), shape, dtype);
 
   /** The transpose of a row-major (r, c) array. */
   function transposed(v: Float64Array, r: number, c: number): Float64Array {

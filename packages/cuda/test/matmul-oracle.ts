@@ -7,6 +7,8 @@
  *
  * Letters: x (M, K), w (N, K), y (M, N).
  */
+import * as T from "@lightning-ts/tensor";
+import type { SeededRandom } from "@lightning-ts/testing";
 import { expect } from "vitest";
 
 export type Float = "bf16" | "f16" | "f32";
@@ -65,4 +67,16 @@ export function withEnv<R>(name: string, value: string, fn: () => R): R {
     if (before === undefined) delete process.env[name];
     else process.env[name] = before;
   }
+}
+
+const host = T.createCpuBackend();
+
+/** Normal values from `rng`, never zero, rounded to `dtype`: the tensor on `backend` and the values it holds. */
+export async function operand(rng: SeededRandom, backend: T.Backend, shape: [number, number], dtype: Float): Promise<[T.Tensor, Float64Array]> {
+  const values = rng.array(shape[0] * shape[1]);
+  for (let i = 0; i < values.length; i++) if (values[i] === 0) values[i] = 0.5;
+  const onHost = T.tensor(values, shape, { dtype, backend: host });
+  const held = Float64Array.from(await onHost.data());
+  onHost.dispose();
+  return [T.tensor(values, shape, { dtype, backend }), held];
 }
