@@ -14,21 +14,29 @@ describe("lightningStep in place [cpu]", () => lightningStepInPlaceSuite(backend
 describe("copyInto [cpu]", () => copyIntoSuite(backend));
 describe("copyIntoMany [cpu]", () => copyIntoManySuite(backend));
 
+/**
+ * The CPU backend through a wrapper that offers only the methods every backend has (no copyMany,
+ * no fused paths of its own) and the given kernels: what the engine does on a backend that lacks them.
+ */
+function plainCpu(kernels: T.Backend["kernels"] = cpu.kernels): T.Backend<T.CpuStorage> {
+  return {
+    name: "cpu",
+    capabilities: cpu.capabilities,
+    allocate: (n) => cpu.allocate(n),
+    free: (s) => cpu.free(s),
+    write: (s, b, o) => cpu.write(s, b, o),
+    read: (s, o, n) => cpu.read(s, o, n),
+    readSync: (s, o, n) => cpu.readSync(s, o, n),
+    copyWithin: (d, dOff, s, sOff, n) => cpu.copyWithin(d, dOff, s, sOff, n),
+    sync: () => cpu.sync(),
+    memory: () => cpu.memory(),
+    dispose: () => undefined,
+    kernels,
+  };
+}
+
 // The path of a backend without copyMany (WebGPU): one copyWithin each, zeros from a scratch storage.
-const withoutCopyMany: T.Backend<T.CpuStorage> = {
-  name: "cpu",
-  capabilities: cpu.capabilities,
-  allocate: (n) => cpu.allocate(n),
-  free: (s) => cpu.free(s),
-  write: (s, b, o) => cpu.write(s, b, o),
-  read: (s, o, n) => cpu.read(s, o, n),
-  readSync: (s, o, n) => cpu.readSync(s, o, n),
-  copyWithin: (d, dOff, s, sOff, n) => cpu.copyWithin(d, dOff, s, sOff, n),
-  sync: () => cpu.sync(),
-  memory: () => cpu.memory(),
-  dispose: () => undefined,
-  kernels: cpu.kernels,
-};
+const withoutCopyMany = plainCpu();
 describe("copyIntoMany [cpu without copyMany]", () => copyIntoManySuite(() => withoutCopyMany));
 describe("leadingRows [cpu]", () => leadingRowsSuite(backend));
 
@@ -104,19 +112,7 @@ describe("runOp with outputs placed (options.into)", () => {
     // A backend without a silu kernel: the engine decomposes it, then copies the result over the target.
     const kernels = { ...cpu.kernels } as Record<string, unknown>;
     delete kernels.silu;
-    const bare: T.Backend<T.CpuStorage> = {
-      name: "cpu",
-      capabilities: cpu.capabilities,
-      allocate: (n) => cpu.allocate(n),
-      free: (s) => cpu.free(s),
-      write: (s, b, o) => cpu.write(s, b, o),
-      read: (s, o, n) => cpu.read(s, o, n),
-      readSync: (s, o, n) => cpu.readSync(s, o, n),
-      sync: () => cpu.sync(),
-      memory: () => cpu.memory(),
-      dispose: () => undefined,
-      kernels: kernels as T.Backend["kernels"],
-    };
+    const bare = plainCpu(kernels as T.Backend["kernels"]);
     T.scope(() => {
       const a = seeded(13).tensor([37], { backend: bare });
       const t = seeded(14).tensor([37], { backend: bare });

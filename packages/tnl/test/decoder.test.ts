@@ -41,6 +41,16 @@ function prefilled(prompt: number[]): TnlState {
   return r.state;
 }
 
+/** Each decoder row holds the state (and position) of the reference sequence of its index. */
+async function expectRowsHold(decoder: BatchDecoder, refs: readonly TnlState[]): Promise<void> {
+  for (let r = 0; r < refs.length; r++) {
+    const copied = decoder.state(r);
+    expect(copied.position).toBe(refs[r].position);
+    expect(await statesEqual(copied, refs[r], { atol: 1e-6 })).toBe(true);
+    disposeState(copied);
+  }
+}
+
 async function rowsOf(t: Tensor): Promise<Float32Array> {
   return Float32Array.from(await t.data());
 }
@@ -94,12 +104,7 @@ describe("BatchDecoder", () => {
           refs[r] = single.state;
         }
       }
-      for (let r = 0; r < refs.length; r++) {
-        const copied = decoder.state(r);
-        expect(copied.position).toBe(refs[r].position);
-        expect(await statesEqual(copied, refs[r], { atol: 1e-6 })).toBe(true);
-        disposeState(copied);
-      }
+      await expectRowsHold(decoder, refs);
       refs.forEach(disposeState);
       decoder.dispose();
       decoder.dispose(); // twice is harmless
@@ -204,12 +209,7 @@ describe("BatchDecoder", () => {
         }
       }
       expect(joins).toBeGreaterThan(8);
-      for (let r = 0; r < refs.length; r++) {
-        const copied = decoder.state(r);
-        expect(copied.position).toBe(refs[r].position);
-        expect(await statesEqual(copied, refs[r], { atol: 1e-6 })).toBe(true);
-        disposeState(copied);
-      }
+      await expectRowsHold(decoder, refs);
       refs.forEach(disposeState);
       decoder.dispose();
     });
