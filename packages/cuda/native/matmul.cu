@@ -310,13 +310,14 @@ bool gemm(Context& c, int dt, const void* a, const void* b, void* y, int m, int 
            x.prefSet(pref, kPrefAlignC, &key.alignY, sizeof key.alignY) == 0 && x.prefSet(pref, kPrefAlignD, &key.alignY, sizeof key.alignY) == 0 &&
            x.heuristic(s.handle, p.desc, p.lb, p.la, p.ly, p.ly, pref, kCandidates, h, &count) == 0 && count > 0;
     if (made) {
-      void* ws = c.scratch(kWorkspace);
       // Timing runs the product into y several times: only where y overlaps neither input.
       auto* yc = static_cast<const char*>(y);
       size_t es = dtypeSize(dt), yb = (size_t)m * n * es, ab = (size_t)m * k * es, bb = (size_t)n * k * es;
       auto apart = [&](const void* q, size_t qb) { return yc + yb <= static_cast<const char*>(q) || static_cast<const char*>(q) + qb <= yc; };
-      choose(c, s, p, h, count, a, b, y, add, ws, want == Mode::Tune && !capturing && apart(a, ab) && apart(b, bb) && (!add || apart(add, yb)));
-      c.release(ws);
+      bool time = want == Mode::Tune && !capturing && apart(a, ab) && apart(b, bb) && (!add || apart(add, yb));
+      void* ws = time ? c.scratch(kWorkspace) : nullptr;  // the candidates' largest workspace, for timing only
+      choose(c, s, p, h, count, a, b, y, add, ws, time);
+      if (ws) c.release(ws);
       p.ok = true;
     }
     it = s.plans.emplace(key, p).first;

@@ -58,6 +58,24 @@ export function createKernels(rt: NativeRuntime): KernelTable<CudaStorage> {
   const launch = (name: LauncherName, tensors: (Ref | undefined)[], ints: number[], floats: number[] = []): boolean =>
     rt.launch(LAUNCHER[name], tensors.map(ptr), ints, floats);
 
+  /**
+   * a: (..., m, k), b: (..., k, n) after the transposes → y: (..., m, n); batch dims broadcast. With
+   * `add` (y's shape, one matrix), y = a·b + add summed before the one rounding: false where the
+   * launcher declines that (native/matmul.cu), and nothing was enqueued.
+   */
+  const matmulLaunch = (a: Ref, b: Ref, y: Ref, transA: boolean, transB: boolean, add?: Ref): boolean => {
+    const ys = y.shape;
+    const [m, n] = [ys[ys.length - 2], ys[ys.length - 1]];
+    const as = a.shape;
+    const k = transA ? as[as.length - 2] : as[as.length - 1];
+    const batch = ys.slice(0, -2);
+    const batchStrides = (s: readonly number[], matrix: number) => broadcastStrides(s.slice(0, -2), batch).map((st) => st * matrix);
+    return launch("matmul", add ? [a, b, y, add] : [a, b, y], [
+      code(a.dtype), transA ? 1 : 0, transB ? 1 : 0, m, n, k,
+      ...shape(batch), ...shape(batchStrides(as, m * k)), ...shape(batchStrides(b.shape, k * n)),
+    ]);
+  };
+
   const unary = (op: UnaryOpName): Kernel<UnaryOpName, CudaStorage> => ({ inputs: [x], outputs: [y] }) =>
     launch("unary", [x, y], [UNARY_OPS.indexOf(op), code(x.dtype), x.size]);
 
@@ -103,19 +121,7 @@ export function createKernels(rt: NativeRuntime): KernelTable<CudaStorage> {
       launch("argmax", [x, y], [code(x.dtype), outer, n, inner]);
     },
 
-    // a: (..., m, k), b: (..., k, n) after the transposes → y: (..., m, n); batch dims broadcast
-    matmul: ({ inputs: [a, b], outputs: [y], attrs: { transA, transB } }) => {
-      const ys = y.shape;
-      const [m, n] = [ys[ys.length - 2], ys[ys.length - 1]];
-      const as = a.shape;
-      const k = transA ? as[as.length - 2] : as[as.length - 1];
-      const batch = ys.slice(0, -2);
-      const batchStrides = (s: readonly number[], matrix: number) => broadcastStrides(s.slice(0, -2), batch).map((st) => st * matrix);
-      launch("matmul", [a, b, y], [
-        code(a.dtype), transA ? 1 : 0, transB ? 1 : 0, m, n, k,
-        ...shape(batch), ...shape(batchStrides(as, m * k)), ...shape(batchStrides(b.shape, k * n)),
-      ]);
-    },
+    matmul: ({ inputs: [a, b], outputs: [y], attrs: { transA, transB } }) => void matmulLaunch(a, b, y, transA, transB),
 
     // Movement: gather form (strided source) for permute, slice, expand; scatter form for pad, concat.
     permute: ({ inputs: [x], outputs: [y], attrs: { perm } }) => {
@@ -281,7 +287,7 @@ export function createKernels(rt: NativeRuntime): KernelTable<CudaStorage> {
       }
       // The residual as the product's C (β = 1, one rounding of the f32 sum, as the small-M kernel
       // rounds it) where cuBLASLt takes it (16 bits, 5–256 rows, native/matmul.cu): no add kernel.
-      if (r && !w2 && launch("matmul", [xn, w, y, r], [dt, 0, 1, R, N, K, 0, 0, 0])) return;
+      if (r && !w2 && matmulLaunch(xn, w, y, false, true, r)) return;
       const product1 = w2 || r ? temp([R, N]) : y;
       matmulInto({ inputs: [xn, w], outputs: [product1], attrs: { transA: false, transB: true } });
       let value = product1;
