@@ -25,7 +25,7 @@
  */
 import type { Runtime } from "../runtime.js";
 import { component } from "./common.js";
-import type { IoBindings, WalkForward, WalkShape } from "./lightning-walk.js";
+import { type IoBindings, type WalkForward, type WalkShape, walkShaderIo } from "./lightning-walk.js";
 
 const C = 64;
 const THREADS = 512;
@@ -80,26 +80,7 @@ export function wideWalk(rt: Runtime, f: WalkForward, entering: GPUBuffer | null
   rt.dispatch({
     key: "lightning_walk_wide",
     shader: () => ({
-      doc: [
-        "q: (BH, T, D/4) vec4 f32",
-        "k: (BH, T, D/4) vec4 f32",
-        "v: (BH, T, E/4) vec4 f32",
-        "slopes: (H) f32",
-        "cin: (BH, nSeg, D, E/4) vec4 f32, C_g: the state entering each segment",
-        "cseg: unused (the 256-invocation walk's stored block states)",
-        "o: (BH, T, E/4) vec4 f32",
-        "sT: (BH, D, E/4) vec4 f32",
-      ],
-      bindings: [
-        { name: "q", access: "read", vec4: true },
-        { name: "k", access: "read", vec4: true },
-        { name: "v", access: "read", vec4: true },
-        { name: "slopes", dtype: "f32", access: "read" },
-        { name: "cin", access: "read", vec4: true },
-        { name: "cseg", access: "read", vec4: true },
-        { name: "o", access: "rw", vec4: true },
-        { name: "sT", access: "rw", vec4: true },
-      ],
+      ...walkShaderIo("cseg: unused (the 256-invocation walk's stored block states)"),
       workgroupSize: THREADS,
       decls: `var<workgroup> W: array<vec4<f32>, 1024>;  // a quarter of S [d][c]; then the masked scores [p'][p/4]
 var<workgroup> Qs: array<vec4<f32>, 512>;  // q columns of a quarter [d][p/4]; then v rows [p][c]

@@ -173,6 +173,32 @@ export function walkForward(rt: Runtime, f: WalkForward, columns: 64 | 128 = 128
 
 type IoMode = "whole" | "sliced" | "staged";
 
+/** The walk kernels' bindings (the 256- and 512-invocation walks share them), `cseg` described by `cseg`. */
+export function walkShaderIo(cseg: string) {
+  return {
+    doc: [
+      "q: (BH, T, D/4) vec4 f32",
+      "k: (BH, T, D/4) vec4 f32",
+      "v: (BH, T, E/4) vec4 f32",
+      "slopes: (H) f32",
+      "cin: (BH, nSeg, D, E/4) vec4 f32, C_g: the state entering each segment",
+      cseg,
+      "o: (BH, T, E/4) vec4 f32",
+      "sT: (BH, D, E/4) vec4 f32",
+    ],
+    bindings: [
+      { name: "q", access: "read", vec4: true },
+      { name: "k", access: "read", vec4: true },
+      { name: "v", access: "read", vec4: true },
+      { name: "slopes", dtype: "f32", access: "read" },
+      { name: "cin", access: "read", vec4: true },
+      { name: "cseg", access: "read", vec4: true },
+      { name: "o", access: "rw", vec4: true },
+      { name: "sT", access: "rw", vec4: true },
+    ] as const,
+  };
+}
+
 export type IoBindings = ReturnType<typeof ioBindings>;
 
 /** Bindings of q, k, v and o: whole, or only the rows of batch·heads bh0 … bh0 + count − 1. */
@@ -493,26 +519,7 @@ function walk(rt: Runtime, f: WalkForward, entering: GPUBuffer | null, io: IoBin
   rt.dispatch({
     key: `${s.columns === TILE ? "lightning_walk" : `lightning_walk${s.columns}`}${s.enter === 3 ? "_stored" : ""}${touch ? "" : ":no_touch"}${rows ? ":rows" : ""}`,
     shader: () => ({
-      doc: [
-        "q: (BH, T, D/4) vec4 f32",
-        "k: (BH, T, D/4) vec4 f32",
-        "v: (BH, T, E/4) vec4 f32",
-        "slopes: (H) f32",
-        "cin: (BH, nSeg, D, E/4) vec4 f32, C_g: the state entering each segment",
-        "cseg: (BH, nSegS, D, E/4) vec4 f32, with stored block states: the state entering each of their segments",
-        "o: (BH, T, E/4) vec4 f32",
-        "sT: (BH, D, E/4) vec4 f32",
-      ],
-      bindings: [
-        { name: "q", access: "read", vec4: true },
-        { name: "k", access: "read", vec4: true },
-        { name: "v", access: "read", vec4: true },
-        { name: "slopes", dtype: "f32", access: "read" },
-        { name: "cin", access: "read", vec4: true },
-        { name: "cseg", access: "read", vec4: true },
-        { name: "o", access: "rw", vec4: true },
-        { name: "sT", access: "rw", vec4: true },
-      ],
+      ...walkShaderIo("cseg: (BH, nSegS, D, E/4) vec4 f32, with stored block states: the state entering each of their segments"),
       workgroupSize: 256,
       decls: `var<workgroup> W: array<vec4<f32>, 1024>;  // a quarter of S [d][e/4]; then the masked scores [p'][p/4]
 var<workgroup> Qs: array<vec4<f32>, 512>;  // q columns of a quarter [d][p/4]; then v rows [p][e/4]
