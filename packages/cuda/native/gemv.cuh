@@ -36,4 +36,14 @@ bool fusedLinearMma(Context& c, const Args& args);
 // enqueued nothing, where it does not apply.
 bool qkvuProjectionMma(Context& c, const Args& args);
 
+// The rows of x native/skinny.cu's product kernel takes: those above the small-M kernel's, up to
+// the 64 tokens a block's MMAs hold.
+constexpr int SKINNY_MIN_M = GEMV_MAX_M + 1, SKINNY_MAX_M = 64;
+
+// y (m, n) = x (m, k) · w (n, k)ᵀ (+ add, y's shape, before the one rounding), all contiguous, f32
+// sums, on c.stream (native/skinny.cu). Returns false, having enqueued nothing, where the kernel
+// does not apply (off unless LIGHTNING_CUDA_SKINNY=1, m outside SKINNY_MIN_M…SKINNY_MAX_M, f32, k not whole
+// 16-byte packs, a share of k too long for its registers, weights past 64 MB, below sm_90).
+bool skinny(Context& c, int dt, const void* x, const void* w, void* y, int m, int n, int k, const void* add);
+
 }  // namespace lts

@@ -349,8 +349,9 @@ bool gemmCublas(Context& c, int dt, const void* a, const void* b, void* y, int m
 
 // p: [a, b, y] or [a, b, y, add]; i: [dtype, transA, transB, m, n, k, batchShapeY..., batchStridesA...,
 // batchStridesB...]. With `add` (y's shape, contiguous; one matrix), y = op(a)·op(b) + add with one
-// rounding, where cuBLASLt takes it (16 bits, 5–256 rows: fusedLinear's residual above the small-M
-// kernel's rows); elsewhere the launch declines and src/kernels.ts adds it with its own kernel.
+// rounding, where the skinny kernel (opt-in; x·wᵀ, 16 bits, 5–64 rows) or cuBLASLt (16 bits, 5–256 rows)
+// takes it: fusedLinear's residual above the small-M kernel's rows; elsewhere the launch declines
+// and src/kernels.ts adds it with its own kernel.
 void matmul(Context& c, const Args& args) {
   Reader r{args.i};
   int dt = (int)r.next();
@@ -364,7 +365,9 @@ void matmul(Context& c, const Args& args) {
   if (args.p.size() > 3 && args.p[3] != 0) {
     const void* add = args.ptr<void>(3);
     // Above the small-M kernel's rows only: at 1–4 rows where that kernel declines, the chain's bits stay.
-    if (batches != 1 || k == 0 || m <= GEMV_MAX_M || !lt::gemm(c, dt, args.ptr<void>(0), args.ptr<void>(1), y, m, n, k, ta, tb, add)) c.declined = true;
+    if (batches != 1 || k == 0 || m <= GEMV_MAX_M) c.declined = true;
+    else if (!ta && tb && skinny(c, dt, args.ptr<void>(0), args.ptr<void>(1), y, m, n, k, add)) return;
+    else if (!lt::gemm(c, dt, args.ptr<void>(0), args.ptr<void>(1), y, m, n, k, ta, tb, add)) c.declined = true;
     return;
   }
   if (k == 0) {
@@ -374,6 +377,9 @@ void matmul(Context& c, const Args& args) {
   // x·wᵀ for a few rows of x (the decode step's linear layers): a kernel that streams w at memory
   // speed where cuBLAS's tiles leave most SMs idle (native/gemv.cu).
   if (batches == 1 && !ta && tb && gemv(c, dt, args.ptr<void>(0), args.ptr<void>(1), y, m, n, k)) return;
+  // Above its rows, up to 64, where LIGHTNING_CUDA_SKINNY=1: a tensor-core stream of w split over
+  // the SMs (native/skinny.cu; slower than cuBLASLt as measured, so off by default).
+  if (batches == 1 && !ta && tb && skinny(c, dt, args.ptr<void>(0), args.ptr<void>(1), y, m, n, k, nullptr)) return;
   if (args.p.size() > 3 && args.p[3] != 0) {
     if (batches != 1 || !lt::gemm(c, dt, args.ptr<void>(0), args.ptr<void>(1), y, m, n, k, ta, tb, args.ptr<void>(3))) c.declined = true;
     return;

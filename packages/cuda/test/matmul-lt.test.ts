@@ -13,7 +13,7 @@
  */
 import * as T from "@lightning-ts/tensor";
 import { describeBackends, seeded } from "@lightning-ts/testing";
-import { afterEach, beforeEach, expect, it } from "vitest";
+import { afterAll, afterEach, beforeAll, beforeEach, expect, it } from "vitest";
 import type { CudaBackend, CudaStorage } from "../src/index.js";
 import { boundAt, expectWithin, operand as sharedOperand, oracle, withEnv } from "./matmul-oracle.js";
 import "./setup.js";
@@ -26,6 +26,17 @@ const UNIT = { bf16: 2 ** -8, f16: 2 ** -11 } as const;
 await describeBackends("cuBLASLt products at 5–256 rows (x·wᵀ) vs float64 and cublasGemmEx", (backend) => {
   const gpu = () => backend() as CudaBackend;
   const rng = seeded(7411);
+  // These products are cuBLASLt's and cublasGemmEx's: at 5–64 rows the skinny kernel
+  // (test/skinny.test.ts) would take x·wᵀ first, so its switch is held off here.
+  let skinnySwitch: string | undefined;
+  beforeAll(() => {
+    skinnySwitch = process.env.LIGHTNING_CUDA_SKINNY;
+    process.env.LIGHTNING_CUDA_SKINNY = "0";
+  });
+  afterAll(() => {
+    if (skinnySwitch === undefined) delete process.env.LIGHTNING_CUDA_SKINNY;
+    else process.env.LIGHTNING_CUDA_SKINNY = skinnySwitch;
+  });
   let before = new Set<T.Tensor>();
   beforeEach(() => {
     before = new Set(T.liveTensors());

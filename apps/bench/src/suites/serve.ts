@@ -212,6 +212,9 @@ async function soakPhase(s: ServerProcess, o: Resolved, base: Base, log: (l: str
   log(`serve: soak: after warm-up RSS ${mib(h0.rss_bytes)!.toFixed(0)} MiB, device ${mib(deviceBytes(h0))?.toFixed(0) ?? "not reported"} MiB; ${o.soak} min with ${o.disconnects} disconnects`);
   let rssMax = h0.rss_bytes;
   let deviceMax = deviceBytes(h0);
+  // RSS at the end of each minute under load: a plateau and a leak end alike in one ratio, not in this.
+  const rssByMinute: number[] = [];
+  const start = Date.now();
   let polling = true;
   const poll = (async () => {
     while (polling) {
@@ -219,6 +222,7 @@ async function soakPhase(s: ServerProcess, o: Resolved, base: Base, log: (l: str
       const h = await health(s.url).catch(() => undefined);
       if (!h) continue;
       rssMax = Math.max(rssMax, h.rss_bytes);
+      if (Date.now() - start >= (rssByMinute.length + 1) * 60_000) rssByMinute.push(Math.round(mib(h.rss_bytes)!));
       const d = deviceBytes(h);
       if (d !== null) deviceMax = Math.max(deviceMax ?? 0, d);
     }
@@ -239,6 +243,7 @@ async function soakPhase(s: ServerProcess, o: Resolved, base: Base, log: (l: str
   const memoryOk = within5(rssRatio) && (h0.backend_memory === undefined || within5(deviceRatio));
   const ok = warm.errors === 0 && r.errors === 0 && f.tokens_exact === true && r.disconnectsAborted === o.disconnects && idle0 && drained && memoryOk;
   log(`serve: soak: ${r.requests} requests, ${r.disconnectsAborted}/${o.disconnects} disconnects, RSS end/warm ${rssRatio?.toFixed(3)}, device end/warm ${deviceRatio?.toFixed(3) ?? "not reported"}`);
+  log(`serve: soak: RSS under load at the end of each minute, MiB: ${rssByMinute.join(", ")}`);
   return result({
     ...base,
     impl: "soak",
@@ -252,6 +257,7 @@ async function soakPhase(s: ServerProcess, o: Resolved, base: Base, log: (l: str
     rss_warm_mib: mib(h0.rss_bytes),
     rss_end_mib: mib(h1.rss_bytes),
     rss_max_mib: mib(rssMax),
+    rss_by_minute_mib: rssByMinute,
     rss_ratio: rssRatio,
     gpu_warm_mib: mib(deviceBytes(h0)),
     gpu_end_mib: mib(deviceBytes(h1)),
