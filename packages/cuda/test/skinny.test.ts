@@ -125,12 +125,13 @@ await describeBackends("skinny products at 5–64 rows (x·wᵀ, + residual) vs 
       const [w1] = await operand([F, D], "bf16");
       const [w3] = await operand([D, F], "bf16");
       // Each product reads the one before: a kernel that started before its input was written would differ.
-      const run = () => {
+      const products = () => {
         const q = T.matmul(x, wq, { transB: true });
         const o = T.fusedLinear(q, wo, { residual: x });
         const h = T.matmul(o, w1, { transB: true });
         return T.fusedLinear(h, w3, { residual: o });
       };
+      const run = () => withEnv("LIGHTNING_CUDA_SKINNY", "1", products);
       withEnv("LIGHTNING_CUDA_PDL", pdl, () => T.scope(() => void run()));
       const graph = withEnv("LIGHTNING_CUDA_PDL", pdl, () => gpu().captureGraph(run));
       for (let round = 0; round < 3; round++) {
