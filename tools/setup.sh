@@ -10,6 +10,8 @@ PNPM_VERSION=10.34.9
 NODE_VERSION=24.22.3
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# The PATH of the shell that runs the next command (`pnpm test`), before this script changes its own.
+CALLER_PATH="$PATH"
 cd "$ROOT"
 
 VK_DIR="$ROOT/.cache/vulkan"
@@ -123,8 +125,19 @@ else
   if pnpm_is_corepack_shim; then npm_flags+=(--force); fi
   npm i -g "${npm_flags[@]}" "pnpm@$PNPM_VERSION" >/dev/null
   hash -r
-  # npm's global bin directory is not always on PATH in fresh shells.
-  PATH="$(npm prefix -g)/bin:$PATH"
+  # npm's global bin directory is not always on PATH in fresh shells (it is not where this script
+  # installed Node): link pnpm beside the node that the caller's shell finds.
+  gbin="$(npm prefix -g)/bin"
+  PATH="$gbin:$PATH"
+  if ! (PATH="$CALLER_PATH"; command -v pnpm >/dev/null 2>&1); then
+    nbin="$(dirname "$(PATH="$CALLER_PATH"; type -P node)")"
+    if [[ -w "$nbin" && "$nbin" != "$gbin" ]]; then
+      ln -sfn "$gbin/pnpm" "$nbin/pnpm"
+      ln -sfn "$gbin/pnpx" "$nbin/pnpx"
+    else
+      warn "pnpm is in $gbin, which is not on PATH: run export PATH=\"$gbin:\$PATH\""
+    fi
+  fi
   current_pnpm="$(pnpm --version)"
   [[ "$current_pnpm" == "$PNPM_VERSION" ]] || {
     echo "[setup] error: pnpm on PATH is $current_pnpm, expected $PNPM_VERSION" >&2
