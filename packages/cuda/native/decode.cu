@@ -2,6 +2,8 @@
 //   addRmsNorm:  (x, y) → s = x + y, n = SRMSNorm(s)          (add, rmsNorm)
 //   rmsNormGate: (o, u) → SRMSNorm(o) ⊙ u                       (rmsNorm, mul)
 //   splitQkvu:   qkvu → q, k (φ, LRPE), v, u                    (4 slices, 2 φ, the LRPE chain)
+// and two that take the SRMSNorm before a product out of it, as a factor of each output row
+// (splitQkvu of x·Wᵀ for a raw x, and gluNorm): these round once more than the chain.
 // Each gives the bits of its chain as this backend runs it (elementwise.cu, nn.cu): the same f32
 // operations in the same order, each rounded to the storage dtype where the chain stores a tensor,
 // and SRMSNorm's sum of squares in the order of the rmsNorm kernel the chain would have run (one
@@ -16,6 +18,14 @@ namespace {
 
 constexpr int BLOCK_THREADS = 256;  // nn.cu's block-per-row SRMSNorm
 constexpr int SPLIT_THREADS = 256;
+
+// The two 16-bit dtypes (the folded norms' kernels take no others).
+#define LTS_DISPATCH_HALF(dt, T, ...)                                                     \
+  switch (dt) {                                                                           \
+    case ::lts::F16: { using T = __half; __VA_ARGS__; break; }                             \
+    case ::lts::BF16: { using T = __nv_bfloat16; __VA_ARGS__; break; }                     \
+    default: throw std::runtime_error("expected f16 or bf16, got dtype code " + std::to_string(dt)); \
+  }
 
 // Whether nn.cu's rmsNorm runs its warp-per-row kernel for this dtype and width (normPacks > 0).
 inline bool warpOrder(int dt, int64_t M) { return (dt == F16 || dt == BF16) && M % 8 == 0 && M <= 4096; }
@@ -156,17 +166,16 @@ __device__ __forceinline__ T activate(T raw, int act) {
 // qkvu: (B, 4·hid) → q, k: (B, H, D), v: (B, H, hd), u: (B, hid); with LRPE (theta: (H, hd) of
 // dtype thDt, positions: f32 (B)) D = 2·hd and q = [a ⊙ cos(θp), a ⊙ sin(θp)], else D = hd.
 // One thread per (row, channel c = h·hd + d): it writes q, k (both halves), v and u there.
+// `scale` multiplies the row's four values first (1 leaves them as they are).
 template <class T>
-__global__ void __launch_bounds__(SPLIT_THREADS) splitQkvuKernel(const T* __restrict__ x, const void* __restrict__ theta, int thDt, const float* __restrict__ positions,
-                                                                 T* __restrict__ q, T* __restrict__ k, T* __restrict__ v, T* __restrict__ u, int B, int H, int hd, int act) {
+__device__ __forceinline__ void splitChannel(const T* __restrict__ row, int b, int c, float scale, const void* __restrict__ theta, int thDt, const float* __restrict__ positions,
+                                             T* __restrict__ q, T* __restrict__ k, T* __restrict__ v, T* __restrict__ u, int H, int hd, int act, bool scaled) {
   const int hid = H * hd;
-  const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
-  if (i >= (int64_t)B * hid) return;
-  const int b = (int)(i / hid), c = (int)(i % hid);
-  const T* row = x + (int64_t)b * 4 * hid;
-  const T aq = activate(row[c], act), ak = activate(row[hid + c], act);
-  v[i] = row[2 * hid + c];
-  u[i] = row[3 * hid + c];
+  const int64_t i = (int64_t)b * hid + c;
+  const auto at = [&](int slice) { return scaled ? fromF<T>(__fmul_rn(toF(row[slice * hid + c]), scale)) : row[slice * hid + c]; };
+  const T aq = activate(at(0), act), ak = activate(at(1), act);
+  v[i] = at(2);
+  u[i] = at(3);
   if (theta == nullptr) {
     q[i] = aq;
     k[i] = ak;
@@ -181,6 +190,53 @@ __global__ void __launch_bounds__(SPLIT_THREADS) splitQkvuKernel(const T* __rest
   q[o + hd] = fromF<T>(__fmul_rn(toF(aq), sn));
   k[o] = fromF<T>(__fmul_rn(toF(ak), cs));
   k[o + hd] = fromF<T>(__fmul_rn(toF(ak), sn));
+}
+
+template <class T>
+__global__ void __launch_bounds__(SPLIT_THREADS) splitQkvuKernel(const T* __restrict__ x, const void* __restrict__ theta, int thDt, const float* __restrict__ positions,
+                                                                 T* __restrict__ q, T* __restrict__ k, T* __restrict__ v, T* __restrict__ u, int B, int H, int hd, int act) {
+  const int hid = H * hd;
+  const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+  if (i >= (int64_t)B * hid) return;
+  const int b = (int)(i / hid), c = (int)(i % hid);
+  splitChannel(x + (int64_t)b * 4 * hid, b, c, 1.0f, theta, thDt, positions, q, k, v, u, H, hd, act, false);
+}
+
+// 1/rms(row) for the whole block: warp 0 computes it in the rmsNorm warp kernel's order (M % 8 == 0,
+// M ≤ 4,096) and hands it to the others through shared memory.
+template <bool VEC, class T>
+__device__ __forceinline__ float rowInvRms(const T* row, int M, float eps) {
+  __shared__ float factor;
+  if (threadIdx.x < 32) {
+    const float s = warpInvRms<VEC>(row, M, eps);
+    if (threadIdx.x == 0) factor = s;
+  }
+  __syncthreads();
+  return factor;
+}
+
+// splitQkvu of x·Wᵀ for a raw (not normed) x: (B, M) — qkvuProjection's SRMSNorm folded out of the
+// product, which is linear in each row of x: row b's four values times 1/rms(x_b) (from the
+// rounded product, so one rounding more than the chain) before φ and LRPE. Block (·, b) is row b.
+template <bool VEC, class T>
+__global__ void __launch_bounds__(SPLIT_THREADS) splitQkvuNormKernel(const T* __restrict__ x, const T* __restrict__ h, int M, float eps, const void* __restrict__ theta, int thDt,
+                                                                     const float* __restrict__ positions, T* __restrict__ q, T* __restrict__ k, T* __restrict__ v, T* __restrict__ u, int H,
+                                                                     int hd, int act) {
+  const int b = blockIdx.y, c = blockIdx.x * blockDim.x + threadIdx.x;
+  const float scale = rowInvRms<VEC>(h + (int64_t)b * M, M, eps);
+  if (c < H * hd) splitChannel(x + (int64_t)b * 4 * H * hd, b, c, scale, theta, thDt, positions, q, k, v, u, H, hd, act, true);
+}
+
+// a, b: (rows, N), the products x·W1ᵀ and x·W2ᵀ of a raw x: (rows, M) → g = (s·a) ⊙ (s·b), s =
+// 1/rms(x row): the GLU of fusedLinear with its SRMSNorm folded out of the two products (each is
+// linear in its row of x). Block (·, r) is row r.
+template <bool VEC, class T>
+__global__ void __launch_bounds__(SPLIT_THREADS) gluNormKernel(const T* __restrict__ a, const T* __restrict__ b, const T* __restrict__ x, T* __restrict__ g, int N, int M, float eps) {
+  const int r = blockIdx.y, n = blockIdx.x * blockDim.x + threadIdx.x;
+  const float s = rowInvRms<VEC>(x + (int64_t)r * M, M, eps);
+  if (n >= N) return;
+  const int64_t i = (int64_t)r * N + n;
+  g[i] = fromF<T>(__fmul_rn(__fmul_rn(toF(a[i]), s), __fmul_rn(toF(b[i]), s)));
 }
 
 bool allAligned(const Args& a, size_t count) {
@@ -225,21 +281,54 @@ void rmsNormGate(Context& c, const Args& a) {
   LTS_CHECK(cudaGetLastError(), "rmsNormGate kernel launch");
 }
 
-// p: [qkvu, theta (0 without LRPE), positions (0 without LRPE), q, k, v, u];
-// i: [dtype, theta dtype (−1 without LRPE), B, H, hd, activation (QkvActivation)]
+// p: [qkvu, theta (0 without LRPE), positions (0 without LRPE), q, k, v, u[, x]];
+// i: [dtype, theta dtype (−1 without LRPE), B, H, hd, activation (QkvActivation)[, M]]; f: [[eps]].
+// With x (B, M) and M > 0, qkvu is x·Wᵀ of a raw x and each row is scaled by 1/rms(x row) first
+// (splitQkvuNormKernel; f16/bf16 with M % 8 == 0 and M ≤ 4,096 only).
 void splitQkvu(Context& c, const Args& a) {
   int dt = (int)a.i.at(0), thDt = (int)a.i.at(1);
   int64_t B = a.i.at(2), H = a.i.at(3), hd = a.i.at(4);
   int act = (int)a.i.at(5);
+  const int64_t M = a.i.size() > 6 ? a.i.at(6) : 0;
   if (act < 0 || act >= kQkvActivationCount) throw std::runtime_error("splitQkvu: unknown activation code " + std::to_string(act));
   int64_t n = B * H * hd;
   if (n == 0) return;
   if (n > INT32_MAX) throw std::runtime_error("splitQkvu: more than 2^31 channels");
   const void* theta = thDt >= 0 ? a.ptr<void>(1) : nullptr;
-  LTS_DISPATCH_FLOAT(dt, T,
-                     splitQkvuKernel<T><<<blocksFor(n, SPLIT_THREADS, INT32_MAX), SPLIT_THREADS, 0, c.stream>>>(
-                         a.ptr<T>(0), theta, thDt, a.ptr<float>(2), a.ptr<T>(3), a.ptr<T>(4), a.ptr<T>(5), a.ptr<T>(6), (int)B, (int)H, (int)hd, act));
+  if (M > 0) {
+    if (!warpOrder(dt, M)) throw std::runtime_error("splitQkvu: a folded norm needs f16/bf16 rows of a multiple of 8 elements up to 4,096, got dtype " + std::to_string(dt) + " and M " + std::to_string(M));
+    if (B > 65535) throw std::runtime_error("splitQkvu: a folded norm takes at most 65,535 rows");
+    const bool vec = alignedTo(a.ptr<void>(7), 16);
+    const dim3 grid((unsigned)((H * hd + SPLIT_THREADS - 1) / SPLIT_THREADS), (unsigned)B);
+    const float eps = (float)a.f.at(0);
+    LTS_DISPATCH_HALF(dt, T, {
+      auto k = vec ? splitQkvuNormKernel<true, T> : splitQkvuNormKernel<false, T>;
+      k<<<grid, SPLIT_THREADS, 0, c.stream>>>(a.ptr<T>(0), a.ptr<T>(7), (int)M, eps, theta, thDt, a.ptr<float>(2), a.ptr<T>(3), a.ptr<T>(4), a.ptr<T>(5), a.ptr<T>(6), (int)H, (int)hd, act);
+    });
+  } else {
+    LTS_DISPATCH_FLOAT(dt, T,
+                       splitQkvuKernel<T><<<blocksFor(n, SPLIT_THREADS, INT32_MAX), SPLIT_THREADS, 0, c.stream>>>(
+                           a.ptr<T>(0), theta, thDt, a.ptr<float>(2), a.ptr<T>(3), a.ptr<T>(4), a.ptr<T>(5), a.ptr<T>(6), (int)B, (int)H, (int)hd, act));
+  }
   LTS_CHECK(cudaGetLastError(), "splitQkvu kernel launch");
+}
+
+// p: [a, b, x, g]; i: [dtype, rows, N, M]; f: [eps]. g = (a / rms(x)) ⊙ (b / rms(x)) by rows
+// (gluNormKernel): f16/bf16 with M % 8 == 0 and M ≤ 4,096.
+void gluNorm(Context& c, const Args& a) {
+  int dt = (int)a.i.at(0);
+  int64_t rows = a.i.at(1), N = a.i.at(2), M = a.i.at(3);
+  if (rows * N == 0) return;
+  if (!warpOrder(dt, M)) throw std::runtime_error("gluNorm: needs f16/bf16 rows of a multiple of 8 elements up to 4,096, got dtype " + std::to_string(dt) + " and M " + std::to_string(M));
+  if (rows > 65535 || N > INT32_MAX) throw std::runtime_error("gluNorm: at most 65,535 rows of 2^31 elements");
+  const bool vec = alignedTo(a.ptr<void>(2), 16);
+  const dim3 grid((unsigned)((N + SPLIT_THREADS - 1) / SPLIT_THREADS), (unsigned)rows);
+  const float eps = (float)a.f.at(0);
+  LTS_DISPATCH_HALF(dt, T, {
+    auto k = vec ? gluNormKernel<true, T> : gluNormKernel<false, T>;
+    k<<<grid, SPLIT_THREADS, 0, c.stream>>>(a.ptr<T>(0), a.ptr<T>(1), a.ptr<T>(2), a.ptr<T>(3), (int)N, (int)M, eps);
+  });
+  LTS_CHECK(cudaGetLastError(), "gluNorm kernel launch");
 }
 
 }  // namespace
@@ -248,6 +337,7 @@ void registerDecode(Registry& r) {
   r["addRmsNorm"] = addRmsNorm;
   r["rmsNormGate"] = rmsNormGate;
   r["splitQkvu"] = splitQkvu;
+  r["gluNorm"] = gluNorm;
 }
 
 }  // namespace lts

@@ -42,6 +42,19 @@ type Ref = TensorRef<CudaStorage>;
 // Every code passed to the addon is an index into a list that native/op_codes.gen.h is generated
 // from (scripts/gen-codes.mjs): DTYPES, UNARY_OPS, BINARY_OPS, COMPARE_OPS, REDUCE_OPS, LAUNCHERS,
 // INDEX_ERRORS (+ 1).
+/**
+ * Whether decodeLayer's chain folds its two SRMSNorms out of the products (src/kernels.ts
+ * decodeLayer): bf16 above the small-M kernel's 4 rows, rows of whole 16-byte packs up to 4,096
+ * wide (native/decode.cu's norm order), unless `LIGHTNING_CUDA_FOLD_NORM=0` or the tensor-core
+ * small-batch kernel, which norms in its prologue, is on (`LIGHTNING_CUDA_GEMV_MMA=1`); read at each call.
+ */
+function foldsNorms(dtype: DType, rows: number, width: number): boolean {
+  const env = process.env.LIGHTNING_CUDA_FOLD_NORM;
+  if (env !== undefined && env !== "0" && env !== "1") throw new Error(`LIGHTNING_CUDA_FOLD_NORM: expected 0 or 1, got '${env}'`);
+  if (env === "0" || process.env.LIGHTNING_CUDA_GEMV_MMA === "1") return false;
+  return dtype === "bf16" && rows > 4 && rows <= 65535 && width % 8 === 0 && width <= 4096;
+}
+
 function code(dtype: DType): number {
   if (dtype === "f64") throw new Error("the CUDA backend has no f64");
   return DTYPES.indexOf(dtype);
@@ -358,19 +371,50 @@ export function createKernels(rt: NativeRuntime): KernelTable<CudaStorage> {
         at += n;
         return ref;
       });
-      const kernel = <K extends "qkvuProjection" | "lightningStep" | "fusedLinear">(name: K): Kernel<K, CudaStorage> => {
+      const kernel = <K extends "qkvuProjection" | "lightningStep" | "fusedLinear" | "matmul">(name: K): Kernel<K, CudaStorage> => {
         const k = table[name];
         if (typeof k !== "function") throw new Error(`decodeLayer: its chain runs the ${name} kernel, which is not in the CUDA kernel table (taken out?)`);
         return k as Kernel<K, CudaStorage>;
       };
       const linear = (inputs: Ref[], y: Ref, attrs: { norm: boolean; gate: boolean; product: boolean; residual: boolean }) =>
         kernel("fusedLinear")({ inputs, outputs: [y], attrs: { ...attrs, eps } });
-      kernel("qkvuProjection")({ inputs: lrpe ? [h, wq, theta, positions] : [h, wq], outputs: [q, k, v, u], attrs: { heads, activation, lrpe, eps } });
-      kernel("lightningStep")({ inputs: [q, k, v, slopes, state], outputs: [o, next], attrs: {} });
-      const oRows: Ref = { ...o, shape: [B, hid] };
-      linear([oRows, wo, u, h], h1, { norm: true, gate: true, product: false, residual: true });
-      linear([h1, w1, w2], g, { norm: true, gate: false, product: true, residual: false });
-      linear([g, w3, h1], h2, { norm: false, gate: false, product: false, residual: true });
+      // Above the small-M kernel's rows, in bf16, the SRMSNorms before qkvu and before l1·l2 are
+      // folded out of the products (each is linear in a row of its input): the products read the
+      // raw rows, and the kernel after each (the split, the GLU's product) scales row r by
+      // 1/rms(row r). Two kernels fewer a layer, one rounding more than the chain.
+      const fold = foldsNorms(h.dtype, B, M);
+      const temps: number[] = [];
+      const temp = (s: number[]): Ref => {
+        const n = sizeOf(s) * size;
+        const p = rt.allocate(n);
+        temps.push(p);
+        return { storage: { ptr: p, byteLength: n }, shape: s, dtype: h.dtype, size: sizeOf(s) };
+      };
+      const product = (x: Ref, w: Ref, y: Ref) => kernel("matmul")({ inputs: [x, w], outputs: [y], attrs: { transA: false, transB: true } });
+      try {
+        if (fold) {
+          const raw = temp([B, wq.shape[0]]);
+          product(h, wq, raw);
+          const hd = wq.shape[0] / (4 * heads);
+          launch("splitQkvu", [raw, theta, positions, q, k, v, u, h], [dt, theta ? code(theta.dtype) : -1, B, heads, hd, act, M], [eps]);
+        } else {
+          kernel("qkvuProjection")({ inputs: lrpe ? [h, wq, theta, positions] : [h, wq], outputs: [q, k, v, u], attrs: { heads, activation, lrpe, eps } });
+        }
+        kernel("lightningStep")({ inputs: [q, k, v, slopes, state], outputs: [o, next], attrs: {} });
+        const oRows: Ref = { ...o, shape: [B, hid] };
+        linear([oRows, wo, u, h], h1, { norm: true, gate: true, product: false, residual: true });
+        if (fold) {
+          const [a, b] = [temp([B, G]), temp([B, G])];
+          product(h1, w1, a);
+          product(h1, w2, b);
+          launch("gluNorm", [a, b, h1, g], [dt, B, G, M], [eps]);
+        } else {
+          linear([h1, w1, w2], g, { norm: true, gate: false, product: true, residual: false });
+        }
+        linear([g, w3, h1], h2, { norm: false, gate: false, product: false, residual: true });
+      } finally {
+        for (const p of temps) rt.free(p);
+      }
     } finally {
       rt.free(base);
     }

@@ -57,7 +57,8 @@ type Switch =
   | "LIGHTNING_CUDA_DECODE_LAYER_TRIGGER"
   | "LIGHTNING_CUDA_DECODE_LAYER_BARRIER"
   | "LIGHTNING_CUDA_DECODE_LAYER_PREFETCH"
-  | "LIGHTNING_CUDA_DECODE_LAYER_PREFETCH_MB";
+  | "LIGHTNING_CUDA_DECODE_LAYER_PREFETCH_MB"
+  | "LIGHTNING_CUDA_FOLD_NORM";
 type Env = Partial<Record<Switch, string>>;
 
 /** Sets environment variables the native side reads at each call until `restore` is called. */
@@ -528,7 +529,8 @@ await describeBackends("decodeLayer: one persistent kernel for a TNL decode laye
       ["G 29,696 at 4 rows", { shape: { M: 256, G: 29696, H: 2, hd: 128 }, B: 4, lrpe: false, activation: "silu" }, "bf16"],
     ];
     for (const [name, c, dtype] of cases) {
-      for (const mode of [{ LIGHTNING_CUDA_DECODE_LAYER: "1" }, RESIDENT, STREAM]) {
+      // (Above 4 rows in bf16 the chain folds its norms unless told not to: the next test.)
+      for (const mode of [{ LIGHTNING_CUDA_DECODE_LAYER: "1" }, RESIDENT, STREAM].map((m): Env => ({ ...m, LIGHTNING_CUDA_FOLD_NORM: "0" }))) {
         for (const inPlace of [false, true]) {
           const label = `${name}, ${envText(mode)}${inPlace ? ", in place" : ""}`;
           const frame = T.beginScope();
@@ -538,7 +540,7 @@ await describeBackends("decodeLayer: one persistent kernel for a TNL decode laye
             const state = stateOf(x, gpu());
             const [got, calls] = withEnv(mode, () => countingChain(gpu(), () => T.decodeLayer(x.h, w, state, x.slopes, { ...optionsOf(x, c), inPlace })));
             expect(calls, `${label}: the chain ran`).toBe(1);
-            const want = chain(x, w, c, stateOf(x, gpu()), inPlace);
+            const want = withEnv(mode, () => chain(x, w, c, stateOf(x, gpu()), inPlace));
             await expectSameBits(got.h, want.h, `${label}: h2 vs the chain`);
             await expectSameBits(got.state, want.state, `${label}: state vs the chain`);
             if (inPlace) expect(got.state.handle).toBe(state.handle);
@@ -547,6 +549,63 @@ await describeBackends("decodeLayer: one persistent kernel for a TNL decode laye
           }
         }
       }
+    }
+  }, 180_000);
+  it("above 4 rows in bf16 the chain folds its two SRMSNorms out of the products: within the unfolded chain's error of float64 + u; LIGHTNING_CUDA_FOLD_NORM=0 unfolds it", async () => {
+    // The folded chain reads the raw h into qkvu's product and h1 into l1's and l2's, and scales each
+    // output row by 1/rms of its input row in the kernel after the product (the split; the GLU's
+    // product). Odd sizes and the 436M layer, 5 to 64 rows, LRPE or not, every activation, in place
+    // or not; the unfolded chain (the five ops) and float64 on the host from the same inputs.
+    const rng = seeded(2903);
+    const u = UNIT.bf16;
+    let n = 0;
+    for (const shape of [SMALL, TNL_436M]) {
+      const w = makeWeights(rng, shape, "bf16", gpu());
+      const w64 = await weights64(w);
+      for (const B of shape === SMALL ? [5, 9, 33] : [5, 64]) {
+        for (const lrpe of [false, true]) {
+          const inPlace = n % 2 === 1;
+          const c: Case = { shape, B, lrpe, activation: ACTIVATIONS[n++ % ACTIVATIONS.length] };
+          const label = `M ${shape.M}, G ${shape.G}, B ${B} ${c.activation}${lrpe ? " LRPE" : ""}${inPlace ? " in place" : ""}`;
+          const frame = T.beginScope();
+          try {
+            const x = makeInputs(rng, c, "bf16", gpu());
+            const state = stateOf(x, gpu());
+            const [got, calls] = countingChain(gpu(), () => T.decodeLayer(x.h, w, state, x.slopes, { ...optionsOf(x, c), inPlace }));
+            expect(calls, `${label}: folded (qkvuProjection did not run)`).toBe(0);
+            if (inPlace) expect(got.state.handle, `${label}: the state's storage`).toBe(state.handle);
+            const unfoldedState = stateOf(x, gpu());
+            const [unfolded, unfoldedCalls] = withEnv({ LIGHTNING_CUDA_FOLD_NORM: "0" }, () =>
+              countingChain(gpu(), () => T.decodeLayer(x.h, w, unfoldedState, x.slopes, { ...optionsOf(x, c), inPlace })),
+            );
+            expect(unfoldedCalls, `${label}: LIGHTNING_CUDA_FOLD_NORM=0 runs the five ops`).toBe(1);
+            const want = chain(x, w, c, stateOf(x, gpu()), inPlace);
+            await expectSameBits(unfolded.h, want.h, `${label}: unfolded h2 vs the chain`);
+            await expectSameBits(unfolded.state, want.state, `${label}: unfolded state vs the chain`);
+            const ref = await float64Layer(x, w64, c);
+            const [fh, fs] = [closeness(await got.h.data(), ref.h).relRms, closeness(await got.state.data(), ref.state).relRms];
+            const [ch, cs] = [closeness(await want.h.data(), ref.h).relRms, closeness(await want.state.data(), ref.state).relRms];
+            console.log(`${label}: relative RMS vs float64, folded h2 ${fh.toExponential(2)} (chain ${ch.toExponential(2)}), state ${fs.toExponential(2)} (chain ${cs.toExponential(2)})`);
+            expect(ch, `${label}: the chain's h2 error`).toBeLessThan(8 * u);
+            expect(cs, `${label}: the chain's state error`).toBeLessThan(8 * u);
+            expect(fh, `${label}: folded h2 error against the chain's + u`).toBeLessThanOrEqual(ch + u);
+            expect(fs, `${label}: folded state error against the chain's + u`).toBeLessThanOrEqual(cs + u);
+          } finally {
+            T.endScope(frame);
+          }
+        }
+      }
+    }
+    const c: Case = { shape: SMALL, B: 5, lrpe: false, activation: "silu" };
+    const frame = T.beginScope();
+    try {
+      const w = makeWeights(rng, SMALL, "bf16", gpu());
+      const x = makeInputs(rng, c, "bf16", gpu());
+      expect(() => withEnv({ LIGHTNING_CUDA_FOLD_NORM: "yes" }, () => T.decodeLayer(x.h, w, stateOf(x, gpu()), x.slopes, optionsOf(x, c)))).toThrow(
+        /LIGHTNING_CUDA_FOLD_NORM: expected 0 or 1, got 'yes'/,
+      );
+    } finally {
+      T.endScope(frame);
     }
   }, 180_000);
 });
