@@ -3,7 +3,7 @@
 //   rmsNormGate: (o, u) → SRMSNorm(o) ⊙ u                       (rmsNorm, mul)
 //   splitQkvu:   qkvu → q, k (φ, LRPE), v, u                    (4 slices, 2 φ, the LRPE chain)
 // and two that take the SRMSNorm before a product out of it, as a factor of each output row
-// (splitQkvu of x·Wᵀ for a raw x, and gluNorm): these round once more than the chain.
+// (splitQkvu of x·Wᵀ for a raw x, and gluNorm): these round at other places than the chain.
 // Each gives the bits of its chain as this backend runs it (elementwise.cu, nn.cu): the same f32
 // operations in the same order, each rounded to the storage dtype where the chain stores a tensor,
 // and SRMSNorm's sum of squares in the order of the rmsNorm kernel the chain would have run (one
@@ -216,8 +216,9 @@ __device__ __forceinline__ float rowInvRms(const T* row, int M, float eps) {
 }
 
 // splitQkvu of x·Wᵀ for a raw (not normed) x: (B, M) — qkvuProjection's SRMSNorm folded out of the
-// product, which is linear in each row of x: row b's four values times 1/rms(x_b) (from the
-// rounded product, so one rounding more than the chain) before φ and LRPE. Block (·, b) is row b.
+// product, which is linear in each row of x: row b's four values times 1/rms(x_b) (the product
+// rounded before the scale, where the chain rounds the normed row) before φ and LRPE. Block (·, b)
+// is row b.
 template <bool VEC, class T>
 __global__ void __launch_bounds__(SPLIT_THREADS) splitQkvuNormKernel(const T* __restrict__ x, const T* __restrict__ h, int M, float eps, const void* __restrict__ theta, int thDt,
                                                                      const float* __restrict__ positions, T* __restrict__ q, T* __restrict__ k, T* __restrict__ v, T* __restrict__ u, int H,

@@ -39,9 +39,6 @@ export interface CudaStorage {
 
 type Ref = TensorRef<CudaStorage>;
 
-// Every code passed to the addon is an index into a list that native/op_codes.gen.h is generated
-// from (scripts/gen-codes.mjs): DTYPES, UNARY_OPS, BINARY_OPS, COMPARE_OPS, REDUCE_OPS, LAUNCHERS,
-// INDEX_ERRORS (+ 1).
 /**
  * Whether decodeLayer's chain folds its two SRMSNorms out of the products (src/kernels.ts
  * decodeLayer): bf16 above the small-M kernel's 4 rows, rows of whole 16-byte packs up to 4,096
@@ -55,6 +52,9 @@ function foldsNorms(dtype: DType, rows: number, width: number): boolean {
   return dtype === "bf16" && rows > 4 && rows <= 65535 && width % 8 === 0 && width <= 4096;
 }
 
+// Every code passed to the addon is an index into a list that native/op_codes.gen.h is generated
+// from (scripts/gen-codes.mjs): DTYPES, UNARY_OPS, BINARY_OPS, COMPARE_OPS, REDUCE_OPS, LAUNCHERS,
+// INDEX_ERRORS (+ 1).
 function code(dtype: DType): number {
   if (dtype === "f64") throw new Error("the CUDA backend has no f64");
   return DTYPES.indexOf(dtype);
@@ -381,7 +381,8 @@ export function createKernels(rt: NativeRuntime): KernelTable<CudaStorage> {
       // Above the small-M kernel's rows, in bf16, the SRMSNorms before qkvu and before l1·l2 are
       // folded out of the products (each is linear in a row of its input): the products read the
       // raw rows, and the kernel after each (the split, the GLU's product) scales row r by
-      // 1/rms(row r). Two kernels fewer a layer, one rounding more than the chain.
+      // 1/rms(row r). Two kernels fewer a layer; the values are rounded at other places than in the
+      // chain (each product before its scale), with the chain's error against float64.
       const fold = foldsNorms(h.dtype, B, M);
       const temps: number[] = [];
       const temp = (s: number[]): Ref => {
