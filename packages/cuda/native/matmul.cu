@@ -152,11 +152,13 @@ using CreateFn = int (*)(void**);
 using DescCreateFn = int (*)(void**, int, int);
 using SetAttrFn = int (*)(void*, int, const void*, size_t);
 using LayoutCreateFn = int (*)(void**, int, uint64_t, uint64_t, int64_t);
+using LayoutSetFn = int (*)(void*, int, const void*, size_t);
 using PrefCreateFn = int (*)(void**);
 using HeuristicFn = int (*)(void*, void*, void*, void*, void*, void*, void*, int, Heuristic*, int*);
 using MatmulFn = int (*)(void*, void*, const void*, const void*, void*, const void*, void*, const void*, const void*, void*, void*, void*,
                          const Algo*, void*, size_t, cudaStream_t);
 // Attribute codes of cublasLt.h.
+constexpr int kLayoutBatchCount = 5, kLayoutBatchStride = 6;
 constexpr int kDescTransA = 3, kDescTransB = 4, kPrefMaxWorkspace = 1, kPrefReductionMask = 3, kPrefAlignA = 5, kPrefAlignB = 6, kPrefAlignC = 7,
               kPrefAlignD = 8;
 // Split-K partial sums may be added only in the compute type (f32): the in-place and output-type
@@ -170,6 +172,7 @@ struct Api {
   DescCreateFn descCreate = nullptr;
   SetAttrFn descSet = nullptr;
   LayoutCreateFn layoutCreate = nullptr;
+  LayoutSetFn layoutSet = nullptr;
   PrefCreateFn prefCreate = nullptr;
   SetAttrFn prefSet = nullptr;
   HeuristicFn heuristic = nullptr;
@@ -190,11 +193,12 @@ Api& api() {
     x.descCreate = (DescCreateFn)dlsym(so, "cublasLtMatmulDescCreate");
     x.descSet = (SetAttrFn)dlsym(so, "cublasLtMatmulDescSetAttribute");
     x.layoutCreate = (LayoutCreateFn)dlsym(so, "cublasLtMatrixLayoutCreate");
+    x.layoutSet = (LayoutSetFn)dlsym(so, "cublasLtMatrixLayoutSetAttribute");
     x.prefCreate = (PrefCreateFn)dlsym(so, "cublasLtMatmulPreferenceCreate");
     x.prefSet = (SetAttrFn)dlsym(so, "cublasLtMatmulPreferenceSetAttribute");
     x.heuristic = (HeuristicFn)dlsym(so, "cublasLtMatmulAlgoGetHeuristic");
     x.matmul = (MatmulFn)dlsym(so, "cublasLtMatmul");
-    x.loaded = x.create && x.descCreate && x.descSet && x.layoutCreate && x.prefCreate && x.prefSet && x.heuristic && x.matmul;
+    x.loaded = x.create && x.descCreate && x.descSet && x.layoutCreate && x.layoutSet && x.prefCreate && x.prefSet && x.heuristic && x.matmul;
     return x;
   }();
   return a;
@@ -221,8 +225,11 @@ struct Key {
   bool ta, tb;
   Mode mode;
   uint32_t alignA, alignB, alignY;  // bytes each pointer is aligned to (at most 256): a plan may need them
+  int batch;                        // matrices of b (a and y as below), 1 for one product
+  int64_t strideB;                  // elements from one matrix of b to the next
   bool operator<(const Key& o) const {
-    return std::tie(dt, m, n, k, ta, tb, mode, alignA, alignB, alignY) < std::tie(o.dt, o.m, o.n, o.k, o.ta, o.tb, o.mode, o.alignA, o.alignB, o.alignY);
+    return std::tie(dt, m, n, k, ta, tb, mode, alignA, alignB, alignY, batch, strideB) <
+           std::tie(o.dt, o.m, o.n, o.k, o.ta, o.tb, o.mode, o.alignA, o.alignB, o.alignY, o.batch, o.strideB);
   }
 };
 
@@ -282,8 +289,12 @@ void choose(Context& c, DeviceState& s, Plan& p, const Heuristic* h, int count, 
 
 // y (m × n) = op(a) · op(b) (+ add, of y's shape, summed in f32 before the one rounding) for one
 // matrix: false where this path does not apply (the caller then takes cublasGemmEx, or declines).
-bool gemm(Context& c, int dt, const void* a, const void* b, void* y, int m, int n, int k, bool ta, bool tb, const void* add = nullptr) {
-  if (dt == F32 || m > kMaxRows) return false;
+// With batch > 1 (and no add), y holds `batch` matrices one after the other, the i-th op(a) ·
+// op(b + i·strideB): one a against several b of one shape anywhere past b (strideB ≥ 0, in
+// elements), as one launch.
+bool gemm(Context& c, int dt, const void* a, const void* b, void* y, int m, int n, int k, bool ta, bool tb, const void* add = nullptr, int batch = 1,
+          int64_t strideB = 0) {
+  if (dt == F32 || m > kMaxRows || batch < 1 || strideB < 0 || (batch > 1 && add)) return false;
   Mode want = mode();
   Api& x = api();
   if (want == Mode::Off || !x.loaded) return false;
@@ -291,7 +302,9 @@ bool gemm(Context& c, int dt, const void* a, const void* b, void* y, int m, int 
   cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
   LTS_CHECK(cudaStreamIsCapturing(c.stream, &capture), "cudaStreamIsCapturing");
   bool capturing = capture != cudaStreamCaptureStatusNone;
-  Key key{dt, m, n, k, ta, tb, want, alignmentOf(a), alignmentOf(b), std::min(alignmentOf(y), add ? alignmentOf(add) : 256u)};
+  const char* lastB = static_cast<const char*>(b) + (batch - 1) * strideB * (int64_t)dtypeSize(dt);
+  Key key{dt, m, n, k, ta, tb, want, alignmentOf(a), std::min(alignmentOf(b), alignmentOf(lastB)), std::min(alignmentOf(y), add ? alignmentOf(add) : 256u), batch,
+          batch > 1 ? strideB : 0};
   auto it = s.plans.find(key);
   if (it == s.plans.end()) {
     Plan p;
@@ -300,6 +313,13 @@ bool gemm(Context& c, int dt, const void* a, const void* b, void* y, int m, int 
     bool made = x.descCreate(&p.desc, /*CUBLAS_COMPUTE_32F*/ 68, /*CUDA_R_32F*/ 0) == 0 && x.descSet(p.desc, kDescTransA, &opA, sizeof opA) == 0 &&
                 x.descSet(p.desc, kDescTransB, &opB, sizeof opB) == 0 && x.layoutCreate(&p.lb, t, tb ? k : n, tb ? n : k, tb ? k : n) == 0 &&
                 x.layoutCreate(&p.la, t, ta ? m : k, ta ? k : m, ta ? m : k) == 0 && x.layoutCreate(&p.ly, t, n, m, n) == 0;
+    if (made && batch > 1) {
+      // a is the same matrix for every product (stride 0), b's matrices strideB apart, y's packed.
+      const int64_t strides[3] = {0, strideB, (int64_t)m * n};
+      void* layouts[3] = {p.la, p.lb, p.ly};
+      for (int l = 0; l < 3 && made; l++)
+        made = x.layoutSet(layouts[l], kLayoutBatchCount, &batch, sizeof batch) == 0 && x.layoutSet(layouts[l], kLayoutBatchStride, &strides[l], sizeof strides[l]) == 0;
+    }
     void* pref = nullptr;
     size_t cap = kWorkspace;
     Heuristic h[kCandidates];
@@ -312,7 +332,7 @@ bool gemm(Context& c, int dt, const void* a, const void* b, void* y, int m, int 
     if (made) {
       // Timing runs the product into y several times: only where y overlaps neither input.
       auto* yc = static_cast<const char*>(y);
-      size_t es = dtypeSize(dt), yb = (size_t)m * n * es, ab = (size_t)m * k * es, bb = (size_t)n * k * es;
+      size_t es = dtypeSize(dt), yb = (size_t)batch * m * n * es, ab = (size_t)m * k * es, bb = ((size_t)(batch - 1) * strideB + (size_t)n * k) * es;
       auto apart = [&](const void* q, size_t qb) { return yc + yb <= static_cast<const char*>(q) || static_cast<const char*>(q) + qb <= yc; };
       bool time = want == Mode::Tune && !capturing && apart(a, ab) && apart(b, bb) && (!add || apart(add, yb));
       void* ws = time ? c.scratch(kWorkspace) : nullptr;  // the candidates' largest workspace, for timing only
@@ -409,12 +429,32 @@ void matmul(Context& c, const Args& args) {
   LTS_CHECK(cudaGetLastError(), "matmul kernel launch");
 }
 
+// p: [x, w, wNext, y]; i: [dtype, m, n, k]. y (2, m, n) = [x·wᵀ, x·wNextᵀ] for x (m, k) and two
+// weights (n, k), wNext at a higher address than w: one cuBLASLt launch of a strided batch of two
+// (x's stride 0, the weights' their address difference), where a decode layer above the small-M
+// kernel's rows would run two products of one input (the GLU's l1 and l2). Declines (nothing
+// enqueued) outside 16 bits and 5–256 rows, for weights in the other order, without cuBLASLt, or
+// with LIGHTNING_CUDA_PRODUCT_PAIR=0 (read at each call); src/kernels.ts then runs two products.
+void productPair(Context& c, const Args& args) {
+  int dt = (int)args.i.at(0);
+  int m = (int)args.i.at(1), n = (int)args.i.at(2), k = (int)args.i.at(3);
+  const char* env = getenv("LIGHTNING_CUDA_PRODUCT_PAIR");
+  if (env && strcmp(env, "0") && strcmp(env, "1")) throw std::runtime_error(std::string("LIGHTNING_CUDA_PRODUCT_PAIR: expected 0 or 1, got '") + env + "'");
+  auto* w = args.ptr<char>(1);
+  auto* wNext = args.ptr<char>(2);
+  const int64_t es = (int64_t)dtypeSize(dt), gap = wNext - w;
+  const bool fits = m > GEMV_MAX_M && k > 0 && n > 0 && gap >= (int64_t)n * k * es && gap % es == 0;
+  if ((env && !strcmp(env, "0")) || !fits || !lt::gemm(c, dt, args.ptr<void>(0), w, args.ptr<void>(3), m, n, k, false, true, nullptr, 2, gap / es))
+    c.declined = true;
+}
+
 }  // namespace
 
 std::string cublasStatus() { return cublas().status; }
 
 void registerMatmul(Registry& r) {
   r["matmul"] = matmul;
+  r["productPair"] = productPair;
   r["fusedLinear"] = fusedLinear;
   r["qkvuProjection"] = qkvuProjection;
 }

@@ -336,6 +336,26 @@ export function createKernels(rt: NativeRuntime): KernelTable<CudaStorage> {
     }
   };
 
+  /**
+   * x·w1ᵀ and x·w2ᵀ ((B, G) each) of one x (B, M): one cuBLASLt launch of both where the
+   * productPair launcher takes them (native/matmul.cu: the weight at the lower address first, the
+   * other as the batch's second matrix), else two products. Outputs from `temp`.
+   */
+  const gluProducts = (x: Ref, w1: Ref, w2: Ref, temp: (s: number[]) => Ref): [Ref, Ref] => {
+    const [B, M] = x.shape as [number, number];
+    const G = w1.shape[0];
+    const both = temp([2, B, G]);
+    const half = (i: number): Ref => {
+      const bytes = B * G * byteSize(x.dtype);
+      return { storage: { ptr: both.storage.ptr + i * bytes, byteLength: bytes }, shape: [B, G], dtype: x.dtype, size: B * G };
+    };
+    const w1First = w1.storage.ptr < w2.storage.ptr;
+    if (launch("productPair", [x, w1First ? w1 : w2, w1First ? w2 : w1, both], [code(x.dtype), B, G, M])) return w1First ? [half(0), half(1)] : [half(1), half(0)];
+    const [a, b] = [half(0), half(1)];
+    for (const [w, y] of [[w1, a], [w2, b]] as const) matmulLaunch(x, w, y, false, true);
+    return [a, b];
+  };
+
   // h: (B, M), qkvu: (4·hid, M), out: (M, hid), l1, l2: (G, M), l3: (M, G), state: f32 (B, H, D, E),
   // slopes: f32 (H)[, theta: (H, hd), positions: f32 (B)] → h2: (B, M), next state (over state with
   // inPlace). One persistent kernel (native/decode_layer.cu) for 1–4 rows of f16/bf16: its weights
@@ -405,9 +425,7 @@ export function createKernels(rt: NativeRuntime): KernelTable<CudaStorage> {
         const oRows: Ref = { ...o, shape: [B, hid] };
         linear([oRows, wo, u, h], h1, { norm: true, gate: true, product: false, residual: true });
         if (fold) {
-          const [a, b] = [temp([B, G]), temp([B, G])];
-          product(h1, w1, a);
-          product(h1, w2, b);
+          const [a, b] = gluProducts(h1, w1, w2, temp);
           launch("gluNorm", [a, b, h1, g], [dt, B, G, M], [eps]);
         } else {
           linear([h1, w1, w2], g, { norm: true, gate: false, product: true, residual: false });

@@ -31,6 +31,7 @@ import { closeness, describeBackends, seeded } from "@lightning-ts/testing";
 import { BatchDecoder, disposeParams, disposeState, initParams, makeConfig, mapParams, prefill, type TnlState } from "@lightning-ts/tnl";
 import { afterEach, beforeEach, expect, it } from "vitest";
 import { decodeLayerSuite } from "../../tensor/test/decode-layer-suite.js";
+import { LAUNCHERS } from "../src/codes.js";
 import type { CudaBackend, CudaStorage } from "../src/index.js";
 import "./setup.js";
 
@@ -58,7 +59,8 @@ type Switch =
   | "LIGHTNING_CUDA_DECODE_LAYER_BARRIER"
   | "LIGHTNING_CUDA_DECODE_LAYER_PREFETCH"
   | "LIGHTNING_CUDA_DECODE_LAYER_PREFETCH_MB"
-  | "LIGHTNING_CUDA_FOLD_NORM";
+  | "LIGHTNING_CUDA_FOLD_NORM"
+  | "LIGHTNING_CUDA_PRODUCT_PAIR";
 type Env = Partial<Record<Switch, string>>;
 
 /** Sets environment variables the native side reads at each call until `restore` is called. */
@@ -603,6 +605,73 @@ await describeBackends("decodeLayer: one persistent kernel for a TNL decode laye
       const x = makeInputs(rng, c, "bf16", gpu());
       expect(() => withEnv({ LIGHTNING_CUDA_FOLD_NORM: "yes" }, () => T.decodeLayer(x.h, w, stateOf(x, gpu()), x.slopes, optionsOf(x, c)))).toThrow(
         /LIGHTNING_CUDA_FOLD_NORM: expected 0 or 1, got 'yes'/,
+      );
+    } finally {
+      T.endScope(frame);
+    }
+  }, 180_000);
+  it("the folded chain runs l1's and l2's products as one launch, whichever weight lies first in memory: within the unfolded chain's error of float64 + u; LIGHTNING_CUDA_PRODUCT_PAIR=0 runs two", async () => {
+    // native/matmul.cu productPair: one cuBLASLt strided batch of two, x's stride 0 and the weights'
+    // their address difference. The launches are seen by wrapping the runtime's launch: the pair
+    // is asked for once a call, and accepted, or declined under the switch (two products then).
+    const rng = seeded(2917);
+    const u = UNIT.bf16;
+    const pairCode = LAUNCHERS.indexOf("productPair");
+    const rt = gpu().runtime as { launch: (code: number, ptrs: number[], ints: number[], floats: number[]) => boolean };
+    const pairLaunches = <R>(fn: () => R): [R, boolean[]] => {
+      const answers: boolean[] = [];
+      const own = Object.hasOwn(rt, "launch");
+      const launch = rt.launch;
+      rt.launch = function (code, ptrs, ints, floats) {
+        const ran = launch.call(this, code, ptrs, ints, floats);
+        if (code === pairCode) answers.push(ran);
+        return ran;
+      };
+      try {
+        return [fn(), answers];
+      } finally {
+        if (own) rt.launch = launch;
+        else delete (rt as Partial<typeof rt>).launch;
+      }
+    };
+    let n = 0;
+    for (const shape of [SMALL, TNL_436M]) {
+      const made = makeWeights(rng, shape, "bf16", gpu());
+      // The same weights with l1 and l2 swapped: the pair's first weight then lies above its second.
+      for (const w of [made, { ...made, l1: made.l2, l2: made.l1 }]) {
+        const w64 = await weights64(w);
+        for (const B of shape === SMALL ? [7, 33] : [5, 64]) {
+          const c: Case = { shape, B, lrpe: n % 2 === 1, activation: ACTIVATIONS[n++ % ACTIVATIONS.length] };
+          const label = `M ${shape.M}, G ${shape.G}, B ${B} ${c.activation}${c.lrpe ? " LRPE" : ""}, l1 ${w === made ? "below" : "above"} l2`;
+          const frame = T.beginScope();
+          try {
+            const x = makeInputs(rng, c, "bf16", gpu());
+            const ref = await float64Layer(x, w64, c);
+            const error = async (r: { h: T.Tensor; state: T.Tensor }) => [closeness(await r.h.data(), ref.h).relRms, closeness(await r.state.data(), ref.state).relRms];
+            const [paired, asked] = pairLaunches(() => T.decodeLayer(x.h, w, stateOf(x, gpu()), x.slopes, optionsOf(x, c)));
+            expect(asked, `${label}: one pair launch, accepted`).toEqual([true]);
+            const [two, declined] = withEnv({ LIGHTNING_CUDA_PRODUCT_PAIR: "0" }, () => pairLaunches(() => T.decodeLayer(x.h, w, stateOf(x, gpu()), x.slopes, optionsOf(x, c))));
+            expect(declined, `${label}: LIGHTNING_CUDA_PRODUCT_PAIR=0 declines the pair`).toEqual([false]);
+            const unfolded = withEnv({ LIGHTNING_CUDA_FOLD_NORM: "0" }, () => T.decodeLayer(x.h, w, stateOf(x, gpu()), x.slopes, optionsOf(x, c)));
+            const [[ph, ps], [th, ts], [ch, cs]] = [await error(paired), await error(two), await error(unfolded)];
+            console.log(`${label}: relative RMS vs float64, h2 paired ${ph.toExponential(2)}, two products ${th.toExponential(2)}, unfolded ${ch.toExponential(2)}; state ${ps.toExponential(2)} / ${ts.toExponential(2)} / ${cs.toExponential(2)}`);
+            expect(ch, `${label}: the unfolded chain's h2 error`).toBeLessThan(8 * u);
+            for (const [e, want, what] of [[ph, ch, "paired h2"], [ps, cs, "paired state"], [th, ch, "two-product h2"], [ts, cs, "two-product state"]] as const) {
+              expect(e, `${label}: ${what} error against the unfolded chain's + u`).toBeLessThanOrEqual(want + u);
+            }
+          } finally {
+            T.endScope(frame);
+          }
+        }
+      }
+    }
+    const c: Case = { shape: SMALL, B: 5, lrpe: false, activation: "silu" };
+    const frame = T.beginScope();
+    try {
+      const w = makeWeights(rng, SMALL, "bf16", gpu());
+      const x = makeInputs(rng, c, "bf16", gpu());
+      expect(() => withEnv({ LIGHTNING_CUDA_PRODUCT_PAIR: "yes" }, () => T.decodeLayer(x.h, w, stateOf(x, gpu()), x.slopes, optionsOf(x, c)))).toThrow(
+        /LIGHTNING_CUDA_PRODUCT_PAIR: expected 0 or 1, got 'yes'/,
       );
     } finally {
       T.endScope(frame);
