@@ -10,8 +10,12 @@
 // warp per row over 8-element packs for f16/bf16 with M % 8 == 0 and M ≤ 4,096, else 256 threads
 // per row in double). Products and sums that the chain computes in separate kernels are written
 // with __fmul_rn / __fadd_rn, so the compiler cannot contract them into an FMA the chain lacks.
+// rmsNormGate and the folded splitQkvu launch with programmatic dependent launch (gemv_device.cuh
+// launchPdl): each waits for the kernel before at entry, then lets the kernel after start (a decode
+// layer's state step loads its state while the split finishes).
 // Letters: B rows, H heads, hd head dim, hid = H·hd, M row width.
 #include "device.cuh"
+#include "gemv_device.cuh"
 
 namespace lts {
 namespace {
@@ -121,6 +125,8 @@ __global__ void __launch_bounds__(BLOCK_THREADS) addRmsNormBlockKernel(const T* 
 // o, u: (rows, M) → SRMSNorm(o) ⊙ u, the norm rounded to T before the product (as the chain stores it).
 template <bool VEC, class T>
 __global__ void __launch_bounds__(32) rmsNormGateWarpKernel(const T* __restrict__ o, const T* __restrict__ u, T* __restrict__ out, int M, float eps) {
+  waitForPrevious();
+  startNext();
   const int64_t off = (int64_t)blockIdx.x * M;
   const int lane = threadIdx.x, np = M >> 3;
   const float r = warpInvRms<VEC>(o + off, M, eps);
@@ -137,6 +143,8 @@ __global__ void __launch_bounds__(32) rmsNormGateWarpKernel(const T* __restrict_
 template <class T>
 __global__ void __launch_bounds__(BLOCK_THREADS) rmsNormGateBlockKernel(const T* __restrict__ o, const T* __restrict__ u, T* __restrict__ out, int64_t M, float eps) {
   __shared__ double sd[32];
+  waitForPrevious();
+  startNext();
   const int64_t off = (int64_t)blockIdx.x * M;
   const double r = blockInvRms(o + off, M, eps, sd);
   for (int64_t j = threadIdx.x; j < M; j += blockDim.x) {
@@ -223,6 +231,8 @@ template <bool VEC, class T>
 __global__ void __launch_bounds__(SPLIT_THREADS) splitQkvuNormKernel(const T* __restrict__ x, const T* __restrict__ h, int M, float eps, const void* __restrict__ theta, int thDt,
                                                                      const float* __restrict__ positions, T* __restrict__ q, T* __restrict__ k, T* __restrict__ v, T* __restrict__ u, int H,
                                                                      int hd, int act) {
+  waitForPrevious();
+  startNext();
   const int b = blockIdx.y, c = blockIdx.x * blockDim.x + threadIdx.x;
   const float scale = rowInvRms<VEC>(h + (int64_t)b * M, M, eps);
   if (c < H * hd) splitChannel(x + (int64_t)b * 4 * H * hd, b, c, scale, theta, thDt, positions, q, k, v, u, H, hd, act, true);
@@ -274,12 +284,12 @@ void rmsNormGate(Context& c, const Args& a) {
     const bool vec = allAligned(a, 3);
     LTS_DISPATCH_FLOAT(dt, T, {
       auto k = vec ? rmsNormGateWarpKernel<true, T> : rmsNormGateWarpKernel<false, T>;
-      k<<<(unsigned)rows, 32, 0, c.stream>>>(a.ptr<T>(0), a.ptr<T>(1), a.ptr<T>(2), (int)M, eps);
+      launchPdl(c, k, dim3((unsigned)rows), dim3(32), 0, "rmsNormGate kernel launch", a.ptr<T>(0), a.ptr<T>(1), a.ptr<T>(2), (int)M, eps);
     });
   } else {
-    LTS_DISPATCH_FLOAT(dt, T, rmsNormGateBlockKernel<T><<<(unsigned)rows, BLOCK_THREADS, 0, c.stream>>>(a.ptr<T>(0), a.ptr<T>(1), a.ptr<T>(2), M, eps));
+    LTS_DISPATCH_FLOAT(dt, T,
+                       launchPdl(c, rmsNormGateBlockKernel<T>, dim3((unsigned)rows), dim3(BLOCK_THREADS), 0, "rmsNormGate kernel launch", a.ptr<T>(0), a.ptr<T>(1), a.ptr<T>(2), M, eps));
   }
-  LTS_CHECK(cudaGetLastError(), "rmsNormGate kernel launch");
 }
 
 // p: [qkvu, theta (0 without LRPE), positions (0 without LRPE), q, k, v, u[, x]];
@@ -304,7 +314,8 @@ void splitQkvu(Context& c, const Args& a) {
     const float eps = (float)a.f.at(0);
     LTS_DISPATCH_HALF(dt, T, {
       auto k = vec ? splitQkvuNormKernel<true, T> : splitQkvuNormKernel<false, T>;
-      k<<<grid, SPLIT_THREADS, 0, c.stream>>>(a.ptr<T>(0), a.ptr<T>(7), (int)M, eps, theta, thDt, a.ptr<float>(2), a.ptr<T>(3), a.ptr<T>(4), a.ptr<T>(5), a.ptr<T>(6), (int)H, (int)hd, act);
+      launchPdl(c, k, grid, dim3(SPLIT_THREADS), 0, "splitQkvu kernel launch", a.ptr<T>(0), a.ptr<T>(7), (int)M, eps, theta, thDt, a.ptr<float>(2), a.ptr<T>(3), a.ptr<T>(4), a.ptr<T>(5),
+                a.ptr<T>(6), (int)H, (int)hd, act);
     });
   } else {
     LTS_DISPATCH_FLOAT(dt, T,

@@ -7,6 +7,7 @@
 #include <cstring>
 #include <stdexcept>
 #include <string>
+#include <utility>
 
 #include "device.cuh"
 
@@ -161,6 +162,25 @@ inline bool pdlEnabled() {
   if (!v || !*v || strcmp(v, "1") == 0) return true;
   if (strcmp(v, "0") == 0) return false;
   throw std::runtime_error(std::string("LIGHTNING_CUDA_PDL: expected 0 or 1, got '") + v + "'");
+}
+
+// Launches `kernel` with programmatic dependent launch where pdlEnabled() and the device has it
+// (sm_90+), plainly elsewhere. The kernel must call waitForPrevious() before it reads anything the
+// kernel before may write, and startNext() only after that wait, so that when a kernel starts,
+// every kernel before the one just before it has finished.
+template <class... Params, class... Args>
+void launchPdl(Context& c, void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, const char* what, Args&&... args) {
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = grid;
+  cfg.blockDim = block;
+  cfg.dynamicSmemBytes = smem;
+  cfg.stream = c.stream;
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr[0].val.programmaticStreamSerializationAllowed = 1;
+  cfg.attrs = attr;
+  cfg.numAttrs = pdlEnabled() && c.ccMajor >= 9 ? 1 : 0;
+  LTS_CHECK(cudaLaunchKernelEx(&cfg, kernel, std::forward<Args>(args)...), what);
 }
 
 }  // namespace lts

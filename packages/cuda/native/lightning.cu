@@ -13,6 +13,7 @@
 #include <mutex>
 #include <set>
 
+#include "gemv_device.cuh"
 #include "lightning.cuh"
 
 namespace lts {
@@ -122,6 +123,10 @@ __global__ void stepKernelVec4(const T* q, const T* k, const T* v, const float* 
 // every state element is read and written by the same thread, read first. STREAMING marks the state
 // evict-first in L1 and L2 (ld/st.global.cs): it is touched once per step. HEADS (b·h) share a
 // block; q and k of those heads are staged as f32 in shared memory, so a row costs one 16-byte load.
+// Launched with programmatic dependent launch (launchPdl): q, k, v and the slopes are read after
+// waitForPrevious(); with `early` (the caller knows that the kernel just before does not write the
+// state: a decode layer's projection or split) the first batch of state rows is loaded before it,
+// while that kernel finishes. The kernel after may start once every block is past its rows.
 template <bool STREAMING>
 __device__ __forceinline__ float4 loadState(const float4* p) {
   if constexpr (STREAMING) return __ldcs(p);
@@ -145,7 +150,7 @@ __device__ __forceinline__ void loadRows(float4 (&s)[R], const float4* Sb, int64
 
 template <class T, int LANES, int THREADS, int HEADS, int R, bool PIPELINED, bool STREAMING>
 __global__ void __launch_bounds__(THREADS) stepKernelRows(const T* q, const T* k, const T* v, const float* slopes, const float* S, T* o, float* Sn,
-                                                          int BH, int D, int E, int H) {
+                                                          int BH, int D, int E, int H, bool early) {
   constexpr int G = THREADS / (LANES * HEADS);  // row groups per head
   static_assert(G * LANES * HEADS == THREADS, "THREADS must split into LANES × G × HEADS");
   extern __shared__ float qk[];  // [q, k][HEADS][D] as f32
@@ -159,8 +164,10 @@ __global__ void __launch_bounds__(THREADS) stepKernelRows(const T* q, const T* k
   // The first batch, v and the decay are in flight while q and k are staged.
   float4 cur[R], ve = make_float4(0, 0, 0, 0);
   float lambda = 0;
+  if (active && early) loadRows<R, G, STREAMING>(cur, Sb, stride, g, D);
+  waitForPrevious();
   if (active) {
-    loadRows<R, G, STREAMING>(cur, Sb, stride, g, D);
+    if (!early) loadRows<R, G, STREAMING>(cur, Sb, stride, g, D);
     const T* vr = v + (int64_t)bh * E + e;
     ve = make_float4(toF(vr[0]), toF(vr[1]), toF(vr[2]), toF(vr[3]));
     lambda = expf(-slopes[bh % H]);
@@ -197,6 +204,7 @@ __global__ void __launch_bounds__(THREADS) stepKernelRows(const T* q, const T* k
       }
     }
   }
+  startNext();
   part[hh][g][lane] = acc;
   __syncthreads();
   if (g == 0 && active) {
@@ -317,31 +325,34 @@ const char* stepKindName(StepKind k) {
 // One configuration of stepKernelRows: LANES float4 columns per row (32 for E ≥ 128; 16 below, so
 // that E = 64 fills the warp), THREADS per block, HEADS (b·h) per block.
 template <class T, int LANES, int THREADS, int HEADS, int R, bool PIPELINED, bool STREAMING>
-void launchRows(Context& c, const Args& a, int BH, int D, int E, int H) {
+void launchRows(Context& c, const Args& a, int BH, int D, int E, int H, bool early) {
   constexpr int G = THREADS / (LANES * HEADS);
   dim3 grid((BH + HEADS - 1) / HEADS, (E + 4 * LANES - 1) / (4 * LANES)), block(LANES, G, HEADS);
   size_t shared = (size_t)2 * HEADS * D * sizeof(float);
-  stepKernelRows<T, LANES, THREADS, HEADS, R, PIPELINED, STREAMING><<<grid, block, shared, c.stream>>>(
-      a.ptr<T>(0), a.ptr<T>(1), a.ptr<T>(2), a.ptr<float>(3), a.ptr<float>(4), a.ptr<T>(5), a.ptr<float>(6), BH, D, E, H);
+  launchPdl(c, stepKernelRows<T, LANES, THREADS, HEADS, R, PIPELINED, STREAMING>, grid, block, shared, "lightningStep kernel launch", a.ptr<T>(0), a.ptr<T>(1),
+            a.ptr<T>(2), a.ptr<float>(3), a.ptr<float>(4), a.ptr<T>(5), a.ptr<float>(6), BH, D, E, H, early);
 }
 
 template <class T, int LANES>
-void launchCandidate(Context& c, const Args& a, StepKind kind, int BH, int D, int E, int H) {
+void launchCandidate(Context& c, const Args& a, StepKind kind, int BH, int D, int E, int H, bool early) {
   switch (kind) {
-    case StepKind::Rows: launchRows<T, LANES, 128, 1, 4, true, false>(c, a, BH, D, E, H); break;
-    case StepKind::Stream: launchRows<T, LANES, 128, 1, 4, true, true>(c, a, BH, D, E, H); break;
-    case StepKind::Block: launchRows<T, LANES, 512, 1, 8, false, true>(c, a, BH, D, E, H); break;
-    case StepKind::Pair: launchRows<T, LANES, 256, 2, 4, true, true>(c, a, BH, D, E, H); break;
+    case StepKind::Rows: launchRows<T, LANES, 128, 1, 4, true, false>(c, a, BH, D, E, H, early); break;
+    case StepKind::Stream: launchRows<T, LANES, 128, 1, 4, true, true>(c, a, BH, D, E, H, early); break;
+    case StepKind::Block: launchRows<T, LANES, 512, 1, 8, false, true>(c, a, BH, D, E, H, early); break;
+    case StepKind::Pair: launchRows<T, LANES, 256, 2, 4, true, true>(c, a, BH, D, E, H, early); break;
     // 4 lanes (16 columns) × 32 row groups: at D = 128 every row of a thread is one batch of loads.
-    case StepKind::Narrow: launchRows<T, 4, 128, 1, 4, false, true>(c, a, BH, D, E, H); break;
+    case StepKind::Narrow: launchRows<T, 4, 128, 1, 4, false, true>(c, a, BH, D, E, H, early); break;
     default: break;
   }
 }
 
-// p: [q, k, v, slopes, state, o, newState]; i: [dtype, B, H, D, E]. newState may be state itself.
+// p: [q, k, v, slopes, state, o, newState]; i: [dtype, B, H, D, E[, early]]. newState may be state
+// itself. early = 1: the kernel enqueued just before this one does not write the state, so the
+// stepKernelRows candidates may load it before that kernel has finished (see there).
 void step(Context& c, const Args& a) {
   int dt = (int)a.i.at(0);
   int B = (int)a.i.at(1), H = (int)a.i.at(2), D = (int)a.i.at(3), E = (int)a.i.at(4);
+  const bool early = a.i.size() > 5 && a.i.at(5) != 0;
   if (B * H == 0 || E == 0) return;
   StepKind kind = stepKind(B * H, D, E, alignedTo(a.ptr<float>(4), 16) && alignedTo(a.ptr<float>(6), 16));
   dim3 block(32, 8);
@@ -358,9 +369,9 @@ void step(Context& c, const Args& a) {
     LTS_DISPATCH_FLOAT(dt, T, stepKernelVec4<T, 32><<<grid, block, 0, c.stream>>>(a.ptr<T>(0), a.ptr<T>(1), a.ptr<T>(2), a.ptr<float>(3), a.ptr<float>(4),
                                                                                     a.ptr<T>(5), a.ptr<float>(6), D, E, H));
   } else if (E < 128) {
-    LTS_DISPATCH_FLOAT(dt, T, (launchCandidate<T, 16>(c, a, kind, B * H, D, E, H)));
+    LTS_DISPATCH_FLOAT(dt, T, (launchCandidate<T, 16>(c, a, kind, B * H, D, E, H, early)));
   } else {
-    LTS_DISPATCH_FLOAT(dt, T, (launchCandidate<T, 32>(c, a, kind, B * H, D, E, H)));
+    LTS_DISPATCH_FLOAT(dt, T, (launchCandidate<T, 32>(c, a, kind, B * H, D, E, H, early)));
   }
   LTS_CHECK(cudaGetLastError(), "lightningStep kernel launch");
 }

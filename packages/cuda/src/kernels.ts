@@ -421,7 +421,9 @@ export function createKernels(rt: NativeRuntime): KernelTable<CudaStorage> {
         } else {
           kernel("qkvuProjection")({ inputs: lrpe ? [h, wq, theta, positions] : [h, wq], outputs: [q, k, v, u], attrs: { heads, activation, lrpe, eps } });
         }
-        kernel("lightningStep")({ inputs: [q, k, v, slopes, state], outputs: [o, next], attrs: {} });
+        // The kernel just before (the projection or the split) does not write the state: the step
+        // may load it while that kernel finishes (native/lightning.cu, `early`).
+        launch("lightningStep", [q, k, v, slopes, state, o, next], [dt, B, H, D, E, 1]);
         const oRows: Ref = { ...o, shape: [B, hid] };
         linear([oRows, wo, u, h], h1, { norm: true, gate: true, product: false, residual: true });
         if (fold) {
