@@ -620,17 +620,23 @@ await describeBackends("decodeLayer: one persistent kernel for a TNL decode laye
     const rt = gpu().runtime as { launch: (code: number, ptrs: number[], ints: number[], floats: number[]) => boolean };
     const pairLaunches = <R>(fn: () => R): [R, boolean[]] => {
       const answers: boolean[] = [];
-      const own = Object.hasOwn(rt, "launch");
+      // The addon's methods are read-only properties of its prototype: an own property defined
+      // over them shadows the method, and deleting it brings the method back.
+      const own = Object.getOwnPropertyDescriptor(rt, "launch");
       const launch = rt.launch;
-      rt.launch = function (code, ptrs, ints, floats) {
-        const ran = launch.call(this, code, ptrs, ints, floats);
-        if (code === pairCode) answers.push(ran);
-        return ran;
-      };
+      Object.defineProperty(rt, "launch", {
+        configurable: true,
+        writable: true,
+        value(this: typeof rt, code: number, ptrs: number[], ints: number[], floats: number[]): boolean {
+          const ran = launch.call(this, code, ptrs, ints, floats);
+          if (code === pairCode) answers.push(ran);
+          return ran;
+        },
+      });
       try {
         return [fn(), answers];
       } finally {
-        if (own) rt.launch = launch;
+        if (own) Object.defineProperty(rt, "launch", own);
         else delete (rt as Partial<typeof rt>).launch;
       }
     };
