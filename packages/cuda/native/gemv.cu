@@ -285,17 +285,7 @@ void launch(Context& c, GemvArgs<T> a, size_t smem) {
   const int64_t perBlock = (tiles + grid - 1) / grid;
   a.prefetchTiles = (int)std::max<int64_t>(1, std::min<int64_t>(perBlock, L2_BUDGET / std::max<int64_t>(1, roundBytes)));
 
-  cudaLaunchConfig_t cfg = {};
-  cfg.gridDim = dim3(grid);
-  cfg.blockDim = dim3(THREADS);
-  cfg.dynamicSmemBytes = smem;
-  cfg.stream = c.stream;
-  cudaLaunchAttribute attr[1];
-  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attr[0].val.programmaticStreamSerializationAllowed = 1;
-  cfg.attrs = attr;
-  cfg.numAttrs = pdlEnabled() && c.ccMajor >= 9 ? 1 : 0;
-  LTS_CHECK(cudaLaunchKernelEx(&cfg, gemvKernel<T, M, PRO, EPI>, a), "gemv kernel launch");
+  launchPdl(c, gemvKernel<T, M, PRO, EPI>, dim3(grid), dim3(THREADS), smem, "gemv kernel launch", a);
 }
 
 template <class T, int PRO, int EPI>

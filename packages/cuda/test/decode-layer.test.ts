@@ -335,6 +335,12 @@ await describeBackends("decodeLayer: one persistent kernel for a TNL decode laye
       expect(call({ ...STREAM, LIGHTNING_CUDA_DECODE_LAYER_BARRIER: "spin" })).toThrow(/LIGHTNING_CUDA_DECODE_LAYER_BARRIER: expected atomic or red, got 'spin'/);
       expect(call({ ...STREAM, LIGHTNING_CUDA_DECODE_LAYER_PREFETCH: "all" })).toThrow(/LIGHTNING_CUDA_DECODE_LAYER_PREFETCH: expected none, lines or bulk, got 'all'/);
       expect(call({ ...STREAM, LIGHTNING_CUDA_DECODE_LAYER_PREFETCH_MB: "-3" })).toThrow(/LIGHTNING_CUDA_DECODE_LAYER_PREFETCH_MB: expected a whole number of MB, got '-3'/);
+      // The chain's switches above 4 rows (the fold of the SRMSNorms, the GLU's product pair).
+      const c5: Case = { ...c, B: 5 };
+      const x5 = makeInputs(rng, c5, "bf16", gpu());
+      const call5 = (e: Env) => () => withEnv(e, () => T.decodeLayer(x5.h, w, stateOf(x5, gpu()), x5.slopes, optionsOf(x5, c5)));
+      expect(call5({ LIGHTNING_CUDA_FOLD_NORM: "yes" })).toThrow(/LIGHTNING_CUDA_FOLD_NORM: expected 0 or 1, got 'yes'/);
+      expect(call5({ LIGHTNING_CUDA_PRODUCT_PAIR: "yes" })).toThrow(/LIGHTNING_CUDA_PRODUCT_PAIR: expected 0 or 1, got 'yes'/);
     } finally {
       T.endScope(frame);
     }
@@ -598,17 +604,6 @@ await describeBackends("decodeLayer: one persistent kernel for a TNL decode laye
         }
       }
     }
-    const c: Case = { shape: SMALL, B: 5, lrpe: false, activation: "silu" };
-    const frame = T.beginScope();
-    try {
-      const w = makeWeights(rng, SMALL, "bf16", gpu());
-      const x = makeInputs(rng, c, "bf16", gpu());
-      expect(() => withEnv({ LIGHTNING_CUDA_FOLD_NORM: "yes" }, () => T.decodeLayer(x.h, w, stateOf(x, gpu()), x.slopes, optionsOf(x, c)))).toThrow(
-        /LIGHTNING_CUDA_FOLD_NORM: expected 0 or 1, got 'yes'/,
-      );
-    } finally {
-      T.endScope(frame);
-    }
   }, 180_000);
   it("the folded chain runs l1's and l2's products as one launch, whichever weight lies first in memory: within the unfolded chain's error of float64 + u; LIGHTNING_CUDA_PRODUCT_PAIR=0 runs two", async () => {
     // native/matmul.cu productPair: one cuBLASLt strided batch of two, x's stride 0 and the weights'
@@ -670,17 +665,6 @@ await describeBackends("decodeLayer: one persistent kernel for a TNL decode laye
           }
         }
       }
-    }
-    const c: Case = { shape: SMALL, B: 5, lrpe: false, activation: "silu" };
-    const frame = T.beginScope();
-    try {
-      const w = makeWeights(rng, SMALL, "bf16", gpu());
-      const x = makeInputs(rng, c, "bf16", gpu());
-      expect(() => withEnv({ LIGHTNING_CUDA_PRODUCT_PAIR: "yes" }, () => T.decodeLayer(x.h, w, stateOf(x, gpu()), x.slopes, optionsOf(x, c)))).toThrow(
-        /LIGHTNING_CUDA_PRODUCT_PAIR: expected 0 or 1, got 'yes'/,
-      );
-    } finally {
-      T.endScope(frame);
     }
   }, 180_000);
 });
