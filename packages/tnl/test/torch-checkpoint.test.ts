@@ -57,7 +57,9 @@ beforeAll(async () => {
     }
   }
   reference = await loadCheckpoint(FIXTURE_DIR);
-}, 60_000);
+  // Seven Python runs of well under a second each alone; `pnpm test` runs every package's tests at
+  // once, and on a 2-core machine they have taken over a minute together.
+}, 300_000);
 afterAll(() => reference && disposeParams(reference.params));
 
 /** The reference model as the variant stores it: tied (lm_head = embedding) and/or rounded to bf16 through a safetensors file. */
