@@ -312,10 +312,7 @@ void launchEpilogue(Context& c, int m, int epi, const GemvArgs<T>& a, size_t sme
 // LIGHTNING_CUDA_GEMV: unset, empty or "1" uses the kernel, "0" leaves every matmul to cuBLAS
 // (read at each call, as LIGHTNING_CUDA_STEP is, so a bench or test can compare the two).
 bool enabled() {
-  const char* v = getenv("LIGHTNING_CUDA_GEMV");
-  if (!v || !*v || strcmp(v, "1") == 0) return true;
-  if (strcmp(v, "0") == 0) return false;
-  throw std::runtime_error(std::string("LIGHTNING_CUDA_GEMV: expected 0 or 1, got '") + v + "'");
+  return envSwitch("LIGHTNING_CUDA_GEMV", true);
 }
 
 // The dynamic shared memory the kernel needs for m rows of width k, or 0 where it does not apply

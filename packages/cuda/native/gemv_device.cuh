@@ -158,10 +158,7 @@ __device__ void normStagedRows(T* xs, const T* __restrict__ gate, int k, float e
 // LIGHTNING_CUDA_PDL: unset, empty or "1" launches with programmatic dependent launch on sm_90+,
 // "0" launches plainly (read at each call, so a bench can compare the two).
 inline bool pdlEnabled() {
-  const char* v = getenv("LIGHTNING_CUDA_PDL");
-  if (!v || !*v || strcmp(v, "1") == 0) return true;
-  if (strcmp(v, "0") == 0) return false;
-  throw std::runtime_error(std::string("LIGHTNING_CUDA_PDL: expected 0 or 1, got '") + v + "'");
+  return envSwitch("LIGHTNING_CUDA_PDL", true);
 }
 
 // Launches `kernel` with programmatic dependent launch where pdlEnabled() and the device has it

@@ -485,10 +485,7 @@ void launchEpilogue(Context& c, int nt, int epi, const MmaArgs<T>& a, size_t sme
 // LIGHTNING_CUDA_GEMV_MMA: "1" uses the kernel, unset, empty or "0" leaves those products to the
 // chain (read at each call, as LIGHTNING_CUDA_GEMV is, so a bench or test can compare the two).
 bool enabled() {
-  const char* v = getenv("LIGHTNING_CUDA_GEMV_MMA");
-  if (!v || !*v || strcmp(v, "0") == 0) return false;
-  if (strcmp(v, "1") == 0) return true;
-  throw std::runtime_error(std::string("LIGHTNING_CUDA_GEMV_MMA: expected 0 or 1, got '") + v + "'");
+  return envSwitch("LIGHTNING_CUDA_GEMV_MMA", false);
 }
 
 // How a launch of m rows runs: NT, the row groups, the ring's stages and bytes, the cluster size;

@@ -438,13 +438,12 @@ void matmul(Context& c, const Args& args) {
 void productPair(Context& c, const Args& args) {
   int dt = (int)args.i.at(0);
   int m = (int)args.i.at(1), n = (int)args.i.at(2), k = (int)args.i.at(3);
-  const char* env = getenv("LIGHTNING_CUDA_PRODUCT_PAIR");
-  if (env && strcmp(env, "0") && strcmp(env, "1")) throw std::runtime_error(std::string("LIGHTNING_CUDA_PRODUCT_PAIR: expected 0 or 1, got '") + env + "'");
+  const bool on = envSwitch("LIGHTNING_CUDA_PRODUCT_PAIR", true);
   auto* w = args.ptr<char>(1);
   auto* wNext = args.ptr<char>(2);
   const int64_t es = (int64_t)dtypeSize(dt), gap = wNext - w;
   const bool fits = m > GEMV_MAX_M && k > 0 && n > 0 && gap >= (int64_t)n * k * es && gap % es == 0;
-  if ((env && !strcmp(env, "0")) || !fits || !lt::gemm(c, dt, args.ptr<void>(0), w, args.ptr<void>(3), m, n, k, false, true, nullptr, 2, gap / es))
+  if (!on || !fits || !lt::gemm(c, dt, args.ptr<void>(0), w, args.ptr<void>(3), m, n, k, false, true, nullptr, 2, gap / es))
     c.declined = true;
 }
 

@@ -6,6 +6,8 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <cstdlib>
+#include <cstring>
 #include <map>
 #include <mutex>
 #include <stdexcept>
@@ -18,6 +20,16 @@
 namespace lts {
 
 inline size_t dtypeSize(int dt) { return kDTypeBytes[dt]; }
+
+// A 0/1 switch of the environment, read at each call so that one process can compare both sides:
+// unset or empty gives `byDefault`; any value but 0 or 1 is an error naming the variable.
+inline bool envSwitch(const char* var, bool byDefault) {
+  const char* v = getenv(var);
+  if (!v || !*v) return byDefault;
+  if (strcmp(v, "1") == 0) return true;
+  if (strcmp(v, "0") == 0) return false;
+  throw std::runtime_error(std::string(var) + ": expected 0 or 1, got '" + v + "'");
+}
 
 struct CudaError : std::runtime_error {
   using std::runtime_error::runtime_error;

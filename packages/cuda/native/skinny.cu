@@ -202,10 +202,7 @@ void launchTiles(Context& c, int nt, const SkinnyArgs<T>& a, int tiles, size_t s
 // (read at each product, so that a bench or test compares both in one process). Off by default:
 // slower than cuBLASLt at every decode batch measured (KERNELS.md).
 bool enabled() {
-  const char* v = getenv("LIGHTNING_CUDA_SKINNY");
-  if (!v || !*v || strcmp(v, "0") == 0) return false;
-  if (strcmp(v, "1") == 0) return true;
-  throw std::runtime_error(std::string("LIGHTNING_CUDA_SKINNY: expected 0 or 1, got '") + v + "'");
+  return envSwitch("LIGHTNING_CUDA_SKINNY", false);
 }
 
 struct Plan {
