@@ -16,6 +16,7 @@
 // Letters: B rows, H heads, hd head dim, hid = H·hd, M row width.
 #include "device.cuh"
 #include "gemv_device.cuh"
+#include "gemv_split.cuh"
 
 namespace lts {
 namespace {
@@ -153,24 +154,6 @@ __global__ void __launch_bounds__(BLOCK_THREADS) rmsNormGateBlockKernel(const T*
   }
 }
 
-// φ in the ops of the chain (elementwise.cu's Unary and BinaryF), each stored result rounded to T;
-// "none" passes the element through untouched, as the chain's slice copies it.
-template <class T>
-__device__ __forceinline__ T activate(T raw, int act) {
-  const float x = toF(raw);
-  switch (static_cast<QkvActivation>(act)) {
-    case QkvActivation::silu: return fromF<T>(x / (1.0f + expf(-x)));
-    case QkvActivation::relu: return fromF<T>(x > 0.0f ? x : 0.0f);
-    case QkvActivation::onePlusElu: {
-      // relu(x) + exp(minimum(x, 0)): relu and minimum are exact, exp and the sum are rounded.
-      const float r = x > 0.0f ? x : 0.0f;
-      const float m = isnan(x) ? NAN : fminf(x, 0.0f);
-      return fromF<T>(__fadd_rn(toF(fromF<T>(r)), toF(fromF<T>(expf(m)))));
-    }
-    default: return raw;
-  }
-}
-
 // qkvu: (B, 4·hid) → q, k: (B, H, D), v: (B, H, hd), u: (B, hid); with LRPE (theta: (H, hd) of
 // dtype thDt, positions: f32 (B)) D = 2·hd and q = [a ⊙ cos(θp), a ⊙ sin(θp)], else D = hd.
 // One thread per (row, channel c = h·hd + d): it writes q, k (both halves), v and u there.
@@ -189,15 +172,10 @@ __device__ __forceinline__ void splitChannel(const T* __restrict__ row, int b, i
     k[i] = ak;
     return;
   }
-  // The phase in f32 (θ widened exactly), cos and sin in f32, each rounded to T before its product.
   const int h = c / hd, d = c % hd;
-  const float angle = __fmul_rn((float)loadAny(theta, thDt, c), positions[b]);
-  const float cs = toF(fromF<T>(cosf(angle))), sn = toF(fromF<T>(sinf(angle)));
   const int64_t o = ((int64_t)b * H + h) * 2 * hd + d;
-  q[o] = fromF<T>(__fmul_rn(toF(aq), cs));
-  q[o + hd] = fromF<T>(__fmul_rn(toF(aq), sn));
-  k[o] = fromF<T>(__fmul_rn(toF(ak), cs));
-  k[o + hd] = fromF<T>(__fmul_rn(toF(ak), sn));
+  lrpePair(aq, theta, thDt, c, positions[b], q[o], q[o + hd]);
+  lrpePair(ak, theta, thDt, c, positions[b], k[o], k[o + hd]);
 }
 
 template <class T>

@@ -18,8 +18,9 @@ struct SplitArgs {
   int heads, hd, act;
 };
 
-// φ of splitQkvu in the ops of its chain, each stored result rounded to T: the same function as
-// native/decode.cu's `activate`, so that the projection's epilogue gives splitQkvu's bits.
+// φ of splitQkvu in the ops of its chain, each stored result rounded to T; "none" passes the
+// element through untouched, as the chain's slice copies it. splitQkvu (native/decode.cu) and the
+// projections' epilogue both take it (and lrpePair below), so that they give the same bits.
 template <class T>
 __device__ __forceinline__ T activate(T raw, int act) {
   const float x = toF(raw);
@@ -27,12 +28,24 @@ __device__ __forceinline__ T activate(T raw, int act) {
     case QkvActivation::silu: return fromF<T>(x / (1.0f + expf(-x)));
     case QkvActivation::relu: return fromF<T>(x > 0.0f ? x : 0.0f);
     case QkvActivation::onePlusElu: {
+      // relu(x) + exp(minimum(x, 0)): relu and minimum are exact, exp and the sum are rounded.
       const float r = x > 0.0f ? x : 0.0f;
       const float m = isnan(x) ? NAN : fminf(x, 0.0f);
       return fromF<T>(__fadd_rn(toF(fromF<T>(r)), toF(fromF<T>(expf(m)))));
     }
     default: return raw;
   }
+}
+
+// LRPE of an activated q or k channel c (θ: (H, hd) of dtype thDt) at `position`: a·cos(θp) and
+// a·sin(θp). The phase in f32 (θ widened exactly), cos and sin in f32, each rounded to T before its
+// product, each product rounded to T.
+template <class T>
+__device__ __forceinline__ void lrpePair(T a, const void* theta, int thDt, int c, float position, T& first, T& second) {
+  const float angle = __fmul_rn((float)loadAny(theta, thDt, c), position);
+  const float cs = toF(fromF<T>(cosf(angle))), sn = toF(fromF<T>(sinf(angle)));
+  first = fromF<T>(__fmul_rn(toF(a), cs));
+  second = fromF<T>(__fmul_rn(toF(a), sn));
 }
 
 // Element (b, row) of qkvu, rounded to T as the projection stores it, written where splitQkvu
@@ -54,11 +67,8 @@ __device__ __forceinline__ void storeSplit(const SplitArgs<T>& s, int b, int row
     return;
   }
   const int h = c / s.hd, d = c - h * s.hd;
-  const float angle = __fmul_rn((float)loadAny(s.theta, s.thDt, c), s.positions[b]);
-  const float cs = toF(fromF<T>(cosf(angle))), sn = toF(fromF<T>(sinf(angle)));
   const int64_t o = ((int64_t)b * s.heads + h) * 2 * s.hd + d;
-  out[o] = fromF<T>(__fmul_rn(toF(a), cs));
-  out[o + s.hd] = fromF<T>(__fmul_rn(toF(a), sn));
+  lrpePair(a, s.theta, s.thDt, c, s.positions[b], out[o], out[o + s.hd]);
 }
 
 }  // namespace lts
