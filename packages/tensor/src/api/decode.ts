@@ -195,6 +195,12 @@ export interface DecodeLayerOptions extends QkvuProjectionOptions {
    * differentiable (nor is the op).
    */
   inPlace?: boolean;
+  /**
+   * Prompt segments, as lightningStep takes them: i32 [S + 1] for a state of S ≤ B rows; h's rows
+   * are then tokens (row b < S the last token of state row b, the others earlier tokens after
+   * them), every op but the step works row by row, and positions are per token row.
+   */
+  segments?: Tensor;
 }
 
 /**
@@ -216,11 +222,14 @@ export interface DecodeLayerOptions extends QkvuProjectionOptions {
 export function decodeLayer(h: Tensor, weights: DecodeLayerWeights, state: Tensor, slopes: Tensor, options: DecodeLayerOptions): { h: Tensor; state: Tensor } {
   const op = "decodeLayer";
   if (weights === null || typeof weights !== "object") argError(op, "weights", "an object { qkvu, out, l1, l2, l3 }", String(weights));
-  if (options === null || typeof options !== "object") argError(op, "options", "an object { heads, eps?, activation?, theta?, positions?, inPlace? }", String(options));
+  if (options === null || typeof options !== "object") argError(op, "options", "an object { heads, eps?, activation?, theta?, positions?, inPlace?, segments? }", String(options));
   const { attrs, rope } = projectionAttrs(op, options);
   const inPlace = options.inPlace ?? false;
   if (typeof inPlace !== "boolean") argError(op, "options.inPlace", "a boolean", JSON.stringify(inPlace) ?? String(inPlace));
+  const { segments } = options;
+  if (segments !== undefined && !(segments instanceof Tensor)) argError(op, "options.segments", "an i32 Tensor [S + 1]", typeof segments);
   const { qkvu, out, l1, l2, l3 } = weights;
-  const [h2, next] = runOp(op, [h, qkvu, out, l1, l2, l3, state, slopes, ...rope], attrs, undefined, inPlace ? { into: [undefined, state] } : undefined);
+  const inputs = [h, qkvu, out, l1, l2, l3, state, slopes, ...rope, ...(segments ? [segments] : [])];
+  const [h2, next] = runOp(op, inputs, attrs, undefined, inPlace ? { into: [undefined, state] } : undefined);
   return { h: h2, state: next };
 }

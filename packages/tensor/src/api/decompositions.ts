@@ -213,10 +213,13 @@ export const DECOMPOSITIONS: DecompositionTable = {
   // The decode step's layer as it ran before the op, five ops in this order and with these options
   // (so its bits are theirs). A new state placed over the old one (decodeLayer's inPlace) is
   // written by lightningStep in place, as the step wrote it.
-  decodeLayer([h, qkvu, out, l1, l2, l3, state, slopes, theta, positions], { heads, activation, lrpe, eps }, into) {
+  decodeLayer([h, qkvu, out, l1, l2, l3, state, slopes, ...more], { heads, activation, lrpe, eps }, into) {
     const B = h.shape[0];
+    const [theta, positions] = lrpe ? more : [];
+    const segments = more[lrpe ? 2 : 0];
     const { q, k, v, u } = qkvuProjection(h, qkvu, { heads, activation, eps, ...(lrpe ? { theta, positions } : {}) });
-    const [o, next] = runOp("lightningStep", [q, k, v, slopes, state], {}, undefined, into?.[1] ? { into: [undefined, into[1]] } : undefined);
+    const step = segments ? [q, k, v, slopes, state, segments] : [q, k, v, slopes, state];
+    const [o, next] = runOp("lightningStep", step, {}, undefined, into?.[1] ? { into: [undefined, into[1]] } : undefined);
     const h1 = fusedLinear(reshape(o, [B, u.shape[1]]), out, { norm: { eps, gate: u }, residual: h });
     const g = fusedLinear(h1, l1, { norm: { eps }, second: l2 });
     return [fusedLinear(g, l3, { residual: h1 }), next];

@@ -11,7 +11,7 @@ import type { DType } from "../dtype.js";
 import { runOp } from "../engine.js";
 import { argError } from "../errors.js";
 import { add, arange, cast, exp, mul, neg, reshape, sub, tensor } from "./ops.js";
-import type { Tensor } from "../tensor.js";
+import { Tensor } from "../tensor.js";
 import type { LightningAttentionAttrs } from "../ops/attrs.js";
 
 /** Block size of the chunked kernel unless one is given (the official LA-2 kernels use 64). */
@@ -128,23 +128,38 @@ export interface LightningStepOptions {
    * differentiable: a gradient tape refuses it.
    */
   inPlace?: boolean;
+  /**
+   * Prompt segments: several tokens of a sequence in one step. i32 [B + 1] offsets for a state of
+   * B rows, with q, k, v of N ≥ B token rows: state row b steps through rows B + s[b] …
+   * B + s[b + 1] − 1 in order, then row b (its last token), as that many one-token steps would,
+   * so rows 0 … B − 1 of the output are each sequence's last token. The offsets must rise from
+   * s[0] ≥ 0 to s[B] ≤ N − B; rows from B + s[B] on are stepped by no sequence and their output
+   * is zero. An offset table a kernel finds out of order is an error (on a GPU, at the next read).
+   */
+  segments?: Tensor;
 }
 
 /**
  * One recurrent decode step: S ← λ S + kᵀ v, o = q S, for q, k [B, H, D], v [B, H, E] and a state
  * [B, H, D, E] f32. Returns the output [B, H, E] and the new state; the old state is untouched,
- * unless `inPlace` writes the new state over it.
+ * unless `inPlace` writes the new state over it. With `segments`, a sequence steps several tokens.
  *
  * @example
  * const { output, state: next } = lightningStep(q, k, v, slopes, state);            // new storage
  * const inPlace = lightningStep(q, k, v, slopes, state, { inPlace: true });        // over state
  * inPlace.state.handle === state.handle; // true: state now holds the new values
+ * // Two sequences; the first steps two tokens (rows 2 and 0), the second one (row 1):
+ * const seg = tensor([0, 1, 1], [3], { dtype: "i32" });
+ * const two = lightningStep(q3, k3, v3, slopes, state2, { segments: seg }); // q3: [3, H, D]
  */
 export function lightningStep(q: Tensor, k: Tensor, v: Tensor, slopes: Tensor, state: Tensor, options: LightningStepOptions = {}): { output: Tensor; state: Tensor } {
-  if (options === null || typeof options !== "object") argError("lightningStep", "options", "an object { inPlace?: boolean }", String(options));
+  if (options === null || typeof options !== "object") argError("lightningStep", "options", "an object { inPlace?: boolean, segments?: Tensor }", String(options));
   const inPlace = options.inPlace ?? false;
   if (typeof inPlace !== "boolean") argError("lightningStep", "options.inPlace", "a boolean", JSON.stringify(inPlace) ?? String(inPlace));
-  const [output, next] = runOp("lightningStep", [q, k, v, slopes, state], {}, undefined, inPlace ? { into: [undefined, state] } : undefined);
+  const { segments } = options;
+  if (segments !== undefined && !(segments instanceof Tensor)) argError("lightningStep", "options.segments", "an i32 Tensor [B + 1]", typeof segments);
+  const inputs = segments ? [q, k, v, slopes, state, segments] : [q, k, v, slopes, state];
+  const [output, next] = runOp("lightningStep", inputs, {}, undefined, inPlace ? { into: [undefined, state] } : undefined);
   return { output: output, state: next };
 }
 

@@ -14,6 +14,7 @@
  * Letters: B batch, H heads, T time, D query/key head dim, E value head dim, C block size.
  */
 import type { Kernel } from "../backend.js";
+import { argError } from "../errors.js";
 import { createGemmLightning } from "./lightning-gemm.js";
 import { type CpuRef, type CpuStorage, type FloatArray, readFloat, storeAs, view } from "./storage.js";
 
@@ -355,67 +356,108 @@ export function createLightningKernels(matmul: Matmul) {
   return { lightningAttention: forward, lightningAttentionBackward: backward, lightningStep: stepKernel };
 }
 
-// q, k: (B, H, D); v: (B, H, E); slopes: (H); state: (B, H, D, E) → o: (B, H, E), newState: (B, H, D, E)
-// newState may be state's own storage (ALIASED_OUTPUTS): the scalar step copies the state before
-// writing, and the fused one reads each state element just before it writes the same element.
+// q, k: (N, H, D); v: (N, H, E); slopes: (H); state: (B, H, D, E)[, segments: i32 (B + 1)] →
+// o: (N, H, E), newState: (B, H, D, E); N = B without segments. newState may be state's own storage
+// (ALIASED_OUTPUTS): the scalar step copies the state before writing, and the fused one reads each
+// state element just before it writes the same element.
 const stepKernel: Kernel<"lightningStep", CpuStorage> = (call) => {
   if (call.inputs[4].dtype === "f64") stepScalar(call);
   else stepFused(call);
 };
 
-/** The reference step in float64: decay, rank-1 update and output as three passes over each state. */
-const stepScalar: Kernel<"lightningStep", CpuStorage> = ({ inputs: [qr, kr, vr, sr, stater], outputs: [o, sOut] }) => {
-  const [B, H, D] = qr.shape as [number, number, number];
+/**
+ * The token rows each state row steps through, in order: without segments row b alone; with them
+ * rows B + s[b] … B + s[b + 1] − 1, then b. Offsets out of order are refused, naming the first.
+ */
+function tokenRows(segments: CpuRef | undefined, B: number, N: number): number[][] {
+  if (!segments) return Array.from({ length: B }, (_, b) => [b]);
+  const s = view(segments) as Int32Array;
+  const extra = N - B;
+  for (let b = 0; b <= B; b++) {
+    const low = b === 0 ? 0 : s[b - 1];
+    if (!(s[b] >= low && s[b] <= extra)) {
+      argError("lightningStep", "segments", `offsets rising from 0 to at most N − B = ${extra} (s[${b}] in [${low}, ${extra}])`, `s[${b}] = ${s[b]}`);
+    }
+  }
+  return Array.from({ length: B }, (_, b) => [...Array.from({ length: s[b + 1] - s[b] }, (_, j) => B + s[b] + j), b]);
+}
+
+/** The rows of o no segment names (from B + s[B] on) are zero. */
+function firstUnused(segments: CpuRef | undefined, B: number, N: number): number {
+  return segments ? B + (view(segments) as Int32Array)[B] : N;
+}
+
+/** The reference step in float64: decay, rank-1 update and output as three passes over each state, per token. */
+const stepScalar: Kernel<"lightningStep", CpuStorage> = ({ inputs: [qr, kr, vr, sr, stater, segr], outputs: [o, sOut] }) => {
+  const [N, H, D] = qr.shape as [number, number, number];
+  const B = stater.shape[0];
   const E = vr.shape[2];
+  const rows = tokenRows(segr, B, N);
   const q = readFloat(qr);
   const k = readFloat(kr);
   const v = readFloat(vr);
   const slopes = view(sr) as Float32Array;
   const S = Float64Array.from(readFloat(stater));
-  const out = new Float64Array(B * H * E);
-  for (let bh = 0; bh < B * H; bh++) {
-    const Sh = S.subarray(bh * D * E, (bh + 1) * D * E);
-    scale(Sh, Math.exp(-slopes[bh % H]));
-    outer(Sh, 1, k, bh * D, v, bh * E, D, E);
-    rowTimesState(out, bh * E, 1, q, bh * D, Sh, D, E);
+  const out = new Float64Array(N * H * E);
+  for (let b = 0; b < B; b++) {
+    for (let h = 0; h < H; h++) {
+      const bh = b * H + h;
+      const Sh = S.subarray(bh * D * E, (bh + 1) * D * E);
+      for (const t of rows[b]) {
+        const th = t * H + h;
+        scale(Sh, Math.exp(-slopes[h]));
+        outer(Sh, 1, k, th * D, v, th * E, D, E);
+        rowTimesState(out, th * E, 1, q, th * D, Sh, D, E);
+      }
+    }
   }
   storeAs(o, out);
   storeAs(sOut, S);
 };
 
 /**
- * The f32 step (f16/bf16 inputs decoded; the state is f32 for them): one pass over each state that
- * decays, adds kᵀv, writes the new state straight into the output storage and accumulates o = qS.
- * A decode step is bound by reading and writing the state once; the scalar twin's float64 copy and
- * three separate passes made it ~30× slower than that.
+ * The f32 step (f16/bf16 inputs decoded; the state is f32 for them): one pass over each state per
+ * token that decays, adds kᵀv, writes the new state straight into the output storage and
+ * accumulates o = qS. A decode step is bound by reading and writing the state once; the scalar
+ * twin's float64 copy and three separate passes made it ~30× slower than that.
  */
-const stepFused: Kernel<"lightningStep", CpuStorage> = ({ inputs: [qr, kr, vr, sr, stater], outputs: [o, sOut] }) => {
-  const [B, H, D] = qr.shape as [number, number, number];
+const stepFused: Kernel<"lightningStep", CpuStorage> = ({ inputs: [qr, kr, vr, sr, stater, segr], outputs: [o, sOut] }) => {
+  const [N, H, D] = qr.shape as [number, number, number];
+  const B = stater.shape[0];
   const E = vr.shape[2];
+  const rows = tokenRows(segr, B, N);
   const q = readFloat(qr);
   const k = readFloat(kr);
   const v = readFloat(vr);
   const slopes = view(sr) as Float32Array;
   const S = readFloat(stater);
   const next = view(sOut) as Float32Array;
-  const out = o.dtype === "f32" ? (view(o) as Float32Array) : new Float32Array(B * H * E);
+  const out = o.dtype === "f32" ? (view(o) as Float32Array) : new Float32Array(N * H * E);
   const acc = new Float64Array(E);
-  for (let bh = 0; bh < B * H; bh++) {
-    const lambda = Math.exp(-slopes[bh % H]);
-    const base = bh * D * E;
-    const vi = bh * E;
-    acc.fill(0);
-    for (let d = 0; d < D; d++) {
-      const kd = k[bh * D + d];
-      const qd = q[bh * D + d];
-      const row = base + d * E;
-      for (let e = 0; e < E; e++) {
-        const s = Math.fround(lambda * S[row + e] + kd * v[vi + e]);
-        next[row + e] = s;
-        acc[e] += qd * s;
-      }
+  for (let b = 0; b < B; b++) {
+    for (let h = 0; h < H; h++) {
+      const lambda = Math.exp(-slopes[h]);
+      const base = (b * H + h) * D * E;
+      rows[b].forEach((t, j) => {
+        // The first token reads the state passed in, the later ones the state the token before wrote.
+        const from = j === 0 ? S : next;
+        const th = t * H + h;
+        const vi = th * E;
+        acc.fill(0);
+        for (let d = 0; d < D; d++) {
+          const kd = k[th * D + d];
+          const qd = q[th * D + d];
+          const row = base + d * E;
+          for (let e = 0; e < E; e++) {
+            const s = Math.fround(lambda * from[row + e] + kd * v[vi + e]);
+            next[row + e] = s;
+            acc[e] += qd * s;
+          }
+        }
+        for (let e = 0; e < E; e++) out[vi + e] = acc[e];
+      });
     }
-    for (let e = 0; e < E; e++) out[vi + e] = acc[e];
   }
+  out.fill(0, firstUnused(segr, B, N) * H * E);
   if (out.buffer !== o.storage.bytes.buffer) storeAs(o, out);
 };

@@ -204,7 +204,8 @@ export interface OpAttrs {
   /**
    * A whole TNL layer of a decode step (api/decode.ts `decodeLayer`): (h [B, M], qkvu [4·H·hd, M],
    * out [M, H·hd], l1 [G, M], l2 [G, M], l3 [M, G], state [B, H, D, E] (E = hd; f32, f64 for f64),
-   * slopes f32 [H], with `lrpe` theta [H, hd] and positions [B]) → (h2 [B, M], next state): the
+   * slopes f32 [H], with `lrpe` theta [H, hd] and positions [B], then optionally segments i32
+   * [S + 1] for a state of S ≤ B rows, as lightningStep takes them) → (h2 [B, M], next state): the
    * chain qkvuProjection → lightningStep → fusedLinear (out, gated, + h) → fusedLinear (l1·l2) →
    * fusedLinear (l3, + h1).
    */
@@ -232,7 +233,8 @@ export interface OpAttrs {
   lightningState: LightningStateAttrs;
   /**
    * One decode step: (q [B,H,D], k [B,H,D], v [B,H,E], slopes [H], state [B,H,D,E], f32 or f64 as q)
-   * → (o [B,H,E], newState [B,H,D,E]).
+   * → (o [B,H,E], newState [B,H,D,E]). With prompt segments (i32 [B + 1]) q, k, v and o have N ≥ B
+   * token rows: state row b steps rows B + s[b] … B + s[b + 1] − 1, then row b (api/lightning.ts).
    */
   lightningStep: None;
   // Optimizers: no gradient.

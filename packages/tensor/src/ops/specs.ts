@@ -58,6 +58,20 @@ function requireShape(op: string, arg: string, t: TensorInfo, shape: Shape): voi
   }
 }
 
+/**
+ * Prompt segments of a decode step (lightningStep, decodeLayer): i32 [B + 1] for a state of B rows
+ * and N ≥ B token rows. Returns B. The offsets themselves are data: kernels check them as they read.
+ */
+function checkSegments(op: string, segments: TensorInfo, state: TensorInfo, N: number): number {
+  requireDType(op, "segments", segments, "i32");
+  requireRank(op, "segments", segments, 1);
+  requireRank(op, "state", state, 4);
+  const B = state.shape[0];
+  requireShape(op, "segments", segments, [B + 1]);
+  if (N < B) argError(op, "segments", `a state of at most ${N} rows (one token row per state row at least, N = ${N})`, `a state of ${B} rows`);
+  return B;
+}
+
 const unary = <K extends OpName>(op: K): OpSpec<K> => ({
   inputs: ["x"],
   infer([x]) {
@@ -521,10 +535,13 @@ export const OP_SPECS: OpSpecTable = {
   },
   decodeLayer: {
     inputs: ["h", "qkvu", "out", "l1", "l2", "l3", "state", "slopes"],
-    optional: ["theta", "positions"],
+    optional: ["theta", "positions", "segments"],
     infer(inputs, attrs) {
       const op = "decodeLayer";
-      const [h, qkvu, out, l1, l2, l3, state, slopes, ...rest] = inputs;
+      const [h, qkvu, out, l1, l2, l3, state, slopes, ...more] = inputs;
+      // theta and positions with lrpe, then segments where given.
+      const segmented = more.length === (attrs.lrpe === true ? 3 : 1);
+      const rest = segmented ? more.slice(0, -1) : more;
       requireFloat(op, "h", h);
       requireRank(op, "h", h, 2);
       const [B, M] = h.shape as [number, number];
@@ -549,12 +566,14 @@ export const OP_SPECS: OpSpecTable = {
       shaped("l3", l3, [M, G], `[M, G]: M = ${M} from h, G = ${G} from l1`);
       requireDType(op, "state", state, stateDType(h.dtype));
       const dWhy = attrs.lrpe ? `D = 2·hd = ${D} with LRPE` : `D = hd = ${D}`;
-      shaped("state", state, [B, H, D, hd], `[B, H, D, E]: B = ${B} from h, H = ${H}, ${dWhy}, E = hd = ${hd}`);
+      const rows = segmented ? checkSegments(op, more[more.length - 1], state, B) : B;
+      const rowsWhy = segmented ? `B = ${rows} from segments` : `B = ${B} from h`;
+      shaped("state", state, [rows, H, D, hd], `[B, H, D, E]: ${rowsWhy}, H = ${H}, ${dWhy}, E = hd = ${hd}`);
       requireDType(op, "slopes", slopes, "f32");
       requireShape(op, "slopes", slopes, [H]);
       return [
         { shape: [B, M], dtype: h.dtype },
-        { shape: [B, H, D, hd], dtype: state.dtype },
+        { shape: [rows, H, D, hd], dtype: state.dtype },
       ];
     },
   },
@@ -665,23 +684,25 @@ export const OP_SPECS: OpSpecTable = {
   },
   lightningStep: {
     inputs: ["q", "k", "v", "slopes", "state"],
-    infer([q, k, v, slopes, state]) {
+    optional: ["segments"],
+    infer([q, k, v, slopes, state, segments]) {
       const op = "lightningStep";
       requireFloat(op, "q", q);
       requireRank(op, "q", q, 3);
-      const [B, H, D] = q.shape as [number, number, number];
+      const [N, H, D] = q.shape as [number, number, number];
       requireSameDType(op, "k", q, k);
       requireSameDType(op, "v", q, v);
-      requireShape(op, "k", k, [B, H, D]);
+      requireShape(op, "k", k, [N, H, D]);
       requireRank(op, "v", v, 3);
-      if (v.shape[0] !== B || v.shape[1] !== H) argError(op, "v", `shape [${B}, ${H}, E]`, fmtShape(v.shape));
+      if (v.shape[0] !== N || v.shape[1] !== H) argError(op, "v", `shape [${N}, ${H}, E]`, fmtShape(v.shape));
       const E = v.shape[2];
       requireDType(op, "slopes", slopes, "f32");
       requireShape(op, "slopes", slopes, [H]);
       requireDType(op, "state", state, stateDType(q.dtype));
+      const B = segments ? checkSegments(op, segments, state, N) : N;
       requireShape(op, "state", state, [B, H, D, E]);
       return [
-        { shape: [B, H, E], dtype: q.dtype },
+        { shape: [N, H, E], dtype: q.dtype },
         { shape: [B, H, D, E], dtype: stateDType(q.dtype) },
       ];
     },

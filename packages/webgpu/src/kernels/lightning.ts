@@ -26,7 +26,7 @@
  * Letters: B batch, H heads, T time, D query/key head dim, E value head dim, C block size; in the
  * generic scan Y is the dim of a and b, X the dim of c and of the outputs.
  */
-import { type Kernel, type KernelTable, type TensorRef } from "@lightning-ts/tensor";
+import { type Kernel, type KernelTable, type TensorRef, UnsupportedOpError } from "@lightning-ts/tensor";
 import type { Runtime } from "../runtime.js";
 import { groups, type Ref, viaF32, widenToF32 } from "./common.js";
 import { kernelChoices } from "./choices.js";
@@ -375,7 +375,10 @@ export function lightningKernels(rt: Runtime, maxWorkgroupBytes: number) {
   // one buffer as read-only and read-write storage in one dispatch, so that case is its own
   // pipeline that binds the state once, read-write: each invocation reads a state element and then
   // writes it, and no other invocation touches it, so the bits are those of the two-buffer kernel.
-  const lightningStep: Kernel<"lightningStep", GPUBuffer> = ({ inputs: [q, k, v, slopes, state], outputs: [o, next] }) => {
+  const lightningStep: Kernel<"lightningStep", GPUBuffer> = ({ inputs: [q, k, v, slopes, state, segments], outputs: [o, next] }) => {
+    // Several tokens a sequence in one step are for a decoder that records its steps (CUDA graphs);
+    // here a sequence steps one token a call.
+    if (segments) throw new UnsupportedOpError("lightningStep", "webgpu", "prompt segments (options.segments) are not implemented; step one token per row");
     const [B, H, D] = q.shape as [number, number, number];
     const E = v.shape[2];
     const dt = q.dtype;
