@@ -7,6 +7,7 @@
 // LIGHTNING_CUDA_DEBUG=1 prints the kernel chosen, once per (op, dtype, shape), to stderr. The
 // decode step runs "vec4" unless LIGHTNING_CUDA_STEP names another of its kernels (see `step`).
 // Letters: B batch, H heads, T time, D query/key head dim, E value head dim.
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -48,70 +49,120 @@ void debugNote(Context& c, const char* op, int dt, LightningDims d, bool backwar
   fprintf(stderr, "[lightning-cuda] %s -> %s\n", key, lightningKernelName(c, dt, d, backward).c_str());
 }
 
-// q, k: (B, H, D); v: (B, H, E); slopes: f32 (H); state: f32 (B, H, D, E) → o: (B, H, E), newState: f32 (B, H, D, E)
+// Prompt segments (lightningStep's `segments`, i32 [B + 1], with q, k, v and o of N ≥ B token rows):
+// state row b steps through the token rows B + seg[b] … B + seg[b + 1] − 1, then row b, as that many
+// one-token steps would. The offsets are read on the device and clamped into [0, N − B], so a bad
+// table reads no row out of bounds (the tensor core's CPU kernel checks them and refuses). Without
+// a table every row steps its own token once.
+struct Tokens {
+  int first;  // token row of the first earlier token
+  int count;  // tokens stepped, the row's own included
+  __device__ __forceinline__ int row(int j, int b) const { return j < count - 1 ? first + j : b; }
+};
+// A table that is not 0 ≤ seg[0] ≤ seg[1] ≤ … ≤ seg[B] ≤ N − B is reported (the device error flag,
+// as an index out of range; `report`: one thread of the row's first head) and clamped.
+__device__ __forceinline__ Tokens tokensOf(const int* seg, int b, int B, int N, DeviceError* err, int code, bool report) {
+  if (!seg) return {b, 1};
+  int extra = N - B, s0 = seg[b], s1 = seg[b + 1];
+  if (report && err && (s0 < 0 || s0 > extra || s1 < s0 || s1 > extra)) {
+    bool first = s0 < 0 || s0 > extra;
+    reportError(err, code, first ? b : b + 1, first ? s0 : s1, extra + 1);
+  }
+  int lo = min(max(s0, 0), extra), hi = min(max(s1, lo), extra);
+  return {B + lo, hi - lo + 1};
+}
+// The token rows no segment names (after the last one): their output is zero. Written by the
+// blocks of the last state row.
+__device__ __forceinline__ int unusedFrom(const int* seg, int B, int N) {
+  return seg ? B + min(max(seg[B], 0), N - B) : N;
+}
+
+// q, k: (N, H, D); v: (N, H, E); slopes: f32 (H); state: f32 (B, H, D, E) → o: (N, H, E), newState: f32 (B, H, D, E)
 // One block per (b·h, 32 columns of E); 8 row groups split D and meet in shared memory. The state
-// is read and written once, 128 bytes per warp access: this kernel is bound by the state's bytes.
+// is read and written once per token, 128 bytes per warp access: this kernel is bound by the state's bytes.
 template <class T>
-__global__ void stepKernel(const T* q, const T* k, const T* v, const float* slopes, const float* S, T* o, float* Sn, int D, int E, int H) {
+__global__ void stepKernel(const T* q, const T* k, const T* v, const float* slopes, const float* S, T* o, float* Sn, int D, int E, int H,
+                           const int* seg, int B, int N, DeviceError* err, int code) {
   __shared__ float part[8][33];
   int bh = blockIdx.x, e = blockIdx.y * 32 + threadIdx.x;
-  float lambda = expf(-slopes[bh % H]);
-  float acc = 0;
-  if (e < E) {
-    float ve = toF(v[(int64_t)bh * E + e]);
-    const float* Sb = S + (int64_t)bh * D * E;
-    float* Snb = Sn + (int64_t)bh * D * E;
-    for (int d = threadIdx.y; d < D; d += 8) {
-      float s = lambda * Sb[(int64_t)d * E + e] + toF(k[(int64_t)bh * D + d]) * ve;
-      Snb[(int64_t)d * E + e] = s;
-      acc += toF(q[(int64_t)bh * D + d]) * s;
+  const int b = bh / H, h = bh % H;
+  const Tokens tok = tokensOf(seg, b, B, N, err, code, h == 0 && blockIdx.y == 0 && threadIdx.x == 0 && threadIdx.y == 0);
+  float lambda = expf(-slopes[h]);
+  for (int j = 0; j < tok.count; j++) {
+    const int64_t t = (int64_t)tok.row(j, b) * H + h;
+    float acc = 0;
+    if (e < E) {
+      float ve = toF(v[t * E + e]);
+      // Each element is read and written by the same thread, so later tokens read the new state.
+      const float* Sb = (j == 0 ? S : Sn) + (int64_t)bh * D * E;
+      float* Snb = Sn + (int64_t)bh * D * E;
+      for (int d = threadIdx.y; d < D; d += 8) {
+        float s = lambda * Sb[(int64_t)d * E + e] + toF(k[t * D + d]) * ve;
+        Snb[(int64_t)d * E + e] = s;
+        acc += toF(q[t * D + d]) * s;
+      }
+    }
+    if (j > 0) __syncthreads();
+    part[threadIdx.y][threadIdx.x] = acc;
+    __syncthreads();
+    if (threadIdx.y == 0 && e < E) {
+      float sum = 0;
+      for (int r = 0; r < 8; r++) sum += part[r][threadIdx.x];
+      o[t * E + e] = fromF<T>(sum);
     }
   }
-  part[threadIdx.y][threadIdx.x] = acc;
-  __syncthreads();
-  if (threadIdx.y == 0 && e < E) {
-    float sum = 0;
-    for (int r = 0; r < 8; r++) sum += part[r][threadIdx.x];
-    o[(int64_t)bh * E + e] = fromF<T>(sum);
-  }
+  if (b == B - 1 && threadIdx.y == 0 && e < E)
+    for (int64_t r = unusedFrom(seg, B, N); r < N; r++) o[(r * H + h) * E + e] = fromF<T>(0.0f);
 }
 
 // The same with 16-byte state accesses (E a multiple of 4): 4 columns per lane, LANES lanes per
 // state row (32 for E ≥ 128; 16 for E = 64, so that a warp covers two rows and no lane idles).
 template <class T, int LANES>
-__global__ void stepKernelVec4(const T* q, const T* k, const T* v, const float* slopes, const float* S, T* o, float* Sn, int D, int E, int H) {
+__global__ void stepKernelVec4(const T* q, const T* k, const T* v, const float* slopes, const float* S, T* o, float* Sn, int D, int E, int H,
+                               const int* seg, int B, int N, DeviceError* err, int code) {
   constexpr int ROWS = 32 / LANES;  // state rows per warp and step
   __shared__ float4 part[8][32];
   int bh = blockIdx.x, sub = threadIdx.x / LANES, e = (blockIdx.y * LANES + threadIdx.x % LANES) * 4;
-  float lambda = expf(-slopes[bh % H]);
-  float4 acc = make_float4(0, 0, 0, 0);
-  if (e < E) {
-    const T* vr = v + (int64_t)bh * E + e;
-    float4 ve = make_float4(toF(vr[0]), toF(vr[1]), toF(vr[2]), toF(vr[3]));
-    const float4* Sb = reinterpret_cast<const float4*>(S + (int64_t)bh * D * E + e);
-    float4* Snb = reinterpret_cast<float4*>(Sn + (int64_t)bh * D * E + e);
-    int stride = E / 4;
+  const int b = bh / H, h = bh % H;
+  const Tokens tok = tokensOf(seg, b, B, N, err, code, h == 0 && blockIdx.y == 0 && threadIdx.x == 0 && threadIdx.y == 0);
+  float lambda = expf(-slopes[h]);
+  for (int j = 0; j < tok.count; j++) {
+    const int64_t t = (int64_t)tok.row(j, b) * H + h;
+    float4 acc = make_float4(0, 0, 0, 0);
+    if (e < E) {
+      const T* vr = v + t * E + e;
+      float4 ve = make_float4(toF(vr[0]), toF(vr[1]), toF(vr[2]), toF(vr[3]));
+      const float4* Sb = reinterpret_cast<const float4*>((j == 0 ? S : Sn) + (int64_t)bh * D * E + e);
+      float4* Snb = reinterpret_cast<float4*>(Sn + (int64_t)bh * D * E + e);
+      int stride = E / 4;
 #pragma unroll 4
-    for (int d = threadIdx.y * ROWS + sub; d < D; d += 8 * ROWS) {
-      float4 s = Sb[(int64_t)d * stride];
-      float kd = toF(k[(int64_t)bh * D + d]), qd = toF(q[(int64_t)bh * D + d]);
-      s.x = lambda * s.x + kd * ve.x, s.y = lambda * s.y + kd * ve.y, s.z = lambda * s.z + kd * ve.z, s.w = lambda * s.w + kd * ve.w;
-      Snb[(int64_t)d * stride] = s;
-      acc.x += qd * s.x, acc.y += qd * s.y, acc.z += qd * s.z, acc.w += qd * s.w;
+      for (int d = threadIdx.y * ROWS + sub; d < D; d += 8 * ROWS) {
+        float4 s = Sb[(int64_t)d * stride];
+        float kd = toF(k[t * D + d]), qd = toF(q[t * D + d]);
+        s.x = lambda * s.x + kd * ve.x, s.y = lambda * s.y + kd * ve.y, s.z = lambda * s.z + kd * ve.z, s.w = lambda * s.w + kd * ve.w;
+        Snb[(int64_t)d * stride] = s;
+        acc.x += qd * s.x, acc.y += qd * s.y, acc.z += qd * s.z, acc.w += qd * s.w;
+      }
+    }
+    if (j > 0) __syncthreads();
+    part[threadIdx.y][threadIdx.x] = acc;
+    __syncthreads();
+    if (threadIdx.y == 0 && threadIdx.x < LANES && e < E) {
+      float4 sum = make_float4(0, 0, 0, 0);
+      for (int r = 0; r < 8; r++)
+        for (int u = 0; u < ROWS; u++) {
+          float4 x = part[r][u * LANES + threadIdx.x];
+          sum.x += x.x, sum.y += x.y, sum.z += x.z, sum.w += x.w;
+        }
+      T* orow = o + t * E + e;
+      orow[0] = fromF<T>(sum.x), orow[1] = fromF<T>(sum.y), orow[2] = fromF<T>(sum.z), orow[3] = fromF<T>(sum.w);
     }
   }
-  part[threadIdx.y][threadIdx.x] = acc;
-  __syncthreads();
-  if (threadIdx.y == 0 && threadIdx.x < LANES && e < E) {
-    float4 sum = make_float4(0, 0, 0, 0);
-    for (int r = 0; r < 8; r++)
-      for (int u = 0; u < ROWS; u++) {
-        float4 x = part[r][u * LANES + threadIdx.x];
-        sum.x += x.x, sum.y += x.y, sum.z += x.z, sum.w += x.w;
-      }
-    T* orow = o + (int64_t)bh * E + e;
-    orow[0] = fromF<T>(sum.x), orow[1] = fromF<T>(sum.y), orow[2] = fromF<T>(sum.z), orow[3] = fromF<T>(sum.w);
-  }
+  if (b == B - 1 && threadIdx.y == 0 && threadIdx.x < LANES && e < E)
+    for (int64_t r = unusedFrom(seg, B, N); r < N; r++) {
+      T* orow = o + (r * H + h) * E + e;
+      orow[0] = orow[1] = orow[2] = orow[3] = fromF<T>(0.0f);
+    }
 }
 
 // Candidates for the decode step (LIGHTNING_CUDA_STEP, KERNELS.md "Decode step candidates"), one
@@ -146,6 +197,25 @@ __device__ __forceinline__ void loadRows(float4 (&s)[R], const float4* Sb, int64
     int d = d0 + G * u;
     s[u] = d < D ? loadState<STREAMING>(Sb + d * stride) : make_float4(0, 0, 0, 0);
   }
+}
+
+// One token's state update of a thread's rows, and its share of o = q·S'.
+__device__ __forceinline__ float4 decayAdd(float4 s, float lambda, float kd, float4 ve) {
+  s.x = lambda * s.x + kd * ve.x, s.y = lambda * s.y + kd * ve.y, s.z = lambda * s.z + kd * ve.z, s.w = lambda * s.w + kd * ve.w;
+  return s;
+}
+__device__ __forceinline__ void accumulate(float4& acc, float qd, float4 s) { acc.x += qd * s.x, acc.y += qd * s.y, acc.z += qd * s.z, acc.w += qd * s.w; }
+
+// The G row groups' partial sums of one head's o, added in group order by group 0 and stored.
+template <class T, int HEADS, int G, int LANES>
+__device__ __forceinline__ void storeOutput(float4 (&part)[HEADS][G][LANES], int hh, int lane, T* orow) {
+  float4 sum = make_float4(0, 0, 0, 0);
+#pragma unroll
+  for (int r = 0; r < G; r++) {
+    float4 x = part[hh][r][lane];
+    sum.x += x.x, sum.y += x.y, sum.z += x.z, sum.w += x.w;
+  }
+  orow[0] = fromF<T>(sum.x), orow[1] = fromF<T>(sum.y), orow[2] = fromF<T>(sum.z), orow[3] = fromF<T>(sum.w);
 }
 
 template <class T, int LANES, int THREADS, int HEADS, int R, bool PIPELINED, bool STREAMING>
@@ -189,11 +259,9 @@ __global__ void __launch_bounds__(THREADS) stepKernelRows(const T* q, const T* k
       for (int u = 0; u < R; u++) {
         int d = d0 + G * u;
         if (d < D) {
-          float kd = ks[d], qd = qs[d];
-          float4 s = cur[u];
-          s.x = lambda * s.x + kd * ve.x, s.y = lambda * s.y + kd * ve.y, s.z = lambda * s.z + kd * ve.z, s.w = lambda * s.w + kd * ve.w;
+          float4 s = decayAdd(cur[u], lambda, ks[d], ve);
           storeState<STREAMING>(Snb + d * stride, s);
-          acc.x += qd * s.x, acc.y += qd * s.y, acc.z += qd * s.z, acc.w += qd * s.w;
+          accumulate(acc, qs[d], s);
         }
       }
       if constexpr (PIPELINED) {
@@ -207,16 +275,124 @@ __global__ void __launch_bounds__(THREADS) stepKernelRows(const T* q, const T* k
   startNext();
   part[hh][g][lane] = acc;
   __syncthreads();
-  if (g == 0 && active) {
-    float4 sum = make_float4(0, 0, 0, 0);
-#pragma unroll
-    for (int r = 0; r < G; r++) {
-      float4 x = part[hh][r][lane];
-      sum.x += x.x, sum.y += x.y, sum.z += x.z, sum.w += x.w;
+  if (g == 0 && active) storeOutput<T, HEADS, G, LANES>(part, hh, lane, o + (int64_t)bh * E + e);
+}
+
+// Where v starts in a segment kernel's staged tokens: after q and k, on a 16-byte boundary.
+__host__ __device__ __forceinline__ size_t stagedVOffset(int CH, int D) { return ((size_t)2 * CH * D + 3) / 4 * 4; }
+
+// Tokens whose partial outputs a segment kernel reduces together: one output float a thread
+// (4·LANES floats a token), in at most 32 KB of partial sums.
+template <int LANES, int THREADS>
+constexpr int segmentGroup() {
+  constexpr int G = THREADS / LANES;
+  constexpr int byThreads = THREADS / (4 * LANES) > 0 ? THREADS / (4 * LANES) : 1;
+  constexpr int byBytes = 32768 / (G * LANES * 16) > 0 ? 32768 / (G * LANES * 16) : 1;
+  return byThreads < byBytes ? byThreads : byBytes;
+}
+
+// stepKernelRows with prompt segments (one head a block: every thread of a block steps the same
+// tokens). The arithmetic of each token is the one-token kernel's, in the same order, and so is the
+// sum of the row groups' partial outputs, so a segment gives the bits of as many one-token steps of
+// the same kind. What a token costs is its critical path, since a long prompt segment is the step's
+// slowest block: the tokens' q, k and v come into shared memory up to CH at a time with all their
+// loads in flight, and the partial outputs of K tokens are summed at once, one output float a
+// thread, between two barriers (instead of one warp summing each token's G partials while the
+// others wait). Where a thread's rows of the head fit in one batch (D ≤ G·R: "block" and "narrow"
+// at D = 128) the state stays in registers across the tokens and is stored once; otherwise each
+// token reads back the rows the thread stored for the token before.
+template <class T, int LANES, int THREADS, int R, bool STREAMING>
+__global__ void __launch_bounds__(THREADS) stepKernelSegments(const T* q, const T* k, const T* v, const float* slopes, const float* S, T* o, float* Sn,
+                                                              int BH, int D, int E, int H, bool early, const int* seg, int N, int CH,
+                                                              DeviceError* err, int code) {
+  constexpr int G = THREADS / LANES;
+  constexpr int K = segmentGroup<LANES, THREADS>();
+  extern __shared__ float staged[];  // CH tokens: q [CH][D], k [CH][D], v [CH][E] as f32
+  __shared__ float4 part[K][G][LANES];
+  float* qs = staged;
+  float* ks = staged + (size_t)CH * D;
+  float* vs = staged + stagedVOffset(CH, D);
+  const int lane = threadIdx.x, g = threadIdx.y, flat = g * LANES + lane;
+  const int bh = blockIdx.x, e = (blockIdx.y * LANES + lane) * 4;
+  const int B = BH / H, b = bh / H, h = bh % H;
+  const bool active = e < E;
+  const bool resident = D <= G * R;
+  const int64_t stride = E / 4;
+  const float4* Sb = reinterpret_cast<const float4*>(S + (active ? (int64_t)bh * D * E + e : 0));
+  float4* Snb = reinterpret_cast<float4*>(Sn + (active ? (int64_t)bh * D * E + e : 0));
+  float4 cur[R];
+  if (active && early) loadRows<R, G, STREAMING>(cur, Sb, stride, g, D);
+  waitForPrevious();
+  if (active && !early) loadRows<R, G, STREAMING>(cur, Sb, stride, g, D);
+  const float lambda = expf(-slopes[h]);
+  const Tokens tok = tokensOf(seg, b, B, N, err, code, h == 0 && blockIdx.y == 0 && flat == 0);
+  for (int j0 = 0; j0 < tok.count; j0 += CH) {
+    // The tokens before are done with `staged`: each group read it before its first barrier.
+    const int n = min(CH, tok.count - j0);
+    for (int i = flat; i < n * D; i += THREADS) {
+      const int64_t t = (int64_t)tok.row(j0 + i / D, b) * H + h;
+      qs[i] = toF(q[t * D + i % D]);
+      ks[i] = toF(k[t * D + i % D]);
     }
-    T* orow = o + (int64_t)bh * E + e;
-    orow[0] = fromF<T>(sum.x), orow[1] = fromF<T>(sum.y), orow[2] = fromF<T>(sum.z), orow[3] = fromF<T>(sum.w);
+    for (int i = flat; i < n * E; i += THREADS) vs[i] = toF(v[((int64_t)tok.row(j0 + i / E, b) * H + h) * E + i % E]);
+    __syncthreads();
+    for (int k0 = 0; k0 < n; k0 += K) {
+      const int m = min(K, n - k0);
+      for (int u = 0; u < m; u++) {
+        const int jj = k0 + u, j = j0 + jj;
+        const bool last = j == tok.count - 1;
+        const float* qj = qs + jj * D;
+        const float* kj = ks + jj * D;
+        float4 acc = make_float4(0, 0, 0, 0);
+        if (active) {
+          const float4 ve = *reinterpret_cast<const float4*>(vs + jj * E + e);
+          if (resident) {
+#pragma unroll
+            for (int r = 0; r < R; r++) {
+              int d = g + G * r;
+              if (d < D) {
+                cur[r] = decayAdd(cur[r], lambda, kj[d], ve);
+                if (last) storeState<STREAMING>(Snb + d * stride, cur[r]);
+                accumulate(acc, qj[d], cur[r]);
+              }
+            }
+          } else {
+            // Rows in batches of R; the first batch of the first token is in `cur` already.
+            if (j > 0) loadRows<R, G, STREAMING>(cur, Snb, stride, g, D);
+            for (int d0 = g; d0 < D; d0 += G * R) {
+#pragma unroll
+              for (int r = 0; r < R; r++) {
+                int d = d0 + G * r;
+                if (d < D) {
+                  float4 s = decayAdd(cur[r], lambda, kj[d], ve);
+                  storeState<STREAMING>(Snb + d * stride, s);
+                  accumulate(acc, qj[d], s);
+                }
+              }
+              loadRows<R, G, STREAMING>(cur, j == 0 ? Sb : Snb, stride, d0 + G * R, D);
+            }
+          }
+        }
+        if (last) startNext();
+        part[u][g][lane] = acc;
+      }
+      __syncthreads();
+      // Output float f of token u: the G partials in group order, as storeOutput adds them.
+      for (int i = flat; i < m * 4 * LANES; i += THREADS) {
+        const int u = i / (4 * LANES), f = i % (4 * LANES), col = blockIdx.y * 4 * LANES + f;
+        float sum = 0;
+#pragma unroll
+        for (int r = 0; r < G; r++) sum += reinterpret_cast<const float*>(&part[u][r][0])[f];
+        if (col < E) o[((int64_t)tok.row(j0 + k0 + u, b) * H + h) * E + col] = fromF<T>(sum);
+      }
+      __syncthreads();  // part is free for the next group
+    }
   }
+  if (b == B - 1 && g == 0 && active)
+    for (int64_t r = unusedFrom(seg, B, N); r < N; r++) {
+      T* orow = o + (r * H + h) * E + e;
+      orow[0] = orow[1] = orow[2] = orow[3] = fromF<T>(0.0f);
+    }
 }
 
 LightningDims dimsOf(Reader& r) {
@@ -333,8 +509,36 @@ void launchRows(Context& c, const Args& a, int BH, int D, int E, int H, bool ear
             a.ptr<T>(2), a.ptr<float>(3), a.ptr<float>(4), a.ptr<T>(5), a.ptr<float>(6), BH, D, E, H, early);
 }
 
+// stepKernelSegments with a kind's LANES, THREADS, R and cache hints.
+// Tokens staged at once: up to 16, in the shared memory the partial sums leave of the 48 KB of a
+// plain launch (at least one token).
+template <class T, int LANES, int THREADS, int R, bool STREAMING>
+void launchSegments(Context& c, const Args& a, int BH, int D, int E, int H, bool early, const int* seg, int N, int code) {
+  constexpr int G = THREADS / LANES;
+  constexpr size_t partBytes = (size_t)segmentGroup<LANES, THREADS>() * G * LANES * 16;
+  const size_t perToken = (size_t)(2 * D + E) * sizeof(float) + 16;
+  const int CH = (int)std::max<size_t>(1, std::min<size_t>(16, (49152 - partBytes) / perToken));
+  const size_t shared = (stagedVOffset(CH, D) + (size_t)CH * E) * sizeof(float);
+  dim3 grid(BH, (E + 4 * LANES - 1) / (4 * LANES)), block(LANES, G, 1);
+  launchPdl(c, stepKernelSegments<T, LANES, THREADS, R, STREAMING>, grid, block, shared, "lightningStep kernel launch", a.ptr<T>(0),
+            a.ptr<T>(1), a.ptr<T>(2), a.ptr<float>(3), a.ptr<float>(4), a.ptr<T>(5), a.ptr<float>(6), BH, D, E, H, early, seg, N, CH, c.error, code);
+}
+
+// With prompt segments every kind runs as stepKernelSegments with its own configuration ("pair",
+// two heads a block, runs as "stream": a block steps one head's tokens).
 template <class T, int LANES>
-void launchCandidate(Context& c, const Args& a, StepKind kind, int BH, int D, int E, int H, bool early) {
+void launchCandidate(Context& c, const Args& a, StepKind kind, int BH, int D, int E, int H, bool early, const int* seg, int N, int code) {
+  if (seg) {
+    switch (kind) {
+      case StepKind::Rows: launchSegments<T, LANES, 128, 4, false>(c, a, BH, D, E, H, early, seg, N, code); break;
+      case StepKind::Stream:
+      case StepKind::Pair: launchSegments<T, LANES, 128, 4, true>(c, a, BH, D, E, H, early, seg, N, code); break;
+      case StepKind::Block: launchSegments<T, LANES, 512, 8, true>(c, a, BH, D, E, H, early, seg, N, code); break;
+      case StepKind::Narrow: launchSegments<T, 4, 128, 4, true>(c, a, BH, D, E, H, early, seg, N, code); break;
+      default: break;
+    }
+    return;
+  }
   switch (kind) {
     case StepKind::Rows: launchRows<T, LANES, 128, 1, 4, true, false>(c, a, BH, D, E, H, early); break;
     case StepKind::Stream: launchRows<T, LANES, 128, 1, 4, true, true>(c, a, BH, D, E, H, early); break;
@@ -346,32 +550,36 @@ void launchCandidate(Context& c, const Args& a, StepKind kind, int BH, int D, in
   }
 }
 
-// p: [q, k, v, slopes, state, o, newState]; i: [dtype, B, H, D, E[, early]]. newState may be state
-// itself. early = 1: the kernel enqueued just before this one does not write the state, so the
-// stepKernelRows candidates may load it before that kernel has finished (see there).
+// p: [q, k, v, slopes, state, o, newState[, segments]]; i: [dtype, B, H, D, E[, early[, N, errorCode]]]. B is
+// the state's rows; with segments (i32 [B + 1]) q, k, v and o have N ≥ B token rows (see Tokens).
+// newState may be state itself. early = 1: the kernel enqueued just before this one does not write
+// the state, so the stepKernelRows candidates may load it before that kernel has finished (see there).
 void step(Context& c, const Args& a) {
   int dt = (int)a.i.at(0);
   int B = (int)a.i.at(1), H = (int)a.i.at(2), D = (int)a.i.at(3), E = (int)a.i.at(4);
   const bool early = a.i.size() > 5 && a.i.at(5) != 0;
+  const int* seg = a.p.size() > 7 ? a.ptr<int>(7) : nullptr;
+  const int N = seg ? (int)a.i.at(6) : B;
+  const int code = seg ? (int)a.i.at(7) : 0;
   if (B * H == 0 || E == 0) return;
   StepKind kind = stepKind(B * H, D, E, alignedTo(a.ptr<float>(4), 16) && alignedTo(a.ptr<float>(6), 16));
   dim3 block(32, 8);
   if (kind == StepKind::Scalar) {
     dim3 grid(B * H, (E + 31) / 32);
     LTS_DISPATCH_FLOAT(dt, T, stepKernel<T><<<grid, block, 0, c.stream>>>(a.ptr<T>(0), a.ptr<T>(1), a.ptr<T>(2), a.ptr<float>(3), a.ptr<float>(4),
-                                                                            a.ptr<T>(5), a.ptr<float>(6), D, E, H));
+                                                                            a.ptr<T>(5), a.ptr<float>(6), D, E, H, seg, B, N, c.error, code));
   } else if (kind == StepKind::Vec4 && E < 128) {
     dim3 grid(B * H, (E + 63) / 64);
     LTS_DISPATCH_FLOAT(dt, T, stepKernelVec4<T, 16><<<grid, block, 0, c.stream>>>(a.ptr<T>(0), a.ptr<T>(1), a.ptr<T>(2), a.ptr<float>(3), a.ptr<float>(4),
-                                                                                    a.ptr<T>(5), a.ptr<float>(6), D, E, H));
+                                                                                    a.ptr<T>(5), a.ptr<float>(6), D, E, H, seg, B, N, c.error, code));
   } else if (kind == StepKind::Vec4) {
     dim3 grid(B * H, (E + 127) / 128);
     LTS_DISPATCH_FLOAT(dt, T, stepKernelVec4<T, 32><<<grid, block, 0, c.stream>>>(a.ptr<T>(0), a.ptr<T>(1), a.ptr<T>(2), a.ptr<float>(3), a.ptr<float>(4),
-                                                                                    a.ptr<T>(5), a.ptr<float>(6), D, E, H));
+                                                                                    a.ptr<T>(5), a.ptr<float>(6), D, E, H, seg, B, N, c.error, code));
   } else if (E < 128) {
-    LTS_DISPATCH_FLOAT(dt, T, (launchCandidate<T, 16>(c, a, kind, B * H, D, E, H, early)));
+    LTS_DISPATCH_FLOAT(dt, T, (launchCandidate<T, 16>(c, a, kind, B * H, D, E, H, early, seg, N, code)));
   } else {
-    LTS_DISPATCH_FLOAT(dt, T, (launchCandidate<T, 32>(c, a, kind, B * H, D, E, H, early)));
+    LTS_DISPATCH_FLOAT(dt, T, (launchCandidate<T, 32>(c, a, kind, B * H, D, E, H, early, seg, N, code)));
   }
   LTS_CHECK(cudaGetLastError(), "lightningStep kernel launch");
 }

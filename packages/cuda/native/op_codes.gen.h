@@ -65,7 +65,7 @@ constexpr const char* kLauncherNames[kLauncherCount] = {
 // INDEX_ERRORS: DeviceError::code is the index + 1 (0: no error).
 enum ErrorOp : int {
   ERR_GATHER = 1, ERR_SCATTER_ADD = 2, ERR_EMBEDDING = 3, ERR_EMBEDDING_BACKWARD = 4,
-  ERR_SOFTMAX_CROSS_ENTROPY = 5, ERR_SOFTMAX_CROSS_ENTROPY_BACKWARD = 6
+  ERR_SOFTMAX_CROSS_ENTROPY = 5, ERR_SOFTMAX_CROSS_ENTROPY_BACKWARD = 6, ERR_LIGHTNING_STEP = 7
 };
 struct IndexErrorInfo {
   const char* op;
@@ -79,6 +79,7 @@ constexpr IndexErrorInfo kIndexErrors[] = {
     {"embeddingBackward", "ids", false},
     {"softmaxCrossEntropy", "labels", true},
     {"softmaxCrossEntropyBackward", "labels", true},
+    {"lightningStep", "segments (nondecreasing offsets)", false},
 };
 
 }  // namespace lts

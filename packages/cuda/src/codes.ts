@@ -30,5 +30,7 @@ export const INDEX_ERRORS = [
   { op: "embeddingBackward", argument: "ids", ignorable: false },
   { op: "softmaxCrossEntropy", argument: "labels", ignorable: true },
   { op: "softmaxCrossEntropyBackward", argument: "labels", ignorable: true },
+  // lightningStep's prompt segments: offsets 0 ≤ s[0] ≤ s[1] ≤ … ≤ s[B] ≤ N − B.
+  { op: "lightningStep", argument: "segments (nondecreasing offsets)", ignorable: false },
 ] as const satisfies readonly { op: KernelOpName; argument: string; ignorable: boolean }[];
 export type IndexErrorOp = (typeof INDEX_ERRORS)[number]["op"];

@@ -65,6 +65,8 @@ const indexError = (op: IndexErrorOp) => INDEX_ERRORS.findIndex((e) => e.op === 
 
 const shape = (s: readonly number[]) => [s.length, ...s];
 const ptr = (t: Ref | undefined) => (t ? t.storage.ptr : 0);
+/** lightningStep's integers after `early` where it has prompt segments: token rows and the error code. */
+const segmentInts = (q: Ref, segments: Ref | undefined) => (segments ? [q.shape[0], indexError("lightningStep")] : []);
 
 export function createKernels(rt: NativeRuntime): KernelTable<CudaStorage> {
   /** False when the launcher declined (fusedLinear beyond the small-M kernel): nothing was enqueued. */
@@ -248,10 +250,11 @@ export function createKernels(rt: NativeRuntime): KernelTable<CudaStorage> {
       const [B, H, T, D] = k.shape as [number, number, number, number];
       launch("lightningState", [k, v, slopes, state], [code(k.dtype), B, H, T, D, v.shape[3], reverse ? 1 : 0]);
     },
-    // q, k: (B, H, D); v: (B, H, E); slopes: (H); state: f32 (B, H, D, E) → o: (B, H, E), newState: f32 (B, H, D, E)
-    lightningStep: ({ inputs: [q, k, v, slopes, state], outputs: [o, sn] }) => {
-      const [B, H, D] = q.shape as [number, number, number];
-      launch("lightningStep", [q, k, v, slopes, state, o, sn], [code(q.dtype), B, H, D, v.shape[2]]);
+    // q, k: (N, H, D); v: (N, H, E); slopes: (H); state: f32 (B, H, D, E)[, segments: i32 (B + 1)] →
+    // o: (N, H, E), newState: f32 (B, H, D, E)
+    lightningStep: ({ inputs: [q, k, v, slopes, state, segments], outputs: [o, sn] }) => {
+      const [B, H, D] = state.shape as [number, number, number, number];
+      launch("lightningStep", [q, k, v, slopes, state, o, sn, segments], [code(q.dtype), B, H, D, v.shape[2], 0, ...segmentInts(q, segments)]);
     },
 
     // param: f32 (N), grad: f32/bf16/f16 (N), expAvg, expAvgSq: f32 (N) → param, expAvg, expAvgSq: f32 (N)[, param in castTo (N)].
@@ -364,9 +367,13 @@ export function createKernels(rt: NativeRuntime): KernelTable<CudaStorage> {
   // choice, resident or stream; read at each call); otherwise, and by default (the kernel measured
   // slower than the chain on the H200), the op's chain of five kernels. Both take the intermediates
   // (q, k, v, u, o, h1, g) from one scratch block, freed once enqueued as fusedLinear's temporaries are.
-  table.decodeLayer = ({ inputs: [h, wq, wo, w1, w2, w3, state, slopes, theta, positions], outputs: [h2, next], attrs: { heads, activation, lrpe, eps } }) => {
+  table.decodeLayer = ({ inputs: [h, wq, wo, w1, w2, w3, state, slopes, ...more], outputs: [h2, next], attrs: { heads, activation, lrpe, eps } }) => {
     const [B, M] = h.shape as [number, number];
-    const [, H, D, E] = state.shape as [number, number, number, number];
+    const [S, H, D, E] = state.shape as [number, number, number, number];
+    const [theta, positions] = lrpe ? more : [];
+    // With prompt segments h's B rows are tokens of S ≤ B sequences: every kernel but the step works
+    // row by row, and the persistent kernel (one token per row) does not apply.
+    const segments = more[lrpe ? 2 : 0];
     const G = w1.shape[0];
     const hid = H * E;
     if (B === 0) return;
@@ -380,9 +387,11 @@ export function createKernels(rt: NativeRuntime): KernelTable<CudaStorage> {
       const dt = code(h.dtype);
       const act = QKV_ACTIVATIONS.indexOf(activation);
       const scratch: Ref = { storage: { ptr: base, byteLength: bytes }, shape: [bytes / size], dtype: h.dtype, size: bytes / size };
-      const launched = launch("decodeLayer", [h, wq, wo, w1, w2, w3, state, slopes, theta, positions, h2, next, scratch], [
-        dt, B, M, H, E, G, act, theta ? code(theta.dtype) : -1, bytes,
-      ], [eps]);
+      const launched =
+        !segments &&
+        launch("decodeLayer", [h, wq, wo, w1, w2, w3, state, slopes, theta, positions, h2, next, scratch], [
+          dt, B, M, H, E, G, act, theta ? code(theta.dtype) : -1, bytes,
+        ], [eps]);
       if (launched) return;
       let at = base;
       const [q, k, v, u, o, h1, g] = regions.map((s): Ref => {
@@ -423,7 +432,7 @@ export function createKernels(rt: NativeRuntime): KernelTable<CudaStorage> {
         }
         // The kernel just before (the projection or the split) does not write the state: the step
         // may load it while that kernel finishes (native/lightning.cu, `early`).
-        launch("lightningStep", [q, k, v, slopes, state, o, next], [dt, B, H, D, E, 1]);
+        launch("lightningStep", [q, k, v, slopes, state, o, next, segments], [dt, S, H, D, E, 1, ...segmentInts(q, segments)]);
         const oRows: Ref = { ...o, shape: [B, hid] };
         linear([oRows, wo, u, h], h1, { norm: true, gate: true, product: false, residual: true });
         if (fold) {
