@@ -18,6 +18,11 @@
  * tensors before each replay, the states are updated in place, and the logits and greedy tokens
  * land in tensors the graph owns. A bucket runs rows past `size` too; those rows are free, their
  * results are never read and `add` overwrites their state.
+ *
+ * With `extraRows`, a step may also feed a row tokens before its own (`step`'s `before`: a prompt
+ * read several tokens a step instead of one): they run as extra token rows of the same step, after
+ * the bucket's rows, and lightningStep's prompt segments step each row's state through them in
+ * order. Their count is bucketed too (1, 2, 4, … extraRows), so a graph is recorded per pair.
  */
 import {
   argmax,
@@ -44,6 +49,20 @@ export interface BatchDecoderOptions {
   capacity: number;
   /** Record each bucket's step as a graph where the backend can (default true). */
   graphs?: boolean;
+  /**
+   * Most tokens a step may feed before the rows' own (`step`'s `before`, all rows together);
+   * default 0: one token per row. Needs a backend whose lightningStep takes prompt segments (CUDA, CPU).
+   */
+  extraRows?: number;
+}
+
+export interface StepOptions {
+  /**
+   * Tokens row r reads before `tokens[r]` in this step, in order (e.g. the rest of a prompt):
+   * the row's state and position advance by all of them, and its logits and greedy token are
+   * those after `tokens[r]`. At most the decoder's `extraRows` in all; missing rows read none.
+   */
+  before?: readonly (readonly number[] | undefined)[];
 }
 
 /** A step's results, valid until the next step or `dispose`. */
@@ -69,14 +88,19 @@ interface StepTensors {
  */
 export class BatchDecoder {
   readonly capacity: number;
+  /** Most tokens a step may feed before the rows' own (BatchDecoderOptions.extraRows). */
+  readonly extraRows: number;
   /** Per layer [capacity, H, D, E], f32: row r is the state of the sequence in row r. */
   readonly #kv: Tensor[];
   readonly #ids: Tensor;
   readonly #positions: Tensor;
+  /** Prompt segments of a step with extra rows, i32 [capacity + 1] (null without extra rows). */
+  readonly #segments: Tensor | null;
   readonly #slopes: Tensor[];
   readonly #backend: Backend;
   readonly #useGraphs: boolean;
-  readonly #graphs = new Map<number, CapturedGraph<StepTensors>>();
+  /** Recorded steps by bucket and extra-row bucket ("rows+extra"). */
+  readonly #graphs = new Map<string, CapturedGraph<StepTensors>>();
   /** What the last step handed out (and its eager results), disposed by the next step. */
   #handedOut: Tensor[] = [];
   /** The last step's argmax, all its bucket's rows, kept in row order as rows move (`null` before a step). */
@@ -94,11 +118,15 @@ export class BatchDecoder {
   ) {
     const { capacity } = options;
     if (!Number.isInteger(capacity) || capacity < 1) throw new TnlInputError(`BatchDecoder: capacity must be a positive integer, got ${String(capacity)}`);
+    const extraRows = options.extraRows ?? 0;
+    if (!Number.isInteger(extraRows) || extraRows < 0) throw new TnlInputError(`BatchDecoder: extraRows must be a non-negative integer, got ${String(extraRows)}`);
     this.capacity = capacity;
+    this.extraRows = extraRows;
     this.#backend = params.embed.backend;
     this.#kv = [...initState(config, capacity, { dtype: params.embed.dtype === "f64" ? "f64" : "f32", backend: this.#backend }).kv];
-    this.#ids = zeros([capacity, 1], { dtype: "i32", backend: this.#backend });
-    this.#positions = zeros([capacity], { dtype: "f32", backend: this.#backend });
+    this.#ids = zeros([capacity + extraRows, 1], { dtype: "i32", backend: this.#backend });
+    this.#positions = zeros([capacity + extraRows], { dtype: "f32", backend: this.#backend });
+    this.#segments = extraRows > 0 ? zeros([capacity + 1], { dtype: "i32", backend: this.#backend }) : null;
     this.#slopes = config.lrpe.map((_, l) => slopesTensor(tnlSlopes(config.numHeads, l, config.numLayers), this.#backend));
     this.#useGraphs = (options.graphs ?? true) && this.#backend.captureGraph !== undefined;
   }
@@ -201,30 +229,39 @@ export class BatchDecoder {
   /**
    * Feeds `tokens[r]` to row r for every row in use and advances their states. A `null` token feeds
    * the token the row's previous step picked (its `greedy`), copied on the device without a read;
-   * only rows that were in the previous step may take it. The results stay valid until the next step.
+   * only rows that were in the previous step may take it. `before` feeds rows tokens ahead of their
+   * own in the same step (StepOptions). The results stay valid until the next step.
    */
-  step(tokens: readonly (number | null)[]): DecodeOutput {
+  step(tokens: readonly (number | null)[], options: StepOptions = {}): DecodeOutput {
     this.#check();
     const n = this.size;
     if (n === 0) throw new TnlInputError("BatchDecoder.step: no rows in use (add a state first)");
     if (tokens.length !== n) throw new TnlInputError(`BatchDecoder.step: ${tokens.length} tokens for ${n} rows in use`);
     const V = this.config.vocabSize;
+    const inVocabulary = (t: unknown, where: string) => {
+      if (!Number.isInteger(t) || (t as number) < 0 || (t as number) >= V) throw new TnlInputError(`BatchDecoder.step: token ${String(t)} ${where} is outside the vocabulary [0, ${V})`);
+    };
     tokens.forEach((t, r) => {
       if (t === null) {
         if (!this.#stepped[r]) throw new TnlInputError(`BatchDecoder.step: row ${r} has no previous step whose token a null could feed (it joined after the last step)`);
-      } else if (!Number.isInteger(t) || t < 0 || t >= V) {
-        throw new TnlInputError(`BatchDecoder.step: token ${String(t)} of row ${r} is outside the vocabulary [0, ${V})`);
+      } else {
+        inVocabulary(t, `of row ${r}`);
       }
     });
+    const before = this.#checkBefore(options, n, inVocabulary);
+    const extra = before.reduce((sum, b) => sum + b.length, 0);
     const bucket = this.#useGraphs ? bucketFor(n, this.capacity) : n;
+    const extraBucket = extra === 0 ? 0 : this.#useGraphs ? bucketFor(extra, this.extraRows) : extra;
     this.#writeIds(tokens, bucket);
-    const positions = new Float32Array(bucket);
-    positions.set(this.#position);
+    const positions = new Float32Array(bucket + extraBucket);
+    for (let r = 0; r < n; r++) positions[r] = this.#position[r] + before[r].length;
+    if (extraBucket > 0) this.#writeExtra(before, bucket, extraBucket, positions);
     this.#backend.write(this.#positions.handle.storage, new Uint8Array(positions.buffer));
     for (const t of this.#handedOut) t.dispose();
     this.#handedOut = [];
     let out: StepTensors;
-    const graph = this.#graphs.get(bucket);
+    const key = `${bucket}+${extraBucket}`;
+    const graph = this.#graphs.get(key);
     if (graph) {
       graph.replay();
       out = graph.result;
@@ -232,18 +269,59 @@ export class BatchDecoder {
       // Without a graph the step runs eagerly. So does the first step of each bucket before it is
       // recorded: lazy set-up (library handles, kernel attributes) happens outside the recording,
       // and the recording itself runs nothing, so the states advance once per step either way.
-      out = this.#run(bucket);
+      out = this.#run(bucket, extraBucket);
       this.#handedOut.push(out.logits, out.greedy);
-      if (this.#useGraphs) this.#graphs.set(bucket, this.#backend.captureGraph!(() => this.#run(bucket)));
+      if (this.#useGraphs) this.#graphs.set(key, this.#backend.captureGraph!(() => this.#run(bucket, extraBucket)));
     }
     for (let r = 0; r < n; r++) {
-      this.#position[r]++;
+      this.#position[r] += 1 + before[r].length;
       this.#stepped[r] = true;
     }
     this.#lastGreedy = out.greedy;
     const result = { logits: leadingRows(out.logits, n), greedy: leadingRows(out.greedy, n) };
     this.#handedOut.push(result.logits, result.greedy);
     return result;
+  }
+
+  /** `options.before` checked: a list per row in use (empty where none is given). */
+  #checkBefore(options: StepOptions, n: number, inVocabulary: (t: unknown, what: string) => void): (readonly number[])[] {
+    if (options === null || typeof options !== "object") throw new TnlInputError(`BatchDecoder.step: options must be an object { before? }, got ${String(options)}`);
+    const { before } = options;
+    if (before === undefined) return Array.from({ length: n }, () => []);
+    if (!Array.isArray(before) || before.length > n) throw new TnlInputError(`BatchDecoder.step: before must be an array of at most ${n} token lists (one per row in use), got ${Array.isArray(before) ? `${before.length} entries` : typeof before}`);
+    const lists = Array.from({ length: n }, (_, r) => {
+      const list: unknown = before[r];
+      if (list === undefined) return [];
+      if (!Array.isArray(list)) throw new TnlInputError(`BatchDecoder.step: before[${r}] must be an array of token ids, got ${typeof list}`);
+      list.forEach((t, i) => inVocabulary(t, `at before[${r}][${i}]`));
+      return list as number[];
+    });
+    const extra = lists.reduce((sum, b) => sum + b.length, 0);
+    if (extra > this.extraRows) {
+      throw new TnlInputError(`BatchDecoder.step: before holds ${extra} tokens, more than the decoder's extraRows (${this.extraRows})`);
+    }
+    return lists;
+  }
+
+  /**
+   * The extra token rows (after the bucket's `bucket` rows, `extraBucket` of them): their ids, their
+   * positions into `positions`, and the segment offsets (rows past the last in use read none).
+   */
+  #writeExtra(before: readonly (readonly number[])[], bucket: number, extraBucket: number, positions: Float32Array): void {
+    const ids = new Int32Array(extraBucket);
+    const offsets = new Int32Array(bucket + 1);
+    let at = 0;
+    before.forEach((list, r) => {
+      list.forEach((t, j) => {
+        ids[at + j] = t;
+        positions[bucket + at + j] = this.#position[r] + j;
+      });
+      at += list.length;
+      offsets[r + 1] = at;
+    });
+    offsets.fill(at, before.length + 1);
+    this.#backend.write(this.#ids.handle.storage, new Uint8Array(ids.buffer), bucket * 4);
+    this.#backend.write(this.#segments!.handle.storage, new Uint8Array(offsets.buffer));
   }
 
   /** Frees the state rows, the fixed inputs and every recorded graph. */
@@ -258,6 +336,7 @@ export class BatchDecoder {
     this.#graphs.clear();
     for (const t of this.#handedOut) t.dispose();
     for (const t of [...this.#kv, this.#ids, this.#positions, ...this.#slopes]) t.dispose();
+    this.#segments?.dispose();
   }
 
   /**
@@ -288,12 +367,13 @@ export class BatchDecoder {
     }
   }
 
-  /** One step over the first `bucket` rows, the states written in place. */
-  #run(bucket: number): StepTensors {
+  /** One step over the first `bucket` rows (and `extra` token rows after them), the states written in place. */
+  #run(bucket: number, extra: number): StepTensors {
     return scope(() => {
-      const ids = leadingRows(this.#ids, bucket);
+      const ids = leadingRows(this.#ids, bucket + extra);
       const kv = this.#kv.map((t) => leadingRows(t, bucket));
-      const r = layers(this.params, this.config, ids, leadingRows(this.#positions, bucket), kv, {}, { slopes: this.#slopes });
+      const segments = extra > 0 ? leadingRows(this.#segments!, bucket + 1) : undefined;
+      const r = layers(this.params, this.config, ids, leadingRows(this.#positions, bucket + extra), kv, {}, { slopes: this.#slopes, segments });
       const logits = reshape(r.logits, [bucket, this.config.vocabSize]);
       return { logits, greedy: argmax(logits, -1) };
     });

@@ -23,6 +23,7 @@ import {
   embedding,
   full,
   fusedLinear,
+  leadingRows,
   lightningAttention,
   lightningStep,
   matmul,
@@ -105,6 +106,8 @@ interface MixerContext {
   slopes?: Tensor;
   /** Decode: write the next state over `state` (its storage) instead of a new tensor. */
   inPlace?: boolean;
+  /** Decode: prompt segments (DecodeTensors.segments); rows are then tokens, `starts` one per row. */
+  segments?: Tensor;
 }
 
 /** SRMSNorm's ε (E.3). */
@@ -129,7 +132,7 @@ function decodeAttend(
   const rope = lp.theta ? { theta: reshape(lp.theta, [H, hd]), positions: positionsOf(ctx.starts, B, lp.theta, x) } : {};
   const { q, k, v, u } = split(x, { heads: H, activation: c.activation, ...rope }); // q, k [B, H, D]; v [B, H, E]; u [B, hid]
   const slopes = ctx.slopes ?? slopesTensor(tnlSlopes(H, ctx.layer, c.numLayers));
-  const r = lightningStep(q, k, v, slopes, state, { inPlace: ctx.inPlace === true });
+  const r = lightningStep(q, k, v, slopes, state, { inPlace: ctx.inPlace === true, ...(ctx.segments ? { segments: ctx.segments } : {}) });
   return { o: reshape(r.output, [B, c.hiddenDim]), u, state: r.state };
 }
 
@@ -162,7 +165,7 @@ function decodeLayer(h: Tensor, lp: TnlLayerParams, c: TnlConfig, ctx: MixerCont
   const h0 = reshape(h, [B, c.dModel]);
   const rope = lp.theta ? { theta: reshape(lp.theta, [H, headDim(c)]), positions: positionsOf(ctx.starts, B, lp.theta, h0) } : {};
   const slopes = ctx.slopes ?? slopesTensor(tnlSlopes(H, ctx.layer, c.numLayers));
-  const options = { heads: H, activation: c.activation, eps: EPS, inPlace: ctx.inPlace === true, ...rope };
+  const options = { heads: H, activation: c.activation, eps: EPS, inPlace: ctx.inPlace === true, ...rope, ...(ctx.segments ? { segments: ctx.segments } : {}) };
   const r = decodeLayerOp(h0, lp, state, slopes, options);
   return { x: reshape(r.h, [B, 1, c.dModel]), state: r.state };
 }
@@ -328,6 +331,13 @@ export function forwardFull(params: TnlParams, c: TnlConfig, ids: TokenIds, opti
 export interface DecodeTensors {
   /** Decay slopes of each layer, f32 [H]. */
   slopes: readonly Tensor[];
+  /**
+   * Prompt segments (lightningStep's `segments`, i32 [S + 1]): the ids' N rows are tokens of the S
+   * sequences whose states are passed, row b < S the last token of sequence b and the others
+   * earlier tokens after them; `starts` is then a tensor of each token row's position. The logits
+   * are those of the first S rows.
+   */
+  segments?: Tensor;
 }
 
 /** Embedding, the layers and the output head for ids [B, T] with rows starting at `starts`. */
@@ -359,6 +369,7 @@ export function layers(
     attention: options.attention,
     slopes: decode?.slopes[l],
     inPlace: decode !== undefined,
+    segments: decode?.segments,
   });
   const mix = (lp: TnlLayerParams, l: number, input: Tensor) => tokenMixer(input, lp, c, context(l));
   const layer = (lp: TnlLayerParams, l: number, input: Tensor) => {
@@ -402,6 +413,12 @@ export function layers(
   });
   // With one token the last position is x itself.
   if (options.logits === "last" && !fused) x = narrow(x, 1, T - 1, 1);
+  // With prompt segments only each sequence's last token (the first rows) has logits.
+  if (decode?.segments) {
+    const rows = decode.segments.shape[0] - 1;
+    x = leadingRows(x, rows);
+    if (xNormed) xNormed = leadingRows(xNormed, rows);
+  }
   const head = w.lmHead ?? w.embed;
   if (whole && !options.hiddenStates) {
     const B = x.shape[0];

@@ -217,6 +217,84 @@ describe("BatchDecoder", () => {
     disposeParams(params);
   });
 
+  it("reads several tokens of a row in one step (extraRows) as a prefill of them reads them", async () => {
+    // Random weights of odd sizes with LRPE on two layers: each token row carries its own position.
+    const c = makeConfig({ vocabSize: 53, dModel: 26, numLayers: 4, numHeads: 2, gluDim: 38, lrpeLayers: [0, 2] });
+    const params = initParams(c, { seed: 21 });
+    const rng = seeded(22);
+    const V = c.vocabSize;
+    const leaks = await findLeaks(async () => {
+      const decoder = new BatchDecoder(params, c, { capacity: 4, extraRows: 11 });
+      expect(decoder.extraRows).toBe(11);
+      // Row 0 from the empty state, rows 1 and 2 from prefilled prompts; row 3 joins later.
+      const refs: TnlState[] = [initState(c, 1)];
+      decoder.addFresh();
+      for (const n of [3, 6]) {
+        const r = prefill(params, c, [Array.from({ length: n }, () => rng.int(V))], { logits: "last" });
+        r.logits.dispose();
+        decoder.add(r.state);
+        refs.push(r.state);
+      }
+      for (let k = 0; k < 7; k++) {
+        if (k === 3) {
+          decoder.addFresh();
+          refs.push(initState(c, 1));
+        }
+        // Up to 11 earlier tokens in all, some rows none; the first step gives row 0 the whole budget.
+        let budget = decoder.extraRows;
+        const before = refs.map((_, r) => {
+          const n = k === 0 ? (r === 0 ? budget : 0) : Math.min(budget, rng.int(5));
+          budget -= n;
+          return Array.from({ length: n }, () => rng.int(V));
+        });
+        const tokens = refs.map(() => rng.int(V));
+        const out = decoder.step(tokens, { before });
+        const logits = await rowsOf(out.logits);
+        const greedy = Array.from(await out.greedy.data());
+        for (let r = 0; r < refs.length; r++) {
+          const all = [...before[r], tokens[r]];
+          const alone = prefill(params, c, [all], { state: refs[r], logits: "last" });
+          const want = await rowsOf(alone.logits);
+          expect(maxAbsDiff(logits.slice(r * V, (r + 1) * V), want), `step ${k}, row ${r} (${all.length} tokens)`).toBeLessThan(1e-5);
+          const best = argmax(alone.logits, -1);
+          expect(greedy[r], `greedy of step ${k}, row ${r}`).toBe((await best.data())[0]);
+          best.dispose();
+          alone.logits.dispose();
+          disposeState(refs[r]);
+          refs[r] = alone.state;
+        }
+        // A middle row leaving between steps: the last row (and its position) moves into it.
+        if (k === 5) {
+          decoder.remove(1);
+          disposeState(refs[1]);
+          refs[1] = refs.pop()!;
+        }
+      }
+      await expectRowsHold(decoder, refs);
+      refs.forEach(disposeState);
+      decoder.dispose();
+    });
+    expect(leaks).toEqual([]);
+    disposeParams(params);
+  });
+
+  it("refuses earlier tokens beyond extraRows, outside the vocabulary or not in lists", () => {
+    const decoder = new BatchDecoder(model.params, model.config, { capacity: 2, extraRows: 3 });
+    decoder.addFresh();
+    decoder.addFresh();
+    const V = model.config.vocabSize;
+    expect(() => decoder.step([1, 2], { before: [[1, 2], [3, 4]] })).toThrow(/before holds 4 tokens, more than the decoder's extraRows \(3\)/);
+    expect(() => decoder.step([1, 2], { before: [[1, V]] })).toThrow(/token \d+ at before\[0\]\[1\] is outside the vocabulary/);
+    expect(() => decoder.step([1, 2], { before: [[1], [2], [3]] })).toThrow(/before must be an array of at most 2 token lists/);
+    expect(() => decoder.step([1, 2], { before: [5 as never] })).toThrow(/before\[0\] must be an array of token ids/);
+    expect(() => new BatchDecoder(model.params, model.config, { capacity: 1, extraRows: -1 })).toThrow(/extraRows must be a non-negative integer/);
+    decoder.dispose();
+    const plain = new BatchDecoder(model.params, model.config, { capacity: 1 });
+    plain.addFresh();
+    expect(() => plain.step([1], { before: [[2]] })).toThrow(/before holds 1 tokens, more than the decoder's extraRows \(0\)/);
+    plain.dispose();
+  });
+
   it("joins and leaves with one copyMany on the backend, and a fresh join allocates nothing", () => {
     const c = makeConfig({ vocabSize: 37, dModel: 18, numLayers: 7, numHeads: 3, gluDim: 22 });
     const params = initParams(c, { seed: 13 });
