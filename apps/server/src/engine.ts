@@ -44,6 +44,13 @@ export interface EngineOptions {
    * almost nothing; else 0).
    */
   decodePrefill?: number;
+  /**
+   * Prompt tokens a decode step may read beyond one per row, all rows together: a row reading its
+   * prompt takes as many of its tokens in one step as this budget leaves (lightningStep's prompt
+   * segments), so a short prompt is read in one step instead of one step per token. Default: 16
+   * where the steps replay graphs (each extra-row count recorded once), else 0 (one token a step).
+   */
+  decodePrefillRows?: number;
 }
 
 export const DEFAULT_ENGINE_OPTIONS: EngineOptions = { maxBatch: 32, maxQueue: 256, prefillChunk: 128, prefixBlock: 64, prefixCacheBytes: 256 * 2 ** 20 };
@@ -170,6 +177,8 @@ export class Engine {
   private readonly rows: Sequence[] = [];
   /** Longest prompt read by decode steps (EngineOptions.decodePrefill). */
   readonly decodePrefill: number;
+  /** Prompt tokens a decode step reads beyond one per row (EngineOptions.decodePrefillRows). */
+  readonly decodePrefillRows: number;
 
   constructor(
     readonly model: TnlModel,
@@ -179,7 +188,12 @@ export class Engine {
     const { prefillChunk, prefixBlock } = this.options;
     if (prefillChunk % prefixBlock !== 0) throw new RangeError(`prefillChunk (${prefillChunk}) must be a multiple of prefixBlock (${prefixBlock})`);
     this.prefixCache = new StateLru(this.options.prefixCacheBytes);
-    this.decoder = new BatchDecoder(model.params, model.config, { capacity: this.options.maxBatch });
+    const graphs = model.params.embed.backend.captureGraph !== undefined;
+    this.decodePrefillRows = this.options.decodePrefillRows ?? (graphs ? 16 : 0);
+    if (!Number.isInteger(this.decodePrefillRows) || this.decodePrefillRows < 0) {
+      throw new RangeError(`decodePrefillRows must be a non-negative integer, got ${String(this.decodePrefillRows)}`);
+    }
+    this.decoder = new BatchDecoder(model.params, model.config, { capacity: this.options.maxBatch, extraRows: this.decodePrefillRows });
     this.decodePrefill = this.options.decodePrefill ?? (this.decoder.graphs ? 32 : 0);
     if (!Number.isInteger(this.decodePrefill) || this.decodePrefill < 0) throw new RangeError(`decodePrefill must be a non-negative integer, got ${String(this.decodePrefill)}`);
     this.loopDone = this.loop();
@@ -396,15 +410,25 @@ export class Engine {
 
   /**
    * Launches one step of every decoder row: a generating row feeds its last token, a row still
-   * reading its prompt the next prompt token (its output is wanted only after the prompt's last
-   * token). After `chainFrom`, a row that generated in it feeds the token it picked there, copied on
-   * the device (its host copy is not read yet). `finishDecode` reads the results.
+   * reading its prompt its next prompt tokens — one, and more while the step's budget of extra rows
+   * lasts (`decodePrefillRows`, given to the rows in order); its output is wanted only after the
+   * prompt's last token. After `chainFrom`, a row that generated in it feeds the token it picked
+   * there, copied on the device (its host copy is not read yet). `finishDecode` reads the results.
    */
   private launchDecode(chainFrom: LaunchedStep | null): LaunchedStep {
     const batch = [...this.rows];
     const reading = batch.map((s) => s.fed < s.req.prompt.length);
-    const tokens = batch.map((s, r) => (reading[r] ? s.req.prompt[s.fed] : chainFrom && s.lastStep === chainFrom.id ? null : s.lastToken));
-    const { logits, greedy } = this.decoder.step(tokens);
+    let budget = this.decodePrefillRows;
+    // Prompt tokens each reading row takes this step (its own token row included).
+    const taking = batch.map((s, r) => {
+      if (!reading[r]) return 0;
+      const n = Math.min(s.req.prompt.length - s.fed, 1 + budget);
+      budget -= n - 1;
+      return n;
+    });
+    const tokens = batch.map((s, r) => (reading[r] ? s.req.prompt[s.fed + taking[r] - 1] : chainFrom && s.lastStep === chainFrom.id ? null : s.lastToken));
+    const before = budget < this.decodePrefillRows ? batch.map((s, r) => (taking[r] > 1 ? s.req.prompt.slice(s.fed, s.fed + taking[r] - 1) : undefined)) : undefined;
+    const { logits, greedy } = this.decoder.step(tokens, before ? { before } : {});
     const picked = greedy.data() as Promise<Int32Array>;
     picked.catch(() => undefined); // awaited by finishDecode; a failed step is handled there
     const id = ++this.steps;
@@ -412,8 +436,8 @@ export class Engine {
     batch.forEach((s, r) => {
       s.lastStep = id;
       if (!reading[r]) return;
-      s.fed++;
-      this.prefillTokens++;
+      s.fed += taking[r];
+      this.prefillTokens += taking[r];
       reading[r] = s.fed < s.req.prompt.length;
     });
     return { id, batch, reading, logits, greedy, picked };

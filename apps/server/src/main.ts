@@ -86,6 +86,7 @@ interface ServeOptions {
   prefixCacheMib: number;
   handleStoreMib: number;
   decodePrefill?: number;
+  decodePrefillRows?: number;
   log?: boolean;
   apiKey?: string;
   cors?: string;
@@ -107,6 +108,7 @@ const program = new Command("serve")
   .option("--max-prompt-tokens <n>", "largest prompt in tokens", int("--max-prompt-tokens", 1), 65536)
   .option("--prefill-chunk <n>", "prompt tokens per prefill call, a multiple of 64 (requests wait this long for each other)", multipleOf64("--prefill-chunk"), 128)
   .option("--decode-prefill <n>", "prompts up to n tokens are read by the decode steps instead of a prefill call (default: 32 on cuda, 0 elsewhere)", int("--decode-prefill"))
+  .option("--decode-prefill-rows <n>", "prompt tokens a decode step reads beyond one per row, all rows together (default: 16 on cuda, 0 elsewhere)", int("--decode-prefill-rows"))
   .option("--body-limit <bytes>", "largest request body (larger: 413)", int("--body-limit", 1), 1 << 20)
   .option("--timeout <ms>", "per-request time limit", int("--timeout", 1), 120_000)
   .option("--prefix-cache-mib <n>", "prefix-state cache size (0: off)", int("--prefix-cache-mib"), 256)
@@ -137,7 +139,7 @@ const program = new Command("serve")
       chat: loadChatFormat(tokenizerPath, modelDir),
       modelName: o.name ?? basename(modelDir),
       backendName: o.backend,
-      engine: { maxBatch: o.maxBatch, maxQueue: o.maxQueue, prefillChunk: o.prefillChunk, prefixCacheBytes: o.prefixCacheMib * 2 ** 20, decodePrefill: o.decodePrefill },
+      engine: { maxBatch: o.maxBatch, maxQueue: o.maxQueue, prefillChunk: o.prefillChunk, prefixCacheBytes: o.prefixCacheMib * 2 ** 20, decodePrefill: o.decodePrefill, decodePrefillRows: o.decodePrefillRows },
       limits: { maxTokens: o.maxTokens, maxPromptTokens: o.maxPromptTokens },
       bodyLimit: o.bodyLimit,
       requestTimeoutMs: o.timeout,

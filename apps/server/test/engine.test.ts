@@ -136,6 +136,31 @@ describe("Engine with a batch decoder", () => {
     disposeParams(wide.params);
   });
 
+  it("reads short prompts several tokens a step (decodePrefillRows) as a prefill call reads them, in fewer steps", async () => {
+    const wide: TnlModel = { ...model, params: mapParams(model.params, (t) => cast(t, "f64")) };
+    const run = async (decodePrefill: number, decodePrefillRows: number) => {
+      const engine = new Engine(wide, { maxBatch: 3, decodePrefill, decodePrefillRows });
+      expect(engine.decodePrefillRows).toBe(decodePrefillRows);
+      const out = cases.map(() => [] as TokenInfo[]);
+      await Promise.all(cases.map((c, i) => engine.submit(request(c, out[i]))));
+      const counts = { prefill: engine.prefillTokens, steps: engine.steps, toFirst: engine.stepsToFirstToken };
+      await engine.close();
+      return { out, counts };
+    };
+    const called = await run(0, 0);
+    const oneAStep = await run(16, 0);
+    // A budget smaller than the prompts together: rows share it in order, over several steps.
+    const several = await run(16, 3);
+    const tokens = (r: typeof called) => r.out.map((o) => o.map((t) => t.token));
+    expect(tokens(several)).toEqual(tokens(called));
+    several.out.forEach((o, i) => o.forEach((t, k) => t.logprob !== undefined && expect(t.logprob).toBeCloseTo(called.out[i][k].logprob!, 10)));
+    expect(several.counts.prefill).toBe(called.counts.prefill);
+    expect(several.counts.steps).toBeLessThan(oneAStep.counts.steps);
+    expect(several.counts.toFirst).toBeLessThan(oneAStep.counts.toFirst);
+    expect(() => new Engine(wide, { decodePrefillRows: -2 })).toThrow(/decodePrefillRows must be a non-negative integer/);
+    disposeParams(wide.params);
+  });
+
   it("hands back a state that continues like the whole sequence", async () => {
     const engine = new Engine(model, { maxBatch: 2 });
     const whole: TokenInfo[] = [];

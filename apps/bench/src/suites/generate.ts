@@ -26,6 +26,7 @@ interface GenerateOptions {
   shape: ShapeName;
   dtype?: string;
   steps: number;
+  extraRows: number[];
   profile: boolean;
 }
 
@@ -59,17 +60,22 @@ async function chained(decoder: BatchDecoder, tokens: number[], steps: number): 
   return (performance.now() - t0) / steps;
 }
 
-/** Milliseconds per step of `steps` steps enqueued with fixed tokens and one wait at the end. */
-async function queued(decoder: BatchDecoder, tokens: number[], steps: number): Promise<number> {
+/**
+ * Milliseconds per step of `steps` steps enqueued with fixed tokens and one wait at the end; with
+ * `extra`, row 0 also reads that many tokens before its own each step (a prompt segment: the
+ * longest one a step can hold, the step kernel's slowest row).
+ */
+async function queued(decoder: BatchDecoder, tokens: number[], steps: number, extra = 0): Promise<number> {
+  const options = extra > 0 ? { before: [Array.from({ length: extra }, (_, i) => tokens[i % tokens.length])] } : {};
   const t0 = performance.now();
   let last: T.Tensor | undefined;
-  for (let s = 0; s < steps; s++) last = decoder.step(tokens).greedy;
+  for (let s = 0; s < steps; s++) last = decoder.step(tokens, options).greedy;
   await last!.data();
   return (performance.now() - t0) / steps;
 }
 
-function decoderFor(params: TnlParams, config: TnlConfig, batch: number, graphs: boolean, backend: T.Backend): BatchDecoder {
-  const decoder = new BatchDecoder(params, config, { capacity: batch, graphs });
+function decoderFor(params: TnlParams, config: TnlConfig, batch: number, graphs: boolean, backend: T.Backend, extraRows = 0): BatchDecoder {
+  const decoder = new BatchDecoder(params, config, { capacity: batch, graphs, extraRows });
   const state = initState(config, batch, { backend });
   decoder.add(state);
   state.kv.forEach((t) => t.dispose());
@@ -86,6 +92,7 @@ export const generateSuite: Suite = {
       .option("--shape <name>", `model shape: ${SHAPES.join(" or ")} (random weights)`, "436m")
       .option("--dtype <dtype>", "weights and activations: bf16, f16 or f32 (default: the backend's)")
       .option("--steps <n>", "steps per timed rep", (v) => Number.parseInt(v, 10), 64)
+      .option("--extra-rows <list>", "also time graph-queued steps in which row 0 reads this many tokens before its own (a prompt segment), comma-separated", intList, [])
       .option("--no-profile", "skip the per-op profile of one eager step");
   },
   columns: [
@@ -127,14 +134,16 @@ export const generateSuite: Suite = {
       for (const B of o.batches) {
         const tokens = Array.from({ length: B }, (_, r) => (r * 7919 + 11) % config.vocabSize);
         const bytes = stepBytes(config, dtype, B);
-        for (const [impl, graphs, timed] of [
-          ["graph-queued", true, queued],
-          ["graph-loop", true, loop],
-          ["graph-chained", true, chained],
-          ["eager-loop", false, loop],
-        ] as const) {
+        const timings: [string, boolean, (d: BatchDecoder, tokens: number[], steps: number) => Promise<number>, number][] = [
+          ["graph-queued", true, queued, 0],
+          ["graph-loop", true, loop, 0],
+          ["graph-chained", true, chained, 0],
+          ["eager-loop", false, loop, 0],
+          ...o.extraRows.map((x): [string, boolean, typeof queued, number] => [`graph-queued+${x}`, true, (d, t, n) => queued(d, t, n, x), x]),
+        ];
+        for (const [impl, graphs, timed, extra] of timings) {
           if (graphs && !backend.captureGraph) continue;
-          const decoder = decoderFor(params, config, B, graphs, backend);
+          const decoder = decoderFor(params, config, B, graphs, backend, extra);
           try {
             for (let i = 0; i < common.warmup; i++) await timed(decoder, tokens, 2);
             const times: number[] = [];
