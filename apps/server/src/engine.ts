@@ -51,6 +51,13 @@ export interface EngineOptions {
    * where the steps replay graphs (each extra-row count recorded once), else 0 (one token a step).
    */
   decodePrefillRows?: number;
+  /**
+   * Most sequences decoding for which a step still takes extra prompt rows (default 64). Extra
+   * rows cost a step what its products pay for more rows: measured on the H200 at the 436M shape
+   * (docs/benchmarks/serve-h200.md), that is less than the steps they save up to 64 sequences and
+   * more from 128 on, where a new prompt arrives nearly every step.
+   */
+  decodePrefillBatch?: number;
 }
 
 export const DEFAULT_ENGINE_OPTIONS: EngineOptions = { maxBatch: 32, maxQueue: 256, prefillChunk: 128, prefixBlock: 64, prefixCacheBytes: 256 * 2 ** 20 };
@@ -179,6 +186,8 @@ export class Engine {
   readonly decodePrefill: number;
   /** Prompt tokens a decode step reads beyond one per row (EngineOptions.decodePrefillRows). */
   readonly decodePrefillRows: number;
+  /** Most rows decoding for which a step takes extra prompt rows (EngineOptions.decodePrefillBatch). */
+  readonly decodePrefillBatch: number;
 
   constructor(
     readonly model: TnlModel,
@@ -190,8 +199,9 @@ export class Engine {
     this.prefixCache = new StateLru(this.options.prefixCacheBytes);
     const graphs = model.params.embed.backend.captureGraph !== undefined;
     this.decodePrefillRows = this.options.decodePrefillRows ?? (graphs ? 16 : 0);
-    if (!Number.isInteger(this.decodePrefillRows) || this.decodePrefillRows < 0) {
-      throw new RangeError(`decodePrefillRows must be a non-negative integer, got ${String(this.decodePrefillRows)}`);
+    this.decodePrefillBatch = this.options.decodePrefillBatch ?? 64;
+    for (const [name, value] of [["decodePrefillRows", this.decodePrefillRows], ["decodePrefillBatch", this.decodePrefillBatch]] as const) {
+      if (!Number.isInteger(value) || value < 0) throw new RangeError(`${name} must be a non-negative integer, got ${String(value)}`);
     }
     this.decoder = new BatchDecoder(model.params, model.config, { capacity: this.options.maxBatch, extraRows: this.decodePrefillRows });
     this.decodePrefill = this.options.decodePrefill ?? (this.decoder.graphs ? 32 : 0);
@@ -411,14 +421,15 @@ export class Engine {
   /**
    * Launches one step of every decoder row: a generating row feeds its last token, a row still
    * reading its prompt its next prompt tokens — one, and more while the step's budget of extra rows
-   * lasts (`decodePrefillRows`, given to the rows in order); its output is wanted only after the
-   * prompt's last token. After `chainFrom`, a row that generated in it feeds the token it picked
+   * lasts (`decodePrefillRows`, given to the rows in order, while at most `decodePrefillBatch` rows
+   * decode); its output is wanted only after the prompt's last token. After `chainFrom`, a row that generated in it feeds the token it picked
    * there, copied on the device (its host copy is not read yet). `finishDecode` reads the results.
    */
   private launchDecode(chainFrom: LaunchedStep | null): LaunchedStep {
     const batch = [...this.rows];
     const reading = batch.map((s) => s.fed < s.req.prompt.length);
-    let budget = this.decodePrefillRows;
+    const allowed = batch.length <= this.decodePrefillBatch ? this.decodePrefillRows : 0;
+    let budget = allowed;
     // Prompt tokens each reading row takes this step (its own token row included).
     const taking = batch.map((s, r) => {
       if (!reading[r]) return 0;
@@ -427,7 +438,7 @@ export class Engine {
       return n;
     });
     const tokens = batch.map((s, r) => (reading[r] ? s.req.prompt[s.fed + taking[r] - 1] : chainFrom && s.lastStep === chainFrom.id ? null : s.lastToken));
-    const before = budget < this.decodePrefillRows ? batch.map((s, r) => (taking[r] > 1 ? s.req.prompt.slice(s.fed, s.fed + taking[r] - 1) : undefined)) : undefined;
+    const before = budget < allowed ? batch.map((s, r) => (taking[r] > 1 ? s.req.prompt.slice(s.fed, s.fed + taking[r] - 1) : undefined)) : undefined;
     const { logits, greedy } = this.decoder.step(tokens, before ? { before } : {});
     const picked = greedy.data() as Promise<Int32Array>;
     picked.catch(() => undefined); // awaited by finishDecode; a failed step is handled there

@@ -87,6 +87,7 @@ interface ServeOptions {
   handleStoreMib: number;
   decodePrefill?: number;
   decodePrefillRows?: number;
+  decodePrefillBatch?: number;
   log?: boolean;
   apiKey?: string;
   cors?: string;
@@ -109,6 +110,7 @@ const program = new Command("serve")
   .option("--prefill-chunk <n>", "prompt tokens per prefill call, a multiple of 64 (requests wait this long for each other)", multipleOf64("--prefill-chunk"), 128)
   .option("--decode-prefill <n>", "prompts up to n tokens are read by the decode steps instead of a prefill call (default: 32 on cuda, 0 elsewhere)", int("--decode-prefill"))
   .option("--decode-prefill-rows <n>", "prompt tokens a decode step reads beyond one per row, all rows together (default: 16 on cuda, 0 elsewhere)", int("--decode-prefill-rows"))
+  .option("--decode-prefill-batch <n>", "most sequences decoding for which a step still reads extra prompt rows (default 64)", int("--decode-prefill-batch"))
   .option("--body-limit <bytes>", "largest request body (larger: 413)", int("--body-limit", 1), 1 << 20)
   .option("--timeout <ms>", "per-request time limit", int("--timeout", 1), 120_000)
   .option("--prefix-cache-mib <n>", "prefix-state cache size (0: off)", int("--prefix-cache-mib"), 256)
@@ -139,7 +141,7 @@ const program = new Command("serve")
       chat: loadChatFormat(tokenizerPath, modelDir),
       modelName: o.name ?? basename(modelDir),
       backendName: o.backend,
-      engine: { maxBatch: o.maxBatch, maxQueue: o.maxQueue, prefillChunk: o.prefillChunk, prefixCacheBytes: o.prefixCacheMib * 2 ** 20, decodePrefill: o.decodePrefill, decodePrefillRows: o.decodePrefillRows },
+      engine: { maxBatch: o.maxBatch, maxQueue: o.maxQueue, prefillChunk: o.prefillChunk, prefixCacheBytes: o.prefixCacheMib * 2 ** 20, decodePrefill: o.decodePrefill, decodePrefillRows: o.decodePrefillRows, decodePrefillBatch: o.decodePrefillBatch },
       limits: { maxTokens: o.maxTokens, maxPromptTokens: o.maxPromptTokens },
       bodyLimit: o.bodyLimit,
       requestTimeoutMs: o.timeout,

@@ -138,8 +138,8 @@ describe("Engine with a batch decoder", () => {
 
   it("reads short prompts several tokens a step (decodePrefillRows) as a prefill call reads them, in fewer steps", async () => {
     const wide: TnlModel = { ...model, params: mapParams(model.params, (t) => cast(t, "f64")) };
-    const run = async (decodePrefill: number, decodePrefillRows: number) => {
-      const engine = new Engine(wide, { maxBatch: 3, decodePrefill, decodePrefillRows });
+    const run = async (decodePrefill: number, decodePrefillRows: number, decodePrefillBatch?: number) => {
+      const engine = new Engine(wide, { maxBatch: 3, decodePrefill, decodePrefillRows, decodePrefillBatch });
       expect(engine.decodePrefillRows).toBe(decodePrefillRows);
       const out = cases.map(() => [] as TokenInfo[]);
       await Promise.all(cases.map((c, i) => engine.submit(request(c, out[i]))));
@@ -157,7 +157,12 @@ describe("Engine with a batch decoder", () => {
     expect(several.counts.prefill).toBe(called.counts.prefill);
     expect(several.counts.steps).toBeLessThan(oneAStep.counts.steps);
     expect(several.counts.toFirst).toBeLessThan(oneAStep.counts.toFirst);
+    // Above decodePrefillBatch rows a step reads one prompt token a row, as without extra rows.
+    const capped = await run(16, 3, 1);
+    expect(tokens(capped)).toEqual(tokens(called));
+    expect(capped.counts.steps).toBeGreaterThan(several.counts.steps);
     expect(() => new Engine(wide, { decodePrefillRows: -2 })).toThrow(/decodePrefillRows must be a non-negative integer/);
+    expect(() => new Engine(wide, { decodePrefillBatch: 1.5 })).toThrow(/decodePrefillBatch must be a non-negative integer/);
     disposeParams(wide.params);
   });
 

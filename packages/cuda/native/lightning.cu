@@ -322,10 +322,15 @@ __global__ void __launch_bounds__(THREADS) stepKernelSegments(const T* q, const 
   float4* Snb = reinterpret_cast<float4*>(Sn + (active ? (int64_t)bh * D * E + e : 0));
   float4 cur[R];
   if (active && early) loadRows<R, G, STREAMING>(cur, Sb, stride, g, D);
+  // With `early` the kernel before (a decode layer's projection or split) writes neither the state
+  // nor the offsets: they are read while it finishes, so the token rows' loads below wait on no
+  // round trip of their own.
+  const bool reports = h == 0 && blockIdx.y == 0 && flat == 0;
+  Tokens tok = early ? tokensOf(seg, b, B, N, err, code, reports) : Tokens{b, 1};
   waitForPrevious();
+  if (!early) tok = tokensOf(seg, b, B, N, err, code, reports);
   if (active && !early) loadRows<R, G, STREAMING>(cur, Sb, stride, g, D);
   const float lambda = expf(-slopes[h]);
-  const Tokens tok = tokensOf(seg, b, B, N, err, code, h == 0 && blockIdx.y == 0 && flat == 0);
   for (int j0 = 0; j0 < tok.count; j0 += CH) {
     // The tokens before are done with `staged`: each group read it before its first barrier.
     const int n = min(CH, tok.count - j0);

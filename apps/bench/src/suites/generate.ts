@@ -27,6 +27,7 @@ interface GenerateOptions {
   dtype?: string;
   steps: number;
   extraRows: number[];
+  extraSpread?: boolean;
   profile: boolean;
 }
 
@@ -63,10 +64,12 @@ async function chained(decoder: BatchDecoder, tokens: number[], steps: number): 
 /**
  * Milliseconds per step of `steps` steps enqueued with fixed tokens and one wait at the end; with
  * `extra`, row 0 also reads that many tokens before its own each step (a prompt segment: the
- * longest one a step can hold, the step kernel's slowest row).
+ * longest one a step can hold, the step kernel's slowest row), or with `spread` each of the first
+ * `extra` rows one token (the same extra rows without a long segment).
  */
-async function queued(decoder: BatchDecoder, tokens: number[], steps: number, extra = 0): Promise<number> {
-  const options = extra > 0 ? { before: [Array.from({ length: extra }, (_, i) => tokens[i % tokens.length])] } : {};
+async function queued(decoder: BatchDecoder, tokens: number[], steps: number, extra = 0, spread = false): Promise<number> {
+  const before = spread ? Array.from({ length: Math.min(extra, tokens.length) }, (_, r) => [tokens[r]]) : [Array.from({ length: extra }, (_, i) => tokens[i % tokens.length])];
+  const options = extra > 0 ? { before } : {};
   const t0 = performance.now();
   let last: T.Tensor | undefined;
   for (let s = 0; s < steps; s++) last = decoder.step(tokens, options).greedy;
@@ -93,6 +96,7 @@ export const generateSuite: Suite = {
       .option("--dtype <dtype>", "weights and activations: bf16, f16 or f32 (default: the backend's)")
       .option("--steps <n>", "steps per timed rep", (v) => Number.parseInt(v, 10), 64)
       .option("--extra-rows <list>", "also time graph-queued steps in which row 0 reads this many tokens before its own (a prompt segment), comma-separated", intList, [])
+      .option("--extra-spread", "with --extra-rows, also time the same extra rows as one token before their own on each of the first rows")
       .option("--no-profile", "skip the per-op profile of one eager step");
   },
   columns: [
@@ -140,6 +144,7 @@ export const generateSuite: Suite = {
           ["graph-chained", true, chained, 0],
           ["eager-loop", false, loop, 0],
           ...o.extraRows.map((x): [string, boolean, typeof queued, number] => [`graph-queued+${x}`, true, (d, t, n) => queued(d, t, n, x), x]),
+          ...(o.extraSpread ? o.extraRows : []).map((x): [string, boolean, typeof queued, number] => [`graph-queued+${x}/row`, true, (d, t, n) => queued(d, t, n, x, true), x]),
         ];
         for (const [impl, graphs, timed, extra] of timings) {
           if (graphs && !backend.captureGraph) continue;
