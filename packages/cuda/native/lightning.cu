@@ -281,51 +281,6 @@ __global__ void __launch_bounds__(THREADS) stepKernelRows(const T* q, const T* k
 // Where v starts in a segment kernel's staged tokens: after q and k, on a 16-byte boundary.
 __host__ __device__ __forceinline__ size_t stagedVOffset(int CH, int D) { return ((size_t)2 * CH * D + 3) / 4 * 4; }
 
-// Copies n token rows of `len` elements of T into f32 rows of shared memory (row j at dst + j·len),
-// row j read from src + rowAt(j). A thread issues up to 8 loads (16 bytes each where the rows allow)
-// before it converts and stores any of them, so a chunk of tokens waits about one memory latency
-// (a loop that stores each load before the next waits one latency a load).
-template <class T, int THREADS, class RowAt>
-__device__ __forceinline__ void stageRows(float* dst, const T* src, int n, int len, RowAt rowAt, int flat) {
-  constexpr int EPU = 16 / sizeof(T);  // elements a 16-byte load
-  if (len % EPU == 0 && reinterpret_cast<uintptr_t>(src) % 16 == 0) {
-    const int per = len / EPU, total = n * per;
-    for (int base = 0; base < total; base += 8 * THREADS) {
-      uint4 r[8];
-#pragma unroll
-      for (int c = 0; c < 8; c++) {
-        const int i = base + c * THREADS + flat;
-        if (i < total) r[c] = *reinterpret_cast<const uint4*>(src + rowAt(i / per) + (int64_t)(i % per) * EPU);
-      }
-#pragma unroll
-      for (int c = 0; c < 8; c++) {
-        const int i = base + c * THREADS + flat;
-        if (i < total) {
-          const T* x = reinterpret_cast<const T*>(&r[c]);
-          float* out = dst + (int64_t)(i / per) * len + (i % per) * EPU;
-#pragma unroll
-          for (int u = 0; u < EPU; u++) out[u] = toF(x[u]);
-        }
-      }
-    }
-  } else {
-    const int total = n * len;
-    for (int base = 0; base < total; base += 8 * THREADS) {
-      float r[8];
-#pragma unroll
-      for (int c = 0; c < 8; c++) {
-        const int i = base + c * THREADS + flat;
-        if (i < total) r[c] = toF(src[rowAt(i / len) + i % len]);
-      }
-#pragma unroll
-      for (int c = 0; c < 8; c++) {
-        const int i = base + c * THREADS + flat;
-        if (i < total) dst[i] = r[c];
-      }
-    }
-  }
-}
-
 // Tokens whose partial outputs a segment kernel reduces together: one output float a thread
 // (4·LANES floats a token), in at most 32 KB of partial sums.
 template <int LANES, int THREADS>
@@ -340,10 +295,10 @@ constexpr int segmentGroup() {
 // tokens). The arithmetic of each token is the one-token kernel's, in the same order, and so is the
 // sum of the row groups' partial outputs, so a segment gives the bits of as many one-token steps of
 // the same kind. What a token costs is its critical path, since a long prompt segment is the step's
-// slowest block: the tokens' q, k and v come into shared memory up to CH at a time with their
-// loads in flight together (stageRows), and the partial outputs of K tokens are summed at once, one
-// output float a thread, between two barriers (instead of one warp summing each token's G
-// partials while the others wait). Where a thread's rows of the head fit in one batch (D ≤ G·R: "block" and "narrow"
+// slowest block: the tokens' q, k and v come into shared memory up to CH at a time with all their
+// loads in flight, and the partial outputs of K tokens are summed at once, one output float a
+// thread, between two barriers (instead of one warp summing each token's G partials while the
+// others wait). Where a thread's rows of the head fit in one batch (D ≤ G·R: "block" and "narrow"
 // at D = 128) the state stays in registers across the tokens and is stored once; otherwise each
 // token reads back the rows the thread stored for the token before.
 template <class T, int LANES, int THREADS, int R, bool STREAMING>
@@ -379,10 +334,12 @@ __global__ void __launch_bounds__(THREADS) stepKernelSegments(const T* q, const 
   for (int j0 = 0; j0 < tok.count; j0 += CH) {
     // The tokens before are done with `staged`: each group read it before its first barrier.
     const int n = min(CH, tok.count - j0);
-    auto head = [&](int j) { return (int64_t)tok.row(j0 + j, b) * H + h; };
-    stageRows<T, THREADS>(qs, q, n, D, [&](int j) { return head(j) * D; }, flat);
-    stageRows<T, THREADS>(ks, k, n, D, [&](int j) { return head(j) * D; }, flat);
-    stageRows<T, THREADS>(vs, v, n, E, [&](int j) { return head(j) * E; }, flat);
+    for (int i = flat; i < n * D; i += THREADS) {
+      const int64_t t = (int64_t)tok.row(j0 + i / D, b) * H + h;
+      qs[i] = toF(q[t * D + i % D]);
+      ks[i] = toF(k[t * D + i % D]);
+    }
+    for (int i = flat; i < n * E; i += THREADS) vs[i] = toF(v[((int64_t)tok.row(j0 + i / E, b) * H + h) * E + i % E]);
     __syncthreads();
     for (int k0 = 0; k0 < n; k0 += K) {
       const int m = min(K, n - k0);
