@@ -301,8 +301,8 @@ constexpr int segmentGroup() {
 // others wait). Where a thread's rows of the head fit in one batch (D ≤ G·R: "block" and "narrow"
 // at D = 128) the state stays in registers across the tokens and is stored once; otherwise each
 // token reads back the rows the thread stored for the token before.
-template <class T, int LANES, int THREADS, int R, bool STREAMING, bool RESIDENT>
-__global__ void __launch_bounds__(THREADS, 1024 / THREADS) stepKernelSegments(const T* q, const T* k, const T* v, const float* slopes, const float* S, T* o, float* Sn,
+template <class T, int LANES, int THREADS, int R, bool STREAMING>
+__global__ void __launch_bounds__(THREADS) stepKernelSegments(const T* q, const T* k, const T* v, const float* slopes, const float* S, T* o, float* Sn,
                                                               int BH, int D, int E, int H, bool early, const int* seg, int N, int CH,
                                                               DeviceError* err, int code) {
   constexpr int G = THREADS / LANES;
@@ -316,6 +316,7 @@ __global__ void __launch_bounds__(THREADS, 1024 / THREADS) stepKernelSegments(co
   const int bh = blockIdx.x, e = (blockIdx.y * LANES + lane) * 4;
   const int B = BH / H, b = bh / H, h = bh % H;
   const bool active = e < E;
+  const bool resident = D <= G * R;
   const int64_t stride = E / 4;
   const float4* Sb = reinterpret_cast<const float4*>(S + (active ? (int64_t)bh * D * E + e : 0));
   float4* Snb = reinterpret_cast<float4*>(Sn + (active ? (int64_t)bh * D * E + e : 0));
@@ -350,7 +351,7 @@ __global__ void __launch_bounds__(THREADS, 1024 / THREADS) stepKernelSegments(co
         float4 acc = make_float4(0, 0, 0, 0);
         if (active) {
           const float4 ve = *reinterpret_cast<const float4*>(vs + jj * E + e);
-          if constexpr (RESIDENT) {
+          if (resident) {
 #pragma unroll
             for (int r = 0; r < R; r++) {
               int d = g + G * r;
@@ -385,7 +386,7 @@ __global__ void __launch_bounds__(THREADS, 1024 / THREADS) stepKernelSegments(co
       for (int i = flat; i < m * 4 * LANES; i += THREADS) {
         const int u = i / (4 * LANES), f = i % (4 * LANES), col = blockIdx.y * 4 * LANES + f;
         float sum = 0;
-#pragma unroll 4
+#pragma unroll
         for (int r = 0; r < G; r++) sum += reinterpret_cast<const float*>(&part[u][r][0])[f];
         if (col < E) o[((int64_t)tok.row(j0 + k0 + u, b) * H + h) * E + col] = fromF<T>(sum);
       }
@@ -524,10 +525,8 @@ void launchSegments(Context& c, const Args& a, int BH, int D, int E, int H, bool
   const int CH = (int)std::max<size_t>(1, std::min<size_t>(16, (49152 - partBytes) / perToken));
   const size_t shared = (stagedVOffset(CH, D) + (size_t)CH * E) * sizeof(float);
   dim3 grid(BH, (E + 4 * LANES - 1) / (4 * LANES)), block(LANES, G, 1);
-  // RESIDENT: every row of a thread in one batch (D ≤ G·R), the state in registers across tokens.
-  auto kernel = D <= G * R ? stepKernelSegments<T, LANES, THREADS, R, STREAMING, true> : stepKernelSegments<T, LANES, THREADS, R, STREAMING, false>;
-  launchPdl(c, kernel, grid, block, shared, "lightningStep kernel launch", a.ptr<T>(0), a.ptr<T>(1), a.ptr<T>(2), a.ptr<float>(3), a.ptr<float>(4),
-            a.ptr<T>(5), a.ptr<float>(6), BH, D, E, H, early, seg, N, CH, c.error, code);
+  launchPdl(c, stepKernelSegments<T, LANES, THREADS, R, STREAMING>, grid, block, shared, "lightningStep kernel launch", a.ptr<T>(0),
+            a.ptr<T>(1), a.ptr<T>(2), a.ptr<float>(3), a.ptr<float>(4), a.ptr<T>(5), a.ptr<float>(6), BH, D, E, H, early, seg, N, CH, c.error, code);
 }
 
 // With prompt segments every kind runs as stepKernelSegments with its own configuration ("pair",
