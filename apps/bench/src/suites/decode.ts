@@ -46,10 +46,17 @@ export const decodeSuite: Suite = {
     command
       .option("--batches <list>", "batch sizes, comma-separated", intList, [1, 4, 16, 64])
       .option("--heads <n>", "heads H", (v) => Number.parseInt(v, 10), 16)
-      .option("--dim <n>", "head dims D = E", (v) => Number.parseInt(v, 10), 128);
+      .option("--dim <n>", "head dims D = E", (v) => Number.parseInt(v, 10), 128)
+      .option(
+        "--segments <list>",
+        "also time steps in which row 0 reads this many tokens before its own (prompt segments), comma-separated, beside the plain step, both queued 64 a wait and timed by the device where it can",
+        intList,
+        [],
+      );
   },
   columns: [
     ["backend", "backend"],
+    ["impl", "impl"],
     ["B", "B"],
     ["H", "H"],
     ["D=E", "D"],
@@ -63,7 +70,7 @@ export const decodeSuite: Suite = {
   ],
 
   async run({ backends, options: common, log }, raw) {
-    const { batches, heads: H, dim: D } = raw as { batches: number[]; heads: number; dim: number };
+    const { batches, heads: H, dim: D, segments } = raw as { batches: number[]; heads: number; dim: number; segments: number[] };
     const E = D;
     const slopeValues = T.tnlSlopes(H, 0, 2);
     const results: BenchResult[] = [];
@@ -119,9 +126,78 @@ export const decodeSuite: Suite = {
             }),
           );
         }
+        if (segments.length > 0) results.push(...(await timeSegments(backend, name, B, H, D, segments, slopeValues, common, log)));
         for (const t of [q, k, v, S, slopes]) t.dispose();
       }
     }
     return results;
   },
 };
+
+/** Steps enqueued per wait when timing prompt segments (kernel time, not launch latency). */
+const SEGMENT_STEPS_PER_WAIT = 64;
+
+/**
+ * The plain step and steps with prompt segments (row 0 reading `extra` tokens before its own), each
+ * queued SEGMENT_STEPS_PER_WAIT a wait, timed by the device's clock where the backend has one. A
+ * segmented step is checked against the CPU backend's kernel on the same inputs before it is timed.
+ */
+async function timeSegments(
+  backend: T.Backend,
+  name: string,
+  B: number,
+  H: number,
+  D: number,
+  extras: number[],
+  slopeValues: number[],
+  common: { warmup: number; reps: number },
+  log: (line: string) => void,
+): Promise<BenchResult[]> {
+  const E = D;
+  const cpu = T.createCpuBackend();
+  const results: BenchResult[] = [];
+  for (const extra of [0, ...extras]) {
+    const N = B + extra;
+    const frame = T.beginScope();
+    try {
+      const q = T.randomNormal([N, H, D], { seed: 11, std: 0.1 });
+      const k = T.randomNormal([N, H, D], { seed: 12, std: 0.1 });
+      const v = T.randomNormal([N, H, E], { seed: 13, std: 0.1 });
+      const S = T.randomNormal([B, H, D, E], { seed: 14, std: 0.1 });
+      const slopes = T.slopesTensor(slopeValues);
+      const offsets = [0, ...Array.from({ length: B }, () => extra)];
+      const seg = extra > 0 ? T.tensor(offsets, [B + 1], { dtype: "i32" }) : undefined;
+      const options = seg ? { segments: seg } : {};
+      const impl = extra > 0 ? `lightningStep+${extra} segments, queued` : "lightningStep, queued";
+      const base = { suite: "decode", impl, backend: name, device: backend.capabilities.device, dtype: "f32", B, T: 1, H, D, E };
+      const got = T.lightningStep(q, k, v, slopes, S, options);
+      const onCpu = (t: T.Tensor) => T.copyTo(t, cpu);
+      const want = T.lightningStep(onCpu(q), onCpu(k), onCpu(v), onCpu(slopes), onCpu(S), seg ? { segments: onCpu(seg) } : {});
+      const err = Math.max(relErr((await got.output.data()) as Float32Array, (await want.output.data()) as Float32Array), relErr((await got.state.data()) as Float32Array, (await want.state.data()) as Float32Array));
+      if (!(err <= 1e-5)) {
+        log(`B=${B} +${extra}: FAILED the check against the CPU kernel (rel_err ${err.toExponential(2)}); not timed`);
+        results.push(result({ ...base, ok: false, rel_err: err }));
+        continue;
+      }
+      const step = () => T.scope(() => void T.lightningStep(q, k, v, slopes, S, options));
+      const timing = await timeQueued(backend, step, SEGMENT_STEPS_PER_WAIT, common.warmup, common.reps, backend.timer);
+      const stateBytes = B * H * D * E * 4;
+      results.push(
+        result({
+          ...base,
+          ok: true,
+          rel_err: err,
+          fwd_ms: timing.median,
+          tokens_per_s: N / (timing.median / 1000),
+          gbps: (2 * stateBytes) / (timing.median / 1000) / 1e9,
+          state_mib: stateBytes / 2 ** 20,
+          spread_pct: Math.round(timing.spread_pct),
+          clock: timing.clock,
+        }),
+      );
+    } finally {
+      T.endScope(frame);
+    }
+  }
+  return results;
+}
