@@ -295,8 +295,8 @@ constexpr int segmentGroup() {
 // tokens). The arithmetic of each token is the one-token kernel's, in the same order, and so is the
 // sum of the row groups' partial outputs, so a segment gives the bits of as many one-token steps of
 // the same kind. What a token costs is its critical path, since a long prompt segment is the step's
-// slowest block: the earlier tokens' q, k and v come into shared memory up to CH at a time with all
-// their loads in flight, and the partial outputs of K tokens are summed at once, one output float a
+// slowest block: the tokens' q, k and v come into shared memory up to CH at a time with all their
+// loads in flight, and the partial outputs of K tokens are summed at once, one output float a
 // thread, between two barriers (instead of one warp summing each token's G partials while the
 // others wait). Where a thread's rows of the head fit in one batch (D ≤ G·R: "block" and "narrow"
 // at D = 128) the state stays in registers across the tokens and is stored once; otherwise each
@@ -307,15 +307,11 @@ __global__ void __launch_bounds__(THREADS) stepKernelSegments(const T* q, const 
                                                               DeviceError* err, int code) {
   constexpr int G = THREADS / LANES;
   constexpr int K = segmentGroup<LANES, THREADS>();
-  // CH earlier tokens: q [CH][D], k [CH][D], v [CH][E], then the row's own (last) token: q, k, v; as f32.
-  extern __shared__ float staged[];
+  extern __shared__ float staged[];  // CH tokens: q [CH][D], k [CH][D], v [CH][E] as f32
   __shared__ float4 part[K][G][LANES];
   float* qs = staged;
   float* ks = staged + (size_t)CH * D;
   float* vs = staged + stagedVOffset(CH, D);
-  float* ownQ = vs + (size_t)CH * E;
-  float* ownK = ownQ + D;
-  float* ownV = ownQ + stagedVOffset(1, D);
   const int lane = threadIdx.x, g = threadIdx.y, flat = g * LANES + lane;
   const int bh = blockIdx.x, e = (blockIdx.y * LANES + lane) * 4;
   const int B = BH / H, b = bh / H, h = bh % H;
@@ -334,36 +330,27 @@ __global__ void __launch_bounds__(THREADS) stepKernelSegments(const T* q, const 
   waitForPrevious();
   if (!early) tok = tokensOf(seg, b, B, N, err, code, reports);
   if (active && !early) loadRows<R, G, STREAMING>(cur, Sb, stride, g, D);
-  // The row's own token (its last) is row b whatever the offsets: its loads go out beside the
-  // state's, and a row without earlier tokens (most of them) waits on nothing the offsets give.
-  const int64_t own = (int64_t)b * H + h;
-  for (int i = flat; i < D; i += THREADS) {
-    ownQ[i] = toF(q[own * D + i]);
-    ownK[i] = toF(k[own * D + i]);
-  }
-  for (int i = flat; i < E; i += THREADS) ownV[i] = toF(v[own * E + i]);
   const float lambda = expf(-slopes[h]);
   for (int j0 = 0; j0 < tok.count; j0 += CH) {
     // The tokens before are done with `staged`: each group read it before its first barrier.
     const int n = min(CH, tok.count - j0);
-    const int earlier = j0 + n == tok.count ? n - 1 : n;  // this chunk's tokens staged here, not the own one
-    for (int i = flat; i < earlier * D; i += THREADS) {
+    for (int i = flat; i < n * D; i += THREADS) {
       const int64_t t = (int64_t)tok.row(j0 + i / D, b) * H + h;
       qs[i] = toF(q[t * D + i % D]);
       ks[i] = toF(k[t * D + i % D]);
     }
-    for (int i = flat; i < earlier * E; i += THREADS) vs[i] = toF(v[((int64_t)tok.row(j0 + i / E, b) * H + h) * E + i % E]);
+    for (int i = flat; i < n * E; i += THREADS) vs[i] = toF(v[((int64_t)tok.row(j0 + i / E, b) * H + h) * E + i % E]);
     __syncthreads();
     for (int k0 = 0; k0 < n; k0 += K) {
       const int m = min(K, n - k0);
       for (int u = 0; u < m; u++) {
         const int jj = k0 + u, j = j0 + jj;
         const bool last = j == tok.count - 1;
-        const float* qj = last ? ownQ : qs + jj * D;
-        const float* kj = last ? ownK : ks + jj * D;
+        const float* qj = qs + jj * D;
+        const float* kj = ks + jj * D;
         float4 acc = make_float4(0, 0, 0, 0);
         if (active) {
-          const float4 ve = *reinterpret_cast<const float4*>((last ? ownV : vs + jj * E) + e);
+          const float4 ve = *reinterpret_cast<const float4*>(vs + jj * E + e);
           if (resident) {
 #pragma unroll
             for (int r = 0; r < R; r++) {
@@ -535,9 +522,8 @@ void launchSegments(Context& c, const Args& a, int BH, int D, int E, int H, bool
   constexpr int G = THREADS / LANES;
   constexpr size_t partBytes = (size_t)segmentGroup<LANES, THREADS>() * G * LANES * 16;
   const size_t perToken = (size_t)(2 * D + E) * sizeof(float) + 16;
-  const size_t ownBytes = (stagedVOffset(1, D) + (size_t)E) * sizeof(float);
-  const int CH = (int)std::max<size_t>(1, std::min<size_t>(16, (49152 - partBytes - ownBytes) / perToken));
-  const size_t shared = (stagedVOffset(CH, D) + (size_t)CH * E) * sizeof(float) + ownBytes;
+  const int CH = (int)std::max<size_t>(1, std::min<size_t>(16, (49152 - partBytes) / perToken));
+  const size_t shared = (stagedVOffset(CH, D) + (size_t)CH * E) * sizeof(float);
   dim3 grid(BH, (E + 4 * LANES - 1) / (4 * LANES)), block(LANES, G, 1);
   launchPdl(c, stepKernelSegments<T, LANES, THREADS, R, STREAMING>, grid, block, shared, "lightningStep kernel launch", a.ptr<T>(0),
             a.ptr<T>(1), a.ptr<T>(2), a.ptr<float>(3), a.ptr<float>(4), a.ptr<T>(5), a.ptr<float>(6), BH, D, E, H, early, seg, N, CH, c.error, code);
