@@ -173,7 +173,7 @@ async function timeSegments(
       const got = T.lightningStep(q, k, v, slopes, S, options);
       const onCpu = (t: T.Tensor) => T.copyTo(t, cpu);
       const want = T.lightningStep(onCpu(q), onCpu(k), onCpu(v), onCpu(slopes), onCpu(S), seg ? { segments: onCpu(seg) } : {});
-      const err = Math.max(relErr((await got.output.data()), (await want.output.data())), relErr((await got.state.data()), (await want.state.data())));
+      const err = Math.max(relErr(await got.output.data(), await want.output.data()), relErr(await got.state.data(), await want.state.data()));
       if (!(err <= 1e-5)) {
         log(`B=${B} +${extra}: FAILED the check against the CPU kernel (rel_err ${err.toExponential(2)}); not timed`);
         results.push(result({ ...base, ok: false, rel_err: err }));
