@@ -5,7 +5,7 @@
  */
 import { startBackend } from "@lightning-ts/backends";
 import * as T from "@lightning-ts/tensor";
-import { intList, result, summarise, timeQueued, type BenchResult, type Suite, webgpuTimer } from "../suite.js";
+import { intList, result, summarise, timeQueued, type BenchResult, type Suite, type Timing, webgpuTimer } from "../suite.js";
 
 /** Steps enqueued per device wait on WebGPU. */
 const WEBGPU_STEPS_PER_WAIT = 32;
@@ -111,20 +111,7 @@ export const decodeSuite: Suite = {
             }
             timing = summarise(times);
           }
-          const stateBytes = B * H * D * E * 4;
-          results.push(
-            result({
-              ...base,
-              ok: true,
-              rel_err: err,
-              fwd_ms: timing.median,
-              tokens_per_s: B / (timing.median / 1000),
-              gbps: (2 * stateBytes) / (timing.median / 1000) / 1e9,
-              state_mib: stateBytes / 2 ** 20,
-              spread_pct: Math.round(timing.spread_pct),
-              clock: timing.clock,
-            }),
-          );
+          results.push(timedRow(base, timing, err, B, B * H * D * E * 4));
         }
         if (segments.length > 0) results.push(...(await timeSegments(backend, name, B, H, D, segments, slopeValues, common, log)));
         for (const t of [q, k, v, S, slopes]) t.dispose();
@@ -133,6 +120,21 @@ export const decodeSuite: Suite = {
     return results;
   },
 };
+
+/** A timed step's row: `tokens` a step, the state's bytes read and written once. */
+function timedRow(base: Partial<BenchResult> & Pick<BenchResult, "suite" | "impl" | "backend" | "device" | "dtype">, timing: Timing, err: number, tokens: number, stateBytes: number): BenchResult {
+  return result({
+    ...base,
+    ok: true,
+    rel_err: err,
+    fwd_ms: timing.median,
+    tokens_per_s: tokens / (timing.median / 1000),
+    gbps: (2 * stateBytes) / (timing.median / 1000) / 1e9,
+    state_mib: stateBytes / 2 ** 20,
+    spread_pct: Math.round(timing.spread_pct),
+    clock: timing.clock,
+  });
+}
 
 /** Steps enqueued per wait when timing prompt segments (kernel time, not launch latency). */
 const SEGMENT_STEPS_PER_WAIT = 64;
@@ -181,20 +183,7 @@ async function timeSegments(
       }
       const step = () => T.scope(() => void T.lightningStep(q, k, v, slopes, S, options));
       const timing = await timeQueued(backend, step, SEGMENT_STEPS_PER_WAIT, common.warmup, common.reps, backend.timer);
-      const stateBytes = B * H * D * E * 4;
-      results.push(
-        result({
-          ...base,
-          ok: true,
-          rel_err: err,
-          fwd_ms: timing.median,
-          tokens_per_s: N / (timing.median / 1000),
-          gbps: (2 * stateBytes) / (timing.median / 1000) / 1e9,
-          state_mib: stateBytes / 2 ** 20,
-          spread_pct: Math.round(timing.spread_pct),
-          clock: timing.clock,
-        }),
-      );
+      results.push(timedRow(base, timing, err, N, B * H * D * E * 4));
     } finally {
       T.endScope(frame);
     }
