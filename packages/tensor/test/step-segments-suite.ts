@@ -10,7 +10,7 @@
  */
 import * as T from "@lightning-ts/tensor";
 import type { Backend, DType, Tensor } from "@lightning-ts/tensor";
-import { seeded } from "@lightning-ts/tensor/testing";
+import { closeness, seeded } from "@lightning-ts/tensor/testing";
 import { expect, it } from "vitest";
 
 interface SegmentCase {
@@ -45,17 +45,6 @@ function expectSameBytes(a: Uint8Array, b: Uint8Array, label: string): void {
     a.findIndex((x, j) => x !== b[j]),
     `${label}: first differing byte`,
   ).toBe(-1);
-}
-
-/** Relative RMS of a − b over b. */
-function relRms(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  let num = 0;
-  let den = 0;
-  for (let i = 0; i < b.length; i++) {
-    num += (a[i] - b[i]) ** 2;
-    den += b[i] ** 2;
-  }
-  return Math.sqrt(num / Math.max(den, 1e-300));
 }
 
 /** A seeded layout: each row's count of earlier tokens, the offsets, and each row's token rows in order. */
@@ -146,7 +135,7 @@ export function stepSegmentsSuite(backend: () => Backend): void {
           }
           const o = Float64Array.from(await got.output.data());
           const usedRows = c.B + offsets[c.B];
-          expect(relRms(o.subarray(0, usedRows * c.H * c.E), o64.subarray(0, usedRows * c.H * c.E)), `${dtype} output vs float64`).toBeLessThan(STEP_BOUND[dtype]);
+          expect(closeness(o.subarray(0, usedRows * c.H * c.E), o64.subarray(0, usedRows * c.H * c.E)).relRms, `${dtype} output vs float64`).toBeLessThan(STEP_BOUND[dtype]);
           expect(Array.from(o.subarray(usedRows * c.H * c.E)).every((y) => y === 0), `${dtype}: rows no segment reads are zero`).toBe(true);
         });
       }
