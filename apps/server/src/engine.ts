@@ -422,8 +422,9 @@ export class Engine {
    * Launches one step of every decoder row: a generating row feeds its last token, a row still
    * reading its prompt its next prompt tokens — one, and more while the step's budget of extra rows
    * lasts (`decodePrefillRows`, given to the rows in order, while at most `decodePrefillBatch` rows
-   * decode); its output is wanted only after the prompt's last token. After `chainFrom`, a row that generated in it feeds the token it picked
-   * there, copied on the device (its host copy is not read yet). `finishDecode` reads the results.
+   * decode); its output is wanted only after the prompt's last token. After `chainFrom`, a row that
+   * generated in it feeds the token it picked there, copied on the device (its host copy is not read
+   * yet). `finishDecode` reads the results.
    */
   private launchDecode(chainFrom: LaunchedStep | null): LaunchedStep {
     const batch = [...this.rows];
