@@ -2,7 +2,9 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { postJson, type Running, startServer, waitFor } from "./helpers.js";
 
-const LONG = { prompt: "Call me", max_tokens: 4000, temperature: 0, ignore_eos: true };
+// Longer than the tests' time limit however fast the machine generates (a request that is not
+// aborted or timed out would take tens of seconds).
+const LONG = { prompt: "Call me", max_tokens: 100_000, temperature: 0, ignore_eos: true };
 
 async function healthy(s: Running): Promise<void> {
   const r = await postJson(`${s.url}/v1/completions`, { prompt: "Call me", max_tokens: 3, temperature: 0 });
@@ -105,7 +107,7 @@ describe("bad requests", () => {
 describe("overload, timeouts and disconnects", () => {
   let s: Running;
   beforeAll(async () => {
-    s = await startServer({ engine: { maxBatch: 1, maxQueue: 1 }, requestTimeoutMs: 1500 });
+    s = await startServer({ engine: { maxBatch: 1, maxQueue: 1 }, requestTimeoutMs: 1500, limits: { maxTokens: LONG.max_tokens } });
   });
   afterAll(() => s.shutdown());
 
@@ -152,7 +154,7 @@ describe("overload, timeouts and disconnects", () => {
   });
 
   it("ends a request that runs past the time limit with 504", async () => {
-    const r = await postJson(`${s.url}/v1/completions`, { ...LONG, max_tokens: 4000 });
+    const r = await postJson(`${s.url}/v1/completions`, LONG);
     expect(r.status).toBe(504);
     expect(r.json.error.code).toBe("request_timeout");
     await waitFor(() => s.engine.activeCount === 0);
