@@ -17,6 +17,17 @@ describe("decode and model suites", () => {
     }
   });
 
+  it("decode --segments: the plain step and steps with prompt segments, each checked against the CPU kernel before it is timed", async () => {
+    const results = await decodeSuite.run(context, { batches: [3], heads: 2, dim: 8, segments: [1, 5] });
+    expect(results.map((r) => [r.impl, r.B, r.ok])).toEqual([
+      ["lightningStep", 3, true],
+      ["lightningStep, queued", 3, true],
+      ["lightningStep+1 segments, queued", 3, true],
+      ["lightningStep+5 segments, queued", 3, true],
+    ]);
+    for (const r of results) expect(r.gbps).toBeGreaterThan(0);
+  });
+
   it("model: training steps and generation, each checked against the same model in float64", async () => {
     const results = await modelSuite.run(context, { dModel: 16, layers: 2, heads: 2, vocab: 64, tokens: 64, t: [16, 64], contexts: [8, 40], genTokens: 3 });
     expect(results.map((r) => [r.impl, r.T, r.ok])).toEqual([

@@ -70,7 +70,7 @@ export const decodeSuite: Suite = {
   ],
 
   async run({ backends, options: common, log }, raw) {
-    const { batches, heads: H, dim: D, segments } = raw as { batches: number[]; heads: number; dim: number; segments: number[] };
+    const { batches, heads: H, dim: D, segments = [] } = raw as { batches: number[]; heads: number; dim: number; segments?: number[] };
     const E = D;
     const slopeValues = T.tnlSlopes(H, 0, 2);
     const results: BenchResult[] = [];
