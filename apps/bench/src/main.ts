@@ -5,8 +5,9 @@
  */
 import { BACKEND_NAMES, type BackendName, isBackendName } from "@lightning-ts/backends";
 import { Command } from "commander";
+import { addClocks, CLOCK_COLUMNS, startClocks } from "./gpu-clocks.js";
 import { outputPath, table, writeJson } from "./report.js";
-import type { CommonOptions } from "./suite.js";
+import { type BenchResult, type CommonOptions, setDeviceWarmupMs } from "./suite.js";
 import { SUITES } from "./suites/index.js";
 
 const program = new Command("bench")
@@ -20,7 +21,14 @@ for (const suite of SUITES) {
     .option("--backends <list>", `backends, comma-separated (${BACKEND_NAMES.join(", ")})`, "cpu")
     .option("--warmup <n>", "untimed runs before timing", (v) => Number.parseInt(v, 10), suite.defaults?.warmup ?? 2)
     .option("--reps <n>", "timed repetitions (the median is reported)", (v) => Number.parseInt(v, 10), suite.defaults?.reps ?? 7)
-    .option("--json <file>", "where to write the results as JSON", `runs/bench/${suite.name}.json`);
+    .option("--json <file>", "where to write the results as JSON", `runs/bench/${suite.name}.json`)
+    .option(
+      "--warmup-ms <ms>",
+      "device-timed suites: keep warming up for at least this long as well (a GPU's driver may raise its clocks only after a while under load)",
+      (v) => Number(v),
+      0,
+    )
+    .option("--gpu-clocks [index]", "sample GPU index's (default 0) SM and memory clocks with nvidia-smi while timing; each timed row gets them");
   suite.configure(command);
   command.action(async (raw: Record<string, unknown>) => {
     const options: CommonOptions = {
@@ -32,8 +40,23 @@ for (const suite of SUITES) {
     const unknown = options.backends.filter((name) => !isBackendName(name));
     if (unknown.length) command.error(`unknown backend(s): ${unknown.join(", ")}; known: ${BACKEND_NAMES.join(", ")}`);
     const backends = options.backends as BackendName[];
-    const results = await suite.run({ backends, options, log: (line) => console.error(line) }, raw);
-    console.log(table(results, suite.columns));
+    const log = (line: string) => console.error(line);
+    try {
+      setDeviceWarmupMs(raw.warmupMs as number);
+    } catch (err) {
+      command.error((err as Error).message);
+    }
+    const gpuClocks = raw.gpuClocks as string | boolean | undefined;
+    if (typeof gpuClocks === "string" && !/^\d+$/.test(gpuClocks)) command.error(`--gpu-clocks: expected a GPU index (a non-negative integer), got '${gpuClocks}'`);
+    const sampler = await startClocks(gpuClocks, log);
+    let results: BenchResult[];
+    try {
+      results = await suite.run({ backends, options, log }, raw);
+    } finally {
+      await sampler?.stop();
+    }
+    if (sampler) addClocks(results, sampler, log);
+    console.log(table(results, sampler ? [...suite.columns, ...CLOCK_COLUMNS] : suite.columns));
     if (options.json) {
       writeJson(options.json, results);
       console.error(`results written to ${outputPath(options.json)}`);

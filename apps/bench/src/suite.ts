@@ -76,10 +76,51 @@ export interface Timing {
 /** Least warm-up time: small cases need many calls before the JIT has compiled their hot paths. */
 const WARMUP_MS = 300;
 
+/**
+ * Least warm-up time of the device-timed loops (`timeQueued`, and suites that call `warmUp`): 0
+ * (the count alone) unless `--warmup-ms` sets it, for a GPU whose driver raises its clocks only
+ * after a while under load (gpu-clocks.ts tells).
+ */
+let deviceWarmupMs = 0;
+
+export function setDeviceWarmupMs(ms: number): void {
+  if (!Number.isFinite(ms) || ms < 0) throw new Error(`--warmup-ms: expected a non-negative number of milliseconds, got ${String(ms)}`);
+  deviceWarmupMs = ms;
+}
+
+/** Runs `fn` and waits for the device, at least `count` times and for at least the device warm-up time. */
+export async function warmUp(backend: { sync(): Promise<void> }, fn: () => void, count: number): Promise<void> {
+  const start = performance.now();
+  for (let i = 0; i < count || performance.now() - start < deviceWarmupMs; i++) {
+    fn();
+    await backend.sync();
+  }
+}
+
+/**
+ * When each row's timed repetitions ran (epoch ms, Date.now's clock), for the GPU clocks of that
+ * span (`--gpu-clocks`, main.ts). A span opens at `beginTimed` (the timing helpers call it after
+ * their warm-up) and closes at `summarise`; a loop that does not open one gets the span its times
+ * add up to, ending at `summarise`. `result` gives the last closed span to a row with a time.
+ */
+let openedAt: number | null = null;
+let lastSpan: readonly [number, number] | null = null;
+const spans = new WeakMap<BenchResult, readonly [number, number]>();
+
+export function beginTimed(): void {
+  openedAt = Date.now();
+}
+
+/** The span of a row's timed repetitions, if it has one. */
+export function timedSpan(row: BenchResult): readonly [number, number] | undefined {
+  return spans.get(row);
+}
+
 /** Runs `fn` untimed at least `warmup` times and WARMUP_MS, then `reps` timed times; times in ms. */
 export function time(fn: () => void, warmup: number, reps: number): Timing {
   const start = performance.now();
   for (let i = 0; i < warmup || performance.now() - start < WARMUP_MS; i++) fn();
+  beginTimed();
   const times: number[] = [];
   for (let i = 0; i < reps; i++) {
     const t0 = performance.now();
@@ -121,10 +162,8 @@ export async function timeRound(backend: { sync(): Promise<void> }, fn: () => vo
  * left out); without one, the host clock around enqueueing and waiting.
  */
 export async function timeQueued(backend: { sync(): Promise<void> }, fn: () => void, calls: number, warmup: number, reps: number, timer?: KernelTimer): Promise<Timing> {
-  for (let i = 0; i < warmup; i++) {
-    fn();
-    await backend.sync();
-  }
+  await warmUp(backend, fn, warmup);
+  beginTimed();
   const times: number[] = [];
   const all = () => {
     for (let j = 0; j < calls; j++) fn();
@@ -139,12 +178,15 @@ export function summarise(times: number[], clock: Clock = "host"): Timing {
   const median = sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
   const min = sorted[0];
   const max = sorted[sorted.length - 1];
+  const now = Date.now();
+  lastSpan = [openedAt ?? now - times.reduce((sum, t) => sum + t, 0), now];
+  openedAt = null;
   return { median, min, max, spread_pct: ((max - min) / median) * 100, times, clock };
 }
 
 /** A result with every reporting field present (null where not applicable). */
 export function result(fields: Partial<BenchResult> & Pick<BenchResult, "suite" | "impl" | "backend" | "device" | "dtype" | "ok">): BenchResult {
-  return {
+  const row: BenchResult = {
     B: null,
     T: null,
     H: null,
@@ -158,6 +200,9 @@ export function result(fields: Partial<BenchResult> & Pick<BenchResult, "suite" 
     rel_err: null,
     ...fields,
   };
+  const timed = row.fwd_ms != null || row.fwdbwd_ms != null || row.tokens_per_s != null;
+  if (timed && lastSpan) spans.set(row, lastSpan);
+  return row;
 }
 
 /** Comma-separated positive integers, for commander option parsing. */

@@ -14,7 +14,7 @@ import { writeLineCharts } from "../chart.js";
 import { outputPath } from "../report.js";
 import { attentionImpls, type AttentionImpl, type AttentionInputs } from "../attention/impls.js";
 import { checkLightning, checkSoftmax, type HostInputs } from "../attention/oracle.js";
-import { intList, result, summarise, type BenchResult, type Suite, type Timing, timeRound, webgpuTimer } from "../suite.js";
+import { beginTimed, intList, result, summarise, type BenchResult, type Suite, type Timing, timeRound, warmUp, webgpuTimer } from "../suite.js";
 
 /** The WebGPU forward variants (kernelChoices.forward of @lightning-ts/webgpu). */
 type Forward = ForwardVariant;
@@ -74,12 +74,10 @@ interface Measured extends Timing {
  */
 async function timeCase(backend: Backend, fn: () => void, warmup: number, reps: number): Promise<Measured> {
   const timer = webgpuTimer(backend);
-  for (let i = 0; i < warmup; i++) {
-    fn();
-    await backend.sync();
-  }
+  await warmUp(backend, fn, warmup);
   const before = backend.memory().liveBytes;
   backend.resetPeakMemory?.();
+  beginTimed();
   const times: number[] = [];
   for (let i = 0; i < reps; i++) times.push(await timeRound(backend, fn, timer));
   const peakBytes = backend.resetPeakMemory ? backend.memory().peakBytes - before : null;
