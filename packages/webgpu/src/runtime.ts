@@ -66,6 +66,8 @@ export const ERROR_CODES = {
   embeddingBackward: 4,
   softmaxCrossEntropy: 5,
   softmaxCrossEntropyBackward: 6,
+  /** A slope too large for the fast backward (lightning-backward.ts MAX_SLOPE). */
+  lightningAttentionBackward: 7,
 } as const satisfies Partial<Record<KernelOpName, number>>;
 
 export class Runtime {
@@ -317,6 +319,12 @@ export class Runtime {
 /** The error a kernel reported through the error buffer, named after its op. */
 function kernelError([code, value, position, bound]: number[]): Error {
   const op = Object.entries(ERROR_CODES).find(([, c]) => c === code)?.[0] ?? `kernel ${code}`;
+  if (code === ERROR_CODES.lightningAttentionBackward) {
+    const slope = new Float32Array(new Uint32Array([value]).buffer)[0];
+    return new Error(
+      `${op}: argument 'slopes' expected values ≤ ${bound} (the fast backward divides the final state's gradient by exp(−slope)), got ${slope} for head ${position}; a backend with plainKernels runs the plain scan (found on the GPU; reported at the next read)`,
+    );
+  }
   const arg = op.startsWith("embedding") ? "ids" : op.startsWith("softmax") ? "labels" : "indices";
   const allowed = op.startsWith("softmax") ? `values in [0, ${bound}) or the ignoreIndex` : `values in [0, ${bound})`;
   return new Error(`${op}: argument '${arg}' expected ${allowed}, got ${value} at position ${position} (found on the GPU; reported at the next read)`);

@@ -3,7 +3,8 @@
  * `plainKernels`) and against the CPU backend, on seeded random inputs of odd sizes: the vec4 copy
  * (and the contiguous slices that use it), the register-tiled matmul in all four transpose
  * layouts, the blocked Lightning Attention forward (output and final state, with and without an
- * initial state) and the vectorised decode step (new storage and in place). Each test also checks that
+ * initial state), the backward as forwards on those kernels (dq, dk, dv, dInitialState) and the
+ * vectorised decode step (new storage and in place). Each test also checks that
  * the fast kernel really ran, by the pipelines the backend built.
  *
  * Tolerances: f32 sums of a few hundred products in another order differ by a few units of
@@ -105,6 +106,38 @@ async function lightningThreeWays(
       return keep;
     });
   return { output: await run("output"), state: await run("state") };
+}
+
+/**
+ * `lightningAttentionBackward`'s dq, dk, dv and dInitialState on the fast backend, the plain one
+ * and the CPU, for inputs drawn from seeds seed … seed + 5 (q, k, v, dO, dFinalState, initial
+ * state); the last head has slope 0 (no decay). q, k, v and dO in `dtype`.
+ */
+async function backwardThreeWays(
+  [B, H, Tn, D, E]: readonly [number, number, number, number, number],
+  withInit: boolean,
+  seed: number,
+  dtype: DType = "f32",
+): Promise<Record<"dq" | "dk" | "dv" | "dInitialState", [Float32Array, Float32Array, Float32Array]>> {
+  const q = values(B * H * Tn * D, seed);
+  const k = values(B * H * Tn * D, seed + 1);
+  const v = values(B * H * Tn * E, seed + 2);
+  const dO = values(B * H * Tn * E, seed + 3);
+  const dS = values(B * H * D * E, seed + 4);
+  const s0 = values(B * H * D * E, seed + 5);
+  const slopes = T.tnlSlopes(H, 0, 3).map((x, h) => (h === H - 1 && H > 1 ? 0 : x));
+  const run = (part: "dq" | "dk" | "dv" | "dInitialState") =>
+    threeWays((be) => {
+      const ins = [on(be, q, [B, H, Tn, D], dtype), on(be, k, [B, H, Tn, D], dtype), on(be, v, [B, H, Tn, E], dtype), T.tensor(slopes, [H], { backend: be }), on(be, dO, [B, H, Tn, E], dtype)];
+      const dFinal = on(be, dS, [B, H, D, E]);
+      const init = withInit ? on(be, s0, [B, H, D, E]) : undefined;
+      const g = T.lightningAttentionBackward(ins[0], ins[1], ins[2], ins[3], ins[4], dFinal, { initialState: init });
+      const keep = g[part]!;
+      for (const t of [...ins, dFinal, init, g.dq, g.dk, g.dv, g.dInitialState]) if (t && t !== keep) t.dispose();
+      return keep;
+    });
+  const parts = { dq: await run("dq"), dk: await run("dk"), dv: await run("dv") };
+  return { ...parts, dInitialState: withInit ? await run("dInitialState") : parts.dq };
 }
 
 const suite = fast ? describe : describe.skip;
@@ -357,6 +390,67 @@ suite(`WebGPU fast paths against their plain twins${fast ? "" : ` [skipped: ${re
     expect(keys).toContain("widen_f32:bf16");
     for (const step of ["kv", "scan", "out"]) expect(keys).toContain(`lightning_blocked_${step}`);
     expect(plain!.runtime.pipelineKeys().some((key) => key.startsWith("lightning_blocked"))).toBe(false);
+  });
+
+  it("the Lightning backward as forwards on the fast kernels (two in reversed time) matches the plain scan and the CPU: dq, dk, dv, dInitialState", async () => {
+    // (B, H, T, D, E, initial state): T not a multiple of 64, D ≠ E both ways (the dq and dk sweeps
+    // swap them), several segments, T = 1, and a shape the walk does not take (D = 132: blocked).
+    const cases = [
+      [1, 3, 199, 16, 24, true],
+      [2, 2, 70, 24, 8, false],
+      [1, 2, 300, 64, 64, true],
+      [3, 1, 1, 8, 12, true],
+      [1, 2, 65, 132, 8, true],
+    ] as const;
+    let seed = 700;
+    try {
+      for (const forward of ["staged", "walk", "blocked"] as const) {
+        kernelChoices.forward = forward;
+        setWalkSegmentBlocks(2);
+        for (const [B, H, Tn, D, E, withInit] of forward === "staged" ? cases : cases.slice(0, 2)) {
+          const parts = await backwardThreeWays([B, H, Tn, D, E], withInit, seed);
+          seed += 6;
+          for (const part of withInit ? (["dq", "dk", "dv", "dInitialState"] as const) : (["dq", "dk", "dv"] as const)) {
+            const [f, p, c] = parts[part];
+            const what = `${forward}: B ${B} H ${H} T ${Tn} D ${D} E ${E}${withInit ? ", initial state" : ""}: ${part}`;
+            expect(relRms(f, c), what).toBeLessThan(TOL);
+            expect(relRms(p, c), what).toBeLessThan(TOL);
+          }
+        }
+      }
+      // bf16 inputs and gradients: rounded once from f32 (fast) or f64 (CPU) sums, as in the forward.
+      kernelChoices.forward = DEFAULT_FORWARD;
+      setWalkSegmentBlocks(null);
+      const parts = await backwardThreeWays([2, 3, 130, 16, 20], true, seed, "bf16");
+      for (const part of ["dq", "dk", "dv", "dInitialState"] as const) {
+        const [f, p, c] = parts[part];
+        const tol = part === "dInitialState" ? TOL : 5e-4;
+        expect(relRms(f, c), `bf16: ${part}`).toBeLessThan(tol);
+        expect(relRms(p, c), `bf16: ${part}`).toBeLessThan(tol);
+      }
+    } finally {
+      kernelChoices.forward = DEFAULT_FORWARD;
+      setWalkSegmentBlocks(null);
+    }
+    const keys = fast!.runtime.pipelineKeys();
+    for (const key of ["reverse_time:f32", "reverse_time:bf16", "scale_state:t:0", "scale_state:t:1", "scale_state:n:1", "scale_state:n:-1"]) expect(keys).toContain(key);
+    expect(plain!.runtime.pipelineKeys().some((key) => key.startsWith("reverse_time") || key.startsWith("scale_state"))).toBe(false);
+  }, 300_000);
+
+  it("the fast backward refuses a slope too large to divide the final state's gradient by λ, naming slopes, at the next read", async () => {
+    const [B, H, Tn, D, E] = [1, 2, 9, 8, 8];
+    const be = fast!;
+    const x = (n: number, seed: number, shape: number[]) => on(be, values(n, seed), shape);
+    const ins = [x(B * H * Tn * D, 1, [B, H, Tn, D]), x(B * H * Tn * D, 2, [B, H, Tn, D]), x(B * H * Tn * E, 3, [B, H, Tn, E])];
+    const slopes = T.tensor([0.5, 70], [H], { backend: be });
+    const dO = x(B * H * Tn * E, 4, [B, H, Tn, E]);
+    const dS = x(B * H * D * E, 5, [B, H, D, E]);
+    const g = T.lightningAttentionBackward(ins[0], ins[1], ins[2], slopes, dO, dS);
+    await expect(g.dv.data()).rejects.toThrow(/lightningAttentionBackward: argument 'slopes' expected values ≤ 64 .*got 70 for head 1/);
+    for (const t of [...ins, slopes, dO, dS, g.dq, g.dk, g.dv, g.dInitialState]) t?.dispose();
+    // The backend stays usable, and the plain scan takes such slopes.
+    const y = T.add(on(be, values(4, 6), [4]), on(be, values(4, 7), [4]));
+    expect((await y.data()).length).toBe(4);
   });
 
   it("the Lightning forward by segment walks matches the plain scan and the CPU: output and final state, odd sizes, segments, chunks", async () => {

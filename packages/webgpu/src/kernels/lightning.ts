@@ -5,7 +5,8 @@
  *
  * The forward with D and E multiples of 4 runs by segment walks instead (lightning-walk.ts, D ≤ 128)
  * or blocked (lightning-blocked.ts; `kernelChoices.forward` picks where both apply), f16/bf16
- * inputs widened to f32 first; this scan is their plain twin. Forward and the three backward sweeps
+ * inputs widened to f32 first, and so does each backward sweep, as a forward of other inputs
+ * (lightning-backward.ts); this scan is their plain twin. Forward and the three backward sweeps
  * here are one chunked scan (LA-2) over blocks of C = 16 tokens taken in processing order p
  * (forward or reversed time):
  *
@@ -30,6 +31,7 @@ import { type Kernel, type KernelTable, type TensorRef, UnsupportedOpError } fro
 import type { Runtime } from "../runtime.js";
 import { groups, type Ref, viaF32, widenToF32 } from "./common.js";
 import { kernelChoices } from "./choices.js";
+import { reversed, reverseTime, scaleState } from "./lightning-backward.js";
 import { blockedForward, blockedForwardApplies } from "./lightning-blocked.js";
 import { WALK_VARIANTS, type WalkVariant, walkForward, walkForwardApplies, wideWalkApplies } from "./lightning-walk.js";
 
@@ -295,26 +297,51 @@ const dimsOf = (q: TensorRef<GPUBuffer>, v: TensorRef<GPUBuffer>) => {
   return { BH: B * H, H, T, D, E: v.shape[3] };
 };
 
+/** One forward on the fast kernels: inputs of any float dtype, an f32 output and final state. */
+interface FastForward {
+  q: Ref;
+  k: Ref;
+  v: Ref;
+  init: GPUBuffer | null;
+  out: GPUBuffer;
+  finalState: GPUBuffer;
+}
+
 export function lightningKernels(rt: Runtime, maxWorkgroupBytes: number) {
-  // q, k: (B, H, T, D); v: (B, H, T, E); slopes: (H); initialState?: (B, H, D, E) → o: (B, H, T, E), state: (B, H, D, E)
-  const lightningAttention: Kernel<"lightningAttention", GPUBuffer> = ({ inputs: [q, k, v, slopes, s0], outputs: [o, state] }) => {
-    const { BH, H, T, D, E } = dimsOf(q, v);
+  /**
+   * The forward of these dtypes and dims on the fast kernels (the walk or the blocked forward, as
+   * `kernelChoices.forward` picks where both apply), or null where only the plain scan takes them.
+   */
+  const fastForward = (dtypes: readonly string[], dims: { BH: number; H: number; T: number; D: number; E: number }, slopes: Ref): ((f: FastForward) => void) | null => {
+    if (rt.plainKernels) return null;
+    const { BH, T, D, E } = dims;
     const limits = { maxWorkgroupBytes, maxBindingBytes: rt.device.limits.maxStorageBufferBindingSize };
-    const dtypes = [q.dtype, k.dtype, v.dtype];
     const choice = kernelChoices.forward;
     const walks = walkForwardApplies(dtypes, { T, D, E }, limits);
     const walkOptions = WALK_VARIANTS[choice as keyof typeof WALK_VARIANTS] as WalkVariant | undefined;
     const walk = walkOptions !== undefined && walks && (walkOptions.kernel !== "wide" || wideWalkApplies({ D, E }, rt.device.limits));
     // Blocked, with its output step on the walk kernel where that applies.
     const stored = (choice === "stored" || choice === "stored64") && walks ? (choice === "stored" ? 128 : 64) : undefined;
-    if (!rt.plainKernels && (walk || blockedForwardApplies(dtypes, { BH, T, D, E }, limits))) {
+    if (!walk && !blockedForwardApplies(dtypes, { BH, T, D, E }, limits)) return null;
+    return (f) => {
       // f16/bf16 inputs are widened to f32 once: a few passes over q, k, v, small beside the products.
-      const [qf, kf, vf] = [q, k, v].map((x) => (x.dtype === "f32" ? x : widenToF32(rt, x)));
-      const args = { q: qf, k: kf, v: vf, slopes, init: s0?.storage ?? null, finalState: state.storage, dims: { BH, H, T, D, E } };
-      viaF32(rt, o, (out) =>
-        walk && walkOptions ? walkForward(rt, { ...args, out, touch: walkOptions.touch, kernel: walkOptions.kernel, rows: walkOptions.rows }, walkOptions.columns, walkOptions.staged ? kernelChoices.stageBytes : 0) : blockedForward(rt, { ...args, out }, stored),
-      );
-      for (const [wide, x] of [[qf, q], [kf, k], [vf, v]]) if (wide !== x) rt.release(wide.storage);
+      const [qf, kf, vf] = [f.q, f.k, f.v].map((x) => (x.dtype === "f32" ? x : widenToF32(rt, x)));
+      const args = { q: qf, k: kf, v: vf, slopes, init: f.init, finalState: f.finalState, dims, out: f.out };
+      if (walk && walkOptions) {
+        walkForward(rt, { ...args, touch: walkOptions.touch, kernel: walkOptions.kernel, rows: walkOptions.rows }, walkOptions.columns, walkOptions.staged ? kernelChoices.stageBytes : 0);
+      } else {
+        blockedForward(rt, args, stored);
+      }
+      for (const [wide, x] of [[qf, f.q], [kf, f.k], [vf, f.v]]) if (wide !== x) rt.release(wide.storage);
+    };
+  };
+
+  // q, k: (B, H, T, D); v: (B, H, T, E); slopes: (H); initialState?: (B, H, D, E) → o: (B, H, T, E), state: (B, H, D, E)
+  const lightningAttention: Kernel<"lightningAttention", GPUBuffer> = ({ inputs: [q, k, v, slopes, s0], outputs: [o, state] }) => {
+    const { BH, H, T, D, E } = dimsOf(q, v);
+    const fast = fastForward([q.dtype, k.dtype, v.dtype], { BH, H, T, D, E }, slopes);
+    if (fast) {
+      viaF32(rt, o, (out) => fast({ q, k, v, init: s0?.storage ?? null, out, finalState: state.storage }));
       return;
     }
     viaF32(rt, o, (out) =>
@@ -337,36 +364,80 @@ export function lightningKernels(rt: Runtime, maxWorkgroupBytes: number) {
   };
 
   // (q, k, v, slopes, dO, dFinalState[, initialState]) → (dq, dk, dv, dInitialState)
+  // Each sweep runs as a forward on the fast kernels where they take its shape (lightning-backward.ts),
+  // else as the plain scan.
   const lightningAttentionBackward: Kernel<"lightningAttentionBackward", GPUBuffer> = ({ inputs, outputs }) => {
     const [q, k, v, slopes, dO, dS, s0] = inputs;
     const [dq, dk, dv, dS0] = outputs;
     const { BH, H, T, D, E } = dimsOf(q, v);
     const op = "lightningAttentionBackward";
+    const dtypes = [q.dtype, k.dtype, v.dtype, dO.dtype];
+    // The dq and dk sweeps read keys of width E and values of width D; dv's are the forward's.
+    const swapped = fastForward(dtypes, { BH, H, T, D: E, E: D }, slopes);
+    const forward = fastForward(dtypes, { BH, H, T, D, E }, slopes);
     // The dq and dk sweeps also produce a final state nobody needs.
     const discard = rt.acquire(BH * D * E * 4);
     const base = { op, slopes: slopes, finalState: discard };
-    viaF32(rt, dq, (out) =>
-      scan(rt, maxWorkgroupBytes, { ...base, a: dO, b: v, c: k, init: s0?.storage ?? null, out, dims: { BH, H, T, Y: E, X: D }, alpha: 1, beta: 0, reverse: false, transposed: true }),
-    );
-    viaF32(rt, dk, (out) =>
-      scan(rt, maxWorkgroupBytes, { ...base, a: v, b: dO, c: q, init: dS.storage, out, dims: { BH, H, T, Y: E, X: D }, alpha: 0, beta: 1, reverse: true, transposed: true }),
-    );
-    viaF32(rt, dv, (out) =>
-      scan(rt, maxWorkgroupBytes, {
-        ...base,
-        a: k,
-        b: q,
-        c: dO,
-        init: dS.storage,
-        out,
-        finalState: dS0.storage,
-        dims: { BH, H, T, Y: D, X: E },
-        alpha: 0,
-        beta: 1,
-        reverse: true,
-        transposed: false,
-      }),
-    );
+    const states = { BH, H, R: D, C: E };
+    if (swapped) {
+      const init = s0 ? rt.acquire(BH * D * E * 4) : null;
+      if (s0 && init) scaleState(rt, s0.storage, slopes, init, states, { transpose: true, power: 0 });
+      viaF32(rt, dq, (out) => swapped({ q: dO, k: v, v: k, init, out, finalState: discard }));
+      if (init) rt.release(init);
+    } else {
+      viaF32(rt, dq, (out) =>
+        scan(rt, maxWorkgroupBytes, { ...base, a: dO, b: v, c: k, init: s0?.storage ?? null, out, dims: { BH, H, T, Y: E, X: D }, alpha: 1, beta: 0, reverse: false, transposed: true }),
+      );
+    }
+    // Time-reversed f32 copies, each made once for the sweeps that read it.
+    const copies = new Map<Ref, Ref>();
+    const rev = (x: Ref, W: number) => {
+      let r = copies.get(x);
+      if (!r) copies.set(x, (r = reversed(rt, x, { BH, T, W })));
+      return r;
+    };
+    /** A reversed sweep's f32 output, reversed back into `grad`. */
+    const reverseInto = (grad: Ref, out: GPUBuffer, W: number) => viaF32(rt, grad, (target) => reverseTime(rt, { storage: out, shape: grad.shape, dtype: "f32", size: grad.size }, target, { BH, T, W }));
+    if (swapped) {
+      const init = rt.acquire(BH * D * E * 4);
+      scaleState(rt, dS.storage, slopes, init, states, { transpose: true, power: 1 });
+      const out = rt.acquire(BH * T * D * 4);
+      swapped({ q: rev(v, E), k: rev(dO, E), v: rev(q, D), init, out, finalState: discard });
+      reverseInto(dk, out, D);
+      for (const b of [init, out]) rt.release(b);
+    } else {
+      viaF32(rt, dk, (out) =>
+        scan(rt, maxWorkgroupBytes, { ...base, a: v, b: dO, c: q, init: dS.storage, out, dims: { BH, H, T, Y: E, X: D }, alpha: 0, beta: 1, reverse: true, transposed: true }),
+      );
+    }
+    if (forward) {
+      const init = rt.acquire(BH * D * E * 4);
+      scaleState(rt, dS.storage, slopes, init, states, { transpose: false, power: 1 });
+      const out = rt.acquire(BH * T * E * 4);
+      const final = rt.acquire(BH * D * E * 4);
+      forward({ q: rev(k, D), k: rev(q, D), v: rev(dO, E), init, out, finalState: final });
+      reverseInto(dv, out, E);
+      scaleState(rt, final, slopes, dS0.storage, states, { transpose: false, power: -1 });
+      for (const b of [init, out, final]) rt.release(b);
+    } else {
+      viaF32(rt, dv, (out) =>
+        scan(rt, maxWorkgroupBytes, {
+          ...base,
+          a: k,
+          b: q,
+          c: dO,
+          init: dS.storage,
+          out,
+          finalState: dS0.storage,
+          dims: { BH, H, T, Y: D, X: E },
+          alpha: 0,
+          beta: 1,
+          reverse: true,
+          transposed: false,
+        }),
+      );
+    }
+    for (const r of copies.values()) rt.release(r.storage);
     rt.release(discard);
   };
 
