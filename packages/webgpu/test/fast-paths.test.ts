@@ -428,8 +428,16 @@ suite(`WebGPU fast paths against their plain twins${fast ? "" : ` [skipped: ${re
         expect(relRms(f, c), `bf16: ${part}`).toBeLessThan(tol);
         expect(relRms(p, c), `bf16: ${part}`).toBeLessThan(tol);
       }
+      // backward `scan`: the plain scan on the fast backend, the plain backend's bits.
+      kernelChoices.backward = "scan";
+      const scanned = await backwardThreeWays([1, 3, 199, 16, 24], true, seed + 6);
+      for (const part of ["dq", "dk", "dv", "dInitialState"] as const) {
+        const [f, p] = scanned[part];
+        expect(f.findIndex((x, i) => !Object.is(x, p[i])), `scan: ${part}`).toBe(-1);
+      }
     } finally {
       kernelChoices.forward = DEFAULT_FORWARD;
+      kernelChoices.backward = "forwards";
       setWalkSegmentBlocks(null);
     }
     const keys = fast!.runtime.pipelineKeys();

@@ -25,6 +25,8 @@
  *   LIGHTNING_WEBGPU_TOUCH=0 turns it off.
  * - walkWorkgroups: how many workgroups the segment walk splits long sequences into segments for,
  *   at least (256). LIGHTNING_WEBGPU_WALK_WORKGROUPS.
+ * - backward: the Lightning backward's sweeps as forwards on the fast kernels (`forwards`, the
+ *   default, lightning-backward.ts) or as the plain scan (`scan`). LIGHTNING_WEBGPU_BACKWARD.
  */
 /** The Lightning forward variants (`forward` below). */
 export const FORWARD_VARIANTS = ["walk", "walk64", "walk-notouch", "wide", "staged", "staged64", "staged-notouch", "staged-wide", "staged-rows", "stored", "stored64", "blocked"] as const;
@@ -42,6 +44,7 @@ export interface KernelChoices {
   /** With forward `staged`: most bytes of a staged copy of q, k, v or o. */
   stageBytes: number;
   matmulOrder: "grouped" | "linear" | "rotated";
+  backward: "forwards" | "scan";
 }
 
 function fromEnv<T extends string>(name: string, allowed: readonly T[], fallback: T): T {
@@ -69,4 +72,5 @@ export const kernelChoices: KernelChoices = {
   forward: fromEnv("LIGHTNING_WEBGPU_FORWARD", FORWARD_VARIANTS, "staged"),
   stageBytes: 2 ** 28,
   matmulOrder: fromEnv("LIGHTNING_WEBGPU_MATMUL_ORDER", ["grouped", "linear", "rotated"], "grouped"),
+  backward: fromEnv("LIGHTNING_WEBGPU_BACKWARD", ["forwards", "scan"], "forwards"),
 };

@@ -372,9 +372,10 @@ export function lightningKernels(rt: Runtime, maxWorkgroupBytes: number) {
     const { BH, H, T, D, E } = dimsOf(q, v);
     const op = "lightningAttentionBackward";
     const dtypes = [q.dtype, k.dtype, v.dtype, dO.dtype];
+    const forwards = kernelChoices.backward === "forwards";
     // The dq and dk sweeps read keys of width E and values of width D; dv's are the forward's.
-    const swapped = fastForward(dtypes, { BH, H, T, D: E, E: D }, slopes);
-    const forward = fastForward(dtypes, { BH, H, T, D, E }, slopes);
+    const swapped = forwards ? fastForward(dtypes, { BH, H, T, D: E, E: D }, slopes) : null;
+    const forward = forwards ? fastForward(dtypes, { BH, H, T, D, E }, slopes) : null;
     // The dq and dk sweeps also produce a final state nobody needs.
     const discard = rt.acquire(BH * D * E * 4);
     const base = { op, slopes: slopes, finalState: discard };
