@@ -13,6 +13,7 @@ import { assertClose, describeBackends, seeded, tolerance } from "@lightning-ts/
 import { FIXTURE_DIR } from "@lightning-ts/testing/tnl-fixture";
 import { BatchDecoder, disposeParams, disposeState, initState, loadCheckpoint, prefill, step, type TnlState } from "@lightning-ts/tnl";
 import { expect, it } from "vitest";
+import { extraRowsAgainstPrefill } from "../../tnl/test/extra-rows-check.js";
 import type { CudaBackend, CudaStorage } from "../src/index.js";
 import "./setup.js";
 
@@ -170,53 +171,10 @@ await describeBackends("CUDA graphs", (backend) => {
       T.setBackend(gpu());
       const model = await loadCheckpoint(FIXTURE_DIR, { dtype });
       const host = await loadCheckpoint(FIXTURE_DIR, { dtype, backend: cpu });
-      const V = model.config.vocabSize;
       const withGraphs = new BatchDecoder(model.params, model.config, { capacity: 4, extraRows: 12 });
       const eager = new BatchDecoder(model.params, model.config, { capacity: 4, extraRows: 12, graphs: false });
-      const onCpu = <R>(fn: () => R): R => {
-        T.setBackend(cpu);
-        try {
-          return fn();
-        } finally {
-          T.setBackend(gpu());
-        }
-      };
-      const hostRefs: TnlState[] = [];
-      for (let r = 0; r < 3; r++) {
-        withGraphs.addFresh();
-        eager.addFresh();
-        hostRefs.push(onCpu(() => initState(host.config, 1)));
-      }
-      // Prompts read whole in the first step (4 + 0 + 8 = 12 earlier tokens), then a few each step.
-      const plans = [
-        [[5, 9, 14, 2], [], [7, 7, 30, 41, 3, 11, 99, 100]],
-        [[1], [4, 4, 4], []],
-        [[], [], [60, 61, 62, 63, 64, 65, 66, 67, 68, 69, 70]],
-        [[8, 9], [10], [11, 12]],
-      ];
-      for (const [k, before] of plans.entries()) {
-        const tokens = before.map((_, r) => (17 * k + 5 * r + 1) % V);
-        const a = withGraphs.step(tokens, { before });
-        const b = eager.step(tokens, { before });
-        const la = await floats(a.logits);
-        expect(Array.from(la), `step ${k}: graph vs eager`).toEqual(Array.from(await floats(b.logits)));
-        const ga = Array.from(await a.greedy.data());
-        expect(ga).toEqual(Array.from(await b.greedy.data()));
-        for (let r = 0; r < before.length; r++) {
-          const row = la.subarray(r * V, (r + 1) * V);
-          expect(ga[r], `greedy, step ${k} row ${r}`).toBe(row.indexOf(Math.max(...row)));
-          // The same tokens through a prefill on the CPU (the chunked forward): within the dtype's
-          // rounding of the two backends, as the one-token test above.
-          const onHost = onCpu(() => prefill(host.params, host.config, [[...before[r], tokens[r]]], { state: hostRefs[r], logits: "last" }));
-          const want = await floats(onHost.logits);
-          const big = Math.max(...Array.from(want, Math.abs));
-          assertClose(row, want, { ...(dtype === "f32" ? { atol: 1e-4 * big, rtol: 3e-5 } : { atol: 0.05 * big, rtol: 4e-2 }), label: `step ${k} row ${r} vs a prefill on the CPU` });
-          onHost.logits.dispose();
-          disposeState(hostRefs[r]);
-          hostRefs[r] = onHost.state;
-        }
-      }
-      hostRefs.forEach(disposeState);
+      // Within the dtype's rounding of the two backends, as the one-token test above.
+      await extraRowsAgainstPrefill([withGraphs, eager], host, gpu(), dtype === "f32" ? { atol: 1e-4, rtol: 3e-5 } : { atol: 0.05, rtol: 4e-2 });
       disposeParams(host.params);
       withGraphs.dispose();
       eager.dispose();

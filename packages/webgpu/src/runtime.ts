@@ -68,6 +68,8 @@ export const ERROR_CODES = {
   softmaxCrossEntropyBackward: 6,
   /** A slope too large for the fast backward (lightning-backward.ts MAX_SLOPE). */
   lightningAttentionBackward: 7,
+  /** Prompt segment offsets out of order (value: the offset, position: its index, bound: N − B + 1). */
+  lightningStep: 8,
 } as const satisfies Partial<Record<KernelOpName, number>>;
 
 export class Runtime {
@@ -323,6 +325,11 @@ function kernelError([code, value, position, bound]: number[]): Error {
     const slope = new Float32Array(new Uint32Array([value]).buffer)[0];
     return new Error(
       `${op}: argument 'slopes' expected values ≤ ${bound} (the fast backward divides the final state's gradient by exp(−slope)), got ${slope} for head ${position}; a backend with plainKernels runs the plain scan (found on the GPU; reported at the next read)`,
+    );
+  }
+  if (code === ERROR_CODES.lightningStep) {
+    return new Error(
+      `${op}: argument 'segments' expected offsets rising from 0 to at most N − B = ${bound - 1}, got ${value} at position ${position} (found on the GPU; reported at the next read)`,
     );
   }
   const arg = op.startsWith("embedding") ? "ids" : op.startsWith("softmax") ? "labels" : "indices";

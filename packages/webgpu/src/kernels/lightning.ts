@@ -27,12 +27,13 @@
  * Letters: B batch, H heads, T time, D query/key head dim, E value head dim, C block size; in the
  * generic scan Y is the dim of a and b, X the dim of c and of the outputs.
  */
-import { type Kernel, type KernelTable, type TensorRef, UnsupportedOpError } from "@lightning-ts/tensor";
-import type { Runtime } from "../runtime.js";
+import { type Kernel, type KernelTable, type TensorRef } from "@lightning-ts/tensor";
+import { ERROR_CODES, type Runtime } from "../runtime.js";
 import { groups, type Ref, viaF32, widenToF32 } from "./common.js";
 import { kernelChoices } from "./choices.js";
 import { reversed, reverseTime, scaleState } from "./lightning-backward.js";
 import { blockedForward, blockedForwardApplies } from "./lightning-blocked.js";
+import { REPORT } from "./indexing.js";
 import { WALK_VARIANTS, type WalkVariant, walkForward, walkForwardApplies, wideWalkApplies } from "./lightning-walk.js";
 
 const C = 16;
@@ -207,7 +208,32 @@ interface StepBuffers {
   state: Ref;
   out: GPUBuffer;
   next: GPUBuffer;
+  /** Prompt segments (i32 [B + 1]): q, k, v and o have N ≥ B token rows (tensor's lightningStep). */
+  segments?: Ref;
 }
+
+/**
+ * WGSL of the steps with prompt segments: the token rows state row b steps through (its earlier
+ * tokens B + s[b] … B + s[b + 1] − 1, then b), as (first earlier row, count with its own); offsets
+ * out of order are reported through the error buffer (once a row: `reportIt`) and clamped, as the
+ * CUDA kernels do. Needs the bindings `seg` (i32) and `err` (atomic) and REPORT.
+ */
+const SEGMENT_FNS = /* wgsl */ `
+fn tokens_of(b: u32, B: u32, N: u32, reportIt: bool, code: u32) -> vec2<u32> {
+  let extra = i32(N - B);
+  let s0 = seg_i(b);
+  let s1 = seg_i(b + 1u);
+  if (reportIt && (s0 < 0 || s0 > extra || s1 < s0 || s1 > extra)) {
+    let first = s0 < 0 || s0 > extra;
+    report(code, select(s1, s0, first), select(b + 1u, b, first), u32(extra) + 1u);
+  }
+  let lo = min(max(s0, 0), extra);
+  let hi = min(max(s1, lo), extra);
+  return vec2<u32>(B + u32(lo), u32(hi - lo) + 1u);
+}
+// The token rows no segment names (from here on): their output is zero.
+fn unused_from(B: u32, N: u32) -> u32 { return B + u32(min(max(seg_i(B), 0), i32(N - B))); }
+`;
 
 /** Columns (as vec4) of the state one workgroup of the vectorised step covers, and its row groups. */
 const STEP_COLS4 = 32;
@@ -220,18 +246,98 @@ const STEP_ROWS = 8;
  * their arithmetic (unrolled), so many 16-byte loads are in flight. The 8 partial sums of o meet
  * in workgroup memory.
  */
-function stepVec4(rt: Runtime, t: StepBuffers, dims: { BH: number; H: number; D: number; E: number }): void {
-  const { BH, H, D, E } = dims;
+function stepVec4(rt: Runtime, t: StepBuffers, dims: { BH: number; H: number; D: number; E: number; N: number }): void {
+  const { BH, H, D, E, N } = dims;
   const dt = t.q.dtype;
   const slices = Math.ceil(E / 4 / STEP_COLS4);
   // In place (the new state over the old, ALIASED_OUTPUTS) the state is bound once, as sn: WebGPU
   // refuses two writable views of one buffer. Each vector is read before the same invocation writes it.
   const inPlace = t.state.storage === t.next;
   const src = inPlace ? "sn" : "s";
+  const seg = t.segments;
+  // With segments a workgroup steps its row's tokens in order, each token's arithmetic and sum as
+  // the one-token step's: the first reads the state passed in, the later ones what the token before
+  // wrote (the same invocation's vectors). The count is workgroup-uniform (workgroupUniformLoad), so
+  // every invocation meets the barriers of every token.
+  const load = (v: string, row: string) =>
+    seg && !inPlace ? `if (tj == 0u) { ${v} = bitcast<vec4<f32>>(s[${row}]); } else { ${v} = bitcast<vec4<f32>>(sn[${row}]); }` : `${v} = bitcast<vec4<f32>>(${src}[${row}]);`;
+  const token = seg ? "th" : "bh";
+  const update = `let e = c4 * 4u;
+    let ve = vec4<f32>(v_f(${token} * E4 * 4u + e), v_f(${token} * E4 * 4u + e + 1u), v_f(${token} * E4 * 4u + e + 2u), v_f(${token} * E4 * 4u + e + 3u));
+    for (var d0 = rg; d0 < D; d0 = d0 + ${4 * STEP_ROWS}u) {
+      ${[0, 1, 2, 3].map((j) => `let d${j} = d0 + ${j * STEP_ROWS}u;
+      var sv${j} = vec4<f32>(0.0);
+      if (d${j} < D) { ${load(`sv${j}`, `(bh * D + d${j}) * E4 + c4`)} }`).join("\n      ")}
+      ${[0, 1, 2, 3]
+        .map(
+          (j) => `if (d${j} < D) {
+        let nv = lambda * sv${j} + k_f(${token} * D + d${j}) * ve;
+        sn[(bh * D + d${j}) * E4 + c4] = bitcast<vec4<u32>>(nv);
+        acc = acc + q_f(${token} * D + d${j}) * nv;
+      }`,
+        )
+        .join("\n      ")}
+    }`;
+  const sum = `if (rg == 0u && c4 < E4) {
+    var sum = part[lid];
+    for (var r = 1u; r < ${STEP_ROWS}u; r = r + 1u) { sum = sum + part[r * ${STEP_COLS4}u + lid]; }
+    let at = ${token} * E4 * 4u + c4 * 4u;
+    for (var j = 0u; j < 4u; j = j + 1u) { o[at + j] = bitcast<u32>(sum[j]); }
+  }`;
+  const body = seg
+    ? `  let D = pu(2u); let E4 = pu(3u) / 4u;
+  let bh = wg / pu(4u);
+  if (bh >= pu(0u)) { return; }
+  let H = pu(1u); let B = pu(0u) / H; let N = pu(5u);
+  let b = bh / H; let h = bh % H;
+  let c4 = (wg % pu(4u)) * ${STEP_COLS4}u + lid % ${STEP_COLS4}u;
+  let rg = lid / ${STEP_COLS4}u;
+  if (lid == 0u) { tokens = tokens_of(b, B, N, h == 0u && wg % pu(4u) == 0u, pu(6u)); }
+  let tk = workgroupUniformLoad(&tokens);
+  let lambda = exp(-slopes_f(h));
+  for (var tj = 0u; tj < tk.y; tj = tj + 1u) {
+    let th = select(b, tk.x + tj, tj + 1u < tk.y) * H + h;
+    var acc = vec4<f32>(0.0);
+    if (c4 < E4) {
+    ${update}
+    }
+    part[lid] = acc;
+    workgroupBarrier();
+    ${sum}
+    workgroupBarrier();
+  }
+  if (b == B - 1u && rg == 0u && c4 < E4) {
+    for (var r = unused_from(B, N); r < N; r = r + 1u) {
+      let at = (r * H + h) * E4 * 4u + c4 * 4u;
+      for (var j = 0u; j < 4u; j = j + 1u) { o[at + j] = 0u; }
+    }
+  }`
+    : `  let D = pu(2u); let E4 = pu(3u) / 4u;
+  let bh = wg / pu(4u);
+  if (bh >= pu(0u)) { return; }
+  let c4 = (wg % pu(4u)) * ${STEP_COLS4}u + lid % ${STEP_COLS4}u;
+  let rg = lid / ${STEP_COLS4}u;
+  var acc = vec4<f32>(0.0);
+  if (c4 < E4) {
+    let lambda = exp(-slopes_f(bh % pu(1u)));
+    ${update}
+  }
+  part[lid] = acc;
+  workgroupBarrier();
+  ${sum}`;
   rt.dispatch({
-    key: `lightning_step_vec4:${dt}:${inPlace ? "in_place" : "new"}`,
+    key: `lightning_step_vec4:${dt}:${inPlace ? "in_place" : "new"}${seg ? ":segments" : ""}`,
     shader: () => ({
-      doc: [`q: (B, H, D) ${dt}`, `k: (B, H, D) ${dt}`, `v: (B, H, E) ${dt}`, "slopes: (H) f32", "s: (B, H, D, E/4) vec4 f32", "o: (B, H, E) f32", "sn: (B, H, D, E/4) vec4 f32"],
+      doc: [
+        `q: (${seg ? "N" : "B"}, H, D) ${dt}`,
+        `k: (${seg ? "N" : "B"}, H, D) ${dt}`,
+        `v: (${seg ? "N" : "B"}, H, E) ${dt}`,
+        "slopes: (H) f32",
+        "s: (B, H, D, E/4) vec4 f32",
+        `o: (${seg ? "N" : "B"}, H, E) f32`,
+        "sn: (B, H, D, E/4) vec4 f32",
+        ...(seg ? ["seg: (B + 1) i32", "err: (4) atomic u32"] : []),
+      ],
       bindings: [
         { name: "q", dtype: dt, access: "read" },
         { name: "k", dtype: dt, access: "read" },
@@ -240,43 +346,17 @@ function stepVec4(rt: Runtime, t: StepBuffers, dims: { BH: number; H: number; D:
         ...(inPlace ? [] : [{ name: "s", access: "read" as const, vec4: true }]),
         { name: "o", access: "rw" },
         { name: "sn", access: "rw", vec4: true },
+        ...(seg
+          ? [
+              { name: "seg", dtype: "i32", access: "read" } as const,
+              { name: "err", access: "atomic" } as const,
+            ]
+          : []),
       ],
       workgroupSize: STEP_COLS4 * STEP_ROWS,
-      decls: `var<workgroup> part: array<vec4<f32>, ${STEP_COLS4 * STEP_ROWS}>;`,
-      // Params: BH, H, D, E, column slices.
-      body: `  let D = pu(2u); let E4 = pu(3u) / 4u;
-  let bh = wg / pu(4u);
-  if (bh >= pu(0u)) { return; }
-  let c4 = (wg % pu(4u)) * ${STEP_COLS4}u + lid % ${STEP_COLS4}u;
-  let rg = lid / ${STEP_COLS4}u;
-  var acc = vec4<f32>(0.0);
-  if (c4 < E4) {
-    let lambda = exp(-slopes_f(bh % pu(1u)));
-    let e = c4 * 4u;
-    let ve = vec4<f32>(v_f(bh * E4 * 4u + e), v_f(bh * E4 * 4u + e + 1u), v_f(bh * E4 * 4u + e + 2u), v_f(bh * E4 * 4u + e + 3u));
-    for (var d0 = rg; d0 < D; d0 = d0 + ${4 * STEP_ROWS}u) {
-      ${[0, 1, 2, 3].map((j) => `let d${j} = d0 + ${j * STEP_ROWS}u;
-      var sv${j} = vec4<f32>(0.0);
-      if (d${j} < D) { sv${j} = bitcast<vec4<f32>>(${src}[(bh * D + d${j}) * E4 + c4]); }`).join("\n      ")}
-      ${[0, 1, 2, 3]
-        .map(
-          (j) => `if (d${j} < D) {
-        let nv = lambda * sv${j} + k_f(bh * D + d${j}) * ve;
-        sn[(bh * D + d${j}) * E4 + c4] = bitcast<vec4<u32>>(nv);
-        acc = acc + q_f(bh * D + d${j}) * nv;
-      }`,
-        )
-        .join("\n      ")}
-    }
-  }
-  part[lid] = acc;
-  workgroupBarrier();
-  if (rg == 0u && c4 < E4) {
-    var sum = part[lid];
-    for (var r = 1u; r < ${STEP_ROWS}u; r = r + 1u) { sum = sum + part[r * ${STEP_COLS4}u + lid]; }
-    let at = bh * E4 * 4u + c4 * 4u;
-    for (var j = 0u; j < 4u; j = j + 1u) { o[at + j] = bitcast<u32>(sum[j]); }
-  }`,
+      decls: `var<workgroup> part: array<vec4<f32>, ${STEP_COLS4 * STEP_ROWS}>;${seg ? `\nvar<workgroup> tokens: vec2<u32>;\n${REPORT}${SEGMENT_FNS}` : ""}`,
+      // Params: BH, H, D, E, column slices[, N, error code].
+      body,
     }),
     bindings: [
       { buffer: t.q.storage, access: "read" },
@@ -286,8 +366,14 @@ function stepVec4(rt: Runtime, t: StepBuffers, dims: { BH: number; H: number; D:
       ...(inPlace ? [] : [{ buffer: t.state.storage, access: "read" as const }]),
       { buffer: t.out, access: "rw" },
       { buffer: t.next, access: "rw" },
+      ...(seg
+        ? [
+            { buffer: seg.storage, access: "read" } as const,
+            { buffer: rt.errorBuffer, access: "atomic" } as const,
+          ]
+        : []),
     ],
-    params: [BH, H, D, E, slices],
+    params: seg ? [BH, H, D, E, slices, N, ERROR_CODES.lightningStep] : [BH, H, D, E, slices],
     workgroups: BH * slices,
   });
 }
@@ -448,30 +534,43 @@ export function lightningKernels(rt: Runtime, maxWorkgroupBytes: number) {
   // pipeline that binds the state once, read-write: each invocation reads a state element and then
   // writes it, and no other invocation touches it, so the bits are those of the two-buffer kernel.
   const lightningStep: Kernel<"lightningStep", GPUBuffer> = ({ inputs: [q, k, v, slopes, state, segments], outputs: [o, next] }) => {
-    // Several tokens a sequence in one step are for a decoder that records its steps (CUDA graphs);
-    // here a sequence steps one token a call.
-    if (segments) throw new UnsupportedOpError("lightningStep", "webgpu", "prompt segments (options.segments) are not implemented; step one token per row");
-    const [B, H, D] = q.shape as [number, number, number];
+    // With prompt segments q, k, v and o have N ≥ B token rows; each state row steps its earlier
+    // tokens, then its own (tensor's lightningStep), with the arithmetic of as many one-token steps.
+    const [N, H, D] = q.shape as [number, number, number];
+    const B = state.shape[0];
     const E = v.shape[2];
     const dt = q.dtype;
     if (!rt.plainKernels && E % 4 === 0) {
-      viaF32(rt, o, (out) => stepVec4(rt, { q, k, v, slopes, state, out, next: next.storage }, { BH: B * H, H, D, E }));
+      viaF32(rt, o, (out) => stepVec4(rt, { q, k, v, slopes, state, out, next: next.storage, segments }, { BH: B * H, H, D, E, N }));
       return;
     }
     const inPlace = next.storage === state.storage;
     const newState = inPlace ? "s" : "sn";
+    const rows = segments ? "N" : "B";
+    // The first token reads the state passed in, the later ones what the token before wrote.
+    const previous = inPlace || !segments ? "s_f(at)" : "select(bitcast<f32>(sn[at]), s_f(at), tj == 0u)";
+    const token = (th: string) => `let ve = v_f(${th} * E + e);
+    var acc = 0.0;
+    for (var d = 0u; d < D; d = d + 1u) {
+      let at = (bh * D + d) * E + e;
+      let sv = lambda * ${previous} + k_f(${th} * D + d) * ve;
+      ${newState}[at] = bitcast<u32>(sv);
+      acc = acc + q_f(${th} * D + d) * sv;
+    }
+    o[${th} * E + e] = bitcast<u32>(acc);`;
     viaF32(rt, o, (out) =>
       rt.dispatch({
-        key: `lightning_step:${dt}${inPlace ? ":in_place" : ""}`,
+        key: `lightning_step:${dt}${inPlace ? ":in_place" : ""}${segments ? ":segments" : ""}`,
         shader: () => ({
           doc: [
-            `q: (B, H, D) ${dt}`,
-            `k: (B, H, D) ${dt}`,
-            `v: (B, H, E) ${dt}`,
+            `q: (${rows}, H, D) ${dt}`,
+            `k: (${rows}, H, D) ${dt}`,
+            `v: (${rows}, H, E) ${dt}`,
             "slopes: (H) f32",
             inPlace ? "s: (B, H, D, E) f32, overwritten by the new state" : "s: (B, H, D, E) f32",
-            "o: (B, H, E) f32",
+            `o: (${rows}, H, E) f32`,
             ...(inPlace ? [] : ["sn: (B, H, D, E) f32"]),
+            ...(segments ? ["seg: (B + 1) i32", "err: (4) atomic u32"] : []),
           ],
           bindings: [
             { name: "q", dtype: dt, access: "read" },
@@ -481,23 +580,37 @@ export function lightningKernels(rt: Runtime, maxWorkgroupBytes: number) {
             { name: "s", dtype: "f32", access: inPlace ? "rw" : "read" },
             { name: "o", access: "rw" },
             ...(inPlace ? [] : [{ name: "sn", access: "rw" } as const]),
+            ...(segments
+              ? [
+                  { name: "seg", dtype: "i32", access: "read" } as const,
+                  { name: "err", access: "atomic" } as const,
+                ]
+              : []),
           ],
           workgroupSize: 256,
+          ...(segments ? { decls: REPORT + SEGMENT_FNS } : {}),
           // One invocation per (batch·head, e): it walks the state column, so neighbours read
-          // neighbouring words of each state row.
-          body: `  let BH = pu(0u); let H = pu(1u); let D = pu(2u); let E = pu(3u);
+          // neighbouring words of each state row. Params: BH, H, D, E[, N, error code].
+          body: segments
+            ? `  let BH = pu(0u); let H = pu(1u); let D = pu(2u); let E = pu(3u);
+  if (gid >= BH * E) { return; }
+  let bh = gid / E; let e = gid % E;
+  let B = BH / H; let N = pu(4u);
+  let b = bh / H; let h = bh % H;
+  let tk = tokens_of(b, B, N, h == 0u && e == 0u, pu(5u));
+  let lambda = exp(-slopes_f(h));
+  for (var tj = 0u; tj < tk.y; tj = tj + 1u) {
+    let th = select(b, tk.x + tj, tj + 1u < tk.y) * H + h;
+    ${token("th")}
+  }
+  if (b == B - 1u) {
+    for (var r = unused_from(B, N); r < N; r = r + 1u) { o[(r * H + h) * E + e] = 0u; }
+  }`
+            : `  let BH = pu(0u); let H = pu(1u); let D = pu(2u); let E = pu(3u);
   if (gid >= BH * E) { return; }
   let bh = gid / E; let e = gid % E;
   let lambda = exp(-slopes_f(bh % H));
-  let ve = v_f(bh * E + e);
-  var acc = 0.0;
-  for (var d = 0u; d < D; d = d + 1u) {
-    let at = (bh * D + d) * E + e;
-    let sv = lambda * s_f(at) + k_f(bh * D + d) * ve;
-    ${newState}[at] = bitcast<u32>(sv);
-    acc = acc + q_f(bh * D + d) * sv;
-  }
-  o[gid] = bitcast<u32>(acc);`,
+  ${token("bh")}`,
         }),
         bindings: [
           { buffer: q.storage, access: "read" },
@@ -507,8 +620,14 @@ export function lightningKernels(rt: Runtime, maxWorkgroupBytes: number) {
           { buffer: state.storage, access: inPlace ? "rw" : "read" },
           { buffer: out, access: "rw" },
           ...(inPlace ? [] : [{ buffer: next.storage, access: "rw" } as const]),
+          ...(segments
+            ? [
+                { buffer: segments.storage, access: "read" } as const,
+                { buffer: rt.errorBuffer, access: "atomic" } as const,
+              ]
+            : []),
         ],
-        params: [B * H, H, D, E],
+        params: segments ? [B * H, H, D, E, N, ERROR_CODES.lightningStep] : [B * H, H, D, E],
         workgroups: groups(B * H * E),
       }),
     );
