@@ -218,15 +218,16 @@ __device__ __forceinline__ void storeOutput(float4 (&part)[HEADS][G][LANES], int
   orow[0] = fromF<T>(sum.x), orow[1] = fromF<T>(sum.y), orow[2] = fromF<T>(sum.z), orow[3] = fromF<T>(sum.w);
 }
 
+// The body of stepKernelRows (and of stepKernelOwnRows), for the block's (b·h) group bh0.
 template <class T, int LANES, int THREADS, int HEADS, int R, bool PIPELINED, bool STREAMING>
-__global__ void __launch_bounds__(THREADS) stepKernelRows(const T* q, const T* k, const T* v, const float* slopes, const float* S, T* o, float* Sn,
-                                                          int BH, int D, int E, int H, bool early) {
+__device__ __forceinline__ void stepRows(const T* q, const T* k, const T* v, const float* slopes, const float* S, T* o, float* Sn, int BH, int D,
+                                         int E, int H, bool early, int bh0) {
   constexpr int G = THREADS / (LANES * HEADS);  // row groups per head
   static_assert(G * LANES * HEADS == THREADS, "THREADS must split into LANES × G × HEADS");
   extern __shared__ float qk[];  // [q, k][HEADS][D] as f32
   __shared__ float4 part[HEADS][G][LANES];
   const int lane = threadIdx.x, g = threadIdx.y, hh = threadIdx.z;
-  const int bh0 = blockIdx.x * HEADS, bh = bh0 + hh, e = (blockIdx.y * LANES + lane) * 4;
+  const int bh = bh0 + hh, e = (blockIdx.y * LANES + lane) * 4;
   const bool active = bh < BH && e < E;
   const int64_t stride = E / 4;
   const float4* Sb = reinterpret_cast<const float4*>(S + (active ? (int64_t)bh * D * E + e : 0));
@@ -278,6 +279,40 @@ __global__ void __launch_bounds__(THREADS) stepKernelRows(const T* q, const T* k
   if (g == 0 && active) storeOutput<T, HEADS, G, LANES>(part, hh, lane, o + (int64_t)bh * E + e);
 }
 
+template <class T, int LANES, int THREADS, int HEADS, int R, bool PIPELINED, bool STREAMING>
+__global__ void __launch_bounds__(THREADS) stepKernelRows(const T* q, const T* k, const T* v, const float* slopes, const float* S, T* o, float* Sn,
+                                                          int BH, int D, int E, int H, bool early) {
+  stepRows<T, LANES, THREADS, HEADS, R, PIPELINED, STREAMING>(q, k, v, slopes, S, o, Sn, BH, D, E, H, early, blockIdx.x * HEADS);
+}
+
+// A step with prompt segments in two launches (LIGHTNING_CUDA_SEGMENT_SPLIT=1, KERNELS.md "Prompt
+// segments in the decode step"): this one is stepKernelRows (one head a block) over the state rows
+// without earlier tokens, whose blocks run the one-token kernel's code and its occupancy; a block
+// whose row has earlier tokens only waits for the kernel before, and stepKernelSegmentRows, launched
+// next, steps that row. It checks every row's offsets (reported as stepKernelSegments does) and
+// zeroes the output of the token rows no segment names. The offsets are read before the wait: no
+// kernel writes them.
+template <class T, int LANES, int THREADS, int R, bool PIPELINED, bool STREAMING>
+__global__ void __launch_bounds__(THREADS) stepKernelOwnRows(const T* q, const T* k, const T* v, const float* slopes, const float* S, T* o, float* Sn,
+                                                             int BH, int D, int E, int H, bool early, const int* seg, int N, DeviceError* err,
+                                                             int code) {
+  const int bh = blockIdx.x, B = BH / H, b = bh / H, h = bh % H, flat = threadIdx.y * LANES + threadIdx.x;
+  const Tokens tok = tokensOf(seg, b, B, N, err, code, h == 0 && blockIdx.y == 0 && flat == 0);
+  if (tok.count == 1) {
+    stepRows<T, LANES, THREADS, 1, R, PIPELINED, STREAMING>(q, k, v, slopes, S, o, Sn, BH, D, E, H, early, bh);
+  } else {
+    // Every block waits, so that this grid completes after the kernel before it: the launch after
+    // waits only on this one.
+    waitForPrevious();
+  }
+  const int e = (blockIdx.y * LANES + threadIdx.x) * 4;
+  if (b == B - 1 && threadIdx.y == 0 && e < E)
+    for (int64_t r = unusedFrom(seg, B, N); r < N; r++) {
+      T* orow = o + (r * H + h) * E + e;
+      orow[0] = orow[1] = orow[2] = orow[3] = fromF<T>(0.0f);
+    }
+}
+
 // Where v starts in a segment kernel's staged tokens: after q and k, on a 16-byte boundary.
 __host__ __device__ __forceinline__ size_t stagedVOffset(int CH, int D) { return ((size_t)2 * CH * D + 3) / 4 * 4; }
 
@@ -302,9 +337,9 @@ constexpr int segmentGroup() {
 // at D = 128) the state stays in registers across the tokens and is stored once; otherwise each
 // token reads back the rows the thread stored for the token before.
 template <class T, int LANES, int THREADS, int R, bool STREAMING>
-__global__ void __launch_bounds__(THREADS) stepKernelSegments(const T* q, const T* k, const T* v, const float* slopes, const float* S, T* o, float* Sn,
-                                                              int BH, int D, int E, int H, bool early, const int* seg, int N, int CH,
-                                                              DeviceError* err, int code) {
+__device__ __forceinline__ void stepSegments(const T* q, const T* k, const T* v, const float* slopes, const float* S, T* o, float* Sn, int BH, int D,
+                                             int E, int H, bool early, const int* seg, int N, int CH, DeviceError* err, int code, int bh,
+                                             bool checks) {
   constexpr int G = THREADS / LANES;
   constexpr int K = segmentGroup<LANES, THREADS>();
   extern __shared__ float staged[];  // CH tokens: q [CH][D], k [CH][D], v [CH][E] as f32
@@ -313,7 +348,7 @@ __global__ void __launch_bounds__(THREADS) stepKernelSegments(const T* q, const 
   float* ks = staged + (size_t)CH * D;
   float* vs = staged + stagedVOffset(CH, D);
   const int lane = threadIdx.x, g = threadIdx.y, flat = g * LANES + lane;
-  const int bh = blockIdx.x, e = (blockIdx.y * LANES + lane) * 4;
+  const int e = (blockIdx.y * LANES + lane) * 4;
   const int B = BH / H, b = bh / H, h = bh % H;
   const bool active = e < E;
   const bool resident = D <= G * R;
@@ -325,7 +360,7 @@ __global__ void __launch_bounds__(THREADS) stepKernelSegments(const T* q, const 
   // With `early` the kernel before (a decode layer's projection or split) writes neither the state
   // nor the offsets: they are read while it finishes, so the token rows' loads below wait on no
   // round trip of their own.
-  const bool reports = h == 0 && blockIdx.y == 0 && flat == 0;
+  const bool reports = checks && h == 0 && blockIdx.y == 0 && flat == 0;
   Tokens tok = early ? tokensOf(seg, b, B, N, err, code, reports) : Tokens{b, 1};
   waitForPrevious();
   if (!early) tok = tokensOf(seg, b, B, N, err, code, reports);
@@ -393,11 +428,43 @@ __global__ void __launch_bounds__(THREADS) stepKernelSegments(const T* q, const 
       __syncthreads();  // part is free for the next group
     }
   }
-  if (b == B - 1 && g == 0 && active)
+  if (checks && b == B - 1 && g == 0 && active)
     for (int64_t r = unusedFrom(seg, B, N); r < N; r++) {
       T* orow = o + (r * H + h) * E + e;
       orow[0] = orow[1] = orow[2] = orow[3] = fromF<T>(0.0f);
     }
+}
+
+template <class T, int LANES, int THREADS, int R, bool STREAMING>
+__global__ void __launch_bounds__(THREADS) stepKernelSegments(const T* q, const T* k, const T* v, const float* slopes, const float* S, T* o, float* Sn,
+                                                              int BH, int D, int E, int H, bool early, const int* seg, int N, int CH,
+                                                              DeviceError* err, int code) {
+  stepSegments<T, LANES, THREADS, R, STREAMING>(q, k, v, slopes, S, o, Sn, BH, D, E, H, early, seg, N, CH, err, code, blockIdx.x, true);
+}
+
+// The state rows with earlier tokens, after stepKernelOwnRows (LIGHTNING_CUDA_SEGMENT_SPLIT=1): block
+// x·H + h steps head h of the x-th such row (x < min(B, N − B), the most there can be; a block past
+// the last one only waits), with stepKernelSegments' code. Its row's state is no other block's, so
+// with `early` it is loaded before the wait, as the offsets and the search are.
+template <class T, int LANES, int THREADS, int R, bool STREAMING>
+__global__ void __launch_bounds__(THREADS) stepKernelSegmentRows(const T* q, const T* k, const T* v, const float* slopes, const float* S, T* o,
+                                                                 float* Sn, int BH, int D, int E, int H, bool early, const int* seg, int N, int CH,
+                                                                 DeviceError* err, int code) {
+  __shared__ int row;
+  const int B = BH / H, x = blockIdx.x / H, h = blockIdx.x % H;
+  if (threadIdx.x == 0 && threadIdx.y == 0) {
+    // The x-th state row whose (clamped) segment is not empty.
+    int found = -1;
+    for (int b = 0, seen = 0; b < B && found < 0; b++)
+      if (tokensOf(seg, b, B, N, nullptr, 0, false).count > 1 && seen++ == x) found = b;
+    row = found;
+  }
+  __syncthreads();
+  if (row < 0) {
+    waitForPrevious();
+    return;
+  }
+  stepSegments<T, LANES, THREADS, R, STREAMING>(q, k, v, slopes, S, o, Sn, BH, D, E, H, early, seg, N, CH, err, code, row * H + h, false);
 }
 
 LightningDims dimsOf(Reader& r) {
@@ -514,25 +581,65 @@ void launchRows(Context& c, const Args& a, int BH, int D, int E, int H, bool ear
             a.ptr<T>(2), a.ptr<float>(3), a.ptr<float>(4), a.ptr<T>(5), a.ptr<float>(6), BH, D, E, H, early);
 }
 
-// stepKernelSegments with a kind's LANES, THREADS, R and cache hints.
-// Tokens staged at once: up to 16, in the shared memory the partial sums leave of the 48 KB of a
-// plain launch (at least one token).
-template <class T, int LANES, int THREADS, int R, bool STREAMING>
-void launchSegments(Context& c, const Args& a, int BH, int D, int E, int H, bool early, const int* seg, int N, int code) {
+// Tokens a segment launch stages at once (up to 16, in the shared memory the partial sums leave of
+// the 48 KB of a plain launch; at least one) and its dynamic shared memory.
+template <int LANES, int THREADS>
+std::pair<int, size_t> segmentStaging(int D, int E) {
   constexpr int G = THREADS / LANES;
   constexpr size_t partBytes = (size_t)segmentGroup<LANES, THREADS>() * G * LANES * 16;
   const size_t perToken = (size_t)(2 * D + E) * sizeof(float) + 16;
   const int CH = (int)std::max<size_t>(1, std::min<size_t>(16, (49152 - partBytes) / perToken));
-  const size_t shared = (stagedVOffset(CH, D) + (size_t)CH * E) * sizeof(float);
+  return {CH, (stagedVOffset(CH, D) + (size_t)CH * E) * sizeof(float)};
+}
+
+// stepKernelSegments with a kind's LANES, THREADS, R and cache hints.
+template <class T, int LANES, int THREADS, int R, bool STREAMING>
+void launchSegments(Context& c, const Args& a, int BH, int D, int E, int H, bool early, const int* seg, int N, int code) {
+  constexpr int G = THREADS / LANES;
+  auto [CH, shared] = segmentStaging<LANES, THREADS>(D, E);
   dim3 grid(BH, (E + 4 * LANES - 1) / (4 * LANES)), block(LANES, G, 1);
   launchPdl(c, stepKernelSegments<T, LANES, THREADS, R, STREAMING>, grid, block, shared, "lightningStep kernel launch", a.ptr<T>(0),
             a.ptr<T>(1), a.ptr<T>(2), a.ptr<float>(3), a.ptr<float>(4), a.ptr<T>(5), a.ptr<float>(6), BH, D, E, H, early, seg, N, CH, c.error, code);
 }
 
+// A step with prompt segments in two launches (LIGHTNING_CUDA_SEGMENT_SPLIT=1): stepKernelOwnRows
+// with a kind's one-token configuration over every state row, then stepKernelSegmentRows with its
+// segment configuration over the rows with earlier tokens (at most min(B, N − B) of them). The
+// bits are those of the one launch: each row runs the same arithmetic in the same order.
+template <class T, int LANES, int THREADS, int R, bool PIPELINED, bool STREAMING>
+void launchSplit(Context& c, const Args& a, int BH, int D, int E, int H, bool early, const int* seg, int N, int code) {
+  constexpr int G = THREADS / LANES;
+  const int B = BH / H, slices = (E + 4 * LANES - 1) / (4 * LANES);
+  launchPdl(c, stepKernelOwnRows<T, LANES, THREADS, R, PIPELINED, STREAMING>, dim3(BH, slices), dim3(LANES, G, 1), (size_t)2 * D * sizeof(float),
+            "lightningStep kernel launch", a.ptr<T>(0), a.ptr<T>(1), a.ptr<T>(2), a.ptr<float>(3), a.ptr<float>(4), a.ptr<T>(5), a.ptr<float>(6), BH, D, E,
+            H, early, seg, N, c.error, code);
+  const int rows = std::min(B, N - B);
+  if (rows == 0) return;
+  auto [CH, shared] = segmentStaging<LANES, THREADS>(D, E);
+  launchPdl(c, stepKernelSegmentRows<T, LANES, THREADS, R, STREAMING>, dim3(rows * H, slices), dim3(LANES, G, 1), shared, "lightningStep kernel launch",
+            a.ptr<T>(0), a.ptr<T>(1), a.ptr<T>(2), a.ptr<float>(3), a.ptr<float>(4), a.ptr<T>(5), a.ptr<float>(6), BH, D, E, H, true, seg, N, CH,
+            c.error, code);
+}
+
+// LIGHTNING_CUDA_SEGMENT_SPLIT: "1" steps prompt segments in two launches (launchSplit), "0" or
+// unset in one (stepKernelSegments). Read at each call.
+bool segmentSplit() { return envSwitch("LIGHTNING_CUDA_SEGMENT_SPLIT", false); }
+
 // With prompt segments every kind runs as stepKernelSegments with its own configuration ("pair",
-// two heads a block, runs as "stream": a block steps one head's tokens).
+// two heads a block, runs as "stream": a block steps one head's tokens), or split in two launches.
 template <class T, int LANES>
 void launchCandidate(Context& c, const Args& a, StepKind kind, int BH, int D, int E, int H, bool early, const int* seg, int N, int code) {
+  if (seg && segmentSplit()) {
+    switch (kind) {
+      case StepKind::Rows: launchSplit<T, LANES, 128, 4, true, false>(c, a, BH, D, E, H, early, seg, N, code); break;
+      case StepKind::Stream:
+      case StepKind::Pair: launchSplit<T, LANES, 128, 4, true, true>(c, a, BH, D, E, H, early, seg, N, code); break;
+      case StepKind::Block: launchSplit<T, LANES, 512, 8, false, true>(c, a, BH, D, E, H, early, seg, N, code); break;
+      case StepKind::Narrow: launchSplit<T, 4, 128, 4, false, true>(c, a, BH, D, E, H, early, seg, N, code); break;
+      default: break;
+    }
+    return;
+  }
   if (seg) {
     switch (kind) {
       case StepKind::Rows: launchSegments<T, LANES, 128, 4, false>(c, a, BH, D, E, H, early, seg, N, code); break;
