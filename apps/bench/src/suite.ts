@@ -116,6 +116,16 @@ export function timedSpan(row: BenchResult): readonly [number, number] | undefin
   return spans.get(row);
 }
 
+/** The span the last timing closed (for a row built after other timings than its own). */
+export function lastTimedSpan(): readonly [number, number] | null {
+  return lastSpan;
+}
+
+/** Gives `row` the span of its own timing (see lastTimedSpan). */
+export function setTimedSpan(row: BenchResult, span: readonly [number, number] | null): void {
+  if (span) spans.set(row, span);
+}
+
 /** Runs `fn` untimed at least `warmup` times and WARMUP_MS, then `reps` timed times; times in ms. */
 export function time(fn: () => void, warmup: number, reps: number): Timing {
   const start = performance.now();

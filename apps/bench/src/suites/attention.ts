@@ -14,7 +14,7 @@ import { writeLineCharts } from "../chart.js";
 import { outputPath } from "../report.js";
 import { attentionImpls, type AttentionImpl, type AttentionInputs } from "../attention/impls.js";
 import { checkLightning, checkSoftmax, type HostInputs } from "../attention/oracle.js";
-import { beginTimed, intList, result, summarise, type BenchResult, type Suite, type Timing, timeRound, warmUp, webgpuTimer } from "../suite.js";
+import { beginTimed, intList, lastTimedSpan, result, setTimedSpan, summarise, type BenchResult, type Suite, type Timing, timeRound, warmUp, webgpuTimer } from "../suite.js";
 
 /** The WebGPU forward variants (kernelChoices.forward of @lightning-ts/webgpu). */
 type Forward = ForwardVariant;
@@ -255,12 +255,13 @@ export const attentionSuite: Suite = {
           if (forward && !first) checkedVariant = { label, o: got.o };
           if (first) log(`${label} T=${t}: checked against ${first.label} (rel_err ${check.relErr.toExponential(2)}), which was checked against float64`);
           const fwd = await timeCase(backend, () => T.scope(() => void impl.forward(x)), common.warmup, common.reps);
+          const fwdSpan = lastTimedSpan();
           // The least of three profiles per kernel: a device shared with other work shows in the median only.
           const kernel_ms = await leastKernelTimes(backend, () => T.scope(() => void impl.forward(x)), forward ? 3 : 1);
           const fwdbwd = options.backward ? await timeCase(backend, () => T.scope(() => void impl.forwardBackward(x, dO)), common.warmup, common.reps) : null;
+          const fwdbwd_kernel_ms = options.backward && kernel_ms ? await leastKernelTimes(backend, () => T.scope(() => void impl.forwardBackward(x, dO)), forward ? 3 : 1) : null;
           const ioBytes = B * H * t * (2 * D + 2 * E) * (dtype === "f32" ? 4 : 2);
-          results.push(
-            result({
+          const row = result({
               ...base,
               ok: true,
               rel_err: check.relErr,
@@ -274,15 +275,20 @@ export const attentionSuite: Suite = {
               spread_pct: Math.round(fwd.spread_pct),
               clock: fwd.clock,
               kernel_ms,
+              fwdbwd_kernel_ms,
               fwd_mb: fwd.peakBytes === null ? null : fwd.peakBytes / 2 ** 20,
               fwdbwd_mb: fwdbwd?.peakBytes == null ? null : fwdbwd.peakBytes / 2 ** 20,
               reps: common.reps,
               warmup: common.warmup,
-            }),
-          );
+            });
+          // The row's clocks (--gpu-clocks) are those of its forward's repetitions.
+          setTimedSpan(row, fwdSpan);
+          results.push(row);
           // One line per case as it is measured: a sweep stopped by a time limit still shows its rows.
           log(`${name} ${label} T=${t}: forward ${fwd.median.toFixed(3)} ms (least ${fwd.min.toFixed(3)}; ${fwd.clock} clock)${fwdbwd ? `, forward+backward ${fwdbwd.median.toFixed(3)} ms` : ""}`);
-          if (kernel_ms) log(`  forward by kernel: ${Object.entries(kernel_ms).map(([key, ms]) => `${key} ${ms.toFixed(3)} ms`).join(", ")}`);
+          const byKernel = (times: Record<string, number>) => Object.entries(times).map(([key, ms]) => `${key} ${ms.toFixed(3)} ms`).join(", ");
+          if (kernel_ms) log(`  forward by kernel: ${byKernel(kernel_ms)}`);
+          if (fwdbwd_kernel_ms) log(`  forward+backward by kernel: ${byKernel(fwdbwd_kernel_ms)}`);
           bar.increment();
         }
         for (const tt of [x.q, x.k, x.v, x.slopes, dO]) tt.dispose();
