@@ -476,12 +476,18 @@ export function lightningKernels(rt: Runtime, maxWorkgroupBytes: number) {
         scan(rt, maxWorkgroupBytes, { ...base, a: dO, b: v, c: k, init: s0?.storage ?? null, out, dims: { BH, H, T, Y: E, X: D }, alpha: 1, beta: 0, reverse: false, transposed: true }),
       );
     }
-    // Time-reversed f32 copies, each made once for the sweeps that read it.
+    // Time-reversed f32 copies, each made once for the sweeps that read it; v's goes after the dk
+    // sweep, the only one that reads it, before the dv sweep reverses k.
     const copies = new Map<Ref, Ref>();
     const rev = (x: Ref, W: number) => {
       let r = copies.get(x);
       if (!r) copies.set(x, (r = reversed(rt, x, { BH, T, W })));
       return r;
+    };
+    const drop = (x: Ref) => {
+      const r = copies.get(x);
+      if (r) rt.release(r.storage);
+      copies.delete(x);
     };
     /** A reversed sweep's f32 output, reversed back into `grad`. */
     const reverseInto = (grad: Ref, out: GPUBuffer, W: number) => viaF32(rt, grad, (target) => reverseTime(rt, { storage: out, shape: grad.shape, dtype: "f32", size: grad.size }, target, { BH, T, W }));
@@ -490,6 +496,7 @@ export function lightningKernels(rt: Runtime, maxWorkgroupBytes: number) {
       scaleState(rt, dS.storage, slopes, init, states, { transpose: true, power: 1 });
       const out = rt.acquire(BH * T * D * 4);
       swapped({ q: rev(v, E), k: rev(dO, E), v: rev(q, D), init, out, finalState: discard });
+      drop(v);
       reverseInto(dk, out, D);
       for (const b of [init, out]) rt.release(b);
     } else {
