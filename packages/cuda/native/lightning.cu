@@ -442,6 +442,35 @@ __global__ void __launch_bounds__(THREADS) stepKernelSegments(const T* q, const 
   stepSegments<T, LANES, THREADS, R, STREAMING>(q, k, v, slopes, S, o, Sn, BH, D, E, H, early, seg, N, CH, err, code, blockIdx.x, true);
 }
 
+// The x-th state row whose (clamped) segment is not empty, or −1, found by a whole block (THREADS
+// a multiple of 32): each thread tests one row a pass, and the rows' ranks come from warp ballots
+// and the warps' counts, so a pass costs one round trip for the offsets, not one a row.
+template <int THREADS>
+__device__ __forceinline__ int segmentRow(const int* seg, int B, int N, int x) {
+  static_assert(THREADS % 32 == 0, "whole warps");
+  constexpr int WARPS = THREADS / 32;
+  __shared__ int row, counts[WARPS];
+  const int flat = threadIdx.y * blockDim.x + threadIdx.x, lane = flat & 31, warp = flat >> 5;
+  if (flat == 0) row = -1;
+  for (int base = 0, seen = 0; base < B; base += THREADS) {
+    const int b = base + flat;
+    const bool has = b < B && tokensOf(seg, b, B, N, nullptr, 0, false).count > 1;
+    const unsigned mask = __ballot_sync(0xffffffffu, has);
+    if (lane == 0) counts[warp] = __popc(mask);
+    __syncthreads();
+    int before = seen, all = 0;
+    for (int w = 0; w < WARPS; w++) {
+      if (w < warp) before += counts[w];
+      all += counts[w];
+    }
+    if (has && before + __popc(mask & ((1u << lane) - 1)) == x) row = b;
+    seen += all;
+    __syncthreads();  // row is written; counts may be written again
+    if (row >= 0) break;
+  }
+  return row;
+}
+
 // The state rows with earlier tokens, after stepKernelOwnRows (LIGHTNING_CUDA_SEGMENT_SPLIT=1): block
 // x·H + h steps head h of the x-th such row (x < min(B, N − B), the most there can be; a block past
 // the last one only waits), with stepKernelSegments' code. Its row's state is no other block's, so
@@ -450,16 +479,8 @@ template <class T, int LANES, int THREADS, int R, bool STREAMING>
 __global__ void __launch_bounds__(THREADS) stepKernelSegmentRows(const T* q, const T* k, const T* v, const float* slopes, const float* S, T* o,
                                                                  float* Sn, int BH, int D, int E, int H, bool early, const int* seg, int N, int CH,
                                                                  DeviceError* err, int code) {
-  __shared__ int row;
-  const int B = BH / H, x = blockIdx.x / H, h = blockIdx.x % H;
-  if (threadIdx.x == 0 && threadIdx.y == 0) {
-    // The x-th state row whose (clamped) segment is not empty.
-    int found = -1;
-    for (int b = 0, seen = 0; b < B && found < 0; b++)
-      if (tokensOf(seg, b, B, N, nullptr, 0, false).count > 1 && seen++ == x) found = b;
-    row = found;
-  }
-  __syncthreads();
+  const int B = BH / H, h = blockIdx.x % H;
+  const int row = segmentRow<THREADS>(seg, B, N, blockIdx.x / H);
   if (row < 0) {
     waitForPrevious();
     return;
