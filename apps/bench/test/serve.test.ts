@@ -14,7 +14,7 @@ import { classifyEvent, SseSplitter } from "../src/serve/load-worker.js";
 import { percentile } from "../src/serve/load.js";
 import { fastRandomParams, gpt2TokenizerJson } from "../src/serve/models.js";
 import { disconnectPlan, serveSuite, type ServeOptions } from "../src/suites/serve.js";
-import type { BenchResult } from "../src/suite.js";
+import { type BenchResult, timedSpan } from "../src/suite.js";
 
 const context = { backends: ["cpu" as const], options: { backends: ["cpu"], warmup: 0, reps: 1 }, log: () => {} };
 
@@ -125,6 +125,7 @@ describe("serve suite: the SSE reader", () => {
 
 describe("serve suite on the CPU", () => {
   it("streamed load: one row per concurrency with the latency fields, every request exactly max_tokens", async () => {
+    const began = Date.now();
     const results = await serveSuite.run(context, { ...DEFAULTS, model, stream: true, concurrency: [1, 2], maxTokens: 11 });
     expect(results.map((r) => [r.impl, r.concurrency, r.ok])).toEqual([
       ["http stream", 1, true],
@@ -132,6 +133,10 @@ describe("serve suite on the CPU", () => {
     ]);
     for (const r of results) {
       expectStreamFields(r, 11);
+      // The span --gpu-clocks reads the clocks over: the level's timed part, about levelSeconds long.
+      const [from, to] = timedSpan(r)!;
+      expect(from).toBeGreaterThanOrEqual(began);
+      expect((to - from) / 1000).toBeGreaterThanOrEqual(DEFAULTS.levelSeconds * 0.9);
       // The server's own time to first token starts when the request arrives, after the client sent
       // it, and ends when the token is generated, before the client reads it: above zero, and at
       // most the clients' slowest.

@@ -32,7 +32,7 @@ import { table } from "../report.js";
 import { runLoad, percentile, type LoadResult } from "../serve/load.js";
 import { SHAPES, type ShapeName, shapeModel } from "../serve/models.js";
 import { deviceName, gpuProcessBytes, health, type Health, processCpuSeconds, type ServerProcess, startServer, stopServer, waitIdle } from "../serve/server.js";
-import { intList, result, type BenchResult, type Suite } from "../suite.js";
+import { intList, result, setTimedSpan, type BenchResult, type Suite } from "../suite.js";
 
 /** The repository root: the nearest folder up from here with pnpm-workspace.yaml (this file runs from src/ and from dist/). */
 function findRoot(from: string): string {
@@ -147,13 +147,15 @@ async function streamPhase(s: ServerProcess, o: Resolved, base: Base, log: (l: s
     // The server's own time to first token (request arrival → first token, its /metrics) over the
     // timed part, beside the clients' (request sent → first chunk read): what the HTTP path adds;
     // and of it, the time queued before admission and the decode steps from admission to the token.
-    const start: { totals?: Promise<ServerTotals> } = {};
+    const start: { totals?: Promise<ServerTotals>; at?: number } = {};
     try {
       const onStart = () => {
         cpu0 = processCpuSeconds(s.child.pid);
         start.totals = serverTotals(s.url);
+        start.at = Date.now();
       };
       const r = await runLoad({ url: s.url, body, maxTokens: o.maxTokens, concurrency: c, seconds: o.levelSeconds, threads: o.clientThreads, warmup: true, onStart });
+      const timed = [start.at ?? Date.now() - r.seconds * 1000, Date.now()] as const;
       const cpu1 = processCpuSeconds(s.child.pid);
       const [t0, t1] = await Promise.all([start.totals ?? Promise.resolve(null), serverTotals(s.url)]);
       const means = serverMeans(t0, t1);
@@ -165,18 +167,19 @@ async function streamPhase(s: ServerProcess, o: Resolved, base: Base, log: (l: s
           `(server mean ${ms(means.ttftMs)}: queued ${ms(means.queueMs)}, ${means.steps === null ? "–" : means.steps.toFixed(1)} steps), ITL p50 ${ms(f.itl_p50_ms)}, ` +
           `client CPU ${r.clientCpuPct.toFixed(0)}%, server CPU ${serverCpu === null ? "–" : serverCpu.toFixed(0)}%, ${r.errors} errors`,
       );
-      rows.push(
-        result({
-          ...base,
-          impl: "http stream",
-          ...f,
-          server_cpu_pct: serverCpu,
-          server_ttft_mean_ms: means.ttftMs,
-          server_queue_mean_ms: means.queueMs,
-          server_steps_to_first_token: means.steps,
-          ok: r.errors === 0 && f.tokens_exact === true && r.requests > 0,
-        }),
-      );
+      const row = result({
+        ...base,
+        impl: "http stream",
+        ...f,
+        server_cpu_pct: serverCpu,
+        server_ttft_mean_ms: means.ttftMs,
+        server_queue_mean_ms: means.queueMs,
+        server_steps_to_first_token: means.steps,
+        ok: r.errors === 0 && f.tokens_exact === true && r.requests > 0,
+      });
+      // The GPU's clocks (--gpu-clocks) over the timed part of the level.
+      setTimedSpan(row, timed);
+      rows.push(row);
     } catch (err) {
       log(`serve: stream, concurrency ${c}: ${(err as Error).message}`);
       rows.push(result({ ...base, impl: "http stream", concurrency: c, ok: false, error: (err as Error).message }));
