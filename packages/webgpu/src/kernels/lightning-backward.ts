@@ -18,8 +18,7 @@
  * divides records the error (runtime ERROR_CODES) and the next read throws it, naming `slopes`.
  * TNL's slopes are below 1.
  */
-import type { Runtime } from "../runtime.js";
-import { ERROR_CODES } from "../runtime.js";
+import { ERROR_CODES, type Runtime } from "../runtime.js";
 import { groups, type Ref, WG } from "./common.js";
 import { REPORT } from "./indexing.js";
 

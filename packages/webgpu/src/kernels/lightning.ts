@@ -235,6 +235,17 @@ fn tokens_of(b: u32, B: u32, N: u32, reportIt: bool, code: u32) -> vec2<u32> {
 fn unused_from(B: u32, N: u32) -> u32 { return B + u32(min(max(seg_i(B), 0), i32(N - B))); }
 `;
 
+/** The shader bindings SEGMENT_FNS reads (after a step's own), and their buffers. */
+const SEGMENT_BINDINGS = [
+  { name: "seg", dtype: "i32", access: "read" },
+  { name: "err", access: "atomic" },
+] as const;
+const segmentBuffers = (rt: Runtime, segments: Ref) =>
+  [
+    { buffer: segments.storage, access: "read" },
+    { buffer: rt.errorBuffer, access: "atomic" },
+  ] as const;
+
 /** Columns (as vec4) of the state one workgroup of the vectorised step covers, and its row groups. */
 const STEP_COLS4 = 32;
 const STEP_ROWS = 8;
@@ -346,12 +357,7 @@ function stepVec4(rt: Runtime, t: StepBuffers, dims: { BH: number; H: number; D:
         ...(inPlace ? [] : [{ name: "s", access: "read" as const, vec4: true }]),
         { name: "o", access: "rw" },
         { name: "sn", access: "rw", vec4: true },
-        ...(seg
-          ? [
-              { name: "seg", dtype: "i32", access: "read" } as const,
-              { name: "err", access: "atomic" } as const,
-            ]
-          : []),
+        ...(seg ? SEGMENT_BINDINGS : []),
       ],
       workgroupSize: STEP_COLS4 * STEP_ROWS,
       decls: `var<workgroup> part: array<vec4<f32>, ${STEP_COLS4 * STEP_ROWS}>;${seg ? `\nvar<workgroup> tokens: vec2<u32>;\n${REPORT}${SEGMENT_FNS}` : ""}`,
@@ -366,12 +372,7 @@ function stepVec4(rt: Runtime, t: StepBuffers, dims: { BH: number; H: number; D:
       ...(inPlace ? [] : [{ buffer: t.state.storage, access: "read" as const }]),
       { buffer: t.out, access: "rw" },
       { buffer: t.next, access: "rw" },
-      ...(seg
-        ? [
-            { buffer: seg.storage, access: "read" } as const,
-            { buffer: rt.errorBuffer, access: "atomic" } as const,
-          ]
-        : []),
+      ...(seg ? segmentBuffers(rt, seg) : []),
     ],
     params: seg ? [BH, H, D, E, slices, N, ERROR_CODES.lightningStep] : [BH, H, D, E, slices],
     workgroups: BH * slices,
@@ -555,12 +556,13 @@ export function lightningKernels(rt: Runtime, maxWorkgroupBytes: number) {
     const newState = inPlace ? "s" : "sn";
     const rows = segments ? "N" : "B";
     // The first token reads the state passed in, the later ones what the token before wrote.
-    const previous = inPlace || !segments ? "s_f(at)" : "select(bitcast<f32>(sn[at]), s_f(at), tj == 0u)";
+    const previous = inPlace || !segments ? "let prev = s_f(at);" : "var prev: f32;\n      if (tj == 0u) { prev = s_f(at); } else { prev = bitcast<f32>(sn[at]); }";
     const token = (th: string) => `let ve = v_f(${th} * E + e);
     var acc = 0.0;
     for (var d = 0u; d < D; d = d + 1u) {
       let at = (bh * D + d) * E + e;
-      let sv = lambda * ${previous} + k_f(${th} * D + d) * ve;
+      ${previous}
+      let sv = lambda * prev + k_f(${th} * D + d) * ve;
       ${newState}[at] = bitcast<u32>(sv);
       acc = acc + q_f(${th} * D + d) * sv;
     }
@@ -587,12 +589,7 @@ export function lightningKernels(rt: Runtime, maxWorkgroupBytes: number) {
             { name: "s", dtype: "f32", access: inPlace ? "rw" : "read" },
             { name: "o", access: "rw" },
             ...(inPlace ? [] : [{ name: "sn", access: "rw" } as const]),
-            ...(segments
-              ? [
-                  { name: "seg", dtype: "i32", access: "read" } as const,
-                  { name: "err", access: "atomic" } as const,
-                ]
-              : []),
+            ...(segments ? SEGMENT_BINDINGS : []),
           ],
           workgroupSize: 256,
           ...(segments ? { decls: REPORT + SEGMENT_FNS } : {}),
@@ -627,12 +624,7 @@ export function lightningKernels(rt: Runtime, maxWorkgroupBytes: number) {
           { buffer: state.storage, access: inPlace ? "rw" : "read" },
           { buffer: out, access: "rw" },
           ...(inPlace ? [] : [{ buffer: next.storage, access: "rw" } as const]),
-          ...(segments
-            ? [
-                { buffer: segments.storage, access: "read" } as const,
-                { buffer: rt.errorBuffer, access: "atomic" } as const,
-              ]
-            : []),
+          ...(segments ? segmentBuffers(rt, segments) : []),
         ],
         params: segments ? [B * H, H, D, E, N, ERROR_CODES.lightningStep] : [B * H, H, D, E],
         workgroups: groups(B * H * E),
