@@ -76,6 +76,14 @@ __device__ __forceinline__ Tokens tokensOf(const int* seg, int b, int B, int N, 
 __device__ __forceinline__ int unusedFrom(const int* seg, int B, int N) {
   return seg ? B + min(max(seg[B], 0), N - B) : N;
 }
+// Zeroes head h's four output columns from e of those rows (o: (N, H, E)).
+template <class T>
+__device__ __forceinline__ void zeroUnused(T* o, const int* seg, int B, int N, int H, int h, int E, int e) {
+  for (int64_t r = unusedFrom(seg, B, N); r < N; r++) {
+    T* orow = o + (r * H + h) * E + e;
+    orow[0] = orow[1] = orow[2] = orow[3] = fromF<T>(0.0f);
+  }
+}
 
 // q, k: (N, H, D); v: (N, H, E); slopes: f32 (H); state: f32 (B, H, D, E) → o: (N, H, E), newState: f32 (B, H, D, E)
 // One block per (b·h, 32 columns of E); 8 row groups split D and meet in shared memory. The state
@@ -158,11 +166,7 @@ __global__ void stepKernelVec4(const T* q, const T* k, const T* v, const float* 
       orow[0] = fromF<T>(sum.x), orow[1] = fromF<T>(sum.y), orow[2] = fromF<T>(sum.z), orow[3] = fromF<T>(sum.w);
     }
   }
-  if (b == B - 1 && threadIdx.y == 0 && threadIdx.x < LANES && e < E)
-    for (int64_t r = unusedFrom(seg, B, N); r < N; r++) {
-      T* orow = o + (r * H + h) * E + e;
-      orow[0] = orow[1] = orow[2] = orow[3] = fromF<T>(0.0f);
-    }
+  if (b == B - 1 && threadIdx.y == 0 && threadIdx.x < LANES && e < E) zeroUnused(o, seg, B, N, H, h, E, e);
 }
 
 // Candidates for the decode step (LIGHTNING_CUDA_STEP, KERNELS.md "Decode step candidates"), one
@@ -306,11 +310,7 @@ __global__ void __launch_bounds__(THREADS) stepKernelOwnRows(const T* q, const T
     waitForPrevious();
   }
   const int e = (blockIdx.y * LANES + threadIdx.x) * 4;
-  if (b == B - 1 && threadIdx.y == 0 && e < E)
-    for (int64_t r = unusedFrom(seg, B, N); r < N; r++) {
-      T* orow = o + (r * H + h) * E + e;
-      orow[0] = orow[1] = orow[2] = orow[3] = fromF<T>(0.0f);
-    }
+  if (b == B - 1 && threadIdx.y == 0 && e < E) zeroUnused(o, seg, B, N, H, h, E, e);
 }
 
 // Where v starts in a segment kernel's staged tokens: after q and k, on a 16-byte boundary.
@@ -428,11 +428,7 @@ __device__ __forceinline__ void stepSegments(const T* q, const T* k, const T* v,
       __syncthreads();  // part is free for the next group
     }
   }
-  if (checks && b == B - 1 && g == 0 && active)
-    for (int64_t r = unusedFrom(seg, B, N); r < N; r++) {
-      T* orow = o + (r * H + h) * E + e;
-      orow[0] = orow[1] = orow[2] = orow[3] = fromF<T>(0.0f);
-    }
+  if (checks && b == B - 1 && g == 0 && active) zeroUnused(o, seg, B, N, H, h, E, e);
 }
 
 template <class T, int LANES, int THREADS, int R, bool STREAMING>
