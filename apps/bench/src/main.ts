@@ -7,7 +7,7 @@ import { BACKEND_NAMES, type BackendName, isBackendName } from "@lightning-ts/ba
 import { Command } from "commander";
 import { addClocks, CLOCK_COLUMNS, startClocks } from "./gpu-clocks.js";
 import { outputPath, table, writeJson } from "./report.js";
-import { type BenchResult, type CommonOptions, setDeviceWarmupMs } from "./suite.js";
+import { type BenchResult, type CommonOptions, DEFAULT_DEVICE_WARMUP_MS, setDeviceWarmupMs } from "./suite.js";
 import { SUITES } from "./suites/index.js";
 
 const program = new Command("bench")
@@ -24,9 +24,9 @@ for (const suite of SUITES) {
     .option("--json <file>", "where to write the results as JSON", `runs/bench/${suite.name}.json`)
     .option(
       "--warmup-ms <ms>",
-      "device-timed suites: keep warming up for at least this long as well (a GPU's driver may raise its clocks only after a while under load)",
+      "device-timed loops on a GPU backend: keep warming up for at least this long as well (a GPU's driver raises its clocks only after a while under load; 0: the count alone)",
       (v) => Number(v),
-      0,
+      DEFAULT_DEVICE_WARMUP_MS,
     )
     .option("--gpu-clocks [index]", "sample GPU index's (default 0) SM and memory clocks with nvidia-smi while timing; each timed row gets them");
   suite.configure(command);

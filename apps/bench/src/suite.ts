@@ -77,21 +77,29 @@ export interface Timing {
 const WARMUP_MS = 300;
 
 /**
- * Least warm-up time of the device-timed loops (`timeQueued`, and suites that call `warmUp`): 0
- * (the count alone) unless `--warmup-ms` sets it, for a GPU whose driver raises its clocks only
- * after a while under load (gpu-clocks.ts tells).
+ * Least warm-up time of the device-timed loops on a GPU backend (`timeQueued`, and suites that call
+ * `warmUp`; CPU loops warm up by count and WARMUP_MS). An idle GPU's driver raises its clocks only
+ * after a while under load: on the H200 a WebGPU forward timed after one untimed call ran at 345 MHz
+ * (24.5 ms) and after 3 s of warm-up at 1,980 MHz (5.12 ms), docs/benchmarks/webgpu-h200-2026-11-30.md.
+ * `--warmup-ms` sets it; `--gpu-clocks` shows the clocks each row ran at.
  */
-let deviceWarmupMs = 0;
+export const DEFAULT_DEVICE_WARMUP_MS = 2000;
+let deviceWarmupMs = DEFAULT_DEVICE_WARMUP_MS;
 
 export function setDeviceWarmupMs(ms: number): void {
   if (!Number.isFinite(ms) || ms < 0) throw new Error(`--warmup-ms: expected a non-negative number of milliseconds, got ${String(ms)}`);
   deviceWarmupMs = ms;
 }
 
-/** Runs `fn` and waits for the device, at least `count` times and for at least the device warm-up time. */
-export async function warmUp(backend: { sync(): Promise<void> }, fn: () => void, count: number): Promise<void> {
+/**
+ * Runs `fn` and waits for the device, at least `count` times and, on a GPU backend (any but "cpu"),
+ * for at least the device warm-up time. `fn` should keep the device busy between waits (several
+ * calls where one is short), or the driver may lower the clocks again.
+ */
+export async function warmUp(backend: { name?: string; sync(): Promise<void> }, fn: () => void, count: number): Promise<void> {
   const start = performance.now();
-  for (let i = 0; i < count || performance.now() - start < deviceWarmupMs; i++) {
+  const least = backend.name === "cpu" ? 0 : deviceWarmupMs;
+  for (let i = 0; i < count || performance.now() - start < least; i++) {
     fn();
     await backend.sync();
   }
@@ -171,13 +179,14 @@ export async function timeRound(backend: { sync(): Promise<void> }, fn: () => vo
  * between marks around the calls (host work before the GPU starts and the wait's latency are
  * left out); without one, the host clock around enqueueing and waiting.
  */
-export async function timeQueued(backend: { sync(): Promise<void> }, fn: () => void, calls: number, warmup: number, reps: number, timer?: KernelTimer): Promise<Timing> {
-  await warmUp(backend, fn, warmup);
-  beginTimed();
-  const times: number[] = [];
+export async function timeQueued(backend: { name?: string; sync(): Promise<void> }, fn: () => void, calls: number, warmup: number, reps: number, timer?: KernelTimer): Promise<Timing> {
   const all = () => {
     for (let j = 0; j < calls; j++) fn();
   };
+  // Warmed up as timed (`calls` a wait), so that the device is as busy as while timed.
+  await warmUp(backend, all, warmup);
+  beginTimed();
+  const times: number[] = [];
   for (let i = 0; i < reps; i++) times.push((await timeRound(backend, all, timer)) / calls);
   return summarise(times, timer ? "gpu-timestamp" : "host");
 }

@@ -3,7 +3,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { addClocks, ClockSampler, type ClockSample, clockStats, parseSample, startClocks } from "../src/gpu-clocks.js";
-import { beginTimed, result, setDeviceWarmupMs, summarise, timedSpan, warmUp } from "../src/suite.js";
+import { beginTimed, DEFAULT_DEVICE_WARMUP_MS, result, setDeviceWarmupMs, summarise, timedSpan, warmUp } from "../src/suite.js";
 import { copySuite } from "../src/suites/copy.js";
 
 /**
@@ -86,8 +86,12 @@ describe("GPU clocks while timing (--gpu-clocks)", () => {
       const span = timedSpan(row)!;
       expect(span[0]).toBeGreaterThanOrEqual(opened);
       expect(span[1]).toBeGreaterThanOrEqual(span[0]);
+      // The CPU backend warms up by count alone.
+      let cpuCalls = 0;
+      await warmUp({ name: "cpu", sync: async () => {} }, () => cpuCalls++, 3);
+      expect(cpuCalls).toBe(3);
     } finally {
-      setDeviceWarmupMs(0);
+      setDeviceWarmupMs(DEFAULT_DEVICE_WARMUP_MS);
     }
     expect(() => setDeviceWarmupMs(-1)).toThrow(/--warmup-ms: expected a non-negative number of milliseconds, got -1/);
   });

@@ -222,7 +222,7 @@ __device__ __forceinline__ void storeOutput(float4 (&part)[HEADS][G][LANES], int
   orow[0] = fromF<T>(sum.x), orow[1] = fromF<T>(sum.y), orow[2] = fromF<T>(sum.z), orow[3] = fromF<T>(sum.w);
 }
 
-// The body of stepKernelRows (and of stepKernelOwnRows), for the block's (b·h) group bh0.
+// The body of stepKernelRows, for the block's (b·h) group bh0.
 template <class T, int LANES, int THREADS, int HEADS, int R, bool PIPELINED, bool STREAMING>
 __device__ __forceinline__ void stepRows(const T* q, const T* k, const T* v, const float* slopes, const float* S, T* o, float* Sn, int BH, int D,
                                          int E, int H, bool early, int bh0) {
@@ -289,30 +289,6 @@ __global__ void __launch_bounds__(THREADS) stepKernelRows(const T* q, const T* k
   stepRows<T, LANES, THREADS, HEADS, R, PIPELINED, STREAMING>(q, k, v, slopes, S, o, Sn, BH, D, E, H, early, blockIdx.x * HEADS);
 }
 
-// A step with prompt segments in two launches (LIGHTNING_CUDA_SEGMENT_SPLIT=1, KERNELS.md "Prompt
-// segments in the decode step"): this one is stepKernelRows (one head a block) over the state rows
-// without earlier tokens, whose blocks run the one-token kernel's code and its occupancy; a block
-// whose row has earlier tokens only waits for the kernel before, and stepKernelSegmentRows, launched
-// next, steps that row. It checks every row's offsets (reported as stepKernelSegments does) and
-// zeroes the output of the token rows no segment names. The offsets are read before the wait: no
-// kernel writes them.
-template <class T, int LANES, int THREADS, int R, bool PIPELINED, bool STREAMING>
-__global__ void __launch_bounds__(THREADS) stepKernelOwnRows(const T* q, const T* k, const T* v, const float* slopes, const float* S, T* o, float* Sn,
-                                                             int BH, int D, int E, int H, bool early, const int* seg, int N, DeviceError* err,
-                                                             int code) {
-  const int bh = blockIdx.x, B = BH / H, b = bh / H, h = bh % H, flat = threadIdx.y * LANES + threadIdx.x;
-  const Tokens tok = tokensOf(seg, b, B, N, err, code, h == 0 && blockIdx.y == 0 && flat == 0);
-  if (tok.count == 1) {
-    stepRows<T, LANES, THREADS, 1, R, PIPELINED, STREAMING>(q, k, v, slopes, S, o, Sn, BH, D, E, H, early, bh);
-  } else {
-    // Every block waits, so that this grid completes after the kernel before it: the launch after
-    // waits only on this one.
-    waitForPrevious();
-  }
-  const int e = (blockIdx.y * LANES + threadIdx.x) * 4;
-  if (b == B - 1 && threadIdx.y == 0 && e < E) zeroUnused(o, seg, B, N, H, h, E, e);
-}
-
 // Where v starts in a segment kernel's staged tokens: after q and k, on a 16-byte boundary.
 __host__ __device__ __forceinline__ size_t stagedVOffset(int CH, int D) { return ((size_t)2 * CH * D + 3) / 4 * 4; }
 
@@ -338,8 +314,7 @@ constexpr int segmentGroup() {
 // token reads back the rows the thread stored for the token before.
 template <class T, int LANES, int THREADS, int R, bool STREAMING>
 __device__ __forceinline__ void stepSegments(const T* q, const T* k, const T* v, const float* slopes, const float* S, T* o, float* Sn, int BH, int D,
-                                             int E, int H, bool early, const int* seg, int N, int CH, DeviceError* err, int code, int bh,
-                                             bool checks) {
+                                             int E, int H, bool early, const int* seg, int N, int CH, DeviceError* err, int code, int bh) {
   constexpr int G = THREADS / LANES;
   constexpr int K = segmentGroup<LANES, THREADS>();
   extern __shared__ float staged[];  // CH tokens: q [CH][D], k [CH][D], v [CH][E] as f32
@@ -360,7 +335,7 @@ __device__ __forceinline__ void stepSegments(const T* q, const T* k, const T* v,
   // With `early` the kernel before (a decode layer's projection or split) writes neither the state
   // nor the offsets: they are read while it finishes, so the token rows' loads below wait on no
   // round trip of their own.
-  const bool reports = checks && h == 0 && blockIdx.y == 0 && flat == 0;
+  const bool reports = h == 0 && blockIdx.y == 0 && flat == 0;
   Tokens tok = early ? tokensOf(seg, b, B, N, err, code, reports) : Tokens{b, 1};
   waitForPrevious();
   if (!early) tok = tokensOf(seg, b, B, N, err, code, reports);
@@ -428,60 +403,14 @@ __device__ __forceinline__ void stepSegments(const T* q, const T* k, const T* v,
       __syncthreads();  // part is free for the next group
     }
   }
-  if (checks && b == B - 1 && g == 0 && active) zeroUnused(o, seg, B, N, H, h, E, e);
+  if (b == B - 1 && g == 0 && active) zeroUnused(o, seg, B, N, H, h, E, e);
 }
 
 template <class T, int LANES, int THREADS, int R, bool STREAMING>
 __global__ void __launch_bounds__(THREADS) stepKernelSegments(const T* q, const T* k, const T* v, const float* slopes, const float* S, T* o, float* Sn,
                                                               int BH, int D, int E, int H, bool early, const int* seg, int N, int CH,
                                                               DeviceError* err, int code) {
-  stepSegments<T, LANES, THREADS, R, STREAMING>(q, k, v, slopes, S, o, Sn, BH, D, E, H, early, seg, N, CH, err, code, blockIdx.x, true);
-}
-
-// The x-th state row whose (clamped) segment is not empty, or −1, found by a whole block (THREADS
-// a multiple of 32): each thread tests one row a pass, and the rows' ranks come from warp ballots
-// and the warps' counts, so a pass costs one round trip for the offsets, not one a row.
-template <int THREADS>
-__device__ __forceinline__ int segmentRow(const int* seg, int B, int N, int x) {
-  static_assert(THREADS % 32 == 0, "whole warps");
-  constexpr int WARPS = THREADS / 32;
-  __shared__ int row, counts[WARPS];
-  const int flat = threadIdx.y * blockDim.x + threadIdx.x, lane = flat & 31, warp = flat >> 5;
-  if (flat == 0) row = -1;
-  for (int base = 0, seen = 0; base < B; base += THREADS) {
-    const int b = base + flat;
-    const bool has = b < B && tokensOf(seg, b, B, N, nullptr, 0, false).count > 1;
-    const unsigned mask = __ballot_sync(0xffffffffu, has);
-    if (lane == 0) counts[warp] = __popc(mask);
-    __syncthreads();
-    int before = seen, all = 0;
-    for (int w = 0; w < WARPS; w++) {
-      if (w < warp) before += counts[w];
-      all += counts[w];
-    }
-    if (has && before + __popc(mask & ((1u << lane) - 1)) == x) row = b;
-    seen += all;
-    __syncthreads();  // row is written; counts may be written again
-    if (row >= 0) break;
-  }
-  return row;
-}
-
-// The state rows with earlier tokens, after stepKernelOwnRows (LIGHTNING_CUDA_SEGMENT_SPLIT=1): block
-// x·H + h steps head h of the x-th such row (x < min(B, N − B), the most there can be; a block past
-// the last one only waits), with stepKernelSegments' code. Its row's state is no other block's, so
-// with `early` it is loaded before the wait, as the offsets and the search are.
-template <class T, int LANES, int THREADS, int R, bool STREAMING>
-__global__ void __launch_bounds__(THREADS) stepKernelSegmentRows(const T* q, const T* k, const T* v, const float* slopes, const float* S, T* o,
-                                                                 float* Sn, int BH, int D, int E, int H, bool early, const int* seg, int N, int CH,
-                                                                 DeviceError* err, int code) {
-  const int B = BH / H, h = blockIdx.x % H;
-  const int row = segmentRow<THREADS>(seg, B, N, blockIdx.x / H);
-  if (row < 0) {
-    waitForPrevious();
-    return;
-  }
-  stepSegments<T, LANES, THREADS, R, STREAMING>(q, k, v, slopes, S, o, Sn, BH, D, E, H, early, seg, N, CH, err, code, row * H + h, false);
+  stepSegments<T, LANES, THREADS, R, STREAMING>(q, k, v, slopes, S, o, Sn, BH, D, E, H, early, seg, N, CH, err, code, blockIdx.x);
 }
 
 LightningDims dimsOf(Reader& r) {
@@ -619,44 +548,10 @@ void launchSegments(Context& c, const Args& a, int BH, int D, int E, int H, bool
             a.ptr<T>(1), a.ptr<T>(2), a.ptr<float>(3), a.ptr<float>(4), a.ptr<T>(5), a.ptr<float>(6), BH, D, E, H, early, seg, N, CH, c.error, code);
 }
 
-// A step with prompt segments in two launches (LIGHTNING_CUDA_SEGMENT_SPLIT=1): stepKernelOwnRows
-// with a kind's one-token configuration over every state row, then stepKernelSegmentRows with its
-// segment configuration over the rows with earlier tokens (at most min(B, N − B) of them). The
-// bits are those of the one launch: each row runs the same arithmetic in the same order.
-template <class T, int LANES, int THREADS, int R, bool PIPELINED, bool STREAMING>
-void launchSplit(Context& c, const Args& a, int BH, int D, int E, int H, bool early, const int* seg, int N, int code) {
-  constexpr int G = THREADS / LANES;
-  const int B = BH / H, slices = (E + 4 * LANES - 1) / (4 * LANES);
-  launchPdl(c, stepKernelOwnRows<T, LANES, THREADS, R, PIPELINED, STREAMING>, dim3(BH, slices), dim3(LANES, G, 1), (size_t)2 * D * sizeof(float),
-            "lightningStep kernel launch", a.ptr<T>(0), a.ptr<T>(1), a.ptr<T>(2), a.ptr<float>(3), a.ptr<float>(4), a.ptr<T>(5), a.ptr<float>(6), BH, D, E,
-            H, early, seg, N, c.error, code);
-  const int rows = std::min(B, N - B);
-  if (rows == 0) return;
-  auto [CH, shared] = segmentStaging<LANES, THREADS>(D, E);
-  launchPdl(c, stepKernelSegmentRows<T, LANES, THREADS, R, STREAMING>, dim3(rows * H, slices), dim3(LANES, G, 1), shared, "lightningStep kernel launch",
-            a.ptr<T>(0), a.ptr<T>(1), a.ptr<T>(2), a.ptr<float>(3), a.ptr<float>(4), a.ptr<T>(5), a.ptr<float>(6), BH, D, E, H, true, seg, N, CH,
-            c.error, code);
-}
-
-// LIGHTNING_CUDA_SEGMENT_SPLIT: "1" steps prompt segments in two launches (launchSplit), "0" or
-// unset in one (stepKernelSegments). Read at each call.
-bool segmentSplit() { return envSwitch("LIGHTNING_CUDA_SEGMENT_SPLIT", false); }
-
 // With prompt segments every kind runs as stepKernelSegments with its own configuration ("pair",
-// two heads a block, runs as "stream": a block steps one head's tokens), or split in two launches.
+// two heads a block, runs as "stream": a block steps one head's tokens).
 template <class T, int LANES>
 void launchCandidate(Context& c, const Args& a, StepKind kind, int BH, int D, int E, int H, bool early, const int* seg, int N, int code) {
-  if (seg && segmentSplit()) {
-    switch (kind) {
-      case StepKind::Rows: launchSplit<T, LANES, 128, 4, true, false>(c, a, BH, D, E, H, early, seg, N, code); break;
-      case StepKind::Stream:
-      case StepKind::Pair: launchSplit<T, LANES, 128, 4, true, true>(c, a, BH, D, E, H, early, seg, N, code); break;
-      case StepKind::Block: launchSplit<T, LANES, 512, 8, false, true>(c, a, BH, D, E, H, early, seg, N, code); break;
-      case StepKind::Narrow: launchSplit<T, 4, 128, 4, false, true>(c, a, BH, D, E, H, early, seg, N, code); break;
-      default: break;
-    }
-    return;
-  }
   if (seg) {
     switch (kind) {
       case StepKind::Rows: launchSegments<T, LANES, 128, 4, false>(c, a, BH, D, E, H, early, seg, N, code); break;
