@@ -404,10 +404,10 @@ suite(`WebGPU fast paths against their plain twins${fast ? "" : ` [skipped: ${re
     ] as const;
     let seed = 700;
     try {
-      for (const forward of ["staged", "walk", "blocked"] as const) {
+      for (const forward of ["walk", "staged", "blocked"] as const) {
         kernelChoices.forward = forward;
         setWalkSegmentBlocks(2);
-        for (const [B, H, Tn, D, E, withInit] of forward === "staged" ? cases : cases.slice(0, 2)) {
+        for (const [B, H, Tn, D, E, withInit] of forward === "walk" ? cases : cases.slice(0, 2)) {
           const parts = await backwardThreeWays([B, H, Tn, D, E], withInit, seed);
           seed += 6;
           for (const part of withInit ? (["dq", "dk", "dv", "dInitialState"] as const) : (["dq", "dk", "dv"] as const)) {

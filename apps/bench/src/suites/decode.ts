@@ -7,8 +7,12 @@ import { startBackend } from "@lightning-ts/backends";
 import * as T from "@lightning-ts/tensor";
 import { intList, result, summarise, timeQueued, type BenchResult, type Suite, type Timing, webgpuTimer } from "../suite.js";
 
-/** Steps enqueued per device wait on WebGPU. */
-const WEBGPU_STEPS_PER_WAIT = 32;
+/**
+ * Steps enqueued per device wait on WebGPU: enough that the GPU is busy between waits (on the H200,
+ * 32 steps of 0.06 ms a wait left its SM clock at 720–1,095 MHz after 2 s of warm-up, where the
+ * attention suite's longer rounds ran at 1,980).
+ */
+const WEBGPU_STEPS_PER_WAIT = 256;
 
 /** The step in float64 on the host, from the same inputs. */
 function oracle(q: Float32Array, k: Float32Array, v: Float32Array, S: Float32Array, slopes: number[], B: number, H: number, D: number, E: number) {

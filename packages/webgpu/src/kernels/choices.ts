@@ -2,7 +2,7 @@
  * Which of two fast kernels runs where both are correct, so that a benchmark can time both in one
  * process: set the fields at run time, or start the process with the environment variables.
  *
- * - forward (default `staged`): the Lightning Attention forward by segment walks (`walk`, lightning-walk.ts: states
+ * - forward (default `walk`): the Lightning Attention forward by segment walks (`walk`, lightning-walk.ts: states
  *   carried in registers, one per segment stored; `walk64` the same with 64 columns of E per
  *   workgroup instead of 128; `walk-notouch` without the touches ahead; `staged` the walk on copies of q, k and v of at most `stageBytes`
  *   (256 MiB) at a time, its output likewise copied out; `staged64` and `staged-notouch` the
@@ -69,7 +69,7 @@ export const kernelChoices: KernelChoices = {
   // `staged` by default: on the H200 (Dawn, NVIDIA's Vulkan driver) the walk ran at 7.1 ms on staged
   // copies against 14.6–21.8 ms on the benchmark's 512 MiB inputs in place (the copies cost 1.3–1.6 ms):
   // large buffers themselves are slow there (docs/benchmarks/webgpu-h200-2026-11-30.md).
-  forward: fromEnv("LIGHTNING_WEBGPU_FORWARD", FORWARD_VARIANTS, "staged"),
+  forward: fromEnv("LIGHTNING_WEBGPU_FORWARD", FORWARD_VARIANTS, "walk"),
   stageBytes: 2 ** 28,
   matmulOrder: fromEnv("LIGHTNING_WEBGPU_MATMUL_ORDER", ["grouped", "linear", "rotated"], "grouped"),
   backward: fromEnv("LIGHTNING_WEBGPU_BACKWARD", ["forwards", "scan"], "forwards"),
