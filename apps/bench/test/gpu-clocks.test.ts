@@ -3,7 +3,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { addClocks, ClockSampler, type ClockSample, clockStats, parseSample, startClocks } from "../src/gpu-clocks.js";
-import { beginTimed, DEFAULT_DEVICE_WARMUP_MS, result, setDeviceWarmupMs, summarise, timedSpan, warmUp } from "../src/suite.js";
+import { beginTimed, DEFAULT_DEVICE_WARMUP_MS, result, setDeviceWarmupMs, summarise, timedSpan, timeQueued, warmUp } from "../src/suite.js";
 import { copySuite } from "../src/suites/copy.js";
 
 /**
@@ -94,6 +94,21 @@ describe("GPU clocks while timing (--gpu-clocks)", () => {
       setDeviceWarmupMs(DEFAULT_DEVICE_WARMUP_MS);
     }
     expect(() => setDeviceWarmupMs(-1)).toThrow(/--warmup-ms: expected a non-negative number of milliseconds, got -1/);
+  });
+
+  it("a queued loop warms up with as many calls a wait as it times", async () => {
+    setDeviceWarmupMs(0);
+    try {
+      let calls = 0;
+      const waits: number[] = [];
+      const backend = { name: "webgpu", sync: async () => void waits.push(calls) };
+      const timing = await timeQueued(backend, () => calls++, 5, 2, 3);
+      expect(timing.times).toHaveLength(3);
+      // Two warm-up waits and three timed ones, each after 5 more calls.
+      expect(waits).toEqual([5, 10, 15, 20, 25]);
+    } finally {
+      setDeviceWarmupMs(DEFAULT_DEVICE_WARMUP_MS);
+    }
   });
 
   it("without nvidia-smi, or for a bad index, the benchmark runs without clocks and says why", async () => {
