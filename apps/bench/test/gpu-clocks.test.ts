@@ -101,7 +101,13 @@ describe("GPU clocks while timing (--gpu-clocks)", () => {
     try {
       let calls = 0;
       const waits: number[] = [];
-      const backend = { name: "webgpu", sync: async () => void waits.push(calls) };
+      const backend = {
+        name: "webgpu",
+        sync: () => {
+          waits.push(calls);
+          return Promise.resolve();
+        },
+      };
       const timing = await timeQueued(backend, () => calls++, 5, 2, 3);
       expect(timing.times).toHaveLength(3);
       // Two warm-up waits and three timed ones, each after 5 more calls.
