@@ -2,12 +2,15 @@
  * The GPU test runner of the bundle that build.mjs writes (dist/gpu-tests/run.js): the CUDA and
  * WebGPU test files, run with only Node, each file in a process of its own as vitest isolates them.
  *
- *   node run.js [--required] [--timeout SECONDS] [--filter REGEX] [--verbose] [--list] [SUITE...]
+ *   node run.js [--required] [--timeout SECONDS] [--filter REGEX] [--jobs N] [--verbose] [--list] [SUITE...]
  *
  * SUITE is a package (`cuda`, `webgpu`) or one file (`cuda/conformance`); all by default.
  * --required   a GPU backend that cannot start fails the run (LIGHTNING_CUDA_REQUIRED=1 and
  *              LIGHTNING_WEBGPU_REQUIRED=1, as `pnpm test:gpu` sets them)
  * --filter RE  only tests whose full name matches RE
+ * --jobs N     run up to N files at once (default 1), each file's output printed whole when it
+ *              ends: most of a GPU test's time is its float64 oracle on the host, so on a machine
+ *              with many cores the files share the GPU well
  * --verbose    also list the skipped tests
  *
  * It prints every result and then "N passed, N failed, N skipped", and exits with 1 when a test
@@ -20,7 +23,7 @@ import { parseArgs } from "node:util";
 import { SUITES } from "gpu-tests:suites";
 import { type CaseResult, runCollected } from "./vitest.js";
 
-const USAGE = "usage: node run.js [--required] [--timeout SECONDS] [--filter REGEX] [--verbose] [--list] [cuda|webgpu|FILE...]";
+const USAGE = "usage: node run.js [--required] [--timeout SECONDS] [--filter REGEX] [--jobs N] [--verbose] [--list] [cuda|webgpu|FILE...]";
 
 const { values: flags, positionals } = parseArgs({
   allowPositionals: true,
@@ -28,6 +31,7 @@ const { values: flags, positionals } = parseArgs({
     required: { type: "boolean", default: false },
     timeout: { type: "string", default: "300" },
     filter: { type: "string" },
+    jobs: { type: "string", default: "1" },
     list: { type: "boolean", default: false },
     verbose: { type: "boolean", short: "v", default: false },
     child: { type: "string" },
@@ -73,19 +77,30 @@ function print(r: CaseResult): void {
   else console.log(`  ✗ ${r.name}\n${(r.error ?? "").replace(/^/gm, "      ")}`);
 }
 
-function runFile(id: string, env: NodeJS.ProcessEnv): Promise<{ results: CaseResult[]; collected: number | null; exit: string | null }> {
+interface FileRun {
+  results: CaseResult[];
+  collected: number | null;
+  exit: string | null;
+  /** The file's output, where it was kept to be printed whole (`--jobs` above 1). */
+  output: string | null;
+}
+
+function runFile(id: string, env: NodeJS.ProcessEnv, keepOutput: boolean): Promise<FileRun> {
   return new Promise((resolve) => {
     const results: CaseResult[] = [];
     let collected: number | null = null;
+    const chunks: Buffer[] = [];
     const args = ["--child", id, "--timeout", flags.timeout, ...(flags.filter ? ["--filter", flags.filter] : []), ...(flags.verbose ? ["--verbose"] : [])];
-    const proc: ChildProcess = fork(process.argv[1], args, { env, stdio: "inherit" });
+    const proc: ChildProcess = fork(process.argv[1], args, { env, stdio: keepOutput ? ["ignore", "pipe", "pipe", "ipc"] : "inherit" });
+    proc.stdout?.on("data", (b: Buffer) => chunks.push(b));
+    proc.stderr?.on("data", (b: Buffer) => chunks.push(b));
     proc.on("message", (m: Message) => {
       if (m.kind === "result") results.push(m.result);
       else collected = m.count;
     });
-    proc.on("exit", (code, signal) => {
+    proc.on("close", (code, signal) => {
       const exit = collected === null ? `the test process ended (${signal ?? `exit code ${code}`}) before it finished` : null;
-      resolve({ results, collected, exit });
+      resolve({ results, collected, exit, output: keepOutput ? Buffer.concat(chunks).toString() : null });
     });
   });
 }
@@ -115,11 +130,16 @@ async function main(): Promise<number> {
   if (!env.LIGHTNING_CUDA_ADDON && existsSync(addon)) env.LIGHTNING_CUDA_ADDON = addon;
   console.log(`[gpu-tests] Node ${process.version}; CUDA addon: ${env.LIGHTNING_CUDA_ADDON ?? "none in this folder"}; suites: ${wanted.join(", ")}${flags.required ? " (GPU backends required)" : ""}`);
 
+  const jobs = Number(flags.jobs);
+  if (!Number.isInteger(jobs) || jobs < 1) {
+    console.error(`--jobs: expected a positive integer, got '${flags.jobs}'\n${USAGE}`);
+    return 2;
+  }
   const totals = { passed: 0, failed: 0, skipped: 0 };
   const failures: string[] = [];
-  for (const id of wanted) {
-    console.log(`\n── ${id}`);
-    const { results, collected, exit } = await runFile(id, env);
+  const report = (id: string, { results, collected, exit, output }: FileRun) => {
+    if (jobs > 1) console.log(`\n── ${id}`);
+    if (output) process.stdout.write(output);
     const count = (f: (r: CaseResult) => boolean) => results.filter(f).length;
     const file = { passed: count((r) => r.ok && !r.skipped), failed: count((r) => !r.ok), skipped: count((r) => r.skipped) };
     if (exit) {
@@ -136,7 +156,16 @@ async function main(): Promise<number> {
     totals.passed += file.passed;
     totals.failed += file.failed;
     totals.skipped += file.skipped;
-  }
+  };
+  // Files are started in order, `jobs` at a time; each is reported when it ends.
+  const queue = [...wanted];
+  const worker = async () => {
+    for (let id = queue.shift(); id !== undefined; id = queue.shift()) {
+      if (jobs === 1) console.log(`\n── ${id}`);
+      report(id, await runFile(id, env, jobs > 1));
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(jobs, wanted.length) }, worker));
 
   console.log(`\n[gpu-tests] ${totals.passed} passed, ${totals.failed} failed, ${totals.skipped} skipped (${wanted.length} files)`);
   for (const f of failures) console.log(`  failed: ${f}`);
