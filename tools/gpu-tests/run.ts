@@ -9,8 +9,8 @@
  *              LIGHTNING_WEBGPU_REQUIRED=1, as `pnpm test:gpu` sets them)
  * --filter RE  only tests whose full name matches RE
  * --jobs N     run up to N files at once (default 1), each file's output printed whole when it
- *              ends: most of a GPU test's time is its float64 oracle on the host, so on a machine
- *              with many cores the files share the GPU well
+ *              ends: the tests' float64 oracles run on the host, so on a machine with many cores
+ *              several files can share one GPU
  * --verbose    also list the skipped tests
  *
  * It prints every result and then "N passed, N failed, N skipped", and exits with 1 when a test

@@ -66,9 +66,10 @@ export const kernelChoices: KernelChoices = {
   touchAhead: fromEnv("LIGHTNING_WEBGPU_TOUCH", ["0", "1"], "1") === "1",
   bindCapBytes: countFromEnv("LIGHTNING_WEBGPU_BIND_CAP_MIB", 0, 0) * 2 ** 20,
   walkWorkgroups: countFromEnv("LIGHTNING_WEBGPU_WALK_WORKGROUPS", 256),
-  // `staged` by default: on the H200 (Dawn, NVIDIA's Vulkan driver) the walk ran at 7.1 ms on staged
-  // copies against 14.6–21.8 ms on the benchmark's 512 MiB inputs in place (the copies cost 1.3–1.6 ms):
-  // large buffers themselves are slow there (docs/benchmarks/webgpu-h200-2026-11-30.md).
+  // `walk` by default: on the H200 (Dawn, NVIDIA's Vulkan driver) at full clocks it took 4.03 / 4.69 /
+  // 5.09 ms at T = 1,024 / 8,192 / 65,536 against the staged walk's 5.14 / 6.20 / 6.24; large buffers
+  // had looked slow only because those runs found the GPU at its idle clock
+  // (docs/benchmarks/webgpu-h200-2026-11-30.md, 2026-12-03).
   forward: fromEnv("LIGHTNING_WEBGPU_FORWARD", FORWARD_VARIANTS, "walk"),
   stageBytes: 2 ** 28,
   matmulOrder: fromEnv("LIGHTNING_WEBGPU_MATMUL_ORDER", ["grouped", "linear", "rotated"], "grouped"),
