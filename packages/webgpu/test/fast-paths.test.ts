@@ -404,7 +404,7 @@ suite(`WebGPU fast paths against their plain twins${fast ? "" : ` [skipped: ${re
     ] as const;
     let seed = 700;
     try {
-      for (const forward of ["walk", "staged", "blocked"] as const) {
+      for (const forward of ["walk", "staged", "blocked", "products"] as const) {
         kernelChoices.forward = forward;
         setWalkSegmentBlocks(2);
         for (const [B, H, Tn, D, E, withInit] of forward === "walk" ? cases : cases.slice(0, 2)) {
@@ -484,8 +484,9 @@ suite(`WebGPU fast paths against their plain twins${fast ? "" : ` [skipped: ${re
     ] as [number, number, number, number, number, boolean, number | null, number?][];
     let seed = 400;
     try {
-      // 128 columns of E per walk workgroup, and 64; 128 on workgroups of 512 invocations.
-      for (const forward of ["walk", "walk64", "wide"] as const) {
+      // 128 columns of E per walk workgroup, and 64; 128 on workgroups of 512 invocations; both
+      // widths with every block's product made first.
+      for (const forward of ["walk", "walk64", "wide", "products", "products64"] as const) {
         kernelChoices.forward = forward;
         for (const [B, H, Tn, D, E, withInit, G, scratch] of cases) {
           setWalkSegmentBlocks(G);
@@ -551,7 +552,9 @@ suite(`WebGPU fast paths against their plain twins${fast ? "" : ` [skipped: ${re
       setWalkScratchBytes(2 ** 30);
     }
     const keys = fast!.runtime.pipelineKeys();
-    for (const step of ["walk_totals", "walk_scan", "walk", "walk64", "walk_wide", "walk:no_touch", "walk_totals:no_touch", "walk:rows"]) expect(keys).toContain(`lightning_${step}`);
+    for (const step of ["walk_totals", "walk_scan", "walk", "walk64", "walk_wide", "walk:no_touch", "walk_totals:no_touch", "walk:rows", "walk_products", "walk64_products", "walk_block_products", "walk_block_products_totals"]) {
+      expect(keys).toContain(`lightning_${step}`);
+    }
     expect(plain!.runtime.pipelineKeys().some((key) => key.startsWith("lightning_walk"))).toBe(false);
     // Eight walk kernels and their chunked runs take minutes on lavapipe's two cores.
   }, 300_000);

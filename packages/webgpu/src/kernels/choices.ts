@@ -8,7 +8,9 @@
  *   (256 MiB) at a time, its output likewise copied out; `staged64` and `staged-notouch` the
  *   same on walk64 and walk-notouch; `wide` the walk with 512 invocations a workgroup (half the
  *   registers each, twice the warps an SM), `staged-wide` it on staged copies; `staged-rows` the
- *   staged walk with q and k loaded by whole rows, as the wide walk does) or by block states (`blocked`, lightning-blocked.ts: every block's
+ *   staged walk with q and k loaded by whole rows, as the wide walk does; `products` and
+ *   `products64` the walk (128 or 64 columns) with every block's kᵀ v product made first, in a
+ *   parallel pass, and added by the walk: no product made twice however many segments) or by block states (`blocked`, lightning-blocked.ts: every block's
  *   state written and read once; `stored` and `stored64` the same with the output step on the
  *   walk's kernel, one block per walk: no state product repeated, at the price of the block
  *   states' bytes). LIGHTNING_WEBGPU_FORWARD.
@@ -29,7 +31,7 @@
  *   default, lightning-backward.ts) or as the plain scan (`scan`). LIGHTNING_WEBGPU_BACKWARD.
  */
 /** The Lightning forward variants (`forward` below). */
-export const FORWARD_VARIANTS = ["walk", "walk64", "walk-notouch", "wide", "staged", "staged64", "staged-notouch", "staged-wide", "staged-rows", "stored", "stored64", "blocked"] as const;
+export const FORWARD_VARIANTS = ["walk", "walk64", "walk-notouch", "wide", "staged", "staged64", "staged-notouch", "staged-wide", "staged-rows", "products", "products64", "stored", "stored64", "blocked"] as const;
 
 export type ForwardVariant = (typeof FORWARD_VARIANTS)[number];
 

@@ -51,7 +51,7 @@ const stateQuarter = () => {
 /** Step 3 of the segment walk on 512-invocation workgroups, 128 columns of E each. */
 export function wideWalk(rt: Runtime, f: WalkForward, entering: GPUBuffer | null, io: IoBindings, s: WalkShape): void {
   const { H, T, D, E } = f.dims;
-  if (s.columns !== 128 || s.enter === 3) throw new Error(`wideWalk: expected 128 columns and no stored block states, got ${s.columns} columns, entering states ${s.enter}`);
+  if (s.columns !== 128 || s.enter === 3 || s.products) throw new Error(`wideWalk: expected 128 columns and neither stored block states nor block products, got ${s.columns} columns, entering states ${s.enter}${s.products ? ", block products" : ""}`);
   // q and k of quarter qd for the block's 64 rows: one vector of each per invocation (row p = lid
   // / 8, vector lid mod 8 of the quarter), so 32 neighbours read 4 whole 128-byte rows. Stored
   // transposed, [d][p/4], with the vector p/4 of row d at (p/4) xor (d/4 mod 8): the 8 neighbours

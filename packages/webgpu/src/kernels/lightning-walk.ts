@@ -22,6 +22,12 @@
  * into as few segments as fill the GPU, and step 1 repeats the state products of all but the last
  * segment (the price of not storing a state per block; the blocked forward pays in bytes instead).
  *
+ * With block products first (`products`), step 1 is instead one pass over every block of every
+ * segment, in parallel: it stores each block's product P_j = Σ_p λ^{m−1−p} k_pᵀ v_p (BH, nB, D, E)
+ * and, for all but the last segment, R_g = Σ_j λ^{L_g − t_j − m_j} P_j from the same registers; the
+ * walk then updates S ← λ^m S + P_j from memory instead of multiplying kᵀ v itself. No state product
+ * is made twice, at any number of segments, for one state's bytes per block written and read once.
+ *
  * In the walk, S lives in registers as the matmul's 8×8 tile (rows d = ty·4 + r and 64 + ty·4 + r,
  * columns tx·4 and 64 + tx·4 of the E tile). q_p S needs all of d for one column, so S passes
  * through workgroup memory 32 rows at a time, beside the same 32 columns of q and k, which also
@@ -88,6 +94,8 @@ export interface WalkForward {
   kernel?: "walk" | "wide";
   /** The 256-invocation walk loads q and k by whole rows (see `walk`); the wide one always does. */
   rows?: boolean;
+  /** Every block's state product made first, in a pass of its own, and read by the walk (256 invocations only). */
+  products?: boolean;
 }
 
 /** How each forward variant of `kernelChoices.forward` that walks segments runs. */
@@ -98,6 +106,8 @@ export interface WalkVariant {
   touch?: boolean;
   kernel: "walk" | "wide";
   rows?: boolean;
+  /** Block products first (see `WalkForward.products`). */
+  products?: boolean;
 }
 
 export const WALK_VARIANTS = {
@@ -110,6 +120,8 @@ export const WALK_VARIANTS = {
   "staged-notouch": { columns: 128, staged: true, touch: false, kernel: "walk" },
   "staged-wide": { columns: 128, staged: true, kernel: "wide" },
   "staged-rows": { columns: 128, staged: true, kernel: "walk", rows: true },
+  products: { columns: 128, staged: false, kernel: "walk", products: true },
+  products64: { columns: 64, staged: false, kernel: "walk", products: true },
 } as const satisfies Record<string, WalkVariant>;
 
 /** Whether the walk runs these inputs on a device with these limits. */
@@ -149,12 +161,17 @@ export function walkForward(rt: Runtime, f: WalkForward, columns: 64 | 128 = 128
   const maxSegments = Math.max(1, Math.floor(cap / (D * E * 4)));
   if (Math.ceil(nB / G) > maxSegments) G = Math.ceil(nB / maxSegments);
   const nSeg = Math.ceil(nB / G);
-  // With one segment per sequence nothing is stored per segment, and all batch·heads run at once.
-  const chunk = Math.min(ioChunk, nSeg === 1 ? BH : Math.max(1, Math.floor(cap / (nSeg * D * E * 4))));
+  // Block products need one sequence's nB states in one binding, and are not combined with staging;
+  // where they do not apply, the walk multiplies kᵀ v itself (the same sums).
+  const products = f.products === true && mode !== "staged" && f.kernel !== "wide" && nB * D * E * 4 <= cap;
+  // States stored per sequence: none with one segment (all batch·heads run at once), else one per
+  // segment, or with block products one per block (the segments' states are smaller).
+  const stored = products ? nB : nSeg === 1 ? 0 : nSeg;
+  const chunk = Math.min(ioChunk, stored === 0 ? BH : Math.max(1, Math.floor(cap / (stored * D * E * 4))));
   for (let bh0 = 0; bh0 < BH; bh0 += chunk) {
     const count = Math.min(chunk, BH - bh0);
     if (mode !== "staged") {
-      walkChunk(rt, f, ioBindings(f, bh0, count, mode === "sliced"), bh0, count, G, columns);
+      walkChunk(rt, { ...f, products }, ioBindings(f, bh0, count, mode === "sliced"), bh0, count, G, columns);
       continue;
     }
     const [q, k, v] = [f.q, f.k, f.v].map((x) => {
@@ -217,8 +234,10 @@ function walkChunk(rt: Runtime, f: WalkForward, io: IoBindings, bh0: number, cou
   const eTiles = Math.ceil(E / TILE);
   const L = G * C;
   const seg = nSeg > 1 ? rt.acquire(count * nSeg * D * E * 4) : null;
+  const products = f.products === true ? rt.acquire(count * nB * D * E * 4) : null;
+  if (products) blockProducts(rt, f, products, seg, io, { bh0, count, nSeg, L, dTiles, eTiles });
   if (seg) {
-    segmentTotals(rt, f, seg, io, { bh0, count, nSeg, L, dTiles, eTiles });
+    if (!products) segmentTotals(rt, f, seg, io, { bh0, count, nSeg, L, dTiles, eTiles });
     const vectors = (count * D * E) / 4;
     rt.dispatch({
       key: "lightning_walk_scan",
@@ -267,8 +286,10 @@ function walkChunk(rt: Runtime, f: WalkForward, io: IoBindings, bh0: number, cou
   // The walk's entering states: C_g, or with one segment the initial state itself ((BH, 1, D, E)
   // is the layout of (BH, D, E)).
   const entering = seg ?? f.init;
-  (f.kernel === "wide" ? wideWalk : walk)(rt, f, entering, io, { bh0, count, nSeg, G, eTiles: Math.ceil(E / columns), columns, enter: seg ? 1 : f.init ? 2 : 0 });
+  const shape: WalkShape = { bh0, count, nSeg, G, eTiles: Math.ceil(E / columns), columns, enter: seg ? 1 : f.init ? 2 : 0, products };
+  (f.kernel === "wide" ? wideWalk : walk)(rt, f, entering, io, shape);
   if (seg) rt.release(seg);
+  if (products) rt.release(products);
 }
 
 interface ChunkShape {
@@ -372,6 +393,114 @@ var<workgroup> Bs: array<vec4<f32>, ${16 * V}>;  // v rows: [p][e/4]`,
 }
 
 /**
+ * Block products first: P_j of every block into `products` (BH, nB, D, E/4) and, where there are
+ * several segments, R_g of every segment but the last into `seg`, from the same register tile:
+ * R ← λ^m R + P_j after each block (m its tokens), which is R_g's sum with each token's weight split
+ * in two exact factors. The stages are the totals' (16 tokens of k and v, the next fetched while
+ * the current is multiplied), with each block's k rows decayed within the block.
+ *                                                one workgroup per (b·h, segment, tile of D×E)
+ */
+function blockProducts(rt: Runtime, f: WalkForward, products: GPUBuffer, seg: GPUBuffer | null, io: IoBindings, c: ChunkShape): void {
+  const { H, T, D, E } = f.dims;
+  const touch = f.touch ?? kernelChoices.touchAhead;
+  const totals = seg !== null;
+  // Stage j0 of the block at token t: 16 tokens, two vectors of k and of v per invocation.
+  const fetch = (t: string, j0: string, m: string) =>
+    [0, 1]
+      .map(
+        (r) => `{ let e = lid + ${r * 256}u; let p = ${j0} + e / ${V}u; let c4 = e % ${V}u;
+      rk${r} = vec4<f32>(0.0); rv${r} = vec4<f32>(0.0);
+      if (p < ${m}) {
+        let row = (bh - io0) * T + ${t} + p;
+        if (d04 + c4 < D4) { rk${r} = exp(-slope * f32(${m} - 1u - p)) * bitcast<vec4<f32>>(k[row * D4 + d04 + c4]); }
+        if (e04 + c4 < E4) { rv${r} = bitcast<vec4<f32>>(v[row * E4 + e04 + c4]); }
+      } }`,
+      )
+      .join("\n    ");
+  rt.dispatch({
+    key: `lightning_walk_block_products${totals ? "_totals" : ""}${touch ? "" : ":no_touch"}`,
+    shader: () => ({
+      doc: ["k: (BH, T, D/4) vec4 f32", "v: (BH, T, E/4) vec4 f32", "slopes: (H) f32", ...(totals ? ["seg: (BH, nSeg, D, E/4) vec4 f32, R_g"] : []), "kv: (BH, nB, D, E/4) vec4 f32, P_j"],
+      bindings: [
+        { name: "k", access: "read", vec4: true },
+        { name: "v", access: "read", vec4: true },
+        { name: "slopes", dtype: "f32", access: "read" },
+        ...(totals ? [{ name: "seg", access: "rw", vec4: true } as const] : []),
+        { name: "kv", access: "rw", vec4: true },
+      ],
+      workgroupSize: 256,
+      decls: `var<workgroup> As: array<vec4<f32>, ${16 * V}>;  // decayed k rows: [p][d/4]
+var<workgroup> Bs: array<vec4<f32>, ${16 * V}>;  // v rows: [p][e/4]`,
+      // Params: T, D, E, H, heads in this chunk, nSeg, dTiles, eTiles, first batch·head of the chunk,
+      // blocks per segment, first batch·head of the bound k and v, nB.
+      body: `  let T = pu(0u); let D = pu(1u); let D4 = D / 4u; let E4 = pu(2u) / 4u; let nSeg = pu(5u); let eT = pu(7u);
+  let nB = pu(11u);
+  let perBh = nSeg * pu(6u) * eT;
+  let lb = wg / perBh;
+  if (lb >= pu(4u)) { return; }
+  let bh = pu(8u) + lb;
+  var r = wg % perBh;
+  let sg = r / (pu(6u) * eT);
+  r = r % (pu(6u) * eT);
+  let d04 = (r / eT) * ${V}u;
+  let e04 = (r % eT) * ${V}u;
+  let slope = slopes_f(bh % pu(3u));
+  let G = pu(9u);
+  let io0 = pu(10u);
+  let segEnd = min(nB, sg * G + G);
+  let ty = lid / 16u;
+  let tx = lid % 16u;
+  ${accumulators(16)}
+  ${totals ? accumulators(16, "tot") : ""}
+  var rk0: vec4<f32>; var rk1: vec4<f32>; var rv0: vec4<f32>; var rv1: vec4<f32>;
+  ${fetch("sg * G * 64u", "0u", "min(64u, T - sg * G * 64u)")}
+  var sink = 0.0;
+  for (var blk = sg * G; blk < segEnd; blk = blk + 1u) {
+    let t0 = blk * 64u;
+    let m = min(64u, T - t0);
+    // The next block's k and v rows are touched (one word per 32-byte sector, summed into a sink
+    // at the block's end) while this one is multiplied, bringing them into L2 ahead of the stages.
+    ${[0, 1, 2, 3].map((i) => `var tk${i} = 0.0; var tv${i} = 0.0;`).join(" ")}
+    ${[0, 1, 2, 3]
+      .filter(() => touch)
+      .map(
+        (i) => `{ let sct = lid + ${i * 256}u; let p = t0 + 64u + sct / 16u; let c4 = (sct % 16u) * 2u;
+      if (blk + 1u < segEnd && p < T) {
+        let row = (bh - io0) * T + p;
+        if (d04 + c4 < D4) { tk${i} = bitcast<f32>(k[row * D4 + d04 + c4].x); }
+        if (e04 + c4 < E4) { tv${i} = bitcast<f32>(v[row * E4 + e04 + c4].x); }
+      } }`,
+      )
+      .join("\n    ")}
+    for (var j0 = 0u; j0 < m; j0 = j0 + 16u) {
+      As[lid] = rk0; As[lid + 256u] = rk1;
+      Bs[lid] = rv0; Bs[lid + 256u] = rv1;
+      workgroupBarrier();
+      if (j0 + 16u < m) {
+      ${fetch("t0", "j0 + 16u", "m")}
+      } else if (blk + 1u < segEnd) {
+      ${fetch("t0 + 64u", "0u", "min(64u, T - t0 - 64u)")}
+      }
+      ${stagedProduct(V)}
+      workgroupBarrier();
+    }
+    ${tileStores8x8("d04 * 4u", "e04 * 4u", (d, e, acc) => `if (${d} < D && ${e} / 4u < E4) { kv[((lb * nB + blk) * D + ${d}) * E4 + ${e} / 4u] = bitcast<vec4<u32>>(${acc}); }`)}
+    ${totals ? `let dm = exp(-slope * f32(m));\n    ${Array.from({ length: 16 }, (_, i) => `tot${i} = dm * tot${i} + acc${i}; acc${i} = vec4<f32>(0.0);`).join("\n    ")}` : Array.from({ length: 16 }, (_, i) => `acc${i} = vec4<f32>(0.0);`).join(" ")}
+    sink = sink + ${[0, 1, 2, 3].map((i) => `tk${i} + tv${i}`).join(" + ")};
+  }
+  // Keeps the touches' loads live: T is never 0 here.
+  if (T == 0u && sink != 0.0) { kv[0] = vec4<u32>(bitcast<u32>(sink)); }
+  ${totals ? `if (sg + 1u < nSeg) {
+    ${tileStores8x8("d04 * 4u", "e04 * 4u", (d, e, acc) => `if (${d} < D && ${e} / 4u < E4) { seg[((lb * nSeg + sg) * D + ${d}) * E4 + ${e} / 4u] = bitcast<vec4<u32>>(${acc.replace("acc", "tot")}); }`)}
+  }` : ""}`,
+    }),
+    bindings: [io.k, io.v, { buffer: f.slopes.storage, access: "read" }, ...(seg ? [{ buffer: seg, access: "rw" } as const] : []), { buffer: products, access: "rw" }],
+    params: [T, D, E, H, c.count, c.nSeg, c.dTiles, c.eTiles, c.bh0, c.L / C, io.io0, Math.ceil(T / C)],
+    workgroups: c.count * c.nSeg * c.dTiles * c.eTiles,
+  });
+}
+
+/**
  * WGSL: the state rows of quarter qd (d = 32·qd … + 31) into W[d − 32·qd][e/4]. Rows ty·4 + r
  * (r < 4) lie in quarter ty / 8, rows 64 + ty·4 + r in quarter 2 + ty / 8.
  */
@@ -466,6 +595,8 @@ export interface WalkShape {
   enter: 0 | 1 | 2 | 3;
   /** With enter 3: the states entering the segments of `blocks` blocks (nSeg of them) of the stored block states. */
   stored?: { states: GPUBuffer; blocks: number; nSeg: number };
+  /** Every block's state product (BH, nB, D, E/4), made by `blockProducts`: the walk adds it instead of multiplying kᵀ v. */
+  products?: GPUBuffer | null;
 }
 
 /** Step 3: each workgroup walks one segment's blocks for 64 or 128 columns of E, S in registers. */
@@ -502,6 +633,7 @@ function walk(rt: Runtime, f: WalkForward, entering: GPUBuffer | null, io: IoBin
   // v and decayed k rows of 16 tokens of the block: 16 × columns/4 vectors of v (row p = e / VE,
   // one per invocation and half) and 512 of k (row p = e / 32, two per invocation), stored as
   // [p][e/4] and [p][d/4].
+  const products = s.products != null;
   const fetchVk = (j0: string) =>
     [
       ...Array.from(
@@ -510,16 +642,23 @@ function walk(rt: Runtime, f: WalkForward, entering: GPUBuffer | null, io: IoBin
       rv${r} = vec4<f32>(0.0);
       if (p < m && e04 + c4 < E4) { rv${r} = bitcast<vec4<f32>>(v[((bh - io0) * T + t0 + p) * E4 + e04 + c4]); } }`,
       ),
-      ...[0, 1].map(
-        (r) => `{ let e = lid + ${r * 256}u; let p = ${j0} + e / ${V}u; let c4 = e % ${V}u;
+      // With block products the walk needs no k rows here.
+      ...[0, 1]
+        .filter(() => !products)
+        .map(
+          (r) => `{ let e = lid + ${r * 256}u; let p = ${j0} + e / ${V}u; let c4 = e % ${V}u;
       rk${r} = vec4<f32>(0.0);
       if (p < m && c4 < D4) { rk${r} = exp(-slope * f32(m - 1u - p)) * bitcast<vec4<f32>>(k[((bh - io0) * T + t0 + p) * D4 + c4]); } }`,
-      ),
+        ),
     ].join("\n    ");
   rt.dispatch({
-    key: `${s.columns === TILE ? "lightning_walk" : `lightning_walk${s.columns}`}${s.enter === 3 ? "_stored" : ""}${touch ? "" : ":no_touch"}${rows ? ":rows" : ""}`,
+    key: `${s.columns === TILE ? "lightning_walk" : `lightning_walk${s.columns}`}${s.enter === 3 ? "_stored" : ""}${products ? "_products" : ""}${touch ? "" : ":no_touch"}${rows ? ":rows" : ""}`,
     shader: () => ({
-      ...walkShaderIo("cseg: (BH, nSegS, D, E/4) vec4 f32, with stored block states: the state entering each of their segments"),
+      ...walkShaderIo(
+        products
+          ? "cseg: (BH, nB, D, E/4) vec4 f32, every block's state product P_j (block products first)"
+          : "cseg: (BH, nSegS, D, E/4) vec4 f32, with stored block states: the state entering each of their segments",
+      ),
       workgroupSize: 256,
       decls: `var<workgroup> W: array<vec4<f32>, 1024>;  // a quarter of S [d][e/4]; then the masked scores [p'][p/4]
 var<workgroup> Qs: array<vec4<f32>, 512>;  // q columns of a quarter [d][p/4]; then v rows [p][e/4]
@@ -592,10 +731,16 @@ var<workgroup> Ks: array<vec4<f32>, 512>;  // k columns of a quarter [d][p/4]; t
     // The state update is needed after every block but a segment's last, except for the final state.
     let upd = blk + 1u < segEnd || sg + 1u == nSeg;
     let dm = exp(-slope * f32(m));
-    ${Array.from({ length: 8 * halves }, (_, i) => `acc${i} = dm * acc${i};`).join(" ")}
+    ${
+      products
+        ? `// The block's product, loaded now and added after the block's outputs.
+    let pj = (lb * nB + blk) * D;
+    ${stateTile(halves, (d, c4, acc) => `var p${acc} = vec4<f32>(0.0); if (upd && ${d} < D && ${c4} < E4) { p${acc} = bitcast<vec4<f32>>(cseg[(pj + ${d}) * E4 + ${c4}]); }`)}`
+        : Array.from({ length: 8 * halves }, (_, i) => `acc${i} = dm * acc${i};`).join(" ")
+    }
     for (var j0 = 0u; j0 < m; j0 = j0 + 16u) {
       ${cols("rv").map((r, h) => `Qs[lid + ${h * 256}u] = ${r};`).join(" ")}
-      Ks[lid] = rk0; Ks[lid + 256u] = rk1;
+      ${products ? "" : "Ks[lid] = rk0; Ks[lid + 256u] = rk1;"}
       workgroupBarrier();
       if (j0 + 16u < m) {
     ${fetchVk("j0 + 16u")}
@@ -610,14 +755,19 @@ var<workgroup> Ks: array<vec4<f32>, 512>;  // k columns of a quarter [d][p/4]; t
           let p0 = W[(j0 + jj) * 16u + ty];
           ${outerProductFma(["p0"], cols("b"), "o")}
         }
-        if (upd) {
+        ${
+          products
+            ? ""
+            : `if (upd) {
           let a0 = Ks[jj * ${V}u + ty];
           let a1 = Ks[jj * ${V}u + 16u + ty];
           ${outerProductFma(["a0", "a1"], cols("b"))}
+        }`
         }
       }
       workgroupBarrier();
     }
+    ${products ? `if (upd) { ${Array.from({ length: 8 * halves }, (_, i) => `acc${i} = dm * acc${i} + pacc${i};`).join(" ")} }` : ""}
     ${[0, 1, 2, 3]
       .flatMap((i) => cols("").map((_, h) => `if (ty * 4u + ${i}u < m && e04 + ${h * 16}u + tx < E4) { o[((bh - io0) * T + t0 + ty * 4u + ${i}u) * E4 + e04 + ${h * 16}u + tx] = bitcast<vec4<u32>>(o${i * halves + h}); }`))
       .join("\n    ")}
@@ -636,7 +786,7 @@ var<workgroup> Ks: array<vec4<f32>, 512>;  // k columns of a quarter [d][p/4]; t
       { buffer: f.slopes.storage, access: "read" },
       // An unused binding still needs a buffer; the shader never reads it without an entering state.
       { buffer: entering ?? f.slopes.storage, access: "read" },
-      { buffer: s.stored?.states ?? f.slopes.storage, access: "read" },
+      { buffer: s.stored?.states ?? s.products ?? f.slopes.storage, access: "read" },
       io.o,
       { buffer: f.finalState, access: "rw" },
     ],
