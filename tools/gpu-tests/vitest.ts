@@ -64,16 +64,35 @@ function declareTest(name: string, fn: Fn | undefined, timeout: number | undefin
   current().children.push({ kind: "test", name, fn: fn ?? (() => {}), skip: skip || current().skip || !fn, timeout });
 }
 
+/** vitest's `it.each` names: %s, %d, %i, %f, %j and %o take the row's values in order, %% is %. */
+function eachName(name: string, row: readonly unknown[]): string {
+  let next = 0;
+  return name.replace(/%[sdifjo%]/g, (spec) => {
+    if (spec === "%%") return "%";
+    const value = row[next++];
+    return spec === "%j" || spec === "%o" ? JSON.stringify(value) : String(value);
+  });
+}
+
+type EachFn = <Row extends readonly unknown[]>(rows: readonly Row[]) => (name: string, fn: (...row: Row) => unknown, timeout?: number) => void;
+
 type TestFn = ((name: string, fn?: Fn, timeout?: number) => void) & {
   skip: (name: string, fn?: Fn, timeout?: number) => void;
   skipIf: (condition: unknown) => (name: string, fn?: Fn, timeout?: number) => void;
   runIf: (condition: unknown) => (name: string, fn?: Fn, timeout?: number) => void;
+  /** One test a row (rows of arrays, each spread into the test's arguments). */
+  each: EachFn;
 };
 
 export const it: TestFn = Object.assign((name: string, fn?: Fn, timeout?: number) => declareTest(name, fn, timeout, false), {
   skip: (name: string, fn?: Fn, timeout?: number) => declareTest(name, fn, timeout, true),
   skipIf: (condition: unknown) => (name: string, fn?: Fn, timeout?: number) => declareTest(name, fn, timeout, Boolean(condition)),
   runIf: (condition: unknown) => (name: string, fn?: Fn, timeout?: number) => declareTest(name, fn, timeout, !condition),
+  each:
+    <Row extends readonly unknown[]>(rows: readonly Row[]) =>
+    (name: string, fn: (...row: Row) => unknown, timeout?: number) => {
+      for (const row of rows) declareTest(eachName(name, row), () => fn(...row), timeout, false);
+    },
 });
 export const test = it;
 
