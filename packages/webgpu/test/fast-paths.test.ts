@@ -517,23 +517,6 @@ suite(`WebGPU fast paths against their plain twins${fast ? "" : ` [skipped: ${re
           expect(relRms(p, c), what).toBeLessThan(TOL);
         }
       }
-      // The inner loops written out 2 and 4 times a trip (kernels of their own), with and without block products.
-      for (const unroll of [2, 4] as const) {
-        kernelChoices.walkUnroll = unroll;
-        for (const forward of ["walk", "products"] as const) {
-          kernelChoices.forward = forward;
-          setWalkSegmentBlocks(2);
-          const parts = await lightningThreeWays([1, 3, 199, 128, 128], true, seed, 0);
-          seed += 4;
-          for (const part of ["output", "state"] as const) {
-            const [f, p, c] = parts[part];
-            const what = `${forward}, unrolled ${unroll}: B 1 H 3 T 199 D 128 E 128: ${part}`;
-            expect(relRms(f, c), what).toBeLessThan(TOL);
-            expect(relRms(p, c), what).toBeLessThan(TOL);
-          }
-        }
-      }
-      kernelChoices.walkUnroll = 1;
       // q, k, v and o bound two batch·heads at a time (rows at offsets aligned to 256 bytes), or
       // copied two at a time into buffers of their own (the output copied back) for each walk kernel.
       // staged64, staged-notouch and staged-wide run kernels tested unstaged above: one case each.
@@ -562,7 +545,6 @@ suite(`WebGPU fast paths against their plain twins${fast ? "" : ` [skipped: ${re
       }
     } finally {
       kernelChoices.forward = DEFAULT_FORWARD;
-      kernelChoices.walkUnroll = 1;
       kernelChoices.touchAhead = true;
       kernelChoices.bindCapBytes = 0;
       kernelChoices.stageBytes = 2 ** 28;
@@ -570,7 +552,7 @@ suite(`WebGPU fast paths against their plain twins${fast ? "" : ` [skipped: ${re
       setWalkScratchBytes(2 ** 30);
     }
     const keys = fast!.runtime.pipelineKeys();
-    for (const step of ["walk_totals", "walk_scan", "walk", "walk64", "walk_wide", "walk:no_touch", "walk_totals:no_touch", "walk:rows", "walk_products", "walk64_products", "walk_block_products", "walk_block_products_totals", "walk:unroll2", "walk_products:unroll4"]) {
+    for (const step of ["walk_totals", "walk_scan", "walk", "walk64", "walk_wide", "walk:no_touch", "walk_totals:no_touch", "walk:rows", "walk_products", "walk64_products", "walk_block_products", "walk_block_products_totals"]) {
       expect(keys).toContain(`lightning_${step}`);
     }
     expect(plain!.runtime.pipelineKeys().some((key) => key.startsWith("lightning_walk"))).toBe(false);

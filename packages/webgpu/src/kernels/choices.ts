@@ -27,10 +27,6 @@
  *   LIGHTNING_WEBGPU_TOUCH=0 turns it off.
  * - walkWorkgroups: how many workgroups the segment walk splits long sequences into segments for,
  *   at least (256). LIGHTNING_WEBGPU_WALK_WORKGROUPS.
- * - walkUnroll: the segment walk's inner loops over d and over a stage's tokens written out this
- *   many times a trip (1, 2 or 4; default 1), with each copy's workgroup-memory loads ahead of
- *   the products: a probe of whether the shader compiler's own scheduling is what holds the walk.
- *   LIGHTNING_WEBGPU_WALK_UNROLL.
  * - backward: the Lightning backward's sweeps as forwards on the fast kernels (`forwards`, the
  *   default, lightning-backward.ts) or as the plain scan (`scan`). LIGHTNING_WEBGPU_BACKWARD.
  */
@@ -46,8 +42,6 @@ export interface KernelChoices {
   bindCapBytes: number;
   /** Walk workgroups the segment walk asks for at least (fewer segments: less repeated work). */
   walkWorkgroups: number;
-  /** Copies of the walk's inner loop bodies a trip (1, 2 or 4). */
-  walkUnroll: 1 | 2 | 4;
   forward: ForwardVariant;
   /** With forward `staged`: most bytes of a staged copy of q, k, v or o. */
   stageBytes: number;
@@ -74,7 +68,6 @@ export const kernelChoices: KernelChoices = {
   touchAhead: fromEnv("LIGHTNING_WEBGPU_TOUCH", ["0", "1"], "1") === "1",
   bindCapBytes: countFromEnv("LIGHTNING_WEBGPU_BIND_CAP_MIB", 0, 0) * 2 ** 20,
   walkWorkgroups: countFromEnv("LIGHTNING_WEBGPU_WALK_WORKGROUPS", 256),
-  walkUnroll: Number(fromEnv("LIGHTNING_WEBGPU_WALK_UNROLL", ["1", "2", "4"], "1")) as 1 | 2 | 4,
   // `walk` by default: on the H200 (Dawn, NVIDIA's Vulkan driver) at full clocks it took 4.03 / 4.69 /
   // 5.09 ms at T = 1,024 / 8,192 / 65,536 against the staged walk's 5.14 / 6.20 / 6.24; large buffers
   // had looked slow only because those runs found the GPU at its idle clock

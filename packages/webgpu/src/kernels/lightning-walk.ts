@@ -634,18 +634,6 @@ function walk(rt: Runtime, f: WalkForward, entering: GPUBuffer | null, io: IoBin
   // one per invocation and half) and 512 of k (row p = e / 32, two per invocation), stored as
   // [p][e/4] and [p][d/4].
   const products = s.products != null;
-  const unroll = kernelChoices.walkUnroll;
-  /**
-   * WGSL: `for (var i …; i < n; …)` with `unroll` copies a trip, each copy's loads (`load`) written
-   * before any copy's products (`use`), so that they are in flight together.
-   */
-  const unrolled = (i: string, n: number, load: (at: string, u: number) => string, use: (at: string, u: number) => string) => {
-    const copies = Array.from({ length: unroll }, (_, u) => (unroll === 1 ? i : `(${i} + ${u}u)`));
-    return `for (var ${i} = 0u; ${i} < ${n}u; ${i} = ${i} + ${unroll}u) {
-      ${copies.map((at, u) => load(at, u)).join("\n      ")}
-      ${copies.map((at, u) => use(at, u)).join("\n      ")}
-    }`;
-  };
   const fetchVk = (j0: string) =>
     [
       ...Array.from(
@@ -664,7 +652,7 @@ function walk(rt: Runtime, f: WalkForward, entering: GPUBuffer | null, io: IoBin
         ),
     ].join("\n    ");
   rt.dispatch({
-    key: `${s.columns === TILE ? "lightning_walk" : `lightning_walk${s.columns}`}${s.enter === 3 ? "_stored" : ""}${products ? "_products" : ""}${touch ? "" : ":no_touch"}${rows ? ":rows" : ""}${unroll > 1 ? `:unroll${unroll}` : ""}`,
+    key: `${s.columns === TILE ? "lightning_walk" : `lightning_walk${s.columns}`}${s.enter === 3 ? "_stored" : ""}${products ? "_products" : ""}${touch ? "" : ":no_touch"}${rows ? ":rows" : ""}`,
     shader: () => ({
       ...walkShaderIo(
         products
@@ -729,13 +717,13 @@ var<workgroup> Ks: array<vec4<f32>, 512>;  // k columns of a quarter [d][p/4]; t
     } else {
     ${fetchVk("0u")}
     }
-    ${unrolled("dd", 32, (dd, u) => {
-      const b = cols(`b${u}_`);
-      return `let a${u} = Qs[${dd} * 16u + ${rows ? `(ty ^ (${dd} / 4u))` : "ty"}];
-      let kc${u} = Ks[${dd} * 16u + ${rows ? `(tx ^ (${dd} / 4u))` : "tx"}];
-      ${b.map((name, h) => `let ${name} = W[${dd} * ${VE}u + ${h * 16}u + tx];`).join(" ")}`;
-    }, (_, u) => `${outerProductFma([`a${u}`], [`kc${u}`], "sc")}
-      ${outerProductFma([`a${u}`], cols(`b${u}_`), "o")}`)}
+    for (var dd = 0u; dd < 32u; dd = dd + 1u) {
+      let a0 = Qs[dd * 16u + ${rows ? "(ty ^ (dd / 4u))" : "ty"}];
+      let kc = Ks[dd * 16u + ${rows ? "(tx ^ (dd / 4u))" : "tx"}];
+      ${cols("b").map((b, h) => `let ${b} = W[dd * ${VE}u + ${h * 16}u + tx];`).join(" ")}
+      ${outerProductFma(["a0"], ["kc"], "sc")}
+      ${outerProductFma(["a0"], cols("b"), "o")}
+    }
     workgroupBarrier();
     }
     ${[0, 1, 2, 3].map((i) => `{ let x = exp(-slope * f32(ty * 4u + ${i + 1}u)); ${cols("").map((_, h) => `o${i * halves + h} = x * o${i * halves + h};`).join(" ")} }`).join("\n    ")}
@@ -761,15 +749,22 @@ var<workgroup> Ks: array<vec4<f32>, 512>;  // k columns of a quarter [d][p/4]; t
       }
       // Rows p = ty·4 … + 3 take only p' ≤ p: a stage wholly above that is masked to zero.
       let causal = j0 <= ty * 4u + 3u;
-      ${unrolled("jj", 16, (jj, u) => `${cols(`b${u}_`).map((b, h) => `let ${b} = Qs[${jj} * ${VE}u + ${h * 16}u + tx];`).join(" ")}
-        let p${u} = W[(j0 + ${jj}) * 16u + ty];${products ? "" : `
-        let ka${u} = Ks[${jj} * ${V}u + ty];
-        let kb${u} = Ks[${jj} * ${V}u + 16u + ty];`}`, (_, u) => `if (causal) {
-          ${outerProductFma([`p${u}`], cols(`b${u}_`), "o")}
-        }${products ? "" : `
-        if (upd) {
-          ${outerProductFma([`ka${u}`, `kb${u}`], cols(`b${u}_`))}
-        }`}`)}
+      for (var jj = 0u; jj < 16u; jj = jj + 1u) {
+        ${cols("b").map((b, h) => `let ${b} = Qs[jj * ${VE}u + ${h * 16}u + tx];`).join(" ")}
+        if (causal) {
+          let p0 = W[(j0 + jj) * 16u + ty];
+          ${outerProductFma(["p0"], cols("b"), "o")}
+        }
+        ${
+          products
+            ? ""
+            : `if (upd) {
+          let a0 = Ks[jj * ${V}u + ty];
+          let a1 = Ks[jj * ${V}u + 16u + ty];
+          ${outerProductFma(["a0", "a1"], cols("b"))}
+        }`
+        }
+      }
       workgroupBarrier();
     }
     ${products ? `if (upd) { ${Array.from({ length: 8 * halves }, (_, i) => `acc${i} = dm * acc${i} + pacc${i};`).join(" ")} }` : ""}
