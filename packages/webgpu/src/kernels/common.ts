@@ -240,3 +240,24 @@ export function stagedProduct(V: number): string {
         ${outerProductFma(["a0", "a1"], ["b0", "b1"])}
       }`;
 }
+
+/**
+ * WGSL: the (batch·head, segment, 128 × 128 tile of D × E) of this workgroup, for `segments`
+ * segments a batch·head, tiles `V` vectors wide: lb (within the chunk), bh, sg, d04, e04, the head's
+ * slope, and ty, tx of a 16 × 16 invocation grid; workgroups past the chunk's heads return. Params:
+ * 3 H, 4 heads in the chunk, 6 tiles of D, 7 (eT) tiles of E, 8 first batch·head of the chunk.
+ */
+export function tileWorkgroup(segments: string, V: number): string {
+  return `let perBh = ${segments} * pu(6u) * eT;
+  let lb = wg / perBh;
+  if (lb >= pu(4u)) { return; }
+  let bh = pu(8u) + lb;
+  var r = wg % perBh;
+  let sg = r / (pu(6u) * eT);
+  r = r % (pu(6u) * eT);
+  let d04 = (r / eT) * ${V}u;
+  let e04 = (r % eT) * ${V}u;
+  let slope = slopes_f(bh % pu(3u));
+  let ty = lid / 16u;
+  let tx = lid % 16u;`;
+}

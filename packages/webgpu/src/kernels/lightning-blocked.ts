@@ -31,7 +31,7 @@
  * Letters: B batch, H heads, T time, D query/key head dim, E value head dim, C block size (64).
  */
 import type { Runtime } from "../runtime.js";
-import { accumulators, groups, maskedScores, outerProductFma, type Ref, stagedProduct, tileStores8x8 } from "./common.js";
+import { accumulators, groups, maskedScores, outerProductFma, type Ref, stagedProduct, tileStores8x8, tileWorkgroup } from "./common.js";
 import { kernelChoices } from "./choices.js";
 import { walkStoredOut } from "./lightning-walk.js";
 
@@ -162,18 +162,7 @@ var<workgroup> Bs: array<vec4<f32>, ${16 * V}>;  // v rows: [p][e/4]`,
       // Params: T, D, E, H, heads in this chunk, nB, dTiles, eTiles, first batch·head of the chunk, G, nSeg.
       body: `  let T = pu(0u); let D4 = pu(1u) / 4u; let E4 = pu(2u) / 4u; let nB = pu(5u); let eT = pu(7u);
   let G = pu(9u); let nSeg = pu(10u);
-  let perBh = nSeg * pu(6u) * eT;
-  let lb = wg / perBh;
-  if (lb >= pu(4u)) { return; }
-  let bh = pu(8u) + lb;
-  var r = wg % perBh;
-  let sg = r / (pu(6u) * eT);
-  r = r % (pu(6u) * eT);
-  let d04 = (r / eT) * ${V}u;
-  let e04 = (r % eT) * ${V}u;
-  let slope = slopes_f(bh % pu(3u));
-  let ty = lid / 16u;
-  let tx = lid % 16u;
+  ${tileWorkgroup("nSeg", V)}
   let D = D4 * 4u;
   ${accumulators(16)}
   let segEnd = min(nB, sg * G + G);

@@ -40,7 +40,7 @@
  */
 import type { Binding, Runtime } from "../runtime.js";
 import { kernelChoices } from "./choices.js";
-import { accumulators, component, copyWords, groups, maskedScores, outerProductFma, type Ref, stagedProduct, tileStores8x8 } from "./common.js";
+import { accumulators, component, copyWords, groups, maskedScores, outerProductFma, type Ref, stagedProduct, tileStores8x8, tileWorkgroup } from "./common.js";
 import { wideWalk } from "./lightning-walk-wide.js";
 
 export { wideWalkApplies } from "./lightning-walk-wide.js";
@@ -335,21 +335,10 @@ var<workgroup> Bs: array<vec4<f32>, ${16 * V}>;  // v rows: [p][e/4]`,
       // Params: T, D, E, H, heads in this chunk, nSeg, dTiles, eTiles, first batch·head of the chunk,
       // tokens per segment, first batch·head of the bound k and v.
       body: `  let T = pu(0u); let D = pu(1u); let D4 = D / 4u; let E4 = pu(2u) / 4u; let nSeg = pu(5u); let eT = pu(7u);
-  let perBh = (nSeg - 1u) * pu(6u) * eT;
-  let lb = wg / perBh;
-  if (lb >= pu(4u)) { return; }
-  let bh = pu(8u) + lb;
-  var r = wg % perBh;
-  let sg = r / (pu(6u) * eT);
-  r = r % (pu(6u) * eT);
-  let d04 = (r / eT) * ${V}u;
-  let e04 = (r % eT) * ${V}u;
-  let slope = slopes_f(bh % pu(3u));
+  ${tileWorkgroup("(nSeg - 1u)", V)}
   let len = pu(9u);
   let io0 = pu(10u);
   let s0 = sg * len;
-  let ty = lid / 16u;
-  let tx = lid % 16u;
   ${accumulators(16)}
   var rk0: vec4<f32>; var rk1: vec4<f32>; var rv0: vec4<f32>; var rv1: vec4<f32>;
   ${fetch("0u")}
@@ -435,21 +424,10 @@ var<workgroup> Bs: array<vec4<f32>, ${16 * V}>;  // v rows: [p][e/4]`,
       // blocks per segment, first batch·head of the bound k and v, nB.
       body: `  let T = pu(0u); let D = pu(1u); let D4 = D / 4u; let E4 = pu(2u) / 4u; let nSeg = pu(5u); let eT = pu(7u);
   let nB = pu(11u);
-  let perBh = nSeg * pu(6u) * eT;
-  let lb = wg / perBh;
-  if (lb >= pu(4u)) { return; }
-  let bh = pu(8u) + lb;
-  var r = wg % perBh;
-  let sg = r / (pu(6u) * eT);
-  r = r % (pu(6u) * eT);
-  let d04 = (r / eT) * ${V}u;
-  let e04 = (r % eT) * ${V}u;
-  let slope = slopes_f(bh % pu(3u));
+  ${tileWorkgroup("nSeg", V)}
   let G = pu(9u);
   let io0 = pu(10u);
   let segEnd = min(nB, sg * G + G);
-  let ty = lid / 16u;
-  let tx = lid % 16u;
   ${accumulators(16)}
   ${totals ? accumulators(16, "tot") : ""}
   var rk0: vec4<f32>; var rk1: vec4<f32>; var rv0: vec4<f32>; var rv1: vec4<f32>;
