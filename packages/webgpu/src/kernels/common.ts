@@ -261,3 +261,24 @@ export function tileWorkgroup(segments: string, V: number): string {
   let ty = lid / 16u;
   let tx = lid % 16u;`;
 }
+
+/**
+ * WGSL: the 16-token stages of one block's kᵀ v product (block t0, m tokens; decayed k rows in
+ * rk0/rk1 and v rows in rv0/rv1, staged through the workgroup arrays As and Bs): each stage is
+ * stored, the next fetched (`within` the block at j0 + 16, else the next block's first stage by
+ * `next` while blk + 1 < segEnd), then multiplied into the 8×8 register tile.
+ */
+export function blockStages(V: number, within: string, next: string): string {
+  return `for (var j0 = 0u; j0 < m; j0 = j0 + 16u) {
+      As[lid] = rk0; As[lid + 256u] = rk1;
+      Bs[lid] = rv0; Bs[lid + 256u] = rv1;
+      workgroupBarrier();
+      if (j0 + 16u < m) {
+      ${within}
+      } else if (blk + 1u < segEnd) {
+      ${next}
+      }
+      ${stagedProduct(V)}
+      workgroupBarrier();
+    }`;
+}

@@ -31,7 +31,7 @@
  * Letters: B batch, H heads, T time, D query/key head dim, E value head dim, C block size (64).
  */
 import type { Runtime } from "../runtime.js";
-import { accumulators, groups, maskedScores, outerProductFma, type Ref, stagedProduct, tileStores8x8, tileWorkgroup } from "./common.js";
+import { accumulators, blockStages, groups, maskedScores, outerProductFma, type Ref, tileStores8x8, tileWorkgroup } from "./common.js";
 import { kernelChoices } from "./choices.js";
 import { walkStoredOut } from "./lightning-walk.js";
 
@@ -190,18 +190,7 @@ var<workgroup> Bs: array<vec4<f32>, ${16 * V}>;  // v rows: [p][e/4]`,
       } }`,
       )
       .join("\n    ") : ""}
-    for (var p0 = 0u; p0 < m; p0 = p0 + 16u) {
-      As[lid] = rk0; As[lid + 256u] = rk1;
-      Bs[lid] = rv0; Bs[lid + 256u] = rv1;
-      workgroupBarrier();
-      if (p0 + 16u < m) {
-      ${kvFetch("t0", "m", "p0 + 16u")}
-      } else if (blk + 1u < segEnd) {
-      ${kvFetch(`t0 + ${C}u`, `min(${C}u, T - t0 - ${C}u)`, "0u")}
-      }
-      ${stagedProduct(V)}
-      workgroupBarrier();
-    }
+    ${blockStages(V, kvFetch("t0", "m", "j0 + 16u"), kvFetch(`t0 + ${C}u`, `min(${C}u, T - t0 - ${C}u)`, "0u"))}
     sink = sink + ${[0, 1, 2, 3].map((i) => `tk${i} + tv${i}`).join(" + ")};
   }
   // Keeps the touches' loads live: T is never 0 here.

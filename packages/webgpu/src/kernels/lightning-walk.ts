@@ -40,7 +40,7 @@
  */
 import type { Binding, Runtime } from "../runtime.js";
 import { kernelChoices } from "./choices.js";
-import { accumulators, component, copyWords, groups, maskedScores, outerProductFma, type Ref, stagedProduct, tileStores8x8, tileWorkgroup } from "./common.js";
+import { accumulators, blockStages, component, copyWords, groups, maskedScores, outerProductFma, type Ref, stagedProduct, tileStores8x8, tileWorkgroup } from "./common.js";
 import { wideWalk } from "./lightning-walk-wide.js";
 
 export { wideWalkApplies } from "./lightning-walk-wide.js";
@@ -450,18 +450,7 @@ var<workgroup> Bs: array<vec4<f32>, ${16 * V}>;  // v rows: [p][e/4]`,
       } }`,
       )
       .join("\n    ")}
-    for (var j0 = 0u; j0 < m; j0 = j0 + 16u) {
-      As[lid] = rk0; As[lid + 256u] = rk1;
-      Bs[lid] = rv0; Bs[lid + 256u] = rv1;
-      workgroupBarrier();
-      if (j0 + 16u < m) {
-      ${fetch("t0", "j0 + 16u", "m")}
-      } else if (blk + 1u < segEnd) {
-      ${fetch("t0 + 64u", "0u", "min(64u, T - t0 - 64u)")}
-      }
-      ${stagedProduct(V)}
-      workgroupBarrier();
-    }
+    ${blockStages(V, fetch("t0", "j0 + 16u", "m"), fetch("t0 + 64u", "0u", "min(64u, T - t0 - 64u)"))}
     ${tileStores8x8("d04 * 4u", "e04 * 4u", (d, e, acc) => `if (${d} < D && ${e} / 4u < E4) { kv[((lb * nB + blk) * D + ${d}) * E4 + ${e} / 4u] = bitcast<vec4<u32>>(${acc}); }`)}
     ${totals ? `let dm = exp(-slope * f32(m));\n    ${Array.from({ length: 16 }, (_, i) => `tot${i} = dm * tot${i} + acc${i}; acc${i} = vec4<f32>(0.0);`).join("\n    ")}` : Array.from({ length: 16 }, (_, i) => `acc${i} = vec4<f32>(0.0);`).join(" ")}
     sink = sink + ${[0, 1, 2, 3].map((i) => `tk${i} + tv${i}`).join(" + ")};
