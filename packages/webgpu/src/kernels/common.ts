@@ -282,3 +282,25 @@ export function blockStages(V: number, within: string, next: string): string {
       workgroupBarrier();
     }`;
 }
+
+/**
+ * WGSL: one word of every 32-byte sector of the next 64 token rows of k and v (this tile's
+ * columns d04…, e04…), loaded now into tk0…tk3 and tv0…tv3 (0 where `touch` is off or `when` is
+ * false) and summed by the caller into a sink after the current block (`TOUCHED_SUM`), so that the
+ * rows reach L2 a block ahead of their stage loads. `when(p)` says whether the p-th next token
+ * exists, `row(p)` is its row in k and v.
+ */
+export function touchNextKv(touch: boolean, when: (p: string) => string, row: (p: string) => string): string {
+  const loads = [0, 1, 2, 3].map(
+    (i) => `{ let sct = lid + ${i * 256}u; let p = sct / 16u; let c4 = (sct % 16u) * 2u;
+      if (${when("p")}) {
+        let row = ${row("p")};
+        if (d04 + c4 < D4) { tk${i} = bitcast<f32>(k[row * D4 + d04 + c4].x); }
+        if (e04 + c4 < E4) { tv${i} = bitcast<f32>(v[row * E4 + e04 + c4].x); }
+      } }`,
+  );
+  return [[0, 1, 2, 3].map((i) => `var tk${i} = 0.0; var tv${i} = 0.0;`).join(" "), ...(touch ? loads : [])].join("\n    ");
+}
+
+/** WGSL: the sum of the words `touchNextKv` loaded. */
+export const TOUCHED_SUM = [0, 1, 2, 3].map((i) => `tk${i} + tv${i}`).join(" + ");

@@ -31,7 +31,7 @@
  * Letters: B batch, H heads, T time, D query/key head dim, E value head dim, C block size (64).
  */
 import type { Runtime } from "../runtime.js";
-import { accumulators, blockStages, groups, maskedScores, outerProductFma, type Ref, tileStores8x8, tileWorkgroup } from "./common.js";
+import { accumulators, blockStages, groups, maskedScores, outerProductFma, type Ref, tileStores8x8, tileWorkgroup, TOUCHED_SUM, touchNextKv } from "./common.js";
 import { kernelChoices } from "./choices.js";
 import { walkStoredOut } from "./lightning-walk.js";
 
@@ -179,19 +179,13 @@ var<workgroup> Bs: array<vec4<f32>, ${16 * V}>;  // v rows: [p][e/4]`,
     ${Array.from({ length: 16 }, (_, i) => `acc${i} = dm * acc${i};`).join(" ")}
     // The next block's k and v rows, one word per 32-byte sector, loaded now and summed into a
     // sink after this block: they reach L2 a block ahead of their stage loads.
-    ${[0, 1, 2, 3].map((i) => `var tk${i} = 0.0; var tv${i} = 0.0;`).join(" ")}
-    ${touching ? [0, 1, 2, 3]
-      .map(
-        (i) => `{ let sct = lid + ${i * 256}u; let p = ${C}u + sct / 16u; let c4 = (sct % 16u) * 2u;
-      if (blk + 1u < segEnd && t0 + p < T) {
-        let row = bh * T + t0 + p;
-        if (d04 + c4 < D4) { tk${i} = bitcast<f32>(k[row * D4 + d04 + c4].x); }
-        if (e04 + c4 < E4) { tv${i} = bitcast<f32>(v[row * E4 + e04 + c4].x); }
-      } }`,
-      )
-      .join("\n    ") : ""}
+    ${touchNextKv(
+      touching,
+      (p) => `blk + 1u < segEnd && t0 + ${C}u + ${p} < T`,
+      (p) => `bh * T + t0 + ${C}u + ${p}`,
+    )}
     ${blockStages(V, kvFetch("t0", "m", "j0 + 16u"), kvFetch(`t0 + ${C}u`, `min(${C}u, T - t0 - ${C}u)`, "0u"))}
-    sink = sink + ${[0, 1, 2, 3].map((i) => `tk${i} + tv${i}`).join(" + ")};
+    sink = sink + ${TOUCHED_SUM};
   }
   // Keeps the touches' loads live: T is never 0 here.
   if (T == 0u && sink != 0.0) { seg[0] = vec4<u32>(bitcast<u32>(sink)); }

@@ -40,7 +40,7 @@
  */
 import type { Binding, Runtime } from "../runtime.js";
 import { kernelChoices } from "./choices.js";
-import { accumulators, blockStages, component, copyWords, groups, maskedScores, outerProductFma, type Ref, stagedProduct, tileStores8x8, tileWorkgroup } from "./common.js";
+import { accumulators, blockStages, component, copyWords, groups, maskedScores, outerProductFma, type Ref, stagedProduct, tileStores8x8, tileWorkgroup, TOUCHED_SUM, touchNextKv } from "./common.js";
 import { wideWalk } from "./lightning-walk-wide.js";
 
 export { wideWalkApplies } from "./lightning-walk-wide.js";
@@ -347,18 +347,11 @@ var<workgroup> Bs: array<vec4<f32>, ${16 * V}>;  // v rows: [p][e/4]`,
   // ahead of the stage loads (see touchNextBlock).
   var sink = 0.0;
   for (var c0 = 0u; c0 < len; c0 = c0 + 64u) {
-    ${[0, 1, 2, 3].map((i) => `var tk${i} = 0.0; var tv${i} = 0.0;`).join(" ")}
-    ${[0, 1, 2, 3]
-      .filter(() => touch)
-      .map(
-        (i) => `{ let sct = lid + ${i * 256}u; let p = c0 + 64u + sct / 16u; let c4 = (sct % 16u) * 2u;
-      if (p < len) {
-        let row = (bh - io0) * T + s0 + p;
-        if (d04 + c4 < D4) { tk${i} = bitcast<f32>(k[row * D4 + d04 + c4].x); }
-        if (e04 + c4 < E4) { tv${i} = bitcast<f32>(v[row * E4 + e04 + c4].x); }
-      } }`,
-      )
-      .join("\n    ")}
+    ${touchNextKv(
+      touch,
+      (p) => `c0 + 64u + ${p} < len`,
+      (p) => `(bh - io0) * T + s0 + c0 + 64u + ${p}`,
+    )}
     for (var p0 = c0; p0 < c0 + 64u; p0 = p0 + 16u) {
       As[lid] = rk0; As[lid + 256u] = rk1;
       Bs[lid] = rv0; Bs[lid + 256u] = rv1;
@@ -369,7 +362,7 @@ var<workgroup> Bs: array<vec4<f32>, ${16 * V}>;  // v rows: [p][e/4]`,
       ${stagedProduct(V)}
       workgroupBarrier();
     }
-    sink = sink + ${[0, 1, 2, 3].map((i) => `tk${i} + tv${i}`).join(" + ")};
+    sink = sink + ${TOUCHED_SUM};
   }
   // Keeps the touches' loads live: T is never 0 here.
   if (T == 0u && sink != 0.0) { seg[0] = vec4<u32>(bitcast<u32>(sink)); }
@@ -438,22 +431,15 @@ var<workgroup> Bs: array<vec4<f32>, ${16 * V}>;  // v rows: [p][e/4]`,
     let m = min(64u, T - t0);
     // The next block's k and v rows are touched (one word per 32-byte sector, summed into a sink
     // at the block's end) while this one is multiplied, bringing them into L2 ahead of the stages.
-    ${[0, 1, 2, 3].map((i) => `var tk${i} = 0.0; var tv${i} = 0.0;`).join(" ")}
-    ${[0, 1, 2, 3]
-      .filter(() => touch)
-      .map(
-        (i) => `{ let sct = lid + ${i * 256}u; let p = t0 + 64u + sct / 16u; let c4 = (sct % 16u) * 2u;
-      if (blk + 1u < segEnd && p < T) {
-        let row = (bh - io0) * T + p;
-        if (d04 + c4 < D4) { tk${i} = bitcast<f32>(k[row * D4 + d04 + c4].x); }
-        if (e04 + c4 < E4) { tv${i} = bitcast<f32>(v[row * E4 + e04 + c4].x); }
-      } }`,
-      )
-      .join("\n    ")}
+    ${touchNextKv(
+      touch,
+      (p) => `blk + 1u < segEnd && t0 + 64u + ${p} < T`,
+      (p) => `(bh - io0) * T + t0 + 64u + ${p}`,
+    )}
     ${blockStages(V, fetch("t0", "j0 + 16u", "m"), fetch("t0 + 64u", "0u", "min(64u, T - t0 - 64u)"))}
     ${tileStores8x8("d04 * 4u", "e04 * 4u", (d, e, acc) => `if (${d} < D && ${e} / 4u < E4) { kv[((lb * nB + blk) * D + ${d}) * E4 + ${e} / 4u] = bitcast<vec4<u32>>(${acc}); }`)}
     ${totals ? `let dm = exp(-slope * f32(m));\n    ${Array.from({ length: 16 }, (_, i) => `tot${i} = dm * tot${i} + acc${i}; acc${i} = vec4<f32>(0.0);`).join("\n    ")}` : Array.from({ length: 16 }, (_, i) => `acc${i} = vec4<f32>(0.0);`).join(" ")}
-    sink = sink + ${[0, 1, 2, 3].map((i) => `tk${i} + tv${i}`).join(" + ")};
+    sink = sink + ${TOUCHED_SUM};
   }
   // Keeps the touches' loads live: T is never 0 here.
   if (T == 0u && sink != 0.0) { kv[0] = vec4<u32>(bitcast<u32>(sink)); }
