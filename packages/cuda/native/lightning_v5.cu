@@ -71,6 +71,13 @@ struct Params {
   // the final state is stored times λ^soutPower. Each is the one f32 product the separate pass made.
   bool sinT;
   int sinPower, soutPower;
+  // A pair launch (wgKernel<…, PAIR>): the CTAs with blockIdx.x ≥ pairSlices run a second pass of the
+  // same shape (D = E) over q2, k2, v2 into o2, whose entering state is the first pass's transposed
+  // (sinT2) and which stores no final state. 0: one pass.
+  const X *q2, *k2, *v2;
+  X* o2;
+  bool sinT2;
+  int pairSlices;
 };
 
 // The host side of Params' sinT, sinPower and soutPower.
@@ -400,7 +407,8 @@ __global__ void wgmmaProbeKernel(int* out) {
 }
 
 // q, k: (BH, T, D), v: (BH, T, E) → o: (BH, T, E) and state f32; grid (E/64, BH, nseg)
-template <int D, int NWG, int NSB, int NS, class X, bool STATE_ONLY>
+// PAIR: a pair launch (Params::pairSlices; not with STATE_ONLY).
+template <int D, int NWG, int NSB, int NS, class X, bool STATE_ONLY, bool PAIR = false>
 __global__ void __launch_bounds__(WCfg<D, NWG, NSB, NS>::THREADS, WCfg<D, NWG, NSB, NS>::MIN_BLOCKS) wgKernel(Params<X> p) {
 #if defined(LTS_WGMMA)
   using W = WCfg<D, NWG, NSB, NS>;
@@ -415,15 +423,18 @@ __global__ void __launch_bounds__(WCfg<D, NWG, NSB, NS>::THREADS, WCfg<D, NWG, N
   // The warpgroup through a shuffle, so that the compiler knows it uniform: wgmma in a branch it
   // cannot prove uniform over the warpgroup is serialized.
   const int wg = __shfl_sync(0xffffffffu, tid >> 7, 0);
-  const int e0 = blockIdx.x * ET, bh = blockIdx.y, seg = blockIdx.z;
+  // In a pair launch the upper blockIdx.x run the second pass (Params::pairSlices).
+  const bool second = PAIR && (int)blockIdx.x >= p.pairSlices;
+  const int e0 = (second ? blockIdx.x - p.pairSlices : blockIdx.x) * ET, bh = blockIdx.y, seg = blockIdx.z;
   const int T = p.T, E = p.E;
   const float slope = p.slopes[bh % p.H];
   if (tid <= C) pw[tid] = expf(-slope * (float)tid);
   const int c0 = seg * p.chunksPerSeg;
   const int nChunks = min(p.chunksPerSeg, (T + C - 1) / C - c0);
-  const X* qb = p.q + (size_t)bh * T * D;
-  const X* kb = p.k + (size_t)bh * T * D;
-  const X* vb = p.v + (size_t)bh * T * E + e0;
+  const X* qb = (second ? p.q2 : p.q) + (size_t)bh * T * D;
+  const X* kb = (second ? p.k2 : p.k) + (size_t)bh * T * D;
+  const X* vb = (second ? p.v2 : p.v) + (size_t)bh * T * E + e0;
+  X* const ob = second ? p.o2 : p.o;
   const int row0 = wg * (D / NWG) + 16 * wq;  // this warp's state rows: row0 + 64·mt + g (+ 8)
   const int i0 = 16 * wq;                     // this warp's query rows of a chunk (wgmma M = 64)
 
@@ -431,12 +442,13 @@ __global__ void __launch_bounds__(WCfg<D, NWG, NSB, NS>::THREADS, WCfg<D, NWG, N
   float S[MT][32];
   const float* sin = (!STATE_ONLY && p.Sin) ? p.Sin + ((size_t)bh * p.nseg + seg) * D * E : nullptr;
   const float sinScale = statePower(slope, p.sinPower);
+  const bool sinT = second ? p.sinT2 : p.sinT;
 #pragma unroll
   for (int mt = 0; mt < MT; mt++)
 #pragma unroll
     for (int i = 0; i < 32; i++) {
       int d = row0 + 64 * mt + g + ((i >> 1) & 1) * 8, e = e0 + (i >> 2) * 8 + 2 * t4 + (i & 1);
-      S[mt][i] = sin ? sinScale * sin[p.sinT ? (size_t)e * D + d : (size_t)d * E + e] : 0.0f;
+      S[mt][i] = sin ? sinScale * sin[sinT ? (size_t)e * D + d : (size_t)d * E + e] : 0.0f;
     }
 
   // Chunk loads: each thread copies one fixed 16-byte column piece of every RSTEP-th row (RSTEP a
@@ -563,7 +575,7 @@ __global__ void __launch_bounds__(WCfg<D, NWG, NSB, NS>::THREADS, WCfg<D, NWG, N
     for (int x = lane; x < 16 * (ET / 8); x += 32) {
       int row = i0 + x / (ET / 8), col = (x % (ET / 8)) * 8;
       int t = p.reverse ? T - 1 - t0 - row : t0 + row;
-      if (row < m) *reinterpret_cast<uint4*>(p.o + ((size_t)bh * T + t) * E + e0 + col) = *reinterpret_cast<uint4*>(xs + row * XS + col);
+      if (row < m) *reinterpret_cast<uint4*>(ob + ((size_t)bh * T + t) * E + e0 + col) = *reinterpret_cast<uint4*>(xs + row * XS + col);
     }
   };
 
@@ -692,7 +704,7 @@ __global__ void __launch_bounds__(WCfg<D, NWG, NSB, NS>::THREADS, WCfg<D, NWG, N
 
   float* out = nullptr;
   if (STATE_ONLY) out = p.Sout + ((size_t)bh * p.nseg + seg) * D * E;
-  else if (seg == p.nseg - 1 && p.Sout) out = p.Sout + (size_t)bh * D * E;
+  else if (seg == p.nseg - 1 && p.Sout && !second) out = p.Sout + (size_t)bh * D * E;
   if (out) {
     const float sc = STATE_ONLY ? 1.0f : statePower(slope, p.soutPower);
 #pragma unroll
@@ -881,6 +893,8 @@ int configureW() {
     using W = WCfg<D, NWG, NSB, NS>;
     LTS_CHECK(cudaFuncSetAttribute(wgKernel<D, NWG, NSB, NS, X, false>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)W::SMEM), "lightning v6 smem attribute");
     LTS_CHECK(cudaFuncSetAttribute(wgKernel<D, NWG, NSB, NS, X, true>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)W::SMEM), "lightning v6 smem attribute");
+    LTS_CHECK(cudaFuncSetAttribute(wgKernel<D, NWG, NSB, NS, X, false, true>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)W::SMEM),
+              "lightning v6 smem attribute");
     LTS_CHECK(cudaFuncSetAttribute(wgStateKernel<D, NWG, NSB, X>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)WSCfg<D, NWG, NSB>::SMEM),
               "lightning v6 smem attribute");
     int n = 0;
@@ -964,7 +978,7 @@ bool useV6(int D) {
 struct Plan {
   int nseg, chunksPerSeg, ctasPerSm;
 };
-Plan plan(Context& c, LightningDims d, int ctasPerSm);
+Plan plan(Context& c, LightningDims d, int ctasPerSm, int passes = 1);
 
 // D = 64 on version 6: the stages per CTA. The grid is planned as for 2 stages (3 CTAs per SM); where
 // it fits in one CTA per SM (T = 8,192 at B·T = 65,536: 128 (b·h) pairs, one segment), each CTA keeps
@@ -972,9 +986,9 @@ Plan plan(Context& c, LightningDims d, int ctasPerSm);
 // each of 3 CTAs. Each SM then has about 3 chunks (72 KB) of loads in flight. The grid's segment count
 // is the same under the chosen stage count (a grid of one wave stays one wave at fewer CTAs per SM).
 template <class X>
-int stages64(Context& c, LightningDims d) {
+int stages64(Context& c, LightningDims d, int passes = 1) {
   if (int n = forcedStages64()) return n;
-  long ctas = (long)d.BH() * (d.E / ET) * plan(c, d, configureW<64, 1, 2, 2, X>()).nseg;
+  long ctas = (long)passes * d.BH() * (d.E / ET) * plan(c, d, configureW<64, 1, 2, 2, X>(), passes).nseg;
   return ctas <= c.smCount ? 4 : ctas <= 2L * c.smCount ? 3 : 2;
 }
 
@@ -1007,9 +1021,10 @@ Choice choice(Context& c, int dt, LightningDims d) { return dt == F16 ? choiceX<
 // segments as fit in one wave: a partial second wave would cost a whole CTA's time. D = 64 runs near
 // copy bandwidth, where phase A's second read of k and v costs more than a thin wave: split only
 // below half a CTA per SM (KERNELS.md, v5: 128 pairs on 132 SMs, 1 segment 0.215 ms, 3 segments 0.266).
-Plan plan(Context& c, LightningDims d, int ctasPerSm) {
+// A pair launch (`passes` = 2, pairW) counts both passes' CTAs.
+Plan plan(Context& c, LightningDims d, int ctasPerSm, int passes) {
   int NC = (d.T + C - 1) / C;
-  int pairs = d.BH() * (d.E / ET);
+  int pairs = passes * d.BH() * (d.E / ET);
   int slots = ctasPerSm * c.smCount;
   bool split = d.D <= 64 ? 2 * pairs < c.smCount : 4 * pairs < 3 * slots;
   int nseg = !split ? 1 : std::min(NC, std::max(1, slots / pairs));
@@ -1046,6 +1061,43 @@ void passW(Context& c, LightningDims d, const void* q, const void* k, const void
   }
   wgKernel<D, NWG, NSB, NS, X, false><<<grid, W::THREADS, W::SMEM, c.stream>>>(p);
   LTS_CHECK(cudaGetLastError(), "lightning v6 forward launch");
+  if (L) c.release(L);
+}
+
+// The backward's dv and dk passes (D = E) in one launch. Both run in reversed time, the dv pass over
+// (k, q, dO) and the dk pass over (v, dO, q): the dk pass's state is the transpose of the dv pass's at
+// every step (Σ dOᵀ q against Σ qᵀ dO, from λ⁻¹ dS_final and its transpose), so the sequence split's
+// segment states are made once, by the dv pass, and the dk CTAs read them transposed. The grid is
+// (2·E/64, BH, nseg): the dv and dk CTAs of one (b·h, segment) are neighbours, start together and
+// read the same chunks of q and dO at about the same time, so one of the two reads comes from L2.
+template <int D, int NWG, int NSB, int NS, class X>
+void pairW(Context& c, LightningDims d, const void* q, const void* k, const void* v, const void* dO, const float* slopes, const float* dSf,
+           void* dk, void* dv, float* dS0) {
+  using W = WCfg<D, NWG, NSB, NS>;
+  Plan pl = plan(c, d, configureW<D, NWG, NSB, NS, X>(), 2);
+  const int slices = d.E / ET;
+  Params<X> p{(const X*)k, (const X*)q, (const X*)dO, slopes, dSf, (X*)dv, dS0, d.T, d.E, d.H, pl.nseg, pl.chunksPerSeg, true,
+              false, -1, 1};
+  float* L = nullptr;
+  if (pl.nseg > 1) {
+    L = (float*)c.scratch((size_t)d.BH() * pl.nseg * D * d.E * sizeof(float));
+    Params<X> a = p;
+    a.Sin = nullptr;
+    a.Sout = L;
+    if (!newStatePass()) wgKernel<D, NWG, NSB, NS, X, true><<<dim3(slices, d.BH(), pl.nseg), W::THREADS, W::SMEM, c.stream>>>(a);
+    else wgStateKernel<D, NWG, NSB, X><<<dim3(slices, d.BH(), pl.nseg - 1), W::THREADS, WSCfg<D, NWG, NSB>::SMEM, c.stream>>>(a);
+    LTS_CHECK(cudaGetLastError(), "lightning v6 dv/dk segment states launch");
+    segmentScanKernel<<<dim3((D * d.E + 255) / 256, d.BH()), 256, 0, c.stream>>>(L, dSf, false, -1, pl.nseg, pl.chunksPerSeg * C, d.T, D * d.E,
+                                                                                d.E, d.H, slopes);
+    LTS_CHECK(cudaGetLastError(), "lightning v6 dv/dk segment scan launch");
+    p.Sin = L;
+    p.sinPower = 0;
+  }
+  p.q2 = (const X*)v, p.k2 = (const X*)dO, p.v2 = (const X*)q, p.o2 = (X*)dk;
+  p.sinT2 = true;
+  p.pairSlices = slices;
+  wgKernel<D, NWG, NSB, NS, X, false, true><<<dim3(2 * slices, d.BH(), pl.nseg), W::THREADS, W::SMEM, c.stream>>>(p);
+  LTS_CHECK(cudaGetLastError(), "lightning v6 dv/dk pair launch");
   if (L) c.release(L);
 }
 
@@ -1111,15 +1163,46 @@ void pass(Context& c, int dt, LightningDims d, const void* q, const void* k, con
   else passX<__nv_bfloat16>(c, d, q, k, v, slopes, S0, o, Sfinal, reverse, io);
 }
 
+// The dv and dk passes in one launch (pairW) where D = E on version 6; LIGHTNING_CUDA_LA_PAIR=0 (read
+// once) runs them as two launches, for comparison.
+bool pairOn() {
+  static const bool on = [] {
+    const char* v = getenv("LIGHTNING_CUDA_LA_PAIR");
+    return !(v && atoi(v) == 0);
+  }();
+  return on;
+}
+
+bool pairApplies(LightningDims d) { return d.D == d.E && useV6(d.D) && pairOn(); }
+
+template <class X>
+void pairX(Context& c, LightningDims d, const void* q, const void* k, const void* v, const void* dO, const float* slopes, const float* dSf, void* dk,
+           void* dv, float* dS0) {
+  switch (d.D) {
+    case 256: pairW<256, 2, 2, 2, X>(c, d, q, k, v, dO, slopes, dSf, dk, dv, dS0); break;
+    case 128:
+      if (wg128() == 2) pairW<128, 2, 2, 2, X>(c, d, q, k, v, dO, slopes, dSf, dk, dv, dS0);
+      else pairW<128, 1, 1, 2, X>(c, d, q, k, v, dO, slopes, dSf, dk, dv, dS0);
+      break;
+    default:
+      switch (stages64<X>(c, d, 2)) {
+        case 3: pairW<64, 1, 2, 3, X>(c, d, q, k, v, dO, slopes, dSf, dk, dv, dS0); break;
+        case 4: pairW<64, 1, 2, 4, X>(c, d, q, k, v, dO, slopes, dSf, dk, dv, dS0); break;
+        case 6: pairW<64, 1, 2, 6, X>(c, d, q, k, v, dO, slopes, dSf, dk, dv, dS0); break;
+        default: pairW<64, 1, 2, 2, X>(c, d, q, k, v, dO, slopes, dSf, dk, dv, dS0); break;
+      }
+  }
+}
+
 // dst (BH, X, Y) from src (BH, Y, X): see prepareStateKernel.
 void prepare(Context& c, LightningDims d, const float* src, float* dst, int Y, int X, bool transpose, int power, const float* slopes) {
   prepareStateKernel<<<dim3((X * Y + 255) / 256, d.BH()), 256, 0, c.stream>>>(src, dst, Y, X, transpose, power, d.H, slopes);
   LTS_CHECK(cudaGetLastError(), "lightning v5 state preparation launch");
 }
 
-std::string passPlan(Context& c, int dt, LightningDims d) {
+std::string passPlan(Context& c, int dt, LightningDims d, int passes = 1) {
   Choice ch = choice(c, dt, d);
-  Plan pl = plan(c, d, ch.ctasPerSm);
+  Plan pl = plan(c, d, ch.ctasPerSm, passes);
   char buf[200];
   snprintf(buf, sizeof buf, "%s D=%d E=%d: %d E-slice%s x %d segment%s, %d warps, %d CTA%s/SM, %d stages", ch.version == 6 ? "v6 wgmma" : "v5 mma.sync", d.D,
            d.E, d.E / ET, d.E / ET > 1 ? "s" : "", pl.nseg, pl.nseg > 1 ? "s" : "", ch.warps, pl.ctasPerSm, pl.ctasPerSm > 1 ? "s" : "", ch.stages);
@@ -1135,6 +1218,7 @@ std::string lightningV5Describe(Context& c, int dt, LightningDims d, bool backwa
   std::string s = std::string("tensor cores (") + (dt == F16 ? "f16" : "bf16") + ", ";
   if (!backward) return s + passPlan(c, dt, d) + ")";
   LightningDims sw{d.B, d.H, d.T, d.E, d.D};
+  if (pairApplies(d)) return s + "dq pass " + passPlan(c, dt, sw) + "; dv and dk passes in one launch " + passPlan(c, dt, d, 2) + ")";
   return s + "dq pass " + passPlan(c, dt, sw) + "; dv pass " + passPlan(c, dt, d) + "; dk pass " + passPlan(c, dt, sw) + ")";
 }
 
@@ -1153,7 +1237,8 @@ void lightningForwardV5(Context& c, int dt, LightningDims d, const void* q, cons
 // dv pass stores λ G_0 as dS0; the dq and dk passes store no final state. At B·H = 1,024 (T = 1,024 of
 // the benchmark shape) each state array is 64 MB, so a separate pass over the states would cost
 // ~0.12 ms of a ~1.45 ms backward. LIGHTNING_CUDA_LA_PREPARE=1 (read once) runs those separate passes
-// instead, the arrangement these replaced, for comparison.
+// instead, the arrangement these replaced, for comparison. Where D = E on version 6 the dv and dk
+// passes run as one launch (pairW).
 void lightningBackwardV5(Context& c, int dt, LightningDims d, const void* q, const void* k, const void* v, const float* slopes, const void* dO,
                          const float* dSf, const float* S0, void* dq, void* dk, void* dv, float* dS0) {
   const int D = d.D, E = d.E;
@@ -1164,6 +1249,11 @@ void lightningBackwardV5(Context& c, int dt, LightningDims d, const void* q, con
   }();
   if (!separate) {
     pass(c, dt, sw, dO, v, k, slopes, S0, dq, nullptr, false, {true, 0, 0});
+    if (pairApplies(d)) {
+      if (dt == F16) pairX<__half>(c, d, q, k, v, dO, slopes, dSf, dk, dv, dS0);
+      else pairX<__nv_bfloat16>(c, d, q, k, v, dO, slopes, dSf, dk, dv, dS0);
+      return;
+    }
     pass(c, dt, d, k, q, dO, slopes, dSf, dv, dS0, true, {false, -1, 1});
     pass(c, dt, sw, v, dO, q, slopes, dSf, dk, nullptr, true, {true, -1, 0});
     return;
