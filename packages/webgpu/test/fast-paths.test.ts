@@ -463,10 +463,18 @@ suite(`WebGPU fast paths against their plain twins${fast ? "" : ` [skipped: ${re
 
   it("the Lightning forward by segment walks matches the plain scan and the CPU: output and final state, odd sizes, segments, chunks", async () => {
     // The benchmark shape (B·T = 65,536, H = 16, D = E = 128): one segment per sequence at T = 1,024
-    // (no totals, no scan), 64-block segments (2 and 16 of them) at T = 8,192 and 65,536.
+    // (no totals, no scan) and at T = 8,192 (128 walks: one wave either way), 16 segments of 64
+    // blocks at T = 65,536; at T = 16,384 (64 walks) 4 segments of 64 blocks (two waves of 64
+    // blocks and the totals, against one wave of 256 blocks); 192 walks of 128 blocks (also as 96
+    // sequences of two column tiles) split in two (three waves of 64 blocks, against two waves of
+    // 128), 256 walks not split.
     expect(walkSegmentBlocks(64 * 16, 16, 1)).toBe(16);
-    expect(walkSegmentBlocks(8 * 16, 128, 1)).toBe(64);
+    expect(walkSegmentBlocks(8 * 16, 128, 1)).toBe(128);
     expect(walkSegmentBlocks(16, 1024, 1)).toBe(64);
+    expect(walkSegmentBlocks(4 * 16, 256, 1)).toBe(64);
+    expect(walkSegmentBlocks(96, 128, 2)).toBe(64);
+    expect(walkSegmentBlocks(192, 128, 1)).toBe(64);
+    expect(walkSegmentBlocks(256, 128, 1)).toBe(128);
     // (B, H, T, D, E, initial state, blocks per segment or null (by size), scratch cap): T not a
     // multiple of 64, B·H odd, D and E of 64, 128 and odd multiples of 4, a partial last segment,
     // one segment longer than the sequence, several E tiles (E = 132, 260), a segment-state cap that
