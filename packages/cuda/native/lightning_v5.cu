@@ -1035,6 +1035,27 @@ Plan plan(Context& c, LightningDims d, int ctasPerSm, int passes) {
   return {nseg, chunksPerSeg, ctasPerSm};
 }
 
+// Phase A of the sequence split and its scan on the wgmma kernels: the state entering each of
+// p's segments into a scratch array (BH, nseg, D, E), from S0 read as `io` says; p then reads it
+// plainly. Returns the array (the caller releases it after the main pass).
+template <int D, int NWG, int NSB, int NS, class X>
+float* segmentStatesW(Context& c, LightningDims d, Params<X>& p, const float* S0, StateIo io) {
+  using W = WCfg<D, NWG, NSB, NS>;
+  float* L = (float*)c.scratch((size_t)d.BH() * p.nseg * D * d.E * sizeof(float));
+  Params<X> a = p;
+  a.Sin = nullptr;
+  a.Sout = L;
+  if (!newStatePass()) wgKernel<D, NWG, NSB, NS, X, true><<<dim3(d.E / ET, d.BH(), p.nseg), W::THREADS, W::SMEM, c.stream>>>(a);
+  else wgStateKernel<D, NWG, NSB, X><<<dim3(d.E / ET, d.BH(), p.nseg - 1), W::THREADS, WSCfg<D, NWG, NSB>::SMEM, c.stream>>>(a);
+  LTS_CHECK(cudaGetLastError(), "lightning v6 segment states launch");
+  segmentScanKernel<<<dim3((D * d.E + 255) / 256, d.BH()), 256, 0, c.stream>>>(L, S0, io.inT, io.inPower, p.nseg, p.chunksPerSeg * C, d.T, D * d.E,
+                                                                              d.E, d.H, p.slopes);
+  LTS_CHECK(cudaGetLastError(), "lightning v6 segment scan launch");
+  p.Sin = L;
+  p.sinT = false, p.sinPower = 0;
+  return L;
+}
+
 // One causal pass on the wgmma loop (see passT).
 template <int D, int NWG, int NSB, int NS, class X>
 void passW(Context& c, LightningDims d, const void* q, const void* k, const void* v, const float* slopes, const float* S0, void* o, float* Sfinal,
@@ -1043,23 +1064,8 @@ void passW(Context& c, LightningDims d, const void* q, const void* k, const void
   Plan pl = plan(c, d, configureW<D, NWG, NSB, NS, X>());
   Params<X> p{(const X*)q, (const X*)k, (const X*)v, slopes, S0, (X*)o, Sfinal, d.T, d.E, d.H, pl.nseg, pl.chunksPerSeg, reverse,
               io.inT, io.inPower, io.outPower};
-  dim3 grid(d.E / ET, d.BH(), pl.nseg);
-  float* L = nullptr;
-  if (pl.nseg > 1) {
-    L = (float*)c.scratch((size_t)d.BH() * pl.nseg * D * d.E * sizeof(float));
-    Params<X> a = p;
-    a.Sin = nullptr;
-    a.Sout = L;
-    if (!newStatePass()) wgKernel<D, NWG, NSB, NS, X, true><<<grid, W::THREADS, W::SMEM, c.stream>>>(a);
-    else wgStateKernel<D, NWG, NSB, X><<<dim3(grid.x, grid.y, pl.nseg - 1), W::THREADS, WSCfg<D, NWG, NSB>::SMEM, c.stream>>>(a);
-    LTS_CHECK(cudaGetLastError(), "lightning v6 segment states launch");
-    segmentScanKernel<<<dim3((D * d.E + 255) / 256, d.BH()), 256, 0, c.stream>>>(L, S0, io.inT, io.inPower, pl.nseg, pl.chunksPerSeg * C, d.T,
-                                                                                D * d.E, d.E, d.H, slopes);
-    LTS_CHECK(cudaGetLastError(), "lightning v6 segment scan launch");
-    p.Sin = L;
-    p.sinT = false, p.sinPower = 0;
-  }
-  wgKernel<D, NWG, NSB, NS, X, false><<<grid, W::THREADS, W::SMEM, c.stream>>>(p);
+  float* L = pl.nseg > 1 ? segmentStatesW<D, NWG, NSB, NS, X>(c, d, p, S0, io) : nullptr;
+  wgKernel<D, NWG, NSB, NS, X, false><<<dim3(d.E / ET, d.BH(), pl.nseg), W::THREADS, W::SMEM, c.stream>>>(p);
   LTS_CHECK(cudaGetLastError(), "lightning v6 forward launch");
   if (L) c.release(L);
 }
@@ -1076,23 +1082,10 @@ void pairW(Context& c, LightningDims d, const void* q, const void* k, const void
   using W = WCfg<D, NWG, NSB, NS>;
   Plan pl = plan(c, d, configureW<D, NWG, NSB, NS, X>(), 2);
   const int slices = d.E / ET;
+  const StateIo io{false, -1, 1};  // the dv pass's: from λ⁻¹ dS_final, dS0 = λ G_0
   Params<X> p{(const X*)k, (const X*)q, (const X*)dO, slopes, dSf, (X*)dv, dS0, d.T, d.E, d.H, pl.nseg, pl.chunksPerSeg, true,
-              false, -1, 1};
-  float* L = nullptr;
-  if (pl.nseg > 1) {
-    L = (float*)c.scratch((size_t)d.BH() * pl.nseg * D * d.E * sizeof(float));
-    Params<X> a = p;
-    a.Sin = nullptr;
-    a.Sout = L;
-    if (!newStatePass()) wgKernel<D, NWG, NSB, NS, X, true><<<dim3(slices, d.BH(), pl.nseg), W::THREADS, W::SMEM, c.stream>>>(a);
-    else wgStateKernel<D, NWG, NSB, X><<<dim3(slices, d.BH(), pl.nseg - 1), W::THREADS, WSCfg<D, NWG, NSB>::SMEM, c.stream>>>(a);
-    LTS_CHECK(cudaGetLastError(), "lightning v6 dv/dk segment states launch");
-    segmentScanKernel<<<dim3((D * d.E + 255) / 256, d.BH()), 256, 0, c.stream>>>(L, dSf, false, -1, pl.nseg, pl.chunksPerSeg * C, d.T, D * d.E,
-                                                                                d.E, d.H, slopes);
-    LTS_CHECK(cudaGetLastError(), "lightning v6 dv/dk segment scan launch");
-    p.Sin = L;
-    p.sinPower = 0;
-  }
+              io.inT, io.inPower, io.outPower};
+  float* L = pl.nseg > 1 ? segmentStatesW<D, NWG, NSB, NS, X>(c, d, p, dSf, io) : nullptr;
   p.q2 = (const X*)v, p.k2 = (const X*)dO, p.v2 = (const X*)q, p.o2 = (X*)dk;
   p.sinT2 = true;
   p.pairSlices = slices;
