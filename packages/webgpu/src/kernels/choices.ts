@@ -26,7 +26,8 @@
  *   sector of their next block of operands well ahead of use, bringing it into L2 (default on).
  *   LIGHTNING_WEBGPU_TOUCH=0 turns it off.
  * - walkWorkgroups: how many workgroups the segment walk splits long sequences into segments for,
- *   at least (256). LIGHTNING_WEBGPU_WALK_WORKGROUPS.
+ *   at least (256), half of it counted as one wave (`walkSegmentBlocks` splits no sequence where the
+ *   split takes as many waves of blocks, with its totals pass). LIGHTNING_WEBGPU_WALK_WORKGROUPS.
  * - backward: the Lightning backward's sweeps as forwards on the fast kernels (`forwards`, the
  *   default, lightning-backward.ts) or as the plain scan (`scan`). LIGHTNING_WEBGPU_BACKWARD.
  */
