@@ -1156,8 +1156,8 @@ void pass(Context& c, int dt, LightningDims d, const void* q, const void* k, con
   else passX<__nv_bfloat16>(c, d, q, k, v, slopes, S0, o, Sfinal, reverse, io);
 }
 
-// The dv and dk passes in one launch (pairW) where D = E on version 6; LIGHTNING_CUDA_LA_PAIR=0 (read
-// once) runs them as two launches, for comparison.
+// The dv and dk passes in one launch (pairW) where D = E ∈ {64, 128} on version 6;
+// LIGHTNING_CUDA_LA_PAIR=0 (read once) runs them as two launches, for comparison.
 bool pairOn() {
   static const bool on = [] {
     const char* v = getenv("LIGHTNING_CUDA_LA_PAIR");
@@ -1166,13 +1166,13 @@ bool pairOn() {
   return on;
 }
 
-bool pairApplies(LightningDims d) { return d.D == d.E && useV6(d.D) && pairOn(); }
+// D = E = 256 (no TNL shape) keeps two launches: the pair there has not been run on a GPU.
+bool pairApplies(LightningDims d) { return d.D == d.E && d.D <= 128 && useV6(d.D) && pairOn(); }
 
 template <class X>
 void pairX(Context& c, LightningDims d, const void* q, const void* k, const void* v, const void* dO, const float* slopes, const float* dSf, void* dk,
            void* dv, float* dS0) {
   switch (d.D) {
-    case 256: pairW<256, 2, 2, 2, X>(c, d, q, k, v, dO, slopes, dSf, dk, dv, dS0); break;
     case 128:
       if (wg128() == 2) pairW<128, 2, 2, 2, X>(c, d, q, k, v, dO, slopes, dSf, dk, dv, dS0);
       else pairW<128, 1, 1, 2, X>(c, d, q, k, v, dO, slopes, dSf, dk, dv, dS0);
