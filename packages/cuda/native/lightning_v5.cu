@@ -893,8 +893,9 @@ int configureW() {
     using W = WCfg<D, NWG, NSB, NS>;
     LTS_CHECK(cudaFuncSetAttribute(wgKernel<D, NWG, NSB, NS, X, false>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)W::SMEM), "lightning v6 smem attribute");
     LTS_CHECK(cudaFuncSetAttribute(wgKernel<D, NWG, NSB, NS, X, true>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)W::SMEM), "lightning v6 smem attribute");
-    LTS_CHECK(cudaFuncSetAttribute(wgKernel<D, NWG, NSB, NS, X, false, true>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)W::SMEM),
-              "lightning v6 smem attribute");
+    if constexpr (D <= 128)  // the dv/dk pair (pairW) runs at D = E of 64 and 128 only
+      LTS_CHECK(cudaFuncSetAttribute(wgKernel<D, NWG, NSB, NS, X, false, true>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)W::SMEM),
+                "lightning v6 smem attribute");
     LTS_CHECK(cudaFuncSetAttribute(wgStateKernel<D, NWG, NSB, X>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)WSCfg<D, NWG, NSB>::SMEM),
               "lightning v6 smem attribute");
     int n = 0;
