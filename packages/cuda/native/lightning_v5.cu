@@ -78,6 +78,9 @@ struct Params {
   X* o2;
   bool sinT2;
   int pairSlices;
+  // Where phase A ran on sub-segments (segmentStatesW), Sin holds the state entering each of them:
+  // (BH, (nseg − 1)·sinSub + 1, D, E), segment s's at entry s·sinSub. 0 or 1: one per segment.
+  int sinSub;
 };
 
 // The host side of Params' sinT, sinPower and soutPower.
@@ -324,7 +327,11 @@ __global__ void __launch_bounds__(Cfg<D>::THREADS, Cfg<D>::MIN_BLOCKS) forwardKe
 }
 
 // L: (BH, nseg, D·E) segment-local states, in place → the state entering each segment (from S0, read
-// as Params' sinT and sinPower say).
+// as Params' sinT and sinPower say). A thread owns one element of D·E and walks the segments in
+// order; the local states of SCAN_BATCH segments are loaded before any of their updates, since the
+// walk is bound by the latency of those loads, not by its arithmetic (one load at a time took ~5 µs a
+// segment on the H200: 0.3–0.6 ms for 57 sub-segments, KERNELS.md "Phase A on sub-segments").
+constexpr int SCAN_BATCH = 8;
 __global__ void segmentScanKernel(float* L, const float* S0, bool s0T, int s0Power, int nseg, int segTokens, int T, int DE, int E, int H,
                                   const float* slopes) {
   int idx = blockIdx.x * blockDim.x + threadIdx.x, bh = blockIdx.y;
@@ -332,16 +339,18 @@ __global__ void segmentScanKernel(float* L, const float* S0, bool s0T, int s0Pow
   float slope = slopes[bh % H];
   const int D = DE / E;
   float S = S0 ? statePower(slope, s0Power) * S0[(size_t)bh * DE + (s0T ? (size_t)(idx % E) * D + idx / E : idx)] : 0.0f;
-  for (int s = 0; s < nseg; s++) {
-    float* at = L + ((size_t)bh * nseg + s) * DE + idx;
-    if (s + 1 == nseg) {  // the last segment's own state is never needed (version 6 does not compute it)
-      *at = S;
-      break;
+  float* at = L + (size_t)bh * nseg * DE + idx;
+  for (int s0 = 0; s0 < nseg; s0 += SCAN_BATCH) {
+    float local[SCAN_BATCH];
+#pragma unroll
+    for (int j = 0; j < SCAN_BATCH; j++)  // the last segment's own state is never needed (version 6 does not compute it)
+      local[j] = s0 + j + 1 < nseg ? at[(size_t)(s0 + j) * DE] : 0.0f;
+#pragma unroll
+    for (int j = 0; j < SCAN_BATCH; j++) {
+      const int s = s0 + j;
+      if (s < nseg) at[(size_t)s * DE] = S;
+      if (s + 1 < nseg) S = expf(-slope * (float)min(segTokens, T - s * segTokens)) * S + local[j];
     }
-    float local = *at;
-    *at = S;
-    int len = min(segTokens, T - s * segTokens);
-    S = expf(-slope * (float)len) * S + local;
   }
 }
 
@@ -440,7 +449,8 @@ __global__ void __launch_bounds__(WCfg<D, NWG, NSB, NS>::THREADS, WCfg<D, NWG, N
 
   // The state: MT tiles of 64 rows × 64 columns in wgmma accumulator order.
   float S[MT][32];
-  const float* sin = (!STATE_ONLY && p.Sin) ? p.Sin + ((size_t)bh * p.nseg + seg) * D * E : nullptr;
+  const int sub = p.sinSub > 1 ? p.sinSub : 1;
+  const float* sin = (!STATE_ONLY && p.Sin) ? p.Sin + ((size_t)bh * ((p.nseg - 1) * sub + 1) + (size_t)seg * sub) * D * E : nullptr;
   const float sinScale = statePower(slope, p.sinPower);
   const bool sinT = second ? p.sinT2 : p.sinT;
 #pragma unroll
@@ -1036,24 +1046,84 @@ Plan plan(Context& c, LightningDims d, int ctasPerSm, int passes) {
   return {nseg, chunksPerSeg, ctasPerSm};
 }
 
+// CTAs of wgStateKernel an SM holds (it sets the kernel's shared-memory limit once per device).
+template <int D, int NWG, int NSB, class X>
+int stateCtasPerSm() {
+  static PerDevice<int> perSm;
+  return perSm.get([] {
+    const size_t s = WSCfg<D, NWG, NSB>::SMEM;
+    LTS_CHECK(cudaFuncSetAttribute(wgStateKernel<D, NWG, NSB, X>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)s), "lightning v6 smem attribute");
+    int n = 0;
+    LTS_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, wgStateKernel<D, NWG, NSB, X>, WCfg<D, NWG, NSB>::THREADS, s), "lightning v6 occupancy");
+    return std::max(1, n);
+  });
+}
+
+// The instantiation of wgStateKernel that a pass of key width D runs (passT's choice).
+template <class X>
+int stateCtasPerSmX(int D) {
+  if (D == 256) return stateCtasPerSm<256, 2, 2, X>();
+  if (D == 128) return wg128() == 2 ? stateCtasPerSm<128, 2, 2, X>() : stateCtasPerSm<128, 1, 1, X>();
+  return stateCtasPerSm<64, 1, 2, X>();
+}
+
+// Phase A is a sum over chunks with no order between them, so its grid need not be phase C's: each
+// segment's own state may be made as the sum of k sub-segments' (the scan adds them, decayed, as it
+// adds segments), and phase A's CTAs fill their waves where phase C's segments leave SMs idle (D =
+// 256, B = 1: 96 CTAs of 256 chunks on 132 SMs; 384 of 64 chunks fill three waves). k divides a
+// segment's chunks and leaves sub-segments of at least MIN_SUB_CHUNKS (the states they add cost 64 KB
+// a CTA at D = 256 against its 2.5 MB of k and v), and is the smallest that fills the waves best,
+// taken only where it fills them at least 20% better: measured, 73% → 97% paid (D = 256, B = 1:
+// −3.5%), 85% → 97% did not (D = 128, T = 131,072: 57 sub-segments to scan, +6%). LIGHTNING_CUDA_LA_SUBSEG
+// (read at each call): 1 keeps one sub-segment a segment; n > 1 forces the largest divisor of a
+// segment's chunks up to n.
+constexpr int MIN_SUB_CHUNKS = 32;
+int subSegments(Context& c, LightningDims d, const Plan& pl, int stateCtasPerSm) {
+  const int cps = pl.chunksPerSeg;
+  if (pl.nseg < 2 || !newStatePass()) return 1;
+  if (const char* f = getenv("LIGHTNING_CUDA_LA_SUBSEG"); f && *f) {
+    const int n = std::max(1, atoi(f));
+    int k = 1;
+    for (int i = 1; i <= std::min(n, cps); i++)
+      if (cps % i == 0) k = i;
+    return k;
+  }
+  const long slots = (long)stateCtasPerSm * c.smCount, segs = (long)d.BH() * (d.E / ET) * (pl.nseg - 1);
+  int best = 1;
+  double bestFill = 0;
+  for (int k = 1; k <= cps && (k == 1 || cps / k >= MIN_SUB_CHUNKS); k++) {
+    if (cps % k) continue;
+    const long ctas = segs * k, waves = (ctas + slots - 1) / slots;
+    const double fill = (double)ctas / (double)(waves * slots);
+    if (fill > 1.2 * bestFill) best = k, bestFill = fill;
+  }
+  return best;
+}
+
 // Phase A of the sequence split and its scan on the wgmma kernels: the state entering each of
-// p's segments into a scratch array (BH, nseg, D, E), from S0 read as `io` says; p then reads it
-// plainly. Returns the array (the caller releases it after the main pass).
+// p's segments (and of the sub-segments phase A ran on, subSegments) into a scratch array, from S0
+// read as `io` says; p then reads it plainly (Params::sinSub). Returns the array (the caller
+// releases it after the main pass).
 template <int D, int NWG, int NSB, int NS, class X>
 float* segmentStatesW(Context& c, LightningDims d, Params<X>& p, const float* S0, StateIo io) {
   using W = WCfg<D, NWG, NSB, NS>;
-  float* L = (float*)c.scratch((size_t)d.BH() * p.nseg * D * d.E * sizeof(float));
+  const int sub = subSegments(c, d, Plan{p.nseg, p.chunksPerSeg, 0}, stateCtasPerSm<D, NWG, NSB, X>());
+  const int n = (p.nseg - 1) * sub + 1;  // the sub-segments before the last segment, and the last segment
+  float* L = (float*)c.scratch((size_t)d.BH() * n * D * d.E * sizeof(float));
   Params<X> a = p;
   a.Sin = nullptr;
   a.Sout = L;
+  a.nseg = n;
+  a.chunksPerSeg = p.chunksPerSeg / sub;
   if (!newStatePass()) wgKernel<D, NWG, NSB, NS, X, true><<<dim3(d.E / ET, d.BH(), p.nseg), W::THREADS, W::SMEM, c.stream>>>(a);
-  else wgStateKernel<D, NWG, NSB, X><<<dim3(d.E / ET, d.BH(), p.nseg - 1), W::THREADS, WSCfg<D, NWG, NSB>::SMEM, c.stream>>>(a);
+  else wgStateKernel<D, NWG, NSB, X><<<dim3(d.E / ET, d.BH(), n - 1), W::THREADS, WSCfg<D, NWG, NSB>::SMEM, c.stream>>>(a);
   LTS_CHECK(cudaGetLastError(), "lightning v6 segment states launch");
-  segmentScanKernel<<<dim3((D * d.E + 255) / 256, d.BH()), 256, 0, c.stream>>>(L, S0, io.inT, io.inPower, p.nseg, p.chunksPerSeg * C, d.T, D * d.E,
-                                                                              d.E, d.H, p.slopes);
+  segmentScanKernel<<<dim3((D * d.E + 255) / 256, d.BH()), 256, 0, c.stream>>>(L, S0, io.inT, io.inPower, n, a.chunksPerSeg * C, d.T, D * d.E, d.E,
+                                                                              d.H, p.slopes);
   LTS_CHECK(cudaGetLastError(), "lightning v6 segment scan launch");
   p.Sin = L;
   p.sinT = false, p.sinPower = 0;
+  p.sinSub = sub;
   return L;
 }
 
@@ -1197,9 +1267,15 @@ void prepare(Context& c, LightningDims d, const float* src, float* dst, int Y, i
 std::string passPlan(Context& c, int dt, LightningDims d, int passes = 1) {
   Choice ch = choice(c, dt, d);
   Plan pl = plan(c, d, ch.ctasPerSm, passes);
-  char buf[200];
-  snprintf(buf, sizeof buf, "%s D=%d E=%d: %d E-slice%s x %d segment%s, %d warps, %d CTA%s/SM, %d stages", ch.version == 6 ? "v6 wgmma" : "v5 mma.sync", d.D,
-           d.E, d.E / ET, d.E / ET > 1 ? "s" : "", pl.nseg, pl.nseg > 1 ? "s" : "", ch.warps, pl.ctasPerSm, pl.ctasPerSm > 1 ? "s" : "", ch.stages);
+  char sub[80] = "";
+  if (ch.version == 6 && pl.nseg > 1) {
+    const int k = subSegments(c, d, pl, dt == F16 ? stateCtasPerSmX<__half>(d.D) : stateCtasPerSmX<__nv_bfloat16>(d.D));
+    if (k > 1) snprintf(sub, sizeof sub, " (phase A: %d sub-segments of %d chunks)", (pl.nseg - 1) * k, pl.chunksPerSeg / k);
+  }
+  char buf[300];
+  snprintf(buf, sizeof buf, "%s D=%d E=%d: %d E-slice%s x %d segment%s%s, %d warps, %d CTA%s/SM, %d stages", ch.version == 6 ? "v6 wgmma" : "v5 mma.sync",
+           d.D, d.E, d.E / ET, d.E / ET > 1 ? "s" : "", pl.nseg, pl.nseg > 1 ? "s" : "", sub, ch.warps, pl.ctasPerSm, pl.ctasPerSm > 1 ? "s" : "",
+           ch.stages);
   return buf;
 }
 

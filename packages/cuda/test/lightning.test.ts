@@ -50,31 +50,51 @@ await describeBackends("Lightning Attention vs the float64 recurrence", (gpu: ()
       ]),
     ),
   ];
-  for (const c of cases) {
-    it(`forward, backward ${JSON.stringify(c)}`, async () => {
-      const rng = seeded(c.T * 7 + c.D);
-      const on = { backend: gpu(), dtype: c.dtype, std: 0.3 };
-      const q = rng.tensor([c.B, c.H, c.T, c.D], on);
-      const k = rng.tensor([c.B, c.H, c.T, c.D], on);
-      const v = rng.tensor([c.B, c.H, c.T, c.E], on);
-      const dO = rng.tensor([c.B, c.H, c.T, c.E], on);
-      const dS = rng.tensor([c.B, c.H, c.D, c.E], { backend: gpu(), std: 0.3 });
-      const S0 = c.state ? rng.tensor([c.B, c.H, c.D, c.E], { backend: gpu(), std: 0.3 }) : undefined;
-      const slopeValues = T.tnlSlopes(c.H, 0, 2).map(Math.fround);
-      const slopes = T.tensor(slopeValues, [c.H], { backend: gpu() });
-      const want = lightningOracle(c, await host(q), await host(k), await host(v), slopeValues, S0 ? await host(S0) : null, await host(dO), await host(dS));
-      const { output, state } = T.lightningAttention(q, k, v, slopes, { initialState: S0, returnState: true });
-      const bound = BOUND[c.dtype];
-      checkClose("output", await host(output), want.o, bound);
-      checkClose("final state", await host(state), want.S, bound);
-      const g = T.lightningAttentionBackward(q, k, v, slopes, dO, dS, { initialState: S0 });
-      checkClose("dq", await host(g.dq), want.dq, bound);
-      checkClose("dk", await host(g.dk), want.dk, bound);
-      checkClose("dv", await host(g.dv), want.dv, bound);
-      if (S0) checkClose("dInitialState", await host(g.dInitialState!), want.dS0!, bound);
-      for (const t of [q, k, v, dO, dS, S0, slopes, output, state, g.dq, g.dk, g.dv, g.dInitialState]) t?.dispose();
-    });
+  async function forwardBackward(c: Case): Promise<void> {
+  const rng = seeded(c.T * 7 + c.D);
+  const on = { backend: gpu(), dtype: c.dtype, std: 0.3 };
+  const q = rng.tensor([c.B, c.H, c.T, c.D], on);
+  const k = rng.tensor([c.B, c.H, c.T, c.D], on);
+  const v = rng.tensor([c.B, c.H, c.T, c.E], on);
+  const dO = rng.tensor([c.B, c.H, c.T, c.E], on);
+  const dS = rng.tensor([c.B, c.H, c.D, c.E], { backend: gpu(), std: 0.3 });
+  const S0 = c.state ? rng.tensor([c.B, c.H, c.D, c.E], { backend: gpu(), std: 0.3 }) : undefined;
+  const slopeValues = T.tnlSlopes(c.H, 0, 2).map(Math.fround);
+  const slopes = T.tensor(slopeValues, [c.H], { backend: gpu() });
+  const want = lightningOracle(c, await host(q), await host(k), await host(v), slopeValues, S0 ? await host(S0) : null, await host(dO), await host(dS));
+  const { output, state } = T.lightningAttention(q, k, v, slopes, { initialState: S0, returnState: true });
+  const bound = BOUND[c.dtype];
+  checkClose("output", await host(output), want.o, bound);
+  checkClose("final state", await host(state), want.S, bound);
+  const g = T.lightningAttentionBackward(q, k, v, slopes, dO, dS, { initialState: S0 });
+  checkClose("dq", await host(g.dq), want.dq, bound);
+  checkClose("dk", await host(g.dk), want.dk, bound);
+  checkClose("dv", await host(g.dv), want.dv, bound);
+  if (S0) checkClose("dInitialState", await host(g.dInitialState!), want.dS0!, bound);
+  for (const t of [q, k, v, dO, dS, S0, slopes, output, state, g.dq, g.dk, g.dv, g.dInitialState]) t?.dispose();
   }
+
+  for (const c of cases) it(`forward, backward ${JSON.stringify(c)}`, () => forwardBackward(c));
+
+  // Batch 1 through the sequence split with segments of many chunks, phase A on sub-segments of
+  // them (LIGHTNING_CUDA_LA_SUBSEG): 65 chunks in 3 segments of 22, phase A on 2 of 11 chunks a
+  // segment (the stage ring wraps) or 11 of 2.
+  for (const [D, E] of [
+    [128, 128],
+    [256, 128],
+    [64, 64],
+  ])
+    for (const sub of [2, 11])
+      it(`forward, backward through 3 segments, phase A on ${sub} sub-segments each, D ${D} E ${E}`, async () => {
+        process.env.LIGHTNING_CUDA_LA_SEGMENTS = "3";
+        process.env.LIGHTNING_CUDA_LA_SUBSEG = String(sub);
+        try {
+          await forwardBackward({ B: 1, H: 2, T: 4099, D, E, dtype: "bf16", state: sub === 2 });
+        } finally {
+          delete process.env.LIGHTNING_CUDA_LA_SEGMENTS;
+          delete process.env.LIGHTNING_CUDA_LA_SUBSEG;
+        }
+      });
 
   it("state carry: [X1; X2] equals X1 → state → X2, and decode steps continue the forward", async () => {
     const rng = seeded(99);
