@@ -31,6 +31,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <string>
 
 #include "lightning.cuh"
@@ -78,9 +79,6 @@ struct Params {
   X* o2;
   bool sinT2;
   int pairSlices;
-  // Where phase A ran on sub-segments (segmentStatesW), Sin holds the state entering each of them:
-  // (BH, (nseg − 1)·sinSub + 1, D, E), segment s's at entry s·sinSub. 0 or 1: one per segment.
-  int sinSub;
 };
 
 // The host side of Params' sinT, sinPower and soutPower.
@@ -326,20 +324,23 @@ __global__ void __launch_bounds__(Cfg<D>::THREADS, Cfg<D>::MIN_BLOCKS) forwardKe
   }
 }
 
-// L: (BH, nseg, D·E) segment-local states, in place → the state entering each segment (from S0, read
-// as Params' sinT and sinPower say). A thread owns one element of D·E and walks the segments in
-// order; the local states of SCAN_BATCH segments are loaded before any of their updates, since the
-// walk is bound by the latency of those loads, not by its arithmetic (one load at a time took ~5 µs a
-// segment on the H200: 0.3–0.6 ms for 57 sub-segments, KERNELS.md "Phase A on sub-segments").
+// L: (BH, nseg, D·E) the local states of nseg (sub-)segments → out: (BH, (nseg − 1)/sub + 1, D·E) the
+// state entering every sub-th of them (every segment where phase A ran on sub of its sub-segments),
+// from S0 read as Params' sinT and sinPower say; out may be L when sub = 1 (in place). A thread owns
+// one element of D·E and walks the segments in order; the local states of SCAN_BATCH segments are
+// loaded before any of their updates, since the walk is bound by the latency of those loads, not by
+// its arithmetic (one load at a time took ~5 µs a segment on the H200: 0.3–0.6 ms for 57
+// sub-segments, KERNELS.md "Phase A on sub-segments").
 constexpr int SCAN_BATCH = 8;
-__global__ void segmentScanKernel(float* L, const float* S0, bool s0T, int s0Power, int nseg, int segTokens, int T, int DE, int E, int H,
-                                  const float* slopes) {
+__global__ void segmentScanKernel(const float* L, float* out, const float* S0, bool s0T, int s0Power, int nseg, int sub, int segTokens, int T, int DE,
+                                  int E, int H, const float* slopes) {
   int idx = blockIdx.x * blockDim.x + threadIdx.x, bh = blockIdx.y;
   if (idx >= DE) return;
   float slope = slopes[bh % H];
   const int D = DE / E;
   float S = S0 ? statePower(slope, s0Power) * S0[(size_t)bh * DE + (s0T ? (size_t)(idx % E) * D + idx / E : idx)] : 0.0f;
-  float* at = L + (size_t)bh * nseg * DE + idx;
+  const float* at = L + (size_t)bh * nseg * DE + idx;
+  float* to = out + (size_t)bh * ((nseg - 1) / sub + 1) * DE + idx;
   for (int s0 = 0; s0 < nseg; s0 += SCAN_BATCH) {
     float local[SCAN_BATCH];
 #pragma unroll
@@ -348,7 +349,7 @@ __global__ void segmentScanKernel(float* L, const float* S0, bool s0T, int s0Pow
 #pragma unroll
     for (int j = 0; j < SCAN_BATCH; j++) {
       const int s = s0 + j;
-      if (s < nseg) at[(size_t)s * DE] = S;
+      if (s < nseg && s % sub == 0) to[(size_t)(s / sub) * DE] = S;
       if (s + 1 < nseg) S = expf(-slope * (float)min(segTokens, T - s * segTokens)) * S + local[j];
     }
   }
@@ -449,8 +450,7 @@ __global__ void __launch_bounds__(WCfg<D, NWG, NSB, NS>::THREADS, WCfg<D, NWG, N
 
   // The state: MT tiles of 64 rows × 64 columns in wgmma accumulator order.
   float S[MT][32];
-  const int sub = p.sinSub > 1 ? p.sinSub : 1;
-  const float* sin = (!STATE_ONLY && p.Sin) ? p.Sin + ((size_t)bh * ((p.nseg - 1) * sub + 1) + (size_t)seg * sub) * D * E : nullptr;
+  const float* sin = (!STATE_ONLY && p.Sin) ? p.Sin + ((size_t)bh * p.nseg + seg) * D * E : nullptr;
   const float sinScale = statePower(slope, p.sinPower);
   const bool sinT = second ? p.sinT2 : p.sinT;
 #pragma unroll
@@ -1069,19 +1069,21 @@ int stateCtasPerSmX(int D) {
 
 // Phase A is a sum over chunks with no order between them, so its grid need not be phase C's: each
 // segment's own state may be made as the sum of k sub-segments' (the scan adds them, decayed, as it
-// adds segments), and phase A's CTAs fill their waves where phase C's segments leave SMs idle (D =
-// 256, B = 1: 96 CTAs of 256 chunks on 132 SMs; 384 of 64 chunks fill three waves). k divides a
-// segment's chunks and leaves sub-segments of at least MIN_SUB_CHUNKS (the states they add cost 64 KB
-// a CTA at D = 256 against its 2.5 MB of k and v), and is the smallest that fills the waves best,
-// taken only where it fills them at least 20% better: measured, 73% → 97% paid (D = 256, B = 1:
-// −3.5%), 85% → 97% did not (D = 128, T = 131,072: 57 sub-segments to scan, +6%). LIGHTNING_CUDA_LA_SUBSEG
-// (read at each call): 1 keeps one sub-segment a segment; n > 1 forces the largest divisor of a
-// segment's chunks up to n.
+// adds segments, and keeps the state entering every k-th), and phase A's CTAs then fill their waves
+// where phase C's segments leave SMs idle (D = 256, B = 1: 96 CTAs of 256 chunks on 132 SMs; 384 of
+// 64 chunks fill three waves). LIGHTNING_CUDA_LA_SUBSEG (read at each call): unset or 1, one
+// sub-segment a segment (the default); n > 1, the largest divisor of a segment's chunks up to n;
+// "auto", k divides a segment's chunks, leaves sub-segments of at least MIN_SUB_CHUNKS, and is the
+// smallest that fills phase A's waves best, taken only where it fills them at least 20% better
+// (measured on the H200: 73% → 97% at D = 256, B = 1 gave −3.5%; 85% → 97% at D = 128, T = 131,072,
+// 57 sub-segments to scan, +6%). Opt-in until the scan's compacting store (sub > 1) has run on a GPU:
+// the measured runs kept the state of every sub-segment and phase C read every k-th.
 constexpr int MIN_SUB_CHUNKS = 32;
 int subSegments(Context& c, LightningDims d, const Plan& pl, int stateCtasPerSm) {
   const int cps = pl.chunksPerSeg;
-  if (pl.nseg < 2 || !newStatePass()) return 1;
-  if (const char* f = getenv("LIGHTNING_CUDA_LA_SUBSEG"); f && *f) {
+  const char* f = getenv("LIGHTNING_CUDA_LA_SUBSEG");
+  if (pl.nseg < 2 || !newStatePass() || !f || !*f) return 1;
+  if (strcmp(f, "auto") != 0) {
     const int n = std::max(1, atoi(f));
     int k = 1;
     for (int i = 1; i <= std::min(n, cps); i++)
@@ -1101,15 +1103,18 @@ int subSegments(Context& c, LightningDims d, const Plan& pl, int stateCtasPerSm)
 }
 
 // Phase A of the sequence split and its scan on the wgmma kernels: the state entering each of
-// p's segments (and of the sub-segments phase A ran on, subSegments) into a scratch array, from S0
-// read as `io` says; p then reads it plainly (Params::sinSub). Returns the array (the caller
-// releases it after the main pass).
+// p's segments into a scratch array (BH, nseg, D, E), from S0 read as `io` says; p then reads it
+// plainly. Phase A may run on sub-segments (subSegments): their states then go to a scratch array
+// of their own, released once the scan has read it. Returns the array of entering states (the
+// caller releases it after the main pass).
 template <int D, int NWG, int NSB, int NS, class X>
 float* segmentStatesW(Context& c, LightningDims d, Params<X>& p, const float* S0, StateIo io) {
   using W = WCfg<D, NWG, NSB, NS>;
   const int sub = subSegments(c, d, Plan{p.nseg, p.chunksPerSeg, 0}, stateCtasPerSm<D, NWG, NSB, X>());
   const int n = (p.nseg - 1) * sub + 1;  // the sub-segments before the last segment, and the last segment
-  float* L = (float*)c.scratch((size_t)d.BH() * n * D * d.E * sizeof(float));
+  const size_t stateBytes = (size_t)D * d.E * sizeof(float);
+  float* L = (float*)c.scratch((size_t)d.BH() * n * stateBytes);
+  float* entering = sub > 1 ? (float*)c.scratch((size_t)d.BH() * p.nseg * stateBytes) : L;
   Params<X> a = p;
   a.Sin = nullptr;
   a.Sout = L;
@@ -1118,13 +1123,13 @@ float* segmentStatesW(Context& c, LightningDims d, Params<X>& p, const float* S0
   if (!newStatePass()) wgKernel<D, NWG, NSB, NS, X, true><<<dim3(d.E / ET, d.BH(), p.nseg), W::THREADS, W::SMEM, c.stream>>>(a);
   else wgStateKernel<D, NWG, NSB, X><<<dim3(d.E / ET, d.BH(), n - 1), W::THREADS, WSCfg<D, NWG, NSB>::SMEM, c.stream>>>(a);
   LTS_CHECK(cudaGetLastError(), "lightning v6 segment states launch");
-  segmentScanKernel<<<dim3((D * d.E + 255) / 256, d.BH()), 256, 0, c.stream>>>(L, S0, io.inT, io.inPower, n, a.chunksPerSeg * C, d.T, D * d.E, d.E,
-                                                                              d.H, p.slopes);
+  segmentScanKernel<<<dim3((D * d.E + 255) / 256, d.BH()), 256, 0, c.stream>>>(L, entering, S0, io.inT, io.inPower, n, sub, a.chunksPerSeg * C, d.T,
+                                                                              D * d.E, d.E, d.H, p.slopes);
   LTS_CHECK(cudaGetLastError(), "lightning v6 segment scan launch");
-  p.Sin = L;
+  if (entering != L) c.release(L);  // later work on the stream reuses it only after the scan
+  p.Sin = entering;
   p.sinT = false, p.sinPower = 0;
-  p.sinSub = sub;
-  return L;
+  return entering;
 }
 
 // One causal pass on the wgmma loop (see passT).
@@ -1199,7 +1204,7 @@ void passT(Context& c, LightningDims d, const void* q, const void* k, const void
     a.Sout = L;
     forwardKernel<D, X, true><<<grid, K::THREADS, K::SMEM, c.stream>>>(a);
     LTS_CHECK(cudaGetLastError(), "lightning v5 segment states launch");
-    segmentScanKernel<<<dim3((D * d.E + 255) / 256, d.BH()), 256, 0, c.stream>>>(L, S0, io.inT, io.inPower, pl.nseg, pl.chunksPerSeg * C, d.T,
+    segmentScanKernel<<<dim3((D * d.E + 255) / 256, d.BH()), 256, 0, c.stream>>>(L, L, S0, io.inT, io.inPower, pl.nseg, 1, pl.chunksPerSeg * C, d.T,
                                                                                 D * d.E, d.E, d.H, slopes);
     LTS_CHECK(cudaGetLastError(), "lightning v5 segment scan launch");
     p.Sin = L;
