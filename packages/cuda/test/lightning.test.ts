@@ -51,27 +51,27 @@ await describeBackends("Lightning Attention vs the float64 recurrence", (gpu: ()
     ),
   ];
   async function forwardBackward(c: Case): Promise<void> {
-  const rng = seeded(c.T * 7 + c.D);
-  const on = { backend: gpu(), dtype: c.dtype, std: 0.3 };
-  const q = rng.tensor([c.B, c.H, c.T, c.D], on);
-  const k = rng.tensor([c.B, c.H, c.T, c.D], on);
-  const v = rng.tensor([c.B, c.H, c.T, c.E], on);
-  const dO = rng.tensor([c.B, c.H, c.T, c.E], on);
-  const dS = rng.tensor([c.B, c.H, c.D, c.E], { backend: gpu(), std: 0.3 });
-  const S0 = c.state ? rng.tensor([c.B, c.H, c.D, c.E], { backend: gpu(), std: 0.3 }) : undefined;
-  const slopeValues = T.tnlSlopes(c.H, 0, 2).map(Math.fround);
-  const slopes = T.tensor(slopeValues, [c.H], { backend: gpu() });
-  const want = lightningOracle(c, await host(q), await host(k), await host(v), slopeValues, S0 ? await host(S0) : null, await host(dO), await host(dS));
-  const { output, state } = T.lightningAttention(q, k, v, slopes, { initialState: S0, returnState: true });
-  const bound = BOUND[c.dtype];
-  checkClose("output", await host(output), want.o, bound);
-  checkClose("final state", await host(state), want.S, bound);
-  const g = T.lightningAttentionBackward(q, k, v, slopes, dO, dS, { initialState: S0 });
-  checkClose("dq", await host(g.dq), want.dq, bound);
-  checkClose("dk", await host(g.dk), want.dk, bound);
-  checkClose("dv", await host(g.dv), want.dv, bound);
-  if (S0) checkClose("dInitialState", await host(g.dInitialState!), want.dS0!, bound);
-  for (const t of [q, k, v, dO, dS, S0, slopes, output, state, g.dq, g.dk, g.dv, g.dInitialState]) t?.dispose();
+    const rng = seeded(c.T * 7 + c.D);
+    const on = { backend: gpu(), dtype: c.dtype, std: 0.3 };
+    const q = rng.tensor([c.B, c.H, c.T, c.D], on);
+    const k = rng.tensor([c.B, c.H, c.T, c.D], on);
+    const v = rng.tensor([c.B, c.H, c.T, c.E], on);
+    const dO = rng.tensor([c.B, c.H, c.T, c.E], on);
+    const dS = rng.tensor([c.B, c.H, c.D, c.E], { backend: gpu(), std: 0.3 });
+    const S0 = c.state ? rng.tensor([c.B, c.H, c.D, c.E], { backend: gpu(), std: 0.3 }) : undefined;
+    const slopeValues = T.tnlSlopes(c.H, 0, 2).map(Math.fround);
+    const slopes = T.tensor(slopeValues, [c.H], { backend: gpu() });
+    const want = lightningOracle(c, await host(q), await host(k), await host(v), slopeValues, S0 ? await host(S0) : null, await host(dO), await host(dS));
+    const { output, state } = T.lightningAttention(q, k, v, slopes, { initialState: S0, returnState: true });
+    const bound = BOUND[c.dtype];
+    checkClose("output", await host(output), want.o, bound);
+    checkClose("final state", await host(state), want.S, bound);
+    const g = T.lightningAttentionBackward(q, k, v, slopes, dO, dS, { initialState: S0 });
+    checkClose("dq", await host(g.dq), want.dq, bound);
+    checkClose("dk", await host(g.dk), want.dk, bound);
+    checkClose("dv", await host(g.dv), want.dv, bound);
+    if (S0) checkClose("dInitialState", await host(g.dInitialState!), want.dS0!, bound);
+    for (const t of [q, k, v, dO, dS, S0, slopes, output, state, g.dq, g.dk, g.dv, g.dInitialState]) t?.dispose();
   }
 
   for (const c of cases) it(`forward, backward ${JSON.stringify(c)}`, () => forwardBackward(c));
