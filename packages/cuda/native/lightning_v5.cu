@@ -327,33 +327,49 @@ __global__ void __launch_bounds__(Cfg<D>::THREADS, Cfg<D>::MIN_BLOCKS) forwardKe
 // L: (BH, nseg, D·E) the local states of nseg (sub-)segments → out: (BH, (nseg − 1)/sub + 1, D·E) the
 // state entering every sub-th of them (every segment where phase A ran on sub of its sub-segments),
 // from S0 read as Params' sinT and sinPower say; out may be L when sub = 1 (in place). A thread owns
-// one element of D·E and walks the segments in order; the local states of SCAN_BATCH segments are
-// loaded before any of their updates, since the walk is bound by the latency of those loads, not by
-// its arithmetic (one load at a time took ~5 µs a segment on the H200: 0.3–0.6 ms for 57
-// sub-segments, KERNELS.md "Phase A on sub-segments").
-constexpr int SCAN_BATCH = 8;
+// four consecutive elements of D·E (D·E is a multiple of 4) and walks the segments in order; the local
+// states of SCAN_BATCH segments are loaded before any of their updates, since the walk is bound by the
+// bytes it has in flight, not by its arithmetic (one 4-byte load at a time took ~5 µs a segment on the
+// H200, 0.3–0.6 ms for 57 sub-segments; eight 4-byte loads, 24 µs for 13 segments at D = 256, 38 µs
+// for 25: KERNELS.md "Phase A on sub-segments"). Each element's sums are the one-element walk's.
+constexpr int SCAN_BATCH = 16, SCAN_THREADS = 256;
 __global__ void segmentScanKernel(const float* L, float* out, const float* S0, bool s0T, int s0Power, int nseg, int sub, int segTokens, int T, int DE,
                                   int E, int H, const float* slopes) {
-  int idx = blockIdx.x * blockDim.x + threadIdx.x, bh = blockIdx.y;
+  const int idx = 4 * (blockIdx.x * blockDim.x + threadIdx.x), bh = blockIdx.y;
   if (idx >= DE) return;
-  float slope = slopes[bh % H];
+  const float slope = slopes[bh % H];
   const int D = DE / E;
-  float S = S0 ? statePower(slope, s0Power) * S0[(size_t)bh * DE + (s0T ? (size_t)(idx % E) * D + idx / E : idx)] : 0.0f;
-  const float* at = L + (size_t)bh * nseg * DE + idx;
-  float* to = out + (size_t)bh * ((nseg - 1) / sub + 1) * DE + idx;
+  float S[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+  if (S0) {
+    const float scale = statePower(slope, s0Power);
+#pragma unroll
+    for (int u = 0; u < 4; u++) {
+      const int x = idx + u;
+      S[u] = scale * S0[(size_t)bh * DE + (s0T ? (size_t)(x % E) * D + x / E : x)];
+    }
+  }
+  const size_t step = DE / 4;
+  const float4* at = reinterpret_cast<const float4*>(L + (size_t)bh * nseg * DE + idx);
+  float4* to = reinterpret_cast<float4*>(out + (size_t)bh * ((nseg - 1) / sub + 1) * DE + idx);
   for (int s0 = 0; s0 < nseg; s0 += SCAN_BATCH) {
-    float local[SCAN_BATCH];
+    float4 local[SCAN_BATCH];
 #pragma unroll
     for (int j = 0; j < SCAN_BATCH; j++)  // the last segment's own state is never needed (version 6 does not compute it)
-      local[j] = s0 + j + 1 < nseg ? at[(size_t)(s0 + j) * DE] : 0.0f;
+      local[j] = s0 + j + 1 < nseg ? at[(s0 + j) * step] : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
 #pragma unroll
     for (int j = 0; j < SCAN_BATCH; j++) {
       const int s = s0 + j;
-      if (s < nseg && s % sub == 0) to[(size_t)(s / sub) * DE] = S;
-      if (s + 1 < nseg) S = expf(-slope * (float)min(segTokens, T - s * segTokens)) * S + local[j];
+      if (s < nseg && s % sub == 0) to[(s / sub) * step] = make_float4(S[0], S[1], S[2], S[3]);
+      if (s + 1 < nseg) {
+        const float a = expf(-slope * (float)min(segTokens, T - s * segTokens));
+        S[0] = a * S[0] + local[j].x, S[1] = a * S[1] + local[j].y, S[2] = a * S[2] + local[j].z, S[3] = a * S[3] + local[j].w;
+      }
     }
   }
 }
+
+// The scan's grid: a thread per four elements of D·E, a row of blocks per b·h.
+dim3 scanGrid(int DE, int BH) { return dim3((DE / 4 + SCAN_THREADS - 1) / SCAN_THREADS, BH); }
 
 // dst (BH, X, Y) = scale_h · src (BH, Y, X) transposed, or untransposed (BH, Y, X); zeros when src is null.
 // scale_h = λ_h^power (power −1: the backward's final-state gradient enters one step "early").
@@ -736,26 +752,28 @@ __global__ void __launch_bounds__(WCfg<D, NWG, NSB, NS>::THREADS, WCfg<D, NWG, N
 // instead of one), because this pass is bound by how many bytes each SM has in flight, not by its
 // MMAs. The grid skips the last segment, whose own state nobody needs. The default since the full
 // loop's warpgroups meet at a block barrier (racecheck clean with segments of many chunks, KERNELS.md v6b).
+// EW: the 64-wide E-slices a CTA covers (grid E/(64·EW)). With EW = 2 a CTA loads each K tile once
+// for both slices and scales it once (wideState).
 constexpr int WS_STAGES = 4;
-template <int D, int NWG, int NSB>
+template <int D, int NWG, int NSB, int EW = 1>
 struct WSCfg {
   using W = WCfg<D, NWG, NSB>;
-  static constexpr int KVB = W::QB + W::VB;  // one stage: K tile, then V tile (both 1,024-aligned)
+  static constexpr int KVB = W::QB + EW * W::VB;  // one stage: K tile, then EW V tiles (all 1,024-aligned)
   static constexpr size_t SMEM = 1024 + WS_STAGES * KVB + (C + 1) * sizeof(float);
 };
 
-template <int D, int NWG, int NSB, class X>
+template <int D, int NWG, int NSB, class X, int EW = 1>
 __global__ void __launch_bounds__(WCfg<D, NWG, NSB>::THREADS, WCfg<D, NWG, NSB>::MIN_BLOCKS) wgStateKernel(Params<X> p) {
 #if defined(LTS_WGMMA)
   using W = WCfg<D, NWG, NSB>;
-  constexpr int QB = W::QB, KVB = WSCfg<D, NWG, NSB>::KVB, NST = WS_STAGES, MT = W::MT, THREADS = W::THREADS;
+  constexpr int QB = W::QB, VB = W::VB, KVB = WSCfg<D, NWG, NSB, EW>::KVB, NST = WS_STAGES, MT = W::MT, THREADS = W::THREADS;
   extern __shared__ __align__(1024) unsigned char wsmem[];
   unsigned char* sm = wsmem + ((1024u - (smemAddr(wsmem) & 1023u)) & 1023u);
   const uint32_t sbase = smemAddr(sm);
   float* pw = reinterpret_cast<float*>(sm + NST * KVB);
   const int tid = threadIdx.x, lane = tid & 31, wq = (tid >> 5) & 3, g = lane >> 2, t4 = lane & 3;
   const int wg = __shfl_sync(0xffffffffu, tid >> 7, 0);
-  const int e0 = blockIdx.x * ET, bh = blockIdx.y, seg = blockIdx.z;
+  const int e0 = blockIdx.x * ET * EW, bh = blockIdx.y, seg = blockIdx.z;
   const int T = p.T, E = p.E;
   const float slope = p.slopes[bh % p.H];
   if (tid <= C) pw[tid] = expf(-slope * (float)tid);
@@ -764,11 +782,13 @@ __global__ void __launch_bounds__(WCfg<D, NWG, NSB>::THREADS, WCfg<D, NWG, NSB>:
   const X* kb = p.k + (size_t)bh * T * D;
   const X* vb = p.v + (size_t)bh * T * E + e0;
   const int row0 = wg * (D / NWG) + 16 * wq;
-  float S[MT][32];
+  float S[MT][EW][32];
 #pragma unroll
   for (int mt = 0; mt < MT; mt++)
 #pragma unroll
-    for (int i = 0; i < 32; i++) S[mt][i] = 0.0f;
+    for (int es = 0; es < EW; es++)
+#pragma unroll
+      for (int i = 0; i < 32; i++) S[mt][es][i] = 0.0f;
 
   // As wgKernel's load, K and V only, no commit (the caller commits one group per chunk).
   auto load = [&](int chunk, int st) {
@@ -795,11 +815,13 @@ __global__ void __launch_bounds__(WCfg<D, NWG, NSB>::THREADS, WCfg<D, NWG, NSB>:
       const uint32_t so = swz128(r0, c * 8);
       const size_t go = (size_t)(p.reverse ? max(T - 1 - t0 - r0, 0) : t0 + r0) * E + c * 8;
 #pragma unroll
-      for (int i = 0; i < C / RSTEP; i++) {
-        const bool in = r0 + i * RSTEP < mm;
-        const size_t off = in ? go + dir * (long)i * RSTEP * E : 0;
-        cpAsync16(base + QB + so + i * RSTEP * 128, vb + off, in ? 16 : 0);
-      }
+      for (int es = 0; es < EW; es++)
+#pragma unroll
+        for (int i = 0; i < C / RSTEP; i++) {
+          const bool in = r0 + i * RSTEP < mm;
+          const size_t off = in ? go + dir * (long)i * RSTEP * E + es * ET : 0;
+          cpAsync16(base + QB + es * VB + so + i * RSTEP * 128, vb + off, in ? 16 : 0);
+        }
     }
   };
 
@@ -844,16 +866,22 @@ __global__ void __launch_bounds__(WCfg<D, NWG, NSB>::THREADS, WCfg<D, NWG, NSB>:
 #pragma unroll
     for (int mt = 0; mt < MT; mt++)
 #pragma unroll
-      for (int i = 0; i < 32; i++) S[mt][i] *= decay;
+      for (int es = 0; es < EW; es++)
+#pragma unroll
+        for (int i = 0; i < 32; i++) S[mt][es][i] *= decay;
     wgmmaFence();
 #pragma unroll
     for (int kk = 0; kk < 4; kk++)
 #pragma unroll
-      for (int mt = 0; mt < MT; mt++) wgmmaRS<X, 1>(S[mt], sa[kk][mt], vA + (uint64_t)((kk * 2048) >> 4));
+      for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+        for (int es = 0; es < EW; es++) wgmmaRS<X, 1>(S[mt][es], sa[kk][mt], vA + (uint64_t)((es * VB + kk * 2048) >> 4));
     wgmmaCommit();
     wgmmaWait<0>();
 #pragma unroll
-    for (int mt = 0; mt < MT; mt++) fenceRegs(S[mt]);
+    for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+      for (int es = 0; es < EW; es++) fenceRegs(S[mt][es]);
   }
   cpAsyncWait<0>();  // (only empty groups can remain)
 
@@ -861,12 +889,14 @@ __global__ void __launch_bounds__(WCfg<D, NWG, NSB>::THREADS, WCfg<D, NWG, NSB>:
 #pragma unroll
   for (int mt = 0; mt < MT; mt++)
 #pragma unroll
-    for (int nt = 0; nt < 8; nt++)
+    for (int es = 0; es < EW; es++)
 #pragma unroll
-      for (int h = 0; h < 2; h++) {
-        int d = row0 + 64 * mt + g + 8 * h, e = e0 + nt * 8 + 2 * t4;
-        *reinterpret_cast<float2*>(out + (size_t)d * E + e) = make_float2(S[mt][nt * 4 + 2 * h], S[mt][nt * 4 + 2 * h + 1]);
-      }
+      for (int nt = 0; nt < 8; nt++)
+#pragma unroll
+        for (int h = 0; h < 2; h++) {
+          int d = row0 + 64 * mt + g + 8 * h, e = e0 + es * ET + nt * 8 + 2 * t4;
+          *reinterpret_cast<float2*>(out + (size_t)d * E + e) = make_float2(S[mt][es][nt * 4 + 2 * h], S[mt][es][nt * 4 + 2 * h + 1]);
+        }
 #endif
 }
 
@@ -1047,22 +1077,34 @@ Plan plan(Context& c, LightningDims d, int ctasPerSm, int passes) {
 }
 
 // CTAs of wgStateKernel an SM holds (it sets the kernel's shared-memory limit once per device).
-template <int D, int NWG, int NSB, class X>
+template <int D, int NWG, int NSB, class X, int EW = 1>
 int stateCtasPerSm() {
   static PerDevice<int> perSm;
   return perSm.get([] {
-    const size_t s = WSCfg<D, NWG, NSB>::SMEM;
-    LTS_CHECK(cudaFuncSetAttribute(wgStateKernel<D, NWG, NSB, X>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)s), "lightning v6 smem attribute");
+    const size_t s = WSCfg<D, NWG, NSB, EW>::SMEM;
+    LTS_CHECK(cudaFuncSetAttribute(wgStateKernel<D, NWG, NSB, X, EW>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)s),
+              "lightning v6 smem attribute");
     int n = 0;
-    LTS_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, wgStateKernel<D, NWG, NSB, X>, WCfg<D, NWG, NSB>::THREADS, s), "lightning v6 occupancy");
+    LTS_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, wgStateKernel<D, NWG, NSB, X, EW>, WCfg<D, NWG, NSB>::THREADS, s),
+              "lightning v6 occupancy");
     return std::max(1, n);
   });
 }
 
+// Phase A at D = 256 with E a multiple of 128: one CTA of four warpgroups covers two 64-wide E-slices
+// (wgStateKernel<256, 4, ·, ·, 2>), so each chunk's K tile (32 KB, four times a V slice) is loaded and
+// scaled once for both, not by two CTAs. LIGHTNING_CUDA_LA_WIDE_STATE=0 (read at each call) runs one
+// CTA a slice, as the full loop does.
+bool wideState(int D, int E) {
+  if (D != 256 || E % (2 * ET)) return false;
+  const char* f = getenv("LIGHTNING_CUDA_LA_WIDE_STATE");
+  return !(f && f[0] == '0');
+}
+
 // The instantiation of wgStateKernel that a pass of key width D runs (passT's choice).
 template <class X>
-int stateCtasPerSmX(int D) {
-  if (D == 256) return stateCtasPerSm<256, 2, 2, X>();
+int stateCtasPerSmX(int D, int E) {
+  if (D == 256) return wideState(D, E) ? stateCtasPerSm<256, 4, 2, X, 2>() : stateCtasPerSm<256, 2, 2, X>();
   if (D == 128) return wg128() == 2 ? stateCtasPerSm<128, 2, 2, X>() : stateCtasPerSm<128, 1, 1, X>();
   return stateCtasPerSm<64, 1, 2, X>();
 }
@@ -1071,26 +1113,25 @@ int stateCtasPerSmX(int D) {
 // segment's own state may be made as the sum of k sub-segments' (the scan adds them, decayed, as it
 // adds segments, and keeps the state entering every k-th), and phase A's CTAs then fill their waves
 // where phase C's segments leave SMs idle (D = 256, B = 1: 96 CTAs of 256 chunks on 132 SMs; 384 of
-// 64 chunks fill three waves). LIGHTNING_CUDA_LA_SUBSEG (read at each call): unset or 1, one
-// sub-segment a segment (the default); n > 1, the largest divisor of a segment's chunks up to n;
-// "auto", k divides a segment's chunks, leaves sub-segments of at least MIN_SUB_CHUNKS, and is the
+// 64 chunks fill three waves). LIGHTNING_CUDA_LA_SUBSEG (read at each call): unset or "auto" (the
+// default), k divides a segment's chunks, leaves sub-segments of at least MIN_SUB_CHUNKS, and is the
 // smallest that fills phase A's waves best, taken only where it fills them at least 20% better
 // (measured on the H200: 73% → 97% at D = 256, B = 1 gave −3.5%; 85% → 97% at D = 128, T = 131,072,
-// 57 sub-segments to scan, +6%). Opt-in until the scan's compacting store (sub > 1) has run on a GPU:
-// the measured runs kept the state of every sub-segment and phase C read every k-th.
+// 57 sub-segments to scan, +6%); n ≥ 1, the largest divisor of a segment's chunks up to n (1: off).
+// `stateSlices` is the E-slices a CTA of phase A covers (wideState).
 constexpr int MIN_SUB_CHUNKS = 32;
-int subSegments(Context& c, LightningDims d, const Plan& pl, int stateCtasPerSm) {
+int subSegments(Context& c, LightningDims d, const Plan& pl, int stateCtasPerSm, int stateSlices) {
   const int cps = pl.chunksPerSeg;
   const char* f = getenv("LIGHTNING_CUDA_LA_SUBSEG");
-  if (pl.nseg < 2 || !newStatePass() || !f || !*f) return 1;
-  if (strcmp(f, "auto") != 0) {
+  if (pl.nseg < 2 || !newStatePass()) return 1;
+  if (f && *f && strcmp(f, "auto") != 0) {
     const int n = std::max(1, atoi(f));
     int k = 1;
     for (int i = 1; i <= std::min(n, cps); i++)
       if (cps % i == 0) k = i;
     return k;
   }
-  const long slots = (long)stateCtasPerSm * c.smCount, segs = (long)d.BH() * (d.E / ET) * (pl.nseg - 1);
+  const long slots = (long)stateCtasPerSm * c.smCount, segs = (long)d.BH() * (d.E / (ET * stateSlices)) * (pl.nseg - 1);
   int best = 1;
   double bestFill = 0;
   for (int k = 1; k <= cps && (k == 1 || cps / k >= MIN_SUB_CHUNKS); k++) {
@@ -1110,7 +1151,9 @@ int subSegments(Context& c, LightningDims d, const Plan& pl, int stateCtasPerSm)
 template <int D, int NWG, int NSB, int NS, class X>
 float* segmentStatesW(Context& c, LightningDims d, Params<X>& p, const float* S0, StateIo io) {
   using W = WCfg<D, NWG, NSB, NS>;
-  const int sub = subSegments(c, d, Plan{p.nseg, p.chunksPerSeg, 0}, stateCtasPerSm<D, NWG, NSB, X>());
+  bool wide = false;
+  if constexpr (D == 256) wide = wideState(D, d.E);
+  const int sub = subSegments(c, d, Plan{p.nseg, p.chunksPerSeg, 0}, stateCtasPerSmX<X>(D, d.E), wide ? 2 : 1);
   const int n = (p.nseg - 1) * sub + 1;  // the sub-segments before the last segment, and the last segment
   const size_t stateBytes = (size_t)D * d.E * sizeof(float);
   float* L = (float*)c.scratch((size_t)d.BH() * n * stateBytes);
@@ -1120,11 +1163,17 @@ float* segmentStatesW(Context& c, LightningDims d, Params<X>& p, const float* S0
   a.Sout = L;
   a.nseg = n;
   a.chunksPerSeg = p.chunksPerSeg / sub;
-  if (!newStatePass()) wgKernel<D, NWG, NSB, NS, X, true><<<dim3(d.E / ET, d.BH(), p.nseg), W::THREADS, W::SMEM, c.stream>>>(a);
-  else wgStateKernel<D, NWG, NSB, X><<<dim3(d.E / ET, d.BH(), n - 1), W::THREADS, WSCfg<D, NWG, NSB>::SMEM, c.stream>>>(a);
+  if (!newStatePass()) {
+    wgKernel<D, NWG, NSB, NS, X, true><<<dim3(d.E / ET, d.BH(), p.nseg), W::THREADS, W::SMEM, c.stream>>>(a);
+  } else if (wide) {
+    if constexpr (D == 256)
+      wgStateKernel<D, 4, NSB, X, 2><<<dim3(d.E / (2 * ET), d.BH(), n - 1), WCfg<D, 4, NSB>::THREADS, WSCfg<D, 4, NSB, 2>::SMEM, c.stream>>>(a);
+  } else {
+    wgStateKernel<D, NWG, NSB, X><<<dim3(d.E / ET, d.BH(), n - 1), W::THREADS, WSCfg<D, NWG, NSB>::SMEM, c.stream>>>(a);
+  }
   LTS_CHECK(cudaGetLastError(), "lightning v6 segment states launch");
-  segmentScanKernel<<<dim3((D * d.E + 255) / 256, d.BH()), 256, 0, c.stream>>>(L, entering, S0, io.inT, io.inPower, n, sub, a.chunksPerSeg * C, d.T,
-                                                                              D * d.E, d.E, d.H, p.slopes);
+  segmentScanKernel<<<scanGrid(D * d.E, d.BH()), SCAN_THREADS, 0, c.stream>>>(L, entering, S0, io.inT, io.inPower, n, sub, a.chunksPerSeg * C, d.T,
+                                                                          D * d.E, d.E, d.H, p.slopes);
   LTS_CHECK(cudaGetLastError(), "lightning v6 segment scan launch");
   if (entering != L) c.release(L);  // later work on the stream reuses it only after the scan
   p.Sin = entering;
@@ -1204,8 +1253,8 @@ void passT(Context& c, LightningDims d, const void* q, const void* k, const void
     a.Sout = L;
     forwardKernel<D, X, true><<<grid, K::THREADS, K::SMEM, c.stream>>>(a);
     LTS_CHECK(cudaGetLastError(), "lightning v5 segment states launch");
-    segmentScanKernel<<<dim3((D * d.E + 255) / 256, d.BH()), 256, 0, c.stream>>>(L, L, S0, io.inT, io.inPower, pl.nseg, 1, pl.chunksPerSeg * C, d.T,
-                                                                                D * d.E, d.E, d.H, slopes);
+    segmentScanKernel<<<scanGrid(D * d.E, d.BH()), SCAN_THREADS, 0, c.stream>>>(L, L, S0, io.inT, io.inPower, pl.nseg, 1, pl.chunksPerSeg * C, d.T,
+                                                                            D * d.E, d.E, d.H, slopes);
     LTS_CHECK(cudaGetLastError(), "lightning v5 segment scan launch");
     p.Sin = L;
     p.sinT = false, p.sinPower = 0;
@@ -1274,8 +1323,11 @@ std::string passPlan(Context& c, int dt, LightningDims d, int passes = 1) {
   Plan pl = plan(c, d, ch.ctasPerSm, passes);
   char sub[80] = "";
   if (ch.version == 6 && pl.nseg > 1) {
-    const int k = subSegments(c, d, pl, dt == F16 ? stateCtasPerSmX<__half>(d.D) : stateCtasPerSmX<__nv_bfloat16>(d.D));
-    if (k > 1) snprintf(sub, sizeof sub, " (phase A: %d sub-segments of %d chunks)", (pl.nseg - 1) * k, pl.chunksPerSeg / k);
+    const bool wide = wideState(d.D, d.E) && newStatePass();
+    const int k = subSegments(c, d, pl, dt == F16 ? stateCtasPerSmX<__half>(d.D, d.E) : stateCtasPerSmX<__nv_bfloat16>(d.D, d.E), wide ? 2 : 1);
+    if (k > 1 || wide)
+      snprintf(sub, sizeof sub, " (phase A: %d sub-segment%s of %d chunks%s)", (pl.nseg - 1) * k, (pl.nseg - 1) * k > 1 ? "s" : "", pl.chunksPerSeg / k,
+               wide ? ", 2 E-slices a CTA" : "");
   }
   char buf[300];
   snprintf(buf, sizeof buf, "%s D=%d E=%d: %d E-slice%s x %d segment%s%s, %d warps, %d CTA%s/SM, %d stages", ch.version == 6 ? "v6 wgmma" : "v5 mma.sync",

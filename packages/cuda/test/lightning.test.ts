@@ -78,23 +78,31 @@ await describeBackends("Lightning Attention vs the float64 recurrence", (gpu: ()
 
   // Batch 1 through the sequence split with segments of many chunks, phase A on sub-segments of
   // them (LIGHTNING_CUDA_LA_SUBSEG): 65 chunks in 3 segments of 22, phase A on 2 of 11 chunks a
-  // segment (the stage ring wraps) or 11 of 2.
-  for (const [D, E] of [
-    [128, 128],
-    [256, 128],
-    [64, 64],
-  ])
-    for (const sub of [2, 11])
-      it(`forward, backward through 3 segments, phase A on ${sub} sub-segments each, D ${D} E ${E}`, async () => {
-        process.env.LIGHTNING_CUDA_LA_SEGMENTS = "3";
-        process.env.LIGHTNING_CUDA_LA_SUBSEG = String(sub);
-        try {
-          await forwardBackward({ B: 1, H: 2, T: 4099, D, E, dtype: "bf16", state: sub === 2 });
-        } finally {
-          delete process.env.LIGHTNING_CUDA_LA_SEGMENTS;
-          delete process.env.LIGHTNING_CUDA_LA_SUBSEG;
-        }
-      });
+  // segment (the stage ring wraps) or 11 of 2. At D = 256 phase A covers two E-slices a CTA where E
+  // is a multiple of 128 (E = 384: three such CTAs a head), or one (LIGHTNING_CUDA_LA_WIDE_STATE=0).
+  const splitCases: [number, number, number, boolean][] = [
+    [128, 128, 2, true],
+    [128, 128, 11, true],
+    [256, 128, 2, true],
+    [256, 128, 11, true],
+    [256, 384, 2, true],
+    [256, 128, 2, false],
+    [64, 64, 2, true],
+    [64, 64, 11, true],
+  ];
+  for (const [D, E, sub, wide] of splitCases)
+    it(`forward, backward through 3 segments, phase A on ${sub} sub-segments each, D ${D} E ${E}${wide ? "" : ", one E-slice a CTA"}`, async () => {
+      process.env.LIGHTNING_CUDA_LA_SEGMENTS = "3";
+      process.env.LIGHTNING_CUDA_LA_SUBSEG = String(sub);
+      if (!wide) process.env.LIGHTNING_CUDA_LA_WIDE_STATE = "0";
+      try {
+        await forwardBackward({ B: 1, H: 2, T: 4099, D, E, dtype: "bf16", state: sub === 2 });
+      } finally {
+        delete process.env.LIGHTNING_CUDA_LA_SEGMENTS;
+        delete process.env.LIGHTNING_CUDA_LA_SUBSEG;
+        delete process.env.LIGHTNING_CUDA_LA_WIDE_STATE;
+      }
+    });
 
   it("state carry: [X1; X2] equals X1 → state → X2, and decode steps continue the forward", async () => {
     const rng = seeded(99);
