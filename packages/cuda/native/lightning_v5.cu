@@ -1151,9 +1151,13 @@ int subSegments(Context& c, LightningDims d, const Plan& pl, int stateCtasPerSm,
 template <int D, int NWG, int NSB, int NS, class X>
 float* segmentStatesW(Context& c, LightningDims d, Params<X>& p, const float* S0, StateIo io) {
   using W = WCfg<D, NWG, NSB, NS>;
+  // The instance launched below sets its own shared-memory limit (stateCtasPerSm) before its launch.
   bool wide = false;
+  int perSm = 0;
   if constexpr (D == 256) wide = wideState(D, d.E);
-  const int sub = subSegments(c, d, Plan{p.nseg, p.chunksPerSeg, 0}, stateCtasPerSmX<X>(D, d.E), wide ? 2 : 1);
+  if constexpr (D == 256) perSm = wide ? stateCtasPerSm<D, 4, NSB, X, 2>() : stateCtasPerSm<D, NWG, NSB, X>();
+  else perSm = stateCtasPerSm<D, NWG, NSB, X>();
+  const int sub = subSegments(c, d, Plan{p.nseg, p.chunksPerSeg, 0}, perSm, wide ? 2 : 1);
   const int n = (p.nseg - 1) * sub + 1;  // the sub-segments before the last segment, and the last segment
   const size_t stateBytes = (size_t)D * d.E * sizeof(float);
   float* L = (float*)c.scratch((size_t)d.BH() * n * stateBytes);
