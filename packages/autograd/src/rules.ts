@@ -56,7 +56,10 @@ import {
   where,
 } from "@lightning-ts/tensor";
 
-/** Which forward tensors a rule reads in its backward pass, by position. */
+/**
+ * Which forward tensors a rule reads in its backward pass, by position. A position the recorded op
+ * does not have (an optional input or output absent under its attributes) is skipped.
+ */
 export interface Saves {
   inputs?: readonly number[];
   outputs?: readonly number[];
@@ -372,14 +375,19 @@ export const GRAD_RULES: GradRuleTable = {
   randomUniform: constant("creation op: no tensor inputs"),
   randomNormal: constant("creation op: no tensor inputs"),
 
-  // (q, k, v, slopes[, initialState]) → (o, finalState); the backward op returns dq, dk, dv and
-  // dInitialState. Slopes are fixed per head (TNL does not train them), so they get no gradient.
+  // (q, k, v, slopes[, initialState]) → (o, finalState[, segmentStates]); the backward op returns
+  // dq, dk, dv and dInitialState. Slopes are fixed per head (TNL does not train them), so they get
+  // no gradient. With segmentTokens the forward's segment states (output 2, which the op has only
+  // then) go to the backward op as its last input, and a backend may read them instead of computing
+  // them again. They are a cache of the forward, not a value to differentiate: lightningAttention()
+  // never returns them, and a cotangent that reaches them is dropped.
   lightningAttention: {
-    saves: (needs) => ({ inputs: needs.map((_, i) => i) }),
-    backward([dO, dFinal], { attrs, needs, x }) {
+    saves: (needs) => ({ inputs: needs.map((_, i) => i), outputs: [2] }),
+    backward([dO, dFinal], { attrs, needs, x, y }) {
       if (needs[3]) throw new Error("lightningAttention: no gradient for slopes (they are fixed per head); pass them as a constant");
       const s0 = attrs.hasInitialState ? [x(4)] : [];
-      const [dq, dk, dv, dS0] = runOp("lightningAttentionBackward", [x(0), x(1), x(2), x(3), dO, dFinal, ...s0], attrs);
+      const segments = (attrs.segmentTokens ?? 0) > 0 ? [y(2)] : [];
+      const [dq, dk, dv, dS0] = runOp("lightningAttentionBackward", [x(0), x(1), x(2), x(3), dO, dFinal, ...s0, ...segments], attrs);
       return [dq, dk, dv, null, ...(attrs.hasInitialState ? [dS0] : [])];
     },
   },

@@ -14,11 +14,15 @@ import {
   copy,
   copyTo,
   createCpuBackend,
+  type DataHandle,
   div,
   embedding,
   embeddingBackward,
   expand,
   gather,
+  getBackend,
+  lightningAttention,
+  liveTensorCount,
   logSoftmax,
   matmul,
   max,
@@ -26,6 +30,7 @@ import {
   min,
   mul,
   type OpName,
+  type OpRecord,
   pad,
   permute,
   reshape,
@@ -34,6 +39,7 @@ import {
   fusedLinear,
   runOp,
   scatterAdd,
+  setBackend,
   slice,
   softmax,
   softmaxCrossEntropy,
@@ -114,7 +120,15 @@ function lightningCases(): Case[] {
   ] as const;
   // Slopes stay f32 (the op requires it; states follow q's dtype) and get no gradient.
   const options: CheckGradOptions = { wrt: [0, 1, 2, 4], keepDType: [3] };
-  return impls.flatMap(({ impl, blockSize }) => [
+  // With the forward's segment states (T = 70 > L = 64: two of them), which the rule saves and hands
+  // to the backward op; the case differentiates the output and the final state, not the states.
+  const segments: Case[] = [true, false].map((init) => ({
+    name: `chunked, segment states (segmentTokens 64, T = 70)${init ? ", with initial state" : ""}`,
+    fn: (q, k, v, s, s0) => runOp("lightningAttention", [q, k, v, s, ...(init ? [s0] : [])], { impl: "chunked", blockSize: 16, hasInitialState: init, segmentTokens: 64 }).slice(0, 2),
+    inputs: () => [rand(32, [1, 2, 70, 3]), rand(33, [1, 2, 70, 3]), rand(34, [1, 2, 70, 4]), tensor([0.05, 0.4]), ...(init ? [rand(35, [1, 2, 3, 4])] : [])],
+    options: init ? options : { wrt: [0, 1, 2], keepDType: [3] },
+  }));
+  const byImpl = impls.flatMap(({ impl, blockSize }): Case[] => [
     {
       name: `${impl}, with initial state`,
       fn: (q, k, v, s, s0) => runOp("lightningAttention", [q, k, v, s, s0], { impl, blockSize, hasInitialState: true }),
@@ -135,6 +149,7 @@ function lightningCases(): Case[] {
       options: { wrt: [0, 1, 2], keepDType: [3] },
     },
   ]);
+  return [...byImpl, ...segments];
 }
 
 const CASES: Partial<Record<OpName, Case[]>> = {
@@ -308,4 +323,64 @@ describe("gradient rules", () => {
     a.dispose();
     b.dispose();
   });
+});
+
+describe("lightningAttention on a backend that keeps its segment states", () => {
+  /**
+   * lightningAttention() on a CPU backend that names 64 tokens per segment (as the CUDA backend does
+   * at batch 1) runs the op with segmentTokens: the rule saves the third output, hands it to the
+   * backward op as its last input, and the tape frees it after the rule has run.
+   */
+  for (const init of [false, true]) {
+    it(`the rule passes the forward's states to the backward op${init ? ", after the initial state" : ""}; the tape frees them`, async () => {
+      const backend = Object.assign(createCpuBackend({ threads: 1 }), { lightningSegmentTokens: () => 64 });
+      const previous = getBackend();
+      const inputs = [rand(40, [1, 2, 131, 3]), rand(41, [1, 2, 131, 3]), rand(42, [1, 2, 131, 5]), tensor([0.02, 0.3]), ...(init ? [rand(43, [1, 2, 3, 5])] : [])];
+      const forwards: OpRecord<"lightningAttention">[] = [];
+      const backwards: OpRecord<"lightningAttentionBackward">[] = [];
+      // Storage handles, taken while the tensors are alive: the forward's states, the backward's last input.
+      const segmentStates: DataHandle[] = [];
+      const lastInputs: DataHandle[] = [];
+      const stop = addOpObserver((r) => {
+        if (r.op === "lightningAttention") {
+          forwards.push(r as OpRecord<"lightningAttention">);
+          if (r.outputs[2]) segmentStates.push(r.outputs[2].handle);
+        }
+        if (r.op === "lightningAttentionBackward") {
+          backwards.push(r as OpRecord<"lightningAttentionBackward">);
+          lastInputs.push(r.inputs[r.inputs.length - 1].handle);
+        }
+      });
+      // checkGrad evaluates on the current backend where it is a CPU one.
+      setBackend(backend);
+      const tensors = liveTensorCount();
+      try {
+        await assertGrad(
+          (q, k, v, s, s0) => {
+            const { output, state } = lightningAttention(q, k, v, s, { returnState: true, initialState: s0 });
+            return [output, state];
+          },
+          inputs,
+          { wrt: init ? [0, 1, 2, 4] : [0, 1, 2], keepDType: [3] },
+        );
+      } finally {
+        stop();
+        setBackend(previous);
+      }
+      expect(forwards.length).toBeGreaterThan(0);
+      expect(forwards.every((r) => r.attrs.segmentTokens === 64 && r.outputs[2]?.shape.join() === "1,2,3,3,5")).toBe(true);
+      // One backward: the tape's, with the states of a recorded forward as its last input.
+      expect(backwards).toHaveLength(1);
+      const [bwd] = backwards;
+      expect(bwd.inputs).toHaveLength(init ? 8 : 7);
+      expect(bwd.attrs).toEqual({ blockSize: 64, impl: "chunked", hasInitialState: init, segmentTokens: 64 });
+      expect(segmentStates).toContain(lastInputs[0]);
+      // Every forward's states were freed: by lightningAttention(), and the recorded one by the tape.
+      expect(segmentStates.map((h) => h.refs)).toEqual(segmentStates.map(() => 0));
+      expect(liveTensorCount()).toBe(tensors);
+      inputs.forEach((t) => t.dispose());
+      expect(backend.memory().liveBytes).toBe(0);
+      backend.dispose();
+    });
+  }
 });

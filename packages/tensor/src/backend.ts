@@ -92,6 +92,16 @@ export interface Capabilities {
   limits: Readonly<Record<string, number>>;
 }
 
+/** The sizes of a Lightning Attention call: q, k [B, H, T, D] and v [B, H, T, E] of `dtype`. */
+export interface LightningDimsInfo {
+  dtype: DType;
+  B: number;
+  H: number;
+  T: number;
+  D: number;
+  E: number;
+}
+
 /** One range of `Backend.copyMany`: `byteLength` bytes of `src` from `srcByteOffset`, or zeros where `src` is null, into `dst` at `dstByteOffset`. */
 // eslint-disable-next-line @typescript-eslint/no-explicit-any -- as Backend's storage type (see below)
 export interface ByteCopy<S = any> {
@@ -147,6 +157,13 @@ export interface Backend<S = any> {
    * Absent where the backend cannot record (CPU, WebGPU).
    */
   captureGraph?<T>(fn: () => T): CapturedGraph<T>;
+  /**
+   * Lightning Attention: the tokens per segment (a multiple of 64) of the sequence split that this
+   * backend's forward runs for these sizes, where it keeps the states entering its segments and
+   * `lightningAttention` with `segmentTokens` equal to it returns them at no extra work; 0 where it
+   * runs no split or keeps no states. Absent: 0.
+   */
+  lightningSegmentTokens?(dims: LightningDimsInfo): number;
   /** Releases every resource; the backend cannot be used afterwards. */
   dispose(): void;
   readonly kernels: KernelTable<S>;

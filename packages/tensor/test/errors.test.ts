@@ -4,6 +4,13 @@ import * as T from "../src/index.js";
 const f = (shape: number[], dtype: T.DType = "f32") => T.zeros(shape, { dtype });
 const adam: T.AdamwOptions = { lr: 1e-3, step: 1 };
 
+/** Lightning Attention's q, k, v [1, 2, T, 3] / [1, 2, T, 4] and slopes, without an initial state. */
+const lightning = (Tn: number) => [f([1, 2, Tn, 3]), f([1, 2, Tn, 3]), f([1, 2, Tn, 4]), f([2])];
+/** Its backward's dO and dFinalState. */
+const grads = (Tn: number) => [f([1, 2, Tn, 4]), f([1, 2, 3, 4])];
+const lightningArgs = (Tn: number) => [...lightning(Tn), ...grads(Tn)] as [T.Tensor, T.Tensor, T.Tensor, T.Tensor, T.Tensor, T.Tensor];
+const noState = { blockSize: 64, impl: "chunked", hasInitialState: false } as const;
+
 /** Each case: the call, and the message it must produce (op, argument, expected, received). */
 const CASES: [string, () => unknown, RegExp][] = [
   ["mismatched broadcast", () => T.add(f([2, 3]), f([4])), /^add: argument 'b' expected a shape broadcastable with \[2, 3\], got \[4\]$/],
@@ -42,6 +49,16 @@ const CASES: [string, () => unknown, RegExp][] = [
   ["adamw lr", () => T.adamwUpdate(f([3]), f([3]), f([3]), f([3]), { ...adam, lr: NaN }), /^adamwUpdate: argument 'lr' expected a non-negative finite number, got NaN$/],
   ["adamw castTo", () => T.adamwUpdate(f([3]), f([3]), f([3]), f([3]), { ...adam, castTo: "f32" as "bf16" }), /^adamwUpdate: argument 'castTo' expected 'bf16', 'f16' or nothing, got f32$/],
   ["lightning q rank", () => T.runOp("lightningAttention", [f([2, 3, 4]), f([2, 3, 4]), f([2, 3, 4]), f([3])], { blockSize: 64, impl: "chunked", hasInitialState: false }), /^lightningAttention: argument 'q' expected rank 4, got rank 3 \[2, 3, 4\]$/],
+  ["lightning segmentTokens", () => T.runOp("lightningAttention", lightning(65), { ...noState, segmentTokens: 100 }), /^lightningAttention: argument 'segmentTokens' expected a non-negative multiple of 64 \(0: off\), got 100$/],
+  ["lightning negative segmentTokens", () => T.runOp("lightningAttentionBackward", [...lightning(65), ...grads(65)], { ...noState, segmentTokens: -64 }), /^lightningAttentionBackward: argument 'segmentTokens' expected a non-negative multiple of 64 \(0: off\), got -64$/],
+  ["lightning backward without its segment states", () => T.runOp("lightningAttentionBackward", [...lightning(65), ...grads(65)], { ...noState, segmentTokens: 64 }), /^lightningAttentionBackward: argument 'segmentStates' expected 7 inputs \(the segment states last, after dFinalState\), got 6$/],
+  ["lightning backward with an initial state, without its segment states", () => T.runOp("lightningAttentionBackward", [...lightning(65), ...grads(65), f([1, 2, 3, 4])], { ...noState, hasInitialState: true, segmentTokens: 64 }), /^lightningAttentionBackward: argument 'segmentStates' expected 8 inputs \(the segment states last, after initialState\), got 7$/],
+  ["lightning segment states count", () => T.runOp("lightningAttentionBackward", [...lightning(65), ...grads(65), f([1, 2, 1, 3, 4])], { ...noState, segmentTokens: 64 }), /^lightningAttentionBackward: argument 'segmentStates' expected shape \[1, 2, 2, 3, 4\], got \[1, 2, 1, 3, 4\]$/],
+  ["lightning segment states of L = 128", () => T.runOp("lightningAttentionBackward", [...lightning(200), ...grads(200), f([1, 2, 3, 3, 4])], { ...noState, segmentTokens: 128 }), /^lightningAttentionBackward: argument 'segmentStates' expected shape \[1, 2, 2, 3, 4\], got \[1, 2, 3, 3, 4\]$/],
+  ["lightning segment states dtype", () => T.runOp("lightningAttentionBackward", [...lightning(65), ...grads(65), f([1, 2, 3, 4]), f([1, 2, 2, 3, 4], "f64")], { ...noState, hasInitialState: true, segmentTokens: 64 }), /^lightningAttentionBackward: argument 'segmentStates' expected dtype f32, got f64 \[1, 2, 2, 3, 4\]$/],
+  ["lightning segment states without segmentTokens", () => T.lightningAttentionBackward(...lightningArgs(65), { segmentStates: f([1, 2, 2, 3, 4]) }), /^lightningAttentionBackward: argument 'options.segmentTokens' expected the tokens per segment of options.segmentStates \(both or neither\), got none$/],
+  ["lightning segmentTokens without segment states", () => T.lightningAttentionBackward(...lightningArgs(65), { segmentTokens: 64 }), /^lightningAttentionBackward: argument 'options.segmentStates' expected the segment states of options.segmentTokens = 64 \(both or neither\), got none$/],
+  ["lightning segment states of segmentTokens 0", () => T.lightningAttentionBackward(...lightningArgs(65), { segmentStates: f([1, 2, 2, 3, 4]), segmentTokens: 0 }), /^lightningAttentionBackward: argument 'options.segmentTokens' expected a positive multiple of 64 \(the tokens per segment of options.segmentStates\), got 0$/],
 ];
 
 describe("bad arguments throw errors naming the op, the argument, the expectation and what came", () => {

@@ -28,16 +28,33 @@ export interface LightningAttentionOptions {
   impl?: LightningAttentionAttrs["impl"];
 }
 
-function attrsOf(options: LightningAttentionOptions): LightningAttentionAttrs {
+/** The op's attributes; `segmentTokens` only where it is on (> 0), so other calls carry none. */
+function attrsOf(options: LightningAttentionOptions, segmentTokens = 0): LightningAttentionAttrs {
   return {
     blockSize: options.blockSize ?? DEFAULT_BLOCK_SIZE,
     impl: options.impl ?? "chunked",
     hasInitialState: options.initialState !== undefined,
+    ...(segmentTokens > 0 ? { segmentTokens } : {}),
   };
 }
 
 /**
+ * The segment length at which q's backend keeps the states entering its segments for these
+ * inputs (`Backend.lightningSegmentTokens`), or 0. Only the chunked form runs a backend's split;
+ * inputs that are not live rank-4 tensors get 0, and runOp then says what is wrong with them.
+ */
+function segmentTokensFor(q: Tensor, v: Tensor, impl: LightningAttentionAttrs["impl"]): number {
+  if (impl !== "chunked" || !(q instanceof Tensor) || !(v instanceof Tensor) || q.isDisposed || v.isDisposed || q.rank !== 4 || v.rank !== 4) return 0;
+  const [B, H, T, D] = q.shape as [number, number, number, number];
+  return q.backend.lightningSegmentTokens?.({ dtype: q.dtype, B, H, T, D, E: v.shape[3] }) ?? 0;
+}
+
+/**
  * Lightning Attention over q, k [B, H, T, D] and v [B, H, T, E] with decay slopes [H] (f32).
+ *
+ * Where the backend keeps the states entering the segments of its forward
+ * (`Backend.lightningSegmentTokens`), the op runs with `segmentTokens` and returns them as a third
+ * output: a gradient tape saves it for the backward, and this function disposes its own handle.
  *
  * @example
  * const slopes = tensor(tnlSlopes(8, 0, 24), [8]);
@@ -48,7 +65,10 @@ export function lightningAttention(q: Tensor, k: Tensor, v: Tensor, slopes: Tens
 export function lightningAttention(q: Tensor, k: Tensor, v: Tensor, slopes: Tensor, options: LightningAttentionOptions & { returnState: true }): { output: Tensor; state: Tensor };
 export function lightningAttention(q: Tensor, k: Tensor, v: Tensor, slopes: Tensor, options: LightningAttentionOptions = {}): Tensor | { output: Tensor; state: Tensor } {
   const inputs = options.initialState ? [q, k, v, slopes, options.initialState] : [q, k, v, slopes];
-  const [output, state] = runOp("lightningAttention", inputs, attrsOf(options));
+  const attrs = attrsOf(options, segmentTokensFor(q, v, options.impl ?? "chunked"));
+  const [output, state, segmentStates] = runOp("lightningAttention", inputs, attrs);
+  // A tape that recorded the op holds its own handle (autograd retains what its rule saves).
+  segmentStates?.dispose();
   if (options.returnState) return { output: output, state: state };
   state.dispose();
   return output;
@@ -62,7 +82,25 @@ export interface LightningGradients {
   dInitialState?: Tensor;
 }
 
-/** The backward op: gradients for an upstream dO [B, H, T, E] and dFinalState [B, H, D, E] f32. */
+export interface LightningBackwardOptions extends Omit<LightningAttentionOptions, "returnState"> {
+  /**
+   * The states entering tokens 0, L, 2L, … that the forward with `segmentTokens` L returned
+   * ([B, H, ⌈T/L⌉, D, E], f32; f64 for f64 inputs), which a backend may read instead of computing
+   * them again; with `segmentTokens`. The gradients do not depend on it, up to rounding.
+   */
+  segmentStates?: Tensor;
+  /** L of `segmentStates` (a positive multiple of 64); given together with it. */
+  segmentTokens?: number;
+}
+
+/**
+ * The backward op: gradients for an upstream dO [B, H, T, E] and dFinalState [B, H, D, E] f32.
+ *
+ * @example
+ * const g = lightningAttentionBackward(q, k, v, slopes, dO, dS, { initialState: s0 });
+ * // With the forward's segment states (runOp's third output under segmentTokens: 64):
+ * const h = lightningAttentionBackward(q, k, v, slopes, dO, dS, { segmentStates, segmentTokens: 64 });
+ */
 export function lightningAttentionBackward(
   q: Tensor,
   k: Tensor,
@@ -70,11 +108,19 @@ export function lightningAttentionBackward(
   slopes: Tensor,
   dO: Tensor,
   dFinalState: Tensor,
-  options: Omit<LightningAttentionOptions, "returnState"> = {},
+  options: LightningBackwardOptions = {},
 ): LightningGradients {
+  const op = "lightningAttentionBackward";
+  const { segmentStates, segmentTokens } = options;
+  if (segmentStates !== undefined && segmentTokens === undefined) argError(op, "options.segmentTokens", "the tokens per segment of options.segmentStates (both or neither)", "none");
+  if (segmentTokens !== undefined && segmentStates === undefined) argError(op, "options.segmentStates", `the segment states of options.segmentTokens = ${segmentTokens} (both or neither)`, "none");
+  if (segmentStates !== undefined && !(typeof segmentTokens === "number" && segmentTokens > 0)) {
+    argError(op, "options.segmentTokens", "a positive multiple of 64 (the tokens per segment of options.segmentStates)", String(segmentTokens));
+  }
   const inputs = [q, k, v, slopes, dO, dFinalState];
   if (options.initialState) inputs.push(options.initialState);
-  const [dq, dk, dv, dS0] = runOp("lightningAttentionBackward", inputs, attrsOf(options));
+  if (segmentStates) inputs.push(segmentStates);
+  const [dq, dk, dv, dS0] = runOp(op, inputs, attrsOf(options, segmentTokens));
   if (!options.initialState) {
     dS0.dispose();
     return { dq: dq, dk: dk, dv: dv };

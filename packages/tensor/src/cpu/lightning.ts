@@ -122,6 +122,26 @@ function forwardChunked(h: Head, C: number, S: Float64Array, o: Float64Array): v
   }
 }
 
+/**
+ * The states entering tokens 0, L, 2L, … of one head (`segmentTokens`), into `out` (N·D·E for
+ * N = ⌈T/L⌉ entries): entry 0 is the initial state S (or zeros), and each segment of m tokens
+ * starting at a moves the state on by S ← λ^m S + Σ_j λ^{m−1−j} k_{a+j}ᵀ v_{a+j}, as the chunked
+ * forward does per block. Computed on their own, beside whichever kernel makes the output, so that
+ * the output and the final state are bit for bit those of a call without them.
+ */
+function segmentStatesOf(k: FloatArray, v: FloatArray, slope: number, S0: FloatArray | null, L: number, D: number, E: number, out: Float64Array): void {
+  const N = out.length / (D * E);
+  const pw = powers(slope, L);
+  const S = S0 ? Float64Array.from(S0) : new Float64Array(D * E);
+  for (let j = 0; j < N; j++) {
+    out.set(S, j * D * E);
+    if (j === N - 1) break; // the tokens after the last entry change no entry
+    const a = j * L;
+    scale(S, pw[L]);
+    for (let jj = 0; jj < L; jj++) outer(S, pw[L - 1 - jj], k, (a + jj) * D, v, (a + jj) * E, D, E);
+  }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Backward: given dO (T·E) and dSfinal (D·E), accumulate dq, dk (T·D), dv (T·E) and dS0 (D·E).
 //
@@ -274,11 +294,27 @@ const useGemm = (impl: string, dtype: string) => impl === "chunked" && dtype !==
 export function createLightningKernels(matmul: Matmul) {
   const gemm = createGemmLightning(matmul);
 
-  // q, k: (B, H, T, D); v: (B, H, T, E); slopes: (H); initialState?: (B, H, D, E) → o: (B, H, T, E), state: (B, H, D, E)
-  const forward: Kernel<"lightningAttention", CpuStorage> = ({ inputs, outputs: [o, sOut], attrs }) => {
+  // q, k: (B, H, T, D); v: (B, H, T, E); slopes: (H); initialState?: (B, H, D, E) → o: (B, H, T, E),
+  // state: (B, H, D, E)[, segmentStates: (B, H, ⌈T/L⌉, D, E) with segmentTokens L > 0]
+  const forward: Kernel<"lightningAttention", CpuStorage> = ({ inputs, outputs: [o, sOut, segOut], attrs }) => {
     const [qr, kr, vr, sr, s0r] = inputs;
     const { B, H, T, D, E } = dims(qr, vr);
     const slopes = view(sr) as Float32Array;
+    if (segOut) {
+      const L = attrs.segmentTokens!;
+      const k = readFloat(kr);
+      const v = readFloat(vr);
+      const s0 = s0r ? readFloat(s0r) : null;
+      const N = segOut.shape[2];
+      const all = new Float64Array(B * H * N * D * E);
+      for (let bh = 0; bh < B * H; bh++) {
+        const kh = k.subarray(bh * T * D, (bh + 1) * T * D);
+        const vh = v.subarray(bh * T * E, (bh + 1) * T * E);
+        const S0 = s0 ? s0.subarray(bh * D * E, (bh + 1) * D * E) : null;
+        segmentStatesOf(kh, vh, slopes[bh % H], S0, L, D, E, all.subarray(bh * N * D * E, (bh + 1) * N * D * E));
+      }
+      storeAs(segOut, all);
+    }
     const state = new Float64Array(B * H * D * E);
     if (s0r) state.set(readFloat(s0r));
     if (useGemm(attrs.impl, qr.dtype)) {
@@ -303,9 +339,11 @@ export function createLightningKernels(matmul: Matmul) {
     storeAs(sOut, state);
   };
 
-  // (q, k, v, slopes, dO, dFinalState[, initialState]) → (dq, dk, dv, dInitialState)
+  // (q, k, v, slopes, dO, dFinalState[, initialState][, segmentStates]) → (dq, dk, dv, dInitialState).
+  // The segment states are not read: the dq sweep below carries the state through every block anyway.
   const backward: Kernel<"lightningAttentionBackward", CpuStorage> = ({ inputs, outputs, attrs }) => {
-    const [qr, kr, vr, sr, dOr, dSr, s0r] = inputs;
+    const [qr, kr, vr, sr, dOr, dSr] = inputs;
+    const s0r = attrs.hasInitialState ? inputs[6] : undefined;
     const { B, H, T, D, E } = dims(qr, vr);
     const slopes = view(sr) as Float32Array;
     const [dqr, dkr, dvr, dS0r] = outputs;

@@ -34,6 +34,17 @@ export interface LightningAttentionAttrs {
   impl: "chunked" | "recurrent" | "quadratic";
   /** True when an initial state [B, H, D, E] is the fifth input. */
   hasInitialState: boolean;
+  /**
+   * Undefined or 0: off. With L = segmentTokens > 0 (a positive multiple of 64), `lightningAttention`
+   * has a third output, the states entering tokens 0, L, 2L, …: f32 (f64 for f64 inputs)
+   * [B, H, ⌈T/L⌉, D, E], entry j = S_{jL−1}, the state after tokens 0 … jL − 1 including the initial
+   * state's decayed contribution (entry 0 = the initial state, or zeros; T = 0 gives
+   * [B, H, 0, D, E]). `lightningAttentionBackward` then takes them as its last input (after
+   * initialState when hasInitialState), and a backend may read them instead of computing them
+   * again: the gradients are the same either way, up to rounding. A backend that keeps these
+   * states anyway says which L through `Backend.lightningSegmentTokens`.
+   */
+  segmentTokens?: number;
 }
 
 /** `lightningState`: which end of the span the weights count from (api/lightning.ts). */
@@ -218,11 +229,12 @@ export interface OpAttrs {
   /**
    * States are f32 (f64 when q is f64).
    * (q [B,H,T,D], k [B,H,T,D], v [B,H,T,E], slopes f32 [H], initialState? [B,H,D,E])
-   * → (o [B,H,T,E], finalState [B,H,D,E]).
+   * → (o [B,H,T,E], finalState [B,H,D,E], segmentStates [B,H,⌈T/L⌉,D,E] with segmentTokens L > 0).
    */
   lightningAttention: LightningAttentionAttrs;
   /**
-   * (q, k, v, slopes, dO [B,H,T,E], dFinalState [B,H,D,E], initialState?); states as in the forward.
+   * (q, k, v, slopes, dO [B,H,T,E], dFinalState [B,H,D,E], initialState?, segmentStates? with
+   * segmentTokens > 0); states as in the forward.
    * → (dq, dk, dv, dInitialState [B,H,D,E]).
    */
   lightningAttentionBackward: LightningAttentionAttrs;

@@ -203,14 +203,26 @@ function lightningShapes(op: string, q: TensorInfo, k: TensorInfo, v: TensorInfo
 /** Recurrent states are f32, or f64 for f64 inputs so that float64 gradient checks stay exact. */
 export const stateDType = (q: DType): DType => (q === "f64" ? "f64" : "f32");
 
-function checkLightningAttrs(op: string, a: OpAttrs["lightningAttention"], given: number, base: number): void {
+/**
+ * Checks the attributes and the input count: `base` inputs, the initial state with hasInitialState,
+ * and where `segmentInput` (the backward) the segment states last when segmentTokens > 0.
+ */
+function checkLightningAttrs(op: string, a: OpAttrs["lightningAttention"], given: number, base: number, segmentInput = false): void {
   if (!Number.isInteger(a.blockSize) || a.blockSize < 1) argError(op, "blockSize", "a positive integer", String(a.blockSize));
   if (!["chunked", "recurrent", "quadratic"].includes(a.impl)) {
     argError(op, "impl", "'chunked', 'recurrent' or 'quadratic'", String(a.impl));
   }
-  const want = base + (a.hasInitialState ? 1 : 0);
-  if (given !== want) argError(op, "initialState", `${want} inputs`, `${given}`);
+  const L = a.segmentTokens;
+  if (L !== undefined && !(Number.isInteger(L) && L >= 0 && L % 64 === 0)) argError(op, "segmentTokens", "a non-negative multiple of 64 (0: off)", String(L));
+  const segments = segmentInput && (L ?? 0) > 0;
+  const want = base + (a.hasInitialState ? 1 : 0) + (segments ? 1 : 0);
+  if (given === want) return;
+  if (segments) argError(op, "segmentStates", `${want} inputs (the segment states last, after ${a.hasInitialState ? "initialState" : "dFinalState"})`, `${given}`);
+  argError(op, "initialState", `${want} inputs`, `${given}`);
 }
+
+/** The entries of the segment states for T tokens in segments of L: ⌈T/L⌉. */
+const segmentCount = (T: number, L: number) => Math.ceil(T / L);
 
 function checkAdamwAttrs(op: string, a: AdamwAttrs): void {
   const finite = (name: keyof AdamwAttrs, x: number, lowest: number, what: string) => {
@@ -624,19 +636,25 @@ export const OP_SPECS: OpSpecTable = {
         requireDType(op, "initialState", s0, stateDType(q.dtype));
         requireShape(op, "initialState", s0, [B, H, D, E]);
       }
+      const L = attrs.segmentTokens ?? 0;
       return [
         { shape: [B, H, T, E], dtype: q.dtype },
         { shape: [B, H, D, E], dtype: stateDType(q.dtype) },
+        ...(L > 0 ? [{ shape: [B, H, segmentCount(T, L), D, E], dtype: stateDType(q.dtype) }] : []),
       ];
     },
   },
   lightningAttentionBackward: {
     inputs: ["q", "k", "v", "slopes", "dO", "dFinalState"],
-    optional: ["initialState"],
+    optional: ["initialState", "segmentStates"],
     infer(inputs, attrs) {
       const op = "lightningAttentionBackward";
-      checkLightningAttrs(op, attrs, inputs.length, 6);
-      const [q, k, v, slopes, dO, dS, s0] = inputs;
+      checkLightningAttrs(op, attrs, inputs.length, 6, true);
+      // Without an initial state the segment states are input 6: take each by the attributes.
+      const [q, k, v, slopes, dO, dS] = inputs;
+      const s0 = attrs.hasInitialState ? inputs[6] : undefined;
+      const L = attrs.segmentTokens ?? 0;
+      const segments = L > 0 ? inputs[inputs.length - 1] : undefined;
       const { B, H, T, D, E } = lightningShapes(op, q, k, v, slopes);
       requireSameDType(op, "dO", q, dO);
       requireShape(op, "dO", dO, [B, H, T, E]);
@@ -645,6 +663,10 @@ export const OP_SPECS: OpSpecTable = {
       if (s0) {
         requireDType(op, "initialState", s0, stateDType(q.dtype));
         requireShape(op, "initialState", s0, [B, H, D, E]);
+      }
+      if (segments) {
+        requireDType(op, "segmentStates", segments, stateDType(q.dtype));
+        requireShape(op, "segmentStates", segments, [B, H, segmentCount(T, L), D, E]);
       }
       return [
         { shape: [B, H, T, D], dtype: q.dtype },

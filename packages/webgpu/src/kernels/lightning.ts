@@ -27,7 +27,7 @@
  * Letters: B batch, H heads, T time, D query/key head dim, E value head dim, C block size; in the
  * generic scan Y is the dim of a and b, X the dim of c and of the outputs.
  */
-import { type Kernel, type KernelTable, type TensorRef } from "@lightning-ts/tensor";
+import { argError, type Kernel, type KernelTable, type TensorRef } from "@lightning-ts/tensor";
 import { ERROR_CODES, type Runtime } from "../runtime.js";
 import { groups, type Ref, viaF32, widenToF32 } from "./common.js";
 import { kernelChoices } from "./choices.js";
@@ -424,7 +424,12 @@ export function lightningKernels(rt: Runtime, maxWorkgroupBytes: number) {
   };
 
   // q, k: (B, H, T, D); v: (B, H, T, E); slopes: (H); initialState?: (B, H, D, E) → o: (B, H, T, E), state: (B, H, D, E)
-  const lightningAttention: Kernel<"lightningAttention", GPUBuffer> = ({ inputs: [q, k, v, slopes, s0], outputs: [o, state] }) => {
+  // No segment states (segmentTokens): these kernels keep none, and the backend never offers them
+  // (it has no lightningSegmentTokens), so a call that asks is refused before any work.
+  const lightningAttention: Kernel<"lightningAttention", GPUBuffer> = ({ inputs: [q, k, v, slopes, s0], outputs: [o, state], attrs }) => {
+    if ((attrs.segmentTokens ?? 0) > 0) {
+      argError("lightningAttention", "segmentTokens", "0 on the webgpu backend (it keeps no segment states; a backend that does says so through lightningSegmentTokens)", String(attrs.segmentTokens));
+    }
     const { BH, H, T, D, E } = dimsOf(q, v);
     const fast = fastForward([q.dtype, k.dtype, v.dtype], { BH, H, T, D, E }, slopes);
     if (fast) {
@@ -450,11 +455,12 @@ export function lightningKernels(rt: Runtime, maxWorkgroupBytes: number) {
     );
   };
 
-  // (q, k, v, slopes, dO, dFinalState[, initialState]) → (dq, dk, dv, dInitialState)
+  // (q, k, v, slopes, dO, dFinalState[, initialState][, segmentStates]) → (dq, dk, dv, dInitialState)
   // Each sweep runs as a forward on the fast kernels where they take its shape (lightning-backward.ts),
-  // else as the plain scan.
-  const lightningAttentionBackward: Kernel<"lightningAttentionBackward", GPUBuffer> = ({ inputs, outputs }) => {
-    const [q, k, v, slopes, dO, dS, s0] = inputs;
+  // else as the plain scan. The segment states are not read: the dq sweep makes its own.
+  const lightningAttentionBackward: Kernel<"lightningAttentionBackward", GPUBuffer> = ({ inputs, outputs, attrs }) => {
+    const [q, k, v, slopes, dO, dS] = inputs;
+    const s0 = attrs.hasInitialState ? inputs[6] : undefined;
     const [dq, dk, dv, dS0] = outputs;
     const { BH, H, T, D, E } = dimsOf(q, v);
     const op = "lightningAttentionBackward";
