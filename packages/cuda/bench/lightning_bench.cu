@@ -22,6 +22,7 @@
 // Run: build/lightning_bench [--shapes 128x128,256x128,64x64] [--T 1024,8192,65536] [--dtypes bf16,f16]
 //        [--versions 6,5,4] [--reps 20] [--json FILE] [--check [--small] [--check-dtypes bf16,f16] [--check-versions 6,5]] [--no-bench]
 //        [--no-decode] [--time-anyway] [--steps scalar,vec4,rows,stream,block,pair,narrow] [--decode-B 1,8,64,256] [--no-decode-timing]
+//        [--no-segment-states]
 //   Decode only: build/lightning_bench --no-bench --shapes 128x128,256x128,64x64 --dtypes bf16 --json decode.json
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -32,6 +33,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <map>
+#include <memory>
 #include <random>
 #include <string>
 #include <thread>
@@ -225,6 +227,7 @@ struct Harness {
   bool firstRow = true;
   int failures = 0;
   bool timeAnyway = false;  // --time-anyway: time rows that failed their check too (diagnosis only; marked ok = false)
+  bool segments = true;     // --no-segment-states: the backward remakes the forward's segment states
 
   void row(const std::string& obj) {
     if (!json) return;
@@ -251,16 +254,27 @@ struct Problem {
     if (withS0) CK(cudaMemcpy(S0.p, in.S0.data(), S0.bytes, cudaMemcpyHostToDevice));
     CK(cudaMemcpy(slopes.p, sl.data(), slopes.bytes, cudaMemcpyHostToDevice));
   }
+  // The forward's segment states for the backward, as the addon's caller keeps them
+  // (lightningSegmentTokens; --no-segment-states: none, each pass makes its own).
+  std::unique_ptr<Buf> seg;
+  int segTokens = 0;
+  void planSegments(Context& c, bool on) {
+    segTokens = on ? lightningSegmentTokens(c, dt, dims()) : 0;
+    const size_t bytes = segTokens ? (size_t)s.B * s.H * ((s.T + segTokens - 1) / segTokens) * s.D * s.E * 4 : 0;
+    if (bytes && (!seg || seg->bytes != bytes)) seg = std::make_unique<Buf>(bytes);
+  }
   Args fwdArgs() const {
     Args a;
     a.p = {q.ptr(), k.ptr(), v.ptr(), slopes.ptr(), withS0 ? S0.ptr() : 0, o.ptr(), Sf.ptr()};
     a.i = {dt, s.B, s.H, s.T, s.D, s.E};
+    if (segTokens) a.p.push_back(seg->ptr()), a.i.push_back(segTokens);
     return a;
   }
   Args bwdArgs() const {
     Args a;
     a.p = {q.ptr(), k.ptr(), v.ptr(), slopes.ptr(), dO.ptr(), dS.ptr(), withS0 ? S0.ptr() : 0, dq.ptr(), dk.ptr(), dv.ptr(), dS0.ptr()};
     a.i = {dt, s.B, s.H, s.T, s.D, s.E};
+    if (segTokens) a.p.push_back(seg->ptr()), a.i.push_back(segTokens);
     return a;
   }
   LightningDims dims() const { return {s.B, s.H, s.T, s.D, s.E}; }
@@ -288,6 +302,7 @@ static void runVersion(Harness& h, Problem& P, int ver, bool forward) {
     else lightningBackwardV4(c, d, q, k, v, sl, P.dO.p, (const float*)P.dS.p, S0, P.dq.p, P.dk.p, P.dv.p, (float*)P.dS0.p);
   } else {
     setenv("LIGHTNING_CUDA_LA_VERSION", std::to_string(ver).c_str(), 1);
+    if (forward) P.planSegments(c, h.segments);
     if (forward) h.reg["lightningAttention"](c, P.fwdArgs());
     else h.reg["lightningAttentionBackward"](c, P.bwdArgs());
   }
@@ -471,13 +486,14 @@ static void benchShape(Harness& h, int D, int E, int T, int dt, const std::vecto
            fwdMs, fbMs, e.fwd(), e.bwd(), gbps, 100 * gbps / h.copyGBs, tps / 1e6, kf.c_str());
     fflush(stdout);
     auto num = [](double x) { return std::isnan(x) ? std::string("null") : std::to_string(x); };
-    char buf[1024];
+    char buf[2048];
     snprintf(buf, sizeof buf,
              "{\"suite\": \"attention\", \"impl\": \"chunked-v%d\", \"backend\": \"cuda\", \"device\": \"%s\", \"B\": %d, \"T\": %d, \"H\": %d, "
              "\"D\": %d, \"E\": %d, \"dtype\": \"%s\", \"fwd_ms\": %s, \"fwdbwd_ms\": %s, \"tokens_per_s\": %s, \"gbps\": %s, \"pct_copy\": %s, "
-             "\"rel_err\": %.3e, \"rel_err_bwd\": %.3e, \"ok\": %s, \"copy_gbps\": %.0f, \"kernel\": \"%s\", \"kernel_bwd\": \"%s\"}",
+             "\"rel_err\": %.3e, \"rel_err_bwd\": %.3e, \"ok\": %s, \"copy_gbps\": %.0f, \"kernel\": \"%s\", \"kernel_bwd\": \"%s\", "
+             "\"segment_tokens\": %d}",
              ver, h.prop.name, s.B, T, H, D, E, dtName(dt), num(fwdMs).c_str(), num(fbMs).c_str(), num(tps).c_str(), num(gbps).c_str(),
-             num(100 * gbps / h.copyGBs).c_str(), e.fwd(), e.bwd(), fwdOk && bwdOk ? "true" : "false", h.copyGBs, kf.c_str(), kb.c_str());
+             num(100 * gbps / h.copyGBs).c_str(), e.fwd(), e.bwd(), fwdOk && bwdOk ? "true" : "false", h.copyGBs, kf.c_str(), kb.c_str(), P.segTokens);
     h.row(buf);
   }
   unsetenv("LIGHTNING_CUDA_LA_VERSION");
@@ -780,6 +796,7 @@ int main(int argc, char** argv) {
     else if (a == "--no-decode") decode = false;
     else if (a == "--no-decode-timing") decodeTiming = false;
     else if (a == "--time-anyway") h.timeAnyway = true;
+    else if (a == "--no-segment-states") h.segments = false;
   }
   registerLightning(h.reg);
   CK(cudaGetDeviceProperties(&h.prop, 0));

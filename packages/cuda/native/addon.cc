@@ -481,7 +481,7 @@ class RuntimeWrap : public Napi::ObjectWrap<RuntimeWrap> {
                         InstanceMethod("readSync", &RuntimeWrap::ReadSync), InstanceMethod("read", &RuntimeWrap::Read),
                         InstanceMethod("sync", &RuntimeWrap::Sync), InstanceMethod("syncNow", &RuntimeWrap::SyncNow),
                         InstanceMethod("launch", &RuntimeWrap::Launch), InstanceMethod("memory", &RuntimeWrap::Memory),
-                        InstanceMethod("resetPeak", &RuntimeWrap::ResetPeak),
+                        InstanceMethod("resetPeak", &RuntimeWrap::ResetPeak), InstanceMethod("lightningSegmentTokens", &RuntimeWrap::LightningSegmentTokens),
                         InstanceMethod("trim", &RuntimeWrap::Trim), InstanceMethod("eventCreate", &RuntimeWrap::EventCreate),
                         InstanceMethod("eventRecord", &RuntimeWrap::EventRecord), InstanceMethod("eventElapsed", &RuntimeWrap::EventElapsed),
                         InstanceMethod("copyFrom", &RuntimeWrap::CopyFrom), InstanceMethod("captureBegin", &RuntimeWrap::CaptureBegin),
@@ -660,6 +660,15 @@ class RuntimeWrap : public Napi::ObjectWrap<RuntimeWrap> {
     Runtime& r = rt(info.Env());
     r.peakBytes_ = r.liveBytes_;
     return info.Env().Undefined();
+  }
+
+  // (dtype code, B, H, T, D, E) → the segment length whose states lightningAttention keeps for the
+  // backward, or 0 (lightning.cu lightningSegmentTokens). Enqueues nothing.
+  Napi::Value LightningSegmentTokens(const Napi::CallbackInfo& info) {
+    Runtime& r = rt(info.Env());
+    int v[6];
+    for (int k = 0; k < 6; k++) v[k] = info[k].As<Napi::Number>().Int32Value();
+    return Napi::Number::New(info.Env(), guard(info.Env(), [&] { return lightningSegmentTokensOf(r, v[0], v[1], v[2], v[3], v[4], v[5]); }));
   }
 
   Napi::Value Trim(const Napi::CallbackInfo& info) {

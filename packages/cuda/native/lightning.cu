@@ -419,12 +419,15 @@ LightningDims dimsOf(Reader& r) {
   return d;
 }
 
-// p: [q, k, v, slopes, S0 or 0, o, finalState]; i: [dtype, B, H, T, D, E]
+// p: [q, k, v, slopes, S0 or 0, o, finalState[, segment states]]; i: [dtype, B, H, T, D, E[, segment tokens]]. Segment states
+// (the states entering every segment-tokens tokens, lightning.cuh) come from version 5/6 only.
 void forward(Context& c, const Args& a) {
   Reader r{a.i};
   int dt = (int)r.next();
   LightningDims d = dimsOf(r);
   auto S0 = a.p.at(4) ? a.ptr<const float>(4) : nullptr;
+  float* seg = a.p.size() > 7 && a.p[7] ? a.ptr<float>(7) : nullptr;
+  const int segTokens = seg ? (int)a.i.at(6) : 0;
   if (d.BH() == 0 || d.D == 0 || d.E == 0) return;
   if (d.T == 0) {
     size_t bytes = (size_t)d.BH() * d.D * d.E * 4;
@@ -433,19 +436,26 @@ void forward(Context& c, const Args& a) {
     return;
   }
   debugNote(c, "lightningAttention", dt, d, false);
-  if (useV5(dt, d, false))
-    lightningForwardV5(c, dt, d, a.ptr<void>(0), a.ptr<void>(1), a.ptr<void>(2), a.ptr<float>(3), S0, a.ptr<void>(5), a.ptr<float>(6));
-  else
-    lightningForwardV1(c, dt, d, a.ptr<void>(0), a.ptr<void>(1), a.ptr<void>(2), a.ptr<float>(3), S0, a.ptr<void>(5), a.ptr<float>(6));
+  if (useV5(dt, d, false)) {
+    lightningForwardV5(c, dt, d, a.ptr<void>(0), a.ptr<void>(1), a.ptr<void>(2), a.ptr<float>(3), S0, a.ptr<void>(5), a.ptr<float>(6), seg, segTokens);
+    return;
+  }
+  if (seg)
+    throw std::runtime_error(std::string("segment states are kept by the tensor-core kernels only (bf16/f16, D of 64, 128 or 256, E a multiple of 64); "
+                                         "this call runs ") + lightningKernelName(c, dt, d, false));
+  lightningForwardV1(c, dt, d, a.ptr<void>(0), a.ptr<void>(1), a.ptr<void>(2), a.ptr<float>(3), S0, a.ptr<void>(5), a.ptr<float>(6));
 }
 
-// p: [q, k, v, slopes, dO, dSfinal, S0 or 0, dq, dk, dv, dS0]; i: [dtype, B, H, T, D, E]
+// p: [q, k, v, slopes, dO, dSfinal, S0 or 0, dq, dk, dv, dS0[, segment states]]; i: [dtype, B, H, T, D, E[, segment tokens]].
+// The forward's segment states are the dq pass's (transposed) where version 5/6 splits alike; v1 makes its own.
 void backward(Context& c, const Args& a) {
   Reader r{a.i};
   int dt = (int)r.next();
   LightningDims d = dimsOf(r);
   if (d.BH() == 0 || d.D == 0 || d.E == 0) return;
   auto S0 = a.p.at(6) ? a.ptr<const float>(6) : nullptr;
+  const float* seg = a.p.size() > 11 && a.p[11] ? a.ptr<const float>(11) : nullptr;
+  const int segTokens = seg ? (int)a.i.at(6) : 0;
   if (d.T == 0) {
     LTS_CHECK(cudaMemcpyAsync(a.ptr<float>(10), a.ptr<float>(5), (size_t)d.BH() * d.D * d.E * 4, cudaMemcpyDeviceToDevice, c.stream),
               "lightningAttentionBackward state copy");
@@ -454,7 +464,7 @@ void backward(Context& c, const Args& a) {
   debugNote(c, "lightningAttentionBackward", dt, d, true);
   if (useV5(dt, d, true)) {
     lightningBackwardV5(c, dt, d, a.ptr<void>(0), a.ptr<void>(1), a.ptr<void>(2), a.ptr<float>(3), a.ptr<void>(4), a.ptr<float>(5), S0,
-                        a.ptr<void>(7), a.ptr<void>(8), a.ptr<void>(9), a.ptr<float>(10));
+                        a.ptr<void>(7), a.ptr<void>(8), a.ptr<void>(9), a.ptr<float>(10), seg, segTokens);
     return;
   }
   lightningBackwardV1(c, dt, d, a.ptr<void>(0), a.ptr<void>(1), a.ptr<void>(2), a.ptr<float>(3), a.ptr<void>(4), a.ptr<float>(5), S0,
@@ -633,6 +643,13 @@ std::string lightningStepKernelName(int BH, int D, int E) {
   }
   return name;
 }
+
+int lightningSegmentTokens(Context& c, int dt, LightningDims d) {
+  if (d.BH() == 0 || d.D == 0 || d.E == 0 || d.T == 0 || !useV5(dt, d, false) || !useV5(dt, d, true)) return 0;
+  return lightningSegmentTokensV5(c, dt, d);
+}
+
+int lightningSegmentTokensOf(Context& c, int dtype, int B, int H, int T, int D, int E) { return lightningSegmentTokens(c, dtype, {B, H, T, D, E}); }
 
 void registerLightning(Registry& r) {
   r["lightningAttention"] = forward;

@@ -87,6 +87,16 @@ struct StateIo {
   int inPower = 0, outPower = 0;
 };
 
+// The op's segment states (lightning.cuh): `out` stores the states entering every `tokens` tokens,
+// the pass running its split on exactly those segments; `inT` holds them from the forward, read
+// transposed by a pass whose keys are the forward's values (the backward's dq pass) in place of
+// phase A and the scan, where its own split has the same segments.
+struct Segments {
+  float* out = nullptr;
+  const float* inT = nullptr;
+  int tokens = 0;
+};
+
 // λ_h^power as the state passes scale by it (power 0: exactly 1).
 __device__ __forceinline__ float statePower(float slope, int power) { return power ? expf(slope * (float)-power) : 1.0f; }
 
@@ -1076,6 +1086,16 @@ Plan plan(Context& c, LightningDims d, int ctasPerSm, int passes) {
   return {nseg, chunksPerSeg, ctasPerSm};
 }
 
+// The plan of a pass that stores segment states: segments of exactly seg.tokens tokens.
+Plan segmentPlan(LightningDims d, Plan pl, const Segments& seg) {
+  if (!seg.out) return pl;
+  const int NC = (d.T + C - 1) / C, cps = seg.tokens / C;
+  return {(NC + cps - 1) / cps, cps, pl.ctasPerSm};
+}
+
+// Whether a pass reads the forward's segment states in place of its own phase A and scan.
+bool readsSegments(const Plan& pl, const Segments& seg) { return seg.inT && pl.nseg > 1 && pl.chunksPerSeg * C == seg.tokens; }
+
 // CTAs of wgStateKernel an SM holds (it sets the kernel's shared-memory limit once per device).
 template <int D, int NWG, int NSB, class X, int EW = 1>
 int stateCtasPerSm() {
@@ -1144,12 +1164,12 @@ int subSegments(Context& c, LightningDims d, const Plan& pl, int stateCtasPerSm,
 }
 
 // Phase A of the sequence split and its scan on the wgmma kernels: the state entering each of
-// p's segments into a scratch array (BH, nseg, D, E), from S0 read as `io` says; p then reads it
-// plainly. Phase A may run on sub-segments (subSegments): their states then go to a scratch array
-// of their own, released once the scan has read it. Returns the array of entering states (the
-// caller releases it after the main pass).
+// p's segments into `out` (the op's segment states) or a scratch array (BH, nseg, D, E), from S0
+// read as `io` says; p then reads it plainly. Phase A may run on sub-segments (subSegments): their
+// states go to a scratch array of their own, released once the scan has read it. Returns the
+// scratch array of entering states for the caller to release after the main pass, or null (`out`).
 template <int D, int NWG, int NSB, int NS, class X>
-float* segmentStatesW(Context& c, LightningDims d, Params<X>& p, const float* S0, StateIo io) {
+float* segmentStatesW(Context& c, LightningDims d, Params<X>& p, const float* S0, StateIo io, float* out) {
   using W = WCfg<D, NWG, NSB, NS>;
   // The instance launched below sets its own shared-memory limit (stateCtasPerSm) before its launch.
   bool wide = false;
@@ -1161,7 +1181,7 @@ float* segmentStatesW(Context& c, LightningDims d, Params<X>& p, const float* S0
   const int n = (p.nseg - 1) * sub + 1;  // the sub-segments before the last segment, and the last segment
   const size_t stateBytes = (size_t)D * d.E * sizeof(float);
   float* L = (float*)c.scratch((size_t)d.BH() * n * stateBytes);
-  float* entering = sub > 1 ? (float*)c.scratch((size_t)d.BH() * p.nseg * stateBytes) : L;
+  float* entering = out ? out : sub > 1 ? (float*)c.scratch((size_t)d.BH() * p.nseg * stateBytes) : L;
   Params<X> a = p;
   a.Sin = nullptr;
   a.Sout = L;
@@ -1182,18 +1202,30 @@ float* segmentStatesW(Context& c, LightningDims d, Params<X>& p, const float* S0
   if (entering != L) c.release(L);  // later work on the stream reuses it only after the scan
   p.Sin = entering;
   p.sinT = false, p.sinPower = 0;
-  return entering;
+  return entering == out ? nullptr : entering;
 }
+
+// The segment states of a pass that runs unsplit: the one entering token 0, S0 (read as the
+// forward reads it) or zeros.
+void firstSegmentState(Context& c, LightningDims d, const float* S0, float* out, int D, const float* slopes);
 
 // One causal pass on the wgmma loop (see passT).
 template <int D, int NWG, int NSB, int NS, class X>
 void passW(Context& c, LightningDims d, const void* q, const void* k, const void* v, const float* slopes, const float* S0, void* o, float* Sfinal,
-           bool reverse, StateIo io) {
+           bool reverse, StateIo io, Segments seg) {
   using W = WCfg<D, NWG, NSB, NS>;
-  Plan pl = plan(c, d, configureW<D, NWG, NSB, NS, X>());
+  Plan pl = segmentPlan(d, plan(c, d, configureW<D, NWG, NSB, NS, X>()), seg);
   Params<X> p{(const X*)q, (const X*)k, (const X*)v, slopes, S0, (X*)o, Sfinal, d.T, d.E, d.H, pl.nseg, pl.chunksPerSeg, reverse,
               io.inT, io.inPower, io.outPower};
-  float* L = pl.nseg > 1 ? segmentStatesW<D, NWG, NSB, NS, X>(c, d, p, S0, io) : nullptr;
+  float* L = nullptr;
+  if (readsSegments(pl, seg)) {
+    p.Sin = seg.inT;
+    p.sinT = true, p.sinPower = 0;
+  } else if (pl.nseg > 1) {
+    L = segmentStatesW<D, NWG, NSB, NS, X>(c, d, p, S0, io, seg.out);
+  } else if (seg.out) {
+    firstSegmentState(c, d, S0, seg.out, D, slopes);
+  }
   wgKernel<D, NWG, NSB, NS, X, false><<<dim3(d.E / ET, d.BH(), pl.nseg), W::THREADS, W::SMEM, c.stream>>>(p);
   LTS_CHECK(cudaGetLastError(), "lightning v6 forward launch");
   if (L) c.release(L);
@@ -1214,7 +1246,7 @@ void pairW(Context& c, LightningDims d, const void* q, const void* k, const void
   const StateIo io{false, -1, 1};  // the dv pass's: from λ⁻¹ dS_final, dS0 = λ G_0
   Params<X> p{(const X*)k, (const X*)q, (const X*)dO, slopes, dSf, (X*)dv, dS0, d.T, d.E, d.H, pl.nseg, pl.chunksPerSeg, true,
               io.inT, io.inPower, io.outPower};
-  float* L = pl.nseg > 1 ? segmentStatesW<D, NWG, NSB, NS, X>(c, d, p, dSf, io) : nullptr;
+  float* L = pl.nseg > 1 ? segmentStatesW<D, NWG, NSB, NS, X>(c, d, p, dSf, io, nullptr) : nullptr;
   p.q2 = (const X*)v, p.k2 = (const X*)dO, p.v2 = (const X*)q, p.o2 = (X*)dk;
   p.sinT2 = true;
   p.pairSlices = slices;
@@ -1227,41 +1259,48 @@ void pairW(Context& c, LightningDims d, const void* q, const void* k, const void
 // three launches (segment states, scan, full loop) where the batch is too small, else one.
 template <int D, class X>
 void passT(Context& c, LightningDims d, const void* q, const void* k, const void* v, const float* slopes, const float* S0, void* o, float* Sfinal,
-           bool reverse, StateIo io) {
+           bool reverse, StateIo io, Segments seg) {
   if (useV6(D)) {
     if constexpr (D == 256) {
-      passW<256, 2, 2, 2, X>(c, d, q, k, v, slopes, S0, o, Sfinal, reverse, io);
+      passW<256, 2, 2, 2, X>(c, d, q, k, v, slopes, S0, o, Sfinal, reverse, io, seg);
     } else if constexpr (D == 128) {
-      if (wg128() == 2) passW<128, 2, 2, 2, X>(c, d, q, k, v, slopes, S0, o, Sfinal, reverse, io);
-      else passW<128, 1, 1, 2, X>(c, d, q, k, v, slopes, S0, o, Sfinal, reverse, io);
+      if (wg128() == 2) passW<128, 2, 2, 2, X>(c, d, q, k, v, slopes, S0, o, Sfinal, reverse, io, seg);
+      else passW<128, 1, 1, 2, X>(c, d, q, k, v, slopes, S0, o, Sfinal, reverse, io, seg);
     } else {
       switch (stages64<X>(c, d)) {
-        case 3: passW<64, 1, 2, 3, X>(c, d, q, k, v, slopes, S0, o, Sfinal, reverse, io); break;
-        case 4: passW<64, 1, 2, 4, X>(c, d, q, k, v, slopes, S0, o, Sfinal, reverse, io); break;
-        case 6: passW<64, 1, 2, 6, X>(c, d, q, k, v, slopes, S0, o, Sfinal, reverse, io); break;
-        default: passW<64, 1, 2, 2, X>(c, d, q, k, v, slopes, S0, o, Sfinal, reverse, io); break;
+        case 3: passW<64, 1, 2, 3, X>(c, d, q, k, v, slopes, S0, o, Sfinal, reverse, io, seg); break;
+        case 4: passW<64, 1, 2, 4, X>(c, d, q, k, v, slopes, S0, o, Sfinal, reverse, io, seg); break;
+        case 6: passW<64, 1, 2, 6, X>(c, d, q, k, v, slopes, S0, o, Sfinal, reverse, io, seg); break;
+        default: passW<64, 1, 2, 2, X>(c, d, q, k, v, slopes, S0, o, Sfinal, reverse, io, seg); break;
       }
     }
     return;
   }
   using K = Cfg<D>;
-  Plan pl = plan(c, d, configure<D, X>());
+  Plan pl = segmentPlan(d, plan(c, d, configure<D, X>()), seg);
   Params<X> p{(const X*)q, (const X*)k, (const X*)v, slopes, S0, (X*)o, Sfinal, d.T, d.E, d.H, pl.nseg, pl.chunksPerSeg, reverse,
               io.inT, io.inPower, io.outPower};
   dim3 grid(d.E / ET, d.BH(), pl.nseg);
   float* L = nullptr;
-  if (pl.nseg > 1) {
+  if (readsSegments(pl, seg)) {
+    p.Sin = seg.inT;
+    p.sinT = true, p.sinPower = 0;
+  } else if (pl.nseg > 1) {
     L = (float*)c.scratch((size_t)d.BH() * pl.nseg * D * d.E * sizeof(float));
     Params<X> a = p;
     a.Sin = nullptr;
     a.Sout = L;
     forwardKernel<D, X, true><<<grid, K::THREADS, K::SMEM, c.stream>>>(a);
     LTS_CHECK(cudaGetLastError(), "lightning v5 segment states launch");
-    segmentScanKernel<<<scanGrid(D * d.E, d.BH()), SCAN_THREADS, 0, c.stream>>>(L, L, S0, io.inT, io.inPower, pl.nseg, 1, pl.chunksPerSeg * C, d.T,
-                                                                            D * d.E, d.E, d.H, slopes);
+    float* entering = seg.out ? seg.out : L;
+    segmentScanKernel<<<scanGrid(D * d.E, d.BH()), SCAN_THREADS, 0, c.stream>>>(L, entering, S0, io.inT, io.inPower, pl.nseg, 1, pl.chunksPerSeg * C,
+                                                                            d.T, D * d.E, d.E, d.H, slopes);
     LTS_CHECK(cudaGetLastError(), "lightning v5 segment scan launch");
-    p.Sin = L;
+    if (seg.out) c.release(L), L = nullptr;  // later work on the stream reuses it only after the scan
+    p.Sin = entering;
     p.sinT = false, p.sinPower = 0;
+  } else if (seg.out) {
+    firstSegmentState(c, d, S0, seg.out, D, slopes);
   }
   forwardKernel<D, X, false><<<grid, K::THREADS, K::SMEM, c.stream>>>(p);
   LTS_CHECK(cudaGetLastError(), "lightning v5 forward launch");
@@ -1270,19 +1309,19 @@ void passT(Context& c, LightningDims d, const void* q, const void* k, const void
 
 template <class X>
 void passX(Context& c, LightningDims d, const void* q, const void* k, const void* v, const float* slopes, const float* S0, void* o, float* Sfinal,
-           bool reverse, StateIo io) {
+           bool reverse, StateIo io, Segments seg) {
   switch (d.D) {
-    case 64: passT<64, X>(c, d, q, k, v, slopes, S0, o, Sfinal, reverse, io); break;
-    case 128: passT<128, X>(c, d, q, k, v, slopes, S0, o, Sfinal, reverse, io); break;
-    case 256: passT<256, X>(c, d, q, k, v, slopes, S0, o, Sfinal, reverse, io); break;
+    case 64: passT<64, X>(c, d, q, k, v, slopes, S0, o, Sfinal, reverse, io, seg); break;
+    case 128: passT<128, X>(c, d, q, k, v, slopes, S0, o, Sfinal, reverse, io, seg); break;
+    case 256: passT<256, X>(c, d, q, k, v, slopes, S0, o, Sfinal, reverse, io, seg); break;
     default: throw std::runtime_error("lightning v5: unsupported key width " + std::to_string(d.D));
   }
 }
 
 void pass(Context& c, int dt, LightningDims d, const void* q, const void* k, const void* v, const float* slopes, const float* S0, void* o,
-          float* Sfinal, bool reverse, StateIo io = {}) {
-  if (dt == F16) passX<__half>(c, d, q, k, v, slopes, S0, o, Sfinal, reverse, io);
-  else passX<__nv_bfloat16>(c, d, q, k, v, slopes, S0, o, Sfinal, reverse, io);
+          float* Sfinal, bool reverse, StateIo io = {}, Segments seg = {}) {
+  if (dt == F16) passX<__half>(c, d, q, k, v, slopes, S0, o, Sfinal, reverse, io, seg);
+  else passX<__nv_bfloat16>(c, d, q, k, v, slopes, S0, o, Sfinal, reverse, io, seg);
 }
 
 // The dv and dk passes in one launch (pairW) where D = E ∈ {64, 128} on version 6;
@@ -1322,6 +1361,10 @@ void prepare(Context& c, LightningDims d, const float* src, float* dst, int Y, i
   LTS_CHECK(cudaGetLastError(), "lightning v5 state preparation launch");
 }
 
+void firstSegmentState(Context& c, LightningDims d, const float* S0, float* out, int D, const float* slopes) {
+  prepare(c, d, S0, out, D, d.E, false, 0, slopes);
+}
+
 std::string passPlan(Context& c, int dt, LightningDims d, int passes = 1) {
   Choice ch = choice(c, dt, d);
   Plan pl = plan(c, d, ch.ctasPerSm, passes);
@@ -1349,13 +1392,25 @@ std::string lightningV5Describe(Context& c, int dt, LightningDims d, bool backwa
   std::string s = std::string("tensor cores (") + (dt == F16 ? "f16" : "bf16") + ", ";
   if (!backward) return s + passPlan(c, dt, d) + ")";
   LightningDims sw{d.B, d.H, d.T, d.E, d.D};
-  if (pairApplies(d)) return s + "dq pass " + passPlan(c, dt, sw) + "; dv and dk passes in one launch " + passPlan(c, dt, d, 2) + ")";
-  return s + "dq pass " + passPlan(c, dt, sw) + "; dv pass " + passPlan(c, dt, d) + "; dk pass " + passPlan(c, dt, sw) + ")";
+  const int L = lightningSegmentTokensV5(c, dt, d);
+  const std::string dq = "dq pass " + passPlan(c, dt, sw) + (L ? ", given the forward's segment states (" + std::to_string(L) + " tokens) no phase A or scan" : "");
+  if (pairApplies(d)) return s + dq + "; dv and dk passes in one launch " + passPlan(c, dt, d, 2) + ")";
+  return s + dq + "; dv pass " + passPlan(c, dt, d) + "; dk pass " + passPlan(c, dt, sw) + ")";
 }
 
 void lightningForwardV5(Context& c, int dt, LightningDims d, const void* q, const void* k, const void* v, const float* slopes, const float* S0,
-                        void* o, float* Sfinal) {
-  pass(c, dt, d, q, k, v, slopes, S0, o, Sfinal, false);
+                        void* o, float* Sfinal, float* segStates, int segTokens) {
+  if (segStates && (segTokens <= 0 || segTokens % C))
+    throw std::runtime_error("lightning v5: segment states every " + std::to_string(segTokens) + " tokens (expected a positive multiple of 64)");
+  pass(c, dt, d, q, k, v, slopes, S0, o, Sfinal, false, {}, Segments{segStates, nullptr, segStates ? segTokens : 0});
+}
+
+int lightningSegmentTokensV5(Context& c, int dt, LightningDims d) {
+  if (!lightningForwardV5Supported(dt, d) || !lightningBackwardV5Supported(dt, d)) return 0;
+  LightningDims sw{d.B, d.H, d.T, d.E, d.D};  // the dq pass: keys E wide
+  const Plan fwd = plan(c, d, choice(c, dt, d).ctasPerSm), dq = plan(c, sw, choice(c, dt, sw).ctasPerSm);
+  if (fwd.nseg < 2 || dq.nseg != fwd.nseg || dq.chunksPerSeg != fwd.chunksPerSeg) return 0;
+  return fwd.chunksPerSeg * C;
 }
 
 // The backward as three forward passes, from the token relations of docs/ALGORITHM.md B.2:
@@ -1369,9 +1424,10 @@ void lightningForwardV5(Context& c, int dt, LightningDims d, const void* q, cons
 // the benchmark shape) each state array is 64 MB, so a separate pass over the states would cost
 // ~0.12 ms of a ~1.45 ms backward. LIGHTNING_CUDA_LA_PREPARE=1 (read once) runs those separate passes
 // instead, the arrangement these replaced, for comparison. Where D = E on version 6 the dv and dk
-// passes run as one launch (pairW).
+// passes run as one launch (pairW). The forward's segment states (segStates, every segTokens tokens)
+// are the dq pass's, transposed: it reads them where its split has the same segments.
 void lightningBackwardV5(Context& c, int dt, LightningDims d, const void* q, const void* k, const void* v, const float* slopes, const void* dO,
-                         const float* dSf, const float* S0, void* dq, void* dk, void* dv, float* dS0) {
+                         const float* dSf, const float* S0, void* dq, void* dk, void* dv, float* dS0, const float* segStates, int segTokens) {
   const int D = d.D, E = d.E;
   LightningDims sw{d.B, d.H, d.T, E, D};  // the passes whose keys are E wide
   static const bool separate = [] {
@@ -1379,7 +1435,7 @@ void lightningBackwardV5(Context& c, int dt, LightningDims d, const void* q, con
     return f && f[0] == '1';
   }();
   if (!separate) {
-    pass(c, dt, sw, dO, v, k, slopes, S0, dq, nullptr, false, {true, 0, 0});
+    pass(c, dt, sw, dO, v, k, slopes, S0, dq, nullptr, false, {true, 0, 0}, Segments{nullptr, segStates, segStates ? segTokens : 0});
     if (pairApplies(d)) {
       if (dt == F16) pairX<__half>(c, d, q, k, v, dO, slopes, dSf, dk, dv, dS0);
       else pairX<__nv_bfloat16>(c, d, q, k, v, dO, slopes, dSf, dk, dv, dS0);

@@ -118,6 +118,9 @@ void registerOptim(Registry&);
 void registerDecode(Registry&);
 void registerDecodeLayer(Registry&);
 std::string cublasStatus();
+// Lightning Attention: the tokens per segment of the forward's sequence split whose entering states
+// the op returns for the backward (lightning.cu lightningSegmentTokens), or 0.
+int lightningSegmentTokensOf(Context& c, int dtype, int B, int H, int T, int D, int E);
 
 // Broadcast iteration over up to 8 dims with up to 4 operands (outputs included), dims merged
 // where every operand is contiguous across them, so the common no-broadcast case is one dim.

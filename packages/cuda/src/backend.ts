@@ -2,7 +2,7 @@
  * The CUDA backend: device memory through the addon's caching allocator, kernels enqueued on one
  * stream, and reads as the only points where JavaScript waits for the GPU.
  */
-import type { Backend, ByteCopy, Capabilities, KernelTable, KernelTimer, MemoryStats } from "@lightning-ts/tensor";
+import { type Backend, type ByteCopy, type Capabilities, DTYPES, type KernelTable, type KernelTimer, type LightningDimsInfo, type MemoryStats } from "@lightning-ts/tensor";
 import { LAUNCHERS } from "./codes.js";
 import { type CudaGraph, recordGraph } from "./graph.js";
 import { type CudaStorage, createKernels } from "./kernels.js";
@@ -184,6 +184,17 @@ export class CudaBackend implements Backend<CudaStorage> {
 
   resetPeakMemory(): void {
     this.runtime.resetPeak();
+  }
+
+  /**
+   * The segment length of the Lightning forward's sequence split at these sizes where the backward
+   * splits alike (bf16/f16 on the tensor-core kernels, a batch too small to fill the GPU), or 0:
+   * `lightningAttention` then keeps the states entering those segments, which the forward makes
+   * anyway, and the backward's dq pass reads them instead of making them again.
+   */
+  lightningSegmentTokens({ dtype, B, H, T, D, E }: LightningDimsInfo): number {
+    if (dtype !== "bf16" && dtype !== "f16") return 0;
+    return this.runtime.lightningSegmentTokens(DTYPES.indexOf(dtype), B, H, T, D, E);
   }
 
   dispose(): void {

@@ -236,14 +236,22 @@ export function createKernels(rt: NativeRuntime): KernelTable<CudaStorage> {
     },
 
     // q, k: (B, H, T, D); v: (B, H, T, E); slopes: f32 (H); initialState?: f32 (B, H, D, E) → o: (B, H, T, E), finalState: f32 (B, H, D, E)
-    lightningAttention: ({ inputs: [q, k, v, slopes, s0], outputs: [o, sf] }) => {
+    // [, segment states f32 (B, H, ⌈T/L⌉, D, E) with attrs.segmentTokens = L: made by the bf16/f16 kernels only]
+    lightningAttention: ({ inputs: [q, k, v, slopes, s0], outputs: [o, sf, seg], attrs: { segmentTokens } }) => {
       const [B, H, T, D] = q.shape as [number, number, number, number];
-      launch("lightningAttention", [q, k, v, slopes, s0, o, sf], [code(q.dtype), B, H, T, D, v.shape[3]]);
+      const ints = [code(q.dtype), B, H, T, D, v.shape[3]];
+      if (seg) launch("lightningAttention", [q, k, v, slopes, s0, o, sf, seg], [...ints, segmentTokens ?? 0]);
+      else launch("lightningAttention", [q, k, v, slopes, s0, o, sf], ints);
     },
-    // (q, k, v, slopes, dO (B, H, T, E), dFinalState f32 (B, H, D, E), initialState?) → (dq, dk, dv, dInitialState)
-    lightningAttentionBackward: ({ inputs: [q, k, v, slopes, dO, dS, s0], outputs: [dq, dk, dv, ds0] }) => {
+    // (q, k, v, slopes, dO (B, H, T, E), dFinalState f32 (B, H, D, E), initialState?, segmentStates?) → (dq, dk, dv, dInitialState)
+    lightningAttentionBackward: ({ inputs, outputs: [dq, dk, dv, ds0], attrs: { hasInitialState, segmentTokens } }) => {
+      const [q, k, v, slopes, dO, dS] = inputs;
+      const s0 = hasInitialState ? inputs[6] : undefined;
+      const seg = segmentTokens ? inputs[hasInitialState ? 7 : 6] : undefined;
       const [B, H, T, D] = q.shape as [number, number, number, number];
-      launch("lightningAttentionBackward", [q, k, v, slopes, dO, dS, s0, dq, dk, dv, ds0], [code(q.dtype), B, H, T, D, v.shape[3]]);
+      const ints = [code(q.dtype), B, H, T, D, v.shape[3]];
+      if (seg) launch("lightningAttentionBackward", [q, k, v, slopes, dO, dS, s0, dq, dk, dv, ds0, seg], [...ints, segmentTokens ?? 0]);
+      else launch("lightningAttentionBackward", [q, k, v, slopes, dO, dS, s0, dq, dk, dv, ds0], ints);
     },
     // k: (B, H, T, D); v: (B, H, T, E); slopes: f32 (H) → state: f32 (B, H, D, E) (native/lightning_state.cu)
     lightningState: ({ inputs: [k, v, slopes], outputs: [state], attrs: { reverse } }) => {

@@ -38,6 +38,11 @@ export interface NativeRuntime {
   memory(): { liveBytes: number; liveBuffers: number; pooledBytes: number; peakBytes: number; cacheReleases: number };
   /** Starts a new peak at the live bytes now. */
   resetPeak(): void;
+  /**
+   * The segment length (a multiple of 64) whose entering states the Lightning forward keeps for
+   * the backward at these sizes (dtype code of src/codes.ts), or 0 (native/lightning.cu).
+   */
+  lightningSegmentTokens(dtype: number, B: number, H: number, T: number, D: number, E: number): number;
   trim(): void;
   eventCreate(): number;
   eventRecord(id: number): void;

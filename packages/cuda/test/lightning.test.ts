@@ -7,6 +7,7 @@
  */
 import * as T from "@lightning-ts/tensor";
 import { type Backend, type DType, type Tensor } from "@lightning-ts/tensor";
+import { vjp } from "@lightning-ts/autograd";
 import { closeness, describeBackends, seeded } from "@lightning-ts/testing";
 import { expect, it } from "vitest";
 import { host, lightningOracle } from "./lightning-oracle.js";
@@ -103,6 +104,94 @@ await describeBackends("Lightning Attention vs the float64 recurrence", (gpu: ()
         delete process.env.LIGHTNING_CUDA_LA_WIDE_STATE;
       }
     });
+
+  // The forward's segment states (attrs.segmentTokens) and the backward that reads them: the
+  // states against the CPU's float64 recurrence, and every output and gradient as above. L is the
+  // backend's own (its split at B = 1, where the dq pass takes them) or one it does not split by
+  // (1,024: the forward runs on those segments, the dq pass makes its own).
+  const segmentCases: [number, number, number | "own", boolean][] = [
+    [128, 128, "own", true],
+    [128, 128, "own", false],
+    [128, 128, 1024, true],
+    [256, 128, "own", true],
+    [256, 128, 1024, false],
+    [64, 64, "own", false],
+  ];
+  for (const [D, E, asked, state] of segmentCases)
+    it(`segment states: forward keeps them every ${asked === "own" ? "(own split)" : asked} tokens, backward reads them, D ${D} E ${E}${state ? ", initial state" : ""}`, async () => {
+      const [B, H, Tn] = [1, 2, 4099];
+      const rng = seeded(D + E + Tn + (state ? 1 : 0));
+      const on = { backend: gpu(), dtype: "bf16" as DType, std: 0.3 };
+      const q = rng.tensor([B, H, Tn, D], on);
+      const k = rng.tensor([B, H, Tn, D], on);
+      const v = rng.tensor([B, H, Tn, E], on);
+      const dO = rng.tensor([B, H, Tn, E], on);
+      const dS = rng.tensor([B, H, D, E], { backend: gpu(), std: 0.3 });
+      const S0 = state ? rng.tensor([B, H, D, E], { backend: gpu(), std: 0.3 }) : undefined;
+      const slopeValues = T.tnlSlopes(H, 0, 2).map(Math.fround);
+      const slopes = T.tensor(slopeValues, [H], { backend: gpu() });
+      const own = gpu().lightningSegmentTokens?.({ dtype: "bf16", B, H, T: Tn, D, E }) ?? 0;
+      if (asked === "own") expect(own > 0 && own % 64 === 0, `lightningSegmentTokens ${own}`).toBe(true);
+      const L = asked === "own" ? own : asked;
+      const attrs = { blockSize: 64, impl: "chunked" as const, hasInitialState: state, segmentTokens: L };
+      const inputs = [q, k, v, slopes, ...(S0 ? [S0] : [])];
+      const [o, Sf, seg] = T.runOp("lightningAttention", inputs, attrs);
+      expect(seg.shape).toEqual([B, H, Math.ceil(Tn / L), D, E]);
+      // The float64 states: the CPU's recurrence on the values the GPU tensors hold.
+      const cpu = T.createCpuBackend();
+      const f64 = async (t: Tensor) => T.tensor(await host(t), t.shape, { dtype: "f64", backend: cpu });
+      const cpuInputs = [await f64(q), await f64(k), await f64(v), T.tensor(slopeValues, [H], { backend: cpu }), ...(S0 ? [await f64(S0)] : [])];
+      const wantSeg = T.runOp("lightningAttention", cpuInputs, { ...attrs, impl: "recurrent" })[2];
+      checkClose("segment states", await host(seg), await wantSeg.data(), BOUND.bf16);
+      const want = lightningOracle({ B, H, T: Tn, D, E }, await host(q), await host(k), await host(v), slopeValues, S0 ? await host(S0) : null, await host(dO), await host(dS));
+      checkClose("output", await host(o), want.o, BOUND.bf16);
+      checkClose("final state", await host(Sf), want.S, BOUND.bf16);
+      const [dq, dk, dv, dS0] = T.runOp("lightningAttentionBackward", [q, k, v, slopes, dO, dS, ...(S0 ? [S0] : []), seg], attrs);
+      checkClose("dq", await host(dq), want.dq, BOUND.bf16);
+      checkClose("dk", await host(dk), want.dk, BOUND.bf16);
+      checkClose("dv", await host(dv), want.dv, BOUND.bf16);
+      if (S0) checkClose("dInitialState", await host(dS0), want.dS0!, BOUND.bf16);
+      for (const t of [q, k, v, dO, dS, S0, slopes, o, Sf, seg, dq, dk, dv, dS0, wantSeg, ...cpuInputs]) t?.dispose();
+    });
+
+  it("segment states through autograd: the tape saves them and the backward reads them (B = 1, bf16)", async () => {
+    const [B, H, Tn, D, E] = [1, 2, 3001, 128, 128];
+    const rng = seeded(4242);
+    const on = { backend: gpu(), dtype: "bf16" as DType, std: 0.3 };
+    const q = rng.tensor([B, H, Tn, D], on);
+    const k = rng.tensor([B, H, Tn, D], on);
+    const v = rng.tensor([B, H, Tn, E], on);
+    const dO = rng.tensor([B, H, Tn, E], on);
+    const slopeValues = T.tnlSlopes(H, 0, 2).map(Math.fround);
+    const slopes = T.tensor(slopeValues, [H], { backend: gpu() });
+    expect(gpu().lightningSegmentTokens?.({ dtype: "bf16", B, H, T: Tn, D, E }) ?? 0).toBeGreaterThan(0);
+    const seen: number[] = [];
+    const stop = T.addOpObserver((r) => {
+      if (r.op === "lightningAttentionBackward") seen.push(r.inputs.length);
+    });
+    const pulled = vjp((a: Tensor, b: Tensor, c: Tensor) => T.lightningAttention(a, b, c, slopes), q, k, v);
+    const [dq, dk, dv] = pulled.vjp(dO) as Tensor[];
+    stop();
+    expect(seen).toEqual([7]);
+    const want = lightningOracle({ B, H, T: Tn, D, E }, await host(q), await host(k), await host(v), slopeValues, null, await host(dO), new Float64Array(B * H * D * E));
+    checkClose("output", await host(pulled.out), want.o, BOUND.bf16);
+    checkClose("dq", await host(dq), want.dq, BOUND.bf16);
+    checkClose("dk", await host(dk), want.dk, BOUND.bf16);
+    checkClose("dv", await host(dv), want.dv, BOUND.bf16);
+    for (const t of [q, k, v, dO, slopes, pulled.out, dq, dk, dv]) t.dispose();
+  });
+
+  it("segment states: asked of the f32 kernels, a clear error", () => {
+    const on = { backend: gpu(), dtype: "f32" as DType, std: 0.3 };
+    const rng = seeded(5);
+    const [q, k, v] = [rng.tensor([1, 2, 130, 32], on), rng.tensor([1, 2, 130, 32], on), rng.tensor([1, 2, 130, 32], on)];
+    const slopes = T.tensor(T.tnlSlopes(2, 0, 2), [2], { backend: gpu() });
+    expect(gpu().lightningSegmentTokens?.({ dtype: "f32", B: 1, H: 2, T: 130, D: 32, E: 32 })).toBe(0);
+    expect(() => T.runOp("lightningAttention", [q, k, v, slopes], { blockSize: 64, impl: "chunked", hasInitialState: false, segmentTokens: 64 })).toThrow(
+      /segment states are kept by the tensor-core kernels only .* this call runs v1/,
+    );
+    for (const t of [q, k, v, slopes]) t.dispose();
+  });
 
   it("state carry: [X1; X2] equals X1 → state → X2, and decode steps continue the forward", async () => {
     const rng = seeded(99);
