@@ -1393,7 +1393,7 @@ std::string lightningV5Describe(Context& c, int dt, LightningDims d, bool backwa
   if (!backward) return s + passPlan(c, dt, d) + ")";
   LightningDims sw{d.B, d.H, d.T, d.E, d.D};
   const int L = lightningSegmentTokensV5(c, dt, d);
-  const std::string dq = "dq pass " + passPlan(c, dt, sw) + (L ? ", given the forward's segment states (" + std::to_string(L) + " tokens) no phase A or scan" : "");
+  const std::string dq = "dq pass " + passPlan(c, dt, sw) + (L ? ", its phase A and scan skipped when given the forward's segment states (" + std::to_string(L) + " tokens)" : "");
   if (pairApplies(d)) return s + dq + "; dv and dk passes in one launch " + passPlan(c, dt, d, 2) + ")";
   return s + dq + "; dv pass " + passPlan(c, dt, d) + "; dk pass " + passPlan(c, dt, sw) + ")";
 }
