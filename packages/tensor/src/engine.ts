@@ -9,7 +9,7 @@ import { ALIASED_OUTPUTS, type Backend, isUnsupported, type Kernel, type TensorR
 import { byteSize } from "./dtype.js";
 import { argError, fmtShape, UnsupportedOpError } from "./errors.js";
 import { COMPOSITE_OPS, type CompositeOpName, type KernelOpName, type OpAttrs, type OpName } from "./ops/attrs.js";
-import { OP_SPECS, type TensorInfo } from "./ops/specs.js";
+import { inputNames, OP_SPECS, type TensorInfo } from "./ops/specs.js";
 import { scope, Tensor } from "./tensor.js";
 
 let current: Backend | null = null;
@@ -108,7 +108,7 @@ export interface RunOpOptions {
  */
 export function runOp<K extends OpName>(op: K, inputs: readonly Tensor[], attrs: OpAttrs[K], backend?: Backend, options?: RunOpOptions): Tensor[] {
   const spec = OP_SPECS[op];
-  const names = [...spec.inputs, ...(spec.optional ?? [])];
+  const names = inputNames(spec, attrs);
   const variadic = names.length === 1 && names[0].endsWith("...");
   inputs.forEach((t, i) => {
     const name = variadic ? `${names[0].slice(0, -3)}[${i}]` : (names[i] ?? `input ${i}`);
@@ -133,7 +133,7 @@ export function runOp<K extends OpName>(op: K, inputs: readonly Tensor[], attrs:
     }
   }
 
-  const into = placements(op, options, inputs, infos, be);
+  const into = placements(op, options, inputs, names, infos, be);
 
   let outputs: Tensor[];
   if (into.length > 0 && (opName === "reshape" || opName === "copyTo")) {
@@ -168,14 +168,13 @@ export function runOp<K extends OpName>(op: K, inputs: readonly Tensor[], attrs:
 }
 
 /** The checked `options.into` of runOp: the target of each output, or undefined for new storage. */
-function placements(op: OpName, options: RunOpOptions | undefined, inputs: readonly Tensor[], infos: readonly TensorInfo[], be: Backend): (Tensor | undefined)[] {
+function placements(op: OpName, options: RunOpOptions | undefined, inputs: readonly Tensor[], names: readonly string[], infos: readonly TensorInfo[], be: Backend): (Tensor | undefined)[] {
   if (options === undefined) return [];
   if (options === null || typeof options !== "object") argError(op, "options", "an object { into?: (Tensor | undefined)[] }", String(options));
   const into = options.into;
   if (into === undefined) return [];
   if (!Array.isArray(into)) argError(op, "options.into", "an array with a tensor (or undefined) per output", typeof into);
   if (into.length > infos.length) argError(op, "options.into", `at most ${infos.length} entries (one per output)`, `${into.length}`);
-  const names = [...OP_SPECS[op].inputs, ...(OP_SPECS[op].optional ?? [])];
   const allowed = ALIASED_OUTPUTS[op as KernelOpName] ?? [];
   const targets: (Tensor | undefined)[] = [];
   into.forEach((t: unknown, i) => {

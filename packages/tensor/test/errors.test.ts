@@ -56,6 +56,11 @@ const CASES: [string, () => unknown, RegExp][] = [
   ["lightning segment states count", () => T.runOp("lightningAttentionBackward", [...lightning(65), ...grads(65), f([1, 2, 1, 3, 4])], { ...noState, segmentTokens: 64 }), /^lightningAttentionBackward: argument 'segmentStates' expected shape \[1, 2, 2, 3, 4\], got \[1, 2, 1, 3, 4\]$/],
   ["lightning segment states of L = 128", () => T.runOp("lightningAttentionBackward", [...lightning(200), ...grads(200), f([1, 2, 3, 3, 4])], { ...noState, segmentTokens: 128 }), /^lightningAttentionBackward: argument 'segmentStates' expected shape \[1, 2, 2, 3, 4\], got \[1, 2, 3, 3, 4\]$/],
   ["lightning segment states dtype", () => T.runOp("lightningAttentionBackward", [...lightning(65), ...grads(65), f([1, 2, 3, 4]), f([1, 2, 2, 3, 4], "f64")], { ...noState, hasInitialState: true, segmentTokens: 64 }), /^lightningAttentionBackward: argument 'segmentStates' expected dtype f32, got f64 \[1, 2, 2, 3, 4\]$/],
+  ["lightning segment states disposed, named as such without an initial state", () => {
+    const states = f([1, 2, 2, 3, 4]);
+    states.dispose();
+    return T.runOp("lightningAttentionBackward", [...lightning(65), ...grads(65), states], { ...noState, segmentTokens: 64 });
+  }, /^lightningAttentionBackward: argument 'segmentStates' expected a live tensor, got tensor #\d+ that was disposed$/],
   ["lightning segment states without segmentTokens", () => T.lightningAttentionBackward(...lightningArgs(65), { segmentStates: f([1, 2, 2, 3, 4]) }), /^lightningAttentionBackward: argument 'options.segmentTokens' expected the tokens per segment of options.segmentStates \(both or neither\), got none$/],
   ["lightning segmentTokens without segment states", () => T.lightningAttentionBackward(...lightningArgs(65), { segmentTokens: 64 }), /^lightningAttentionBackward: argument 'options.segmentStates' expected the segment states of options.segmentTokens = 64 \(both or neither\), got none$/],
   ["lightning segment states of segmentTokens 0", () => T.lightningAttentionBackward(...lightningArgs(65), { segmentStates: f([1, 2, 2, 3, 4]), segmentTokens: 0 }), /^lightningAttentionBackward: argument 'options.segmentTokens' expected a positive multiple of 64 \(the tokens per segment of options.segmentStates\), got 0$/],

@@ -29,7 +29,18 @@ export interface OpSpec<K extends OpName> {
   inputs: readonly string[];
   /** Names of optional trailing inputs (present or not according to the attributes). */
   optional?: readonly string[];
+  /**
+   * The optional inputs present under `attrs`, in order, where they are not simply the first ones
+   * of `optional` (error messages name input i by it). Reads attrs defensively: runOp calls it
+   * before `infer` has checked them.
+   */
+  present?(attrs: OpAttrs[K]): readonly string[];
   infer(inputs: readonly TensorInfo[], attrs: OpAttrs[K]): TensorInfo[];
+}
+
+/** The names of an op's inputs under these attributes, for error messages. */
+export function inputNames<K extends OpName>(spec: OpSpec<K>, attrs: OpAttrs[K]): string[] {
+  return [...spec.inputs, ...(spec.present ? spec.present(attrs) : (spec.optional ?? []))];
 }
 
 export type OpSpecTable = { [K in OpName]: OpSpec<K> };
@@ -647,6 +658,7 @@ export const OP_SPECS: OpSpecTable = {
   lightningAttentionBackward: {
     inputs: ["q", "k", "v", "slopes", "dO", "dFinalState"],
     optional: ["initialState", "segmentStates"],
+    present: (attrs) => [...(attrs?.hasInitialState ? ["initialState"] : []), ...((attrs?.segmentTokens ?? 0) > 0 ? ["segmentStates"] : [])],
     infer(inputs, attrs) {
       const op = "lightningAttentionBackward";
       checkLightningAttrs(op, attrs, inputs.length, 6, true);
