@@ -8,7 +8,9 @@
  *      (`lightningState`; rank 0 adds λ^L S₀ for a user state S₀);
  *   2. it sends M_r to every later rank, point to point, and receives the earlier ranks' M_j;
  *   3. rank r's incoming state is the decay-weighted prefix S_r = Σ_{j<r} λ^{L(r−1−j)} M_j;
- *   4. the chunked kernel runs once on the rank's tokens from S_r, which it takes natively.
+ *   4. the chunked kernel runs once on the rank's tokens from S_r, which it takes natively; where
+ *      the backend keeps the states at its forward's segment boundaries (CUDA at batch 1), the
+ *      rank keeps them for its backward, whose dq pass then makes none of its own.
  *
  * Backward, the same in reverse. Rank r's incoming state gets G_r = Σ_t λ^{t+1} q_tᵀ dO_t + λ^L dS_T
  * (`lightningState` of q and dO, reversed: a pass over two inputs, not the kernel's backward), and
@@ -107,9 +109,15 @@ export function sequenceParallelLightning(
   const stateShape = [B, H, D, E];
   const sends = sendsOf(c);
   const blockSize = options.blockSize;
-  // The backward reads the inputs and this rank's incoming state, which the forward makes.
+  // The backward reads the inputs and this rank's incoming state, which the forward makes, and the
+  // states the backend's forward kept at its segment boundaries, where it keeps any (its dq pass
+  // then makes none of its own).
   const save: Tensor[] = [q, k, v, slopes];
   let held: Tensor | undefined;
+  let heldSegments: Tensor | undefined;
+  let incomingAt = -1;
+  let segmentsAt = -1;
+  let segmentTokens = 0;
 
   const forward = (): Tensor[] =>
     scope(() => {
@@ -127,13 +135,23 @@ export function sequenceParallelLightning(
         const term = mul(received[j], decay(slopes, L * (r - 1 - j), sdt));
         incoming = incoming ? add(incoming, term) : term;
       }
-      if (incoming) save.push((held = retain(incoming)));
-      const { output, state } = lightningAttention(q, k, v, slopes, { returnState: true, blockSize, initialState: incoming });
-      return [output, state];
+      if (incoming) {
+        incomingAt = save.length;
+        save.push((held = retain(incoming)));
+      }
+      const f = lightningAttention(q, k, v, slopes, { returnSegmentStates: true, blockSize, initialState: incoming });
+      if (f.segmentStates) {
+        segmentTokens = f.segmentTokens;
+        segmentsAt = save.length;
+        save.push((heldSegments = retain(f.segmentStates)));
+      }
+      return [f.output, f.state];
     });
 
   const backward = ([dO, dF]: readonly Tensor[], saved: readonly Tensor[]): (Tensor | null)[] => {
-    const [sq, sk, sv, sSlopes, sIncoming] = saved;
+    const [sq, sk, sv, sSlopes] = saved;
+    const sIncoming = incomingAt >= 0 ? saved[incomingAt] : undefined;
+    const segments = segmentsAt >= 0 ? { segmentStates: saved[segmentsAt], segmentTokens } : {};
     settle(sends.forward);
     // What this rank's incoming state owes the earlier ranks' M_j (sent below).
     const G = r > 0 ? add(lightningState(sq, dO, sSlopes, { reverse: true }), mul(dF, decay(sSlopes, L, sdt))) : undefined;
@@ -141,13 +159,14 @@ export function sequenceParallelLightning(
     let dFinal = dF;
     for (let i = r + 1; i < N; i++) dFinal = add(dFinal, c.recvAsync(stateShape, sdt, i).wait());
     if (G) for (let j = r - 1; j >= 0; j--) sends.backward.push(c.sendAsync(mul(G, decay(sSlopes, L * (r - 1 - j), sdt)), j));
-    const g = lightningAttentionBackward(sq, sk, sv, sSlopes, dO, dFinal, { blockSize, initialState: sIncoming });
+    const g = lightningAttentionBackward(sq, sk, sv, sSlopes, dO, dFinal, { blockSize, initialState: sIncoming, ...segments });
     // Rank 0's dInitialState counts its M_0's part too (M_0 holds λ^L S₀): the kernel's, with dFinal.
     return [g.dq, g.dk, g.dv, null, ...(s0 ? [g.dInitialState ?? null] : [])];
   };
 
   const [output, state] = customOp("sequenceParallelLightning", s0 ? [q, k, v, slopes, s0] : [q, k, v, slopes], forward, backward, { save, always: true });
   held?.dispose();
+  heldSegments?.dispose();
   return { output, state };
 }
 

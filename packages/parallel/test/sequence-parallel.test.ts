@@ -37,7 +37,7 @@ function reference(a: SpArgs, impl: "chunked" | "recurrent") {
   return { output: read(out.output), state: read(out.state), dq: read(dq), dk: read(dk), dv: read(dv), dS0: s0 ? read(dS0) : null };
 }
 
-async function check(n: number, a: SpArgs, oracle: "chunked" | "recurrent", rtol: number) {
+async function check(n: number, a: SpArgs, oracle: "chunked" | "recurrent", rtol: number): Promise<SpRankResult[]> {
   const ranks = await runGroup<SpRankResult, SpArgs>("sp-attention", n, a);
   const ref = reference(a, oracle);
   const L = a.T / n;
@@ -50,6 +50,7 @@ async function check(n: number, a: SpArgs, oracle: "chunked" | "recurrent", rtol
   assertClose(join("dv", a.E), ref.dv, opts("dv"));
   if (a.withInitialState) assertClose(ranks[0].dS0!, ref.dS0!, opts("d initial state (rank 0)"));
   expect(ranks.slice(1).every((r) => r.dS0 === null)).toBe(true);
+  return ranks;
 }
 
 describe("sequence-parallel Lightning Attention (LASP-2) on the CPU collective", () => {
@@ -65,4 +66,11 @@ describe("sequence-parallel Lightning Attention (LASP-2) on the CPU collective",
   it("2 ranks in bf16, an initial state, T/N = 65: one-rank chunked Lightning within 5e-3", () =>
     check(2, { ...base, T: 130, dtype: "bf16", seed: 18, withInitialState: true }, "chunked", 5e-3));
   it("3 ranks in bf16, T/N = 43", () => check(3, { ...base, T: 129, dtype: "bf16", seed: 19 }, "chunked", 5e-3));
+  // A backend that keeps its forward's segment states (CUDA at batch 1): each rank's backward is
+  // given them (7 inputs, 8 with rank 0's initial state or a later rank's incoming state).
+  it.each([false, true])("2 ranks whose backend keeps segment states of 64 tokens, T/N = 131, initial state %s (f32)", async (withInitialState) => {
+    const a = { ...base, B: 1, H: 2, T: 262, blockSize: 64, dtype: "f32" as const, seed: 21, withInitialState, segmentTokens: 64 };
+    const ranks = await check(2, a, "chunked", 1e-5);
+    expect(ranks.map((r) => r.backwardInputs)).toEqual([[withInitialState ? 8 : 7], [8]]);
+  });
 });

@@ -12,6 +12,8 @@ export interface SpArgs {
   blockSize: number;
   seed: number;
   withInitialState: boolean;
+  /** Ranks whose backend names this segment length (`lightningSegmentTokens`), as CUDA's does at batch 1. */
+  segmentTokens?: number;
 }
 
 export interface SpInputs {

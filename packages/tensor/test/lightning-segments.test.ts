@@ -140,6 +140,30 @@ describe("lightningAttention() on a backend that keeps segment states", () => {
     backend.dispose();
   });
 
+  it("returnSegmentStates hands the kept states and their L to the caller, for a backward by hand", async () => {
+    const { backend } = advertising(64);
+    const c = { B: 1, H: 2, T: 150, D: 3, E: 5 };
+    for (const [be, L] of [[backend, 64], [cpu, 0]] as const) {
+      const x = segmentInputs(be, c, "f32", 31);
+      const f = T.lightningAttention(x.q, x.k, x.v, x.slopes, { returnSegmentStates: true, initialState: x.s0 });
+      expect(f.segmentTokens).toBe(L);
+      if (L) {
+        expect(f.segmentStates!.shape).toEqual([1, 2, 3, 3, 5]);
+        const want = T.runOp("lightningAttention", [x.q, x.k, x.v, x.slopes, x.s0], { blockSize: 64, impl: "chunked", hasInitialState: true, segmentTokens: L })[2];
+        expect(firstDifference(await values(f.segmentStates!), await values(want))).toBe(-1);
+        const given = T.lightningAttentionBackward(x.q, x.k, x.v, x.slopes, x.dO, x.dS, { initialState: x.s0, segmentStates: f.segmentStates, segmentTokens: f.segmentTokens });
+        const plain = T.lightningAttentionBackward(x.q, x.k, x.v, x.slopes, x.dO, x.dS, { initialState: x.s0 });
+        for (const key of ["dq", "dk", "dv", "dInitialState"] as const) expect(firstDifference(await values(given[key]!), await values(plain[key]!)), key).toBe(-1);
+        for (const g of [given, plain]) for (const t of [g.dq, g.dk, g.dv, g.dInitialState]) t?.dispose();
+        want.dispose();
+      } else {
+        expect(f.segmentStates).toBeUndefined();
+      }
+      for (const t of [f.output, f.state, f.segmentStates, x.q, x.k, x.v, x.slopes, x.s0, x.dO, x.dS]) t?.dispose();
+    }
+    backend.dispose();
+  });
+
   it("carries no segmentTokens where the backend names none (absent, or 0)", () => {
     const { backend } = advertising(0);
     for (const be of [backend, cpu]) {

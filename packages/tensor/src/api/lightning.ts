@@ -26,6 +26,22 @@ export interface LightningAttentionOptions {
   returnState?: boolean;
   /** `chunked` (default), or the `recurrent` / `quadratic` reference forms. */
   impl?: LightningAttentionAttrs["impl"];
+  /**
+   * Also return the states the backend's forward kept at its segment boundaries, for a backward
+   * written by hand (`lightningAttentionBackward`'s `segmentStates` and `segmentTokens`), and the
+   * final state. A gradient tape needs none of this: it saves them itself.
+   */
+  returnSegmentStates?: boolean;
+}
+
+/** `lightningAttention` with `returnSegmentStates`. */
+export interface LightningSegmentResult {
+  output: Tensor;
+  state: Tensor;
+  /** The states entering tokens 0, L, 2L, … ([B, H, ⌈T/L⌉, D, E]), or none where the backend keeps none. */
+  segmentStates?: Tensor;
+  /** L of `segmentStates` (0 without them). */
+  segmentTokens: number;
 }
 
 /** The op's attributes; `segmentTokens` only where it is on (> 0), so other calls carry none. */
@@ -60,13 +76,18 @@ function segmentTokensFor(q: Tensor, v: Tensor, impl: LightningAttentionAttrs["i
  * const slopes = tensor(tnlSlopes(8, 0, 24), [8]);
  * const o = lightningAttention(q, k, v, slopes);                       // [B, H, T, E]
  * const { output, state } = lightningAttention(q, k, v, slopes, { returnState: true });
+ * // For a backward by hand:
+ * const f = lightningAttention(q, k, v, slopes, { returnSegmentStates: true });
+ * const g = lightningAttentionBackward(q, k, v, slopes, dO, dS, f.segmentStates ? { segmentStates: f.segmentStates, segmentTokens: f.segmentTokens } : {});
  */
+export function lightningAttention(q: Tensor, k: Tensor, v: Tensor, slopes: Tensor, options: LightningAttentionOptions & { returnSegmentStates: true }): LightningSegmentResult;
 export function lightningAttention(q: Tensor, k: Tensor, v: Tensor, slopes: Tensor, options?: LightningAttentionOptions & { returnState?: false }): Tensor;
 export function lightningAttention(q: Tensor, k: Tensor, v: Tensor, slopes: Tensor, options: LightningAttentionOptions & { returnState: true }): { output: Tensor; state: Tensor };
-export function lightningAttention(q: Tensor, k: Tensor, v: Tensor, slopes: Tensor, options: LightningAttentionOptions = {}): Tensor | { output: Tensor; state: Tensor } {
+export function lightningAttention(q: Tensor, k: Tensor, v: Tensor, slopes: Tensor, options: LightningAttentionOptions = {}): Tensor | { output: Tensor; state: Tensor } | LightningSegmentResult {
   const inputs = options.initialState ? [q, k, v, slopes, options.initialState] : [q, k, v, slopes];
   const attrs = attrsOf(options, segmentTokensFor(q, v, options.impl ?? "chunked"));
   const [output, state, segmentStates] = runOp("lightningAttention", inputs, attrs);
+  if (options.returnSegmentStates) return { output, state, segmentStates, segmentTokens: attrs.segmentTokens ?? 0 };
   // A tape that recorded the op holds its own handle (autograd retains what its rule saves).
   segmentStates?.dispose();
   if (options.returnState) return { output: output, state: state };
