@@ -32,11 +32,14 @@ function lightning(impl: "chunked" | "recurrent" | "quadratic", defaultMaxT?: nu
     family: "lightning",
     defaultMaxT,
     forward: ({ q, k, v, slopes }) => T.lightningAttention(q, k, v, slopes, { impl }),
+    // As a gradient tape runs it: the states the forward kept at its segment boundaries (where the
+    // backend keeps any: CUDA at batch 1) go to the backward.
     forwardBackward: ({ q, k, v, slopes }, dO) => {
-      T.lightningAttention(q, k, v, slopes, { impl });
+      const f = T.lightningAttention(q, k, v, slopes, { impl, returnSegmentStates: true });
       const [B, H, , D] = q.shape as [number, number, number, number];
       const dS = T.zeros([B, H, D, v.shape[3]]);
-      const g = T.lightningAttentionBackward(q, k, v, slopes, dO, dS, { impl });
+      const segments = f.segmentStates ? { segmentStates: f.segmentStates, segmentTokens: f.segmentTokens } : {};
+      const g = T.lightningAttentionBackward(q, k, v, slopes, dO, dS, { impl, ...segments });
       return [g.dq, g.dk, g.dv];
     },
   };
