@@ -191,9 +191,12 @@ export class CudaBackend implements Backend<CudaStorage> {
    * splits alike (bf16/f16 on the tensor-core kernels, a batch too small to fill the GPU), or 0:
    * `lightningAttention` then keeps the states entering those segments, which the forward makes
    * anyway, and the backward's dq pass reads them instead of making them again.
+   * LIGHTNING_CUDA_LA_SEGMENT_STATES=0 (read at each call) names none, for comparison.
    */
   lightningSegmentTokens({ dtype, B, H, T, D, E }: LightningDimsInfo): number {
-    if (dtype !== "bf16" && dtype !== "f16") return 0;
+    const env = process.env.LIGHTNING_CUDA_LA_SEGMENT_STATES;
+    if (env !== undefined && env !== "0" && env !== "1") throw new Error(`LIGHTNING_CUDA_LA_SEGMENT_STATES: expected 0 or 1, got '${env}'`);
+    if (env === "0" || (dtype !== "bf16" && dtype !== "f16")) return 0;
     return this.runtime.lightningSegmentTokens(DTYPES.indexOf(dtype), B, H, T, D, E);
   }
 

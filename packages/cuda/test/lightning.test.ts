@@ -181,6 +181,19 @@ await describeBackends("Lightning Attention vs the float64 recurrence", (gpu: ()
     for (const t of [q, k, v, dO, slopes, pulled.out, dq, dk, dv]) t.dispose();
   });
 
+  it("segment states: LIGHTNING_CUDA_LA_SEGMENT_STATES=0 names none, another value is refused", () => {
+    const dims = { dtype: "bf16" as DType, B: 1, H: 2, T: 4099, D: 128, E: 128 };
+    expect(gpu().lightningSegmentTokens!(dims)).toBeGreaterThan(0);
+    try {
+      process.env.LIGHTNING_CUDA_LA_SEGMENT_STATES = "0";
+      expect(gpu().lightningSegmentTokens!(dims)).toBe(0);
+      process.env.LIGHTNING_CUDA_LA_SEGMENT_STATES = "yes";
+      expect(() => gpu().lightningSegmentTokens!(dims)).toThrow(/^LIGHTNING_CUDA_LA_SEGMENT_STATES: expected 0 or 1, got 'yes'$/);
+    } finally {
+      delete process.env.LIGHTNING_CUDA_LA_SEGMENT_STATES;
+    }
+  });
+
   it("segment states: asked of the f32 kernels, a clear error", () => {
     const on = { backend: gpu(), dtype: "f32" as DType, std: 0.3 };
     const rng = seeded(5);
