@@ -1205,9 +1205,11 @@ float* segmentStatesW(Context& c, LightningDims d, Params<X>& p, const float* S0
   return entering == out ? nullptr : entering;
 }
 
-// The segment states of a pass that runs unsplit: the one entering token 0, S0 (read as the
-// forward reads it) or zeros.
-void firstSegmentState(Context& c, LightningDims d, const float* S0, float* out, int D, const float* slopes);
+// dst (BH, X, Y) from src (BH, Y, X): see prepareStateKernel.
+void prepare(Context& c, LightningDims d, const float* src, float* dst, int Y, int X, bool transpose, int power, const float* slopes) {
+  prepareStateKernel<<<dim3((X * Y + 255) / 256, d.BH()), 256, 0, c.stream>>>(src, dst, Y, X, transpose, power, d.H, slopes);
+  LTS_CHECK(cudaGetLastError(), "lightning v5 state preparation launch");
+}
 
 // One causal pass on the wgmma loop (see passT).
 template <int D, int NWG, int NSB, int NS, class X>
@@ -1224,7 +1226,7 @@ void passW(Context& c, LightningDims d, const void* q, const void* k, const void
   } else if (pl.nseg > 1) {
     L = segmentStatesW<D, NWG, NSB, NS, X>(c, d, p, S0, io, seg.out);
   } else if (seg.out) {
-    firstSegmentState(c, d, S0, seg.out, D, slopes);
+    prepare(c, d, S0, seg.out, D, d.E, false, 0, slopes);  // unsplit: the one state, entering token 0 (S0 or zeros)
   }
   wgKernel<D, NWG, NSB, NS, X, false><<<dim3(d.E / ET, d.BH(), pl.nseg), W::THREADS, W::SMEM, c.stream>>>(p);
   LTS_CHECK(cudaGetLastError(), "lightning v6 forward launch");
@@ -1300,7 +1302,7 @@ void passT(Context& c, LightningDims d, const void* q, const void* k, const void
     p.Sin = entering;
     p.sinT = false, p.sinPower = 0;
   } else if (seg.out) {
-    firstSegmentState(c, d, S0, seg.out, D, slopes);
+    prepare(c, d, S0, seg.out, D, d.E, false, 0, slopes);  // unsplit: the one state, entering token 0 (S0 or zeros)
   }
   forwardKernel<D, X, false><<<grid, K::THREADS, K::SMEM, c.stream>>>(p);
   LTS_CHECK(cudaGetLastError(), "lightning v5 forward launch");
@@ -1355,15 +1357,6 @@ void pairX(Context& c, LightningDims d, const void* q, const void* k, const void
   }
 }
 
-// dst (BH, X, Y) from src (BH, Y, X): see prepareStateKernel.
-void prepare(Context& c, LightningDims d, const float* src, float* dst, int Y, int X, bool transpose, int power, const float* slopes) {
-  prepareStateKernel<<<dim3((X * Y + 255) / 256, d.BH()), 256, 0, c.stream>>>(src, dst, Y, X, transpose, power, d.H, slopes);
-  LTS_CHECK(cudaGetLastError(), "lightning v5 state preparation launch");
-}
-
-void firstSegmentState(Context& c, LightningDims d, const float* S0, float* out, int D, const float* slopes) {
-  prepare(c, d, S0, out, D, d.E, false, 0, slopes);
-}
 
 std::string passPlan(Context& c, int dt, LightningDims d, int passes = 1) {
   Choice ch = choice(c, dt, d);
