@@ -108,11 +108,14 @@ await describeBackends("Lightning Attention vs the float64 recurrence", (gpu: ()
   // The forward's segment states (attrs.segmentTokens) and the backward that reads them: the
   // states against the CPU's float64 recurrence, and every output and gradient as above. L is the
   // backend's own (its split at B = 1, where the dq pass takes them) or one it does not split by
-  // (1,024: the forward runs on those segments, the dq pass makes its own).
+  // (1,024: the forward runs on those segments, the dq pass makes its own; 8,192 > T: the forward
+  // runs unsplit and its one state is the initial state).
   const segmentCases: [number, number, number | "own", boolean][] = [
     [128, 128, "own", true],
     [128, 128, "own", false],
     [128, 128, 1024, true],
+    [128, 128, 8192, true],
+    [64, 64, 8192, false],
     [256, 128, "own", true],
     [256, 128, 1024, false],
     [64, 64, "own", false],
