@@ -15,7 +15,7 @@ export const LAUNCHERS = [
   "softmax", "xent", "xentBackward", "rmsNorm", "random", "matmul",
   "lightningAttention", "lightningAttentionBackward", "lightningStep", "adamw", "siluBackward",
   "addRmsNorm", "rmsNormGate", "splitQkvu", "fusedLinear", "qkvuProjection", "lightningState",
-  "decodeLayer", "copyMany", "gluNorm", "productPair",
+  "decodeLayer", "copyMany", "gluNorm", "productPair", "decodeStack",
 ] as const;
 export type LauncherName = (typeof LAUNCHERS)[number];
 
