@@ -1,8 +1,8 @@
 // Timing harness for the persistent decode layer (native/decode_layer.cu): a decode step of L
 // layers of the 436M TNL shape (d = 1,024, 8 heads of 128, GLU 2,816; every layer without LRPE)
 // at 1–4 rows, random bf16 weights of its own for each layer, recorded as one CUDA graph and
-// replayed. It prints µs a layer for each mode given (decodeLayer a layer, or decodeStack), a read of the
-// same weight bytes as the floor, and, from stamps the kernel takes when compiled with
+// replayed. It prints µs a layer for each mode of LIGHTNING_CUDA_DECODE_LAYER given, beside a plain
+// read of the same weights by five kernels a layer, and, from stamps the kernel takes when compiled with
 // -DLTS_DECODE_LAYER_TRACE (the addon is not), where a layer's time goes: each stage's work and
 // each grid barrier's wait, per block, and how far consecutive layers overlap.
 //
@@ -10,12 +10,12 @@
 // only times.
 //
 // Build (packages/cuda, after the addon's build made build/cuda-obj/libltscuda.a):
-//   nvcc -O3 -std=c++17 -gencode=arch=compute_90a,code=sm_90a -DLTS_DECODE_LAYER_TRACE -I native bench/decode_layer_bench.cu build/cuda-obj/libltscuda.a -ldl -lcuda -o build/decode_layer_bench
-// Run: build/decode_layer_bench [--rows 1] [--layers 24] [--reps 200] [--modes resident,stack]
-//   (a mode is "stack", the layers in one decodeStack launch, or a value of
-//   LIGHTNING_CUDA_DECODE_LAYER for one decodeLayer launch a layer; the kernels' other switches are
-//   read from the environment as the addon reads them). It first checks that decodeStack gives
-//   the bits of the layers one by one.
+//   nvcc -O3 -std=c++17 --expt-relaxed-constexpr -gencode=arch=compute_90a,code=sm_90a -DLTS_DECODE_LAYER_TRACE -I native \
+//     bench/decode_layer_bench.cu build/cuda-obj/libltscuda.a -ldl -o build/decode_layer_bench
+// (without -DLTS_DECODE_LAYER_TRACE: the timings alone, the kernel as the addon has it)
+// Run: build/decode_layer_bench [--rows 1] [--layers 24] [--reps 200] [--modes resident,stream]
+//   (a mode is a value of LIGHTNING_CUDA_DECODE_LAYER; the kernel's other switches are read from
+//   the environment as the addon reads them)
 #include "../native/decode_layer.cu"
 
 #include <cuda_bf16.h>
@@ -145,7 +145,7 @@ using namespace bench;
 
 int main(int argc, char** argv) {
   int rows = 1, layers = 24, reps = 200;
-  std::vector<std::string> modes = {"resident", "stack"};
+  std::vector<std::string> modes = {"resident"};
   for (int i = 1; i < argc; i++) {
     const std::string a = argv[i];
     auto next = [&]() -> std::string {
@@ -193,25 +193,6 @@ int main(int argc, char** argv) {
   void* scratch = deviceAlloc(scratchBytes);
   const double layerBytes = 2.0 * ((double)4 * hid * M + (double)M * hid + 3.0 * G * M) + 2.0 * 4.0 * rows * H * D * E;
 
-  // decodeStack's scratch and where it writes the step's output.
-  const int64_t stackScratchBytes = stackScratchElements(rows, M, H, hd, G, D) * 2;
-  void* stackScratch = deviceAlloc(stackScratchBytes);
-  void* hStack = deviceAlloc((size_t)rows * M * 2);
-  auto enqueueStack = [&]() {
-    Args a;
-    a.p = {(uint64_t)h[0], (uint64_t)hStack, (uint64_t)stackScratch};
-    for (int l = 0; l < layers; l++)
-      for (void* q : {ls[l].wq, ls[l].wo, ls[l].w1, ls[l].w2, ls[l].w3, ls[l].state, slopes, (void*)nullptr, (void*)nullptr, ls[l].state}) a.p.push_back((uint64_t)q);
-    a.i = {BF16, rows, M, H, hd, G, (int)QkvActivation::silu, -1, stackScratchBytes, layers};
-    for (int l = 0; l < layers; l++) a.i.push_back(0);
-    a.f = {1e-6};
-    ctx.declined = false;
-    decodeStack(ctx, a);
-    if (ctx.declined) {
-      fprintf(stderr, "decodeStack declined the shape (LIGHTNING_CUDA_DEBUG=1 says why)\n");
-      exit(1);
-    }
-  };
   auto enqueueLayers = [&]() {
     for (int l = 0; l < layers; l++) {
       Args a;
@@ -228,50 +209,15 @@ int main(int argc, char** argv) {
     }
   };
   auto enqueueStep = [&](const std::string& mode) {
-    if (mode == "stack") return enqueueStack();
     setenv("LIGHTNING_CUDA_DECODE_LAYER", mode.c_str(), 1);
     enqueueLayers();
   };
-
-  // The same bits both ways: one step layer by layer (resident), then from the same h and states
-  // in one decodeStack launch.
-  {
-    const size_t stateBytes = (size_t)rows * H * D * E * 4, hBytes = (size_t)rows * M * 2;
-    std::vector<void*> saved(layers);
-    for (int l = 0; l < layers; l++) {
-      saved[l] = deviceAlloc(stateBytes);
-      CK(cudaMemcpy(saved[l], ls[l].state, stateBytes, cudaMemcpyDeviceToDevice));
-    }
-    void* h0 = deviceAlloc(hBytes);
-    CK(cudaMemcpy(h0, h[0], hBytes, cudaMemcpyDeviceToDevice));
-    enqueueStep("resident");
-    CK(cudaStreamSynchronize(ctx.stream));
-    std::vector<char> refH(hBytes), gotH(hBytes), ref(stateBytes), got(stateBytes);
-    CK(cudaMemcpy(refH.data(), h[layers % 2], hBytes, cudaMemcpyDeviceToHost));
-    std::vector<std::vector<char>> refStates(layers, std::vector<char>(stateBytes));
-    for (int l = 0; l < layers; l++) {
-      CK(cudaMemcpy(refStates[l].data(), ls[l].state, stateBytes, cudaMemcpyDeviceToHost));
-      CK(cudaMemcpy(ls[l].state, saved[l], stateBytes, cudaMemcpyDeviceToDevice));
-    }
-    CK(cudaMemcpy(h[0], h0, hBytes, cudaMemcpyDeviceToDevice));
-    enqueueStep("stack");
-    CK(cudaStreamSynchronize(ctx.stream));
-    CK(cudaMemcpy(gotH.data(), hStack, hBytes, cudaMemcpyDeviceToHost));
-    int badStates = 0;
-    for (int l = 0; l < layers; l++) {
-      CK(cudaMemcpy(got.data(), ls[l].state, stateBytes, cudaMemcpyDeviceToHost));
-      badStates += memcmp(got.data(), refStates[l].data(), stateBytes) != 0;
-    }
-    const bool same = memcmp(gotH.data(), refH.data(), hBytes) == 0 && badStates == 0;
-    printf("decodeStack against %d decodeLayer launches: %s (h %s, %d of %d states differ)\n", layers, same ? "same bits" : "DIFFERENT", memcmp(gotH.data(), refH.data(), hBytes) == 0 ? "same" : "differs", badStates, layers);
-    if (!same) return 1;
-  }
 
   cudaEvent_t e0, e1;
   CK(cudaEventCreate(&e0));
   CK(cudaEventCreate(&e1));
 
-  // The floor: one read of every layer's weights (and states), as one kernel per layer.
+  // For comparison: a plain read of every layer's weights, one kernel per weight matrix.
   {
     unsigned* sink = (unsigned*)deviceAlloc(4);
     auto readStep = [&]() {
@@ -318,7 +264,7 @@ int main(int argc, char** argv) {
     float ms;
     CK(cudaEventElapsedTime(&ms, e0, e1));
     const double us = ms * 1000 / reps / layers;
-    printf("%s: %.2f us a layer (%.3f ms for %d layers), %.0f GB/s of weights and state\n", (mode == "stack" ? std::string("decodeStack") : "LIGHTNING_CUDA_DECODE_LAYER=" + mode).c_str(), us, us * layers / 1000, layers, layerBytes / (us * 1e3));
+    printf("%s: %.2f us a layer (%.3f ms for %d layers), %.0f GB/s of weights and state\n", ("LIGHTNING_CUDA_DECODE_LAYER=" + mode).c_str(), us, us * layers / 1000, layers, layerBytes / (us * 1e3));
 #ifdef LTS_DECODE_LAYER_TRACE
     reportTrace(std::min(ctx.smCount, TRACE_BLOCKS), layers * 4);
 #endif

@@ -73,8 +73,6 @@
 #include <mutex>
 #include <set>
 #include <string>
-#include <type_traits>
-#include <utility>
 
 #include "device.cuh"
 #include "gemv_device.cuh"
@@ -105,7 +103,7 @@ __device__ __forceinline__ long long globalTimer() {
   asm volatile("mov.u64 %0, %globaltimer;" : "=l"(t));
   return t;
 }
-// A launch of decodeLayerKernel, or a layer of decodeStackKernel, takes the block's next number.
+// Each launch of decodeLayerKernel takes the block's next number.
 #define TRACE_LAYER                                                               \
   traceSlot = -1;                                                                 \
   if (threadIdx.x == 0 && blockIdx.x < TRACE_BLOCKS) {                            \
@@ -468,103 +466,6 @@ __device__ __forceinline__ void stepItem(const LayerArgs<T>& a, int item, float4
   __syncthreads();  // part is written again by the next item
 }
 
-// The five stages of a layer, for both kernels. landed<S>() returns once stage S's weights are in
-// shared memory (a no-op where they are read from global memory); consumed(S) is called once every
-// thread of the block is done with stage S's weights (after the grid barrier that ends the stage;
-// stage 3, l3, is consumed when this returns); afterLastBarrier() once every block is past its last
-// wait. pump(loaded) is called after each stage has staged its rows (loaded) and after its dot
-// products (not loaded), where the block may issue memory traffic that no load of the stage waits
-// behind.
-template <class T, int B, bool RESIDENT, class Landed, class Consumed, class Pump, class AfterLast>
-__device__ __forceinline__ void layerStages(const LayerArgs<T>& a, T* xs, const T* sq, const T* so, const T* s1, const T* s2, const T* s3, float4 (*part)[4], unsigned& phase,
-                                            int traceSlot, Landed landed, Consumed consumed, Pump pump, AfterLast afterLastBarrier) {
-  constexpr int NT = threadsOf<RESIDENT>();
-  const int M = a.M, G = a.G, hid = a.H * a.E;
-  const Share shq = shareOf(4 * hid, blockIdx.x, gridDim.x), sho = shareOf(M, blockIdx.x, gridDim.x);
-  const Share shg = shareOf(G, blockIdx.x, gridDim.x);
-  (void)traceSlot;
-  // This block's stage-2 state rows start towards L2 while stage 1 runs.
-  const int blocksE = (a.E + CB - 1) / CB, items = B * a.H * blocksE;
-  for (int item = blockIdx.x; item < items; item += gridDim.x) {
-    const int bh = item / blocksE, e = (item % blocksE) * CB;
-    for (int d = threadIdx.x; d < a.D; d += NT) prefetchL2(a.state + ((int64_t)bh * a.D + d) * a.E + e);
-  }
-
-  // Stage 1: q, k, v, u.
-  stageRows<NT>(xs, a.h, B * M);
-  __syncthreads();
-  normStagedRows<T, B, false, NT>(xs, nullptr, M, a.eps);
-  TRACE(TP_S1_NORMED);
-  pump(true);
-  landed(std::integral_constant<int, 0>{});
-  __syncthreads();
-  TRACE(TP_S1_WEIGHTS);
-  rowDots<T, B, false, RESIDENT>(sq, nullptr, xs, shq.count, M, [&](int b, int r, float s, float) { storeSplit(a.split, b, shq.first + r, s); });
-  TRACE(TP_S1_DONE);
-  pump(false);
-  gridBarrier(a.barrier, phase);
-  TRACE(TP_B1);
-  consumed(0);
-
-  // Stage 2: the Lightning step.
-  for (int item = blockIdx.x; item < items; item += gridDim.x) stepItem<NT, T, B>(a, item, part);
-  TRACE(TP_S2_DONE);
-  pump(false);
-  gridBarrier(a.barrier, phase);
-  TRACE(TP_B2);
-
-  // Stage 3: h1 = h + (srms(o) ⊙ u)·Woutᵀ.
-  stageRows<NT>(xs, a.o, B * hid);
-  __syncthreads();
-  normStagedRows<T, B, true, NT>(xs, a.split.u, hid, a.eps);
-  TRACE(TP_S3_NORMED);
-  pump(true);
-  landed(std::integral_constant<int, 1>{});
-  __syncthreads();
-  TRACE(TP_S3_WEIGHTS);
-  rowDots<T, B, false, RESIDENT>(so, nullptr, xs, sho.count, hid, [&](int b, int r, float s, float) {
-    const int64_t at = (int64_t)b * M + sho.first + r;
-    // h is the kernel before's output, and this block may have started (PDL) before that kernel
-    // finished: through L2, as every row another block or kernel writes, never through L1.
-    a.h1[at] = fromF<T>(__fadd_rn(s, toF(__ldcg(a.h + at))));
-  });
-  TRACE(TP_S3_DONE);
-  pump(false);
-  gridBarrier(a.barrier, phase);
-  TRACE(TP_B3);
-  consumed(1);
-
-  // Stage 4: g = (srms(h1)·W1ᵀ) ⊙ (srms(h1)·W2ᵀ).
-  stageRows<NT>(xs, a.h1, B * M);
-  __syncthreads();
-  normStagedRows<T, B, false, NT>(xs, nullptr, M, a.eps);
-  TRACE(TP_S4_NORMED);
-  pump(true);
-  landed(std::integral_constant<int, 2>{});
-  __syncthreads();
-  TRACE(TP_S4_WEIGHTS);
-  rowDots<T, B, true, RESIDENT>(s1, s2, xs, shg.count, M, [&](int b, int r, float s, float s2v) {
-    a.g[(int64_t)b * G + shg.first + r] = fromF<T>(__fmul_rn(s, s2v));
-  });
-  TRACE(TP_S4_DONE);
-  pump(false);
-  gridBarrier(a.barrier, phase);
-  TRACE(TP_B4);
-  consumed(2);
-  afterLastBarrier();
-
-  // Stage 5: h2 = h1 + g·W3ᵀ.
-  stageRows<NT>(xs, a.g, B * G);
-  landed(std::integral_constant<int, 3>{});
-  __syncthreads();
-  TRACE(TP_S5_WEIGHTS);
-  pump(true);
-  rowDots<T, B, false, RESIDENT>(s3, nullptr, xs, sho.count, G, [&](int b, int r, float s, float) {
-    const int64_t at = (int64_t)b * M + sho.first + r;
-    a.y[at] = fromF<T>(__fadd_rn(s, toF(__ldcg(a.h1 + at))));
-  });
-}
-
 // RESIDENT: every block's share of the weights is copied into its shared memory at entry. Else
 // (streaming) the stages read their rows from global memory, and at entry a block asks L2 for the
 // first prefetchBytes of its shares, in stage order; a streaming block is small (its staged rows
@@ -659,152 +560,78 @@ __global__ void __launch_bounds__(threadsOf<RESIDENT>(), RESIDENT ? 1 : 2) decod
   // first barrier uses it, not before stage 1.
   unsigned phase = 0;
   if (threadIdx.x == 0 && a.barrier == BARRIER_RED) phase = loadRelaxed(&barrierWord) & 0x80000000u;
-  layerStages<T, B, RESIDENT>(a, xs, sq, so, s1, s2, s3, part, phase, TRACE_SLOT, [&](auto stage) {
-        if constexpr (RESIDENT) weightsLanded<decltype(stage)::value>(ready, a.bulk);
-      },
-      [](int) {}, [](bool) {},
-      [&] {
-        // Every block is past its last wait: the next kernel may take the SMs as blocks exit.
-        if (a.trigger == TRIGGER_END) startNext();
-      });
+  // This block's stage-2 state rows start towards L2 while stage 1 runs.
+  const int blocksE = (a.E + CB - 1) / CB, items = B * a.H * blocksE;
+  for (int item = blockIdx.x; item < items; item += gridDim.x) {
+    const int bh = item / blocksE, e = (item % blocksE) * CB;
+    for (int d = threadIdx.x; d < a.D; d += NT) prefetchL2(a.state + ((int64_t)bh * a.D + d) * a.E + e);
+  }
+
+  // Stage 1: q, k, v, u.
+  stageRows<NT>(xs, a.h, B * M);
+  __syncthreads();
+  normStagedRows<T, B, false, NT>(xs, nullptr, M, a.eps);
+  TRACE(TP_S1_NORMED);
+  if constexpr (RESIDENT) weightsLanded<0>(ready, a.bulk);
+  __syncthreads();
+  TRACE(TP_S1_WEIGHTS);
+  rowDots<T, B, false, RESIDENT>(sq, nullptr, xs, shq.count, M, [&](int b, int r, float s, float) { storeSplit(a.split, b, shq.first + r, s); });
+  TRACE(TP_S1_DONE);
+  gridBarrier(a.barrier, phase);
+  TRACE(TP_B1);
+
+  // Stage 2: the Lightning step.
+  for (int item = blockIdx.x; item < items; item += gridDim.x) stepItem<NT, T, B>(a, item, part);
+  TRACE(TP_S2_DONE);
+  gridBarrier(a.barrier, phase);
+  TRACE(TP_B2);
+
+  // Stage 3: h1 = h + (srms(o) ⊙ u)·Woutᵀ.
+  stageRows<NT>(xs, a.o, B * hid);
+  __syncthreads();
+  normStagedRows<T, B, true, NT>(xs, a.split.u, hid, a.eps);
+  TRACE(TP_S3_NORMED);
+  if constexpr (RESIDENT) weightsLanded<1>(ready, a.bulk);
+  __syncthreads();
+  TRACE(TP_S3_WEIGHTS);
+  rowDots<T, B, false, RESIDENT>(so, nullptr, xs, sho.count, hid, [&](int b, int r, float s, float) {
+    const int64_t at = (int64_t)b * M + sho.first + r;
+    // h is the kernel before's output, and this block may have started (PDL) before that kernel
+    // finished: through L2, as every row another block or kernel writes, never through L1.
+    a.h1[at] = fromF<T>(__fadd_rn(s, toF(__ldcg(a.h + at))));
+  });
+  TRACE(TP_S3_DONE);
+  gridBarrier(a.barrier, phase);
+  TRACE(TP_B3);
+
+  // Stage 4: g = (srms(h1)·W1ᵀ) ⊙ (srms(h1)·W2ᵀ).
+  stageRows<NT>(xs, a.h1, B * M);
+  __syncthreads();
+  normStagedRows<T, B, false, NT>(xs, nullptr, M, a.eps);
+  TRACE(TP_S4_NORMED);
+  if constexpr (RESIDENT) weightsLanded<2>(ready, a.bulk);
+  __syncthreads();
+  TRACE(TP_S4_WEIGHTS);
+  rowDots<T, B, true, RESIDENT>(s1, s2, xs, shg.count, M, [&](int b, int r, float s, float s2v) {
+    a.g[(int64_t)b * G + shg.first + r] = fromF<T>(__fmul_rn(s, s2v));
+  });
+  TRACE(TP_S4_DONE);
+  gridBarrier(a.barrier, phase);
+  TRACE(TP_B4);
+  // Every block is past its last wait: the next kernel may take the SMs as blocks exit.
+  if (a.trigger == TRIGGER_END) startNext();
+
+  // Stage 5: h2 = h1 + g·W3ᵀ.
+  stageRows<NT>(xs, a.g, B * G);
+  if constexpr (RESIDENT) weightsLanded<3>(ready, a.bulk);
+  __syncthreads();
+  TRACE(TP_S5_WEIGHTS);
+  rowDots<T, B, false, RESIDENT>(s3, nullptr, xs, sho.count, G, [&](int b, int r, float s, float) {
+    const int64_t at = (int64_t)b * M + sho.first + r;
+    a.y[at] = fromF<T>(__fadd_rn(s, toF(__ldcg(a.h1 + at))));
+  });
   TRACE(TP_END);
   TRACE_AT(TP_GT_END, globalTimer());
-}
-
-// A decode step's layers in one launch (sm_90+, f16/bf16, weights resident): the grid stays on the
-// SMs from the first layer to the last, so no layer pays a launch and the wait for the kernel
-// before (~4 µs a layer at batch 1 on the H200, bench/decode_layer_bench.cu), and the weight
-// stream never stops: as soon as a block is done with its share of one of a layer's four weight
-// groups, it asks for the next layer's share of that group into the same shared memory (a bulk
-// copy completing on the group's mbarrier, whose phase is the layer's parity). The layers meet at
-// one more grid barrier each (every block reads the whole h the layer before wrote). Each layer's
-// stages, hence its bits, are decodeLayerKernel's. Its staged rows have a region of their own
-// (offX = 0), since stage 1's share is refilled while later stages stage theirs.
-constexpr int MAX_STACK = 64;  // layers of one launch (kernel parameters: ~13 KB at bf16)
-template <class T>
-struct StackArgs {
-  LayerArgs<T> layer[MAX_STACK];
-  int layers;
-  // Bytes of the next layer's weights a block may ask for at each pump point, after a stage's rows
-  // are staged and after its products; 0 and 0: the whole share of a group as soon as it is free.
-  int pumpLoaded, pumpDone;
-};
-
-template <class T, int B>
-__global__ void __launch_bounds__(threadsOf<true>(), 1) decodeStackKernel(const __grid_constant__ StackArgs<T> st) {
-#ifdef LTS_DECODE_LAYER_BULK
-  TRACE_DECL;
-  TRACE_LAYER;
-  extern __shared__ uint4 smem[];
-  __shared__ float4 part[VW][4];
-  __shared__ alignas(8) uint64_t ready[STAGES_COPIED];
-  const LayerArgs<T>& a0 = st.layer[0];
-  T* base = reinterpret_cast<T*>(smem);
-  T* xs = base;
-  T *sq = base + a0.offQ, *so = base + a0.offO, *s1 = base + a0.offW1, *s2 = base + a0.offW2, *s3 = base + a0.offW3;
-  const int M = a0.M, G = a0.G, hid = a0.H * a0.E;
-  const Share shq = shareOf(4 * hid, blockIdx.x, gridDim.x), sho = shareOf(M, blockIdx.x, gridDim.x);
-  const Share shg = shareOf(G, blockIdx.x, gridDim.x);
-  constexpr int64_t size = sizeof(T);
-  const int64_t nq = (int64_t)shq.count * M * size, no = (int64_t)sho.count * hid * size, n1 = (int64_t)shg.count * M * size, n3 = (int64_t)sho.count * G * size;
-  const int64_t groupBytes[STAGES_COPIED] = {nq, no, 2 * n1, n3};
-  // Warp 0 keeps, for each weight group, the layer whose share it is bringing in and how many of
-  // its bytes it has asked for (every lane the same values); the other warps never touch these.
-  int pendingLayer[STAGES_COPIED];
-  int64_t asked[STAGES_COPIED];
-  for (int S = 0; S < STAGES_COPIED; S++) pendingLayer[S] = -1, asked[S] = 0;
-  // Where byte `off` of layer l's share of group S comes from and goes.
-  auto source = [&](int l, int S, int64_t off, char*& dst) -> const char* {
-    const LayerArgs<T>& a = st.layer[l];
-    if (S == 0) return dst = (char*)sq + off, (const char*)(a.wq + (int64_t)shq.first * M) + off;
-    if (S == 1) return dst = (char*)so + off, (const char*)(a.wo + (int64_t)sho.first * hid) + off;
-    if (S == 3) return dst = (char*)s3 + off, (const char*)(a.w3 + (int64_t)sho.first * G) + off;
-    if (off < n1) return dst = (char*)s1 + off, (const char*)(a.w1 + (int64_t)shg.first * M) + off;
-    return dst = (char*)s2 + (off - n1), (const char*)(a.w2 + (int64_t)shg.first * M) + (off - n1);
-  };
-  // Warp 0 asks for up to `budget` more bytes (all where budget < 0) of the pending groups, in
-  // the order the next layer needs them, in pieces of at most BULK_PIECE that never straddle w1
-  // and w2, one a lane per round.
-  auto pumpBytes = [&](int64_t budget, int lastGroup = STAGES_COPIED - 1) {
-    if (threadIdx.x >= 32) return;
-    const int lane = threadIdx.x;
-    for (int S = 0; S <= lastGroup && budget != 0; S++) {
-      if (pendingLayer[S] < 0) continue;
-      const int64_t total = groupBytes[S];
-      while (asked[S] < total && budget != 0) {
-        // This round's pieces: lane i takes the i-th piece from asked[S].
-        int64_t off = asked[S], end = total;
-        if (S == 2 && off < n1) end = n1;
-        if (budget > 0) end = std::min(end, off + budget);
-        const int64_t span = std::min(end - off, (int64_t)32 * BULK_PIECE);
-        const int64_t mine = off + (int64_t)lane * BULK_PIECE;
-        if (mine < off + span) {
-          const unsigned n = (unsigned)std::min<int64_t>(BULK_PIECE, off + span - mine);
-          char* dst;
-          const char* src = source(pendingLayer[S], S, mine, dst);
-          asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::"r"(smemAddress(dst)), "l"(src), "r"(n),
-                       "r"(smemAddress(&ready[S]))
-                       : "memory");
-        }
-        asked[S] += span;
-        if (budget > 0) budget -= span;
-      }
-      if (asked[S] >= total) pendingLayer[S] = -1;
-    }
-  };
-  // Group S of layer l is free to bring in: its mbarrier's next phase expects its bytes.
-  auto fetch = [&](int l, int S) {
-    if (threadIdx.x >= 32) return;
-    if (threadIdx.x == 0) mbarrierExpect(&ready[S], (unsigned)groupBytes[S]);
-    pendingLayer[S] = l, asked[S] = 0;
-  };
-  const bool paced = st.pumpLoaded > 0 || st.pumpDone > 0;
-  if (threadIdx.x == 0) {
-    for (int i = 0; i < STAGES_COPIED; i++) mbarrierInit(&ready[i], 1);
-    fenceMbarrierInit();
-  }
-  __syncthreads();
-  for (int S = 0; S < STAGES_COPIED; S++) fetch(0, S);
-  pumpBytes(-1);
-
-  waitForPrevious();  // h and the states may be what the kernel before wrote
-  TRACE(TP_WAITED);
-  unsigned phase = 0;
-  if (threadIdx.x == 0 && a0.barrier == BARRIER_RED) phase = loadRelaxed(&barrierWord) & 0x80000000u;
-  for (int l = 0; l < st.layers; l++) {
-    const LayerArgs<T>& a = st.layer[l];
-    const unsigned parity = (unsigned)l & 1u;
-    const bool more = l + 1 < st.layers;
-    if (l > 0) {
-      TRACE_AT(TP_GT_END, globalTimer());
-      TRACE_LAYER;
-      // Layer l reads the whole h that every block of layer l − 1 wrote.
-      gridBarrier(a.barrier, phase);
-      TRACE(TP_WAITED);
-      fetch(l, 3);  // layer l − 1's l3 share is done with (the barrier's block sync)
-      if (!paced) pumpBytes(-1);
-    }
-    layerStages<T, B, true>(a, xs, sq, so, s1, s2, s3, part, phase, TRACE_SLOT, [&](auto stage) {
-          constexpr int S = decltype(stage)::value;
-          pumpBytes(-1, S);  // whatever the pump points left of this group (and those before it)
-          mbarrierWait(&ready[S], parity);
-        },
-        [&](int S) {
-          if (!more) return;
-          fetch(l + 1, S);
-          if (!paced) pumpBytes(-1);
-        },
-        [&](bool loaded) {
-          if (paced) pumpBytes(loaded ? st.pumpLoaded : st.pumpDone);
-        },
-        [&] {
-          if (!more) startNext();
-        });
-    if (paced) pumpBytes(st.pumpDone);
-    TRACE(TP_END);
-  }
-  TRACE_AT(TP_GT_END, globalTimer());
-#endif
 }
 
 const char* dtypeName(int dt) { return dt == F16 ? "f16" : dt == BF16 ? "bf16" : dt == F32 ? "f32" : "?"; }
@@ -1112,159 +939,8 @@ void decodeLayer(Context& c, const Args& args) {
   else run(__nv_bfloat16{});
 }
 
-
-template <class T, int B>
-int stackStaticSmem() {
-  static PerDevice<int> bytes;
-  return bytes.get([] {
-    auto kernel = decodeStackKernel<T, B>;
-    cudaFuncAttributes attr{};
-    LTS_CHECK(cudaFuncGetAttributes(&attr, kernel), "decodeStack attributes");
-    LTS_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smemOptin() - (int)attr.sharedSizeBytes), "decodeStack smem attribute");
-    return (int)attr.sharedSizeBytes;
-  });
-}
-
-template <class T, int B>
-std::string tryLaunchStack(Context& c, const StackArgs<T>& a, int64_t smem) {
-  auto kernel = decodeStackKernel<T, B>;
-  const int fixed = stackStaticSmem<T, B>();
-  if (smem + fixed > smemOptin())
-    return "a block's shares of a layer's weights and its rows, " + std::to_string((smem + 1023) / 1024) + " KB, exceed the " + std::to_string((smemOptin() - fixed) / 1024) + " KB of shared memory a block may take";
-  int fit = 0;
-  LTS_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&fit, kernel, threadsOf<true>(), (size_t)smem), "decodeStack occupancy");
-  if (fit < 1) return "no block of the kernel fits an SM";
-  cudaLaunchConfig_t cfg = {};
-  cfg.gridDim = dim3(c.smCount);
-  cfg.blockDim = dim3(threadsOf<true>());
-  cfg.dynamicSmemBytes = (size_t)smem;
-  cfg.stream = c.stream;
-  cudaLaunchAttribute attr[1];
-  int n = 0;
-  if (pdlEnabled()) {
-    attr[n].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    attr[n].val.programmaticStreamSerializationAllowed = 1;
-    n++;
-  }
-  cfg.attrs = attr;
-  cfg.numAttrs = n;
-  LTS_CHECK(cudaLaunchKernelEx(&cfg, kernel, a), "decodeStack kernel launch");
-  return "";
-}
-
-// LIGHTNING_CUDA_DECODE_STACK_PUMP: "now" (default) asks for a block's share of a weight group of
-// the next layer as soon as the group is free; "L,D" asks for at most L KB after each stage has
-// staged its rows and D KB after its products (what is left when a stage needs it, then).
-std::pair<int, int> stackPump() {
-  const char* v = getenv("LIGHTNING_CUDA_DECODE_STACK_PUMP");
-  if (!v || !*v || strcmp(v, "now") == 0) return {0, 0};
-  int loaded = -1, done = -1;
-  char tail = 0;
-  if (sscanf(v, "%d,%d%c", &loaded, &done, &tail) != 2 || loaded < 0 || done < 0 || loaded + done == 0)
-    throw std::runtime_error(std::string("LIGHTNING_CUDA_DECODE_STACK_PUMP: expected now or L,D (KB, not both 0), got '") + v + "'");
-  return {loaded * 1024, done * 1024};
-}
-
-// Elements of T each scratch region of decodeStack takes, in order: q, k (B·H·D at the widest D of
-// the layers), v, u, o (B·H·hd), h1 (B·M), g (B·G), then two rows of h (B·M each) that the layers
-// pass their outputs through.
-int64_t stackScratchElements(int B, int M, int H, int hd, int G, int maxD) {
-  return 2 * packed((int64_t)B * H * maxD) + 3 * packed((int64_t)B * H * hd) + packed((int64_t)B * M) + packed((int64_t)B * G) + 2 * packed((int64_t)B * M);
-}
-
-// p: [h, h2, scratch, then per layer: qkvu, out, l1, l2, l3, state, slopes, theta, positions,
-// nextState] (theta and positions 0 without LRPE; nextState may be state); i: [dtype, B, M, H, hd,
-// G, activation, theta dtype or -1, scratch bytes, layers, then per layer 1 with LRPE else 0]; f:
-// [eps]. The layers of a decode step in one persistent kernel (decodeStackKernel): 1–4 rows of
-// f16/bf16 on sm_90+, every layer of the same M, H, hd and G, a block's shares of one layer's
-// weights and its staged rows in its shared memory. Otherwise it sets c.declined and enqueues
-// nothing (the caller runs the layers one by one).
-void decodeStack(Context& c, const Args& args) {
-  const int dt = (int)args.i.at(0), B = (int)args.i.at(1), M = (int)args.i.at(2), H = (int)args.i.at(3), hd = (int)args.i.at(4), G = (int)args.i.at(5);
-  const int act = (int)args.i.at(6), thDt = (int)args.i.at(7);
-  const int64_t scratchBytes = args.i.at(8);
-  const int L = (int)args.i.at(9);
-  if (act < 0 || act >= kQkvActivationCount) throw std::runtime_error("decodeStack: unknown activation code " + std::to_string(act));
-  if (L < 1) throw std::runtime_error("decodeStack: expected at least one layer, got " + std::to_string(L));
-  constexpr int PER_LAYER = 10;
-  if ((int)args.p.size() != 3 + PER_LAYER * L || (int)args.i.size() != 10 + L)
-    throw std::runtime_error("decodeStack: " + std::to_string(L) + " layers need " + std::to_string(3 + PER_LAYER * L) + " pointers and " + std::to_string(10 + L) + " integers, got " +
-                             std::to_string(args.p.size()) + " and " + std::to_string(args.i.size()));
-  char keyText[160] = "";
-  if (debugOn()) snprintf(keyText, sizeof keyText, "%s B=%d M=%d H=%d hd=%d G=%d layers=%d", dtypeName(dt), B, M, H, hd, G, L);
-  const std::string key = std::string("stack ") + keyText;
-  auto decline = [&](const std::string& why) {
-    debugNote(key, [&] { return "layer by layer (" + why + ")"; });
-    c.declined = true;
-  };
-  if (dt != F16 && dt != BF16) return decline(std::string("dtype ") + dtypeName(dt) + ", the kernel takes f16 and bf16");
-  if (B < 1 || B > MAX_ROWS) return decline(std::to_string(B) + " rows, the kernel takes 1 to " + std::to_string(MAX_ROWS));
-  if (L > MAX_STACK) return decline(std::to_string(L) + " layers, one launch takes at most " + std::to_string(MAX_STACK));
-  if (c.ccMajor < 9) return decline("compute capability below 9.0 (no bulk copies)");
-  if (M % EL != 0 || G % EL != 0 || (H * hd) % EL != 0 || hd % 4 != 0) return decline("M, G and H·hd must be multiples of 8");
-  for (int j = 0; j < 3; j++)
-    if (!alignedTo(args.ptr<void>(j), 16)) return decline("an operand not on a 16-byte boundary");
-  int maxD = hd;
-  for (int l = 0; l < L; l++) {
-    for (int j : {0, 1, 2, 3, 4, 5, 9})
-      if (!alignedTo(args.ptr<void>(3 + PER_LAYER * l + j), 16)) return decline("an operand of layer " + std::to_string(l) + " not on a 16-byte boundary");
-    if (args.i.at(10 + l)) maxD = 2 * hd;
-  }
-  const int hid = H * hd;
-  const int64_t need = stackScratchElements(B, M, H, hd, G, maxD) * 2;
-  if (scratchBytes < need) throw std::runtime_error("decodeStack: scratch of " + std::to_string(scratchBytes) + " bytes, needs " + std::to_string(need));
-
-  const int blocks = c.smCount;
-  auto most = [&](int n) { return (int64_t)((n + blocks - 1) / blocks); };
-  const int64_t xRows = (int64_t)B * std::max(std::max(M, hid), G);
-  const int64_t offQ = xRows, offO = offQ + most(4 * hid) * M;
-  const int64_t offW1 = offO + most(M) * hid, offW2 = offW1 + most(G) * M, offW3 = offW2 + most(G) * M;
-  const int64_t smem = (offW3 + most(M) * G) * 2;
-  const int barrier = barrierOf();
-  const std::pair<int, int> pump = stackPump();
-  auto run = [&](auto zero) {
-    using T = decltype(zero);
-    T* s = args.ptr<T>(2);
-    T* q = s;
-    T* k = q + packed((int64_t)B * H * maxD);
-    T* v = k + packed((int64_t)B * H * maxD);
-    T* u = v + packed((int64_t)B * hid);
-    T* o = u + packed((int64_t)B * hid);
-    T* h1 = o + packed((int64_t)B * hid);
-    T* g = h1 + packed((int64_t)B * M);
-    T* pass[2] = {g + packed((int64_t)B * G), g + packed((int64_t)B * G) + packed((int64_t)B * M)};
-    static StackArgs<T> st;  // large: kept off the host stack; its bytes are copied at the launch
-    st.layers = L;
-    st.pumpLoaded = pump.first, st.pumpDone = pump.second;
-    for (int l = 0; l < L; l++) {
-      const int at = 3 + PER_LAYER * l;
-      const bool lrpe = args.i.at(10 + l) != 0;
-      const T* hIn = l == 0 ? args.ptr<const T>(0) : pass[(l - 1) % 2];
-      T* hOut = l == L - 1 ? args.ptr<T>(1) : pass[l % 2];
-      st.layer[l] = LayerArgs<T>{hIn, args.ptr<const T>(at), args.ptr<const T>(at + 1), args.ptr<const T>(at + 2), args.ptr<const T>(at + 3), args.ptr<const T>(at + 4),
-                                 args.ptr<const float>(at + 5), args.ptr<const float>(at + 6), hOut, args.ptr<float>(at + 9),
-                                 SplitArgs<T>{q, k, v, u, lrpe ? args.ptr<const void>(at + 7) : nullptr, lrpe ? thDt : -1, lrpe ? args.ptr<const float>(at + 8) : nullptr, H, hd, act},
-                                 o, h1, g, M, G, H, lrpe ? 2 * hd : hd, hd, (int)offQ, (int)offO, (int)offW1, (int)offW2, (int)offW3, 0, PREFETCH_NONE, TRIGGER_END, barrier, true, (float)args.f.at(0)};
-    }
-    std::string why;
-    switch (B) {
-      case 1: why = tryLaunchStack<T, 1>(c, st, smem); break;
-      case 2: why = tryLaunchStack<T, 2>(c, st, smem); break;
-      case 3: why = tryLaunchStack<T, 3>(c, st, smem); break;
-      default: why = tryLaunchStack<T, 4>(c, st, smem); break;
-    }
-    if (!why.empty()) return decline(why);
-    debugNote(key, [&] { return std::string("one persistent kernel for the layers, ") + std::to_string(blocks) + " blocks, " + std::to_string((smem + 1023) / 1024) + " KB of shared memory a block, " + BARRIER_NAMES[barrier] + " barrier"; });
-  };
-  if (dt == F16) run(__half{});
-  else run(__nv_bfloat16{});
-}
-
 }  // namespace
 
-void registerDecodeLayer(Registry& r) {
-  r["decodeLayer"] = decodeLayer;
-  r["decodeStack"] = decodeStack;
-}
+void registerDecodeLayer(Registry& r) { r["decodeLayer"] = decodeLayer; }
 
 }  // namespace lts

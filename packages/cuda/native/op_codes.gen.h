@@ -54,13 +54,13 @@ constexpr int kQkvActivationCount = 4;
 
 // LAUNCHERS: a launch names its launcher by index; native/*.cu register theirs by name, and the
 // addon refuses to load unless the two sets are equal.
-constexpr int kLauncherCount = 35;
+constexpr int kLauncherCount = 34;
 constexpr const char* kLauncherNames[kLauncherCount] = {
     "unary", "binary", "compare", "where", "fill", "cast", "copy", "zero", "reduce", "argmax", "stridedCopy",
     "take", "scatterAdd", "softmax", "xent", "xentBackward", "rmsNorm", "random", "matmul",
     "lightningAttention", "lightningAttentionBackward", "lightningStep", "adamw", "siluBackward", "addRmsNorm",
     "rmsNormGate", "splitQkvu", "fusedLinear", "qkvuProjection", "lightningState", "decodeLayer", "copyMany",
-    "gluNorm", "productPair", "decodeStack"};
+    "gluNorm", "productPair"};
 
 // INDEX_ERRORS: DeviceError::code is the index + 1 (0: no error).
 enum ErrorOp : int {

@@ -15,7 +15,7 @@ export const LAUNCHERS = [
   "softmax", "xent", "xentBackward", "rmsNorm", "random", "matmul",
   "lightningAttention", "lightningAttentionBackward", "lightningStep", "adamw", "siluBackward",
   "addRmsNorm", "rmsNormGate", "splitQkvu", "fusedLinear", "qkvuProjection", "lightningState",
-  "decodeLayer", "copyMany", "gluNorm", "productPair", "decodeStack",
+  "decodeLayer", "copyMany", "gluNorm", "productPair",
 ] as const;
 export type LauncherName = (typeof LAUNCHERS)[number];
 
