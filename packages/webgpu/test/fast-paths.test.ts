@@ -509,20 +509,24 @@ suite(`WebGPU fast paths against their plain twins${fast ? "" : ` [skipped: ${re
           }
         }
       }
-      // Without the loads that touch the next block ahead (a kernel of its own).
-      kernelChoices.forward = "walk-notouch";
-      for (const [B, H, Tn, D, E, withInit, G] of [
-        [1, 3, 577, 64, 64, true, 3],
-        [3, 1, 199, 128, 128, false, 2],
-      ] as const) {
-        setWalkSegmentBlocks(G);
-        const parts = await lightningThreeWays([B, H, Tn, D, E], withInit, seed, 0);
-        seed += 4;
-        for (const part of ["output", "state"] as const) {
-          const [f, p, c] = parts[part];
-          const what = `no touches: B ${B} H ${H} T ${Tn} D ${D} E ${E}: ${part}`;
-          expect(relRms(f, c), what).toBeLessThan(TOL);
-          expect(relRms(p, c), what).toBeLessThan(TOL);
+      // Without the loads that touch the next block ahead (a kernel of its own), and without them
+      // with q and k loaded by whole rows (the default).
+      for (const forward of ["walk-notouch", "walk-rows"] as const) {
+        kernelChoices.forward = forward;
+        for (const [B, H, Tn, D, E, withInit, G] of [
+          [1, 3, 577, 64, 64, true, 3],
+          [3, 1, 199, 128, 128, false, 2],
+          [2, 2, 130, 36, 20, true, null],
+        ] as const) {
+          setWalkSegmentBlocks(G);
+          const parts = await lightningThreeWays([B, H, Tn, D, E], withInit, seed, 0);
+          seed += 4;
+          for (const part of ["output", "state"] as const) {
+            const [f, p, c] = parts[part];
+            const what = `${forward}: B ${B} H ${H} T ${Tn} D ${D} E ${E}: ${part}`;
+            expect(relRms(f, c), what).toBeLessThan(TOL);
+            expect(relRms(p, c), what).toBeLessThan(TOL);
+          }
         }
       }
       // q, k, v and o bound two batch·heads at a time (rows at offsets aligned to 256 bytes), or
@@ -560,7 +564,7 @@ suite(`WebGPU fast paths against their plain twins${fast ? "" : ` [skipped: ${re
       setWalkScratchBytes(2 ** 30);
     }
     const keys = fast!.runtime.pipelineKeys();
-    for (const step of ["walk_totals", "walk_scan", "walk", "walk64", "walk_wide", "walk:no_touch", "walk_totals:no_touch", "walk:rows", "walk_products", "walk64_products", "walk_block_products", "walk_block_products_totals"]) {
+    for (const step of ["walk_totals", "walk_scan", "walk", "walk64", "walk_wide", "walk:no_touch", "walk_totals:no_touch", "walk:rows", "walk:no_touch:rows", "walk_products", "walk64_products", "walk_block_products", "walk_block_products_totals"]) {
       expect(keys).toContain(`lightning_${step}`);
     }
     expect(plain!.runtime.pipelineKeys().some((key) => key.startsWith("lightning_walk"))).toBe(false);

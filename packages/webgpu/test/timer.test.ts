@@ -128,7 +128,8 @@ suite(`WebGPU kernel timer${gpu ? "" : ` [skipped: ${reason}]`}`, () => {
     const wall = performance.now() - t0;
     expect(rows).not.toBeNull();
     const keys = rows!.map((r) => r.key).sort();
-    expect(keys).toEqual(["lightning_walk", "lightning_walk_scan", "lightning_walk_totals"]);
+    // The default forward, `walk-rows`: its walk and totals kernels carry their variant in the key.
+    expect(keys).toEqual(["lightning_walk:no_touch:rows", "lightning_walk_scan", "lightning_walk_totals:no_touch"]);
     for (const r of rows!) {
       expect(r.calls).toBe(1);
       expect(r.ms).toBeGreaterThan(0);
@@ -140,7 +141,7 @@ suite(`WebGPU kernel timer${gpu ? "" : ` [skipped: ${reason}]`}`, () => {
     T.scope(() => void T.lightningAttention(q, k, v, slopes));
     const b = timer().mark();
     await be.sync();
-    expect(be.runtime.timer!.passTimes(a, b).map((p) => p.keys)).toEqual([["lightning_walk_totals", "lightning_walk_scan", "lightning_walk"]]);
+    expect(be.runtime.timer!.passTimes(a, b).map((p) => p.keys)).toEqual([["lightning_walk_totals:no_touch", "lightning_walk_scan", "lightning_walk:no_touch:rows"]]);
     timer().release!([a, b]);
     // A throwing fn leaves the passes unsplit.
     await expect(be.profileDispatches(() => void T.reshape(q, [7]))).rejects.toThrow(/reshape/);

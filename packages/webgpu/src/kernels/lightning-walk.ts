@@ -129,6 +129,7 @@ export const WALK_VARIANTS = {
   walk: { columns: 128, staged: false, kernel: "walk" },
   walk64: { columns: 64, staged: false, kernel: "walk" },
   "walk-notouch": { columns: 128, staged: false, touch: false, kernel: "walk" },
+  "walk-rows": { columns: 128, staged: false, touch: false, kernel: "walk", rows: true },
   wide: { columns: 128, staged: false, kernel: "wide" },
   staged: { columns: 128, staged: true, kernel: "walk" },
   staged64: { columns: 64, staged: true, kernel: "walk" },
