@@ -39,7 +39,9 @@ function findRoot(from: string): string {
   for (let dir = from; dir !== dirname(dir); dir = dirname(dir)) if (existsSync(join(dir, "pnpm-workspace.yaml"))) return dir;
   throw new Error(`serve: no pnpm-workspace.yaml above ${from}`);
 }
-const ROOT = findRoot(dirname(fileURLToPath(import.meta.url)));
+/** Looked up when the suite runs, so that every other suite of a bundle works outside a checkout. */
+let root: string | undefined;
+const repositoryRoot = (): string => (root ??= findRoot(dirname(fileURLToPath(import.meta.url))));
 const here = (p: string) => resolve(process.env.INIT_CWD ?? process.cwd(), p);
 
 export interface ServeOptions {
@@ -444,6 +446,7 @@ export const serveSuite: Suite = {
   },
   async run(ctx, raw) {
     const o = resolveOptions(raw as unknown as ServeOptions, ctx.backends);
+    const ROOT = repositoryRoot();
     const trained = join(ROOT, "runs/default/model");
     const model = o.model ? here(o.model) : o.shape ? await shapeModel(o.shape as ShapeName, ROOT, ctx.log) : existsSync(join(trained, "config.json")) ? trained : await shapeModel("small", ROOT, ctx.log);
     const config = await readConfig(model);
@@ -585,7 +588,7 @@ async function writeReport(prefix: string, results: BenchResult[], model: string
     "",
     `- Date: ${new Date().toISOString().slice(0, 10)}`,
     `- Device: ${results[0]?.device ?? "?"} (${o.backend} backend, ${results[0]?.dtype ?? "?"}), Node ${process.version}; server and load generator share the machine`,
-    `- Model: \`${model.startsWith(ROOT) ? model.slice(ROOT.length + 1) : model}\`: ${describeConfig(config)}; recurrent state ${stateBytesPerSequence(config)} bytes per sequence`,
+    `- Model: \`${model.startsWith(repositoryRoot()) ? model.slice(repositoryRoot().length + 1) : model}\`: ${describeConfig(config)}; recurrent state ${stateBytesPerSequence(config)} bytes per sequence`,
     "- Command, from the repository root (after `pnpm build`):",
     "",
     "```",
