@@ -17,6 +17,7 @@
 //   (a mode is a value of LIGHTNING_CUDA_DECODE_LAYER; the kernel's other switches are read from
 //   the environment as the addon reads them)
 #include "../native/decode_layer.cu"
+#include "bench_context.cuh"
 
 #include <cuda_bf16.h>
 
@@ -34,15 +35,6 @@ using namespace lts;
 #define CK(x) LTS_CHECK(x, #x)
 
 namespace bench {
-
-struct BenchContext : Context {
-  void* scratch(size_t bytes) override {
-    void* p = nullptr;
-    CK(cudaMalloc(&p, bytes));
-    return p;
-  }
-  void release(void* p) override { cudaFree(p); }
-};
 
 void* deviceAlloc(size_t bytes) {
   void* p = nullptr;

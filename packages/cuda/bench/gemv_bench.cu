@@ -26,21 +26,12 @@
 #include <string>
 #include <vector>
 
+#include "bench_context.cuh"
 #include "runtime.h"
 
 using namespace lts;
 
 #define CK(x) LTS_CHECK(x, #x)
-
-// Scratch from cudaMalloc (matmul asks for none on these paths).
-struct BenchContext : Context {
-  void* scratch(size_t bytes) override {
-    void* p = nullptr;
-    CK(cudaMalloc(&p, bytes));
-    return p;
-  }
-  void release(void* p) override { cudaFree(p); }
-};
 
 struct Buf {
   void* p = nullptr;
