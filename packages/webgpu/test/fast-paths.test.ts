@@ -529,6 +529,27 @@ suite(`WebGPU fast paths against their plain twins${fast ? "" : ` [skipped: ${re
           }
         }
       }
+      // Loads two stages ahead (D > 96): blocks of every stage, a partial last block (stages with no
+      // tokens), D not a multiple of 32 (a partial last quarter), two E tiles, T = 1, and D = 64,
+      // where the walk keeps one stage ahead.
+      kernelChoices.forward = "walk-rows2";
+      for (const [B, H, Tn, D, E, withInit, G] of [
+        [1, 3, 577, 128, 128, true, 3],
+        [3, 1, 199, 100, 132, false, 2],
+        [2, 2, 130, 128, 20, true, null],
+        [1, 2, 1, 128, 8, false, null],
+        [1, 3, 200, 64, 64, true, 2],
+      ] as const) {
+        setWalkSegmentBlocks(G);
+        const parts = await lightningThreeWays([B, H, Tn, D, E], withInit, seed, 0);
+        seed += 4;
+        for (const part of ["output", "state"] as const) {
+          const [f, p, c] = parts[part];
+          const what = `walk-rows2: B ${B} H ${H} T ${Tn} D ${D} E ${E}: ${part}`;
+          expect(relRms(f, c), what).toBeLessThan(TOL);
+          expect(relRms(p, c), what).toBeLessThan(TOL);
+        }
+      }
       // q, k, v and o bound two batch·heads at a time (rows at offsets aligned to 256 bytes), or
       // copied two at a time into buffers of their own (the output copied back) for each walk kernel.
       // staged64, staged-notouch and staged-wide run kernels tested unstaged above: one case each.

@@ -128,7 +128,8 @@ suite(`WebGPU kernel timer${gpu ? "" : ` [skipped: ${reason}]`}`, () => {
     const wall = performance.now() - t0;
     expect(rows).not.toBeNull();
     const keys = rows!.map((r) => r.key).sort();
-    // The default forward, `walk-rows`: its walk and totals kernels carry their variant in the key.
+    // The default forward, `walk-rows2`, at D = 12: its walk (one stage ahead below D = 97) and
+    // totals kernels carry their variant in the key.
     expect(keys).toEqual(["lightning_walk:no_touch:rows", "lightning_walk_scan", "lightning_walk_totals:no_touch"]);
     for (const r of rows!) {
       expect(r.calls).toBe(1);

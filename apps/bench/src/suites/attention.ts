@@ -149,7 +149,7 @@ export const attentionSuite: Suite = {
       .option("--impls <list>", "implementations, comma-separated (default: all)", (v: string) => v.split(","))
       .option("--max-quadratic-t <n>", "run quadratic forms (quadratic, softmax) only up to this T (default: per implementation)", (v) => Number.parseInt(v, 10))
       .option("--no-backward", "time the forward only")
-      .option("--webgpu-forward <list>", "WebGPU only: time the chunked forward once per kernel variant (FORWARD_VARIANTS of @lightning-ts/webgpu, e.g. walk-rows, the default, or walk; an unknown name lists them; impl chunked[VARIANT]; the first checked against float64, the others against the first)", (v: string) => v.split(","))
+      .option("--webgpu-forward <list>", "WebGPU only: time the chunked forward once per kernel variant (FORWARD_VARIANTS of @lightning-ts/webgpu, e.g. walk-rows2, the default, or walk-rows; an unknown name lists them; impl chunked[VARIANT]; the first checked against float64, the others against the first)", (v: string) => v.split(","))
       .option("--chart <file>", "SVG chart of tokens/s and memory vs T", "runs/bench/attention.svg");
   },
   // Long sweeps on a 2-core CPU: one warm-up, three timed runs per case.

@@ -111,6 +111,11 @@ export interface WalkForward {
   rows?: boolean;
   /** Every block's state product made first, in a pass of its own, and read by the walk (256 invocations only). */
   products?: boolean;
+  /**
+   * Stages whose global loads are in flight (1, the default, or 2: two register slots, used with
+   * 256 invocations, no touches and no block products where D > 96; elsewhere 1).
+   */
+  ahead?: 1 | 2;
 }
 
 /** How each forward variant of `kernelChoices.forward` that walks segments runs. */
@@ -123,6 +128,8 @@ export interface WalkVariant {
   rows?: boolean;
   /** Block products first (see `WalkForward.products`). */
   products?: boolean;
+  /** Stages of global loads in flight (see `WalkForward.ahead`). */
+  ahead?: 1 | 2;
 }
 
 export const WALK_VARIANTS = {
@@ -130,6 +137,7 @@ export const WALK_VARIANTS = {
   walk64: { columns: 64, staged: false, kernel: "walk" },
   "walk-notouch": { columns: 128, staged: false, touch: false, kernel: "walk" },
   "walk-rows": { columns: 128, staged: false, touch: false, kernel: "walk", rows: true },
+  "walk-rows2": { columns: 128, staged: false, touch: false, kernel: "walk", rows: true, ahead: 2 },
   wide: { columns: 128, staged: false, kernel: "wide" },
   staged: { columns: 128, staged: true, kernel: "walk" },
   staged64: { columns: 64, staged: true, kernel: "walk" },
@@ -573,6 +581,9 @@ function walk(rt: Runtime, f: WalkForward, entering: GPUBuffer | null, io: IoBin
   const { H, T, D, E } = f.dims;
   const touch = f.touch ?? kernelChoices.touchAhead;
   const rows = f.rows === true;
+  const products = s.products != null;
+  // Two stages ahead where a block's stages are all in the unrolled sequence (4 quarters of d).
+  const ahead2 = f.ahead === 2 && !touch && !products && D > 96;
   const halves = s.columns / 64;
   const VE = s.columns / 4;
   const cols = (name: string) => Array.from({ length: halves }, (_, h) => `${name}${h}`);
@@ -585,43 +596,191 @@ function walk(rt: Runtime, f: WalkForward, entering: GPUBuffer | null, io: IoBin
   // bytes, 4 wavefronts of the L1 pipe instead of 32), and the vector p/4 of row d is stored at
   // (p/4) xor (d/4 mod 8) of that row, so the 8 neighbours storing one p for 8 vectors of d write
   // 8 different banks.
-  const fetchQk = (qd: string, t0 = "t0", m = "m") =>
+  // Registers a stage's global loads land in: q (or v) in x0, x1 and k in y0, y1.
+  const QK = { x: ["rq0", "rq1"], y: ["rk0", "rk1"] };
+  const fetchQk = (qd: string, t0 = "t0", m = "m", to = QK) =>
     [0, 1]
       .map(
         (r) => `{ let e = lid + ${r * 256}u; ${rows ? "let p = e / 8u;" : "let p = e % 64u;"} let c4 = (${qd}) * 8u + ${rows ? "e % 8u" : "e / 64u"};
-      rq${r} = vec4<f32>(0.0); rk${r} = vec4<f32>(0.0);
-      if (p < ${m} && c4 < D4) { let at = ((bh - io0) * T + ${t0} + p) * D4 + c4; rq${r} = bitcast<vec4<f32>>(q[at]); rk${r} = bitcast<vec4<f32>>(k[at]); } }`,
+      ${to.x[r]} = vec4<f32>(0.0); ${to.y[r]} = vec4<f32>(0.0);
+      if (p < ${m} && c4 < D4) { let at = ((bh - io0) * T + ${t0} + p) * D4 + c4; ${to.x[r]} = bitcast<vec4<f32>>(q[at]); ${to.y[r]} = bitcast<vec4<f32>>(k[at]); } }`,
       )
       .join("\n    ");
-  const stageQk = [0, 1]
-    .map(
-      (r) => `{ let e = lid + ${r * 256}u; ${rows ? "let p = e / 8u; let c4 = e % 8u; let x = (p / 4u) ^ c4;" : "let p = e % 64u; let c4 = e / 64u; let x = p / 4u;"}
-      ${[0, 1, 2, 3].map((j) => `Qs[(c4 * 4u + ${j}u) * 16u + x][p % 4u] = rq${r}.${component(j)}; Ks[(c4 * 4u + ${j}u) * 16u + x][p % 4u] = rk${r}.${component(j)};`).join("\n      ")} }`,
-    )
-    .join("\n    ");
+  const stageQk = (from = QK) =>
+    [0, 1]
+      .map(
+        (r) => `{ let e = lid + ${r * 256}u; ${rows ? "let p = e / 8u; let c4 = e % 8u; let x = (p / 4u) ^ c4;" : "let p = e % 64u; let c4 = e / 64u; let x = p / 4u;"}
+      ${[0, 1, 2, 3].map((j) => `Qs[(c4 * 4u + ${j}u) * 16u + x][p % 4u] = ${from.x[r]}.${component(j)}; Ks[(c4 * 4u + ${j}u) * 16u + x][p % 4u] = ${from.y[r]}.${component(j)};`).join("\n      ")} }`,
+      )
+      .join("\n    ");
   // v and decayed k rows of 16 tokens of the block: 16 × columns/4 vectors of v (row p = e / VE,
   // one per invocation and half) and 512 of k (row p = e / 32, two per invocation), stored as
   // [p][e/4] and [p][d/4].
-  const products = s.products != null;
-  const fetchVk = (j0: string) =>
+  const VK = { x: ["rv0", "rv1"], y: ["rk0", "rk1"] };
+  const fetchVk = (j0: string, t0 = "t0", m = "m", to = VK) =>
     [
       ...Array.from(
         { length: halves },
         (_, r) => `{ let e = lid + ${r * 256}u; let p = ${j0} + e / ${VE}u; let c4 = e % ${VE}u;
-      rv${r} = vec4<f32>(0.0);
-      if (p < m && e04 + c4 < E4) { rv${r} = bitcast<vec4<f32>>(v[((bh - io0) * T + t0 + p) * E4 + e04 + c4]); } }`,
+      ${to.x[r]} = vec4<f32>(0.0);
+      if (p < ${m} && e04 + c4 < E4) { ${to.x[r]} = bitcast<vec4<f32>>(v[((bh - io0) * T + ${t0} + p) * E4 + e04 + c4]); } }`,
       ),
       // With block products the walk needs no k rows here.
       ...[0, 1]
         .filter(() => !products)
         .map(
           (r) => `{ let e = lid + ${r * 256}u; let p = ${j0} + e / ${V}u; let c4 = e % ${V}u;
-      rk${r} = vec4<f32>(0.0);
-      if (p < m && c4 < D4) { rk${r} = exp(-slope * f32(m - 1u - p)) * bitcast<vec4<f32>>(k[((bh - io0) * T + t0 + p) * D4 + c4]); } }`,
+      ${to.y[r]} = vec4<f32>(0.0);
+      if (p < ${m} && c4 < D4) { ${to.y[r]} = exp(-slope * f32(${m} - 1u - p)) * bitcast<vec4<f32>>(k[((bh - io0) * T + ${t0} + p) * D4 + c4]); } }`,
         ),
     ].join("\n    ");
+  // The products of one quarter of d (32 rows): the scores and q S, from Qs, Ks and the S quarter in W.
+  const quarterProducts = `    for (var dd = 0u; dd < 32u; dd = dd + 1u) {
+      let a0 = Qs[dd * 16u + ${rows ? "(ty ^ (dd / 4u))" : "ty"}];
+      let kc = Ks[dd * 16u + ${rows ? "(tx ^ (dd / 4u))" : "tx"}];
+      ${cols("b").map((b, h) => `let ${b} = W[dd * ${VE}u + ${h * 16}u + tx];`).join(" ")}
+      ${outerProductFma(["a0"], ["kc"], "sc")}
+      ${outerProductFma(["a0"], cols("b"), "o")}
+    }`;
+  // After the quarters: o's decay, the masked scores into W, and S decayed for the block's update.
+  const afterScores = `    ${[0, 1, 2, 3].map((i) => `{ let x = exp(-slope * f32(ty * 4u + ${i + 1}u)); ${cols("").map((_, h) => `o${i * halves + h} = x * o${i * halves + h};`).join(" ")} }`).join("\n    ")}
+    ${maskedScores("W")}
+    // The state update is needed after every block but a segment's last, except for the final state.
+    let upd = blk + 1u < segEnd || sg + 1u == nSeg;
+    let dm = exp(-slope * f32(m));
+    ${
+      products
+        ? `// The block's product, loaded now and added after the block's outputs.
+    let pj = (lb * nB + blk) * D;
+    ${stateTile(halves, (d, c4, acc) => `var p${acc} = vec4<f32>(0.0); if (upd && ${d} < D && ${c4} < E4) { p${acc} = bitcast<vec4<f32>>(cseg[(pj + ${d}) * E4 + ${c4}]); }`)}`
+        : Array.from({ length: 8 * halves }, (_, i) => `acc${i} = dm * acc${i};`).join(" ")
+    }`;
+  // The products of one stage of 16 tokens (first j0): P·v into o and the state update, from v in
+  // Qs and decayed k in Ks.
+  const stageProducts = `      // Rows p = ty·4 … + 3 take only p' ≤ p: a stage wholly above that is masked to zero.
+      let causal = j0 <= ty * 4u + 3u;
+      for (var jj = 0u; jj < 16u; jj = jj + 1u) {
+        ${cols("b").map((b, h) => `let ${b} = Qs[jj * ${VE}u + ${h * 16}u + tx];`).join(" ")}
+        if (causal) {
+          let p0 = W[(j0 + jj) * 16u + ty];
+          ${outerProductFma(["p0"], cols("b"), "o")}
+        }
+        ${
+          products
+            ? ""
+            : `if (upd) {
+          let a0 = Ks[jj * ${V}u + ty];
+          let a1 = Ks[jj * ${V}u + 16u + ty];
+          ${outerProductFma(["a0", "a1"], cols("b"))}
+        }`
+        }
+      }`;
+  // With block products, the block's product added to S; then the block's output rows.
+  const storeO = `    ${products ? `if (upd) { ${Array.from({ length: 8 * halves }, (_, i) => `acc${i} = dm * acc${i} + pacc${i};`).join(" ")} }` : ""}
+    ${[0, 1, 2, 3]
+      .flatMap((i) => cols("").map((_, h) => `if (ty * 4u + ${i}u < m && e04 + ${h * 16}u + tx < E4) { o[((bh - io0) * T + t0 + ty * 4u + ${i}u) * E4 + e04 + ${h * 16}u + tx] = bitcast<vec4<u32>>(o${i * halves + h}); }`))
+      .join("\n    ")}`;
+  const oneAhead = `  // Global loads are issued one stage ahead, across the phases and blocks too: the first quarter
+  // of q and k during the previous block's last stage, the first rows of v and k during the
+  // last quarter.
+  var rq0: vec4<f32>; var rq1: vec4<f32>; var rk0: vec4<f32>; var rk1: vec4<f32>;
+  ${cols("rv").map((r) => `var ${r}: vec4<f32>;`).join(" ")}
+  ${fetchQk("0u", "sg * G * 64u", "min(64u, T - sg * G * 64u)")}
+  var sink = 0.0;
+  for (var blk = sg * G; blk < segEnd; blk = blk + 1u) {
+    let t0 = blk * ${C}u;
+    let m = min(${C}u, T - t0);
+    ${touch ? touchNextBlock(halves) : ""}
+    // Scores q_p · k_p' (sc{i}: row p = ty·4 + i, columns p' = tx·4 …) and q_p S (o{i·halves + h}:
+    // row p = ty·4 + i, columns e04·4 + h·64 + tx·4 …), over d a quarter (32) at a time.
+    ${accumulators(4, "sc")}
+    ${accumulators(4 * halves, "o")}
+    for (var qd = 0u; qd * 32u < D; qd = qd + 1u) {
+    ${stateQuarter(halves)}
+    ${stageQk()}
+    workgroupBarrier();
+    if (qd * 32u + 32u < D) {
+    ${fetchQk("qd + 1u")}
+    } else {
+    ${fetchVk("0u")}
+    }
+    ${quarterProducts}
+    workgroupBarrier();
+    }
+    ${afterScores}
+    for (var j0 = 0u; j0 < m; j0 = j0 + 16u) {
+      ${cols("rv").map((r, h) => `Qs[lid + ${h * 256}u] = ${r};`).join(" ")}
+      ${products ? "" : "Ks[lid] = rk0; Ks[lid + 256u] = rk1;"}
+      workgroupBarrier();
+      if (j0 + 16u < m) {
+    ${fetchVk("j0 + 16u")}
+      } else if (blk + 1u < segEnd) {
+    ${fetchQk("0u", "t0 + 64u", "min(64u, T - t0 - 64u)")}
+      }
+      ${stageProducts}
+      workgroupBarrier();
+    }
+    ${storeO}
+    ${touch ? `sink = sink + ${touchNames(halves).join(" + ")};` : ""}
+  }
+`;
+  // Two stages ahead: a block is 8 stages (4 quarters of d, then 4 of 16 tokens, whichever of them
+  // D and the block's tokens leave empty load zeros), and stage s lands in slot s mod 2 (A or B)
+  // while stage s + 1's loads are in flight; stage s's registers take stage s + 2's loads as soon
+  // as they are in workgroup memory.
+  const slots = [
+    { x: ["ra0", "ra1"], y: ["ra2", "ra3"] },
+    { x: ["rb0", "rb1"], y: ["rb2", "rb3"] },
+  ];
+  const quarterFetch = [fetchQk("2u", "t0", "m", slots[0]), fetchQk("3u", "t0", "m", slots[1]), fetchVk("0u", "t0", "m", slots[0]), fetchVk("16u", "t0", "m", slots[1])];
+  const stageFetch = [fetchVk("32u", "t0", "m", slots[0]), fetchVk("48u", "t0", "m", slots[1]), fetchQk("0u", "nt0", "nm", slots[0]), fetchQk("1u", "nt0", "nm", slots[1])];
+  const twoAhead = `${slots.flatMap((sl) => [...sl.x, ...sl.y]).map((r) => `var ${r}: vec4<f32>;`).join(" ")}
+  {
+    let t0 = sg * G * 64u;
+    let m = min(64u, T - t0);
+    ${fetchQk("0u", "t0", "m", slots[0])}
+    ${fetchQk("1u", "t0", "m", slots[1])}
+  }
+  var sink = 0.0;
+  for (var blk = sg * G; blk < segEnd; blk = blk + 1u) {
+    let t0 = blk * ${C}u;
+    let m = min(${C}u, T - t0);
+    let nt0 = t0 + ${C}u;
+    let nm = select(0u, min(${C}u, T - min(T, nt0)), blk + 1u < segEnd);
+    ${accumulators(4, "sc")}
+    ${accumulators(4 * halves, "o")}
+    ${quarterFetch
+      .map(
+        (fetch, i) => `{
+    let qd = ${i}u;
+    ${stateQuarter(halves)}
+    ${stageQk(slots[i % 2])}
+    workgroupBarrier();
+    ${fetch}
+    ${quarterProducts}
+    workgroupBarrier();
+    }`,
+      )
+      .join("\n    ")}
+    ${afterScores}
+    ${stageFetch
+      .map(
+        (fetch, i) => `{
+      let j0 = ${16 * i}u;
+      ${cols("").map((_, h) => `Qs[lid + ${h * 256}u] = ${slots[i % 2].x[h]};`).join(" ")}
+      Ks[lid] = ${slots[i % 2].y[0]}; Ks[lid + 256u] = ${slots[i % 2].y[1]};
+      workgroupBarrier();
+      ${fetch}
+      ${stageProducts}
+      workgroupBarrier();
+    }`,
+      )
+      .join("\n    ")}
+    ${storeO}
+  }
+`;
   rt.dispatch({
-    key: `${s.columns === TILE ? "lightning_walk" : `lightning_walk${s.columns}`}${s.enter === 3 ? "_stored" : ""}${products ? "_products" : ""}${touch ? "" : ":no_touch"}${rows ? ":rows" : ""}`,
+    key: `${s.columns === TILE ? "lightning_walk" : `lightning_walk${s.columns}`}${s.enter === 3 ? "_stored" : ""}${products ? "_products" : ""}${touch ? "" : ":no_touch"}${rows ? ":rows" : ""}${ahead2 ? ":ahead2" : ""}`,
     shader: () => ({
       ...walkShaderIo(
         products
@@ -662,86 +821,7 @@ var<workgroup> Ks: array<vec4<f32>, 512>;  // k columns of a quarter [d][p/4]; t
     ${stateTile(halves, (d, c4, acc) => `if (${d} < D && ${c4} < E4) { ${acc} = ${acc} + decay * bitcast<vec4<f32>>(cseg[(base + ${d}) * E4 + ${c4}]); }`)}
   }
   let segEnd = min(nB, sg * G + G);
-  // Global loads are issued one stage ahead, across the phases and blocks too: the first quarter
-  // of q and k during the previous block's last stage, the first rows of v and k during the
-  // last quarter.
-  var rq0: vec4<f32>; var rq1: vec4<f32>; var rk0: vec4<f32>; var rk1: vec4<f32>;
-  ${cols("rv").map((r) => `var ${r}: vec4<f32>;`).join(" ")}
-  ${fetchQk("0u", "sg * G * 64u", "min(64u, T - sg * G * 64u)")}
-  var sink = 0.0;
-  for (var blk = sg * G; blk < segEnd; blk = blk + 1u) {
-    let t0 = blk * ${C}u;
-    let m = min(${C}u, T - t0);
-    ${touch ? touchNextBlock(halves) : ""}
-    // Scores q_p · k_p' (sc{i}: row p = ty·4 + i, columns p' = tx·4 …) and q_p S (o{i·halves + h}:
-    // row p = ty·4 + i, columns e04·4 + h·64 + tx·4 …), over d a quarter (32) at a time.
-    ${accumulators(4, "sc")}
-    ${accumulators(4 * halves, "o")}
-    for (var qd = 0u; qd * 32u < D; qd = qd + 1u) {
-    ${stateQuarter(halves)}
-    ${stageQk}
-    workgroupBarrier();
-    if (qd * 32u + 32u < D) {
-    ${fetchQk("qd + 1u")}
-    } else {
-    ${fetchVk("0u")}
-    }
-    for (var dd = 0u; dd < 32u; dd = dd + 1u) {
-      let a0 = Qs[dd * 16u + ${rows ? "(ty ^ (dd / 4u))" : "ty"}];
-      let kc = Ks[dd * 16u + ${rows ? "(tx ^ (dd / 4u))" : "tx"}];
-      ${cols("b").map((b, h) => `let ${b} = W[dd * ${VE}u + ${h * 16}u + tx];`).join(" ")}
-      ${outerProductFma(["a0"], ["kc"], "sc")}
-      ${outerProductFma(["a0"], cols("b"), "o")}
-    }
-    workgroupBarrier();
-    }
-    ${[0, 1, 2, 3].map((i) => `{ let x = exp(-slope * f32(ty * 4u + ${i + 1}u)); ${cols("").map((_, h) => `o${i * halves + h} = x * o${i * halves + h};`).join(" ")} }`).join("\n    ")}
-    ${maskedScores("W")}
-    // The state update is needed after every block but a segment's last, except for the final state.
-    let upd = blk + 1u < segEnd || sg + 1u == nSeg;
-    let dm = exp(-slope * f32(m));
-    ${
-      products
-        ? `// The block's product, loaded now and added after the block's outputs.
-    let pj = (lb * nB + blk) * D;
-    ${stateTile(halves, (d, c4, acc) => `var p${acc} = vec4<f32>(0.0); if (upd && ${d} < D && ${c4} < E4) { p${acc} = bitcast<vec4<f32>>(cseg[(pj + ${d}) * E4 + ${c4}]); }`)}`
-        : Array.from({ length: 8 * halves }, (_, i) => `acc${i} = dm * acc${i};`).join(" ")
-    }
-    for (var j0 = 0u; j0 < m; j0 = j0 + 16u) {
-      ${cols("rv").map((r, h) => `Qs[lid + ${h * 256}u] = ${r};`).join(" ")}
-      ${products ? "" : "Ks[lid] = rk0; Ks[lid + 256u] = rk1;"}
-      workgroupBarrier();
-      if (j0 + 16u < m) {
-    ${fetchVk("j0 + 16u")}
-      } else if (blk + 1u < segEnd) {
-    ${fetchQk("0u", "t0 + 64u", "min(64u, T - t0 - 64u)")}
-      }
-      // Rows p = ty·4 … + 3 take only p' ≤ p: a stage wholly above that is masked to zero.
-      let causal = j0 <= ty * 4u + 3u;
-      for (var jj = 0u; jj < 16u; jj = jj + 1u) {
-        ${cols("b").map((b, h) => `let ${b} = Qs[jj * ${VE}u + ${h * 16}u + tx];`).join(" ")}
-        if (causal) {
-          let p0 = W[(j0 + jj) * 16u + ty];
-          ${outerProductFma(["p0"], cols("b"), "o")}
-        }
-        ${
-          products
-            ? ""
-            : `if (upd) {
-          let a0 = Ks[jj * ${V}u + ty];
-          let a1 = Ks[jj * ${V}u + 16u + ty];
-          ${outerProductFma(["a0", "a1"], cols("b"))}
-        }`
-        }
-      }
-      workgroupBarrier();
-    }
-    ${products ? `if (upd) { ${Array.from({ length: 8 * halves }, (_, i) => `acc${i} = dm * acc${i} + pacc${i};`).join(" ")} }` : ""}
-    ${[0, 1, 2, 3]
-      .flatMap((i) => cols("").map((_, h) => `if (ty * 4u + ${i}u < m && e04 + ${h * 16}u + tx < E4) { o[((bh - io0) * T + t0 + ty * 4u + ${i}u) * E4 + e04 + ${h * 16}u + tx] = bitcast<vec4<u32>>(o${i * halves + h}); }`))
-      .join("\n    ")}
-    ${touch ? `sink = sink + ${touchNames(halves).join(" + ")};` : ""}
-  }
+  ${ahead2 ? twoAhead : oneAhead}
   // Keeps the touches' loads live: T is never 0 here.
   if (T == 0u && sink != 0.0) { sT[0] = vec4<u32>(bitcast<u32>(sink)); }
   if (sg + 1u == nSeg) {

@@ -415,7 +415,7 @@ export function lightningKernels(rt: Runtime, maxWorkgroupBytes: number) {
       const [qf, kf, vf] = [f.q, f.k, f.v].map((x) => (x.dtype === "f32" ? x : widenToF32(rt, x)));
       const args = { q: qf, k: kf, v: vf, slopes, init: f.init, finalState: f.finalState, dims, out: f.out };
       if (walk && walkOptions) {
-        walkForward(rt, { ...args, touch: walkOptions.touch, kernel: walkOptions.kernel, rows: walkOptions.rows, products: walkOptions.products }, walkOptions.columns, walkOptions.staged ? kernelChoices.stageBytes : 0);
+        walkForward(rt, { ...args, touch: walkOptions.touch, kernel: walkOptions.kernel, rows: walkOptions.rows, products: walkOptions.products, ahead: walkOptions.ahead }, walkOptions.columns, walkOptions.staged ? kernelChoices.stageBytes : 0);
       } else {
         blockedForward(rt, args, stored);
       }
