@@ -330,21 +330,60 @@ function segmentTotals(rt: Runtime, f: WalkForward, seg: GPUBuffer, io: IoBindin
   const { H, T, D, E } = f.dims;
   const touch = f.touch ?? kernelChoices.touchAhead;
   // Each stage: 16 tokens of k (16 × 128 of D) and v (16 × 128 of E), two vectors of each per
-  // invocation; the next stage is fetched into registers before the current one is multiplied.
-  const fetch = (p0: string) =>
+  // invocation; the next stage (with loads two ahead, the one after it too, in a second set of
+  // registers) is fetched into registers before the current one is multiplied.
+  const ahead2 = f.ahead === 2 && !touch;
+  const fetch = (p0: string, slot = "r") =>
     [0, 1]
       .map(
         (r) => `{ let e = lid + ${r * 256}u; let p = ${p0} + e / ${V}u; let c4 = e % ${V}u;
-      rk${r} = vec4<f32>(0.0); rv${r} = vec4<f32>(0.0);
+      ${slot}k${r} = vec4<f32>(0.0); ${slot}v${r} = vec4<f32>(0.0);
       if (p < len) {
         let row = (bh - io0) * T + s0 + p;
-        if (d04 + c4 < D4) { rk${r} = exp(-slope * f32(len - 1u - p)) * bitcast<vec4<f32>>(k[row * D4 + d04 + c4]); }
-        if (e04 + c4 < E4) { rv${r} = bitcast<vec4<f32>>(v[row * E4 + e04 + c4]); }
+        if (d04 + c4 < D4) { ${slot}k${r} = exp(-slope * f32(len - 1u - p)) * bitcast<vec4<f32>>(k[row * D4 + d04 + c4]); }
+        if (e04 + c4 < E4) { ${slot}v${r} = bitcast<vec4<f32>>(v[row * E4 + e04 + c4]); }
       } }`,
       )
       .join("\n    ");
+  const stage = (slot: string, next: string) => `As[lid] = ${slot}k0; As[lid + 256u] = ${slot}k1;
+      Bs[lid] = ${slot}v0; Bs[lid + 256u] = ${slot}v1;
+      workgroupBarrier();
+      if (${next} < len) {
+      ${fetch(next, slot)}
+      }
+      ${stagedProduct(V)}
+      workgroupBarrier();`;
+  // Two stages a turn of the loop, each refilling its registers with the stage two after it; a
+  // segment's tokens are a whole number of 64-token blocks, and a stage past them loads zeros.
+  const twoAhead = `var rk0: vec4<f32>; var rk1: vec4<f32>; var rv0: vec4<f32>; var rv1: vec4<f32>;
+  var sk0: vec4<f32>; var sk1: vec4<f32>; var sv0: vec4<f32>; var sv1: vec4<f32>;
+  ${fetch("0u")}
+  ${fetch("16u", "s")}
+  for (var p0 = 0u; p0 < len; p0 = p0 + 32u) {
+    ${stage("r", "p0 + 32u")}
+    ${stage("s", "p0 + 48u")}
+  }`;
+  const oneAhead = `var rk0: vec4<f32>; var rk1: vec4<f32>; var rv0: vec4<f32>; var rv1: vec4<f32>;
+  ${fetch("0u")}
+  // 64 tokens at a time: their k and v rows are touched (one word per 32-byte sector, summed into
+  // a sink 64 tokens later) while the 64 before them are multiplied, which brings them into L2
+  // ahead of the stage loads (see touchNextBlock).
+  var sink = 0.0;
+  for (var c0 = 0u; c0 < len; c0 = c0 + 64u) {
+    ${touchNextKv(
+      touch,
+      (p) => `c0 + 64u + ${p} < len`,
+      (p) => `(bh - io0) * T + s0 + c0 + 64u + ${p}`,
+    )}
+    for (var p0 = c0; p0 < c0 + 64u; p0 = p0 + 16u) {
+      ${stage("r", "p0 + 16u")}
+    }
+    sink = sink + ${TOUCHED_SUM};
+  }
+  // Keeps the touches' loads live: T is never 0 here.
+  if (T == 0u && sink != 0.0) { seg[0] = vec4<u32>(bitcast<u32>(sink)); }`;
   rt.dispatch({
-    key: `lightning_walk_totals${touch ? "" : ":no_touch"}`,
+    key: `lightning_walk_totals${touch ? "" : ":no_touch"}${ahead2 ? ":ahead2" : ""}`,
     shader: () => ({
       doc: ["k: (BH, T, D/4) vec4 f32", "v: (BH, T, E/4) vec4 f32", "slopes: (H) f32", "seg: (BH, nSeg, D, E/4) vec4 f32, R_g"],
       bindings: [
@@ -364,32 +403,7 @@ var<workgroup> Bs: array<vec4<f32>, ${16 * V}>;  // v rows: [p][e/4]`,
   let io0 = pu(10u);
   let s0 = sg * len;
   ${accumulators(16)}
-  var rk0: vec4<f32>; var rk1: vec4<f32>; var rv0: vec4<f32>; var rv1: vec4<f32>;
-  ${fetch("0u")}
-  // 64 tokens at a time: their k and v rows are touched (one word per 32-byte sector, summed into
-  // a sink 64 tokens later) while the 64 before them are multiplied, which brings them into L2
-  // ahead of the stage loads (see touchNextBlock).
-  var sink = 0.0;
-  for (var c0 = 0u; c0 < len; c0 = c0 + 64u) {
-    ${touchNextKv(
-      touch,
-      (p) => `c0 + 64u + ${p} < len`,
-      (p) => `(bh - io0) * T + s0 + c0 + 64u + ${p}`,
-    )}
-    for (var p0 = c0; p0 < c0 + 64u; p0 = p0 + 16u) {
-      As[lid] = rk0; As[lid + 256u] = rk1;
-      Bs[lid] = rv0; Bs[lid + 256u] = rv1;
-      workgroupBarrier();
-      if (p0 + 16u < len) {
-      ${fetch("p0 + 16u")}
-      }
-      ${stagedProduct(V)}
-      workgroupBarrier();
-    }
-    sink = sink + ${TOUCHED_SUM};
-  }
-  // Keeps the touches' loads live: T is never 0 here.
-  if (T == 0u && sink != 0.0) { seg[0] = vec4<u32>(bitcast<u32>(sink)); }
+  ${ahead2 ? twoAhead : oneAhead}
   ${tileStores8x8("d04 * 4u", "e04 * 4u", (d, e, acc) => `if (${d} < D && ${e} / 4u < E4) { seg[((lb * nSeg + sg) * D + ${d}) * E4 + ${e} / 4u] = bitcast<vec4<u32>>(${acc}); }`)}`,
     }),
     bindings: [io.k, io.v, { buffer: f.slopes.storage, access: "read" }, { buffer: seg, access: "rw" }],
