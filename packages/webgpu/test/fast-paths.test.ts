@@ -394,7 +394,9 @@ suite(`WebGPU fast paths against their plain twins${fast ? "" : ` [skipped: ${re
 
   it("the Lightning backward as forwards on the fast kernels (two in reversed time) matches the plain scan and the CPU: dq, dk, dv, dInitialState", async () => {
     // (B, H, T, D, E, initial state): T not a multiple of 64, D ≠ E both ways (the dq and dk sweeps
-    // swap them), several segments, T = 1, and a shape the walk does not take (D = 132: blocked).
+    // swap them), several segments, T = 1, a shape the walk does not take (D = 132: blocked), and
+    // with walk-rows2 heads above 96 (loads two stages ahead; 100 a partial quarter of D). The dk and
+    // dv sweeps read and write reversed time in the walks, on reversed copies in the blocked forward.
     const cases = [
       [1, 3, 199, 16, 24, true],
       [2, 2, 70, 24, 8, false],
@@ -402,12 +404,13 @@ suite(`WebGPU fast paths against their plain twins${fast ? "" : ` [skipped: ${re
       [3, 1, 1, 8, 12, true],
       [1, 2, 65, 132, 8, true],
     ] as const;
+    const wideHeads = [[1, 2, 150, 128, 100, true]] as const;
     let seed = 700;
     try {
-      for (const forward of ["walk", "staged", "blocked", "products"] as const) {
+      for (const forward of ["walk", "walk-rows2", "wide", "staged", "blocked", "products"] as const) {
         kernelChoices.forward = forward;
         setWalkSegmentBlocks(2);
-        for (const [B, H, Tn, D, E, withInit] of forward === "walk" ? cases : cases.slice(0, 2)) {
+        for (const [B, H, Tn, D, E, withInit] of forward === "walk" ? cases : forward === "walk-rows2" ? [...cases, ...wideHeads] : cases.slice(0, 2)) {
           const parts = await backwardThreeWays([B, H, Tn, D, E], withInit, seed);
           seed += 6;
           for (const part of withInit ? (["dq", "dk", "dv", "dInitialState"] as const) : (["dq", "dk", "dv"] as const)) {
@@ -441,7 +444,11 @@ suite(`WebGPU fast paths against their plain twins${fast ? "" : ` [skipped: ${re
       setWalkSegmentBlocks(null);
     }
     const keys = fast!.runtime.pipelineKeys();
-    for (const key of ["reverse_time:f32", "reverse_time:bf16", "scale_state:t:0", "scale_state:t:1", "scale_state:n:1", "scale_state:n:-1"]) expect(keys).toContain(key);
+    for (const key of ["reverse_time:f32", "scale_state:t:0", "scale_state:t:1", "scale_state:n:1", "scale_state:n:-1"]) expect(keys).toContain(key);
+    // The walks ran the reversed sweeps themselves: the walk, its totals, the wide walk, two stages ahead.
+    for (const key of ["lightning_walk:reversed", "lightning_walk_totals:reversed", "lightning_walk_wide:reversed", "lightning_walk:no_touch:rows:ahead2:reversed", "lightning_walk_totals:no_touch:ahead2:reversed", "lightning_walk_block_products_totals:reversed"]) {
+      expect(keys).toContain(key);
+    }
     expect(plain!.runtime.pipelineKeys().some((key) => key.startsWith("reverse_time") || key.startsWith("scale_state"))).toBe(false);
   }, 300_000);
 

@@ -10,9 +10,11 @@
  *
  * (x' is x in reversed time.) The reversed sweeps of lightning.ts carry G with exponents shifted by
  * one (α = 0, β = 1); a forward with its initial state divided by λ gives the same sums, and its
- * final state times λ is G₀ = dS₀. The inputs are reversed once into f32 copies (16-bit inputs
- * widened on the way), the two reversed outputs reversed back into dk and dv. A sweep whose shape
- * the fast kernels do not take runs the plain scan (lightning.ts decides, per sweep).
+ * final state times λ is G₀ = dS₀. The segment walk reads the reversed sweeps' inputs and writes
+ * their outputs in reversed time itself (`WalkForward.reversed`), so dk and dv come out in time
+ * order with no copies; the blocked forward runs them on reversed f32 copies (`reversed`) and
+ * reverses its output back (`reverseTime`). A sweep whose shape the fast kernels do not take runs
+ * the plain scan (lightning.ts decides, per sweep).
  *
  * λ⁻¹ = exp(slope) is finite in f32 only below a slope of ~88; past MAX_SLOPE the kernel that
  * divides records the error (runtime ERROR_CODES) and the next read throws it, naming `slopes`.

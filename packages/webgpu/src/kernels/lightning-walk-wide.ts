@@ -25,7 +25,7 @@
  */
 import type { Runtime } from "../runtime.js";
 import { component } from "./common.js";
-import { type IoBindings, type WalkForward, type WalkShape, walkShaderIo } from "./lightning-walk.js";
+import { type IoBindings, tokenRow, type WalkForward, type WalkShape, walkShaderIo } from "./lightning-walk.js";
 
 const C = 64;
 const THREADS = 512;
@@ -52,6 +52,7 @@ const stateQuarter = () => {
 export function wideWalk(rt: Runtime, f: WalkForward, entering: GPUBuffer | null, io: IoBindings, s: WalkShape): void {
   const { H, T, D, E } = f.dims;
   if (s.columns !== 128 || s.enter === 3 || s.products) throw new Error(`wideWalk: expected 128 columns and neither stored block states nor block products, got ${s.columns} columns, entering states ${s.enter}${s.products ? ", block products" : ""}`);
+  const rowOf = tokenRow(f.reversed);
   // q and k of quarter qd for the block's 64 rows: one vector of each per invocation (row p = lid
   // / 8, vector lid mod 8 of the quarter), so 32 neighbours read 4 whole 128-byte rows. Stored
   // transposed, [d][p/4], with the vector p/4 of row d at (p/4) xor (d/4 mod 8): the 8 neighbours
@@ -59,7 +60,7 @@ export function wideWalk(rt: Runtime, f: WalkForward, entering: GPUBuffer | null
   // stay in that row, so the reads of 4 neighbouring vectors remain one wavefront.
   const fetchQk = (qd: string, t0 = "t0", m = "m") => `{ let p = lid / 8u; let c4 = (${qd}) * 8u + lid % 8u;
       rq = vec4<f32>(0.0); rk = vec4<f32>(0.0);
-      if (p < ${m} && c4 < D4) { let at = ((bh - io0) * T + ${t0} + p) * D4 + c4; rq = bitcast<vec4<f32>>(q[at]); rk = bitcast<vec4<f32>>(k[at]); } }`;
+      if (p < ${m} && c4 < D4) { let at = ${rowOf(`${t0} + p`)} * D4 + c4; rq = bitcast<vec4<f32>>(q[at]); rk = bitcast<vec4<f32>>(k[at]); } }`;
   const stageQk = `{ let p = lid / 8u; let c4 = lid % 8u; let x = (p / 4u) ^ c4;
       ${[0, 1, 2, 3].map((j) => `Qs[(c4 * 4u + ${j}u) * 16u + x][p % 4u] = rq.${component(j)}; Ks[(c4 * 4u + ${j}u) * 16u + x][p % 4u] = rk.${component(j)};`).join("\n      ")} }`;
   // v (row p = lid / 32, 32 vectors of the tile) and decayed k (row p = lid / 32, vector lid mod
@@ -67,7 +68,7 @@ export function wideWalk(rt: Runtime, f: WalkForward, entering: GPUBuffer | null
   const fetchVk = (j0: string) => `{ let p = ${j0} + lid / 32u; let c4 = lid % 32u;
       rv = vec4<f32>(0.0); rd = vec4<f32>(0.0);
       if (p < m) {
-        let row = (bh - io0) * T + t0 + p;
+        let row = ${rowOf("t0 + p")};
         if (e04 + c4 < E4) { rv = bitcast<vec4<f32>>(v[row * E4 + e04 + c4]); }
         if (c4 < D4) { rd = exp(-slope * f32(m - 1u - p)) * bitcast<vec4<f32>>(k[row * D4 + c4]); }
       } }`;
@@ -78,7 +79,7 @@ export function wideWalk(rt: Runtime, f: WalkForward, entering: GPUBuffer | null
       W[pc * 16u + a] = col;
     }`;
   rt.dispatch({
-    key: "lightning_walk_wide",
+    key: `lightning_walk_wide${f.reversed ? ":reversed" : ""}`,
     shader: () => ({
       ...walkShaderIo("cseg: unused (the 256-invocation walk's stored block states)"),
       workgroupSize: THREADS,
@@ -169,7 +170,7 @@ var<workgroup> Ks: array<vec4<f32>, 512>;  // k columns of a quarter [d][p/4]; t
       }
       workgroupBarrier();
     }
-    ${[0, 1, 2, 3].map((i) => `if (4u * a + ${i}u < m && e04 + c < E4) { o[((bh - io0) * T + t0 + 4u * a + ${i}u) * E4 + e04 + c] = bitcast<vec4<u32>>(o${i}); }`).join("\n    ")}
+    ${[0, 1, 2, 3].map((i) => `if (4u * a + ${i}u < m && e04 + c < E4) { o[${rowOf(`t0 + 4u * a + ${i}u`)} * E4 + e04 + c] = bitcast<vec4<u32>>(o${i}); }`).join("\n    ")}
   }
   if (sg + 1u == nSeg) {
     ${rows8((d, acc) => `if (${d} < D && e04 + c < E4) { sT[(bh * D + ${d}) * E4 + e04 + c] = bitcast<vec4<u32>>(${acc}); }`)}

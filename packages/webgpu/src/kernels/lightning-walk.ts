@@ -116,6 +116,19 @@ export interface WalkForward {
    * 256 invocations, no touches and no block products where D > 96; elsewhere 1).
    */
   ahead?: 1 | 2;
+  /**
+   * q, k and v are read, and o written, in reversed time: the walk runs the sequence x'[t] =
+   * x[T − 1 − t] of each batch·head without a reversed copy (the backward's dk and dv sweeps).
+   */
+  reversed?: boolean;
+}
+
+/**
+ * WGSL: the storage row of token t of batch·head bh (bound from io0), in time order or reversed
+ * (`WalkForward.reversed`).
+ */
+export function tokenRow(reversed: boolean | undefined): (t: string) => string {
+  return reversed ? (t) => `((bh - io0) * T + T - 1u - (${t}))` : (t) => `((bh - io0) * T + ${t})`;
 }
 
 /** How each forward variant of `kernelChoices.forward` that walks segments runs. */
@@ -333,13 +346,14 @@ function segmentTotals(rt: Runtime, f: WalkForward, seg: GPUBuffer, io: IoBindin
   // invocation; the next stage (with loads two ahead, the one after it too, in a second set of
   // registers) is fetched into registers before the current one is multiplied.
   const ahead2 = f.ahead === 2 && !touch;
+  const rowOf = tokenRow(f.reversed);
   const fetch = (p0: string, slot = "r") =>
     [0, 1]
       .map(
         (r) => `{ let e = lid + ${r * 256}u; let p = ${p0} + e / ${V}u; let c4 = e % ${V}u;
       ${slot}k${r} = vec4<f32>(0.0); ${slot}v${r} = vec4<f32>(0.0);
       if (p < len) {
-        let row = (bh - io0) * T + s0 + p;
+        let row = ${rowOf("s0 + p")};
         if (d04 + c4 < D4) { ${slot}k${r} = exp(-slope * f32(len - 1u - p)) * bitcast<vec4<f32>>(k[row * D4 + d04 + c4]); }
         if (e04 + c4 < E4) { ${slot}v${r} = bitcast<vec4<f32>>(v[row * E4 + e04 + c4]); }
       } }`,
@@ -373,7 +387,7 @@ function segmentTotals(rt: Runtime, f: WalkForward, seg: GPUBuffer, io: IoBindin
     ${touchNextKv(
       touch,
       (p) => `c0 + 64u + ${p} < len`,
-      (p) => `(bh - io0) * T + s0 + c0 + 64u + ${p}`,
+      (p) => rowOf(`s0 + c0 + 64u + ${p}`),
     )}
     for (var p0 = c0; p0 < c0 + 64u; p0 = p0 + 16u) {
       ${stage("r", "p0 + 16u")}
@@ -383,7 +397,7 @@ function segmentTotals(rt: Runtime, f: WalkForward, seg: GPUBuffer, io: IoBindin
   // Keeps the touches' loads live: T is never 0 here.
   if (T == 0u && sink != 0.0) { seg[0] = vec4<u32>(bitcast<u32>(sink)); }`;
   rt.dispatch({
-    key: `lightning_walk_totals${touch ? "" : ":no_touch"}${ahead2 ? ":ahead2" : ""}`,
+    key: `lightning_walk_totals${touch ? "" : ":no_touch"}${ahead2 ? ":ahead2" : ""}${f.reversed ? ":reversed" : ""}`,
     shader: () => ({
       doc: ["k: (BH, T, D/4) vec4 f32", "v: (BH, T, E/4) vec4 f32", "slopes: (H) f32", "seg: (BH, nSeg, D, E/4) vec4 f32, R_g"],
       bindings: [
@@ -424,6 +438,7 @@ function blockProducts(rt: Runtime, f: WalkForward, products: GPUBuffer, seg: GP
   const { H, T, D, E } = f.dims;
   const touch = f.touch ?? kernelChoices.touchAhead;
   const totals = seg !== null;
+  const rowOf = tokenRow(f.reversed);
   // Stage j0 of the block at token t: 16 tokens, two vectors of k and of v per invocation.
   const fetch = (t: string, j0: string, m: string) =>
     [0, 1]
@@ -431,14 +446,14 @@ function blockProducts(rt: Runtime, f: WalkForward, products: GPUBuffer, seg: GP
         (r) => `{ let e = lid + ${r * 256}u; let p = ${j0} + e / ${V}u; let c4 = e % ${V}u;
       rk${r} = vec4<f32>(0.0); rv${r} = vec4<f32>(0.0);
       if (p < ${m}) {
-        let row = (bh - io0) * T + ${t} + p;
+        let row = ${rowOf(`${t} + p`)};
         if (d04 + c4 < D4) { rk${r} = exp(-slope * f32(${m} - 1u - p)) * bitcast<vec4<f32>>(k[row * D4 + d04 + c4]); }
         if (e04 + c4 < E4) { rv${r} = bitcast<vec4<f32>>(v[row * E4 + e04 + c4]); }
       } }`,
       )
       .join("\n    ");
   rt.dispatch({
-    key: `lightning_walk_block_products${totals ? "_totals" : ""}${touch ? "" : ":no_touch"}`,
+    key: `lightning_walk_block_products${totals ? "_totals" : ""}${touch ? "" : ":no_touch"}${f.reversed ? ":reversed" : ""}`,
     shader: () => ({
       doc: ["k: (BH, T, D/4) vec4 f32", "v: (BH, T, E/4) vec4 f32", "slopes: (H) f32", ...(totals ? ["seg: (BH, nSeg, D, E/4) vec4 f32, R_g"] : []), "kv: (BH, nB, D, E/4) vec4 f32, P_j"],
       bindings: [
@@ -472,7 +487,7 @@ var<workgroup> Bs: array<vec4<f32>, ${16 * V}>;  // v rows: [p][e/4]`,
     ${touchNextKv(
       touch,
       (p) => `blk + 1u < segEnd && t0 + 64u + ${p} < T`,
-      (p) => `(bh - io0) * T + t0 + 64u + ${p}`,
+      (p) => rowOf(`t0 + 64u + ${p}`),
     )}
     ${blockStages(V, fetch("t0", "j0 + 16u", "m"), fetch("t0 + 64u", "0u", "min(64u, T - t0 - 64u)"))}
     ${tileStores8x8("d04 * 4u", "e04 * 4u", (d, e, acc) => `if (${d} < D && ${e} / 4u < E4) { kv[((lb * nB + blk) * D + ${d}) * E4 + ${e} / 4u] = bitcast<vec4<u32>>(${acc}); }`)}
@@ -550,7 +565,7 @@ function touchNames(halves: number): string[] {
  * flight reached 1.6–4 TB/s; these loads bring the next block into L2 a whole block ahead, so
  * that its stage loads hit there.
  */
-function touchNextBlock(halves: number): string {
+function touchNextBlock(halves: number, rowOf: (t: string) => string): string {
   const VE = 16 * halves;
   const lines = [
     `let nt0 = t0 + ${C}u;`,
@@ -560,12 +575,12 @@ function touchNextBlock(halves: number): string {
   for (let i = 0; i < 4; i++) {
     // 64 rows × 16 sectors of q and of k (D = 128; fewer where D is smaller).
     lines.push(`{ let sct = lid + ${i * 256}u; let row = sct / 16u; let c4 = (sct % 16u) * 2u;
-      if (row < nm && c4 < D4) { let at = ((bh - io0) * T + nt0 + row) * D4 + c4; tq${i} = bitcast<f32>(q[at].x); tk${i} = bitcast<f32>(k[at].x); } }`);
+      if (row < nm && c4 < D4) { let at = ${rowOf("nt0 + row")} * D4 + c4; tq${i} = bitcast<f32>(q[at].x); tk${i} = bitcast<f32>(k[at].x); } }`);
   }
   for (let i = 0; i < 2 * halves; i++) {
     // 64 rows × VE/2 sectors of this workgroup's columns of v.
     lines.push(`{ let sct = lid + ${i * 256}u; let row = sct / ${VE / 2}u; let c4 = (sct % ${VE / 2}u) * 2u;
-      if (row < nm && e04 + c4 < E4) { tv${i} = bitcast<f32>(v[((bh - io0) * T + nt0 + row) * E4 + e04 + c4].x); } }`);
+      if (row < nm && e04 + c4 < E4) { tv${i} = bitcast<f32>(v[${rowOf("nt0 + row")} * E4 + e04 + c4].x); } }`);
   }
   return lines.join("\n    ");
 }
@@ -598,6 +613,7 @@ function walk(rt: Runtime, f: WalkForward, entering: GPUBuffer | null, io: IoBin
   const products = s.products != null;
   // Two stages ahead where a block's stages are all in the unrolled sequence (4 quarters of d).
   const ahead2 = f.ahead === 2 && !touch && !products && D > 96;
+  const rowOf = tokenRow(f.reversed);
   const halves = s.columns / 64;
   const VE = s.columns / 4;
   const cols = (name: string) => Array.from({ length: halves }, (_, h) => `${name}${h}`);
@@ -617,7 +633,7 @@ function walk(rt: Runtime, f: WalkForward, entering: GPUBuffer | null, io: IoBin
       .map(
         (r) => `{ let e = lid + ${r * 256}u; ${rows ? "let p = e / 8u;" : "let p = e % 64u;"} let c4 = (${qd}) * 8u + ${rows ? "e % 8u" : "e / 64u"};
       ${to.x[r]} = vec4<f32>(0.0); ${to.y[r]} = vec4<f32>(0.0);
-      if (p < ${m} && c4 < D4) { let at = ((bh - io0) * T + ${t0} + p) * D4 + c4; ${to.x[r]} = bitcast<vec4<f32>>(q[at]); ${to.y[r]} = bitcast<vec4<f32>>(k[at]); } }`,
+      if (p < ${m} && c4 < D4) { let at = ${rowOf(`${t0} + p`)} * D4 + c4; ${to.x[r]} = bitcast<vec4<f32>>(q[at]); ${to.y[r]} = bitcast<vec4<f32>>(k[at]); } }`,
       )
       .join("\n    ");
   const stageQk = (from = QK) =>
@@ -637,7 +653,7 @@ function walk(rt: Runtime, f: WalkForward, entering: GPUBuffer | null, io: IoBin
         { length: halves },
         (_, r) => `{ let e = lid + ${r * 256}u; let p = ${j0} + e / ${VE}u; let c4 = e % ${VE}u;
       ${to.x[r]} = vec4<f32>(0.0);
-      if (p < ${m} && e04 + c4 < E4) { ${to.x[r]} = bitcast<vec4<f32>>(v[((bh - io0) * T + ${t0} + p) * E4 + e04 + c4]); } }`,
+      if (p < ${m} && e04 + c4 < E4) { ${to.x[r]} = bitcast<vec4<f32>>(v[${rowOf(`${t0} + p`)} * E4 + e04 + c4]); } }`,
       ),
       // With block products the walk needs no k rows here.
       ...[0, 1]
@@ -645,7 +661,7 @@ function walk(rt: Runtime, f: WalkForward, entering: GPUBuffer | null, io: IoBin
         .map(
           (r) => `{ let e = lid + ${r * 256}u; let p = ${j0} + e / ${V}u; let c4 = e % ${V}u;
       ${to.y[r]} = vec4<f32>(0.0);
-      if (p < ${m} && c4 < D4) { ${to.y[r]} = exp(-slope * f32(${m} - 1u - p)) * bitcast<vec4<f32>>(k[((bh - io0) * T + ${t0} + p) * D4 + c4]); } }`,
+      if (p < ${m} && c4 < D4) { ${to.y[r]} = exp(-slope * f32(${m} - 1u - p)) * bitcast<vec4<f32>>(k[${rowOf(`${t0} + p`)} * D4 + c4]); } }`,
         ),
     ].join("\n    ");
   // The products of one quarter of d (32 rows): the scores and q S, from Qs, Ks and the S quarter in W.
@@ -692,7 +708,7 @@ function walk(rt: Runtime, f: WalkForward, entering: GPUBuffer | null, io: IoBin
   // With block products, the block's product added to S; then the block's output rows.
   const storeO = `    ${products ? `if (upd) { ${Array.from({ length: 8 * halves }, (_, i) => `acc${i} = dm * acc${i} + pacc${i};`).join(" ")} }` : ""}
     ${[0, 1, 2, 3]
-      .flatMap((i) => cols("").map((_, h) => `if (ty * 4u + ${i}u < m && e04 + ${h * 16}u + tx < E4) { o[((bh - io0) * T + t0 + ty * 4u + ${i}u) * E4 + e04 + ${h * 16}u + tx] = bitcast<vec4<u32>>(o${i * halves + h}); }`))
+      .flatMap((i) => cols("").map((_, h) => `if (ty * 4u + ${i}u < m && e04 + ${h * 16}u + tx < E4) { o[${rowOf(`t0 + ty * 4u + ${i}u`)} * E4 + e04 + ${h * 16}u + tx] = bitcast<vec4<u32>>(o${i * halves + h}); }`))
       .join("\n    ")}`;
   const oneAhead = `  // Global loads are issued one stage ahead, across the phases and blocks too: the first quarter
   // of q and k during the previous block's last stage, the first rows of v and k during the
@@ -704,7 +720,7 @@ function walk(rt: Runtime, f: WalkForward, entering: GPUBuffer | null, io: IoBin
   for (var blk = sg * G; blk < segEnd; blk = blk + 1u) {
     let t0 = blk * ${C}u;
     let m = min(${C}u, T - t0);
-    ${touch ? touchNextBlock(halves) : ""}
+    ${touch ? touchNextBlock(halves, rowOf) : ""}
     // Scores q_p · k_p' (sc{i}: row p = ty·4 + i, columns p' = tx·4 …) and q_p S (o{i·halves + h}:
     // row p = ty·4 + i, columns e04·4 + h·64 + tx·4 …), over d a quarter (32) at a time.
     ${accumulators(4, "sc")}
@@ -794,7 +810,7 @@ function walk(rt: Runtime, f: WalkForward, entering: GPUBuffer | null, io: IoBin
   }
 `;
   rt.dispatch({
-    key: `${s.columns === TILE ? "lightning_walk" : `lightning_walk${s.columns}`}${s.enter === 3 ? "_stored" : ""}${products ? "_products" : ""}${touch ? "" : ":no_touch"}${rows ? ":rows" : ""}${ahead2 ? ":ahead2" : ""}`,
+    key: `${s.columns === TILE ? "lightning_walk" : `lightning_walk${s.columns}`}${s.enter === 3 ? "_stored" : ""}${products ? "_products" : ""}${touch ? "" : ":no_touch"}${rows ? ":rows" : ""}${ahead2 ? ":ahead2" : ""}${f.reversed ? ":reversed" : ""}`,
     shader: () => ({
       ...walkShaderIo(
         products

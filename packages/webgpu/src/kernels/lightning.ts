@@ -392,6 +392,8 @@ interface FastForward {
   init: GPUBuffer | null;
   out: GPUBuffer;
   finalState: GPUBuffer;
+  /** q, k and v are read, and out written, in reversed time (the backward's dk and dv sweeps). */
+  reversed?: boolean;
 }
 
 export function lightningKernels(rt: Runtime, maxWorkgroupBytes: number) {
@@ -411,11 +413,21 @@ export function lightningKernels(rt: Runtime, maxWorkgroupBytes: number) {
     const stored = (choice === "stored" || choice === "stored64") && walks ? (choice === "stored" ? 128 : 64) : undefined;
     if (!walk && !blockedForwardApplies(dtypes, { BH, T, D, E }, limits)) return null;
     return (f) => {
+      if (f.reversed && !walk) {
+        // The blocked forward reads time forwards only: it runs on reversed f32 copies, and its
+        // output is reversed back.
+        const [qr, kr, vr] = [f.q, f.k, f.v].map((x, i) => reversed(rt, x, { BH, T, W: i < 2 ? D : E }));
+        const out = rt.acquire(BH * T * E * 4);
+        blockedForward(rt, { q: qr, k: kr, v: vr, slopes, init: f.init, finalState: f.finalState, dims, out }, stored);
+        reverseTime(rt, { storage: out, shape: [BH, T, E], dtype: "f32", size: BH * T * E }, f.out, { BH, T, W: E });
+        for (const b of [qr.storage, kr.storage, vr.storage, out]) rt.release(b);
+        return;
+      }
       // f16/bf16 inputs are widened to f32 once: a few passes over q, k, v, small beside the products.
       const [qf, kf, vf] = [f.q, f.k, f.v].map((x) => (x.dtype === "f32" ? x : widenToF32(rt, x)));
       const args = { q: qf, k: kf, v: vf, slopes, init: f.init, finalState: f.finalState, dims, out: f.out };
       if (walk && walkOptions) {
-        walkForward(rt, { ...args, touch: walkOptions.touch, kernel: walkOptions.kernel, rows: walkOptions.rows, products: walkOptions.products, ahead: walkOptions.ahead }, walkOptions.columns, walkOptions.staged ? kernelChoices.stageBytes : 0);
+        walkForward(rt, { ...args, touch: walkOptions.touch, kernel: walkOptions.kernel, rows: walkOptions.rows, products: walkOptions.products, ahead: walkOptions.ahead, reversed: f.reversed }, walkOptions.columns, walkOptions.staged ? kernelChoices.stageBytes : 0);
       } else {
         blockedForward(rt, args, stored);
       }
@@ -483,29 +495,11 @@ export function lightningKernels(rt: Runtime, maxWorkgroupBytes: number) {
         scan(rt, maxWorkgroupBytes, { ...base, a: dO, b: v, c: k, init: s0?.storage ?? null, out, dims: { BH, H, T, Y: E, X: D }, alpha: 1, beta: 0, reverse: false, transposed: true }),
       );
     }
-    // Time-reversed f32 copies, each made once for the sweeps that read it; v's goes after the dk
-    // sweep, the only one that reads it, before the dv sweep reverses k.
-    const copies = new Map<Ref, Ref>();
-    const rev = (x: Ref, W: number) => {
-      let r = copies.get(x);
-      if (!r) copies.set(x, (r = reversed(rt, x, { BH, T, W })));
-      return r;
-    };
-    const drop = (x: Ref) => {
-      const r = copies.get(x);
-      if (r) rt.release(r.storage);
-      copies.delete(x);
-    };
-    /** A reversed sweep's f32 output, reversed back into `grad`. */
-    const reverseInto = (grad: Ref, out: GPUBuffer, W: number) => viaF32(rt, grad, (target) => reverseTime(rt, { storage: out, shape: grad.shape, dtype: "f32", size: grad.size }, target, { BH, T, W }));
     if (swapped) {
       const init = rt.acquire(BH * D * E * 4);
       scaleState(rt, dS.storage, slopes, init, states, { transpose: true, power: 1 });
-      const out = rt.acquire(BH * T * D * 4);
-      swapped({ q: rev(v, E), k: rev(dO, E), v: rev(q, D), init, out, finalState: discard });
-      drop(v);
-      reverseInto(dk, out, D);
-      for (const b of [init, out]) rt.release(b);
+      viaF32(rt, dk, (out) => swapped({ q: v, k: dO, v: q, init, out, finalState: discard, reversed: true }));
+      rt.release(init);
     } else {
       viaF32(rt, dk, (out) =>
         scan(rt, maxWorkgroupBytes, { ...base, a: v, b: dO, c: q, init: dS.storage, out, dims: { BH, H, T, Y: E, X: D }, alpha: 0, beta: 1, reverse: true, transposed: true }),
@@ -514,12 +508,10 @@ export function lightningKernels(rt: Runtime, maxWorkgroupBytes: number) {
     if (forward) {
       const init = rt.acquire(BH * D * E * 4);
       scaleState(rt, dS.storage, slopes, init, states, { transpose: false, power: 1 });
-      const out = rt.acquire(BH * T * E * 4);
       const final = rt.acquire(BH * D * E * 4);
-      forward({ q: rev(k, D), k: rev(q, D), v: rev(dO, E), init, out, finalState: final });
-      reverseInto(dv, out, E);
+      viaF32(rt, dv, (out) => forward({ q: k, k: q, v: dO, init, out, finalState: final, reversed: true }));
       scaleState(rt, final, slopes, dS0.storage, states, { transpose: false, power: -1 });
-      for (const b of [init, out, final]) rt.release(b);
+      for (const b of [init, final]) rt.release(b);
     } else {
       viaF32(rt, dv, (out) =>
         scan(rt, maxWorkgroupBytes, {
@@ -538,7 +530,6 @@ export function lightningKernels(rt: Runtime, maxWorkgroupBytes: number) {
         }),
       );
     }
-    for (const r of copies.values()) rt.release(r.storage);
     rt.release(discard);
   };
 
