@@ -517,14 +517,30 @@ suite(`WebGPU fast paths against their plain twins${fast ? "" : ` [skipped: ${re
         }
       }
       // Without the loads that touch the next block ahead (a kernel of its own), and without them
-      // with q and k loaded by whole rows (the default).
-      for (const forward of ["walk-notouch", "walk-rows"] as const) {
+      // with q and k loaded by whole rows. Then loads two stages ahead (walk-rows2, the default;
+      // D > 96): blocks of every stage, a partial last block (stages with no tokens), D not a
+      // multiple of 32 (a partial last quarter), two E tiles, T = 1, and D = 64, where the walk
+      // keeps one stage ahead.
+      type Case = readonly [number, number, number, number, number, boolean, number | null];
+      const oneAhead: readonly Case[] = [
+        [1, 3, 577, 64, 64, true, 3],
+        [3, 1, 199, 128, 128, false, 2],
+        [2, 2, 130, 36, 20, true, null],
+      ];
+      const twoAhead: readonly Case[] = [
+        [1, 3, 577, 128, 128, true, 3],
+        [3, 1, 199, 100, 132, false, 2],
+        [2, 2, 130, 128, 20, true, null],
+        [1, 2, 1, 128, 8, false, null],
+        [1, 3, 200, 64, 64, true, 2],
+      ];
+      for (const [forward, cases] of [
+        ["walk-notouch", oneAhead],
+        ["walk-rows", oneAhead],
+        ["walk-rows2", twoAhead],
+      ] as const) {
         kernelChoices.forward = forward;
-        for (const [B, H, Tn, D, E, withInit, G] of [
-          [1, 3, 577, 64, 64, true, 3],
-          [3, 1, 199, 128, 128, false, 2],
-          [2, 2, 130, 36, 20, true, null],
-        ] as const) {
+        for (const [B, H, Tn, D, E, withInit, G] of cases) {
           setWalkSegmentBlocks(G);
           const parts = await lightningThreeWays([B, H, Tn, D, E], withInit, seed, 0);
           seed += 4;
@@ -534,27 +550,6 @@ suite(`WebGPU fast paths against their plain twins${fast ? "" : ` [skipped: ${re
             expect(relRms(f, c), what).toBeLessThan(TOL);
             expect(relRms(p, c), what).toBeLessThan(TOL);
           }
-        }
-      }
-      // Loads two stages ahead (D > 96): blocks of every stage, a partial last block (stages with no
-      // tokens), D not a multiple of 32 (a partial last quarter), two E tiles, T = 1, and D = 64,
-      // where the walk keeps one stage ahead.
-      kernelChoices.forward = "walk-rows2";
-      for (const [B, H, Tn, D, E, withInit, G] of [
-        [1, 3, 577, 128, 128, true, 3],
-        [3, 1, 199, 100, 132, false, 2],
-        [2, 2, 130, 128, 20, true, null],
-        [1, 2, 1, 128, 8, false, null],
-        [1, 3, 200, 64, 64, true, 2],
-      ] as const) {
-        setWalkSegmentBlocks(G);
-        const parts = await lightningThreeWays([B, H, Tn, D, E], withInit, seed, 0);
-        seed += 4;
-        for (const part of ["output", "state"] as const) {
-          const [f, p, c] = parts[part];
-          const what = `walk-rows2: B ${B} H ${H} T ${Tn} D ${D} E ${E}: ${part}`;
-          expect(relRms(f, c), what).toBeLessThan(TOL);
-          expect(relRms(p, c), what).toBeLessThan(TOL);
         }
       }
       // q, k, v and o bound two batch·heads at a time (rows at offsets aligned to 256 bytes), or
