@@ -517,10 +517,10 @@ suite(`WebGPU fast paths against their plain twins${fast ? "" : ` [skipped: ${re
         }
       }
       // Without the loads that touch the next block ahead (a kernel of its own), and without them
-      // with q and k loaded by whole rows. Then loads two stages ahead (walk-rows2, the default;
-      // D > 96): blocks of every stage, a partial last block (stages with no tokens), D not a
-      // multiple of 32 (a partial last quarter), two E tiles, T = 1, and D = 64, where the walk
-      // keeps one stage ahead.
+      // with q and k loaded by whole rows. Then loads two stages ahead (walk-rows2, the default):
+      // four quarters of d a block (D > 96) and two (32 < D ≤ 64), blocks of every stage, a partial
+      // last block (stages with no tokens), D not a multiple of 32 (a partial last quarter), two E
+      // tiles, T = 1, and D = 24 and 80, where the walk keeps one stage ahead.
       type Case = readonly [number, number, number, number, number, boolean, number | null];
       const oneAhead: readonly Case[] = [
         [1, 3, 577, 64, 64, true, 3],
@@ -533,6 +533,9 @@ suite(`WebGPU fast paths against their plain twins${fast ? "" : ` [skipped: ${re
         [2, 2, 130, 128, 20, true, null],
         [1, 2, 1, 128, 8, false, null],
         [1, 3, 200, 64, 64, true, 2],
+        [2, 1, 257, 36, 40, false, 2],
+        [1, 2, 150, 24, 16, true, 2],
+        [1, 2, 130, 80, 64, true, null],
       ];
       for (const [forward, cases] of [
         ["walk-notouch", oneAhead],
@@ -587,7 +590,7 @@ suite(`WebGPU fast paths against their plain twins${fast ? "" : ` [skipped: ${re
       setWalkScratchBytes(2 ** 30);
     }
     const keys = fast!.runtime.pipelineKeys();
-    for (const step of ["walk_totals", "walk_scan", "walk", "walk64", "walk_wide", "walk:no_touch", "walk_totals:no_touch", "walk:rows", "walk:no_touch:rows", "walk_products", "walk64_products", "walk_block_products", "walk_block_products_totals"]) {
+    for (const step of ["walk_totals", "walk_scan", "walk", "walk64", "walk_wide", "walk:no_touch", "walk_totals:no_touch", "walk:rows", "walk:no_touch:rows", "walk_products", "walk64_products", "walk_block_products", "walk_block_products_totals", "walk:no_touch:rows:ahead2", "walk:no_touch:rows:ahead2q2", "walk_totals:no_touch:ahead2"]) {
       expect(keys).toContain(`lightning_${step}`);
     }
     expect(plain!.runtime.pipelineKeys().some((key) => key.startsWith("lightning_walk"))).toBe(false);

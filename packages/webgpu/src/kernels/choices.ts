@@ -7,7 +7,7 @@
  *   64 columns of E per workgroup instead of 128; `walk-notouch` without the touches ahead;
  *   `walk-rows` without them and with q and k loaded by whole rows (as `staged-rows`);
  *   `walk-rows2` as walk-rows with every global load issued two stages ahead of its use instead of
- *   one, in two register slots taken in turn (where D > 96; below it, as walk-rows); `staged` the
+ *   one, in two register slots taken in turn (where D > 96 or 32 < D ≤ 64; elsewhere as walk-rows); `staged` the
  *   walk on copies of q, k and v of at most `stageBytes` (256 MiB) at a time, its output likewise
  *   copied out; `staged64` and `staged-notouch` the same on walk64 and walk-notouch; `wide` the walk with 512 invocations a workgroup (half the
  *   registers each, twice the warps an SM), `staged-wide` it on staged copies; `staged-rows` the

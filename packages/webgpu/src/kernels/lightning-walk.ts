@@ -113,7 +113,7 @@ export interface WalkForward {
   products?: boolean;
   /**
    * Stages whose global loads are in flight (1, the default, or 2: two register slots, used with
-   * 256 invocations, no touches and no block products where D > 96; elsewhere 1).
+   * 256 invocations, no touches and no block products where D > 96 or 32 < D ≤ 64; elsewhere 1).
    */
   ahead?: 1 | 2;
   /**
@@ -611,8 +611,11 @@ function walk(rt: Runtime, f: WalkForward, entering: GPUBuffer | null, io: IoBin
   const touch = f.touch ?? kernelChoices.touchAhead;
   const rows = f.rows === true;
   const products = s.products != null;
-  // Two stages ahead where a block's stages are all in the unrolled sequence (4 quarters of d).
-  const ahead2 = f.ahead === 2 && !touch && !products && D > 96;
+  // Two stages ahead where a block's quarters of d are all in the unrolled sequence and few of
+  // them empty: four quarters for D > 96, two for 32 < D ≤ 64 (an even number of stages a block,
+  // so each stage keeps its register slot from block to block); one ahead elsewhere.
+  const quarters = D > 96 ? 4 : D > 32 && D <= 64 ? 2 : 0;
+  const ahead2 = f.ahead === 2 && !touch && !products && quarters > 0;
   const rowOf = tokenRow(f.reversed);
   const halves = s.columns / 64;
   const VE = s.columns / 4;
@@ -754,16 +757,24 @@ function walk(rt: Runtime, f: WalkForward, entering: GPUBuffer | null, io: IoBin
     ${touch ? `sink = sink + ${touchNames(halves).join(" + ")};` : ""}
   }
 `;
-  // Two stages ahead: a block is 8 stages (4 quarters of d, then 4 of 16 tokens, whichever of them
-  // D and the block's tokens leave empty load zeros), and stage s lands in slot s mod 2 (A or B)
-  // while stage s + 1's loads are in flight; stage s's registers take stage s + 2's loads as soon
-  // as they are in workgroup memory.
+  // Two stages ahead: a block is 4 + 4 or 2 + 4 stages (`quarters` quarters of d, then 4 of 16
+  // tokens, whichever of them D and the block's tokens leave empty load zeros), and stage s lands
+  // in slot s mod 2 (A or B) while stage s + 1's loads are in flight; stage s's registers take
+  // stage s + 2's loads as soon as they are in workgroup memory (the last two stages take the next
+  // block's first two quarters).
   const slots = [
     { x: ["ra0", "ra1"], y: ["ra2", "ra3"] },
     { x: ["rb0", "rb1"], y: ["rb2", "rb3"] },
   ];
-  const quarterFetch = [fetchQk("2u", "t0", "m", slots[0]), fetchQk("3u", "t0", "m", slots[1]), fetchVk("0u", "t0", "m", slots[0]), fetchVk("16u", "t0", "m", slots[1])];
-  const stageFetch = [fetchVk("32u", "t0", "m", slots[0]), fetchVk("48u", "t0", "m", slots[1]), fetchQk("0u", "nt0", "nm", slots[0]), fetchQk("1u", "nt0", "nm", slots[1])];
+  const sequence = [...Array.from({ length: quarters }, (_, q) => ({ q })), ...[0, 1, 2, 3].map((j) => ({ j }))];
+  const fetchStage = (i: number) => {
+    const slot = slots[i % 2];
+    const next = sequence[i + 2];
+    if (next === undefined) return fetchQk(`${i + 2 - sequence.length}u`, "nt0", "nm", slot);
+    return "q" in next ? fetchQk(`${next.q}u`, "t0", "m", slot) : fetchVk(`${16 * next.j}u`, "t0", "m", slot);
+  };
+  const quarterFetch = Array.from({ length: quarters }, (_, i) => fetchStage(i));
+  const stageFetch = [0, 1, 2, 3].map((j) => fetchStage(quarters + j));
   const twoAhead = `${slots.flatMap((sl) => [...sl.x, ...sl.y]).map((r) => `var ${r}: vec4<f32>;`).join(" ")}
   {
     let t0 = sg * G * 64u;
@@ -810,7 +821,7 @@ function walk(rt: Runtime, f: WalkForward, entering: GPUBuffer | null, io: IoBin
   }
 `;
   rt.dispatch({
-    key: `${s.columns === TILE ? "lightning_walk" : `lightning_walk${s.columns}`}${s.enter === 3 ? "_stored" : ""}${products ? "_products" : ""}${touch ? "" : ":no_touch"}${rows ? ":rows" : ""}${ahead2 ? ":ahead2" : ""}${f.reversed ? ":reversed" : ""}`,
+    key: `${s.columns === TILE ? "lightning_walk" : `lightning_walk${s.columns}`}${s.enter === 3 ? "_stored" : ""}${products ? "_products" : ""}${touch ? "" : ":no_touch"}${rows ? ":rows" : ""}${ahead2 ? `:ahead2${quarters === 4 ? "" : `q${quarters}`}` : ""}${f.reversed ? ":reversed" : ""}`,
     shader: () => ({
       ...walkShaderIo(
         products
