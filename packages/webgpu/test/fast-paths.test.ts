@@ -590,7 +590,7 @@ suite(`WebGPU fast paths against their plain twins${fast ? "" : ` [skipped: ${re
       setWalkScratchBytes(2 ** 30);
     }
     const keys = fast!.runtime.pipelineKeys();
-    for (const step of ["walk_totals", "walk_scan", "walk", "walk64", "walk_wide", "walk:no_touch", "walk_totals:no_touch", "walk:rows", "walk:no_touch:rows", "walk_products", "walk64_products", "walk_block_products", "walk_block_products_totals", "walk:no_touch:rows:ahead2", "walk:no_touch:rows:ahead2q2", "walk_totals:no_touch:ahead2"]) {
+    for (const step of ["walk_totals", "walk_scan", "walk", "walk64", "walk_wide", "walk:no_touch", "walk_totals:no_touch", "walk:rows", "walk:no_touch:rows", "walk_products", "walk64_products", "walk_block_products", "walk_block_products_totals", "walk:no_touch:rows:ahead2", "walk:no_touch:rows:ahead2q2", "walk_totals:no_touch:ahead2", "walk_totals64:no_touch", "walk_totals64:no_touch:ahead2"]) {
       expect(keys).toContain(`lightning_${step}`);
     }
     expect(plain!.runtime.pipelineKeys().some((key) => key.startsWith("lightning_walk"))).toBe(false);

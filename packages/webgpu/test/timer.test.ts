@@ -129,8 +129,8 @@ suite(`WebGPU kernel timer${gpu ? "" : ` [skipped: ${reason}]`}`, () => {
     expect(rows).not.toBeNull();
     const keys = rows!.map((r) => r.key).sort();
     // The default forward, `walk-rows2`, at D = 12: its walk (one stage ahead below D = 97) and
-    // totals (two ahead) kernels carry their variant in the key.
-    expect(keys).toEqual(["lightning_walk:no_touch:rows", "lightning_walk_scan", "lightning_walk_totals:no_touch:ahead2"]);
+    // totals (two ahead, a 64 × 64 tile) kernels carry their variant in the key.
+    expect(keys).toEqual(["lightning_walk:no_touch:rows", "lightning_walk_scan", "lightning_walk_totals64:no_touch:ahead2"]);
     for (const r of rows!) {
       expect(r.calls).toBe(1);
       expect(r.ms).toBeGreaterThan(0);
@@ -142,7 +142,7 @@ suite(`WebGPU kernel timer${gpu ? "" : ` [skipped: ${reason}]`}`, () => {
     T.scope(() => void T.lightningAttention(q, k, v, slopes));
     const b = timer().mark();
     await be.sync();
-    expect(be.runtime.timer!.passTimes(a, b).map((p) => p.keys)).toEqual([["lightning_walk_totals:no_touch:ahead2", "lightning_walk_scan", "lightning_walk:no_touch:rows"]]);
+    expect(be.runtime.timer!.passTimes(a, b).map((p) => p.keys)).toEqual([["lightning_walk_totals64:no_touch:ahead2", "lightning_walk_scan", "lightning_walk:no_touch:rows"]]);
     timer().release!([a, b]);
     // A throwing fn leaves the passes unsplit.
     await expect(be.profileDispatches(() => void T.reshape(q, [7]))).rejects.toThrow(/reshape/);

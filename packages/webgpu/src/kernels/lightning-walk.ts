@@ -342,15 +342,21 @@ interface ChunkShape {
 function segmentTotals(rt: Runtime, f: WalkForward, seg: GPUBuffer, io: IoBindings, c: ChunkShape): void {
   const { H, T, D, E } = f.dims;
   const touch = f.touch ?? kernelChoices.touchAhead;
-  // Each stage: 16 tokens of k (16 × 128 of D) and v (16 × 128 of E), two vectors of each per
-  // invocation; the next stage (with loads two ahead, the one after it too, in a second set of
-  // registers) is fetched into registers before the current one is multiplied.
+  // Heads of at most 64 by 64 take a 64 × 64 tile, 4 × 4 per invocation, instead of a quarter of
+  // the 128 × 128 one (whose other three quarters would multiply zeros); dTiles and eTiles are 1
+  // either way.
+  const narrow = !touch && D <= 64 && E <= 64;
+  const VT = narrow ? 16 : V;
+  const per = narrow ? [0] : [0, 1];
+  // Each stage: 16 tokens of k (16 rows of the tile's D) and v (16 rows of its E), one or two vectors
+  // of each per invocation; the next stage (with loads two ahead, the one after it too, in a second
+  // set of registers) is fetched into registers before the current one is multiplied.
   const ahead2 = f.ahead === 2 && !touch;
   const rowOf = tokenRow(f.reversed);
   const fetch = (p0: string, slot = "r") =>
-    [0, 1]
+    per
       .map(
-        (r) => `{ let e = lid + ${r * 256}u; let p = ${p0} + e / ${V}u; let c4 = e % ${V}u;
+        (r) => `{ let e = lid + ${r * 256}u; let p = ${p0} + e / ${VT}u; let c4 = e % ${VT}u;
       ${slot}k${r} = vec4<f32>(0.0); ${slot}v${r} = vec4<f32>(0.0);
       if (p < len) {
         let row = ${rowOf("s0 + p")};
@@ -359,25 +365,32 @@ function segmentTotals(rt: Runtime, f: WalkForward, seg: GPUBuffer, io: IoBindin
       } }`,
       )
       .join("\n    ");
-  const stage = (slot: string, next: string) => `As[lid] = ${slot}k0; As[lid + 256u] = ${slot}k1;
-      Bs[lid] = ${slot}v0; Bs[lid + 256u] = ${slot}v1;
+  const product = narrow
+    ? `for (var pp = 0u; pp < 16u; pp = pp + 1u) {
+        let a0 = As[pp * 16u + ty];
+        let b0 = Bs[pp * 16u + tx];
+        ${outerProductFma(["a0"], ["b0"])}
+      }`
+    : stagedProduct(V);
+  const stage = (slot: string, next: string) => `${per.map((r) => `As[lid + ${r * 256}u] = ${slot}k${r}; Bs[lid + ${r * 256}u] = ${slot}v${r};`).join(" ")}
       workgroupBarrier();
       if (${next} < len) {
       ${fetch(next, slot)}
       }
-      ${stagedProduct(V)}
+      ${product}
       workgroupBarrier();`;
+  const registers = (slot: string) => per.map((r) => `var ${slot}k${r}: vec4<f32>; var ${slot}v${r}: vec4<f32>;`).join(" ");
   // Two stages a turn of the loop, each refilling its registers with the stage two after it; a
   // segment's tokens are a whole number of 64-token blocks, and a stage past them loads zeros.
-  const twoAhead = `var rk0: vec4<f32>; var rk1: vec4<f32>; var rv0: vec4<f32>; var rv1: vec4<f32>;
-  var sk0: vec4<f32>; var sk1: vec4<f32>; var sv0: vec4<f32>; var sv1: vec4<f32>;
+  const twoAhead = `${registers("r")}
+  ${registers("s")}
   ${fetch("0u")}
   ${fetch("16u", "s")}
   for (var p0 = 0u; p0 < len; p0 = p0 + 32u) {
     ${stage("r", "p0 + 32u")}
     ${stage("s", "p0 + 48u")}
   }`;
-  const oneAhead = `var rk0: vec4<f32>; var rk1: vec4<f32>; var rv0: vec4<f32>; var rv1: vec4<f32>;
+  const oneAhead = `${registers("r")}
   ${fetch("0u")}
   // 64 tokens at a time: their k and v rows are touched (one word per 32-byte sector, summed into
   // a sink 64 tokens later) while the 64 before them are multiplied, which brings them into L2
@@ -396,8 +409,10 @@ function segmentTotals(rt: Runtime, f: WalkForward, seg: GPUBuffer, io: IoBindin
   }
   // Keeps the touches' loads live: T is never 0 here.
   if (T == 0u && sink != 0.0) { seg[0] = vec4<u32>(bitcast<u32>(sink)); }`;
+  const store = (d: string, e: string, acc: string) => `if (${d} < D && ${e} / 4u < E4) { seg[((lb * nSeg + sg) * D + ${d}) * E4 + ${e} / 4u] = bitcast<vec4<u32>>(${acc}); }`;
+  const stores = narrow ? [0, 1, 2, 3].map((r) => store(`(d04 * 4u + ty * 4u + ${r}u)`, "(e04 * 4u + tx * 4u)", `acc${r}`)).join("\n  ") : tileStores8x8("d04 * 4u", "e04 * 4u", store);
   rt.dispatch({
-    key: `lightning_walk_totals${touch ? "" : ":no_touch"}${ahead2 ? ":ahead2" : ""}${f.reversed ? ":reversed" : ""}`,
+    key: `lightning_walk_totals${narrow ? "64" : ""}${touch ? "" : ":no_touch"}${ahead2 ? ":ahead2" : ""}${f.reversed ? ":reversed" : ""}`,
     shader: () => ({
       doc: ["k: (BH, T, D/4) vec4 f32", "v: (BH, T, E/4) vec4 f32", "slopes: (H) f32", "seg: (BH, nSeg, D, E/4) vec4 f32, R_g"],
       bindings: [
@@ -407,18 +422,18 @@ function segmentTotals(rt: Runtime, f: WalkForward, seg: GPUBuffer, io: IoBindin
         { name: "seg", access: "rw", vec4: true },
       ],
       workgroupSize: 256,
-      decls: `var<workgroup> As: array<vec4<f32>, ${16 * V}>;  // decayed k rows: [p][d/4]
-var<workgroup> Bs: array<vec4<f32>, ${16 * V}>;  // v rows: [p][e/4]`,
+      decls: `var<workgroup> As: array<vec4<f32>, ${16 * VT}>;  // decayed k rows: [p][d/4]
+var<workgroup> Bs: array<vec4<f32>, ${16 * VT}>;  // v rows: [p][e/4]`,
       // Params: T, D, E, H, heads in this chunk, nSeg, dTiles, eTiles, first batch·head of the chunk,
       // tokens per segment, first batch·head of the bound k and v.
       body: `  let T = pu(0u); let D = pu(1u); let D4 = D / 4u; let E4 = pu(2u) / 4u; let nSeg = pu(5u); let eT = pu(7u);
-  ${tileWorkgroup("(nSeg - 1u)", V)}
+  ${tileWorkgroup("(nSeg - 1u)", VT)}
   let len = pu(9u);
   let io0 = pu(10u);
   let s0 = sg * len;
-  ${accumulators(16)}
+  ${accumulators(narrow ? 4 : 16)}
   ${ahead2 ? twoAhead : oneAhead}
-  ${tileStores8x8("d04 * 4u", "e04 * 4u", (d, e, acc) => `if (${d} < D && ${e} / 4u < E4) { seg[((lb * nSeg + sg) * D + ${d}) * E4 + ${e} / 4u] = bitcast<vec4<u32>>(${acc}); }`)}`,
+  ${stores}`,
     }),
     bindings: [io.k, io.v, { buffer: f.slopes.storage, access: "read" }, { buffer: seg, access: "rw" }],
     params: [T, D, E, H, c.count, c.nSeg, c.dTiles, c.eTiles, c.bh0, c.L, io.io0],
