@@ -344,7 +344,7 @@ function segmentTotals(rt: Runtime, f: WalkForward, seg: GPUBuffer, io: IoBindin
   const touch = f.touch ?? kernelChoices.touchAhead;
   // Heads of at most 64 by 64 take a 64 × 64 tile, 4 × 4 per invocation, instead of a quarter of
   // the 128 × 128 one (whose other three quarters would multiply zeros); dTiles and eTiles are 1
-  // either way.
+  // either way. Not with the touches ahead, which cover a 128-column tile.
   const narrow = !touch && D <= 64 && E <= 64;
   const VT = narrow ? 16 : V;
   const per = narrow ? [0] : [0, 1];
