@@ -34,6 +34,8 @@
 #include <cstring>
 #include <string>
 
+#include <cuda.h>
+
 #include "lightning.cuh"
 #include "mma.cuh"
 
@@ -424,6 +426,9 @@ struct WCfg {
   static constexpr int XS = ET + 8;          // padded row stride (elements) of the P exchange / O staging tile
   static constexpr int XB = C * XS * 2;
   static constexpr size_t SMEM = 1024 + NS * STAGE + NSB * SB + XB + (C + 1) * sizeof(float);  // + 1 KB to align the base
+  // Loads by the copy engine (wgKernel's TMA): one 8-byte barrier per stage after λ^n.
+  static constexpr int BAR = NS * STAGE + NSB * SB + XB + (C + 2) * sizeof(float);
+  static constexpr size_t SMEM_TMA = 1024 + BAR + NS * 8;
   // D = 64: as many CTAs as the 228 KB of an sm_90 SM hold (1 KB of each reserved), at most 3 (the
   // register file then allows 168 a thread).
   static constexpr int MIN_BLOCKS = D == 64 ? (int)std::min<size_t>(3, (228 * 1024) / (SMEM + 1024)) : NWG == 1 ? 2 : 1;
@@ -432,6 +437,12 @@ struct WCfg {
 
 #if defined(LTS_WGMMA)
 #endif
+
+// The tensor maps of a pass's q, k and v for loads by the copy engine (wgKernel's TMA): (BH, T, width)
+// in boxes of 64 columns × 64 rows with the 128-byte swizzle, the layout the wgmma tiles use.
+struct TileMaps {
+  CUtensorMap q, k, v;
+};
 
 // 1 in the sm_90a image of this file, 0 in the others (the addon also carries sm_80–sm_90 code).
 __global__ void wgmmaProbeKernel(int* out) {
@@ -444,8 +455,12 @@ __global__ void wgmmaProbeKernel(int* out) {
 
 // q, k: (BH, T, D), v: (BH, T, E) → o: (BH, T, E) and state f32; grid (E/64, BH, nseg)
 // PAIR: a pair launch (Params::pairSlices; not with STATE_ONLY).
-template <int D, int NWG, int NSB, int NS, class X, bool STATE_ONLY, bool PAIR = false>
-__global__ void __launch_bounds__(WCfg<D, NWG, NSB, NS>::THREADS, WCfg<D, NWG, NSB, NS>::MIN_BLOCKS) wgKernel(Params<X> p) {
+// TMA: a chunk's tiles come by the copy engine (thread 0 asks for D/64 + D/64 + 1 boxes, the stage's
+// barrier counts their bytes) instead of 16-byte cp.async copies by every thread, whose address
+// arithmetic was a quarter of the loop's instructions (KERNELS.md "v6 loads by the copy engine");
+// forward time order only (tm: the maps of q, k, v), not with PAIR or STATE_ONLY.
+template <int D, int NWG, int NSB, int NS, class X, bool STATE_ONLY, bool PAIR = false, bool TMA = false>
+__global__ void __launch_bounds__(WCfg<D, NWG, NSB, NS>::THREADS, WCfg<D, NWG, NSB, NS>::MIN_BLOCKS) wgKernel(Params<X> p, const __grid_constant__ TileMaps tm) {
 #if defined(LTS_WGMMA)
   using W = WCfg<D, NWG, NSB, NS>;
   constexpr int QB = W::QB, STAGE = W::STAGE, SB = W::SB, XS = W::XS, MT = W::MT, THREADS = W::THREADS;
@@ -490,7 +505,31 @@ __global__ void __launch_bounds__(WCfg<D, NWG, NSB, NS>::THREADS, WCfg<D, NWG, N
   // Chunk loads: each thread copies one fixed 16-byte column piece of every RSTEP-th row (RSTEP a
   // multiple of 8, so the swizzle phase of its rows never changes). No commit: the caller commits
   // one cp.async group per chunk.
+  static_assert(!TMA || (!PAIR && !STATE_ONLY), "TMA loads: one forward pass");
+  const uint32_t bar0 = sbase + W::BAR;  // TMA: the barrier of stage st at bar0 + 8·st
+  if constexpr (TMA) {
+    if (tid == 0) {
+      for (int i = 0; i < NS; i++) mbarInit(bar0 + 8 * i, 1);
+      fenceMbarInit();
+    }
+    __syncthreads();
+  }
   auto load = [&](int chunk, int st) {
+    if constexpr (TMA) {
+      // The stage's last readers (wgmma and prepState's ldmatrix of chunk − NS) are past the barrier
+      // that precedes this call.
+      if (tid == 0) {
+        const uint32_t dst = sbase + st * STAGE, bar = bar0 + 8 * st;
+        mbarExpectTx(bar, STAGE);
+#pragma unroll
+        for (int b = 0; b < D / 64; b++) {
+          tmaLoad3(dst + b * (C * 128), &tm.q, bar, 64 * b, chunk * C, bh);
+          tmaLoad3(dst + QB + b * (C * 128), &tm.k, bar, 64 * b, chunk * C, bh);
+        }
+        tmaLoad3(dst + 2 * QB, &tm.v, bar, e0, chunk * C, bh);
+      }
+      return;
+    }
     unsigned char* base = sm + st * STAGE;
     const int t0 = chunk * C, mm = T - t0;
     const long dir = p.reverse ? -1 : 1;
@@ -624,7 +663,8 @@ __global__ void __launch_bounds__(WCfg<D, NWG, NSB, NS>::THREADS, WCfg<D, NWG, N
   if (!STATE_ONLY) storeState(0);
   for (int ci = 0; ci < nChunks; ci++) {
     const int chunk = c0 + ci, st = ci % NS, sbuf = NSB == 2 ? (ci & 1) : 0, t0 = chunk * C, m = min(C, T - t0);
-    cpAsyncWait<NS - 2>();  // this chunk's group is complete (the NS − 2 younger ones may still be in flight)
+    if constexpr (TMA) mbarWait(bar0 + 8 * st, (ci / NS) & 1);  // this chunk's boxes have landed
+    else cpAsyncWait<NS - 2>();  // this chunk's group is complete (the NS − 2 younger ones may still be in flight)
     fenceProxyAsync();  // this chunk's tiles and the state copy, written by the generic proxy, are read by wgmma
     __syncthreads();
     // The stage of chunk ci + NS − 1 is chunk ci − 1's, whose last readers are all past the barrier.
@@ -943,6 +983,8 @@ int configureW() {
     using W = WCfg<D, NWG, NSB, NS>;
     LTS_CHECK(cudaFuncSetAttribute(wgKernel<D, NWG, NSB, NS, X, false>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)W::SMEM), "lightning v6 smem attribute");
     LTS_CHECK(cudaFuncSetAttribute(wgKernel<D, NWG, NSB, NS, X, true>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)W::SMEM), "lightning v6 smem attribute");
+    LTS_CHECK(cudaFuncSetAttribute(wgKernel<D, NWG, NSB, NS, X, false, false, true>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)W::SMEM_TMA),
+              "lightning v6 smem attribute");
     if constexpr (D <= 128)  // the dv/dk pair (pairW) runs at D = E of 64 and 128 only
       LTS_CHECK(cudaFuncSetAttribute(wgKernel<D, NWG, NSB, NS, X, false, true>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)W::SMEM),
                 "lightning v6 smem attribute");
@@ -1188,7 +1230,7 @@ float* segmentStatesW(Context& c, LightningDims d, Params<X>& p, const float* S0
   a.nseg = n;
   a.chunksPerSeg = p.chunksPerSeg / sub;
   if (!newStatePass()) {
-    wgKernel<D, NWG, NSB, NS, X, true><<<dim3(d.E / ET, d.BH(), p.nseg), W::THREADS, W::SMEM, c.stream>>>(a);
+    wgKernel<D, NWG, NSB, NS, X, true><<<dim3(d.E / ET, d.BH(), p.nseg), W::THREADS, W::SMEM, c.stream>>>(a, TileMaps{});
   } else if (wide) {
     if constexpr (D == 256)
       wgStateKernel<D, 4, NSB, X, 2><<<dim3(d.E / (2 * ET), d.BH(), n - 1), WCfg<D, 4, NSB>::THREADS, WSCfg<D, 4, NSB, 2>::SMEM, c.stream>>>(a);
@@ -1211,6 +1253,48 @@ void prepare(Context& c, LightningDims d, const float* src, float* dst, int Y, i
   LTS_CHECK(cudaGetLastError(), "lightning v5 state preparation launch");
 }
 
+// The driver's tensor-map encoder, through the runtime (the addon links no libcuda); null where the
+// driver has none.
+using EncodeTiled = CUresult (*)(CUtensorMap*, CUtensorMapDataType, cuuint32_t, void*, const cuuint64_t*, const cuuint64_t*, const cuuint32_t*,
+                                 const cuuint32_t*, CUtensorMapInterleave, CUtensorMapSwizzle, CUtensorMapL2promotion, CUtensorMapFloatOOBfill);
+EncodeTiled encodeTiled() {
+  static const EncodeTiled fn = [] {
+    void* f = nullptr;
+    cudaDriverEntryPointQueryResult q{};
+    if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &f, 12000, cudaEnableDefault, &q) != cudaSuccess || q != cudaDriverEntryPointSuccess) {
+      cudaGetLastError();
+      return (EncodeTiled) nullptr;
+    }
+    return (EncodeTiled)f;
+  }();
+  return fn;
+}
+
+// Version 6's forward-order passes load their tiles by the copy engine (wgKernel's TMA);
+// LIGHTNING_CUDA_LA_TMA=0 (read at each call) keeps the cp.async loads, for comparison.
+bool tmaOn() {
+  const char* v = getenv("LIGHTNING_CUDA_LA_TMA");
+  return !(v && atoi(v) == 0) && encodeTiled() != nullptr;
+}
+
+// x as a (BH, T, width) tensor of X in 64 × 64 boxes with the 128-byte swizzle; false where TMA is
+// off or x cannot be described (an address not 16-byte aligned).
+template <class X>
+bool tileMap(CUtensorMap& m, const void* x, int width, LightningDims d) {
+  if (!tmaOn() || (reinterpret_cast<uintptr_t>(x) & 15)) return false;
+  const cuuint64_t dims[3] = {(cuuint64_t)width, (cuuint64_t)d.T, (cuuint64_t)d.BH()};
+  const cuuint64_t strides[2] = {(cuuint64_t)width * sizeof(X), (cuuint64_t)width * d.T * sizeof(X)};
+  const cuuint32_t box[3] = {64, (cuuint32_t)C, 1}, step[3] = {1, 1, 1};
+  const CUtensorMapDataType type = std::is_same_v<X, __half> ? CU_TENSOR_MAP_DATA_TYPE_FLOAT16 : CU_TENSOR_MAP_DATA_TYPE_BFLOAT16;
+  return encodeTiled()(&m, type, 3, const_cast<void*>(x), dims, strides, box, step, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
+                       CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
+}
+
+template <class X>
+bool tileMaps(TileMaps& tm, LightningDims d, const void* q, const void* k, const void* v) {
+  return tileMap<X>(tm.q, q, d.D, d) && tileMap<X>(tm.k, k, d.D, d) && tileMap<X>(tm.v, v, d.E, d);
+}
+
 // One causal pass on the wgmma loop (see passT).
 template <int D, int NWG, int NSB, int NS, class X>
 void passW(Context& c, LightningDims d, const void* q, const void* k, const void* v, const float* slopes, const float* S0, void* o, float* Sfinal,
@@ -1228,7 +1312,11 @@ void passW(Context& c, LightningDims d, const void* q, const void* k, const void
   } else if (seg.out) {
     prepare(c, d, S0, seg.out, D, d.E, false, 0, slopes);  // unsplit: the one state, entering token 0 (S0 or zeros)
   }
-  wgKernel<D, NWG, NSB, NS, X, false><<<dim3(d.E / ET, d.BH(), pl.nseg), W::THREADS, W::SMEM, c.stream>>>(p);
+  TileMaps tm{};
+  if (!reverse && tileMaps<X>(tm, d, q, k, v))
+    wgKernel<D, NWG, NSB, NS, X, false, false, true><<<dim3(d.E / ET, d.BH(), pl.nseg), W::THREADS, W::SMEM_TMA, c.stream>>>(p, tm);
+  else
+    wgKernel<D, NWG, NSB, NS, X, false><<<dim3(d.E / ET, d.BH(), pl.nseg), W::THREADS, W::SMEM, c.stream>>>(p, tm);
   LTS_CHECK(cudaGetLastError(), "lightning v6 forward launch");
   if (L) c.release(L);
 }
@@ -1252,7 +1340,7 @@ void pairW(Context& c, LightningDims d, const void* q, const void* k, const void
   p.q2 = (const X*)v, p.k2 = (const X*)dO, p.v2 = (const X*)q, p.o2 = (X*)dk;
   p.sinT2 = true;
   p.pairSlices = slices;
-  wgKernel<D, NWG, NSB, NS, X, false, true><<<dim3(2 * slices, d.BH(), pl.nseg), W::THREADS, W::SMEM, c.stream>>>(p);
+  wgKernel<D, NWG, NSB, NS, X, false, true><<<dim3(2 * slices, d.BH(), pl.nseg), W::THREADS, W::SMEM, c.stream>>>(p, TileMaps{});
   LTS_CHECK(cudaGetLastError(), "lightning v6 dv/dk pair launch");
   if (L) c.release(L);
 }
@@ -1358,7 +1446,8 @@ void pairX(Context& c, LightningDims d, const void* q, const void* k, const void
 }
 
 
-std::string passPlan(Context& c, int dt, LightningDims d, int passes = 1) {
+// forwardOrder: a pass in forward time order, whose tiles come by the copy engine where TMA is on.
+std::string passPlan(Context& c, int dt, LightningDims d, int passes = 1, bool forwardOrder = false) {
   Choice ch = choice(c, dt, d);
   Plan pl = plan(c, d, ch.ctasPerSm, passes);
   char sub[80] = "";
@@ -1370,9 +1459,9 @@ std::string passPlan(Context& c, int dt, LightningDims d, int passes = 1) {
                wide ? ", 2 E-slices a CTA" : "");
   }
   char buf[300];
-  snprintf(buf, sizeof buf, "%s D=%d E=%d: %d E-slice%s x %d segment%s%s, %d warps, %d CTA%s/SM, %d stages", ch.version == 6 ? "v6 wgmma" : "v5 mma.sync",
+  snprintf(buf, sizeof buf, "%s D=%d E=%d: %d E-slice%s x %d segment%s%s, %d warps, %d CTA%s/SM, %d stages%s", ch.version == 6 ? "v6 wgmma" : "v5 mma.sync",
            d.D, d.E, d.E / ET, d.E / ET > 1 ? "s" : "", pl.nseg, pl.nseg > 1 ? "s" : "", sub, ch.warps, pl.ctasPerSm, pl.ctasPerSm > 1 ? "s" : "",
-           ch.stages);
+           ch.stages, ch.version == 6 && forwardOrder && tmaOn() ? ", TMA loads" : "");
   return buf;
 }
 
@@ -1383,10 +1472,10 @@ bool lightningBackwardV5Supported(int dt, LightningDims d) { return (dt == BF16 
 
 std::string lightningV5Describe(Context& c, int dt, LightningDims d, bool backward) {
   std::string s = std::string("tensor cores (") + (dt == F16 ? "f16" : "bf16") + ", ";
-  if (!backward) return s + passPlan(c, dt, d) + ")";
+  if (!backward) return s + passPlan(c, dt, d, 1, true) + ")";
   LightningDims sw{d.B, d.H, d.T, d.E, d.D};
   const int L = lightningSegmentTokensV5(c, dt, d);
-  const std::string dq = "dq pass " + passPlan(c, dt, sw) + (L ? ", its phase A and scan skipped when given the forward's segment states (" + std::to_string(L) + " tokens)" : "");
+  const std::string dq = "dq pass " + passPlan(c, dt, sw, 1, true) + (L ? ", its phase A and scan skipped when given the forward's segment states (" + std::to_string(L) + " tokens)" : "");
   if (pairApplies(d)) return s + dq + "; dv and dk passes in one launch " + passPlan(c, dt, d, 2) + ")";
   return s + dq + "; dv pass " + passPlan(c, dt, d) + "; dk pass " + passPlan(c, dt, sw) + ")";
 }

@@ -109,6 +109,31 @@ __device__ __forceinline__ void fenceRegs(float (&d)[N]) {
   for (int i = 0; i < N; i++) asm volatile("" : "+f"(d[i])::"memory");
 }
 
+// ---- The bulk tensor copy engine (TMA, sm_90) and the shared-memory barriers it completes ----
+// A tile copy is described by a tensor map (CUtensorMap, made on the host, a __grid_constant__ kernel
+// parameter); one thread asks for it, and the mbarrier of its stage counts the bytes as they land.
+__device__ __forceinline__ void mbarInit(uint32_t bar, int count) { asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count) : "memory"); }
+// The barriers' initialisation made visible to the copy engine (before any copy completes on them).
+__device__ __forceinline__ void fenceMbarInit() { asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory"); }
+// Arrives once and expects `bytes` more to land before the barrier's phase completes.
+__device__ __forceinline__ void mbarExpectTx(uint32_t bar, uint32_t bytes) {
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar), "r"(bytes) : "memory");
+}
+// Waits until the barrier's phase of the given parity (0, 1, 0, … for its 1st, 2nd, 3rd, … use) completed.
+__device__ __forceinline__ void mbarWait(uint32_t bar, uint32_t parity) {
+  uint32_t done = 0;
+  do {
+    asm volatile("{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\nselp.u32 %0, 1, 0, p;\n}\n" : "=r"(done) : "r"(bar), "r"(parity) : "memory");
+  } while (!done);
+}
+// The box of a 3-D tensor map at (c0, c1, c2) (innermost first) into shared memory at dst; elements
+// outside the tensor land as zeros. Completes `bar` by the box's bytes.
+__device__ __forceinline__ void tmaLoad3(uint32_t dst, const void* map, uint32_t bar, int c0, int c1, int c2) {
+  asm volatile("cp.async.bulk.tensor.3d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%3, %4, %5}], [%2];\n" ::"r"(dst), "l"(map), "r"(bar),
+               "r"(c0), "r"(c1), "r"(c2)
+               : "memory");
+}
+
 // D += A·B, A and B from shared memory; TB = 1: B is MN-major (N contiguous), 0: K-major.
 template <class X, int TB>
 __device__ __forceinline__ void wgmmaSS(float (&d)[32], uint64_t da, uint64_t db) {

@@ -105,6 +105,49 @@ await describeBackends("Lightning Attention vs the float64 recurrence", (gpu: ()
       }
     });
 
+  // On Hopper the forward-order passes (the forward, the backward's dq pass) load their tiles by the
+  // copy engine (TMA); LIGHTNING_CUDA_LA_TMA=0 runs the same loop on cp.async loads. The same bytes
+  // reach the same arithmetic, so the bits must be equal: at odd lengths (rows past T land as zeros
+  // either way), at each head shape, with an initial state, and through the sequence split. Elsewhere
+  // both runs take cp.async.
+  const tmaCases: [number, number, number, number, DType][] = [
+    [128, 128, 1, 1000, "bf16"],
+    [256, 128, 2, 515, "bf16"],
+    [64, 64, 2, 130, "f16"],
+    [128, 128, 1, 4099, "f16"],
+    [256, 128, 1, 3001, "bf16"],
+  ];
+  for (const [D, E, B, Tn, dtype] of tmaCases)
+    it(`TMA loads give the bits of cp.async loads: forward, state and dq, D ${D} E ${E} B ${B} T ${Tn} ${dtype}`, async () => {
+      const rng = seeded(Tn + D);
+      const H = 2;
+      const on = { backend: gpu(), dtype, std: 0.3 };
+      const [q, k, v, dO] = [rng.tensor([B, H, Tn, D], on), rng.tensor([B, H, Tn, D], on), rng.tensor([B, H, Tn, E], on), rng.tensor([B, H, Tn, E], on)];
+      const S0 = rng.tensor([B, H, D, E], { backend: gpu(), std: 0.3 });
+      const dS = rng.tensor([B, H, D, E], { backend: gpu(), std: 0.3 });
+      const slopes = T.tensor(T.tnlSlopes(H, 0, 2).map(Math.fround), [H], { backend: gpu() });
+      const run = async (): Promise<Float64Array[]> => {
+        const { output, state } = T.lightningAttention(q, k, v, slopes, { initialState: S0, returnState: true });
+        const g = T.lightningAttentionBackward(q, k, v, slopes, dO, dS, { initialState: S0 });
+        const out = [await host(output), await host(state), await host(g.dq)];
+        for (const t of [output, state, g.dq, g.dk, g.dv, g.dInitialState]) t?.dispose();
+        return out;
+      };
+      const tma = await run();
+      process.env.LIGHTNING_CUDA_LA_TMA = "0";
+      let plain: Float64Array[];
+      try {
+        plain = await run();
+      } finally {
+        delete process.env.LIGHTNING_CUDA_LA_TMA;
+      }
+      ["output", "final state", "dq"].forEach((label, i) => {
+        expect(tma[i].length, label).toBe(plain[i].length);
+        expect(tma[i].filter((x, j) => !Object.is(x, plain[i][j])).length, `${label}: elements that differ`).toBe(0);
+      });
+      for (const t of [q, k, v, dO, S0, dS, slopes]) t.dispose();
+    });
+
   // The forward's segment states (attrs.segmentTokens) and the backward that reads them: the
   // states against the CPU's float64 recurrence, and every output and gradient as above. L is the
   // backend's own (its split at B = 1, where the dq pass takes them) or one it does not split by
