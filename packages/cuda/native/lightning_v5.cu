@@ -438,10 +438,11 @@ struct WCfg {
 #if defined(LTS_WGMMA)
 #endif
 
-// The tensor maps of a pass's q, k and v for loads by the copy engine (wgKernel's TMA): (BH, T, width)
-// in boxes of 64 columns × 64 rows with the 128-byte swizzle, the layout the wgmma tiles use.
+// The tensor maps of a pass's q, k and v (and of a pair launch's second pass) for loads by the copy
+// engine (wgKernel's TMA): (BH, T, width) in boxes of 64 columns × 64 rows with the 128-byte
+// swizzle, the layout the wgmma tiles use.
 struct TileMaps {
-  CUtensorMap q, k, v;
+  CUtensorMap q, k, v, q2, k2, v2;
 };
 
 // 1 in the sm_90a image of this file, 0 in the others (the addon also carries sm_80–sm_90 code).
@@ -457,9 +458,13 @@ __global__ void wgmmaProbeKernel(int* out) {
 // PAIR: a pair launch (Params::pairSlices; not with STATE_ONLY).
 // TMA: a chunk's tiles come by the copy engine (thread 0 asks for D/64 + D/64 + 1 boxes, the stage's
 // barrier counts their bytes) instead of 16-byte cp.async copies by every thread, whose address
-// arithmetic was a quarter of the loop's instructions (KERNELS.md "v6 loads by the copy engine");
-// forward time order only (tm: the maps of q, k, v), not with PAIR or STATE_ONLY.
-template <int D, int NWG, int NSB, int NS, class X, bool STATE_ONLY, bool PAIR = false, bool TMA = false>
+// arithmetic was a quarter of the loop's instructions (KERNELS.md "v6 loads by the copy engine").
+// tm: the maps of q, k, v (and q2, k2, v2 in a pair launch); not with STATE_ONLY.
+// REV (with TMA, in a pass in reversed time): the box of a chunk is its 64 rows in forward order (rows
+// before the sequence land as zeros), so row r of every tile is the chunk's token C − 1 − r; the
+// mask, the decays, the state's weights and the output rows go by that index, and rows of the box
+// outside the chunk are masked out or weigh 0.
+template <int D, int NWG, int NSB, int NS, class X, bool STATE_ONLY, bool PAIR = false, bool TMA = false, bool REV = false>
 __global__ void __launch_bounds__(WCfg<D, NWG, NSB, NS>::THREADS, WCfg<D, NWG, NSB, NS>::MIN_BLOCKS) wgKernel(Params<X> p, const __grid_constant__ TileMaps tm) {
 #if defined(LTS_WGMMA)
   using W = WCfg<D, NWG, NSB, NS>;
@@ -505,7 +510,7 @@ __global__ void __launch_bounds__(WCfg<D, NWG, NSB, NS>::THREADS, WCfg<D, NWG, N
   // Chunk loads: each thread copies one fixed 16-byte column piece of every RSTEP-th row (RSTEP a
   // multiple of 8, so the swizzle phase of its rows never changes). No commit: the caller commits
   // one cp.async group per chunk.
-  static_assert(!TMA || (!PAIR && !STATE_ONLY), "TMA loads: one forward pass");
+  static_assert((!TMA || !STATE_ONLY) && (TMA || !REV), "TMA loads: the full loop");
   const uint32_t bar0 = sbase + W::BAR;  // TMA: the barrier of stage st at bar0 + 8·st
   if constexpr (TMA) {
     if (tid == 0) {
@@ -520,13 +525,15 @@ __global__ void __launch_bounds__(WCfg<D, NWG, NSB, NS>::THREADS, WCfg<D, NWG, N
       // that precedes this call.
       if (tid == 0) {
         const uint32_t dst = sbase + st * STAGE, bar = bar0 + 8 * st;
+        const int row = REV ? T - chunk * C - C : chunk * C;
+        const CUtensorMap *mq = second ? &tm.q2 : &tm.q, *mk = second ? &tm.k2 : &tm.k, *mv = second ? &tm.v2 : &tm.v;
         mbarExpectTx(bar, STAGE);
 #pragma unroll
         for (int b = 0; b < D / 64; b++) {
-          tmaLoad3(dst + b * (C * 128), &tm.q, bar, 64 * b, chunk * C, bh);
-          tmaLoad3(dst + QB + b * (C * 128), &tm.k, bar, 64 * b, chunk * C, bh);
+          tmaLoad3(dst + b * (C * 128), mq, bar, 64 * b, row, bh);
+          tmaLoad3(dst + QB + b * (C * 128), mk, bar, 64 * b, row, bh);
         }
-        tmaLoad3(dst + 2 * QB, &tm.v, bar, e0, chunk * C, bh);
+        tmaLoad3(dst + 2 * QB, mv, bar, e0, row, bh);
       }
       return;
     }
@@ -591,6 +598,7 @@ __global__ void __launch_bounds__(WCfg<D, NWG, NSB, NS>::THREADS, WCfg<D, NWG, N
 #pragma unroll
       for (int x = 0; x < 4; x++) {
         int j = j0 + (x >> 1) * 8 + (x & 1);
+        if (REV) j = C - 1 - j;  // the tile's row j is the chunk's token C − 1 − j
         w[x] = j < m ? pw[m - 1 - j] : 0.0f;
       }
 #pragma unroll
@@ -617,12 +625,13 @@ __global__ void __launch_bounds__(WCfg<D, NWG, NSB, NS>::THREADS, WCfg<D, NWG, N
       for (int mt = 0; mt < MT; mt++) wgmmaRS<X, 1>(S[mt], sa[kk][mt], mnDesc(vA, kk));
     wgmmaCommit();
   };
-  // P_ij · λ^{i−j} for j ≤ i, else 0; O rows · λ^{i+1}.
+  // P_ij · λ^{i−j} for j ≤ i, else 0; O rows · λ^{i+1} (REV: tile rows r, c are tokens C − 1 − r, C − 1 − c).
   auto maskP = [&](float (&P)[32]) {
 #pragma unroll
     for (int i = 0; i < 32; i++) {
       int r = i0 + g + ((i >> 1) & 1) * 8, j = (i >> 2) * 8 + 2 * t4 + (i & 1);
-      P[i] = j <= r ? P[i] * pw[r - j] : 0.0f;
+      if constexpr (REV) P[i] = j >= r ? P[i] * pw[j - r] : 0.0f;
+      else P[i] = j <= r ? P[i] * pw[r - j] : 0.0f;
     }
   };
   // P (16-bit) into this warp's 16 rows of the exchange tile.
@@ -635,7 +644,10 @@ __global__ void __launch_bounds__(WCfg<D, NWG, NSB, NS>::THREADS, WCfg<D, NWG, N
   };
   auto scaleO = [&](float (&O)[32]) {
 #pragma unroll
-    for (int i = 0; i < 32; i++) O[i] *= pw[i0 + g + ((i >> 1) & 1) * 8 + 1];
+    for (int i = 0; i < 32; i++) {
+      const int r = i0 + g + ((i >> 1) & 1) * 8;
+      O[i] *= pw[REV ? C - r : r + 1];
+    }
   };
   // O through this warp's 16 rows of the exchange tile (only this warp reads them), 16 B per thread.
   auto storeO = [&](const float (&O)[32], int t0, int m) {
@@ -649,8 +661,9 @@ __global__ void __launch_bounds__(WCfg<D, NWG, NSB, NS>::THREADS, WCfg<D, NWG, N
 #pragma unroll
     for (int x = lane; x < 16 * (ET / 8); x += 32) {
       int row = i0 + x / (ET / 8), col = (x % (ET / 8)) * 8;
-      int t = p.reverse ? T - 1 - t0 - row : t0 + row;
-      if (row < m) *reinterpret_cast<uint4*>(ob + ((size_t)bh * T + t) * E + e0 + col) = *reinterpret_cast<uint4*>(xs + row * XS + col);
+      int lr = REV ? C - 1 - row : row;  // the chunk's token
+      int t = p.reverse ? T - 1 - t0 - lr : t0 + lr;
+      if (lr < m) *reinterpret_cast<uint4*>(ob + ((size_t)bh * T + t) * E + e0 + col) = *reinterpret_cast<uint4*>(xs + row * XS + col);
     }
   };
 
@@ -810,10 +823,16 @@ struct WSCfg {
   using W = WCfg<D, NWG, NSB>;
   static constexpr int KVB = W::QB + EW * W::VB;  // one stage: K tile, then EW V tiles (all 1,024-aligned)
   static constexpr size_t SMEM = 1024 + WS_STAGES * KVB + (C + 1) * sizeof(float);
+  // Loads by the copy engine: one 8-byte barrier per stage after λ^n.
+  static constexpr int BAR = WS_STAGES * KVB + (C + 2) * sizeof(float);
+  static constexpr size_t SMEM_TMA = 1024 + BAR + WS_STAGES * 8;
 };
 
-template <int D, int NWG, int NSB, class X, int EW = 1>
-__global__ void __launch_bounds__(WCfg<D, NWG, NSB>::THREADS, WCfg<D, NWG, NSB>::MIN_BLOCKS) wgStateKernel(Params<X> p) {
+// TMA: a chunk's K and V boxes come by the copy engine (tm.k, tm.v), as in wgKernel; in reversed
+// time the box is the chunk's 64 rows in forward order (rows before the sequence land as zeros), so
+// the weights go by the reversed row index, and rows of the box outside the chunk weigh 0.
+template <int D, int NWG, int NSB, class X, int EW = 1, bool TMA = false>
+__global__ void __launch_bounds__(WCfg<D, NWG, NSB>::THREADS, WCfg<D, NWG, NSB>::MIN_BLOCKS) wgStateKernel(Params<X> p, const __grid_constant__ TileMaps tm) {
 #if defined(LTS_WGMMA)
   using W = WCfg<D, NWG, NSB>;
   constexpr int QB = W::QB, VB = W::VB, KVB = WSCfg<D, NWG, NSB, EW>::KVB, NST = WS_STAGES, MT = W::MT, THREADS = W::THREADS;
@@ -840,8 +859,28 @@ __global__ void __launch_bounds__(WCfg<D, NWG, NSB>::THREADS, WCfg<D, NWG, NSB>:
 #pragma unroll
       for (int i = 0; i < 32; i++) S[mt][es][i] = 0.0f;
 
+  const uint32_t bar0 = sbase + WSCfg<D, NWG, NSB, EW>::BAR;  // TMA: the barrier of stage st at bar0 + 8·st
+  if constexpr (TMA) {
+    if (tid == 0) {
+      for (int i = 0; i < NST; i++) mbarInit(bar0 + 8 * i, 1);
+      fenceMbarInit();
+    }
+    __syncthreads();
+  }
   // As wgKernel's load, K and V only, no commit (the caller commits one group per chunk).
   auto load = [&](int chunk, int st) {
+    if constexpr (TMA) {
+      if (tid == 0) {
+        const uint32_t dst = sbase + st * KVB, bar = bar0 + 8 * st;
+        const int row = p.reverse ? T - chunk * C - C : chunk * C;
+        mbarExpectTx(bar, KVB);
+#pragma unroll
+        for (int b = 0; b < D / 64; b++) tmaLoad3(dst + b * (C * 128), &tm.k, bar, 64 * b, row, bh);
+#pragma unroll
+        for (int es = 0; es < EW; es++) tmaLoad3(dst + QB + es * VB, &tm.v, bar, e0 + es * ET, row, bh);
+      }
+      return;
+    }
     unsigned char* base = sm + st * KVB;
     const int t0 = chunk * C, mm = T - t0;
     const long dir = p.reverse ? -1 : 1;
@@ -883,7 +922,8 @@ __global__ void __launch_bounds__(WCfg<D, NWG, NSB>::THREADS, WCfg<D, NWG, NSB>:
 #pragma unroll 1
   for (int ci = 0; ci < nChunks; ci++) {
     const int st = ci % NST, m = min(C, T - (c0 + ci) * C);
-    cpAsyncWait<NST - 2>();  // this chunk's group is complete (one group is committed per chunk, empty past the end)
+    if constexpr (TMA) mbarWait(bar0 + 8 * st, (ci / NST) & 1);  // this chunk's boxes have landed
+    else cpAsyncWait<NST - 2>();  // this chunk's group is complete (one group is committed per chunk, empty past the end)
     fenceProxyAsync();
     __syncthreads();  // every thread's part of the stage is in; chunk ci − 1's readers of stage (ci − 1) % NST are done
     if (ci + NST - 1 < nChunks) load(c0 + ci + NST - 1, (ci + NST - 1) % NST);
@@ -899,6 +939,7 @@ __global__ void __launch_bounds__(WCfg<D, NWG, NSB>::THREADS, WCfg<D, NWG, NSB>:
 #pragma unroll
       for (int x = 0; x < 4; x++) {
         int j = j0 + (x >> 1) * 8 + (x & 1);
+        if (TMA && p.reverse) j = C - 1 - j;  // the box's row j is the chunk's token C − 1 − j
         w[x] = j < m ? pw[m - 1 - j] : 0.0f;
       }
 #pragma unroll
@@ -985,6 +1026,11 @@ int configureW() {
     LTS_CHECK(cudaFuncSetAttribute(wgKernel<D, NWG, NSB, NS, X, true>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)W::SMEM), "lightning v6 smem attribute");
     LTS_CHECK(cudaFuncSetAttribute(wgKernel<D, NWG, NSB, NS, X, false, false, true>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)W::SMEM_TMA),
               "lightning v6 smem attribute");
+    LTS_CHECK(cudaFuncSetAttribute(wgKernel<D, NWG, NSB, NS, X, false, false, true, true>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)W::SMEM_TMA),
+              "lightning v6 smem attribute");
+    if constexpr (D <= 128)
+      LTS_CHECK(cudaFuncSetAttribute(wgKernel<D, NWG, NSB, NS, X, false, true, true, true>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)W::SMEM_TMA),
+                "lightning v6 smem attribute");
     if constexpr (D <= 128)  // the dv/dk pair (pairW) runs at D = E of 64 and 128 only
       LTS_CHECK(cudaFuncSetAttribute(wgKernel<D, NWG, NSB, NS, X, false, true>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)W::SMEM),
                 "lightning v6 smem attribute");
@@ -1146,6 +1192,8 @@ int stateCtasPerSm() {
     const size_t s = WSCfg<D, NWG, NSB, EW>::SMEM;
     LTS_CHECK(cudaFuncSetAttribute(wgStateKernel<D, NWG, NSB, X, EW>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)s),
               "lightning v6 smem attribute");
+    LTS_CHECK(cudaFuncSetAttribute(wgStateKernel<D, NWG, NSB, X, EW, true>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)WSCfg<D, NWG, NSB, EW>::SMEM_TMA),
+              "lightning v6 smem attribute");
     int n = 0;
     LTS_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, wgStateKernel<D, NWG, NSB, X, EW>, WCfg<D, NWG, NSB>::THREADS, s),
               "lightning v6 occupancy");
@@ -1153,12 +1201,12 @@ int stateCtasPerSm() {
   });
 }
 
-// Phase A at D = 256 with E a multiple of 128: one CTA of four warpgroups covers two 64-wide E-slices
-// (wgStateKernel<256, 4, ·, ·, 2>), so each chunk's K tile (32 KB, four times a V slice) is loaded and
-// scaled once for both, not by two CTAs. LIGHTNING_CUDA_LA_WIDE_STATE=0 (read at each call) runs one
-// CTA a slice, as the full loop does.
+// Phase A at D = 256 or 128 with E a multiple of 128: one CTA of D/64 warpgroups covers two 64-wide
+// E-slices (wgStateKernel<D, D/64, ·, ·, 2>, a 64-row state tile a warpgroup), so each chunk's K tile
+// (four or two times a V slice) is loaded and scaled once for both, not by two CTAs.
+// LIGHTNING_CUDA_LA_WIDE_STATE=0 (read at each call) runs one CTA a slice, as the full loop does.
 bool wideState(int D, int E) {
-  if (D != 256 || E % (2 * ET)) return false;
+  if ((D != 256 && D != 128) || E % (2 * ET)) return false;
   const char* f = getenv("LIGHTNING_CUDA_LA_WIDE_STATE");
   return !(f && f[0] == '0');
 }
@@ -1167,7 +1215,10 @@ bool wideState(int D, int E) {
 template <class X>
 int stateCtasPerSmX(int D, int E) {
   if (D == 256) return wideState(D, E) ? stateCtasPerSm<256, 4, 2, X, 2>() : stateCtasPerSm<256, 2, 2, X>();
-  if (D == 128) return wg128() == 2 ? stateCtasPerSm<128, 2, 2, X>() : stateCtasPerSm<128, 1, 1, X>();
+  if (D == 128) {
+    if (wideState(D, E)) return wg128() == 2 ? stateCtasPerSm<128, 2, 2, X, 2>() : stateCtasPerSm<128, 2, 1, X, 2>();
+    return wg128() == 2 ? stateCtasPerSm<128, 2, 2, X>() : stateCtasPerSm<128, 1, 1, X>();
+  }
   return stateCtasPerSm<64, 1, 2, X>();
 }
 
@@ -1205,54 +1256,6 @@ int subSegments(Context& c, LightningDims d, const Plan& pl, int stateCtasPerSm,
   return best;
 }
 
-// Phase A of the sequence split and its scan on the wgmma kernels: the state entering each of
-// p's segments into `out` (the op's segment states) or a scratch array (BH, nseg, D, E), from S0
-// read as `io` says; p then reads it plainly. Phase A may run on sub-segments (subSegments): their
-// states go to a scratch array of their own, released once the scan has read it. Returns the
-// scratch array of entering states for the caller to release after the main pass, or null (`out`).
-template <int D, int NWG, int NSB, int NS, class X>
-float* segmentStatesW(Context& c, LightningDims d, Params<X>& p, const float* S0, StateIo io, float* out) {
-  using W = WCfg<D, NWG, NSB, NS>;
-  // The instance launched below sets its own shared-memory limit (stateCtasPerSm) before its launch.
-  bool wide = false;
-  int perSm = 0;
-  if constexpr (D == 256) wide = wideState(D, d.E);
-  if constexpr (D == 256) perSm = wide ? stateCtasPerSm<D, 4, NSB, X, 2>() : stateCtasPerSm<D, NWG, NSB, X>();
-  else perSm = stateCtasPerSm<D, NWG, NSB, X>();
-  const int sub = subSegments(c, d, Plan{p.nseg, p.chunksPerSeg, 0}, perSm, wide ? 2 : 1);
-  const int n = (p.nseg - 1) * sub + 1;  // the sub-segments before the last segment, and the last segment
-  const size_t stateBytes = (size_t)D * d.E * sizeof(float);
-  float* L = (float*)c.scratch((size_t)d.BH() * n * stateBytes);
-  float* entering = out ? out : sub > 1 ? (float*)c.scratch((size_t)d.BH() * p.nseg * stateBytes) : L;
-  Params<X> a = p;
-  a.Sin = nullptr;
-  a.Sout = L;
-  a.nseg = n;
-  a.chunksPerSeg = p.chunksPerSeg / sub;
-  if (!newStatePass()) {
-    wgKernel<D, NWG, NSB, NS, X, true><<<dim3(d.E / ET, d.BH(), p.nseg), W::THREADS, W::SMEM, c.stream>>>(a, TileMaps{});
-  } else if (wide) {
-    if constexpr (D == 256)
-      wgStateKernel<D, 4, NSB, X, 2><<<dim3(d.E / (2 * ET), d.BH(), n - 1), WCfg<D, 4, NSB>::THREADS, WSCfg<D, 4, NSB, 2>::SMEM, c.stream>>>(a);
-  } else {
-    wgStateKernel<D, NWG, NSB, X><<<dim3(d.E / ET, d.BH(), n - 1), W::THREADS, WSCfg<D, NWG, NSB>::SMEM, c.stream>>>(a);
-  }
-  LTS_CHECK(cudaGetLastError(), "lightning v6 segment states launch");
-  segmentScanKernel<<<scanGrid(D * d.E, d.BH()), SCAN_THREADS, 0, c.stream>>>(L, entering, S0, io.inT, io.inPower, n, sub, a.chunksPerSeg * C, d.T,
-                                                                          D * d.E, d.E, d.H, p.slopes);
-  LTS_CHECK(cudaGetLastError(), "lightning v6 segment scan launch");
-  if (entering != L) c.release(L);  // later work on the stream reuses it only after the scan
-  p.Sin = entering;
-  p.sinT = false, p.sinPower = 0;
-  return entering == out ? nullptr : entering;
-}
-
-// dst (BH, X, Y) from src (BH, Y, X): see prepareStateKernel.
-void prepare(Context& c, LightningDims d, const float* src, float* dst, int Y, int X, bool transpose, int power, const float* slopes) {
-  prepareStateKernel<<<dim3((X * Y + 255) / 256, d.BH()), 256, 0, c.stream>>>(src, dst, Y, X, transpose, power, d.H, slopes);
-  LTS_CHECK(cudaGetLastError(), "lightning v5 state preparation launch");
-}
-
 // The driver's tensor-map encoder, through the runtime (the addon links no libcuda); null where the
 // driver has none.
 using EncodeTiled = CUresult (*)(CUtensorMap*, CUtensorMapDataType, cuuint32_t, void*, const cuuint64_t*, const cuuint64_t*, const cuuint32_t*,
@@ -1270,7 +1273,7 @@ EncodeTiled encodeTiled() {
   return fn;
 }
 
-// Version 6's forward-order passes load their tiles by the copy engine (wgKernel's TMA);
+// Version 6's passes load their tiles by the copy engine (wgKernel's and wgStateKernel's TMA);
 // LIGHTNING_CUDA_LA_TMA=0 (read at each call) keeps the cp.async loads, for comparison.
 bool tmaOn() {
   const char* v = getenv("LIGHTNING_CUDA_LA_TMA");
@@ -1295,6 +1298,64 @@ bool tileMaps(TileMaps& tm, LightningDims d, const void* q, const void* k, const
   return tileMap<X>(tm.q, q, d.D, d) && tileMap<X>(tm.k, k, d.D, d) && tileMap<X>(tm.v, v, d.E, d);
 }
 
+// Phase A of the sequence split and its scan on the wgmma kernels: the state entering each of
+// p's segments into `out` (the op's segment states) or a scratch array (BH, nseg, D, E), from S0
+// read as `io` says; p then reads it plainly. Phase A may run on sub-segments (subSegments): their
+// states go to a scratch array of their own, released once the scan has read it. Returns the
+// scratch array of entering states for the caller to release after the main pass, or null (`out`).
+template <int D, int NWG, int NSB, int NS, class X>
+float* segmentStatesW(Context& c, LightningDims d, Params<X>& p, const float* S0, StateIo io, float* out) {
+  using W = WCfg<D, NWG, NSB, NS>;
+  // The instance launched below sets its own shared-memory limit (stateCtasPerSm) before its launch.
+  bool wide = false;
+  int perSm = 0;
+  constexpr int WNWG = D / 64;  // the wide phase A's warpgroups: one 64-row state tile each
+  if constexpr (D >= 128) wide = wideState(D, d.E);
+  if constexpr (D >= 128) perSm = wide ? stateCtasPerSm<D, WNWG, NSB, X, 2>() : stateCtasPerSm<D, NWG, NSB, X>();
+  else perSm = stateCtasPerSm<D, NWG, NSB, X>();
+  const int sub = subSegments(c, d, Plan{p.nseg, p.chunksPerSeg, 0}, perSm, wide ? 2 : 1);
+  const int n = (p.nseg - 1) * sub + 1;  // the sub-segments before the last segment, and the last segment
+  const size_t stateBytes = (size_t)D * d.E * sizeof(float);
+  float* L = (float*)c.scratch((size_t)d.BH() * n * stateBytes);
+  float* entering = out ? out : sub > 1 ? (float*)c.scratch((size_t)d.BH() * p.nseg * stateBytes) : L;
+  Params<X> a = p;
+  a.Sin = nullptr;
+  a.Sout = L;
+  a.nseg = n;
+  a.chunksPerSeg = p.chunksPerSeg / sub;
+  TileMaps tm{};
+  const bool tma = newStatePass() && tileMap<X>(tm.k, a.k, D, d) && tileMap<X>(tm.v, a.v, d.E, d);
+  if (!newStatePass()) {
+    wgKernel<D, NWG, NSB, NS, X, true><<<dim3(d.E / ET, d.BH(), p.nseg), W::THREADS, W::SMEM, c.stream>>>(a, tm);
+  } else if (wide) {
+    if constexpr (D >= 128) {
+      using WS = WSCfg<D, WNWG, NSB, 2>;
+      const dim3 grid(d.E / (2 * ET), d.BH(), n - 1);
+      if (tma) wgStateKernel<D, WNWG, NSB, X, 2, true><<<grid, WCfg<D, WNWG, NSB>::THREADS, WS::SMEM_TMA, c.stream>>>(a, tm);
+      else wgStateKernel<D, WNWG, NSB, X, 2><<<grid, WCfg<D, WNWG, NSB>::THREADS, WS::SMEM, c.stream>>>(a, tm);
+    }
+  } else {
+    using WS = WSCfg<D, NWG, NSB>;
+    const dim3 grid(d.E / ET, d.BH(), n - 1);
+    if (tma) wgStateKernel<D, NWG, NSB, X, 1, true><<<grid, W::THREADS, WS::SMEM_TMA, c.stream>>>(a, tm);
+    else wgStateKernel<D, NWG, NSB, X><<<grid, W::THREADS, WS::SMEM, c.stream>>>(a, tm);
+  }
+  LTS_CHECK(cudaGetLastError(), "lightning v6 segment states launch");
+  segmentScanKernel<<<scanGrid(D * d.E, d.BH()), SCAN_THREADS, 0, c.stream>>>(L, entering, S0, io.inT, io.inPower, n, sub, a.chunksPerSeg * C, d.T,
+                                                                          D * d.E, d.E, d.H, p.slopes);
+  LTS_CHECK(cudaGetLastError(), "lightning v6 segment scan launch");
+  if (entering != L) c.release(L);  // later work on the stream reuses it only after the scan
+  p.Sin = entering;
+  p.sinT = false, p.sinPower = 0;
+  return entering == out ? nullptr : entering;
+}
+
+// dst (BH, X, Y) from src (BH, Y, X): see prepareStateKernel.
+void prepare(Context& c, LightningDims d, const float* src, float* dst, int Y, int X, bool transpose, int power, const float* slopes) {
+  prepareStateKernel<<<dim3((X * Y + 255) / 256, d.BH()), 256, 0, c.stream>>>(src, dst, Y, X, transpose, power, d.H, slopes);
+  LTS_CHECK(cudaGetLastError(), "lightning v5 state preparation launch");
+}
+
 // One causal pass on the wgmma loop (see passT).
 template <int D, int NWG, int NSB, int NS, class X>
 void passW(Context& c, LightningDims d, const void* q, const void* k, const void* v, const float* slopes, const float* S0, void* o, float* Sfinal,
@@ -1313,10 +1374,10 @@ void passW(Context& c, LightningDims d, const void* q, const void* k, const void
     prepare(c, d, S0, seg.out, D, d.E, false, 0, slopes);  // unsplit: the one state, entering token 0 (S0 or zeros)
   }
   TileMaps tm{};
-  if (!reverse && tileMaps<X>(tm, d, q, k, v))
-    wgKernel<D, NWG, NSB, NS, X, false, false, true><<<dim3(d.E / ET, d.BH(), pl.nseg), W::THREADS, W::SMEM_TMA, c.stream>>>(p, tm);
-  else
-    wgKernel<D, NWG, NSB, NS, X, false><<<dim3(d.E / ET, d.BH(), pl.nseg), W::THREADS, W::SMEM, c.stream>>>(p, tm);
+  const dim3 grid(d.E / ET, d.BH(), pl.nseg);
+  if (!tileMaps<X>(tm, d, q, k, v)) wgKernel<D, NWG, NSB, NS, X, false><<<grid, W::THREADS, W::SMEM, c.stream>>>(p, tm);
+  else if (reverse) wgKernel<D, NWG, NSB, NS, X, false, false, true, true><<<grid, W::THREADS, W::SMEM_TMA, c.stream>>>(p, tm);
+  else wgKernel<D, NWG, NSB, NS, X, false, false, true><<<grid, W::THREADS, W::SMEM_TMA, c.stream>>>(p, tm);
   LTS_CHECK(cudaGetLastError(), "lightning v6 forward launch");
   if (L) c.release(L);
 }
@@ -1340,7 +1401,12 @@ void pairW(Context& c, LightningDims d, const void* q, const void* k, const void
   p.q2 = (const X*)v, p.k2 = (const X*)dO, p.v2 = (const X*)q, p.o2 = (X*)dk;
   p.sinT2 = true;
   p.pairSlices = slices;
-  wgKernel<D, NWG, NSB, NS, X, false, true><<<dim3(2 * slices, d.BH(), pl.nseg), W::THREADS, W::SMEM, c.stream>>>(p, TileMaps{});
+  TileMaps tm{};
+  const dim3 grid(2 * slices, d.BH(), pl.nseg);
+  if (tileMaps<X>(tm, d, p.q, p.k, p.v) && tileMap<X>(tm.q2, p.q2, d.D, d) && tileMap<X>(tm.k2, p.k2, d.D, d) && tileMap<X>(tm.v2, p.v2, d.E, d))
+    wgKernel<D, NWG, NSB, NS, X, false, true, true, true><<<grid, W::THREADS, W::SMEM_TMA, c.stream>>>(p, tm);
+  else
+    wgKernel<D, NWG, NSB, NS, X, false, true><<<grid, W::THREADS, W::SMEM, c.stream>>>(p, tm);
   LTS_CHECK(cudaGetLastError(), "lightning v6 dv/dk pair launch");
   if (L) c.release(L);
 }
@@ -1446,8 +1512,7 @@ void pairX(Context& c, LightningDims d, const void* q, const void* k, const void
 }
 
 
-// forwardOrder: a pass in forward time order, whose tiles come by the copy engine where TMA is on.
-std::string passPlan(Context& c, int dt, LightningDims d, int passes = 1, bool forwardOrder = false) {
+std::string passPlan(Context& c, int dt, LightningDims d, int passes = 1) {
   Choice ch = choice(c, dt, d);
   Plan pl = plan(c, d, ch.ctasPerSm, passes);
   char sub[80] = "";
@@ -1461,7 +1526,7 @@ std::string passPlan(Context& c, int dt, LightningDims d, int passes = 1, bool f
   char buf[300];
   snprintf(buf, sizeof buf, "%s D=%d E=%d: %d E-slice%s x %d segment%s%s, %d warps, %d CTA%s/SM, %d stages%s", ch.version == 6 ? "v6 wgmma" : "v5 mma.sync",
            d.D, d.E, d.E / ET, d.E / ET > 1 ? "s" : "", pl.nseg, pl.nseg > 1 ? "s" : "", sub, ch.warps, pl.ctasPerSm, pl.ctasPerSm > 1 ? "s" : "",
-           ch.stages, ch.version == 6 && forwardOrder && tmaOn() ? ", TMA loads" : "");
+           ch.stages, ch.version == 6 && tmaOn() ? ", TMA loads" : "");
   return buf;
 }
 
@@ -1472,10 +1537,10 @@ bool lightningBackwardV5Supported(int dt, LightningDims d) { return (dt == BF16 
 
 std::string lightningV5Describe(Context& c, int dt, LightningDims d, bool backward) {
   std::string s = std::string("tensor cores (") + (dt == F16 ? "f16" : "bf16") + ", ";
-  if (!backward) return s + passPlan(c, dt, d, 1, true) + ")";
+  if (!backward) return s + passPlan(c, dt, d) + ")";
   LightningDims sw{d.B, d.H, d.T, d.E, d.D};
   const int L = lightningSegmentTokensV5(c, dt, d);
-  const std::string dq = "dq pass " + passPlan(c, dt, sw, 1, true) + (L ? ", its phase A and scan skipped when given the forward's segment states (" + std::to_string(L) + " tokens)" : "");
+  const std::string dq = "dq pass " + passPlan(c, dt, sw) + (L ? ", its phase A and scan skipped when given the forward's segment states (" + std::to_string(L) + " tokens)" : "");
   if (pairApplies(d)) return s + dq + "; dv and dk passes in one launch " + passPlan(c, dt, d, 2) + ")";
   return s + dq + "; dv pass " + passPlan(c, dt, d) + "; dk pass " + passPlan(c, dt, sw) + ")";
 }

@@ -79,11 +79,12 @@ await describeBackends("Lightning Attention vs the float64 recurrence", (gpu: ()
 
   // Batch 1 through the sequence split with segments of many chunks, phase A on sub-segments of
   // them (LIGHTNING_CUDA_LA_SUBSEG): 65 chunks in 3 segments of 22, phase A on 2 of 11 chunks a
-  // segment (the stage ring wraps) or 11 of 2. At D = 256 phase A covers two E-slices a CTA where E
-  // is a multiple of 128 (E = 384: three such CTAs a head), or one (LIGHTNING_CUDA_LA_WIDE_STATE=0).
+  // segment (the stage ring wraps) or 11 of 2. At D = 256 and 128 phase A covers two E-slices a CTA
+  // where E is a multiple of 128 (E = 384: three such CTAs a head), or one (LIGHTNING_CUDA_LA_WIDE_STATE=0).
   const splitCases: [number, number, number, boolean][] = [
     [128, 128, 2, true],
     [128, 128, 11, true],
+    [128, 128, 2, false],
     [256, 128, 2, true],
     [256, 128, 11, true],
     [256, 384, 2, true],
