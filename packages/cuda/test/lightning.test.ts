@@ -106,11 +106,12 @@ await describeBackends("Lightning Attention vs the float64 recurrence", (gpu: ()
       }
     });
 
-  // On Hopper the forward-order passes (the forward, the backward's dq pass) load their tiles by the
-  // copy engine (TMA); LIGHTNING_CUDA_LA_TMA=0 runs the same loop on cp.async loads. The same bytes
-  // reach the same arithmetic, so the bits must be equal: at odd lengths (rows past T land as zeros
-  // either way), at each head shape, with an initial state, and through the sequence split. Elsewhere
-  // both runs take cp.async.
+  // On Hopper every pass loads its tiles by the copy engine (TMA): the forward, the backward's dq
+  // pass, its dv and dk passes in reversed time (the chunk's rows read in forward order and indexed
+  // backwards) and phase A of the sequence split; LIGHTNING_CUDA_LA_TMA=0 runs the same loops on
+  // cp.async loads. The same bytes reach the same arithmetic, so the bits must be equal: at odd
+  // lengths (rows outside the sequence or the chunk), at each head shape, with an initial state, and
+  // through the sequence split. Elsewhere both runs take cp.async.
   const tmaCases: [number, number, number, number, DType][] = [
     [128, 128, 1, 1000, "bf16"],
     [256, 128, 2, 515, "bf16"],
@@ -119,7 +120,7 @@ await describeBackends("Lightning Attention vs the float64 recurrence", (gpu: ()
     [256, 128, 1, 3001, "bf16"],
   ];
   for (const [D, E, B, Tn, dtype] of tmaCases)
-    it(`TMA loads give the bits of cp.async loads: forward, state and dq, D ${D} E ${E} B ${B} T ${Tn} ${dtype}`, async () => {
+    it(`TMA loads give the bits of cp.async loads: forward, state and every gradient, D ${D} E ${E} B ${B} T ${Tn} ${dtype}`, async () => {
       const rng = seeded(Tn + D);
       const H = 2;
       const on = { backend: gpu(), dtype, std: 0.3 };
@@ -130,7 +131,7 @@ await describeBackends("Lightning Attention vs the float64 recurrence", (gpu: ()
       const run = async (): Promise<Float64Array[]> => {
         const { output, state } = T.lightningAttention(q, k, v, slopes, { initialState: S0, returnState: true });
         const g = T.lightningAttentionBackward(q, k, v, slopes, dO, dS, { initialState: S0 });
-        const out = [await host(output), await host(state), await host(g.dq)];
+        const out = [await host(output), await host(state), await host(g.dq), await host(g.dk), await host(g.dv), await host(g.dInitialState!)];
         for (const t of [output, state, g.dq, g.dk, g.dv, g.dInitialState]) t?.dispose();
         return out;
       };
@@ -142,7 +143,7 @@ await describeBackends("Lightning Attention vs the float64 recurrence", (gpu: ()
       } finally {
         delete process.env.LIGHTNING_CUDA_LA_TMA;
       }
-      ["output", "final state", "dq"].forEach((label, i) => {
+      ["output", "final state", "dq", "dk", "dv", "dInitialState"].forEach((label, i) => {
         expect(tma[i].length, label).toBe(plain[i].length);
         expect(tma[i].filter((x, j) => !Object.is(x, plain[i][j])).length, `${label}: elements that differ`).toBe(0);
       });
