@@ -109,9 +109,13 @@ await describeBackends("Lightning Attention vs the float64 recurrence", (gpu: ()
   // On Hopper every pass loads its tiles by the copy engine (TMA): the forward, the backward's dq
   // pass, its dv and dk passes in reversed time (the chunk's rows read in forward order and indexed
   // backwards) and phase A of the sequence split; LIGHTNING_CUDA_LA_TMA=0 runs the same loops on
-  // cp.async loads. The same bytes reach the same arithmetic, so the bits must be equal: at odd
-  // lengths (rows outside the sequence or the chunk), at each head shape, with an initial state, and
-  // through the sequence split. Elsewhere both runs take cp.async.
+  // cp.async loads. In forward time the same bytes reach the same arithmetic, so the output, the
+  // final state and dq must have equal bits. The reversed passes sum each chunk's tokens in the other
+  // order, so dk, dv and dS0 may round differently: they must agree to 1e-3 relative RMS, far
+  // tighter than either's 5e-3 bound against float64 (the cases above) and far looser than any
+  // misplaced row, mask or weight would leave. At odd lengths (rows outside the sequence or the
+  // chunk), at each head shape, with an initial state, and through the sequence split. Elsewhere
+  // both runs take cp.async.
   const tmaCases: [number, number, number, number, DType][] = [
     [128, 128, 1, 1000, "bf16"],
     [256, 128, 2, 515, "bf16"],
@@ -120,7 +124,7 @@ await describeBackends("Lightning Attention vs the float64 recurrence", (gpu: ()
     [256, 128, 1, 3001, "bf16"],
   ];
   for (const [D, E, B, Tn, dtype] of tmaCases)
-    it(`TMA loads give the bits of cp.async loads: forward, state and every gradient, D ${D} E ${E} B ${B} T ${Tn} ${dtype}`, async () => {
+    it(`TMA loads against cp.async loads: forward, state and every gradient, D ${D} E ${E} B ${B} T ${Tn} ${dtype}`, async () => {
       const rng = seeded(Tn + D);
       const H = 2;
       const on = { backend: gpu(), dtype, std: 0.3 };
@@ -143,10 +147,13 @@ await describeBackends("Lightning Attention vs the float64 recurrence", (gpu: ()
       } finally {
         delete process.env.LIGHTNING_CUDA_LA_TMA;
       }
-      ["output", "final state", "dq", "dk", "dv", "dInitialState"].forEach((label, i) => {
+      ["output", "final state", "dq"].forEach((label, i) => {
         expect(tma[i].length, label).toBe(plain[i].length);
         expect(tma[i].filter((x, j) => !Object.is(x, plain[i][j])).length, `${label}: elements that differ`).toBe(0);
       });
+      const rounding = ["dk", "dv", "dInitialState"].map((label, i) => `${label} ${closeness(tma[i + 3], plain[i + 3]).relRms.toExponential(1)}`);
+      console.log(`TMA against cp.async, D ${D} E ${E} T ${Tn} ${dtype}: relative RMS ${rounding.join(", ")}`);
+      ["dk", "dv", "dInitialState"].forEach((label, i) => checkClose(label, tma[i + 3], plain[i + 3], 1e-3));
       for (const t of [q, k, v, dO, S0, dS, slopes]) t.dispose();
     });
 
