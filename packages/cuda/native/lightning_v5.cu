@@ -81,20 +81,6 @@ struct Params {
   X* o2;
   bool sinT2;
   int pairSlices;
-  // A chained pass (wgKernel's CHAIN): each CTA takes the next segment in (E-slice, b·h, segment)
-  // order from a ticket, makes the segment's own state (phase A), adds it to the state after the
-  // segment before, published by that segment's CTA, publishes the sum and runs the full loop from
-  // the state it received. chainFlags[0] is the ticket counter, then a flag per (chain, slot); all
-  // zero at launch. chainStates: (chains, chainSlots, D, 64), the state after segment s of a chain
-  // (one b·h and E-slice) in slot s % chainSlots. segOut (or null): the op's segment states
-  // (Segments::out), the state entering every segOutTokens tokens. chainHints: the loads carry L2
-  // eviction priorities.
-  int* chainFlags;
-  float* chainStates;
-  int chainSlots;
-  float* segOut;
-  int segOutTokens;
-  bool chainHints;
 };
 
 // The host side of Params' sinT, sinPower and soutPower.
@@ -478,10 +464,7 @@ __global__ void wgmmaProbeKernel(int* out) {
 // before the sequence land as zeros), so row r of every tile is the chunk's token C − 1 − r; the
 // mask, the decays, the state's weights and the output rows go by that index, and rows of the box
 // outside the chunk are masked out or weigh 0.
-// CHAIN (with TMA, forward time): a chained pass (Params::chainFlags) over the grid (E/64, BH, nseg)
-// in ticket order. Each segment's chunks are read twice, by phase A and by the full loop; the CTA
-// first asks for the segment's K and V boxes in L2, so that both reads find them there.
-template <int D, int NWG, int NSB, int NS, class X, bool STATE_ONLY, bool PAIR = false, bool TMA = false, bool REV = false, bool CHAIN = false>
+template <int D, int NWG, int NSB, int NS, class X, bool STATE_ONLY, bool PAIR = false, bool TMA = false, bool REV = false>
 __global__ void __launch_bounds__(WCfg<D, NWG, NSB, NS>::THREADS, WCfg<D, NWG, NSB, NS>::MIN_BLOCKS) wgKernel(Params<X> p, const __grid_constant__ TileMaps tm) {
 #if defined(LTS_WGMMA)
   using W = WCfg<D, NWG, NSB, NS>;
@@ -496,19 +479,9 @@ __global__ void __launch_bounds__(WCfg<D, NWG, NSB, NS>::THREADS, WCfg<D, NWG, N
   // The warpgroup through a shuffle, so that the compiler knows it uniform: wgmma in a branch it
   // cannot prove uniform over the warpgroup is serialized.
   const int wg = __shfl_sync(0xffffffffu, tid >> 7, 0);
-  // A chained pass takes its block's place in the grid from a ticket, in launch order (x fastest):
-  // a segment then waits only for segments whose CTAs took their tickets before it and are running.
-  int bx = blockIdx.x, by = blockIdx.y, bz = blockIdx.z;
-  if constexpr (CHAIN) {
-    volatile int* ticket = reinterpret_cast<int*>(xs);  // (the exchange tile is free until the full loop)
-    if (tid == 0) *ticket = atomicAdd(p.chainFlags, 1);
-    __syncthreads();
-    const int t = *ticket;
-    bx = t % gridDim.x, by = t / gridDim.x % gridDim.y, bz = t / (gridDim.x * gridDim.y);
-  }
   // In a pair launch the upper blockIdx.x run the second pass (Params::pairSlices).
-  const bool second = PAIR && bx >= p.pairSlices;
-  const int e0 = (second ? bx - p.pairSlices : bx) * ET, bh = by, seg = bz;
+  const bool second = PAIR && (int)blockIdx.x >= p.pairSlices;
+  const int e0 = (second ? blockIdx.x - p.pairSlices : blockIdx.x) * ET, bh = blockIdx.y, seg = blockIdx.z;
   const int T = p.T, E = p.E;
   const float slope = p.slopes[bh % p.H];
   if (tid <= C) pw[tid] = expf(-slope * (float)tid);
@@ -523,8 +496,7 @@ __global__ void __launch_bounds__(WCfg<D, NWG, NSB, NS>::THREADS, WCfg<D, NWG, N
 
   // The state: MT tiles of 64 rows × 64 columns in wgmma accumulator order.
   float S[MT][32];
-  // (CHAIN: from zero; the entering state comes from the segment before, after phase A.)
-  const float* sin = (!STATE_ONLY && !CHAIN && p.Sin) ? p.Sin + ((size_t)bh * p.nseg + seg) * D * E : nullptr;
+  const float* sin = (!STATE_ONLY && p.Sin) ? p.Sin + ((size_t)bh * p.nseg + seg) * D * E : nullptr;
   const float sinScale = statePower(slope, p.sinPower);
   const bool sinT = second ? p.sinT2 : p.sinT;
 #pragma unroll
@@ -538,7 +510,7 @@ __global__ void __launch_bounds__(WCfg<D, NWG, NSB, NS>::THREADS, WCfg<D, NWG, N
   // Chunk loads: each thread copies one fixed 16-byte column piece of every RSTEP-th row (RSTEP a
   // multiple of 8, so the swizzle phase of its rows never changes). No commit: the caller commits
   // one cp.async group per chunk.
-  static_assert((!TMA || !STATE_ONLY) && (TMA || !REV) && (!CHAIN || (TMA && !REV && !PAIR)), "TMA loads: the full loop; CHAIN: forward, TMA");
+  static_assert((!TMA || !STATE_ONLY) && (TMA || !REV), "TMA loads: the full loop");
   const uint32_t bar0 = sbase + W::BAR;  // TMA: the barrier of stage st at bar0 + 8·st
   if constexpr (TMA) {
     if (tid == 0) {
@@ -547,10 +519,7 @@ __global__ void __launch_bounds__(WCfg<D, NWG, NSB, NS>::THREADS, WCfg<D, NWG, N
     }
     __syncthreads();
   }
-  // CHAIN with hints: phase A's loads (withQ false: K and V only) keep their lines in L2 for the
-  // full loop's second read, whose loads (and Q's) then leave them first.
-  const bool hints = CHAIN && p.chainHints;
-  auto load = [&](int chunk, int st, bool withQ = true) {
+  auto load = [&](int chunk, int st) {
     if constexpr (TMA) {
       // The stage's last readers (wgmma and prepState's ldmatrix of chunk − NS) are past the barrier
       // that precedes this call.
@@ -558,20 +527,10 @@ __global__ void __launch_bounds__(WCfg<D, NWG, NSB, NS>::THREADS, WCfg<D, NWG, N
         const uint32_t dst = sbase + st * STAGE, bar = bar0 + 8 * st;
         const int row = REV ? T - chunk * C - C : chunk * C;
         const CUtensorMap *mq = second ? &tm.q2 : &tm.q, *mk = second ? &tm.k2 : &tm.k, *mv = second ? &tm.v2 : &tm.v;
-        mbarExpectTx(bar, withQ ? STAGE : STAGE - QB);
-        if (hints) {
-          const uint64_t pol = l2Policy(!withQ);
-#pragma unroll
-          for (int b = 0; b < D / 64; b++) {
-            if (withQ) tmaLoad3(dst + b * (C * 128), mq, bar, 64 * b, row, bh, pol);
-            tmaLoad3(dst + QB + b * (C * 128), mk, bar, 64 * b, row, bh, pol);
-          }
-          tmaLoad3(dst + 2 * QB, mv, bar, e0, row, bh, pol);
-          return;
-        }
+        mbarExpectTx(bar, STAGE);
 #pragma unroll
         for (int b = 0; b < D / 64; b++) {
-          if (withQ) tmaLoad3(dst + b * (C * 128), mq, bar, 64 * b, row, bh);
+          tmaLoad3(dst + b * (C * 128), mq, bar, 64 * b, row, bh);
           tmaLoad3(dst + QB + b * (C * 128), mk, bar, 64 * b, row, bh);
         }
         tmaLoad3(dst + 2 * QB, mv, bar, e0, row, bh);
@@ -708,102 +667,21 @@ __global__ void __launch_bounds__(WCfg<D, NWG, NSB, NS>::THREADS, WCfg<D, NWG, N
     }
   };
 
-  // The loads before the full loop's first chunk (CHAIN: phase A's, one a chunk). A stage's barrier
-  // completes once a load, so load li lands in stage li % NS with phase parity (li / NS) & 1.
-  int base = 0;
-  if constexpr (CHAIN) {
-    base = nChunks;
-    // Phase A: the segment's own state from zero, as wgStateKernel. The segment's K and V boxes are
-    // asked into L2 first, all at once; loads nChunks … are the full loop's first chunks (with Q).
-    if (tid == 0)
-      for (int ci = 0; ci < nChunks; ci++) {
+  // Chunks 0 .. NS − 2 in flight before the loop, one cp.async group each (empty past the end).
 #pragma unroll
-        for (int b = 0; b < D / 64; b++) tmaPrefetch3(&tm.k, 64 * b, (c0 + ci) * C, bh);
-        tmaPrefetch3(&tm.v, e0, (c0 + ci) * C, bh);
-      }
-    auto loadAt = [&](int li) {
-      if (li < nChunks) load(c0 + li, li % NS, false);
-      else if (li < 2 * nChunks) load(c0 + li - nChunks, li % NS);
-    };
-#pragma unroll
-    for (int i = 0; i < NS - 1; i++) loadAt(i);
-#pragma unroll 1
-    for (int ci = 0; ci < nChunks; ci++) {
-      const int st = ci % NS, m = min(C, T - (c0 + ci) * C);
-      mbarWait(bar0 + 8 * st, (ci / NS) & 1);
-      __syncthreads();  // chunk ci − 1's readers of stage (ci − 1) % NS are done
-      loadAt(ci + NS - 1);
-      uint32_t sa[4][MT][4];
-      prepState(sa, sm + st * STAGE + QB, m);
-      wgmmaFence();
-      issueState(sa, wgmmaDesc(sbase + st * STAGE + 2 * QB, 8192, 1024));
-      wgmmaWait<0>();
-#pragma unroll
-      for (int mt = 0; mt < MT; mt++) fenceRegs(S[mt]);
-    }
-    // The link: the state after the segment before (segment 0: S0 or zeros) is this segment's
-    // entering state; λ^n of it plus this segment's own state is the state after this one, published
-    // for the next segment of the chain (one b·h and E-slice) in its slot of the ring.
-    const int chain = bh * gridDim.x + bx, R = p.chainSlots;
-    int* flags = p.chainFlags + 1 + (size_t)chain * R;
-    if (seg > 0) {
-      if (tid == 0)
-        while (loadAcquire(flags + (seg - 1) % R) != seg) {
-        }
-      __syncthreads();
-    }
-    const float* prev = p.chainStates + ((size_t)chain * R + (seg + R - 1) % R) * D * ET;
-    float* next = p.chainStates + ((size_t)chain * R + seg % R) * D * ET;
-    const float* s0 = p.Sin ? p.Sin + (size_t)bh * D * E : nullptr;
-    const bool publish = seg + 1 < p.nseg;
-    const float a = statePower(slope, min(nChunks * C, T - c0 * C));
-    float* so = p.segOut && (c0 * C) % p.segOutTokens == 0
-                    ? p.segOut + ((size_t)bh * ((T + p.segOutTokens - 1) / p.segOutTokens) + c0 * C / p.segOutTokens) * D * E
-                    : nullptr;
-    // Every load before any store: the compiler cannot tell the arrays apart, and a load after a
-    // store would wait for it (a round trip to L2 per element pair, ~10 µs a link).
-    float2 x[MT][16];
-#pragma unroll
-    for (int mt = 0; mt < MT; mt++)
-#pragma unroll
-      for (int j = 0; j < 16; j++) {
-        const int d = row0 + 64 * mt + g + 8 * (j & 1), e = (j >> 1) * 8 + 2 * t4;
-        x[mt][j] = make_float2(0.0f, 0.0f);
-        if (seg > 0) x[mt][j] = __ldcg(reinterpret_cast<const float2*>(prev + d * ET + e));
-        else if (s0) x[mt][j] = sinT ? make_float2(sinScale * s0[(size_t)(e0 + e) * D + d], sinScale * s0[(size_t)(e0 + e + 1) * D + d])
-                                     : make_float2(sinScale * s0[(size_t)d * E + e0 + e], sinScale * s0[(size_t)d * E + e0 + e + 1]);
-      }
-#pragma unroll
-    for (int mt = 0; mt < MT; mt++)
-#pragma unroll
-      for (int j = 0; j < 16; j++) {
-        const int d = row0 + 64 * mt + g + 8 * (j & 1), e = (j >> 1) * 8 + 2 * t4, i = (j >> 1) * 4 + 2 * (j & 1);
-        if (publish) __stcg(reinterpret_cast<float2*>(next + d * ET + e), make_float2(a * x[mt][j].x + S[mt][i], a * x[mt][j].y + S[mt][i + 1]));
-        if (so) *reinterpret_cast<float2*>(so + (size_t)d * E + e0 + e) = x[mt][j];
-        S[mt][i] = x[mt][j].x, S[mt][i + 1] = x[mt][j].y;
-      }
-    if (publish) {
-      __threadfence();
-      __syncthreads();
-      if (tid == 0) storeRelease(flags + seg % R, seg + 1);
-    }
-  } else {
-    // Chunks 0 .. NS − 2 in flight before the loop, one cp.async group each (empty past the end).
-#pragma unroll
-    for (int i = 0; i < NS - 1; i++) {
-      if (i < nChunks) load(c0 + i, i);
-      cpAsyncCommit();
-    }
+  for (int i = 0; i < NS - 1; i++) {
+    if (i < nChunks) load(c0 + i, i);
+    cpAsyncCommit();
   }
   if (!STATE_ONLY) storeState(0);
   for (int ci = 0; ci < nChunks; ci++) {
-    const int chunk = c0 + ci, li = base + ci, st = li % NS, sbuf = NSB == 2 ? (ci & 1) : 0, t0 = chunk * C, m = min(C, T - t0);
-    if constexpr (TMA) mbarWait(bar0 + 8 * st, (li / NS) & 1);  // this chunk's boxes have landed
+    const int chunk = c0 + ci, st = ci % NS, sbuf = NSB == 2 ? (ci & 1) : 0, t0 = chunk * C, m = min(C, T - t0);
+    if constexpr (TMA) mbarWait(bar0 + 8 * st, (ci / NS) & 1);  // this chunk's boxes have landed
     else cpAsyncWait<NS - 2>();  // this chunk's group is complete (the NS − 2 younger ones may still be in flight)
     fenceProxyAsync();  // this chunk's tiles and the state copy, written by the generic proxy, are read by wgmma
     __syncthreads();
     // The stage of chunk ci + NS − 1 is chunk ci − 1's, whose last readers are all past the barrier.
-    if (ci + NS - 1 < nChunks) load(chunk + NS - 1, (li + NS - 1) % NS);
+    if (ci + NS - 1 < nChunks) load(chunk + NS - 1, (ci + NS - 1) % NS);
     cpAsyncCommit();
     const unsigned char* kT = sm + st * STAGE + QB;
     const uint32_t qAddr = sbase + st * STAGE;
@@ -1153,10 +1031,6 @@ int configureW() {
     if constexpr (D <= 128)
       LTS_CHECK(cudaFuncSetAttribute(wgKernel<D, NWG, NSB, NS, X, false, true, true, true>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)W::SMEM_TMA),
                 "lightning v6 smem attribute");
-    if constexpr (D == 128 && NWG == 1)  // the chained forward (chainW)
-      LTS_CHECK(cudaFuncSetAttribute(wgKernel<D, NWG, NSB, NS, X, false, false, true, false, true>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                     (int)W::SMEM_TMA),
-                "lightning v6 smem attribute");
     if constexpr (D <= 128)  // the dv/dk pair (pairW) runs at D = E of 64 and 128 only
       LTS_CHECK(cudaFuncSetAttribute(wgKernel<D, NWG, NSB, NS, X, false, true>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)W::SMEM),
                 "lightning v6 smem attribute");
@@ -1476,51 +1350,6 @@ float* segmentStatesW(Context& c, LightningDims d, Params<X>& p, const float* S0
   return entering == out ? nullptr : entering;
 }
 
-// A split forward pass at D = 128 runs chained (wgKernel's CHAIN: phase A, the link between segments
-// and the full loop in one launch, each segment's K and V read from DRAM once) instead of as phase A,
-// scan and full loop, whose phase A reads K and V from DRAM a second time (KERNELS.md "The chained
-// forward"). LIGHTNING_CUDA_LA_CHAIN=0 (read at each call) keeps the three launches.
-// LIGHTNING_CUDA_LA_CHAIN_CHUNKS (read at each call): a chained segment's chunks (default
-// CHAIN_CHUNKS); with the op's segment states, the largest divisor of their chunks up to it.
-// LIGHTNING_CUDA_LA_CHAIN_HINTS=0: loads without L2 eviction priorities.
-constexpr int CHAIN_CHUNKS = 8, CHAIN_SLOTS = 4;
-bool envOff(const char* name) {
-  const char* v = getenv(name);
-  return v && v[0] == '0';
-}
-int chainChunks(const Segments& seg) {
-  const char* f = getenv("LIGHTNING_CUDA_LA_CHAIN_CHUNKS");
-  int g = f && atoi(f) > 0 ? atoi(f) : CHAIN_CHUNKS;
-  if (seg.out) {
-    const int cps = seg.tokens / C;
-    while (cps % g) g--;
-  }
-  return g;
-}
-bool chainApplies(LightningDims d, const Plan& pl, bool reverse, bool reads) {
-  return d.D == 128 && wg128() == 1 && !reverse && pl.nseg > 1 && !reads && !envOff("LIGHTNING_CUDA_LA_CHAIN") && tmaOn();
-}
-
-template <int D, int NWG, int NSB, int NS, class X>
-void chainW(Context& c, LightningDims d, Params<X> p, const TileMaps& tm, const Segments& seg) {
-  using W = WCfg<D, NWG, NSB, NS>;
-  const int NC = (d.T + C - 1) / C, G = chainChunks(seg), slices = d.E / ET, chains = d.BH() * slices;
-  p.chunksPerSeg = G;
-  p.nseg = (NC + G - 1) / G;
-  const size_t flagBytes = (size_t)(1 + chains * CHAIN_SLOTS) * sizeof(int);
-  p.chainFlags = (int*)c.scratch(flagBytes);
-  p.chainStates = (float*)c.scratch((size_t)chains * CHAIN_SLOTS * D * ET * sizeof(float));
-  p.chainSlots = CHAIN_SLOTS;
-  p.segOut = seg.out;
-  p.segOutTokens = seg.tokens;
-  p.chainHints = !envOff("LIGHTNING_CUDA_LA_CHAIN_HINTS");
-  LTS_CHECK(cudaMemsetAsync(p.chainFlags, 0, flagBytes, c.stream), "lightning v6 chain flags");
-  wgKernel<D, NWG, NSB, NS, X, false, false, true, false, true><<<dim3(slices, d.BH(), p.nseg), W::THREADS, W::SMEM_TMA, c.stream>>>(p, tm);
-  LTS_CHECK(cudaGetLastError(), "lightning v6 chained forward launch");
-  c.release(p.chainStates);
-  c.release(p.chainFlags);
-}
-
 // dst (BH, X, Y) from src (BH, Y, X): see prepareStateKernel.
 void prepare(Context& c, LightningDims d, const float* src, float* dst, int Y, int X, bool transpose, int power, const float* slopes) {
   prepareStateKernel<<<dim3((X * Y + 255) / 256, d.BH()), 256, 0, c.stream>>>(src, dst, Y, X, transpose, power, d.H, slopes);
@@ -1536,10 +1365,6 @@ void passW(Context& c, LightningDims d, const void* q, const void* k, const void
   Params<X> p{(const X*)q, (const X*)k, (const X*)v, slopes, S0, (X*)o, Sfinal, d.T, d.E, d.H, pl.nseg, pl.chunksPerSeg, reverse,
               io.inT, io.inPower, io.outPower};
   float* L = nullptr;
-  if constexpr (D == 128 && NWG == 1) {
-    TileMaps tm{};
-    if (chainApplies(d, pl, reverse, readsSegments(pl, seg)) && tileMaps<X>(tm, d, q, k, v)) return chainW<D, NWG, NSB, NS, X>(c, d, p, tm, seg);
-  }
   if (readsSegments(pl, seg)) {
     p.Sin = seg.inT;
     p.sinT = true, p.sinPower = 0;
@@ -1691,12 +1516,7 @@ std::string passPlan(Context& c, int dt, LightningDims d, int passes = 1) {
   Choice ch = choice(c, dt, d);
   Plan pl = plan(c, d, ch.ctasPerSm, passes);
   char sub[80] = "";
-  if (ch.version == 6 && passes == 1 && chainApplies(d, pl, false, false)) {
-    // (a forward pass; the op's segment states may make the chained segments shorter)
-    const int G = chainChunks(Segments{}), NC = (d.T + C - 1) / C;
-    snprintf(sub, sizeof sub, " chained in segments of %d chunks", G);
-    pl.nseg = (NC + G - 1) / G;
-  } else if (ch.version == 6 && pl.nseg > 1) {
+  if (ch.version == 6 && pl.nseg > 1) {
     const bool wide = wideState(d.D, d.E) && newStatePass();
     const int k = subSegments(c, d, pl, dt == F16 ? stateCtasPerSmX<__half>(d.D, d.E) : stateCtasPerSmX<__nv_bfloat16>(d.D, d.E), wide ? 2 : 1);
     if (k > 1 || wide)

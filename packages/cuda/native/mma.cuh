@@ -134,33 +134,6 @@ __device__ __forceinline__ void tmaLoad3(uint32_t dst, const void* map, uint32_t
                : "memory");
 }
 
-// tmaLoad3 with an L2 eviction priority for the box's lines (a policy from l2Policy).
-__device__ __forceinline__ void tmaLoad3(uint32_t dst, const void* map, uint32_t bar, int c0, int c1, int c2, uint64_t policy) {
-  asm volatile("cp.async.bulk.tensor.3d.shared::cluster.global.mbarrier::complete_tx::bytes.L2::cache_hint [%0], [%1, {%3, %4, %5}], [%2], %6;\n" ::"r"(dst),
-               "l"(map), "r"(bar), "r"(c0), "r"(c1), "r"(c2), "l"(policy)
-               : "memory");
-}
-// The box of a 3-D tensor map at (c0, c1, c2) into L2 only (no shared memory, no barrier).
-__device__ __forceinline__ void tmaPrefetch3(const void* map, int c0, int c1, int c2) {
-  asm volatile("cp.async.bulk.prefetch.tensor.3d.L2.global [%0, {%1, %2, %3}];\n" ::"l"(map), "r"(c0), "r"(c1), "r"(c2) : "memory");
-}
-// L2 eviction policies for the loads above: lines kept as long as possible (last = true) or
-// evicted first.
-__device__ __forceinline__ uint64_t l2Policy(bool last) {
-  uint64_t p;
-  if (last) asm volatile("createpolicy.fractional.L2::evict_last.b64 %0, 1.0;\n" : "=l"(p));
-  else asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;\n" : "=l"(p));
-  return p;
-}
-// A flag between CTAs: the release store makes this CTA's earlier global writes (each thread's,
-// behind its __threadfence and a block barrier) visible to a CTA whose acquire load sees the value.
-__device__ __forceinline__ void storeRelease(int* at, int v) { asm volatile("st.release.gpu.global.b32 [%0], %1;\n" ::"l"(at), "r"(v) : "memory"); }
-__device__ __forceinline__ int loadAcquire(const int* at) {
-  int v;
-  asm volatile("ld.acquire.gpu.global.b32 %0, [%1];\n" : "=r"(v) : "l"(at) : "memory");
-  return v;
-}
-
 // D += A·B, A and B from shared memory; TB = 1: B is MN-major (N contiguous), 0: K-major.
 template <class X, int TB>
 __device__ __forceinline__ void wgmmaSS(float (&d)[32], uint64_t da, uint64_t db) {
