@@ -60,7 +60,7 @@ export interface Suite {
   columns: readonly (readonly [string, string])[];
 }
 
-/** Which clock a row was timed by: the device's (WebGPU timestamp queries) or the host's around a wait. */
+/** Which clock a row was timed by: the device's (WebGPU timestamp queries, CUDA events) or the host's around a wait. */
 export type Clock = "gpu-timestamp" | "host";
 
 export interface Timing {
@@ -149,11 +149,11 @@ export function time(fn: () => void, warmup: number, reps: number): Timing {
 }
 
 /**
- * The device clock of a WebGPU backend (timestamp queries), where its adapter has one. Other
- * backends are timed by the host clock here, as before (their rows say so).
+ * The device clock of a GPU backend: WebGPU's timestamp queries (where its adapter has them) or
+ * CUDA's events. The CPU backend's timer is the host clock, which the callers use directly.
  */
-export function webgpuTimer(backend: Backend): KernelTimer | undefined {
-  return backend.name === "webgpu" ? backend.timer : undefined;
+export function deviceTimer(backend: Backend): KernelTimer | undefined {
+  return backend.name === "cpu" ? undefined : backend.timer;
 }
 
 /**

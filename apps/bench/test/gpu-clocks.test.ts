@@ -2,8 +2,10 @@ import { chmodSync, mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
+import * as T from "@lightning-ts/tensor";
+import type { Backend, KernelTimer } from "@lightning-ts/tensor";
 import { addClocks, ClockSampler, type ClockSample, clockStats, parseSample, startClocks } from "../src/gpu-clocks.js";
-import { beginTimed, DEFAULT_DEVICE_WARMUP_MS, result, setDeviceWarmupMs, summarise, timedSpan, timeQueued, warmUp } from "../src/suite.js";
+import { beginTimed, DEFAULT_DEVICE_WARMUP_MS, deviceTimer, result, setDeviceWarmupMs, summarise, timedSpan, timeQueued, warmUp } from "../src/suite.js";
 import { copySuite } from "../src/suites/copy.js";
 
 /**
@@ -30,6 +32,24 @@ done
 const sample = (at: number, smMhz: number, pstate = "P0"): ClockSample => ({ at, pstate, smMhz, memMhz: 3201 });
 
 describe("GPU clocks while timing (--gpu-clocks)", () => {
+  it("a GPU backend is timed by its own clock (CUDA events, WebGPU timestamps), the CPU by the host's", async () => {
+    expect(deviceTimer(T.createCpuBackend())).toBeUndefined();
+    // A device whose clock advances only while the queued calls run: 3 ms a call.
+    let deviceMs = 0;
+    const marks: number[] = [];
+    const timer: KernelTimer = { mark: () => marks.push(deviceMs) - 1, elapsedMs: (a, b) => marks[b] - marks[a], release: () => {} };
+    const gpu = { name: "cuda", timer, sync: async () => {} } as unknown as Backend;
+    expect(deviceTimer(gpu)).toBe(timer);
+    setDeviceWarmupMs(0);
+    try {
+      const timing = await timeQueued(gpu, () => (deviceMs += 3), 5, 1, 4, deviceTimer(gpu));
+      expect(timing.clock).toBe("gpu-timestamp");
+      expect(timing.times).toEqual([3, 3, 3, 3]);
+    } finally {
+      setDeviceWarmupMs(DEFAULT_DEVICE_WARMUP_MS);
+    }
+  });
+
   it("reads nvidia-smi's csv lines in local time, and refuses lines that are not samples", () => {
     const s = parseSample("2026/12/03 06:10:11.123, P0, 1980, 3201");
     expect(s).toEqual({ at: new Date(2026, 11, 3, 6, 10, 11, 123).getTime(), pstate: "P0", smMhz: 1980, memMhz: 3201 });

@@ -14,7 +14,7 @@ import { writeLineCharts } from "../chart.js";
 import { outputPath } from "../report.js";
 import { attentionImpls, type AttentionImpl, type AttentionInputs } from "../attention/impls.js";
 import { checkLightning, checkSoftmax, type HostInputs } from "../attention/oracle.js";
-import { beginTimed, intList, lastTimedSpan, result, setTimedSpan, summarise, type BenchResult, type Suite, type Timing, timeRound, warmUp, webgpuTimer } from "../suite.js";
+import { beginTimed, intList, lastTimedSpan, result, setTimedSpan, summarise, type BenchResult, type Suite, type Timing, timeRound, warmUp, deviceTimer } from "../suite.js";
 
 /** The WebGPU forward variants (kernelChoices.forward of @lightning-ts/webgpu). */
 type Forward = ForwardVariant;
@@ -73,11 +73,11 @@ interface Measured extends Timing {
 
 /**
  * Times `fn` (which must leave no tensors alive) `reps` times after warm-up, waiting for the
- * device each time, and records the memory peak over the timed calls. On WebGPU with timestamp
- * queries the times are the device's, from the first kernel's start to the last one's end.
+ * device each time, and records the memory peak over the timed calls. On a GPU (WebGPU with
+ * timestamp queries, CUDA with events) the times are the device's, between marks around the call.
  */
 async function timeCase(backend: Backend, fn: () => void, warmup: number, reps: number): Promise<Measured> {
-  const timer = webgpuTimer(backend);
+  const timer = deviceTimer(backend);
   await warmUp(backend, fn, warmup);
   const before = backend.memory().liveBytes;
   backend.resetPeakMemory?.();

@@ -21,7 +21,7 @@ import { startBackend } from "@lightning-ts/backends";
 import * as T from "@lightning-ts/tensor";
 import type { Backend } from "@lightning-ts/tensor";
 import type { CopyOrder, WebGpuBackend } from "@lightning-ts/webgpu";
-import { type CommonOptions, intList, result, time, timeQueued, type BenchResult, type Suite, webgpuTimer } from "../suite.js";
+import { type CommonOptions, intList, result, time, timeQueued, type BenchResult, type Suite, deviceTimer } from "../suite.js";
 
 /** Bytes moved per wait on a GPU: enough that the submission and fence cost little beside them. */
 const BYTES_PER_WAIT = 2 ** 32;
@@ -59,7 +59,7 @@ async function partsCopy(backend: Backend, name: string, size: number, part: num
       for (let i = 0; i < sizes.length; i++) copyPart(i).dispose();
     };
     const bytes = 2 * size * 2 ** 20;
-    const timing = await timeQueued(backend, call, Math.max(1, Math.round(BYTES_PER_WAIT / bytes)), common.warmup, common.reps, webgpuTimer(backend));
+    const timing = await timeQueued(backend, call, Math.max(1, Math.round(BYTES_PER_WAIT / bytes)), common.warmup, common.reps, deviceTimer(backend));
     const gbps = bytes / (timing.median / 1000) / 1e9;
     log(`${name} ${size} MiB as ${sizes.length} ${mode}: ${gbps.toFixed(0)} GB/s`);
     return result({ ...base, ok: true, fwd_ms: timing.median, gbps, spread_pct: Math.round(timing.spread_pct), clock: timing.clock });
@@ -128,7 +128,7 @@ async function probeCopies(backend: Backend, size: number, orders: readonly Copy
           continue;
         }
         const call = () => probeCopy(gpu, storage(xs[i]), storage(ys[i]), bytes, order);
-        const timing = await timeQueued(backend, call, Math.max(1, Math.round(BYTES_PER_WAIT / (2 * bytes))), common.warmup, common.reps, webgpuTimer(backend));
+        const timing = await timeQueued(backend, call, Math.max(1, Math.round(BYTES_PER_WAIT / (2 * bytes))), common.warmup, common.reps, deviceTimer(backend));
         const gbps = (2 * bytes) / (timing.median / 1000) / 1e9;
         log(`webgpu ${size} MiB probe-${order} buffer ${i}: ${gbps.toFixed(0)} GB/s (least ${timing.min.toFixed(3)} ms, most ${timing.max.toFixed(3)} ms)`);
         results.push(result({ ...base, ok: true, fwd_ms: timing.median, gbps, spread_pct: Math.round(timing.spread_pct), clock: timing.clock }));
@@ -196,7 +196,7 @@ export const copySuite: Suite = {
         const call = () => T.copy(x).dispose();
         const bytes = 2 * n * 4;
         const timing =
-          name === "cpu" ? time(call, common.warmup, common.reps) : await timeQueued(backend, call, Math.max(1, Math.round(BYTES_PER_WAIT / bytes)), common.warmup, common.reps, webgpuTimer(backend));
+          name === "cpu" ? time(call, common.warmup, common.reps) : await timeQueued(backend, call, Math.max(1, Math.round(BYTES_PER_WAIT / bytes)), common.warmup, common.reps, deviceTimer(backend));
         const gbps = bytes / (timing.median / 1000) / 1e9;
         log(`${name} ${size} MiB: ${gbps.toFixed(0)} GB/s`);
         results.push(result({ ...base, ok: true, parts: 1, fwd_ms: timing.median, gbps, spread_pct: Math.round(timing.spread_pct), clock: timing.clock }));

@@ -5,7 +5,7 @@
  */
 import { startBackend } from "@lightning-ts/backends";
 import * as T from "@lightning-ts/tensor";
-import { intList, result, summarise, timeQueued, type BenchResult, type Suite, type Timing, webgpuTimer } from "../suite.js";
+import { intList, result, summarise, timeQueued, type BenchResult, type Suite, type Timing, deviceTimer } from "../suite.js";
 
 /**
  * Steps enqueued per device wait on WebGPU: enough that the GPU is busy between waits (on the H200,
@@ -104,7 +104,7 @@ export const decodeSuite: Suite = {
             // A step is tens of microseconds there, about one submission and fence wait: queue
             // WEBGPU_STEPS_PER_WAIT steps per wait so the time is the kernel's, as in a decode loop
             // (and timed by the device's clock where the adapter has timestamp queries).
-            timing = await timeQueued(backend, step, WEBGPU_STEPS_PER_WAIT, common.warmup, common.reps, webgpuTimer(backend));
+            timing = await timeQueued(backend, step, WEBGPU_STEPS_PER_WAIT, common.warmup, common.reps, deviceTimer(backend));
           } else {
             const times: number[] = [];
             for (let i = 0; i < common.warmup + common.reps; i++) {

@@ -19,7 +19,7 @@ import { startBackend } from "@lightning-ts/backends";
 import { type Backend, copy, decode, type DType, encode, fromStorage, matmul, type Tensor } from "@lightning-ts/tensor";
 import { cpus } from "node:os";
 import { numpyMatmul, numpyUnavailable } from "../anchors/numpy.js";
-import { type Clock, intList, result, summarise, type BenchResult, type Suite, time, timeQueued, webgpuTimer } from "../suite.js";
+import { type Clock, intList, result, summarise, type BenchResult, type Suite, time, timeQueued, deviceTimer } from "../suite.js";
 
 /** f32 over k up to 2048 stays far below this; a wrong kernel lands far above. */
 const MAX_REL_ERR = 1e-4;
@@ -82,7 +82,7 @@ async function timeVariants(backend: Backend, variants: Variant[], a: { t: Tenso
         continue;
       }
       const calls = Math.max(1, Math.min(64, Math.round(2e9 / flops)));
-      const t = await timeQueued(backend, () => call().dispose(), calls, common.warmup, common.reps, webgpuTimer(backend));
+      const t = await timeQueued(backend, () => call().dispose(), calls, common.warmup, common.reps, deviceTimer(backend));
       const gflops = flops / t.median / 1e6;
       log(`webgpu ${m}³ ${order}:${layout}: ${gflops.toFixed(1)} GFLOP/s`);
       rows.push(result({ ...row, ok: true, fwd_ms: t.median, gflops, min_ms: t.min, max_ms: t.max, spread_pct: t.spread_pct, clock: t.clock }));
@@ -113,7 +113,7 @@ async function timeOperandCopies(backend: Backend, count: number, a: { t: Tensor
         continue;
       }
       const calls = Math.max(1, Math.min(64, Math.round(2e9 / flops)));
-      const t = await timeQueued(backend, () => call().dispose(), calls, common.warmup, common.reps, webgpuTimer(backend));
+      const t = await timeQueued(backend, () => call().dispose(), calls, common.warmup, common.reps, deviceTimer(backend));
       const gflops = flops / t.median / 1e6;
       log(`webgpu ${m}³ operand copy ${i + 1}: ${gflops.toFixed(1)} GFLOP/s`);
       rows.push(result({ ...row, ok: true, fwd_ms: t.median, gflops, min_ms: t.min, max_ms: t.max, spread_pct: t.spread_pct, clock: t.clock }));
@@ -241,7 +241,7 @@ export const matmulSuite: Suite = {
               const call = () => matmul(a.t, b.t).dispose();
               // About 2 GFLOP per wait on WebGPU, so the submission and fence are spread over the calls.
               const calls = Math.max(1, Math.min(64, Math.round(2e9 / flops)));
-              const timing = name === "webgpu" ? await timeQueued(backend, call, calls, r === 0 ? warmup : 1, per, webgpuTimer(backend)) : time(call, r === 0 ? warmup : 1, per);
+              const timing = name === "webgpu" ? await timeQueued(backend, call, calls, r === 0 ? warmup : 1, per, deviceTimer(backend)) : time(call, r === 0 ? warmup : 1, per);
               ourTimes.push(...timing.times);
               clock = timing.clock;
               if (anchorSkip) continue;

@@ -9,7 +9,7 @@ import { startBackend } from "@lightning-ts/backends";
 import * as T from "@lightning-ts/tensor";
 import type { DType } from "@lightning-ts/tensor";
 import { closeness } from "@lightning-ts/tensor/testing";
-import { result, time, timeQueued, type BenchResult, type Suite, webgpuTimer } from "../suite.js";
+import { result, time, timeQueued, type BenchResult, type Suite, deviceTimer } from "../suite.js";
 
 /** Relative RMS bound against float64, by input dtype (16-bit: the rounding of k·w). */
 const BOUND: Record<string, number> = { f32: 1e-5, bf16: 6e-3, f16: 8e-4 };
@@ -107,7 +107,7 @@ export const stateSuite: Suite = {
           }
           const call = () => T.lightningState(k, v, slopes, { reverse }).dispose();
           const bytes = (k.size + v.size) * T.byteSize(dtype);
-          const timing = name === "cpu" ? time(call, common.warmup, common.reps) : await timeQueued(backend, call, Math.max(1, Math.round(BYTES_PER_WAIT / bytes)), common.warmup, common.reps, webgpuTimer(backend));
+          const timing = name === "cpu" ? time(call, common.warmup, common.reps) : await timeQueued(backend, call, Math.max(1, Math.round(BYTES_PER_WAIT / bytes)), common.warmup, common.reps, deviceTimer(backend));
           const gbps = bytes / (timing.median / 1000) / 1e9;
           log(`${name} ${impl} [${B}, ${H}, ${L}, ${D}, ${E}] ${dtype}: ${timing.median.toFixed(4)} ms, ${gbps.toFixed(0)} GB/s`);
           results.push(result({ ...base, ok: true, rel_err: err, fwd_ms: timing.median, gbps, tokens_per_s: (B * L) / (timing.median / 1000), spread_pct: Math.round(timing.spread_pct), clock: timing.clock }));
